@@ -1,0 +1,62 @@
+/*
+ * worker_settings.h - the settings of granary-worker, the per-node cache:
+ * where it serves blocks to peers, which node it is, where meta is, the
+ * cache directory with its capacity, block size and eviction policy, the
+ * cluster token that authenticates block requests, and its thread pools.
+ *
+ * The table (worker_settings_schema) gives types, tuned defaults and help;
+ * worker_settings_check() adds the rules a table cannot state. Strings are
+ * owned by the struct: release them with config_release().
+ */
+#ifndef GRANARY_CACHE_WORKER_SETTINGS_H
+#define GRANARY_CACHE_WORKER_SETTINGS_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "store/store_settings.h"
+
+/* Block sizes a cache may use: powers of two in this range. */
+#define WORKER_BLOCK_SIZE_MIN (64ull << 10)
+#define WORKER_BLOCK_SIZE_MAX (64ull << 20)
+
+enum worker_cache_policy {
+	WORKER_CACHE_LRU = 0,        /* plain least-recently-used */
+	WORKER_CACHE_SCAN_RESISTANT, /* keeps a stable subset when the dataset exceeds the cache */
+};
+
+extern const char *const worker_cache_policy_names[]; /* "lru", "scan-resistant" */
+
+struct worker_settings {
+	char *listen;             /* HTTP block service: host:port or unix:///path */
+	char *node_id;            /* "" = the hostname, resolved at run time */
+	char *meta_address;
+	char *cache_dir;
+	uint64_t cache_capacity;  /* bytes */
+	uint64_t cache_block_size; /* bytes; a power of two */
+	int cache_policy;         /* enum worker_cache_policy */
+	char *token_file;         /* cluster token for block requests; "" = none */
+	int64_t threads;          /* 0 = cpu_available() */
+	int64_t fetch_max_inflight; /* concurrent object-store fetches */
+	struct store_settings store;
+	char *log_level;
+};
+
+extern const struct config_schema worker_settings_schema;
+
+/*
+ * Checks what the table cannot: listen and meta.address are valid
+ * addresses, cache.dir (and token_file when set) absolute paths,
+ * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
+ * at least one block, node_id a plausible node name, the store endpoint a
+ * valid URL (when set) and log.level a known level. Returns ERR_OK, or
+ * ERR_INVALID with a message naming the key:
+ * "key 'cache.dir': must be an absolute path, got 'cache'".
+ */
+enum error_code worker_settings_check(const struct worker_settings *s, struct error *err);
+
+/* The size of the worker thread pool: threads, or cpu_available() when 0. */
+int worker_settings_threads(const struct worker_settings *s);
+
+#endif

@@ -1,0 +1,146 @@
+/*
+ * error.c - the project error type and its three edge mappings.
+ */
+#include "common/error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+void error_clear(struct error *err)
+{
+	if (!err)
+		return;
+	err->code = ERR_OK;
+	err->msg[0] = '\0';
+}
+
+enum error_code error_setv(struct error *err, enum error_code code,
+			   const char *fmt, va_list ap)
+{
+	if (!err)
+		return code;
+	err->code = code;
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	return code;
+}
+
+enum error_code error_set(struct error *err, enum error_code code,
+			  const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	error_setv(err, code, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+enum error_code error_wrap(struct error *err, const char *fmt, ...)
+{
+	char prefix[ERROR_MSG_MAX];
+	char joined[ERROR_MSG_MAX];
+	va_list ap;
+
+	if (!err)
+		return ERR_INTERNAL;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	snprintf(joined, sizeof(joined), "%s: %s", prefix, err->msg);
+	memcpy(err->msg, joined, sizeof(err->msg));
+	return err->code;
+}
+
+/* One row per code keeps the four mappings side by side, so a new code
+ * cannot be added to one edge and forgotten at another. */
+static const struct {
+	const char *name;
+	int errnum;
+	int grpc; /* gRPC protocol status numbers */
+	int http;
+} codes[ERR_CODE_COUNT] = {
+	[ERR_OK] = { "ok", 0, 0, 200 },
+	[ERR_INVALID] = { "invalid argument", EINVAL, 3, 400 },
+	[ERR_NOT_FOUND] = { "not found", ENOENT, 5, 404 },
+	[ERR_EXISTS] = { "already exists", EEXIST, 6, 409 },
+	[ERR_PERMISSION] = { "permission denied", EACCES, 7, 403 },
+	[ERR_UNAUTHENTICATED] = { "unauthenticated", EACCES, 16, 401 },
+	[ERR_RANGE] = { "out of range", EINVAL, 11, 416 },
+	[ERR_UNAVAILABLE] = { "unavailable", EIO, 14, 503 },
+	[ERR_TIMEOUT] = { "timed out", ETIMEDOUT, 4, 504 },
+	[ERR_IO] = { "i/o error", EIO, 13, 500 },
+	[ERR_NO_SPACE] = { "no space", ENOSPC, 8, 507 },
+	[ERR_NOMEM] = { "out of memory", ENOMEM, 8, 503 },
+	[ERR_READ_ONLY] = { "read-only", EROFS, 9, 405 },
+	[ERR_UNSUPPORTED] = { "unsupported", ENOTSUP, 12, 501 },
+	[ERR_CANCELLED] = { "cancelled", ECANCELED, 1, 503 },
+	[ERR_INTERNAL] = { "internal error", EIO, 13, 500 },
+};
+
+static int valid(enum error_code code)
+{
+	return (int)code >= 0 && code < ERR_CODE_COUNT;
+}
+
+const char *error_code_name(enum error_code code)
+{
+	return valid(code) ? codes[code].name : "unknown error";
+}
+
+int error_to_errno(enum error_code code)
+{
+	return valid(code) ? codes[code].errnum : EIO;
+}
+
+int error_to_grpc(enum error_code code)
+{
+	return valid(code) ? codes[code].grpc : 2 /* UNKNOWN */;
+}
+
+int error_to_http(enum error_code code)
+{
+	return valid(code) ? codes[code].http : 500;
+}
+
+enum error_code error_from_errno(int errnum)
+{
+	switch (errnum) {
+	case 0:
+		return ERR_OK;
+	case ENOENT:
+	case ENOTDIR:
+		return ERR_NOT_FOUND;
+	case EEXIST:
+		return ERR_EXISTS;
+	case EACCES:
+	case EPERM:
+		return ERR_PERMISSION;
+	case EINVAL:
+	case ENAMETOOLONG:
+	case EISDIR:
+		return ERR_INVALID;
+	case ENOSPC:
+	case EDQUOT:
+		return ERR_NO_SPACE;
+	case ENOMEM:
+		return ERR_NOMEM;
+	case EROFS:
+		return ERR_READ_ONLY;
+	case ETIMEDOUT:
+		return ERR_TIMEOUT;
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EAGAIN:
+		return ERR_UNAVAILABLE;
+	case ENOTSUP:
+		return ERR_UNSUPPORTED;
+	case ECANCELED:
+	case EINTR:
+		return ERR_CANCELLED;
+	default:
+		return ERR_IO;
+	}
+}

@@ -1,0 +1,53 @@
+/*
+ * csi_settings.h - the settings of granary-csi, the CSI driver: the gRPC
+ * endpoint the kubelet and sidecars dial, which roles this process plays
+ * (controller, node or both), the node's name, where meta is, where the
+ * node plugin keeps the state that lets it re-adopt its FUSE daemons after
+ * a restart, and the granary-fuse binary it launches.
+ *
+ * The table (csi_settings_schema) gives types, defaults and help;
+ * csi_settings_check() adds the rules a table cannot state. Strings are
+ * owned by the struct: release them with config_release().
+ */
+#ifndef GRANARY_CSI_CSI_SETTINGS_H
+#define GRANARY_CSI_CSI_SETTINGS_H
+
+#include <stdbool.h>
+
+#include "common/config.h"
+#include "common/error.h"
+
+enum csi_mode {
+	CSI_MODE_CONTROLLER = 0, /* CreateVolume / DeleteVolume */
+	CSI_MODE_NODE,           /* stage / publish on this node */
+	CSI_MODE_ALL,            /* both, in one process */
+};
+
+extern const char *const csi_mode_names[]; /* "controller", "node", "all" */
+
+struct csi_settings {
+	char *endpoint;     /* unix:///csi/csi.sock or host:port */
+	int mode;           /* enum csi_mode */
+	char *node_id;      /* "" = the hostname, resolved at run time */
+	char *meta_address;
+	char *state_dir;    /* node role: records of running FUSE daemons */
+	char *fuse_binary;  /* node role: the granary-fuse to launch */
+	char *log_level;
+};
+
+extern const struct config_schema csi_settings_schema;
+
+/*
+ * Checks what the table cannot: endpoint and meta.address are valid
+ * addresses, node_id a plausible node name, state_dir an absolute path,
+ * fuse_binary an absolute path when the node role is on, and log.level a
+ * known level. Returns ERR_OK, or ERR_INVALID with a message naming the
+ * key: "key 'state_dir': must be an absolute path, got 'csi'".
+ */
+enum error_code csi_settings_check(const struct csi_settings *s, struct error *err);
+
+/* True when the mode includes the controller, or the node, role. */
+bool csi_settings_is_controller(const struct csi_settings *s);
+bool csi_settings_is_node(const struct csi_settings *s);
+
+#endif

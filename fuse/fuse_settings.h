@@ -1,0 +1,70 @@
+/*
+ * fuse_settings.h - the settings of granary-fuse, the per-dataset FUSE
+ * daemon: what to mount where, the node cache it shares with the worker,
+ * the FUSE tuning (long entry/attr timeouts for an immutable dataset,
+ * keep_cache, 1 MiB requests, clone_fd, splice, read-ahead) and how long to
+ * wait for a peer worker before going to the object store.
+ *
+ * The dataset comes either from meta by name (dataset) or, standalone,
+ * straight from an object-store URI (source): exactly one of the two.
+ *
+ * The table (fuse_settings_schema) gives types, tuned defaults and help;
+ * fuse_settings_check() adds the rules a table cannot state. Strings are
+ * owned by the struct: release them with config_release().
+ */
+#ifndef GRANARY_FUSE_FUSE_SETTINGS_H
+#define GRANARY_FUSE_FUSE_SETTINGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "store/store_settings.h"
+
+/* The kernel's largest FUSE read is 1 MiB (FUSE_MAX_MAX_PAGES on 4 KiB pages). */
+#define FUSE_SETTINGS_MAX_READ_MAX (1ull << 20)
+#define FUSE_SETTINGS_PAGE (4ull << 10)
+
+/* Block sizes a cache may use: powers of two in this range (as the worker's). */
+#define FUSE_SETTINGS_BLOCK_SIZE_MIN (64ull << 10)
+#define FUSE_SETTINGS_BLOCK_SIZE_MAX (64ull << 20)
+
+struct fuse_settings {
+	char *mountpoint;
+	char *dataset;             /* name registered in meta; "" when source is used */
+	char *source;              /* s3://bucket/prefix/ or file:///dir; "" when dataset is used */
+	char *meta_address;
+	char *cache_dir;           /* the node worker's cache, read directly */
+	uint64_t cache_capacity;   /* bytes */
+	uint64_t cache_block_size; /* bytes; must match the worker's */
+	uint64_t entry_timeout_ms;
+	uint64_t attr_timeout_ms;
+	bool keep_cache;
+	uint64_t max_read;         /* bytes per FUSE read request */
+	int64_t max_background;
+	int64_t max_idle_threads;  /* 0 = sized automatically */
+	bool clone_fd;
+	bool splice;
+	uint64_t read_ahead;       /* bytes; written to the mount's bdi read_ahead_kb */
+	int64_t prefetch_blocks;   /* blocks read ahead of a sequential reader */
+	uint64_t worker_timeout_ms; /* peer worker request, before falling back to the store */
+	struct store_settings store;
+	char *log_level;
+};
+
+extern const struct config_schema fuse_settings_schema;
+
+/*
+ * Checks what the table cannot: mountpoint given and absolute, exactly one
+ * of dataset and source (source a valid store URI; meta.address a valid
+ * address when dataset is used), cache.dir absolute, cache.block_size a
+ * power of two from 64KiB to 64MiB, cache.capacity at least one block,
+ * max_read a multiple of 4KiB up to 1MiB, read_ahead a multiple of 4KiB,
+ * the store endpoint a valid URL (when set) and log.level a known level.
+ * Returns ERR_OK, or ERR_INVALID with a message naming the key:
+ * "key 'mountpoint': required".
+ */
+enum error_code fuse_settings_check(const struct fuse_settings *s, struct error *err);
+
+#endif

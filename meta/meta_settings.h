@@ -1,0 +1,39 @@
+/*
+ * meta_settings.h - the settings of granary-meta, the cluster's dataset
+ * registry: where it listens, where it keeps namespace snapshots, how it
+ * judges worker liveness, and the object store it lists datasets from.
+ *
+ * The table (meta_settings_schema) gives types, tuned defaults and help;
+ * meta_settings_check() adds the rules a table cannot state. Strings are
+ * owned by the struct: release them with config_release().
+ */
+#ifndef GRANARY_META_META_SETTINGS_H
+#define GRANARY_META_META_SETTINGS_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "store/store_settings.h"
+
+struct meta_settings {
+	char *listen;                   /* "unix:///run/granary/meta.sock" or host:port */
+	char *data_dir;                 /* snapshots on local disk, for fast restarts */
+	uint64_t heartbeat_interval_ms; /* how often workers report */
+	uint64_t heartbeat_expiry_ms;   /* silence after which a worker is dropped */
+	struct store_settings store;
+	char *log_level;
+};
+
+extern const struct config_schema meta_settings_schema;
+
+/*
+ * Checks what the table cannot: listen is a valid address, data_dir an
+ * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
+ * endpoint a valid URL (when set) and log.level a known level. Returns
+ * ERR_OK, or ERR_INVALID with a message naming the key:
+ * "key 'data_dir': must be an absolute path, got 'meta'".
+ */
+enum error_code meta_settings_check(const struct meta_settings *s, struct error *err);
+
+#endif

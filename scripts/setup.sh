@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything Granary needs to build and test, idempotently:
+#   - Debian packages (compilers, -dev libraries, FUSE, test tools) with apt-get;
+#   - third-party test tools built from source registries into a cache folder
+#     ($GRANARY_TOOLS, default ~/.cache/granary-tools): the versitygw S3 server.
+# A second run finds everything in place and takes seconds.
+set -euo pipefail
+
+TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
+VERSITYGW_VERSION=v1.8.0
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+debian_packages=(
+  build-essential cmake ninja-build pkg-config git curl ca-certificates
+  libcurl4-openssl-dev libssl-dev libexpat1-dev libyaml-dev
+  libfuse3-dev fuse3 libmicrohttpd-dev check libsubunit-dev
+  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
+  valgrind fio python3
+)
+
+install_debian() {
+  local missing=()
+  for p in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "debian packages present"
+    return
+  fi
+  log "installing debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# go_tool NAME MODULE_PATH VERSION: builds MODULE_PATH@VERSION into $TOOLS/bin/NAME-VERSION.
+go_tool() {
+  local name=$1 module=$2 version=$3
+  local target="$TOOLS/bin/$name-$version"
+  if [ -x "$target" ]; then
+    log "$name $version present"
+  else
+    log "building $name $version from the Go module proxy"
+    local tmp
+    tmp=$(mktemp -d)
+    GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "$module@$version"
+    mkdir -p "$TOOLS/bin"
+    mv "$tmp/$(basename "$module")" "$target"
+    rm -rf "$tmp"
+  fi
+  ln -sf "$target" "$TOOLS/bin/$name"
+}
+
+install_debian
+if ! command -v go >/dev/null 2>&1; then
+  log "error: the Go toolchain (go 1.24 or newer) is needed to build the test tools; install it and run again"
+  exit 1
+fi
+mkdir -p "$TOOLS/bin"
+go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+log "tools in $TOOLS/bin"

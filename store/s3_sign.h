@@ -1,0 +1,65 @@
+/*
+ * s3_sign.h - AWS Signature Version 4 for S3 requests, and S3's URI
+ * encoding rules.
+ *
+ * We sign ourselves (OpenSSL HMAC-SHA256) rather than through libcurl's
+ * CURLOPT_AWS_SIGV4, so that the canonical request is ours to see and test
+ * against the published examples, the session token and payload hash are
+ * signed like every other header, and one code path serves all libcurl
+ * versions. Pure functions: thread-safe, no I/O.
+ */
+#ifndef GRANARY_STORE_S3_SIGN_H
+#define GRANARY_STORE_S3_SIGN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "store/store.h"
+
+/* SHA-256 of the empty body: the payload hash of GET and HEAD. */
+#define S3_EMPTY_PAYLOAD_SHA256 \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+struct s3_header {
+	const char *name;  /* lowercase */
+	const char *value;
+};
+
+struct s3_sign_request {
+	const char *method;          /* "GET" */
+	const char *canonical_uri;   /* URI-encoded path, "/bucket/key" */
+	const char *canonical_query; /* sorted, encoded "a=1&b=2"; "" when none */
+	const struct s3_header *headers; /* to sign; any order; must include host,
+					    x-amz-date, x-amz-content-sha256 */
+	size_t nheaders;
+	const char *payload_hash;    /* hex SHA-256 or "UNSIGNED-PAYLOAD" */
+	const char *amz_date;        /* "20130524T000000Z", as in x-amz-date */
+	const char *region;          /* "us-east-1" */
+};
+
+/*
+ * Writes the Authorization header value ("AWS4-HMAC-SHA256 Credential=...,
+ * SignedHeaders=..., Signature=...") into out. Returns ERR_OK, or
+ * ERR_INVALID when out is too small, a header name is not lowercase or
+ * there are more than 16 headers.
+ */
+enum error_code s3_sign_v4(const struct store_credentials *cred,
+			   const struct s3_sign_request *req, char *out,
+			   size_t out_size, struct error *err);
+
+/* Hex SHA-256 of a request body, for x-amz-content-sha256. */
+void s3_payload_sha256(const void *data, size_t len, char out[65]);
+
+/* Formats t as the x-amz-date value "YYYYMMDDTHHMMSSZ" (16 chars + NUL). */
+void s3_amz_date(time_t t, char out[17]);
+
+/*
+ * Percent-encodes in the way S3 signs it: A-Z a-z 0-9 - . _ ~ are kept,
+ * '/' too when keep_slash (object key paths), everything else is %XX with
+ * uppercase hex. Writes at most out_size bytes including the NUL and
+ * returns the length the full encoding needs (like snprintf).
+ */
+size_t s3_uri_encode(const char *in, bool keep_slash, char *out, size_t out_size);
+
+#endif

@@ -1,0 +1,363 @@
+/*
+ * store.c - URI parsing, validation and dispatch to the backends.
+ */
+#include "store/store_impl.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum error_code store_check_bucket_name(const char *name, struct error *err)
+{
+	size_t len = name ? strlen(name) : 0;
+	int dots = 0, all_digits_or_dots = 1;
+
+	if (len < 3 || len > 63)
+		return error_set(err, ERR_INVALID,
+				 "bucket '%s': must be 3 to 63 characters long", name ? name : "");
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-'))
+			return error_set(err, ERR_INVALID,
+					 "bucket '%s': only lowercase letters, digits, '.' and '-' are allowed",
+					 name);
+		if (c == '.') {
+			dots++;
+			if (i > 0 && name[i - 1] == '.')
+				return error_set(err, ERR_INVALID,
+						 "bucket '%s': must not contain '..'", name);
+		}
+		if (!(c == '.' || isdigit((unsigned char)c)))
+			all_digits_or_dots = 0;
+	}
+	if (!isalnum((unsigned char)name[0]) || !isalnum((unsigned char)name[len - 1]))
+		return error_set(err, ERR_INVALID,
+				 "bucket '%s': must start and end with a letter or digit", name);
+	if (dots == 3 && all_digits_or_dots)
+		return error_set(err, ERR_INVALID,
+				 "bucket '%s': must not look like an IP address", name);
+	if (strncmp(name, "xn--", 4) == 0)
+		return error_set(err, ERR_INVALID, "bucket '%s': must not start with 'xn--'", name);
+	return ERR_OK;
+}
+
+enum error_code store_check_endpoint(const char *url, struct error *err)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *path = NULL, *part = NULL;
+	enum error_code rc = ERR_OK;
+
+	if (!u)
+		return error_set(err, ERR_NOMEM, "endpoint: out of memory");
+	if (!url || !*url) {
+		rc = error_set(err, ERR_INVALID, "endpoint '': empty URL");
+		goto out;
+	}
+	if (!strstr(url, "://")) {
+		rc = error_set(err, ERR_INVALID,
+			       "endpoint '%s': must start with http:// or https://", url);
+		goto out;
+	}
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+		rc = error_set(err, ERR_INVALID, "endpoint '%s': not a valid URL", url);
+		goto out;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		rc = error_set(err, ERR_INVALID,
+			       "endpoint '%s': scheme must be http or https", url);
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+		rc = error_set(err, ERR_INVALID, "endpoint '%s': no host", url);
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK) {
+		rc = error_set(err, ERR_INVALID,
+			       "endpoint '%s': user info is not allowed (give credentials in a credentials file)",
+			       "<redacted>");
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK) {
+		rc = error_set(err, ERR_INVALID,
+			       "endpoint '%s': must not have a query or fragment", url);
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && path &&
+	    strcmp(path, "/") != 0 && *path) {
+		rc = error_set(err, ERR_INVALID,
+			       "endpoint '%s': must not have a path ('%s'); the bucket is given in the URI",
+			       url, path);
+		goto out;
+	}
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(path);
+	curl_free(part);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
+				char **prefix, struct error *err)
+{
+	const char *rest, *slash;
+	enum error_code rc;
+
+	*scheme = *bucket = *prefix = NULL;
+	if (!uri || !*uri)
+		return error_set(err, ERR_INVALID, "source URI '': empty");
+	if (strncmp(uri, "file://", 7) == 0) {
+		rest = uri + 7;
+		if (rest[0] != '/')
+			return error_set(err, ERR_INVALID,
+					 "source URI '%s': file:// needs an absolute path (file:///dir)", uri);
+		*scheme = strdup("file");
+		*bucket = strdup(rest);
+		*prefix = strdup("");
+		goto check_alloc;
+	}
+	if (strncmp(uri, "s3://", 5) != 0)
+		return error_set(err, ERR_INVALID,
+				 "source URI '%s': scheme must be s3:// or file://", uri);
+	rest = uri + 5;
+	slash = strchr(rest, '/');
+	*scheme = strdup("s3");
+	*bucket = slash ? strndup(rest, (size_t)(slash - rest)) : strdup(rest);
+	*prefix = strdup(slash ? slash + 1 : "");
+	if (*bucket) {
+		rc = store_check_bucket_name(*bucket, err);
+		if (rc != ERR_OK) {
+			error_wrap(err, "source URI '%s'", uri);
+			goto fail;
+		}
+	}
+check_alloc:
+	if (*scheme && *bucket && *prefix)
+		return ERR_OK;
+	rc = error_set(err, ERR_NOMEM, "source URI: out of memory");
+fail:
+	free(*scheme);
+	free(*bucket);
+	free(*prefix);
+	*scheme = *bucket = *prefix = NULL;
+	return rc;
+}
+
+enum error_code store_open(const char *uri, const struct store_config *cfg,
+			   struct store **out, struct error *err)
+{
+	static const struct store_config defaults;
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
+	enum error_code rc;
+
+	*out = NULL;
+	if (!cfg)
+		cfg = &defaults;
+	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (strcmp(scheme, "s3") == 0 && *prefix) {
+		rc = error_set(err, ERR_INVALID,
+			       "store URI '%s': open the bucket (s3://%s), not a prefix", uri, bucket);
+		goto out;
+	}
+	if (strcmp(scheme, "s3") == 0)
+		rc = store_s3_open(bucket, cfg, out, err);
+	else
+		rc = store_file_open(bucket, cfg, out, err);
+out:
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	return rc;
+}
+
+void store_free(struct store *st)
+{
+	if (st)
+		st->ops->free(st);
+}
+
+/* The wrappers count failed calls once, whatever the backend. */
+static enum error_code counted(struct store *st, enum error_code rc)
+{
+	if (rc != ERR_OK)
+		atomic_fetch_add(&st->errors, 1);
+	return rc;
+}
+
+struct buffer_sink {
+	char *buf;
+	size_t used;
+};
+
+static int copy_to_buffer(const void *data, size_t len, void *arg)
+{
+	struct buffer_sink *b = arg;
+
+	memcpy(b->buf + b->used, data, len);
+	b->used += len;
+	return 0;
+}
+
+enum error_code store_get(struct store *st, const char *key, uint64_t off,
+			  size_t len, void *buf, size_t *got,
+			  const char *etag, struct error *err)
+{
+	struct buffer_sink b = { buf, 0 };
+	uint64_t delivered = 0;
+	enum error_code rc;
+
+	*got = 0;
+	if (!key || !*key)
+		return counted(st, error_set(err, ERR_INVALID, "get: empty object key"));
+	if (len == 0)
+		return ERR_OK;
+	if (st->ops->get)
+		return counted(st, st->ops->get(st, key, off, len, buf, got, etag, err));
+	rc = st->ops->get_stream(st, key, off, len, copy_to_buffer, &b, etag,
+				 &delivered, err);
+	*got = (size_t)delivered;
+	return counted(st, rc);
+}
+
+#define STREAM_CHUNK (1u << 20)
+
+enum error_code store_get_stream(struct store *st, const char *key,
+				 uint64_t off, uint64_t len, store_sink_fn sink,
+				 void *arg, const char *etag, uint64_t *delivered,
+				 struct error *err)
+{
+	enum error_code rc = ERR_OK;
+	char *chunk;
+
+	*delivered = 0;
+	if (!key || !*key)
+		return counted(st, error_set(err, ERR_INVALID, "get: empty object key"));
+	if (len == 0)
+		return ERR_OK;
+	if (st->ops->get_stream)
+		return counted(st, st->ops->get_stream(st, key, off, len, sink, arg,
+						       etag, delivered, err));
+	chunk = malloc(STREAM_CHUNK);
+	if (!chunk)
+		return counted(st, error_set(err, ERR_NOMEM, "get '%s': out of memory", key));
+	while (*delivered < len) {
+		size_t want = len - *delivered < STREAM_CHUNK ? (size_t)(len - *delivered) : STREAM_CHUNK;
+		size_t got = 0;
+
+		rc = st->ops->get(st, key, off + *delivered, want, chunk, &got, etag, err);
+		/* A later chunk starting exactly at the end is the end, not an error. */
+		if (rc == ERR_RANGE && *delivered > 0) {
+			rc = ERR_OK;
+			error_clear(err);
+			break;
+		}
+		if (rc != ERR_OK)
+			break;
+		if (got > 0 && sink(chunk, got, arg) != 0) {
+			rc = error_set(err, ERR_IO, "get '%s': the reader stopped the transfer", key);
+			break;
+		}
+		*delivered += got;
+		if (got < want)
+			break;
+	}
+	free(chunk);
+	return counted(st, rc);
+}
+
+enum error_code store_put(struct store *st, const char *key, const void *data,
+			  size_t len, struct error *err)
+{
+	if (!key || !*key)
+		return counted(st, error_set(err, ERR_INVALID, "put: empty object key"));
+	return counted(st, st->ops->put(st, key, data, len, err));
+}
+
+enum error_code store_head(struct store *st, const char *key,
+			   struct store_object *info, struct error *err)
+{
+	memset(info, 0, sizeof(*info));
+	if (!key || !*key)
+		return counted(st, error_set(err, ERR_INVALID, "head: empty object key"));
+	return counted(st, st->ops->head(st, key, info, err));
+}
+
+enum error_code store_list(struct store *st, const char *prefix,
+			   const char *delimiter, const char *token,
+			   unsigned max_keys, struct store_list_page *page,
+			   struct error *err)
+{
+	memset(page, 0, sizeof(*page));
+	return counted(st, st->ops->list(st, prefix ? prefix : "", delimiter,
+					 token, max_keys, page, err));
+}
+
+enum error_code store_list_all(struct store *st, const char *prefix,
+			       store_list_fn fn, void *arg, struct error *err)
+{
+	struct store_list_page page;
+	char *token = NULL;
+	enum error_code rc;
+
+	do {
+		rc = store_list(st, prefix, NULL, token, 0, &page, err);
+		free(token);
+		token = NULL;
+		if (rc != ERR_OK)
+			return rc;
+		for (size_t i = 0; i < page.nobjects; i++) {
+			if (fn(&page.objects[i], arg) != 0) {
+				store_list_page_release(&page);
+				return error_set(err, ERR_CANCELLED, "list of '%s' stopped by the caller",
+						 prefix ? prefix : "");
+			}
+		}
+		token = page.next_token;
+		page.next_token = NULL;
+		store_list_page_release(&page);
+	} while (token);
+	return ERR_OK;
+}
+
+void store_object_release(struct store_object *obj)
+{
+	if (!obj)
+		return;
+	free(obj->key);
+	obj->key = NULL;
+}
+
+void store_list_page_release(struct store_list_page *page)
+{
+	if (!page)
+		return;
+	for (size_t i = 0; i < page->nobjects; i++)
+		free(page->objects[i].key);
+	free(page->objects);
+	for (size_t i = 0; i < page->nprefixes; i++)
+		free(page->prefixes[i]);
+	free(page->prefixes);
+	free(page->next_token);
+	memset(page, 0, sizeof(*page));
+}
+
+void store_get_stats(struct store *st, struct store_stats *out)
+{
+	out->requests = atomic_load(&st->requests);
+	out->retries = atomic_load(&st->retries);
+	out->bytes_read = atomic_load(&st->bytes_read);
+	out->errors = atomic_load(&st->errors);
+}
+
+const char *store_describe(const struct store *st)
+{
+	return st->desc;
+}

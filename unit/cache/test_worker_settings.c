@@ -1,0 +1,228 @@
+/*
+ * test_worker_settings.c - granary-worker settings: tuned defaults, YAML,
+ * flags over a file, and the checks the table cannot make.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache/worker_settings.h"
+#include "common/cpu.h"
+#include "unit/check_main.h"
+
+/* One rule: set these keys (through the table), then expect the check to
+ * refuse with a message holding expect. */
+struct bad_case {
+	const char *key, *value;
+	const char *expect;
+};
+
+/* Writes text to a fresh file under /tmp; path receives its name. */
+static void write_temp(char *path, size_t len, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/test_worker_settings_XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(fputs(text, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
+{
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.listen, "0.0.0.0:7480");
+	ck_assert_str_eq(s.node_id, "");
+	ck_assert_str_eq(s.meta_address, "unix:///run/granary/meta.sock");
+	ck_assert_str_eq(s.cache_dir, "/var/cache/granary");
+	ck_assert_uint_eq(s.cache_capacity, 10ull << 30);
+	ck_assert_uint_eq(s.cache_block_size, 4ull << 20);
+	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_SCAN_RESISTANT);
+	ck_assert_str_eq(s.token_file, "");
+	ck_assert_int_eq(s.threads, 0);
+	ck_assert_int_eq(s.fetch_max_inflight, 64);
+	ck_assert_str_eq(s.store.region, "us-east-1");
+	ck_assert_int_eq(s.store.max_connections, 64);
+	ck_assert_str_eq(s.log_level, "info");
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_worker_settings_yaml_overrides_nested_keys)
+{
+	static const char yaml[] =
+		"listen: 127.0.0.1:9000\n"
+		"node_id: gpu-node-7\n"
+		"meta:\n"
+		"  address: meta.granary.svc:7400\n"
+		"cache:\n"
+		"  dir: /mnt/nvme/granary\n"
+		"  capacity: 500GiB\n"
+		"  block_size: 8MiB\n"
+		"  policy: lru\n"
+		"fetch:\n"
+		"  max_inflight: 128\n"
+		"store:\n"
+		"  endpoint: http://127.0.0.1:7070\n"
+		"  max_attempts: 3\n"
+		"log:\n"
+		"  level: debug\n";
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_load_string(&worker_settings_schema, &s, "worker.yaml", yaml, &err),
+			 ERR_OK);
+	ck_assert_str_eq(s.listen, "127.0.0.1:9000");
+	ck_assert_str_eq(s.node_id, "gpu-node-7");
+	ck_assert_str_eq(s.meta_address, "meta.granary.svc:7400");
+	ck_assert_str_eq(s.cache_dir, "/mnt/nvme/granary");
+	ck_assert_uint_eq(s.cache_capacity, 500ull << 30);
+	ck_assert_uint_eq(s.cache_block_size, 8ull << 20);
+	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_LRU);
+	ck_assert_int_eq(s.fetch_max_inflight, 128);
+	ck_assert_str_eq(s.store.endpoint, "http://127.0.0.1:7070");
+	ck_assert_int_eq(s.store.max_attempts, 3);
+	ck_assert_str_eq(s.log_level, "debug");
+	ck_assert_int_eq(s.threads, 0); /* untouched keys keep their defaults */
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_worker_settings_check_rejects_naming_the_key)
+{
+	static const struct bad_case bad[] = {
+		{ "listen", "", "key 'listen': required" },
+		{ "listen", "localhost", "key 'listen': address 'localhost'" },
+		{ "listen", "unix://run/w.sock", "key 'listen'" },
+		{ "node_id", "node 1", "key 'node_id'" },
+		{ "meta.address", "meta:0", "key 'meta.address'" },
+		{ "cache.dir", "cache", "key 'cache.dir': must be an absolute path" },
+		{ "cache.dir", "", "key 'cache.dir': must be an absolute path" },
+		{ "cache.block_size", "3MiB", "key 'cache.block_size': must be a power of two" },
+		{ "cache.block_size", "32KiB", "key 'cache.block_size'" },
+		{ "cache.block_size", "128MiB", "key 'cache.block_size'" },
+		{ "cache.capacity", "1MiB", "key 'cache.capacity'" },
+		{ "token_file", "token", "key 'token_file': must be an absolute path" },
+		{ "store.endpoint", "ftp://s3.local", "key 'store.endpoint'" },
+		{ "log.level", "loud", "key 'log.level'" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct worker_settings s;
+		struct error err;
+
+		ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, bad[i].key, bad[i].value,
+					    NULL, &err), ERR_OK);
+		ck_assert_msg(worker_settings_check(&s, &err) == ERR_INVALID, "%s='%s' accepted",
+			      bad[i].key, bad[i].value);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "%s='%s': '%s' lacks '%s'", bad[i].key,
+			      bad[i].value, err.msg, bad[i].expect);
+		config_release(&worker_settings_schema, &s);
+	}
+}
+END_TEST
+
+/* Values the table's bounds stop before the check sees them are still
+ * refused when a caller fills the struct by hand. */
+START_TEST(test_worker_settings_check_rejects_out_of_range_numbers)
+{
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	s.threads = -1;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'threads'"));
+	s.threads = 0;
+	s.fetch_max_inflight = 0;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'fetch.max_inflight'"));
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "threads", "-2", NULL, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'threads'"));
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass)
+{
+	static const char *const good[] = { "64KiB", "1MiB", "64MiB" };
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "cache.block_size", good[i],
+					    NULL, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "cache.capacity", good[i],
+					    NULL, &err), ERR_OK);
+		ck_assert_msg(worker_settings_check(&s, &err) == ERR_OK, "%s: %s", good[i], err.msg);
+	}
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_worker_settings_threads_default_to_available_cpus)
+{
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_threads(&s), cpu_available());
+	s.threads = 3;
+	ck_assert_int_eq(worker_settings_threads(&s), 3);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_worker_settings_flag_overrides_file)
+{
+	static const char yaml[] = "cache:\n  dir: /from/file\n  block_size: 1MiB\nlisten: 10.0.0.1:7000\n";
+	char path[64];
+	char *argv[] = { "granary-worker", "--cache.dir", "/from/flag", "--config", path,
+			 "--listen=10.0.0.2:7001", NULL };
+	struct worker_settings s;
+	struct error err;
+	int first = -1;
+
+	write_temp(path, sizeof(path), yaml);
+	ck_assert_int_eq(config_parse_args(&worker_settings_schema, &s, 6, argv, "0.1.0", &first,
+					   &err), CONFIG_ARGS_RUN);
+	unlink(path);
+	ck_assert_int_eq(first, 6);
+	ck_assert_str_eq(s.cache_dir, "/from/flag");
+	ck_assert_str_eq(s.listen, "10.0.0.2:7001");
+	ck_assert_uint_eq(s.cache_block_size, 1ull << 20); /* from the file */
+	ck_assert_uint_eq(s.cache_capacity, 10ull << 30);  /* the default */
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("worker_settings");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_worker_settings_defaults_are_tuned_and_valid);
+	tcase_add_test(tc, test_worker_settings_yaml_overrides_nested_keys);
+	tcase_add_test(tc, test_worker_settings_check_rejects_naming_the_key);
+	tcase_add_test(tc, test_worker_settings_check_rejects_out_of_range_numbers);
+	tcase_add_test(tc, test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass);
+	tcase_add_test(tc, test_worker_settings_threads_default_to_available_cpus);
+	tcase_add_test(tc, test_worker_settings_flag_overrides_file);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

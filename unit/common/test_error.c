@@ -1,0 +1,105 @@
+/*
+ * test_error.c - the error type and its mappings to errno, gRPC and HTTP.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "unit/check_main.h"
+
+START_TEST(test_error_set_formats_and_returns_code)
+{
+	struct error err;
+
+	ck_assert_int_eq(error_set(&err, ERR_NOT_FOUND, "open '%s'", "/x"), ERR_NOT_FOUND);
+	ck_assert_int_eq(err.code, ERR_NOT_FOUND);
+	ck_assert_str_eq(err.msg, "open '/x'");
+	ck_assert_int_eq(error_set(NULL, ERR_IO, "ignored"), ERR_IO);
+	error_clear(&err);
+	ck_assert_int_eq(err.code, ERR_OK);
+	ck_assert_str_eq(err.msg, "");
+}
+END_TEST
+
+START_TEST(test_error_wrap_prepends_context_and_keeps_code)
+{
+	struct error err;
+
+	error_set(&err, ERR_UNAVAILABLE, "connection refused");
+	ck_assert_int_eq(error_wrap(&err, "read '%s'", "a.rec"), ERR_UNAVAILABLE);
+	ck_assert_str_eq(err.msg, "read 'a.rec': connection refused");
+}
+END_TEST
+
+START_TEST(test_error_long_messages_are_truncated_not_overflowed)
+{
+	struct error err;
+	char big[2 * ERROR_MSG_MAX];
+
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	error_set(&err, ERR_INVALID, "%s", big);
+	ck_assert_uint_eq(strlen(err.msg), ERROR_MSG_MAX - 1);
+	error_wrap(&err, "%s", big);
+	ck_assert_uint_eq(strlen(err.msg), ERROR_MSG_MAX - 1);
+}
+END_TEST
+
+START_TEST(test_error_maps_each_code_at_every_edge)
+{
+	ck_assert_int_eq(error_to_errno(ERR_NOT_FOUND), ENOENT);
+	ck_assert_int_eq(error_to_errno(ERR_READ_ONLY), EROFS);
+	ck_assert_int_eq(error_to_errno(ERR_PERMISSION), EACCES);
+	ck_assert_int_eq(error_to_errno(ERR_UNAVAILABLE), EIO);
+	ck_assert_int_eq(error_to_errno(ERR_TIMEOUT), ETIMEDOUT);
+	ck_assert_int_eq(error_to_grpc(ERR_OK), 0);
+	ck_assert_int_eq(error_to_grpc(ERR_INVALID), 3);
+	ck_assert_int_eq(error_to_grpc(ERR_NOT_FOUND), 5);
+	ck_assert_int_eq(error_to_grpc(ERR_EXISTS), 6);
+	ck_assert_int_eq(error_to_grpc(ERR_PERMISSION), 7);
+	ck_assert_int_eq(error_to_grpc(ERR_RANGE), 11);
+	ck_assert_int_eq(error_to_grpc(ERR_UNAVAILABLE), 14);
+	ck_assert_int_eq(error_to_grpc(ERR_UNAUTHENTICATED), 16);
+	ck_assert_int_eq(error_to_http(ERR_INVALID), 400);
+	ck_assert_int_eq(error_to_http(ERR_UNAUTHENTICATED), 401);
+	ck_assert_int_eq(error_to_http(ERR_PERMISSION), 403);
+	ck_assert_int_eq(error_to_http(ERR_NOT_FOUND), 404);
+	ck_assert_int_eq(error_to_http(ERR_RANGE), 416);
+	ck_assert_int_eq(error_to_http(ERR_UNAVAILABLE), 503);
+	/* Every code has a name and a non-OK mapping. */
+	for (int c = ERR_INVALID; c < ERR_CODE_COUNT; c++) {
+		ck_assert_ptr_nonnull(error_code_name((enum error_code)c));
+		ck_assert_int_ne(error_to_errno((enum error_code)c), 0);
+		ck_assert_int_ne(error_to_grpc((enum error_code)c), 0);
+		ck_assert_int_ge(error_to_http((enum error_code)c), 400);
+	}
+	ck_assert_str_eq(error_code_name((enum error_code)999), "unknown error");
+	ck_assert_int_eq(error_to_http((enum error_code)999), 500);
+}
+END_TEST
+
+START_TEST(test_error_from_errno_round_trips_common_cases)
+{
+	ck_assert_int_eq(error_from_errno(ENOENT), ERR_NOT_FOUND);
+	ck_assert_int_eq(error_from_errno(EACCES), ERR_PERMISSION);
+	ck_assert_int_eq(error_from_errno(ENOSPC), ERR_NO_SPACE);
+	ck_assert_int_eq(error_from_errno(ECONNREFUSED), ERR_UNAVAILABLE);
+	ck_assert_int_eq(error_from_errno(EROFS), ERR_READ_ONLY);
+	ck_assert_int_eq(error_from_errno(EBADF), ERR_IO);
+	ck_assert_int_eq(error_to_errno(error_from_errno(ENOENT)), ENOENT);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("error");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_error_set_formats_and_returns_code);
+	tcase_add_test(tc, test_error_wrap_prepends_context_and_keeps_code);
+	tcase_add_test(tc, test_error_long_messages_are_truncated_not_overflowed);
+	tcase_add_test(tc, test_error_maps_each_code_at_every_edge);
+	tcase_add_test(tc, test_error_from_errno_round_trips_common_cases);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
