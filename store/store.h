@@ -94,8 +94,9 @@ struct store;
  * bucket is refused: use store_uri_parse for dataset URIs). Validates the
  * URI, the endpoint URL and the bucket name before any request is made:
  * a malformed one gives ERR_INVALID naming it. Loads credentials (a missing
- * or unreadable credentials_file is ERR_INVALID / ERR_PERMISSION naming the
- * path). Does no I/O against the service. *out is freed with store_free.
+ * credentials_file is ERR_NOT_FOUND, an unreadable one ERR_PERMISSION, a
+ * malformed one ERR_INVALID, each naming the path). Does no I/O against the
+ * service. *out is freed with store_free.
  */
 enum error_code store_open(const char *uri, const struct store_config *cfg,
 			   struct store **out, struct error *err);

@@ -238,6 +238,12 @@ static enum error_code file_head(struct store *st, const char *key,
 	return ERR_OK;
 }
 
+/* A key that collides with the tree's shape is the caller's mistake. */
+static enum error_code put_code(int errnum)
+{
+	return errnum == EISDIR || errnum == ENOTDIR ? ERR_INVALID : error_from_errno(errnum);
+}
+
 /* Creates the directories above path that are below the root. */
 static enum error_code make_parents(const struct store_file *sf, const char *key,
 				    char *path, struct error *err)
@@ -253,7 +259,7 @@ static enum error_code make_parents(const struct store_file *sf, const char *key
 		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
 			saved = errno;
 			*p = '/';
-			return error_set(err, saved == ENOTDIR ? ERR_INVALID : error_from_errno(saved),
+			return error_set(err, put_code(saved),
 					 "put '%s' in '%s': create directory: %s", key, sf->root,
 					 strerror(saved));
 		}
@@ -298,7 +304,7 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	fd = mkstemps(tmp, (int)strlen(TMP_SUFFIX));
 	if (fd < 0) {
 		saved = errno;
-		return error_set(err, error_from_errno(saved), "put '%s' in '%s': %s", key,
+		return error_set(err, put_code(saved), "put '%s' in '%s': %s", key,
 				 sf->root, strerror(saved));
 	}
 	/* mkstemps makes 0600; objects are for every reader of the tree. */
@@ -327,8 +333,8 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 
 fail_errno:
 	saved = errno;
-	rc = error_set(err, saved == EISDIR ? ERR_INVALID : error_from_errno(saved),
-		       "put '%s' in '%s': %s", key, sf->root, strerror(saved));
+	rc = error_set(err, put_code(saved), "put '%s' in '%s': %s", key, sf->root,
+		       strerror(saved));
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,10 @@
 #define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 #define TOKEN "FwoGZXIvYXdzEXAMPLETOKEN"
 
-static char home[64];
+/* Created in the parent process and removed there even when a forked
+ * test fails before its own teardown; holds each test's home. */
+static char base[64];
+static char home[96];
 static char paths[8][128];
 static int npaths;
 
@@ -36,7 +40,7 @@ static void clear_aws_env(void)
 static void setup(void)
 {
 	clear_aws_env();
-	strcpy(home, "/tmp/test_credentials.XXXXXX");
+	snprintf(home, sizeof(home), "%s/home.XXXXXX", base);
 	ck_assert_ptr_nonnull(mkdtemp(home));
 	setenv("HOME", home, 1);
 	npaths = 0;
@@ -52,6 +56,23 @@ static void teardown(void)
 	rmdir(aws);
 	rmdir(home);
 	clear_aws_env();
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void setup_base(void)
+{
+	strcpy(base, "/tmp/test_credentials.XXXXXX");
+	if (!mkdtemp(base))
+		abort();
+}
+
+static void teardown_base(void)
+{
+	nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Writes text to home/rel (creating home/.aws when asked) and returns the path. */
@@ -559,6 +580,7 @@ static Suite *credentials_suite(void)
 	Suite *s = suite_create("credentials");
 	TCase *tc = tcase_create("core");
 
+	tcase_add_unchecked_fixture(tc, setup_base, teardown_base);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_credentials_parse_reads_default_profile);
 	tcase_add_test(tc, test_credentials_parse_selects_named_profile);
