@@ -21,7 +21,7 @@ int main(int argc, char **argv)
 		return rc;
 	rc = 2;
 	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are --KEY VALUE, see --help)\n",
+		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
 			schema->program, argv[first]);
 		goto out;
 	}

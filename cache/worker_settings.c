@@ -21,21 +21,22 @@ static const struct config_field worker_fields[] = {
 	{ "node_id", CONFIG_STRING, offsetof(struct worker_settings, node_id), "",
 	  "this node's name in the membership (empty: the hostname)", 0, 0, NULL },
 	{ "meta.address", CONFIG_STRING, offsetof(struct worker_settings, meta_address),
-	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port", 0, 0, NULL },
-	{ "cache.dir", CONFIG_STRING, offsetof(struct worker_settings, cache_dir), "/var/cache/granary",
-	  "cache directory on NVMe or tmpfs (absolute)", 0, 0, NULL },
+	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
+	  0, 0, NULL },
+	{ "cache.dir", CONFIG_STRING, offsetof(struct worker_settings, cache_dir),
+	  "/var/cache/granary", "cache directory on NVMe or tmpfs (absolute)", 0, 0, NULL },
 	{ "cache.capacity", CONFIG_SIZE, offsetof(struct worker_settings, cache_capacity), "10GiB",
 	  "bytes of blocks the cache may hold", 0, 0, NULL },
-	{ "cache.block_size", CONFIG_SIZE, offsetof(struct worker_settings, cache_block_size), "4MiB",
-	  "block size, a power of two from 64KiB to 64MiB", 0, 0, NULL },
-	{ "cache.policy", CONFIG_ENUM, offsetof(struct worker_settings, cache_policy), "scan-resistant",
-	  "eviction policy", 0, 0, worker_cache_policy_names },
+	{ "cache.block_size", CONFIG_SIZE, offsetof(struct worker_settings, cache_block_size),
+	  "4MiB", "block size, a power of two from 64KiB to 64MiB", 0, 0, NULL },
+	{ "cache.policy", CONFIG_ENUM, offsetof(struct worker_settings, cache_policy),
+	  "scan-resistant", "eviction policy", 0, 0, worker_cache_policy_names },
 	{ "token_file", CONFIG_STRING, offsetof(struct worker_settings, token_file), "",
 	  "file holding the cluster token for block requests (empty: none)", 0, 0, NULL },
 	{ "threads", CONFIG_INT, offsetof(struct worker_settings, threads), "0",
 	  "worker threads (0: one per CPU of the cgroup quota)", 0, 4096, NULL },
-	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight), "64",
-	  "object-store block fetches in flight at once", 1, 4096, NULL },
+	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
+	  "64", "object-store block fetches in flight at once", 1, 4096, NULL },
 	STORE_SETTINGS_FIELDS(struct worker_settings, store),
 	{ "log.level", CONFIG_STRING, offsetof(struct worker_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
@@ -48,51 +49,17 @@ const struct config_schema worker_settings_schema = {
 	.nfields = sizeof(worker_fields) / sizeof(worker_fields[0]),
 };
 
-static enum error_code check_address(const char *key, const char *text, struct error *err)
-{
-	struct netaddr addr;
-
-	if (!text || !*text)
-		return error_set(err, ERR_INVALID, "key '%s': required (unix:///path or host:port)", key);
-	if (netaddr_parse(text, "address", &addr, err) != ERR_OK)
-		return error_wrap(err, "key '%s'", key);
-	return ERR_OK;
-}
-
-static enum error_code check_abs_path(const char *key, const char *path, struct error *err)
-{
-	if (!path || path[0] != '/')
-		return error_set(err, ERR_INVALID, "key '%s': must be an absolute path, got '%s'", key,
-				 path ? path : "");
-	return ERR_OK;
-}
-
-/* Kubernetes node names are DNS subdomains; be a little wider (uppercase,
- * '_') so a bare-metal hostname works, but refuse what would break a URL
- * or a log line. */
-static enum error_code check_node_id(const char *id, struct error *err)
-{
-	size_t len = strlen(id);
-
-	if (len > 253)
-		return error_set(err, ERR_INVALID, "key 'node_id': longer than 253 characters");
-	if (strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != len)
-		return error_set(err, ERR_INVALID,
-				 "key 'node_id': '%s' may only hold letters, digits, '.', '-' and '_'", id);
-	return ERR_OK;
-}
-
 enum error_code worker_settings_check(const struct worker_settings *s, struct error *err)
 {
 	const uint64_t bs = s->cache_block_size;
 
-	if (check_address("listen", s->listen, err) != ERR_OK)
+	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
 		return ERR_INVALID;
-	if (s->node_id && check_node_id(s->node_id, err) != ERR_OK)
+	if (s->node_id && config_check_node_name("node_id", s->node_id, err) != ERR_OK)
 		return ERR_INVALID;
-	if (check_address("meta.address", s->meta_address, err) != ERR_OK)
+	if (netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
 		return ERR_INVALID;
-	if (check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
+	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
 		return ERR_INVALID;
 	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
 		return error_set(err, ERR_INVALID,
@@ -103,21 +70,21 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 				 "key 'cache.capacity': must hold at least one block (cache.block_size %llu bytes), got %llu bytes",
 				 (unsigned long long)bs, (unsigned long long)s->cache_capacity);
 	if (s->token_file && *s->token_file &&
-	    check_abs_path("token_file", s->token_file, err) != ERR_OK)
+	    config_check_abs_path("token_file", s->token_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->threads < 0)
-		return error_set(err, ERR_INVALID, "key 'threads': must be 0 (auto) or more, got %lld",
+		return error_set(err, ERR_INVALID,
+				 "key 'threads': must be 0 (auto) or more, got %lld",
 				 (long long)s->threads);
 	if (s->fetch_max_inflight < 1)
-		return error_set(err, ERR_INVALID, "key 'fetch.max_inflight': must be at least 1, got %lld",
+		return error_set(err, ERR_INVALID,
+				 "key 'fetch.max_inflight': must be at least 1, got %lld",
 				 (long long)s->fetch_max_inflight);
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
-	if (log_level_parse(s->log_level) < 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'log.level': must be debug, info, warn or error, got '%s'",
-				 s->log_level ? s->log_level : "");
+	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
+		return ERR_INVALID;
 	return ERR_OK;
 }
 

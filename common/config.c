@@ -7,6 +7,7 @@
  * convert() so the three sources cannot disagree on what "4MiB" means.
  */
 #include "common/config.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1145,4 +1146,41 @@ void config_release(const struct config_schema *schema, void *obj)
 		free(*p);
 		*p = NULL;
 	}
+}
+
+enum error_code config_check_abs_path(const char *key, const char *path,
+				      struct error *err)
+{
+	if (!path || path[0] != '/')
+		return error_set(err, ERR_INVALID, "key '%s': must be an absolute path, got '%s'",
+				 key, path ? path : "");
+	return ERR_OK;
+}
+
+/* Kubernetes node names are DNS subdomains; a little wider (uppercase, '_')
+ * so a bare-metal hostname works, but nothing that breaks a path or a log
+ * line. */
+enum error_code config_check_node_name(const char *key, const char *name,
+				       struct error *err)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	if (len > 253)
+		return error_set(err, ERR_INVALID, "key '%s': longer than 253 characters", key);
+	if (strspn(name ? name : "",
+		   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != len)
+		return error_set(err, ERR_INVALID,
+				 "key '%s': '%s' may only hold letters, digits, '.', '-' and '_'",
+				 key, name);
+	return ERR_OK;
+}
+
+enum error_code config_check_log_level(const char *key, const char *level,
+				       struct error *err)
+{
+	if (log_level_parse(level) < 0)
+		return error_set(err, ERR_INVALID,
+				 "key '%s': must be debug, info, warn or error, got '%s'", key,
+				 level ? level : "");
+	return ERR_OK;
 }

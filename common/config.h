@@ -115,6 +115,19 @@ void config_usage(const struct config_schema *schema, FILE *out);
 /* Frees the strings config_* allocated in obj. */
 void config_release(const struct config_schema *schema, void *obj);
 
+/*
+ * Checks shared by the daemons' settings, for what a field table cannot
+ * say. Each returns ERR_OK or ERR_INVALID with "key 'KEY': ..." in err.
+ */
+enum error_code config_check_abs_path(const char *key, const char *path,
+				      struct error *err);
+/* A node or host name: at most 253 of letters, digits, '.', '-', '_'. */
+enum error_code config_check_node_name(const char *key, const char *name,
+				       struct error *err);
+/* The level names common/log.h accepts. */
+enum error_code config_check_log_level(const char *key, const char *level,
+				       struct error *err);
+
 /* Parsers shared with other modules, same rules as the file format.
  * ERR_INVALID for malformed text, ERR_RANGE if it exceeds 64 bits. */
 enum error_code config_parse_size(const char *text, uint64_t *out);

@@ -56,3 +56,16 @@ enum error_code netaddr_parse(const char *text, const char *what,
 	out->port = (int)port;
 	return ERR_OK;
 }
+
+enum error_code netaddr_check_setting(const char *key, const char *text,
+				      struct error *err)
+{
+	struct netaddr addr;
+
+	if (!text || !*text)
+		return error_set(err, ERR_INVALID, "key '%s': required (unix:///path or host:port)",
+				 key);
+	if (netaddr_parse(text, "address", &addr, err) != ERR_OK)
+		return error_wrap(err, "key '%s'", key);
+	return ERR_OK;
+}

@@ -22,4 +22,9 @@ struct netaddr {
 enum error_code netaddr_parse(const char *text, const char *what,
 			      struct netaddr *out, struct error *err);
 
+/* For settings checks: empty is "key 'KEY': required", else as
+ * netaddr_parse with the key named. */
+enum error_code netaddr_check_setting(const char *key, const char *text,
+				      struct error *err);
+
 #endif

@@ -12,19 +12,20 @@
 const char *const csi_mode_names[] = { "controller", "node", "all", NULL };
 
 static const struct config_field csi_fields[] = {
-	{ "endpoint", CONFIG_STRING, offsetof(struct csi_settings, endpoint), "unix:///csi/csi.sock",
-	  "CSI gRPC address: unix:///path or host:port", 0, 0, NULL },
+	{ "endpoint", CONFIG_STRING, offsetof(struct csi_settings, endpoint),
+	  "unix:///csi/csi.sock", "CSI gRPC address: unix:///path or host:port", 0, 0, NULL },
 	{ "mode", CONFIG_ENUM, offsetof(struct csi_settings, mode), "all",
 	  "roles served: controller, node or all", 0, 0, csi_mode_names },
 	{ "node_id", CONFIG_STRING, offsetof(struct csi_settings, node_id), "",
 	  "this node's name, as Kubernetes knows it (empty: the hostname)", 0, 0, NULL },
 	{ "meta.address", CONFIG_STRING, offsetof(struct csi_settings, meta_address),
-	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port", 0, 0, NULL },
-	{ "state_dir", CONFIG_STRING, offsetof(struct csi_settings, state_dir), "/var/lib/granary/csi",
-	  "directory for the node plugin's state (absolute)", 0, 0, NULL },
+	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
+	  0, 0, NULL },
+	{ "state_dir", CONFIG_STRING, offsetof(struct csi_settings, state_dir),
+	  "/var/lib/granary/csi", "directory for the node plugin's state (absolute)", 0, 0, NULL },
 	{ "fuse_binary", CONFIG_STRING, offsetof(struct csi_settings, fuse_binary),
-	  "/usr/bin/granary-fuse", "granary-fuse executable the node plugin launches (absolute)", 0, 0,
-	  NULL },
+	  "/usr/bin/granary-fuse", "granary-fuse executable the node plugin launches (absolute)",
+	  0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct csi_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -35,40 +36,6 @@ const struct config_schema csi_settings_schema = {
 	.fields = csi_fields,
 	.nfields = sizeof(csi_fields) / sizeof(csi_fields[0]),
 };
-
-static enum error_code check_address(const char *key, const char *text, struct error *err)
-{
-	struct netaddr addr;
-
-	if (!text || !*text)
-		return error_set(err, ERR_INVALID, "key '%s': required (unix:///path or host:port)", key);
-	if (netaddr_parse(text, "address", &addr, err) != ERR_OK)
-		return error_wrap(err, "key '%s'", key);
-	return ERR_OK;
-}
-
-static enum error_code check_abs_path(const char *key, const char *path, struct error *err)
-{
-	if (!path || path[0] != '/')
-		return error_set(err, ERR_INVALID, "key '%s': must be an absolute path, got '%s'", key,
-				 path ? path : "");
-	return ERR_OK;
-}
-
-/* Kubernetes node names are DNS subdomains; be a little wider (uppercase,
- * '_') so a bare-metal hostname works, but refuse what would break a path
- * or a log line. */
-static enum error_code check_node_id(const char *id, struct error *err)
-{
-	size_t len = strlen(id);
-
-	if (len > 253)
-		return error_set(err, ERR_INVALID, "key 'node_id': longer than 253 characters");
-	if (strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != len)
-		return error_set(err, ERR_INVALID,
-				 "key 'node_id': '%s' may only hold letters, digits, '.', '-' and '_'", id);
-	return ERR_OK;
-}
 
 bool csi_settings_is_controller(const struct csi_settings *s)
 {
@@ -82,21 +49,19 @@ bool csi_settings_is_node(const struct csi_settings *s)
 
 enum error_code csi_settings_check(const struct csi_settings *s, struct error *err)
 {
-	if (check_address("endpoint", s->endpoint, err) != ERR_OK)
+	if (netaddr_check_setting("endpoint", s->endpoint, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->mode < CSI_MODE_CONTROLLER || s->mode > CSI_MODE_ALL)
 		return error_set(err, ERR_INVALID, "key 'mode': must be controller, node or all");
-	if (s->node_id && check_node_id(s->node_id, err) != ERR_OK)
+	if (s->node_id && config_check_node_name("node_id", s->node_id, err) != ERR_OK)
 		return ERR_INVALID;
-	if (check_address("meta.address", s->meta_address, err) != ERR_OK)
+	if (netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
 		return ERR_INVALID;
-	if (check_abs_path("state_dir", s->state_dir, err) != ERR_OK)
+	if (config_check_abs_path("state_dir", s->state_dir, err) != ERR_OK)
 		return ERR_INVALID;
-	if (csi_settings_is_node(s) && check_abs_path("fuse_binary", s->fuse_binary, err) != ERR_OK)
+	if (csi_settings_is_node(s) && config_check_abs_path("fuse_binary", s->fuse_binary, err) != ERR_OK)
 		return ERR_INVALID;
-	if (log_level_parse(s->log_level) < 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'log.level': must be debug, info, warn or error, got '%s'",
-				 s->log_level ? s->log_level : "");
+	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
+		return ERR_INVALID;
 	return ERR_OK;
 }

@@ -7,12 +7,12 @@
 
 #include "common/daemon.h"
 #include "common/log.h"
-#include "fuse/fuse_settings.h"
+#include "fuse/mount_settings.h"
 
 int main(int argc, char **argv)
 {
-	const struct config_schema *schema = &fuse_settings_schema;
-	struct fuse_settings s;
+	const struct config_schema *schema = &mount_settings_schema;
+	struct mount_settings s;
 	struct error err;
 	int first = argc, rc;
 
@@ -21,11 +21,11 @@ int main(int argc, char **argv)
 		return rc;
 	rc = 2;
 	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are --KEY VALUE, see --help)\n",
+		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
 			schema->program, argv[first]);
 		goto out;
 	}
-	if (fuse_settings_check(&s, &err) != ERR_OK) {
+	if (mount_settings_check(&s, &err) != ERR_OK) {
 		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
 		goto out;
 	}

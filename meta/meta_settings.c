@@ -16,10 +16,12 @@ static const struct config_field meta_fields[] = {
 	  "unix:///run/granary/meta.sock", "gRPC address: unix:///path or host:port", 0, 0, NULL },
 	{ "data_dir", CONFIG_STRING, offsetof(struct meta_settings, data_dir),
 	  "/var/lib/granary/meta", "directory for namespace snapshots (absolute)", 0, 0, NULL },
-	{ "heartbeat.interval", CONFIG_DURATION, offsetof(struct meta_settings, heartbeat_interval_ms),
-	  "5s", "how often workers report that they are alive", 100, 3600000, NULL },
-	{ "heartbeat.expiry", CONFIG_DURATION, offsetof(struct meta_settings, heartbeat_expiry_ms),
-	  "15s", "silence after which a worker leaves the membership (> interval)", 100, 86400000, NULL },
+	{ "heartbeat.interval", CONFIG_DURATION,
+	  offsetof(struct meta_settings, heartbeat_interval_ms), "5s",
+	  "how often workers report that they are alive", 100, 3600000, NULL },
+	{ "heartbeat.expiry", CONFIG_DURATION,
+	  offsetof(struct meta_settings, heartbeat_expiry_ms), "15s",
+	  "silence after which a worker leaves the membership (> interval)", 100, 86400000, NULL },
 	STORE_SETTINGS_FIELDS(struct meta_settings, store),
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
@@ -27,35 +29,17 @@ static const struct config_field meta_fields[] = {
 
 const struct config_schema meta_settings_schema = {
 	.program = "granary-meta",
-	.summary = "Granary metadata service: dataset registry, namespace snapshots, worker membership",
+	.summary = "Granary metadata service: dataset registry, namespace snapshots,"
+		   " worker membership",
 	.fields = meta_fields,
 	.nfields = sizeof(meta_fields) / sizeof(meta_fields[0]),
 };
 
-static enum error_code check_address(const char *key, const char *text, struct error *err)
-{
-	struct netaddr addr;
-
-	if (!text || !*text)
-		return error_set(err, ERR_INVALID, "key '%s': required (unix:///path or host:port)", key);
-	if (netaddr_parse(text, "address", &addr, err) != ERR_OK)
-		return error_wrap(err, "key '%s'", key);
-	return ERR_OK;
-}
-
-static enum error_code check_abs_path(const char *key, const char *path, struct error *err)
-{
-	if (!path || path[0] != '/')
-		return error_set(err, ERR_INVALID, "key '%s': must be an absolute path, got '%s'", key,
-				 path ? path : "");
-	return ERR_OK;
-}
-
 enum error_code meta_settings_check(const struct meta_settings *s, struct error *err)
 {
-	if (check_address("listen", s->listen, err) != ERR_OK)
+	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
 		return ERR_INVALID;
-	if (check_abs_path("data_dir", s->data_dir, err) != ERR_OK)
+	if (config_check_abs_path("data_dir", s->data_dir, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->heartbeat_interval_ms == 0)
 		return error_set(err, ERR_INVALID, "key 'heartbeat.interval': must be more than 0");
@@ -67,9 +51,7 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
-	if (log_level_parse(s->log_level) < 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'log.level': must be debug, info, warn or error, got '%s'",
-				 s->log_level ? s->log_level : "");
+	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
+		return ERR_INVALID;
 	return ERR_OK;
 }

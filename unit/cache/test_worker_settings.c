@@ -127,8 +127,8 @@ START_TEST(test_worker_settings_check_rejects_naming_the_key)
 					    NULL, &err), ERR_OK);
 		ck_assert_msg(worker_settings_check(&s, &err) == ERR_INVALID, "%s='%s' accepted",
 			      bad[i].key, bad[i].value);
-		ck_assert_msg(strstr(err.msg, bad[i].expect), "%s='%s': '%s' lacks '%s'", bad[i].key,
-			      bad[i].value, err.msg, bad[i].expect);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "%s='%s': '%s' lacks '%s'",
+			      bad[i].key, bad[i].value, err.msg, bad[i].expect);
 		config_release(&worker_settings_schema, &s);
 	}
 }
@@ -164,11 +164,12 @@ START_TEST(test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass
 
 	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "cache.block_size", good[i],
-					    NULL, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "cache.block_size",
+					    good[i], NULL, &err), ERR_OK);
 		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "cache.capacity", good[i],
 					    NULL, &err), ERR_OK);
-		ck_assert_msg(worker_settings_check(&s, &err) == ERR_OK, "%s: %s", good[i], err.msg);
+		ck_assert_msg(worker_settings_check(&s, &err) == ERR_OK, "%s: %s", good[i],
+			      err.msg);
 	}
 	config_release(&worker_settings_schema, &s);
 }
@@ -189,7 +190,8 @@ END_TEST
 
 START_TEST(test_worker_settings_flag_overrides_file)
 {
-	static const char yaml[] = "cache:\n  dir: /from/file\n  block_size: 1MiB\nlisten: 10.0.0.1:7000\n";
+	static const char yaml[] =
+		"cache:\n  dir: /from/file\n  block_size: 1MiB\nlisten: 10.0.0.1:7000\n";
 	char path[64];
 	char *argv[] = { "granary-worker", "--cache.dir", "/from/flag", "--config", path,
 			 "--listen=10.0.0.2:7001", NULL };

@@ -1,5 +1,5 @@
 /*
- * fuse_settings.h - the settings of granary-fuse, the per-dataset FUSE
+ * mount_settings.h - the settings of granary-fuse, the per-dataset FUSE
  * daemon: what to mount where, the node cache it shares with the worker,
  * the FUSE tuning (long entry/attr timeouts for an immutable dataset,
  * keep_cache, 1 MiB requests, clone_fd, splice, read-ahead) and how long to
@@ -8,12 +8,12 @@
  * The dataset comes either from meta by name (dataset) or, standalone,
  * straight from an object-store URI (source): exactly one of the two.
  *
- * The table (fuse_settings_schema) gives types, tuned defaults and help;
- * fuse_settings_check() adds the rules a table cannot state. Strings are
+ * The table (mount_settings_schema) gives types, tuned defaults and help;
+ * mount_settings_check() adds the rules a table cannot state. Strings are
  * owned by the struct: release them with config_release().
  */
-#ifndef GRANARY_FUSE_FUSE_SETTINGS_H
-#define GRANARY_FUSE_FUSE_SETTINGS_H
+#ifndef GRANARY_FUSE_MOUNT_SETTINGS_H
+#define GRANARY_FUSE_MOUNT_SETTINGS_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,14 +23,14 @@
 #include "store/store_settings.h"
 
 /* The kernel's largest FUSE read is 1 MiB (FUSE_MAX_MAX_PAGES on 4 KiB pages). */
-#define FUSE_SETTINGS_MAX_READ_MAX (1ull << 20)
-#define FUSE_SETTINGS_PAGE (4ull << 10)
+#define MOUNT_SETTINGS_MAX_READ_MAX (1ull << 20)
+#define MOUNT_SETTINGS_PAGE (4ull << 10)
 
 /* Block sizes a cache may use: powers of two in this range (as the worker's). */
-#define FUSE_SETTINGS_BLOCK_SIZE_MIN (64ull << 10)
-#define FUSE_SETTINGS_BLOCK_SIZE_MAX (64ull << 20)
+#define MOUNT_SETTINGS_BLOCK_SIZE_MIN (64ull << 10)
+#define MOUNT_SETTINGS_BLOCK_SIZE_MAX (64ull << 20)
 
-struct fuse_settings {
+struct mount_settings {
 	char *mountpoint;
 	char *dataset;             /* name registered in meta; "" when source is used */
 	char *source;              /* s3://bucket/prefix/ or file:///dir; "" when dataset is used */
@@ -53,7 +53,7 @@ struct fuse_settings {
 	char *log_level;
 };
 
-extern const struct config_schema fuse_settings_schema;
+extern const struct config_schema mount_settings_schema;
 
 /*
  * Checks what the table cannot: mountpoint given and absolute, exactly one
@@ -65,6 +65,6 @@ extern const struct config_schema fuse_settings_schema;
  * Returns ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'mountpoint': required".
  */
-enum error_code fuse_settings_check(const struct fuse_settings *s, struct error *err);
+enum error_code mount_settings_check(const struct mount_settings *s, struct error *err);
 
 #endif

@@ -1,0 +1,145 @@
+/*
+ * mount_settings.c - the settings table of granary-fuse and its checks.
+ */
+#include "fuse/mount_settings.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "common/netaddr.h"
+#include "store/store.h"
+
+/* The dataset is immutable for a generation, so the kernel may cache
+ * dentries, attributes and pages for an hour: no meta round trip per file
+ * operation (the seed study's first bottleneck). */
+static const struct config_field fuse_fields[] = {
+	{ "mountpoint", CONFIG_STRING, offsetof(struct mount_settings, mountpoint), "",
+	  "directory to mount the dataset on (absolute, required)", 0, 0, NULL },
+	{ "dataset", CONFIG_STRING, offsetof(struct mount_settings, dataset), "",
+	  "dataset name registered in granary-meta (or give source)", 0, 0, NULL },
+	{ "source", CONFIG_STRING, offsetof(struct mount_settings, source), "",
+	  "standalone: object-store URI such as s3://bucket/prefix/ (or give dataset)",
+	  0, 0, NULL },
+	{ "meta.address", CONFIG_STRING, offsetof(struct mount_settings, meta_address),
+	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
+	  0, 0, NULL },
+	{ "cache.dir", CONFIG_STRING, offsetof(struct mount_settings, cache_dir),
+	  "/var/cache/granary", "the node's cache directory, shared with granary-worker (absolute)",
+	  0, 0, NULL },
+	{ "cache.capacity", CONFIG_SIZE, offsetof(struct mount_settings, cache_capacity), "10GiB",
+	  "bytes of blocks the cache may hold", 0, 0, NULL },
+	{ "cache.block_size", CONFIG_SIZE, offsetof(struct mount_settings, cache_block_size), "4MiB",
+	  "block size, a power of two from 64KiB to 64MiB (as the worker's)", 0, 0, NULL },
+	{ "entry_timeout", CONFIG_DURATION, offsetof(struct mount_settings, entry_timeout_ms),
+	  "3600s", "how long the kernel caches names", 0, 0, NULL },
+	{ "attr_timeout", CONFIG_DURATION, offsetof(struct mount_settings, attr_timeout_ms), "3600s",
+	  "how long the kernel caches attributes", 0, 0, NULL },
+	{ "keep_cache", CONFIG_BOOL, offsetof(struct mount_settings, keep_cache), "true",
+	  "keep the page cache of a file across opens", 0, 0, NULL },
+	{ "max_read", CONFIG_SIZE, offsetof(struct mount_settings, max_read), "1MiB",
+	  "largest FUSE read request, a multiple of 4KiB up to 1MiB", 0, 0, NULL },
+	{ "max_background", CONFIG_INT, offsetof(struct mount_settings, max_background), "64",
+	  "FUSE requests the kernel may have in flight in the background", 1, 65535, NULL },
+	{ "max_idle_threads", CONFIG_INT, offsetof(struct mount_settings, max_idle_threads), "0",
+	  "idle FUSE loop threads kept (0: sized from the CPU quota)", 0, 4096, NULL },
+	{ "clone_fd", CONFIG_BOOL, offsetof(struct mount_settings, clone_fd), "true",
+	  "one /dev/fuse descriptor per loop thread", 0, 0, NULL },
+	{ "splice", CONFIG_BOOL, offsetof(struct mount_settings, splice), "true",
+	  "reply to reads with splice from cache files (zero-copy)", 0, 0, NULL },
+	{ "read_ahead", CONFIG_SIZE, offsetof(struct mount_settings, read_ahead), "1MiB",
+	  "kernel read-ahead of the mount (bdi read_ahead_kb), a multiple of 4KiB",
+	  0, 1073741824, NULL },
+	{ "prefetch.blocks", CONFIG_INT, offsetof(struct mount_settings, prefetch_blocks), "4",
+	  "blocks fetched ahead of a sequential reader", 0, 1024, NULL },
+	{ "worker.timeout", CONFIG_DURATION, offsetof(struct mount_settings, worker_timeout_ms),
+	  "500ms", "wait for a peer worker before reading from the object store", 1, 600000, NULL },
+	STORE_SETTINGS_FIELDS(struct mount_settings, store),
+	{ "log.level", CONFIG_STRING, offsetof(struct mount_settings, log_level), "info",
+	  "debug, info, warn or error", 0, 0, NULL },
+};
+
+const struct config_schema mount_settings_schema = {
+	.program = "granary-fuse",
+	.summary = "Granary FUSE daemon: mounts one dataset read-only,"
+		   " e.g. --mountpoint /mnt/ds --dataset imagenet",
+	.fields = fuse_fields,
+	.nfields = sizeof(fuse_fields) / sizeof(fuse_fields[0]),
+};
+
+static bool is_set(const char *s)
+{
+	return s && *s;
+}
+
+static enum error_code check_source(const char *uri, struct error *err)
+{
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
+	enum error_code rc;
+
+	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	if (rc != ERR_OK)
+		return error_wrap(err, "key 'source'");
+	return ERR_OK;
+}
+
+enum error_code mount_settings_check(const struct mount_settings *s, struct error *err)
+{
+	const uint64_t bs = s->cache_block_size;
+
+	if (!is_set(s->mountpoint))
+		return error_set(err, ERR_INVALID, "key 'mountpoint': required");
+	if (config_check_abs_path("mountpoint", s->mountpoint, err) != ERR_OK)
+		return ERR_INVALID;
+	if (is_set(s->dataset) == is_set(s->source))
+		return error_set(err, ERR_INVALID,
+				 "keys 'dataset' and 'source': give exactly one (a dataset name or an object-store URI)");
+	if (is_set(s->source) && check_source(s->source, err) != ERR_OK)
+		return ERR_INVALID;
+	/* Standalone mounts need no meta; an address given anyway must still parse. */
+	if ((is_set(s->dataset) || is_set(s->meta_address)) &&
+	    netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
+		return ERR_INVALID;
+	if (bs < MOUNT_SETTINGS_BLOCK_SIZE_MIN || bs > MOUNT_SETTINGS_BLOCK_SIZE_MAX ||
+	    (bs & (bs - 1)) != 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'cache.block_size': must be a power of two from 64KiB to 64MiB, got %llu bytes",
+				 (unsigned long long)bs);
+	if (s->cache_capacity < bs)
+		return error_set(err, ERR_INVALID,
+				 "key 'cache.capacity': must hold at least one block (cache.block_size %llu bytes), got %llu bytes",
+				 (unsigned long long)bs, (unsigned long long)s->cache_capacity);
+	if (s->max_read == 0 || s->max_read > MOUNT_SETTINGS_MAX_READ_MAX ||
+	    s->max_read % MOUNT_SETTINGS_PAGE != 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'max_read': must be a multiple of 4KiB from 4KiB to 1MiB, got %llu bytes",
+				 (unsigned long long)s->max_read);
+	if (s->max_background < 1)
+		return error_set(err, ERR_INVALID,
+				 "key 'max_background': must be at least 1, got %lld",
+				 (long long)s->max_background);
+	if (s->max_idle_threads < 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'max_idle_threads': must be 0 (auto) or more, got %lld",
+				 (long long)s->max_idle_threads);
+	if (s->read_ahead % MOUNT_SETTINGS_PAGE != 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'read_ahead': must be a multiple of 4KiB, got %llu bytes",
+				 (unsigned long long)s->read_ahead);
+	if (s->prefetch_blocks < 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'prefetch.blocks': must be 0 or more, got %lld",
+				 (long long)s->prefetch_blocks);
+	if (s->worker_timeout_ms == 0)
+		return error_set(err, ERR_INVALID, "key 'worker.timeout': must be more than 0");
+	if (is_set(s->store.endpoint) && store_check_endpoint(s->store.endpoint, err) != ERR_OK)
+		return error_wrap(err, "key 'store.endpoint'");
+	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
+		return ERR_INVALID;
+	return ERR_OK;
+}

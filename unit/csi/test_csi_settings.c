@@ -1,0 +1,189 @@
+/*
+ * test_csi_settings.c - granary-csi settings: defaults, YAML, flags over a
+ * file, and the checks the table cannot make.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "csi/csi_settings.h"
+#include "unit/check_main.h"
+
+/* One rule: set up to two keys through the table, then expect the check to
+ * refuse with a message holding expect (NULL: expect it to pass). */
+struct bad_case {
+	const char *key, *value;
+	const char *key2, *value2;
+	const char *expect;
+};
+
+/* Writes text to a fresh file under /tmp; path receives its name. */
+static void write_temp(char *path, size_t len, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/test_csi_settings_XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(fputs(text, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static void set(struct csi_settings *s, const char *key, const char *value)
+{
+	struct error err;
+
+	ck_assert_msg(config_set(&csi_settings_schema, s, key, value, NULL, &err) == ERR_OK,
+		      "%s", err.msg);
+}
+
+START_TEST(test_csi_settings_defaults_are_valid)
+{
+	struct csi_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.endpoint, "unix:///csi/csi.sock");
+	ck_assert_int_eq(s.mode, CSI_MODE_ALL);
+	ck_assert_str_eq(s.node_id, "");
+	ck_assert_str_eq(s.meta_address, "unix:///run/granary/meta.sock");
+	ck_assert_str_eq(s.state_dir, "/var/lib/granary/csi");
+	ck_assert_str_eq(s.fuse_binary, "/usr/bin/granary-fuse");
+	ck_assert_str_eq(s.log_level, "info");
+	ck_assert(csi_settings_is_controller(&s));
+	ck_assert(csi_settings_is_node(&s));
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_OK);
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_csi_settings_yaml_overrides_nested_keys)
+{
+	static const char yaml[] =
+		"endpoint: unix:///var/lib/kubelet/plugins/granary.csi/csi.sock\n"
+		"mode: node\n"
+		"node_id: gpu-node-3.cluster.local\n"
+		"meta:\n"
+		"  address: granary-meta.granary.svc:7400\n"
+		"state_dir: /var/lib/kubelet/plugins/granary.csi/state\n"
+		"fuse_binary: /opt/granary/bin/granary-fuse\n"
+		"log:\n"
+		"  level: debug\n";
+	struct csi_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_load_string(&csi_settings_schema, &s, "csi.yaml", yaml, &err),
+			 ERR_OK);
+	ck_assert_str_eq(s.endpoint, "unix:///var/lib/kubelet/plugins/granary.csi/csi.sock");
+	ck_assert_int_eq(s.mode, CSI_MODE_NODE);
+	ck_assert(!csi_settings_is_controller(&s));
+	ck_assert(csi_settings_is_node(&s));
+	ck_assert_str_eq(s.node_id, "gpu-node-3.cluster.local");
+	ck_assert_str_eq(s.meta_address, "granary-meta.granary.svc:7400");
+	ck_assert_str_eq(s.state_dir, "/var/lib/kubelet/plugins/granary.csi/state");
+	ck_assert_str_eq(s.fuse_binary, "/opt/granary/bin/granary-fuse");
+	ck_assert_str_eq(s.log_level, "debug");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_OK);
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_csi_settings_check_rejects_naming_the_key)
+{
+	static const struct bad_case bad[] = {
+		{ "endpoint", "", NULL, NULL, "key 'endpoint': required" },
+		{ "endpoint", "unix://csi.sock", NULL, NULL, "key 'endpoint'" },
+		{ "endpoint", "csi:99999", NULL, NULL, "key 'endpoint'" },
+		{ "node_id", "node/1", NULL, NULL, "key 'node_id'" },
+		{ "meta.address", "meta", NULL, NULL, "key 'meta.address'" },
+		{ "state_dir", "state", NULL, NULL, "key 'state_dir': must be an absolute path" },
+		{ "fuse_binary", "granary-fuse", NULL, NULL,
+		  "key 'fuse_binary': must be an absolute path" },
+		{ "fuse_binary", "granary-fuse", "mode", "node", "key 'fuse_binary'" },
+		/* The controller launches no FUSE daemon: its binary is not checked. */
+		{ "fuse_binary", "granary-fuse", "mode", "controller", NULL },
+		{ "log.level", "chatty", NULL, NULL, "key 'log.level'" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct csi_settings s;
+		struct error err;
+		enum error_code rc;
+
+		ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+		set(&s, bad[i].key, bad[i].value);
+		if (bad[i].key2)
+			set(&s, bad[i].key2, bad[i].value2);
+		rc = csi_settings_check(&s, &err);
+		if (!bad[i].expect) {
+			ck_assert_msg(rc == ERR_OK, "%s='%s': %s", bad[i].key, bad[i].value,
+				      err.msg);
+		} else {
+			ck_assert_msg(rc == ERR_INVALID, "%s='%s' accepted", bad[i].key,
+				      bad[i].value);
+			ck_assert_msg(strstr(err.msg, bad[i].expect), "%s='%s': '%s' lacks '%s'",
+				      bad[i].key, bad[i].value, err.msg, bad[i].expect);
+		}
+		config_release(&csi_settings_schema, &s);
+	}
+}
+END_TEST
+
+START_TEST(test_csi_settings_mode_is_an_enum)
+{
+	struct csi_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_set(&csi_settings_schema, &s, "mode", "both", NULL, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'mode'"));
+	s.mode = 7;
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'mode'"));
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_csi_settings_flag_overrides_file)
+{
+	static const char yaml[] = "mode: controller\nnode_id: from-file\nstate_dir: /from/file\n";
+	char path[64];
+	char *argv[] = { "granary-csi", "--mode=node", "--config", path, "--node_id", "from-flag",
+			 NULL };
+	struct csi_settings s;
+	struct error err;
+	int first = -1;
+
+	write_temp(path, sizeof(path), yaml);
+	ck_assert_int_eq(config_parse_args(&csi_settings_schema, &s, 6, argv, "0.1.0", &first,
+					   &err), CONFIG_ARGS_RUN);
+	unlink(path);
+	ck_assert_int_eq(first, 6);
+	ck_assert_int_eq(s.mode, CSI_MODE_NODE);
+	ck_assert_str_eq(s.node_id, "from-flag");
+	ck_assert_str_eq(s.state_dir, "/from/file");
+	ck_assert_str_eq(s.endpoint, "unix:///csi/csi.sock"); /* the default */
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_OK);
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("csi_settings");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_csi_settings_defaults_are_valid);
+	tcase_add_test(tc, test_csi_settings_yaml_overrides_nested_keys);
+	tcase_add_test(tc, test_csi_settings_check_rejects_naming_the_key);
+	tcase_add_test(tc, test_csi_settings_mode_is_an_enum);
+	tcase_add_test(tc, test_csi_settings_flag_overrides_file);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

@@ -1,0 +1,170 @@
+/*
+ * test_meta_settings.c - granary-meta settings: tuned defaults, YAML,
+ * flags over a file, and the checks the table cannot make.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meta/meta_settings.h"
+#include "unit/check_main.h"
+
+/* One rule: set key to value (through the table), then expect the check to
+ * refuse with a message holding expect. */
+struct bad_case {
+	const char *key, *value;
+	const char *expect;
+};
+
+/* Writes text to a fresh file under /tmp; path receives its name. */
+static void write_temp(char *path, size_t len, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/test_meta_settings_XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(fputs(text, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(test_meta_settings_defaults_are_tuned_and_valid)
+{
+	struct meta_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.listen, "unix:///run/granary/meta.sock");
+	ck_assert_str_eq(s.data_dir, "/var/lib/granary/meta");
+	ck_assert_uint_eq(s.heartbeat_interval_ms, 5000);
+	ck_assert_uint_eq(s.heartbeat_expiry_ms, 15000);
+	ck_assert_str_eq(s.store.endpoint, "");
+	ck_assert_str_eq(s.store.region, "us-east-1");
+	ck_assert_int_eq(s.store.max_attempts, 5);
+	ck_assert_str_eq(s.log_level, "info");
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_OK);
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_meta_settings_yaml_overrides_nested_keys)
+{
+	static const char yaml[] =
+		"listen: 0.0.0.0:7400\n"
+		"data_dir: /data/meta\n"
+		"heartbeat:\n"
+		"  interval: 2s\n"
+		"  expiry: 1m\n"
+		"store:\n"
+		"  endpoint: https://minio.storage.svc:9000\n"
+		"  addressing: path\n"
+		"  request_timeout: 10s\n"
+		"log:\n"
+		"  level: warn\n";
+	struct meta_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_load_string(&meta_settings_schema, &s, "meta.yaml", yaml, &err),
+			 ERR_OK);
+	ck_assert_str_eq(s.listen, "0.0.0.0:7400");
+	ck_assert_str_eq(s.data_dir, "/data/meta");
+	ck_assert_uint_eq(s.heartbeat_interval_ms, 2000);
+	ck_assert_uint_eq(s.heartbeat_expiry_ms, 60000);
+	ck_assert_str_eq(s.store.endpoint, "https://minio.storage.svc:9000");
+	ck_assert_int_eq(s.store.addressing, STORE_ADDR_PATH);
+	ck_assert_uint_eq(s.store.request_timeout_ms, 10000);
+	ck_assert_uint_eq(s.store.deadline_ms, 60000); /* untouched keys keep their defaults */
+	ck_assert_str_eq(s.log_level, "warn");
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_OK);
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_meta_settings_check_rejects_naming_the_key)
+{
+	static const struct bad_case bad[] = {
+		{ "listen", "", "key 'listen': required" },
+		{ "listen", "meta", "key 'listen': address 'meta'" },
+		{ "listen", "unix://meta.sock", "key 'listen'" },
+		{ "data_dir", "meta", "key 'data_dir': must be an absolute path" },
+		{ "data_dir", "", "key 'data_dir': must be an absolute path" },
+		{ "heartbeat.expiry", "5s",
+		  "key 'heartbeat.expiry': must be longer than heartbeat.interval" },
+		{ "heartbeat.expiry", "1s", "key 'heartbeat.expiry'" },
+		{ "heartbeat.interval", "20s", "key 'heartbeat.expiry'" },
+		{ "store.endpoint", "minio:9000", "key 'store.endpoint'" },
+		{ "log.level", "verbose", "key 'log.level'" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct meta_settings s;
+		struct error err;
+
+		ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&meta_settings_schema, &s, bad[i].key, bad[i].value,
+					    NULL, &err), ERR_OK);
+		ck_assert_msg(meta_settings_check(&s, &err) == ERR_INVALID, "%s='%s' accepted",
+			      bad[i].key, bad[i].value);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "%s='%s': '%s' lacks '%s'",
+			      bad[i].key, bad[i].value, err.msg, bad[i].expect);
+		config_release(&meta_settings_schema, &s);
+	}
+}
+END_TEST
+
+START_TEST(test_meta_settings_check_rejects_zero_interval_set_by_hand)
+{
+	struct meta_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+	s.heartbeat_interval_ms = 0;
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'heartbeat.interval'"));
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_meta_settings_flag_overrides_file)
+{
+	static const char yaml[] =
+		"data_dir: /from/file\nheartbeat:\n  interval: 1s\n  expiry: 3s\n";
+	char path[64];
+	char *argv[] = { "granary-meta", "--config", path, "--heartbeat.expiry", "10s",
+			 "--data_dir=/from/flag", NULL };
+	struct meta_settings s;
+	struct error err;
+	int first = -1;
+
+	write_temp(path, sizeof(path), yaml);
+	ck_assert_int_eq(config_parse_args(&meta_settings_schema, &s, 6, argv, "0.1.0", &first,
+					   &err), CONFIG_ARGS_RUN);
+	unlink(path);
+	ck_assert_int_eq(first, 6);
+	ck_assert_str_eq(s.data_dir, "/from/flag");
+	ck_assert_uint_eq(s.heartbeat_expiry_ms, 10000);
+	ck_assert_uint_eq(s.heartbeat_interval_ms, 1000); /* from the file */
+	ck_assert_str_eq(s.listen, "unix:///run/granary/meta.sock"); /* the default */
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_OK);
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("meta_settings");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_meta_settings_defaults_are_tuned_and_valid);
+	tcase_add_test(tc, test_meta_settings_yaml_overrides_nested_keys);
+	tcase_add_test(tc, test_meta_settings_check_rejects_naming_the_key);
+	tcase_add_test(tc, test_meta_settings_check_rejects_zero_interval_set_by_hand);
+	tcase_add_test(tc, test_meta_settings_flag_overrides_file);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
