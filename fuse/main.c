@@ -1,19 +1,116 @@
 /*
- * granary-fuse - mounts one dataset read-only through FUSE, reading blocks
- * from the node's cache, then the owning peer worker, then the object
- * store. This build reads and checks its settings; the mount comes next.
+ * granary-fuse - mounts one dataset read-only through FUSE.
+ *
+ * Standalone (source = s3://bucket/prefix/ or file:///dir): lists the
+ * source itself, builds the namespace snapshot and reads blocks through its
+ * own cache directory. With meta (dataset = NAME): loads the dataset's
+ * snapshot from granary-meta once and reads blocks from the node's cache
+ * directory, then the owning worker, then the object store.
+ *
+ * Exits 0 after a clean unmount (SIGTERM/SIGINT unmount first), 1 when the
+ * mount cannot be set up (the message says why), 2 for bad settings.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "common/daemon.h"
 #include "common/log.h"
+#include "fuse/ll.h"
 #include "fuse/mount_settings.h"
+#include "fuse/mountfs.h"
+#include "fuse/reader.h"
+#include "fuse/sources.h"
+#include "meta/snapshot.h"
+#include "store/store.h"
+
+/* What a running mount holds, released in reverse order. */
+struct mount {
+	struct store *store;
+	struct snapshot *snap;
+	struct reader *reader;
+	struct mountfs *fs;
+};
+
+/* Name given to a standalone dataset: it only labels logs and cache blocks. */
+#define STANDALONE_NAME "standalone"
+
+static enum error_code open_source(const struct mount_settings *s, struct mount *m,
+				   struct error *err)
+{
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL, *root = NULL;
+	struct store_config cfg;
+	enum error_code rc;
+
+	rc = store_uri_parse(s->source, &scheme, &bucket, &prefix, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (asprintf(&root, "%s://%s", scheme, bucket) < 0) {
+		root = NULL;
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	store_settings_to_config(&s->store, &cfg);
+	rc = store_open(root, &cfg, &m->store, err);
+	if (rc != ERR_OK)
+		goto out;
+	rc = snapshot_build_from_store(m->store, prefix, STANDALONE_NAME, s->source, 1, &m->snap, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "list '%s'", s->source);
+out:
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	free(root);
+	return rc;
+}
+
+static enum error_code setup(const struct mount_settings *s, struct mount *m, struct error *err)
+{
+	struct reader_config rcfg = {
+		.block_size = (uint32_t)s->cache_block_size,
+		.prefetch_blocks = (unsigned)s->prefetch_blocks,
+	};
+	struct snapshot_totals t;
+	enum error_code rc;
+
+	if (!*s->source)
+		return error_set(err, ERR_UNSUPPORTED,
+				 "key 'dataset': mounting a dataset from meta is not in this build; "
+				 "use 'source' (standalone)");
+	rc = open_source(s, m, err);
+	if (rc != ERR_OK)
+		return rc;
+	snapshot_totals(m->snap, &t);
+	log_info("namespace loaded", LOG_S("source", s->source), LOG_U("files", t.files),
+		 LOG_U("dirs", t.dirs), LOG_U("bytes", t.bytes));
+	rcfg.sources[rcfg.nsources++] = source_store(m->store);
+	rc = reader_new(&rcfg, &m->reader, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = mountfs_new(m->snap, m->reader, getuid(), getgid(), &m->fs, err);
+	if (rc == ERR_OK)
+		m->snap = NULL; /* owned by the fs now */
+	return rc;
+}
+
+static void teardown(struct mount *m)
+{
+	mountfs_free(m->fs);
+	reader_free(m->reader);
+	snapshot_free(m->snap);
+	store_free(m->store);
+}
 
 int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &mount_settings_schema;
 	struct mount_settings s;
+	struct mount m = { 0 };
+	struct ll_config ll;
 	struct error err;
+	char fsname[300];
 	int first = argc, rc;
 
 	rc = daemon_start(schema, &s, argc, argv, &first);
@@ -29,18 +126,33 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
 		goto out;
 	}
-	log_info("settings loaded", LOG_S("mountpoint", s.mountpoint), LOG_S("dataset", s.dataset),
-		 LOG_S("source", s.source), LOG_S("meta.address", s.meta_address),
-		 LOG_S("cache.dir", s.cache_dir), LOG_U("cache.block_size", s.cache_block_size),
-		 LOG_U("max_read", s.max_read), LOG_I("max_background", s.max_background),
-		 LOG_I("max_idle_threads", s.max_idle_threads),
-		 LOG_S("clone_fd", s.clone_fd ? "true" : "false"),
-		 LOG_S("splice", s.splice ? "true" : "false"), LOG_U("read_ahead", s.read_ahead),
-		 LOG_S("store.endpoint", s.store.endpoint));
-	fprintf(stderr, "%s: configuration is valid; serving is not part of this build yet\n",
-		schema->program);
 	rc = 1;
+	if (setup(&s, &m, &err) != ERR_OK) {
+		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		goto out;
+	}
+	snprintf(fsname, sizeof(fsname), "granary:%s", *s.dataset ? s.dataset : STANDALONE_NAME);
+	ll = (struct ll_config){
+		.mountpoint = s.mountpoint,
+		.fsname = fsname,
+		.entry_timeout = (double)s.entry_timeout_ms / 1000.0,
+		.attr_timeout = (double)s.attr_timeout_ms / 1000.0,
+		.keep_cache = s.keep_cache,
+		.max_read = (uint32_t)s.max_read,
+		.max_background = (unsigned)s.max_background,
+		.max_idle_threads = (unsigned)s.max_idle_threads,
+		.clone_fd = s.clone_fd,
+		.read_ahead = s.read_ahead,
+		.allow_other = geteuid() == 0,
+		.debug = log_get_level() == LOG_LEVEL_DEBUG,
+	};
+	if (ll_run(m.fs, &ll, &err) != ERR_OK) {
+		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		goto out;
+	}
+	rc = 0;
 out:
+	teardown(&m);
 	config_release(schema, &s);
 	return rc;
 }

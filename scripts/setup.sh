@@ -15,7 +15,8 @@ debian_packages=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
   libcurl4-openssl-dev libssl-dev libexpat1-dev libyaml-dev
   libfuse3-dev fuse3 libmicrohttpd-dev check libsubunit-dev
-  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
+  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libisal-dev
+  libxxhash-dev uthash-dev
   valgrind fio python3
 )
 

@@ -1,0 +1,142 @@
+/*
+ * tfrecord.c - TFRecord framing and an incremental, checking parser.
+ */
+#include "bench/tfrecord.h"
+
+#include <isa-l/crc.h>
+#include <string.h>
+
+enum { ST_HEADER, ST_DATA, ST_FOOTER };
+
+uint32_t tfrecord_crc32c(const void *data, size_t len)
+{
+	uint32_t crc = 0xffffffffu;
+	const unsigned char *p = data;
+
+	/* crc32_iscsi takes an int length: feed large buffers in pieces. */
+	while (len > 0) {
+		int n = len > (1u << 30) ? (1 << 30) : (int)len;
+
+		crc = crc32_iscsi((unsigned char *)p, n, crc);
+		p += n;
+		len -= (size_t)n;
+	}
+	return crc ^ 0xffffffffu;
+}
+
+/* Continues a CRC32C over more data; crc is the raw (uninverted) state. */
+static uint32_t crc_update(uint32_t state, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	while (len > 0) {
+		int n = len > (1u << 30) ? (1 << 30) : (int)len;
+
+		state = crc32_iscsi((unsigned char *)p, n, state);
+		p += n;
+		len -= (size_t)n;
+	}
+	return state;
+}
+
+uint32_t tfrecord_mask(uint32_t crc)
+{
+	return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void tfrecord_header(uint64_t len, uint8_t out[12])
+{
+	for (int i = 0; i < 8; i++)
+		out[i] = (uint8_t)(len >> (8 * i));
+	put_le32(out + 8, tfrecord_mask(tfrecord_crc32c(out, 8)));
+}
+
+void tfrecord_footer(const void *data, size_t len, uint8_t out[4])
+{
+	put_le32(out, tfrecord_mask(tfrecord_crc32c(data, len)));
+}
+
+void tfrecord_parser_init(struct tfrecord_parser *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->state = ST_HEADER;
+}
+
+enum error_code tfrecord_parser_feed(struct tfrecord_parser *p, const void *data,
+				     size_t len, struct error *err)
+{
+	const uint8_t *in = data;
+
+	while (len > 0) {
+		size_t n;
+
+		switch (p->state) {
+		case ST_HEADER:
+			n = 12 - p->have < len ? 12 - p->have : len;
+			memcpy(p->hdr + p->have, in, n);
+			p->have += n;
+			if (p->have < 12)
+				break;
+			p->len = 0;
+			for (int i = 0; i < 8; i++)
+				p->len |= (uint64_t)p->hdr[i] << (8 * i);
+			if (tfrecord_mask(tfrecord_crc32c(p->hdr, 8)) != get_le32(p->hdr + 8))
+				return error_set(err, ERR_IO, "record %llu at byte %llu: length CRC mismatch",
+						 (unsigned long long)p->records,
+						 (unsigned long long)p->bytes);
+			if (p->len > TFRECORD_MAX_RECORD)
+				return error_set(err, ERR_IO, "record %llu: length %llu is implausible",
+						 (unsigned long long)p->records,
+						 (unsigned long long)p->len);
+			p->left = p->len;
+			p->crc = 0xffffffffu;
+			p->have = 0;
+			p->state = ST_DATA;
+			break;
+		case ST_DATA:
+			n = p->left < len ? (size_t)p->left : len;
+			p->crc = crc_update(p->crc, in, n);
+			p->left -= n;
+			if (p->left == 0)
+				p->state = ST_FOOTER;
+			break;
+		default:
+			n = 4 - p->have < len ? 4 - p->have : len;
+			memcpy(p->foot + p->have, in, n);
+			p->have += n;
+			if (p->have < 4)
+				break;
+			if (tfrecord_mask(p->crc ^ 0xffffffffu) != get_le32(p->foot))
+				return error_set(err, ERR_IO, "record %llu: data CRC mismatch",
+						 (unsigned long long)p->records);
+			p->records++;
+			p->have = 0;
+			p->state = ST_HEADER;
+			break;
+		}
+		in += n;
+		len -= n;
+		p->bytes += n;
+	}
+	return ERR_OK;
+}
+
+enum error_code tfrecord_parser_finish(const struct tfrecord_parser *p,
+				       struct error *err)
+{
+	if (p->state != ST_HEADER || p->have != 0)
+		return error_set(err, ERR_IO, "truncated after %llu records (%llu bytes)",
+				 (unsigned long long)p->records, (unsigned long long)p->bytes);
+	return ERR_OK;
+}

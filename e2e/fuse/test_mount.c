@@ -1,0 +1,523 @@
+/*
+ * test_mount.c - granary-fuse on real mounts: the built binary is started
+ * on a temporary mountpoint over a file:// or s3:// source (the S3 server
+ * fixture), and the tests use plain system calls against the mount.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+struct mnt {
+	char dir[256];
+	pid_t pid;
+};
+
+static char bin_dir[512], s3_endpoint[256], s3_credentials[512];
+
+static void read_env(void)
+{
+	const char *b = getenv("GRANARY_BIN_DIR"), *dir = getenv("GRANARY_S3_DIR");
+	char path[512], line[1024];
+	FILE *f;
+
+	ck_assert_msg(b && dir, "GRANARY_BIN_DIR / GRANARY_S3_DIR not set (run through ctest)");
+	snprintf(bin_dir, sizeof(bin_dir), "%s", b);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(s3_endpoint, sizeof(s3_endpoint), "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(s3_credentials, sizeof(s3_credentials), "%s", line + 23);
+	}
+	fclose(f);
+}
+
+static int is_mounted(const char *dir)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	int found = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[512], mnt[1024], type[64];
+
+		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
+		    strcmp(mnt, dir) == 0 && strncmp(type, "fuse", 4) == 0)
+			found = 1;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Starts granary-fuse with extra flags (NULL-terminated); waits until the
+ * mount shows up. Returns 0, or the exit status when the daemon exited. */
+static int start_mount(struct mnt *m, const char *const *flags, char *log_path)
+{
+	char exe[600];
+	const char *argv[64];
+	int n = 0, status;
+
+	snprintf(m->dir, sizeof(m->dir), "/tmp/granary-mnt-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(m->dir));
+	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
+	argv[n++] = exe;
+	argv[n++] = "--mountpoint";
+	argv[n++] = m->dir;
+	for (int i = 0; flags[i]; i++)
+		argv[n++] = flags[i];
+	argv[n] = NULL;
+	m->pid = fork();
+	ck_assert_int_ge(m->pid, 0);
+	if (m->pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(fd, STDERR_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 200; i++) {
+		if (is_mounted(m->dir))
+			return 0;
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			m->pid = -1;
+			rmdir(m->dir);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+		}
+		usleep(50 * 1000);
+	}
+	ck_abort_msg("mount at %s did not appear", m->dir);
+	return -1;
+}
+
+/* SIGTERM, then the daemon must exit 0 and leave no mount behind. */
+static void stop_mount(struct mnt *m)
+{
+	int status = 0;
+
+	if (m->pid <= 0)
+		return;
+	kill(m->pid, SIGTERM);
+	ck_assert_int_eq(waitpid(m->pid, &status, 0), m->pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+	ck_assert_msg(!is_mounted(m->dir), "stale mount left at %s", m->dir);
+	rmdir(m->dir);
+	m->pid = -1;
+}
+
+/* --- a source tree on local disk ---------------------------------------- */
+
+static char src[256];
+
+static void fill(unsigned char *buf, size_t n, unsigned seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
+static void write_file(const char *rel, size_t size, unsigned seed)
+{
+	char path[1024], *slash;
+	unsigned char *buf = malloc(size ? size : 1);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", src, rel);
+	for (slash = strchr(path + strlen(src) + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		mkdir(path, 0755);
+		*slash = '/';
+	}
+	fill(buf, size, seed);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(buf, 1, size, f), size);
+	fclose(f);
+	free(buf);
+}
+
+/* Sizes around the 64 KiB block size used below: empty, tiny, exactly one
+ * block, one byte over, several blocks and a partial one. */
+static const struct { const char *name; size_t size; } files[] = {
+	{ "empty.bin", 0 },
+	{ "tiny.txt", 13 },
+	{ "one-block.bin", 65536 },
+	{ "block-plus-one.bin", 65537 },
+	{ "dir/sub/many-blocks.bin", 10 * 65536 + 1234 },
+	{ "dir/with space & more.bin", 200000 },
+	{ "big.bin", 5u << 20 },
+};
+#define NFILES (sizeof(files) / sizeof(files[0]))
+
+static void make_source(void)
+{
+	snprintf(src, sizeof(src), "/tmp/granary-src-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(src));
+	for (size_t i = 0; i < NFILES; i++)
+		write_file(files[i].name, files[i].size, (unsigned)i + 1);
+}
+
+static void compare_file(const char *a, const char *b)
+{
+	FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+	char x[65536], y[65536];
+	size_t na, nb;
+
+	ck_assert_msg(fa && fb, "open %s / %s: %s", a, b, strerror(errno));
+	do {
+		na = fread(x, 1, sizeof(x), fa);
+		nb = fread(y, 1, sizeof(y), fb);
+		ck_assert_uint_eq(na, nb);
+		ck_assert_msg(memcmp(x, y, na) == 0, "%s differs from %s", b, a);
+	} while (na > 0);
+	fclose(fa);
+	fclose(fb);
+}
+
+static void rm_tree(const char *dir)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static char log_path[256];
+
+static void file_mount(struct mnt *m)
+{
+	char source[300];
+	const char *flags[8] = { "--source", source, "--cache.block_size", "64KiB", NULL };
+
+	snprintf(source, sizeof(source), "file://%s", src);
+	snprintf(log_path, sizeof(log_path), "%s.log", src);
+	ck_assert_int_eq(start_mount(m, flags, log_path), 0);
+}
+
+static void setup(void)
+{
+	read_env();
+	make_source();
+}
+
+static void teardown(void)
+{
+	rm_tree(src);
+}
+
+START_TEST(test_mount_every_file_reads_byte_exact)
+{
+	struct mnt m;
+	char a[1024], b[1024];
+
+	file_mount(&m);
+	for (size_t i = 0; i < NFILES; i++) {
+		struct stat st;
+
+		snprintf(a, sizeof(a), "%s/%s", src, files[i].name);
+		snprintf(b, sizeof(b), "%s/%s", m.dir, files[i].name);
+		ck_assert_int_eq(stat(b, &st), 0);
+		ck_assert_uint_eq((uint64_t)st.st_size, files[i].size);
+		ck_assert(S_ISREG(st.st_mode));
+		ck_assert_int_eq(st.st_mode & 0777, 0444);
+		compare_file(a, b);
+	}
+	stop_mount(&m);
+}
+END_TEST
+
+/* big.bin is the last file, written with seed NFILES. */
+static unsigned char big_expect[5u << 20];
+
+struct racer {
+	const char *dir;
+	unsigned seed;
+	int failures;
+};
+
+static void *race_reads(void *arg)
+{
+	struct racer *r = arg;
+	char path[1024], buf[100000];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/big.bin", r->dir);
+	fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		r->failures++;
+		return NULL;
+	}
+	for (int i = 0; i < 200; i++) {
+		size_t len = 1 + rand_r(&r->seed) % sizeof(buf);
+		off_t off = rand_r(&r->seed) % (5u << 20);
+		size_t want = (size_t)off + len > sizeof(big_expect) ? sizeof(big_expect) - (size_t)off : len;
+		ssize_t n = pread(fd, buf, len, off);
+
+		if (n != (ssize_t)want || memcmp(buf, big_expect + off, want) != 0)
+			r->failures++;
+	}
+	close(fd);
+	return NULL;
+}
+
+START_TEST(test_mount_concurrent_readers_see_the_right_bytes)
+{
+	struct mnt m;
+	pthread_t t[16];
+	struct racer r[16];
+
+	fill(big_expect, sizeof(big_expect), NFILES);
+	file_mount(&m);
+	for (int i = 0; i < 16; i++) {
+		r[i] = (struct racer){ .dir = m.dir, .seed = (unsigned)i + 1 };
+		pthread_create(&t[i], NULL, race_reads, &r[i]);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_int_eq(r[i].failures, 0);
+	}
+	stop_mount(&m);
+}
+END_TEST
+
+START_TEST(test_mount_stat_and_readdir_of_ten_thousand_files)
+{
+	struct mnt m;
+	char path[1024];
+	struct dirent *e;
+	DIR *d;
+	int seen = 0;
+
+	snprintf(path, sizeof(path), "%s/many", src);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	for (int i = 0; i < 10000; i++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/many/f%05d", src, i);
+		f = fopen(path, "w");
+
+		ck_assert_ptr_nonnull(f);
+		fprintf(f, "%d", i);
+		fclose(f);
+	}
+	file_mount(&m);
+	snprintf(path, sizeof(path), "%s/many", m.dir);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		seen++;
+	}
+	closedir(d);
+	ck_assert_int_eq(seen, 10000);
+	for (int i = 0; i < 10000; i++) {
+		struct stat st;
+		char want[16];
+
+		snprintf(path, sizeof(path), "%s/many/f%05d", m.dir, i);
+		ck_assert_int_eq(stat(path, &st), 0);
+		ck_assert_int_eq(st.st_size, snprintf(want, sizeof(want), "%d", i));
+	}
+	snprintf(path, sizeof(path), "%s/many/f10000", m.dir);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	stop_mount(&m);
+}
+END_TEST
+
+START_TEST(test_mount_every_write_operation_fails_with_erofs)
+{
+	struct mnt m;
+	char f[1024], g[1024], d[1024];
+
+	file_mount(&m);
+	snprintf(f, sizeof(f), "%s/tiny.txt", m.dir);
+	snprintf(g, sizeof(g), "%s/new.txt", m.dir);
+	snprintf(d, sizeof(d), "%s/dir", m.dir);
+#define EXPECT_EROFS(call)                                                        \
+	do {                                                                      \
+		errno = 0;                                                        \
+		ck_assert_msg((call) == -1 && errno == EROFS, #call ": errno %d", errno); \
+	} while (0)
+	EXPECT_EROFS(open(f, O_WRONLY));
+	EXPECT_EROFS(open(f, O_RDWR));
+	EXPECT_EROFS(open(g, O_WRONLY | O_CREAT, 0644));
+	EXPECT_EROFS(open(f, O_RDONLY | O_TRUNC));
+	EXPECT_EROFS(mkdir(g, 0755));
+	EXPECT_EROFS(unlink(f));
+	EXPECT_EROFS(rmdir(d));
+	EXPECT_EROFS(rename(f, g));
+	EXPECT_EROFS(link(f, g));
+	EXPECT_EROFS(symlink("x", g));
+	EXPECT_EROFS(truncate(f, 0));
+	EXPECT_EROFS(chmod(f, 0644));
+	EXPECT_EROFS(chown(f, 1, 1));
+	EXPECT_EROFS(utimensat(AT_FDCWD, f, NULL, 0));
+	EXPECT_EROFS(mknod(g, S_IFIFO | 0644, 0));
+	EXPECT_EROFS(setxattr(f, "user.x", "v", 1, 0));
+	EXPECT_EROFS(removexattr(f, "user.granary.etag"));
+	/* the file is untouched */
+	compare_file(f, f);
+	stop_mount(&m);
+}
+END_TEST
+
+START_TEST(test_mount_exposes_etag_and_key_as_xattrs)
+{
+	struct mnt m;
+	char f[1024], v[256], list[512];
+	ssize_t n;
+
+	file_mount(&m);
+	snprintf(f, sizeof(f), "%s/dir/sub/many-blocks.bin", m.dir);
+	n = getxattr(f, "user.granary.key", v, sizeof(v));
+	ck_assert_int_eq(n, (ssize_t)strlen("dir/sub/many-blocks.bin"));
+	ck_assert_int_eq(memcmp(v, "dir/sub/many-blocks.bin", (size_t)n), 0);
+	n = getxattr(f, "user.granary.etag", v, sizeof(v));
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(getxattr(f, "user.other", v, sizeof(v)), -1);
+	ck_assert_int_eq(errno, ENODATA);
+	n = listxattr(f, list, sizeof(list));
+	ck_assert_int_gt(n, 0);
+	ck_assert_ptr_nonnull(memmem(list, (size_t)n, "user.granary.etag", 18));
+	stop_mount(&m);
+}
+END_TEST
+
+START_TEST(test_mount_reads_an_s3_source_byte_exact)
+{
+	char uri[300], cred[600], ep[300];
+	const char *flags[16];
+	struct store_config cfg = { 0 };
+	struct store *st = NULL;
+	struct error err;
+	struct mnt m;
+	int n = 0;
+
+	cfg.endpoint = s3_endpoint;
+	cfg.credentials_file = s3_credentials;
+	ck_assert_int_eq(store_open("s3://granary-e2e", &cfg, &st, &err), ERR_OK);
+	for (size_t i = 0; i < NFILES; i++) {
+		char key[512], path[1024];
+		FILE *f;
+		unsigned char *buf = malloc(files[i].size + 1);
+
+		snprintf(key, sizeof(key), "fuse-src/%s", files[i].name);
+		snprintf(path, sizeof(path), "%s/%s", src, files[i].name);
+		f = fopen(path, "r");
+		ck_assert_uint_eq(fread(buf, 1, files[i].size, f), files[i].size);
+		fclose(f);
+		ck_assert_msg(store_put(st, key, buf, files[i].size, &err) == ERR_OK, "%s", err.msg);
+		free(buf);
+	}
+	store_free(st);
+	snprintf(uri, sizeof(uri), "s3://granary-e2e/fuse-src/");
+	snprintf(ep, sizeof(ep), "%s", s3_endpoint);
+	snprintf(cred, sizeof(cred), "%s", s3_credentials);
+	flags[n++] = "--source";
+	flags[n++] = uri;
+	flags[n++] = "--store.endpoint";
+	flags[n++] = ep;
+	flags[n++] = "--store.credentials_file";
+	flags[n++] = cred;
+	flags[n++] = "--cache.block_size";
+	flags[n++] = "64KiB";
+	flags[n] = NULL;
+	snprintf(log_path, sizeof(log_path), "%s.s3.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
+	for (size_t i = 0; i < NFILES; i++) {
+		char a[1024], b[1024];
+
+		snprintf(a, sizeof(a), "%s/%s", src, files[i].name);
+		snprintf(b, sizeof(b), "%s/%s", m.dir, files[i].name);
+		compare_file(a, b);
+	}
+	stop_mount(&m);
+}
+END_TEST
+
+static int log_contains(const char *needle)
+{
+	char buf[8192];
+	FILE *f = fopen(log_path, "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, needle) != NULL;
+}
+
+START_TEST(test_mount_missing_credentials_file_fails_clearly_at_mount_time)
+{
+	const char *flags[] = { "--source", "s3://granary-e2e/fuse-src/", "--store.endpoint",
+				s3_endpoint, "--store.credentials_file",
+				"/nonexistent/granary/credentials", NULL };
+	struct mnt m;
+
+	snprintf(log_path, sizeof(log_path), "%s.cred.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 1);
+	ck_assert_msg(log_contains("/nonexistent/granary/credentials"), "log does not name the file");
+}
+END_TEST
+
+START_TEST(test_mount_unreachable_store_fails_clearly_at_mount_time)
+{
+	const char *flags[] = { "--source", "s3://granary-e2e/fuse-src/", "--store.endpoint",
+				"http://127.0.0.1:1", "--store.credentials_file", s3_credentials,
+				"--store.deadline", "2s", NULL };
+	struct mnt m;
+
+	snprintf(log_path, sizeof(log_path), "%s.down.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 1);
+	ck_assert_msg(log_contains("127.0.0.1:1"), "log does not name the endpoint");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("fuse_mount");
+	TCase *tc = tcase_create("mount");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_mount_every_file_reads_byte_exact);
+	tcase_add_test(tc, test_mount_concurrent_readers_see_the_right_bytes);
+	tcase_add_test(tc, test_mount_stat_and_readdir_of_ten_thousand_files);
+	tcase_add_test(tc, test_mount_every_write_operation_fails_with_erofs);
+	tcase_add_test(tc, test_mount_exposes_etag_and_key_as_xattrs);
+	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);
+	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
+	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

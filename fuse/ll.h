@@ -1,0 +1,43 @@
+/*
+ * ll.h - the libfuse3 low-level adapter: mounts a struct mountfs and runs
+ * the session until it is unmounted or the process gets SIGTERM/SIGINT
+ * (then it unmounts itself, leaving no stale mount).
+ *
+ * The tuned behaviour is the default (docs/fuse-tuning.md says why):
+ * long entry and attribute timeouts, keep_cache, 1 MiB reads (max_read and
+ * the mount's read-ahead raised to match), a multithreaded loop with
+ * clone_fd and enough idle threads for the readers, a raised
+ * max_background, readdirplus and cached directory listings.
+ */
+#ifndef GRANARY_FUSE_LL_H
+#define GRANARY_FUSE_LL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "fuse/mountfs.h"
+
+struct ll_config {
+	const char *mountpoint;      /* a directory, or /dev/fd/N of an opened /dev/fuse */
+	const char *fsname;          /* shown in /proc/mounts, e.g. "granary:imagenet" */
+	double entry_timeout;        /* seconds */
+	double attr_timeout;         /* seconds */
+	bool keep_cache;
+	uint32_t max_read;           /* bytes, <= 1 MiB */
+	unsigned max_background;
+	unsigned max_idle_threads;   /* 0 = sized from the CPU quota */
+	bool clone_fd;
+	uint64_t read_ahead;         /* bytes for the mount's bdi read_ahead_kb; 0 = leave */
+	bool allow_other;
+	bool debug;                  /* libfuse request tracing */
+};
+
+/*
+ * Mounts and serves until unmounted or signalled. Returns ERR_OK after a
+ * clean unmount; ERR_INVALID / ERR_PERMISSION / ERR_IO naming the
+ * mountpoint when the mount itself fails.
+ */
+enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct error *err);
+
+#endif

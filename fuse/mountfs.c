@@ -1,0 +1,243 @@
+/*
+ * mountfs.c - the read-only dataset filesystem core.
+ */
+#include "fuse/mountfs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct mountfs {
+	struct snapshot *snap;
+	struct reader *reader;
+	uid_t uid;
+	gid_t gid;
+};
+
+enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
+			    uid_t uid, gid_t gid, struct mountfs **out,
+			    struct error *err)
+{
+	struct mountfs *fs = calloc(1, sizeof(*fs));
+
+	*out = NULL;
+	if (!fs)
+		return error_set(err, ERR_NOMEM, "mount: out of memory");
+	fs->snap = snap;
+	fs->reader = reader;
+	fs->uid = uid;
+	fs->gid = gid;
+	*out = fs;
+	return ERR_OK;
+}
+
+void mountfs_free(struct mountfs *fs)
+{
+	if (!fs)
+		return;
+	snapshot_free(fs->snap);
+	free(fs);
+}
+
+const struct snapshot *mountfs_snapshot(const struct mountfs *fs)
+{
+	return fs->snap;
+}
+
+static void fill_attr(const struct mountfs *fs, const struct snapshot_entry_info *e,
+		      struct mountfs_attr *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ino = e->ino;
+	out->is_dir = e->is_dir;
+	out->size = e->size;
+	out->mtime = e->mtime;
+	out->uid = fs->uid;
+	out->gid = fs->gid;
+	if (e->is_dir) {
+		out->mode = S_IFDIR | 0555;
+		/* "." and the parent's entry; subdirectories' ".." are not
+		 * counted: find(1) and du do not need exact link counts. */
+		out->nlink = 2;
+	} else {
+		out->mode = S_IFREG | 0444;
+		out->nlink = 1;
+	}
+}
+
+enum error_code mountfs_getattr(struct mountfs *fs, uint64_t ino, struct mountfs_attr *out)
+{
+	struct snapshot_entry_info e;
+	enum error_code rc = snapshot_stat(fs->snap, ino, &e);
+
+	if (rc == ERR_OK)
+		fill_attr(fs, &e, out);
+	return rc;
+}
+
+enum error_code mountfs_lookup(struct mountfs *fs, uint64_t parent, const char *name,
+			       struct mountfs_attr *out)
+{
+	uint64_t ino = snapshot_lookup(fs->snap, parent, name);
+
+	if (ino == 0)
+		return ERR_NOT_FOUND;
+	return mountfs_getattr(fs, ino, out);
+}
+
+enum error_code mountfs_readdir(struct mountfs *fs, uint64_t dir, uint64_t offset,
+				snapshot_readdir_fn fn, void *arg)
+{
+	return snapshot_readdir(fs->snap, dir, offset, fn, arg);
+}
+
+/* Object keys are at most 1024 bytes in S3; the prefix adds to that. */
+#define KEY_MAX 4096
+
+enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
+			     struct mountfs_file **out, struct error *err)
+{
+	struct snapshot_entry_info e;
+	struct mountfs_file *f = NULL;
+	enum error_code rc;
+
+	*out = NULL;
+	rc = snapshot_stat(fs->snap, ino, &e);
+	if (rc != ERR_OK)
+		return error_set(err, rc, "open inode %llu: not in the dataset",
+				 (unsigned long long)ino);
+	if (for_write)
+		return error_set(err, ERR_READ_ONLY, "open '%s' for writing: the dataset is read-only",
+				 e.name);
+	if (e.is_dir)
+		return error_set(err, ERR_INVALID, "open '%s': is a directory", e.name);
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->key = malloc(KEY_MAX))) {
+		free(f);
+		return error_set(err, ERR_NOMEM, "open '%s': out of memory", e.name);
+	}
+	rc = snapshot_object_key(fs->snap, ino, f->key, KEY_MAX);
+	if (rc != ERR_OK) {
+		free(f->key);
+		free(f);
+		return error_set(err, rc, "open '%s': object key too long", e.name);
+	}
+	f->ino = ino;
+	f->obj.key = f->key;
+	f->obj.etag = e.etag;
+	f->obj.size = e.size;
+	pthread_mutex_init(&f->mu, NULL);
+	*out = f;
+	return ERR_OK;
+}
+
+void mountfs_release(struct mountfs *fs, struct mountfs_file *f)
+{
+	(void)fs;
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->mu);
+	free(f->key);
+	free(f);
+}
+
+enum error_code mountfs_read(struct mountfs *fs, struct mountfs_file *f, uint64_t off,
+			     size_t len, char *dst, size_t *got, struct error *err)
+{
+	struct reader_stream stream;
+	enum error_code rc;
+
+	/* The stream state is a hint: take a copy, read without the lock,
+	 * and store where this read ended. Concurrent reads of one handle
+	 * then look non-sequential, which only costs a prefetch. */
+	pthread_mutex_lock(&f->mu);
+	stream = f->stream;
+	pthread_mutex_unlock(&f->mu);
+	rc = reader_read(fs->reader, &f->obj, &stream, off, len, dst, got, err);
+	pthread_mutex_lock(&f->mu);
+	f->stream = stream;
+	pthread_mutex_unlock(&f->mu);
+	if (rc != ERR_OK)
+		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
+	return rc;
+}
+
+static enum error_code put_value(const char *value, char *buf, size_t size, size_t *len)
+{
+	*len = strlen(value);
+	if (size == 0)
+		return ERR_OK;
+	if (size < *len)
+		return ERR_RANGE;
+	memcpy(buf, value, *len);
+	return ERR_OK;
+}
+
+enum error_code mountfs_getxattr(struct mountfs *fs, uint64_t ino, const char *name,
+				 char *buf, size_t size, size_t *len)
+{
+	struct snapshot_entry_info e;
+	char key[KEY_MAX];
+	enum error_code rc = snapshot_stat(fs->snap, ino, &e);
+
+	*len = 0;
+	if (rc != ERR_OK)
+		return rc;
+	if (strcmp(name, MOUNTFS_XATTR_DATASET) == 0)
+		return put_value(snapshot_name(fs->snap), buf, size, len);
+	if (e.is_dir)
+		return ERR_NOT_FOUND;
+	if (strcmp(name, MOUNTFS_XATTR_ETAG) == 0 && *e.etag)
+		return put_value(e.etag, buf, size, len);
+	if (strcmp(name, MOUNTFS_XATTR_KEY) == 0) {
+		rc = snapshot_object_key(fs->snap, ino, key, sizeof(key));
+		return rc == ERR_OK ? put_value(key, buf, size, len) : rc;
+	}
+	return ERR_NOT_FOUND;
+}
+
+enum error_code mountfs_listxattr(struct mountfs *fs, uint64_t ino, char *buf,
+				  size_t size, size_t *len)
+{
+	struct snapshot_entry_info e;
+	const char *names[3];
+	size_t n = 0, total = 0;
+	enum error_code rc = snapshot_stat(fs->snap, ino, &e);
+
+	*len = 0;
+	if (rc != ERR_OK)
+		return rc;
+	names[n++] = MOUNTFS_XATTR_DATASET;
+	if (!e.is_dir) {
+		if (*e.etag)
+			names[n++] = MOUNTFS_XATTR_ETAG;
+		names[n++] = MOUNTFS_XATTR_KEY;
+	}
+	for (size_t i = 0; i < n; i++)
+		total += strlen(names[i]) + 1;
+	*len = total;
+	if (size == 0)
+		return ERR_OK;
+	if (size < total)
+		return ERR_RANGE;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(names[i]) + 1;
+
+		memcpy(buf, names[i], l);
+		buf += l;
+	}
+	return ERR_OK;
+}
+
+void mountfs_statfs(struct mountfs *fs, struct mountfs_statfs *out)
+{
+	struct snapshot_totals t;
+
+	snapshot_totals(fs->snap, &t);
+	memset(out, 0, sizeof(*out));
+	out->bsize = 4096;
+	out->blocks = (t.bytes + 4095) / 4096;
+	out->files = snapshot_count(fs->snap);
+	out->namemax = SNAPSHOT_NAME_MAX;
+}

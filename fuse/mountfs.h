@@ -1,0 +1,106 @@
+/*
+ * mountfs.h - the read-only dataset filesystem, without libfuse.
+ *
+ * Answers lookup, getattr, readdir and xattrs from the in-memory snapshot
+ * (no call to anyone per file) and reads through a struct reader. The
+ * libfuse adapter (fuse/ll.c) only parses requests, calls these functions,
+ * maps the error with error_to_errno and replies, so everything here is
+ * testable without a mount.
+ *
+ * Files are mode 0444 and directories 0555, owned by the configured uid and
+ * gid; inode numbers are the snapshot's. Nothing here writes: the adapter
+ * answers every modifying operation with EROFS.
+ *
+ * Thread-safe: the snapshot is immutable and the reader is thread-safe; a
+ * struct mountfs_file belongs to one open file and libfuse may call read on
+ * it from several threads, so its stream state is updated under a lock.
+ */
+#ifndef GRANARY_FUSE_MOUNTFS_H
+#define GRANARY_FUSE_MOUNTFS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "fuse/reader.h"
+#include "meta/snapshot.h"
+
+/* The extended attributes a file carries. */
+#define MOUNTFS_XATTR_ETAG "user.granary.etag"
+#define MOUNTFS_XATTR_KEY "user.granary.key"
+#define MOUNTFS_XATTR_DATASET "user.granary.dataset"
+
+struct mountfs_attr {
+	uint64_t ino;
+	bool is_dir;
+	uint64_t size;
+	int64_t mtime;
+	uint32_t nlink;
+	uint32_t mode;   /* type and permission bits */
+	uid_t uid;
+	gid_t gid;
+};
+
+struct mountfs_file {
+	uint64_t ino;
+	struct reader_object obj;  /* strings point into the snapshot / key */
+	char *key;                 /* owned */
+	pthread_mutex_t mu;
+	struct reader_stream stream; /* protected by mu */
+};
+
+struct mountfs_statfs {
+	uint64_t blocks, files;    /* in 4 KiB blocks; entries */
+	uint32_t bsize, namemax;
+};
+
+struct mountfs;
+
+/* Takes ownership of snap; reader is borrowed and must outlive the fs. */
+enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
+			    uid_t uid, gid_t gid, struct mountfs **out,
+			    struct error *err);
+void mountfs_free(struct mountfs *fs);
+
+const struct snapshot *mountfs_snapshot(const struct mountfs *fs);
+
+/* ERR_NOT_FOUND when parent has no such name (or is not a directory). */
+enum error_code mountfs_lookup(struct mountfs *fs, uint64_t parent, const char *name,
+			       struct mountfs_attr *out);
+enum error_code mountfs_getattr(struct mountfs *fs, uint64_t ino, struct mountfs_attr *out);
+
+/* As snapshot_readdir; "." and ".." are the adapter's business. */
+enum error_code mountfs_readdir(struct mountfs *fs, uint64_t dir, uint64_t offset,
+				snapshot_readdir_fn fn, void *arg);
+
+/*
+ * Opens a file for reading: ERR_NOT_FOUND for an unknown inode, ERR_INVALID
+ * for a directory (EISDIR at the edge is the adapter's choice),
+ * ERR_READ_ONLY when write access is asked for. *out is freed by
+ * mountfs_release.
+ */
+enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
+			     struct mountfs_file **out, struct error *err);
+void mountfs_release(struct mountfs *fs, struct mountfs_file *f);
+
+/* Reads up to len bytes at off; *got short only at the end of the file. */
+enum error_code mountfs_read(struct mountfs *fs, struct mountfs_file *f, uint64_t off,
+			     size_t len, char *dst, size_t *got, struct error *err);
+
+/*
+ * Value of an extended attribute into buf (size 0: only *len is set).
+ * ERR_NOT_FOUND (ENODATA at the edge) for names not carried,
+ * ERR_RANGE when buf is too small.
+ */
+enum error_code mountfs_getxattr(struct mountfs *fs, uint64_t ino, const char *name,
+				 char *buf, size_t size, size_t *len);
+/* NUL-separated names, same size rules. */
+enum error_code mountfs_listxattr(struct mountfs *fs, uint64_t ino, char *buf,
+				  size_t size, size_t *len);
+
+void mountfs_statfs(struct mountfs *fs, struct mountfs_statfs *out);
+
+#endif

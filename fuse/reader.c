@@ -1,0 +1,126 @@
+/*
+ * reader.c - split reads into blocks and ask each block's sources in turn.
+ */
+#include "fuse/reader.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+/* Reads that continue the previous one before prefetch hints start: one
+ * continuation could be chance, two is a scan. */
+#define READER_SEQUENTIAL_AFTER 2
+
+struct reader {
+	struct reader_config cfg;
+	_Atomic uint64_t reads, bytes, fallbacks;
+	_Atomic uint64_t by_source[READER_MAX_SOURCES];
+};
+
+enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
+			   struct error *err)
+{
+	struct reader *r;
+
+	*out = NULL;
+	if (cfg->nsources == 0 || cfg->nsources > READER_MAX_SOURCES)
+		return error_set(err, ERR_INVALID, "reader: needs 1 to %d sources, got %u",
+				 READER_MAX_SOURCES, cfg->nsources);
+	if (cfg->block_size == 0)
+		return error_set(err, ERR_INVALID, "reader: block size 0");
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return error_set(err, ERR_NOMEM, "reader: out of memory");
+	r->cfg = *cfg;
+	*out = r;
+	return ERR_OK;
+}
+
+void reader_free(struct reader *r)
+{
+	free(r);
+}
+
+/* One block's piece: the sources in order until one answers. */
+static enum error_code read_block(struct reader *r, const struct reader_block *blk,
+				  uint64_t off, size_t len, char *dst, size_t *got,
+				  unsigned readahead, struct error *err)
+{
+	enum error_code rc = ERR_INTERNAL;
+
+	for (unsigned i = 0; i < r->cfg.nsources; i++) {
+		const struct reader_source *src = &r->cfg.sources[i];
+
+		*got = 0;
+		rc = src->read(src->ctx, blk, off, len, dst, got, readahead, err);
+		if (rc == ERR_OK) {
+			r->by_source[i]++;
+			return ERR_OK;
+		}
+		if (rc != ERR_NOT_FOUND) {
+			r->fallbacks++;
+			if (i + 1 < r->cfg.nsources)
+				log_warn("block source failed, trying the next", LOG_S("source", src->name),
+					 LOG_S("key", blk->obj->key), LOG_U("block", blk->index),
+					 LOG_S("cause", err ? err->msg : ""));
+		}
+	}
+	return rc;
+}
+
+enum error_code reader_read(struct reader *r, const struct reader_object *obj,
+			    struct reader_stream *stream, uint64_t off, size_t len,
+			    char *dst, size_t *got, struct error *err)
+{
+	const uint64_t bs = r->cfg.block_size;
+	unsigned readahead = 0;
+	enum error_code rc = ERR_OK;
+
+	*got = 0;
+	if (off >= obj->size || len == 0)
+		return ERR_OK;
+	if (len > obj->size - off)
+		len = (size_t)(obj->size - off);
+	if (stream) {
+		stream->sequential = off == stream->next_off ? stream->sequential + 1 : 0;
+		stream->next_off = off + len;
+		if (stream->sequential >= READER_SEQUENTIAL_AFTER)
+			readahead = r->cfg.prefetch_blocks;
+	}
+	while (len > 0) {
+		struct reader_block blk = { .obj = obj, .index = off / bs,
+					    .block_size = r->cfg.block_size };
+		uint64_t in_block = off - blk.index * bs;
+		size_t piece, n = 0;
+
+		blk.length = obj->size - blk.index * bs < bs ? obj->size - blk.index * bs : bs;
+		piece = len < blk.length - in_block ? len : (size_t)(blk.length - in_block);
+		rc = read_block(r, &blk, in_block, piece, dst, &n, readahead, err);
+		if (rc != ERR_OK)
+			break;
+		if (n != piece) {
+			rc = error_set(err, ERR_IO, "read '%s' block %llu: %zu bytes, expected %zu",
+				       obj->key, (unsigned long long)blk.index, n, piece);
+			break;
+		}
+		dst += n;
+		off += n;
+		len -= n;
+		*got += n;
+	}
+	r->reads++;
+	r->bytes += *got;
+	return rc;
+}
+
+void reader_get_stats(struct reader *r, struct reader_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->reads = r->reads;
+	out->bytes = r->bytes;
+	out->fallbacks = r->fallbacks;
+	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
+		out->by_source[i] = r->by_source[i];
+}

@@ -1,0 +1,99 @@
+/*
+ * reader.h - the mount's read path: bytes of an object by blocks, each
+ * block from the first source that has it.
+ *
+ * A read is split at block boundaries. For every block the reader tries
+ * its sources in order and takes the first answer:
+ *   standalone:  the in-process block cache (fetching misses from the store)
+ *   cluster:     the node's cache directory (short-circuit, no RPC), the
+ *                block's owner worker (HTTP), the object store itself.
+ * ERR_NOT_FOUND from a source means "not here, ask the next"; any other
+ * error is logged and the next source is asked too, so a worker that dies
+ * mid-read costs time, never a failed read. Only when the last source fails
+ * does the read fail, with that source's error.
+ *
+ * Sequential access (a read that starts where the previous one on the same
+ * handle ended) sends a prefetch hint for the following blocks to the
+ * sources that take hints; prefetched data lands in caches on disk, so the
+ * mount's own memory stays bounded by its read buffers.
+ *
+ * Thread-safe: sources are shared and must be thread-safe themselves; the
+ * sequential state lives in the caller's struct reader_stream.
+ */
+#ifndef GRANARY_FUSE_READER_H
+#define GRANARY_FUSE_READER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+/* One object version, as the snapshot names it. */
+struct reader_object {
+	const char *key;   /* full object key in the bucket */
+	const char *etag;  /* "" when unknown */
+	uint64_t size;
+};
+
+/* One block of an object. */
+struct reader_block {
+	const struct reader_object *obj;
+	uint64_t index;
+	uint32_t block_size;
+	uint64_t length;   /* bytes in this block (short at the end) */
+};
+
+struct reader_source {
+	const char *name;  /* "cache", "local", "peer", "store": logs and stats */
+	/*
+	 * Reads len bytes at off within the block into dst; *got = len on
+	 * success. ERR_NOT_FOUND: not held here. readahead asks the source
+	 * to warm that many following blocks, if it can.
+	 */
+	enum error_code (*read)(void *ctx, const struct reader_block *blk,
+				uint64_t off, size_t len, char *dst, size_t *got,
+				unsigned readahead, struct error *err);
+	void *ctx;
+};
+
+#define READER_MAX_SOURCES 4
+
+struct reader_config {
+	uint32_t block_size;
+	unsigned prefetch_blocks;   /* hint size once access is sequential */
+	struct reader_source sources[READER_MAX_SOURCES];
+	unsigned nsources;
+};
+
+/* Per open file: where the last read ended, to detect sequential access. */
+struct reader_stream {
+	uint64_t next_off;
+	unsigned sequential;  /* consecutive reads that continued the last one */
+};
+
+struct reader_stats {
+	uint64_t reads, bytes;
+	uint64_t by_source[READER_MAX_SOURCES];   /* blocks answered */
+	uint64_t fallbacks;                        /* source errors passed over */
+};
+
+struct reader;
+
+enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
+			   struct error *err);
+void reader_free(struct reader *r);
+
+/*
+ * Reads up to len bytes at off of obj into dst; *got is less than len only
+ * at the end of the object. stream may be NULL (no prefetch hints).
+ * ERR_IO/ERR_UNAVAILABLE/... from the last source when no source could
+ * serve a block.
+ */
+enum error_code reader_read(struct reader *r, const struct reader_object *obj,
+			    struct reader_stream *stream, uint64_t off, size_t len,
+			    char *dst, size_t *got, struct error *err);
+
+void reader_get_stats(struct reader *r, struct reader_stats *out);
+
+#endif
