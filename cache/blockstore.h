@@ -1,0 +1,193 @@
+/*
+ * blockstore.h - the node's block cache on a directory.
+ *
+ * A block is a fixed-size piece of one object version. Its identity is a
+ * 128-bit hash of (endpoint, bucket, object key, ETag, block size, block
+ * index): a changed object gets new keys and can never serve stale bytes,
+ * and identical objects in two datasets share blocks.
+ *
+ * On disk (documented in docs/cache-layout.md, because granary-fuse on the
+ * same node reads these files directly):
+ *   DIR/blocks/HH/HASH      one file per block; HH = first two hex digits
+ *   DIR/tmp/                blocks being written (removed at start)
+ * A block file is a 4096-byte header (magic, data length, XXH3-64 of the
+ * data, the key it holds, the dataset that fetched it, a checksum of the
+ * header itself) followed by the data, so data offsets stay page-aligned.
+ * Files are written in DIR/tmp and renamed into place: a reader never sees
+ * a partial block. No fsync: a block torn by a crash fails its checksum and
+ * is fetched again.
+ *
+ * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
+ * never exceeded: room is reserved before a block is written. Eviction
+ * picks the least recently used block that is neither pinned nor held by
+ * a reader (a struct blockstore_ref). Admission depends on the dataset's
+ * policy:
+ *   BLOCKSTORE_LRU            always admit, evicting as needed;
+ *   BLOCKSTORE_SCAN_RESISTANT admit only if the block has been asked for
+ *                             more often than the blocks it would evict
+ *                             (a decaying frequency sketch, TinyLFU-style),
+ *                             so repeated scans of a dataset larger than
+ *                             the cache keep a stable subset cached.
+ * A pinned dataset's blocks are never evicted.
+ *
+ * Thread-safe: one mutex guards the index; file I/O happens outside it.
+ */
+#ifndef GRANARY_CACHE_BLOCKSTORE_H
+#define GRANARY_CACHE_BLOCKSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define BLOCKSTORE_HEADER_SIZE 4096
+#define BLOCKSTORE_HASH_LEN 16
+#define BLOCKSTORE_HASH_HEX (2 * BLOCKSTORE_HASH_LEN + 1)
+/* Longest dataset name and object key a block header holds, in bytes; the
+ * header's string area (docs/cache-layout.md) also bounds their sum with
+ * the endpoint, bucket and ETag. */
+#define BLOCKSTORE_DATASET_MAX 255
+#define BLOCKSTORE_OBJECT_MAX 1024
+
+enum blockstore_policy {
+	BLOCKSTORE_LRU = 0,
+	BLOCKSTORE_SCAN_RESISTANT,
+};
+
+struct block_key {
+	const char *endpoint;  /* "" for file:// */
+	const char *bucket;    /* bucket, or the directory for file:// */
+	const char *object;    /* object key */
+	const char *etag;      /* version tag from the listing */
+	uint32_t block_size;
+	uint64_t index;
+};
+
+struct blockstore_config {
+	const char *dir;
+	uint64_t capacity;     /* bytes on disk, headers included */
+	/* Usual block data size, only to size the frequency sketch from the
+	 * number of blocks the capacity holds; 0 means 4 MiB. */
+	uint32_t block_size;
+};
+
+struct blockstore_stats {
+	uint64_t hits, misses;
+	uint64_t admitted, rejected;  /* reservations granted / refused */
+	uint64_t evictions;
+	uint64_t corrupt;             /* blocks dropped by a failed check */
+	uint64_t blocks;              /* blocks cached now */
+	uint64_t used, capacity;      /* bytes */
+	uint64_t reserved;            /* bytes held for writers; used + reserved <= capacity */
+};
+
+struct blockstore;
+struct blockstore_ref;
+struct blockstore_writer;
+
+/* Hash of a key; the same on every node and in every process. */
+void blockstore_key_hash(const struct block_key *key,
+			 uint8_t out[BLOCKSTORE_HASH_LEN]);
+/* Lowercase hex of a hash, NUL-terminated. */
+void blockstore_hash_hex(const uint8_t hash[BLOCKSTORE_HASH_LEN],
+			 char out[BLOCKSTORE_HASH_HEX]);
+/* Path of a block file: DIR/blocks/HH/HASH. Returns snprintf's length. */
+int blockstore_block_path(const char *dir, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+			  char *out, size_t size);
+
+/*
+ * Opens the store, creating DIR/blocks and DIR/tmp as needed, removing
+ * leftovers in DIR/tmp and rebuilding the index from the block files:
+ * files with a bad header, a wrong size or an unknown name are removed
+ * (counted in stats.corrupt). If the files found exceed the capacity, the
+ * oldest are evicted. ERR_INVALID / ERR_PERMISSION name the directory.
+ */
+enum error_code blockstore_open(const struct blockstore_config *cfg,
+				struct blockstore **out, struct error *err);
+/* Every ref must have been put and every writer committed or aborted. */
+void blockstore_free(struct blockstore *bs);
+
+/*
+ * Declares a dataset's policy and pin; blocks fetched for it, and blocks
+ * found at start that name it, follow them. May be called again to change
+ * them. Unknown datasets behave as LRU, unpinned. ERR_INVALID for an empty
+ * name or one longer than BLOCKSTORE_DATASET_MAX.
+ */
+enum error_code blockstore_set_dataset(struct blockstore *bs, const char *dataset,
+				       enum blockstore_policy policy, bool pin,
+				       struct error *err);
+
+/*
+ * Looks a block up. On a hit, *ref holds it (it cannot be evicted until
+ * blockstore_ref_put) and the access counts for LRU and frequency. On a
+ * miss returns ERR_NOT_FOUND (and counts the miss and the frequency). A
+ * block whose file has vanished is dropped and counts as a miss; another
+ * failure to open the file returns ERR_IO (the ref is not taken).
+ */
+enum error_code blockstore_get(struct blockstore *bs,
+			       const uint8_t hash[BLOCKSTORE_HASH_LEN],
+			       struct blockstore_ref **ref);
+
+/* A read-only descriptor of the block file, valid while the ref is held;
+ * the data starts at blockstore_ref_offset() and has blockstore_ref_length()
+ * bytes. */
+int blockstore_ref_fd(const struct blockstore_ref *ref);
+uint64_t blockstore_ref_offset(const struct blockstore_ref *ref);
+uint64_t blockstore_ref_length(const struct blockstore_ref *ref);
+
+/*
+ * Reads the data and checks it against the header's XXH3-64. On a
+ * mismatch the block is removed from the store (stats.corrupt) and
+ * ERR_IO is returned; the ref stays valid for blockstore_ref_put only.
+ * The result is remembered: a block is checked once per process.
+ */
+enum error_code blockstore_ref_verify(struct blockstore *bs,
+				      struct blockstore_ref *ref,
+				      struct error *err);
+
+void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref);
+
+/*
+ * Reserves room for a block of at most max_len data bytes for dataset and
+ * returns a writer. Returns ERR_NO_SPACE when the policy refuses admission
+ * or nothing evictable frees enough room (the caller then serves the data
+ * without caching it), ERR_EXISTS if the block is already cached or being
+ * written; ERR_INVALID for an empty dataset or key field, a block_size of
+ * 0, max_len above block_size, or names too long for the header.
+ *
+ * Admission compares the frequency the candidate had before the miss that
+ * led here (blockstore_get counts that miss first), so a writer is expected
+ * to have looked the block up; see blockstore.c for why.
+ */
+enum error_code blockstore_write_begin(struct blockstore *bs,
+				       const struct block_key *key,
+				       const char *dataset, uint64_t max_len,
+				       struct blockstore_writer **w,
+				       struct error *err);
+
+/* Appends data (at most max_len in total: ERR_INVALID past it); ERR_IO on a
+ * write error, after which commit fails too. Not thread-safe per writer. */
+enum error_code blockstore_write_append(struct blockstore_writer *w,
+					const void *data, size_t len,
+					struct error *err);
+
+/*
+ * Publishes the block (rename into place), releases the unused part of the
+ * reservation and, if ref is not NULL, returns a held ref to it. On error
+ * the writer is aborted. The writer is freed in every case.
+ */
+enum error_code blockstore_write_commit(struct blockstore *bs,
+					struct blockstore_writer *w,
+					struct blockstore_ref **ref,
+					struct error *err);
+
+/* Drops the temp file and the reservation; frees the writer. */
+void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);
+
+/* Removes every unheld block of dataset (pinned ones too); returns the count. */
+uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
+
+void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out);
+
+#endif

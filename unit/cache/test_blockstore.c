@@ -1,0 +1,1074 @@
+/*
+ * test_blockstore.c - the node's block cache: file format, restart, damage,
+ * capacity, refs, pins, concurrency and the admission policies.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "cache/blockstore.h"
+#include "cache/sketch.h"
+#include "unit/check_main.h"
+
+#define DATA 4096                        /* data bytes of a test block */
+#define FILE_BYTES (BLOCKSTORE_HEADER_SIZE + DATA) /* on disk, already 4 KiB-aligned */
+
+/* --- helpers --- */
+
+struct tkey {
+	char object[64];
+	struct block_key key;
+};
+
+static const struct block_key *tkey(struct tkey *t, int i)
+{
+	snprintf(t->object, sizeof(t->object), "shard-%05d.rec", i);
+	t->key = (struct block_key){
+		.endpoint = "http://s3.local:9000",
+		.bucket = "train",
+		.object = t->object,
+		.etag = "\"9b2cf535f27731c974343645a3985328\"",
+		.block_size = DATA,
+		.index = (uint64_t)i % 3,
+	};
+	return &t->key;
+}
+
+static void hash_of(int i, uint8_t hash[BLOCKSTORE_HASH_LEN])
+{
+	struct tkey t;
+
+	blockstore_key_hash(tkey(&t, i), hash);
+}
+
+static void pattern(int i, uint8_t *buf, size_t len)
+{
+	for (size_t j = 0; j < len; j++)
+		buf[j] = (uint8_t)(i * 131 + j * 7 + (j >> 8));
+}
+
+static char *make_dir(void)
+{
+	char *dir = strdup("/tmp/granary-test-blockstore-XXXXXX");
+
+	ck_assert_ptr_nonnull(dir);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	return dir;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void remove_dir(char *dir)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(dir);
+}
+
+static struct blockstore *open_store(const char *dir, uint64_t capacity)
+{
+	struct blockstore_config cfg = { .dir = dir, .capacity = capacity, .block_size = DATA };
+	struct blockstore *bs = NULL;
+	struct error err;
+
+	ck_assert_msg(blockstore_open(&cfg, &bs, &err) == ERR_OK, "open: %s", err.msg);
+	return bs;
+}
+
+static void assert_within_capacity(struct blockstore *bs)
+{
+	struct blockstore_stats st;
+
+	blockstore_get_stats(bs, &st);
+	ck_assert_msg(st.used + st.reserved <= st.capacity, "used %llu + reserved %llu > %llu",
+		      (unsigned long long)st.used, (unsigned long long)st.reserved,
+		      (unsigned long long)st.capacity);
+}
+
+/* Writes block i of len bytes (its pattern) for dataset; returns the code. */
+static enum error_code put_block(struct blockstore *bs, int i, const char *dataset, size_t len)
+{
+	struct blockstore_writer *w = NULL;
+	struct error err;
+	struct tkey t;
+	uint8_t *buf = malloc(len ? len : 1);
+	enum error_code rc;
+
+	ck_assert_ptr_nonnull(buf);
+	pattern(i, buf, len);
+	rc = blockstore_write_begin(bs, tkey(&t, i), dataset, len, &w, &err);
+	if (rc == ERR_OK) {
+		assert_within_capacity(bs);
+		ck_assert_int_eq(blockstore_write_append(w, buf, len, &err), ERR_OK);
+		rc = blockstore_write_commit(bs, w, NULL, &err);
+		ck_assert_msg(rc == ERR_OK, "commit: %s", err.msg);
+	}
+	assert_within_capacity(bs);
+	free(buf);
+	return rc;
+}
+
+/* True if block i is cached; checks its bytes when it is. */
+static bool has_block(struct blockstore *bs, int i, size_t len)
+{
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	struct blockstore_ref *ref = NULL;
+	uint8_t *want = malloc(len ? len : 1);
+	uint8_t *got = malloc(len ? len : 1);
+	struct error err;
+
+	hash_of(i, hash);
+	if (blockstore_get(bs, hash, &ref) != ERR_OK) {
+		free(want);
+		free(got);
+		return false;
+	}
+	pattern(i, want, len);
+	ck_assert_uint_eq(blockstore_ref_length(ref), len);
+	ck_assert_uint_eq(blockstore_ref_offset(ref), BLOCKSTORE_HEADER_SIZE);
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, (off_t)blockstore_ref_offset(ref)),
+			 (ssize_t)len);
+	ck_assert_int_eq(memcmp(want, got, len), 0);
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_OK);
+	blockstore_ref_put(bs, ref);
+	free(want);
+	free(got);
+	return true;
+}
+
+static void block_file(const char *dir, int i, char *path, size_t size)
+{
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+
+	hash_of(i, hash);
+	blockstore_block_path(dir, hash, path, size);
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &b, 1, off), 1);
+	b ^= 0x20;
+	ck_assert_int_eq(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+}
+
+static int count_files(const char *dir)
+{
+	char cmd[512];
+	FILE *p = NULL;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* --- hashing and names --- */
+
+START_TEST(test_blockstore_key_hash_changes_with_each_field)
+{
+	struct block_key base = { .endpoint = "http://a", .bucket = "b", .object = "o",
+				  .etag = "e", .block_size = 4 << 20, .index = 7 };
+	struct block_key k;
+	uint8_t h0[BLOCKSTORE_HASH_LEN], h1[BLOCKSTORE_HASH_LEN];
+
+	blockstore_key_hash(&base, h0);
+	k = base;
+	blockstore_key_hash(&k, h1);
+	ck_assert_int_eq(memcmp(h0, h1, sizeof(h0)), 0);
+	for (int f = 0; f < 6; f++) {
+		k = base;
+		switch (f) {
+		case 0: k.endpoint = "http://c"; break;
+		case 1: k.bucket = "c"; break;
+		case 2: k.object = "p"; break;
+		case 3: k.etag = "f"; break;
+		case 4: k.block_size = 1 << 20; break;
+		default: k.index = 8; break;
+		}
+		blockstore_key_hash(&k, h1);
+		ck_assert_msg(memcmp(h0, h1, sizeof(h0)) != 0, "field %d does not change the hash", f);
+	}
+}
+END_TEST
+
+START_TEST(test_blockstore_key_hash_is_unambiguous)
+{
+	struct block_key a = { .endpoint = "", .bucket = "ab", .object = "c", .etag = "e",
+			       .block_size = 1, .index = 0 };
+	struct block_key b = { .endpoint = "", .bucket = "a", .object = "bc", .etag = "e",
+			       .block_size = 1, .index = 0 };
+	uint8_t ha[BLOCKSTORE_HASH_LEN], hb[BLOCKSTORE_HASH_LEN];
+	char hex[BLOCKSTORE_HASH_HEX];
+
+	blockstore_key_hash(&a, ha);
+	blockstore_key_hash(&b, hb);
+	ck_assert_int_ne(memcmp(ha, hb, sizeof(ha)), 0);
+	blockstore_hash_hex(ha, hex);
+	ck_assert_uint_eq(strlen(hex), 32);
+	ck_assert_uint_eq(strspn(hex, "0123456789abcdef"), 32);
+}
+END_TEST
+
+START_TEST(test_blockstore_block_path_uses_first_two_hex_digits)
+{
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	char hex[BLOCKSTORE_HASH_HEX];
+	char path[256], want[256];
+
+	for (int i = 0; i < BLOCKSTORE_HASH_LEN; i++)
+		hash[i] = (uint8_t)(0xa0 + i);
+	blockstore_hash_hex(hash, hex);
+	ck_assert_str_eq(hex, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+	snprintf(want, sizeof(want), "/c/blocks/a0/%s", hex);
+	ck_assert_int_eq(blockstore_block_path("/c", hash, path, sizeof(path)), (int)strlen(want));
+	ck_assert_str_eq(path, want);
+}
+END_TEST
+
+/* --- write, read, format --- */
+
+START_TEST(test_blockstore_write_then_read_back_byte_exact)
+{
+	static const size_t sizes[] = { 0, 1, 4095, 4096 };
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 64 * FILE_BYTES);
+	struct blockstore_stats st;
+
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", sizes[i]), ERR_OK);
+	for (int i = 0; i < 4; i++)
+		ck_assert(has_block(bs, i, sizes[i]));
+	ck_assert(!has_block(bs, 99, 1));
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.blocks, 4);
+	/* An empty block is its header alone; 1 and 4095 bytes round up to
+	 * 8 KiB files like 4096 does. */
+	ck_assert_uint_eq(st.used, BLOCKSTORE_HEADER_SIZE + 3 * FILE_BYTES);
+	ck_assert_uint_eq(st.admitted, 4);
+	ck_assert_uint_eq(st.hits, 4);
+	ck_assert_uint_eq(st.misses, 1);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 8 << 20);
+	struct block_key key = { .endpoint = "", .bucket = "/data", .object = "big.bin",
+				 .etag = "v1", .block_size = 4 << 20, .index = 2 };
+	struct blockstore_writer *w = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = (3 << 20) + 123;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+	struct error err;
+
+	pattern(5, buf, len);
+	ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", 4 << 20, &w, &err), ERR_OK);
+	for (size_t off = 0; off < len; off += 100000) {
+		size_t n = len - off < 100000 ? len - off : 100000;
+
+		ck_assert_int_eq(blockstore_write_append(w, buf + off, n, &err), ERR_OK);
+	}
+	ck_assert_int_eq(blockstore_write_commit(bs, w, &ref, &err), ERR_OK);
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_uint_eq(blockstore_ref_length(ref), len);
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCKSTORE_HEADER_SIZE),
+			 (ssize_t)len);
+	ck_assert_int_eq(memcmp(buf, back, len), 0);
+	blockstore_ref_put(bs, ref);
+	free(buf);
+	free(back);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* What granary-fuse relies on when it reads block files itself. */
+START_TEST(test_blockstore_file_layout_matches_docs)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	uint8_t h[BLOCKSTORE_HEADER_SIZE];
+	uint8_t data[1000], want[1000];
+	char path[512];
+	struct stat sb;
+	struct tkey t;
+	const char *strs[5];
+	size_t off = 48;
+	int fd;
+
+	ck_assert_int_eq(put_block(bs, 3, "imagenet", sizeof(data)), ERR_OK);
+	block_file(dir, 3, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &sb), 0);
+	ck_assert_int_eq(sb.st_size, BLOCKSTORE_HEADER_SIZE + sizeof(data));
+	ck_assert_int_eq(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+	ck_assert_int_eq(pread(fd, data, sizeof(data), BLOCKSTORE_HEADER_SIZE), (ssize_t)sizeof(data));
+	close(fd);
+	pattern(3, want, sizeof(want));
+	ck_assert_int_eq(memcmp(data, want, sizeof(data)), 0);
+
+	ck_assert_int_eq(memcmp(h, "GRNBLK1\0", 8), 0);
+	ck_assert_uint_eq(get_le64(h + 8) & 0xffffffff, BLOCKSTORE_HEADER_SIZE);
+	ck_assert_uint_eq(get_le64(h + 8) >> 32, DATA); /* block size at 12 */
+	ck_assert_uint_eq(get_le64(h + 16), sizeof(data));
+	ck_assert_uint_eq(get_le64(h + 24), XXH3_64bits(want, sizeof(want)));
+	ck_assert_uint_eq(get_le64(h + 32), tkey(&t, 3)->index);
+	ck_assert_uint_gt(get_le64(h + 40), 1700000000); /* seconds, not ns */
+	ck_assert_uint_lt(get_le64(h + 40), 1ULL << 40);
+	strs[0] = "imagenet";
+	strs[1] = t.key.endpoint;
+	strs[2] = t.key.bucket;
+	strs[3] = t.key.etag;
+	strs[4] = t.key.object;
+	for (int i = 0; i < 5; i++) {
+		size_t n = (size_t)(h[off] | h[off + 1] << 8);
+
+		ck_assert_uint_eq(n, strlen(strs[i]));
+		ck_assert_int_eq(memcmp(h + off + 2, strs[i], n), 0);
+		off += 2 + n;
+	}
+	for (; off < 4088; off++)
+		ck_assert_uint_eq(h[off], 0);
+	ck_assert_uint_eq(get_le64(h + 4088), XXH3_64bits(h, 4088));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_rejects_bad_keys)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_writer *w = NULL;
+	struct error err;
+	struct tkey t;
+	struct block_key k;
+	char *long_obj = malloc(2000);
+
+	memset(long_obj, 'x', 1999);
+	long_obj[1999] = '\0';
+	k = *tkey(&t, 1);
+	k.etag = "";
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "ds", 10, &w, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "etag"));
+	k = *tkey(&t, 1);
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "ds", DATA + 1, &w, &err), ERR_INVALID);
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "", 10, &w, &err), ERR_INVALID);
+	k.object = long_obj;
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "ds", 10, &w, &err), ERR_INVALID);
+	k = *tkey(&t, 1);
+	k.block_size = 0;
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "ds", 0, &w, &err), ERR_INVALID);
+	ck_assert_ptr_null(w);
+	/* Appending past the reservation fails and the commit refuses. */
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 2), "ds", 10, &w, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_append(w, long_obj, 11, &err), ERR_INVALID);
+	ck_assert_int_ne(blockstore_write_commit(bs, w, NULL, &err), ERR_OK);
+	ck_assert(!has_block(bs, 2, 0));
+	ck_assert_int_eq(blockstore_set_dataset(bs, "", BLOCKSTORE_LRU, false, &err), ERR_INVALID);
+	free(long_obj);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_duplicate_write_is_err_exists)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_writer *w = NULL, *w2 = NULL;
+	struct error err;
+	struct tkey t;
+
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 1), "ds", DATA, &w, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 1), "ds", DATA, &w2, &err), ERR_EXISTS);
+	ck_assert_ptr_nonnull(strstr(err.msg, "being written"));
+	blockstore_write_abort(bs, w);
+	ck_assert_int_eq(count_files(dir), 0);
+	ck_assert_int_eq(put_block(bs, 1, "ds", DATA), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 1, "other", DATA), ERR_EXISTS);
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 1), "ds", DATA, &w2, &err), ERR_EXISTS);
+	ck_assert_ptr_nonnull(strstr(err.msg, "already cached"));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_abort_releases_reservation)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 2 * FILE_BYTES);
+	struct blockstore_writer *w1 = NULL, *w2 = NULL, *w3 = NULL;
+	struct blockstore_stats st;
+	struct error err;
+	struct tkey t;
+
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 1), "ds", DATA, &w1, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 2), "ds", DATA, &w2, &err), ERR_OK);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.reserved, 2 * FILE_BYTES);
+	/* Writers in flight are not victims: nothing is left to evict. */
+	ck_assert_int_eq(blockstore_write_begin(bs, tkey(&t, 3), "ds", DATA, &w3, &err), ERR_NO_SPACE);
+	ck_assert_ptr_nonnull(strstr(err.msg, dir));
+	blockstore_write_abort(bs, w1);
+	blockstore_write_abort(bs, w2);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.reserved, 0);
+	ck_assert_uint_eq(st.used, 0);
+	ck_assert_uint_eq(st.rejected, 1);
+	ck_assert_int_eq(count_files(dir), 0);
+	ck_assert_int_eq(put_block(bs, 3, "ds", DATA), ERR_OK);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* --- restart and damage --- */
+
+START_TEST(test_blockstore_restart_rebuilds_index)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 400 * FILE_BYTES);
+	struct blockstore_stats before, after;
+	struct error err;
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "b", BLOCKSTORE_SCAN_RESISTANT, true, &err), ERR_OK);
+	for (int i = 0; i < 300; i++)
+		ck_assert_int_eq(put_block(bs, i, i % 2 ? "a" : "b", (size_t)(i * 13) % DATA), ERR_OK);
+	blockstore_get_stats(bs, &before);
+	blockstore_free(bs);
+
+	bs = open_store(dir, 400 * FILE_BYTES);
+	blockstore_get_stats(bs, &after);
+	ck_assert_uint_eq(after.blocks, before.blocks);
+	ck_assert_uint_eq(after.used, before.used);
+	ck_assert_uint_eq(after.corrupt, 0);
+	for (int i = 0; i < 300; i++)
+		ck_assert_msg(has_block(bs, i, (size_t)(i * 13) % DATA), "block %d lost", i);
+	/* The dataset record was recreated from the headers: a pin now
+	 * applies to the blocks found at start. */
+	ck_assert_int_eq(blockstore_set_dataset(bs, "b", BLOCKSTORE_LRU, true, &err), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "b"), 150);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "a"), 150);
+	ck_assert_int_eq(count_files(dir), 0);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_rebuild_discards_damaged_files)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 64 * FILE_BYTES);
+	struct blockstore_stats st;
+	char path[512], other[512], cmd[1200];
+	int fd;
+
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+	blockstore_free(bs);
+
+	block_file(dir, 0, path, sizeof(path)); /* truncated */
+	ck_assert_int_eq(truncate(path, BLOCKSTORE_HEADER_SIZE + DATA / 2), 0);
+	block_file(dir, 1, path, sizeof(path)); /* header string byte flipped */
+	flip_byte(path, 60);
+	block_file(dir, 2, path, sizeof(path)); /* header checksum flipped */
+	flip_byte(path, 4090);
+	block_file(dir, 3, path, sizeof(path)); /* shorter than a header */
+	ck_assert_int_eq(truncate(path, 100), 0);
+	block_file(dir, 4, path, sizeof(path)); /* valid file under another block's name */
+	block_file(dir, 100, other, sizeof(other));
+	snprintf(cmd, sizeof(cmd), "mkdir -p \"$(dirname '%s')\" && cp '%s' '%s'", other, path, other);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(path, sizeof(path), "%s/blocks/zz-not-a-block", dir); /* unknown names */
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/tmp/0123.1.2", dir); /* writer leftovers */
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	ck_assert_int_eq(write(fd, "partial", 7), 7);
+	close(fd);
+
+	bs = open_store(dir, 64 * FILE_BYTES);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.corrupt, 6);
+	ck_assert_uint_eq(st.blocks, 4);
+	ck_assert_uint_eq(st.used, 4 * FILE_BYTES);
+	for (int i = 0; i < 4; i++)
+		ck_assert(!has_block(bs, i, DATA));
+	for (int i = 4; i < 8; i++)
+		ck_assert(has_block(bs, i, DATA));
+	ck_assert(!has_block(bs, 100, DATA));
+	ck_assert_int_eq(count_files(dir), 4); /* tmp emptied, bad files gone */
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_verify_detects_flipped_data_byte)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_ref *ref = NULL;
+	struct blockstore_stats st;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	char path[512];
+	struct error err;
+
+	ck_assert_int_eq(put_block(bs, 7, "ds", DATA), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 8, "ds", DATA), ERR_OK);
+	blockstore_free(bs);
+	block_file(dir, 7, path, sizeof(path));
+	flip_byte(path, BLOCKSTORE_HEADER_SIZE + 1000);
+
+	/* Header and size are intact: the block survives the restart... */
+	bs = open_store(dir, 16 * FILE_BYTES);
+	hash_of(7, hash);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+	/* ...and fails when its data is checked. */
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_IO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "checksum"));
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_IO);
+	blockstore_ref_put(bs, ref);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.corrupt, 1);
+	ck_assert_uint_eq(st.blocks, 1);
+	ck_assert_uint_eq(st.used, FILE_BYTES);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_NOT_FOUND);
+	ck_assert(has_block(bs, 8, DATA));
+	/* It can be fetched again. */
+	ck_assert_int_eq(put_block(bs, 7, "ds", DATA), ERR_OK);
+	ck_assert(has_block(bs, 7, DATA));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_rebuild_evicts_oldest_over_capacity)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 10 * FILE_BYTES);
+	struct blockstore_stats st;
+	char path[512];
+
+	for (int i = 0; i < 10; i++) {
+		struct timespec ts[2] = { { .tv_sec = 1700000000 + i }, { .tv_sec = 1700000000 + i } };
+
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+		block_file(dir, i, path, sizeof(path));
+		ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	}
+	blockstore_free(bs);
+	bs = open_store(dir, 6 * FILE_BYTES);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.blocks, 6);
+	ck_assert_uint_eq(st.evictions, 4);
+	for (int i = 0; i < 4; i++)
+		ck_assert(!has_block(bs, i, DATA));
+	for (int i = 4; i < 10; i++)
+		ck_assert(has_block(bs, i, DATA));
+	ck_assert_int_eq(count_files(dir), 6);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_open_names_the_directory_on_error)
+{
+	struct blockstore_config cfg = { .dir = "/proc/version/cache", .capacity = 1 << 20 };
+	struct blockstore *bs = NULL;
+	struct error err;
+
+	ck_assert_int_ne(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	ck_assert_ptr_null(bs);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'/proc/version/cache'"));
+	cfg.dir = "/tmp/x";
+	cfg.capacity = 100;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_INVALID);
+}
+END_TEST
+
+/* --- capacity, refs, pins --- */
+
+START_TEST(test_blockstore_capacity_never_exceeded_under_many_inserts)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 37 * FILE_BYTES + 1234);
+	struct blockstore_writer *open_w[3] = { NULL };
+	struct blockstore_ref *held[4] = { NULL };
+	struct blockstore_stats st;
+	struct error err;
+	struct tkey t;
+	unsigned seed = 42;
+
+	for (int i = 0; i < 2000; i++) {
+		int slot = i % 3;
+
+		/* A few writers stay open across other inserts. */
+		if (open_w[slot]) {
+			if (i % 2)
+				blockstore_write_abort(bs, open_w[slot]);
+			else
+				ck_assert_int_eq(blockstore_write_commit(bs, open_w[slot], NULL, &err), ERR_OK);
+			open_w[slot] = NULL;
+		}
+		if (rand_r(&seed) % 4 == 0) {
+			enum error_code rc = blockstore_write_begin(bs, tkey(&t, 5000 + i), "ds",
+								    rand_r(&seed) % DATA, &open_w[slot], &err);
+
+			ck_assert(rc == ERR_OK || rc == ERR_NO_SPACE);
+		}
+		put_block(bs, rand_r(&seed) % 300, i % 5 ? "ds" : "other", rand_r(&seed) % (DATA + 1));
+		if (i % 50 == 0) {
+			uint8_t hash[BLOCKSTORE_HASH_LEN];
+			int h = (i / 50) % 4;
+
+			blockstore_ref_put(bs, held[h]);
+			held[h] = NULL;
+			hash_of(rand_r(&seed) % 300, hash);
+			blockstore_get(bs, hash, &held[h]);
+		}
+		assert_within_capacity(bs);
+	}
+	for (int s = 0; s < 3; s++)
+		if (open_w[s])
+			blockstore_write_abort(bs, open_w[s]);
+	for (int h = 0; h < 4; h++)
+		blockstore_ref_put(bs, held[h]);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_le(st.used, st.capacity);
+	ck_assert_uint_eq(st.reserved, 0);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_int_eq(count_files(dir), (int)st.blocks);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_held_ref_never_evicted)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 4 * FILE_BYTES);
+	struct blockstore_ref *ref = NULL;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t buf[DATA], want[DATA];
+
+	ck_assert_int_eq(put_block(bs, 0, "ds", DATA), ERR_OK);
+	hash_of(0, hash);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+	for (int i = 1; i < 50; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+	/* Still readable through the ref and still in the index. */
+	pattern(0, want, DATA);
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), buf, DATA, BLOCKSTORE_HEADER_SIZE), DATA);
+	ck_assert_int_eq(memcmp(buf, want, DATA), 0);
+	ck_assert(has_block(bs, 0, DATA));
+	blockstore_ref_put(bs, ref);
+	for (int i = 50; i < 54; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+	ck_assert(!has_block(bs, 0, DATA));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_pinned_dataset_never_evicted)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 6 * FILE_BYTES);
+	struct blockstore_stats st;
+	struct error err;
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "pinned", BLOCKSTORE_LRU, true, &err), ERR_OK);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(put_block(bs, i, "pinned", DATA), ERR_OK);
+	for (int i = 10; i < 60; i++)
+		ck_assert_int_eq(put_block(bs, i, "scratch", DATA), ERR_OK);
+	for (int i = 0; i < 3; i++)
+		ck_assert(has_block(bs, i, DATA));
+	/* With the rest pinned too, new blocks are refused, not squeezed in. */
+	for (int i = 3; i < 6; i++)
+		ck_assert_int_eq(put_block(bs, i, "pinned", DATA), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 99, "scratch", DATA), ERR_NO_SPACE);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.blocks, 6);
+	/* Unpinned, they become victims again, oldest first. */
+	ck_assert_int_eq(blockstore_set_dataset(bs, "pinned", BLOCKSTORE_LRU, false, &err), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 99, "scratch", DATA), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "pinned"), 5);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.blocks, 1);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_drop_dataset_keeps_held_blocks)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_ref *ref = NULL;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(put_block(bs, i, i < 4 ? "a" : "b", DATA), ERR_OK);
+	hash_of(0, hash);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "a"), 3);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "nope"), 0);
+	blockstore_ref_put(bs, ref);
+	ck_assert(has_block(bs, 0, DATA));
+	ck_assert(has_block(bs, 4, DATA));
+	ck_assert(!has_block(bs, 1, DATA));
+	ck_assert_int_eq(count_files(dir), 2);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* --- concurrency --- */
+
+struct stress {
+	struct blockstore *bs;
+	int id;
+	atomic_int failures;
+	atomic_int over_capacity;
+	atomic_int done;
+};
+
+static void *stress_worker(void *arg)
+{
+	struct stress *s = arg;
+	unsigned seed = (unsigned)s->id * 7919u + 1;
+	uint8_t buf[DATA], want[DATA];
+	struct error err;
+
+	for (int op = 0; op < 1500; op++) {
+		int i = (int)(rand_r(&seed) % 120);
+		size_t len = (size_t)(i * 37) % DATA + 1; /* a block's length depends on i only */
+		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		struct blockstore_ref *ref = NULL;
+		struct blockstore_writer *w = NULL;
+		struct tkey t;
+
+		hash_of(i, hash);
+		if (blockstore_get(s->bs, hash, &ref) == ERR_OK) {
+			pattern(i, want, len);
+			if (blockstore_ref_length(ref) != len ||
+			    pread(blockstore_ref_fd(ref), buf, len, BLOCKSTORE_HEADER_SIZE) != (ssize_t)len ||
+			    memcmp(buf, want, len) != 0 ||
+			    (op % 3 == 0 && blockstore_ref_verify(s->bs, ref, &err) != ERR_OK))
+				atomic_fetch_add(&s->failures, 1);
+			blockstore_ref_put(s->bs, ref);
+			continue;
+		}
+		enum error_code rc = blockstore_write_begin(s->bs, tkey(&t, i), i % 4 ? "a" : "b",
+							    len, &w, &err);
+		if (rc == ERR_EXISTS || rc == ERR_NO_SPACE)
+			continue;
+		if (rc != ERR_OK) {
+			atomic_fetch_add(&s->failures, 1);
+			continue;
+		}
+		pattern(i, buf, len);
+		if (blockstore_write_append(w, buf, len / 2, &err) != ERR_OK ||
+		    blockstore_write_append(w, buf + len / 2, len - len / 2, &err) != ERR_OK) {
+			atomic_fetch_add(&s->failures, 1);
+			blockstore_write_abort(s->bs, w);
+			continue;
+		}
+		if (op % 7 == 0) {
+			blockstore_write_abort(s->bs, w);
+		} else if (blockstore_write_commit(s->bs, w, op % 2 ? &ref : NULL, &err) != ERR_OK) {
+			atomic_fetch_add(&s->failures, 1);
+		} else if (ref) {
+			blockstore_ref_put(s->bs, ref);
+		}
+	}
+	return NULL;
+}
+
+static void *stress_monitor(void *arg)
+{
+	struct stress *s = arg;
+	struct blockstore_stats st;
+
+	while (!atomic_load(&s->done)) {
+		blockstore_get_stats(s->bs, &st);
+		if (st.used + st.reserved > st.capacity)
+			atomic_fetch_add(&s->over_capacity, 1);
+	}
+	return NULL;
+}
+
+START_TEST(test_blockstore_concurrent_writers_and_readers)
+{
+	enum { THREADS = 6 };
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 40 * FILE_BYTES);
+	struct stress s = { .bs = bs };
+	struct stress per[THREADS];
+	pthread_t th[THREADS], mon;
+	struct blockstore_stats st;
+	struct error err;
+	int failures = 0;
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "b", BLOCKSTORE_SCAN_RESISTANT, false, &err), ERR_OK);
+	atomic_init(&s.failures, 0);
+	atomic_init(&s.over_capacity, 0);
+	atomic_init(&s.done, 0);
+	ck_assert_int_eq(pthread_create(&mon, NULL, stress_monitor, &s), 0);
+	for (int i = 0; i < THREADS; i++) {
+		per[i] = (struct stress){ .bs = bs, .id = i };
+		atomic_init(&per[i].failures, 0);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, stress_worker, &per[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		failures += atomic_load(&per[i].failures);
+	}
+	atomic_store(&s.done, 1);
+	pthread_join(mon, NULL);
+	ck_assert_int_eq(failures, 0);
+	ck_assert_int_eq(atomic_load(&s.over_capacity), 0);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.reserved, 0);
+	ck_assert_uint_le(st.used, st.capacity);
+	ck_assert_int_eq(count_files(dir), (int)st.blocks);
+	blockstore_free(bs);
+	/* What the threads left is consistent on disk too. */
+	bs = open_store(dir, 40 * FILE_BYTES);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.corrupt, 0);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* --- admission policies on a cyclic scan --- */
+
+#define SCAN_CAPACITY_BLOCKS 40
+#define SCAN_DATASET_BLOCKS 60
+#define SCAN_EPOCHS 10
+
+/* One access the way the worker does it: get, or on a miss fetch and try
+ * to cache. Returns true on a hit. */
+static bool access_block(struct blockstore *bs, int i, const char *dataset)
+{
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	struct blockstore_ref *ref = NULL;
+	enum error_code rc;
+
+	hash_of(i, hash);
+	if (blockstore_get(bs, hash, &ref) == ERR_OK) {
+		blockstore_ref_put(bs, ref);
+		return true;
+	}
+	rc = put_block(bs, i, dataset, DATA);
+	ck_assert_msg(rc == ERR_OK || rc == ERR_NO_SPACE, "block %d: %s", i, error_code_name(rc));
+	return false;
+}
+
+/*
+ * Hit ratio per epoch of a scan over the dataset, in the same order each
+ * epoch or, with shuffle, in a new random order each epoch (as training
+ * input pipelines do); returns the mean from epoch 2 on.
+ */
+static double cyclic_scan(const char *name, enum blockstore_policy policy, bool pin, bool shuffle,
+			  struct blockstore **keep, char **keep_dir)
+{
+	int order[SCAN_DATASET_BLOCKS];
+	unsigned seed = 7;
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, SCAN_CAPACITY_BLOCKS * FILE_BYTES);
+	struct blockstore_stats st;
+	struct error err;
+	double sum = 0;
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "ds", policy, pin, &err), ERR_OK);
+	for (int i = 0; i < SCAN_DATASET_BLOCKS; i++)
+		order[i] = i;
+	for (int epoch = 1; epoch <= SCAN_EPOCHS; epoch++) {
+		int hits = 0;
+
+		for (int i = SCAN_DATASET_BLOCKS - 1; shuffle && i > 0; i--) {
+			int j = (int)(rand_r(&seed) % (unsigned)(i + 1));
+			int tmp = order[i];
+
+			order[i] = order[j];
+			order[j] = tmp;
+		}
+		for (int i = 0; i < SCAN_DATASET_BLOCKS; i++)
+			hits += access_block(bs, order[i], "ds");
+		printf("policy=%s epoch=%d hit_ratio=%.3f\n", name, epoch,
+		       (double)hits / SCAN_DATASET_BLOCKS);
+		if (epoch >= 2)
+			sum += (double)hits / SCAN_DATASET_BLOCKS;
+	}
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_le(st.blocks, SCAN_CAPACITY_BLOCKS);
+	printf("policy=%s mean_hit_ratio_from_epoch_2=%.3f ideal=%.3f evictions=%llu rejected=%llu\n",
+	       name, sum / (SCAN_EPOCHS - 1), (double)SCAN_CAPACITY_BLOCKS / SCAN_DATASET_BLOCKS,
+	       (unsigned long long)st.evictions, (unsigned long long)st.rejected);
+	if (keep) {
+		*keep = bs;
+		*keep_dir = dir;
+	} else {
+		blockstore_free(bs);
+		remove_dir(dir);
+	}
+	return sum / (SCAN_EPOCHS - 1);
+}
+
+START_TEST(test_blockstore_lru_thrashes_on_cyclic_scan)
+{
+	ck_assert_double_lt(cyclic_scan("lru", BLOCKSTORE_LRU, false, false, NULL, NULL), 0.05);
+}
+END_TEST
+
+START_TEST(test_blockstore_scan_resistant_keeps_stable_subset_on_cyclic_scan)
+{
+	ck_assert_double_ge(cyclic_scan("scan_resistant", BLOCKSTORE_SCAN_RESISTANT, false, false,
+					NULL, NULL),
+			    0.55);
+}
+END_TEST
+
+START_TEST(test_blockstore_scan_resistant_keeps_stable_subset_on_shuffled_epochs)
+{
+	double lru = cyclic_scan("lru_shuffled", BLOCKSTORE_LRU, false, true, NULL, NULL);
+	double sr = cyclic_scan("scan_resistant_shuffled", BLOCKSTORE_SCAN_RESISTANT, false, true,
+				NULL, NULL);
+
+	ck_assert_double_ge(sr, 0.55);
+	ck_assert_double_gt(sr, lru);
+}
+END_TEST
+
+START_TEST(test_blockstore_pinned_dataset_keeps_its_blocks_on_cyclic_scan)
+{
+	ck_assert_double_ge(cyclic_scan("lru_pinned", BLOCKSTORE_LRU, true, false, NULL, NULL), 0.55);
+}
+END_TEST
+
+START_TEST(test_blockstore_scan_resistant_admits_new_hot_set)
+{
+	struct blockstore *bs = NULL;
+	char *dir = NULL;
+	int first_full = -1;
+	int round;
+
+	cyclic_scan("scan_resistant", BLOCKSTORE_SCAN_RESISTANT, false, false, &bs, &dir);
+	/* The workload changes: 10 other blocks, read over and over. */
+	for (round = 1; round <= 30; round++) {
+		int hits = 0;
+
+		for (int i = 1000; i < 1010; i++)
+			hits += access_block(bs, i, "ds");
+		if (hits == 10 && first_full < 0)
+			first_full = round;
+	}
+	printf("policy=scan_resistant hot_set_fully_cached_from_round=%d\n", first_full);
+	ck_assert_int_gt(first_full, 1);
+	ck_assert_int_le(first_full, 20);
+	for (int i = 1000; i < 1010; i++)
+		ck_assert(has_block(bs, i, DATA));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_sketch_counts_and_halves)
+{
+	struct sketch *sk = sketch_new(16);
+	uint8_t a[SKETCH_KEY_LEN], b[SKETCH_KEY_LEN];
+
+	ck_assert_ptr_nonnull(sk);
+	hash_of(1, a);
+	hash_of(2, b);
+	ck_assert_uint_eq(sketch_sample_period(sk), 160);
+	for (int i = 0; i < 5; i++)
+		sketch_increment(sk, a);
+	sketch_increment(sk, b);
+	ck_assert_uint_eq(sketch_estimate(sk, a), 5);
+	ck_assert_uint_eq(sketch_estimate(sk, b), 1);
+	for (int i = 0; i < 100; i++)
+		sketch_increment(sk, a);
+	ck_assert_uint_eq(sketch_estimate(sk, a), SKETCH_COUNTER_MAX);
+	/* 106 so far; 54 more reach the period of 160 and halve. */
+	for (int i = 0; i < 54; i++)
+		sketch_increment(sk, b);
+	ck_assert_uint_eq(sketch_estimate(sk, a), SKETCH_COUNTER_MAX / 2);
+	ck_assert_uint_eq(sketch_estimate(sk, b), SKETCH_COUNTER_MAX / 2);
+	ck_assert_uint_eq(sketch_sample_count(sk), 80);
+	sketch_free(sk);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("blockstore");
+	TCase *tc = tcase_create("core");
+	TCase *pol = tcase_create("policy");
+
+	tcase_add_test(tc, test_blockstore_key_hash_changes_with_each_field);
+	tcase_add_test(tc, test_blockstore_key_hash_is_unambiguous);
+	tcase_add_test(tc, test_blockstore_block_path_uses_first_two_hex_digits);
+	tcase_add_test(tc, test_blockstore_write_then_read_back_byte_exact);
+	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
+	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
+	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
+	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
+	tcase_add_test(tc, test_blockstore_abort_releases_reservation);
+	tcase_add_test(tc, test_blockstore_restart_rebuilds_index);
+	tcase_add_test(tc, test_blockstore_rebuild_discards_damaged_files);
+	tcase_add_test(tc, test_blockstore_verify_detects_flipped_data_byte);
+	tcase_add_test(tc, test_blockstore_rebuild_evicts_oldest_over_capacity);
+	tcase_add_test(tc, test_blockstore_open_names_the_directory_on_error);
+	tcase_add_test(tc, test_blockstore_capacity_never_exceeded_under_many_inserts);
+	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
+	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);
+	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
+	tcase_add_test(tc, test_blockstore_concurrent_writers_and_readers);
+	tcase_add_test(tc, test_sketch_counts_and_halves);
+	suite_add_tcase(s, tc);
+	tcase_add_test(pol, test_blockstore_lru_thrashes_on_cyclic_scan);
+	tcase_add_test(pol, test_blockstore_scan_resistant_keeps_stable_subset_on_cyclic_scan);
+	tcase_add_test(pol, test_blockstore_scan_resistant_keeps_stable_subset_on_shuffled_epochs);
+	tcase_add_test(pol, test_blockstore_pinned_dataset_keeps_its_blocks_on_cyclic_scan);
+	tcase_add_test(pol, test_blockstore_scan_resistant_admits_new_hot_set);
+	suite_add_tcase(s, pol);
+	return check_main_run(s);
+}
