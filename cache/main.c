@@ -1,18 +1,39 @@
 /*
  * granary-worker - the per-node cache: owns the node's cache directory,
- * serves blocks to peers and fetches misses from the object store. This
- * build reads and checks its settings; the block service comes next.
+ * serves blocks to local mounts and peers over HTTP, fetches misses from
+ * the object store once each, and runs preload jobs.
+ *
+ * Start-up: settings, the cluster token (required), the blockstore, the
+ * fetcher with its read-ahead pool, the preloader, the HTTP server. Then
+ * the main thread sleeps in sigsuspend until SIGTERM/SIGINT and tears the
+ * same things down in reverse: no new connections, requests in progress
+ * finish within http.shutdown_grace, every thread joined, exit 0.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 
+#include "cache/blockstore.h"
+#include "cache/fetch.h"
+#include "cache/http.h"
+#include "cache/preload.h"
+#include "cache/token.h"
 #include "cache/worker_settings.h"
 #include "common/daemon.h"
 #include "common/log.h"
+#include "store/store_settings.h"
 
 int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &worker_settings_schema;
 	struct worker_settings s;
+	struct token *tok = NULL;
+	struct blockstore *bs = NULL;
+	struct fetcher *f = NULL;
+	struct preloader *pl = NULL;
+	struct worker_http *http = NULL;
+	struct store_config store_defaults;
+	sigset_t stop_signals, wait_mask;
 	struct error err;
 	int first = argc, rc;
 
@@ -29,18 +50,86 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
 		goto out;
 	}
-	log_info("settings loaded", LOG_S("listen", s.listen), LOG_S("node_id", s.node_id),
-		 LOG_S("meta.address", s.meta_address), LOG_S("cache.dir", s.cache_dir),
+	if (!s.token_file || !*s.token_file) {
+		fprintf(stderr,
+			"%s: key 'token_file': required: the worker serves blocks only to clients that hold the cluster token (a file of at least %d bytes, mode 0600)\n",
+			schema->program, TOKEN_SECRET_MIN);
+		goto out;
+	}
+	if (token_load_file(s.token_file, &tok, &err) != ERR_OK) {
+		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		goto out;
+	}
+
+	/* Threads started from here on inherit the blocked mask, so only the
+	 * main thread's sigsuspend ever takes SIGTERM/SIGINT. */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, &wait_mask);
+	sigdelset(&wait_mask, SIGTERM);
+	sigdelset(&wait_mask, SIGINT);
+	daemon_handle_signals();
+
+	rc = 1;
+	if (blockstore_open(&(struct blockstore_config){ .dir = s.cache_dir,
+							  .capacity = s.cache_capacity,
+							  .block_size = (uint32_t)s.cache_block_size },
+			    &bs, &err) != ERR_OK) {
+		log_error("cannot open the cache", LOG_S("cause", err.msg));
+		goto out;
+	}
+	if (fetch_new(&(struct fetch_config){ .bs = bs,
+					       .max_inflight = (unsigned)s.fetch_max_inflight,
+					       .threads = (unsigned)worker_settings_threads(&s),
+					       .readahead_max = (unsigned)s.fetch_readahead_max },
+		      &f, &err) != ERR_OK) {
+		log_error("cannot start the fetcher", LOG_S("cause", err.msg));
+		goto out;
+	}
+	if (preload_new(f, (unsigned)s.preload_parallelism, &pl, &err) != ERR_OK) {
+		log_error("cannot start the preloader", LOG_S("cause", err.msg));
+		goto out;
+	}
+	store_settings_to_config(&s.store, &store_defaults);
+	if (worker_http_start(
+		    &(struct worker_http_config){
+			    .listen = s.listen,
+			    .fetcher = f,
+			    .preloader = pl,
+			    .token = tok,
+			    .store_defaults = store_defaults,
+			    .block_size = s.cache_block_size,
+			    .policy = s.cache_policy == WORKER_CACHE_LRU ? BLOCKSTORE_LRU
+									 : BLOCKSTORE_SCAN_RESISTANT,
+			    .max_connections = (unsigned)s.http_max_connections,
+			    .idle_timeout_ms = s.http_idle_timeout_ms,
+		    },
+		    &http, &err) != ERR_OK) {
+		log_error("cannot serve", LOG_S("cause", err.msg));
+		goto out;
+	}
+	log_info("serving", LOG_S("listen", s.listen), LOG_S("cache.dir", s.cache_dir),
 		 LOG_U("cache.capacity", s.cache_capacity),
 		 LOG_U("cache.block_size", s.cache_block_size),
 		 LOG_S("cache.policy", worker_cache_policy_names[s.cache_policy]),
 		 LOG_I("threads", worker_settings_threads(&s)),
 		 LOG_I("fetch.max_inflight", s.fetch_max_inflight),
 		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region));
-	fprintf(stderr, "%s: configuration is valid; serving is not part of this build yet\n",
-		schema->program);
-	rc = 1;
+
+	while (!daemon_stopping())
+		sigsuspend(&wait_mask);
+	log_info("stopping", LOG_U("grace_ms", s.http_shutdown_grace_ms));
+	rc = 0;
 out:
+	worker_http_stop(http, s.http_shutdown_grace_ms);
+	preload_free(pl);
+	fetch_free(f);
+	if (bs)
+		blockstore_free(bs);
+	token_free(tok);
+	if (rc == 0)
+		log_info("stopped");
 	config_release(schema, &s);
 	return rc;
 }

@@ -37,6 +37,21 @@ static const struct config_field worker_fields[] = {
 	  "worker threads (0: one per CPU of the cgroup quota)", 0, 4096, NULL },
 	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
 	  "64", "object-store block fetches in flight at once", 1, 4096, NULL },
+	{ "fetch.readahead_max", CONFIG_INT,
+	  offsetof(struct worker_settings, fetch_readahead_max), "16",
+	  "most blocks one request may ask to read ahead (0: no read-ahead)", 0, 256, NULL },
+	{ "preload.parallelism", CONFIG_INT,
+	  offsetof(struct worker_settings, preload_parallelism), "16",
+	  "blocks one preload job fetches at once", 1, 1024, NULL },
+	{ "http.max_connections", CONFIG_INT,
+	  offsetof(struct worker_settings, http_max_connections), "1024",
+	  "client connections served at once (one thread each)", 1, 65536, NULL },
+	{ "http.idle_timeout", CONFIG_DURATION,
+	  offsetof(struct worker_settings, http_idle_timeout_ms), "2m",
+	  "an idle keep-alive connection is closed after this long", 1000, 86400000, NULL },
+	{ "http.shutdown_grace", CONFIG_DURATION,
+	  offsetof(struct worker_settings, http_shutdown_grace_ms), "10s",
+	  "at SIGTERM, requests in progress may finish within this", 0, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct worker_settings, store),
 	{ "log.level", CONFIG_STRING, offsetof(struct worker_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
@@ -80,6 +95,18 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return error_set(err, ERR_INVALID,
 				 "key 'fetch.max_inflight': must be at least 1, got %lld",
 				 (long long)s->fetch_max_inflight);
+	if (s->fetch_readahead_max < 0 || s->fetch_readahead_max > 256)
+		return error_set(err, ERR_INVALID,
+				 "key 'fetch.readahead_max': must be from 0 to 256, got %lld",
+				 (long long)s->fetch_readahead_max);
+	if (s->preload_parallelism < 1)
+		return error_set(err, ERR_INVALID,
+				 "key 'preload.parallelism': must be at least 1, got %lld",
+				 (long long)s->preload_parallelism);
+	if (s->http_max_connections < 1)
+		return error_set(err, ERR_INVALID,
+				 "key 'http.max_connections': must be at least 1, got %lld",
+				 (long long)s->http_max_connections);
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");

@@ -39,6 +39,11 @@ struct worker_settings {
 	char *token_file;         /* cluster token for block requests; "" = none */
 	int64_t threads;          /* 0 = cpu_available() */
 	int64_t fetch_max_inflight; /* concurrent object-store fetches */
+	int64_t fetch_readahead_max; /* most blocks one request may read ahead */
+	int64_t preload_parallelism; /* blocks one preload job fetches at once */
+	int64_t http_max_connections;
+	uint64_t http_idle_timeout_ms;   /* an idle keep-alive connection is closed after */
+	uint64_t http_shutdown_grace_ms; /* requests in progress may finish within, at SIGTERM */
 	struct store_settings store;
 	char *log_level;
 };
@@ -50,7 +55,9 @@ extern const struct config_schema worker_settings_schema;
  * addresses, cache.dir (and token_file when set) absolute paths,
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
  * at least one block, node_id a plausible node name, the store endpoint a
- * valid URL (when set) and log.level a known level. Returns ERR_OK, or
+ * valid URL (when set), the thread and connection counts positive and
+ * log.level a known level. token_file may be empty here; granary-worker
+ * itself refuses to serve without one. Returns ERR_OK, or
  * ERR_INVALID with a message naming the key:
  * "key 'cache.dir': must be an absolute path, got 'cache'".
  */

@@ -28,6 +28,7 @@ struct ll_config {
 	unsigned max_background;
 	unsigned max_idle_threads;   /* 0 = sized from the CPU quota */
 	bool clone_fd;
+	bool splice;                 /* reply through a pipe (SPLICE_WRITE) */
 	uint64_t read_ahead;         /* bytes for the mount's bdi read_ahead_kb; 0 = leave */
 	bool allow_other;
 	bool debug;                  /* libfuse request tracing */

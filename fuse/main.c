@@ -15,6 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache/blockstore.h"
+#include "cache/fetch.h"
+#include "common/cpu.h"
 #include "common/daemon.h"
 #include "common/log.h"
 #include "fuse/ll.h"
@@ -29,6 +32,9 @@
 struct mount {
 	struct store *store;
 	struct snapshot *snap;
+	struct blockstore *bs;
+	struct fetcher *fetcher;
+	struct source_cache_ctx cache;
 	struct reader *reader;
 	struct mountfs *fs;
 };
@@ -66,6 +72,64 @@ out:
 	return rc;
 }
 
+static int format_stats(char *buf, size_t size, void *arg)
+{
+	struct mount *m = arg;
+	struct reader_stats r;
+	struct fetch_stats f = { 0 };
+
+	reader_get_stats(m->reader, &r);
+	if (m->fetcher)
+		fetch_get_stats(m->fetcher, &f);
+	return snprintf(buf, size,
+			"reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
+			"store_fetches=%llu store_bytes=%llu fallbacks=%llu",
+			(unsigned long long)r.reads, (unsigned long long)r.bytes,
+			(unsigned long long)f.hits, (unsigned long long)f.misses,
+			(unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
+			(unsigned long long)r.fallbacks);
+}
+
+/*
+ * Standalone: the worker's block cache, in process, on cache.dir. Misses
+ * are fetched whole and once; sequential readers get read-ahead.
+ */
+static enum error_code open_cache(const struct mount_settings *s, struct mount *m,
+				  struct error *err)
+{
+	struct blockstore_config bcfg = { .dir = s->cache_dir, .capacity = s->cache_capacity };
+	int cpus = cpu_available();
+	struct fetch_config fcfg = {
+		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus),
+		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
+		.readahead_max = (unsigned)s->prefetch_blocks,
+	};
+	struct fetch_dataset_config dcfg = {
+		.name = STANDALONE_NAME,
+		.source = s->source,
+		.block_size = s->cache_block_size,
+		.policy = BLOCKSTORE_SCAN_RESISTANT,
+	};
+	enum error_code rc;
+
+	rc = blockstore_open(&bcfg, &m->bs, err);
+	if (rc != ERR_OK)
+		return rc;
+	fcfg.bs = m->bs;
+	rc = fetch_new(&fcfg, &m->fetcher, err);
+	if (rc != ERR_OK)
+		return rc;
+	store_settings_to_config(&s->store, &dcfg.store);
+	rc = fetch_dataset_register(m->fetcher, &dcfg, NULL, err);
+	if (rc == ERR_OK)
+		rc = fetch_dataset_get(m->fetcher, STANDALONE_NAME, &m->cache.ds, err);
+	if (rc != ERR_OK)
+		return rc;
+	m->cache.fetcher = m->fetcher;
+	m->cache.prefix_len = strlen(snapshot_prefix(m->snap));
+	return ERR_OK;
+}
+
 static enum error_code setup(const struct mount_settings *s, struct mount *m, struct error *err)
 {
 	struct reader_config rcfg = {
@@ -85,20 +149,30 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 	snapshot_totals(m->snap, &t);
 	log_info("namespace loaded", LOG_S("source", s->source), LOG_U("files", t.files),
 		 LOG_U("dirs", t.dirs), LOG_U("bytes", t.bytes));
+	rc = open_cache(s, m, err);
+	if (rc != ERR_OK)
+		return rc;
+	rcfg.sources[rcfg.nsources++] = source_cache(&m->cache);
 	rcfg.sources[rcfg.nsources++] = source_store(m->store);
 	rc = reader_new(&rcfg, &m->reader, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = mountfs_new(m->snap, m->reader, getuid(), getgid(), &m->fs, err);
-	if (rc == ERR_OK)
-		m->snap = NULL; /* owned by the fs now */
-	return rc;
+	if (rc != ERR_OK)
+		return rc;
+	m->snap = NULL; /* owned by the fs now */
+	mountfs_set_stats(m->fs, format_stats, m);
+	return ERR_OK;
 }
 
 static void teardown(struct mount *m)
 {
 	mountfs_free(m->fs);
 	reader_free(m->reader);
+	if (m->cache.ds)
+		fetch_dataset_put(m->fetcher, m->cache.ds);
+	fetch_free(m->fetcher);
+	blockstore_free(m->bs);
 	snapshot_free(m->snap);
 	store_free(m->store);
 }
@@ -142,6 +216,7 @@ int main(int argc, char **argv)
 		.max_background = (unsigned)s.max_background,
 		.max_idle_threads = (unsigned)s.max_idle_threads,
 		.clone_fd = s.clone_fd,
+		.splice = s.splice,
 		.read_ahead = s.read_ahead,
 		.allow_other = geteuid() == 0,
 		.debug = log_get_level() == LOG_LEVEL_DEBUG,

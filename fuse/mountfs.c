@@ -13,7 +13,15 @@ struct mountfs {
 	struct reader *reader;
 	uid_t uid;
 	gid_t gid;
+	mountfs_stats_fn stats_fn;
+	void *stats_arg;
 };
+
+void mountfs_set_stats(struct mountfs *fs, mountfs_stats_fn fn, void *arg)
+{
+	fs->stats_fn = fn;
+	fs->stats_arg = arg;
+}
 
 enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
 			    uid_t uid, gid_t gid, struct mountfs **out,
@@ -186,6 +194,12 @@ enum error_code mountfs_getxattr(struct mountfs *fs, uint64_t ino, const char *n
 		return rc;
 	if (strcmp(name, MOUNTFS_XATTR_DATASET) == 0)
 		return put_value(snapshot_name(fs->snap), buf, size, len);
+	if (strcmp(name, MOUNTFS_XATTR_STATS) == 0 && ino == SNAPSHOT_ROOT_INO && fs->stats_fn) {
+		char stats[1024];
+
+		fs->stats_fn(stats, sizeof(stats), fs->stats_arg);
+		return put_value(stats, buf, size, len);
+	}
 	if (e.is_dir)
 		return ERR_NOT_FOUND;
 	if (strcmp(name, MOUNTFS_XATTR_ETAG) == 0 && *e.etag)
@@ -201,7 +215,7 @@ enum error_code mountfs_listxattr(struct mountfs *fs, uint64_t ino, char *buf,
 				  size_t size, size_t *len)
 {
 	struct snapshot_entry_info e;
-	const char *names[3];
+	const char *names[4];
 	size_t n = 0, total = 0;
 	enum error_code rc = snapshot_stat(fs->snap, ino, &e);
 
@@ -209,6 +223,8 @@ enum error_code mountfs_listxattr(struct mountfs *fs, uint64_t ino, char *buf,
 	if (rc != ERR_OK)
 		return rc;
 	names[n++] = MOUNTFS_XATTR_DATASET;
+	if (ino == SNAPSHOT_ROOT_INO && fs->stats_fn)
+		names[n++] = MOUNTFS_XATTR_STATS;
 	if (!e.is_dir) {
 		if (*e.etag)
 			names[n++] = MOUNTFS_XATTR_ETAG;

@@ -32,6 +32,12 @@
 #define MOUNTFS_XATTR_ETAG "user.granary.etag"
 #define MOUNTFS_XATTR_KEY "user.granary.key"
 #define MOUNTFS_XATTR_DATASET "user.granary.dataset"
+/* On the root only: the mount's counters as "key=value" words, for
+ * scripts (the demo prints its cache hit ratio from it). */
+#define MOUNTFS_XATTR_STATS "user.granary.stats"
+
+/* Formats the counters into buf (NUL-terminated, snprintf rules). */
+typedef int (*mountfs_stats_fn)(char *buf, size_t size, void *arg);
 
 struct mountfs_attr {
 	uint64_t ino;
@@ -102,5 +108,8 @@ enum error_code mountfs_listxattr(struct mountfs *fs, uint64_t ino, char *buf,
 				  size_t size, size_t *len);
 
 void mountfs_statfs(struct mountfs *fs, struct mountfs_statfs *out);
+
+/* Sets what MOUNTFS_XATTR_STATS shows; call before serving. */
+void mountfs_set_stats(struct mountfs *fs, mountfs_stats_fn fn, void *arg);
 
 #endif

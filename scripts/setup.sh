@@ -17,6 +17,7 @@ debian_packages=(
   libfuse3-dev fuse3 libmicrohttpd-dev check libsubunit-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libisal-dev
   libxxhash-dev uthash-dev
+  libjansson-dev
   valgrind fio python3
 )
 

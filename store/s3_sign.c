@@ -114,7 +114,8 @@ enum error_code s3_sign_v4(const struct store_credentials *cred,
 	if (req->nheaders > SIGN_MAX_HEADERS)
 		return error_set(err, ERR_INVALID, "sign: %zu headers, at most %d",
 				 req->nheaders, SIGN_MAX_HEADERS);
-	memcpy(sorted, req->headers, req->nheaders * sizeof(*sorted));
+	for (size_t i = 0; i < req->nheaders; i++)
+		sorted[i] = req->headers[i];
 	qsort(sorted, req->nheaders, sizeof(*sorted), cmp_header);
 
 	append(canonical, sizeof(canonical), &clen, req->method);

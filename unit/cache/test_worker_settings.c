@@ -49,6 +49,11 @@ START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
 	ck_assert_str_eq(s.token_file, "");
 	ck_assert_int_eq(s.threads, 0);
 	ck_assert_int_eq(s.fetch_max_inflight, 64);
+	ck_assert_int_eq(s.fetch_readahead_max, 16);
+	ck_assert_int_eq(s.preload_parallelism, 16);
+	ck_assert_int_eq(s.http_max_connections, 1024);
+	ck_assert_uint_eq(s.http_idle_timeout_ms, 120000);
+	ck_assert_uint_eq(s.http_shutdown_grace_ms, 10000);
 	ck_assert_str_eq(s.store.region, "us-east-1");
 	ck_assert_int_eq(s.store.max_connections, 64);
 	ck_assert_str_eq(s.log_level, "info");
@@ -71,6 +76,13 @@ START_TEST(test_worker_settings_yaml_overrides_nested_keys)
 		"  policy: lru\n"
 		"fetch:\n"
 		"  max_inflight: 128\n"
+		"  readahead_max: 4\n"
+		"preload:\n"
+		"  parallelism: 32\n"
+		"http:\n"
+		"  max_connections: 256\n"
+		"  idle_timeout: 30s\n"
+		"  shutdown_grace: 2s\n"
 		"store:\n"
 		"  endpoint: http://127.0.0.1:7070\n"
 		"  max_attempts: 3\n"
@@ -90,6 +102,11 @@ START_TEST(test_worker_settings_yaml_overrides_nested_keys)
 	ck_assert_uint_eq(s.cache_block_size, 8ull << 20);
 	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_LRU);
 	ck_assert_int_eq(s.fetch_max_inflight, 128);
+	ck_assert_int_eq(s.fetch_readahead_max, 4);
+	ck_assert_int_eq(s.preload_parallelism, 32);
+	ck_assert_int_eq(s.http_max_connections, 256);
+	ck_assert_uint_eq(s.http_idle_timeout_ms, 30000);
+	ck_assert_uint_eq(s.http_shutdown_grace_ms, 2000);
 	ck_assert_str_eq(s.store.endpoint, "http://127.0.0.1:7070");
 	ck_assert_int_eq(s.store.max_attempts, 3);
 	ck_assert_str_eq(s.log_level, "debug");
@@ -152,6 +169,25 @@ START_TEST(test_worker_settings_check_rejects_out_of_range_numbers)
 	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "threads", "-2", NULL, &err),
 			 ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "key 'threads'"));
+	s.fetch_max_inflight = 64;
+	s.fetch_readahead_max = 257;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'fetch.readahead_max'"));
+	s.fetch_readahead_max = 0;
+	s.preload_parallelism = 0;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'preload.parallelism'"));
+	s.preload_parallelism = 1;
+	s.http_max_connections = 0;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'http.max_connections'"));
+	s.http_max_connections = 1;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "http.idle_timeout", "10ms", NULL,
+				    &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'http.idle_timeout'"));
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "http.shutdown_grace", "0s", NULL,
+				    &err), ERR_OK);
 	config_release(&worker_settings_schema, &s);
 }
 END_TEST

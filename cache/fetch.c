@@ -1,0 +1,1100 @@
+/*
+ * fetch.c - dataset registry, single-flight block fetches, read-ahead.
+ */
+#include "cache/fetch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/worker_settings.h"
+#include "common/log.h"
+
+const double fetch_latency_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+					0.25,  0.5,    1,     2.5,  5,     10 };
+const size_t fetch_latency_nbounds = sizeof(fetch_latency_bounds) / sizeof(fetch_latency_bounds[0]);
+
+/* A waiter normally needs one more lookup after the fetch it waited for;
+ * more rounds only happen when a tiny cache evicts the block at once. */
+#define MAX_ROUNDS 8
+
+struct fetch_buffer {
+	atomic_uint refs;
+	size_t len;
+	unsigned char data[];
+};
+
+struct fetch_dataset {
+	struct fetch_dataset *next;     /* registry list; protected by f->reg_mu */
+	struct fetch_dataset *all_next; /* every live dataset; protected by f->reg_mu */
+	atomic_uint refs;
+	struct fetch_dataset_desc desc; /* strings below, immutable */
+	char *name, *source, *endpoint, *region, *credentials_file;
+	char *bucket, *prefix, *key_endpoint;
+	struct store *store;
+};
+
+/* One store fetch in progress and the requests waiting for it. */
+struct flight {
+	struct flight *next;               /* protected by f->mu */
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	unsigned refs;                     /* leader + waiters; protected by f->mu */
+	bool done;                         /* protected by f->mu */
+	pthread_cond_t cv;                 /* signalled once, at done */
+	/* The outcome, written by the leader before done. */
+	struct error err;                  /* err.code is the result */
+	bool cached;                       /* committed: waiters look it up */
+	bool not_fetched;                  /* a cache-only leader gave up: waiters fetch */
+	struct fetch_buffer *buf;          /* not admitted: the bytes; one ref owned here */
+};
+
+struct ra_job {
+	struct ra_job *next;
+	struct fetch_dataset *ds;          /* held */
+	char *key, *etag;
+	uint64_t index;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+};
+
+struct fetcher {
+	struct blockstore *bs;
+	unsigned max_inflight, readahead_max;
+
+	pthread_mutex_t mu;
+	pthread_cond_t slot_cv;            /* a fetch slot freed, or stopping */
+	pthread_cond_t ra_cv;              /* read-ahead queued, or stopping */
+	struct flight *flights;            /* protected by mu */
+	unsigned inflight;                 /* protected by mu */
+	bool stopping;                     /* protected by mu */
+	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
+	size_t ra_len;                     /* protected by mu */
+
+	pthread_mutex_t reg_mu;
+	struct fetch_dataset *datasets;    /* registered; protected by reg_mu */
+	struct fetch_dataset *all;         /* live, registered or not; protected by reg_mu */
+	uint64_t retired_requests;         /* store requests of freed datasets; protected by reg_mu */
+
+	pthread_t *threads;
+	unsigned nthreads;
+
+	atomic_bool cancelled;             /* fetch_cancel: transfers stop */
+
+	struct metrics_histogram latency;
+	atomic_uint_fast64_t hits, misses, fetches, fetch_errors, store_bytes;
+	atomic_uint_fast64_t not_admitted, corrupt_refetched;
+	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --- names and keys ------------------------------------------------------ */
+
+enum error_code fetch_check_dataset_name(const char *name, struct error *err)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	if (len == 0)
+		return error_set(err, ERR_INVALID, "dataset name is empty");
+	if (len > FETCH_DATASET_NAME_MAX)
+		return error_set(err, ERR_INVALID, "dataset name '%.64s...': longer than %d characters",
+				 name, FETCH_DATASET_NAME_MAX);
+	if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != len ||
+	    name[0] == '.')
+		return error_set(err, ERR_INVALID,
+				 "dataset name '%s': may only hold letters, digits, '.', '-' and '_', and not start with '.'",
+				 name);
+	return ERR_OK;
+}
+
+enum error_code fetch_check_object_key(const char *prefix, const char *key, struct error *err)
+{
+	size_t len = key ? strlen(key) : 0;
+	const char *seg = key;
+
+	if (len == 0)
+		return error_set(err, ERR_INVALID, "object key is empty");
+	if (strlen(prefix) + len > FETCH_KEY_MAX)
+		return error_set(err, ERR_INVALID, "object key '%.64s...': longer than %d bytes with the prefix",
+				 key, FETCH_KEY_MAX);
+	for (const char *p = key; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return error_set(err, ERR_INVALID,
+					 "object key '%.200s': holds a control character", key);
+	/* Segments are checked because an HTTP client (libcurl too) folds
+	 * "a/../b" in a URL path: "../" would step out of the prefix. */
+	for (;;) {
+		const char *end = strchr(seg, '/');
+		size_t n = end ? (size_t)(end - seg) : strlen(seg);
+
+		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return error_set(err, ERR_INVALID,
+					 "object key '%.200s': has an empty, '.' or '..' segment", key);
+		if (!end)
+			break;
+		seg = end + 1;
+	}
+	return ERR_OK;
+}
+
+/* --- datasets ------------------------------------------------------------ */
+
+static void dataset_free(struct fetch_dataset *ds)
+{
+	store_free(ds->store);
+	free(ds->name);
+	free(ds->source);
+	free(ds->endpoint);
+	free(ds->region);
+	free(ds->credentials_file);
+	free(ds->bucket);
+	free(ds->prefix);
+	free(ds->key_endpoint);
+	free(ds);
+}
+
+static char *dup_or_empty(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+static enum error_code dataset_new(const struct fetch_dataset_config *cfg,
+				   struct fetch_dataset **out, struct error *err)
+{
+	struct fetch_dataset *ds = NULL;
+	char *scheme = NULL, *uri = NULL;
+	enum error_code rc;
+	const uint64_t bs = cfg->block_size;
+	const char *region = cfg->store.region && *cfg->store.region ? cfg->store.region : "us-east-1";
+
+	*out = NULL;
+	rc = fetch_check_dataset_name(cfg->name, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
+		return error_set(err, ERR_INVALID,
+				 "dataset '%s': block_size must be a power of two from 64KiB to 64MiB, got %llu",
+				 cfg->name, (unsigned long long)bs);
+	if (cfg->policy != BLOCKSTORE_LRU && cfg->policy != BLOCKSTORE_SCAN_RESISTANT)
+		return error_set(err, ERR_INVALID, "dataset '%s': unknown policy", cfg->name);
+	ds = calloc(1, sizeof(*ds));
+	if (!ds)
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", cfg->name);
+	rc = store_uri_parse(cfg->source ? cfg->source : "", &scheme, &ds->bucket, &ds->prefix, err);
+	if (rc != ERR_OK) {
+		error_wrap(err, "dataset '%s': source", cfg->name);
+		goto fail;
+	}
+	if (ds->prefix[0] && ds->prefix[strlen(ds->prefix) - 1] != '/') {
+		rc = error_set(err, ERR_INVALID,
+			       "dataset '%s': source '%s': the prefix must end with '/' ('%s/')",
+			       cfg->name, cfg->source, cfg->source);
+		goto fail;
+	}
+	if (asprintf(&uri, "%s://%s", scheme, ds->bucket) < 0) {
+		uri = NULL;
+		rc = error_set(err, ERR_NOMEM, "dataset '%s': out of memory", cfg->name);
+		goto fail;
+	}
+	rc = store_open(uri, &cfg->store, &ds->store, err);
+	if (rc != ERR_OK) {
+		error_wrap(err, "dataset '%s'", cfg->name);
+		goto fail;
+	}
+	ds->name = strdup(cfg->name);
+	ds->source = strdup(cfg->source);
+	ds->endpoint = dup_or_empty(cfg->store.endpoint);
+	ds->region = strdup(region);
+	ds->credentials_file = dup_or_empty(cfg->store.credentials_file);
+	/* The endpoint in block keys names the service, as the store resolves
+	 * it, so that two spellings of "the default" share blocks. */
+	if (strcmp(scheme, "file") == 0)
+		ds->key_endpoint = strdup("");
+	else if (cfg->store.endpoint && *cfg->store.endpoint)
+		ds->key_endpoint = strdup(cfg->store.endpoint);
+	else if (asprintf(&ds->key_endpoint, "https://s3.%s.amazonaws.com", region) < 0)
+		ds->key_endpoint = NULL;
+	if (!ds->name || !ds->source || !ds->endpoint || !ds->region || !ds->credentials_file ||
+	    !ds->key_endpoint) {
+		rc = error_set(err, ERR_NOMEM, "dataset '%s': out of memory", cfg->name);
+		goto fail;
+	}
+	atomic_init(&ds->refs, 1);
+	ds->desc = (struct fetch_dataset_desc){
+		.name = ds->name,
+		.source = ds->source,
+		.endpoint = ds->endpoint,
+		.region = ds->region,
+		.credentials_file = ds->credentials_file,
+		.bucket = ds->bucket,
+		.prefix = ds->prefix,
+		.key_endpoint = ds->key_endpoint,
+		.block_size = (uint32_t)bs,
+		.policy = cfg->policy,
+		.pin = cfg->pin,
+	};
+	free(scheme);
+	free(uri);
+	*out = ds;
+	return ERR_OK;
+fail:
+	free(scheme);
+	free(uri);
+	dataset_free(ds);
+	return rc;
+}
+
+static bool same_definition(const struct fetch_dataset *a, const struct fetch_dataset *b)
+{
+	return strcmp(a->source, b->source) == 0 && strcmp(a->endpoint, b->endpoint) == 0 &&
+	       strcmp(a->region, b->region) == 0 &&
+	       strcmp(a->credentials_file, b->credentials_file) == 0 &&
+	       a->desc.block_size == b->desc.block_size && a->desc.policy == b->desc.policy &&
+	       a->desc.pin == b->desc.pin;
+}
+
+void fetch_dataset_put(struct fetcher *f, struct fetch_dataset *ds)
+{
+	struct store_stats st;
+
+	if (!ds || atomic_fetch_sub(&ds->refs, 1) != 1)
+		return;
+	store_get_stats(ds->store, &st);
+	pthread_mutex_lock(&f->reg_mu);
+	for (struct fetch_dataset **p = &f->all; *p; p = &(*p)->all_next) {
+		if (*p == ds) {
+			*p = ds->all_next;
+			break;
+		}
+	}
+	f->retired_requests += st.requests;
+	pthread_mutex_unlock(&f->reg_mu);
+	dataset_free(ds);
+}
+
+enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,
+				       bool *created, struct error *err)
+{
+	struct fetch_dataset *ds = NULL, *old = NULL, **p;
+	enum error_code rc;
+
+	if (created)
+		*created = false;
+	rc = dataset_new(cfg, &ds, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = blockstore_set_dataset(f->bs, ds->name, ds->desc.policy, ds->desc.pin, err);
+	if (rc != ERR_OK) {
+		dataset_free(ds);
+		return error_wrap(err, "dataset '%s'", cfg->name);
+	}
+	pthread_mutex_lock(&f->reg_mu);
+	for (p = &f->datasets; *p; p = &(*p)->next)
+		if (strcmp((*p)->name, ds->name) == 0)
+			break;
+	if (*p && same_definition(*p, ds)) {
+		pthread_mutex_unlock(&f->reg_mu);
+		dataset_free(ds);
+		return ERR_OK;
+	}
+	if (*p) {
+		old = *p;
+		ds->next = old->next;
+		*p = ds;
+	} else {
+		ds->next = f->datasets;
+		f->datasets = ds;
+		if (created)
+			*created = true;
+	}
+	ds->all_next = f->all;
+	f->all = ds;
+	pthread_mutex_unlock(&f->reg_mu);
+	log_info("dataset registered", LOG_S("dataset", ds->name), LOG_S("source", ds->source),
+		 LOG_S("endpoint", ds->endpoint), LOG_U("block_size", ds->desc.block_size),
+		 LOG_S("policy", ds->desc.policy == BLOCKSTORE_LRU ? "lru" : "scan-resistant"),
+		 LOG_I("pin", ds->desc.pin), LOG_I("replaced", old != NULL));
+	fetch_dataset_put(f, old);
+	return ERR_OK;
+}
+
+enum error_code fetch_dataset_unregister(struct fetcher *f, const char *name, uint64_t *dropped,
+					 struct error *err)
+{
+	struct fetch_dataset *ds = NULL;
+	uint64_t n;
+
+	if (dropped)
+		*dropped = 0;
+	pthread_mutex_lock(&f->reg_mu);
+	for (struct fetch_dataset **p = &f->datasets; *p; p = &(*p)->next) {
+		if (strcmp((*p)->name, name) == 0) {
+			ds = *p;
+			*p = ds->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->reg_mu);
+	if (!ds)
+		return error_set(err, ERR_NOT_FOUND, "unknown dataset '%s'", name);
+	n = blockstore_drop_dataset(f->bs, name);
+	if (dropped)
+		*dropped = n;
+	log_info("dataset removed", LOG_S("dataset", name), LOG_U("blocks_dropped", n));
+	fetch_dataset_put(f, ds);
+	return ERR_OK;
+}
+
+enum error_code fetch_dataset_get(struct fetcher *f, const char *name, struct fetch_dataset **out,
+				  struct error *err)
+{
+	*out = NULL;
+	pthread_mutex_lock(&f->reg_mu);
+	for (struct fetch_dataset *ds = f->datasets; ds; ds = ds->next) {
+		if (strcmp(ds->name, name) == 0) {
+			atomic_fetch_add(&ds->refs, 1);
+			*out = ds;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->reg_mu);
+	if (!*out)
+		return error_set(err, ERR_NOT_FOUND, "unknown dataset '%s'", name);
+	return ERR_OK;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	const struct fetch_dataset *x = *(struct fetch_dataset *const *)a;
+	const struct fetch_dataset *y = *(struct fetch_dataset *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+enum error_code fetch_dataset_list(struct fetcher *f, struct fetch_dataset ***out, size_t *n,
+				   struct error *err)
+{
+	struct fetch_dataset **list = NULL;
+	size_t count = 0, i = 0;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&f->reg_mu);
+	for (struct fetch_dataset *ds = f->datasets; ds; ds = ds->next)
+		count++;
+	list = calloc(count ? count : 1, sizeof(*list));
+	if (!list) {
+		pthread_mutex_unlock(&f->reg_mu);
+		return error_set(err, ERR_NOMEM, "list datasets: out of memory");
+	}
+	for (struct fetch_dataset *ds = f->datasets; ds; ds = ds->next) {
+		atomic_fetch_add(&ds->refs, 1);
+		list[i++] = ds;
+	}
+	pthread_mutex_unlock(&f->reg_mu);
+	qsort(list, count, sizeof(*list), by_name);
+	*out = list;
+	*n = count;
+	return ERR_OK;
+}
+
+void fetch_dataset_list_free(struct fetcher *f, struct fetch_dataset **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fetch_dataset_put(f, list[i]);
+	free(list);
+}
+
+const struct fetch_dataset_desc *fetch_dataset_describe(const struct fetch_dataset *ds)
+{
+	return &ds->desc;
+}
+
+struct store *fetch_dataset_store(const struct fetch_dataset *ds)
+{
+	return ds->store;
+}
+
+/* --- results ------------------------------------------------------------- */
+
+static void buffer_put(struct fetch_buffer *b)
+{
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+		free(b);
+}
+
+uint64_t fetch_result_length(const struct fetch_result *r)
+{
+	if (r->ref)
+		return blockstore_ref_length(r->ref);
+	return r->buf ? r->buf->len : 0;
+}
+
+const void *fetch_result_data(const struct fetch_result *r)
+{
+	return r->buf ? r->buf->data : NULL;
+}
+
+void fetch_result_release(struct fetcher *f, struct fetch_result *r)
+{
+	if (r->ref)
+		blockstore_ref_put(f->bs, r->ref);
+	buffer_put(r->buf);
+	memset(r, 0, sizeof(*r));
+}
+
+/* --- the miss path ------------------------------------------------------- */
+
+/* Everything one block lookup needs, resolved once. */
+struct block_req {
+	struct fetch_dataset *ds;
+	const char *key;                 /* relative */
+	char full[FETCH_KEY_MAX + 1];    /* prefix + key */
+	const char *etag;
+	uint64_t index;
+	struct block_key bkey;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+};
+
+static enum error_code block_req_init(struct block_req *r, struct fetch_dataset *ds,
+				      const char *key, const char *etag, uint64_t index,
+				      struct error *err)
+{
+	enum error_code rc;
+
+	rc = fetch_check_object_key(ds->prefix, key, err);
+	if (rc != ERR_OK)
+		return error_wrap(err, "dataset '%s'", ds->name);
+	if (!etag || !*etag)
+		return error_set(err, ERR_INVALID, "dataset '%s' object '%s': etag is required",
+				 ds->name, key);
+	if (strlen(etag) >= 80)
+		return error_set(err, ERR_INVALID, "dataset '%s' object '%s': etag is too long",
+				 ds->name, key);
+	if (index > UINT64_MAX / ds->desc.block_size)
+		return error_set(err, ERR_RANGE, "dataset '%s' object '%s': block %llu is past the end",
+				 ds->name, key, (unsigned long long)index);
+	r->ds = ds;
+	r->key = key;
+	snprintf(r->full, sizeof(r->full), "%s%s", ds->prefix, key);
+	r->etag = etag;
+	r->index = index;
+	r->bkey = (struct block_key){
+		.endpoint = ds->key_endpoint,
+		.bucket = ds->bucket,
+		.object = r->full,
+		.etag = etag,
+		.block_size = ds->desc.block_size,
+		.index = index,
+	};
+	blockstore_key_hash(&r->bkey, r->hash);
+	return ERR_OK;
+}
+
+static struct flight *flight_find(struct fetcher *f, const uint8_t *hash)
+{
+	for (struct flight *fl = f->flights; fl; fl = fl->next)
+		if (memcmp(fl->hash, hash, BLOCKSTORE_HASH_LEN) == 0)
+			return fl;
+	return NULL;
+}
+
+/* Called with f->mu held. */
+static void flight_put_locked(struct flight *fl)
+{
+	if (--fl->refs > 0)
+		return;
+	pthread_cond_destroy(&fl->cv);
+	buffer_put(fl->buf);
+	free(fl);
+}
+
+static enum error_code slot_acquire(struct fetcher *f, struct error *err)
+{
+	pthread_mutex_lock(&f->mu);
+	while (f->inflight >= f->max_inflight && !f->stopping && !atomic_load(&f->cancelled))
+		pthread_cond_wait(&f->slot_cv, &f->mu);
+	if (f->stopping || atomic_load(&f->cancelled)) {
+		pthread_mutex_unlock(&f->mu);
+		return error_set(err, ERR_CANCELLED, "the worker is stopping");
+	}
+	f->inflight++;
+	pthread_mutex_unlock(&f->mu);
+	return ERR_OK;
+}
+
+static void slot_release(struct fetcher *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->inflight--;
+	pthread_cond_signal(&f->slot_cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+struct sink_ctx {
+	struct fetcher *f;
+	struct blockstore_writer *w;
+	struct error err;
+};
+
+static int sink_to_cache(const void *data, size_t len, void *arg)
+{
+	struct sink_ctx *s = arg;
+
+	if (atomic_load(&s->f->cancelled)) {
+		error_set(&s->err, ERR_CANCELLED, "the worker is stopping");
+		return -1;
+	}
+	return blockstore_write_append(s->w, data, len, &s->err) == ERR_OK ? 0 : -1;
+}
+
+static void fetch_failed(struct fetcher *f, const struct block_req *r, struct error *err)
+{
+	atomic_fetch_add(&f->fetch_errors, 1);
+	error_wrap(err, "dataset '%s' object '%s' block %llu", r->ds->name, r->key,
+		   (unsigned long long)r->index);
+}
+
+/*
+ * The leader's part: one store fetch into the cache (or into memory when
+ * the cache refuses the block), its outcome recorded in fl for the
+ * waiters. Returns the leader's own result in *out.
+ */
+static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_only,
+			    bool memory_only, struct flight *fl, struct fetch_result *out,
+			    struct error *err)
+{
+	struct blockstore_writer *w = NULL;
+	struct blockstore_ref *ref = NULL;
+	struct fetch_buffer *buf = NULL;
+	const uint64_t bs = r->ds->desc.block_size;
+	uint64_t delivered = 0;
+	enum error_code rc;
+	double t0;
+
+	rc = slot_acquire(f, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (memory_only)
+		rc = error_set(err, ERR_IO, "the cached copy cannot be opened");
+	else
+		rc = blockstore_write_begin(f->bs, &r->bkey, r->ds->name, bs, &w, err);
+	if (rc == ERR_EXISTS) {
+		/* Committed by a flight that ended between our lookup and ours. */
+		slot_release(f);
+		error_clear(err);
+		fl->cached = true;
+		return ERR_EXISTS;
+	}
+	if (rc != ERR_OK && cache_only) {
+		/* Read-ahead and preload only fill the cache; a waiter that
+		 * needs the bytes fetches them itself. */
+		slot_release(f);
+		fl->not_fetched = true;
+		return error_wrap(err, "dataset '%s' object '%s' block %llu", r->ds->name, r->key,
+				  (unsigned long long)r->index);
+	}
+	if (rc == ERR_NO_SPACE) {
+		atomic_fetch_add(&f->not_admitted, 1);
+	} else if (rc != ERR_OK) {
+		/* A cache directory in trouble must not fail reads: serve
+		 * from memory and say why once per block. */
+		log_warn("cannot cache block, serving it from memory",
+			 LOG_S("dataset", r->ds->name), LOG_S("object", r->key),
+			 LOG_U("block", r->index), LOG_S("cause", err->msg));
+		rc = ERR_NO_SPACE;
+	}
+
+	t0 = now_s();
+	atomic_fetch_add(&f->fetches, 1);
+	if (rc == ERR_NO_SPACE) {
+		size_t got = 0;
+
+		error_clear(err);
+		buf = malloc(sizeof(*buf) + bs);
+		if (!buf) {
+			slot_release(f);
+			return error_set(err, ERR_NOMEM, "dataset '%s' object '%s' block %llu: out of memory",
+					 r->ds->name, r->key, (unsigned long long)r->index);
+		}
+		atomic_init(&buf->refs, 1);
+		rc = store_get(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data, &got,
+			       r->etag, err);
+		buf->len = got;
+		delivered = got;
+	} else {
+		struct sink_ctx sink = { .f = f, .w = w };
+
+		error_clear(&sink.err);
+		rc = store_get_stream(r->ds->store, r->full, r->index * bs, bs, sink_to_cache, &sink,
+				      r->etag, &delivered, err);
+		if (rc == ERR_IO && sink.err.code != ERR_OK) {
+			/* The sink stopped it (a cache write failed, or stopping),
+			 * not the store. */
+			*err = sink.err;
+			rc = sink.err.code;
+		}
+		if (rc != ERR_OK)
+			blockstore_write_abort(f->bs, w);
+		else
+			rc = blockstore_write_commit(f->bs, w, &ref, err);
+		w = NULL;
+	}
+	metrics_histogram_observe(&f->latency, now_s() - t0);
+	atomic_fetch_add(&f->store_bytes, delivered);
+	slot_release(f);
+
+	if (rc != ERR_OK) {
+		buffer_put(buf);
+		fetch_failed(f, r, err);
+		return rc;
+	}
+	if (buf) {
+		atomic_fetch_add(&buf->refs, 1);
+		fl->buf = buf;
+		out->buf = buf;
+		return ERR_OK;
+	}
+	fl->cached = true;
+	rc = blockstore_ref_verify(f->bs, ref, err);
+	if (rc != ERR_OK) {
+		blockstore_ref_put(f->bs, ref);
+		fetch_failed(f, r, err);
+		return rc;
+	}
+	out->ref = ref;
+	return ERR_OK;
+}
+
+/*
+ * Finds or fetches one block. cache_only: give up with ERR_NO_SPACE
+ * rather than fetch a block the cache refuses (read-ahead, preload).
+ * *fetched tells whether this call made the store fetch.
+ */
+static enum error_code get_block(struct fetcher *f, struct block_req *r, bool cache_only,
+				 struct fetch_result *out, bool *fetched, struct error *err)
+{
+	bool corrupt_seen = false, waited = false;
+	enum error_code rc;
+
+	memset(out, 0, sizeof(*out));
+	*fetched = false;
+	for (int round = 0; round < MAX_ROUNDS; round++) {
+		struct blockstore_ref *ref = NULL;
+		struct flight *fl;
+		enum error_code grc = blockstore_get(f->bs, r->hash, &ref);
+
+		/* Cached but its file cannot be opened (out of descriptors?):
+		 * the reader still gets the bytes, from the store. */
+		if (grc == ERR_IO && cache_only)
+			return error_set(err, ERR_IO, "dataset '%s' object '%s' block %llu: cannot open the cached copy",
+					 r->ds->name, r->key, (unsigned long long)r->index);
+		if (grc == ERR_OK) {
+			rc = blockstore_ref_verify(f->bs, ref, err);
+			if (rc == ERR_OK) {
+				out->ref = ref;
+				out->hit = !waited && !corrupt_seen;
+				return ERR_OK;
+			}
+			blockstore_ref_put(f->bs, ref);
+			if (rc != ERR_IO || corrupt_seen)
+				return error_wrap(err, "dataset '%s' object '%s' block %llu",
+						  r->ds->name, r->key, (unsigned long long)r->index);
+			/* The blockstore dropped it; fetch it again, once. */
+			corrupt_seen = true;
+			atomic_fetch_add(&f->corrupt_refetched, 1);
+			log_warn("corrupt cache block, fetching it again", LOG_S("dataset", r->ds->name),
+				 LOG_S("object", r->key), LOG_U("block", r->index),
+				 LOG_S("cause", err->msg));
+			error_clear(err);
+			continue;
+		}
+
+		pthread_mutex_lock(&f->mu);
+		fl = flight_find(f, r->hash);
+		if (fl) {
+			struct fetch_buffer *buf = NULL;
+			bool retry;
+
+			fl->refs++;
+			while (!fl->done)
+				pthread_cond_wait(&fl->cv, &f->mu);
+			rc = fl->err.code;
+			retry = fl->cached || fl->not_fetched || rc == ERR_EXISTS;
+			if (fl->buf) {
+				buf = fl->buf;
+				atomic_fetch_add(&buf->refs, 1);
+			} else if (!retry && rc != ERR_OK) {
+				*err = fl->err;
+			}
+			flight_put_locked(fl);
+			pthread_mutex_unlock(&f->mu);
+			waited = true;
+			if (buf) {
+				out->buf = buf;
+				return ERR_OK;
+			}
+			if (retry)
+				continue;
+			return rc;
+		}
+		fl = calloc(1, sizeof(*fl));
+		if (!fl) {
+			pthread_mutex_unlock(&f->mu);
+			return error_set(err, ERR_NOMEM, "fetch: out of memory");
+		}
+		memcpy(fl->hash, r->hash, BLOCKSTORE_HASH_LEN);
+		fl->refs = 1;
+		pthread_cond_init(&fl->cv, NULL);
+		fl->next = f->flights;
+		f->flights = fl;
+		pthread_mutex_unlock(&f->mu);
+
+		error_clear(&fl->err);
+		rc = lead(f, r, cache_only, grc == ERR_IO, fl, out, &fl->err);
+		fl->err.code = rc;
+		*err = fl->err;
+
+		pthread_mutex_lock(&f->mu);
+		for (struct flight **p = &f->flights; *p; p = &(*p)->next) {
+			if (*p == fl) {
+				*p = fl->next;
+				break;
+			}
+		}
+		fl->done = true;
+		pthread_cond_broadcast(&fl->cv);
+		flight_put_locked(fl);
+		pthread_mutex_unlock(&f->mu);
+
+		if (rc == ERR_EXISTS) {
+			error_clear(err);
+			continue;
+		}
+		if (rc == ERR_OK)
+			*fetched = true;
+		return rc;
+	}
+	return error_set(err, ERR_UNAVAILABLE,
+			 "dataset '%s' object '%s' block %llu: evicted again and again before it could be served (cache too small for the load?)",
+			 r->ds->name, r->key, (unsigned long long)r->index);
+}
+
+/* --- read-ahead ---------------------------------------------------------- */
+
+static void ra_job_free(struct fetcher *f, struct ra_job *j)
+{
+	fetch_dataset_put(f, j->ds);
+	free(j->key);
+	free(j->etag);
+	free(j);
+}
+
+/* Queues blocks after r->index unless queued or in flight already. */
+static void readahead_queue(struct fetcher *f, const struct block_req *r, unsigned n)
+{
+	if (n > f->readahead_max)
+		n = f->readahead_max;
+	for (unsigned i = 1; i <= n; i++) {
+		struct block_req next;
+		struct ra_job *j;
+		bool dup = false;
+
+		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
+			return;
+		pthread_mutex_lock(&f->mu);
+		for (struct ra_job *q = f->ra_head; q && !dup; q = q->next)
+			dup = memcmp(q->hash, next.hash, BLOCKSTORE_HASH_LEN) == 0;
+		if (dup || flight_find(f, next.hash) || f->stopping) {
+			pthread_mutex_unlock(&f->mu);
+			continue;
+		}
+		if (f->ra_len >= FETCH_READAHEAD_QUEUE) {
+			pthread_mutex_unlock(&f->mu);
+			atomic_fetch_add(&f->ra_dropped, 1);
+			continue;
+		}
+		pthread_mutex_unlock(&f->mu);
+
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			return;
+		j->key = strdup(r->key);
+		j->etag = strdup(r->etag);
+		if (!j->key || !j->etag) {
+			free(j->key);
+			free(j->etag);
+			free(j);
+			return;
+		}
+		atomic_fetch_add(&r->ds->refs, 1);
+		j->ds = r->ds;
+		j->index = r->index + i;
+		memcpy(j->hash, next.hash, BLOCKSTORE_HASH_LEN);
+
+		pthread_mutex_lock(&f->mu);
+		if (f->ra_tail)
+			f->ra_tail->next = j;
+		else
+			f->ra_head = j;
+		f->ra_tail = j;
+		f->ra_len++;
+		pthread_cond_signal(&f->ra_cv);
+		pthread_mutex_unlock(&f->mu);
+		atomic_fetch_add(&f->ra_queued, 1);
+	}
+}
+
+/* After ERR_RANGE the object ends before job's block: later blocks of the
+ * same object need no request each to learn the same. Called with mu. */
+static void readahead_drop_after(struct fetcher *f, const struct ra_job *job,
+				 struct ra_job **dropped)
+{
+	struct ra_job **p = &f->ra_head, *prev = NULL;
+
+	while (*p) {
+		struct ra_job *q = *p;
+
+		if (q->ds == job->ds && q->index > job->index && strcmp(q->key, job->key) == 0 &&
+		    strcmp(q->etag, job->etag) == 0) {
+			*p = q->next;
+			if (f->ra_tail == q)
+				f->ra_tail = prev;
+			f->ra_len--;
+			q->next = *dropped;
+			*dropped = q;
+			continue;
+		}
+		prev = q;
+		p = &q->next;
+	}
+}
+
+static void *readahead_thread(void *arg)
+{
+	struct fetcher *f = arg;
+
+	for (;;) {
+		struct ra_job *j, *dropped = NULL;
+		struct fetch_result res;
+		struct block_req r;
+		struct error err;
+		bool fetched = false;
+		enum error_code rc;
+
+		pthread_mutex_lock(&f->mu);
+		while (!f->stopping && !f->ra_head)
+			pthread_cond_wait(&f->ra_cv, &f->mu);
+		if (f->stopping) {
+			pthread_mutex_unlock(&f->mu);
+			return NULL;
+		}
+		j = f->ra_head;
+		f->ra_head = j->next;
+		if (!f->ra_head)
+			f->ra_tail = NULL;
+		f->ra_len--;
+		pthread_mutex_unlock(&f->mu);
+
+		rc = block_req_init(&r, j->ds, j->key, j->etag, j->index, &err);
+		if (rc == ERR_OK)
+			rc = get_block(f, &r, true, &res, &fetched, &err);
+		if (rc == ERR_OK) {
+			if (fetched)
+				atomic_fetch_add(&f->ra_fetched, 1);
+			fetch_result_release(f, &res);
+		} else if (rc == ERR_RANGE) {
+			pthread_mutex_lock(&f->mu);
+			readahead_drop_after(f, j, &dropped);
+			pthread_mutex_unlock(&f->mu);
+		} else if (rc != ERR_NO_SPACE && rc != ERR_CANCELLED) {
+			log_debug("read-ahead failed", LOG_S("cause", err.msg));
+		}
+		while (dropped) {
+			struct ra_job *next = dropped->next;
+
+			ra_job_free(f, dropped);
+			dropped = next;
+		}
+		ra_job_free(f, j);
+	}
+}
+
+/* --- public -------------------------------------------------------------- */
+
+enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			    const char *etag, uint64_t index, unsigned readahead,
+			    struct fetch_result *out, struct error *err)
+{
+	struct block_req r;
+	enum error_code rc;
+	bool fetched;
+
+	memset(out, 0, sizeof(*out));
+	rc = block_req_init(&r, ds, key, etag, index, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = get_block(f, &r, false, out, &fetched, err);
+	if (rc != ERR_OK)
+		return rc;
+	atomic_fetch_add(out->hit ? &f->hits : &f->misses, 1);
+	/* A short block is the last one: nothing to read ahead. */
+	if (readahead > 0 && fetch_result_length(out) == ds->desc.block_size)
+		readahead_queue(f, &r, readahead);
+	return ERR_OK;
+}
+
+enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			   const char *etag, uint64_t index, bool *fetched, struct error *err)
+{
+	struct fetch_result res;
+	struct block_req r;
+	enum error_code rc;
+	bool did = false;
+
+	if (fetched)
+		*fetched = false;
+	rc = block_req_init(&r, ds, key, etag, index, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = get_block(f, &r, true, &res, &did, err);
+	if (rc != ERR_OK)
+		return rc;
+	fetch_result_release(f, &res);
+	if (fetched)
+		*fetched = did;
+	return ERR_OK;
+}
+
+enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, struct error *err)
+{
+	struct fetcher *f;
+
+	*out = NULL;
+	if (!cfg->bs || cfg->max_inflight < 1 || cfg->threads < 1)
+		return error_set(err, ERR_INVALID,
+				 "fetch: a blockstore, max_inflight >= 1 and threads >= 1 are required");
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return error_set(err, ERR_NOMEM, "fetch: out of memory");
+	f->bs = cfg->bs;
+	f->max_inflight = cfg->max_inflight;
+	f->readahead_max = cfg->readahead_max;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_mutex_init(&f->reg_mu, NULL);
+	pthread_cond_init(&f->slot_cv, NULL);
+	pthread_cond_init(&f->ra_cv, NULL);
+	if (metrics_histogram_init(&f->latency, fetch_latency_bounds, fetch_latency_nbounds) !=
+	    ERR_OK) {
+		free(f);
+		return error_set(err, ERR_INTERNAL, "fetch: bad latency buckets");
+	}
+	f->threads = calloc(cfg->threads, sizeof(*f->threads));
+	if (!f->threads) {
+		fetch_free(f);
+		return error_set(err, ERR_NOMEM, "fetch: out of memory");
+	}
+	for (unsigned i = 0; i < cfg->threads; i++) {
+		int e = pthread_create(&f->threads[i], NULL, readahead_thread, f);
+
+		if (e != 0) {
+			fetch_free(f);
+			return error_set(err, ERR_NOMEM, "fetch: cannot start a read-ahead thread: %s",
+					 strerror(e));
+		}
+		f->nthreads++;
+	}
+	*out = f;
+	return ERR_OK;
+}
+
+void fetch_free(struct fetcher *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	pthread_cond_broadcast(&f->ra_cv);
+	pthread_cond_broadcast(&f->slot_cv);
+	pthread_mutex_unlock(&f->mu);
+	for (unsigned i = 0; i < f->nthreads; i++)
+		pthread_join(f->threads[i], NULL);
+	free(f->threads);
+	while (f->ra_head) {
+		struct ra_job *j = f->ra_head;
+
+		f->ra_head = j->next;
+		ra_job_free(f, j);
+	}
+	while (f->datasets) {
+		struct fetch_dataset *ds = f->datasets;
+
+		f->datasets = ds->next;
+		fetch_dataset_put(f, ds);
+	}
+	metrics_histogram_release(&f->latency);
+	pthread_cond_destroy(&f->ra_cv);
+	pthread_cond_destroy(&f->slot_cv);
+	pthread_mutex_destroy(&f->reg_mu);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}
+
+void fetch_cancel(struct fetcher *f)
+{
+	pthread_mutex_lock(&f->mu);
+	atomic_store(&f->cancelled, true);
+	pthread_cond_broadcast(&f->slot_cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+void fetch_get_stats(struct fetcher *f, struct fetch_stats *out)
+{
+	uint64_t requests = 0, datasets = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&f->reg_mu);
+	requests = f->retired_requests;
+	for (struct fetch_dataset *ds = f->all; ds; ds = ds->all_next) {
+		struct store_stats st;
+
+		store_get_stats(ds->store, &st);
+		requests += st.requests;
+	}
+	for (struct fetch_dataset *ds = f->datasets; ds; ds = ds->next)
+		datasets++;
+	pthread_mutex_unlock(&f->reg_mu);
+	pthread_mutex_lock(&f->mu);
+	out->inflight = f->inflight;
+	pthread_mutex_unlock(&f->mu);
+	out->store_requests = requests;
+	out->datasets = datasets;
+	out->hits = atomic_load(&f->hits);
+	out->misses = atomic_load(&f->misses);
+	out->fetches = atomic_load(&f->fetches);
+	out->fetch_errors = atomic_load(&f->fetch_errors);
+	out->store_bytes = atomic_load(&f->store_bytes);
+	out->not_admitted = atomic_load(&f->not_admitted);
+	out->corrupt_refetched = atomic_load(&f->corrupt_refetched);
+	out->readahead_queued = atomic_load(&f->ra_queued);
+	out->readahead_fetched = atomic_load(&f->ra_fetched);
+	out->readahead_dropped = atomic_load(&f->ra_dropped);
+}
+
+struct metrics_histogram *fetch_latency(struct fetcher *f)
+{
+	return &f->latency;
+}
+
+struct blockstore *fetch_blockstore(struct fetcher *f)
+{
+	return f->bs;
+}

@@ -1,0 +1,208 @@
+/*
+ * fetch.h - the worker's dataset registry and its block miss path.
+ *
+ * Registry: a dataset is a name bound to an object-store prefix
+ * ("s3://bucket/train/"), the store opened on its bucket, a block size, an
+ * admission policy and a pin flag. Object keys in block requests are
+ * relative to the prefix, so a client can reach nothing outside it.
+ * Datasets are reference counted: replacing or removing one never pulls
+ * the store out from under a fetch in progress.
+ *
+ * Miss path: fetch_block() returns a block held in the cache (a
+ * blockstore ref, served zero-copy) or, when the cache refuses to admit it,
+ * a reference-counted heap copy of its bytes. A miss streams one ranged GET
+ * (offset index * block_size, If-Match the ETag) straight into the cache
+ * file. Guarantees:
+ *   - single flight: concurrent requests for one block (same hash) wait for
+ *     the one fetch in progress and then share its result;
+ *   - bounded: at most max_inflight store fetches run at once, the rest
+ *     wait for a slot;
+ *   - verified: a cached block is checked against its checksum before its
+ *     first serve; a corrupt one is fetched again, once;
+ *   - read-ahead: the next N blocks of the object are queued to a
+ *     background pool that fetches the absent ones, only if the cache
+ *     admits them (a read-ahead never fills memory);
+ *   - the last block of an object may be short; a block starting at or past
+ *     the end of the object is ERR_RANGE.
+ *
+ * All functions are thread-safe. Locks: f->mu guards the in-flight table,
+ * the fetch slots and the read-ahead queue; f->reg_mu guards the registry.
+ * Neither is held across I/O. This module includes no HTTP header.
+ */
+#ifndef GRANARY_CACHE_FETCH_H
+#define GRANARY_CACHE_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/blockstore.h"
+#include "cache/metrics.h"
+#include "common/error.h"
+#include "store/store.h"
+
+#define FETCH_DATASET_NAME_MAX 63
+#define FETCH_KEY_MAX 1024          /* S3's limit on a whole key */
+#define FETCH_READAHEAD_QUEUE 1024  /* queued read-ahead blocks, then dropped */
+
+struct fetcher;
+struct fetch_dataset;
+
+struct fetch_config {
+	struct blockstore *bs;     /* borrowed; must outlive the fetcher */
+	unsigned max_inflight;     /* store fetches at once; >= 1 */
+	unsigned threads;          /* read-ahead pool; >= 1 */
+	unsigned readahead_max;    /* most blocks one request may queue */
+};
+
+/*
+ * What a dataset is. The strings are borrowed for the call; the registry
+ * keeps copies. store carries the connection settings for the dataset's
+ * store (endpoint, region, credentials, timeouts, retries).
+ */
+struct fetch_dataset_config {
+	const char *name;          /* see fetch_check_dataset_name */
+	const char *source;        /* "s3://bucket/prefix/" or "file:///dir/prefix/" */
+	struct store_config store;
+	uint64_t block_size;       /* a power of two, 64 KiB .. 64 MiB */
+	enum blockstore_policy policy;
+	bool pin;
+};
+
+/* A registered dataset as it stands; immutable while a ref is held. */
+struct fetch_dataset_desc {
+	const char *name;
+	const char *source;
+	const char *endpoint;         /* the store endpoint ("" = the default) */
+	const char *region;
+	const char *credentials_file; /* "" = the worker's defaults */
+	const char *bucket;           /* bucket, or the directory for file:// */
+	const char *prefix;           /* "" or ending in '/' */
+	const char *key_endpoint;     /* endpoint in block keys: "" for file:// */
+	uint32_t block_size;
+	enum blockstore_policy policy;
+	bool pin;
+};
+
+/*
+ * A served block: exactly one of ref and buf is set. ref is a held cache
+ * block (its file descriptor, offset and length come from blockstore.h);
+ * buf a heap copy of a block the cache did not admit. hit is true when it
+ * came from the cache without waiting for a store fetch.
+ */
+struct fetch_buffer;
+struct fetch_result {
+	bool hit;
+	struct blockstore_ref *ref;
+	struct fetch_buffer *buf;
+};
+
+struct fetch_stats {
+	uint64_t hits;          /* requests served from the cache */
+	uint64_t misses;        /* requests that needed (or waited for) a store fetch */
+	uint64_t fetches;       /* store fetches made (one per single flight) */
+	uint64_t fetch_errors;  /* store fetches that failed */
+	uint64_t store_bytes;   /* block bytes received from the stores */
+	uint64_t store_requests; /* requests sent to the stores (retries included), ever */
+	uint64_t not_admitted;  /* fetches served from memory: the cache refused the block */
+	uint64_t corrupt_refetched; /* cached blocks that failed verification and were fetched again */
+	uint64_t readahead_queued, readahead_fetched, readahead_dropped;
+	uint64_t inflight;      /* store fetches running now */
+	uint64_t datasets;      /* registered now */
+};
+
+/* Starts the read-ahead pool. ERR_INVALID for a zero limit, ERR_NOMEM. */
+enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out,
+			  struct error *err);
+/* Stops and joins the pool, drops queued read-ahead and every dataset.
+ * Call after every fetch_block caller has returned. */
+void fetch_free(struct fetcher *f);
+
+/*
+ * For shutdown: fetches waiting for a slot, and transfers into the cache
+ * at their next received bytes, end with ERR_CANCELLED; new ones are
+ * refused the same way. A transfer that receives nothing ends at the
+ * store's request timeout. Irreversible.
+ */
+void fetch_cancel(struct fetcher *f);
+
+/* Dataset names: 1..63 of letters, digits, '.', '-', '_', not starting with
+ * '.'. ERR_INVALID: "dataset name 'a b': may only hold ...". */
+enum error_code fetch_check_dataset_name(const char *name, struct error *err);
+
+/* Object keys relative to the prefix: non-empty, no leading '/', no empty,
+ * '.' or '..' segment, no control characters, at most FETCH_KEY_MAX bytes
+ * with the prefix. ERR_INVALID names the key. */
+enum error_code fetch_check_object_key(const char *prefix, const char *key,
+				       struct error *err);
+
+/*
+ * Registers (or replaces) a dataset: checks the definition, opens its store
+ * (no I/O against the service) and declares its policy and pin to the
+ * blockstore. *created (may be NULL) is true for a new name; registering
+ * the same definition again changes nothing. ERR_INVALID names the bad
+ * field; store_open's errors (a missing credentials file ...) pass through.
+ */
+enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,
+				       bool *created, struct error *err);
+
+/* Removes a dataset and drops its unheld cached blocks (*dropped, may be
+ * NULL). Requests holding it finish normally. ERR_NOT_FOUND if unknown. */
+enum error_code fetch_dataset_unregister(struct fetcher *f, const char *name,
+					 uint64_t *dropped, struct error *err);
+
+/* A held reference to a registered dataset, or ERR_NOT_FOUND with
+ * "unknown dataset 'x'". Release with fetch_dataset_put. */
+enum error_code fetch_dataset_get(struct fetcher *f, const char *name,
+				  struct fetch_dataset **out, struct error *err);
+void fetch_dataset_put(struct fetcher *f, struct fetch_dataset *ds);
+
+/* Held references to every registered dataset, sorted by name, in a
+ * malloc'd array; release with fetch_dataset_list_free. */
+enum error_code fetch_dataset_list(struct fetcher *f, struct fetch_dataset ***out, size_t *n,
+				   struct error *err);
+void fetch_dataset_list_free(struct fetcher *f, struct fetch_dataset **list, size_t n);
+
+const struct fetch_dataset_desc *fetch_dataset_describe(const struct fetch_dataset *ds);
+struct store *fetch_dataset_store(const struct fetch_dataset *ds);
+
+/*
+ * The block index of object key (relative to the dataset prefix, version
+ * etag, which must not be empty). On success *out holds the block; release
+ * it with fetch_result_release. readahead (capped at readahead_max) queues
+ * the next blocks of the object unless this one is the last.
+ * Errors: ERR_INVALID (key or etag), ERR_RANGE (block starts past the end),
+ * ERR_NOT_FOUND (no such object, or it changed: If-Match failed), the
+ * store's ERR_UNAVAILABLE / ERR_TIMEOUT / ERR_PERMISSION, ERR_IO (a local
+ * write failed, or the block was corrupt twice), ERR_CANCELLED (stopping).
+ * err names the dataset, the key and the block.
+ */
+enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			    const char *etag, uint64_t index, unsigned readahead,
+			    struct fetch_result *out, struct error *err);
+
+/*
+ * Makes sure a block is cached (preload): ERR_OK if it was or now is,
+ * with *fetched telling whether a store fetch was made; ERR_NO_SPACE when
+ * the cache refuses it (then nothing is fetched); other errors as
+ * fetch_block. Does not count as a hit or miss.
+ */
+enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			   const char *etag, uint64_t index, bool *fetched, struct error *err);
+
+/* Accessors of a result. */
+uint64_t fetch_result_length(const struct fetch_result *r);
+/* The bytes of a buffer result (NULL for a ref). */
+const void *fetch_result_data(const struct fetch_result *r);
+void fetch_result_release(struct fetcher *f, struct fetch_result *r);
+
+void fetch_get_stats(struct fetcher *f, struct fetch_stats *out);
+/* Store fetch durations in seconds; for rendering. */
+struct metrics_histogram *fetch_latency(struct fetcher *f);
+struct blockstore *fetch_blockstore(struct fetcher *f);
+
+/* Buckets of the latency histogram, in seconds. */
+extern const double fetch_latency_bounds[];
+extern const size_t fetch_latency_nbounds;
+
+#endif

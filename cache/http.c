@@ -1,0 +1,1253 @@
+/*
+ * http.c - the worker's HTTP adapter: request parsers (pure) and the
+ * libmicrohttpd server that calls fetch, preload and token.
+ */
+#include "cache/http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/netaddr.h"
+#include "common/retry.h"
+
+/* --- parsers ------------------------------------------------------------- */
+
+enum error_code worker_http_parse_u64(const char *what, const char *text, uint64_t *out,
+				      struct error *err)
+{
+	uint64_t v = 0;
+	size_t n = 0;
+
+	for (const char *p = text; *p; p++, n++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (*p < '0' || *p > '9' || n >= 20 || v > (UINT64_MAX - d) / 10)
+			return error_set(err, ERR_INVALID, "%s '%.64s' is not a number", what, text);
+		v = v * 10 + d;
+	}
+	if (n == 0)
+		return error_set(err, ERR_INVALID, "%s '' is not a number", what);
+	*out = v;
+	return ERR_OK;
+}
+
+/* Copies segment i (0-based) of path "/a/b/c" into out; returns its length
+ * or -1 when there is no such segment or it does not fit. */
+static int segment(const char *path, int i, char *out, size_t size)
+{
+	const char *p = path;
+
+	for (int k = 0; k <= i; k++) {
+		if (*p != '/')
+			return -1;
+		p++;
+		if (k == i)
+			break;
+		p = strchrnul(p, '/');
+	}
+	size_t n = strcspn(p, "/");
+
+	if (n >= size)
+		return -1;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return (int)n;
+}
+
+static int count_segments(const char *path)
+{
+	int n = 0;
+
+	for (const char *p = path; *p; p++)
+		n += *p == '/';
+	return n;
+}
+
+static void route_set(struct worker_http_route *r, enum worker_http_route_kind kind,
+		      const char *method, const char *allow, bool token)
+{
+	char list[32];
+	const char *tok;
+	char *save = NULL;
+
+	r->kind = kind;
+	r->allow = allow;
+	r->needs_token = token;
+	r->method_allowed = false;
+	snprintf(list, sizeof(list), "%s", allow);
+	/* HEAD is GET without the body; microhttpd leaves the body out. */
+	if (strcmp(method, "HEAD") == 0)
+		method = "GET";
+	for (tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+		if (strcmp(tok, method) == 0)
+			r->method_allowed = true;
+}
+
+enum error_code worker_http_route_parse(const char *method, const char *path,
+					struct worker_http_route *out, struct error *err)
+{
+	char s0[16], s1[16], s2[FETCH_DATASET_NAME_MAX + 2], s3[32];
+	const int nseg = count_segments(path);
+	enum error_code rc;
+
+	memset(out, 0, sizeof(*out));
+	if (strcmp(path, "/metrics") == 0) {
+		route_set(out, WORKER_HTTP_METRICS, method, "GET", false);
+		return ERR_OK;
+	}
+	if (strcmp(path, "/healthz") == 0) {
+		route_set(out, WORKER_HTTP_HEALTHZ, method, "GET", false);
+		return ERR_OK;
+	}
+	if (segment(path, 0, s0, sizeof(s0)) < 0 || strcmp(s0, "v1") != 0 ||
+	    segment(path, 1, s1, sizeof(s1)) < 0)
+		goto unknown;
+
+	if (strcmp(s1, "datasets") == 0 && nseg == 2) {
+		route_set(out, WORKER_HTTP_DATASETS, method, "GET", true);
+		return ERR_OK;
+	}
+	if (strcmp(s1, "datasets") == 0 && nseg == 3) {
+		route_set(out, WORKER_HTTP_DATASET, method, "GET, PUT, DELETE", true);
+		if (segment(path, 2, s2, sizeof(s2)) < 0)
+			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
+					 path, FETCH_DATASET_NAME_MAX);
+		rc = fetch_check_dataset_name(s2, err);
+		if (rc != ERR_OK)
+			return rc;
+		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
+		return ERR_OK;
+	}
+	if (strcmp(s1, "blocks") == 0 && (nseg == 3 || nseg == 4)) {
+		route_set(out, WORKER_HTTP_BLOCK, method, "GET", true);
+		if (segment(path, 2, s2, sizeof(s2)) < 0)
+			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
+					 path, FETCH_DATASET_NAME_MAX);
+		rc = fetch_check_dataset_name(s2, err);
+		if (rc != ERR_OK)
+			return rc;
+		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
+		if (nseg == 3)
+			return error_set(err, ERR_INVALID,
+					 "missing block index: expected /v1/blocks/{dataset}/{index}");
+		if (segment(path, 3, s3, sizeof(s3)) < 0)
+			return error_set(err, ERR_INVALID, "block index in '%.200s' is not a number",
+					 path);
+		return worker_http_parse_u64("block index", s3, &out->number, err);
+	}
+	if (strcmp(s1, "preload") == 0 && nseg == 3) {
+		bool post = strcmp(method, "POST") == 0;
+
+		route_set(out, post ? WORKER_HTTP_PRELOAD_START : WORKER_HTTP_PRELOAD_STATUS, method,
+			  "GET, POST", true);
+		if (segment(path, 2, s2, sizeof(s2)) < 0)
+			return error_set(err, ERR_INVALID, "'%.200s': the last part is too long", path);
+		if (post) {
+			rc = fetch_check_dataset_name(s2, err);
+			if (rc != ERR_OK)
+				return rc;
+			snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
+			return ERR_OK;
+		}
+		if (!out->method_allowed)
+			return ERR_OK;
+		return worker_http_parse_u64("preload id", s2, &out->number, err);
+	}
+unknown:
+	return error_set(err, ERR_NOT_FOUND, "no such route '%.200s'", path);
+}
+
+static int unhex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes n bytes of src into out (size bytes); -1 on a bad escape or
+ * decoded NUL, -2 when it does not fit. */
+static int decode(const char *src, size_t n, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = src[i];
+
+		if (c == '%') {
+			int hi, lo;
+
+			if (i + 2 >= n)
+				return -1;
+			hi = unhex(src[i + 1]);
+			lo = hi < 0 ? -1 : unhex(src[i + 2]);
+			if (lo < 0)
+				return -1;
+			c = (char)(hi << 4 | lo);
+			if (c == '\0')
+				return -1;
+			i += 2;
+		} else if (c == '+') {
+			c = ' ';
+		}
+		if (o + 1 >= size)
+			return -2;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+enum error_code worker_http_query_get(const char *query, const char *name, char *out,
+				      size_t size, bool *found, struct error *err)
+{
+	const size_t nlen = strlen(name);
+	const char *p = query ? query : "";
+
+	*found = false;
+	if (size > 0)
+		out[0] = '\0';
+	while (*p) {
+		const char *end = strchrnul(p, '&');
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		size_t klen = eq ? (size_t)(eq - p) : (size_t)(end - p);
+
+		if (klen == nlen && memcmp(p, name, nlen) == 0) {
+			const char *v = eq ? eq + 1 : end;
+			int r;
+
+			if (*found)
+				return error_set(err, ERR_INVALID, "query parameter '%s' given twice", name);
+			r = decode(v, (size_t)(end - v), out, size);
+			if (r == -1)
+				return error_set(err, ERR_INVALID,
+						 "query parameter '%s' has a malformed %%-escape", name);
+			if (r == -2)
+				return error_set(err, ERR_INVALID,
+						 "query parameter '%s' is longer than %zu bytes", name,
+						 size - 1);
+			*found = true;
+		}
+		p = *end ? end + 1 : end;
+	}
+	return ERR_OK;
+}
+
+enum error_code worker_http_parse_block_query(const char *query,
+					      struct worker_http_block_query *out,
+					      struct error *err)
+{
+	char ra[16];
+	uint64_t v;
+	bool found;
+	enum error_code rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = worker_http_query_get(query, "key", out->key, sizeof(out->key), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (!found || !out->key[0])
+		return error_set(err, ERR_INVALID,
+				 "missing query parameter 'key' (the object key, relative to the dataset)");
+	rc = worker_http_query_get(query, "etag", out->etag, sizeof(out->etag), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (!found || !out->etag[0])
+		return error_set(err, ERR_INVALID,
+				 "missing query parameter 'etag' (the object's version from the listing)");
+	rc = worker_http_query_get(query, "readahead", ra, sizeof(ra), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (found) {
+		rc = worker_http_parse_u64("readahead", ra, &v, err);
+		if (rc != ERR_OK)
+			return rc;
+		if (v > WORKER_HTTP_READAHEAD_MAX)
+			return error_set(err, ERR_INVALID, "readahead %llu is more than %d blocks",
+					 (unsigned long long)v, WORKER_HTTP_READAHEAD_MAX);
+		out->readahead = (unsigned)v;
+	}
+	return ERR_OK;
+}
+
+/* Digits of a range bound; returns the position after them, or NULL. */
+static const char *range_num(const char *p, uint64_t *out)
+{
+	uint64_t v = 0;
+	int n = 0;
+
+	for (; *p >= '0' && *p <= '9'; p++, n++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (n >= 20 || v > (UINT64_MAX - d) / 10)
+			return NULL;
+		v = v * 10 + d;
+	}
+	if (n == 0)
+		return NULL;
+	*out = v;
+	return p;
+}
+
+enum error_code worker_http_range_parse(const char *header, struct worker_http_range *out,
+					struct error *err)
+{
+	const char *p;
+
+	memset(out, 0, sizeof(*out));
+	if (!header || !*header)
+		return ERR_OK;
+	out->present = true;
+	if (strncasecmp(header, "bytes=", 6) != 0)
+		goto bad;
+	p = header + 6;
+	if (*p == '-') {
+		out->suffix = true;
+		p = range_num(p + 1, &out->first);
+		if (!p || *p)
+			goto bad;
+		return ERR_OK;
+	}
+	p = range_num(p, &out->first);
+	if (!p || *p != '-')
+		goto bad;
+	p++;
+	if (!*p) {
+		out->open_end = true;
+		return ERR_OK;
+	}
+	p = range_num(p, &out->last);
+	if (!p || *p || out->last < out->first)
+		goto bad;
+	return ERR_OK;
+bad:
+	if (strchr(header, ','))
+		return error_set(err, ERR_INVALID,
+				 "range '%.100s' is malformed: only one range per request is supported",
+				 header);
+	return error_set(err, ERR_INVALID,
+			 "range '%.100s' is malformed (expected bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT)",
+			 header);
+}
+
+enum error_code worker_http_range_resolve(const struct worker_http_range *r, const char *header,
+					  uint64_t length, uint64_t *off, uint64_t *len,
+					  struct error *err)
+{
+	if (!r->present) {
+		*off = 0;
+		*len = length;
+		return ERR_OK;
+	}
+	if (r->suffix) {
+		if (r->first == 0 || length == 0)
+			goto past;
+		*len = r->first < length ? r->first : length;
+		*off = length - *len;
+		return ERR_OK;
+	}
+	if (r->first >= length)
+		goto past;
+	*off = r->first;
+	*len = (r->open_end || r->last >= length ? length - 1 : r->last) - r->first + 1;
+	return ERR_OK;
+past:
+	return error_set(err, ERR_RANGE, "range '%.100s' is past the end of the block (%llu bytes)",
+			 header ? header : "", (unsigned long long)length);
+}
+
+static enum error_code json_error(const json_error_t *je, struct error *err)
+{
+	return error_set(err, ERR_INVALID, "malformed JSON at line %d column %d: %s", je->line,
+			 je->column, je->text);
+}
+
+static enum error_code json_string_field(json_t *v, const char *key, char *out, size_t size,
+					 struct error *err)
+{
+	const char *s;
+
+	if (!json_is_string(v))
+		return error_set(err, ERR_INVALID, "field '%s' must be a string", key);
+	s = json_string_value(v);
+	if (strlen(s) != json_string_length(v))
+		return error_set(err, ERR_INVALID, "field '%s' holds a NUL character", key);
+	if (strlen(s) >= size)
+		return error_set(err, ERR_INVALID, "field '%s' is longer than %zu bytes", key,
+				 size - 1);
+	memcpy(out, s, strlen(s) + 1);
+	return ERR_OK;
+}
+
+enum error_code worker_http_parse_dataset_body(const char *body, size_t len,
+					       struct worker_http_dataset_body *out,
+					       struct error *err)
+{
+	json_error_t je;
+	json_t *root, *v;
+	const char *key;
+	enum error_code rc = ERR_OK;
+	bool has_source = false;
+
+	memset(out, 0, sizeof(*out));
+	root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return json_error(&je, err);
+	if (!json_is_object(root)) {
+		rc = error_set(err, ERR_INVALID, "the body must be a JSON object");
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
+		if (strcmp(key, "source") == 0) {
+			rc = json_string_field(v, key, out->source, sizeof(out->source), err);
+			has_source = true;
+		} else if (strcmp(key, "endpoint") == 0) {
+			rc = json_string_field(v, key, out->endpoint, sizeof(out->endpoint), err);
+			out->has_endpoint = true;
+		} else if (strcmp(key, "region") == 0) {
+			rc = json_string_field(v, key, out->region, sizeof(out->region), err);
+			out->has_region = true;
+		} else if (strcmp(key, "credentials_file") == 0) {
+			rc = json_string_field(v, key, out->credentials_file,
+					       sizeof(out->credentials_file), err);
+			out->has_credentials_file = true;
+		} else if (strcmp(key, "block_size") == 0) {
+			out->has_block_size = true;
+			if (json_is_integer(v) && json_integer_value(v) > 0) {
+				out->block_size = (uint64_t)json_integer_value(v);
+			} else if (json_is_string(v)) {
+				if (config_parse_size(json_string_value(v), &out->block_size) != ERR_OK)
+					rc = error_set(err, ERR_INVALID,
+						       "field 'block_size': '%.64s' is not a size",
+						       json_string_value(v));
+			} else {
+				rc = error_set(err, ERR_INVALID,
+					       "field 'block_size' must be a positive integer or a size like \"4MiB\"");
+			}
+		} else if (strcmp(key, "policy") == 0) {
+			const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+
+			out->has_policy = true;
+			if (s && strcmp(s, "lru") == 0)
+				out->policy = BLOCKSTORE_LRU;
+			else if (s && strcmp(s, "scan-resistant") == 0)
+				out->policy = BLOCKSTORE_SCAN_RESISTANT;
+			else
+				rc = error_set(err, ERR_INVALID,
+					       "field 'policy' must be \"lru\" or \"scan-resistant\"");
+		} else if (strcmp(key, "pin") == 0) {
+			out->has_pin = true;
+			if (json_is_boolean(v))
+				out->pin = json_is_true(v);
+			else
+				rc = error_set(err, ERR_INVALID, "field 'pin' must be true or false");
+		} else {
+			rc = error_set(err, ERR_INVALID,
+				       "unknown field '%.64s' (source, endpoint, region, credentials_file, block_size, policy, pin)",
+				       key);
+		}
+		if (rc != ERR_OK)
+			goto out;
+	}
+	if (!has_source || !out->source[0])
+		rc = error_set(err, ERR_INVALID, "field 'source' is required, e.g. \"s3://bucket/prefix/\"");
+out:
+	json_decref(root);
+	return rc;
+}
+
+void worker_http_free_objects(char **objects, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(objects[i]);
+	free(objects);
+}
+
+enum error_code worker_http_parse_preload_body(const char *body, size_t len, char ***objects,
+					       size_t *n, struct error *err)
+{
+	json_error_t je;
+	json_t *root, *arr = NULL, *v;
+	const char *key;
+	char **list = NULL;
+	size_t i, count = 0;
+	enum error_code rc = ERR_OK;
+
+	*objects = NULL;
+	*n = 0;
+	if (!body || len == 0)
+		return ERR_OK;
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return json_error(&je, err);
+	if (!json_is_object(root)) {
+		rc = error_set(err, ERR_INVALID, "the body must be a JSON object");
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
+		if (strcmp(key, "objects") != 0) {
+			rc = error_set(err, ERR_INVALID, "unknown field '%.64s' (objects)", key);
+			goto out;
+		}
+		arr = v;
+	}
+	if (!arr)
+		goto out;
+	if (!json_is_array(arr)) {
+		rc = error_set(err, ERR_INVALID, "field 'objects' must be an array of object keys");
+		goto out;
+	}
+	count = json_array_size(arr);
+	if (count > PRELOAD_MAX_OBJECTS) {
+		rc = error_set(err, ERR_INVALID, "field 'objects' names %zu objects, at most %d",
+			       count, PRELOAD_MAX_OBJECTS);
+		goto out;
+	}
+	list = calloc(count ? count : 1, sizeof(*list));
+	if (!list) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	json_array_foreach(arr, i, v) {
+		if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
+			rc = error_set(err, ERR_INVALID, "field 'objects' item %zu must be a string", i);
+			break;
+		}
+		list[i] = strdup(json_string_value(v));
+		if (!list[i]) {
+			rc = error_set(err, ERR_NOMEM, "out of memory");
+			break;
+		}
+	}
+	if (rc != ERR_OK) {
+		worker_http_free_objects(list, count);
+		goto out;
+	}
+	*objects = list;
+	*n = count;
+out:
+	json_decref(root);
+	return rc;
+}
+
+/* --- metrics ------------------------------------------------------------- */
+
+void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t served_bytes,
+				struct metrics_buf *b)
+{
+	struct fetch_stats fs;
+	struct blockstore_stats bs;
+	struct preload_totals pt;
+
+	fetch_get_stats(f, &fs);
+	blockstore_get_stats(fetch_blockstore(f), &bs);
+	preload_get_totals(p, &pt);
+
+	metrics_render_counter(b, "granary_worker_hits_total",
+			       "block requests served from the cache", fs.hits);
+	metrics_render_counter(b, "granary_worker_misses_total",
+			       "block requests that needed or waited for a store fetch", fs.misses);
+	metrics_render_counter(b, "granary_worker_store_fetches_total",
+			       "block fetches from the object store (one per single flight)",
+			       fs.fetches);
+	metrics_render_counter(b, "granary_worker_store_fetch_errors_total",
+			       "block fetches from the object store that failed", fs.fetch_errors);
+	metrics_render_counter(b, "granary_worker_store_requests_total",
+			       "requests sent to the object stores, retries included",
+			       fs.store_requests);
+	metrics_render_counter(b, "granary_worker_store_bytes_total",
+			       "block bytes received from the object stores", fs.store_bytes);
+	metrics_render_counter(b, "granary_worker_served_bytes_total",
+			       "block bytes sent to clients", served_bytes);
+	metrics_render_counter(b, "granary_worker_evictions_total",
+			       "blocks evicted from the cache", bs.evictions);
+	metrics_render_counter(b, "granary_worker_corrupt_total",
+			       "cached blocks dropped by a failed checksum or header check",
+			       bs.corrupt);
+	metrics_render_counter(b, "granary_worker_admission_rejected_total",
+			       "blocks the cache refused to admit", bs.rejected);
+	metrics_render_counter(b, "granary_worker_not_admitted_served_total",
+			       "store fetches served from memory because the cache refused the block",
+			       fs.not_admitted);
+	metrics_render_counter(b, "granary_worker_readahead_queued_total",
+			       "blocks queued for read-ahead", fs.readahead_queued);
+	metrics_render_counter(b, "granary_worker_readahead_fetched_total",
+			       "blocks fetched by read-ahead", fs.readahead_fetched);
+	metrics_render_counter(b, "granary_worker_readahead_dropped_total",
+			       "read-ahead blocks dropped because the queue was full",
+			       fs.readahead_dropped);
+	metrics_render_gauge(b, "granary_worker_capacity_bytes", "bytes the cache may hold",
+			     bs.capacity);
+	metrics_render_gauge(b, "granary_worker_used_bytes",
+			     "bytes the cache holds, headers included", bs.used);
+	metrics_render_gauge(b, "granary_worker_blocks", "blocks in the cache", bs.blocks);
+	metrics_render_gauge(b, "granary_worker_fetches_inflight",
+			     "object-store block fetches running now", fs.inflight);
+	metrics_render_gauge(b, "granary_worker_datasets", "datasets registered", fs.datasets);
+	metrics_render_gauge(b, "granary_worker_preload_jobs_running", "preload jobs running",
+			     pt.running);
+	metrics_render_gauge(b, "granary_worker_preload_blocks_done",
+			     "blocks cached so far by running preload jobs", pt.blocks_done);
+	metrics_render_gauge(b, "granary_worker_preload_blocks_total",
+			     "blocks to cache by running preload jobs", pt.blocks_total);
+	metrics_render_gauge(b, "granary_worker_preload_bytes_done",
+			     "bytes cached so far by running preload jobs", pt.bytes_done);
+	metrics_render_gauge(b, "granary_worker_preload_bytes_total",
+			     "bytes to cache by running preload jobs", pt.bytes_total);
+	metrics_render_histogram(b, "granary_worker_fetch_seconds",
+				 "duration of block fetches from the object store", fetch_latency(f));
+}
+
+/* --- the server ---------------------------------------------------------- */
+
+struct worker_http {
+	struct worker_http_config cfg;
+	struct MHD_Daemon *mhd;
+	int listen_fd;
+	char unix_path[108];              /* "" for TCP */
+	atomic_uint_fast64_t active;      /* requests between start and completion */
+	atomic_uint_fast64_t served;      /* block bytes sent */
+};
+
+/* Per request, from the request line to completion. */
+struct req {
+	struct worker_http *h;
+	char *raw;                        /* the request target: path '\0' query */
+	const char *path, *query;
+	bool started;
+	struct worker_http_route route;
+	char *body;
+	size_t body_len;
+	bool body_too_large;
+	struct fetch_result res;          /* held until the response is done */
+	uint64_t sending;                 /* block bytes in the response */
+};
+
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct worker_http *h = cls;
+	struct req *rq = calloc(1, sizeof(*rq));
+	char *q;
+
+	(void)conn;
+	if (!rq)
+		return NULL;
+	rq->h = h;
+	rq->raw = strdup(uri ? uri : "");
+	if (!rq->raw) {
+		free(rq);
+		return NULL;
+	}
+	q = strchr(rq->raw, '?');
+	if (q)
+		*q++ = '\0';
+	rq->path = rq->raw;
+	rq->query = q ? q : "";
+	atomic_fetch_add(&h->active, 1);
+	return rq;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct worker_http *h = cls;
+	struct req *rq = *req_cls;
+
+	(void)conn;
+	if (!rq)
+		return;
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		atomic_fetch_add(&h->served, rq->sending);
+	fetch_result_release(h->cfg.fetcher, &rq->res);
+	free(rq->body);
+	free(rq->raw);
+	free(rq);
+	*req_cls = NULL;
+	atomic_fetch_sub(&h->active, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_warn("http server", LOG_S("cause", msg));
+}
+
+static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
+			     struct MHD_Response *resp)
+{
+	enum MHD_Result ret;
+
+	if (!resp)
+		return MHD_NO;
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+	char buf[ERROR_MSG_MAX + 2];
+	struct MHD_Response *resp;
+	int n = snprintf(buf, sizeof(buf), "%s\n", text);
+
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		n = (int)sizeof(buf) - 1;
+	resp = MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	return queue(conn, status, resp);
+}
+
+/* The one place a core error becomes an HTTP answer. */
+static enum MHD_Result reply_error(struct req *rq, struct MHD_Connection *conn,
+				   const struct error *err)
+{
+	unsigned status = (unsigned)error_to_http(err->code);
+	struct MHD_Response *resp;
+	char buf[ERROR_MSG_MAX + 2];
+	int n;
+
+	if (status >= 500)
+		log_warn("request failed", LOG_S("path", rq->path), LOG_I("status", status),
+			 LOG_S("cause", err->msg));
+	else
+		log_debug("request refused", LOG_S("path", rq->path), LOG_I("status", status),
+			  LOG_S("cause", err->msg));
+	n = snprintf(buf, sizeof(buf), "%s\n", err->msg);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		n = (int)sizeof(buf) - 1;
+	resp = MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	if (err->code == ERR_UNAUTHENTICATED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, TOKEN_SCHEME);
+	return queue(conn, status, resp);
+}
+
+/* Takes ownership of root. */
+static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, json_t *root)
+{
+	struct MHD_Response *resp;
+	char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+	size_t n;
+
+	json_decref(root);
+	if (!text)
+		return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	n = strlen(text);
+	resp = MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	return queue(conn, status, resp);
+}
+
+static json_t *dataset_json(const struct fetch_dataset_desc *d)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:b}", "name", d->name, "source",
+			 d->source, "endpoint", d->endpoint, "region", d->region,
+			 "credentials_file", d->credentials_file, "block_size",
+			 (json_int_t)d->block_size, "policy",
+			 d->policy == BLOCKSTORE_LRU ? "lru" : "scan-resistant", "pin", d->pin);
+}
+
+static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
+{
+	struct worker_http *h = rq->h;
+	struct worker_http_block_query q;
+	struct worker_http_range range;
+	struct fetch_dataset *ds = NULL;
+	struct MHD_Response *resp = NULL;
+	const char *range_hdr;
+	uint64_t length, off = 0, len = 0;
+	char crange[96];
+	struct error err;
+	enum error_code rc;
+
+	rc = worker_http_parse_block_query(rq->query, &q, &err);
+	if (rc != ERR_OK)
+		return reply_error(rq, conn, &err);
+	range_hdr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+	rc = worker_http_range_parse(range_hdr, &range, &err);
+	if (rc != ERR_OK)
+		return reply_error(rq, conn, &err);
+	rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
+	if (rc != ERR_OK)
+		return reply_error(rq, conn, &err);
+	rc = fetch_block(h->cfg.fetcher, ds, q.key, q.etag, rq->route.number, q.readahead,
+			 &rq->res, &err);
+	fetch_dataset_put(h->cfg.fetcher, ds);
+	if (rc != ERR_OK)
+		return reply_error(rq, conn, &err);
+
+	length = fetch_result_length(&rq->res);
+	rc = worker_http_range_resolve(&range, range_hdr, length, &off, &len, &err);
+	if (rc != ERR_OK) {
+		struct MHD_Response *r416;
+		char buf[ERROR_MSG_MAX + 2];
+		int n = snprintf(buf, sizeof(buf), "%s\n", err.msg);
+
+		if (n < 0 || (size_t)n >= sizeof(buf))
+			n = (int)sizeof(buf) - 1;
+		r416 = MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
+		if (!r416)
+			return MHD_NO;
+		snprintf(crange, sizeof(crange), "bytes */%llu", (unsigned long long)length);
+		MHD_add_response_header(r416, MHD_HTTP_HEADER_CONTENT_RANGE, crange);
+		MHD_add_response_header(r416, MHD_HTTP_HEADER_CONTENT_TYPE,
+					"text/plain; charset=utf-8");
+		return queue(conn, (unsigned)error_to_http(rc), r416);
+	}
+
+	if (len == 0) {
+		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else if (rq->res.ref) {
+		/* MHD closes its own descriptor; the ref stays held until the
+		 * request completes, so the block is not evicted mid-send. */
+		int fd = fcntl(blockstore_ref_fd(rq->res.ref), F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0) {
+			error_set(&err, error_from_errno(errno), "dup block descriptor: %s",
+				  strerror(errno));
+			return reply_error(rq, conn, &err);
+		}
+		resp = MHD_create_response_from_fd_at_offset64(
+			len, fd, (int64_t)(blockstore_ref_offset(rq->res.ref) + off));
+		if (!resp)
+			close(fd);
+	} else {
+		/* The buffer is the request's (rq->res), released at completion,
+		 * after the last byte went out. */
+		resp = MHD_create_response_from_buffer(
+			(size_t)len, (char *)fetch_result_data(&rq->res) + off, MHD_RESPMEM_PERSISTENT);
+	}
+	if (!resp)
+		return MHD_NO;
+	rq->sending = len;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+	MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
+	if (range.present) {
+		snprintf(crange, sizeof(crange), "bytes %llu-%llu/%llu", (unsigned long long)off,
+			 (unsigned long long)(off + len - 1), (unsigned long long)length);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, crange);
+		return queue(conn, MHD_HTTP_PARTIAL_CONTENT, resp);
+	}
+	return queue(conn, MHD_HTTP_OK, resp);
+}
+
+static enum MHD_Result handle_dataset_put(struct req *rq, struct MHD_Connection *conn)
+{
+	struct worker_http *h = rq->h;
+	struct worker_http_dataset_body *body = NULL;
+	struct fetch_dataset_config cfg;
+	struct fetch_dataset *ds = NULL;
+	struct error err;
+	enum error_code rc;
+	enum MHD_Result ret;
+	bool created = false;
+
+	body = malloc(sizeof(*body));
+	if (!body)
+		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	rc = worker_http_parse_dataset_body(rq->body, rq->body_len, body, &err);
+	if (rc != ERR_OK) {
+		ret = reply_error(rq, conn, &err);
+		goto out;
+	}
+	cfg = (struct fetch_dataset_config){
+		.name = rq->route.dataset,
+		.source = body->source,
+		.store = h->cfg.store_defaults,
+		.block_size = body->has_block_size ? body->block_size : h->cfg.block_size,
+		.policy = body->has_policy ? body->policy : h->cfg.policy,
+		.pin = body->has_pin && body->pin,
+	};
+	if (body->has_endpoint)
+		cfg.store.endpoint = body->endpoint;
+	if (body->has_region)
+		cfg.store.region = body->region;
+	if (body->has_credentials_file) {
+		cfg.store.credentials_file = body->credentials_file;
+		cfg.store.profile = NULL;
+	}
+	rc = fetch_dataset_register(h->cfg.fetcher, &cfg, &created, &err);
+	if (rc == ERR_OK)
+		rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
+	if (rc != ERR_OK) {
+		ret = reply_error(rq, conn, &err);
+		goto out;
+	}
+	ret = reply_json(conn, created ? MHD_HTTP_CREATED : MHD_HTTP_OK,
+			 dataset_json(fetch_dataset_describe(ds)));
+	fetch_dataset_put(h->cfg.fetcher, ds);
+out:
+	free(body);
+	return ret;
+}
+
+static enum MHD_Result handle_dataset(struct req *rq, struct MHD_Connection *conn,
+				      const char *method)
+{
+	struct worker_http *h = rq->h;
+	struct fetch_dataset *ds = NULL;
+	struct error err;
+	uint64_t dropped = 0;
+
+	if (strcmp(method, "PUT") == 0)
+		return handle_dataset_put(rq, conn);
+	if (strcmp(method, "DELETE") == 0) {
+		if (fetch_dataset_unregister(h->cfg.fetcher, rq->route.dataset, &dropped, &err) !=
+		    ERR_OK)
+			return reply_error(rq, conn, &err);
+		return reply_json(conn, MHD_HTTP_OK,
+				  json_pack("{s:s, s:I}", "name", rq->route.dataset,
+					    "dropped_blocks", (json_int_t)dropped));
+	}
+	if (fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err) != ERR_OK)
+		return reply_error(rq, conn, &err);
+	json_t *j = dataset_json(fetch_dataset_describe(ds));
+
+	fetch_dataset_put(h->cfg.fetcher, ds);
+	return reply_json(conn, MHD_HTTP_OK, j);
+}
+
+static enum MHD_Result handle_datasets(struct req *rq, struct MHD_Connection *conn)
+{
+	struct fetch_dataset **list = NULL;
+	struct error err;
+	json_t *arr;
+	size_t n = 0;
+
+	if (fetch_dataset_list(rq->h->cfg.fetcher, &list, &n, &err) != ERR_OK)
+		return reply_error(rq, conn, &err);
+	arr = json_array();
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, dataset_json(fetch_dataset_describe(list[i])));
+	fetch_dataset_list_free(rq->h->cfg.fetcher, list, n);
+	return reply_json(conn, MHD_HTTP_OK, arr ? json_pack("{s:o}", "datasets", arr) : NULL);
+}
+
+static enum MHD_Result handle_preload_start(struct req *rq, struct MHD_Connection *conn)
+{
+	char **objects = NULL;
+	size_t n = 0;
+	uint64_t id = 0;
+	struct error err;
+	enum error_code rc;
+
+	rc = worker_http_parse_preload_body(rq->body, rq->body_len, &objects, &n, &err);
+	if (rc == ERR_OK)
+		rc = preload_start(rq->h->cfg.preloader, rq->route.dataset,
+				   (const char *const *)objects, n, &id, &err);
+	worker_http_free_objects(objects, n);
+	if (rc != ERR_OK)
+		return reply_error(rq, conn, &err);
+	return reply_json(conn, MHD_HTTP_ACCEPTED, json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+static enum MHD_Result handle_preload_status(struct req *rq, struct MHD_Connection *conn)
+{
+	struct preload_status st;
+	struct error err;
+
+	if (preload_get(rq->h->cfg.preloader, rq->route.number, &st, &err) != ERR_OK)
+		return reply_error(rq, conn, &err);
+	return reply_json(
+		conn, MHD_HTTP_OK,
+		json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "id",
+			  (json_int_t)st.id, "dataset", st.dataset, "state",
+			  preload_state_name(st.state), "objects", (json_int_t)st.objects,
+			  "blocks_done", (json_int_t)st.blocks_done, "blocks_total",
+			  (json_int_t)st.blocks_total, "bytes_done", (json_int_t)st.bytes_done,
+			  "bytes_total", (json_int_t)st.bytes_total, "blocks_fetched",
+			  (json_int_t)st.blocks_fetched, "blocks_skipped",
+			  (json_int_t)st.blocks_skipped, "errors", (json_int_t)st.errors, "error",
+			  st.error));
+}
+
+static enum MHD_Result handle_metrics(struct req *rq, struct MHD_Connection *conn)
+{
+	struct metrics_buf b = { 0 };
+	struct MHD_Response *resp;
+
+	worker_http_render_metrics(rq->h->cfg.fetcher, rq->h->cfg.preloader,
+				   atomic_load(&rq->h->served), &b);
+	if (b.failed || !b.data) {
+		metrics_buf_release(&b);
+		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	}
+	resp = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		metrics_buf_release(&b);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				"text/plain; version=0.0.4; charset=utf-8");
+	return queue(conn, MHD_HTTP_OK, resp);
+}
+
+static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, const char *method)
+{
+	if (rq->body_too_large) {
+		struct error err;
+
+		error_set(&err, ERR_INVALID, "request body is larger than %u bytes",
+			  WORKER_HTTP_BODY_MAX);
+		return reply_error(rq, conn, &err);
+	}
+	switch (rq->route.kind) {
+	case WORKER_HTTP_BLOCK:
+		return handle_block(rq, conn);
+	case WORKER_HTTP_DATASETS:
+		return handle_datasets(rq, conn);
+	case WORKER_HTTP_DATASET:
+		return handle_dataset(rq, conn, method);
+	case WORKER_HTTP_PRELOAD_START:
+		return handle_preload_start(rq, conn);
+	case WORKER_HTTP_PRELOAD_STATUS:
+		return handle_preload_status(rq, conn);
+	case WORKER_HTTP_METRICS:
+		return handle_metrics(rq, conn);
+	case WORKER_HTTP_HEALTHZ:
+		return reply_text(conn, MHD_HTTP_OK, "ok");
+	}
+	return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "unrouted request");
+}
+
+/* Authenticates, routes and answers a request whose body has arrived. */
+static enum MHD_Result answer(struct req *rq, struct MHD_Connection *conn, const char *method)
+{
+	struct worker_http *h = rq->h;
+	struct error err;
+
+	/* Authenticate before anything else of a /v1 request is looked at,
+	 * so that without the token even its errors say nothing. */
+	if (strncmp(rq->path, "/v1/", 4) == 0 || strcmp(rq->path, "/v1") == 0) {
+		const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							       MHD_HTTP_HEADER_AUTHORIZATION);
+
+		if (token_verify(h->cfg.token, method, rq->path, rq->query, auth, &err) != ERR_OK)
+			return reply_error(rq, conn, &err);
+	}
+	if (worker_http_route_parse(method, rq->path, &rq->route, &err) != ERR_OK)
+		return reply_error(rq, conn, &err);
+	if (!rq->route.method_allowed) {
+		struct MHD_Response *resp;
+		char msg[300];
+		int n = snprintf(msg, sizeof(msg), "method '%.16s' is not allowed on '%.200s' (allowed: %s)\n",
+				 method, rq->path, rq->route.allow);
+
+		if (n < 0 || (size_t)n >= sizeof(msg))
+			n = (int)sizeof(msg) - 1;
+		resp = MHD_create_response_from_buffer((size_t)n, msg, MHD_RESPMEM_MUST_COPY);
+		if (!resp)
+			return MHD_NO;
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rq->route.allow);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+					"text/plain; charset=utf-8");
+		return queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+	}
+	return dispatch(rq, conn, method);
+}
+
+/*
+ * microhttpd calls this once when the headers are in, once per piece of
+ * body, and once more at the end. Answering only at the end keeps the
+ * connection alive: a response queued before the request is complete makes
+ * microhttpd close the connection after it.
+ */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size,
+				  void **req_cls)
+{
+	struct req *rq = *req_cls;
+
+	(void)cls;
+	(void)url;
+	(void)version;
+	if (!rq)
+		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	if (!rq->started) {
+		rq->started = true;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+		char *grown;
+
+		*upload_data_size = 0;
+		if (rq->body_too_large || rq->body_len + n > WORKER_HTTP_BODY_MAX) {
+			rq->body_too_large = true;
+			return MHD_YES;
+		}
+		grown = realloc(rq->body, rq->body_len + n + 1);
+		if (!grown)
+			return MHD_NO;
+		memcpy(grown + rq->body_len, upload_data, n);
+		rq->body = grown;
+		rq->body_len += n;
+		rq->body[rq->body_len] = '\0';
+		return MHD_YES;
+	}
+	return answer(rq, conn, method);
+}
+
+/* Binds and listens; returns the descriptor or -1 with err set. */
+static int listen_on(const char *text, char *unix_path, size_t unix_size, struct error *err)
+{
+	struct netaddr addr;
+	int fd = -1, one = 1;
+
+	unix_path[0] = '\0';
+	if (netaddr_parse(text, "listen", &addr, err) != ERR_OK)
+		return -1;
+	if (addr.is_unix) {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		struct stat sb;
+
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", addr.path);
+		/* A socket left by a previous run would make bind fail. */
+		if (lstat(addr.path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			unlink(addr.path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+		    listen(fd, SOMAXCONN) < 0) {
+			int saved = errno;
+
+			if (fd >= 0)
+				close(fd);
+			error_set(err, saved == EADDRINUSE ? ERR_UNAVAILABLE : error_from_errno(saved),
+				  "listen '%s': %s", text, strerror(saved));
+			return -1;
+		}
+		snprintf(unix_path, unix_size, "%s", addr.path);
+		return fd;
+	}
+
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char port[8];
+	int saved = 0, gai;
+
+	snprintf(port, sizeof(port), "%d", addr.port);
+	gai = getaddrinfo(addr.host[0] ? addr.host : NULL, port, &hints, &res);
+	if (gai != 0) {
+		error_set(err, ERR_INVALID, "listen '%s': %s", text, gai_strerror(gai));
+		return -1;
+	}
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			saved = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		error_set(err, saved == EADDRINUSE ? ERR_UNAVAILABLE : error_from_errno(saved),
+			  "listen '%s': %s", text, strerror(saved));
+	return fd;
+}
+
+enum error_code worker_http_start(const struct worker_http_config *cfg, struct worker_http **out,
+				  struct error *err)
+{
+	struct worker_http *h;
+	unsigned idle_s;
+
+	*out = NULL;
+	if (!cfg->fetcher || !cfg->preloader || !cfg->token)
+		return error_set(err, ERR_INVALID, "http: a fetcher, a preloader and a token are required");
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return error_set(err, ERR_NOMEM, "http: out of memory");
+	h->cfg = *cfg;
+	h->listen_fd = listen_on(cfg->listen, h->unix_path, sizeof(h->unix_path), err);
+	if (h->listen_fd < 0) {
+		free(h);
+		return err ? err->code : ERR_UNAVAILABLE;
+	}
+	idle_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000);
+	h->mhd = MHD_start_daemon(
+		MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+			MHD_USE_ERROR_LOG,
+		0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+		MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_URI_LOG_CALLBACK,
+		on_request_line, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections ? cfg->max_connections : 1024u,
+		MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
+	if (!h->mhd) {
+		close(h->listen_fd);
+		if (h->unix_path[0])
+			unlink(h->unix_path);
+		free(h);
+		return error_set(err, ERR_UNAVAILABLE, "listen '%s': the HTTP server did not start",
+				 cfg->listen);
+	}
+	*out = h;
+	return ERR_OK;
+}
+
+void worker_http_stop(struct worker_http *h, uint64_t grace_ms)
+{
+	uint64_t deadline;
+	MHD_socket fd;
+
+	if (!h)
+		return;
+	fd = MHD_quiesce_daemon(h->mhd);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	if (h->unix_path[0])
+		unlink(h->unix_path);
+	deadline = retry_now_ms() + grace_ms;
+	while (atomic_load(&h->active) > 0 && retry_now_ms() < deadline)
+		retry_sleep_ms(10);
+	if (atomic_load(&h->active) > 0) {
+		log_warn("closing connections with requests still in progress",
+			 LOG_U("requests", atomic_load(&h->active)), LOG_U("grace_ms", grace_ms));
+		/* Their threads are joined below: do not let them wait for
+		 * store fetches that may take the whole store deadline. */
+		fetch_cancel(h->cfg.fetcher);
+	}
+	MHD_stop_daemon(h->mhd);
+	free(h);
+}

@@ -1,0 +1,155 @@
+/*
+ * metrics.c - Prometheus text rendering and fixed-bucket histograms.
+ */
+#include "cache/metrics.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void metrics_buf_release(struct metrics_buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->failed)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->failed = 1;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap ? b->cap : 4096;
+
+		while (cap - b->len <= (size_t)n)
+			cap *= 2;
+		char *p = realloc(b->data, cap);
+
+		if (!p) {
+			b->failed = 1;
+			return;
+		}
+		b->data = p;
+		b->cap = cap;
+	}
+}
+
+enum error_code metrics_histogram_init(struct metrics_histogram *h, const double *bounds,
+				       size_t nbounds)
+{
+	memset(h, 0, sizeof(*h));
+	if (nbounds > METRICS_BUCKETS_MAX)
+		return ERR_INVALID;
+	for (size_t i = 1; i < nbounds; i++)
+		if (!(bounds[i] > bounds[i - 1]))
+			return ERR_INVALID;
+	memcpy(h->bounds, bounds, nbounds * sizeof(*bounds));
+	h->nbounds = nbounds;
+	pthread_mutex_init(&h->mu, NULL);
+	return ERR_OK;
+}
+
+void metrics_histogram_release(struct metrics_histogram *h)
+{
+	pthread_mutex_destroy(&h->mu);
+}
+
+void metrics_histogram_observe(struct metrics_histogram *h, double value)
+{
+	size_t i = 0;
+
+	/* A value on a bound belongs to that bucket: le means <=. */
+	while (i < h->nbounds && value > h->bounds[i])
+		i++;
+	pthread_mutex_lock(&h->mu);
+	h->counts[i]++;
+	h->count++;
+	h->sum += value;
+	pthread_mutex_unlock(&h->mu);
+}
+
+void metrics_format_double(double v, char *out, size_t size)
+{
+	if (isnan(v)) {
+		snprintf(out, size, "NaN");
+		return;
+	}
+	if (isinf(v)) {
+		snprintf(out, size, v > 0 ? "+Inf" : "-Inf");
+		return;
+	}
+	/* Integers print in full rather than as 1.073741824e+10. */
+	if (v == floor(v) && fabs(v) < 1e15) {
+		snprintf(out, size, "%.0f", v);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(out, size, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			return;
+	}
+}
+
+static void family(struct metrics_buf *b, const char *name, const char *help,
+		   const char *type)
+{
+	metrics_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_render_counter(struct metrics_buf *b, const char *name, const char *help,
+			    uint64_t value)
+{
+	family(b, name, help, "counter");
+	metrics_buf_printf(b, "%s %llu\n", name, (unsigned long long)value);
+}
+
+void metrics_render_gauge(struct metrics_buf *b, const char *name, const char *help,
+			  uint64_t value)
+{
+	family(b, name, help, "gauge");
+	metrics_buf_printf(b, "%s %llu\n", name, (unsigned long long)value);
+}
+
+void metrics_render_histogram(struct metrics_buf *b, const char *name, const char *help,
+			      struct metrics_histogram *h)
+{
+	uint64_t counts[METRICS_BUCKETS_MAX + 1], count, cum = 0;
+	char num[40];
+	double sum;
+
+	/* Copy under the lock so that the buckets, _sum and _count agree. */
+	pthread_mutex_lock(&h->mu);
+	memcpy(counts, h->counts, sizeof(counts));
+	count = h->count;
+	sum = h->sum;
+	pthread_mutex_unlock(&h->mu);
+
+	family(b, name, help, "histogram");
+	for (size_t i = 0; i < h->nbounds; i++) {
+		cum += counts[i];
+		metrics_format_double(h->bounds[i], num, sizeof(num));
+		metrics_buf_printf(b, "%s_bucket{le=\"%s\"} %llu\n", name, num,
+				   (unsigned long long)cum);
+	}
+	metrics_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)count);
+	metrics_format_double(sum, num, sizeof(num));
+	metrics_buf_printf(b, "%s_sum %s\n%s_count %llu\n", name, num, name,
+			   (unsigned long long)count);
+}

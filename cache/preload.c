@@ -1,0 +1,460 @@
+/*
+ * preload.c - warm-up jobs over fetch_warm with bounded parallelism.
+ */
+#include "cache/preload.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct preload_object {
+	char *key;          /* relative to the dataset prefix */
+	char etag[80];
+	uint64_t size;
+};
+
+struct job {
+	struct job *next;                  /* protected by p->mu */
+	struct preloader *p;
+	struct fetch_dataset *ds;          /* held until the job ends */
+	pthread_t thread;
+	char **names;                      /* the objects asked for; NULL = all */
+	size_t nnames;
+
+	/* Set up by the job thread before the fetch threads start. */
+	struct preload_object *objs;
+	size_t nobjs, cap;
+	/* Next block to hand out; protected by p->mu. */
+	size_t cur_obj;
+	uint64_t cur_block;
+
+	struct preload_status st;          /* protected by p->mu */
+};
+
+struct preloader {
+	struct fetcher *f;
+	unsigned parallelism;
+	pthread_mutex_t mu;
+	struct job *jobs;                  /* newest first; protected by mu */
+	uint64_t next_id;                  /* protected by mu */
+	bool stopping;                     /* protected by mu */
+};
+
+const char *preload_state_name(enum preload_state s)
+{
+	switch (s) {
+	case PRELOAD_RUNNING:
+		return "running";
+	case PRELOAD_DONE:
+		return "done";
+	case PRELOAD_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+/* What a job needs only while it runs. */
+static void job_release_work(struct job *j)
+{
+	for (size_t i = 0; i < j->nnames; i++)
+		free(j->names[i]);
+	free(j->names);
+	j->names = NULL;
+	j->nnames = 0;
+	for (size_t i = 0; i < j->nobjs; i++)
+		free(j->objs[i].key);
+	free(j->objs);
+	j->objs = NULL;
+	j->nobjs = j->cap = 0;
+	if (j->ds)
+		fetch_dataset_put(j->p->f, j->ds);
+	j->ds = NULL;
+}
+
+static void job_free(struct job *j)
+{
+	job_release_work(j);
+	free(j);
+}
+
+/* Records one failure; keeps the first message. */
+static void job_error(struct job *j, const struct error *err)
+{
+	struct preloader *p = j->p;
+
+	pthread_mutex_lock(&p->mu);
+	j->st.errors++;
+	if (!j->st.error[0])
+		snprintf(j->st.error, sizeof(j->st.error), "%s", err->msg);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static enum error_code add_object(struct job *j, const char *key, const char *etag, uint64_t size)
+{
+	struct preload_object *o;
+
+	if (j->nobjs == j->cap) {
+		size_t cap = j->cap ? j->cap * 2 : 64;
+		struct preload_object *grown = realloc(j->objs, cap * sizeof(*grown));
+
+		if (!grown)
+			return ERR_NOMEM;
+		j->objs = grown;
+		j->cap = cap;
+	}
+	o = &j->objs[j->nobjs];
+	o->key = strdup(key);
+	if (!o->key)
+		return ERR_NOMEM;
+	snprintf(o->etag, sizeof(o->etag), "%s", etag);
+	o->size = size;
+	j->nobjs++;
+	return ERR_OK;
+}
+
+static int listed(const struct store_object *obj, void *arg)
+{
+	struct job *j = arg;
+	const char *prefix = fetch_dataset_describe(j->ds)->prefix;
+	const char *rel = obj->key + strlen(prefix);
+	struct error err;
+	bool stop;
+
+	pthread_mutex_lock(&j->p->mu);
+	stop = j->p->stopping;
+	pthread_mutex_unlock(&j->p->mu);
+	if (stop)
+		return 1;
+	/* "dir/" markers hold no data; a key no client could ask for is
+	 * reported, not fetched. */
+	if (strncmp(obj->key, prefix, strlen(prefix)) != 0 || !*rel ||
+	    (obj->size == 0 && rel[strlen(rel) - 1] == '/'))
+		return 0;
+	if (fetch_check_object_key(prefix, rel, &err) != ERR_OK) {
+		job_error(j, &err);
+		return 0;
+	}
+	return add_object(j, rel, obj->etag, obj->size) == ERR_OK ? 0 : 1;
+}
+
+/* Fills j->objs from the listing or from a HEAD per named object. */
+static enum error_code resolve_objects(struct job *j, struct error *err)
+{
+	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
+	struct store *st = fetch_dataset_store(j->ds);
+	enum error_code rc;
+
+	if (!j->names) {
+		rc = store_list_all(st, d->prefix, listed, j, err);
+		if (rc == ERR_CANCELLED)
+			return error_set(err, ERR_CANCELLED, "listing '%s' stopped", d->source);
+		return rc == ERR_OK ? ERR_OK : error_wrap(err, "list dataset '%s'", d->name);
+	}
+	for (size_t i = 0; i < j->nnames; i++) {
+		struct store_object info;
+		char full[FETCH_KEY_MAX + 1];
+
+		snprintf(full, sizeof(full), "%s%s", d->prefix, j->names[i]);
+		rc = store_head(st, full, &info, err);
+		if (rc != ERR_OK) {
+			error_wrap(err, "dataset '%s' object '%s'", d->name, j->names[i]);
+			job_error(j, err);
+			continue;
+		}
+		rc = add_object(j, j->names[i], info.etag, info.size);
+		store_object_release(&info);
+		if (rc != ERR_OK)
+			return error_set(err, ERR_NOMEM, "preload: out of memory");
+	}
+	return ERR_OK;
+}
+
+/* Hands out the next (object, block); false when none is left. */
+static bool next_block(struct job *j, size_t *obj, uint64_t *block)
+{
+	struct preloader *p = j->p;
+	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
+	bool ok = false;
+
+	pthread_mutex_lock(&p->mu);
+	while (!p->stopping && j->cur_obj < j->nobjs) {
+		const struct preload_object *o = &j->objs[j->cur_obj];
+
+		if (j->cur_block * bs < o->size) {
+			*obj = j->cur_obj;
+			*block = j->cur_block++;
+			ok = true;
+			break;
+		}
+		j->cur_obj++;
+		j->cur_block = 0;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return ok;
+}
+
+static void *fetch_thread(void *arg)
+{
+	struct job *j = arg;
+	struct preloader *p = j->p;
+	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
+	size_t oi;
+	uint64_t bi;
+
+	while (next_block(j, &oi, &bi)) {
+		const struct preload_object *o = &j->objs[oi];
+		uint64_t len = o->size - bi * bs < bs ? o->size - bi * bs : bs;
+		struct error err;
+		bool fetched = false;
+		enum error_code rc;
+
+		rc = fetch_warm(p->f, j->ds, o->key, o->etag, bi, &fetched, &err);
+		if (rc != ERR_OK && rc != ERR_NO_SPACE) {
+			job_error(j, &err);
+			continue;
+		}
+		pthread_mutex_lock(&p->mu);
+		if (rc == ERR_NO_SPACE) {
+			j->st.blocks_skipped++;
+		} else {
+			j->st.blocks_done++;
+			j->st.bytes_done += len;
+			j->st.blocks_fetched += fetched;
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	return NULL;
+}
+
+static void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	struct preloader *p = j->p;
+	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
+	uint64_t blocks = 0, bytes = 0;
+	pthread_t *threads = NULL;
+	unsigned nthreads = 0, want;
+	struct error err;
+	enum error_code rc;
+
+	error_clear(&err);
+	rc = resolve_objects(j, &err);
+	if (rc != ERR_OK)
+		goto out;
+	for (size_t i = 0; i < j->nobjs; i++) {
+		blocks += (j->objs[i].size + bs - 1) / bs;
+		bytes += j->objs[i].size;
+	}
+	pthread_mutex_lock(&p->mu);
+	j->st.objects = j->nobjs;
+	j->st.blocks_total = blocks;
+	j->st.bytes_total = bytes;
+	pthread_mutex_unlock(&p->mu);
+	log_info("preload started", LOG_U("id", j->st.id), LOG_S("dataset", j->st.dataset),
+		 LOG_U("objects", j->nobjs), LOG_U("blocks", blocks), LOG_U("bytes", bytes));
+
+	want = blocks < p->parallelism ? (unsigned)blocks : p->parallelism;
+	threads = calloc(want ? want : 1, sizeof(*threads));
+	if (!threads) {
+		rc = error_set(&err, ERR_NOMEM, "preload: out of memory");
+		goto out;
+	}
+	for (unsigned i = 0; i < want; i++) {
+		if (pthread_create(&threads[i], NULL, fetch_thread, j) != 0)
+			break;
+		nthreads++;
+	}
+	if (want > 0 && nthreads == 0)
+		fetch_thread(j); /* no thread to spare: do it here, one at a time */
+	for (unsigned i = 0; i < nthreads; i++)
+		pthread_join(threads[i], NULL);
+	free(threads);
+out:
+	pthread_mutex_lock(&p->mu);
+	if (rc != ERR_OK && !j->st.error[0])
+		snprintf(j->st.error, sizeof(j->st.error), "%s", err.msg);
+	if (rc == ERR_OK && p->stopping && j->st.blocks_done + j->st.blocks_skipped +
+	    j->st.errors < j->st.blocks_total)
+		snprintf(j->st.error, sizeof(j->st.error), "stopped: the worker is shutting down");
+	j->st.state = rc == ERR_OK && j->st.errors == 0 && !j->st.error[0] ? PRELOAD_DONE
+									    : PRELOAD_FAILED;
+	pthread_mutex_unlock(&p->mu);
+	log_info("preload finished", LOG_U("id", j->st.id), LOG_S("dataset", j->st.dataset),
+		 LOG_S("state", preload_state_name(j->st.state)),
+		 LOG_U("blocks_done", j->st.blocks_done), LOG_U("blocks_fetched", j->st.blocks_fetched),
+		 LOG_U("blocks_skipped", j->st.blocks_skipped), LOG_U("errors", j->st.errors));
+	job_release_work(j);
+	return NULL;
+}
+
+enum error_code preload_new(struct fetcher *f, unsigned parallelism, struct preloader **out,
+			    struct error *err)
+{
+	struct preloader *p;
+
+	*out = NULL;
+	if (parallelism < 1)
+		return error_set(err, ERR_INVALID, "preload: parallelism must be at least 1");
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return error_set(err, ERR_NOMEM, "preload: out of memory");
+	p->f = f;
+	p->parallelism = parallelism;
+	p->next_id = 1;
+	pthread_mutex_init(&p->mu, NULL);
+	*out = p;
+	return ERR_OK;
+}
+
+void preload_free(struct preloader *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = true;
+	pthread_mutex_unlock(&p->mu);
+	/* Job threads only take p->mu briefly, so joining without it is safe;
+	 * the list itself no longer changes (no preload_start after free). */
+	for (struct job *j = p->jobs; j; j = j->next)
+		pthread_join(j->thread, NULL);
+	while (p->jobs) {
+		struct job *j = p->jobs;
+
+		p->jobs = j->next;
+		job_free(j);
+	}
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+/* Joins and frees finished jobs beyond the newest PRELOAD_KEEP_FINISHED.
+ * Called with p->mu held; a finished job's thread has left its last lock. */
+static void prune(struct preloader *p, struct job **freed)
+{
+	size_t finished = 0;
+
+	for (struct job **pp = &p->jobs; *pp;) {
+		struct job *j = *pp;
+
+		if (j->st.state != PRELOAD_RUNNING && ++finished > PRELOAD_KEEP_FINISHED) {
+			*pp = j->next;
+			j->next = *freed;
+			*freed = j;
+			continue;
+		}
+		pp = &j->next;
+	}
+}
+
+enum error_code preload_start(struct preloader *p, const char *dataset,
+			      const char *const *objects, size_t n, uint64_t *id,
+			      struct error *err)
+{
+	struct job *j = NULL, *freed = NULL;
+	enum error_code rc;
+	int e;
+
+	*id = 0;
+	if (n > PRELOAD_MAX_OBJECTS)
+		return error_set(err, ERR_INVALID, "preload: %zu objects named, at most %d per request",
+				 n, PRELOAD_MAX_OBJECTS);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return error_set(err, ERR_NOMEM, "preload: out of memory");
+	j->p = p;
+	rc = fetch_dataset_get(p->f, dataset, &j->ds, err);
+	if (rc != ERR_OK)
+		goto fail;
+	if (objects) {
+		const char *prefix = fetch_dataset_describe(j->ds)->prefix;
+
+		j->names = calloc(n ? n : 1, sizeof(*j->names));
+		if (!j->names) {
+			rc = error_set(err, ERR_NOMEM, "preload: out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++) {
+			rc = fetch_check_object_key(prefix, objects[i], err);
+			if (rc != ERR_OK)
+				goto fail;
+			j->names[i] = strdup(objects[i]);
+			if (!j->names[i]) {
+				rc = error_set(err, ERR_NOMEM, "preload: out of memory");
+				goto fail;
+			}
+			j->nnames++;
+		}
+	}
+	snprintf(j->st.dataset, sizeof(j->st.dataset), "%s", dataset);
+	j->st.state = PRELOAD_RUNNING;
+
+	pthread_mutex_lock(&p->mu);
+	if (p->stopping) {
+		pthread_mutex_unlock(&p->mu);
+		rc = error_set(err, ERR_CANCELLED, "preload: the worker is stopping");
+		goto fail;
+	}
+	j->st.id = p->next_id++;
+	e = pthread_create(&j->thread, NULL, job_thread, j);
+	if (e != 0) {
+		pthread_mutex_unlock(&p->mu);
+		rc = error_set(err, ERR_UNAVAILABLE, "preload: cannot start a thread: %s",
+			       strerror(e));
+		goto fail;
+	}
+	j->next = p->jobs;
+	p->jobs = j;
+	*id = j->st.id;
+	prune(p, &freed);
+	pthread_mutex_unlock(&p->mu);
+	while (freed) {
+		struct job *next = freed->next;
+
+		pthread_join(freed->thread, NULL);
+		job_free(freed);
+		freed = next;
+	}
+	return ERR_OK;
+fail:
+	job_free(j);
+	return rc;
+}
+
+enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,
+			    struct error *err)
+{
+	enum error_code rc = ERR_NOT_FOUND;
+
+	pthread_mutex_lock(&p->mu);
+	for (struct job *j = p->jobs; j; j = j->next) {
+		if (j->st.id == id) {
+			*out = j->st;
+			rc = ERR_OK;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rc != ERR_OK)
+		return error_set(err, rc, "unknown preload job %llu", (unsigned long long)id);
+	return ERR_OK;
+}
+
+void preload_get_totals(struct preloader *p, struct preload_totals *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&p->mu);
+	for (struct job *j = p->jobs; j; j = j->next) {
+		if (j->st.state != PRELOAD_RUNNING)
+			continue;
+		out->running++;
+		out->blocks_done += j->st.blocks_done;
+		out->blocks_total += j->st.blocks_total;
+		out->bytes_done += j->st.bytes_done;
+		out->bytes_total += j->st.bytes_total;
+	}
+	pthread_mutex_unlock(&p->mu);
+}

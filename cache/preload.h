@@ -1,0 +1,76 @@
+/*
+ * preload.h - warm-up jobs: fetch a dataset's blocks into the cache
+ * before the training job reads them.
+ *
+ * A job names a dataset and either a list of objects (relative keys; their
+ * size and ETag come from a HEAD each) or nothing, meaning every object
+ * under the dataset's prefix (one listing). It then makes sure every block
+ * is cached with fetch_warm, `parallelism` blocks at a time, so a preload
+ * shares single flight and the fetch slots with the readers and never
+ * holds blocks in memory the cache refuses (those are counted as skipped).
+ *
+ * Each job runs on its own thread plus its fetch threads; progress is read
+ * with preload_get at any time. Finished jobs are kept for inspection (the
+ * newest PRELOAD_KEEP_FINISHED). Thread-safe; one mutex guards the job list
+ * and every job's counters.
+ */
+#ifndef GRANARY_CACHE_PRELOAD_H
+#define GRANARY_CACHE_PRELOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/fetch.h"
+#include "common/error.h"
+
+#define PRELOAD_KEEP_FINISHED 64
+#define PRELOAD_MAX_OBJECTS 100000  /* objects one request may name */
+
+enum preload_state { PRELOAD_RUNNING = 0, PRELOAD_DONE, PRELOAD_FAILED };
+
+/* "running", "done", "failed". */
+const char *preload_state_name(enum preload_state s);
+
+struct preload_status {
+	uint64_t id;
+	char dataset[FETCH_DATASET_NAME_MAX + 1];
+	enum preload_state state;
+	uint64_t objects;
+	uint64_t blocks_done, blocks_total;   /* done: cached now (present or fetched) */
+	uint64_t bytes_done, bytes_total;
+	uint64_t blocks_fetched;              /* of blocks_done, those fetched by this job */
+	uint64_t blocks_skipped;              /* the cache refused them */
+	uint64_t errors;                      /* blocks or objects that failed */
+	char error[ERROR_MSG_MAX];            /* the first error, "" if none */
+};
+
+/* Sums over the running jobs, for the /metrics gauges. */
+struct preload_totals {
+	uint64_t running;
+	uint64_t blocks_done, blocks_total, bytes_done, bytes_total;
+};
+
+struct preloader;
+
+/* parallelism >= 1: blocks fetched at once per job. */
+enum error_code preload_new(struct fetcher *f, unsigned parallelism, struct preloader **out,
+			    struct error *err);
+/* Stops running jobs after the blocks in progress and joins them. */
+void preload_free(struct preloader *p);
+
+/*
+ * Starts a job. objects NULL (n 0) means the whole dataset. The dataset is
+ * resolved now: ERR_NOT_FOUND "unknown dataset 'x'"; a bad object key is
+ * ERR_INVALID before anything starts. *id identifies the job (from 1).
+ */
+enum error_code preload_start(struct preloader *p, const char *dataset,
+			      const char *const *objects, size_t n, uint64_t *id,
+			      struct error *err);
+
+/* Progress of job id; ERR_NOT_FOUND "unknown preload job 7". */
+enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,
+			    struct error *err);
+
+void preload_get_totals(struct preloader *p, struct preload_totals *out);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * token.h - the cluster token that authenticates data-plane requests.
+ *
+ * Every node shares one secret (a Kubernetes Secret mounted as a file). A
+ * client signs each request with HMAC-SHA256 over
+ *
+ *     METHOD "\n" PATH "\n" QUERY "\n" TIMESTAMP
+ *
+ * where PATH and QUERY are exactly the bytes sent on the request line
+ * (percent-encoded as on the wire, QUERY without the '?', "" when there is
+ * none) and TIMESTAMP is the decimal Unix time in seconds. It sends
+ *
+ *     Authorization: Granary-HMAC ts=<seconds>,sig=<64 lowercase hex>
+ *
+ * and the worker recomputes the signature, compares in constant time and
+ * accepts a timestamp within TOKEN_WINDOW_S of its own clock. The body is
+ * not signed: the data plane runs inside the cluster network, and the token
+ * keeps other tenants' pods out, not a man in the middle.
+ *
+ * A struct token is immutable after token_load_file/token_new and may be
+ * shared by any number of threads. The secret is wiped on token_free and
+ * never appears in messages or logs.
+ */
+#ifndef GRANARY_CACHE_TOKEN_H
+#define GRANARY_CACHE_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define TOKEN_SECRET_MIN 16        /* bytes a secret must have at least */
+#define TOKEN_SECRET_MAX 4096      /* a larger file is not a token */
+#define TOKEN_WINDOW_S 300         /* accepted clock difference, seconds */
+#define TOKEN_SCHEME "Granary-HMAC"
+#define TOKEN_HEADER_MAX 128       /* the Authorization value always fits */
+
+struct token;
+
+/*
+ * Reads the secret from path: the whole file, one trailing "\n" (or
+ * "\r\n") stripped. Refuses a file that group or others may read or write
+ * (ERR_PERMISSION: "token file '/x' is readable by group or others (mode
+ * 0644): chmod 600 it"), one shorter than TOKEN_SECRET_MIN or longer than
+ * TOKEN_SECRET_MAX bytes (ERR_INVALID), a missing one (ERR_NOT_FOUND).
+ * *out is freed with token_free.
+ */
+enum error_code token_load_file(const char *path, struct token **out, struct error *err);
+
+/* Same from memory (tests, and clients that hold the secret already). */
+enum error_code token_new(const void *secret, size_t len, struct token **out,
+			  struct error *err);
+
+void token_free(struct token *tok);
+
+/*
+ * Writes the Authorization header value for a request into out (at least
+ * TOKEN_HEADER_MAX bytes): "Granary-HMAC ts=1700000000,sig=ab12...".
+ * query may be NULL (same as ""). Returns ERR_OK, or ERR_INVALID if out is
+ * too small.
+ */
+enum error_code token_sign(const struct token *tok, const char *method, const char *path,
+			   const char *query, int64_t ts, char *out, size_t size);
+
+/*
+ * Checks an Authorization header value against the request at time now.
+ * ERR_OK when it is valid; ERR_UNAUTHENTICATED when the header is missing
+ * (NULL or "") or malformed; ERR_PERMISSION when the signature does not
+ * match or the timestamp is more than TOKEN_WINDOW_S away from now. err
+ * says which, without echoing the signature.
+ */
+enum error_code token_verify_at(const struct token *tok, const char *method, const char *path,
+				const char *query, const char *header, int64_t now,
+				struct error *err);
+
+/* token_verify_at with the current time. */
+enum error_code token_verify(const struct token *tok, const char *method, const char *path,
+			     const char *query, const char *header, struct error *err);
+
+#endif

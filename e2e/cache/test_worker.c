@@ -1,0 +1,1159 @@
+/*
+ * test_worker.c - granary-worker as a real process (fork/exec of the built
+ * binary, found through $GRANARY_BIN_DIR) on a free loopback port, with a
+ * temp cache directory and token file, against the real S3 server of the
+ * ctest fixture ($GRANARY_S3_DIR/env). The client is libcurl, signing
+ * with token_sign exactly as granary-fuse will.
+ *
+ * Each test starts its own worker on a fresh cache directory; the objects
+ * are put once under a prefix of this run.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/token.h"
+#include "common/retry.h"
+#include "store/store.h"
+
+#define BS (64u << 10)        /* dataset "ds": small blocks, many of them */
+#define BIG_BS (1u << 20)     /* dataset "big": 1 MiB blocks */
+#define SECRET "e2e-cluster-secret-0123456789abcdef"
+#define OTHER_SECRET "some-other-cluster-secret-xyz"
+
+/* The objects, put once per run under prefix. */
+static const struct {
+	const char *key;
+	size_t size;
+} objects[] = {
+	{ "a.bin", 3 * BS + 1000 },            /* short last block */
+	{ "dir/b.bin", 2 * BS },               /* ends on a block boundary */
+	{ "c.bin", 100 },                      /* smaller than a block */
+	{ "dir/with space+plus.bin", BS + 7 }, /* a key that needs escaping */
+	{ "big.bin", 8 * BIG_BS },             /* for dataset "big" */
+};
+#define NOBJ (sizeof(objects) / sizeof(objects[0]))
+#define OBJ_BIG 4
+
+static char endpoint[256], credentials[512], bucket[64] = "granary-e2e";
+static char prefix[64], bin[512];
+static char etags[NOBJ][80];
+static struct token *tok, *other_tok;
+
+struct worker {
+	pid_t pid;
+	int port;
+	char dir[64];       /* temp dir: cache/, token, log */
+	char cache[96];
+	char token_path[96];
+	char log_path[96];
+	char capacity[32];
+};
+
+static struct worker w;
+
+/* --- data ---------------------------------------------------------------- */
+
+static void fill(unsigned char *buf, size_t n, unsigned seed)
+{
+	uint64_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
+static unsigned char *object_data(size_t i)
+{
+	unsigned char *buf = malloc(objects[i].size);
+
+	fill(buf, objects[i].size, (unsigned)i + 1);
+	return buf;
+}
+
+static void read_env(void)
+{
+	const char *dir = getenv("GRANARY_S3_DIR"), *bindir = getenv("GRANARY_BIN_DIR");
+	char path[512], line[1024];
+	FILE *f;
+
+	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
+	ck_assert_msg(bindir != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
+	snprintf(bin, sizeof(bin), "%s/granary-worker", bindir);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(credentials, sizeof(credentials), "%s", line + 23);
+	}
+	fclose(f);
+}
+
+/* Unchecked fixture: runs once, in the parent, before the tests fork. */
+static void put_objects(void)
+{
+	static bool done;
+	struct store_config cfg = { .endpoint = NULL };
+	struct store *st = NULL;
+	struct error err;
+	char uri[128], key[256];
+
+	if (done)
+		return;
+	done = true;
+	read_env();
+	cfg.endpoint = endpoint;
+	cfg.credentials_file = credentials;
+	snprintf(uri, sizeof(uri), "s3://%s", bucket);
+	ck_assert_msg(store_open(uri, &cfg, &st, &err) == ERR_OK, "open: %s", err.msg);
+	snprintf(prefix, sizeof(prefix), "worker-e2e-%d-%ld/", (int)getpid(), (long)time(NULL));
+	for (size_t i = 0; i < NOBJ; i++) {
+		unsigned char *data = object_data(i);
+		struct store_object info;
+
+		snprintf(key, sizeof(key), "%s%s", prefix, objects[i].key);
+		ck_assert_msg(store_put(st, key, data, objects[i].size, &err) == ERR_OK, "put: %s",
+			      err.msg);
+		ck_assert_msg(store_head(st, key, &info, &err) == ERR_OK, "head: %s", err.msg);
+		snprintf(etags[i], sizeof(etags[i]), "%s", info.etag);
+		store_object_release(&info);
+		free(data);
+	}
+	store_free(st);
+	ck_assert_int_eq(token_new(SECRET, strlen(SECRET), &tok, &err), ERR_OK);
+	ck_assert_int_eq(token_new(OTHER_SECRET, strlen(OTHER_SECRET), &other_tok, &err), ERR_OK);
+}
+
+static void free_tokens(void)
+{
+	/* Shared by both test cases; freed at exit. */
+}
+
+/* --- the worker process -------------------------------------------------- */
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static void print_log(void)
+{
+	char line[1024];
+	FILE *f = fopen(w.log_path, "r");
+
+	if (!f)
+		return;
+	fprintf(stderr, "--- %s ---\n", w.log_path);
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+static void http_healthz_wait(void);
+
+static void worker_start(void)
+{
+	char port[16], listen[64];
+	char *argv[48];
+	char wrapper[256];
+	int argc = 0;
+
+	snprintf(wrapper, sizeof(wrapper), "%s",
+		 getenv("GRANARY_TEST_WRAPPER") ? getenv("GRANARY_TEST_WRAPPER") : "");
+
+	w.port = free_port();
+	snprintf(port, sizeof(port), "%d", w.port);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", w.port);
+	/* GRANARY_TEST_WRAPPER="valgrind -q --leak-check=full" runs the
+	 * worker under a tool (words split on spaces). */
+	if (wrapper[0]) {
+		char *save = NULL;
+
+		for (char *t = strtok_r(wrapper, " ", &save); t && argc < 12;
+		     t = strtok_r(NULL, " ", &save))
+			argv[argc++] = t;
+	}
+	argv[argc++] = bin;
+	argv[argc++] = "--listen";
+	argv[argc++] = listen;
+	argv[argc++] = "--cache.dir";
+	argv[argc++] = w.cache;
+	argv[argc++] = "--cache.capacity";
+	argv[argc++] = w.capacity;
+	argv[argc++] = "--cache.block_size";
+	argv[argc++] = "64KiB";
+	argv[argc++] = "--token_file";
+	argv[argc++] = w.token_path;
+	argv[argc++] = "--store.endpoint";
+	argv[argc++] = endpoint;
+	argv[argc++] = "--store.credentials_file";
+	argv[argc++] = credentials;
+	argv[argc++] = "--http.shutdown_grace";
+	argv[argc++] = "5s";
+	argv[argc++] = "--log.level";
+	argv[argc++] = "info";
+	argv[argc] = NULL;
+
+	w.pid = fork();
+	ck_assert_int_ge(w.pid, 0);
+	if (w.pid == 0) {
+		int fd = open(w.log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+		/* The worker must not outlive a test that fails half-way. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	http_healthz_wait();
+}
+
+/* SIGTERM; returns the exit status (or -1 if it did not exit within
+ * 10 s) and the time it took in *ms. */
+static int worker_stop(uint64_t *ms)
+{
+	uint64_t t0 = retry_now_ms();
+	int status = 0;
+
+	kill(w.pid, SIGTERM);
+	for (;;) {
+		pid_t r = waitpid(w.pid, &status, WNOHANG);
+
+		if (r == w.pid)
+			break;
+		if (retry_now_ms() - t0 > 10000) {
+			kill(w.pid, SIGKILL);
+			waitpid(w.pid, &status, 0);
+			w.pid = 0;
+			return -1;
+		}
+		retry_sleep_ms(5);
+	}
+	w.pid = 0;
+	if (ms)
+		*ms = retry_now_ms() - t0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void write_token_file(const char *path, const char *secret)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, secret, strlen(secret)), (ssize_t)strlen(secret));
+	ck_assert_int_eq(write(fd, "\n", 1), 1);
+	close(fd);
+}
+
+/* Checked fixture: a fresh directory and a running worker per test. */
+static void setup_capacity(const char *capacity)
+{
+	snprintf(w.dir, sizeof(w.dir), "/tmp/test_worker_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(w.dir));
+	snprintf(w.cache, sizeof(w.cache), "%s/cache", w.dir);
+	snprintf(w.token_path, sizeof(w.token_path), "%s/token", w.dir);
+	snprintf(w.log_path, sizeof(w.log_path), "%s/worker.log", w.dir);
+	snprintf(w.capacity, sizeof(w.capacity), "%s", capacity);
+	write_token_file(w.token_path, SECRET);
+	worker_start();
+}
+
+static void setup(void)
+{
+	setup_capacity("256MiB");
+}
+
+static void setup_small(void)
+{
+	/* Four 64 KiB blocks with their 4 KiB headers. */
+	setup_capacity("272KiB");
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* Every test ends with a graceful stop, so that each one also checks that
+ * the worker exits 0 at SIGTERM (and, under a wrapper, frees everything). */
+static void teardown(void)
+{
+	int status = 0;
+
+	if (w.pid > 0)
+		status = worker_stop(NULL);
+	if (status != 0)
+		print_log();
+	nftw(w.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	ck_assert_msg(status == 0, "granary-worker exited with status %d at SIGTERM", status);
+}
+
+/* --- the HTTP client ----------------------------------------------------- */
+
+enum auth { AUTH_OK, AUTH_NONE, AUTH_OTHER_SECRET, AUTH_STALE, AUTH_MALFORMED, AUTH_OTHER_QUERY };
+
+struct resp {
+	long status;
+	unsigned char *body;
+	size_t len, cap;
+	char cache[16];          /* X-Granary-Cache */
+	char content_range[96];
+	char allow[64];
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct resp *r = arg;
+
+	if (r->len + size * n + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 64 << 10;
+		unsigned char *grown;
+
+		while (cap < r->len + size * n + 1)
+			cap *= 2;
+		grown = realloc(r->body, cap);
+		if (!grown)
+			return 0;
+		r->body = grown;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, data, size * n);
+	r->len += size * n;
+	r->body[r->len] = '\0';
+	return size * n;
+}
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t size)
+{
+	size_t nl = strlen(name);
+
+	if (n > nl + 1 && strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+		const char *v = line + nl + 1;
+		size_t len = n - nl - 1;
+
+		while (len && (*v == ' '))
+			v++, len--;
+		while (len && (v[len - 1] == '\r' || v[len - 1] == '\n'))
+			len--;
+		snprintf(out, size, "%.*s", (int)len, v);
+	}
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct resp *r = arg;
+
+	header_value(data, size * n, "X-Granary-Cache", r->cache, sizeof(r->cache));
+	header_value(data, size * n, "Content-Range", r->content_range, sizeof(r->content_range));
+	header_value(data, size * n, "Allow", r->allow, sizeof(r->allow));
+	return size * n;
+}
+
+static void resp_free(struct resp *r)
+{
+	free(r->body);
+	memset(r, 0, sizeof(*r));
+}
+
+/*
+ * One request on handle c (NULL: a fresh one). path and query go on the
+ * wire as given and are what is signed.
+ */
+static struct resp request_on(CURL *c, const char *method, const char *path, const char *query,
+			      const char *body, const char *range, enum auth auth)
+{
+	struct resp r = { 0 };
+	struct curl_slist *hdrs = NULL;
+	char url[4096], h[TOKEN_HEADER_MAX + 32], value[TOKEN_HEADER_MAX];
+	int64_t now = (int64_t)time(NULL);
+	bool own = c == NULL;
+	CURLcode rc;
+
+	if (own)
+		c = curl_easy_init();
+	ck_assert_ptr_nonnull(c);
+	curl_easy_reset(c);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s%s%s", w.port, path,
+		 query && *query ? "?" : "", query ? query : "");
+	switch (auth) {
+	case AUTH_OK:
+		token_sign(tok, method, path, query, now, value, sizeof(value));
+		break;
+	case AUTH_OTHER_SECRET:
+		token_sign(other_tok, method, path, query, now, value, sizeof(value));
+		break;
+	case AUTH_STALE:
+		token_sign(tok, method, path, query, now - 1000, value, sizeof(value));
+		break;
+	case AUTH_OTHER_QUERY:
+		token_sign(tok, method, path, "key=c.bin", now, value, sizeof(value));
+		break;
+	case AUTH_MALFORMED:
+		snprintf(value, sizeof(value), "Granary-HMAC ts=%lld", (long long)now);
+		break;
+	case AUTH_NONE:
+		value[0] = '\0';
+		break;
+	}
+	if (value[0]) {
+		snprintf(h, sizeof(h), "Authorization: %s", value);
+		hdrs = curl_slist_append(hdrs, h);
+	}
+	if (range) {
+		snprintf(h, sizeof(h), "Range: %s", range);
+		hdrs = curl_slist_append(hdrs, h);
+	}
+	if (body)
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	rc = curl_easy_perform(c);
+	ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+	curl_slist_free_all(hdrs);
+	if (own)
+		curl_easy_cleanup(c);
+	return r;
+}
+
+static struct resp request(const char *method, const char *path, const char *query,
+			   const char *body, const char *range, enum auth auth)
+{
+	return request_on(NULL, method, path, query, body, range, auth);
+}
+
+static void http_healthz_wait(void)
+{
+	uint64_t deadline = retry_now_ms() + (getenv("GRANARY_TEST_WRAPPER") ? 60000 : 15000);
+	char url[64];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", w.port);
+	for (;;) {
+		CURL *c = curl_easy_init();
+		long status = 0;
+
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 500L);
+		if (curl_easy_perform(c) == CURLE_OK)
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_cleanup(c);
+		if (status == 200)
+			return;
+		if (waitpid(w.pid, NULL, WNOHANG) == w.pid || retry_now_ms() > deadline) {
+			print_log();
+			ck_abort_msg("granary-worker did not answer /healthz on port %d", w.port);
+		}
+		retry_sleep_ms(20);
+	}
+}
+
+/* "key=<escaped>&etag=<escaped>[&readahead=N]" for object i. */
+static void block_query(size_t i, char *out, size_t size, unsigned readahead)
+{
+	char *k = curl_easy_escape(NULL, objects[i].key, 0);
+	char *e = curl_easy_escape(NULL, etags[i], 0);
+
+	if (readahead)
+		snprintf(out, size, "key=%s&etag=%s&readahead=%u", k, e, readahead);
+	else
+		snprintf(out, size, "key=%s&etag=%s", k, e);
+	curl_free(k);
+	curl_free(e);
+}
+
+static struct resp get_block_on(CURL *c, const char *ds, size_t obj, uint64_t index,
+				const char *range)
+{
+	char path[128], query[1024];
+
+	snprintf(path, sizeof(path), "/v1/blocks/%s/%llu", ds, (unsigned long long)index);
+	block_query(obj, query, sizeof(query), 0);
+	return request_on(c, "GET", path, query, NULL, range, AUTH_OK);
+}
+
+static struct resp get_block(const char *ds, size_t obj, uint64_t index, const char *range)
+{
+	return get_block_on(NULL, ds, obj, index, range);
+}
+
+/* Checks a whole-block answer against the source bytes. */
+static void expect_block(const struct resp *r, size_t obj, uint64_t index, uint32_t bs)
+{
+	unsigned char *data = object_data(obj);
+	uint64_t off = index * bs, len = objects[obj].size - off < bs ? objects[obj].size - off : bs;
+
+	ck_assert_msg(r->status == 200, "block %llu of %s: HTTP %ld: %s",
+		      (unsigned long long)index, objects[obj].key, r->status,
+		      r->body ? (char *)r->body : "");
+	ck_assert_uint_eq(r->len, len);
+	ck_assert_msg(memcmp(r->body, data + off, len) == 0, "block %llu of %s differs",
+		      (unsigned long long)index, objects[obj].key);
+	free(data);
+}
+
+static void register_dataset(const char *name, uint32_t bs, const char *policy)
+{
+	char path[128], body[2048];
+	struct resp r;
+
+	snprintf(path, sizeof(path), "/v1/datasets/%s", name);
+	snprintf(body, sizeof(body),
+		 "{\"source\":\"s3://%s/%s\",\"endpoint\":\"%s\",\"credentials_file\":\"%s\","
+		 "\"block_size\":%u,\"policy\":\"%s\"}",
+		 bucket, prefix, endpoint, credentials, bs, policy);
+	r = request("PUT", path, NULL, body, NULL, AUTH_OK);
+	ck_assert_msg(r.status == 201 || r.status == 200, "PUT %s: HTTP %ld: %s", path, r.status,
+		      r.body ? (char *)r.body : "");
+	resp_free(&r);
+}
+
+/* The value of one sample line of /metrics. */
+static uint64_t metric(const char *name)
+{
+	struct resp r = request("GET", "/metrics", NULL, NULL, NULL, AUTH_NONE);
+	char pat[128];
+	const char *p;
+	uint64_t v;
+
+	ck_assert_int_eq(r.status, 200);
+	snprintf(pat, sizeof(pat), "\n%s ", name);
+	p = strstr((char *)r.body, pat);
+	ck_assert_msg(p != NULL, "no metric %s in:\n%s", name, r.body);
+	v = strtoull(p + strlen(pat), NULL, 10);
+	resp_free(&r);
+	return v;
+}
+
+static uint64_t blocks_of(size_t obj, uint32_t bs)
+{
+	return (objects[obj].size + bs - 1) / bs;
+}
+
+/* --- tests --------------------------------------------------------------- */
+
+START_TEST(test_worker_serves_exact_blocks_and_ranges)
+{
+	unsigned char *a = object_data(0);
+	struct resp r;
+
+	register_dataset("ds", BS, "lru");
+	for (size_t i = 0; i < OBJ_BIG; i++) {
+		for (uint64_t b = 0; b < blocks_of(i, BS); b++) {
+			r = get_block("ds", i, b, NULL);
+			expect_block(&r, i, b, BS);
+			ck_assert_str_eq(r.cache, "miss");
+			resp_free(&r);
+			r = get_block("ds", i, b, NULL);
+			expect_block(&r, i, b, BS);
+			ck_assert_str_eq(r.cache, "hit");
+			resp_free(&r);
+		}
+	}
+
+	r = get_block("ds", 0, 0, "bytes=10-99");
+	ck_assert_int_eq(r.status, 206);
+	ck_assert_str_eq(r.content_range, "bytes 10-99/65536");
+	ck_assert_uint_eq(r.len, 90);
+	ck_assert(memcmp(r.body, a + 10, 90) == 0);
+	resp_free(&r);
+	r = get_block("ds", 0, 1, "bytes=-100");
+	ck_assert_int_eq(r.status, 206);
+	ck_assert_str_eq(r.content_range, "bytes 65436-65535/65536");
+	ck_assert(memcmp(r.body, a + 2 * BS - 100, 100) == 0);
+	resp_free(&r);
+	r = get_block("ds", 0, 3, "bytes=900-5000"); /* the short last block: 1000 bytes */
+	ck_assert_int_eq(r.status, 206);
+	ck_assert_str_eq(r.content_range, "bytes 900-999/1000");
+	ck_assert(r.len == 100 && memcmp(r.body, a + 3 * BS + 900, 100) == 0);
+	resp_free(&r);
+
+	r = get_block("ds", 0, 3, "bytes=1000-");
+	ck_assert_int_eq(r.status, 416);
+	ck_assert_str_eq(r.content_range, "bytes */1000");
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "past the end of the block (1000 bytes)"));
+	resp_free(&r);
+	r = get_block("ds", 0, 0, "bytes=9-3");
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "range 'bytes=9-3' is malformed"));
+	resp_free(&r);
+	/* Blocks past the end of the object, on and off a block boundary. */
+	r = get_block("ds", 0, 4, NULL);
+	ck_assert_int_eq(r.status, 416);
+	resp_free(&r);
+	r = get_block("ds", 1, 2, NULL);
+	ck_assert_int_eq(r.status, 416);
+	resp_free(&r);
+	free(a);
+
+	ck_assert_uint_eq(metric("granary_worker_misses_total"), 9);
+	/* Every block twice, then four ranges of cached blocks (one of them 416). */
+	ck_assert_uint_eq(metric("granary_worker_hits_total"), 9 + 4);
+	ck_assert_uint_gt(metric("granary_worker_served_bytes_total"), 2 * (3 * BS + 1000));
+}
+END_TEST
+
+struct reader {
+	pthread_barrier_t *start;
+	int ok;
+	char cache[16];
+};
+
+static void *concurrent_reader(void *arg)
+{
+	struct reader *rd = arg;
+	CURL *c = curl_easy_init();
+	struct resp r;
+	unsigned char *data = object_data(OBJ_BIG);
+
+	pthread_barrier_wait(rd->start);
+	r = get_block_on(c, "big", OBJ_BIG, 2, NULL);
+	rd->ok = r.status == 200 && r.len == BIG_BS && memcmp(r.body, data + 2 * BIG_BS, BIG_BS) == 0;
+	snprintf(rd->cache, sizeof(rd->cache), "%s", r.cache);
+	resp_free(&r);
+	free(data);
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+START_TEST(test_worker_concurrent_readers_of_a_cold_block_cause_one_get)
+{
+	enum { N = 100 };
+	static struct reader rd[N];
+	pthread_t t[N];
+	pthread_barrier_t start;
+	uint64_t before, after, t0;
+	int misses = 0, hits = 0;
+
+	register_dataset("big", BIG_BS, "lru");
+	before = metric("granary_worker_store_requests_total");
+	pthread_barrier_init(&start, NULL, N);
+	t0 = retry_now_ms();
+	for (int i = 0; i < N; i++) {
+		rd[i] = (struct reader){ .start = &start };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, concurrent_reader, &rd[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(rd[i].ok, "reader %d got a wrong answer", i);
+		misses += strcmp(rd[i].cache, "miss") == 0;
+		hits += strcmp(rd[i].cache, "hit") == 0;
+	}
+	pthread_barrier_destroy(&start);
+	after = metric("granary_worker_store_requests_total");
+	fprintf(stderr,
+		"concurrent readers: %d of one cold 1 MiB block in %llu ms: %llu store GET(s), "
+		"%d answered as miss (waited for the fetch), %d as hit\n",
+		N, (unsigned long long)(retry_now_ms() - t0), (unsigned long long)(after - before),
+		misses, hits);
+	ck_assert_uint_eq(after - before, 1);
+	ck_assert_uint_eq(metric("granary_worker_store_fetches_total"), 1);
+	ck_assert_int_eq(misses + hits, N);
+}
+END_TEST
+
+START_TEST(test_worker_restart_keeps_the_cache)
+{
+	struct resp r;
+	uint64_t ms = 0;
+
+	register_dataset("ds", BS, "scan-resistant");
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	ck_assert_str_eq(r.cache, "miss");
+	resp_free(&r);
+	ck_assert_int_eq(worker_stop(&ms), 0);
+
+	worker_start();
+	register_dataset("ds", BS, "scan-resistant");
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	ck_assert_str_eq(r.cache, "hit");
+	resp_free(&r);
+	ck_assert_uint_eq(metric("granary_worker_hits_total"), 1);
+	ck_assert_uint_eq(metric("granary_worker_misses_total"), 0);
+	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 0);
+	ck_assert_uint_eq(metric("granary_worker_blocks"), 1);
+}
+END_TEST
+
+START_TEST(test_worker_sigterm_exits_zero_promptly)
+{
+	CURL *c = curl_easy_init();
+	struct resp r;
+	uint64_t ms = 0;
+	int status;
+
+	/* A keep-alive connection stays open across the stop. */
+	register_dataset("ds", BS, "lru");
+	r = get_block_on(c, "ds", 2, 0, NULL);
+	expect_block(&r, 2, 0, BS);
+	resp_free(&r);
+	status = worker_stop(&ms);
+	curl_easy_cleanup(c);
+	fprintf(stderr, "SIGTERM to exit: %llu ms\n", (unsigned long long)ms);
+	ck_assert_int_eq(status, 0);
+	ck_assert_uint_lt(ms, 2000);
+}
+END_TEST
+
+/* Sums the file sizes under dir, each rounded up to 4 KiB (what the
+ * capacity counts). */
+static uint64_t disk_used;
+
+static int add_size(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_F)
+		disk_used += ((uint64_t)sb->st_size + 4095) / 4096 * 4096;
+	return 0;
+}
+
+START_TEST(test_worker_capacity_is_never_exceeded)
+{
+	const uint64_t capacity = 272u << 10;
+	char blocks[128];
+	struct resp r;
+
+	register_dataset("ds", BS, "lru");
+	snprintf(blocks, sizeof(blocks), "%s/blocks", w.cache);
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < OBJ_BIG; i++) {
+			for (uint64_t b = 0; b < blocks_of(i, BS); b++) {
+				r = get_block("ds", i, b, NULL);
+				expect_block(&r, i, b, BS);
+				resp_free(&r);
+				ck_assert_uint_le(metric("granary_worker_used_bytes"), capacity);
+				disk_used = 0;
+				nftw(blocks, add_size, 16, FTW_PHYS);
+				ck_assert_uint_le(disk_used, capacity);
+			}
+		}
+	}
+	ck_assert_uint_eq(metric("granary_worker_capacity_bytes"), capacity);
+	ck_assert_uint_le(metric("granary_worker_blocks"), 4);
+	ck_assert_uint_gt(metric("granary_worker_evictions_total"), 0);
+}
+END_TEST
+
+static char block_file[512];
+
+static int remember_block(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_F && sb->st_size > 4096)
+		snprintf(block_file, sizeof(block_file), "%s", path);
+	return 0;
+}
+
+START_TEST(test_worker_corrupt_block_is_detected_and_fetched_again)
+{
+	char blocks[128];
+	struct resp r;
+	unsigned char byte;
+	int fd;
+
+	register_dataset("ds", BS, "lru");
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	resp_free(&r);
+	/* Checked once per process: flip a data byte while it is stopped. */
+	ck_assert_int_eq(worker_stop(NULL), 0);
+	snprintf(blocks, sizeof(blocks), "%s/blocks", w.cache);
+	block_file[0] = '\0';
+	nftw(blocks, remember_block, 16, FTW_PHYS);
+	ck_assert_msg(block_file[0], "no block file under %s", blocks);
+	fd = open(block_file, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &byte, 1, 4096 + 1234), 1);
+	byte ^= 0x01;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, 4096 + 1234), 1);
+	close(fd);
+
+	worker_start();
+	register_dataset("ds", BS, "lru");
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	ck_assert_str_eq(r.cache, "miss");
+	resp_free(&r);
+	ck_assert_uint_eq(metric("granary_worker_corrupt_total"), 1);
+	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 1);
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	ck_assert_str_eq(r.cache, "hit");
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_worker_requests_without_the_token_get_no_data)
+{
+	static const struct {
+		enum auth auth;
+		long status;
+		const char *expect;
+	} cases[] = {
+		{ AUTH_NONE, 401, "missing Authorization header" },
+		{ AUTH_MALFORMED, 401, "malformed Authorization header" },
+		{ AUTH_OTHER_SECRET, 403, "signature does not match" },
+		{ AUTH_OTHER_QUERY, 403, "signature does not match" },
+		{ AUTH_STALE, 403, "away from the worker's clock" },
+	};
+	char query[1024];
+	struct resp r;
+
+	register_dataset("ds", BS, "lru");
+	block_query(0, query, sizeof(query), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = request("GET", "/v1/blocks/ds/0", query, NULL, NULL, cases[i].auth);
+		ck_assert_msg(r.status == cases[i].status, "case %zu: HTTP %ld", i, r.status);
+		ck_assert_msg(r.len < 200 && strstr((char *)r.body, cases[i].expect), "case %zu: %s",
+			      i, r.body);
+		ck_assert_str_eq(r.cache, "");
+		resp_free(&r);
+	}
+	/* Even errors say nothing without the token. */
+	r = request("GET", "/v1/blocks/nope/abc", NULL, NULL, NULL, AUTH_NONE);
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
+	r = request("PUT", "/v1/datasets/evil", NULL, "{\"source\":\"s3://granary-e2e/\"}", NULL,
+		    AUTH_OTHER_SECRET);
+	ck_assert_int_eq(r.status, 403);
+	resp_free(&r);
+	r = request("GET", "/v1/datasets/evil", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	/* Nothing was fetched for anyone. */
+	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 0);
+	/* /metrics and /healthz need no token. */
+	r = request("GET", "/healthz", NULL, NULL, NULL, AUTH_NONE);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq((char *)r.body, "ok\n");
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_worker_bad_requests_say_what_is_wrong)
+{
+	static const struct {
+		const char *method, *path, *query;
+		long status;
+		const char *expect;
+	} cases[] = {
+		{ "GET", "/v1/blocks/ds/abc", "key=a.bin&etag=x", 400, "block index 'abc' is not a number" },
+		{ "GET", "/v1/blocks/ds", NULL, 400, "missing block index" },
+		{ "GET", "/v1/blocks/nope/0", "key=a.bin&etag=x", 404, "unknown dataset 'nope'" },
+		{ "GET", "/v1/blocks/ds/0", "etag=x", 400, "missing query parameter 'key'" },
+		{ "GET", "/v1/blocks/ds/0", "key=a.bin", 400, "missing query parameter 'etag'" },
+		{ "GET", "/v1/blocks/ds/0", "key=..%2Fother&etag=x", 400, "'..' segment" },
+		{ "GET", "/v1/blocks/ds/0", "key=a.bin&etag=%zz", 400, "malformed %-escape" },
+		{ "GET", "/v1/blocks/ds/0", "key=a.bin&etag=stale", 404, "a.bin" },
+		{ "GET", "/v1/blocks/ds/0", "key=missing.bin&etag=x", 404, "missing.bin" },
+		{ "GET", "/v1/nothing", NULL, 404, "no such route '/v1/nothing'" },
+		{ "GET", "/nothing", NULL, 404, "no such route" },
+		{ "DELETE", "/v1/blocks/ds/0", NULL, 405, "not allowed" },
+		{ "PUT", "/v1/datasets/x", NULL, 400, "malformed JSON" },
+		{ "GET", "/v1/datasets/bad%20name", NULL, 400, "dataset name 'bad%20name'" },
+		{ "GET", "/v1/preload/99", NULL, 404, "unknown preload job 99" },
+		{ "POST", "/v1/preload/nope", NULL, 404, "unknown dataset 'nope'" },
+	};
+	struct resp r;
+
+	register_dataset("ds", BS, "lru");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = request(cases[i].method, cases[i].path, cases[i].query, NULL, NULL, AUTH_OK);
+		ck_assert_msg(r.status == cases[i].status, "%s %s?%s: HTTP %ld (%s), want %ld",
+			      cases[i].method, cases[i].path, cases[i].query ? cases[i].query : "",
+			      r.status, r.body ? (char *)r.body : "", cases[i].status);
+		ck_assert_msg(r.body && strstr((char *)r.body, cases[i].expect),
+			      "%s %s: '%s' lacks '%s'", cases[i].method, cases[i].path,
+			      r.body ? (char *)r.body : "", cases[i].expect);
+		/* One line of text. */
+		ck_assert_ptr_eq(strchr((char *)r.body, '\n'), (char *)r.body + r.len - 1);
+		if (r.status == 405)
+			ck_assert_str_eq(r.allow, "GET");
+		resp_free(&r);
+	}
+	r = request("PUT", "/v1/datasets/x", NULL, "{\"source\":\"s3://granary-e2e/p\"}", NULL,
+		    AUTH_OK);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "the prefix must end with '/'"));
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_worker_dataset_api_registers_lists_and_removes)
+{
+	char body[2048];
+	struct resp r;
+
+	snprintf(body, sizeof(body),
+		 "{\"source\":\"s3://%s/%s\",\"endpoint\":\"%s\",\"credentials_file\":\"%s\","
+		 "\"block_size\":\"64KiB\",\"pin\":true}",
+		 bucket, prefix, endpoint, credentials);
+	r = request("PUT", "/v1/datasets/ds", NULL, body, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 201);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "\"block_size\":65536"));
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "\"pin\":true"));
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "\"policy\":\"scan-resistant\""));
+	resp_free(&r);
+	r = request("PUT", "/v1/datasets/ds", NULL, body, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 200);
+	resp_free(&r);
+	register_dataset("other", BS, "lru");
+	r = request("GET", "/v1/datasets", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_msg(strstr((char *)r.body, "{\"datasets\":[{\"name\":\"ds\",") &&
+			      strstr((char *)r.body, "\"name\":\"other\""),
+		      "%s", r.body);
+	resp_free(&r);
+	ck_assert_uint_eq(metric("granary_worker_datasets"), 2);
+
+	r = get_block("ds", 0, 0, NULL);
+	expect_block(&r, 0, 0, BS);
+	resp_free(&r);
+	r = request("DELETE", "/v1/datasets/ds", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq((char *)r.body, "{\"name\":\"ds\",\"dropped_blocks\":1}");
+	resp_free(&r);
+	r = get_block("ds", 0, 0, NULL);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_str_eq((char *)r.body, "unknown dataset 'ds'\n");
+	resp_free(&r);
+	r = request("DELETE", "/v1/datasets/ds", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+}
+END_TEST
+
+/* The number after "name": in a JSON text (flat objects only). */
+static long long json_num(const char *json, const char *name)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(json, pat);
+	ck_assert_msg(p != NULL, "no %s in %s", name, json);
+	return strtoll(p + strlen(pat), NULL, 10);
+}
+
+START_TEST(test_worker_preload_reports_progress_then_reads_hit)
+{
+	uint64_t total = 0, requests;
+	uint64_t deadline = retry_now_ms() + 60000;
+	char *status = NULL;
+	long long id;
+	struct resp r;
+
+	for (size_t i = 0; i < OBJ_BIG; i++)
+		total += blocks_of(i, BS);
+	total += blocks_of(OBJ_BIG, BS);
+	register_dataset("ds", BS, "lru");
+	r = request("POST", "/v1/preload/ds", NULL, "{}", NULL, AUTH_OK);
+	ck_assert_msg(r.status == 202, "HTTP %ld: %s", r.status, r.body);
+	id = json_num((char *)r.body, "id");
+	ck_assert_int_ge(id, 1);
+	resp_free(&r);
+	for (;;) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/v1/preload/%lld", id);
+		r = request("GET", path, NULL, NULL, NULL, AUTH_OK);
+		ck_assert_int_eq(r.status, 200);
+		/* blocks_total is 0 until the listing is in. */
+		ck_assert(json_num((char *)r.body, "blocks_total") == 0 ||
+			  json_num((char *)r.body, "blocks_done") <=
+				  json_num((char *)r.body, "blocks_total"));
+		if (!strstr((char *)r.body, "\"state\":\"running\"") || retry_now_ms() > deadline) {
+			status = strdup((char *)r.body);
+			resp_free(&r);
+			break;
+		}
+		resp_free(&r);
+		retry_sleep_ms(20);
+	}
+	fprintf(stderr, "preload: %s\n", status);
+	ck_assert_msg(strstr(status, "\"state\":\"done\""), "%s", status);
+	ck_assert_int_eq(json_num(status, "blocks_total"), (long long)total);
+	ck_assert_int_eq(json_num(status, "blocks_done"), (long long)total);
+	ck_assert_int_eq(json_num(status, "errors"), 0);
+	ck_assert_int_eq(json_num(status, "bytes_done"), json_num(status, "bytes_total"));
+	free(status);
+
+	requests = metric("granary_worker_store_requests_total");
+	for (size_t i = 0; i < OBJ_BIG; i++) {
+		for (uint64_t b = 0; b < blocks_of(i, BS); b++) {
+			r = get_block("ds", i, b, NULL);
+			expect_block(&r, i, b, BS);
+			ck_assert_msg(strcmp(r.cache, "hit") == 0, "%s block %llu: %s",
+				      objects[i].key, (unsigned long long)b, r.cache);
+			resp_free(&r);
+		}
+	}
+	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), requests);
+	ck_assert_uint_eq(metric("granary_worker_preload_jobs_running"), 0);
+}
+END_TEST
+
+START_TEST(test_worker_readahead_warms_the_next_blocks)
+{
+	char query[1024];
+	struct resp r;
+	uint64_t deadline = retry_now_ms() + 20000;
+
+	register_dataset("big", BIG_BS, "lru");
+	block_query(OBJ_BIG, query, sizeof(query), 4);
+	r = request("GET", "/v1/blocks/big/0", query, NULL, NULL, AUTH_OK);
+	expect_block(&r, OBJ_BIG, 0, BIG_BS);
+	resp_free(&r);
+	while (metric("granary_worker_readahead_fetched_total") < 4 && retry_now_ms() < deadline)
+		retry_sleep_ms(20);
+	ck_assert_uint_eq(metric("granary_worker_readahead_fetched_total"), 4);
+	for (uint64_t b = 1; b <= 4; b++) {
+		r = get_block("big", OBJ_BIG, b, NULL);
+		expect_block(&r, OBJ_BIG, b, BIG_BS);
+		ck_assert_str_eq(r.cache, "hit");
+		resp_free(&r);
+	}
+}
+END_TEST
+
+struct hot_reader {
+	uint64_t deadline;
+	uint64_t bytes;
+	int ok;
+};
+
+static void *hot_reader(void *arg)
+{
+	struct hot_reader *hr = arg;
+	CURL *c = curl_easy_init();
+
+	hr->ok = 1;
+	while (retry_now_ms() < hr->deadline) {
+		struct resp r = get_block_on(c, "big", OBJ_BIG, hr->bytes / BIG_BS % 8, NULL);
+
+		hr->ok &= r.status == 200 && r.len == BIG_BS;
+		hr->bytes += r.len;
+		resp_free(&r);
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+/* Not a benchmark (the machine is shared and small): it reports the rate
+ * of warm 1 MiB block reads over keep-alive connections, sendfile path. */
+START_TEST(test_worker_warm_block_throughput_is_reported)
+{
+	enum { N = 4 };
+	struct hot_reader hr[N];
+	pthread_t t[N];
+	uint64_t total = 0, t0;
+	struct resp r;
+
+	register_dataset("big", BIG_BS, "lru");
+	for (uint64_t b = 0; b < 8; b++) {
+		r = get_block("big", OBJ_BIG, b, NULL);
+		expect_block(&r, OBJ_BIG, b, BIG_BS);
+		resp_free(&r);
+	}
+	t0 = retry_now_ms();
+	for (int i = 0; i < N; i++) {
+		hr[i] = (struct hot_reader){ .deadline = t0 + 2000 };
+		pthread_create(&t[i], NULL, hot_reader, &hr[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert(hr[i].ok);
+		total += hr[i].bytes;
+	}
+	fprintf(stderr, "warm 1 MiB blocks, %d keep-alive clients: %.0f MB/s (%.1f GB in %.1f s)\n",
+		N, (double)total / 1e6 / ((double)(retry_now_ms() - t0) / 1000),
+		(double)total / 1e9, (double)(retry_now_ms() - t0) / 1000);
+	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 8);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("worker");
+	TCase *tc = tcase_create("worker");
+	TCase *small = tcase_create("small cache");
+	SRunner *sr;
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	tcase_add_unchecked_fixture(tc, put_objects, free_tokens);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_worker_serves_exact_blocks_and_ranges);
+	tcase_add_test(tc, test_worker_concurrent_readers_of_a_cold_block_cause_one_get);
+	tcase_add_test(tc, test_worker_restart_keeps_the_cache);
+	tcase_add_test(tc, test_worker_sigterm_exits_zero_promptly);
+	tcase_add_test(tc, test_worker_corrupt_block_is_detected_and_fetched_again);
+	tcase_add_test(tc, test_worker_requests_without_the_token_get_no_data);
+	tcase_add_test(tc, test_worker_bad_requests_say_what_is_wrong);
+	tcase_add_test(tc, test_worker_dataset_api_registers_lists_and_removes);
+	tcase_add_test(tc, test_worker_preload_reports_progress_then_reads_hit);
+	tcase_add_test(tc, test_worker_readahead_warms_the_next_blocks);
+	tcase_add_test(tc, test_worker_warm_block_throughput_is_reported);
+	suite_add_tcase(s, tc);
+
+	tcase_add_unchecked_fixture(small, put_objects, free_tokens);
+	tcase_add_checked_fixture(small, setup_small, teardown);
+	tcase_set_timeout(small, 120);
+	tcase_add_test(small, test_worker_capacity_is_never_exceeded);
+	suite_add_tcase(s, small);
+
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	curl_global_cleanup();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

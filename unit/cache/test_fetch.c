@@ -1,0 +1,575 @@
+/*
+ * test_fetch.c - the dataset registry and the miss path against a file://
+ * store and a real blockstore in a temp dir: bytes, the short last block,
+ * single flight, admission refusals served from memory, corrupt blocks
+ * fetched again, If-Match, read-ahead.
+ */
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/fetch.h"
+#include "common/log.h"
+#include "common/retry.h"
+#include "unit/check_main.h"
+
+#define BS (64u << 10) /* the smallest block size keeps the files small */
+#define BIG_SIZE (3 * BS + 1000)
+
+static char base[64], data_dir[96], cache_dir[96];
+static struct blockstore *bs;
+static struct fetcher *f;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void fill(unsigned char *buf, size_t n, unsigned seed)
+{
+	uint64_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
+static void write_object(const char *key, size_t size, unsigned seed)
+{
+	char path[256];
+	unsigned char *buf = malloc(size ? size : 1);
+	FILE *fp;
+
+	fill(buf, size, seed);
+	snprintf(path, sizeof(path), "%s/ds/%s", data_dir, key);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite(buf, 1, size, fp), size);
+	fclose(fp);
+	free(buf);
+}
+
+static void open_cache(uint64_t capacity)
+{
+	struct error err;
+
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								       .capacity = capacity,
+								       .block_size = BS },
+					 &bs, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
+							    .threads = 2, .readahead_max = 8 },
+				   &f, &err),
+			 ERR_OK);
+}
+
+static void close_cache(void)
+{
+	fetch_free(f);
+	blockstore_free(bs);
+	f = NULL;
+	bs = NULL;
+}
+
+static void register_ds(const char *name, enum blockstore_policy policy, bool pin)
+{
+	char source[160];
+	struct error err;
+
+	snprintf(source, sizeof(source), "file://%s/ds/", data_dir);
+	ck_assert_msg(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = name,
+										.source = source,
+										.block_size = BS,
+										.policy = policy,
+										.pin = pin },
+					     NULL, &err) == ERR_OK,
+		      "register: %s", err.msg);
+}
+
+static void setup(void)
+{
+	char path[160];
+
+	snprintf(base, sizeof(base), "/tmp/test_fetch_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(data_dir, sizeof(data_dir), "%s/data", base);
+	snprintf(cache_dir, sizeof(cache_dir), "%s/cache", base);
+	ck_assert_int_eq(mkdir(data_dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/ds", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/ds/sub", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/outside", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	write_object("big.bin", BIG_SIZE, 1);
+	write_object("sub/exact.bin", 2 * BS, 2);
+	write_object("empty", 0, 3);
+	open_cache(64u << 20);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+}
+
+static void teardown(void)
+{
+	close_cache();
+	nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct fetch_dataset *get_ds(const char *name)
+{
+	struct fetch_dataset *ds = NULL;
+	struct error err;
+
+	ck_assert_msg(fetch_dataset_get(f, name, &ds, &err) == ERR_OK, "%s", err.msg);
+	return ds;
+}
+
+static void etag_of(struct fetch_dataset *ds, const char *key, char *etag)
+{
+	struct store_object info;
+	char full[256];
+	struct error err;
+
+	snprintf(full, sizeof(full), "%s%s", fetch_dataset_describe(ds)->prefix, key);
+	ck_assert_int_eq(store_head(fetch_dataset_store(ds), full, &info, &err), ERR_OK);
+	snprintf(etag, 80, "%s", info.etag);
+	store_object_release(&info);
+}
+
+/* The bytes of a result, whichever kind it is, into a malloc'd buffer. */
+static unsigned char *result_bytes(const struct fetch_result *r, uint64_t *len)
+{
+	unsigned char *buf;
+
+	*len = fetch_result_length(r);
+	buf = malloc(*len ? *len : 1);
+	if (r->ref) {
+		ck_assert_int_eq(pread(blockstore_ref_fd(r->ref), buf, *len,
+				       (off_t)blockstore_ref_offset(r->ref)),
+				 (ssize_t)*len);
+	} else {
+		ck_assert_ptr_nonnull(r->buf);
+		memcpy(buf, fetch_result_data(r), *len);
+	}
+	return buf;
+}
+
+/* Checks block index of an object written with seed and size. */
+static void expect_block(const struct fetch_result *r, size_t size, unsigned seed, uint64_t index)
+{
+	unsigned char *want = malloc(size ? size : 1), *got;
+	uint64_t len, wlen = size - index * BS < BS ? size - index * BS : BS;
+
+	fill(want, size, seed);
+	got = result_bytes(r, &len);
+	ck_assert_uint_eq(len, wlen);
+	ck_assert_msg(memcmp(got, want + index * BS, len) == 0, "block %llu differs",
+		      (unsigned long long)index);
+	free(got);
+	free(want);
+}
+
+static uint64_t store_requests(void)
+{
+	struct fetch_stats st;
+
+	fetch_get_stats(f, &st);
+	return st.store_requests;
+}
+
+START_TEST(test_fetch_miss_then_hit_with_exact_bytes_and_short_last_block)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "big.bin", etag);
+	for (uint64_t i = 0; i < 4; i++) {
+		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, i, 0, &r, &err), ERR_OK);
+		ck_assert(!r.hit);
+		ck_assert_ptr_nonnull(r.ref);
+		expect_block(&r, BIG_SIZE, 1, i);
+		fetch_result_release(f, &r);
+	}
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 3, 0, &r, &err), ERR_OK);
+	ck_assert(r.hit);
+	ck_assert_uint_eq(fetch_result_length(&r), 1000);
+	expect_block(&r, BIG_SIZE, 1, 3);
+	fetch_result_release(f, &r);
+
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.hits, 1);
+	ck_assert_uint_eq(st.misses, 4);
+	ck_assert_uint_eq(st.fetches, 4);
+	ck_assert_uint_eq(st.store_bytes, BIG_SIZE);
+	ck_assert_uint_eq(st.store_requests, 4 + 1 /* the head above */);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_block_past_the_end_is_out_of_range)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 4, 0, &r, &err), ERR_RANGE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dataset 'ds' object 'big.bin' block 4"));
+	/* Exactly at the end of an object whose size is a multiple of a block. */
+	etag_of(ds, "sub/exact.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "sub/exact.bin", etag, 2, 0, &r, &err), ERR_RANGE);
+	ck_assert_int_eq(fetch_block(f, ds, "sub/exact.bin", etag, UINT64_MAX, 0, &r, &err),
+			 ERR_RANGE);
+	/* An empty object has one empty block. */
+	etag_of(ds, "empty", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "empty", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert_uint_eq(fetch_result_length(&r), 0);
+	fetch_result_release(f, &r);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_refuses_bad_keys_missing_etag_and_changed_objects)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "../outside/x", etag, 0, 0, &r, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'..' segment"));
+	ck_assert_int_eq(fetch_block(f, ds, "/big.bin", etag, 0, 0, &r, &err), ERR_INVALID);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", "", 0, 0, &r, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "etag is required"));
+	ck_assert_int_eq(fetch_block(f, ds, "nothere", "x", 0, 0, &r, &err), ERR_NOT_FOUND);
+	/* The object was replaced since the listing: its old version is gone. */
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", "0123456789abcdef", 0, 0, &r, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "changed"));
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+struct reader {
+	struct fetch_dataset *ds;
+	const char *etag;
+	int ok;
+};
+
+static void *read_block0(void *arg)
+{
+	struct reader *rd = arg;
+	struct fetch_result r;
+	struct error err;
+	unsigned char *want = malloc(BS), *got;
+	uint64_t len;
+
+	if (fetch_block(f, rd->ds, "big.bin", rd->etag, 0, 0, &r, &err) != ERR_OK) {
+		free(want);
+		return NULL;
+	}
+	fill(want, BS, 1); /* block 0 of seed 1 is the first BS bytes */
+	got = result_bytes(&r, &len);
+	rd->ok = len == BS && memcmp(got, want, BS) == 0;
+	free(got);
+	free(want);
+	fetch_result_release(f, &r);
+	return NULL;
+}
+
+START_TEST(test_fetch_concurrent_readers_of_a_cold_block_make_one_fetch)
+{
+	enum { N = 32 };
+	struct fetch_dataset *ds = get_ds("ds");
+	struct reader rd[N];
+	pthread_t t[N];
+	struct fetch_stats st;
+	char etag[80];
+	uint64_t before;
+
+	etag_of(ds, "big.bin", etag);
+	before = store_requests();
+	for (int i = 0; i < N; i++) {
+		rd[i] = (struct reader){ .ds = ds, .etag = etag };
+		pthread_create(&t[i], NULL, read_block0, &rd[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(rd[i].ok, "reader %d got wrong bytes", i);
+	}
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.fetches, 1);
+	ck_assert_uint_eq(st.store_requests - before, 1);
+	ck_assert_uint_eq(st.hits + st.misses, N);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_refused_block_is_served_from_memory)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+
+	/* Room for one block, held by a pinned dataset: the next cannot get in. */
+	close_cache();
+	open_cache(BS + 2 * BLOCKSTORE_HEADER_SIZE);
+	register_ds("ds", BLOCKSTORE_LRU, true);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert_ptr_nonnull(r.ref);
+	fetch_result_release(f, &r);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+	ck_assert_ptr_null(r.ref);
+	ck_assert_ptr_nonnull(r.buf);
+	expect_block(&r, BIG_SIZE, 1, 1);
+	fetch_result_release(f, &r);
+	/* A warm-up does not fetch what the cache will not keep. */
+	ck_assert_int_eq(fetch_warm(f, ds, "big.bin", etag, 2, NULL, &err), ERR_NO_SPACE);
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.not_admitted, 1);
+	ck_assert_uint_eq(st.fetches, 2);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_corrupt_block_is_fetched_again)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	struct fetch_stats st;
+	struct blockstore_stats bst;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	char etag[80], full[256], path[512];
+	struct error err;
+	int fd;
+	unsigned char byte;
+
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	snprintf(full, sizeof(full), "%sbig.bin", fetch_dataset_describe(ds)->prefix);
+	blockstore_key_hash(&(struct block_key){ .endpoint = "",
+						 .bucket = fetch_dataset_describe(ds)->bucket,
+						 .object = full,
+						 .etag = etag,
+						 .block_size = BS,
+						 .index = 1 },
+			    hash);
+	fetch_dataset_put(f, ds);
+	/* A block is verified once per process: flip a data byte between runs. */
+	close_cache();
+	blockstore_block_path(cache_dir, hash, path, sizeof(path));
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &byte, 1, BLOCKSTORE_HEADER_SIZE + 100), 1);
+	byte ^= 0x5a;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, BLOCKSTORE_HEADER_SIZE + 100), 1);
+	close(fd);
+
+	open_cache(64u << 20);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+	ds = get_ds("ds");
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+	ck_assert(!r.hit);
+	expect_block(&r, BIG_SIZE, 1, 1);
+	fetch_result_release(f, &r);
+	fetch_get_stats(f, &st);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(st.corrupt_refetched, 1);
+	ck_assert_uint_eq(st.fetches, 1);
+	ck_assert_uint_eq(bst.corrupt, 1);
+	/* And the fresh copy is good from now on. */
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+	ck_assert(r.hit);
+	fetch_result_release(f, &r);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_readahead_fetches_the_next_blocks)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+	uint64_t deadline = retry_now_ms() + 10000;
+
+	etag_of(ds, "big.bin", etag);
+	/* Asks for 8 more; the object has 3, and the first past its end stops
+	 * the rest. */
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 8, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	do {
+		fetch_get_stats(f, &st);
+		if (st.readahead_fetched == 3)
+			break;
+		retry_sleep_ms(5);
+	} while (retry_now_ms() < deadline);
+	ck_assert_uint_eq(st.readahead_fetched, 3);
+	ck_assert_uint_eq(st.readahead_queued, 8);
+	for (uint64_t i = 1; i < 4; i++) {
+		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, i, 0, &r, &err), ERR_OK);
+		ck_assert_msg(r.hit, "block %llu was not read ahead", (unsigned long long)i);
+		expect_block(&r, BIG_SIZE, 1, i);
+		fetch_result_release(f, &r);
+	}
+	/* The short last block asks for no read-ahead at all. */
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 3, 8, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.readahead_queued, 8);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+START_TEST(test_fetch_registry_register_replace_list_remove)
+{
+	struct fetch_dataset **list = NULL, *held, *ds;
+	char source[160];
+	size_t n;
+	bool created = true;
+	struct error err;
+	uint64_t dropped = 9;
+
+	snprintf(source, sizeof(source), "file://%s/ds/", data_dir);
+	/* The same definition again changes nothing. */
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "ds",
+										   .source = source,
+										   .block_size = BS },
+						&created, &err),
+			 ERR_OK);
+	ck_assert(!created);
+	held = get_ds("ds");
+	/* A new definition replaces it; the held one stays usable. */
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "ds",
+										   .source = source,
+										   .block_size = 2 * BS,
+										   .pin = true },
+						&created, &err),
+			 ERR_OK);
+	ck_assert(!created);
+	ds = get_ds("ds");
+	ck_assert_uint_eq(fetch_dataset_describe(ds)->block_size, 2 * BS);
+	ck_assert(fetch_dataset_describe(ds)->pin);
+	ck_assert_uint_eq(fetch_dataset_describe(held)->block_size, BS);
+	ck_assert_str_eq(fetch_dataset_describe(held)->key_endpoint, "");
+	fetch_dataset_put(f, held);
+	fetch_dataset_put(f, ds);
+
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "a-first",
+										   .source = source,
+										   .block_size = BS },
+						&created, &err),
+			 ERR_OK);
+	ck_assert(created);
+	ck_assert_int_eq(fetch_dataset_list(f, &list, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(fetch_dataset_describe(list[0])->name, "a-first");
+	ck_assert_str_eq(fetch_dataset_describe(list[1])->name, "ds");
+	fetch_dataset_list_free(f, list, n);
+
+	ck_assert_int_eq(fetch_dataset_unregister(f, "a-first", &dropped, &err), ERR_OK);
+	ck_assert_uint_eq(dropped, 0);
+	ck_assert_int_eq(fetch_dataset_unregister(f, "a-first", NULL, &err), ERR_NOT_FOUND);
+	ck_assert_str_eq(err.msg, "unknown dataset 'a-first'");
+	ck_assert_int_eq(fetch_dataset_get(f, "a-first", &ds, &err), ERR_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_fetch_registry_refuses_bad_definitions)
+{
+	static const struct {
+		const char *name, *source;
+		uint64_t block_size;
+		const char *expect;
+	} bad[] = {
+		{ "bad name", "s3://bucket/p/", BS, "dataset name 'bad name'" },
+		{ "ds", "s3://bucket/p", BS, "the prefix must end with '/'" },
+		{ "ds", "ftp://bucket/p/", BS, "dataset 'ds': source" },
+		{ "ds", "s3://Bad_Bucket/", BS, "dataset 'ds'" },
+		{ "ds", "s3://bucket/", 3 * BS, "block_size must be a power of two" },
+		{ "ds", "s3://bucket/", 32u << 10, "block_size" },
+	};
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(fetch_dataset_register(f,
+						     &(struct fetch_dataset_config){
+							     .name = bad[i].name,
+							     .source = bad[i].source,
+							     .block_size = bad[i].block_size },
+						     NULL, &err) == ERR_INVALID,
+			      "%s accepted", bad[i].source);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "'%s' lacks '%s'", err.msg,
+			      bad[i].expect);
+	}
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){
+							   .name = "creds",
+							   .source = "s3://bucket/",
+							   .store = { .credentials_file = "/nonexistent/creds" },
+							   .block_size = BS },
+						NULL, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dataset 'creds'"));
+}
+END_TEST
+
+START_TEST(test_fetch_cancel_refuses_misses_but_serves_hits)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	fetch_cancel(f);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_CANCELLED);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert(r.hit);
+	fetch_result_release(f, &r);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("fetch");
+	TCase *tc = tcase_create("core");
+
+	log_set_level(LOG_LEVEL_WARN);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_fetch_miss_then_hit_with_exact_bytes_and_short_last_block);
+	tcase_add_test(tc, test_fetch_block_past_the_end_is_out_of_range);
+	tcase_add_test(tc, test_fetch_refuses_bad_keys_missing_etag_and_changed_objects);
+	tcase_add_test(tc, test_fetch_concurrent_readers_of_a_cold_block_make_one_fetch);
+	tcase_add_test(tc, test_fetch_refused_block_is_served_from_memory);
+	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
+	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
+	tcase_add_test(tc, test_fetch_registry_register_replace_list_remove);
+	tcase_add_test(tc, test_fetch_registry_refuses_bad_definitions);
+	tcase_add_test(tc, test_fetch_cancel_refuses_misses_but_serves_hits);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

@@ -1,0 +1,404 @@
+/*
+ * test_http.c - the worker's request parsers, without a server: routes,
+ * numbers, query parameters, Range headers, and the JSON bodies of the
+ * dataset and preload calls.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/http.h"
+#include "unit/check_main.h"
+
+static struct worker_http_route route(const char *method, const char *path, enum error_code want)
+{
+	struct worker_http_route r;
+	struct error err;
+	enum error_code rc = worker_http_route_parse(method, path, &r, &err);
+
+	ck_assert_msg(rc == want, "%s %s: got %s (%s), want %s", method, path,
+		      error_code_name(rc), rc ? err.msg : "", error_code_name(want));
+	return r;
+}
+
+START_TEST(test_http_routes_known_paths)
+{
+	struct worker_http_route r;
+
+	r = route("GET", "/v1/blocks/imagenet-1k/42", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_BLOCK);
+	ck_assert_str_eq(r.dataset, "imagenet-1k");
+	ck_assert_uint_eq(r.number, 42);
+	ck_assert(r.method_allowed && r.needs_token);
+
+	r = route("GET", "/v1/blocks/ds/18446744073709551615", ERR_OK);
+	ck_assert_uint_eq(r.number, UINT64_MAX);
+
+	r = route("GET", "/v1/datasets", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_DATASETS);
+	r = route("PUT", "/v1/datasets/coco_2017.v2", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_DATASET);
+	ck_assert_str_eq(r.dataset, "coco_2017.v2");
+	ck_assert(r.method_allowed);
+	r = route("DELETE", "/v1/datasets/x", ERR_OK);
+	ck_assert(r.method_allowed);
+
+	r = route("POST", "/v1/preload/ds", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_PRELOAD_START);
+	ck_assert_str_eq(r.dataset, "ds");
+	r = route("GET", "/v1/preload/17", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_PRELOAD_STATUS);
+	ck_assert_uint_eq(r.number, 17);
+
+	r = route("GET", "/metrics", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_METRICS);
+	ck_assert(!r.needs_token);
+	r = route("GET", "/healthz", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_HEALTHZ);
+	ck_assert(!r.needs_token);
+	r = route("HEAD", "/healthz", ERR_OK);
+	ck_assert(r.method_allowed);
+	r = route("HEAD", "/v1/datasets/x", ERR_OK);
+	ck_assert(r.method_allowed);
+}
+END_TEST
+
+START_TEST(test_http_wrong_method_is_routed_but_not_allowed)
+{
+	struct worker_http_route r;
+
+	r = route("PUT", "/v1/blocks/ds/1", ERR_OK);
+	ck_assert(!r.method_allowed);
+	ck_assert_str_eq(r.allow, "GET");
+	r = route("POST", "/v1/datasets/ds", ERR_OK);
+	ck_assert(!r.method_allowed);
+	ck_assert_str_eq(r.allow, "GET, PUT, DELETE");
+	r = route("DELETE", "/v1/preload/3", ERR_OK);
+	ck_assert(!r.method_allowed);
+	r = route("POST", "/metrics", ERR_OK);
+	ck_assert(!r.method_allowed);
+	/* A method name that only contains an allowed one is not it. */
+	r = route("GETX", "/healthz", ERR_OK);
+	ck_assert(!r.method_allowed);
+}
+END_TEST
+
+START_TEST(test_http_unknown_paths_are_not_found)
+{
+	static const char *const paths[] = {
+		"/", "/v1", "/v1/", "/v2/blocks/ds/1", "/v1/block/ds/1", "/v1/blocks/ds/1/extra",
+		"/metrics/", "/healthz/x", "/v1/datasets/a/b", "/v1/preload", "//v1/datasets",
+		"http://h/v1/datasets", "",
+	};
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		route("GET", paths[i], ERR_NOT_FOUND);
+		worker_http_route_parse("GET", paths[i], &(struct worker_http_route){ 0 }, &err);
+		ck_assert_ptr_nonnull(strstr(err.msg, "no such route"));
+	}
+}
+END_TEST
+
+START_TEST(test_http_malformed_parts_say_what_is_wrong)
+{
+	static const struct {
+		const char *method, *path, *expect;
+	} cases[] = {
+		{ "GET", "/v1/blocks/ds/abc", "block index 'abc' is not a number" },
+		{ "GET", "/v1/blocks/ds/-1", "block index '-1' is not a number" },
+		{ "GET", "/v1/blocks/ds/+1", "block index '+1' is not a number" },
+		{ "GET", "/v1/blocks/ds/18446744073709551616", "is not a number" },
+		{ "GET", "/v1/blocks/ds/", "block index '' is not a number" },
+		{ "GET", "/v1/blocks/ds", "missing block index" },
+		{ "GET", "/v1/blocks/a%20b/1", "dataset name 'a%20b'" },
+		{ "GET", "/v1/blocks/.hidden/1", "not start with '.'" },
+		{ "GET", "/v1/blocks//1", "dataset name is empty" },
+		{ "PUT", "/v1/datasets/", "dataset name is empty" },
+		{ "PUT", "/v1/datasets/a..b?", "dataset name 'a..b?'" },
+		{ "GET", "/v1/datasets/"
+			 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		  "longer than 63" },
+		{ "GET", "/v1/preload/x1", "preload id 'x1' is not a number" },
+		{ "POST", "/v1/preload/bad name", "dataset name 'bad name'" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct worker_http_route r;
+		struct error err;
+
+		ck_assert_msg(worker_http_route_parse(cases[i].method, cases[i].path, &r, &err) ==
+				      ERR_INVALID,
+			      "%s accepted", cases[i].path);
+		ck_assert_msg(strstr(err.msg, cases[i].expect), "%s: '%s' lacks '%s'", cases[i].path,
+			      err.msg, cases[i].expect);
+	}
+}
+END_TEST
+
+START_TEST(test_http_query_decodes_and_refuses_bad_escapes)
+{
+	char out[64];
+	bool found;
+	struct error err;
+
+	ck_assert_int_eq(worker_http_query_get("key=train%2Fa%20b.rec&etag=x", "key", out,
+					       sizeof(out), &found, &err), ERR_OK);
+	ck_assert(found);
+	ck_assert_str_eq(out, "train/a b.rec");
+	ck_assert_int_eq(worker_http_query_get("a=1&key=x+y&b", "key", out, sizeof(out), &found,
+					       &err), ERR_OK);
+	ck_assert_str_eq(out, "x y");
+	ck_assert_int_eq(worker_http_query_get("keys=1&akey=2", "key", out, sizeof(out), &found,
+					       &err), ERR_OK);
+	ck_assert(!found);
+	ck_assert_int_eq(worker_http_query_get("", "key", out, sizeof(out), &found, &err), ERR_OK);
+	ck_assert(!found);
+	ck_assert_int_eq(worker_http_query_get("key", "key", out, sizeof(out), &found, &err), ERR_OK);
+	ck_assert(found);
+	ck_assert_str_eq(out, "");
+	ck_assert_int_eq(worker_http_query_get("key=%2", "key", out, sizeof(out), &found, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "malformed %-escape"));
+	ck_assert_int_eq(worker_http_query_get("key=%zz", "key", out, sizeof(out), &found, &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(worker_http_query_get("key=a%00b", "key", out, sizeof(out), &found, &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(worker_http_query_get("key=a&key=b", "key", out, sizeof(out), &found,
+					       &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "given twice"));
+	ck_assert_int_eq(worker_http_query_get("key=0123456789", "key", out, 8, &found, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "longer than 7 bytes"));
+}
+END_TEST
+
+START_TEST(test_http_block_query_requires_key_and_etag)
+{
+	struct worker_http_block_query q;
+	struct error err;
+
+	ck_assert_int_eq(worker_http_parse_block_query("key=a%2Fb&etag=%22e1%22&readahead=4", &q,
+						       &err), ERR_OK);
+	ck_assert_str_eq(q.key, "a/b");
+	ck_assert_str_eq(q.etag, "\"e1\"");
+	ck_assert_uint_eq(q.readahead, 4);
+	ck_assert_int_eq(worker_http_parse_block_query("etag=e", &q, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "missing query parameter 'key'"));
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=", &q, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "missing query parameter 'etag'"));
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&readahead=x", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "readahead 'x' is not a number"));
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&readahead=257", &q, &err),
+			 ERR_INVALID);
+}
+END_TEST
+
+/* Parses and resolves h against a block of length; returns the code. */
+static enum error_code range(const char *h, uint64_t length, uint64_t *off, uint64_t *len,
+			     struct error *err)
+{
+	struct worker_http_range r;
+	enum error_code rc = worker_http_range_parse(h, &r, err);
+
+	if (rc != ERR_OK)
+		return rc;
+	return worker_http_range_resolve(&r, h, length, off, len, err);
+}
+
+START_TEST(test_http_range_forms_resolve_against_the_block)
+{
+	static const struct {
+		const char *h;
+		uint64_t length, off, len;
+	} ok[] = {
+		{ NULL, 100, 0, 100 },         { "", 100, 0, 100 },
+		{ "bytes=0-99", 100, 0, 100 }, { "bytes=10-19", 100, 10, 10 },
+		{ "bytes=10-10", 100, 10, 1 }, { "bytes=90-500", 100, 90, 10 },
+		{ "bytes=90-", 100, 90, 10 },  { "bytes=-10", 100, 90, 10 },
+		{ "bytes=-1000", 100, 0, 100 }, { "Bytes=0-0", 100, 0, 1 },
+		{ NULL, 0, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		uint64_t off = 99, len = 99;
+		struct error err;
+
+		ck_assert_msg(range(ok[i].h, ok[i].length, &off, &len, &err) == ERR_OK, "%s: %s",
+			      ok[i].h ? ok[i].h : "(none)", err.msg);
+		ck_assert_msg(off == ok[i].off && len == ok[i].len, "%s: off %llu len %llu",
+			      ok[i].h ? ok[i].h : "(none)", (unsigned long long)off,
+			      (unsigned long long)len);
+	}
+}
+END_TEST
+
+START_TEST(test_http_range_past_the_end_is_out_of_range)
+{
+	static const char *const past[] = { "bytes=100-", "bytes=100-200", "bytes=5000-6000",
+					    "bytes=-0" };
+	uint64_t off, len;
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(past) / sizeof(past[0]); i++) {
+		ck_assert_msg(range(past[i], 100, &off, &len, &err) == ERR_RANGE, "%s", past[i]);
+		ck_assert_ptr_nonnull(strstr(err.msg, "past the end of the block (100 bytes)"));
+	}
+	ck_assert_int_eq(range("bytes=0-0", 0, &off, &len, &err), ERR_RANGE);
+	ck_assert_int_eq(range("bytes=-5", 0, &off, &len, &err), ERR_RANGE);
+}
+END_TEST
+
+START_TEST(test_http_malformed_range_is_invalid)
+{
+	static const char *const bad[] = {
+		"bytes=9-3", "bytes=", "bytes=-", "bytes=a-b", "bytes=1-2,4-5", "bits=0-1",
+		"bytes 0-1", "bytes=0-1 ", "bytes= 0-1", "bytes=+1-2", "bytes=1--2",
+		"bytes=99999999999999999999-", "bytes=--1",
+	};
+	struct worker_http_range r;
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(worker_http_range_parse(bad[i], &r, &err) == ERR_INVALID,
+			      "'%s' accepted", bad[i]);
+		ck_assert_msg(strstr(err.msg, "is malformed"), "%s: %s", bad[i], err.msg);
+	}
+	worker_http_range_parse("bytes=9-3", &r, &err);
+	ck_assert_ptr_nonnull(strstr(err.msg, "range 'bytes=9-3' is malformed"));
+	worker_http_range_parse("bytes=1-2,4-5", &r, &err);
+	ck_assert_ptr_nonnull(strstr(err.msg, "only one range"));
+}
+END_TEST
+
+START_TEST(test_http_dataset_body_full_and_minimal)
+{
+	static const char full[] = "{\"source\":\"s3://bucket/train/\",\"endpoint\":\"http://127.0.0.1:7070\","
+				   "\"region\":\"eu-west-1\",\"credentials_file\":\"/etc/granary/creds\","
+				   "\"block_size\":1048576,\"policy\":\"lru\",\"pin\":true}";
+	static const char minimal[] =
+		"{\"source\":\"s3://b/\",\"block_size\":\"4MiB\",\"policy\":\"scan-resistant\"}";
+	struct worker_http_dataset_body b;
+	struct error err;
+
+	ck_assert_int_eq(worker_http_parse_dataset_body(full, strlen(full), &b, &err), ERR_OK);
+	ck_assert_str_eq(b.source, "s3://bucket/train/");
+	ck_assert(b.has_endpoint && b.has_region && b.has_credentials_file);
+	ck_assert_str_eq(b.endpoint, "http://127.0.0.1:7070");
+	ck_assert_str_eq(b.region, "eu-west-1");
+	ck_assert_str_eq(b.credentials_file, "/etc/granary/creds");
+	ck_assert(b.has_block_size && b.block_size == 1048576);
+	ck_assert(b.has_policy && b.policy == BLOCKSTORE_LRU);
+	ck_assert(b.has_pin && b.pin);
+
+	ck_assert_int_eq(worker_http_parse_dataset_body(minimal, strlen(minimal), &b, &err), ERR_OK);
+	ck_assert_uint_eq(b.block_size, 4u << 20);
+	ck_assert_int_eq(b.policy, BLOCKSTORE_SCAN_RESISTANT);
+	ck_assert(!b.has_endpoint && !b.has_pin);
+}
+END_TEST
+
+START_TEST(test_http_dataset_body_refuses_naming_the_field)
+{
+	static const struct {
+		const char *body, *expect;
+	} bad[] = {
+		{ "", "malformed JSON" },
+		{ "{", "malformed JSON at line 1" },
+		{ "[]", "must be a JSON object" },
+		{ "{}", "field 'source' is required" },
+		{ "{\"source\":\"\"}", "field 'source' is required" },
+		{ "{\"source\":3}", "field 'source' must be a string" },
+		{ "{\"source\":\"s3://b/\",\"pin\":\"yes\"}", "field 'pin' must be true or false" },
+		{ "{\"source\":\"s3://b/\",\"policy\":\"fifo\"}", "field 'policy'" },
+		{ "{\"source\":\"s3://b/\",\"block_size\":-1}", "field 'block_size'" },
+		{ "{\"source\":\"s3://b/\",\"block_size\":\"big\"}", "field 'block_size': 'big'" },
+		{ "{\"source\":\"s3://b/\",\"colour\":1}", "unknown field 'colour'" },
+		{ "{\"source\":\"s3://a/\",\"source\":\"s3://b/\"}", "malformed JSON" },
+		{ "{\"source\":\"s3://a/\\u0000x\"}", "NUL" },
+	};
+	struct worker_http_dataset_body b;
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(worker_http_parse_dataset_body(bad[i].body, strlen(bad[i].body), &b,
+							     &err) == ERR_INVALID,
+			      "'%s' accepted", bad[i].body);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "'%s': '%s' lacks '%s'", bad[i].body,
+			      err.msg, bad[i].expect);
+	}
+}
+END_TEST
+
+START_TEST(test_http_preload_body_lists_objects_or_means_all)
+{
+	char **objs = NULL;
+	size_t n = 99;
+	struct error err;
+	const char *two = "{\"objects\":[\"a/1.rec\",\"b.rec\"]}";
+
+	ck_assert_int_eq(worker_http_parse_preload_body(two, strlen(two), &objs, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(objs[0], "a/1.rec");
+	ck_assert_str_eq(objs[1], "b.rec");
+	worker_http_free_objects(objs, n);
+
+	ck_assert_int_eq(worker_http_parse_preload_body("{}", 2, &objs, &n, &err), ERR_OK);
+	ck_assert_ptr_null(objs);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(worker_http_parse_preload_body(NULL, 0, &objs, &n, &err), ERR_OK);
+	ck_assert_ptr_null(objs);
+
+	ck_assert_int_eq(worker_http_parse_preload_body("{\"objects\":\"a\"}", 15, &objs, &n, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "must be an array"));
+	ck_assert_int_eq(worker_http_parse_preload_body("{\"objects\":[\"a\",1]}", 19, &objs, &n,
+							&err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "item 1 must be a string"));
+	ck_assert_int_eq(worker_http_parse_preload_body("{\"all\":true}", 12, &objs, &n, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "unknown field 'all'"));
+}
+END_TEST
+
+START_TEST(test_http_dataset_names_and_object_keys)
+{
+	static const char *const good_keys[] = { "a", "dir/file.rec", "a b/c+d", "x..y", ".hidden",
+						 "unicod\xc3\xa9" };
+	static const char *const bad_keys[] = { "", "/abs", "a//b", "a/./b", "../x", "a/..",
+						"a/", "tab\there" };
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(good_keys) / sizeof(good_keys[0]); i++)
+		ck_assert_msg(fetch_check_object_key("train/", good_keys[i], &err) == ERR_OK, "%s: %s",
+			      good_keys[i], err.msg);
+	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++)
+		ck_assert_msg(fetch_check_object_key("train/", bad_keys[i], &err) == ERR_INVALID,
+			      "'%s' accepted", bad_keys[i]);
+	ck_assert_int_eq(fetch_check_dataset_name("imagenet-1k_v2.0", &err), ERR_OK);
+	ck_assert_int_eq(fetch_check_dataset_name("a/b", &err), ERR_INVALID);
+	ck_assert_int_eq(fetch_check_dataset_name("", &err), ERR_INVALID);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("http");
+	TCase *tc = tcase_create("parsers");
+
+	tcase_add_test(tc, test_http_routes_known_paths);
+	tcase_add_test(tc, test_http_wrong_method_is_routed_but_not_allowed);
+	tcase_add_test(tc, test_http_unknown_paths_are_not_found);
+	tcase_add_test(tc, test_http_malformed_parts_say_what_is_wrong);
+	tcase_add_test(tc, test_http_query_decodes_and_refuses_bad_escapes);
+	tcase_add_test(tc, test_http_block_query_requires_key_and_etag);
+	tcase_add_test(tc, test_http_range_forms_resolve_against_the_block);
+	tcase_add_test(tc, test_http_range_past_the_end_is_out_of_range);
+	tcase_add_test(tc, test_http_malformed_range_is_invalid);
+	tcase_add_test(tc, test_http_dataset_body_full_and_minimal);
+	tcase_add_test(tc, test_http_dataset_body_refuses_naming_the_field);
+	tcase_add_test(tc, test_http_preload_body_lists_objects_or_means_all);
+	tcase_add_test(tc, test_http_dataset_names_and_object_keys);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
