@@ -25,6 +25,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1830,4 +1831,96 @@ void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out)
 	out->reserved = bs->reserved;
 	out->capacity = bs->capacity;
 	pthread_mutex_unlock(&bs->mu);
+}
+
+/* --- short-circuit readers --- */
+
+static bool span_is(struct span sp, const char *s)
+{
+	size_t n = strlen(s);
+
+	return sp.n == n && memcmp(sp.p, s, n) == 0;
+}
+
+enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
+				     uint64_t *data_len, uint64_t *data_xxh,
+				     struct error *err)
+{
+	uint8_t hash[BLOCKSTORE_HASH_LEN], *h = NULL;
+	struct header_info info;
+	char path[PATH_MAX];
+	struct stat st;
+	const char *why = NULL;
+	int f = -1;
+
+	*fd = -1;
+	blockstore_key_hash(key, hash);
+	blockstore_block_path(dir, hash, path, sizeof(path));
+	f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0) {
+		if (errno == ENOENT)
+			return ERR_NOT_FOUND;
+		return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
+				 strerror(errno));
+	}
+	h = malloc(BLOCKSTORE_HEADER_SIZE);
+	if (!h) {
+		close(f);
+		return error_set(err, ERR_NOMEM, "read cached block '%s': out of memory", path);
+	}
+	if (pread_full(f, h, BLOCKSTORE_HEADER_SIZE, 0) != BLOCKSTORE_HEADER_SIZE)
+		why = "short header";
+	else
+		why = header_parse(h, &info);
+	if (!why && !(span_is(info.str[1], key->endpoint ? key->endpoint : "") &&
+		      span_is(info.str[2], key->bucket) && span_is(info.str[3], key->etag) &&
+		      span_is(info.str[4], key->object) && info.block_size == key->block_size &&
+		      info.index == key->index))
+		why = "header names another block";
+	if (!why && (fstat(f, &st) != 0 ||
+		     (uint64_t)st.st_size != BLOCKSTORE_HEADER_SIZE + info.data_len))
+		why = "wrong file size";
+	free(h);
+	if (why) {
+		close(f);
+		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
+	}
+	*fd = f;
+	*data_len = info.data_len;
+	*data_xxh = info.data_xxh;
+	return ERR_OK;
+}
+
+enum error_code blockstore_file_data_xxh(int fd, uint64_t data_len, uint64_t *out,
+					 struct error *err)
+{
+	XXH3_state_t *state = XXH3_createState();
+	const size_t chunk = 1u << 20;
+	char *buf = malloc(chunk);
+	enum error_code rc = ERR_OK;
+	uint64_t done = 0;
+
+	if (!state || !buf) {
+		rc = error_set(err, ERR_NOMEM, "hash cached block: out of memory");
+		goto out;
+	}
+	XXH3_64bits_reset(state);
+	while (done < data_len) {
+		size_t want = data_len - done < chunk ? (size_t)(data_len - done) : chunk;
+		ssize_t n = pread_full(fd, buf, want, BLOCKSTORE_HEADER_SIZE + done);
+
+		if (n != (ssize_t)want) {
+			rc = error_set(err, ERR_IO, "hash cached block: %s",
+				       n < 0 ? strerror(errno) : "file shorter than its header says");
+			goto out;
+		}
+		XXH3_64bits_update(state, buf, want);
+		done += want;
+	}
+	*out = XXH3_64bits_digest(state);
+out:
+	free(buf);
+	if (state)
+		XXH3_freeState(state);
+	return rc;
 }

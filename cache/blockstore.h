@@ -190,4 +190,21 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
 
 void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out);
 
+/*
+ * For short-circuit readers in other processes (granary-fuse on the node,
+ * docs/cache-layout.md): opens the block file of key under dir read-only
+ * and checks its header and size against key. ERR_NOT_FOUND when there is
+ * no such block or the file does not check out (a miss: the reader asks
+ * the worker; it never removes or writes the file). On ERR_OK *fd is open
+ * (close it after the read), the data starts at BLOCKSTORE_HEADER_SIZE and
+ * has *data_len bytes whose XXH3-64 is *data_xxh.
+ */
+enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
+				     uint64_t *data_len, uint64_t *data_xxh,
+				     struct error *err);
+
+/* XXH3-64 of the data of an open block file (see blockstore_file_open). */
+enum error_code blockstore_file_data_xxh(int fd, uint64_t data_len, uint64_t *out,
+					 struct error *err);
+
 #endif

@@ -98,6 +98,21 @@ static double now_s(void)
 
 /* --- names and keys ------------------------------------------------------ */
 
+/* The endpoint in block keys names the service, as the store resolves it,
+ * so that two spellings of "the default" share blocks. */
+char *fetch_key_endpoint(const char *scheme, const char *endpoint, const char *region)
+{
+	char *out = NULL;
+
+	if (strcmp(scheme, "file") == 0)
+		return strdup("");
+	if (endpoint && *endpoint)
+		return strdup(endpoint);
+	if (asprintf(&out, "https://s3.%s.amazonaws.com", region && *region ? region : "us-east-1") < 0)
+		return NULL;
+	return out;
+}
+
 enum error_code fetch_check_dataset_name(const char *name, struct error *err)
 {
 	size_t len = name ? strlen(name) : 0;
@@ -214,14 +229,7 @@ static enum error_code dataset_new(const struct fetch_dataset_config *cfg,
 	ds->endpoint = dup_or_empty(cfg->store.endpoint);
 	ds->region = strdup(region);
 	ds->credentials_file = dup_or_empty(cfg->store.credentials_file);
-	/* The endpoint in block keys names the service, as the store resolves
-	 * it, so that two spellings of "the default" share blocks. */
-	if (strcmp(scheme, "file") == 0)
-		ds->key_endpoint = strdup("");
-	else if (cfg->store.endpoint && *cfg->store.endpoint)
-		ds->key_endpoint = strdup(cfg->store.endpoint);
-	else if (asprintf(&ds->key_endpoint, "https://s3.%s.amazonaws.com", region) < 0)
-		ds->key_endpoint = NULL;
+	ds->key_endpoint = fetch_key_endpoint(scheme, cfg->store.endpoint, region);
 	if (!ds->name || !ds->source || !ds->endpoint || !ds->region || !ds->credentials_file ||
 	    !ds->key_endpoint) {
 		rc = error_set(err, ERR_NOMEM, "dataset '%s': out of memory", cfg->name);

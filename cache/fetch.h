@@ -126,6 +126,14 @@ void fetch_free(struct fetcher *f);
  */
 void fetch_cancel(struct fetcher *f);
 
+/*
+ * The endpoint string that block keys carry for a dataset: "" for file://,
+ * else the configured endpoint, else the AWS endpoint of the region. Every
+ * process that keys blocks (the worker, granary-fuse's short-circuit and
+ * placement) must use this one function. malloc'd; NULL when out of memory.
+ */
+char *fetch_key_endpoint(const char *scheme, const char *endpoint, const char *region);
+
 /* Dataset names: 1..63 of letters, digits, '.', '-', '_', not starting with
  * '.'. ERR_INVALID: "dataset name 'a b': may only hold ...". */
 enum error_code fetch_check_dataset_name(const char *name, struct error *err);

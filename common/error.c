@@ -98,6 +98,44 @@ int error_to_grpc(enum error_code code)
 	return valid(code) ? codes[code].grpc : 2 /* UNKNOWN */;
 }
 
+enum error_code error_from_grpc(int status)
+{
+	switch (status) {
+	case 0:
+		return ERR_OK;
+	case 1: /* CANCELLED */
+		return ERR_CANCELLED;
+	case 3: /* INVALID_ARGUMENT */
+		return ERR_INVALID;
+	case 4: /* DEADLINE_EXCEEDED */
+		return ERR_TIMEOUT;
+	case 5: /* NOT_FOUND */
+		return ERR_NOT_FOUND;
+	case 6: /* ALREADY_EXISTS */
+		return ERR_EXISTS;
+	case 7: /* PERMISSION_DENIED */
+		return ERR_PERMISSION;
+	case 8: /* RESOURCE_EXHAUSTED */
+		return ERR_NO_SPACE;
+	case 9: /* FAILED_PRECONDITION */
+		return ERR_READ_ONLY;
+	case 10: /* ABORTED: a conflict; trying again may succeed */
+		return ERR_UNAVAILABLE;
+	case 11: /* OUT_OF_RANGE */
+		return ERR_RANGE;
+	case 12: /* UNIMPLEMENTED */
+		return ERR_UNSUPPORTED;
+	case 14: /* UNAVAILABLE */
+		return ERR_UNAVAILABLE;
+	case 15: /* DATA_LOSS */
+		return ERR_IO;
+	case 16: /* UNAUTHENTICATED */
+		return ERR_UNAUTHENTICATED;
+	default: /* 2 UNKNOWN, 13 INTERNAL, numbers we do not know */
+		return ERR_INTERNAL;
+	}
+}
+
 int error_to_http(enum error_code code)
 {
 	return valid(code) ? codes[code].http : 500;

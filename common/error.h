@@ -80,6 +80,18 @@ enum error_code error_from_errno(int errnum);
  */
 int error_to_grpc(enum error_code code);
 
+/*
+ * The reverse, for a gRPC client: maps a status number received from a peer
+ * (or made by the gRPC library: 14 UNAVAILABLE for a refused connection, 4
+ * DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED for an oversized message) back to
+ * our code. error_from_grpc(error_to_grpc(c)) == c for every code that has
+ * a gRPC status of its own; where two codes share one status the more
+ * general wins (13 -> ERR_INTERNAL, 8 -> ERR_NO_SPACE). Statuses we never
+ * send map to their nearest meaning: 2 UNKNOWN -> ERR_INTERNAL, 10 ABORTED
+ * -> ERR_UNAVAILABLE, 15 DATA_LOSS -> ERR_IO; anything else ERR_INTERNAL.
+ */
+enum error_code error_from_grpc(int status);
+
 /* HTTP status for a data-plane answer (400, 401, 403, 404, 416, 503 ...). */
 int error_to_http(enum error_code code);
 

@@ -4,12 +4,14 @@
  * Standalone (source = s3://bucket/prefix/ or file:///dir): lists the
  * source itself, builds the namespace snapshot and reads blocks through its
  * own cache directory. With meta (dataset = NAME): loads the dataset's
- * snapshot from granary-meta once and reads blocks from the node's cache
- * directory, then the owning worker, then the object store.
+ * definition and snapshot from granary-meta once, follows the worker list,
+ * and reads blocks from the node's cache directory, then the owning worker
+ * (rendezvous hashing), then the object store.
  *
  * Exits 0 after a clean unmount (SIGTERM/SIGINT unmount first), 1 when the
  * mount cannot be set up (the message says why), 2 for bad settings.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +25,10 @@
 #include "fuse/ll.h"
 #include "fuse/mount_settings.h"
 #include "fuse/mountfs.h"
+#include "fuse/placement.h"
 #include "fuse/reader.h"
 #include "fuse/sources.h"
+#include "meta/meta_client.h"
 #include "meta/snapshot.h"
 #include "store/store.h"
 
@@ -32,9 +36,22 @@
 struct mount {
 	struct store *store;
 	struct snapshot *snap;
+	/* standalone */
 	struct blockstore *bs;
 	struct fetcher *fetcher;
 	struct source_cache_ctx cache;
+	/* with meta */
+	struct meta_client *meta;
+	struct placement *placement;
+	struct token *token;
+	char *key_endpoint, *bucket;
+	struct source_cluster_ctx cluster;
+	pthread_t refresher;
+	bool refresher_running;
+	pthread_mutex_t stop_mu;
+	pthread_cond_t stop_cv;
+	bool stopping;              /* protected by stop_mu */
+	uint64_t refresh_ms;
 	struct reader *reader;
 	struct mountfs *fs;
 };
@@ -42,14 +59,15 @@ struct mount {
 /* Name given to a standalone dataset: it only labels logs and cache blocks. */
 #define STANDALONE_NAME "standalone"
 
-static enum error_code open_source(const struct mount_settings *s, struct mount *m,
-				   struct error *err)
+/* Opens the store of a dataset URI on its bucket with the given settings. */
+static enum error_code open_store_of(const char *uri, const struct store_config *cfg,
+				     struct store **out, char **bucket_out, char **prefix_out,
+				     char **scheme_out, struct error *err)
 {
 	char *scheme = NULL, *bucket = NULL, *prefix = NULL, *root = NULL;
-	struct store_config cfg;
 	enum error_code rc;
 
-	rc = store_uri_parse(s->source, &scheme, &bucket, &prefix, err);
+	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (asprintf(&root, "%s://%s", scheme, bucket) < 0) {
@@ -57,18 +75,178 @@ static enum error_code open_source(const struct mount_settings *s, struct mount 
 		rc = error_set(err, ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	store_settings_to_config(&s->store, &cfg);
-	rc = store_open(root, &cfg, &m->store, err);
-	if (rc != ERR_OK)
-		goto out;
-	rc = snapshot_build_from_store(m->store, prefix, STANDALONE_NAME, s->source, 1, &m->snap, err);
-	if (rc != ERR_OK)
-		error_wrap(err, "list '%s'", s->source);
+	rc = store_open(root, cfg, out, err);
 out:
+	free(root);
+	if (bucket_out && rc == ERR_OK)
+		*bucket_out = bucket, bucket = NULL;
+	if (prefix_out && rc == ERR_OK)
+		*prefix_out = prefix, prefix = NULL;
+	if (scheme_out && rc == ERR_OK)
+		*scheme_out = scheme, scheme = NULL;
 	free(scheme);
 	free(bucket);
 	free(prefix);
-	free(root);
+	return rc;
+}
+
+static enum error_code open_source(const struct mount_settings *s, struct mount *m,
+				   struct error *err)
+{
+	struct store_config cfg;
+	char *prefix = NULL;
+	enum error_code rc;
+
+	store_settings_to_config(&s->store, &cfg);
+	rc = open_store_of(s->source, &cfg, &m->store, NULL, &prefix, NULL, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = snapshot_build_from_store(m->store, prefix, STANDALONE_NAME, s->source, 1, &m->snap, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "list '%s'", s->source);
+	free(prefix);
+	return rc;
+}
+
+/* Reads the live workers from meta into the placement table. */
+static enum error_code refresh_workers(struct mount *m, struct error *err)
+{
+	Granary__V1__ListWorkersReply *reply = NULL;
+	struct placement_worker *w = NULL;
+	enum error_code rc;
+
+	rc = meta_client_list_workers(m->meta, &reply, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (reply->version != placement_version(m->placement) || placement_count(m->placement) == 0) {
+		w = calloc(reply->n_workers ? reply->n_workers : 1, sizeof(*w));
+		if (!w) {
+			rc = error_set(err, ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < reply->n_workers; i++)
+			w[i] = (struct placement_worker){ reply->workers[i]->id, reply->workers[i]->address };
+		rc = placement_update(m->placement, w, reply->n_workers, reply->version, err);
+		if (rc == ERR_OK)
+			log_info("worker membership", LOG_U("version", reply->version),
+				 LOG_U("workers", reply->n_workers));
+	}
+out:
+	free(w);
+	granary__v1__list_workers_reply__free_unpacked(reply, NULL);
+	return rc;
+}
+
+/* Membership follows meta; while meta is away the last list is kept and
+ * reads go on (to the store when a listed worker is gone). */
+static void *refresher(void *arg)
+{
+	struct mount *m = arg;
+	struct error err;
+
+	pthread_mutex_lock(&m->stop_mu);
+	while (!m->stopping) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)(m->refresh_ms / 1000);
+		until.tv_nsec += (long)(m->refresh_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
+		if (m->stopping)
+			break;
+		pthread_mutex_unlock(&m->stop_mu);
+		if (refresh_workers(m, &err) != ERR_OK)
+			log_warn("cannot refresh the worker list; keeping the last one",
+				 LOG_S("cause", err.msg));
+		pthread_mutex_lock(&m->stop_mu);
+	}
+	pthread_mutex_unlock(&m->stop_mu);
+	return NULL;
+}
+
+/*
+ * With meta: the dataset's definition and snapshot from meta, once; blocks
+ * from the node's cache directory, the owner worker, then the store.
+ */
+static enum error_code open_dataset(const struct mount_settings *s, struct mount *m,
+				    struct reader_config *rcfg, struct error *err)
+{
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000 };
+	Granary__V1__Dataset *ds = NULL;
+	struct store_config cfg;
+	char *prefix = NULL, *scheme = NULL;
+	uint64_t block_size;
+	enum error_code rc;
+
+	rc = meta_client_new(s->meta_address, &opt, &m->meta, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = meta_client_get(m->meta, s->dataset, &ds, err);
+	if (rc != ERR_OK)
+		return error_wrap(err, "dataset '%s'", s->dataset);
+	if (!ds->spec || ds->generation == 0) {
+		rc = error_set(err, ERR_UNAVAILABLE, "dataset '%s' is still being registered; try again",
+			       s->dataset);
+		goto out;
+	}
+	rc = meta_client_fetch_snapshot(m->meta, s->dataset, 0, &m->snap, NULL, err);
+	if (rc != ERR_OK)
+		goto out;
+	/* The spec says where the data is; this node's settings say how to
+	 * reach it (credentials from the node-stage secret, timeouts). */
+	store_settings_to_config(&s->store, &cfg);
+	if (*ds->spec->endpoint)
+		cfg.endpoint = ds->spec->endpoint;
+	if (*ds->spec->region)
+		cfg.region = ds->spec->region;
+	rc = open_store_of(ds->spec->source_uri, &cfg, &m->store, &m->bucket, &prefix, &scheme, err);
+	if (rc != ERR_OK)
+		goto out;
+	block_size = ds->spec->options && ds->spec->options->block_size ? ds->spec->options->block_size
+									 : s->cache_block_size;
+	m->key_endpoint = fetch_key_endpoint(scheme, ds->spec->endpoint, cfg.region);
+	if (!m->key_endpoint) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	rc = token_load_file(s->token_file, &m->token, err);
+	if (rc != ERR_OK)
+		goto out;
+	rc = placement_new(&m->placement, err);
+	if (rc == ERR_OK)
+		rc = refresh_workers(m, err);
+	if (rc != ERR_OK)
+		goto out;
+	m->cluster = (struct source_cluster_ctx){
+		.cache_dir = s->cache_dir,
+		.dataset = s->dataset,
+		.key_endpoint = m->key_endpoint,
+		.bucket = m->bucket,
+		.block_size = (uint32_t)block_size,
+		.prefix_len = strlen(prefix),
+		.placement = m->placement,
+		.token = m->token,
+		.connect_timeout_ms = s->worker_timeout_ms,
+		.timeout_ms = s->worker_request_timeout_ms,
+	};
+	rc = source_cluster_init(&m->cluster, err);
+	if (rc != ERR_OK)
+		goto out;
+	rcfg->block_size = (uint32_t)block_size;
+	rcfg->sources[rcfg->nsources++] = source_local(&m->cluster);
+	rcfg->sources[rcfg->nsources++] = source_peer(&m->cluster);
+	m->refresh_ms = s->membership_refresh_ms;
+	if (pthread_create(&m->refresher, NULL, refresher, m) == 0)
+		m->refresher_running = true;
+out:
+	free(prefix);
+	free(scheme);
+	if (ds)
+		granary__v1__dataset__free_unpacked(ds, NULL);
 	return rc;
 }
 
@@ -139,21 +317,23 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 	struct snapshot_totals t;
 	enum error_code rc;
 
-	if (!*s->source)
-		return error_set(err, ERR_UNSUPPORTED,
-				 "key 'dataset': mounting a dataset from meta is not in this build; "
-				 "use 'source' (standalone)");
-	rc = open_source(s, m, err);
-	if (rc != ERR_OK)
-		return rc;
-	snapshot_totals(m->snap, &t);
-	log_info("namespace loaded", LOG_S("source", s->source), LOG_U("files", t.files),
-		 LOG_U("dirs", t.dirs), LOG_U("bytes", t.bytes));
-	rc = open_cache(s, m, err);
-	if (rc != ERR_OK)
-		return rc;
-	rcfg.sources[rcfg.nsources++] = source_cache(&m->cache);
+	if (*s->dataset) {
+		rc = open_dataset(s, m, &rcfg, err);
+		if (rc != ERR_OK)
+			return rc;
+	} else {
+		rc = open_source(s, m, err);
+		if (rc == ERR_OK)
+			rc = open_cache(s, m, err);
+		if (rc != ERR_OK)
+			return rc;
+		rcfg.sources[rcfg.nsources++] = source_cache(&m->cache);
+	}
 	rcfg.sources[rcfg.nsources++] = source_store(m->store);
+	snapshot_totals(m->snap, &t);
+	log_info("namespace loaded", LOG_S("dataset", *s->dataset ? s->dataset : STANDALONE_NAME),
+		 LOG_S("source", snapshot_uri(m->snap)), LOG_U("generation", snapshot_generation(m->snap)),
+		 LOG_U("files", t.files), LOG_U("dirs", t.dirs), LOG_U("bytes", t.bytes));
 	rc = reader_new(&rcfg, &m->reader, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -167,8 +347,21 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 
 static void teardown(struct mount *m)
 {
+	if (m->refresher_running) {
+		pthread_mutex_lock(&m->stop_mu);
+		m->stopping = true;
+		pthread_cond_signal(&m->stop_cv);
+		pthread_mutex_unlock(&m->stop_mu);
+		pthread_join(m->refresher, NULL);
+	}
 	mountfs_free(m->fs);
 	reader_free(m->reader);
+	source_cluster_release(&m->cluster);
+	placement_free(m->placement);
+	token_free(m->token);
+	meta_client_free(m->meta);
+	free(m->key_endpoint);
+	free(m->bucket);
 	if (m->cache.ds)
 		fetch_dataset_put(m->fetcher, m->cache.ds);
 	fetch_free(m->fetcher);
@@ -181,7 +374,7 @@ int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &mount_settings_schema;
 	struct mount_settings s;
-	struct mount m = { 0 };
+	struct mount m = { .stop_mu = PTHREAD_MUTEX_INITIALIZER, .stop_cv = PTHREAD_COND_INITIALIZER };
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];

@@ -53,7 +53,14 @@ static const struct config_field fuse_fields[] = {
 	{ "prefetch.blocks", CONFIG_INT, offsetof(struct mount_settings, prefetch_blocks), "4",
 	  "blocks fetched ahead of a sequential reader", 0, 1024, NULL },
 	{ "worker.timeout", CONFIG_DURATION, offsetof(struct mount_settings, worker_timeout_ms),
-	  "500ms", "wait for a peer worker before reading from the object store", 1, 600000, NULL },
+	  "500ms", "connect timeout to a worker before reading from the object store", 1, 600000, NULL },
+	{ "worker.request_timeout", CONFIG_DURATION,
+	  offsetof(struct mount_settings, worker_request_timeout_ms), "30s",
+	  "most one block request to a worker may take", 1, 3600000, NULL },
+	{ "token_file", CONFIG_STRING, offsetof(struct mount_settings, token_file),
+	  "/etc/granary/token", "cluster token (HMAC secret) for worker requests", 0, 0, NULL },
+	{ "membership.refresh", CONFIG_DURATION, offsetof(struct mount_settings, membership_refresh_ms),
+	  "2s", "how often the worker list is read from meta", 100, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct mount_settings, store),
 	{ "log.level", CONFIG_STRING, offsetof(struct mount_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
@@ -104,6 +111,8 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 	    netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
+		return ERR_INVALID;
+	if (is_set(s->dataset) && config_check_abs_path("token_file", s->token_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (bs < MOUNT_SETTINGS_BLOCK_SIZE_MIN || bs > MOUNT_SETTINGS_BLOCK_SIZE_MAX ||
 	    (bs & (bs - 1)) != 0)

@@ -8,6 +8,8 @@ set -euo pipefail
 
 TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
 VERSITYGW_VERSION=v1.8.0
+# Python test tools (e2e/meta/test_meta_python.py), from PyPI into $TOOLS/venv.
+PY_TEST_PACKAGES=(grpcio==1.68.1 grpcio-tools==1.68.1 pytest==8.3.4)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -18,7 +20,7 @@ debian_packages=(
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libisal-dev
   libxxhash-dev uthash-dev
   libjansson-dev
-  valgrind fio python3
+  valgrind fio python3 python3-venv
 )
 
 install_debian() {
@@ -55,7 +57,22 @@ go_tool() {
   ln -sf "$target" "$TOOLS/bin/$name"
 }
 
+# A virtual environment with grpcio, grpcio-tools and pytest: the test that
+# calls granary-meta from Python. Skipped when it already imports them.
+python_venv() {
+  local venv="$TOOLS/venv"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import grpc, grpc_tools, pytest' 2>/dev/null; then
+    log "python venv present"
+    return
+  fi
+  log "creating python venv in $venv: ${PY_TEST_PACKAGES[*]}"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
+}
+
 install_debian
+python_venv
 if ! command -v go >/dev/null 2>&1; then
   log "error: the Go toolchain (go 1.24 or newer) is needed to build the test tools; install it and run again"
   exit 1

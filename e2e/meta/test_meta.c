@@ -1,0 +1,1095 @@
+/*
+ * test_meta.c - a real granary-meta process (fork/exec of the built binary,
+ * $GRANARY_BIN_DIR) driven through meta_client over a unix socket and over
+ * TCP, against the real S3 server of the ctest fixture ($GRANARY_S3_DIR/env,
+ * bucket granary-e2e).
+ *
+ * Two stand-ins live in this process, each where the real server cannot do
+ * what the test needs, and each test says why it uses one:
+ *   - a TCP forwarder in front of the S3 server that counts connections
+ *     and can be closed, to prove that a restarted meta serves its
+ *     snapshots without contacting the store at all;
+ *   - a fake S3 endpoint that holds a ListObjectsV2 request until the test
+ *     releases it, for a registration that is slow on demand.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/retry.h"
+#include "meta/meta_client.h"
+#include "meta/snapshot.h"
+#include "store/store.h"
+
+#define BUCKET "granary-e2e"
+/* The large dataset: uploaded once per fixture and kept for later runs,
+ * like test_s3_store's; its snapshot (~2 MB) needs several 1 MiB chunks. */
+#define BIG_PREFIX "meta-e2e-big-v1/"
+#define BIG_SHARDS 20
+#define BIG_PER_SHARD 1000
+
+static char endpoint[256], credentials[512], bin_dir[512];
+static char work[128], prefix[128];
+static int s3_port;
+
+/* ---- environment ------------------------------------------------------- */
+
+static void read_env(void)
+{
+	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
+	char path[512], line[1024];
+	FILE *f;
+
+	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
+	ck_assert_msg(bin != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
+	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(credentials, sizeof(credentials), "%s", line + 23);
+	}
+	fclose(f);
+	ck_assert_int_eq(sscanf(endpoint, "http://127.0.0.1:%d", &s3_port), 1);
+}
+
+static struct store *open_store(void)
+{
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials,
+				    .request_timeout_ms = 10000, .deadline_ms = 30000 };
+	struct store *st = NULL;
+	struct error err;
+
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	return st;
+}
+
+static void put_ok(struct store *st, const char *key, const char *data)
+{
+	struct error err;
+
+	ck_assert_msg(store_put(st, key, data, strlen(data), &err) == ERR_OK, "put '%s': %s", key,
+		      err.msg);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* A unique prefix with a small tree: 5 files, 3 directories below it. */
+static void setup(void)
+{
+	struct store *st;
+	char key[256];
+	static const char *const files[] = { "train/a.rec", "train/b.rec", "train/deep/c.rec",
+					     "val/d.rec", "README" };
+
+	signal(SIGPIPE, SIG_IGN);
+	read_env();
+	snprintf(work, sizeof(work), "/tmp/granary-meta-e2e-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(work));
+	snprintf(prefix, sizeof(prefix), "meta-e2e-%d-%llu/", (int)getpid(),
+		 (unsigned long long)retry_now_ms());
+	st = open_store();
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(key, sizeof(key), "%s%s", prefix, files[i]);
+		put_ok(st, key, files[i]); /* content: its own name */
+	}
+	store_free(st);
+}
+
+static void teardown(void)
+{
+	nftw(work, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- the meta process -------------------------------------------------- */
+
+struct meta_proc {
+	pid_t pid;
+	char listen[200];
+	char log[256];
+};
+
+static struct meta_client *client_for(const char *address, bool wait)
+{
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000,
+					   .wait_for_ready = wait };
+	struct meta_client *c = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_new(address, &opt, &c, &err) == ERR_OK, "%s", err.msg);
+	return c;
+}
+
+static void dump_log(const struct meta_proc *mp)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "tail -n 30 '%s' >&2", mp->log);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no log at %s)\n", mp->log);
+}
+
+/* Starts granary-meta with the flags given (NULL-terminated) and waits
+ * until it answers ListDatasets. */
+static void meta_start(struct meta_proc *mp, const char *listen, const char *data_dir,
+		       const char *const *extra)
+{
+	char exe[600];
+	const char *argv[32];
+	int n = 0;
+	uint64_t t0 = retry_now_ms();
+	struct meta_client *c;
+
+	snprintf(mp->listen, sizeof(mp->listen), "%s", listen);
+	snprintf(mp->log, sizeof(mp->log), "%s/meta.log", work);
+	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
+	argv[n++] = exe;
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--data_dir";
+	argv[n++] = data_dir;
+	argv[n++] = "--log.level";
+	argv[n++] = "info";
+	/* Two tries against an unreachable store, not five: the UNAVAILABLE
+	 * case answers in about a second. */
+	argv[n++] = "--store.max_attempts";
+	argv[n++] = "2";
+	for (; extra && *extra && n < 30; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	mp->pid = fork();
+	ck_assert_int_ge(mp->pid, 0);
+	if (mp->pid == 0) {
+		int fd = open(mp->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		/* Never outlive the test, whatever way it ends. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	/* wait_for_ready: each call waits (polling the connection) up to its
+	 * deadline for meta to come up, instead of failing at once. */
+	c = client_for(listen, true);
+	for (;;) {
+		Granary__V1__ListDatasetsReply *l = NULL;
+		struct error err;
+		int status;
+
+		if (meta_client_list(c, &l, &err) == ERR_OK) {
+			granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+			break;
+		}
+		if (waitpid(mp->pid, &status, WNOHANG) == mp->pid) {
+			dump_log(mp);
+			ck_abort_msg("granary-meta exited at start (status %d)", status);
+		}
+		if (retry_now_ms() - t0 > 15000) {
+			dump_log(mp);
+			ck_abort_msg("granary-meta did not answer on %s within 15 s: %s", listen,
+				     err.msg);
+		}
+		retry_sleep_ms(50);
+	}
+	meta_client_free(c);
+}
+
+/* SIGTERM and wait: returns the exit status (0 = graceful). */
+static int meta_stop(struct meta_proc *mp)
+{
+	uint64_t t0 = retry_now_ms();
+	int status = 0;
+
+	kill(mp->pid, SIGTERM);
+	while (waitpid(mp->pid, &status, WNOHANG) != mp->pid) {
+		if (retry_now_ms() - t0 > 20000) {
+			kill(mp->pid, SIGKILL);
+			waitpid(mp->pid, &status, 0);
+			dump_log(mp);
+			ck_abort_msg("granary-meta ignored SIGTERM for 20 s");
+		}
+		retry_sleep_ms(20);
+	}
+	mp->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+/* ---- specs ------------------------------------------------------------- */
+
+struct spec {
+	Granary__V1__DatasetSpec s;
+	Granary__V1__DatasetOptions o;
+	char uri[300];
+};
+
+static void spec_init(struct spec *sp, const char *name, const char *pfx)
+{
+	granary__v1__dataset_spec__init(&sp->s);
+	granary__v1__dataset_options__init(&sp->o);
+	snprintf(sp->uri, sizeof(sp->uri), "s3://" BUCKET "/%s", pfx);
+	sp->s.name = (char *)name;
+	sp->s.source_uri = sp->uri;
+	sp->s.endpoint = endpoint;
+	sp->s.credentials_ref = credentials;
+	sp->s.options = &sp->o;
+}
+
+static Granary__V1__Dataset *register_ok(struct meta_client *c, struct spec *sp)
+{
+	Granary__V1__Dataset *d = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_register(c, &sp->s, &d, &err) == ERR_OK, "register '%s': %s",
+		      sp->s.name, err.msg);
+	return d;
+}
+
+static void free_ds(Granary__V1__Dataset *d)
+{
+	granary__v1__dataset__free_unpacked(d, NULL);
+}
+
+static void data_dir_path(char *buf, size_t size, const char *name)
+{
+	snprintf(buf, size, "%s/%s", work, name);
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+START_TEST(test_meta_registers_is_idempotent_and_refuses_conflicts)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	Granary__V1__Dataset *d, *again;
+	Granary__V1__ListDatasetsReply *l = NULL;
+	struct snapshot *snap = NULL;
+	struct meta_client_fetch_stats stats;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200];
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+
+	spec_init(&sp, "small", prefix);
+	sp.o.block_size = 1u << 20;
+	sp.o.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT;
+	d = register_ok(c, &sp);
+	ck_assert_uint_eq(d->generation, 1);
+	ck_assert_int_eq(d->state, GRANARY__V1__DATASET_STATE__DATASET_STATE_READY);
+	ck_assert_uint_eq(d->files, 5);
+	ck_assert_uint_eq(d->dirs, 4); /* root, train, train/deep, val */
+	ck_assert_uint_eq(d->bytes, strlen("train/a.rec") * 2 + strlen("train/deep/c.rec") +
+					    strlen("val/d.rec") + strlen("README"));
+	ck_assert_int_gt(d->created_unix_ms, 1600000000000LL);
+	ck_assert_str_eq(d->spec->source_uri, sp.uri);
+	ck_assert_uint_eq(d->spec->options->block_size, 1u << 20);
+	ck_assert_str_eq(d->spec->credentials_ref, credentials);
+
+	/* The same spec again: the same dataset, same generation and time. */
+	again = register_ok(c, &sp);
+	ck_assert_uint_eq(again->generation, 1);
+	ck_assert_int_eq(again->created_unix_ms, d->created_unix_ms);
+	free_ds(again);
+
+	/* Another spec under the name: ALREADY_EXISTS naming what differs. */
+	sp.o.pin = 1;
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &again, &err), ERR_EXISTS);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'options.pin'"));
+	ck_assert_ptr_null(again);
+	sp.o.pin = 0;
+
+	ck_assert_int_eq(meta_client_get(c, "small", &again, &err), ERR_OK);
+	ck_assert_uint_eq(again->files, 5);
+	free_ds(again);
+	ck_assert_int_eq(meta_client_list(c, &l, &err), ERR_OK);
+	ck_assert_uint_eq(l->n_datasets, 1);
+	ck_assert_str_eq(l->datasets[0]->spec->name, "small");
+	granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+
+	/* The snapshot has the tree. */
+	ck_assert_msg(meta_client_fetch_snapshot(c, "small", 0, &snap, &stats, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_uint_eq(stats.chunks, 1);
+	ck_assert_uint_eq(stats.generation, 1);
+	ck_assert_uint_ne(snapshot_resolve_path(snap, "train/deep/c.rec"), 0);
+	ck_assert_uint_eq(snapshot_resolve_path(snap, "train/nothere"), 0);
+	snapshot_free(snap);
+
+	/* Refresh makes generation 2 with the same content. */
+	ck_assert_int_eq(meta_client_refresh(c, "small", &again, &err), ERR_OK);
+	ck_assert_uint_eq(again->generation, 2);
+	ck_assert_uint_eq(again->files, 5);
+	free_ds(again);
+
+	/* Delete, then it is gone. */
+	ck_assert_int_eq(meta_client_delete(c, "small", &err), ERR_OK);
+	ck_assert_int_eq(meta_client_get(c, "small", &again, &err), ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'small' not found"));
+	free_ds(d);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
+START_TEST(test_meta_maps_every_failure_to_its_status)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	Granary__V1__Dataset *d = NULL;
+	struct snapshot *snap = NULL;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200], bad_creds[300], closed[64];
+	FILE *f;
+	uint64_t t0;
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+
+	/* INVALID_ARGUMENT naming the field. */
+	spec_init(&sp, "bad", prefix);
+	sp.s.source_uri = "gs://" BUCKET "/x/";
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'source_uri'"));
+	sp.s.source_uri = "s3://Not_A_Bucket/x/";
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'source_uri'"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "Not_A_Bucket"));
+	spec_init(&sp, "bad", prefix);
+	sp.o.block_size = 3u << 20;
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'options.block_size'"));
+	spec_init(&sp, "Bad.Name", prefix);
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'name'"));
+	/* A well-formed bucket that does not exist is named too. */
+	spec_init(&sp, "nobucket", "x/");
+	sp.s.source_uri = "s3://granary-e2e-no-such-bucket/x/";
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'source_uri'"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "does not exist"));
+
+	/* NOT_FOUND for names nobody registered. */
+	ck_assert_int_eq(meta_client_get(c, "never-registered", &d, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(meta_client_delete(c, "never-registered", &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(meta_client_fetch_snapshot(c, "never-registered", 0, &snap, NULL, &err),
+			 ERR_NOT_FOUND);
+
+	/* PERMISSION_DENIED: the right key with a wrong secret; the store's cause
+	 * is in the message, the secret is not. */
+	snprintf(bad_creds, sizeof(bad_creds), "%s/bad-credentials", work);
+	f = fopen(bad_creds, "w");
+	fprintf(f, "[default]\naws_access_key_id = granary-test\n"
+		   "aws_secret_access_key = wrong-secret-value-42\n");
+	fclose(f);
+	chmod(bad_creds, 0600);
+	spec_init(&sp, "denied", prefix);
+	sp.s.credentials_ref = bad_creds;
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_PERMISSION);
+	ck_assert_ptr_nonnull(strstr(err.msg, "credentials"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "403"));
+	ck_assert_ptr_null(strstr(err.msg, "wrong-secret-value-42"));
+
+	/* UNAVAILABLE: nothing listens on the endpoint. */
+	snprintf(closed, sizeof(closed), "http://127.0.0.1:%d", free_port());
+	spec_init(&sp, "unreachable", prefix);
+	sp.s.endpoint = closed;
+	t0 = retry_now_ms();
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "unreachable"));
+	ck_assert_uint_lt(retry_now_ms() - t0, 30000);
+
+	/* None of the failures left a dataset behind. */
+	{
+		Granary__V1__ListDatasetsReply *l = NULL;
+
+		ck_assert_int_eq(meta_client_list(c, &l, &err), ERR_OK);
+		ck_assert_uint_eq(l->n_datasets, 0);
+		granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+	}
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+
+	/* And meta itself unreachable is UNAVAILABLE at the client. */
+	c = client_for(listen, false);
+	ck_assert_int_eq(meta_client_get(c, "x", &d, &err), ERR_UNAVAILABLE);
+	meta_client_free(c);
+}
+END_TEST
+
+/* ---- the large dataset ------------------------------------------------- */
+
+struct upload {
+	pthread_mutex_t mu;
+	int next, failed;
+	struct store *st;
+};
+
+static void big_key(char *buf, size_t size, int i)
+{
+	snprintf(buf, size, BIG_PREFIX "shard-%02d/train-%05d-of-%05d.jpeg", i / BIG_PER_SHARD, i,
+		 BIG_SHARDS * BIG_PER_SHARD);
+}
+
+static void *upload_big(void *arg)
+{
+	struct upload *u = arg;
+	char key[128];
+	struct error err;
+
+	for (;;) {
+		int i;
+
+		pthread_mutex_lock(&u->mu);
+		i = u->next++;
+		pthread_mutex_unlock(&u->mu);
+		if (i >= BIG_SHARDS * BIG_PER_SHARD || u->failed)
+			return NULL;
+		big_key(key, sizeof(key), i);
+		if (store_put(u->st, key, key, strlen(key), &err) != ERR_OK) {
+			fprintf(stderr, "put %s: %s\n", key, err.msg);
+			pthread_mutex_lock(&u->mu);
+			u->failed = 1;
+			pthread_mutex_unlock(&u->mu);
+		}
+	}
+}
+
+static void ensure_big(struct store *st)
+{
+	struct upload u = { .mu = PTHREAD_MUTEX_INITIALIZER, .st = st };
+	struct store_list_page page;
+	struct error err;
+	char last[64];
+	pthread_t t[16];
+	size_t have;
+
+	snprintf(last, sizeof(last), BIG_PREFIX "shard-%02d/", BIG_SHARDS - 1);
+	ck_assert_int_eq(store_list(st, last, NULL, NULL, 0, &page, &err), ERR_OK);
+	have = page.nobjects;
+	store_list_page_release(&page);
+	if (have == BIG_PER_SHARD)
+		return;
+	for (int i = 0; i < 16; i++)
+		pthread_create(&t[i], NULL, upload_big, &u);
+	for (int i = 0; i < 16; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_int_eq(u.failed, 0);
+}
+
+static void encode(const struct snapshot *s, void **buf, size_t *len)
+{
+	struct error err;
+
+	ck_assert_int_eq(snapshot_encode_to_buffer(s, buf, len, &err), ERR_OK);
+}
+
+START_TEST(test_meta_streams_a_large_snapshot_in_chunks)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct store *st = open_store();
+	struct snapshot *got = NULL, *local = NULL;
+	struct meta_client_fetch_stats stats;
+	struct snapshot_totals totals;
+	Granary__V1__Dataset *d;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200], key[128];
+	void *a, *b;
+	size_t alen, blen;
+	uint64_t t0;
+
+	ensure_big(st);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+	spec_init(&sp, "big", BIG_PREFIX);
+	t0 = retry_now_ms();
+	d = register_ok(c, &sp);
+	fprintf(stderr, "register of %d objects: %llu ms\n", BIG_SHARDS * BIG_PER_SHARD,
+		(unsigned long long)(retry_now_ms() - t0));
+	ck_assert_uint_eq(d->files, BIG_SHARDS * BIG_PER_SHARD);
+	ck_assert_uint_eq(d->dirs, BIG_SHARDS + 1);
+	free_ds(d);
+
+	t0 = retry_now_ms();
+	ck_assert_msg(meta_client_fetch_snapshot(c, "big", 0, &got, &stats, &err) == ERR_OK, "%s",
+		      err.msg);
+	fprintf(stderr, "snapshot: %llu bytes in %llu chunks, %llu ms\n",
+		(unsigned long long)stats.bytes, (unsigned long long)stats.chunks,
+		(unsigned long long)(retry_now_ms() - t0));
+	/* Over one message's worth: it came in several chunks of <= 1 MiB. */
+	ck_assert_uint_gt(stats.bytes, 1u << 20);
+	ck_assert_uint_ge(stats.chunks, 2);
+	ck_assert_uint_eq(stats.chunks, (stats.bytes + (1u << 20) - 1) >> 20);
+	snapshot_totals(got, &totals);
+	ck_assert_uint_eq(totals.files, BIG_SHARDS * BIG_PER_SHARD);
+	for (int i = 0; i < BIG_SHARDS * BIG_PER_SHARD; i++) {
+		big_key(key, sizeof(key), i);
+		ck_assert_msg(snapshot_resolve_path(got, key + strlen(BIG_PREFIX)) != 0,
+			      "'%s' missing", key);
+	}
+	/* Byte for byte what a local build from the same listing gives. */
+	ck_assert_int_eq(snapshot_build_from_store(st, BIG_PREFIX, "big", sp.uri, 1, &local, &err),
+			 ERR_OK);
+	encode(got, &a, &alen);
+	encode(local, &b, &blen);
+	ck_assert_uint_eq(alen, blen);
+	ck_assert_uint_eq(alen, stats.bytes);
+	ck_assert_int_eq(memcmp(a, b, alen), 0);
+	free(a);
+	free(b);
+	snapshot_free(got);
+	snapshot_free(local);
+	meta_client_free(c);
+	store_free(st);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
+/* ---- a counting forwarder in front of the S3 server --------------------- */
+
+struct forwarder {
+	int fd, port;
+	pthread_t t;
+	pthread_mutex_t mu;
+	int connections; /* protected by mu */
+	bool stop;       /* protected by mu */
+};
+
+static void *pump(void *arg)
+{
+	int *fds = arg, a = fds[0], b = fds[1];
+	char buf[65536];
+
+	free(fds);
+	for (;;) {
+		struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+
+		if (poll(p, 2, 1000) < 0)
+			break;
+		for (int i = 0; i < 2; i++) {
+			if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+				ssize_t n = read(i ? b : a, buf, sizeof(buf));
+
+				if (n <= 0 || write(i ? a : b, buf, (size_t)n) != n)
+					goto done;
+			}
+		}
+	}
+done:
+	close(a);
+	close(b);
+	return NULL;
+}
+
+static void *forward_loop(void *arg)
+{
+	struct forwarder *fw = arg;
+
+	for (;;) {
+		struct pollfd p = { .fd = fw->fd, .events = POLLIN };
+		struct sockaddr_in up = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s3_port) };
+		int c, u, *fds;
+		pthread_t t;
+		bool stop;
+
+		pthread_mutex_lock(&fw->mu);
+		stop = fw->stop;
+		pthread_mutex_unlock(&fw->mu);
+		if (stop)
+			return NULL;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		c = accept(fw->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		pthread_mutex_lock(&fw->mu);
+		fw->connections++;
+		pthread_mutex_unlock(&fw->mu);
+		up.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		u = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(u, (struct sockaddr *)&up, sizeof(up)) < 0) {
+			close(c);
+			close(u);
+			continue;
+		}
+		fds = malloc(2 * sizeof(int));
+		fds[0] = c;
+		fds[1] = u;
+		pthread_create(&t, NULL, pump, fds);
+		pthread_detach(t);
+	}
+}
+
+static void forwarder_start(struct forwarder *fw)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+
+	memset(fw, 0, sizeof(*fw));
+	pthread_mutex_init(&fw->mu, NULL);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fw->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(bind(fw->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fw->fd, 64), 0);
+	getsockname(fw->fd, (struct sockaddr *)&sa, &len);
+	fw->port = ntohs(sa.sin_port);
+	pthread_create(&fw->t, NULL, forward_loop, fw);
+}
+
+/* Closes the listening socket: the port refuses connections from now on. */
+static int forwarder_stop(struct forwarder *fw)
+{
+	int n;
+
+	pthread_mutex_lock(&fw->mu);
+	fw->stop = true;
+	pthread_mutex_unlock(&fw->mu);
+	pthread_join(fw->t, NULL);
+	close(fw->fd);
+	pthread_mutex_lock(&fw->mu);
+	n = fw->connections;
+	pthread_mutex_unlock(&fw->mu);
+	return n;
+}
+
+/*
+ * The restart check. The dataset's endpoint is the forwarder, its only
+ * route to the store. Registration goes through it (connections > 0).
+ * Then meta stops, the forwarder closes (its port refuses connections:
+ * the store is unreachable for this dataset), and meta restarts on TCP
+ * with the same data_dir. Get and GetSnapshot must answer with the same
+ * generation, time and bytes; a Refresh, which must list, fails
+ * UNAVAILABLE - proof that the endpoint really is unreachable and that the
+ * answers came from disk, not from a listing.
+ */
+START_TEST(test_meta_restart_serves_snapshots_without_listing)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct forwarder fw;
+	struct snapshot *before = NULL, *after = NULL;
+	Granary__V1__Dataset *d, *d2;
+	struct spec sp;
+	struct error err;
+	char listen[200], tcp[64], data[200], via[64];
+	void *a, *b;
+	size_t alen, blen;
+	int conns;
+
+	forwarder_start(&fw);
+	snprintf(via, sizeof(via), "http://127.0.0.1:%d", fw.port);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+	spec_init(&sp, "restart", prefix);
+	sp.s.endpoint = via;
+	d = register_ok(c, &sp);
+	ck_assert_int_eq(meta_client_fetch_snapshot(c, "restart", 0, &before, NULL, &err), ERR_OK);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	conns = forwarder_stop(&fw);
+	ck_assert_int_gt(conns, 0);
+
+	snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", free_port());
+	meta_start(&mp, tcp, data, NULL);
+	c = client_for(tcp, true);
+	ck_assert_int_eq(meta_client_get(c, "restart", &d2, &err), ERR_OK);
+	ck_assert_uint_eq(d2->generation, d->generation);
+	ck_assert_int_eq(d2->created_unix_ms, d->created_unix_ms);
+	ck_assert_uint_eq(d2->files, 5);
+	ck_assert_int_eq(d2->state, GRANARY__V1__DATASET_STATE__DATASET_STATE_READY);
+	ck_assert_str_eq(d2->spec->endpoint, via);
+	free_ds(d2);
+	ck_assert_int_eq(meta_client_fetch_snapshot(c, "restart", 0, &after, NULL, &err), ERR_OK);
+	encode(before, &a, &alen);
+	encode(after, &b, &blen);
+	ck_assert_uint_eq(alen, blen);
+	ck_assert_int_eq(memcmp(a, b, alen), 0);
+	free(a);
+	free(b);
+	/* Listing would need the endpoint, which is gone. */
+	ck_assert_int_eq(meta_client_refresh(c, "restart", &d2, &err), ERR_UNAVAILABLE);
+	/* And the failed refresh left generation 1 served. */
+	ck_assert_int_eq(meta_client_get(c, "restart", &d2, &err), ERR_OK);
+	ck_assert_uint_eq(d2->generation, 1);
+	free_ds(d2);
+	free_ds(d);
+	snapshot_free(before);
+	snapshot_free(after);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
+/* ---- membership -------------------------------------------------------- */
+
+static Granary__V1__HeartbeatReply *beat(struct meta_client *c, const char *id, const char *addr)
+{
+	Granary__V1__HeartbeatReply *r = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_heartbeat(c, id, addr, 1000000, 1000, &r, &err) == ERR_OK, "%s",
+		      err.msg);
+	return r;
+}
+
+static Granary__V1__ListWorkersReply *workers(struct meta_client *c)
+{
+	Granary__V1__ListWorkersReply *r = NULL;
+	struct error err;
+
+	ck_assert_int_eq(meta_client_list_workers(c, &r, &err), ERR_OK);
+	return r;
+}
+
+START_TEST(test_meta_heartbeats_and_expiry_change_the_version)
+{
+	static const char *const flags[] = { "--heartbeat.interval", "100ms", "--heartbeat.expiry",
+					     "600ms", NULL };
+	struct meta_proc mp;
+	struct meta_client *c;
+	Granary__V1__HeartbeatReply *h;
+	Granary__V1__ListWorkersReply *w;
+	struct error err;
+	char listen[200], data[200];
+	uint64_t v1, v2, v3, t0;
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+
+	h = beat(c, "node-b", "10.0.0.2:7480");
+	v1 = h->membership_version;
+	ck_assert_uint_eq(h->expiry_ms, 600);
+	ck_assert_uint_eq(h->interval_ms, 100);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	h = beat(c, "node-a", "10.0.0.1:7480");
+	v2 = h->membership_version;
+	ck_assert_uint_gt(v2, v1);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	w = workers(c);
+	ck_assert_uint_eq(w->version, v2);
+	ck_assert_uint_eq(w->n_workers, 2);
+	ck_assert_str_eq(w->workers[0]->id, "node-a");
+	ck_assert_str_eq(w->workers[1]->id, "node-b");
+	ck_assert_str_eq(w->workers[1]->address, "10.0.0.2:7480");
+	ck_assert_uint_eq(w->workers[0]->capacity_bytes, 1000000);
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+
+	/* node-b keeps beating, node-a falls silent past the expiry. */
+	t0 = retry_now_ms();
+	while (retry_now_ms() - t0 < 1000) {
+		h = beat(c, "node-b", "10.0.0.2:7480");
+		granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+		retry_sleep_ms(100);
+	}
+	w = workers(c);
+	v3 = w->version;
+	ck_assert_uint_gt(v3, v2);
+	ck_assert_uint_eq(w->n_workers, 1);
+	ck_assert_str_eq(w->workers[0]->id, "node-b");
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+	/* A bad heartbeat names the field. */
+	ck_assert_int_eq(meta_client_heartbeat(c, "node c", "h:1", 1, 0, &h, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'worker_id'"));
+	/* Everyone silent: the membership empties and the version moves on. */
+	retry_sleep_ms(800);
+	w = workers(c);
+	ck_assert_uint_eq(w->n_workers, 0);
+	ck_assert_uint_gt(w->version, v3);
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
+/* ---- a slow registration ------------------------------------------------ */
+
+/*
+ * A fake S3 endpoint for one thing the real server cannot do on demand:
+ * take as long as the test wants to answer a listing. It holds each request
+ * until released, then answers a valid ListObjectsV2 page of three keys.
+ */
+struct fake_s3 {
+	int fd, port;
+	pthread_t t;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool hold, stop; /* protected by mu */
+	int held;        /* protected by mu: requests waiting */
+	int requests;    /* protected by mu */
+};
+
+static const char fake_listing[] =
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+	"<Name>fake</Name><Prefix>slow/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys>"
+	"<IsTruncated>false</IsTruncated>"
+	"<Contents><Key>slow/a.rec</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+	"<ETag>&quot;0a&quot;</ETag><Size>10</Size></Contents>"
+	"<Contents><Key>slow/b/c.rec</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+	"<ETag>&quot;0b&quot;</ETag><Size>20</Size></Contents>"
+	"<Contents><Key>slow/d.rec</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+	"<ETag>&quot;0c&quot;</ETag><Size>30</Size></Contents>"
+	"</ListBucketResult>";
+
+static void fake_serve(struct fake_s3 *f, int c)
+{
+	char buf[8192], head[256];
+	size_t have = 0;
+	int hl;
+
+	while (have < sizeof(buf) - 1) {
+		ssize_t n = read(c, buf + have, sizeof(buf) - 1 - have);
+
+		if (n <= 0)
+			return;
+		have += (size_t)n;
+		buf[have] = '\0';
+		if (strstr(buf, "\r\n\r\n"))
+			break;
+	}
+	pthread_mutex_lock(&f->mu);
+	f->requests++;
+	f->held++;
+	pthread_cond_broadcast(&f->cond);
+	while (f->hold && !f->stop)
+		pthread_cond_wait(&f->cond, &f->mu);
+	f->held--;
+	pthread_mutex_unlock(&f->mu);
+	hl = snprintf(head, sizeof(head),
+		      "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+		      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+		      sizeof(fake_listing) - 1);
+	if (write(c, head, (size_t)hl) != hl ||
+	    write(c, fake_listing, sizeof(fake_listing) - 1) != (ssize_t)sizeof(fake_listing) - 1)
+		return;
+}
+
+static void *fake_loop(void *arg)
+{
+	struct fake_s3 *f = arg;
+
+	for (;;) {
+		struct pollfd p = { .fd = f->fd, .events = POLLIN };
+		bool stop;
+		int c;
+
+		pthread_mutex_lock(&f->mu);
+		stop = f->stop;
+		pthread_mutex_unlock(&f->mu);
+		if (stop)
+			return NULL;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		c = accept(f->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		fake_serve(f, c);
+		close(c);
+	}
+}
+
+struct bg_register {
+	struct meta_client *c;
+	Granary__V1__DatasetSpec *spec;
+	Granary__V1__Dataset *d;
+	enum error_code rc;
+	char msg[ERROR_MSG_MAX];
+	pthread_t t;
+};
+
+static void *bg_register(void *arg)
+{
+	struct bg_register *b = arg;
+	struct error err;
+
+	error_clear(&err);
+	b->rc = meta_client_register(b->c, b->spec, &b->d, &err);
+	snprintf(b->msg, sizeof(b->msg), "%s", err.msg);
+	return NULL;
+}
+
+START_TEST(test_meta_answers_while_a_registration_is_slow)
+{
+	struct fake_s3 f = { .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+			     .hold = true };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct bg_register first, second;
+	Granary__V1__Dataset *d;
+	Granary__V1__ListDatasetsReply *l;
+	Granary__V1__HeartbeatReply *h;
+	struct snapshot *snap = NULL;
+	struct spec sp, small;
+	struct error err;
+	char addr[200], data[200], fake_ep[64];
+	uint64_t t0, slowest = 0;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	f.fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(bind(f.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(f.fd, 16), 0);
+	getsockname(f.fd, (struct sockaddr *)&sa, &len);
+	f.port = ntohs(sa.sin_port);
+	pthread_create(&f.t, NULL, fake_loop, &f);
+	snprintf(fake_ep, sizeof(fake_ep), "http://127.0.0.1:%d", f.port);
+
+	snprintf(addr, sizeof(addr), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, addr, data, NULL);
+	c = client_for(addr, true);
+	spec_init(&small, "ready", prefix);
+	free_ds(register_ok(c, &small));
+
+	spec_init(&sp, "slow", "slow/");
+	sp.s.source_uri = "s3://fakebucket/slow/";
+	sp.s.endpoint = fake_ep;
+	sp.s.credentials_ref = "";
+	memset(&first, 0, sizeof(first));
+	first.c = c;
+	first.spec = &sp.s;
+	pthread_create(&first.t, NULL, bg_register, &first);
+	pthread_mutex_lock(&f.mu);
+	while (f.held < 1)
+		pthread_cond_wait(&f.cond, &f.mu);
+	pthread_mutex_unlock(&f.mu);
+
+	/* The listing is stuck in the store. Everything else answers at once. */
+	for (int i = 0; i < 20; i++) {
+		t0 = retry_now_ms();
+		ck_assert_int_eq(meta_client_get(c, "slow", &d, &err), ERR_OK);
+		ck_assert_int_eq(d->state, GRANARY__V1__DATASET_STATE__DATASET_STATE_REGISTERING);
+		ck_assert_uint_eq(d->generation, 0);
+		free_ds(d);
+		ck_assert_int_eq(meta_client_list(c, &l, &err), ERR_OK);
+		ck_assert_uint_eq(l->n_datasets, 2);
+		granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+		ck_assert_int_eq(meta_client_get(c, "ready", &d, &err), ERR_OK);
+		free_ds(d);
+		h = beat(c, "node-a", "10.0.0.1:7480");
+		granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+		if (retry_now_ms() - t0 > slowest)
+			slowest = retry_now_ms() - t0;
+	}
+	fprintf(stderr, "slowest Get+List+Get+Heartbeat round during registration: %llu ms\n",
+		(unsigned long long)slowest);
+	ck_assert_uint_lt(slowest, 1000);
+	ck_assert_int_eq(meta_client_fetch_snapshot(c, "slow", 0, &snap, NULL, &err),
+			 ERR_UNAVAILABLE);
+	ck_assert_int_eq(meta_client_delete(c, "slow", &err), ERR_UNAVAILABLE);
+
+	/* A second Register of the same spec waits for the first one's result. */
+	memset(&second, 0, sizeof(second));
+	second.c = c;
+	second.spec = &sp.s;
+	pthread_create(&second.t, NULL, bg_register, &second);
+	retry_sleep_ms(200);
+	pthread_mutex_lock(&f.mu);
+	ck_assert_int_eq(f.requests, 1); /* it did not list again */
+	f.hold = false;
+	pthread_cond_broadcast(&f.cond);
+	pthread_mutex_unlock(&f.mu);
+	pthread_join(first.t, NULL);
+	pthread_join(second.t, NULL);
+	ck_assert_msg(first.rc == ERR_OK, "%s", first.msg);
+	ck_assert_msg(second.rc == ERR_OK, "%s", second.msg);
+	ck_assert_uint_eq(first.d->generation, 1);
+	ck_assert_uint_eq(first.d->files, 3);
+	ck_assert_uint_eq(first.d->bytes, 60);
+	ck_assert_uint_eq(second.d->generation, 1);
+	ck_assert_int_eq(second.d->created_unix_ms, first.d->created_unix_ms);
+	pthread_mutex_lock(&f.mu);
+	ck_assert_int_eq(f.requests, 1);
+	f.stop = true;
+	pthread_cond_broadcast(&f.cond);
+	pthread_mutex_unlock(&f.mu);
+	pthread_join(f.t, NULL);
+	close(f.fd);
+	ck_assert_int_eq(meta_client_fetch_snapshot(c, "slow", 0, &snap, NULL, &err), ERR_OK);
+	ck_assert_uint_ne(snapshot_resolve_path(snap, "b/c.rec"), 0);
+	snapshot_free(snap);
+	free_ds(first.d);
+	free_ds(second.d);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("meta");
+	TCase *tc = tcase_create("e2e");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_meta_registers_is_idempotent_and_refuses_conflicts);
+	tcase_add_test(tc, test_meta_maps_every_failure_to_its_status);
+	tcase_add_test(tc, test_meta_streams_a_large_snapshot_in_chunks);
+	tcase_add_test(tc, test_meta_restart_serves_snapshots_without_listing);
+	tcase_add_test(tc, test_meta_heartbeats_and_expiry_change_the_version);
+	tcase_add_test(tc, test_meta_answers_while_a_registration_is_slow);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,269 @@
+/*
+ * membership.c - live workers from heartbeats; a sorted array under one
+ * mutex (a cluster has hundreds of nodes, not millions).
+ */
+#include "meta/membership.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/netaddr.h"
+#include "common/retry.h"
+
+struct member {
+	struct membership_worker w;
+	uint64_t last_seen_ms; /* monotonic, from the clock */
+};
+
+struct membership {
+	uint64_t interval_ms, expiry_ms;
+	uint64_t (*clock)(void *arg);
+	void *clock_arg;
+
+	pthread_mutex_t mu;
+	struct member *members; /* protected by mu: sorted by id */
+	size_t n, cap;          /* protected by mu */
+	uint64_t version;       /* protected by mu */
+};
+
+static uint64_t default_clock(void *arg)
+{
+	(void)arg;
+	return retry_now_ms();
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+enum error_code membership_new(const struct membership_options *opt, struct membership **out,
+			       struct error *err)
+{
+	struct membership *m;
+
+	*out = NULL;
+	if (!opt || opt->interval_ms == 0)
+		return error_set(err, ERR_INVALID, "membership: heartbeat interval must be more than 0");
+	if (opt->expiry_ms <= opt->interval_ms)
+		return error_set(err, ERR_INVALID,
+				 "membership: expiry (%llums) must be longer than the interval (%llums)",
+				 (unsigned long long)opt->expiry_ms,
+				 (unsigned long long)opt->interval_ms);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return error_set(err, ERR_NOMEM, "membership: out of memory");
+	m->interval_ms = opt->interval_ms;
+	m->expiry_ms = opt->expiry_ms;
+	m->clock = opt->clock ? opt->clock : default_clock;
+	m->clock_arg = opt->clock_arg;
+	m->version = opt->initial_version ? opt->initial_version : (uint64_t)wall_ms();
+	pthread_mutex_init(&m->mu, NULL);
+	*out = m;
+	return ERR_OK;
+}
+
+void membership_free(struct membership *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_destroy(&m->mu);
+	free(m->members);
+	free(m);
+}
+
+/* Binary search; *pos is where id is or would go. Called with m->mu held. */
+static bool find(const struct membership *m, const char *id, size_t *pos)
+{
+	size_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(m->members[mid].w.id, id);
+
+		if (c == 0) {
+			*pos = mid;
+			return true;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*pos = lo;
+	return false;
+}
+
+/* Called with m->mu held. */
+static size_t expire_locked(struct membership *m, uint64_t now)
+{
+	size_t kept = 0, gone = 0;
+
+	for (size_t i = 0; i < m->n; i++) {
+		struct member *x = &m->members[i];
+
+		if (now >= x->last_seen_ms && now - x->last_seen_ms >= m->expiry_ms) {
+			log_warn("worker expired", LOG_S("worker", x->w.id),
+				 LOG_S("address", x->w.address),
+				 LOG_U("silent_ms", now - x->last_seen_ms));
+			gone++;
+			continue;
+		}
+		if (kept != i)
+			m->members[kept] = *x;
+		kept++;
+	}
+	m->n = kept;
+	if (gone)
+		m->version++;
+	return gone;
+}
+
+static enum error_code check_worker(const char *id, const char *address, uint64_t capacity,
+				   uint64_t used, struct error *err)
+{
+	struct netaddr na;
+	size_t len = id ? strlen(id) : 0;
+
+	if (len == 0 || len > MEMBERSHIP_ID_MAX)
+		return error_set(err, ERR_INVALID, "field 'worker_id': must be 1 to %d characters",
+				 MEMBERSHIP_ID_MAX);
+	for (size_t i = 0; i < len; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == '_'))
+			return error_set(err, ERR_INVALID,
+					 "field 'worker_id' '%s': only letters, digits, '.', '-' and '_' are allowed",
+					 id);
+	}
+	if (netaddr_parse(address, "field 'address'", &na, err) != ERR_OK)
+		return ERR_INVALID;
+	if (na.is_unix || strlen(address) >= sizeof(((struct membership_worker *)0)->address))
+		return error_set(err, ERR_INVALID,
+				 "field 'address' '%s': must be host:port, reachable from other nodes",
+				 address);
+	if (used > capacity)
+		return error_set(err, ERR_INVALID,
+				 "field 'used_bytes': %llu is more than capacity_bytes %llu",
+				 (unsigned long long)used, (unsigned long long)capacity);
+	return ERR_OK;
+}
+
+enum error_code membership_heartbeat(struct membership *m, const char *worker_id,
+				     const char *address, uint64_t capacity_bytes,
+				     uint64_t used_bytes, uint64_t *version, struct error *err)
+{
+	struct membership_worker w;
+	uint64_t now;
+	size_t pos;
+
+	if (check_worker(worker_id, address, capacity_bytes, used_bytes, err) != ERR_OK)
+		return ERR_INVALID;
+	memset(&w, 0, sizeof(w));
+	snprintf(w.id, sizeof(w.id), "%s", worker_id);
+	snprintf(w.address, sizeof(w.address), "%s", address);
+	w.capacity_bytes = capacity_bytes;
+	w.used_bytes = used_bytes;
+	pthread_mutex_lock(&m->mu);
+	now = m->clock(m->clock_arg);
+	expire_locked(m, now);
+	if (find(m, w.id, &pos)) {
+		struct member *x = &m->members[pos];
+
+		if (strcmp(x->w.address, w.address) != 0) {
+			log_info("worker moved", LOG_S("worker", w.id), LOG_S("from", x->w.address),
+				 LOG_S("to", w.address));
+			m->version++;
+		}
+		x->w = w;
+	} else {
+		if (m->n == m->cap) {
+			size_t cap = m->cap ? m->cap * 2 : 16;
+			struct member *grown = realloc(m->members, cap * sizeof(*grown));
+
+			if (!grown) {
+				pthread_mutex_unlock(&m->mu);
+				return error_set(err, ERR_NOMEM, "heartbeat of '%s': out of memory",
+						 w.id);
+			}
+			m->members = grown;
+			m->cap = cap;
+		}
+		memmove(&m->members[pos + 1], &m->members[pos], (m->n - pos) * sizeof(*m->members));
+		m->members[pos].w = w;
+		m->n++;
+		m->version++;
+		log_info("worker joined", LOG_S("worker", w.id), LOG_S("address", w.address),
+			 LOG_U("capacity_bytes", w.capacity_bytes), LOG_U("workers", m->n));
+	}
+	m->members[pos].last_seen_ms = now;
+	m->members[pos].w.last_seen_unix_ms = wall_ms();
+	if (version)
+		*version = m->version;
+	pthread_mutex_unlock(&m->mu);
+	return ERR_OK;
+}
+
+enum error_code membership_list(struct membership *m, struct membership_worker **out, size_t *n,
+				uint64_t *version, struct error *err)
+{
+	struct membership_worker *list;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&m->mu);
+	expire_locked(m, m->clock(m->clock_arg));
+	list = malloc((m->n ? m->n : 1) * sizeof(*list));
+	if (!list) {
+		pthread_mutex_unlock(&m->mu);
+		return error_set(err, ERR_NOMEM, "list workers: out of memory");
+	}
+	for (size_t i = 0; i < m->n; i++)
+		list[i] = m->members[i].w;
+	*n = m->n;
+	if (version)
+		*version = m->version;
+	pthread_mutex_unlock(&m->mu);
+	*out = list;
+	return ERR_OK;
+}
+
+size_t membership_expire(struct membership *m)
+{
+	size_t gone;
+
+	pthread_mutex_lock(&m->mu);
+	gone = expire_locked(m, m->clock(m->clock_arg));
+	pthread_mutex_unlock(&m->mu);
+	return gone;
+}
+
+uint64_t membership_version(struct membership *m)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&m->mu);
+	expire_locked(m, m->clock(m->clock_arg));
+	v = m->version;
+	pthread_mutex_unlock(&m->mu);
+	return v;
+}
+
+uint64_t membership_interval_ms(const struct membership *m)
+{
+	return m->interval_ms;
+}
+
+uint64_t membership_expiry_ms(const struct membership *m)
+{
+	return m->expiry_ms;
+}

@@ -1,0 +1,1268 @@
+/*
+ * registry.c - datasets by name, durable under a data dir; listings run
+ * without the lock (see registry.h for the design).
+ */
+#include "meta/registry.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common/log.h"
+#include "common/retry.h"
+
+#define RECORD_MAGIC "GRNYDS01"
+#define RECORD_HEADER (8 + 8 + 8 + 4)
+#define RECORD_MAX (1u << 20)
+#define MIN_BLOCK (64u << 10)
+#define MAX_BLOCK (64u << 20)
+
+/* One listing in progress, shared with the calls that wait for it. It
+ * outlives its dataset entry when the build fails (the entry goes). */
+struct build {
+	unsigned refs;    /* protected by r->mu */
+	bool done;        /* protected by r->mu */
+	struct error err; /* the result; protected by r->mu, set when done */
+};
+
+struct entry {
+	char *name;
+	uint8_t *spec;    /* canonical packed DatasetSpec; immutable */
+	size_t spec_len;
+	/* the rest protected by r->mu */
+	enum registry_state state;
+	uint64_t generation;
+	struct snapshot_totals totals;
+	int64_t created_ms;
+	bool damaged;
+	struct build *build; /* set while REGISTERING or REFRESHING */
+};
+
+struct registry {
+	char *records_dir, *snap_dir;
+	struct store_config store; /* points at the strings below */
+	char *endpoint, *region, *credentials_file, *profile;
+	unsigned max_builds;
+	void (*build_hook)(const char *name, uint64_t generation, void *arg);
+	void *hook_arg;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cond;      /* a build finished */
+	struct entry **entries;   /* protected by mu: sorted by name */
+	size_t n, cap;            /* protected by mu */
+	unsigned builders;        /* protected by mu: Register/Refresh calls running or waiting */
+};
+
+static const char *const state_names[] = {
+	[REGISTRY_REGISTERING] = "registering",
+	[REGISTRY_READY] = "ready",
+	[REGISTRY_REFRESHING] = "refreshing",
+};
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static const char *str_or_empty(const char *s)
+{
+	return s ? s : "";
+}
+
+/* ---- little-endian fields of the record ------------------------------- */
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- specs ------------------------------------------------------------- */
+
+enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct error *err)
+{
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
+	const Granary__V1__DatasetOptions *o = spec->options;
+	enum error_code rc;
+	bool prefix_ok;
+
+	if (snapshot_check_name(str_or_empty(spec->name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	if (store_uri_parse(str_or_empty(spec->source_uri), &scheme, &bucket, &prefix, err) !=
+	    ERR_OK)
+		return error_wrap(err, "field 'source_uri'");
+	prefix_ok = !*prefix || prefix[strlen(prefix) - 1] == '/';
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	if (!prefix_ok)
+		return error_set(err, ERR_INVALID,
+				 "field 'source_uri' '%s': the prefix must end with '/' (%s/)",
+				 spec->source_uri, spec->source_uri);
+	if (spec->endpoint && *spec->endpoint) {
+		rc = store_check_endpoint(spec->endpoint, err);
+		if (rc != ERR_OK)
+			return error_wrap(err, "field 'endpoint'");
+	}
+	if (spec->region && strlen(spec->region) > 64)
+		return error_set(err, ERR_INVALID, "field 'region': longer than 64 characters");
+	if (spec->credentials_ref && *spec->credentials_ref && spec->credentials_ref[0] != '/')
+		return error_set(err, ERR_INVALID,
+				 "field 'credentials_ref' '%s': must be an absolute path to an AWS shared-credentials file, or empty",
+				 spec->credentials_ref);
+	if (o && o->block_size &&
+	    (o->block_size < MIN_BLOCK || o->block_size > MAX_BLOCK ||
+	     (o->block_size & (o->block_size - 1))))
+		return error_set(err, ERR_INVALID,
+				 "field 'options.block_size': %llu is not a power of two from 65536 (64 KiB) to 67108864 (64 MiB), or 0 for the default",
+				 (unsigned long long)o->block_size);
+	if (o && !protobuf_c_enum_descriptor_get_value(&granary__v1__cache_policy__descriptor,
+						       (int)o->cache_policy))
+		return error_set(err, ERR_INVALID, "field 'options.cache_policy': unknown value %d",
+				 (int)o->cache_policy);
+	return ERR_OK;
+}
+
+/*
+ * Packs spec in one canonical form: options always present, no unknown
+ * fields, NULL strings as "". protobuf-c packs fields in number order, so
+ * two equal specs give equal bytes and "same spec" is a memcmp.
+ */
+static enum error_code canonical_pack(const Granary__V1__DatasetSpec *in, uint8_t **buf,
+				      size_t *len, struct error *err)
+{
+	Granary__V1__DatasetSpec s = GRANARY__V1__DATASET_SPEC__INIT;
+	Granary__V1__DatasetOptions o = GRANARY__V1__DATASET_OPTIONS__INIT;
+
+	s.name = (char *)str_or_empty(in->name);
+	s.source_uri = (char *)str_or_empty(in->source_uri);
+	s.endpoint = (char *)str_or_empty(in->endpoint);
+	s.region = (char *)str_or_empty(in->region);
+	s.credentials_ref = (char *)str_or_empty(in->credentials_ref);
+	if (in->options) {
+		o.block_size = in->options->block_size;
+		o.cache_policy = in->options->cache_policy;
+		o.pin = in->options->pin;
+		o.preload = in->options->preload;
+	}
+	s.options = &o;
+	*len = granary__v1__dataset_spec__get_packed_size(&s);
+	*buf = malloc(*len ? *len : 1);
+	if (!*buf)
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", s.name);
+	granary__v1__dataset_spec__pack(&s, *buf);
+	return ERR_OK;
+}
+
+/* Names the first field where two specs of the same name differ. */
+static enum error_code spec_conflict(const struct entry *e, const Granary__V1__DatasetSpec *b,
+				     struct error *err)
+{
+	Granary__V1__DatasetSpec *a = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	static const Granary__V1__DatasetOptions none = GRANARY__V1__DATASET_OPTIONS__INIT;
+	const Granary__V1__DatasetOptions *ao, *bo;
+	const char *field = "options";
+
+	if (!a)
+		return error_set(err, ERR_EXISTS, "dataset '%s' already exists with another spec",
+				 e->name);
+	ao = a->options ? a->options : &none;
+	bo = b->options ? b->options : &none;
+	if (strcmp(str_or_empty(a->source_uri), str_or_empty(b->source_uri)))
+		field = "source_uri";
+	else if (strcmp(str_or_empty(a->endpoint), str_or_empty(b->endpoint)))
+		field = "endpoint";
+	else if (strcmp(str_or_empty(a->region), str_or_empty(b->region)))
+		field = "region";
+	else if (strcmp(str_or_empty(a->credentials_ref), str_or_empty(b->credentials_ref)))
+		field = "credentials_ref";
+	else if (ao->block_size != bo->block_size)
+		field = "options.block_size";
+	else if (ao->cache_policy != bo->cache_policy)
+		field = "options.cache_policy";
+	else if (ao->pin != bo->pin)
+		field = "options.pin";
+	else if (ao->preload != bo->preload)
+		field = "options.preload";
+	error_set(err, ERR_EXISTS,
+		  "dataset '%s' already exists with a different spec (field '%s' differs; registered source_uri '%s'): delete it first or use another name",
+		  e->name, field, str_or_empty(a->source_uri));
+	granary__v1__dataset_spec__free_unpacked(a, NULL);
+	return ERR_EXISTS;
+}
+
+/* ---- entries ----------------------------------------------------------- */
+
+/* Binary search; *pos is where name is or would go. Called with r->mu held. */
+static struct entry *find(const struct registry *r, const char *name, size_t *pos)
+{
+	size_t lo = 0, hi = r->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r->entries[mid]->name, name);
+
+		if (c == 0) {
+			if (pos)
+				*pos = mid;
+			return r->entries[mid];
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (pos)
+		*pos = lo;
+	return NULL;
+}
+
+static enum error_code insert(struct registry *r, struct entry *e, size_t pos)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		struct entry **grown = realloc(r->entries, cap * sizeof(*grown));
+
+		if (!grown)
+			return ERR_NOMEM;
+		r->entries = grown;
+		r->cap = cap;
+	}
+	memmove(&r->entries[pos + 1], &r->entries[pos], (r->n - pos) * sizeof(*r->entries));
+	r->entries[pos] = e;
+	r->n++;
+	return ERR_OK;
+}
+
+static void entry_free(struct entry *e)
+{
+	if (!e)
+		return;
+	free(e->name);
+	free(e->spec);
+	free(e);
+}
+
+static void remove_at(struct registry *r, size_t pos)
+{
+	entry_free(r->entries[pos]);
+	memmove(&r->entries[pos], &r->entries[pos + 1], (r->n - pos - 1) * sizeof(*r->entries));
+	r->n--;
+}
+
+/* Fills a caller's copy. Called with r->mu held. */
+static enum error_code fill(const struct entry *e, struct registry_dataset *out,
+			    struct error *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	if (!out->spec)
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", e->name);
+	out->state = e->state;
+	out->generation = e->generation;
+	out->totals = e->totals;
+	out->created_unix_ms = e->created_ms;
+	out->damaged = e->damaged;
+	return ERR_OK;
+}
+
+void registry_dataset_release(struct registry_dataset *d)
+{
+	if (!d)
+		return;
+	if (d->spec)
+		granary__v1__dataset_spec__free_unpacked(d->spec, NULL);
+	d->spec = NULL;
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static enum error_code sync_dir(const char *path, struct error *err)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
+
+	if (fd < 0 || fsync(fd) < 0) {
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return error_set(err, error_from_errno(saved), "fsync '%s': %s", path,
+				 strerror(saved));
+	}
+	close(fd);
+	return ERR_OK;
+}
+
+static enum error_code mkdir_p(const char *path, struct error *err)
+{
+	char buf[4096];
+	size_t len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return error_set(err, ERR_INVALID, "data dir '%s': path too long", path);
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+
+			*p = '\0';
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+				int saved = errno;
+
+				return error_set(err, error_from_errno(saved), "mkdir '%s': %s", buf,
+						 strerror(saved));
+			}
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	return ERR_OK;
+}
+
+static enum error_code write_all(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return ERR_IO;
+		p += w;
+		len -= (size_t)w;
+	}
+	return ERR_OK;
+}
+
+/* Writes DATA/datasets/NAME atomically and durably. */
+static enum error_code write_record(struct registry *r, const struct entry *e, uint64_t generation,
+				    int64_t created_ms, struct error *err)
+{
+	size_t len = RECORD_HEADER + e->spec_len + 8;
+	char *path = NULL, *tmp = NULL;
+	uint8_t *buf = malloc(len);
+	enum error_code rc = ERR_NOMEM;
+	int fd = -1, saved;
+
+	if (!buf || asprintf(&path, "%s/%s", r->records_dir, e->name) < 0)
+		goto nomem;
+	if (asprintf(&tmp, "%s/.%s.XXXXXX", r->records_dir, e->name) < 0) {
+		tmp = NULL;
+		goto nomem;
+	}
+	memcpy(buf, RECORD_MAGIC, 8);
+	put_u64(buf + 8, generation);
+	put_u64(buf + 16, (uint64_t)created_ms);
+	put_u32(buf + 24, (uint32_t)e->spec_len);
+	memcpy(buf + RECORD_HEADER, e->spec, e->spec_len);
+	put_u64(buf + RECORD_HEADER + e->spec_len, XXH3_64bits(buf, RECORD_HEADER + e->spec_len));
+
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		saved = errno;
+		free(tmp);
+		tmp = NULL;
+		rc = error_set(err, error_from_errno(saved), "save dataset '%s': create in '%s': %s",
+			       e->name, r->records_dir, strerror(saved));
+		goto out;
+	}
+	if (write_all(fd, buf, len) != ERR_OK || fsync(fd) < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
+			       "save dataset '%s': write '%s': %s", e->name, tmp, strerror(saved));
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "save dataset '%s': close '%s': %s",
+			       e->name, tmp, strerror(saved));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "save dataset '%s': rename to '%s': %s",
+			       e->name, path, strerror(saved));
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	rc = sync_dir(r->records_dir, err);
+	goto out;
+nomem:
+	rc = error_set(err, ERR_NOMEM, "save dataset '%s': out of memory", e->name);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(path);
+	free(buf);
+	return rc;
+}
+
+/* Reads and checks a record; fills a new entry (state READY). */
+static enum error_code read_record(const char *path, const char *name, struct entry **out,
+				   struct error *err)
+{
+	struct entry *e = NULL;
+	Granary__V1__DatasetSpec *spec = NULL;
+	uint8_t *buf = NULL;
+	struct stat sb;
+	size_t got = 0;
+	uint32_t slen;
+	int fd, saved;
+	enum error_code rc;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "read '%s': %s", path, strerror(saved));
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size < RECORD_HEADER + 8 || sb.st_size > RECORD_MAX) {
+		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (%lld bytes)", path,
+			       (long long)sb.st_size);
+		goto out;
+	}
+	buf = malloc((size_t)sb.st_size);
+	if (!buf) {
+		rc = error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
+		goto out;
+	}
+	while (got < (size_t)sb.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	slen = get_u32(buf + 24);
+	if (got != (size_t)sb.st_size || memcmp(buf, RECORD_MAGIC, 8) != 0 ||
+	    (size_t)slen + RECORD_HEADER + 8 != got ||
+	    get_u64(buf + got - 8) != XXH3_64bits(buf, got - 8)) {
+		rc = error_set(err, ERR_IO, "read '%s': corrupt dataset record (bad magic, length or checksum)",
+			       path);
+		goto out;
+	}
+	spec = granary__v1__dataset_spec__unpack(NULL, slen, buf + RECORD_HEADER);
+	if (!spec || strcmp(str_or_empty(spec->name), name) != 0) {
+		rc = error_set(err, ERR_IO, "read '%s': the record's spec is not dataset '%s'", path,
+			       name);
+		goto out;
+	}
+	rc = registry_check_spec(spec, err);
+	if (rc != ERR_OK) {
+		error_wrap(err, "read '%s'", path);
+		rc = ERR_IO;
+		goto out;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->name = strdup(name)) || !(e->spec = malloc(slen ? slen : 1))) {
+		entry_free(e);
+		e = NULL;
+		rc = error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
+		goto out;
+	}
+	memcpy(e->spec, buf + RECORD_HEADER, slen);
+	e->spec_len = slen;
+	e->state = REGISTRY_READY;
+	e->generation = get_u64(buf + 8);
+	e->created_ms = (int64_t)get_u64(buf + 16);
+	if (e->generation == 0) {
+		entry_free(e);
+		e = NULL;
+		rc = error_set(err, ERR_IO, "read '%s': generation 0 in a record", path);
+		goto out;
+	}
+	*out = e;
+	rc = ERR_OK;
+out:
+	if (spec)
+		granary__v1__dataset_spec__free_unpacked(spec, NULL);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
+/*
+ * Removes snapshot files of name outside [keep_min, keep_max] and leftover
+ * temporary files; keep_max 0 removes everything and the directory.
+ * Called with r->mu held and no build of name running.
+ */
+static void prune_snapshots(struct registry *r, const char *name, uint64_t keep_min,
+			    uint64_t keep_max)
+{
+	char dir[4096], path[4400];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/%s", r->snap_dir, name);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		unsigned long long gen;
+		char tail[8];
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (keep_max && de->d_name[0] != '.' &&
+		    sscanf(de->d_name, "%llu.sna%1[p]", &gen, tail) == 2 && gen >= keep_min &&
+		    gen <= keep_max)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("cannot remove snapshot file", LOG_S("path", path),
+				 LOG_S("cause", strerror(errno)));
+	}
+	closedir(d);
+	if (!keep_max && rmdir(dir) < 0 && errno != ENOENT)
+		log_warn("cannot remove snapshot directory", LOG_S("path", dir),
+			 LOG_S("cause", strerror(errno)));
+}
+
+/* ---- open and load ----------------------------------------------------- */
+
+static void load_snapshot(struct registry *r, struct entry *e)
+{
+	char *path = snapshot_file_path(r->snap_dir, e->name, e->generation);
+	struct snapshot *snap = NULL;
+	struct error err;
+
+	if (!path || snapshot_load(path, &snap, &err) != ERR_OK) {
+		e->damaged = true;
+		log_error("dataset snapshot unreadable: RefreshDataset rebuilds it",
+			  LOG_S("dataset", e->name), LOG_U("generation", e->generation),
+			  LOG_S("cause", path ? err.msg : "out of memory"));
+	} else if (snapshot_generation(snap) != e->generation ||
+		   strcmp(snapshot_name(snap), e->name) != 0) {
+		e->damaged = true;
+		log_error("dataset snapshot is of another dataset or generation",
+			  LOG_S("dataset", e->name), LOG_U("generation", e->generation),
+			  LOG_S("path", path));
+	} else {
+		snapshot_totals(snap, &e->totals);
+	}
+	snapshot_free(snap);
+	free(path);
+}
+
+static enum error_code load_all(struct registry *r, struct error *err)
+{
+	struct dirent *de;
+	DIR *d;
+	int saved;
+
+	d = opendir(r->records_dir);
+	if (!d) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "open '%s': %s", r->records_dir,
+				 strerror(saved));
+	}
+	while ((de = readdir(d))) {
+		char path[4400];
+		struct entry *e = NULL;
+		struct error rerr;
+		size_t pos;
+
+		if (de->d_name[0] == '.') {
+			/* A temporary record a crash left behind. */
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+				snprintf(path, sizeof(path), "%s/%s", r->records_dir, de->d_name);
+				unlink(path);
+			}
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", r->records_dir, de->d_name);
+		if (snapshot_check_name(de->d_name, &rerr) != ERR_OK ||
+		    read_record(path, de->d_name, &e, &rerr) != ERR_OK) {
+			log_error("dataset record skipped", LOG_S("path", path),
+				  LOG_S("cause", rerr.msg));
+			continue;
+		}
+		if (find(r, e->name, &pos) || insert(r, e, pos) != ERR_OK) {
+			entry_free(e);
+			closedir(d);
+			return error_set(err, ERR_NOMEM, "load '%s': out of memory", path);
+		}
+		load_snapshot(r, e);
+		prune_snapshots(r, e->name, e->generation > 1 ? e->generation - 1 : 1,
+				e->generation);
+		log_info("dataset loaded", LOG_S("dataset", e->name),
+			 LOG_U("generation", e->generation), LOG_U("files", e->totals.files),
+			 LOG_U("bytes", e->totals.bytes), LOG_S("damaged", e->damaged ? "yes" : "no"));
+	}
+	closedir(d);
+
+	/* Snapshot directories no record names: a crash mid-registration. */
+	d = opendir(r->snap_dir);
+	if (!d) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "open '%s': %s", r->snap_dir,
+				 strerror(saved));
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || find(r, de->d_name, NULL))
+			continue;
+		log_info("removing snapshots of an unregistered dataset", LOG_S("dataset", de->d_name));
+		prune_snapshots(r, de->d_name, 0, 0);
+	}
+	closedir(d);
+	return ERR_OK;
+}
+
+enum error_code registry_open(const struct registry_options *opt, struct registry **out,
+			      struct error *err)
+{
+	static const struct store_config no_store;
+	const struct store_config *sc = opt->store ? opt->store : &no_store;
+	struct registry *r = NULL;
+	enum error_code rc;
+
+	*out = NULL;
+	if (!opt->data_dir || opt->data_dir[0] != '/')
+		return error_set(err, ERR_INVALID, "data dir '%s': must be an absolute path",
+				 str_or_empty(opt->data_dir));
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return error_set(err, ERR_NOMEM, "registry: out of memory");
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	r->max_builds = opt->max_builds ? opt->max_builds : 4;
+	r->build_hook = opt->build_hook;
+	r->hook_arg = opt->hook_arg;
+	r->store = *sc;
+	r->endpoint = dup_or_null(sc->endpoint && *sc->endpoint ? sc->endpoint : NULL);
+	r->region = dup_or_null(sc->region && *sc->region ? sc->region : NULL);
+	r->credentials_file = dup_or_null(sc->credentials_file && *sc->credentials_file
+						  ? sc->credentials_file
+						  : NULL);
+	r->profile = dup_or_null(sc->profile && *sc->profile ? sc->profile : NULL);
+	r->store.endpoint = r->endpoint;
+	r->store.region = r->region;
+	r->store.credentials_file = r->credentials_file;
+	r->store.profile = r->profile;
+	if (asprintf(&r->records_dir, "%s/datasets", opt->data_dir) < 0) {
+		r->records_dir = NULL;
+		goto nomem;
+	}
+	if (asprintf(&r->snap_dir, "%s/snapshots", opt->data_dir) < 0) {
+		r->snap_dir = NULL;
+		goto nomem;
+	}
+	rc = mkdir_p(r->records_dir, err);
+	if (rc == ERR_OK)
+		rc = mkdir_p(r->snap_dir, err);
+	if (rc == ERR_OK)
+		rc = load_all(r, err);
+	if (rc != ERR_OK) {
+		registry_free(r);
+		return rc;
+	}
+	log_info("registry opened", LOG_S("data_dir", opt->data_dir), LOG_U("datasets", r->n));
+	*out = r;
+	return ERR_OK;
+nomem:
+	registry_free(r);
+	return error_set(err, ERR_NOMEM, "registry: out of memory");
+}
+
+void registry_free(struct registry *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->n; i++)
+		entry_free(r->entries[i]);
+	free(r->entries);
+	free(r->records_dir);
+	free(r->snap_dir);
+	free(r->endpoint);
+	free(r->region);
+	free(r->credentials_file);
+	free(r->profile);
+	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+/* ---- building a generation (no lock held) ------------------------------ */
+
+/* Maps a store error met while opening or listing to what the caller of
+ * Register/Refresh should see, keeping the store's message. */
+static enum error_code map_store_error(const Granary__V1__DatasetSpec *spec, struct error *err,
+				       bool opening)
+{
+	bool has_ref = spec->credentials_ref && *spec->credentials_ref;
+
+	switch (err->code) {
+	case ERR_UNAVAILABLE:
+	case ERR_TIMEOUT:
+		err->code = ERR_UNAVAILABLE;
+		return error_wrap(err, "store unreachable for '%s'", spec->source_uri);
+	case ERR_PERMISSION:
+	case ERR_UNAUTHENTICATED:
+		err->code = ERR_PERMISSION;
+		if (opening)
+			return error_wrap(err, "field 'credentials_ref'");
+		return error_wrap(err, "credentials refused listing '%s'", spec->source_uri);
+	case ERR_NOT_FOUND:
+	case ERR_INVALID:
+		err->code = ERR_INVALID;
+		if (opening && has_ref)
+			return error_wrap(err, "field 'credentials_ref'");
+		return error_wrap(err, "field 'source_uri'");
+	default:
+		return error_wrap(err, "list '%s'", spec->source_uri);
+	}
+}
+
+static enum error_code build_generation(struct registry *r, const Granary__V1__DatasetSpec *spec,
+					uint64_t generation, struct snapshot_totals *totals,
+					int64_t *created_ms, struct error *err)
+{
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL, *uri = NULL;
+	struct store_config cfg = r->store;
+	struct store *st = NULL;
+	struct snapshot *snap = NULL;
+	struct store_stats stats = { 0 };
+	uint64_t t0 = retry_now_ms();
+	enum error_code rc;
+
+	if (r->build_hook)
+		r->build_hook(spec->name, generation, r->hook_arg);
+	rc = store_uri_parse(spec->source_uri, &scheme, &bucket, &prefix, err);
+	if (rc != ERR_OK)
+		goto out;
+	if (asprintf(&uri, "%s://%s", scheme, bucket) < 0) {
+		uri = NULL;
+		rc = error_set(err, ERR_NOMEM, "dataset '%s': out of memory", spec->name);
+		goto out;
+	}
+	if (spec->endpoint && *spec->endpoint)
+		cfg.endpoint = spec->endpoint;
+	if (spec->region && *spec->region)
+		cfg.region = spec->region;
+	if (spec->credentials_ref && *spec->credentials_ref) {
+		cfg.credentials_file = spec->credentials_ref;
+		cfg.profile = NULL;
+	}
+	rc = store_open(uri, &cfg, &st, err);
+	if (rc != ERR_OK) {
+		rc = map_store_error(spec, err, true);
+		goto out;
+	}
+	rc = snapshot_build_from_store(st, prefix, spec->name, spec->source_uri, generation, &snap,
+				       err);
+	store_get_stats(st, &stats);
+	if (rc != ERR_OK) {
+		rc = map_store_error(spec, err, false);
+		goto out;
+	}
+	rc = snapshot_save(snap, r->snap_dir, err);
+	if (rc != ERR_OK) {
+		error_wrap(err, "dataset '%s'", spec->name);
+		goto out;
+	}
+	snapshot_totals(snap, totals);
+	*created_ms = wall_ms();
+	log_info("dataset generation built", LOG_S("dataset", spec->name),
+		 LOG_U("generation", generation), LOG_U("files", totals->files),
+		 LOG_U("dirs", totals->dirs), LOG_U("bytes", totals->bytes),
+		 LOG_U("store_requests", stats.requests), LOG_U("ms", retry_now_ms() - t0));
+out:
+	if (rc != ERR_OK)
+		log_info("dataset build failed", LOG_S("dataset", spec->name),
+			 LOG_U("generation", generation), LOG_S("cause", err->msg),
+			 LOG_U("store_requests", stats.requests));
+	snapshot_free(snap);
+	store_free(st);
+	free(uri);
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	return rc;
+}
+
+static struct build *build_new(void)
+{
+	struct build *b = calloc(1, sizeof(*b));
+
+	if (b)
+		b->refs = 1;
+	return b;
+}
+
+/* Drops one reference. Called with r->mu held. */
+static void build_put(struct build *b)
+{
+	if (--b->refs == 0)
+		free(b);
+}
+
+/* Publishes a build's result and wakes its waiters. Called with r->mu held. */
+static void build_finish(struct registry *r, struct build *b, enum error_code rc,
+			 const struct error *err)
+{
+	b->done = true;
+	if (rc == ERR_OK)
+		error_clear(&b->err);
+	else
+		b->err = *err;
+	b->err.code = rc;
+	pthread_cond_broadcast(&r->cond);
+	build_put(b);
+}
+
+/* Waits for the build running on e and returns its result (the dataset as
+ * it is then). Called with r->mu held; waits on r->cond. */
+static enum error_code join_build(struct registry *r, struct entry *e,
+				  struct registry_dataset *out, struct error *err)
+{
+	struct build *b = e->build;
+	char name[SNAPSHOT_DATASET_MAX + 1];
+	enum error_code rc;
+
+	if (r->builders >= r->max_builds)
+		return error_set(err, ERR_UNAVAILABLE,
+				 "dataset '%s': %u registrations or refreshes in progress; retry later",
+				 e->name, r->builders);
+	snprintf(name, sizeof(name), "%s", e->name);
+	b->refs++;
+	r->builders++;
+	while (!b->done)
+		pthread_cond_wait(&r->cond, &r->mu);
+	r->builders--;
+	/* e may be gone: a failed registration removes it. */
+	if (b->err.code != ERR_OK) {
+		rc = b->err.code;
+		if (err)
+			*err = b->err;
+	} else if ((e = find(r, name, NULL))) {
+		rc = fill(e, out, err);
+	} else {
+		rc = error_set(err, ERR_NOT_FOUND, "dataset '%s' not found (deleted meanwhile)", name);
+	}
+	build_put(b);
+	return rc;
+}
+
+/* ---- the operations ---------------------------------------------------- */
+
+enum error_code registry_register(struct registry *r, const Granary__V1__DatasetSpec *spec,
+				  struct registry_dataset *out, struct error *err)
+{
+	struct error local;
+	struct entry *e = NULL, *have;
+	struct build *b = NULL;
+	struct snapshot_totals totals = { 0 };
+	int64_t created = 0;
+	enum error_code rc;
+	size_t pos;
+
+	if (!err)
+		err = &local;
+
+	memset(out, 0, sizeof(*out));
+	rc = registry_check_spec(spec, err);
+	if (rc != ERR_OK)
+		return rc;
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->name = strdup(spec->name))) {
+		entry_free(e);
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", spec->name);
+	}
+	rc = canonical_pack(spec, &e->spec, &e->spec_len, err);
+	if (rc != ERR_OK) {
+		entry_free(e);
+		return rc;
+	}
+
+	pthread_mutex_lock(&r->mu);
+	have = find(r, spec->name, &pos);
+	if (have) {
+		if (have->spec_len != e->spec_len || memcmp(have->spec, e->spec, e->spec_len) != 0)
+			rc = spec_conflict(have, spec, err);
+		else if (have->state == REGISTRY_REGISTERING)
+			rc = join_build(r, have, out, err);
+		else
+			rc = fill(have, out, err); /* idempotent */
+		pthread_mutex_unlock(&r->mu);
+		entry_free(e);
+		return rc;
+	}
+	if (r->builders >= r->max_builds) {
+		rc = error_set(err, ERR_UNAVAILABLE,
+			       "dataset '%s': %u registrations or refreshes in progress; retry later",
+			       spec->name, r->builders);
+		pthread_mutex_unlock(&r->mu);
+		entry_free(e);
+		return rc;
+	}
+	b = build_new();
+	if (!b || insert(r, e, pos) != ERR_OK) {
+		pthread_mutex_unlock(&r->mu);
+		free(b);
+		entry_free(e);
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", spec->name);
+	}
+	e->state = REGISTRY_REGISTERING;
+	e->build = b;
+	r->builders++;
+	pthread_mutex_unlock(&r->mu);
+	log_info("dataset registering", LOG_S("dataset", e->name),
+		 LOG_S("source_uri", spec->source_uri));
+
+	/* The listing runs without the lock; e stays put meanwhile (Delete
+	 * refuses a dataset being built, Register and Refresh join it). */
+	rc = build_generation(r, spec, 1, &totals, &created, err);
+	if (rc == ERR_OK)
+		rc = write_record(r, e, 1, created, err);
+
+	pthread_mutex_lock(&r->mu);
+	r->builders--;
+	e->build = NULL;
+	build_finish(r, b, rc, err);
+	if (rc == ERR_OK) {
+		e->state = REGISTRY_READY;
+		e->generation = 1;
+		e->totals = totals;
+		e->created_ms = created;
+		rc = fill(e, out, err);
+	} else {
+		find(r, e->name, &pos);
+		prune_snapshots(r, e->name, 0, 0);
+		remove_at(r, pos);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+enum error_code registry_get(struct registry *r, const char *name, struct registry_dataset *out,
+			     struct error *err)
+{
+	struct error local;
+	struct entry *e;
+	enum error_code rc;
+
+	if (!err)
+		err = &local;
+
+	memset(out, 0, sizeof(*out));
+	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	pthread_mutex_lock(&r->mu);
+	e = find(r, name, NULL);
+	rc = e ? fill(e, out, err) : error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+void registry_list_free(struct registry_dataset *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		registry_dataset_release(&list[i]);
+	free(list);
+}
+
+enum error_code registry_list(struct registry *r, struct registry_dataset **out, size_t *n,
+			      struct error *err)
+{
+	struct registry_dataset *list;
+	enum error_code rc = ERR_OK;
+	size_t i;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&r->mu);
+	list = calloc(r->n ? r->n : 1, sizeof(*list));
+	if (!list) {
+		pthread_mutex_unlock(&r->mu);
+		return error_set(err, ERR_NOMEM, "list datasets: out of memory");
+	}
+	for (i = 0; i < r->n && rc == ERR_OK; i++)
+		rc = fill(r->entries[i], &list[i], err);
+	pthread_mutex_unlock(&r->mu);
+	if (rc != ERR_OK) {
+		registry_list_free(list, i);
+		return rc;
+	}
+	*out = list;
+	*n = i;
+	return ERR_OK;
+}
+
+enum error_code registry_delete(struct registry *r, const char *name, struct error *err)
+{
+	struct error local;
+	struct entry *e;
+	char *path = NULL;
+	enum error_code rc;
+	size_t pos;
+	int saved;
+
+	if (!err)
+		err = &local;
+
+	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	pthread_mutex_lock(&r->mu);
+	e = find(r, name, &pos);
+	if (!e) {
+		rc = error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
+		goto out;
+	}
+	if (e->build) {
+		rc = error_set(err, ERR_UNAVAILABLE, "dataset '%s' is %s; delete it when that is done",
+			       name, state_names[e->state]);
+		goto out;
+	}
+	if (asprintf(&path, "%s/%s", r->records_dir, name) < 0) {
+		path = NULL;
+		rc = error_set(err, ERR_NOMEM, "delete '%s': out of memory", name);
+		goto out;
+	}
+	/* The record goes first: from here on the dataset is gone. */
+	if (unlink(path) < 0 && errno != ENOENT) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "delete dataset '%s': unlink '%s': %s",
+			       name, path, strerror(saved));
+		goto out;
+	}
+	rc = sync_dir(r->records_dir, err);
+	if (rc != ERR_OK)
+		goto out;
+	prune_snapshots(r, name, 0, 0);
+	remove_at(r, pos);
+	log_info("dataset deleted", LOG_S("dataset", name));
+out:
+	pthread_mutex_unlock(&r->mu);
+	free(path);
+	return rc;
+}
+
+enum error_code registry_refresh(struct registry *r, const char *name,
+				 struct registry_dataset *out, struct error *err)
+{
+	struct error local;
+	Granary__V1__DatasetSpec *spec = NULL;
+	struct snapshot_totals totals = { 0 };
+	int64_t created = 0;
+	struct build *b;
+	struct entry *e;
+	uint64_t generation;
+	enum error_code rc;
+
+	if (!err)
+		err = &local;
+
+	memset(out, 0, sizeof(*out));
+	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	pthread_mutex_lock(&r->mu);
+	e = find(r, name, NULL);
+	if (!e) {
+		rc = error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
+		goto unlock;
+	}
+	if (e->build) {
+		rc = join_build(r, e, out, err);
+		goto unlock;
+	}
+	if (r->builders >= r->max_builds) {
+		rc = error_set(err, ERR_UNAVAILABLE,
+			       "dataset '%s': %u registrations or refreshes in progress; retry later",
+			       name, r->builders);
+		goto unlock;
+	}
+	spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	b = build_new();
+	if (!spec || !b) {
+		free(b);
+		rc = error_set(err, ERR_NOMEM, "refresh '%s': out of memory", name);
+		goto unlock;
+	}
+	e->build = b;
+	e->state = REGISTRY_REFRESHING;
+	generation = e->generation + 1;
+	r->builders++;
+	pthread_mutex_unlock(&r->mu);
+
+	rc = build_generation(r, spec, generation, &totals, &created, err);
+	if (rc == ERR_OK)
+		rc = write_record(r, e, generation, created, err);
+
+	pthread_mutex_lock(&r->mu);
+	r->builders--;
+	e->build = NULL;
+	e->state = REGISTRY_READY;
+	build_finish(r, b, rc, err);
+	if (rc == ERR_OK) {
+		e->generation = generation;
+		e->totals = totals;
+		e->created_ms = created;
+		e->damaged = false;
+		rc = fill(e, out, err);
+	}
+	/* Keep the current generation and the one before; drop a new file
+	 * whose record could not be written. */
+	prune_snapshots(r, name, e->generation > 1 ? e->generation - 1 : 1, e->generation);
+unlock:
+	pthread_mutex_unlock(&r->mu);
+	if (spec)
+		granary__v1__dataset_spec__free_unpacked(spec, NULL);
+	return rc;
+}
+
+enum error_code registry_read_snapshot(struct registry *r, const char *name, uint64_t generation,
+				       size_t chunk, registry_chunk_fn fn, void *arg,
+				       struct error *err)
+{
+	struct error local;
+	struct entry *e;
+	char *path = NULL;
+	uint8_t *buf = NULL;
+	uint64_t current = 0, total = 0, off = 0;
+	struct stat sb;
+	enum error_code rc = ERR_OK;
+	int fd = -1, saved;
+
+	if (!err)
+		err = &local;
+
+	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	if (chunk == 0)
+		chunk = 1u << 20;
+	pthread_mutex_lock(&r->mu);
+	e = find(r, name, NULL);
+	if (!e) {
+		rc = error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
+	} else if (e->state == REGISTRY_REGISTERING) {
+		rc = error_set(err, ERR_UNAVAILABLE,
+			       "dataset '%s' is being registered: no snapshot yet", name);
+	} else {
+		current = e->generation;
+		if (generation == 0)
+			generation = current;
+		if (generation > current)
+			rc = error_set(err, ERR_NOT_FOUND,
+				       "dataset '%s' has no generation %llu (current is %llu)", name,
+				       (unsigned long long)generation,
+				       (unsigned long long)current);
+		else if (generation == current && e->damaged)
+			rc = error_set(err, ERR_IO,
+				       "snapshot of dataset '%s' generation %llu did not load at start-up; RefreshDataset rebuilds it",
+				       name, (unsigned long long)generation);
+	}
+	if (rc == ERR_OK) {
+		path = snapshot_file_path(r->snap_dir, name, generation);
+		if (!path) {
+			rc = error_set(err, ERR_NOMEM, "snapshot of '%s': out of memory", name);
+		} else if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			saved = errno;
+			if (saved == ENOENT)
+				rc = error_set(err, ERR_NOT_FOUND,
+					       "dataset '%s' generation %llu is no longer kept (current is %llu)",
+					       name, (unsigned long long)generation,
+					       (unsigned long long)current);
+			else
+				rc = error_set(err, error_from_errno(saved), "open '%s': %s", path,
+					       strerror(saved));
+		}
+	}
+	/* The open fd keeps the file readable whatever happens to it now. */
+	pthread_mutex_unlock(&r->mu);
+	if (rc != ERR_OK)
+		goto out;
+	if (fstat(fd, &sb) < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "stat '%s': %s", path, strerror(saved));
+		goto out;
+	}
+	total = (uint64_t)sb.st_size;
+	buf = malloc(chunk);
+	if (!buf) {
+		rc = error_set(err, ERR_NOMEM, "snapshot of '%s': out of memory", name);
+		goto out;
+	}
+	while (off < total) {
+		size_t want = total - off < chunk ? (size_t)(total - off) : chunk, got = 0;
+
+		while (got < want) {
+			ssize_t n = pread(fd, buf + got, want - got, (off_t)(off + got));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				saved = errno;
+				rc = error_set(err, ERR_IO, "read '%s': %s", path, strerror(saved));
+				goto out;
+			}
+			if (n == 0) {
+				rc = error_set(err, ERR_IO, "read '%s': file ends at %llu of %llu bytes",
+					       path, (unsigned long long)(off + got),
+					       (unsigned long long)total);
+				goto out;
+			}
+			got += (size_t)n;
+		}
+		rc = fn(generation, total, off, buf, got, arg, err);
+		if (rc != ERR_OK)
+			goto out;
+		off += got;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(path);
+	return rc;
+}

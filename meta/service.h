@@ -1,0 +1,43 @@
+/*
+ * service.h - the granary.v1.Meta gRPC service: thin adapters from
+ * rpc_server calls to the registry and the membership. Each handler parses
+ * its request, calls the core, and replies; the error code the core returns
+ * becomes the gRPC status once, in rpc_server (error_to_grpc).
+ *
+ * The method names below are the wire names; meta_client uses them too.
+ */
+#ifndef GRANARY_META_SERVICE_H
+#define GRANARY_META_SERVICE_H
+
+#include "common/error.h"
+#include "meta/membership.h"
+#include "meta/registry.h"
+#include "rpc/rpc_server.h"
+
+#define META_METHOD_REGISTER "/granary.v1.Meta/RegisterDataset"
+#define META_METHOD_GET "/granary.v1.Meta/GetDataset"
+#define META_METHOD_LIST "/granary.v1.Meta/ListDatasets"
+#define META_METHOD_DELETE "/granary.v1.Meta/DeleteDataset"
+#define META_METHOD_REFRESH "/granary.v1.Meta/RefreshDataset"
+#define META_METHOD_SNAPSHOT "/granary.v1.Meta/GetSnapshot"
+#define META_METHOD_HEARTBEAT "/granary.v1.Meta/Heartbeat"
+#define META_METHOD_WORKERS "/granary.v1.Meta/ListWorkers"
+
+/* Bytes of snapshot data in one SnapshotChunk: a quarter of the default
+ * 4 MiB message limit, so a chunk always fits with room to spare. */
+#define META_SNAPSHOT_CHUNK (1u << 20)
+
+struct meta_service {
+	struct registry *registry;
+	struct membership *membership;
+};
+
+/*
+ * Registers the eight handlers of granary.v1.Meta on srv (before
+ * rpc_server_start). svc must outlive the server. Errors of
+ * rpc_server_add_*.
+ */
+enum error_code meta_service_add(struct rpc_server *srv, struct meta_service *svc,
+				 struct error *err);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * rpc_server.h - a gRPC server for protobuf-c messages over the gRPC core C
+ * API, shared by granary-meta and granary-csi.
+ *
+ * Handlers are registered by full method name ("/granary.v1.Meta/GetDataset")
+ * with the descriptors of their request and reply messages. A handler gets
+ * the unpacked request and a call object; it answers by calling
+ * rpc_server_reply() once (unary) or rpc_server_send() any number of times
+ * (server streaming), and returns an enum error_code with a struct error:
+ * ERR_OK becomes status OK, anything else the status error_to_grpc() gives,
+ * with err->msg as the status message. The adapters stay thin: parse, call
+ * the core, map the error once here, reply.
+ *
+ * Threads: rpc_server_start() starts a pool of workers (cpu_available() by
+ * default) that take new calls from one completion queue and run each call
+ * to its end on the worker that took it; every call has a completion queue
+ * of its own, so a handler blocked on a slow client never stalls another
+ * call. A handler runs on one worker thread; handlers of different calls run
+ * at the same time, so whatever they share needs its own locking.
+ *
+ * Limits: requests and replies over max_message_bytes (default 4 MiB) are
+ * refused on both sides (RESOURCE_EXHAUSTED from gRPC for a request; a
+ * reply is checked before it is sent and the call fails with ERR_INTERNAL).
+ *
+ * Shutdown (rpc_server_shutdown) is graceful: no new calls are admitted,
+ * calls in flight get shutdown_grace_ms to finish, then they are cancelled
+ * (their sends fail; rpc_server_cancelled() turns true) and the pool is
+ * joined after the last handler returns (or given up on after a second
+ * grace period, for the process to exit).
+ *
+ * This header includes no gRPC header: the core never sees gRPC types.
+ */
+#ifndef GRANARY_RPC_RPC_SERVER_H
+#define GRANARY_RPC_RPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "common/error.h"
+
+#define RPC_DEFAULT_MAX_MESSAGE (4u << 20)
+
+struct rpc_server;
+struct rpc_server_call;
+
+struct rpc_server_options {
+	unsigned threads;           /* worker threads; 0 = cpu_available() */
+	size_t max_message_bytes;   /* both directions; 0 = RPC_DEFAULT_MAX_MESSAGE */
+	uint64_t shutdown_grace_ms; /* in-flight calls' time to finish; 0 = 10 s */
+};
+
+/*
+ * A handler. request is the unpacked request (of the descriptor given at
+ * registration), owned by the server and freed after the handler returns.
+ * Returns ERR_OK, or an error code with err filled (its message goes to the
+ * client as the status message, so it must hold no secret).
+ */
+typedef enum error_code (*rpc_server_handler_fn)(struct rpc_server_call *call,
+						 const ProtobufCMessage *request, void *arg,
+						 struct error *err);
+
+/*
+ * Creates a server (initialises gRPC once per process, see rpc_client.h;
+ * call it before starting threads). Nothing listens until
+ * rpc_server_start. ERR_NOMEM or ERR_INTERNAL when gRPC refuses. Free with
+ * rpc_server_free.
+ */
+enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_server **out,
+			       struct error *err);
+
+/*
+ * Registers a unary (reply once) or server-streaming handler for the full
+ * method name. Only before rpc_server_start. ERR_EXISTS for a name given
+ * twice, ERR_INVALID for a name not of the form "/package.Service/Method".
+ * A call to a method that is not registered is answered UNIMPLEMENTED.
+ */
+enum error_code rpc_server_add_unary(struct rpc_server *srv, const char *method,
+				     const ProtobufCMessageDescriptor *request,
+				     const ProtobufCMessageDescriptor *reply,
+				     rpc_server_handler_fn fn, void *arg, struct error *err);
+enum error_code rpc_server_add_stream(struct rpc_server *srv, const char *method,
+				      const ProtobufCMessageDescriptor *request,
+				      const ProtobufCMessageDescriptor *reply,
+				      rpc_server_handler_fn fn, void *arg, struct error *err);
+
+/*
+ * Adds a listener, an address as common/netaddr.h writes it:
+ * "unix:///run/granary/meta.sock" (a stale socket file there is replaced;
+ * the directory must exist) or "host:port" ("0.0.0.0:7400", "[::]:7400").
+ * Only before rpc_server_start. *bound_port (may be NULL) gets the TCP
+ * port, 0 for a unix socket. ERR_INVALID for a malformed address,
+ * ERR_UNAVAILABLE when the address cannot be bound (in use, no such
+ * directory, not allowed), naming it.
+ */
+enum error_code rpc_server_listen(struct rpc_server *srv, const char *address, int *bound_port,
+				  struct error *err);
+
+/* Starts serving on every listener with the worker pool. */
+enum error_code rpc_server_start(struct rpc_server *srv, struct error *err);
+
+/*
+ * Graceful stop: no new calls; calls in flight get shutdown_grace_ms to
+ * finish; then they are cancelled and their handlers get one more grace
+ * period to return (a handler that does not send notices it through
+ * rpc_server_cancelled()). Returns true when every call finished and every
+ * worker exited. Returns false when handlers still run after that: the
+ * server is left serving nothing, and a daemon should exit the process
+ * without freeing what those handlers use (rpc_server_free would wait for
+ * them). From any thread that is not a worker; a server never started
+ * returns true at once.
+ */
+bool rpc_server_shutdown(struct rpc_server *srv);
+
+/* Shuts down if needed (waiting for every handler to return), then frees.
+ * NULL is fine. */
+void rpc_server_free(struct rpc_server *srv);
+
+/* ---- inside a handler -------------------------------------------------- */
+
+/*
+ * Unary only: sets the reply, packed at once (msg can be freed as soon as
+ * this returns). It is sent with status OK when the handler returns ERR_OK.
+ * ERR_INTERNAL when msg is not of the registered reply type, is over the
+ * size limit, or is the second reply.
+ */
+enum error_code rpc_server_reply(struct rpc_server_call *call, const ProtobufCMessage *msg,
+				 struct error *err);
+
+/*
+ * Streaming only: sends one message and waits until gRPC has taken it (flow
+ * control: a slow reader slows the handler, memory stays bounded).
+ * ERR_CANCELLED when the client went away or cancelled, ERR_TIMEOUT when
+ * the call's deadline passed; the handler should then return that error.
+ * ERR_INTERNAL for a wrong type or an oversized message.
+ */
+enum error_code rpc_server_send(struct rpc_server_call *call, const ProtobufCMessage *msg,
+				struct error *err);
+
+/* Milliseconds left before the client's deadline; UINT64_MAX when it set
+ * none, 0 once it has passed. */
+uint64_t rpc_server_remaining_ms(const struct rpc_server_call *call);
+
+/* True once the client cancelled or went away, the deadline passed or the
+ * server is cancelling calls at shutdown: long handlers may stop early. */
+bool rpc_server_cancelled(struct rpc_server_call *call);
+
+/* The full method name, and the peer ("ipv4:127.0.0.1:5312", "unix:...")
+ * for logs. Valid during the handler. */
+const char *rpc_server_method(const struct rpc_server_call *call);
+const char *rpc_server_peer(const struct rpc_server_call *call);
+
+#endif

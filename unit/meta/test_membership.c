@@ -1,0 +1,177 @@
+/*
+ * test_membership.c - worker membership from heartbeats, with an injected
+ * clock: joins, updates, address moves and expiry change the version as
+ * documented; lists are sorted; bad heartbeats name the field.
+ */
+#include <string.h>
+
+#include "common/log.h"
+#include "meta/membership.h"
+#include "unit/check_main.h"
+
+static uint64_t now_ms;
+
+static uint64_t fake_clock(void *arg)
+{
+	(void)arg;
+	return now_ms;
+}
+
+static struct membership *make(uint64_t interval, uint64_t expiry)
+{
+	struct membership_options opt = { .interval_ms = interval, .expiry_ms = expiry,
+					  .initial_version = 100, .clock = fake_clock };
+	struct membership *m = NULL;
+	struct error err;
+
+	log_set_level(LOG_LEVEL_ERROR);
+	now_ms = 1000000;
+	ck_assert_int_eq(membership_new(&opt, &m, &err), ERR_OK);
+	return m;
+}
+
+static uint64_t beat(struct membership *m, const char *id, const char *addr, uint64_t used)
+{
+	uint64_t v = 0;
+	struct error err;
+
+	ck_assert_msg(membership_heartbeat(m, id, addr, 1000, used, &v, &err) == ERR_OK, "%s",
+		      err.msg);
+	return v;
+}
+
+static size_t list(struct membership *m, struct membership_worker **w, uint64_t *version)
+{
+	size_t n = 0;
+	struct error err;
+
+	ck_assert_int_eq(membership_list(m, w, &n, version, &err), ERR_OK);
+	return n;
+}
+
+START_TEST(test_membership_joins_bump_the_version_and_list_sorted)
+{
+	struct membership *m = make(1000, 3000);
+	struct membership_worker *w;
+	uint64_t v;
+
+	ck_assert_uint_eq(membership_version(m), 100);
+	ck_assert_uint_eq(beat(m, "node-c", "10.0.0.3:7480", 1), 101);
+	ck_assert_uint_eq(beat(m, "node-a", "10.0.0.1:7480", 2), 102);
+	ck_assert_uint_eq(beat(m, "node-b", "10.0.0.2:7480", 3), 103);
+	/* Updating figures is not a membership change. */
+	ck_assert_uint_eq(beat(m, "node-a", "10.0.0.1:7480", 500), 103);
+	ck_assert_uint_eq(list(m, &w, &v), 3);
+	ck_assert_uint_eq(v, 103);
+	ck_assert_str_eq(w[0].id, "node-a");
+	ck_assert_str_eq(w[1].id, "node-b");
+	ck_assert_str_eq(w[2].id, "node-c");
+	ck_assert_uint_eq(w[0].used_bytes, 500);
+	ck_assert_uint_eq(w[0].capacity_bytes, 1000);
+	ck_assert_str_eq(w[2].address, "10.0.0.3:7480");
+	ck_assert_int_gt(w[0].last_seen_unix_ms, 1600000000000LL);
+	free(w);
+	/* A new address moves blocks: it is a change. */
+	ck_assert_uint_eq(beat(m, "node-b", "10.0.0.9:7480", 3), 104);
+	membership_free(m);
+}
+END_TEST
+
+START_TEST(test_membership_expires_silent_workers)
+{
+	struct membership *m = make(1000, 3000);
+	struct membership_worker *w;
+	uint64_t v;
+
+	beat(m, "a", "h1:1", 0);
+	beat(m, "b", "h2:1", 0);
+	ck_assert_uint_eq(membership_version(m), 102);
+	/* b keeps beating every interval, a falls silent. */
+	for (int i = 0; i < 2; i++) {
+		now_ms += 1000;
+		beat(m, "b", "h2:1", 0);
+	}
+	now_ms += 999; /* a silent 2999 ms: still there */
+	ck_assert_uint_eq(list(m, &w, &v), 2);
+	ck_assert_uint_eq(v, 102);
+	free(w);
+	now_ms += 1; /* 3000 ms: gone, one version step */
+	ck_assert_uint_eq(list(m, &w, &v), 1);
+	ck_assert_uint_eq(v, 103);
+	ck_assert_str_eq(w[0].id, "b");
+	free(w);
+	ck_assert_uint_eq(membership_expire(m), 0);
+	/* Both silent: both leave in one sweep. */
+	beat(m, "a", "h1:1", 0); /* rejoins: 104 */
+	now_ms += 10000;
+	ck_assert_uint_eq(membership_expire(m), 2);
+	ck_assert_uint_eq(membership_version(m), 105);
+	ck_assert_uint_eq(list(m, &w, &v), 0);
+	free(w);
+	/* The version only grows: a rejoin after expiry is a new step. */
+	ck_assert_uint_eq(beat(m, "a", "h1:1", 0), 106);
+	ck_assert_uint_eq(membership_interval_ms(m), 1000);
+	ck_assert_uint_eq(membership_expiry_ms(m), 3000);
+	membership_free(m);
+}
+END_TEST
+
+START_TEST(test_membership_refuses_bad_heartbeats_naming_the_field)
+{
+	struct membership *m = make(1000, 3000);
+	struct error err;
+	uint64_t v;
+	char longid[300];
+
+	memset(longid, 'x', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	ck_assert_int_eq(membership_heartbeat(m, "", "h:1", 1, 0, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'worker_id'"));
+	ck_assert_int_eq(membership_heartbeat(m, longid, "h:1", 1, 0, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'worker_id'"));
+	ck_assert_int_eq(membership_heartbeat(m, "a b", "h:1", 1, 0, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'worker_id'"));
+	ck_assert_int_eq(membership_heartbeat(m, "a", "nohost", 1, 0, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'address'"));
+	ck_assert_int_eq(membership_heartbeat(m, "a", "unix:///run/w.sock", 1, 0, &v, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'address'"));
+	ck_assert_int_eq(membership_heartbeat(m, "a", "h:1", 1, 2, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'used_bytes'"));
+	/* Nothing joined. */
+	ck_assert_uint_eq(membership_version(m), 100);
+	membership_free(m);
+}
+END_TEST
+
+START_TEST(test_membership_checks_options_and_starts_from_the_wall_clock)
+{
+	struct membership_options opt = { .interval_ms = 1000, .expiry_ms = 1000 };
+	struct membership *m = NULL;
+	struct error err;
+
+	ck_assert_int_eq(membership_new(&opt, &m, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "expiry"));
+	opt.interval_ms = 0;
+	ck_assert_int_eq(membership_new(&opt, &m, &err), ERR_INVALID);
+	opt.interval_ms = 1000;
+	opt.expiry_ms = 3000;
+	ck_assert_int_eq(membership_new(&opt, &m, &err), ERR_OK);
+	/* Later than 2020-09 in milliseconds: a restart never reuses a version. */
+	ck_assert_uint_gt(membership_version(m), 1600000000000ULL);
+	membership_free(m);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("membership");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_membership_joins_bump_the_version_and_list_sorted);
+	tcase_add_test(tc, test_membership_expires_silent_workers);
+	tcase_add_test(tc, test_membership_refuses_bad_heartbeats_naming_the_field);
+	tcase_add_test(tc, test_membership_checks_options_and_starts_from_the_wall_clock);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

@@ -1,0 +1,618 @@
+/*
+ * test_rpc.c - rpc_server and rpc_client against each other over a unix
+ * socket and TCP loopback, with the granary.v1 messages: unary and
+ * streaming calls, status mapping, deadlines, message limits, a busy pool
+ * and graceful shutdown. Also error_from_grpc, the client's mapping back.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/retry.h"
+#include "granary.pb-c.h"
+#include "rpc/rpc_client.h"
+#include "rpc/rpc_server.h"
+#include "unit/check_main.h"
+
+#define M_GET "/granary.v1.Meta/GetDataset"
+#define M_SNAP "/granary.v1.Meta/GetSnapshot"
+
+static char sock_dir[64], address[128];
+
+/* What the handlers share with the tests. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool release;            /* "block" handler may return */
+	int blocked;             /* handlers waiting for release */
+	uint64_t seen_remaining; /* last rpc_server_remaining_ms */
+} hs = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0 };
+
+static enum error_code get_dataset(struct rpc_server_call *call, const ProtobufCMessage *request,
+				   void *arg, struct error *err)
+{
+	const Granary__V1__GetDatasetRequest *req = (const void *)request;
+	Granary__V1__DatasetSpec spec = GRANARY__V1__DATASET_SPEC__INIT;
+	Granary__V1__Dataset ds = GRANARY__V1__DATASET__INIT;
+
+	hs.seen_remaining = rpc_server_remaining_ms(call);
+	if (strcmp(req->name, "missing") == 0)
+		return error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", req->name);
+	if (strcmp(req->name, "slow") == 0) {
+		retry_sleep_ms(400);
+		return error_set(err, ERR_INTERNAL, "should have timed out");
+	}
+	if (strcmp(req->name, "block") == 0) {
+		pthread_mutex_lock(&hs.mu);
+		hs.blocked++;
+		pthread_cond_broadcast(&hs.cond);
+		while (!hs.release)
+			pthread_cond_wait(&hs.cond, &hs.mu);
+		hs.blocked--;
+		pthread_mutex_unlock(&hs.mu);
+	}
+	if (strcmp(req->name, "cancellable") == 0) {
+		pthread_mutex_lock(&hs.mu);
+		hs.blocked++;
+		pthread_cond_broadcast(&hs.cond);
+		pthread_mutex_unlock(&hs.mu);
+		while (!rpc_server_cancelled(call))
+			retry_sleep_ms(10);
+		return error_set(err, ERR_CANCELLED, "stopped: the call was cancelled");
+	}
+	if (strcmp(req->name, "wrongtype") == 0) {
+		Granary__V1__DeleteDatasetReply other = GRANARY__V1__DELETE_DATASET_REPLY__INIT;
+
+		return rpc_server_reply(call, &other.base, err);
+	}
+	if (strcmp(req->name, "noreply") == 0)
+		return ERR_OK;
+	spec.name = req->name;
+	spec.source_uri = strcmp(req->name, "huge") == 0 ? (char *)arg : "s3://b/p/";
+	ds.spec = &spec;
+	ds.generation = 7;
+	ds.state = GRANARY__V1__DATASET_STATE__DATASET_STATE_READY;
+	return rpc_server_reply(call, &ds.base, err);
+}
+
+static enum error_code get_snapshot(struct rpc_server_call *call, const ProtobufCMessage *request,
+				    void *arg, struct error *err)
+{
+	const Granary__V1__GetSnapshotRequest *req = (const void *)request;
+	uint8_t data[1000];
+
+	for (uint64_t i = 0; i < req->generation; i++) {
+		Granary__V1__SnapshotChunk chunk = GRANARY__V1__SNAPSHOT_CHUNK__INIT;
+
+		memset(data, (int)i, sizeof(data));
+		chunk.generation = req->generation;
+		chunk.offset = i * sizeof(data);
+		chunk.total_size = req->generation * sizeof(data);
+		chunk.data.data = data;
+		chunk.data.len = sizeof(data);
+		if (rpc_server_send(call, &chunk.base, err) != ERR_OK)
+			return err->code;
+	}
+	if (strcmp(req->name, "fail-after") == 0)
+		return error_set(err, ERR_UNAVAILABLE, "store went away after %llu chunks",
+				 (unsigned long long)req->generation);
+	return ERR_OK;
+}
+
+static struct rpc_server *start_server(unsigned threads, size_t max_message, const char *listen,
+				       int *port, void *arg)
+{
+	struct rpc_server_options opt = { .threads = threads, .max_message_bytes = max_message,
+					  .shutdown_grace_ms = 2000 };
+	struct rpc_server *srv = NULL;
+	struct error err;
+
+	ck_assert_int_eq(rpc_server_new(&opt, &srv, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_add_unary(srv, M_GET, &granary__v1__get_dataset_request__descriptor,
+					      &granary__v1__dataset__descriptor, get_dataset, arg,
+					      &err),
+			 ERR_OK);
+	ck_assert_int_eq(rpc_server_add_stream(srv, M_SNAP,
+					       &granary__v1__get_snapshot_request__descriptor,
+					       &granary__v1__snapshot_chunk__descriptor, get_snapshot,
+					       NULL, &err),
+			 ERR_OK);
+	ck_assert_msg(rpc_server_listen(srv, listen, port, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(rpc_server_start(srv, &err), ERR_OK);
+	return srv;
+}
+
+static struct rpc_client *client(const char *addr, size_t max_message)
+{
+	struct rpc_client_options opt = { .max_message_bytes = max_message, .wait_for_ready = true };
+	struct rpc_client *c = NULL;
+	struct error err;
+
+	ck_assert_msg(rpc_client_new(addr, &opt, &c, &err) == ERR_OK, "%s", err.msg);
+	return c;
+}
+
+static enum error_code get(struct rpc_client *c, const char *name, uint64_t timeout_ms,
+			   Granary__V1__Dataset **out, struct error *err)
+{
+	Granary__V1__GetDatasetRequest req = GRANARY__V1__GET_DATASET_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	enum error_code code;
+
+	req.name = (char *)name;
+	code = rpc_client_call(c, M_GET, &req.base, &granary__v1__dataset__descriptor, timeout_ms,
+			       &reply, err);
+	if (out)
+		*out = (Granary__V1__Dataset *)reply;
+	else if (reply)
+		protobuf_c_message_free_unpacked(reply, NULL);
+	return code;
+}
+
+static void setup(void)
+{
+	snprintf(sock_dir, sizeof(sock_dir), "/tmp/granary-rpc-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(sock_dir));
+	snprintf(address, sizeof(address), "unix://%s/s.sock", sock_dir);
+	hs.release = false;
+	hs.blocked = 0;
+}
+
+static void teardown(void)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/s.sock", sock_dir);
+	unlink(path);
+	rmdir(sock_dir);
+}
+
+START_TEST(test_rpc_unary_round_trip_and_status_mapping)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	Granary__V1__Dataset *ds = NULL;
+	struct error err;
+
+	ck_assert_msg(get(c, "imagenet", 5000, &ds, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_str_eq(ds->spec->name, "imagenet");
+	ck_assert_str_eq(ds->spec->source_uri, "s3://b/p/");
+	ck_assert_uint_eq(ds->generation, 7);
+	ck_assert_int_eq(ds->state, GRANARY__V1__DATASET_STATE__DATASET_STATE_READY);
+	protobuf_c_message_free_unpacked(&ds->base, NULL);
+	/* The deadline reached the handler. */
+	ck_assert_uint_le(hs.seen_remaining, 5100); /* gRPC rounds the deadline up */
+	ck_assert_uint_gt(hs.seen_remaining, 1000);
+	ck_assert_int_eq(get(c, "imagenet", 0, NULL, &err), ERR_OK);
+	ck_assert_uint_eq(hs.seen_remaining, UINT64_MAX);
+
+	/* The handler's code and message reach the client, with the method. */
+	ck_assert_int_eq(get(c, "missing", 5000, NULL, &err), ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dataset 'missing' not found"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "GetDataset"));
+	/* Handler bugs are INTERNAL, never a silent empty reply. */
+	ck_assert_int_eq(get(c, "noreply", 5000, NULL, &err), ERR_INTERNAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no reply"));
+	ck_assert_int_eq(get(c, "wrongtype", 5000, NULL, &err), ERR_INTERNAL);
+
+	/* A method nobody registered. */
+	{
+		Granary__V1__GetDatasetRequest req = GRANARY__V1__GET_DATASET_REQUEST__INIT;
+		ProtobufCMessage *reply = NULL;
+
+		ck_assert_int_eq(rpc_client_call(c, "/granary.v1.Meta/Nope", &req.base,
+						 &granary__v1__dataset__descriptor, 5000, &reply, &err),
+				 ERR_UNSUPPORTED);
+		ck_assert_ptr_null(reply);
+		ck_assert_ptr_nonnull(strstr(err.msg, "/granary.v1.Meta/Nope"));
+	}
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+struct collected {
+	int n;
+	uint64_t next_off;
+	int stop_after;
+	bool bad;
+};
+
+static enum error_code collect(const ProtobufCMessage *msg, void *arg, struct error *err)
+{
+	const Granary__V1__SnapshotChunk *chunk = (const void *)msg;
+	struct collected *col = arg;
+
+	if (chunk->offset != col->next_off || chunk->data.len != 1000 ||
+	    chunk->data.data[0] != (uint8_t)col->n)
+		col->bad = true;
+	col->next_off += chunk->data.len;
+	col->n++;
+	if (col->stop_after && col->n == col->stop_after)
+		return error_set(err, ERR_IO, "receiver stopped at %d", col->n);
+	return ERR_OK;
+}
+
+static enum error_code snap(struct rpc_client *c, const char *name, uint64_t count,
+			    struct collected *col, struct error *err)
+{
+	Granary__V1__GetSnapshotRequest req = GRANARY__V1__GET_SNAPSHOT_REQUEST__INIT;
+
+	req.name = (char *)name;
+	req.generation = count;
+	return rpc_client_stream(c, M_SNAP, &req.base, &granary__v1__snapshot_chunk__descriptor,
+				 10000, collect, col, err);
+}
+
+START_TEST(test_rpc_stream_delivers_in_order_then_status)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct collected col = { 0 };
+	struct error err;
+
+	ck_assert_msg(snap(c, "x", 50, &col, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(col.n, 50);
+	ck_assert(!col.bad);
+
+	/* An error status after some messages: both are seen. */
+	memset(&col, 0, sizeof(col));
+	ck_assert_int_eq(snap(c, "fail-after", 3, &col, &err), ERR_UNAVAILABLE);
+	ck_assert_int_eq(col.n, 3);
+	ck_assert_ptr_nonnull(strstr(err.msg, "after 3 chunks"));
+
+	/* No messages, status OK. */
+	memset(&col, 0, sizeof(col));
+	ck_assert_int_eq(snap(c, "x", 0, &col, &err), ERR_OK);
+	ck_assert_int_eq(col.n, 0);
+
+	/* The receiver stops: its error comes back, the server is fine. */
+	memset(&col, 0, sizeof(col));
+	col.stop_after = 4;
+	ck_assert_int_eq(snap(c, "x", 1000, &col, &err), ERR_IO);
+	ck_assert_int_eq(col.n, 4);
+	ck_assert_ptr_nonnull(strstr(err.msg, "receiver stopped at 4"));
+	memset(&col, 0, sizeof(col));
+	ck_assert_int_eq(snap(c, "x", 5, &col, &err), ERR_OK);
+	ck_assert_int_eq(col.n, 5);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_rpc_deadline_passes_as_timeout)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct error err;
+	uint64_t t0 = retry_now_ms();
+
+	ck_assert_int_eq(get(c, "slow", 100, NULL, &err), ERR_TIMEOUT);
+	ck_assert_uint_lt(retry_now_ms() - t0, 350);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_rpc_message_limits_both_ways)
+{
+	char *huge = malloc(3000);
+	struct rpc_server *srv;
+	struct rpc_client *c, *big;
+	struct error err;
+
+	memset(huge, 'u', 2999);
+	huge[2999] = '\0';
+	srv = start_server(2, 2048, address, NULL, huge);
+	c = client(address, 2048);
+	big = client(address, 1 << 20);
+	/* The client refuses to send over its limit. */
+	ck_assert_int_eq(get(c, huge, 5000, NULL, &err), ERR_NO_SPACE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "message limit"));
+	/* The server refuses to receive over its limit. */
+	ck_assert_int_eq(get(big, huge, 5000, NULL, &err), ERR_NO_SPACE);
+	/* The server refuses to send over its limit. */
+	ck_assert_int_eq(get(big, "huge", 5000, NULL, &err), ERR_INTERNAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "message limit"));
+	/* Under the limits all is well. */
+	ck_assert_int_eq(get(c, "small", 5000, NULL, &err), ERR_OK);
+	rpc_client_free(c);
+	rpc_client_free(big);
+	rpc_server_free(srv);
+	free(huge);
+}
+END_TEST
+
+struct bg_call {
+	struct rpc_client *c;
+	const char *name;
+	enum error_code code;
+	char msg[ERROR_MSG_MAX];
+	pthread_t t;
+};
+
+static void *bg_get(void *arg)
+{
+	struct bg_call *b = arg;
+	struct error err;
+
+	error_clear(&err);
+	b->code = get(b->c, b->name, 10000, NULL, &err);
+	snprintf(b->msg, sizeof(b->msg), "%s", err.msg);
+	return NULL;
+}
+
+static void wait_blocked(int n)
+{
+	pthread_mutex_lock(&hs.mu);
+	while (hs.blocked < n)
+		pthread_cond_wait(&hs.cond, &hs.mu);
+	pthread_mutex_unlock(&hs.mu);
+}
+
+static void release_blocked(void)
+{
+	pthread_mutex_lock(&hs.mu);
+	hs.release = true;
+	pthread_cond_broadcast(&hs.cond);
+	pthread_mutex_unlock(&hs.mu);
+}
+
+START_TEST(test_rpc_blocked_handler_does_not_stall_others)
+{
+	struct rpc_server *srv = start_server(3, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct bg_call b[2] = { { .c = c, .name = "block" }, { .c = c, .name = "block" } };
+	struct error err;
+
+	for (int i = 0; i < 2; i++)
+		pthread_create(&b[i].t, NULL, bg_get, &b[i]);
+	wait_blocked(2);
+	/* Two of three workers wait; the third answers at once, many times. */
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(get(c, "quick", 2000, NULL, &err), ERR_OK);
+	release_blocked();
+	for (int i = 0; i < 2; i++) {
+		pthread_join(b[i].t, NULL);
+		ck_assert_int_eq(b[i].code, ERR_OK);
+	}
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+struct bg_shutdown {
+	struct rpc_server *srv;
+	pthread_t t;
+	uint64_t done_ms;
+};
+
+static void *bg_stop(void *arg)
+{
+	struct bg_shutdown *s = arg;
+
+	rpc_server_shutdown(s->srv);
+	s->done_ms = retry_now_ms();
+	return NULL;
+}
+
+START_TEST(test_rpc_shutdown_finishes_in_flight_calls)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct bg_call b = { .c = c, .name = "block" };
+	struct bg_shutdown s = { .srv = srv };
+	struct rpc_client *late;
+	struct rpc_client_options fast = { 0 };
+	struct error err;
+	uint64_t released;
+
+	pthread_create(&b.t, NULL, bg_get, &b);
+	wait_blocked(1);
+	pthread_create(&s.t, NULL, bg_stop, &s);
+	retry_sleep_ms(200);
+	/* Shutdown waits for the call in flight... */
+	ck_assert_uint_eq(s.done_ms, 0);
+	released = retry_now_ms();
+	release_blocked();
+	pthread_join(b.t, NULL);
+	pthread_join(s.t, NULL);
+	/* ...which completes normally, and shutdown returns right after. */
+	ck_assert_msg(b.code == ERR_OK, "%s", b.msg);
+	ck_assert_uint_ge(s.done_ms, released);
+	/* Nobody listens any more. */
+	ck_assert_int_eq(rpc_client_new(address, &fast, &late, &err), ERR_OK);
+	ck_assert_int_eq(get(late, "x", 2000, NULL, &err), ERR_UNAVAILABLE);
+	rpc_client_free(late);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_rpc_shutdown_cancels_after_grace)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct bg_call b = { .c = c, .name = "cancellable" };
+	uint64_t t0, took;
+
+	/* The handler runs until it sees the call cancelled. */
+	pthread_create(&b.t, NULL, bg_get, &b);
+	wait_blocked(1);
+	t0 = retry_now_ms();
+	ck_assert(rpc_server_shutdown(srv));
+	took = retry_now_ms() - t0;
+	pthread_join(b.t, NULL);
+	/* The grace (2 s in start_server) ran out, then the call was cancelled. */
+	ck_assert_uint_ge(took, 1900);
+	ck_assert_uint_lt(took, 6000);
+	ck_assert_int_ne(b.code, ERR_OK);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_rpc_client_finds_a_restarted_server_quickly)
+{
+	struct rpc_client_options fast = { 0 };
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c;
+	struct error err;
+	uint64_t t0;
+	int failures = 0;
+
+	ck_assert_int_eq(rpc_client_new(address, &fast, &c, &err), ERR_OK);
+	ck_assert_int_eq(get(c, "x", 2000, NULL, &err), ERR_OK);
+	rpc_server_free(srv);
+	ck_assert_int_eq(get(c, "x", 2000, NULL, &err), ERR_UNAVAILABLE);
+	retry_sleep_ms(300);
+	ck_assert_int_eq(get(c, "x", 2000, NULL, &err), ERR_UNAVAILABLE);
+	/* Back on the same address: without wait_for_ready the client fails
+	 * fast until it has reconnected, which takes about a second at most. */
+	srv = start_server(2, 0, address, NULL, NULL);
+	t0 = retry_now_ms();
+	while (get(c, "x", 2000, NULL, &err) != ERR_OK) {
+		failures++;
+		ck_assert_msg(retry_now_ms() - t0 < 3000, "not reconnected after %d tries: %s",
+			      failures, err.msg);
+		retry_sleep_ms(20);
+	}
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_rpc_shutdown_gives_up_on_a_stuck_handler)
+{
+	struct rpc_server_options opt = { .threads = 2, .shutdown_grace_ms = 200 };
+	struct rpc_server *srv = NULL;
+	struct rpc_client *c = client(address, 0);
+	struct bg_call b = { .c = c, .name = "block" };
+	struct error err;
+	uint64_t t0, took;
+
+	ck_assert_int_eq(rpc_server_new(&opt, &srv, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_add_unary(srv, M_GET, &granary__v1__get_dataset_request__descriptor,
+					      &granary__v1__dataset__descriptor, get_dataset, NULL,
+					      &err),
+			 ERR_OK);
+	ck_assert_int_eq(rpc_server_listen(srv, address, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_start(srv, &err), ERR_OK);
+	pthread_create(&b.t, NULL, bg_get, &b);
+	wait_blocked(1);
+	/* The handler ignores cancellation: two grace periods, then give up. */
+	t0 = retry_now_ms();
+	ck_assert(!rpc_server_shutdown(srv));
+	took = retry_now_ms() - t0;
+	ck_assert_uint_ge(took, 380);
+	ck_assert_uint_lt(took, 3000);
+	pthread_join(b.t, NULL);
+	ck_assert_int_ne(b.code, ERR_OK); /* the client saw its call cancelled */
+	/* Free waits for the handler, then cleans up. */
+	release_blocked();
+	rpc_server_free(srv);
+	rpc_client_free(c);
+}
+END_TEST
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+START_TEST(test_rpc_tcp_listener_and_unreachable_server)
+{
+	char tcp[64];
+	int port = free_port(), bound = 0;
+	struct rpc_server *srv;
+	struct rpc_client *c, *nobody;
+	struct rpc_client_options fast = { 0 };
+	struct error err;
+
+	snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", port);
+	srv = start_server(2, 0, tcp, &bound, NULL);
+	ck_assert_int_eq(bound, port);
+	c = client(tcp, 0);
+	ck_assert_msg(get(c, "tcp", 5000, NULL, &err) == ERR_OK, "%s", err.msg);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+
+	/* No server on the socket: UNAVAILABLE at once without wait_for_ready. */
+	ck_assert_int_eq(rpc_client_new(address, &fast, &nobody, &err), ERR_OK);
+	ck_assert_int_eq(get(nobody, "x", 5000, NULL, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, address));
+	rpc_client_free(nobody);
+
+	/* Addresses are checked before gRPC sees them. */
+	ck_assert_int_eq(rpc_client_new("nohost", &fast, &nobody, &err), ERR_INVALID);
+	ck_assert_int_eq(rpc_server_new(NULL, &srv, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_listen(srv, "unix://relative", NULL, &err), ERR_INVALID);
+	ck_assert_int_eq(rpc_server_listen(srv, "unix:///nonexistent-dir/x/s.sock", NULL, &err),
+			 ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "nonexistent-dir"));
+	ck_assert_int_eq(rpc_server_add_unary(srv, "GetDataset",
+					      &granary__v1__get_dataset_request__descriptor,
+					      &granary__v1__dataset__descriptor, get_dataset, NULL,
+					      &err),
+			 ERR_INVALID);
+	rpc_server_free(srv);
+}
+END_TEST
+
+START_TEST(test_error_from_grpc_inverts_error_to_grpc)
+{
+	for (int code = 0; code < ERR_CODE_COUNT; code++) {
+		enum error_code back = error_from_grpc(error_to_grpc((enum error_code)code));
+
+		/* Where two codes share a status, the more general one comes back. */
+		if (code == ERR_IO)
+			ck_assert_int_eq(back, ERR_INTERNAL);
+		else if (code == ERR_NOMEM)
+			ck_assert_int_eq(back, ERR_NO_SPACE);
+		else
+			ck_assert_int_eq(back, code);
+	}
+	ck_assert_int_eq(error_from_grpc(2), ERR_INTERNAL);
+	ck_assert_int_eq(error_from_grpc(10), ERR_UNAVAILABLE);
+	ck_assert_int_eq(error_from_grpc(15), ERR_IO);
+	ck_assert_int_eq(error_from_grpc(99), ERR_INTERNAL);
+	ck_assert_int_eq(error_from_grpc(-1), ERR_INTERNAL);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("rpc");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_rpc_unary_round_trip_and_status_mapping);
+	tcase_add_test(tc, test_rpc_stream_delivers_in_order_then_status);
+	tcase_add_test(tc, test_rpc_deadline_passes_as_timeout);
+	tcase_add_test(tc, test_rpc_message_limits_both_ways);
+	tcase_add_test(tc, test_rpc_blocked_handler_does_not_stall_others);
+	tcase_add_test(tc, test_rpc_shutdown_finishes_in_flight_calls);
+	tcase_add_test(tc, test_rpc_shutdown_cancels_after_grace);
+	tcase_add_test(tc, test_rpc_shutdown_gives_up_on_a_stuck_handler);
+	tcase_add_test(tc, test_rpc_tcp_listener_and_unreachable_server);
+	tcase_add_test(tc, test_rpc_client_finds_a_restarted_server_quickly);
+	tcase_add_test(tc, test_error_from_grpc_inverts_error_to_grpc);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
