@@ -79,4 +79,5 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 mkdir -p "$TOOLS/bin"
 go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+go_tool helm helm.sh/helm/v3/cmd/helm v3.19.0 # the chart test (e2e/helm): lint and render helm/granary
 log "tools in $TOOLS/bin"
