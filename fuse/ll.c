@@ -9,6 +9,8 @@
 #include "fuse/ll.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
 #include <pthread.h>
 #include <fuse_lowlevel.h>
 #include <stdio.h>
@@ -139,17 +141,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ll *ll = ll_of(req);
-	struct mountfs_file *f = NULL;
 	struct error err;
 	bool for_write = (fi->flags & O_ACCMODE) != O_RDONLY ||
 			 (fi->flags & (O_TRUNC | O_APPEND | O_CREAT));
-	enum error_code rc = mountfs_open(ll->fs, ino, for_write, &f, &err);
+	enum error_code rc = mountfs_open(ll->fs, ino, for_write, &err);
 
 	if (rc != ERR_OK) {
 		fuse_reply_err(req, rc == ERR_INVALID ? EISDIR : error_to_errno(rc));
 		return;
 	}
-	fi->fh = (uint64_t)(uintptr_t)f;
+	/* The handle is the inode, valid in a successor daemon too. */
+	fi->fh = ino;
 	fi->keep_cache = ll->cfg->keep_cache;
 	fi->noflush = 1;
 	fuse_reply_open(req, fi);
@@ -212,7 +214,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct ll *ll = ll_of(req);
-	struct mountfs_file *f = (struct mountfs_file *)(uintptr_t)fi->fh;
 	struct error err;
 	size_t got = 0;
 	enum error_code rc;
@@ -224,7 +225,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = mountfs_read(ll->fs, f, (uint64_t)off, size, buf, &got, &err);
+	rc = mountfs_read(ll->fs, fi->fh, (uint64_t)off, size, buf, &got, &err);
 	if (rc != ERR_OK) {
 		log_error("read failed", LOG_S("cause", err.msg));
 		fuse_reply_err(req, error_to_errno(rc));
@@ -245,7 +246,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	mountfs_release(ll_of(req)->fs, (struct mountfs_file *)(uintptr_t)fi->fh);
+	mountfs_release(ll_of(req)->fs, fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -570,6 +571,82 @@ static void set_read_ahead(const char *mountpoint, uint64_t bytes)
 			 LOG_S("cause", strerror(errno)));
 }
 
+/* Not in the kernel headers of this distribution yet (linux 6.9+). */
+#define LL_NOTIFY_RESEND 7
+
+static enum error_code write_file_atomic(const char *path, const void *data, size_t len,
+					 struct error *err)
+{
+	char tmp[4096];
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return error_set(err, error_from_errno(errno), "write '%s': %s", tmp, strerror(errno));
+	if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0) {
+		int saved = errno;
+
+		close(fd);
+		unlink(tmp);
+		return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
+	}
+	close(fd);
+	if (rename(tmp, path) != 0)
+		return error_set(err, error_from_errno(errno), "rename '%s': %s", tmp, strerror(errno));
+	return ERR_OK;
+}
+
+/* First daemon: handle the kernel's INIT here, keeping a copy for a successor. */
+static enum error_code first_init(struct fuse_session *se, const char *path, struct error *err)
+{
+	struct fuse_buf buf = { 0 };
+	enum error_code rc;
+	int n;
+
+	do
+		n = fuse_session_receive_buf(se, &buf);
+	while (n == -EINTR);
+	if (n <= 0) {
+		free(buf.mem);
+		return error_set(err, ERR_IO, "mount: no FUSE_INIT from the kernel (%s)",
+				 n < 0 ? strerror(-n) : "connection closed");
+	}
+	rc = write_file_atomic(path, buf.mem, (size_t)n, err);
+	buf.size = (size_t)n;
+	fuse_session_process_buf(se, &buf);
+	free(buf.mem);
+	return rc;
+}
+
+/* Successor: replay the saved INIT, then have the kernel resend what the
+ * previous daemon left unanswered (without that, such readers hang). */
+static enum error_code take_over(struct fuse_session *se, const char *path, struct error *err)
+{
+	char init[8192];
+	struct fuse_buf buf = { 0 };
+	struct fuse_out_header resend = { .len = sizeof(resend), .error = LL_NOTIFY_RESEND };
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return error_set(err, error_from_errno(errno),
+				 "takeover: read the saved FUSE_INIT '%s': %s", path, strerror(errno));
+	n = read(fd, init, sizeof(init));
+	close(fd);
+	if (n < (ssize_t)sizeof(struct fuse_in_header))
+		return error_set(err, ERR_IO, "takeover: '%s' does not hold a FUSE_INIT request", path);
+	buf.mem = init;
+	buf.size = (size_t)n;
+	/* The reply to this INIT goes back to the kernel, which no longer
+	 * waits for it and drops it. */
+	fuse_session_process_buf(se, &buf);
+	if (write(fuse_session_fd(se), &resend, sizeof(resend)) != (ssize_t)sizeof(resend))
+		log_warn("takeover: the kernel refused FUSE_NOTIFY_RESEND; requests of the previous daemon may hang",
+			 LOG_S("cause", strerror(errno)));
+	return ERR_OK;
+}
+
 enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct error *err)
 {
 	struct ll ll = { .fs = fs, .cfg = cfg };
@@ -608,6 +685,12 @@ enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct e
 	}
 	if (cfg->read_ahead && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0)
 		set_read_ahead(cfg->mountpoint, cfg->read_ahead);
+	if (cfg->takeover)
+		rc = take_over(se, cfg->init_state, err);
+	else if (cfg->init_state && *cfg->init_state)
+		rc = first_init(se, cfg->init_state, err);
+	if (rc != ERR_OK)
+		goto unmount;
 	/* Idle threads below the number of concurrent readers collapse
 	 * throughput (MEASURED.md): keep plenty, they cost a stack each. */
 	if (idle == 0)
@@ -617,7 +700,11 @@ enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct e
 		rc = error_set(err, ERR_NOMEM, "mount: out of memory");
 		goto unmount;
 	}
-	fuse_loop_cfg_set_clone_fd(loop, cfg->clone_fd);
+	/* A cloned descriptor dies with its daemon, and the kernel fails the
+	 * requests that were read through it: on a connection a supervisor
+	 * holds for takeover (/dev/fd/N), every request must go through the
+	 * shared descriptor so that FUSE_NOTIFY_RESEND can bring it back. */
+	fuse_loop_cfg_set_clone_fd(loop, cfg->clone_fd && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0);
 	fuse_loop_cfg_set_idle_threads(loop, idle);
 	fuse_loop_cfg_set_max_threads(loop, idle * 2);
 	log_info("mounted", LOG_S("mountpoint", cfg->mountpoint), LOG_S("fsname", cfg->fsname),

@@ -31,6 +31,16 @@ struct ll_config {
 	bool splice;                 /* reply through a pipe (SPLICE_WRITE) */
 	uint64_t read_ahead;         /* bytes for the mount's bdi read_ahead_kb; 0 = leave */
 	bool allow_other;
+	/*
+	 * Restart safety (with mountpoint /dev/fd/N held by a supervisor):
+	 * init_state names a file where the first daemon saves the kernel's
+	 * FUSE_INIT request; a daemon started with takeover replays it to
+	 * itself instead of waiting for an INIT that will not come, then asks
+	 * the kernel to resend the requests the dead daemon had read but not
+	 * answered (FUSE_NOTIFY_RESEND, kernel 6.9+).
+	 */
+	const char *init_state;
+	bool takeover;
 	bool debug;                  /* libfuse request tracing */
 };
 

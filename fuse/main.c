@@ -208,7 +208,10 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		goto out;
 	block_size = ds->spec->options && ds->spec->options->block_size ? ds->spec->options->block_size
 									 : s->cache_block_size;
-	m->key_endpoint = fetch_key_endpoint(scheme, ds->spec->endpoint, cfg.region);
+	/* Key blocks by the endpoint actually read (the spec's, else this
+	 * node's store.endpoint), as the workers do; the spec's alone would
+	 * give the AWS default when it is empty and miss every cached block. */
+	m->key_endpoint = fetch_key_endpoint(scheme, cfg.endpoint, cfg.region);
 	if (!m->key_endpoint) {
 		rc = error_set(err, ERR_NOMEM, "out of memory");
 		goto out;
@@ -410,6 +413,8 @@ int main(int argc, char **argv)
 		.max_idle_threads = (unsigned)s.max_idle_threads,
 		.clone_fd = s.clone_fd,
 		.splice = s.splice,
+		.init_state = s.init_state,
+		.takeover = s.takeover,
 		.read_ahead = s.read_ahead,
 		.allow_other = geteuid() == 0,
 		.debug = log_get_level() == LOG_LEVEL_DEBUG,

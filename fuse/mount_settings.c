@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "common/netaddr.h"
@@ -59,6 +60,11 @@ static const struct config_field fuse_fields[] = {
 	  "most one block request to a worker may take", 1, 3600000, NULL },
 	{ "token_file", CONFIG_STRING, offsetof(struct mount_settings, token_file),
 	  "/etc/granary/token", "cluster token (HMAC secret) for worker requests", 0, 0, NULL },
+	{ "init_state", CONFIG_STRING, offsetof(struct mount_settings, init_state), "",
+	  "file keeping the kernel's FUSE_INIT, for a successor daemon (with mountpoint /dev/fd/N)",
+	  0, 0, NULL },
+	{ "takeover", CONFIG_BOOL, offsetof(struct mount_settings, takeover), "false",
+	  "serve a live /dev/fd/N connection whose daemon died, replaying init_state", 0, 0, NULL },
 	{ "membership.refresh", CONFIG_DURATION, offsetof(struct mount_settings, membership_refresh_ms),
 	  "2s", "how often the worker list is read from meta", 100, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct mount_settings, store),
@@ -114,6 +120,9 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 		return ERR_INVALID;
 	if (is_set(s->dataset) && config_check_abs_path("token_file", s->token_file, err) != ERR_OK)
 		return ERR_INVALID;
+	if (s->takeover && (!is_set(s->init_state) || strncmp(s->mountpoint, "/dev/fd/", 8) != 0))
+		return error_set(err, ERR_INVALID,
+				 "key 'takeover': needs mountpoint /dev/fd/N and init_state");
 	if (bs < MOUNT_SETTINGS_BLOCK_SIZE_MIN || bs > MOUNT_SETTINGS_BLOCK_SIZE_MAX ||
 	    (bs & (bs - 1)) != 0)
 		return error_set(err, ERR_INVALID,

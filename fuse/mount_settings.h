@@ -52,6 +52,8 @@ struct mount_settings {
 	uint64_t worker_request_timeout_ms; /* one block request to a worker */
 	char *token_file;          /* cluster token for worker requests (dataset mode) */
 	uint64_t membership_refresh_ms;
+	char *init_state;          /* saved FUSE_INIT for a successor daemon */
+	bool takeover;             /* replay init_state on a live /dev/fd/N */
 	struct store_settings store;
 	char *log_level;
 };

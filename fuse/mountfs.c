@@ -7,9 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <uthash.h>
+
+struct mountfs_file {
+	uint64_t ino;
+	struct reader_object obj;  /* etag points into the snapshot */
+	char *key;
+	int refs;                  /* protected by fs->files_mu */
+	pthread_mutex_t mu;
+	struct reader_stream stream; /* protected by mu */
+	UT_hash_handle hh;
+};
 
 struct mountfs {
 	struct snapshot *snap;
+	pthread_mutex_t files_mu;
+	struct mountfs_file *files; /* by ino; protected by files_mu */
 	struct reader *reader;
 	uid_t uid;
 	gid_t gid;
@@ -33,6 +46,7 @@ enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
 	if (!fs)
 		return error_set(err, ERR_NOMEM, "mount: out of memory");
 	fs->snap = snap;
+	pthread_mutex_init(&fs->files_mu, NULL);
 	fs->reader = reader;
 	fs->uid = uid;
 	fs->gid = gid;
@@ -40,10 +54,24 @@ enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
 	return ERR_OK;
 }
 
+static void file_free(struct mountfs_file *f)
+{
+	pthread_mutex_destroy(&f->mu);
+	free(f->key);
+	free(f);
+}
+
 void mountfs_free(struct mountfs *fs)
 {
+	struct mountfs_file *f, *tmp;
+
 	if (!fs)
 		return;
+	HASH_ITER(hh, fs->files, f, tmp) {
+		HASH_DEL(fs->files, f);
+		file_free(f);
+	}
+	pthread_mutex_destroy(&fs->files_mu);
 	snapshot_free(fs->snap);
 	free(fs);
 }
@@ -103,14 +131,14 @@ enum error_code mountfs_readdir(struct mountfs *fs, uint64_t dir, uint64_t offse
 /* Object keys are at most 1024 bytes in S3; the prefix adds to that. */
 #define KEY_MAX 4096
 
-enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
-			     struct mountfs_file **out, struct error *err)
+/* A new open-file state for a regular file. */
+static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write,
+				struct mountfs_file **out, struct error *err)
 {
 	struct snapshot_entry_info e;
 	struct mountfs_file *f = NULL;
 	enum error_code rc;
 
-	*out = NULL;
 	rc = snapshot_stat(fs->snap, ino, &e);
 	if (rc != ERR_OK)
 		return error_set(err, rc, "open inode %llu: not in the dataset",
@@ -140,24 +168,97 @@ enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
 	return ERR_OK;
 }
 
-void mountfs_release(struct mountfs *fs, struct mountfs_file *f)
+/* Finds ino's open state, creating it when missing; adds refs references. */
+static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write, int refs,
+				struct mountfs_file **out, struct error *err)
 {
-	(void)fs;
-	if (!f)
-		return;
-	pthread_mutex_destroy(&f->mu);
-	free(f->key);
-	free(f);
-}
-
-enum error_code mountfs_read(struct mountfs *fs, struct mountfs_file *f, uint64_t off,
-			     size_t len, char *dst, size_t *got, struct error *err)
-{
-	struct reader_stream stream;
+	struct mountfs_file *f = NULL, *made = NULL;
 	enum error_code rc;
 
+	pthread_mutex_lock(&fs->files_mu);
+	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	if (f && !for_write) {
+		f->refs += refs;
+		pthread_mutex_unlock(&fs->files_mu);
+		*out = f;
+		return ERR_OK;
+	}
+	pthread_mutex_unlock(&fs->files_mu);
+	rc = file_new(fs, ino, for_write, &made, err);
+	if (rc != ERR_OK)
+		return rc;
+	pthread_mutex_lock(&fs->files_mu);
+	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	if (!f) {
+		f = made;
+		made = NULL;
+		HASH_ADD(hh, fs->files, ino, sizeof(f->ino), f);
+	}
+	f->refs += refs;
+	pthread_mutex_unlock(&fs->files_mu);
+	if (made)
+		file_free(made);
+	*out = f;
+	return ERR_OK;
+}
+
+static void file_put(struct mountfs *fs, struct mountfs_file *f, int refs)
+{
+	bool last;
+
+	pthread_mutex_lock(&fs->files_mu);
+	f->refs -= refs;
+	last = f->refs <= 0;
+	if (last)
+		HASH_DEL(fs->files, f);
+	pthread_mutex_unlock(&fs->files_mu);
+	if (last)
+		file_free(f);
+}
+
+enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
+			     struct error *err)
+{
+	struct mountfs_file *f;
+
+	return file_get(fs, ino, for_write, 1, &f, err);
+}
+
+void mountfs_release(struct mountfs *fs, uint64_t ino)
+{
+	struct mountfs_file *f = NULL;
+
+	pthread_mutex_lock(&fs->files_mu);
+	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	pthread_mutex_unlock(&fs->files_mu);
+	if (f)
+		file_put(fs, f, 1);
+}
+
+enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
+			     size_t len, char *dst, size_t *got, struct error *err)
+{
+	struct mountfs_file *f = NULL;
+	struct reader_stream stream;
+	enum error_code rc;
+	bool created;
+
+	*got = 0;
+	pthread_mutex_lock(&fs->files_mu);
+	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	created = f == NULL;
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&fs->files_mu);
+	/* No open state: the handle was opened by a previous daemon. Count
+	 * that open too, so its release balances it. */
+	if (created) {
+		rc = file_get(fs, ino, false, 2, &f, err);
+		if (rc != ERR_OK)
+			return rc;
+	}
 	/* The stream state is a hint: take a copy, read without the lock,
-	 * and store where this read ended. Concurrent reads of one handle
+	 * and store where this read ended. Concurrent reads of one file
 	 * then look non-sequential, which only costs a prefetch. */
 	pthread_mutex_lock(&f->mu);
 	stream = f->stream;
@@ -168,6 +269,7 @@ enum error_code mountfs_read(struct mountfs *fs, struct mountfs_file *f, uint64_
 	pthread_mutex_unlock(&f->mu);
 	if (rc != ERR_OK)
 		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
+	file_put(fs, f, 1);
 	return rc;
 }
 

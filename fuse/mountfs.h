@@ -50,13 +50,13 @@ struct mountfs_attr {
 	gid_t gid;
 };
 
-struct mountfs_file {
-	uint64_t ino;
-	struct reader_object obj;  /* strings point into the snapshot / key */
-	char *key;                 /* owned */
-	pthread_mutex_t mu;
-	struct reader_stream stream; /* protected by mu */
-};
+/*
+ * Open files are kept per inode and reference counted: the file handle the
+ * kernel holds is the inode number itself, not a pointer, so that a
+ * successor daemon (takeover) can serve reads on handles the previous one
+ * opened. A read on an inode with no open state creates it.
+ */
+struct mountfs_file;
 
 struct mountfs_statfs {
 	uint64_t blocks, files;    /* in 4 KiB blocks; entries */
@@ -85,15 +85,16 @@ enum error_code mountfs_readdir(struct mountfs *fs, uint64_t dir, uint64_t offse
 /*
  * Opens a file for reading: ERR_NOT_FOUND for an unknown inode, ERR_INVALID
  * for a directory (EISDIR at the edge is the adapter's choice),
- * ERR_READ_ONLY when write access is asked for. *out is freed by
- * mountfs_release.
+ * ERR_READ_ONLY when write access is asked for. The file handle to give
+ * the kernel is ino; each successful open is matched by mountfs_release.
  */
 enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
-			     struct mountfs_file **out, struct error *err);
-void mountfs_release(struct mountfs *fs, struct mountfs_file *f);
+			     struct error *err);
+/* Drops one open of ino; an inode not open (after a takeover) is ignored. */
+void mountfs_release(struct mountfs *fs, uint64_t ino);
 
-/* Reads up to len bytes at off; *got short only at the end of the file. */
-enum error_code mountfs_read(struct mountfs *fs, struct mountfs_file *f, uint64_t off,
+/* Reads up to len bytes at off of file ino; *got short only at the end. */
+enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
 			     size_t len, char *dst, size_t *got, struct error *err);
 
 /*

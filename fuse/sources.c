@@ -263,6 +263,34 @@ static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/*
+ * A worker reads ahead the next blocks of the object whatever their owner,
+ * so a hint is cut to the run of following blocks that this owner owns
+ * too: a peer's block read ahead here would be a second copy, fetched from
+ * the store once more (one owner per block cluster-wide).
+ */
+static unsigned owned_run(struct source_cluster_ctx *ctx, const struct reader_block *blk,
+			  const char *owner, unsigned readahead)
+{
+	uint64_t nblocks = (blk->obj->size + ctx->block_size - 1) / ctx->block_size;
+	unsigned n = 0;
+
+	for (; n < readahead && blk->index + 1 + n < nblocks; n++) {
+		struct reader_block next = *blk;
+		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		char addr[PLACEMENT_ADDRESS_MAX], id[128];
+		struct block_key k;
+
+		next.index = blk->index + 1 + n;
+		cluster_key(ctx, &next, &k);
+		blockstore_key_hash(&k, hash);
+		if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK ||
+		    strcmp(id, owner) != 0)
+			break;
+	}
+	return n;
+}
+
 static enum error_code peer_read(void *arg, const struct reader_block *blk, uint64_t off,
 				 size_t len, char *dst, size_t *got, unsigned readahead,
 				 struct error *err)
@@ -285,6 +313,7 @@ static enum error_code peer_read(void *arg, const struct reader_block *blk, uint
 	blockstore_key_hash(&k, hash);
 	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
 		return ERR_NOT_FOUND;
+	readahead = owned_run(ctx, blk, id, readahead);
 	c = thread_curl();
 	if (!c)
 		return error_set(err, ERR_NOMEM, "peer read: out of memory");

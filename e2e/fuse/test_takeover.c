@@ -1,0 +1,207 @@
+/*
+ * test_takeover.c - a granary-fuse killed mid-read is replaced on the same
+ * mount without a reader ever seeing an error.
+ *
+ * The test plays the CSI node plugin's part: it opens /dev/fuse, mounts
+ * with mount(2) itself and keeps the descriptor; granary-fuse serves it as
+ * /dev/fd/N. Reader threads read with O_DIRECT (so every read reaches the
+ * daemon) while the daemon is SIGKILLed and a successor started with
+ * --takeover; all reads must complete byte-exact and the mount must never
+ * answer ENOTCONN.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FILE_SIZE (8u << 20)
+#define NREADERS 4
+
+static char bin_dir[512], work[256], src[300], mnt[300], init_state[320];
+static unsigned char expect[FILE_SIZE];
+static int fuse_fd = -1;
+
+static void fill(unsigned char *buf, size_t n)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
+static pid_t start_daemon(int takeover)
+{
+	char exe[600], fdpath[32], source[320], cache[320], logp[320];
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
+	snprintf(fdpath, sizeof(fdpath), "/dev/fd/%d", fuse_fd);
+	snprintf(source, sizeof(source), "file://%s", src);
+	snprintf(cache, sizeof(cache), "%s/cache", work);
+	snprintf(logp, sizeof(logp), "%s/fuse-%d.log", work, takeover);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int log = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(log, STDERR_FILENO);
+		execl(exe, exe, "--mountpoint", fdpath, "--source", source, "--cache.dir", cache,
+		      "--cache.block_size", "1MiB", "--init_state", init_state, "--takeover",
+		      takeover ? "true" : "false", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+struct reader {
+	atomic_int *stop;
+	unsigned seed;
+	long reads, errors, enotconn;
+};
+
+static void *read_loop(void *arg)
+{
+	struct reader *r = arg;
+	char path[400];
+	void *buf = NULL;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/data.bin", mnt);
+	ck_assert_int_eq(posix_memalign(&buf, 4096, 1u << 20), 0);
+	fd = open(path, O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		r->errors++;
+		free(buf);
+		return NULL;
+	}
+	while (!atomic_load(r->stop)) {
+		off_t off = (off_t)(rand_r(&r->seed) % (FILE_SIZE / 4096)) * 4096;
+		size_t len = 4096u * (1 + rand_r(&r->seed) % 256);
+		ssize_t n;
+
+		if ((size_t)off + len > FILE_SIZE)
+			len = FILE_SIZE - (size_t)off;
+		n = pread(fd, buf, len, off);
+		r->reads++;
+		if (n < 0 && errno == ENOTCONN)
+			r->enotconn++;
+		if (n != (ssize_t)len || memcmp(buf, expect + off, len) != 0)
+			r->errors++;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+static int wait_serving(void)
+{
+	char path[400];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/data.bin", mnt);
+	for (int i = 0; i < 200; i++) {
+		if (stat(path, &st) == 0 && st.st_size == FILE_SIZE)
+			return 0;
+		usleep(50 * 1000);
+	}
+	return -1;
+}
+
+START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
+{
+	char opts[200], path[400];
+	pthread_t t[NREADERS];
+	struct reader r[NREADERS];
+	atomic_int stop = 0;
+	pid_t first, second;
+	int status = 0, flags;
+	long total = 0;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(getenv("GRANARY_BIN_DIR"));
+	snprintf(bin_dir, sizeof(bin_dir), "%s", getenv("GRANARY_BIN_DIR"));
+	snprintf(work, sizeof(work), "/tmp/granary-takeover-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(work));
+	snprintf(src, sizeof(src), "%s/src", work);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
+	snprintf(init_state, sizeof(init_state), "%s/init", work);
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	ck_assert_int_eq(mkdir(mnt, 0755), 0);
+	fill(expect, sizeof(expect));
+	snprintf(path, sizeof(path), "%s/data.bin", src);
+	f = fopen(path, "w");
+	ck_assert_uint_eq(fwrite(expect, 1, sizeof(expect), f), sizeof(expect));
+	fclose(f);
+
+	/* The supervisor's part: open the device and mount it ourselves. */
+	fuse_fd = open("/dev/fuse", O_RDWR);
+	ck_assert_msg(fuse_fd >= 0, "open /dev/fuse: %s", strerror(errno));
+	flags = fcntl(fuse_fd, F_GETFD);
+	fcntl(fuse_fd, F_SETFD, flags & ~FD_CLOEXEC);
+	snprintf(opts, sizeof(opts),
+		 "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576",
+		 fuse_fd);
+	ck_assert_msg(mount("granary:takeover", mnt, "fuse.granary", MS_RDONLY | MS_NOSUID | MS_NODEV,
+			    opts) == 0, "mount: %s", strerror(errno));
+
+	first = start_daemon(0);
+	ck_assert_int_eq(wait_serving(), 0);
+	for (int i = 0; i < NREADERS; i++) {
+		r[i] = (struct reader){ .stop = &stop, .seed = (unsigned)i + 7 };
+		pthread_create(&t[i], NULL, read_loop, &r[i]);
+	}
+	usleep(300 * 1000);
+	/* Kill without warning, mid-read, and hand the live connection over. */
+	kill(first, SIGKILL);
+	ck_assert_int_eq(waitpid(first, &status, 0), first);
+	usleep(200 * 1000); /* readers now wait on the kernel's queue */
+	second = start_daemon(1);
+	usleep(700 * 1000);
+	atomic_store(&stop, 1);
+	for (int i = 0; i < NREADERS; i++) {
+		pthread_join(t[i], NULL);
+		total += r[i].reads;
+		ck_assert_msg(r[i].enotconn == 0, "reader %d saw ENOTCONN %ld times", i, r[i].enotconn);
+		ck_assert_msg(r[i].errors == 0, "reader %d: %ld failed or wrong reads", i, r[i].errors);
+	}
+	ck_assert_int_gt(total, 20);
+
+	kill(second, SIGTERM);
+	ck_assert_int_eq(waitpid(second, &status, 0), second);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "successor exit status %d", status);
+	ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
+	close(fuse_fd);
+	snprintf(path, sizeof(path), "rm -rf '%s'", work);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("fuse_takeover");
+	TCase *tc = tcase_create("takeover");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_takeover_sigkill_mid_read_loses_no_read);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
