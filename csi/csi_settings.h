@@ -3,7 +3,8 @@
  * endpoint the kubelet and sidecars dial, which roles this process plays
  * (controller, node or both), the node's name, where meta is, where the
  * node plugin keeps the state that lets it re-adopt its FUSE daemons after
- * a restart, and the granary-fuse binary it launches.
+ * a restart, the granary-fuse binary it launches and how, and the
+ * directories under which kubelet may ask it to mount.
  *
  * The table (csi_settings_schema) gives types, defaults and help;
  * csi_settings_check() adds the rules a table cannot state. Strings are
@@ -13,6 +14,8 @@
 #define GRANARY_CSI_CSI_SETTINGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -30,18 +33,27 @@ struct csi_settings {
 	int mode;           /* enum csi_mode */
 	char *node_id;      /* "" = the hostname, resolved at run time */
 	char *meta_address;
-	char *state_dir;    /* node role: records of running FUSE daemons */
+	char *state_dir;    /* STATE/controller: credentials files given to meta;
+			     * STATE/node: records of running FUSE daemons */
 	char *fuse_binary;  /* node role: the granary-fuse to launch */
+	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
+	char *allowed_roots; /* node role: comma-separated absolute directories
+			      * staging and target paths must lie under */
+	uint64_t stage_timeout_ms; /* node role: wait for a new daemon to serve */
 	char *log_level;
 };
+
+/* At most this many allowed roots. */
+#define CSI_SETTINGS_MAX_ROOTS 16
 
 extern const struct config_schema csi_settings_schema;
 
 /*
  * Checks what the table cannot: endpoint and meta.address are valid
  * addresses, node_id a plausible node name, state_dir an absolute path,
- * fuse_binary an absolute path when the node role is on, and log.level a
- * known level. Returns ERR_OK, or ERR_INVALID with a message naming the
+ * fuse_binary an absolute path when the node role is on, fuse_config
+ * empty or absolute, allowed_roots a list of absolute directories, and
+ * log.level a known level. Returns ERR_OK, or ERR_INVALID with a message naming the
  * key: "key 'state_dir': must be an absolute path, got 'csi'".
  */
 enum error_code csi_settings_check(const struct csi_settings *s, struct error *err);
@@ -49,5 +61,15 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 /* True when the mode includes the controller, or the node, role. */
 bool csi_settings_is_controller(const struct csi_settings *s);
 bool csi_settings_is_node(const struct csi_settings *s);
+
+/*
+ * Splits allowed_roots at commas into roots[0..*n) (at most max), each a
+ * heap copy without trailing '/' ("/" stays "/"); free them with
+ * csi_settings_roots_free. ERR_INVALID naming the key for an empty list, a
+ * relative entry or more than max; ERR_NOMEM.
+ */
+enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, size_t max,
+				   size_t *n, struct error *err);
+void csi_settings_roots_free(char **roots, size_t n);
 
 #endif

@@ -18,6 +18,7 @@ debian_packages=(
   libcurl4-openssl-dev libssl-dev libexpat1-dev libyaml-dev
   libfuse3-dev fuse3 libmicrohttpd-dev check libsubunit-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libisal-dev
+  libprotobuf-dev
   libxxhash-dev uthash-dev
   libjansson-dev
   valgrind fio python3 python3-venv
@@ -81,3 +82,5 @@ mkdir -p "$TOOLS/bin"
 go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
 go_tool helm helm.sh/helm/v3/cmd/helm v3.19.0 # the chart test (e2e/helm): lint and render helm/granary
 log "tools in $TOOLS/bin"
+# The CSI conformance suite that e2e/csi/run_sanity.sh runs against granary-csi.
+go_tool csi-sanity github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity v5.6.0

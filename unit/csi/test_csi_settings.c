@@ -174,6 +174,40 @@ START_TEST(test_csi_settings_flag_overrides_file)
 }
 END_TEST
 
+START_TEST(test_csi_settings_allowed_roots_split_and_checked)
+{
+	struct csi_settings s;
+	struct error err;
+	char *roots[CSI_SETTINGS_MAX_ROOTS];
+	size_t n = 0;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.allowed_roots, "/var/lib/kubelet");
+	ck_assert_str_eq(s.fuse_config, "");
+	ck_assert_uint_eq(s.stage_timeout_ms, 120000);
+	set(&s, "allowed_roots", " /var/lib/kubelet/ , /tmp/csi,,/");
+	ck_assert_int_eq(csi_settings_roots(&s, roots, CSI_SETTINGS_MAX_ROOTS, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(roots[0], "/var/lib/kubelet");
+	ck_assert_str_eq(roots[1], "/tmp/csi");
+	ck_assert_str_eq(roots[2], "/");
+	csi_settings_roots_free(roots, n);
+	set(&s, "allowed_roots", "/ok,relative");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'allowed_roots': 'relative'"));
+	set(&s, "allowed_roots", " , ");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'allowed_roots': required"));
+	/* The controller mounts nothing: its roots are not checked. */
+	set(&s, "mode", "controller");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_OK);
+	set(&s, "fuse_config", "fuse.yaml");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'fuse_config'"));
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_settings");
@@ -184,6 +218,7 @@ int main(void)
 	tcase_add_test(tc, test_csi_settings_check_rejects_naming_the_key);
 	tcase_add_test(tc, test_csi_settings_mode_is_an_enum);
 	tcase_add_test(tc, test_csi_settings_flag_overrides_file);
+	tcase_add_test(tc, test_csi_settings_allowed_roots_split_and_checked);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,0 +1,721 @@
+/*
+ * controller.c - CreateVolume / DeleteVolume / ValidateVolumeCapabilities
+ * against granary-meta, and the checks of what a StorageClass and its
+ * secrets may say.
+ */
+#include "csi/controller.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "store/store.h"
+
+struct controller {
+	char *dir;                  /* STATE/controller */
+	struct meta_client *meta;
+};
+
+/* ---- access modes -------------------------------------------------------- */
+
+enum error_code controller_check_capability(const struct controller_capability *cap,
+					    const char *what, struct error *err)
+{
+	switch (cap->access_type) {
+	case CONTROLLER_ACCESS_MOUNT:
+		break;
+	case CONTROLLER_ACCESS_BLOCK:
+		return error_set(err, ERR_INVALID,
+				 "field '%s': block access is not supported (a dataset is a read-only filesystem: use mount access)",
+				 what);
+	default:
+		return error_set(err, ERR_INVALID, "field '%s': access_type (mount) required", what);
+	}
+	switch (cap->mode) {
+	case CONTROLLER_MODE_SINGLE_NODE_WRITER:
+	case CONTROLLER_MODE_SINGLE_NODE_READER_ONLY:
+	case CONTROLLER_MODE_MULTI_NODE_READER_ONLY:
+	case CONTROLLER_MODE_SINGLE_NODE_SINGLE_WRITER:
+	case CONTROLLER_MODE_SINGLE_NODE_MULTI_WRITER:
+		return ERR_OK;
+	case CONTROLLER_MODE_MULTI_NODE_SINGLE_WRITER:
+	case CONTROLLER_MODE_MULTI_NODE_MULTI_WRITER:
+		return error_set(err, ERR_INVALID,
+				 "field '%s': access mode %s is not supported (dataset volumes are read-only; use ReadOnlyMany)",
+				 what,
+				 cap->mode == CONTROLLER_MODE_MULTI_NODE_SINGLE_WRITER
+					 ? "MULTI_NODE_SINGLE_WRITER"
+					 : "MULTI_NODE_MULTI_WRITER");
+	case CONTROLLER_MODE_UNKNOWN:
+		return error_set(err, ERR_INVALID, "field '%s': access_mode required", what);
+	default:
+		return error_set(err, ERR_INVALID, "field '%s': unknown access mode %d", what, cap->mode);
+	}
+}
+
+/* ---- parameters ---------------------------------------------------------- */
+
+/* Keys the external-provisioner adds (--extra-create-metadata) or reserves. */
+#define RESERVED_PREFIX "csi.storage.k8s.io/"
+
+#define KNOWN_PARAMS "source, endpoint, region, blockSize, cachePolicy, pin, preload"
+
+static enum error_code set_string(char **slot, const char *key, const char *value,
+				  struct error *err)
+{
+	if (*slot)
+		return error_set(err, ERR_INVALID, "parameter '%s': given twice", key);
+	*slot = strdup(value);
+	return *slot ? ERR_OK : error_set(err, ERR_NOMEM, "out of memory");
+}
+
+static enum error_code parse_bool(const char *key, const char *value, bool *out,
+				  struct error *err)
+{
+	if (config_parse_bool(value, out) != ERR_OK)
+		return error_set(err, ERR_INVALID, "parameter '%s': must be true or false, got '%s'",
+				 key, value);
+	return ERR_OK;
+}
+
+static enum error_code parse_block_size(const char *value, uint64_t *out, struct error *err)
+{
+	uint64_t v = 0;
+
+	if (config_parse_size(value, &v) != ERR_OK)
+		return error_set(err, ERR_INVALID,
+				 "parameter 'blockSize': not a size, got '%s' (e.g. 4MiB)", value);
+	if (v < (64u << 10) || v > (64u << 20) || (v & (v - 1)) != 0)
+		return error_set(err, ERR_INVALID,
+				 "parameter 'blockSize': must be a power of two from 64KiB to 64MiB, got '%s'",
+				 value);
+	*out = v;
+	return ERR_OK;
+}
+
+/* Region names are short words of letters, digits and '-'. */
+static bool valid_region(const char *r)
+{
+	size_t len = strlen(r);
+
+	return len > 0 && len <= 64 &&
+	       strspn(r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == len;
+}
+
+static enum error_code check_source(const char *uri, struct error *err)
+{
+	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
+	enum error_code rc;
+
+	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
+	if (rc == ERR_OK && *prefix && prefix[strlen(prefix) - 1] != '/')
+		rc = error_set(err, ERR_INVALID,
+			       "the prefix must end in '/' (s3://BUCKET/PREFIX/), got '%s'", uri);
+	free(scheme);
+	free(bucket);
+	free(prefix);
+	return rc == ERR_OK ? ERR_OK : error_wrap(err, "parameter 'source'");
+}
+
+void controller_params_release(struct controller_params *p)
+{
+	free(p->source);
+	free(p->endpoint);
+	free(p->region);
+	memset(p, 0, sizeof(*p));
+}
+
+enum error_code controller_parse_params(const struct controller_kv *kv, size_t n,
+					struct controller_params *out, struct error *err)
+{
+	bool seen_policy = false, seen_pin = false, seen_preload = false, seen_bs = false;
+	enum error_code rc = ERR_OK;
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < n && rc == ERR_OK; i++) {
+		const char *k = kv[i].key ? kv[i].key : "", *v = kv[i].value ? kv[i].value : "";
+
+		if (strncmp(k, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0)
+			continue;
+		if (strcmp(k, "source") == 0) {
+			rc = set_string(&out->source, k, v, err);
+		} else if (strcmp(k, "endpoint") == 0) {
+			rc = set_string(&out->endpoint, k, v, err);
+			if (rc == ERR_OK && *v && store_check_endpoint(v, err) != ERR_OK)
+				rc = error_wrap(err, "parameter 'endpoint'");
+		} else if (strcmp(k, "region") == 0) {
+			rc = set_string(&out->region, k, v, err);
+			if (rc == ERR_OK && *v && !valid_region(v))
+				rc = error_set(err, ERR_INVALID,
+					       "parameter 'region': letters, digits and '-' only, got '%s'", v);
+		} else if (strcmp(k, "blockSize") == 0) {
+			rc = seen_bs ? error_set(err, ERR_INVALID, "parameter 'blockSize': given twice")
+				     : parse_block_size(v, &out->block_size, err);
+			seen_bs = true;
+		} else if (strcmp(k, "cachePolicy") == 0) {
+			if (seen_policy)
+				rc = error_set(err, ERR_INVALID, "parameter 'cachePolicy': given twice");
+			else if (strcmp(v, "lru") == 0)
+				out->cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU;
+			else if (strcmp(v, "scan-resistant") == 0)
+				out->cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT;
+			else
+				rc = error_set(err, ERR_INVALID,
+					       "parameter 'cachePolicy': must be lru or scan-resistant, got '%s'",
+					       v);
+			seen_policy = true;
+		} else if (strcmp(k, "pin") == 0) {
+			rc = seen_pin ? error_set(err, ERR_INVALID, "parameter 'pin': given twice")
+				      : parse_bool(k, v, &out->pin, err);
+			seen_pin = true;
+		} else if (strcmp(k, "preload") == 0) {
+			rc = seen_preload ? error_set(err, ERR_INVALID, "parameter 'preload': given twice")
+					  : parse_bool(k, v, &out->preload, err);
+			seen_preload = true;
+		} else {
+			rc = error_set(err, ERR_INVALID, "unknown parameter '%s' (known: " KNOWN_PARAMS ")",
+				       k);
+		}
+	}
+	if (rc == ERR_OK && (!out->source || !*out->source))
+		rc = error_set(err, ERR_INVALID,
+			       "parameter 'source': required (the dataset's s3://BUCKET/PREFIX/)");
+	if (rc == ERR_OK)
+		rc = check_source(out->source, err);
+	if (rc == ERR_OK && ((!out->endpoint && !(out->endpoint = strdup(""))) ||
+			     (!out->region && !(out->region = strdup("")))))
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+	return rc;
+}
+
+/* ---- secrets ------------------------------------------------------------- */
+
+void controller_secret_release(struct controller_secret *s)
+{
+	char **slots[] = { &s->access_key_id, &s->secret_access_key, &s->session_token };
+
+	for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+		if (*slots[i]) {
+			explicit_bzero(*slots[i], strlen(*slots[i]));
+			free(*slots[i]);
+			*slots[i] = NULL;
+		}
+	}
+}
+
+/* One line, no control characters, nothing the INI reader would trim. */
+static bool valid_secret_value(const char *v)
+{
+	size_t len = strlen(v);
+
+	if (len == 0 || len > 4096 || v[0] == ' ' || v[0] == '\t' || v[len - 1] == ' ' ||
+	    v[len - 1] == '\t')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			return false;
+	return true;
+}
+
+enum error_code controller_parse_secret(const char *what, const struct controller_kv *kv, size_t n,
+					struct controller_secret *out, bool *present,
+					struct error *err)
+{
+	enum error_code rc = ERR_OK;
+
+	memset(out, 0, sizeof(*out));
+	*present = false;
+	for (size_t i = 0; i < n && rc == ERR_OK; i++) {
+		const char *k = kv[i].key ? kv[i].key : "", *v = kv[i].value ? kv[i].value : "";
+		char **slot;
+
+		if (strcmp(k, "accessKeyID") == 0)
+			slot = &out->access_key_id;
+		else if (strcmp(k, "secretAccessKey") == 0)
+			slot = &out->secret_access_key;
+		else if (strcmp(k, "sessionToken") == 0)
+			slot = &out->session_token;
+		else {
+			rc = error_set(err, ERR_INVALID,
+				       "%s key '%s': unknown (known: accessKeyID, secretAccessKey, sessionToken)",
+				       what, k);
+			break;
+		}
+		if (*slot)
+			rc = error_set(err, ERR_INVALID, "%s key '%s': given twice", what, k);
+		else if (!valid_secret_value(v))
+			rc = error_set(err, ERR_INVALID,
+				       "%s key '%s': must be one non-empty line without surrounding spaces",
+				       what, k);
+		else if (!(*slot = strdup(v)))
+			rc = error_set(err, ERR_NOMEM, "out of memory");
+	}
+	if (rc == ERR_OK && (out->access_key_id || out->secret_access_key || out->session_token)) {
+		if (!out->access_key_id)
+			rc = error_set(err, ERR_INVALID, "%s key 'accessKeyID': required with %s", what,
+				       out->secret_access_key ? "'secretAccessKey'" : "'sessionToken'");
+		else if (!out->secret_access_key)
+			rc = error_set(err, ERR_INVALID,
+				       "%s key 'secretAccessKey': required with 'accessKeyID'", what);
+		else
+			*present = true;
+	}
+	if (rc != ERR_OK)
+		controller_secret_release(out);
+	return rc;
+}
+
+/* Writes a whole buffer to path.tmp (mode 0600), fsyncs and renames it. */
+static enum error_code write_private_file(const char *path, const char *data, size_t len,
+					  struct error *err)
+{
+	char tmp[4200];
+	size_t done = 0;
+	int fd, saved;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return error_set(err, error_from_errno(errno), "create '%s': %s", tmp, strerror(errno));
+	/* The umask can only take bits away; make the mode exact anyway. */
+	if (fchmod(fd, 0600) != 0)
+		goto fail;
+	while (done < len) {
+		ssize_t w = write(fd, data + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto fail;
+		done += (size_t)w;
+	}
+	if (fsync(fd) != 0)
+		goto fail;
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		saved = errno;
+		unlink(tmp);
+		return error_set(err, error_from_errno(saved), "rename '%s': %s", tmp, strerror(saved));
+	}
+	return ERR_OK;
+fail:
+	saved = errno;
+	close(fd);
+	unlink(tmp);
+	return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
+}
+
+enum error_code controller_write_credentials(const char *path, const struct controller_secret *s,
+					     struct error *err)
+{
+	char *text = NULL;
+	enum error_code rc;
+	int len;
+
+	if (s->session_token)
+		len = asprintf(&text,
+			       "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = %s\n",
+			       s->access_key_id, s->secret_access_key, s->session_token);
+	else
+		len = asprintf(&text, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+			       s->access_key_id, s->secret_access_key);
+	if (len < 0)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	rc = write_private_file(path, text, (size_t)len, err);
+	explicit_bzero(text, (size_t)len);
+	free(text);
+	return rc;
+}
+
+/* ---- volume ids ---------------------------------------------------------- */
+
+static bool is_alnum_lower(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+bool controller_valid_id(const char *id)
+{
+	size_t len = id ? strlen(id) : 0;
+
+	if (len == 0 || len > CONTROLLER_ID_MAX - 1)
+		return false;
+	if (strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-.") != len)
+		return false;
+	/* Every label is [a-z0-9]([-a-z0-9]*[a-z0-9])?. */
+	for (const char *p = id; *p;) {
+		size_t l = strcspn(p, ".");
+
+		if (l == 0 || !is_alnum_lower(p[0]) || !is_alnum_lower(p[l - 1]))
+			return false;
+		p += l;
+		if (*p == '.') {
+			p++;
+			if (!*p)
+				return false;
+		}
+	}
+	return true;
+}
+
+/* Room for the sanitised name: 253 less "-" and 12 hex digits. */
+#define ID_BODY_MAX 200
+
+enum error_code controller_volume_id(const char *name, char *out, size_t size, struct error *err)
+{
+	char body[ID_BODY_MAX + 1];
+	size_t n = 0;
+	uint64_t h;
+
+	if (!name || !*name)
+		return error_set(err, ERR_INVALID, "field 'name': required");
+	if (size < CONTROLLER_ID_MAX)
+		return error_set(err, ERR_INTERNAL, "volume id buffer too small");
+	if (controller_valid_id(name)) {
+		snprintf(out, size, "%s", name);
+		return ERR_OK;
+	}
+	/* Lowercase letters and digits kept, runs of anything else one '-'. */
+	for (const char *p = name; *p && n < ID_BODY_MAX; p++) {
+		char c = *p;
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (is_alnum_lower(c))
+			body[n++] = c;
+		else if (n > 0 && body[n - 1] != '-')
+			body[n++] = '-';
+	}
+	while (n > 0 && body[n - 1] == '-')
+		n--;
+	body[n] = '\0';
+	/* The hash keeps names that sanitise alike apart (A_b vs a-b). */
+	h = XXH3_64bits(name, strlen(name));
+	snprintf(out, size, "%s%s%012llx", n ? body : "vol", "-",
+		 (unsigned long long)(h & 0xffffffffffffull));
+	return ERR_OK;
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+static enum error_code make_dir(const char *path, struct error *err)
+{
+	char buf[4096];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf,
+					 strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf, strerror(errno));
+	return ERR_OK;
+}
+
+static void file_path(const struct controller *c, const char *id, const char *ext, char *out,
+		      size_t size)
+{
+	snprintf(out, size, "%s/%s.%s", c->dir, id, ext);
+}
+
+/* What CreateVolume remembers beyond meta's spec. */
+struct record {
+	char name[1024];
+	bool has_capacity;
+	int64_t required, limit;
+};
+
+/* ERR_NOT_FOUND when there is none; a damaged record is treated as none. */
+static enum error_code record_load(const struct controller *c, const char *id, struct record *r)
+{
+	char path[4200];
+	json_error_t jerr;
+	json_t *root;
+	const char *name = NULL;
+	int has = 0;
+	json_int_t req = 0, lim = 0;
+
+	file_path(c, id, "json", path, sizeof(path));
+	root = json_load_file(path, 0, &jerr);
+	if (!root)
+		return ERR_NOT_FOUND;
+	if (json_unpack(root, "{s:s, s:b, s:I, s:I}", "name", &name, "has_capacity", &has,
+			"required_bytes", &req, "limit_bytes", &lim) != 0) {
+		log_warn("ignoring a damaged volume record", LOG_S("path", path), LOG_S("cause", jerr.text));
+		json_decref(root);
+		return ERR_NOT_FOUND;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->has_capacity = has;
+	r->required = req;
+	r->limit = lim;
+	json_decref(root);
+	return ERR_OK;
+}
+
+static enum error_code record_save(const struct controller *c, const char *id,
+				   const struct record *r, struct error *err)
+{
+	char path[4200];
+	json_t *root;
+	char *text;
+	enum error_code rc;
+
+	root = json_pack("{s:i, s:s, s:b, s:I, s:I}", "version", 1, "name", r->name, "has_capacity",
+			 r->has_capacity, "required_bytes", (json_int_t)r->required, "limit_bytes",
+			 (json_int_t)r->limit);
+	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+	json_decref(root);
+	if (!text)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	file_path(c, id, "json", path, sizeof(path));
+	rc = write_private_file(path, text, strlen(text), err);
+	free(text);
+	return rc;
+}
+
+static void remove_files(const struct controller *c, const char *id)
+{
+	char path[4200];
+
+	file_path(c, id, "credentials", path, sizeof(path));
+	unlink(path);
+	file_path(c, id, "json", path, sizeof(path));
+	unlink(path);
+}
+
+/* ---- the controller ------------------------------------------------------ */
+
+enum error_code controller_new(const struct controller_config *cfg, struct controller **out,
+			       struct error *err)
+{
+	struct controller *c = calloc(1, sizeof(*c));
+
+	if (!c || asprintf(&c->dir, "%s/controller", cfg->state_dir) < 0) {
+		free(c);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	c->meta = cfg->meta;
+	if (make_dir(c->dir, err) != ERR_OK) {
+		controller_free(c);
+		return err->code;
+	}
+	*out = c;
+	return ERR_OK;
+}
+
+void controller_free(struct controller *c)
+{
+	if (!c)
+		return;
+	free(c->dir);
+	free(c);
+}
+
+static enum error_code check_capabilities(const struct controller_capability *caps, size_t n,
+					  struct error *err)
+{
+	char what[64];
+
+	if (n == 0)
+		return error_set(err, ERR_INVALID, "field 'volume_capabilities': required");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(what, sizeof(what), "volume_capabilities[%zu]", i);
+		if (controller_check_capability(&caps[i], what, err) != ERR_OK)
+			return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
+static enum error_code check_capacity(const struct controller_create_request *req,
+				      struct error *err)
+{
+	if (!req->has_capacity)
+		return ERR_OK;
+	if (req->required_bytes < 0 || req->limit_bytes < 0)
+		return error_set(err, ERR_INVALID, "field 'capacity_range': negative bytes");
+	if (req->limit_bytes && req->required_bytes > req->limit_bytes)
+		return error_set(err, ERR_RANGE,
+				 "field 'capacity_range': required_bytes %lld above limit_bytes %lld",
+				 (long long)req->required_bytes, (long long)req->limit_bytes);
+	return ERR_OK;
+}
+
+enum error_code controller_create_volume(struct controller *c,
+					 const struct controller_create_request *req,
+					 struct controller_volume *out, struct error *err)
+{
+	Granary__V1__DatasetSpec spec = GRANARY__V1__DATASET_SPEC__INIT;
+	Granary__V1__DatasetOptions opts = GRANARY__V1__DATASET_OPTIONS__INIT;
+	Granary__V1__Dataset *ds = NULL;
+	struct controller_params params = { 0 };
+	struct controller_secret secret = { 0 };
+	struct record old, rec = { 0 };
+	char cred_path[4200] = "";
+	bool has_secret = false, existed;
+	enum error_code rc;
+	int64_t bytes;
+
+	memset(out, 0, sizeof(*out));
+	rc = controller_volume_id(req->name, out->id, sizeof(out->id), err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = check_capabilities(req->caps, req->ncaps, err);
+	if (rc == ERR_OK && req->has_content_source)
+		rc = error_set(err, ERR_INVALID,
+			       "field 'volume_content_source': a dataset volume cannot be made from a snapshot or another volume");
+	if (rc == ERR_OK)
+		rc = check_capacity(req, err);
+	if (rc == ERR_OK)
+		rc = controller_parse_params(req->params, req->nparams, &params, err);
+	if (rc == ERR_OK)
+		rc = controller_parse_secret("secret", req->secrets, req->nsecrets, &secret,
+					     &has_secret, err);
+	if (rc != ERR_OK)
+		goto out;
+
+	existed = record_load(c, out->id, &old) == ERR_OK;
+	if (existed && strcmp(old.name, req->name) != 0) {
+		rc = error_set(err, ERR_EXISTS, "volume id '%s' is taken by the request name '%s'",
+			       out->id, old.name);
+		goto out;
+	}
+	if (existed && (old.has_capacity != req->has_capacity ||
+			(req->has_capacity && (old.required != req->required_bytes ||
+					       old.limit != req->limit_bytes)))) {
+		rc = error_set(err, ERR_EXISTS,
+			       "volume '%s' exists with another capacity_range (required %lld, limit %lld bytes)",
+			       out->id, (long long)old.required, (long long)old.limit);
+		goto out;
+	}
+	if (has_secret) {
+		file_path(c, out->id, "credentials", cred_path, sizeof(cred_path));
+		rc = controller_write_credentials(cred_path, &secret, err);
+		if (rc != ERR_OK)
+			goto out;
+	}
+
+	spec.name = out->id;
+	spec.source_uri = params.source;
+	spec.endpoint = params.endpoint;
+	spec.region = params.region;
+	spec.credentials_ref = cred_path;
+	opts.block_size = params.block_size;
+	opts.cache_policy = params.cache_policy;
+	opts.pin = params.pin;
+	opts.preload = params.preload;
+	spec.options = &opts;
+	rc = meta_client_register(c->meta, &spec, &ds, err);
+	if (rc != ERR_OK) {
+		if (!existed && cred_path[0])
+			unlink(cred_path);
+		goto out;
+	}
+	bytes = ds->bytes > INT64_MAX ? INT64_MAX : (int64_t)ds->bytes;
+	out->files = ds->files;
+	out->capacity_bytes = bytes;
+	/* Kubernetes refuses a volume smaller than the claim asked for; the
+	 * volume is read-only, so offering the larger number promises no
+	 * writable space. */
+	if (req->has_capacity && req->required_bytes > bytes)
+		out->capacity_bytes = req->required_bytes;
+	if (req->has_capacity && req->limit_bytes && bytes > req->limit_bytes) {
+		rc = error_set(err, ERR_RANGE,
+			       "dataset '%s' holds %lld bytes, above capacity_range.limit_bytes %lld",
+			       out->id, (long long)bytes, (long long)req->limit_bytes);
+		if (!existed) {
+			struct error ignored;
+
+			if (meta_client_delete(c->meta, out->id, &ignored) != ERR_OK)
+				log_warn("cannot remove the dataset of a refused volume",
+					 LOG_S("dataset", out->id), LOG_S("cause", ignored.msg));
+			remove_files(c, out->id);
+		}
+		goto out;
+	}
+	snprintf(rec.name, sizeof(rec.name), "%s", req->name);
+	rec.has_capacity = req->has_capacity;
+	rec.required = req->has_capacity ? req->required_bytes : 0;
+	rec.limit = req->has_capacity ? req->limit_bytes : 0;
+	rc = record_save(c, out->id, &rec, err);
+	if (rc == ERR_OK)
+		log_info("volume created", LOG_S("volume", out->id), LOG_S("source", params.source),
+			 LOG_U("files", ds->files), LOG_U("bytes", ds->bytes),
+			 LOG_I("capacity_bytes", out->capacity_bytes));
+out:
+	if (ds)
+		granary__v1__dataset__free_unpacked(ds, NULL);
+	controller_params_release(&params);
+	controller_secret_release(&secret);
+	return rc;
+}
+
+enum error_code controller_delete_volume(struct controller *c, const char *volume_id,
+					 struct error *err)
+{
+	enum error_code rc;
+
+	if (!volume_id || !*volume_id)
+		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	if (!controller_valid_id(volume_id))
+		return ERR_OK; /* never handed out, so already gone */
+	rc = meta_client_delete(c->meta, volume_id, err);
+	if (rc == ERR_NOT_FOUND)
+		rc = ERR_OK;
+	if (rc != ERR_OK)
+		return rc;
+	remove_files(c, volume_id);
+	log_info("volume deleted", LOG_S("volume", volume_id));
+	return ERR_OK;
+}
+
+enum error_code controller_validate(struct controller *c, const char *volume_id,
+				    const struct controller_capability *caps, size_t ncaps,
+				    bool *confirmed, char *message, size_t message_size,
+				    struct error *err)
+{
+	Granary__V1__Dataset *ds = NULL;
+	struct error why;
+	enum error_code rc;
+	char what[64];
+
+	*confirmed = false;
+	message[0] = '\0';
+	if (!volume_id || !*volume_id)
+		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	if (ncaps == 0)
+		return error_set(err, ERR_INVALID, "field 'volume_capabilities': required");
+	if (!controller_valid_id(volume_id))
+		return error_set(err, ERR_NOT_FOUND, "volume '%s' not found", volume_id);
+	rc = meta_client_get(c->meta, volume_id, &ds, err);
+	if (rc != ERR_OK)
+		return rc == ERR_NOT_FOUND ? error_set(err, ERR_NOT_FOUND, "volume '%s' not found",
+						       volume_id)
+					   : rc;
+	granary__v1__dataset__free_unpacked(ds, NULL);
+	for (size_t i = 0; i < ncaps; i++) {
+		snprintf(what, sizeof(what), "volume_capabilities[%zu]", i);
+		if (controller_check_capability(&caps[i], what, &why) != ERR_OK) {
+			snprintf(message, message_size, "%s", why.msg);
+			return ERR_OK;
+		}
+	}
+	*confirmed = true;
+	return ERR_OK;
+}

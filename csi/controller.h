@@ -1,0 +1,204 @@
+/*
+ * controller.h - the CSI controller's core: a PersistentVolumeClaim becomes
+ * a dataset registered in granary-meta. No gRPC here: csi/service.c parses
+ * the CSI messages into these plain structs and maps the error once.
+ *
+ * What it checks and decides (docs/csi.md is the user's view):
+ *   - StorageClass parameters (controller_parse_params): source (required),
+ *     endpoint, region, blockSize, cachePolicy, pin, preload; keys starting
+ *     with "csi.storage.k8s.io/" are the sidecars' and are ignored; any
+ *     other key is ERR_INVALID naming it.
+ *   - secrets (controller_parse_secret): accessKeyID + secretAccessKey and
+ *     optionally sessionToken, written to a 0600 AWS shared-credentials file
+ *     (controller_write_credentials). Values never reach a message or a log.
+ *   - the volume id (controller_volume_id): the request name when it is
+ *     already a DNS-1123 subdomain ("pvc-<uid>"), else a sanitised form with
+ *     a hash of the name appended: stable, and distinct names stay distinct.
+ *     The dataset in meta has the same name.
+ *   - the access-mode rule (controller_check_capability): mount access only;
+ *     every single-node mode and MULTI_NODE_READER_ONLY are served, always
+ *     read-only (a write gives EROFS); modes promising writers on several
+ *     nodes are refused.
+ *
+ * Files: STATE/controller/<id>.credentials (the provisioner secret, the
+ * path meta is given as credentials_ref, so meta must see STATE at the same
+ * path) and STATE/controller/<id>.json (the request's name and capacity
+ * range, for idempotence). Thread-safe: calls for different names run at
+ * once; two calls for one name race benignly (meta joins registrations,
+ * files are replaced atomically).
+ */
+#ifndef GRANARY_CSI_CONTROLLER_H
+#define GRANARY_CSI_CONTROLLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "meta/meta_client.h"
+
+/* A volume id / dataset name: at most 253 bytes plus the NUL. */
+#define CONTROLLER_ID_MAX 254
+
+/* One entry of a CSI map<string,string> (parameters, secrets, context). */
+struct controller_kv {
+	const char *key;
+	const char *value;
+};
+
+/* The CSI access modes, numbered as in the spec (VolumeCapability.AccessMode.Mode). */
+enum controller_access_mode {
+	CONTROLLER_MODE_UNKNOWN = 0,
+	CONTROLLER_MODE_SINGLE_NODE_WRITER = 1,
+	CONTROLLER_MODE_SINGLE_NODE_READER_ONLY = 2,
+	CONTROLLER_MODE_MULTI_NODE_READER_ONLY = 3,
+	CONTROLLER_MODE_MULTI_NODE_SINGLE_WRITER = 4,
+	CONTROLLER_MODE_MULTI_NODE_MULTI_WRITER = 5,
+	CONTROLLER_MODE_SINGLE_NODE_SINGLE_WRITER = 6,
+	CONTROLLER_MODE_SINGLE_NODE_MULTI_WRITER = 7,
+};
+
+enum controller_access_type {
+	CONTROLLER_ACCESS_UNSET = 0,
+	CONTROLLER_ACCESS_BLOCK,
+	CONTROLLER_ACCESS_MOUNT,
+};
+
+struct controller_capability {
+	enum controller_access_type access_type;
+	int mode;               /* enum controller_access_mode; 0 when access_mode is absent */
+};
+
+/*
+ * The access-mode rule above. what names the field in messages
+ * ("volume_capabilities[0]"). ERR_OK, or ERR_INVALID saying what is not
+ * supported and why.
+ */
+enum error_code controller_check_capability(const struct controller_capability *cap,
+					    const char *what, struct error *err);
+
+/* cache_policy values are granary.v1.CachePolicy's. */
+struct controller_params {
+	char *source;          /* s3://bucket/prefix/ (or file:///dir for demos) */
+	char *endpoint;        /* "" = meta's default */
+	char *region;          /* "" = meta's default */
+	uint64_t block_size;   /* 0 = the worker's default */
+	int cache_policy;
+	bool pin;
+	bool preload;
+};
+
+/*
+ * Parses StorageClass parameters into out (heap strings; release with
+ * controller_params_release, also after an error). ERR_INVALID names the
+ * parameter: "parameter 'blockSize': ...", "unknown parameter 'foo'
+ * (known: source, endpoint, ...)", "parameter 'source': required".
+ */
+enum error_code controller_parse_params(const struct controller_kv *kv, size_t n,
+					struct controller_params *out, struct error *err);
+void controller_params_release(struct controller_params *p);
+
+struct controller_secret {
+	char *access_key_id;
+	char *secret_access_key;
+	char *session_token;   /* NULL when not given */
+};
+
+/*
+ * Parses a CSI secret map. *present is false (out all NULL) for an empty
+ * map: the daemons' own credential chain applies. ERR_INVALID names the key
+ * (never the value): an unknown key, only one of accessKeyID and
+ * secretAccessKey, a value that is empty, holds a line break or control
+ * character, or has spaces around it. what ("secret") starts messages.
+ * Release with controller_secret_release, which wipes the values.
+ */
+enum error_code controller_parse_secret(const char *what, const struct controller_kv *kv, size_t n,
+					struct controller_secret *out, bool *present,
+					struct error *err);
+void controller_secret_release(struct controller_secret *s);
+
+/*
+ * Writes s as an AWS shared-credentials file, section [default], mode
+ * 0600, atomically (temporary file, fsync, rename). ERR_IO /
+ * ERR_PERMISSION naming the path; the values never appear in a message.
+ */
+enum error_code controller_write_credentials(const char *path, const struct controller_secret *s,
+					     struct error *err);
+
+/*
+ * Derives the volume id from a CreateVolume name into out (size at least
+ * CONTROLLER_ID_MAX). ERR_INVALID for an empty name ("field 'name':
+ * required").
+ */
+enum error_code controller_volume_id(const char *name, char *out, size_t size, struct error *err);
+
+/* True when id is a DNS-1123 subdomain of at most 253 bytes: the only ids
+ * this driver hands out, and safe as a file name. */
+bool controller_valid_id(const char *id);
+
+/* ---- the controller ----------------------------------------------------- */
+
+struct controller;
+
+struct controller_config {
+	const char *state_dir;      /* absolute; STATE/controller is created */
+	struct meta_client *meta;   /* not owned; outlives the controller */
+};
+
+enum error_code controller_new(const struct controller_config *cfg, struct controller **out,
+			       struct error *err);
+void controller_free(struct controller *c);
+
+struct controller_create_request {
+	const char *name;
+	const struct controller_kv *params;
+	size_t nparams;
+	const struct controller_kv *secrets;
+	size_t nsecrets;
+	bool has_capacity;          /* capacity_range given */
+	int64_t required_bytes, limit_bytes;
+	const struct controller_capability *caps;
+	size_t ncaps;
+	bool has_content_source;    /* from a snapshot or a volume: refused */
+};
+
+struct controller_volume {
+	char id[CONTROLLER_ID_MAX];   /* also the dataset's name in meta */
+	int64_t capacity_bytes;       /* max(dataset bytes, required_bytes) */
+	uint64_t files;
+};
+
+/*
+ * CreateVolume: checks the request (ERR_INVALID naming the field or
+ * parameter), writes the secret's credentials file, registers the dataset
+ * in meta (which lists the source; this can take minutes) and records the
+ * capacity range. The same name with the same parameters and capacity
+ * range returns the same volume; another spec or capacity range is
+ * ERR_EXISTS; a limit_bytes below the dataset's size ERR_RANGE (then a
+ * dataset this call registered is removed again). Meta's errors pass
+ * through (ERR_UNAVAILABLE, ERR_PERMISSION for refused credentials ...).
+ */
+enum error_code controller_create_volume(struct controller *c,
+					 const struct controller_create_request *req,
+					 struct controller_volume *out, struct error *err);
+
+/*
+ * DeleteVolume: deletes the dataset in meta and the volume's files. An id
+ * this driver never hands out, or one meta does not know, is success.
+ * ERR_INVALID for an empty id; ERR_UNAVAILABLE while meta is building it.
+ */
+enum error_code controller_delete_volume(struct controller *c, const char *volume_id,
+					 struct error *err);
+
+/*
+ * ValidateVolumeCapabilities: ERR_INVALID for an empty id or no
+ * capabilities; ERR_NOT_FOUND for a volume meta does not know. Otherwise
+ * ERR_OK with *confirmed true when every capability is served, or false
+ * with the reason in message.
+ */
+enum error_code controller_validate(struct controller *c, const char *volume_id,
+				    const struct controller_capability *caps, size_t ncaps,
+				    bool *confirmed, char *message, size_t message_size,
+				    struct error *err);
+
+#endif

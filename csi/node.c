@@ -1,0 +1,1369 @@
+/*
+ * node.c - staging (a granary-fuse per volume on a descriptor the plugin
+ * holds), publishing (read-only bind mounts), supervision and re-adoption.
+ */
+#include "csi/node.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/retry.h"
+
+#define FUSE_TYPE "fuse.granary"
+#define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576"
+#define STOP_GRACE_MS 10000
+#define RESTART_BACKOFF_MIN_MS 1000
+#define RESTART_BACKOFF_MAX_MS 30000
+#define PATH_MAX_LEN 4096
+
+/* One staged (or being staged) volume. */
+struct vol {
+	pthread_mutex_t mu;        /* serialises operations on the volume */
+	struct node_record rec;    /* protected by mu; rec.staging_path NULL until staged */
+	int fd;                    /* our /dev/fuse descriptor; -1 = none; protected by mu */
+	bool gone;                 /* unstaged or never staged; protected by mu */
+	uint64_t next_restart_ms;  /* protected by mu */
+	uint64_t backoff_ms;       /* protected by mu */
+	unsigned refs;             /* protected by node->mu */
+	struct vol *next;          /* protected by node->mu */
+};
+
+struct node {
+	char *dir;                 /* STATE/node */
+	char *fuse_binary, *fuse_config, *meta_address;
+	char **roots;
+	size_t nroots;
+	struct node_config cfg;    /* points at the copies above */
+	pthread_mutex_t mu;
+	struct vol *vols;          /* protected by mu */
+	pthread_t monitor;
+	bool monitor_running;
+	bool stopping;             /* protected by mu */
+	pthread_cond_t stop_cv;
+};
+
+/* ---- records ------------------------------------------------------------- */
+
+void node_record_release(struct node_record *r)
+{
+	free(r->volume_id);
+	free(r->dataset);
+	free(r->staging_path);
+	free(r->credentials_file);
+	free(r->init_state);
+	for (size_t i = 0; i < r->ntargets; i++)
+		free(r->targets[i]);
+	free(r->targets);
+	memset(r, 0, sizeof(*r));
+}
+
+enum error_code node_record_add_target(struct node_record *r, const char *target,
+				       struct error *err)
+{
+	char **grown;
+
+	for (size_t i = 0; i < r->ntargets; i++)
+		if (strcmp(r->targets[i], target) == 0)
+			return ERR_OK;
+	grown = realloc(r->targets, (r->ntargets + 1) * sizeof(*grown));
+	if (!grown)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	r->targets = grown;
+	r->targets[r->ntargets] = strdup(target);
+	if (!r->targets[r->ntargets])
+		return error_set(err, ERR_NOMEM, "out of memory");
+	r->ntargets++;
+	return ERR_OK;
+}
+
+void node_record_remove_target(struct node_record *r, const char *target)
+{
+	for (size_t i = 0; i < r->ntargets; i++) {
+		if (strcmp(r->targets[i], target) != 0)
+			continue;
+		free(r->targets[i]);
+		memmove(&r->targets[i], &r->targets[i + 1], (r->ntargets - i - 1) * sizeof(char *));
+		r->ntargets--;
+		return;
+	}
+}
+
+static enum error_code write_file_atomic(const char *path, const char *data, size_t len,
+					 struct error *err)
+{
+	char tmp[PATH_MAX_LEN + 8];
+	size_t done = 0;
+	int fd, saved;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return error_set(err, error_from_errno(errno), "create '%s': %s", tmp, strerror(errno));
+	while (done < len) {
+		ssize_t w = write(fd, data + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto fail;
+		done += (size_t)w;
+	}
+	if (fsync(fd) != 0)
+		goto fail;
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		saved = errno;
+		unlink(tmp);
+		return error_set(err, error_from_errno(saved), "rename '%s': %s", tmp, strerror(saved));
+	}
+	return ERR_OK;
+fail:
+	saved = errno;
+	close(fd);
+	unlink(tmp);
+	return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
+}
+
+enum error_code node_record_save(const char *path, const struct node_record *r, struct error *err)
+{
+	json_t *root, *targets;
+	char *text;
+	enum error_code rc;
+
+	targets = json_array();
+	for (size_t i = 0; targets && i < r->ntargets; i++)
+		if (json_array_append_new(targets, json_string(r->targets[i])) != 0) {
+			json_decref(targets);
+			targets = NULL;
+		}
+	if (!targets)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:o}", "version", 1,
+			 "volume_id", r->volume_id ? r->volume_id : "", "dataset",
+			 r->dataset ? r->dataset : "", "staging_path",
+			 r->staging_path ? r->staging_path : "", "credentials_file",
+			 r->credentials_file ? r->credentials_file : "", "init_state",
+			 r->init_state ? r->init_state : "", "pid", (json_int_t)r->pid, "start_time",
+			 (json_int_t)r->start_time, "daemon_fd", r->daemon_fd, "targets", targets);
+	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+	json_decref(root);
+	if (!text)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	rc = write_file_atomic(path, text, strlen(text), err);
+	free(text);
+	return rc;
+}
+
+static enum error_code dup_field(json_t *root, const char *key, char **out, const char *path,
+				 struct error *err)
+{
+	json_t *v = json_object_get(root, key);
+
+	if (!json_is_string(v))
+		return error_set(err, ERR_INVALID, "record '%s': field '%s' missing or not a string",
+				 path, key);
+	*out = strdup(json_string_value(v));
+	return *out ? ERR_OK : error_set(err, ERR_NOMEM, "out of memory");
+}
+
+static enum error_code int_field(json_t *root, const char *key, json_int_t *out, const char *path,
+				 struct error *err)
+{
+	json_t *v = json_object_get(root, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return error_set(err, ERR_INVALID, "record '%s': field '%s' missing or not a count",
+				 path, key);
+	*out = json_integer_value(v);
+	return ERR_OK;
+}
+
+enum error_code node_record_load(const char *path, struct node_record *r, struct error *err)
+{
+	json_error_t jerr;
+	json_t *root, *targets;
+	json_int_t pid = 0, start = 0, fd = 0;
+	enum error_code rc = ERR_OK;
+
+	memset(r, 0, sizeof(*r));
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		if (access(path, F_OK) != 0)
+			return error_set(err, ERR_NOT_FOUND, "record '%s': %s", path, strerror(errno));
+		return error_set(err, ERR_INVALID, "record '%s': line %d: %s", path, jerr.line,
+				 jerr.text);
+	}
+	if (!json_is_object(root))
+		rc = error_set(err, ERR_INVALID, "record '%s': not a JSON object", path);
+	if (rc == ERR_OK)
+		rc = dup_field(root, "volume_id", &r->volume_id, path, err);
+	if (rc == ERR_OK)
+		rc = dup_field(root, "dataset", &r->dataset, path, err);
+	if (rc == ERR_OK)
+		rc = dup_field(root, "staging_path", &r->staging_path, path, err);
+	if (rc == ERR_OK)
+		rc = dup_field(root, "credentials_file", &r->credentials_file, path, err);
+	if (rc == ERR_OK)
+		rc = dup_field(root, "init_state", &r->init_state, path, err);
+	if (rc == ERR_OK)
+		rc = int_field(root, "pid", &pid, path, err);
+	if (rc == ERR_OK)
+		rc = int_field(root, "start_time", &start, path, err);
+	if (rc == ERR_OK)
+		rc = int_field(root, "daemon_fd", &fd, path, err);
+	if (rc == ERR_OK && fd > 1 << 20)
+		rc = error_set(err, ERR_INVALID, "record '%s': field 'daemon_fd' out of range", path);
+	targets = json_object_get(root, "targets");
+	if (rc == ERR_OK && !json_is_array(targets))
+		rc = error_set(err, ERR_INVALID, "record '%s': field 'targets' missing or not a list",
+			       path);
+	for (size_t i = 0; rc == ERR_OK && i < json_array_size(targets); i++) {
+		json_t *t = json_array_get(targets, i);
+
+		if (!json_is_string(t))
+			rc = error_set(err, ERR_INVALID, "record '%s': field 'targets[%zu]' not a string",
+				       path, i);
+		else
+			rc = node_record_add_target(r, json_string_value(t), err);
+	}
+	json_decref(root);
+	if (rc == ERR_OK && (!*r->volume_id || !*r->staging_path))
+		rc = error_set(err, ERR_INVALID, "record '%s': empty volume_id or staging_path", path);
+	r->pid = pid;
+	r->start_time = (uint64_t)start;
+	r->daemon_fd = (int)fd;
+	return rc;
+}
+
+/* ---- paths and mounts ---------------------------------------------------- */
+
+bool node_path_allowed(const char *path, char *const *roots, size_t nroots)
+{
+	size_t len = path ? strlen(path) : 0;
+
+	if (len < 2 || path[0] != '/' || len >= PATH_MAX_LEN)
+		return false;
+	/* No empty, "." or ".." component anywhere. */
+	for (const char *p = path + 1; *p;) {
+		size_t l = strcspn(p, "/");
+
+		if ((l == 0 && p[l] == '/') || (l == 1 && p[0] == '.') ||
+		    (l == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += l;
+		if (*p == '/')
+			p++;
+	}
+	for (size_t i = 0; i < nroots; i++) {
+		size_t rl = strlen(roots[i]);
+
+		if (rl == 1 && roots[i][0] == '/')
+			return true;
+		if (strncmp(path, roots[i], rl) == 0 && path[rl] == '/' && path[rl + 1] != '\0')
+			return true;
+	}
+	return false;
+}
+
+/* A path without its trailing '/' (kubelet does not send one; tests might). */
+static void clean_path(const char *in, char *out, size_t size)
+{
+	size_t len;
+
+	snprintf(out, size, "%s", in);
+	len = strlen(out);
+	while (len > 1 && out[len - 1] == '/')
+		out[--len] = '\0';
+}
+
+/* Undoes mountinfo's octal escapes (\040 for a space ...) in place. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+/*
+ * True when path is a mount point in this mount namespace; fstype (may be
+ * NULL) gets the type of the topmost mount there. Reads mountinfo rather
+ * than stat: a FUSE mount whose daemon is gone answers stat with ENOTCONN.
+ */
+static bool mount_lookup(const char *path, char *fstype, size_t size)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *tok, *mnt = NULL, *type = NULL;
+		int field = 0;
+		bool after_dash = false;
+
+		for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+			field++;
+			if (field == 5)
+				mnt = tok;
+			else if (field > 6 && !after_dash && strcmp(tok, "-") == 0)
+				after_dash = true;
+			else if (after_dash) {
+				type = tok;
+				break;
+			}
+		}
+		if (!mnt || !type)
+			continue;
+		unescape_octal(mnt);
+		if (strcmp(mnt, path) == 0) {
+			found = true;
+			if (fstype)
+				snprintf(fstype, size, "%s", type);
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* Unmounts every mount stacked on path; lazily when one is busy. */
+static enum error_code unmount_all(const char *path, struct error *err)
+{
+	for (int i = 0; i < 16 && mount_lookup(path, NULL, 0); i++) {
+		if (umount2(path, 0) == 0)
+			continue;
+		if (errno == EBUSY && umount2(path, MNT_DETACH) == 0) {
+			log_warn("mount busy; detached it", LOG_S("path", path));
+			continue;
+		}
+		if (errno == EINVAL || errno == ENOENT)
+			return ERR_OK;
+		return error_set(err, error_from_errno(errno), "unmount '%s': %s", path,
+				 strerror(errno));
+	}
+	return ERR_OK;
+}
+
+static enum error_code make_dirs(const char *path, mode_t mode, struct error *err)
+{
+	char buf[PATH_MAX_LEN];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf,
+					 strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(buf, mode) != 0 && errno != EEXIST)
+		return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf, strerror(errno));
+	return ERR_OK;
+}
+
+/* Opens /dev/fuse and mounts the dataset at path on it. */
+static enum error_code mount_fuse(const char *dataset, const char *path, int *fd_out,
+				  struct error *err)
+{
+	char opts[256], source[300];
+	int fd, saved;
+
+	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return error_set(err, error_from_errno(errno), "open '/dev/fuse': %s", strerror(errno));
+	snprintf(opts, sizeof(opts), "fd=%d,%s", fd, FUSE_MOUNT_OPTS);
+	snprintf(source, sizeof(source), "granary:%s", dataset);
+	if (mount(source, path, FUSE_TYPE, MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) {
+		saved = errno;
+		close(fd);
+		return error_set(err, error_from_errno(saved), "mount '%s' on '%s': %s", source, path,
+				 strerror(saved));
+	}
+	*fd_out = fd;
+	return ERR_OK;
+}
+
+/* Read-only bind mount of staging at target. */
+static enum error_code bind_readonly(const char *staging, const char *target, struct error *err)
+{
+	int saved;
+
+	if (mount(staging, target, "none", MS_BIND, NULL) != 0)
+		return error_set(err, error_from_errno(errno), "bind '%s' at '%s': %s", staging, target,
+				 strerror(errno));
+	/* A bind mount takes its flags only on a remount. */
+	if (mount("none", target, "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+		  NULL) != 0) {
+		saved = errno;
+		umount2(target, MNT_DETACH);
+		return error_set(err, error_from_errno(saved), "remount '%s' read-only: %s", target,
+				 strerror(saved));
+	}
+	return ERR_OK;
+}
+
+/* ---- daemons ------------------------------------------------------------- */
+
+void node_fuse_argv(const struct node_config *cfg, const struct node_record *r, int fd,
+		    bool takeover, struct node_argv *out)
+{
+	size_t n = 0;
+
+	snprintf(out->fdpath, sizeof(out->fdpath), "/dev/fd/%d", fd);
+	out->argv[n++] = (char *)cfg->fuse_binary;
+	if (cfg->fuse_config && *cfg->fuse_config) {
+		out->argv[n++] = "--config";
+		out->argv[n++] = (char *)cfg->fuse_config;
+	}
+	out->argv[n++] = "--mountpoint";
+	out->argv[n++] = out->fdpath;
+	out->argv[n++] = "--dataset";
+	out->argv[n++] = r->dataset;
+	out->argv[n++] = "--meta.address";
+	out->argv[n++] = (char *)cfg->meta_address;
+	out->argv[n++] = "--init_state";
+	out->argv[n++] = r->init_state;
+	if (r->credentials_file && *r->credentials_file) {
+		out->argv[n++] = "--store.credentials_file";
+		out->argv[n++] = r->credentials_file;
+	}
+	if (takeover) {
+		out->argv[n++] = "--takeover";
+		out->argv[n++] = "true";
+	}
+	out->argv[n] = NULL;
+}
+
+/* Field 3 (state) and 22 (start time in clock ticks) of /proc/PID/stat. */
+static bool proc_stat(pid_t pid, char *state, uint64_t *start_time)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long st = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: skip to the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+			 state, &st) != 2)
+		return false;
+	*start_time = st;
+	return true;
+}
+
+/* True while the record's daemon runs; reaps it (our child) when it ended. */
+static bool daemon_alive(struct vol *v, int *status)
+{
+	pid_t pid = (pid_t)v->rec.pid;
+	uint64_t start = 0;
+	char state = 0;
+	int st = 0;
+	pid_t r;
+
+	if (status)
+		*status = -1;
+	if (pid <= 0)
+		return false;
+	r = waitpid(pid, &st, WNOHANG);
+	if (r == pid) {
+		if (status)
+			*status = st;
+		return false;
+	}
+	if (!proc_stat(pid, &state, &start))
+		return false;
+	return start == v->rec.start_time && state != 'Z' && state != 'X';
+}
+
+static void describe_status(int status, char *buf, size_t size)
+{
+	if (status < 0)
+		snprintf(buf, size, "exited");
+	else if (WIFEXITED(status))
+		snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, size, "was killed by signal %d", WTERMSIG(status));
+	else
+		snprintf(buf, size, "stopped");
+}
+
+static void vol_path(const struct node *n, const char *id, const char *ext, char *out,
+		     size_t size)
+{
+	snprintf(out, size, "%s/%s.%s", n->dir, id, ext);
+}
+
+static enum error_code save_vol(const struct node *n, const struct vol *v, struct error *err)
+{
+	char path[PATH_MAX_LEN];
+
+	vol_path(n, v->rec.volume_id, "json", path, sizeof(path));
+	return node_record_save(path, &v->rec, err);
+}
+
+/*
+ * Starts granary-fuse on v->fd. The child runs only async-signal-safe
+ * calls between fork and exec (the plugin has gRPC threads): a session of
+ * its own (a signal to the plugin's group does not reach it), the
+ * descriptor made inheritable, stdin from /dev/null; stdout and stderr are
+ * the plugin's, so its log lines land in the plugin's log.
+ */
+static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover,
+				    struct error *err)
+{
+	struct node_argv a;
+	char state;
+	pid_t pid;
+	int fd = v->fd;
+
+	node_fuse_argv(&n->cfg, &v->rec, fd, takeover, &a);
+	pid = fork();
+	if (pid < 0)
+		return error_set(err, ERR_NOMEM, "fork for granary-fuse: %s", strerror(errno));
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDONLY);
+
+		setsid();
+		if (nul >= 0 && nul != STDIN_FILENO)
+			dup2(nul, STDIN_FILENO);
+		fcntl(fd, F_SETFD, 0);
+		execv(a.argv[0], a.argv);
+		_exit(127);
+	}
+	v->rec.pid = pid;
+	v->rec.daemon_fd = fd;
+	v->rec.start_time = 0;
+	proc_stat(pid, &state, &v->rec.start_time);
+	log_info("granary-fuse started", LOG_S("volume", v->rec.volume_id),
+		 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", v->rec.staging_path),
+		 LOG_I("pid", pid), LOG_I("fd", fd), LOG_S("takeover", takeover ? "true" : "false"));
+	return save_vol(n, v, err);
+}
+
+/* SIGTERM, then SIGKILL after the grace period. */
+static void stop_daemon(struct vol *v)
+{
+	uint64_t t0 = retry_now_ms();
+	bool killed = false;
+
+	if (!daemon_alive(v, NULL))
+		return;
+	kill((pid_t)v->rec.pid, SIGTERM);
+	while (daemon_alive(v, NULL)) {
+		if (!killed && retry_now_ms() - t0 > STOP_GRACE_MS) {
+			log_warn("granary-fuse ignored SIGTERM; killing it",
+				 LOG_S("volume", v->rec.volume_id), LOG_I("pid", v->rec.pid));
+			kill((pid_t)v->rec.pid, SIGKILL);
+			killed = true;
+		}
+		if (retry_now_ms() - t0 > STOP_GRACE_MS + 5000)
+			break;
+		retry_sleep_ms(20);
+	}
+	v->rec.pid = 0;
+}
+
+/* Waits until the daemon has taken the kernel's FUSE_INIT (its init_state
+ * file appears), or exited, or the time is up. */
+static enum error_code wait_serving(struct vol *v, uint64_t timeout_ms, struct error *err)
+{
+	uint64_t t0 = retry_now_ms();
+	char how[64];
+	int status;
+
+	for (;;) {
+		if (access(v->rec.init_state, F_OK) == 0)
+			return ERR_OK;
+		if (!daemon_alive(v, &status)) {
+			/* It may have written the file just before exiting. */
+			if (access(v->rec.init_state, F_OK) == 0)
+				return ERR_OK;
+			describe_status(status, how, sizeof(how));
+			v->rec.pid = 0;
+			return error_set(err,
+					 WIFEXITED(status) && WEXITSTATUS(status) == 2 ? ERR_INVALID
+										       : ERR_UNAVAILABLE,
+					 "granary-fuse for dataset '%s' %s before serving (its reason is in the node plugin's log)",
+					 v->rec.dataset, how);
+		}
+		if (retry_now_ms() - t0 >= timeout_ms)
+			return error_set(err, ERR_TIMEOUT,
+					 "granary-fuse for dataset '%s' is still starting after %llu ms; it goes on, and a retry waits for it",
+					 v->rec.dataset, (unsigned long long)timeout_ms);
+		retry_sleep_ms(20);
+	}
+}
+
+/*
+ * A fresh connection: mounts the staging path anew and starts a first
+ * daemon, then binds every recorded target again.
+ */
+static enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err)
+{
+	enum error_code rc;
+
+	if (v->fd >= 0) {
+		close(v->fd);
+		v->fd = -1;
+	}
+	rc = unmount_all(v->rec.staging_path, err);
+	if (rc != ERR_OK)
+		return rc;
+	unlink(v->rec.init_state);
+	rc = mount_fuse(v->rec.dataset, v->rec.staging_path, &v->fd, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = start_daemon(n, v, false, err);
+	if (rc != ERR_OK)
+		return rc;
+	for (size_t i = 0; i < v->rec.ntargets; i++) {
+		struct error e;
+
+		if (unmount_all(v->rec.targets[i], &e) != ERR_OK ||
+		    bind_readonly(v->rec.staging_path, v->rec.targets[i], &e) != ERR_OK)
+			log_warn("cannot repair a published target", LOG_S("volume", v->rec.volume_id),
+				 LOG_S("target", v->rec.targets[i]), LOG_S("cause", e.msg));
+		else
+			log_info("published target repaired", LOG_S("volume", v->rec.volume_id),
+				 LOG_S("target", v->rec.targets[i]));
+	}
+	return ERR_OK;
+}
+
+/* Brings a volume whose daemon is gone back: a successor on the live
+ * connection when we hold it, else a new connection. */
+static enum error_code revive(struct node *n, struct vol *v, struct error *err)
+{
+	char fstype[64] = "";
+	bool mounted = mount_lookup(v->rec.staging_path, fstype, sizeof(fstype)) &&
+		       strcmp(fstype, FUSE_TYPE) == 0;
+
+	if (v->fd >= 0 && mounted) {
+		/* No saved INIT means the dead daemon never read it: the kernel
+		 * still has it queued for the next reader. */
+		bool takeover = access(v->rec.init_state, F_OK) == 0;
+
+		log_warn("granary-fuse is gone; starting a successor on the live connection",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path),
+			 LOG_S("takeover", takeover ? "true" : "false"));
+		return start_daemon(n, v, takeover, err);
+	}
+	log_warn("granary-fuse is gone with its connection; mounting anew",
+		 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
+	return mount_and_start(n, v, err);
+}
+
+/* A copy of the daemon's /dev/fuse descriptor (same connection), or -1. */
+static int grab_descriptor(pid_t pid, int fd_in_daemon)
+{
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_getfd)
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), fd;
+
+	if (pidfd < 0)
+		return -1;
+	fd = (int)syscall(SYS_pidfd_getfd, pidfd, fd_in_daemon, 0);
+	close(pidfd);
+	return fd; /* pidfd_getfd sets close-on-exec */
+#else
+	(void)pid;
+	(void)fd_in_daemon;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* ---- the volume table ---------------------------------------------------- */
+
+static void vol_free(struct vol *v)
+{
+	if (v->fd >= 0)
+		close(v->fd);
+	node_record_release(&v->rec);
+	pthread_mutex_destroy(&v->mu);
+	free(v);
+}
+
+static void vol_unref(struct node *n, struct vol *v)
+{
+	bool last;
+
+	pthread_mutex_lock(&n->mu);
+	last = --v->refs == 0 && v->gone;
+	pthread_mutex_unlock(&n->mu);
+	if (last)
+		vol_free(v);
+}
+
+/* Unlocks and drops the reference vol_get gave. */
+static void vol_put(struct node *n, struct vol *v)
+{
+	pthread_mutex_unlock(&v->mu);
+	vol_unref(n, v);
+}
+
+/* Takes v out of the table (v->mu held); freed at the last put. */
+static void vol_remove(struct node *n, struct vol *v)
+{
+	v->gone = true;
+	pthread_mutex_lock(&n->mu);
+	for (struct vol **p = &n->vols; *p; p = &(*p)->next) {
+		if (*p == v) {
+			*p = v->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->mu);
+}
+
+static struct vol *vol_alloc(const char *id)
+{
+	struct vol *v = calloc(1, sizeof(*v));
+
+	if (!v)
+		return NULL;
+	v->fd = -1;
+	pthread_mutex_init(&v->mu, NULL);
+	v->rec.volume_id = strdup(id);
+	if (!v->rec.volume_id) {
+		vol_free(v);
+		return NULL;
+	}
+	return v;
+}
+
+/*
+ * The volume of id, referenced and locked; with create, a new unstaged
+ * entry when there is none (NULL only when out of memory). Without create,
+ * NULL when unknown.
+ */
+static struct vol *vol_get(struct node *n, const char *id, bool create)
+{
+	for (;;) {
+		struct vol *v;
+
+		pthread_mutex_lock(&n->mu);
+		for (v = n->vols; v; v = v->next)
+			if (strcmp(v->rec.volume_id, id) == 0)
+				break;
+		if (!v && create) {
+			v = vol_alloc(id);
+			if (v) {
+				v->next = n->vols;
+				n->vols = v;
+			}
+		}
+		if (v)
+			v->refs++;
+		pthread_mutex_unlock(&n->mu);
+		if (!v)
+			return NULL;
+		pthread_mutex_lock(&v->mu);
+		if (!v->gone)
+			return v;
+		vol_put(n, v); /* unstaged while we waited: look again */
+	}
+}
+
+/* ---- monitor ------------------------------------------------------------- */
+
+static void check_one(struct node *n, struct vol *v)
+{
+	uint64_t now = retry_now_ms();
+	struct error err;
+	char how[64];
+	int status;
+
+	if (v->gone || !v->rec.staging_path || daemon_alive(v, &status)) {
+		if (!v->gone && v->rec.pid > 0)
+			v->backoff_ms = 0;
+		return;
+	}
+	if (v->rec.pid > 0) {
+		describe_status(status, how, sizeof(how));
+		log_warn("granary-fuse ended", LOG_S("volume", v->rec.volume_id),
+			 LOG_I("pid", v->rec.pid), LOG_S("how", how));
+		v->rec.pid = 0;
+	}
+	if (now < v->next_restart_ms)
+		return;
+	v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : RESTART_BACKOFF_MIN_MS;
+	if (v->backoff_ms > RESTART_BACKOFF_MAX_MS)
+		v->backoff_ms = RESTART_BACKOFF_MAX_MS;
+	v->next_restart_ms = now + v->backoff_ms;
+	if (revive(n, v, &err) != ERR_OK)
+		log_error("cannot revive granary-fuse", LOG_S("volume", v->rec.volume_id),
+			  LOG_S("cause", err.msg), LOG_U("retry_in_ms", v->backoff_ms));
+}
+
+void node_check_daemons(struct node *n)
+{
+	struct vol **list = NULL;
+	size_t count = 0, i = 0;
+
+	pthread_mutex_lock(&n->mu);
+	for (struct vol *v = n->vols; v; v = v->next)
+		count++;
+	list = calloc(count ? count : 1, sizeof(*list));
+	for (struct vol *v = n->vols; list && v; v = v->next) {
+		v->refs++;
+		list[i++] = v;
+	}
+	pthread_mutex_unlock(&n->mu);
+	for (size_t k = 0; k < i; k++) {
+		/* A volume busy with a call is that call's to look after. */
+		if (pthread_mutex_trylock(&list[k]->mu) == 0) {
+			check_one(n, list[k]);
+			pthread_mutex_unlock(&list[k]->mu);
+		}
+		vol_unref(n, list[k]);
+	}
+	free(list);
+}
+
+static void *monitor_main(void *arg)
+{
+	struct node *n = arg;
+	uint64_t every = n->cfg.monitor_interval_ms ? n->cfg.monitor_interval_ms : 1000;
+
+	pthread_mutex_lock(&n->mu);
+	while (!n->stopping) {
+		struct timespec until;
+
+		pthread_mutex_unlock(&n->mu);
+		node_check_daemons(n);
+		pthread_mutex_lock(&n->mu);
+		if (n->stopping)
+			break;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)(every / 1000);
+		until.tv_nsec += (long)(every % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&n->stop_cv, &n->mu, &until);
+	}
+	pthread_mutex_unlock(&n->mu);
+	return NULL;
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+/* Loads one record and re-adopts its daemon (the monitor revives a dead one). */
+static void adopt(struct node *n, const char *path)
+{
+	struct node_record rec;
+	struct error err;
+	struct vol *v;
+
+	if (node_record_load(path, &rec, &err) != ERR_OK) {
+		log_error("ignoring a damaged volume record", LOG_S("path", path),
+			  LOG_S("cause", err.msg));
+		node_record_release(&rec);
+		return;
+	}
+	v = vol_get(n, rec.volume_id, true);
+	if (!v) {
+		node_record_release(&rec);
+		return;
+	}
+	node_record_release(&v->rec);
+	v->rec = rec;
+	if (daemon_alive(v, NULL)) {
+		v->fd = grab_descriptor((pid_t)v->rec.pid, v->rec.daemon_fd);
+		if (v->fd < 0)
+			log_warn("re-adopted granary-fuse without its descriptor: if it dies, the mount is made anew",
+				 LOG_S("volume", v->rec.volume_id), LOG_I("pid", v->rec.pid),
+				 LOG_S("cause", strerror(errno)));
+		else
+			log_info("re-adopted granary-fuse", LOG_S("volume", v->rec.volume_id),
+				 LOG_S("staging_path", v->rec.staging_path), LOG_I("pid", v->rec.pid));
+	} else {
+		log_warn("granary-fuse of a staged volume is gone; reviving it",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
+		v->rec.pid = 0;
+	}
+	vol_put(n, v);
+}
+
+static void load_records(struct node *n)
+{
+	DIR *d = opendir(n->dir);
+	struct dirent *e;
+	char path[PATH_MAX_LEN];
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", n->dir, e->d_name);
+		adopt(n, path);
+	}
+	closedir(d);
+}
+
+enum error_code node_new(const struct node_config *cfg, struct node **out, struct error *err)
+{
+	struct node *n = calloc(1, sizeof(*n));
+	enum error_code rc;
+
+	if (!n)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->stop_cv, NULL);
+	n->cfg = *cfg;
+	if (asprintf(&n->dir, "%s/node", cfg->state_dir) < 0)
+		n->dir = NULL;
+	n->fuse_binary = strdup(cfg->fuse_binary ? cfg->fuse_binary : "");
+	n->fuse_config = strdup(cfg->fuse_config ? cfg->fuse_config : "");
+	n->meta_address = strdup(cfg->meta_address ? cfg->meta_address : "");
+	n->roots = calloc(cfg->nroots ? cfg->nroots : 1, sizeof(char *));
+	if (!n->dir || !n->fuse_binary || !n->fuse_config || !n->meta_address || !n->roots) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (; n->nroots < cfg->nroots; n->nroots++) {
+		n->roots[n->nroots] = strdup(cfg->roots[n->nroots]);
+		if (!n->roots[n->nroots]) {
+			rc = error_set(err, ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	n->cfg.state_dir = NULL;
+	n->cfg.fuse_binary = n->fuse_binary;
+	n->cfg.fuse_config = n->fuse_config;
+	n->cfg.meta_address = n->meta_address;
+	n->cfg.roots = n->roots;
+	if (!n->cfg.stage_timeout_ms)
+		n->cfg.stage_timeout_ms = 120000;
+	rc = make_dirs(n->dir, 0700, err);
+	if (rc != ERR_OK)
+		goto fail;
+	load_records(n);
+	if (pthread_create(&n->monitor, NULL, monitor_main, n) != 0) {
+		rc = error_set(err, ERR_NOMEM, "cannot start the monitor thread");
+		goto fail;
+	}
+	n->monitor_running = true;
+	*out = n;
+	return ERR_OK;
+fail:
+	node_free(n);
+	return rc;
+}
+
+void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	if (n->monitor_running) {
+		pthread_mutex_lock(&n->mu);
+		n->stopping = true;
+		pthread_cond_signal(&n->stop_cv);
+		pthread_mutex_unlock(&n->mu);
+		pthread_join(n->monitor, NULL);
+	}
+	while (n->vols) {
+		struct vol *v = n->vols;
+
+		n->vols = v->next;
+		vol_free(v);
+	}
+	for (size_t i = 0; i < n->nroots; i++)
+		free(n->roots[i]);
+	free(n->roots);
+	free(n->dir);
+	free(n->fuse_binary);
+	free(n->fuse_config);
+	free(n->meta_address);
+	pthread_cond_destroy(&n->stop_cv);
+	pthread_mutex_destroy(&n->mu);
+	free(n);
+}
+
+/* ---- the calls ----------------------------------------------------------- */
+
+static enum error_code check_path(const struct node *n, const char *field, const char *path,
+				  struct error *err)
+{
+	if (!path || !*path)
+		return error_set(err, ERR_INVALID, "field '%s': required", field);
+	if (!node_path_allowed(path, n->roots, n->nroots))
+		return error_set(err, ERR_INVALID,
+				 "field '%s': '%s' is not a clean absolute path under the allowed roots (allowed_roots)",
+				 field, path);
+	return ERR_OK;
+}
+
+static enum error_code check_id(const char *id, struct error *err)
+{
+	if (!id || !*id)
+		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	return ERR_OK;
+}
+
+/* The dataset must exist in meta before a first stage (ERR_NOT_FOUND). */
+static enum error_code check_dataset(struct node *n, const char *volume_id, const char *dataset,
+				     struct error *err)
+{
+	Granary__V1__Dataset *ds = NULL;
+	enum error_code rc;
+
+	if (!controller_valid_id(dataset))
+		return error_set(err, ERR_NOT_FOUND, "volume '%s' not found", volume_id);
+	if (!n->cfg.meta)
+		return ERR_OK;
+	rc = meta_client_get(n->cfg.meta, dataset, &ds, err);
+	if (rc == ERR_NOT_FOUND)
+		return error_set(err, ERR_NOT_FOUND, "volume '%s': dataset '%s' not found in granary-meta",
+				 volume_id, dataset);
+	if (rc != ERR_OK)
+		return rc;
+	if (ds->generation == 0)
+		rc = error_set(err, ERR_UNAVAILABLE, "dataset '%s' is still being registered; try again",
+			       dataset);
+	granary__v1__dataset__free_unpacked(ds, NULL);
+	return rc;
+}
+
+/* First stage of a volume on this node (v->mu held, v unstaged). */
+static enum error_code stage_new(struct node *n, struct vol *v,
+				 const struct node_stage_request *req, const char *staging,
+				 const struct controller_secret *secret, bool has_secret,
+				 uint64_t timeout_ms, struct error *err)
+{
+	char path[PATH_MAX_LEN], fstype[64] = "";
+	enum error_code rc;
+
+	rc = check_dataset(n, req->volume_id, v->rec.dataset, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (!(v->rec.staging_path = strdup(staging)))
+		return error_set(err, ERR_NOMEM, "out of memory");
+	vol_path(n, req->volume_id, "init", path, sizeof(path));
+	if (!(v->rec.init_state = strdup(path)))
+		return error_set(err, ERR_NOMEM, "out of memory");
+	vol_path(n, req->volume_id, "credentials", path, sizeof(path));
+	if (!(v->rec.credentials_file = strdup(has_secret ? path : "")))
+		return error_set(err, ERR_NOMEM, "out of memory");
+	if (has_secret) {
+		rc = controller_write_credentials(path, secret, err);
+		if (rc != ERR_OK)
+			return rc;
+	}
+	rc = make_dirs(staging, 0750, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (mount_lookup(staging, fstype, sizeof(fstype))) {
+		/* A mount of ours that no record names (state lost): replace it. */
+		if (strcmp(fstype, FUSE_TYPE) != 0)
+			return error_set(err, ERR_EXISTS,
+					 "field 'staging_target_path': '%s' already holds a %s mount",
+					 staging, fstype);
+	}
+	rc = mount_and_start(n, v, err);
+	if (rc != ERR_OK)
+		return rc;
+	return wait_serving(v, timeout_ms, err);
+}
+
+/* Undoes a first stage that failed: nothing of it stays. */
+static void stage_undo(struct node *n, struct vol *v)
+{
+	char path[PATH_MAX_LEN];
+	struct error ignored;
+
+	stop_daemon(v);
+	/* Only a mount this plugin made: never one that was there before. */
+	if (v->rec.staging_path && v->fd >= 0)
+		unmount_all(v->rec.staging_path, &ignored);
+	if (v->fd >= 0) {
+		close(v->fd);
+		v->fd = -1;
+	}
+	if (v->rec.init_state && *v->rec.init_state)
+		unlink(v->rec.init_state);
+	if (v->rec.credentials_file && *v->rec.credentials_file)
+		unlink(v->rec.credentials_file);
+	vol_path(n, v->rec.volume_id, "json", path, sizeof(path));
+	unlink(path);
+}
+
+enum error_code node_stage(struct node *n, const struct node_stage_request *req,
+			   uint64_t timeout_ms, struct error *err)
+{
+	struct controller_secret secret = { 0 };
+	char staging[PATH_MAX_LEN];
+	bool has_secret = false;
+	enum error_code rc;
+	struct vol *v;
+
+	rc = check_id(req->volume_id, err);
+	if (rc == ERR_OK)
+		rc = check_path(n, "staging_target_path", req->staging_path, err);
+	if (rc == ERR_OK && !req->cap)
+		rc = error_set(err, ERR_INVALID, "field 'volume_capability': required");
+	if (rc == ERR_OK)
+		rc = controller_check_capability(req->cap, "volume_capability", err);
+	if (rc == ERR_OK)
+		rc = controller_parse_secret("secret", req->secrets, req->nsecrets, &secret,
+					     &has_secret, err);
+	if (rc != ERR_OK)
+		return rc;
+	clean_path(req->staging_path, staging, sizeof(staging));
+	if (!timeout_ms || timeout_ms > n->cfg.stage_timeout_ms)
+		timeout_ms = n->cfg.stage_timeout_ms;
+
+	v = vol_get(n, req->volume_id, true);
+	if (!v) {
+		controller_secret_release(&secret);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	if (v->rec.staging_path) {
+		/* Staged already: adopt what runs there. */
+		if (strcmp(v->rec.staging_path, staging) != 0) {
+			rc = error_set(err, ERR_EXISTS, "volume '%s' is staged at '%s', not '%s'",
+				       req->volume_id, v->rec.staging_path, staging);
+		} else {
+			/* A rotated secret reaches the next daemon. */
+			if (has_secret && *v->rec.credentials_file)
+				rc = controller_write_credentials(v->rec.credentials_file, &secret, err);
+			if (rc == ERR_OK && !daemon_alive(v, NULL))
+				rc = revive(n, v, err);
+			if (rc == ERR_OK)
+				rc = wait_serving(v, timeout_ms, err);
+		}
+		vol_put(n, v);
+		controller_secret_release(&secret);
+		return rc;
+	}
+	v->rec.dataset = strdup(req->dataset && *req->dataset ? req->dataset : req->volume_id);
+	rc = v->rec.dataset ? stage_new(n, v, req, staging, &secret, has_secret, timeout_ms, err)
+			    : error_set(err, ERR_NOMEM, "out of memory");
+	controller_secret_release(&secret);
+	if (rc == ERR_OK || (rc == ERR_TIMEOUT && v->rec.pid > 0)) {
+		if (rc == ERR_OK)
+			log_info("volume staged", LOG_S("volume", req->volume_id),
+				 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", staging),
+				 LOG_I("pid", v->rec.pid));
+		vol_put(n, v);
+		return rc;
+	}
+	stage_undo(n, v);
+	vol_remove(n, v);
+	vol_put(n, v);
+	return rc;
+}
+
+enum error_code node_unstage(struct node *n, const char *volume_id, const char *staging_path,
+			     struct error *err)
+{
+	char staging[PATH_MAX_LEN], fstype[64] = "";
+	enum error_code rc;
+	struct vol *v;
+
+	rc = check_id(volume_id, err);
+	if (rc == ERR_OK)
+		rc = check_path(n, "staging_target_path", staging_path, err);
+	if (rc != ERR_OK)
+		return rc;
+	clean_path(staging_path, staging, sizeof(staging));
+	v = vol_get(n, volume_id, false);
+	if (!v) {
+		/* Unknown here: only a mount of ours that no record names is
+		 * cleaned up. */
+		if (mount_lookup(staging, fstype, sizeof(fstype)) && strcmp(fstype, FUSE_TYPE) == 0)
+			return unmount_all(staging, err);
+		return ERR_OK;
+	}
+	if (!v->rec.staging_path || strcmp(v->rec.staging_path, staging) != 0) {
+		/* Staged elsewhere (or not at all): nothing of it is at this path. */
+		vol_put(n, v);
+		return ERR_OK;
+	}
+	stop_daemon(v);
+	rc = unmount_all(staging, err);
+	if (rc != ERR_OK) {
+		vol_put(n, v);
+		return rc;
+	}
+	stage_undo(n, v);
+	vol_remove(n, v);
+	log_info("volume unstaged", LOG_S("volume", volume_id), LOG_S("staging_path", staging));
+	vol_put(n, v);
+	return ERR_OK;
+}
+
+enum error_code node_publish(struct node *n, const struct node_publish_request *req,
+			     struct error *err)
+{
+	char staging[PATH_MAX_LEN], target[PATH_MAX_LEN], fstype[64] = "";
+	enum error_code rc;
+	struct vol *v;
+
+	rc = check_id(req->volume_id, err);
+	if (rc == ERR_OK)
+		rc = check_path(n, "target_path", req->target_path, err);
+	if (rc == ERR_OK && !req->cap)
+		rc = error_set(err, ERR_INVALID, "field 'volume_capability': required");
+	if (rc == ERR_OK)
+		rc = controller_check_capability(req->cap, "volume_capability", err);
+	if (rc == ERR_OK)
+		rc = check_path(n, "staging_target_path", req->staging_path, err);
+	if (rc != ERR_OK)
+		return rc;
+	clean_path(req->staging_path, staging, sizeof(staging));
+	clean_path(req->target_path, target, sizeof(target));
+	v = vol_get(n, req->volume_id, false);
+	if (!v)
+		return error_set(err, ERR_NOT_FOUND, "volume '%s' is not staged on this node",
+				 req->volume_id);
+	if (!v->rec.staging_path) {
+		rc = error_set(err, ERR_NOT_FOUND, "volume '%s' is not staged on this node",
+			       req->volume_id);
+		goto out;
+	}
+	if (strcmp(v->rec.staging_path, staging) != 0) {
+		rc = error_set(err, ERR_INVALID,
+			       "field 'staging_target_path': volume '%s' is staged at '%s', not '%s'",
+			       req->volume_id, v->rec.staging_path, staging);
+		goto out;
+	}
+	rc = make_dirs(target, 0750, err);
+	if (rc != ERR_OK)
+		goto out;
+	if (mount_lookup(target, fstype, sizeof(fstype))) {
+		if (strcmp(fstype, FUSE_TYPE) != 0) {
+			rc = error_set(err, ERR_EXISTS, "field 'target_path': '%s' already holds a %s mount",
+				       target, fstype);
+			goto out;
+		}
+	} else {
+		rc = bind_readonly(staging, target, err);
+		if (rc != ERR_OK)
+			goto out;
+		log_info("volume published", LOG_S("volume", req->volume_id), LOG_S("target", target));
+	}
+	rc = node_record_add_target(&v->rec, target, err);
+	if (rc == ERR_OK)
+		rc = save_vol(n, v, err);
+out:
+	vol_put(n, v);
+	return rc;
+}
+
+enum error_code node_unpublish(struct node *n, const char *volume_id, const char *target_path,
+			       struct error *err)
+{
+	char target[PATH_MAX_LEN];
+	bool was_there;
+	enum error_code rc;
+	struct vol *v;
+
+	rc = check_id(volume_id, err);
+	if (rc == ERR_OK)
+		rc = check_path(n, "target_path", target_path, err);
+	if (rc != ERR_OK)
+		return rc;
+	clean_path(target_path, target, sizeof(target));
+	was_there = access(target, F_OK) == 0 || mount_lookup(target, NULL, 0);
+	rc = unmount_all(target, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (rmdir(target) != 0 && errno != ENOENT) {
+		int saved = errno;
+
+		/* kubelet may have made a file there for a block volume: not ours. */
+		return error_set(err, error_from_errno(saved), "remove '%s': %s", target,
+				 strerror(saved));
+	}
+	v = vol_get(n, volume_id, false);
+	if (v) {
+		node_record_remove_target(&v->rec, target);
+		if (v->rec.staging_path)
+			rc = save_vol(n, v, err);
+		vol_put(n, v);
+	}
+	if (rc == ERR_OK && was_there)
+		log_info("volume unpublished", LOG_S("volume", volume_id), LOG_S("target", target));
+	return rc;
+}
+
+enum error_code node_volume_stats(struct node *n, const char *volume_id, const char *path,
+				  struct node_stats *out, struct error *err)
+{
+	char clean[PATH_MAX_LEN];
+	bool known = false;
+	struct statvfs st;
+	struct vol *v;
+
+	memset(out, 0, sizeof(*out));
+	if (!volume_id || !*volume_id)
+		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	if (!path || !*path)
+		return error_set(err, ERR_INVALID, "field 'volume_path': required");
+	clean_path(path, clean, sizeof(clean));
+	v = vol_get(n, volume_id, false);
+	if (!v)
+		return error_set(err, ERR_NOT_FOUND, "volume '%s' is not staged on this node",
+				 volume_id);
+	known = v->rec.staging_path && strcmp(v->rec.staging_path, clean) == 0;
+	for (size_t i = 0; !known && i < v->rec.ntargets; i++)
+		known = strcmp(v->rec.targets[i], clean) == 0;
+	vol_put(n, v);
+	if (!known || !mount_lookup(clean, NULL, 0))
+		return error_set(err, ERR_NOT_FOUND, "volume '%s' is not mounted at '%s'", volume_id,
+				 clean);
+	if (statvfs(clean, &st) != 0)
+		return error_set(err, error_from_errno(errno), "statvfs '%s': %s", clean,
+				 strerror(errno));
+	out->bytes_total = (int64_t)(st.f_blocks * st.f_frsize);
+	out->bytes_available = (int64_t)(st.f_bavail * st.f_frsize);
+	out->bytes_used = (int64_t)((st.f_blocks - st.f_bfree) * st.f_frsize);
+	out->inodes_total = (int64_t)st.f_files;
+	out->inodes_available = (int64_t)st.f_favail;
+	out->inodes_used = (int64_t)(st.f_files - st.f_ffree);
+	return ERR_OK;
+}

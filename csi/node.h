@@ -1,0 +1,183 @@
+/*
+ * node.h - the CSI node plugin's core: one granary-fuse per staged volume
+ * (= dataset) on this node, shared by every pod that mounts it, and
+ * read-only bind mounts into the pods. No gRPC here (csi/service.c adapts).
+ *
+ * Stage: the plugin opens /dev/fuse, mounts the staging path itself with
+ * mount(2) (type fuse.granary, read-only, nosuid, nodev, allow_other), keeps
+ * the descriptor, and starts granary-fuse on it as --mountpoint /dev/fd/N
+ * with --init_state (where the daemon keeps the kernel's FUSE_INIT). The
+ * node-stage secret reaches the daemon as a 0600 credentials file, never
+ * argv or the environment. The call returns once the daemon serves (its
+ * init_state file appears), or fails with what the daemon's exit says.
+ *
+ * Supervision: a monitor thread checks every daemon each second. One that
+ * died while the plugin holds its descriptor is replaced on the same
+ * connection with --takeover true: the mount never goes away and readers
+ * at most wait. Restarts back off from 1 s to 30 s.
+ *
+ * Restarts of the plugin: every staged volume has a record (JSON) in
+ * STATE/node/<volume id>.json: dataset, staging path, daemon pid and start
+ * time, the descriptor's number inside the daemon, published targets. A new
+ * plugin re-adopts each running daemon and takes a copy of its descriptor
+ * with pidfd_getfd(2) (a reopen of /proc/PID/fd/N would open a new, empty
+ * FUSE connection instead). If the daemon died while no plugin ran, the
+ * connection died with it: the plugin mounts the staging path anew, starts
+ * a daemon and binds every recorded target again (pods that already run
+ * keep the dead mount: see docs/csi.md).
+ *
+ * Paths: staging and target paths must lie strictly under one of the
+ * allowed roots (lexically: absolute, no "." or ".." components), else
+ * ERR_INVALID.
+ *
+ * Threads: every call is thread-safe; calls on one volume are serialised,
+ * calls on different volumes run at once.
+ */
+#ifndef GRANARY_CSI_NODE_H
+#define GRANARY_CSI_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "csi/controller.h"
+#include "meta/meta_client.h"
+
+/* ---- records (pure; unit-tested) ----------------------------------------- */
+
+struct node_record {
+	char *volume_id;
+	char *dataset;
+	char *staging_path;
+	char *credentials_file;  /* "" when the stage had no secret */
+	char *init_state;        /* the daemon's saved FUSE_INIT */
+	int64_t pid;             /* 0 = no daemon */
+	uint64_t start_time;     /* /proc/PID/stat field 22: tells a reused pid apart */
+	int daemon_fd;           /* the /dev/fuse descriptor's number in the daemon */
+	char **targets;          /* published bind mounts */
+	size_t ntargets;
+};
+
+/* Writes r as JSON to path (mode 0600, temporary file + fsync + rename).
+ * ERR_IO / ERR_PERMISSION naming the path, ERR_NOMEM. */
+enum error_code node_record_save(const char *path, const struct node_record *r, struct error *err);
+
+/* Reads a record into r (heap strings; release with node_record_release,
+ * also after an error). ERR_NOT_FOUND for a missing file, ERR_INVALID
+ * naming the path and the field for a damaged one. */
+enum error_code node_record_load(const char *path, struct node_record *r, struct error *err);
+void node_record_release(struct node_record *r);
+
+/* Adds target unless present / removes it if present. ERR_NOMEM. */
+enum error_code node_record_add_target(struct node_record *r, const char *target,
+				       struct error *err);
+void node_record_remove_target(struct node_record *r, const char *target);
+
+/* True when path lies strictly under one of roots (see Paths above). */
+bool node_path_allowed(const char *path, char *const *roots, size_t nroots);
+
+/* ---- the daemon's command line (pure; unit-tested) ----------------------- */
+
+#define NODE_ARGV_MAX 24
+
+struct node_argv {
+	char *argv[NODE_ARGV_MAX]; /* NULL-terminated; points into the config, the record, fdpath */
+	char fdpath[32];           /* "/dev/fd/N" */
+};
+
+struct node_config {
+	const char *state_dir;        /* absolute; STATE/node is created */
+	const char *fuse_binary;      /* absolute */
+	const char *fuse_config;      /* "" or NULL = none; else --config */
+	const char *meta_address;     /* the daemons' --meta.address */
+	char *const *roots;           /* allowed roots */
+	size_t nroots;
+	uint64_t stage_timeout_ms;    /* wait for a new daemon; 0 = 120 s */
+	struct meta_client *meta;     /* checks a dataset exists before a first stage; may be NULL */
+	uint64_t monitor_interval_ms; /* 0 = 1000 */
+};
+
+/* granary-fuse's argv for the record's volume on descriptor fd: never a
+ * secret, only the credentials file's path. */
+void node_fuse_argv(const struct node_config *cfg, const struct node_record *r, int fd,
+		    bool takeover, struct node_argv *out);
+
+/* ---- the node plugin ----------------------------------------------------- */
+
+struct node;
+
+/*
+ * Creates STATE/node, loads every record, re-adopts running daemons and
+ * starts the monitor thread (which revives dead ones). cfg's strings are
+ * copied. ERR_IO naming the directory when it cannot be made.
+ */
+enum error_code node_new(const struct node_config *cfg, struct node **out, struct error *err);
+
+/* Stops the monitor and closes the descriptors. Daemons and mounts stay:
+ * a later plugin re-adopts them. NULL is fine. */
+void node_free(struct node *n);
+
+struct node_stage_request {
+	const char *volume_id;
+	const char *staging_path;
+	const char *dataset;               /* volume_context "dataset"; NULL = volume_id */
+	const struct controller_capability *cap; /* NULL = missing */
+	const struct controller_kv *secrets;
+	size_t nsecrets;
+};
+
+/*
+ * NodeStageVolume: mounts the dataset at staging_path and starts its
+ * daemon, or adopts the one already there (idempotent), waiting at most
+ * timeout_ms (capped by stage_timeout). Errors: ERR_INVALID naming the
+ * field (missing, path not allowed, capability refused, bad secret);
+ * ERR_NOT_FOUND when meta does not know the dataset; ERR_EXISTS when the
+ * volume is staged at another path; ERR_TIMEOUT when the daemon is still
+ * starting (it keeps starting; a retry waits for it); ERR_UNAVAILABLE /
+ * ERR_INVALID when the daemon exited (the message says how; its log is the
+ * plugin's stderr); ERR_PERMISSION / ERR_IO for the mount itself.
+ */
+enum error_code node_stage(struct node *n, const struct node_stage_request *req,
+			   uint64_t timeout_ms, struct error *err);
+
+/* NodeUnstageVolume: stops the daemon (SIGTERM, SIGKILL after 10 s),
+ * unmounts (lazily when busy), removes the volume's files. An unknown
+ * volume is success. ERR_INVALID for missing fields or a path not allowed. */
+enum error_code node_unstage(struct node *n, const char *volume_id, const char *staging_path,
+			     struct error *err);
+
+struct node_publish_request {
+	const char *volume_id;
+	const char *staging_path;
+	const char *target_path;
+	const struct controller_capability *cap; /* NULL = missing */
+};
+
+/* NodePublishVolume: read-only bind mount of the staging path at the
+ * target (created, mode 0750); idempotent. ERR_INVALID naming the field;
+ * ERR_NOT_FOUND when the volume is not staged on this node; ERR_EXISTS
+ * when the target holds another filesystem. */
+enum error_code node_publish(struct node *n, const struct node_publish_request *req,
+			     struct error *err);
+
+/* NodeUnpublishVolume: unmounts the target (lazily when busy) and removes
+ * the directory; a target that is not there is success. */
+enum error_code node_unpublish(struct node *n, const char *volume_id, const char *target_path,
+			       struct error *err);
+
+struct node_stats {
+	int64_t bytes_total, bytes_available, bytes_used;
+	int64_t inodes_total, inodes_available, inodes_used;
+};
+
+/* NodeGetVolumeStats: statvfs of a staging or target path of the volume.
+ * ERR_INVALID for missing fields; ERR_NOT_FOUND for a volume not staged
+ * here or a path that is not one of its mounts. */
+enum error_code node_volume_stats(struct node *n, const char *volume_id, const char *path,
+				  struct node_stats *out, struct error *err);
+
+/* Runs one pass of the monitor now (tests). */
+void node_check_daemons(struct node *n);
+
+#endif

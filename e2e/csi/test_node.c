@@ -1,0 +1,574 @@
+/*
+ * test_node.c - granary-csi --mode all as a real process (fork/exec of the
+ * built binaries, $GRANARY_BIN_DIR) with a real granary-meta, the S3
+ * fixture ($GRANARY_S3_DIR, bucket granary-e2e) and real FUSE mounts,
+ * driven over its CSI socket like kubelet and the provisioner would:
+ *
+ *   CreateVolume -> NodeStage twice (the second adopts the same daemon) ->
+ *   NodePublish twice -> read files through the target, writes refused ->
+ *   kill -9 the plugin, start it again: the same daemon is re-adopted ->
+ *   kill -9 the daemon: a successor serves the same mount (--takeover) ->
+ *   NodeUnpublish / NodeUnstage -> no mount, no process, no record left ->
+ *   DeleteVolume.
+ *
+ * Needs root and /dev/fuse. GRANARY_CSI_LOG=FILE keeps the plugin's log.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/retry.h"
+#include "csi.pb-c.h"
+#include "rpc/rpc_client.h"
+#include "store/store.h"
+
+#define BUCKET "granary-e2e"
+
+static char endpoint[256], credentials[512], bin_dir[512], key_id[128], secret[128];
+static char work[128], prefix[128], csi_addr[200], meta_addr[200];
+static pid_t meta_pid, csi_pid;
+
+/* ---- environment ------------------------------------------------------- */
+
+static void read_env(void)
+{
+	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
+	char path[600], line[1024];
+	FILE *f;
+
+	ck_assert_msg(dir && bin, "GRANARY_S3_DIR / GRANARY_BIN_DIR not set (run through ctest)");
+	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(credentials, sizeof(credentials), "%s", line + 23);
+	}
+	fclose(f);
+	f = fopen(credentials, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "aws_access_key_id = %127s", key_id) == 1)
+			continue;
+		sscanf(line, "aws_secret_access_key = %127s", secret);
+	}
+	fclose(f);
+	ck_assert(key_id[0] && secret[0]);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static const char *const files[][2] = {
+	{ "train/a.rec", "first shard\n" },
+	{ "train/b.rec", "second shard, read after a takeover\n" },
+	{ "val/c.rec", "third\n" },
+};
+
+static void setup(void)
+{
+	struct store_config cfg = { 0 };
+	struct store *st = NULL;
+	struct error err;
+	char path[300], key[300];
+
+	signal(SIGPIPE, SIG_IGN);
+	ck_assert_msg(geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0,
+		      "needs root and /dev/fuse");
+	read_env();
+	snprintf(work, sizeof(work), "/tmp/granary-csi-node-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(work));
+	snprintf(prefix, sizeof(prefix), "csi-node-%d-%llu/", (int)getpid(),
+		 (unsigned long long)retry_now_ms());
+	cfg.endpoint = endpoint;
+	cfg.credentials_file = credentials;
+	cfg.request_timeout_ms = 10000;
+	cfg.deadline_ms = 30000;
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(key, sizeof(key), "%s%s", prefix, files[i][0]);
+		ck_assert_msg(store_put(st, key, files[i][1], strlen(files[i][1]), &err) == ERR_OK,
+			      "%s", err.msg);
+	}
+	store_free(st);
+	snprintf(path, sizeof(path), "%s/token", work);
+	write_file(path, "0123456789abcdef0123456789abcdef", 0600);
+	snprintf(path, sizeof(path), "%s/fuse.yaml", work);
+	{
+		char yaml[600];
+
+		snprintf(yaml, sizeof(yaml), "cache:\n  dir: %s/cache\n  capacity: 64MiB\ntoken_file: %s/token\n",
+			 work, work);
+		write_file(path, yaml, 0644);
+	}
+	snprintf(path, sizeof(path), "%s/mnt", work);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(meta_addr, sizeof(meta_addr), "unix://%s/meta.sock", work);
+	snprintf(csi_addr, sizeof(csi_addr), "unix://%s/csi.sock", work);
+}
+
+static void teardown(void)
+{
+	char cmd[1024];
+
+	if (csi_pid > 0)
+		kill(csi_pid, SIGKILL), waitpid(csi_pid, NULL, 0);
+	if (meta_pid > 0)
+		kill(meta_pid, SIGKILL), waitpid(meta_pid, NULL, 0);
+	csi_pid = meta_pid = 0;
+	if (getenv("GRANARY_CSI_LOG")) {
+		/* Keep the plugin's log (and the daemons' lines in it) for a look. */
+		snprintf(cmd, sizeof(cmd), "cat '%s/csi.log' >> '%s'", work, getenv("GRANARY_CSI_LOG"));
+		if (system(cmd) != 0)
+			fprintf(stderr, "no log kept\n");
+	}
+	/* Daemons a failed test left (they outlive the plugin by design), what
+	 * it left mounted under work, then the tree. */
+	snprintf(cmd, sizeof(cmd),
+		 "for r in '%s'/state/node/*.json; do [ -f \"$r\" ] || continue; "
+		 "p=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p' \"$r\"); "
+		 "[ -n \"$p\" ] && [ \"$p\" -gt 0 ] && kill -9 \"$p\"; done; "
+		 "awk -v w='%s' 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r | "
+		 "while read -r m; do umount -l \"$m\"; done; rm -rf '%s'",
+		 work, work, work);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", work);
+}
+
+/* ---- processes --------------------------------------------------------- */
+
+static pid_t spawn(const char *const *argv, const char *log)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void dump_log(void)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "tail -n 40 '%s/csi.log' >&2", work);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no log)\n");
+}
+
+static void wait_socket(const char *addr, pid_t pid)
+{
+	struct stat st;
+	uint64_t t0 = retry_now_ms();
+
+	while (stat(addr + strlen("unix://"), &st) != 0) {
+		ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "%s: process exited at start", addr);
+		ck_assert_msg(retry_now_ms() - t0 < 15000, "%s: no socket after 15 s", addr);
+		retry_sleep_ms(20);
+	}
+}
+
+static void start_meta(void)
+{
+	char exe[600], data[200], log[200];
+	const char *argv[] = { exe, "--listen", meta_addr, "--data_dir", data, NULL };
+
+	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
+	snprintf(data, sizeof(data), "%s/meta", work);
+	snprintf(log, sizeof(log), "%s/meta.log", work);
+	meta_pid = spawn(argv, log);
+	wait_socket(meta_addr, meta_pid);
+}
+
+static void start_csi(void)
+{
+	char exe[600], fuse[600], state[200], roots[200], cfg[200], log[200];
+	const char *argv[] = { exe, "--mode", "all", "--endpoint", csi_addr, "--node_id", "node-1",
+			       "--meta.address", meta_addr, "--state_dir", state, "--allowed_roots",
+			       roots, "--fuse_binary", fuse, "--fuse_config", cfg, NULL };
+	char sock[200];
+
+	snprintf(exe, sizeof(exe), "%s/granary-csi", bin_dir);
+	snprintf(fuse, sizeof(fuse), "%s/granary-fuse", bin_dir);
+	snprintf(state, sizeof(state), "%s/state", work);
+	snprintf(roots, sizeof(roots), "%s/mnt", work);
+	snprintf(cfg, sizeof(cfg), "%s/fuse.yaml", work);
+	snprintf(log, sizeof(log), "%s/csi.log", work);
+	snprintf(sock, sizeof(sock), "%s/csi.sock", work);
+	unlink(sock);
+	csi_pid = spawn(argv, log);
+	wait_socket(csi_addr, csi_pid);
+}
+
+/* ---- CSI calls --------------------------------------------------------- */
+
+static enum error_code call(const char *method, const void *req,
+			    const ProtobufCMessageDescriptor *reply_desc, struct error *err)
+{
+	struct rpc_client_options opt = { .wait_for_ready = true };
+	struct rpc_client *c = NULL;
+	ProtobufCMessage *reply = NULL;
+	enum error_code rc;
+
+	ck_assert_int_eq(rpc_client_new(csi_addr, &opt, &c, err), ERR_OK);
+	rc = rpc_client_call(c, method, req, reply_desc, 120000, &reply, err);
+	if (reply)
+		protobuf_c_message_free_unpacked(reply, NULL);
+	rpc_client_free(c);
+	return rc;
+}
+
+static void call_ok(const char *method, const void *req, const ProtobufCMessageDescriptor *desc)
+{
+	struct error err;
+
+	if (call(method, req, desc, &err) != ERR_OK) {
+		dump_log();
+		ck_abort_msg("%s: %s", method, err.msg);
+	}
+}
+
+/* A single mount capability in the mode Kubernetes' ReadOnlyMany gives. */
+struct cap {
+	Csi__V1__VolumeCapability c;
+	Csi__V1__VolumeCapability__MountVolume m;
+	Csi__V1__VolumeCapability__AccessMode a;
+};
+
+static void cap_init(struct cap *k)
+{
+	csi__v1__volume_capability__init(&k->c);
+	csi__v1__volume_capability__mount_volume__init(&k->m);
+	csi__v1__volume_capability__access_mode__init(&k->a);
+	k->a.mode = CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_READER_ONLY;
+	k->c.access_type_case = CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT;
+	k->c.mount = &k->m;
+	k->c.access_mode = &k->a;
+}
+
+static void create_volume(char *id, size_t size)
+{
+	Csi__V1__CreateVolumeRequest req = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
+	Csi__V1__CreateVolumeRequest__ParametersEntry p[2] = {
+		CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT,
+		CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT
+	};
+	Csi__V1__CreateVolumeRequest__SecretsEntry s[2] = {
+		CSI__V1__CREATE_VOLUME_REQUEST__SECRETS_ENTRY__INIT,
+		CSI__V1__CREATE_VOLUME_REQUEST__SECRETS_ENTRY__INIT
+	};
+	Csi__V1__CreateVolumeRequest__ParametersEntry *pp[2] = { &p[0], &p[1] };
+	Csi__V1__CreateVolumeRequest__SecretsEntry *sp[2] = { &s[0], &s[1] };
+	struct rpc_client_options opt = { .wait_for_ready = true };
+	Csi__V1__CreateVolumeResponse *reply = NULL;
+	struct rpc_client *c = NULL;
+	Csi__V1__VolumeCapability *caps[1];
+	struct cap k;
+	struct error err;
+	char source[300];
+
+	cap_init(&k);
+	caps[0] = &k.c;
+	snprintf(source, sizeof(source), "s3://" BUCKET "/%s", prefix);
+	p[0].key = "source", p[0].value = source;
+	p[1].key = "endpoint", p[1].value = endpoint;
+	s[0].key = "accessKeyID", s[0].value = key_id;
+	s[1].key = "secretAccessKey", s[1].value = secret;
+	req.name = "pvc-node-e2e";
+	req.n_parameters = 2, req.parameters = pp;
+	req.n_secrets = 2, req.secrets = sp;
+	req.n_volume_capabilities = 1, req.volume_capabilities = caps;
+	ck_assert_int_eq(rpc_client_new(csi_addr, &opt, &c, &err), ERR_OK);
+	if (rpc_client_call(c, "/csi.v1.Controller/CreateVolume", &req.base,
+			    &csi__v1__create_volume_response__descriptor, 120000,
+			    (ProtobufCMessage **)&reply, &err) != ERR_OK) {
+		dump_log();
+		ck_abort_msg("CreateVolume: %s", err.msg);
+	}
+	ck_assert_str_eq(reply->volume->volume_id, "pvc-node-e2e");
+	ck_assert_int_gt(reply->volume->capacity_bytes, 0);
+	ck_assert_uint_eq(reply->volume->n_volume_context, 1);
+	ck_assert_str_eq(reply->volume->volume_context[0]->key, "dataset");
+	snprintf(id, size, "%s", reply->volume->volume_id);
+	csi__v1__create_volume_response__free_unpacked(reply, NULL);
+	rpc_client_free(c);
+}
+
+static void stage(const char *id, const char *staging)
+{
+	Csi__V1__NodeStageVolumeRequest req = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+	Csi__V1__NodeStageVolumeRequest__SecretsEntry s[2] = {
+		CSI__V1__NODE_STAGE_VOLUME_REQUEST__SECRETS_ENTRY__INIT,
+		CSI__V1__NODE_STAGE_VOLUME_REQUEST__SECRETS_ENTRY__INIT
+	};
+	Csi__V1__NodeStageVolumeRequest__SecretsEntry *sp[2] = { &s[0], &s[1] };
+	struct cap k;
+
+	cap_init(&k);
+	s[0].key = "accessKeyID", s[0].value = key_id;
+	s[1].key = "secretAccessKey", s[1].value = secret;
+	req.volume_id = (char *)id;
+	req.staging_target_path = (char *)staging;
+	req.volume_capability = &k.c;
+	req.n_secrets = 2, req.secrets = sp;
+	call_ok("/csi.v1.Node/NodeStageVolume", &req, &csi__v1__node_stage_volume_response__descriptor);
+}
+
+static void publish(const char *id, const char *staging, const char *target)
+{
+	Csi__V1__NodePublishVolumeRequest req = CSI__V1__NODE_PUBLISH_VOLUME_REQUEST__INIT;
+	struct cap k;
+
+	cap_init(&k);
+	req.volume_id = (char *)id;
+	req.staging_target_path = (char *)staging;
+	req.target_path = (char *)target;
+	req.volume_capability = &k.c;
+	req.readonly = true;
+	call_ok("/csi.v1.Node/NodePublishVolume", &req,
+		&csi__v1__node_publish_volume_response__descriptor);
+}
+
+/* ---- checks ------------------------------------------------------------ */
+
+/* The pid the plugin's record names for the volume. */
+static long record_pid(const char *id)
+{
+	char path[300], buf[4096];
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/state/node/%s.json", work, id);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	p = strstr(buf, "\"pid\":");
+	ck_assert_ptr_nonnull(p);
+	return strtol(p + 6, NULL, 10);
+}
+
+static void expect_content(const char *dir, const char *name, const char *want)
+{
+	char path[400], buf[256];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY);
+	ck_assert_msg(fd >= 0, "open '%s': %s", path, strerror(errno));
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	ck_assert_int_ge(n, 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, want);
+}
+
+static int mounts_under_work(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[2048], mnt[1024];
+	int count = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %1023s", mnt) == 1 &&
+		    strncmp(mnt, work, strlen(work)) == 0)
+			count++;
+	fclose(f);
+	return count;
+}
+
+static bool alive(long pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	if (fscanf(f, "%*d %*s %c", &state) != 1)
+		state = 'X';
+	fclose(f);
+	return state != 'Z' && state != 'X';
+}
+
+START_TEST(test_node_stage_publish_restart_takeover_unstage)
+{
+	char id[256], staging[300], t1[300], t2[300], path[400];
+	Csi__V1__NodeUnpublishVolumeRequest unpub = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
+	Csi__V1__NodeUnstageVolumeRequest unstage = CSI__V1__NODE_UNSTAGE_VOLUME_REQUEST__INIT;
+	Csi__V1__DeleteVolumeRequest del = CSI__V1__DELETE_VOLUME_REQUEST__INIT;
+	long pid, pid2;
+	uint64_t t0;
+	int fd;
+
+	start_meta();
+	start_csi();
+	create_volume(id, sizeof(id));
+	snprintf(staging, sizeof(staging), "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
+	snprintf(t1, sizeof(t1), "%s/mnt/pods/a/volumes/%s/mount", work, id);
+	snprintf(t2, sizeof(t2), "%s/mnt/pods/b/volumes/%s/mount", work, id);
+
+	/* Stage twice: the second call adopts the daemon of the first. */
+	stage(id, staging);
+	pid = record_pid(id);
+	ck_assert_int_gt(pid, 0);
+	ck_assert(alive(pid));
+	stage(id, staging);
+	ck_assert_int_eq(record_pid(id), pid);
+
+	/* Two pods, one daemon; both see the files, neither may write. */
+	publish(id, staging, t1);
+	publish(id, staging, t1);
+	publish(id, staging, t2);
+	expect_content(t1, files[0][0], files[0][1]);
+	expect_content(t2, files[2][0], files[2][1]);
+	snprintf(path, sizeof(path), "%s/new-file", t1);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_lt(fd, 0);
+	ck_assert_int_eq(errno, EROFS);
+
+	/* The plugin dies hard and comes back: it re-adopts the daemon. */
+	kill(csi_pid, SIGKILL);
+	waitpid(csi_pid, NULL, 0);
+	ck_assert(alive(pid));
+	start_csi();
+	stage(id, staging);
+	ck_assert_int_eq(record_pid(id), pid);
+
+	/* The daemon dies hard: a successor takes the live connection over,
+	 * so the mount keeps serving (a file not read before: no page cache). */
+	kill((pid_t)pid, SIGKILL);
+	t0 = retry_now_ms();
+	while ((pid2 = record_pid(id)) == pid || pid2 <= 0 || !alive(pid2)) {
+		if (retry_now_ms() - t0 > 15000) {
+			dump_log();
+			ck_abort_msg("no successor daemon after 15 s");
+		}
+		retry_sleep_ms(50);
+	}
+	expect_content(t2, files[1][0], files[1][1]);
+
+	/* Unpublish both, unstage (twice: idempotent). */
+	unpub.volume_id = id;
+	unpub.target_path = t1;
+	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
+		&csi__v1__node_unpublish_volume_response__descriptor);
+	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
+		&csi__v1__node_unpublish_volume_response__descriptor);
+	ck_assert_int_ne(access(t1, F_OK), 0);
+	unpub.target_path = t2;
+	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
+		&csi__v1__node_unpublish_volume_response__descriptor);
+	unstage.volume_id = id;
+	unstage.staging_target_path = staging;
+	call_ok("/csi.v1.Node/NodeUnstageVolume", &unstage,
+		&csi__v1__node_unstage_volume_response__descriptor);
+	call_ok("/csi.v1.Node/NodeUnstageVolume", &unstage,
+		&csi__v1__node_unstage_volume_response__descriptor);
+	ck_assert_int_eq(mounts_under_work(), 0);
+	ck_assert(!alive(pid2));
+	ck_assert_int_eq(record_pid(id), -1);
+
+	del.volume_id = id;
+	call_ok("/csi.v1.Controller/DeleteVolume", &del, &csi__v1__delete_volume_response__descriptor);
+	call_ok("/csi.v1.Controller/DeleteVolume", &del, &csi__v1__delete_volume_response__descriptor);
+}
+END_TEST
+
+START_TEST(test_node_refuses_bad_requests_with_their_codes)
+{
+	Csi__V1__NodeStageVolumeRequest req = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+	Csi__V1__NodePublishVolumeRequest pub = CSI__V1__NODE_PUBLISH_VOLUME_REQUEST__INIT;
+	struct cap k;
+	struct error err;
+	char staging[300];
+
+	start_meta();
+	start_csi();
+	cap_init(&k);
+	snprintf(staging, sizeof(staging), "%s/mnt/staging", work);
+	/* A path outside the allowed roots. */
+	req.volume_id = "pvc-x";
+	req.staging_target_path = "/etc/granary-stage";
+	req.volume_capability = &k.c;
+	ck_assert_int_eq(call("/csi.v1.Node/NodeStageVolume", &req,
+			      &csi__v1__node_stage_volume_response__descriptor, &err),
+			 ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "staging_target_path"), "%s", err.msg);
+	/* A volume meta does not know. */
+	req.staging_target_path = staging;
+	ck_assert_int_eq(call("/csi.v1.Node/NodeStageVolume", &req,
+			      &csi__v1__node_stage_volume_response__descriptor, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_int_eq(mounts_under_work(), 0);
+	/* Block access. */
+	k.c.access_type_case = CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
+	ck_assert_int_eq(call("/csi.v1.Node/NodeStageVolume", &req,
+			      &csi__v1__node_stage_volume_response__descriptor, &err),
+			 ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "block"), "%s", err.msg);
+	/* Publishing what is not staged. */
+	cap_init(&k);
+	pub.volume_id = "pvc-x";
+	pub.staging_target_path = staging;
+	pub.target_path = staging;
+	pub.volume_capability = &k.c;
+	ck_assert_int_eq(call("/csi.v1.Node/NodePublishVolume", &pub,
+			      &csi__v1__node_publish_volume_response__descriptor, &err),
+			 ERR_NOT_FOUND);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("csi_node_e2e");
+	TCase *tc = tcase_create("node");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 300);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_node_stage_publish_restart_takeover_unstage);
+	tcase_add_test(tc, test_node_refuses_bad_requests_with_their_codes);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,302 @@
+/*
+ * test_controller.c - the controller's pure parts: StorageClass parameters
+ * and their errors (naming the parameter), secrets (naming the key, never
+ * the value), the credentials file (mode 0600, exact content), volume id
+ * derivation, and the access-mode rule.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "csi/controller.h"
+#include "unit/check_main.h"
+
+#define KV(k, v) { (k), (v) }
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+START_TEST(test_controller_params_parse_every_key)
+{
+	static const struct controller_kv kv[] = {
+		KV("source", "s3://granary-e2e/imagenet/"), KV("endpoint", "http://127.0.0.1:9000"),
+		KV("region", "eu-west-1"), KV("blockSize", "8MiB"), KV("cachePolicy", "scan-resistant"),
+		KV("pin", "true"), KV("preload", "yes"),
+		/* The provisioner's own keys are not ours to refuse. */
+		KV("csi.storage.k8s.io/pvc/name", "imagenet"),
+	};
+	struct controller_params p;
+	struct error err;
+
+	ck_assert_msg(controller_parse_params(kv, N(kv), &p, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_str_eq(p.source, "s3://granary-e2e/imagenet/");
+	ck_assert_str_eq(p.endpoint, "http://127.0.0.1:9000");
+	ck_assert_str_eq(p.region, "eu-west-1");
+	ck_assert_uint_eq(p.block_size, 8u << 20);
+	ck_assert_int_eq(p.cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT);
+	ck_assert(p.pin);
+	ck_assert(p.preload);
+	controller_params_release(&p);
+}
+END_TEST
+
+START_TEST(test_controller_params_defaults_with_source_only)
+{
+	static const struct controller_kv kv[] = { KV("source", "s3://bucket-a/") };
+	struct controller_params p;
+	struct error err;
+
+	ck_assert_int_eq(controller_parse_params(kv, N(kv), &p, &err), ERR_OK);
+	ck_assert_str_eq(p.endpoint, "");
+	ck_assert_str_eq(p.region, "");
+	ck_assert_uint_eq(p.block_size, 0);
+	ck_assert_int_eq(p.cache_policy, 0);
+	ck_assert(!p.pin && !p.preload);
+	controller_params_release(&p);
+
+	ck_assert_int_eq(controller_parse_params((const struct controller_kv[]){
+						 KV("source", "s3://b-1/x/"), KV("cachePolicy", "lru") },
+					 2, &p, &err),
+			 ERR_OK);
+	ck_assert_int_eq(p.cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU);
+	controller_params_release(&p);
+}
+END_TEST
+
+START_TEST(test_controller_params_errors_name_the_parameter)
+{
+	static const struct {
+		struct controller_kv kv[3];
+		size_t n;
+		const char *expect;
+	} bad[] = {
+		{ { KV("endpoint", "http://x:1") }, 1, "parameter 'source': required" },
+		{ { KV("source", "") }, 1, "parameter 'source': required" },
+		{ { KV("source", "gs://bucket/x/") }, 1, "parameter 'source'" },
+		{ { KV("source", "s3://bucket/no-slash") }, 1, "parameter 'source'" },
+		{ { KV("source", "s3://B/x/") }, 1, "parameter 'source'" },
+		{ { KV("source", "s3://bucket/"), KV("endpoint", "ftp://x") }, 2, "parameter 'endpoint'" },
+		{ { KV("source", "s3://bucket/"), KV("region", "us east") }, 2, "parameter 'region'" },
+		{ { KV("source", "s3://bucket/"), KV("blockSize", "3MiB") }, 2,
+		  "parameter 'blockSize': must be a power of two" },
+		{ { KV("source", "s3://bucket/"), KV("blockSize", "big") }, 2, "parameter 'blockSize'" },
+		{ { KV("source", "s3://bucket/"), KV("blockSize", "128MiB") }, 2, "parameter 'blockSize'" },
+		{ { KV("source", "s3://bucket/"), KV("cachePolicy", "fifo") }, 2,
+		  "parameter 'cachePolicy': must be lru or scan-resistant, got 'fifo'" },
+		{ { KV("source", "s3://bucket/"), KV("pin", "maybe") }, 2, "parameter 'pin'" },
+		{ { KV("source", "s3://bucket/"), KV("preload", "2") }, 2, "parameter 'preload'" },
+		{ { KV("source", "s3://bucket/"), KV("sourcee", "x") }, 2, "unknown parameter 'sourcee'" },
+		{ { KV("source", "s3://bucket/"), KV("source", "s3://other/") }, 2,
+		  "parameter 'source': given twice" },
+	};
+
+	for (size_t i = 0; i < N(bad); i++) {
+		struct controller_params p;
+		struct error err;
+
+		ck_assert_msg(controller_parse_params(bad[i].kv, bad[i].n, &p, &err) == ERR_INVALID,
+			      "case %zu accepted", i);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "case %zu: '%s' lacks '%s'", i, err.msg,
+			      bad[i].expect);
+		controller_params_release(&p);
+	}
+}
+END_TEST
+
+START_TEST(test_controller_secret_keys_and_errors)
+{
+	static const struct controller_kv full[] = { KV("accessKeyID", "AKIDEXAMPLE"),
+						     KV("secretAccessKey", "s3cr3t/Value+x"),
+						     KV("sessionToken", "tok") };
+	static const struct {
+		struct controller_kv kv[2];
+		size_t n;
+		const char *expect;
+	} bad[] = {
+		{ { KV("accessKeyID", "AK") }, 1, "key 'secretAccessKey': required" },
+		{ { KV("secretAccessKey", "hidden-value-1") }, 1, "key 'accessKeyID': required" },
+		{ { KV("accessKeyID", "AK"), KV("password", "hidden-value-2") }, 2,
+		  "key 'password': unknown" },
+		{ { KV("accessKeyID", "AK"), KV("secretAccessKey", "hidden\nvalue-3") }, 2,
+		  "key 'secretAccessKey': must be one non-empty line" },
+		{ { KV("accessKeyID", " AK"), KV("secretAccessKey", "x") }, 2, "key 'accessKeyID'" },
+		{ { KV("accessKeyID", ""), KV("secretAccessKey", "x") }, 2, "key 'accessKeyID'" },
+	};
+	struct controller_secret s;
+	struct error err;
+	bool present = true;
+
+	ck_assert_int_eq(controller_parse_secret("secret", NULL, 0, &s, &present, &err), ERR_OK);
+	ck_assert(!present);
+	ck_assert_ptr_null(s.access_key_id);
+	ck_assert_int_eq(controller_parse_secret("secret", full, 3, &s, &present, &err), ERR_OK);
+	ck_assert(present);
+	ck_assert_str_eq(s.access_key_id, "AKIDEXAMPLE");
+	ck_assert_str_eq(s.secret_access_key, "s3cr3t/Value+x");
+	ck_assert_str_eq(s.session_token, "tok");
+	controller_secret_release(&s);
+	ck_assert_ptr_null(s.secret_access_key);
+
+	for (size_t i = 0; i < N(bad); i++) {
+		ck_assert_msg(controller_parse_secret("secret", bad[i].kv, bad[i].n, &s, &present,
+						      &err) == ERR_INVALID,
+			      "case %zu accepted", i);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "case %zu: '%s' lacks '%s'", i, err.msg,
+			      bad[i].expect);
+		ck_assert_msg(!strstr(err.msg, "hidden"), "case %zu leaks a value: %s", i, err.msg);
+		ck_assert_ptr_null(s.access_key_id);
+	}
+}
+END_TEST
+
+static char *read_all(const char *path)
+{
+	static char buf[1024];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+START_TEST(test_controller_credentials_file_is_0600_with_exact_content)
+{
+	struct controller_secret s = { .access_key_id = "AKID", .secret_access_key = "SECRET" };
+	char dir[] = "/tmp/test_controller_XXXXXX", path[128];
+	struct error err;
+	struct stat st;
+	mode_t old = umask(0);
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/vol.credentials", dir);
+	/* A file already there with a loose mode is replaced, not reused. */
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_msg(controller_write_credentials(path, &s, &err) == ERR_OK, "%s", err.msg);
+	umask(old);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	ck_assert_str_eq(read_all(path),
+			 "[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n");
+	s.session_token = "TOKEN";
+	ck_assert_int_eq(controller_write_credentials(path, &s, &err), ERR_OK);
+	ck_assert_str_eq(read_all(path), "[default]\naws_access_key_id = AKID\n"
+					 "aws_secret_access_key = SECRET\naws_session_token = TOKEN\n");
+	unlink(path);
+	/* A directory that is not there: an error naming the path, no value. */
+	snprintf(path, sizeof(path), "%s/missing/vol.credentials", dir);
+	ck_assert_int_eq(controller_write_credentials(path, &s, &err), ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "missing/vol.credentials"));
+	ck_assert_ptr_null(strstr(err.msg, "SECRET"));
+	rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_controller_volume_id_keeps_valid_names)
+{
+	char id[CONTROLLER_ID_MAX];
+	struct error err;
+
+	ck_assert_int_eq(controller_volume_id("pvc-6a1c7a5e-8b57-4c2e-9d2b-0f6b1f6d2b11", id,
+					      sizeof(id), &err),
+			 ERR_OK);
+	ck_assert_str_eq(id, "pvc-6a1c7a5e-8b57-4c2e-9d2b-0f6b1f6d2b11");
+	ck_assert_int_eq(controller_volume_id("imagenet.v2", id, sizeof(id), &err), ERR_OK);
+	ck_assert_str_eq(id, "imagenet.v2");
+	ck_assert_int_eq(controller_volume_id("", id, sizeof(id), &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "field 'name': required");
+}
+END_TEST
+
+START_TEST(test_controller_volume_id_sanitises_stably_and_distinctly)
+{
+	char a[CONTROLLER_ID_MAX], b[CONTROLLER_ID_MAX], c[CONTROLLER_ID_MAX], big[600];
+	struct error err;
+
+	ck_assert_int_eq(controller_volume_id("Sanity_Vol--X", a, sizeof(a), &err), ERR_OK);
+	ck_assert_int_eq(controller_volume_id("Sanity_Vol--X", b, sizeof(b), &err), ERR_OK);
+	ck_assert_str_eq(a, b);
+	ck_assert_msg(strncmp(a, "sanity-vol-x-", 13) == 0, "%s", a);
+	ck_assert_uint_eq(strlen(a), 13 + 12);
+	ck_assert(controller_valid_id(a));
+	/* Names that sanitise alike stay apart. */
+	ck_assert_int_eq(controller_volume_id("sanity_vol_x", c, sizeof(c), &err), ERR_OK);
+	ck_assert_str_ne(a, c);
+	ck_assert_int_eq(controller_volume_id("___", a, sizeof(a), &err), ERR_OK);
+	ck_assert_msg(strncmp(a, "vol-", 4) == 0 && controller_valid_id(a), "%s", a);
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_int_eq(controller_volume_id(big, a, sizeof(a), &err), ERR_OK);
+	ck_assert(strlen(a) <= 253);
+	ck_assert(controller_valid_id(a));
+}
+END_TEST
+
+START_TEST(test_controller_valid_id_is_dns_1123_subdomain)
+{
+	static const char *const good[] = { "a", "pvc-1", "a.b-c.d", "0abc" };
+	static const char *const bad[] = { "", "-a", "a-", "A", "a..b", ".a", "a.", "a_b", "a/b",
+					   "a.-b" };
+
+	for (size_t i = 0; i < N(good); i++)
+		ck_assert_msg(controller_valid_id(good[i]), "'%s' refused", good[i]);
+	for (size_t i = 0; i < N(bad); i++)
+		ck_assert_msg(!controller_valid_id(bad[i]), "'%s' accepted", bad[i]);
+}
+END_TEST
+
+START_TEST(test_controller_access_rule_serves_readers_and_single_node_writers)
+{
+	static const int ok[] = { CONTROLLER_MODE_SINGLE_NODE_WRITER,
+				  CONTROLLER_MODE_SINGLE_NODE_READER_ONLY,
+				  CONTROLLER_MODE_MULTI_NODE_READER_ONLY,
+				  CONTROLLER_MODE_SINGLE_NODE_SINGLE_WRITER,
+				  CONTROLLER_MODE_SINGLE_NODE_MULTI_WRITER };
+	static const int refused[] = { CONTROLLER_MODE_UNKNOWN, CONTROLLER_MODE_MULTI_NODE_SINGLE_WRITER,
+				       CONTROLLER_MODE_MULTI_NODE_MULTI_WRITER, 99 };
+	struct controller_capability cap = { .access_type = CONTROLLER_ACCESS_MOUNT };
+	struct error err;
+
+	for (size_t i = 0; i < N(ok); i++) {
+		cap.mode = ok[i];
+		ck_assert_msg(controller_check_capability(&cap, "cap", &err) == ERR_OK, "mode %d: %s",
+			      ok[i], err.msg);
+	}
+	for (size_t i = 0; i < N(refused); i++) {
+		cap.mode = refused[i];
+		ck_assert_int_eq(controller_check_capability(&cap, "volume_capability", &err),
+				 ERR_INVALID);
+		ck_assert_msg(strstr(err.msg, "field 'volume_capability'"), "%s", err.msg);
+	}
+	cap = (struct controller_capability){ CONTROLLER_ACCESS_BLOCK,
+					      CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	ck_assert_int_eq(controller_check_capability(&cap, "c", &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "block access is not supported"));
+	cap.access_type = CONTROLLER_ACCESS_UNSET;
+	ck_assert_int_eq(controller_check_capability(&cap, "c", &err), ERR_INVALID);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("csi_controller");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_controller_params_parse_every_key);
+	tcase_add_test(tc, test_controller_params_defaults_with_source_only);
+	tcase_add_test(tc, test_controller_params_errors_name_the_parameter);
+	tcase_add_test(tc, test_controller_secret_keys_and_errors);
+	tcase_add_test(tc, test_controller_credentials_file_is_0600_with_exact_content);
+	tcase_add_test(tc, test_controller_volume_id_keeps_valid_names);
+	tcase_add_test(tc, test_controller_volume_id_sanitises_stably_and_distinctly);
+	tcase_add_test(tc, test_controller_valid_id_is_dns_1123_subdomain);
+	tcase_add_test(tc, test_controller_access_rule_serves_readers_and_single_node_writers);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

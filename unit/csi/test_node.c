@@ -1,0 +1,203 @@
+/*
+ * test_node.c - the node plugin's pure parts: the volume record's JSON
+ * round trip (what a restarted plugin re-adopts from), its errors, target
+ * lists, the allowed-roots rule, and granary-fuse's command line (the
+ * credentials file's path, never a secret).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "csi/node.h"
+#include "unit/check_main.h"
+
+static char dir[] = "/tmp/test_node_XXXXXX";
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/test_node_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+	char cmd[64];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+START_TEST(test_node_record_round_trip)
+{
+	struct node_record r = { 0 }, back;
+	char path[128];
+	struct error err;
+	struct stat st;
+
+	r.volume_id = strdup("pvc-1");
+	r.dataset = strdup("pvc-1");
+	r.staging_path = strdup("/var/lib/kubelet/plugins/kubernetes.io/csi/csi.granary.io/x/globalmount");
+	r.credentials_file = strdup("/var/lib/granary/csi/node/pvc-1.credentials");
+	r.init_state = strdup("/var/lib/granary/csi/node/pvc-1.init");
+	r.pid = 4242;
+	r.start_time = 123456789012ull;
+	r.daemon_fd = 9;
+	ck_assert_int_eq(node_record_add_target(&r, "/var/lib/kubelet/pods/a/volumes/x/mount", &err),
+			 ERR_OK);
+	ck_assert_int_eq(node_record_add_target(&r, "/var/lib/kubelet/pods/b/volumes/x/mount", &err),
+			 ERR_OK);
+	ck_assert_int_eq(node_record_add_target(&r, "/var/lib/kubelet/pods/a/volumes/x/mount", &err),
+			 ERR_OK);
+	ck_assert_uint_eq(r.ntargets, 2);
+	snprintf(path, sizeof(path), "%s/pvc-1.json", dir);
+	ck_assert_msg(node_record_save(path, &r, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	ck_assert_msg(node_record_load(path, &back, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_str_eq(back.volume_id, r.volume_id);
+	ck_assert_str_eq(back.dataset, r.dataset);
+	ck_assert_str_eq(back.staging_path, r.staging_path);
+	ck_assert_str_eq(back.credentials_file, r.credentials_file);
+	ck_assert_str_eq(back.init_state, r.init_state);
+	ck_assert_int_eq(back.pid, 4242);
+	ck_assert_uint_eq(back.start_time, 123456789012ull);
+	ck_assert_int_eq(back.daemon_fd, 9);
+	ck_assert_uint_eq(back.ntargets, 2);
+	ck_assert_str_eq(back.targets[0], r.targets[0]);
+	ck_assert_str_eq(back.targets[1], r.targets[1]);
+	node_record_remove_target(&back, r.targets[0]);
+	node_record_remove_target(&back, "/not/there");
+	ck_assert_uint_eq(back.ntargets, 1);
+	ck_assert_str_eq(back.targets[0], "/var/lib/kubelet/pods/b/volumes/x/mount");
+	node_record_release(&back);
+	node_record_release(&r);
+	ck_assert_ptr_null(r.targets);
+}
+END_TEST
+
+START_TEST(test_node_record_load_errors_name_path_and_field)
+{
+	struct node_record r;
+	char path[128];
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/none.json", dir);
+	ck_assert_int_eq(node_record_load(path, &r, &err), ERR_NOT_FOUND);
+	node_record_release(&r);
+
+	snprintf(path, sizeof(path), "%s/bad.json", dir);
+	write_text(path, "{ not json");
+	ck_assert_int_eq(node_record_load(path, &r, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	node_record_release(&r);
+
+	write_text(path, "{\"volume_id\": \"v\", \"dataset\": \"v\", \"staging_path\": \"/s\","
+			 " \"credentials_file\": \"\", \"init_state\": \"/i\", \"pid\": -3,"
+			 " \"start_time\": 1, \"daemon_fd\": 3, \"targets\": []}");
+	ck_assert_int_eq(node_record_load(path, &r, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'pid'"), "%s", err.msg);
+	node_record_release(&r);
+
+	write_text(path, "{\"volume_id\": \"v\", \"staging_path\": \"/s\"}");
+	ck_assert_int_eq(node_record_load(path, &r, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'dataset'"), "%s", err.msg);
+	node_record_release(&r);
+
+	write_text(path, "{\"volume_id\": \"v\", \"dataset\": \"v\", \"staging_path\": \"/s\","
+			 " \"credentials_file\": \"\", \"init_state\": \"/i\", \"pid\": 3,"
+			 " \"start_time\": 1, \"daemon_fd\": 3, \"targets\": [7]}");
+	ck_assert_int_eq(node_record_load(path, &r, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'targets[0]'"), "%s", err.msg);
+	node_record_release(&r);
+}
+END_TEST
+
+START_TEST(test_node_path_allowed_only_strictly_under_roots)
+{
+	char *roots[] = { "/var/lib/kubelet", "/tmp/t" };
+	char *slash[] = { "/" };
+	static const char *const good[] = { "/var/lib/kubelet/pods/x/mount", "/tmp/t/a",
+					    "/var/lib/kubelet/plugins/x/globalmount/" };
+	static const char *const bad[] = { "", "relative/path", "/var/lib/kubelet",
+					   "/var/lib/kubelet/", "/var/lib/kubeletX/a", "/etc/passwd",
+					   "/var/lib/kubelet/../../etc", "/var/lib/kubelet/./a",
+					   "/var/lib/kubelet//a", "/tmp/tt/a", "some/path" };
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(node_path_allowed(good[i], roots, 2), "'%s' refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!node_path_allowed(bad[i], roots, 2), "'%s' accepted", bad[i]);
+	ck_assert(node_path_allowed("/anything/at/all", slash, 1));
+	ck_assert(!node_path_allowed("/", slash, 1));
+	ck_assert(!node_path_allowed("/a", roots, 0));
+}
+END_TEST
+
+static int find_arg(const struct node_argv *a, const char *flag)
+{
+	for (int i = 0; a->argv[i]; i++)
+		if (strcmp(a->argv[i], flag) == 0)
+			return i;
+	return -1;
+}
+
+START_TEST(test_node_fuse_argv_names_files_never_secrets)
+{
+	char *roots[] = { "/var/lib/kubelet" };
+	struct node_config cfg = { .fuse_binary = "/usr/bin/granary-fuse",
+				   .fuse_config = "/etc/granary/fuse.yaml",
+				   .meta_address = "granary-meta.granary-system.svc:7400",
+				   .roots = roots,
+				   .nroots = 1 };
+	struct node_record r = { .dataset = "imagenet",
+				 .credentials_file = "/var/lib/granary/csi/node/imagenet.credentials",
+				 .init_state = "/var/lib/granary/csi/node/imagenet.init" };
+	struct node_argv a;
+	int i;
+
+	node_fuse_argv(&cfg, &r, 7, false, &a);
+	ck_assert_str_eq(a.argv[0], "/usr/bin/granary-fuse");
+	ck_assert_int_eq(i = find_arg(&a, "--config"), 1);
+	ck_assert_str_eq(a.argv[i + 1], "/etc/granary/fuse.yaml");
+	ck_assert_str_eq(a.argv[find_arg(&a, "--mountpoint") + 1], "/dev/fd/7");
+	ck_assert_str_eq(a.argv[find_arg(&a, "--dataset") + 1], "imagenet");
+	ck_assert_str_eq(a.argv[find_arg(&a, "--meta.address") + 1],
+			 "granary-meta.granary-system.svc:7400");
+	ck_assert_str_eq(a.argv[find_arg(&a, "--init_state") + 1], r.init_state);
+	ck_assert_str_eq(a.argv[find_arg(&a, "--store.credentials_file") + 1], r.credentials_file);
+	ck_assert_int_eq(find_arg(&a, "--takeover"), -1);
+
+	cfg.fuse_config = "";
+	r.credentials_file = "";
+	node_fuse_argv(&cfg, &r, 12, true, &a);
+	ck_assert_int_eq(find_arg(&a, "--config"), -1);
+	ck_assert_int_eq(find_arg(&a, "--store.credentials_file"), -1);
+	ck_assert_str_eq(a.argv[find_arg(&a, "--mountpoint") + 1], "/dev/fd/12");
+	ck_assert_str_eq(a.argv[find_arg(&a, "--takeover") + 1], "true");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("csi_node");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_node_record_round_trip);
+	tcase_add_test(tc, test_node_record_load_errors_name_path_and_field);
+	tcase_add_test(tc, test_node_path_allowed_only_strictly_under_roots);
+	tcase_add_test(tc, test_node_fuse_argv_names_files_never_secrets);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
