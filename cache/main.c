@@ -4,20 +4,24 @@
  * the object store once each, and runs preload jobs.
  *
  * Start-up: settings, the cluster token (required), the blockstore, the
- * fetcher with its read-ahead pool, the preloader, the HTTP server. Then
- * the main thread sleeps in sigsuspend until SIGTERM/SIGINT and tears the
- * same things down in reverse: no new connections, requests in progress
- * finish within http.shutdown_grace, every thread joined, exit 0.
+ * fetcher with its read-ahead pool, the preloader, the HTTP server and,
+ * when meta.address is set, the membership thread (cache/worker_meta.h:
+ * heartbeats, datasets from meta). Then the main thread sleeps in
+ * sigsuspend until SIGTERM/SIGINT and tears the same things down in
+ * reverse: the membership thread stops, no new connections, requests in
+ * progress finish within http.shutdown_grace, every thread joined, exit 0.
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "cache/blockstore.h"
 #include "cache/fetch.h"
 #include "cache/http.h"
 #include "cache/preload.h"
 #include "cache/token.h"
+#include "cache/worker_meta.h"
 #include "cache/worker_settings.h"
 #include "common/daemon.h"
 #include "common/log.h"
@@ -32,7 +36,9 @@ int main(int argc, char **argv)
 	struct fetcher *f = NULL;
 	struct preloader *pl = NULL;
 	struct worker_http *http = NULL;
+	struct worker_meta *member = NULL;
 	struct store_config store_defaults;
+	char hostname[256] = "", worker_id[256] = "", advertise[300] = "";
 	sigset_t stop_signals, wait_mask;
 	struct error err;
 	int first = argc, rc;
@@ -59,6 +65,17 @@ int main(int argc, char **argv)
 	if (token_load_file(s.token_file, &tok, &err) != ERR_OK) {
 		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
 		goto out;
+	}
+	if (*s.meta_address) {
+		if (gethostname(hostname, sizeof(hostname) - 1) != 0)
+			hostname[0] = '\0';
+		if (worker_settings_worker_id(&s, hostname, worker_id, sizeof(worker_id), &err) !=
+			    ERR_OK ||
+		    worker_settings_advertise(&s, hostname, advertise, sizeof(advertise), &err) !=
+			    ERR_OK) {
+			fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+			goto out;
+		}
 	}
 
 	/* Threads started from here on inherit the blocked mask, so only the
@@ -116,12 +133,32 @@ int main(int argc, char **argv)
 		 LOG_I("threads", worker_settings_threads(&s)),
 		 LOG_I("fetch.max_inflight", s.fetch_max_inflight),
 		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region));
+	if (*s.meta_address &&
+	    worker_meta_start(
+		    &(struct worker_meta_config){
+			    .address = s.meta_address,
+			    .worker_id = worker_id,
+			    .advertise = advertise,
+			    .capacity = s.cache_capacity,
+			    .fetcher = f,
+			    .preloader = pl,
+			    .defaults = { .store = store_defaults,
+					  .block_size = s.cache_block_size,
+					  .policy = s.cache_policy == WORKER_CACHE_LRU
+							    ? BLOCKSTORE_LRU
+							    : BLOCKSTORE_SCAN_RESISTANT },
+		    },
+		    &member, &err) != ERR_OK) {
+		log_error("cannot join granary-meta", LOG_S("cause", err.msg));
+		goto out;
+	}
 
 	while (!daemon_stopping())
 		sigsuspend(&wait_mask);
 	log_info("stopping", LOG_U("grace_ms", s.http_shutdown_grace_ms));
 	rc = 0;
 out:
+	worker_meta_stop(member);
 	worker_http_stop(http, s.http_shutdown_grace_ms);
 	preload_free(pl);
 	fetch_free(f);

@@ -3,7 +3,9 @@
  */
 #include "cache/worker_settings.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/cpu.h"
@@ -20,9 +22,13 @@ static const struct config_field worker_fields[] = {
 	  "HTTP address peers fetch blocks from: host:port or unix:///path", 0, 0, NULL },
 	{ "node_id", CONFIG_STRING, offsetof(struct worker_settings, node_id), "",
 	  "this node's name in the membership (empty: the hostname)", 0, 0, NULL },
-	{ "meta.address", CONFIG_STRING, offsetof(struct worker_settings, meta_address),
-	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
-	  0, 0, NULL },
+	{ "meta.address", CONFIG_STRING, offsetof(struct worker_settings, meta_address), "",
+	  "granary-meta address: unix:///path or host:port (empty: standalone, datasets only"
+	  " through the HTTP API)", 0, 0, NULL },
+	{ "advertise_address", CONFIG_STRING,
+	  offsetof(struct worker_settings, advertise_address), "",
+	  "host:port peers fetch blocks from, announced to meta (empty: listen, with a"
+	  " wildcard host replaced by the hostname)", 0, 0, NULL },
 	{ "cache.dir", CONFIG_STRING, offsetof(struct worker_settings, cache_dir),
 	  "/var/cache/granary", "cache directory on NVMe or tmpfs (absolute)", 0, 0, NULL },
 	{ "cache.capacity", CONFIG_SIZE, offsetof(struct worker_settings, cache_capacity), "10GiB",
@@ -64,6 +70,35 @@ const struct config_schema worker_settings_schema = {
 	.nfields = sizeof(worker_fields) / sizeof(worker_fields[0]),
 };
 
+static bool is_wildcard_host(const char *host)
+{
+	return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || strcmp(host, "*") == 0;
+}
+
+/* advertise_address is what peers on other nodes dial: a concrete
+ * host:port. Without it, listen must give one (a wildcard host is replaced
+ * by the hostname at run time; a unix socket cannot be). */
+static enum error_code check_advertise(const struct worker_settings *s, struct error *err)
+{
+	struct netaddr na;
+
+	if (s->advertise_address && *s->advertise_address) {
+		if (netaddr_parse(s->advertise_address, "address", &na, err) != ERR_OK)
+			return error_wrap(err, "key 'advertise_address'");
+		if (na.is_unix || is_wildcard_host(na.host))
+			return error_set(err, ERR_INVALID,
+					 "key 'advertise_address': must be host:port that peers on other nodes can dial, got '%s'",
+					 s->advertise_address);
+		return ERR_OK;
+	}
+	if (s->meta_address && *s->meta_address && s->listen &&
+	    strncmp(s->listen, "unix://", 7) == 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'advertise_address': required when meta.address is set and listen is a unix socket ('%s'): peers need host:port",
+				 s->listen);
+	return ERR_OK;
+}
+
 enum error_code worker_settings_check(const struct worker_settings *s, struct error *err)
 {
 	const uint64_t bs = s->cache_block_size;
@@ -72,7 +107,10 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return ERR_INVALID;
 	if (s->node_id && config_check_node_name("node_id", s->node_id, err) != ERR_OK)
 		return ERR_INVALID;
-	if (netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+	if (s->meta_address && *s->meta_address &&
+	    netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (check_advertise(s, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
 		return ERR_INVALID;
@@ -118,4 +156,53 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 int worker_settings_threads(const struct worker_settings *s)
 {
 	return s->threads > 0 ? (int)s->threads : cpu_available();
+}
+
+enum error_code worker_settings_worker_id(const struct worker_settings *s, const char *hostname,
+					  char *out, size_t size, struct error *err)
+{
+	const char *id = s->node_id && *s->node_id ? s->node_id : hostname;
+
+	if (!id || !*id)
+		return error_set(err, ERR_INVALID,
+				 "key 'node_id': empty and the hostname is unknown; set node_id");
+	if (config_check_node_name("node_id", id, err) != ERR_OK)
+		return ERR_INVALID;
+	if (strlen(id) >= size)
+		return error_set(err, ERR_INVALID, "key 'node_id': '%s' is too long", id);
+	memcpy(out, id, strlen(id) + 1);
+	return ERR_OK;
+}
+
+enum error_code worker_settings_advertise(const struct worker_settings *s, const char *hostname,
+					  char *out, size_t size, struct error *err)
+{
+	struct netaddr na;
+	int n;
+
+	if (s->advertise_address && *s->advertise_address) {
+		n = snprintf(out, size, "%s", s->advertise_address);
+	} else {
+		if (netaddr_parse(s->listen, "address", &na, err) != ERR_OK)
+			return error_wrap(err, "key 'listen'");
+		if (na.is_unix)
+			return error_set(err, ERR_INVALID,
+					 "key 'advertise_address': required when listen is a unix socket ('%s')",
+					 s->listen);
+		if (is_wildcard_host(na.host)) {
+			if (!hostname || !*hostname)
+				return error_set(err, ERR_INVALID,
+						 "key 'advertise_address': listen '%s' has no host peers can dial and the hostname is unknown; set advertise_address",
+						 s->listen);
+			n = snprintf(out, size, "%s:%d", hostname, na.port);
+		} else if (strchr(na.host, ':')) {
+			n = snprintf(out, size, "[%s]:%d", na.host, na.port);
+		} else {
+			n = snprintf(out, size, "%s:%d", na.host, na.port);
+		}
+	}
+	if (n < 0 || (size_t)n >= size)
+		return error_set(err, ERR_INVALID, "key 'advertise_address': longer than %zu bytes",
+				 size - 1);
+	return ERR_OK;
 }

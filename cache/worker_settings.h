@@ -11,6 +11,7 @@
 #ifndef GRANARY_CACHE_WORKER_SETTINGS_H
 #define GRANARY_CACHE_WORKER_SETTINGS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -31,7 +32,8 @@ extern const char *const worker_cache_policy_names[]; /* "lru", "scan-resistant"
 struct worker_settings {
 	char *listen;             /* HTTP block service: host:port or unix:///path */
 	char *node_id;            /* "" = the hostname, resolved at run time */
-	char *meta_address;
+	char *meta_address;       /* "" = standalone: datasets only through the HTTP API */
+	char *advertise_address;  /* host:port peers reach; "" = derived from listen */
 	char *cache_dir;
 	uint64_t cache_capacity;  /* bytes */
 	uint64_t cache_block_size; /* bytes; a power of two */
@@ -51,8 +53,9 @@ struct worker_settings {
 extern const struct config_schema worker_settings_schema;
 
 /*
- * Checks what the table cannot: listen and meta.address are valid
- * addresses, cache.dir (and token_file when set) absolute paths,
+ * Checks what the table cannot: listen (and meta.address when set) are
+ * valid addresses, advertise_address (when set) a host:port that is not a
+ * wildcard, and given when meta.address is set and listen is a unix socket, cache.dir (and token_file when set) absolute paths,
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
  * at least one block, node_id a plausible node name, the store endpoint a
  * valid URL (when set), the thread and connection counts positive and
@@ -65,5 +68,22 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 
 /* The size of the worker thread pool: threads, or cpu_available() when 0. */
 int worker_settings_threads(const struct worker_settings *s);
+
+/*
+ * The id this worker gives granary-meta: node_id, or hostname when node_id
+ * is empty. Copied into out (size bytes). ERR_INVALID when the result is
+ * empty, too long or not a valid node name ("key 'node_id': ...").
+ */
+enum error_code worker_settings_worker_id(const struct worker_settings *s, const char *hostname,
+					  char *out, size_t size, struct error *err);
+
+/*
+ * The host:port peers fetch blocks from, as announced to granary-meta:
+ * advertise_address when set; else listen, with a wildcard host (0.0.0.0,
+ * ::) replaced by hostname. ERR_INVALID when listen is a unix socket and no
+ * advertise_address is set, or the result does not fit size.
+ */
+enum error_code worker_settings_advertise(const struct worker_settings *s, const char *hostname,
+					  char *out, size_t size, struct error *err);
 
 #endif

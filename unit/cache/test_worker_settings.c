@@ -41,7 +41,8 @@ START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
 	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
 	ck_assert_str_eq(s.listen, "0.0.0.0:7480");
 	ck_assert_str_eq(s.node_id, "");
-	ck_assert_str_eq(s.meta_address, "unix:///run/granary/meta.sock");
+	ck_assert_str_eq(s.meta_address, ""); /* standalone unless meta is named */
+	ck_assert_str_eq(s.advertise_address, "");
 	ck_assert_str_eq(s.cache_dir, "/var/cache/granary");
 	ck_assert_uint_eq(s.cache_capacity, 10ull << 30);
 	ck_assert_uint_eq(s.cache_block_size, 4ull << 20);
@@ -124,6 +125,9 @@ START_TEST(test_worker_settings_check_rejects_naming_the_key)
 		{ "listen", "unix://run/w.sock", "key 'listen'" },
 		{ "node_id", "node 1", "key 'node_id'" },
 		{ "meta.address", "meta:0", "key 'meta.address'" },
+		{ "advertise_address", "node-7", "key 'advertise_address'" },
+		{ "advertise_address", "0.0.0.0:7480", "key 'advertise_address': must be host:port" },
+		{ "advertise_address", "unix:///run/w.sock", "key 'advertise_address'" },
 		{ "cache.dir", "cache", "key 'cache.dir': must be an absolute path" },
 		{ "cache.dir", "", "key 'cache.dir': must be an absolute path" },
 		{ "cache.block_size", "3MiB", "key 'cache.block_size': must be a power of two" },
@@ -249,6 +253,92 @@ START_TEST(test_worker_settings_flag_overrides_file)
 }
 END_TEST
 
+START_TEST(test_worker_settings_unix_listen_with_meta_needs_advertise_address)
+{
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "listen", "unix:///run/w.sock",
+				    NULL, &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK); /* standalone: fine */
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "meta.address",
+				    "meta.granary:7400", NULL, &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'advertise_address': required"));
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "advertise_address",
+				    "10.1.2.3:7480", NULL, &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
+/* Derivation of the advertised address: explicit wins; a concrete listen
+ * host is kept; a wildcard becomes the hostname; IPv6 keeps its brackets. */
+START_TEST(test_worker_settings_advertise_is_derived_from_listen)
+{
+	static const struct {
+		const char *listen, *advertise, *hostname, *want;
+	} cases[] = {
+		{ "0.0.0.0:7480", "", "gpu-node-7", "gpu-node-7:7480" },
+		{ "[::]:7001", "", "gpu-node-7", "gpu-node-7:7001" },
+		{ "127.0.0.1:9000", "", "gpu-node-7", "127.0.0.1:9000" },
+		{ "[::1]:9000", "", "h", "[::1]:9000" },
+		{ "0.0.0.0:7480", "10.0.0.5:7480", "h", "10.0.0.5:7480" },
+		{ "unix:///run/w.sock", "10.0.0.5:7480", "h", "10.0.0.5:7480" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct worker_settings s;
+		struct error err;
+		char out[300];
+
+		ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "listen", cases[i].listen,
+					    NULL, &err), ERR_OK);
+		ck_assert_int_eq(config_set(&worker_settings_schema, &s, "advertise_address",
+					    cases[i].advertise, NULL, &err), ERR_OK);
+		ck_assert_msg(worker_settings_advertise(&s, cases[i].hostname, out, sizeof(out),
+							&err) == ERR_OK,
+			      "%s: %s", cases[i].listen, err.msg);
+		ck_assert_str_eq(out, cases[i].want);
+		config_release(&worker_settings_schema, &s);
+	}
+}
+END_TEST
+
+START_TEST(test_worker_settings_advertise_and_id_refuse_what_peers_cannot_use)
+{
+	struct worker_settings s;
+	struct error err;
+	char out[300], tiny[8];
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	/* a wildcard listen and no hostname: nothing to announce */
+	ck_assert_int_eq(worker_settings_advertise(&s, "", out, sizeof(out), &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'advertise_address'"));
+	ck_assert_int_eq(worker_settings_advertise(&s, "a-rather-long-host", tiny, sizeof(tiny),
+						   &err), ERR_INVALID);
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "listen", "unix:///run/w.sock",
+				    NULL, &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_advertise(&s, "h", out, sizeof(out), &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "unix socket"));
+
+	/* id: node_id, else the hostname */
+	ck_assert_int_eq(worker_settings_worker_id(&s, "host-1", out, sizeof(out), &err), ERR_OK);
+	ck_assert_str_eq(out, "host-1");
+	ck_assert_int_eq(worker_settings_worker_id(&s, "", out, sizeof(out), &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'node_id'"));
+	ck_assert_int_eq(worker_settings_worker_id(&s, "bad host", out, sizeof(out), &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(config_set(&worker_settings_schema, &s, "node_id", "gpu-node-7", NULL,
+				    &err), ERR_OK);
+	ck_assert_int_eq(worker_settings_worker_id(&s, "host-1", out, sizeof(out), &err), ERR_OK);
+	ck_assert_str_eq(out, "gpu-node-7");
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker_settings");
@@ -261,6 +351,9 @@ int main(void)
 	tcase_add_test(tc, test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass);
 	tcase_add_test(tc, test_worker_settings_threads_default_to_available_cpus);
 	tcase_add_test(tc, test_worker_settings_flag_overrides_file);
+	tcase_add_test(tc, test_worker_settings_unix_listen_with_meta_needs_advertise_address);
+	tcase_add_test(tc, test_worker_settings_advertise_is_derived_from_listen);
+	tcase_add_test(tc, test_worker_settings_advertise_and_id_refuse_what_peers_cannot_use);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,0 +1,545 @@
+/*
+ * worker_meta.c - heartbeats to granary-meta and the dataset sync.
+ */
+#include "cache/worker_meta.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/worker_settings.h"
+#include "common/log.h"
+#include "meta/meta_client.h"
+
+#define DEFAULT_CALL_TIMEOUT_MS 5000
+#define DEFAULT_RETRY_MS 1000
+
+/* --- planning ------------------------------------------------------------- */
+
+bool worker_meta_dataset_served(const Granary__V1__Dataset *ds)
+{
+	return ds && ds->spec && ds->generation > 0 &&
+	       (ds->state == GRANARY__V1__DATASET_STATE__DATASET_STATE_READY ||
+		ds->state == GRANARY__V1__DATASET_STATE__DATASET_STATE_REFRESHING);
+}
+
+static const char *str_or_empty(const char *s)
+{
+	return s ? s : "";
+}
+
+enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
+					   const struct worker_meta_defaults *d,
+					   struct fetch_dataset_config *out, struct error *err)
+{
+	const Granary__V1__DatasetOptions *o = spec->options;
+	const char *name = str_or_empty(spec->name);
+	uint64_t bs = o && o->block_size ? o->block_size : d->block_size;
+
+	memset(out, 0, sizeof(*out));
+	if (fetch_check_dataset_name(name, err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
+		return error_set(err, ERR_INVALID,
+				 "dataset '%s': field 'options.block_size': must be 0 or a power of two from 64KiB to 64MiB, got %llu",
+				 name, (unsigned long long)bs);
+	out->policy = d->policy;
+	if (o) {
+		switch (o->cache_policy) {
+		case GRANARY__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED:
+			break;
+		case GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU:
+			out->policy = BLOCKSTORE_LRU;
+			break;
+		case GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT:
+			out->policy = BLOCKSTORE_SCAN_RESISTANT;
+			break;
+		default:
+			return error_set(err, ERR_INVALID,
+					 "dataset '%s': field 'options.cache_policy': unknown value %d",
+					 name, (int)o->cache_policy);
+		}
+		out->pin = o->pin;
+	}
+	out->name = name;
+	out->source = str_or_empty(spec->source_uri);
+	/* Where the data is comes from the spec; how to reach it (credentials,
+	 * timeouts, retries) is this worker's: credentials_ref is a path in
+	 * meta's pod. */
+	out->store = d->store;
+	if (spec->endpoint && *spec->endpoint)
+		out->store.endpoint = spec->endpoint;
+	if (spec->region && *spec->region)
+		out->store.region = spec->region;
+	out->block_size = bs;
+	return ERR_OK;
+}
+
+bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
+				 const struct fetch_dataset_config *cfg)
+{
+	const char *region = cfg->store.region && *cfg->store.region ? cfg->store.region
+								      : "us-east-1";
+
+	/* fetch.c stores "" for an unset endpoint or credentials file and
+	 * us-east-1 for an unset region; compare the same way. */
+	return strcmp(desc->name, cfg->name) == 0 && strcmp(desc->source, cfg->source) == 0 &&
+	       strcmp(desc->endpoint, str_or_empty(cfg->store.endpoint)) == 0 &&
+	       strcmp(desc->region, region) == 0 &&
+	       strcmp(desc->credentials_file, str_or_empty(cfg->store.credentials_file)) == 0 &&
+	       desc->block_size == cfg->block_size && desc->policy == cfg->policy &&
+	       desc->pin == cfg->pin;
+}
+
+static bool listed(const Granary__V1__ListDatasetsReply *list, const char *name)
+{
+	for (size_t i = 0; i < list->n_datasets; i++) {
+		const Granary__V1__Dataset *ds = list->datasets[i];
+
+		if (ds && ds->spec && strcmp(str_or_empty(ds->spec->name), name) == 0)
+			return true;
+	}
+	return false;
+}
+
+enum error_code worker_meta_plan_make(const Granary__V1__ListDatasetsReply *list,
+				      const struct worker_meta_defaults *d,
+				      const struct fetch_dataset_desc *const *have, size_t nhave,
+				      const char *const *owned, size_t nowned,
+				      struct worker_meta_plan *out, struct error *err)
+{
+	size_t n = list->n_datasets;
+
+	memset(out, 0, sizeof(*out));
+	out->add = calloc(n ? n : 1, sizeof(*out->add));
+	out->bad = calloc(n ? n : 1, sizeof(*out->bad));
+	out->drop = calloc(nowned ? nowned : 1, sizeof(*out->drop));
+	if (!out->add || !out->bad || !out->drop)
+		return error_set(err, ERR_NOMEM, "dataset sync: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const Granary__V1__Dataset *ds = list->datasets[i];
+		const struct fetch_dataset_desc *cur = NULL;
+		struct fetch_dataset_config cfg;
+		struct error ignored;
+		bool mine = false;
+
+		if (!worker_meta_dataset_served(ds))
+			continue;
+		if (worker_meta_dataset_config(ds->spec, d, &cfg, &ignored) != ERR_OK) {
+			out->bad[out->nbad++] = i;
+			continue;
+		}
+		for (size_t j = 0; j < nhave && !cur; j++)
+			if (strcmp(have[j]->name, cfg.name) == 0)
+				cur = have[j];
+		for (size_t j = 0; j < nowned && !mine; j++)
+			mine = strcmp(owned[j], cfg.name) == 0;
+		if (!mine || !cur || !worker_meta_dataset_matches(cur, &cfg))
+			out->add[out->nadd++] = i;
+	}
+	for (size_t j = 0; j < nowned; j++) {
+		if (listed(list, owned[j]))
+			continue;
+		out->drop[out->ndrop] = strdup(owned[j]);
+		if (!out->drop[out->ndrop])
+			return error_set(err, ERR_NOMEM, "dataset sync: out of memory");
+		out->ndrop++;
+	}
+	return ERR_OK;
+}
+
+void worker_meta_plan_release(struct worker_meta_plan *p)
+{
+	free(p->add);
+	free(p->bad);
+	for (size_t i = 0; i < p->ndrop; i++)
+		free(p->drop[i]);
+	free(p->drop);
+	memset(p, 0, sizeof(*p));
+}
+
+/* --- the member ------------------------------------------------------------ */
+
+/* A message logged about one subject (a dataset, or "" for meta itself),
+ * so that a problem that persists is logged once, not every round. */
+struct complaint {
+	char *subject;
+	char msg[ERROR_MSG_MAX];
+};
+
+struct worker_meta {
+	struct worker_meta_config cfg;   /* strings point at the copies below */
+	char *address, *worker_id, *advertise;
+	struct meta_client *meta;
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stopping;                   /* protected by mu */
+	struct worker_meta_stats stats;  /* protected by mu */
+	/* The rest belongs to the thread. */
+	char **owned;                    /* names taken from meta */
+	size_t nowned, owned_cap;
+	struct complaint *complaints;
+	size_t ncomplaints;
+	bool outage, joined;
+};
+
+static bool owned_has(const struct worker_meta *wm, const char *name)
+{
+	for (size_t i = 0; i < wm->nowned; i++)
+		if (strcmp(wm->owned[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void owned_add(struct worker_meta *wm, const char *name)
+{
+	char *copy;
+
+	if (owned_has(wm, name))
+		return;
+	if (wm->nowned == wm->owned_cap) {
+		size_t cap = wm->owned_cap ? 2 * wm->owned_cap : 8;
+		char **grown = realloc(wm->owned, cap * sizeof(*grown));
+
+		if (!grown)
+			return; /* not remembered: it is taken again next round */
+		wm->owned = grown;
+		wm->owned_cap = cap;
+	}
+	copy = strdup(name);
+	if (copy)
+		wm->owned[wm->nowned++] = copy;
+}
+
+static void owned_remove(struct worker_meta *wm, const char *name)
+{
+	for (size_t i = 0; i < wm->nowned; i++) {
+		if (strcmp(wm->owned[i], name) == 0) {
+			free(wm->owned[i]);
+			wm->owned[i] = wm->owned[--wm->nowned];
+			return;
+		}
+	}
+}
+
+/* True when msg is new for subject (and remembers it). */
+static bool complaint_is_new(struct worker_meta *wm, const char *subject, const char *msg)
+{
+	struct complaint *grown;
+
+	for (size_t i = 0; i < wm->ncomplaints; i++) {
+		if (strcmp(wm->complaints[i].subject, subject) == 0) {
+			if (strcmp(wm->complaints[i].msg, msg) == 0)
+				return false;
+			snprintf(wm->complaints[i].msg, sizeof(wm->complaints[i].msg), "%s", msg);
+			return true;
+		}
+	}
+	grown = realloc(wm->complaints, (wm->ncomplaints + 1) * sizeof(*grown));
+	if (!grown)
+		return true;
+	wm->complaints = grown;
+	grown[wm->ncomplaints].subject = strdup(subject);
+	if (!grown[wm->ncomplaints].subject)
+		return true;
+	snprintf(grown[wm->ncomplaints].msg, sizeof(grown[wm->ncomplaints].msg), "%s", msg);
+	wm->ncomplaints++;
+	return true;
+}
+
+static void complaint_clear(struct worker_meta *wm, const char *subject)
+{
+	for (size_t i = 0; i < wm->ncomplaints; i++) {
+		if (strcmp(wm->complaints[i].subject, subject) == 0) {
+			free(wm->complaints[i].subject);
+			wm->complaints[i] = wm->complaints[--wm->ncomplaints];
+			return;
+		}
+	}
+}
+
+static void count(struct worker_meta *wm, uint64_t *field, uint64_t n)
+{
+	pthread_mutex_lock(&wm->mu);
+	*field += n;
+	pthread_mutex_unlock(&wm->mu);
+}
+
+static bool is_outage(enum error_code rc)
+{
+	return rc == ERR_UNAVAILABLE || rc == ERR_TIMEOUT;
+}
+
+/* A call to meta failed: an outage is logged once until meta answers
+ * again; any other error once per distinct message. */
+static void meta_failed(struct worker_meta *wm, enum error_code rc, const struct error *err)
+{
+	if (is_outage(rc)) {
+		if (!wm->outage)
+			log_warn("granary-meta unreachable; serving the datasets it listed last",
+				 LOG_S("meta.address", wm->address), LOG_S("cause", err->msg));
+		wm->outage = true;
+		return;
+	}
+	if (complaint_is_new(wm, "", err->msg))
+		log_error("granary-meta refused a call", LOG_S("meta.address", wm->address),
+			  LOG_S("cause", err->msg));
+}
+
+static void meta_answered(struct worker_meta *wm)
+{
+	if (wm->outage)
+		log_info("granary-meta reachable again", LOG_S("meta.address", wm->address));
+	wm->outage = false;
+}
+
+static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
+{
+	struct fetch_dataset_config cfg;
+	struct error err;
+	bool created = false;
+	uint64_t id = 0;
+
+	if (worker_meta_dataset_config(ds->spec, &wm->cfg.defaults, &cfg, &err) != ERR_OK ||
+	    fetch_dataset_register(wm->cfg.fetcher, &cfg, &created, &err) != ERR_OK) {
+		if (complaint_is_new(wm, str_or_empty(ds->spec->name), err.msg))
+			log_warn("cannot take a dataset from granary-meta; reads of it go to the store",
+				 LOG_S("dataset", str_or_empty(ds->spec->name)), LOG_S("cause", err.msg));
+		return;
+	}
+	complaint_clear(wm, cfg.name);
+	owned_add(wm, cfg.name);
+	count(wm, &wm->stats.registered, 1);
+	log_info("dataset taken from granary-meta", LOG_S("dataset", cfg.name),
+		 LOG_U("generation", ds->generation), LOG_I("created", created));
+	if (!ds->spec->options || !ds->spec->options->preload || !wm->cfg.preloader)
+		return;
+	if (preload_start(wm->cfg.preloader, cfg.name, NULL, 0, &id, &err) != ERR_OK) {
+		log_warn("cannot start the preload of a dataset", LOG_S("dataset", cfg.name),
+			 LOG_S("cause", err.msg));
+		return;
+	}
+	count(wm, &wm->stats.preloads, 1);
+	log_info("preload started", LOG_S("dataset", cfg.name), LOG_U("job", id));
+}
+
+static void drop_dataset(struct worker_meta *wm, const char *name)
+{
+	struct error err;
+	uint64_t dropped = 0;
+	enum error_code rc;
+
+	rc = fetch_dataset_unregister(wm->cfg.fetcher, name, &dropped, &err);
+	if (rc != ERR_OK && rc != ERR_NOT_FOUND) {
+		log_warn("cannot unregister a dataset meta no longer has", LOG_S("dataset", name),
+			 LOG_S("cause", err.msg));
+		return;
+	}
+	complaint_clear(wm, name);
+	owned_remove(wm, name);
+	count(wm, &wm->stats.unregistered, 1);
+	log_info("dataset unregistered: granary-meta no longer has it", LOG_S("dataset", name),
+		 LOG_U("dropped_blocks", dropped));
+}
+
+/* ListDatasets and apply the difference. Returns the call's code. */
+static enum error_code sync_datasets(struct worker_meta *wm)
+{
+	Granary__V1__ListDatasetsReply *list = NULL;
+	struct fetch_dataset **regs = NULL;
+	const struct fetch_dataset_desc **have = NULL;
+	struct worker_meta_plan plan = { 0 };
+	struct error err;
+	enum error_code rc;
+	size_t nregs = 0;
+
+	rc = meta_client_list(wm->meta, &list, &err);
+	if (rc != ERR_OK) {
+		meta_failed(wm, rc, &err);
+		return rc;
+	}
+	meta_answered(wm);
+	if (fetch_dataset_list(wm->cfg.fetcher, &regs, &nregs, &err) != ERR_OK)
+		goto out;
+	have = calloc(nregs ? nregs : 1, sizeof(*have));
+	if (!have)
+		goto out;
+	for (size_t i = 0; i < nregs; i++)
+		have[i] = fetch_dataset_describe(regs[i]);
+	if (worker_meta_plan_make(list, &wm->cfg.defaults, have, nregs,
+				  (const char *const *)wm->owned, wm->nowned, &plan,
+				  &err) != ERR_OK)
+		goto out;
+	for (size_t i = 0; i < plan.nadd; i++)
+		take_dataset(wm, list->datasets[plan.add[i]]);
+	for (size_t i = 0; i < plan.nbad; i++)
+		take_dataset(wm, list->datasets[plan.bad[i]]); /* logs why, once */
+	for (size_t i = 0; i < plan.ndrop; i++)
+		drop_dataset(wm, plan.drop[i]);
+out:
+	worker_meta_plan_release(&plan);
+	free(have);
+	if (regs)
+		fetch_dataset_list_free(wm->cfg.fetcher, regs, nregs);
+	granary__v1__list_datasets_reply__free_unpacked(list, NULL);
+	return ERR_OK;
+}
+
+static void heartbeat(struct worker_meta *wm)
+{
+	Granary__V1__HeartbeatReply *reply = NULL;
+	struct blockstore_stats bst;
+	struct error err;
+	enum error_code rc;
+	uint64_t used;
+
+	blockstore_get_stats(fetch_blockstore(wm->cfg.fetcher), &bst);
+	used = bst.used < wm->cfg.capacity ? bst.used : wm->cfg.capacity;
+	rc = meta_client_heartbeat(wm->meta, wm->worker_id, wm->advertise, wm->cfg.capacity, used,
+				   &reply, &err);
+	if (rc != ERR_OK) {
+		meta_failed(wm, rc, &err);
+		return;
+	}
+	meta_answered(wm);
+	complaint_clear(wm, "");
+	if (!wm->joined)
+		log_info("joined granary-meta", LOG_S("meta.address", wm->address),
+			 LOG_S("worker_id", wm->worker_id), LOG_S("address", wm->advertise),
+			 LOG_U("membership_version", reply->membership_version),
+			 LOG_U("interval_ms", reply->interval_ms));
+	wm->joined = true;
+	pthread_mutex_lock(&wm->mu);
+	wm->stats.heartbeats++;
+	if (reply->interval_ms > 0)
+		wm->stats.interval_ms = reply->interval_ms;
+	pthread_mutex_unlock(&wm->mu);
+	granary__v1__heartbeat_reply__free_unpacked(reply, NULL);
+}
+
+/* Datasets first, so that a worker is registered for a dataset before
+ * mounts can pick it as an owner; then the heartbeat. When meta cannot be
+ * reached for the list, the heartbeat is not tried either. */
+static void *member_loop(void *arg)
+{
+	struct worker_meta *wm = arg;
+	enum error_code rc;
+
+	pthread_mutex_lock(&wm->mu);
+	while (!wm->stopping) {
+		struct timespec until;
+		uint64_t wait_ms;
+
+		pthread_mutex_unlock(&wm->mu);
+		rc = sync_datasets(wm);
+		if (!is_outage(rc))
+			heartbeat(wm);
+		pthread_mutex_lock(&wm->mu);
+		wm->stats.rounds++;
+		wm->stats.connected = !wm->outage;
+		if (wm->outage)
+			wm->stats.failures++;
+		wait_ms = wm->stats.interval_ms;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += (time_t)(wait_ms / 1000);
+		until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!wm->stopping && pthread_cond_timedwait(&wm->cv, &wm->mu, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&wm->mu);
+	return NULL;
+}
+
+static void member_free(struct worker_meta *wm)
+{
+	meta_client_free(wm->meta);
+	for (size_t i = 0; i < wm->nowned; i++)
+		free(wm->owned[i]);
+	free(wm->owned);
+	for (size_t i = 0; i < wm->ncomplaints; i++)
+		free(wm->complaints[i].subject);
+	free(wm->complaints);
+	free(wm->address);
+	free(wm->worker_id);
+	free(wm->advertise);
+	pthread_cond_destroy(&wm->cv);
+	pthread_mutex_destroy(&wm->mu);
+	free(wm);
+}
+
+enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct worker_meta **out,
+				  struct error *err)
+{
+	struct meta_client_options opt = { 0 };
+	struct worker_meta *wm;
+	pthread_condattr_t ca;
+	enum error_code rc;
+
+	*out = NULL;
+	if (!cfg->address || !*cfg->address || !cfg->worker_id || !*cfg->worker_id ||
+	    !cfg->advertise || !*cfg->advertise || !cfg->fetcher)
+		return error_set(err, ERR_INVALID,
+				 "meta membership: address, worker id, advertised address and fetcher are required");
+	wm = calloc(1, sizeof(*wm));
+	if (!wm)
+		return error_set(err, ERR_NOMEM, "meta membership: out of memory");
+	pthread_mutex_init(&wm->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&wm->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	wm->cfg = *cfg;
+	if (!wm->cfg.call_timeout_ms)
+		wm->cfg.call_timeout_ms = DEFAULT_CALL_TIMEOUT_MS;
+	wm->stats.interval_ms = cfg->retry_ms ? cfg->retry_ms : DEFAULT_RETRY_MS;
+	wm->address = strdup(cfg->address);
+	wm->worker_id = strdup(cfg->worker_id);
+	wm->advertise = strdup(cfg->advertise);
+	if (!wm->address || !wm->worker_id || !wm->advertise) {
+		rc = error_set(err, ERR_NOMEM, "meta membership: out of memory");
+		goto fail;
+	}
+	opt.timeout_ms = wm->cfg.call_timeout_ms;
+	rc = meta_client_new(wm->address, &opt, &wm->meta, err);
+	if (rc != ERR_OK)
+		goto fail;
+	if (pthread_create(&wm->thread, NULL, member_loop, wm) != 0) {
+		rc = error_set(err, ERR_NOMEM, "meta membership: cannot start its thread");
+		goto fail;
+	}
+	wm->running = true;
+	*out = wm;
+	return ERR_OK;
+fail:
+	member_free(wm);
+	return rc;
+}
+
+void worker_meta_stop(struct worker_meta *wm)
+{
+	if (!wm)
+		return;
+	if (wm->running) {
+		pthread_mutex_lock(&wm->mu);
+		wm->stopping = true;
+		pthread_cond_signal(&wm->cv);
+		pthread_mutex_unlock(&wm->mu);
+		pthread_join(wm->thread, NULL);
+	}
+	member_free(wm);
+}
+
+void worker_meta_get_stats(struct worker_meta *wm, struct worker_meta_stats *out)
+{
+	pthread_mutex_lock(&wm->mu);
+	*out = wm->stats;
+	pthread_mutex_unlock(&wm->mu);
+}

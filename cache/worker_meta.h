@@ -1,0 +1,144 @@
+/*
+ * worker_meta.h - granary-worker as a member of the cluster: heartbeats to
+ * granary-meta, and the worker's datasets kept in step with meta's registry.
+ *
+ * One background thread. Each round (the first at start, then every
+ * interval meta asks for in its HeartbeatReply):
+ *   1. ListDatasets. Every dataset meta serves (READY or REFRESHING) whose
+ *      definition here is absent or differs is registered with
+ *      fetch_dataset_register; every dataset this thread took from meta
+ *      and meta no longer lists is unregistered (its unheld blocks are
+ *      dropped). Datasets registered through the HTTP API under names meta
+ *      does not list are never touched; a name meta lists is meta's, and
+ *      meta's definition replaces one put there over HTTP.
+ *   2. Heartbeat(worker id, advertised host:port, capacity, used bytes).
+ *
+ * Store access rule: a worker reads every meta dataset with its own store
+ * settings (store.credentials_file, timeouts, ...), taking only the
+ * endpoint and region from the spec when they are set. The spec's
+ * credentials_ref names a file in meta's pod and is not used here: the
+ * workers read with the cluster's store credentials.
+ *
+ * options.preload starts one preload job each time a dataset is taken from
+ * meta (new to this process, or its definition changed).
+ *
+ * meta unreachable (UNAVAILABLE or TIMEOUT): one warning per outage, then
+ * the datasets stay as last listed and the worker keeps serving; the
+ * rounds go on at the last interval and recovery is logged. Other errors
+ * (a refused heartbeat, a dataset this worker cannot use) are logged once
+ * per distinct message.
+ *
+ * The planning half below is pure (no I/O, no globals): it maps specs to
+ * fetch configurations and diffs them against the registry, for unit tests.
+ * Thread-safety: worker_meta_start/stop from one thread; everything else
+ * belongs to the background thread.
+ */
+#ifndef GRANARY_CACHE_WORKER_META_H
+#define GRANARY_CACHE_WORKER_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/blockstore.h"
+#include "cache/fetch.h"
+#include "cache/preload.h"
+#include "common/error.h"
+#include "granary.pb-c.h"
+#include "store/store.h"
+
+/* What the worker brings to every dataset it takes from meta. */
+struct worker_meta_defaults {
+	struct store_config store;      /* the worker's store settings; strings borrowed */
+	uint64_t block_size;            /* cache.block_size, when options give none */
+	enum blockstore_policy policy;  /* cache.policy, when options give none */
+};
+
+/* --- planning (pure) ------------------------------------------------------ */
+
+/* True for the states in which meta serves a generation. */
+bool worker_meta_dataset_served(const Granary__V1__Dataset *ds);
+
+/*
+ * The fetch configuration of a meta dataset on this worker: name and
+ * source from the spec; endpoint and region from the spec, else the
+ * worker's; credentials and every other store setting the worker's;
+ * block size, policy and pin from options, else the worker's defaults.
+ * Strings in *out point into spec and d. ERR_INVALID, naming the dataset
+ * and the field, for a name the worker API cannot carry (over 63
+ * characters) or an options.block_size / cache_policy it cannot use.
+ */
+enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
+					   const struct worker_meta_defaults *d,
+					   struct fetch_dataset_config *out, struct error *err);
+
+/* True when a registered dataset (desc) is what cfg would register. */
+bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
+				 const struct fetch_dataset_config *cfg);
+
+/* What one round changes. Indices point into the ListDatasets reply. */
+struct worker_meta_plan {
+	size_t *add;     /* register: absent here, different here, or not yet taken from meta */
+	size_t nadd;
+	size_t *bad;     /* served, but worker_meta_dataset_config refuses the spec */
+	size_t nbad;
+	char **drop;     /* taken from meta earlier, no longer listed: unregister (copies) */
+	size_t ndrop;
+};
+
+/*
+ * Diffs meta's list against the registry: have (nhave descriptors of the
+ * registered datasets, any order) and owned (the names taken from meta
+ * so far). A dataset meta lists but does not serve yet (REGISTERING) is
+ * neither added nor dropped. Only ERR_NOMEM; release *out with
+ * worker_meta_plan_release either way.
+ */
+enum error_code worker_meta_plan_make(const Granary__V1__ListDatasetsReply *list,
+				      const struct worker_meta_defaults *d,
+				      const struct fetch_dataset_desc *const *have, size_t nhave,
+				      const char *const *owned, size_t nowned,
+				      struct worker_meta_plan *out, struct error *err);
+void worker_meta_plan_release(struct worker_meta_plan *p);
+
+/* --- the member ------------------------------------------------------------ */
+
+struct worker_meta_config {
+	const char *address;            /* granary-meta: unix:///path or host:port */
+	const char *worker_id;          /* see worker_settings_worker_id */
+	const char *advertise;          /* host:port peers fetch blocks from */
+	uint64_t capacity;              /* cache.capacity, reported in heartbeats */
+	struct fetcher *fetcher;        /* borrowed; must outlive the member */
+	struct preloader *preloader;    /* borrowed; NULL: options.preload is ignored */
+	struct worker_meta_defaults defaults;
+	uint64_t call_timeout_ms;       /* one call to meta; 0 = 5 s */
+	uint64_t retry_ms;              /* round interval until meta names one; 0 = 1 s */
+};
+
+struct worker_meta;
+
+/* What the member has done so far (for logs and tests). */
+struct worker_meta_stats {
+	uint64_t rounds;
+	uint64_t heartbeats;            /* accepted by meta */
+	uint64_t failures;              /* rounds in which meta could not be reached */
+	uint64_t registered, unregistered, preloads;
+	uint64_t interval_ms;           /* current round interval */
+	bool connected;                 /* the last round reached meta */
+};
+
+/*
+ * Copies cfg's strings, opens the channel to meta (no connection yet) and
+ * starts the thread, whose first round runs at once. ERR_INVALID for a
+ * malformed address or missing field, ERR_NOMEM. Meta being unreachable
+ * is not an error here: the rounds retry.
+ */
+enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct worker_meta **out,
+				  struct error *err);
+
+/* Stops the thread (a call in progress finishes within call_timeout_ms),
+ * joins it and frees everything. Datasets stay registered. NULL is a no-op. */
+void worker_meta_stop(struct worker_meta *wm);
+
+void worker_meta_get_stats(struct worker_meta *wm, struct worker_meta_stats *out);
+
+#endif

@@ -1,0 +1,1046 @@
+/*
+ * test_cluster.c - a whole Granary data plane on one machine: granary-meta
+ * on a unix socket, two granary-workers on loopback ports (separate cache
+ * directories, one cluster token, meta.address set, a short heartbeat),
+ * and granary-fuse mounting a dataset by name, all real processes (the
+ * built binaries, $GRANARY_BIN_DIR), against the S3 server of the ctest
+ * fixture ($GRANARY_S3_DIR/env, bucket granary-e2e).
+ *
+ * The dataset is registered in meta only; the workers take it from meta
+ * by themselves (cache/worker_meta.h). The mount uses worker 1's cache
+ * directory as "its node's" and reaches worker 2 as a peer.
+ *
+ * The objects are put once per run under a unique prefix (an unchecked
+ * fixture in the parent); each test starts its own cluster.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/token.h"
+#include "common/retry.h"
+#include "meta/meta_client.h"
+#include "store/store.h"
+
+#define BUCKET "granary-e2e"
+#define BS (64u << 10)     /* the dataset's block size, from its options */
+#define SECRET "e2e-cluster-secret-0123456789abcdef"
+#define DATASET "cluster-ds"
+#define NWORKERS 2
+
+/* Multi-block objects (short last blocks, exact multiples, a deep key). */
+static const struct {
+	const char *key;
+	size_t size;
+} objects[] = {
+	{ "train/shard-0.rec", 40 * BS + 1234 },
+	{ "train/shard-1.rec", 32 * BS },
+	{ "train/shard-2.rec", 27 * BS + 7 },
+	{ "val/shard-0.rec", 17 * BS + 60000 },
+	{ "val/deep/x/labels.bin", 3 * BS + 1 },
+	{ "README", 333 },
+};
+#define NOBJ (sizeof(objects) / sizeof(objects[0]))
+
+static char endpoint[256], credentials[512], bin_dir[512];
+static char prefix[128], source_uri[200];
+static unsigned char *data[NOBJ];
+static uint64_t total_blocks;
+
+/* The cluster of one test. */
+struct proc {
+	pid_t pid;
+	char log[300];
+};
+
+struct worker {
+	struct proc p;
+	int port;
+	char id[16];
+	char cache[256];
+};
+
+static char work[128], token_path[200], meta_sock[240], meta_data[200];
+static struct proc meta;
+static struct worker workers[NWORKERS];
+static struct token *tok;
+
+/* --- environment and data -------------------------------------------------- */
+
+static void fill(unsigned char *buf, size_t n, unsigned seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 11;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}
+
+static void read_env(void)
+{
+	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
+	char path[512], line[1024];
+	FILE *f;
+
+	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
+	ck_assert_msg(bin != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
+	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(credentials, sizeof(credentials), "%s", line + 23);
+	}
+	fclose(f);
+}
+
+/* Unchecked fixture: once, in the parent, before the tests fork. */
+static void put_objects(void)
+{
+	struct store_config cfg = { .request_timeout_ms = 10000, .deadline_ms = 30000 };
+	struct store *st = NULL;
+	struct error err;
+	char key[300];
+
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_ALL);
+	read_env();
+	cfg.endpoint = endpoint;
+	cfg.credentials_file = credentials;
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	snprintf(prefix, sizeof(prefix), "cluster-e2e-%d-%llu/", (int)getpid(),
+		 (unsigned long long)retry_now_ms());
+	snprintf(source_uri, sizeof(source_uri), "s3://" BUCKET "/%s", prefix);
+	for (size_t i = 0; i < NOBJ; i++) {
+		data[i] = malloc(objects[i].size);
+		fill(data[i], objects[i].size, (unsigned)i + 1);
+		snprintf(key, sizeof(key), "%s%s", prefix, objects[i].key);
+		ck_assert_msg(store_put(st, key, data[i], objects[i].size, &err) == ERR_OK,
+			      "put '%s': %s", key, err.msg);
+		total_blocks += (objects[i].size + BS - 1) / BS;
+	}
+	store_free(st);
+	ck_assert_int_eq(token_new(SECRET, strlen(SECRET), &tok, &err), ERR_OK);
+}
+
+static void free_objects(void)
+{
+	for (size_t i = 0; i < NOBJ; i++)
+		free(data[i]);
+	token_free(tok);
+}
+
+/* --- processes ----------------------------------------------------------- */
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static void dump_log(const char *path)
+{
+	char cmd[400];
+
+	snprintf(cmd, sizeof(cmd), "echo '--- %s ---' >&2; tail -n 40 '%s' >&2", path, path);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no log at %s)\n", path);
+}
+
+/* fork/exec argv with stdout and stderr appended to log. */
+static pid_t spawn(const char *const *argv, const char *log)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		/* Never outlive the test, whatever way it ends. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* SIGTERM and wait up to 20 s: the exit status (0 = graceful). */
+static int proc_stop(struct proc *p)
+{
+	uint64_t t0 = retry_now_ms();
+	int status = 0;
+
+	if (p->pid <= 0)
+		return 0;
+	kill(p->pid, SIGTERM);
+	while (waitpid(p->pid, &status, WNOHANG) != p->pid) {
+		if (retry_now_ms() - t0 > 20000) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &status, 0);
+			p->pid = 0;
+			dump_log(p->log);
+			return -1;
+		}
+		retry_sleep_ms(10);
+	}
+	p->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static bool proc_exited(struct proc *p, int *status)
+{
+	if (p->pid > 0 && waitpid(p->pid, status, WNOHANG) == p->pid) {
+		p->pid = 0;
+		return true;
+	}
+	return false;
+}
+
+static struct meta_client *meta_client(void)
+{
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000 };
+	struct meta_client *c = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_new(meta_sock, &opt, &c, &err) == ERR_OK, "%s", err.msg);
+	return c;
+}
+
+/* meta with a short heartbeat (interval 200 ms, expiry 1 s) and the
+ * cluster's store settings, so that a spec may leave endpoint and
+ * credentials_ref empty. Returns once it answers. */
+static void meta_start(void)
+{
+	char exe[600];
+	const char *argv[] = { exe, "--listen", meta_sock, "--data_dir", meta_data,
+			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
+			       "--store.endpoint", endpoint, "--store.credentials_file",
+			       credentials, "--log.level", "info", NULL };
+	struct meta_client *c = meta_client();
+	uint64_t t0 = retry_now_ms();
+
+	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
+	meta.pid = spawn(argv, meta.log);
+	for (;;) {
+		Granary__V1__ListDatasetsReply *l = NULL;
+		struct error err;
+		int status;
+
+		if (meta_client_list(c, &l, &err) == ERR_OK) {
+			granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+			break;
+		}
+		if (proc_exited(&meta, &status)) {
+			dump_log(meta.log);
+			ck_abort_msg("granary-meta exited at start (status %d)", status);
+		}
+		if (retry_now_ms() - t0 > 15000) {
+			dump_log(meta.log);
+			ck_abort_msg("granary-meta did not answer within 15 s: %s", err.msg);
+		}
+		retry_sleep_ms(20);
+	}
+	meta_client_free(c);
+}
+
+/* --- HTTP to the workers ----------------------------------------------------- */
+
+struct body {
+	char *buf;
+	size_t len;
+};
+
+static size_t body_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct body *b = arg;
+	char *grown = realloc(b->buf, b->len + size * n + 1);
+
+	if (!grown)
+		return 0;
+	memcpy(grown + b->len, p, size * n);
+	b->buf = grown;
+	b->len += size * n;
+	b->buf[b->len] = '\0';
+	return size * n;
+}
+
+/* GET path (signed with the cluster token for /v1); *out is the body
+ * (free it), the HTTP status is returned (0: no answer). */
+static long http_get(int port, const char *path, char **out)
+{
+	struct body b = { .buf = NULL };
+	struct curl_slist *hdrs = NULL;
+	char url[600], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
+	long status = 0;
+	CURL *c = curl_easy_init();
+
+	ck_assert_ptr_nonnull(c);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	if (strncmp(path, "/v1/", 4) == 0) {
+		ck_assert_int_eq(token_sign(tok, "GET", path, "", (int64_t)time(NULL), auth + 15,
+					    sizeof(auth) - 15), ERR_OK);
+		hdrs = curl_slist_append(NULL, auth);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(c);
+	if (out)
+		*out = b.buf ? b.buf : strdup("");
+	else
+		free(b.buf);
+	return status;
+}
+
+/* A counter or gauge from the worker's /metrics. */
+static uint64_t metric(const struct worker *w, const char *name)
+{
+	char *text = NULL, needle[128];
+	unsigned long long v = 0;
+	const char *at;
+
+	ck_assert_int_eq(http_get(w->port, "/metrics", &text), 200);
+	snprintf(needle, sizeof(needle), "\n%s ", name);
+	at = strstr(text, needle);
+	ck_assert_msg(at != NULL, "no metric %s", name);
+	ck_assert_int_eq(sscanf(at + strlen(needle), "%llu", &v), 1);
+	free(text);
+	return v;
+}
+
+static bool worker_has(const struct worker *w, const char *dataset, char **json)
+{
+	char path[200];
+
+	snprintf(path, sizeof(path), "/v1/datasets/%s", dataset);
+	return http_get(w->port, path, json) == 200;
+}
+
+static void worker_start(struct worker *w, int i)
+{
+	char exe[600], listen[64];
+	const char *argv[] = { exe, "--listen", listen, "--node_id", w->id, "--meta.address",
+			       meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
+			       "--token_file", token_path, "--store.endpoint", endpoint,
+			       "--store.credentials_file", credentials, "--http.shutdown_grace",
+			       "2s", "--log.level", "info", NULL };
+	uint64_t t0 = retry_now_ms();
+
+	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
+	snprintf(w->id, sizeof(w->id), "w%d", i + 1);
+	snprintf(w->cache, sizeof(w->cache), "%s/cache-%s", work, w->id);
+	snprintf(w->p.log, sizeof(w->p.log), "%s/%s.log", work, w->id);
+	w->port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", w->port);
+	w->p.pid = spawn(argv, w->p.log);
+	while (http_get(w->port, "/healthz", NULL) != 200) {
+		int status;
+
+		if (proc_exited(&w->p, &status)) {
+			dump_log(w->p.log);
+			ck_abort_msg("granary-worker %s exited at start (status %d)", w->id, status);
+		}
+		if (retry_now_ms() - t0 > 15000) {
+			dump_log(w->p.log);
+			ck_abort_msg("granary-worker %s did not serve within 15 s", w->id);
+		}
+		retry_sleep_ms(20);
+	}
+}
+
+/* --- meta -------------------------------------------------------------------- */
+
+struct spec {
+	Granary__V1__DatasetSpec s;
+	Granary__V1__DatasetOptions o;
+};
+
+/* Endpoint and credentials_ref left empty: meta's own store settings list
+ * it, and the workers and mounts read it with theirs (the rule). */
+static void spec_init(struct spec *sp, const char *name)
+{
+	granary__v1__dataset_spec__init(&sp->s);
+	granary__v1__dataset_options__init(&sp->o);
+	sp->s.name = (char *)name;
+	sp->s.source_uri = source_uri;
+	sp->s.options = &sp->o;
+	sp->o.block_size = BS;
+}
+
+static void register_ok(struct spec *sp)
+{
+	struct meta_client *c = meta_client();
+	Granary__V1__Dataset *d = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_register(c, &sp->s, &d, &err) == ERR_OK, "register '%s': %s",
+		      sp->s.name, err.msg);
+	ck_assert_uint_eq(d->files, NOBJ);
+	granary__v1__dataset__free_unpacked(d, NULL);
+	meta_client_free(c);
+}
+
+static size_t live_workers(void)
+{
+	struct meta_client *c = meta_client();
+	Granary__V1__ListWorkersReply *r = NULL;
+	struct error err;
+	size_t n;
+
+	ck_assert_msg(meta_client_list_workers(c, &r, &err) == ERR_OK, "%s", err.msg);
+	n = r->n_workers;
+	granary__v1__list_workers_reply__free_unpacked(r, NULL);
+	meta_client_free(c);
+	return n;
+}
+
+/* Polls cond(arg) every 20 ms for up to ms; false when it never held. */
+static bool wait_for(bool (*cond)(void *), void *arg, uint64_t ms)
+{
+	uint64_t t0 = retry_now_ms();
+
+	while (!cond(arg)) {
+		if (retry_now_ms() - t0 > ms)
+			return false;
+		retry_sleep_ms(20);
+	}
+	return true;
+}
+
+static bool all_joined(void *arg)
+{
+	return live_workers() == (size_t)(uintptr_t)arg;
+}
+
+static bool all_have(void *arg)
+{
+	for (int i = 0; i < NWORKERS; i++)
+		if (workers[i].p.pid > 0 && !worker_has(&workers[i], arg, NULL))
+			return false;
+	return true;
+}
+
+static bool none_has(void *arg)
+{
+	for (int i = 0; i < NWORKERS; i++)
+		if (workers[i].p.pid > 0 && worker_has(&workers[i], arg, NULL))
+			return false;
+	return true;
+}
+
+/* --- mounts ------------------------------------------------------------------ */
+
+struct mnt {
+	char dir[256];
+	char log[300];
+	struct proc p;
+};
+
+static bool is_mounted(const char *dir)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	bool found = false;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[512], mnt[1024], type[64];
+
+		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
+		    strcmp(mnt, dir) == 0 && strncmp(type, "fuse", 4) == 0)
+			found = true;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/*
+ * granary-fuse --dataset NAME as the node plugin starts it, on worker 1's
+ * node: its cache directory, the cluster token, meta, and the node's store
+ * settings. extra (NULL-terminated, may be NULL) replaces values: pairs
+ * "--flag", "value" that come last win. Returns 0 once mounted, or the exit
+ * status when the daemon gave up.
+ */
+static int mount_start(struct mnt *m, const char *dataset, const char *const *extra,
+		       const char *label)
+{
+	char exe[600];
+	const char *argv[64];
+	int n = 0, status;
+
+	snprintf(m->dir, sizeof(m->dir), "%s/mnt-%s", work, label);
+	snprintf(m->log, sizeof(m->log), "%s/fuse-%s.log", work, label);
+	snprintf(m->p.log, sizeof(m->p.log), "%s", m->log);
+	ck_assert_int_eq(mkdir(m->dir, 0755), 0);
+	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
+	argv[n++] = exe;
+	argv[n++] = "--mountpoint";
+	argv[n++] = m->dir;
+	argv[n++] = "--dataset";
+	argv[n++] = dataset;
+	argv[n++] = "--meta.address";
+	argv[n++] = meta_sock;
+	argv[n++] = "--token_file";
+	argv[n++] = token_path;
+	argv[n++] = "--cache.dir";
+	argv[n++] = workers[0].cache;
+	argv[n++] = "--store.endpoint";
+	argv[n++] = endpoint;
+	argv[n++] = "--store.credentials_file";
+	argv[n++] = credentials;
+	argv[n++] = "--membership.refresh";
+	argv[n++] = "200ms";
+	argv[n++] = "--log.level";
+	argv[n++] = "info";
+	for (; extra && *extra && n < 62; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	m->p.pid = spawn(argv, m->log);
+	for (int i = 0; i < 400; i++) {
+		if (is_mounted(m->dir))
+			return 0;
+		if (proc_exited(&m->p, &status)) {
+			rmdir(m->dir);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		retry_sleep_ms(25);
+	}
+	dump_log(m->log);
+	ck_abort_msg("mount at %s did not appear", m->dir);
+	return -1;
+}
+
+static void mount_stop(struct mnt *m)
+{
+	int status = proc_stop(&m->p);
+
+	if (status != 0)
+		dump_log(m->log);
+	ck_assert_msg(status == 0, "granary-fuse exit status %d", status);
+	ck_assert_msg(!is_mounted(m->dir), "stale mount left at %s", m->dir);
+	rmdir(m->dir);
+}
+
+static bool log_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	bool found = false;
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static int log_count(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	int n = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* One number of the mount's user.granary.stats ("reads=1 ... fallbacks=0"). */
+static uint64_t mount_stat(const struct mnt *m, const char *key)
+{
+	char buf[1024], needle[64];
+	unsigned long long v = 0;
+	ssize_t n = getxattr(m->dir, "user.granary.stats", buf, sizeof(buf) - 1);
+	const char *at;
+
+	ck_assert_msg(n > 0, "getxattr user.granary.stats: %s", strerror(errno));
+	buf[n] = '\0';
+	snprintf(needle, sizeof(needle), "%s=", key);
+	at = strstr(buf, needle);
+	ck_assert_msg(at != NULL, "no %s in '%s'", key, buf);
+	ck_assert_int_eq(sscanf(at + strlen(needle), "%llu", &v), 1);
+	return v;
+}
+
+/*
+ * Reads object i through the mount and compares it with what was put.
+ * drop: first evict the file's pages from the page cache (the mount keeps
+ * them across opens), so that the read reaches the FUSE daemon. Returns
+ * 0, or -errno of a failed call, or 1 for different bytes.
+ */
+static int read_object(const struct mnt *m, size_t i, bool drop)
+{
+	static const size_t chunk = 1u << 20;
+	char path[600], *buf = malloc(chunk);
+	size_t off = 0;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", m->dir, objects[i].key);
+	fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		free(buf);
+		return -errno;
+	}
+	if (drop)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	for (;;) {
+		ssize_t n = pread(fd, buf, chunk, (off_t)off);
+
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		if (off + (size_t)n > objects[i].size ||
+		    memcmp(buf, data[i] + off, (size_t)n) != 0) {
+			rc = 1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (rc == 0 && off != objects[i].size)
+		rc = 1;
+	close(fd);
+	free(buf);
+	return rc;
+}
+
+static void read_all_exact(const struct mnt *m)
+{
+	for (size_t i = 0; i < NOBJ; i++) {
+		int rc = read_object(m, i, false);
+
+		ck_assert_msg(rc == 0, "'%s': %s", objects[i].key,
+			      rc > 0 ? "bytes differ" : strerror(-rc));
+	}
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static long counted;
+
+static int count_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_F)
+		counted++;
+	return 0;
+}
+
+/* Block files in a worker's cache directory. */
+static long blocks_in(const struct worker *w)
+{
+	char dir[300];
+
+	counted = 0;
+	snprintf(dir, sizeof(dir), "%s/blocks", w->cache);
+	nftw(dir, count_entry, 16, FTW_PHYS);
+	return counted;
+}
+
+/* --- the cluster fixture ------------------------------------------------------ */
+
+static void write_token(void)
+{
+	int fd = open(token_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, SECRET "\n", strlen(SECRET) + 1), (ssize_t)strlen(SECRET) + 1);
+	close(fd);
+}
+
+/* meta, the dataset registered in it, two workers that joined and took the
+ * dataset from meta. */
+static void setup(void)
+{
+	struct spec sp;
+
+	snprintf(work, sizeof(work), "/tmp/granary-cluster-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(work));
+	snprintf(token_path, sizeof(token_path), "%s/token", work);
+	snprintf(meta_sock, sizeof(meta_sock), "unix://%s/meta.sock", work);
+	snprintf(meta_data, sizeof(meta_data), "%s/meta-data", work);
+	snprintf(meta.log, sizeof(meta.log), "%s/meta.log", work);
+	write_token();
+	meta_start();
+	spec_init(&sp, DATASET);
+	register_ok(&sp);
+	for (int i = 0; i < NWORKERS; i++)
+		worker_start(&workers[i], i);
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+		      "the workers did not join meta");
+	ck_assert_msg(wait_for(all_have, DATASET, 10000), "the workers did not take '%s' from meta",
+		      DATASET);
+}
+
+/* A test that failed half-way may leave mounts under work: detach them so
+ * that the directory can be removed (their daemons die with this process). */
+static void detach_mounts(void)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/mounts", "r");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[512], mnt[1024], type[64];
+
+		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
+		    strncmp(mnt, work, strlen(work)) == 0 && strncmp(type, "fuse", 4) == 0)
+			umount2(mnt, MNT_DETACH);
+	}
+	if (f)
+		fclose(f);
+}
+
+static void teardown(void)
+{
+	int bad = 0;
+
+	detach_mounts();
+
+	for (int i = 0; i < NWORKERS; i++) {
+		int status = proc_stop(&workers[i].p);
+
+		if (status != 0) {
+			dump_log(workers[i].p.log);
+			bad = status;
+		}
+	}
+	if (proc_stop(&meta) != 0)
+		dump_log(meta.log);
+	nftw(work, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	ck_assert_msg(bad == 0, "a granary-worker exited with status %d at SIGTERM", bad);
+}
+
+/* --- tests -------------------------------------------------------------------- */
+
+/*
+ * First pass through a fresh mount: every byte right, and the blocks were
+ * spread over both workers (each served some, each cached some, none
+ * cached by both). Second
+ * pass through a new mount (an empty page cache): worker 1's blocks come
+ * from its cache directory (short-circuit: worker 1 serves nothing), worker
+ * 2's from worker 2's cache, and no worker asks the store for anything.
+ */
+START_TEST(test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store)
+{
+	struct mnt m1, m2;
+	uint64_t served1[NWORKERS], served2[NWORKERS], req1[NWORKERS], req2[NWORKERS];
+	long blocks[NWORKERS];
+	char *json = NULL;
+
+	/* the workers took the dataset with meta's options and their own
+	 * credentials */
+	ck_assert(worker_has(&workers[1], DATASET, &json));
+	ck_assert_msg(strstr(json, "\"block_size\":65536") != NULL, "%s", json);
+	ck_assert_msg(strstr(json, credentials) != NULL, "%s", json);
+	free(json);
+
+	ck_assert_int_eq(mount_start(&m1, DATASET, NULL, "first"), 0);
+	read_all_exact(&m1);
+	ck_assert_uint_eq(mount_stat(&m1, "fallbacks"), 0);
+	for (int i = 0; i < NWORKERS; i++) {
+		served1[i] = metric(&workers[i], "granary_worker_served_bytes_total");
+		req1[i] = metric(&workers[i], "granary_worker_store_requests_total");
+		blocks[i] = blocks_in(&workers[i]);
+		ck_assert_msg(served1[i] > 0 && blocks[i] > 0,
+			      "worker %s served %llu bytes, holds %ld blocks: blocks not spread",
+			      workers[i].id, (unsigned long long)served1[i], blocks[i]);
+	}
+	fprintf(stderr,
+		"cluster: %llu blocks; first pass: w1 served %llu bytes, holds %ld blocks, %llu store requests; "
+		"w2 served %llu bytes, holds %ld blocks, %llu store requests\n",
+		(unsigned long long)total_blocks, (unsigned long long)served1[0], blocks[0],
+		(unsigned long long)req1[0], (unsigned long long)served1[1], blocks[1],
+		(unsigned long long)req1[1]);
+	/* one owner per block cluster-wide: no block is held twice (read-ahead
+	 * stays with the owner) */
+	ck_assert_int_eq(blocks[0] + blocks[1], (long)total_blocks);
+	mount_stop(&m1);
+
+	ck_assert_int_eq(mount_start(&m2, DATASET, NULL, "second"), 0);
+	read_all_exact(&m2);
+	ck_assert_uint_eq(mount_stat(&m2, "fallbacks"), 0);
+	ck_assert_uint_ge(mount_stat(&m2, "read_bytes"), 1);
+	for (int i = 0; i < NWORKERS; i++) {
+		served2[i] = metric(&workers[i], "granary_worker_served_bytes_total");
+		req2[i] = metric(&workers[i], "granary_worker_store_requests_total");
+	}
+	fprintf(stderr,
+		"cluster: second pass: w1 served +%llu bytes, w2 served +%llu bytes, store requests +%llu/+%llu\n",
+		(unsigned long long)(served2[0] - served1[0]),
+		(unsigned long long)(served2[1] - served1[1]),
+		(unsigned long long)(req2[0] - req1[0]), (unsigned long long)(req2[1] - req1[1]));
+	ck_assert_msg(req2[0] == req1[0] && req2[1] == req1[1],
+		      "second pass made store requests: w1 %llu -> %llu, w2 %llu -> %llu",
+		      (unsigned long long)req1[0], (unsigned long long)req2[0],
+		      (unsigned long long)req1[1], (unsigned long long)req2[1]);
+	ck_assert_msg(served2[0] == served1[0],
+		      "worker 1 served %llu bytes in the second pass: the mount did not read its cache directory",
+		      (unsigned long long)(served2[0] - served1[0]));
+	ck_assert_msg(served2[1] > served1[1], "worker 2 served nothing in the second pass");
+	mount_stop(&m2);
+}
+END_TEST
+
+/* A reader that reads every file in a loop (evicting the page cache first),
+ * byte-exact, until told to stop. */
+struct reader_loop {
+	const struct mnt *m;
+	atomic_bool stop;
+	atomic_ulong loops, reads, failures;
+	char first_failure[256];
+};
+
+static void *reader_run(void *arg)
+{
+	struct reader_loop *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		for (size_t i = 0; i < NOBJ; i++) {
+			int rc = read_object(r->m, i, true);
+
+			atomic_fetch_add(&r->reads, 1);
+			if (rc != 0 && atomic_fetch_add(&r->failures, 1) == 0)
+				snprintf(r->first_failure, sizeof(r->first_failure), "'%s': %s",
+					 objects[i].key, rc > 0 ? "bytes differ" : strerror(-rc));
+		}
+		atomic_fetch_add(&r->loops, 1);
+	}
+	return NULL;
+}
+
+START_TEST(test_cluster_worker_killed_mid_read_fails_no_read)
+{
+	struct reader_loop r = { .stop = false };
+	struct mnt m;
+	pthread_t t;
+	unsigned long reads_at_kill, reads_at_drop, loops_at_drop;
+	uint64_t fallbacks_at_drop, fallbacks_end, t_kill, t_drop;
+	int status;
+
+	ck_assert_int_eq(mount_start(&m, DATASET, NULL, "kill"), 0);
+	r.m = &m;
+	ck_assert_int_eq(pthread_create(&t, NULL, reader_run, &r), 0);
+	/* some rounds with both workers up */
+	while (atomic_load(&r.loops) < 2)
+		retry_sleep_ms(5);
+	ck_assert_uint_gt(metric(&workers[1], "granary_worker_served_bytes_total"), 0);
+
+	reads_at_kill = atomic_load(&r.reads);
+	t_kill = retry_now_ms();
+	kill(workers[1].p.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(workers[1].p.pid, &status, 0), workers[1].p.pid);
+	workers[1].p.pid = 0;
+
+	/* meta drops it after the expiry; the mount follows within its
+	 * refresh interval */
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)1, 10000),
+		      "meta did not drop the killed worker");
+	t_drop = retry_now_ms();
+	retry_sleep_ms(600);
+	reads_at_drop = atomic_load(&r.reads);
+	loops_at_drop = atomic_load(&r.loops);
+	fallbacks_at_drop = mount_stat(&m, "fallbacks");
+	/* two more whole loops on the new membership */
+	while (atomic_load(&r.loops) < loops_at_drop + 3)
+		retry_sleep_ms(5);
+	fallbacks_end = mount_stat(&m, "fallbacks");
+	atomic_store(&r.stop, true);
+	pthread_join(t, NULL);
+
+	fprintf(stderr,
+		"cluster: kill: %lu reads before the kill, %lu between the kill and the drop (%llu ms), "
+		"%lu in all, %lu failed; mount fallbacks %llu at the drop, %llu at the end\n",
+		reads_at_kill, reads_at_drop - reads_at_kill,
+		(unsigned long long)(t_drop - t_kill), (unsigned long)atomic_load(&r.reads),
+		(unsigned long)atomic_load(&r.failures), (unsigned long long)fallbacks_at_drop,
+		(unsigned long long)fallbacks_end);
+	ck_assert_msg(atomic_load(&r.failures) == 0, "%lu reads failed, first %s",
+		      (unsigned long)atomic_load(&r.failures), r.first_failure);
+	ck_assert_uint_gt(reads_at_drop - reads_at_kill, 0);
+	/* the dead worker was asked and passed over, then no longer asked */
+	ck_assert_uint_gt(fallbacks_at_drop, 0);
+	ck_assert_uint_eq(fallbacks_end, fallbacks_at_drop);
+	ck_assert_msg(log_has(m.log, "workers=1"), "the mount did not follow the membership");
+	mount_stop(&m);
+}
+END_TEST
+
+/* Mount-time failures exit non-zero with a message naming the cause. */
+START_TEST(test_cluster_mount_errors_name_the_cause)
+{
+	const char *bad_meta[] = { "--meta.address", "127.0.0.1:1", NULL };
+	const char *no_cred[] = { "--store.credentials_file", "/nonexistent/granary/credentials",
+				  NULL };
+	struct mnt m;
+
+	ck_assert_int_ne(mount_start(&m, "no-such-dataset", NULL, "unknown"), 0);
+	ck_assert_msg(log_has(m.log, "no-such-dataset"), "log does not name the dataset");
+	ck_assert_int_ne(mount_start(&m, DATASET, bad_meta, "nometa"), 0);
+	ck_assert_msg(log_has(m.log, "127.0.0.1:1"), "log does not name the address");
+	ck_assert_int_ne(mount_start(&m, DATASET, no_cred, "nocred"), 0);
+	ck_assert_msg(log_has(m.log, "/nonexistent/granary/credentials"),
+		      "log does not name the file");
+}
+END_TEST
+
+static bool preload_done(void *arg)
+{
+	char *json = NULL;
+	bool done;
+
+	done = http_get(((struct worker *)arg)->port, "/v1/preload/1", &json) == 200 &&
+	       strstr(json, "\"state\":\"done\"") != NULL;
+	free(json);
+	return done;
+}
+
+/*
+ * The workers follow meta's registry: a new dataset with options.preload
+ * is taken and preloaded, a deleted one is dropped, a dataset put over
+ * HTTP is left alone; with meta down they keep serving (one warning), and
+ * they join again when it is back.
+ */
+START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
+{
+	static const char put_body[] = "{\"source\":\"s3://" BUCKET "/elsewhere/\"}";
+	struct meta_client *c;
+	struct spec sp;
+	struct error err;
+	char *json = NULL, path[200], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
+	struct curl_slist *hdrs;
+	struct body resp = { .buf = NULL };
+	long status = 0;
+	CURL *h;
+
+	/* a dataset put over HTTP on worker 1 */
+	h = curl_easy_init();
+	snprintf(path, sizeof(path), "http://127.0.0.1:%d/v1/datasets/local-only", workers[0].port);
+	ck_assert_int_eq(token_sign(tok, "PUT", "/v1/datasets/local-only", "", (int64_t)time(NULL),
+				    auth + 15, sizeof(auth) - 15), ERR_OK);
+	hdrs = curl_slist_append(NULL, auth);
+	curl_easy_setopt(h, CURLOPT_URL, path);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, put_body);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
+	ck_assert_int_eq(curl_easy_perform(h), CURLE_OK);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	ck_assert_msg(status == 201, "PUT local-only: %ld %s", status, resp.buf ? resp.buf : "");
+	free(resp.buf);
+
+	/* a second meta dataset, preloaded by every worker */
+	spec_init(&sp, "warm");
+	sp.o.preload = true;
+	sp.o.pin = true;
+	register_ok(&sp);
+	ck_assert_msg(wait_for(all_have, "warm", 10000), "the workers did not take 'warm'");
+	ck_assert(worker_has(&workers[0], "warm", &json));
+	ck_assert_msg(strstr(json, "\"pin\":true") != NULL, "%s", json);
+	free(json);
+	for (int i = 0; i < NWORKERS; i++)
+		ck_assert_msg(wait_for(preload_done, &workers[i], 20000),
+			      "worker %s did not preload 'warm'", workers[i].id);
+	ck_assert_uint_ge(blocks_in(&workers[0]), (long)total_blocks);
+
+	/* deleted in meta: dropped by the workers; the HTTP one stays */
+	c = meta_client();
+	ck_assert_msg(meta_client_delete(c, "warm", &err) == ERR_OK, "%s", err.msg);
+	meta_client_free(c);
+	ck_assert_msg(wait_for(none_has, "warm", 10000), "the workers kept 'warm'");
+	ck_assert(worker_has(&workers[0], "local-only", NULL));
+	ck_assert(worker_has(&workers[0], DATASET, NULL));
+
+	/* meta down for a while: both keep serving what they had */
+	ck_assert_int_eq(proc_stop(&meta), 0);
+	retry_sleep_ms(1500);
+	for (int i = 0; i < NWORKERS; i++) {
+		ck_assert_msg(worker_has(&workers[i], DATASET, NULL), "worker %s dropped '%s'",
+			      workers[i].id, DATASET);
+		ck_assert_int_eq(log_count(workers[i].p.log, "granary-meta unreachable"), 1);
+	}
+	/* meta back (same data dir): the workers join again */
+	meta_start();
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+		      "the workers did not join the restarted meta");
+	for (int i = 0; i < NWORKERS; i++)
+		ck_assert_msg(wait_for(all_have, DATASET, 5000) &&
+				      log_has(workers[i].p.log, "granary-meta reachable again"),
+			      "worker %s did not log meta's return", workers[i].id);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cluster");
+	TCase *tc = tcase_create("cluster");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
+	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
+	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
+	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

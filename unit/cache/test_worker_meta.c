@@ -1,0 +1,430 @@
+/*
+ * test_worker_meta.c - the pure half of cache/worker_meta.c: how a meta
+ * dataset spec becomes a fetch configuration on a worker, and how a
+ * ListDatasets reply is diffed against the registry (what to register,
+ * what to drop, what to leave alone). The descriptors compared against
+ * come from a real fetcher over a file:// store, so the comparison is
+ * checked against fetch.c's own normalisation.
+ */
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/worker_meta.h"
+#include "common/log.h"
+#include "unit/check_main.h"
+
+static const struct worker_meta_defaults defaults = {
+	.store = { .endpoint = "http://10.0.0.9:9000", .region = "eu-west-1",
+		   .credentials_file = "/etc/granary/s3/credentials", .request_timeout_ms = 1234 },
+	.block_size = 4u << 20,
+	.policy = BLOCKSTORE_SCAN_RESISTANT,
+};
+
+/* A dataset as ListDatasets returns it, on the stack. */
+struct ds {
+	Granary__V1__Dataset d;
+	Granary__V1__DatasetSpec spec;
+	Granary__V1__DatasetOptions opt;
+};
+
+static void ds_init(struct ds *x, const char *name, const char *source,
+		    Granary__V1__DatasetState state)
+{
+	granary__v1__dataset__init(&x->d);
+	granary__v1__dataset_spec__init(&x->spec);
+	granary__v1__dataset_options__init(&x->opt);
+	x->spec.name = (char *)name;
+	x->spec.source_uri = (char *)source;
+	x->spec.options = &x->opt;
+	x->d.spec = &x->spec;
+	x->d.state = state;
+	x->d.generation = state == GRANARY__V1__DATASET_STATE__DATASET_STATE_REGISTERING ? 0 : 1;
+}
+
+#define READY GRANARY__V1__DATASET_STATE__DATASET_STATE_READY
+#define REFRESHING GRANARY__V1__DATASET_STATE__DATASET_STATE_REFRESHING
+#define REGISTERING GRANARY__V1__DATASET_STATE__DATASET_STATE_REGISTERING
+
+START_TEST(test_worker_meta_config_takes_source_from_spec_and_access_from_worker)
+{
+	struct fetch_dataset_config c;
+	struct error err;
+	struct ds x;
+
+	ds_init(&x, "imagenet", "s3://train/imagenet/", READY);
+	x.spec.credentials_ref = "/var/run/meta-only/credentials";
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_OK);
+	ck_assert_str_eq(c.name, "imagenet");
+	ck_assert_str_eq(c.source, "s3://train/imagenet/");
+	ck_assert_str_eq(c.store.endpoint, "http://10.0.0.9:9000");
+	ck_assert_str_eq(c.store.region, "eu-west-1");
+	/* credentials_ref is a path in meta's pod: the worker uses its own */
+	ck_assert_str_eq(c.store.credentials_file, "/etc/granary/s3/credentials");
+	ck_assert_uint_eq(c.store.request_timeout_ms, 1234);
+	ck_assert_uint_eq(c.block_size, 4u << 20);
+	ck_assert_int_eq(c.policy, BLOCKSTORE_SCAN_RESISTANT);
+	ck_assert(!c.pin);
+
+	x.spec.endpoint = "https://s3.example.net";
+	x.spec.region = "ap-south-1";
+	x.opt.block_size = 64u << 10;
+	x.opt.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU;
+	x.opt.pin = true;
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_OK);
+	ck_assert_str_eq(c.store.endpoint, "https://s3.example.net");
+	ck_assert_str_eq(c.store.region, "ap-south-1");
+	ck_assert_str_eq(c.store.credentials_file, "/etc/granary/s3/credentials");
+	ck_assert_uint_eq(c.block_size, 64u << 10);
+	ck_assert_int_eq(c.policy, BLOCKSTORE_LRU);
+	ck_assert(c.pin);
+
+	x.opt.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT;
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_OK);
+	ck_assert_int_eq(c.policy, BLOCKSTORE_SCAN_RESISTANT);
+
+	x.spec.options = NULL; /* absent options: all defaults */
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_OK);
+	ck_assert_uint_eq(c.block_size, 4u << 20);
+	ck_assert(!c.pin);
+}
+END_TEST
+
+START_TEST(test_worker_meta_config_refuses_what_a_worker_cannot_use)
+{
+	char long_name[80];
+	struct fetch_dataset_config c;
+	struct error err;
+	struct ds x;
+
+	memset(long_name, 'a', 70);
+	long_name[70] = '\0';
+	ds_init(&x, long_name, "s3://b/p/", READY);
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "field 'name'"));
+
+	ds_init(&x, "ds", "s3://b/p/", READY);
+	x.opt.block_size = 3u << 20;
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dataset 'ds': field 'options.block_size'"));
+
+	x.opt.block_size = 0;
+	x.opt.cache_policy = 42;
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "field 'options.cache_policy'"));
+}
+END_TEST
+
+START_TEST(test_worker_meta_served_means_ready_or_refreshing_with_a_generation)
+{
+	struct ds x;
+
+	ds_init(&x, "ds", "s3://b/p/", READY);
+	ck_assert(worker_meta_dataset_served(&x.d));
+	x.d.state = REFRESHING;
+	ck_assert(worker_meta_dataset_served(&x.d));
+	ds_init(&x, "ds", "s3://b/p/", REGISTERING);
+	ck_assert(!worker_meta_dataset_served(&x.d));
+	x.d.spec = NULL;
+	ck_assert(!worker_meta_dataset_served(&x.d));
+}
+END_TEST
+
+/* --- against a real registry ----------------------------------------------- */
+
+static char base[64], src_uri[128], cache_dir[96];
+static struct blockstore *bs;
+static struct fetcher *f;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct error err;
+	char path[128];
+
+	snprintf(base, sizeof(base), "/tmp/test_worker_meta_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(path, sizeof(path), "%s/data", base);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(src_uri, sizeof(src_uri), "file://%s/data/", base);
+	snprintf(cache_dir, sizeof(cache_dir), "%s/cache", base);
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								      .capacity = 64u << 20,
+								      .block_size = 64u << 10 },
+					 &bs, &err), ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 2,
+							   .threads = 1, .readahead_max = 0 },
+				   &f, &err), ERR_OK);
+}
+
+static void teardown(void)
+{
+	fetch_free(f);
+	blockstore_free(bs);
+	nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* file:// keeps the test off the network; the worker's endpoint would be
+ * taken for the store otherwise, which file:// ignores. */
+static const struct worker_meta_defaults file_defaults = {
+	.store = { .region = "" },  /* fetch.c stores us-east-1 for this */
+	.block_size = 64u << 10,
+	.policy = BLOCKSTORE_LRU,
+};
+
+static void register_as(struct ds *x)
+{
+	struct fetch_dataset_config c;
+	struct error err;
+
+	ck_assert_int_eq(worker_meta_dataset_config(&x->spec, &file_defaults, &c, &err), ERR_OK);
+	ck_assert_msg(fetch_dataset_register(f, &c, NULL, &err) == ERR_OK, "%s", err.msg);
+}
+
+/* The registry's descriptors, for the plan. */
+struct have {
+	struct fetch_dataset **regs;
+	const struct fetch_dataset_desc *desc[16];
+	size_t n;
+};
+
+static void have_get(struct have *h)
+{
+	struct error err;
+
+	ck_assert_int_eq(fetch_dataset_list(f, &h->regs, &h->n, &err), ERR_OK);
+	ck_assert_uint_le(h->n, 16);
+	for (size_t i = 0; i < h->n; i++)
+		h->desc[i] = fetch_dataset_describe(h->regs[i]);
+}
+
+static void have_put(struct have *h)
+{
+	fetch_dataset_list_free(f, h->regs, h->n);
+}
+
+START_TEST(test_worker_meta_registered_dataset_matches_its_config)
+{
+	struct fetch_dataset_config c;
+	struct fetch_dataset *got = NULL;
+	struct error err;
+	struct ds x;
+
+	ds_init(&x, "ds", src_uri, READY);
+	register_as(&x);
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &file_defaults, &c, &err), ERR_OK);
+	ck_assert_int_eq(fetch_dataset_get(f, "ds", &got, &err), ERR_OK);
+	ck_assert(worker_meta_dataset_matches(fetch_dataset_describe(got), &c));
+	x.opt.pin = true;
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &file_defaults, &c, &err), ERR_OK);
+	ck_assert(!worker_meta_dataset_matches(fetch_dataset_describe(got), &c));
+	x.opt.pin = false;
+	x.spec.region = "eu-north-1";
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &file_defaults, &c, &err), ERR_OK);
+	ck_assert(!worker_meta_dataset_matches(fetch_dataset_describe(got), &c));
+	fetch_dataset_put(f, got);
+}
+END_TEST
+
+static bool plan_adds(const struct worker_meta_plan *p, const Granary__V1__ListDatasetsReply *l,
+		      const char *name)
+{
+	for (size_t i = 0; i < p->nadd; i++)
+		if (strcmp(l->datasets[p->add[i]]->spec->name, name) == 0)
+			return true;
+	return false;
+}
+
+static bool plan_drops(const struct worker_meta_plan *p, const char *name)
+{
+	for (size_t i = 0; i < p->ndrop; i++)
+		if (strcmp(p->drop[i], name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The registry holds:
+ *   same      from meta, unchanged            -> nothing
+ *   changed   from meta, meta now pins it     -> register again
+ *   gone      from meta, no longer listed     -> unregister
+ *   building  from meta, listed REGISTERING   -> nothing (kept)
+ *   http      via HTTP, meta does not list it -> never touched
+ *   adopted   via HTTP, meta lists the same   -> taken (register, a no-op)
+ * and meta also lists:
+ *   new       READY, not here                 -> register
+ *   pending   REGISTERING, not here           -> nothing yet
+ *   bad       READY, 3 MiB blocks             -> reported as bad
+ */
+START_TEST(test_worker_meta_plan_registers_changes_and_drops_only_its_own)
+{
+	struct ds same, changed, gone, building, http, adopted, fresh, pending, bad, building_now;
+	Granary__V1__Dataset *listing[8];
+	Granary__V1__ListDatasetsReply list = GRANARY__V1__LIST_DATASETS_REPLY__INIT;
+	const char *owned[] = { "same", "changed", "gone", "building" };
+	struct worker_meta_plan plan;
+	struct have h;
+	struct error err;
+
+	ds_init(&same, "same", src_uri, READY);
+	ds_init(&changed, "changed", src_uri, READY);
+	ds_init(&gone, "gone", src_uri, READY);
+	ds_init(&building, "building", src_uri, READY);
+	ds_init(&http, "http", src_uri, READY);
+	ds_init(&adopted, "adopted", src_uri, READY);
+	struct ds *here[] = { &same, &changed, &gone, &building, &http, &adopted };
+
+	for (size_t i = 0; i < sizeof(here) / sizeof(here[0]); i++)
+		register_as(here[i]);
+
+	changed.opt.pin = true;
+	ds_init(&building_now, "building", src_uri, REGISTERING);
+	ds_init(&fresh, "new", src_uri, READY);
+	ds_init(&pending, "pending", src_uri, REGISTERING);
+	ds_init(&bad, "bad", src_uri, READY);
+	bad.opt.block_size = 3u << 20;
+	listing[0] = &adopted.d;
+	listing[1] = &bad.d;
+	listing[2] = &building_now.d;
+	listing[3] = &changed.d;
+	listing[4] = &fresh.d;
+	listing[5] = &pending.d;
+	listing[6] = &same.d;
+	list.datasets = listing;
+	list.n_datasets = 7;
+
+	have_get(&h);
+	ck_assert_uint_eq(h.n, 6);
+	ck_assert_int_eq(worker_meta_plan_make(&list, &file_defaults, h.desc, h.n, owned, 4, &plan,
+					       &err), ERR_OK);
+	have_put(&h);
+	ck_assert_uint_eq(plan.nadd, 3);
+	ck_assert(plan_adds(&plan, &list, "changed"));
+	ck_assert(plan_adds(&plan, &list, "new"));
+	ck_assert(plan_adds(&plan, &list, "adopted"));
+	ck_assert_uint_eq(plan.nbad, 1);
+	ck_assert_str_eq(list.datasets[plan.bad[0]]->spec->name, "bad");
+	ck_assert_uint_eq(plan.ndrop, 1);
+	ck_assert(plan_drops(&plan, "gone"));
+	ck_assert(!plan_drops(&plan, "building"));
+	ck_assert(!plan_drops(&plan, "http"));
+	worker_meta_plan_release(&plan);
+
+	/* An empty listing drops everything taken from meta, and only that. */
+	list.n_datasets = 0;
+	have_get(&h);
+	ck_assert_int_eq(worker_meta_plan_make(&list, &file_defaults, h.desc, h.n, owned, 4, &plan,
+					       &err), ERR_OK);
+	have_put(&h);
+	ck_assert_uint_eq(plan.nadd, 0);
+	ck_assert_uint_eq(plan.ndrop, 4);
+	ck_assert(!plan_drops(&plan, "http"));
+	ck_assert(!plan_drops(&plan, "adopted"));
+	worker_meta_plan_release(&plan);
+}
+END_TEST
+
+/* After the plan is applied, the same listing plans nothing: a round in
+ * steady state registers nothing again. */
+START_TEST(test_worker_meta_plan_is_empty_in_steady_state)
+{
+	struct ds a, b;
+	Granary__V1__Dataset *listing[2];
+	Granary__V1__ListDatasetsReply list = GRANARY__V1__LIST_DATASETS_REPLY__INIT;
+	const char *owned[] = { "a", "b" };
+	struct worker_meta_plan plan;
+	struct have h;
+	struct error err;
+
+	ds_init(&a, "a", src_uri, READY);
+	ds_init(&b, "b", src_uri, REFRESHING);
+	b.opt.block_size = 1u << 20;
+	b.opt.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT;
+	register_as(&a);
+	register_as(&b);
+	listing[0] = &a.d;
+	listing[1] = &b.d;
+	list.datasets = listing;
+	list.n_datasets = 2;
+	have_get(&h);
+	ck_assert_int_eq(worker_meta_plan_make(&list, &file_defaults, h.desc, h.n, owned, 2, &plan,
+					       &err), ERR_OK);
+	have_put(&h);
+	ck_assert_uint_eq(plan.nadd, 0);
+	ck_assert_uint_eq(plan.nbad, 0);
+	ck_assert_uint_eq(plan.ndrop, 0);
+	worker_meta_plan_release(&plan);
+}
+END_TEST
+
+/* Start and stop against an address where nothing listens: the worker
+ * keeps going (rounds fail, nothing is dropped) and stops promptly. */
+START_TEST(test_worker_meta_survives_an_unreachable_meta_and_stops)
+{
+	struct worker_meta *wm = NULL;
+	struct worker_meta_stats st;
+	struct fetch_dataset *got = NULL;
+	struct error err;
+	char sock[160];
+	struct ds x;
+
+	ds_init(&x, "kept", src_uri, READY);
+	register_as(&x);
+	snprintf(sock, sizeof(sock), "unix://%s/no-meta.sock", base);
+	ck_assert_int_eq(worker_meta_start(&(struct worker_meta_config){
+						   .address = sock,
+						   .worker_id = "w1",
+						   .advertise = "127.0.0.1:7480",
+						   .capacity = 64u << 20,
+						   .fetcher = f,
+						   .defaults = file_defaults,
+						   .call_timeout_ms = 500,
+						   .retry_ms = 50,
+					   },
+					   &wm, &err), ERR_OK);
+	for (int i = 0; i < 200; i++) {
+		worker_meta_get_stats(wm, &st);
+		if (st.failures >= 3)
+			break;
+		usleep(20000);
+	}
+	ck_assert_uint_ge(st.failures, 3);
+	ck_assert(!st.connected);
+	ck_assert_uint_eq(st.heartbeats, 0);
+	worker_meta_stop(wm);
+	ck_assert_int_eq(fetch_dataset_get(f, "kept", &got, &err), ERR_OK);
+	fetch_dataset_put(f, got);
+
+	ck_assert_int_eq(worker_meta_start(&(struct worker_meta_config){ .address = sock,
+									  .fetcher = f },
+					   &wm, &err), ERR_INVALID);
+	ck_assert_ptr_null(wm);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("worker_meta");
+	TCase *pure = tcase_create("pure");
+	TCase *reg = tcase_create("registry");
+
+	log_set_level(LOG_LEVEL_ERROR);
+	tcase_add_test(pure, test_worker_meta_config_takes_source_from_spec_and_access_from_worker);
+	tcase_add_test(pure, test_worker_meta_config_refuses_what_a_worker_cannot_use);
+	tcase_add_test(pure, test_worker_meta_served_means_ready_or_refreshing_with_a_generation);
+	suite_add_tcase(s, pure);
+	tcase_add_checked_fixture(reg, setup, teardown);
+	tcase_add_test(reg, test_worker_meta_registered_dataset_matches_its_config);
+	tcase_add_test(reg, test_worker_meta_plan_registers_changes_and_drops_only_its_own);
+	tcase_add_test(reg, test_worker_meta_plan_is_empty_in_steady_state);
+	tcase_add_test(reg, test_worker_meta_survives_an_unreachable_meta_and_stops);
+	suite_add_tcase(s, reg);
+	return check_main_run(s);
+}
