@@ -43,6 +43,7 @@
 #include <uthash.h>
 
 #include "cache/sketch.h"
+#include "common/fileio.h"
 #include "common/cpu.h"
 #include "common/log.h"
 
@@ -368,41 +369,6 @@ static const char *header_parse(const uint8_t *h, struct header_info *out)
 
 /* --- small I/O helpers --- */
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-/* Bytes read, short only at end of file; -1 with errno on error. */
-static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
 static int mkdir_p(const char *path)
 {
 	char *copy = strdup(path);
@@ -680,7 +646,7 @@ static void rebuild_file(struct rebuild_worker *w, int dfd, const char *hh, cons
 	/* Only the header is wanted: without this, readahead pulls in data
 	 * too (a cold rebuild of 1 MiB blocks took 1.35x as long). */
 	posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-	n = pread_full(fd, h, sizeof(h), 0);
+	n = fileio_pread_all(fd, h, sizeof(h), 0);
 	if (n != (ssize_t)sizeof(h)) {
 		why = "short header";
 		goto bad;
@@ -1390,7 +1356,7 @@ static int hash_data(const struct entry *e, uint64_t *out)
 	XXH3_64bits_reset(st);
 	while (off < e->data_len) {
 		size_t want = e->data_len - off < chunk ? (size_t)(e->data_len - off) : chunk;
-		ssize_t n = pread_full(e->fd, buf, want, BLOCKSTORE_HEADER_SIZE + off);
+		ssize_t n = fileio_pread_all(e->fd, buf, want, BLOCKSTORE_HEADER_SIZE + off);
 
 		if (n < 0)
 			goto out;
@@ -1695,7 +1661,7 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
 				 (unsigned long long)len, (unsigned long long)w->max_len);
 	}
-	if (pwrite_all(w->fd, data, len, BLOCKSTORE_HEADER_SIZE + w->written) < 0) {
+	if (fileio_pwrite_all(w->fd, data, len, BLOCKSTORE_HEADER_SIZE + w->written) < 0) {
 		int saved = errno;
 
 		w->failed = true;
@@ -1764,7 +1730,7 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	header_seal(w->header);
 	/* The header goes last: a file cut short before this has none and
 	 * would fail the checks at start even had it been renamed. */
-	if (pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
+	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
 		what = "write header";
 		goto fail;
 	}
@@ -1868,7 +1834,7 @@ enum error_code blockstore_file_open(const char *dir, const struct block_key *ke
 		close(f);
 		return error_set(err, ERR_NOMEM, "read cached block '%s': out of memory", path);
 	}
-	if (pread_full(f, h, BLOCKSTORE_HEADER_SIZE, 0) != BLOCKSTORE_HEADER_SIZE)
+	if (fileio_pread_all(f, h, BLOCKSTORE_HEADER_SIZE, 0) != BLOCKSTORE_HEADER_SIZE)
 		why = "short header";
 	else
 		why = header_parse(h, &info);
@@ -1907,7 +1873,7 @@ enum error_code blockstore_file_data_xxh(int fd, uint64_t data_len, uint64_t *ou
 	XXH3_64bits_reset(state);
 	while (done < data_len) {
 		size_t want = data_len - done < chunk ? (size_t)(data_len - done) : chunk;
-		ssize_t n = pread_full(fd, buf, want, BLOCKSTORE_HEADER_SIZE + done);
+		ssize_t n = fileio_pread_all(fd, buf, want, BLOCKSTORE_HEADER_SIZE + done);
 
 		if (n != (ssize_t)want) {
 			rc = error_set(err, ERR_IO, "hash cached block: %s",

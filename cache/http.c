@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/netaddr.h"
@@ -172,17 +173,6 @@ unknown:
 	return error_set(err, ERR_NOT_FOUND, "no such route '%.200s'", path);
 }
 
-static int unhex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes n bytes of src into out (size bytes); -1 on a bad escape or
  * decoded NUL, -2 when it does not fit. */
 static int decode(const char *src, size_t n, char *out, size_t size)
@@ -197,8 +187,8 @@ static int decode(const char *src, size_t n, char *out, size_t size)
 
 			if (i + 2 >= n)
 				return -1;
-			hi = unhex(src[i + 1]);
-			lo = hi < 0 ? -1 : unhex(src[i + 2]);
+			hi = fileio_hex_value(src[i + 1]);
+			lo = hi < 0 ? -1 : fileio_hex_value(src[i + 2]);
 			if (lo < 0)
 				return -1;
 			c = (char)(hi << 4 | lo);

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
+
 #define SIG_LEN 32 /* SHA-256 */
 
 struct token {
@@ -178,17 +180,6 @@ enum error_code token_sign(const struct token *tok, const char *method, const ch
 	return n >= 0 && (size_t)n < size ? ERR_OK : ERR_INVALID;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "ts=<digits>,sig=<64 hex>" after the scheme; returns 0 when well formed. */
 static int parse_header(const char *h, int64_t *ts, unsigned char sig[SIG_LEN])
 {
@@ -213,11 +204,11 @@ static int parse_header(const char *h, int64_t *ts, unsigned char sig[SIG_LEN])
 		return -1;
 	h += 5;
 	for (int i = 0; i < SIG_LEN; i++) {
-		int hi = hexval(h[2 * i]), lo;
+		int hi = fileio_hex_value(h[2 * i]), lo;
 
 		if (hi < 0)
 			return -1;
-		lo = hexval(h[2 * i + 1]);
+		lo = fileio_hex_value(h[2 * i + 1]);
 		if (lo < 0)
 			return -1;
 		sig[i] = (unsigned char)(hi << 4 | lo);

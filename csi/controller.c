@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/fileio.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "store/store.h"
@@ -273,48 +274,6 @@ enum error_code controller_parse_secret(const char *what, const struct controlle
 	return rc;
 }
 
-/* Writes a whole buffer to path.tmp (mode 0600), fsyncs and renames it. */
-static enum error_code write_private_file(const char *path, const char *data, size_t len,
-					  struct error *err)
-{
-	char tmp[4200];
-	size_t done = 0;
-	int fd, saved;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
-	unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return error_set(err, error_from_errno(errno), "create '%s': %s", tmp, strerror(errno));
-	/* The umask can only take bits away; make the mode exact anyway. */
-	if (fchmod(fd, 0600) != 0)
-		goto fail;
-	while (done < len) {
-		ssize_t w = write(fd, data + done, len - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto fail;
-		done += (size_t)w;
-	}
-	if (fsync(fd) != 0)
-		goto fail;
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		saved = errno;
-		unlink(tmp);
-		return error_set(err, error_from_errno(saved), "rename '%s': %s", tmp, strerror(saved));
-	}
-	return ERR_OK;
-fail:
-	saved = errno;
-	close(fd);
-	unlink(tmp);
-	return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
-}
-
 enum error_code controller_write_credentials(const char *path, const struct controller_secret *s,
 					     struct error *err)
 {
@@ -331,7 +290,7 @@ enum error_code controller_write_credentials(const char *path, const struct cont
 			       s->access_key_id, s->secret_access_key);
 	if (len < 0)
 		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = write_private_file(path, text, (size_t)len, err);
+	rc = fileio_replace(path, text, (size_t)len, 0600, err);
 	explicit_bzero(text, (size_t)len);
 	free(text);
 	return rc;
@@ -485,7 +444,7 @@ static enum error_code record_save(const struct controller *c, const char *id,
 	if (!text)
 		return error_set(err, ERR_NOMEM, "out of memory");
 	file_path(c, id, "json", path, sizeof(path));
-	rc = write_private_file(path, text, strlen(text), err);
+	rc = fileio_replace(path, text, strlen(text), 0600, err);
 	free(text);
 	return rc;
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
 
@@ -103,43 +104,6 @@ void node_record_remove_target(struct node_record *r, const char *target)
 	}
 }
 
-static enum error_code write_file_atomic(const char *path, const char *data, size_t len,
-					 struct error *err)
-{
-	char tmp[PATH_MAX_LEN + 8];
-	size_t done = 0;
-	int fd, saved;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return error_set(err, error_from_errno(errno), "create '%s': %s", tmp, strerror(errno));
-	while (done < len) {
-		ssize_t w = write(fd, data + done, len - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto fail;
-		done += (size_t)w;
-	}
-	if (fsync(fd) != 0)
-		goto fail;
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		saved = errno;
-		unlink(tmp);
-		return error_set(err, error_from_errno(saved), "rename '%s': %s", tmp, strerror(saved));
-	}
-	return ERR_OK;
-fail:
-	saved = errno;
-	close(fd);
-	unlink(tmp);
-	return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
-}
-
 enum error_code node_record_save(const char *path, const struct node_record *r, struct error *err)
 {
 	json_t *root, *targets;
@@ -165,7 +129,7 @@ enum error_code node_record_save(const char *path, const struct node_record *r, 
 	json_decref(root);
 	if (!text)
 		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = write_file_atomic(path, text, strlen(text), err);
+	rc = fileio_replace(path, text, strlen(text), 0600, err);
 	free(text);
 	return rc;
 }

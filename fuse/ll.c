@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/cpu.h"
 #include "common/log.h"
 
@@ -574,29 +575,6 @@ static void set_read_ahead(const char *mountpoint, uint64_t bytes)
 /* Not in the kernel headers of this distribution yet (linux 6.9+). */
 #define LL_NOTIFY_RESEND 7
 
-static enum error_code write_file_atomic(const char *path, const void *data, size_t len,
-					 struct error *err)
-{
-	char tmp[4096];
-	int fd;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return error_set(err, error_from_errno(errno), "write '%s': %s", tmp, strerror(errno));
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0) {
-		int saved = errno;
-
-		close(fd);
-		unlink(tmp);
-		return error_set(err, ERR_IO, "write '%s': %s", tmp, strerror(saved));
-	}
-	close(fd);
-	if (rename(tmp, path) != 0)
-		return error_set(err, error_from_errno(errno), "rename '%s': %s", tmp, strerror(errno));
-	return ERR_OK;
-}
-
 /* First daemon: handle the kernel's INIT here, keeping a copy for a successor. */
 static enum error_code first_init(struct fuse_session *se, const char *path, struct error *err)
 {
@@ -612,7 +590,7 @@ static enum error_code first_init(struct fuse_session *se, const char *path, str
 		return error_set(err, ERR_IO, "mount: no FUSE_INIT from the kernel (%s)",
 				 n < 0 ? strerror(-n) : "connection closed");
 	}
-	rc = write_file_atomic(path, buf.mem, (size_t)n, err);
+	rc = fileio_replace(path, buf.mem, (size_t)n, 0600, err);
 	buf.size = (size_t)n;
 	fuse_session_process_buf(se, &buf);
 	free(buf.mem);

@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "cache/blockstore.h"
+#include "common/fileio.h"
 
 static enum error_code cache_read(void *arg, const struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
@@ -36,24 +37,15 @@ static enum error_code cache_read(void *arg, const struct reader_block *blk,
 			       (unsigned long long)fetch_result_length(&res),
 			       (unsigned long long)(off + len));
 	} else if (res.ref) {
-		int fd = blockstore_ref_fd(res.ref);
-		uint64_t at = blockstore_ref_offset(res.ref) + off;
-		size_t done = 0;
+		ssize_t n = fileio_pread_all(blockstore_ref_fd(res.ref), dst, len,
+					     blockstore_ref_offset(res.ref) + off);
 
-		while (done < len) {
-			ssize_t n = pread(fd, dst + done, len - done, (off_t)(at + done));
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				rc = error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
-					       (unsigned long long)blk->index, blk->obj->key,
-					       n < 0 ? strerror(errno) : "short file");
-				break;
-			}
-			done += (size_t)n;
-		}
-		*got = done;
+		if (n != (ssize_t)len)
+			rc = error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
+				       (unsigned long long)blk->index, blk->obj->key,
+				       n < 0 ? strerror(errno) : "short file");
+		else
+			*got = len;
 	} else {
 		memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
 		*got = len;
@@ -166,7 +158,7 @@ static enum error_code local_read(void *arg, const struct reader_block *blk, uin
 	uint64_t data_len = 0, xxh = 0, actual = 0;
 	struct block_key k;
 	enum error_code rc;
-	size_t done = 0;
+	ssize_t n;
 	int fd = -1;
 
 	(void)readahead;
@@ -191,23 +183,14 @@ static enum error_code local_read(void *arg, const struct reader_block *blk, uin
 		}
 		verified_test_or_add(ctx, hash, true);
 	}
-	while (done < len) {
-		ssize_t n = pread(fd, dst + done, len - done,
-				  (off_t)(BLOCKSTORE_HEADER_SIZE + off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
-				       (unsigned long long)blk->index, blk->obj->key,
-				       n < 0 ? strerror(errno) : "short file");
-			break;
-		}
-		done += (size_t)n;
-	}
+	n = fileio_pread_all(fd, dst, len, BLOCKSTORE_HEADER_SIZE + off);
 	close(fd);
-	*got = done;
-	return rc;
+	if (n != (ssize_t)len)
+		return error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
+				 (unsigned long long)blk->index, blk->obj->key,
+				 n < 0 ? strerror(errno) : "short file");
+	*got = len;
+	return ERR_OK;
 }
 
 struct reader_source source_local(struct source_cluster_ctx *ctx)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
 
@@ -355,23 +356,6 @@ static enum error_code mkdir_p(const char *path, struct error *err)
 	return ERR_OK;
 }
 
-static enum error_code write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return ERR_IO;
-		p += w;
-		len -= (size_t)w;
-	}
-	return ERR_OK;
-}
-
 /* Writes DATA/datasets/NAME atomically and durably. */
 static enum error_code write_record(struct registry *r, const struct entry *e, uint64_t generation,
 				    int64_t created_ms, struct error *err)
@@ -404,7 +388,7 @@ static enum error_code write_record(struct registry *r, const struct entry *e, u
 			       e->name, r->records_dir, strerror(saved));
 		goto out;
 	}
-	if (write_all(fd, buf, len) != ERR_OK || fsync(fd) < 0) {
+	if (fileio_write_all(fd, buf, len) != 0 || fsync(fd) < 0) {
 		saved = errno;
 		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
 			       "save dataset '%s': write '%s': %s", e->name, tmp, strerror(saved));

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/config.h"
 #include "common/cpu.h"
 #include "common/daemon.h"
@@ -123,25 +124,10 @@ static int cmd_head(struct store *st, const char *key)
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int to_stdout(const void *data, size_t len, void *arg)
 {
 	(void)arg;
-	return write_all(STDOUT_FILENO, data, len);
+	return fileio_write_all(STDOUT_FILENO, data, len);
 }
 
 static int cmd_get(struct store *st, const char *key, uint64_t off, uint64_t len)

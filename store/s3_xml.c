@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/fileio.h"
+
 /* Not a character that can occur in a namespace URI or an element name. */
 #define NS_SEP '\x01'
 
@@ -400,17 +402,6 @@ static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *s
 	parser_fail(ud, ERR_INVALID, "xml answer: document type declarations are not allowed");
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Decodes in place. S3 (and MinIO) form-encode with encoding-type=url: a
  * space is '+' and a literal '+' is "%2B", so '+' decodes to a space.
@@ -424,8 +415,8 @@ static int url_decode(char *s)
 		if (*r == '+') {
 			*w++ = ' ';
 		} else if (*r == '%') {
-			int hi = hexval(r[1]);
-			int lo = hi < 0 ? -1 : hexval(r[2]);
+			int hi = fileio_hex_value(r[1]);
+			int lo = hi < 0 ? -1 : fileio_hex_value(r[2]);
 
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;

@@ -1,0 +1,137 @@
+/*
+ * fileio.c - whole reads and writes, and atomic file replacement.
+ */
+#include "common/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fileio_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int fileio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+enum error_code fileio_replace(const char *path, const void *data, size_t len, mode_t mode,
+			       struct error *err)
+{
+	char *tmp = NULL, *dir_copy = NULL;
+	enum error_code rc = ERR_OK;
+	int fd = -1, dfd = -1, saved;
+
+	if (asprintf(&tmp, "%s.XXXXXX", path) < 0) {
+		tmp = NULL;
+		return error_set(err, ERR_NOMEM, "write '%s': out of memory", path);
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "create '%s': %s", tmp, strerror(saved));
+		goto out;
+	}
+	if (fchmod(fd, mode) != 0 || fileio_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
+			       "write '%s': %s", tmp, strerror(saved));
+		goto out;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		saved = errno;
+		rc = error_set(err, ERR_IO, "close '%s': %s", tmp, strerror(saved));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "rename '%s' to '%s': %s", tmp, path,
+			       strerror(saved));
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	/* The rename is durable once the directory is. */
+	dir_copy = strdup(path);
+	if (dir_copy && (dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp)
+		unlink(tmp);
+	free(tmp);
+	free(dir_copy);
+	return rc;
+}
+
+int fileio_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

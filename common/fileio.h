@@ -1,0 +1,38 @@
+/*
+ * fileio.h - the few file operations every component needs done right:
+ * whole writes and reads that survive EINTR and short transfers, and the
+ * replacement of a small file so that a reader sees the old or the new
+ * content, never a mix, even after a crash.
+ */
+#ifndef GRANARY_COMMON_FILEIO_H
+#define GRANARY_COMMON_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+
+/* Writes all len bytes; 0, or -1 with errno set (EIO for a zero write). */
+int fileio_write_all(int fd, const void *buf, size_t len);
+
+/* Writes all len bytes at off; 0, or -1 with errno set. */
+int fileio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Reads len bytes at off; returns the count (short only at end of file),
+ * or -1 with errno set. */
+ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+/*
+ * Replaces path with data, atomically and durably: a uniquely named
+ * temporary file in the same directory with the given mode (exactly, not
+ * masked), fsync, rename over path, fsync of the directory. Errors name
+ * the file (error_from_errno codes, ERR_IO for a short write).
+ */
+enum error_code fileio_replace(const char *path, const void *data, size_t len, mode_t mode,
+			       struct error *err);
+
+/* Value of one hexadecimal digit (either case), or -1. */
+int fileio_hex_value(char c);
+
+#endif
