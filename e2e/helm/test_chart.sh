@@ -54,6 +54,8 @@ cache:
 store:
   endpoint: http://minio.storage.svc:9000
   region: eu-west-1
+  credentials:
+    existingSecret: cluster-s3
 clusterToken:
   existingSecret: team-granary-token
   existingSecretKey: hmac
@@ -125,15 +127,25 @@ else
   cat "$work/custom.err" >&2
   fail "render with custom values"
 fi
+# the workers' store keys given as values: the chart makes their Secret
+if render --set store.credentials.accessKeyID=AKIDEXAMPLE \
+  --set store.credentials.secretAccessKey=wJalrXUtnFEMI/K7MDENG \
+  >"$work/keys.yaml" 2>"$work/keys.err"; then
+  ok "render with store credentials in values"
+else
+  cat "$work/keys.err" >&2
+  fail "render with store credentials in values"
+fi
 
-# 3. the schema refuses bad values
+# 3. the schema (or the chart's own checks) refuses bad values
 refuse() {
   local what=$1
   shift
   if render "$@" >/dev/null 2>"$work/refuse.err"; then
     fail "schema accepted $what"
   else
-    ok "schema refuses $what: $(tr '\n' ' ' <"$work/refuse.err" | sed -n "s/.*\(at '[^']*'.*\)/\1/p" | cut -c1-90)"
+    ok "schema refuses $what: $(tr '\n' ' ' <"$work/refuse.err" | sed -n -e "s/.*\(at '[^']*'.*\)/\1/p" \
+      -e "s/.*execution error at ([^)]*): \(.*\)  Use --debug.*/\1/p" | cut -c1-90)"
   fi
 }
 refuse "an unknown key" --set cache.size=1Gi
@@ -143,9 +155,15 @@ refuse "a relative cache.dir" --set cache.dir=var/cache
 refuse "privileged sidecars" --set sidecars.securityContext.privileged=true
 refuse "a short cluster token" --set clusterToken.value=short
 refuse "a source without s3://" --set storageClass.source=imagenet
+refuse "controller.replicas (meta is one instance)" --set controller.replicas=2
+refuse "store.credentials: existingSecret and keys" \
+  --set store.credentials.existingSecret=s3 --set store.credentials.accessKeyID=a \
+  --set store.credentials.secretAccessKey=b
+refuse "store.credentials: accessKeyID alone" --set store.credentials.accessKeyID=a
 
 # 4. the rendered objects
-if python3 - "$work/default.yaml" "$work/custom.out.yaml" <<'PY'
+if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" <<'PY'
+import base64
 import json
 import re
 import sys
@@ -315,6 +333,10 @@ def sequence(lines, indent):
         if content == "":
             lines.i += 1
             out.append(node(lines, indent + 1))
+        elif content in ("|", "|-", "|+"):
+            # "- |": a literal block as the item (a shell script).
+            lines.i += 1
+            out.append(block_scalar(lines, indent, content))
         elif KEY.match(content) and content[0] not in "[{":
             # "- key: value": a mapping whose first key sits after the dash.
             lines.raw[lines.i] = " " * (indent + 2) + content
@@ -421,6 +443,73 @@ def config(docs, cm, key):
     return tiny_load_all(data.get(key, ""))[0] if key in data else {}
 
 
+def init_container(podspec, name):
+    for c in podspec.get("initContainers", []):
+        if c["name"] == name:
+            return c
+    check(False, "initContainer %s present" % name)
+    return {}
+
+
+def mount_of(podspec, c, path):
+    """(mount, volume) of what c mounts at path, or ({}, {})."""
+    m = mounts_at(c, path)
+    check(len(m) == 1, "%s mounts one volume at %s" % (c.get("name"), path))
+    if len(m) != 1:
+        return {}, {}
+    return m[0], volume(podspec, m[0]["name"])
+
+
+def env_field(c, name):
+    for e in c.get("env", []):
+        if e["name"] == name:
+            return e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    return None
+
+
+STORE_CREDS = "/etc/granary/store/credentials"
+
+
+def check_store_credentials(podspec, c, cfg, secret, what):
+    """cfg's store.credentials_file is a file that an initContainer builds from
+    Secret `secret` (mounted 0400) into a volume c mounts read-only; secret
+    None: no credentials file at all."""
+    got = cfg.get("store", {}).get("credentials_file")
+    if secret is None:
+        check(got is None, "%s: no store.credentials_file without store.credentials (%s)" % (what, got))
+        check(not any(i["name"] == "store-credentials" for i in podspec.get("initContainers", [])),
+              "%s: no store-credentials initContainer without store.credentials" % what)
+        return
+    check(got == STORE_CREDS, "%s: store.credentials_file %s (got %s)" % (what, STORE_CREDS, got))
+    d = STORE_CREDS.rsplit("/", 1)[0]
+    m, v = mount_of(podspec, c, d)
+    check(m.get("readOnly") is True, "%s mounts the store credentials read-only" % what)
+    check("emptyDir" in v and v["emptyDir"].get("medium") == "Memory",
+          "%s: the store credentials file is in a memory emptyDir" % what)
+    init = init_container(podspec, "store-credentials")
+    im, iv = mount_of(podspec, init, d)
+    check(im.get("name") == m.get("name") and not im.get("readOnly"),
+          "%s: the initContainer writes the volume the daemon reads" % what)
+    script = "\n".join(init.get("command", []) + init.get("args", []))
+    for k in ("[default]", "aws_access_key_id", "aws_secret_access_key", "accessKeyID",
+              "secretAccessKey", "umask 077", "chmod 0400", STORE_CREDS):
+        check(k in script, "%s: the initContainer's script has %s" % (what, k))
+    secret_vols = [vol for mm in init.get("volumeMounts", []) for vol in [volume(podspec, mm["name"])]
+                   if "secret" in vol]
+    check(len(secret_vols) == 1, "%s: the initContainer mounts one Secret" % what)
+    sv = secret_vols[0].get("secret", {}) if secret_vols else {}
+    check(sv.get("secretName") == secret, "%s: store credentials from Secret %s (got %s)"
+          % (what, secret, sv.get("secretName")))
+    check(sv.get("defaultMode") == 0o400, "%s: the store Secret is mounted 0400" % what)
+    check(not any(mm["name"] == secret_vols[0]["name"] for mm in c.get("volumeMounts", []))
+          if secret_vols else False, "%s: the daemon does not mount the Secret itself" % what)
+    for e in init.get("env", []) + c.get("env", []):
+        check("secretKeyRef" not in e.get("valueFrom", {}), "%s: no secret in the environment" % what)
+    isc = init.get("securityContext", {})
+    check(isc.get("privileged") is False and isc.get("readOnlyRootFilesystem") is True,
+          "%s: the initContainer is unprivileged with a read-only root" % what)
+
+
 def check_labels(docs):
     for d in docs:
         labels = d.get("metadata", {}).get("labels", {})
@@ -431,7 +520,7 @@ def check_labels(docs):
 
 
 def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_secret,
-                  token_key, tolerations_exist):
+                  token_key, tolerations_exist, store_secret, worker_port):
     # CSIDriver
     drv = one(docs, "CSIDriver", "csi.granary.io").get("spec", {})
     check(drv.get("attachRequired") is False, "CSIDriver attachRequired false")
@@ -479,6 +568,27 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(tok.get("secretName") == token_secret, "node plugin token from Secret %s" % token_secret)
     check(tok.get("items", [{}])[0].get("key") == token_key, "token key %s" % token_key)
     check(tok.get("defaultMode") == 0o400, "token file mode 0400")
+    ncfg = config(docs, prefix + "-node", "csi.yaml")
+    fuse_config = ncfg.get("fuse_config")
+    check(fuse_config == "/etc/granary/fuse.yaml", "csi.yaml fuse_config /etc/granary/fuse.yaml (got %s)" % fuse_config)
+    m, v = mount_of(ps, plugin, fuse_config or "")
+    check(v.get("configMap", {}).get("name") == prefix + "-node" and m.get("subPath") == "fuse.yaml",
+          "the node plugin mounts fuse.yaml of ConfigMap %s-node at fuse_config" % prefix)
+    m, v = mount_of(ps, plugin, "/etc/granary/csi.yaml")
+    check(m.get("subPath") == "csi.yaml" and "--config=/etc/granary/csi.yaml" in plugin.get("args", []),
+          "the node plugin reads csi.yaml")
+    state = ncfg.get("state_dir", "")
+    check(state.startswith("/") and hostpath_mounted_at(ps, plugin, state, state),
+          "node plugin state_dir %s is the host's, at the same path" % state)
+    check(ncfg.get("allowed_roots") == kubelet, "csi.yaml allowed_roots is the kubelet dir %s (got %s)"
+          % (kubelet, ncfg.get("allowed_roots")))
+    check("--node_id=$(NODE_NAME)" in plugin.get("args", []) and env_field(plugin, "NODE_NAME") == "spec.nodeName",
+          "node plugin node_id is its node's name")
+    fcfg = config(docs, prefix + "-node", "fuse.yaml")
+    check(fcfg.get("token_file") == "/etc/granary/token/token", "fuse.yaml token_file (got %s)" % fcfg.get("token_file"))
+    check(mounts_at(plugin, "/etc/granary/token") and
+          volume(ps, mounts_at(plugin, "/etc/granary/token")[0]["name"]).get("secret", {}).get("defaultMode") == 0o400,
+          "the node plugin mounts the token (0400) where fuse.yaml says")
 
     # worker DaemonSet
     w = one(docs, "DaemonSet", prefix + "-worker")
@@ -491,13 +601,22 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(volume(wps, "cluster-token").get("secret", {}).get("secretName") == token_secret,
           "worker token from Secret %s" % token_secret)
     wcfg = config(docs, prefix + "-worker", "worker.yaml")
+    wargs = wc.get("args", [])
+    adv = "--advertise_address=$(POD_IP):%d" % worker_port
+    check(adv in wargs, "worker args have %s: %s" % (adv, wargs))
+    check(env_field(wc, "POD_IP") == "status.podIP", "worker env POD_IP from status.podIP")
+    check("--node_id=$(NODE_NAME)" in wargs and env_field(wc, "NODE_NAME") == "spec.nodeName",
+          "worker node_id is its node's name")
+    check(wcfg.get("listen") == "0.0.0.0:%d" % worker_port, "worker listens on %d" % worker_port)
+    check(wc.get("ports", [{}])[0].get("containerPort") == worker_port, "worker containerPort %d" % worker_port)
+    check("advertise_address" not in wcfg, "worker.yaml leaves advertise_address to the flag")
+    check_store_credentials(wps, wc, wcfg, store_secret, "worker")
     check(wcfg.get("cache", {}).get("dir") == cache_dir, "worker.yaml cache.dir %s" % cache_dir)
     check(wcfg.get("cache", {}).get("capacity") == capacity,
           "worker.yaml cache.capacity %s (got %s)" % (capacity, wcfg.get("cache", {}).get("capacity")))
     check(wcfg.get("cache", {}).get("block_size") == block_size, "worker.yaml cache.block_size %s" % block_size)
     check(wcfg.get("token_file") == "/etc/granary/token/token", "worker.yaml token_file")
     check(mounts_at(wc, "/etc/granary/token"), "worker mounts the token dir")
-    fcfg = config(docs, prefix + "-node", "fuse.yaml")
     check(fcfg.get("cache", {}).get("dir") == cache_dir, "fuse.yaml cache.dir is the worker's")
     check(fcfg.get("cache", {}).get("block_size") == block_size, "fuse.yaml block size is the worker's")
     svc = one(docs, "Service", prefix + "-worker")
@@ -544,27 +663,72 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
         one(docs, kind, prefix + "-controller")
     one(docs, "ServiceAccount", prefix + "-node")
 
-    # meta
-    ss = one(docs, "StatefulSet", prefix + "-meta")
-    check(ss.get("spec", {}).get("replicas") == 1, "meta StatefulSet has 1 replica")
-    one(docs, "Service", prefix + "-meta")
+    # meta: a container of the controller pod, seeing the controller's
+    # state_dir at the same path
+    check(not find(docs, "StatefulSet"), "no meta StatefulSet: meta is in the controller pod")
+    spec = dep.get("spec", {})
+    check(spec.get("replicas") == 1, "controller Deployment has 1 replica (meta is one instance)")
+    check(spec.get("strategy", {}).get("type") == "Recreate", "controller Deployment is replaced with Recreate")
+    mc = container(cps, "granary-meta")
+    check("--config=/etc/granary/meta.yaml" in mc.get("args", []), "meta reads meta.yaml")
+    mm, mv = mount_of(cps, mc, "/etc/granary/meta.yaml")
+    check(mv.get("configMap", {}).get("name") == prefix + "-meta" and mm.get("subPath") == "meta.yaml",
+          "meta mounts meta.yaml of ConfigMap %s-meta" % prefix)
     mcfg = config(docs, prefix + "-meta", "meta.yaml")
-    check(str(mcfg.get("listen", "")).endswith(":7400"), "meta listens on 7400")
-    addr = "%s-meta.granary-system.svc:7400" % prefix
+    ccfg = config(docs, prefix + "-controller", "csi.yaml")
+    check("--config=/etc/granary/csi.yaml" in cc.get("args", []), "controller reads csi.yaml")
+    state = ccfg.get("state_dir", "")
+    check(state.startswith("/"), "controller csi.yaml sets state_dir (got %s)" % state)
+    cm, cv = mount_of(cps, cc, state)
+    mm, mv = mount_of(cps, mc, state)
+    check(bool(cm) and cm.get("name") == mm.get("name") and cm.get("subPath") == mm.get("subPath"),
+          "meta mounts the controller's state_dir volume at the same path %s" % state)
+    check(not cm.get("readOnly"), "the controller can write its state_dir")
+    check(mm.get("readOnly") is True, "meta sees the controller's state_dir read-only")
+    data_dir = mcfg.get("data_dir", "")
+    dm, dv = mount_of(cps, mc, data_dir)
+    check(bool(dm) and not dm.get("readOnly") and not data_dir.startswith(state.rstrip("/") + "/")
+          and not state.startswith(data_dir.rstrip("/") + "/"),
+          "meta's data_dir %s is a writable mount of its own" % data_dir)
+    meta_port = [p for p in mc.get("ports", []) if p.get("name") == "grpc"]
+    check(len(meta_port) == 1 and str(mcfg.get("listen", "")) == "0.0.0.0:%d" % meta_port[0]["containerPort"],
+          "meta listens on all addresses at its grpc port")
+    mport = meta_port[0]["containerPort"] if meta_port else 0
+    check(ccfg.get("meta", {}).get("address") == "127.0.0.1:%d" % mport,
+          "controller reaches meta over the pod's loopback (got %s)" % ccfg.get("meta", {}).get("address"))
+    check_store_credentials(cps, mc, mcfg, store_secret, "meta")
+    check("store-credentials" not in [m["name"] for m in cc.get("volumeMounts", [])],
+          "the CSI controller does not mount the cluster's store credentials")
+    msvc = one(docs, "Service", prefix + "-meta").get("spec", {})
+    plabels = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    sel = msvc.get("selector", {})
+    check(sel and all(plabels.get(k) == v for k, v in sel.items()),
+          "Service %s-meta selects the controller pod: %s" % (prefix, sel))
+    sport = msvc.get("ports", [{}])[0]
+    check(sport.get("port") == mport and sport.get("targetPort") == "grpc",
+          "Service %s-meta port %d to meta's grpc port" % (prefix, mport))
+    check(not find(docs, "ServiceAccount", prefix + "-meta"), "no ServiceAccount for meta alone")
+    addr = "%s-meta.granary-system.svc:%d" % (prefix, mport)
     check(wcfg.get("meta", {}).get("address") == addr, "worker reaches meta at %s" % addr)
     check(fcfg.get("meta", {}).get("address") == addr, "fuse reaches meta at %s" % addr)
     check_labels(docs)
-    return ss, wcfg, fcfg, mcfg
+    return dep, wcfg, fcfg, mcfg
 
 
 default = load_all(sys.argv[1])
 custom = load_all(sys.argv[2])
+keys = load_all(sys.argv[3])
 
 # defaults
-ss, wcfg, fcfg, mcfg = check_release(default, "granary", "/var/cache/granary", "100GiB", "4MiB",
-                                     "/var/lib/kubelet", "granary-cluster-token", "token", True)
-check(ss.get("spec", {}).get("volumeClaimTemplates", [{}])[0].get("metadata", {}).get("name") == "data",
-      "meta keeps data_dir on a PVC by default")
+ctl, wcfg, fcfg, mcfg = check_release(default, "granary", "/var/cache/granary", "100GiB", "4MiB",
+                                     "/var/lib/kubelet", "granary-cluster-token", "token", True,
+                                     None, 7480)
+pvc = one(default, "PersistentVolumeClaim", "granary-meta")
+check(volume(pod(ctl), "data").get("persistentVolumeClaim", {}).get("claimName") == "granary-meta",
+      "meta's data_dir and the controller's state_dir on PVC granary-meta by default")
+check(pvc.get("metadata", {}).get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+      "meta's PVC is kept on helm uninstall")
+check(pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage") == "10Gi", "meta's PVC 10Gi")
 sec = one(default, "Secret", "granary-cluster-token")
 check(len(sec.get("data", {}).get("token", "")) > 64, "default render generates a token")
 check(not find(default, "StorageClass"), "no StorageClass by default")
@@ -574,11 +738,15 @@ check(pod(one(default, "DaemonSet", "granary-node")).get("priorityClassName") ==
       "node plugin system-node-critical by default")
 
 # custom values
-ss, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
-                                     "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False)
-check(not find(custom, "Secret"), "existingSecret: the chart makes no Secret")
-check(not ss.get("spec", {}).get("volumeClaimTemplates"), "persistence off: no PVC")
-check("emptyDir" in volume(pod(ss), "data"), "persistence off: data_dir on an emptyDir")
+ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
+                                     "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
+                                     "cluster-s3", 7481)
+check(not find(custom, "Secret"), "existingSecrets: the chart makes no Secret")
+check(not find(custom, "PersistentVolumeClaim"), "persistence off: no PVC")
+check("emptyDir" in volume(pod(ctl), "data"), "persistence off: data_dir on an emptyDir")
+check(mcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", "meta store endpoint")
+check(mcfg.get("store", {}).get("region") == "eu-west-1" and wcfg.get("store", {}).get("region") == "eu-west-1",
+      "store region reaches meta and the worker")
 check(wcfg.get("cache", {}).get("policy") == "lru", "custom policy lru")
 check(wcfg.get("fetch", {}).get("max_inflight") == 128, "worker extraConfig merged")
 check(wcfg.get("listen") == "0.0.0.0:7481", "worker port 7481")
@@ -605,6 +773,22 @@ for k in ("provisioner", "node-stage"):
           p.get("csi.storage.k8s.io/%s-secret-namespace" % k) == "ml-team",
           "StorageClass %s secret coco-s3 in ml-team" % k)
 check(all(isinstance(v, str) for v in p.values()), "StorageClass parameters are strings")
+
+# store keys in values: the chart's Secret
+ctl, wcfg, fcfg, mcfg = check_release(keys, "granary", "/var/cache/granary", "100GiB", "4MiB",
+                                     "/var/lib/kubelet", "granary-cluster-token", "token", True,
+                                     "granary-store-credentials", 7480)
+ssec = one(keys, "Secret", "granary-store-credentials").get("data", {})
+check(sorted(ssec) == ["accessKeyID", "secretAccessKey"], "store Secret keys: %s" % sorted(ssec))
+check(base64.b64decode(ssec.get("accessKeyID", "")) == b"AKIDEXAMPLE" and
+      base64.b64decode(ssec.get("secretAccessKey", "")) == b"wJalrXUtnFEMI/K7MDENG",
+      "store Secret holds the keys of values")
+csum = [d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/store-credentials")
+        for d in (one(keys, "DaemonSet", "granary-worker"), one(keys, "Deployment", "granary-controller"))]
+dsum = [d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/store-credentials")
+        for d in (one(default, "DaemonSet", "granary-worker"), one(default, "Deployment", "granary-controller"))]
+check(all(csum) and all(a != b for a, b in zip(csum, dsum)),
+      "changing the store credentials rolls the worker and controller pods")
 
 print("%d checks passed, %d failed" % (passes, len(failures)))
 sys.exit(1 if failures else 0)

@@ -88,6 +88,33 @@ accept B, K, KiB, KB, M, MiB, MB, ... in any case).
 {{- printf "%s.%s.svc:%d" (include "granary.metaServiceName" .) .Release.Namespace (int .Values.meta.port) -}}
 {{- end -}}
 
+{{/*
+Where the controller reaches granary-meta: meta is a container of the
+controller pod, so the pod's loopback (no DNS, no Service readiness).
+*/}}
+{{- define "granary.controllerMetaAddress" -}}
+{{- printf "127.0.0.1:%d" (int .Values.meta.port) -}}
+{{- end -}}
+
+{{/* meta's data_dir, in the controller pod. */}}
+{{- define "granary.metaDataDir" -}}
+/var/lib/granary/meta
+{{- end -}}
+
+{{/*
+The controller's state_dir: it writes each provisioner secret there as a
+credentials file and registers the file's path with meta as the dataset's
+credentials_ref, so meta mounts the same volume at the same path.
+*/}}
+{{- define "granary.controllerStateDir" -}}
+/var/lib/granary/csi
+{{- end -}}
+
+{{/* The node plugin's files inside its pod. */}}
+{{- define "granary.fuseConfigFile" -}}
+/etc/granary/fuse.yaml
+{{- end -}}
+
 {{- define "granary.tokenSecretName" -}}
 {{- if .Values.clusterToken.existingSecret -}}
 {{- .Values.clusterToken.existingSecret -}}
@@ -130,11 +157,130 @@ token
   readOnly: true
 {{- end -}}
 
-{{/* The store section every daemon shares. */}}
+{{/*
+The cluster's store credentials (store.credentials): "true" when the worker
+and meta get a credentials file, "" when not. Fails on a half-given pair.
+*/}}
+{{- define "granary.storeCredentials" -}}
+{{- $c := .Values.store.credentials -}}
+{{- if and $c.existingSecret (or $c.accessKeyID $c.secretAccessKey) -}}
+{{- fail "store.credentials: give existingSecret or accessKeyID and secretAccessKey, not both" -}}
+{{- end -}}
+{{- if and (not $c.existingSecret) (or $c.accessKeyID $c.secretAccessKey) (not (and $c.accessKeyID $c.secretAccessKey)) -}}
+{{- fail "store.credentials: accessKeyID and secretAccessKey go together" -}}
+{{- end -}}
+{{- if or $c.existingSecret $c.accessKeyID -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "granary.storeCredentialsSecretName" -}}
+{{- if .Values.store.credentials.existingSecret -}}
+{{- .Values.store.credentials.existingSecret -}}
+{{- else -}}
+{{- printf "%s-store-credentials" (include "granary.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A pod annotation: changes when the chart's credentials or the Secret's name
+change, so that the pods reading them roll (a Secret you manage yourself: roll
+them with kubectl rollout restart after changing it).
+*/}}
+{{- define "granary.storeCredentialsChecksum" -}}
+{{- $c := .Values.store.credentials -}}
+{{- printf "%s\n%s\n%s" (include "granary.storeCredentialsSecretName" .) $c.accessKeyID $c.secretAccessKey | sha256sum -}}
+{{- end -}}
+
+{{/* The AWS shared-credentials file the initContainer writes. */}}
+{{- define "granary.storeCredentialsDir" -}}
+/etc/granary/store
+{{- end -}}
+
+{{- define "granary.storeCredentialsFile" -}}
+{{- printf "%s/credentials" (include "granary.storeCredentialsDir" .) -}}
+{{- end -}}
+
+{{/*
+The initContainer that turns the Secret's accessKeyID, secretAccessKey (and
+sessionToken, when present) into an AWS shared-credentials file, profile
+[default], mode 0400, in a memory-backed emptyDir. The values go from file
+to file through shell builtins: never on a command line or in the
+environment.
+*/}}
+{{- define "granary.storeCredentialsInitContainer" -}}
+- name: store-credentials
+  image: {{ include "granary.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - /bin/sh
+    - -ec
+    - |
+      umask 077
+      in=/etc/granary/store-secret
+      out={{ include "granary.storeCredentialsFile" . }}
+      for k in accessKeyID secretAccessKey; do
+        [ -s "$in/$k" ] || { echo "store credentials: the Secret has no key $k" >&2; exit 1; }
+      done
+      line() { v=$(cat "$in/$1"); printf '%s = %s\n' "$2" "$v"; }
+      {
+        echo '[default]'
+        line accessKeyID aws_access_key_id
+        line secretAccessKey aws_secret_access_key
+        if [ -s "$in/sessionToken" ]; then line sessionToken aws_session_token; fi
+      } >"$out.tmp"
+      chmod 0400 "$out.tmp"
+      mv -f "$out.tmp" "$out"
+  securityContext:
+    privileged: false
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+  volumeMounts:
+    - name: store-secret
+      mountPath: /etc/granary/store-secret
+      readOnly: true
+    - name: store-credentials
+      mountPath: {{ include "granary.storeCredentialsDir" . }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      memory: 64Mi
+{{- end -}}
+
+{{/* Its volumes: the Secret (mode 0400) and the file's emptyDir. */}}
+{{- define "granary.storeCredentialsVolumes" -}}
+- name: store-secret
+  secret:
+    secretName: {{ include "granary.storeCredentialsSecretName" . }}
+    defaultMode: 0400
+- name: store-credentials
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end -}}
+
+{{/* The file, read-only, in the worker and meta containers. */}}
+{{- define "granary.storeCredentialsVolumeMount" -}}
+- name: store-credentials
+  mountPath: {{ include "granary.storeCredentialsDir" . }}
+  readOnly: true
+{{- end -}}
+
+{{/*
+The store section every daemon shares. Call with (dict "ctx" $ "credentials"
+true) for the daemons that read the cluster's credentials file (worker,
+meta).
+*/}}
 {{- define "granary.storeConfig" -}}
-{{- $store := dict "region" .Values.store.region -}}
-{{- if .Values.store.endpoint -}}
-{{- $_ := set $store "endpoint" .Values.store.endpoint -}}
+{{- $v := .ctx.Values -}}
+{{- $store := dict "region" $v.store.region -}}
+{{- if $v.store.endpoint -}}
+{{- $_ := set $store "endpoint" $v.store.endpoint -}}
+{{- end -}}
+{{- if and .credentials (include "granary.storeCredentials" .ctx) -}}
+{{- $_ := set $store "credentials_file" (include "granary.storeCredentialsFile" .ctx) -}}
 {{- end -}}
 {{- toYaml $store -}}
 {{- end -}}
@@ -146,13 +292,17 @@ The daemons' YAML files, built from values: keys are those of each daemon's
 {{- define "granary.metaConfig" -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.meta.port))
-  "data_dir" "/var/lib/granary/meta"
+  "data_dir" (include "granary.metaDataDir" .)
   "heartbeat" (dict "interval" .Values.meta.heartbeat.interval "expiry" .Values.meta.heartbeat.expiry)
-  "store" (include "granary.storeConfig" . | fromYaml)
+  "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
 
+{{/*
+granary-worker. node_id ($(NODE_NAME)) and advertise_address ($(POD_IP):port)
+are flags of the container: they differ per pod.
+*/}}
 {{- define "granary.workerConfig" -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.worker.port))
@@ -163,32 +313,43 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "block_size" (include "granary.size" .Values.cache.blockSize)
     "policy" .Values.cache.policy)
   "token_file" (include "granary.tokenFile" .)
-  "store" (include "granary.storeConfig" . | fromYaml)
+  "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.worker.extraConfig)) -}}
 {{- end -}}
 
+{{/*
+The node plugin: state_dir on a hostPath, fuse.yaml for every granary-fuse it
+starts, staging and target paths only under the kubelet's directory.
+*/}}
 {{- define "granary.csiConfig" -}}
 {{- $c := dict
   "endpoint" "unix:///csi/csi.sock"
   "meta" (dict "address" (include "granary.metaAddress" .))
   "state_dir" .Values.node.stateDir
   "fuse_binary" "/usr/bin/granary-fuse"
+  "fuse_config" (include "granary.fuseConfigFile" .)
+  "allowed_roots" (trimSuffix "/" .Values.node.kubeletDir)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.extraConfig)) -}}
 {{- end -}}
 
+{{/* The controller: meta over the pod's loopback, state_dir shared with meta. */}}
 {{- define "granary.controllerConfig" -}}
 {{- $c := dict
   "endpoint" "unix:///csi/csi.sock"
-  "meta" (dict "address" (include "granary.metaAddress" .))
+  "meta" (dict "address" (include "granary.controllerMetaAddress" .))
+  "state_dir" (include "granary.controllerStateDir" .)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.controller.extraConfig)) -}}
 {{- end -}}
 
 {{/*
-granary-fuse's settings common to every dataset on the node; the node plugin
-adds mountpoint and dataset per NodeStageVolume.
+granary-fuse's settings common to every dataset on the node (fuse_config of
+the node plugin); the node plugin adds mountpoint, dataset, init_state and
+the node-stage credentials per NodeStageVolume. The cache directory is the
+worker's, at the same path; the token file is the node plugin's mount of the
+cluster token.
 */}}
 {{- define "granary.fuseConfig" -}}
 {{- $c := dict
@@ -197,7 +358,8 @@ adds mountpoint and dataset per NodeStageVolume.
     "dir" .Values.cache.dir
     "capacity" (include "granary.size" .Values.cache.capacity)
     "block_size" (include "granary.size" .Values.cache.blockSize))
-  "store" (include "granary.storeConfig" . | fromYaml)
+  "token_file" (include "granary.tokenFile" .)
+  "store" (include "granary.storeConfig" (dict "ctx" .) | fromYaml)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.fuseConfig)) -}}
 {{- end -}}
