@@ -72,7 +72,7 @@ START_TEST(test_mount_settings_defaults_are_tuned_and_valid)
 	ck_assert_int_eq(s.max_background, 64);
 	ck_assert_int_eq(s.max_idle_threads, 0);
 	ck_assert(s.clone_fd);
-	ck_assert(s.splice);
+	ck_assert(!s.splice);
 	ck_assert_uint_eq(s.read_ahead, 1u << 20);
 	ck_assert_int_eq(s.prefetch_blocks, 4);
 	ck_assert_uint_eq(s.worker_timeout_ms, 500);
@@ -102,7 +102,7 @@ START_TEST(test_mount_settings_yaml_overrides_nested_keys)
 		"keep_cache: false\n"
 		"max_read: 512KiB\n"
 		"max_idle_threads: 32\n"
-		"splice: off\n"
+		"splice: on\n"
 		"read_ahead: 8MiB\n"
 		"prefetch:\n"
 		"  blocks: 16\n"
@@ -127,7 +127,7 @@ START_TEST(test_mount_settings_yaml_overrides_nested_keys)
 	ck_assert(!s.keep_cache);
 	ck_assert_uint_eq(s.max_read, 512u << 10);
 	ck_assert_int_eq(s.max_idle_threads, 32);
-	ck_assert(!s.splice);
+	ck_assert(s.splice);
 	ck_assert(s.clone_fd);
 	ck_assert_uint_eq(s.read_ahead, 8u << 20);
 	ck_assert_int_eq(s.prefetch_blocks, 16);
