@@ -31,7 +31,9 @@
 
 #include "cache/token.h"
 #include "common/retry.h"
+#include "e2e/harness.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 #define BS (64u << 10)        /* dataset "ds": small blocks, many of them */
 #define BIG_BS (1u << 20)     /* dataset "big": 1 MiB blocks */
@@ -71,46 +73,21 @@ static struct worker w;
 
 /* --- data ---------------------------------------------------------------- */
 
-static void fill(unsigned char *buf, size_t n, unsigned seed)
-{
-	uint64_t x = seed * 2654435761u + 1;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (unsigned char)x;
-	}
-}
-
 static unsigned char *object_data(size_t i)
 {
 	unsigned char *buf = malloc(objects[i].size);
 
-	fill(buf, objects[i].size, (unsigned)i + 1);
+	harness_fill(buf, objects[i].size, ((unsigned)i + 1) * 2654435761u + 1);
 	return buf;
 }
 
 static void read_env(void)
 {
-	const char *dir = getenv("GRANARY_S3_DIR"), *bindir = getenv("GRANARY_BIN_DIR");
-	char path[512], line[1024];
-	FILE *f;
+	char bindir[400];
 
-	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
-	ck_assert_msg(bindir != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
+	harness_bin_dir(bindir, sizeof(bindir));
 	snprintf(bin, sizeof(bin), "%s/granary-worker", bindir);
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, sizeof(credentials), "%s", line + 23);
-	}
-	fclose(f);
 }
 
 /* Unchecked fixture: runs once, in the parent, before the tests fork. */
@@ -155,20 +132,6 @@ static void free_tokens(void)
 
 /* --- the worker process -------------------------------------------------- */
 
-static int free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 static void print_log(void)
 {
 	char line[1024];
@@ -194,7 +157,7 @@ static void worker_start(void)
 	snprintf(wrapper, sizeof(wrapper), "%s",
 		 getenv("GRANARY_TEST_WRAPPER") ? getenv("GRANARY_TEST_WRAPPER") : "");
 
-	w.port = free_port();
+	w.port = harness_free_port();
 	snprintf(port, sizeof(port), "%d", w.port);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", w.port);
 	/* GRANARY_TEST_WRAPPER="valgrind -q --leak-check=full" runs the
@@ -227,21 +190,7 @@ static void worker_start(void)
 	argv[argc++] = "info";
 	argv[argc] = NULL;
 
-	w.pid = fork();
-	ck_assert_int_ge(w.pid, 0);
-	if (w.pid == 0) {
-		int fd = open(w.log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-		/* The worker must not outlive a test that fails half-way. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
+	w.pid = harness_spawn((const char *const *)argv, w.log_path);
 	http_healthz_wait();
 }
 
@@ -249,49 +198,18 @@ static void worker_start(void)
  * 10 s) and the time it took in *ms. */
 static int worker_stop(uint64_t *ms)
 {
-	uint64_t t0 = retry_now_ms();
-	int status = 0;
-
-	kill(w.pid, SIGTERM);
-	for (;;) {
-		pid_t r = waitpid(w.pid, &status, WNOHANG);
-
-		if (r == w.pid)
-			break;
-		if (retry_now_ms() - t0 > 10000) {
-			kill(w.pid, SIGKILL);
-			waitpid(w.pid, &status, 0);
-			w.pid = 0;
-			return -1;
-		}
-		retry_sleep_ms(5);
-	}
-	w.pid = 0;
-	if (ms)
-		*ms = retry_now_ms() - t0;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static void write_token_file(const char *path, const char *secret)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, secret, strlen(secret)), (ssize_t)strlen(secret));
-	ck_assert_int_eq(write(fd, "\n", 1), 1);
-	close(fd);
+	return harness_stop(&w.pid, 10000, ms);
 }
 
 /* Checked fixture: a fresh directory and a running worker per test. */
 static void setup_capacity(const char *capacity)
 {
-	snprintf(w.dir, sizeof(w.dir), "/tmp/test_worker_XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(w.dir));
+	harness_tmpdir(w.dir, sizeof(w.dir), "/tmp/test_worker_XXXXXX");
 	snprintf(w.cache, sizeof(w.cache), "%s/cache", w.dir);
 	snprintf(w.token_path, sizeof(w.token_path), "%s/token", w.dir);
 	snprintf(w.log_path, sizeof(w.log_path), "%s/worker.log", w.dir);
 	snprintf(w.capacity, sizeof(w.capacity), "%s", capacity);
-	write_token_file(w.token_path, SECRET);
+	harness_write_file(w.token_path, SECRET "\n", 0600);
 	worker_start();
 }
 
@@ -306,11 +224,6 @@ static void setup_small(void)
 	setup_capacity("272KiB");
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 /* Every test ends with a graceful stop, so that each one also checks that
  * the worker exits 0 at SIGTERM (and, under a wrapper, frees everything). */
 static void teardown(void)
@@ -321,7 +234,7 @@ static void teardown(void)
 		status = worker_stop(NULL);
 	if (status != 0)
 		print_log();
-	nftw(w.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	harness_rm_rf(w.dir);
 	ck_assert_msg(status == 0, "granary-worker exited with status %d at SIGTERM", status);
 }
 
@@ -1124,8 +1037,7 @@ int main(void)
 	Suite *s = suite_create("worker");
 	TCase *tc = tcase_create("worker");
 	TCase *small = tcase_create("small cache");
-	SRunner *sr;
-	int failed;
+	int rc;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	tcase_add_unchecked_fixture(tc, put_objects, free_tokens);
@@ -1150,10 +1062,7 @@ int main(void)
 	tcase_add_test(small, test_worker_capacity_is_never_exceeded);
 	suite_add_tcase(s, small);
 
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = check_main_run(s);
 	curl_global_cleanup();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return rc;
 }

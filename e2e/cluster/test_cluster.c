@@ -38,8 +38,10 @@
 
 #include "cache/token.h"
 #include "common/retry.h"
+#include "e2e/harness.h"
 #include "meta/meta_client.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 #define BUCKET "granary-e2e"
 #define BS (64u << 10)     /* the dataset's block size, from its options */
@@ -86,38 +88,10 @@ static struct token *tok;
 
 /* --- environment and data -------------------------------------------------- */
 
-static void fill(unsigned char *buf, size_t n, unsigned seed)
-{
-	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 11;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (unsigned char)x;
-	}
-}
-
 static void read_env(void)
 {
-	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
-	char path[512], line[1024];
-	FILE *f;
-
-	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
-	ck_assert_msg(bin != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
-	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, sizeof(credentials), "%s", line + 23);
-	}
-	fclose(f);
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
 }
 
 /* Unchecked fixture: once, in the parent, before the tests fork. */
@@ -139,7 +113,7 @@ static void put_objects(void)
 	snprintf(source_uri, sizeof(source_uri), "s3://" BUCKET "/%s", prefix);
 	for (size_t i = 0; i < NOBJ; i++) {
 		data[i] = malloc(objects[i].size);
-		fill(data[i], objects[i].size, (unsigned)i + 1);
+		harness_fill(data[i], objects[i].size, ((unsigned)i + 1) * 0x9e3779b97f4a7c15ull + 11);
 		snprintf(key, sizeof(key), "%s%s", prefix, objects[i].key);
 		ck_assert_msg(store_put(st, key, data[i], objects[i].size, &err) == ERR_OK,
 			      "put '%s': %s", key, err.msg);
@@ -158,72 +132,14 @@ static void free_objects(void)
 
 /* --- processes ----------------------------------------------------------- */
 
-static int free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
-static void dump_log(const char *path)
-{
-	char cmd[400];
-
-	snprintf(cmd, sizeof(cmd), "echo '--- %s ---' >&2; tail -n 40 '%s' >&2", path, path);
-	if (system(cmd) != 0)
-		fprintf(stderr, "(no log at %s)\n", path);
-}
-
-/* fork/exec argv with stdout and stderr appended to log. */
-static pid_t spawn(const char *const *argv, const char *log)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		/* Never outlive the test, whatever way it ends. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* SIGTERM and wait up to 20 s: the exit status (0 = graceful). */
 static int proc_stop(struct proc *p)
 {
-	uint64_t t0 = retry_now_ms();
-	int status = 0;
+	int status = harness_stop(&p->pid, 20000, NULL);
 
-	if (p->pid <= 0)
-		return 0;
-	kill(p->pid, SIGTERM);
-	while (waitpid(p->pid, &status, WNOHANG) != p->pid) {
-		if (retry_now_ms() - t0 > 20000) {
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &status, 0);
-			p->pid = 0;
-			dump_log(p->log);
-			return -1;
-		}
-		retry_sleep_ms(10);
-	}
-	p->pid = 0;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	if (status == -1)
+		harness_dump_log(p->log);
+	return status;
 }
 
 static bool proc_exited(struct proc *p, int *status)
@@ -259,7 +175,7 @@ static void meta_start(void)
 	uint64_t t0 = retry_now_ms();
 
 	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
-	meta.pid = spawn(argv, meta.log);
+	meta.pid = harness_spawn(argv, meta.log);
 	for (;;) {
 		Granary__V1__ListDatasetsReply *l = NULL;
 		struct error err;
@@ -270,11 +186,11 @@ static void meta_start(void)
 			break;
 		}
 		if (proc_exited(&meta, &status)) {
-			dump_log(meta.log);
+			harness_dump_log(meta.log);
 			ck_abort_msg("granary-meta exited at start (status %d)", status);
 		}
 		if (retry_now_ms() - t0 > 15000) {
-			dump_log(meta.log);
+			harness_dump_log(meta.log);
 			ck_abort_msg("granary-meta did not answer within 15 s: %s", err.msg);
 		}
 		retry_sleep_ms(20);
@@ -375,18 +291,18 @@ static void worker_start(struct worker *w, int i)
 	snprintf(w->id, sizeof(w->id), "w%d", i + 1);
 	snprintf(w->cache, sizeof(w->cache), "%s/cache-%s", work, w->id);
 	snprintf(w->p.log, sizeof(w->p.log), "%s/%s.log", work, w->id);
-	w->port = free_port();
+	w->port = harness_free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", w->port);
-	w->p.pid = spawn(argv, w->p.log);
+	w->p.pid = harness_spawn(argv, w->p.log);
 	while (http_get(w->port, "/healthz", NULL) != 200) {
 		int status;
 
 		if (proc_exited(&w->p, &status)) {
-			dump_log(w->p.log);
+			harness_dump_log(w->p.log);
 			ck_abort_msg("granary-worker %s exited at start (status %d)", w->id, status);
 		}
 		if (retry_now_ms() - t0 > 15000) {
-			dump_log(w->p.log);
+			harness_dump_log(w->p.log);
 			ck_abort_msg("granary-worker %s did not serve within 15 s", w->id);
 		}
 		retry_sleep_ms(20);
@@ -481,24 +397,6 @@ struct mnt {
 	struct proc p;
 };
 
-static bool is_mounted(const char *dir)
-{
-	char line[4096];
-	FILE *f = fopen("/proc/self/mounts", "r");
-	bool found = false;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char dev[512], mnt[1024], type[64];
-
-		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
-		    strcmp(mnt, dir) == 0 && strncmp(type, "fuse", 4) == 0)
-			found = true;
-	}
-	if (f)
-		fclose(f);
-	return found;
-}
-
 /*
  * granary-fuse --dataset NAME as the node plugin starts it, on worker 1's
  * node: its cache directory, the cluster token, meta, and the node's store
@@ -511,7 +409,7 @@ static int mount_start(struct mnt *m, const char *dataset, const char *const *ex
 {
 	char exe[600];
 	const char *argv[64];
-	int n = 0, status;
+	int n = 0, rc;
 
 	snprintf(m->dir, sizeof(m->dir), "%s/mnt-%s", work, label);
 	snprintf(m->log, sizeof(m->log), "%s/fuse-%s.log", work, label);
@@ -540,19 +438,15 @@ static int mount_start(struct mnt *m, const char *dataset, const char *const *ex
 	for (; extra && *extra && n < 62; extra++)
 		argv[n++] = *extra;
 	argv[n] = NULL;
-	m->p.pid = spawn(argv, m->log);
-	for (int i = 0; i < 400; i++) {
-		if (is_mounted(m->dir))
-			return 0;
-		if (proc_exited(&m->p, &status)) {
-			rmdir(m->dir);
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		}
-		retry_sleep_ms(25);
+	m->p.pid = harness_spawn(argv, m->log);
+	rc = harness_wait_mount(&m->p.pid, m->dir, 10000, 25);
+	if (rc > 0)
+		rmdir(m->dir);
+	if (rc < 0) {
+		harness_dump_log(m->log);
+		ck_abort_msg("mount at %s did not appear", m->dir);
 	}
-	dump_log(m->log);
-	ck_abort_msg("mount at %s did not appear", m->dir);
-	return -1;
+	return rc;
 }
 
 static void mount_stop(struct mnt *m)
@@ -560,23 +454,10 @@ static void mount_stop(struct mnt *m)
 	int status = proc_stop(&m->p);
 
 	if (status != 0)
-		dump_log(m->log);
+		harness_dump_log(m->log);
 	ck_assert_msg(status == 0, "granary-fuse exit status %d", status);
-	ck_assert_msg(!is_mounted(m->dir), "stale mount left at %s", m->dir);
+	ck_assert_msg(!harness_is_mounted(m->dir), "stale mount left at %s", m->dir);
 	rmdir(m->dir);
-}
-
-static bool log_has(const char *path, const char *needle)
-{
-	FILE *f = fopen(path, "r");
-	char line[4096];
-	bool found = false;
-
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return found;
 }
 
 static int log_count(const char *path, const char *needle)
@@ -663,11 +544,6 @@ static void read_all_exact(const struct mnt *m)
 	}
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static long counted;
 
 static int count_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -690,28 +566,18 @@ static long blocks_in(const struct worker *w)
 
 /* --- the cluster fixture ------------------------------------------------------ */
 
-static void write_token(void)
-{
-	int fd = open(token_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, SECRET "\n", strlen(SECRET) + 1), (ssize_t)strlen(SECRET) + 1);
-	close(fd);
-}
-
 /* meta, the dataset registered in it, two workers that joined and took the
  * dataset from meta. */
 static void setup(void)
 {
 	struct spec sp;
 
-	snprintf(work, sizeof(work), "/tmp/granary-cluster-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(work));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-cluster-XXXXXX");
 	snprintf(token_path, sizeof(token_path), "%s/token", work);
 	snprintf(meta_sock, sizeof(meta_sock), "unix://%s/meta.sock", work);
 	snprintf(meta_data, sizeof(meta_data), "%s/meta-data", work);
 	snprintf(meta.log, sizeof(meta.log), "%s/meta.log", work);
-	write_token();
+	harness_write_file(token_path, SECRET "\n", 0600);
 	meta_start();
 	spec_init(&sp, DATASET);
 	register_ok(&sp);
@@ -751,13 +617,13 @@ static void teardown(void)
 		int status = proc_stop(&workers[i].p);
 
 		if (status != 0) {
-			dump_log(workers[i].p.log);
+			harness_dump_log(workers[i].p.log);
 			bad = status;
 		}
 	}
 	if (proc_stop(&meta) != 0)
-		dump_log(meta.log);
-	nftw(work, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		harness_dump_log(meta.log);
+	harness_rm_rf(work);
 	ck_assert_msg(bad == 0, "a granary-worker exited with status %d at SIGTERM", bad);
 }
 
@@ -911,7 +777,8 @@ START_TEST(test_cluster_worker_killed_mid_read_fails_no_read)
 	/* the dead worker was asked and passed over, then no longer asked */
 	ck_assert_uint_gt(fallbacks_at_drop, 0);
 	ck_assert_uint_eq(fallbacks_end, fallbacks_at_drop);
-	ck_assert_msg(log_has(m.log, "workers=1"), "the mount did not follow the membership");
+	ck_assert_msg(harness_file_contains(m.log, "workers=1"),
+		      "the mount did not follow the membership");
 	mount_stop(&m);
 }
 END_TEST
@@ -925,11 +792,11 @@ START_TEST(test_cluster_mount_errors_name_the_cause)
 	struct mnt m;
 
 	ck_assert_int_ne(mount_start(&m, "no-such-dataset", NULL, "unknown"), 0);
-	ck_assert_msg(log_has(m.log, "no-such-dataset"), "log does not name the dataset");
+	ck_assert_msg(harness_file_contains(m.log, "no-such-dataset"), "log does not name the dataset");
 	ck_assert_int_ne(mount_start(&m, DATASET, bad_meta, "nometa"), 0);
-	ck_assert_msg(log_has(m.log, "127.0.0.1:1"), "log does not name the address");
+	ck_assert_msg(harness_file_contains(m.log, "127.0.0.1:1"), "log does not name the address");
 	ck_assert_int_ne(mount_start(&m, DATASET, no_cred, "nocred"), 0);
-	ck_assert_msg(log_has(m.log, "/nonexistent/granary/credentials"),
+	ck_assert_msg(harness_file_contains(m.log, "/nonexistent/granary/credentials"),
 		      "log does not name the file");
 }
 END_TEST
@@ -1018,7 +885,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 		      "the workers did not join the restarted meta");
 	for (int i = 0; i < NWORKERS; i++)
 		ck_assert_msg(wait_for(all_have, DATASET, 5000) &&
-				      log_has(workers[i].p.log, "granary-meta reachable again"),
+				      harness_file_contains(workers[i].p.log, "granary-meta reachable again"),
 			      "worker %s did not log meta's return", workers[i].id);
 }
 END_TEST
@@ -1027,8 +894,6 @@ int main(void)
 {
 	Suite *s = suite_create("cluster");
 	TCase *tc = tcase_create("cluster");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -1038,9 +903,5 @@ int main(void)
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

@@ -27,8 +27,10 @@
 
 #include "common/retry.h"
 #include "csi.pb-c.h"
+#include "e2e/harness.h"
 #include "rpc/rpc_client.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 #define BUCKET "granary-e2e"
 
@@ -40,23 +42,11 @@ static pid_t meta_pid, csi_pid;
 
 static void read_env(void)
 {
-	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
-	char path[600], line[1024];
+	char line[1024];
 	FILE *f;
 
-	ck_assert_msg(dir && bin, "GRANARY_S3_DIR / GRANARY_BIN_DIR not set (run through ctest)");
-	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, sizeof(credentials), "%s", line + 23);
-	}
-	fclose(f);
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
 	f = fopen(credentials, "r");
 	ck_assert_ptr_nonnull(f);
 	while (fgets(line, sizeof(line), f)) {
@@ -67,15 +57,6 @@ static void read_env(void)
 	}
 	fclose(f);
 	ck_assert(key_id[0] && secret[0]);
-}
-
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
 }
 
 static const char *const files[][2] = {
@@ -95,8 +76,7 @@ static void setup(void)
 	ck_assert_msg(geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0,
 		      "needs root and /dev/fuse");
 	read_env();
-	snprintf(work, sizeof(work), "/tmp/granary-csi-node-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(work));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-csi-node-XXXXXX");
 	snprintf(prefix, sizeof(prefix), "csi-node-%d-%llu/", (int)getpid(),
 		 (unsigned long long)retry_now_ms());
 	cfg.endpoint = endpoint;
@@ -111,14 +91,14 @@ static void setup(void)
 	}
 	store_free(st);
 	snprintf(path, sizeof(path), "%s/token", work);
-	write_file(path, "0123456789abcdef0123456789abcdef", 0600);
+	harness_write_file(path, "0123456789abcdef0123456789abcdef", 0600);
 	snprintf(path, sizeof(path), "%s/fuse.yaml", work);
 	{
 		char yaml[600];
 
 		snprintf(yaml, sizeof(yaml), "cache:\n  dir: %s/cache\n  capacity: 64MiB\ntoken_file: %s/token\n",
 			 work, work);
-		write_file(path, yaml, 0644);
+		harness_write_file(path, yaml, 0644);
 	}
 	snprintf(path, sizeof(path), "%s/mnt", work);
 	ck_assert_int_eq(mkdir(path, 0755), 0);
@@ -156,32 +136,12 @@ static void teardown(void)
 
 /* ---- processes --------------------------------------------------------- */
 
-static pid_t spawn(const char *const *argv, const char *log)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 static void dump_log(void)
 {
-	char cmd[300];
+	char path[200];
 
-	snprintf(cmd, sizeof(cmd), "tail -n 40 '%s/csi.log' >&2", work);
-	if (system(cmd) != 0)
-		fprintf(stderr, "(no log)\n");
+	snprintf(path, sizeof(path), "%s/csi.log", work);
+	harness_dump_log(path);
 }
 
 static void wait_socket(const char *addr, pid_t pid)
@@ -204,7 +164,7 @@ static void start_meta(void)
 	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
 	snprintf(data, sizeof(data), "%s/meta", work);
 	snprintf(log, sizeof(log), "%s/meta.log", work);
-	meta_pid = spawn(argv, log);
+	meta_pid = harness_spawn(argv, log);
 	wait_socket(meta_addr, meta_pid);
 }
 
@@ -224,7 +184,7 @@ static void start_csi(void)
 	snprintf(log, sizeof(log), "%s/csi.log", work);
 	snprintf(sock, sizeof(sock), "%s/csi.sock", work);
 	unlink(sock);
-	csi_pid = spawn(argv, log);
+	csi_pid = harness_spawn(argv, log);
 	wait_socket(csi_addr, csi_pid);
 }
 
@@ -558,17 +518,11 @@ int main(void)
 {
 	Suite *s = suite_create("csi_node_e2e");
 	TCase *tc = tcase_create("node");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_node_stage_publish_restart_takeover_unstage);
 	tcase_add_test(tc, test_node_refuses_bad_requests_with_their_codes);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

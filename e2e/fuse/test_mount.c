@@ -18,7 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "e2e/harness.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 struct mnt {
 	char dir[256];
@@ -29,41 +31,8 @@ static char bin_dir[512], s3_endpoint[256], s3_credentials[512];
 
 static void read_env(void)
 {
-	const char *b = getenv("GRANARY_BIN_DIR"), *dir = getenv("GRANARY_S3_DIR");
-	char path[512], line[1024];
-	FILE *f;
-
-	ck_assert_msg(b && dir, "GRANARY_BIN_DIR / GRANARY_S3_DIR not set (run through ctest)");
-	snprintf(bin_dir, sizeof(bin_dir), "%s", b);
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(s3_endpoint, sizeof(s3_endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(s3_credentials, sizeof(s3_credentials), "%s", line + 23);
-	}
-	fclose(f);
-}
-
-static int is_mounted(const char *dir)
-{
-	char line[4096];
-	FILE *f = fopen("/proc/self/mounts", "r");
-	int found = 0;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char dev[512], mnt[1024], type[64];
-
-		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
-		    strcmp(mnt, dir) == 0 && strncmp(type, "fuse", 4) == 0)
-			found = 1;
-	}
-	if (f)
-		fclose(f);
-	return found;
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_s3_env(s3_endpoint, sizeof(s3_endpoint), s3_credentials, sizeof(s3_credentials));
 }
 
 /* Starts granary-fuse with extra flags (NULL-terminated); waits until the
@@ -72,10 +41,9 @@ static int start_mount(struct mnt *m, const char *const *flags, char *log_path)
 {
 	char exe[600];
 	const char *argv[64];
-	int n = 0, status;
+	int n = 0, rc;
 
-	snprintf(m->dir, sizeof(m->dir), "/tmp/granary-mnt-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(m->dir));
+	harness_tmpdir(m->dir, sizeof(m->dir), "/tmp/granary-mnt-XXXXXX");
 	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
 	argv[n++] = exe;
 	argv[n++] = "--mountpoint";
@@ -83,43 +51,25 @@ static int start_mount(struct mnt *m, const char *const *flags, char *log_path)
 	for (int i = 0; flags[i]; i++)
 		argv[n++] = flags[i];
 	argv[n] = NULL;
-	m->pid = fork();
-	ck_assert_int_ge(m->pid, 0);
-	if (m->pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-		dup2(fd, STDERR_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		execv(exe, (char *const *)argv);
-		_exit(127);
-	}
-	for (int i = 0; i < 200; i++) {
-		if (is_mounted(m->dir))
-			return 0;
-		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
-			m->pid = -1;
-			rmdir(m->dir);
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-		}
-		usleep(50 * 1000);
-	}
-	ck_abort_msg("mount at %s did not appear", m->dir);
-	return -1;
+	m->pid = harness_spawn(argv, log_path);
+	rc = harness_wait_mount(&m->pid, m->dir, 10000, 50);
+	if (rc > 0)
+		rmdir(m->dir);
+	ck_assert_msg(rc >= 0, "mount at %s did not appear", m->dir);
+	return rc;
 }
 
 /* SIGTERM, then the daemon must exit 0 and leave no mount behind. */
 static void stop_mount(struct mnt *m)
 {
-	int status = 0;
+	int status;
 
 	if (m->pid <= 0)
 		return;
-	kill(m->pid, SIGTERM);
-	ck_assert_int_eq(waitpid(m->pid, &status, 0), m->pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
-	ck_assert_msg(!is_mounted(m->dir), "stale mount left at %s", m->dir);
+	status = harness_stop(&m->pid, 60000, NULL);
+	ck_assert_msg(status == 0, "exit status %d", status);
+	ck_assert_msg(!harness_is_mounted(m->dir), "stale mount left at %s", m->dir);
 	rmdir(m->dir);
-	m->pid = -1;
 }
 
 /* --- a source tree on local disk ---------------------------------------- */
@@ -128,14 +78,7 @@ static char src[256];
 
 static void fill(unsigned char *buf, size_t n, unsigned seed)
 {
-	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (unsigned char)x;
-	}
+	harness_fill(buf, n, seed * 0x9e3779b97f4a7c15ull + 7);
 }
 
 static void write_file(const char *rel, size_t size, unsigned seed)
@@ -173,8 +116,7 @@ static const struct { const char *name; size_t size; } files[] = {
 
 static void make_source(void)
 {
-	snprintf(src, sizeof(src), "/tmp/granary-src-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(src));
+	harness_tmpdir(src, sizeof(src), "/tmp/granary-src-XXXXXX");
 	for (size_t i = 0; i < NFILES; i++)
 		write_file(files[i].name, files[i].size, (unsigned)i + 1);
 }
@@ -194,14 +136,6 @@ static void compare_file(const char *a, const char *b)
 	} while (na > 0);
 	fclose(fa);
 	fclose(fb);
-}
-
-static void rm_tree(const char *dir)
-{
-	char cmd[600];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	ck_assert_int_eq(system(cmd), 0);
 }
 
 static char log_path[256];
@@ -224,7 +158,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	rm_tree(src);
+	ck_assert_int_eq(harness_rm_rf(src), 0);
 }
 
 START_TEST(test_mount_every_file_reads_byte_exact)
@@ -461,14 +395,7 @@ END_TEST
 
 static int log_contains(const char *needle)
 {
-	char buf[8192];
-	FILE *f = fopen(log_path, "r");
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-	if (f)
-		fclose(f);
-	buf[n] = '\0';
-	return strstr(buf, needle) != NULL;
+	return harness_file_contains(log_path, needle);
 }
 
 START_TEST(test_mount_missing_credentials_file_fails_clearly_at_mount_time)
@@ -501,8 +428,6 @@ int main(void)
 {
 	Suite *s = suite_create("fuse_mount");
 	TCase *tc = tcase_create("mount");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -515,9 +440,5 @@ int main(void)
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

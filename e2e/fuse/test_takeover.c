@@ -25,6 +25,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "e2e/harness.h"
+#include "unit/check_main.h"
+
 #define FILE_SIZE (8u << 20)
 #define NREADERS 4
 
@@ -32,40 +35,19 @@ static char bin_dir[512], work[256], src[300], mnt[300], init_state[320];
 static unsigned char expect[FILE_SIZE];
 static int fuse_fd = -1;
 
-static void fill(unsigned char *buf, size_t n)
-{
-	uint64_t x = 0x9e3779b97f4a7c15ull;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (unsigned char)x;
-	}
-}
-
 static pid_t start_daemon(int takeover)
 {
 	char exe[600], fdpath[32], source[320], cache[320], logp[320];
-	pid_t pid;
+	const char *argv[] = { exe, "--mountpoint", fdpath, "--source", source, "--cache.dir", cache,
+			       "--cache.block_size", "1MiB", "--init_state", init_state, "--takeover",
+			       takeover ? "true" : "false", NULL };
 
 	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
 	snprintf(fdpath, sizeof(fdpath), "/dev/fd/%d", fuse_fd);
 	snprintf(source, sizeof(source), "file://%s", src);
 	snprintf(cache, sizeof(cache), "%s/cache", work);
 	snprintf(logp, sizeof(logp), "%s/fuse-%d.log", work, takeover);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int log = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-		dup2(log, STDERR_FILENO);
-		execl(exe, exe, "--mountpoint", fdpath, "--source", source, "--cache.dir", cache,
-		      "--cache.block_size", "1MiB", "--init_state", init_state, "--takeover",
-		      takeover ? "true" : "false", (char *)NULL);
-		_exit(127);
-	}
-	return pid;
+	return harness_spawn(argv, logp);
 }
 
 struct reader {
@@ -151,16 +133,14 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 	long total = 0;
 	FILE *f;
 
-	ck_assert_ptr_nonnull(getenv("GRANARY_BIN_DIR"));
-	snprintf(bin_dir, sizeof(bin_dir), "%s", getenv("GRANARY_BIN_DIR"));
-	snprintf(work, sizeof(work), "/tmp/granary-takeover-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(work));
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-takeover-XXXXXX");
 	snprintf(src, sizeof(src), "%s/src", work);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
 	snprintf(init_state, sizeof(init_state), "%s/init", work);
 	ck_assert_int_eq(mkdir(src, 0755), 0);
 	ck_assert_int_eq(mkdir(mnt, 0755), 0);
-	fill(expect, sizeof(expect));
+	harness_fill(expect, sizeof(expect), 0x9e3779b97f4a7c15ull);
 	snprintf(path, sizeof(path), "%s/data.bin", src);
 	f = fopen(path, "w");
 	ck_assert_uint_eq(fwrite(expect, 1, sizeof(expect), f), sizeof(expect));
@@ -214,13 +194,11 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 	}
 	ck_assert_int_gt(total, 20);
 
-	kill(second, SIGTERM);
-	ck_assert_int_eq(waitpid(second, &status, 0), second);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "successor exit status %d", status);
+	status = harness_stop(&second, 120000, NULL);
+	ck_assert_msg(status == 0, "successor exit status %d", status);
 	ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
 	close(fuse_fd);
-	snprintf(path, sizeof(path), "rm -rf '%s'", work);
-	ck_assert_int_eq(system(path), 0);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
 }
 END_TEST
 
@@ -228,15 +206,9 @@ int main(void)
 {
 	Suite *s = suite_create("fuse_takeover");
 	TCase *tc = tcase_create("takeover");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_takeover_sigkill_mid_read_loses_no_read);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

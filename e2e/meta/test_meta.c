@@ -32,9 +32,11 @@
 #include <unistd.h>
 
 #include "common/retry.h"
+#include "e2e/harness.h"
 #include "meta/meta_client.h"
 #include "meta/snapshot.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 #define BUCKET "granary-e2e"
 /* The large dataset: uploaded once per fixture and kept for later runs,
@@ -51,24 +53,8 @@ static int s3_port;
 
 static void read_env(void)
 {
-	const char *dir = getenv("GRANARY_S3_DIR"), *bin = getenv("GRANARY_BIN_DIR");
-	char path[512], line[1024];
-	FILE *f;
-
-	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
-	ck_assert_msg(bin != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
-	snprintf(bin_dir, sizeof(bin_dir), "%s", bin);
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, sizeof(credentials), "%s", line + 23);
-	}
-	fclose(f);
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
 	ck_assert_int_eq(sscanf(endpoint, "http://127.0.0.1:%d", &s3_port), 1);
 }
 
@@ -91,14 +77,6 @@ static void put_ok(struct store *st, const char *key, const char *data)
 		      err.msg);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* A unique prefix with a small tree: 5 files, 3 directories below it. */
 static void setup(void)
 {
@@ -109,8 +87,7 @@ static void setup(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	read_env();
-	snprintf(work, sizeof(work), "/tmp/granary-meta-e2e-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(work));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-meta-e2e-XXXXXX");
 	snprintf(prefix, sizeof(prefix), "meta-e2e-%d-%llu/", (int)getpid(),
 		 (unsigned long long)retry_now_ms());
 	st = open_store();
@@ -123,7 +100,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	nftw(work, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	harness_rm_rf(work);
 }
 
 /* ---- the meta process -------------------------------------------------- */
@@ -147,11 +124,7 @@ static struct meta_client *client_for(const char *address, bool wait)
 
 static void dump_log(const struct meta_proc *mp)
 {
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "tail -n 30 '%s' >&2", mp->log);
-	if (system(cmd) != 0)
-		fprintf(stderr, "(no log at %s)\n", mp->log);
+	harness_dump_log(mp->log);
 }
 
 /* Starts granary-meta with the flags given (NULL-terminated) and waits
@@ -182,20 +155,7 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 	for (; extra && *extra && n < 30; extra++)
 		argv[n++] = *extra;
 	argv[n] = NULL;
-	mp->pid = fork();
-	ck_assert_int_ge(mp->pid, 0);
-	if (mp->pid == 0) {
-		int fd = open(mp->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		/* Never outlive the test, whatever way it ends. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(exe, (char *const *)argv);
-		_exit(127);
-	}
+	mp->pid = harness_spawn(argv, mp->log);
 	/* wait_for_ready: each call waits (polling the connection) up to its
 	 * deadline for meta to come up, instead of failing at once. */
 	c = client_for(listen, true);
@@ -225,35 +185,13 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 /* SIGTERM and wait: returns the exit status (0 = graceful). */
 static int meta_stop(struct meta_proc *mp)
 {
-	uint64_t t0 = retry_now_ms();
-	int status = 0;
+	int status = harness_stop(&mp->pid, 20000, NULL);
 
-	kill(mp->pid, SIGTERM);
-	while (waitpid(mp->pid, &status, WNOHANG) != mp->pid) {
-		if (retry_now_ms() - t0 > 20000) {
-			kill(mp->pid, SIGKILL);
-			waitpid(mp->pid, &status, 0);
-			dump_log(mp);
-			ck_abort_msg("granary-meta ignored SIGTERM for 20 s");
-		}
-		retry_sleep_ms(20);
+	if (status == -1) {
+		dump_log(mp);
+		ck_abort_msg("granary-meta ignored SIGTERM for 20 s");
 	}
-	mp->pid = 0;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
+	return status;
 }
 
 /* ---- specs ------------------------------------------------------------- */
@@ -438,7 +376,7 @@ START_TEST(test_meta_maps_every_failure_to_its_status)
 	ck_assert_ptr_null(strstr(err.msg, "wrong-secret-value-42"));
 
 	/* UNAVAILABLE: nothing listens on the endpoint. */
-	snprintf(closed, sizeof(closed), "http://127.0.0.1:%d", free_port());
+	snprintf(closed, sizeof(closed), "http://127.0.0.1:%d", harness_free_port());
 	spec_init(&sp, "unreachable", prefix);
 	sp.s.endpoint = closed;
 	t0 = retry_now_ms();
@@ -742,7 +680,7 @@ START_TEST(test_meta_restart_serves_snapshots_without_listing)
 	conns = forwarder_stop(&fw);
 	ck_assert_int_gt(conns, 0);
 
-	snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", free_port());
+	snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", harness_free_port());
 	meta_start(&mp, tcp, data, NULL);
 	c = client_for(tcp, true);
 	ck_assert_int_eq(meta_client_get(c, "restart", &d2, &err), ERR_OK);
@@ -1075,8 +1013,6 @@ int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *tc = tcase_create("e2e");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -1087,9 +1023,5 @@ int main(void)
 	tcase_add_test(tc, test_meta_heartbeats_and_expiry_change_the_version);
 	tcase_add_test(tc, test_meta_answers_while_a_registration_is_slow);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

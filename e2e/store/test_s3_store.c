@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include "common/retry.h"
+#include "e2e/harness.h"
 #include "store/store.h"
+#include "unit/check_main.h"
 
 #define MANY_DIRS 100
 #define MANY_PER_DIR 100
@@ -29,22 +31,7 @@ static struct store *st;
 
 static void read_env(void)
 {
-	const char *dir = getenv("GRANARY_S3_DIR");
-	char path[512], line[1024];
-	FILE *f;
-
-	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, sizeof(endpoint), "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, sizeof(credentials), "%s", line + 23);
-	}
-	fclose(f);
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
 	snprintf(bucket, sizeof(bucket), "%s", getenv("GRANARY_S3_BUCKET") ? getenv("GRANARY_S3_BUCKET") : "granary-e2e");
 }
 
@@ -87,14 +74,7 @@ static void teardown(void)
 
 static void fill_random(unsigned char *buf, size_t n, unsigned seed)
 {
-	uint64_t x = seed * 2654435761u + 1;
-
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (unsigned char)x;
-	}
+	harness_fill(buf, n, seed * 2654435761u + 1);
 }
 
 static void put_ok(const char *key, const void *data, size_t len)
@@ -742,8 +722,6 @@ int main(void)
 {
 	Suite *s = suite_create("s3_store");
 	TCase *tc = tcase_create("real-server");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -764,9 +742,5 @@ int main(void)
 	tcase_add_test(tc, test_s3_malformed_endpoint_or_bucket_is_rejected_before_any_request);
 	tcase_add_test(tc, test_s3_concurrent_readers_share_the_pool);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main_run(s);
 }

@@ -1,0 +1,224 @@
+/*
+ * harness.c - shared helpers of the e2e tests; see harness.h.
+ */
+#include "e2e/harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static int decode_status(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void harness_s3_env(char *endpoint, size_t endpoint_size, char *credentials,
+		    size_t credentials_size)
+{
+	const char *dir = getenv("GRANARY_S3_DIR");
+	char path[600], line[1024];
+	FILE *f;
+
+	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
+			snprintf(endpoint, endpoint_size, "%s", line + 20);
+		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
+			snprintf(credentials, credentials_size, "%s", line + 23);
+	}
+	fclose(f);
+}
+
+void harness_bin_dir(char *out, size_t size)
+{
+	const char *bin = getenv("GRANARY_BIN_DIR");
+
+	ck_assert_msg(bin != NULL, "GRANARY_BIN_DIR is not set (run through ctest)");
+	snprintf(out, size, "%s", bin);
+}
+
+pid_t harness_spawn(const char *const *argv, const char *log)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		/* Never outlive the test, whatever way it ends. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			if (fd > 2)
+				close(fd);
+		}
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int harness_stop(pid_t *pid, uint64_t timeout_ms, uint64_t *ms)
+{
+	uint64_t t0 = now_ms();
+	int status = 0;
+
+	if (*pid <= 0)
+		return 0;
+	kill(*pid, SIGTERM);
+	while (waitpid(*pid, &status, WNOHANG) != *pid) {
+		if (now_ms() - t0 > timeout_ms) {
+			kill(*pid, SIGKILL);
+			waitpid(*pid, &status, 0);
+			*pid = 0;
+			return -1;
+		}
+		sleep_ms(5);
+	}
+	*pid = 0;
+	if (ms)
+		*ms = now_ms() - t0;
+	return decode_status(status);
+}
+
+int harness_is_mounted(const char *dir)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	int found = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[512], mnt[1024], type[64];
+
+		if (sscanf(line, "%511s %1023s %63s", dev, mnt, type) == 3 &&
+		    strcmp(mnt, dir) == 0 && strncmp(type, "fuse", 4) == 0)
+			found = 1;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+int harness_wait_mount(pid_t *pid, const char *dir, uint64_t timeout_ms, uint64_t poll_ms)
+{
+	for (uint64_t waited = 0; waited < timeout_ms; waited += poll_ms) {
+		int status;
+
+		if (harness_is_mounted(dir))
+			return 0;
+		if (*pid > 0 && waitpid(*pid, &status, WNOHANG) == *pid) {
+			*pid = 0;
+			return decode_status(status);
+		}
+		sleep_ms(poll_ms);
+	}
+	return -1;
+}
+
+int harness_free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+void harness_tmpdir(char *buf, size_t size, const char *template)
+{
+	snprintf(buf, size, "%s", template);
+	ck_assert_msg(mkdtemp(buf) != NULL, "mkdtemp '%s': %s", template, strerror(errno));
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+int harness_rm_rf(const char *path)
+{
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
+void harness_write_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+	ck_assert_msg(fd >= 0, "open '%s': %s", path, strerror(errno));
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+int harness_file_contains(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	int found = 0;
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+void harness_dump_log(const char *path)
+{
+	char cmd[1200];
+
+	snprintf(cmd, sizeof(cmd), "echo '--- %s ---' >&2; tail -n 40 '%s' >&2", path, path);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no log at %s)\n", path);
+}
+
+void harness_fill(unsigned char *buf, size_t n, uint64_t x)
+{
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+}

@@ -1,0 +1,103 @@
+/*
+ * harness.h - the pieces the end-to-end tests in e2e/ share: the S3
+ * fixture's settings ($GRANARY_S3_DIR/env), the built binaries
+ * ($GRANARY_BIN_DIR), daemons as child processes with their output in a
+ * log file, FUSE mounts appearing, loopback ports, temporary trees and
+ * test data.
+ *
+ * Meant for Check tests only: the functions that can fail in a way a test
+ * cannot go on from fail the running test with ck_assert (naming what
+ * failed); the others return a status for the test to check. Nothing here
+ * keeps state between calls, so each function is safe from any thread,
+ * though fork-based ones are meant for the test's main thread.
+ */
+#ifndef GRANARY_E2E_HARNESS_H
+#define GRANARY_E2E_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * Reads $GRANARY_S3_DIR/env, written by scripts/s3-server.sh start, into
+ * endpoint (GRANARY_S3_ENDPOINT) and credentials (GRANARY_S3_CREDENTIALS,
+ * the path of an AWS-style credentials file). Fails the test when the
+ * variable is not set or the file cannot be read; a value missing from the
+ * file leaves its buffer as it was.
+ */
+void harness_s3_env(char *endpoint, size_t endpoint_size, char *credentials,
+		    size_t credentials_size);
+
+/*
+ * Copies $GRANARY_BIN_DIR (where the build puts granary-* binaries) into
+ * out. Fails the test when it is not set.
+ */
+void harness_bin_dir(char *out, size_t size);
+
+/*
+ * fork/exec of argv (NULL-terminated; argv[0] a path, or a name looked up
+ * in PATH) with stdout and stderr appended to log (created 0644). The
+ * child gets SIGKILL when the test process dies, so that a test failing
+ * half-way leaves no daemon behind. Returns the child's pid; fails the
+ * test when fork fails. An exec failure shows as exit status 127.
+ */
+pid_t harness_spawn(const char *const *argv, const char *log);
+
+/*
+ * SIGTERM to *pid, then waits up to timeout_ms for it to exit; past that,
+ * SIGKILL and wait. Returns the exit status (128 + signal number for a
+ * signal), or -1 when it had to be killed; *pid is set to 0 either way.
+ * *pid <= 0 (nothing running) returns 0 at once. ms, when not NULL, gets
+ * the milliseconds the graceful exit took (untouched on -1 or *pid <= 0).
+ */
+int harness_stop(pid_t *pid, uint64_t timeout_ms, uint64_t *ms);
+
+/* Whether a FUSE file system (type fuse or fuse.*) is mounted at dir. */
+int harness_is_mounted(const char *dir);
+
+/*
+ * Waits up to timeout_ms for a FUSE mount at dir, polling every
+ * poll_ms, while the daemon *pid runs. Returns 0 once mounted; the
+ * daemon's exit status (128 + signal number for a signal) when it exited
+ * first, then *pid is set to 0; -1 on timeout.
+ */
+int harness_wait_mount(pid_t *pid, const char *dir, uint64_t timeout_ms, uint64_t poll_ms);
+
+/*
+ * A loopback TCP port free at the time of the call (bound, noted and
+ * closed again). Fails the test when no socket can be bound.
+ */
+int harness_free_port(void);
+
+/*
+ * Creates a fresh directory from template (mkdtemp: ends in XXXXXX) into
+ * buf, which must hold it. Fails the test naming the template on error.
+ */
+void harness_tmpdir(char *buf, size_t size, const char *template);
+
+/*
+ * Removes path and everything below it without following symbolic links
+ * (rm -rf). Returns 0, or -1 with errno set when something could not be
+ * removed (what could be is gone). A missing path returns -1 (ENOENT).
+ */
+int harness_rm_rf(const char *path);
+
+/* Writes text to path (created with mode, truncated); fails the test on
+ * any error. */
+void harness_write_file(const char *path, const char *text, mode_t mode);
+
+/* Whether the file at path holds needle on one of its lines (0 when the
+ * file cannot be read). */
+int harness_file_contains(const char *path, const char *needle);
+
+/* Prints the last 40 lines of the log at path to stderr under a header
+ * naming it, or says that there is none. */
+void harness_dump_log(const char *path);
+
+/*
+ * Fills buf with n pseudo-random bytes from a xorshift64 generator whose
+ * state starts at x: the same x gives the same bytes.
+ */
+void harness_fill(unsigned char *buf, size_t n, uint64_t x);
+
+#endif
