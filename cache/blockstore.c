@@ -1239,6 +1239,12 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
 enum error_code blockstore_get(struct blockstore *bs, const uint8_t hash[BLOCKSTORE_HASH_LEN],
 			       struct blockstore_ref **ref)
 {
+	return blockstore_lookup(bs, hash, true, ref);
+}
+
+enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+				  bool access, struct blockstore_ref **ref)
+{
 	char rel[REL_PATH_LEN];
 	struct entry *e = NULL;
 	int fd = -1;
@@ -1247,18 +1253,23 @@ enum error_code blockstore_get(struct blockstore *bs, const uint8_t hash[BLOCKST
 
 	*ref = NULL;
 	pthread_mutex_lock(&bs->mu);
-	sketch_increment(bs->sketch, hash);
+	if (access)
+		sketch_increment(bs->sketch, hash);
 	HASH_FIND(hh, bs->index, hash, BLOCKSTORE_HASH_LEN, e);
 	if (!e || e->state != ENTRY_LIVE) {
-		bs->st.misses++;
+		if (access)
+			bs->st.misses++;
 		pthread_mutex_unlock(&bs->mu);
 		return ERR_NOT_FOUND;
 	}
-	lru_remove(entry_list_locked(bs, e), e);
-	lru_push_head(entry_list_locked(bs, e), e);
+	if (access) {
+		lru_remove(entry_list_locked(bs, e), e);
+		lru_push_head(entry_list_locked(bs, e), e);
+	}
 	e->refs++; /* from here on it cannot be evicted */
 	if (e->fd >= 0) {
-		bs->st.hits++;
+		if (access)
+			bs->st.hits++;
 		pthread_mutex_unlock(&bs->mu);
 		*ref = &e->ref;
 		return ERR_OK;

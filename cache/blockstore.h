@@ -129,6 +129,16 @@ enum error_code blockstore_get(struct blockstore *bs,
 			       const uint8_t hash[BLOCKSTORE_HASH_LEN],
 			       struct blockstore_ref **ref);
 
+/*
+ * blockstore_get when access is true. With access false the lookup is not
+ * an access: no frequency, no LRU move, no hit or miss counted. Read-ahead
+ * and preload look blocks up this way, so that only real reads decide
+ * what the scan-resistant policy keeps.
+ */
+enum error_code blockstore_lookup(struct blockstore *bs,
+				  const uint8_t hash[BLOCKSTORE_HASH_LEN], bool access,
+				  struct blockstore_ref **ref);
+
 /* A read-only descriptor of the block file, valid while the ref is held;
  * the data starts at blockstore_ref_offset() and has blockstore_ref_length()
  * bytes. */

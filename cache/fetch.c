@@ -21,6 +21,15 @@ const size_t fetch_latency_nbounds = sizeof(fetch_latency_bounds) / sizeof(fetch
  * more rounds only happen when a tiny cache evicts the block at once. */
 #define MAX_ROUNDS 8
 
+/*
+ * Blocks the cache refused, kept in memory for the next requests: clients
+ * read a block in several ranges (the kernel asks FUSE for 1 MiB at a
+ * time), and without this each range of a refused block would fetch the
+ * whole block from the store again. A small ring, so memory stays bounded
+ * (16 blocks: 64 MiB with 4 MiB blocks).
+ */
+#define RECENT_BLOCKS 16
+
 struct fetch_buffer {
 	atomic_uint refs;
 	size_t len;
@@ -71,6 +80,11 @@ struct fetcher {
 	bool stopping;                     /* protected by mu */
 	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
 	size_t ra_len;                     /* protected by mu */
+	struct {
+		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		struct fetch_buffer *buf;      /* one ref owned here */
+	} recent[RECENT_BLOCKS];           /* protected by mu */
+	unsigned recent_next;              /* protected by mu */
 
 	pthread_mutex_t reg_mu;
 	struct fetch_dataset *datasets;    /* registered; protected by reg_mu */
@@ -571,6 +585,35 @@ static void fetch_failed(struct fetcher *f, const struct block_req *r, struct er
 		   (unsigned long long)r->index);
 }
 
+/* Keeps a refused block's bytes for the next requests (see RECENT_BLOCKS). */
+static void recent_add(struct fetcher *f, const uint8_t *hash, struct fetch_buffer *buf)
+{
+	struct fetch_buffer *old;
+
+	atomic_fetch_add(&buf->refs, 1);
+	pthread_mutex_lock(&f->mu);
+	old = f->recent[f->recent_next].buf;
+	memcpy(f->recent[f->recent_next].hash, hash, BLOCKSTORE_HASH_LEN);
+	f->recent[f->recent_next].buf = buf;
+	f->recent_next = (f->recent_next + 1) % RECENT_BLOCKS;
+	pthread_mutex_unlock(&f->mu);
+	buffer_put(old);
+}
+
+/* A held reference to a refused block still in memory, or NULL; f->mu held. */
+static struct fetch_buffer *recent_find_locked(struct fetcher *f, const uint8_t *hash)
+{
+	for (unsigned i = 0; i < RECENT_BLOCKS; i++) {
+		struct fetch_buffer *b = f->recent[i].buf;
+
+		if (b && memcmp(f->recent[i].hash, hash, BLOCKSTORE_HASH_LEN) == 0) {
+			atomic_fetch_add(&b->refs, 1);
+			return b;
+		}
+	}
+	return NULL;
+}
+
 /*
  * The leader's part: one store fetch into the cache (or into memory when
  * the cache refuses the block), its outcome recorded in fl for the
@@ -669,6 +712,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		atomic_fetch_add(&buf->refs, 1);
 		fl->buf = buf;
 		out->buf = buf;
+		recent_add(f, r->hash, buf);
 		return ERR_OK;
 	}
 	fl->cached = true;
@@ -698,7 +742,10 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 	for (int round = 0; round < MAX_ROUNDS; round++) {
 		struct blockstore_ref *ref = NULL;
 		struct flight *fl;
-		enum error_code grc = blockstore_get(f->bs, r->hash, &ref);
+		/* Read-ahead and preload are not reads: they must not raise a
+		 * block's frequency, or they would win admission over blocks
+		 * that real readers want (fetch.h). */
+		enum error_code grc = blockstore_lookup(f->bs, r->hash, !cache_only, &ref);
 
 		/* Cached but its file cannot be opened (out of descriptors?):
 		 * the reader still gets the bytes, from the store. */
@@ -727,6 +774,16 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 		}
 
 		pthread_mutex_lock(&f->mu);
+		if (!cache_only) {
+			struct fetch_buffer *buf = recent_find_locked(f, r->hash);
+
+			if (buf) {
+				pthread_mutex_unlock(&f->mu);
+				out->buf = buf;
+				out->hit = true;
+				return ERR_OK;
+			}
+		}
 		fl = flight_find(f, r->hash);
 		if (fl) {
 			struct fetch_buffer *buf = NULL;
@@ -1048,6 +1105,8 @@ void fetch_free(struct fetcher *f)
 		f->datasets = ds->next;
 		fetch_dataset_put(f, ds);
 	}
+	for (unsigned i = 0; i < RECENT_BLOCKS; i++)
+		buffer_put(f->recent[i].buf);
 	metrics_histogram_release(&f->latency);
 	pthread_cond_destroy(&f->ra_cv);
 	pthread_cond_destroy(&f->slot_cv);
