@@ -22,6 +22,7 @@ debian_packages=(
   libxxhash-dev uthash-dev
   libjansson-dev
   valgrind fio python3 python3-venv
+  s3fs rclone python3-matplotlib
 )
 
 install_debian() {

@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# Granary side by side with s3fs-fuse, rclone mount and local disk, in one
+# invocation (issue 7). Systems, each reading the same datasets from the same
+# local S3 server with the same cache size and the same reader concurrency:
+#
+#   local            the dataset's local copy on this machine's disk (ceiling)
+#   granary          granary-fuse standalone (--source s3://..., in-process cache)
+#   granary-cluster  granary-meta + one granary-worker + granary-fuse --dataset
+#                    on the worker's cache dir (the Kubernetes layout on one node)
+#   s3fs             s3fs-fuse with its disk cache (use_cache, ensure_diskfree ...)
+#   rclone           rclone mount --vfs-cache-mode full
+#
+# Measured for each (bench/datasets.sh makes the data):
+#   cold epoch     TFRecord shards, every cache empty (the system's cache dir
+#                  removed, echo 3 > /proc/sys/vm/drop_caches), --threads readers
+#   warm epoch     the same again with everything cached (median of epochs 3-5)
+#   accelerators   granary-bench accel on the warm mount: 1, 2, 4, ... emulated
+#                  accelerators (ResNet-50/A100 batch time) until utilisation < 0.9
+#   dataset>cache  cache = --cache-ratio x the TFRecord set, three epochs, page
+#                  cache dropped before each, so only the system's disk cache can
+#                  hit; hit ratio = 1 - S3 bytes / bytes read
+#   small files    one shuffled epoch over the small-file set, cold, then warm
+#   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
+#
+# S3 traffic is counted the same way for every system: they all reach the
+# server through granary-bench proxy, a splice(2) forwarder that counts the
+# bytes the server sent and the requests (GET, HEAD, LIST) clients made.
+#
+#   bench/compare.sh [--shards 32] [--shard-mib 128] [--small-files 20000]
+#       [--small-kib 110] [--meta-files 100000] [--threads 4] [--cache-ratio 0.66]
+#       [--accel-max 32] [--accel-batches 30] [--small-limit 300]
+#       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
+#
+# Every system's cache lives under --cache-root (default $work/cache, on the
+# build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
+# write speed out of the cold figures.
+#
+# Prints a markdown table (absolute figures and ratios to local disk) and the
+# issue's goals; writes $work/results.md, $work/results.tsv and
+# $work/compare.png. --docs also puts the section into docs/benchmarks.md
+# (between its markers) and the chart into docs/img/compare.png.
+# Needs root (drop_caches), s3fs, rclone and python3-matplotlib (scripts/setup.sh).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${GRANARY_BUILD:-$here/build}
+bin=$build/bin
+tools=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
+gb=${GRANARY_BUILD:-}
+cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
+shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
+cache_ratio=0.66 accel_max=32 accel_batches=30 small_limit=300 docs=0 cache_root=
+systems="local granary granary-cluster s3fs rclone"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --shards) shards=$2; shift 2 ;;
+    --shard-mib) shard_mib=$2; shift 2 ;;
+    --small-files) small_files=$2; shift 2 ;;
+    --small-kib) small_kib=$2; shift 2 ;;
+    --meta-files) meta_files=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --cache-ratio) cache_ratio=$2; shift 2 ;;
+    --accel-max) accel_max=$2; shift 2 ;;
+    --accel-batches) accel_batches=$2; shift 2 ;;
+    --small-limit) small_limit=$2; shift 2 ;;
+    --systems) systems=$2; shift 2 ;;
+    --cache-root) cache_root=$2; shift 2 ;;
+    --docs) docs=1; shift ;;
+    *) echo "compare.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+[ "$(id -u)" -eq 0 ] || die "run as root: cold epochs need echo 3 > /proc/sys/vm/drop_caches"
+for b in granary-fuse granary-meta granary-worker granary-store granary-tfrecord granary-bench s3_get_bench; do
+  [ -x "$bin/$b" ] || die "$bin/$b missing: build first (cmake -S . -B build -G Ninja && ninja -C build), or set GRANARY_BUILD"
+done
+case " $systems " in *" s3fs "*) command -v s3fs >/dev/null || die "s3fs missing: scripts/setup.sh installs it" ;; esac
+case " $systems " in *" rclone "*) command -v rclone >/dev/null || die "rclone missing: scripts/setup.sh installs it" ;; esac
+# The chart: Debian's python3-matplotlib (scripts/setup.sh), else any python
+# that has matplotlib (the tools venv, the python3 on PATH).
+py=
+for p in /usr/bin/python3 "$tools/venv/bin/python" python3; do
+  if "$p" -c 'import matplotlib' 2>/dev/null; then py=$p; break; fi
+done
+[ -n "$py" ] || die "matplotlib missing: scripts/setup.sh installs python3-matplotlib"
+
+work=$build/bench-compare
+s3dir=$work/s3
+data=$work/data
+bucket=bench
+cache_root=${cache_root:-$work/cache}
+mkdir -p "$work/mnt" "$cache_root" "$work/logs"
+results=$work/results.tsv
+: > "$results"
+: > "$work/logs/errors.log"
+
+# --- processes and mounts: everything started here is stopped at exit -------
+
+pids=()      # daemons started by this script (proxy, meta, worker, mounts)
+cleanup() {
+  set +e
+  local m p
+  for m in "$work"/mnt/*; do
+    mountpoint -q "$m" 2>/dev/null || continue
+    fusermount3 -u "$m" 2>/dev/null || { sleep 1; fusermount3 -u "$m" 2>/dev/null; } ||
+      umount -l "$m" 2>/dev/null
+  done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null
+  done
+  for m in "$work"/mnt/*; do
+    mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null; echo "compare.sh: detached a stale mount at $m" >&2; }
+  done
+  "$here/scripts/s3-server.sh" stop "$s3dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# wait_for SECONDS CMD...: polls CMD every 0.1 s.
+wait_for() {
+  local n=$(( $1 * 10 )); shift
+  for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+# record SYSTEM KEY VALUE: an empty value (the reader failed) is recorded as "failed".
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-failed}" >> "$results"; }
+# A reader that fails (EIO, ENOSPC ...) is a result, not the end of the run:
+# its message goes to logs/errors.log and its figure reads "failed".
+errlog=$work/logs/errors.log
+try() { "$@" 2>> "$errlog" || { echo "compare.sh: failed: $*" >> "$errlog"; log "FAILED: $* (see $errlog)"; }; }
+kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" | tail -1; } # key < line -> value
+
+# --- the S3 server, the data, the counting proxy -----------------------------
+
+eval "$("$here/scripts/s3-server.sh" start "$s3dir")"
+"$here/scripts/s3-server.sh" mkbucket "$s3dir" "$bucket"
+export GRANARY_S3_ENDPOINT GRANARY_S3_CREDENTIALS GRANARY_S3_ROOT
+log "datasets: $shards x $shard_mib MiB TFRecord, $small_files small files of ~$small_kib KiB, $meta_files metadata entries"
+GRANARY_BUILD=$build "$here/bench/datasets.sh" "$data" "$bucket" --shards "$shards" --shard-mib "$shard_mib" \
+  --small-files "$small_files" --small-kib "$small_kib" --meta-files "$meta_files" > "$work/logs/datasets.log"
+tfr_bytes=$(du -sb "$data/tfr" | cut -f1)
+small_bytes=$(du -sb --apparent-size "$data/small" | cut -f1)
+cache_full=$(( tfr_bytes * 5 / 4 ))            # holds every dataset of a phase
+cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%d", b * r }')
+log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >> 20)) MiB = $cache_ratio x dataset (dataset > cache)"
+
+proxy_port=$(free_port) stats_port=$(free_port)
+"$bin/granary-bench" proxy --listen "127.0.0.1:$proxy_port" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
+  --stats_listen "127.0.0.1:$stats_port" > "$work/logs/proxy.log" 2>&1 &
+pids+=($!)
+endpoint=http://127.0.0.1:$proxy_port
+proxy_stats() { exec 9<>"/dev/tcp/127.0.0.1/$stats_port"; cat <&9; exec 9<&-; }
+wait_for 5 proxy_stats >/dev/null 2>&1 || die "the counting proxy did not start (log: $work/logs/proxy.log)"
+s3_sample() { sleep 1; proxy_stats; } # let fetches in flight land first
+
+# The same credentials for the peers, in their own formats.
+access_key=$(sed -n 's/^aws_access_key_id *= *//p' "$GRANARY_S3_CREDENTIALS")
+secret_key=$(sed -n 's/^aws_secret_access_key *= *//p' "$GRANARY_S3_CREDENTIALS")
+(umask 077; echo "$access_key:$secret_key" > "$work/s3fs.passwd")
+export RCLONE_CONFIG_BENCHS3_TYPE=s3 RCLONE_CONFIG_BENCHS3_PROVIDER=Other
+export RCLONE_CONFIG_BENCHS3_ENDPOINT=$endpoint RCLONE_CONFIG_BENCHS3_REGION=us-east-1
+export RCLONE_CONFIG_BENCHS3_ACCESS_KEY_ID=$access_key RCLONE_CONFIG_BENCHS3_SECRET_ACCESS_KEY=$secret_key
+export RCLONE_CONFIG_BENCHS3_FORCE_PATH_STYLE=true
+storeflags=(--store.endpoint "$endpoint" --store.credentials_file "$GRANARY_S3_CREDENTIALS")
+
+raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)
+log "raw S3 GET through the proxy, $threads streams: $raw MB/s"
+record s3 raw_get_mbps "$raw"
+
+# --- granary-cluster's control plane -------------------------------------------
+
+meta_sock=unix://$work/meta.sock
+worker_port=
+worker_pid=
+cluster_start_meta() {
+  rm -rf "$work/meta-data" "$work/meta.sock"
+  (umask 077; echo "granary-bench-cluster-token-$(date +%s%N)" > "$work/token")
+  "$bin/granary-meta" --listen "$meta_sock" --data_dir "$work/meta-data" \
+    --heartbeat.interval 1s --heartbeat.expiry 5s "${storeflags[@]}" > "$work/logs/meta.log" 2>&1 &
+  pids+=($!)
+  for ds in tfr small meta; do
+    "$bin/granary-bench" register "$ds" --meta.address "$meta_sock" --source "s3://$bucket/$ds/" >&2 ||
+      die "register $ds in granary-meta failed (log: $work/logs/meta.log)"
+  done
+}
+worker_ready() { curl -sf "http://127.0.0.1:$worker_port/metrics" | grep -q '^granary_worker_datasets 3$'; }
+cluster_start_worker() { # cache_dir capacity
+  worker_port=$(free_port)
+  "$bin/granary-worker" --listen "127.0.0.1:$worker_port" --node_id bench-node \
+    --meta.address "$meta_sock" --cache.dir "$1" --cache.capacity "$2" --token_file "$work/token" \
+    "${storeflags[@]}" >> "$work/logs/worker.log" 2>&1 &
+  worker_pid=$!
+  pids+=($worker_pid)
+  wait_for 30 worker_ready || die "granary-worker did not take the datasets from meta (log: $work/logs/worker.log)"
+}
+cluster_stop_worker() {
+  [ -n "$worker_pid" ] || return 0
+  kill -TERM "$worker_pid" 2>/dev/null || true
+  wait "$worker_pid" 2>/dev/null || true
+  worker_pid=
+}
+worker_metric() { curl -sf "http://127.0.0.1:$worker_port/metrics" | sed -n "s/^$1 //p"; }
+
+# --- mounting each system --------------------------------------------------------
+
+mnt_pid=
+# mount_sys SYSTEM DATASET CAPACITY MOUNTPOINT CACHEDIR
+mount_sys() {
+  local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log
+  rm -rf "$c"; mkdir -p "$c" "$m"
+  case "$sys" in
+    granary)
+      "$bin/granary-fuse" --mountpoint "$m" --source "s3://$bucket/$ds/" "${storeflags[@]}" \
+        --cache.dir "$c" --cache.capacity "$cap" > "$log" 2>&1 &
+      ;;
+    granary-cluster)
+      cluster_start_worker "$c" "$cap"
+      "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
+        --token_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
+      ;;
+    s3fs)
+      # s3fs has no cache size: ensure_diskfree keeps the cache disk's free
+      # space above (free now - capacity), which caps the cache at capacity.
+      avail=$(df -B1M --output=avail "$c" | tail -1)
+      avail=$(( avail - (cap >> 20) > 1 ? avail - (cap >> 20) : 1 ))
+      s3fs "$bucket:/$ds" "$m" -f -o "url=$endpoint,use_path_request_style,passwd_file=$work/s3fs.passwd" \
+        -o "use_cache=$c,ensure_diskfree=$avail,parallel_count=8,multipart_size=8" \
+        -o "max_stat_cache_size=200000,stat_cache_expire=3600,kernel_cache,ro" > "$log" 2>&1 &
+      ;;
+    rclone)
+      # Debian's rclone 1.60 cannot load AWS_CA_BUNDLE over plain HTTP: unset it.
+      env -u AWS_CA_BUNDLE rclone mount "benchs3:$bucket/$ds" "$m" --read-only \
+        --cache-dir "$c" --vfs-cache-mode full --vfs-cache-max-size "$((cap >> 20))M" --vfs-cache-poll-interval 5s \
+        --vfs-read-chunk-size 4M --buffer-size 16M --dir-cache-time 1h --attr-timeout 1h \
+        --use-server-modtime > "$log" 2>&1 &
+      ;;
+  esac
+  mnt_pid=$!
+  pids+=($mnt_pid)
+  if ! wait_for 300 mountpoint -q "$m"; then cat "$log" >&2; die "$sys did not mount $ds"; fi
+}
+umount_sys() { # SYSTEM MOUNTPOINT
+  case "$1" in
+    granary|granary-cluster) kill -TERM "$mnt_pid" ;;
+    *) fusermount3 -u "$2" || { sleep 2; fusermount3 -u "$2"; } ;;
+  esac
+  wait "$mnt_pid" 2>/dev/null || true
+  if mountpoint -q "$2"; then die "stale mount at $2 after stopping $1"; fi
+  if [ "$1" = granary-cluster ]; then cluster_stop_worker; fi
+  mnt_pid=
+}
+# What the system itself says it fetched from S3 (Granary only; cross-check).
+self_s3_bytes() { # SYSTEM MOUNTPOINT
+  case "$1" in
+    granary) python3 -c "import os,sys; d=dict(w.split('=') for w in os.getxattr(sys.argv[1],'user.granary.stats').decode().split()); print(d['store_bytes'])" "$2" ;;
+    granary-cluster) worker_metric granary_worker_store_bytes_total ;;
+    *) echo "" ;;
+  esac
+}
+
+epoch_line() { try "$bin/granary-tfrecord" read "$1" --threads "$threads" --epochs "${2:-1}" | tail -1; }
+
+# --- one system ------------------------------------------------------------------
+
+run_system() {
+  local sys=$1 m=$work/mnt/$1 c=$cache_root/$1 dir line s0 s1 e
+  log "== $sys"
+  if [ "$sys" = granary-cluster ]; then cluster_start_meta; fi
+
+  # 1. cold, warm, accelerators (cache holds the whole set)
+  drop_caches
+  if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
+  s0=$(proxy_stats)
+  line=$(epoch_line "$dir"); s1=$(s3_sample)
+  record "$sys" cold_mbps "$(echo "$line" | kv mb_per_s)"
+  record "$sys" cold_s3_bytes $(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
+  record "$sys" cold_s3_gets $(( $(echo "$s1" | kv gets) - $(echo "$s0" | kv gets) ))
+  log "$sys cold: $line"
+  # Warm: one epoch to settle, then the median of three (page-cache speeds
+  # are the noisiest figures on a shared machine).
+  line=$(try "$bin/granary-tfrecord" read "$dir" --threads "$threads" --epochs 4 | tail -3)
+  record "$sys" warm_mbps "$(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | sort -n | sed -n 2p)"
+  log "$sys warm (median of 3): $(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | tr '\n' ' ')MB/s"
+  try "$bin/granary-bench" accel "$dir" --readers "$threads" --batches "$accel_batches" \
+    --max_accelerators "$accel_max" > "$work/logs/$sys-accel.log"
+  while read -r line; do
+    case "$line" in
+      accelerators=*) record "$sys" "accel_util_$(echo "$line" | kv accelerators)" "$(echo "$line" | kv utilisation)" ;;
+      sustained*) record "$sys" accel_sustained "$(echo "$line" | kv sustained_at_stop_below)" ;;
+    esac
+  done < "$work/logs/$sys-accel.log"
+  log "$sys accelerators: $(tr '\n' ' ' < "$work/logs/$sys-accel.log" | sed 's/records_per_s=[0-9]* //g; s/seconds=[0-9.]* //g')"
+  [ "$sys" = local ] || umount_sys "$sys" "$m"
+
+  # 2. dataset larger than the cache: three epochs, page cache dropped before each
+  if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_small" "$m" "$c"; dir=$m; fi
+  for e in 1 2 3; do
+    local self0 self1 read_bytes fetched
+    drop_caches
+    s0=$(proxy_stats); self0=$(self_s3_bytes "$sys" "$dir")
+    line=$(epoch_line "$dir"); s1=$(s3_sample); self1=$(self_s3_bytes "$sys" "$dir")
+    read_bytes=$(echo "$line" | kv bytes)
+    fetched=$(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
+    record "$sys" "big_e${e}_mbps" "$(echo "$line" | kv mb_per_s)"
+    if [ "$sys" != local ] && [ -n "$read_bytes" ]; then
+      record "$sys" "big_e${e}_hit" "$(awk -v f="$fetched" -v b="$read_bytes" 'BEGIN { printf "%.3f", 1 - f / b }')"
+      record "$sys" "big_e${e}_s3_bytes" "$fetched"
+      if [ -n "$self1" ]; then
+        record "$sys" "big_e${e}_self_hit" \
+          "$(awk -v f="$((self1 - self0))" -v b="$read_bytes" 'BEGIN { printf "%.3f", 1 - f / b }')"
+      fi
+    fi
+    if [ "$sys" != local ]; then record "$sys" "big_e${e}_cache_mib" $(( $(du -sb "$c" | cut -f1) >> 20 )); fi
+    log "$sys dataset>cache epoch $e: $(echo "$line" | kv mb_per_s) MB/s, S3 bytes $fetched of $read_bytes read${self1:+, self-reported $((self1 - self0))}"
+  done
+  [ "$sys" = local ] || umount_sys "$sys" "$m"
+
+  # 3. small files: one shuffled epoch cold, one warm
+  drop_caches
+  if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
+  s0=$(proxy_stats)
+  line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
+  s1=$(s3_sample)
+  record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
+  record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
+  record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
+  record "$sys" small_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
+  log "$sys small files cold: $line (S3 requests: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
+  line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
+  record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"
+  log "$sys small files warm: $line"
+  [ "$sys" = local ] || umount_sys "$sys" "$m"
+
+  # 4. metadata: listing and stat on a fresh mount
+  drop_caches
+  local t0 t1
+  t0=$(date +%s.%N)
+  if [ "$sys" = local ]; then dir=$data/meta; else mount_sys "$sys" meta "$cache_full" "$m" "$c"; dir=$m; fi
+  t1=$(date +%s.%N)
+  s0=$(proxy_stats)
+  line=$(try "$bin/granary-bench" metawalk "$dir" --passes 3)
+  s1=$(s3_sample)
+  record "$sys" mount_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+  record "$sys" list_per_s "$(echo "$line" | kv list_per_s)"
+  record "$sys" stat_first_per_s "$(echo "$line" | kv stat_first_per_s)"
+  record "$sys" stat_per_s "$(echo "$line" | kv stat_per_s)"
+  record "$sys" meta_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
+  log "$sys metadata: $line (mount $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s, S3 requests after mount: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
+  [ "$sys" = local ] || umount_sys "$sys" "$m"
+  rm -rf "$c"
+}
+
+for sys in $systems; do
+  case "$sys" in local|granary|granary-cluster|s3fs|rclone) ;; *) die "unknown system '$sys'" ;; esac
+  run_system "$sys"
+done
+
+# --- the report ------------------------------------------------------------------
+
+versions=$(
+  echo "$("$bin/granary-fuse" --version 2>&1 | head -1) (commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here" diff --quiet HEAD -- cache fuse meta store common 2>/dev/null || echo ', with uncommitted changes'))"
+  command -v s3fs >/dev/null && echo "$(s3fs --version 2>&1 | head -1)"
+  command -v rclone >/dev/null && echo "$(rclone version 2>&1 | head -1)"
+  echo "versitygw $(readlink "$tools/bin/versitygw" | sed 's/.*versitygw-//') (POSIX backend)"
+  echo "libfuse $(pkg-config --modversion fuse3 2>/dev/null)"
+)
+machine="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
+settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $(df --output=fstype "$cache_root" | tail -1)"
+"$py" "$here/bench/compare_report.py" --results "$results" --out-md "$work/results.md" \
+  --out-png "$work/compare.png" --cache-ratio "$cache_ratio" --machine "$machine" --versions "$versions" \
+  --command "$cmdline" --settings "$settings" --date "$(date -u +%Y-%m-%d)"
+cat "$work/results.md"
+if [ "$docs" = 1 ]; then
+  mkdir -p "$here/docs/img"
+  cp "$work/compare.png" "$here/docs/img/compare.png"
+  "$py" "$here/bench/compare_report.py" --insert "$here/docs/benchmarks.md" --out-md "$work/results.md"
+  log "wrote docs/benchmarks.md (between the compare.sh markers) and docs/img/compare.png"
+fi
+log "done: $work/results.md, $work/compare.png, logs in $work/logs"
