@@ -147,7 +147,7 @@ GRANARY_BUILD=$build "$here/bench/datasets.sh" "$data" "$bucket" --shards "$shar
 tfr_bytes=$(du -sb "$data/tfr" | cut -f1)
 small_bytes=$(du -sb --apparent-size "$data/small" | cut -f1)
 cache_full=$(( tfr_bytes * 5 / 4 ))            # holds every dataset of a phase
-cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%d", b * r }')
+cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%.0f", b * r }') # %d would wrap at 2^31 in mawk
 log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >> 20)) MiB = $cache_ratio x dataset (dataset > cache)"
 
 proxy_port=$(free_port) stats_port=$(free_port)
