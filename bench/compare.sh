@@ -156,7 +156,8 @@ proxy_port=$(free_port) stats_port=$(free_port)
 pids+=($!)
 endpoint=http://127.0.0.1:$proxy_port
 proxy_stats() { exec 9<>"/dev/tcp/127.0.0.1/$stats_port"; cat <&9; exec 9<&-; }
-wait_for 5 proxy_stats >/dev/null 2>&1 || die "the counting proxy did not start (log: $work/logs/proxy.log)"
+proxy_up() { proxy_stats >/dev/null && (exec 8<>"/dev/tcp/127.0.0.1/$proxy_port"); }
+wait_for 5 proxy_up 2>/dev/null || die "the counting proxy did not start (log: $work/logs/proxy.log)"
 s3_sample() { sleep 1; proxy_stats; } # let fetches in flight land first
 
 # The same credentials for the peers, in their own formats.
@@ -209,18 +210,21 @@ worker_metric() { curl -sf "http://127.0.0.1:$worker_port/metrics" | sed -n "s/^
 
 # --- mounting each system --------------------------------------------------------
 
-mnt_pid=
-# mount_sys SYSTEM DATASET CAPACITY MOUNTPOINT CACHEDIR
+mnt_pid= mount_secs=0
+# mount_sys SYSTEM DATASET CAPACITY MOUNTPOINT CACHEDIR; mount_secs: from
+# starting the daemon to the mount's appearance (for granary-cluster: the
+# mount, not the worker's start).
 mount_sys() {
-  local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log
+  local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log t0
   rm -rf "$c"; mkdir -p "$c" "$m"
+  if [ "$sys" = granary-cluster ]; then cluster_start_worker "$c" "$cap"; fi
+  t0=$(date +%s.%N)
   case "$sys" in
     granary)
       "$bin/granary-fuse" --mountpoint "$m" --source "s3://$bucket/$ds/" "${storeflags[@]}" \
         --cache.dir "$c" --cache.capacity "$cap" > "$log" 2>&1 &
       ;;
     granary-cluster)
-      cluster_start_worker "$c" "$cap"
       "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
         --token_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
       ;;
@@ -244,6 +248,7 @@ mount_sys() {
   mnt_pid=$!
   pids+=($mnt_pid)
   if ! wait_for 300 mountpoint -q "$m"; then cat "$log" >&2; die "$sys did not mount $ds"; fi
+  mount_secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 }
 umount_sys() { # SYSTEM MOUNTPOINT
   case "$1" in
@@ -308,7 +313,9 @@ run_system() {
     read_bytes=$(echo "$line" | kv bytes)
     fetched=$(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
     record "$sys" "big_e${e}_mbps" "$(echo "$line" | kv mb_per_s)"
-    if [ "$sys" != local ] && [ -n "$read_bytes" ]; then
+    if [ "$sys" != local ] && [ -z "$read_bytes" ]; then
+      record "$sys" "big_e${e}_hit" ""
+    elif [ "$sys" != local ]; then
       record "$sys" "big_e${e}_hit" "$(awk -v f="$fetched" -v b="$read_bytes" 'BEGIN { printf "%.3f", 1 - f / b }')"
       record "$sys" "big_e${e}_s3_bytes" "$fetched"
       if [ -n "$self1" ]; then
@@ -339,19 +346,17 @@ run_system() {
 
   # 4. metadata: listing and stat on a fresh mount
   drop_caches
-  local t0 t1
-  t0=$(date +%s.%N)
+  mount_secs=0
   if [ "$sys" = local ]; then dir=$data/meta; else mount_sys "$sys" meta "$cache_full" "$m" "$c"; dir=$m; fi
-  t1=$(date +%s.%N)
   s0=$(proxy_stats)
   line=$(try "$bin/granary-bench" metawalk "$dir" --passes 3)
   s1=$(s3_sample)
-  record "$sys" mount_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+  record "$sys" mount_seconds "$mount_secs"
   record "$sys" list_per_s "$(echo "$line" | kv list_per_s)"
   record "$sys" stat_first_per_s "$(echo "$line" | kv stat_first_per_s)"
   record "$sys" stat_per_s "$(echo "$line" | kv stat_per_s)"
   record "$sys" meta_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
-  log "$sys metadata: $line (mount $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s, S3 requests after mount: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
+  log "$sys metadata: $line (mount $mount_secs s, S3 requests after mount: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   rm -rf "$c"
 }

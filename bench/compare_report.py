@@ -85,6 +85,10 @@ def fmt(v):
     return f"{v:.3g}" if v != int(v) else f"{v:.0f}"
 
 
+def hit(v):
+    return f"{v:.2f}".replace("-0.00", "0.00")  # a few bytes of HTTP heads over
+
+
 def get(r, sys_, key):
     return r.get(sys_, {}).get(key)
 
@@ -106,7 +110,7 @@ def table(r, systems):
             elif kind == "rate" and base and s != "local":
                 cells.append(f"{fmt(v)} ({v / base:.2f}x)")
             elif kind == "hit":
-                cells.append(f"{v:.2f}")
+                cells.append(hit(v))
             else:
                 cells.append(fmt(v))
         if all(c in ("-", "failed") for c in cells) and not any(key in FAILED[s] for s in systems):
@@ -127,7 +131,7 @@ def table(r, systems):
     for s in ("granary", "granary-cluster"):
         vals = [get(r, s, f"big_e{e}_self_hit") for e in (1, 2, 3)]
         if any(v is not None for v in vals):
-            self_rows.append(f"{NAMES[s]} {' / '.join('-' if v is None else f'{v:.2f}' for v in vals)}")
+            self_rows.append(f"{NAMES[s]} {' / '.join('-' if v is None else hit(v) for v in vals)}")
     if self_rows:
         out.append("Hit ratios as Granary itself counts them (store bytes), epochs 1/2/3: "
                    + "; ".join(self_rows) + ".")
@@ -155,7 +159,7 @@ def goals(r):
         hits = [g.get("big_e2_hit"), g.get("big_e3_hit")]
         check("hit ratio with dataset > cache >= 0.6 from the second epoch on",
               None if None in hits else min(hits) >= 0.6,
-              "epochs 2, 3: " + ", ".join("-" if h is None else f"{h:.2f}" for h in hits))
+              "epochs 2, 3: " + ", ".join("-" if h is None else hit(h) for h in hits))
         c, cs, cr = g.get("cold_mbps"), r.get("s3fs", {}).get("cold_mbps"), r.get("rclone", {}).get("cold_mbps")
         ok = None if not (c and cs and cr) else (c / cs >= 2 and c / cr >= 1.5)
         check("cold epoch >= 2x s3fs and >= 1.5x rclone", ok,
@@ -203,7 +207,7 @@ def chart(r, systems, path, cache_ratio):
     ax.set_xticklabels([m for m, _ in metrics])
     ax.set_ylabel("ratio to local disk (log scale; 1 = local)")
     ax.set_title("throughput and metadata rates, relative to local disk")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(peers))
 
     ax = axes[1]
     width = 0.8 / max(1, len(peers))
@@ -212,12 +216,13 @@ def chart(r, systems, path, cache_ratio):
         xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(3)]
         ax.bar(xs, vals, width, label=NAMES[s], color=colors.get(s))
         for x, v in zip(xs, vals):
-            ax.annotate(f"{v:.2f}", (x, v), xytext=(0, 3 if v >= 0 else -9), textcoords="offset points",
+            ax.annotate(hit(v), (x, v), xytext=(0, 3 if v > -0.05 else -9), textcoords="offset points",
                         ha="center", fontsize=6.5)
     ax.axhline(0.6, color="black", lw=0.8, ls="--")
     ax.set_xticks(range(3))
     ax.set_xticklabels(["epoch 1", "epoch 2", "epoch 3"])
     low = min([0.0] + [get(r, s, f"big_e{e}_hit") or 0 for s in peers for e in (1, 2, 3)])
+    low = low if low < -0.05 else 0.0  # a few bytes of HTTP heads are not a miss
     ax.set_ylim(low - 0.15 if low < 0 else 0, 1.05)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("hit ratio (1 - S3 bytes / bytes read)")
