@@ -78,11 +78,13 @@ def load(path):
 def fmt(v):
     if v is None:
         return "-"
+    if v == int(v):
+        return f"{v:,.0f}"
     if abs(v) >= 100:
         return f"{v:,.0f}"
     if abs(v) >= 10:
         return f"{v:.1f}"
-    return f"{v:.3g}" if v != int(v) else f"{v:.0f}"
+    return f"{v:.3g}"
 
 
 def hit(v):
