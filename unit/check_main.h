@@ -1,12 +1,15 @@
 /*
  * check_main.h - the one main() every Check suite here uses: run all
- * tests, print Check's summary line, exit non-zero on any failure.
+ * tests, print Check's summary line, exit non-zero on any failure; and the
+ * small helpers several suites share.
  */
 #ifndef GRANARY_UNIT_CHECK_MAIN_H
 #define GRANARY_UNIT_CHECK_MAIN_H
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static inline int check_main_run(Suite *s)
 {
@@ -17,6 +20,21 @@ static inline int check_main_run(Suite *s)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* Writes text to a fresh file under /tmp; path (len bytes) receives its name. */
+static inline void check_write_temp(char *path, size_t len, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/granary-unit-XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(fputs(text, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
 }
 
 #endif

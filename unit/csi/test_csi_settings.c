@@ -18,21 +18,6 @@ struct bad_case {
 	const char *expect;
 };
 
-/* Writes text to a fresh file under /tmp; path receives its name. */
-static void write_temp(char *path, size_t len, const char *text)
-{
-	FILE *f;
-	int fd;
-
-	snprintf(path, len, "/tmp/test_csi_settings_XXXXXX");
-	fd = mkstemp(path);
-	ck_assert_int_ge(fd, 0);
-	f = fdopen(fd, "w");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_ge(fputs(text, f), 0);
-	ck_assert_int_eq(fclose(f), 0);
-}
-
 static void set(struct csi_settings *s, const char *key, const char *value)
 {
 	struct error err;
@@ -160,7 +145,7 @@ START_TEST(test_csi_settings_flag_overrides_file)
 	struct error err;
 	int first = -1;
 
-	write_temp(path, sizeof(path), yaml);
+	check_write_temp(path, sizeof(path), yaml);
 	ck_assert_int_eq(config_parse_args(&csi_settings_schema, &s, 6, argv, "0.1.0", &first,
 					   &err), CONFIG_ARGS_RUN);
 	unlink(path);
