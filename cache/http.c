@@ -8,16 +8,12 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
@@ -246,7 +242,7 @@ enum error_code worker_http_parse_block_query(const char *query,
 					      struct error *err)
 {
 	char ra[16];
-	uint64_t v;
+	uint64_t v = 0;
 	bool found;
 	enum error_code rc;
 
@@ -1113,70 +1109,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return answer(rq, conn, method);
 }
 
-/* Binds and listens; returns the descriptor or -1 with err set. */
-static int listen_on(const char *text, char *unix_path, size_t unix_size, struct error *err)
-{
-	struct netaddr addr;
-	int fd = -1, one = 1;
-
-	unix_path[0] = '\0';
-	if (netaddr_parse(text, "listen", &addr, err) != ERR_OK)
-		return -1;
-	if (addr.is_unix) {
-		struct sockaddr_un sun = { .sun_family = AF_UNIX };
-		struct stat sb;
-
-		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", addr.path);
-		/* A socket left by a previous run would make bind fail. */
-		if (lstat(addr.path, &sb) == 0 && S_ISSOCK(sb.st_mode))
-			unlink(addr.path);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-		    listen(fd, SOMAXCONN) < 0) {
-			int saved = errno;
-
-			if (fd >= 0)
-				close(fd);
-			error_set(err, saved == EADDRINUSE ? ERR_UNAVAILABLE : error_from_errno(saved),
-				  "listen '%s': %s", text, strerror(saved));
-			return -1;
-		}
-		snprintf(unix_path, unix_size, "%s", addr.path);
-		return fd;
-	}
-
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char port[8];
-	int saved = 0, gai;
-
-	snprintf(port, sizeof(port), "%d", addr.port);
-	gai = getaddrinfo(addr.host[0] ? addr.host : NULL, port, &hints, &res);
-	if (gai != 0) {
-		error_set(err, ERR_INVALID, "listen '%s': %s", text, gai_strerror(gai));
-		return -1;
-	}
-	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
-			saved = errno;
-			continue;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-			break;
-		saved = errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		error_set(err, saved == EADDRINUSE ? ERR_UNAVAILABLE : error_from_errno(saved),
-			  "listen '%s': %s", text, strerror(saved));
-	return fd;
-}
-
 enum error_code worker_http_start(const struct worker_http_config *cfg, struct worker_http **out,
 				  struct error *err)
 {
@@ -1190,7 +1122,7 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 	if (!h)
 		return error_set(err, ERR_NOMEM, "http: out of memory");
 	h->cfg = *cfg;
-	h->listen_fd = listen_on(cfg->listen, h->unix_path, sizeof(h->unix_path), err);
+	h->listen_fd = netaddr_listen(cfg->listen, "listen", h->unix_path, sizeof(h->unix_path), err);
 	if (h->listen_fd < 0) {
 		free(h);
 		return err ? err->code : ERR_UNAVAILABLE;

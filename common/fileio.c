@@ -125,6 +125,40 @@ out:
 	return rc;
 }
 
+enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err)
+{
+	char buf[4096];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf,
+					 strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(buf, mode) != 0 && errno != EEXIST)
+		return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf, strerror(errno));
+	return ERR_OK;
+}
+
+enum error_code fileio_mkdirs_parent(const char *path, struct error *err)
+{
+	char buf[4096];
+	char *slash;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
+	slash = strrchr(buf, '/');
+	if (!slash || slash == buf)
+		return ERR_OK;
+	*slash = '\0';
+	return fileio_mkdirs(buf, 0755, err);
+}
+
 int fileio_hex_value(char c)
 {
 	if (c >= '0' && c <= '9')

@@ -2,7 +2,8 @@
  * fileio.h - the few file operations every component needs done right:
  * whole writes and reads that survive EINTR and short transfers, and the
  * replacement of a small file so that a reader sees the old or the new
- * content, never a mix, even after a crash.
+ * content, never a mix, even after a crash; directories made with their
+ * parents.
  */
 #ifndef GRANARY_COMMON_FILEIO_H
 #define GRANARY_COMMON_FILEIO_H
@@ -31,6 +32,17 @@ ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off);
  */
 enum error_code fileio_replace(const char *path, const void *data, size_t len, mode_t mode,
 			       struct error *err);
+
+/*
+ * Makes directory path and its missing parents (parents 0755, path itself
+ * mode); directories already there are fine. Errors name the directory
+ * that could not be made ("mkdir '/a/b': permission denied").
+ */
+enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err);
+
+/* Makes the directory that holds the file path (as fileio_mkdirs, 0755),
+ * e.g. a socket's before binding it; nothing for "/file" or "file". */
+enum error_code fileio_mkdirs_parent(const char *path, struct error *err);
 
 /* Value of one hexadecimal digit (either case), or -1. */
 int fileio_hex_value(char c);

@@ -367,26 +367,6 @@ enum error_code controller_volume_id(const char *name, char *out, size_t size, s
 
 /* ---- records ------------------------------------------------------------- */
 
-static enum error_code make_dir(const char *path, struct error *err)
-{
-	char buf[4096];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf,
-					 strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-		return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf, strerror(errno));
-	return ERR_OK;
-}
-
 static void file_path(const struct controller *c, const char *id, const char *ext, char *out,
 		      size_t size)
 {
@@ -471,7 +451,7 @@ enum error_code controller_new(const struct controller_config *cfg, struct contr
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
 	c->meta = cfg->meta;
-	if (make_dir(c->dir, err) != ERR_OK) {
+	if (fileio_mkdirs(c->dir, 0700, err) != ERR_OK) {
 		controller_free(c);
 		return err->code;
 	}

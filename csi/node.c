@@ -335,26 +335,6 @@ static enum error_code unmount_all(const char *path, struct error *err)
 	return ERR_OK;
 }
 
-static enum error_code make_dirs(const char *path, mode_t mode, struct error *err)
-{
-	char buf[PATH_MAX_LEN];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return error_set(err, ERR_INVALID, "path too long: '%s'", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf,
-					 strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(buf, mode) != 0 && errno != EEXIST)
-		return error_set(err, error_from_errno(errno), "mkdir '%s': %s", buf, strerror(errno));
-	return ERR_OK;
-}
-
 /* Opens /dev/fuse and mounts the dataset at path on it. */
 static enum error_code mount_fuse(const char *dataset, const char *path, int *fd_out,
 				  struct error *err)
@@ -942,7 +922,7 @@ enum error_code node_new(const struct node_config *cfg, struct node **out, struc
 	n->cfg.roots = n->roots;
 	if (!n->cfg.stage_timeout_ms)
 		n->cfg.stage_timeout_ms = 120000;
-	rc = make_dirs(n->dir, 0700, err);
+	rc = fileio_mkdirs(n->dir, 0700, err);
 	if (rc != ERR_OK)
 		goto fail;
 	load_records(n);
@@ -1057,7 +1037,7 @@ static enum error_code stage_new(struct node *n, struct vol *v,
 		if (rc != ERR_OK)
 			return rc;
 	}
-	rc = make_dirs(staging, 0750, err);
+	rc = fileio_mkdirs(staging, 0750, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (mount_lookup(staging, fstype, sizeof(fstype))) {
@@ -1235,7 +1215,7 @@ enum error_code node_publish(struct node *n, const struct node_publish_request *
 			       req->volume_id, v->rec.staging_path, staging);
 		goto out;
 	}
-	rc = make_dirs(target, 0750, err);
+	rc = fileio_mkdirs(target, 0750, err);
 	if (rc != ERR_OK)
 		goto out;
 	if (mount_lookup(target, fstype, sizeof(fstype))) {

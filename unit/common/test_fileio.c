@@ -1,5 +1,6 @@
 /*
- * test_fileio.c - whole reads and writes, atomic replacement, hex digits.
+ * test_fileio.c - whole reads and writes, atomic replacement, directories
+ * with their parents, hex digits.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -83,6 +84,42 @@ START_TEST(test_fileio_hex_value_accepts_both_cases_only)
 }
 END_TEST
 
+START_TEST(test_fileio_mkdirs_makes_parents_and_names_the_failure)
+{
+	char dir[] = "/tmp/granary-fileio-XXXXXX", path[256];
+	struct error err;
+	struct stat st;
+	mode_t old = umask(0);
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a/b/c", dir);
+	ck_assert_int_eq(fileio_mkdirs(path, 0700, &err), ERR_OK);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_int_eq(st.st_mode & 0777, 0700);
+	/* Already there: fine. */
+	ck_assert_int_eq(fileio_mkdirs(path, 0700, &err), ERR_OK);
+	snprintf(path, sizeof(path), "%s/x/y/z.sock", dir);
+	ck_assert_int_eq(fileio_mkdirs_parent(path, &err), ERR_OK);
+	snprintf(path, sizeof(path), "%s/x/y", dir);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0755);
+	snprintf(path, sizeof(path), "%s/x/y/z.sock", dir);
+	ck_assert_int_ne(stat(path, &st), 0);
+	ck_assert_int_eq(fileio_mkdirs_parent("relative.sock", &err), ERR_OK);
+	/* A file in the way is named. */
+	snprintf(path, sizeof(path), "%s/file", dir);
+	ck_assert_int_eq(fileio_replace(path, "x", 1, 0600, &err), ERR_OK);
+	snprintf(path, sizeof(path), "%s/file/sub", dir);
+	ck_assert_int_ne(fileio_mkdirs(path, 0755, &err), ERR_OK);
+	ck_assert_ptr_nonnull(strstr(err.msg, "mkdir '"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "/file/sub'"));
+	umask(old);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fileio");
@@ -92,6 +129,7 @@ int main(void)
 	tcase_add_test(tc, test_fileio_replace_names_the_path_on_error);
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
+	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
