@@ -9,6 +9,8 @@
 
 #include "common/log.h"
 #include "common/netaddr.h"
+#include "csi/identity.h"
+#include "csi/registration.h"
 
 const char *const csi_mode_names[] = { "controller", "node", "all", NULL };
 
@@ -35,6 +37,16 @@ static const struct config_field csi_fields[] = {
 	  "comma-separated directories that staging and target paths must lie under", 0, 0, NULL },
 	{ "stage_timeout", CONFIG_DURATION, offsetof(struct csi_settings, stage_timeout_ms), "120s",
 	  "longest NodeStageVolume waits for a new granary-fuse to serve", 100, 3600000, NULL },
+	{ "registration_socket", CONFIG_STRING,
+	  offsetof(struct csi_settings, registration_socket), "",
+	  "node role: serve the kubelet's plugin registration on this unix socket, in the kubelet's plugins_registry directory (absolute path; empty: off)",
+	  0, 0, NULL },
+	{ "kubelet_endpoint", CONFIG_STRING, offsetof(struct csi_settings, kubelet_endpoint), "",
+	  "the CSI socket's path as the kubelet sees it on the host, given to the kubelet at registration (required with registration_socket)",
+	  0, 0, NULL },
+	{ "health_address", CONFIG_STRING, offsetof(struct csi_settings, health_address), "",
+	  "HTTP address of /healthz and /readyz: :PORT, host:port or unix:///path (empty: off)",
+	  0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct csi_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -54,6 +66,53 @@ bool csi_settings_is_controller(const struct csi_settings *s)
 bool csi_settings_is_node(const struct csi_settings *s)
 {
 	return s->mode == CSI_MODE_NODE || s->mode == CSI_MODE_ALL;
+}
+
+bool csi_settings_registers(const struct csi_settings *s)
+{
+	return s->registration_socket && *s->registration_socket;
+}
+
+/* registration_socket and kubelet_endpoint are plain paths, as the kubelet
+ * writes and dials them (no unix:// scheme). */
+static enum error_code check_socket_path(const char *key, const char *path, size_t max,
+					 struct error *err)
+{
+	if (config_check_abs_path(key, path, err) != ERR_OK)
+		return ERR_INVALID;
+	if (strlen(path) > max)
+		return error_set(err, ERR_INVALID, "key '%s': a socket path is at most %zu bytes",
+				 key, max);
+	return ERR_OK;
+}
+
+static enum error_code check_registration(const struct csi_settings *s, struct error *err)
+{
+	struct netaddr csi;
+	const size_t max = sizeof(csi.path) - 1;
+
+	if (s->kubelet_endpoint && *s->kubelet_endpoint &&
+	    check_socket_path("kubelet_endpoint", s->kubelet_endpoint, max, err) != ERR_OK)
+		return ERR_INVALID;
+	if (!csi_settings_registers(s))
+		return ERR_OK;
+	if (!csi_settings_is_node(s))
+		return error_set(err, ERR_INVALID,
+				 "key 'registration_socket': only the node plugin registers with the kubelet (mode node or all)");
+	/* Shorter: the socket is bound first at a longer, hidden name. */
+	if (check_socket_path("registration_socket", s->registration_socket,
+			      REGISTRATION_SOCKET_MAX, err) != ERR_OK)
+		return ERR_INVALID;
+	if (netaddr_parse(s->endpoint, "endpoint", &csi, NULL) == ERR_OK && csi.is_unix &&
+	    strcmp(csi.path, s->registration_socket) == 0)
+		return error_set(err, ERR_INVALID,
+				 "key 'registration_socket': must not be the endpoint's socket '%s'",
+				 csi.path);
+	if (!s->kubelet_endpoint || !*s->kubelet_endpoint)
+		return error_set(err, ERR_INVALID,
+				 "key 'kubelet_endpoint': required with registration_socket (the CSI socket's path on the host, e.g. /var/lib/kubelet/plugins/%s/csi.sock)",
+				 IDENTITY_PLUGIN_NAME);
+	return ERR_OK;
 }
 
 enum error_code csi_settings_check(const struct csi_settings *s, struct error *err)
@@ -81,6 +140,11 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 			return err->code;
 		csi_settings_roots_free(roots, n);
 	}
+	if (check_registration(s, err) != ERR_OK)
+		return ERR_INVALID;
+	if (s->health_address && *s->health_address &&
+	    netaddr_check_listen_setting("health_address", s->health_address, err) != ERR_OK)
+		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;

@@ -4,7 +4,9 @@
  * (controller, node or both), the node's name, where meta is, where the
  * node plugin keeps the state that lets it re-adopt its FUSE daemons after
  * a restart, the granary-fuse binary it launches and how, and the
- * directories under which kubelet may ask it to mount.
+ * directories under which kubelet may ask it to mount; and what replaces
+ * the node-driver-registrar and livenessprobe sidecars: the kubelet
+ * registration socket and the health endpoint.
  *
  * The table (csi_settings_schema) gives types, defaults and help;
  * csi_settings_check() adds the rules a table cannot state. Strings are
@@ -40,6 +42,10 @@ struct csi_settings {
 	char *allowed_roots; /* node role: comma-separated absolute directories
 			      * staging and target paths must lie under */
 	uint64_t stage_timeout_ms; /* node role: wait for a new daemon to serve */
+	char *registration_socket; /* node role: the kubelet's registration socket
+				    * (absolute path; "" = off) */
+	char *kubelet_endpoint; /* the CSI socket's path on the host, for GetInfo */
+	char *health_address;   /* /healthz and /readyz over HTTP ("" = off) */
 	char *log_level;
 };
 
@@ -52,7 +58,10 @@ extern const struct config_schema csi_settings_schema;
  * Checks what the table cannot: endpoint and meta.address are valid
  * addresses, node_id a plausible node name, state_dir an absolute path,
  * fuse_binary an absolute path when the node role is on, fuse_config
- * empty or absolute, allowed_roots a list of absolute directories, and
+ * empty or absolute, allowed_roots a list of absolute directories,
+ * registration_socket only with the node role, an absolute socket path
+ * other than the endpoint's and with kubelet_endpoint (an absolute path)
+ * given, health_address empty or a listen address (":9808" too), and
  * log.level a known level. Returns ERR_OK, or ERR_INVALID with a message naming the
  * key: "key 'state_dir': must be an absolute path, got 'csi'".
  */
@@ -61,6 +70,10 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 /* True when the mode includes the controller, or the node, role. */
 bool csi_settings_is_controller(const struct csi_settings *s);
 bool csi_settings_is_node(const struct csi_settings *s);
+
+/* True when registration_socket is set (the node plugin registers itself
+ * with the kubelet). */
+bool csi_settings_registers(const struct csi_settings *s);
 
 /*
  * Splits allowed_roots at commas into roots[0..*n) (at most max), each a

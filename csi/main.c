@@ -6,55 +6,92 @@
  *
  * Start-up: settings, the meta clients, the controller and/or node cores
  * (the node re-adopts the FUSE daemons its records name), then the gRPC
- * server on `endpoint`. SIGTERM or SIGINT: stop admitting calls, let those
- * in flight finish, exit 0. FUSE daemons are left running: they serve the
- * pods, and the next plugin re-adopts them.
+ * server on `endpoint`; once it serves, the kubelet registration socket
+ * (registration_socket: the kubelet calls NodeGetInfo on the CSI socket
+ * while registering) and the health endpoint (health_address). These two
+ * replace the node-driver-registrar and livenessprobe sidecars. A
+ * registration socket removed from under the plugin is made anew.
+ *
+ * SIGTERM or SIGINT: stop the health endpoint, remove the registration
+ * socket (the kubelet takes that as the plugin leaving), stop admitting
+ * CSI calls, let those in flight finish, exit 0. FUSE daemons are left
+ * running: they serve the pods, and the next plugin re-adopts them.
  */
-#include <errno.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/daemon.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
 #include "csi/controller.h"
 #include "csi/csi_settings.h"
+#include "csi/health.h"
+#include "csi/health_http.h"
 #include "csi/identity.h"
 #include "csi/node.h"
+#include "csi/registration.h"
+#include "csi/registration_service.h"
 #include "csi/service.h"
 #include "meta/meta_client.h"
 #include "rpc/rpc_server.h"
 
-/* Probe answers within this: the liveness sidecar's timeout is seconds. */
+/* Probe and /healthz answer within this: liveness probes time out in seconds. */
 #define PROBE_TIMEOUT_MS 2000
 
-/* gRPC binds a unix socket only in an existing directory: make it. */
-static void make_socket_dir(const char *endpoint)
-{
-	struct netaddr na;
-	char dir[sizeof(na.path)];
-	char *slash;
+/* How often the registration socket is looked for (made anew if gone). */
+#define REGISTRATION_CHECK_MS 5000
 
-	if (netaddr_parse(endpoint, "endpoint", &na, NULL) != ERR_OK || !na.is_unix)
-		return;
-	snprintf(dir, sizeof(dir), "%s", na.path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return;
-	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			mkdir(dir, 0755);
-			*p = '/';
-		}
+/* gRPC binds a unix socket only in an existing directory: make it. */
+static void make_socket_dir(const char *path)
+{
+	struct error err;
+
+	if (fileio_mkdirs_parent(path, &err) != ERR_OK)
+		log_warn("cannot create the socket directory", LOG_S("path", path),
+			 LOG_S("cause", err.msg));
+}
+
+/* Serves the kubelet registration on s->registration_socket; false (logged)
+ * when it cannot, *rs left NULL. */
+static bool start_registration(const struct csi_settings *s, struct registration *reg,
+			       struct registration_server **rs)
+{
+	struct error err;
+
+	if (registration_server_start(reg, s->registration_socket, rs, &err) != ERR_OK) {
+		log_error("cannot serve the kubelet registration", LOG_S("cause", err.msg));
+		return false;
 	}
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		log_warn("cannot create the socket directory", LOG_S("path", dir),
-			 LOG_S("cause", strerror(errno)));
+	return true;
+}
+
+/*
+ * The registration socket removed (someone cleaned the kubelet's
+ * directory): the kubelet has dropped the plugin, and a new socket makes
+ * it register again. Another socket in its place (a newer plugin's, in a
+ * rolling update with surge) is left alone: taking it back would make the
+ * two plugins take it from each other for ever. *replaced: logged once.
+ */
+static void check_registration(const struct csi_settings *s, struct registration *reg,
+			       struct registration_server **rs, bool *replaced)
+{
+	enum registration_socket now =
+		*rs ? registration_server_socket(*rs) : REGISTRATION_SOCKET_MISSING;
+
+	if (now == REGISTRATION_SOCKET_REPLACED && !*replaced)
+		log_warn("another process replaced the registration socket; leaving it to it",
+			 LOG_S("path", s->registration_socket));
+	*replaced = now == REGISTRATION_SOCKET_REPLACED;
+	if (now != REGISTRATION_SOCKET_MISSING)
+		return;
+	log_warn("the registration socket is gone, making it anew",
+		 LOG_S("path", s->registration_socket));
+	registration_server_stop(*rs);
+	*rs = NULL;
+	registration_reset(reg);
+	start_registration(s, reg, rs);
 }
 
 int main(int argc, char **argv)
@@ -69,6 +106,13 @@ int main(int argc, char **argv)
 	struct rpc_server *srv = NULL;
 	struct rpc_server_options sopt = { 0 };
 	struct csi_service svc = { 0 };
+	struct registration reg;
+	struct registration_server *rs = NULL;
+	struct health health = { 0 };
+	struct health_http *hh = NULL;
+	struct netaddr csi_addr;
+	uint64_t next_check = 0;
+	bool replaced = false;
 	char *roots[CSI_SETTINGS_MAX_ROOTS];
 	size_t nroots = 0;
 	char hostname[256] = "";
@@ -78,6 +122,7 @@ int main(int argc, char **argv)
 	rc = daemon_start(schema, &s, argc, argv, &first);
 	if (rc >= 0)
 		return rc;
+	registration_init(&reg, s.kubelet_endpoint);
 	rc = 2;
 	if (first < argc) {
 		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
@@ -138,7 +183,10 @@ int main(int argc, char **argv)
 	svc.node = node;
 	svc.probe = probe;
 	svc.node_id = hostname;
-	make_socket_dir(s.endpoint);
+	if (netaddr_parse(s.endpoint, "endpoint", &csi_addr, NULL) == ERR_OK && csi_addr.is_unix)
+		make_socket_dir(csi_addr.path);
+	else
+		csi_addr.path[0] = '\0';
 	if (rpc_server_new(&sopt, &srv, &err) != ERR_OK ||
 	    csi_service_add(srv, &svc, &err) != ERR_OK ||
 	    rpc_server_listen(srv, s.endpoint, NULL, &err) != ERR_OK ||
@@ -146,14 +194,35 @@ int main(int argc, char **argv)
 		log_error("cannot serve", LOG_S("endpoint", s.endpoint), LOG_S("cause", err.msg));
 		goto out;
 	}
+	if (csi_settings_registers(&s) && !start_registration(&s, &reg, &rs))
+		goto out;
+	health.csi_socket = csi_addr.path;
+	health.probe = probe;
+	health.reg = csi_settings_registers(&s) ? &reg : NULL;
+	if (*s.health_address && health_http_start(s.health_address, &health, &hh, &err) != ERR_OK) {
+		log_error("cannot serve the health endpoint", LOG_S("cause", err.msg));
+		goto out;
+	}
 	log_info("granary-csi serving", LOG_S("driver", IDENTITY_PLUGIN_NAME),
 		 LOG_S("version", identity_vendor_version()), LOG_S("endpoint", s.endpoint),
 		 LOG_S("mode", csi_mode_names[s.mode]), LOG_S("node_id", hostname),
-		 LOG_S("meta.address", s.meta_address), LOG_S("state_dir", s.state_dir));
+		 LOG_S("meta.address", s.meta_address), LOG_S("state_dir", s.state_dir),
+		 LOG_S("registration_socket", s.registration_socket),
+		 LOG_S("kubelet_endpoint", s.kubelet_endpoint),
+		 LOG_S("health_address", s.health_address));
 
-	while (!daemon_stopping())
+	while (!daemon_stopping()) {
 		retry_sleep_ms(100);
+		if (csi_settings_registers(&s) && retry_now_ms() >= next_check) {
+			next_check = retry_now_ms() + REGISTRATION_CHECK_MS;
+			check_registration(&s, &reg, &rs, &replaced);
+		}
+	}
 	log_info("granary-csi stopping");
+	health_http_stop(hh);
+	hh = NULL;
+	registration_server_stop(rs);
+	rs = NULL;
 	if (!rpc_server_shutdown(srv)) {
 		/* A stage is still waiting on a daemon: exit without freeing
 		 * what its handler uses. The daemon and its record stay. */
@@ -162,12 +231,15 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	health_http_stop(hh);
+	registration_server_stop(rs);
 	rpc_server_free(srv);
 	node_free(node);
 	controller_free(ctl);
 	meta_client_free(probe);
 	meta_client_free(meta);
 	csi_settings_roots_free(roots, nroots);
+	registration_release(&reg);
 	config_release(schema, &s);
 	return rc;
 }

@@ -49,6 +49,7 @@ meta_pid=$!
 export TMPDIR="$work"
 export GRANARY_META_ADDRESS="unix:$work/meta.sock"
 export GRANARY_PROTO_DIR="$src/api"
+export PYTHONPATH="$src/e2e${PYTHONPATH:+:$PYTHONPATH}"
 export GRANARY_TEST_PREFIX="$prefix"
 export GRANARY_S3_ENDPOINT GRANARY_S3_CREDENTIALS
 

@@ -1,7 +1,7 @@
 """granary-meta from Python: a client that shares no code with ours.
 
 api/granary.proto is compiled at test time with grpc_tools.protoc into a
-temporary directory, and the stubs talk to a running granary-meta (started
+temporary directory (e2e/grpc_stubs.py), and the stubs talk to a running granary-meta (started
 by run_python_test.sh, which also uploads a small tree to the S3 fixture).
 This proves the wire format: field numbers, the service and method names,
 status codes and messages are what any gRPC client sees.
@@ -12,14 +12,12 @@ Environment (set by run_python_test.sh):
   GRANARY_S3_ENDPOINT, GRANARY_S3_CREDENTIALS   the S3 fixture
   GRANARY_TEST_PREFIX    prefix of the uploaded tree in bucket granary-e2e
 """
-import importlib
 import os
-import sys
-import tempfile
 
 import grpc
 import pytest
-from grpc_tools import protoc
+
+from grpc_stubs import compile_stubs
 
 BUCKET = "granary-e2e"
 # What run_python_test.sh uploads: path -> size.
@@ -28,18 +26,7 @@ TREE = {"train/a.rec": 4, "train/b.rec": 8, "val/c.rec": 2}
 
 @pytest.fixture(scope="module")
 def pb():
-    out = tempfile.mkdtemp(prefix="granary-pb-")
-    proto_dir = os.environ["GRANARY_PROTO_DIR"]
-    rc = protoc.main([
-        "grpc_tools.protoc",
-        f"-I{proto_dir}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "granary.proto"),
-    ])
-    assert rc == 0, "protoc failed on api/granary.proto"
-    sys.path.insert(0, out)
-    return importlib.import_module("granary_pb2"), importlib.import_module("granary_pb2_grpc")
+    return compile_stubs("granary")
 
 
 @pytest.fixture(scope="module")

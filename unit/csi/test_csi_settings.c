@@ -39,6 +39,11 @@ START_TEST(test_csi_settings_defaults_are_valid)
 	ck_assert_str_eq(s.state_dir, "/var/lib/granary/csi");
 	ck_assert_str_eq(s.fuse_binary, "/usr/bin/granary-fuse");
 	ck_assert_str_eq(s.log_level, "info");
+	/* Registration and the health endpoint are off unless asked for. */
+	ck_assert_str_eq(s.registration_socket, "");
+	ck_assert_str_eq(s.kubelet_endpoint, "");
+	ck_assert_str_eq(s.health_address, "");
+	ck_assert(!csi_settings_registers(&s));
 	ck_assert(csi_settings_is_controller(&s));
 	ck_assert(csi_settings_is_node(&s));
 	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_OK);
@@ -93,6 +98,32 @@ START_TEST(test_csi_settings_check_rejects_naming_the_key)
 		/* The controller launches no FUSE daemon: its binary is not checked. */
 		{ "fuse_binary", "granary-fuse", "mode", "controller", NULL },
 		{ "log.level", "chatty", NULL, NULL, "key 'log.level'" },
+		/* Kubelet registration: the node role only, two absolute paths. */
+		{ "registration_socket", "/registration/csi.granary.io-reg.sock", "kubelet_endpoint",
+		  "/var/lib/kubelet/plugins/csi.granary.io/csi.sock", NULL },
+		{ "registration_socket", "/registration/csi.granary.io-reg.sock", NULL, NULL,
+		  "key 'kubelet_endpoint': required with registration_socket" },
+		{ "registration_socket", "/registration/csi.granary.io-reg.sock", "mode", "controller",
+		  "key 'registration_socket': only the node plugin registers" },
+		{ "registration_socket", "csi.granary.io-reg.sock", "kubelet_endpoint", "/k/csi.sock",
+		  "key 'registration_socket': must be an absolute path" },
+		{ "registration_socket", "unix:///registration/reg.sock", "kubelet_endpoint",
+		  "/k/csi.sock", "key 'registration_socket': must be an absolute path" },
+		{ "registration_socket", "/csi/csi.sock", "kubelet_endpoint", "/k/csi.sock",
+		  "key 'registration_socket': must not be the endpoint's socket" },
+		{ "registration_socket",
+		  "/registration/a-socket-path-far-too-long-for-sun-path-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
+		  "kubelet_endpoint", "/k/csi.sock", "key 'registration_socket': a socket path is at most 97 bytes" },
+		{ "kubelet_endpoint", "unix:///var/lib/kubelet/plugins/csi.granary.io/csi.sock", NULL,
+		  NULL, "key 'kubelet_endpoint': must be an absolute path" },
+		{ "kubelet_endpoint", "csi.sock", "registration_socket", "/registration/reg.sock",
+		  "key 'kubelet_endpoint': must be an absolute path" },
+		/* The health endpoint: any listen address, in every mode. */
+		{ "health_address", ":9808", NULL, NULL, NULL },
+		{ "health_address", "0.0.0.0:9808", "mode", "controller", NULL },
+		{ "health_address", "unix:///run/granary/csi-health.sock", NULL, NULL, NULL },
+		{ "health_address", "9808", NULL, NULL, "key 'health_address'" },
+		{ "health_address", ":99999", NULL, NULL, "key 'health_address': address ':99999': port" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -193,6 +224,28 @@ START_TEST(test_csi_settings_allowed_roots_split_and_checked)
 }
 END_TEST
 
+START_TEST(test_csi_settings_registration_and_health_from_yaml)
+{
+	static const char yaml[] =
+		"mode: node\n"
+		"registration_socket: /registration/csi.granary.io-reg.sock\n"
+		"kubelet_endpoint: /var/lib/kubelet/plugins/csi.granary.io/csi.sock\n"
+		"health_address: \":9808\"\n";
+	struct csi_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_load_string(&csi_settings_schema, &s, "csi.yaml", yaml, &err),
+			 ERR_OK);
+	ck_assert_str_eq(s.registration_socket, "/registration/csi.granary.io-reg.sock");
+	ck_assert_str_eq(s.kubelet_endpoint, "/var/lib/kubelet/plugins/csi.granary.io/csi.sock");
+	ck_assert_str_eq(s.health_address, ":9808");
+	ck_assert(csi_settings_registers(&s));
+	ck_assert_msg(csi_settings_check(&s, &err) == ERR_OK, "%s", err.msg);
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_settings");
@@ -204,6 +257,7 @@ int main(void)
 	tcase_add_test(tc, test_csi_settings_mode_is_an_enum);
 	tcase_add_test(tc, test_csi_settings_flag_overrides_file);
 	tcase_add_test(tc, test_csi_settings_allowed_roots_split_and_checked);
+	tcase_add_test(tc, test_csi_settings_registration_and_health_from_yaml);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,0 +1,63 @@
+/*
+ * health.h - what granary-csi's /healthz and /readyz answer, in place of
+ * the livenessprobe sidecar and node-driver-registrar's health endpoint:
+ * the core, without HTTP (csi/health_http.c serves it with libmicrohttpd).
+ *
+ * Live (/healthz): what the CSI Probe answers (identity_probe): in the
+ * controller role, granary-meta answers a cheap call within the probe
+ * client's deadline; the node role alone never asks meta, so a meta outage
+ * never restarts a node plugin whose mounts keep serving. And, for a unix
+ * endpoint, the CSI socket file is still there: without it the kubelet and
+ * the sidecars have nothing to dial, and only a restart makes it anew.
+ *
+ * Ready (/readyz): live, and, when registration is on, the kubelet's last
+ * word on the plugin was "registered" (csi/registration.h).
+ *
+ * Every check runs per request, from the HTTP server's threads; the meta
+ * call may take up to the probe client's deadline (2 s).
+ */
+#ifndef GRANARY_CSI_HEALTH_H
+#define GRANARY_CSI_HEALTH_H
+
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "csi/registration.h"
+#include "meta/meta_client.h"
+
+struct health {
+	const char *csi_socket;      /* the CSI endpoint's socket path; NULL or "" for TCP */
+	struct meta_client *probe;   /* Probe's client; NULL when the controller role is off */
+	struct registration *reg;    /* NULL when registration is off */
+};
+
+enum health_route_kind {
+	HEALTH_LIVE = 1,  /* GET /healthz */
+	HEALTH_READY,     /* GET /readyz */
+};
+
+struct health_route {
+	enum health_route_kind kind;
+	bool method_allowed;  /* false: answer 405 with Allow: allow */
+	const char *allow;    /* "GET" (HEAD is GET without the body) */
+};
+
+/*
+ * Routes a request by method and path (without the query). ERR_NOT_FOUND
+ * "no such route 'PATH' (known: /healthz, /readyz)" for any other path; a
+ * known path with another method than GET or HEAD is ERR_OK with
+ * method_allowed false.
+ */
+enum error_code health_route_parse(const char *method, const char *path,
+				   struct health_route *out, struct error *err);
+
+/*
+ * Runs the checks of a route. ERR_OK when they pass; ERR_UNAVAILABLE with
+ * the first failed check's reason otherwise ("granary-meta does not answer:
+ * ...", "the CSI socket '/csi/csi.sock' is gone", "not registered with the
+ * kubelet yet ...").
+ */
+enum error_code health_check(const struct health *h, enum health_route_kind kind,
+			     struct error *err);
+
+#endif

@@ -1,0 +1,103 @@
+/*
+ * test_health.c - the routes and checks behind /healthz and /readyz.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "csi/health.h"
+#include "unit/check_main.h"
+
+START_TEST(test_health_routes_two_paths_get_only)
+{
+	struct health_route r;
+	struct error err;
+
+	ck_assert_int_eq(health_route_parse("GET", "/healthz", &r, &err), ERR_OK);
+	ck_assert_int_eq(r.kind, HEALTH_LIVE);
+	ck_assert(r.method_allowed);
+	ck_assert_int_eq(health_route_parse("HEAD", "/readyz", &r, &err), ERR_OK);
+	ck_assert_int_eq(r.kind, HEALTH_READY);
+	ck_assert(r.method_allowed);
+	ck_assert_int_eq(health_route_parse("POST", "/readyz", &r, &err), ERR_OK);
+	ck_assert(!r.method_allowed);
+	ck_assert_str_eq(r.allow, "GET");
+	ck_assert_int_eq(health_route_parse("GET", "/healthz/", &r, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(error_to_http(err.code), 404);
+	ck_assert_str_eq(err.msg, "no such route '/healthz/' (known: /healthz, /readyz)");
+	ck_assert_int_eq(health_route_parse("GET", "/", &r, &err), ERR_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_health_node_live_without_meta_ready_after_registration)
+{
+	char dir[] = "/tmp/granary-health-XXXXXX", sock[128];
+	struct registration reg;
+	struct health h = { 0 };
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(sock, sizeof(sock), "%s/csi.sock", dir);
+	check_make_socket(sock);
+	registration_init(&reg, "/var/lib/kubelet/plugins/csi.granary.io/csi.sock");
+	h.csi_socket = sock;
+	h.reg = &reg;
+	/* The node role has no probe client: meta is never asked. */
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_OK);
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_UNAVAILABLE);
+	ck_assert_int_eq(error_to_http(err.code), 503);
+	ck_assert_ptr_nonnull(strstr(err.msg, "not registered with the kubelet yet"));
+	registration_notify(&reg, true, NULL);
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_OK);
+	registration_notify(&reg, false, "driver name csi.granary.io already registered");
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "driver name csi.granary.io already registered"));
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_OK);
+	/* Without registration, ready is live. */
+	h.reg = NULL;
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_OK);
+	/* The CSI socket removed: neither live nor ready. */
+	ck_assert_int_eq(unlink(sock), 0);
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_UNAVAILABLE);
+	ck_assert_str_eq(err.msg + strlen(err.msg) - strlen("/csi.sock' is gone"),
+			 "/csi.sock' is gone");
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_UNAVAILABLE);
+	/* A TCP endpoint has no file to look for. */
+	h.csi_socket = "";
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_OK);
+	registration_release(&reg);
+	rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_health_controller_needs_meta)
+{
+	struct meta_client_options opt = { .timeout_ms = 1000 };
+	struct meta_client *probe = NULL;
+	struct health h = { 0 };
+	struct error err;
+
+	ck_assert_int_eq(meta_client_new("unix:///nonexistent/granary-health-test/meta.sock", &opt,
+					 &probe, &err),
+			 ERR_OK);
+	h.probe = probe;
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "granary-meta does not answer: "));
+	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "granary-meta does not answer: "));
+	meta_client_free(probe);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("health");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_health_routes_two_paths_get_only);
+	tcase_add_test(tc, test_health_node_live_without_meta_ready_after_registration);
+	tcase_add_test(tc, test_health_controller_needs_meta);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
