@@ -4,6 +4,8 @@
 # credentials, so that every request is signed and checked.
 #
 #   scripts/s3-server.sh start DIR [PORT]   prints the settings as shell vars
+#     (listens on 127.0.0.1, or on GRANARY_S3_BIND when set: the cluster
+#     tests give the host's address on the test cluster's network)
 #   scripts/s3-server.sh stop DIR
 #   scripts/s3-server.sh mkbucket DIR NAME
 #
@@ -23,8 +25,9 @@ cmd=${1:-}; dir=${2:-}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
+bind=${GRANARY_S3_BIND:-127.0.0.1}
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$bind"
 }
 
 case "$cmd" in
@@ -42,13 +45,13 @@ start)
     "$ACCESS_KEY" "$SECRET_KEY" > "$dir/credentials"
   umask 022
   ROOT_ACCESS_KEY_ID=$ACCESS_KEY ROOT_SECRET_ACCESS_KEY=$SECRET_KEY \
-    setsid "$bin" --port "127.0.0.1:$port" --keep-alive --quiet \
+    setsid "$bin" --port "$bind:$port" --keep-alive --quiet \
       --virtual-domain localhost posix "$dir/root" > "$dir/log" 2>&1 < /dev/null &
   echo $! > "$dir/pid"
   for _ in $(seq 1 100); do
-    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+    if curl -s -o /dev/null "http://$bind:$port/"; then
       {
-        echo "GRANARY_S3_ENDPOINT=http://127.0.0.1:$port"
+        echo "GRANARY_S3_ENDPOINT=http://$bind:$port"
         echo "GRANARY_S3_CREDENTIALS=$dir/credentials"
         echo "GRANARY_S3_ROOT=$dir/root"
       } > "$dir/env"
@@ -58,7 +61,7 @@ start)
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || { cat "$dir/log" >&2; die "versitygw exited"; }
     sleep 0.1
   done
-  die "versitygw did not answer on 127.0.0.1:$port within 10s (log: $dir/log)"
+  die "versitygw did not answer on $bind:$port within 10s (log: $dir/log)"
   ;;
 stop)
   if [ -f "$dir/pid" ]; then

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Container images for the test cluster, without a registry: built with
+# buildah and kept as docker-archive files in $GRANARY_TOOLS/images, which
+# scripts/kube.sh imports into containerd. A part already built is skipped
+# (the Granary image is rebuilt from the working tree every time; buildah's
+# layer cache keeps that to the compile step).
+#
+#   scripts/kube-images.sh base      pause and CoreDNS (what every cluster needs)
+#   scripts/kube-images.sh sidecars  csi-provisioner
+#   scripts/kube-images.sh granary [TAG]  the project's Dockerfile, as granary.local/granary:TAG (default dev)
+#   scripts/kube-images.sh all
+#
+# The Dockerfile's bases (debian:bookworm, debian:bookworm-slim) are made
+# once with debootstrap from Debian's mirror and stored in buildah's storage.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
+KUBE_BIN=$TOOLS/kube-v1.34.4/bin
+IMAGES=$TOOLS/images
+DEBIAN_MIRROR=${GRANARY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { printf 'kube-images: %s\n' "$*" >&2; }
+mkdir -p "$IMAGES"
+
+# export_image REF NAME: buildah image -> $IMAGES/NAME.tar (docker-archive).
+export_image() {
+  rm -f "$IMAGES/$2.tar.tmp"
+  buildah push -q "$1" "docker-archive:$IMAGES/$2.tar.tmp:$1" >/dev/null
+  mv "$IMAGES/$2.tar.tmp" "$IMAGES/$2.tar"
+}
+
+# scratch_image NAME TAG BINARY [ARG...]: one static binary as the whole image.
+scratch_image() {
+  local name=$1 tag=$2 bin=$3; shift 3
+  local tar=$IMAGES/$name.tar
+  if [ -f "$tar" ] && [ "$tar" -nt "$bin" ]; then
+    return
+  fi
+  log "image granary.local/$name:$tag from $bin"
+  local c entry
+  c=$(buildah from scratch)
+  buildah copy -q "$c" "$bin" "/$name" >/dev/null
+  entry=$(printf '"%s",' "/$name" "$@")
+  buildah config --entrypoint "[${entry%,}]" --cmd '' "$c"
+  buildah commit -q --rm "$c" "granary.local/$name:$tag" >/dev/null
+  export_image "granary.local/$name:$tag" "$name"
+}
+
+pause_image() {
+  local bin=$IMAGES/pause-bin
+  if [ ! -x "$bin" ] || [ "$here/scripts/kube/pause.c" -nt "$bin" ]; then
+    gcc -static -O2 -o "$bin" "$here/scripts/kube/pause.c"
+  fi
+  scratch_image pause 1 "$bin"
+}
+
+# debian:bookworm and debian:bookworm-slim for the Dockerfile's FROM lines:
+# one minbase debootstrap serves both (the -slim variant only drops docs).
+debian_base() {
+  buildah inspect --type image docker.io/library/debian:bookworm-slim >/dev/null 2>&1 && return
+  local rootfs=$IMAGES/debian-bookworm-rootfs.tar
+  if [ ! -f "$rootfs" ]; then
+    log "debootstrap bookworm (minbase) from $DEBIAN_MIRROR"
+    local tmp
+    tmp=$(mktemp -d)
+    debootstrap --variant=minbase bookworm "$tmp/root" "$DEBIAN_MIRROR" >/dev/null
+    rm -rf "$tmp/root/var/cache/apt/archives/"*.deb "$tmp/root/var/lib/apt/lists/"*
+    tar -C "$tmp/root" -cf "$rootfs.tmp" .
+    mv "$rootfs.tmp" "$rootfs"
+    rm -rf "$tmp"
+  fi
+  log "base images debian:bookworm, debian:bookworm-slim"
+  local c
+  c=$(buildah from scratch)
+  buildah add -q "$c" "$rootfs" / >/dev/null
+  buildah config --cmd '["bash"]' --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
+  buildah commit -q --rm "$c" docker.io/library/debian:bookworm >/dev/null
+  buildah tag docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim
+}
+
+# debian:bookworm-slim for the cluster too: the examples' reader pod uses it.
+debian_slim_image() {
+  debian_base
+  [ -f "$IMAGES/debian-slim.tar" ] || export_image docker.io/library/debian:bookworm-slim debian-slim
+}
+
+granary_image() {
+  local tag=${1:-dev}
+  debian_base
+  log "image granary.local/granary:$tag from the Dockerfile"
+  local t0=$SECONDS
+  buildah bud -q --pull-never --network host --layers \
+    -f "$here/Dockerfile" -t "granary.local/granary:$tag" "$here" >/dev/null
+  local built=$((SECONDS - t0)) mib
+  export_image "granary.local/granary:$tag" granary
+  mib=$(du -m "$IMAGES/granary.tar" | cut -f1)
+  log "granary.local/granary:$tag built in ${built} s, $mib MiB as an archive"
+  printf 'image_build_s=%s\nimage_archive_mib=%s\n' "$built" "$mib" > "$IMAGES/granary.stats"
+}
+
+case ${1:-all} in
+base) pause_image; scratch_image coredns 1 "$KUBE_BIN/coredns" ;;
+sidecars) scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner" ;;
+debian) debian_base ;;
+granary) granary_image "${2:-dev}"; debian_slim_image ;;
+all)
+  pause_image
+  scratch_image coredns 1 "$KUBE_BIN/coredns"
+  scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner"
+  granary_image dev
+  debian_slim_image
+  ;;
+*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac
