@@ -547,22 +547,23 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
           "node plugin mounts the cache dir %s at the same path" % cache_dir)
     check(hostpath_mounted_at(ps, plugin, kubelet + "/plugins/csi.granary.io", "/csi"),
           "node plugin socket dir is %s/plugins/csi.granary.io" % kubelet)
-    reg = container(ps, "node-driver-registrar")
-    check(hostpath_mounted_at(ps, reg, kubelet + "/plugins_registry", "/registration"),
-          "registrar mounts %s/plugins_registry" % kubelet)
-    check("--kubelet-registration-path=%s/plugins/csi.granary.io/csi.sock" % kubelet in reg.get("args", []),
-          "registrar registers %s/plugins/csi.granary.io/csi.sock" % kubelet)
+    # The plugin registers itself with the kubelet: its registration socket
+    # is in the host's plugins_registry, and it names the CSI socket by the
+    # path the kubelet sees.
+    check(hostpath_mounted_at(ps, plugin, kubelet + "/plugins_registry", "/registration"),
+          "node plugin mounts %s/plugins_registry at /registration" % kubelet)
+    args = plugin.get("args", [])
+    check("--registration_socket=/registration/csi.granary.io-reg.sock" in args,
+          "node plugin serves /registration/csi.granary.io-reg.sock")
+    check("--kubelet_endpoint=%s/plugins/csi.granary.io/csi.sock" % kubelet in args,
+          "node plugin names %s/plugins/csi.granary.io/csi.sock to the kubelet" % kubelet)
+    check("--health_address=0.0.0.0:9808" in args, "node plugin serves health on 9808")
+    check(plugin.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+          "node plugin readiness is /readyz")
+    check(plugin.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
+          "node plugin liveness is /healthz")
     names = [c["name"] for c in ps.get("containers", [])]
-    check(sorted(names) == ["granary-csi", "liveness-probe", "node-driver-registrar"],
-          "node plugin containers are granary-csi, node-driver-registrar, liveness-probe: %s" % names)
-    for c in ps.get("containers", []) + ps.get("initContainers", []):
-        if c["name"] == "granary-csi":
-            continue
-        csc = c.get("securityContext", {})
-        check(csc.get("privileged") is False, "sidecar %s is not privileged" % c["name"])
-        check(not csc.get("capabilities", {}).get("add"), "sidecar %s adds no capabilities" % c["name"])
-        check(all(m.get("mountPropagation", "None") != "Bidirectional" for m in c.get("volumeMounts", [])),
-              "sidecar %s has no Bidirectional mount" % c["name"])
+    check(names == ["granary-csi"], "node plugin has no sidecar: %s" % names)
     check(ps.get("hostNetwork", False) is False, "node plugin is not on the host network")
     tok = volume(ps, "cluster-token").get("secret", {})
     check(tok.get("secretName") == token_secret, "node plugin token from Secret %s" % token_secret)
@@ -635,6 +636,12 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     cps = pod(dep)
     cc = container(cps, "granary-csi")
     check("--mode=controller" in cc.get("args", []), "controller runs --mode=controller")
+    check("--health_address=0.0.0.0:9808" in cc.get("args", []) and
+          cc.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+          "controller serves /readyz on 9808 and is ready by it")
+    names = sorted(c["name"] for c in cps.get("containers", []))
+    check(names == ["csi-provisioner", "granary-csi", "granary-meta"],
+          "controller pod: granary-csi, granary-meta, csi-provisioner only: %s" % names)
     prov = container(cps, "csi-provisioner")
     check(prov.get("image", "").startswith("registry.k8s.io/sig-storage/csi-provisioner:"),
           "csi-provisioner image from registry.k8s.io/sig-storage")
