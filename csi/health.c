@@ -27,23 +27,26 @@ enum error_code health_route_parse(const char *method, const char *path,
 static enum error_code check_live(const struct health *h, struct error *err)
 {
 	struct stat sb;
-	struct error why;
 
 	if (h->csi_socket && *h->csi_socket &&
 	    (lstat(h->csi_socket, &sb) != 0 || !S_ISSOCK(sb.st_mode)))
 		return error_set(err, ERR_UNAVAILABLE, "the CSI socket '%s' is gone", h->csi_socket);
-	/* The same check as the CSI Probe: meta only when the controller is on. */
-	if (!identity_probe(h->probe, &why))
-		return error_set(err, ERR_UNAVAILABLE, "granary-meta does not answer: %s", why.msg);
 	return ERR_OK;
 }
 
 enum error_code health_check(const struct health *h, enum health_route_kind kind,
 			     struct error *err)
 {
+	struct error why;
+
 	if (check_live(h, err) != ERR_OK)
 		return ERR_UNAVAILABLE;
-	if (kind == HEALTH_READY && h->reg && !registration_ok(h->reg, err))
+	if (kind != HEALTH_READY)
+		return ERR_OK;
+	/* The same check as the CSI Probe: meta only when the controller is on. */
+	if (!identity_probe(h->probe, &why))
+		return error_set(err, ERR_UNAVAILABLE, "granary-meta does not answer: %s", why.msg);
+	if (h->reg && !registration_ok(h->reg, err))
 		return ERR_UNAVAILABLE;
 	return ERR_OK;
 }

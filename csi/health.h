@@ -3,15 +3,18 @@
  * the livenessprobe sidecar and node-driver-registrar's health endpoint:
  * the core, without HTTP (csi/health_http.c serves it with libmicrohttpd).
  *
- * Live (/healthz): what the CSI Probe answers (identity_probe): in the
- * controller role, granary-meta answers a cheap call within the probe
- * client's deadline; the node role alone never asks meta, so a meta outage
- * never restarts a node plugin whose mounts keep serving. And, for a unix
- * endpoint, the CSI socket file is still there: without it the kubelet and
- * the sidecars have nothing to dial, and only a restart makes it anew.
+ * Live (/healthz): for a unix endpoint, the CSI socket file is still
+ * there: without it the kubelet and the sidecars have nothing to dial, and
+ * only a restart makes it anew. Nothing else: liveness never asks meta,
+ * in any role. Meta is another container (of the controller's pod, with
+ * its own probes) or another pod; restarting granary-csi for a meta outage
+ * mends nothing, and on a node it would kill the FUSE daemons.
  *
- * Ready (/readyz): live, and, when registration is on, the kubelet's last
- * word on the plugin was "registered" (csi/registration.h).
+ * Ready (/readyz): live, and what the CSI Probe answers (identity_probe):
+ * in the controller role, granary-meta answers a cheap call within the
+ * probe client's deadline (the node role alone never asks meta); and, when
+ * registration is on, the kubelet's last word on the plugin was
+ * "registered" (csi/registration.h).
  *
  * Every check runs per request, from the HTTP server's threads; the meta
  * call may take up to the probe client's deadline (2 s).
@@ -27,7 +30,7 @@
 
 struct health {
 	const char *csi_socket;      /* the CSI endpoint's socket path; NULL or "" for TCP */
-	struct meta_client *probe;   /* Probe's client; NULL when the controller role is off */
+	struct meta_client *probe;   /* Probe's client, for /readyz; NULL when the controller role is off */
 	struct registration *reg;    /* NULL when registration is off */
 };
 

@@ -71,7 +71,7 @@ START_TEST(test_health_node_live_without_meta_ready_after_registration)
 }
 END_TEST
 
-START_TEST(test_health_controller_needs_meta)
+START_TEST(test_health_controller_live_without_meta_ready_only_with_it)
 {
 	struct meta_client_options opt = { .timeout_ms = 1000 };
 	struct meta_client *probe = NULL;
@@ -82,8 +82,9 @@ START_TEST(test_health_controller_needs_meta)
 					 &probe, &err),
 			 ERR_OK);
 	h.probe = probe;
-	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_UNAVAILABLE);
-	ck_assert_ptr_nonnull(strstr(err.msg, "granary-meta does not answer: "));
+	/* Meta is another container with its own probes: restarting the
+	 * controller for its outage mends nothing. */
+	ck_assert_int_eq(health_check(&h, HEALTH_LIVE, &err), ERR_OK);
 	ck_assert_int_eq(health_check(&h, HEALTH_READY, &err), ERR_UNAVAILABLE);
 	ck_assert_ptr_nonnull(strstr(err.msg, "granary-meta does not answer: "));
 	meta_client_free(probe);
@@ -97,7 +98,7 @@ int main(void)
 
 	tcase_add_test(tc, test_health_routes_two_paths_get_only);
 	tcase_add_test(tc, test_health_node_live_without_meta_ready_after_registration);
-	tcase_add_test(tc, test_health_controller_needs_meta);
+	tcase_add_test(tc, test_health_controller_live_without_meta_ready_only_with_it);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
