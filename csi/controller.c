@@ -67,39 +67,85 @@ enum error_code controller_check_capability(const struct controller_capability *
 /* Keys the external-provisioner adds (--extra-create-metadata) or reserves. */
 #define RESERVED_PREFIX "csi.storage.k8s.io/"
 
+/* The StorageClass parameters, which are also the registration keys of a
+ * volume_context. */
+static const char *const param_keys[] = { "source",      "endpoint", "region", "blockSize",
+					  "cachePolicy", "pin",      "preload" };
+
 #define KNOWN_PARAMS "source, endpoint, region, blockSize, cachePolicy, pin, preload"
 
-static enum error_code set_string(char **slot, const char *key, const char *value,
-				  struct error *err)
+static const struct {
+	const char *name;
+	int value;
+} policies[] = {
+	{ "lru", GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU },
+	{ "scan-resistant", GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT },
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The index of k in param_keys, or -1. */
+static int param_index(const char *k)
 {
-	if (*slot)
-		return error_set(err, ERR_INVALID, "parameter '%s': given twice", key);
+	for (size_t i = 0; i < COUNT(param_keys); i++)
+		if (strcmp(k, param_keys[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static enum error_code set_string(char **slot, const char *value, struct error *err)
+{
 	*slot = strdup(value);
 	return *slot ? ERR_OK : error_set(err, ERR_NOMEM, "out of memory");
 }
 
-static enum error_code parse_bool(const char *key, const char *value, bool *out,
-				  struct error *err)
+/* In the helpers below, what starts every message: "parameter" (a
+ * StorageClass) or "volume_context key" (a PV's attributes). */
+static enum error_code parse_bool(const char *what, const char *key, const char *value,
+				  bool *out, struct error *err)
 {
 	if (config_parse_bool(value, out) != ERR_OK)
-		return error_set(err, ERR_INVALID, "parameter '%s': must be true or false, got '%s'",
+		return error_set(err, ERR_INVALID, "%s '%s': must be true or false, got '%s'", what,
 				 key, value);
 	return ERR_OK;
 }
 
-static enum error_code parse_block_size(const char *value, uint64_t *out, struct error *err)
+/* "" is the worker's default (0). */
+static enum error_code parse_block_size(const char *what, const char *value, uint64_t *out,
+					struct error *err)
 {
 	uint64_t v = 0;
 
+	if (!*value) {
+		*out = 0;
+		return ERR_OK;
+	}
 	if (config_parse_size(value, &v) != ERR_OK)
-		return error_set(err, ERR_INVALID,
-				 "parameter 'blockSize': not a size, got '%s' (e.g. 4MiB)", value);
+		return error_set(err, ERR_INVALID, "%s 'blockSize': not a size, got '%s' (e.g. 4MiB)",
+				 what, value);
 	if (v < (64u << 10) || v > (64u << 20) || (v & (v - 1)) != 0)
 		return error_set(err, ERR_INVALID,
-				 "parameter 'blockSize': must be a power of two from 64KiB to 64MiB, got '%s'",
-				 value);
+				 "%s 'blockSize': must be a power of two from 64KiB to 64MiB, got '%s'",
+				 what, value);
 	*out = v;
 	return ERR_OK;
+}
+
+/* "" is the worker's default (0). */
+static enum error_code parse_policy(const char *what, const char *value, int *out,
+				    struct error *err)
+{
+	if (!*value) {
+		*out = 0;
+		return ERR_OK;
+	}
+	for (size_t i = 0; i < COUNT(policies); i++)
+		if (strcmp(value, policies[i].name) == 0) {
+			*out = policies[i].value;
+			return ERR_OK;
+		}
+	return error_set(err, ERR_INVALID, "%s 'cachePolicy': must be lru or scan-resistant, got '%s'",
+			 what, value);
 }
 
 /* Region names are short words of letters, digits and '-'. */
@@ -111,7 +157,7 @@ static bool valid_region(const char *r)
 	       strspn(r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == len;
 }
 
-static enum error_code check_source(const char *uri, struct error *err)
+static enum error_code check_source(const char *what, const char *uri, struct error *err)
 {
 	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
 	enum error_code rc;
@@ -123,7 +169,7 @@ static enum error_code check_source(const char *uri, struct error *err)
 	free(scheme);
 	free(bucket);
 	free(prefix);
-	return rc == ERR_OK ? ERR_OK : error_wrap(err, "parameter 'source'");
+	return rc == ERR_OK ? ERR_OK : error_wrap(err, "%s 'source'", what);
 }
 
 void controller_params_release(struct controller_params *p)
@@ -134,11 +180,63 @@ void controller_params_release(struct controller_params *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* One key (of param_keys or an unknown one): the rules of both maps.
+ * seen: a bit per param_keys entry already read. */
+static enum error_code parse_one(const char *what, const char *k, const char *v,
+				 struct controller_params *out, unsigned *seen, struct error *err)
+{
+	enum error_code rc = ERR_OK;
+	int i = param_index(k);
+
+	if (i < 0)
+		return error_set(err, ERR_INVALID, "unknown %s '%s' (known: " KNOWN_PARAMS ")", what, k);
+	if (*seen & (1u << i))
+		return error_set(err, ERR_INVALID, "%s '%s': given twice", what, k);
+	*seen |= 1u << i;
+	if (strcmp(k, "source") == 0) {
+		rc = set_string(&out->source, v, err);
+	} else if (strcmp(k, "endpoint") == 0) {
+		rc = set_string(&out->endpoint, v, err);
+		if (rc == ERR_OK && *v && store_check_endpoint(v, err) != ERR_OK)
+			rc = error_wrap(err, "%s 'endpoint'", what);
+	} else if (strcmp(k, "region") == 0) {
+		rc = set_string(&out->region, v, err);
+		if (rc == ERR_OK && *v && !valid_region(v))
+			rc = error_set(err, ERR_INVALID,
+				       "%s 'region': letters, digits and '-' only, got '%s'", what, v);
+	} else if (strcmp(k, "blockSize") == 0) {
+		rc = parse_block_size(what, v, &out->block_size, err);
+	} else if (strcmp(k, "cachePolicy") == 0) {
+		rc = parse_policy(what, v, &out->cache_policy, err);
+	} else if (strcmp(k, "pin") == 0) {
+		rc = parse_bool(what, k, v, &out->pin, err);
+	} else {
+		rc = parse_bool(what, k, v, &out->preload, err);
+	}
+	return rc;
+}
+
+/* The rules after every key is read: source required and well formed,
+ * endpoint and region "" when absent. */
+static enum error_code parse_finish(const char *what, struct controller_params *out,
+				    struct error *err)
+{
+	if (!out->source || !*out->source)
+		return error_set(err, ERR_INVALID, "%s 'source': required (the dataset's s3://BUCKET/PREFIX/)",
+				 what);
+	if (check_source(what, out->source, err) != ERR_OK)
+		return err->code;
+	if ((!out->endpoint && !(out->endpoint = strdup(""))) ||
+	    (!out->region && !(out->region = strdup(""))))
+		return error_set(err, ERR_NOMEM, "out of memory");
+	return ERR_OK;
+}
+
 enum error_code controller_parse_params(const struct controller_kv *kv, size_t n,
 					struct controller_params *out, struct error *err)
 {
-	bool seen_policy = false, seen_pin = false, seen_preload = false, seen_bs = false;
 	enum error_code rc = ERR_OK;
+	unsigned seen = 0;
 
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; i < n && rc == ERR_OK; i++) {
@@ -146,55 +244,83 @@ enum error_code controller_parse_params(const struct controller_kv *kv, size_t n
 
 		if (strncmp(k, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0)
 			continue;
-		if (strcmp(k, "source") == 0) {
-			rc = set_string(&out->source, k, v, err);
-		} else if (strcmp(k, "endpoint") == 0) {
-			rc = set_string(&out->endpoint, k, v, err);
-			if (rc == ERR_OK && *v && store_check_endpoint(v, err) != ERR_OK)
-				rc = error_wrap(err, "parameter 'endpoint'");
-		} else if (strcmp(k, "region") == 0) {
-			rc = set_string(&out->region, k, v, err);
-			if (rc == ERR_OK && *v && !valid_region(v))
-				rc = error_set(err, ERR_INVALID,
-					       "parameter 'region': letters, digits and '-' only, got '%s'", v);
-		} else if (strcmp(k, "blockSize") == 0) {
-			rc = seen_bs ? error_set(err, ERR_INVALID, "parameter 'blockSize': given twice")
-				     : parse_block_size(v, &out->block_size, err);
-			seen_bs = true;
-		} else if (strcmp(k, "cachePolicy") == 0) {
-			if (seen_policy)
-				rc = error_set(err, ERR_INVALID, "parameter 'cachePolicy': given twice");
-			else if (strcmp(v, "lru") == 0)
-				out->cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU;
-			else if (strcmp(v, "scan-resistant") == 0)
-				out->cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT;
-			else
-				rc = error_set(err, ERR_INVALID,
-					       "parameter 'cachePolicy': must be lru or scan-resistant, got '%s'",
-					       v);
-			seen_policy = true;
-		} else if (strcmp(k, "pin") == 0) {
-			rc = seen_pin ? error_set(err, ERR_INVALID, "parameter 'pin': given twice")
-				      : parse_bool(k, v, &out->pin, err);
-			seen_pin = true;
-		} else if (strcmp(k, "preload") == 0) {
-			rc = seen_preload ? error_set(err, ERR_INVALID, "parameter 'preload': given twice")
-					  : parse_bool(k, v, &out->preload, err);
-			seen_preload = true;
-		} else {
-			rc = error_set(err, ERR_INVALID, "unknown parameter '%s' (known: " KNOWN_PARAMS ")",
-				       k);
-		}
+		rc = parse_one("parameter", k, v, out, &seen, err);
 	}
-	if (rc == ERR_OK && (!out->source || !*out->source))
-		rc = error_set(err, ERR_INVALID,
-			       "parameter 'source': required (the dataset's s3://BUCKET/PREFIX/)");
-	if (rc == ERR_OK)
-		rc = check_source(out->source, err);
-	if (rc == ERR_OK && ((!out->endpoint && !(out->endpoint = strdup(""))) ||
-			     (!out->region && !(out->region = strdup("")))))
-		rc = error_set(err, ERR_NOMEM, "out of memory");
+	return rc == ERR_OK ? parse_finish("parameter", out, err) : rc;
+}
+
+/* ---- volume context ------------------------------------------------------ */
+
+void controller_context_init(struct controller_context *ctx, const char *dataset,
+			     const struct controller_params *p)
+{
+	const char *policy = "";
+
+	for (size_t i = 0; i < COUNT(policies); i++)
+		if (policies[i].value == p->cache_policy)
+			policy = policies[i].name;
+	if (p->block_size)
+		snprintf(ctx->block_size, sizeof(ctx->block_size), "%llu",
+			 (unsigned long long)p->block_size);
+	else
+		ctx->block_size[0] = '\0';
+	ctx->kv[0] = (struct controller_kv){ CONTROLLER_CONTEXT_DATASET, dataset };
+	ctx->kv[1] = (struct controller_kv){ "source", p->source };
+	ctx->kv[2] = (struct controller_kv){ "endpoint", p->endpoint ? p->endpoint : "" };
+	ctx->kv[3] = (struct controller_kv){ "region", p->region ? p->region : "" };
+	ctx->kv[4] = (struct controller_kv){ "blockSize", ctx->block_size };
+	ctx->kv[5] = (struct controller_kv){ "cachePolicy", policy };
+	ctx->kv[6] = (struct controller_kv){ "pin", p->pin ? "true" : "false" };
+	ctx->kv[7] = (struct controller_kv){ "preload", p->preload ? "true" : "false" };
+	ctx->n = 8;
+}
+
+enum error_code controller_context_params(const struct controller_kv *kv, size_t n,
+					  struct controller_params *out, bool *present,
+					  struct error *err)
+{
+	static const char what[] = "volume_context key";
+	enum error_code rc = ERR_OK;
+	unsigned seen = 0;
+
+	memset(out, 0, sizeof(*out));
+	*present = false;
+	for (size_t i = 0; i < n && rc == ERR_OK; i++) {
+		const char *k = kv[i].key ? kv[i].key : "", *v = kv[i].value ? kv[i].value : "";
+
+		/* "dataset" and what others add (the provisioner's identity,
+		 * the kubelet's pod keys) are not registration keys. */
+		if (param_index(k) < 0)
+			continue;
+		*present = true;
+		rc = parse_one(what, k, v, out, &seen, err);
+	}
+	if (rc == ERR_OK && *present)
+		rc = parse_finish(what, out, err);
+	if (rc != ERR_OK)
+		*present = false;
 	return rc;
+}
+
+enum error_code controller_register(struct meta_client *meta, const char *name,
+				    const struct controller_params *p, const char *credentials_ref,
+				    uint64_t timeout_ms, Granary__V1__Dataset **out,
+				    struct error *err)
+{
+	Granary__V1__DatasetSpec spec = GRANARY__V1__DATASET_SPEC__INIT;
+	Granary__V1__DatasetOptions opts = GRANARY__V1__DATASET_OPTIONS__INIT;
+
+	spec.name = (char *)name;
+	spec.source_uri = p->source;
+	spec.endpoint = p->endpoint;
+	spec.region = p->region;
+	spec.credentials_ref = (char *)(credentials_ref ? credentials_ref : "");
+	opts.block_size = p->block_size;
+	opts.cache_policy = p->cache_policy;
+	opts.pin = p->pin;
+	opts.preload = p->preload;
+	spec.options = &opts;
+	return meta_client_register_within(meta, &spec, timeout_ms, out, err);
 }
 
 /* ---- secrets ------------------------------------------------------------- */
@@ -459,6 +585,11 @@ enum error_code controller_new(const struct controller_config *cfg, struct contr
 	return ERR_OK;
 }
 
+void controller_volume_release(struct controller_volume *v)
+{
+	controller_params_release(&v->params);
+}
+
 void controller_free(struct controller *c)
 {
 	if (!c)
@@ -500,8 +631,6 @@ enum error_code controller_create_volume(struct controller *c,
 					 const struct controller_create_request *req,
 					 struct controller_volume *out, struct error *err)
 {
-	Granary__V1__DatasetSpec spec = GRANARY__V1__DATASET_SPEC__INIT;
-	Granary__V1__DatasetOptions opts = GRANARY__V1__DATASET_OPTIONS__INIT;
 	Granary__V1__Dataset *ds = NULL;
 	struct controller_params params = { 0 };
 	struct controller_secret secret = { 0 };
@@ -550,17 +679,7 @@ enum error_code controller_create_volume(struct controller *c,
 			goto out;
 	}
 
-	spec.name = out->id;
-	spec.source_uri = params.source;
-	spec.endpoint = params.endpoint;
-	spec.region = params.region;
-	spec.credentials_ref = cred_path;
-	opts.block_size = params.block_size;
-	opts.cache_policy = params.cache_policy;
-	opts.pin = params.pin;
-	opts.preload = params.preload;
-	spec.options = &opts;
-	rc = meta_client_register(c->meta, &spec, &ds, err);
+	rc = controller_register(c->meta, out->id, &params, cred_path, 0, &ds, err);
 	if (rc != ERR_OK) {
 		if (!existed && cred_path[0])
 			unlink(cred_path);
@@ -593,10 +712,14 @@ enum error_code controller_create_volume(struct controller *c,
 	rec.required = req->has_capacity ? req->required_bytes : 0;
 	rec.limit = req->has_capacity ? req->limit_bytes : 0;
 	rc = record_save(c, out->id, &rec, err);
-	if (rc == ERR_OK)
+	if (rc == ERR_OK) {
 		log_info("volume created", LOG_S("volume", out->id), LOG_S("source", params.source),
 			 LOG_U("files", ds->files), LOG_U("bytes", ds->bytes),
 			 LOG_I("capacity_bytes", out->capacity_bytes));
+		/* The registration goes back in the volume context. */
+		out->params = params;
+		memset(&params, 0, sizeof(params));
+	}
 out:
 	if (ds)
 		granary__v1__dataset__free_unpacked(ds, NULL);

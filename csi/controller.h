@@ -8,6 +8,11 @@
  *     endpoint, region, blockSize, cachePolicy, pin, preload; keys starting
  *     with "csi.storage.k8s.io/" are the sidecars' and are ignored; any
  *     other key is ERR_INVALID naming it.
+ *   - the volume context (controller_context_init / _params): CreateVolume
+ *     returns "dataset" and the registration it made, normalised, under
+ *     the parameters' names. The PV keeps it, so a node can register the
+ *     dataset again when meta lost it; the values are checked by the same
+ *     rules as the parameters.
  *   - secrets (controller_parse_secret): accessKeyID + secretAccessKey and
  *     optionally sessionToken, written to a 0600 AWS shared-credentials file
  *     (controller_write_credentials). Values never reach a message or a log.
@@ -92,11 +97,63 @@ struct controller_params {
  * Parses StorageClass parameters into out (heap strings; release with
  * controller_params_release, also after an error). ERR_INVALID names the
  * parameter: "parameter 'blockSize': ...", "unknown parameter 'foo'
- * (known: source, endpoint, ...)", "parameter 'source': required".
+ * (known: source, endpoint, ...)", "parameter 'source': required". An
+ * empty blockSize or cachePolicy is the worker's default (0).
  */
 enum error_code controller_parse_params(const struct controller_kv *kv, size_t n,
 					struct controller_params *out, struct error *err);
 void controller_params_release(struct controller_params *p);
+
+/* ---- the volume context --------------------------------------------------- */
+
+/* The volume_context key naming the dataset (also the volume id). */
+#define CONTROLLER_CONTEXT_DATASET "dataset"
+
+/* What CreateVolume returns as volume_context: "dataset" and the seven
+ * registration keys. kv points into the dataset and params given to
+ * controller_context_init and into block_size: valid while they are, and
+ * not to be copied by value. */
+struct controller_context {
+	struct controller_kv kv[8];
+	size_t n;
+	char block_size[24];
+};
+
+/*
+ * Fills ctx with dataset and p normalised: source, endpoint and region as
+ * parsed ("" for meta's default), blockSize in bytes ("" for the worker's
+ * default), cachePolicy "lru", "scan-resistant" or "", pin and preload
+ * "true" / "false". controller_context_params reads it back to p.
+ */
+void controller_context_init(struct controller_context *ctx, const char *dataset,
+			     const struct controller_params *p);
+
+/*
+ * Reads the registration from a volume_context into out (release with
+ * controller_params_release, also after an error). *present is false (ERR_OK)
+ * when the context has none of the registration keys: a volume made before
+ * CreateVolume returned them. Other keys ("dataset", the provisioner's and
+ * the kubelet's) are ignored. With any of them present, the rules of
+ * controller_parse_params apply, and ERR_INVALID names the key:
+ * "volume_context key 'blockSize': ...", "volume_context key 'source':
+ * required ...".
+ */
+enum error_code controller_context_params(const struct controller_kv *kv, size_t n,
+					  struct controller_params *out, bool *present,
+					  struct error *err);
+
+/*
+ * Registers dataset name in meta from p (RegisterDataset; idempotent for
+ * the same spec, and a call for a dataset being built waits for it), with
+ * credentials_ref ("" or NULL: meta's own store credentials). timeout_ms 0
+ * is the client's build timeout. *out as meta_client_register; meta's
+ * errors pass through (ERR_EXISTS for another spec under the name,
+ * ERR_TIMEOUT when the deadline passed: meta goes on building).
+ */
+enum error_code controller_register(struct meta_client *meta, const char *name,
+				    const struct controller_params *p, const char *credentials_ref,
+				    uint64_t timeout_ms, Granary__V1__Dataset **out,
+				    struct error *err);
 
 struct controller_secret {
 	char *access_key_id;
@@ -166,7 +223,11 @@ struct controller_volume {
 	char id[CONTROLLER_ID_MAX];   /* also the dataset's name in meta */
 	int64_t capacity_bytes;       /* max(dataset bytes, required_bytes) */
 	uint64_t files;
+	struct controller_params params; /* the registration, for the volume context */
 };
+
+/* Releases v->params. A zeroed volume is fine. */
+void controller_volume_release(struct controller_volume *v);
 
 /*
  * CreateVolume: checks the request (ERR_INVALID naming the field or
@@ -177,6 +238,7 @@ struct controller_volume {
  * ERR_EXISTS; a limit_bytes below the dataset's size ERR_RANGE (then a
  * dataset this call registered is removed again). Meta's errors pass
  * through (ERR_UNAVAILABLE, ERR_PERMISSION for refused credentials ...).
+ * On ERR_OK release out with controller_volume_release.
  */
 enum error_code controller_create_volume(struct controller *c,
 					 const struct controller_create_request *req,

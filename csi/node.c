@@ -988,42 +988,99 @@ static enum error_code check_id(const char *id, struct error *err)
 	return ERR_OK;
 }
 
-/* The dataset must exist in meta before a first stage (ERR_NOT_FOUND). */
+/*
+ * Registers the dataset again from the volume context after meta lost it
+ * (a restart without its data_dir): the PV outlives meta's disk. Meta
+ * joins identical registrations, so nodes doing this at once all wait for
+ * one listing. credentials_ref stays empty: meta cannot read the node's
+ * files, and lists with its own store credentials.
+ */
+static enum error_code reregister(struct node *n, const char *volume_id, const char *dataset,
+				  const struct controller_params *reg, uint64_t timeout_ms,
+				  struct error *err)
+{
+	Granary__V1__Dataset *ds = NULL;
+	char why[ERROR_MSG_MAX];
+	enum error_code rc;
+
+	rc = controller_register(n->cfg.meta, dataset, reg, "", timeout_ms, &ds, err);
+	if (rc == ERR_TIMEOUT)
+		return error_set(err, ERR_TIMEOUT,
+				 "dataset '%s' is still being registered again after %llu ms; it goes on, and a retry waits for it",
+				 dataset, (unsigned long long)timeout_ms);
+	if (rc == ERR_EXISTS) {
+		/* Someone registered it with another spec meanwhile: a retry
+		 * stages what meta has. */
+		snprintf(why, sizeof(why), "%s", err->msg);
+		return error_set(err, ERR_UNAVAILABLE,
+				 "volume '%s': dataset '%s' was registered meanwhile with another spec (%.300s); try again",
+				 volume_id, dataset, why);
+	}
+	if (rc != ERR_OK)
+		return error_wrap(err, "volume '%s': registering dataset '%s' again from the volume context",
+				  volume_id, dataset);
+	log_info("dataset re-registered from the volume context", LOG_S("volume", volume_id),
+		 LOG_S("dataset", dataset), LOG_S("source", reg->source), LOG_U("files", ds->files),
+		 LOG_U("bytes", ds->bytes), LOG_U("generation", ds->generation));
+	granary__v1__dataset__free_unpacked(ds, NULL);
+	return ERR_OK;
+}
+
+/*
+ * The dataset must exist in meta before a first stage. Unknown to meta (or
+ * still being registered), it is registered again when the volume context
+ * carries its registration (reg not NULL), within timeout_ms; else
+ * ERR_NOT_FOUND saying how to recover.
+ */
 static enum error_code check_dataset(struct node *n, const char *volume_id, const char *dataset,
+				     const struct controller_params *reg, uint64_t timeout_ms,
 				     struct error *err)
 {
 	Granary__V1__Dataset *ds = NULL;
 	enum error_code rc;
+	uint64_t generation;
 
 	if (!controller_valid_id(dataset))
 		return error_set(err, ERR_NOT_FOUND, "volume '%s' not found", volume_id);
 	if (!n->cfg.meta)
 		return ERR_OK;
 	rc = meta_client_get(n->cfg.meta, dataset, &ds, err);
-	if (rc == ERR_NOT_FOUND)
-		return error_set(err, ERR_NOT_FOUND, "volume '%s': dataset '%s' not found in granary-meta",
+	if (rc == ERR_NOT_FOUND && !reg)
+		return error_set(err, ERR_NOT_FOUND,
+				 "volume '%s': dataset '%s' not found in granary-meta, and the volume context does not carry its registration (a volume made by an older granary-csi): restore granary-meta's data_dir, or recreate the claim so that its new volume carries it",
 				 volume_id, dataset);
-	if (rc != ERR_OK)
+	if (rc != ERR_OK && rc != ERR_NOT_FOUND)
 		return rc;
-	if (ds->generation == 0)
-		rc = error_set(err, ERR_UNAVAILABLE, "dataset '%s' is still being registered; try again",
-			       dataset);
-	granary__v1__dataset__free_unpacked(ds, NULL);
-	return rc;
+	generation = rc == ERR_OK ? ds->generation : 0;
+	if (ds)
+		granary__v1__dataset__free_unpacked(ds, NULL);
+	if (generation > 0)
+		return ERR_OK;
+	/* Not there, or being built (another node registering it again):
+	 * registering the same spec joins that build. */
+	if (reg)
+		return reregister(n, volume_id, dataset, reg, timeout_ms, err);
+	return error_set(err, ERR_UNAVAILABLE, "dataset '%s' is still being registered; try again",
+			 dataset);
 }
 
 /* First stage of a volume on this node (v->mu held, v unstaged). */
 static enum error_code stage_new(struct node *n, struct vol *v,
 				 const struct node_stage_request *req, const char *staging,
 				 const struct controller_secret *secret, bool has_secret,
-				 uint64_t timeout_ms, struct error *err)
+				 const struct controller_params *reg, uint64_t timeout_ms,
+				 struct error *err)
 {
 	char path[PATH_MAX_LEN], fstype[64] = "";
+	uint64_t t0 = retry_now_ms(), spent;
 	enum error_code rc;
 
-	rc = check_dataset(n, req->volume_id, v->rec.dataset, err);
+	rc = check_dataset(n, req->volume_id, v->rec.dataset, reg, timeout_ms, err);
 	if (rc != ERR_OK)
 		return rc;
+	/* A registration took part of the time; the daemon gets the rest. */
+	spent = retry_now_ms() - t0;
+	timeout_ms = spent < timeout_ms ? timeout_ms - spent : 1;
 	if (!(v->rec.staging_path = strdup(staging)))
 		return error_set(err, ERR_NOMEM, "out of memory");
 	vol_path(n, req->volume_id, "init", path, sizeof(path));
@@ -1079,8 +1136,9 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			   uint64_t timeout_ms, struct error *err)
 {
 	struct controller_secret secret = { 0 };
+	struct controller_params reg = { 0 };
 	char staging[PATH_MAX_LEN];
-	bool has_secret = false;
+	bool has_secret = false, has_reg = false;
 	enum error_code rc;
 	struct vol *v;
 
@@ -1092,10 +1150,14 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 	if (rc == ERR_OK)
 		rc = controller_check_capability(req->cap, "volume_capability", err);
 	if (rc == ERR_OK)
+		rc = controller_context_params(req->context, req->ncontext, &reg, &has_reg, err);
+	if (rc == ERR_OK)
 		rc = controller_parse_secret("secret", req->secrets, req->nsecrets, &secret,
 					     &has_secret, err);
-	if (rc != ERR_OK)
+	if (rc != ERR_OK) {
+		controller_params_release(&reg);
 		return rc;
+	}
 	clean_path(req->staging_path, staging, sizeof(staging));
 	if (!timeout_ms || timeout_ms > n->cfg.stage_timeout_ms)
 		timeout_ms = n->cfg.stage_timeout_ms;
@@ -1103,6 +1165,7 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 	v = vol_get(n, req->volume_id, true);
 	if (!v) {
 		controller_secret_release(&secret);
+		controller_params_release(&reg);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
 	if (v->rec.staging_path) {
@@ -1121,12 +1184,15 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 		}
 		vol_put(n, v);
 		controller_secret_release(&secret);
+		controller_params_release(&reg);
 		return rc;
 	}
 	v->rec.dataset = strdup(req->dataset && *req->dataset ? req->dataset : req->volume_id);
-	rc = v->rec.dataset ? stage_new(n, v, req, staging, &secret, has_secret, timeout_ms, err)
+	rc = v->rec.dataset ? stage_new(n, v, req, staging, &secret, has_secret,
+					has_reg ? &reg : NULL, timeout_ms, err)
 			    : error_set(err, ERR_NOMEM, "out of memory");
 	controller_secret_release(&secret);
+	controller_params_release(&reg);
 	if (rc == ERR_OK || (rc == ERR_TIMEOUT && v->rec.pid > 0)) {
 		if (rc == ERR_OK)
 			log_info("volume staged", LOG_S("volume", req->volume_id),

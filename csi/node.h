@@ -10,6 +10,9 @@
  * node-stage secret reaches the daemon as a 0600 credentials file, never
  * argv or the environment. The call returns once the daemon serves (its
  * init_state file appears), or fails with what the daemon's exit says.
+ * Meta must know the dataset first; if it lost it (a restart without its
+ * data_dir), the registration in the volume context (the PV's attributes,
+ * csi/controller.h) registers it again.
  *
  * Supervision: a monitor thread checks every daemon each second. One that
  * died while the plugin holds its descriptor is replaced on the same
@@ -122,6 +125,8 @@ struct node_stage_request {
 	const char *volume_id;
 	const char *staging_path;
 	const char *dataset;               /* volume_context "dataset"; NULL = volume_id */
+	const struct controller_kv *context; /* the whole volume_context (controller_context_params) */
+	size_t ncontext;
 	const struct controller_capability *cap; /* NULL = missing */
 	const struct controller_kv *secrets;
 	size_t nsecrets;
@@ -130,9 +135,16 @@ struct node_stage_request {
 /*
  * NodeStageVolume: mounts the dataset at staging_path and starts its
  * daemon, or adopts the one already there (idempotent), waiting at most
- * timeout_ms (capped by stage_timeout). Errors: ERR_INVALID naming the
- * field (missing, path not allowed, capability refused, bad secret);
- * ERR_NOT_FOUND when meta does not know the dataset; ERR_EXISTS when the
+ * timeout_ms (capped by stage_timeout). A first stage checks that meta
+ * knows the dataset; when it does not (meta lost its data_dir) and the
+ * volume context carries the registration CreateVolume made, the dataset
+ * is registered again under its name (credentials_ref empty: meta's own
+ * store credentials), waiting for the listing within the same timeout.
+ * Errors: ERR_INVALID naming the field (missing, path not allowed,
+ * capability refused, bad secret) or the volume_context key;
+ * ERR_NOT_FOUND when meta does not know the dataset and the context
+ * carries no registration; meta's errors from registering again
+ * (ERR_PERMISSION, ERR_UNAVAILABLE, ERR_TIMEOUT ...); ERR_EXISTS when the
  * volume is staged at another path; ERR_TIMEOUT when the daemon is still
  * starting (it keeps starting; a retry waits for it); ERR_UNAVAILABLE /
  * ERR_INVALID when the daemon exited (the message says how; its log is the

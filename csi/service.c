@@ -10,6 +10,8 @@
 #include "csi.pb-c.h"
 #include "csi/identity.h"
 
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
 /* Every protobuf-c map entry has this layout: base, key, value. */
 struct map_entry {
 	ProtobufCMessage base;
@@ -136,12 +138,13 @@ static enum error_code on_create_volume(struct rpc_server_call *call,
 	const Csi__V1__CreateVolumeRequest *req = (const void *)request;
 	Csi__V1__CreateVolumeResponse reply = CSI__V1__CREATE_VOLUME_RESPONSE__INIT;
 	Csi__V1__Volume vol = CSI__V1__VOLUME__INIT;
-	Csi__V1__Volume__VolumeContextEntry ctx = CSI__V1__VOLUME__VOLUME_CONTEXT_ENTRY__INIT;
-	Csi__V1__Volume__VolumeContextEntry *ctxs[1] = { &ctx };
+	struct controller_context ctx;
+	Csi__V1__Volume__VolumeContextEntry entries[COUNT(ctx.kv)];
+	Csi__V1__Volume__VolumeContextEntry *ctxs[COUNT(ctx.kv)];
 	struct controller_create_request cr = { 0 };
 	struct controller_kv *params = NULL, *secrets = NULL;
 	struct controller_capability *caps = NULL;
-	struct controller_volume out;
+	struct controller_volume out = { 0 };
 	struct csi_service *svc = arg;
 	enum error_code rc;
 
@@ -171,15 +174,21 @@ static enum error_code on_create_volume(struct rpc_server_call *call,
 	rc = controller_create_volume(svc->controller, &cr, &out, err);
 	if (rc != ERR_OK)
 		goto out;
-	ctx.key = "dataset";
-	ctx.value = out.id;
+	controller_context_init(&ctx, out.id, &out.params);
+	for (size_t i = 0; i < ctx.n; i++) {
+		csi__v1__volume__volume_context_entry__init(&entries[i]);
+		entries[i].key = (char *)ctx.kv[i].key;
+		entries[i].value = (char *)ctx.kv[i].value;
+		ctxs[i] = &entries[i];
+	}
 	vol.volume_id = out.id;
 	vol.capacity_bytes = out.capacity_bytes;
-	vol.n_volume_context = 1;
+	vol.n_volume_context = ctx.n;
 	vol.volume_context = ctxs;
 	reply.volume = &vol;
 	rc = rpc_server_reply(call, &reply.base, err);
 out:
+	controller_volume_release(&out);
 	free(params);
 	free(secrets);
 	free(caps);
@@ -271,23 +280,30 @@ static enum error_code on_stage(struct rpc_server_call *call, const ProtobufCMes
 	Csi__V1__NodeStageVolumeResponse reply = CSI__V1__NODE_STAGE_VOLUME_RESPONSE__INIT;
 	struct node_stage_request sr = { 0 };
 	struct controller_capability cap;
-	struct controller_kv *secrets = NULL;
+	struct controller_kv *secrets = NULL, *context = NULL;
 	struct csi_service *svc = arg;
 	enum error_code rc;
 
 	rc = MAP_TO_KV(req, secrets, &secrets, err);
-	if (rc != ERR_OK)
+	if (rc == ERR_OK)
+		rc = MAP_TO_KV(req, volume_context, &context, err);
+	if (rc != ERR_OK) {
+		free(secrets);
 		return rc;
+	}
 	if (req->volume_capability) {
 		capability_from_proto(req->volume_capability, &cap);
 		sr.cap = &cap;
 	}
 	sr.volume_id = req->volume_id;
 	sr.staging_path = req->staging_target_path;
-	sr.dataset = MAP_GET(req, volume_context, "dataset");
+	sr.dataset = MAP_GET(req, volume_context, CONTROLLER_CONTEXT_DATASET);
+	sr.context = context;
+	sr.ncontext = req->n_volume_context;
 	sr.secrets = secrets;
 	sr.nsecrets = req->n_secrets;
 	rc = node_stage(svc->node, &sr, budget_ms(call), err);
+	free(context);
 	free(secrets);
 	return rc == ERR_OK ? rpc_server_reply(call, &reply.base, err) : rc;
 }
@@ -454,8 +470,6 @@ static enum error_code add_all(struct rpc_server *srv, const struct method *m, s
 			return err->code;
 	return ERR_OK;
 }
-
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 enum error_code csi_service_add(struct rpc_server *srv, struct csi_service *svc,
 				struct error *err)

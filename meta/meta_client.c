@@ -66,8 +66,16 @@ static enum error_code call(struct meta_client *c, const char *method, const voi
 enum error_code meta_client_register(struct meta_client *c, const Granary__V1__DatasetSpec *spec,
 				     Granary__V1__Dataset **out, struct error *err)
 {
+	return meta_client_register_within(c, spec, 0, out, err);
+}
+
+enum error_code meta_client_register_within(struct meta_client *c,
+					    const Granary__V1__DatasetSpec *spec,
+					    uint64_t timeout_ms, Granary__V1__Dataset **out,
+					    struct error *err)
+{
 	return call(c, META_METHOD_REGISTER, spec, &granary__v1__dataset__descriptor,
-		    c->build_timeout_ms, (void **)out, err);
+		    timeout_ms ? timeout_ms : c->build_timeout_ms, (void **)out, err);
 }
 
 enum error_code meta_client_get(struct meta_client *c, const char *name,

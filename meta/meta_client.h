@@ -39,6 +39,13 @@ void meta_client_free(struct meta_client *c);
  * existing one when the same spec was registered before). */
 enum error_code meta_client_register(struct meta_client *c, const Granary__V1__DatasetSpec *spec,
 				     Granary__V1__Dataset **out, struct error *err);
+/* The same with a deadline of timeout_ms (0 = the client's build timeout).
+ * ERR_TIMEOUT when it passes: meta goes on building, and registering again
+ * waits for that build. */
+enum error_code meta_client_register_within(struct meta_client *c,
+					    const Granary__V1__DatasetSpec *spec,
+					    uint64_t timeout_ms, Granary__V1__Dataset **out,
+					    struct error *err);
 enum error_code meta_client_get(struct meta_client *c, const char *name,
 				Granary__V1__Dataset **out, struct error *err);
 enum error_code meta_client_list(struct meta_client *c, Granary__V1__ListDatasetsReply **out,

@@ -11,12 +11,19 @@
  *   NodeUnpublish / NodeUnstage -> no mount, no process, no record left ->
  *   DeleteVolume.
  *
+ * And meta losing its data_dir: CreateVolume's volume context carries the
+ * registration, so NodeStage with it registers the dataset again (two
+ * stages at once, standing in for two nodes, both succeed) and the files
+ * read back; a context without it is NOT_FOUND saying how to recover.
+ *
  * Needs root and /dev/fuse. GRANARY_CSI_LOG=FILE keeps the plugin's log.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,10 +163,14 @@ static void wait_socket(const char *addr, pid_t pid)
 	}
 }
 
-static void start_meta(void)
+/* cluster_credentials: meta gets the fixture's credentials as its own
+ * store.credentials_file, as the Helm chart gives meta the cluster's. */
+static void start_meta(bool cluster_credentials)
 {
 	char exe[600], data[200], log[200];
-	const char *argv[] = { exe, "--listen", meta_addr, "--data_dir", data, NULL };
+	const char *argv[] = { exe, "--listen", meta_addr, "--data_dir", data,
+			       cluster_credentials ? "--store.credentials_file" : NULL, credentials,
+			       NULL };
 
 	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
 	snprintf(data, sizeof(data), "%s/meta", work);
@@ -234,7 +245,22 @@ static void cap_init(struct cap *k)
 	k->c.access_mode = &k->a;
 }
 
-static void create_volume(char *id, size_t size)
+/* A volume_context as CreateVolume returned it. */
+struct context {
+	char key[16][64];
+	char value[16][300];
+	size_t n;
+};
+
+static const char *context_get(const struct context *c, const char *key)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (strcmp(c->key[i], key) == 0)
+			return c->value[i];
+	return NULL;
+}
+
+static void create_volume(char *id, size_t size, struct context *ctx)
 {
 	Csi__V1__CreateVolumeRequest req = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
 	Csi__V1__CreateVolumeRequest__ParametersEntry p[2] = {
@@ -275,14 +301,30 @@ static void create_volume(char *id, size_t size)
 	}
 	ck_assert_str_eq(reply->volume->volume_id, "pvc-node-e2e");
 	ck_assert_int_gt(reply->volume->capacity_bytes, 0);
-	ck_assert_uint_eq(reply->volume->n_volume_context, 1);
-	ck_assert_str_eq(reply->volume->volume_context[0]->key, "dataset");
+	/* The dataset and the registration, normalised. */
+	ck_assert_uint_eq(reply->volume->n_volume_context, 8);
+	ctx->n = reply->volume->n_volume_context;
+	for (size_t i = 0; i < ctx->n; i++) {
+		snprintf(ctx->key[i], sizeof(ctx->key[i]), "%s", reply->volume->volume_context[i]->key);
+		snprintf(ctx->value[i], sizeof(ctx->value[i]), "%s",
+			 reply->volume->volume_context[i]->value);
+	}
+	ck_assert_str_eq(context_get(ctx, "dataset"), "pvc-node-e2e");
+	ck_assert_str_eq(context_get(ctx, "source"), source);
+	ck_assert_str_eq(context_get(ctx, "endpoint"), endpoint);
+	ck_assert_str_eq(context_get(ctx, "region"), "");
+	ck_assert_str_eq(context_get(ctx, "blockSize"), "");
+	ck_assert_str_eq(context_get(ctx, "cachePolicy"), "");
+	ck_assert_str_eq(context_get(ctx, "pin"), "false");
+	ck_assert_str_eq(context_get(ctx, "preload"), "false");
 	snprintf(id, size, "%s", reply->volume->volume_id);
 	csi__v1__create_volume_response__free_unpacked(reply, NULL);
 	rpc_client_free(c);
 }
 
-static void stage(const char *id, const char *staging)
+/* NodeStageVolume with the node-stage secret and ctx (NULL: no context). */
+static enum error_code stage_with(const char *id, const char *staging, const struct context *ctx,
+				  struct error *err)
 {
 	Csi__V1__NodeStageVolumeRequest req = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
 	Csi__V1__NodeStageVolumeRequest__SecretsEntry s[2] = {
@@ -290,6 +332,8 @@ static void stage(const char *id, const char *staging)
 		CSI__V1__NODE_STAGE_VOLUME_REQUEST__SECRETS_ENTRY__INIT
 	};
 	Csi__V1__NodeStageVolumeRequest__SecretsEntry *sp[2] = { &s[0], &s[1] };
+	Csi__V1__NodeStageVolumeRequest__VolumeContextEntry c[16];
+	Csi__V1__NodeStageVolumeRequest__VolumeContextEntry *cp[16];
 	struct cap k;
 
 	cap_init(&k);
@@ -299,7 +343,36 @@ static void stage(const char *id, const char *staging)
 	req.staging_target_path = (char *)staging;
 	req.volume_capability = &k.c;
 	req.n_secrets = 2, req.secrets = sp;
-	call_ok("/csi.v1.Node/NodeStageVolume", &req, &csi__v1__node_stage_volume_response__descriptor);
+	for (size_t i = 0; ctx && i < ctx->n; i++) {
+		csi__v1__node_stage_volume_request__volume_context_entry__init(&c[i]);
+		c[i].key = (char *)ctx->key[i];
+		c[i].value = (char *)ctx->value[i];
+		cp[i] = &c[i];
+	}
+	req.n_volume_context = ctx ? ctx->n : 0;
+	req.volume_context = cp;
+	return call("/csi.v1.Node/NodeStageVolume", &req,
+		    &csi__v1__node_stage_volume_response__descriptor, err);
+}
+
+static void stage(const char *id, const char *staging)
+{
+	struct error err;
+
+	if (stage_with(id, staging, NULL, &err) != ERR_OK) {
+		dump_log();
+		ck_abort_msg("NodeStageVolume: %s", err.msg);
+	}
+}
+
+static void unstage(const char *id, const char *staging)
+{
+	Csi__V1__NodeUnstageVolumeRequest req = CSI__V1__NODE_UNSTAGE_VOLUME_REQUEST__INIT;
+
+	req.volume_id = (char *)id;
+	req.staging_target_path = (char *)staging;
+	call_ok("/csi.v1.Node/NodeUnstageVolume", &req,
+		&csi__v1__node_unstage_volume_response__descriptor);
 }
 
 static void publish(const char *id, const char *staging, const char *target)
@@ -390,15 +463,16 @@ START_TEST(test_node_stage_publish_restart_takeover_unstage)
 {
 	char id[256], staging[300], t1[300], t2[300], path[400];
 	Csi__V1__NodeUnpublishVolumeRequest unpub = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
-	Csi__V1__NodeUnstageVolumeRequest unstage = CSI__V1__NODE_UNSTAGE_VOLUME_REQUEST__INIT;
 	Csi__V1__DeleteVolumeRequest del = CSI__V1__DELETE_VOLUME_REQUEST__INIT;
 	long pid, pid2;
 	uint64_t t0;
 	int fd;
 
-	start_meta();
+	struct context ctx;
+
+	start_meta(false);
 	start_csi();
-	create_volume(id, sizeof(id));
+	create_volume(id, sizeof(id), &ctx);
 	snprintf(staging, sizeof(staging), "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
 	snprintf(t1, sizeof(t1), "%s/mnt/pods/a/volumes/%s/mount", work, id);
 	snprintf(t2, sizeof(t2), "%s/mnt/pods/b/volumes/%s/mount", work, id);
@@ -454,12 +528,8 @@ START_TEST(test_node_stage_publish_restart_takeover_unstage)
 	unpub.target_path = t2;
 	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
 		&csi__v1__node_unpublish_volume_response__descriptor);
-	unstage.volume_id = id;
-	unstage.staging_target_path = staging;
-	call_ok("/csi.v1.Node/NodeUnstageVolume", &unstage,
-		&csi__v1__node_unstage_volume_response__descriptor);
-	call_ok("/csi.v1.Node/NodeUnstageVolume", &unstage,
-		&csi__v1__node_unstage_volume_response__descriptor);
+	unstage(id, staging);
+	unstage(id, staging);
 	ck_assert_int_eq(mounts_under_work(), 0);
 	ck_assert(!alive(pid2));
 	ck_assert_int_eq(record_pid(id), -1);
@@ -478,7 +548,7 @@ START_TEST(test_node_refuses_bad_requests_with_their_codes)
 	struct error err;
 	char staging[300];
 
-	start_meta();
+	start_meta(false);
 	start_csi();
 	cap_init(&k);
 	snprintf(staging, sizeof(staging), "%s/mnt/staging", work);
@@ -514,6 +584,107 @@ START_TEST(test_node_refuses_bad_requests_with_their_codes)
 }
 END_TEST
 
+/* One NodeStageVolume in a thread of its own. */
+struct bg_stage {
+	pthread_t t;
+	const char *id, *staging;
+	const struct context *ctx;
+	enum error_code rc;
+	struct error err;
+};
+
+static void *bg_stage(void *arg)
+{
+	struct bg_stage *b = arg;
+
+	b->rc = stage_with(b->id, b->staging, b->ctx, &b->err);
+	return NULL;
+}
+
+static bool log_has(const char *name, const char *text)
+{
+	char path[300], cmd[700];
+
+	snprintf(path, sizeof(path), "%s/%s", work, name);
+	snprintf(cmd, sizeof(cmd), "grep -qF '%s' '%s'", text, path);
+	return system(cmd) == 0;
+}
+
+START_TEST(test_node_registers_again_from_the_volume_context)
+{
+	char id[256], staging[300], staging2[300], cmd[400];
+	Csi__V1__DeleteVolumeRequest del = CSI__V1__DELETE_VOLUME_REQUEST__INIT;
+	struct bg_stage a = { 0 }, b = { 0 };
+	struct context ctx, bare, bad;
+	struct error err;
+	enum error_code rc;
+	uint64_t t0;
+
+	start_meta(true);
+	start_csi();
+	create_volume(id, sizeof(id), &ctx);
+	snprintf(staging, sizeof(staging), "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
+	snprintf(staging2, sizeof(staging2), "%s/mnt/plugins/csi.granary.io/%s-b/globalmount", work,
+		 id);
+
+	/* Meta restarts without its data dir: the registry is empty. */
+	kill(meta_pid, SIGKILL);
+	waitpid(meta_pid, NULL, 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", work);
+	ck_assert_int_eq(system(cmd), 0);
+	start_meta(true);
+
+	/* A volume made before the context carried the registration. The
+	 * plugin's channel to meta reconnects after a back-off: retry while
+	 * UNAVAILABLE, as the kubelet does. */
+	bare.n = 1;
+	snprintf(bare.key[0], sizeof(bare.key[0]), "dataset");
+	snprintf(bare.value[0], sizeof(bare.value[0]), "%s", id);
+	t0 = retry_now_ms();
+	while ((rc = stage_with(id, staging, &bare, &err)) == ERR_UNAVAILABLE &&
+	       retry_now_ms() - t0 < 30000)
+		retry_sleep_ms(200);
+	ck_assert_msg(rc == ERR_NOT_FOUND, "%s", err.msg);
+	ck_assert_msg(strstr(err.msg, "not found in granary-meta") &&
+			      strstr(err.msg, "recreate the claim"),
+		      "%s", err.msg);
+	ck_assert_int_eq(mounts_under_work(), 0);
+
+	/* A bad value is refused by the StorageClass rules, naming the key. */
+	bad = ctx;
+	for (size_t i = 0; i < bad.n; i++)
+		if (strcmp(bad.key[i], "blockSize") == 0)
+			snprintf(bad.value[i], sizeof(bad.value[i]), "3MiB");
+	ck_assert_int_eq(stage_with(id, staging, &bad, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "volume_context key 'blockSize'"), "%s", err.msg);
+
+	/* With the context: registered again, by two stages at once (two
+	 * volume ids on one plugin stand in for two nodes; meta joins
+	 * identical registrations), and the files read back. */
+	a.id = id, a.staging = staging, a.ctx = &ctx;
+	b.id = "pvc-node-e2e-b", b.staging = staging2, b.ctx = &ctx;
+	pthread_create(&a.t, NULL, bg_stage, &a);
+	pthread_create(&b.t, NULL, bg_stage, &b);
+	pthread_join(a.t, NULL);
+	pthread_join(b.t, NULL);
+	if (a.rc != ERR_OK || b.rc != ERR_OK) {
+		dump_log();
+		ck_abort_msg("NodeStageVolume after meta lost the dataset: '%s' / '%s'",
+			     a.rc ? a.err.msg : "ok", b.rc ? b.err.msg : "ok");
+	}
+	ck_assert(log_has("csi.log", "dataset re-registered from the volume context"));
+	expect_content(staging, files[0][0], files[0][1]);
+	expect_content(staging2, files[1][0], files[1][1]);
+	expect_content(staging, files[2][0], files[2][1]);
+
+	unstage("pvc-node-e2e-b", staging2);
+	unstage(id, staging);
+	ck_assert_int_eq(mounts_under_work(), 0);
+	del.volume_id = id;
+	call_ok("/csi.v1.Controller/DeleteVolume", &del, &csi__v1__delete_volume_response__descriptor);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node_e2e");
@@ -523,6 +694,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_node_stage_publish_restart_takeover_unstage);
 	tcase_add_test(tc, test_node_refuses_bad_requests_with_their_codes);
+	tcase_add_test(tc, test_node_registers_again_from_the_volume_context);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

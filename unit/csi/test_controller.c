@@ -2,7 +2,9 @@
  * test_controller.c - the controller's pure parts: StorageClass parameters
  * and their errors (naming the parameter), secrets (naming the key, never
  * the value), the credentials file (mode 0600, exact content), volume id
- * derivation, and the access-mode rule.
+ * derivation, the access-mode rule, and the volume context (what
+ * CreateVolume returns reads back to the same registration, by the same
+ * rules).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,6 +62,16 @@ START_TEST(test_controller_params_defaults_with_source_only)
 					 2, &p, &err),
 			 ERR_OK);
 	ck_assert_int_eq(p.cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU);
+	controller_params_release(&p);
+
+	/* Empty blockSize and cachePolicy are the worker's defaults. */
+	ck_assert_int_eq(controller_parse_params((const struct controller_kv[]){
+						 KV("source", "s3://b-1/x/"), KV("blockSize", ""),
+						 KV("cachePolicy", "") },
+					 3, &p, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(p.block_size, 0);
+	ck_assert_int_eq(p.cache_policy, 0);
 	controller_params_release(&p);
 }
 END_TEST
@@ -283,6 +295,147 @@ START_TEST(test_controller_access_rule_serves_readers_and_single_node_writers)
 }
 END_TEST
 
+/* The value of key in a context, or NULL. */
+static const char *context_get(const struct controller_context *ctx, const char *key)
+{
+	for (size_t i = 0; i < ctx->n; i++)
+		if (strcmp(ctx->kv[i].key, key) == 0)
+			return ctx->kv[i].value;
+	return NULL;
+}
+
+static void assert_params_eq(const struct controller_params *a, const struct controller_params *b)
+{
+	ck_assert_str_eq(a->source, b->source);
+	ck_assert_str_eq(a->endpoint, b->endpoint);
+	ck_assert_str_eq(a->region, b->region);
+	ck_assert_uint_eq(a->block_size, b->block_size);
+	ck_assert_int_eq(a->cache_policy, b->cache_policy);
+	ck_assert_int_eq(a->pin, b->pin);
+	ck_assert_int_eq(a->preload, b->preload);
+}
+
+START_TEST(test_controller_context_round_trips_the_registration)
+{
+	static const struct controller_kv every[] = {
+		KV("source", "s3://granary-e2e/imagenet/"), KV("endpoint", "http://127.0.0.1:9000"),
+		KV("region", "eu-west-1"), KV("blockSize", "8MiB"), KV("cachePolicy", "scan-resistant"),
+		KV("pin", "yes"), KV("preload", "on"),
+	};
+	static const struct controller_kv bare[] = { KV("source", "s3://bucket-a/") };
+	struct controller_params made, back;
+	struct controller_context ctx;
+	struct controller_kv seen[12];
+	bool present = false;
+	struct error err;
+
+	/* Every key: the values come back normalised. */
+	ck_assert_int_eq(controller_parse_params(every, N(every), &made, &err), ERR_OK);
+	controller_context_init(&ctx, "pvc-1", &made);
+	ck_assert_uint_eq(ctx.n, 8);
+	ck_assert_str_eq(context_get(&ctx, "dataset"), "pvc-1");
+	ck_assert_str_eq(context_get(&ctx, "source"), "s3://granary-e2e/imagenet/");
+	ck_assert_str_eq(context_get(&ctx, "endpoint"), "http://127.0.0.1:9000");
+	ck_assert_str_eq(context_get(&ctx, "region"), "eu-west-1");
+	ck_assert_str_eq(context_get(&ctx, "blockSize"), "8388608");
+	ck_assert_str_eq(context_get(&ctx, "cachePolicy"), "scan-resistant");
+	ck_assert_str_eq(context_get(&ctx, "pin"), "true");
+	ck_assert_str_eq(context_get(&ctx, "preload"), "true");
+	/* What the kubelet passes back: the context plus keys of others. */
+	memcpy(seen, ctx.kv, ctx.n * sizeof(seen[0]));
+	seen[ctx.n] = (struct controller_kv)KV("storage.kubernetes.io/csiProvisionerIdentity",
+					       "1700000000000-1234-csi.granary.io");
+	seen[ctx.n + 1] = (struct controller_kv)KV("csi.storage.k8s.io/pod.name", "trainer-0");
+	ck_assert_msg(controller_context_params(seen, ctx.n + 2, &back, &present, &err) == ERR_OK,
+		      "%s", err.msg);
+	ck_assert(present);
+	assert_params_eq(&back, &made);
+	controller_params_release(&back);
+	controller_params_release(&made);
+
+	/* Defaults: empty values and false, and they read back as defaults. */
+	ck_assert_int_eq(controller_parse_params(bare, N(bare), &made, &err), ERR_OK);
+	controller_context_init(&ctx, "pvc-2", &made);
+	ck_assert_str_eq(context_get(&ctx, "endpoint"), "");
+	ck_assert_str_eq(context_get(&ctx, "region"), "");
+	ck_assert_str_eq(context_get(&ctx, "blockSize"), "");
+	ck_assert_str_eq(context_get(&ctx, "cachePolicy"), "");
+	ck_assert_str_eq(context_get(&ctx, "pin"), "false");
+	ck_assert_str_eq(context_get(&ctx, "preload"), "false");
+	ck_assert_int_eq(controller_context_params(ctx.kv, ctx.n, &back, &present, &err), ERR_OK);
+	ck_assert(present);
+	assert_params_eq(&back, &made);
+	controller_params_release(&back);
+	controller_params_release(&made);
+}
+END_TEST
+
+START_TEST(test_controller_context_without_registration_is_absent)
+{
+	static const struct controller_kv old[] = {
+		KV("dataset", "pvc-1"),
+		KV("storage.kubernetes.io/csiProvisionerIdentity", "1700000000000-1234-csi.granary.io"),
+	};
+	struct controller_params p;
+	bool present = true;
+	struct error err;
+
+	/* A volume made before CreateVolume returned its registration. */
+	ck_assert_int_eq(controller_context_params(old, N(old), &p, &present, &err), ERR_OK);
+	ck_assert(!present);
+	ck_assert_ptr_null(p.source);
+	controller_params_release(&p);
+	present = true;
+	ck_assert_int_eq(controller_context_params(NULL, 0, &p, &present, &err), ERR_OK);
+	ck_assert(!present);
+	controller_params_release(&p);
+}
+END_TEST
+
+START_TEST(test_controller_context_errors_name_the_key)
+{
+	static const struct {
+		struct controller_kv kv[3];
+		size_t n;
+		const char *expect;
+	} bad[] = {
+		{ { KV("dataset", "pvc-1"), KV("region", "eu-west-1") }, 2,
+		  "volume_context key 'source': required" },
+		{ { KV("source", "") }, 1, "volume_context key 'source': required" },
+		{ { KV("source", "s3://bucket/no-slash") }, 1, "volume_context key 'source'" },
+		{ { KV("source", "s3://bucket/"), KV("endpoint", "ftp://x") }, 2,
+		  "volume_context key 'endpoint'" },
+		{ { KV("source", "s3://bucket/"), KV("region", "us east") }, 2,
+		  "volume_context key 'region'" },
+		{ { KV("source", "s3://bucket/"), KV("blockSize", "3MiB") }, 2,
+		  "volume_context key 'blockSize': must be a power of two" },
+		{ { KV("source", "s3://bucket/"), KV("blockSize", "0") }, 2,
+		  "volume_context key 'blockSize'" },
+		{ { KV("source", "s3://bucket/"), KV("cachePolicy", "fifo") }, 2,
+		  "volume_context key 'cachePolicy': must be lru or scan-resistant, got 'fifo'" },
+		{ { KV("source", "s3://bucket/"), KV("pin", "maybe") }, 2, "volume_context key 'pin'" },
+		{ { KV("source", "s3://bucket/"), KV("preload", "2") }, 2,
+		  "volume_context key 'preload'" },
+		{ { KV("source", "s3://bucket/"), KV("source", "s3://other/") }, 2,
+		  "volume_context key 'source': given twice" },
+	};
+
+	for (size_t i = 0; i < N(bad); i++) {
+		struct controller_params p;
+		bool present = true;
+		struct error err;
+
+		ck_assert_msg(controller_context_params(bad[i].kv, bad[i].n, &p, &present, &err) ==
+				      ERR_INVALID,
+			      "case %zu accepted", i);
+		ck_assert(!present);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "case %zu: '%s' lacks '%s'", i, err.msg,
+			      bad[i].expect);
+		controller_params_release(&p);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_controller");
@@ -297,6 +450,9 @@ int main(void)
 	tcase_add_test(tc, test_controller_volume_id_sanitises_stably_and_distinctly);
 	tcase_add_test(tc, test_controller_valid_id_is_dns_1123_subdomain);
 	tcase_add_test(tc, test_controller_access_rule_serves_readers_and_single_node_writers);
+	tcase_add_test(tc, test_controller_context_round_trips_the_registration);
+	tcase_add_test(tc, test_controller_context_without_registration_is_absent);
+	tcase_add_test(tc, test_controller_context_errors_name_the_key);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
