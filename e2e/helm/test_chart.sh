@@ -61,7 +61,8 @@ clusterToken:
   existingSecretKey: hmac
 meta:
   persistence:
-    enabled: false
+    enabled: true
+    size: 20Gi
   extraConfig:
     heartbeat:
       expiry: 30s
@@ -730,12 +731,11 @@ keys = load_all(sys.argv[3])
 ctl, wcfg, fcfg, mcfg = check_release(default, "granary", "/var/cache/granary", "100GiB", "4MiB",
                                      "/var/lib/kubelet", "granary-cluster-token", "token", True,
                                      None, 7480)
-pvc = one(default, "PersistentVolumeClaim", "granary-meta")
-check(volume(pod(ctl), "data").get("persistentVolumeClaim", {}).get("claimName") == "granary-meta",
-      "meta's data_dir and the controller's state_dir on PVC granary-meta by default")
-check(pvc.get("metadata", {}).get("annotations", {}).get("helm.sh/resource-policy") == "keep",
-      "meta's PVC is kept on helm uninstall")
-check(pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage") == "10Gi", "meta's PVC 10Gi")
+# Bound volumes register their datasets again from their PVs: meta's
+# persistence is off by default.
+check(not find(default, "PersistentVolumeClaim"), "persistence off by default: no PVC")
+check("emptyDir" in volume(pod(ctl), "data"),
+      "meta's data_dir and the controller's state_dir on an emptyDir by default")
 sec = one(default, "Secret", "granary-cluster-token")
 check(len(sec.get("data", {}).get("token", "")) > 64, "default render generates a token")
 check(not find(default, "StorageClass"), "no StorageClass by default")
@@ -749,8 +749,12 @@ ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache"
                                      "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
                                      "cluster-s3", 7481)
 check(not find(custom, "Secret"), "existingSecrets: the chart makes no Secret")
-check(not find(custom, "PersistentVolumeClaim"), "persistence off: no PVC")
-check("emptyDir" in volume(pod(ctl), "data"), "persistence off: data_dir on an emptyDir")
+pvc = one(custom, "PersistentVolumeClaim", "gran-meta")
+check(volume(pod(ctl), "data").get("persistentVolumeClaim", {}).get("claimName") == "gran-meta",
+      "persistence on: meta's data_dir and the controller's state_dir on PVC gran-meta")
+check(pvc.get("metadata", {}).get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+      "meta's PVC is kept on helm uninstall")
+check(pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage") == "20Gi", "meta's PVC 20Gi")
 check(mcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", "meta store endpoint")
 check(mcfg.get("store", {}).get("region") == "eu-west-1" and wcfg.get("store", {}).get("region") == "eu-west-1",
       "store region reaches meta and the worker")
