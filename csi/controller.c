@@ -320,7 +320,12 @@ enum error_code controller_register(struct meta_client *meta, const char *name,
 	opts.pin = p->pin;
 	opts.preload = p->preload;
 	spec.options = &opts;
-	return meta_client_register_within(meta, &spec, timeout_ms, out, err);
+	if (meta_client_register_within(meta, &spec, timeout_ms, out, err) == ERR_OK)
+		return ERR_OK;
+	/* The store that refused may not be the one the user meant: say so. */
+	if (!*p->endpoint && err->code != ERR_UNAVAILABLE && err->code != ERR_TIMEOUT)
+		return error_wrap(err, "parameter 'endpoint' is empty, so granary-meta's default store was used");
+	return err->code;
 }
 
 /* ---- secrets ------------------------------------------------------------- */

@@ -138,9 +138,19 @@ EOF
   )
 }
 
+# put FILE: stdin into FILE, only when it differs (kube-proxy exits when its
+# configuration file is written, even with the same content).
+put() {
+  local new
+  new=$(cat)
+  if [ ! -f "$1" ] || [ "$(cat "$1")" != "$new" ]; then
+    printf '%s\n' "$new" > "$1.tmp" && mv "$1.tmp" "$1"
+  fi
+}
+
 configs() {
   mkdir -p "$STATE/cni" "$STATE/logs" "$STATE/kubelet" "$RUN"
-  cat > "$STATE/containerd.toml" <<EOF
+  put "$STATE/containerd.toml" <<EOF
 version = 2
 root = "$STATE/containerd"
 state = "$RUN/containerd"
@@ -157,7 +167,7 @@ state = "$RUN/containerd"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
 EOF
-  cat > "$STATE/cni/10-granary.conflist" <<EOF
+  put "$STATE/cni/10-granary.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "granary-kube",
@@ -168,8 +178,8 @@ EOF
   ]
 }
 EOF
-  echo "nameserver $HOST_IP" > "$STATE/resolv.conf"
-  cat > "$STATE/kubelet.yaml" <<EOF
+  echo "nameserver $HOST_IP" | put "$STATE/resolv.conf"
+  put "$STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -192,7 +202,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
 EOF
-  cat > "$STATE/kube-proxy.yaml" <<EOF
+  put "$STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

@@ -2,7 +2,9 @@
 # Installs everything Granary needs to build and test, idempotently:
 #   - Debian packages (compilers, -dev libraries, FUSE, test tools) with apt-get;
 #   - third-party test tools built from source registries into a cache folder
-#     ($GRANARY_TOOLS, default ~/.cache/granary-tools): the versitygw S3 server.
+#     ($GRANARY_TOOLS, default ~/.cache/granary-tools): the versitygw S3 server,
+#     helm, csi-sanity, and the parts of the local Kubernetes test cluster
+#     (scripts/kube-tools.sh: Kubernetes, etcd, csi-provisioner, CoreDNS, CNI).
 # A second run finds everything in place and takes seconds.
 set -euo pipefail
 
@@ -85,3 +87,5 @@ go_tool helm helm.sh/helm/v3/cmd/helm v3.19.0 # the chart test (e2e/helm): lint 
 log "tools in $TOOLS/bin"
 # The CSI conformance suite that e2e/csi/run_sanity.sh runs against granary-csi.
 go_tool csi-sanity github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity v5.6.0
+# The local Kubernetes cluster of the cluster tests (e2e/kube, scripts/kube.sh).
+"$(dirname "$0")/kube-tools.sh"

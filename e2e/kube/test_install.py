@@ -1,0 +1,53 @@
+"""The Helm install as a user gets it: every pod Ready, the node plugin
+registered with the kubelet by itself (no node-driver-registrar), workers
+joined to granary-meta, and cluster DNS serving the chart's Service names."""
+import kube
+
+
+def test_every_granary_pod_is_ready():
+    pods = kube.get("pods", namespace=kube.NS)["items"]
+    names = sorted(p["metadata"]["name"] for p in pods)
+    assert any(n.startswith("granary-controller-") for n in names), names
+    assert any(n.startswith("granary-node-") for n in names), names
+    assert any(n.startswith("granary-worker-") for n in names), names
+    for p in pods:
+        ready = [c for c in p["status"].get("conditions", []) if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True", (p["metadata"]["name"], p["status"])
+
+
+def test_node_plugin_registered_with_kubelet():
+    # The kubelet lists a driver in the node's CSINode only after the
+    # plugin-registration handshake over <kubelet>/plugins_registry succeeded.
+    csinode = kube.wait_for("csi.granary.io in CSINode",
+                            lambda: [d for d in (kube.get("csinode", kube.NODE)["spec"].get("drivers") or [])
+                                     if d["name"] == kube.DRIVER], timeout=60)
+    assert csinode[0]["nodeID"] == kube.NODE
+
+
+def test_chart_lists_only_the_sidecars_it_needs():
+    images = set()
+    for kind in ("deployments", "daemonsets"):
+        for obj in kube.get(kind, namespace=kube.NS)["items"]:
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                images.add(c["image"])
+    assert not [i for i in images if "node-driver-registrar" in i or "livenessprobe" in i], images
+
+
+def test_workers_joined_meta():
+    pb, stub = kube.meta_stub()
+    workers = kube.wait_for("a worker in meta's membership",
+                            lambda: list(stub.ListWorkers(pb.ListWorkersRequest(), timeout=10).workers))
+    ids = [w.id for w in workers]
+    assert kube.NODE in ids, ids
+    worker = [w for w in workers if w.id == kube.NODE][0]
+    pods = kube.get("pods", namespace=kube.NS)["items"]
+    worker_ips = [p["status"]["podIP"] for p in pods if p["metadata"]["name"].startswith("granary-worker-")]
+    # Peers dial the advertised address: the worker pod's IP, not a hostname.
+    assert worker.address.split(":")[0] in worker_ips, (worker.address, worker_ips)
+
+
+def test_cluster_dns_resolves_the_meta_service():
+    out = kube.kubectl("-n", kube.NS, "exec", "deploy/granary-controller", "-c", "granary-csi", "--",
+                       "getent", "hosts", f"granary-meta.{kube.NS}.svc.cluster.local")
+    svc = kube.get("service", "granary-meta", kube.NS)
+    assert out.split()[0] == svc["spec"]["clusterIP"], out

@@ -1,0 +1,107 @@
+"""A dataset's whole life through Kubernetes: a StorageClass and a
+ReadOnlyMany PVC bound by the real csi-provisioner (CreateVolume), pods that
+read every record with its CRC checked, two pods sharing the node's one FUSE
+daemon, and nothing left behind once the pods and the PVC are gone."""
+import time
+
+import pytest
+
+import kube
+
+PREFIX = "pvc-life"
+SC = "granary-e2e-pvc"
+CLAIM = "dataset"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    records, size = kube.upload_tfrecords(PREFIX, shards=4, shard_size="8MiB")
+    kube.apply(kube.credentials_secret("granary-s3-credentials"))
+    kube.apply(kube.storage_class(SC, PREFIX))
+    t0 = time.monotonic()
+    kube.apply(kube.pvc(CLAIM, SC))
+    kube.wait_for("PVC Bound", lambda: kube.pvc_phase(CLAIM) == "Bound", timeout=120)
+    bound_s = time.monotonic() - t0
+    print(f"pvc_bound_s={bound_s:.2f}")
+    yield {"records": records, "bytes": size}
+    for name in ("reader-a", "reader-b"):
+        kube.delete("pod", name, "default")
+    kube.delete("pvc", CLAIM, "default")
+    kube.delete("storageclass", SC)
+
+
+def volume_name():
+    return kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+
+
+def run_reader(name, command, timeout=300):
+    kube.apply(kube.reader_pod(name, CLAIM, command))
+    kube.wait_for(f"pod {name} to finish",
+                  lambda: kube.pod_phase(name) in ("Succeeded", "Failed"), timeout=timeout)
+    return kube.pod_phase(name), kube.logs(name)
+
+
+def test_pv_carries_the_dataset(dataset):
+    pv = kube.get("pv", volume_name())
+    csi = pv["spec"]["csi"]
+    assert csi["driver"] == kube.DRIVER
+    assert csi["volumeHandle"] == volume_name()
+    assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]
+    pb, stub = kube.meta_stub()
+    ds = stub.GetDataset(pb.GetDatasetRequest(name=volume_name()), timeout=10)
+    assert ds.files == 4 and ds.bytes == dataset["bytes"], ds
+
+
+def test_pod_reads_every_record(dataset):
+    phase, out = run_reader("reader-a", kube.tfrecord_read(threads=4, epochs=2))
+    assert phase == "Succeeded", out
+    epochs = kube.parse_read(out)
+    assert len(epochs) == 2, out
+    for e in epochs:
+        assert e["records"] == dataset["records"] and e["bytes"] == dataset["bytes"], out
+    kube.delete("pod", "reader-a", "default")
+
+
+def test_two_pods_share_one_fuse_daemon(dataset):
+    # Both pods start reading at the same wall-clock second (the node's
+    # clock), then stay up so that the node's mounts can be looked at.
+    start = int(time.time()) + 15
+    read = " ".join(kube.tfrecord_read(threads=2, epochs=3))
+    script = (f"set -e; while [ $(date +%s) -lt {start} ]; do sleep 0.05; done; "
+              f"date +start=%s.%N; {read}; date +end=%s.%N; sleep 600")
+    for name in ("reader-a", "reader-b"):
+        kube.apply(kube.reader_pod(name, CLAIM, ["sh", "-c", script]))
+    spans = {}
+    for name in ("reader-a", "reader-b"):
+        out = kube.wait_for(f"{name} to finish reading",
+                            lambda n=name: "end=" in kube.logs(n) and kube.logs(n), timeout=300)
+        assert kube.pod_phase(name) == "Running", out
+        epochs = kube.parse_read(out)
+        assert len(epochs) == 3, out
+        for e in epochs:
+            assert e["records"] == dataset["records"] and e["bytes"] == dataset["bytes"], out
+        spans[name] = (float(out.split("start=")[1].split()[0]), float(out.split("end=")[1].split()[0]))
+    a, b = spans["reader-a"], spans["reader-b"]
+    assert a[0] < b[1] and b[0] < a[1], f"the readers did not overlap: {spans}"
+    # One granary-fuse serves both pods: the dataset is staged once on the node.
+    daemons = [d for d in kube.fuse_daemons() if any(volume_name() in arg for arg in d)]
+    assert len(daemons) == 1, daemons
+
+
+def test_deleting_pods_and_pvc_leaves_nothing(dataset):
+    vol = volume_name()
+    for name in ("reader-a", "reader-b"):
+        kube.delete("pod", name, "default")
+    # Unpublish: no pod's bind mount of the volume is left on the node.
+    kube.wait_for("pod mounts gone",
+                  lambda: not [m for m in kube.host_mounts() if "/pods/" in m and vol in m],
+                  timeout=60)
+    kube.delete("pvc", CLAIM, "default")
+    kube.wait_for("PV deleted", lambda: not kube.get("pv", vol, check=False), timeout=120)
+    pb, stub = kube.meta_stub()
+    names = [d.spec.name for d in stub.ListDatasets(pb.ListDatasetsRequest(), timeout=10).datasets]
+    assert vol not in names, names
+    # Unstage: the FUSE daemon and its mount are gone from the node.
+    kube.wait_for("FUSE daemon gone",
+                  lambda: not [d for d in kube.fuse_daemons() if any(vol in a for a in d)], timeout=60)
+    assert not [m for m in kube.host_mounts() if vol in m], kube.host_mounts()
