@@ -138,6 +138,17 @@ else
   fail "render with store credentials in values"
 fi
 
+# meta.address is the one value every component that dials meta uses: the
+# worker's, the node plugin's and the FUSE daemons' configs, nothing else.
+render --set meta.address=meta.example.net:7400 >"$work/meta-address.yaml"
+uses=$(grep -c 'address: meta.example.net:7400' "$work/meta-address.yaml" || true)
+others=$(grep -c 'granary-meta.granary-system.svc' "$work/meta-address.yaml" || true)
+if [ "$uses" = 3 ] && [ "$others" = 0 ]; then
+  ok "meta.address reaches worker.yaml, the node's csi.yaml and fuse.yaml, and only them"
+else
+  fail "meta.address used $uses times (want 3), the Service name still $others times"
+fi
+
 # 3. the schema (or the chart's own checks) refuses bad values
 refuse() {
   local what=$1
@@ -155,6 +166,7 @@ refuse "cache.capacity=lots" --set cache.capacity=lots
 refuse "a relative cache.dir" --set cache.dir=var/cache
 refuse "privileged sidecars" --set sidecars.securityContext.privileged=true
 refuse "a short cluster token" --set clusterToken.value=short
+refuse "meta.address without a port" --set meta.address=meta.example.net
 refuse "a source without s3://" --set storageClass.source=imagenet
 refuse "controller.replicas (meta is one instance)" --set controller.replicas=2
 refuse "store.credentials: existingSecret and keys" \

@@ -83,9 +83,16 @@ accept B, K, KiB, KB, M, MiB, MB, ... in any case).
 {{- printf "%s-meta" (include "granary.fullname" .) -}}
 {{- end -}}
 
-{{/* Where the node plugin, workers and FUSE daemons reach granary-meta. */}}
+{{/*
+Where the node plugin, workers and FUSE daemons reach granary-meta: one
+value (meta.address), the chart's Service by default.
+*/}}
 {{- define "granary.metaAddress" -}}
+{{- if .Values.meta.address -}}
+{{- .Values.meta.address -}}
+{{- else -}}
 {{- printf "%s.%s.svc:%d" (include "granary.metaServiceName" .) .Release.Namespace (int .Values.meta.port) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
