@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -120,6 +121,7 @@ struct blockstore {
 	int blocks_fd;              /* immutable: DIR/blocks */
 	int tmp_fd;                 /* immutable: DIR/tmp */
 	uint64_t capacity;          /* immutable */
+	uint64_t block_file;        /* immutable: disk bytes of a usual block */
 	pthread_mutex_t mu;
 	struct entry *index;        /* protected by mu */
 	struct dataset *datasets;   /* protected by mu */
@@ -1078,6 +1080,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	pthread_mutex_init(&bs->mu, NULL);
 	bs->dir = strdup(cfg->dir);
 	block_size = cfg->block_size ? cfg->block_size : DEFAULT_BLOCK_SIZE;
+	bs->block_file = disk_size(block_size);
 	bs->sketch = sketch_new(cfg->capacity / disk_size(block_size));
 	if (!bs->dir || !bs->sketch) {
 		rc = error_set(err, ERR_NOMEM, "open block store '%s': out of memory", cfg->dir);
@@ -1808,6 +1811,53 @@ void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out)
 	out->reserved = bs->reserved;
 	out->capacity = bs->capacity;
 	pthread_mutex_unlock(&bs->mu);
+}
+
+enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_t capacity,
+				      uint64_t used, uint64_t reserved, uint64_t need,
+				      struct error *err)
+{
+	uint64_t held = used + reserved;
+
+	if (fs_free >= need || held > capacity || capacity - held < need)
+		return ERR_OK;
+	return error_set(err, ERR_NO_SPACE,
+			 "cache directory '%s' is full: %llu bytes free on its filesystem, a block needs %llu, and the cache evicts only at its capacity (%llu of %llu bytes used): free space there or lower cache.capacity",
+			 dir, (unsigned long long)fs_free, (unsigned long long)need,
+			 (unsigned long long)held, (unsigned long long)capacity);
+}
+
+enum error_code blockstore_check_usable(struct blockstore *bs, struct error *err)
+{
+	char name[64];
+	struct statvfs sv;
+	uint64_t used, reserved, fs_free;
+	int fd, saved;
+
+	snprintf(name, sizeof(name), ".usable.%ld.%llu", (long)getpid(),
+		 (unsigned long long)atomic_fetch_add(&bs->tmp_seq, 1));
+	fd = openat(bs->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved),
+				 "cache directory '%s' is not writable: create '%s/tmp/%s': %s",
+				 bs->dir, bs->dir, name, strerror(saved));
+	}
+	close(fd);
+	unlinkat(bs->tmp_fd, name, 0);
+	if (fstatvfs(bs->tmp_fd, &sv) != 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "cache directory '%s': statvfs: %s",
+				 bs->dir, strerror(saved));
+	}
+	/* Root may use the blocks the filesystem reserves for it. */
+	fs_free = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	pthread_mutex_lock(&bs->mu);
+	used = bs->used;
+	reserved = bs->reserved;
+	pthread_mutex_unlock(&bs->mu);
+	return blockstore_room_check(bs->dir, fs_free, bs->capacity, used, reserved,
+				     bs->block_file, err);
 }
 
 /* --- short-circuit readers --- */

@@ -201,6 +201,29 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
 void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out);
 
 /*
+ * Whether the store can still take blocks, for the worker's /readyz: a
+ * file can be made (and removed) in DIR/tmp as writers make theirs, and
+ * the room rule below holds for the filesystem's free space (what root may
+ * use when the process runs as root). ERR_OK, or the errno's code
+ * ("cache directory '/c' is not writable: create '/c/tmp/...': Read-only
+ * file system") or ERR_NO_SPACE from the room rule.
+ */
+enum error_code blockstore_check_usable(struct blockstore *bs, struct error *err);
+
+/*
+ * The room rule (pure): a block file of need bytes fits when the
+ * filesystem has fs_free bytes for it, or when the cache is so near its
+ * capacity that it evicts before it writes (capacity - used - reserved <
+ * need), since eviction then frees the disk space the write takes. A disk
+ * filled below the cache's capacity (by other files, or a capacity larger
+ * than the disk) is something eviction never fixes: ERR_NO_SPACE naming
+ * dir, the free bytes and the way out.
+ */
+enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_t capacity,
+				      uint64_t used, uint64_t reserved, uint64_t need,
+				      struct error *err);
+
+/*
  * For short-circuit readers in other processes (granary-fuse on the node,
  * docs/cache-layout.md): opens the block file of key under dir read-only
  * and checks its header and size against key. ERR_NOT_FOUND when there is

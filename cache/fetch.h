@@ -37,8 +37,8 @@
 #include <stdint.h>
 
 #include "cache/blockstore.h"
-#include "cache/metrics.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "store/store.h"
 
 #define FETCH_DATASET_NAME_MAX 63

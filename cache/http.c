@@ -111,6 +111,10 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 		route_set(out, WORKER_HTTP_HEALTHZ, method, "GET", false);
 		return ERR_OK;
 	}
+	if (strcmp(path, "/readyz") == 0) {
+		route_set(out, WORKER_HTTP_READYZ, method, "GET", false);
+		return ERR_OK;
+	}
 	if (segment(path, 0, s0, sizeof(s0)) < 0 || strcmp(s0, "v1") != 0 ||
 	    segment(path, 1, s1, sizeof(s1)) < 0)
 		goto unknown;
@@ -1002,6 +1006,18 @@ static enum MHD_Result handle_metrics(struct req *rq, struct MHD_Connection *con
 	return queue(conn, MHD_HTTP_OK, resp);
 }
 
+/* 503 with the reason, not error_to_http(): a probe only tells ready from
+ * not ready. */
+static enum MHD_Result handle_readyz(struct req *rq, struct MHD_Connection *conn)
+{
+	struct error err;
+
+	if (rq->h->cfg.readiness &&
+	    readiness_check(rq->h->cfg.readiness, retry_now_ms(), &err) != ERR_OK)
+		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, err.msg);
+	return reply_text(conn, MHD_HTTP_OK, "ok");
+}
+
 static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, const char *method)
 {
 	if (rq->body_too_large) {
@@ -1026,6 +1042,8 @@ static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, con
 		return handle_metrics(rq, conn);
 	case WORKER_HTTP_HEALTHZ:
 		return reply_text(conn, MHD_HTTP_OK, "ok");
+	case WORKER_HTTP_READYZ:
+		return handle_readyz(rq, conn);
 	}
 	return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "unrouted request");
 }

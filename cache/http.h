@@ -1,8 +1,8 @@
 /*
  * http.h - granary-worker's HTTP service (libmicrohttpd): the block data
- * plane, the dataset and preload API, /metrics and /healthz. The routes,
- * the Authorization header and the status codes are documented in
- * docs/worker-api.md.
+ * plane, the dataset and preload API, /metrics, /healthz and /readyz
+ * (cache/readiness.h). The routes, the Authorization header and the status
+ * codes are documented in docs/worker-api.md.
  *
  * Two halves. The parsers below (route, query, Range, JSON bodies) are
  * pure functions of their text, exported so that unit tests can reach
@@ -26,10 +26,11 @@
 #include <stdint.h>
 
 #include "cache/fetch.h"
-#include "cache/metrics.h"
 #include "cache/preload.h"
+#include "cache/readiness.h"
 #include "cache/token.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "store/store.h"
 
 #define WORKER_HTTP_BODY_MAX (1u << 20)   /* JSON bodies */
@@ -45,6 +46,7 @@ enum worker_http_route_kind {
 	WORKER_HTTP_PRELOAD_STATUS,  /* GET /v1/preload/{id} */
 	WORKER_HTTP_METRICS,         /* GET /metrics */
 	WORKER_HTTP_HEALTHZ,         /* GET /healthz */
+	WORKER_HTTP_READYZ,          /* GET /readyz */
 };
 
 struct worker_http_route {
@@ -159,6 +161,7 @@ struct worker_http_config {
 	enum blockstore_policy policy;
 	unsigned max_connections;
 	uint64_t idle_timeout_ms;
+	struct readiness *readiness;        /* borrowed; /readyz's verdict; NULL: always ready */
 };
 
 struct worker_http;

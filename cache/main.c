@@ -4,12 +4,14 @@
  * the object store once each, and runs preload jobs.
  *
  * Start-up: settings, the cluster token (required), the blockstore, the
- * fetcher with its read-ahead pool, the preloader, the HTTP server and,
- * when meta.address is set, the membership thread (cache/worker_meta.h:
- * heartbeats, datasets from meta). Then the main thread sleeps in
- * sigsuspend until SIGTERM/SIGINT and tears the same things down in
- * reverse: the membership thread stops, no new connections, requests in
- * progress finish within http.shutdown_grace, every thread joined, exit 0.
+ * fetcher with its read-ahead pool, the preloader, the readiness verdict
+ * (cache/readiness.h, which the HTTP server asks and the membership thread
+ * informs), the HTTP server and, when meta.address is set, the membership
+ * thread (cache/worker_meta.h: heartbeats, datasets from meta). Then the
+ * main thread sleeps in sigsuspend until SIGTERM/SIGINT and tears the
+ * same things down in reverse: the membership thread stops, no new
+ * connections, requests in progress finish within http.shutdown_grace,
+ * every thread joined, exit 0.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -20,11 +22,13 @@
 #include "cache/fetch.h"
 #include "cache/http.h"
 #include "cache/preload.h"
+#include "cache/readiness.h"
 #include "cache/token.h"
 #include "cache/worker_meta.h"
 #include "cache/worker_settings.h"
 #include "common/daemon.h"
 #include "common/log.h"
+#include "common/retry.h"
 #include "store/store_settings.h"
 
 int main(int argc, char **argv)
@@ -37,6 +41,7 @@ int main(int argc, char **argv)
 	struct preloader *pl = NULL;
 	struct worker_http *http = NULL;
 	struct worker_meta *member = NULL;
+	struct readiness *ready = NULL;
 	struct store_config store_defaults;
 	char hostname[256] = "", worker_id[256] = "", advertise[300] = "";
 	sigset_t stop_signals, wait_mask;
@@ -108,6 +113,10 @@ int main(int argc, char **argv)
 		log_error("cannot start the preloader", LOG_S("cause", err.msg));
 		goto out;
 	}
+	if (readiness_new(bs, s.meta_address, retry_now_ms(), &ready, &err) != ERR_OK) {
+		log_error("cannot start", LOG_S("cause", err.msg));
+		goto out;
+	}
 	store_settings_to_config(&s.store, &store_defaults);
 	if (worker_http_start(
 		    &(struct worker_http_config){
@@ -121,6 +130,7 @@ int main(int argc, char **argv)
 									 : BLOCKSTORE_SCAN_RESISTANT,
 			    .max_connections = (unsigned)s.http_max_connections,
 			    .idle_timeout_ms = s.http_idle_timeout_ms,
+			    .readiness = ready,
 		    },
 		    &http, &err) != ERR_OK) {
 		log_error("cannot serve", LOG_S("cause", err.msg));
@@ -142,6 +152,7 @@ int main(int argc, char **argv)
 			    .capacity = s.cache_capacity,
 			    .fetcher = f,
 			    .preloader = pl,
+			    .readiness = ready,
 			    .defaults = { .store = store_defaults,
 					  .block_size = s.cache_block_size,
 					  .policy = s.cache_policy == WORKER_CACHE_LRU
@@ -160,6 +171,7 @@ int main(int argc, char **argv)
 out:
 	worker_meta_stop(member);
 	worker_http_stop(http, s.http_shutdown_grace_ms);
+	readiness_free(ready);
 	preload_free(pl);
 	fetch_free(f);
 	if (bs)

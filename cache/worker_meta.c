@@ -11,6 +11,7 @@
 
 #include "cache/worker_settings.h"
 #include "common/log.h"
+#include "common/retry.h"
 #include "meta/meta_client.h"
 
 #define DEFAULT_CALL_TIMEOUT_MS 5000
@@ -278,6 +279,8 @@ static bool is_outage(enum error_code rc)
  * again; any other error once per distinct message. */
 static void meta_failed(struct worker_meta *wm, enum error_code rc, const struct error *err)
 {
+	if (wm->cfg.readiness)
+		readiness_meta_failed(wm->cfg.readiness, retry_now_ms(), is_outage(rc), err->msg);
 	if (is_outage(rc)) {
 		if (!wm->outage)
 			log_warn("granary-meta unreachable; serving the datasets it listed last",
@@ -407,6 +410,8 @@ static void heartbeat(struct worker_meta *wm)
 	}
 	meta_answered(wm);
 	complaint_clear(wm, "");
+	if (wm->cfg.readiness)
+		readiness_heartbeat_ok(wm->cfg.readiness, retry_now_ms(), reply->expiry_ms);
 	if (!wm->joined)
 		log_info("joined granary-meta", LOG_S("meta.address", wm->address),
 			 LOG_S("worker_id", wm->worker_id), LOG_S("address", wm->advertise),

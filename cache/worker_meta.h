@@ -43,6 +43,7 @@
 #include "cache/blockstore.h"
 #include "cache/fetch.h"
 #include "cache/preload.h"
+#include "cache/readiness.h"
 #include "common/error.h"
 #include "granary.pb-c.h"
 #include "store/store.h"
@@ -109,6 +110,8 @@ struct worker_meta_config {
 	uint64_t capacity;              /* cache.capacity, reported in heartbeats */
 	struct fetcher *fetcher;        /* borrowed; must outlive the member */
 	struct preloader *preloader;    /* borrowed; NULL: options.preload is ignored */
+	struct readiness *readiness;    /* borrowed; NULL: none. Told of every accepted
+					 * heartbeat and every failed call */
 	struct worker_meta_defaults defaults;
 	uint64_t call_timeout_ms;       /* one call to meta; 0 = 5 s */
 	uint64_t retry_ms;              /* round interval until meta names one; 0 = 1 s */

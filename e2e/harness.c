@@ -191,17 +191,22 @@ void harness_write_file(const char *path, const char *text, mode_t mode)
 	close(fd);
 }
 
-int harness_file_contains(const char *path, const char *needle)
+int harness_file_count(const char *path, const char *needle)
 {
 	FILE *f = fopen(path, "r");
 	char line[4096];
-	int found = 0;
+	int n = 0;
 
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
 	if (f)
 		fclose(f);
-	return found;
+	return n;
+}
+
+int harness_file_contains(const char *path, const char *needle)
+{
+	return harness_file_count(path, needle) > 0;
 }
 
 void harness_dump_log(const char *path)

@@ -90,6 +90,10 @@ void harness_write_file(const char *path, const char *text, mode_t mode);
  * file cannot be read). */
 int harness_file_contains(const char *path, const char *needle);
 
+/* How many lines of the file at path hold needle (0 when the file cannot
+ * be read): a log line written once, or once per event. */
+int harness_file_count(const char *path, const char *needle);
+
 /* Prints the last 40 lines of the log at path to stderr under a header
  * naming it, or says that there is none. */
 void harness_dump_log(const char *path);

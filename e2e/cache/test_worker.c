@@ -6,7 +6,8 @@
  * with token_sign exactly as granary-fuse will.
  *
  * Each test starts its own worker on a fresh cache directory; the objects
- * are put once under a prefix of this run.
+ * are put once under a prefix of this run. The readiness tests also start
+ * granary-meta (on TCP, after the worker) to join.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -67,6 +68,7 @@ struct worker {
 	char token_path[96];
 	char log_path[96];
 	char capacity[32];
+	char meta_address[64];  /* "" = standalone */
 };
 
 static struct worker w;
@@ -188,6 +190,10 @@ static void worker_start(void)
 	argv[argc++] = "5s";
 	argv[argc++] = "--log.level";
 	argv[argc++] = "info";
+	if (w.meta_address[0]) {
+		argv[argc++] = "--meta.address";
+		argv[argc++] = w.meta_address;
+	}
 	argv[argc] = NULL;
 
 	w.pid = harness_spawn((const char *const *)argv, w.log_path);
@@ -782,8 +788,13 @@ START_TEST(test_worker_requests_without_the_token_get_no_data)
 	resp_free(&r);
 	/* Nothing was fetched for anyone. */
 	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 0);
-	/* /metrics and /healthz need no token. */
+	/* /metrics, /healthz and /readyz need no token. A standalone worker
+	 * with a usable cache directory is ready. */
 	r = request("GET", "/healthz", NULL, NULL, NULL, AUTH_NONE);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq((char *)r.body, "ok\n");
+	resp_free(&r);
+	r = request("GET", "/readyz", NULL, NULL, NULL, AUTH_NONE);
 	ck_assert_int_eq(r.status, 200);
 	ck_assert_str_eq((char *)r.body, "ok\n");
 	resp_free(&r);
@@ -1032,11 +1043,122 @@ START_TEST(test_worker_warm_block_throughput_is_reported)
 }
 END_TEST
 
+/* --- readiness ------------------------------------------------------------ */
+
+static pid_t meta_pid;
+static int meta_port;
+
+/* Checked fixture: a worker joined to a granary-meta that is not there
+ * yet (its port is free, nothing listens). */
+static void setup_meta(void)
+{
+	meta_port = harness_free_port();
+	snprintf(w.meta_address, sizeof(w.meta_address), "127.0.0.1:%d", meta_port);
+	setup();
+}
+
+static void teardown_meta(void)
+{
+	harness_stop(&meta_pid, 5000, NULL);
+	w.meta_address[0] = '\0';
+	teardown();
+}
+
+/* granary-meta on meta_port with a short heartbeat (interval 200 ms,
+ * expiry 1 s), its data under the worker's temp dir. */
+static void meta_start(void)
+{
+	char exe[600], listen[64], data[128], log[128];
+	const char *argv[] = { exe, "--listen", listen, "--data_dir", data,
+			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s", NULL };
+
+	snprintf(exe, sizeof(exe), "%.*s/granary-meta", (int)(strrchr(bin, '/') - bin), bin);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", meta_port);
+	snprintf(data, sizeof(data), "%s/meta", w.dir);
+	snprintf(log, sizeof(log), "%s/meta.log", w.dir);
+	meta_pid = harness_spawn(argv, log);
+}
+
+/* Polls /readyz until its status is want and its body holds needle;
+ * returns the last body (caller frees). */
+static char *readyz_wait(long want, const char *needle, uint64_t timeout_ms)
+{
+	uint64_t t0 = retry_now_ms();
+
+	for (;;) {
+		struct resp r = request("GET", "/readyz", NULL, NULL, NULL, AUTH_NONE);
+		char *body = strdup(r.body ? (char *)r.body : "");
+		long status = r.status;
+
+		resp_free(&r);
+		if (status == want && strstr(body, needle))
+			return body;
+		if (retry_now_ms() - t0 > timeout_ms) {
+			print_log();
+			ck_abort_msg("/readyz: no HTTP %ld with '%s' after %llu ms; last: HTTP %ld '%s'",
+				     want, needle, (unsigned long long)timeout_ms, status, body);
+		}
+		free(body);
+		retry_sleep_ms(100);
+	}
+}
+
+/* The log line of a change to "not ready" because of meta. */
+#define NOT_READY_META "msg=\"not ready\" cause=\"granary-meta unreachable"
+
+START_TEST(test_worker_readyz_follows_granary_meta)
+{
+	char want[128], *body;
+	struct resp r;
+
+	/* Nothing listens at meta's address: not ready, and why. Live all
+	 * the same: a restart would not bring meta back. */
+	snprintf(want, sizeof(want), "granary-meta unreachable at 127.0.0.1:%d since ", meta_port);
+	body = readyz_wait(503, want, 15000);
+	ck_assert_msg(strstr(body, "s: "), "no cause in '%s'", body);
+	free(body);
+	r = request("GET", "/healthz", NULL, NULL, NULL, AUTH_NONE);
+	ck_assert_int_eq(r.status, 200);
+	resp_free(&r);
+	/* Many probes, one log line for the change. */
+	body = readyz_wait(503, want, 1000);
+	free(body);
+	ck_assert_int_eq(harness_file_count(w.log_path, NOT_READY_META), 1);
+
+	/* meta comes up: the next heartbeat makes the worker ready. */
+	meta_start();
+	free(readyz_wait(200, "ok", 20000));
+	ck_assert_int_eq(harness_file_count(w.log_path, "msg=ready"), 1);
+
+	/* meta goes away: past its expiry (1 s) the worker is not ready. */
+	harness_stop(&meta_pid, 5000, NULL);
+	body = readyz_wait(503, want, 15000);
+	free(body);
+	ck_assert_int_eq(harness_file_count(w.log_path, NOT_READY_META), 2);
+	ck_assert_int_eq(harness_file_count(w.log_path, "msg=ready"), 1);
+}
+END_TEST
+
+START_TEST(test_worker_readyz_fails_when_the_cache_directory_is_gone)
+{
+	char tmp[160], *body;
+
+	free(readyz_wait(200, "ok", 1000));
+	/* Writers make their files in DIR/tmp: without it nothing can be cached. */
+	snprintf(tmp, sizeof(tmp), "%s/tmp", w.cache);
+	ck_assert_int_eq(rmdir(tmp), 0);
+	body = readyz_wait(503, "is not writable", 1000);
+	ck_assert_msg(strstr(body, w.cache), "%s", body);
+	free(body);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker");
 	TCase *tc = tcase_create("worker");
 	TCase *small = tcase_create("small cache");
+	TCase *member = tcase_create("member of a cluster");
 	int rc;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1054,7 +1176,14 @@ int main(void)
 	tcase_add_test(tc, test_worker_preload_reports_progress_then_reads_hit);
 	tcase_add_test(tc, test_worker_readahead_warms_the_next_blocks);
 	tcase_add_test(tc, test_worker_warm_block_throughput_is_reported);
+	tcase_add_test(tc, test_worker_readyz_fails_when_the_cache_directory_is_gone);
 	suite_add_tcase(s, tc);
+
+	tcase_add_unchecked_fixture(member, put_objects, free_tokens);
+	tcase_add_checked_fixture(member, setup_meta, teardown_meta);
+	tcase_set_timeout(member, 120);
+	tcase_add_test(member, test_worker_readyz_follows_granary_meta);
+	suite_add_tcase(s, member);
 
 	tcase_add_unchecked_fixture(small, put_objects, free_tokens);
 	tcase_add_checked_fixture(small, setup_small, teardown);

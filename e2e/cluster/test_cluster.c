@@ -460,19 +460,6 @@ static void mount_stop(struct mnt *m)
 	rmdir(m->dir);
 }
 
-static int log_count(const char *path, const char *needle)
-{
-	FILE *f = fopen(path, "r");
-	char line[4096];
-	int n = 0;
-
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 /* One number of the mount's user.granary.stats ("reads=1 ... fallbacks=0"). */
 static uint64_t mount_stat(const struct mnt *m, const char *key)
 {
@@ -877,7 +864,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	for (int i = 0; i < NWORKERS; i++) {
 		ck_assert_msg(worker_has(&workers[i], DATASET, NULL), "worker %s dropped '%s'",
 			      workers[i].id, DATASET);
-		ck_assert_int_eq(log_count(workers[i].p.log, "granary-meta unreachable"), 1);
+		ck_assert_int_eq(harness_file_count(workers[i].p.log, "granary-meta unreachable"), 1);
 	}
 	/* meta back (same data dir): the workers join again */
 	meta_start();

@@ -620,6 +620,48 @@ START_TEST(test_blockstore_open_names_the_directory_on_error)
 }
 END_TEST
 
+START_TEST(test_blockstore_check_usable_makes_a_file_in_tmp)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 1 << 20);
+	struct error err;
+	char tmp[256];
+
+	ck_assert_msg(blockstore_check_usable(bs, &err) == ERR_OK, "%s", err.msg);
+	/* It leaves nothing behind for a restart to clean. */
+	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+	ck_assert_int_eq(count_files(tmp), 0);
+	/* DIR/tmp gone (a wiped or unmounted disk): writers would fail, so
+	 * does the check, naming the directory. */
+	ck_assert_int_eq(rmdir(tmp), 0);
+	ck_assert_int_ne(blockstore_check_usable(bs, &err), ERR_OK);
+	ck_assert_msg(strstr(err.msg, "is not writable") && strstr(err.msg, dir), "%s", err.msg);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_blockstore_room_check_fails_only_where_eviction_cannot_help)
+{
+	const uint64_t need = 4096 + 65536, cap = 100 * need;
+	struct error err;
+
+	/* Room on the disk. */
+	ck_assert_int_eq(blockstore_room_check("/c", need, cap, 0, 0, need, &err), ERR_OK);
+	/* A full disk, but the cache is at its capacity: a write evicts first. */
+	ck_assert_int_eq(blockstore_room_check("/c", 0, cap, cap - need / 2, 0, need, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_room_check("/c", 0, cap, cap - need, need / 2, need, &err),
+			 ERR_OK);
+	/* A full disk below the cache's capacity: nothing will be evicted. */
+	ck_assert_int_eq(blockstore_room_check("/c", need - 1, cap, 10 * need, 0, need, &err),
+			 ERR_NO_SPACE);
+	ck_assert_msg(strstr(err.msg, "cache directory '/c' is full") &&
+			      strstr(err.msg, "lower cache.capacity"),
+		      "%s", err.msg);
+	ck_assert_int_eq(blockstore_room_check("/c", 0, cap, 0, 0, need, &err), ERR_NO_SPACE);
+}
+END_TEST
+
 /* --- capacity, refs, pins --- */
 
 START_TEST(test_blockstore_capacity_never_exceeded_under_many_inserts)
@@ -1061,6 +1103,8 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
 	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);
 	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
+	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);
+	tcase_add_test(tc, test_blockstore_room_check_fails_only_where_eviction_cannot_help);
 	tcase_add_test(tc, test_blockstore_concurrent_writers_and_readers);
 	tcase_add_test(tc, test_sketch_counts_and_halves);
 	suite_add_tcase(s, tc);

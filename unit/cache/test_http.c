@@ -57,6 +57,9 @@ START_TEST(test_http_routes_known_paths)
 	ck_assert(!r.needs_token);
 	r = route("HEAD", "/healthz", ERR_OK);
 	ck_assert(r.method_allowed);
+	r = route("GET", "/readyz", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_READYZ);
+	ck_assert(!r.needs_token);
 	r = route("HEAD", "/v1/datasets/x", ERR_OK);
 	ck_assert(r.method_allowed);
 }

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cache/metrics.h"
+#include "common/metrics.h"
 #include "unit/check_main.h"
 
 START_TEST(test_metrics_counter_and_gauge_exact_text)
@@ -86,6 +86,24 @@ START_TEST(test_metrics_histogram_refuses_bad_bounds)
 	ck_assert_int_eq(metrics_histogram_init(&h, unsorted, 2), ERR_INVALID);
 	ck_assert_int_eq(metrics_histogram_init(&h, equal, 2), ERR_INVALID);
 	ck_assert_int_eq(metrics_histogram_init(&h, many, METRICS_BUCKETS_MAX + 1), ERR_INVALID);
+}
+END_TEST
+
+START_TEST(test_metrics_labeled_samples_escape_their_values)
+{
+	struct metrics_buf b = { 0 };
+
+	metrics_render_family(&b, "granary_csi_volume_abnormal", "1 while the volume cannot serve",
+			      "gauge");
+	metrics_render_labeled(&b, "granary_csi_volume_abnormal", "volume", "pvc-1", 0);
+	metrics_render_labeled(&b, "granary_csi_volume_abnormal", "volume", "a\\b\"c\nd", 1);
+	ck_assert_int_eq(b.failed, 0);
+	ck_assert_str_eq(b.data,
+			 "# HELP granary_csi_volume_abnormal 1 while the volume cannot serve\n"
+			 "# TYPE granary_csi_volume_abnormal gauge\n"
+			 "granary_csi_volume_abnormal{volume=\"pvc-1\"} 0\n"
+			 "granary_csi_volume_abnormal{volume=\"a\\\\b\\\"c\\nd\"} 1\n");
+	metrics_buf_release(&b);
 }
 END_TEST
 
@@ -169,6 +187,7 @@ int main(void)
 
 	tcase_add_test(tc, test_metrics_counter_and_gauge_exact_text);
 	tcase_add_test(tc, test_metrics_histogram_exact_text_is_cumulative);
+	tcase_add_test(tc, test_metrics_labeled_samples_escape_their_values);
 	tcase_add_test(tc, test_metrics_empty_histogram_renders_zeros);
 	tcase_add_test(tc, test_metrics_histogram_refuses_bad_bounds);
 	tcase_add_test(tc, test_metrics_format_double_is_shortest_exact);

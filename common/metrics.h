@@ -9,8 +9,8 @@
  * observed from any number of threads (one mutex per histogram, held for a
  * few instructions); the buffer is not thread-safe.
  */
-#ifndef GRANARY_CACHE_METRICS_H
-#define GRANARY_CACHE_METRICS_H
+#ifndef GRANARY_COMMON_METRICS_H
+#define GRANARY_COMMON_METRICS_H
 
 #include <pthread.h>
 #include <stddef.h>
@@ -63,6 +63,21 @@ void metrics_render_counter(struct metrics_buf *b, const char *name, const char 
 			    uint64_t value);
 void metrics_render_gauge(struct metrics_buf *b, const char *name, const char *help,
 			  uint64_t value);
+/*
+ * A family whose samples carry labels: metrics_render_family writes its
+ * "# HELP" and "# TYPE" lines (type "gauge", "counter"), then one
+ * metrics_render_labeled per sample:
+ *
+ *   granary_csi_volume_abnormal{volume="pvc-1"} 1
+ *
+ * label is the caller's constant; value is escaped as the format asks
+ * (backslash, double quote and newline as \\, \" and \n).
+ */
+void metrics_render_family(struct metrics_buf *b, const char *name, const char *help,
+			   const char *type);
+void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,
+			    const char *value, uint64_t n);
+
 /* Cumulative _bucket{le="..."} lines, le="+Inf", then _sum and _count. */
 void metrics_render_histogram(struct metrics_buf *b, const char *name, const char *help,
 			      struct metrics_histogram *h);

@@ -1,7 +1,7 @@
 /*
  * metrics.c - Prometheus text rendering and fixed-bucket histograms.
  */
-#include "cache/metrics.h"
+#include "common/metrics.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -107,23 +107,38 @@ void metrics_format_double(double v, char *out, size_t size)
 	}
 }
 
-static void family(struct metrics_buf *b, const char *name, const char *help,
-		   const char *type)
+void metrics_render_family(struct metrics_buf *b, const char *name, const char *help,
+			   const char *type)
 {
 	metrics_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,
+			    const char *value, uint64_t n)
+{
+	metrics_buf_printf(b, "%s{%s=\"", name, label);
+	for (const char *p = value; *p; p++) {
+		if (*p == '\\' || *p == '"')
+			metrics_buf_printf(b, "\\%c", *p);
+		else if (*p == '\n')
+			metrics_buf_printf(b, "\\n");
+		else
+			metrics_buf_printf(b, "%c", *p);
+	}
+	metrics_buf_printf(b, "\"} %llu\n", (unsigned long long)n);
 }
 
 void metrics_render_counter(struct metrics_buf *b, const char *name, const char *help,
 			    uint64_t value)
 {
-	family(b, name, help, "counter");
+	metrics_render_family(b, name, help, "counter");
 	metrics_buf_printf(b, "%s %llu\n", name, (unsigned long long)value);
 }
 
 void metrics_render_gauge(struct metrics_buf *b, const char *name, const char *help,
 			  uint64_t value)
 {
-	family(b, name, help, "gauge");
+	metrics_render_family(b, name, help, "gauge");
 	metrics_buf_printf(b, "%s %llu\n", name, (unsigned long long)value);
 }
 
@@ -141,7 +156,7 @@ void metrics_render_histogram(struct metrics_buf *b, const char *name, const cha
 	sum = h->sum;
 	pthread_mutex_unlock(&h->mu);
 
-	family(b, name, help, "histogram");
+	metrics_render_family(b, name, help, "histogram");
 	for (size_t i = 0; i < h->nbounds; i++) {
 		cum += counts[i];
 		metrics_format_double(h->bounds[i], num, sizeof(num));
