@@ -45,7 +45,7 @@ static const struct config_field csi_fields[] = {
 	  "the CSI socket's path as the kubelet sees it on the host, given to the kubelet at registration (required with registration_socket)",
 	  0, 0, NULL },
 	{ "health_address", CONFIG_STRING, offsetof(struct csi_settings, health_address), "",
-	  "HTTP address of /healthz and /readyz: :PORT, host:port or unix:///path (empty: off)",
+	  "HTTP address of /healthz, /readyz and /metrics: :PORT, host:port or unix:///path (empty: off)",
 	  0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct csi_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },

@@ -45,7 +45,7 @@ struct csi_settings {
 	char *registration_socket; /* node role: the kubelet's registration socket
 				    * (absolute path; "" = off) */
 	char *kubelet_endpoint; /* the CSI socket's path on the host, for GetInfo */
-	char *health_address;   /* /healthz and /readyz over HTTP ("" = off) */
+	char *health_address;   /* /healthz, /readyz and /metrics over HTTP ("" = off) */
 	char *log_level;
 };
 

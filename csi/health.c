@@ -1,5 +1,5 @@
 /*
- * health.c - the checks behind /healthz and /readyz.
+ * health.c - the checks behind /healthz and /readyz, and the /metrics text.
  */
 #include "csi/health.h"
 
@@ -16,9 +16,11 @@ enum error_code health_route_parse(const char *method, const char *path,
 		out->kind = HEALTH_LIVE;
 	else if (strcmp(path, "/readyz") == 0)
 		out->kind = HEALTH_READY;
+	else if (strcmp(path, "/metrics") == 0)
+		out->kind = HEALTH_METRICS;
 	else
-		return error_set(err, ERR_NOT_FOUND, "no such route '%.200s' (known: /healthz, /readyz)",
-				 path);
+		return error_set(err, ERR_NOT_FOUND,
+				 "no such route '%.200s' (known: /healthz, /readyz, /metrics)", path);
 	out->allow = "GET";
 	out->method_allowed = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 	return ERR_OK;
@@ -48,5 +50,28 @@ enum error_code health_check(const struct health *h, enum health_route_kind kind
 		return error_set(err, ERR_UNAVAILABLE, "granary-meta does not answer: %s", why.msg);
 	if (h->reg && !registration_ok(h->reg, err))
 		return ERR_UNAVAILABLE;
+	return ERR_OK;
+}
+
+enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
+			       struct error *err)
+{
+	struct node_volume_health *vols = NULL;
+	size_t n = 0;
+
+	if (!h->node)
+		return ERR_OK;
+	if (node_volumes_health(h->node, &vols, &n, err) != ERR_OK)
+		return err->code;
+	metrics_render_gauge(out, "granary_csi_volumes_staged", "volumes staged on this node", n);
+	metrics_render_family(out, "granary_csi_volume_abnormal",
+			      "1 while a staged volume's mount cannot serve (NodeGetVolumeStats' condition says why)",
+			      "gauge");
+	for (size_t i = 0; i < n; i++)
+		metrics_render_labeled(out, "granary_csi_volume_abnormal", "volume",
+				       vols[i].volume_id, vols[i].cond.abnormal ? 1 : 0);
+	node_volumes_health_free(vols, n);
+	if (out->failed)
+		return error_set(err, ERR_NOMEM, "metrics: out of memory");
 	return ERR_OK;
 }

@@ -1,5 +1,6 @@
 /*
- * health_http.c - the health endpoint's HTTP server: route, check, answer.
+ * health_http.c - the health endpoint's HTTP server: route, check (or
+ * render the metrics), answer.
  */
 #include "csi/health_http.h"
 
@@ -45,6 +46,30 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
 	return ret;
 }
 
+static enum MHD_Result reply_metrics(struct health_http *hh, struct MHD_Connection *conn)
+{
+	struct metrics_buf b = { 0 };
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	struct error err;
+
+	if (health_metrics(hh->health, &b, &err) != ERR_OK) {
+		metrics_buf_release(&b);
+		return reply(conn, (unsigned)error_to_http(err.code), err.msg, NULL);
+	}
+	resp = MHD_create_response_from_buffer(b.len, b.data ? b.data : (void *)"",
+					       b.data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		metrics_buf_release(&b);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				"text/plain; version=0.0.4; charset=utf-8");
+	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 /* Logs only when a route's verdict changes, not at every probe. */
 static void note(struct health_http *hh, const char *path, enum health_route_kind kind,
 		 const struct error *err)
@@ -76,6 +101,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			 method, url, route.allow);
 		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, msg, route.allow);
 	}
+	if (route.kind == HEALTH_METRICS)
+		return reply_metrics(hh, conn);
 	if (health_check(hh->health, route.kind, &err) != ERR_OK) {
 		note(hh, url, route.kind, &err);
 		return reply(conn, (unsigned)error_to_http(err.code), err.msg, NULL);

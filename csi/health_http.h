@@ -1,13 +1,15 @@
 /*
- * health_http.h - /healthz and /readyz over HTTP (libmicrohttpd) on
- * health_address: the adapter of csi/health.h. Each request is routed,
- * checked, and the result mapped once with error_to_http(): 200 "ok",
- * 503 with the reason, 404 for another path, 405 (Allow: GET) for another
- * method. A change of a route's verdict is logged (warn when it starts
+ * health_http.h - /healthz, /readyz and /metrics over HTTP
+ * (libmicrohttpd) on health_address: the adapter of csi/health.h. Each
+ * request is routed, checked, and the result mapped once with
+ * error_to_http(): 200 "ok", 503 with the reason, 404 for another path,
+ * 405 (Allow: GET) for another method; /metrics answers the Prometheus
+ * text. A change of a route's verdict is logged (warn when it starts
  * failing, with the reason; info when it passes again), not every probe.
  *
- * Threading: one thread per connection (at most a few: probes are rare),
- * because a check may wait up to the meta probe's deadline.
+ * Threading: one thread per connection (at most a few: probes and scrapes
+ * are rare), because a check may wait up to the meta probe's deadline and
+ * a scrape up to the volume probes'.
  */
 #ifndef GRANARY_CSI_HEALTH_HTTP_H
 #define GRANARY_CSI_HEALTH_HTTP_H

@@ -199,6 +199,7 @@ int main(int argc, char **argv)
 	health.csi_socket = csi_addr.path;
 	health.probe = probe;
 	health.reg = csi_settings_registers(&s) ? &reg : NULL;
+	health.node = node;
 	if (*s.health_address && health_http_start(s.health_address, &health, &hh, &err) != ERR_OK) {
 		log_error("cannot serve the health endpoint", LOG_S("cause", err.msg));
 		goto out;

@@ -17,7 +17,8 @@
  * Supervision: a monitor thread checks every daemon each second. One that
  * died while the plugin holds its descriptor is replaced on the same
  * connection with --takeover true: the mount never goes away and readers
- * at most wait. Restarts back off from 1 s to 30 s.
+ * at most wait. Restarts back off from 1 s to 30 s. While a volume cannot
+ * serve, its condition (below) says so and why.
  *
  * Restarts of the plugin: every staged volume has a record (JSON) in
  * STATE/node/<volume id>.json: dataset, staging path, daemon pid and start
@@ -99,6 +100,7 @@ struct node_config {
 	uint64_t stage_timeout_ms;    /* wait for a new daemon; 0 = 120 s */
 	struct meta_client *meta;     /* checks a dataset exists before a first stage; may be NULL */
 	uint64_t monitor_interval_ms; /* 0 = 1000 */
+	uint64_t probe_timeout_ms;    /* longest a condition check waits for a mount; 0 = 2000 */
 };
 
 /* granary-fuse's argv for the record's volume on descriptor fd: never a
@@ -183,11 +185,58 @@ struct node_stats {
 	int64_t inodes_total, inodes_available, inodes_used;
 };
 
-/* NodeGetVolumeStats: statvfs of a staging or target path of the volume.
- * ERR_INVALID for missing fields; ERR_NOT_FOUND for a volume not staged
- * here or a path that is not one of its mounts. */
+/*
+ * A volume's condition (NodeGetVolumeStats' VolumeCondition, /metrics):
+ * abnormal while its mount cannot serve, with why. In this order:
+ *   - the volume's granary-fuse is not running (crashed, killed, cannot be
+ *     started): reads wait, or fail, until the monitor's successor runs;
+ *     the message says how it ended, for how long, and when the next
+ *     successor starts;
+ *   - nothing is mounted at the path the volume should be at;
+ *   - a statfs of the mount, in a thread of its own so that a hung mount
+ *     cannot hold the caller, answers an error (ENOTCONN: the FUSE
+ *     connection is gone, which no successor can mend for containers that
+ *     already run) or nothing within probe_timeout_ms (the daemon hangs or
+ *     is stopped). A probe still stuck in the kernel is waited on again
+ *     by the next check rather than joined by another thread.
+ * Normal otherwise. A change of a volume's condition is logged once.
+ */
+struct node_condition {
+	bool abnormal;
+	char message[ERROR_MSG_MAX];
+};
+
+/* The condition of a mount at path from its statfs (pure; unit-tested):
+ * pending_ms > 0 means no answer for that long; else errnum (0 = answered). */
+void node_mount_condition(const char *path, int errnum, uint64_t pending_ms,
+			  struct node_condition *out);
+
+/*
+ * NodeGetVolumeStats: the volume's condition at a staging or target path
+ * of it, and statvfs of that path as the usage (zeros while abnormal: the
+ * kubelet wants the usage entries even then). ERR_INVALID for missing
+ * fields; ERR_NOT_FOUND for a volume not staged here or a path that is not
+ * one of its mounts. Waits at most probe_timeout_ms for the mount.
+ */
 enum error_code node_volume_stats(struct node *n, const char *volume_id, const char *path,
-				  struct node_stats *out, struct error *err);
+				  struct node_stats *out, struct node_condition *cond,
+				  struct error *err);
+
+struct node_volume_health {
+	char *volume_id;
+	struct node_condition cond;
+};
+
+/*
+ * The condition of every staged volume at its staging path, for /metrics:
+ * the probes run at once, so the call takes at most one probe_timeout_ms.
+ * A volume busy with a call (a stage in progress) is reported with the
+ * last condition found, or left out when none was. Sorted by volume id;
+ * release with node_volumes_health_free. ERR_NOMEM.
+ */
+enum error_code node_volumes_health(struct node *n, struct node_volume_health **out,
+				    size_t *count, struct error *err);
+void node_volumes_health_free(struct node_volume_health *list, size_t count);
 
 /* Runs one pass of the monitor now (tests). */
 void node_check_daemons(struct node *n);

@@ -361,13 +361,18 @@ static enum error_code on_stats(struct rpc_server_call *call, const ProtobufCMes
 	Csi__V1__NodeGetVolumeStatsResponse reply = CSI__V1__NODE_GET_VOLUME_STATS_RESPONSE__INIT;
 	Csi__V1__VolumeUsage bytes = CSI__V1__VOLUME_USAGE__INIT, inodes = CSI__V1__VOLUME_USAGE__INIT;
 	Csi__V1__VolumeUsage *usage[2] = { &bytes, &inodes };
+	Csi__V1__VolumeCondition condition = CSI__V1__VOLUME_CONDITION__INIT;
 	struct csi_service *svc = arg;
+	struct node_condition cond;
 	struct node_stats st;
 	enum error_code rc;
 
-	rc = node_volume_stats(svc->node, req->volume_id, req->volume_path, &st, err);
+	rc = node_volume_stats(svc->node, req->volume_id, req->volume_path, &st, &cond, err);
 	if (rc != ERR_OK)
 		return rc;
+	condition.abnormal = cond.abnormal;
+	condition.message = cond.message;
+	reply.volume_condition = &condition;
 	bytes.unit = CSI__V1__VOLUME_USAGE__UNIT__BYTES;
 	bytes.total = st.bytes_total;
 	bytes.available = st.bytes_available;
@@ -386,19 +391,24 @@ static enum error_code on_node_capabilities(struct rpc_server_call *call,
 					    struct error *err)
 {
 	Csi__V1__NodeGetCapabilitiesResponse reply = CSI__V1__NODE_GET_CAPABILITIES_RESPONSE__INIT;
-	Csi__V1__NodeServiceCapability cap[2] = { CSI__V1__NODE_SERVICE_CAPABILITY__INIT,
-						  CSI__V1__NODE_SERVICE_CAPABILITY__INIT };
-	Csi__V1__NodeServiceCapability__RPC rpc[2] = { CSI__V1__NODE_SERVICE_CAPABILITY__RPC__INIT,
-						       CSI__V1__NODE_SERVICE_CAPABILITY__RPC__INIT };
-	Csi__V1__NodeServiceCapability *caps[2] = { &cap[0], &cap[1] };
+	static const Csi__V1__NodeServiceCapability__RPC__Type types[] = {
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME,
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME_STATS,
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION,
+	};
+	Csi__V1__NodeServiceCapability cap[COUNT(types)];
+	Csi__V1__NodeServiceCapability__RPC rpc[COUNT(types)];
+	Csi__V1__NodeServiceCapability *caps[COUNT(types)];
 
-	rpc[0].type = CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME;
-	rpc[1].type = CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME_STATS;
-	for (int i = 0; i < 2; i++) {
+	for (size_t i = 0; i < COUNT(types); i++) {
+		csi__v1__node_service_capability__init(&cap[i]);
+		csi__v1__node_service_capability__rpc__init(&rpc[i]);
+		rpc[i].type = types[i];
 		cap[i].type_case = CSI__V1__NODE_SERVICE_CAPABILITY__TYPE_RPC;
 		cap[i].rpc = &rpc[i];
+		caps[i] = &cap[i];
 	}
-	reply.n_capabilities = 2;
+	reply.n_capabilities = COUNT(types);
 	reply.capabilities = caps;
 	return rpc_server_reply(call, &reply.base, err);
 }

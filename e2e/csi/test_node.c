@@ -16,9 +16,16 @@
  * stages at once, standing in for two nodes, both succeed) and the files
  * read back; a context without it is NOT_FOUND saying how to recover.
  *
+ * And the volume condition (NodeGetVolumeStats, /metrics on the health
+ * address): normal while the mount serves; abnormal, with why, while the
+ * daemon is stopped (a hung mount) and while it is killed and no successor
+ * can start (its binary, reached through a link in the test's directory,
+ * removed); normal again once a successor takes over.
+ *
  * Needs root and /dev/fuse. GRANARY_CSI_LOG=FILE keeps the plugin's log.
  */
 #include <check.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -42,7 +49,7 @@
 #define BUCKET "granary-e2e"
 
 static char endpoint[256], credentials[512], bin_dir[512], key_id[128], secret[128];
-static char work[128], prefix[128], csi_addr[200], meta_addr[200];
+static char work[128], prefix[128], csi_addr[200], meta_addr[200], health_addr[64];
 static pid_t meta_pid, csi_pid;
 
 /* ---- environment ------------------------------------------------------- */
@@ -111,6 +118,16 @@ static void setup(void)
 	ck_assert_int_eq(mkdir(path, 0755), 0);
 	snprintf(meta_addr, sizeof(meta_addr), "unix://%s/meta.sock", work);
 	snprintf(csi_addr, sizeof(csi_addr), "unix://%s/csi.sock", work);
+	snprintf(health_addr, sizeof(health_addr), "127.0.0.1:%d", harness_free_port());
+	/* The plugin starts granary-fuse through a link the tests may remove,
+	 * so that no successor can start. */
+	{
+		char real[600], link[200];
+
+		snprintf(real, sizeof(real), "%s/granary-fuse", bin_dir);
+		snprintf(link, sizeof(link), "%s/granary-fuse", work);
+		ck_assert_int_eq(symlink(real, link), 0);
+	}
 }
 
 static void teardown(void)
@@ -184,11 +201,12 @@ static void start_csi(void)
 	char exe[600], fuse[600], state[200], roots[200], cfg[200], log[200];
 	const char *argv[] = { exe, "--mode", "all", "--endpoint", csi_addr, "--node_id", "node-1",
 			       "--meta.address", meta_addr, "--state_dir", state, "--allowed_roots",
-			       roots, "--fuse_binary", fuse, "--fuse_config", cfg, NULL };
+			       roots, "--fuse_binary", fuse, "--fuse_config", cfg,
+			       "--health_address", health_addr, NULL };
 	char sock[200];
 
 	snprintf(exe, sizeof(exe), "%s/granary-csi", bin_dir);
-	snprintf(fuse, sizeof(fuse), "%s/granary-fuse", bin_dir);
+	snprintf(fuse, sizeof(fuse), "%s/granary-fuse", work);
 	snprintf(state, sizeof(state), "%s/state", work);
 	snprintf(roots, sizeof(roots), "%s/mnt", work);
 	snprintf(cfg, sizeof(cfg), "%s/fuse.yaml", work);
@@ -685,6 +703,210 @@ START_TEST(test_node_registers_again_from_the_volume_context)
 }
 END_TEST
 
+/* ---- volume conditions ----------------------------------------------------- */
+
+struct stats {
+	bool has_condition, abnormal;
+	char message[600];
+	int64_t bytes_total;
+	size_t n_usage;
+	uint64_t ms;             /* how long the call took */
+};
+
+static enum error_code volume_stats(const char *id, const char *path, struct stats *out,
+				    struct error *err)
+{
+	Csi__V1__NodeGetVolumeStatsRequest req = CSI__V1__NODE_GET_VOLUME_STATS_REQUEST__INIT;
+	struct rpc_client_options opt = { .wait_for_ready = true };
+	Csi__V1__NodeGetVolumeStatsResponse *reply = NULL;
+	struct rpc_client *c = NULL;
+	uint64_t t0 = retry_now_ms();
+	enum error_code rc;
+
+	memset(out, 0, sizeof(*out));
+	req.volume_id = (char *)id;
+	req.volume_path = (char *)path;
+	ck_assert_int_eq(rpc_client_new(csi_addr, &opt, &c, err), ERR_OK);
+	rc = rpc_client_call(c, "/csi.v1.Node/NodeGetVolumeStats", &req.base,
+			     &csi__v1__node_get_volume_stats_response__descriptor, 60000,
+			     (ProtobufCMessage **)&reply, err);
+	out->ms = retry_now_ms() - t0;
+	if (rc == ERR_OK) {
+		out->n_usage = reply->n_usage;
+		for (size_t i = 0; i < reply->n_usage; i++)
+			if (reply->usage[i]->unit == CSI__V1__VOLUME_USAGE__UNIT__BYTES)
+				out->bytes_total = reply->usage[i]->total;
+		if (reply->volume_condition) {
+			out->has_condition = true;
+			out->abnormal = reply->volume_condition->abnormal;
+			snprintf(out->message, sizeof(out->message), "%s",
+				 reply->volume_condition->message);
+		}
+		csi__v1__node_get_volume_stats_response__free_unpacked(reply, NULL);
+	}
+	rpc_client_free(c);
+	return rc;
+}
+
+/* Polls NodeGetVolumeStats until its condition is abnormal (or not) with
+ * needle in the message. */
+static struct stats stats_wait(const char *id, const char *path, bool abnormal,
+			       const char *needle, uint64_t timeout_ms)
+{
+	uint64_t t0 = retry_now_ms();
+	struct stats st;
+	struct error err;
+
+	for (;;) {
+		if (volume_stats(id, path, &st, &err) != ERR_OK) {
+			dump_log();
+			ck_abort_msg("NodeGetVolumeStats: %s", err.msg);
+		}
+		if (st.has_condition && st.abnormal == abnormal && strstr(st.message, needle))
+			return st;
+		if (retry_now_ms() - t0 > timeout_ms) {
+			dump_log();
+			ck_abort_msg("NodeGetVolumeStats: no %s condition with '%s' after %llu ms; last: %s '%s'",
+				     abnormal ? "abnormal" : "normal", needle,
+				     (unsigned long long)timeout_ms,
+				     st.has_condition ? (st.abnormal ? "abnormal" : "normal") : "none",
+				     st.message);
+		}
+		retry_sleep_ms(200);
+	}
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	char *buf = arg;
+	size_t have = strlen(buf), add = size * n;
+
+	if (have + add >= 8192)
+		add = 8191 - have;
+	memcpy(buf + have, data, add);
+	buf[have + add] = '\0';
+	return size * n;
+}
+
+/* GET of the plugin's health server; body holds 8192 bytes. */
+static long http_get(const char *path, char *body)
+{
+	CURL *c = curl_easy_init();
+	char url[128];
+	long status = 0;
+
+	body[0] = '\0';
+	snprintf(url, sizeof(url), "http://%s%s", health_addr, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return status;
+}
+
+static void expect_metric(const char *line)
+{
+	char body[8192];
+
+	ck_assert_int_eq(http_get("/metrics", body), 200);
+	ck_assert_msg(strstr(body, line), "no line '%s' in /metrics:\n%s", line, body);
+}
+
+static int log_count(const char *needle)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "%s/csi.log", work);
+	return harness_file_count(path, needle);
+}
+
+START_TEST(test_node_volume_condition_tells_a_mount_that_cannot_serve)
+{
+	char id[256], staging[300], t1[300], link[200], real[600], want[300];
+	Csi__V1__NodeUnpublishVolumeRequest unpub = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
+	struct context ctx;
+	struct stats st;
+	struct error err;
+	long pid, pid2;
+	uint64_t t0;
+
+	start_meta(false);
+	start_csi();
+	create_volume(id, sizeof(id), &ctx);
+	snprintf(staging, sizeof(staging), "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
+	snprintf(t1, sizeof(t1), "%s/mnt/pods/a/volumes/%s/mount", work, id);
+	stage(id, staging);
+	publish(id, staging, t1);
+	pid = record_pid(id);
+
+	/* Serving: a condition that says so, and the usage. Unknown volumes
+	 * and paths stay NOT_FOUND. */
+	st = stats_wait(id, t1, false, "serves", 0);
+	ck_assert_uint_eq(st.n_usage, 2);
+	expect_metric("\ngranary_csi_volumes_staged 1\n");
+	snprintf(want, sizeof(want), "\ngranary_csi_volume_abnormal{volume=\"%s\"} 0\n", id);
+	expect_metric(want);
+	ck_assert_int_eq(volume_stats("pvc-unknown", t1, &st, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(volume_stats(id, "/somewhere/else", &st, &err), ERR_NOT_FOUND);
+
+	/* The daemon hangs (stopped): its mount answers nothing. The call
+	 * says so within its probe timeout instead of hanging with it. */
+	kill((pid_t)pid, SIGSTOP);
+	st = stats_wait(id, t1, true, "has not answered statfs", 10000);
+	ck_assert_msg(st.ms < 10000, "NodeGetVolumeStats took %llu ms on a hung mount",
+		      (unsigned long long)st.ms);
+	ck_assert_uint_eq(st.n_usage, 2);
+	snprintf(want, sizeof(want), "\ngranary_csi_volume_abnormal{volume=\"%s\"} 1\n", id);
+	expect_metric(want);
+	kill((pid_t)pid, SIGCONT);
+	stats_wait(id, t1, false, "serves", 10000);
+	ck_assert_int_eq(record_pid(id), pid);
+
+	/* The daemon is killed while no successor can start (its binary is
+	 * gone): abnormal, naming the daemon, and /metrics says so. */
+	snprintf(link, sizeof(link), "%s/granary-fuse", work);
+	snprintf(real, sizeof(real), "%s/granary-fuse", bin_dir);
+	ck_assert_int_eq(unlink(link), 0);
+	kill((pid_t)pid, SIGKILL);
+	snprintf(want, sizeof(want), "granary-fuse of volume '%s' is not running", id);
+	st = stats_wait(id, t1, true, want, 5000);
+	ck_assert_uint_eq(st.n_usage, 2);
+	/* The plugin's successors fail to start (exit 127) and back off. */
+	st = stats_wait(id, t1, true, "exited with status 127", 10000);
+	ck_assert_msg(strstr(st.message, "the node plugin starts another"), "%s", st.message);
+	snprintf(want, sizeof(want), "\ngranary_csi_volume_abnormal{volume=\"%s\"} 1\n", id);
+	expect_metric(want);
+	expect_metric("\ngranary_csi_volumes_staged 1\n");
+
+	/* The binary is back: the next successor takes the connection over and
+	 * the volume serves again, the same files through the same target. */
+	ck_assert_int_eq(symlink(real, link), 0);
+	stats_wait(id, t1, false, "serves", 45000);
+	pid2 = record_pid(id);
+	ck_assert_int_gt(pid2, 0);
+	ck_assert_int_ne(pid2, pid);
+	expect_content(t1, files[1][0], files[1][1]);
+	snprintf(want, sizeof(want), "\ngranary_csi_volume_abnormal{volume=\"%s\"} 0\n", id);
+	expect_metric(want);
+	/* Each episode logged once, however often it was asked about. */
+	ck_assert_int_eq(log_count("msg=\"volume abnormal\""), 2);
+	ck_assert_int_eq(log_count("msg=\"volume serves again\""), 2);
+
+	unpub.volume_id = id;
+	unpub.target_path = t1;
+	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
+		&csi__v1__node_unpublish_volume_response__descriptor);
+	unstage(id, staging);
+	t0 = retry_now_ms();
+	ck_assert_int_eq(mounts_under_work(), 0);
+	expect_metric("\ngranary_csi_volumes_staged 0\n");
+	ck_assert_msg(retry_now_ms() - t0 < 5000, "/metrics was slow with nothing staged");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node_e2e");
@@ -695,6 +917,7 @@ int main(void)
 	tcase_add_test(tc, test_node_stage_publish_restart_takeover_unstage);
 	tcase_add_test(tc, test_node_refuses_bad_requests_with_their_codes);
 	tcase_add_test(tc, test_node_registers_again_from_the_volume_context);
+	tcase_add_test(tc, test_node_volume_condition_tells_a_mount_that_cannot_serve);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -2,9 +2,9 @@
 
 The node plugin replaces the node-driver-registrar and livenessprobe
 sidecars: it serves the kubelet's pluginregistration.Registration API on
-registration_socket and /healthz, /readyz on health_address. Each test
-starts the built granary-csi (no meta, no S3, no root: the node role
-needs none of them to register or to be live) and talks to it as the
+registration_socket and /healthz, /readyz, /metrics on health_address.
+Each test starts the built granary-csi (no meta, no S3, no root: the node
+role needs none of them to register or to be live) and talks to it as the
 kubelet would: a grpcio client with stubs compiled at test time from
 api/pluginregistration.proto (e2e/grpc_stubs.py), and curl.
 
@@ -179,10 +179,18 @@ def test_readyz_follows_the_kubelets_verdict(pb, node):
     assert refusal in logs
 
 
+def test_metrics_count_the_staged_volumes(node):
+    status, body, headers = curl(f"{node.url}/metrics")
+    assert status == 200
+    assert headers.get("content-type", "").startswith("text/plain; version=0.0.4")
+    assert "\ngranary_csi_volumes_staged 0\n" in body
+    assert "# TYPE granary_csi_volume_abnormal gauge\n" in body
+
+
 def test_other_paths_and_methods_are_refused(node):
-    status, body, _ = curl(f"{node.url}/metrics")
+    status, body, _ = curl(f"{node.url}/debug")
     assert status == 404
-    assert "no such route '/metrics'" in body
+    assert "no such route '/debug' (known: /healthz, /readyz, /metrics)" in body
     status, body, headers = curl(f"{node.url}/healthz", method="POST")
     assert status == 405
     assert headers.get("allow") == "GET"

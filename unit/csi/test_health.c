@@ -1,5 +1,6 @@
 /*
- * test_health.c - the routes and checks behind /healthz and /readyz.
+ * test_health.c - the routes and checks behind /healthz and /readyz, and
+ * /metrics with and without the node role (no volume staged).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include "csi/health.h"
 #include "unit/check_main.h"
 
-START_TEST(test_health_routes_two_paths_get_only)
+START_TEST(test_health_routes_three_paths_get_only)
 {
 	struct health_route r;
 	struct error err;
@@ -25,7 +26,10 @@ START_TEST(test_health_routes_two_paths_get_only)
 	ck_assert_str_eq(r.allow, "GET");
 	ck_assert_int_eq(health_route_parse("GET", "/healthz/", &r, &err), ERR_NOT_FOUND);
 	ck_assert_int_eq(error_to_http(err.code), 404);
-	ck_assert_str_eq(err.msg, "no such route '/healthz/' (known: /healthz, /readyz)");
+	ck_assert_str_eq(err.msg, "no such route '/healthz/' (known: /healthz, /readyz, /metrics)");
+	ck_assert_int_eq(health_route_parse("GET", "/metrics", &r, &err), ERR_OK);
+	ck_assert_int_eq(r.kind, HEALTH_METRICS);
+	ck_assert(r.method_allowed);
 	ck_assert_int_eq(health_route_parse("GET", "/", &r, &err), ERR_NOT_FOUND);
 }
 END_TEST
@@ -91,14 +95,45 @@ START_TEST(test_health_controller_live_without_meta_ready_only_with_it)
 }
 END_TEST
 
+START_TEST(test_health_metrics_count_staged_volumes_in_the_node_role)
+{
+	char dir[] = "/tmp/granary-health-XXXXXX", state[64], *roots[] = { "/var/lib/kubelet" };
+	struct node_config cfg = { .state_dir = state, .fuse_binary = "/nonexistent/granary-fuse",
+				   .roots = roots, .nroots = 1 };
+	struct metrics_buf b = { 0 };
+	struct health h = { 0 };
+	struct error err;
+	char cmd[80];
+
+	/* The controller role alone stages nothing: no node families. */
+	ck_assert_int_eq(health_metrics(&h, &b, &err), ERR_OK);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(state, sizeof(state), "%s/state", dir);
+	ck_assert_int_eq(node_new(&cfg, &h.node, &err), ERR_OK);
+	ck_assert_int_eq(health_metrics(&h, &b, &err), ERR_OK);
+	ck_assert_str_eq(b.data,
+			 "# HELP granary_csi_volumes_staged volumes staged on this node\n"
+			 "# TYPE granary_csi_volumes_staged gauge\n"
+			 "granary_csi_volumes_staged 0\n"
+			 "# HELP granary_csi_volume_abnormal 1 while a staged volume's mount cannot serve (NodeGetVolumeStats' condition says why)\n"
+			 "# TYPE granary_csi_volume_abnormal gauge\n");
+	metrics_buf_release(&b);
+	node_free(h.node);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("health");
 	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_health_routes_two_paths_get_only);
+	tcase_add_test(tc, test_health_routes_three_paths_get_only);
 	tcase_add_test(tc, test_health_node_live_without_meta_ready_after_registration);
 	tcase_add_test(tc, test_health_controller_live_without_meta_ready_only_with_it);
+	tcase_add_test(tc, test_health_metrics_count_staged_volumes_in_the_node_role);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,9 +1,11 @@
 /*
  * test_node.c - the node plugin's pure parts: the volume record's JSON
  * round trip (what a restarted plugin re-adopts from), its errors, target
- * lists, the allowed-roots rule, and granary-fuse's command line (the
- * credentials file's path, never a secret).
+ * lists, the allowed-roots rule, granary-fuse's command line (the
+ * credentials file's path, never a secret), and the volume conditions'
+ * messages.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +190,54 @@ START_TEST(test_node_fuse_argv_names_files_never_secrets)
 }
 END_TEST
 
+START_TEST(test_node_mount_condition_names_path_and_cause)
+{
+	struct node_condition c;
+
+	node_mount_condition("/k/globalmount", 0, 0, &c);
+	ck_assert(!c.abnormal);
+	ck_assert_str_eq(c.message, "the mount at '/k/globalmount' serves");
+	node_mount_condition("/k/globalmount", ENOTCONN, 0, &c);
+	ck_assert(c.abnormal);
+	ck_assert_str_eq(c.message,
+			 "the mount at '/k/globalmount' answers 'Transport endpoint is not connected': its FUSE connection is gone; containers that use it must restart");
+	node_mount_condition("/k/globalmount", 0, 2001, &c);
+	ck_assert(c.abnormal);
+	ck_assert_str_eq(c.message,
+			 "the mount at '/k/globalmount' has not answered statfs for 2001 ms: granary-fuse hangs or is stopped, and reads there wait");
+	node_mount_condition("/k/globalmount", EIO, 0, &c);
+	ck_assert(c.abnormal);
+	ck_assert_str_eq(c.message, "statfs of the mount at '/k/globalmount': Input/output error");
+}
+END_TEST
+
+START_TEST(test_node_volume_stats_of_what_is_not_staged_is_not_found)
+{
+	char state[64], *roots[] = { "/var/lib/kubelet" };
+	struct node_config cfg = { .state_dir = state, .fuse_binary = "/nonexistent/granary-fuse",
+				   .roots = roots, .nroots = 1 };
+	struct node_volume_health *list = NULL;
+	struct node_condition cond;
+	struct node_stats st;
+	struct node *n = NULL;
+	struct error err;
+	size_t count = 1;
+
+	snprintf(state, sizeof(state), "%s/state", dir);
+	ck_assert_int_eq(node_new(&cfg, &n, &err), ERR_OK);
+	ck_assert_int_eq(node_volume_stats(n, "pvc-x", "/var/lib/kubelet/pods/a/mount", &st, &cond,
+					   &err),
+			 ERR_NOT_FOUND);
+	ck_assert_str_eq(err.msg, "volume 'pvc-x' is not staged on this node");
+	ck_assert_int_eq(node_volume_stats(n, "pvc-x", "", &st, &cond, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "field 'volume_path': required");
+	ck_assert_int_eq(node_volumes_health(n, &list, &count, &err), ERR_OK);
+	ck_assert_uint_eq(count, 0);
+	node_volumes_health_free(list, count);
+	node_free(n);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node");
@@ -198,6 +248,8 @@ int main(void)
 	tcase_add_test(tc, test_node_record_load_errors_name_path_and_field);
 	tcase_add_test(tc, test_node_path_allowed_only_strictly_under_roots);
 	tcase_add_test(tc, test_node_fuse_argv_names_files_never_secrets);
+	tcase_add_test(tc, test_node_mount_condition_names_path_and_cause);
+	tcase_add_test(tc, test_node_volume_stats_of_what_is_not_staged_is_not_found);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
