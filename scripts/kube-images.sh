@@ -7,7 +7,8 @@
 #
 #   scripts/kube-images.sh base      pause and CoreDNS (what every cluster needs)
 #   scripts/kube-images.sh sidecars  csi-provisioner
-#   scripts/kube-images.sh granary [TAG]  the project's Dockerfile, as granary.local/granary:TAG (default dev)
+#   scripts/kube-images.sh granary   the project's Dockerfile, as granary.local/granary:dev-<image id>
+#                                    (a new tag per content, so that helm upgrade rolls the pods)
 #   scripts/kube-images.sh all
 #
 # The Dockerfile's bases (debian:bookworm, debian:bookworm-slim) are made
@@ -86,29 +87,33 @@ debian_slim_image() {
 }
 
 granary_image() {
-  local tag=${1:-dev}
   debian_base
-  log "image granary.local/granary:$tag from the Dockerfile"
+  log "image granary.local/granary from the Dockerfile"
   local t0=$SECONDS
   buildah bud -q --pull-never --network host --layers \
-    -f "$here/Dockerfile" -t "granary.local/granary:$tag" "$here" >/dev/null
-  local built=$((SECONDS - t0)) mib
+    -f "$here/Dockerfile" -t granary.local/granary:dev "$here" >/dev/null
+  local built=$((SECONDS - t0)) id tag mib
+  id=$(buildah images --noheading --no-trunc --format '{{.ID}}' granary.local/granary:dev | head -n1)
+  id=${id#sha256:}
+  tag=dev-${id:0:12}
+  buildah tag granary.local/granary:dev "granary.local/granary:$tag"
   export_image "granary.local/granary:$tag" granary
   mib=$(du -m "$IMAGES/granary.tar" | cut -f1)
   log "granary.local/granary:$tag built in ${built} s, $mib MiB as an archive"
-  printf 'image_build_s=%s\nimage_archive_mib=%s\n' "$built" "$mib" > "$IMAGES/granary.stats"
+  printf 'image_tag=%s\nimage_build_s=%s\nimage_archive_mib=%s\n' "$tag" "$built" "$mib" \
+    > "$IMAGES/granary.stats"
 }
 
 case ${1:-all} in
 base) pause_image; scratch_image coredns 1 "$KUBE_BIN/coredns" ;;
 sidecars) scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner" ;;
 debian) debian_base ;;
-granary) granary_image "${2:-dev}"; debian_slim_image ;;
+granary) granary_image; debian_slim_image ;;
 all)
   pause_image
   scratch_image coredns 1 "$KUBE_BIN/coredns"
   scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner"
-  granary_image dev
+  granary_image
   debian_slim_image
   ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;

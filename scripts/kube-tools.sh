@@ -11,6 +11,7 @@
 #   crictl                sigs.k8s.io/cri-tools
 #   coredns               github.com/coredns/coredns
 #   CNI plugins           github.com/containernetworking/plugins
+#   training-operator     github.com/kubeflow/training-operator (TFJob), and its CRDs
 #   containerd, runc, buildah, debootstrap, umoci, skopeo: Debian packages
 set -euo pipefail
 
@@ -22,6 +23,7 @@ PROVISIONER_VERSION=v6.4.0
 CRICTL_VERSION=v1.34.0
 CNI_VERSION=v1.9.1
 COREDNS_VERSION=v1.12.4
+TRAINING_OPERATOR_VERSION=v1.8.1
 KUBE_BIN=$TOOLS/kube-$KUBE_VERSION/bin
 
 log() { printf 'kube-tools: %s\n' "$*" >&2; }
@@ -142,4 +144,11 @@ build_module_cmd csi-provisioner github.com/kubernetes-csi/external-provisioner/
 go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
 build_module_cmd coredns github.com/coredns/coredns "$COREDNS_VERSION" .
 build_cni
+build_module_cmd training-operator github.com/kubeflow/training-operator "$TRAINING_OPERATOR_VERSION" ./cmd/training-operator.v1
+# The TFJob CRD as the operator's release publishes it, from the same module.
+if [ ! -f "$KUBE_BIN/../tfjobs-crd.yaml" ]; then
+  cp "$(module_dir "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION")/manifests/base/crds/kubeflow.org_tfjobs.yaml" \
+    "$KUBE_BIN/../tfjobs-crd.yaml"
+  chmod u+w "$KUBE_BIN/../tfjobs-crd.yaml"
+fi
 log "cluster tools in $KUBE_BIN and $TOOLS/cni-$CNI_VERSION/bin"

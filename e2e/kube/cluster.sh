@@ -34,9 +34,12 @@ up() {
   "$src/scripts/kube-images.sh" base
   "$src/scripts/kube-images.sh" sidecars
   local tb=$SECONDS
-  "$src/scripts/kube-images.sh" granary dev
+  "$src/scripts/kube-images.sh" granary
   timing image_build_total_s $((SECONDS - tb))
   cat "$TOOLS/images/granary.stats" >> "$WORK/timings"
+  local tag
+  tag=$(sed -n 's/^image_tag=//p' "$TOOLS/images/granary.stats")
+  [ -n "$tag" ] || { log "no image_tag in $TOOLS/images/granary.stats"; exit 1; }
 
   local tu=$SECONDS
   "$kube" up
@@ -65,7 +68,7 @@ up() {
   # store the cluster's datasets live in).
   local ti=$SECONDS
   helm_ upgrade --install "$RELEASE" "$src/helm/granary" --namespace "$NS" \
-    --set image.repository=granary.local/granary --set image.tag=dev \
+    --set image.repository=granary.local/granary --set-string image.tag="$tag" \
     --set sidecars.provisioner.image.repository=granary.local/csi-provisioner \
     --set-string sidecars.provisioner.image.tag=1 \
     --set node.kubeletDir="$GRANARY_KUBE_KUBELET_DIR" \
@@ -82,6 +85,7 @@ up() {
     echo "GRANARY_S3_SECRET_KEY=$secret"
     echo "GRANARY_KUBE_NAMESPACE=$NS"
     echo "GRANARY_KUBE_RELEASE=$RELEASE"
+    echo "GRANARY_KUBE_IMAGE=granary.local/granary:$tag"
     "$kube" env
   } > "$WORK/env"
   log "ready: $(tr '\n' ' ' < "$WORK/timings")"

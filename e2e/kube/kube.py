@@ -18,7 +18,6 @@ SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORK = os.environ.get("GRANARY_KUBE_WORK", "/tmp/granary-kube-e2e")
 BIN = os.environ.get("GRANARY_BIN_DIR", os.path.join(SRC, "build", "bin"))
 BUCKET = "datasets"
-IMAGE = "granary.local/granary:dev"
 DRIVER = "csi.granary.io"
 
 
@@ -35,6 +34,7 @@ def _load_env():
 
 ENV = _load_env()
 NS = ENV["GRANARY_KUBE_NAMESPACE"]
+IMAGE = ENV["GRANARY_KUBE_IMAGE"]
 NODE = ENV["GRANARY_KUBE_NODE"]
 KUBELET_DIR = ENV["GRANARY_KUBE_KUBELET_DIR"]
 KUBECTL = os.path.join(ENV["GRANARY_KUBE_BIN"], "kubectl")

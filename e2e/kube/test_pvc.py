@@ -88,6 +88,34 @@ def test_two_pods_share_one_fuse_daemon(dataset):
     assert len(daemons) == 1, daemons
 
 
+def test_bound_volume_survives_meta_losing_its_registry(dataset):
+    import grpc
+    vol = volume_name()
+    for name in ("reader-a", "reader-b"):
+        kube.delete("pod", name, "default")
+    kube.wait_for("volume unstaged",
+                  lambda: not [d for d in kube.fuse_daemons() if any(vol in a for a in d)], timeout=60)
+    # meta's data is on an emptyDir by default: a new controller pod starts
+    # with an empty registry.
+    old = kube.kubectl("-n", kube.NS, "get", "pods", "-l", "app.kubernetes.io/component=controller",
+                       "-o", "jsonpath={.items[0].metadata.name}")
+    kube.delete("pod", old, kube.NS)
+    kube.kubectl("-n", kube.NS, "rollout", "status", "deploy/granary-controller", "--timeout=120s",
+                 timeout=150)
+    pb, stub = kube.meta_stub()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetDataset(pb.GetDatasetRequest(name=vol), timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    # A new pod on the still Bound PVC: NodeStageVolume registers the
+    # dataset again from the PV's attributes and the pod reads it all.
+    assert kube.pvc_phase(CLAIM) == "Bound"
+    phase, out = run_reader("reader-a", kube.tfrecord_read(threads=4))
+    assert phase == "Succeeded", (out, kube.events("default", "Pod", "reader-a"))
+    assert kube.parse_read(out)[0]["records"] == dataset["records"], out
+    ds = stub.GetDataset(pb.GetDatasetRequest(name=vol), timeout=10)
+    assert ds.files == 4 and ds.bytes == dataset["bytes"], ds
+
+
 def test_deleting_pods_and_pvc_leaves_nothing(dataset):
     vol = volume_name()
     for name in ("reader-a", "reader-b"):
