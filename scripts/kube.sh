@@ -138,19 +138,29 @@ EOF
   )
 }
 
-# put FILE: stdin into FILE, only when it differs (kube-proxy exits when its
-# configuration file is written, even with the same content).
+# put FILE [DAEMON]: stdin into FILE, only when it differs (kube-proxy exits
+# when its configuration file is written, even with the same content). A
+# changed file stops DAEMON if it runs, so that `up` starts it again with
+# the new configuration.
 put() {
-  local new
+  local new pid
   new=$(cat)
   if [ ! -f "$1" ] || [ "$(cat "$1")" != "$new" ]; then
     printf '%s\n' "$new" > "$1.tmp" && mv "$1.tmp" "$1"
+    if [ -n "${2:-}" ] && [ -f "$RUN/$2.pid" ]; then
+      pid=$(cat "$RUN/$2.pid")
+      if kill -0 "$pid" 2>/dev/null; then
+        log "$(basename "$1") changed: restarting $2"
+        kill "$pid"
+        wait_for "$2 to stop" 30 sh -c "! kill -0 $pid"
+      fi
+    fi
   fi
 }
 
 configs() {
   mkdir -p "$STATE/cni" "$STATE/logs" "$STATE/kubelet" "$RUN"
-  put "$STATE/containerd.toml" <<EOF
+  put "$STATE/containerd.toml" containerd <<EOF
 version = 2
 root = "$STATE/containerd"
 state = "$RUN/containerd"
@@ -179,7 +189,7 @@ EOF
 }
 EOF
   echo "nameserver $HOST_IP" | put "$STATE/resolv.conf"
-  put "$STATE/kubelet.yaml" <<EOF
+  put "$STATE/kubelet.yaml" kubelet <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -201,8 +211,12 @@ serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+# Volume health: NodeGetVolumeStats' condition becomes a VolumeConditionAbnormal
+# event on the pod (alpha gate), checked every 10-20 s instead of every minute.
+featureGates: {CSIVolumeHealth: true}
+volumeStatsAggPeriod: 10s
 EOF
-  put "$STATE/kube-proxy.yaml" <<EOF
+  put "$STATE/kube-proxy.yaml" kube-proxy <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

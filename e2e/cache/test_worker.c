@@ -1139,16 +1139,43 @@ START_TEST(test_worker_readyz_follows_granary_meta)
 }
 END_TEST
 
+/* Runs granary-probe (the chart's exec readiness probe) on /readyz; returns
+ * its exit status and puts its output in out. */
+static int probe_readyz(char *out, size_t size)
+{
+	char bindir[4096], cmd[4300];
+	size_t n;
+	FILE *p;
+	int st;
+
+	harness_bin_dir(bindir, sizeof(bindir));
+	snprintf(cmd, sizeof(cmd), "'%s/granary-probe' http://127.0.0.1:%d/readyz 2>&1", bindir,
+		 w.port);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	n = fread(out, 1, size - 1, p);
+	out[n] = '\0';
+	st = pclose(p);
+	ck_assert_msg(WIFEXITED(st), "granary-probe did not exit: %d", st);
+	return WEXITSTATUS(st);
+}
+
 START_TEST(test_worker_readyz_fails_when_the_cache_directory_is_gone)
 {
-	char tmp[160], *body;
+	char tmp[160], out[4096], *body;
 
 	free(readyz_wait(200, "ok", 1000));
+	ck_assert_int_eq(probe_readyz(out, sizeof(out)), 0);
+	ck_assert_str_eq(out, "ok\n");
 	/* Writers make their files in DIR/tmp: without it nothing can be cached. */
 	snprintf(tmp, sizeof(tmp), "%s/tmp", w.cache);
 	ck_assert_int_eq(rmdir(tmp), 0);
 	body = readyz_wait(503, "is not writable", 1000);
 	ck_assert_msg(strstr(body, w.cache), "%s", body);
+	/* The exec probe fails and says why: the kubelet's event shows it. */
+	ck_assert_int_eq(probe_readyz(out, sizeof(out)), 1);
+	ck_assert_msg(strstr(out, ": 503: cache directory ") && strstr(out, "is not writable"),
+		      "probe said '%s'", out);
 	free(body);
 }
 END_TEST

@@ -438,6 +438,10 @@ def volume(podspec, name):
     return {}
 
 
+def probe_command(c, kind="readinessProbe"):
+    return c.get(kind, {}).get("exec", {}).get("command")
+
+
 def mounts_at(c, path):
     return [m for m in c.get("volumeMounts", []) if m["mountPath"] == path]
 
@@ -571,8 +575,8 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check("--kubelet_endpoint=%s/plugins/csi.granary.io/csi.sock" % kubelet in args,
           "node plugin names %s/plugins/csi.granary.io/csi.sock to the kubelet" % kubelet)
     check("--health_address=0.0.0.0:9808" in args, "node plugin serves health on 9808")
-    check(plugin.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
-          "node plugin readiness is /readyz")
+    check(probe_command(plugin) == ["/usr/bin/granary-probe", "http://127.0.0.1:9808/readyz"],
+          "node plugin readiness is granary-probe on /readyz (the reason in the event)")
     check(plugin.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
           "node plugin liveness is /healthz")
     names = [c["name"] for c in ps.get("containers", [])]
@@ -621,6 +625,13 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(env_field(wc, "POD_IP") == "status.podIP", "worker env POD_IP from status.podIP")
     check("--node_id=$(NODE_NAME)" in wargs and env_field(wc, "NODE_NAME") == "spec.nodeName",
           "worker node_id is its node's name")
+    # Ready only while it can serve (meta accepts its heartbeats, the cache
+    # directory is usable); live while the process answers at all.
+    check(probe_command(wc) == ["/usr/bin/granary-probe",
+                                "http://127.0.0.1:%d/readyz" % worker_port],
+          "worker readiness is granary-probe on /readyz: %s" % probe_command(wc))
+    check(wc.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
+          "worker liveness is /healthz")
     check(wcfg.get("listen") == "0.0.0.0:%d" % worker_port, "worker listens on %d" % worker_port)
     check(wc.get("ports", [{}])[0].get("containerPort") == worker_port, "worker containerPort %d" % worker_port)
     check("advertise_address" not in wcfg, "worker.yaml leaves advertise_address to the flag")
@@ -650,7 +661,7 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     cc = container(cps, "granary-csi")
     check("--mode=controller" in cc.get("args", []), "controller runs --mode=controller")
     check("--health_address=0.0.0.0:9808" in cc.get("args", []) and
-          cc.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+          probe_command(cc) == ["/usr/bin/granary-probe", "http://127.0.0.1:9808/readyz"],
           "controller serves /readyz on 9808 and is ready by it")
     names = sorted(c["name"] for c in cps.get("containers", []))
     check(names == ["csi-provisioner", "granary-csi", "granary-meta"],

@@ -9,7 +9,7 @@
 #
 # The settings the tests need are written to $GRANARY_KUBE_WORK/env (default
 # /tmp/granary-kube-e2e/env). Timings go to $GRANARY_KUBE_WORK/timings.
-set -euo pipefail
+set -Eeuo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${GRANARY_KUBE_WORK:-/tmp/granary-kube-e2e}
@@ -19,6 +19,7 @@ RELEASE=granary
 kube=$src/scripts/kube.sh
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 eval "$("$kube" env)"
 
@@ -45,9 +46,13 @@ up() {
   "$kube" up
   timing cluster_up_s $((SECONDS - tu))
   local img
-  for img in granary csi-provisioner debian-slim; do
+  for img in granary csi-provisioner training-operator debian-slim; do
     [ -f "$TOOLS/images/$img.tar" ] && "$kube" import "$TOOLS/images/$img.tar"
   done
+  # TFJobs, as Kubeflow serves them: the operator's published CRD (too big
+  # for client-side apply's annotation) and the operator itself.
+  kctl apply --server-side -f "$GRANARY_KUBE_BIN/../tfjobs-crd.yaml" >/dev/null
+  kctl apply -f "$src/scripts/kube/training-operator.yaml" >/dev/null
 
   # The store, on the host side of the cluster's veth.
   local env
@@ -77,6 +82,9 @@ up() {
     --set store.endpoint="$GRANARY_S3_ENDPOINT" \
     --set store.credentials.existingSecret=granary-store-credentials \
     --wait --timeout 5m >/dev/null || { dump; exit 1; }
+  # helm's --wait lets a DaemonSet be short of its maxUnavailable (1): a
+  # worker still joining meta counts as done. Wait for every pod.
+  kctl -n "$NS" wait --for=condition=Ready pod --all --timeout=120s >/dev/null || { dump; exit 1; }
   timing helm_install_ready_s $((SECONDS - ti))
   timing fixture_total_s $((SECONDS - t0))
   {

@@ -229,8 +229,8 @@ def host_mounts():
     return found
 
 
-def fuse_daemons():
-    """Command lines of the granary-fuse processes running on the node."""
+def fuse_pids():
+    """(pid, argv) of each granary-fuse process running on the node."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -241,8 +241,13 @@ def fuse_daemons():
         except OSError:
             continue
         if argv and os.path.basename(argv[0].decode(errors="replace")) == "granary-fuse":
-            found.append([a.decode(errors="replace") for a in argv if a])
+            found.append((int(pid), [a.decode(errors="replace") for a in argv if a]))
     return found
+
+
+def fuse_daemons():
+    """Command lines of the granary-fuse processes running on the node."""
+    return [argv for _, argv in fuse_pids()]
 
 
 _pb = None

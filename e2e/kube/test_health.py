@@ -1,0 +1,121 @@
+"""Health that kubectl shows: a worker that cannot reach granary-meta is not
+Ready and its pod's events say why; a mount whose granary-fuse hangs gets a
+VolumeConditionAbnormal event on the pod that uses it (the kubelet's
+CSIVolumeHealth, from NodeGetVolumeStats) and a granary_csi_volume_abnormal
+sample on the node plugin's /metrics, and both clear once it serves again."""
+import os
+import signal
+import urllib.request
+
+import pytest
+
+import kube
+
+PREFIX = "health"
+SC = "granary-e2e-health"
+CLAIM = "health-data"
+READER = "health-reader"
+
+
+def pod_of(component):
+    """Granary's pods of one component (controller, node, worker)."""
+    return [
+        p for p in kube.get("pods", namespace=kube.NS)["items"]
+        if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+
+
+def ready(p):
+    conds = {c["type"]: c["status"] for c in p["status"].get("conditions", [])}
+    return conds.get("Ready") == "True"
+
+
+def worker_pod():
+    pods = pod_of("worker")
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def scale_controller(replicas):
+    kube.kubectl("-n", kube.NS, "scale", "deploy/granary-controller", f"--replicas={replicas}")
+
+
+def test_worker_is_not_ready_while_meta_is_away_and_says_why():
+    w = worker_pod()
+    name = w["metadata"]["name"]
+    assert ready(w), w["status"]
+    restarts = w["status"]["containerStatuses"][0]["restartCount"]
+    scale_controller(0)
+    try:
+        kube.wait_for("controller pod gone", lambda: not pod_of("controller"), timeout=120)
+        # Past meta's heartbeat expiry (15 s) the worker is out of the
+        # membership: not Ready, and the probe's event names meta.
+        kube.wait_for("worker not Ready", lambda: not ready(worker_pod()), timeout=90)
+        why = kube.wait_for(
+            "a readiness event that names granary-meta",
+            lambda: [e for e in kube.events(kube.NS, "Pod", name)
+                     if e.startswith("Unhealthy: Readiness probe failed:") and "granary-meta" in e],
+            timeout=30)
+        assert "/readyz: 503: " in why[-1], why
+    finally:
+        scale_controller(1)
+    kube.kubectl("-n", kube.NS, "rollout", "status", "deploy/granary-controller",
+                 "--timeout=120s", timeout=150)
+    kube.wait_for("worker Ready again", lambda: ready(worker_pod()), timeout=90)
+    # Not ready is not dead: the liveness probe never restarted it.
+    w = worker_pod()
+    assert w["metadata"]["name"] == name
+    assert w["status"]["containerStatuses"][0]["restartCount"] == restarts, w["status"]
+
+
+@pytest.fixture
+def reading_pod():
+    records, _ = kube.upload_tfrecords(PREFIX, shards=2, shard_size="4MiB")
+    kube.apply(kube.credentials_secret("granary-s3-credentials"))
+    kube.apply(kube.storage_class(SC, PREFIX))
+    kube.apply(kube.pvc(CLAIM, SC))
+    kube.wait_for("PVC Bound", lambda: kube.pvc_phase(CLAIM) == "Bound", timeout=120)
+    read = " ".join(kube.tfrecord_read(threads=2))
+    kube.apply(kube.reader_pod(READER, CLAIM, ["sh", "-c", f"{read} && sleep 3600"]))
+    kube.wait_for("first read", lambda: "epoch=" in kube.logs(READER), timeout=180)
+    assert kube.parse_read(kube.logs(READER))[0]["records"] == records
+    yield records
+    kube.delete("pod", READER, "default")
+    kube.delete("pvc", CLAIM, "default")
+    kube.delete("storageclass", SC)
+
+
+def abnormal_samples(volume):
+    """granary_csi_volume_abnormal's value for volume on the node plugin's
+    /metrics (the pod's IP, port 9808)."""
+    ip = pod_of("node")[0]["status"]["podIP"]
+    with urllib.request.urlopen(f"http://{ip}:9808/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("granary_csi_volume_abnormal{") and f'"{volume}"' in line:
+            return float(line.split()[-1])
+    return None
+
+
+def test_a_hung_mount_shows_on_the_pod_and_in_metrics(reading_pod):
+    vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+    daemons = [d for d in kube.fuse_pids() if vol in " ".join(d[1])]
+    assert len(daemons) == 1, daemons
+    pid = daemons[0][0]
+    assert abnormal_samples(vol) == 0
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ev = kube.wait_for(
+            "a VolumeConditionAbnormal event on the reader",
+            lambda: [e for e in kube.events("default", "Pod", READER)
+                     if e.startswith("VolumeConditionAbnormal:")],
+            timeout=120, interval=1)
+        assert "has not answered statfs" in ev[-1], ev
+        assert abnormal_samples(vol) == 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    kube.wait_for("the volume serves again", lambda: abnormal_samples(vol) == 0, timeout=60,
+                  interval=1)
+    # The same daemon serves on: the pod reads every record again.
+    assert [d for d in kube.fuse_pids() if vol in " ".join(d[1])][0][0] == pid
+    out = kube.kubectl("exec", READER, "--", *kube.tfrecord_read(threads=2), timeout=180)
+    assert kube.parse_read(out)[0]["records"] == reading_pod, out
