@@ -6,14 +6,14 @@
 # layer cache keeps that to the compile step).
 #
 #   scripts/kube-images.sh base      pause and CoreDNS (what every cluster needs)
-#   scripts/kube-images.sh sidecars  csi-provisioner
+#   scripts/kube-images.sh sidecars  csi-provisioner, and the Kubeflow training-operator (TFJobs)
 #   scripts/kube-images.sh granary   the project's Dockerfile, as granary.local/granary:dev-<image id>
 #                                    (a new tag per content, so that helm upgrade rolls the pods)
 #   scripts/kube-images.sh all
 #
 # The Dockerfile's bases (debian:bookworm, debian:bookworm-slim) are made
 # once with debootstrap from Debian's mirror and stored in buildah's storage.
-set -euo pipefail
+set -Eeuo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
@@ -22,6 +22,7 @@ IMAGES=$TOOLS/images
 DEBIAN_MIRROR=${GRANARY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 log() { printf 'kube-images: %s\n' "$*" >&2; }
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 mkdir -p "$IMAGES"
 
 # export_image REF NAME: buildah image -> $IMAGES/NAME.tar (docker-archive).
@@ -106,13 +107,17 @@ granary_image() {
 
 case ${1:-all} in
 base) pause_image; scratch_image coredns 1 "$KUBE_BIN/coredns" ;;
-sidecars) scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner" ;;
+sidecars)
+  scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner"
+  scratch_image training-operator 1 "$KUBE_BIN/training-operator"
+  ;;
 debian) debian_base ;;
 granary) granary_image; debian_slim_image ;;
 all)
   pause_image
   scratch_image coredns 1 "$KUBE_BIN/coredns"
   scratch_image csi-provisioner 1 "$KUBE_BIN/csi-provisioner"
+  scratch_image training-operator 1 "$KUBE_BIN/training-operator"
   granary_image
   debian_slim_image
   ;;

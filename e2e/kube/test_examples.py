@@ -77,3 +77,47 @@ def test_pod_example_reads_the_dataset(imagenet):
     assert got == imagenet, (got, imagenet)
     err = kube.kubectl_result("exec", "imagenet-reader", "-n", "default", "--", "touch", "/data/x")
     assert err.returncode != 0 and "Read-only file system" in err.stderr, err.stderr
+
+
+@pytest.fixture
+def gpus():
+    """Two nvidia.com/gpu on the node, advertised as an extended resource (the
+    node status patch the Kubernetes docs describe), so that the TFJob's GPU
+    requests schedule on a machine without GPUs."""
+    path = "/status/capacity/nvidia.com~1gpu"
+    kube.kubectl("patch", "node", kube.NODE, "--subresource=status", "--type=json",
+                 "-p", f'[{{"op":"add","path":"{path}","value":"2"}}]')
+    kube.wait_for("2 GPUs allocatable",
+                  lambda: kube.get("node", kube.NODE)["status"]["allocatable"].get("nvidia.com/gpu") == "2",
+                  timeout=60)
+    yield
+    kube.kubectl("patch", "node", kube.NODE, "--subresource=status", "--type=json",
+                 "-p", f'[{{"op":"remove","path":"{path}"}}]')
+
+
+def test_tfjob_example_reads_the_dataset(imagenet, gpus):
+    # The TFJob that `arena submit tfjob --data=imagenet:/data` makes, with
+    # the documented substitutions: an image that is here, and a command
+    # that reads the dataset in place of train.py.
+    kube.kubectl("-n", "kubeflow", "rollout", "status", "deploy/training-operator",
+                 "--timeout=120s", timeout=150)
+    kube.apply(example("tfjob-imagenet.yaml", {
+        "registry.example.com/ml/resnet50-train:latest": kube.IMAGE,
+        "python train.py --data_dir=/data": "cd /data && sha256sum * && echo TF_CONFIG=$TF_CONFIG",
+    }))
+    try:
+        def succeeded():
+            st = kube.get("tfjob", "imagenet-resnet50", "default").get("status", {})
+            conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+            assert conds.get("Failed") != "True", st
+            return conds.get("Succeeded") == "True"
+        kube.wait_for("TFJob imagenet-resnet50 Succeeded", succeeded, timeout=240, interval=1)
+        for i in range(2):
+            out = kube.logs(f"imagenet-resnet50-worker-{i}", "default")
+            got = {line.split()[1]: line.split()[0] for line in out.splitlines()
+                   if not line.startswith("TF_CONFIG=")}
+            assert got == imagenet, (i, out)
+            # The operator made the pod: it names the worker's place in the job.
+            assert '"type":"worker","index":%d' % i in out.replace(" ", ""), out
+    finally:
+        kube.delete("tfjob", "imagenet-resnet50", "default")
