@@ -94,7 +94,7 @@ granary_image() {
   buildah bud -q --pull-never --network host --layers \
     -f "$here/Dockerfile" -t granary.local/granary:dev "$here" >/dev/null
   local built=$((SECONDS - t0)) id tag mib
-  id=$(buildah images --noheading --no-trunc --format '{{.ID}}' granary.local/granary:dev | head -n1)
+  id=$(buildah images --noheading --no-trunc --format '{{.ID}}' granary.local/granary:dev | awk 'NR == 1')
   id=${id#sha256:}
   tag=dev-${id:0:12}
   buildah tag granary.local/granary:dev "granary.local/granary:$tag"
