@@ -712,6 +712,54 @@ static enum error_code yaml_problem(const yaml_parser_t *parser,
 			 line + 1, parser->problem ? parser->problem : "error");
 }
 
+/*
+ * Refuses a document nested deeper than CONFIG_MAX_DEPTH before it is
+ * loaded: yaml_parser_load builds the whole tree first, and libyaml takes
+ * time quadratic in the depth to do it (a 100,000-level file held a daemon
+ * for tens of seconds). Walking the events stops at the first level too
+ * many. Other problems are left to the load that follows, which reports
+ * them the usual way.
+ */
+static enum error_code check_depth(const char *name, const unsigned char *buf,
+				   size_t len, struct error *err)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	enum error_code rc = ERR_OK;
+	unsigned depth = 0;
+	bool done = false;
+
+	if (!yaml_parser_initialize(&parser))
+		return error_set(err, ERR_NOMEM, "%s: out of memory", name);
+	yaml_parser_set_input_string(&parser, buf, len);
+	while (!done && rc == ERR_OK) {
+		if (!yaml_parser_parse(&parser, &ev))
+			break; /* the load reports it */
+		switch (ev.type) {
+		case YAML_MAPPING_START_EVENT:
+		case YAML_SEQUENCE_START_EVENT:
+			if (++depth > CONFIG_MAX_DEPTH)
+				rc = error_set(err, ERR_INVALID,
+					       "%s:%zu: nested more than %d levels deep",
+					       name, ev.start_mark.line + 1,
+					       CONFIG_MAX_DEPTH);
+			break;
+		case YAML_MAPPING_END_EVENT:
+		case YAML_SEQUENCE_END_EVENT:
+			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
 static enum error_code load_buffer(const struct config_schema *schema,
 				   void *obj, const char *name,
 				   const unsigned char *buf, size_t len,
@@ -730,6 +778,9 @@ static enum error_code load_buffer(const struct config_schema *schema,
 		rc = error_set(err, ERR_NOMEM, "%s: out of memory", name);
 		goto fail;
 	}
+	rc = check_depth(name, buf, len, err);
+	if (rc != ERR_OK)
+		goto fail;
 	if (!yaml_parser_initialize(&parser)) {
 		rc = error_set(err, ERR_NOMEM, "%s: out of memory", name);
 		goto fail;

@@ -13,8 +13,9 @@
  *   - config_usage() prints the flags with types, defaults and help.
  *
  * Bad input is refused with what is wrong and where: an unknown key, a value
- * of the wrong type or out of range, a duplicate key, or malformed YAML gives
- * ERR_INVALID with "FILE:LINE: key 'a.b': ..." (or "flag '--a.b': ...").
+ * of the wrong type or out of range, a duplicate key, malformed YAML, or
+ * YAML nested more than CONFIG_MAX_DEPTH levels gives ERR_INVALID with
+ * "FILE:LINE: key 'a.b': ..." (or "flag '--a.b': ...").
  *
  * Strings are heap copies owned by the struct; config_release() frees them.
  * Not thread-safe: configure before starting threads.
@@ -28,6 +29,10 @@
 #include <stdio.h>
 
 #include "error.h"
+
+/* Deepest nesting of mappings and sequences a file may have: every schema
+ * is a few levels deep, and a deeper file is refused before it is loaded. */
+#define CONFIG_MAX_DEPTH 32
 
 enum config_type {
 	CONFIG_STRING,   /* char *; "" and null allowed */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -467,6 +468,65 @@ START_TEST(test_config_rejects_malformed_yaml_with_its_line)
 	ck_assert_msg(strncmp(err.msg, prefix, strlen(prefix)) == 0,
 		      "expected prefix '%s' in '%s'", prefix, err.msg);
 	assert_has(err.msg, "mapping values are not allowed");
+	config_release(&schema, &s);
+}
+END_TEST
+
+/* Writes text made of a head, n copies of open, then n copies of close. */
+static void write_nested(char path[64], const char *head, const char *open,
+			 const char *close, size_t n)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, 64, "/tmp/test_config_XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(head, f);
+	for (size_t i = 0; i < n; i++)
+		fputs(open, f);
+	for (size_t i = 0; i < n; i++)
+		fputs(close, f);
+	fputs("\n", f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The schema is three levels deep; a file nested 100,000 levels deep used
+ * to keep the YAML parser busy for tens of seconds. */
+START_TEST(test_config_refuses_deep_nesting_at_once)
+{
+	static const char *const shapes[][3] = {
+		{ "workers: 2\nstore: ", "{a: ", "}" },
+		{ "workers: 2\nstore: ", "[", "]" },
+	};
+	struct settings s;
+	struct error err;
+	char path[64], prefix[128];
+	uint64_t t0, took;
+	struct timespec ts;
+
+	defaults(&s);
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+		write_nested(path, shapes[i][0], shapes[i][1], shapes[i][2], 100000);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		t0 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+		ck_assert_int_eq(config_load_file(&schema, &s, path, &err), ERR_INVALID);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		took = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 - t0;
+		unlink(path);
+		ck_assert_msg(took < 500, "refusing took %llu ms", (unsigned long long)took);
+		snprintf(prefix, sizeof(prefix), "%s:2: ", path);
+		ck_assert_msg(strncmp(err.msg, prefix, strlen(prefix)) == 0,
+			      "expected prefix '%s' in '%s'", prefix, err.msg);
+		assert_has(err.msg, "nested more than 32 levels");
+	}
+	/* 32 levels parse (and fail on the unknown key, not the depth). */
+	write_nested(path, "", "{a: ", "}", 32);
+	ck_assert_int_eq(config_load_file(&schema, &s, path, &err), ERR_INVALID);
+	unlink(path);
+	assert_has(err.msg, "key 'a': unknown key");
 	config_release(&schema, &s);
 }
 END_TEST
@@ -1131,6 +1191,7 @@ int main(void)
 	tcase_add_test(tc, test_config_rejects_scalar_or_sequence_where_section_expected);
 	tcase_add_test(tc, test_config_rejects_malformed_yaml_with_its_line);
 	tcase_add_test(tc, test_config_rejects_second_document);
+	tcase_add_test(tc, test_config_refuses_deep_nesting_at_once);
 	tcase_add_test(tc, test_config_reports_missing_file_as_not_found_with_path);
 	tcase_add_test(tc, test_config_null_tilde_and_empty_strings_give_empty_not_null);
 	tcase_add_test(tc, test_config_set_replaces_strings_and_keeps_old_value_on_error);
