@@ -1,6 +1,9 @@
 """The Helm install as a user gets it: every pod Ready, the node plugin
 registered with the kubelet by itself (no node-driver-registrar), workers
 joined to granary-meta, and cluster DNS serving the chart's Service names."""
+import os
+import subprocess
+
 import kube
 
 
@@ -51,3 +54,28 @@ def test_cluster_dns_resolves_the_meta_service():
                        "getent", "hosts", f"granary-meta.{kube.NS}.svc.cluster.local")
     svc = kube.get("service", "granary-meta", kube.NS)
     assert out.split()[0] == svc["spec"]["clusterIP"], out
+
+
+def test_notes_say_when_meta_needs_a_default_storage_class():
+    # This cluster has no StorageClass marked default: with persistence on
+    # and no class named, the install's notes must say why the controller
+    # pod would stay Pending, before anything is created.
+    classes = kube.get("storageclass")["items"]
+    assert not [c for c in classes if c["metadata"].get("annotations", {}).get(
+        "storageclass.kubernetes.io/is-default-class") == "true"], classes
+    helm = os.path.join(os.environ.get("GRANARY_TOOLS", os.path.expanduser("~/.cache/granary-tools")),
+                        "bin", "helm")
+
+    def notes(*values):
+        # A dry run of an upgrade of the installed release: nothing changes.
+        p = subprocess.run([helm, "--kubeconfig", kube.ENV["KUBECONFIG"], "upgrade",
+                            kube.ENV["GRANARY_KUBE_RELEASE"], os.path.join(kube.SRC, "helm", "granary"),
+                            "-n", kube.NS, "--reuse-values", "--dry-run=client", *values],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split("NOTES:", 1)[1]
+
+    assert "names no StorageClass" in notes("--set", "meta.persistence.enabled=true")
+    assert "names no StorageClass" not in notes(
+        "--set", "meta.persistence.enabled=true", "--set", "meta.persistence.storageClassName=fast")
+    assert "names no StorageClass" not in notes()
