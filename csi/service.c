@@ -3,6 +3,9 @@
  */
 #include "csi/service.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +57,144 @@ static const char *map_get(void *const *entries, size_t n, const char *key)
 }
 
 #define MAP_GET(msg, field, key) map_get((void *const *)(msg)->field, (msg)->n_##field, key)
+
+/* ---- strings at their wire length ---------------------------------------- */
+
+/*
+ * protobuf-c hands strings over NUL-terminated, so a name "pvc-a\0b" would
+ * arrive as "pvc-a" (the same volume as "pvc-a") and a secret would be cut
+ * short without a word. Requests are therefore taken off the wire as a
+ * message without fields (everything stays in its unknown fields, bytes as
+ * sent), every string field of the method's request type is checked at its
+ * wire length, and only then is the request unpacked by its own descriptor.
+ */
+static const ProtobufCMessageDescriptor raw_request_descriptor = {
+	.magic = PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+	.name = "granary.csi.RawRequest",
+	.short_name = "RawRequest",
+	.c_name = "RawRequest",
+	.package_name = "granary.csi",
+	.sizeof_message = sizeof(ProtobufCMessage),
+};
+
+/* Reads a varint at *p (before end); false when it runs off the end. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+	*out = 0;
+	for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		*out |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The next field of data[0..end): its number, and for a length-delimited
+ * one its bytes (*value, *len; else *value NULL). False at the end or on
+ * malformed input, which the unpack that follows refuses.
+ */
+static bool wire_next(const uint8_t **p, const uint8_t *end, uint32_t *number,
+		      const uint8_t **value, size_t *len)
+{
+	uint64_t tag, n = 0;
+
+	if (*p >= end || !wire_varint(p, end, &tag))
+		return false;
+	*number = (uint32_t)(tag >> 3);
+	*value = NULL;
+	switch (tag & 7) {
+	case 0:
+		return wire_varint(p, end, &n);
+	case 1:
+		n = 8;
+		break;
+	case 5:
+		n = 4;
+		break;
+	case 2:
+		if (!wire_varint(p, end, &n))
+			return false;
+		break;
+	default:
+		return false;
+	}
+	if (n > (uint64_t)(end - *p))
+		return false;
+	if ((tag & 7) == 2) {
+		*value = *p;
+		*len = (size_t)n;
+	}
+	*p += n;
+	return true;
+}
+
+/* protobuf-c's map entries: messages of exactly a key and a value. */
+static bool is_map_entry(const ProtobufCMessageDescriptor *d)
+{
+	return d->n_fields == 2 && strcmp(d->fields[0].name, "key") == 0 &&
+	       strcmp(d->fields[1].name, "value") == 0 &&
+	       d->fields[0].type == PROTOBUF_C_TYPE_STRING;
+}
+
+/* A map entry of field path: a NUL in the key, or in a string value
+ * (named by its key; a value is never quoted, it may be a secret). */
+static enum error_code check_entry(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+				   size_t size, const char *path, struct error *err)
+{
+	const uint8_t *end = p + size, *v, *key = NULL;
+	size_t len, key_len = 0;
+	uint32_t number;
+	bool bad_value = false;
+
+	while (wire_next(&p, end, &number, &v, &len)) {
+		if (!v)
+			continue;
+		if (number == 1) {
+			if (memchr(v, '\0', len))
+				return error_set(err, ERR_INVALID, "field '%s': a key holds a NUL byte",
+						 path);
+			key = v;
+			key_len = len;
+		} else if (number == 2 && d->fields[1].type == PROTOBUF_C_TYPE_STRING &&
+			   memchr(v, '\0', len)) {
+			bad_value = true;
+		}
+	}
+	if (bad_value)
+		return error_set(err, ERR_INVALID, "field '%s': the value of key '%.*s%s' holds a NUL byte",
+				 path, (int)(key_len > 64 ? 64 : key_len), key ? (const char *)key : "",
+				 key_len > 64 ? "..." : "");
+	return ERR_OK;
+}
+
+/* Every string in data[0..size), a message of type d at field path ("" at
+ * the top): ERR_INVALID naming the field when one holds a NUL byte. */
+static enum error_code check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+				     size_t size, const char *path, struct error *err)
+{
+	const uint8_t *end = p + size, *v;
+	const ProtobufCFieldDescriptor *f;
+	char sub[256];
+	uint32_t number;
+	size_t len;
+
+	while (wire_next(&p, end, &number, &v, &len)) {
+		if (!v || !(f = protobuf_c_message_descriptor_get_field(d, number)))
+			continue;
+		snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", f->name);
+		if (f->type == PROTOBUF_C_TYPE_STRING && memchr(v, '\0', len))
+			return error_set(err, ERR_INVALID, "field '%s': holds a NUL byte", sub);
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (is_map_entry(f->descriptor) ? check_entry(f->descriptor, v, len, sub, err)
+						 : check_strings(f->descriptor, v, len, sub, err))
+			return err->code;
+	}
+	return ERR_OK;
+}
 
 static void capability_from_proto(const Csi__V1__VolumeCapability *in,
 				  struct controller_capability *out)
@@ -471,25 +612,63 @@ static const struct method node_methods[] = {
 	METHOD("Node", "NodeGetInfo", node_get_info_request, node_get_info_response, on_node_info),
 };
 
-static enum error_code add_all(struct rpc_server *srv, const struct method *m, size_t n,
-			       struct csi_service *svc, struct error *err)
+/* Every method: the raw request checked (above), unpacked by the method's
+ * own descriptor, handed to its handler. */
+static enum error_code on_raw(struct rpc_server_call *call, const ProtobufCMessage *raw,
+			      void *arg, struct error *err)
 {
-	for (size_t i = 0; i < n; i++)
-		if (rpc_server_add_unary(srv, m[i].name, m[i].request, m[i].reply, m[i].fn, svc,
-					 err) != ERR_OK)
+	const struct csi_service_method *b = arg;
+	const struct method *m = b->method;
+	ProtobufCMessage *req = NULL;
+	uint8_t *buf = NULL;
+	size_t size;
+	enum error_code rc;
+
+	size = protobuf_c_message_get_packed_size(raw);
+	buf = malloc(size ? size : 1);
+	if (!buf)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	protobuf_c_message_pack(raw, buf);
+	rc = check_strings(m->request, buf, size, "", err);
+	if (rc == ERR_OK && !(req = protobuf_c_message_unpack(m->request, NULL, size, buf)))
+		rc = error_set(err, ERR_INVALID, "malformed %s", m->request->name);
+	if (rc == ERR_OK)
+		rc = m->fn(call, req, b->svc, err);
+	if (req)
+		protobuf_c_message_free_unpacked(req, NULL);
+	free(buf);
+	return rc;
+}
+
+static enum error_code add_all(struct rpc_server *srv, const struct method *m, size_t n,
+			       struct csi_service *svc, size_t *used, struct error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct csi_service_method *b = &svc->methods[(*used)++];
+
+		b->svc = svc;
+		b->method = &m[i];
+		if (rpc_server_add_unary(srv, m[i].name, &raw_request_descriptor, m[i].reply, on_raw,
+					 b, err) != ERR_OK)
 			return err->code;
+	}
 	return ERR_OK;
 }
 
 enum error_code csi_service_add(struct rpc_server *srv, struct csi_service *svc,
 				struct error *err)
 {
-	if (add_all(srv, identity_methods, COUNT(identity_methods), svc, err) != ERR_OK)
+	size_t used = 0;
+
+	_Static_assert(COUNT(identity_methods) + COUNT(controller_methods) + COUNT(node_methods) <=
+			       CSI_SERVICE_METHODS,
+		       "csi_service.methods holds every method");
+	if (add_all(srv, identity_methods, COUNT(identity_methods), svc, &used, err) != ERR_OK)
 		return err->code;
-	if (svc->controller &&
-	    add_all(srv, controller_methods, COUNT(controller_methods), svc, err) != ERR_OK)
+	if (svc->controller && add_all(srv, controller_methods, COUNT(controller_methods), svc,
+				       &used, err) != ERR_OK)
 		return err->code;
-	if (svc->node && add_all(srv, node_methods, COUNT(node_methods), svc, err) != ERR_OK)
+	if (svc->node && add_all(srv, node_methods, COUNT(node_methods), svc, &used, err) != ERR_OK)
 		return err->code;
 	return ERR_OK;
 }
