@@ -103,6 +103,32 @@ out:
 	return rc;
 }
 
+/*
+ * Whether path (a key prefix or a file:// directory, split on '/') has a
+ * segment that is empty, "." or "..": such a prefix names paths outside
+ * itself once keys are joined to it or mapped to files. The segment after
+ * a final '/' is the normal end of a prefix, not an empty segment.
+ */
+static const char *bad_segment(const char *path)
+{
+	const char *p = path;
+
+	while (*p) {
+		size_t len = strcspn(p, "/");
+
+		if (len == 0)
+			return "an empty segment ('//')";
+		if (len == 1 && p[0] == '.')
+			return "a '.' segment";
+		if (len == 2 && p[0] == '.' && p[1] == '.')
+			return "a '..' segment";
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	return NULL;
+}
+
 enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 				char **prefix, struct error *err)
 {
@@ -117,6 +143,9 @@ enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 		if (rest[0] != '/')
 			return error_set(err, ERR_INVALID,
 					 "source URI '%s': file:// needs an absolute path (file:///dir)", uri);
+		if (bad_segment(rest + 1))
+			return error_set(err, ERR_INVALID,
+					 "source URI '%s': the path has %s", uri, bad_segment(rest + 1));
 		*scheme = strdup("file");
 		*bucket = strdup(rest);
 		*prefix = strdup("");
@@ -127,6 +156,9 @@ enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 				 "source URI '%s': scheme must be s3:// or file://", uri);
 	rest = uri + 5;
 	slash = strchr(rest, '/');
+	if (slash && bad_segment(slash + 1))
+		return error_set(err, ERR_INVALID, "source URI '%s': the prefix has %s", uri,
+				 bad_segment(slash + 1));
 	*scheme = strdup("s3");
 	*bucket = slash ? strndup(rest, (size_t)(slash - rest)) : strdup(rest);
 	*prefix = strdup(slash ? slash + 1 : "");

@@ -170,7 +170,9 @@ const char *store_describe(const struct store *st);
  * Splits a dataset URI into scheme ("s3" or "file"), bucket (or directory
  * for file://) and key prefix. "s3://b/train/" -> s3, b, "train/". The
  * outputs are heap copies; free them with free(). ERR_INVALID names what is
- * wrong: unknown scheme, missing or malformed bucket, relative file path.
+ * wrong: unknown scheme, missing or malformed bucket, relative file path,
+ * a prefix or path with an empty ("a//b"), "." or ".." segment (it would
+ * name keys or files outside itself; a final '/' is fine).
  */
 enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 				char **prefix, struct error *err);

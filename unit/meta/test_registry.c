@@ -306,6 +306,30 @@ START_TEST(test_registry_checks_every_field_by_name)
 }
 END_TEST
 
+/* A prefix with '..', '.' or empty segments could name paths outside the
+ * dataset: refused before any listing, naming the source. */
+START_TEST(test_registry_refuses_a_source_that_leaves_its_prefix)
+{
+	static const char *const bad[] = { "s3://bkt/../p/", "s3://bkt/a/../../p/",
+					   "s3://bkt/./p/", "s3://bkt//p/", "s3://bkt/a//b/",
+					   "file:///tmp/../etc/" };
+	struct registry *r = open_reg(0);
+	struct registry_dataset d;
+	struct spec sp;
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		spec_init(&sp, "escape", bad[i]);
+		ck_assert_msg(registry_register(r, &sp.s, &d, &err) == ERR_INVALID, "'%s' accepted",
+			      bad[i]);
+		ck_assert_msg(strstr(err.msg, "'source_uri'") && strstr(err.msg, bad[i]),
+			      "'%s' does not name the source", err.msg);
+	}
+	ck_assert_int_eq(hk.builds, 0);
+	registry_free(r);
+}
+END_TEST
+
 START_TEST(test_registry_reloads_records_and_snapshots_without_listing)
 {
 	struct registry *r = open_reg(0);
@@ -695,6 +719,7 @@ int main(void)
 	tcase_add_test(tc, test_registry_registers_and_builds_generation_one);
 	tcase_add_test(tc, test_registry_refuses_another_spec_under_the_same_name);
 	tcase_add_test(tc, test_registry_checks_every_field_by_name);
+	tcase_add_test(tc, test_registry_refuses_a_source_that_leaves_its_prefix);
 	tcase_add_test(tc, test_registry_reloads_records_and_snapshots_without_listing);
 	tcase_add_test(tc, test_registry_refresh_keeps_one_generation_back);
 	tcase_add_test(tc, test_registry_delete_removes_everything);

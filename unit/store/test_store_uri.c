@@ -21,6 +21,11 @@ START_TEST(test_store_uri_splits_scheme_bucket_prefix)
 	ck_assert_int_eq(store_uri_parse("s3://bkt", &scheme, &bucket, &prefix, &err), ERR_OK);
 	ck_assert_str_eq(prefix, "");
 	free(scheme), free(bucket), free(prefix);
+	/* Dots inside a name are only names. */
+	ck_assert_int_eq(store_uri_parse("s3://bkt/a..b/.c/d./", &scheme, &bucket, &prefix, &err),
+			 ERR_OK);
+	ck_assert_str_eq(prefix, "a..b/.c/d./");
+	free(scheme), free(bucket), free(prefix);
 	ck_assert_int_eq(store_uri_parse("file:///srv/data", &scheme, &bucket, &prefix, &err), ERR_OK);
 	ck_assert_str_eq(scheme, "file");
 	ck_assert_str_eq(bucket, "/srv/data");
@@ -31,7 +36,12 @@ END_TEST
 START_TEST(test_store_uri_rejects_bad_uris_naming_them)
 {
 	static const char *const bad[] = { "", "http://x/y", "s3:/bkt", "file://relative",
-					   "s3://Bad_Bucket/x", "s3:///x", "gs://b" };
+					   "s3://Bad_Bucket/x", "s3:///x", "gs://b",
+					   /* segments that let a path leave the prefix */
+					   "s3://bkt/../x/", "s3://bkt/a/../../x/", "s3://bkt/a/..",
+					   "s3://bkt/./a/", "s3://bkt//a/", "s3://bkt/a//b/",
+					   "s3://bkt/a/.", "file:///srv/../etc", "file:///srv/./x/",
+					   "file:///srv//x" };
 	char *scheme, *bucket, *prefix;
 	struct error err;
 
