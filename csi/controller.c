@@ -18,6 +18,7 @@
 #include "common/fileio.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "meta/snapshot.h"
 #include "store/store.h"
 
 struct controller {
@@ -436,30 +437,32 @@ static bool is_alnum_lower(char c)
 
 bool controller_valid_id(const char *id)
 {
-	size_t len = id ? strlen(id) : 0;
+	struct error ignored;
 
-	if (len == 0 || len > CONTROLLER_ID_MAX - 1)
-		return false;
-	if (strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-.") != len)
-		return false;
-	/* Every label is [a-z0-9]([-a-z0-9]*[a-z0-9])?. */
-	for (const char *p = id; *p;) {
-		size_t l = strcspn(p, ".");
-
-		if (l == 0 || !is_alnum_lower(p[0]) || !is_alnum_lower(p[l - 1]))
-			return false;
-		p += l;
-		if (*p == '.') {
-			p++;
-			if (!*p)
-				return false;
-		}
-	}
-	return true;
+	/* meta's rule for a dataset name, the CSI spec's length. */
+	return id && strlen(id) <= CONTROLLER_ID_LEN && snapshot_check_name(id, &ignored) == ERR_OK;
 }
 
-/* Room for the sanitised name: 253 less "-" and 12 hex digits. */
-#define ID_BODY_MAX 200
+enum error_code controller_check_id(const char *field, const char *id, struct error *err)
+{
+	char quoted[65];
+	size_t n = 0;
+
+	if (!id || !*id)
+		return error_set(err, ERR_INVALID, "field '%s': required", field);
+	if (controller_valid_id(id))
+		return ERR_OK;
+	/* Whatever the caller sent, the message stays one short line. */
+	for (; id[n] && n < sizeof(quoted) - 1; n++)
+		quoted[n] = (unsigned char)id[n] < 0x20 || id[n] == 0x7f ? '?' : id[n];
+	quoted[n] = '\0';
+	return error_set(err, ERR_INVALID,
+			 "field '%s': '%s%s' is not a volume id (lowercase letters, digits, '-' and '.', at most %d bytes)",
+			 field, quoted, id[n] ? "..." : "", CONTROLLER_ID_LEN);
+}
+
+/* Room for the sanitised name: the id's length less "-" and 12 hex digits. */
+#define ID_BODY_MAX (CONTROLLER_ID_LEN - 13)
 
 enum error_code controller_volume_id(const char *name, char *out, size_t size, struct error *err)
 {
@@ -469,6 +472,10 @@ enum error_code controller_volume_id(const char *name, char *out, size_t size, s
 
 	if (!name || !*name)
 		return error_set(err, ERR_INVALID, "field 'name': required");
+	/* The record keeps the name to tell a retry from another request. */
+	if (strlen(name) > CONTROLLER_NAME_MAX)
+		return error_set(err, ERR_INVALID, "field 'name': %zu bytes, longer than %d bytes",
+				 strlen(name), CONTROLLER_NAME_MAX);
 	if (size < CONTROLLER_ID_MAX)
 		return error_set(err, ERR_INTERNAL, "volume id buffer too small");
 	if (controller_valid_id(name)) {
@@ -506,7 +513,7 @@ static void file_path(const struct controller *c, const char *id, const char *ex
 
 /* What CreateVolume remembers beyond meta's spec. */
 struct record {
-	char name[1024];
+	char name[CONTROLLER_NAME_MAX + 1];
 	bool has_capacity;
 	int64_t required, limit;
 };
@@ -738,10 +745,8 @@ enum error_code controller_delete_volume(struct controller *c, const char *volum
 {
 	enum error_code rc;
 
-	if (!volume_id || !*volume_id)
-		return error_set(err, ERR_INVALID, "field 'volume_id': required");
-	if (!controller_valid_id(volume_id))
-		return ERR_OK; /* never handed out, so already gone */
+	if (controller_check_id("volume_id", volume_id, err) != ERR_OK)
+		return err->code;
 	rc = meta_client_delete(c->meta, volume_id, err);
 	if (rc == ERR_NOT_FOUND)
 		rc = ERR_OK;
@@ -764,12 +769,10 @@ enum error_code controller_validate(struct controller *c, const char *volume_id,
 
 	*confirmed = false;
 	message[0] = '\0';
-	if (!volume_id || !*volume_id)
-		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	if (controller_check_id("volume_id", volume_id, err) != ERR_OK)
+		return err->code;
 	if (ncaps == 0)
 		return error_set(err, ERR_INVALID, "field 'volume_capabilities': required");
-	if (!controller_valid_id(volume_id))
-		return error_set(err, ERR_NOT_FOUND, "volume '%s' not found", volume_id);
 	rc = meta_client_get(c->meta, volume_id, &ds, err);
 	if (rc != ERR_OK)
 		return rc == ERR_NOT_FOUND ? error_set(err, ERR_NOT_FOUND, "volume '%s' not found",

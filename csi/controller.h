@@ -42,8 +42,18 @@
 #include "common/error.h"
 #include "meta/meta_client.h"
 
-/* A volume id / dataset name: at most 253 bytes plus the NUL. */
-#define CONTROLLER_ID_MAX 254
+/*
+ * A volume id is a dataset name (meta's rule, snapshot_check_name: a
+ * DNS-1123 subdomain) of at most 128 bytes, the CSI spec's size limit for a
+ * string field; "<id>.credentials" then also fits a file name. Every call
+ * that takes a volume_id checks it (controller_check_id) before it becomes
+ * part of a path or reaches meta.
+ */
+#define CONTROLLER_ID_LEN 128
+#define CONTROLLER_ID_MAX (CONTROLLER_ID_LEN + 1) /* with the NUL */
+
+/* The longest CreateVolume name: Kubernetes' longest object name. */
+#define CONTROLLER_NAME_MAX 253
 
 /* One entry of a CSI map<string,string> (parameters, secrets, context). */
 struct controller_kv {
@@ -185,13 +195,21 @@ enum error_code controller_write_credentials(const char *path, const struct cont
 /*
  * Derives the volume id from a CreateVolume name into out (size at least
  * CONTROLLER_ID_MAX). ERR_INVALID for an empty name ("field 'name':
- * required").
+ * required") or one over CONTROLLER_NAME_MAX bytes.
  */
 enum error_code controller_volume_id(const char *name, char *out, size_t size, struct error *err);
 
-/* True when id is a DNS-1123 subdomain of at most 253 bytes: the only ids
- * this driver hands out, and safe as a file name. */
+/* True when id is a volume id (above): the only ids this driver hands out,
+ * and safe as a file name. */
 bool controller_valid_id(const char *id);
+
+/*
+ * ERR_OK when id is a volume id; else ERR_INVALID naming field and quoting
+ * the id (cut to 64 bytes, control characters as '?'): "field 'volume_id':
+ * required", "field 'volume_id': 'a/b' is not a volume id (lowercase
+ * letters, digits, '-' and '.', at most 128 bytes)".
+ */
+enum error_code controller_check_id(const char *field, const char *id, struct error *err);
 
 /* ---- the controller ----------------------------------------------------- */
 
@@ -246,15 +264,15 @@ enum error_code controller_create_volume(struct controller *c,
 
 /*
  * DeleteVolume: deletes the dataset in meta and the volume's files. An id
- * this driver never hands out, or one meta does not know, is success.
- * ERR_INVALID for an empty id; ERR_UNAVAILABLE while meta is building it.
+ * meta does not know is success. ERR_INVALID for an id that is not a volume
+ * id (controller_check_id); ERR_UNAVAILABLE while meta is building it.
  */
 enum error_code controller_delete_volume(struct controller *c, const char *volume_id,
 					 struct error *err);
 
 /*
- * ValidateVolumeCapabilities: ERR_INVALID for an empty id or no
- * capabilities; ERR_NOT_FOUND for a volume meta does not know. Otherwise
+ * ValidateVolumeCapabilities: ERR_INVALID for an id that is not a volume
+ * id or no capabilities; ERR_NOT_FOUND for a volume meta does not know. Otherwise
  * ERR_OK with *confirmed true when every capability is served, or false
  * with the reason in message.
  */

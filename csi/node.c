@@ -1021,11 +1021,10 @@ static enum error_code check_path(const struct node *n, const char *field, const
 	return ERR_OK;
 }
 
+/* The id names the volume's files in STATE/node: never a path. */
 static enum error_code check_id(const char *id, struct error *err)
 {
-	if (!id || !*id)
-		return error_set(err, ERR_INVALID, "field 'volume_id': required");
-	return ERR_OK;
+	return controller_check_id("volume_id", id, err);
 }
 
 /*
@@ -1080,8 +1079,6 @@ static enum error_code check_dataset(struct node *n, const char *volume_id, cons
 	enum error_code rc;
 	uint64_t generation;
 
-	if (!controller_valid_id(dataset))
-		return error_set(err, ERR_NOT_FOUND, "volume '%s' not found", volume_id);
 	if (!n->cfg.meta)
 		return ERR_OK;
 	rc = meta_client_get(n->cfg.meta, dataset, &ds, err);
@@ -1189,6 +1186,13 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 		rc = error_set(err, ERR_INVALID, "field 'volume_capability': required");
 	if (rc == ERR_OK)
 		rc = controller_check_capability(req->cap, "volume_capability", err);
+	/* The volume id is the dataset's name: a context naming another one
+	 * would mount a dataset the volume was never made of. */
+	if (rc == ERR_OK && req->dataset && *req->dataset && strcmp(req->dataset, req->volume_id))
+		rc = error_set(err, ERR_INVALID,
+			       "volume_context key '" CONTROLLER_CONTEXT_DATASET
+			       "': '%.64s' is not the dataset of volume_id '%s' (a volume's dataset has the volume's id)",
+			       req->dataset, req->volume_id);
 	if (rc == ERR_OK)
 		rc = controller_context_params(req->context, req->ncontext, &reg, &has_reg, err);
 	if (rc == ERR_OK)
@@ -1227,7 +1231,7 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 		controller_params_release(&reg);
 		return rc;
 	}
-	v->rec.dataset = strdup(req->dataset && *req->dataset ? req->dataset : req->volume_id);
+	v->rec.dataset = strdup(req->volume_id);
 	rc = v->rec.dataset ? stage_new(n, v, req, staging, &secret, has_secret,
 					has_reg ? &reg : NULL, timeout_ms, err)
 			    : error_set(err, ERR_NOMEM, "out of memory");
@@ -1642,8 +1646,8 @@ enum error_code node_volume_stats(struct node *n, const char *volume_id, const c
 
 	memset(out, 0, sizeof(*out));
 	memset(cond, 0, sizeof(*cond));
-	if (!volume_id || !*volume_id)
-		return error_set(err, ERR_INVALID, "field 'volume_id': required");
+	if (check_id(volume_id, err) != ERR_OK)
+		return err->code;
 	if (!path || !*path)
 		return error_set(err, ERR_INVALID, "field 'volume_path': required");
 	clean_path(path, clean, sizeof(clean));

@@ -34,6 +34,9 @@
  * allowed roots (lexically: absolute, no "." or ".." components), else
  * ERR_INVALID.
  *
+ * Ids: every call checks its volume_id with controller_check_id before the
+ * id names a file in STATE/node (ERR_INVALID otherwise).
+ *
  * Threads: every call is thread-safe; calls on one volume are serialised,
  * calls on different volumes run at once.
  */
@@ -126,7 +129,7 @@ void node_free(struct node *n);
 struct node_stage_request {
 	const char *volume_id;
 	const char *staging_path;
-	const char *dataset;               /* volume_context "dataset"; NULL = volume_id */
+	const char *dataset;               /* volume_context "dataset": NULL, "" or volume_id */
 	const struct controller_kv *context; /* the whole volume_context (controller_context_params) */
 	size_t ncontext;
 	const struct controller_capability *cap; /* NULL = missing */
@@ -142,8 +145,10 @@ struct node_stage_request {
  * volume context carries the registration CreateVolume made, the dataset
  * is registered again under its name (credentials_ref empty: meta's own
  * store credentials), waiting for the listing within the same timeout.
- * Errors: ERR_INVALID naming the field (missing, path not allowed,
- * capability refused, bad secret) or the volume_context key;
+ * Errors: ERR_INVALID naming the field (missing, a volume_id that is not
+ * a volume id (controller_check_id), path not allowed, capability refused,
+ * bad secret) or the volume_context key (a "dataset" other than the
+ * volume_id, a bad registration value);
  * ERR_NOT_FOUND when meta does not know the dataset and the context
  * carries no registration; meta's errors from registering again
  * (ERR_PERMISSION, ERR_UNAVAILABLE, ERR_TIMEOUT ...); ERR_EXISTS when the

@@ -228,7 +228,8 @@ END_TEST
 
 START_TEST(test_controller_volume_id_sanitises_stably_and_distinctly)
 {
-	char a[CONTROLLER_ID_MAX], b[CONTROLLER_ID_MAX], c[CONTROLLER_ID_MAX], big[600];
+	char a[CONTROLLER_ID_MAX], b[CONTROLLER_ID_MAX], c[CONTROLLER_ID_MAX],
+		big[CONTROLLER_NAME_MAX + 1];
 	struct error err;
 
 	ck_assert_int_eq(controller_volume_id("Sanity_Vol--X", a, sizeof(a), &err), ERR_OK);
@@ -245,12 +246,17 @@ START_TEST(test_controller_volume_id_sanitises_stably_and_distinctly)
 	memset(big, 'A', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	ck_assert_int_eq(controller_volume_id(big, a, sizeof(a), &err), ERR_OK);
-	ck_assert(strlen(a) <= 253);
+	ck_assert_uint_eq(strlen(a), CONTROLLER_ID_LEN);
+	ck_assert(controller_valid_id(a));
+	/* A DNS name over the id's length is shortened the same way. */
+	memset(big, 'a', sizeof(big) - 1);
+	ck_assert_int_eq(controller_volume_id(big, a, sizeof(a), &err), ERR_OK);
+	ck_assert_uint_eq(strlen(a), CONTROLLER_ID_LEN);
 	ck_assert(controller_valid_id(a));
 }
 END_TEST
 
-START_TEST(test_controller_valid_id_is_dns_1123_subdomain)
+START_TEST(test_controller_valid_id_is_dns_1123_subdomain_of_128_bytes)
 {
 	static const char *const good[] = { "a", "pvc-1", "a.b-c.d", "0abc" };
 	static const char *const bad[] = { "", "-a", "a-", "A", "a..b", ".a", "a.", "a_b", "a/b",
@@ -258,8 +264,16 @@ START_TEST(test_controller_valid_id_is_dns_1123_subdomain)
 
 	for (size_t i = 0; i < N(good); i++)
 		ck_assert_msg(controller_valid_id(good[i]), "'%s' refused", good[i]);
+	char longest[CONTROLLER_ID_LEN + 2];
+
 	for (size_t i = 0; i < N(bad); i++)
 		ck_assert_msg(!controller_valid_id(bad[i]), "'%s' accepted", bad[i]);
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[CONTROLLER_ID_LEN] = '\0';
+	ck_assert(controller_valid_id(longest));
+	longest[CONTROLLER_ID_LEN] = 'a';
+	longest[CONTROLLER_ID_LEN + 1] = '\0';
+	ck_assert(!controller_valid_id(longest));
 }
 END_TEST
 
@@ -436,6 +450,85 @@ START_TEST(test_controller_context_errors_name_the_key)
 }
 END_TEST
 
+/* A controller on a fresh directory, with a meta nobody serves. */
+static struct controller *controller_in(char *dir, struct meta_client **meta)
+{
+	struct meta_client_options mopt = { .timeout_ms = 1000, .build_timeout_ms = 1000 };
+	struct controller_config cfg = { .state_dir = dir };
+	struct controller *c = NULL;
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(meta_client_new("unix:///nonexistent/meta.sock", &mopt, meta, &err), ERR_OK);
+	cfg.meta = *meta;
+	ck_assert_msg(controller_new(&cfg, &c, &err) == ERR_OK, "%s", err.msg);
+	return c;
+}
+
+static void controller_gone(struct controller *c, struct meta_client *meta, const char *dir)
+{
+	char cmd[96];
+
+	controller_free(c);
+	meta_client_free(meta);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_controller_refuses_volume_ids_that_are_not_ids)
+{
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	char dir[] = "/tmp/test_controller_XXXXXX", msg[ERROR_MSG_MAX], longid[300];
+	struct meta_client *meta = NULL;
+	struct controller *c = controller_in(dir, &meta);
+	bool ok = true;
+	struct error err;
+
+	ck_assert_int_eq(controller_delete_volume(c, "../../victim/v", &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "field 'volume_id': '../../victim/v' is not a volume id (lowercase letters, digits, '-' and '.', at most 128 bytes)");
+	ck_assert_int_eq(controller_validate(c, "a/b", &cap, 1, &ok, msg, sizeof(msg), &err),
+			 ERR_INVALID);
+	ck_assert_msg(strncmp(err.msg, "field 'volume_id': 'a/b' is not a volume id", 43) == 0, "%s",
+		      err.msg);
+	ck_assert(!ok);
+	memset(longid, 'a', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	ck_assert_int_eq(controller_delete_volume(c, longid, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "aaaa...' is not a volume id") && strlen(err.msg) < 200, "%s",
+		      err.msg);
+	controller_gone(c, meta, dir);
+}
+END_TEST
+
+START_TEST(test_controller_refuses_names_over_the_limit)
+{
+	static const struct controller_kv params[] = { { "source", "s3://bucket/prefix/" } };
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	char dir[] = "/tmp/test_controller_XXXXXX", name[1100];
+	struct controller_create_request req = { .name = name, .params = params, .nparams = 1,
+						 .caps = &cap, .ncaps = 1 };
+	struct meta_client *meta = NULL;
+	struct controller *c = controller_in(dir, &meta);
+	struct controller_volume v;
+	struct error err;
+
+	memset(name, 'a', sizeof(name) - 1);
+	name[1024] = '\0';
+	ck_assert_int_eq(controller_create_volume(c, &req, &v, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "field 'name': 1024 bytes, longer than 253 bytes");
+	name[254] = '\0';
+	ck_assert_int_eq(controller_create_volume(c, &req, &v, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "field 'name': 254 bytes, longer than 253 bytes");
+	/* 253 is a name: it gets as far as meta. */
+	name[253] = '\0';
+	ck_assert_int_eq(controller_create_volume(c, &req, &v, &err), ERR_UNAVAILABLE);
+	controller_gone(c, meta, dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_controller");
@@ -448,11 +541,13 @@ int main(void)
 	tcase_add_test(tc, test_controller_credentials_file_is_0600_with_exact_content);
 	tcase_add_test(tc, test_controller_volume_id_keeps_valid_names);
 	tcase_add_test(tc, test_controller_volume_id_sanitises_stably_and_distinctly);
-	tcase_add_test(tc, test_controller_valid_id_is_dns_1123_subdomain);
+	tcase_add_test(tc, test_controller_valid_id_is_dns_1123_subdomain_of_128_bytes);
 	tcase_add_test(tc, test_controller_access_rule_serves_readers_and_single_node_writers);
 	tcase_add_test(tc, test_controller_context_round_trips_the_registration);
 	tcase_add_test(tc, test_controller_context_without_registration_is_absent);
 	tcase_add_test(tc, test_controller_context_errors_name_the_key);
+	tcase_add_test(tc, test_controller_refuses_volume_ids_that_are_not_ids);
+	tcase_add_test(tc, test_controller_refuses_names_over_the_limit);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -238,6 +238,117 @@ START_TEST(test_node_volume_stats_of_what_is_not_staged_is_not_found)
 }
 END_TEST
 
+/* A plugin on dir/state with dir/mnt as its allowed root (no meta, a
+ * granary-fuse that cannot run). */
+static struct node *node_in_dir(char *state, size_t size, char **roots)
+{
+	struct node_config cfg = { .state_dir = state, .fuse_binary = "/nonexistent/granary-fuse",
+				   .roots = roots, .nroots = 1, .stage_timeout_ms = 2000 };
+	struct node *n = NULL;
+	struct error err;
+
+	snprintf(state, size, "%s/state", dir);
+	ck_assert_msg(node_new(&cfg, &n, &err) == ERR_OK, "%s", err.msg);
+	return n;
+}
+
+static void expect_text(const char *path, const char *want)
+{
+	char buf[64] = "";
+	FILE *f = fopen(path, "r");
+
+	ck_assert_msg(f != NULL, "'%s' is gone", path);
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	ck_assert_str_eq(buf, want);
+}
+
+START_TEST(test_node_refuses_volume_ids_that_are_not_ids)
+{
+	static const struct controller_kv secret[] = { { "accessKeyID", "AKIAEXAMPLE" },
+						       { "secretAccessKey", "hidden" } };
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	static const char *const bad[] = { "../../victim/v", "a/b", "..", "A", "pvc-1/../x" };
+	char state[64], root[64], staging[128], target[128], victim[128], longid[300], *roots[] = { root };
+	struct node_stage_request sr = { .staging_path = staging, .cap = &cap, .secrets = secret,
+					 .nsecrets = 2 };
+	struct node_publish_request pr = { .staging_path = staging, .target_path = target,
+					   .cap = &cap };
+	struct node_condition cond;
+	struct node_stats st;
+	struct error err;
+	struct node *n;
+
+	snprintf(root, sizeof(root), "%s/mnt", dir);
+	snprintf(staging, sizeof(staging), "%s/s/globalmount", root);
+	snprintf(target, sizeof(target), "%s/p/mount", root);
+	n = node_in_dir(state, sizeof(state), roots);
+	/* What "../../victim/v" would name from STATE/node. */
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	ck_assert_int_eq(mkdir(victim, 0700), 0);
+	snprintf(victim, sizeof(victim), "%s/victim/v.credentials", dir);
+	write_text(victim, "precious\n");
+	snprintf(victim, sizeof(victim), "%s/victim/v.json", dir);
+	write_text(victim, "precious\n");
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[200];
+
+		snprintf(want, sizeof(want), "field 'volume_id': '%s' is not a volume id", bad[i]);
+		sr.volume_id = pr.volume_id = bad[i];
+		ck_assert_int_eq(node_stage(n, &sr, 0, &err), ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+		ck_assert_msg(!strstr(err.msg, dir), "an internal path in '%s'", err.msg);
+		ck_assert_int_eq(node_unstage(n, bad[i], staging, &err), ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+		ck_assert_int_eq(node_publish(n, &pr, &err), ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+		ck_assert_int_eq(node_unpublish(n, bad[i], target, &err), ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+		ck_assert_int_eq(node_volume_stats(n, bad[i], staging, &st, &cond, &err), ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+	}
+	/* Nothing outside STATE/node was written or removed. */
+	expect_text(victim, "precious\n");
+	snprintf(victim, sizeof(victim), "%s/victim/v.credentials", dir);
+	expect_text(victim, "precious\n");
+
+	/* Over-long: refused, quoted cut short. */
+	memset(longid, 'a', 129);
+	longid[129] = '\0';
+	ck_assert_int_eq(node_unstage(n, longid, staging, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "at most 128 bytes") && strlen(err.msg) < 250, "%s", err.msg);
+	ck_assert_int_eq(node_unstage(n, "", staging, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "field 'volume_id': required");
+	node_free(n);
+}
+END_TEST
+
+START_TEST(test_node_stage_refuses_a_context_naming_another_dataset)
+{
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	static const struct controller_kv context[] = { { "dataset", "pvc-other" },
+							{ "source", "s3://bucket/other/" } };
+	char state[64], root[64], staging[128], *roots[] = { root };
+	struct node_stage_request sr = { .volume_id = "pvc-mine", .staging_path = staging,
+					 .dataset = "pvc-other", .context = context, .ncontext = 2,
+					 .cap = &cap };
+	struct error err;
+	struct node *n;
+
+	snprintf(root, sizeof(root), "%s/mnt", dir);
+	snprintf(staging, sizeof(staging), "%s/s/globalmount", root);
+	n = node_in_dir(state, sizeof(state), roots);
+	ck_assert_int_eq(node_stage(n, &sr, 0, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "volume_context key 'dataset': 'pvc-other' is not the dataset of volume_id 'pvc-mine' (a volume's dataset has the volume's id)");
+	ck_assert_int_eq(access(staging, F_OK), -1);
+	node_free(n);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node");
@@ -250,6 +361,8 @@ int main(void)
 	tcase_add_test(tc, test_node_fuse_argv_names_files_never_secrets);
 	tcase_add_test(tc, test_node_mount_condition_names_path_and_cause);
 	tcase_add_test(tc, test_node_volume_stats_of_what_is_not_staged_is_not_found);
+	tcase_add_test(tc, test_node_refuses_volume_ids_that_are_not_ids);
+	tcase_add_test(tc, test_node_stage_refuses_a_context_naming_another_dataset);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
