@@ -24,6 +24,8 @@
 struct controller {
 	char *dir;                  /* STATE/controller */
 	struct meta_client *meta;
+	char **file_roots;          /* allowed_file_roots; immutable */
+	size_t nfile_roots;
 };
 
 /* ---- access modes -------------------------------------------------------- */
@@ -589,6 +591,15 @@ enum error_code controller_new(const struct controller_config *cfg, struct contr
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
 	c->meta = cfg->meta;
+	if (cfg->nfile_roots && !(c->file_roots = calloc(cfg->nfile_roots, sizeof(char *)))) {
+		controller_free(c);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	for (; c->nfile_roots < cfg->nfile_roots; c->nfile_roots++)
+		if (!(c->file_roots[c->nfile_roots] = strdup(cfg->file_roots[c->nfile_roots]))) {
+			controller_free(c);
+			return error_set(err, ERR_NOMEM, "out of memory");
+		}
 	if (fileio_mkdirs(c->dir, 0700, err) != ERR_OK) {
 		controller_free(c);
 		return err->code;
@@ -606,8 +617,59 @@ void controller_free(struct controller *c)
 {
 	if (!c)
 		return;
+	for (size_t i = 0; i < c->nfile_roots; i++)
+		free(c->file_roots[i]);
+	free(c->file_roots);
 	free(c->dir);
 	free(c);
+}
+
+/* True when path lies strictly under root (both resolved). */
+static bool path_under(const char *path, const char *root)
+{
+	size_t rl = strlen(root);
+
+	if (rl == 1 && root[0] == '/')
+		return path[1] != '\0';
+	return strncmp(path, root, rl) == 0 && path[rl] == '/' && path[rl + 1] != '\0';
+}
+
+/*
+ * A file:// source is a directory of the controller's host (and meta's)
+ * that a pod could then read through its mount: only under
+ * allowed_file_roots, resolved (realpath: no "..", no link out of a
+ * root). Without roots it is refused before anything is listed.
+ */
+static enum error_code check_file_source(const struct controller *c, const char *uri,
+					 struct error *err)
+{
+	static const char scheme[] = "file://";
+	char *path, *root;
+	bool inside = false;
+	int saved;
+
+	if (strncmp(uri, scheme, strlen(scheme)) != 0)
+		return ERR_OK;
+	if (c->nfile_roots == 0)
+		return error_set(err, ERR_INVALID,
+				 "parameter 'source': file:// sources are off (allowed_file_roots is empty), got '%s'",
+				 uri);
+	path = realpath(uri + strlen(scheme), NULL);
+	if (!path) {
+		saved = errno;
+		return error_set(err, ERR_INVALID, "parameter 'source': '%s': %s", uri, strerror(saved));
+	}
+	for (size_t i = 0; i < c->nfile_roots && !inside; i++) {
+		root = realpath(c->file_roots[i], NULL);
+		inside = root && path_under(path, root);
+		free(root);
+	}
+	if (!inside)
+		error_set(err, ERR_INVALID,
+			  "parameter 'source': '%s' resolves to '%s', outside allowed_file_roots", uri,
+			  path);
+	free(path);
+	return inside ? ERR_OK : ERR_INVALID;
 }
 
 static enum error_code check_capabilities(const struct controller_capability *caps, size_t n,
@@ -664,6 +726,8 @@ enum error_code controller_create_volume(struct controller *c,
 		rc = check_capacity(req, err);
 	if (rc == ERR_OK)
 		rc = controller_parse_params(req->params, req->nparams, &params, err);
+	if (rc == ERR_OK)
+		rc = check_file_source(c, params.source, err);
 	if (rc == ERR_OK)
 		rc = controller_parse_secret("secret", req->secrets, req->nsecrets, &secret,
 					     &has_secret, err);

@@ -218,6 +218,8 @@ struct controller;
 struct controller_config {
 	const char *state_dir;      /* absolute; STATE/controller is created */
 	struct meta_client *meta;   /* not owned; outlives the controller */
+	char *const *file_roots;    /* directories file:// sources may lie in (copied) */
+	size_t nfile_roots;         /* 0: file:// sources are refused */
 };
 
 enum error_code controller_new(const struct controller_config *cfg, struct controller **out,

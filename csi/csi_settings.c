@@ -35,6 +35,9 @@ static const struct config_field csi_fields[] = {
 	{ "allowed_roots", CONFIG_STRING, offsetof(struct csi_settings, allowed_roots),
 	  "/var/lib/kubelet",
 	  "comma-separated directories that staging and target paths must lie under", 0, 0, NULL },
+	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct csi_settings, allowed_file_roots), "",
+	  "comma-separated directories a file:// source may lie in, resolved (empty: file:// sources are refused)",
+	  0, 0, NULL },
 	{ "stage_timeout", CONFIG_DURATION, offsetof(struct csi_settings, stage_timeout_ms), "120s",
 	  "longest NodeStageVolume waits for a new granary-fuse to serve", 100, 3600000, NULL },
 	{ "registration_socket", CONFIG_STRING,
@@ -115,6 +118,21 @@ static enum error_code check_registration(const struct csi_settings *s, struct e
 	return ERR_OK;
 }
 
+typedef enum error_code (*split_fn)(const struct csi_settings *s, char **roots, size_t max,
+				    size_t *n, struct error *err);
+
+/* A directory list splits (its entries are then dropped). */
+static enum error_code check_dirs(split_fn split, const struct csi_settings *s, struct error *err)
+{
+	char *roots[CSI_SETTINGS_MAX_ROOTS];
+	size_t n = 0;
+
+	if (split(s, roots, CSI_SETTINGS_MAX_ROOTS, &n, err) != ERR_OK)
+		return err->code;
+	csi_settings_roots_free(roots, n);
+	return ERR_OK;
+}
+
 enum error_code csi_settings_check(const struct csi_settings *s, struct error *err)
 {
 	if (netaddr_check_setting("endpoint", s->endpoint, err) != ERR_OK)
@@ -132,14 +150,10 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 	if (s->fuse_config && *s->fuse_config &&
 	    config_check_abs_path("fuse_config", s->fuse_config, err) != ERR_OK)
 		return ERR_INVALID;
-	if (csi_settings_is_node(s)) {
-		char *roots[CSI_SETTINGS_MAX_ROOTS];
-		size_t n = 0;
-
-		if (csi_settings_roots(s, roots, CSI_SETTINGS_MAX_ROOTS, &n, err) != ERR_OK)
-			return err->code;
-		csi_settings_roots_free(roots, n);
-	}
+	if (csi_settings_is_node(s) && check_dirs(csi_settings_roots, s, err) != ERR_OK)
+		return err->code;
+	if (csi_settings_is_controller(s) && check_dirs(csi_settings_file_roots, s, err) != ERR_OK)
+		return err->code;
 	if (check_registration(s, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->health_address && *s->health_address &&
@@ -156,10 +170,11 @@ void csi_settings_roots_free(char **roots, size_t n)
 		free(roots[i]);
 }
 
-enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, size_t max,
-				   size_t *n, struct error *err)
+/* Splits the directory list of key (list). */
+static enum error_code split_dirs(const char *key, const char *list, char **roots, size_t max,
+				  size_t *n, struct error *err)
 {
-	const char *p = s->allowed_roots ? s->allowed_roots : "";
+	const char *p = list ? list : "";
 
 	*n = 0;
 	while (*p) {
@@ -177,11 +192,11 @@ enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, s
 		if (*p != '/') {
 			csi_settings_roots_free(roots, *n);
 			return error_set(err, ERR_INVALID,
-					 "key 'allowed_roots': '%.*s' is not an absolute path", (int)len, p);
+					 "key '%s': '%.*s' is not an absolute path", key, (int)len, p);
 		}
 		if (*n == max) {
 			csi_settings_roots_free(roots, *n);
-			return error_set(err, ERR_INVALID, "key 'allowed_roots': more than %zu directories",
+			return error_set(err, ERR_INVALID, "key '%s': more than %zu directories", key,
 					 max);
 		}
 		roots[*n] = strndup(p, len);
@@ -192,7 +207,21 @@ enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, s
 		(*n)++;
 		p = next;
 	}
+	return ERR_OK;
+}
+
+enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, size_t max,
+				   size_t *n, struct error *err)
+{
+	if (split_dirs("allowed_roots", s->allowed_roots, roots, max, n, err) != ERR_OK)
+		return err->code;
 	if (*n == 0)
 		return error_set(err, ERR_INVALID, "key 'allowed_roots': required (absolute directories)");
 	return ERR_OK;
+}
+
+enum error_code csi_settings_file_roots(const struct csi_settings *s, char **roots, size_t max,
+					size_t *n, struct error *err)
+{
+	return split_dirs("allowed_file_roots", s->allowed_file_roots, roots, max, n, err);
 }

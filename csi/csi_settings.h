@@ -41,6 +41,8 @@ struct csi_settings {
 	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
 	char *allowed_roots; /* node role: comma-separated absolute directories
 			      * staging and target paths must lie under */
+	char *allowed_file_roots; /* controller role: comma-separated absolute
+				   * directories file:// sources may lie in ("" = none) */
 	uint64_t stage_timeout_ms; /* node role: wait for a new daemon to serve */
 	char *registration_socket; /* node role: the kubelet's registration socket
 				    * (absolute path; "" = off) */
@@ -84,5 +86,10 @@ bool csi_settings_registers(const struct csi_settings *s);
 enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, size_t max,
 				   size_t *n, struct error *err);
 void csi_settings_roots_free(char **roots, size_t n);
+
+/* The same for allowed_file_roots, where an empty list (*n 0) is fine: it
+ * turns file:// sources off. */
+enum error_code csi_settings_file_roots(const struct csi_settings *s, char **roots, size_t max,
+					size_t *n, struct error *err);
 
 #endif

@@ -113,8 +113,8 @@ int main(int argc, char **argv)
 	struct netaddr csi_addr;
 	uint64_t next_check = 0;
 	bool replaced = false;
-	char *roots[CSI_SETTINGS_MAX_ROOTS];
-	size_t nroots = 0;
+	char *roots[CSI_SETTINGS_MAX_ROOTS], *file_roots[CSI_SETTINGS_MAX_ROOTS];
+	size_t nroots = 0, nfile_roots = 0;
 	char hostname[256] = "";
 	struct error err;
 	int first = argc, rc;
@@ -143,6 +143,14 @@ int main(int argc, char **argv)
 	}
 	if (csi_settings_is_controller(&s)) {
 		struct controller_config cc = { .state_dir = s.state_dir, .meta = meta };
+
+		if (csi_settings_file_roots(&s, file_roots, CSI_SETTINGS_MAX_ROOTS, &nfile_roots,
+					    &err) != ERR_OK) {
+			log_error("bad allowed_file_roots", LOG_S("cause", err.msg));
+			goto out;
+		}
+		cc.file_roots = file_roots;
+		cc.nfile_roots = nfile_roots;
 
 		/* Only the controller needs meta to do anything at all; a node
 		 * plugin keeps serving its mounts while meta is away, so its
@@ -240,6 +248,7 @@ out:
 	meta_client_free(probe);
 	meta_client_free(meta);
 	csi_settings_roots_free(roots, nroots);
+	csi_settings_roots_free(file_roots, nfile_roots);
 	registration_release(&reg);
 	config_release(schema, &s);
 	return rc;

@@ -451,10 +451,12 @@ START_TEST(test_controller_context_errors_name_the_key)
 END_TEST
 
 /* A controller on a fresh directory, with a meta nobody serves. */
-static struct controller *controller_in(char *dir, struct meta_client **meta)
+static struct controller *controller_in(char *dir, struct meta_client **meta,
+					char *const *file_roots, size_t nfile_roots)
 {
 	struct meta_client_options mopt = { .timeout_ms = 1000, .build_timeout_ms = 1000 };
-	struct controller_config cfg = { .state_dir = dir };
+	struct controller_config cfg = { .state_dir = dir, .file_roots = file_roots,
+					 .nfile_roots = nfile_roots };
 	struct controller *c = NULL;
 	struct error err;
 
@@ -481,7 +483,7 @@ START_TEST(test_controller_refuses_volume_ids_that_are_not_ids)
 					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
 	char dir[] = "/tmp/test_controller_XXXXXX", msg[ERROR_MSG_MAX], longid[300];
 	struct meta_client *meta = NULL;
-	struct controller *c = controller_in(dir, &meta);
+	struct controller *c = controller_in(dir, &meta, NULL, 0);
 	bool ok = true;
 	struct error err;
 
@@ -511,7 +513,7 @@ START_TEST(test_controller_refuses_names_over_the_limit)
 	struct controller_create_request req = { .name = name, .params = params, .nparams = 1,
 						 .caps = &cap, .ncaps = 1 };
 	struct meta_client *meta = NULL;
-	struct controller *c = controller_in(dir, &meta);
+	struct controller *c = controller_in(dir, &meta, NULL, 0);
 	struct controller_volume v;
 	struct error err;
 
@@ -526,6 +528,72 @@ START_TEST(test_controller_refuses_names_over_the_limit)
 	name[253] = '\0';
 	ck_assert_int_eq(controller_create_volume(c, &req, &v, &err), ERR_UNAVAILABLE);
 	controller_gone(c, meta, dir);
+}
+END_TEST
+
+/* CreateVolume of source in c: what the controller answers. */
+static enum error_code create_from(struct controller *c, const char *source, struct error *err)
+{
+	const struct controller_kv params[] = { { "source", source } };
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	struct controller_create_request req = { .name = "pvc-files", .params = params,
+						 .nparams = 1, .caps = &cap, .ncaps = 1 };
+	struct controller_volume v;
+	enum error_code rc = controller_create_volume(c, &req, &v, err);
+
+	if (rc == ERR_OK)
+		controller_volume_release(&v);
+	return rc;
+}
+
+START_TEST(test_controller_file_sources_only_under_allowed_file_roots)
+{
+	char dir[] = "/tmp/test_controller_XXXXXX", top[] = "/tmp/test_file_roots_XXXXXX";
+	char root[128], data[128], link[128], uri[200], *roots[] = { root };
+	struct meta_client *meta = NULL;
+	struct controller *c = controller_in(dir, &meta, NULL, 0);
+	struct error err;
+
+	/* Off by default: nothing of the host is listed, not even for "/". */
+	ck_assert_int_eq(create_from(c, "file:///etc/", &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "parameter 'source': file:// sources are off (allowed_file_roots is empty), got 'file:///etc/'");
+	ck_assert_int_eq(create_from(c, "file:///", &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "file:// sources are off"));
+	controller_gone(c, meta, dir);
+
+	ck_assert_ptr_nonnull(mkdtemp(top));
+	snprintf(root, sizeof(root), "%s/datasets", top);
+	snprintf(data, sizeof(data), "%s/datasets/mnist", top);
+	ck_assert_int_eq(mkdir(root, 0755), 0);
+	ck_assert_int_eq(mkdir(data, 0755), 0);
+	snprintf(link, sizeof(link), "%s/datasets/etc", top);
+	ck_assert_int_eq(symlink("/etc", link), 0);
+	snprintf(dir, sizeof(dir), "/tmp/test_controller_XXXXXX");
+	c = controller_in(dir, &meta, roots, 1);
+	/* Inside a root: it gets as far as meta. */
+	snprintf(uri, sizeof(uri), "file://%s/", data);
+	ck_assert_msg(create_from(c, uri, &err) == ERR_UNAVAILABLE, "%s", err.msg);
+	/* Out of it: through a link, a "..", or another directory. */
+	snprintf(uri, sizeof(uri), "file://%s/", link);
+	ck_assert_int_eq(create_from(c, uri, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "parameter 'source': ") && strstr(err.msg, "resolves to '/etc'") &&
+			      strstr(err.msg, "outside allowed_file_roots"),
+		      "%s", err.msg);
+	snprintf(uri, sizeof(uri), "file://%s/../", data);
+	ck_assert_int_eq(create_from(c, uri, &err), ERR_INVALID);
+	snprintf(uri, sizeof(uri), "file://%s/mnist/../../", root);
+	ck_assert_int_eq(create_from(c, uri, &err), ERR_INVALID);
+	ck_assert_int_eq(create_from(c, "file:///", &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "outside allowed_file_roots"));
+	ck_assert_int_eq(create_from(c, "file:///etc/", &err), ERR_INVALID);
+	snprintf(uri, sizeof(uri), "file://%s/missing/", root);
+	ck_assert_int_eq(create_from(c, uri, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "No such file or directory"), "%s", err.msg);
+	controller_gone(c, meta, dir);
+	snprintf(uri, sizeof(uri), "rm -rf '%s'", top);
+	ck_assert_int_eq(system(uri), 0);
 }
 END_TEST
 
@@ -548,6 +616,7 @@ int main(void)
 	tcase_add_test(tc, test_controller_context_errors_name_the_key);
 	tcase_add_test(tc, test_controller_refuses_volume_ids_that_are_not_ids);
 	tcase_add_test(tc, test_controller_refuses_names_over_the_limit);
+	tcase_add_test(tc, test_controller_file_sources_only_under_allowed_file_roots);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

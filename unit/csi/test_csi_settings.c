@@ -224,6 +224,30 @@ START_TEST(test_csi_settings_allowed_roots_split_and_checked)
 }
 END_TEST
 
+START_TEST(test_csi_settings_allowed_file_roots_empty_by_default)
+{
+	struct csi_settings s;
+	struct error err;
+	char *roots[CSI_SETTINGS_MAX_ROOTS];
+	size_t n = 1;
+
+	ck_assert_int_eq(config_apply_defaults(&csi_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.allowed_file_roots, "");
+	ck_assert_int_eq(csi_settings_file_roots(&s, roots, CSI_SETTINGS_MAX_ROOTS, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 0);
+	set(&s, "allowed_file_roots", "/srv/datasets/, /data");
+	ck_assert_int_eq(csi_settings_file_roots(&s, roots, CSI_SETTINGS_MAX_ROOTS, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(roots[0], "/srv/datasets");
+	ck_assert_str_eq(roots[1], "/data");
+	csi_settings_roots_free(roots, n);
+	set(&s, "allowed_file_roots", "datasets");
+	ck_assert_int_eq(csi_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'allowed_file_roots': 'datasets'"));
+	config_release(&csi_settings_schema, &s);
+}
+END_TEST
+
 START_TEST(test_csi_settings_registration_and_health_from_yaml)
 {
 	static const char yaml[] =
@@ -257,6 +281,7 @@ int main(void)
 	tcase_add_test(tc, test_csi_settings_mode_is_an_enum);
 	tcase_add_test(tc, test_csi_settings_flag_overrides_file);
 	tcase_add_test(tc, test_csi_settings_allowed_roots_split_and_checked);
+	tcase_add_test(tc, test_csi_settings_allowed_file_roots_empty_by_default);
 	tcase_add_test(tc, test_csi_settings_registration_and_health_from_yaml);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
