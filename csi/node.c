@@ -1009,6 +1009,48 @@ void node_free(struct node *n)
 
 /* ---- the calls ----------------------------------------------------------- */
 
+/*
+ * No component of path below its allowed root may be a symbolic link: a
+ * link there would carry a mount (and an unmount, and a rmdir) to wherever
+ * it points, and leave the mount behind when the kubelet unpublishes.
+ * Components that do not exist yet are made as directories; one that is a
+ * mount whose FUSE connection is gone (ENOTCONN) is no link. The answer is
+ * INVALID_ARGUMENT, not FAILED_PRECONDITION: the path is unacceptable as
+ * sent, and no change of the volume's state would make it acceptable.
+ */
+static enum error_code check_no_links(const struct node *n, const char *field, const char *path,
+				      struct error *err)
+{
+	char prefix[PATH_MAX_LEN];
+	size_t start = 0, len = strlen(path);
+	struct stat st;
+
+	if (len >= sizeof(prefix))
+		return ERR_OK; /* node_path_allowed refused it */
+	for (size_t i = 0; i < n->nroots; i++) {
+		size_t rl = strlen(n->roots[i]);
+
+		if (strncmp(path, n->roots[i], rl) == 0 && (path[rl] == '/' || rl == 1) && rl > start)
+			start = rl;
+	}
+	for (size_t end = start + 1; end <= len; end++) {
+		if (path[end] != '/' && path[end] != '\0')
+			continue;
+		memcpy(prefix, path, end);
+		prefix[end] = '\0';
+		if (lstat(prefix, &st) != 0) {
+			if (errno == ENOTCONN)
+				continue;
+			return ERR_OK; /* missing: made as directories */
+		}
+		if (S_ISLNK(st.st_mode))
+			return error_set(err, ERR_INVALID,
+					 "field '%s': '%s' is a symbolic link (in '%s'); staging and target paths must be plain directories under the allowed roots",
+					 field, prefix, path);
+	}
+	return ERR_OK;
+}
+
 static enum error_code check_path(const struct node *n, const char *field, const char *path,
 				  struct error *err)
 {
@@ -1018,7 +1060,7 @@ static enum error_code check_path(const struct node *n, const char *field, const
 		return error_set(err, ERR_INVALID,
 				 "field '%s': '%s' is not a clean absolute path under the allowed roots (allowed_roots)",
 				 field, path);
-	return ERR_OK;
+	return check_no_links(n, field, path, err);
 }
 
 /* The id names the volume's files in STATE/node: never a path. */

@@ -31,8 +31,9 @@
  * keep the dead mount: see docs/csi.md).
  *
  * Paths: staging and target paths must lie strictly under one of the
- * allowed roots (lexically: absolute, no "." or ".." components), else
- * ERR_INVALID.
+ * allowed roots (lexically: absolute, no "." or ".." components), and no
+ * component below the root may be a symbolic link (checked with lstat
+ * before the call acts), else ERR_INVALID.
  *
  * Ids: every call checks its volume_id with controller_check_id before the
  * id names a file in STATE/node (ERR_INVALID otherwise).

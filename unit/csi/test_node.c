@@ -349,6 +349,54 @@ START_TEST(test_node_stage_refuses_a_context_naming_another_dataset)
 }
 END_TEST
 
+START_TEST(test_node_refuses_paths_through_symlinks)
+{
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	char state[64], root[64], elsewhere[128], link[128], target[160], staging[160],
+		*roots[] = { root };
+	struct node_publish_request pr = { .volume_id = "pvc-1", .cap = &cap };
+	struct error err;
+	struct node *n;
+
+	snprintf(root, sizeof(root), "%s/mnt", dir);
+	snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", dir);
+	ck_assert_int_eq(mkdir(root, 0755), 0);
+	ck_assert_int_eq(mkdir(elsewhere, 0755), 0);
+	n = node_in_dir(state, sizeof(state), roots);
+	/* The final component a link. */
+	snprintf(link, sizeof(link), "%s/mount", root);
+	ck_assert_int_eq(symlink(elsewhere, link), 0);
+	snprintf(staging, sizeof(staging), "%s/s/globalmount", root);
+	pr.staging_path = staging;
+	pr.target_path = link;
+	ck_assert_int_eq(node_publish(n, &pr, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'target_path': ") &&
+			      strstr(err.msg, "is a symbolic link"),
+		      "%s", err.msg);
+	ck_assert_int_eq(node_unpublish(n, "pvc-1", link, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "is a symbolic link"), "%s", err.msg);
+	/* The link is left alone, and so is where it points. */
+	ck_assert_int_eq(access(link, F_OK), 0);
+	ck_assert_int_eq(access(elsewhere, F_OK), 0);
+	/* A parent a link. */
+	snprintf(link, sizeof(link), "%s/pods", root);
+	ck_assert_int_eq(symlink(elsewhere, link), 0);
+	snprintf(target, sizeof(target), "%s/pods/a/mount", root);
+	pr.target_path = target;
+	ck_assert_int_eq(node_publish(n, &pr, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'target_path': ") && strstr(err.msg, link), "%s",
+		      err.msg);
+	ck_assert_int_eq(access(target, F_OK), -1);
+	ck_assert_int_eq(node_unstage(n, "pvc-1", target, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'staging_target_path': "), "%s", err.msg);
+	/* What does not exist yet is fine: it is made as directories. */
+	snprintf(target, sizeof(target), "%s/plain/a/mount", root);
+	ck_assert_int_eq(node_unpublish(n, "pvc-1", target, &err), ERR_OK);
+	node_free(n);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node");
@@ -363,6 +411,7 @@ int main(void)
 	tcase_add_test(tc, test_node_volume_stats_of_what_is_not_staged_is_not_found);
 	tcase_add_test(tc, test_node_refuses_volume_ids_that_are_not_ids);
 	tcase_add_test(tc, test_node_stage_refuses_a_context_naming_another_dataset);
+	tcase_add_test(tc, test_node_refuses_paths_through_symlinks);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
