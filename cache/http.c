@@ -4,16 +4,20 @@
  */
 #include "cache/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
@@ -538,6 +542,37 @@ out:
 	return rc;
 }
 
+enum error_code worker_http_check_framing(const struct worker_http_framing *f,
+					  struct error *err)
+{
+	const char *te = f->transfer_encoding;
+	size_t n;
+
+	if (f->content_lengths > 0 && f->transfer_encodings > 0)
+		return error_set(err, ERR_INVALID,
+				 "request has both Content-Length and Transfer-Encoding: its length is ambiguous");
+	if (f->content_lengths > 1)
+		return error_set(err, ERR_INVALID,
+				 "request has %u Content-Length headers: its length is ambiguous",
+				 f->content_lengths);
+	if (f->transfer_encodings > 1)
+		return error_set(err, ERR_INVALID,
+				 "request has %u Transfer-Encoding headers: its length is ambiguous",
+				 f->transfer_encodings);
+	if (f->transfer_encodings == 0)
+		return ERR_OK;
+	te = te ? te : "";
+	te += strspn(te, " \t");
+	n = strlen(te);
+	while (n > 0 && (te[n - 1] == ' ' || te[n - 1] == '\t'))
+		n--;
+	if (n == 7 && strncasecmp(te, "chunked", 7) == 0)
+		return ERR_OK;
+	return error_set(err, ERR_UNSUPPORTED,
+			 "transfer coding '%.64s' is not supported (only 'chunked')",
+			 f->transfer_encoding ? f->transfer_encoding : "");
+}
+
 /* --- metrics ------------------------------------------------------------- */
 
 void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t served_bytes,
@@ -608,6 +643,42 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 
 /* --- the server ---------------------------------------------------------- */
 
+/*
+ * Connections are tracked from accept to close (microhttpd's socket
+ * context) for two defences against clients that hold connections without
+ * sending requests: the per-address limit, counted at accept, and the
+ * request deadline, enforced by a watchdog thread that shuts the socket
+ * down (microhttpd's own timeout counts inactivity, which a client
+ * trickling a byte a second never shows). A deadline runs while a request
+ * is awaited: from the accept for the first one, from its request line
+ * for a later one (and from the previous answer, idle_timeout longer, for
+ * a line that never ends); none while a request is being answered.
+ */
+struct conn_addr {
+	int family;                       /* AF_INET or AF_INET6; 0: not limited (unix) */
+	unsigned char bytes[16];
+};
+
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	struct conn_addr addr;
+	uint64_t deadline_ms;             /* 0: none (answering) */
+	bool first;                       /* no request line yet: deadline from accept */
+	bool cut;                         /* shut down by the watchdog */
+};
+
+/* One log line per HTTP_EVENT_LOG_MS at most, counting the events since
+ * the last line. */
+#define HTTP_EVENT_LOG_MS 10000
+#define HTTP_MHD_LOG_KINDS 16
+
+struct event_log {
+	uint64_t last_ms;
+	uint64_t since;                   /* events since the last line */
+	char address[INET6_ADDRSTRLEN];   /* the latest event's client */
+};
+
 struct worker_http {
 	struct worker_http_config cfg;
 	struct MHD_Daemon *mhd;
@@ -615,7 +686,226 @@ struct worker_http {
 	char unix_path[108];              /* "" for TCP */
 	atomic_uint_fast64_t active;      /* requests between start and completion */
 	atomic_uint_fast64_t served;      /* block bytes sent */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;                /* wakes the watchdog to stop */
+	pthread_t watchdog;
+	bool watchdog_running;
+	bool stopping;                    /* protected by mu */
+	struct conn *conns;               /* protected by mu */
+	struct event_log refused_log;     /* protected by mu */
+	struct event_log cut_log;         /* protected by mu */
+	struct {
+		const char *fmt;
+		struct event_log log;
+	} mhd_logs[HTTP_MHD_LOG_KINDS];   /* protected by mu */
 };
+
+/* --- connection limits and deadlines ------------------------------------ */
+
+static bool conn_addr_of(const struct sockaddr *sa, struct conn_addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (sa && sa->sa_family == AF_INET) {
+		out->family = AF_INET;
+		memcpy(out->bytes, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa && sa->sa_family == AF_INET6) {
+		out->family = AF_INET6;
+		memcpy(out->bytes, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+		return true;
+	}
+	return false; /* unix socket: every client is this node's own */
+}
+
+static const char *conn_addr_text(const struct conn_addr *a, char *buf, size_t size)
+{
+	if (!a->family || !inet_ntop(a->family, a->bytes, buf, (socklen_t)size))
+		snprintf(buf, size, "unix");
+	return buf;
+}
+
+/* True (with the events since the last line in *count) when a line is
+ * due: there are some and the last line is HTTP_EVENT_LOG_MS old. Caller
+ * holds h->mu. */
+static bool event_log_pending(struct event_log *e, uint64_t now, uint64_t *count)
+{
+	if (e->since == 0 || (e->last_ms && now - e->last_ms < HTTP_EVENT_LOG_MS))
+		return false;
+	*count = e->since;
+	e->since = 0;
+	e->last_ms = now;
+	return true;
+}
+
+/* Counts an event from client address a (NULL: none); see event_log_pending. */
+static bool event_log_due(struct event_log *e, uint64_t now, const struct conn_addr *a,
+			  uint64_t *count)
+{
+	if (a)
+		conn_addr_text(a, e->address, sizeof(e->address));
+	e->since++;
+	return event_log_pending(e, now, count);
+}
+
+static void log_refused(const struct worker_http *h, uint64_t count)
+{
+	log_warn("refusing connections: too many connections from one address",
+		 LOG_S("address", h->refused_log.address),
+		 LOG_U("http.max_connections_per_address", h->cfg.max_connections_per_address),
+		 LOG_U("refused", count));
+}
+
+static void log_cut(const struct worker_http *h, uint64_t count)
+{
+	log_warn("closing connections: a request did not arrive within http.request_timeout",
+		 LOG_S("address", h->cut_log.address),
+		 LOG_U("http.request_timeout_ms", h->cfg.request_timeout_ms), LOG_U("closed", count));
+}
+
+/* microhttpd's accept policy: refuses a connection from an address that
+ * holds max_connections_per_address already. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+	struct worker_http *h = cls;
+	unsigned limit = h->cfg.max_connections_per_address, held = 0;
+	struct conn_addr a;
+	uint64_t count;
+
+	(void)len;
+	if (limit == 0 || !conn_addr_of(sa, &a))
+		return MHD_YES;
+	pthread_mutex_lock(&h->mu);
+	for (struct conn *c = h->conns; c && held < limit; c = c->next)
+		held += c->addr.family == a.family && memcmp(c->addr.bytes, a.bytes, 16) == 0;
+	if (held < limit) {
+		pthread_mutex_unlock(&h->mu);
+		return MHD_YES;
+	}
+	if (event_log_due(&h->refused_log, retry_now_ms(), &a, &count))
+		log_refused(h, count);
+	pthread_mutex_unlock(&h->mu);
+	return MHD_NO;
+}
+
+/* microhttpd's connection notification: tracks each connection from
+ * accept (in the listening thread) to close (before its socket is). */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct worker_http *h = cls;
+	struct conn *c = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd =
+			MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *peer =
+			MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return; /* untracked: neither counted nor timed */
+		c->fd = fd ? fd->connect_fd : -1;
+		conn_addr_of(peer ? peer->client_addr : NULL, &c->addr);
+		c->first = true;
+		pthread_mutex_lock(&h->mu);
+		c->deadline_ms = retry_now_ms() + h->cfg.request_timeout_ms;
+		c->next = h->conns;
+		if (h->conns)
+			h->conns->prev = c;
+		h->conns = c;
+		pthread_mutex_unlock(&h->mu);
+		*socket_context = c;
+		return;
+	}
+	if (!c)
+		return;
+	pthread_mutex_lock(&h->mu);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&h->mu);
+	free(c);
+	*socket_context = NULL;
+}
+
+enum conn_phase {
+	CONN_REQUEST_LINE,   /* a request line arrived: the rest must follow */
+	CONN_ANSWERING,      /* the whole request arrived */
+	CONN_ANSWERED,       /* waiting for the next request */
+};
+
+static void conn_enter(struct worker_http *h, struct MHD_Connection *mc, enum conn_phase phase)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *c = info ? info->socket_context : NULL;
+	uint64_t now = retry_now_ms();
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&h->mu);
+	switch (phase) {
+	case CONN_REQUEST_LINE:
+		if (!c->first)
+			c->deadline_ms = now + h->cfg.request_timeout_ms;
+		c->first = false;
+		break;
+	case CONN_ANSWERING:
+		c->deadline_ms = 0;
+		break;
+	case CONN_ANSWERED:
+		/* An idle connection is microhttpd's to close at idle_timeout;
+		 * this only catches a next request line that never ends. */
+		c->deadline_ms = now + h->cfg.idle_timeout_ms + h->cfg.request_timeout_ms;
+		break;
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Shuts down the connections past their deadline: their threads see the
+ * end of the stream and close them. Until microhttpd reports a connection
+ * closed its socket stays open, so c->fd is still that connection's. */
+static void *watchdog(void *arg)
+{
+	struct worker_http *h = arg;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->stopping) {
+		uint64_t now = retry_now_ms(), next = now + 500, count, until_ns;
+		struct timespec ts;
+
+		for (struct conn *c = h->conns; c; c = c->next) {
+			if (!c->deadline_ms || c->cut)
+				continue;
+			if (c->deadline_ms > now) {
+				next = c->deadline_ms < next ? c->deadline_ms : next;
+				continue;
+			}
+			if (c->fd >= 0)
+				shutdown(c->fd, SHUT_RDWR);
+			c->cut = true;
+			if (event_log_due(&h->cut_log, now, &c->addr, &count))
+				log_cut(h, count);
+		}
+		/* The rest of a burst, once its window has passed. */
+		if (event_log_pending(&h->cut_log, now, &count))
+			log_cut(h, count);
+		if (event_log_pending(&h->refused_log, now, &count))
+			log_refused(h, count);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		until_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
+			   (next - now) * 1000000u;
+		ts.tv_sec = (time_t)(until_ns / 1000000000u);
+		ts.tv_nsec = (long)(until_ns % 1000000000u);
+		pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
 
 /* Per request, from the request line to completion. */
 struct req {
@@ -637,7 +927,6 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
 	struct req *rq = calloc(1, sizeof(*rq));
 	char *q;
 
-	(void)conn;
 	if (!rq)
 		return NULL;
 	rq->h = h;
@@ -652,6 +941,7 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
 	rq->path = rq->raw;
 	rq->query = q ? q : "";
 	atomic_fetch_add(&h->active, 1);
+	conn_enter(h, conn, CONN_REQUEST_LINE);
 	return rq;
 }
 
@@ -661,7 +951,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	struct worker_http *h = cls;
 	struct req *rq = *req_cls;
 
-	(void)conn;
+	conn_enter(h, conn, CONN_ANSWERED);
 	if (!rq)
 		return;
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -674,17 +964,32 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	atomic_fetch_sub(&h->active, 1);
 }
 
+/* microhttpd's messages, one line per kind (format) and HTTP_EVENT_LOG_MS:
+ * a flood of clients can make it say the same thing for each one. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct worker_http *h = cls;
+	uint64_t count = 1;
+	bool due = true;
 	char msg[512];
 	size_t n;
 
-	(void)cls;
+	pthread_mutex_lock(&h->mu);
+	for (size_t i = 0; i < HTTP_MHD_LOG_KINDS; i++) {
+		if (h->mhd_logs[i].fmt && h->mhd_logs[i].fmt != fmt)
+			continue;
+		h->mhd_logs[i].fmt = fmt;
+		due = event_log_due(&h->mhd_logs[i].log, retry_now_ms(), NULL, &count);
+		break;
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (!due)
+		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http server", LOG_S("cause", msg));
+	log_warn("http server", LOG_S("cause", msg), LOG_U("times", count));
 }
 
 static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
@@ -1084,6 +1389,29 @@ static enum MHD_Result answer(struct req *rq, struct MHD_Connection *conn, const
 	return dispatch(rq, conn, method);
 }
 
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct worker_http_framing *f = cls;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->content_lengths++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		if (f->transfer_encodings++ == 0)
+			f->transfer_encoding = value;
+	}
+	return MHD_YES;
+}
+
+static enum error_code check_framing(struct MHD_Connection *conn, struct error *err)
+{
+	struct worker_http_framing f = { 0 };
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	return worker_http_check_framing(&f, err);
+}
+
 /*
  * microhttpd calls this once when the headers are in, once per piece of
  * body, and once more at the end. Answering only at the end keeps the
@@ -1096,6 +1424,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  void **req_cls)
 {
 	struct req *rq = *req_cls;
+	struct error err;
 
 	(void)cls;
 	(void)url;
@@ -1104,6 +1433,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
 	if (!rq->started) {
 		rq->started = true;
+		/* Before any of the body is read: an answer queued now makes
+		 * microhttpd discard the rest and close the connection. */
+		if (check_framing(conn, &err) != ERR_OK)
+			return reply_error(rq, conn, &err);
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
@@ -1124,6 +1457,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		rq->body[rq->body_len] = '\0';
 		return MHD_YES;
 	}
+	conn_enter(rq->h, conn, CONN_ANSWERING);
 	return answer(rq, conn, method);
 }
 
@@ -1131,6 +1465,7 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 				  struct error *err)
 {
 	struct worker_http *h;
+	pthread_condattr_t ca;
 	unsigned idle_s;
 
 	*out = NULL;
@@ -1145,25 +1480,48 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 		free(h);
 		return err ? err->code : ERR_UNAVAILABLE;
 	}
+	if (!h->cfg.request_timeout_ms)
+		h->cfg.request_timeout_ms = 10000;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	idle_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000);
 	h->mhd = MHD_start_daemon(
 		MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
 			MHD_USE_ERROR_LOG,
-		0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+		0, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 		MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_URI_LOG_CALLBACK,
 		on_request_line, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 		MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections ? cfg->max_connections : 1024u,
 		MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
 	if (!h->mhd) {
-		close(h->listen_fd);
-		if (h->unix_path[0])
-			unlink(h->unix_path);
-		free(h);
-		return error_set(err, ERR_UNAVAILABLE, "listen '%s': the HTTP server did not start",
-				 cfg->listen);
+		error_set(err, ERR_UNAVAILABLE, "listen '%s': the HTTP server did not start",
+			  cfg->listen);
+		goto fail;
 	}
+	if (pthread_create(&h->watchdog, NULL, watchdog, h) != 0) {
+		error_set(err, ERR_NOMEM, "listen '%s': cannot start the request watchdog",
+			  cfg->listen);
+		goto fail;
+	}
+	h->watchdog_running = true;
 	*out = h;
 	return ERR_OK;
+
+fail:
+	if (h->mhd)
+		MHD_stop_daemon(h->mhd); /* closes the listening socket */
+	else
+		close(h->listen_fd);
+	if (h->unix_path[0])
+		unlink(h->unix_path);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+	return err ? err->code : ERR_UNAVAILABLE;
 }
 
 void worker_http_stop(struct worker_http *h, uint64_t grace_ms)
@@ -1188,6 +1546,14 @@ void worker_http_stop(struct worker_http *h, uint64_t grace_ms)
 		 * store fetches that may take the whole store deadline. */
 		fetch_cancel(h->cfg.fetcher);
 	}
+	pthread_mutex_lock(&h->mu);
+	h->stopping = true;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	if (h->watchdog_running)
+		pthread_join(h->watchdog, NULL);
 	MHD_stop_daemon(h->mhd);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
 	free(h);
 }

@@ -17,6 +17,15 @@
  * to the store deadline; with a fixed pool of event threads every miss
  * would stall the hits queued behind it. Connections are bounded by
  * http.max_connections and closed after http.idle_timeout.
+ *
+ * Clients that hold connections without sending requests must not lock
+ * the others out: a TCP address may hold at most
+ * http.max_connections_per_address of them (further ones are closed at
+ * accept), and a request must arrive whole within http.request_timeout
+ * (a new connection's first request counts from the accept), else a
+ * watchdog thread shuts the connection down. A request whose body length
+ * is ambiguous (worker_http_check_framing) is answered and the connection
+ * closed.
  */
 #ifndef GRANARY_CACHE_HTTP_H
 #define GRANARY_CACHE_HTTP_H
@@ -148,6 +157,25 @@ enum error_code worker_http_parse_preload_body(const char *body, size_t len, cha
 					       size_t *n, struct error *err);
 void worker_http_free_objects(char **objects, size_t n);
 
+/* The headers that frame a request's body (RFC 9112 section 6). */
+struct worker_http_framing {
+	unsigned content_lengths;        /* Content-Length headers */
+	unsigned transfer_encodings;     /* Transfer-Encoding headers */
+	const char *transfer_encoding;   /* the first one's value; NULL when none */
+};
+
+/*
+ * Refuses a request whose body length is ambiguous, since two parties
+ * reading the same connection (a proxy and the worker) could then split
+ * the bytes into different requests (request smuggling): Content-Length
+ * with Transfer-Encoding, or either header twice, is ERR_INVALID ("request
+ * has both Content-Length and Transfer-Encoding ..."); a transfer coding
+ * other than chunked is ERR_UNSUPPORTED. The connection must be closed
+ * after the answer.
+ */
+enum error_code worker_http_check_framing(const struct worker_http_framing *f,
+					  struct error *err);
+
 /* --- the server ---------------------------------------------------------- */
 
 struct worker_http_config {
@@ -160,7 +188,9 @@ struct worker_http_config {
 	uint64_t block_size;
 	enum blockstore_policy policy;
 	unsigned max_connections;
+	unsigned max_connections_per_address; /* per client TCP address; 0: none */
 	uint64_t idle_timeout_ms;
+	uint64_t request_timeout_ms;        /* a whole request must arrive within */
 	struct readiness *readiness;        /* borrowed; /readyz's verdict; NULL: always ready */
 };
 

@@ -129,7 +129,10 @@ int main(int argc, char **argv)
 			    .policy = s.cache_policy == WORKER_CACHE_LRU ? BLOCKSTORE_LRU
 									 : BLOCKSTORE_SCAN_RESISTANT,
 			    .max_connections = (unsigned)s.http_max_connections,
+			    .max_connections_per_address =
+				    (unsigned)s.http_max_connections_per_address,
 			    .idle_timeout_ms = s.http_idle_timeout_ms,
+			    .request_timeout_ms = s.http_request_timeout_ms,
 			    .readiness = ready,
 		    },
 		    &http, &err) != ERR_OK) {

@@ -44,7 +44,9 @@ struct worker_settings {
 	int64_t fetch_readahead_max; /* most blocks one request may read ahead */
 	int64_t preload_parallelism; /* blocks one preload job fetches at once */
 	int64_t http_max_connections;
+	int64_t http_max_connections_per_address; /* per client address; 0 = no limit */
 	uint64_t http_idle_timeout_ms;   /* an idle keep-alive connection is closed after */
+	uint64_t http_request_timeout_ms; /* a whole request must arrive within */
 	uint64_t http_shutdown_grace_ms; /* requests in progress may finish within, at SIGTERM */
 	struct store_settings store;
 	char *log_level;

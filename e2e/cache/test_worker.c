@@ -17,8 +17,10 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +71,11 @@ struct worker {
 	char log_path[96];
 	char capacity[32];
 	char meta_address[64];  /* "" = standalone */
+	const char *extra[8];   /* more arguments, NULL-terminated */
 };
 
 static struct worker w;
+static long client_timeout_s = 60; /* of each curl request */
 
 /* --- data ---------------------------------------------------------------- */
 
@@ -194,6 +198,8 @@ static void worker_start(void)
 		argv[argc++] = "--meta.address";
 		argv[argc++] = w.meta_address;
 	}
+	for (size_t i = 0; i < sizeof(w.extra) / sizeof(w.extra[0]) && w.extra[i]; i++)
+		argv[argc++] = (char *)w.extra[i];
 	argv[argc] = NULL;
 
 	w.pid = harness_spawn((const char *const *)argv, w.log_path);
@@ -372,7 +378,7 @@ static struct resp request_on(CURL *c, const char *method, const char *path, con
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, client_timeout_s);
 	rc = curl_easy_perform(c);
 	ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
@@ -494,6 +500,57 @@ static uint64_t metric(const char *name)
 static uint64_t blocks_of(size_t obj, uint32_t bs)
 {
 	return (objects[obj].size + bs - 1) / bs;
+}
+
+
+/* --- raw connections ----------------------------------------------------- */
+
+/* A TCP connection to the worker from source address src (NULL: any):
+ * 127.0.0.0/8 is all loopback on Linux, so 127.0.0.2 is another client. */
+static int raw_connect(const char *src)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	if (src) {
+		ck_assert_int_eq(inet_pton(AF_INET, src, &a.sin_addr), 1);
+		ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind '%s': %s", src,
+			      strerror(errno));
+	}
+	a.sin_port = htons((uint16_t)w.port);
+	ck_assert_int_eq(inet_pton(AF_INET, "127.0.0.1", &a.sin_addr), 1);
+	ck_assert_msg(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "connect port %d: %s",
+		      w.port, strerror(errno));
+	return fd;
+}
+
+/* Reads into buf (NUL-terminated) until the worker closes the connection
+ * or timeout_ms pass; *closed says which. */
+static size_t raw_read(int fd, char *buf, size_t size, uint64_t timeout_ms, bool *closed)
+{
+	uint64_t deadline = retry_now_ms() + timeout_ms;
+	size_t got = 0;
+
+	*closed = false;
+	for (;;) {
+		uint64_t now = retry_now_ms();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, now >= deadline ? 0 : (int)(deadline - now)) <= 0)
+			break;
+		n = recv(fd, buf + got, size - 1 - got, 0);
+		if (n <= 0) {
+			*closed = n == 0 || errno == ECONNRESET;
+			break;
+		}
+		got += (size_t)n;
+		if (got == size - 1)
+			break;
+	}
+	buf[got] = '\0';
+	return got;
 }
 
 /* --- tests --------------------------------------------------------------- */
@@ -1180,6 +1237,150 @@ START_TEST(test_worker_readyz_fails_when_the_cache_directory_is_gone)
 }
 END_TEST
 
+/*
+ * A request with both Content-Length and Transfer-Encoding has two
+ * lengths: a proxy in front that believes the other one would see the
+ * bytes after it as a request of its own (request smuggling). The worker
+ * answers 400 naming the conflict and closes the connection, so the
+ * request pipelined behind it is never answered.
+ */
+START_TEST(test_worker_refuses_a_request_with_two_lengths_and_closes)
+{
+	static const struct {
+		const char *head;
+		int status;
+		const char *expect;
+	} cases[] = {
+		{ "GET /healthz HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\n"
+		  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		  400, "both Content-Length and Transfer-Encoding" },
+		{ "POST /v1/preload/ds HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n"
+		  "Content-Length: 4\r\n\r\n0\r\n\r\n",
+		  400, "both Content-Length and Transfer-Encoding" },
+		{ "PUT /v1/datasets/x HTTP/1.1\r\nHost: w\r\nContent-Length: 0\r\n"
+		  "transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+		  400, "both Content-Length and Transfer-Encoding" },
+		{ "PUT /v1/datasets/x HTTP/1.1\r\nHost: w\r\nContent-Length: 2\r\n"
+		  "Content-Length: 0\r\n\r\n{}",
+		  400, "2 Content-Length headers" },
+		{ "POST /v1/preload/ds HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: xchunked\r\n\r\n"
+		  "0\r\n\r\n",
+		  501, "transfer coding 'xchunked'" },
+	};
+	static const char next[] = "GET /metrics HTTP/1.1\r\nHost: w\r\n\r\n";
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[8192], want[32], msg[256];
+		int fd = raw_connect(NULL);
+		bool closed;
+
+		snprintf(msg, sizeof(msg), "%s%s", cases[i].head, next);
+		ck_assert_int_eq(send(fd, msg, strlen(msg), MSG_NOSIGNAL), (ssize_t)strlen(msg));
+		raw_read(fd, out, sizeof(out), 5000, &closed);
+		close(fd);
+		snprintf(want, sizeof(want), "HTTP/1.1 %d ", cases[i].status);
+		ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "case %zu: answered:\n%.600s", i, out);
+		ck_assert_msg(strstr(out, cases[i].expect), "case %zu: '%.600s' lacks '%s'", i, out,
+			      cases[i].expect);
+		ck_assert_msg(strstr(out + 1, "HTTP/1.1 ") == NULL,
+			      "case %zu: the pipelined request was answered too:\n%.600s", i, out);
+		ck_assert_msg(closed, "case %zu: the connection stayed open after:\n%.600s", i, out);
+	}
+}
+END_TEST
+
+struct trickler {
+	int *fds;
+	int n;
+	atomic_bool stop;
+};
+
+/* A byte a quarter second on every connection: never a whole request,
+ * never idle long enough for an inactivity timeout. */
+static void *trickle(void *arg)
+{
+	struct trickler *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		for (int i = 0; i < t->n; i++)
+			(void)send(t->fds[i], "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		retry_sleep_ms(250);
+	}
+	return NULL;
+}
+
+/*
+ * More slow clients from one address than the worker's connection limit,
+ * each trickling a request that never ends: a client from another address
+ * still gets its block at once, those beyond the per-address limit are
+ * refused (and logged with a count), and the ones let in are closed when
+ * their request has not arrived within http.request_timeout.
+ */
+START_TEST(test_worker_slow_clients_from_one_address_leave_room_for_others)
+{
+	enum { SLOW = 48 };
+	static const char *const extra[] = { "--http.max_connections", "32",
+					     "--http.max_connections_per_address", "8",
+					     "--http.request_timeout", "2s", NULL };
+	int fds[SLOW];
+	struct trickler t = { .fds = fds, .n = SLOW };
+	pthread_t th;
+	uint64_t t0, took;
+	struct resp r;
+	int closed_n = 0;
+
+	worker_stop(NULL);
+	memcpy(w.extra, extra, sizeof(extra));
+	worker_start();
+	register_dataset("ds", BS, "lru");
+
+	t0 = retry_now_ms();
+	for (int i = 0; i < SLOW; i++) {
+		fds[i] = raw_connect("127.0.0.2");
+		(void)send(fds[i], "GET /v1/blocks/ds/0?key=", 24, MSG_NOSIGNAL);
+	}
+	ck_assert_int_eq(pthread_create(&th, NULL, trickle, &t), 0);
+	retry_sleep_ms(500);
+
+	client_timeout_s = 5;
+	r = get_block("ds", 0, 0, NULL);
+	took = retry_now_ms() - t0;
+	expect_block(&r, 0, 0, BS);
+	resp_free(&r);
+	fprintf(stderr, "%d slow clients from one address: a block for another in %llu ms\n", SLOW,
+		(unsigned long long)took);
+
+	/* 2 s after they connected, every slow connection is closed: refused
+	 * at once, or cut at http.request_timeout. */
+	retry_sleep_ms(t0 + 4000 > retry_now_ms() ? t0 + 4000 - retry_now_ms() : 0);
+	atomic_store(&t.stop, true);
+	pthread_join(th, NULL);
+	for (int i = 0; i < SLOW; i++) {
+		char buf[256];
+		bool closed;
+
+		raw_read(fds[i], buf, sizeof(buf), 1000, &closed);
+		closed_n += closed;
+		close(fds[i]);
+	}
+	ck_assert_int_eq(closed_n, SLOW);
+	ck_assert_msg(harness_file_contains(w.log_path, "too many connections from one address") &&
+			      harness_file_contains(w.log_path, "address=127.0.0.2"),
+		      "no refusal in the log");
+	ck_assert_msg(harness_file_contains(w.log_path, "request did not arrive within"),
+		      "no timeout in the log");
+	/* One line each, with a count, not one per connection. */
+	ck_assert_int_eq(harness_file_count(w.log_path, "too many connections from one address"), 1);
+	ck_assert_int_eq(harness_file_count(w.log_path, "request did not arrive within"), 1);
+	ck_assert_int_le(harness_file_count(w.log_path, "msg=\"http server\""), 2);
+
+	/* The worker serves as before. */
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker");
@@ -1204,6 +1405,8 @@ int main(void)
 	tcase_add_test(tc, test_worker_readahead_warms_the_next_blocks);
 	tcase_add_test(tc, test_worker_warm_block_throughput_is_reported);
 	tcase_add_test(tc, test_worker_readyz_fails_when_the_cache_directory_is_gone);
+	tcase_add_test(tc, test_worker_refuses_a_request_with_two_lengths_and_closes);
+	tcase_add_test(tc, test_worker_slow_clients_from_one_address_leave_room_for_others);
 	suite_add_tcase(s, tc);
 
 	tcase_add_unchecked_fixture(member, put_objects, free_tokens);

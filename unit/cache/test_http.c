@@ -1,7 +1,7 @@
 /*
  * test_http.c - the worker's request parsers, without a server: routes,
- * numbers, query parameters, Range headers, and the JSON bodies of the
- * dataset and preload calls.
+ * numbers, query parameters, Range headers, the JSON bodies of the
+ * dataset and preload calls, and the headers that frame a request body.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -384,6 +384,40 @@ START_TEST(test_http_dataset_names_and_object_keys)
 }
 END_TEST
 
+START_TEST(test_http_framing_refuses_two_lengths)
+{
+	static const struct {
+		struct worker_http_framing f;
+		enum error_code want;
+		const char *expect;
+	} cases[] = {
+		{ { 0, 0, NULL }, ERR_OK, NULL },
+		{ { 1, 0, NULL }, ERR_OK, NULL },
+		{ { 0, 1, "chunked" }, ERR_OK, NULL },
+		{ { 0, 1, " Chunked " }, ERR_OK, NULL },
+		{ { 1, 1, "chunked" }, ERR_INVALID,
+		  "request has both Content-Length and Transfer-Encoding" },
+		{ { 2, 0, NULL }, ERR_INVALID, "request has 2 Content-Length headers" },
+		{ { 0, 2, "chunked" }, ERR_INVALID, "request has 2 Transfer-Encoding headers" },
+		{ { 0, 1, "xchunked" }, ERR_UNSUPPORTED,
+		  "transfer coding 'xchunked' is not supported (only 'chunked')" },
+		{ { 0, 1, "gzip, chunked" }, ERR_UNSUPPORTED, "transfer coding 'gzip, chunked'" },
+		{ { 0, 1, "" }, ERR_UNSUPPORTED, "transfer coding ''" },
+	};
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum error_code rc = worker_http_check_framing(&cases[i].f, &err);
+
+		ck_assert_msg(rc == cases[i].want, "case %zu: got %s (%s)", i, error_code_name(rc),
+			      rc ? err.msg : "");
+		if (cases[i].expect)
+			ck_assert_msg(strstr(err.msg, cases[i].expect), "case %zu: '%s' lacks '%s'", i,
+				      err.msg, cases[i].expect);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("http");
@@ -402,6 +436,7 @@ int main(void)
 	tcase_add_test(tc, test_http_dataset_body_refuses_naming_the_field);
 	tcase_add_test(tc, test_http_preload_body_lists_objects_or_means_all);
 	tcase_add_test(tc, test_http_dataset_names_and_object_keys);
+	tcase_add_test(tc, test_http_framing_refuses_two_lengths);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
