@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/retry.h"
+
 enum error_code store_check_bucket_name(const char *name, struct error *err)
 {
 	size_t len = name ? strlen(name) : 0;
@@ -335,28 +337,60 @@ enum error_code store_list(struct store *st, const char *prefix,
 enum error_code store_list_all(struct store *st, const char *prefix,
 			       store_list_fn fn, void *arg, struct error *err)
 {
+	return store_list_all_limited(st, prefix, NULL, fn, arg, err);
+}
+
+enum error_code store_list_all_limited(struct store *st, const char *prefix,
+				       const struct store_list_limits *lim, store_list_fn fn,
+				       void *arg, struct error *err)
+{
+	static const struct store_list_limits none;
 	struct store_list_page page;
 	char *token = NULL;
-	enum error_code rc;
+	uint64_t pages = 0, objects = 0, t0 = retry_now_ms();
+	enum error_code rc = ERR_OK;
 
+	if (!lim)
+		lim = &none;
+	if (!prefix)
+		prefix = "";
 	do {
 		rc = store_list(st, prefix, NULL, token, 0, &page, err);
-		free(token);
-		token = NULL;
 		if (rc != ERR_OK)
-			return rc;
-		for (size_t i = 0; i < page.nobjects; i++) {
-			if (fn(&page.objects[i], arg) != 0) {
-				store_list_page_release(&page);
-				return error_set(err, ERR_CANCELLED, "list of '%s' stopped by the caller",
-						 prefix ? prefix : "");
-			}
+			break;
+		pages++;
+		objects += page.nobjects;
+		if (token && page.next_token && strcmp(token, page.next_token) == 0) {
+			rc = error_set(err, ERR_INVALID,
+				       "list '%s' of %s: page %llu returned the continuation token "
+				       "it was asked with; the listing would never end",
+				       prefix, store_describe_at(st), (unsigned long long)pages);
+		} else if (lim->max_pages && pages > lim->max_pages) {
+			rc = error_set(err, ERR_NO_SPACE,
+				       "list '%s' of %s: more than %llu pages", prefix,
+				       store_describe_at(st), (unsigned long long)lim->max_pages);
+		} else if (lim->max_objects && objects > lim->max_objects) {
+			rc = error_set(err, ERR_NO_SPACE,
+				       "list '%s' of %s: more than %llu objects", prefix,
+				       store_describe_at(st), (unsigned long long)lim->max_objects);
 		}
+		for (size_t i = 0; rc == ERR_OK && i < page.nobjects; i++) {
+			if (fn(&page.objects[i], arg) != 0)
+				rc = error_set(err, ERR_CANCELLED, "list of '%s' stopped by the caller",
+					       prefix);
+		}
+		free(token);
 		token = page.next_token;
 		page.next_token = NULL;
 		store_list_page_release(&page);
-	} while (token);
-	return ERR_OK;
+		if (rc == ERR_OK && token && lim->max_ms && retry_now_ms() - t0 > lim->max_ms)
+			rc = error_set(err, ERR_TIMEOUT,
+				       "list '%s' of %s: not done after %llu ms (%llu pages)", prefix,
+				       store_describe_at(st), (unsigned long long)lim->max_ms,
+				       (unsigned long long)pages);
+	} while (rc == ERR_OK && token);
+	free(token);
+	return rc; /* store_list counted its own failures */
 }
 
 void store_object_release(struct store_object *obj)
@@ -392,4 +426,9 @@ void store_get_stats(struct store *st, struct store_stats *out)
 const char *store_describe(const struct store *st)
 {
 	return st->desc;
+}
+
+const char *store_describe_at(const struct store *st)
+{
+	return st->desc_at ? st->desc_at : st->desc;
 }

@@ -61,7 +61,27 @@ struct store_config {
 	uint64_t retry_max_ms;       /* 0 = 2000 */
 	unsigned max_connections;    /* pooled connections kept; 0 = 64 */
 	bool insecure_skip_verify;   /* TLS: do not verify the peer (tests only) */
+	/*
+	 * Unsigned requests, whatever credentials the chain above would find
+	 * (granary-meta listing an endpoint it must not sign for).
+	 */
+	bool anonymous;
+	/*
+	 * Every failure that is not an S3 answer - a refused, reset or timed
+	 * out connection, a name that does not resolve, a server that does not
+	 * speak HTTP, an HTTP answer without an S3 error document, a listing
+	 * that is not ListObjectsV2 XML - is ERR_UNAVAILABLE "the endpoint did
+	 * not answer as an S3 server", its detail logged at debug level only.
+	 * For a service that lists endpoints its callers name and must not
+	 * tell them what listens at an address (granary-meta). S3 errors
+	 * (AccessDenied, NoSuchBucket, SlowDown ...) keep their detail.
+	 */
+	bool uniform_errors;
 };
+
+/* The largest object S3 stores (5 TiB): a listing that reports more is
+ * not an S3 listing, and sizes above it would wrap the sums of a dataset. */
+#define STORE_OBJECT_MAX ((uint64_t)5 << 40)
 
 struct store_object {
 	char *key;
@@ -151,12 +171,33 @@ enum error_code store_list(struct store *st, const char *prefix,
 			   unsigned max_keys, struct store_list_page *page,
 			   struct error *err);
 
-/* Calls fn for every object under prefix across all pages (no delimiter).
+/*
+ * Calls fn for every object under prefix across all pages (no delimiter).
  * fn returns 0 to go on; a non-zero return stops the walk and is returned
- * as ERR_CANCELLED. */
+ * as ERR_CANCELLED. A service that answers a continuation token with the
+ * same token again would keep the walk going forever: that is ERR_INVALID
+ * naming the store and its endpoint.
+ */
 typedef int (*store_list_fn)(const struct store_object *obj, void *arg);
 enum error_code store_list_all(struct store *st, const char *prefix,
 			       store_list_fn fn, void *arg, struct error *err);
+
+/* Bounds on one store_list_all_limited walk; 0 = no bound. */
+struct store_list_limits {
+	uint64_t max_pages;
+	uint64_t max_objects;
+	uint64_t max_ms;        /* checked between pages: one page's request
+				   is bounded by the store's deadline_ms */
+};
+
+/*
+ * store_list_all within limits: past max_pages pages or max_objects
+ * objects, ERR_NO_SPACE; past max_ms, ERR_TIMEOUT; each message names the
+ * store, its endpoint and the limit. lim NULL = no limits.
+ */
+enum error_code store_list_all_limited(struct store *st, const char *prefix,
+				       const struct store_list_limits *lim, store_list_fn fn,
+				       void *arg, struct error *err);
 
 void store_object_release(struct store_object *obj);
 void store_list_page_release(struct store_list_page *page);
@@ -165,6 +206,10 @@ void store_get_stats(struct store *st, struct store_stats *out);
 
 /* "s3://data" or "file:///srv/x": for messages and metrics labels. */
 const char *store_describe(const struct store *st);
+
+/* "s3://data at http://10.0.0.5:7070" (the endpoint as configured) or
+ * "file:///srv/x": for messages that must say which service answered. */
+const char *store_describe_at(const struct store *st);
 
 /*
  * Splits a dataset URI into scheme ("s3" or "file"), bucket (or directory

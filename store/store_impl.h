@@ -37,6 +37,7 @@ struct store_ops {
 struct store {
 	const struct store_ops *ops;
 	char *desc;                    /* "s3://bucket" / "file:///dir" */
+	char *desc_at;                 /* desc and " at ENDPOINT"; NULL = desc */
 	_Atomic uint64_t requests;     /* backends count attempts here */
 	_Atomic uint64_t retries;
 	_Atomic uint64_t bytes_read;

@@ -45,6 +45,7 @@ struct s3_store {
 	long connect_timeout_ms;
 	uint64_t request_timeout_ms;
 	bool insecure;
+	bool uniform_errors;
 	CURLSH *share;
 	pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_mu;
@@ -289,6 +290,19 @@ static void where(const struct s3_store *s, const struct s3_call *call,
 			 s->endpoint);
 }
 
+#define NOT_S3 "the endpoint did not answer as an S3 server"
+
+/* With uniform_errors: the failure detail goes to the debug log only, the
+ * caller gets the one message every non-S3 failure gives. */
+static enum error_code not_s3(const struct s3_store *s, const struct s3_call *call,
+			      const char *detail, struct error *err)
+{
+	log_debug("s3 endpoint did not answer as S3", LOG_S("op", call->op),
+		  LOG_S("bucket", s->bucket), LOG_S("endpoint", s->endpoint),
+		  LOG_S("cause", detail));
+	return error_set(err, ERR_UNAVAILABLE, NOT_S3);
+}
+
 static enum error_code status_error(const struct s3_store *s, struct s3_call *call,
 				    struct error *err)
 {
@@ -300,6 +314,14 @@ static enum error_code status_error(const struct s3_store *s, struct s3_call *ca
 	if (call->dyn_len > 0)
 		s3_xml_parse_error(call->dyn, call->dyn_len, code, sizeof(code),
 				   message, sizeof(message));
+	/* HEAD answers carry no body: their status is all an S3 server says. */
+	if (s->uniform_errors && !*code && strcmp(call->method, "HEAD") != 0) {
+		char detail[1200];
+
+		snprintf(detail, sizeof(detail), "%s: HTTP %ld without an S3 error document", at,
+			 call->status);
+		return not_s3(s, call, detail, err);
+	}
 	switch (call->status) {
 	case 400:
 		ec = ERR_INVALID;
@@ -503,21 +525,35 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 		}
 		again = cc == CURLE_OK || retryable_curl(cc);
 		where(s, call, at, sizeof(at));
-		if (cc != CURLE_OK)
+		if (cc != CURLE_OK && s->uniform_errors) {
+			char detail[1400];
+
+			snprintf(detail, sizeof(detail), "%s: %s", at,
+				 *curl_msg ? curl_msg : curl_easy_strerror(cc));
+			rc = not_s3(s, call, detail, err);
+		} else if (cc != CURLE_OK) {
 			rc = error_set(err,
 				       cc == CURLE_OPERATION_TIMEDOUT ? ERR_TIMEOUT : ERR_UNAVAILABLE,
 				       "%s: %s", at, *curl_msg ? curl_msg : curl_easy_strerror(cc));
-		else
+		} else {
 			rc = status_error(s, call, err);
+		}
 		if (!again || !retry_next(&r, retry_now_ms(), &delay)) {
-			if (again && r.attempt > 1)
+			/* The count of attempts would tell how the endpoint failed. */
+			if (again && r.attempt > 1 && !s->uniform_errors)
 				error_wrap(err, "gave up after %u attempts", r.attempt);
 			break;
 		}
 		atomic_fetch_add(&s->base.retries, 1);
-		log_warn("s3 request retried", LOG_S("op", call->op), LOG_S("bucket", s->bucket),
-			 LOG_S("key", call->key), LOG_U("attempt", r.attempt),
-			 LOG_U("delay_ms", delay), LOG_S("cause", err ? err->msg : ""));
+		if (s->uniform_errors)
+			log_debug("s3 request retried", LOG_S("op", call->op),
+				  LOG_S("bucket", s->bucket), LOG_U("attempt", r.attempt),
+				  LOG_U("delay_ms", delay));
+		else
+			log_warn("s3 request retried", LOG_S("op", call->op),
+				 LOG_S("bucket", s->bucket), LOG_S("key", call->key),
+				 LOG_U("attempt", r.attempt), LOG_U("delay_ms", delay),
+				 LOG_S("cause", err ? err->msg : ""));
 		retry_sleep_ms(delay);
 	}
 	if (rc != ERR_OK) {
@@ -638,7 +674,9 @@ static enum error_code s3_list(struct store *st, const char *prefix,
 	rc = perform(s, &call, err);
 	if (rc == ERR_OK) {
 		rc = s3_xml_parse_list(call.dyn ? call.dyn : "", call.dyn_len, page, err);
-		if (rc != ERR_OK)
+		if (rc != ERR_OK && s->uniform_errors)
+			rc = not_s3(s, &call, err ? err->msg : "", err);
+		else if (rc != ERR_OK)
 			error_wrap(err, "s3 LIST of bucket '%s' at %s", s->bucket, s->endpoint);
 	}
 	free(call.dyn);
@@ -667,6 +705,7 @@ static void release_s3(struct store *st)
 	free(s->region);
 	free(s->endpoint);
 	free(s->base.desc);
+	free(s->base.desc_at);
 	free(s);
 }
 
@@ -792,7 +831,9 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 	s->endpoint = strdup(endpoint);
 	if (asprintf(&s->base.desc, "s3://%s", bucket) < 0)
 		s->base.desc = NULL;
-	if (!s->bucket || !s->region || !s->endpoint || !s->base.desc) {
+	if (asprintf(&s->base.desc_at, "s3://%s at %s", bucket, endpoint) < 0)
+		s->base.desc_at = NULL;
+	if (!s->bucket || !s->region || !s->endpoint || !s->base.desc || !s->base.desc_at) {
 		rc = error_set(err, ERR_NOMEM, "s3: out of memory");
 		goto fail;
 	}
@@ -800,9 +841,11 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 	if (rc != ERR_OK)
 		goto fail;
 
-	rc = credentials_load(cfg->credentials_file, cfg->profile, &s->cred, &found, err);
-	if (rc != ERR_OK)
-		goto fail;
+	if (!cfg->anonymous) {
+		rc = credentials_load(cfg->credentials_file, cfg->profile, &s->cred, &found, err);
+		if (rc != ERR_OK)
+			goto fail;
+	}
 	s->anonymous = !found;
 
 	s->connect_timeout_ms = (long)(cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 3000);
@@ -814,6 +857,7 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 		.deadline_ms = cfg->deadline_ms ? cfg->deadline_ms : 60000,
 	};
 	s->insecure = cfg->insecure_skip_verify;
+	s->uniform_errors = cfg->uniform_errors;
 	s->max_idle = cfg->max_connections ? cfg->max_connections : 64;
 	s->idle = calloc(s->max_idle, sizeof(*s->idle));
 	s->share = curl_share_init();
