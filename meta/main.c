@@ -91,6 +91,10 @@ int main(int argc, char **argv)
 	ropt.data_dir = s.data_dir;
 	ropt.store = &store_cfg;
 	ropt.max_builds = MAX_BUILDS;
+	ropt.cluster_endpoints = s.listing_cluster_endpoints;
+	ropt.limits.max_objects = (uint64_t)s.listing_max_objects;
+	ropt.limits.max_pages = (uint64_t)s.listing_max_pages;
+	ropt.limits.max_ms = s.listing_max_time_ms;
 	if (registry_open(&ropt, &reg, &err) != ERR_OK) {
 		log_error("cannot open the registry", LOG_S("data_dir", s.data_dir),
 			  LOG_S("cause", err.msg));

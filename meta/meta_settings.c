@@ -4,6 +4,7 @@
 #include "meta/meta_settings.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "common/netaddr.h"
@@ -23,6 +24,17 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, heartbeat_expiry_ms), "15s",
 	  "silence after which a worker leaves the membership (> interval)", 100, 86400000, NULL },
 	STORE_SETTINGS_FIELDS(struct meta_settings, store),
+	{ "listing.max_objects", CONFIG_INT, offsetof(struct meta_settings, listing_max_objects),
+	  "50000000", "objects one dataset may have (a listing past it fails)", 1, 4294967294.0,
+	  NULL },
+	{ "listing.max_pages", CONFIG_INT, offsetof(struct meta_settings, listing_max_pages),
+	  "1000000", "ListObjectsV2 pages one listing may take", 1, 1e9, NULL },
+	{ "listing.max_time", CONFIG_DURATION, offsetof(struct meta_settings, listing_max_time_ms),
+	  "30m", "time one listing may take, all pages", 1000, 7 * 86400000.0, NULL },
+	{ "listing.cluster_endpoints", CONFIG_STRING,
+	  offsetof(struct meta_settings, listing_cluster_endpoints), "",
+	  "the cluster's S3 endpoints besides store.endpoint, comma-separated: only these get "
+	  "meta's own credentials", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -34,6 +46,35 @@ const struct config_schema meta_settings_schema = {
 	.fields = meta_fields,
 	.nfields = sizeof(meta_fields) / sizeof(meta_fields[0]),
 };
+
+/* Each comma-separated item of list (spaces around it allowed) is an
+ * endpoint URL. */
+static enum error_code check_endpoints(const char *key, const char *list, struct error *err)
+{
+	char item[1024];
+
+	for (const char *p = list ? list : ""; *p;) {
+		size_t len = strcspn(p, ",");
+
+		while (len > 0 && *p == ' ') {
+			p++;
+			len--;
+		}
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (len >= sizeof(item))
+			return error_set(err, ERR_INVALID, "key '%s': an endpoint longer than %zu bytes",
+					 key, sizeof(item) - 1);
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (store_check_endpoint(item, err) != ERR_OK)
+			return error_wrap(err, "key '%s'", key);
+		p += strcspn(p, ",");
+		if (*p == ',')
+			p++;
+	}
+	return ERR_OK;
+}
 
 enum error_code meta_settings_check(const struct meta_settings *s, struct error *err)
 {
@@ -51,6 +92,9 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
+	if (check_endpoints("listing.cluster_endpoints", s->listing_cluster_endpoints, err) !=
+	    ERR_OK)
+		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;

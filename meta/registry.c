@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +53,10 @@ struct registry {
 	struct store_config store; /* points at the strings below */
 	char *endpoint, *region, *credentials_file, *profile;
 	unsigned max_builds;
+	unsigned max_foreign;      /* of max_builds, for endpoints outside the cluster's */
+	char **cluster;            /* the cluster's endpoints, store.endpoint first */
+	size_t ncluster;
+	struct store_list_limits limits;
 	void (*build_hook)(const char *name, uint64_t generation, void *arg);
 	void *hook_arg;
 
@@ -60,6 +65,7 @@ struct registry {
 	struct entry **entries;   /* protected by mu: sorted by name */
 	size_t n, cap;            /* protected by mu */
 	unsigned builders;        /* protected by mu: Register/Refresh calls running or waiting */
+	unsigned foreign;         /* protected by mu: of builders, listing foreign endpoints */
 };
 
 static const char *const state_names[] = {
@@ -641,6 +647,65 @@ static enum error_code load_all(struct registry *r, struct error *err)
 	return ERR_OK;
 }
 
+/* Endpoints compare without trailing '/' and without regard to case. */
+static size_t endpoint_len(const char *e, size_t len)
+{
+	while (len > 0 && e[len - 1] == '/')
+		len--;
+	return len;
+}
+
+/* Appends the comma-separated endpoints of list to r->cluster. */
+static int add_cluster_endpoints(struct registry *r, const char *list)
+{
+	const char *p = list;
+
+	while (p && *p) {
+		size_t len = strcspn(p, ","), keep;
+		char **grown;
+
+		while (len > 0 && *p == ' ') {
+			p++;
+			len--;
+		}
+		keep = len;
+		while (keep > 0 && p[keep - 1] == ' ')
+			keep--;
+		keep = endpoint_len(p, keep);
+		if (keep > 0) {
+			grown = realloc(r->cluster, (r->ncluster + 1) * sizeof(*grown));
+			if (!grown)
+				return -1;
+			r->cluster = grown;
+			r->cluster[r->ncluster] = strndup(p, keep);
+			if (!r->cluster[r->ncluster])
+				return -1;
+			r->ncluster++;
+		}
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+/* Whether spec lists one of the cluster's endpoints (an empty endpoint is
+ * the default store's). */
+static bool cluster_endpoint(const struct registry *r, const Granary__V1__DatasetSpec *spec)
+{
+	const char *e = spec->endpoint;
+	size_t len;
+
+	if (!e || !*e)
+		return true;
+	len = endpoint_len(e, strlen(e));
+	for (size_t i = 0; i < r->ncluster; i++) {
+		if (strlen(r->cluster[i]) == len && strncasecmp(r->cluster[i], e, len) == 0)
+			return true;
+	}
+	return false;
+}
+
 enum error_code registry_open(const struct registry_options *opt, struct registry **out,
 			      struct error *err)
 {
@@ -672,6 +737,12 @@ enum error_code registry_open(const struct registry_options *opt, struct registr
 	r->store.region = r->region;
 	r->store.credentials_file = r->credentials_file;
 	r->store.profile = r->profile;
+	r->store.uniform_errors = true;
+	r->limits = opt->limits;
+	r->max_foreign = r->max_builds / 2 ? r->max_builds / 2 : 1;
+	if (add_cluster_endpoints(r, r->endpoint) < 0 ||
+	    add_cluster_endpoints(r, opt->cluster_endpoints) < 0)
+		goto nomem;
 	if (asprintf(&r->records_dir, "%s/datasets", opt->data_dir) < 0) {
 		r->records_dir = NULL;
 		goto nomem;
@@ -710,6 +781,9 @@ void registry_free(struct registry *r)
 	free(r->region);
 	free(r->credentials_file);
 	free(r->profile);
+	for (size_t i = 0; i < r->ncluster; i++)
+		free(r->cluster[i]);
+	free(r->cluster);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
@@ -717,24 +791,35 @@ void registry_free(struct registry *r)
 
 /* ---- building a generation (no lock held) ------------------------------ */
 
-/* Maps a store error met while opening or listing to what the caller of
- * Register/Refresh should see, keeping the store's message. */
-static enum error_code map_store_error(const Granary__V1__DatasetSpec *spec, struct error *err,
-				       bool opening)
+/*
+ * Maps a store error met while opening or listing to what the caller of
+ * Register/Refresh should see. Listing errors read "cannot list 'SOURCE'
+ * at ENDPOINT: CAUSE": the store's cause is precise for S3 errors and one
+ * sentence for everything else (store_config.uniform_errors).
+ */
+static enum error_code map_store_error(const Granary__V1__DatasetSpec *spec,
+				       const char *endpoint, struct error *err, bool opening)
 {
 	bool has_ref = spec->credentials_ref && *spec->credentials_ref;
+	const char *src = spec->source_uri;
 
 	switch (err->code) {
 	case ERR_UNAVAILABLE:
+		return error_wrap(err, "cannot list '%s' at %s", src, endpoint);
 	case ERR_TIMEOUT:
-		err->code = ERR_UNAVAILABLE;
-		return error_wrap(err, "store unreachable for '%s'", spec->source_uri);
+		return error_wrap(err, "cannot list '%s' at %s (limit: listing.max_time)", src,
+				  endpoint);
+	case ERR_NO_SPACE:
+		return error_wrap(err,
+				  "cannot list '%s' at %s (limits: listing.max_pages, "
+				  "listing.max_objects)",
+				  src, endpoint);
 	case ERR_PERMISSION:
 	case ERR_UNAUTHENTICATED:
 		err->code = ERR_PERMISSION;
 		if (opening)
 			return error_wrap(err, "field 'credentials_ref'");
-		return error_wrap(err, "credentials refused listing '%s'", spec->source_uri);
+		return error_wrap(err, "credentials refused listing '%s'", src);
 	case ERR_NOT_FOUND:
 	case ERR_INVALID:
 		err->code = ERR_INVALID;
@@ -742,7 +827,7 @@ static enum error_code map_store_error(const Granary__V1__DatasetSpec *spec, str
 			return error_wrap(err, "field 'credentials_ref'");
 		return error_wrap(err, "field 'source_uri'");
 	default:
-		return error_wrap(err, "list '%s'", spec->source_uri);
+		return error_wrap(err, "list '%s'", src);
 	}
 }
 
@@ -756,6 +841,7 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 	struct snapshot *snap = NULL;
 	struct store_stats stats = { 0 };
 	uint64_t t0 = retry_now_ms();
+	const char *where = "AWS S3";
 	enum error_code rc;
 
 	if (r->build_hook)
@@ -772,20 +858,27 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 		cfg.endpoint = spec->endpoint;
 	if (spec->region && *spec->region)
 		cfg.region = spec->region;
+	if (strcmp(scheme, "file") == 0)
+		where = "meta's node";
+	else if (cfg.endpoint && *cfg.endpoint)
+		where = cfg.endpoint;
 	if (spec->credentials_ref && *spec->credentials_ref) {
 		cfg.credentials_file = spec->credentials_ref;
 		cfg.profile = NULL;
+	} else if (!cluster_endpoint(r, spec)) {
+		/* Meta's own credentials are for the cluster's endpoints only. */
+		cfg.anonymous = true;
 	}
 	rc = store_open(uri, &cfg, &st, err);
 	if (rc != ERR_OK) {
-		rc = map_store_error(spec, err, true);
+		rc = map_store_error(spec, where, err, true);
 		goto out;
 	}
-	rc = snapshot_build_from_store(st, prefix, spec->name, spec->source_uri, generation, &snap,
-				       err);
+	rc = snapshot_build_from_store_limited(st, prefix, spec->name, spec->source_uri,
+					       generation, &r->limits, &snap, err);
 	store_get_stats(st, &stats);
 	if (rc != ERR_OK) {
-		rc = map_store_error(spec, err, false);
+		rc = map_store_error(spec, where, err, false);
 		goto out;
 	}
 	rc = snapshot_save(snap, r->snap_dir, err);
@@ -800,6 +893,10 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 		 LOG_U("dirs", totals->dirs), LOG_U("bytes", totals->bytes),
 		 LOG_U("store_requests", stats.requests), LOG_U("ms", retry_now_ms() - t0));
 out:
+	if (rc == ERR_OK && totals->skipped)
+		log_warn("dataset has objects left out: a directory has their name",
+			 LOG_S("dataset", spec->name), LOG_U("generation", generation),
+			 LOG_U("skipped", totals->skipped));
 	if (rc != ERR_OK)
 		log_info("dataset build failed", LOG_S("dataset", spec->name),
 			 LOG_U("generation", generation), LOG_S("cause", err->msg),
@@ -876,6 +973,23 @@ static enum error_code join_build(struct registry *r, struct entry *e,
 	return rc;
 }
 
+/* Whether one more listing may start: ERR_UNAVAILABLE naming the limit
+ * that is full. Called with r->mu held. */
+static enum error_code admit_build(const struct registry *r, const Granary__V1__DatasetSpec *spec,
+				   bool foreign, struct error *err)
+{
+	if (r->builders >= r->max_builds)
+		return error_set(err, ERR_UNAVAILABLE,
+				 "dataset '%s': %u registrations or refreshes in progress; retry later",
+				 spec->name, r->builders);
+	if (foreign && r->foreign >= r->max_foreign)
+		return error_set(err, ERR_UNAVAILABLE,
+				 "dataset '%s': %u listings of endpoints outside the cluster's "
+				 "(listing.cluster_endpoints) in progress, the most at once; retry later",
+				 spec->name, r->foreign);
+	return ERR_OK;
+}
+
 /* ---- the operations ---------------------------------------------------- */
 
 enum error_code registry_register(struct registry *r, const Granary__V1__DatasetSpec *spec,
@@ -887,6 +1001,7 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 	struct snapshot_totals totals = { 0 };
 	int64_t created = 0;
 	enum error_code rc;
+	unsigned foreign;
 	size_t pos;
 
 	if (!err)
@@ -920,10 +1035,9 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 		entry_free(e);
 		return rc;
 	}
-	if (r->builders >= r->max_builds) {
-		rc = error_set(err, ERR_UNAVAILABLE,
-			       "dataset '%s': %u registrations or refreshes in progress; retry later",
-			       spec->name, r->builders);
+	foreign = !cluster_endpoint(r, spec);
+	rc = admit_build(r, spec, foreign, err);
+	if (rc != ERR_OK) {
 		pthread_mutex_unlock(&r->mu);
 		entry_free(e);
 		return rc;
@@ -938,6 +1052,7 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 	e->state = REGISTRY_REGISTERING;
 	e->build = b;
 	r->builders++;
+	r->foreign += foreign;
 	pthread_mutex_unlock(&r->mu);
 	log_info("dataset registering", LOG_S("dataset", e->name),
 		 LOG_S("source_uri", spec->source_uri));
@@ -950,6 +1065,7 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 
 	pthread_mutex_lock(&r->mu);
 	r->builders--;
+	r->foreign -= foreign;
 	e->build = NULL;
 	build_finish(r, b, rc, err);
 	if (rc == ERR_OK) {
@@ -1082,6 +1198,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 	struct build *b;
 	struct entry *e;
 	uint64_t generation;
+	unsigned foreign;
 	enum error_code rc;
 
 	if (!err)
@@ -1100,16 +1217,17 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 		rc = join_build(r, e, out, err);
 		goto unlock;
 	}
-	if (r->builders >= r->max_builds) {
-		rc = error_set(err, ERR_UNAVAILABLE,
-			       "dataset '%s': %u registrations or refreshes in progress; retry later",
-			       name, r->builders);
+	spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	if (!spec) {
+		rc = error_set(err, ERR_NOMEM, "refresh '%s': out of memory", name);
 		goto unlock;
 	}
-	spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	foreign = !cluster_endpoint(r, spec);
+	rc = admit_build(r, spec, foreign, err);
+	if (rc != ERR_OK)
+		goto unlock;
 	b = build_new();
-	if (!spec || !b) {
-		free(b);
+	if (!b) {
 		rc = error_set(err, ERR_NOMEM, "refresh '%s': out of memory", name);
 		goto unlock;
 	}
@@ -1117,6 +1235,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 	e->state = REGISTRY_REFRESHING;
 	generation = e->generation + 1;
 	r->builders++;
+	r->foreign += foreign;
 	pthread_mutex_unlock(&r->mu);
 
 	rc = build_generation(r, spec, generation, &totals, &created, err);
@@ -1125,6 +1244,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 
 	pthread_mutex_lock(&r->mu);
 	r->builders--;
+	r->foreign -= foreign;
 	e->build = NULL;
 	e->state = REGISTRY_READY;
 	build_finish(r, b, rc, err);

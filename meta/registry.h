@@ -25,7 +25,11 @@
  * dataset being built waits for that build and returns its result instead
  * of starting another. At most max_builds Register/Refresh calls run or wait
  * at once; more are refused with ERR_UNAVAILABLE, so that a caller serving
- * them from a fixed thread pool always keeps threads for Get and List.
+ * them from a fixed thread pool always keeps threads for Get and List. Of
+ * those, listings of endpoints outside the cluster's (see
+ * registry_options.cluster_endpoints) take at most half, and every listing
+ * is bounded in pages, objects and time, so that a slow or hostile endpoint
+ * named in a spec cannot keep the cluster's own datasets from registering.
  *
  * Snapshots are not kept in memory: registry_read_snapshot() streams the
  * snapshot file (it is the snapshot encoding itself, checksum included)
@@ -67,6 +71,18 @@ struct registry_options {
 	 */
 	const struct store_config *store;
 	unsigned max_builds;    /* Register/Refresh running or waiting; 0 = 4 */
+	/*
+	 * The cluster's own endpoints besides store->endpoint, comma-separated
+	 * ("" or NULL: store->endpoint alone). A spec whose endpoint is empty
+	 * or one of these is listed with meta's credentials chain when its
+	 * credentials_ref is ""; any other endpoint gets only the file its
+	 * credentials_ref names, or unsigned requests, and listings of such
+	 * endpoints take at most half of max_builds (at least 1), so that
+	 * endpoints a caller names can never hold every build slot.
+	 */
+	const char *cluster_endpoints;
+	/* Every listing's bounds (store_list_all_limited); 0s = none. */
+	struct store_list_limits limits;
 	/* Tests only: called without the lock before each listing starts. */
 	void (*build_hook)(const char *name, uint64_t generation, void *arg);
 	void *hook_arg;
@@ -117,10 +133,19 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
  *     not exist or a key that cannot be a path: ERR_INVALID naming
  *     source_uri; a credentials_ref that is missing or malformed:
  *     ERR_INVALID naming it;
- *   - store unreachable or timing out: ERR_UNAVAILABLE with the cause;
+ *   - the endpoint did not answer as an S3 server (refused, reset or
+ *     timed out, not HTTP, not S3): ERR_UNAVAILABLE, one message for all
+ *     of them ("cannot list 'SOURCE' at ENDPOINT: the endpoint did not
+ *     answer as an S3 server"), so that a caller cannot probe the network
+ *     through meta; S3 errors keep their detail;
  *   - credentials refused (HTTP 401/403) or credentials_ref unreadable:
  *     ERR_PERMISSION with the cause;
- *   - too many builds at once: ERR_UNAVAILABLE;
+ *   - a listing that repeats its continuation token: ERR_INVALID naming
+ *     the endpoint; past limits.max_pages or max_objects: ERR_NO_SPACE;
+ *     past limits.max_ms: ERR_TIMEOUT; a key that cannot be a path or a
+ *     size over 5 TiB: ERR_INVALID naming the key;
+ *   - too many builds at once, or too many of endpoints outside the
+ *     cluster's: ERR_UNAVAILABLE;
  *   - writing data_dir failed: its error (ERR_IO, ERR_NO_SPACE ...).
  * On any error nothing of the dataset remains.
  */

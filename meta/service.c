@@ -25,6 +25,7 @@ static void dataset_to_proto(const struct registry_dataset *d, Granary__V1__Data
 	out->files = d->totals.files;
 	out->dirs = d->totals.dirs;
 	out->bytes = d->totals.bytes;
+	out->skipped = d->totals.skipped;
 	out->created_unix_ms = d->created_unix_ms;
 }
 

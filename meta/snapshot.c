@@ -101,6 +101,7 @@ struct snapshot_builder {
 	uint32_t *dirs;     /* open addressing on (parent, name): index + 1, 0 = free */
 	size_t dirs_cap, ndirs;
 	uint64_t added;
+	uint64_t bytes;     /* sizes of the files added; never wraps (see add) */
 };
 
 /* ---- names ------------------------------------------------------------- */
@@ -349,6 +350,16 @@ enum error_code snapshot_builder_add_len(struct snapshot_builder *b, const char 
 		return error_set(err, ERR_INVALID,
 				 "snapshot '%s': key '%.*s': etag longer than %d bytes", b->name,
 				 (int)key_len, key, SNAPSHOT_ETAG_MAX);
+	if (!marker && size > STORE_OBJECT_MAX)
+		return error_set(err, ERR_INVALID,
+				 "snapshot '%s': key '%.*s': size %llu is over 5 TiB, the largest "
+				 "object S3 stores",
+				 b->name, (int)key_len, key, (unsigned long long)size);
+	if (!marker && size > UINT64_MAX - b->bytes)
+		return error_set(err, ERR_INVALID,
+				 "snapshot '%s': key '%.*s': the dataset's total size would pass "
+				 "2^64 bytes",
+				 b->name, (int)key_len, key);
 	if (marker)
 		path_len--;
 	/* Check every segment before adding any directory, so that a refused
@@ -394,6 +405,8 @@ enum error_code snapshot_builder_add_len(struct snapshot_builder *b, const char 
 	}
 	if (marker && mtime > b->ents[parent].mtime)
 		b->ents[parent].mtime = mtime;
+	if (!marker)
+		b->bytes += size;
 	b->added++;
 	return ERR_OK;
 }
@@ -660,12 +673,24 @@ static int from_store_add(const struct store_object *obj, void *arg)
 		return 0; /* the prefix's own folder marker: the root */
 	fs->rc = snapshot_builder_add(fs->b, obj->key + fs->plen, obj->size, obj->etag, obj->mtime,
 				      &fs->err);
+	if (fs->rc != ERR_OK)
+		error_wrap(&fs->err, "object '%s'", obj->key);
 	return fs->rc != ERR_OK;
 }
 
 enum error_code snapshot_build_from_store(struct store *st, const char *prefix, const char *name,
 					  const char *uri, uint64_t generation,
 					  struct snapshot **out, struct error *err)
+{
+	return snapshot_build_from_store_limited(st, prefix, name, uri, generation, NULL, out,
+						 err);
+}
+
+enum error_code snapshot_build_from_store_limited(struct store *st, const char *prefix,
+						  const char *name, const char *uri,
+						  uint64_t generation,
+						  const struct store_list_limits *lim,
+						  struct snapshot **out, struct error *err)
 {
 	struct from_store fs = { 0 };
 	char *copy = NULL;
@@ -693,13 +718,11 @@ enum error_code snapshot_build_from_store(struct store *st, const char *prefix, 
 	fs.prefix = copy;
 	fs.plen = plen;
 	error_clear(&fs.err);
-	rc = store_list_all(st, copy, from_store_add, &fs, err);
+	rc = store_list_all_limited(st, copy, lim, from_store_add, &fs, err);
 	if (rc == ERR_CANCELLED && fs.rc != ERR_OK) {
 		rc = fs.rc;
 		if (err)
 			*err = fs.err;
-	} else if (rc != ERR_OK) {
-		error_wrap(err, "snapshot '%s'", name);
 	}
 	if (rc != ERR_OK) {
 		snapshot_builder_free(fs.b);
@@ -1276,7 +1299,7 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 			e->u.dir.count = (uint32_t)v;
 			next += v;
 		} else {
-			if (dec_varint(&d, &e->size) < 0) {
+			if (dec_varint(&d, &e->size) < 0 || e->size > STORE_OBJECT_MAX) {
 				rc = bad(&d, "size");
 				goto fail;
 			}
@@ -1320,6 +1343,10 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 			}
 			if (c->flags & ENT_DIR) {
 				s->totals.dirs++;
+			} else if (c->size > UINT64_MAX - s->totals.bytes) {
+				rc = error_set(err, ERR_IO,
+					       "snapshot: corrupt: file sizes add up past 2^64");
+				goto fail;
 			} else {
 				s->totals.files++;
 				s->totals.bytes += c->size;

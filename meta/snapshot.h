@@ -104,7 +104,9 @@ enum error_code snapshot_builder_new(const char *name, const char *uri,
  * A key that cannot be a path is refused with ERR_INVALID naming it, and
  * the builder stays usable without it: empty key, empty segment ("a//b",
  * "/a"), "." or "..", a segment over SNAPSHOT_NAME_MAX bytes, an ETag over
- * SNAPSHOT_ETAG_MAX. ERR_NO_SPACE past 2^32 - 2 entries; ERR_NOMEM.
+ * SNAPSHOT_ETAG_MAX; so is a file size over STORE_OBJECT_MAX (5 TiB, the
+ * largest S3 object) or one that would take the sum of the sizes past 2^64.
+ * ERR_NO_SPACE past 2^32 - 2 entries; ERR_NOMEM.
  *
  * A key that is also a directory ("a" beside "a/b") is not an error: at
  * finish the directory is kept, the file skipped, counted in
@@ -140,13 +142,24 @@ void snapshot_builder_free(struct snapshot_builder *b);
  * prefix removed; the prefix's own folder marker (the key equal to the
  * prefix) is ignored. The snapshot's object keys are prefix + path, so
  * snapshot_object_key gives keys for st. Errors: those of
- * snapshot_builder_new, of the listing (message naming the store), and the
- * first refused key (ERR_INVALID naming it: the build stops there).
+ * snapshot_builder_new, of the listing (the store's message as it is), and
+ * the first refused key (ERR_INVALID naming the object's whole key: the
+ * build stops there).
  */
 enum error_code snapshot_build_from_store(struct store *st, const char *prefix,
 					  const char *name, const char *uri,
 					  uint64_t generation, struct snapshot **out,
 					  struct error *err);
+
+/* The same within limits on the listing (store_list_all_limited; NULL =
+ * none): its ERR_NO_SPACE, ERR_TIMEOUT and ERR_INVALID name the limit or
+ * the fault and the store's endpoint. */
+struct store_list_limits;
+enum error_code snapshot_build_from_store_limited(struct store *st, const char *prefix,
+						  const char *name, const char *uri,
+						  uint64_t generation,
+						  const struct store_list_limits *lim,
+						  struct snapshot **out, struct error *err);
 
 void snapshot_free(struct snapshot *snap);
 

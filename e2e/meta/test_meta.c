@@ -10,7 +10,12 @@
  *     and can be closed, to prove that a restarted meta serves its
  *     snapshots without contacting the store at all;
  *   - a fake S3 endpoint that holds a ListObjectsV2 request until the test
- *     releases it, for a registration that is slow on demand.
+ *     releases it, for a registration that is slow on demand;
+ *   - a hostile S3 endpoint whose listings no real server gives: a
+ *     continuation token answered with itself, pages without end, sizes of
+ *     2^64 - 1, a file and a directory of one name (versitygw keeps objects
+ *     as files, which cannot be both); and ports that answer garbage or
+ *     HTML instead of S3.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -381,7 +386,8 @@ START_TEST(test_meta_maps_every_failure_to_its_status)
 	sp.s.endpoint = closed;
 	t0 = retry_now_ms();
 	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_UNAVAILABLE);
-	ck_assert_ptr_nonnull(strstr(err.msg, "unreachable"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "did not answer as an S3 server"));
+	ck_assert_ptr_nonnull(strstr(err.msg, closed));
 	ck_assert_uint_lt(retry_now_ms() - t0, 30000);
 
 	/* None of the failures left a dataset behind. */
@@ -1009,6 +1015,411 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 }
 END_TEST
 
+/* ---- hostile endpoints -------------------------------------------------- */
+
+/*
+ * Answers every request on its own connection (Connection: close) by the
+ * prefix it lists:
+ *   loop/   truncated, NextContinuationToken "again" whatever was asked;
+ *   pages/  truncated, a new token each page, never the last page;
+ *   huge/   one object of 2^64 - 1 bytes;
+ *   clash/  "clash/a" and "clash/a/b": a file and a directory of one name;
+ *   else    an empty, complete listing.
+ * It counts requests and those that came signed (an Authorization header).
+ */
+struct hostile {
+	int fd, port;
+	pthread_t t;
+	pthread_mutex_t mu;
+	bool stop;     /* protected by mu */
+	int requests;  /* protected by mu */
+	int signed_requests; /* protected by mu */
+};
+
+#define LIST_HEAD                                                                          \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                                     \
+	"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>h</Name>"
+#define OBJ(key, size)                                                                     \
+	"<Contents><Key>" key "</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>" \
+	"<ETag>&quot;0a&quot;</ETag><Size>" size "</Size></Contents>"
+
+static void hostile_answer(struct hostile *h, int c)
+{
+	char req[8192], body[2048], head[256];
+	size_t have = 0;
+	int bl, hl;
+
+	while (have < sizeof(req) - 1) {
+		ssize_t n = read(c, req + have, sizeof(req) - 1 - have);
+
+		if (n <= 0)
+			return;
+		have += (size_t)n;
+		req[have] = '\0';
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	pthread_mutex_lock(&h->mu);
+	h->requests++;
+	if (strcasestr(req, "\r\nauthorization:"))
+		h->signed_requests++;
+	pthread_mutex_unlock(&h->mu);
+	if (strstr(req, "prefix=loop"))
+		bl = snprintf(body, sizeof(body),
+			      LIST_HEAD "<IsTruncated>true</IsTruncated>"
+			      "<NextContinuationToken>again</NextContinuationToken>" OBJ(
+				      "loop/a", "1") "</ListBucketResult>");
+	else if (strstr(req, "prefix=pages"))
+		bl = snprintf(body, sizeof(body),
+			      LIST_HEAD "<IsTruncated>true</IsTruncated>"
+			      "<NextContinuationToken>t%d</NextContinuationToken>"
+			      "</ListBucketResult>",
+			      h->requests);
+	else if (strstr(req, "prefix=huge"))
+		bl = snprintf(body, sizeof(body),
+			      LIST_HEAD "<IsTruncated>false</IsTruncated>" OBJ(
+				      "huge/a", "18446744073709551615") "</ListBucketResult>");
+	else if (strstr(req, "prefix=clash"))
+		bl = snprintf(body, sizeof(body),
+			      LIST_HEAD "<IsTruncated>false</IsTruncated>" OBJ("clash/a", "1")
+				      OBJ("clash/a/b", "2") "</ListBucketResult>");
+	else
+		bl = snprintf(body, sizeof(body),
+			      LIST_HEAD "<IsTruncated>false</IsTruncated></ListBucketResult>");
+	hl = snprintf(head, sizeof(head),
+		      "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+		      "Content-Length: %d\r\nConnection: close\r\n\r\n",
+		      bl);
+	if (write(c, head, (size_t)hl) == hl)
+		(void)!write(c, body, (size_t)bl);
+}
+
+/* A port that answers every connection with text that is not HTTP, or an
+ * HTTP server that is not S3 (an HTML 404). */
+struct junk {
+	int fd;
+	const char *reply;
+	pthread_t t;
+};
+
+static int listen_any(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 64), 0);
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static void *hostile_loop(void *arg)
+{
+	struct hostile *h = arg;
+
+	for (;;) {
+		struct pollfd p = { .fd = h->fd, .events = POLLIN };
+		bool stop;
+		int c;
+
+		pthread_mutex_lock(&h->mu);
+		stop = h->stop;
+		pthread_mutex_unlock(&h->mu);
+		if (stop)
+			return NULL;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		c = accept(h->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		hostile_answer(h, c);
+		close(c);
+	}
+}
+
+static void hostile_start(struct hostile *h)
+{
+	memset(h, 0, sizeof(*h));
+	pthread_mutex_init(&h->mu, NULL);
+	h->fd = listen_any(&h->port);
+	pthread_create(&h->t, NULL, hostile_loop, h);
+}
+
+static void hostile_stop(struct hostile *h)
+{
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->t, NULL);
+	close(h->fd);
+}
+
+static void *junk_loop(void *arg)
+{
+	struct junk *j = arg;
+	char buf[4096];
+
+	for (;;) {
+		int c = accept(j->fd, NULL, NULL);
+
+		if (c < 0)
+			return NULL;
+		(void)!read(c, buf, sizeof(buf));
+		(void)!write(c, j->reply, strlen(j->reply));
+		close(c);
+	}
+}
+
+static void junk_start(struct junk *j, const char *reply, int *port)
+{
+	j->reply = reply;
+	j->fd = listen_any(port);
+	pthread_create(&j->t, NULL, junk_loop, j);
+}
+
+static void junk_stop(struct junk *j)
+{
+	shutdown(j->fd, SHUT_RDWR);
+	close(j->fd);
+	pthread_join(j->t, NULL);
+}
+
+static void hostile_spec(struct spec *sp, const char *name, const char *pfx, const char *ep)
+{
+	spec_init(sp, name, pfx);
+	snprintf(sp->uri, sizeof(sp->uri), "s3://hostile/%s", pfx);
+	sp->s.endpoint = (char *)ep;
+	sp->s.credentials_ref = "";
+}
+
+/*
+ * An endpoint answering every ListObjectsV2 with the token it was asked
+ * with kept meta listing forever (3,000 requests a second); pages without
+ * end, sizes that wrap the total, a file beside a directory of its name.
+ */
+START_TEST(test_meta_refuses_hostile_listings_at_once)
+{
+	static const char *const flags[] = { "--listing.max_pages", "50", NULL };
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct hostile h;
+	Granary__V1__Dataset *d = NULL;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200], ep[64];
+	uint64_t t0;
+
+	hostile_start(&h);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", h.port);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+
+	hostile_spec(&sp, "loop", "loop/", ep);
+	t0 = retry_now_ms();
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_uint_lt(retry_now_ms() - t0, 5000);
+	ck_assert_msg(strstr(err.msg, "continuation token") && strstr(err.msg, ep) &&
+			      strstr(err.msg, "s3://hostile"),
+		      "%s", err.msg);
+	pthread_mutex_lock(&h.mu);
+	ck_assert_int_le(h.requests, 2);
+	pthread_mutex_unlock(&h.mu);
+
+	hostile_spec(&sp, "pages", "pages/", ep);
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_NO_SPACE);
+	ck_assert_msg(strstr(err.msg, "more than 50 pages") && strstr(err.msg, "listing.max_pages"),
+		      "%s", err.msg);
+
+	hostile_spec(&sp, "huge", "huge/", ep);
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "'huge/a'") && strstr(err.msg, "5 TiB"), "%s", err.msg);
+
+	/* The directory is kept, the file left out and counted. */
+	hostile_spec(&sp, "clash", "clash/", ep);
+	d = register_ok(c, &sp);
+	ck_assert_uint_eq(d->files, 1);
+	ck_assert_uint_eq(d->skipped, 1);
+	free_ds(d);
+	ck_assert_int_eq(meta_client_get(c, "clash", &d, &err), ERR_OK);
+	ck_assert_uint_eq(d->skipped, 1);
+	free_ds(d);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	ck_assert(harness_file_contains(mp.log, "key is both a file and a directory"));
+	ck_assert(harness_file_contains(mp.log, "skipped=1"));
+	hostile_stop(&h);
+}
+END_TEST
+
+/* A closed port, a port that is not HTTP and an HTTP server that is not S3
+ * give one message, so that registrations cannot map the pod network. */
+START_TEST(test_meta_says_the_same_of_every_endpoint_that_is_not_s3)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct junk garbage, html;
+	Granary__V1__Dataset *d = NULL;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200], ep[3][64], want[300];
+	int ports[3];
+
+	ports[0] = harness_free_port();
+	junk_start(&garbage, "SSH-2.0-OpenSSH_9.6\r\n", &ports[1]);
+	junk_start(&html,
+		   "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 22\r\n"
+		   "Connection: close\r\n\r\n<html>not here</html>\n",
+		   &ports[2]);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+	for (int i = 0; i < 3; i++) {
+		snprintf(ep[i], sizeof(ep[i]), "http://127.0.0.1:%d", ports[i]);
+		hostile_spec(&sp, "probe", "x/", ep[i]);
+		ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_UNAVAILABLE);
+		snprintf(want, sizeof(want),
+			 "cannot list 's3://hostile/x/' at %s: the endpoint did not answer as an S3 "
+			 "server",
+			 ep[i]);
+		ck_assert_msg(strstr(err.msg, want) && !strstr(err.msg, "attempts") &&
+				      !strstr(err.msg, "404") && !strstr(err.msg, "refused"),
+			      "endpoint %d: '%s'", i, err.msg);
+	}
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	junk_stop(&garbage);
+	junk_stop(&html);
+}
+END_TEST
+
+/* Meta's own credentials go only to the cluster's endpoints. */
+START_TEST(test_meta_signs_only_for_the_cluster_endpoints)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	struct hostile h;
+	struct spec sp;
+	char listen[200], data[200], ep[64];
+	const char *flags[6];
+
+	hostile_start(&h);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", h.port);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	flags[0] = "--store.credentials_file";
+	flags[1] = credentials;
+	flags[2] = NULL;
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	hostile_spec(&sp, "foreign", "empty/", ep);
+	free_ds(register_ok(c, &sp));
+	pthread_mutex_lock(&h.mu);
+	ck_assert_int_eq(h.requests, 1);
+	ck_assert_int_eq(h.signed_requests, 0);
+	pthread_mutex_unlock(&h.mu);
+	/* The spec's own credentials_ref is used wherever it points. */
+	hostile_spec(&sp, "own-ref", "empty/", ep);
+	sp.s.credentials_ref = credentials;
+	free_ds(register_ok(c, &sp));
+	pthread_mutex_lock(&h.mu);
+	ck_assert_int_eq(h.signed_requests, 1);
+	pthread_mutex_unlock(&h.mu);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+
+	/* Named a cluster endpoint, it gets meta's credentials. */
+	flags[2] = "--listing.cluster_endpoints";
+	flags[3] = ep;
+	flags[4] = NULL;
+	harness_rm_rf(data);
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	hostile_spec(&sp, "cluster", "empty/", ep);
+	free_ds(register_ok(c, &sp));
+	pthread_mutex_lock(&h.mu);
+	ck_assert_int_eq(h.signed_requests, 2);
+	pthread_mutex_unlock(&h.mu);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	hostile_stop(&h);
+}
+END_TEST
+
+/*
+ * Listings of endpoints a spec names take at most half of the build slots:
+ * two held on slow endpoints, a third such registration is refused at once,
+ * and the cluster's own store still registers.
+ */
+START_TEST(test_meta_keeps_build_slots_for_the_cluster_store)
+{
+	struct fake_s3 f[2];
+	struct bg_register bg[2];
+	struct spec held[2], third, own;
+	struct meta_proc mp;
+	struct meta_client *c;
+	Granary__V1__Dataset *d = NULL;
+	struct error err;
+	char listen[200], data[200], ep[2][64], names[2][16];
+	const char *flags[] = { "--store.endpoint", endpoint, NULL };
+	uint64_t t0;
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	for (int i = 0; i < 2; i++) {
+		memset(&f[i], 0, sizeof(f[i]));
+		pthread_mutex_init(&f[i].mu, NULL);
+		pthread_cond_init(&f[i].cond, NULL);
+		f[i].hold = true;
+		f[i].fd = listen_any(&f[i].port);
+		pthread_create(&f[i].t, NULL, fake_loop, &f[i]);
+		snprintf(ep[i], sizeof(ep[i]), "http://127.0.0.1:%d", f[i].port);
+		snprintf(names[i], sizeof(names[i]), "held-%d", i);
+		hostile_spec(&held[i], names[i], "slow/", ep[i]);
+		memset(&bg[i], 0, sizeof(bg[i]));
+		bg[i].c = c;
+		bg[i].spec = &held[i].s;
+		pthread_create(&bg[i].t, NULL, bg_register, &bg[i]);
+		pthread_mutex_lock(&f[i].mu);
+		while (f[i].held < 1)
+			pthread_cond_wait(&f[i].cond, &f[i].mu);
+		pthread_mutex_unlock(&f[i].mu);
+	}
+	hostile_spec(&third, "third", "slow/", "http://127.0.0.1:1");
+	t0 = retry_now_ms();
+	ck_assert_int_eq(meta_client_register(c, &third.s, &d, &err), ERR_UNAVAILABLE);
+	ck_assert_uint_lt(retry_now_ms() - t0, 2000);
+	ck_assert_msg(strstr(err.msg, "outside the cluster") && strstr(err.msg, "retry later"),
+		      "%s", err.msg);
+	spec_init(&own, "own", prefix);
+	own.s.endpoint = "";
+	d = register_ok(c, &own);
+	ck_assert_uint_eq(d->files, 5);
+	free_ds(d);
+	for (int i = 0; i < 2; i++) {
+		pthread_mutex_lock(&f[i].mu);
+		f[i].hold = false;
+		f[i].stop = true;
+		pthread_cond_broadcast(&f[i].cond);
+		pthread_mutex_unlock(&f[i].mu);
+		pthread_join(bg[i].t, NULL);
+		ck_assert_msg(bg[i].rc == ERR_OK, "%s", bg[i].msg);
+		free_ds(bg[i].d);
+		pthread_join(f[i].t, NULL);
+		close(f[i].fd);
+	}
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -1022,6 +1433,10 @@ int main(void)
 	tcase_add_test(tc, test_meta_restart_serves_snapshots_without_listing);
 	tcase_add_test(tc, test_meta_heartbeats_and_expiry_change_the_version);
 	tcase_add_test(tc, test_meta_answers_while_a_registration_is_slow);
+	tcase_add_test(tc, test_meta_refuses_hostile_listings_at_once);
+	tcase_add_test(tc, test_meta_says_the_same_of_every_endpoint_that_is_not_s3);
+	tcase_add_test(tc, test_meta_signs_only_for_the_cluster_endpoints);
+	tcase_add_test(tc, test_meta_keeps_build_slots_for_the_cluster_store);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -382,6 +382,35 @@ START_TEST(test_snapshot_refuses_keys_that_cannot_be_paths)
 }
 END_TEST
 
+/* A hostile listing's sizes of 2^64 - 1 wrapped the dataset's total. No
+ * S3 object is larger than 5 TiB: a larger size is refused, naming the key. */
+START_TEST(test_snapshot_refuses_sizes_no_object_can_have)
+{
+	struct snapshot_builder *b = NULL;
+	struct snapshot *s = NULL;
+	struct snapshot_totals t;
+	struct error err;
+
+	ck_assert_int_eq(snapshot_builder_new("ds", URI, 1, &b, &err), ERR_OK);
+	ck_assert_int_eq(snapshot_builder_add(b, "huge/a", UINT64_MAX, "", 0, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'huge/a'"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "5 TiB"));
+	ck_assert_int_eq(snapshot_builder_add(b, "huge/b", (5ull << 40) + 1, "", 0, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'huge/b'"));
+	/* Exactly 5 TiB is a valid object; the refused ones left nothing. */
+	ck_assert_int_eq(snapshot_builder_add(b, "big", 5ull << 40, "", 0, &err), ERR_OK);
+	ck_assert_int_eq(snapshot_builder_add(b, "small", 1, "", 0, &err), ERR_OK);
+	ck_assert_uint_eq(snapshot_builder_count(b), 2);
+	ck_assert_int_eq(snapshot_builder_finish(b, &s, &err), ERR_OK);
+	snapshot_totals(s, &t);
+	ck_assert_uint_eq(t.files, 2);
+	ck_assert_uint_eq(t.dirs, 1);
+	ck_assert_uint_eq(t.bytes, (5ull << 40) + 1);
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_snapshot_refuses_bad_builder_arguments)
 {
 	struct snapshot_builder *b = NULL;
@@ -871,6 +900,7 @@ int main(void)
 	tcase_add_test(tc, test_snapshot_resolves_paths);
 	tcase_add_test(tc, test_snapshot_rebuilds_object_keys);
 	tcase_add_test(tc, test_snapshot_refuses_keys_that_cannot_be_paths);
+	tcase_add_test(tc, test_snapshot_refuses_sizes_no_object_can_have);
 	tcase_add_test(tc, test_snapshot_refuses_bad_builder_arguments);
 	tcase_add_test(tc, test_snapshot_keeps_the_directory_when_a_key_is_also_a_file);
 	tcase_add_test(tc, test_snapshot_refuses_a_duplicate_key);
