@@ -180,12 +180,15 @@ static void wait_socket(const char *addr, pid_t pid)
 	}
 }
 
-/* cluster_credentials: meta gets the fixture's credentials as its own
- * store.credentials_file, as the Helm chart gives meta the cluster's. */
+/* cluster_credentials: meta gets the fixture's store as its own
+ * store.endpoint and the fixture's credentials as its store.credentials_file,
+ * as the Helm chart gives meta the cluster's (meta signs with its own
+ * credentials only for its own store). */
 static void start_meta(bool cluster_credentials)
 {
 	char exe[600], data[200], log[200];
 	const char *argv[] = { exe, "--listen", meta_addr, "--data_dir", data,
+			       "--store.endpoint", endpoint,
 			       cluster_credentials ? "--store.credentials_file" : NULL, credentials,
 			       NULL };
 
