@@ -1208,6 +1208,54 @@ enum error_code config_check_abs_path(const char *key, const char *path,
 	return ERR_OK;
 }
 
+void config_dirs_free(char **dirs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(dirs[i]);
+}
+
+enum error_code config_split_dirs(const char *key, const char *list, char **dirs, size_t max,
+				  size_t *n, struct error *err)
+{
+	const char *p = list ? list : "";
+
+	*n = 0;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		const char *next = p[len] ? p + len + 1 : p + len;
+
+		while (len && (*p == ' ' || *p == '\t'))
+			p++, len--;
+		while (len > 1 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '/'))
+			len--;
+		if (len == 0) {
+			p = next;
+			continue;
+		}
+		if (*p != '/') {
+			config_dirs_free(dirs, *n);
+			*n = 0;
+			return error_set(err, ERR_INVALID,
+					 "key '%s': '%.*s' is not an absolute path", key, (int)len, p);
+		}
+		if (*n == max) {
+			config_dirs_free(dirs, *n);
+			*n = 0;
+			return error_set(err, ERR_INVALID, "key '%s': more than %zu directories", key,
+					 max);
+		}
+		dirs[*n] = strndup(p, len);
+		if (!dirs[*n]) {
+			config_dirs_free(dirs, *n);
+			*n = 0;
+			return error_set(err, ERR_NOMEM, "out of memory");
+		}
+		(*n)++;
+		p = next;
+	}
+	return ERR_OK;
+}
+
 /* Kubernetes node names are DNS subdomains; a little wider (uppercase, '_')
  * so a bare-metal hostname works, but nothing that breaks a path or a log
  * line. */

@@ -133,6 +133,18 @@ enum error_code config_check_node_name(const char *key, const char *name,
 enum error_code config_check_log_level(const char *key, const char *level,
 				       struct error *err);
 
+/*
+ * Splits a comma-separated list of absolute directories (the value of key)
+ * into dirs[0..*n), at most max, each a heap copy without blanks around it
+ * or a trailing '/' ("/" stays "/"); empty entries are skipped, so "" gives
+ * *n 0. ERR_INVALID naming the key for a relative entry or more than max
+ * ("key 'allowed_roots': 'data' is not an absolute path"); ERR_NOMEM. On
+ * error nothing is left to free. Free with config_dirs_free.
+ */
+enum error_code config_split_dirs(const char *key, const char *list, char **dirs, size_t max,
+				  size_t *n, struct error *err);
+void config_dirs_free(char **dirs, size_t n);
+
 /* Parsers shared with other modules, same rules as the file format.
  * ERR_INVALID for malformed text, ERR_RANGE if it exceeds 64 bits. */
 enum error_code config_parse_size(const char *text, uint64_t *out);

@@ -624,52 +624,18 @@ void controller_free(struct controller *c)
 	free(c);
 }
 
-/* True when path lies strictly under root (both resolved). */
-static bool path_under(const char *path, const char *root)
-{
-	size_t rl = strlen(root);
-
-	if (rl == 1 && root[0] == '/')
-		return path[1] != '\0';
-	return strncmp(path, root, rl) == 0 && path[rl] == '/' && path[rl + 1] != '\0';
-}
-
 /*
  * A file:// source is a directory of the controller's host (and meta's)
  * that a pod could then read through its mount: only under
- * allowed_file_roots, resolved (realpath: no "..", no link out of a
- * root). Without roots it is refused before anything is listed.
+ * allowed_file_roots, checked before anything is listed.
  */
 static enum error_code check_file_source(const struct controller *c, const char *uri,
 					 struct error *err)
 {
-	static const char scheme[] = "file://";
-	char *path, *root;
-	bool inside = false;
-	int saved;
-
-	if (strncmp(uri, scheme, strlen(scheme)) != 0)
-		return ERR_OK;
-	if (c->nfile_roots == 0)
-		return error_set(err, ERR_INVALID,
-				 "parameter 'source': file:// sources are off (allowed_file_roots is empty), got '%s'",
-				 uri);
-	path = realpath(uri + strlen(scheme), NULL);
-	if (!path) {
-		saved = errno;
-		return error_set(err, ERR_INVALID, "parameter 'source': '%s': %s", uri, strerror(saved));
-	}
-	for (size_t i = 0; i < c->nfile_roots && !inside; i++) {
-		root = realpath(c->file_roots[i], NULL);
-		inside = root && path_under(path, root);
-		free(root);
-	}
-	if (!inside)
-		error_set(err, ERR_INVALID,
-			  "parameter 'source': '%s' resolves to '%s', outside allowed_file_roots", uri,
-			  path);
-	free(path);
-	return inside ? ERR_OK : ERR_INVALID;
+	if (store_file_root_check(uri, (const char *const *)c->file_roots, c->nfile_roots, err) !=
+	    ERR_OK)
+		return error_wrap(err, "parameter 'source'");
+	return ERR_OK;
 }
 
 static enum error_code check_capabilities(const struct controller_capability *caps, size_t n,

@@ -36,7 +36,7 @@ static const struct config_field csi_fields[] = {
 	  "/var/lib/kubelet",
 	  "comma-separated directories that staging and target paths must lie under", 0, 0, NULL },
 	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct csi_settings, allowed_file_roots), "",
-	  "comma-separated directories a file:// source may lie in, resolved (empty: file:// sources are refused)",
+	  "comma-separated directories a file:// source may lie in, resolved, for CreateVolume and for the node's registration from a volume context (empty: file:// sources are refused)",
 	  0, 0, NULL },
 	{ "stage_timeout", CONFIG_DURATION, offsetof(struct csi_settings, stage_timeout_ms), "120s",
 	  "longest NodeStageVolume waits for a new granary-fuse to serve", 100, 3600000, NULL },
@@ -152,7 +152,7 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 		return ERR_INVALID;
 	if (csi_settings_is_node(s) && check_dirs(csi_settings_roots, s, err) != ERR_OK)
 		return err->code;
-	if (csi_settings_is_controller(s) && check_dirs(csi_settings_file_roots, s, err) != ERR_OK)
+	if (check_dirs(csi_settings_file_roots, s, err) != ERR_OK)
 		return err->code;
 	if (check_registration(s, err) != ERR_OK)
 		return ERR_INVALID;
@@ -166,54 +166,13 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 
 void csi_settings_roots_free(char **roots, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		free(roots[i]);
-}
-
-/* Splits the directory list of key (list). */
-static enum error_code split_dirs(const char *key, const char *list, char **roots, size_t max,
-				  size_t *n, struct error *err)
-{
-	const char *p = list ? list : "";
-
-	*n = 0;
-	while (*p) {
-		size_t len = strcspn(p, ",");
-		const char *next = p[len] ? p + len + 1 : p + len;
-
-		while (len && (*p == ' ' || *p == '\t'))
-			p++, len--;
-		while (len > 1 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '/'))
-			len--;
-		if (len == 0) {
-			p = next;
-			continue;
-		}
-		if (*p != '/') {
-			csi_settings_roots_free(roots, *n);
-			return error_set(err, ERR_INVALID,
-					 "key '%s': '%.*s' is not an absolute path", key, (int)len, p);
-		}
-		if (*n == max) {
-			csi_settings_roots_free(roots, *n);
-			return error_set(err, ERR_INVALID, "key '%s': more than %zu directories", key,
-					 max);
-		}
-		roots[*n] = strndup(p, len);
-		if (!roots[*n]) {
-			csi_settings_roots_free(roots, *n);
-			return error_set(err, ERR_NOMEM, "out of memory");
-		}
-		(*n)++;
-		p = next;
-	}
-	return ERR_OK;
+	config_dirs_free(roots, n);
 }
 
 enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, size_t max,
 				   size_t *n, struct error *err)
 {
-	if (split_dirs("allowed_roots", s->allowed_roots, roots, max, n, err) != ERR_OK)
+	if (config_split_dirs("allowed_roots", s->allowed_roots, roots, max, n, err) != ERR_OK)
 		return err->code;
 	if (*n == 0)
 		return error_set(err, ERR_INVALID, "key 'allowed_roots': required (absolute directories)");
@@ -223,5 +182,5 @@ enum error_code csi_settings_roots(const struct csi_settings *s, char **roots, s
 enum error_code csi_settings_file_roots(const struct csi_settings *s, char **roots, size_t max,
 					size_t *n, struct error *err)
 {
-	return split_dirs("allowed_file_roots", s->allowed_file_roots, roots, max, n, err);
+	return config_split_dirs("allowed_file_roots", s->allowed_file_roots, roots, max, n, err);
 }

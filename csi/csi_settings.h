@@ -41,8 +41,9 @@ struct csi_settings {
 	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
 	char *allowed_roots; /* node role: comma-separated absolute directories
 			      * staging and target paths must lie under */
-	char *allowed_file_roots; /* controller role: comma-separated absolute
-				   * directories file:// sources may lie in ("" = none) */
+	char *allowed_file_roots; /* both roles: comma-separated absolute
+				   * directories file:// sources may lie in ("" = none);
+				   * see store_file_root_check */
 	uint64_t stage_timeout_ms; /* node role: wait for a new daemon to serve */
 	char *registration_socket; /* node role: the kubelet's registration socket
 				    * (absolute path; "" = off) */
@@ -60,7 +61,8 @@ extern const struct config_schema csi_settings_schema;
  * Checks what the table cannot: endpoint and meta.address are valid
  * addresses, node_id a plausible node name, state_dir an absolute path,
  * fuse_binary an absolute path when the node role is on, fuse_config
- * empty or absolute, allowed_roots a list of absolute directories,
+ * empty or absolute, allowed_roots and allowed_file_roots lists of
+ * absolute directories,
  * registration_socket only with the node role, an absolute socket path
  * other than the endpoint's and with kubelet_endpoint (an absolute path)
  * given, health_address empty or a listen address (":9808" too), and

@@ -4,6 +4,8 @@
 #include "store/store_impl.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +182,62 @@ fail:
 	free(*bucket);
 	free(*prefix);
 	*scheme = *bucket = *prefix = NULL;
+	return rc;
+}
+
+/* True when path lies strictly under root (a root without a trailing '/',
+ * "/" itself aside). */
+static bool path_under(const char *path, const char *root)
+{
+	size_t rl = strlen(root);
+
+	if (rl == 1 && root[0] == '/')
+		return path[0] == '/' && path[1] != '\0';
+	return strncmp(path, root, rl) == 0 && path[rl] == '/' && path[rl + 1] != '\0';
+}
+
+enum error_code store_file_root_check(const char *uri, const char *const *roots, size_t n,
+				      struct error *err)
+{
+	char *scheme = NULL, *dir = NULL, *prefix = NULL, *path = NULL, *root;
+	bool inside = false;
+	enum error_code rc;
+	int saved;
+
+	if (!uri || strncmp(uri, "file://", 7) != 0)
+		return ERR_OK;
+	if (n == 0)
+		return error_set(err, ERR_INVALID,
+				 "file:// sources are off (allowed_file_roots is empty), got '%s'", uri);
+	rc = store_uri_parse(uri, &scheme, &dir, &prefix, err);
+	if (rc != ERR_OK)
+		return rc;
+	for (size_t i = 0; i < n && !inside; i++)
+		inside = path_under(dir, roots[i]);
+	if (!inside) {
+		rc = error_set(err, ERR_INVALID, "'%s' is outside allowed_file_roots", uri);
+		goto out;
+	}
+	path = realpath(dir, NULL);
+	if (!path) {
+		saved = errno;
+		rc = error_set(err, ERR_INVALID, "'%s': %s", uri, strerror(saved));
+		goto out;
+	}
+	inside = false;
+	for (size_t i = 0; i < n && !inside; i++) {
+		root = realpath(roots[i], NULL);
+		inside = root && path_under(path, root);
+		free(root);
+	}
+	if (!inside)
+		rc = error_set(err, ERR_INVALID, "'%s' resolves to '%s', outside allowed_file_roots",
+			       uri, path);
+out:
+	free(path);
+	free(scheme);
+	free(dir);
+	free(prefix);
 	return rc;
 }
 

@@ -222,6 +222,27 @@ const char *store_describe_at(const struct store *st);
 enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 				char **prefix, struct error *err);
 
+/*
+ * Whether a dataset URI may name its source, for every daemon that takes
+ * one from a caller (granary-meta, the worker, the CSI controller and node
+ * plugin): a file:// source is a directory of the host that lists or reads
+ * it, which every pod mounting the dataset could then read, so it must lie
+ * strictly under one of roots[0..n) (the daemons' allowed_file_roots
+ * setting, split by config_split_dirs). n 0 refuses every file:// URI. The
+ * path is compared as written first (store_uri_parse refuses '.' and '..'
+ * segments), so nothing outside the roots is ever looked up, then resolved
+ * (realpath), so that a symbolic link cannot lead out of a root. Any other
+ * scheme is ERR_OK (store_uri_parse judges it). Errors, all ERR_INVALID
+ * quoting the URI (callers prefix the field):
+ *   "file:// sources are off (allowed_file_roots is empty), got 'file:///etc/'"
+ *   "'file:///etc/' is outside allowed_file_roots"
+ *   "'file:///srv/data/link/' resolves to '/etc', outside allowed_file_roots"
+ *   "'file:///srv/data/gone/': No such file or directory"
+ * and store_uri_parse's for a malformed file:// URI.
+ */
+enum error_code store_file_root_check(const char *uri, const char *const *roots, size_t n,
+				      struct error *err);
+
 /* S3 bucket naming rules (3-63 chars, lowercase, digits, '.', '-', ...).
  * Returns ERR_OK or ERR_INVALID saying which rule the name breaks. */
 enum error_code store_check_bucket_name(const char *name, struct error *err);

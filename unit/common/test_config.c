@@ -1168,6 +1168,27 @@ START_TEST(test_config_release_frees_strings_and_sets_them_null)
 }
 END_TEST
 
+START_TEST(test_config_split_dirs_trims_and_refuses_relative_entries)
+{
+	char *dirs[2];
+	size_t n = 9;
+	struct error err;
+
+	ck_assert_int_eq(config_split_dirs("k", "", dirs, 2, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(config_split_dirs("k", " /srv/data/ ,, /", dirs, 2, &n, &err), ERR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(dirs[0], "/srv/data");
+	ck_assert_str_eq(dirs[1], "/");
+	config_dirs_free(dirs, n);
+	ck_assert_int_eq(config_split_dirs("k", "/a, data", dirs, 2, &n, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "key 'k': 'data' is not an absolute path");
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(config_split_dirs("k", "/a,/b,/c", dirs, 2, &n, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "key 'k': more than 2 directories");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -1216,6 +1237,7 @@ int main(void)
 	tcase_add_test(tc, test_config_version_prints_program_and_version);
 	tcase_add_test(tc, test_config_usage_lists_every_flag_with_type_and_default);
 	tcase_add_test(tc, test_config_release_frees_strings_and_sets_them_null);
+	tcase_add_test(tc, test_config_split_dirs_trims_and_refuses_relative_entries);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

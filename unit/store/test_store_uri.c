@@ -2,8 +2,11 @@
  * test_store_uri.c - dataset URIs, bucket names and endpoint URLs are
  * checked before any request.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "store/store.h"
 #include "unit/check_main.h"
@@ -102,6 +105,55 @@ START_TEST(test_store_open_refuses_prefix_and_unknown_scheme)
 }
 END_TEST
 
+START_TEST(test_store_file_sources_only_strictly_under_a_root)
+{
+	char top[] = "/tmp/test_file_roots_XXXXXX", root[128], link[128], uri[256];
+	const char *roots[] = { "/nonexistent/other", root };
+	struct error err;
+
+	/* No roots: every file:// source is off; s3:// is not this check's. */
+	ck_assert_int_eq(store_file_root_check("file:///etc/", NULL, 0, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "file:// sources are off (allowed_file_roots is empty), got 'file:///etc/'");
+	ck_assert_int_eq(store_file_root_check("s3://bkt/x/", NULL, 0, &err), ERR_OK);
+
+	ck_assert_ptr_nonnull(mkdtemp(top));
+	snprintf(root, sizeof(root), "%s/datasets", top);
+	ck_assert_int_eq(mkdir(root, 0755), 0);
+	snprintf(uri, sizeof(uri), "%s/mnist", root);
+	ck_assert_int_eq(mkdir(uri, 0755), 0);
+	snprintf(link, sizeof(link), "%s/etc", root);
+	ck_assert_int_eq(symlink("/etc", link), 0);
+
+	snprintf(uri, sizeof(uri), "file://%s/mnist/", root);
+	ck_assert_msg(store_file_root_check(uri, roots, 2, &err) == ERR_OK, "%s", err.msg);
+	/* The root itself is not under it; nor is anything beside it. */
+	snprintf(uri, sizeof(uri), "file://%s/", root);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is outside allowed_file_roots"));
+	snprintf(uri, sizeof(uri), "file://%s-x/", root);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	/* Elsewhere: refused as written, before anything is looked up. */
+	ck_assert_int_eq(store_file_root_check("file:///etc/", roots, 2, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "'file:///etc/' is outside allowed_file_roots");
+	ck_assert_int_eq(store_file_root_check("file:///", roots, 2, &err), ERR_INVALID);
+	/* '..' never gets as far as a lookup; a link out of the root is seen. */
+	snprintf(uri, sizeof(uri), "file://%s/mnist/../../", root);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'..' segment"));
+	snprintf(uri, sizeof(uri), "file://%s/", link);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "resolves to '/etc', outside allowed_file_roots"), "%s",
+		      err.msg);
+	snprintf(uri, sizeof(uri), "file://%s/missing/", root);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "No such file or directory"));
+
+	snprintf(uri, sizeof(uri), "rm -rf '%s'", top);
+	ck_assert_int_eq(system(uri), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store_uri");
@@ -112,6 +164,7 @@ int main(void)
 	tcase_add_test(tc, test_store_bucket_names_follow_s3_rules);
 	tcase_add_test(tc, test_store_endpoints_must_be_plain_http_urls);
 	tcase_add_test(tc, test_store_open_refuses_prefix_and_unknown_scheme);
+	tcase_add_test(tc, test_store_file_sources_only_strictly_under_a_root);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
