@@ -47,6 +47,13 @@ struct vol {
 	uint64_t down_since_ms;    /* the monitor found the daemon gone; 0 = not; protected by mu */
 	char down_how[200];        /* how it ended, or why no successor runs; protected by mu */
 	struct probe *probe;       /* the last statfs of the mount; protected by mu */
+	/* Targets published before the volume was mounted anew (its FUSE
+	 * connection ended with the node plugin's container): only .targets is
+	 * used. The host's bind mount was repaired, but the containers keep
+	 * their copy of the old one, which answers ENOTCONN until they
+	 * restart. Protected by mu. */
+	struct node_record stale;
+	time_t stale_since;        /* wall clock of the last remount; protected by mu */
 	atomic_int condition;      /* the last one found: 0 none, 1 normal, 2 abnormal;
 				    * written under mu, read without (a busy volume) */
 	unsigned refs;             /* protected by node->mu */
@@ -616,9 +623,14 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 	rc = start_daemon(n, v, false, err);
 	if (rc != ERR_OK)
 		return rc;
+	if (v->rec.ntargets)
+		v->stale_since = time(NULL);
 	for (size_t i = 0; i < v->rec.ntargets; i++) {
 		struct error e;
 
+		if (node_record_add_target(&v->stale, v->rec.targets[i], &e) != ERR_OK)
+			log_warn("cannot track a published target", LOG_S("volume", v->rec.volume_id),
+				 LOG_S("target", v->rec.targets[i]), LOG_S("cause", e.msg));
 		if (unmount_all(v->rec.targets[i], &e) != ERR_OK ||
 		    bind_readonly(v->rec.staging_path, v->rec.targets[i], &e) != ERR_OK)
 			log_warn("cannot repair a published target", LOG_S("volume", v->rec.volume_id),
@@ -682,6 +694,7 @@ static void vol_free(struct vol *v)
 	if (v->fd >= 0)
 		close(v->fd);
 	node_record_release(&v->rec);
+	node_record_release(&v->stale);
 	pthread_mutex_destroy(&v->mu);
 	free(v);
 }
@@ -1418,6 +1431,7 @@ enum error_code node_unpublish(struct node *n, const char *volume_id, const char
 	v = vol_get(n, volume_id, false);
 	if (v) {
 		node_record_remove_target(&v->rec, target);
+		node_record_remove_target(&v->stale, target);
 		if (v->rec.staging_path)
 			rc = save_vol(n, v, err);
 		vol_put(n, v);
@@ -1572,6 +1586,35 @@ struct check {
 	struct probe *probe;         /* a reference; NULL: nothing to wait for */
 };
 
+/* Whether path of v (v->mu held) is a target published before the volume
+ * was mounted anew, or, for the staging path, whether any such target is
+ * left; if so, cond says so. */
+static bool stale_condition(const struct vol *v, const char *path, struct node_condition *cond)
+{
+	struct tm tm;
+	char when[32] = "?";
+	bool is_stale = false;
+
+	if (!v->stale.ntargets)
+		return false;
+	for (size_t i = 0; !is_stale && i < v->stale.ntargets; i++)
+		is_stale = strcmp(v->stale.targets[i], path) == 0;
+	if (!is_stale && strcmp(path, v->rec.staging_path) != 0)
+		return false;
+	if (gmtime_r(&v->stale_since, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	cond->abnormal = true;
+	if (is_stale)
+		snprintf(cond->message, sizeof(cond->message),
+			 "volume '%s' was mounted anew at %s after its FUSE connection ended (the node plugin's container stopped): the containers that mounted it before keep the ended connection and get 'Transport endpoint is not connected'; restart them",
+			 v->rec.volume_id, when);
+	else
+		snprintf(cond->message, sizeof(cond->message),
+			 "volume '%s' was mounted anew at %s after its FUSE connection ended: %zu pod mount(s) from before keep the ended connection until their pods restart",
+			 v->rec.volume_id, when, v->stale.ntargets);
+	return true;
+}
+
 /* Starts checking path of v (v->mu held): the daemon first, then a probe
  * of the mount (or the one still pending). */
 static void check_begin(struct vol *v, const char *path, struct check *c)
@@ -1608,6 +1651,8 @@ static void check_begin(struct vol *v, const char *path, struct check *c)
 			 v->rec.volume_id);
 		return;
 	}
+	if (stale_condition(v, path, &c->cond))
+		return;
 	if (!v->probe || !probe_pending(v->probe)) {
 		probe_put(v->probe);
 		v->probe = probe_start(path);

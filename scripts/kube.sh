@@ -424,6 +424,7 @@ env)
   echo "GRANARY_KUBE_HOST_IP=$HOST_IP"
   echo "GRANARY_KUBE_KUBELET_DIR=$STATE/kubelet"
   echo "GRANARY_KUBE_BIN=$KUBE_BIN"
+  echo "GRANARY_KUBE_CONTAINERD_SOCK=$CONTAINERD_SOCK"
   ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

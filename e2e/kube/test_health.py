@@ -5,6 +5,7 @@ CSIVolumeHealth, from NodeGetVolumeStats) and a granary_csi_volume_abnormal
 sample on the node plugin's /metrics, and both clear once it serves again."""
 import os
 import signal
+import subprocess
 import urllib.request
 
 import pytest
@@ -119,3 +120,42 @@ def test_a_hung_mount_shows_on_the_pod_and_in_metrics(reading_pod):
     assert [d for d in kube.fuse_pids() if vol in " ".join(d[1])][0][0] == pid
     out = kube.kubectl("exec", READER, "--", *kube.tfrecord_read(threads=2), timeout=180)
     assert kube.parse_read(out)[0]["records"] == reading_pod, out
+
+
+def crictl(*args):
+    return subprocess.run([os.path.join(kube.ENV["GRANARY_KUBE_BIN"], "crictl"), "--runtime-endpoint",
+                           "unix://" + kube.ENV["GRANARY_KUBE_CONTAINERD_SOCK"], *args],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def test_pods_that_lost_their_mount_with_the_node_plugin_container_are_told(reading_pod):
+    # The node plugin's container stops (as a crash or an OOM kill would
+    # stop it): its granary-fuse daemons go with it. The restarted plugin
+    # mounts the volume anew and repairs the host's bind mounts, but a
+    # running container keeps its copy of the old mount: the pod must see
+    # that in its events, and the node plugin's metric must say so.
+    vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+    plugin = pod_of("node")[0]
+    restarts = plugin["status"]["containerStatuses"][0]["restartCount"]
+    ids = crictl("ps", "-q", "--name", "granary-csi", "--label",
+                 f"io.kubernetes.pod.uid={plugin['metadata']['uid']}").split()
+    assert len(ids) == 1, ids
+    crictl("stop", "--timeout", "0", ids[0])
+    kube.wait_for("the node plugin restarted and Ready",
+                  lambda: pod_of("node")[0]["status"]["containerStatuses"][0]["restartCount"] > restarts
+                  and ready(pod_of("node")[0]), timeout=120, interval=1)
+    ev = kube.wait_for(
+        "a VolumeConditionAbnormal event naming the ended connection",
+        lambda: [e for e in kube.events("default", "Pod", READER)
+                 if e.startswith("VolumeConditionAbnormal:") and "mounted anew" in e],
+        timeout=120, interval=1)
+    assert "restart them" in ev[-1], ev
+    assert abnormal_samples(vol) == 1
+    # A new pod gets a mount of the new connection and reads it all; once
+    # the old pod is gone the volume is normal again.
+    kube.delete("pod", READER, "default")
+    kube.apply(kube.reader_pod(READER, CLAIM, ["sh", "-c", " ".join(kube.tfrecord_read(threads=2))
+                                               + " && sleep 3600"]))
+    kube.wait_for("a full read", lambda: "epoch=" in kube.logs(READER), timeout=180)
+    assert kube.parse_read(kube.logs(READER))[0]["records"] == reading_pod
+    kube.wait_for("the volume normal", lambda: abnormal_samples(vol) == 0, timeout=60, interval=1)
