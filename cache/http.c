@@ -966,6 +966,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
 /* microhttpd's messages, one line per kind (format) and HTTP_EVENT_LOG_MS:
  * a flood of clients can make it say the same thing for each one. */
+__attribute__((format(printf, 2, 0)))
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	struct worker_http *h = cls;

@@ -54,7 +54,8 @@ enum error_code error_set(struct error *err, enum error_code code,
 			  const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 enum error_code error_setv(struct error *err, enum error_code code,
-			   const char *fmt, va_list ap);
+			   const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 /*
  * Prepends "what: " to an existing message, keeping the code, so that each
