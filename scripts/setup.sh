@@ -23,6 +23,7 @@ debian_packages=(
   libprotobuf-dev
   libxxhash-dev uthash-dev
   libjansson-dev
+  clang libclang-rt-14-dev # libFuzzer: scripts/fuzz.sh
   valgrind fio python3 python3-venv
   s3fs rclone python3-matplotlib
 )
