@@ -632,10 +632,11 @@ void controller_free(struct controller *c)
 static enum error_code check_file_source(const struct controller *c, const char *uri,
 					 struct error *err)
 {
-	if (store_file_root_check(uri, (const char *const *)c->file_roots, c->nfile_roots, err) !=
+	if (store_file_root_check(uri, (const char *const *)c->file_roots, c->nfile_roots, err) ==
 	    ERR_OK)
-		return error_wrap(err, "parameter 'source'");
-	return ERR_OK;
+		return ERR_OK;
+	err->code = ERR_INVALID; /* a directory that is not there too */
+	return error_wrap(err, "parameter 'source'");
 }
 
 static enum error_code check_capabilities(const struct controller_capability *caps, size_t n,

@@ -92,6 +92,7 @@ int main(int argc, char **argv)
 	ropt.store = &store_cfg;
 	ropt.max_builds = MAX_BUILDS;
 	ropt.cluster_endpoints = s.listing_cluster_endpoints;
+	ropt.file_roots = s.allowed_file_roots;
 	ropt.limits.max_objects = (uint64_t)s.listing_max_objects;
 	ropt.limits.max_pages = (uint64_t)s.listing_max_pages;
 	ropt.limits.max_ms = s.listing_max_time_ms;

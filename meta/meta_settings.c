@@ -35,6 +35,9 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, listing_cluster_endpoints), "",
 	  "the cluster's S3 endpoints besides store.endpoint, comma-separated: only these get "
 	  "meta's own credentials", 0, 0, NULL },
+	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct meta_settings, allowed_file_roots),
+	  "", "comma-separated directories of this host a file:// source may lie in, resolved "
+	  "(empty: file:// sources are refused)", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -78,6 +81,9 @@ static enum error_code check_endpoints(const char *key, const char *list, struct
 
 enum error_code meta_settings_check(const struct meta_settings *s, struct error *err)
 {
+	char *roots[STORE_FILE_ROOTS_MAX];
+	size_t n = 0;
+
 	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("data_dir", s->data_dir, err) != ERR_OK)
@@ -95,6 +101,10 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (check_endpoints("listing.cluster_endpoints", s->listing_cluster_endpoints, err) !=
 	    ERR_OK)
 		return ERR_INVALID;
+	if (config_split_dirs("allowed_file_roots", s->allowed_file_roots, roots,
+			      STORE_FILE_ROOTS_MAX, &n, err) != ERR_OK)
+		return ERR_INVALID;
+	config_dirs_free(roots, n);
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;

@@ -26,6 +26,7 @@ struct meta_settings {
 	int64_t listing_max_pages;      /* ListObjectsV2 pages in one listing */
 	uint64_t listing_max_time_ms;   /* one listing, all pages */
 	char *listing_cluster_endpoints; /* comma-separated, besides store.endpoint */
+	char *allowed_file_roots;       /* comma-separated; "" = no file:// sources */
 	char *log_level;
 };
 
@@ -34,8 +35,8 @@ extern const struct config_schema meta_settings_schema;
 /*
  * Checks what the table cannot: listen is a valid address, data_dir an
  * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
- * endpoint and each of listing.cluster_endpoints a valid URL (when set)
- * and log.level a known level. Returns
+ * endpoint and each of listing.cluster_endpoints a valid URL (when set),
+ * allowed_file_roots absolute directories and log.level a known level. Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'data_dir': must be an absolute path, got 'meta'".
  */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/config.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
@@ -57,6 +58,8 @@ struct registry {
 	char **cluster;            /* the cluster's endpoints, store.endpoint first */
 	size_t ncluster;
 	struct store_list_limits limits;
+	char *file_roots[STORE_FILE_ROOTS_MAX]; /* allowed_file_roots; immutable */
+	size_t nfile_roots;
 	void (*build_hook)(const char *name, uint64_t generation, void *arg);
 	void *hook_arg;
 
@@ -583,6 +586,41 @@ static void load_snapshot(struct registry *r, struct entry *e)
 	free(path);
 }
 
+/*
+ * A file:// source is a directory of meta's host, which anyone who reaches
+ * meta could otherwise have listed and every pod mounting it read: only
+ * under allowed_file_roots (store_file_root_check). With missing_ok, a
+ * directory written under a root that is not there (now) passes: a record
+ * loaded at start-up keeps its snapshot, a registration of a spec already
+ * registered needs no source, and a listing names the missing directory.
+ */
+static enum error_code check_file_source(const struct registry *r, const char *uri,
+					 bool missing_ok, struct error *err)
+{
+	enum error_code rc;
+
+	rc = store_file_root_check(uri, (const char *const *)r->file_roots, r->nfile_roots, err);
+	if (rc == ERR_OK || (missing_ok && rc != ERR_INVALID))
+		return ERR_OK;
+	err->code = ERR_INVALID;
+	return error_wrap(err, "field 'source_uri'");
+}
+
+/* The same for a record read at start-up. */
+static enum error_code check_record_source(const struct registry *r, const struct entry *e,
+					   struct error *err)
+{
+	Granary__V1__DatasetSpec *spec;
+	enum error_code rc;
+
+	spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	if (!spec)
+		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", e->name);
+	rc = check_file_source(r, spec->source_uri, true, err);
+	granary__v1__dataset_spec__free_unpacked(spec, NULL);
+	return rc;
+}
+
 static enum error_code load_all(struct registry *r, struct error *err)
 {
 	struct dirent *de;
@@ -611,9 +649,11 @@ static enum error_code load_all(struct registry *r, struct error *err)
 		}
 		snprintf(path, sizeof(path), "%s/%s", r->records_dir, de->d_name);
 		if (snapshot_check_name(de->d_name, &rerr) != ERR_OK ||
-		    read_record(path, de->d_name, &e, &rerr) != ERR_OK) {
+		    read_record(path, de->d_name, &e, &rerr) != ERR_OK ||
+		    check_record_source(r, e, &rerr) != ERR_OK) {
 			log_error("dataset record skipped", LOG_S("path", path),
 				  LOG_S("cause", rerr.msg));
+			entry_free(e);
 			continue;
 		}
 		if (find(r, e->name, &pos) || insert(r, e, pos) != ERR_OK) {
@@ -739,6 +779,12 @@ enum error_code registry_open(const struct registry_options *opt, struct registr
 	r->store.profile = r->profile;
 	r->store.uniform_errors = true;
 	r->limits = opt->limits;
+	rc = config_split_dirs("allowed_file_roots", opt->file_roots, r->file_roots,
+			       STORE_FILE_ROOTS_MAX, &r->nfile_roots, err);
+	if (rc != ERR_OK) {
+		registry_free(r);
+		return rc;
+	}
 	r->max_foreign = r->max_builds / 2 ? r->max_builds / 2 : 1;
 	if (add_cluster_endpoints(r, r->endpoint) < 0 ||
 	    add_cluster_endpoints(r, opt->cluster_endpoints) < 0)
@@ -784,6 +830,7 @@ void registry_free(struct registry *r)
 	for (size_t i = 0; i < r->ncluster; i++)
 		free(r->cluster[i]);
 	free(r->cluster);
+	config_dirs_free(r->file_roots, r->nfile_roots);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
@@ -846,6 +893,10 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 
 	if (r->build_hook)
 		r->build_hook(spec->name, generation, r->hook_arg);
+	/* Again at each refresh: the directory may have become a link out. */
+	rc = check_file_source(r, spec->source_uri, false, err);
+	if (rc != ERR_OK)
+		goto out;
 	rc = store_uri_parse(spec->source_uri, &scheme, &bucket, &prefix, err);
 	if (rc != ERR_OK)
 		goto out;
@@ -1009,6 +1060,8 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 
 	memset(out, 0, sizeof(*out));
 	rc = registry_check_spec(spec, err);
+	if (rc == ERR_OK)
+		rc = check_file_source(r, spec->source_uri, true, err);
 	if (rc != ERR_OK)
 		return rc;
 	e = calloc(1, sizeof(*e));

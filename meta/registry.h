@@ -81,6 +81,13 @@ struct registry_options {
 	 * endpoints a caller names can never hold every build slot.
 	 */
 	const char *cluster_endpoints;
+	/*
+	 * Directories of this host file:// sources may lie in, comma-separated
+	 * ("" or NULL: none, every file:// source is refused); see
+	 * store_file_root_check. Checked at registration, at every refresh and
+	 * at registry_open, where a record outside them is skipped (logged).
+	 */
+	const char *file_roots;
 	/* Every listing's bounds (store_list_all_limited); 0s = none. */
 	struct store_list_limits limits;
 	/* Tests only: called without the lock before each listing starts. */
@@ -129,7 +136,9 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
  *     waits for a registration of it in progress and returns its result);
  *   - same name, another spec: ERR_EXISTS naming the first field that
  *     differs;
- *   - invalid spec: ERR_INVALID as registry_check_spec; a bucket that does
+ *   - invalid spec: ERR_INVALID as registry_check_spec; a file:// source
+ *     outside options.file_roots: ERR_INVALID naming source_uri
+ *     (store_file_root_check), before anything is listed; a bucket that does
  *     not exist or a key that cannot be a path: ERR_INVALID naming
  *     source_uri; a credentials_ref that is missing or malformed:
  *     ERR_INVALID naming it;

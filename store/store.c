@@ -4,9 +4,9 @@
 #include "store/store_impl.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <stdbool.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +221,7 @@ enum error_code store_file_root_check(const char *uri, const char *const *roots,
 	path = realpath(dir, NULL);
 	if (!path) {
 		saved = errno;
-		rc = error_set(err, ERR_INVALID, "'%s': %s", uri, strerror(saved));
+		rc = error_set(err, error_from_errno(saved), "'%s': %s", uri, strerror(saved));
 		goto out;
 	}
 	inside = false;

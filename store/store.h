@@ -232,14 +232,21 @@ enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
  * path is compared as written first (store_uri_parse refuses '.' and '..'
  * segments), so nothing outside the roots is ever looked up, then resolved
  * (realpath), so that a symbolic link cannot lead out of a root. Any other
- * scheme is ERR_OK (store_uri_parse judges it). Errors, all ERR_INVALID
- * quoting the URI (callers prefix the field):
- *   "file:// sources are off (allowed_file_roots is empty), got 'file:///etc/'"
- *   "'file:///etc/' is outside allowed_file_roots"
- *   "'file:///srv/data/link/' resolves to '/etc', outside allowed_file_roots"
- *   "'file:///srv/data/gone/': No such file or directory"
- * and store_uri_parse's for a malformed file:// URI.
+ * scheme is ERR_OK (store_uri_parse judges it). Errors quote the URI
+ * (callers prefix the field):
+ *   ERR_INVALID "file:// sources are off (allowed_file_roots is empty),
+ *               got 'file:///etc/'"
+ *   ERR_INVALID "'file:///etc/' is outside allowed_file_roots"
+ *   ERR_INVALID "'file:///srv/data/link/' resolves to '/etc', outside
+ *               allowed_file_roots"
+ *   ERR_INVALID store_uri_parse's, for a malformed file:// URI
+ *   ERR_NOT_FOUND (or the code of another errno) "'file:///srv/data/gone/':
+ *               No such file or directory": written under a root, but it
+ *               does not resolve; a caller taking the URI from a request
+ *               answers ERR_INVALID, one that loads what it accepted
+ *               before may keep it.
  */
+#define STORE_FILE_ROOTS_MAX 16 /* entries of an allowed_file_roots list */
 enum error_code store_file_root_check(const char *uri, const char *const *roots, size_t n,
 				      struct error *err);
 

@@ -1420,6 +1420,89 @@ START_TEST(test_meta_keeps_build_slots_for_the_cluster_store)
 }
 END_TEST
 
+/* A spec of a file:// source: no endpoint, no credentials. */
+static void file_spec(struct spec *sp, const char *name, const char *uri)
+{
+	spec_init(sp, name, "");
+	snprintf(sp->uri, sizeof(sp->uri), "%s", uri);
+	sp->s.endpoint = "";
+	sp->s.credentials_ref = "";
+}
+
+/*
+ * A file:// source is a directory of meta's host that every pod mounting
+ * the dataset could read, and meta answers anyone who reaches it: off
+ * unless allowed_file_roots lists roots, then only strictly inside one,
+ * resolved, at registration, at refresh and at start-up.
+ */
+START_TEST(test_meta_file_sources_only_under_allowed_file_roots)
+{
+	struct meta_proc mp;
+	struct meta_client *c;
+	Granary__V1__Dataset *d = NULL;
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200], roots[200], dir[300], uri[400];
+	const char *flags[] = { "--allowed_file_roots", roots, NULL };
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+	file_spec(&sp, "host", "file:///etc/");
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'source_uri': file:// sources are off "
+				      "(allowed_file_roots is empty), got 'file:///etc/'"),
+		      "%s", err.msg);
+	ck_assert_ptr_null(d);
+	file_spec(&sp, "host", "file:///");
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_int_eq(meta_client_get(c, "host", &d, &err), ERR_NOT_FOUND);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+
+	snprintf(roots, sizeof(roots), "%s/roots", work);
+	snprintf(dir, sizeof(dir), "%s/ds", roots);
+	ck_assert_int_eq(mkdir(roots, 0755), 0);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	snprintf(uri, sizeof(uri), "%s/ds/a.rec", roots);
+	harness_write_file(uri, "a", 0644);
+	snprintf(uri, sizeof(uri), "%s/etc", roots);
+	ck_assert_int_eq(symlink("/etc", uri), 0);
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	snprintf(uri, sizeof(uri), "file://%s/ds/", roots);
+	file_spec(&sp, "files", uri);
+	d = register_ok(c, &sp);
+	ck_assert_uint_eq(d->files, 1);
+	free_ds(d);
+	file_spec(&sp, "host", "file:///etc/");
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'source_uri': 'file:///etc/' is outside allowed_file_roots"),
+		      "%s", err.msg);
+	snprintf(uri, sizeof(uri), "file://%s/etc/", roots);
+	file_spec(&sp, "link", uri);
+	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "resolves to '/etc', outside allowed_file_roots"), "%s",
+		      err.msg);
+	/* The directory swapped for a link out: its refresh lists nothing. */
+	snprintf(uri, sizeof(uri), "rm -rf '%s' && ln -s /etc '%s'", dir, dir);
+	ck_assert_int_eq(system(uri), 0);
+	ck_assert_int_eq(meta_client_refresh(c, "files", &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "resolves to '/etc'"), "%s", err.msg);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+
+	/* Restarted without roots, meta serves none of its file:// datasets. */
+	meta_start(&mp, listen, data, NULL);
+	c = client_for(listen, true);
+	ck_assert_int_eq(meta_client_get(c, "files", &d, &err), ERR_NOT_FOUND);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	ck_assert(harness_file_contains(mp.log, "allowed_file_roots is empty"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -1437,6 +1520,7 @@ int main(void)
 	tcase_add_test(tc, test_meta_says_the_same_of_every_endpoint_that_is_not_s3);
 	tcase_add_test(tc, test_meta_signs_only_for_the_cluster_endpoints);
 	tcase_add_test(tc, test_meta_keeps_build_slots_for_the_cluster_store);
+	tcase_add_test(tc, test_meta_file_sources_only_under_allowed_file_roots);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

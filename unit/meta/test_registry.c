@@ -99,8 +99,9 @@ static void teardown(void)
 
 static struct registry *open_reg(unsigned max_builds)
 {
+	/* The sources live under root: file:// needs it among the roots. */
 	struct registry_options opt = { .data_dir = data_dir, .max_builds = max_builds,
-					.build_hook = hook };
+					.build_hook = hook, .file_roots = root };
 	struct registry *r = NULL;
 	struct error err;
 
@@ -598,7 +599,8 @@ START_TEST(test_registry_answers_while_a_registration_lists)
 	ck_assert_int_eq(registry_delete(r, "slow", &err), ERR_UNAVAILABLE);
 	ck_assert_ptr_nonnull(strstr(err.msg, "registering"));
 	/* Another spec under the name is refused without waiting. */
-	spec_init(&sp, "slow", "file:///elsewhere/");
+	spec_init(&sp, "slow", src_uri);
+	sp.o.pin = 1;
 	ck_assert_int_eq(registry_register(r, &sp.s, &d, &err), ERR_EXISTS);
 	/* The same spec joins the build in progress instead of listing again. */
 	spec_init(&second.sp, "slow", src_uri);
@@ -647,12 +649,17 @@ START_TEST(test_registry_failed_registration_leaves_nothing_and_waiters_see_why)
 	struct error err;
 	char path[512], uri[256];
 
+	/* The directory is there when the registration is admitted and gone
+	 * when its listing starts. */
+	snprintf(path, sizeof(path), "%s/missing", root);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
 	snprintf(uri, sizeof(uri), "file://%s/missing/", root);
 	hold_builds(true);
 	spec_init(&a.sp, "doomed", uri);
 	spec_init(&b.sp, "doomed", uri);
 	pthread_create(&a.t, NULL, bg_register, &a);
 	wait_holding();
+	ck_assert_int_eq(rmdir(path), 0);
 	pthread_create(&b.t, NULL, bg_register, &b);
 	usleep(50000);
 	hold_builds(false);

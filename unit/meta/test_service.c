@@ -71,6 +71,7 @@ static void setup(void)
 	snprintf(address, sizeof(address), "unix://%s/meta.sock", root);
 	snprintf(src_uri, sizeof(src_uri), "file://%s/src/", root);
 	snprintf(data, sizeof(data), "%s/data", root);
+	ropt.file_roots = root;
 	/* Enough long names that the snapshot needs more than one 1 MiB chunk. */
 	for (int i = 0; i < 6000; i++) {
 		char rel[300];

@@ -146,7 +146,7 @@ START_TEST(test_store_file_sources_only_strictly_under_a_root)
 	ck_assert_msg(strstr(err.msg, "resolves to '/etc', outside allowed_file_roots"), "%s",
 		      err.msg);
 	snprintf(uri, sizeof(uri), "file://%s/missing/", root);
-	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_INVALID);
+	ck_assert_int_eq(store_file_root_check(uri, roots, 2, &err), ERR_NOT_FOUND);
 	ck_assert_ptr_nonnull(strstr(err.msg, "No such file or directory"));
 
 	snprintf(uri, sizeof(uri), "rm -rf '%s'", top);
