@@ -71,6 +71,9 @@ struct ra_job {
 struct fetcher {
 	struct blockstore *bs;
 	unsigned max_inflight, readahead_max;
+	const char *const *file_roots;     /* borrowed; immutable */
+	size_t nfile_roots;
+	bool any_file_source;
 
 	pthread_mutex_t mu;
 	pthread_cond_t slot_cv;            /* a fetch slot freed, or stopping */
@@ -302,6 +305,20 @@ void fetch_dataset_put(struct fetcher *f, struct fetch_dataset *ds)
 	dataset_free(ds);
 }
 
+/* One gate for every way a dataset arrives (the HTTP API, meta's list,
+ * granary-fuse): a file:// source only under the fetcher's roots. */
+static enum error_code check_source(const struct fetcher *f, const struct fetch_dataset_config *cfg,
+				    struct error *err)
+{
+	if (f->any_file_source ||
+	    store_file_root_check(cfg->source, f->file_roots, f->nfile_roots, err) == ERR_OK)
+		return ERR_OK;
+	if (!err)
+		return ERR_INVALID;
+	err->code = ERR_INVALID; /* a directory that is not there too */
+	return error_wrap(err, "dataset '%s': field 'source'", cfg->name ? cfg->name : "");
+}
+
 enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,
 				       bool *created, struct error *err)
 {
@@ -310,7 +327,9 @@ enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dat
 
 	if (created)
 		*created = false;
-	rc = dataset_new(cfg, &ds, err);
+	rc = check_source(f, cfg, err);
+	if (rc == ERR_OK)
+		rc = dataset_new(cfg, &ds, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = blockstore_set_dataset(f->bs, ds->name, ds->desc.policy, ds->desc.pin, err);
@@ -1053,6 +1072,9 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->bs = cfg->bs;
 	f->max_inflight = cfg->max_inflight;
 	f->readahead_max = cfg->readahead_max;
+	f->file_roots = cfg->file_roots;
+	f->nfile_roots = cfg->nfile_roots;
+	f->any_file_source = cfg->any_file_source;
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_mutex_init(&f->reg_mu, NULL);
 	pthread_cond_init(&f->slot_cv, NULL);

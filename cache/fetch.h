@@ -53,6 +53,17 @@ struct fetch_config {
 	unsigned max_inflight;     /* store fetches at once; >= 1 */
 	unsigned threads;          /* read-ahead pool; >= 1 */
 	unsigned readahead_max;    /* most blocks one request may queue */
+	/*
+	 * Where file:// datasets may lie (store_file_root_check): a file://
+	 * source is a directory of this host that anyone who can register a
+	 * dataset here could read through the block API. Borrowed; must
+	 * outlive the fetcher. n 0: every file:// source is refused.
+	 */
+	const char *const *file_roots;
+	size_t nfile_roots;
+	/* granary-fuse standalone only: the person running it names its one
+	 * directory, so any file:// source is fine. */
+	bool any_file_source;
 };
 
 /*
@@ -149,7 +160,9 @@ enum error_code fetch_check_object_key(const char *prefix, const char *key,
  * (no I/O against the service) and declares its policy and pin to the
  * blockstore. *created (may be NULL) is true for a new name; registering
  * the same definition again changes nothing. ERR_INVALID names the bad
- * field; store_open's errors (a missing credentials file ...) pass through.
+ * field, a file:// source outside fetch_config.file_roots included
+ * ("dataset 'x': field 'source': file:// sources are off ..."); store_open's
+ * errors (a missing credentials file ...) pass through.
  */
 enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,
 				       bool *created, struct error *err);

@@ -44,6 +44,8 @@ int main(int argc, char **argv)
 	struct readiness *ready = NULL;
 	struct store_config store_defaults;
 	char hostname[256] = "", worker_id[256] = "", advertise[300] = "";
+	char *file_roots[STORE_FILE_ROOTS_MAX];
+	size_t nfile_roots = 0;
 	sigset_t stop_signals, wait_mask;
 	struct error err;
 	int first = argc, rc;
@@ -57,7 +59,8 @@ int main(int argc, char **argv)
 			schema->program, argv[first]);
 		goto out;
 	}
-	if (worker_settings_check(&s, &err) != ERR_OK) {
+	if (worker_settings_check(&s, &err) != ERR_OK ||
+	    worker_settings_file_roots(&s, file_roots, &nfile_roots, &err) != ERR_OK) {
 		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
 		goto out;
 	}
@@ -104,7 +107,9 @@ int main(int argc, char **argv)
 	if (fetch_new(&(struct fetch_config){ .bs = bs,
 					       .max_inflight = (unsigned)s.fetch_max_inflight,
 					       .threads = (unsigned)worker_settings_threads(&s),
-					       .readahead_max = (unsigned)s.fetch_readahead_max },
+					       .readahead_max = (unsigned)s.fetch_readahead_max,
+					       .file_roots = (const char *const *)file_roots,
+					       .nfile_roots = nfile_roots },
 		      &f, &err) != ERR_OK) {
 		log_error("cannot start the fetcher", LOG_S("cause", err.msg));
 		goto out;
@@ -180,6 +185,7 @@ out:
 	if (bs)
 		blockstore_free(bs);
 	token_free(tok);
+	config_dirs_free(file_roots, nfile_roots);
 	if (rc == 0)
 		log_info("stopped");
 	config_release(schema, &s);

@@ -67,6 +67,10 @@ static const struct config_field worker_fields[] = {
 	  offsetof(struct worker_settings, http_shutdown_grace_ms), "10s",
 	  "at SIGTERM, requests in progress may finish within this", 0, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct worker_settings, store),
+	{ "allowed_file_roots", CONFIG_STRING,
+	  offsetof(struct worker_settings, allowed_file_roots), "",
+	  "comma-separated directories of this host a file:// dataset may lie in, resolved "
+	  "(empty: file:// datasets are refused)", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct worker_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -110,6 +114,8 @@ static enum error_code check_advertise(const struct worker_settings *s, struct e
 enum error_code worker_settings_check(const struct worker_settings *s, struct error *err)
 {
 	const uint64_t bs = s->cache_block_size;
+	char *roots[STORE_FILE_ROOTS_MAX];
+	size_t n = 0;
 
 	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
 		return ERR_INVALID;
@@ -156,9 +162,20 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
+	if (worker_settings_file_roots(s, roots, &n, err) != ERR_OK)
+		return ERR_INVALID;
+	config_dirs_free(roots, n);
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;
+}
+
+enum error_code worker_settings_file_roots(const struct worker_settings *s,
+					   char *roots[STORE_FILE_ROOTS_MAX], size_t *n,
+					   struct error *err)
+{
+	return config_split_dirs("allowed_file_roots", s->allowed_file_roots, roots,
+				 STORE_FILE_ROOTS_MAX, n, err);
 }
 
 int worker_settings_threads(const struct worker_settings *s)

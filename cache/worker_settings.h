@@ -49,6 +49,7 @@ struct worker_settings {
 	uint64_t http_request_timeout_ms; /* a whole request must arrive within */
 	uint64_t http_shutdown_grace_ms; /* requests in progress may finish within, at SIGTERM */
 	struct store_settings store;
+	char *allowed_file_roots; /* comma-separated; "" = no file:// datasets */
 	char *log_level;
 };
 
@@ -60,13 +61,19 @@ extern const struct config_schema worker_settings_schema;
  * wildcard, and given when meta.address is set and listen is a unix socket, cache.dir (and token_file when set) absolute paths,
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
  * at least one block, node_id a plausible node name, the store endpoint a
- * valid URL (when set), the thread and connection counts positive and
- * log.level a known level. token_file may be empty here; granary-worker
+ * valid URL (when set), the thread and connection counts positive,
+ * allowed_file_roots absolute directories and log.level a known level. token_file may be empty here; granary-worker
  * itself refuses to serve without one. Returns ERR_OK, or
  * ERR_INVALID with a message naming the key:
  * "key 'cache.dir': must be an absolute path, got 'cache'".
  */
 enum error_code worker_settings_check(const struct worker_settings *s, struct error *err);
+
+/* allowed_file_roots split (config_split_dirs) into roots[0..*n): free
+ * them with config_dirs_free. ERR_INVALID naming the key. */
+enum error_code worker_settings_file_roots(const struct worker_settings *s,
+					   char *roots[STORE_FILE_ROOTS_MAX], size_t *n,
+					   struct error *err);
 
 /* The size of the worker thread pool: threads, or cpu_available() when 0. */
 int worker_settings_threads(const struct worker_settings *s);

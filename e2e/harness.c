@@ -191,6 +191,19 @@ void harness_write_file(const char *path, const char *text, mode_t mode)
 	close(fd);
 }
 
+void harness_file_roots(const char *roots, const char *file)
+{
+	char path[4200];
+
+	ck_assert_msg(mkdir(roots, 0755) == 0, "mkdir '%s': %s", roots, strerror(errno));
+	snprintf(path, sizeof(path), "%s/ds", roots);
+	ck_assert_msg(mkdir(path, 0755) == 0, "mkdir '%s': %s", path, strerror(errno));
+	snprintf(path, sizeof(path), "%s/ds/%s", roots, file);
+	harness_write_file(path, "0123456789", 0644);
+	snprintf(path, sizeof(path), "%s/etc", roots);
+	ck_assert_msg(symlink("/etc", path) == 0, "symlink '%s': %s", path, strerror(errno));
+}
+
 int harness_file_count(const char *path, const char *needle)
 {
 	FILE *f = fopen(path, "r");

@@ -86,6 +86,13 @@ int harness_rm_rf(const char *path);
  * any error. */
 void harness_write_file(const char *path, const char *text, mode_t mode);
 
+/*
+ * An allowed_file_roots fixture: makes the directory roots, roots/ds with
+ * one file, file (10 bytes, "0123456789"), and roots/etc, a symbolic link
+ * to /etc (a way out of the root). Fails the test on any error.
+ */
+void harness_file_roots(const char *roots, const char *file);
+
 /* Whether the file at path holds needle on one of its lines (0 when the
  * file cannot be read). */
 int harness_file_contains(const char *path, const char *needle);

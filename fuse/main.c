@@ -284,6 +284,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus),
 		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
 		.readahead_max = (unsigned)s->prefetch_blocks,
+		.any_file_source = true, /* run by hand on this machine */
 	};
 	struct fetch_dataset_config dcfg = {
 		.name = STANDALONE_NAME,

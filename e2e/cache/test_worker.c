@@ -1381,6 +1381,83 @@ START_TEST(test_worker_slow_clients_from_one_address_leave_room_for_others)
 }
 END_TEST
 
+/* PUT /v1/datasets/NAME of a file:// source: the HTTP status and body. */
+static struct resp put_file_dataset(const char *name, const char *uri)
+{
+	char path[128], body[600];
+
+	snprintf(path, sizeof(path), "/v1/datasets/%s", name);
+	snprintf(body, sizeof(body), "{\"source\":\"%s\"}", uri);
+	return request("PUT", path, NULL, body, NULL, AUTH_OK);
+}
+
+/*
+ * Any holder of the cluster token may put a dataset, and a file:// source
+ * is a directory of the worker's host that the block API then serves: off
+ * unless allowed_file_roots lists roots, then only strictly inside one,
+ * resolved. A 404 for a changed object names the ETag asked for, never
+ * the object's own.
+ */
+START_TEST(test_worker_file_datasets_only_under_allowed_file_roots)
+{
+	char roots[128], dir[160], uri[200], query[300];
+	struct store_object info;
+	struct store *st = NULL;
+	struct error err;
+	struct resp r;
+
+	r = put_file_dataset("host", "file:///etc/");
+	ck_assert_msg(r.status == 400, "HTTP %ld: %s", r.status, r.body ? (char *)r.body : "");
+	ck_assert_str_eq((char *)r.body, "dataset 'host': field 'source': file:// sources are off "
+					 "(allowed_file_roots is empty), got 'file:///etc/'\n");
+	resp_free(&r);
+	r = request("GET", "/v1/datasets/host", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	ck_assert_int_eq(worker_stop(NULL), 0);
+
+	snprintf(roots, sizeof(roots), "%s/roots", w.dir);
+	snprintf(dir, sizeof(dir), "%s/ds", roots);
+	harness_file_roots(roots, "x.bin");
+	w.extra[0] = "--allowed_file_roots";
+	w.extra[1] = roots;
+	w.extra[2] = NULL;
+	worker_start();
+
+	r = put_file_dataset("host", "file:///etc/");
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "'file:///etc/' is outside allowed_file_roots"));
+	resp_free(&r);
+	snprintf(uri, sizeof(uri), "file://%s/etc/", roots);
+	r = put_file_dataset("link", uri);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "resolves to '/etc', outside allowed_file_roots"));
+	resp_free(&r);
+	snprintf(uri, sizeof(uri), "file://%s/", dir);
+	r = put_file_dataset("files", uri);
+	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, r.body ? (char *)r.body : "");
+	resp_free(&r);
+
+	snprintf(uri, sizeof(uri), "file://%s", dir);
+	ck_assert_msg(store_open(uri, &(struct store_config){ 0 }, &st, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_msg(store_head(st, "x.bin", &info, &err) == ERR_OK, "%s", err.msg);
+	snprintf(query, sizeof(query), "key=x.bin&etag=%s", info.etag);
+	r = request("GET", "/v1/blocks/files/0", query, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_uint_eq(r.len, 10);
+	resp_free(&r);
+	r = request("GET", "/v1/blocks/files/0", "key=x.bin&etag=stale", NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_msg(strstr((char *)r.body, "'stale'") && !strstr((char *)r.body, info.etag),
+		      "%s (the object's ETag is '%s')", r.body, info.etag);
+	resp_free(&r);
+	store_object_release(&info);
+	store_free(st);
+	w.extra[0] = NULL;
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker");
@@ -1407,6 +1484,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_readyz_fails_when_the_cache_directory_is_gone);
 	tcase_add_test(tc, test_worker_refuses_a_request_with_two_lengths_and_closes);
 	tcase_add_test(tc, test_worker_slow_clients_from_one_address_leave_room_for_others);
+	tcase_add_test(tc, test_worker_file_datasets_only_under_allowed_file_roots);
 	suite_add_tcase(s, tc);
 
 	tcase_add_unchecked_fixture(member, put_objects, free_tokens);

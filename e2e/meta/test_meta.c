@@ -1463,12 +1463,7 @@ START_TEST(test_meta_file_sources_only_under_allowed_file_roots)
 
 	snprintf(roots, sizeof(roots), "%s/roots", work);
 	snprintf(dir, sizeof(dir), "%s/ds", roots);
-	ck_assert_int_eq(mkdir(roots, 0755), 0);
-	ck_assert_int_eq(mkdir(dir, 0755), 0);
-	snprintf(uri, sizeof(uri), "%s/ds/a.rec", roots);
-	harness_write_file(uri, "a", 0644);
-	snprintf(uri, sizeof(uri), "%s/etc", roots);
-	ck_assert_int_eq(symlink("/etc", uri), 0);
+	harness_file_roots(roots, "a.rec");
 	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
 	snprintf(uri, sizeof(uri), "file://%s/ds/", roots);

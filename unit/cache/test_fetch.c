@@ -22,6 +22,8 @@
 #define BIG_SIZE (3 * BS + 1000)
 
 static char base[64], data_dir[96], cache_dir[96];
+/* The file:// sources lie under base. */
+static const char *const file_roots[] = { base };
 static struct blockstore *bs;
 static struct fetcher *f;
 
@@ -67,7 +69,8 @@ static void open_cache(uint64_t capacity)
 					 &bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
-							    .threads = 2, .readahead_max = 8 },
+							    .threads = 2, .readahead_max = 8,
+							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err),
 			 ERR_OK);
 }
@@ -507,6 +510,10 @@ START_TEST(test_fetch_registry_refuses_bad_definitions)
 		{ "ds", "s3://Bad_Bucket/", BS, "dataset 'ds'" },
 		{ "ds", "s3://bucket/", 3 * BS, "block_size must be a power of two" },
 		{ "ds", "s3://bucket/", 32u << 10, "block_size" },
+		/* file:// only under the fetcher's roots (base), resolved. */
+		{ "host", "file:///etc/", BS,
+		  "dataset 'host': field 'source': 'file:///etc/' is outside allowed_file_roots" },
+		{ "gone", "file:///tmp/../etc/", BS, "'..' segment" },
 	};
 	struct error err;
 

@@ -18,6 +18,8 @@
 #define BS (64u << 10)
 
 static char base[64], data_dir[96], cache_dir[96];
+/* The file:// sources lie under base. */
+static const char *const file_roots[] = { base };
 static struct blockstore *bs;
 static struct fetcher *f;
 static struct preloader *pl;
@@ -64,7 +66,8 @@ static void setup(void)
 					 &bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
-							    .threads = 1 },
+							    .threads = 1,
+							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err),
 			 ERR_OK);
 	snprintf(source, sizeof(source), "file://%s/ds/", data_dir);

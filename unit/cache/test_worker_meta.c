@@ -136,6 +136,8 @@ END_TEST
 /* --- against a real registry ----------------------------------------------- */
 
 static char base[64], src_uri[128], cache_dir[96];
+/* The file:// sources lie under base. */
+static const char *const file_roots[] = { base };
 static struct blockstore *bs;
 static struct fetcher *f;
 
@@ -160,7 +162,8 @@ static void setup(void)
 								      .block_size = 64u << 10 },
 					 &bs, &err), ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 2,
-							   .threads = 1, .readahead_max = 0 },
+							   .threads = 1, .readahead_max = 0,
+							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err), ERR_OK);
 }
 
