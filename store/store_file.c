@@ -172,9 +172,10 @@ static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 	}
 	file_etag(&sb, cur, sizeof(cur));
 	if (etag && *etag && strcmp(etag, cur) != 0) {
-		rc = error_set(err, ERR_NOT_FOUND,
-			       "get '%s' in '%s': object changed (etag %s, expected %s)",
-			       key, sf->root, cur, etag);
+		/* As S3's 412: only the ETag asked for. The object's own would
+		 * let a caller read versions the listing never gave it. */
+		rc = error_set(err, ERR_NOT_FOUND, "get '%s' in '%s': object changed (ETag is no longer '%s')",
+			       key, sf->root, etag);
 		goto out;
 	}
 	/* As S3: a range must start inside the object, except 0 of an empty one. */
