@@ -141,14 +141,16 @@ int main(int argc, char **argv)
 			  LOG_S("cause", err.msg));
 		goto out;
 	}
+	/* Both roles: CreateVolume, and the node's registration from a
+	 * volume context. */
+	if (csi_settings_file_roots(&s, file_roots, CSI_SETTINGS_MAX_ROOTS, &nfile_roots, &err) !=
+	    ERR_OK) {
+		log_error("bad allowed_file_roots", LOG_S("cause", err.msg));
+		goto out;
+	}
 	if (csi_settings_is_controller(&s)) {
 		struct controller_config cc = { .state_dir = s.state_dir, .meta = meta };
 
-		if (csi_settings_file_roots(&s, file_roots, CSI_SETTINGS_MAX_ROOTS, &nfile_roots,
-					    &err) != ERR_OK) {
-			log_error("bad allowed_file_roots", LOG_S("cause", err.msg));
-			goto out;
-		}
 		cc.file_roots = file_roots;
 		cc.nfile_roots = nfile_roots;
 
@@ -177,6 +179,8 @@ int main(int argc, char **argv)
 		}
 		nc.roots = roots;
 		nc.nroots = nroots;
+		nc.file_roots = file_roots;
+		nc.nfile_roots = nfile_roots;
 		if (node_new(&nc, &node, &err) != ERR_OK) {
 			log_error("cannot start the node plugin", LOG_S("cause", err.msg));
 			goto out;

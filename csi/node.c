@@ -22,9 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
+#include "store/store.h"
 
 #define FUSE_TYPE "fuse.granary"
 #define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576"
@@ -65,6 +67,8 @@ struct node {
 	char *fuse_binary, *fuse_config, *meta_address;
 	char **roots;
 	size_t nroots;
+	char **file_roots;         /* allowed_file_roots */
+	size_t nfile_roots;
 	struct node_config cfg;    /* points at the copies above */
 	pthread_mutex_t mu;
 	struct vol *vols;          /* protected by mu */
@@ -941,6 +945,21 @@ static void load_records(struct node *n)
 	closedir(d);
 }
 
+/* Copies dirs[0..n) into *out (*nout counts what was copied, so that
+ * node_free frees a partial copy). -1 when out of memory. */
+static int copy_dirs(char *const *dirs, size_t n, char ***out, size_t *nout)
+{
+	*out = calloc(n ? n : 1, sizeof(char *));
+	if (!*out)
+		return -1;
+	for (*nout = 0; *nout < n; (*nout)++) {
+		(*out)[*nout] = strdup(dirs[*nout]);
+		if (!(*out)[*nout])
+			return -1;
+	}
+	return 0;
+}
+
 enum error_code node_new(const struct node_config *cfg, struct node **out, struct error *err)
 {
 	struct node *n = calloc(1, sizeof(*n));
@@ -956,23 +975,18 @@ enum error_code node_new(const struct node_config *cfg, struct node **out, struc
 	n->fuse_binary = strdup(cfg->fuse_binary ? cfg->fuse_binary : "");
 	n->fuse_config = strdup(cfg->fuse_config ? cfg->fuse_config : "");
 	n->meta_address = strdup(cfg->meta_address ? cfg->meta_address : "");
-	n->roots = calloc(cfg->nroots ? cfg->nroots : 1, sizeof(char *));
-	if (!n->dir || !n->fuse_binary || !n->fuse_config || !n->meta_address || !n->roots) {
+	if (!n->dir || !n->fuse_binary || !n->fuse_config || !n->meta_address ||
+	    copy_dirs(cfg->roots, cfg->nroots, &n->roots, &n->nroots) < 0 ||
+	    copy_dirs(cfg->file_roots, cfg->nfile_roots, &n->file_roots, &n->nfile_roots) < 0) {
 		rc = error_set(err, ERR_NOMEM, "out of memory");
 		goto fail;
-	}
-	for (; n->nroots < cfg->nroots; n->nroots++) {
-		n->roots[n->nroots] = strdup(cfg->roots[n->nroots]);
-		if (!n->roots[n->nroots]) {
-			rc = error_set(err, ERR_NOMEM, "out of memory");
-			goto fail;
-		}
 	}
 	n->cfg.state_dir = NULL;
 	n->cfg.fuse_binary = n->fuse_binary;
 	n->cfg.fuse_config = n->fuse_config;
 	n->cfg.meta_address = n->meta_address;
 	n->cfg.roots = n->roots;
+	n->cfg.file_roots = n->file_roots;
 	if (!n->cfg.stage_timeout_ms)
 		n->cfg.stage_timeout_ms = 120000;
 	rc = fileio_mkdirs(n->dir, 0700, err);
@@ -1008,9 +1022,10 @@ void node_free(struct node *n)
 		n->vols = v->next;
 		vol_free(v);
 	}
-	for (size_t i = 0; i < n->nroots; i++)
-		free(n->roots[i]);
+	config_dirs_free(n->roots, n->nroots);
 	free(n->roots);
+	config_dirs_free(n->file_roots, n->nfile_roots);
+	free(n->file_roots);
 	free(n->dir);
 	free(n->fuse_binary);
 	free(n->fuse_config);
@@ -1097,6 +1112,14 @@ static enum error_code reregister(struct node *n, const char *volume_id, const c
 	char why[ERROR_MSG_MAX];
 	enum error_code rc;
 
+	/* The controller's rule again: a volume context is only as good as
+	 * whoever wrote the PV, and meta lists a file:// source on its host. */
+	rc = store_file_root_check(reg->source, (const char *const *)n->file_roots,
+				   n->nfile_roots, err);
+	if (rc != ERR_OK) {
+		err->code = ERR_INVALID;
+		return error_wrap(err, "volume '%s': volume_context key 'source'", volume_id);
+	}
 	rc = controller_register(n->cfg.meta, dataset, reg, "", timeout_ms, &ds, err);
 	if (rc == ERR_TIMEOUT)
 		return error_set(err, ERR_TIMEOUT,

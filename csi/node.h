@@ -101,6 +101,9 @@ struct node_config {
 	const char *meta_address;     /* the daemons' --meta.address */
 	char *const *roots;           /* allowed roots */
 	size_t nroots;
+	char *const *file_roots;      /* allowed_file_roots: where a file:// source
+				       * registered again from a volume context may lie */
+	size_t nfile_roots;
 	uint64_t stage_timeout_ms;    /* wait for a new daemon; 0 = 120 s */
 	struct meta_client *meta;     /* checks a dataset exists before a first stage; may be NULL */
 	uint64_t monitor_interval_ms; /* 0 = 1000 */

@@ -677,6 +677,19 @@ START_TEST(test_node_registers_again_from_the_volume_context)
 	ck_assert_int_eq(stage_with(id, staging, &bad, &err), ERR_INVALID);
 	ck_assert_msg(strstr(err.msg, "volume_context key 'blockSize'"), "%s", err.msg);
 
+	/* A context naming a file:// source: the node refuses it as the
+	 * controller would (this plugin has no allowed_file_roots) before
+	 * meta hears of it. */
+	bad = ctx;
+	for (size_t i = 0; i < bad.n; i++)
+		if (strcmp(bad.key[i], "source") == 0)
+			snprintf(bad.value[i], sizeof(bad.value[i]), "file:///etc/");
+	ck_assert_int_eq(stage_with(id, staging, &bad, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "volume_context key 'source': file:// sources are off "
+				      "(allowed_file_roots is empty), got 'file:///etc/'"),
+		      "%s", err.msg);
+	ck_assert_int_eq(mounts_under_work(), 0);
+
 	/* With the context: registered again, by two stages at once (a
 	 * kubelet retrying while the first still waits: a volume's dataset is
 	 * its id, so a second volume cannot share it), and the files read
