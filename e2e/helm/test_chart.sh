@@ -149,6 +149,27 @@ else
   fail "meta.address used $uses times (want 3), the Service name still $others times"
 fi
 
+# fileRoots: off by default everywhere; set, it reaches the four daemons that
+# check file:// sources, and each directory is mounted read-only at the same
+# path in every container that reads it (meta, both granary-csi, the worker).
+render >"$work/no-file-roots.yaml"
+if [ "$(grep -c 'allowed_file_roots: ""' "$work/no-file-roots.yaml" || true)" = 4 ] &&
+   ! grep -q 'file-root-' "$work/no-file-roots.yaml"; then
+  ok "fileRoots empty by default: allowed_file_roots "" in four configs, no host directory mounted"
+else
+  fail "default render: allowed_file_roots not '' in four configs, or a file root mounted"
+fi
+render --set 'fileRoots={/srv/datasets,/mnt/shared}' >"$work/file-roots.yaml"
+roots=$(grep -c 'allowed_file_roots: /srv/datasets,/mnt/shared' "$work/file-roots.yaml" || true)
+mounts=$(grep -A2 -- '- name: file-root-1' "$work/file-roots.yaml" | grep -c 'mountPath: /mnt/shared' || true)
+ro=$(grep -A2 -- '- name: file-root-1' "$work/file-roots.yaml" | grep -c 'readOnly: true' || true)
+vols=$(grep -A3 -- '- name: file-root-0' "$work/file-roots.yaml" | grep -c 'path: /srv/datasets' || true)
+if [ "$roots" = 4 ] && [ "$mounts" = 4 ] && [ "$ro" = 4 ] && [ "$vols" = 3 ]; then
+  ok "fileRoots reach meta, the controller, the node plugin and the worker, mounted read-only"
+else
+  fail "fileRoots: allowed_file_roots in $roots configs (want 4), /mnt/shared mounted $mounts times read-only $ro (want 4), /srv/datasets a hostPath volume $vols times (want 3 pods)"
+fi
+
 # 3. the schema (or the chart's own checks) refuses bad values
 refuse() {
   local what=$1
@@ -168,6 +189,7 @@ refuse "privileged sidecars" --set sidecars.securityContext.privileged=true
 refuse "a short cluster token" --set clusterToken.value=short
 refuse "meta.address without a port" --set meta.address=meta.example.net
 refuse "a source without s3://" --set storageClass.source=imagenet
+refuse "a relative file root" --set 'fileRoots={datasets}'
 refuse "controller.replicas (meta is one instance)" --set controller.replicas=2
 refuse "store.credentials: existingSecret and keys" \
   --set store.credentials.existingSecret=s3 --set store.credentials.accessKeyID=a \

@@ -302,6 +302,7 @@ The daemons' YAML files, built from values: keys are those of each daemon's
   "data_dir" (include "granary.metaDataDir" .)
   "heartbeat" (dict "interval" .Values.meta.heartbeat.interval "expiry" .Values.meta.heartbeat.expiry)
   "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
+  "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
@@ -321,6 +322,7 @@ are flags of the container: they differ per pod.
     "policy" .Values.cache.policy)
   "token_file" (include "granary.tokenFile" .)
   "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
+  "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.worker.extraConfig)) -}}
 {{- end -}}
@@ -337,6 +339,7 @@ starts, staging and target paths only under the kubelet's directory.
   "fuse_binary" "/usr/bin/granary-fuse"
   "fuse_config" (include "granary.fuseConfigFile" .)
   "allowed_roots" (trimSuffix "/" .Values.node.kubeletDir)
+  "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.extraConfig)) -}}
 {{- end -}}
@@ -347,6 +350,7 @@ starts, staging and target paths only under the kubelet's directory.
   "endpoint" "unix:///csi/csi.sock"
   "meta" (dict "address" (include "granary.controllerMetaAddress" .))
   "state_dir" (include "granary.controllerStateDir" .)
+  "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.controller.extraConfig)) -}}
 {{- end -}}
@@ -378,4 +382,23 @@ cluster token.
 
 {{- define "granary.registrationDir" -}}
 {{- printf "%s/plugins_registry" (trimSuffix "/" .Values.node.kubeletDir) -}}
+{{- end -}}
+
+{{/* The fileRoots host directories, read-only at the same path: volumes... */}}
+{{- define "granary.fileRootVolumes" -}}
+{{- range $i, $dir := .Values.fileRoots }}
+- name: file-root-{{ $i }}
+  hostPath:
+    path: {{ $dir }}
+    type: Directory
+{{- end }}
+{{- end -}}
+
+{{/* ...and their mounts. */}}
+{{- define "granary.fileRootVolumeMounts" -}}
+{{- range $i, $dir := .Values.fileRoots }}
+- name: file-root-{{ $i }}
+  mountPath: {{ $dir }}
+  readOnly: true
+{{- end }}
 {{- end -}}
