@@ -178,28 +178,100 @@ int log_format(char *buf, int size, enum log_level level, const char *msg,
 	return l.len;
 }
 
-void log_write(enum log_level level, const char *msg, ...)
+/* Takes the fields up to LOG_END; extra ones past the cap are dropped. */
+static int collect_fields(va_list ap, struct log_field *fields, int cap)
 {
-	struct log_field fields[LOG_FIELDS_MAX];
-	char buf[LOG_LINE_MAX];
-	int n = 0, len;
-	va_list ap;
+	int n = 0;
 
-	if ((int)level < log_level)
-		return;
-	va_start(ap, msg);
 	for (;;) {
 		struct log_field f = va_arg(ap, struct log_field);
 
 		if (f.type == LOG_FIELD_END)
 			break;
-		if (n < LOG_FIELDS_MAX)
+		if (n < cap)
 			fields[n++] = f;
 	}
-	va_end(ap);
-	len = log_format(buf, sizeof(buf), level, msg, fields, n);
+	return n;
+}
+
+static void write_line(enum log_level level, const char *msg, const struct log_field *fields,
+		       int n)
+{
+	char buf[LOG_LINE_MAX];
+	int len = log_format(buf, sizeof(buf), level, msg, fields, n);
+
 	/* One write per line: concurrent lines never interleave. */
 	if (write(log_fd, buf, (size_t)len) < 0) {
 		/* nowhere left to report it */
 	}
+}
+
+void log_write(enum log_level level, const char *msg, ...)
+{
+	struct log_field fields[LOG_FIELDS_MAX];
+	int n;
+	va_list ap;
+
+	if ((int)level < log_level)
+		return;
+	va_start(ap, msg);
+	n = collect_fields(ap, fields, LOG_FIELDS_MAX);
+	va_end(ap);
+	write_line(level, msg, fields, n);
+}
+
+static uint64_t monotonic_ms(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void log_limiter_init(struct log_limiter *l, uint64_t interval_ms, log_clock_fn clock,
+		      void *clock_arg)
+{
+	memset(l, 0, sizeof(*l));
+	pthread_mutex_init(&l->mu, NULL);
+	l->interval_ms = interval_ms;
+	l->clock = clock ? clock : monotonic_ms;
+	l->clock_arg = clock_arg;
+}
+
+void log_limiter_release(struct log_limiter *l)
+{
+	pthread_mutex_destroy(&l->mu);
+}
+
+int log_limited(struct log_limiter *l, enum log_level level, const char *msg, ...)
+{
+	struct log_field fields[LOG_FIELDS_MAX];
+	uint64_t now, suppressed = 0;
+	int n, pass = 0;
+	va_list ap;
+
+	if ((int)level < log_level)
+		return 0;
+	now = l->clock(l->clock_arg);
+	pthread_mutex_lock(&l->mu);
+	if (!l->started || now >= l->next_ms) {
+		pass = 1;
+		suppressed = l->suppressed;
+		l->suppressed = 0;
+		l->started = 1;
+		l->next_ms = now + l->interval_ms;
+	} else {
+		l->suppressed++;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (!pass)
+		return 0;
+	va_start(ap, msg);
+	n = collect_fields(ap, fields, LOG_FIELDS_MAX - 1);
+	va_end(ap);
+	if (suppressed)
+		fields[n++] = LOG_U("suppressed", suppressed);
+	write_line(level, msg, fields, n);
+	return 1;
 }

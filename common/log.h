@@ -15,6 +15,7 @@
 #ifndef GRANARY_COMMON_LOG_H
 #define GRANARY_COMMON_LOG_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
@@ -69,5 +70,42 @@ int log_format(char *buf, int size, enum log_level level, const char *msg,
 
 /* True when a field key names a secret and its value must be redacted. */
 int log_key_is_secret(const char *key);
+
+/*
+ * A rate limit for one kind of repeated line: at most one line per
+ * interval, the rest counted. A line that passes after others were held
+ * back carries suppressed=N, how many since the previous line, so a flood
+ * shows up as one line per interval that says how big it was.
+ *
+ * Give each cause its own limiter (one per call site, or per source at a
+ * site that several sources share). Thread-safe: l->mu protects the state.
+ * The clock is injectable for tests; NULL means CLOCK_MONOTONIC.
+ */
+typedef uint64_t (*log_clock_fn)(void *arg); /* milliseconds, never going back */
+
+struct log_limiter {
+	pthread_mutex_t mu;
+	uint64_t interval_ms;
+	log_clock_fn clock;
+	void *clock_arg;
+	int started;         /* a line has been written; protected by mu */
+	uint64_t next_ms;    /* earliest time for the next line; protected by mu */
+	uint64_t suppressed; /* held back since the last line; protected by mu */
+};
+
+/* Sets up *l for one line per interval_ms; clock may be NULL. */
+void log_limiter_init(struct log_limiter *l, uint64_t interval_ms, log_clock_fn clock,
+		      void *clock_arg);
+void log_limiter_release(struct log_limiter *l);
+
+/*
+ * As log_write when l lets a line through now (adding suppressed=N when
+ * lines were held back); otherwise counts the line and writes nothing.
+ * Returns 1 when the line was let through, 0 when it was held back. A line
+ * under the level threshold is neither written nor counted.
+ */
+int log_limited(struct log_limiter *l, enum log_level level, const char *msg, ...);
+
+#define log_limited_warn(l, ...) log_limited((l), LOG_LEVEL_WARN, __VA_ARGS__, LOG_END)
 
 #endif

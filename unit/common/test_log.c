@@ -1,5 +1,6 @@
 /*
- * test_log.c - key=value formatting, quoting, redaction and levels.
+ * test_log.c - key=value formatting, quoting, redaction, levels and rate
+ * limits.
  */
 #include <string.h>
 #include <unistd.h>
@@ -103,6 +104,56 @@ START_TEST(test_log_level_filters_and_parses)
 }
 END_TEST
 
+static uint64_t fake_clock(void *arg)
+{
+	return *(const uint64_t *)arg;
+}
+
+START_TEST(test_log_limiter_writes_one_line_per_interval_with_the_count_held_back)
+{
+	struct log_limiter lim;
+	uint64_t now = 5000;
+	int p[2], passed = 0;
+	char buf[2048];
+	ssize_t n;
+
+	ck_assert_int_eq(pipe(p), 0);
+	log_set_fd(p[1]);
+	log_set_level(LOG_LEVEL_INFO);
+	log_limiter_init(&lim, 10000, fake_clock, &now);
+	for (int i = 0; i < 1000; i++, now += 10)
+		passed += log_limited_warn(&lim, "source failed", LOG_I("i", i));
+	/* 0..9990 ms: the first line, then everything until 15000 held back. */
+	ck_assert_int_eq(passed, 1);
+	now = 15000;
+	ck_assert_int_eq(log_limited_warn(&lim, "source failed", LOG_I("i", 1000)), 1);
+	ck_assert_int_eq(log_limited_warn(&lim, "source failed", LOG_I("i", 1001)), 0);
+	now = 25000;
+	ck_assert_int_eq(log_limited_warn(&lim, "source failed", LOG_I("i", 1002)), 1);
+	log_set_level(LOG_LEVEL_ERROR);
+	now = 99000;
+	ck_assert_int_eq(log_limited_warn(&lim, "source failed", LOG_I("i", 1003)), 0);
+	log_set_level(LOG_LEVEL_INFO);
+	n = read(p[0], buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(buf, "msg=\"source failed\" i=0\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "msg=\"source failed\" i=1000 suppressed=999\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "msg=\"source failed\" i=1002 suppressed=1\n"));
+	ck_assert_ptr_null(strstr(buf, "i=1003"));
+	/* A line under the threshold is not counted either. */
+	now = 40000;
+	ck_assert_int_eq(log_limited_warn(&lim, "source failed", LOG_I("i", 1004)), 1);
+	n = read(p[0], buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	ck_assert_ptr_nonnull(strstr(buf, "i=1004\n"));
+	log_set_fd(STDERR_FILENO);
+	log_limiter_release(&lim);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("log");
@@ -113,6 +164,7 @@ int main(void)
 	tcase_add_test(tc, test_log_redacts_secret_keys);
 	tcase_add_test(tc, test_log_cuts_long_lines_and_says_so);
 	tcase_add_test(tc, test_log_level_filters_and_parses);
+	tcase_add_test(tc, test_log_limiter_writes_one_line_per_interval_with_the_count_held_back);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
