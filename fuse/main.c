@@ -264,11 +264,11 @@ static int format_stats(char *buf, size_t size, void *arg)
 		fetch_get_stats(m->fetcher, &f);
 	return snprintf(buf, size,
 			"reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
-			"store_fetches=%llu store_bytes=%llu fallbacks=%llu",
+			"store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu",
 			(unsigned long long)r.reads, (unsigned long long)r.bytes,
 			(unsigned long long)f.hits, (unsigned long long)f.misses,
 			(unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
-			(unsigned long long)r.fallbacks);
+			(unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects);
 }
 
 /*

@@ -4,6 +4,7 @@
 #include "fuse/reader.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,10 +14,15 @@
  * continuation could be chance, two is a scan. */
 #define READER_SEQUENTIAL_AFTER 2
 
+/* While a worker is down every block read falls back past it: one warning
+ * per source per interval says so without a line per block. */
+#define READER_FALLBACK_LOG_MS 10000
+
 struct reader {
 	struct reader_config cfg;
-	_Atomic uint64_t reads, bytes, fallbacks;
+	_Atomic uint64_t reads, bytes, fallbacks, changed_objects;
 	_Atomic uint64_t by_source[READER_MAX_SOURCES];
+	struct log_limiter fallback_log[READER_MAX_SOURCES];
 };
 
 enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
@@ -34,12 +40,18 @@ enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
 	if (!r)
 		return error_set(err, ERR_NOMEM, "reader: out of memory");
 	r->cfg = *cfg;
+	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
+		log_limiter_init(&r->fallback_log[i], READER_FALLBACK_LOG_MS, NULL, NULL);
 	*out = r;
 	return ERR_OK;
 }
 
 void reader_free(struct reader *r)
 {
+	if (!r)
+		return;
+	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
+		log_limiter_release(&r->fallback_log[i]);
 	free(r);
 }
 
@@ -62,12 +74,36 @@ static enum error_code read_block(struct reader *r, const struct reader_block *b
 		if (rc != ERR_NOT_FOUND) {
 			r->fallbacks++;
 			if (i + 1 < r->cfg.nsources)
-				log_warn("block source failed, trying the next", LOG_S("source", src->name),
-					 LOG_S("key", blk->obj->key), LOG_U("block", blk->index),
-					 LOG_S("cause", err ? err->msg : ""));
+				log_limited_warn(&r->fallback_log[i], "block source failed, trying the next",
+						 LOG_S("source", src->name),
+						 LOG_S("key", blk->obj->key), LOG_U("block", blk->index),
+						 LOG_S("cause", err ? err->msg : ""));
 		}
 	}
 	return rc;
+}
+
+/*
+ * Every source said "not here" to a block of an object that the snapshot
+ * lists: the store no longer has that version (rewritten or deleted after
+ * the snapshot, If-Match failed). The name exists, its bytes do not: EIO,
+ * not ENOENT, counted and logged once per stream (one open file).
+ */
+static enum error_code object_changed(struct reader *r, const struct reader_object *obj,
+				      struct reader_stream *stream, struct error *err)
+{
+	char cause[ERROR_MSG_MAX];
+
+	snprintf(cause, sizeof(cause), "%s", err ? err->msg : "");
+	if (!stream || !stream->changed_seen) {
+		if (stream)
+			stream->changed_seen = true;
+		r->changed_objects++;
+		log_warn("object changed since the snapshot, its reads fail", LOG_S("key", obj->key),
+			 LOG_S("etag", obj->etag), LOG_S("cause", cause));
+	}
+	return error_set(err, ERR_IO, "'%s' changed since the snapshot (ETag '%s'): %s", obj->key,
+			 obj->etag, cause);
 }
 
 enum error_code reader_read(struct reader *r, const struct reader_object *obj,
@@ -98,6 +134,8 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		blk.length = obj->size - blk.index * bs < bs ? obj->size - blk.index * bs : bs;
 		piece = len < blk.length - in_block ? len : (size_t)(blk.length - in_block);
 		rc = read_block(r, &blk, in_block, piece, dst, &n, readahead, err);
+		if (rc == ERR_NOT_FOUND)
+			rc = object_changed(r, obj, stream, err);
 		if (rc != ERR_OK)
 			break;
 		if (n != piece) {
@@ -121,6 +159,7 @@ void reader_get_stats(struct reader *r, struct reader_stats *out)
 	out->reads = r->reads;
 	out->bytes = r->bytes;
 	out->fallbacks = r->fallbacks;
+	out->changed_objects = r->changed_objects;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		out->by_source[i] = r->by_source[i];
 }

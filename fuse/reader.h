@@ -10,7 +10,14 @@
  * ERR_NOT_FOUND from a source means "not here, ask the next"; any other
  * error is logged and the next source is asked too, so a worker that dies
  * mid-read costs time, never a failed read. Only when the last source fails
- * does the read fail, with that source's error.
+ * does the read fail, with that source's error. Those warnings are rate
+ * limited, one line per source per 10 s with the count held back, so a dead
+ * worker costs a few log lines, not one per block.
+ *
+ * When every source answers ERR_NOT_FOUND the object listed in the snapshot
+ * has changed (or gone) in the bucket since: the read fails with ERR_IO
+ * (EIO; the name still exists, its bytes do not), counted in
+ * changed_objects and logged once per stream with the key and the cause.
  *
  * Sequential access (a read that starts where the previous one on the same
  * handle ended) sends a prefetch hint for the following blocks to the
@@ -70,12 +77,14 @@ struct reader_config {
 struct reader_stream {
 	uint64_t next_off;
 	unsigned sequential;  /* consecutive reads that continued the last one */
+	bool changed_seen;    /* the object changed since the snapshot was logged */
 };
 
 struct reader_stats {
 	uint64_t reads, bytes;
 	uint64_t by_source[READER_MAX_SOURCES];   /* blocks answered */
 	uint64_t fallbacks;                        /* source errors passed over */
+	uint64_t changed_objects;  /* streams that met an object changed since the snapshot */
 };
 
 struct reader;
@@ -88,7 +97,8 @@ void reader_free(struct reader *r);
  * Reads up to len bytes at off of obj into dst; *got is less than len only
  * at the end of the object. stream may be NULL (no prefetch hints).
  * ERR_IO/ERR_UNAVAILABLE/... from the last source when no source could
- * serve a block.
+ * serve a block; ERR_IO when none had it (the object changed since the
+ * snapshot), never ERR_NOT_FOUND.
  */
 enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			    struct reader_stream *stream, uint64_t off, size_t len,

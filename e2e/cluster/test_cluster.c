@@ -764,6 +764,12 @@ START_TEST(test_cluster_worker_killed_mid_read_fails_no_read)
 	/* the dead worker was asked and passed over, then no longer asked */
 	ck_assert_uint_gt(fallbacks_at_drop, 0);
 	ck_assert_uint_eq(fallbacks_end, fallbacks_at_drop);
+	/* every fallback counted, but warned about once per source per 10 s */
+	ck_assert_int_gt(harness_file_count(m.log, "block source failed"), 0);
+	ck_assert_msg(harness_file_count(m.log, "block source failed") <= 6,
+		      "%d fallback warnings for %llu fallbacks",
+		      harness_file_count(m.log, "block source failed"),
+		      (unsigned long long)fallbacks_end);
 	ck_assert_msg(harness_file_contains(m.log, "workers=1"),
 		      "the mount did not follow the membership");
 	mount_stop(&m);

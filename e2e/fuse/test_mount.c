@@ -398,6 +398,42 @@ static int log_contains(const char *needle)
 	return harness_file_contains(log_path, needle);
 }
 
+/* The snapshot pins each object's ETag: an object rewritten in the bucket
+ * afterwards has no bytes left to serve. Its reads fail with EIO (the name
+ * still exists), the mount counts and logs it once, and the other files
+ * stay readable. */
+START_TEST(test_mount_object_changed_after_the_snapshot_reads_eio)
+{
+	struct mnt m;
+	char a[1024], b[1024], stats[1024], buf[64];
+	ssize_t n;
+	int fd;
+
+	file_mount(&m);
+	snprintf(a, sizeof(a), "%s/tiny.txt", src);
+	harness_write_file(a, "rewritten after the snapshot\n", 0644);
+	snprintf(b, sizeof(b), "%s/tiny.txt", m.dir);
+	fd = open(b, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), -1);
+	ck_assert_int_eq(errno, EIO);
+	ck_assert_int_eq(pread(fd, buf, sizeof(buf), 0), -1);
+	ck_assert_int_eq(errno, EIO);
+	close(fd);
+	snprintf(a, sizeof(a), "%s/one-block.bin", src);
+	snprintf(b, sizeof(b), "%s/one-block.bin", m.dir);
+	compare_file(a, b);
+	n = getxattr(m.dir, "user.granary.stats", stats, sizeof(stats) - 1);
+	ck_assert_int_gt(n, 0);
+	stats[n] = '\0';
+	ck_assert_msg(strstr(stats, " changed_objects=1"), "stats: %s", stats);
+	stop_mount(&m);
+	ck_assert_int_eq(harness_file_count(log_path, "object changed since the snapshot"), 1);
+	ck_assert(log_contains("key=tiny.txt"));
+	ck_assert(log_contains("ETag is no longer"));
+}
+END_TEST
+
 START_TEST(test_mount_missing_credentials_file_fails_clearly_at_mount_time)
 {
 	const char *flags[] = { "--source", "s3://granary-e2e/fuse-src/", "--store.endpoint",
@@ -436,6 +472,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_stat_and_readdir_of_ten_thousand_files);
 	tcase_add_test(tc, test_mount_every_write_operation_fails_with_erofs);
 	tcase_add_test(tc, test_mount_exposes_etag_and_key_as_xattrs);
+	tcase_add_test(tc, test_mount_object_changed_after_the_snapshot_reads_eio);
 	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
