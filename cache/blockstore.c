@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -118,6 +119,7 @@ struct lru {
 
 struct blockstore {
 	char *dir;                  /* immutable */
+	int lock_fd;                /* immutable: DIR/.lock, flock'd while open */
 	int blocks_fd;              /* immutable: DIR/blocks */
 	int tmp_fd;                 /* immutable: DIR/tmp */
 	uint64_t capacity;          /* immutable */
@@ -1033,6 +1035,38 @@ fail:;
 			 bs->dir, bs->dir, strerror(saved));
 }
 
+/*
+ * One process owns a cache directory: the start-up cleanup of tmp/ would
+ * remove another owner's blocks in flight, and two owners would each fill
+ * the same disk up to their capacity. A flock on DIR/.lock, held until
+ * blockstore_free, marks the owner; the kernel drops it when the process
+ * dies, so a crash leaves no stale lock. flock locks belong to the open
+ * file description: a second open in the same process is refused too.
+ */
+static enum error_code lock_dir(struct blockstore *bs, int dir_fd, struct error *err)
+{
+	int saved;
+
+	bs->lock_fd = openat(dir_fd, BLOCKSTORE_LOCK_FILE,
+			     O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+	if (bs->lock_fd < 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "open block store '%s': '%s/%s': %s",
+				 bs->dir, bs->dir, BLOCKSTORE_LOCK_FILE, strerror(saved));
+	}
+	if (flock(bs->lock_fd, LOCK_EX | LOCK_NB) == 0)
+		return ERR_OK;
+	saved = errno;
+	if (saved == EWOULDBLOCK)
+		return error_set(err, ERR_UNAVAILABLE,
+				 "open block store '%s': another process owns this cache directory "
+				 "(a granary-worker or a standalone granary-fuse): give this one its "
+				 "own cache.dir, or stop the other",
+				 bs->dir);
+	return error_set(err, error_from_errno(saved), "open block store '%s': lock '%s/%s': %s",
+			 bs->dir, bs->dir, BLOCKSTORE_LOCK_FILE, strerror(saved));
+}
+
 static enum error_code open_subdir(struct blockstore *bs, int dir_fd, const char *name, int *out,
 				   struct error *err)
 {
@@ -1072,6 +1106,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	bs = calloc(1, sizeof(*bs));
 	if (!bs)
 		return error_set(err, ERR_NOMEM, "open block store '%s': out of memory", cfg->dir);
+	bs->lock_fd = -1;
 	bs->blocks_fd = -1;
 	bs->tmp_fd = -1;
 	bs->capacity = cfg->capacity;
@@ -1099,6 +1134,9 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 			       strerror(saved));
 		goto fail;
 	}
+	rc = lock_dir(bs, dir_fd, err);
+	if (rc != ERR_OK)
+		goto fail;
 	rc = open_subdir(bs, dir_fd, "blocks", &bs->blocks_fd, err);
 	if (rc != ERR_OK)
 		goto fail;
@@ -1151,6 +1189,8 @@ void blockstore_free(struct blockstore *bs)
 		close(bs->blocks_fd);
 	if (bs->tmp_fd >= 0)
 		close(bs->tmp_fd);
+	if (bs->lock_fd >= 0)
+		close(bs->lock_fd); /* releases the directory */
 	pthread_mutex_destroy(&bs->mu);
 	free(bs->dir);
 	free(bs);

@@ -10,6 +10,7 @@
  * same node reads these files directly):
  *   DIR/blocks/HH/HASH      one file per block; HH = first two hex digits
  *   DIR/tmp/                blocks being written (removed at start)
+ *   DIR/.lock               flock'd by the one process that owns DIR
  * A block file is a 4096-byte header (magic, data length, XXH3-64 of the
  * data, the key it holds, the dataset that fetched it, a checksum of the
  * header itself) followed by the data, so data offsets stay page-aligned.
@@ -96,12 +97,19 @@ void blockstore_hash_hex(const uint8_t hash[BLOCKSTORE_HASH_LEN],
 int blockstore_block_path(const char *dir, const uint8_t hash[BLOCKSTORE_HASH_LEN],
 			  char *out, size_t size);
 
+/* The lock file in DIR that marks its owner (see blockstore_open). */
+#define BLOCKSTORE_LOCK_FILE ".lock"
+
 /*
- * Opens the store, creating DIR/blocks and DIR/tmp as needed, removing
- * leftovers in DIR/tmp and rebuilding the index from the block files:
- * files with a bad header, a wrong size or an unknown name are removed
- * (counted in stats.corrupt). If the files found exceed the capacity, the
- * oldest are evicted. ERR_INVALID / ERR_PERMISSION name the directory.
+ * Opens the store as the owner of DIR. First takes an exclusive flock on
+ * DIR/BLOCKSTORE_LOCK_FILE, held until blockstore_free: a second owner, in
+ * this process or another, fails at once with ERR_UNAVAILABLE naming DIR,
+ * before touching anything (readers of the block files take no lock).
+ * Then creates DIR/blocks and DIR/tmp as needed, removes leftovers in
+ * DIR/tmp and rebuilds the index from the block files: files with a bad
+ * header, a wrong size or an unknown name are removed (counted in
+ * stats.corrupt). If the files found exceed the capacity, the oldest are
+ * evicted. ERR_INVALID / ERR_PERMISSION name the directory.
  */
 enum error_code blockstore_open(const struct blockstore_config *cfg,
 				struct blockstore **out, struct error *err);

@@ -1458,6 +1458,49 @@ START_TEST(test_worker_file_datasets_only_under_allowed_file_roots)
 }
 END_TEST
 
+/*
+ * A standalone granary-fuse given the worker's cache.dir (the default is
+ * the same path) would empty the worker's tmp/ at start and count the same
+ * disk twice: it must exit at once, naming the directory, and leave the
+ * worker's files alone.
+ */
+START_TEST(test_worker_cache_dir_refuses_a_standalone_mount)
+{
+	char exe[600], src[320], source[340], mnt[320], logp[320], inflight[400];
+	const char *argv[] = { exe, "--mountpoint", mnt, "--source", source, "--cache.dir",
+			       w.cache, NULL };
+	struct stat st;
+	pid_t pid;
+	int rc;
+
+	snprintf(exe, sizeof(exe), "%s", bin);
+	ck_assert_ptr_nonnull(strrchr(exe, '/'));
+	snprintf(strrchr(exe, '/') + 1, sizeof(exe) - (size_t)(strrchr(exe, '/') + 1 - exe),
+		 "granary-fuse");
+	snprintf(src, sizeof(src), "%s/src", w.dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", w.dir);
+	snprintf(logp, sizeof(logp), "%s/fuse.log", w.dir);
+	snprintf(source, sizeof(source), "file://%s", src);
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	ck_assert_int_eq(mkdir(mnt, 0755), 0);
+	snprintf(inflight, sizeof(inflight), "%s/tmp/0123.1.2", w.cache);
+	harness_write_file(inflight, "a block being written", 0644);
+
+	pid = harness_spawn(argv, logp);
+	rc = harness_wait_mount(&pid, mnt, 10000, 50);
+	if (rc == 0) {
+		harness_stop(&pid, 10000, NULL);
+		ck_abort_msg("granary-fuse mounted on the worker's cache directory");
+	}
+	ck_assert_msg(rc > 0, "granary-fuse did not exit");
+	ck_assert_msg(harness_file_contains(logp, "another process owns this cache directory"),
+		      "the log does not say the directory is owned");
+	ck_assert_msg(harness_file_contains(logp, w.cache), "the log does not name '%s'", w.cache);
+	ck_assert_msg(stat(inflight, &st) == 0, "the worker's '%s' was removed", inflight);
+	ck_assert_uint_eq((uint64_t)st.st_size, strlen("a block being written"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker");
@@ -1485,6 +1528,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_refuses_a_request_with_two_lengths_and_closes);
 	tcase_add_test(tc, test_worker_slow_clients_from_one_address_leave_room_for_others);
 	tcase_add_test(tc, test_worker_file_datasets_only_under_allowed_file_roots);
+	tcase_add_test(tc, test_worker_cache_dir_refuses_a_standalone_mount);
 	suite_add_tcase(s, tc);
 
 	tcase_add_unchecked_fixture(member, put_objects, free_tokens);

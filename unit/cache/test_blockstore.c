@@ -173,7 +173,8 @@ static int count_files(const char *dir)
 	FILE *p = NULL;
 	int n = -1;
 
-	snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
+	snprintf(cmd, sizeof(cmd), "find '%s' -type f ! -name '%s' | wc -l", dir,
+		 BLOCKSTORE_LOCK_FILE);
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
 	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
@@ -617,6 +618,42 @@ START_TEST(test_blockstore_open_names_the_directory_on_error)
 	cfg.dir = "/tmp/x";
 	cfg.capacity = 100;
 	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_INVALID);
+}
+END_TEST
+
+START_TEST(test_blockstore_second_owner_of_a_directory_is_refused)
+{
+	char *dir = make_dir();
+	char leftover[512];
+	struct blockstore_config cfg = { .dir = dir, .capacity = 1 << 20, .block_size = DATA };
+	struct blockstore *bs = open_store(dir, 1 << 20);
+	struct blockstore *second = NULL;
+	struct error err;
+	struct stat st;
+	int fd;
+
+	/* the owner's block in flight must survive the refused open */
+	snprintf(leftover, sizeof(leftover), "%s/tmp/0123.1.2", dir);
+	fd = open(leftover, O_CREAT | O_WRONLY, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "in flight", 9), 9);
+	close(fd);
+	ck_assert_int_eq(put_block(bs, 1, "ds", DATA), ERR_OK);
+	/* flock belongs to the open file description: this process is refused too */
+	ck_assert_int_eq(blockstore_open(&cfg, &second, &err), ERR_UNAVAILABLE);
+	ck_assert_ptr_null(second);
+	ck_assert_ptr_nonnull(strstr(err.msg, dir));
+	ck_assert_ptr_nonnull(strstr(err.msg, "another process owns this cache directory"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "cache.dir"));
+	ck_assert_int_eq(stat(leftover, &st), 0);
+	ck_assert(has_block(bs, 1, DATA));
+	blockstore_free(bs);
+	/* closing the store releases the directory */
+	bs = open_store(dir, 1 << 20);
+	ck_assert(has_block(bs, 1, DATA));
+	ck_assert_int_ne(stat(leftover, &st), 0);
+	blockstore_free(bs);
+	remove_dir(dir);
 }
 END_TEST
 
@@ -1099,6 +1136,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_verify_detects_flipped_data_byte);
 	tcase_add_test(tc, test_blockstore_rebuild_evicts_oldest_over_capacity);
 	tcase_add_test(tc, test_blockstore_open_names_the_directory_on_error);
+	tcase_add_test(tc, test_blockstore_second_owner_of_a_directory_is_refused);
 	tcase_add_test(tc, test_blockstore_capacity_never_exceeded_under_many_inserts);
 	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
 	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);
