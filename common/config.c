@@ -7,6 +7,8 @@
  * convert() so the three sources cannot disagree on what "4MiB" means.
  */
 #include "common/config.h"
+
+#include "common/fileio.h"
 #include "common/log.h"
 
 #include <ctype.h>
@@ -849,65 +851,6 @@ enum error_code config_load_string(const struct config_schema *schema,
 			   strlen(yaml), err);
 }
 
-/* Reads the whole file so that I/O errors get errno and the path, rather
- * than libyaml's generic "input error". */
-static enum error_code read_file(const char *path, char **out, size_t *outlen,
-				 struct error *err)
-{
-	char *buf = NULL, *grown;
-	size_t len = 0, cap = 0;
-	int fd = -1;
-	int saved;
-	ssize_t n;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		saved = errno;
-		error_set(err, error_from_errno(saved), "open '%s': %s", path,
-			  strerror(saved));
-		goto fail;
-	}
-	for (;;) {
-		if (len == cap) {
-			if (cap >= CONFIG_FILE_MAX) {
-				error_set(err, ERR_INVALID,
-					  "read '%s': larger than %u bytes, not a config file",
-					  path, CONFIG_FILE_MAX);
-				goto fail;
-			}
-			cap = cap ? cap * 2 : 4096;
-			grown = realloc(buf, cap);
-			if (!grown) {
-				error_set(err, ERR_NOMEM, "read '%s': out of memory",
-					  path);
-				goto fail;
-			}
-			buf = grown;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			saved = errno;
-			error_set(err, error_from_errno(saved), "read '%s': %s",
-				  path, strerror(saved));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	*out = buf;
-	*outlen = len;
-	return ERR_OK;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	return err ? err->code : ERR_IO;
-}
-
 enum error_code config_load_file(const struct config_schema *schema, void *obj,
 				 const char *path, struct error *err)
 {
@@ -916,11 +859,13 @@ enum error_code config_load_file(const struct config_schema *schema, void *obj,
 	size_t len = 0;
 	enum error_code rc;
 
-	/* read_file reports its code through err; keep one even if the caller
+	/* fileio_read_small reports its code through err; keep one even if the caller
 	 * passed none. */
 	if (!err)
 		err = &local;
-	rc = read_file(path, &buf, &len, err);
+	/* Read here so that I/O errors get errno and the path, rather than
+	 * libyaml's generic "input error". */
+	rc = fileio_read_small(path, CONFIG_FILE_MAX, &buf, &len, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = load_buffer(schema, obj, path, (const unsigned char *)buf, len,

@@ -169,3 +169,59 @@ int fileio_hex_value(char c)
 		return c - 'A' + 10;
 	return -1;
 }
+
+enum error_code fileio_read_small(const char *path, size_t max, char **out, size_t *len,
+				  struct error *err)
+{
+	char *buf = NULL, *grown;
+	size_t have = 0, cap = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), saved;
+	ssize_t n;
+
+	*out = NULL;
+	*len = 0;
+	if (fd < 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "open '%s': %s", path, strerror(saved));
+	}
+	for (;;) {
+		if (have == cap) {
+			if (cap > max) {
+				close(fd);
+				free(buf);
+				return error_set(err, ERR_INVALID, "read '%s': larger than %zu bytes", path,
+						 max);
+			}
+			cap = cap ? cap * 2 : 4096;
+			grown = realloc(buf, cap + 1);
+			if (!grown) {
+				close(fd);
+				free(buf);
+				return error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
+			}
+			buf = grown;
+		}
+		n = read(fd, buf + have, cap - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			saved = errno;
+			close(fd);
+			free(buf);
+			return error_set(err, error_from_errno(saved), "read '%s': %s", path,
+					 strerror(saved));
+		}
+		if (n == 0)
+			break;
+		have += (size_t)n;
+	}
+	close(fd);
+	if (have > max) {
+		free(buf);
+		return error_set(err, ERR_INVALID, "read '%s': larger than %zu bytes", path, max);
+	}
+	buf[have] = '\0';
+	*out = buf;
+	*len = have;
+	return ERR_OK;
+}

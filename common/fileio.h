@@ -44,6 +44,14 @@ enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err);
  * e.g. a socket's before binding it; nothing for "/file" or "file". */
 enum error_code fileio_mkdirs_parent(const char *path, struct error *err);
 
+/*
+ * Reads the whole file path into a NUL-terminated heap buffer (*out, the
+ * caller frees it; *len without the NUL). ERR_INVALID "larger than max
+ * bytes" past max; open and read errors name the file (error_from_errno).
+ */
+enum error_code fileio_read_small(const char *path, size_t max, char **out, size_t *len,
+				  struct error *err);
+
 /* Value of one hexadecimal digit (either case), or -1. */
 int fileio_hex_value(char c);
 

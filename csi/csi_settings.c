@@ -32,6 +32,9 @@ static const struct config_field csi_fields[] = {
 	  0, 0, NULL },
 	{ "fuse_config", CONFIG_STRING, offsetof(struct csi_settings, fuse_config), "",
 	  "YAML settings file given to every granary-fuse as --config (empty: none)", 0, 0, NULL },
+	{ "mount_pod_template", CONFIG_STRING, offsetof(struct csi_settings, mount_pod_template), "",
+	  "node role: JSON pod template of the mount pods, one per staged volume, in which granary-mount runs its granary-fuse (absolute path; empty: granary-fuse runs as the plugin's child); needs node_id",
+	  0, 0, NULL },
 	{ "allowed_roots", CONFIG_STRING, offsetof(struct csi_settings, allowed_roots),
 	  "/var/lib/kubelet",
 	  "comma-separated directories that staging and target paths must lie under", 0, 0, NULL },
@@ -150,6 +153,16 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 	if (s->fuse_config && *s->fuse_config &&
 	    config_check_abs_path("fuse_config", s->fuse_config, err) != ERR_OK)
 		return ERR_INVALID;
+	if (s->mount_pod_template && *s->mount_pod_template) {
+		if (config_check_abs_path("mount_pod_template", s->mount_pod_template, err) != ERR_OK)
+			return ERR_INVALID;
+		if (!csi_settings_is_node(s))
+			return error_set(err, ERR_INVALID,
+					 "key 'mount_pod_template': only the node role runs mount pods");
+		if (!s->node_id || !*s->node_id)
+			return error_set(err, ERR_INVALID,
+					 "key 'mount_pod_template': needs node_id, the node's name as Kubernetes knows it (mount pods are bound to it)");
+	}
 	if (csi_settings_is_node(s) && check_dirs(csi_settings_roots, s, err) != ERR_OK)
 		return err->code;
 	if (check_dirs(csi_settings_file_roots, s, err) != ERR_OK)

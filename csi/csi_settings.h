@@ -39,6 +39,8 @@ struct csi_settings {
 			     * STATE/node: records of running FUSE daemons */
 	char *fuse_binary;  /* node role: the granary-fuse to launch */
 	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
+	char *mount_pod_template; /* node role: mount pods' template ("" = daemons
+				   * run as the plugin's children) */
 	char *allowed_roots; /* node role: comma-separated absolute directories
 			      * staging and target paths must lie under */
 	char *allowed_file_roots; /* both roles: comma-separated absolute

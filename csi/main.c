@@ -30,6 +30,9 @@
 #include "csi/health.h"
 #include "csi/health_http.h"
 #include "csi/identity.h"
+#include "csi/keeper.h"
+#include "csi/kubeapi.h"
+#include "csi/mountpod.h"
 #include "csi/node.h"
 #include "csi/registration.h"
 #include "csi/registration_service.h"
@@ -94,6 +97,29 @@ static void check_registration(const struct csi_settings *s, struct registration
 	start_registration(s, reg, rs);
 }
 
+/* Mount pods: the Kubernetes API client, the template, and the keeper on
+ * STATE/node/keeper.sock, which the mount pods see at the same path. */
+static bool start_mount_pods(const struct csi_settings *s, struct kubeapi **kube,
+			     struct mountpods **pods, struct keeper **keeper)
+{
+	char sock[512];
+	struct mountpods_config mc = { .template_file = s->mount_pod_template, .node = s->node_id,
+				       .socket = sock };
+	struct error err;
+
+	snprintf(sock, sizeof(sock), "%s/node/keeper.sock", s->state_dir);
+	if (kubeapi_new("", "", "", kube, &err) != ERR_OK ||
+	    mountpods_new(&mc, *kube, pods, &err) != ERR_OK ||
+	    fileio_mkdirs_parent(sock, &err) != ERR_OK || keeper_new(sock, keeper, &err) != ERR_OK) {
+		log_error("cannot run mount pods", LOG_S("mount_pod_template", s->mount_pod_template),
+			  LOG_S("cause", err.msg));
+		return false;
+	}
+	log_info("mount pods on", LOG_S("template", mountpods_template_hash(*pods)),
+		 LOG_S("socket", sock));
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &csi_settings_schema;
@@ -103,6 +129,9 @@ int main(int argc, char **argv)
 	struct meta_client *meta = NULL, *probe = NULL;
 	struct controller *ctl = NULL;
 	struct node *node = NULL;
+	struct kubeapi *kube = NULL;
+	struct mountpods *pods = NULL;
+	struct keeper *keeper = NULL;
 	struct rpc_server *srv = NULL;
 	struct rpc_server_options sopt = { 0 };
 	struct csi_service svc = { 0 };
@@ -181,6 +210,10 @@ int main(int argc, char **argv)
 		nc.nroots = nroots;
 		nc.file_roots = file_roots;
 		nc.nfile_roots = nfile_roots;
+		if (*s.mount_pod_template && !start_mount_pods(&s, &kube, &pods, &keeper))
+			goto out;
+		nc.keeper = keeper;
+		nc.pods = pods;
 		if (node_new(&nc, &node, &err) != ERR_OK) {
 			log_error("cannot start the node plugin", LOG_S("cause", err.msg));
 			goto out;
@@ -248,6 +281,9 @@ out:
 	registration_server_stop(rs);
 	rpc_server_free(srv);
 	node_free(node);
+	keeper_free(keeper);
+	mountpods_free(pods);
+	kubeapi_free(kube);
 	controller_free(ctl);
 	meta_client_free(probe);
 	meta_client_free(meta);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -26,6 +27,9 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
+#include "csi/fdchan.h"
+#include "csi/keeper.h"
+#include "csi/mountpod.h"
 #include "store/store.h"
 
 #define FUSE_TYPE "fuse.granary"
@@ -35,6 +39,12 @@
 #define RESTART_BACKOFF_MAX_MS 30000
 #define PATH_MAX_LEN 4096
 #define PROBE_TIMEOUT_MS 2000
+/* Mount pods: how long a restarted plugin waits for a supervisor to give
+ * a connection back before it mounts anew, how long a volume may have no
+ * supervisor before its pod is looked at, and how often. */
+#define ADOPT_GRACE_MS 15000
+#define POD_GRACE_MS 3000
+#define POD_CHECK_MS 5000
 
 struct probe;
 
@@ -58,6 +68,12 @@ struct vol {
 	time_t stale_since;        /* wall clock of the last remount; protected by mu */
 	atomic_int condition;      /* the last one found: 0 none, 1 normal, 2 abnormal;
 				    * written under mu, read without (a busy volume) */
+	/* Mount pods only, protected by mu: */
+	bool pods;                 /* this volume's daemon runs in a mount pod */
+	bool pod_serving;          /* a supervisor reported a running daemon */
+	bool resend_pending;       /* an old pod was deleted: resend once it is gone */
+	unsigned pod_restarts;     /* successors the supervisors reported */
+	uint64_t next_pod_check_ms;
 	unsigned refs;             /* protected by node->mu */
 	struct vol *next;          /* protected by node->mu */
 };
@@ -76,6 +92,8 @@ struct node {
 	bool monitor_running;
 	bool stopping;             /* protected by mu */
 	pthread_cond_t stop_cv;
+	uint64_t started_ms;
+	struct log_limiter lim;    /* mount pod warnings */
 };
 
 /* ---- records ------------------------------------------------------------- */
@@ -145,6 +163,11 @@ enum error_code node_record_save(const char *path, const struct node_record *r, 
 			 r->credentials_file ? r->credentials_file : "", "init_state",
 			 r->init_state ? r->init_state : "", "pid", (json_int_t)r->pid, "start_time",
 			 (json_int_t)r->start_time, "daemon_fd", r->daemon_fd, "targets", targets);
+	if (root && r->conn &&
+	    json_object_set_new(root, "conn", json_integer((json_int_t)r->conn)) != 0) {
+		json_decref(root);
+		root = NULL;
+	}
 	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
 	json_decref(root);
 	if (!text)
@@ -226,6 +249,9 @@ enum error_code node_record_load(const char *path, struct node_record *r, struct
 		else
 			rc = node_record_add_target(r, json_string_value(t), err);
 	}
+	/* The mount pods' connection id; absent in the process mode. */
+	if (json_integer_value(json_object_get(root, "conn")) > 0)
+		r->conn = (uint64_t)json_integer_value(json_object_get(root, "conn"));
 	json_decref(root);
 	if (rc == ERR_OK && (!*r->volume_id || !*r->staging_path))
 		rc = error_set(err, ERR_INVALID, "record '%s': empty volume_id or staging_path", path);
@@ -551,12 +577,276 @@ static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover
 	return save_vol(n, v, err);
 }
 
-/* SIGTERM, then SIGKILL after the grace period. */
-static void stop_daemon(struct vol *v)
+
+/* ---- mount pods ------------------------------------------------------------ */
+
+/* granary-fuse's argv for the volume's mount pod, without --mountpoint
+ * (granary-mount adds its descriptor) and --takeover (it decides). */
+static json_t *pod_argv(const struct node *n, const struct vol *v)
+{
+	struct node_argv a;
+	json_t *out = json_array();
+
+	node_fuse_argv(&n->cfg, &v->rec, 0, false, &a);
+	for (size_t i = 0; out && a.argv[i]; i++) {
+		if (strcmp(a.argv[i], "--mountpoint") == 0) {
+			i++;
+			continue;
+		}
+		if (json_array_append_new(out, json_string(a.argv[i])) != 0) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
+	return out;
+}
+
+/* A new connection id: positive, fits a JSON integer, never reused in practice. */
+static uint64_t new_conn_id(void)
+{
+	uint64_t id = 0;
+
+	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
+		id = retry_now_ms() ^ ((uint64_t)getpid() << 32);
+	id &= (1ULL << 62) - 1;
+	return id ? id : 1;
+}
+
+/* Hands the volume's connection (v->fd, when held) to the keeper and makes
+ * sure its mount pod exists. */
+static enum error_code pod_start(struct node *n, struct vol *v, struct error *err)
+{
+	json_t *argv = pod_argv(n, v);
+	enum error_code rc;
+
+	if (!argv)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	rc = keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, v->fd,
+			v->rec.conn, err);
+	json_decref(argv);
+	if (rc == ERR_OK)
+		rc = mountpods_create(n->cfg.pods, v->rec.volume_id, err);
+	if (rc == ERR_OK) {
+		char name[MOUNTPOD_NAME_MAX];
+
+		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
+		log_info("mount pod requested", LOG_S("volume", v->rec.volume_id), LOG_S("pod", name),
+			 LOG_U("conn", v->rec.conn));
+		v->next_pod_check_ms = retry_now_ms() + POD_GRACE_MS;
+	}
+	return rc;
+}
+
+/* Refreshes v->pod_serving and the restart count from the keeper. */
+static void pod_refresh(struct node *n, struct vol *v, struct keeper_status *st)
+{
+	unsigned restarts = 0;
+	bool serving = false;
+
+	keeper_status(n->cfg.keeper, v->rec.volume_id, st);
+	for (size_t i = 0; i < st->nsup; i++) {
+		serving = serving || st->sup[i].daemon_pid > 0;
+		restarts += st->sup[i].restarts;
+	}
+	v->pod_serving = serving;
+	if (restarts > v->pod_restarts)
+		v->pod_restarts = restarts;
+}
+
+/* Why the volume's pod does not serve, into v->down_how. */
+static void pod_explain(struct node *n, struct vol *v, const struct keeper_status *st)
+{
+	char name[MOUNTPOD_NAME_MAX], why[160] = "";
+	struct error err;
+	bool exists = false;
+
+	if (st->nsup) {
+		const struct keeper_supervisor *s = &st->sup[0];
+
+		snprintf(v->down_how, sizeof(v->down_how),
+			 "%s; granary-mount in pod %s starts another in %llu ms",
+			 *s->last_exit ? s->last_exit : "is starting", s->pod,
+			 (unsigned long long)s->backoff_ms);
+		return;
+	}
+	mountpods_name(n->cfg.pods, v->rec.volume_id, name);
+	if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) != ERR_OK) {
+		snprintf(v->down_how, sizeof(v->down_how), "has no mount pod in touch: %s", err.msg);
+		return;
+	}
+	if (!exists) {
+		log_warn("the volume's mount pod is gone; creating it again",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name));
+		if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
+			log_limited_warn(&n->lim, "cannot create a mount pod",
+					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
+		snprintf(v->down_how, sizeof(v->down_how), "lost its mount pod %s (created again)", name);
+		return;
+	}
+	snprintf(v->down_how, sizeof(v->down_how), "is in mount pod %s, %s", name,
+		 *why ? why : "which has not reached the node plugin yet");
+	if (*why)
+		log_limited_warn(&n->lim, "a mount pod does not run", LOG_S("volume", v->rec.volume_id),
+				 LOG_S("pod", name), LOG_S("why", why));
+}
+
+/*
+ * An upgrade: supervisors from an older template are replaced by a pod
+ * from the current one, which takes over the connection beside them;
+ * then they are deleted, and once they are gone the kernel is asked to
+ * resend what they had read. Only while the plugin holds the connection
+ * itself, so that deleting a pod never ends it.
+ */
+static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_status *st,
+			uint64_t now)
+{
+	const char *cur = mountpods_template_hash(n->cfg.pods);
+	bool old = false, current = false;
+	struct error err;
+
+	for (size_t i = 0; i < st->nsup; i++) {
+		if (strcmp(st->sup[i].template_hash, cur) != 0)
+			old = true;
+		else if (st->sup[i].daemon_pid > 0)
+			current = true;
+	}
+	if (!old) {
+		if (v->resend_pending && v->fd >= 0) {
+			if (fdchan_fuse_resend(v->fd) != 0)
+				log_warn("the kernel refused FUSE_NOTIFY_RESEND after an upgrade",
+					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", strerror(errno)));
+			else
+				log_info("mount pod upgraded", LOG_S("volume", v->rec.volume_id),
+					 LOG_S("template", cur));
+			v->resend_pending = false;
+		}
+		return;
+	}
+	if (v->fd < 0)
+		return;
+	if (!current) {
+		if (now >= v->next_pod_check_ms) {
+			log_info("mount pod from an older template: starting its replacement",
+				 LOG_S("volume", v->rec.volume_id), LOG_S("template", cur));
+			if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
+				log_limited_warn(&n->lim, "cannot create a mount pod",
+						 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
+			v->next_pod_check_ms = now + POD_CHECK_MS;
+		}
+		return;
+	}
+	for (size_t i = 0; i < st->nsup; i++) {
+		if (strcmp(st->sup[i].template_hash, cur) == 0 || !*st->sup[i].pod)
+			continue;
+		if (mountpods_delete(n->cfg.pods, st->sup[i].pod, &err) != ERR_OK)
+			log_limited_warn(&n->lim, "cannot delete an old mount pod",
+					 LOG_S("pod", st->sup[i].pod), LOG_S("cause", err.msg));
+		else
+			v->resend_pending = true;
+	}
+}
+
+/* mount_and_start for mount pods, defined below. */
+static enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err);
+
+/* The monitor's pass over a volume whose daemon runs in a mount pod. */
+static void pod_check(struct node *n, struct vol *v)
+{
+	struct keeper_status st;
+	uint64_t now = retry_now_ms();
+	struct error err;
+
+	if (v->gone || !v->rec.staging_path)
+		return;
+	pod_refresh(n, v, &st);
+	if (v->fd < 0 && st.holds_fd && st.conn == v->rec.conn) {
+		v->fd = keeper_dup_fd(n->cfg.keeper, v->rec.volume_id, v->rec.conn);
+		if (v->fd >= 0)
+			log_info("holding the FUSE connection again (given back by its mount pod)",
+				 LOG_S("volume", v->rec.volume_id), LOG_U("conn", v->rec.conn));
+	}
+	if (v->pod_serving) {
+		v->down_since_ms = 0;
+		v->backoff_ms = 0;
+		pod_upgrade(n, v, &st, now);
+		return;
+	}
+	if (!v->down_since_ms) {
+		v->down_since_ms = now;
+		snprintf(v->down_how, sizeof(v->down_how), "is not running");
+	}
+	/* Nobody holds the connection: the node restarted, or the plugin and
+	 * the mount pod ended together. Only a new mount helps. */
+	if (v->fd < 0 && now - n->started_ms >= ADOPT_GRACE_MS &&
+	    now - v->down_since_ms >= ADOPT_GRACE_MS && now >= v->next_restart_ms) {
+		v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : RESTART_BACKOFF_MIN_MS;
+		if (v->backoff_ms > RESTART_BACKOFF_MAX_MS)
+			v->backoff_ms = RESTART_BACKOFF_MAX_MS;
+		v->next_restart_ms = now + v->backoff_ms;
+		log_warn("no process holds the volume's FUSE connection any more; mounting anew",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
+		if (mount_and_start(n, v, &err) != ERR_OK) {
+			log_error("cannot mount the volume anew", LOG_S("volume", v->rec.volume_id),
+				  LOG_S("cause", err.msg), LOG_U("retry_in_ms", v->backoff_ms));
+			snprintf(v->down_how, sizeof(v->down_how), "cannot be mounted anew: %s", err.msg);
+		}
+		return;
+	}
+	if (st.nsup || (st.alone_since_ms && now - st.alone_since_ms >= POD_GRACE_MS &&
+			now >= v->next_pod_check_ms)) {
+		pod_explain(n, v, &st);
+		if (!st.nsup)
+			v->next_pod_check_ms = now + POD_CHECK_MS;
+	}
+}
+
+/* Deletes every mount pod of the volume and waits until none is in touch. */
+static void pod_stop(struct node *n, struct vol *v)
+{
+	char deleted[8][MOUNTPOD_NAME_MAX];
+	size_t ndeleted = 1;
+	struct keeper_status st;
+	uint64_t t0 = retry_now_ms();
+	struct error err;
+
+	mountpods_name(n->cfg.pods, v->rec.volume_id, deleted[0]);
+	if (mountpods_delete(n->cfg.pods, deleted[0], &err) != ERR_OK)
+		log_warn("cannot delete a mount pod", LOG_S("pod", deleted[0]), LOG_S("cause", err.msg));
+	for (;;) {
+		keeper_status(n->cfg.keeper, v->rec.volume_id, &st);
+		for (size_t i = 0; i < st.nsup; i++) {
+			size_t k = 0;
+
+			while (k < ndeleted && strcmp(deleted[k], st.sup[i].pod) != 0)
+				k++;
+			if (k < ndeleted || !*st.sup[i].pod || ndeleted == 8)
+				continue;
+			snprintf(deleted[ndeleted++], MOUNTPOD_NAME_MAX, "%s", st.sup[i].pod);
+			if (mountpods_delete(n->cfg.pods, st.sup[i].pod, &err) != ERR_OK)
+				log_warn("cannot delete a mount pod", LOG_S("pod", st.sup[i].pod),
+					 LOG_S("cause", err.msg));
+		}
+		if (!st.nsup || retry_now_ms() - t0 > STOP_GRACE_MS + 20000)
+			break;
+		retry_sleep_ms(100);
+	}
+	if (st.nsup)
+		log_warn("mount pods of an unstaged volume are still running",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", st.sup[0].pod));
+	keeper_forget(n->cfg.keeper, v->rec.volume_id);
+	v->pod_serving = false;
+}
+
+/* SIGTERM, then SIGKILL after the grace period; a mount pod is deleted. */
+static void stop_daemon(struct node *n, struct vol *v)
 {
 	uint64_t t0 = retry_now_ms();
 	bool killed = false;
 
+	if (v->pods) {
+		pod_stop(n, v);
+		return;
+	}
 	if (!daemon_alive(v, NULL))
 		return;
 	kill((pid_t)v->rec.pid, SIGTERM);
@@ -574,14 +864,44 @@ static void stop_daemon(struct vol *v)
 	v->rec.pid = 0;
 }
 
+/* wait_serving for a mount pod: its supervisor reports a running daemon
+ * and the INIT was taken. */
+static enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t timeout_ms,
+					struct error *err)
+{
+	uint64_t t0 = retry_now_ms();
+	struct keeper_status st;
+
+	for (;;) {
+		pod_refresh(n, v, &st);
+		if (v->pod_serving && access(v->rec.init_state, F_OK) == 0)
+			return ERR_OK;
+		for (size_t i = 0; i < st.nsup; i++)
+			if (strcmp(st.sup[i].last_exit, "exited with status 2") == 0)
+				return error_set(err, ERR_INVALID,
+						 "granary-fuse for dataset '%s' refused its settings (its reason is in the log of mount pod %s)",
+						 v->rec.dataset, st.sup[i].pod);
+		if (retry_now_ms() - t0 >= timeout_ms) {
+			pod_explain(n, v, &st);
+			return error_set(err, ERR_TIMEOUT,
+					 "granary-fuse for dataset '%s' is not serving after %llu ms: it %s; it goes on, and a retry waits for it",
+					 v->rec.dataset, (unsigned long long)timeout_ms, v->down_how);
+		}
+		retry_sleep_ms(50);
+	}
+}
+
 /* Waits until the daemon has taken the kernel's FUSE_INIT (its init_state
  * file appears), or exited, or the time is up. */
-static enum error_code wait_serving(struct vol *v, uint64_t timeout_ms, struct error *err)
+static enum error_code wait_serving(struct node *n, struct vol *v, uint64_t timeout_ms,
+				    struct error *err)
 {
 	uint64_t t0 = retry_now_ms();
 	char how[128];
 	int status;
 
+	if (v->pods)
+		return pod_wait_serving(n, v, timeout_ms, err);
 	for (;;) {
 		if (access(v->rec.init_state, F_OK) == 0)
 			return ERR_OK;
@@ -624,7 +944,14 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 	rc = mount_fuse(v->rec.dataset, v->rec.staging_path, &v->fd, err);
 	if (rc != ERR_OK)
 		return rc;
-	rc = start_daemon(n, v, false, err);
+	if (v->pods) {
+		v->rec.conn = new_conn_id();
+		rc = save_vol(n, v, err);
+		if (rc == ERR_OK)
+			rc = pod_start(n, v, err);
+	} else {
+		rc = start_daemon(n, v, false, err);
+	}
 	if (rc != ERR_OK)
 		return rc;
 	if (v->rec.ntargets)
@@ -768,6 +1095,7 @@ static struct vol *vol_get(struct node *n, const char *id, bool create)
 		if (!v && create) {
 			v = vol_alloc(id);
 			if (v) {
+				v->pods = n->cfg.pods != NULL;
 				v->next = n->vols;
 				n->vols = v;
 			}
@@ -793,6 +1121,10 @@ static void check_one(struct node *n, struct vol *v)
 	char how[128];
 	int status;
 
+	if (v->pods) {
+		pod_check(n, v);
+		return;
+	}
 	if (v->gone || !v->rec.staging_path || daemon_alive(v, &status)) {
 		if (!v->gone && v->rec.pid > 0) {
 			v->backoff_ms = 0;
@@ -909,7 +1241,17 @@ static void adopt(struct node *n, const char *path)
 	}
 	node_record_release(&v->rec);
 	v->rec = rec;
-	if (daemon_alive(v, NULL)) {
+	if (v->pods) {
+		json_t *argv = pod_argv(n, v);
+
+		/* The connection comes back from the mount pod (pod_check). */
+		if (!argv || keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, -1,
+					0, &err) != ERR_OK)
+			log_error("cannot track a mount pod", LOG_S("volume", v->rec.volume_id));
+		json_decref(argv);
+		log_info("waiting for the volume's mount pod to give its connection back",
+			 LOG_S("volume", v->rec.volume_id), LOG_U("conn", v->rec.conn));
+	} else if (daemon_alive(v, NULL)) {
 		v->fd = grab_descriptor((pid_t)v->rec.pid, v->rec.daemon_fd);
 		if (v->fd < 0)
 			log_warn("re-adopted granary-fuse without its descriptor: if it dies, the mount is made anew",
@@ -969,6 +1311,7 @@ enum error_code node_new(const struct node_config *cfg, struct node **out, struc
 		return error_set(err, ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_cond_init(&n->stop_cv, NULL);
+	log_limiter_init(&n->lim, 10000, NULL, NULL);
 	n->cfg = *cfg;
 	if (asprintf(&n->dir, "%s/node", cfg->state_dir) < 0)
 		n->dir = NULL;
@@ -989,6 +1332,7 @@ enum error_code node_new(const struct node_config *cfg, struct node **out, struc
 	n->cfg.file_roots = n->file_roots;
 	if (!n->cfg.stage_timeout_ms)
 		n->cfg.stage_timeout_ms = 120000;
+	n->started_ms = retry_now_ms();
 	rc = fileio_mkdirs(n->dir, 0700, err);
 	if (rc != ERR_OK)
 		goto fail;
@@ -1031,6 +1375,7 @@ void node_free(struct node *n)
 	free(n->fuse_config);
 	free(n->meta_address);
 	pthread_cond_destroy(&n->stop_cv);
+	log_limiter_release(&n->lim);
 	pthread_mutex_destroy(&n->mu);
 	free(n);
 }
@@ -1222,7 +1567,7 @@ static enum error_code stage_new(struct node *n, struct vol *v,
 	rc = mount_and_start(n, v, err);
 	if (rc != ERR_OK)
 		return rc;
-	return wait_serving(v, timeout_ms, err);
+	return wait_serving(n, v, timeout_ms, err);
 }
 
 /* Undoes a first stage that failed: nothing of it stays. */
@@ -1231,7 +1576,7 @@ static void stage_undo(struct node *n, struct vol *v)
 	char path[PATH_MAX_LEN];
 	struct error ignored;
 
-	stop_daemon(v);
+	stop_daemon(n, v);
 	/* Only a mount this plugin made: never one that was there before. */
 	if (v->rec.staging_path && v->fd >= 0)
 		unmount_all(v->rec.staging_path, &ignored);
@@ -1299,10 +1644,10 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			/* A rotated secret reaches the next daemon. */
 			if (has_secret && *v->rec.credentials_file)
 				rc = controller_write_credentials(v->rec.credentials_file, &secret, err);
-			if (rc == ERR_OK && !daemon_alive(v, NULL))
+			if (rc == ERR_OK && !v->pods && !daemon_alive(v, NULL))
 				rc = revive(n, v, err);
 			if (rc == ERR_OK)
-				rc = wait_serving(v, timeout_ms, err);
+				rc = wait_serving(n, v, timeout_ms, err);
 		}
 		vol_put(n, v);
 		controller_secret_release(&secret);
@@ -1315,7 +1660,7 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			    : error_set(err, ERR_NOMEM, "out of memory");
 	controller_secret_release(&secret);
 	controller_params_release(&reg);
-	if (rc == ERR_OK || (rc == ERR_TIMEOUT && v->rec.pid > 0)) {
+	if (rc == ERR_OK || (rc == ERR_TIMEOUT && (v->rec.pid > 0 || v->pods))) {
 		if (rc == ERR_OK)
 			log_info("volume staged", LOG_S("volume", req->volume_id),
 				 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", staging),
@@ -1355,7 +1700,7 @@ enum error_code node_unstage(struct node *n, const char *volume_id, const char *
 		vol_put(n, v);
 		return ERR_OK;
 	}
-	stop_daemon(v);
+	stop_daemon(n, v);
 	rc = unmount_all(staging, err);
 	if (rc != ERR_OK) {
 		vol_put(n, v);
@@ -1646,7 +1991,15 @@ static void check_begin(struct vol *v, const char *path, struct check *c)
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	if (!daemon_running(v)) {
+	if (v->pods && !v->pod_serving) {
+		c->cond.abnormal = true;
+		snprintf(c->cond.message, sizeof(c->cond.message),
+			 "granary-fuse of volume '%s' is not running%s%s; reads wait, the connection is held",
+			 v->rec.volume_id, v->down_since_ms ? ": it " : "",
+			 v->down_since_ms ? v->down_how : "");
+		return;
+	}
+	if (!v->pods && !daemon_running(v)) {
 		/* The monitor restarts it; until then reads wait (the plugin
 		 * holds the connection) or fail. Probing would only wait too. */
 		c->cond.abnormal = true;

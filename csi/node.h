@@ -63,6 +63,7 @@ struct node_record {
 	int64_t pid;             /* 0 = no daemon */
 	uint64_t start_time;     /* /proc/PID/stat field 22: tells a reused pid apart */
 	int daemon_fd;           /* the /dev/fuse descriptor's number in the daemon */
+	uint64_t conn;           /* mount pods: the FUSE connection's id (keeper.h); 0 = none */
 	char **targets;          /* published bind mounts */
 	size_t ntargets;
 };
@@ -94,6 +95,9 @@ struct node_argv {
 	char fdpath[32];           /* "/dev/fd/N" */
 };
 
+struct keeper;
+struct mountpods;
+
 struct node_config {
 	const char *state_dir;        /* absolute; STATE/node is created */
 	const char *fuse_binary;      /* absolute */
@@ -108,6 +112,11 @@ struct node_config {
 	struct meta_client *meta;     /* checks a dataset exists before a first stage; may be NULL */
 	uint64_t monitor_interval_ms; /* 0 = 1000 */
 	uint64_t probe_timeout_ms;    /* longest a condition check waits for a mount; 0 = 2000 */
+	/* Mount pods (both set, borrowed): each volume's granary-fuse runs in a
+	 * pod of its own (csi/mountpod.h) that gets the connection from the
+	 * keeper (csi/keeper.h), instead of as this process's child. */
+	struct keeper *keeper;
+	struct mountpods *pods;
 };
 
 /* granary-fuse's argv for the record's volume on descriptor fd: never a

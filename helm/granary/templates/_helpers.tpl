@@ -340,6 +340,7 @@ starts, staging and target paths only under the kubelet's directory.
   "fuse_config" (include "granary.fuseConfigFile" .)
   "allowed_roots" (trimSuffix "/" .Values.node.kubeletDir)
   "allowed_file_roots" (join "," .Values.fileRoots)
+  "mount_pod_template" (ternary (include "granary.mountPodTemplateFile" .) "" .Values.node.mountPods.enabled)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.extraConfig)) -}}
 {{- end -}}
@@ -401,4 +402,84 @@ cluster token.
   mountPath: {{ $dir }}
   readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/*
+The mount pod template (node.mountPods): the node plugin fills in the name,
+the node, the volume and granary-mount's flags (csi/mountpod.h). No
+privilege: the node plugin mounts and hands the descriptor over the keeper
+socket in its state directory. The daemon reads the worker's cache
+directory, its node-stage credentials and init state (the state directory)
+and the fuse settings at the node plugin's paths.
+*/}}
+{{- define "granary.mountPodTemplate" -}}
+{{- $fullname := include "granary.fullname" . -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ $fullname }}-mount
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "granary.labels" (dict "ctx" . "component" "mount") | nindent 4 }}
+spec:
+  restartPolicy: Always
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  dnsPolicy: ClusterFirst
+  terminationGracePeriodSeconds: {{ .Values.node.mountPods.terminationGracePeriodSeconds }}
+  {{- with .Values.node.mountPods.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.node.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: granary-mount
+      image: {{ include "granary.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      command: ["/usr/bin/granary-mount"]
+      args: ["--log.level={{ .Values.logLevel }}"]
+      resources:
+        {{- toYaml .Values.node.mountPods.resources | nindent 8 }}
+      securityContext:
+        privileged: false
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      volumeMounts:
+        {{- include "granary.fileRootVolumeMounts" . | nindent 8 }}
+        - name: cache-dir
+          mountPath: {{ .Values.cache.dir }}
+          readOnly: true
+        - name: state-dir
+          mountPath: {{ .Values.node.stateDir }}
+        - name: config
+          mountPath: {{ include "granary.fuseConfigFile" . }}
+          subPath: fuse.yaml
+          readOnly: true
+        {{- include "granary.tokenVolumeMount" . | nindent 8 }}
+  volumes:
+    {{- include "granary.fileRootVolumes" . | nindent 4 }}
+    - name: cache-dir
+      hostPath:
+        path: {{ .Values.cache.dir }}
+        type: {{ .Values.cache.hostPathType }}
+    - name: state-dir
+      hostPath:
+        path: {{ .Values.node.stateDir }}
+        type: Directory
+    - name: config
+      configMap:
+        name: {{ $fullname }}-node
+    {{- include "granary.tokenVolume" . | nindent 4 }}
+{{- end -}}
+
+{{- define "granary.mountPodTemplateFile" -}}
+/etc/granary/mount-pod.json
 {{- end -}}

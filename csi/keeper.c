@@ -1,0 +1,432 @@
+/*
+ * keeper.c - the node plugin's descriptor keeper (see keeper.h).
+ */
+#include "csi/keeper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/retry.h"
+#include "csi/fdchan.h"
+
+#define KEEPER_MAX_CONNS 1024
+#define KEEPER_POLL_MS 200
+
+struct conn {
+	int sock;
+	char *volume;               /* NULL until its hello */
+	uint64_t conn;              /* the connection its descriptor belongs to; 0 = none */
+	struct keeper_supervisor sup;
+	struct conn *next;
+};
+
+struct entry {
+	char *volume;
+	json_t *argv;
+	char *init_state;
+	int fd;                     /* our copy; -1 = none */
+	uint64_t conn;
+	uint64_t alone_since_ms;
+	struct entry *next;
+};
+
+struct keeper {
+	pthread_mutex_t mu;
+	int listener;
+	int wake[2];                /* a pipe that stops the thread */
+	pthread_t thread;
+	bool running;
+	struct conn *conns;         /* the thread's; read under mu */
+	struct entry *entries;      /* protected by mu */
+	size_t nconns;
+};
+
+static void entry_free(struct entry *e)
+{
+	if (e->fd >= 0)
+		close(e->fd);
+	json_decref(e->argv);
+	free(e->init_state);
+	free(e->volume);
+	free(e);
+}
+
+static struct entry *find(struct keeper *k, const char *volume)
+{
+	for (struct entry *e = k->entries; e; e = e->next)
+		if (strcmp(e->volume, volume) == 0)
+			return e;
+	return NULL;
+}
+
+static unsigned supervisors_of(struct keeper *k, const char *volume)
+{
+	unsigned n = 0;
+
+	for (struct conn *c = k->conns; c; c = c->next)
+		if (c->volume && strcmp(c->volume, volume) == 0)
+			n++;
+	return n;
+}
+
+/* Sends the entry's descriptor and argv to c. Called under mu. */
+static void send_fd(struct conn *c, const struct entry *e, bool fresh)
+{
+	json_t *m = json_pack("{s:s, s:O, s:s, s:I, s:b}", "op", "fd", "argv", e->argv,
+			      "init_state", e->init_state ? e->init_state : "", "conn",
+			      (json_int_t)e->conn, "fresh", fresh);
+	struct error err;
+
+	if (!m)
+		return;
+	if (fdchan_send(c->sock, m, e->fd, &err) != ERR_OK)
+		log_warn("cannot hand a FUSE connection to granary-mount", LOG_S("volume", e->volume),
+			 LOG_S("pod", c->sup.pod), LOG_S("cause", err.msg));
+	else
+		log_info("FUSE connection handed to granary-mount", LOG_S("volume", e->volume),
+			 LOG_S("pod", c->sup.pod), LOG_U("conn", e->conn),
+			 LOG_S("fresh", fresh ? "true" : "false"));
+	c->conn = e->conn;
+	json_decref(m);
+}
+
+static void send_op(struct conn *c, const char *op)
+{
+	json_t *m = json_pack("{s:s}", "op", op);
+	struct error err;
+
+	if (m)
+		fdchan_send(c->sock, m, -1, &err);
+	json_decref(m);
+}
+
+static void read_status(struct conn *c, json_t *m)
+{
+	json_t *v;
+
+	if ((v = json_object_get(m, "daemon_pid")) && json_is_integer(v))
+		c->sup.daemon_pid = (long)json_integer_value(v);
+	if ((v = json_object_get(m, "restarts")) && json_is_integer(v))
+		c->sup.restarts = (unsigned)json_integer_value(v);
+	if ((v = json_object_get(m, "backoff_ms")) && json_is_integer(v))
+		c->sup.backoff_ms = (uint64_t)json_integer_value(v);
+	if ((v = json_object_get(m, "last_exit")) && json_is_string(v))
+		snprintf(c->sup.last_exit, sizeof(c->sup.last_exit), "%s", json_string_value(v));
+}
+
+/* A hello: attaches c to its volume and settles who holds what. Under mu. */
+static bool on_hello(struct keeper *k, struct conn *c, json_t *m)
+{
+	const char *volume = json_string_value(json_object_get(m, "volume"));
+	const char *pod = json_string_value(json_object_get(m, "pod"));
+	const char *tmpl = json_string_value(json_object_get(m, "template"));
+	json_int_t conn = json_integer_value(json_object_get(m, "conn"));
+	struct entry *e;
+
+	if (!volume || c->volume)
+		return false;
+	c->volume = strdup(volume);
+	if (!c->volume)
+		return false;
+	snprintf(c->sup.pod, sizeof(c->sup.pod), "%s", pod ? pod : "");
+	snprintf(c->sup.template_hash, sizeof(c->sup.template_hash), "%s", tmpl ? tmpl : "");
+	c->conn = conn > 0 ? (uint64_t)conn : 0;
+	read_status(c, m);
+	e = find(k, volume);
+	if (!e) {
+		log_warn("granary-mount for a volume this node has not staged; it waits",
+			 LOG_S("volume", volume), LOG_S("pod", c->sup.pod));
+		send_op(c, "unknown");
+		return true;
+	}
+	e->alone_since_ms = 0;
+	log_info("granary-mount connected", LOG_S("volume", volume), LOG_S("pod", c->sup.pod),
+		 LOG_S("template", c->sup.template_hash), LOG_U("conn", c->conn),
+		 LOG_I("daemon_pid", c->sup.daemon_pid));
+	if (e->fd >= 0 && c->conn != e->conn)
+		send_fd(c, e, c->conn != 0);
+	else if (e->fd < 0 && c->conn != 0)
+		send_op(c, "send");
+	return true;
+}
+
+/* A descriptor a supervisor gave back after "send". Under mu. */
+static void on_fd(struct keeper *k, struct conn *c, json_t *m, int fd)
+{
+	json_int_t conn = json_integer_value(json_object_get(m, "conn"));
+	struct entry *e = c->volume ? find(k, c->volume) : NULL;
+
+	if (!e || fd < 0 || e->fd >= 0 || conn <= 0) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	e->fd = fd;
+	e->conn = (uint64_t)conn;
+	log_info("FUSE connection recovered from granary-mount", LOG_S("volume", e->volume),
+		 LOG_S("pod", c->sup.pod), LOG_U("conn", e->conn));
+	/* Others that came while we held none. */
+	for (struct conn *o = k->conns; o; o = o->next)
+		if (o != c && o->volume && strcmp(o->volume, e->volume) == 0 && o->conn != e->conn)
+			send_fd(o, e, o->conn != 0);
+}
+
+static void conn_close(struct keeper *k, struct conn **link)
+{
+	struct conn *c = *link;
+	struct entry *e = c->volume ? find(k, c->volume) : NULL;
+
+	*link = c->next;
+	k->nconns--;
+	if (c->volume)
+		log_info("granary-mount disconnected", LOG_S("volume", c->volume),
+			 LOG_S("pod", c->sup.pod));
+	close(c->sock);
+	if (e && supervisors_of(k, e->volume) == 0)
+		e->alone_since_ms = retry_now_ms();
+	free(c->volume);
+	free(c);
+}
+
+static void on_readable(struct keeper *k, struct conn **link)
+{
+	struct conn *c = *link;
+	const char *op;
+	struct error err;
+	json_t *m;
+	int fd;
+
+	if (fdchan_recv(c->sock, &m, &fd, 0, &err) != ERR_OK) {
+		if (err.code != ERR_TIMEOUT) {
+			pthread_mutex_lock(&k->mu);
+			conn_close(k, link);
+			pthread_mutex_unlock(&k->mu);
+		}
+		return;
+	}
+	op = json_string_value(json_object_get(m, "op"));
+	pthread_mutex_lock(&k->mu);
+	if (op && strcmp(op, "hello") == 0) {
+		if (!on_hello(k, c, m))
+			conn_close(k, link);
+	} else if (op && strcmp(op, "status") == 0 && c->volume) {
+		read_status(c, m);
+	} else if (op && strcmp(op, "fd") == 0) {
+		on_fd(k, c, m, fd);
+		fd = -1;
+	}
+	pthread_mutex_unlock(&k->mu);
+	if (fd >= 0)
+		close(fd);
+	json_decref(m);
+}
+
+static void on_accept(struct keeper *k)
+{
+	struct conn *c;
+	int s;
+
+	while ((s = accept4(k->listener, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		if (k->nconns >= KEEPER_MAX_CONNS || !(c = calloc(1, sizeof(*c)))) {
+			close(s);
+			continue;
+		}
+		c->sock = s;
+		pthread_mutex_lock(&k->mu);
+		c->next = k->conns;
+		k->conns = c;
+		k->nconns++;
+		pthread_mutex_unlock(&k->mu);
+	}
+}
+
+static void *keeper_main(void *arg)
+{
+	struct keeper *k = arg;
+	struct pollfd *p = calloc(KEEPER_MAX_CONNS + 2, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	for (;;) {
+		struct conn **links[KEEPER_MAX_CONNS];
+		size_t n = 0;
+
+		p[n++] = (struct pollfd){ .fd = k->wake[0], .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = k->listener, .events = POLLIN };
+		for (struct conn **l = &k->conns; *l; l = &(*l)->next) {
+			links[n - 2] = l;
+			p[n++] = (struct pollfd){ .fd = (*l)->sock, .events = POLLIN };
+		}
+		if (poll(p, n, KEEPER_POLL_MS) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			break;
+		/* From the last: closing one unlinks it, not those before. */
+		for (size_t i = n; i-- > 2;)
+			if (p[i].revents)
+				on_readable(k, links[i - 2]);
+		if (p[1].revents)
+			on_accept(k);
+	}
+	free(p);
+	return NULL;
+}
+
+enum error_code keeper_new(const char *socket_path, struct keeper **out, struct error *err)
+{
+	struct keeper *k = calloc(1, sizeof(*k));
+
+	if (!k)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&k->mu, NULL);
+	k->wake[0] = k->wake[1] = -1;
+	k->listener = fdchan_listen(socket_path, err);
+	if (k->listener < 0 || pipe2(k->wake, O_CLOEXEC) != 0) {
+		if (k->listener >= 0)
+			error_set(err, ERR_IO, "pipe: %s", strerror(errno));
+		keeper_free(k);
+		return err->code;
+	}
+	if (pthread_create(&k->thread, NULL, keeper_main, k) != 0) {
+		keeper_free(k);
+		return error_set(err, ERR_NOMEM, "cannot start the keeper thread");
+	}
+	k->running = true;
+	*out = k;
+	return ERR_OK;
+}
+
+void keeper_free(struct keeper *k)
+{
+	if (!k)
+		return;
+	if (k->running) {
+		if (write(k->wake[1], "x", 1) < 0)
+			log_warn("cannot wake the keeper thread", LOG_S("cause", strerror(errno)));
+		pthread_join(k->thread, NULL);
+	}
+	while (k->conns)
+		conn_close(k, &k->conns);
+	while (k->entries) {
+		struct entry *e = k->entries;
+
+		k->entries = e->next;
+		entry_free(e);
+	}
+	if (k->listener >= 0)
+		close(k->listener);
+	if (k->wake[0] >= 0)
+		close(k->wake[0]);
+	if (k->wake[1] >= 0)
+		close(k->wake[1]);
+	pthread_mutex_destroy(&k->mu);
+	free(k);
+}
+
+enum error_code keeper_put(struct keeper *k, const char *volume, json_t *argv,
+			   const char *init_state, int fd, uint64_t conn, struct error *err)
+{
+	struct entry *e;
+	char *is = strdup(init_state ? init_state : "");
+	int copy = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+
+	if (!is || (fd >= 0 && copy < 0)) {
+		free(is);
+		return error_set(err, ERR_NOMEM, "keep a copy of the FUSE connection of '%s': %s",
+				 volume, strerror(errno ? errno : ENOMEM));
+	}
+	pthread_mutex_lock(&k->mu);
+	e = find(k, volume);
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e || !(e->volume = strdup(volume))) {
+			free(e);
+			pthread_mutex_unlock(&k->mu);
+			free(is);
+			if (copy >= 0)
+				close(copy);
+			return error_set(err, ERR_NOMEM, "out of memory");
+		}
+		e->fd = -1;
+		e->alone_since_ms = retry_now_ms();
+		e->next = k->entries;
+		k->entries = e;
+	}
+	json_decref(e->argv);
+	e->argv = json_incref(argv);
+	free(e->init_state);
+	e->init_state = is;
+	if (copy >= 0) {
+		if (e->fd >= 0)
+			close(e->fd);
+		e->fd = copy;
+		e->conn = conn;
+		for (struct conn *c = k->conns; c; c = c->next)
+			if (c->volume && strcmp(c->volume, volume) == 0 && c->conn != conn)
+				send_fd(c, e, c->conn != 0);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return ERR_OK;
+}
+
+int keeper_dup_fd(struct keeper *k, const char *volume, uint64_t conn)
+{
+	struct entry *e;
+	int fd = -1;
+
+	pthread_mutex_lock(&k->mu);
+	e = find(k, volume);
+	if (e && e->fd >= 0 && e->conn == conn)
+		fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+	pthread_mutex_unlock(&k->mu);
+	return fd;
+}
+
+void keeper_forget(struct keeper *k, const char *volume)
+{
+	struct entry **l;
+
+	pthread_mutex_lock(&k->mu);
+	for (l = &k->entries; *l; l = &(*l)->next) {
+		struct entry *e = *l;
+
+		if (strcmp(e->volume, volume) != 0)
+			continue;
+		*l = e->next;
+		entry_free(e);
+		break;
+	}
+	pthread_mutex_unlock(&k->mu);
+}
+
+void keeper_status(struct keeper *k, const char *volume, struct keeper_status *st)
+{
+	struct entry *e;
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&k->mu);
+	e = find(k, volume);
+	if (e) {
+		st->known = true;
+		st->holds_fd = e->fd >= 0;
+		st->conn = e->fd >= 0 ? e->conn : 0;
+		st->alone_since_ms = e->alone_since_ms;
+		for (struct conn *c = k->conns; c; c = c->next) {
+			if (!c->volume || strcmp(c->volume, volume) != 0)
+				continue;
+			if (st->nsup < sizeof(st->sup) / sizeof(st->sup[0]))
+				st->sup[st->nsup++] = c->sup;
+		}
+		if (st->nsup)
+			st->alone_since_ms = 0;
+	}
+	pthread_mutex_unlock(&k->mu);
+}

@@ -1,0 +1,250 @@
+/*
+ * mountpod.c - mount pods from the chart's template (see mountpod.h).
+ */
+#include "csi/mountpod.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define PREFIX_MAX 40
+
+struct mountpods {
+	struct kubeapi *api;
+	json_t *tmpl;
+	char *node, *socket, *ns, *prefix;
+	char hash[17];
+};
+
+enum error_code mountpods_new(const struct mountpods_config *cfg, struct kubeapi *api,
+			      struct mountpods **out, struct error *err)
+{
+	struct mountpods *mp = calloc(1, sizeof(*mp));
+	json_error_t jerr;
+	const char *prefix, *ns;
+	json_t *containers;
+	char *canon;
+
+	if (!mp)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	mp->api = api;
+	mp->tmpl = json_load_file(cfg->template_file, 0, &jerr);
+	if (!mp->tmpl) {
+		mountpods_free(mp);
+		return error_set(err, ERR_INVALID, "mount pod template '%s': %s (line %d)",
+				 cfg->template_file, jerr.text, jerr.line);
+	}
+	prefix = json_string_value(json_object_get(json_object_get(mp->tmpl, "metadata"), "name"));
+	ns = json_string_value(json_object_get(json_object_get(mp->tmpl, "metadata"), "namespace"));
+	containers = json_object_get(json_object_get(mp->tmpl, "spec"), "containers");
+	if (!prefix || !*prefix || strlen(prefix) > PREFIX_MAX || !ns || !*ns ||
+	    json_array_size(containers) < 1) {
+		mountpods_free(mp);
+		return error_set(err, ERR_INVALID,
+				 "mount pod template '%s': needs metadata.name (the pods' name prefix, at most %d characters), metadata.namespace and spec.containers",
+				 cfg->template_file, PREFIX_MAX);
+	}
+	canon = json_dumps(mp->tmpl, JSON_COMPACT | JSON_SORT_KEYS);
+	mp->node = strdup(cfg->node);
+	mp->socket = strdup(cfg->socket);
+	mp->ns = strdup(ns);
+	mp->prefix = strdup(prefix);
+	if (!canon || !mp->node || !mp->socket || !mp->ns || !mp->prefix) {
+		free(canon);
+		mountpods_free(mp);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	snprintf(mp->hash, sizeof(mp->hash), "%016llx",
+		 (unsigned long long)XXH64(canon, strlen(canon), 0));
+	free(canon);
+	*out = mp;
+	return ERR_OK;
+}
+
+void mountpods_free(struct mountpods *mp)
+{
+	if (!mp)
+		return;
+	json_decref(mp->tmpl);
+	free(mp->node);
+	free(mp->socket);
+	free(mp->ns);
+	free(mp->prefix);
+	free(mp);
+}
+
+const char *mountpods_template_hash(const struct mountpods *mp)
+{
+	return mp->hash;
+}
+
+static unsigned long long volume_hash(const struct mountpods *mp, const char *volume)
+{
+	XXH64_state_t *s = XXH64_createState();
+	unsigned long long h;
+
+	if (!s)
+		return XXH64(volume, strlen(volume), 0);
+	XXH64_reset(s, 0);
+	XXH64_update(s, mp->node, strlen(mp->node) + 1);
+	XXH64_update(s, volume, strlen(volume));
+	h = XXH64_digest(s);
+	XXH64_freeState(s);
+	return h;
+}
+
+void mountpods_name(const struct mountpods *mp, const char *volume, char out[MOUNTPOD_NAME_MAX])
+{
+	snprintf(out, MOUNTPOD_NAME_MAX, "%s-%012llx-%.6s", mp->prefix,
+		 volume_hash(mp, volume) & 0xffffffffffffULL, mp->hash);
+}
+
+static int add_arg(json_t *args, const char *key, const char *value)
+{
+	char *a;
+	int rc;
+
+	if (asprintf(&a, "--%s=%s", key, value) < 0)
+		return -1;
+	rc = json_array_append_new(args, json_string(a));
+	free(a);
+	return rc;
+}
+
+/* The template filled in for the volume; NULL when out of memory. */
+static json_t *pod_for(const struct mountpods *mp, const char *volume, const char *name)
+{
+	json_t *pod = json_deep_copy(mp->tmpl), *meta, *labels, *notes, *spec, *c, *args;
+	char vh[16];
+
+	if (!pod)
+		return NULL;
+	snprintf(vh, sizeof(vh), "%012llx", volume_hash(mp, volume) & 0xffffffffffffULL);
+	meta = json_object_get(pod, "metadata");
+	spec = json_object_get(pod, "spec");
+	c = json_array_get(json_object_get(spec, "containers"), 0);
+	labels = json_object_get(meta, "labels");
+	if (!json_is_object(labels))
+		json_object_set_new(meta, "labels", labels = json_object());
+	notes = json_object_get(meta, "annotations");
+	if (!json_is_object(notes))
+		json_object_set_new(meta, "annotations", notes = json_object());
+	args = json_object_get(c, "args");
+	if (!json_is_array(args))
+		json_object_set_new(c, "args", args = json_array());
+	if (!labels || !notes || !args || json_object_set_new(meta, "name", json_string(name)) != 0 ||
+	    json_object_set_new(labels, "granary.io/volume-hash", json_string(vh)) != 0 ||
+	    json_object_set_new(labels, "granary.io/template", json_string(mp->hash)) != 0 ||
+	    json_object_set_new(notes, "granary.io/volume", json_string(volume)) != 0 ||
+	    json_object_set_new(notes, "granary.io/node", json_string(mp->node)) != 0 ||
+	    json_object_set_new(spec, "nodeName", json_string(mp->node)) != 0 ||
+	    add_arg(args, "socket", mp->socket) != 0 || add_arg(args, "volume", volume) != 0 ||
+	    add_arg(args, "pod", name) != 0 || add_arg(args, "template", mp->hash) != 0) {
+		json_decref(pod);
+		return NULL;
+	}
+	return pod;
+}
+
+enum error_code mountpods_create(struct mountpods *mp, const char *volume, struct error *err)
+{
+	char name[MOUNTPOD_NAME_MAX], path[256];
+	json_t *pod, *reply = NULL;
+	enum error_code rc;
+	long status;
+
+	mountpods_name(mp, volume, name);
+	pod = pod_for(mp, volume, name);
+	if (!pod)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", mp->ns);
+	rc = kubeapi_call(mp->api, "POST", path, pod, &status, &reply, err);
+	json_decref(pod);
+	if (rc == ERR_OK && status != 201 && status != 200 && status != 409)
+		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			       "create mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
+			       kubeapi_message(reply));
+	json_decref(reply);
+	return rc;
+}
+
+enum error_code mountpods_delete(struct mountpods *mp, const char *name, struct error *err)
+{
+	char path[256];
+	json_t *reply = NULL;
+	enum error_code rc;
+	long status;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
+	rc = kubeapi_call(mp->api, "DELETE", path, NULL, &status, &reply, err);
+	if (rc == ERR_OK && status != 200 && status != 202 && status != 404)
+		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			       "delete mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
+			       kubeapi_message(reply));
+	json_decref(reply);
+	return rc;
+}
+
+/* A container's state that is not running, as "reason: message". */
+static bool not_running(json_t *cs, char *why, size_t size)
+{
+	json_t *state = json_object_get(cs, "state");
+	const char *kinds[] = { "waiting", "terminated" };
+
+	for (size_t i = 0; i < 2; i++) {
+		json_t *s = json_object_get(state, kinds[i]);
+		const char *reason, *msg;
+
+		if (!s)
+			continue;
+		reason = json_string_value(json_object_get(s, "reason"));
+		msg = json_string_value(json_object_get(s, "message"));
+		snprintf(why, size, "container %s %s%s%s", kinds[i], reason ? reason : "",
+			 msg ? ": " : "", msg ? msg : "");
+		return true;
+	}
+	return false;
+}
+
+enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool *exists,
+				   char *why, size_t size, struct error *err)
+{
+	char path[256];
+	json_t *reply = NULL, *st, *cs;
+	const char *phase;
+	enum error_code rc;
+	long status;
+
+	*exists = false;
+	why[0] = '\0';
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
+	rc = kubeapi_call(mp->api, "GET", path, NULL, &status, &reply, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (status == 404) {
+		json_decref(reply);
+		return ERR_OK;
+	}
+	if (status != 200) {
+		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			       "read mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
+			       kubeapi_message(reply));
+		json_decref(reply);
+		return rc;
+	}
+	*exists = true;
+	st = json_object_get(reply, "status");
+	phase = json_string_value(json_object_get(st, "phase"));
+	cs = json_array_get(json_object_get(st, "containerStatuses"), 0);
+	if (!cs || !not_running(cs, why, size)) {
+		if (phase && strcmp(phase, "Running") != 0)
+			snprintf(why, size, "pod %s%s%s", phase,
+				 json_object_get(st, "message") ? ": " : "",
+				 json_string_value(json_object_get(st, "message"))
+					 ? json_string_value(json_object_get(st, "message"))
+					 : "");
+	}
+	json_decref(reply);
+	return ERR_OK;
+}

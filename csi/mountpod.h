@@ -1,0 +1,56 @@
+/*
+ * mountpod.h - the node plugin's mount pods: one pod per staged volume on
+ * this node, made from the pod template the Helm chart renders (image,
+ * resources, volumes, security context: all the operator's), in which
+ * granary-mount (csi/mount_main.c) runs the volume's granary-fuse.
+ *
+ * The plugin fills in what is per volume: the name (PREFIX-H-T, H a hash
+ * of node and volume, T of the template, so that a changed template, e.g.
+ * a new image, gives a new name and the two pods can overlap during an
+ * upgrade), the node, labels and an annotation with the volume id, and
+ * granary-mount's flags (--socket, --volume, --pod, --template).
+ */
+#ifndef GRANARY_CSI_MOUNTPOD_H
+#define GRANARY_CSI_MOUNTPOD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/error.h"
+#include "csi/kubeapi.h"
+
+struct mountpods;
+
+#define MOUNTPOD_NAME_MAX 64
+
+struct mountpods_config {
+	const char *template_file; /* the pod template, JSON */
+	const char *node;          /* spec.nodeName */
+	const char *socket;        /* the keeper socket, as the pod sees it */
+};
+
+/* Loads the template (ERR_INVALID naming what it lacks: metadata.name as
+ * the prefix, metadata.namespace, one container). api is borrowed. */
+enum error_code mountpods_new(const struct mountpods_config *cfg, struct kubeapi *api,
+			      struct mountpods **out, struct error *err);
+void mountpods_free(struct mountpods *mp);
+
+/* The template's hash, as pods made from it carry it. */
+const char *mountpods_template_hash(const struct mountpods *mp);
+
+/* The name of the volume's pod made from the current template. */
+void mountpods_name(const struct mountpods *mp, const char *volume, char out[MOUNTPOD_NAME_MAX]);
+
+/* Creates the volume's pod; one that exists is fine. */
+enum error_code mountpods_create(struct mountpods *mp, const char *volume, struct error *err);
+
+/* Deletes a pod by name; one that is gone is fine. */
+enum error_code mountpods_delete(struct mountpods *mp, const char *name, struct error *err);
+
+/* Whether the pod exists, and if so why it does not run when it does not
+ * (its phase, a container's waiting or terminated reason and message)
+ * into why ("" when it runs). */
+enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool *exists,
+				   char *why, size_t size, struct error *err);
+
+#endif

@@ -1,0 +1,320 @@
+/*
+ * test_keeper.c - the mount pods' descriptor exchange, with real
+ * processes and a real FUSE mount but no Kubernetes: the test plays the
+ * node plugin (it mounts, then hands the connection to its keeper and
+ * closes its own descriptor) and the kubelet (it starts granary-mount as
+ * a plain process, as a mount pod's container would run it).
+ *
+ * While O_DIRECT readers compare every byte: granary-fuse SIGKILLed
+ * (granary-mount starts a successor), granary-mount and its daemon
+ * SIGKILLed together (a container killed whole; the keeper still holds
+ * the connection and a new granary-mount takes it over), and the keeper
+ * stopped and started again (a node plugin restart: it gets the
+ * connection back from granary-mount), after which a new granary-mount
+ * is served by the new keeper. No read may fail or see ENOTCONN; the
+ * longest read is printed.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/retry.h"
+#include "csi/keeper.h"
+#include "e2e/harness.h"
+#include "unit/check_main.h"
+
+#define FILE_SIZE (8u << 20)
+#define NREADERS 3
+#define VOLUME "pvc-keeper"
+
+static char bin_dir[512], work[256], src[300], mnt[300], init_state[320], sock[320];
+static unsigned char expect[FILE_SIZE];
+static dev_t mnt_dev;
+
+struct reader {
+	atomic_int *stop;
+	unsigned seed;
+	long reads, errors, enotconn;
+	uint64_t longest_ms;
+};
+
+static void *read_loop(void *arg)
+{
+	struct reader *r = arg;
+	char path[400];
+	void *buf = NULL;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/data.bin", mnt);
+	ck_assert_int_eq(posix_memalign(&buf, 4096, 1u << 20), 0);
+	fd = open(path, O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		r->errors++;
+		free(buf);
+		return NULL;
+	}
+	while (!atomic_load(r->stop)) {
+		off_t off = (off_t)(rand_r(&r->seed) % (FILE_SIZE / 4096)) * 4096;
+		size_t len = 4096u * (1 + rand_r(&r->seed) % 256);
+		uint64_t t0 = retry_now_ms(), took;
+		ssize_t n;
+
+		if ((size_t)off + len > FILE_SIZE)
+			len = FILE_SIZE - (size_t)off;
+		n = pread(fd, buf, len, off);
+		took = retry_now_ms() - t0;
+		if (took > r->longest_ms)
+			r->longest_ms = took;
+		r->reads++;
+		if (n < 0 && errno == ENOTCONN)
+			r->enotconn++;
+		if (n != (ssize_t)len || memcmp(buf, expect + off, len) != 0)
+			r->errors++;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+static pid_t start_mount(int n)
+{
+	char exe[600], logp[320], sockarg[400];
+	const char *argv[] = { exe, sockarg, "--volume=" VOLUME, "--pod=pod-test", "--template=t1",
+			       NULL };
+
+	snprintf(exe, sizeof(exe), "%s/granary-mount", bin_dir);
+	snprintf(sockarg, sizeof(sockarg), "--socket=%s", sock);
+	snprintf(logp, sizeof(logp), "%s/mount-%d.log", work, n);
+	return harness_spawn(argv, logp);
+}
+
+/* The daemon granary-mount runs: its only child. 0 when none. */
+static pid_t daemon_of(pid_t sup)
+{
+	char path[64], buf[256];
+	pid_t child = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)sup, (int)sup);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f))
+		child = (pid_t)atoi(buf);
+	fclose(f);
+	return child;
+}
+
+/* Waits until the keeper sees a supervisor whose daemon is not old_daemon. */
+static pid_t wait_daemon(struct keeper *k, long old_daemon, unsigned *restarts)
+{
+	struct keeper_status st;
+
+	for (int i = 0; i < 400; i++) {
+		keeper_status(k, VOLUME, &st);
+		if (st.nsup == 1 && st.sup[0].daemon_pid > 0 && st.sup[0].daemon_pid != old_daemon) {
+			if (restarts)
+				*restarts = st.sup[0].restarts;
+			return (pid_t)st.sup[0].daemon_pid;
+		}
+		usleep(25 * 1000);
+	}
+	return 0;
+}
+
+static json_t *daemon_argv(void)
+{
+	char exe[600], source[320], cache[320];
+
+	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
+	snprintf(source, sizeof(source), "file://%s", src);
+	snprintf(cache, sizeof(cache), "%s/cache", work);
+	return json_pack("[s,s,s,s,s,s,s,s,s]", exe, "--source", source, "--cache.dir", cache,
+			 "--cache.block_size", "1MiB", "--init_state", init_state);
+}
+
+static void abort_connection(void)
+{
+	char path[128];
+	FILE *f;
+
+	mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(mnt_dev));
+	f = fopen(path, "w");
+	if (f) {
+		fputs("1", f);
+		fclose(f);
+	}
+}
+
+static void kill_and_reap(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+START_TEST(test_the_connection_outlives_every_single_restart)
+{
+	char opts[200], path[400];
+	pthread_t t[NREADERS];
+	struct reader r[NREADERS];
+	struct keeper *k = NULL;
+	struct keeper_status st;
+	struct error err;
+	atomic_int stop = 0;
+	pid_t sup, sup2, d1, d2, d3;
+	unsigned restarts = 0;
+	uint64_t longest = 0;
+	json_t *argv;
+	long total = 0;
+	int fd, copy;
+	FILE *f;
+
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	snprintf(src, sizeof(src), "%s/src", work);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
+	snprintf(init_state, sizeof(init_state), "%s/init", work);
+	snprintf(sock, sizeof(sock), "%s/keeper.sock", work);
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	ck_assert_int_eq(mkdir(mnt, 0755), 0);
+	harness_fill(expect, sizeof(expect), 0x2545f4914f6cdd1dull);
+	snprintf(path, sizeof(path), "%s/data.bin", src);
+	f = fopen(path, "w");
+	ck_assert_uint_eq(fwrite(expect, 1, sizeof(expect), f), sizeof(expect));
+	fclose(f);
+
+	/* The node plugin: mount, give the keeper a copy, keep none. */
+	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "open /dev/fuse: %s", strerror(errno));
+	snprintf(opts, sizeof(opts),
+		 "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576",
+		 fd);
+	ck_assert_msg(mount("granary:keeper", mnt, "fuse.granary", MS_RDONLY | MS_NOSUID | MS_NODEV,
+			    opts) == 0, "mount: %s", strerror(errno));
+	ck_assert_int_eq(keeper_new(sock, &k, &err), ERR_OK);
+	argv = daemon_argv();
+	ck_assert_int_eq(keeper_put(k, VOLUME, argv, init_state, fd, 42, &err), ERR_OK);
+	close(fd);
+
+	/* A mount pod's first start. */
+	sup = start_mount(1);
+	d1 = wait_daemon(k, 0, NULL);
+	ck_assert_msg(d1 > 0, "granary-mount never reported a daemon");
+	for (int i = 0; i < 200 && access(init_state, F_OK) != 0; i++)
+		usleep(25 * 1000);
+	ck_assert_int_eq(access(init_state, F_OK), 0);
+	{
+		struct stat sb;
+
+		ck_assert_int_eq(stat(mnt, &sb), 0);
+		mnt_dev = sb.st_dev;
+	}
+	for (int i = 0; i < NREADERS; i++) {
+		r[i] = (struct reader){ .stop = &stop, .seed = (unsigned)i + 11 };
+		pthread_create(&t[i], NULL, read_loop, &r[i]);
+	}
+	usleep(300 * 1000);
+
+	/* 1. The daemon killed: its supervisor starts a successor at once. */
+	ck_assert_int_eq(daemon_of(sup), d1);
+	kill(d1, SIGKILL);
+	d2 = wait_daemon(k, d1, &restarts);
+	ck_assert_msg(d2 > 0 && d2 != d1, "no successor after the daemon was killed");
+	ck_assert_uint_eq(restarts, 1);
+	usleep(300 * 1000);
+
+	/* 2. The whole container killed: the keeper's copy keeps the
+	 * connection; the next granary-mount gets it and takes over. */
+	kill(d2, SIGKILL);
+	kill_and_reap(sup);
+	for (int i = 0; i < 100; i++) {
+		keeper_status(k, VOLUME, &st);
+		if (st.nsup == 0)
+			break;
+		usleep(20 * 1000);
+	}
+	ck_assert_uint_eq(st.nsup, 0);
+	ck_assert(st.holds_fd);
+	usleep(200 * 1000); /* readers wait on the kernel's queue meanwhile */
+	sup = start_mount(2);
+	d3 = wait_daemon(k, d2, NULL);
+	ck_assert_msg(d3 > 0, "the new granary-mount did not take the connection over");
+	usleep(300 * 1000);
+
+	/* 3. The node plugin restarts: a new keeper holds nothing until
+	 * granary-mount gives the connection back. */
+	keeper_free(k);
+	k = NULL;
+	ck_assert_int_eq(keeper_new(sock, &k, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, VOLUME, argv, init_state, -1, 0, &err), ERR_OK);
+	copy = -1;
+	for (int i = 0; i < 200 && copy < 0; i++) {
+		copy = keeper_dup_fd(k, VOLUME, 42);
+		if (copy < 0)
+			usleep(25 * 1000);
+	}
+	ck_assert_msg(copy >= 0, "granary-mount did not give the connection back");
+	close(copy);
+	ck_assert_int_eq(keeper_dup_fd(k, VOLUME, 7), -1); /* another connection's id */
+
+	/* ...and can then serve a new granary-mount alone. */
+	kill(d3, SIGKILL);
+	kill_and_reap(sup);
+	sup2 = start_mount(3);
+	ck_assert_msg(wait_daemon(k, d3, NULL) > 0, "the new keeper did not hand the connection on");
+	usleep(400 * 1000);
+
+	atomic_store(&stop, 1);
+	for (int i = 0; i < NREADERS; i++) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 20;
+		if (pthread_timedjoin_np(t[i], NULL, &until) != 0) {
+			abort_connection();
+			ck_abort_msg("reader %d still blocked 20 s after the last restart", i);
+		}
+		total += r[i].reads;
+		if (r[i].longest_ms > longest)
+			longest = r[i].longest_ms;
+		ck_assert_msg(r[i].enotconn == 0, "reader %d saw ENOTCONN %ld times", i, r[i].enotconn);
+		ck_assert_msg(r[i].errors == 0, "reader %d: %ld failed or wrong reads", i, r[i].errors);
+	}
+	printf("keeper: %ld reads, longest %llu ms across 3 restarts\n", total,
+	       (unsigned long long)longest);
+	ck_assert_int_gt(total, 20);
+
+	/* A deleted mount pod: SIGTERM stops the daemon and granary-mount. */
+	ck_assert_int_eq(harness_stop(&sup2, 30000, NULL), 0);
+	keeper_free(k);
+	json_decref(argv);
+	ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("csi_keeper");
+	TCase *tc = tcase_create("keeper");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_the_connection_outlives_every_single_restart);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
