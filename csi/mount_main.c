@@ -75,7 +75,7 @@ static const struct config_schema mount_schema = {
 
 #define CONNECT_BACKOFF_MIN_MS 100
 #define CONNECT_BACKOFF_MAX_MS 2000
-#define UNKNOWN_RETRY_MS 5000
+#define UNKNOWN_RETRY_MS 1000
 
 struct sup {
 	struct mount_settings s;
