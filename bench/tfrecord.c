@@ -3,40 +3,15 @@
  */
 #include "bench/tfrecord.h"
 
-#include <isa-l/crc.h>
 #include <string.h>
+
+#include "common/crc32c.h"
 
 enum { ST_HEADER, ST_DATA, ST_FOOTER };
 
 uint32_t tfrecord_crc32c(const void *data, size_t len)
 {
-	uint32_t crc = 0xffffffffu;
-	const unsigned char *p = data;
-
-	/* crc32_iscsi takes an int length: feed large buffers in pieces. */
-	while (len > 0) {
-		int n = len > (1u << 30) ? (1 << 30) : (int)len;
-
-		crc = crc32_iscsi((unsigned char *)p, n, crc);
-		p += n;
-		len -= (size_t)n;
-	}
-	return crc ^ 0xffffffffu;
-}
-
-/* Continues a CRC32C over more data; crc is the raw (uninverted) state. */
-static uint32_t crc_update(uint32_t state, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-
-	while (len > 0) {
-		int n = len > (1u << 30) ? (1 << 30) : (int)len;
-
-		state = crc32_iscsi((unsigned char *)p, n, state);
-		p += n;
-		len -= (size_t)n;
-	}
-	return state;
+	return crc32c(data, len);
 }
 
 uint32_t tfrecord_mask(uint32_t crc)
@@ -106,7 +81,7 @@ enum error_code tfrecord_parser_feed(struct tfrecord_parser *p, const void *data
 			break;
 		case ST_DATA:
 			n = p->left < len ? (size_t)p->left : len;
-			p->crc = crc_update(p->crc, in, n);
+			p->crc = crc32c_update(p->crc, in, n);
 			p->left -= n;
 			if (p->left == 0)
 				p->state = ST_FOOTER;

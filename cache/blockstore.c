@@ -45,26 +45,29 @@
 #include <uthash.h>
 
 #include "cache/sketch.h"
+#include "common/crc32c.h"
 #include "common/fileio.h"
 #include "common/cpu.h"
 #include "common/log.h"
 
 /* Header layout: docs/cache-layout.md. */
-static const uint8_t hdr_magic[8] = { 'G', 'R', 'N', 'B', 'L', 'K', '1', '\0' };
+static const uint8_t hdr_magic[8] = { 'G', 'R', 'N', 'B', 'L', 'K', '2', '\0' };
 #define HDR_OFF_MAGIC 0
 #define HDR_OFF_HEADER_SIZE 8
 #define HDR_OFF_BLOCK_SIZE 12
 #define HDR_OFF_DATA_LEN 16
-#define HDR_OFF_DATA_XXH 24
+#define HDR_OFF_CHUNK_SIZE 24
 #define HDR_OFF_INDEX 32
 #define HDR_OFF_CREATED 40
 #define HDR_OFF_STRINGS 48
 #define HDR_OFF_CHECKSUM (BLOCKSTORE_HEADER_SIZE - 8)
+#define HDR_OFF_CHUNKS (HDR_OFF_CHECKSUM - 4 * BLOCKSTORE_CHUNKS_MAX)
 #define HDR_NSTRINGS 5 /* dataset, endpoint, bucket, etag, object */
 
 #define DISK_UNIT 4096
 #define DEFAULT_BLOCK_SIZE (4u << 20)
-#define VERIFY_CHUNK (1u << 20)
+/* One warning per interval for blocks that fail their checksums. */
+#define CORRUPT_LOG_MS 10000
 /*
  * Header reads wait on the disk, not the CPU: with a cold cache the number
  * of reads in flight sets the pace. On a 2-vCPU VM, 100,000 blocks took
@@ -103,12 +106,10 @@ struct entry {
 	struct dataset *ds;        /* immutable; datasets live as long as bs */
 	enum entry_state state;    /* protected by bs->mu */
 	bool in_index;             /* protected by bs->mu */
-	bool verified;             /* protected by bs->mu */
 	uint32_t refs;             /* protected by bs->mu */
 	int fd;                    /* protected by bs->mu; open while refs > 0 */
 	uint64_t data_len;         /* set before LIVE, then immutable */
 	uint64_t disk;             /* file bytes rounded up to DISK_UNIT; as data_len */
-	uint64_t data_xxh;         /* as data_len */
 	int64_t mtime_ns;          /* only while rebuilding */
 	struct blockstore_ref ref; /* what get hands out; counted by refs */
 };
@@ -133,6 +134,7 @@ struct blockstore {
 	uint64_t used, reserved;    /* bytes; protected by mu */
 	struct blockstore_stats st; /* counters only; protected by mu */
 	atomic_uint_fast64_t tmp_seq; /* makes temp names unique */
+	struct log_limiter corrupt_log;
 };
 
 struct blockstore_writer {
@@ -141,7 +143,9 @@ struct blockstore_writer {
 	int fd;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
-	XXH3_state_t *xxh;
+	uint32_t chunk_size;
+	uint32_t crc;    /* CRC32C state of the chunk being written */
+	uint32_t crcs[BLOCKSTORE_CHUNKS_MAX];
 	char tmp_name[BLOCKSTORE_HASH_HEX + 48];
 	/* Filled at write_begin but for data length, checksums and time. */
 	uint8_t header[BLOCKSTORE_HEADER_SIZE];
@@ -321,12 +325,161 @@ int blockstore_block_path(const char *dir, const uint8_t hash[BLOCKSTORE_HASH_LE
 	return snprintf(out, size, "%s/blocks/%s", dir, rel);
 }
 
+/* --- data checksums --- */
+
+static uint64_t chunk_count(uint64_t data_len, uint32_t chunk_size)
+{
+	return (data_len + chunk_size - 1) / chunk_size;
+}
+
+uint32_t blockstore_chunk_size(uint32_t block_size)
+{
+	uint32_t c = block_size / BLOCKSTORE_CHUNKS_MAX;
+
+	return c < BLOCKSTORE_CHUNK_MIN ? BLOCKSTORE_CHUNK_MIN : c;
+}
+
+uint32_t blockstore_crc32c(const void *data, size_t len)
+{
+	return crc32c(data, len);
+}
+
+void blockstore_sums_of(const void *data, uint64_t len, uint32_t block_size,
+			struct blockstore_sums *out)
+{
+	out->data_len = len;
+	out->chunk_size = blockstore_chunk_size(block_size);
+	for (uint64_t i = 0, off = 0; off < len; i++, off += out->chunk_size) {
+		uint64_t n = len - off < out->chunk_size ? len - off : out->chunk_size;
+
+		out->crc[i] = blockstore_crc32c((const char *)data + off, (size_t)n);
+	}
+}
+
+bool blockstore_sums_check(const struct blockstore_sums *s, uint64_t off, const void *data,
+			   size_t len)
+{
+	const char *p = data;
+
+	if (off % s->chunk_size != 0 || off > s->data_len || len > s->data_len - off ||
+	    (len % s->chunk_size != 0 && off + len != s->data_len))
+		return false;
+	for (uint64_t done = 0; done < len;) {
+		uint64_t n = len - done < s->chunk_size ? len - done : s->chunk_size;
+
+		if (blockstore_crc32c(p + done, (size_t)n) != s->crc[(off + done) / s->chunk_size])
+			return false;
+		done += n;
+	}
+	return true;
+}
+
+/*
+ * Reads data bytes [off, off + n) of the chunks that hold them, checked,
+ * into dst: whole chunks straight into dst, a chunk the range only cuts
+ * through into a bounce buffer first. Returns 0, -1 with errno for a read
+ * error, -2 for a short file, -3 for a checksum mismatch (*bad_off: the
+ * data offset of the chunk).
+ */
+static int read_checked(int fd, const struct blockstore_sums *s, uint64_t off, size_t n,
+			char *dst, uint64_t *bad_off)
+{
+	const uint64_t cs = s->chunk_size, end = off + n;
+	char *bounce = NULL;
+	uint64_t at = off;
+	int rc = 0;
+
+	while (rc == 0 && at < end) {
+		uint64_t c0 = at / cs * cs, c1 = c0 + cs < s->data_len ? c0 + cs : s->data_len;
+		uint64_t run_end = c0, len;
+		ssize_t got;
+
+		if (c0 == at && c1 <= end) {
+			/* a run of whole chunks: one read, then a check per chunk */
+			while (run_end < end) {
+				uint64_t next = run_end + cs < s->data_len ? run_end + cs : s->data_len;
+
+				if (next > end)
+					break;
+				run_end = next;
+			}
+			len = run_end - c0;
+			got = fileio_pread_all(fd, dst + (c0 - off), (size_t)len,
+					       BLOCKSTORE_HEADER_SIZE + c0);
+			if (got < 0 || (uint64_t)got != len) {
+				rc = got < 0 ? -1 : -2;
+				break;
+			}
+			for (uint64_t c = c0; c < run_end; c += cs) {
+				uint64_t m = run_end - c < cs ? run_end - c : cs;
+
+				if (blockstore_crc32c(dst + (c - off), (size_t)m) != s->crc[c / cs]) {
+					*bad_off = c;
+					rc = -3;
+					break;
+				}
+			}
+			at = run_end;
+			continue;
+		}
+		if (!bounce && !(bounce = malloc(cs))) {
+			errno = ENOMEM;
+			rc = -1;
+			break;
+		}
+		len = c1 - c0;
+		got = fileio_pread_all(fd, bounce, (size_t)len, BLOCKSTORE_HEADER_SIZE + c0);
+		if (got < 0 || (uint64_t)got != len) {
+			rc = got < 0 ? -1 : -2;
+			break;
+		}
+		if (blockstore_crc32c(bounce, (size_t)len) != s->crc[c0 / cs]) {
+			*bad_off = c0;
+			rc = -3;
+			break;
+		}
+		len = (c1 < end ? c1 : end) - at;
+		memcpy(dst + (at - off), bounce + (at - c0), (size_t)len);
+		at += len;
+	}
+	free(bounce);
+	return rc;
+}
+
+enum error_code blockstore_read_checked(int fd, const struct blockstore_sums *s, uint64_t off,
+					size_t len, void *dst, bool *corrupt, struct error *err)
+{
+	uint64_t bad = 0;
+	int rc;
+
+	*corrupt = false;
+	if (off > s->data_len || len > s->data_len - off)
+		return error_set(err, ERR_RANGE, "read %zu bytes at %llu of a block of %llu", len,
+				 (unsigned long long)off, (unsigned long long)s->data_len);
+	rc = read_checked(fd, s, off, len, dst, &bad);
+	if (rc == -1)
+		return error_set(err, error_from_errno(errno), "read cached block: %s",
+				 strerror(errno));
+	if (rc == -2) {
+		*corrupt = true;
+		return error_set(err, ERR_IO, "cached block is shorter than its header says");
+	}
+	if (rc == -3) {
+		*corrupt = true;
+		return error_set(err, ERR_IO,
+				 "cached block failed its checksum: CRC32C of the %u bytes at %llu differs",
+				 s->chunk_size, (unsigned long long)bad);
+	}
+	return ERR_OK;
+}
+
 /* --- header --- */
 
 struct header_info {
-	uint32_t block_size;
-	uint64_t data_len, data_xxh, index;
+	uint32_t block_size, chunk_size;
+	uint64_t data_len, index;
 	struct span str[HDR_NSTRINGS]; /* point into the header buffer */
+	const uint8_t *crcs;           /* the chunk table, in the header buffer */
 };
 
 static void header_seal(uint8_t *h)
@@ -347,17 +500,20 @@ static const char *header_parse(const uint8_t *h, struct header_info *out)
 		return "header checksum mismatch";
 	out->block_size = get_le32(h + HDR_OFF_BLOCK_SIZE);
 	out->data_len = get_le64(h + HDR_OFF_DATA_LEN);
-	out->data_xxh = get_le64(h + HDR_OFF_DATA_XXH);
+	out->chunk_size = get_le32(h + HDR_OFF_CHUNK_SIZE);
 	out->index = get_le64(h + HDR_OFF_INDEX);
+	out->crcs = h + HDR_OFF_CHUNKS;
 	if (out->block_size == 0 || out->data_len > out->block_size)
 		return "data length exceeds the block size";
+	if (out->chunk_size != blockstore_chunk_size(out->block_size))
+		return "wrong chunk size";
 	for (int i = 0; i < HDR_NSTRINGS; i++) {
 		size_t n = 0;
 
-		if (off + 2 > HDR_OFF_CHECKSUM)
+		if (off + 2 > HDR_OFF_CHUNKS)
 			return "strings overrun the header";
 		n = get_le16(h + off);
-		if (off + 2 + n > HDR_OFF_CHECKSUM)
+		if (off + 2 + n > HDR_OFF_CHUNKS)
 			return "strings overrun the header";
 		out->str[i] = (struct span){ .p = (const char *)h + off + 2, .n = n };
 		if (memchr(out->str[i].p, '\0', n))
@@ -369,6 +525,15 @@ static const char *header_parse(const uint8_t *h, struct header_info *out)
 	if (out->str[4].n == 0 || out->str[4].n > BLOCKSTORE_OBJECT_MAX)
 		return "bad object key length";
 	return NULL;
+}
+
+/* The chunk table of a parsed header into out. */
+static void sums_from_header(const struct header_info *info, struct blockstore_sums *out)
+{
+	out->data_len = info->data_len;
+	out->chunk_size = info->chunk_size;
+	for (uint64_t i = 0; i < chunk_count(info->data_len, info->chunk_size); i++)
+		out->crc[i] = get_le32(info->crcs + 4 * i);
 }
 
 /* --- small I/O helpers --- */
@@ -684,7 +849,6 @@ static void rebuild_file(struct rebuild_worker *w, int dfd, const char *hh, cons
 	e->state = ENTRY_LIVE;
 	e->data_len = info.data_len;
 	e->disk = disk_size(info.data_len);
-	e->data_xxh = info.data_xxh;
 	e->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
 	if (worker_keep(w, e) < 0)
 		goto oom;
@@ -1113,6 +1277,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	bs->st.capacity = cfg->capacity;
 	atomic_init(&bs->tmp_seq, 0);
 	pthread_mutex_init(&bs->mu, NULL);
+	log_limiter_init(&bs->corrupt_log, CORRUPT_LOG_MS, NULL, NULL);
 	bs->dir = strdup(cfg->dir);
 	block_size = cfg->block_size ? cfg->block_size : DEFAULT_BLOCK_SIZE;
 	bs->block_file = disk_size(block_size);
@@ -1191,6 +1356,7 @@ void blockstore_free(struct blockstore *bs)
 		close(bs->tmp_fd);
 	if (bs->lock_fd >= 0)
 		close(bs->lock_fd); /* releases the directory */
+	log_limiter_release(&bs->corrupt_log);
 	pthread_mutex_destroy(&bs->mu);
 	free(bs->dir);
 	free(bs);
@@ -1391,78 +1557,40 @@ void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref)
 		free(e);
 }
 
-/* Checksum of the data behind ref; -1 with errno on a read error, -2 if the
- * file is shorter than the header says. */
-static int hash_data(const struct entry *e, uint64_t *out)
+/*
+ * The header of ref's file, read now and checked: its checksum, and that
+ * it still describes the entry. NULL, or why not.
+ */
+static const char *ref_header(const struct entry *e, uint8_t *h, struct blockstore_sums *out,
+			      int *read_errno)
 {
-	size_t chunk = e->data_len < VERIFY_CHUNK ? (size_t)e->data_len : VERIFY_CHUNK;
-	XXH3_state_t *st = NULL;
-	uint8_t *buf = NULL;
-	uint64_t off = 0;
-	int rc = -1;
+	struct header_info info;
+	const char *why = NULL;
+	ssize_t n = fileio_pread_all(e->fd, h, BLOCKSTORE_HEADER_SIZE, 0);
 
-	st = XXH3_createState();
-	buf = malloc(chunk ? chunk : 1);
-	if (!st || !buf) {
-		errno = ENOMEM;
-		goto out;
+	*read_errno = 0;
+	if (n < 0) {
+		*read_errno = errno;
+		return strerror(errno);
 	}
-	XXH3_64bits_reset(st);
-	while (off < e->data_len) {
-		size_t want = e->data_len - off < chunk ? (size_t)(e->data_len - off) : chunk;
-		ssize_t n = fileio_pread_all(e->fd, buf, want, BLOCKSTORE_HEADER_SIZE + off);
-
-		if (n < 0)
-			goto out;
-		if ((size_t)n < want) {
-			rc = -2;
-			goto out;
-		}
-		XXH3_64bits_update(st, buf, want);
-		off += want;
-	}
-	*out = XXH3_64bits_digest(st);
-	rc = 0;
-out:
-	free(buf);
-	XXH3_freeState(st);
-	return rc;
+	if (n != BLOCKSTORE_HEADER_SIZE)
+		return "short header";
+	why = header_parse(h, &info);
+	if (!why && info.data_len != e->data_len)
+		why = "data length changed";
+	if (!why)
+		sums_from_header(&info, out);
+	return why;
 }
 
-enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_ref *ref,
-				      struct error *err)
+/* Drops a block that failed a check: counted, logged (rate limited), its
+ * file unlinked; the caller's ref keeps the entry until put. */
+static void drop_corrupt(struct blockstore *bs, struct entry *e, const char *why)
 {
-	struct entry *e = ref->e;
 	char hex[BLOCKSTORE_HASH_HEX];
-	uint64_t sum = 0;
-	bool verified = false;
-	bool live = false;
-	int rc = 0;
+	bool live;
 
 	pthread_mutex_lock(&bs->mu);
-	verified = e->verified;
-	live = e->state == ENTRY_LIVE;
-	pthread_mutex_unlock(&bs->mu);
-	blockstore_hash_hex(e->hash, hex);
-	if (verified)
-		return ERR_OK;
-	if (!live)
-		return error_set(err, ERR_IO, "verify block '%s' in '%s': removed as corrupt", hex,
-				 bs->dir);
-	rc = hash_data(e, &sum);
-	if (rc == -1) {
-		int saved = errno;
-
-		/* A failed read says nothing about the bytes: keep the block. */
-		return error_set(err, saved == ENOMEM ? ERR_NOMEM : ERR_IO,
-				 "verify block '%s' in '%s': %s", hex, bs->dir, strerror(saved));
-	}
-	pthread_mutex_lock(&bs->mu);
-	if (rc == 0 && sum == e->data_xxh) {
-		e->verified = true;
-		pthread_mutex_unlock(&bs->mu);
-		return ERR_OK;
-	}
 	live = e->state == ENTRY_LIVE;
 	if (live) {
 		entry_kill_locked(bs, e);
@@ -1470,13 +1598,70 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
 		bs->st.corrupt++;
 	}
 	pthread_mutex_unlock(&bs->mu);
-	if (live) {
-		log_warn("cached block failed its checksum, removed", LOG_S("dir", bs->dir),
-			 LOG_S("block", hex));
-		remove_dying(bs, e); /* the caller's ref keeps e until put */
-	}
-	return error_set(err, ERR_IO, "verify block '%s' in '%s': %s, removed", hex, bs->dir,
-			 rc == -2 ? "file is truncated" : "data checksum mismatch");
+	if (!live)
+		return;
+	blockstore_hash_hex(e->hash, hex);
+	log_limited_warn(&bs->corrupt_log, "cached block failed its checksum, removed",
+			 LOG_S("dir", bs->dir), LOG_S("block", hex), LOG_S("cause", why));
+	remove_dying(bs, e);
+}
+
+enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
+				    struct blockstore_sums *out, struct error *err)
+{
+	uint8_t *h = malloc(BLOCKSTORE_HEADER_SIZE);
+	char hex[BLOCKSTORE_HASH_HEX];
+	const char *why;
+	int read_errno = 0;
+
+	if (!h)
+		return error_set(err, ERR_NOMEM, "read block header: out of memory");
+	blockstore_hash_hex(ref->e->hash, hex);
+	why = ref_header(ref->e, h, out, &read_errno);
+	free(h);
+	if (!why)
+		return ERR_OK;
+	if (read_errno)
+		return error_set(err, error_from_errno(read_errno), "block '%s' in '%s': %s", hex,
+				 bs->dir, why);
+	drop_corrupt(bs, ref->e, why);
+	return error_set(err, ERR_IO, "block '%s' in '%s': header %s, removed", hex, bs->dir, why);
+}
+
+enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_ref *ref,
+				      struct error *err)
+{
+	struct entry *e = ref->e;
+	struct blockstore_sums sums;
+	char hex[BLOCKSTORE_HASH_HEX], why[ERROR_MSG_MAX];
+	enum error_code rc;
+	bool live, corrupt = false;
+	char *buf = NULL;
+
+	pthread_mutex_lock(&bs->mu);
+	live = e->state == ENTRY_LIVE;
+	pthread_mutex_unlock(&bs->mu);
+	blockstore_hash_hex(e->hash, hex);
+	if (!live)
+		return error_set(err, ERR_IO, "verify block '%s' in '%s': removed as corrupt", hex,
+				 bs->dir);
+	rc = blockstore_ref_sums(bs, ref, &sums, err);
+	if (rc != ERR_OK)
+		return rc;
+	buf = malloc(e->data_len ? (size_t)e->data_len : 1);
+	if (!buf)
+		return error_set(err, ERR_NOMEM, "verify block '%s' in '%s': out of memory", hex,
+				 bs->dir);
+	rc = blockstore_read_checked(e->fd, &sums, 0, (size_t)e->data_len, buf, &corrupt, err);
+	free(buf);
+	if (rc == ERR_OK)
+		return ERR_OK;
+	/* A failed read says nothing about the bytes: keep the block. */
+	if (!corrupt)
+		return error_wrap(err, "verify block '%s' in '%s'", hex, bs->dir);
+	snprintf(why, sizeof(why), "%s", err->msg);
+	drop_corrupt(bs, e, why);
+	return error_set(err, ERR_IO, "verify block '%s' in '%s': %s, removed", hex, bs->dir, why);
 }
 
 /* --- writers --- */
@@ -1509,7 +1694,7 @@ static enum error_code check_key(const struct block_key *key, const char *datase
 				 (unsigned long long)max_len, key->block_size);
 	strings = 2 * HDR_NSTRINGS + strlen(dataset) + strlen(key->endpoint) +
 		  strlen(key->bucket) + strlen(key->etag) + strlen(key->object);
-	if (HDR_OFF_STRINGS + strings > HDR_OFF_CHECKSUM)
+	if (HDR_OFF_STRINGS + strings > HDR_OFF_CHUNKS)
 		return error_set(err, ERR_INVALID,
 				 "cache block of '%.64s': endpoint, bucket, etag and key are too long for a block header",
 				 key->object);
@@ -1526,6 +1711,7 @@ static void header_prepare(uint8_t *h, const struct block_key *key, const char *
 	memcpy(h + HDR_OFF_MAGIC, hdr_magic, sizeof(hdr_magic));
 	put_le32(h + HDR_OFF_HEADER_SIZE, BLOCKSTORE_HEADER_SIZE);
 	put_le32(h + HDR_OFF_BLOCK_SIZE, key->block_size);
+	put_le32(h + HDR_OFF_CHUNK_SIZE, blockstore_chunk_size(key->block_size));
 	put_le64(h + HDR_OFF_INDEX, key->index);
 	for (int i = 0; i < HDR_NSTRINGS; i++) {
 		size_t n = strlen(strs[i]);
@@ -1615,10 +1801,8 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 	w->bs = bs;
 	w->e = e;
 	w->max_len = max_len;
-	w->xxh = XXH3_createState();
-	if (!w->xxh)
-		goto oom;
-	XXH3_64bits_reset(w->xxh);
+	w->chunk_size = blockstore_chunk_size(key->block_size);
+	w->crc = CRC32C_INIT;
 	e->state = ENTRY_WRITING;
 	blockstore_key_hash(key, e->hash);
 	blockstore_hash_hex(e->hash, hex);
@@ -1694,11 +1878,28 @@ fail:
 	}
 	if (free_it)
 		free(e);
-	if (w) {
-		XXH3_freeState(w->xxh);
-		free(w);
-	}
+	free(w);
 	return rc;
+}
+
+/* Advances the writer's chunk checksums over data appended at w->written. */
+static void writer_crc(struct blockstore_writer *w, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		uint64_t in_chunk = w->written % w->chunk_size;
+		size_t n = len < w->chunk_size - in_chunk ? len : (size_t)(w->chunk_size - in_chunk);
+
+		w->crc = crc32c_update(w->crc, p, n);
+		w->written += n;
+		p += n;
+		len -= n;
+		if (w->written % w->chunk_size == 0) {
+			w->crcs[w->written / w->chunk_size - 1] = w->crc ^ CRC32C_INIT;
+			w->crc = CRC32C_INIT;
+		}
+	}
 }
 
 enum error_code blockstore_write_append(struct blockstore_writer *w, const void *data, size_t len,
@@ -1723,8 +1924,7 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 		return error_set(err, ERR_IO, "cache block '%s': write '%s/tmp/%s': %s", hex,
 				 w->bs->dir, w->tmp_name, strerror(saved));
 	}
-	XXH3_64bits_update(w->xxh, data, len);
-	w->written += len;
+	writer_crc(w, data, len);
 	return ERR_OK;
 }
 
@@ -1732,7 +1932,6 @@ static void writer_free(struct blockstore_writer *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
-	XXH3_freeState(w->xxh);
 	free(w);
 }
 
@@ -1763,7 +1962,6 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	struct timespec now;
 	char rel[REL_PATH_LEN];
 	char hex[BLOCKSTORE_HASH_HEX];
-	uint64_t sum = XXH3_64bits_digest(w->xxh);
 	const char *what = NULL;
 	int rfd = -1;
 	int fd = -1;
@@ -1779,7 +1977,10 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	put_le64(w->header + HDR_OFF_DATA_LEN, w->written);
-	put_le64(w->header + HDR_OFF_DATA_XXH, sum);
+	if (w->written % w->chunk_size != 0)
+		w->crcs[w->written / w->chunk_size] = w->crc ^ CRC32C_INIT;
+	for (uint64_t i = 0; i < chunk_count(w->written, w->chunk_size); i++)
+		put_le32(w->header + HDR_OFF_CHUNKS + 4 * i, w->crcs[i]);
 	put_le64(w->header + HDR_OFF_CREATED, (uint64_t)now.tv_sec);
 	header_seal(w->header);
 	/* The header goes last: a file cut short before this has none and
@@ -1819,8 +2020,6 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	e->state = ENTRY_LIVE;
 	e->data_len = w->written;
 	e->disk = disk_size(w->written);
-	e->data_xxh = sum;
-	e->verified = true; /* hashed from the bytes we wrote */
 	bs->reserved -= w->reserved;
 	bs->used += e->disk;
 	bs->st.blocks++;
@@ -1910,8 +2109,7 @@ static bool span_is(struct span sp, const char *s)
 }
 
 enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
-				     uint64_t *data_len, uint64_t *data_xxh,
-				     struct error *err)
+				     struct blockstore_sums *sums, struct error *err)
 {
 	uint8_t hash[BLOCKSTORE_HASH_LEN], *h = NULL;
 	struct header_info info;
@@ -1947,47 +2145,13 @@ enum error_code blockstore_file_open(const char *dir, const struct block_key *ke
 	if (!why && (fstat(f, &st) != 0 ||
 		     (uint64_t)st.st_size != BLOCKSTORE_HEADER_SIZE + info.data_len))
 		why = "wrong file size";
+	if (!why)
+		sums_from_header(&info, sums);
 	free(h);
 	if (why) {
 		close(f);
 		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
 	}
 	*fd = f;
-	*data_len = info.data_len;
-	*data_xxh = info.data_xxh;
 	return ERR_OK;
-}
-
-enum error_code blockstore_file_data_xxh(int fd, uint64_t data_len, uint64_t *out,
-					 struct error *err)
-{
-	XXH3_state_t *state = XXH3_createState();
-	const size_t chunk = 1u << 20;
-	char *buf = malloc(chunk);
-	enum error_code rc = ERR_OK;
-	uint64_t done = 0;
-
-	if (!state || !buf) {
-		rc = error_set(err, ERR_NOMEM, "hash cached block: out of memory");
-		goto out;
-	}
-	XXH3_64bits_reset(state);
-	while (done < data_len) {
-		size_t want = data_len - done < chunk ? (size_t)(data_len - done) : chunk;
-		ssize_t n = fileio_pread_all(fd, buf, want, BLOCKSTORE_HEADER_SIZE + done);
-
-		if (n != (ssize_t)want) {
-			rc = error_set(err, ERR_IO, "hash cached block: %s",
-				       n < 0 ? strerror(errno) : "file shorter than its header says");
-			goto out;
-		}
-		XXH3_64bits_update(state, buf, want);
-		done += want;
-	}
-	*out = XXH3_64bits_digest(state);
-out:
-	free(buf);
-	if (state)
-		XXH3_freeState(state);
-	return rc;
 }

@@ -11,12 +11,17 @@
  *   DIR/blocks/HH/HASH      one file per block; HH = first two hex digits
  *   DIR/tmp/                blocks being written (removed at start)
  *   DIR/.lock               flock'd by the one process that owns DIR
- * A block file is a 4096-byte header (magic, data length, XXH3-64 of the
- * data, the key it holds, the dataset that fetched it, a checksum of the
- * header itself) followed by the data, so data offsets stay page-aligned.
- * Files are written in DIR/tmp and renamed into place: a reader never sees
- * a partial block. No fsync: a block torn by a crash fails its checksum and
- * is fetched again.
+ * A block file is a 4096-byte header (magic, data length, a CRC32C of
+ * each chunk of the data, the key it holds, the dataset that fetched it, a
+ * checksum of the header itself) followed by the data, so data offsets stay
+ * page-aligned. Files are written in DIR/tmp and renamed into place: a
+ * reader never sees a partial block. No fsync: a block torn by a crash
+ * fails its checksum and is fetched again.
+ *
+ * Every reader checks what it reads, every time: the chunks that hold the
+ * bytes asked for are read whole and compared with their CRC32C
+ * (blockstore_read_checked), so a byte flipped on disk after the block was
+ * written is never served.
  *
  * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
  * never exceeded: room is reserved before a block is written. Eviction
@@ -50,6 +55,10 @@
  * the endpoint, bucket and ETag. */
 #define BLOCKSTORE_DATASET_MAX 255
 #define BLOCKSTORE_OBJECT_MAX 1024
+/* Data checksums: a block's data is cut into at most this many chunks of
+ * blockstore_chunk_size() bytes (the last one short), each with its CRC32C. */
+#define BLOCKSTORE_CHUNKS_MAX 256
+#define BLOCKSTORE_CHUNK_MIN (64u << 10)
 
 enum blockstore_policy {
 	BLOCKSTORE_LRU = 0,
@@ -86,6 +95,37 @@ struct blockstore_stats {
 struct blockstore;
 struct blockstore_ref;
 struct blockstore_writer;
+
+/* What checks a block's data: its length and the CRC32C of each chunk. */
+struct blockstore_sums {
+	uint64_t data_len;
+	uint32_t chunk_size;
+	uint32_t crc[BLOCKSTORE_CHUNKS_MAX];
+};
+
+/* The chunk size of blocks of block_size: block_size / BLOCKSTORE_CHUNKS_MAX,
+ * at least BLOCKSTORE_CHUNK_MIN (so 64 KiB up to 16 MiB blocks). */
+uint32_t blockstore_chunk_size(uint32_t block_size);
+/* CRC32C (Castagnoli, as iSCSI and ext4 use it) of len bytes. */
+uint32_t blockstore_crc32c(const void *data, size_t len);
+/* The sums of len bytes of data held in memory (a block of block_size). */
+void blockstore_sums_of(const void *data, uint64_t len, uint32_t block_size,
+			struct blockstore_sums *out);
+/* Whether data holds the block's bytes [off, off + len): off must start a
+ * chunk and the range end at a chunk's end or the data's; false otherwise. */
+bool blockstore_sums_check(const struct blockstore_sums *s, uint64_t off, const void *data,
+			   size_t len);
+
+/*
+ * Reads len data bytes at off of a block file open as fd (data at
+ * BLOCKSTORE_HEADER_SIZE) into dst, checking every chunk that holds them
+ * against s (chunks the range cuts through are read whole into a bounce
+ * buffer). On a mismatch or a file shorter than s says: ERR_IO with
+ * *corrupt set, naming the chunk; dst then holds garbage. A failed read is
+ * its errno's code with *corrupt false. ERR_RANGE past the data.
+ */
+enum error_code blockstore_read_checked(int fd, const struct blockstore_sums *s, uint64_t off,
+					size_t len, void *dst, bool *corrupt, struct error *err);
 
 /* Hash of a key; the same on every node and in every process. */
 void blockstore_key_hash(const struct block_key *key,
@@ -155,10 +195,20 @@ uint64_t blockstore_ref_offset(const struct blockstore_ref *ref);
 uint64_t blockstore_ref_length(const struct blockstore_ref *ref);
 
 /*
- * Reads the data and checks it against the header's XXH3-64. On a
- * mismatch the block is removed from the store (stats.corrupt) and
- * ERR_IO is returned; the ref stays valid for blockstore_ref_put only.
- * The result is remembered: a block is checked once per process.
+ * Reads the header of ref's file now and returns its sums (to check the
+ * data with blockstore_read_checked, or to send them with the data). A
+ * header that fails its checks drops the block as
+ * blockstore_ref_verify does: ERR_IO.
+ */
+enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
+				    struct blockstore_sums *out, struct error *err);
+
+/*
+ * Reads the whole block now and checks it against its header. On a
+ * mismatch (or a bad header, or a short file) the block is removed from
+ * the store (stats.corrupt, one warning per 10 s) and ERR_IO is returned;
+ * the ref stays valid for blockstore_ref_put only. A read error keeps
+ * the block. Nothing is remembered: every call reads.
  */
 enum error_code blockstore_ref_verify(struct blockstore *bs,
 				      struct blockstore_ref *ref,
@@ -235,17 +285,12 @@ enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_
  * For short-circuit readers in other processes (granary-fuse on the node,
  * docs/cache-layout.md): opens the block file of key under dir read-only
  * and checks its header and size against key. ERR_NOT_FOUND when there is
- * no such block or the file does not check out (a miss: the reader asks
- * the worker; it never removes or writes the file). On ERR_OK *fd is open
- * (close it after the read), the data starts at BLOCKSTORE_HEADER_SIZE and
- * has *data_len bytes whose XXH3-64 is *data_xxh.
+ * no such block or the file's header does not check out (a miss: the
+ * reader asks the worker; it never removes or writes the file). On ERR_OK
+ * *fd is open (close it after the read) and *sums holds the header's data
+ * length and chunk checksums: read the data with blockstore_read_checked.
  */
 enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
-				     uint64_t *data_len, uint64_t *data_xxh,
-				     struct error *err);
-
-/* XXH3-64 of the data of an open block file (see blockstore_file_open). */
-enum error_code blockstore_file_data_xxh(int fd, uint64_t data_len, uint64_t *out,
-					 struct error *err);
+				     struct blockstore_sums *sums, struct error *err);
 
 #endif

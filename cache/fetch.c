@@ -735,12 +735,6 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		return ERR_OK;
 	}
 	fl->cached = true;
-	rc = blockstore_ref_verify(f->bs, ref, err);
-	if (rc != ERR_OK) {
-		blockstore_ref_put(f->bs, ref);
-		fetch_failed(f, r, err);
-		return rc;
-	}
 	out->ref = ref;
 	return ERR_OK;
 }
@@ -753,7 +747,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 static enum error_code get_block(struct fetcher *f, struct block_req *r, bool cache_only,
 				 struct fetch_result *out, bool *fetched, struct error *err)
 {
-	bool corrupt_seen = false, waited = false;
+	bool waited = false;
 	enum error_code rc;
 
 	memset(out, 0, sizeof(*out));
@@ -771,25 +765,13 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 		if (grc == ERR_IO && cache_only)
 			return error_set(err, ERR_IO, "dataset '%s' object '%s' block %llu: cannot open the cached copy",
 					 r->ds->name, r->key, (unsigned long long)r->index);
+		/* Served as it is: whoever reads the bytes checks them against
+		 * the block's chunk checksums (fetch.h), and a corrupt block
+		 * comes back through fetch_recheck. */
 		if (grc == ERR_OK) {
-			rc = blockstore_ref_verify(f->bs, ref, err);
-			if (rc == ERR_OK) {
-				out->ref = ref;
-				out->hit = !waited && !corrupt_seen;
-				return ERR_OK;
-			}
-			blockstore_ref_put(f->bs, ref);
-			if (rc != ERR_IO || corrupt_seen)
-				return error_wrap(err, "dataset '%s' object '%s' block %llu",
-						  r->ds->name, r->key, (unsigned long long)r->index);
-			/* The blockstore dropped it; fetch it again, once. */
-			corrupt_seen = true;
-			atomic_fetch_add(&f->corrupt_refetched, 1);
-			log_warn("corrupt cache block, fetching it again", LOG_S("dataset", r->ds->name),
-				 LOG_S("object", r->key), LOG_U("block", r->index),
-				 LOG_S("cause", err->msg));
-			error_clear(err);
-			continue;
+			out->ref = ref;
+			out->hit = !waited;
+			return ERR_OK;
 		}
 
 		pthread_mutex_lock(&f->mu);
@@ -1033,6 +1015,33 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 	/* A short block is the last one: nothing to read ahead. */
 	if (readahead > 0 && fetch_result_length(out) == ds->desc.block_size)
 		readahead_queue(f, &r, readahead);
+	return ERR_OK;
+}
+
+enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			     const char *etag, uint64_t index, bool *dropped, struct error *err)
+{
+	struct blockstore_ref *ref = NULL;
+	struct block_req r;
+	enum error_code rc;
+
+	*dropped = false;
+	rc = block_req_init(&r, ds, key, etag, index, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (blockstore_lookup(f->bs, r.hash, false, &ref) != ERR_OK)
+		return ERR_OK; /* not cached (any more): the next read fetches it */
+	rc = blockstore_ref_verify(f->bs, ref, err);
+	blockstore_ref_put(f->bs, ref);
+	if (rc == ERR_IO) {
+		*dropped = true;
+		atomic_fetch_add(&f->corrupt_refetched, 1);
+		error_clear(err);
+		return ERR_OK;
+	}
+	if (rc != ERR_OK)
+		return error_wrap(err, "dataset '%s' object '%s' block %llu", ds->name, key,
+				  (unsigned long long)index);
 	return ERR_OK;
 }
 

@@ -17,8 +17,12 @@
  *     the one fetch in progress and then share its result;
  *   - bounded: at most max_inflight store fetches run at once, the rest
  *     wait for a slot;
- *   - verified: a cached block is checked against its checksum before its
- *     first serve; a corrupt one is fetched again, once;
+ *   - checked by its reader: a cached block is handed out as it is; whoever
+ *     reads its bytes checks them against the chunk checksums of its
+ *     header (blockstore_read_checked, or a peer against the checksums
+ *     the worker sends along) every time, and a reader that finds it
+ *     corrupt calls fetch_recheck, which drops it so that the next
+ *     request fetches it again;
  *   - read-ahead: the next N blocks of the object are queued to a
  *     background pool that fetches the absent ones, only if the cache
  *     admits them (a read-ahead never fills memory);
@@ -116,7 +120,7 @@ struct fetch_stats {
 	uint64_t store_bytes;   /* block bytes received from the stores */
 	uint64_t store_requests; /* requests sent to the stores (retries included), ever */
 	uint64_t not_admitted;  /* fetches served from memory: the cache refused the block */
-	uint64_t corrupt_refetched; /* cached blocks that failed verification and were fetched again */
+	uint64_t corrupt_refetched; /* cached blocks that fetch_recheck found corrupt and dropped */
 	uint64_t readahead_queued, readahead_fetched, readahead_dropped;
 	uint64_t inflight;      /* store fetches running now */
 	uint64_t datasets;      /* registered now */
@@ -195,12 +199,24 @@ struct store *fetch_dataset_store(const struct fetch_dataset *ds);
  * Errors: ERR_INVALID (key or etag), ERR_RANGE (block starts past the end),
  * ERR_NOT_FOUND (no such object, or it changed: If-Match failed), the
  * store's ERR_UNAVAILABLE / ERR_TIMEOUT / ERR_PERMISSION, ERR_IO (a local
- * write failed, or the block was corrupt twice), ERR_CANCELLED (stopping).
+ * write failed), ERR_CANCELLED (stopping).
  * err names the dataset, the key and the block.
  */
 enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 			    const char *etag, uint64_t index, unsigned readahead,
 			    struct fetch_result *out, struct error *err);
+
+/*
+ * A reader found the cached copy of a block corrupt: reads it whole now
+ * and checks it against its header (blockstore_ref_verify). A corrupt
+ * copy is dropped (*dropped; counted in the blockstore's stats.corrupt and
+ * corrupt_refetched, one warning per 10 s) so that the next fetch_block
+ * fetches it again; a copy that checks out stays (the bytes went bad
+ * after they left the file). ERR_OK too when the block is not cached.
+ * Errors: those of block_req (ERR_INVALID), a read error of the file.
+ */
+enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			     const char *etag, uint64_t index, bool *dropped, struct error *err);
 
 /*
  * Makes sure a block is cached (preload): ERR_OK if it was or now is,

@@ -5,6 +5,7 @@
 #include "cache/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -279,6 +280,69 @@ enum error_code worker_http_parse_block_query(const char *query,
 					 (unsigned long long)v, WORKER_HTTP_READAHEAD_MAX);
 		out->readahead = (unsigned)v;
 	}
+	rc = worker_http_query_get(query, "verify", ra, sizeof(ra), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (found) {
+		if (strcmp(ra, "0") != 0 && strcmp(ra, "1") != 0)
+			return error_set(err, ERR_INVALID, "verify '%s' is not 0 or 1", ra);
+		out->verify = ra[0] == '1';
+	}
+	return ERR_OK;
+}
+
+/* --- block checksums ------------------------------------------------------ */
+
+void worker_http_crc_format(const struct blockstore_sums *s, uint64_t off, uint64_t len,
+			    char *out)
+{
+	uint64_t first = off / s->chunk_size, last = (off + len - 1) / s->chunk_size;
+	int n = snprintf(out, WORKER_HTTP_CRC_MAX, "%u:", s->chunk_size);
+
+	for (uint64_t i = first; i <= last; i++)
+		n += snprintf(out + n, WORKER_HTTP_CRC_MAX - (size_t)n, "%s%08x",
+			      i == first ? "" : ",", s->crc[i]);
+}
+
+enum error_code worker_http_crc_parse(const char *value, uint32_t chunk_size, uint64_t off,
+				      uint64_t len, uint64_t data_len,
+				      struct blockstore_sums *out, struct error *err)
+{
+	uint64_t first, last, cs = 0;
+	const char *p = value;
+	char *end = NULL;
+
+	if (!value)
+		return error_set(err, ERR_INVALID, "no checksum header " WORKER_HTTP_CRC_HEADER);
+	if (len == 0 || off + len > data_len || chunk_size == 0 ||
+	    data_len > (uint64_t)chunk_size * BLOCKSTORE_CHUNKS_MAX)
+		return error_set(err, ERR_INVALID, "checksum header '%.64s': bad range for it",
+				 value);
+	errno = 0;
+	cs = strtoull(p, &end, 10);
+	if (end == p || *end != ':' || errno != 0 || cs != chunk_size)
+		return error_set(err, ERR_INVALID,
+				 "checksum header '%.64s': expected chunk size %u first", value,
+				 chunk_size);
+	p = end + 1;
+	first = off / chunk_size;
+	last = (off + len - 1) / chunk_size;
+	for (uint64_t i = first; i <= last; i++) {
+		uint32_t v = 0;
+		int k;
+
+		for (k = 0; k < 8 && isxdigit((unsigned char)p[k]); k++)
+			v = v << 4 | (uint32_t)(isdigit((unsigned char)p[k]) ? p[k] - '0'
+							: (tolower((unsigned char)p[k]) - 'a' + 10));
+		if (k != 8 || (p[8] != (i == last ? '\0' : ',')))
+			return error_set(err, ERR_INVALID,
+					 "checksum header '%.64s': expected %llu checksums of 8 hex digits",
+					 value, (unsigned long long)(last - first + 1));
+		out->crc[i] = v;
+		p += 9;
+	}
+	out->data_len = data_len;
+	out->chunk_size = chunk_size;
 	return ERR_OK;
 }
 
@@ -1076,6 +1140,45 @@ static json_t *dataset_json(const struct fetch_dataset_desc *d)
 			 d->policy == BLOCKSTORE_LRU ? "lru" : "scan-resistant", "pin", d->pin);
 }
 
+/*
+ * The block of a request and the checksums to send with it. A client that
+ * found the bytes corrupt (verify=1) has the cached copy checked first,
+ * which drops it when it is bad, so that it is fetched again. The sums of
+ * a cached block come from its header, read now; a header that fails its
+ * checks drops the block, which is then fetched again, once.
+ */
+static enum error_code block_with_sums(struct fetcher *f, struct fetch_dataset *ds,
+				       const struct worker_http_block_query *q, uint64_t index,
+				       struct fetch_result *res, struct blockstore_sums *sums,
+				       struct error *err)
+{
+	enum error_code rc;
+	bool dropped = false;
+
+	if (q->verify) {
+		rc = fetch_recheck(f, ds, q->key, q->etag, index, &dropped, err);
+		if (rc != ERR_OK)
+			return rc;
+	}
+	for (int round = 0;; round++) {
+		rc = fetch_block(f, ds, q->key, q->etag, index, q->readahead, res, err);
+		if (rc != ERR_OK)
+			return rc;
+		if (!res->ref) {
+			blockstore_sums_of(fetch_result_data(res), fetch_result_length(res),
+					   fetch_dataset_describe(ds)->block_size, sums);
+			return ERR_OK;
+		}
+		rc = blockstore_ref_sums(fetch_blockstore(f), res->ref, sums, err);
+		if (rc == ERR_OK)
+			return ERR_OK;
+		fetch_result_release(f, res);
+		if (rc != ERR_IO || round > 0)
+			return rc;
+		error_clear(err);
+	}
+}
+
 static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 {
 	struct worker_http *h = rq->h;
@@ -1083,9 +1186,10 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	struct worker_http_range range;
 	struct fetch_dataset *ds = NULL;
 	struct MHD_Response *resp = NULL;
+	struct blockstore_sums sums;
 	const char *range_hdr;
 	uint64_t length, off = 0, len = 0;
-	char crange[96];
+	char crange[96], crcs[WORKER_HTTP_CRC_MAX];
 	struct error err;
 	enum error_code rc;
 
@@ -1099,8 +1203,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
-	rc = fetch_block(h->cfg.fetcher, ds, q.key, q.etag, rq->route.number, q.readahead,
-			 &rq->res, &err);
+	rc = block_with_sums(h->cfg.fetcher, ds, &q, rq->route.number, &rq->res, &sums, &err);
 	fetch_dataset_put(h->cfg.fetcher, ds);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
@@ -1152,6 +1255,10 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
 	MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
+	if (len > 0) {
+		worker_http_crc_format(&sums, off, len, crcs);
+		MHD_add_response_header(resp, WORKER_HTTP_CRC_HEADER, crcs);
+	}
 	if (range.present) {
 		snprintf(crange, sizeof(crange), "bytes %llu-%llu/%llu", (unsigned long long)off,
 			 (unsigned long long)(off + len - 1), (unsigned long long)length);

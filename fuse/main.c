@@ -235,10 +235,8 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.token = m->token,
 		.connect_timeout_ms = s->worker_timeout_ms,
 		.timeout_ms = s->worker_request_timeout_ms,
+		.verify = s->verify,
 	};
-	rc = source_cluster_init(&m->cluster, err);
-	if (rc != ERR_OK)
-		goto out;
 	rcfg->block_size = (uint32_t)block_size;
 	rcfg->sources[rcfg->nsources++] = source_local(&m->cluster);
 	rcfg->sources[rcfg->nsources++] = source_peer(&m->cluster);
@@ -264,11 +262,13 @@ static int format_stats(char *buf, size_t size, void *arg)
 		fetch_get_stats(m->fetcher, &f);
 	return snprintf(buf, size,
 			"reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
-			"store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu",
+			"store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu "
+			"corrupt_blocks=%llu",
 			(unsigned long long)r.reads, (unsigned long long)r.bytes,
 			(unsigned long long)f.hits, (unsigned long long)f.misses,
 			(unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
-			(unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects);
+			(unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects,
+			(unsigned long long)r.corrupt);
 }
 
 /*
@@ -309,6 +309,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		return rc;
 	m->cache.fetcher = m->fetcher;
 	m->cache.prefix_len = strlen(snapshot_prefix(m->snap));
+	m->cache.verify = s->verify;
 	return ERR_OK;
 }
 
@@ -360,7 +361,6 @@ static void teardown(struct mount *m)
 	}
 	mountfs_free(m->fs);
 	reader_free(m->reader);
-	source_cluster_release(&m->cluster);
 	placement_free(m->placement);
 	token_free(m->token);
 	meta_client_free(m->meta);

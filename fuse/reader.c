@@ -20,9 +20,10 @@
 
 struct reader {
 	struct reader_config cfg;
-	_Atomic uint64_t reads, bytes, fallbacks, changed_objects;
+	_Atomic uint64_t reads, bytes, fallbacks, changed_objects, corrupt;
 	_Atomic uint64_t by_source[READER_MAX_SOURCES];
 	struct log_limiter fallback_log[READER_MAX_SOURCES];
+	struct log_limiter corrupt_log;
 };
 
 enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
@@ -42,6 +43,7 @@ enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
 	r->cfg = *cfg;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		log_limiter_init(&r->fallback_log[i], READER_FALLBACK_LOG_MS, NULL, NULL);
+	log_limiter_init(&r->corrupt_log, READER_FALLBACK_LOG_MS, NULL, NULL);
 	*out = r;
 	return ERR_OK;
 }
@@ -52,11 +54,12 @@ void reader_free(struct reader *r)
 		return;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		log_limiter_release(&r->fallback_log[i]);
+	log_limiter_release(&r->corrupt_log);
 	free(r);
 }
 
 /* One block's piece: the sources in order until one answers. */
-static enum error_code read_block(struct reader *r, const struct reader_block *blk,
+static enum error_code read_block(struct reader *r, struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
 				  unsigned readahead, struct error *err)
 {
@@ -64,14 +67,23 @@ static enum error_code read_block(struct reader *r, const struct reader_block *b
 
 	for (unsigned i = 0; i < r->cfg.nsources; i++) {
 		const struct reader_source *src = &r->cfg.sources[i];
+		unsigned corrupt = blk->corrupt;
 
 		*got = 0;
 		rc = src->read(src->ctx, blk, off, len, dst, got, readahead, err);
+		if (blk->corrupt != corrupt) {
+			r->corrupt += blk->corrupt - corrupt;
+			log_limited_warn(&r->corrupt_log, "cached block failed its checksum, read again",
+					 LOG_S("source", src->name), LOG_S("key", blk->obj->key),
+					 LOG_U("block", blk->index),
+					 LOG_S("cause", blk->corrupt_cause));
+		}
 		if (rc == ERR_OK) {
 			r->by_source[i]++;
 			return ERR_OK;
 		}
-		if (rc != ERR_NOT_FOUND) {
+		/* a corrupt copy was counted and logged above */
+		if (rc != ERR_NOT_FOUND && blk->corrupt == corrupt) {
 			r->fallbacks++;
 			if (i + 1 < r->cfg.nsources)
 				log_limited_warn(&r->fallback_log[i], "block source failed, trying the next",
@@ -127,7 +139,7 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 	}
 	while (len > 0) {
 		struct reader_block blk = { .obj = obj, .index = off / bs,
-					    .block_size = r->cfg.block_size };
+					    .block_size = r->cfg.block_size, .corrupt = 0 };
 		uint64_t in_block = off - blk.index * bs;
 		size_t piece, n = 0;
 
@@ -160,6 +172,7 @@ void reader_get_stats(struct reader *r, struct reader_stats *out)
 	out->bytes = r->bytes;
 	out->fallbacks = r->fallbacks;
 	out->changed_objects = r->changed_objects;
+	out->corrupt = r->corrupt;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		out->by_source[i] = r->by_source[i];
 }

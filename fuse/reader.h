@@ -14,6 +14,11 @@
  * limited, one line per source per 10 s with the count held back, so a dead
  * worker costs a few log lines, not one per block.
  *
+ * A copy of a block that fails its checksums (a local cache file, a peer's
+ * answer) is never served: it is counted (corrupt), logged at most once
+ * per 10 s with the count held back, and the block is read again from the
+ * next source, the owner worker being told to check (and drop) its copy.
+ *
  * When every source answers ERR_NOT_FOUND the object listed in the snapshot
  * has changed (or gone) in the bucket since: the read fails with ERR_IO
  * (EIO; the name still exists, its bytes do not), counted in
@@ -49,6 +54,12 @@ struct reader_block {
 	uint64_t index;
 	uint32_t block_size;
 	uint64_t length;   /* bytes in this block (short at the end) */
+	/* Copies of this block found corrupt so far in this read: a source
+	 * that finds bytes failing their checksums adds one (and serves
+	 * nothing of them); later sources see it (the peer source then asks
+	 * the owner to check its copy). */
+	unsigned corrupt;
+	char corrupt_cause[160]; /* the last one, for the log */
 };
 
 struct reader_source {
@@ -56,9 +67,11 @@ struct reader_source {
 	/*
 	 * Reads len bytes at off within the block into dst; *got = len on
 	 * success. ERR_NOT_FOUND: not held here. readahead asks the source
-	 * to warm that many following blocks, if it can.
+	 * to warm that many following blocks, if it can. Bytes from a cache
+	 * (a file, a peer) are served only once checked against the block's
+	 * checksums; a mismatch counts in blk->corrupt.
 	 */
-	enum error_code (*read)(void *ctx, const struct reader_block *blk,
+	enum error_code (*read)(void *ctx, struct reader_block *blk,
 				uint64_t off, size_t len, char *dst, size_t *got,
 				unsigned readahead, struct error *err);
 	void *ctx;
@@ -85,6 +98,7 @@ struct reader_stats {
 	uint64_t by_source[READER_MAX_SOURCES];   /* blocks answered */
 	uint64_t fallbacks;                        /* source errors passed over */
 	uint64_t changed_objects;  /* streams that met an object changed since the snapshot */
+	uint64_t corrupt;          /* cached copies of blocks that failed their checksums */
 };
 
 struct reader;

@@ -8,49 +8,95 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "cache/blockstore.h"
+#include "cache/http.h"
 #include "common/fileio.h"
 
-static enum error_code cache_read(void *arg, const struct reader_block *blk,
+/* Notes a copy of blk that failed its checksums; returns err's code. */
+static enum error_code found_corrupt(struct reader_block *blk, const char *where,
+				     struct error *err)
+{
+	blk->corrupt++;
+	snprintf(blk->corrupt_cause, sizeof(blk->corrupt_cause), "%s: %s", where, err->msg);
+	return error_set(err, ERR_IO, "block %llu of '%s' from %s: %s",
+			 (unsigned long long)blk->index, blk->obj->key, where, blk->corrupt_cause);
+}
+
+/* Len bytes at off of a held cache block into dst, checked unless told not
+ * to; *corrupt when they fail their checksums (the header's included). */
+static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_ref *ref,
+				uint64_t off, size_t len, char *dst, bool *corrupt,
+				struct error *err)
+{
+	struct blockstore_sums sums;
+	enum error_code rc;
+	ssize_t n;
+
+	*corrupt = false;
+	if (ctx->verify) {
+		rc = blockstore_ref_sums(fetch_blockstore(ctx->fetcher), ref, &sums, err);
+		if (rc == ERR_IO)
+			*corrupt = true; /* and dropped */
+		if (rc != ERR_OK)
+			return rc;
+		return blockstore_read_checked(blockstore_ref_fd(ref), &sums, off, len, dst,
+					       corrupt, err);
+	}
+	n = fileio_pread_all(blockstore_ref_fd(ref), dst, len, blockstore_ref_offset(ref) + off);
+	if (n != (ssize_t)len)
+		return error_set(err, ERR_IO, "%s", n < 0 ? strerror(errno) : "short file");
+	return ERR_OK;
+}
+
+static enum error_code cache_read(void *arg, struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
 				  unsigned readahead, struct error *err)
 {
 	struct source_cache_ctx *ctx = arg;
-	struct fetch_result res = { 0 };
-	enum error_code rc;
+	const char *key = blk->obj->key + ctx->prefix_len;
+	enum error_code rc = ERR_OK;
 
 	/* Objects listed without an ETag cannot be cached safely (nothing
 	 * tells a changed object from the cached one): the store serves them. */
 	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
 		return ERR_NOT_FOUND;
-	rc = fetch_block(ctx->fetcher, ctx->ds, blk->obj->key + ctx->prefix_len, blk->obj->etag,
-			 blk->index, readahead, &res, err);
-	if (rc != ERR_OK)
-		return rc;
-	if (off + len > fetch_result_length(&res)) {
-		rc = error_set(err, ERR_IO, "cached block %llu of '%s' has %llu bytes, %llu needed",
-			       (unsigned long long)blk->index, blk->obj->key,
-			       (unsigned long long)fetch_result_length(&res),
-			       (unsigned long long)(off + len));
-	} else if (res.ref) {
-		ssize_t n = fileio_pread_all(blockstore_ref_fd(res.ref), dst, len,
-					     blockstore_ref_offset(res.ref) + off);
+	/* A corrupt copy is dropped and fetched again, once. */
+	for (int round = 0; round < 2; round++) {
+		struct fetch_result res = { 0 };
+		bool corrupt = false, dropped = false;
 
-		if (n != (ssize_t)len)
-			rc = error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
+		rc = fetch_block(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
+				 round == 0 ? readahead : 0, &res, err);
+		if (rc != ERR_OK)
+			return rc;
+		if (off + len > fetch_result_length(&res)) {
+			rc = error_set(err, ERR_IO, "cached block %llu of '%s' has %llu bytes, %llu needed",
 				       (unsigned long long)blk->index, blk->obj->key,
-				       n < 0 ? strerror(errno) : "short file");
-		else
+				       (unsigned long long)fetch_result_length(&res),
+				       (unsigned long long)(off + len));
+		} else if (res.ref) {
+			rc = ref_read(ctx, res.ref, off, len, dst, &corrupt, err);
+		} else {
+			/* fetched into memory just now: the bytes of the store */
+			memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
+		}
+		fetch_result_release(ctx->fetcher, &res);
+		if (rc == ERR_OK) {
 			*got = len;
-	} else {
-		memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
-		*got = len;
+			return ERR_OK;
+		}
+		if (!corrupt)
+			return error_wrap(err, "read cached block %llu of '%s'",
+					  (unsigned long long)blk->index, blk->obj->key);
+		rc = found_corrupt(blk, "the cache", err);
+		if (fetch_recheck(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index, &dropped,
+				  err) != ERR_OK)
+			return rc;
 	}
-	fetch_result_release(ctx->fetcher, &res);
 	return rc;
 }
 
@@ -59,7 +105,7 @@ struct reader_source source_cache(struct source_cache_ctx *ctx)
 	return (struct reader_source){ .name = "cache", .read = cache_read, .ctx = ctx };
 }
 
-static enum error_code store_read(void *ctx, const struct reader_block *blk,
+static enum error_code store_read(void *ctx, struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
 				  unsigned readahead, struct error *err)
 {
@@ -77,65 +123,6 @@ struct reader_source source_store(struct store *st)
 
 /* --- cluster: short-circuit and peer --- */
 
-#define VERIFIED_CAP (1u << 16)
-
-enum error_code source_cluster_init(struct source_cluster_ctx *ctx, struct error *err)
-{
-	ctx->verified = calloc(VERIFIED_CAP, sizeof(*ctx->verified));
-	if (!ctx->verified)
-		return error_set(err, ERR_NOMEM, "mount: out of memory");
-	ctx->verified_cap = VERIFIED_CAP;
-	ctx->verified_n = 0;
-	pthread_mutex_init(&ctx->mu, NULL);
-	return ERR_OK;
-}
-
-void source_cluster_release(struct source_cluster_ctx *ctx)
-{
-	if (!ctx->verified)
-		return;
-	pthread_mutex_destroy(&ctx->mu);
-	free(ctx->verified);
-	ctx->verified = NULL;
-}
-
-static uint64_t verified_tag(const uint8_t hash[BLOCKSTORE_HASH_LEN])
-{
-	uint64_t t;
-
-	memcpy(&t, hash, sizeof(t));
-	return t ? t : 1;
-}
-
-/* The set only ever saves work: when it fills up it starts again empty. */
-static bool verified_test_or_add(struct source_cluster_ctx *ctx, const uint8_t *hash, bool add)
-{
-	uint64_t tag = verified_tag(hash);
-	size_t mask = ctx->verified_cap - 1, i = (size_t)tag & mask;
-	bool found = false;
-
-	pthread_mutex_lock(&ctx->mu);
-	if (add && ctx->verified_n >= ctx->verified_cap / 2) {
-		memset(ctx->verified, 0, ctx->verified_cap * sizeof(*ctx->verified));
-		ctx->verified_n = 0;
-	}
-	for (;; i = (i + 1) & mask) {
-		if (ctx->verified[i] == tag) {
-			found = true;
-			break;
-		}
-		if (ctx->verified[i] == 0) {
-			if (add) {
-				ctx->verified[i] = tag;
-				ctx->verified_n++;
-			}
-			break;
-		}
-	}
-	pthread_mutex_unlock(&ctx->mu);
-	return found;
-}
-
 static void cluster_key(const struct source_cluster_ctx *ctx, const struct reader_block *blk,
 			struct block_key *k)
 {
@@ -149,15 +136,15 @@ static void cluster_key(const struct source_cluster_ctx *ctx, const struct reade
 	};
 }
 
-static enum error_code local_read(void *arg, const struct reader_block *blk, uint64_t off,
+static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t off,
 				  size_t len, char *dst, size_t *got, unsigned readahead,
 				  struct error *err)
 {
 	struct source_cluster_ctx *ctx = arg;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
-	uint64_t data_len = 0, xxh = 0, actual = 0;
+	struct blockstore_sums sums;
 	struct block_key k;
 	enum error_code rc;
+	bool corrupt = false;
 	ssize_t n;
 	int fd = -1;
 
@@ -165,23 +152,25 @@ static enum error_code local_read(void *arg, const struct reader_block *blk, uin
 	if (!*blk->obj->etag)
 		return ERR_NOT_FOUND;
 	cluster_key(ctx, blk, &k);
-	rc = blockstore_file_open(ctx->cache_dir, &k, &fd, &data_len, &xxh, err);
+	rc = blockstore_file_open(ctx->cache_dir, &k, &fd, &sums, err);
 	if (rc != ERR_OK)
 		return rc == ERR_NOT_FOUND ? ERR_NOT_FOUND : rc;
-	if (off + len > data_len) {
+	if (off + len > sums.data_len) {
 		close(fd);
 		return ERR_NOT_FOUND;
 	}
-	blockstore_key_hash(&k, hash);
-	if (!verified_test_or_add(ctx, hash, false)) {
-		rc = blockstore_file_data_xxh(fd, data_len, &actual, err);
-		if (rc != ERR_OK || actual != xxh) {
-			/* Leave the file to the worker, which checks and drops
-			 * it; ask the owner instead. */
-			close(fd);
-			return ERR_NOT_FOUND;
-		}
-		verified_test_or_add(ctx, hash, true);
+	if (ctx->verify) {
+		/* The file stays: the worker drops it when the peer source
+		 * asks the owner to check it (readers never write). */
+		rc = blockstore_read_checked(fd, &sums, off, len, dst, &corrupt, err);
+		close(fd);
+		if (corrupt)
+			return found_corrupt(blk, "the node's cache directory", err);
+		if (rc != ERR_OK)
+			return error_wrap(err, "read cached block %llu of '%s'",
+					  (unsigned long long)blk->index, blk->obj->key);
+		*got = len;
+		return ERR_OK;
 	}
 	n = fileio_pread_all(fd, dst, len, BLOCKSTORE_HEADER_SIZE + off);
 	close(fd);
@@ -232,6 +221,8 @@ static CURL *thread_curl(void)
 struct peer_body {
 	char *dst;
 	size_t len, got;
+	char crc[WORKER_HTTP_CRC_MAX]; /* the checksum header's value */
+	bool crc_seen;
 };
 
 static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -244,6 +235,26 @@ static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
 	memcpy(b->dst + b->got, data, n);
 	b->got += n;
 	return n;
+}
+
+static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
+{
+	static const char name[] = WORKER_HTTP_CRC_HEADER ":";
+	struct peer_body *b = arg;
+	size_t n = size * nmemb, k = sizeof(name) - 1;
+
+	if (n > k && strncasecmp(line, name, k) == 0) {
+		while (k < n && (line[k] == ' ' || line[k] == '\t'))
+			k++;
+		while (n > k && (line[n - 1] == '\r' || line[n - 1] == '\n' || line[n - 1] == ' '))
+			n--;
+		if (n - k < sizeof(b->crc)) {
+			memcpy(b->crc, line + k, n - k);
+			b->crc[n - k] = '\0';
+			b->crc_seen = true;
+		}
+	}
+	return size * nmemb;
 }
 
 /*
@@ -274,29 +285,20 @@ static unsigned owned_run(struct source_cluster_ctx *ctx, const struct reader_bl
 	return n;
 }
 
-static enum error_code peer_read(void *arg, const struct reader_block *blk, uint64_t off,
-				 size_t len, char *dst, size_t *got, unsigned readahead,
-				 struct error *err)
+/* One block request to a worker: len bytes at off into body. */
+static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct reader_block *blk,
+				const char *addr, const char *id, uint64_t off, size_t len,
+				unsigned readahead, bool verify, struct peer_body *body,
+				struct error *err)
 {
-	struct source_cluster_ctx *ctx = arg;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
-	char addr[PLACEMENT_ADDRESS_MAX], id[128], path[256], auth[TOKEN_HEADER_MAX + 32];
-	char range[64], *url = NULL, *query = NULL, *key = NULL, *etag = NULL;
-	struct peer_body body = { .dst = dst, .len = len };
+	char path[256], auth[TOKEN_HEADER_MAX + 32], range[64];
+	char *url = NULL, *query = NULL, *key = NULL, *etag = NULL;
 	struct curl_slist *hdrs = NULL;
-	struct block_key k;
 	enum error_code rc;
 	long status = 0;
 	CURLcode cc;
 	CURL *c;
 
-	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
-		return ERR_NOT_FOUND;
-	cluster_key(ctx, blk, &k);
-	blockstore_key_hash(&k, hash);
-	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
-		return ERR_NOT_FOUND;
-	readahead = owned_run(ctx, blk, id, readahead);
 	c = thread_curl();
 	if (!c)
 		return error_set(err, ERR_NOMEM, "peer read: out of memory");
@@ -305,7 +307,9 @@ static enum error_code peer_read(void *arg, const struct reader_block *blk, uint
 	etag = curl_easy_escape(c, blk->obj->etag, 0);
 	snprintf(path, sizeof(path), "/v1/blocks/%s/%llu", ctx->dataset,
 		 (unsigned long long)blk->index);
-	if (!key || !etag || asprintf(&query, "key=%s&etag=%s&readahead=%u", key, etag, readahead) < 0) {
+	if (!key || !etag ||
+	    asprintf(&query, "key=%s&etag=%s&readahead=%u%s", key, etag, readahead,
+		     verify ? "&verify=1" : "") < 0) {
 		query = NULL;
 		rc = error_set(err, ERR_NOMEM, "peer read: out of memory");
 		goto out;
@@ -326,6 +330,9 @@ static enum error_code peer_read(void *arg, const struct reader_block *blk, uint
 	hdrs = curl_slist_append(NULL, auth);
 	snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)off,
 		 (unsigned long long)(off + len - 1));
+	body->len = len;
+	body->got = 0;
+	body->crc_seen = false;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
@@ -333,7 +340,9 @@ static enum error_code peer_read(void *arg, const struct reader_block *blk, uint
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ctx->timeout_ms);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, peer_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, body);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -348,12 +357,11 @@ static enum error_code peer_read(void *arg, const struct reader_block *blk, uint
 		/* 404 is also "dataset unknown there": let the store serve it. */
 		if (rc == ERR_NOT_FOUND)
 			rc = ERR_UNAVAILABLE;
-	} else if (body.got != len) {
+	} else if (body->got != len) {
 		rc = error_set(err, ERR_IO, "worker '%s' at %s, block %llu of '%s': %zu bytes, expected %zu",
-			       id, addr, (unsigned long long)blk->index, blk->obj->key, body.got, len);
+			       id, addr, (unsigned long long)blk->index, blk->obj->key, body->got, len);
 	} else {
 		rc = ERR_OK;
-		*got = len;
 	}
 out:
 	curl_slist_free_all(hdrs);
@@ -361,6 +369,80 @@ out:
 	curl_free(etag);
 	free(query);
 	free(url);
+	return rc;
+}
+
+/*
+ * Asks the owner for whole chunks (blockstore_chunk_size) around the bytes
+ * wanted and checks them against the CRC32Cs the worker sends with them
+ * (read from the block's header, not from the bytes it sends), so that a
+ * byte that went bad on the owner's disk or on the way is never served.
+ * A mismatch is asked again with verify=1: the owner reads its copy whole,
+ * drops it if it is bad and fetches it again. Asked with verify=1 at once
+ * when an earlier source found the block corrupt (the node's own cache
+ * file: its worker is the usual owner).
+ */
+static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t off,
+				 size_t len, char *dst, size_t *got, unsigned readahead,
+				 struct error *err)
+{
+	struct source_cluster_ctx *ctx = arg;
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	char addr[PLACEMENT_ADDRESS_MAX], id[128], where[PLACEMENT_ADDRESS_MAX + 160];
+	struct peer_body body = { .dst = dst };
+	struct blockstore_sums sums;
+	struct block_key k;
+	uint64_t a0 = off, a1 = off + len;
+	enum error_code rc = ERR_INTERNAL;
+
+	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
+		return ERR_NOT_FOUND;
+	cluster_key(ctx, blk, &k);
+	blockstore_key_hash(&k, hash);
+	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
+		return ERR_NOT_FOUND;
+	readahead = owned_run(ctx, blk, id, readahead);
+	if (ctx->verify) {
+		uint32_t cs = blockstore_chunk_size(ctx->block_size);
+
+		a0 = off / cs * cs;
+		a1 = (off + len + cs - 1) / cs * cs;
+		if (a1 > blk->length)
+			a1 = blk->length;
+		if (a0 != off || a1 != off + len) {
+			body.dst = malloc((size_t)(a1 - a0));
+			if (!body.dst)
+				return error_set(err, ERR_NOMEM, "peer read: out of memory");
+		}
+	}
+	snprintf(where, sizeof(where), "worker '%s' at %s", id, addr);
+	for (int round = 0; round < 2; round++) {
+		rc = peer_get(ctx, blk, addr, id, a0, (size_t)(a1 - a0), round == 0 ? readahead : 0,
+			      blk->corrupt > 0, &body, err);
+		if (rc != ERR_OK || !ctx->verify)
+			break;
+		rc = worker_http_crc_parse(body.crc_seen ? body.crc : NULL,
+					   blockstore_chunk_size(ctx->block_size), a0, a1 - a0,
+					   blk->length, &sums, err);
+		if (rc != ERR_OK) {
+			/* unchecked bytes are not served: the store serves them */
+			rc = error_set(err, ERR_UNAVAILABLE, "%s, block %llu of '%s': %s", where,
+				       (unsigned long long)blk->index, blk->obj->key, err->msg);
+			break;
+		}
+		if (blockstore_sums_check(&sums, a0, body.dst, (size_t)(a1 - a0)))
+			break;
+		error_set(err, ERR_IO, "bytes %llu-%llu failed their checksums",
+			  (unsigned long long)a0, (unsigned long long)(a1 - 1));
+		rc = found_corrupt(blk, where, err);
+	}
+	if (rc == ERR_OK) {
+		if (body.dst != dst)
+			memcpy(dst, body.dst + (off - a0), len);
+		*got = len;
+	}
+	if (body.dst != dst)
+		free(body.dst);
 	return rc;
 }
 

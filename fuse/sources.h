@@ -11,11 +11,18 @@
  *                  miss once for everyone and reads ahead.
  *   source_store   the object store itself: a ranged GET of the piece
  *                  asked for, pinned to the snapshot's ETag. Always last.
+ *
+ * The cache sources check every byte they serve, on every read, against
+ * the block's chunk checksums (blockstore_read_checked; for a peer, the
+ * checksums its answer carries): the chunks holding the bytes asked for
+ * are read whole and compared. A copy that fails is counted in
+ * blk->corrupt and never served; the cache source has it dropped and
+ * fetched again, the local source leaves the file to its worker, which
+ * the peer source then asks to check it. verify false skips the checks,
+ * only to measure what they cost.
  */
 #ifndef GRANARY_FUSE_SOURCES_H
 #define GRANARY_FUSE_SOURCES_H
-
-#include <pthread.h>
 
 #include "cache/fetch.h"
 #include "cache/token.h"
@@ -27,6 +34,7 @@ struct source_cache_ctx {
 	struct fetcher *fetcher;     /* borrowed */
 	struct fetch_dataset *ds;    /* held by the caller */
 	size_t prefix_len;           /* the dataset prefix, cut from object keys */
+	bool verify;                 /* check bytes against the block checksums */
 };
 
 /* A source reading through the in-process cache; ctx must outlive it. */
@@ -44,16 +52,8 @@ struct source_cluster_ctx {
 	const struct token *token;
 	uint64_t connect_timeout_ms; /* a worker that does not answer is skipped */
 	uint64_t timeout_ms;         /* one block request at most */
-	/* blocks whose data checked out once in this process */
-	pthread_mutex_t mu;
-	uint64_t *verified;        /* protected by mu; open addressing, 0 = empty */
-	size_t verified_cap;       /* power of two */
-	size_t verified_n;         /* protected by mu */
+	bool verify;               /* check bytes against the block checksums */
 };
-
-/* Sets up ctx's verified-block set; release with source_cluster_release. */
-enum error_code source_cluster_init(struct source_cluster_ctx *ctx, struct error *err);
-void source_cluster_release(struct source_cluster_ctx *ctx);
 
 struct reader_source source_local(struct source_cluster_ctx *ctx);
 struct reader_source source_peer(struct source_cluster_ctx *ctx);

@@ -477,27 +477,17 @@ static uint64_t mount_stat(const struct mnt *m, const char *key)
 	return v;
 }
 
-/*
- * Reads object i through the mount and compares it with what was put.
- * drop: first evict the file's pages from the page cache (the mount keeps
- * them across opens), so that the read reaches the FUSE daemon. Returns
- * 0, or -errno of a failed call, or 1 for different bytes.
- */
-static int read_object(const struct mnt *m, size_t i, bool drop)
+/* Reads object i from fd to its end and compares it with what was put:
+ * 0, -errno of a failed read, or 1 for different bytes. */
+static int compare_object(int fd, size_t i)
 {
 	static const size_t chunk = 1u << 20;
-	char path[600], *buf = malloc(chunk);
+	void *buf = NULL;
 	size_t off = 0;
-	int fd, rc = 0;
+	int rc = 0;
 
-	snprintf(path, sizeof(path), "%s/%s", m->dir, objects[i].key);
-	fd = open(path, O_RDONLY);
-	if (fd < 0) {
-		free(buf);
-		return -errno;
-	}
-	if (drop)
-		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	/* aligned, for O_DIRECT */
+	ck_assert_int_eq(posix_memalign(&buf, 4096, chunk), 0);
 	for (;;) {
 		ssize_t n = pread(fd, buf, chunk, (off_t)off);
 
@@ -516,9 +506,36 @@ static int read_object(const struct mnt *m, size_t i, bool drop)
 	}
 	if (rc == 0 && off != objects[i].size)
 		rc = 1;
-	close(fd);
 	free(buf);
 	return rc;
+}
+
+/*
+ * Reads object i through the mount (opened with oflags) and compares it
+ * with what was put. drop: first evict the file's pages from the page
+ * cache (the mount keeps them across opens), so that the read reaches the
+ * FUSE daemon; O_DIRECT skips the page cache altogether. Returns 0, or
+ * -errno of a failed call, or 1 for different bytes.
+ */
+static int read_object_with(const struct mnt *m, size_t i, int oflags, bool drop)
+{
+	char path[600];
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%s/%s", m->dir, objects[i].key);
+	fd = open(path, O_RDONLY | oflags);
+	if (fd < 0)
+		return -errno;
+	if (drop)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	rc = compare_object(fd, i);
+	close(fd);
+	return rc;
+}
+
+static int read_object(const struct mnt *m, size_t i, bool drop)
+{
+	return read_object_with(m, i, 0, drop);
 }
 
 static void read_all_exact(const struct mnt *m)
@@ -540,15 +557,51 @@ static int count_entry(const char *path, const struct stat *sb, int flag, struct
 	return 0;
 }
 
-/* Block files in a worker's cache directory. */
-static long blocks_in(const struct worker *w)
+/* Flips one byte in the middle of a block file's data, in place: the
+ * header and size stay valid, only the data checksum can tell. */
+static int flip_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	unsigned char b;
+	off_t at;
+	int fd;
+
+	if (flag != FTW_F || sb->st_size <= 4096)
+		return 0;
+	at = 4096 + (sb->st_size - 4096) / 2;
+	fd = open(path, O_RDWR);
+	ck_assert_msg(fd >= 0, "open block file '%s': %s", path, strerror(errno));
+	ck_assert_int_eq(pread(fd, &b, 1, at), 1);
+	b ^= 0x5a;
+	ck_assert_int_eq(pwrite(fd, &b, 1, at), 1);
+	close(fd);
+	counted++;
+	return 0;
+}
+
+/* Calls fn on every block file of a worker's cache directory; returns how
+ * many it counted. */
+static long walk_blocks(const struct worker *w,
+			int (*fn)(const char *, const struct stat *, int, struct FTW *))
 {
 	char dir[300];
 
 	counted = 0;
 	snprintf(dir, sizeof(dir), "%s/blocks", w->cache);
-	nftw(dir, count_entry, 16, FTW_PHYS);
+	nftw(dir, fn, 16, FTW_PHYS);
 	return counted;
+}
+
+/* Block files in a worker's cache directory. */
+static long blocks_in(const struct worker *w)
+{
+	return walk_blocks(w, count_entry);
+}
+
+/* Corrupts every block file of a worker's cache directory (a failing disk
+ * or a stray writer); returns how many. */
+static long corrupt_blocks(const struct worker *w)
+{
+	return walk_blocks(w, flip_entry);
 }
 
 /* --- the cluster fixture ------------------------------------------------------ */
@@ -883,6 +936,104 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 }
 END_TEST
 
+enum corrupt_read { READ_BUFFERED, READ_DIRECT, READ_NEW_MOUNT };
+
+/*
+ * Blocks corrupted on disk after they were first served: the workers in
+ * mask (bit i: worker i + 1) get a byte of every block file flipped, then
+ * every object is read again, by how, and must come back exact. Worker 1's
+ * blocks reach the mount by its short-circuit read of worker 1's cache
+ * directory, worker 2's over the peer protocol. Each mismatch is counted
+ * by the mount and by the owning worker, which drops the block and
+ * fetches it again (a third pass needs no check to fail); warnings are
+ * rate limited.
+ */
+static void corrupt_then_read(unsigned mask, enum corrupt_read how, const char *label)
+{
+	static const char *const names[] = { "buffered", "O_DIRECT", "new-mount" };
+	struct mnt m, m2, *reader = &m;
+	uint64_t before[NWORKERS], after[NWORKERS], seen;
+	long flipped_n[NWORKERS] = { 0 };
+	char label2[64];
+
+	ck_assert_int_eq(mount_start(&m, DATASET, NULL, label), 0);
+	read_all_exact(&m);
+	for (int i = 0; i < NWORKERS; i++) {
+		before[i] = metric(&workers[i], "granary_worker_corrupt_total");
+		if (mask & (1u << i))
+			flipped_n[i] = corrupt_blocks(&workers[i]);
+		ck_assert_msg(!(mask & (1u << i)) || flipped_n[i] > 0,
+			      "worker %s holds no block to corrupt", workers[i].id);
+	}
+	if (how == READ_NEW_MOUNT) {
+		snprintf(label2, sizeof(label2), "%s-2", label);
+		ck_assert_int_eq(mount_start(&m2, DATASET, NULL, label2), 0);
+		reader = &m2;
+	}
+	for (size_t i = 0; i < NOBJ; i++) {
+		int rc = read_object_with(reader, i, how == READ_DIRECT ? O_DIRECT : 0, true);
+
+		ck_assert_msg(rc == 0, "%s read of '%s' after corruption: %s", names[how],
+			      objects[i].key, rc > 0 ? "bytes differ" : strerror(-rc));
+	}
+	seen = mount_stat(reader, "corrupt_blocks");
+	for (int i = 0; i < NWORKERS; i++)
+		after[i] = metric(&workers[i], "granary_worker_corrupt_total");
+	fprintf(stderr,
+		"cluster: corrupt (%s): %ld + %ld blocks flipped; mount seen %llu, w1 +%llu, w2 +%llu\n",
+		names[how], flipped_n[0], flipped_n[1], (unsigned long long)seen,
+		(unsigned long long)(after[0] - before[0]), (unsigned long long)(after[1] - before[1]));
+	ck_assert_msg(seen >= (uint64_t)(flipped_n[0] + flipped_n[1]),
+		      "the mount seen %llu corrupt blocks of %ld", (unsigned long long)seen,
+		      flipped_n[0] + flipped_n[1]);
+	/* the owners dropped them (short-circuit: the mount asked worker 1 to
+	 * check its copy; peer: worker 2's bytes failed the checksums it sent) */
+	for (int i = 0; i < NWORKERS; i++)
+		ck_assert_msg(after[i] - before[i] >= (uint64_t)flipped_n[i],
+			      "worker %s dropped %llu of %ld corrupt blocks", workers[i].id,
+			      (unsigned long long)(after[i] - before[i]), flipped_n[i]);
+	/* fetched again: good copies now, nothing more to count */
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(reader, i, true), 0);
+	ck_assert_uint_eq(mount_stat(reader, "corrupt_blocks"), seen);
+	ck_assert_int_ge(harness_file_count(reader->log, "failed its checksum"), 1);
+	ck_assert_msg(harness_file_count(reader->log, "failed its checksum") <= 2,
+		      "%d corruption warnings in the mount's log for %llu blocks: not rate limited",
+		      harness_file_count(reader->log, "failed its checksum"),
+		      (unsigned long long)seen);
+	for (int i = 0; i < NWORKERS; i++)
+		ck_assert_msg(harness_file_count(workers[i].p.log, "failed its checksum") <= 2,
+			      "worker %s logged %d corruption warnings: not rate limited",
+			      workers[i].id, harness_file_count(workers[i].p.log, "failed its checksum"));
+	if (how == READ_NEW_MOUNT)
+		mount_stop(&m2);
+	mount_stop(&m);
+}
+
+START_TEST(test_cluster_corrupt_local_block_is_not_served)
+{
+	corrupt_then_read(1u << 0, READ_BUFFERED, "corrupt-local");
+}
+END_TEST
+
+START_TEST(test_cluster_corrupt_peer_block_is_not_served)
+{
+	corrupt_then_read(1u << 1, READ_BUFFERED, "corrupt-peer");
+}
+END_TEST
+
+START_TEST(test_cluster_corrupt_block_is_not_served_to_o_direct)
+{
+	corrupt_then_read(3u, READ_DIRECT, "corrupt-direct");
+}
+END_TEST
+
+START_TEST(test_cluster_corrupt_block_is_not_served_to_a_new_mount)
+{
+	corrupt_then_read(3u, READ_NEW_MOUNT, "corrupt-new");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
@@ -895,6 +1046,10 @@ int main(void)
 	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
+	tcase_add_test(tc, test_cluster_corrupt_local_block_is_not_served);
+	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
+	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);
+	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_a_new_mount);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

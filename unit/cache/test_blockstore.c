@@ -340,11 +340,15 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 	pattern(3, want, sizeof(want));
 	ck_assert_int_eq(memcmp(data, want, sizeof(data)), 0);
 
-	ck_assert_int_eq(memcmp(h, "GRNBLK1\0", 8), 0);
+	ck_assert_int_eq(memcmp(h, "GRNBLK2\0", 8), 0);
 	ck_assert_uint_eq(get_le64(h + 8) & 0xffffffff, BLOCKSTORE_HEADER_SIZE);
 	ck_assert_uint_eq(get_le64(h + 8) >> 32, DATA); /* block size at 12 */
 	ck_assert_uint_eq(get_le64(h + 16), sizeof(data));
-	ck_assert_uint_eq(get_le64(h + 24), XXH3_64bits(want, sizeof(want)));
+	/* chunk size at 24 (64 KiB for these small blocks), 0 at 28 */
+	ck_assert_uint_eq(get_le64(h + 24), 65536);
+	/* the chunk table: one CRC32C here (standard CRC32C: "123456789" gives e3069283) */
+	ck_assert_uint_eq(blockstore_crc32c("123456789", 9), 0xe3069283u);
+	ck_assert_uint_eq(get_le64(h + 3064) & 0xffffffff, blockstore_crc32c(want, sizeof(want)));
 	ck_assert_uint_eq(get_le64(h + 32), tkey(&t, 3)->index);
 	ck_assert_uint_gt(get_le64(h + 40), 1700000000); /* seconds, not ns */
 	ck_assert_uint_lt(get_le64(h + 40), 1ULL << 40);
@@ -361,8 +365,95 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 		off += 2 + n;
 	}
 	for (; off < 4088; off++)
-		ck_assert_uint_eq(h[off], 0);
+		if (off < 3064 || off >= 3068)
+			ck_assert_uint_eq(h[off], 0);
 	ck_assert_uint_eq(get_le64(h + 4088), XXH3_64bits(h, 4088));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/*
+ * Checked reads: every range (chunk-aligned or not, whole or cut) comes
+ * back exact from a good block; a byte flipped in any chunk fails exactly
+ * the reads whose chunks hold it, each time (nothing is remembered), naming
+ * the chunk; the in-memory sums agree with the file's.
+ */
+START_TEST(test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk)
+{
+	enum { BLOCK = 1u << 20, LEN = BLOCK - 1000 }; /* a short last block */
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 4 * (BLOCKSTORE_HEADER_SIZE + BLOCK));
+	struct blockstore_sums sums, mem;
+	struct blockstore_writer *w = NULL;
+	struct tkey t;
+	struct error err;
+	unsigned char *want = malloc(LEN), *got = malloc(LEN);
+	static const struct { uint64_t off, len; } reads[] = {
+		{ 0, LEN }, { 0, 65536 }, { 65536, 131072 }, { 100, 10 },
+		{ 65535, 2 }, { 70000, 300000 }, { LEN - 5, 5 }, { 983040, LEN - 983040 },
+	};
+	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	bool corrupt = false;
+	char path[512];
+	int fd;
+
+	ck_assert_uint_eq(blockstore_chunk_size(BLOCK), 65536);
+	ck_assert_uint_eq(blockstore_chunk_size(64u << 20), 256u << 10);
+	pattern(9, want, LEN);
+	tkey(&t, 9);
+	t.key.block_size = BLOCK;
+	ck_assert_int_eq(blockstore_write_begin(bs, &t.key, "ds", LEN, &w, &err), ERR_OK);
+	/* odd pieces cross chunk boundaries */
+	for (size_t off = 0; off < LEN; off += 77777) {
+		size_t n = LEN - off < 77777 ? LEN - off : 77777;
+
+		ck_assert_int_eq(blockstore_write_append(w, want + off, n, &err), ERR_OK);
+	}
+	ck_assert_int_eq(blockstore_write_commit(bs, w, NULL, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
+	ck_assert_uint_eq(sums.data_len, LEN);
+	blockstore_sums_of(want, LEN, BLOCK, &mem);
+	ck_assert_int_eq(memcmp(mem.crc, sums.crc, 16 * sizeof(uint32_t)), 0);
+	ck_assert(blockstore_sums_check(&sums, 65536, want + 65536, 131072));
+	ck_assert(!blockstore_sums_check(&sums, 100, want + 100, 65536)); /* not aligned */
+	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+		memset(got, 0, LEN);
+		ck_assert_int_eq(blockstore_read_checked(fd, &sums, reads[i].off, reads[i].len, got,
+							 &corrupt, &err), ERR_OK);
+		ck_assert(!corrupt);
+		ck_assert_int_eq(memcmp(got, want + reads[i].off, reads[i].len), 0);
+	}
+	ck_assert_int_eq(blockstore_read_checked(fd, &sums, LEN - 5, 6, got, &corrupt, &err),
+			 ERR_RANGE);
+	close(fd);
+
+	/* one byte of chunk 1 flipped */
+	blockstore_key_hash(&t.key, hash);
+	blockstore_block_path(dir, hash, path, sizeof(path));
+	flip_byte(path, BLOCKSTORE_HEADER_SIZE + 65536 + 4000);
+	ck_assert_int_eq(blockstore_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
+	for (int again = 0; again < 2; again++)
+		for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+			bool holds = reads[i].off < 131072 && reads[i].off + reads[i].len > 65536;
+			enum error_code rc = blockstore_read_checked(fd, &sums, reads[i].off,
+								     reads[i].len, got, &corrupt, &err);
+
+			ck_assert_int_eq(rc, holds ? ERR_IO : ERR_OK);
+			ck_assert(corrupt == holds);
+			if (holds)
+				ck_assert_msg(strstr(err.msg, "at 65536") != NULL, "%s", err.msg);
+		}
+	close(fd);
+	/* and a file cut short is corrupt too, not a read error */
+	ck_assert_int_eq(truncate(path, BLOCKSTORE_HEADER_SIZE + 200000), 0);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_eq(blockstore_read_checked(fd, &sums, 196608, 100, got, &corrupt, &err),
+			 ERR_IO);
+	ck_assert(corrupt);
+	close(fd);
+	free(want);
+	free(got);
 	blockstore_free(bs);
 	remove_dir(dir);
 }
@@ -562,6 +653,7 @@ START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 	ck_assert_ptr_nonnull(strstr(err.msg, "checksum"));
 	ck_assert_int_eq(access(path, F_OK), -1);
 	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_IO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "removed"));
 	blockstore_ref_put(bs, ref);
 	blockstore_get_stats(bs, &st);
 	ck_assert_uint_eq(st.corrupt, 1);
@@ -1128,6 +1220,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_write_then_read_back_byte_exact);
 	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
+	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
 	tcase_add_test(tc, test_blockstore_abort_releases_reservation);

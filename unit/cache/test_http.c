@@ -194,6 +194,56 @@ START_TEST(test_http_block_query_requires_key_and_etag)
 	ck_assert_ptr_nonnull(strstr(err.msg, "readahead 'x' is not a number"));
 	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&readahead=257", &q, &err),
 			 ERR_INVALID);
+	ck_assert(!q.verify);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&verify=1", &q, &err), ERR_OK);
+	ck_assert(q.verify);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&verify=yes", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "verify 'yes' is not 0 or 1"));
+}
+END_TEST
+
+/*
+ * The checksum header: what the worker writes for a range the client
+ * parses back for the same range, chunk for chunk; a value for another
+ * range, chunk size or with a bad digit is refused, naming the header.
+ */
+START_TEST(test_http_crc_header_round_trips_and_refuses_bad_values)
+{
+	enum { BLOCK = 1u << 20, LEN = 300000 };
+	static char data[LEN];
+	struct blockstore_sums sums, back;
+	char value[WORKER_HTTP_CRC_MAX];
+	struct error err;
+
+	for (size_t i = 0; i < LEN; i++)
+		data[i] = (char)(i * 31 + (i >> 9));
+	blockstore_sums_of(data, LEN, BLOCK, &sums);
+	/* bytes 65536..299999: chunks 1..4, the last one short */
+	worker_http_crc_format(&sums, 65536, LEN - 65536, value);
+	ck_assert_msg(strncmp(value, "65536:", 6) == 0 && strlen(value) == 6 + 4 * 9 - 1, "%s",
+		      value);
+	memset(&back, 0, sizeof(back));
+	ck_assert_int_eq(worker_http_crc_parse(value, 65536, 65536, LEN - 65536, LEN, &back, &err),
+			 ERR_OK);
+	for (int i = 1; i <= 4; i++)
+		ck_assert_uint_eq(back.crc[i], sums.crc[i]);
+	ck_assert(blockstore_sums_check(&back, 65536, data + 65536, LEN - 65536));
+	data[70000] ^= 1;
+	ck_assert(!blockstore_sums_check(&back, 65536, data + 65536, LEN - 65536));
+	/* one chunk too few or too many, another chunk size, a bad digit */
+	ck_assert_int_eq(worker_http_crc_parse(value, 65536, 0, LEN, LEN, &back, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "expected 5 checksums"));
+	ck_assert_int_eq(worker_http_crc_parse(value, 65536, 131072, LEN - 131072, LEN, &back, &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(worker_http_crc_parse(value, 131072, 65536, LEN - 65536, LEN, &back, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "chunk size 131072"));
+	value[8] = 'g';
+	ck_assert_int_eq(worker_http_crc_parse(value, 65536, 65536, LEN - 65536, LEN, &back, &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(worker_http_crc_parse(NULL, 65536, 0, 10, LEN, &back, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, WORKER_HTTP_CRC_HEADER));
 }
 END_TEST
 
@@ -424,6 +474,7 @@ int main(void)
 	TCase *tc = tcase_create("parsers");
 
 	tcase_add_test(tc, test_http_routes_known_paths);
+	tcase_add_test(tc, test_http_crc_header_round_trips_and_refuses_bad_values);
 	tcase_add_test(tc, test_http_wrong_method_is_routed_but_not_allowed);
 	tcase_add_test(tc, test_http_unknown_paths_are_not_found);
 	tcase_add_test(tc, test_http_malformed_parts_say_what_is_wrong);
