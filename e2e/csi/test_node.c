@@ -1231,7 +1231,7 @@ START_TEST(test_node_successor_that_cannot_start_backs_off_while_readers_wait)
 	restarts = metric_value("granary_csi_fuse_restarts_total", id);
 	backoff = metric_value("granary_csi_fuse_restart_backoff_seconds", id);
 	ck_assert_msg(restarts >= 3 && restarts <= 6, "%g restarts in 2.5 s", restarts);
-	ck_assert_msg(backoff >= 0.8 && backoff <= 3.2, "back-off %g s after %g restarts", backoff,
+	ck_assert_msg(backoff >= 0.4 && backoff <= 3.2, "back-off %g s after %g restarts", backoff,
 		      restarts);
 	/* One line for the cause, however often it recurred. */
 	ck_assert_int_eq(log_count("msg=\"granary-fuse ended at start; the next one starts after a back-off\""), 1);
