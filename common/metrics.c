@@ -113,8 +113,9 @@ void metrics_render_family(struct metrics_buf *b, const char *name, const char *
 	metrics_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,
-			    const char *value, uint64_t n)
+/* name{label="value"} with value escaped; the sample follows. */
+static void render_labels(struct metrics_buf *b, const char *name, const char *label,
+			  const char *value)
 {
 	metrics_buf_printf(b, "%s{%s=\"", name, label);
 	for (const char *p = value; *p; p++) {
@@ -125,7 +126,24 @@ void metrics_render_labeled(struct metrics_buf *b, const char *name, const char 
 		else
 			metrics_buf_printf(b, "%c", *p);
 	}
-	metrics_buf_printf(b, "\"} %llu\n", (unsigned long long)n);
+	metrics_buf_printf(b, "\"}");
+}
+
+void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,
+			    const char *value, uint64_t n)
+{
+	render_labels(b, name, label, value);
+	metrics_buf_printf(b, " %llu\n", (unsigned long long)n);
+}
+
+void metrics_render_labeled_double(struct metrics_buf *b, const char *name, const char *label,
+				   const char *value, double v)
+{
+	char num[64];
+
+	metrics_format_double(v, num, sizeof(num));
+	render_labels(b, name, label, value);
+	metrics_buf_printf(b, " %s\n", num);
 }
 
 void metrics_render_counter(struct metrics_buf *b, const char *name, const char *help,

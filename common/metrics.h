@@ -77,6 +77,9 @@ void metrics_render_family(struct metrics_buf *b, const char *name, const char *
 			   const char *type);
 void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,
 			    const char *value, uint64_t n);
+/* The same with a sample that need not be whole (metrics_format_double). */
+void metrics_render_labeled_double(struct metrics_buf *b, const char *name, const char *label,
+				   const char *value, double v);
 
 /* Cumulative _bucket{le="..."} lines, le="+Inf", then _sum and _count. */
 void metrics_render_histogram(struct metrics_buf *b, const char *name, const char *help,

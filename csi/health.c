@@ -70,6 +70,19 @@ enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
 	for (size_t i = 0; i < n; i++)
 		metrics_render_labeled(out, "granary_csi_volume_abnormal", "volume",
 				       vols[i].volume_id, vols[i].cond.abnormal ? 1 : 0);
+	metrics_render_family(out, "granary_csi_fuse_restarts_total",
+			      "successors of a staged volume's granary-fuse the node plugin started",
+			      "counter");
+	for (size_t i = 0; i < n; i++)
+		metrics_render_labeled(out, "granary_csi_fuse_restarts_total", "volume",
+				       vols[i].volume_id, vols[i].restarts);
+	metrics_render_family(out, "granary_csi_fuse_restart_backoff_seconds",
+			      "how long the next successor of a volume's granary-fuse waits after one failed at start (0: starts at once)",
+			      "gauge");
+	for (size_t i = 0; i < n; i++)
+		metrics_render_labeled_double(out, "granary_csi_fuse_restart_backoff_seconds", "volume",
+					      vols[i].volume_id,
+					      (double)vols[i].restart_delay_ms / 1000.0);
 	node_volumes_health_free(vols, n);
 	if (out->failed)
 		return error_set(err, ERR_NOMEM, "metrics: out of memory");

@@ -8,12 +8,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -35,8 +37,13 @@
 #define FUSE_TYPE "fuse.granary"
 #define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576"
 #define STOP_GRACE_MS 10000
-#define RESTART_BACKOFF_MIN_MS 1000
-#define RESTART_BACKOFF_MAX_MS 30000
+/* Successors of a daemon that ran NODE_RESTART_STABLE_MS start at once;
+ * after one that ended sooner, 100 ms later, doubling up to 10 s. */
+#define RESTART_DELAY_FIRST_MS 100
+#define RESTART_DELAY_MAX_MS 10000
+/* The same cause of failing successors is logged once a minute. */
+#define RESTART_LOG_INTERVAL_MS 60000
+#define NO_WAKE UINT64_MAX
 #define PATH_MAX_LEN 4096
 #define PROBE_TIMEOUT_MS 2000
 /* Mount pods: how long a restarted plugin waits for a supervisor to give
@@ -45,6 +52,7 @@
 #define ADOPT_GRACE_MS 15000
 #define POD_GRACE_MS 3000
 #define POD_CHECK_MS 5000
+#define POD_POLL_MS 1000
 
 struct probe;
 
@@ -54,10 +62,18 @@ struct vol {
 	struct node_record rec;    /* protected by mu; rec.staging_path NULL until staged */
 	int fd;                    /* our /dev/fuse descriptor; -1 = none; protected by mu */
 	bool gone;                 /* unstaged or never staged; protected by mu */
+	int pidfd;                 /* the daemon's, polled by the monitor; -1 = none; protected by mu */
+	uint64_t started_ms;       /* when the daemon started; 0 = unknown (re-adopted); protected by mu */
 	uint64_t next_restart_ms;  /* protected by mu */
-	uint64_t backoff_ms;       /* protected by mu */
+	/* The delay before the next successor (node_restart_delay): written
+	 * under mu, read without it (/metrics). */
+	atomic_uint_fast64_t backoff_ms;
+	atomic_uint_fast64_t restarts; /* successors the monitor started; as backoff_ms */
 	uint64_t down_since_ms;    /* the monitor found the daemon gone; 0 = not; protected by mu */
 	char down_how[200];        /* how it ended, or why no successor runs; protected by mu */
+	/* Successors that fail at start: one line per cause per interval. */
+	struct log_limiter failing_log; /* protected by mu (and its own) */
+	char failing_cause[200];   /* the cause failing_log counts; protected by mu */
 	struct probe *probe;       /* the last statfs of the mount; protected by mu */
 	/* Targets published before the volume was mounted anew (its FUSE
 	 * connection ended with the node plugin's container): only .targets is
@@ -72,7 +88,6 @@ struct vol {
 	bool pods;                 /* this volume's daemon runs in a mount pod */
 	bool pod_serving;          /* a supervisor reported a running daemon */
 	bool resend_pending;       /* an old pod was deleted: resend once it is gone */
-	unsigned pod_restarts;     /* successors the supervisors reported */
 	uint64_t next_pod_check_ms;
 	unsigned refs;             /* protected by node->mu */
 	struct vol *next;          /* protected by node->mu */
@@ -91,9 +106,9 @@ struct node {
 	pthread_t monitor;
 	bool monitor_running;
 	bool stopping;             /* protected by mu */
-	pthread_cond_t stop_cv;
 	uint64_t started_ms;
 	struct log_limiter lim;    /* mount pod warnings */
+	int wake_fd;               /* eventfd: stops the monitor's wait; -1 = none */
 };
 
 /* ---- records ------------------------------------------------------------- */
@@ -492,22 +507,68 @@ static bool daemon_running(const struct vol *v)
 	return start == v->rec.start_time && state != 'Z' && state != 'X';
 }
 
-/* True while the record's daemon runs; reaps it (our child) when it ended. */
+/* True once every thread of the process behind pidfd has ended. */
+static bool pidfd_ended(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
+/*
+ * True until the record's daemon has ended entirely; then reaps it (our
+ * child) and closes its pidfd. A child whose main thread is already a
+ * zombie while its other threads still exit cannot be reaped yet: it
+ * counts as alive, so its pid stays in the record until waitpid takes it
+ * (no zombie is left behind) and no successor starts while one of its
+ * threads may still take a request off the connection.
+ */
 static bool daemon_alive(struct vol *v, int *status)
 {
-	pid_t pid = (pid_t)v->rec.pid;
+	pid_t pid = (pid_t)v->rec.pid, got;
 	int st = 0;
+	bool alive;
 
 	if (status)
 		*status = -1;
 	if (pid <= 0)
 		return false;
-	if (waitpid(pid, &st, WNOHANG) == pid) {
-		if (status)
-			*status = st;
-		return false;
+	got = waitpid(pid, &st, WNOHANG);
+	if (got == pid && status)
+		*status = st;
+	if (got == pid)
+		alive = false;
+	else if (got == 0)
+		alive = true;
+	else if (v->pidfd >= 0) /* not our child: re-adopted after a restart */
+		alive = !pidfd_ended(v->pidfd);
+	else
+		alive = daemon_running(v);
+	if (!alive && v->pidfd >= 0) {
+		close(v->pidfd);
+		v->pidfd = -1;
 	}
-	return daemon_running(v);
+	return alive;
+}
+
+/* A pidfd for pid (close-on-exec), or -1. */
+static int open_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	return -1;
+#endif
+}
+
+uint64_t node_restart_delay(uint64_t delay_ms, uint64_t uptime_ms)
+{
+	if (uptime_ms >= NODE_RESTART_STABLE_MS)
+		return 0;
+	if (delay_ms == 0)
+		return RESTART_DELAY_FIRST_MS;
+	return delay_ms >= RESTART_DELAY_MAX_MS / 2 ? RESTART_DELAY_MAX_MS : delay_ms * 2;
 }
 
 static void describe_status(int status, char *buf, size_t size)
@@ -570,10 +631,16 @@ static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover
 	v->rec.pid = pid;
 	v->rec.daemon_fd = fd;
 	v->rec.start_time = 0;
+	v->started_ms = retry_now_ms();
 	proc_stat(pid, &state, &v->rec.start_time);
-	log_info("granary-fuse started", LOG_S("volume", v->rec.volume_id),
-		 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", v->rec.staging_path),
-		 LOG_I("pid", pid), LOG_I("fd", fd), LOG_S("takeover", takeover ? "true" : "false"));
+	if (v->pidfd >= 0)
+		close(v->pidfd);
+	v->pidfd = open_pidfd(pid);
+	/* Retries after failed starts are the monitor's lines to limit. */
+	if (atomic_load(&v->backoff_ms) == 0)
+		log_info("granary-fuse started", LOG_S("volume", v->rec.volume_id),
+			 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", v->rec.staging_path),
+			 LOG_I("pid", pid), LOG_I("fd", fd), LOG_S("takeover", takeover ? "true" : "false"));
 	return save_vol(n, v, err);
 }
 
@@ -649,8 +716,10 @@ static void pod_refresh(struct node *n, struct vol *v, struct keeper_status *st)
 		restarts += st->sup[i].restarts;
 	}
 	v->pod_serving = serving;
-	if (restarts > v->pod_restarts)
-		v->pod_restarts = restarts;
+	/* Reported per supervisor: keep the count from going back when one
+	 * restarts with its container. */
+	if (restarts > atomic_load(&v->restarts))
+		atomic_store(&v->restarts, restarts);
 }
 
 /* Why the volume's pod does not serve, into v->down_how. */
@@ -767,7 +836,7 @@ static void pod_check(struct node *n, struct vol *v)
 	}
 	if (v->pod_serving) {
 		v->down_since_ms = 0;
-		v->backoff_ms = 0;
+		atomic_store(&v->backoff_ms, 0);
 		pod_upgrade(n, v, &st, now);
 		return;
 	}
@@ -779,15 +848,15 @@ static void pod_check(struct node *n, struct vol *v)
 	 * the mount pod ended together. Only a new mount helps. */
 	if (v->fd < 0 && now - n->started_ms >= ADOPT_GRACE_MS &&
 	    now - v->down_since_ms >= ADOPT_GRACE_MS && now >= v->next_restart_ms) {
-		v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : RESTART_BACKOFF_MIN_MS;
-		if (v->backoff_ms > RESTART_BACKOFF_MAX_MS)
-			v->backoff_ms = RESTART_BACKOFF_MAX_MS;
-		v->next_restart_ms = now + v->backoff_ms;
+		uint64_t delay = node_restart_delay(atomic_load(&v->backoff_ms), 0);
+
+		atomic_store(&v->backoff_ms, delay);
+		v->next_restart_ms = now + delay;
 		log_warn("no process holds the volume's FUSE connection any more; mounting anew",
 			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
 		if (mount_and_start(n, v, &err) != ERR_OK) {
 			log_error("cannot mount the volume anew", LOG_S("volume", v->rec.volume_id),
-				  LOG_S("cause", err.msg), LOG_U("retry_in_ms", v->backoff_ms));
+				  LOG_S("cause", err.msg), LOG_U("retry_in_ms", delay));
 			snprintf(v->down_how, sizeof(v->down_how), "cannot be mounted anew: %s", err.msg);
 		}
 		return;
@@ -986,9 +1055,11 @@ static enum error_code revive(struct node *n, struct vol *v, struct error *err)
 		 * still has it queued for the next reader. */
 		bool takeover = access(v->rec.init_state, F_OK) == 0;
 
-		log_warn("granary-fuse is gone; starting a successor on the live connection",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path),
-			 LOG_S("takeover", takeover ? "true" : "false"));
+		if (atomic_load(&v->backoff_ms) == 0)
+			log_warn("granary-fuse is gone; starting a successor on the live connection",
+				 LOG_S("volume", v->rec.volume_id),
+				 LOG_S("staging_path", v->rec.staging_path),
+				 LOG_S("takeover", takeover ? "true" : "false"));
 		return start_daemon(n, v, takeover, err);
 	}
 	log_warn("granary-fuse is gone with its connection; mounting anew",
@@ -1024,6 +1095,9 @@ static void vol_free(struct vol *v)
 	probe_put(v->probe);
 	if (v->fd >= 0)
 		close(v->fd);
+	if (v->pidfd >= 0)
+		close(v->pidfd);
+	log_limiter_release(&v->failing_log);
 	node_record_release(&v->rec);
 	node_record_release(&v->stale);
 	pthread_mutex_destroy(&v->mu);
@@ -1069,7 +1143,9 @@ static struct vol *vol_alloc(const char *id)
 	if (!v)
 		return NULL;
 	v->fd = -1;
+	v->pidfd = -1;
 	pthread_mutex_init(&v->mu, NULL);
+	log_limiter_init(&v->failing_log, RESTART_LOG_INTERVAL_MS, NULL, NULL);
 	v->rec.volume_id = strdup(id);
 	if (!v->rec.volume_id) {
 		vol_free(v);
@@ -1114,46 +1190,85 @@ static struct vol *vol_get(struct node *n, const char *id, bool create)
 
 /* ---- monitor ------------------------------------------------------------- */
 
-static void check_one(struct node *n, struct vol *v)
+/* Logs that a successor failed at start: once per cause and interval
+ * (v->mu held). */
+static void log_failing(struct vol *v, const char *msg, const char *cause, uint64_t ran_ms)
 {
-	uint64_t now = retry_now_ms();
+	if (strcmp(cause, v->failing_cause) != 0) {
+		/* A new cause is news: its first line goes out at once. */
+		log_limiter_release(&v->failing_log);
+		log_limiter_init(&v->failing_log, RESTART_LOG_INTERVAL_MS, NULL, NULL);
+		snprintf(v->failing_cause, sizeof(v->failing_cause), "%s", cause);
+	}
+	log_limited_warn(&v->failing_log, msg, LOG_S("volume", v->rec.volume_id),
+			 LOG_S("cause", cause), LOG_U("ran_ms", ran_ms),
+			 LOG_U("retry_in_ms", atomic_load(&v->backoff_ms)));
+}
+
+/*
+ * Looks after one volume's daemon (v->mu held): reaps one that ended and
+ * starts its successor, at once or after the back-off. Returns in how many
+ * ms it wants to look again (NO_WAKE: when the daemon's pidfd says).
+ */
+static uint64_t check_one(struct node *n, struct vol *v)
+{
+	uint64_t now = retry_now_ms(), ran, delay;
 	struct error err;
 	char how[128];
 	int status;
 
 	if (v->pods) {
 		pod_check(n, v);
-		return;
+		return v->gone ? NO_WAKE : POD_POLL_MS;
 	}
-	if (v->gone || !v->rec.staging_path || daemon_alive(v, &status)) {
-		if (!v->gone && v->rec.pid > 0) {
-			v->backoff_ms = 0;
-			v->down_since_ms = 0;
+	if (v->gone || !v->rec.staging_path)
+		return NO_WAKE;
+	if (daemon_alive(v, &status)) {
+		v->down_since_ms = 0;
+		ran = v->started_ms ? now - v->started_ms : NODE_RESTART_STABLE_MS;
+		if (atomic_load(&v->backoff_ms) == 0)
+			return NO_WAKE;
+		/* It ran for a while: the next successor starts at once. */
+		if (ran >= NODE_RESTART_STABLE_MS) {
+			atomic_store(&v->backoff_ms, 0);
+			v->failing_cause[0] = '\0';
+			return NO_WAKE;
 		}
-		return;
+		return NODE_RESTART_STABLE_MS - ran;
 	}
 	if (!v->down_since_ms) {
 		v->down_since_ms = now;
 		snprintf(v->down_how, sizeof(v->down_how), "is gone");
 	}
 	if (v->rec.pid > 0) {
+		ran = v->started_ms ? now - v->started_ms : UINT64_MAX;
 		describe_status(status, how, sizeof(how));
-		log_warn("granary-fuse ended", LOG_S("volume", v->rec.volume_id),
-			 LOG_I("pid", v->rec.pid), LOG_S("how", how));
+		delay = node_restart_delay(atomic_load(&v->backoff_ms), ran);
+		atomic_store(&v->backoff_ms, delay);
+		v->next_restart_ms = now + delay;
+		if (delay == 0)
+			log_warn("granary-fuse ended", LOG_S("volume", v->rec.volume_id),
+				 LOG_I("pid", v->rec.pid), LOG_S("how", how),
+				 LOG_U("ran_ms", v->started_ms ? ran : 0));
+		else
+			log_failing(v, "granary-fuse ended at start; the next one starts after a back-off",
+				    how, ran);
 		snprintf(v->down_how, sizeof(v->down_how), "%s", how);
 		v->rec.pid = 0;
 	}
 	if (now < v->next_restart_ms)
-		return;
-	v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : RESTART_BACKOFF_MIN_MS;
-	if (v->backoff_ms > RESTART_BACKOFF_MAX_MS)
-		v->backoff_ms = RESTART_BACKOFF_MAX_MS;
-	v->next_restart_ms = now + v->backoff_ms;
-	if (revive(n, v, &err) != ERR_OK) {
-		log_error("cannot revive granary-fuse", LOG_S("volume", v->rec.volume_id),
-			  LOG_S("cause", err.msg), LOG_U("retry_in_ms", v->backoff_ms));
-		snprintf(v->down_how, sizeof(v->down_how), "cannot be restarted: %s", err.msg);
-	}
+		return v->next_restart_ms - now;
+	atomic_fetch_add(&v->restarts, 1);
+	if (revive(n, v, &err) == ERR_OK)
+		return atomic_load(&v->backoff_ms) ? NODE_RESTART_STABLE_MS : NO_WAKE;
+	/* No successor runs (fork, or a mount made anew, failed): as a start
+	 * that failed at once. */
+	delay = node_restart_delay(atomic_load(&v->backoff_ms), 0);
+	atomic_store(&v->backoff_ms, delay);
+	v->next_restart_ms = now + delay;
+	snprintf(v->down_how, sizeof(v->down_how), "cannot be restarted: %s", err.msg);
+	log_failing(v, "cannot start a successor of granary-fuse", err.msg, 0);
+	return delay;
 }
 
 /* Every volume in the table, each referenced (vol_unref each, free the
@@ -1176,44 +1291,76 @@ static struct vol **vol_list(struct node *n, size_t *count)
 	return list;
 }
 
-void node_check_daemons(struct node *n)
+/*
+ * One pass over every volume. Returns in how many ms a volume wants to be
+ * looked at again (NO_WAKE: none); pidfds, when not NULL, gets a copy of
+ * each running daemon's pidfd (at most max; the caller closes them).
+ */
+static uint64_t check_daemons(struct node *n, struct pollfd *pidfds, size_t max, size_t *npidfds)
 {
-	size_t i = 0;
-	struct vol **list = vol_list(n, &i);
+	size_t count = 0;
+	struct vol **list = vol_list(n, &count);
+	uint64_t wake = NO_WAKE;
 
-	for (size_t k = 0; k < i; k++) {
+	if (npidfds)
+		*npidfds = 0;
+	for (size_t k = 0; k < count; k++) {
+		struct vol *v = list[k];
+
 		/* A volume busy with a call is that call's to look after. */
-		if (pthread_mutex_trylock(&list[k]->mu) == 0) {
-			check_one(n, list[k]);
-			pthread_mutex_unlock(&list[k]->mu);
+		if (pthread_mutex_trylock(&v->mu) == 0) {
+			uint64_t w = check_one(n, v);
+
+			if (w < wake)
+				wake = w;
+			if (pidfds && *npidfds < max && v->pidfd >= 0) {
+				int fd = fcntl(v->pidfd, F_DUPFD_CLOEXEC, 0);
+
+				if (fd >= 0)
+					pidfds[(*npidfds)++] = (struct pollfd){ .fd = fd, .events = POLLIN };
+			}
+			pthread_mutex_unlock(&v->mu);
 		}
-		vol_unref(n, list[k]);
+		vol_unref(n, v);
 	}
 	free(list);
+	return wake;
 }
 
+void node_check_daemons(struct node *n)
+{
+	check_daemons(n, NULL, 0, NULL);
+}
+
+#define MONITOR_POLL_MAX 256
+
+/*
+ * Checks every volume, then waits for a daemon to end (its pidfd turns
+ * readable once all its threads have: a successor starts within
+ * milliseconds), a back-off to run out, the interval, or node_free.
+ */
 static void *monitor_main(void *arg)
 {
 	struct node *n = arg;
 	uint64_t every = n->cfg.monitor_interval_ms ? n->cfg.monitor_interval_ms : 1000;
+	struct pollfd fds[MONITOR_POLL_MAX + 1];
 
 	pthread_mutex_lock(&n->mu);
 	while (!n->stopping) {
-		struct timespec until;
+		uint64_t wake;
+		size_t k = 0;
+		eventfd_t drained;
 
 		pthread_mutex_unlock(&n->mu);
-		node_check_daemons(n);
+		wake = check_daemons(n, fds + 1, MONITOR_POLL_MAX, &k);
+		if (wake > every)
+			wake = every;
+		fds[0] = (struct pollfd){ .fd = n->wake_fd, .events = POLLIN };
+		if (poll(fds, k + 1, (int)wake) > 0 && (fds[0].revents & POLLIN))
+			eventfd_read(n->wake_fd, &drained);
+		for (size_t i = 1; i <= k; i++)
+			close(fds[i].fd);
 		pthread_mutex_lock(&n->mu);
-		if (n->stopping)
-			break;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)(every / 1000);
-		until.tv_nsec += (long)(every % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&n->stop_cv, &n->mu, &until);
 	}
 	pthread_mutex_unlock(&n->mu);
 	return NULL;
@@ -1252,6 +1399,8 @@ static void adopt(struct node *n, const char *path)
 		log_info("waiting for the volume's mount pod to give its connection back",
 			 LOG_S("volume", v->rec.volume_id), LOG_U("conn", v->rec.conn));
 	} else if (daemon_alive(v, NULL)) {
+		/* Opened after the start time matched: the same process. */
+		v->pidfd = open_pidfd((pid_t)v->rec.pid);
 		v->fd = grab_descriptor((pid_t)v->rec.pid, v->rec.daemon_fd);
 		if (v->fd < 0)
 			log_warn("re-adopted granary-fuse without its descriptor: if it dies, the mount is made anew",
@@ -1310,14 +1459,18 @@ enum error_code node_new(const struct node_config *cfg, struct node **out, struc
 	if (!n)
 		return error_set(err, ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&n->mu, NULL);
-	pthread_cond_init(&n->stop_cv, NULL);
 	log_limiter_init(&n->lim, 10000, NULL, NULL);
+	n->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	n->cfg = *cfg;
 	if (asprintf(&n->dir, "%s/node", cfg->state_dir) < 0)
 		n->dir = NULL;
 	n->fuse_binary = strdup(cfg->fuse_binary ? cfg->fuse_binary : "");
 	n->fuse_config = strdup(cfg->fuse_config ? cfg->fuse_config : "");
 	n->meta_address = strdup(cfg->meta_address ? cfg->meta_address : "");
+	if (n->wake_fd < 0) {
+		rc = error_set(err, ERR_NOMEM, "eventfd for the monitor: %s", strerror(errno));
+		goto fail;
+	}
 	if (!n->dir || !n->fuse_binary || !n->fuse_config || !n->meta_address ||
 	    copy_dirs(cfg->roots, cfg->nroots, &n->roots, &n->nroots) < 0 ||
 	    copy_dirs(cfg->file_roots, cfg->nfile_roots, &n->file_roots, &n->nfile_roots) < 0) {
@@ -1356,8 +1509,8 @@ void node_free(struct node *n)
 	if (n->monitor_running) {
 		pthread_mutex_lock(&n->mu);
 		n->stopping = true;
-		pthread_cond_signal(&n->stop_cv);
 		pthread_mutex_unlock(&n->mu);
+		eventfd_write(n->wake_fd, 1);
 		pthread_join(n->monitor, NULL);
 	}
 	while (n->vols) {
@@ -1374,8 +1527,9 @@ void node_free(struct node *n)
 	free(n->fuse_binary);
 	free(n->fuse_config);
 	free(n->meta_address);
-	pthread_cond_destroy(&n->stop_cv);
 	log_limiter_release(&n->lim);
+	if (n->wake_fd >= 0)
+		close(n->wake_fd);
 	pthread_mutex_destroy(&n->mu);
 	free(n);
 }
@@ -2209,8 +2363,11 @@ enum error_code node_volumes_health(struct node *n, struct node_volume_health **
 				pthread_mutex_unlock(&v->mu);
 			}
 		}
-		if (h->volume_id)
+		if (h->volume_id) {
+			h->restarts = atomic_load(&v->restarts);
+			h->restart_delay_ms = atomic_load(&v->backoff_ms);
 			(*count)++;
+		}
 		vol_unref(n, v);
 	}
 	free(vols);

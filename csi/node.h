@@ -14,11 +14,16 @@
  * data_dir), the registration in the volume context (the PV's attributes,
  * csi/controller.h) registers it again.
  *
- * Supervision: a monitor thread checks every daemon each second. One that
- * died while the plugin holds its descriptor is replaced on the same
- * connection with --takeover true: the mount never goes away and readers
- * at most wait. Restarts back off from 1 s to 30 s. While a volume cannot
- * serve, its condition (below) says so and why.
+ * Supervision: a monitor thread waits on each daemon's pidfd (and checks
+ * every daemon each second). One that died while the plugin holds its
+ * descriptor is reaped once all its threads have ended, and replaced on
+ * the same connection with --takeover true: the mount never goes away and
+ * readers at most wait. A successor starts at once after a daemon that ran
+ * NODE_RESTART_STABLE_MS; after one that ended sooner (a successor that
+ * cannot start: missing binary, bad settings, a crash at start), the next
+ * waits 100 ms, doubling up to 10 s (node_restart_delay), and each cause
+ * of such failures is logged once a minute. While a volume cannot serve,
+ * its condition (below) says so and why; /metrics counts the restarts.
  *
  * Restarts of the plugin: every staged volume has a record (JSON) in
  * STATE/node/<volume id>.json: dataset, staging path, daemon pid and start
@@ -123,6 +128,17 @@ struct node_config {
  * secret, only the credentials file's path. */
 void node_fuse_argv(const struct node_config *cfg, const struct node_record *r, int fd,
 		    bool takeover, struct node_argv *out);
+
+/* ---- restarts (pure; unit-tested) ---------------------------------------- */
+
+/* A daemon that ran this long started well: its successor starts at once. */
+#define NODE_RESTART_STABLE_MS 200
+
+/* The delay before the next successor, given the delay the last one
+ * waited and how long the daemon that ended ran: 0 after one that ran
+ * NODE_RESTART_STABLE_MS; else 100 ms after a 0 delay, then twice the
+ * last, at most 10 s. */
+uint64_t node_restart_delay(uint64_t delay_ms, uint64_t uptime_ms);
 
 /* ---- the node plugin ----------------------------------------------------- */
 
@@ -243,6 +259,8 @@ enum error_code node_volume_stats(struct node *n, const char *volume_id, const c
 struct node_volume_health {
 	char *volume_id;
 	struct node_condition cond;
+	uint64_t restarts;          /* successors the monitor started */
+	uint64_t restart_delay_ms;  /* the back-off before the next one (0: at once) */
 };
 
 /*

@@ -13,7 +13,14 @@ struct mountfs_file {
 	uint64_t ino;
 	struct reader_object obj;  /* etag points into the snapshot */
 	char *key;
-	int refs;                  /* protected by fs->files_mu */
+	/* Open handles of the inode this daemon knows of, and reads in
+	 * progress: the state goes when both are 0. Kept apart because a
+	 * successor daemon only guesses the opens (handles of the previous
+	 * daemon show up as reads), so releases may outnumber them; a read
+	 * in progress must never lose its state to such a release.
+	 * Protected by fs->files_mu. */
+	int opens;
+	int reading;
 	pthread_mutex_t mu;
 	struct reader_stream stream; /* protected by mu */
 	UT_hash_handle hh;
@@ -168,9 +175,10 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 	return ERR_OK;
 }
 
-/* Finds ino's open state, creating it when missing; adds refs references. */
-static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write, int refs,
-				struct mountfs_file **out, struct error *err)
+/* Finds ino's open state, creating it when missing; adds opens and
+ * reading to its counts. */
+static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write, int opens,
+				int reading, struct mountfs_file **out, struct error *err)
 {
 	struct mountfs_file *f = NULL, *made = NULL;
 	enum error_code rc;
@@ -178,7 +186,8 @@ static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write
 	pthread_mutex_lock(&fs->files_mu);
 	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
 	if (f && !for_write) {
-		f->refs += refs;
+		f->opens += opens;
+		f->reading += reading;
 		pthread_mutex_unlock(&fs->files_mu);
 		*out = f;
 		return ERR_OK;
@@ -194,7 +203,8 @@ static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write
 		made = NULL;
 		HASH_ADD(hh, fs->files, ino, sizeof(f->ino), f);
 	}
-	f->refs += refs;
+	f->opens += opens;
+	f->reading += reading;
 	pthread_mutex_unlock(&fs->files_mu);
 	if (made)
 		file_free(made);
@@ -202,18 +212,14 @@ static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write
 	return ERR_OK;
 }
 
-static void file_put(struct mountfs *fs, struct mountfs_file *f, int refs)
+/* Takes f out of the table when nothing holds it (fs->files_mu held);
+ * true when the caller must free it. */
+static bool file_unused(struct mountfs *fs, struct mountfs_file *f)
 {
-	bool last;
-
-	pthread_mutex_lock(&fs->files_mu);
-	f->refs -= refs;
-	last = f->refs <= 0;
-	if (last)
-		HASH_DEL(fs->files, f);
-	pthread_mutex_unlock(&fs->files_mu);
-	if (last)
-		file_free(f);
+	if (f->opens > 0 || f->reading > 0)
+		return false;
+	HASH_DEL(fs->files, f);
+	return true;
 }
 
 enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
@@ -221,18 +227,36 @@ enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
 {
 	struct mountfs_file *f;
 
-	return file_get(fs, ino, for_write, 1, &f, err);
+	return file_get(fs, ino, for_write, 1, 0, &f, err);
 }
 
 void mountfs_release(struct mountfs *fs, uint64_t ino)
 {
 	struct mountfs_file *f = NULL;
+	bool unused = false;
 
+	/* Found and counted down under one lock: two releases of an inode
+	 * must not both see the state, since the first may free it. */
 	pthread_mutex_lock(&fs->files_mu);
 	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	if (f) {
+		if (f->opens > 0)
+			f->opens--;
+		unused = file_unused(fs, f);
+	}
 	pthread_mutex_unlock(&fs->files_mu);
-	if (f)
-		file_put(fs, f, 1);
+	if (unused)
+		file_free(f);
+}
+
+size_t mountfs_open_files(struct mountfs *fs)
+{
+	size_t n;
+
+	pthread_mutex_lock(&fs->files_mu);
+	n = HASH_COUNT(fs->files);
+	pthread_mutex_unlock(&fs->files_mu);
+	return n;
 }
 
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
@@ -241,19 +265,19 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
 	struct mountfs_file *f = NULL;
 	struct reader_stream stream;
 	enum error_code rc;
-	bool created;
+	bool created, unused;
 
 	*got = 0;
 	pthread_mutex_lock(&fs->files_mu);
 	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
 	created = f == NULL;
 	if (f)
-		f->refs++;
+		f->reading++;
 	pthread_mutex_unlock(&fs->files_mu);
 	/* No open state: the handle was opened by a previous daemon. Count
 	 * that open too, so its release balances it. */
 	if (created) {
-		rc = file_get(fs, ino, false, 2, &f, err);
+		rc = file_get(fs, ino, false, 1, 1, &f, err);
 		if (rc != ERR_OK)
 			return rc;
 	}
@@ -269,7 +293,12 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
 	pthread_mutex_unlock(&f->mu);
 	if (rc != ERR_OK)
 		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
-	file_put(fs, f, 1);
+	pthread_mutex_lock(&fs->files_mu);
+	f->reading--;
+	unused = file_unused(fs, f);
+	pthread_mutex_unlock(&fs->files_mu);
+	if (unused)
+		file_free(f);
 	return rc;
 }
 

@@ -54,7 +54,9 @@ struct mountfs_attr {
  * Open files are kept per inode and reference counted: the file handle the
  * kernel holds is the inode number itself, not a pointer, so that a
  * successor daemon (takeover) can serve reads on handles the previous one
- * opened. A read on an inode with no open state creates it.
+ * opened. A read on an inode with no open state creates it. Lookup and
+ * count change under one lock, so releases and reads racing on an inode
+ * never free the state twice or under a read.
  */
 struct mountfs_file;
 
@@ -90,8 +92,14 @@ enum error_code mountfs_readdir(struct mountfs *fs, uint64_t dir, uint64_t offse
  */
 enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
 			     struct error *err);
-/* Drops one open of ino; an inode not open (after a takeover) is ignored. */
+/* Drops one open of ino; an inode not open (after a takeover) is ignored,
+ * and so is a release beyond the opens known (a successor counts the
+ * previous daemon's handles of an inode as one, at their first read). The
+ * open state stays while a read of it is in progress. */
 void mountfs_release(struct mountfs *fs, uint64_t ino);
+
+/* How many inodes have open state (tests). */
+size_t mountfs_open_files(struct mountfs *fs);
 
 /* Reads up to len bytes at off of file ino; *got short only at the end. */
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,

@@ -26,10 +26,12 @@
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/retry.h"
@@ -409,6 +412,31 @@ static void publish(const char *id, const char *staging, const char *target)
 	req.readonly = true;
 	call_ok("/csi.v1.Node/NodePublishVolume", &req,
 		&csi__v1__node_publish_volume_response__descriptor);
+}
+
+static void unpublish(const char *id, const char *target)
+{
+	Csi__V1__NodeUnpublishVolumeRequest req = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
+
+	req.volume_id = (char *)id;
+	req.target_path = (char *)target;
+	call_ok("/csi.v1.Node/NodeUnpublishVolume", &req,
+		&csi__v1__node_unpublish_volume_response__descriptor);
+}
+
+/* Meta and the plugin, a volume staged and published to one pod (id,
+ * staging and target hold 256, 300 and 300 bytes). */
+static void start_published(char *id, char *staging, char *target)
+{
+	struct context ctx;
+
+	start_meta(false);
+	start_csi();
+	create_volume(id, 256, &ctx);
+	snprintf(staging, 300, "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
+	snprintf(target, 300, "%s/mnt/pods/a/volumes/%s/mount", work, id);
+	stage(id, staging);
+	publish(id, staging, target);
 }
 
 /* ---- checks ------------------------------------------------------------ */
@@ -840,20 +868,12 @@ static int log_count(const char *needle)
 START_TEST(test_node_volume_condition_tells_a_mount_that_cannot_serve)
 {
 	char id[256], staging[300], t1[300], link[200], real[600], want[300];
-	Csi__V1__NodeUnpublishVolumeRequest unpub = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
-	struct context ctx;
 	struct stats st;
 	struct error err;
 	long pid, pid2;
 	uint64_t t0;
 
-	start_meta(false);
-	start_csi();
-	create_volume(id, sizeof(id), &ctx);
-	snprintf(staging, sizeof(staging), "%s/mnt/plugins/csi.granary.io/%s/globalmount", work, id);
-	snprintf(t1, sizeof(t1), "%s/mnt/pods/a/volumes/%s/mount", work, id);
-	stage(id, staging);
-	publish(id, staging, t1);
+	start_published(id, staging, t1);
 	pid = record_pid(id);
 
 	/* Serving: a condition that says so, and the usage. Unknown volumes
@@ -909,15 +929,340 @@ START_TEST(test_node_volume_condition_tells_a_mount_that_cannot_serve)
 	ck_assert_int_eq(log_count("msg=\"volume abnormal\""), 2);
 	ck_assert_int_eq(log_count("msg=\"volume serves again\""), 2);
 
-	unpub.volume_id = id;
-	unpub.target_path = t1;
-	call_ok("/csi.v1.Node/NodeUnpublishVolume", &unpub,
-		&csi__v1__node_unpublish_volume_response__descriptor);
+	unpublish(id, t1);
 	unstage(id, staging);
 	t0 = retry_now_ms();
 	ck_assert_int_eq(mounts_under_work(), 0);
 	expect_metric("\ngranary_csi_volumes_staged 0\n");
 	ck_assert_msg(retry_now_ms() - t0 < 5000, "/metrics was slow with nothing staged");
+}
+END_TEST
+
+/* ---- repeated takeovers ----------------------------------------------------- */
+
+#define BIG_FILES 4
+#define BIG_SIZE (1u << 20)
+#define READERS 4
+#define KILLS 200
+/* A daemon that ran this long counts as started (csi/node.c): killing it
+ * later restarts the next one at once rather than after a back-off. */
+#define STABLE_MS 200
+
+static unsigned char big[BIG_FILES][BIG_SIZE];
+static atomic_long reads_done;
+
+/* Files big enough that readers keep the daemon busy; uploaded under the
+ * volume's prefix before CreateVolume lists it. */
+static void put_big_files(void)
+{
+	struct store_config cfg = { 0 };
+	struct store *st = NULL;
+	struct error err;
+	char key[300];
+
+	cfg.endpoint = endpoint;
+	cfg.credentials_file = credentials;
+	cfg.request_timeout_ms = 10000;
+	cfg.deadline_ms = 30000;
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	for (int i = 0; i < BIG_FILES; i++) {
+		harness_fill(big[i], BIG_SIZE, 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1));
+		snprintf(key, sizeof(key), "%sbig/%d.bin", prefix, i);
+		ck_assert_msg(store_put(st, key, big[i], BIG_SIZE, &err) == ERR_OK, "%s", err.msg);
+	}
+	store_free(st);
+}
+
+struct reader {
+	pthread_t t;
+	const char *dir;
+	atomic_int *stop;
+	unsigned seed;
+	long reads, failed, wrong, enotconn;
+	char last_error[200];
+};
+
+static void reader_fail(struct reader *r, const char *what, int errnum)
+{
+	r->failed++;
+	if (errnum == ENOTCONN)
+		r->enotconn++;
+	snprintf(r->last_error, sizeof(r->last_error), "%s: %s", what, strerror(errnum));
+}
+
+/* Opens a file, reads a few random ranges with O_DIRECT (every read
+ * reaches the daemon), compares each byte, closes; again and again, so
+ * that opens and releases of the same files from several readers cross
+ * every takeover. */
+static void *read_loop(void *arg)
+{
+	struct reader *r = arg;
+	void *buf = NULL;
+	char path[400];
+
+	ck_assert_int_eq(posix_memalign(&buf, 4096, 256u << 10), 0);
+	while (!atomic_load(r->stop)) {
+		int i = (int)(rand_r(&r->seed) % BIG_FILES), fd;
+
+		snprintf(path, sizeof(path), "%s/big/%d.bin", r->dir, i);
+		fd = open(path, O_RDONLY | O_DIRECT);
+		if (fd < 0) {
+			reader_fail(r, "open", errno);
+			continue;
+		}
+		for (int k = 0; k < 3; k++) {
+			size_t off = (size_t)(rand_r(&r->seed) % (BIG_SIZE / 4096)) * 4096;
+			size_t len = 4096u * (1 + rand_r(&r->seed) % 64);
+			ssize_t n;
+
+			if (off + len > BIG_SIZE)
+				len = BIG_SIZE - off;
+			n = pread(fd, buf, len, (off_t)off);
+			r->reads++;
+			if (n < 0)
+				reader_fail(r, "pread", errno);
+			else if ((size_t)n != len || memcmp(buf, big[i] + off, len) != 0)
+				r->wrong++;
+			else
+				atomic_fetch_add(&reads_done, 1);
+		}
+		close(fd);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Children of pid that have ended but were not reaped. */
+static int zombie_children(pid_t pid)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int zombies = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d))) {
+		char path[300], buf[512], state = 0, *p;
+		int ppid = 0;
+		FILE *f;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == pid && state == 'Z')
+			zombies++;
+	}
+	closedir(d);
+	return zombies;
+}
+
+/* Waits for a daemon other than prev that runs, then until it ran
+ * STABLE_MS and readers got bytes from it; returns its pid. */
+static long wait_new_daemon(const char *id, long prev)
+{
+	uint64_t t0 = retry_now_ms(), seen;
+	long pid, base;
+
+	while ((pid = record_pid(id)) == prev || pid <= 0 || !alive(pid)) {
+		if (retry_now_ms() - t0 > 10000) {
+			dump_log();
+			ck_abort_msg("no successor of daemon %ld after 10 s", prev);
+		}
+		retry_sleep_ms(2);
+	}
+	seen = retry_now_ms();
+	base = atomic_load(&reads_done);
+	while (retry_now_ms() - seen < STABLE_MS || atomic_load(&reads_done) - base < READERS) {
+		if (retry_now_ms() - seen > 10000) {
+			dump_log();
+			ck_abort_msg("readers got no bytes from daemon %ld in 10 s", pid);
+		}
+		retry_sleep_ms(5);
+	}
+	return pid;
+}
+
+START_TEST(test_node_survives_200_sigkills_of_its_daemon_under_readers)
+{
+	char id[256], staging[300], t1[300], want[300], body[8192];
+	struct reader r[READERS];
+	atomic_int stop = 0;
+	long pid = 0, total = 0, failed = 0, wrong = 0, enotconn = 0;
+	int zombies = 0, ended, killed;
+	uint64_t t0;
+
+	put_big_files();
+	start_published(id, staging, t1);
+	for (int i = 0; i < READERS; i++) {
+		r[i] = (struct reader){ .dir = t1, .stop = &stop, .seed = (unsigned)i * 7919u + 1 };
+		pthread_create(&r[i].t, NULL, read_loop, &r[i]);
+	}
+	t0 = retry_now_ms();
+	for (int k = 0; k < KILLS; k++) {
+		pid = wait_new_daemon(id, pid);
+		zombies += zombie_children(csi_pid);
+		kill((pid_t)pid, SIGKILL);
+	}
+	wait_new_daemon(id, pid);
+	zombies += zombie_children(csi_pid);
+	atomic_store(&stop, 1);
+	for (int i = 0; i < READERS; i++) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 20;
+		if (pthread_timedjoin_np(r[i].t, NULL, &until) != 0) {
+			dump_log();
+			ck_abort_msg("reader %d still blocked 20 s after the last takeover", i);
+		}
+		total += r[i].reads;
+		failed += r[i].failed;
+		wrong += r[i].wrong;
+		enotconn += r[i].enotconn;
+		if (r[i].failed)
+			fprintf(stderr, "reader %d: %ld failed calls, the last '%s'\n", i, r[i].failed,
+				r[i].last_error);
+	}
+	ended = log_count("msg=\"granary-fuse ended\"");
+	killed = log_count("how=\"was killed by signal 9\"");
+	fprintf(stderr,
+		"%d kills in %llu ms: %ld reads, %ld failed, %ld wrong, %ld ENOTCONN; %d daemons ended (%d by SIGKILL); %d zombies seen\n",
+		KILLS, (unsigned long long)(retry_now_ms() - t0), total, failed, wrong, enotconn, ended,
+		killed, zombies);
+	if (failed || wrong || ended != KILLS || killed != KILLS || zombies) {
+		/* What went wrong, rather than the log's last lines. */
+		char cmd[600];
+
+		snprintf(cmd, sizeof(cmd),
+			 "grep -E 'level=error|granary-fuse ended|free|corrupt|Sanitizer' '%s/csi.log' | grep -v 'signal 9' | head -n 30 >&2",
+			 work);
+		if (system(cmd) != 0)
+			dump_log();
+	}
+	ck_assert_int_gt(total, KILLS);
+	ck_assert_int_eq(enotconn, 0);
+	ck_assert_int_eq(failed, 0);
+	ck_assert_int_eq(wrong, 0);
+	ck_assert_msg(zombies == 0, "%d zombie children of the plugin seen", zombies);
+	/* Every daemon ended by the test's SIGKILL, none by itself. */
+	ck_assert_int_eq(ended, KILLS);
+	ck_assert_int_eq(killed, KILLS);
+	snprintf(want, sizeof(want), "\ngranary_csi_fuse_restarts_total{volume=\"%s\"} %d\n", id,
+		 KILLS);
+	ck_assert_int_eq(http_get("/metrics", body), 200);
+	ck_assert_msg(strstr(body, want), "no line '%s' in /metrics:\n%s", want, body);
+	snprintf(want, sizeof(want), "\ngranary_csi_fuse_restart_backoff_seconds{volume=\"%s\"} 0\n",
+		 id);
+	ck_assert_msg(strstr(body, want), "no line '%s' in /metrics:\n%s", want, body);
+	unpublish(id, t1);
+	unstage(id, staging);
+	ck_assert_int_eq(mounts_under_work(), 0);
+}
+END_TEST
+
+/* One whole-file read in a thread of its own (it may wait on the mount). */
+struct slow_read {
+	pthread_t t;
+	char path[400];
+	atomic_int done;
+	int errnum;
+	char buf[256];
+};
+
+static void *slow_read_main(void *arg)
+{
+	struct slow_read *sr = arg;
+	int fd = open(sr->path, O_RDONLY);
+	ssize_t n = -1;
+
+	if (fd >= 0) {
+		n = read(fd, sr->buf, sizeof(sr->buf) - 1);
+		close(fd);
+	}
+	sr->errnum = n < 0 ? errno : 0;
+	if (n >= 0)
+		sr->buf[n] = '\0';
+	atomic_store(&sr->done, 1);
+	return NULL;
+}
+
+/* The value of a /metrics sample, or -1 when there is none. */
+static double metric_value(const char *name, const char *id)
+{
+	char body[8192], want[300];
+	const char *p;
+
+	ck_assert_int_eq(http_get("/metrics", body), 200);
+	snprintf(want, sizeof(want), "\n%s{volume=\"%s\"} ", name, id);
+	p = strstr(body, want);
+	return p ? strtod(p + strlen(want), NULL) : -1;
+}
+
+START_TEST(test_node_successor_that_cannot_start_backs_off_while_readers_wait)
+{
+	char id[256], staging[300], t1[300], link[200], real[600], script[200];
+	struct slow_read sr = { 0 };
+	double restarts, backoff;
+	uint64_t t0;
+
+	start_published(id, staging, t1);
+	ck_assert_double_eq(metric_value("granary_csi_fuse_restarts_total", id), 0);
+
+	/* The daemon dies while no successor can start (its binary is gone);
+	 * a reader comes meanwhile. */
+	snprintf(link, sizeof(link), "%s/granary-fuse", work);
+	snprintf(real, sizeof(real), "%s/granary-fuse", bin_dir);
+	ck_assert_int_eq(unlink(link), 0);
+	kill((pid_t)record_pid(id), SIGKILL);
+	snprintf(sr.path, sizeof(sr.path), "%s/%s", t1, files[1][0]);
+	pthread_create(&sr.t, NULL, slow_read_main, &sr);
+	retry_sleep_ms(2500);
+
+	/* The reader waits on the connection the plugin holds: no error, no
+	 * aborted mount. The volume is abnormal and says why. */
+	ck_assert_msg(!atomic_load(&sr.done), "the read returned while no daemon ran: %s",
+		      strerror(sr.errnum));
+	stats_wait(id, t1, true, "exited with status 127", 5000);
+	/* Successors at 0, 0.1, 0.3, 0.7, 1.5 s: a back-off, not a loop. */
+	restarts = metric_value("granary_csi_fuse_restarts_total", id);
+	backoff = metric_value("granary_csi_fuse_restart_backoff_seconds", id);
+	ck_assert_msg(restarts >= 3 && restarts <= 6, "%g restarts in 2.5 s", restarts);
+	ck_assert_msg(backoff >= 0.4 && backoff <= 3.2, "back-off %g s after %g restarts", backoff,
+		      restarts);
+	/* One line for the cause, however often it recurred. */
+	ck_assert_int_eq(log_count("msg=\"granary-fuse ended at start; the next one starts after a back-off\""), 1);
+	ck_assert_int_eq(log_count("cause=\"exited with status 127"), 1);
+
+	/* Another cause (the binary exits at once by itself): its own line. */
+	snprintf(script, sizeof(script), "%s/exits.sh", work);
+	harness_write_file(script, "#!/bin/sh\nexit 3\n", 0755);
+	ck_assert_int_eq(symlink(script, link), 0);
+	stats_wait(id, t1, true, "exited with status 3", 10000);
+	ck_assert(!atomic_load(&sr.done));
+	ck_assert_int_eq(log_count("cause=\"exited with status 3\""), 1);
+
+	/* The binary is back: the next successor takes over, the reader gets
+	 * its bytes, and once the daemon ran a while the back-off is gone. */
+	ck_assert_int_eq(unlink(link), 0);
+	ck_assert_int_eq(symlink(real, link), 0);
+	stats_wait(id, t1, false, "serves", 20000);
+	pthread_join(sr.t, NULL);
+	ck_assert_msg(sr.errnum == 0, "the waiting read failed: %s", strerror(sr.errnum));
+	ck_assert_str_eq(sr.buf, files[1][1]);
+	t0 = retry_now_ms();
+	while (metric_value("granary_csi_fuse_restart_backoff_seconds", id) != 0) {
+		ck_assert_msg(retry_now_ms() - t0 < 5000, "the back-off stays after the daemon runs");
+		retry_sleep_ms(100);
+	}
+	ck_assert_int_ge(metric_value("granary_csi_fuse_restarts_total", id), restarts + 2);
+
+	unpublish(id, t1);
+	unstage(id, staging);
+	ck_assert_int_eq(mounts_under_work(), 0);
 }
 END_TEST
 
@@ -932,6 +1277,13 @@ int main(void)
 	tcase_add_test(tc, test_node_refuses_bad_requests_with_their_codes);
 	tcase_add_test(tc, test_node_registers_again_from_the_volume_context);
 	tcase_add_test(tc, test_node_volume_condition_tells_a_mount_that_cannot_serve);
+	suite_add_tcase(s, tc);
+	/* Its own ctest (CK_RUN_CASE=restarts), short enough for the ASan run. */
+	tc = tcase_create("restarts");
+	tcase_set_timeout(tc, 300);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_node_survives_200_sigkills_of_its_daemon_under_readers);
+	tcase_add_test(tc, test_node_successor_that_cannot_start_backs_off_while_readers_wait);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -97,12 +97,18 @@ START_TEST(test_metrics_labeled_samples_escape_their_values)
 			      "gauge");
 	metrics_render_labeled(&b, "granary_csi_volume_abnormal", "volume", "pvc-1", 0);
 	metrics_render_labeled(&b, "granary_csi_volume_abnormal", "volume", "a\\b\"c\nd", 1);
+	metrics_render_labeled_double(&b, "granary_csi_fuse_restart_backoff_seconds", "volume",
+				      "a\"b", 0.1);
+	metrics_render_labeled_double(&b, "granary_csi_fuse_restart_backoff_seconds", "volume",
+				      "pvc-1", 10);
 	ck_assert_int_eq(b.failed, 0);
 	ck_assert_str_eq(b.data,
 			 "# HELP granary_csi_volume_abnormal 1 while the volume cannot serve\n"
 			 "# TYPE granary_csi_volume_abnormal gauge\n"
 			 "granary_csi_volume_abnormal{volume=\"pvc-1\"} 0\n"
-			 "granary_csi_volume_abnormal{volume=\"a\\\\b\\\"c\\nd\"} 1\n");
+			 "granary_csi_volume_abnormal{volume=\"a\\\\b\\\"c\\nd\"} 1\n"
+			 "granary_csi_fuse_restart_backoff_seconds{volume=\"a\\\"b\"} 0.1\n"
+			 "granary_csi_fuse_restart_backoff_seconds{volume=\"pvc-1\"} 10\n");
 	metrics_buf_release(&b);
 }
 END_TEST

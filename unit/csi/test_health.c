@@ -117,7 +117,11 @@ START_TEST(test_health_metrics_count_staged_volumes_in_the_node_role)
 			 "# TYPE granary_csi_volumes_staged gauge\n"
 			 "granary_csi_volumes_staged 0\n"
 			 "# HELP granary_csi_volume_abnormal 1 while a staged volume's mount cannot serve (NodeGetVolumeStats' condition says why)\n"
-			 "# TYPE granary_csi_volume_abnormal gauge\n");
+			 "# TYPE granary_csi_volume_abnormal gauge\n"
+			 "# HELP granary_csi_fuse_restarts_total successors of a staged volume's granary-fuse the node plugin started\n"
+			 "# TYPE granary_csi_fuse_restarts_total counter\n"
+			 "# HELP granary_csi_fuse_restart_backoff_seconds how long the next successor of a volume's granary-fuse waits after one failed at start (0: starts at once)\n"
+			 "# TYPE granary_csi_fuse_restart_backoff_seconds gauge\n");
 	metrics_buf_release(&b);
 	node_free(h.node);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -211,6 +211,25 @@ START_TEST(test_node_mount_condition_names_path_and_cause)
 }
 END_TEST
 
+START_TEST(test_node_restart_delay_backs_off_only_after_failed_starts)
+{
+	uint64_t d = 0;
+	const uint64_t want[] = { 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000 };
+
+	/* A daemon that ran a while: its successor starts at once, whatever
+	 * the last delay was. */
+	ck_assert_uint_eq(node_restart_delay(0, NODE_RESTART_STABLE_MS), 0);
+	ck_assert_uint_eq(node_restart_delay(10000, NODE_RESTART_STABLE_MS), 0);
+	ck_assert_uint_eq(node_restart_delay(800, UINT64_MAX), 0);
+	/* Successors that end at once: 100 ms, doubling, 10 s at most. */
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		d = node_restart_delay(d, NODE_RESTART_STABLE_MS - 1);
+		ck_assert_uint_eq(d, want[i]);
+	}
+	ck_assert_uint_eq(node_restart_delay(d, 0), 10000);
+}
+END_TEST
+
 START_TEST(test_node_volume_stats_of_what_is_not_staged_is_not_found)
 {
 	char state[64], *roots[] = { "/var/lib/kubelet" };
@@ -408,6 +427,7 @@ int main(void)
 	tcase_add_test(tc, test_node_path_allowed_only_strictly_under_roots);
 	tcase_add_test(tc, test_node_fuse_argv_names_files_never_secrets);
 	tcase_add_test(tc, test_node_mount_condition_names_path_and_cause);
+	tcase_add_test(tc, test_node_restart_delay_backs_off_only_after_failed_starts);
 	tcase_add_test(tc, test_node_volume_stats_of_what_is_not_staged_is_not_found);
 	tcase_add_test(tc, test_node_refuses_volume_ids_that_are_not_ids);
 	tcase_add_test(tc, test_node_stage_refuses_a_context_naming_another_dataset);

@@ -1,0 +1,220 @@
+/*
+ * test_mountfs.c - open-file state of fuse/mountfs.c across a takeover:
+ * a successor daemon meets handles it never opened (their first read makes
+ * the state) and releases it cannot match, while reads run in other
+ * threads. The state must never be freed twice or under a read.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "fuse/mountfs.h"
+#include "unit/check_main.h"
+
+#define FILE_SIZE 8192
+
+/* A source that serves a fixed pattern; with gate set, each read waits
+ * until the test opens it. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closed;    /* protected by mu */
+	int entered;    /* reads waiting at the gate; protected by mu */
+};
+
+static struct gate gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0 };
+
+static char pattern(uint64_t off)
+{
+	return (char)('a' + off % 23);
+}
+
+static enum error_code gated_read(void *ctx, struct reader_block *blk, uint64_t off,
+				  size_t len, char *dst, size_t *got, unsigned readahead,
+				  struct error *err)
+{
+	struct gate *g = ctx;
+	uint64_t base = blk->index * blk->block_size + off;
+
+	(void)readahead;
+	(void)err;
+	pthread_mutex_lock(&g->mu);
+	g->entered++;
+	pthread_cond_broadcast(&g->cv);
+	while (g->closed)
+		pthread_cond_wait(&g->cv, &g->mu);
+	g->entered--;
+	pthread_mutex_unlock(&g->mu);
+	for (size_t i = 0; i < len; i++)
+		dst[i] = pattern(base + i);
+	*got = len;
+	return ERR_OK;
+}
+
+static struct mountfs *fs;
+static struct reader *rd;
+static uint64_t ino;
+
+static void setup(void)
+{
+	struct reader_config cfg = { .block_size = 4096, .nsources = 1 };
+	struct snapshot_builder *b = NULL;
+	struct snapshot *snap = NULL;
+	struct error err;
+
+	cfg.sources[0] = (struct reader_source){ .name = "gate", .read = gated_read, .ctx = &gate };
+	ck_assert_int_eq(snapshot_builder_new("ds", "s3://bucket/p/", 1, &b, &err), ERR_OK);
+	ck_assert_int_eq(snapshot_builder_add(b, "f.bin", FILE_SIZE, "etag", 1, &err), ERR_OK);
+	ck_assert_int_eq(snapshot_builder_finish(b, &snap, &err), ERR_OK);
+	ck_assert_int_eq(reader_new(&cfg, &rd, &err), ERR_OK);
+	ck_assert_int_eq(mountfs_new(snap, rd, 0, 0, &fs, &err), ERR_OK);
+	ino = snapshot_lookup(mountfs_snapshot(fs), 1, "f.bin");
+	ck_assert_uint_ne(ino, 0);
+	gate.closed = false;
+}
+
+static void teardown(void)
+{
+	mountfs_free(fs);
+	reader_free(rd);
+	fs = NULL;
+	rd = NULL;
+}
+
+struct read_call {
+	pthread_t t;
+	enum error_code rc;
+	size_t got;
+	char buf[FILE_SIZE];
+};
+
+static void *read_main(void *arg)
+{
+	struct read_call *c = arg;
+	struct error err;
+
+	c->rc = mountfs_read(fs, ino, 0, FILE_SIZE, c->buf, &c->got, &err);
+	return NULL;
+}
+
+static void check_bytes(const struct read_call *c)
+{
+	ck_assert_int_eq(c->rc, ERR_OK);
+	ck_assert_uint_eq(c->got, FILE_SIZE);
+	for (size_t i = 0; i < FILE_SIZE; i++)
+		ck_assert_int_eq(c->buf[i], pattern(i));
+}
+
+/* A successor: two handles of the previous daemon on one inode. The first
+ * read makes the state and counts one open; both releases arrive while that
+ * read still runs. The state must stay until the read is done. */
+START_TEST(test_mountfs_state_outlives_releases_during_a_read)
+{
+	struct read_call c = { 0 };
+
+	pthread_mutex_lock(&gate.mu);
+	gate.closed = true;
+	pthread_mutex_unlock(&gate.mu);
+	pthread_create(&c.t, NULL, read_main, &c);
+	pthread_mutex_lock(&gate.mu);
+	while (gate.entered == 0)
+		pthread_cond_wait(&gate.cv, &gate.mu);
+	pthread_mutex_unlock(&gate.mu);
+
+	mountfs_release(fs, ino);
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 1);
+
+	pthread_mutex_lock(&gate.mu);
+	gate.closed = false;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	pthread_join(c.t, NULL);
+	check_bytes(&c);
+	/* Nothing holds it any more: gone, and a later release is ignored. */
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+/* Opens, reads and releases balance: the state goes with the last release. */
+START_TEST(test_mountfs_state_goes_with_the_last_release)
+{
+	struct read_call c = { 0 };
+	struct error err;
+
+	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
+	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
+	read_main(&c);
+	check_bytes(&c);
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 1);
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+#define HAMMER_THREADS 4
+#define HAMMER_ROUNDS 20000
+
+static atomic_int hammer_errors;
+
+/* Successor-like traffic: reads of handles never opened here, opens, and
+ * more releases than opens, all on one inode from several threads. */
+static void *hammer(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+	struct error err;
+	char buf[64];
+	size_t got;
+
+	for (int i = 0; i < HAMMER_ROUNDS; i++) {
+		switch (rand_r(&seed) % 3) {
+		case 0:
+			if (mountfs_open(fs, ino, false, &err) != ERR_OK)
+				atomic_fetch_add(&hammer_errors, 1);
+			break;
+		case 1:
+			if (mountfs_read(fs, ino, (uint64_t)(rand_r(&seed) % 4096), sizeof(buf), buf,
+					 &got, &err) != ERR_OK ||
+			    got != sizeof(buf))
+				atomic_fetch_add(&hammer_errors, 1);
+			break;
+		default:
+			mountfs_release(fs, ino);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(test_mountfs_racing_releases_and_reads_stay_sound)
+{
+	pthread_t t[HAMMER_THREADS];
+
+	atomic_store(&hammer_errors, 0);
+	for (uintptr_t i = 0; i < HAMMER_THREADS; i++)
+		pthread_create(&t[i], NULL, hammer, (void *)(i + 1));
+	for (int i = 0; i < HAMMER_THREADS; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_int_eq(atomic_load(&hammer_errors), 0);
+	/* Whatever opens are left, releasing them all empties the table. */
+	for (int i = 0; i < HAMMER_THREADS * HAMMER_ROUNDS && mountfs_open_files(fs); i++)
+		mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("mountfs");
+	TCase *tc = tcase_create("open_state");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_mountfs_state_outlives_releases_during_a_read);
+	tcase_add_test(tc, test_mountfs_state_goes_with_the_last_release);
+	tcase_add_test(tc, test_mountfs_racing_releases_and_reads_stay_sound);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
