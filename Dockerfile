@@ -11,7 +11,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGRANARY_E2E=OFF \
-    && ninja -C /build granary-meta granary-worker granary-fuse granary-csi granary-mount granary-store granary-tfrecord granary-probe
+    && ninja -C /build granary-meta granary-worker granary-fuse granary-csi granary-mount granary-store \
+         granary-tfrecord granary-probe granary-readcheck
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -21,5 +22,5 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/bin/granary-meta /build/bin/granary-worker /build/bin/granary-fuse \
      /build/bin/granary-csi /build/bin/granary-mount /build/bin/granary-store /build/bin/granary-tfrecord \
-     /build/bin/granary-probe /usr/bin/
+     /build/bin/granary-probe /build/bin/granary-readcheck /usr/bin/
 ENTRYPOINT ["/usr/bin/granary-csi"]
