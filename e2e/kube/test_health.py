@@ -128,19 +128,29 @@ def crictl(*args):
                           capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-def test_pods_that_lost_their_mount_with_the_node_plugin_container_are_told(reading_pod):
-    # The node plugin's container stops (as a crash or an OOM kill would
-    # stop it): its granary-fuse daemons go with it. The restarted plugin
-    # mounts the volume anew and repairs the host's bind mounts, but a
-    # running container keeps its copy of the old mount: the pod must see
-    # that in its events, and the node plugin's metric must say so.
+def container_of(pod, name):
+    ids = crictl("ps", "-q", "--name", name, "--label",
+                 f"io.kubernetes.pod.uid={pod['metadata']['uid']}").split()
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def test_pods_that_lost_their_mount_with_every_holder_are_told(reading_pod):
+    # Both holders of the volume's FUSE connection stop at once, as on a
+    # node that loses power: the node plugin's container and the volume's
+    # mount pod's (each alone would end nothing: the other holds the
+    # connection). The restarted plugin mounts the volume anew and repairs
+    # the host's bind mounts, but a running container keeps its copy of the
+    # old mount: the pod must see that in its events, and the node plugin's
+    # metric must say so.
     vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
     plugin = pod_of("node")[0]
+    mount = [p for p in pod_of("mount")
+             if p["metadata"].get("annotations", {}).get("granary.io/volume") == vol]
+    assert len(mount) == 1, [p["metadata"]["name"] for p in pod_of("mount")]
     restarts = plugin["status"]["containerStatuses"][0]["restartCount"]
-    ids = crictl("ps", "-q", "--name", "granary-csi", "--label",
-                 f"io.kubernetes.pod.uid={plugin['metadata']['uid']}").split()
-    assert len(ids) == 1, ids
-    crictl("stop", "--timeout", "0", ids[0])
+    crictl("stop", "--timeout", "0", container_of(plugin, "granary-csi"),
+           container_of(mount[0], "granary-mount"))
     kube.wait_for("the node plugin restarted and Ready",
                   lambda: pod_of("node")[0]["status"]["containerStatuses"][0]["restartCount"] > restarts
                   and ready(pod_of("node")[0]), timeout=120, interval=1)
