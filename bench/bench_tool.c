@@ -57,6 +57,8 @@ static const struct config_field bench_fields[] = {
 	  "proxy: a connection here gets the counters as one line (host:port)", 0, 0, NULL },
 	{ "meta.address", CONFIG_STRING, offsetof(struct bench_settings, meta_address),
 	  "unix:///run/granary/meta.sock", "register: granary-meta address", 0, 0, NULL },
+	{ "meta.key_file", CONFIG_STRING, offsetof(struct bench_settings, meta_key_file), "",
+	  "register: key of granary-meta's csi role (empty: unsigned calls)", 0, 0, NULL },
 	{ "source", CONFIG_STRING, offsetof(struct bench_settings, source), "",
 	  "register: source URI, s3://bucket/prefix/", 0, 0, NULL },
 	{ "block_size", CONFIG_SIZE, offsetof(struct bench_settings, block_size), "0",

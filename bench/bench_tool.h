@@ -42,6 +42,7 @@ struct bench_settings {
 	char *stats_listen;
 	/* register */
 	char *meta_address;
+	char *meta_key_file;
 	char *source;
 	uint64_t block_size;
 	char *log_level;

@@ -182,11 +182,18 @@ worker_pid=
 cluster_start_meta() {
   rm -rf "$work/meta-data" "$work/meta.sock"
   (umask 077; echo "granary-bench-cluster-token-$(date +%s%N)" > "$work/token")
+  # meta's role keys; the mount role's is the cluster token, as in the chart.
+  for role in csi worker; do
+    (umask 077; echo "granary-bench-$role-key-$(date +%s%N)" > "$work/$role.key")
+  done
   "$bin/granary-meta" --listen "$meta_sock" --data_dir "$work/meta-data" \
-    --heartbeat.interval 1s --heartbeat.expiry 5s "${storeflags[@]}" > "$work/logs/meta.log" 2>&1 &
+    --heartbeat.interval 1s --heartbeat.expiry 5s "${storeflags[@]}" \
+    --auth.csi_key_file "$work/csi.key" --auth.worker_key_file "$work/worker.key" \
+    --auth.mount_key_file "$work/token" > "$work/logs/meta.log" 2>&1 &
   pids+=($!)
   for ds in tfr small meta; do
-    "$bin/granary-bench" register "$ds" --meta.address "$meta_sock" --source "s3://$bucket/$ds/" >&2 ||
+    "$bin/granary-bench" register "$ds" --meta.address "$meta_sock" \
+      --meta.key_file "$work/csi.key" --source "s3://$bucket/$ds/" >&2 ||
       die "register $ds in granary-meta failed (log: $work/logs/meta.log)"
   done
 }
@@ -195,6 +202,7 @@ cluster_start_worker() { # cache_dir capacity
   worker_port=$(free_port)
   "$bin/granary-worker" --listen "127.0.0.1:$worker_port" --node_id bench-node \
     --meta.address "$meta_sock" --cache.dir "$1" --cache.capacity "$2" --token_file "$work/token" \
+    --meta.key_file "$work/worker.key" \
     "${storeflags[@]}" >> "$work/logs/worker.log" 2>&1 &
   worker_pid=$!
   pids+=($worker_pid)
@@ -226,7 +234,7 @@ mount_sys() {
       ;;
     granary-cluster)
       "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
-        --token_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
+        --token_file "$work/token" --meta.key_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
       ;;
     s3fs)
       # s3fs has no cache size: ensure_diskfree keeps the cache disk's free

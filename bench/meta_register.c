@@ -16,7 +16,8 @@
 int bench_register(const struct bench_settings *s, const char *name)
 {
 	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000,
-					   .wait_for_ready = true };
+					   .wait_for_ready = true, .key_file = s->meta_key_file,
+					   .role = META_ROLE_CSI };
 	Granary__V1__DatasetSpec spec;
 	Granary__V1__DatasetOptions o;
 	Granary__V1__Dataset *d = NULL;

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
 	    worker_meta_start(
 		    &(struct worker_meta_config){
 			    .address = s.meta_address,
+			    .key_file = s.meta_key_file,
 			    .worker_id = worker_id,
 			    .advertise = advertise,
 			    .capacity = s.cache_capacity,

@@ -17,9 +17,8 @@
  * not signed: the data plane runs inside the cluster network, and the token
  * keeps other tenants' pods out, not a man in the middle.
  *
- * A struct token is immutable after token_load_file/token_new and may be
- * shared by any number of threads. The secret is wiped on token_free and
- * never appears in messages or logs.
+ * The secret file, the MAC and the final check are common/token.h's,
+ * shared with granary-meta's call signatures.
  */
 #ifndef GRANARY_CACHE_TOKEN_H
 #define GRANARY_CACHE_TOKEN_H
@@ -28,30 +27,10 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/token.h"
 
-#define TOKEN_SECRET_MIN 16        /* bytes a secret must have at least */
-#define TOKEN_SECRET_MAX 4096      /* a larger file is not a token */
 #define TOKEN_WINDOW_S 300         /* accepted clock difference, seconds */
-#define TOKEN_SCHEME "Granary-HMAC"
 #define TOKEN_HEADER_MAX 128       /* the Authorization value always fits */
-
-struct token;
-
-/*
- * Reads the secret from path: the whole file, one trailing "\n" (or
- * "\r\n") stripped. Refuses a file that group or others may read or write
- * (ERR_PERMISSION: "token file '/x' is readable by group or others (mode
- * 0644): chmod 600 it"), one shorter than TOKEN_SECRET_MIN or longer than
- * TOKEN_SECRET_MAX bytes (ERR_INVALID), a missing one (ERR_NOT_FOUND).
- * *out is freed with token_free.
- */
-enum error_code token_load_file(const char *path, struct token **out, struct error *err);
-
-/* Same from memory (tests, and clients that hold the secret already). */
-enum error_code token_new(const void *secret, size_t len, struct token **out,
-			  struct error *err);
-
-void token_free(struct token *tok);
 
 /*
  * Writes the Authorization header value for a request into out (at least

@@ -513,6 +513,8 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 		goto fail;
 	}
 	opt.timeout_ms = wm->cfg.call_timeout_ms;
+	opt.key_file = cfg->key_file;
+	opt.role = META_ROLE_WORKER;
 	rc = meta_client_new(wm->address, &opt, &wm->meta, err);
 	if (rc != ERR_OK)
 		goto fail;

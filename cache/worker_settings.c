@@ -25,6 +25,10 @@ static const struct config_field worker_fields[] = {
 	{ "meta.address", CONFIG_STRING, offsetof(struct worker_settings, meta_address), "",
 	  "granary-meta address: unix:///path or host:port (empty: standalone, datasets only"
 	  " through the HTTP API)", 0, 0, NULL },
+	{ "meta.key_file", CONFIG_STRING, offsetof(struct worker_settings, meta_key_file), "",
+	  "key of granary-meta's worker role: heartbeats and every other call to meta are "
+	  "signed with it (absolute; empty: unsigned calls, served only by a meta with "
+	  "auth.insecure)", 0, 0, NULL },
 	{ "advertise_address", CONFIG_STRING,
 	  offsetof(struct worker_settings, advertise_address), "",
 	  "host:port peers fetch blocks from, announced to meta (empty: listen, with a"
@@ -123,6 +127,9 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return ERR_INVALID;
 	if (s->meta_address && *s->meta_address &&
 	    netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (s->meta_key_file && *s->meta_key_file &&
+	    config_check_abs_path("meta.key_file", s->meta_key_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (check_advertise(s, err) != ERR_OK)
 		return ERR_INVALID;

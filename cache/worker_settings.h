@@ -33,6 +33,7 @@ struct worker_settings {
 	char *listen;             /* HTTP block service: host:port or unix:///path */
 	char *node_id;            /* "" = the hostname, resolved at run time */
 	char *meta_address;       /* "" = standalone: datasets only through the HTTP API */
+	char *meta_key_file;      /* worker role key; "" = unsigned calls */
 	char *advertise_address;  /* host:port peers reach; "" = derived from listen */
 	char *cache_dir;
 	uint64_t cache_capacity;  /* bytes */

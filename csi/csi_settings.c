@@ -24,6 +24,9 @@ static const struct config_field csi_fields[] = {
 	{ "meta.address", CONFIG_STRING, offsetof(struct csi_settings, meta_address),
 	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
 	  0, 0, NULL },
+	{ "meta.key_file", CONFIG_STRING, offsetof(struct csi_settings, meta_key_file), "",
+	  "key of granary-meta's csi role: every call to meta is signed with it (absolute; "
+	  "empty: unsigned calls, served only by a meta with auth.insecure)", 0, 0, NULL },
 	{ "state_dir", CONFIG_STRING, offsetof(struct csi_settings, state_dir),
 	  "/var/lib/granary/csi",
 	  "directory for the driver's files: credentials and volume records (absolute; meta must see the controller's at the same path)", 0, 0, NULL },
@@ -145,6 +148,9 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 	if (s->node_id && config_check_node_name("node_id", s->node_id, err) != ERR_OK)
 		return ERR_INVALID;
 	if (netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (s->meta_key_file && *s->meta_key_file &&
+	    config_check_abs_path("meta.key_file", s->meta_key_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("state_dir", s->state_dir, err) != ERR_OK)
 		return ERR_INVALID;

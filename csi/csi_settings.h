@@ -35,6 +35,7 @@ struct csi_settings {
 	int mode;           /* enum csi_mode */
 	char *node_id;      /* "" = the hostname, resolved at run time */
 	char *meta_address;
+	char *meta_key_file;       /* csi role key; "" = unsigned calls */
 	char *state_dir;    /* STATE/controller: credentials files given to meta;
 			     * STATE/node: records of running FUSE daemons */
 	char *fuse_binary;  /* node role: the granary-fuse to launch */

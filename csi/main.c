@@ -124,8 +124,10 @@ int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &csi_settings_schema;
 	struct csi_settings s;
-	struct meta_client_options mopt = { .timeout_ms = 30000, .build_timeout_ms = 600000 };
-	struct meta_client_options popt = { .timeout_ms = PROBE_TIMEOUT_MS };
+	struct meta_client_options mopt = { .timeout_ms = 30000, .build_timeout_ms = 600000,
+					     .role = META_ROLE_CSI };
+	struct meta_client_options popt = { .timeout_ms = PROBE_TIMEOUT_MS,
+					     .role = META_ROLE_CSI };
 	struct meta_client *meta = NULL, *probe = NULL;
 	struct controller *ctl = NULL;
 	struct node *node = NULL;
@@ -165,6 +167,7 @@ int main(int argc, char **argv)
 	daemon_handle_signals();
 	rc = 1;
 
+	mopt.key_file = popt.key_file = s.meta_key_file;
 	if (meta_client_new(s.meta_address, &mopt, &meta, &err) != ERR_OK) {
 		log_error("cannot reach granary-meta", LOG_S("meta.address", s.meta_address),
 			  LOG_S("cause", err.msg));

@@ -191,6 +191,22 @@ void harness_write_file(const char *path, const char *text, mode_t mode)
 	close(fd);
 }
 
+void harness_meta_keys(const char *dir, struct harness_meta_keys *k)
+{
+	snprintf(k->csi, sizeof(k->csi), "%s/csi.key", dir);
+	snprintf(k->worker, sizeof(k->worker), "%s/worker.key", dir);
+	snprintf(k->mount, sizeof(k->mount), "%s/mount.key", dir);
+	harness_write_file(k->csi, "e2e-csi-role-key-0123456789\n", 0600);
+	harness_write_file(k->worker, "e2e-worker-role-key-0123456789\n", 0600);
+	harness_write_file(k->mount, "e2e-mount-role-key-0123456789\n", 0600);
+	k->args[0] = "--auth.csi_key_file";
+	k->args[1] = k->csi;
+	k->args[2] = "--auth.worker_key_file";
+	k->args[3] = k->worker;
+	k->args[4] = "--auth.mount_key_file";
+	k->args[5] = k->mount;
+}
+
 void harness_file_roots(const char *roots, const char *file)
 {
 	char path[4200];

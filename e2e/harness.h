@@ -87,6 +87,19 @@ int harness_rm_rf(const char *path);
 void harness_write_file(const char *path, const char *text, mode_t mode);
 
 /*
+ * Writes granary-meta's three role keys, each different and mode 0600, as
+ * DIR/csi.key, DIR/worker.key and DIR/mount.key (meta/meta_auth.h), and
+ * fills args (HARNESS_META_AUTH_ARGS entries, paths in paths) with meta's
+ * flags "--auth.csi_key_file" PATH ... for them. paths must outlive args.
+ */
+#define HARNESS_META_AUTH_ARGS 6
+struct harness_meta_keys {
+	char csi[300], worker[300], mount[300];
+	const char *args[HARNESS_META_AUTH_ARGS];
+};
+void harness_meta_keys(const char *dir, struct harness_meta_keys *k);
+
+/*
  * An allowed_file_roots fixture: makes the directory roots, roots/ds with
  * one file, file (10 bytes, "0123456789"), and roots/etc, a symbolic link
  * to /etc (a way out of the root). Fails the test on any error.

@@ -175,7 +175,9 @@ static void *refresher(void *arg)
 static enum error_code open_dataset(const struct mount_settings *s, struct mount *m,
 				    struct reader_config *rcfg, struct error *err)
 {
-	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000 };
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000,
+					    .key_file = s->meta_key_file,
+					    .role = META_ROLE_MOUNT };
 	Granary__V1__Dataset *ds = NULL;
 	struct store_config cfg;
 	char *prefix = NULL, *scheme = NULL;

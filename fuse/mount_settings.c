@@ -25,6 +25,9 @@ static const struct config_field fuse_fields[] = {
 	{ "meta.address", CONFIG_STRING, offsetof(struct mount_settings, meta_address),
 	  "unix:///run/granary/meta.sock", "granary-meta address: unix:///path or host:port",
 	  0, 0, NULL },
+	{ "meta.key_file", CONFIG_STRING, offsetof(struct mount_settings, meta_key_file), "",
+	  "key of granary-meta's mount role: every call to meta is signed with it (absolute; "
+	  "empty: unsigned calls, served only by a meta with auth.insecure)", 0, 0, NULL },
 	{ "cache.dir", CONFIG_STRING, offsetof(struct mount_settings, cache_dir),
 	  "/var/cache/granary",
 	  "cache directory (absolute): the worker's with dataset, one of its own with source",
@@ -119,6 +122,9 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 	/* Standalone mounts need no meta; an address given anyway must still parse. */
 	if ((is_set(s->dataset) || is_set(s->meta_address)) &&
 	    netaddr_check_setting("meta.address", s->meta_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (is_set(s->meta_key_file) &&
+	    config_check_abs_path("meta.key_file", s->meta_key_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
 		return ERR_INVALID;

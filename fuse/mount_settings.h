@@ -35,6 +35,7 @@ struct mount_settings {
 	char *dataset;             /* name registered in meta; "" when source is used */
 	char *source;              /* s3://bucket/prefix/ or file:///dir; "" when dataset is used */
 	char *meta_address;
+	char *meta_key_file;       /* mount role key; "" = unsigned calls */
 	char *cache_dir;           /* the node worker's cache, read directly */
 	uint64_t cache_capacity;   /* bytes */
 	uint64_t cache_block_size; /* bytes; must match the worker's */

@@ -19,6 +19,7 @@
 #include "common/netaddr.h"
 #include "common/retry.h"
 #include "meta/membership.h"
+#include "meta/meta_auth.h"
 #include "meta/meta_settings.h"
 #include "meta/registry.h"
 #include "meta/service.h"
@@ -56,6 +57,19 @@ static void make_socket_dir(const char *listen)
 			 LOG_S("cause", strerror(errno)));
 }
 
+/* The roles that have a key, "csi,worker,mount", for the start line. */
+static const char *auth_roles(const struct meta_auth *a, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (int r = 0; r < META_ROLES; r++)
+		if (a->keys[r])
+			n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%s", n ? "," : "",
+					      meta_role_name((enum meta_role)r));
+	return buf;
+}
+
 int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &meta_settings_schema;
@@ -68,6 +82,8 @@ int main(int argc, char **argv)
 	struct membership *mem = NULL;
 	struct rpc_server *srv = NULL;
 	struct meta_service svc;
+	struct meta_auth auth = { 0 };
+	char roles[64];
 	struct error err;
 	int first = argc, rc;
 
@@ -86,6 +102,22 @@ int main(int argc, char **argv)
 	}
 	daemon_handle_signals();
 	rc = 1;
+
+	{
+		const char *files[META_ROLES] = {
+			[META_ROLE_CSI] = s.auth_csi_key_file,
+			[META_ROLE_WORKER] = s.auth_worker_key_file,
+			[META_ROLE_MOUNT] = s.auth_mount_key_file,
+		};
+
+		if (meta_auth_load(&auth, files, s.auth_insecure, &err) != ERR_OK) {
+			fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+			rc = 2;
+			goto out;
+		}
+	}
+	if (auth.insecure)
+		log_warn("granary-meta serves unsigned calls (auth.insecure): anyone who reaches it may register, delete and refresh datasets and join the membership");
 
 	store_settings_to_config(&s.store, &store_cfg);
 	ropt.data_dir = s.data_dir;
@@ -111,8 +143,9 @@ int main(int argc, char **argv)
 	svc.membership = mem;
 	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS;
 	make_socket_dir(s.listen);
-	if (rpc_server_new(&sopt, &srv, &err) != ERR_OK ||
-	    meta_service_add(srv, &svc, &err) != ERR_OK ||
+	if (rpc_server_new(&sopt, &srv, &err) == ERR_OK)
+		rpc_server_set_auth(srv, META_AUTH_METADATA, meta_auth_check, &auth);
+	if (!srv || meta_service_add(srv, &svc, &err) != ERR_OK ||
 	    rpc_server_listen(srv, s.listen, NULL, &err) != ERR_OK ||
 	    rpc_server_start(srv, &err) != ERR_OK) {
 		log_error("cannot serve", LOG_S("listen", s.listen), LOG_S("cause", err.msg));
@@ -120,7 +153,9 @@ int main(int argc, char **argv)
 	}
 	log_info("granary-meta serving", LOG_S("listen", s.listen), LOG_S("data_dir", s.data_dir),
 		 LOG_U("heartbeat.interval_ms", s.heartbeat_interval_ms),
-		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms));
+		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms),
+		 LOG_S("auth", auth.insecure ? "insecure" : "signed"),
+		 LOG_S("auth.roles", auth_roles(&auth, roles, sizeof(roles))));
 
 	/* Expiry is exact at every call anyway; the tick makes "worker
 	 * expired" appear in the log when it happens. */
@@ -141,6 +176,7 @@ out:
 	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);
+	meta_auth_release(&auth);
 	config_release(schema, &s);
 	return rc;
 }

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "meta/service.h"
 #include "rpc/rpc_client.h"
@@ -16,7 +17,22 @@
 struct meta_client {
 	struct rpc_client *rpc;
 	uint64_t timeout_ms, build_timeout_ms;
+	struct token *key; /* NULL: unsigned calls */
+	enum meta_role role;
 };
+
+/* rpc_client_auth_fn: every call signed with the role's key, now. */
+static enum error_code sign_call(const char *method, const void *body, size_t len, char *value,
+				 size_t size, void *arg, struct error *err)
+{
+	struct meta_client *c = arg;
+
+	if (meta_auth_sign(c->key, c->role, method, body, len, (int64_t)time(NULL), value, size) !=
+	    ERR_OK)
+		return error_set(err, ERR_INTERNAL, "cannot sign the call as role '%s'",
+				 meta_role_name(c->role));
+	return ERR_OK;
+}
 
 enum error_code meta_client_new(const char *address, const struct meta_client_options *opt,
 				struct meta_client **out, struct error *err)
@@ -31,8 +47,22 @@ enum error_code meta_client_new(const char *address, const struct meta_client_op
 		return error_set(err, ERR_NOMEM, "meta client: out of memory");
 	c->timeout_ms = opt && opt->timeout_ms ? opt->timeout_ms : 30000;
 	c->build_timeout_ms = opt && opt->build_timeout_ms ? opt->build_timeout_ms : 600000;
+	if (opt && opt->key_file && *opt->key_file) {
+		rc = token_load_file(opt->key_file, &c->key, err);
+		if (rc != ERR_OK) {
+			free(c);
+			if (err)
+				error_wrap(err, "meta.key_file");
+			return rc;
+		}
+		c->role = opt->role;
+		ropt.auth_key = META_AUTH_METADATA;
+		ropt.auth = sign_call;
+		ropt.auth_arg = c;
+	}
 	rc = rpc_client_new(address, &ropt, &c->rpc, err);
 	if (rc != ERR_OK) {
+		token_free(c->key);
 		free(c);
 		return rc;
 	}
@@ -45,6 +75,7 @@ void meta_client_free(struct meta_client *c)
 	if (!c)
 		return;
 	rpc_client_free(c->rpc);
+	token_free(c->key);
 	free(c);
 }
 

@@ -19,6 +19,7 @@
 
 #include "common/error.h"
 #include "granary.pb-c.h"
+#include "meta/meta_auth.h"
 #include "meta/snapshot.h"
 
 struct meta_client;
@@ -27,10 +28,18 @@ struct meta_client_options {
 	uint64_t timeout_ms;          /* Get, List, Delete, Heartbeat ...; 0 = 30 s */
 	uint64_t build_timeout_ms;    /* Register, Refresh, GetSnapshot; 0 = 10 min */
 	bool wait_for_ready;          /* wait for meta to be reachable up to the deadline */
+	/*
+	 * The role's key file: every call is signed with it as role
+	 * (meta/meta_auth.h). NULL or "": calls go unsigned, which only a meta
+	 * with auth.insecure serves.
+	 */
+	const char *key_file;
+	enum meta_role role;
 };
 
 /* Channel to address ("unix:///run/granary/meta.sock" or host:port); no
- * connection yet. ERR_INVALID for a malformed address. */
+ * connection yet. ERR_INVALID for a malformed address; the errors of
+ * token_load_file for the key file, naming it. */
 enum error_code meta_client_new(const char *address, const struct meta_client_options *opt,
 				struct meta_client **out, struct error *err);
 void meta_client_free(struct meta_client *c);

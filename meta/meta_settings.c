@@ -38,6 +38,19 @@ static const struct config_field meta_fields[] = {
 	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct meta_settings, allowed_file_roots),
 	  "", "comma-separated directories of this host a file:// source may lie in, resolved "
 	  "(empty: file:// sources are refused)", 0, 0, NULL },
+	{ "auth.csi_key_file", CONFIG_STRING, offsetof(struct meta_settings, auth_csi_key_file),
+	  "", "key of the csi role (granary-csi: registers, deletes, refreshes datasets), a "
+	  "file mode 0600 or 0400 of 16 to 4096 bytes", 0, 0, NULL },
+	{ "auth.worker_key_file", CONFIG_STRING,
+	  offsetof(struct meta_settings, auth_worker_key_file), "",
+	  "key of the worker role (granary-worker: heartbeats, reads)", 0, 0, NULL },
+	{ "auth.mount_key_file", CONFIG_STRING,
+	  offsetof(struct meta_settings, auth_mount_key_file), "",
+	  "key of the mount role (granary-fuse: reads datasets, snapshots, workers)", 0, 0,
+	  NULL },
+	{ "auth.insecure", CONFIG_BOOL, offsetof(struct meta_settings, auth_insecure), "false",
+	  "serve unsigned calls from anyone, with no key file (local tests and demos only)", 0,
+	  0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -105,6 +118,14 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 			      STORE_FILE_ROOTS_MAX, &n, err) != ERR_OK)
 		return ERR_INVALID;
 	config_dirs_free(roots, n);
+	if ((*s->auth_csi_key_file &&
+	     config_check_abs_path("auth.csi_key_file", s->auth_csi_key_file, err) != ERR_OK) ||
+	    (*s->auth_worker_key_file &&
+	     config_check_abs_path("auth.worker_key_file", s->auth_worker_key_file, err) !=
+		     ERR_OK) ||
+	    (*s->auth_mount_key_file &&
+	     config_check_abs_path("auth.mount_key_file", s->auth_mount_key_file, err) != ERR_OK))
+		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;

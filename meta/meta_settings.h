@@ -10,6 +10,7 @@
 #ifndef GRANARY_META_META_SETTINGS_H
 #define GRANARY_META_META_SETTINGS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -27,6 +28,10 @@ struct meta_settings {
 	uint64_t listing_max_time_ms;   /* one listing, all pages */
 	char *listing_cluster_endpoints; /* comma-separated, besides store.endpoint */
 	char *allowed_file_roots;       /* comma-separated; "" = no file:// sources */
+	char *auth_csi_key_file;        /* the roles' keys (meta/meta_auth.h); "" = none */
+	char *auth_worker_key_file;
+	char *auth_mount_key_file;
+	bool auth_insecure;             /* no key file: serve unsigned calls */
 	char *log_level;
 };
 
@@ -36,7 +41,9 @@ extern const struct config_schema meta_settings_schema;
  * Checks what the table cannot: listen is a valid address, data_dir an
  * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
  * endpoint and each of listing.cluster_endpoints a valid URL (when set),
- * allowed_file_roots absolute directories and log.level a known level. Returns
+ * allowed_file_roots absolute directories, the auth.*_key_file absolute
+ * paths when set, and log.level a known level (whether key files and
+ * auth.insecure go together is meta_auth_load's check). Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'data_dir': must be an absolute path, got 'meta'".
  */

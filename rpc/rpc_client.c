@@ -25,6 +25,9 @@ struct rpc_client {
 	char *address;
 	size_t max_message;
 	bool wait_for_ready;
+	const char *auth_key;
+	rpc_client_auth_fn auth;
+	void *auth_arg;
 };
 
 /*
@@ -73,6 +76,11 @@ enum error_code rpc_client_new(const char *address, const struct rpc_client_opti
 	if (c->max_message > INT_MAX)
 		c->max_message = INT_MAX;
 	c->wait_for_ready = opt && opt->wait_for_ready;
+	if (opt && opt->auth && opt->auth_key) {
+		c->auth_key = opt->auth_key;
+		c->auth = opt->auth;
+		c->auth_arg = opt->auth_arg;
+	}
 
 	pthread_once(&grpc_once, grpc_init_once);
 	memset(args, 0, sizeof(args));
@@ -140,6 +148,8 @@ struct call {
 	grpc_completion_queue *cq;
 	grpc_call *call;
 	grpc_byte_buffer *request;
+	grpc_metadata auth;      /* sent with the call when has_auth */
+	bool has_auth;
 	grpc_metadata_array initial_md, trailing_md;
 	grpc_status_code status;
 	grpc_slice details;
@@ -166,6 +176,23 @@ static enum error_code call_start(struct call *k, struct rpc_client *c, const ch
 				 short_method(method), c->address, size, c->max_message);
 	payload = grpc_slice_malloc(size);
 	protobuf_c_message_pack(request, GRPC_SLICE_START_PTR(payload));
+	if (c->auth) {
+		char value[RPC_AUTH_VALUE_MAX];
+		enum error_code rc;
+
+		value[0] = '\0';
+		rc = c->auth(method, GRPC_SLICE_START_PTR(payload), size, value, sizeof(value),
+			     c->auth_arg, err);
+		if (rc != ERR_OK) {
+			grpc_slice_unref(payload);
+			if (err)
+				error_wrap(err, "%s at '%s'", short_method(method), c->address);
+			return rc;
+		}
+		k->auth.key = grpc_slice_from_static_string(c->auth_key);
+		k->auth.value = grpc_slice_from_copied_string(value);
+		k->has_auth = true;
+	}
 	k->request = grpc_raw_byte_buffer_create(&payload, 1);
 	grpc_slice_unref(payload);
 	if (timeout_ms)
@@ -185,6 +212,10 @@ static enum error_code call_start(struct call *k, struct rpc_client *c, const ch
 static void add_send_ops(struct call *k, grpc_op *ops, size_t *n)
 {
 	init_op(&ops[*n], GRPC_OP_SEND_INITIAL_METADATA);
+	if (k->has_auth) {
+		ops[*n].data.send_initial_metadata.count = 1;
+		ops[*n].data.send_initial_metadata.metadata = &k->auth;
+	}
 	if (k->c->wait_for_ready)
 		ops[*n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
 				GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
@@ -239,6 +270,10 @@ static void call_end(struct call *k)
 	}
 	if (k->request)
 		grpc_byte_buffer_destroy(k->request);
+	if (k->has_auth) {
+		grpc_slice_unref(k->auth.key);
+		grpc_slice_unref(k->auth.value);
+	}
 	grpc_metadata_array_destroy(&k->initial_md);
 	grpc_metadata_array_destroy(&k->trailing_md);
 	grpc_slice_unref(k->details);

@@ -34,6 +34,19 @@
 
 struct rpc_client;
 
+/* The longest metadata value an rpc_client_auth_fn may write, NUL included. */
+#define RPC_AUTH_VALUE_MAX 512
+
+/*
+ * Signs a call: writes into value (size bytes, NUL-terminated) what the
+ * call sends under the metadata key auth_key, for method and the request's
+ * packed protobuf bytes (body, len) exactly as they are sent. Returns
+ * ERR_OK, or an error (err filled) that fails the call before it is sent.
+ */
+typedef enum error_code (*rpc_client_auth_fn)(const char *method, const void *body, size_t len,
+					      char *value, size_t size, void *arg,
+					      struct error *err);
+
 struct rpc_client_options {
 	size_t max_message_bytes; /* both directions; 0 = 4 MiB (RPC_DEFAULT_MAX_MESSAGE) */
 	/*
@@ -43,6 +56,14 @@ struct rpc_client_options {
 	 * starting).
 	 */
 	bool wait_for_ready;
+	/*
+	 * NULL (default): calls carry no credentials. Else every call carries
+	 * metadata auth_key (a lowercase literal, e.g. "authorization") with
+	 * the value auth(auth_arg) writes; auth_arg must outlive the client.
+	 */
+	const char *auth_key;
+	rpc_client_auth_fn auth;
+	void *auth_arg;
 };
 
 /*

@@ -58,6 +58,9 @@ struct rpc_server {
 	grpc_completion_queue *cq; /* new calls and the shutdown notification */
 	struct method *methods;
 	size_t nmethods;
+	const char *auth_key;      /* metadata key given to auth_fn */
+	rpc_server_auth_fn auth_fn;
+	void *auth_arg;
 	unsigned nthreads;
 	pthread_t *threads;
 	size_t max_message;
@@ -108,21 +111,33 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg, size_t max, s
 	return bb;
 }
 
-static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
-					const ProtobufCMessageDescriptor *desc)
+/* The whole message in one slice; false when gRPC cannot read it. */
+static bool read_message(grpc_byte_buffer *bb, grpc_slice *all)
 {
 	grpc_byte_buffer_reader reader;
-	ProtobufCMessage *msg;
-	grpc_slice all;
 
 	if (!grpc_byte_buffer_reader_init(&reader, bb))
-		return NULL;
-	all = grpc_byte_buffer_reader_readall(&reader);
+		return false;
+	*all = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
-	msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all),
-					GRPC_SLICE_START_PTR(all));
-	grpc_slice_unref(all);
-	return msg;
+	return true;
+}
+
+/* A copy of the first value of key among the call's metadata (malloc'd),
+ * or NULL when there is none. */
+static char *metadata_value(const grpc_metadata_array *md, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (size_t i = 0; i < md->count; i++) {
+		const grpc_metadata *m = &md->metadata[i];
+
+		if (GRPC_SLICE_LENGTH(m->key) == klen &&
+		    memcmp(GRPC_SLICE_START_PTR(m->key), key, klen) == 0)
+			return strndup((const char *)GRPC_SLICE_START_PTR(m->value),
+				       GRPC_SLICE_LENGTH(m->value));
+	}
+	return NULL;
 }
 
 /* Runs a batch on the call's own queue and waits for it. Returns the
@@ -217,6 +232,16 @@ static bool method_name_ok(const char *name)
 		return false;
 	slash = strchr(name + 1, '/');
 	return slash && slash > name + 1 && slash[1] && !strchr(slash + 1, '/');
+}
+
+void rpc_server_set_auth(struct rpc_server *srv, const char *key, rpc_server_auth_fn fn,
+			 void *arg)
+{
+	if (srv->started)
+		return;
+	srv->auth_key = key;
+	srv->auth_fn = fn;
+	srv->auth_arg = arg;
 }
 
 static enum error_code add_method(struct rpc_server *srv, const char *name, bool streaming,
@@ -365,6 +390,7 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	struct rpc_server_call c;
 	grpc_byte_buffer *request_bb = NULL;
 	ProtobufCMessage *request = NULL;
+	grpc_slice body = grpc_empty_slice();
 	enum error_code code = ERR_OK;
 	struct error err;
 	grpc_op ops[3];
@@ -408,7 +434,21 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 		code = error_set(&err, ERR_INVALID, "%s: no request message", c.method_name);
 		goto status;
 	}
-	request = unpack_message(request_bb, c.m->request);
+	if (!read_message(request_bb, &body)) {
+		code = error_set(&err, ERR_INVALID, "%s: unreadable request", c.method_name);
+		goto status;
+	}
+	if (srv->auth_fn) {
+		char *value = metadata_value(&s->md, srv->auth_key);
+
+		code = srv->auth_fn(c.method_name, value, GRPC_SLICE_START_PTR(body),
+				    GRPC_SLICE_LENGTH(body), srv->auth_arg, &err);
+		free(value);
+		if (code != ERR_OK)
+			goto status;
+	}
+	request = protobuf_c_message_unpack(c.m->request, NULL, GRPC_SLICE_LENGTH(body),
+					    GRPC_SLICE_START_PTR(body));
 	if (!request) {
 		code = error_set(&err, ERR_INVALID, "%s: malformed %s request", c.method_name,
 				 c.m->request->name);
@@ -453,6 +493,7 @@ status:
 		protobuf_c_message_free_unpacked(request, NULL);
 	if (request_bb)
 		grpc_byte_buffer_destroy(request_bb);
+	grpc_slice_unref(body);
 	if (c.reply)
 		grpc_byte_buffer_destroy(c.reply);
 	gpr_free(c.peer);

@@ -98,6 +98,24 @@ enum error_code rpc_server_add_stream(struct rpc_server *srv, const char *method
 enum error_code rpc_server_listen(struct rpc_server *srv, const char *address, int *bound_port,
 				  struct error *err);
 
+/*
+ * Authentication of calls. fn runs for every call of a registered method
+ * once its request message has arrived, before the message is unpacked or
+ * any handler runs, with the method name, the value of the call's metadata
+ * key (NULL when the call carries none) and the request exactly as received
+ * (its protobuf bytes). ERR_OK lets the call through; any other code ends
+ * it with that status and err's message (ERR_UNAUTHENTICATED becomes
+ * UNAUTHENTICATED, ERR_PERMISSION PERMISSION_DENIED), so err must hold no
+ * secret. key is a lowercase gRPC metadata key ("authorization") that
+ * outlives the server. Only before rpc_server_start; without it every call
+ * is served.
+ */
+typedef enum error_code (*rpc_server_auth_fn)(const char *method, const char *value,
+					      const void *body, size_t len, void *arg,
+					      struct error *err);
+void rpc_server_set_auth(struct rpc_server *srv, const char *key, rpc_server_auth_fn fn,
+			 void *arg);
+
 /* Starts serving on every listener with the worker pool. */
 enum error_code rpc_server_start(struct rpc_server *srv, struct error *err);
 

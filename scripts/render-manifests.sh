@@ -10,10 +10,11 @@
 #                                        (the chart test compares DIR with manifests/)
 #
 # helm comes from $HELM, else $GRANARY_TOOLS/bin (scripts/setup.sh builds
-# it there), else PATH. The one value that differs from the chart's defaults is
-# clusterToken.existingSecret: a default render holds a random token, which a
-# committed file must not (everyone would share it, and every render would
-# differ). With the plain manifests you create that Secret yourself.
+# it there), else PATH. The values that differ from the chart's defaults are
+# clusterToken.existingSecret and metaKeys.existingSecret: a default render
+# holds a random token and random keys, which a committed file must not
+# (everyone would share them, and every render would differ). With the plain
+# manifests you create those two Secrets yourself.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,8 +36,10 @@ fi
 namespace=granary-system
 release=granary
 token_secret=granary-cluster-token
+keys_secret=granary-meta-keys
 render=(template "$release" helm/granary --namespace "$namespace")
-main_flags=(--set "clusterToken.existingSecret=$token_secret")
+main_flags=(--set "clusterToken.existingSecret=$token_secret"
+            --set "metaKeys.existingSecret=$keys_secret")
 sc_flags=(--set storageClass.create=true --show-only templates/storageclass.yaml)
 
 # header HOW: the generated-file comment; HOW says where the content comes from.
@@ -78,9 +81,13 @@ YAML
   cat <<YAML
 #
 # Install: kubectl apply -f manifests/namespace.yaml, then create the cluster
-# token Secret that this file refers to, then apply this file:
+# token Secret and granary-meta's role keys that this file refers to, then
+# apply this file:
 #   kubectl -n $namespace create secret generic $token_secret \\
 #     --from-literal=token="\$(openssl rand -hex 32)"
+#   kubectl -n $namespace create secret generic $keys_secret \\
+#     --from-literal=csi="\$(openssl rand -hex 32)" \\
+#     --from-literal=worker="\$(openssl rand -hex 32)"
 #   kubectl apply -f manifests/granary.yaml
 YAML
   "$helm" "${render[@]}" "${main_flags[@]}"

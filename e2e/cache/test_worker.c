@@ -70,6 +70,7 @@ struct worker {
 	char dir[64];       /* temp dir: cache/, token, log */
 	char cache[96];
 	char token_path[96];
+	struct harness_meta_keys meta_keys; /* when meta_address is set */
 	char log_path[96];
 	char capacity[32];
 	char meta_address[64];  /* "" = standalone */
@@ -197,8 +198,12 @@ static void worker_start(void)
 	argv[argc++] = "--log.level";
 	argv[argc++] = "info";
 	if (w.meta_address[0]) {
+		/* The worker signs its calls to meta with the worker role's key. */
+		harness_meta_keys(w.dir, &w.meta_keys);
 		argv[argc++] = "--meta.address";
 		argv[argc++] = w.meta_address;
+		argv[argc++] = "--meta.key_file";
+		argv[argc++] = w.meta_keys.worker;
 	}
 	for (size_t i = 0; i < sizeof(w.extra) / sizeof(w.extra[0]) && w.extra[i]; i++)
 		argv[argc++] = (char *)w.extra[i];
@@ -1157,7 +1162,9 @@ static void meta_start(void)
 {
 	char exe[600], listen[64], data[128], log[128];
 	const char *argv[] = { exe, "--listen", listen, "--data_dir", data,
-			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s", NULL };
+			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
+			       w.meta_keys.args[0], w.meta_keys.args[1], w.meta_keys.args[2],
+			       w.meta_keys.args[3], w.meta_keys.args[4], w.meta_keys.args[5], NULL };
 
 	snprintf(exe, sizeof(exe), "%.*s/granary-meta", (int)(strrchr(bin, '/') - bin), bin);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", meta_port);

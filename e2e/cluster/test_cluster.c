@@ -82,6 +82,9 @@ struct worker {
 };
 
 static char work[128], token_path[200], meta_sock[240], meta_data[200];
+/* meta's csi and worker role keys; the mount role's key is the cluster
+ * token, as in the chart. */
+static struct harness_meta_keys keys;
 static struct proc meta;
 static struct worker workers[NWORKERS];
 static struct token *tok;
@@ -153,7 +156,8 @@ static bool proc_exited(struct proc *p, int *status)
 
 static struct meta_client *meta_client(void)
 {
-	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000 };
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000,
+					   .key_file = keys.csi, .role = META_ROLE_CSI };
 	struct meta_client *c = NULL;
 	struct error err;
 
@@ -170,7 +174,9 @@ static void meta_start(void)
 	const char *argv[] = { exe, "--listen", meta_sock, "--data_dir", meta_data,
 			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
 			       "--store.endpoint", endpoint, "--store.credentials_file",
-			       credentials, "--log.level", "info", NULL };
+			       credentials, "--log.level", "info", "--auth.csi_key_file", keys.csi,
+			       "--auth.worker_key_file", keys.worker, "--auth.mount_key_file",
+			       token_path, NULL };
 	struct meta_client *c = meta_client();
 	uint64_t t0 = retry_now_ms();
 
@@ -284,7 +290,7 @@ static void worker_start(struct worker *w, int i)
 			       meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
 			       "--token_file", token_path, "--store.endpoint", endpoint,
 			       "--store.credentials_file", credentials, "--http.shutdown_grace",
-			       "2s", "--log.level", "info", NULL };
+			       "2s", "--log.level", "info", "--meta.key_file", keys.worker, NULL };
 	uint64_t t0 = retry_now_ms();
 
 	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
@@ -424,6 +430,8 @@ static int mount_start(struct mnt *m, const char *dataset, const char *const *ex
 	argv[n++] = "--meta.address";
 	argv[n++] = meta_sock;
 	argv[n++] = "--token_file";
+	argv[n++] = token_path;
+	argv[n++] = "--meta.key_file"; /* the mount role's key: the cluster token */
 	argv[n++] = token_path;
 	argv[n++] = "--cache.dir";
 	argv[n++] = workers[0].cache;
@@ -618,6 +626,7 @@ static void setup(void)
 	snprintf(meta_data, sizeof(meta_data), "%s/meta-data", work);
 	snprintf(meta.log, sizeof(meta.log), "%s/meta.log", work);
 	harness_write_file(token_path, SECRET "\n", 0600);
+	harness_meta_keys(work, &keys);
 	meta_start();
 	spec_init(&sp, DATASET);
 	register_ok(&sp);
@@ -835,12 +844,17 @@ START_TEST(test_cluster_mount_errors_name_the_cause)
 	const char *bad_meta[] = { "--meta.address", "127.0.0.1:1", NULL };
 	const char *no_cred[] = { "--store.credentials_file", "/nonexistent/granary/credentials",
 				  NULL };
+	/* The csi role's key presented as the mount role's. */
+	const char *wrong_key[] = { "--meta.key_file", keys.csi, NULL };
 	struct mnt m;
 
 	ck_assert_int_ne(mount_start(&m, "no-such-dataset", NULL, "unknown"), 0);
 	ck_assert_msg(harness_file_contains(m.log, "no-such-dataset"), "log does not name the dataset");
 	ck_assert_int_ne(mount_start(&m, DATASET, bad_meta, "nometa"), 0);
 	ck_assert_msg(harness_file_contains(m.log, "127.0.0.1:1"), "log does not name the address");
+	ck_assert_int_ne(mount_start(&m, DATASET, wrong_key, "wrongkey"), 0);
+	ck_assert_msg(harness_file_contains(m.log, "signature of role 'mount' does not match"),
+		      "log does not say the signature was refused");
 	ck_assert_int_ne(mount_start(&m, DATASET, no_cred, "nocred"), 0);
 	ck_assert_msg(harness_file_contains(m.log, "/nonexistent/granary/credentials"),
 		      "log does not name the file");

@@ -53,6 +53,7 @@
 
 static char endpoint[256], credentials[512], bin_dir[512], key_id[128], secret[128];
 static char work[128], prefix[128], csi_addr[200], meta_addr[200], health_addr[64];
+static struct harness_meta_keys keys; /* meta's csi role key, granary-csi signs with it */
 static pid_t meta_pid, csi_pid;
 
 /* ---- environment ------------------------------------------------------- */
@@ -109,12 +110,16 @@ static void setup(void)
 	store_free(st);
 	snprintf(path, sizeof(path), "%s/token", work);
 	harness_write_file(path, "0123456789abcdef0123456789abcdef", 0600);
+	harness_meta_keys(work, &keys);
 	snprintf(path, sizeof(path), "%s/fuse.yaml", work);
 	{
 		char yaml[600];
 
-		snprintf(yaml, sizeof(yaml), "cache:\n  dir: %s/cache\n  capacity: 64MiB\ntoken_file: %s/token\n",
-			 work, work);
+		/* As in the chart, the mount role's key is the cluster token. */
+		snprintf(yaml, sizeof(yaml),
+			 "cache:\n  dir: %s/cache\n  capacity: 64MiB\ntoken_file: %s/token\n"
+			 "meta:\n  key_file: %s/token\n",
+			 work, work, work);
 		harness_write_file(path, yaml, 0644);
 	}
 	snprintf(path, sizeof(path), "%s/mnt", work);
@@ -190,10 +195,14 @@ static void wait_socket(const char *addr, pid_t pid)
 static void start_meta(bool cluster_credentials)
 {
 	char exe[600], data[200], log[200];
+	char mount_key[200];
 	const char *argv[] = { exe, "--listen", meta_addr, "--data_dir", data,
+			       "--auth.csi_key_file", keys.csi, "--auth.mount_key_file", mount_key,
 			       "--store.endpoint", endpoint,
 			       cluster_credentials ? "--store.credentials_file" : NULL, credentials,
 			       NULL };
+
+	snprintf(mount_key, sizeof(mount_key), "%s/token", work);
 
 	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
 	snprintf(data, sizeof(data), "%s/meta", work);
@@ -208,7 +217,7 @@ static void start_csi(void)
 	const char *argv[] = { exe, "--mode", "all", "--endpoint", csi_addr, "--node_id", "node-1",
 			       "--meta.address", meta_addr, "--state_dir", state, "--allowed_roots",
 			       roots, "--fuse_binary", fuse, "--fuse_config", cfg,
-			       "--health_address", health_addr, NULL };
+			       "--health_address", health_addr, "--meta.key_file", keys.csi, NULL };
 	char sock[200];
 
 	snprintf(exe, sizeof(exe), "%s/granary-csi", bin_dir);

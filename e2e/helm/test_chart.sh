@@ -59,6 +59,8 @@ store:
 clusterToken:
   existingSecret: team-granary-token
   existingSecretKey: hmac
+metaKeys:
+  existingSecret: team-meta-keys
 meta:
   persistence:
     enabled: true
@@ -490,6 +492,21 @@ def init_container(podspec, name):
     return {}
 
 
+def meta_key_items(podspec, c, keys_secret, what):
+    """The role keys c mounts at /etc/granary/meta-key, from keys_secret, mode
+    0400: their names, sorted."""
+    m = mounts_at(c, "/etc/granary/meta-key")
+    check(len(m) == 1, "%s mounts granary-meta's keys at /etc/granary/meta-key" % what)
+    if len(m) != 1:
+        return []
+    sec = volume(podspec, m[0]["name"]).get("secret", {})
+    check(sec.get("secretName") == keys_secret and sec.get("defaultMode") == 0o400,
+          "%s: keys from Secret %s, mode 0400 (got %s)" % (what, keys_secret, sec))
+    items = sec.get("items") or []
+    check(all(i.get("path") == i.get("key") for i in items), "%s: each key at its own name" % what)
+    return sorted(i.get("key") for i in items)
+
+
 def mount_of(podspec, c, path):
     """(mount, volume) of what c mounts at path, or ({}, {})."""
     m = mounts_at(c, path)
@@ -559,7 +576,7 @@ def check_labels(docs):
 
 
 def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_secret,
-                  token_key, tolerations_exist, store_secret, worker_port):
+                  token_key, tolerations_exist, store_secret, worker_port, keys_secret):
     # CSIDriver
     drv = one(docs, "CSIDriver", "csi.granary.io").get("spec", {})
     check(drv.get("attachRequired") is False, "CSIDriver attachRequired false")
@@ -764,6 +781,43 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     addr = "%s-meta.granary-system.svc:%d" % (prefix, mport)
     check(wcfg.get("meta", {}).get("address") == addr, "worker reaches meta at %s" % addr)
     check(fcfg.get("meta", {}).get("address") == addr, "fuse reaches meta at %s" % addr)
+
+    # granary-meta's callers: each pod holds the key of its role only.
+    key_dir = "/etc/granary/meta-key"
+    token_file = "/etc/granary/token/token"
+    auth = mcfg.get("auth", {})
+    check(auth == {"csi_key_file": key_dir + "/csi", "worker_key_file": key_dir + "/worker",
+                   "mount_key_file": token_file},
+          "meta.yaml auth: the csi and worker keys, the cluster token for mounts (got %s)" % auth)
+    check("insecure" not in auth, "the chart never serves unsigned calls")
+    check(meta_key_items(cps, mc, keys_secret, "meta") == ["csi", "worker"],
+          "meta holds the csi and worker keys")
+    check(mounts_at(mc, "/etc/granary/token") and
+          volume(cps, mounts_at(mc, "/etc/granary/token")[0]["name"]).get("secret", {})
+          .get("secretName") == token_secret, "meta mounts the cluster token (the mount role's key)")
+    check(meta_key_items(cps, cc, keys_secret, "controller") == ["csi"],
+          "the CSI controller holds the csi key only")
+    check(ccfg.get("meta", {}).get("key_file") == key_dir + "/csi", "controller csi.yaml meta.key_file")
+    ds = one(docs, "DaemonSet", prefix + "-node")
+    nps = pod(ds)
+    ncfg = config(docs, prefix + "-node", "csi.yaml")
+    check(meta_key_items(nps, container(nps, "granary-csi"), keys_secret, "node plugin") == ["csi"],
+          "the node plugin holds the csi key only")
+    check(ncfg.get("meta", {}).get("key_file") == key_dir + "/csi", "node csi.yaml meta.key_file")
+    check(meta_key_items(wps, wc, keys_secret, "worker") == ["worker"],
+          "the worker holds the worker key only")
+    check(wcfg.get("meta", {}).get("key_file") == key_dir + "/worker", "worker.yaml meta.key_file")
+    check(fcfg.get("meta", {}).get("key_file") == token_file,
+          "fuse.yaml signs meta calls with the cluster token (got %s)" % fcfg.get("meta", {}).get("key_file"))
+    mp = json.loads(one(docs, "ConfigMap", prefix + "-node").get("data", {}).get("mount-pod.json", "{}"))
+    mps = mp.get("spec", {})
+    mount_c = (mps.get("containers") or [{}])[0]
+    check(mounts_at(mount_c, "/etc/granary/token") and
+          volume(mps, mounts_at(mount_c, "/etc/granary/token")[0]["name"]).get("secret", {})
+          .get("secretName") == token_secret,
+          "the mount pod mounts the cluster token, its key for meta")
+    check(not [v for v in mps.get("volumes", []) if v.get("secret", {}).get("secretName") == keys_secret],
+          "the mount pod holds no role key of meta's")
     check_labels(docs)
     return dep, wcfg, fcfg, mcfg
 
@@ -775,7 +829,7 @@ keys = load_all(sys.argv[3])
 # defaults
 ctl, wcfg, fcfg, mcfg = check_release(default, "granary", "/var/cache/granary", "100GiB", "4MiB",
                                      "/var/lib/kubelet", "granary-cluster-token", "token", True,
-                                     None, 7480)
+                                     None, 7480, "granary-meta-keys")
 # Bound volumes register their datasets again from their PVs: meta's
 # persistence is off by default.
 check(not find(default, "PersistentVolumeClaim"), "persistence off by default: no PVC")
@@ -783,6 +837,9 @@ check("emptyDir" in volume(pod(ctl), "data"),
       "meta's data_dir and the controller's state_dir on an emptyDir by default")
 sec = one(default, "Secret", "granary-cluster-token")
 check(len(sec.get("data", {}).get("token", "")) > 64, "default render generates a token")
+mk = one(default, "Secret", "granary-meta-keys").get("data", {})
+check(sorted(mk) == ["csi", "worker"] and all(len(v) > 64 for v in mk.values()) and
+      mk["csi"] != mk["worker"], "default render generates two different meta role keys")
 check(not find(default, "StorageClass"), "no StorageClass by default")
 check(wcfg.get("cache", {}).get("policy") == "scan-resistant", "default policy scan-resistant")
 check(wcfg.get("log", {}).get("level") == "info", "default log level info")
@@ -792,7 +849,7 @@ check(pod(one(default, "DaemonSet", "granary-node")).get("priorityClassName") ==
 # custom values
 ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
                                      "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
-                                     "cluster-s3", 7481)
+                                     "cluster-s3", 7481, "team-meta-keys")
 check(not find(custom, "Secret"), "existingSecrets: the chart makes no Secret")
 pvc = one(custom, "PersistentVolumeClaim", "gran-meta")
 check(volume(pod(ctl), "data").get("persistentVolumeClaim", {}).get("claimName") == "gran-meta",
@@ -833,7 +890,7 @@ check(all(isinstance(v, str) for v in p.values()), "StorageClass parameters are 
 # store keys in values: the chart's Secret
 ctl, wcfg, fcfg, mcfg = check_release(keys, "granary", "/var/cache/granary", "100GiB", "4MiB",
                                      "/var/lib/kubelet", "granary-cluster-token", "token", True,
-                                     "granary-store-credentials", 7480)
+                                     "granary-store-credentials", 7480, "granary-meta-keys")
 ssec = one(keys, "Secret", "granary-store-credentials").get("data", {})
 check(sorted(ssec) == ["accessKeyID", "secretAccessKey"], "store Secret keys: %s" % sorted(ssec))
 check(base64.b64decode(ssec.get("accessKeyID", "")) == b"AKIDEXAMPLE" and

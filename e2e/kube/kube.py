@@ -6,6 +6,7 @@ them through `scripts/kube.sh exec`), so they reach Service and pod IPs as a
 pod would, and the S3 server at the host's address on the cluster network.
 Settings come from the fixture's env file (e2e/kube/cluster.sh up).
 """
+import base64
 import importlib
 import json
 import os
@@ -255,7 +256,8 @@ _pb = None
 
 def meta_stub():
     """A gRPC client of granary-meta (stubs compiled from api/granary.proto at
-    test time), through the meta Service's cluster IP."""
+    test time), through the meta Service's cluster IP, every call signed with
+    the csi role's key from the release's Secret granary-meta-keys."""
     global _pb
     import grpc
     from grpc_tools import protoc
@@ -270,4 +272,7 @@ def meta_stub():
     port = svc["spec"]["ports"][0]["port"]
     channel = grpc.insecure_channel(f"{svc['spec']['clusterIP']}:{port}")
     grpc.channel_ready_future(channel).result(timeout=15)
-    return _pb[0], _pb[1].MetaStub(channel)
+    sys.path.insert(0, os.path.join(SRC, "e2e"))
+    from grpc_stubs import SignedMeta
+    key = base64.b64decode(get("secret", "granary-meta-keys", NS)["data"]["csi"])
+    return _pb[0], SignedMeta(_pb[1].MetaStub(channel), "csi", key)

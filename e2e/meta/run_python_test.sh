@@ -41,13 +41,21 @@ printf 'cc' > "$work/tree/val/c.rec"
   --store.credentials_file "$GRANARY_S3_CREDENTIALS" \
   sync "$work/tree" "s3://granary-e2e/$prefix" >/dev/null
 
+# The three role keys (mode 0600); the tests sign with them, and without.
+mkdir -p "$work/keys"
+for role in csi worker mount; do
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/keys/$role")
+done
 "$GRANARY_BIN_DIR/granary-meta" --listen "unix://$work/meta.sock" \
-  --data_dir "$work/data" > "$work/meta.log" 2>&1 &
+  --data_dir "$work/data" --auth.csi_key_file "$work/keys/csi" \
+  --auth.worker_key_file "$work/keys/worker" --auth.mount_key_file "$work/keys/mount" \
+  > "$work/meta.log" 2>&1 &
 meta_pid=$!
 
 # protoc's output and anything else pytest writes goes under $work.
 export TMPDIR="$work"
 export GRANARY_META_ADDRESS="unix:$work/meta.sock"
+export GRANARY_META_KEY_DIR="$work/keys"
 export GRANARY_PROTO_DIR="$src/api"
 export PYTHONPATH="$src/e2e${PYTHONPATH:+:$PYTHONPATH}"
 export GRANARY_TEST_PREFIX="$prefix"

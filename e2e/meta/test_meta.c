@@ -38,8 +38,11 @@
 
 #include "common/retry.h"
 #include "e2e/harness.h"
+#include "meta/meta_auth.h"
 #include "meta/meta_client.h"
+#include "meta/service.h"
 #include "meta/snapshot.h"
+#include "rpc/rpc_client.h"
 #include "store/store.h"
 #include "unit/check_main.h"
 
@@ -53,6 +56,7 @@
 static char endpoint[256], credentials[512], bin_dir[512];
 static char work[128], prefix[128];
 static int s3_port;
+static struct harness_meta_keys keys; /* every meta here starts with them */
 
 /* ---- environment ------------------------------------------------------- */
 
@@ -93,6 +97,7 @@ static void setup(void)
 	signal(SIGPIPE, SIG_IGN);
 	read_env();
 	harness_tmpdir(work, sizeof(work), "/tmp/granary-meta-e2e-XXXXXX");
+	harness_meta_keys(work, &keys);
 	snprintf(prefix, sizeof(prefix), "meta-e2e-%d-%llu/", (int)getpid(),
 		 (unsigned long long)retry_now_ms());
 	st = open_store();
@@ -116,10 +121,13 @@ struct meta_proc {
 	char log[256];
 };
 
-static struct meta_client *client_for(const char *address, bool wait)
+/* A client that signs as role with key_file (NULL: unsigned). */
+static struct meta_client *client_as(const char *address, bool wait, enum meta_role role,
+				     const char *key_file)
 {
 	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000,
-					   .wait_for_ready = wait };
+					   .wait_for_ready = wait, .key_file = key_file,
+					   .role = role };
 	struct meta_client *c = NULL;
 	struct error err;
 
@@ -127,21 +135,35 @@ static struct meta_client *client_for(const char *address, bool wait)
 	return c;
 }
 
+/* The csi role's client: registers, deletes, refreshes, reads. */
+static struct meta_client *client_for(const char *address, bool wait)
+{
+	return client_as(address, wait, META_ROLE_CSI, keys.csi);
+}
+
+/* The worker role's client: heartbeats. */
+static struct meta_client *worker_for(const char *address)
+{
+	return client_as(address, true, META_ROLE_WORKER, keys.worker);
+}
+
 static void dump_log(const struct meta_proc *mp)
 {
 	harness_dump_log(mp->log);
 }
 
-/* Starts granary-meta with the flags given (NULL-terminated) and waits
- * until it answers ListDatasets. */
+/* Starts granary-meta with the flags given (NULL-terminated) and the role
+ * keys (unless the flags say --auth.insecure), and waits until it answers
+ * ListDatasets. */
 static void meta_start(struct meta_proc *mp, const char *listen, const char *data_dir,
 		       const char *const *extra)
 {
 	char exe[600];
-	const char *argv[32];
+	const char *argv[40];
 	int n = 0;
 	uint64_t t0 = retry_now_ms();
 	struct meta_client *c;
+	bool insecure = false;
 
 	snprintf(mp->listen, sizeof(mp->listen), "%s", listen);
 	snprintf(mp->log, sizeof(mp->log), "%s/meta.log", work);
@@ -157,13 +179,18 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 	 * case answers in about a second. */
 	argv[n++] = "--store.max_attempts";
 	argv[n++] = "2";
-	for (; extra && *extra && n < 30; extra++)
+	for (; extra && *extra && n < 24; extra++) {
+		if (strcmp(*extra, "--auth.insecure") == 0)
+			insecure = true;
 		argv[n++] = *extra;
+	}
+	for (int i = 0; !insecure && i < HARNESS_META_AUTH_ARGS; i++)
+		argv[n++] = keys.args[i];
 	argv[n] = NULL;
 	mp->pid = harness_spawn(argv, mp->log);
 	/* wait_for_ready: each call waits (polling the connection) up to its
 	 * deadline for meta to come up, instead of failing at once. */
-	c = client_for(listen, true);
+	c = insecure ? client_as(listen, true, META_ROLE_CSI, NULL) : client_for(listen, true);
 	for (;;) {
 		Granary__V1__ListDatasetsReply *l = NULL;
 		struct error err;
@@ -753,7 +780,7 @@ START_TEST(test_meta_heartbeats_and_expiry_change_the_version)
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
 	meta_start(&mp, listen, data, flags);
-	c = client_for(listen, true);
+	c = worker_for(listen);
 
 	h = beat(c, "node-b", "10.0.0.2:7480");
 	v1 = h->membership_version;
@@ -914,7 +941,7 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t len = sizeof(sa);
 	struct meta_proc mp;
-	struct meta_client *c;
+	struct meta_client *c, *wc;
 	struct bg_register first, second;
 	Granary__V1__Dataset *d;
 	Granary__V1__ListDatasetsReply *l;
@@ -938,6 +965,7 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 	data_dir_path(data, sizeof(data), "data");
 	meta_start(&mp, addr, data, NULL);
 	c = client_for(addr, true);
+	wc = worker_for(addr);
 	spec_init(&small, "ready", prefix);
 	free_ds(register_ok(c, &small));
 
@@ -966,7 +994,7 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 		granary__v1__list_datasets_reply__free_unpacked(l, NULL);
 		ck_assert_int_eq(meta_client_get(c, "ready", &d, &err), ERR_OK);
 		free_ds(d);
-		h = beat(c, "node-a", "10.0.0.1:7480");
+		h = beat(wc, "node-a", "10.0.0.1:7480");
 		granary__v1__heartbeat_reply__free_unpacked(h, NULL);
 		if (retry_now_ms() - t0 > slowest)
 			slowest = retry_now_ms() - t0;
@@ -1011,6 +1039,7 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 	free_ds(first.d);
 	free_ds(second.d);
 	meta_client_free(c);
+	meta_client_free(wc);
 	ck_assert_int_eq(meta_stop(&mp), 0);
 }
 END_TEST
@@ -1498,6 +1527,191 @@ START_TEST(test_meta_file_sources_only_under_allowed_file_roots)
 }
 END_TEST
 
+/* ---- authentication ---------------------------------------------------- */
+
+/* An rpc_client that signs as a worker with the worker's key, but with a
+ * timestamp skew_s seconds off: a signature replayed that much later. */
+struct skewed {
+	struct token *key;
+	int64_t skew_s;
+};
+
+static enum error_code sign_skewed(const char *method, const void *body, size_t len,
+				   char *value, size_t size, void *arg, struct error *err)
+{
+	struct skewed *k = arg;
+
+	if (meta_auth_sign(k->key, META_ROLE_WORKER, method, body, len,
+			   (int64_t)time(NULL) + k->skew_s, value, size) != ERR_OK)
+		return error_set(err, ERR_INTERNAL, "cannot sign");
+	return ERR_OK;
+}
+
+static enum error_code skewed_heartbeat(const char *address, struct skewed *k,
+					struct error *err)
+{
+	struct rpc_client_options opt = { .wait_for_ready = true, .auth_key = META_AUTH_METADATA,
+					  .auth = sign_skewed, .auth_arg = k };
+	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	struct rpc_client *rc = NULL;
+	enum error_code code;
+
+	ck_assert_int_eq(rpc_client_new(address, &opt, &rc, err), ERR_OK);
+	req.worker_id = "node-replayed";
+	req.address = "10.6.6.6:7480";
+	code = rpc_client_call(rc, META_METHOD_HEARTBEAT, &req.base,
+			       &granary__v1__heartbeat_reply__descriptor, 10000, &reply, err);
+	if (reply)
+		protobuf_c_message_free_unpacked(reply, NULL);
+	rpc_client_free(rc);
+	return code;
+}
+
+/* Calls that change meta, from a client without a key, with the mount
+ * role's key or with another role's key: each refused with its status,
+ * nothing changed; the roles that own them succeed. */
+START_TEST(test_meta_refuses_unsigned_and_foreign_calls)
+{
+	struct meta_proc mp;
+	struct meta_client *csi, *anon, *mount, *worker, *forged;
+	Granary__V1__Dataset *d = NULL;
+	Granary__V1__HeartbeatReply *h = NULL;
+	Granary__V1__ListWorkersReply *w;
+	Granary__V1__ListDatasetsReply *l = NULL;
+	struct snapshot *snap = NULL;
+	struct skewed sk = { 0 };
+	struct spec sp;
+	struct error err;
+	char listen[200], data[200];
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, NULL);
+	csi = client_for(listen, true);
+	anon = client_as(listen, true, META_ROLE_CSI, NULL);
+	mount = client_as(listen, true, META_ROLE_MOUNT, keys.mount);
+	worker = worker_for(listen);
+	/* The mount key presented as the worker's. */
+	forged = client_as(listen, true, META_ROLE_WORKER, keys.mount);
+	spec_init(&sp, "owned", prefix);
+	free_ds(register_ok(csi, &sp));
+
+	/* No signature: UNAUTHENTICATED, whatever the method. */
+	spec_init(&sp, "intruder", prefix);
+	ck_assert_int_eq(meta_client_register(anon, &sp.s, &d, &err), ERR_UNAUTHENTICATED);
+	ck_assert_msg(strstr(err.msg, "unsigned call") && strstr(err.msg, "RegisterDataset"), "%s",
+		      err.msg);
+	ck_assert_int_eq(meta_client_delete(anon, "owned", &err), ERR_UNAUTHENTICATED);
+	ck_assert_int_eq(meta_client_refresh(anon, "owned", &d, &err), ERR_UNAUTHENTICATED);
+	ck_assert_int_eq(meta_client_heartbeat(anon, "node-x", "10.6.6.6:7480", 1, 0, &h, &err),
+			 ERR_UNAUTHENTICATED);
+	ck_assert_int_eq(meta_client_list(anon, &l, &err), ERR_UNAUTHENTICATED);
+	ck_assert_int_eq(meta_client_get(anon, "owned", &d, &err), ERR_UNAUTHENTICATED);
+
+	/* The mount role reads, and nothing else. */
+	ck_assert_int_eq(meta_client_heartbeat(mount, "node-x", "10.6.6.6:7480", 1, 0, &h, &err),
+			 ERR_PERMISSION);
+	ck_assert_msg(strstr(err.msg, "role 'mount' may not call it (worker only)"), "%s",
+		      err.msg);
+	ck_assert_int_eq(meta_client_register(mount, &sp.s, &d, &err), ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_delete(mount, "owned", &err), ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_refresh(mount, "owned", &d, &err), ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_get(mount, "owned", &d, &err), ERR_OK);
+	free_ds(d);
+	ck_assert_msg(meta_client_fetch_snapshot(mount, "owned", 0, &snap, NULL, &err) == ERR_OK,
+		      "%s", err.msg);
+	snapshot_free(snap);
+
+	/* The csi role cannot join the membership; the worker cannot change
+	 * datasets. */
+	ck_assert_int_eq(meta_client_heartbeat(csi, "node-x", "10.6.6.6:7480", 1, 0, &h, &err),
+			 ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_register(worker, &sp.s, &d, &err), ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_delete(worker, "owned", &err), ERR_PERMISSION);
+	ck_assert_int_eq(meta_client_refresh(worker, "owned", &d, &err), ERR_PERMISSION);
+
+	/* Another role's key in the worker's name. */
+	ck_assert_int_eq(meta_client_heartbeat(forged, "node-x", "10.6.6.6:7480", 1, 0, &h, &err),
+			 ERR_PERMISSION);
+	ck_assert_msg(strstr(err.msg, "signature of role 'worker' does not match"), "%s", err.msg);
+
+	/* The worker's own key, replayed past the window: refused; within it:
+	 * accepted. */
+	ck_assert_int_eq(token_load_file(keys.worker, &sk.key, &err), ERR_OK);
+	sk.skew_s = -(META_AUTH_WINDOW_S + 30);
+	ck_assert_int_eq(skewed_heartbeat(listen, &sk, &err), ERR_PERMISSION);
+	ck_assert_msg(strstr(err.msg, "away from granary-meta's clock"), "%s", err.msg);
+	sk.skew_s = -(META_AUTH_WINDOW_S - 30);
+	ck_assert_msg(skewed_heartbeat(listen, &sk, &err) == ERR_OK, "%s", err.msg);
+	token_free(sk.key);
+
+	/* The owners: a worker joins, the controller refreshes and deletes. */
+	ck_assert_msg(meta_client_heartbeat(worker, "node-a", "10.0.0.1:7480", 1, 0, &h, &err) ==
+			      ERR_OK,
+		      "%s", err.msg);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	ck_assert_int_eq(meta_client_list_workers(mount, &w, &err), ERR_OK);
+	ck_assert_uint_eq(w->n_workers, 2); /* node-replayed (in the window) and node-a */
+	ck_assert_str_eq(w->workers[0]->id, "node-a");
+	ck_assert_str_eq(w->workers[1]->id, "node-replayed");
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+	ck_assert_msg(meta_client_refresh(csi, "owned", &d, &err) == ERR_OK, "%s", err.msg);
+	free_ds(d);
+	ck_assert_int_eq(meta_client_delete(csi, "owned", &err), ERR_OK);
+
+	meta_client_free(csi);
+	meta_client_free(anon);
+	meta_client_free(mount);
+	meta_client_free(worker);
+	meta_client_free(forged);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	/* No key reached the log. */
+	ck_assert(!harness_file_contains(mp.log, "role-key"));
+	ck_assert(harness_file_contains(mp.log, "auth.roles=csi,worker,mount"));
+}
+END_TEST
+
+/* Without a key file meta refuses to start unless told it may serve
+ * unsigned calls; with auth.insecure it serves them. */
+START_TEST(test_meta_starts_without_keys_only_when_insecure)
+{
+	static const char *const insecure[] = { "--auth.insecure", "true", NULL };
+	struct meta_proc mp;
+	struct meta_client *anon;
+	Granary__V1__HeartbeatReply *h = NULL;
+	char exe[600], listen[200], data[200], log[256];
+	const char *argv[8];
+	pid_t pid;
+	int status;
+
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
+	snprintf(log, sizeof(log), "%s/meta-nokey.log", work);
+	argv[0] = exe;
+	argv[1] = "--listen";
+	argv[2] = listen;
+	argv[3] = "--data_dir";
+	argv[4] = data;
+	argv[5] = NULL;
+	pid = harness_spawn(argv, log);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+	ck_assert(harness_file_contains(log, "no key file"));
+	ck_assert(harness_file_contains(log, "auth.insecure=true"));
+
+	meta_start(&mp, listen, data, insecure);
+	anon = client_as(listen, true, META_ROLE_CSI, NULL);
+	ck_assert_int_eq(meta_client_heartbeat(anon, "node-x", "10.0.0.9:7480", 1, 0, &h, NULL),
+			 ERR_OK);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	meta_client_free(anon);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	ck_assert(harness_file_contains(mp.log, "serves unsigned calls"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -1516,6 +1730,8 @@ int main(void)
 	tcase_add_test(tc, test_meta_signs_only_for_the_cluster_endpoints);
 	tcase_add_test(tc, test_meta_keeps_build_slots_for_the_cluster_store);
 	tcase_add_test(tc, test_meta_file_sources_only_under_allowed_file_roots);
+	tcase_add_test(tc, test_meta_refuses_unsigned_and_foreign_calls);
+	tcase_add_test(tc, test_meta_starts_without_keys_only_when_insecure);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

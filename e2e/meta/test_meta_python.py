@@ -4,20 +4,23 @@ api/granary.proto is compiled at test time with grpc_tools.protoc into a
 temporary directory (e2e/grpc_stubs.py), and the stubs talk to a running granary-meta (started
 by run_python_test.sh, which also uploads a small tree to the S3 fixture).
 This proves the wire format: field numbers, the service and method names,
-status codes and messages are what any gRPC client sees.
+status codes and messages are what any gRPC client sees, and the call
+signatures (e2e/grpc_stubs.py signs them independently of meta_auth.c).
 
 Environment (set by run_python_test.sh):
   GRANARY_META_ADDRESS   gRPC target of the running meta ("unix:/path")
+  GRANARY_META_KEY_DIR   the role keys meta was started with: csi, worker, mount
   GRANARY_PROTO_DIR      the api/ directory of the source tree
   GRANARY_S3_ENDPOINT, GRANARY_S3_CREDENTIALS   the S3 fixture
   GRANARY_TEST_PREFIX    prefix of the uploaded tree in bucket granary-e2e
 """
 import os
+import time
 
 import grpc
 import pytest
 
-from grpc_stubs import compile_stubs
+from grpc_stubs import SignedMeta, compile_stubs, meta_auth, read_key
 
 BUCKET = "granary-e2e"
 # What run_python_test.sh uploads: path -> size.
@@ -29,12 +32,33 @@ def pb():
     return compile_stubs("granary")
 
 
+def key(role):
+    return read_key(os.path.join(os.environ["GRANARY_META_KEY_DIR"], role))
+
+
 @pytest.fixture(scope="module")
-def stub(pb):
+def plain(pb):
+    """The stub as any pod on the network has it: no key."""
     channel = grpc.insecure_channel(os.environ["GRANARY_META_ADDRESS"])
     grpc.channel_ready_future(channel).result(timeout=15)
     yield pb[1].MetaStub(channel)
     channel.close()
+
+
+@pytest.fixture(scope="module")
+def stub(plain):
+    """granary-csi's view: calls signed with the csi role's key."""
+    return SignedMeta(plain, "csi", key("csi"))
+
+
+@pytest.fixture(scope="module")
+def worker(plain):
+    return SignedMeta(plain, "worker", key("worker"))
+
+
+@pytest.fixture(scope="module")
+def mount(plain):
+    return SignedMeta(plain, "mount", key("mount"))
 
 
 def spec(pb, name, **overrides):
@@ -110,8 +134,9 @@ def test_snapshot_chunks_are_contiguous(pb, stub):
     assert offset == total
 
 
-def test_heartbeat_and_list_workers(pb, stub):
+def test_heartbeat_and_list_workers(pb, worker):
     granary_pb2 = pb[0]
+    stub = worker
     r1 = stub.Heartbeat(granary_pb2.HeartbeatRequest(
         worker_id="py-node-b", address="10.9.0.2:7480", capacity_bytes=1000, used_bytes=10),
         timeout=10)
@@ -128,3 +153,86 @@ def test_heartbeat_and_list_workers(pb, stub):
     assert a.address == "10.9.0.1:7480"
     assert a.capacity_bytes == 2000 and a.used_bytes == 20
     assert a.last_seen_unix_ms > 1_600_000_000_000
+
+
+def refused(code, fn, *args, **kwargs):
+    """The call fails with code; returns its details."""
+    with pytest.raises(grpc.RpcError) as e:
+        r = fn(*args, **kwargs)
+        if hasattr(r, "__next__"):
+            list(r)  # a stream fails when read
+    assert e.value.code() == code, e.value.details()
+    return e.value.details()
+
+
+def test_unsigned_calls_are_unauthenticated(pb, plain, stub, mount):
+    """What any pod on the network tried: register a dataset with another
+    volume's credentials, delete or refresh one, join the membership."""
+    granary_pb2 = pb[0]
+    stub.RegisterDataset(spec(pb, "py-owned"), timeout=60)
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+    d = refused(unauth, plain.RegisterDataset, spec(pb, "py-intruder"), timeout=10)
+    assert "RegisterDataset: unsigned call" in d and "authorization" in d
+    refused(unauth, plain.DeleteDataset, granary_pb2.DeleteDatasetRequest(name="py-owned"),
+            timeout=10)
+    refused(unauth, plain.RefreshDataset, granary_pb2.RefreshDatasetRequest(name="py-owned"),
+            timeout=10)
+    refused(unauth, plain.Heartbeat, granary_pb2.HeartbeatRequest(
+        worker_id="py-evil", address="10.6.6.6:7480"), timeout=10)
+    refused(unauth, plain.ListDatasets, granary_pb2.ListDatasetsRequest(), timeout=10)
+    refused(unauth, lambda: list(plain.GetSnapshot(
+        granary_pb2.GetSnapshotRequest(name="py-owned"), timeout=10)))
+    # A made-up header is no better.
+    refused(unauth, plain.DeleteDataset, granary_pb2.DeleteDatasetRequest(name="py-owned"),
+            timeout=10, metadata=[("authorization", "Bearer let-me-in")])
+    # Nothing changed.
+    names = [x.spec.name for x in stub.ListDatasets(granary_pb2.ListDatasetsRequest(),
+                                                    timeout=10).datasets]
+    assert "py-owned" in names and "py-intruder" not in names
+    ids = [w.id for w in mount.ListWorkers(granary_pb2.ListWorkersRequest(), timeout=10).workers]
+    assert "py-evil" not in ids
+
+
+def test_roles_keep_to_their_methods(pb, stub, worker, mount):
+    granary_pb2 = pb[0]
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    beat = granary_pb2.HeartbeatRequest(worker_id="py-evil", address="10.6.6.6:7480")
+    d = refused(denied, mount.Heartbeat, beat, timeout=10)
+    assert d == "Heartbeat: role 'mount' may not call it (worker only)", d
+    refused(denied, stub.Heartbeat, beat, timeout=10)
+    refused(denied, mount.RegisterDataset, spec(pb, "py-by-mount"), timeout=10)
+    refused(denied, mount.DeleteDataset, granary_pb2.DeleteDatasetRequest(name="py-small"),
+            timeout=10)
+    refused(denied, worker.RegisterDataset, spec(pb, "py-by-worker"), timeout=10)
+    refused(denied, worker.RefreshDataset, granary_pb2.RefreshDatasetRequest(name="py-small"),
+            timeout=10)
+    # What each may do.
+    stub.RegisterDataset(spec(pb, "py-small"), timeout=60)
+    assert mount.GetDataset(granary_pb2.GetDatasetRequest(name="py-small"),
+                            timeout=10).spec.name == "py-small"
+    assert list(mount.GetSnapshot(granary_pb2.GetSnapshotRequest(name="py-small"), timeout=30))
+    worker.Heartbeat(granary_pb2.HeartbeatRequest(worker_id="py-node-c", address="10.9.0.3:7480"),
+                     timeout=10)
+    stub.RefreshDataset(granary_pb2.RefreshDatasetRequest(name="py-small"), timeout=60)
+
+
+def test_forged_and_replayed_signatures_are_denied(pb, plain):
+    granary_pb2 = pb[0]
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    beat = granary_pb2.HeartbeatRequest(worker_id="py-evil", address="10.6.6.6:7480")
+    # The mount role's key (which every mount holds) in the worker's name.
+    d = refused(denied, plain.Heartbeat, beat, timeout=10,
+                metadata=meta_auth("worker", key("mount"), "Heartbeat", beat))
+    assert d == "Heartbeat: the signature of role 'worker' does not match", d
+    # A worker's signature seen on the network, replayed past the window.
+    old = int(time.time()) - 301
+    d = refused(denied, plain.Heartbeat, beat, timeout=10,
+                metadata=meta_auth("worker", key("worker"), "Heartbeat", beat, ts=old))
+    assert "away from granary-meta's clock (at most 300 allowed)" in d, d
+    # ... or reused at once on another request (another address).
+    real = granary_pb2.HeartbeatRequest(worker_id="py-node-d", address="10.9.0.4:7480")
+    captured = meta_auth("worker", key("worker"), "Heartbeat", real)
+    plain.Heartbeat(real, timeout=10, metadata=captured)
+    refused(denied, plain.Heartbeat, beat, timeout=10, metadata=captured)
+    # The key never appears in what meta answers.
+    assert key("worker").decode() not in d

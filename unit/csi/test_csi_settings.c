@@ -91,6 +91,8 @@ START_TEST(test_csi_settings_check_rejects_naming_the_key)
 		{ "endpoint", "csi:99999", NULL, NULL, "key 'endpoint'" },
 		{ "node_id", "node/1", NULL, NULL, "key 'node_id'" },
 		{ "meta.address", "meta", NULL, NULL, "key 'meta.address'" },
+		{ "meta.key_file", "csi.key", NULL, NULL,
+		  "key 'meta.key_file': must be an absolute path" },
 		{ "state_dir", "state", NULL, NULL, "key 'state_dir': must be an absolute path" },
 		{ "fuse_binary", "granary-fuse", NULL, NULL,
 		  "key 'fuse_binary': must be an absolute path" },

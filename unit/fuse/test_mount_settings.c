@@ -136,6 +136,7 @@ START_TEST(test_mount_settings_check_rejects_naming_the_key)
 		{ "dataset", "", "source", "s3://Bad_Bucket/p/", "key 'source'" },
 		{ "meta.address", "", NULL, NULL, "key 'meta.address': required" },
 		{ "meta.address", "meta", NULL, NULL, "key 'meta.address'" },
+		{ "meta.key_file", "token", NULL, NULL, "key 'meta.key_file': must be an absolute path" },
 		{ "dataset", "", "source", "s3://bucket/p/", NULL }, /* standalone: valid */
 		{ "cache.dir", "cache", NULL, NULL, "key 'cache.dir': must be an absolute path" },
 		{ "cache.block_size", "5MiB", NULL, NULL,

@@ -84,6 +84,9 @@ START_TEST(test_meta_settings_check_rejects_naming_the_key)
 		{ "heartbeat.interval", "20s", "key 'heartbeat.expiry'" },
 		{ "store.endpoint", "minio:9000", "key 'store.endpoint'" },
 		{ "log.level", "verbose", "key 'log.level'" },
+		{ "auth.csi_key_file", "keys/csi", "key 'auth.csi_key_file': must be an absolute path" },
+		{ "auth.worker_key_file", "worker", "key 'auth.worker_key_file': must be an absolute path" },
+		{ "auth.mount_key_file", "token", "key 'auth.mount_key_file': must be an absolute path" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

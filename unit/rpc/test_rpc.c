@@ -595,6 +595,99 @@ START_TEST(test_error_from_grpc_inverts_error_to_grpc)
 }
 END_TEST
 
+/* ---- authentication hooks -------------------------------------------- */
+
+/* What the server's hook saw, and what the client's hook signed. */
+static struct {
+	char value[64];
+	bool had_value;
+	unsigned char body[256], signed_body[256];
+	size_t len, signed_len;
+} ah;
+
+static enum error_code auth_server(const char *method, const char *value, const void *body,
+				   size_t len, void *arg, struct error *err)
+{
+	ah.had_value = value != NULL;
+	snprintf(ah.value, sizeof(ah.value), "%s", value ? value : "");
+	ah.len = len < sizeof(ah.body) ? len : sizeof(ah.body);
+	memcpy(ah.body, body, ah.len);
+	if (!value)
+		return error_set(err, ERR_UNAUTHENTICATED, "%s: no credentials", method);
+	if (strcmp(value, "good") != 0)
+		return error_set(err, ERR_PERMISSION, "%s: wrong credentials", method);
+	return ERR_OK;
+}
+
+static enum error_code auth_client(const char *method, const void *body, size_t len,
+				   char *value, size_t size, void *arg, struct error *err)
+{
+	ah.signed_len = len < sizeof(ah.signed_body) ? len : sizeof(ah.signed_body);
+	memcpy(ah.signed_body, body, ah.signed_len);
+	snprintf(value, size, "%s", (const char *)arg);
+	return ERR_OK;
+}
+
+static struct rpc_client *auth_client_new(const char *value)
+{
+	struct rpc_client_options opt = { .wait_for_ready = true, .auth_key = "authorization",
+					  .auth = auth_client, .auth_arg = (void *)value };
+	struct rpc_client *c = NULL;
+	struct error err;
+
+	ck_assert_msg(rpc_client_new(address, &opt, &c, &err) == ERR_OK, "%s", err.msg);
+	return c;
+}
+
+/* The hook sees the metadata and the request's bytes as the client signed
+ * them, runs before the handler, and its refusals reach the client as
+ * UNAUTHENTICATED and PERMISSION_DENIED with their messages. */
+START_TEST(test_rpc_auth_hook_sees_metadata_and_body)
+{
+	struct rpc_server_options opt = { .threads = 2, .shutdown_grace_ms = 2000 };
+	struct rpc_server *srv = NULL;
+	struct rpc_client *none = client(address, 0), *bad = auth_client_new("bad"),
+			  *good = auth_client_new("good");
+	Granary__V1__GetDatasetRequest req = GRANARY__V1__GET_DATASET_REQUEST__INIT;
+	unsigned char packed[256];
+	size_t n;
+	struct error err;
+
+	ck_assert_int_eq(rpc_server_new(&opt, &srv, &err), ERR_OK);
+	rpc_server_set_auth(srv, "authorization", auth_server, NULL);
+	ck_assert_int_eq(rpc_server_add_unary(srv, M_GET, &granary__v1__get_dataset_request__descriptor,
+					      &granary__v1__dataset__descriptor, get_dataset, NULL,
+					      &err),
+			 ERR_OK);
+	ck_assert_int_eq(rpc_server_listen(srv, address, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_start(srv, &err), ERR_OK);
+
+	ck_assert_int_eq(get(none, "imagenet", 5000, NULL, &err), ERR_UNAUTHENTICATED);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no credentials"));
+	ck_assert(!ah.had_value);
+	ck_assert_int_eq(get(bad, "imagenet", 5000, NULL, &err), ERR_PERMISSION);
+	ck_assert_ptr_nonnull(strstr(err.msg, "wrong credentials"));
+	ck_assert_str_eq(ah.value, "bad");
+	/* Refused before the handler: "missing" would have been NOT_FOUND. */
+	ck_assert_int_eq(get(bad, "missing", 5000, NULL, &err), ERR_PERMISSION);
+
+	ck_assert_msg(get(good, "imagenet", 5000, NULL, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_str_eq(ah.value, "good");
+	req.name = "imagenet";
+	n = protobuf_c_message_pack(&req.base, packed);
+	ck_assert_uint_eq(ah.signed_len, n);
+	ck_assert_uint_eq(ah.len, n);
+	ck_assert_int_eq(memcmp(ah.signed_body, packed, n), 0);
+	ck_assert_int_eq(memcmp(ah.body, packed, n), 0);
+	ck_assert_int_eq(get(good, "missing", 5000, NULL, &err), ERR_NOT_FOUND);
+
+	rpc_client_free(none);
+	rpc_client_free(bad);
+	rpc_client_free(good);
+	rpc_server_free(srv);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rpc");
@@ -613,6 +706,7 @@ int main(void)
 	tcase_add_test(tc, test_rpc_tcp_listener_and_unreachable_server);
 	tcase_add_test(tc, test_rpc_client_finds_a_restarted_server_quickly);
 	tcase_add_test(tc, test_error_from_grpc_inverts_error_to_grpc);
+	tcase_add_test(tc, test_rpc_auth_hook_sees_metadata_and_body);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -165,6 +165,51 @@ token
 {{- end -}}
 
 {{/*
+granary-meta's role keys (docs/security.md, "Who may call granary-meta"):
+one Secret, keys "csi" and "worker". Each pod mounts only the keys of its
+role; the mount role's key is the cluster token.
+*/}}
+{{- define "granary.metaKeysSecretName" -}}
+{{- if .Values.metaKeys.existingSecret -}}
+{{- .Values.metaKeys.existingSecret -}}
+{{- else -}}
+{{- printf "%s-meta-keys" (include "granary.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "granary.metaKeyDir" -}}
+/etc/granary/meta-key
+{{- end -}}
+
+{{/* The file of one role's key: (include "granary.metaKeyFile" (dict "ctx" $ "role" "csi")). */}}
+{{- define "granary.metaKeyFile" -}}
+{{- printf "%s/%s" (include "granary.metaKeyDir" .ctx) .role -}}
+{{- end -}}
+
+{{/*
+The Secret as a volume holding only the given roles' keys, mode 0400:
+(include "granary.metaKeyVolume" (dict "ctx" $ "name" "meta-key" "roles" (list "csi"))),
+and its mount (dict "ctx" $ "name" "meta-key") at granary.metaKeyDir.
+*/}}
+{{- define "granary.metaKeyVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ include "granary.metaKeysSecretName" .ctx }}
+    defaultMode: 0400
+    items:
+      {{- range .roles }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end -}}
+
+{{- define "granary.metaKeyVolumeMount" -}}
+- name: {{ .name }}
+  mountPath: {{ include "granary.metaKeyDir" .ctx }}
+  readOnly: true
+{{- end -}}
+
+{{/*
 The cluster's store credentials (store.credentials): "true" when the worker
 and meta get a credentials file, "" when not. Fails on a half-given pair.
 */}}
@@ -303,6 +348,10 @@ The daemons' YAML files, built from values: keys are those of each daemon's
   "heartbeat" (dict "interval" .Values.meta.heartbeat.interval "expiry" .Values.meta.heartbeat.expiry)
   "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
   "allowed_file_roots" (join "," .Values.fileRoots)
+  "auth" (dict
+    "csi_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi"))
+    "worker_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker"))
+    "mount_key_file" (include "granary.tokenFile" .))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
@@ -314,7 +363,7 @@ are flags of the container: they differ per pod.
 {{- define "granary.workerConfig" -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.worker.port))
-  "meta" (dict "address" (include "granary.metaAddress" .))
+  "meta" (dict "address" (include "granary.metaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker")))
   "cache" (dict
     "dir" .Values.cache.dir
     "capacity" (include "granary.size" .Values.cache.capacity)
@@ -334,7 +383,7 @@ starts, staging and target paths only under the kubelet's directory.
 {{- define "granary.csiConfig" -}}
 {{- $c := dict
   "endpoint" "unix:///csi/csi.sock"
-  "meta" (dict "address" (include "granary.metaAddress" .))
+  "meta" (dict "address" (include "granary.metaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi")))
   "state_dir" .Values.node.stateDir
   "fuse_binary" "/usr/bin/granary-fuse"
   "fuse_config" (include "granary.fuseConfigFile" .)
@@ -349,7 +398,7 @@ starts, staging and target paths only under the kubelet's directory.
 {{- define "granary.controllerConfig" -}}
 {{- $c := dict
   "endpoint" "unix:///csi/csi.sock"
-  "meta" (dict "address" (include "granary.controllerMetaAddress" .))
+  "meta" (dict "address" (include "granary.controllerMetaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi")))
   "state_dir" (include "granary.controllerStateDir" .)
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
@@ -360,12 +409,13 @@ starts, staging and target paths only under the kubelet's directory.
 granary-fuse's settings common to every dataset on the node (fuse_config of
 the node plugin); the node plugin adds mountpoint, dataset, init_state and
 the node-stage credentials per NodeStageVolume. The cache directory is the
-worker's, at the same path; the token file is the node plugin's mount of the
-cluster token.
+worker's, at the same path; the token file is the node plugin's (or the
+mount pod's) mount of the cluster token, which is also the key of meta's
+mount role.
 */}}
 {{- define "granary.fuseConfig" -}}
 {{- $c := dict
-  "meta" (dict "address" (include "granary.metaAddress" .))
+  "meta" (dict "address" (include "granary.metaAddress" .) "key_file" (include "granary.tokenFile" .))
   "cache" (dict
     "dir" .Values.cache.dir
     "capacity" (include "granary.size" .Values.cache.capacity)
@@ -410,7 +460,9 @@ the node, the volume and granary-mount's flags (csi/mountpod.h). No
 privilege: the node plugin mounts and hands the descriptor over the keeper
 socket in its state directory. The daemon reads the worker's cache
 directory, its node-stage credentials and init state (the state directory)
-and the fuse settings at the node plugin's paths.
+and the fuse settings at the node plugin's paths; the cluster token is its
+key for the workers and for meta's mount role (reads only), never the csi
+or worker role's key.
 */}}
 {{- define "granary.mountPodTemplate" -}}
 {{- $fullname := include "granary.fullname" . -}}
