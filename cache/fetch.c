@@ -3,6 +3,7 @@
  */
 #include "cache/fetch.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "cache/worker_settings.h"
 #include "common/log.h"
+#include "common/retry.h"
 
 const double fetch_latency_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 					0.25,  0.5,    1,     2.5,  5,     10 };
@@ -80,6 +82,7 @@ struct fetcher {
 	pthread_cond_t ra_cv;              /* read-ahead queued, or stopping */
 	struct flight *flights;            /* protected by mu */
 	unsigned inflight;                 /* protected by mu */
+	unsigned ra_inflight;              /* of which read-ahead, preload; protected by mu */
 	bool stopping;                     /* protected by mu */
 	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
 	size_t ra_len;                     /* protected by mu */
@@ -501,6 +504,7 @@ struct block_req {
 	char full[FETCH_KEY_MAX + 1];    /* prefix + key */
 	const char *etag;
 	uint64_t index;
+	uint64_t until_ms;               /* the reader's deadline; 0 = none */
 	struct block_key bkey;
 	uint8_t hash[BLOCKSTORE_HASH_LEN];
 };
@@ -525,6 +529,7 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 				 ds->name, key, (unsigned long long)index);
 	r->ds = ds;
 	r->key = key;
+	r->until_ms = 0;
 	snprintf(r->full, sizeof(r->full), "%s%s", ds->prefix, key);
 	r->etag = etag;
 	r->index = index;
@@ -558,25 +563,76 @@ static void flight_put_locked(struct flight *fl)
 	free(fl);
 }
 
-static enum error_code slot_acquire(struct fetcher *f, struct error *err)
+/*
+ * Waits on cv until signalled or until_ms (retry_now_ms clock; 0 = no
+ * limit). Returns ETIMEDOUT once until_ms has passed, else 0.
+ */
+static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t until_ms)
+{
+	uint64_t now, left;
+	struct timespec ts;
+
+	if (!until_ms)
+		return pthread_cond_wait(cv, mu);
+	now = retry_now_ms();
+	if (now >= until_ms)
+		return ETIMEDOUT;
+	left = until_ms - now;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(left / 1000);
+	ts.tv_nsec += (long)(left % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cv, mu, &ts);
+	return retry_now_ms() >= until_ms ? ETIMEDOUT : 0;
+}
+
+static enum error_code deadline_passed(const struct block_req *r, const char *what,
+				       struct error *err)
+{
+	return error_set(err, ERR_TIMEOUT, "dataset '%s' object '%s' block %llu: the read's deadline passed %s",
+			 r->ds->name, r->key, (unsigned long long)r->index, what);
+}
+
+/*
+ * A store fetch slot. Read-ahead and preload (cache_only) take one of the
+ * max_inflight slots; a read that needs the bytes waits only for other
+ * such reads, never behind read-ahead, so read-ahead cannot delay a
+ * demand read (at most max_inflight of each run at once). A demand read
+ * gives up at its deadline.
+ */
+static enum error_code slot_acquire(struct fetcher *f, const struct block_req *r,
+				    bool cache_only, struct error *err)
 {
 	pthread_mutex_lock(&f->mu);
-	while (f->inflight >= f->max_inflight && !f->stopping && !atomic_load(&f->cancelled))
-		pthread_cond_wait(&f->slot_cv, &f->mu);
+	while (!f->stopping && !atomic_load(&f->cancelled) &&
+	       (cache_only ? f->inflight >= f->max_inflight
+			   : f->inflight - f->ra_inflight >= f->max_inflight)) {
+		if (wait_until(&f->slot_cv, &f->mu, r->until_ms) == ETIMEDOUT) {
+			pthread_mutex_unlock(&f->mu);
+			return deadline_passed(r, "waiting for a store fetch slot", err);
+		}
+	}
 	if (f->stopping || atomic_load(&f->cancelled)) {
 		pthread_mutex_unlock(&f->mu);
 		return error_set(err, ERR_CANCELLED, "the worker is stopping");
 	}
 	f->inflight++;
+	if (cache_only)
+		f->ra_inflight++;
 	pthread_mutex_unlock(&f->mu);
 	return ERR_OK;
 }
 
-static void slot_release(struct fetcher *f)
+static void slot_release(struct fetcher *f, bool cache_only)
 {
 	pthread_mutex_lock(&f->mu);
 	f->inflight--;
-	pthread_cond_signal(&f->slot_cv);
+	if (cache_only)
+		f->ra_inflight--;
+	pthread_cond_broadcast(&f->slot_cv);
 	pthread_mutex_unlock(&f->mu);
 }
 
@@ -650,7 +706,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	enum error_code rc;
 	double t0;
 
-	rc = slot_acquire(f, err);
+	rc = slot_acquire(f, r, cache_only, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (memory_only)
@@ -659,7 +715,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		rc = blockstore_write_begin(f->bs, &r->bkey, r->ds->name, bs, &w, err);
 	if (rc == ERR_EXISTS) {
 		/* Committed by a flight that ended between our lookup and ours. */
-		slot_release(f);
+		slot_release(f, cache_only);
 		error_clear(err);
 		fl->cached = true;
 		return ERR_EXISTS;
@@ -667,7 +723,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	if (rc != ERR_OK && cache_only) {
 		/* Read-ahead and preload only fill the cache; a waiter that
 		 * needs the bytes fetches them itself. */
-		slot_release(f);
+		slot_release(f, cache_only);
 		fl->not_fetched = true;
 		return error_wrap(err, "dataset '%s' object '%s' block %llu", r->ds->name, r->key,
 				  (unsigned long long)r->index);
@@ -691,21 +747,21 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		error_clear(err);
 		buf = malloc(sizeof(*buf) + bs);
 		if (!buf) {
-			slot_release(f);
+			slot_release(f, cache_only);
 			return error_set(err, ERR_NOMEM, "dataset '%s' object '%s' block %llu: out of memory",
 					 r->ds->name, r->key, (unsigned long long)r->index);
 		}
 		atomic_init(&buf->refs, 1);
-		rc = store_get(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data, &got,
-			       r->etag, err);
+		rc = store_get_until(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data,
+				     &got, r->etag, r->until_ms, err);
 		buf->len = got;
 		delivered = got;
 	} else {
 		struct sink_ctx sink = { .f = f, .w = w };
 
 		error_clear(&sink.err);
-		rc = store_get_stream(r->ds->store, r->full, r->index * bs, bs, sink_to_cache, &sink,
-				      r->etag, &delivered, err);
+		rc = store_get_stream_until(r->ds->store, r->full, r->index * bs, bs, sink_to_cache,
+					    &sink, r->etag, r->until_ms, &delivered, err);
 		if (rc == ERR_IO && sink.err.code != ERR_OK) {
 			/* The sink stopped it (a cache write failed, or stopping),
 			 * not the store. */
@@ -720,7 +776,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	}
 	metrics_histogram_observe(&f->latency, now_s() - t0);
 	atomic_fetch_add(&f->store_bytes, delivered);
-	slot_release(f);
+	slot_release(f, cache_only);
 
 	if (rc != ERR_OK) {
 		buffer_put(buf);
@@ -791,8 +847,15 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 			bool retry;
 
 			fl->refs++;
-			while (!fl->done)
-				pthread_cond_wait(&fl->cv, &f->mu);
+			while (!fl->done) {
+				/* The fetch goes on for whoever else waits;
+				 * this reader stops at its own deadline. */
+				if (wait_until(&fl->cv, &f->mu, r->until_ms) == ETIMEDOUT) {
+					flight_put_locked(fl);
+					pthread_mutex_unlock(&f->mu);
+					return deadline_passed(r, "waiting for its fetch", err);
+				}
+			}
 			rc = fl->err.code;
 			retry = fl->cached || fl->not_fetched || rc == ERR_EXISTS;
 			if (fl->buf) {
@@ -1000,6 +1063,13 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 			    const char *etag, uint64_t index, unsigned readahead,
 			    struct fetch_result *out, struct error *err)
 {
+	return fetch_block_until(f, ds, key, etag, index, readahead, 0, out, err);
+}
+
+enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+				  const char *etag, uint64_t index, unsigned readahead,
+				  uint64_t until_ms, struct fetch_result *out, struct error *err)
+{
 	struct block_req r;
 	enum error_code rc;
 	bool fetched;
@@ -1008,6 +1078,7 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 	rc = block_req_init(&r, ds, key, etag, index, err);
 	if (rc != ERR_OK)
 		return rc;
+	r.until_ms = until_ms;
 	rc = get_block(f, &r, false, out, &fetched, err);
 	if (rc != ERR_OK)
 		return rc;

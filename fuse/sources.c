@@ -69,8 +69,8 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		struct fetch_result res = { 0 };
 		bool corrupt = false, dropped = false;
 
-		rc = fetch_block(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
-				 round == 0 ? readahead : 0, &res, err);
+		rc = fetch_block_until(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
+				       round == 0 ? readahead : 0, blk->until_ms, &res, err);
 		if (rc != ERR_OK)
 			return rc;
 		if (off + len > fetch_result_length(&res)) {
@@ -113,7 +113,8 @@ static enum error_code store_read(void *ctx, struct reader_block *blk,
 	uint64_t at = blk->index * (uint64_t)blk->block_size + off;
 
 	(void)readahead;
-	return store_get(st, blk->obj->key, at, len, dst, got, blk->obj->etag, err);
+	return store_get_until(st, blk->obj->key, at, len, dst, got, blk->obj->etag, blk->until_ms,
+			       err);
 }
 
 struct reader_source source_store(struct store *st)
