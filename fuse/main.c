@@ -235,6 +235,8 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.token = m->token,
 		.connect_timeout_ms = s->worker_timeout_ms,
 		.timeout_ms = s->worker_request_timeout_ms,
+		.first_byte_ms = s->worker_first_byte_ms,
+		.skip_ms = s->worker_skip_ms,
 		.verify = s->verify,
 	};
 	rcfg->block_size = (uint32_t)block_size;
