@@ -104,7 +104,8 @@ struct fetcher {
 
 	struct metrics_histogram latency;
 	atomic_uint_fast64_t hits, misses, fetches, fetch_errors, store_bytes;
-	atomic_uint_fast64_t not_admitted, corrupt_refetched;
+	atomic_uint_fast64_t not_admitted, corrupt_refetched, disk_full_served;
+	struct log_limiter disk_full_log, nocache_log;
 	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
 };
 
@@ -639,18 +640,72 @@ static void slot_release(struct fetcher *f, bool cache_only)
 struct sink_ctx {
 	struct fetcher *f;
 	struct blockstore_writer *w;
+	uint64_t block_size;
+	struct fetch_buffer *mem;  /* the disk filled up: the bytes go here */
 	struct error err;
 };
+
+/* The disk filled up mid-block: what was written moves to memory, and
+ * the rest of the transfer goes there too (the reader still gets the
+ * block, and no byte is fetched twice). */
+static int sink_to_memory(struct sink_ctx *s)
+{
+	uint64_t have = 0;
+
+	s->mem = malloc(sizeof(*s->mem) + s->block_size);
+	if (!s->mem) {
+		error_set(&s->err, ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	atomic_init(&s->mem->refs, 1);
+	if (blockstore_write_read_back(s->w, s->mem->data, &have, &s->err) != ERR_OK)
+		return -1;
+	s->mem->len = (size_t)have;
+	return 0;
+}
 
 static int sink_to_cache(const void *data, size_t len, void *arg)
 {
 	struct sink_ctx *s = arg;
+	struct error werr;
 
 	if (atomic_load(&s->f->cancelled)) {
 		error_set(&s->err, ERR_CANCELLED, "the worker is stopping");
 		return -1;
 	}
-	return blockstore_write_append(s->w, data, len, &s->err) == ERR_OK ? 0 : -1;
+	if (!s->mem) {
+		enum error_code rc = blockstore_write_append(s->w, data, len, &werr);
+
+		if (rc == ERR_OK)
+			return 0;
+		if (rc != ERR_NO_SPACE) {
+			s->err = werr;
+			return -1;
+		}
+		s->err = werr; /* the cause, for the log */
+		if (sink_to_memory(s) != 0)
+			return -1;
+	}
+	if (len > s->block_size - s->mem->len) {
+		error_set(&s->err, ERR_IO, "the store sent more than a block");
+		return -1;
+	}
+	memcpy(s->mem->data + s->mem->len, data, len);
+	s->mem->len += len;
+	return 0;
+}
+
+/* The cache directory's disk is full: lower the capacity to what it holds
+ * and evict, once per event; said at most once per 10 s. */
+static void disk_full(struct fetcher *f, const struct block_req *r, const char *cause)
+{
+	uint64_t capacity = 0;
+
+	atomic_fetch_add(&f->disk_full_served, 1);
+	if (blockstore_disk_full(f->bs, &capacity))
+		log_limited_warn(&f->disk_full_log, "cache disk full: capacity lowered to what it holds, evicting; blocks that do not fit are served from memory",
+				 LOG_S("dataset", r->ds->name), LOG_U("capacity", capacity),
+				 LOG_S("cause", cause));
 }
 
 static void fetch_failed(struct fetcher *f, const struct block_req *r, struct error *err)
@@ -730,12 +785,14 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	}
 	if (rc == ERR_NO_SPACE) {
 		atomic_fetch_add(&f->not_admitted, 1);
+		if (strstr(err->msg, strerror(ENOSPC)) || strstr(err->msg, strerror(EDQUOT)))
+			disk_full(f, r, err->msg);
 	} else if (rc != ERR_OK) {
 		/* A cache directory in trouble must not fail reads: serve
-		 * from memory and say why once per block. */
-		log_warn("cannot cache block, serving it from memory",
-			 LOG_S("dataset", r->ds->name), LOG_S("object", r->key),
-			 LOG_U("block", r->index), LOG_S("cause", err->msg));
+		 * from memory and say why, at most once per 10 s. */
+		log_limited_warn(&f->nocache_log, "cannot cache block, serving it from memory",
+				 LOG_S("dataset", r->ds->name), LOG_S("object", r->key),
+				 LOG_U("block", r->index), LOG_S("cause", err->msg));
 		rc = ERR_NO_SPACE;
 	}
 
@@ -757,21 +814,33 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		buf->len = got;
 		delivered = got;
 	} else {
-		struct sink_ctx sink = { .f = f, .w = w };
+		struct sink_ctx sink = { .f = f, .w = w, .block_size = bs };
 
 		error_clear(&sink.err);
 		rc = store_get_stream_until(r->ds->store, r->full, r->index * bs, bs, sink_to_cache,
 					    &sink, r->etag, r->until_ms, &delivered, err);
-		if (rc == ERR_IO && sink.err.code != ERR_OK) {
+		if (rc == ERR_IO && sink.err.code != ERR_OK && sink.err.code != ERR_NO_SPACE) {
 			/* The sink stopped it (a cache write failed, or stopping),
 			 * not the store. */
 			*err = sink.err;
 			rc = sink.err.code;
 		}
-		if (rc != ERR_OK)
+		if (rc != ERR_OK || sink.mem)
 			blockstore_write_abort(f->bs, w);
 		else
 			rc = blockstore_write_commit(f->bs, w, &ref, err);
+		if (rc == ERR_NO_SPACE && !sink.mem) {
+			/* the commit found the disk full: its bytes are
+			 * gone with the writer, the store was asked once */
+			disk_full(f, r, err->msg);
+		}
+		if (sink.mem) {
+			buf = sink.mem;
+			if (rc == ERR_OK) {
+				atomic_fetch_add(&f->not_admitted, 1);
+				disk_full(f, r, sink.err.msg);
+			}
+		}
 		w = NULL;
 	}
 	metrics_histogram_observe(&f->latency, now_s() - t0);
@@ -1159,6 +1228,8 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	pthread_mutex_init(&f->reg_mu, NULL);
 	pthread_cond_init(&f->slot_cv, NULL);
 	pthread_cond_init(&f->ra_cv, NULL);
+	log_limiter_init(&f->disk_full_log, 10000, NULL, NULL);
+	log_limiter_init(&f->nocache_log, 10000, NULL, NULL);
 	if (metrics_histogram_init(&f->latency, fetch_latency_bounds, fetch_latency_nbounds) !=
 	    ERR_OK) {
 		free(f);
@@ -1211,6 +1282,8 @@ void fetch_free(struct fetcher *f)
 		buffer_put(f->recent[i].buf);
 	metrics_histogram_release(&f->latency);
 	pthread_cond_destroy(&f->ra_cv);
+	log_limiter_release(&f->disk_full_log);
+	log_limiter_release(&f->nocache_log);
 	pthread_cond_destroy(&f->slot_cv);
 	pthread_mutex_destroy(&f->reg_mu);
 	pthread_mutex_destroy(&f->mu);
