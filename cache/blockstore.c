@@ -123,7 +123,7 @@ struct blockstore {
 	int lock_fd;                /* immutable: DIR/.lock, flock'd while open */
 	int blocks_fd;              /* immutable: DIR/blocks */
 	int tmp_fd;                 /* immutable: DIR/tmp */
-	uint64_t capacity;          /* immutable */
+	uint64_t capacity;          /* lowered by blockstore_disk_full; protected by mu */
 	uint64_t block_file;        /* immutable: disk bytes of a usual block */
 	pthread_mutex_t mu;
 	struct entry *index;        /* protected by mu */
@@ -1855,10 +1855,11 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 
 	if (victims)
 		remove_dying(bs, victims);
-	w->fd = openat(bs->tmp_fd, w->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
 		saved = errno;
-		rc = error_set(err, ERR_IO, "cache block '%s': create '%s/tmp/%s': %s", hex, bs->dir,
+		rc = error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+			       "cache block '%s': create '%s/tmp/%s': %s", hex, bs->dir,
 			       w->tmp_name, strerror(saved));
 		goto fail;
 	}
@@ -1921,11 +1922,63 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 
 		w->failed = true;
 		blockstore_hash_hex(w->e->hash, hex);
-		return error_set(err, ERR_IO, "cache block '%s': write '%s/tmp/%s': %s", hex,
-				 w->bs->dir, w->tmp_name, strerror(saved));
+		return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+				 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir,
+				 w->tmp_name, strerror(saved));
 	}
 	writer_crc(w, data, len);
 	return ERR_OK;
+}
+
+enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *buf, uint64_t *len,
+					   struct error *err)
+{
+	ssize_t n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCKSTORE_HEADER_SIZE);
+
+	*len = w->written;
+	if (n != (ssize_t)w->written)
+		return error_set(err, ERR_IO, "cache block: read back '%s/tmp/%s': %s", w->bs->dir,
+				 w->tmp_name, n < 0 ? strerror(errno) : "short file");
+	return ERR_OK;
+}
+
+bool blockstore_disk_full(struct blockstore *bs, uint64_t *capacity)
+{
+	struct entry *victims = NULL;
+	struct statvfs sv;
+	uint64_t fs_free, cap;
+	bool lowered = false;
+
+	if (fstatvfs(bs->tmp_fd, &sv) != 0)
+		return false;
+	fs_free = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	pthread_mutex_lock(&bs->mu);
+	/* What the disk holds: our blocks and what is still free. */
+	cap = bs->used + bs->reserved + fs_free;
+	if (cap < bs->block_file)
+		cap = bs->block_file;
+	if (fs_free < bs->block_file && cap < bs->capacity) {
+		bs->capacity = cap;
+		lowered = true;
+	}
+	/* Room for the next block, from the least recently used. */
+	for (struct entry *v = bs->lru.tail, *prev = NULL;
+	     v && bs->used + bs->reserved + bs->block_file > bs->capacity; v = prev) {
+		prev = v->prev;
+		if (v->refs > 0)
+			continue;
+		entry_kill_locked(bs, v);
+		v->next = victims;
+		victims = v;
+		bs->st.evictions++;
+	}
+	if (lowered)
+		bs->st.disk_full++;
+	*capacity = bs->capacity;
+	pthread_mutex_unlock(&bs->mu);
+	if (victims)
+		remove_dying(bs, victims);
+	return lowered;
 }
 
 static void writer_free(struct blockstore_writer *w)

@@ -90,6 +90,7 @@ struct blockstore_stats {
 	uint64_t blocks;              /* blocks cached now */
 	uint64_t used, capacity;      /* bytes */
 	uint64_t reserved;            /* bytes held for writers; used + reserved <= capacity */
+	uint64_t disk_full;           /* times the capacity was lowered to what the disk holds */
 };
 
 struct blockstore;
@@ -234,8 +235,26 @@ enum error_code blockstore_write_begin(struct blockstore *bs,
 				       struct blockstore_writer **w,
 				       struct error *err);
 
+/*
+ * The bytes appended so far (*len of them, at most max_len) into buf: a
+ * writer whose disk filled up hands what it had to memory.
+ */
+enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *buf, uint64_t *len,
+					   struct error *err);
+
+/*
+ * The cache directory's filesystem is full (a write got ENOSPC): when it
+ * has less than a block free, lowers the capacity to what the disk holds
+ * (the blocks held and reserved plus what is free), counted in
+ * stats.disk_full; then evicts unheld blocks, least recently used first,
+ * until a block fits. *capacity gets the capacity now. Returns whether it
+ * was lowered. The capacity is never raised again in this process.
+ */
+bool blockstore_disk_full(struct blockstore *bs, uint64_t *capacity);
+
 /* Appends data (at most max_len in total: ERR_INVALID past it); ERR_IO on a
- * write error, after which commit fails too. Not thread-safe per writer. */
+ * write error, ERR_NO_SPACE when the disk is full (ENOSPC, EDQUOT), after
+ * which commit fails too. Not thread-safe per writer. */
 enum error_code blockstore_write_append(struct blockstore_writer *w,
 					const void *data, size_t len,
 					struct error *err);

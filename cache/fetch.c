@@ -3,6 +3,7 @@
  */
 #include "cache/fetch.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "cache/worker_settings.h"
 #include "common/log.h"
+#include "common/retry.h"
 
 const double fetch_latency_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 					0.25,  0.5,    1,     2.5,  5,     10 };
@@ -80,6 +82,7 @@ struct fetcher {
 	pthread_cond_t ra_cv;              /* read-ahead queued, or stopping */
 	struct flight *flights;            /* protected by mu */
 	unsigned inflight;                 /* protected by mu */
+	unsigned ra_inflight;              /* of which read-ahead, preload; protected by mu */
 	bool stopping;                     /* protected by mu */
 	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
 	size_t ra_len;                     /* protected by mu */
@@ -101,7 +104,8 @@ struct fetcher {
 
 	struct metrics_histogram latency;
 	atomic_uint_fast64_t hits, misses, fetches, fetch_errors, store_bytes;
-	atomic_uint_fast64_t not_admitted, corrupt_refetched;
+	atomic_uint_fast64_t not_admitted, corrupt_refetched, disk_full_served;
+	struct log_limiter disk_full_log, nocache_log;
 	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
 };
 
@@ -501,6 +505,7 @@ struct block_req {
 	char full[FETCH_KEY_MAX + 1];    /* prefix + key */
 	const char *etag;
 	uint64_t index;
+	uint64_t until_ms;               /* the reader's deadline; 0 = none */
 	struct block_key bkey;
 	uint8_t hash[BLOCKSTORE_HASH_LEN];
 };
@@ -525,6 +530,7 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 				 ds->name, key, (unsigned long long)index);
 	r->ds = ds;
 	r->key = key;
+	r->until_ms = 0;
 	snprintf(r->full, sizeof(r->full), "%s%s", ds->prefix, key);
 	r->etag = etag;
 	r->index = index;
@@ -558,43 +564,148 @@ static void flight_put_locked(struct flight *fl)
 	free(fl);
 }
 
-static enum error_code slot_acquire(struct fetcher *f, struct error *err)
+/*
+ * Waits on cv until signalled or until_ms (retry_now_ms clock; 0 = no
+ * limit). Returns ETIMEDOUT once until_ms has passed, else 0.
+ */
+static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t until_ms)
+{
+	uint64_t now, left;
+	struct timespec ts;
+
+	if (!until_ms)
+		return pthread_cond_wait(cv, mu);
+	now = retry_now_ms();
+	if (now >= until_ms)
+		return ETIMEDOUT;
+	left = until_ms - now;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(left / 1000);
+	ts.tv_nsec += (long)(left % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cv, mu, &ts);
+	return retry_now_ms() >= until_ms ? ETIMEDOUT : 0;
+}
+
+static enum error_code deadline_passed(const struct block_req *r, const char *what,
+				       struct error *err)
+{
+	return error_set(err, ERR_TIMEOUT, "dataset '%s' object '%s' block %llu: the read's deadline passed %s",
+			 r->ds->name, r->key, (unsigned long long)r->index, what);
+}
+
+/*
+ * A store fetch slot. Read-ahead and preload (cache_only) take one of the
+ * max_inflight slots; a read that needs the bytes waits only for other
+ * such reads, never behind read-ahead, so read-ahead cannot delay a
+ * demand read (at most max_inflight of each run at once). A demand read
+ * gives up at its deadline.
+ */
+static enum error_code slot_acquire(struct fetcher *f, const struct block_req *r,
+				    bool cache_only, struct error *err)
 {
 	pthread_mutex_lock(&f->mu);
-	while (f->inflight >= f->max_inflight && !f->stopping && !atomic_load(&f->cancelled))
-		pthread_cond_wait(&f->slot_cv, &f->mu);
+	while (!f->stopping && !atomic_load(&f->cancelled) &&
+	       (cache_only ? f->inflight >= f->max_inflight
+			   : f->inflight - f->ra_inflight >= f->max_inflight)) {
+		if (wait_until(&f->slot_cv, &f->mu, r->until_ms) == ETIMEDOUT) {
+			pthread_mutex_unlock(&f->mu);
+			return deadline_passed(r, "waiting for a store fetch slot", err);
+		}
+	}
 	if (f->stopping || atomic_load(&f->cancelled)) {
 		pthread_mutex_unlock(&f->mu);
 		return error_set(err, ERR_CANCELLED, "the worker is stopping");
 	}
 	f->inflight++;
+	if (cache_only)
+		f->ra_inflight++;
 	pthread_mutex_unlock(&f->mu);
 	return ERR_OK;
 }
 
-static void slot_release(struct fetcher *f)
+static void slot_release(struct fetcher *f, bool cache_only)
 {
 	pthread_mutex_lock(&f->mu);
 	f->inflight--;
-	pthread_cond_signal(&f->slot_cv);
+	if (cache_only)
+		f->ra_inflight--;
+	pthread_cond_broadcast(&f->slot_cv);
 	pthread_mutex_unlock(&f->mu);
 }
 
 struct sink_ctx {
 	struct fetcher *f;
 	struct blockstore_writer *w;
+	uint64_t block_size;
+	struct fetch_buffer *mem;  /* the disk filled up: the bytes go here */
 	struct error err;
 };
+
+/* The disk filled up mid-block: what was written moves to memory, and
+ * the rest of the transfer goes there too (the reader still gets the
+ * block, and no byte is fetched twice). */
+static int sink_to_memory(struct sink_ctx *s)
+{
+	uint64_t have = 0;
+
+	s->mem = malloc(sizeof(*s->mem) + s->block_size);
+	if (!s->mem) {
+		error_set(&s->err, ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	atomic_init(&s->mem->refs, 1);
+	if (blockstore_write_read_back(s->w, s->mem->data, &have, &s->err) != ERR_OK)
+		return -1;
+	s->mem->len = (size_t)have;
+	return 0;
+}
 
 static int sink_to_cache(const void *data, size_t len, void *arg)
 {
 	struct sink_ctx *s = arg;
+	struct error werr;
 
 	if (atomic_load(&s->f->cancelled)) {
 		error_set(&s->err, ERR_CANCELLED, "the worker is stopping");
 		return -1;
 	}
-	return blockstore_write_append(s->w, data, len, &s->err) == ERR_OK ? 0 : -1;
+	if (!s->mem) {
+		enum error_code rc = blockstore_write_append(s->w, data, len, &werr);
+
+		if (rc == ERR_OK)
+			return 0;
+		if (rc != ERR_NO_SPACE) {
+			s->err = werr;
+			return -1;
+		}
+		s->err = werr; /* the cause, for the log */
+		if (sink_to_memory(s) != 0)
+			return -1;
+	}
+	if (len > s->block_size - s->mem->len) {
+		error_set(&s->err, ERR_IO, "the store sent more than a block");
+		return -1;
+	}
+	memcpy(s->mem->data + s->mem->len, data, len);
+	s->mem->len += len;
+	return 0;
+}
+
+/* The cache directory's disk is full: lower the capacity to what it holds
+ * and evict, once per event; said at most once per 10 s. */
+static void disk_full(struct fetcher *f, const struct block_req *r, const char *cause)
+{
+	uint64_t capacity = 0;
+
+	atomic_fetch_add(&f->disk_full_served, 1);
+	if (blockstore_disk_full(f->bs, &capacity))
+		log_limited_warn(&f->disk_full_log, "cache disk full: capacity lowered to what it holds, evicting; blocks that do not fit are served from memory",
+				 LOG_S("dataset", r->ds->name), LOG_U("capacity", capacity),
+				 LOG_S("cause", cause));
 }
 
 static void fetch_failed(struct fetcher *f, const struct block_req *r, struct error *err)
@@ -650,7 +761,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	enum error_code rc;
 	double t0;
 
-	rc = slot_acquire(f, err);
+	rc = slot_acquire(f, r, cache_only, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (memory_only)
@@ -659,7 +770,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		rc = blockstore_write_begin(f->bs, &r->bkey, r->ds->name, bs, &w, err);
 	if (rc == ERR_EXISTS) {
 		/* Committed by a flight that ended between our lookup and ours. */
-		slot_release(f);
+		slot_release(f, cache_only);
 		error_clear(err);
 		fl->cached = true;
 		return ERR_EXISTS;
@@ -667,19 +778,21 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	if (rc != ERR_OK && cache_only) {
 		/* Read-ahead and preload only fill the cache; a waiter that
 		 * needs the bytes fetches them itself. */
-		slot_release(f);
+		slot_release(f, cache_only);
 		fl->not_fetched = true;
 		return error_wrap(err, "dataset '%s' object '%s' block %llu", r->ds->name, r->key,
 				  (unsigned long long)r->index);
 	}
 	if (rc == ERR_NO_SPACE) {
 		atomic_fetch_add(&f->not_admitted, 1);
+		if (strstr(err->msg, strerror(ENOSPC)) || strstr(err->msg, strerror(EDQUOT)))
+			disk_full(f, r, err->msg);
 	} else if (rc != ERR_OK) {
 		/* A cache directory in trouble must not fail reads: serve
-		 * from memory and say why once per block. */
-		log_warn("cannot cache block, serving it from memory",
-			 LOG_S("dataset", r->ds->name), LOG_S("object", r->key),
-			 LOG_U("block", r->index), LOG_S("cause", err->msg));
+		 * from memory and say why, at most once per 10 s. */
+		log_limited_warn(&f->nocache_log, "cannot cache block, serving it from memory",
+				 LOG_S("dataset", r->ds->name), LOG_S("object", r->key),
+				 LOG_U("block", r->index), LOG_S("cause", err->msg));
 		rc = ERR_NO_SPACE;
 	}
 
@@ -691,36 +804,48 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		error_clear(err);
 		buf = malloc(sizeof(*buf) + bs);
 		if (!buf) {
-			slot_release(f);
+			slot_release(f, cache_only);
 			return error_set(err, ERR_NOMEM, "dataset '%s' object '%s' block %llu: out of memory",
 					 r->ds->name, r->key, (unsigned long long)r->index);
 		}
 		atomic_init(&buf->refs, 1);
-		rc = store_get(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data, &got,
-			       r->etag, err);
+		rc = store_get_until(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data,
+				     &got, r->etag, r->until_ms, err);
 		buf->len = got;
 		delivered = got;
 	} else {
-		struct sink_ctx sink = { .f = f, .w = w };
+		struct sink_ctx sink = { .f = f, .w = w, .block_size = bs };
 
 		error_clear(&sink.err);
-		rc = store_get_stream(r->ds->store, r->full, r->index * bs, bs, sink_to_cache, &sink,
-				      r->etag, &delivered, err);
-		if (rc == ERR_IO && sink.err.code != ERR_OK) {
+		rc = store_get_stream_until(r->ds->store, r->full, r->index * bs, bs, sink_to_cache,
+					    &sink, r->etag, r->until_ms, &delivered, err);
+		if (rc == ERR_IO && sink.err.code != ERR_OK && sink.err.code != ERR_NO_SPACE) {
 			/* The sink stopped it (a cache write failed, or stopping),
 			 * not the store. */
 			*err = sink.err;
 			rc = sink.err.code;
 		}
-		if (rc != ERR_OK)
+		if (rc != ERR_OK || sink.mem)
 			blockstore_write_abort(f->bs, w);
 		else
 			rc = blockstore_write_commit(f->bs, w, &ref, err);
+		if (rc == ERR_NO_SPACE && !sink.mem) {
+			/* the commit found the disk full: its bytes are
+			 * gone with the writer, the store was asked once */
+			disk_full(f, r, err->msg);
+		}
+		if (sink.mem) {
+			buf = sink.mem;
+			if (rc == ERR_OK) {
+				atomic_fetch_add(&f->not_admitted, 1);
+				disk_full(f, r, sink.err.msg);
+			}
+		}
 		w = NULL;
 	}
 	metrics_histogram_observe(&f->latency, now_s() - t0);
 	atomic_fetch_add(&f->store_bytes, delivered);
-	slot_release(f);
+	slot_release(f, cache_only);
 
 	if (rc != ERR_OK) {
 		buffer_put(buf);
@@ -791,8 +916,15 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 			bool retry;
 
 			fl->refs++;
-			while (!fl->done)
-				pthread_cond_wait(&fl->cv, &f->mu);
+			while (!fl->done) {
+				/* The fetch goes on for whoever else waits;
+				 * this reader stops at its own deadline. */
+				if (wait_until(&fl->cv, &f->mu, r->until_ms) == ETIMEDOUT) {
+					flight_put_locked(fl);
+					pthread_mutex_unlock(&f->mu);
+					return deadline_passed(r, "waiting for its fetch", err);
+				}
+			}
 			rc = fl->err.code;
 			retry = fl->cached || fl->not_fetched || rc == ERR_EXISTS;
 			if (fl->buf) {
@@ -1000,6 +1132,13 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 			    const char *etag, uint64_t index, unsigned readahead,
 			    struct fetch_result *out, struct error *err)
 {
+	return fetch_block_until(f, ds, key, etag, index, readahead, 0, out, err);
+}
+
+enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+				  const char *etag, uint64_t index, unsigned readahead,
+				  uint64_t until_ms, struct fetch_result *out, struct error *err)
+{
 	struct block_req r;
 	enum error_code rc;
 	bool fetched;
@@ -1008,6 +1147,7 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 	rc = block_req_init(&r, ds, key, etag, index, err);
 	if (rc != ERR_OK)
 		return rc;
+	r.until_ms = until_ms;
 	rc = get_block(f, &r, false, out, &fetched, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -1088,6 +1228,8 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	pthread_mutex_init(&f->reg_mu, NULL);
 	pthread_cond_init(&f->slot_cv, NULL);
 	pthread_cond_init(&f->ra_cv, NULL);
+	log_limiter_init(&f->disk_full_log, 10000, NULL, NULL);
+	log_limiter_init(&f->nocache_log, 10000, NULL, NULL);
 	if (metrics_histogram_init(&f->latency, fetch_latency_bounds, fetch_latency_nbounds) !=
 	    ERR_OK) {
 		free(f);
@@ -1140,6 +1282,8 @@ void fetch_free(struct fetcher *f)
 		buffer_put(f->recent[i].buf);
 	metrics_histogram_release(&f->latency);
 	pthread_cond_destroy(&f->ra_cv);
+	log_limiter_release(&f->disk_full_log);
+	log_limiter_release(&f->nocache_log);
 	pthread_cond_destroy(&f->slot_cv);
 	pthread_mutex_destroy(&f->reg_mu);
 	pthread_mutex_destroy(&f->mu);

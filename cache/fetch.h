@@ -15,8 +15,9 @@
  * file. Guarantees:
  *   - single flight: concurrent requests for one block (same hash) wait for
  *     the one fetch in progress and then share its result;
- *   - bounded: at most max_inflight store fetches run at once, the rest
- *     wait for a slot;
+ *   - bounded: at most max_inflight store fetches for readers run at once,
+ *     and at most max_inflight for read-ahead and preload, which take the
+ *     readers' free slots only: a read never waits behind read-ahead;
  *   - checked by its reader: a cached block is handed out as it is; whoever
  *     reads its bytes checks them against the chunk checksums of its
  *     header (blockstore_read_checked, or a peer against the checksums
@@ -205,6 +206,17 @@ struct store *fetch_dataset_store(const struct fetch_dataset *ds);
 enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 			    const char *etag, uint64_t index, unsigned readahead,
 			    struct fetch_result *out, struct error *err);
+
+/*
+ * fetch_block for a reader with a deadline, until_ms on retry_now_ms's
+ * clock (0 = none): waiting for a fetch slot, for another reader's fetch
+ * of the same block and the store fetch itself all end by then, with
+ * ERR_TIMEOUT naming the block. A fetch others wait for goes on without
+ * the reader that gave up.
+ */
+enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+				  const char *etag, uint64_t index, unsigned readahead,
+				  uint64_t until_ms, struct fetch_result *out, struct error *err);
 
 /*
  * A reader found the cached copy of a block corrupt: reads it whole now

@@ -685,6 +685,9 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 			       fs.readahead_dropped);
 	metrics_render_gauge(b, "granary_worker_capacity_bytes", "bytes the cache may hold",
 			     bs.capacity);
+	metrics_render_counter(b, "granary_worker_disk_full_total",
+			       "times the cache disk was full and the capacity lowered to what it holds",
+			       bs.disk_full);
 	metrics_render_gauge(b, "granary_worker_used_bytes",
 			     "bytes the cache holds, headers included", bs.used);
 	metrics_render_gauge(b, "granary_worker_blocks", "blocks in the cache", bs.blocks);

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,4 +257,198 @@ void harness_fill(unsigned char *buf, size_t n, uint64_t x)
 		x ^= x << 17;
 		buf[i] = (unsigned char)x;
 	}
+}
+
+/* --- a TCP proxy that can stall ----------------------------------------- */
+
+#define PROXY_CONNS 128
+
+struct harness_proxy {
+	int listen_fd, port, target_port;
+	int wake[2];                   /* a byte wakes the thread's poll */
+	pthread_t thread;
+	pthread_mutex_t mu;
+	int stalled, stopping;         /* protected by mu */
+	unsigned accepted;             /* protected by mu */
+	int client[PROXY_CONNS], server[PROXY_CONNS]; /* -1: none; thread only */
+};
+
+int harness_url_port(const char *url)
+{
+	const char *colon = strrchr(url, ':');
+
+	if (!colon || !strstr(url, "://") || colon < strstr(url, "://") + 3)
+		return -1;
+	return atoi(colon + 1);
+}
+
+static int proxy_dial(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void proxy_close(struct harness_proxy *p, int i)
+{
+	if (p->client[i] >= 0)
+		close(p->client[i]);
+	if (p->server[i] >= 0)
+		close(p->server[i]);
+	p->client[i] = p->server[i] = -1;
+}
+
+/* Moves what one side has to the other; -1 when the pair is done. */
+static int proxy_pump(int from, int to)
+{
+	char buf[65536];
+	ssize_t n = read(from, buf, sizeof(buf));
+
+	if (n <= 0)
+		return -1;
+	for (ssize_t off = 0; off < n;) {
+		ssize_t w = write(to, buf + off, (size_t)(n - off));
+
+		if (w <= 0)
+			return -1;
+		off += w;
+	}
+	return 0;
+}
+
+static void *proxy_run(void *arg)
+{
+	struct harness_proxy *p = arg;
+
+	for (;;) {
+		struct pollfd fds[2 + 2 * PROXY_CONNS];
+		int idx[2 + 2 * PROXY_CONNS], nfds = 0, stalled;
+
+		pthread_mutex_lock(&p->mu);
+		stalled = p->stalled;
+		if (p->stopping) {
+			pthread_mutex_unlock(&p->mu);
+			break;
+		}
+		pthread_mutex_unlock(&p->mu);
+		fds[nfds++] = (struct pollfd){ .fd = p->wake[0], .events = POLLIN };
+		fds[nfds++] = (struct pollfd){ .fd = p->listen_fd, .events = POLLIN };
+		for (int i = 0; i < PROXY_CONNS && !stalled; i++) {
+			if (p->client[i] < 0 || p->server[i] < 0)
+				continue;
+			idx[nfds] = i;
+			fds[nfds++] = (struct pollfd){ .fd = p->client[i], .events = POLLIN };
+			idx[nfds] = i;
+			fds[nfds++] = (struct pollfd){ .fd = p->server[i], .events = POLLIN };
+		}
+		if (poll(fds, (nfds_t)nfds, 1000) < 0)
+			continue;
+		if (fds[0].revents) {
+			char c;
+
+			if (read(p->wake[0], &c, 1) < 0)
+				continue;
+		}
+		if (fds[1].revents & POLLIN) {
+			int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC), slot = -1;
+
+			for (int i = 0; i < PROXY_CONNS && fd >= 0 && slot < 0; i++)
+				if (p->client[i] < 0)
+					slot = i;
+			if (fd >= 0 && slot < 0) {
+				close(fd);
+			} else if (fd >= 0) {
+				pthread_mutex_lock(&p->mu);
+				p->accepted++;
+				pthread_mutex_unlock(&p->mu);
+				p->client[slot] = fd;
+				/* stalled: held, never read, never forwarded */
+				p->server[slot] = stalled ? -1 : proxy_dial(p->target_port);
+				if (!stalled && p->server[slot] < 0)
+					proxy_close(p, slot);
+			}
+		}
+		for (int k = 2; k < nfds; k++) {
+			int i = idx[k], other;
+
+			if (!fds[k].revents || p->client[i] < 0)
+				continue;
+			other = fds[k].fd == p->client[i] ? p->server[i] : p->client[i];
+			if (proxy_pump(fds[k].fd, other) != 0)
+				proxy_close(p, i);
+		}
+	}
+	return NULL;
+}
+
+struct harness_proxy *harness_proxy_start(int target_port)
+{
+	struct harness_proxy *p = calloc(1, sizeof(*p));
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+
+	ck_assert_ptr_nonnull(p);
+	p->target_port = target_port;
+	for (int i = 0; i < PROXY_CONNS; i++)
+		p->client[i] = p->server[i] = -1;
+	pthread_mutex_init(&p->mu, NULL);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_msg(p->listen_fd >= 0 && bind(p->listen_fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+			      listen(p->listen_fd, 64) == 0 &&
+			      getsockname(p->listen_fd, (struct sockaddr *)&a, &alen) == 0,
+		      "proxy: cannot listen on loopback: %s", strerror(errno));
+	p->port = ntohs(a.sin_port);
+	ck_assert_msg(pipe2(p->wake, O_CLOEXEC) == 0, "proxy: pipe: %s", strerror(errno));
+	ck_assert_msg(pthread_create(&p->thread, NULL, proxy_run, p) == 0, "proxy: no thread");
+	return p;
+}
+
+int harness_proxy_port(const struct harness_proxy *p)
+{
+	return p->port;
+}
+
+void harness_proxy_stall(struct harness_proxy *p, int stalled)
+{
+	pthread_mutex_lock(&p->mu);
+	p->stalled = stalled;
+	pthread_mutex_unlock(&p->mu);
+	if (write(p->wake[1], "x", 1) < 0)
+		return;
+}
+
+unsigned harness_proxy_accepted(struct harness_proxy *p)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&p->mu);
+	n = p->accepted;
+	pthread_mutex_unlock(&p->mu);
+	return n;
+}
+
+void harness_proxy_stop(struct harness_proxy *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = 1;
+	pthread_mutex_unlock(&p->mu);
+	if (write(p->wake[1], "x", 1) < 0)
+		return; /* the thread ends at its next poll timeout anyway */
+	pthread_join(p->thread, NULL);
+	for (int i = 0; i < PROXY_CONNS; i++)
+		proxy_close(p, i);
+	close(p->listen_fd);
+	close(p->wake[0]);
+	close(p->wake[1]);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
 }

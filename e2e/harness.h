@@ -124,4 +124,24 @@ void harness_dump_log(const char *path);
  */
 void harness_fill(unsigned char *buf, size_t n, uint64_t x);
 
+/*
+ * A TCP proxy the test controls, run by a thread of the test process: it
+ * listens on a free loopback port and forwards every connection to
+ * target_port on 127.0.0.1, both ways, until stalled. Stalled, it still
+ * accepts connections but reads and writes nothing on any of them, old or
+ * new: a server that hangs, without stopping a process other tests share.
+ * Fails the test when it cannot listen or start its thread.
+ */
+struct harness_proxy;
+struct harness_proxy *harness_proxy_start(int target_port);
+int harness_proxy_port(const struct harness_proxy *p);
+void harness_proxy_stall(struct harness_proxy *p, int stalled);
+/* Connections accepted so far (forwarded or held). */
+unsigned harness_proxy_accepted(struct harness_proxy *p);
+/* Closes every connection and the listener, joins the thread, frees p. */
+void harness_proxy_stop(struct harness_proxy *p);
+
+/* The port of an "http://host:port" URL, or -1. */
+int harness_url_port(const char *url);
+
 #endif

@@ -237,6 +237,8 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.token = m->token,
 		.connect_timeout_ms = s->worker_timeout_ms,
 		.timeout_ms = s->worker_request_timeout_ms,
+		.first_byte_ms = s->worker_first_byte_ms,
+		.skip_ms = s->worker_skip_ms,
 		.verify = s->verify,
 	};
 	rcfg->block_size = (uint32_t)block_size;
@@ -265,12 +267,12 @@ static int format_stats(char *buf, size_t size, void *arg)
 	return snprintf(buf, size,
 			"reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
 			"store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu "
-			"corrupt_blocks=%llu",
+			"corrupt_blocks=%llu failed_reads=%llu",
 			(unsigned long long)r.reads, (unsigned long long)r.bytes,
 			(unsigned long long)f.hits, (unsigned long long)f.misses,
 			(unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
 			(unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects,
-			(unsigned long long)r.corrupt);
+			(unsigned long long)r.corrupt, (unsigned long long)r.failed);
 }
 
 /*
@@ -320,6 +322,7 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 	struct reader_config rcfg = {
 		.block_size = (uint32_t)s->cache_block_size,
 		.prefetch_blocks = (unsigned)s->prefetch_blocks,
+		.deadline_ms = mount_read_deadline_ms(s),
 	};
 	struct snapshot_totals t;
 	enum error_code rc;

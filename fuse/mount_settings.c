@@ -65,6 +65,13 @@ static const struct config_field fuse_fields[] = {
 	{ "worker.request_timeout", CONFIG_DURATION,
 	  offsetof(struct mount_settings, worker_request_timeout_ms), "30s",
 	  "most one block request to a worker may take", 1, 3600000, NULL },
+	{ "worker.first_byte_timeout", CONFIG_DURATION,
+	  offsetof(struct mount_settings, worker_first_byte_ms), "1s",
+	  "a worker that has not begun to answer by then is asked whether it is alive (GET /healthz within worker.timeout); one that is not is passed over for the next source",
+	  1, 600000, NULL },
+	{ "worker.skip", CONFIG_DURATION, offsetof(struct mount_settings, worker_skip_ms), "10s",
+	  "how long a worker that stopped answering is passed over before it is asked again", 0,
+	  3600000, NULL },
 	{ "token_file", CONFIG_STRING, offsetof(struct mount_settings, token_file),
 	  "/etc/granary/token", "cluster token (HMAC secret) for worker requests", 0, 0, NULL },
 	{ "init_state", CONFIG_STRING, offsetof(struct mount_settings, init_state), "",
@@ -78,6 +85,15 @@ static const struct config_field fuse_fields[] = {
 	{ "log.level", CONFIG_STRING, offsetof(struct mount_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
+
+uint64_t mount_read_deadline_ms(const struct mount_settings *s)
+{
+	uint64_t d = s->store.deadline_ms ? s->store.deadline_ms : 60000;
+
+	if (s->dataset && *s->dataset)
+		d += s->worker_first_byte_ms + s->worker_timeout_ms;
+	return d;
+}
 
 const struct config_schema mount_settings_schema = {
 	.program = "granary-fuse",

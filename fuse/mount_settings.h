@@ -52,6 +52,8 @@ struct mount_settings {
 	bool verify;               /* check cached bytes against block checksums */
 	uint64_t worker_timeout_ms; /* connect to a worker, before falling back to the store */
 	uint64_t worker_request_timeout_ms; /* one block request to a worker */
+	uint64_t worker_first_byte_ms; /* no answer by then: is the worker alive? */
+	uint64_t worker_skip_ms;    /* a worker that stopped answering is passed over this long */
 	char *token_file;          /* cluster token for worker requests (dataset mode) */
 	uint64_t membership_refresh_ms;
 	char *init_state;          /* saved FUSE_INIT for a successor daemon */
@@ -61,6 +63,14 @@ struct mount_settings {
 };
 
 extern const struct config_schema mount_settings_schema;
+
+/*
+ * Most one read may wait, every source, retry and kernel request again
+ * included: store.deadline (60 s when 0); with a dataset from meta, plus
+ * one stopped worker's cost (worker.first_byte_timeout + worker.timeout),
+ * since a worker may be asked first.
+ */
+uint64_t mount_read_deadline_ms(const struct mount_settings *s);
 
 /*
  * Checks what the table cannot: mountpoint given and absolute, exactly one

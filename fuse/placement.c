@@ -113,6 +113,17 @@ enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCKSTO
 	return rc;
 }
 
+bool placement_has(struct placement *p, const char *id)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&p->lock);
+	for (size_t i = 0; i < p->n && !found; i++)
+		found = strcmp(p->members[i].id, id) == 0;
+	pthread_rwlock_unlock(&p->lock);
+	return found;
+}
+
 uint64_t placement_version(struct placement *p)
 {
 	uint64_t v;

@@ -10,6 +10,7 @@
 #ifndef GRANARY_FUSE_PLACEMENT_H
 #define GRANARY_FUSE_PLACEMENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,9 @@ enum error_code placement_update(struct placement *p, const struct placement_wor
  * id into id (may be NULL); ERR_NOT_FOUND when no worker is known. */
 enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCKSTORE_HASH_LEN],
 				char *addr, char *id, size_t id_size);
+
+/* Whether the membership lists a worker with this id. */
+bool placement_has(struct placement *p, const char *id);
 
 uint64_t placement_version(struct placement *p);
 size_t placement_count(struct placement *p);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/retry.h"
 
 /* Reads that continue the previous one before prefetch hints start: one
  * continuation could be chance, two is a scan. */
@@ -20,10 +21,11 @@
 
 struct reader {
 	struct reader_config cfg;
-	_Atomic uint64_t reads, bytes, fallbacks, changed_objects, corrupt;
+	_Atomic uint64_t reads, bytes, fallbacks, changed_objects, corrupt, failed;
 	_Atomic uint64_t by_source[READER_MAX_SOURCES];
 	struct log_limiter fallback_log[READER_MAX_SOURCES];
 	struct log_limiter corrupt_log;
+	struct log_limiter failed_log;
 };
 
 enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
@@ -44,6 +46,7 @@ enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		log_limiter_init(&r->fallback_log[i], READER_FALLBACK_LOG_MS, NULL, NULL);
 	log_limiter_init(&r->corrupt_log, READER_FALLBACK_LOG_MS, NULL, NULL);
+	log_limiter_init(&r->failed_log, READER_FALLBACK_LOG_MS, NULL, NULL);
 	*out = r;
 	return ERR_OK;
 }
@@ -55,6 +58,7 @@ void reader_free(struct reader *r)
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		log_limiter_release(&r->fallback_log[i]);
 	log_limiter_release(&r->corrupt_log);
+	log_limiter_release(&r->failed_log);
 	free(r);
 }
 
@@ -69,6 +73,13 @@ static enum error_code read_block(struct reader *r, struct reader_block *blk,
 		const struct reader_source *src = &r->cfg.sources[i];
 		unsigned corrupt = blk->corrupt;
 
+		/* No source is asked past the read's deadline: the error of
+		 * the one that used it up stands. */
+		if (blk->until_ms && retry_now_ms() >= blk->until_ms) {
+			if (i == 0 || rc == ERR_NOT_FOUND)
+				rc = error_set(err, ERR_TIMEOUT, "no source answered in time");
+			return rc;
+		}
 		*got = 0;
 		rc = src->read(src->ctx, blk, off, len, dst, got, readahead, err);
 		if (blk->corrupt != corrupt) {
@@ -118,11 +129,41 @@ static enum error_code object_changed(struct reader *r, const struct reader_obje
 			 obj->etag, cause);
 }
 
+/*
+ * No source could serve blk: the read fails with EIO (ERR_IO) whatever
+ * the sources said (a timeout is not ETIMEDOUT to an application), logged
+ * with the object, block and cause, at most one line per 10 s.
+ */
+static enum error_code read_failed(struct reader *r, const struct reader_block *blk,
+				   struct reader_stream *stream, uint64_t t0, struct error *err)
+{
+	char cause[ERROR_MSG_MAX];
+	uint64_t now = retry_now_ms();
+
+	if (blk->until_ms && now >= blk->until_ms)
+		snprintf(cause, sizeof(cause), "deadline of %llu ms passed: %s",
+			 (unsigned long long)r->cfg.deadline_ms, err ? err->msg : "");
+	else
+		snprintf(cause, sizeof(cause), "%s", err ? err->msg : "");
+	r->failed++;
+	log_limited_warn(&r->failed_log, "read failed", LOG_S("key", blk->obj->key),
+			 LOG_U("block", blk->index), LOG_U("ms", now - t0), LOG_S("cause", cause));
+	if (stream) {
+		stream->failed_block1 = blk->index + 1;
+		stream->failed_at_ms = now;
+		snprintf(stream->failed_cause, sizeof(stream->failed_cause), "%s", cause);
+	}
+	return error_set(err, ERR_IO, "read '%s' block %llu: %s", blk->obj->key,
+			 (unsigned long long)blk->index, cause);
+}
+
 enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			    struct reader_stream *stream, uint64_t off, size_t len,
 			    char *dst, size_t *got, struct error *err)
 {
 	const uint64_t bs = r->cfg.block_size;
+	const uint64_t t0 = retry_now_ms();
+	uint64_t until = 0;
 	unsigned readahead = 0;
 	enum error_code rc = ERR_OK;
 
@@ -137,17 +178,33 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		if (stream->sequential >= READER_SEQUENTIAL_AFTER)
 			readahead = r->cfg.prefetch_blocks;
 	}
+	if (r->cfg.deadline_ms)
+		until = t0 + r->cfg.deadline_ms;
+	if (stream && stream->failed_block1 == off / bs + 1 &&
+	    t0 - stream->failed_at_ms < READER_REFAIL_MS) {
+		/* The kernel asks again for what a read that just failed
+		 * could not fill: that read's wait was this one's. */
+		rc = error_set(err, ERR_IO, "read '%s' block %llu: %s", obj->key,
+			       (unsigned long long)(off / bs), stream->failed_cause);
+		r->reads++;
+		r->failed++;
+		return rc;
+	}
 	while (len > 0) {
 		struct reader_block blk = { .obj = obj, .index = off / bs,
-					    .block_size = r->cfg.block_size, .corrupt = 0 };
+					    .block_size = r->cfg.block_size, .corrupt = 0,
+					    .until_ms = until };
 		uint64_t in_block = off - blk.index * bs;
 		size_t piece, n = 0;
 
 		blk.length = obj->size - blk.index * bs < bs ? obj->size - blk.index * bs : bs;
 		piece = len < blk.length - in_block ? len : (size_t)(blk.length - in_block);
 		rc = read_block(r, &blk, in_block, piece, dst, &n, readahead, err);
-		if (rc == ERR_NOT_FOUND)
+		if (rc == ERR_NOT_FOUND) {
 			rc = object_changed(r, obj, stream, err);
+		} else if (rc != ERR_OK) {
+			rc = read_failed(r, &blk, stream, t0, err);
+		}
 		if (rc != ERR_OK)
 			break;
 		if (n != piece) {
@@ -173,6 +230,7 @@ void reader_get_stats(struct reader *r, struct reader_stats *out)
 	out->fallbacks = r->fallbacks;
 	out->changed_objects = r->changed_objects;
 	out->corrupt = r->corrupt;
+	out->failed = r->failed;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		out->by_source[i] = r->by_source[i];
 }

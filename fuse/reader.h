@@ -24,6 +24,16 @@
  * (EIO; the name still exists, its bytes do not), counted in
  * changed_objects and logged once per stream with the key and the cause.
  *
+ * A read has one deadline (deadline_ms from its start), carried to every
+ * source, every store retry and every wait on another reader's fetch:
+ * never restarted per source, per block or per retry. When no source
+ * serves a block by then, or the last one fails, the read fails with
+ * ERR_IO (EIO, never ETIMEDOUT), counted in failed and logged with the
+ * object, block and cause at most once per 10 s. The kernel asks again
+ * at once for the pages its read-ahead could not fill: a read of the
+ * block that failed on the same file within READER_REFAIL_MS fails at
+ * once with the same cause, so a buffered read waits one deadline too.
+ *
  * Sequential access (a read that starts where the previous one on the same
  * handle ended) sends a prefetch hint for the following blocks to the
  * sources that take hints; prefetched data lands in caches on disk, so the
@@ -60,6 +70,9 @@ struct reader_block {
 	 * the owner to check its copy). */
 	unsigned corrupt;
 	char corrupt_cause[160]; /* the last one, for the log */
+	/* The read's deadline (retry_now_ms clock; 0 = none): a source
+	 * answers or gives up by then, its waits and retries included. */
+	uint64_t until_ms;
 };
 
 struct reader_source {
@@ -79,8 +92,15 @@ struct reader_source {
 
 #define READER_MAX_SOURCES 4
 
+/* A read of the block that just failed on the same file, this soon
+ * after, fails at once (the kernel asking again, see above). */
+#define READER_REFAIL_MS 1000
+
 struct reader_config {
 	uint32_t block_size;
+	/* Most one read (one FUSE request) may take, every source and retry
+	 * included; 0 = none. */
+	uint64_t deadline_ms;
 	unsigned prefetch_blocks;   /* hint size once access is sequential */
 	struct reader_source sources[READER_MAX_SOURCES];
 	unsigned nsources;
@@ -91,6 +111,12 @@ struct reader_stream {
 	uint64_t next_off;
 	unsigned sequential;  /* consecutive reads that continued the last one */
 	bool changed_seen;    /* the object changed since the snapshot was logged */
+	/* The last read that failed: its first failing block (+1; 0 =
+	 * none), when, and why. The kernel asks again at once for pages
+	 * its read-ahead could not fill; that read keeps the deadline of
+	 * the one that failed instead of starting a new one. */
+	uint64_t failed_block1, failed_at_ms;
+	char failed_cause[160];
 };
 
 struct reader_stats {
@@ -99,6 +125,7 @@ struct reader_stats {
 	uint64_t fallbacks;                        /* source errors passed over */
 	uint64_t changed_objects;  /* streams that met an object changed since the snapshot */
 	uint64_t corrupt;          /* cached copies of blocks that failed their checksums */
+	uint64_t failed;           /* reads failed (EIO): no source could serve a block */
 };
 
 struct reader;

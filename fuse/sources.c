@@ -15,6 +15,8 @@
 #include "cache/blockstore.h"
 #include "cache/http.h"
 #include "common/fileio.h"
+#include "common/log.h"
+#include "common/retry.h"
 
 /* Notes a copy of blk that failed its checksums; returns err's code. */
 static enum error_code found_corrupt(struct reader_block *blk, const char *where,
@@ -69,8 +71,8 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		struct fetch_result res = { 0 };
 		bool corrupt = false, dropped = false;
 
-		rc = fetch_block(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
-				 round == 0 ? readahead : 0, &res, err);
+		rc = fetch_block_until(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
+				       round == 0 ? readahead : 0, blk->until_ms, &res, err);
 		if (rc != ERR_OK)
 			return rc;
 		if (off + len > fetch_result_length(&res)) {
@@ -113,7 +115,8 @@ static enum error_code store_read(void *ctx, struct reader_block *blk,
 	uint64_t at = blk->index * (uint64_t)blk->block_size + off;
 
 	(void)readahead;
-	return store_get(st, blk->obj->key, at, len, dst, got, blk->obj->etag, err);
+	return store_get_until(st, blk->obj->key, at, len, dst, got, blk->obj->etag, blk->until_ms,
+			       err);
 }
 
 struct reader_source source_store(struct store *st)
@@ -223,6 +226,7 @@ struct peer_body {
 	size_t len, got;
 	char crc[WORKER_HTTP_CRC_MAX]; /* the checksum header's value */
 	bool crc_seen;
+	bool answered;  /* a header line came: the worker is answering */
 };
 
 static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -243,6 +247,7 @@ static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
 	struct peer_body *b = arg;
 	size_t n = size * nmemb, k = sizeof(name) - 1;
 
+	b->answered = true;
 	if (n > k && strncasecmp(line, name, k) == 0) {
 		while (k < n && (line[k] == ' ' || line[k] == '\t'))
 			k++;
@@ -255,6 +260,142 @@ static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
 		}
 	}
 	return size * nmemb;
+}
+
+/* --- workers that stopped answering: passed over for a while --- */
+
+#define PEER_SKIP_MAX 32
+
+static pthread_mutex_t skip_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	const struct source_cluster_ctx *ctx;
+	char id[128];
+	uint64_t until_ms;
+} skipped[PEER_SKIP_MAX]; /* protected by skip_mu */
+
+/* Milliseconds worker id is still passed over for; 0 when it is not. */
+static uint64_t peer_skipped(const struct source_cluster_ctx *ctx, const char *id)
+{
+	uint64_t now = retry_now_ms(), left = 0;
+
+	pthread_mutex_lock(&skip_mu);
+	for (unsigned i = 0; i < PEER_SKIP_MAX && !left; i++)
+		if (skipped[i].ctx == ctx && skipped[i].until_ms > now && strcmp(skipped[i].id, id) == 0)
+			left = skipped[i].until_ms - now;
+	pthread_mutex_unlock(&skip_mu);
+	return left;
+}
+
+/* Passes worker id over for ctx->skip_ms; says so once per period. */
+static void peer_skip(const struct source_cluster_ctx *ctx, const char *id, const char *addr,
+		      const char *cause)
+{
+	uint64_t now = retry_now_ms();
+	unsigned slot = 0;
+	bool fresh = true;
+
+	if (!ctx->skip_ms)
+		return;
+	pthread_mutex_lock(&skip_mu);
+	for (unsigned i = 0; i < PEER_SKIP_MAX; i++) {
+		if (skipped[i].ctx == ctx && strcmp(skipped[i].id, id) == 0) {
+			slot = i;
+			fresh = skipped[i].until_ms <= now;
+			break;
+		}
+		if (skipped[i].until_ms < skipped[slot].until_ms)
+			slot = i; /* else the one that ends first */
+	}
+	skipped[slot].ctx = ctx;
+	snprintf(skipped[slot].id, sizeof(skipped[slot].id), "%s", id);
+	skipped[slot].until_ms = now + ctx->skip_ms;
+	pthread_mutex_unlock(&skip_mu);
+	if (fresh)
+		log_warn("worker stopped answering, passed over for the next source",
+			 LOG_S("worker", id), LOG_S("address", addr), LOG_U("for_ms", ctx->skip_ms),
+			 LOG_S("cause", cause));
+}
+
+static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
+{
+	(void)data;
+	(void)arg;
+	return size * nmemb;
+}
+
+/* Whether the worker at addr answers its /healthz within connect_timeout_ms. */
+static bool peer_alive(const struct source_cluster_ctx *ctx, const char *addr)
+{
+	CURL *c = curl_easy_init();
+	char *url = NULL;
+	long status = 0;
+	bool alive;
+
+	if (!c)
+		return true; /* cannot tell: keep waiting */
+	if (strncmp(addr, "unix://", 7) == 0) {
+		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, addr + 7);
+		url = strdup("http://localhost/healthz");
+	} else if (asprintf(&url, "http://%s/healthz", addr) < 0) {
+		url = NULL;
+	}
+	if (!url) {
+		curl_easy_cleanup(c);
+		return true;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ctx->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+	alive = curl_easy_perform(c) == CURLE_OK &&
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200;
+	curl_easy_cleanup(c);
+	free(url);
+	return alive;
+}
+
+/* What a block request in flight watches (curl's progress callback). */
+struct peer_watch {
+	struct source_cluster_ctx *ctx;
+	const struct peer_body *body;
+	const char *id, *addr;
+	uint64_t start_ms, probe_ms, version;
+	bool alive;             /* its /healthz answered */
+	const char *abandoned;  /* why the request was given up; NULL if not */
+	bool stopped;           /* the worker itself stopped answering */
+};
+
+static int peer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			 curl_off_t ulnow)
+{
+	struct peer_watch *w = arg;
+	uint64_t now = retry_now_ms(), version = placement_version(w->ctx->placement);
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	if (version != w->version) {
+		w->version = version;
+		if (!placement_has(w->ctx->placement, w->id)) {
+			w->abandoned = "the membership no longer lists it";
+			return 1;
+		}
+	}
+	if (w->body->answered || now - w->start_ms < w->ctx->first_byte_ms ||
+	    now - w->probe_ms < w->ctx->first_byte_ms)
+		return 0;
+	/* No answer begun: a worker fetching a miss is alive and says so;
+	 * a stopped or hung one does not. */
+	w->probe_ms = now;
+	if (peer_alive(w->ctx, w->addr)) {
+		w->alive = true;
+		return 0;
+	}
+	w->abandoned = "no answer begun and its /healthz did not answer either";
+	w->stopped = true;
+	return 1;
 }
 
 /*
@@ -294,11 +435,22 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	char path[256], auth[TOKEN_HEADER_MAX + 32], range[64];
 	char *url = NULL, *query = NULL, *key = NULL, *etag = NULL;
 	struct curl_slist *hdrs = NULL;
+	struct peer_watch watch = { .ctx = ctx, .body = body, .id = id, .addr = addr };
+	uint64_t timeout = ctx->timeout_ms;
 	enum error_code rc;
 	long status = 0;
 	CURLcode cc;
 	CURL *c;
 
+	watch.start_ms = retry_now_ms();
+	watch.version = placement_version(ctx->placement);
+	if (blk->until_ms) {
+		if (watch.start_ms >= blk->until_ms)
+			return error_set(err, ERR_TIMEOUT, "worker '%s' at %s, block %llu of '%s': the read's deadline passed",
+					 id, addr, (unsigned long long)blk->index, blk->obj->key);
+		if (blk->until_ms - watch.start_ms < timeout)
+			timeout = blk->until_ms - watch.start_ms;
+	}
 	c = thread_curl();
 	if (!c)
 		return error_set(err, ERR_NOMEM, "peer read: out of memory");
@@ -333,12 +485,16 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	body->len = len;
 	body->got = 0;
 	body->crc_seen = false;
+	body->answered = false;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ctx->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, peer_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &watch);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, peer_header);
@@ -346,10 +502,22 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (cc != CURLE_OK) {
+	if (cc == CURLE_ABORTED_BY_CALLBACK && watch.abandoned) {
+		rc = error_set(err, ERR_UNAVAILABLE, "worker '%s' at %s, block %llu of '%s': abandoned after %llu ms: %s",
+			       id, addr, (unsigned long long)blk->index, blk->obj->key,
+			       (unsigned long long)(retry_now_ms() - watch.start_ms), watch.abandoned);
+		if (watch.stopped)
+			peer_skip(ctx, id, addr, err->msg);
+	} else if (cc != CURLE_OK) {
 		rc = error_set(err, cc == CURLE_OPERATION_TIMEDOUT ? ERR_TIMEOUT : ERR_UNAVAILABLE,
 			       "worker '%s' at %s, block %llu of '%s': %s", id, addr,
 			       (unsigned long long)blk->index, blk->obj->key, curl_easy_strerror(cc));
+		/* A worker that cannot be reached, or timed out while its
+		 * /healthz never answered, is passed over for a while; one
+		 * that timed out while alive (a slow store) is not. */
+		if (cc == CURLE_COULDNT_CONNECT ||
+		    (cc == CURLE_OPERATION_TIMEDOUT && !watch.alive && timeout == ctx->timeout_ms))
+			peer_skip(ctx, id, addr, err->msg);
 	} else if (status != 206 && status != 200) {
 		rc = error_set(err, status == 404 ? ERR_NOT_FOUND : ERR_UNAVAILABLE,
 			       "worker '%s' at %s, block %llu of '%s': HTTP %ld", id, addr,
@@ -392,7 +560,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	struct peer_body body = { .dst = dst };
 	struct blockstore_sums sums;
 	struct block_key k;
-	uint64_t a0 = off, a1 = off + len;
+	uint64_t a0 = off, a1 = off + len, skip_left;
 	enum error_code rc = ERR_INTERNAL;
 
 	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
@@ -401,6 +569,10 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	blockstore_key_hash(&k, hash);
 	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
 		return ERR_NOT_FOUND;
+	skip_left = peer_skipped(ctx, id);
+	if (skip_left)
+		return error_set(err, ERR_UNAVAILABLE, "worker '%s' at %s passed over for %llu ms more: it stopped answering",
+				 id, addr, (unsigned long long)skip_left);
 	readahead = owned_run(ctx, blk, id, readahead);
 	if (ctx->verify) {
 		uint32_t cs = blockstore_chunk_size(ctx->block_size);

@@ -8,7 +8,13 @@
  *                  directly (short-circuit, docs/cache-layout.md).
  *   source_peer    cluster: the block's owner worker by rendezvous hashing,
  *                  over HTTP with the cluster token; the owner fetches a
- *                  miss once for everyone and reads ahead.
+ *                  miss once for everyone and reads ahead. A request
+ *                  ends at the read's deadline, when the membership
+ *                  stops listing the worker, or when the worker has not
+ *                  begun to answer within first_byte_ms and does not
+ *                  answer its /healthz either (stopped, hung): then the
+ *                  worker is passed over for skip_ms (circuit breaker),
+ *                  so later blocks go to the store without waiting.
  *   source_store   the object store itself: a ranged GET of the piece
  *                  asked for, pinned to the snapshot's ETag. Always last.
  *
@@ -52,6 +58,11 @@ struct source_cluster_ctx {
 	const struct token *token;
 	uint64_t connect_timeout_ms; /* a worker that does not answer is skipped */
 	uint64_t timeout_ms;         /* one block request at most */
+	/* No answer begun by then: the worker's /healthz is asked (within
+	 * connect_timeout_ms); one that does not answer either is abandoned
+	 * for the next source and passed over for skip_ms. */
+	uint64_t first_byte_ms;
+	uint64_t skip_ms;
 	bool verify;               /* check bytes against the block checksums */
 };
 

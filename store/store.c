@@ -298,9 +298,9 @@ static int copy_to_buffer(const void *data, size_t len, void *arg)
 	return 0;
 }
 
-enum error_code store_get(struct store *st, const char *key, uint64_t off,
-			  size_t len, void *buf, size_t *got,
-			  const char *etag, struct error *err)
+enum error_code store_get_until(struct store *st, const char *key, uint64_t off,
+				size_t len, void *buf, size_t *got, const char *etag,
+				uint64_t until_ms, struct error *err)
 {
 	struct buffer_sink b = { buf, 0 };
 	uint64_t delivered = 0;
@@ -312,19 +312,26 @@ enum error_code store_get(struct store *st, const char *key, uint64_t off,
 	if (len == 0)
 		return ERR_OK;
 	if (st->ops->get)
-		return counted(st, st->ops->get(st, key, off, len, buf, got, etag, err));
-	rc = st->ops->get_stream(st, key, off, len, copy_to_buffer, &b, etag,
+		return counted(st, st->ops->get(st, key, off, len, buf, got, etag, until_ms, err));
+	rc = st->ops->get_stream(st, key, off, len, copy_to_buffer, &b, etag, until_ms,
 				 &delivered, err);
 	*got = (size_t)delivered;
 	return counted(st, rc);
 }
 
+enum error_code store_get(struct store *st, const char *key, uint64_t off,
+			  size_t len, void *buf, size_t *got,
+			  const char *etag, struct error *err)
+{
+	return store_get_until(st, key, off, len, buf, got, etag, 0, err);
+}
+
 #define STREAM_CHUNK (1u << 20)
 
-enum error_code store_get_stream(struct store *st, const char *key,
-				 uint64_t off, uint64_t len, store_sink_fn sink,
-				 void *arg, const char *etag, uint64_t *delivered,
-				 struct error *err)
+enum error_code store_get_stream_until(struct store *st, const char *key, uint64_t off,
+				       uint64_t len, store_sink_fn sink, void *arg,
+				       const char *etag, uint64_t until_ms,
+				       uint64_t *delivered, struct error *err)
 {
 	enum error_code rc = ERR_OK;
 	char *chunk;
@@ -336,7 +343,7 @@ enum error_code store_get_stream(struct store *st, const char *key,
 		return ERR_OK;
 	if (st->ops->get_stream)
 		return counted(st, st->ops->get_stream(st, key, off, len, sink, arg,
-						       etag, delivered, err));
+						       etag, until_ms, delivered, err));
 	chunk = malloc(STREAM_CHUNK);
 	if (!chunk)
 		return counted(st, error_set(err, ERR_NOMEM, "get '%s': out of memory", key));
@@ -344,7 +351,8 @@ enum error_code store_get_stream(struct store *st, const char *key,
 		size_t want = len - *delivered < STREAM_CHUNK ? (size_t)(len - *delivered) : STREAM_CHUNK;
 		size_t got = 0;
 
-		rc = st->ops->get(st, key, off + *delivered, want, chunk, &got, etag, err);
+		rc = st->ops->get(st, key, off + *delivered, want, chunk, &got, etag, until_ms,
+				 err);
 		/* A later chunk starting exactly at the end is the end, not an error. */
 		if (rc == ERR_RANGE && *delivered > 0) {
 			rc = ERR_OK;
@@ -363,6 +371,14 @@ enum error_code store_get_stream(struct store *st, const char *key,
 	}
 	free(chunk);
 	return counted(st, rc);
+}
+
+enum error_code store_get_stream(struct store *st, const char *key,
+				 uint64_t off, uint64_t len, store_sink_fn sink,
+				 void *arg, const char *etag, uint64_t *delivered,
+				 struct error *err)
+{
+	return store_get_stream_until(st, key, off, len, sink, arg, etag, 0, delivered, err);
 }
 
 enum error_code store_put(struct store *st, const char *key, const void *data,

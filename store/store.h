@@ -149,6 +149,22 @@ enum error_code store_get_stream(struct store *st, const char *key,
 				 struct error *err);
 
 /*
+ * store_get and store_get_stream ending by until_ms at the latest (a
+ * monotonic time, retry_now_ms's clock), whatever store.deadline would
+ * allow: a reader's deadline carried through every source and retry, not
+ * restarted per call. Attempts and backoff stop there; a call that starts
+ * at or past it fails at once. Either way ERR_TIMEOUT names the store, the
+ * key and "deadline". until_ms 0 is store_get / store_get_stream.
+ */
+enum error_code store_get_until(struct store *st, const char *key, uint64_t off,
+				size_t len, void *buf, size_t *got, const char *etag,
+				uint64_t until_ms, struct error *err);
+enum error_code store_get_stream_until(struct store *st, const char *key, uint64_t off,
+				       uint64_t len, store_sink_fn sink, void *arg,
+				       const char *etag, uint64_t until_ms,
+				       uint64_t *delivered, struct error *err);
+
+/*
  * Writes a whole object (one PUT; for datasets, tests and benchmarks; the
  * read path never writes). Replaces an existing object atomically.
  */

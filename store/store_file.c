@@ -139,7 +139,7 @@ static enum error_code not_object(const struct store_file *sf, const char *op,
 
 static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 				size_t len, void *buf, size_t *got,
-				const char *etag, struct error *err)
+				const char *etag, uint64_t until_ms, struct error *err)
 {
 	struct store_file *sf = (struct store_file *)st;
 	char path[PATH_MAX];
@@ -150,6 +150,7 @@ static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 	int fd = -1;
 	enum error_code rc = ERR_OK;
 
+	(void)until_ms; /* a local file does not stall: no deadline to keep */
 	*got = 0;
 	count_request(st);
 	rc = key_path(sf, key, path, err);

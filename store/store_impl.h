@@ -18,12 +18,14 @@ struct store_ops {
 			       size_t len, struct error *err);
 	/* A backend provides get, get_stream or both; store.c builds the
 	 * missing one from the other. */
+	/* until_ms: the caller's deadline (retry_now_ms clock), 0 = none;
+	 * a backend that can wait ends by then with ERR_TIMEOUT. */
 	enum error_code (*get)(struct store *st, const char *key, uint64_t off,
 			       size_t len, void *buf, size_t *got,
-			       const char *etag, struct error *err);
+			       const char *etag, uint64_t until_ms, struct error *err);
 	enum error_code (*get_stream)(struct store *st, const char *key,
 				      uint64_t off, uint64_t len, store_sink_fn sink,
-				      void *arg, const char *etag,
+				      void *arg, const char *etag, uint64_t until_ms,
 				      uint64_t *delivered, struct error *err);
 	enum error_code (*head)(struct store *st, const char *key,
 				struct store_object *info, struct error *err);

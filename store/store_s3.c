@@ -74,6 +74,7 @@ struct s3_call {
 	store_sink_fn sink;
 	void *sink_arg;
 	uint64_t off, len;
+	uint64_t until_ms;     /* the caller's deadline; 0 = store.deadline only */
 	uint64_t delivered;
 	uint64_t skip;         /* this attempt: bytes to drop if the server ignored Range */
 	bool sink_failed;
@@ -471,6 +472,21 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 	if (!call->payload_hash)
 		call->payload_hash = S3_EMPTY_PAYLOAD_SHA256;
 	retry_init(&r, &s->retry);
+	if (call->until_ms) {
+		/* The caller's deadline, when nearer, is this call's. */
+		if (call->until_ms <= r.start_ms) {
+			where(s, call, at, sizeof(at));
+			rc = error_set(err, ERR_TIMEOUT, "%s: the read's deadline passed before it was sent",
+				       at);
+			handle_return(s, call->curl);
+			call->curl = NULL;
+			free(url);
+			free(path);
+			return rc;
+		}
+		if (!r.policy.deadline_ms || call->until_ms - r.start_ms < r.policy.deadline_ms)
+			r.policy.deadline_ms = call->until_ms - r.start_ms;
+	}
 	for (;;) {
 		struct curl_slist *hdrs = NULL;
 		uint64_t left = retry_remaining_ms(&r, retry_now_ms());
@@ -570,13 +586,13 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 
 static enum error_code s3_get_stream(struct store *st, const char *key, uint64_t off,
 				     uint64_t len, store_sink_fn sink, void *arg,
-				     const char *etag, uint64_t *delivered,
+				     const char *etag, uint64_t until_ms, uint64_t *delivered,
 				     struct error *err)
 {
 	struct s3_store *s = (struct s3_store *)st;
 	struct s3_call call = {
 		.op = "GET", .method = "GET", .key = key, .query = "",
-		.sink = sink, .sink_arg = arg, .off = off, .len = len,
+		.sink = sink, .sink_arg = arg, .off = off, .len = len, .until_ms = until_ms,
 		.dyn_max = S3_ERROR_BODY_MAX,
 	};
 	enum error_code rc;

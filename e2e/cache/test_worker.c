@@ -27,7 +27,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -253,6 +255,7 @@ static void teardown(void)
 		status = worker_stop(NULL);
 	if (status != 0)
 		print_log();
+	umount2(w.cache, MNT_DETACH); /* the full-disk tests' tmpfs; else nothing */
 	harness_rm_rf(w.dir);
 	ck_assert_msg(status == 0, "granary-worker exited with status %d at SIGTERM", status);
 }
@@ -1538,12 +1541,96 @@ START_TEST(test_worker_cache_dir_refuses_a_standalone_mount)
 }
 END_TEST
 
+/* --- a cache directory on a full disk ------------------------------------ */
+
+#define FULL_DISK_SIZE (1024u << 10)
+
+static char filler_path[600];
+
+/*
+ * The cache directory is a tmpfs of 1 MiB (smaller than the dataset's 9
+ * blocks of 68 KiB on disk), mounted by the test, with a filler file that
+ * leaves about two blocks free; the worker's capacity is 256 MiB, far more
+ * than the disk holds. Needs root (mount).
+ */
+static void setup_full_disk(void)
+{
+	struct statvfs sv;
+	uint64_t fill;
+	char opts[64];
+	int fd;
+
+	harness_tmpdir(w.dir, sizeof(w.dir), "/tmp/test_worker_XXXXXX");
+	snprintf(w.cache, sizeof(w.cache), "%s/cache", w.dir);
+	ck_assert_int_eq(mkdir(w.cache, 0755), 0);
+	snprintf(opts, sizeof(opts), "size=%u", FULL_DISK_SIZE);
+	ck_assert_msg(mount("tmpfs", w.cache, "tmpfs", 0, opts) == 0, "mount tmpfs at %s: %s",
+		      w.cache, strerror(errno));
+	ck_assert_int_eq(statvfs(w.cache, &sv), 0);
+	fill = (uint64_t)sv.f_bavail * sv.f_frsize - 150 * 1024;
+	snprintf(filler_path, sizeof(filler_path), "%s/filler", w.cache);
+	fd = open(filler_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(posix_fallocate(fd, 0, (off_t)fill), 0);
+	close(fd);
+	snprintf(w.token_path, sizeof(w.token_path), "%s/token", w.dir);
+	snprintf(w.log_path, sizeof(w.log_path), "%s/worker.log", w.dir);
+	snprintf(w.capacity, sizeof(w.capacity), "256MiB");
+	harness_write_file(w.token_path, SECRET "\n", 0600);
+	worker_start();
+}
+
+/*
+ * Every block of the dataset is asked for once, on a disk that fills up
+ * after two: every answer is 200 with the right bytes (what does not fit
+ * is served from memory), the store is asked once per block (not once by
+ * the worker and again by a mount that got an error), the capacity drops
+ * to what the disk holds and blocks are evicted to make room, and the
+ * warning is written once, not per block.
+ */
+START_TEST(test_worker_full_cache_disk_evicts_and_serves_every_block_once)
+{
+	uint64_t blocks = 0, req0, req, evictions, capacity, full;
+
+	register_dataset("ds", BS, "lru");
+	req0 = metric("granary_worker_store_requests_total");
+	for (size_t i = 0; i < NOBJ; i++) {
+		if (i == OBJ_BIG)
+			continue;
+		for (uint64_t b = 0; b < blocks_of(i, BS); b++) {
+			struct resp r = get_block("ds", i, b, NULL);
+
+			expect_block(&r, i, b, BS);
+			resp_free(&r);
+			blocks++;
+		}
+	}
+	req = metric("granary_worker_store_requests_total") - req0;
+	evictions = metric("granary_worker_evictions_total");
+	capacity = metric("granary_worker_capacity_bytes");
+	full = metric("granary_worker_disk_full_total");
+	printf("full cache disk (%u KiB tmpfs, about 150 KiB free, capacity 256 MiB): %llu blocks "
+	       "read, %llu S3 GETs, %llu evictions, capacity now %llu bytes, %d warnings\n",
+	       FULL_DISK_SIZE >> 10, (unsigned long long)blocks, (unsigned long long)req,
+	       (unsigned long long)evictions, (unsigned long long)capacity,
+	       harness_file_count(w.log_path, "level=warn"));
+	fflush(stdout);
+	ck_assert_msg(req == blocks, "%llu store requests for %llu blocks",
+		      (unsigned long long)req, (unsigned long long)blocks);
+	ck_assert_uint_ge(full, 1);
+	ck_assert_uint_lt(capacity, FULL_DISK_SIZE);
+	ck_assert_uint_gt(evictions, 0);
+	ck_assert_int_eq(harness_file_count(w.log_path, "cache disk full"), 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker");
 	TCase *tc = tcase_create("worker");
 	TCase *small = tcase_create("small cache");
 	TCase *member = tcase_create("member of a cluster");
+	TCase *full = tcase_create("full cache disk");
 	int rc;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1579,6 +1666,12 @@ int main(void)
 	tcase_set_timeout(small, 120);
 	tcase_add_test(small, test_worker_capacity_is_never_exceeded);
 	suite_add_tcase(s, small);
+
+	tcase_add_unchecked_fixture(full, put_objects, free_tokens);
+	tcase_add_checked_fixture(full, setup_full_disk, teardown);
+	tcase_set_timeout(full, 120);
+	tcase_add_test(full, test_worker_full_cache_disk_evicts_and_serves_every_block_once);
+	suite_add_tcase(s, full);
 
 	rc = check_main_run(s);
 	curl_global_cleanup();

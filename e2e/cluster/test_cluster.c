@@ -1048,6 +1048,118 @@ START_TEST(test_cluster_corrupt_block_is_not_served_to_a_new_mount)
 }
 END_TEST
 
+/*
+ * Object i through the mount with O_DIRECT (every read reaches the
+ * daemon), 1 MiB at a time, byte-exact; *longest gets the longest single
+ * read in ms. Stops at the first read slower than give_up_ms. Returns as
+ * compare_object.
+ */
+static int read_object_timed(const struct mnt *m, size_t i, uint64_t give_up_ms, uint64_t *longest)
+{
+	static const size_t chunk = 1u << 20;
+	char path[600];
+	void *buf = NULL;
+	size_t off = 0;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", m->dir, objects[i].key);
+	fd = open(path, O_RDONLY | O_DIRECT);
+	if (fd < 0)
+		return -errno;
+	ck_assert_int_eq(posix_memalign(&buf, 4096, chunk), 0);
+	for (;;) {
+		uint64_t t0 = retry_now_ms(), ms;
+		ssize_t n = pread(fd, buf, chunk, (off_t)off);
+
+		ms = retry_now_ms() - t0;
+		if (ms > *longest)
+			*longest = ms;
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if (n == 0 || ms > give_up_ms)
+			break;
+		if (off + (size_t)n > objects[i].size || memcmp(buf, data[i] + off, (size_t)n) != 0) {
+			rc = 1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (rc == 0 && off != objects[i].size && *longest <= give_up_ms)
+		rc = 1;
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/*
+ * One pass of every object, O_DIRECT, through a new mount (extra flags as
+ * mount_start's) while worker 2 is stopped with SIGSTOP; worker 2 is
+ * continued and has joined meta again when it returns. Fails on a failed
+ * read or wrong bytes; prints and returns the longest read in ms.
+ */
+static uint64_t read_with_worker_stopped(const char *label, const char *const *extra,
+					 uint64_t bound_ms, const char *expect_log)
+{
+	uint64_t longest = 0, t0, total, fallbacks;
+	struct mnt m;
+
+	ck_assert_int_eq(mount_start(&m, DATASET, extra, label), 0);
+	read_all_exact(&m);
+	ck_assert_int_eq(kill(workers[1].p.pid, SIGSTOP), 0);
+	t0 = retry_now_ms();
+	for (size_t i = 0; i < NOBJ && longest <= bound_ms; i++) {
+		int rc = read_object_timed(&m, i, bound_ms, &longest);
+
+		ck_assert_msg(rc == 0 || longest > bound_ms, "'%s' with worker 2 stopped: %s",
+			      objects[i].key, rc > 0 ? "bytes differ" : strerror(-rc));
+	}
+	total = retry_now_ms() - t0;
+	kill(workers[1].p.pid, SIGCONT);
+	fallbacks = mount_stat(&m, "fallbacks");
+	fprintf(stderr, "cluster: worker 2 stopped (SIGSTOP), %s: longest read %llu ms, every object "
+			"in %llu ms, %llu fallbacks, abandoned because %s\n",
+		label, (unsigned long long)longest, (unsigned long long)total,
+		(unsigned long long)fallbacks,
+		harness_file_contains(m.log, "the membership no longer lists it") ? "meta dropped it" :
+		harness_file_contains(m.log, "its /healthz did not answer") ? "no answer, no /healthz" :
+		"?");
+	if (fallbacks == 0 || (expect_log && !harness_file_contains(m.log, expect_log)))
+		harness_dump_log(m.log);
+	ck_assert_msg(longest <= bound_ms, "a read waited %llu ms for the stopped worker",
+		      (unsigned long long)longest);
+	ck_assert_uint_gt(fallbacks, 0);
+	if (expect_log)
+		ck_assert_msg(harness_file_contains(m.log, expect_log), "the mount did not log '%s'",
+			      expect_log);
+	mount_stop(&m);
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+		      "worker 2 did not join meta again after SIGCONT");
+	return longest;
+}
+
+/*
+ * A worker stopped with SIGSTOP (alive to TCP, answering nothing): the
+ * readers of the blocks it owns wait at most worker.first_byte_timeout
+ * plus one /healthz probe (worker.timeout) and the progress callback's
+ * tick, not worker.request_timeout (30 s), and the store serves them;
+ * later blocks pass it over at once (circuit breaker); no read fails and
+ * every byte is right. First with a mount that does not follow meta
+ * (membership.refresh 10 min: only the timeouts help), then with one that
+ * does (meta drops the worker after 1 s: the request in flight to it is
+ * abandoned then). Worker 2 is stopped: the mount runs on worker 1's node,
+ * whose blocks it reads from the cache directory.
+ */
+START_TEST(test_cluster_stopped_worker_stalls_readers_briefly)
+{
+	const char *frozen[] = { "--membership.refresh", "600s", NULL };
+
+	read_with_worker_stopped("sigstop-frozen", frozen, 4000, "worker stopped answering");
+	read_with_worker_stopped("sigstop-follows", NULL, 4000, NULL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
@@ -1058,6 +1170,7 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
 	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
+	tcase_add_test(tc, test_cluster_stopped_worker_stalls_readers_briefly);
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
 	tcase_add_test(tc, test_cluster_corrupt_local_block_is_not_served);

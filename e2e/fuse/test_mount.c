@@ -341,15 +341,12 @@ START_TEST(test_mount_exposes_etag_and_key_as_xattrs)
 }
 END_TEST
 
-START_TEST(test_mount_reads_an_s3_source_byte_exact)
+/* Copies the source tree to the bucket under fuse-src/. */
+static void put_source_to_s3(void)
 {
-	char uri[300], cred[600], ep[300];
-	const char *flags[16];
 	struct store_config cfg = { 0 };
 	struct store *st = NULL;
 	struct error err;
-	struct mnt m;
-	int n = 0;
 
 	cfg.endpoint = s3_endpoint;
 	cfg.credentials_file = s3_credentials;
@@ -368,17 +365,35 @@ START_TEST(test_mount_reads_an_s3_source_byte_exact)
 		free(buf);
 	}
 	store_free(st);
+}
+
+/* The flags of a mount of the bucket's fuse-src/ through endpoint, 64 KiB
+ * blocks, from flags[*n] on (not terminated). */
+static void s3_mount_flags(const char **flags, int *n, const char *endpoint)
+{
+	static char uri[300], cred[600], ep[300];
+
 	snprintf(uri, sizeof(uri), "s3://granary-e2e/fuse-src/");
-	snprintf(ep, sizeof(ep), "%s", s3_endpoint);
+	snprintf(ep, sizeof(ep), "%s", endpoint);
 	snprintf(cred, sizeof(cred), "%s", s3_credentials);
-	flags[n++] = "--source";
-	flags[n++] = uri;
-	flags[n++] = "--store.endpoint";
-	flags[n++] = ep;
-	flags[n++] = "--store.credentials_file";
-	flags[n++] = cred;
-	flags[n++] = "--cache.block_size";
-	flags[n++] = "64KiB";
+	flags[(*n)++] = "--source";
+	flags[(*n)++] = uri;
+	flags[(*n)++] = "--store.endpoint";
+	flags[(*n)++] = ep;
+	flags[(*n)++] = "--store.credentials_file";
+	flags[(*n)++] = cred;
+	flags[(*n)++] = "--cache.block_size";
+	flags[(*n)++] = "64KiB";
+}
+
+START_TEST(test_mount_reads_an_s3_source_byte_exact)
+{
+	const char *flags[16];
+	struct mnt m;
+	int n = 0;
+
+	put_source_to_s3();
+	s3_mount_flags(flags, &n, s3_endpoint);
 	flags[n] = NULL;
 	snprintf(log_path, sizeof(log_path), "%s.s3.log", src);
 	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
@@ -434,6 +449,111 @@ START_TEST(test_mount_object_changed_after_the_snapshot_reads_eio)
 }
 END_TEST
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One read of len bytes at off of the mount's file name, O_DIRECT or
+ * buffered; returns its errno (0 when it read) and its time in *ms. */
+static int timed_read(const struct mnt *m, const char *name, int oflags, off_t off, size_t len,
+		      uint64_t *ms)
+{
+	char path[1024];
+	void *buf = NULL;
+	uint64_t t0;
+	ssize_t n;
+	int fd, e = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", m->dir, name);
+	ck_assert_int_eq(posix_memalign(&buf, 4096, len), 0);
+	fd = open(path, O_RDONLY | oflags);
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	t0 = mono_ms();
+	n = pread(fd, buf, len, off);
+	if (n < 0)
+		e = errno;
+	*ms = mono_ms() - t0;
+	close(fd);
+	free(buf);
+	return e;
+}
+
+/*
+ * A store that accepts connections and never answers (the test's own TCP
+ * proxy in front of the S3 server, stalled; not a mock: the mount's
+ * client meets a real hung peer): every read fails with EIO, not
+ * ETIMEDOUT, within store.deadline and a small margin, however many
+ * sources and retries there are and whatever the kernel asks again
+ * (buffered reads: read-ahead, then the page again), and the cause is
+ * logged. Once the store answers again, reads succeed.
+ */
+START_TEST(test_mount_stalled_store_fails_reads_with_eio_within_the_deadline)
+{
+	const uint64_t deadline_ms = 2000, margin_ms = 1000;
+	char ep[300], cache[256], a[1024], b[1024], stats[1024];
+	struct harness_proxy *proxy;
+	const char *flags[24];
+	uint64_t direct_ms, buffered_ms, again_ms;
+	struct mnt m;
+	int n = 0, e[3];
+
+	put_source_to_s3();
+	proxy = harness_proxy_start(harness_url_port(s3_endpoint));
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", harness_proxy_port(proxy));
+	harness_tmpdir(cache, sizeof(cache), "/tmp/granary-stall-cache-XXXXXX");
+	s3_mount_flags(flags, &n, ep);
+	flags[n++] = "--cache.dir";
+	flags[n++] = cache;
+	flags[n++] = "--store.request_timeout";
+	flags[n++] = "1s";
+	flags[n++] = "--store.deadline";
+	flags[n++] = "2s";
+	flags[n] = NULL;
+	snprintf(log_path, sizeof(log_path), "%s.stall.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
+
+	harness_proxy_stall(proxy, 1);
+	e[0] = timed_read(&m, "big.bin", O_DIRECT, 1 << 20, 1 << 20, &direct_ms);
+	e[1] = timed_read(&m, "dir/sub/many-blocks.bin", 0, 0, 65536, &buffered_ms);
+	e[2] = timed_read(&m, "big.bin", 0, 3 << 20, 4096, &again_ms);
+	printf("stalled store (deadline %llu ms): time to error O_DIRECT %llu ms (%s), buffered %llu ms (%s), "
+	       "buffered again %llu ms (%s)\n",
+	       (unsigned long long)deadline_ms, (unsigned long long)direct_ms, strerror(e[0]),
+	       (unsigned long long)buffered_ms, strerror(e[1]), (unsigned long long)again_ms,
+	       strerror(e[2]));
+	fflush(stdout);
+	for (int i = 0; i < 3; i++)
+		ck_assert_msg(e[i] == EIO, "read %d on a stalled store: errno %d (%s), want EIO", i,
+			      e[i], strerror(e[i]));
+	ck_assert_msg(direct_ms <= deadline_ms + margin_ms, "O_DIRECT read failed after %llu ms",
+		      (unsigned long long)direct_ms);
+	ck_assert_msg(buffered_ms <= deadline_ms + margin_ms, "buffered read failed after %llu ms",
+		      (unsigned long long)buffered_ms);
+	ck_assert_msg(again_ms <= deadline_ms + margin_ms, "buffered read failed after %llu ms",
+		      (unsigned long long)again_ms);
+	ck_assert_msg(log_contains("msg=\"read failed\" key=fuse-src/big.bin") &&
+			      log_contains("deadline of 2000 ms passed"),
+		      "the cause is not logged");
+	n = (int)getxattr(m.dir, "user.granary.stats", stats, sizeof(stats) - 1);
+	ck_assert_int_gt(n, 0);
+	stats[n] = '\0';
+	ck_assert_msg(strstr(stats, " failed_reads="), "stats: %s", stats);
+	ck_assert_msg(!strstr(stats, " failed_reads=0"), "failed reads not counted: %s", stats);
+
+	harness_proxy_stall(proxy, 0);
+	snprintf(a, sizeof(a), "%s/big.bin", src);
+	snprintf(b, sizeof(b), "%s/big.bin", m.dir);
+	compare_file(a, b);
+	stop_mount(&m);
+	harness_proxy_stop(proxy);
+	ck_assert_int_eq(harness_rm_rf(cache), 0);
+}
+END_TEST
+
 START_TEST(test_mount_missing_credentials_file_fails_clearly_at_mount_time)
 {
 	const char *flags[] = { "--source", "s3://granary-e2e/fuse-src/", "--store.endpoint",
@@ -474,6 +594,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_exposes_etag_and_key_as_xattrs);
 	tcase_add_test(tc, test_mount_object_changed_after_the_snapshot_reads_eio);
 	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);
+	tcase_add_test(tc, test_mount_stalled_store_fails_reads_with_eio_within_the_deadline);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
 	suite_add_tcase(s, tc);
