@@ -119,8 +119,28 @@ def volume_name():
     return kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
 
 
+def in_cluster(pid):
+    """The process runs in the test cluster (its cgroups are under the
+    kubelet's cgroupRoot): other granary processes on this machine are not
+    the node's."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return "/granary-kube/" in f.read()
+    except OSError:
+        return False
+
+
+def cluster_fuse_pids():
+    return [(pid, argv) for pid, argv in kube.fuse_pids() if in_cluster(pid)]
+
+
+def cluster_mounts():
+    """Granary's FUSE mounts on the node (under the kubelet's directory)."""
+    return [m for m in kube.host_mounts() if m.startswith(kube.KUBELET_DIR + "/")]
+
+
 def daemons_of(vol):
-    return [pid for pid, argv in kube.fuse_pids() if any(vol in a for a in argv)]
+    return [pid for pid, argv in cluster_fuse_pids() if any(vol in a for a in argv)]
 
 
 def cgroup_path(pid, controller):
@@ -223,12 +243,22 @@ def start_readers():
     for name, args in READERS.items():
         kube.apply(reader_manifest(name, args))
     for name in READERS:
-        kube.wait_for(f"{name} Running", lambda n=name: kube.pod_phase(n) == "Running", timeout=180)
+        kube.wait_for(f"{name} Running", lambda n=name: kube.pod_phase(n) == "Running", timeout=90)
 
 
 def delete_readers():
-    kube.kubectl("delete", "pod", "-l", "app=survive-reader", "--ignore-not-found", "--wait=true",
-                 "--timeout=120s", timeout=180)
+    """Deletes the readers; when their NodeUnpublishVolume does not finish
+    (a wedged mount), says so and removes the pod objects by force, so that
+    the next scenario can start."""
+    p = kube.kubectl_result("delete", "pod", "-l", "app=survive-reader", "--ignore-not-found",
+                            "--wait=true", "--timeout=60s", timeout=120)
+    if p.returncode != 0:
+        print(f"\nreaders not deleted in 60 s (NodeUnpublishVolume stuck?): {p.stderr.strip()}; "
+              "deleting them by force")
+        kube.kubectl("delete", "pod", "-l", "app=survive-reader", "--ignore-not-found",
+                     "--grace-period=0", "--force", timeout=120)
+        return False
+    return True
 
 
 def healthy_readers():
@@ -239,9 +269,14 @@ def healthy_readers():
     except AssertionError:
         pass
     kube.wait_for("Granary pods Ready", all_granary_ready, timeout=180, interval=1)
+    # The volume is unstaged once no pod uses it: fresh readers get a fresh
+    # NodeStageVolume (which also registers the dataset with meta again).
     delete_readers()
+    vol = volume_name()
+    kube.wait_for("the volume unstaged", lambda: not daemons_of(vol)
+                  and not [m for m in cluster_mounts() if vol in m], timeout=60, interval=0.5)
     start_readers()
-    rs = kube.wait_for("fresh readers healthy", readers_healthy, timeout=120, interval=0.5)
+    rs = kube.wait_for("fresh readers healthy", readers_healthy, timeout=60, interval=0.5)
     new_window(rs)   # a clean window for the check below
     time.sleep(2)
     check = [figures(r.pid) for r in rs]
@@ -359,35 +394,6 @@ def print_table():
 
 # ---- scenarios -----------------------------------------------------------------
 
-def test_node_plugin_rollout_restart():
-    def disrupt():
-        kube.kubectl("-n", kube.NS, "rollout", "restart", "ds/granary-node")
-        rollout_status("ds/granary-node")
-    scenario("node plugin rollout restart", ROLLOUT_TARGET_S, disrupt,
-             lambda: all_granary_ready())
-
-
-def test_upgrade_to_a_new_image_tag():
-    old_tag = kube.IMAGE.rsplit(":", 1)[1]
-    new_tag = f"{old_tag}-upgrade"
-    repo = kube.IMAGE.rsplit(":", 1)[0]
-    ctr("images", "tag", "--force", kube.IMAGE, f"{repo}:{new_tag}")
-
-    def disrupt():
-        helm("upgrade", kube.ENV["GRANARY_KUBE_RELEASE"], os.path.join(kube.SRC, "helm", "granary"),
-             "--namespace", kube.NS, "--reuse-values", "--set-string", f"image.tag={new_tag}",
-             "--wait", "--timeout", "5m")
-        for w in ("ds/granary-node", "ds/granary-worker", "deploy/granary-controller"):
-            rollout_status(w)
-
-    def upgraded():
-        pods = kube.get("pods", namespace=kube.NS)["items"]
-        images = {c["image"] for p in pods for c in p["spec"]["containers"]
-                  if c["image"].startswith(repo + ":")}
-        return images == {f"{repo}:{new_tag}"} and all_granary_ready()
-    scenario("upgrade to a new image tag", ROLLOUT_TARGET_S, disrupt, upgraded)
-
-
 def test_fuse_daemon_sigkill():
     vol = volume_name()
     state = {}
@@ -479,6 +485,76 @@ def oom_kills(cg, v2):
     return 0
 
 
+def test_worker_pod_deleted():
+    def disrupt():
+        old = pods_of("worker")[0]["metadata"]["name"]
+        kube.delete("pod", old, kube.NS, wait=False)
+        kube.wait_for("a new worker pod", lambda: [p for p in pods_of("worker")
+                                                   if p["metadata"]["name"] != old],
+                      timeout=120, interval=0.5)
+    scenario("worker pod deleted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+
+
+def node_ready():
+    n = kube.get("node", kube.NODE)
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+
+
+def restart_kubelet(sig=signal.SIGTERM):
+    pid = kubelet_pid()
+    os.kill(pid, sig)
+    kube.wait_for("the kubelet to exit", lambda: not alive(pid), timeout=60)
+    kube_sh("up")
+    kube.wait_for("the kubelet back", lambda: alive(kubelet_pid()) and kubelet_pid() != pid,
+                  timeout=60)
+
+
+def test_worker_rollout_restart():
+    def disrupt():
+        kube.kubectl("-n", kube.NS, "rollout", "restart", "ds/granary-worker")
+        rollout_status("ds/granary-worker")
+    scenario("worker rollout restart", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+
+
+def test_kubelet_restarted():
+    def disrupt():
+        restart_kubelet()
+        kube.wait_for("node Ready", node_ready, timeout=120, interval=1)
+    scenario("kubelet restarted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+
+
+# ---- a node reboot, simulated ----------------------------------------------------
+
+def granary_processes():
+    """(pid, name) of every Granary daemon on the node."""
+    names = {"granary-csi", "granary-fuse", "granary-worker", "granary-meta"}
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv0 = os.path.basename(f.read().split(b"\0")[0].decode(errors="replace"))
+        except OSError:
+            continue
+        if argv0 in names and alive(int(pid)) and in_cluster(int(pid)):
+            found.append((int(pid), argv0))
+    return found
+
+
+def dead_mounts(vol):
+    """Mount points of the volume on the node that no longer answer."""
+    dead = []
+    for m in cluster_mounts():
+        if vol not in m:
+            continue
+        try:
+            os.stat(m)
+        except OSError as e:
+            dead.append(f"{m}: {errno.errorcode.get(e.errno, e.errno)}")
+    return dead
+
+
 def test_node_plugin_container_killed_through_crictl():
     state = {}
 
@@ -507,74 +583,33 @@ def test_node_plugin_pod_deleted():
     scenario("node plugin pod deleted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
 
 
-def test_worker_rollout_restart():
+def test_node_plugin_rollout_restart():
     def disrupt():
-        kube.kubectl("-n", kube.NS, "rollout", "restart", "ds/granary-worker")
-        rollout_status("ds/granary-worker")
-    scenario("worker rollout restart", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+        kube.kubectl("-n", kube.NS, "rollout", "restart", "ds/granary-node")
+        rollout_status("ds/granary-node")
+    scenario("node plugin rollout restart", ROLLOUT_TARGET_S, disrupt,
+             lambda: all_granary_ready())
 
 
-def test_worker_pod_deleted():
+def test_upgrade_to_a_new_image_tag():
+    old_tag = kube.IMAGE.rsplit(":", 1)[1]
+    new_tag = f"{old_tag}-upgrade"
+    repo = kube.IMAGE.rsplit(":", 1)[0]
+    ctr("images", "tag", "--force", kube.IMAGE, f"{repo}:{new_tag}")
+
     def disrupt():
-        old = pods_of("worker")[0]["metadata"]["name"]
-        kube.delete("pod", old, kube.NS, wait=False)
-        kube.wait_for("a new worker pod", lambda: [p for p in pods_of("worker")
-                                                   if p["metadata"]["name"] != old],
-                      timeout=120, interval=0.5)
-    scenario("worker pod deleted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+        helm("upgrade", kube.ENV["GRANARY_KUBE_RELEASE"], os.path.join(kube.SRC, "helm", "granary"),
+             "--namespace", kube.NS, "--reuse-values", "--set-string", f"image.tag={new_tag}",
+             "--wait", "--timeout", "5m")
+        for w in ("ds/granary-node", "ds/granary-worker", "deploy/granary-controller"):
+            rollout_status(w)
 
-
-def node_ready():
-    n = kube.get("node", kube.NODE)
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
-
-
-def restart_kubelet(sig=signal.SIGTERM):
-    pid = kubelet_pid()
-    os.kill(pid, sig)
-    kube.wait_for("the kubelet to exit", lambda: not alive(pid), timeout=60)
-    kube_sh("up")
-    kube.wait_for("the kubelet back", lambda: alive(kubelet_pid()) and kubelet_pid() != pid,
-                  timeout=60)
-
-
-def test_kubelet_restarted():
-    def disrupt():
-        restart_kubelet()
-        kube.wait_for("node Ready", node_ready, timeout=120, interval=1)
-    scenario("kubelet restarted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
-
-
-# ---- a node reboot, simulated ----------------------------------------------------
-
-def granary_processes():
-    """(pid, name) of every Granary daemon on the node."""
-    names = {"granary-csi", "granary-fuse", "granary-worker", "granary-meta"}
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv0 = os.path.basename(f.read().split(b"\0")[0].decode(errors="replace"))
-        except OSError:
-            continue
-        if argv0 in names and alive(int(pid)):
-            found.append((int(pid), argv0))
-    return found
-
-
-def dead_mounts(vol):
-    """Mount points of the volume on the node that no longer answer."""
-    dead = []
-    for m in kube.host_mounts():
-        if vol not in m:
-            continue
-        try:
-            os.stat(m)
-        except OSError as e:
-            dead.append(f"{m}: {errno.errorcode.get(e.errno, e.errno)}")
-    return dead
+    def upgraded():
+        pods = kube.get("pods", namespace=kube.NS)["items"]
+        images = {c["image"] for p in pods for c in p["spec"]["containers"]
+                  if c["image"].startswith(repo + ":")}
+        return images == {f"{repo}:{new_tag}"} and all_granary_ready()
+    scenario("upgrade to a new image tag", ROLLOUT_TARGET_S, disrupt, upgraded)
 
 
 def test_node_reboot_simulated():
@@ -606,9 +641,9 @@ def test_node_reboot_simulated():
         except ProcessLookupError:
             pass
     kube.wait_for("no Granary process", lambda: not granary_processes(), timeout=30)
-    for m in sorted(kube.host_mounts(), key=len, reverse=True):
+    for m in sorted(cluster_mounts(), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True)
-    assert not kube.host_mounts(), kube.host_mounts()
+    assert not cluster_mounts(), cluster_mounts()
     # The node comes back.
     kube_sh("up")
     kube.wait_for("node Ready", node_ready, timeout=120, interval=1)
@@ -675,16 +710,16 @@ def test_unpublish_and_unstage_leave_nothing():
     vol = volume_name()
     delete_readers()
     kube.wait_for("pod mounts gone",
-                  lambda: not [m for m in kube.host_mounts() if "/pods/" in m and vol in m],
+                  lambda: not [m for m in cluster_mounts() if "/pods/" in m and vol in m],
                   timeout=90, interval=0.5)
     kube.delete("pvc", CLAIM, "default")
     kube.wait_for("PV deleted", lambda: not kube.get("pv", vol, check=False), timeout=120)
     kube.wait_for("no granary-fuse of the volume", lambda: not daemons_of(vol), timeout=90,
                   interval=0.5)
-    left = [m for m in kube.host_mounts() if vol in m]
+    left = [m for m in cluster_mounts() if vol in m]
     assert not left, f"mounts left: {left}"
-    assert not kube.host_mounts(), f"Granary FUSE mounts left on the node: {kube.host_mounts()}"
-    assert not kube.fuse_daemons(), f"granary-fuse left: {kube.fuse_daemons()}"
+    assert not cluster_mounts(), f"Granary FUSE mounts left on the node: {cluster_mounts()}"
+    assert not cluster_fuse_pids(), f"granary-fuse left: {cluster_fuse_pids()}"
     records = []
     for root, _, files in os.walk(STATE_DIR):
         records += [os.path.join(root, f) for f in files if vol in f]
