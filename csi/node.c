@@ -645,6 +645,22 @@ static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover
 }
 
 
+/* Removes the saved INIT and what granary-fuse keeps beside it for a
+ * successor (the spec and snapshot it served): a new connection starts
+ * afresh. */
+static void forget_init_state(const struct vol *v)
+{
+	const char *ext[] = { "", ".spec", ".snapshot" };
+	char path[PATH_MAX_LEN];
+
+	if (!v->rec.init_state || !*v->rec.init_state)
+		return;
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", v->rec.init_state, ext[i]);
+		unlink(path);
+	}
+}
+
 /* ---- mount pods ------------------------------------------------------------ */
 
 /* granary-fuse's argv for the volume's mount pod, without --mountpoint
@@ -1009,7 +1025,7 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 	rc = unmount_all(v->rec.staging_path, err);
 	if (rc != ERR_OK)
 		return rc;
-	unlink(v->rec.init_state);
+	forget_init_state(v);
 	rc = mount_fuse(v->rec.dataset, v->rec.staging_path, &v->fd, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -1738,8 +1754,7 @@ static void stage_undo(struct node *n, struct vol *v)
 		close(v->fd);
 		v->fd = -1;
 	}
-	if (v->rec.init_state && *v->rec.init_state)
-		unlink(v->rec.init_state);
+	forget_init_state(v);
 	if (v->rec.credentials_file && *v->rec.credentials_file)
 		unlink(v->rec.credentials_file);
 	vol_path(n, v->rec.volume_id, "json", path, sizeof(path));

@@ -11,6 +11,8 @@
  * Exits 0 after a clean unmount (SIGTERM/SIGINT unmount first), 1 when the
  * mount cannot be set up (the message says why), 2 for bad settings.
  */
+#include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include "cache/fetch.h"
 #include "common/cpu.h"
 #include "common/daemon.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "fuse/ll.h"
 #include "fuse/mount_settings.h"
@@ -168,25 +171,94 @@ static void *refresher(void *arg)
 	return NULL;
 }
 
-/*
- * With meta: the dataset's definition and snapshot from meta, once; blocks
- * from the node's cache directory, the owner worker, then the store.
- */
-static enum error_code open_dataset(const struct mount_settings *s, struct mount *m,
-				    struct reader_config *rcfg, struct error *err)
-{
-	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000,
-					    .key_file = s->meta_key_file,
-					    .role = META_ROLE_MOUNT };
-	Granary__V1__Dataset *ds = NULL;
-	struct store_config cfg;
-	char *prefix = NULL, *scheme = NULL;
+/* Where the dataset is, as the mount serves it. */
+struct served {
+	char *source_uri, *endpoint, *region;
 	uint64_t block_size;
+};
+
+static void served_release(struct served *sv)
+{
+	free(sv->source_uri);
+	free(sv->endpoint);
+	free(sv->region);
+	memset(sv, 0, sizeof(*sv));
+}
+
+static void served_path(const struct mount_settings *s, const char *ext, char *out, size_t size)
+{
+	snprintf(out, size, "%s.%s", s->init_state, ext);
+}
+
+/*
+ * Keeps what a successor needs to serve exactly what this daemon serves
+ * beside the saved INIT: the spec (where the data is) and the snapshot
+ * (the inode numbers the kernel already holds). A successor reads them
+ * instead of asking meta, so a takeover neither waits on meta nor serves
+ * a newer generation under the old inode numbers. A failure is logged:
+ * the successor then asks meta, as a first daemon does.
+ */
+static void save_served(const struct mount_settings *s, const struct mount *m,
+			const struct served *sv)
+{
+	char path[PATH_MAX];
+	void *buf = NULL;
+	size_t len = 0;
+	char *text;
+	json_t *spec;
+	struct error err;
+
+	if (!s->init_state || !*s->init_state)
+		return;
+	spec = json_pack("{s:s, s:s, s:s, s:I}", "source_uri", sv->source_uri, "endpoint",
+			 sv->endpoint, "region", sv->region, "block_size", (json_int_t)sv->block_size);
+	text = spec ? json_dumps(spec, JSON_COMPACT) : NULL;
+	json_decref(spec);
+	served_path(s, "spec", path, sizeof(path));
+	if (!text || fileio_replace(path, text, strlen(text), 0600, &err) != ERR_OK ||
+	    snapshot_encode_to_buffer(m->snap, &buf, &len, &err) != ERR_OK ||
+	    (served_path(s, "snapshot", path, sizeof(path)),
+	     fileio_replace(path, buf, len, 0600, &err)) != ERR_OK)
+		log_warn("cannot keep the served snapshot for a successor; it will ask meta",
+			 LOG_S("path", path), LOG_S("cause", text ? err.msg : "out of memory"));
+	free(text);
+	free(buf);
+}
+
+/* What the predecessor saved (save_served); ERR_NOT_FOUND when nothing. */
+static enum error_code load_served(const struct mount_settings *s, struct mount *m,
+				   struct served *sv, struct error *err)
+{
+	char path[PATH_MAX];
+	json_error_t jerr;
+	json_t *spec;
 	enum error_code rc;
 
-	rc = meta_client_new(s->meta_address, &opt, &m->meta, err);
-	if (rc != ERR_OK)
-		return rc;
+	served_path(s, "spec", path, sizeof(path));
+	spec = json_load_file(path, 0, &jerr);
+	if (!spec)
+		return error_set(err, ERR_NOT_FOUND, "'%s': %s", path, jerr.text);
+	sv->source_uri = strdup(json_string_value(json_object_get(spec, "source_uri")) ?: "");
+	sv->endpoint = strdup(json_string_value(json_object_get(spec, "endpoint")) ?: "");
+	sv->region = strdup(json_string_value(json_object_get(spec, "region")) ?: "");
+	sv->block_size = (uint64_t)json_integer_value(json_object_get(spec, "block_size"));
+	json_decref(spec);
+	if (!sv->source_uri || !sv->endpoint || !sv->region)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	if (!*sv->source_uri || !sv->block_size)
+		return error_set(err, ERR_INVALID, "'%s': no source_uri or block_size", path);
+	served_path(s, "snapshot", path, sizeof(path));
+	rc = snapshot_load(path, &m->snap, err);
+	return rc;
+}
+
+/* The dataset's spec and snapshot from meta. */
+static enum error_code ask_meta(const struct mount_settings *s, struct mount *m,
+				struct served *sv, struct error *err)
+{
+	Granary__V1__Dataset *ds = NULL;
+	enum error_code rc;
+
 	rc = meta_client_get(m->meta, s->dataset, &ds, err);
 	if (rc != ERR_OK)
 		return error_wrap(err, "dataset '%s'", s->dataset);
@@ -198,18 +270,73 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	rc = meta_client_fetch_snapshot(m->meta, s->dataset, 0, &m->snap, NULL, err);
 	if (rc != ERR_OK)
 		goto out;
+	sv->source_uri = strdup(ds->spec->source_uri);
+	sv->endpoint = strdup(ds->spec->endpoint);
+	sv->region = strdup(ds->spec->region);
+	sv->block_size = ds->spec->options && ds->spec->options->block_size
+				 ? ds->spec->options->block_size
+				 : s->cache_block_size;
+	if (!sv->source_uri || !sv->endpoint || !sv->region)
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+out:
+	granary__v1__dataset__free_unpacked(ds, NULL);
+	return rc;
+}
+
+/*
+ * With meta: the dataset's definition and snapshot from meta, once (a
+ * successor: what its predecessor served, see save_served); blocks from
+ * the node's cache directory, the owner worker, then the store.
+ */
+static enum error_code open_dataset(const struct mount_settings *s, struct mount *m,
+				    struct reader_config *rcfg, struct error *err)
+{
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 600000,
+					    .key_file = s->meta_key_file,
+					    .role = META_ROLE_MOUNT };
+	struct served sv = { 0 };
+	struct store_config cfg;
+	char *prefix = NULL, *scheme = NULL;
+	uint64_t block_size;
+	enum error_code rc;
+	bool inherited = false;
+
+	rc = meta_client_new(s->meta_address, &opt, &m->meta, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (s->takeover) {
+		struct error lerr;
+
+		inherited = load_served(s, m, &sv, &lerr) == ERR_OK;
+		if (inherited)
+			log_info("serving the snapshot the previous daemon served",
+				 LOG_S("dataset", s->dataset), LOG_U("generation", snapshot_generation(m->snap)));
+		else
+			log_warn("no snapshot kept by the previous daemon; asking meta",
+				 LOG_S("dataset", s->dataset), LOG_S("cause", lerr.msg));
+		if (!inherited) {
+			served_release(&sv);
+			snapshot_free(m->snap);
+			m->snap = NULL;
+		}
+	}
+	if (!inherited) {
+		rc = ask_meta(s, m, &sv, err);
+		if (rc != ERR_OK)
+			goto out;
+		save_served(s, m, &sv);
+	}
 	/* The spec says where the data is; this node's settings say how to
 	 * reach it (credentials from the node-stage secret, timeouts). */
 	store_settings_to_config(&s->store, &cfg);
-	if (*ds->spec->endpoint)
-		cfg.endpoint = ds->spec->endpoint;
-	if (*ds->spec->region)
-		cfg.region = ds->spec->region;
-	rc = open_store_of(ds->spec->source_uri, &cfg, &m->store, &m->bucket, &prefix, &scheme, err);
+	if (*sv.endpoint)
+		cfg.endpoint = sv.endpoint;
+	if (*sv.region)
+		cfg.region = sv.region;
+	rc = open_store_of(sv.source_uri, &cfg, &m->store, &m->bucket, &prefix, &scheme, err);
 	if (rc != ERR_OK)
 		goto out;
-	block_size = ds->spec->options && ds->spec->options->block_size ? ds->spec->options->block_size
-									 : s->cache_block_size;
+	block_size = sv.block_size;
 	/* Key blocks by the endpoint actually read (the spec's, else this
 	 * node's store.endpoint), as the workers do; the spec's alone would
 	 * give the AWS default when it is empty and miss every cached block. */
@@ -222,8 +349,16 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	if (rc != ERR_OK)
 		goto out;
 	rc = placement_new(&m->placement, err);
-	if (rc == ERR_OK)
-		rc = refresh_workers(m, err);
+	if (rc != ERR_OK)
+		goto out;
+	rc = refresh_workers(m, err);
+	if (rc != ERR_OK && inherited) {
+		/* A successor serves without meta: the local cache and the
+		 * store until the refresher reaches it. */
+		log_warn("granary-meta unreachable; serving without peer workers until it answers",
+			 LOG_S("dataset", s->dataset), LOG_S("cause", err->msg));
+		rc = ERR_OK;
+	}
 	if (rc != ERR_OK)
 		goto out;
 	m->cluster = (struct source_cluster_ctx){
@@ -250,8 +385,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 out:
 	free(prefix);
 	free(scheme);
-	if (ds)
-		granary__v1__dataset__free_unpacked(ds, NULL);
+	served_release(&sv);
 	return rc;
 }
 
