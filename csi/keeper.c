@@ -422,7 +422,7 @@ void keeper_status(struct keeper *k, const char *volume, struct keeper_status *s
 		for (struct conn *c = k->conns; c; c = c->next) {
 			if (!c->volume || strcmp(c->volume, volume) != 0)
 				continue;
-			if (st->nsup < sizeof(st->sup) / sizeof(st->sup[0]))
+			if (st->nsup < KEEPER_LISTED)
 				st->sup[st->nsup++] = c->sup;
 		}
 		if (st->nsup)

@@ -47,13 +47,16 @@ struct keeper_supervisor {
 	char last_exit[160];        /* how its last daemon ended ("" = none did) */
 };
 
+/* Supervisors listed per volume: more than two overlap only briefly. */
+#define KEEPER_LISTED 4
+
 /* What the keeper knows of one volume. */
 struct keeper_status {
 	bool known;                 /* keeper_put was called for it */
 	bool holds_fd;
 	uint64_t conn;              /* the held connection's id; 0 = none */
-	size_t nsup;                /* connected supervisors (at most 4 listed) */
-	struct keeper_supervisor sup[4];
+	size_t nsup;                /* connected supervisors listed, at most KEEPER_LISTED */
+	struct keeper_supervisor sup[KEEPER_LISTED];
 	uint64_t alone_since_ms;    /* no supervisor connected since; 0 = one is */
 };
 

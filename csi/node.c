@@ -727,7 +727,7 @@ static void pod_refresh(struct node *n, struct vol *v, struct keeper_status *st)
 	bool serving = false;
 
 	keeper_status(n->cfg.keeper, v->rec.volume_id, st);
-	for (size_t i = 0; i < st->nsup; i++) {
+	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
 		serving = serving || st->sup[i].daemon_pid > 0;
 		restarts += st->sup[i].restarts;
 	}
@@ -789,7 +789,7 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 	bool old = false, current = false;
 	struct error err;
 
-	for (size_t i = 0; i < st->nsup; i++) {
+	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
 		if (strcmp(st->sup[i].template_hash, cur) != 0)
 			old = true;
 		else if (st->sup[i].daemon_pid > 0)
@@ -820,7 +820,7 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 		}
 		return;
 	}
-	for (size_t i = 0; i < st->nsup; i++) {
+	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
 		if (strcmp(st->sup[i].template_hash, cur) == 0 || !*st->sup[i].pod)
 			continue;
 		if (mountpods_delete(n->cfg.pods, st->sup[i].pod, &err) != ERR_OK)
@@ -899,7 +899,7 @@ static void pod_stop(struct node *n, struct vol *v)
 		log_warn("cannot delete a mount pod", LOG_S("pod", deleted[0]), LOG_S("cause", err.msg));
 	for (;;) {
 		keeper_status(n->cfg.keeper, v->rec.volume_id, &st);
-		for (size_t i = 0; i < st.nsup; i++) {
+		for (size_t i = 0; i < st.nsup && i < KEEPER_LISTED; i++) {
 			size_t k = 0;
 
 			while (k < ndeleted && strcmp(deleted[k], st.sup[i].pod) != 0)
@@ -961,7 +961,7 @@ static enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t 
 		pod_refresh(n, v, &st);
 		if (v->pod_serving && access(v->rec.init_state, F_OK) == 0)
 			return ERR_OK;
-		for (size_t i = 0; i < st.nsup; i++)
+		for (size_t i = 0; i < st.nsup && i < KEEPER_LISTED; i++)
 			if (strcmp(st.sup[i].last_exit, "exited with status 2") == 0)
 				return error_set(err, ERR_INVALID,
 						 "granary-fuse for dataset '%s' refused its settings (its reason is in the log of mount pod %s)",
