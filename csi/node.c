@@ -1226,6 +1226,29 @@ static void log_failing(struct vol *v, const char *msg, const char *cause, uint6
  * starts its successor, at once or after the back-off. Returns in how many
  * ms it wants to look again (NO_WAKE: when the daemon's pidfd says).
  */
+static void stage_undo(struct node *n, struct vol *v);
+
+/*
+ * A record whose staging directory is gone and holds no mount: the kubelet
+ * removed it, so no pod on this node uses the volume (a reboot keeps the
+ * directory, and the kubelet stages it again). Its daemon or mount pod,
+ * files and record are removed instead of being revived for ever.
+ */
+static bool forget_if_stale(struct node *n, struct vol *v)
+{
+	struct stat st;
+
+	if (v->gone || !v->rec.staging_path || lstat(v->rec.staging_path, &st) == 0 ||
+	    errno != ENOENT || mount_lookup(v->rec.staging_path, NULL, 0))
+		return false;
+	log_warn("the volume's staging path is gone (the kubelet no longer stages it here); forgetting the volume",
+		 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
+	stop_daemon(n, v);
+	stage_undo(n, v);
+	vol_remove(n, v);
+	return true;
+}
+
 static uint64_t check_one(struct node *n, struct vol *v)
 {
 	uint64_t now = retry_now_ms(), ran, delay;
@@ -1233,6 +1256,8 @@ static uint64_t check_one(struct node *n, struct vol *v)
 	char how[128];
 	int status;
 
+	if (forget_if_stale(n, v))
+		return NO_WAKE;
 	if (v->pods) {
 		pod_check(n, v);
 		return v->gone ? NO_WAKE : POD_POLL_MS;
