@@ -19,6 +19,7 @@
 
 #define KEEPER_MAX_CONNS 1024
 #define KEEPER_POLL_MS 200
+#define KEEPER_UNKNOWN_MAX 16
 
 struct conn {
 	int sock;
@@ -47,6 +48,11 @@ struct keeper {
 	struct conn *conns;         /* the thread's; read under mu */
 	struct entry *entries;      /* protected by mu */
 	size_t nconns;
+	struct {
+		char pod[KEEPER_NAME_MAX];
+		char *volume;
+	} unknown[KEEPER_UNKNOWN_MAX]; /* protected by mu */
+	size_t nunknown;
 };
 
 static void entry_free(struct entry *e)
@@ -145,6 +151,14 @@ static bool on_hello(struct keeper *k, struct conn *c, json_t *m)
 		log_warn("granary-mount for a volume this node has not staged; it waits",
 			 LOG_S("volume", volume), LOG_S("pod", c->sup.pod));
 		send_op(c, "unknown");
+		if (*c->sup.pod && k->nunknown < KEEPER_UNKNOWN_MAX) {
+			bool listed = false;
+
+			for (size_t i = 0; i < k->nunknown; i++)
+				listed = listed || strcmp(k->unknown[i].pod, c->sup.pod) == 0;
+			if (!listed && (k->unknown[k->nunknown].volume = strdup(volume)))
+				snprintf(k->unknown[k->nunknown++].pod, KEEPER_NAME_MAX, "%s", c->sup.pod);
+		}
 		return true;
 	}
 	e->alone_since_ms = 0;
@@ -321,6 +335,8 @@ void keeper_free(struct keeper *k)
 		k->entries = e->next;
 		entry_free(e);
 	}
+	for (size_t i = 0; i < k->nunknown; i++)
+		free(k->unknown[i].volume);
 	if (k->listener >= 0)
 		close(k->listener);
 	if (k->wake[0] >= 0)
@@ -429,4 +445,20 @@ void keeper_status(struct keeper *k, const char *volume, struct keeper_status *s
 			st->alone_since_ms = 0;
 	}
 	pthread_mutex_unlock(&k->mu);
+}
+
+size_t keeper_take_unknown(struct keeper *k, char (*out)[KEEPER_NAME_MAX], size_t max)
+{
+	size_t n = 0, i = 0;
+
+	pthread_mutex_lock(&k->mu);
+	while (i < k->nunknown && n < max) {
+		/* Known by now (its record loaded after the hello): keep it. */
+		if (!find(k, k->unknown[i].volume))
+			snprintf(out[n++], KEEPER_NAME_MAX, "%s", k->unknown[i].pod);
+		free(k->unknown[i].volume);
+		k->unknown[i] = k->unknown[--k->nunknown];
+	}
+	pthread_mutex_unlock(&k->mu);
+	return n;
 }

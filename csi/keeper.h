@@ -84,6 +84,11 @@ int keeper_dup_fd(struct keeper *k, const char *volume, uint64_t conn);
 /* Forgets the volume and closes its copy. */
 void keeper_forget(struct keeper *k, const char *volume);
 
+/* Takes the pods whose granary-mount said hello for a volume the keeper
+ * does not know (left from an unstage the plugin missed): up to max names
+ * into out, each reported once. */
+size_t keeper_take_unknown(struct keeper *k, char (*out)[KEEPER_NAME_MAX], size_t max);
+
 /* The volume's state; st->known false for an unknown volume. */
 void keeper_status(struct keeper *k, const char *volume, struct keeper_status *st);
 

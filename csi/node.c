@@ -885,6 +885,29 @@ static void pod_check(struct node *n, struct vol *v)
 	}
 }
 
+/*
+ * Mount pods of volumes this node does not stage (an unstage the plugin
+ * missed, a record lost): deleted once the records have had time to load
+ * and their supervisors to reconnect.
+ */
+static void sweep_unknown_pods(struct node *n)
+{
+	char names[8][KEEPER_NAME_MAX];
+	struct error err;
+	size_t count;
+
+	if (!n->cfg.pods || retry_now_ms() - n->started_ms < POD_GRACE_MS)
+		return;
+	count = keeper_take_unknown(n->cfg.keeper, names, 8);
+	for (size_t i = 0; i < count; i++) {
+		log_warn("deleting a mount pod of a volume this node does not stage",
+			 LOG_S("pod", names[i]));
+		if (mountpods_delete(n->cfg.pods, names[i], &err) != ERR_OK)
+			log_warn("cannot delete a mount pod", LOG_S("pod", names[i]),
+				 LOG_S("cause", err.msg));
+	}
+}
+
 /* Deletes every mount pod of the volume and waits until none is in touch. */
 static void pod_stop(struct node *n, struct vol *v)
 {
@@ -1394,6 +1417,7 @@ static void *monitor_main(void *arg)
 
 		pthread_mutex_unlock(&n->mu);
 		wake = check_daemons(n, fds + 1, MONITOR_POLL_MAX, &k);
+		sweep_unknown_pods(n);
 		if (wake > every)
 			wake = every;
 		fds[0] = (struct pollfd){ .fd = n->wake_fd, .events = POLLIN };
