@@ -54,6 +54,9 @@ cache:
 store:
   endpoint: http://minio.storage.svc:9000
   region: eu-west-1
+  allowedEndpoints:
+    - https://s3.eu-west-1.amazonaws.com
+    - http://10.0.0.5:7070
   credentials:
     existingSecret: cluster-s3
 clusterToken:
@@ -197,6 +200,8 @@ refuse "store.credentials: existingSecret and keys" \
   --set store.credentials.existingSecret=s3 --set store.credentials.accessKeyID=a \
   --set store.credentials.secretAccessKey=b
 refuse "store.credentials: accessKeyID alone" --set store.credentials.accessKeyID=a
+refuse "an allowed endpoint that is not http(s)" --set 'store.allowedEndpoints={ftp://x}'
+refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["http://a,http://b"]'
 
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" <<'PY'
@@ -846,6 +851,21 @@ check(wcfg.get("log", {}).get("level") == "info", "default log level info")
 check(pod(one(default, "DaemonSet", "granary-node")).get("priorityClassName") == "system-node-critical",
       "node plugin system-node-critical by default")
 
+
+def controller_config(docs, prefix):
+    return config(docs, prefix + "-controller", "csi.yaml")
+
+
+# store.allowedEndpoints: by default no endpoint but store.endpoint, in the
+# three daemons that check a dataset's endpoint; never in fuse.yaml or the
+# node plugin's csi.yaml (they read with a volume's own Secret).
+dcc = controller_config(default, "granary")
+check(mcfg.get("store", {}).get("allowed_endpoints") == "" and
+      wcfg.get("store", {}).get("allowed_endpoints") == "" and
+      dcc.get("store", {}).get("allowed_endpoints") == "" and dcc.get("store", {}).get("endpoint") == "",
+      "store.allowedEndpoints empty by default in meta.yaml, worker.yaml and the controller's csi.yaml")
+check("allowed_endpoints" not in fcfg.get("store", {}), "fuse.yaml has no allowed_endpoints")
+
 # custom values
 ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
                                      "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
@@ -864,6 +884,14 @@ check(wcfg.get("cache", {}).get("policy") == "lru", "custom policy lru")
 check(wcfg.get("fetch", {}).get("max_inflight") == 128, "worker extraConfig merged")
 check(wcfg.get("listen") == "0.0.0.0:7481", "worker port 7481")
 check(wcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", "store endpoint")
+allowed = "https://s3.eu-west-1.amazonaws.com,http://10.0.0.5:7070"
+ccc = controller_config(custom, "gran")
+check(mcfg.get("store", {}).get("allowed_endpoints") == allowed and
+      wcfg.get("store", {}).get("allowed_endpoints") == allowed and
+      ccc.get("store", {}).get("allowed_endpoints") == allowed,
+      "store.allowedEndpoints reaches meta, the worker and the controller")
+check(ccc.get("store", {}).get("endpoint") == mcfg.get("store", {}).get("endpoint"),
+      "the controller checks StorageClass endpoints against meta's store.endpoint")
 check(mcfg.get("heartbeat", {}).get("expiry") == "30s" and mcfg.get("heartbeat", {}).get("interval") == "5s",
       "meta extraConfig merged over the defaults")
 check(fcfg.get("prefetch", {}).get("blocks") == 8, "fuse extraConfig merged")
