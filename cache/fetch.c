@@ -76,6 +76,9 @@ struct fetcher {
 	const char *const *file_roots;     /* borrowed; immutable */
 	size_t nfile_roots;
 	bool any_file_source;
+	const char *default_endpoint;      /* borrowed; immutable */
+	const char *allowed_endpoints;     /* borrowed; immutable */
+	bool any_endpoint;
 
 	pthread_mutex_t mu;
 	pthread_cond_t slot_cv;            /* a fetch slot freed, or stopping */
@@ -310,17 +313,25 @@ void fetch_dataset_put(struct fetcher *f, struct fetch_dataset *ds)
 }
 
 /* One gate for every way a dataset arrives (the HTTP API, meta's list,
- * granary-fuse): a file:// source only under the fetcher's roots. */
+ * granary-fuse): a file:// source only under the fetcher's roots, an s3://
+ * one only at an allowed endpoint. */
 static enum error_code check_source(const struct fetcher *f, const struct fetch_dataset_config *cfg,
 				    struct error *err)
 {
-	if (f->any_file_source ||
-	    store_file_root_check(cfg->source, f->file_roots, f->nfile_roots, err) == ERR_OK)
-		return ERR_OK;
-	if (!err)
-		return ERR_INVALID;
-	err->code = ERR_INVALID; /* a directory that is not there too */
-	return error_wrap(err, "dataset '%s': field 'source'", cfg->name ? cfg->name : "");
+	const char *name = cfg->name ? cfg->name : "";
+
+	if (!f->any_file_source &&
+	    store_file_root_check(cfg->source, f->file_roots, f->nfile_roots, err) != ERR_OK) {
+		if (!err)
+			return ERR_INVALID;
+		err->code = ERR_INVALID; /* a directory that is not there too */
+		return error_wrap(err, "dataset '%s': field 'source'", name);
+	}
+	if (!f->any_endpoint &&
+	    store_endpoint_check(cfg->source, cfg->store.endpoint, f->default_endpoint,
+				 f->allowed_endpoints, err) != ERR_OK)
+		return err ? error_wrap(err, "dataset '%s': field 'endpoint'", name) : ERR_INVALID;
+	return ERR_OK;
 }
 
 enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,
@@ -1224,6 +1235,9 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->file_roots = cfg->file_roots;
 	f->nfile_roots = cfg->nfile_roots;
 	f->any_file_source = cfg->any_file_source;
+	f->default_endpoint = cfg->default_endpoint;
+	f->allowed_endpoints = cfg->allowed_endpoints;
+	f->any_endpoint = cfg->any_endpoint;
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_mutex_init(&f->reg_mu, NULL);
 	pthread_cond_init(&f->slot_cv, NULL);

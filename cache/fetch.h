@@ -69,6 +69,20 @@ struct fetch_config {
 	/* granary-fuse standalone only: the person running it names its one
 	 * directory, so any file:// source is fine. */
 	bool any_file_source;
+	/*
+	 * Where s3:// datasets may be read (store_endpoint_check): the
+	 * worker's store.endpoint and the endpoints of store.allowed_endpoints
+	 * (comma-separated), so that whoever registers a dataset (any holder
+	 * of the cluster token, or meta's registry) never makes the worker
+	 * send its credentials, or any request, to an endpoint of their
+	 * choice. Borrowed; must outlive the fetcher. NULL: AWS for the region
+	 * alone, and no other endpoint.
+	 */
+	const char *default_endpoint;
+	const char *allowed_endpoints;
+	/* granary-fuse only: its one dataset's endpoint comes from its own
+	 * settings, or from granary-meta, which checked it. */
+	bool any_endpoint;
 };
 
 /*
@@ -166,7 +180,10 @@ enum error_code fetch_check_object_key(const char *prefix, const char *key,
  * blockstore. *created (may be NULL) is true for a new name; registering
  * the same definition again changes nothing. ERR_INVALID names the bad
  * field, a file:// source outside fetch_config.file_roots included
- * ("dataset 'x': field 'source': file:// sources are off ..."); store_open's
+ * ("dataset 'x': field 'source': file:// sources are off ..."), and an
+ * endpoint outside fetch_config.allowed_endpoints ("dataset 'x': field
+ * 'endpoint': endpoint '...' is not allowed ...", before the store is
+ * opened or anything sent); store_open's
  * errors (a missing credentials file ...) pass through.
  */
 enum error_code fetch_dataset_register(struct fetcher *f, const struct fetch_dataset_config *cfg,

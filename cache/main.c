@@ -109,12 +109,18 @@ int main(int argc, char **argv)
 					       .threads = (unsigned)worker_settings_threads(&s),
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
 					       .file_roots = (const char *const *)file_roots,
-					       .nfile_roots = nfile_roots },
+					       .nfile_roots = nfile_roots,
+					       .default_endpoint = s.store.endpoint,
+					       .allowed_endpoints = s.store_allowed_endpoints },
 		      &f, &err) != ERR_OK) {
 		log_error("cannot start the fetcher", LOG_S("cause", err.msg));
 		goto out;
 	}
-	if (preload_new(f, (unsigned)s.preload_parallelism, &pl, &err) != ERR_OK) {
+	if (preload_new(f, (unsigned)s.preload_parallelism,
+			&(struct store_list_limits){ .max_pages = (uint64_t)s.listing_max_pages,
+						     .max_objects = (uint64_t)s.listing_max_objects,
+						     .max_ms = s.listing_max_time_ms },
+			&pl, &err) != ERR_OK) {
 		log_error("cannot start the preloader", LOG_S("cause", err.msg));
 		goto out;
 	}

@@ -38,6 +38,7 @@ struct job {
 struct preloader {
 	struct fetcher *f;
 	unsigned parallelism;
+	struct store_list_limits limits;
 	pthread_mutex_t mu;
 	struct job *jobs;                  /* newest first; protected by mu */
 	uint64_t next_id;                  /* protected by mu */
@@ -138,6 +139,13 @@ static int listed(const struct store_object *obj, void *arg)
 		job_error(j, &err);
 		return 0;
 	}
+	if (obj->size > STORE_OBJECT_MAX) {
+		error_set(&err, ERR_INVALID,
+			  "object '%s' of %llu bytes: larger than any S3 object (5 TiB)", obj->key,
+			  (unsigned long long)obj->size);
+		job_error(j, &err);
+		return 0;
+	}
 	return add_object(j, rel, obj->etag, obj->size) == ERR_OK ? 0 : 1;
 }
 
@@ -149,10 +157,21 @@ static enum error_code resolve_objects(struct job *j, struct error *err)
 	enum error_code rc;
 
 	if (!j->names) {
-		rc = store_list_all(st, d->prefix, listed, j, err);
-		if (rc == ERR_CANCELLED)
+		rc = store_list_all_limited(st, d->prefix, &j->p->limits, listed, j, err);
+		switch (rc) {
+		case ERR_OK:
+			return ERR_OK;
+		case ERR_CANCELLED:
 			return error_set(err, ERR_CANCELLED, "listing '%s' stopped", d->source);
-		return rc == ERR_OK ? ERR_OK : error_wrap(err, "list dataset '%s'", d->name);
+		case ERR_NO_SPACE:
+			return error_wrap(err, "list dataset '%s' (limits: listing.max_pages, "
+					  "listing.max_objects)", d->name);
+		case ERR_TIMEOUT:
+			return error_wrap(err, "list dataset '%s' (limits: listing.max_time, "
+					  "store.deadline)", d->name);
+		default:
+			return error_wrap(err, "list dataset '%s'", d->name);
+		}
 	}
 	for (size_t i = 0; i < j->nnames; i++) {
 		struct store_object info;
@@ -246,6 +265,12 @@ static void *job_thread(void *arg)
 	if (rc != ERR_OK)
 		goto out;
 	for (size_t i = 0; i < j->nobjs; i++) {
+		if (bytes + j->objs[i].size < bytes) {
+			rc = error_set(&err, ERR_INVALID,
+				       "list dataset '%s': object sizes add up past 2^64 bytes",
+				       j->st.dataset);
+			goto out;
+		}
 		blocks += (j->objs[i].size + bs - 1) / bs;
 		bytes += j->objs[i].size;
 	}
@@ -291,7 +316,8 @@ out:
 	return NULL;
 }
 
-enum error_code preload_new(struct fetcher *f, unsigned parallelism, struct preloader **out,
+enum error_code preload_new(struct fetcher *f, unsigned parallelism,
+			    const struct store_list_limits *lim, struct preloader **out,
 			    struct error *err)
 {
 	struct preloader *p;
@@ -304,6 +330,8 @@ enum error_code preload_new(struct fetcher *f, unsigned parallelism, struct prel
 		return error_set(err, ERR_NOMEM, "preload: out of memory");
 	p->f = f;
 	p->parallelism = parallelism;
+	if (lim)
+		p->limits = *lim;
 	p->next_id = 1;
 	pthread_mutex_init(&p->mu, NULL);
 	*out = p;

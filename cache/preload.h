@@ -52,8 +52,17 @@ struct preload_totals {
 
 struct preloader;
 
-/* parallelism >= 1: blocks fetched at once per job. */
-enum error_code preload_new(struct fetcher *f, unsigned parallelism, struct preloader **out,
+/*
+ * parallelism >= 1: blocks fetched at once per job. lim bounds every job's
+ * listing (store_list_all_limited; NULL = no bounds): past it the job
+ * fails, its error naming the limit's setting (listing.max_pages,
+ * listing.max_objects, listing.max_time), so that an endpoint whose
+ * listing never ends, or lists more than a worker can hold, costs one job
+ * a bounded time. Objects over STORE_OBJECT_MAX, or a total past 2^64
+ * bytes, are refused the same way (they are not S3 listings).
+ */
+enum error_code preload_new(struct fetcher *f, unsigned parallelism,
+			    const struct store_list_limits *lim, struct preloader **out,
 			    struct error *err);
 /* Stops running jobs after the blocks in progress and joins them. */
 void preload_free(struct preloader *p);

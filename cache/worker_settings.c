@@ -71,6 +71,19 @@ static const struct config_field worker_fields[] = {
 	  offsetof(struct worker_settings, http_shutdown_grace_ms), "10s",
 	  "at SIGTERM, requests in progress may finish within this", 0, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct worker_settings, store),
+	{ "store.allowed_endpoints", CONFIG_STRING,
+	  offsetof(struct worker_settings, store_allowed_endpoints), "",
+	  "S3 endpoints a dataset may name besides store.endpoint, comma-separated; they get "
+	  "the worker's credentials, every other endpoint is refused", 0, 0, NULL },
+	{ "listing.max_objects", CONFIG_INT,
+	  offsetof(struct worker_settings, listing_max_objects), "50000000",
+	  "objects a preload listing may return (past it the job fails)", 1, 4294967294.0,
+	  NULL },
+	{ "listing.max_pages", CONFIG_INT, offsetof(struct worker_settings, listing_max_pages),
+	  "1000000", "ListObjectsV2 pages one preload listing may take", 1, 1e9, NULL },
+	{ "listing.max_time", CONFIG_DURATION,
+	  offsetof(struct worker_settings, listing_max_time_ms), "30m",
+	  "time one preload listing may take, all pages", 1000, 7 * 86400000.0, NULL },
 	{ "allowed_file_roots", CONFIG_STRING,
 	  offsetof(struct worker_settings, allowed_file_roots), "",
 	  "comma-separated directories of this host a file:// dataset may lie in, resolved "
@@ -169,6 +182,9 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
+	if (store_check_endpoint_list("store.allowed_endpoints", s->store_allowed_endpoints,
+				      err) != ERR_OK)
+		return ERR_INVALID;
 	if (worker_settings_file_roots(s, roots, &n, err) != ERR_OK)
 		return ERR_INVALID;
 	config_dirs_free(roots, n);

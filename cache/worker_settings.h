@@ -50,6 +50,10 @@ struct worker_settings {
 	uint64_t http_request_timeout_ms; /* a whole request must arrive within */
 	uint64_t http_shutdown_grace_ms; /* requests in progress may finish within, at SIGTERM */
 	struct store_settings store;
+	char *store_allowed_endpoints; /* comma-separated, besides store.endpoint */
+	int64_t listing_max_objects;   /* objects in one preload listing */
+	int64_t listing_max_pages;     /* ListObjectsV2 pages in one preload listing */
+	uint64_t listing_max_time_ms;  /* one preload listing, all pages */
 	char *allowed_file_roots; /* comma-separated; "" = no file:// datasets */
 	char *log_level;
 };
@@ -61,8 +65,8 @@ extern const struct config_schema worker_settings_schema;
  * valid addresses, advertise_address (when set) a host:port that is not a
  * wildcard, and given when meta.address is set and listen is a unix socket, cache.dir (and token_file when set) absolute paths,
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
- * at least one block, node_id a plausible node name, the store endpoint a
- * valid URL (when set), the thread and connection counts positive,
+ * at least one block, node_id a plausible node name, the store endpoint and
+ * each of store.allowed_endpoints a valid URL (when set), the thread and connection counts positive,
  * allowed_file_roots absolute directories and log.level a known level. token_file may be empty here; granary-worker
  * itself refuses to serve without one. Returns ERR_OK, or
  * ERR_INVALID with a message naming the key:

@@ -26,6 +26,8 @@ struct controller {
 	struct meta_client *meta;
 	char **file_roots;          /* allowed_file_roots; immutable */
 	size_t nfile_roots;
+	char *default_endpoint;     /* store.endpoint; immutable */
+	char *allowed_endpoints;    /* store.allowed_endpoints; immutable */
 };
 
 /* ---- access modes -------------------------------------------------------- */
@@ -600,6 +602,11 @@ enum error_code controller_new(const struct controller_config *cfg, struct contr
 			controller_free(c);
 			return error_set(err, ERR_NOMEM, "out of memory");
 		}
+	if (!(c->default_endpoint = strdup(cfg->default_endpoint ? cfg->default_endpoint : "")) ||
+	    !(c->allowed_endpoints = strdup(cfg->allowed_endpoints ? cfg->allowed_endpoints : ""))) {
+		controller_free(c);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
 	if (fileio_mkdirs(c->dir, 0700, err) != ERR_OK) {
 		controller_free(c);
 		return err->code;
@@ -620,6 +627,8 @@ void controller_free(struct controller *c)
 	for (size_t i = 0; i < c->nfile_roots; i++)
 		free(c->file_roots[i]);
 	free(c->file_roots);
+	free(c->default_endpoint);
+	free(c->allowed_endpoints);
 	free(c->dir);
 	free(c);
 }
@@ -637,6 +646,21 @@ static enum error_code check_file_source(const struct controller *c, const char 
 		return ERR_OK;
 	err->code = ERR_INVALID; /* a directory that is not there too */
 	return error_wrap(err, "parameter 'source'");
+}
+
+/*
+ * granary-meta lists a dataset at the endpoint its StorageClass names, with
+ * the provisioner Secret or the cluster's credentials: only store.endpoint
+ * and store.allowed_endpoints (meta refuses the others too; here the
+ * claim's error names the parameter before any Secret is written).
+ */
+static enum error_code check_endpoint(const struct controller *c,
+				      const struct controller_params *p, struct error *err)
+{
+	if (store_endpoint_check(p->source, p->endpoint, c->default_endpoint,
+				 c->allowed_endpoints, err) == ERR_OK)
+		return ERR_OK;
+	return error_wrap(err, "parameter 'endpoint'");
 }
 
 static enum error_code check_capabilities(const struct controller_capability *caps, size_t n,
@@ -695,6 +719,8 @@ enum error_code controller_create_volume(struct controller *c,
 		rc = controller_parse_params(req->params, req->nparams, &params, err);
 	if (rc == ERR_OK)
 		rc = check_file_source(c, params.source, err);
+	if (rc == ERR_OK)
+		rc = check_endpoint(c, &params, err);
 	if (rc == ERR_OK)
 		rc = controller_parse_secret("secret", req->secrets, req->nsecrets, &secret,
 					     &has_secret, err);

@@ -220,6 +220,11 @@ struct controller_config {
 	struct meta_client *meta;   /* not owned; outlives the controller */
 	char *const *file_roots;    /* directories file:// sources may lie in (copied) */
 	size_t nfile_roots;         /* 0: file:// sources are refused */
+	/* The endpoints a StorageClass may name (store_endpoint_check):
+	 * granary-meta's store.endpoint and store.allowed_endpoints (copied;
+	 * NULL = "") */
+	const char *default_endpoint;
+	const char *allowed_endpoints;
 };
 
 enum error_code controller_new(const struct controller_config *cfg, struct controller **out,

@@ -11,6 +11,7 @@
 #include "common/netaddr.h"
 #include "csi/identity.h"
 #include "csi/registration.h"
+#include "store/store.h"
 
 const char *const csi_mode_names[] = { "controller", "node", "all", NULL };
 
@@ -44,6 +45,13 @@ static const struct config_field csi_fields[] = {
 	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct csi_settings, allowed_file_roots), "",
 	  "comma-separated directories a file:// source may lie in, resolved, for CreateVolume and for the node's registration from a volume context (empty: file:// sources are refused)",
 	  0, 0, NULL },
+	{ "store.endpoint", CONFIG_STRING, offsetof(struct csi_settings, store_endpoint), "",
+	  "controller: the cluster's S3 endpoint, granary-meta's store.endpoint (empty: AWS); a "
+	  "StorageClass may name it", 0, 0, NULL },
+	{ "store.allowed_endpoints", CONFIG_STRING,
+	  offsetof(struct csi_settings, store_allowed_endpoints), "",
+	  "controller: S3 endpoints a StorageClass may name besides store.endpoint, "
+	  "comma-separated, as granary-meta's (CreateVolume refuses any other)", 0, 0, NULL },
 	{ "stage_timeout", CONFIG_DURATION, offsetof(struct csi_settings, stage_timeout_ms), "120s",
 	  "longest NodeStageVolume waits for a new granary-fuse to serve", 100, 3600000, NULL },
 	{ "registration_socket", CONFIG_STRING,
@@ -173,6 +181,12 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 		return err->code;
 	if (check_dirs(csi_settings_file_roots, s, err) != ERR_OK)
 		return err->code;
+	if (s->store_endpoint && *s->store_endpoint &&
+	    store_check_endpoint(s->store_endpoint, err) != ERR_OK)
+		return error_wrap(err, "key 'store.endpoint'");
+	if (store_check_endpoint_list("store.allowed_endpoints", s->store_allowed_endpoints,
+				      err) != ERR_OK)
+		return ERR_INVALID;
 	if (check_registration(s, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->health_address && *s->health_address &&

@@ -47,6 +47,11 @@ struct csi_settings {
 	char *allowed_file_roots; /* both roles: comma-separated absolute
 				   * directories file:// sources may lie in ("" = none);
 				   * see store_file_root_check */
+	char *store_endpoint;     /* controller role: the cluster's S3 endpoint, as
+				   * granary-meta's store.endpoint ("" = AWS) */
+	char *store_allowed_endpoints; /* controller role: comma-separated endpoints a
+					* StorageClass may name besides it; see
+					* store_endpoint_check */
 	uint64_t stage_timeout_ms; /* node role: wait for a new daemon to serve */
 	char *registration_socket; /* node role: the kubelet's registration socket
 				    * (absolute path; "" = off) */
@@ -65,7 +70,8 @@ extern const struct config_schema csi_settings_schema;
  * addresses, node_id a plausible node name, state_dir an absolute path,
  * fuse_binary an absolute path when the node role is on, fuse_config
  * empty or absolute, allowed_roots and allowed_file_roots lists of
- * absolute directories,
+ * absolute directories, store.endpoint and store.allowed_endpoints valid
+ * endpoint URLs,
  * registration_socket only with the node role, an absolute socket path
  * other than the endpoint's and with kubelet_endpoint (an absolute path)
  * given, health_address empty or a listen address (":9808" too), and

@@ -185,6 +185,8 @@ int main(int argc, char **argv)
 
 		cc.file_roots = file_roots;
 		cc.nfile_roots = nfile_roots;
+		cc.default_endpoint = s.store_endpoint;
+		cc.allowed_endpoints = s.store_allowed_endpoints;
 
 		/* Only the controller needs meta to do anything at all; a node
 		 * plugin keeps serving its mounts while meta is away, so its

@@ -452,3 +452,159 @@ void harness_proxy_stop(struct harness_proxy *p)
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
+
+/* ---- the attacker endpoint ---------------------------------------------- */
+
+struct harness_recorder {
+	int fd;
+	char url[64];
+	pthread_t t;
+	pthread_mutex_t mu;
+	int stop;               /* protected by mu */
+	unsigned requests;      /* protected by mu */
+	unsigned signed_requests; /* protected by mu */
+};
+
+static void recorder_answer(struct harness_recorder *r, int c)
+{
+	char req[8192], head[256], body[1024];
+	size_t have = 0;
+	unsigned nth;
+	int hl, bl;
+
+	while (have < sizeof(req) - 1) {
+		struct pollfd p = { .fd = c, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 2000) <= 0)
+			return;
+		n = read(c, req + have, sizeof(req) - 1 - have);
+		if (n <= 0)
+			return;
+		have += (size_t)n;
+		req[have] = '\0';
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	pthread_mutex_lock(&r->mu);
+	nth = ++r->requests;
+	if (strcasestr(req, "\r\nauthorization:"))
+		r->signed_requests++;
+	pthread_mutex_unlock(&r->mu);
+#define OBJ(key, size)                                                                     \
+	"<Contents><Key>" key "</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>" \
+	"<ETag>&quot;0a&quot;</ETag><Size>" size "</Size></Contents>"
+	bl = snprintf(body, sizeof(body),
+		      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		      "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		      "<Name>x</Name>");
+	if (strstr(req, "prefix=pages"))
+		bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+			       "<IsTruncated>true</IsTruncated>"
+			       "<NextContinuationToken>t%u</NextContinuationToken>",
+			       nth);
+	else if (strstr(req, "prefix=loop"))
+		bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+			       "<IsTruncated>true</IsTruncated>"
+			       "<NextContinuationToken>again</NextContinuationToken>" OBJ("loop/a",
+											 "1"));
+	else if (strstr(req, "prefix=huge"))
+		bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+			       "<IsTruncated>false</IsTruncated>" OBJ("huge/a",
+								      "18446744073709551615"));
+	else if (strstr(req, "prefix=clash"))
+		bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+			       "<IsTruncated>false</IsTruncated>" OBJ("clash/a", "1")
+				       OBJ("clash/a/b", "2"));
+	else
+		bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+			       "<IsTruncated>false</IsTruncated>");
+#undef OBJ
+	bl += snprintf(body + bl, sizeof(body) - (size_t)bl, "</ListBucketResult>");
+	hl = snprintf(head, sizeof(head),
+		      "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+		      "Content-Length: %d\r\nConnection: close\r\n\r\n",
+		      bl);
+	if (write(c, head, (size_t)hl) == hl)
+		(void)!write(c, body, (size_t)bl);
+}
+
+static void *recorder_loop(void *arg)
+{
+	struct harness_recorder *r = arg;
+
+	for (;;) {
+		struct pollfd p = { .fd = r->fd, .events = POLLIN };
+		int stop, c;
+
+		pthread_mutex_lock(&r->mu);
+		stop = r->stop;
+		pthread_mutex_unlock(&r->mu);
+		if (stop)
+			return NULL;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		c = accept(r->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		recorder_answer(r, c);
+		close(c);
+	}
+}
+
+struct harness_recorder *harness_recorder_start(void)
+{
+	struct harness_recorder *r = calloc(1, sizeof(*r));
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+
+	ck_assert_ptr_nonnull(r);
+	pthread_mutex_init(&r->mu, NULL);
+	r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(r->fd, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(r->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(r->fd, 64), 0);
+	ck_assert_int_eq(getsockname(r->fd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+	ck_assert_int_eq(pthread_create(&r->t, NULL, recorder_loop, r), 0);
+	return r;
+}
+
+const char *harness_recorder_url(const struct harness_recorder *r)
+{
+	return r->url;
+}
+
+unsigned harness_recorder_requests(struct harness_recorder *r)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->requests;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+unsigned harness_recorder_signed(struct harness_recorder *r)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->signed_requests;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+void harness_recorder_stop(struct harness_recorder *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = 1;
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(r->t, NULL);
+	close(r->fd);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}

@@ -141,6 +141,28 @@ unsigned harness_proxy_accepted(struct harness_proxy *p);
 /* Closes every connection and the listener, joins the thread, frees p. */
 void harness_proxy_stop(struct harness_proxy *p);
 
+/*
+ * An "attacker endpoint": a listener on a free loopback port, run by a
+ * thread of the test process, that stands for an address a registration
+ * names. It reads each request's head, counts requests and those that
+ * carried an Authorization header (the daemon signed them with its
+ * credentials), and answers every request (Connection: close) with an S3
+ * listing chosen by the prefix listed, listings no real server gives:
+ *   pages   truncated, a new continuation token every time: never ends;
+ *   loop    truncated, NextContinuationToken "again" whatever was asked;
+ *   huge    one object "huge/a" of 2^64 - 1 bytes;
+ *   clash   "clash/a" and "clash/a/b": a file and a directory of one name;
+ *   else    an empty, complete listing.
+ * Fails the test when it cannot listen.
+ */
+struct harness_recorder;
+struct harness_recorder *harness_recorder_start(void);
+/* "http://127.0.0.1:PORT", valid until harness_recorder_stop. */
+const char *harness_recorder_url(const struct harness_recorder *r);
+unsigned harness_recorder_requests(struct harness_recorder *r);
+unsigned harness_recorder_signed(struct harness_recorder *r);
+void harness_recorder_stop(struct harness_recorder *r);
+
 /* The port of an "http://host:port" URL, or -1. */
 int harness_url_port(const char *url);
 

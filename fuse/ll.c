@@ -597,11 +597,41 @@ static enum error_code first_init(struct fuse_session *se, const char *path, str
 	return rc;
 }
 
+/* The first bytes of fuse_init_in every protocol 7 kernel sends: major,
+ * minor, max_readahead, flags. */
+#define LL_INIT_IN_MIN 16
+
+enum error_code ll_check_saved_init(const void *data, size_t len, struct error *err)
+{
+	struct fuse_in_header h;
+	uint32_t major;
+
+	if (len > LL_INIT_STATE_MAX)
+		return error_set(err, ERR_INVALID, "%zu bytes, more than a FUSE_INIT (at most %d)",
+				 len, LL_INIT_STATE_MAX);
+	if (len < sizeof(h) + LL_INIT_IN_MIN)
+		return error_set(err, ERR_INVALID, "%zu bytes, less than a FUSE_INIT (at least %zu)",
+				 len, sizeof(h) + LL_INIT_IN_MIN);
+	memcpy(&h, data, sizeof(h));
+	if (h.opcode != FUSE_INIT)
+		return error_set(err, ERR_INVALID, "opcode %u, not FUSE_INIT (%d)", h.opcode,
+				 FUSE_INIT);
+	if (h.len != len)
+		return error_set(err, ERR_INVALID,
+				 "the header's length %u is not the %zu bytes saved (one request only)",
+				 h.len, len);
+	memcpy(&major, (const char *)data + sizeof(h), sizeof(major));
+	if (major != FUSE_KERNEL_VERSION)
+		return error_set(err, ERR_INVALID, "protocol major %u, not %d", major,
+				 FUSE_KERNEL_VERSION);
+	return ERR_OK;
+}
+
 /* Successor: replay the saved INIT, then have the kernel resend what the
  * previous daemon left unanswered (without that, such readers hang). */
 static enum error_code take_over(struct fuse_session *se, const char *path, struct error *err)
 {
-	char init[8192];
+	char init[LL_INIT_STATE_MAX + 1];
 	struct fuse_buf buf = { 0 };
 	struct fuse_out_header resend = { .len = sizeof(resend), .error = LL_NOTIFY_RESEND };
 	ssize_t n;
@@ -612,8 +642,11 @@ static enum error_code take_over(struct fuse_session *se, const char *path, stru
 				 "takeover: read the saved FUSE_INIT '%s': %s", path, strerror(errno));
 	n = read(fd, init, sizeof(init));
 	close(fd);
-	if (n < (ssize_t)sizeof(struct fuse_in_header))
-		return error_set(err, ERR_IO, "takeover: '%s' does not hold a FUSE_INIT request", path);
+	if (n < 0)
+		return error_set(err, error_from_errno(errno),
+				 "takeover: read the saved FUSE_INIT '%s': %s", path, strerror(errno));
+	if (ll_check_saved_init(init, (size_t)n, err) != ERR_OK)
+		return error_wrap(err, "takeover: '%s' does not hold a FUSE_INIT request", path);
 	buf.mem = init;
 	buf.size = (size_t)n;
 	/* The reply to this INIT goes back to the kernel, which no longer

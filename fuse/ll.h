@@ -51,4 +51,17 @@ struct ll_config {
  */
 enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct error *err);
 
+/*
+ * The saved FUSE_INIT (ll_config.init_state) a successor replays to
+ * libfuse: the file lies in the node plugin's state directory, which a
+ * mount pod can write, so it is checked before libfuse sees it. It must
+ * hold exactly one request: a fuse_in_header whose len is the file's
+ * size, opcode FUSE_INIT, and a fuse_init_in of protocol major 7 (at
+ * least its first 16 bytes, the most an old kernel sends), at most
+ * LL_INIT_STATE_MAX bytes in all. ERR_INVALID saying which rule the data
+ * breaks (callers prefix the file).
+ */
+#define LL_INIT_STATE_MAX 8192
+enum error_code ll_check_saved_init(const void *data, size_t len, struct error *err);
+
 #endif

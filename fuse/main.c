@@ -423,6 +423,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
 		.readahead_max = (unsigned)s->prefetch_blocks,
 		.any_file_source = true, /* run by hand on this machine */
+		.any_endpoint = true,
 	};
 	struct fetch_dataset_config dcfg = {
 		.name = STANDALONE_NAME,

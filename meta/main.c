@@ -123,7 +123,7 @@ int main(int argc, char **argv)
 	ropt.data_dir = s.data_dir;
 	ropt.store = &store_cfg;
 	ropt.max_builds = MAX_BUILDS;
-	ropt.cluster_endpoints = s.listing_cluster_endpoints;
+	ropt.allowed_endpoints = s.store_allowed_endpoints;
 	ropt.file_roots = s.allowed_file_roots;
 	ropt.limits.max_objects = (uint64_t)s.listing_max_objects;
 	ropt.limits.max_pages = (uint64_t)s.listing_max_pages;

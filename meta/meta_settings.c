@@ -31,10 +31,10 @@ static const struct config_field meta_fields[] = {
 	  "1000000", "ListObjectsV2 pages one listing may take", 1, 1e9, NULL },
 	{ "listing.max_time", CONFIG_DURATION, offsetof(struct meta_settings, listing_max_time_ms),
 	  "30m", "time one listing may take, all pages", 1000, 7 * 86400000.0, NULL },
-	{ "listing.cluster_endpoints", CONFIG_STRING,
-	  offsetof(struct meta_settings, listing_cluster_endpoints), "",
-	  "the cluster's S3 endpoints besides store.endpoint, comma-separated: only these get "
-	  "meta's own credentials", 0, 0, NULL },
+	{ "store.allowed_endpoints", CONFIG_STRING,
+	  offsetof(struct meta_settings, store_allowed_endpoints), "",
+	  "S3 endpoints a dataset may name besides store.endpoint, comma-separated; they get "
+	  "meta's own credentials, every other endpoint is refused", 0, 0, NULL },
 	{ "allowed_file_roots", CONFIG_STRING, offsetof(struct meta_settings, allowed_file_roots),
 	  "", "comma-separated directories of this host a file:// source may lie in, resolved "
 	  "(empty: file:// sources are refused)", 0, 0, NULL },
@@ -63,35 +63,6 @@ const struct config_schema meta_settings_schema = {
 	.nfields = sizeof(meta_fields) / sizeof(meta_fields[0]),
 };
 
-/* Each comma-separated item of list (spaces around it allowed) is an
- * endpoint URL. */
-static enum error_code check_endpoints(const char *key, const char *list, struct error *err)
-{
-	char item[1024];
-
-	for (const char *p = list ? list : ""; *p;) {
-		size_t len = strcspn(p, ",");
-
-		while (len > 0 && *p == ' ') {
-			p++;
-			len--;
-		}
-		while (len > 0 && p[len - 1] == ' ')
-			len--;
-		if (len >= sizeof(item))
-			return error_set(err, ERR_INVALID, "key '%s': an endpoint longer than %zu bytes",
-					 key, sizeof(item) - 1);
-		memcpy(item, p, len);
-		item[len] = '\0';
-		if (store_check_endpoint(item, err) != ERR_OK)
-			return error_wrap(err, "key '%s'", key);
-		p += strcspn(p, ",");
-		if (*p == ',')
-			p++;
-	}
-	return ERR_OK;
-}
-
 enum error_code meta_settings_check(const struct meta_settings *s, struct error *err)
 {
 	char *roots[STORE_FILE_ROOTS_MAX];
@@ -111,7 +82,7 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (s->store.endpoint && *s->store.endpoint &&
 	    store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
-	if (check_endpoints("listing.cluster_endpoints", s->listing_cluster_endpoints, err) !=
+	if (store_check_endpoint_list("store.allowed_endpoints", s->store_allowed_endpoints, err) !=
 	    ERR_OK)
 		return ERR_INVALID;
 	if (config_split_dirs("allowed_file_roots", s->allowed_file_roots, roots,

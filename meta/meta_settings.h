@@ -26,7 +26,7 @@ struct meta_settings {
 	int64_t listing_max_objects;    /* objects in one dataset listing */
 	int64_t listing_max_pages;      /* ListObjectsV2 pages in one listing */
 	uint64_t listing_max_time_ms;   /* one listing, all pages */
-	char *listing_cluster_endpoints; /* comma-separated, besides store.endpoint */
+	char *store_allowed_endpoints;  /* comma-separated, besides store.endpoint */
 	char *allowed_file_roots;       /* comma-separated; "" = no file:// sources */
 	char *auth_csi_key_file;        /* the roles' keys (meta/meta_auth.h); "" = none */
 	char *auth_worker_key_file;
@@ -40,7 +40,7 @@ extern const struct config_schema meta_settings_schema;
 /*
  * Checks what the table cannot: listen is a valid address, data_dir an
  * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
- * endpoint and each of listing.cluster_endpoints a valid URL (when set),
+ * endpoint and each of store.allowed_endpoints a valid URL (when set),
  * allowed_file_roots absolute directories, the auth.*_key_file absolute
  * paths when set, and log.level a known level (whether key files and
  * auth.insecure go together is meta_auth_load's check). Returns

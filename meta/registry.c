@@ -54,9 +54,8 @@ struct registry {
 	struct store_config store; /* points at the strings below */
 	char *endpoint, *region, *credentials_file, *profile;
 	unsigned max_builds;
-	unsigned max_foreign;      /* of max_builds, for endpoints outside the cluster's */
-	char **cluster;            /* the cluster's endpoints, store.endpoint first */
-	size_t ncluster;
+	unsigned max_foreign;      /* of max_builds, for endpoints other than store.endpoint */
+	char *allowed_endpoints;   /* store.allowed_endpoints; NULL = none */
 	struct store_list_limits limits;
 	char *file_roots[STORE_FILE_ROOTS_MAX]; /* allowed_file_roots; immutable */
 	size_t nfile_roots;
@@ -606,6 +605,21 @@ static enum error_code check_file_source(const struct registry *r, const char *u
 	return error_wrap(err, "field 'source_uri'");
 }
 
+/*
+ * Meta lists a dataset with its own credentials, or with any file a csi
+ * caller names as credentials_ref: only at store.endpoint and the endpoints
+ * of store.allowed_endpoints (store_endpoint_check), so that a registration
+ * sends nothing to an address of the registrant's choice.
+ */
+static enum error_code check_endpoint(const struct registry *r,
+				      const Granary__V1__DatasetSpec *spec, struct error *err)
+{
+	if (store_endpoint_check(spec->source_uri, spec->endpoint, r->endpoint,
+				 r->allowed_endpoints, err) == ERR_OK)
+		return ERR_OK;
+	return error_wrap(err, "field 'endpoint'");
+}
+
 /* The same for a record read at start-up. */
 static enum error_code check_record_source(const struct registry *r, const struct entry *e,
 					   struct error *err)
@@ -617,6 +631,8 @@ static enum error_code check_record_source(const struct registry *r, const struc
 	if (!spec)
 		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", e->name);
 	rc = check_file_source(r, spec->source_uri, true, err);
+	if (rc == ERR_OK)
+		rc = check_endpoint(r, spec, err);
 	granary__v1__dataset_spec__free_unpacked(spec, NULL);
 	return rc;
 }
@@ -687,63 +703,12 @@ static enum error_code load_all(struct registry *r, struct error *err)
 	return ERR_OK;
 }
 
-/* Endpoints compare without trailing '/' and without regard to case. */
-static size_t endpoint_len(const char *e, size_t len)
+/* Whether spec names an endpoint other than store.endpoint (an empty one is
+ * store.endpoint's): such listings take at most max_foreign slots. */
+static bool foreign_endpoint(const struct registry *r, const Granary__V1__DatasetSpec *spec)
 {
-	while (len > 0 && e[len - 1] == '/')
-		len--;
-	return len;
-}
-
-/* Appends the comma-separated endpoints of list to r->cluster. */
-static int add_cluster_endpoints(struct registry *r, const char *list)
-{
-	const char *p = list;
-
-	while (p && *p) {
-		size_t len = strcspn(p, ","), keep;
-		char **grown;
-
-		while (len > 0 && *p == ' ') {
-			p++;
-			len--;
-		}
-		keep = len;
-		while (keep > 0 && p[keep - 1] == ' ')
-			keep--;
-		keep = endpoint_len(p, keep);
-		if (keep > 0) {
-			grown = realloc(r->cluster, (r->ncluster + 1) * sizeof(*grown));
-			if (!grown)
-				return -1;
-			r->cluster = grown;
-			r->cluster[r->ncluster] = strndup(p, keep);
-			if (!r->cluster[r->ncluster])
-				return -1;
-			r->ncluster++;
-		}
-		p += len;
-		if (*p == ',')
-			p++;
-	}
-	return 0;
-}
-
-/* Whether spec lists one of the cluster's endpoints (an empty endpoint is
- * the default store's). */
-static bool cluster_endpoint(const struct registry *r, const Granary__V1__DatasetSpec *spec)
-{
-	const char *e = spec->endpoint;
-	size_t len;
-
-	if (!e || !*e)
-		return true;
-	len = endpoint_len(e, strlen(e));
-	for (size_t i = 0; i < r->ncluster; i++) {
-		if (strlen(r->cluster[i]) == len && strncasecmp(r->cluster[i], e, len) == 0)
-			return true;
-	}
-	return false;
+	return store_endpoint_check(spec->source_uri, spec->endpoint, r->endpoint, NULL, NULL) !=
+	       ERR_OK;
 }
 
 enum error_code registry_open(const struct registry_options *opt, struct registry **out,
@@ -786,8 +751,8 @@ enum error_code registry_open(const struct registry_options *opt, struct registr
 		return rc;
 	}
 	r->max_foreign = r->max_builds / 2 ? r->max_builds / 2 : 1;
-	if (add_cluster_endpoints(r, r->endpoint) < 0 ||
-	    add_cluster_endpoints(r, opt->cluster_endpoints) < 0)
+	if (opt->allowed_endpoints && *opt->allowed_endpoints &&
+	    !(r->allowed_endpoints = strdup(opt->allowed_endpoints)))
 		goto nomem;
 	if (asprintf(&r->records_dir, "%s/datasets", opt->data_dir) < 0) {
 		r->records_dir = NULL;
@@ -827,9 +792,7 @@ void registry_free(struct registry *r)
 	free(r->region);
 	free(r->credentials_file);
 	free(r->profile);
-	for (size_t i = 0; i < r->ncluster; i++)
-		free(r->cluster[i]);
-	free(r->cluster);
+	free(r->allowed_endpoints);
 	config_dirs_free(r->file_roots, r->nfile_roots);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->mu);
@@ -893,8 +856,11 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 
 	if (r->build_hook)
 		r->build_hook(spec->name, generation, r->hook_arg);
-	/* Again at each refresh: the directory may have become a link out. */
+	/* Again at each refresh: the directory may have become a link out,
+	 * the endpoint may have left store.allowed_endpoints. */
 	rc = check_file_source(r, spec->source_uri, false, err);
+	if (rc == ERR_OK)
+		rc = check_endpoint(r, spec, err);
 	if (rc != ERR_OK)
 		goto out;
 	rc = store_uri_parse(spec->source_uri, &scheme, &bucket, &prefix, err);
@@ -916,9 +882,6 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 	if (spec->credentials_ref && *spec->credentials_ref) {
 		cfg.credentials_file = spec->credentials_ref;
 		cfg.profile = NULL;
-	} else if (!cluster_endpoint(r, spec)) {
-		/* Meta's own credentials are for the cluster's endpoints only. */
-		cfg.anonymous = true;
 	}
 	rc = store_open(uri, &cfg, &st, err);
 	if (rc != ERR_OK) {
@@ -1035,8 +998,8 @@ static enum error_code admit_build(const struct registry *r, const Granary__V1__
 				 spec->name, r->builders);
 	if (foreign && r->foreign >= r->max_foreign)
 		return error_set(err, ERR_UNAVAILABLE,
-				 "dataset '%s': %u listings of endpoints outside the cluster's "
-				 "(listing.cluster_endpoints) in progress, the most at once; retry later",
+				 "dataset '%s': %u listings of endpoints other than store.endpoint in "
+				 "progress, the most at once; retry later",
 				 spec->name, r->foreign);
 	return ERR_OK;
 }
@@ -1062,6 +1025,8 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 	rc = registry_check_spec(spec, err);
 	if (rc == ERR_OK)
 		rc = check_file_source(r, spec->source_uri, true, err);
+	if (rc == ERR_OK)
+		rc = check_endpoint(r, spec, err);
 	if (rc != ERR_OK)
 		return rc;
 	e = calloc(1, sizeof(*e));
@@ -1088,7 +1053,7 @@ enum error_code registry_register(struct registry *r, const Granary__V1__Dataset
 		entry_free(e);
 		return rc;
 	}
-	foreign = !cluster_endpoint(r, spec);
+	foreign = foreign_endpoint(r, spec);
 	rc = admit_build(r, spec, foreign, err);
 	if (rc != ERR_OK) {
 		pthread_mutex_unlock(&r->mu);
@@ -1275,7 +1240,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 		rc = error_set(err, ERR_NOMEM, "refresh '%s': out of memory", name);
 		goto unlock;
 	}
-	foreign = !cluster_endpoint(r, spec);
+	foreign = foreign_endpoint(r, spec);
 	rc = admit_build(r, spec, foreign, err);
 	if (rc != ERR_OK)
 		goto unlock;

@@ -26,10 +26,10 @@
  * of starting another. At most max_builds Register/Refresh calls run or wait
  * at once; more are refused with ERR_UNAVAILABLE, so that a caller serving
  * them from a fixed thread pool always keeps threads for Get and List. Of
- * those, listings of endpoints outside the cluster's (see
- * registry_options.cluster_endpoints) take at most half, and every listing
- * is bounded in pages, objects and time, so that a slow or hostile endpoint
- * named in a spec cannot keep the cluster's own datasets from registering.
+ * those, listings of endpoints other than store.endpoint (see
+ * registry_options.allowed_endpoints) take at most half, and every listing
+ * is bounded in pages, objects and time, so that a slow endpoint named in a
+ * spec cannot keep the cluster's own datasets from registering.
  *
  * Snapshots are not kept in memory: registry_read_snapshot() streams the
  * snapshot file (it is the snapshot encoding itself, checksum included)
@@ -72,15 +72,16 @@ struct registry_options {
 	const struct store_config *store;
 	unsigned max_builds;    /* Register/Refresh running or waiting; 0 = 4 */
 	/*
-	 * The cluster's own endpoints besides store->endpoint, comma-separated
-	 * ("" or NULL: store->endpoint alone). A spec whose endpoint is empty
-	 * or one of these is listed with meta's credentials chain when its
-	 * credentials_ref is ""; any other endpoint gets only the file its
-	 * credentials_ref names, or unsigned requests, and listings of such
-	 * endpoints take at most half of max_builds (at least 1), so that
-	 * endpoints a caller names can never hold every build slot.
+	 * The endpoints a spec may name besides store->endpoint, comma-separated
+	 * ("" or NULL: store->endpoint alone; store_endpoint_check). A spec
+	 * naming any other endpoint is refused (ERR_INVALID naming field
+	 * 'endpoint') at registration and at every refresh, before anything is
+	 * sent to it, and its record is skipped at registry_open. Every allowed
+	 * endpoint is listed with the file credentials_ref names, else meta's
+	 * credentials chain. Listings of endpoints other than store->endpoint
+	 * take at most half of max_builds (at least 1).
 	 */
-	const char *cluster_endpoints;
+	const char *allowed_endpoints;
 	/*
 	 * Directories of this host file:// sources may lie in, comma-separated
 	 * ("" or NULL: none, every file:// source is refused); see
@@ -136,7 +137,9 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
  *     waits for a registration of it in progress and returns its result);
  *   - same name, another spec: ERR_EXISTS naming the first field that
  *     differs;
- *   - invalid spec: ERR_INVALID as registry_check_spec; a file:// source
+ *   - invalid spec: ERR_INVALID as registry_check_spec; an endpoint
+ *     outside options.allowed_endpoints: ERR_INVALID naming endpoint, before
+ *     anything is sent; a file:// source
  *     outside options.file_roots: ERR_INVALID naming source_uri
  *     (store_file_root_check), before anything is listed; a bucket that does
  *     not exist or a key that cannot be a path: ERR_INVALID naming
@@ -153,8 +156,8 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
  *     the endpoint; past limits.max_pages or max_objects: ERR_NO_SPACE;
  *     past limits.max_ms: ERR_TIMEOUT; a key that cannot be a path or a
  *     size over 5 TiB: ERR_INVALID naming the key;
- *   - too many builds at once, or too many of endpoints outside the
- *     cluster's: ERR_UNAVAILABLE;
+ *   - too many builds at once, or too many of endpoints other than
+ *     store.endpoint: ERR_UNAVAILABLE;
  *   - writing data_dir failed: its error (ERR_IO, ERR_NO_SPACE ...).
  * On any error nothing of the dataset remains.
  */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/retry.h"
 
@@ -239,6 +240,83 @@ out:
 	free(dir);
 	free(prefix);
 	return rc;
+}
+
+/* The endpoint text that compares: without spaces around it and without
+ * trailing '/'. Sets *len. */
+static const char *endpoint_trim(const char *e, size_t n, size_t *len)
+{
+	while (n > 0 && *e == ' ') {
+		e++;
+		n--;
+	}
+	while (n > 0 && (e[n - 1] == ' ' || e[n - 1] == '/'))
+		n--;
+	*len = n;
+	return e;
+}
+
+static bool endpoint_same(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+enum error_code store_endpoint_check(const char *uri, const char *endpoint,
+				     const char *default_endpoint, const char *allowed,
+				     struct error *err)
+{
+	const char *want, *item;
+	size_t wlen, dlen, ilen;
+
+	if (uri && strncmp(uri, "file://", 7) == 0)
+		return ERR_OK;
+	if (!endpoint || !*endpoint)
+		return ERR_OK;
+	want = endpoint_trim(endpoint, strlen(endpoint), &wlen);
+	default_endpoint = default_endpoint ? default_endpoint : "";
+	item = endpoint_trim(default_endpoint, strlen(default_endpoint), &dlen);
+	if (endpoint_same(want, wlen, item, dlen))
+		return ERR_OK;
+	for (const char *p = allowed ? allowed : ""; *p;) {
+		size_t n = strcspn(p, ",");
+
+		item = endpoint_trim(p, n, &ilen);
+		if (ilen > 0 && endpoint_same(want, wlen, item, ilen))
+			return ERR_OK;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return error_set(err, ERR_INVALID,
+			 "endpoint '%s' is not allowed: the endpoints a dataset may name are "
+			 "store.endpoint and store.allowed_endpoints",
+			 endpoint);
+}
+
+enum error_code store_check_endpoint_list(const char *key, const char *list,
+					  struct error *err)
+{
+	char item[1024];
+
+	for (const char *p = list ? list : ""; *p;) {
+		size_t n = strcspn(p, ","), len;
+		const char *e = endpoint_trim(p, n, &len);
+
+		/* Trailing '/' was trimmed for comparing; check the item whole. */
+		while (len < n && e[len] == '/')
+			len++;
+		if (len >= sizeof(item))
+			return error_set(err, ERR_INVALID, "key '%s': an endpoint longer than %zu bytes",
+					 key, sizeof(item) - 1);
+		memcpy(item, e, len);
+		item[len] = '\0';
+		if (store_check_endpoint(item, err) != ERR_OK)
+			return error_wrap(err, "key '%s'", key);
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return ERR_OK;
 }
 
 enum error_code store_open(const char *uri, const struct store_config *cfg,

@@ -266,6 +266,36 @@ enum error_code store_uri_parse(const char *uri, char **scheme, char **bucket,
 enum error_code store_file_root_check(const char *uri, const char *const *roots, size_t n,
 				      struct error *err);
 
+/*
+ * Whether a dataset whose source is uri may be read at endpoint, for every
+ * daemon that takes a dataset from a caller and reads it with credentials
+ * of its own (granary-meta's listings, the worker's fetches and preload
+ * listings, the CSI controller's check of a StorageClass): only the
+ * cluster's own endpoint (default_endpoint, the daemon's store.endpoint;
+ * "" or NULL is AWS for the region) and the endpoints of allowed (the
+ * store.allowed_endpoints setting: comma-separated URLs, spaces around
+ * each allowed) may be named, so that a registration can neither make a
+ * daemon send its credentials, nor any request, to an address of the
+ * registrant's choice. endpoint "" or NULL is the default. Endpoints
+ * compare without a trailing '/' and without regard to case. A file://
+ * uri is ERR_OK (nothing is sent anywhere). Errors quote the endpoint
+ * (callers prefix the field):
+ *   ERR_INVALID "endpoint 'http://10.0.0.9:9000' is not allowed: the
+ *               endpoints a dataset may name are store.endpoint and
+ *               store.allowed_endpoints"
+ */
+enum error_code store_endpoint_check(const char *uri, const char *endpoint,
+				     const char *default_endpoint, const char *allowed,
+				     struct error *err);
+
+/*
+ * A store.allowed_endpoints setting: each comma-separated item (spaces
+ * around it allowed) passes store_check_endpoint. ERR_INVALID naming key
+ * and the item.
+ */
+enum error_code store_check_endpoint_list(const char *key, const char *list,
+					  struct error *err);
+
 /* S3 bucket naming rules (3-63 chars, lowercase, digits, '.', '-', ...).
  * Returns ERR_OK or ERR_INVALID saying which rule the name breaks. */
 enum error_code store_check_bucket_name(const char *name, struct error *err);

@@ -1498,6 +1498,148 @@ START_TEST(test_worker_file_datasets_only_under_allowed_file_roots)
 }
 END_TEST
 
+static struct resp put_endpoint_dataset(const char *name, const char *source, const char *ep,
+					const char *creds)
+{
+	char path[128], body[1024];
+
+	snprintf(path, sizeof(path), "/v1/datasets/%s", name);
+	if (creds)
+		snprintf(body, sizeof(body),
+			 "{\"source\":\"%s\",\"endpoint\":\"%s\",\"credentials_file\":\"%s\"}",
+			 source, ep, creds);
+	else
+		snprintf(body, sizeof(body), "{\"source\":\"%s\",\"endpoint\":\"%s\"}", source,
+			 ep);
+	return request("PUT", path, NULL, body, NULL, AUTH_OK);
+}
+
+/* The state of preload job id once it is no longer running (or after
+ * timeout_ms), malloc'd. */
+static char *preload_wait(long long id, uint64_t timeout_ms)
+{
+	uint64_t deadline = retry_now_ms() + timeout_ms;
+	char path[64], *status;
+	struct resp r;
+
+	snprintf(path, sizeof(path), "/v1/preload/%lld", id);
+	for (;;) {
+		r = request("GET", path, NULL, NULL, NULL, AUTH_OK);
+		ck_assert_int_eq(r.status, 200);
+		if (!strstr((char *)r.body, "\"state\":\"running\"") || retry_now_ms() > deadline)
+			break;
+		resp_free(&r);
+		retry_sleep_ms(50);
+	}
+	status = strdup((char *)r.body);
+	resp_free(&r);
+	return status;
+}
+
+/*
+ * Any holder of the cluster token may put a dataset, naming its endpoint:
+ * the worker fetched its blocks and listed it for a preload there with the
+ * cluster's store credentials (and with any credentials file it can read,
+ * named in the body). An endpoint that is neither store.endpoint nor in
+ * store.allowed_endpoints is refused before anything is sent to it; one the
+ * administrator allows is read with the cluster's credentials.
+ */
+START_TEST(test_worker_sends_nothing_to_endpoints_not_allowed)
+{
+	struct harness_recorder *rec = harness_recorder_start();
+	const char *ep = harness_recorder_url(rec);
+	char want[256], *status;
+	struct resp r;
+
+	snprintf(want, sizeof(want),
+		 "dataset 'evil': field 'endpoint': endpoint '%s' is not allowed: the endpoints a "
+		 "dataset may name are store.endpoint and store.allowed_endpoints\n",
+		 ep);
+	for (int with_creds = 0; with_creds < 2; with_creds++) {
+		r = put_endpoint_dataset("evil", "s3://granary-e2e/x/", ep,
+					 with_creds ? credentials : NULL);
+		if (r.status != 400) {
+			/* Taken: a block read and a preload reach the endpoint. */
+			resp_free(&r);
+			r = request("GET", "/v1/blocks/evil/0", "key=a.bin&etag=e", NULL, NULL,
+				    AUTH_OK);
+			resp_free(&r);
+			r = request("POST", "/v1/preload/evil", NULL, "{}", NULL, AUTH_OK);
+			if (r.status == 202)
+				free(preload_wait(json_num((char *)r.body, "id"), 10000));
+			resp_free(&r);
+			ck_abort_msg("endpoint %s taken (credentials_file %s): %u requests reached "
+				     "it, %u signed",
+				     ep, with_creds ? "named" : "not named",
+				     harness_recorder_requests(rec), harness_recorder_signed(rec));
+		}
+		ck_assert_str_eq((char *)r.body, want);
+		resp_free(&r);
+	}
+	r = request("GET", "/v1/datasets/evil", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	ck_assert_uint_eq(harness_recorder_requests(rec), 0);
+
+	/* Allowed by the administrator: read with the cluster's credentials. */
+	ck_assert_int_eq(worker_stop(NULL), 0);
+	w.extra[0] = "--store.allowed_endpoints";
+	w.extra[1] = ep;
+	w.extra[2] = NULL;
+	worker_start();
+	r = put_endpoint_dataset("ok", "s3://granary-e2e/x/", ep, NULL);
+	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, (char *)r.body);
+	resp_free(&r);
+	r = request("POST", "/v1/preload/ok", NULL, "{}", NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 202);
+	status = preload_wait(json_num((char *)r.body, "id"), 10000);
+	resp_free(&r);
+	ck_assert_msg(strstr(status, "\"state\":\"done\""), "%s", status);
+	free(status);
+	ck_assert_uint_eq(harness_recorder_signed(rec), 1);
+	w.extra[0] = NULL;
+	harness_recorder_stop(rec);
+}
+END_TEST
+
+/*
+ * A preload job lists the dataset's prefix: an endpoint that never ends a
+ * listing kept the job listing until the worker stopped. Its listing is
+ * bounded like meta's (listing.max_pages, listing.max_objects,
+ * listing.max_time), and the job fails naming the limit.
+ */
+START_TEST(test_worker_preload_listing_is_bounded)
+{
+	struct harness_recorder *rec = harness_recorder_start();
+	const char *ep = harness_recorder_url(rec);
+	char *status;
+	struct resp r;
+
+	ck_assert_int_eq(worker_stop(NULL), 0);
+	w.extra[0] = "--store.allowed_endpoints";
+	w.extra[1] = ep;
+	w.extra[2] = "--listing.max_pages";
+	w.extra[3] = "5";
+	w.extra[4] = NULL;
+	worker_start();
+	r = put_endpoint_dataset("endless", "s3://granary-e2e/pages/", ep, NULL);
+	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, (char *)r.body);
+	resp_free(&r);
+	r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 202);
+	status = preload_wait(json_num((char *)r.body, "id"), 10000);
+	resp_free(&r);
+	ck_assert_msg(strstr(status, "\"state\":\"failed\"") &&
+			      strstr(status, "more than 5 pages") &&
+			      strstr(status, "listing.max_pages"),
+		      "%s", status);
+	free(status);
+	ck_assert_uint_eq(harness_recorder_requests(rec), 6);
+	w.extra[0] = NULL;
+	harness_recorder_stop(rec);
+}
+END_TEST
+
 /*
  * A standalone granary-fuse given the worker's cache.dir (the default is
  * the same path) would empty the worker's tmp/ at start and count the same
@@ -1631,6 +1773,7 @@ int main(void)
 	TCase *small = tcase_create("small cache");
 	TCase *member = tcase_create("member of a cluster");
 	TCase *full = tcase_create("full cache disk");
+	TCase *endpoints = tcase_create("endpoints");
 	int rc;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1672,6 +1815,14 @@ int main(void)
 	tcase_set_timeout(full, 120);
 	tcase_add_test(full, test_worker_full_cache_disk_evicts_and_serves_every_block_once);
 	suite_add_tcase(s, full);
+
+	/* Where the worker may send requests (CK_RUN_CASE=endpoints runs these alone). */
+	tcase_add_unchecked_fixture(endpoints, put_objects, free_tokens);
+	tcase_add_checked_fixture(endpoints, setup, teardown);
+	tcase_set_timeout(endpoints, 120);
+	tcase_add_test(endpoints, test_worker_sends_nothing_to_endpoints_not_allowed);
+	tcase_add_test(endpoints, test_worker_preload_listing_is_bounded);
+	suite_add_tcase(s, endpoints);
 
 	rc = check_main_run(s);
 	curl_global_cleanup();

@@ -108,15 +108,18 @@ EOF
 # meta's csi role key; the mount role's is the cluster token, as in the chart.
 (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/csi.key")
 
+# The fixture's S3 server is the cluster's store: the endpoint the
+# StorageClass names, allowed in meta and the controller as the chart does.
 "$GRANARY_BIN_DIR/granary-meta" --listen "unix://$work/meta.sock" \
-  --data_dir "$work/meta" --auth.csi_key_file "$work/csi.key" \
+  --data_dir "$work/meta" --store.endpoint "$GRANARY_S3_ENDPOINT" \
+  --auth.csi_key_file "$work/csi.key" \
   --auth.mount_key_file "$work/token" > "$work/meta.log" 2>&1 &
 meta_pid=$!
 
 mkdir -p "$work/mnt"
 "$GRANARY_BIN_DIR/granary-csi" --mode all --endpoint "unix://$work/csi.sock" \
   --node_id sanity-node --meta.address "unix://$work/meta.sock" \
-  --meta.key_file "$work/csi.key" \
+  --meta.key_file "$work/csi.key" --store.endpoint "$GRANARY_S3_ENDPOINT" \
   --state_dir "$work/state" --allowed_roots "$work/mnt" \
   --fuse_binary "$GRANARY_BIN_DIR/granary-fuse" --fuse_config "$work/fuse.yaml" \
   --stage_timeout 60s > "$work/csi.log" 2>&1 &

@@ -217,7 +217,9 @@ static void start_csi(void)
 	const char *argv[] = { exe, "--mode", "all", "--endpoint", csi_addr, "--node_id", "node-1",
 			       "--meta.address", meta_addr, "--state_dir", state, "--allowed_roots",
 			       roots, "--fuse_binary", fuse, "--fuse_config", cfg,
-			       "--health_address", health_addr, "--meta.key_file", keys.csi, NULL };
+			       "--health_address", health_addr, "--meta.key_file", keys.csi,
+			       /* the endpoint StorageClasses name: meta's, as the chart renders */
+			       "--store.endpoint", endpoint, NULL };
 	char sock[200];
 
 	snprintf(exe, sizeof(exe), "%s/granary-csi", bin_dir);

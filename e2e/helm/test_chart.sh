@@ -54,6 +54,9 @@ cache:
 store:
   endpoint: http://minio.storage.svc:9000
   region: eu-west-1
+  allowedEndpoints:
+    - https://s3.eu-west-1.amazonaws.com
+    - http://10.0.0.5:7070
   credentials:
     existingSecret: cluster-s3
 clusterToken:
@@ -172,6 +175,18 @@ else
   fail "fileRoots: allowed_file_roots in $roots configs (want 4), /mnt/shared mounted $mounts times read-only $ro (want 4), /srv/datasets a hostPath volume $vols times (want 3 pods)"
 fi
 
+# networkPolicy: on by default; metricsFrom opens the health and metrics
+# ports, and only those, to its peers (both checked in 4.); enabled=false
+# renders none.
+render --set networkPolicy.enabled=false >"$work/no-netpol.yaml"
+if grep -q '^kind: NetworkPolicy' "$work/no-netpol.yaml"; then
+  fail "networkPolicy.enabled=false still renders a NetworkPolicy"
+else
+  ok "networkPolicy.enabled=false renders no NetworkPolicy"
+fi
+render --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]' \
+  --show-only templates/networkpolicy.yaml >"$work/netpol-metrics.yaml"
+
 # 3. the schema (or the chart's own checks) refuses bad values
 refuse() {
   local what=$1
@@ -197,9 +212,13 @@ refuse "store.credentials: existingSecret and keys" \
   --set store.credentials.existingSecret=s3 --set store.credentials.accessKeyID=a \
   --set store.credentials.secretAccessKey=b
 refuse "store.credentials: accessKeyID alone" --set store.credentials.accessKeyID=a
+refuse "an allowed endpoint that is not http(s)" --set 'store.allowedEndpoints={ftp://x}'
+refuse "networkPolicy.enabled=maybe" --set networkPolicy.enabled=maybe
+refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["http://a,http://b"]'
 
 # 4. the rendered objects
-if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" <<'PY'
+if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
+  "$work/netpol-metrics.yaml" <<'PY'
 import base64
 import json
 import re
@@ -819,7 +838,51 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(not [v for v in mps.get("volumes", []) if v.get("secret", {}).get("secretName") == keys_secret],
           "the mount pod holds no role key of meta's")
     check_labels(docs)
+    check_network_policies(docs, prefix, mp, worker_port, mport)
     return dep, wcfg, fcfg, mcfg
+
+
+def selects(selector, labels):
+    ml = selector.get("matchLabels", {})
+    return bool(ml) and not selector.get("matchExpressions") and \
+        all(labels.get(k) == v for k, v in ml.items())
+
+
+def check_network_policies(docs, prefix, mount_pod, worker_port, meta_port):
+    """Only Granary's own pods reach meta's gRPC port and the workers' port:
+    each policy selects its component's pods (and no other component's),
+    and each allowed peer is a pod selector matching exactly the pods that
+    need the port. With metricsFrom empty nothing else is allowed."""
+    pods = {
+        "controller": one(docs, "Deployment", prefix + "-controller")["spec"]["template"]["metadata"]["labels"],
+        "worker": one(docs, "DaemonSet", prefix + "-worker")["spec"]["template"]["metadata"]["labels"],
+        "node": one(docs, "DaemonSet", prefix + "-node")["spec"]["template"]["metadata"]["labels"],
+        "mount": mount_pod.get("metadata", {}).get("labels", {}),
+    }
+    check(len(find(docs, "NetworkPolicy")) == 4, "four NetworkPolicies by default")
+    want = {"controller": ({"worker", "node", "mount"}, meta_port),
+            "worker": ({"node", "mount"}, worker_port),
+            "node": (set(), None), "mount": (set(), None)}
+    for comp, (peers, port) in want.items():
+        np = one(docs, "NetworkPolicy", "%s-%s" % (prefix, comp)).get("spec", {})
+        sel = np.get("podSelector", {})
+        check([c for c in pods if selects(sel, pods[c])] == [comp],
+              "NetworkPolicy %s selects the %s pods only" % (comp, comp))
+        check(np.get("policyTypes") == ["Ingress"], "NetworkPolicy %s is for ingress" % comp)
+        rules = np.get("ingress")
+        if not peers:
+            check(rules == [], "NetworkPolicy %s allows no ingress" % comp)
+            continue
+        check(isinstance(rules, list) and len(rules) == 1,
+              "NetworkPolicy %s has one rule without metricsFrom: %s" % (comp, rules))
+        rule = (rules or [{}])[0]
+        froms = rule.get("from", [])
+        allowed = {c for c in pods for f in froms
+                   if set(f) == {"podSelector"} and selects(f["podSelector"], pods[c])}
+        check(allowed == peers and len(froms) == len(peers),
+              "NetworkPolicy %s: port from %s pods only (got %s)" % (comp, sorted(peers), sorted(allowed)))
+        check(rule.get("ports") == [{"protocol": "TCP", "port": port}],
+              "NetworkPolicy %s: TCP %s only (got %s)" % (comp, port, rule.get("ports")))
 
 
 default = load_all(sys.argv[1])
@@ -846,6 +909,21 @@ check(wcfg.get("log", {}).get("level") == "info", "default log level info")
 check(pod(one(default, "DaemonSet", "granary-node")).get("priorityClassName") == "system-node-critical",
       "node plugin system-node-critical by default")
 
+
+def controller_config(docs, prefix):
+    return config(docs, prefix + "-controller", "csi.yaml")
+
+
+# store.allowedEndpoints: by default no endpoint but store.endpoint, in the
+# three daemons that check a dataset's endpoint; never in fuse.yaml or the
+# node plugin's csi.yaml (they read with a volume's own Secret).
+dcc = controller_config(default, "granary")
+check(mcfg.get("store", {}).get("allowed_endpoints") == "" and
+      wcfg.get("store", {}).get("allowed_endpoints") == "" and
+      dcc.get("store", {}).get("allowed_endpoints") == "" and dcc.get("store", {}).get("endpoint") == "",
+      "store.allowedEndpoints empty by default in meta.yaml, worker.yaml and the controller's csi.yaml")
+check("allowed_endpoints" not in fcfg.get("store", {}), "fuse.yaml has no allowed_endpoints")
+
 # custom values
 ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
                                      "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
@@ -864,6 +942,14 @@ check(wcfg.get("cache", {}).get("policy") == "lru", "custom policy lru")
 check(wcfg.get("fetch", {}).get("max_inflight") == 128, "worker extraConfig merged")
 check(wcfg.get("listen") == "0.0.0.0:7481", "worker port 7481")
 check(wcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", "store endpoint")
+allowed = "https://s3.eu-west-1.amazonaws.com,http://10.0.0.5:7070"
+ccc = controller_config(custom, "gran")
+check(mcfg.get("store", {}).get("allowed_endpoints") == allowed and
+      wcfg.get("store", {}).get("allowed_endpoints") == allowed and
+      ccc.get("store", {}).get("allowed_endpoints") == allowed,
+      "store.allowedEndpoints reaches meta, the worker and the controller")
+check(ccc.get("store", {}).get("endpoint") == mcfg.get("store", {}).get("endpoint"),
+      "the controller checks StorageClass endpoints against meta's store.endpoint")
 check(mcfg.get("heartbeat", {}).get("expiry") == "30s" and mcfg.get("heartbeat", {}).get("interval") == "5s",
       "meta extraConfig merged over the defaults")
 check(fcfg.get("prefetch", {}).get("blocks") == 8, "fuse extraConfig merged")
@@ -902,6 +988,21 @@ dsum = [d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/s
         for d in (one(default, "DaemonSet", "granary-worker"), one(default, "Deployment", "granary-controller"))]
 check(all(csum) and all(a != b for a, b in zip(csum, dsum)),
       "changing the store credentials rolls the worker and controller pods")
+
+# networkPolicy.metricsFrom: the health and metrics ports, nothing more
+mon = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+npm = {d["metadata"]["name"]: d.get("spec", {}) for d in load_all(sys.argv[4])}
+
+
+def mon_ports(name):
+    return sorted(p["port"] for r in npm.get(name, {}).get("ingress", []) if r.get("from") == mon
+                  for p in r.get("ports", []))
+
+
+check(mon_ports("granary-controller") == [8080, 9808], "metricsFrom reaches the controller's 9808 and 8080 only")
+check(mon_ports("granary-worker") == [7480], "metricsFrom reaches the workers' port")
+check(mon_ports("granary-node") == [9808], "metricsFrom reaches the node plugins' 9808")
+check(npm.get("granary-mount", {}).get("ingress") == [], "metricsFrom does not open the mount pods")
 
 print("%d checks passed, %d failed" % (passes, len(failures)))
 sys.exit(1 if failures else 0)

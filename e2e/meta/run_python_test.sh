@@ -47,7 +47,8 @@ for role in csi worker mount; do
   (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/keys/$role")
 done
 "$GRANARY_BIN_DIR/granary-meta" --listen "unix://$work/meta.sock" \
-  --data_dir "$work/data" --auth.csi_key_file "$work/keys/csi" \
+  --data_dir "$work/data" --store.endpoint "$GRANARY_S3_ENDPOINT" \
+  --auth.csi_key_file "$work/keys/csi" \
   --auth.worker_key_file "$work/keys/worker" --auth.mount_key_file "$work/keys/mount" \
   > "$work/meta.log" 2>&1 &
 meta_pid=$!

@@ -11,11 +11,11 @@
  *     snapshots without contacting the store at all;
  *   - a fake S3 endpoint that holds a ListObjectsV2 request until the test
  *     releases it, for a registration that is slow on demand;
- *   - a hostile S3 endpoint whose listings no real server gives: a
- *     continuation token answered with itself, pages without end, sizes of
- *     2^64 - 1, a file and a directory of one name (versitygw keeps objects
- *     as files, which cannot be both); and ports that answer garbage or
- *     HTML instead of S3.
+ *   - a hostile S3 endpoint (the harness's recorder) whose listings no real
+ *     server gives: a continuation token answered with itself, pages
+ *     without end, sizes of 2^64 - 1, a file and a directory of one name
+ *     (versitygw keeps objects as files, which cannot be both); and ports
+ *     that answer garbage or HTML instead of S3.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -163,7 +163,7 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 	int n = 0;
 	uint64_t t0 = retry_now_ms();
 	struct meta_client *c;
-	bool insecure = false;
+	bool insecure = false, allowed = false;
 
 	snprintf(mp->listen, sizeof(mp->listen), "%s", listen);
 	snprintf(mp->log, sizeof(mp->log), "%s/meta.log", work);
@@ -182,7 +182,15 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 	for (; extra && *extra && n < 24; extra++) {
 		if (strcmp(*extra, "--auth.insecure") == 0)
 			insecure = true;
+		if (strcmp(*extra, "--store.allowed_endpoints") == 0)
+			allowed = true;
 		argv[n++] = *extra;
+	}
+	/* The fixture's S3 server, which most specs here name, unless the
+	 * test gives its own list. */
+	if (!allowed) {
+		argv[n++] = "--store.allowed_endpoints";
+		argv[n++] = endpoint;
 	}
 	for (int i = 0; !insecure && i < HARNESS_META_AUTH_ARGS; i++)
 		argv[n++] = keys.args[i];
@@ -212,6 +220,15 @@ static void meta_start(struct meta_proc *mp, const char *listen, const char *dat
 		retry_sleep_ms(50);
 	}
 	meta_client_free(c);
+}
+
+/* "--store.allowed_endpoints" with the fixture's endpoint and ep (a test's
+ * stand-in endpoint) into flags[0..1]; list holds the value. */
+static void allow_also(const char **flags, char *list, size_t size, const char *ep)
+{
+	snprintf(list, size, "%s,%s", endpoint, ep);
+	flags[0] = "--store.allowed_endpoints";
+	flags[1] = list;
 }
 
 /* SIGTERM and wait: returns the exit status (0 = graceful). */
@@ -354,13 +371,16 @@ START_TEST(test_meta_maps_every_failure_to_its_status)
 	struct snapshot *snap = NULL;
 	struct spec sp;
 	struct error err;
-	char listen[200], data[200], bad_creds[300], closed[64];
+	char listen[200], data[200], bad_creds[300], closed[64], allowed[400];
+	const char *flags[3] = { NULL };
 	FILE *f;
 	uint64_t t0;
 
+	snprintf(closed, sizeof(closed), "http://127.0.0.1:%d", harness_free_port());
+	allow_also(flags, allowed, sizeof(allowed), closed);
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
-	meta_start(&mp, listen, data, NULL);
+	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
 
 	/* INVALID_ARGUMENT naming the field. */
@@ -408,7 +428,6 @@ START_TEST(test_meta_maps_every_failure_to_its_status)
 	ck_assert_ptr_null(strstr(err.msg, "wrong-secret-value-42"));
 
 	/* UNAVAILABLE: nothing listens on the endpoint. */
-	snprintf(closed, sizeof(closed), "http://127.0.0.1:%d", harness_free_port());
 	spec_init(&sp, "unreachable", prefix);
 	sp.s.endpoint = closed;
 	t0 = retry_now_ms();
@@ -693,16 +712,18 @@ START_TEST(test_meta_restart_serves_snapshots_without_listing)
 	Granary__V1__Dataset *d, *d2;
 	struct spec sp;
 	struct error err;
-	char listen[200], tcp[64], data[200], via[64];
+	char listen[200], tcp[64], data[200], via[64], allowed[400];
+	const char *flags[3] = { NULL };
 	void *a, *b;
 	size_t alen, blen;
 	int conns;
 
 	forwarder_start(&fw);
 	snprintf(via, sizeof(via), "http://127.0.0.1:%d", fw.port);
+	allow_also(flags, allowed, sizeof(allowed), via);
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
-	meta_start(&mp, listen, data, NULL);
+	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
 	spec_init(&sp, "restart", prefix);
 	sp.s.endpoint = via;
@@ -714,7 +735,7 @@ START_TEST(test_meta_restart_serves_snapshots_without_listing)
 	ck_assert_int_gt(conns, 0);
 
 	snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", harness_free_port());
-	meta_start(&mp, tcp, data, NULL);
+	meta_start(&mp, tcp, data, flags);
 	c = client_for(tcp, true);
 	ck_assert_int_eq(meta_client_get(c, "restart", &d2, &err), ERR_OK);
 	ck_assert_uint_eq(d2->generation, d->generation);
@@ -949,7 +970,8 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 	struct snapshot *snap = NULL;
 	struct spec sp, small;
 	struct error err;
-	char addr[200], data[200], fake_ep[64];
+	char addr[200], data[200], fake_ep[64], allowed[400];
+	const char *flags[3] = { NULL };
 	uint64_t t0, slowest = 0;
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -960,10 +982,11 @@ START_TEST(test_meta_answers_while_a_registration_is_slow)
 	f.port = ntohs(sa.sin_port);
 	pthread_create(&f.t, NULL, fake_loop, &f);
 	snprintf(fake_ep, sizeof(fake_ep), "http://127.0.0.1:%d", f.port);
+	allow_also(flags, allowed, sizeof(allowed), fake_ep);
 
 	snprintf(addr, sizeof(addr), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
-	meta_start(&mp, addr, data, NULL);
+	meta_start(&mp, addr, data, flags);
 	c = client_for(addr, true);
 	wc = worker_for(addr);
 	spec_init(&small, "ready", prefix);
@@ -1046,83 +1069,6 @@ END_TEST
 
 /* ---- hostile endpoints -------------------------------------------------- */
 
-/*
- * Answers every request on its own connection (Connection: close) by the
- * prefix it lists:
- *   loop/   truncated, NextContinuationToken "again" whatever was asked;
- *   pages/  truncated, a new token each page, never the last page;
- *   huge/   one object of 2^64 - 1 bytes;
- *   clash/  "clash/a" and "clash/a/b": a file and a directory of one name;
- *   else    an empty, complete listing.
- * It counts requests and those that came signed (an Authorization header).
- */
-struct hostile {
-	int fd, port;
-	pthread_t t;
-	pthread_mutex_t mu;
-	bool stop;     /* protected by mu */
-	int requests;  /* protected by mu */
-	int signed_requests; /* protected by mu */
-};
-
-#define LIST_HEAD                                                                          \
-	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                                     \
-	"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>h</Name>"
-#define OBJ(key, size)                                                                     \
-	"<Contents><Key>" key "</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>" \
-	"<ETag>&quot;0a&quot;</ETag><Size>" size "</Size></Contents>"
-
-static void hostile_answer(struct hostile *h, int c)
-{
-	char req[8192], body[2048], head[256];
-	size_t have = 0;
-	int bl, hl;
-
-	while (have < sizeof(req) - 1) {
-		ssize_t n = read(c, req + have, sizeof(req) - 1 - have);
-
-		if (n <= 0)
-			return;
-		have += (size_t)n;
-		req[have] = '\0';
-		if (strstr(req, "\r\n\r\n"))
-			break;
-	}
-	pthread_mutex_lock(&h->mu);
-	h->requests++;
-	if (strcasestr(req, "\r\nauthorization:"))
-		h->signed_requests++;
-	pthread_mutex_unlock(&h->mu);
-	if (strstr(req, "prefix=loop"))
-		bl = snprintf(body, sizeof(body),
-			      LIST_HEAD "<IsTruncated>true</IsTruncated>"
-			      "<NextContinuationToken>again</NextContinuationToken>" OBJ(
-				      "loop/a", "1") "</ListBucketResult>");
-	else if (strstr(req, "prefix=pages"))
-		bl = snprintf(body, sizeof(body),
-			      LIST_HEAD "<IsTruncated>true</IsTruncated>"
-			      "<NextContinuationToken>t%d</NextContinuationToken>"
-			      "</ListBucketResult>",
-			      h->requests);
-	else if (strstr(req, "prefix=huge"))
-		bl = snprintf(body, sizeof(body),
-			      LIST_HEAD "<IsTruncated>false</IsTruncated>" OBJ(
-				      "huge/a", "18446744073709551615") "</ListBucketResult>");
-	else if (strstr(req, "prefix=clash"))
-		bl = snprintf(body, sizeof(body),
-			      LIST_HEAD "<IsTruncated>false</IsTruncated>" OBJ("clash/a", "1")
-				      OBJ("clash/a/b", "2") "</ListBucketResult>");
-	else
-		bl = snprintf(body, sizeof(body),
-			      LIST_HEAD "<IsTruncated>false</IsTruncated></ListBucketResult>");
-	hl = snprintf(head, sizeof(head),
-		      "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
-		      "Content-Length: %d\r\nConnection: close\r\n\r\n",
-		      bl);
-	if (write(c, head, (size_t)hl) == hl)
-		(void)!write(c, body, (size_t)bl);
-}
-
 /* A port that answers every connection with text that is not HTTP, or an
  * HTTP server that is not S3 (an HTML 404). */
 struct junk {
@@ -1143,47 +1089,6 @@ static int listen_any(int *port)
 	getsockname(fd, (struct sockaddr *)&sa, &len);
 	*port = ntohs(sa.sin_port);
 	return fd;
-}
-
-static void *hostile_loop(void *arg)
-{
-	struct hostile *h = arg;
-
-	for (;;) {
-		struct pollfd p = { .fd = h->fd, .events = POLLIN };
-		bool stop;
-		int c;
-
-		pthread_mutex_lock(&h->mu);
-		stop = h->stop;
-		pthread_mutex_unlock(&h->mu);
-		if (stop)
-			return NULL;
-		if (poll(&p, 1, 50) <= 0)
-			continue;
-		c = accept(h->fd, NULL, NULL);
-		if (c < 0)
-			continue;
-		hostile_answer(h, c);
-		close(c);
-	}
-}
-
-static void hostile_start(struct hostile *h)
-{
-	memset(h, 0, sizeof(*h));
-	pthread_mutex_init(&h->mu, NULL);
-	h->fd = listen_any(&h->port);
-	pthread_create(&h->t, NULL, hostile_loop, h);
-}
-
-static void hostile_stop(struct hostile *h)
-{
-	pthread_mutex_lock(&h->mu);
-	h->stop = true;
-	pthread_mutex_unlock(&h->mu);
-	pthread_join(h->t, NULL);
-	close(h->fd);
 }
 
 static void *junk_loop(void *arg)
@@ -1231,18 +1136,18 @@ static void hostile_spec(struct spec *sp, const char *name, const char *pfx, con
  */
 START_TEST(test_meta_refuses_hostile_listings_at_once)
 {
-	static const char *const flags[] = { "--listing.max_pages", "50", NULL };
+	const char *flags[5] = { NULL, NULL, "--listing.max_pages", "50", NULL };
 	struct meta_proc mp;
 	struct meta_client *c;
-	struct hostile h;
+	struct harness_recorder *h = harness_recorder_start();
+	const char *ep = harness_recorder_url(h);
 	Granary__V1__Dataset *d = NULL;
 	struct spec sp;
 	struct error err;
-	char listen[200], data[200], ep[64];
+	char listen[200], data[200], allowed[400];
 	uint64_t t0;
 
-	hostile_start(&h);
-	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", h.port);
+	allow_also(flags, allowed, sizeof(allowed), ep);
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
 	meta_start(&mp, listen, data, flags);
@@ -1255,9 +1160,7 @@ START_TEST(test_meta_refuses_hostile_listings_at_once)
 	ck_assert_msg(strstr(err.msg, "continuation token") && strstr(err.msg, ep) &&
 			      strstr(err.msg, "s3://hostile"),
 		      "%s", err.msg);
-	pthread_mutex_lock(&h.mu);
-	ck_assert_int_le(h.requests, 2);
-	pthread_mutex_unlock(&h.mu);
+	ck_assert_uint_le(harness_recorder_requests(h), 2);
 
 	hostile_spec(&sp, "pages", "pages/", ep);
 	ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_NO_SPACE);
@@ -1281,7 +1184,7 @@ START_TEST(test_meta_refuses_hostile_listings_at_once)
 	ck_assert_int_eq(meta_stop(&mp), 0);
 	ck_assert(harness_file_contains(mp.log, "key is both a file and a directory"));
 	ck_assert(harness_file_contains(mp.log, "skipped=1"));
-	hostile_stop(&h);
+	harness_recorder_stop(h);
 }
 END_TEST
 
@@ -1295,7 +1198,8 @@ START_TEST(test_meta_says_the_same_of_every_endpoint_that_is_not_s3)
 	Granary__V1__Dataset *d = NULL;
 	struct spec sp;
 	struct error err;
-	char listen[200], data[200], ep[3][64], want[300];
+	char listen[200], data[200], ep[3][64], want[300], allowed[400];
+	const char *flags[3] = { "--store.allowed_endpoints", allowed, NULL };
 	int ports[3];
 
 	ports[0] = harness_free_port();
@@ -1304,12 +1208,14 @@ START_TEST(test_meta_says_the_same_of_every_endpoint_that_is_not_s3)
 		   "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 22\r\n"
 		   "Connection: close\r\n\r\n<html>not here</html>\n",
 		   &ports[2]);
+	for (int i = 0; i < 3; i++)
+		snprintf(ep[i], sizeof(ep[i]), "http://127.0.0.1:%d", ports[i]);
+	snprintf(allowed, sizeof(allowed), "%s,%s,%s", ep[0], ep[1], ep[2]);
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
-	meta_start(&mp, listen, data, NULL);
+	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
 	for (int i = 0; i < 3; i++) {
-		snprintf(ep[i], sizeof(ep[i]), "http://127.0.0.1:%d", ports[i]);
 		hostile_spec(&sp, "probe", "x/", ep[i]);
 		ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_UNAVAILABLE);
 		snprintf(want, sizeof(want),
@@ -1327,18 +1233,27 @@ START_TEST(test_meta_says_the_same_of_every_endpoint_that_is_not_s3)
 }
 END_TEST
 
-/* Meta's own credentials go only to the cluster's endpoints. */
-START_TEST(test_meta_signs_only_for_the_cluster_endpoints)
+/*
+ * A registration names its endpoint, and a csi caller may name any file
+ * meta can read as credentials_ref, meta's own credentials file included:
+ * meta listed whatever endpoint the spec named, signing with that file
+ * (the key id and a signature reached the listener) or unsigned. An
+ * endpoint that is neither store.endpoint nor in store.allowed_endpoints
+ * is refused before anything is sent to it, naming the setting; one the
+ * administrator allows gets meta's own credentials.
+ */
+START_TEST(test_meta_sends_nothing_to_endpoints_not_allowed)
 {
+	struct harness_recorder *rec = harness_recorder_start();
+	const char *ep = harness_recorder_url(rec);
 	struct meta_proc mp;
 	struct meta_client *c;
-	struct hostile h;
+	Granary__V1__Dataset *d = NULL;
 	struct spec sp;
-	char listen[200], data[200], ep[64];
+	struct error err;
+	char listen[200], data[200], want[300];
 	const char *flags[6];
 
-	hostile_start(&h);
-	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", h.port);
 	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
 	data_dir_path(data, sizeof(data), "data");
 	flags[0] = "--store.credentials_file";
@@ -1346,37 +1261,48 @@ START_TEST(test_meta_signs_only_for_the_cluster_endpoints)
 	flags[2] = NULL;
 	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
-	hostile_spec(&sp, "foreign", "empty/", ep);
-	free_ds(register_ok(c, &sp));
-	pthread_mutex_lock(&h.mu);
-	ck_assert_int_eq(h.requests, 1);
-	ck_assert_int_eq(h.signed_requests, 0);
-	pthread_mutex_unlock(&h.mu);
-	/* The spec's own credentials_ref is used wherever it points. */
-	hostile_spec(&sp, "own-ref", "empty/", ep);
-	sp.s.credentials_ref = credentials;
-	free_ds(register_ok(c, &sp));
-	pthread_mutex_lock(&h.mu);
-	ck_assert_int_eq(h.signed_requests, 1);
-	pthread_mutex_unlock(&h.mu);
+	snprintf(want, sizeof(want),
+		 "field 'endpoint': endpoint '%s' is not allowed: the endpoints a dataset may "
+		 "name are store.endpoint and store.allowed_endpoints",
+		 ep);
+	for (int with_ref = 1; with_ref >= 0; with_ref--) {
+		hostile_spec(&sp, "foreign", "empty/", ep);
+		sp.s.credentials_ref = with_ref ? credentials : "";
+		ck_assert_msg(meta_client_register(c, &sp.s, &d, &err) == ERR_INVALID,
+			      "registered (credentials_ref '%s'): %u requests reached %s, %u signed",
+			      sp.s.credentials_ref, harness_recorder_requests(rec), ep,
+			      harness_recorder_signed(rec));
+		ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+	}
+	ck_assert_uint_eq(harness_recorder_requests(rec), 0);
 	meta_client_free(c);
 	ck_assert_int_eq(meta_stop(&mp), 0);
 
-	/* Named a cluster endpoint, it gets meta's credentials. */
-	flags[2] = "--listing.cluster_endpoints";
+	/* Allowed: listed with meta's own credentials. */
+	flags[2] = "--store.allowed_endpoints";
 	flags[3] = ep;
 	flags[4] = NULL;
 	harness_rm_rf(data);
 	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
-	hostile_spec(&sp, "cluster", "empty/", ep);
+	hostile_spec(&sp, "allowed", "empty/", ep);
 	free_ds(register_ok(c, &sp));
-	pthread_mutex_lock(&h.mu);
-	ck_assert_int_eq(h.signed_requests, 2);
-	pthread_mutex_unlock(&h.mu);
+	ck_assert_uint_eq(harness_recorder_requests(rec), 1);
+	ck_assert_uint_eq(harness_recorder_signed(rec), 1);
 	meta_client_free(c);
 	ck_assert_int_eq(meta_stop(&mp), 0);
-	hostile_stop(&h);
+
+	/* Taken off the list: the record is skipped at start, so that no
+	 * refresh, worker or mount reads the endpoint again. */
+	flags[2] = NULL;
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	ck_assert_int_eq(meta_client_get(c, "allowed", &d, &err), ERR_NOT_FOUND);
+	meta_client_free(c);
+	ck_assert_int_eq(meta_stop(&mp), 0);
+	ck_assert(harness_file_contains(mp.log, "dataset record skipped"));
+	ck_assert_uint_eq(harness_recorder_requests(rec), 1);
+	harness_recorder_stop(rec);
 }
 END_TEST
 
@@ -1394,22 +1320,26 @@ START_TEST(test_meta_keeps_build_slots_for_the_cluster_store)
 	struct meta_client *c;
 	Granary__V1__Dataset *d = NULL;
 	struct error err;
-	char listen[200], data[200], ep[2][64], names[2][16];
-	const char *flags[] = { "--store.endpoint", endpoint, NULL };
+	char listen[200], data[200], ep[2][64], names[2][16], allowed[400];
+	const char *flags[] = { "--store.endpoint", endpoint, "--store.allowed_endpoints", allowed,
+				NULL };
 	uint64_t t0;
 
-	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
-	data_dir_path(data, sizeof(data), "data");
-	meta_start(&mp, listen, data, flags);
-	c = client_for(listen, true);
 	for (int i = 0; i < 2; i++) {
 		memset(&f[i], 0, sizeof(f[i]));
 		pthread_mutex_init(&f[i].mu, NULL);
 		pthread_cond_init(&f[i].cond, NULL);
 		f[i].hold = true;
 		f[i].fd = listen_any(&f[i].port);
-		pthread_create(&f[i].t, NULL, fake_loop, &f[i]);
 		snprintf(ep[i], sizeof(ep[i]), "http://127.0.0.1:%d", f[i].port);
+	}
+	snprintf(allowed, sizeof(allowed), "%s,%s,http://127.0.0.1:1", ep[0], ep[1]);
+	snprintf(listen, sizeof(listen), "unix://%s/meta.sock", work);
+	data_dir_path(data, sizeof(data), "data");
+	meta_start(&mp, listen, data, flags);
+	c = client_for(listen, true);
+	for (int i = 0; i < 2; i++) {
+		pthread_create(&f[i].t, NULL, fake_loop, &f[i]);
 		snprintf(names[i], sizeof(names[i]), "held-%d", i);
 		hostile_spec(&held[i], names[i], "slow/", ep[i]);
 		memset(&bg[i], 0, sizeof(bg[i]));
@@ -1425,7 +1355,7 @@ START_TEST(test_meta_keeps_build_slots_for_the_cluster_store)
 	t0 = retry_now_ms();
 	ck_assert_int_eq(meta_client_register(c, &third.s, &d, &err), ERR_UNAVAILABLE);
 	ck_assert_uint_lt(retry_now_ms() - t0, 2000);
-	ck_assert_msg(strstr(err.msg, "outside the cluster") && strstr(err.msg, "retry later"),
+	ck_assert_msg(strstr(err.msg, "other than store.endpoint") && strstr(err.msg, "retry later"),
 		      "%s", err.msg);
 	spec_init(&own, "own", prefix);
 	own.s.endpoint = "";
@@ -1716,6 +1646,7 @@ int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *tc = tcase_create("e2e");
+	TCase *endpoints = tcase_create("endpoints");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -1727,11 +1658,16 @@ int main(void)
 	tcase_add_test(tc, test_meta_answers_while_a_registration_is_slow);
 	tcase_add_test(tc, test_meta_refuses_hostile_listings_at_once);
 	tcase_add_test(tc, test_meta_says_the_same_of_every_endpoint_that_is_not_s3);
-	tcase_add_test(tc, test_meta_signs_only_for_the_cluster_endpoints);
 	tcase_add_test(tc, test_meta_keeps_build_slots_for_the_cluster_store);
 	tcase_add_test(tc, test_meta_file_sources_only_under_allowed_file_roots);
 	tcase_add_test(tc, test_meta_refuses_unsigned_and_foreign_calls);
 	tcase_add_test(tc, test_meta_starts_without_keys_only_when_insecure);
 	suite_add_tcase(s, tc);
+
+	/* Where meta may send requests (CK_RUN_CASE=endpoints runs these alone). */
+	tcase_add_checked_fixture(endpoints, setup, teardown);
+	tcase_set_timeout(endpoints, 300);
+	tcase_add_test(endpoints, test_meta_sends_nothing_to_endpoints_not_allowed);
+	suite_add_tcase(s, endpoints);
 	return check_main_run(s);
 }

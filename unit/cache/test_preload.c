@@ -76,7 +76,7 @@ static void setup(void)
 										   .block_size = BS },
 						NULL, &err),
 			 ERR_OK);
-	ck_assert_int_eq(preload_new(f, 3, &pl, &err), ERR_OK);
+	ck_assert_int_eq(preload_new(f, 3, NULL, &pl, &err), ERR_OK);
 }
 
 static void teardown(void)

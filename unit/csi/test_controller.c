@@ -597,6 +597,59 @@ START_TEST(test_controller_file_sources_only_under_allowed_file_roots)
 }
 END_TEST
 
+/* CreateVolume of an s3:// source at endpoint ep in c. */
+static enum error_code create_at(struct controller *c, const char *ep, struct error *err)
+{
+	const struct controller_kv params[] = { { "source", "s3://bucket/prefix/" },
+						{ "endpoint", ep } };
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	struct controller_create_request req = { .name = "pvc-ep", .params = params,
+						 .nparams = 2, .caps = &cap, .ncaps = 1 };
+	struct controller_volume v;
+	enum error_code rc = controller_create_volume(c, &req, &v, err);
+
+	if (rc == ERR_OK)
+		controller_volume_release(&v);
+	return rc;
+}
+
+/*
+ * A StorageClass names the endpoint meta lists its dataset at: only the
+ * cluster's store.endpoint and store.allowed_endpoints, refused by the
+ * controller before any Secret is written or meta asked.
+ */
+START_TEST(test_controller_endpoints_only_those_allowed)
+{
+	char dir[] = "/tmp/test_controller_XXXXXX";
+	struct meta_client_options mopt = { .timeout_ms = 1000, .build_timeout_ms = 1000 };
+	struct controller_config cfg = { .state_dir = dir,
+					 .default_endpoint = "http://minio.storage:9000",
+					 .allowed_endpoints = "https://s3.example.com/, http://10.0.0.5:7070" };
+	struct meta_client *meta = NULL;
+	struct controller *c = NULL;
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(meta_client_new("unix:///nonexistent/meta.sock", &mopt, &meta, &err), ERR_OK);
+	cfg.meta = meta;
+	ck_assert_msg(controller_new(&cfg, &c, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(create_at(c, "http://attacker.example:8080", &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "parameter 'endpoint': endpoint 'http://attacker.example:8080' is not allowed: "
+			 "the endpoints a dataset may name are store.endpoint and store.allowed_endpoints");
+	/* Allowed ones get as far as meta; case and a trailing '/' do not matter. */
+	ck_assert_int_eq(create_at(c, "", &err), ERR_UNAVAILABLE);
+	ck_assert_int_eq(create_at(c, "http://MINIO.storage:9000/", &err), ERR_UNAVAILABLE);
+	ck_assert_int_eq(create_at(c, "https://s3.example.com", &err), ERR_UNAVAILABLE);
+	ck_assert_int_eq(create_at(c, "http://10.0.0.5:7070", &err), ERR_UNAVAILABLE);
+	/* Another port or scheme is another endpoint. */
+	ck_assert_int_eq(create_at(c, "http://10.0.0.5:7071", &err), ERR_INVALID);
+	ck_assert_int_eq(create_at(c, "http://s3.example.com", &err), ERR_INVALID);
+	controller_gone(c, meta, dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_controller");
@@ -617,6 +670,7 @@ int main(void)
 	tcase_add_test(tc, test_controller_refuses_volume_ids_that_are_not_ids);
 	tcase_add_test(tc, test_controller_refuses_names_over_the_limit);
 	tcase_add_test(tc, test_controller_file_sources_only_under_allowed_file_roots);
+	tcase_add_test(tc, test_controller_endpoints_only_those_allowed);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -256,6 +256,8 @@ START_TEST(test_registry_checks_every_field_by_name)
 		{ "ok", "s3://bkt/p", "", "", 0, 0, "'source_uri'" },
 		{ "ok", "", "", "", 0, 0, "'source_uri'" },
 		{ "ok", "s3://bkt/p/", "ftp://x", "", 0, 0, "'endpoint'" },
+		{ "ok", "s3://bkt/p/", "http://127.0.0.1:1", "", 0, 0,
+		  "field 'endpoint': endpoint 'http://127.0.0.1:1' is not allowed" },
 		{ "ok", "s3://bkt/p/", "", "relative/creds", 0, 0, "'credentials_ref'" },
 		{ "ok", "s3://bkt/p/", "", "", 1000, 0, "'options.block_size'" },
 		{ "ok", "s3://bkt/p/", "", "", 32u << 10, 0, "'options.block_size'" },
@@ -290,7 +292,6 @@ START_TEST(test_registry_checks_every_field_by_name)
 	ck_assert_ptr_nonnull(strstr(err.msg, "'source_uri'"));
 	/* So is a credentials file that is not there (read before any request). */
 	spec_init(&sp, "creds", "s3://bkt/p/");
-	sp.s.endpoint = "http://127.0.0.1:1";
 	sp.s.credentials_ref = "/nonexistent/credentials";
 	ck_assert_int_eq(registry_register(r, &sp.s, &d, &err), ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "'credentials_ref'"));

@@ -154,6 +154,43 @@ START_TEST(test_store_file_sources_only_strictly_under_a_root)
 }
 END_TEST
 
+/* The endpoints a dataset may name: the default and the allowed list. */
+START_TEST(test_store_endpoints_only_those_allowed)
+{
+	const char *list = " https://s3.example.com/ ,http://10.0.0.5:7070";
+	struct error err;
+
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "", "http://minio:9000", NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "HTTP://minio:9000/",
+					      "http://minio:9000", NULL, &err), ERR_OK);
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "https://s3.example.com", NULL, list,
+					      &err), ERR_OK);
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "http://10.0.0.5:7070/", NULL, list,
+					      &err), ERR_OK);
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "http://10.0.0.5:7071", NULL, list,
+					      &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg, "endpoint 'http://10.0.0.5:7071' is not allowed: the endpoints a "
+				  "dataset may name are store.endpoint and store.allowed_endpoints");
+	/* A prefix of an allowed endpoint, or one that has it as a prefix, is another. */
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "http://10.0.0.5:707", NULL, list, &err),
+			 ERR_INVALID);
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "https://s3.example.com.evil", NULL,
+					      list, &err), ERR_INVALID);
+	/* AWS (no default) is not any named endpoint. */
+	ck_assert_int_eq(store_endpoint_check("s3://b/p/", "http://x", NULL, NULL, &err),
+			 ERR_INVALID);
+	/* file:// sends nothing anywhere. */
+	ck_assert_int_eq(store_endpoint_check("file:///srv/d/", "http://x", NULL, NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(store_check_endpoint_list("store.allowed_endpoints", list, &err), ERR_OK);
+	ck_assert_int_eq(store_check_endpoint_list("store.allowed_endpoints", "http://a,ftp://b",
+						   &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'store.allowed_endpoints'"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "ftp://b"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store_uri");
@@ -165,6 +202,7 @@ int main(void)
 	tcase_add_test(tc, test_store_endpoints_must_be_plain_http_urls);
 	tcase_add_test(tc, test_store_open_refuses_prefix_and_unknown_scheme);
 	tcase_add_test(tc, test_store_file_sources_only_strictly_under_a_root);
+	tcase_add_test(tc, test_store_endpoints_only_those_allowed);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -323,7 +323,8 @@ environment.
 {{/*
 The store section every daemon shares. Call with (dict "ctx" $ "credentials"
 true) for the daemons that read the cluster's credentials file (worker,
-meta).
+meta): they also get store.allowed_endpoints, the only endpoints besides
+store.endpoint they read datasets at.
 */}}
 {{- define "granary.storeConfig" -}}
 {{- $v := .ctx.Values -}}
@@ -333,6 +334,9 @@ meta).
 {{- end -}}
 {{- if and .credentials (include "granary.storeCredentials" .ctx) -}}
 {{- $_ := set $store "credentials_file" (include "granary.storeCredentialsFile" .ctx) -}}
+{{- end -}}
+{{- if .credentials -}}
+{{- $_ := set $store "allowed_endpoints" (join "," $v.store.allowedEndpoints) -}}
 {{- end -}}
 {{- toYaml $store -}}
 {{- end -}}
@@ -400,6 +404,7 @@ starts, staging and target paths only under the kubelet's directory.
   "endpoint" "unix:///csi/csi.sock"
   "meta" (dict "address" (include "granary.controllerMetaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi")))
   "state_dir" (include "granary.controllerStateDir" .)
+  "store" (dict "endpoint" .Values.store.endpoint "allowed_endpoints" (join "," .Values.store.allowedEndpoints))
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.controller.extraConfig)) -}}
