@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(LOG_LEVEL_WARN);
-	capacity = (uint64_t)blocks * (BLOCKSTORE_HEADER_SIZE + (data_len + 4095) / 4096 * 4096);
+	capacity = (uint64_t)blocks * (BLOCK_HEADER_SIZE + (data_len + 4095) / 4096 * 4096);
 	snprintf(dir, sizeof(dir), "%s/granary-rebuild-bench-XXXXXX", parent);
 	if (!mkdtemp(dir)) {
 		fprintf(stderr, "blockstore_rebuild_bench: mkdtemp '%s': %s\n", dir, strerror(errno));

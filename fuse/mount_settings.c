@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/name.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "store/store.h"
@@ -149,11 +150,8 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 	if (s->takeover && (!is_set(s->init_state) || strncmp(s->mountpoint, "/dev/fd/", 8) != 0))
 		return error_set(err, ERR_INVALID,
 				 "key 'takeover': needs mountpoint /dev/fd/N and init_state");
-	if (bs < MOUNT_SETTINGS_BLOCK_SIZE_MIN || bs > MOUNT_SETTINGS_BLOCK_SIZE_MAX ||
-	    (bs & (bs - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'cache.block_size': must be a power of two from 64KiB to 64MiB, got %llu bytes",
-				 (unsigned long long)bs);
+	if (block_size_check("key 'cache.block_size'", bs, err) != ERR_OK)
+		return ERR_INVALID;
 	if (s->cache_capacity < bs)
 		return error_set(err, ERR_INVALID,
 				 "key 'cache.capacity': must hold at least one block (cache.block_size %llu bytes), got %llu bytes",

@@ -26,9 +26,6 @@
 #define MOUNT_SETTINGS_MAX_READ_MAX (1ull << 20)
 #define MOUNT_SETTINGS_PAGE (4ull << 10)
 
-/* Block sizes a cache may use: powers of two in this range (as the worker's). */
-#define MOUNT_SETTINGS_BLOCK_SIZE_MIN (64ull << 10)
-#define MOUNT_SETTINGS_BLOCK_SIZE_MAX (64ull << 20)
 
 struct mount_settings {
 	char *mountpoint;

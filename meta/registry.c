@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "block/name.h"
 #include "common/config.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -25,8 +26,6 @@
 #define RECORD_MAGIC "GRNYDS01"
 #define RECORD_HEADER (8 + 8 + 8 + 4)
 #define RECORD_MAX (1u << 20)
-#define MIN_BLOCK (64u << 10)
-#define MAX_BLOCK (64u << 20)
 
 /* One listing in progress, shared with the calls that wait for it. It
  * outlives its dataset entry when the build fails (the entry goes). */
@@ -132,7 +131,7 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 	enum error_code rc;
 	bool prefix_ok;
 
-	if (snapshot_check_name(str_or_empty(spec->name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(spec->name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	if (store_uri_parse(str_or_empty(spec->source_uri), &scheme, &bucket, &prefix, err) !=
 	    ERR_OK)
@@ -156,12 +155,9 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 		return error_set(err, ERR_INVALID,
 				 "field 'credentials_ref' '%s': must be an absolute path to an AWS shared-credentials file, or empty",
 				 spec->credentials_ref);
-	if (o && o->block_size &&
-	    (o->block_size < MIN_BLOCK || o->block_size > MAX_BLOCK ||
-	     (o->block_size & (o->block_size - 1))))
-		return error_set(err, ERR_INVALID,
-				 "field 'options.block_size': %llu is not a power of two from 65536 (64 KiB) to 67108864 (64 MiB), or 0 for the default",
-				 (unsigned long long)o->block_size);
+	/* 0 is the workers' default. */
+	if (o && o->block_size && block_size_check("field 'options.block_size'", o->block_size, err) != ERR_OK)
+		return ERR_INVALID;
 	if (o && !protobuf_c_enum_descriptor_get_value(&granary__v1__cache_policy__descriptor,
 						       (int)o->cache_policy))
 		return error_set(err, ERR_INVALID, "field 'options.cache_policy': unknown value %d",
@@ -648,7 +644,7 @@ static enum error_code load_all(struct registry *r, struct error *err)
 			continue;
 		}
 		snprintf(path, sizeof(path), "%s/%s", r->records_dir, de->d_name);
-		if (snapshot_check_name(de->d_name, &rerr) != ERR_OK ||
+		if (block_dataset_name_check(de->d_name, &rerr) != ERR_OK ||
 		    read_record(path, de->d_name, &e, &rerr) != ERR_OK ||
 		    check_record_source(r, e, &rerr) != ERR_OK) {
 			log_error("dataset record skipped", LOG_S("path", path),
@@ -997,7 +993,7 @@ static enum error_code join_build(struct registry *r, struct entry *e,
 				  struct registry_dataset *out, struct error *err)
 {
 	struct build *b = e->build;
-	char name[SNAPSHOT_DATASET_MAX + 1];
+	char name[BLOCK_DATASET_MAX + 1];
 	enum error_code rc;
 
 	if (r->builders >= r->max_builds)
@@ -1147,7 +1143,7 @@ enum error_code registry_get(struct registry *r, const char *name, struct regist
 		err = &local;
 
 	memset(out, 0, sizeof(*out));
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, NULL);
@@ -1204,7 +1200,7 @@ enum error_code registry_delete(struct registry *r, const char *name, struct err
 	if (!err)
 		err = &local;
 
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, &pos);
@@ -1258,7 +1254,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 		err = &local;
 
 	memset(out, 0, sizeof(*out));
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, NULL);
@@ -1334,7 +1330,7 @@ enum error_code registry_read_snapshot(struct registry *r, const char *name, uin
 	if (!err)
 		err = &local;
 
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	if (chunk == 0)
 		chunk = 1u << 20;

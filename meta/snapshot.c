@@ -104,48 +104,6 @@ struct snapshot_builder {
 	uint64_t bytes;     /* sizes of the files added; never wraps (see add) */
 };
 
-/* ---- names ------------------------------------------------------------- */
-
-static int is_alnum_lower(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-enum error_code snapshot_check_name(const char *name, struct error *err)
-{
-	size_t len = name ? strlen(name) : 0;
-
-	if (len == 0)
-		return error_set(err, ERR_INVALID, "dataset name '': empty");
-	if (len > SNAPSHOT_DATASET_MAX)
-		return error_set(err, ERR_INVALID, "dataset name '%.40s...': longer than %d bytes",
-				 name, SNAPSHOT_DATASET_MAX);
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-
-		if (c == '.') {
-			if (i == 0 || name[i - 1] == '.' || name[i - 1] == '-' || i + 1 == len ||
-			    name[i + 1] == '-')
-				return error_set(err, ERR_INVALID,
-						 "dataset name '%s': each '.'-separated label must "
-						 "start and end with a lowercase letter or digit",
-						 name);
-		} else if (c == '-') {
-			if (i == 0 || i + 1 == len)
-				return error_set(err, ERR_INVALID,
-						 "dataset name '%s': must start and end with a "
-						 "lowercase letter or digit",
-						 name);
-		} else if (!is_alnum_lower(c)) {
-			return error_set(err, ERR_INVALID,
-					 "dataset name '%s': only lowercase letters, digits, '-' "
-					 "and '.' are allowed",
-					 name);
-		}
-	}
-	return ERR_OK;
-}
-
 /* Whether s[0..len) can be one path segment (no '/', checked by callers
  * that split on it). */
 static const char *segment_problem(const char *s, size_t len)
@@ -297,7 +255,7 @@ enum error_code snapshot_builder_new(const char *name, const char *uri, uint64_t
 	enum error_code rc;
 
 	*out = NULL;
-	rc = snapshot_check_name(name, err);
+	rc = block_dataset_name_check(name, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
@@ -1250,8 +1208,8 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 	s->pool[0] = '\0';
 	etag_at = s->names_end;
 
-	s->name = dec_string(&d, SNAPSHOT_DATASET_MAX);
-	if (!s->name || snapshot_check_name(s->name, &ignored) != ERR_OK) {
+	s->name = dec_string(&d, BLOCK_DATASET_MAX);
+	if (!s->name || block_dataset_name_check(s->name, &ignored) != ERR_OK) {
 		rc = bad(&d, "dataset name");
 		goto fail;
 	}
