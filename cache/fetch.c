@@ -108,14 +108,6 @@ struct fetcher {
 	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* --- names and keys ------------------------------------------------------ */
 
 enum error_code fetch_check_object_key(const char *prefix, const char *key, struct error *err)
@@ -762,7 +754,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		rc = ERR_NO_SPACE;
 	}
 
-	t0 = now_s();
+	t0 = retry_now_s();
 	atomic_fetch_add(&f->fetches, 1);
 	if (rc == ERR_NO_SPACE) {
 		size_t got = 0;
@@ -809,7 +801,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		}
 		w = NULL;
 	}
-	metrics_histogram_observe(&f->latency, now_s() - t0);
+	metrics_histogram_observe(&f->latency, retry_now_s() - t0);
 	atomic_fetch_add(&f->store_bytes, delivered);
 	slot_release(f, cache_only);
 

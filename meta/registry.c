@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "block/name.h"
+#include "common/bytes.h"
 #include "common/config.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -76,14 +77,6 @@ static const char *const state_names[] = {
 	[REGISTRY_REFRESHING] = "refreshing",
 };
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
@@ -92,34 +85,6 @@ static char *dup_or_null(const char *s)
 static const char *str_or_empty(const char *s)
 {
 	return s ? s : "";
-}
-
-/* ---- little-endian fields of the record ------------------------------- */
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* ---- specs ------------------------------------------------------------- */
@@ -334,98 +299,29 @@ static enum error_code sync_dir(const char *path, struct error *err)
 	return ERR_OK;
 }
 
-static enum error_code mkdir_p(const char *path, struct error *err)
-{
-	char buf[4096];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(buf))
-		return error_set(err, ERR_INVALID, "data dir '%s': path too long", path);
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-
-			*p = '\0';
-			if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-				int saved = errno;
-
-				return error_set(err, error_from_errno(saved), "mkdir '%s': %s", buf,
-						 strerror(saved));
-			}
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
-	return ERR_OK;
-}
-
-/* Writes DATA/datasets/NAME atomically and durably. */
+/* Writes DATA/datasets/NAME atomically and durably (fileio_replace). */
 static enum error_code write_record(struct registry *r, const struct entry *e, uint64_t generation,
 				    int64_t created_ms, struct error *err)
 {
 	size_t len = RECORD_HEADER + e->spec_len + 8;
-	char *path = NULL, *tmp = NULL;
+	char *path = NULL;
 	uint8_t *buf = malloc(len);
-	enum error_code rc = ERR_NOMEM;
-	int fd = -1, saved;
+	enum error_code rc;
 
-	if (!buf || asprintf(&path, "%s/%s", r->records_dir, e->name) < 0)
-		goto nomem;
-	if (asprintf(&tmp, "%s/.%s.XXXXXX", r->records_dir, e->name) < 0) {
-		tmp = NULL;
-		goto nomem;
+	if (!buf || asprintf(&path, "%s/%s", r->records_dir, e->name) < 0) {
+		free(buf);
+		return error_set(err, ERR_NOMEM, "save dataset '%s': out of memory", e->name);
 	}
 	memcpy(buf, RECORD_MAGIC, 8);
-	put_u64(buf + 8, generation);
-	put_u64(buf + 16, (uint64_t)created_ms);
-	put_u32(buf + 24, (uint32_t)e->spec_len);
+	bytes_put_le64(buf + 8, generation);
+	bytes_put_le64(buf + 16, (uint64_t)created_ms);
+	bytes_put_le32(buf + 24, (uint32_t)e->spec_len);
 	memcpy(buf + RECORD_HEADER, e->spec, e->spec_len);
-	put_u64(buf + RECORD_HEADER + e->spec_len, XXH3_64bits(buf, RECORD_HEADER + e->spec_len));
-
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		saved = errno;
-		free(tmp);
-		tmp = NULL;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': create in '%s': %s",
-			       e->name, r->records_dir, strerror(saved));
-		goto out;
-	}
-	if (fileio_write_all(fd, buf, len) != 0 || fsync(fd) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
-			       "save dataset '%s': write '%s': %s", e->name, tmp, strerror(saved));
-		goto out;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': close '%s': %s",
-			       e->name, tmp, strerror(saved));
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': rename to '%s': %s",
-			       e->name, path, strerror(saved));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	rc = sync_dir(r->records_dir, err);
-	goto out;
-nomem:
-	rc = error_set(err, ERR_NOMEM, "save dataset '%s': out of memory", e->name);
-out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
+	bytes_put_le64(buf + RECORD_HEADER + e->spec_len,
+		       XXH3_64bits(buf, RECORD_HEADER + e->spec_len));
+	rc = fileio_replace(path, buf, len, 0600, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "save dataset '%s'", e->name);
 	free(path);
 	free(buf);
 	return rc;
@@ -437,43 +333,28 @@ static enum error_code read_record(const char *path, const char *name, struct en
 {
 	struct entry *e = NULL;
 	Granary__V1__DatasetSpec *spec = NULL;
+	char *text = NULL;
 	uint8_t *buf = NULL;
-	struct stat sb;
 	size_t got = 0;
 	uint32_t slen;
-	int fd, saved;
 	enum error_code rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "read '%s': %s", path, strerror(saved));
+	rc = fileio_read_small(path, RECORD_MAX, &text, &got, err);
+	if (rc == ERR_INVALID)
+		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (over %u bytes)", path,
+			       RECORD_MAX);
+	if (rc != ERR_OK)
+		goto out;
+	buf = (uint8_t *)text;
+	if (got < RECORD_HEADER + 8) {
+		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (%zu bytes)", path, got);
 		goto out;
 	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size < RECORD_HEADER + 8 || sb.st_size > RECORD_MAX) {
-		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (%lld bytes)", path,
-			       (long long)sb.st_size);
-		goto out;
-	}
-	buf = malloc((size_t)sb.st_size);
-	if (!buf) {
-		rc = error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
-		goto out;
-	}
-	while (got < (size_t)sb.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	slen = get_u32(buf + 24);
-	if (got != (size_t)sb.st_size || memcmp(buf, RECORD_MAGIC, 8) != 0 ||
+	slen = bytes_get_le32(buf + 24);
+	if (memcmp(buf, RECORD_MAGIC, 8) != 0 ||
 	    (size_t)slen + RECORD_HEADER + 8 != got ||
-	    get_u64(buf + got - 8) != XXH3_64bits(buf, got - 8)) {
+	    bytes_get_le64(buf + got - 8) != XXH3_64bits(buf, got - 8)) {
 		rc = error_set(err, ERR_IO, "read '%s': corrupt dataset record (bad magic, length or checksum)",
 			       path);
 		goto out;
@@ -500,8 +381,8 @@ static enum error_code read_record(const char *path, const char *name, struct en
 	memcpy(e->spec, buf + RECORD_HEADER, slen);
 	e->spec_len = slen;
 	e->state = REGISTRY_READY;
-	e->generation = get_u64(buf + 8);
-	e->created_ms = (int64_t)get_u64(buf + 16);
+	e->generation = bytes_get_le64(buf + 8);
+	e->created_ms = (int64_t)bytes_get_le64(buf + 16);
 	if (e->generation == 0) {
 		entry_free(e);
 		e = NULL;
@@ -513,8 +394,6 @@ static enum error_code read_record(const char *path, const char *name, struct en
 out:
 	if (spec)
 		granary__v1__dataset_spec__free_unpacked(spec, NULL);
-	if (fd >= 0)
-		close(fd);
 	free(buf);
 	return rc;
 }
@@ -793,9 +672,9 @@ enum error_code registry_open(const struct registry_options *opt, struct registr
 		r->snap_dir = NULL;
 		goto nomem;
 	}
-	rc = mkdir_p(r->records_dir, err);
+	rc = fileio_mkdirs(r->records_dir, 0755, err);
 	if (rc == ERR_OK)
-		rc = mkdir_p(r->snap_dir, err);
+		rc = fileio_mkdirs(r->snap_dir, 0755, err);
 	if (rc == ERR_OK)
 		rc = load_all(r, err);
 	if (rc != ERR_OK) {
@@ -934,7 +813,7 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 		goto out;
 	}
 	snapshot_totals(snap, totals);
-	*created_ms = wall_ms();
+	*created_ms = retry_wall_ms();
 	log_info("dataset generation built", LOG_S("dataset", spec->name),
 		 LOG_U("generation", generation), LOG_U("files", totals->files),
 		 LOG_U("dirs", totals->dirs), LOG_U("bytes", totals->bytes),

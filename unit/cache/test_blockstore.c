@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "cache/blockstore.h"
+#include "common/bytes.h"
 #include "cache/sketch.h"
 #include "unit/check_main.h"
 
@@ -182,15 +183,6 @@ static int count_files(const char *dir)
 	return n;
 }
 
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* --- write, read, format --- */
 
 START_TEST(test_blockstore_write_then_read_back_byte_exact)
@@ -278,17 +270,17 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 	ck_assert_int_eq(memcmp(data, want, sizeof(data)), 0);
 
 	ck_assert_int_eq(memcmp(h, "GRNBLK2\0", 8), 0);
-	ck_assert_uint_eq(get_le64(h + 8) & 0xffffffff, BLOCK_HEADER_SIZE);
-	ck_assert_uint_eq(get_le64(h + 8) >> 32, DATA); /* block size at 12 */
-	ck_assert_uint_eq(get_le64(h + 16), sizeof(data));
+	ck_assert_uint_eq(bytes_get_le64(h + 8) & 0xffffffff, BLOCK_HEADER_SIZE);
+	ck_assert_uint_eq(bytes_get_le64(h + 8) >> 32, DATA); /* block size at 12 */
+	ck_assert_uint_eq(bytes_get_le64(h + 16), sizeof(data));
 	/* chunk size at 24 (64 KiB for these small blocks), 0 at 28 */
-	ck_assert_uint_eq(get_le64(h + 24), 65536);
+	ck_assert_uint_eq(bytes_get_le64(h + 24), 65536);
 	/* the chunk table: one CRC32C here (standard CRC32C: "123456789" gives e3069283) */
 	ck_assert_uint_eq(block_crc32c("123456789", 9), 0xe3069283u);
-	ck_assert_uint_eq(get_le64(h + 3064) & 0xffffffff, block_crc32c(want, sizeof(want)));
-	ck_assert_uint_eq(get_le64(h + 32), tkey(&t, 3)->index);
-	ck_assert_uint_gt(get_le64(h + 40), 1700000000); /* seconds, not ns */
-	ck_assert_uint_lt(get_le64(h + 40), 1ULL << 40);
+	ck_assert_uint_eq(bytes_get_le64(h + 3064) & 0xffffffff, block_crc32c(want, sizeof(want)));
+	ck_assert_uint_eq(bytes_get_le64(h + 32), tkey(&t, 3)->index);
+	ck_assert_uint_gt(bytes_get_le64(h + 40), 1700000000); /* seconds, not ns */
+	ck_assert_uint_lt(bytes_get_le64(h + 40), 1ULL << 40);
 	strs[0] = "imagenet";
 	strs[1] = t.key.endpoint;
 	strs[2] = t.key.bucket;
@@ -304,7 +296,7 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 	for (; off < 4088; off++)
 		if (off < 3064 || off >= 3068)
 			ck_assert_uint_eq(h[off], 0);
-	ck_assert_uint_eq(get_le64(h + 4088), XXH3_64bits(h, 4088));
+	ck_assert_uint_eq(bytes_get_le64(h + 4088), XXH3_64bits(h, 4088));
 	blockstore_free(bs);
 	remove_dir(dir);
 }
