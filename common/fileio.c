@@ -105,7 +105,7 @@ enum error_code fileio_replace_with(const char *path, mode_t mode, fileio_write_
 {
 	char *tmp = NULL, *dir = NULL, *base_copy = NULL;
 	enum error_code rc = ERR_OK;
-	int fd = -1, dfd = -1, saved;
+	int fd = -1, saved;
 
 	/* The temporary name is hidden (".NAME.XXXXXX"), so that a reader
 	 * listing the directory never takes a leftover for a file. */
@@ -149,14 +149,9 @@ enum error_code fileio_replace_with(const char *path, mode_t mode, fileio_write_
 	tmp = NULL;
 	/* The rename is durable once the directory is: a failure here is
 	 * one too, the file may be gone after a crash. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) != 0) {
-		saved = errno;
-		rc = error_set(err, code_of(saved), "write '%s': fsync directory '%s': %s", path,
-			       dir, strerror(saved));
-	}
-	if (dfd >= 0)
-		close(dfd);
+	rc = fileio_sync_dir(dir, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "write '%s'", path);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -166,6 +161,21 @@ out:
 	free(dir);
 	free(base_copy);
 	return rc;
+}
+
+enum error_code fileio_sync_dir(const char *path, struct error *err)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
+
+	if (fd < 0 || fsync(fd) != 0) {
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return error_set(err, code_of(saved), "fsync directory '%s': %s", path,
+				 strerror(saved));
+	}
+	close(fd);
+	return ERR_OK;
 }
 
 enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err)

@@ -45,6 +45,10 @@ typedef int (*fileio_write_fn)(int fd, void *arg);
 enum error_code fileio_replace_with(const char *path, mode_t mode, fileio_write_fn write_fn,
 				    void *arg, struct error *err);
 
+/* fsync of directory path, so that the entries made or removed in it last
+ * across a crash. Errors name the directory. */
+enum error_code fileio_sync_dir(const char *path, struct error *err);
+
 /*
  * Makes directory path and its missing parents (parents 0755, path itself
  * mode); directories already there are fine. Errors name the directory

@@ -284,21 +284,6 @@ void registry_dataset_release(struct registry_dataset *d)
 
 /* ---- files ------------------------------------------------------------- */
 
-static enum error_code sync_dir(const char *path, struct error *err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
-
-	if (fd < 0 || fsync(fd) < 0) {
-		saved = errno;
-		if (fd >= 0)
-			close(fd);
-		return error_set(err, error_from_errno(saved), "fsync '%s': %s", path,
-				 strerror(saved));
-	}
-	close(fd);
-	return ERR_OK;
-}
-
 /* Writes DATA/datasets/NAME atomically and durably (fileio_replace). */
 static enum error_code write_record(struct registry *r, const struct entry *e, uint64_t generation,
 				    int64_t created_ms, struct error *err)
@@ -1104,7 +1089,7 @@ enum error_code registry_delete(struct registry *r, const char *name, struct err
 			       name, path, strerror(saved));
 		goto out;
 	}
-	rc = sync_dir(r->records_dir, err);
+	rc = fileio_sync_dir(r->records_dir, err);
 	if (rc != ERR_OK)
 		goto out;
 	prune_snapshots(r, name, 0, 0);

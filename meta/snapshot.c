@@ -1343,22 +1343,6 @@ static int fd_write(const void *data, size_t len, void *arg)
 	return 0;
 }
 
-static enum error_code sync_dir(const char *path, struct error *err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int saved;
-
-	if (fd < 0 || fsync(fd) < 0) {
-		saved = errno;
-		if (fd >= 0)
-			close(fd);
-		return error_set(err, error_from_errno(saved), "fsync '%s': %s", path,
-				 strerror(saved));
-	}
-	close(fd);
-	return ERR_OK;
-}
-
 /* fileio_replace_with's writer: the snapshot's encoding. */
 struct save_arg {
 	const struct snapshot *snap;
@@ -1394,7 +1378,7 @@ enum error_code snapshot_save(const struct snapshot *snap, const char *dir, stru
 	}
 	/* A new dataset directory is made durable before a file goes in it. */
 	if (mkdir(sub, 0755) == 0) {
-		rc = sync_dir(dir, err);
+		rc = fileio_sync_dir(dir, err);
 		if (rc != ERR_OK)
 			goto out;
 	} else if (errno != EEXIST) {
