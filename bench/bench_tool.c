@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "common/daemon.h"
+#include "common/retry.h"
 
 static const struct config_field bench_fields[] = {
 	{ "files", CONFIG_INT, offsetof(struct bench_settings, files), "20000",
@@ -77,10 +78,7 @@ static const struct config_schema bench_schema = {
 
 double bench_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return retry_now_s();
 }
 
 int main(int argc, char **argv)

@@ -27,17 +27,10 @@
 
 #include "cache/blockstore.h"
 #include "common/log.h"
+#include "common/retry.h"
 
 #define TARGET_BLOCKS 100000
 #define TARGET_SECONDS 2.0
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -54,7 +47,7 @@ static int fill(const char *dir, long blocks, uint64_t capacity)
 	uint8_t *data = malloc(data_len);
 	struct error err;
 	char object[64];
-	double t0 = now_s();
+	double t0 = retry_now_s();
 
 	if (!data || blockstore_open(&cfg, &bs, &err) != ERR_OK) {
 		fprintf(stderr, "blockstore_rebuild_bench: %s\n", data ? err.msg : "out of memory");
@@ -80,7 +73,7 @@ static int fill(const char *dir, long blocks, uint64_t capacity)
 	}
 	blockstore_free(bs);
 	free(data);
-	fprintf(stderr, "filled %ld blocks in %.2f s\n", blocks, now_s() - t0);
+	fprintf(stderr, "filled %ld blocks in %.2f s\n", blocks, retry_now_s() - t0);
 	return 0;
 }
 
@@ -106,13 +99,13 @@ static int time_open(const char *dir, const char *mode, long blocks, uint64_t ca
 	struct blockstore *bs = NULL;
 	struct blockstore_stats st;
 	struct error err;
-	double t0 = now_s(), s = 0;
+	double t0 = retry_now_s(), s = 0;
 
 	if (blockstore_open(&cfg, &bs, &err) != ERR_OK) {
 		fprintf(stderr, "blockstore_rebuild_bench: %s\n", err.msg);
 		return -1;
 	}
-	s = now_s() - t0;
+	s = retry_now_s() - t0;
 	blockstore_get_stats(bs, &st);
 	blockstore_free(bs);
 	if ((long)st.blocks != blocks || st.corrupt != 0) {
@@ -170,7 +163,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(LOG_LEVEL_WARN);
-	capacity = (uint64_t)blocks * (BLOCKSTORE_HEADER_SIZE + (data_len + 4095) / 4096 * 4096);
+	capacity = (uint64_t)blocks * (BLOCK_HEADER_SIZE + (data_len + 4095) / 4096 * 4096);
 	snprintf(dir, sizeof(dir), "%s/granary-rebuild-bench-XXXXXX", parent);
 	if (!mkdtemp(dir)) {
 		fprintf(stderr, "blockstore_rebuild_bench: mkdtemp '%s': %s\n", dir, strerror(errno));

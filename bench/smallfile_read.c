@@ -28,6 +28,7 @@
 
 #include "bench/bench_tool.h"
 #include "bench/tfrecord.h"
+#include "common/fileio.h"
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -63,12 +64,13 @@ int bench_smallgen(const struct bench_settings *s, const char *dir)
 	uint64_t state = (uint64_t)s->seed * 0x9e3779b97f4a7c15ull + 7, total = 0;
 	uint8_t *buf = malloc(max + 8);
 	FILE *list = NULL;
+	struct error err;
 	int rc = 1;
 
 	if (!buf)
 		return 1;
-	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-		fprintf(stderr, "granary-bench: mkdir '%s': %s\n", dir, strerror(errno));
+	if (fileio_mkdirs(dir, 0755, &err) != ERR_OK) {
+		fprintf(stderr, "granary-bench: %s\n", err.msg);
 		goto out;
 	}
 	if (*s->list && !(list = fopen(s->list, "w"))) {

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "common/daemon.h"
+#include "common/retry.h"
 #include "meta/snapshot.h"
 #include "store/store.h"
 #include "store/store_settings.h"
@@ -68,14 +69,6 @@ static const struct config_schema bench_schema = {
 	.fields = bench_fields,
 	.nfields = sizeof(bench_fields) / sizeof(bench_fields[0]),
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t mix(uint64_t x)
 {
@@ -151,7 +144,7 @@ static int synthetic(const struct bench_settings *set)
 		}
 	}
 	heap0 = heap_bytes();
-	t0 = now_s();
+	t0 = retry_now_s();
 	if (snapshot_builder_new("imagenet", "s3://bench/imagenet/", 1, &b, &err) != ERR_OK)
 		goto fail;
 	for (uint64_t k = 0; k < count; k++) {
@@ -168,7 +161,7 @@ static int synthetic(const struct bench_settings *set)
 		goto fail;
 	}
 	b = NULL;
-	t1 = now_s();
+	t1 = retry_now_s();
 	heap1 = heap_bytes();
 	snapshot_totals(snap, &tot);
 	getrusage(RUSAGE_SELF, &ru);
@@ -180,13 +173,13 @@ static int synthetic(const struct bench_settings *set)
 	       snapshot_memory_bytes(snap), (double)snapshot_memory_bytes(snap) / (double)tot.files,
 	       (double)(heap1 - heap0) / (double)tot.files);
 
-	t0 = now_s();
+	t0 = retry_now_s();
 	if (snapshot_encode_to_buffer(snap, &enc, &enc_len, &err) != ERR_OK)
 		goto fail;
-	t1 = now_s();
+	t1 = retry_now_s();
 	if (snapshot_decode(enc, enc_len, &copy, &err) != ERR_OK)
 		goto fail;
-	t2 = now_s();
+	t2 = retry_now_s();
 	printf("snapshot_encode bytes=%zu bytes_per_file=%.1f seconds=%.3f\n", enc_len,
 	       (double)enc_len / (double)tot.files, t1 - t0);
 	printf("snapshot_decode seconds=%.3f\n", t2 - t1);
@@ -207,7 +200,7 @@ static int synthetic(const struct bench_settings *set)
 		tids = calloc((size_t)set->threads, sizeof(*tids));
 		if (!args || !tids)
 			goto out;
-		t0 = now_s();
+		t0 = retry_now_s();
 		for (int64_t i = 0; i < set->threads; i++) {
 			args[i] = (struct lookup_arg){ snap, count, per_class, (uint64_t)set->lookups,
 						       (uint64_t)i + 1, 0 };
@@ -217,7 +210,7 @@ static int synthetic(const struct bench_settings *set)
 			pthread_join(tids[i], NULL);
 			found += args[i].found;
 		}
-		t1 = now_s();
+		t1 = retry_now_s();
 		if (found != (uint64_t)set->lookups * (uint64_t)set->threads) {
 			fprintf(stderr, "snapshot_bench: %" PRIu64 " lookups missed\n",
 				(uint64_t)set->lookups * (uint64_t)set->threads - found);
@@ -263,10 +256,10 @@ static int from_store(const struct bench_settings *set)
 	store_settings_to_config(&set->store, &cfg);
 	if (store_open(root, &cfg, &st, &err) != ERR_OK)
 		goto fail;
-	t0 = now_s();
+	t0 = retry_now_s();
 	if (snapshot_build_from_store(st, prefix, "bench", set->uri, 1, &snap, &err) != ERR_OK)
 		goto fail;
-	t1 = now_s();
+	t1 = retry_now_s();
 	snapshot_totals(snap, &tot);
 	store_get_stats(st, &stats);
 	printf("snapshot_store files=%" PRIu64 " dirs=%" PRIu64 " seconds=%.3f "

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/crc32c.h"
 
 enum { ST_HEADER, ST_DATA, ST_FOOTER };
@@ -19,27 +20,15 @@ uint32_t tfrecord_mask(uint32_t crc)
 	return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 void tfrecord_header(uint64_t len, uint8_t out[12])
 {
-	for (int i = 0; i < 8; i++)
-		out[i] = (uint8_t)(len >> (8 * i));
-	put_le32(out + 8, tfrecord_mask(tfrecord_crc32c(out, 8)));
+	bytes_put_le64(out, len);
+	bytes_put_le32(out + 8, tfrecord_mask(tfrecord_crc32c(out, 8)));
 }
 
 void tfrecord_footer(const void *data, size_t len, uint8_t out[4])
 {
-	put_le32(out, tfrecord_mask(tfrecord_crc32c(data, len)));
+	bytes_put_le32(out, tfrecord_mask(tfrecord_crc32c(data, len)));
 }
 
 void tfrecord_parser_init(struct tfrecord_parser *p)
@@ -63,10 +52,8 @@ enum error_code tfrecord_parser_feed(struct tfrecord_parser *p, const void *data
 			p->have += n;
 			if (p->have < 12)
 				break;
-			p->len = 0;
-			for (int i = 0; i < 8; i++)
-				p->len |= (uint64_t)p->hdr[i] << (8 * i);
-			if (tfrecord_mask(tfrecord_crc32c(p->hdr, 8)) != get_le32(p->hdr + 8))
+			p->len = bytes_get_le64(p->hdr);
+			if (tfrecord_mask(tfrecord_crc32c(p->hdr, 8)) != bytes_get_le32(p->hdr + 8))
 				return error_set(err, ERR_IO, "record %llu at byte %llu: length CRC mismatch",
 						 (unsigned long long)p->records,
 						 (unsigned long long)p->bytes);
@@ -92,7 +79,7 @@ enum error_code tfrecord_parser_feed(struct tfrecord_parser *p, const void *data
 			p->have += n;
 			if (p->have < 4)
 				break;
-			if (tfrecord_mask(p->crc ^ 0xffffffffu) != get_le32(p->foot))
+			if (tfrecord_mask(p->crc ^ 0xffffffffu) != bytes_get_le32(p->foot))
 				return error_set(err, ERR_IO, "record %llu: data CRC mismatch",
 						 (unsigned long long)p->records);
 			p->records++;

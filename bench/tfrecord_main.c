@@ -23,6 +23,7 @@
 
 #include "bench/tfrecord.h"
 #include "common/daemon.h"
+#include "common/fileio.h"
 #include "common/retry.h"
 
 struct tf_settings {
@@ -96,11 +97,12 @@ static int cmd_gen(const struct tf_settings *set, const char *dir)
 	uint64_t state = (uint64_t)set->seed * 0x9e3779b97f4a7c15ull + 1;
 	uint8_t *rec = malloc(max + 8);
 	uint64_t total_records = 0;
+	struct error err;
 
 	if (!rec)
 		return 1;
-	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-		fprintf(stderr, "granary-tfrecord: mkdir '%s': %s\n", dir, strerror(errno));
+	if (fileio_mkdirs(dir, 0755, &err) != ERR_OK) {
+		fprintf(stderr, "granary-tfrecord: %s\n", err.msg);
 		free(rec);
 		return 1;
 	}

@@ -37,8 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 /* Out of memory while adding leaves the element's hh.tbl NULL instead of
  * exiting the process. */
 #define HASH_NONFATAL_OOM 1
@@ -49,20 +47,6 @@
 #include "common/fileio.h"
 #include "common/cpu.h"
 #include "common/log.h"
-
-/* Header layout: docs/cache-layout.md. */
-static const uint8_t hdr_magic[8] = { 'G', 'R', 'N', 'B', 'L', 'K', '2', '\0' };
-#define HDR_OFF_MAGIC 0
-#define HDR_OFF_HEADER_SIZE 8
-#define HDR_OFF_BLOCK_SIZE 12
-#define HDR_OFF_DATA_LEN 16
-#define HDR_OFF_CHUNK_SIZE 24
-#define HDR_OFF_INDEX 32
-#define HDR_OFF_CREATED 40
-#define HDR_OFF_STRINGS 48
-#define HDR_OFF_CHECKSUM (BLOCKSTORE_HEADER_SIZE - 8)
-#define HDR_OFF_CHUNKS (HDR_OFF_CHECKSUM - 4 * BLOCKSTORE_CHUNKS_MAX)
-#define HDR_NSTRINGS 5 /* dataset, endpoint, bucket, etag, object */
 
 #define DISK_UNIT 4096
 #define DEFAULT_BLOCK_SIZE (4u << 20)
@@ -77,10 +61,6 @@ static const uint8_t hdr_magic[8] = { 'G', 'R', 'N', 'B', 'L', 'K', '2', '\0' };
 #define REBUILD_THREADS_PER_CPU 4
 #define REBUILD_MIN_THREADS 32
 #define REBUILD_MAX_THREADS 64
-/* "HH/" + 32 hex digits */
-#define REL_PATH_LEN (3 + 2 * BLOCKSTORE_HASH_LEN + 1)
-/* Key encodings up to this size are hashed from the stack. */
-#define KEY_STACK_BUF 4096
 
 enum entry_state { ENTRY_WRITING, ENTRY_LIVE, ENTRY_DYING };
 
@@ -98,7 +78,7 @@ struct blockstore_ref {
 };
 
 struct entry {
-	uint8_t hash[BLOCKSTORE_HASH_LEN]; /* immutable; the index key */
+	uint8_t hash[BLOCK_HASH_LEN]; /* immutable; the index key */
 	UT_hash_handle hh;                 /* protected by bs->mu */
 	/* LRU neighbours while LIVE (head = most recent); while DYING, next
 	 * chains the victims one caller is removing. Protected by bs->mu. */
@@ -145,429 +125,17 @@ struct blockstore_writer {
 	uint64_t max_len, written, reserved;
 	uint32_t chunk_size;
 	uint32_t crc;    /* CRC32C state of the chunk being written */
-	uint32_t crcs[BLOCKSTORE_CHUNKS_MAX];
-	char tmp_name[BLOCKSTORE_HASH_HEX + 48];
+	uint32_t crcs[BLOCK_CHUNKS_MAX];
+	char tmp_name[BLOCK_HASH_HEX + 48];
 	/* Filled at write_begin but for data length, checksums and time. */
-	uint8_t header[BLOCKSTORE_HEADER_SIZE];
+	uint8_t header[BLOCK_HEADER_SIZE];
 };
 
-struct span {
-	const char *p;
-	size_t n;
-};
-
-/* --- little-endian fields and names --- */
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
+/* --- sizes --- */
 
 static uint64_t disk_size(uint64_t data_len)
 {
-	return (BLOCKSTORE_HEADER_SIZE + data_len + DISK_UNIT - 1) / DISK_UNIT * DISK_UNIT;
-}
-
-/* "HH/HASHHEX", relative to DIR/blocks. */
-static void rel_path(const uint8_t hash[BLOCKSTORE_HASH_LEN], char out[REL_PATH_LEN])
-{
-	char hex[BLOCKSTORE_HASH_HEX];
-
-	blockstore_hash_hex(hash, hex);
-	snprintf(out, REL_PATH_LEN, "%.2s/%s", hex, hex);
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1; /* upper case is not ours: names are written lower case */
-}
-
-/* 0 if name is exactly the lower-case hex of a hash; fills hash. */
-static int parse_hash_name(const char *name, uint8_t hash[BLOCKSTORE_HASH_LEN])
-{
-	for (int i = 0; i < BLOCKSTORE_HASH_LEN; i++) {
-		int hi = hex_digit(name[2 * i]);
-		int lo = hi < 0 ? -1 : hex_digit(name[2 * i + 1]);
-
-		if (lo < 0)
-			return -1;
-		hash[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return name[2 * BLOCKSTORE_HASH_LEN] == '\0' ? 0 : -1;
-}
-
-/* --- key hash --- */
-
-/*
- * Encoding: endpoint, bucket, object, etag, each as a le32 length and its
- * bytes, then le32 block size and le64 block index. The lengths make it
- * unambiguous: ("ab", "c") and ("a", "bc") differ.
- */
-static size_t key_encoded_len(const struct span parts[4])
-{
-	size_t n = 4 + 8;
-
-	for (int i = 0; i < 4; i++)
-		n += 4 + parts[i].n;
-	return n;
-}
-
-static void key_encode(const struct span parts[4], uint32_t block_size, uint64_t index,
-		       uint8_t *buf)
-{
-	uint8_t *p = buf;
-
-	for (int i = 0; i < 4; i++) {
-		put_le32(p, (uint32_t)parts[i].n);
-		if (parts[i].n)
-			memcpy(p + 4, parts[i].p, parts[i].n);
-		p += 4 + parts[i].n;
-	}
-	put_le32(p, block_size);
-	put_le64(p + 4, index);
-}
-
-static void key_hash_parts(const struct span parts[4], uint32_t block_size, uint64_t index,
-			   uint8_t out[BLOCKSTORE_HASH_LEN])
-{
-	uint8_t stack_buf[KEY_STACK_BUF];
-	uint8_t *buf = stack_buf;
-	size_t n = key_encoded_len(parts);
-	XXH128_canonical_t canon;
-
-	if (n > sizeof(stack_buf)) {
-		/* Only keys too long for any block header come here; they
-		 * still need a stable hash for placement. */
-		buf = malloc(n);
-		if (!buf) {
-			log_error("hash block key: out of memory", LOG_U("bytes", n));
-			abort();
-		}
-	}
-	key_encode(parts, block_size, index, buf);
-	/* Canonical form is big-endian, the same bytes on every host. */
-	XXH128_canonicalFromHash(&canon, XXH3_128bits(buf, n));
-	memcpy(out, canon.digest, BLOCKSTORE_HASH_LEN);
-	if (buf != stack_buf)
-		free(buf);
-}
-
-static struct span span_of(const char *s)
-{
-	return (struct span){ .p = s ? s : "", .n = s ? strlen(s) : 0 };
-}
-
-void blockstore_key_hash(const struct block_key *key, uint8_t out[BLOCKSTORE_HASH_LEN])
-{
-	struct span parts[4] = {
-		span_of(key->endpoint),
-		span_of(key->bucket),
-		span_of(key->object),
-		span_of(key->etag),
-	};
-
-	key_hash_parts(parts, key->block_size, key->index, out);
-}
-
-void blockstore_hash_hex(const uint8_t hash[BLOCKSTORE_HASH_LEN], char out[BLOCKSTORE_HASH_HEX])
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (int i = 0; i < BLOCKSTORE_HASH_LEN; i++) {
-		out[2 * i] = digits[hash[i] >> 4];
-		out[2 * i + 1] = digits[hash[i] & 0xf];
-	}
-	out[2 * BLOCKSTORE_HASH_LEN] = '\0';
-}
-
-int blockstore_block_path(const char *dir, const uint8_t hash[BLOCKSTORE_HASH_LEN], char *out,
-			  size_t size)
-{
-	char rel[REL_PATH_LEN];
-
-	rel_path(hash, rel);
-	return snprintf(out, size, "%s/blocks/%s", dir, rel);
-}
-
-/* --- data checksums --- */
-
-static uint64_t chunk_count(uint64_t data_len, uint32_t chunk_size)
-{
-	return (data_len + chunk_size - 1) / chunk_size;
-}
-
-uint32_t blockstore_chunk_size(uint32_t block_size)
-{
-	uint32_t c = block_size / BLOCKSTORE_CHUNKS_MAX;
-
-	return c < BLOCKSTORE_CHUNK_MIN ? BLOCKSTORE_CHUNK_MIN : c;
-}
-
-uint32_t blockstore_crc32c(const void *data, size_t len)
-{
-	return crc32c(data, len);
-}
-
-void blockstore_sums_of(const void *data, uint64_t len, uint32_t block_size,
-			struct blockstore_sums *out)
-{
-	out->data_len = len;
-	out->chunk_size = blockstore_chunk_size(block_size);
-	for (uint64_t i = 0, off = 0; off < len; i++, off += out->chunk_size) {
-		uint64_t n = len - off < out->chunk_size ? len - off : out->chunk_size;
-
-		out->crc[i] = blockstore_crc32c((const char *)data + off, (size_t)n);
-	}
-}
-
-bool blockstore_sums_check(const struct blockstore_sums *s, uint64_t off, const void *data,
-			   size_t len)
-{
-	const char *p = data;
-
-	if (off % s->chunk_size != 0 || off > s->data_len || len > s->data_len - off ||
-	    (len % s->chunk_size != 0 && off + len != s->data_len))
-		return false;
-	for (uint64_t done = 0; done < len;) {
-		uint64_t n = len - done < s->chunk_size ? len - done : s->chunk_size;
-
-		if (blockstore_crc32c(p + done, (size_t)n) != s->crc[(off + done) / s->chunk_size])
-			return false;
-		done += n;
-	}
-	return true;
-}
-
-/*
- * Reads data bytes [off, off + n) of the chunks that hold them, checked,
- * into dst: whole chunks straight into dst, a chunk the range only cuts
- * through into a bounce buffer first. Returns 0, -1 with errno for a read
- * error, -2 for a short file, -3 for a checksum mismatch (*bad_off: the
- * data offset of the chunk).
- */
-static int read_checked(int fd, const struct blockstore_sums *s, uint64_t off, size_t n,
-			char *dst, uint64_t *bad_off)
-{
-	const uint64_t cs = s->chunk_size, end = off + n;
-	char *bounce = NULL;
-	uint64_t at = off;
-	int rc = 0;
-
-	while (rc == 0 && at < end) {
-		uint64_t c0 = at / cs * cs, c1 = c0 + cs < s->data_len ? c0 + cs : s->data_len;
-		uint64_t run_end = c0, len;
-		ssize_t got;
-
-		if (c0 == at && c1 <= end) {
-			/* a run of whole chunks: one read, then a check per chunk */
-			while (run_end < end) {
-				uint64_t next = run_end + cs < s->data_len ? run_end + cs : s->data_len;
-
-				if (next > end)
-					break;
-				run_end = next;
-			}
-			len = run_end - c0;
-			got = fileio_pread_all(fd, dst + (c0 - off), (size_t)len,
-					       BLOCKSTORE_HEADER_SIZE + c0);
-			if (got < 0 || (uint64_t)got != len) {
-				rc = got < 0 ? -1 : -2;
-				break;
-			}
-			for (uint64_t c = c0; c < run_end; c += cs) {
-				uint64_t m = run_end - c < cs ? run_end - c : cs;
-
-				if (blockstore_crc32c(dst + (c - off), (size_t)m) != s->crc[c / cs]) {
-					*bad_off = c;
-					rc = -3;
-					break;
-				}
-			}
-			at = run_end;
-			continue;
-		}
-		if (!bounce && !(bounce = malloc(cs))) {
-			errno = ENOMEM;
-			rc = -1;
-			break;
-		}
-		len = c1 - c0;
-		got = fileio_pread_all(fd, bounce, (size_t)len, BLOCKSTORE_HEADER_SIZE + c0);
-		if (got < 0 || (uint64_t)got != len) {
-			rc = got < 0 ? -1 : -2;
-			break;
-		}
-		if (blockstore_crc32c(bounce, (size_t)len) != s->crc[c0 / cs]) {
-			*bad_off = c0;
-			rc = -3;
-			break;
-		}
-		len = (c1 < end ? c1 : end) - at;
-		memcpy(dst + (at - off), bounce + (at - c0), (size_t)len);
-		at += len;
-	}
-	free(bounce);
-	return rc;
-}
-
-enum error_code blockstore_read_checked(int fd, const struct blockstore_sums *s, uint64_t off,
-					size_t len, void *dst, bool *corrupt, struct error *err)
-{
-	uint64_t bad = 0;
-	int rc;
-
-	*corrupt = false;
-	if (off > s->data_len || len > s->data_len - off)
-		return error_set(err, ERR_RANGE, "read %zu bytes at %llu of a block of %llu", len,
-				 (unsigned long long)off, (unsigned long long)s->data_len);
-	rc = read_checked(fd, s, off, len, dst, &bad);
-	if (rc == -1)
-		return error_set(err, error_from_errno(errno), "read cached block: %s",
-				 strerror(errno));
-	if (rc == -2) {
-		*corrupt = true;
-		return error_set(err, ERR_IO, "cached block is shorter than its header says");
-	}
-	if (rc == -3) {
-		*corrupt = true;
-		return error_set(err, ERR_IO,
-				 "cached block failed its checksum: CRC32C of the %u bytes at %llu differs",
-				 s->chunk_size, (unsigned long long)bad);
-	}
-	return ERR_OK;
-}
-
-/* --- header --- */
-
-struct header_info {
-	uint32_t block_size, chunk_size;
-	uint64_t data_len, index;
-	struct span str[HDR_NSTRINGS]; /* point into the header buffer */
-	const uint8_t *crcs;           /* the chunk table, in the header buffer */
-};
-
-static void header_seal(uint8_t *h)
-{
-	put_le64(h + HDR_OFF_CHECKSUM, XXH3_64bits(h, HDR_OFF_CHECKSUM));
-}
-
-/* Returns NULL if h is a valid header, else why not. */
-static const char *header_parse(const uint8_t *h, struct header_info *out)
-{
-	size_t off = HDR_OFF_STRINGS;
-
-	if (memcmp(h + HDR_OFF_MAGIC, hdr_magic, sizeof(hdr_magic)) != 0)
-		return "bad magic";
-	if (get_le32(h + HDR_OFF_HEADER_SIZE) != BLOCKSTORE_HEADER_SIZE)
-		return "unknown header size";
-	if (get_le64(h + HDR_OFF_CHECKSUM) != XXH3_64bits(h, HDR_OFF_CHECKSUM))
-		return "header checksum mismatch";
-	out->block_size = get_le32(h + HDR_OFF_BLOCK_SIZE);
-	out->data_len = get_le64(h + HDR_OFF_DATA_LEN);
-	out->chunk_size = get_le32(h + HDR_OFF_CHUNK_SIZE);
-	out->index = get_le64(h + HDR_OFF_INDEX);
-	out->crcs = h + HDR_OFF_CHUNKS;
-	if (out->block_size == 0 || out->data_len > out->block_size)
-		return "data length exceeds the block size";
-	if (out->chunk_size != blockstore_chunk_size(out->block_size))
-		return "wrong chunk size";
-	for (int i = 0; i < HDR_NSTRINGS; i++) {
-		size_t n = 0;
-
-		if (off + 2 > HDR_OFF_CHUNKS)
-			return "strings overrun the header";
-		n = get_le16(h + off);
-		if (off + 2 + n > HDR_OFF_CHUNKS)
-			return "strings overrun the header";
-		out->str[i] = (struct span){ .p = (const char *)h + off + 2, .n = n };
-		if (memchr(out->str[i].p, '\0', n))
-			return "NUL byte in a string";
-		off += 2 + n;
-	}
-	if (out->str[0].n == 0 || out->str[0].n > BLOCKSTORE_DATASET_MAX)
-		return "bad dataset name length";
-	if (out->str[4].n == 0 || out->str[4].n > BLOCKSTORE_OBJECT_MAX)
-		return "bad object key length";
-	return NULL;
-}
-
-/* The chunk table of a parsed header into out. */
-static void sums_from_header(const struct header_info *info, struct blockstore_sums *out)
-{
-	out->data_len = info->data_len;
-	out->chunk_size = info->chunk_size;
-	for (uint64_t i = 0; i < chunk_count(info->data_len, info->chunk_size); i++)
-		out->crc[i] = get_le32(info->crcs + 4 * i);
-}
-
-/* --- small I/O helpers --- */
-
-static int mkdir_p(const char *path)
-{
-	char *copy = strdup(path);
-	int rc = -1;
-
-	if (!copy) {
-		errno = ENOMEM;
-		return -1;
-	}
-	for (char *p = copy + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-			goto out;
-		*p = '/';
-	}
-	if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-		goto out;
-	rc = 0;
-out:
-	if (rc < 0) {
-		int saved = errno;
-
-		free(copy);
-		errno = saved;
-		return rc;
-	}
-	free(copy);
-	return rc;
+	return (BLOCK_HEADER_SIZE + data_len + DISK_UNIT - 1) / DISK_UNIT * DISK_UNIT;
 }
 
 /* --- lists, index and datasets; all *_locked under bs->mu --- */
@@ -620,7 +188,7 @@ static struct entry *entry_new(void)
 /* Adds e to the index; -1 if out of memory. */
 static int index_add_locked(struct blockstore *bs, struct entry *e)
 {
-	HASH_ADD(hh, bs->index, hash, BLOCKSTORE_HASH_LEN, e);
+	HASH_ADD(hh, bs->index, hash, BLOCK_HASH_LEN, e);
 	if (!e->hh.tbl)
 		return -1;
 	e->in_index = true;
@@ -683,10 +251,10 @@ fail:
  */
 static void remove_dying(struct blockstore *bs, struct entry *chain)
 {
-	char rel[REL_PATH_LEN];
+	char rel[BLOCK_REL_PATH_LEN];
 
 	for (struct entry *e = chain; e; e = e->next) {
-		rel_path(e->hash, rel);
+		block_file_rel_path(e->hash, rel);
 		if (unlinkat(bs->blocks_fd, rel, 0) < 0 && errno != ENOENT) {
 			int saved = errno;
 
@@ -757,7 +325,7 @@ static int worker_keep(struct rebuild_worker *w, struct entry *e)
 	return 0;
 }
 
-static struct dataset *worker_dataset(struct rebuild_worker *w, struct span name)
+static struct dataset *worker_dataset(struct rebuild_worker *w, struct block_header_string name)
 {
 	struct blockstore *bs = w->rb->bs;
 	struct dataset *ds = w->last_ds;
@@ -777,10 +345,10 @@ static struct dataset *worker_dataset(struct rebuild_worker *w, struct span name
 static void rebuild_file(struct rebuild_worker *w, int dfd, const char *hh, const char *name)
 {
 	struct blockstore *bs = w->rb->bs;
-	uint8_t h[BLOCKSTORE_HEADER_SIZE];
-	uint8_t name_hash[BLOCKSTORE_HASH_LEN];
-	uint8_t key_hash[BLOCKSTORE_HASH_LEN];
-	struct header_info info;
+	uint8_t h[BLOCK_HEADER_SIZE];
+	uint8_t name_hash[BLOCK_HASH_LEN];
+	uint8_t key_hash[BLOCK_HASH_LEN];
+	struct block_header info;
 	struct stat sb;
 	struct entry *e = NULL;
 	struct dataset *ds = NULL;
@@ -788,7 +356,7 @@ static void rebuild_file(struct rebuild_worker *w, int dfd, const char *hh, cons
 	ssize_t n = 0;
 	int fd = -1;
 
-	if (parse_hash_name(name, name_hash) < 0 || name[0] != hh[0] || name[1] != hh[1]) {
+	if (block_hash_parse(name, name_hash) < 0 || name[0] != hh[0] || name[1] != hh[1]) {
 		why = "unknown name";
 		goto bad;
 	}
@@ -820,31 +388,25 @@ static void rebuild_file(struct rebuild_worker *w, int dfd, const char *hh, cons
 		why = "short header";
 		goto bad;
 	}
-	why = header_parse(h, &info);
+	why = block_header_parse(h, &info);
 	if (why)
 		goto bad;
-	if ((uint64_t)sb.st_size != BLOCKSTORE_HEADER_SIZE + info.data_len) {
+	if ((uint64_t)sb.st_size != BLOCK_HEADER_SIZE + info.data_len) {
 		why = "file size does not match the header";
 		goto bad;
 	}
-	{
-		/* Header order is dataset, endpoint, bucket, etag, object; the
-		 * key hash takes endpoint, bucket, object, etag. */
-		struct span parts[4] = { info.str[1], info.str[2], info.str[4], info.str[3] };
-
-		key_hash_parts(parts, info.block_size, info.index, key_hash);
-	}
-	if (memcmp(key_hash, name_hash, BLOCKSTORE_HASH_LEN) != 0) {
+	block_header_key_hash(&info, key_hash);
+	if (memcmp(key_hash, name_hash, BLOCK_HASH_LEN) != 0) {
 		why = "name does not match the key in the header";
 		goto bad;
 	}
 	close(fd);
 	fd = -1;
-	ds = worker_dataset(w, info.str[0]);
+	ds = worker_dataset(w, info.dataset);
 	e = entry_new();
 	if (!ds || !e)
 		goto oom;
-	memcpy(e->hash, name_hash, BLOCKSTORE_HASH_LEN);
+	memcpy(e->hash, name_hash, BLOCK_HASH_LEN);
 	e->ds = ds;
 	e->state = ENTRY_LIVE;
 	e->data_len = info.data_len;
@@ -865,7 +427,7 @@ bad:
 
 struct dir_item {
 	ino_t ino;
-	char name[2 * BLOCKSTORE_HASH_LEN + 1];
+	char name[2 * BLOCK_HASH_LEN + 1];
 };
 
 static int cmp_inode(const void *a, const void *b)
@@ -910,7 +472,7 @@ static void rebuild_dir(struct rebuild_worker *w, const char *hh)
 		if (de->d_type == DT_DIR) {
 			log_warn("unexpected directory in block store left alone",
 				 LOG_S("dir", bs->dir), LOG_S("sub", hh), LOG_S("name", de->d_name));
-		} else if (strlen(de->d_name) != 2 * BLOCKSTORE_HASH_LEN) {
+		} else if (strlen(de->d_name) != 2 * BLOCK_HASH_LEN) {
 			remove_bad(bs, dfd, hh, de->d_name, "unknown name", &w->corrupt);
 		} else {
 			if (nitems == cap) {
@@ -972,7 +534,8 @@ static void *rebuild_thread(void *arg)
 
 static bool is_hh(const char *name)
 {
-	return hex_digit(name[0]) >= 0 && hex_digit(name[1]) >= 0 && name[2] == '\0';
+	/* lower case only: block_file_rel_path writes names so */
+	return strspn(name, "0123456789abcdef") == 2 && name[2] == '\0';
 }
 
 /* Lists DIR/blocks: HH directories into rb, anything else removed. */
@@ -1039,7 +602,7 @@ static int cmp_oldest_first(const void *a, const void *b)
 
 	if (x->mtime_ns != y->mtime_ns)
 		return x->mtime_ns < y->mtime_ns ? -1 : 1;
-	return memcmp(x->hash, y->hash, BLOCKSTORE_HASH_LEN); /* stable across runs */
+	return memcmp(x->hash, y->hash, BLOCK_HASH_LEN); /* stable across runs */
 }
 
 static int rebuild_threads(size_t ndirs)
@@ -1286,10 +849,9 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 		rc = error_set(err, ERR_NOMEM, "open block store '%s': out of memory", cfg->dir);
 		goto fail;
 	}
-	if (mkdir_p(bs->dir) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "open block store '%s': mkdir: %s",
-			       bs->dir, strerror(saved));
+	rc = fileio_mkdirs(bs->dir, 0755, err);
+	if (rc != ERR_OK) {
+		error_wrap(err, "open block store '%s'", bs->dir);
 		goto fail;
 	}
 	dir_fd = open(bs->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1367,13 +929,8 @@ void blockstore_free(struct blockstore *bs)
 static enum error_code check_dataset_name(const char *dataset, const char *what,
 					  struct error *err)
 {
-	size_t n = dataset ? strlen(dataset) : 0;
-
-	if (n == 0)
-		return error_set(err, ERR_INVALID, "%s: empty dataset name", what);
-	if (n > BLOCKSTORE_DATASET_MAX)
-		return error_set(err, ERR_INVALID, "%s: dataset name '%.64s...' is longer than %d bytes",
-				 what, dataset, BLOCKSTORE_DATASET_MAX);
+	if (block_dataset_name_check(dataset, err) != ERR_OK)
+		return error_wrap(err, "%s", what);
 	return ERR_OK;
 }
 
@@ -1445,16 +1002,16 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
 
 /* --- lookups and refs --- */
 
-enum error_code blockstore_get(struct blockstore *bs, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+enum error_code blockstore_get(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN],
 			       struct blockstore_ref **ref)
 {
 	return blockstore_lookup(bs, hash, true, ref);
 }
 
-enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN],
 				  bool access, struct blockstore_ref **ref)
 {
-	char rel[REL_PATH_LEN];
+	char rel[BLOCK_REL_PATH_LEN];
 	struct entry *e = NULL;
 	int fd = -1;
 	int saved = 0;
@@ -1464,7 +1021,7 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	pthread_mutex_lock(&bs->mu);
 	if (access)
 		sketch_increment(bs->sketch, hash);
-	HASH_FIND(hh, bs->index, hash, BLOCKSTORE_HASH_LEN, e);
+	HASH_FIND(hh, bs->index, hash, BLOCK_HASH_LEN, e);
 	if (!e || e->state != ENTRY_LIVE) {
 		if (access)
 			bs->st.misses++;
@@ -1485,7 +1042,7 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	}
 	pthread_mutex_unlock(&bs->mu);
 
-	rel_path(e->hash, rel);
+	block_file_rel_path(e->hash, rel);
 	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
 	saved = errno;
 
@@ -1527,7 +1084,7 @@ int blockstore_ref_fd(const struct blockstore_ref *ref)
 
 uint64_t blockstore_ref_offset(const struct blockstore_ref *ref)
 {
-	return BLOCKSTORE_HEADER_SIZE;
+	return BLOCK_HEADER_SIZE;
 }
 
 uint64_t blockstore_ref_length(const struct blockstore_ref *ref)
@@ -1561,25 +1118,25 @@ void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref)
  * The header of ref's file, read now and checked: its checksum, and that
  * it still describes the entry. NULL, or why not.
  */
-static const char *ref_header(const struct entry *e, uint8_t *h, struct blockstore_sums *out,
+static const char *ref_header(const struct entry *e, uint8_t *h, struct block_sums *out,
 			      int *read_errno)
 {
-	struct header_info info;
+	struct block_header info;
 	const char *why = NULL;
-	ssize_t n = fileio_pread_all(e->fd, h, BLOCKSTORE_HEADER_SIZE, 0);
+	ssize_t n = fileio_pread_all(e->fd, h, BLOCK_HEADER_SIZE, 0);
 
 	*read_errno = 0;
 	if (n < 0) {
 		*read_errno = errno;
 		return strerror(errno);
 	}
-	if (n != BLOCKSTORE_HEADER_SIZE)
+	if (n != BLOCK_HEADER_SIZE)
 		return "short header";
-	why = header_parse(h, &info);
+	why = block_header_parse(h, &info);
 	if (!why && info.data_len != e->data_len)
 		why = "data length changed";
 	if (!why)
-		sums_from_header(&info, out);
+		block_header_sums(&info, out);
 	return why;
 }
 
@@ -1587,7 +1144,7 @@ static const char *ref_header(const struct entry *e, uint8_t *h, struct blocksto
  * file unlinked; the caller's ref keeps the entry until put. */
 static void drop_corrupt(struct blockstore *bs, struct entry *e, const char *why)
 {
-	char hex[BLOCKSTORE_HASH_HEX];
+	char hex[BLOCK_HASH_HEX];
 	bool live;
 
 	pthread_mutex_lock(&bs->mu);
@@ -1600,23 +1157,23 @@ static void drop_corrupt(struct blockstore *bs, struct entry *e, const char *why
 	pthread_mutex_unlock(&bs->mu);
 	if (!live)
 		return;
-	blockstore_hash_hex(e->hash, hex);
+	block_hash_hex(e->hash, hex);
 	log_limited_warn(&bs->corrupt_log, "cached block failed its checksum, removed",
 			 LOG_S("dir", bs->dir), LOG_S("block", hex), LOG_S("cause", why));
 	remove_dying(bs, e);
 }
 
 enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
-				    struct blockstore_sums *out, struct error *err)
+				    struct block_sums *out, struct error *err)
 {
-	uint8_t *h = malloc(BLOCKSTORE_HEADER_SIZE);
-	char hex[BLOCKSTORE_HASH_HEX];
+	uint8_t *h = malloc(BLOCK_HEADER_SIZE);
+	char hex[BLOCK_HASH_HEX];
 	const char *why;
 	int read_errno = 0;
 
 	if (!h)
 		return error_set(err, ERR_NOMEM, "read block header: out of memory");
-	blockstore_hash_hex(ref->e->hash, hex);
+	block_hash_hex(ref->e->hash, hex);
 	why = ref_header(ref->e, h, out, &read_errno);
 	free(h);
 	if (!why)
@@ -1632,8 +1189,8 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
 				      struct error *err)
 {
 	struct entry *e = ref->e;
-	struct blockstore_sums sums;
-	char hex[BLOCKSTORE_HASH_HEX], why[ERROR_MSG_MAX];
+	struct block_sums sums;
+	char hex[BLOCK_HASH_HEX], why[ERROR_MSG_MAX];
 	enum error_code rc;
 	bool live, corrupt = false;
 	char *buf = NULL;
@@ -1641,7 +1198,7 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
 	pthread_mutex_lock(&bs->mu);
 	live = e->state == ENTRY_LIVE;
 	pthread_mutex_unlock(&bs->mu);
-	blockstore_hash_hex(e->hash, hex);
+	block_hash_hex(e->hash, hex);
 	if (!live)
 		return error_set(err, ERR_IO, "verify block '%s' in '%s': removed as corrupt", hex,
 				 bs->dir);
@@ -1652,7 +1209,7 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
 	if (!buf)
 		return error_set(err, ERR_NOMEM, "verify block '%s' in '%s': out of memory", hex,
 				 bs->dir);
-	rc = blockstore_read_checked(e->fd, &sums, 0, (size_t)e->data_len, buf, &corrupt, err);
+	rc = block_read_checked(e->fd, &sums, 0, (size_t)e->data_len, buf, &corrupt, err);
 	free(buf);
 	if (rc == ERR_OK)
 		return ERR_OK;
@@ -1671,7 +1228,6 @@ static enum error_code check_key(const struct block_key *key, const char *datase
 {
 	const char *fields[4] = { key->bucket, key->object, key->etag, dataset };
 	const char *names[4] = { "bucket", "object", "etag", "dataset" };
-	size_t strings = 0;
 	enum error_code rc = ERR_OK;
 
 	for (int i = 0; i < 4; i++)
@@ -1682,9 +1238,6 @@ static enum error_code check_key(const struct block_key *key, const char *datase
 	rc = check_dataset_name(dataset, "cache block", err);
 	if (rc != ERR_OK)
 		return rc;
-	if (strlen(key->object) > BLOCKSTORE_OBJECT_MAX)
-		return error_set(err, ERR_INVALID, "cache block of '%.64s...': object key is longer than %d bytes",
-				 key->object, BLOCKSTORE_OBJECT_MAX);
 	if (key->block_size == 0)
 		return error_set(err, ERR_INVALID, "cache block of '%s': block size 0", key->object);
 	if (max_len > key->block_size)
@@ -1692,34 +1245,7 @@ static enum error_code check_key(const struct block_key *key, const char *datase
 				 "cache block %llu of '%s': length %llu exceeds the block size %u",
 				 (unsigned long long)key->index, key->object,
 				 (unsigned long long)max_len, key->block_size);
-	strings = 2 * HDR_NSTRINGS + strlen(dataset) + strlen(key->endpoint) +
-		  strlen(key->bucket) + strlen(key->etag) + strlen(key->object);
-	if (HDR_OFF_STRINGS + strings > HDR_OFF_CHUNKS)
-		return error_set(err, ERR_INVALID,
-				 "cache block of '%.64s': endpoint, bucket, etag and key are too long for a block header",
-				 key->object);
-	return ERR_OK;
-}
-
-static void header_prepare(uint8_t *h, const struct block_key *key, const char *dataset)
-{
-	const char *strs[HDR_NSTRINGS] = { dataset, key->endpoint, key->bucket, key->etag,
-					   key->object };
-	size_t off = HDR_OFF_STRINGS;
-
-	memset(h, 0, BLOCKSTORE_HEADER_SIZE);
-	memcpy(h + HDR_OFF_MAGIC, hdr_magic, sizeof(hdr_magic));
-	put_le32(h + HDR_OFF_HEADER_SIZE, BLOCKSTORE_HEADER_SIZE);
-	put_le32(h + HDR_OFF_BLOCK_SIZE, key->block_size);
-	put_le32(h + HDR_OFF_CHUNK_SIZE, blockstore_chunk_size(key->block_size));
-	put_le64(h + HDR_OFF_INDEX, key->index);
-	for (int i = 0; i < HDR_NSTRINGS; i++) {
-		size_t n = strlen(strs[i]);
-
-		put_le16(h + off, (uint16_t)n);
-		memcpy(h + off + 2, strs[i], n);
-		off += 2 + n;
-	}
+	return block_header_fits(key, dataset, err);
 }
 
 /*
@@ -1781,7 +1307,7 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 	struct blockstore_writer *w = NULL;
 	struct entry *victims = NULL;
 	struct entry *e = NULL;
-	char hex[BLOCKSTORE_HASH_HEX];
+	char hex[BLOCK_HASH_HEX];
 	const char *why = NULL;
 	uint64_t need = disk_size(max_len);
 	bool indexed = false;
@@ -1801,12 +1327,12 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 	w->bs = bs;
 	w->e = e;
 	w->max_len = max_len;
-	w->chunk_size = blockstore_chunk_size(key->block_size);
+	w->chunk_size = block_chunk_size(key->block_size);
 	w->crc = CRC32C_INIT;
 	e->state = ENTRY_WRITING;
-	blockstore_key_hash(key, e->hash);
-	blockstore_hash_hex(e->hash, hex);
-	header_prepare(w->header, key, dataset);
+	block_key_hash(key, e->hash);
+	block_hash_hex(e->hash, hex);
+	block_header_prepare(w->header, key, dataset);
 	snprintf(w->tmp_name, sizeof(w->tmp_name), "%s.%ld.%llu", hex, (long)getpid(),
 		 (unsigned long long)atomic_fetch_add(&bs->tmp_seq, 1));
 
@@ -1814,7 +1340,7 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 	{
 		struct entry *found = NULL;
 
-		HASH_FIND(hh, bs->index, e->hash, BLOCKSTORE_HASH_LEN, found);
+		HASH_FIND(hh, bs->index, e->hash, BLOCK_HASH_LEN, found);
 		if (found) {
 			enum entry_state state = found->state;
 
@@ -1906,10 +1432,10 @@ static void writer_crc(struct blockstore_writer *w, const void *data, size_t len
 enum error_code blockstore_write_append(struct blockstore_writer *w, const void *data, size_t len,
 					struct error *err)
 {
-	char hex[BLOCKSTORE_HASH_HEX];
+	char hex[BLOCK_HASH_HEX];
 
 	if (w->failed || len > w->max_len - w->written) {
-		blockstore_hash_hex(w->e->hash, hex);
+		block_hash_hex(w->e->hash, hex);
 		if (w->failed)
 			return error_set(err, ERR_IO, "cache block '%s': an earlier write failed", hex);
 		w->failed = true;
@@ -1917,11 +1443,11 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
 				 (unsigned long long)len, (unsigned long long)w->max_len);
 	}
-	if (fileio_pwrite_all(w->fd, data, len, BLOCKSTORE_HEADER_SIZE + w->written) < 0) {
+	if (fileio_pwrite_all(w->fd, data, len, BLOCK_HEADER_SIZE + w->written) < 0) {
 		int saved = errno;
 
 		w->failed = true;
-		blockstore_hash_hex(w->e->hash, hex);
+		block_hash_hex(w->e->hash, hex);
 		return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
 				 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir,
 				 w->tmp_name, strerror(saved));
@@ -1933,7 +1459,7 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *buf, uint64_t *len,
 					   struct error *err)
 {
-	ssize_t n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCKSTORE_HEADER_SIZE);
+	ssize_t n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCK_HEADER_SIZE);
 
 	*len = w->written;
 	if (n != (ssize_t)w->written)
@@ -2013,8 +1539,8 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 {
 	struct entry *e = w->e;
 	struct timespec now;
-	char rel[REL_PATH_LEN];
-	char hex[BLOCKSTORE_HASH_HEX];
+	char rel[BLOCK_REL_PATH_LEN];
+	char hex[BLOCK_HASH_HEX];
 	const char *what = NULL;
 	int rfd = -1;
 	int fd = -1;
@@ -2022,20 +1548,16 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 
 	if (ref)
 		*ref = NULL;
-	blockstore_hash_hex(e->hash, hex);
-	rel_path(e->hash, rel);
+	block_hash_hex(e->hash, hex);
+	block_file_rel_path(e->hash, rel);
 	if (w->failed) {
 		blockstore_write_abort(bs, w);
 		return error_set(err, ERR_IO, "cache block '%s': an earlier write failed", hex);
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	put_le64(w->header + HDR_OFF_DATA_LEN, w->written);
 	if (w->written % w->chunk_size != 0)
 		w->crcs[w->written / w->chunk_size] = w->crc ^ CRC32C_INIT;
-	for (uint64_t i = 0; i < chunk_count(w->written, w->chunk_size); i++)
-		put_le32(w->header + HDR_OFF_CHUNKS + 4 * i, w->crcs[i]);
-	put_le64(w->header + HDR_OFF_CREATED, (uint64_t)now.tv_sec);
-	header_seal(w->header);
+	block_header_seal(w->header, w->written, w->crcs, (int64_t)now.tv_sec);
 	/* The header goes last: a file cut short before this has none and
 	 * would fail the checks at start even had it been renamed. */
 	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
@@ -2150,61 +1672,4 @@ enum error_code blockstore_check_usable(struct blockstore *bs, struct error *err
 	pthread_mutex_unlock(&bs->mu);
 	return blockstore_room_check(bs->dir, fs_free, bs->capacity, used, reserved,
 				     bs->block_file, err);
-}
-
-/* --- short-circuit readers --- */
-
-static bool span_is(struct span sp, const char *s)
-{
-	size_t n = strlen(s);
-
-	return sp.n == n && memcmp(sp.p, s, n) == 0;
-}
-
-enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
-				     struct blockstore_sums *sums, struct error *err)
-{
-	uint8_t hash[BLOCKSTORE_HASH_LEN], *h = NULL;
-	struct header_info info;
-	char path[PATH_MAX];
-	struct stat st;
-	const char *why = NULL;
-	int f = -1;
-
-	*fd = -1;
-	blockstore_key_hash(key, hash);
-	blockstore_block_path(dir, hash, path, sizeof(path));
-	f = open(path, O_RDONLY | O_CLOEXEC);
-	if (f < 0) {
-		if (errno == ENOENT)
-			return ERR_NOT_FOUND;
-		return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
-				 strerror(errno));
-	}
-	h = malloc(BLOCKSTORE_HEADER_SIZE);
-	if (!h) {
-		close(f);
-		return error_set(err, ERR_NOMEM, "read cached block '%s': out of memory", path);
-	}
-	if (fileio_pread_all(f, h, BLOCKSTORE_HEADER_SIZE, 0) != BLOCKSTORE_HEADER_SIZE)
-		why = "short header";
-	else
-		why = header_parse(h, &info);
-	if (!why && !(span_is(info.str[1], key->endpoint ? key->endpoint : "") &&
-		      span_is(info.str[2], key->bucket) && span_is(info.str[3], key->etag) &&
-		      span_is(info.str[4], key->object) && info.block_size == key->block_size &&
-		      info.index == key->index))
-		why = "header names another block";
-	if (!why && (fstat(f, &st) != 0 ||
-		     (uint64_t)st.st_size != BLOCKSTORE_HEADER_SIZE + info.data_len))
-		why = "wrong file size";
-	if (!why)
-		sums_from_header(&info, sums);
-	free(h);
-	if (why) {
-		close(f);
-		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
-	}
-	*fd = f;
-	return ERR_OK;
 }

@@ -1,27 +1,14 @@
 /*
  * blockstore.h - the node's block cache on a directory.
  *
- * A block is a fixed-size piece of one object version. Its identity is a
- * 128-bit hash of (endpoint, bucket, object key, ETag, block size, block
- * index): a changed object gets new keys and can never serve stale bytes,
- * and identical objects in two datasets share blocks.
- *
- * On disk (documented in docs/cache-layout.md, because granary-fuse on the
- * same node reads these files directly):
- *   DIR/blocks/HH/HASH      one file per block; HH = first two hex digits
+ * Blocks, their keys and their files are the block contract's
+ * (block/key.h, block/file.h; docs/cache-layout.md): granary-fuse on the
+ * same node reads these files directly. The store adds:
  *   DIR/tmp/                blocks being written (removed at start)
  *   DIR/.lock               flock'd by the one process that owns DIR
- * A block file is a 4096-byte header (magic, data length, a CRC32C of
- * each chunk of the data, the key it holds, the dataset that fetched it, a
- * checksum of the header itself) followed by the data, so data offsets stay
- * page-aligned. Files are written in DIR/tmp and renamed into place: a
- * reader never sees a partial block. No fsync: a block torn by a crash
- * fails its checksum and is fetched again.
- *
- * Every reader checks what it reads, every time: the chunks that hold the
- * bytes asked for are read whole and compared with their CRC32C
- * (blockstore_read_checked), so a byte flipped on disk after the block was
- * written is never served.
+ * Files are written in DIR/tmp and renamed into place: a reader never
+ * sees a partial block. No fsync: a block torn by a crash fails its
+ * checksum and is fetched again.
  *
  * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
  * never exceeded: room is reserved before a block is written. Eviction
@@ -45,33 +32,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/file.h"
+#include "block/key.h"
+#include "block/name.h"
 #include "common/error.h"
-
-#define BLOCKSTORE_HEADER_SIZE 4096
-#define BLOCKSTORE_HASH_LEN 16
-#define BLOCKSTORE_HASH_HEX (2 * BLOCKSTORE_HASH_LEN + 1)
-/* Longest dataset name and object key a block header holds, in bytes; the
- * header's string area (docs/cache-layout.md) also bounds their sum with
- * the endpoint, bucket and ETag. */
-#define BLOCKSTORE_DATASET_MAX 255
-#define BLOCKSTORE_OBJECT_MAX 1024
-/* Data checksums: a block's data is cut into at most this many chunks of
- * blockstore_chunk_size() bytes (the last one short), each with its CRC32C. */
-#define BLOCKSTORE_CHUNKS_MAX 256
-#define BLOCKSTORE_CHUNK_MIN (64u << 10)
 
 enum blockstore_policy {
 	BLOCKSTORE_LRU = 0,
 	BLOCKSTORE_SCAN_RESISTANT,
-};
-
-struct block_key {
-	const char *endpoint;  /* "" for file:// */
-	const char *bucket;    /* bucket, or the directory for file:// */
-	const char *object;    /* object key */
-	const char *etag;      /* version tag from the listing */
-	uint32_t block_size;
-	uint64_t index;
 };
 
 struct blockstore_config {
@@ -97,47 +65,6 @@ struct blockstore;
 struct blockstore_ref;
 struct blockstore_writer;
 
-/* What checks a block's data: its length and the CRC32C of each chunk. */
-struct blockstore_sums {
-	uint64_t data_len;
-	uint32_t chunk_size;
-	uint32_t crc[BLOCKSTORE_CHUNKS_MAX];
-};
-
-/* The chunk size of blocks of block_size: block_size / BLOCKSTORE_CHUNKS_MAX,
- * at least BLOCKSTORE_CHUNK_MIN (so 64 KiB up to 16 MiB blocks). */
-uint32_t blockstore_chunk_size(uint32_t block_size);
-/* CRC32C (Castagnoli, as iSCSI and ext4 use it) of len bytes. */
-uint32_t blockstore_crc32c(const void *data, size_t len);
-/* The sums of len bytes of data held in memory (a block of block_size). */
-void blockstore_sums_of(const void *data, uint64_t len, uint32_t block_size,
-			struct blockstore_sums *out);
-/* Whether data holds the block's bytes [off, off + len): off must start a
- * chunk and the range end at a chunk's end or the data's; false otherwise. */
-bool blockstore_sums_check(const struct blockstore_sums *s, uint64_t off, const void *data,
-			   size_t len);
-
-/*
- * Reads len data bytes at off of a block file open as fd (data at
- * BLOCKSTORE_HEADER_SIZE) into dst, checking every chunk that holds them
- * against s (chunks the range cuts through are read whole into a bounce
- * buffer). On a mismatch or a file shorter than s says: ERR_IO with
- * *corrupt set, naming the chunk; dst then holds garbage. A failed read is
- * its errno's code with *corrupt false. ERR_RANGE past the data.
- */
-enum error_code blockstore_read_checked(int fd, const struct blockstore_sums *s, uint64_t off,
-					size_t len, void *dst, bool *corrupt, struct error *err);
-
-/* Hash of a key; the same on every node and in every process. */
-void blockstore_key_hash(const struct block_key *key,
-			 uint8_t out[BLOCKSTORE_HASH_LEN]);
-/* Lowercase hex of a hash, NUL-terminated. */
-void blockstore_hash_hex(const uint8_t hash[BLOCKSTORE_HASH_LEN],
-			 char out[BLOCKSTORE_HASH_HEX]);
-/* Path of a block file: DIR/blocks/HH/HASH. Returns snprintf's length. */
-int blockstore_block_path(const char *dir, const uint8_t hash[BLOCKSTORE_HASH_LEN],
-			  char *out, size_t size);
-
 /* The lock file in DIR that marks its owner (see blockstore_open). */
 #define BLOCKSTORE_LOCK_FILE ".lock"
 
@@ -161,7 +88,7 @@ void blockstore_free(struct blockstore *bs);
  * Declares a dataset's policy and pin; blocks fetched for it, and blocks
  * found at start that name it, follow them. May be called again to change
  * them. Unknown datasets behave as LRU, unpinned. ERR_INVALID for an empty
- * name or one longer than BLOCKSTORE_DATASET_MAX.
+ * name or one block_dataset_name_check refuses.
  */
 enum error_code blockstore_set_dataset(struct blockstore *bs, const char *dataset,
 				       enum blockstore_policy policy, bool pin,
@@ -175,7 +102,7 @@ enum error_code blockstore_set_dataset(struct blockstore *bs, const char *datase
  * failure to open the file returns ERR_IO (the ref is not taken).
  */
 enum error_code blockstore_get(struct blockstore *bs,
-			       const uint8_t hash[BLOCKSTORE_HASH_LEN],
+			       const uint8_t hash[BLOCK_HASH_LEN],
 			       struct blockstore_ref **ref);
 
 /*
@@ -185,7 +112,7 @@ enum error_code blockstore_get(struct blockstore *bs,
  * what the scan-resistant policy keeps.
  */
 enum error_code blockstore_lookup(struct blockstore *bs,
-				  const uint8_t hash[BLOCKSTORE_HASH_LEN], bool access,
+				  const uint8_t hash[BLOCK_HASH_LEN], bool access,
 				  struct blockstore_ref **ref);
 
 /* A read-only descriptor of the block file, valid while the ref is held;
@@ -197,12 +124,12 @@ uint64_t blockstore_ref_length(const struct blockstore_ref *ref);
 
 /*
  * Reads the header of ref's file now and returns its sums (to check the
- * data with blockstore_read_checked, or to send them with the data). A
+ * data with block_read_checked, or to send them with the data). A
  * header that fails its checks drops the block as
  * blockstore_ref_verify does: ERR_IO.
  */
 enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
-				    struct blockstore_sums *out, struct error *err);
+				    struct block_sums *out, struct error *err);
 
 /*
  * Reads the whole block now and checks it against its header. On a
@@ -299,17 +226,5 @@ enum error_code blockstore_check_usable(struct blockstore *bs, struct error *err
 enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_t capacity,
 				      uint64_t used, uint64_t reserved, uint64_t need,
 				      struct error *err);
-
-/*
- * For short-circuit readers in other processes (granary-fuse on the node,
- * docs/cache-layout.md): opens the block file of key under dir read-only
- * and checks its header and size against key. ERR_NOT_FOUND when there is
- * no such block or the file's header does not check out (a miss: the
- * reader asks the worker; it never removes or writes the file). On ERR_OK
- * *fd is open (close it after the read) and *sums holds the header's data
- * length and chunk checksums: read the data with blockstore_read_checked.
- */
-enum error_code blockstore_file_open(const char *dir, const struct block_key *key, int *fd,
-				     struct blockstore_sums *sums, struct error *err);
 
 #endif

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache/worker_settings.h"
 #include "common/log.h"
 #include "common/retry.h"
 
@@ -51,7 +50,7 @@ struct fetch_dataset {
 /* One store fetch in progress and the requests waiting for it. */
 struct flight {
 	struct flight *next;               /* protected by f->mu */
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	unsigned refs;                     /* leader + waiters; protected by f->mu */
 	bool done;                         /* protected by f->mu */
 	pthread_cond_t cv;                 /* signalled once, at done */
@@ -67,7 +66,7 @@ struct ra_job {
 	struct fetch_dataset *ds;          /* held */
 	char *key, *etag;
 	uint64_t index;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 };
 
 struct fetcher {
@@ -90,7 +89,7 @@ struct fetcher {
 	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
 	size_t ra_len;                     /* protected by mu */
 	struct {
-		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		uint8_t hash[BLOCK_HASH_LEN];
 		struct fetch_buffer *buf;      /* one ref owned here */
 	} recent[RECENT_BLOCKS];           /* protected by mu */
 	unsigned recent_next;              /* protected by mu */
@@ -112,47 +111,7 @@ struct fetcher {
 	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* --- names and keys ------------------------------------------------------ */
-
-/* The endpoint in block keys names the service, as the store resolves it,
- * so that two spellings of "the default" share blocks. */
-char *fetch_key_endpoint(const char *scheme, const char *endpoint, const char *region)
-{
-	char *out = NULL;
-
-	if (strcmp(scheme, "file") == 0)
-		return strdup("");
-	if (endpoint && *endpoint)
-		return strdup(endpoint);
-	if (asprintf(&out, "https://s3.%s.amazonaws.com", region && *region ? region : "us-east-1") < 0)
-		return NULL;
-	return out;
-}
-
-enum error_code fetch_check_dataset_name(const char *name, struct error *err)
-{
-	size_t len = name ? strlen(name) : 0;
-
-	if (len == 0)
-		return error_set(err, ERR_INVALID, "dataset name is empty");
-	if (len > FETCH_DATASET_NAME_MAX)
-		return error_set(err, ERR_INVALID, "dataset name '%.64s...': longer than %d characters",
-				 name, FETCH_DATASET_NAME_MAX);
-	if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != len ||
-	    name[0] == '.')
-		return error_set(err, ERR_INVALID,
-				 "dataset name '%s': may only hold letters, digits, '.', '-' and '_', and not start with '.'",
-				 name);
-	return ERR_OK;
-}
 
 enum error_code fetch_check_object_key(const char *prefix, const char *key, struct error *err)
 {
@@ -215,13 +174,12 @@ static enum error_code dataset_new(const struct fetch_dataset_config *cfg,
 	const char *region = cfg->store.region && *cfg->store.region ? cfg->store.region : "us-east-1";
 
 	*out = NULL;
-	rc = fetch_check_dataset_name(cfg->name, err);
+	rc = block_dataset_name_check(cfg->name, err);
 	if (rc != ERR_OK)
 		return rc;
-	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "dataset '%s': block_size must be a power of two from 64KiB to 64MiB, got %llu",
-				 cfg->name, (unsigned long long)bs);
+	rc = block_size_check("block_size", bs, err);
+	if (rc != ERR_OK)
+		return error_wrap(err, "dataset '%s'", cfg->name);
 	if (cfg->policy != BLOCKSTORE_LRU && cfg->policy != BLOCKSTORE_SCAN_RESISTANT)
 		return error_set(err, ERR_INVALID, "dataset '%s': unknown policy", cfg->name);
 	ds = calloc(1, sizeof(*ds));
@@ -253,7 +211,7 @@ static enum error_code dataset_new(const struct fetch_dataset_config *cfg,
 	ds->endpoint = dup_or_empty(cfg->store.endpoint);
 	ds->region = strdup(region);
 	ds->credentials_file = dup_or_empty(cfg->store.credentials_file);
-	ds->key_endpoint = fetch_key_endpoint(scheme, cfg->store.endpoint, region);
+	ds->key_endpoint = block_key_endpoint(scheme, cfg->store.endpoint, region);
 	if (!ds->name || !ds->source || !ds->endpoint || !ds->region || !ds->credentials_file ||
 	    !ds->key_endpoint) {
 		rc = error_set(err, ERR_NOMEM, "dataset '%s': out of memory", cfg->name);
@@ -518,7 +476,7 @@ struct block_req {
 	uint64_t index;
 	uint64_t until_ms;               /* the reader's deadline; 0 = none */
 	struct block_key bkey;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 };
 
 static enum error_code block_req_init(struct block_req *r, struct fetch_dataset *ds,
@@ -553,14 +511,14 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 		.block_size = ds->desc.block_size,
 		.index = index,
 	};
-	blockstore_key_hash(&r->bkey, r->hash);
+	block_key_hash(&r->bkey, r->hash);
 	return ERR_OK;
 }
 
 static struct flight *flight_find(struct fetcher *f, const uint8_t *hash)
 {
 	for (struct flight *fl = f->flights; fl; fl = fl->next)
-		if (memcmp(fl->hash, hash, BLOCKSTORE_HASH_LEN) == 0)
+		if (memcmp(fl->hash, hash, BLOCK_HASH_LEN) == 0)
 			return fl;
 	return NULL;
 }
@@ -734,7 +692,7 @@ static void recent_add(struct fetcher *f, const uint8_t *hash, struct fetch_buff
 	atomic_fetch_add(&buf->refs, 1);
 	pthread_mutex_lock(&f->mu);
 	old = f->recent[f->recent_next].buf;
-	memcpy(f->recent[f->recent_next].hash, hash, BLOCKSTORE_HASH_LEN);
+	memcpy(f->recent[f->recent_next].hash, hash, BLOCK_HASH_LEN);
 	f->recent[f->recent_next].buf = buf;
 	f->recent_next = (f->recent_next + 1) % RECENT_BLOCKS;
 	pthread_mutex_unlock(&f->mu);
@@ -747,7 +705,7 @@ static struct fetch_buffer *recent_find_locked(struct fetcher *f, const uint8_t 
 	for (unsigned i = 0; i < RECENT_BLOCKS; i++) {
 		struct fetch_buffer *b = f->recent[i].buf;
 
-		if (b && memcmp(f->recent[i].hash, hash, BLOCKSTORE_HASH_LEN) == 0) {
+		if (b && memcmp(f->recent[i].hash, hash, BLOCK_HASH_LEN) == 0) {
 			atomic_fetch_add(&b->refs, 1);
 			return b;
 		}
@@ -807,7 +765,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		rc = ERR_NO_SPACE;
 	}
 
-	t0 = now_s();
+	t0 = retry_now_s();
 	atomic_fetch_add(&f->fetches, 1);
 	if (rc == ERR_NO_SPACE) {
 		size_t got = 0;
@@ -854,7 +812,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		}
 		w = NULL;
 	}
-	metrics_histogram_observe(&f->latency, now_s() - t0);
+	metrics_histogram_observe(&f->latency, retry_now_s() - t0);
 	atomic_fetch_add(&f->store_bytes, delivered);
 	slot_release(f, cache_only);
 
@@ -960,7 +918,7 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 			pthread_mutex_unlock(&f->mu);
 			return error_set(err, ERR_NOMEM, "fetch: out of memory");
 		}
-		memcpy(fl->hash, r->hash, BLOCKSTORE_HASH_LEN);
+		memcpy(fl->hash, r->hash, BLOCK_HASH_LEN);
 		fl->refs = 1;
 		pthread_cond_init(&fl->cv, NULL);
 		fl->next = f->flights;
@@ -1021,7 +979,7 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 			return;
 		pthread_mutex_lock(&f->mu);
 		for (struct ra_job *q = f->ra_head; q && !dup; q = q->next)
-			dup = memcmp(q->hash, next.hash, BLOCKSTORE_HASH_LEN) == 0;
+			dup = memcmp(q->hash, next.hash, BLOCK_HASH_LEN) == 0;
 		if (dup || flight_find(f, next.hash) || f->stopping) {
 			pthread_mutex_unlock(&f->mu);
 			continue;
@@ -1047,7 +1005,7 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 		atomic_fetch_add(&r->ds->refs, 1);
 		j->ds = r->ds;
 		j->index = r->index + i;
-		memcpy(j->hash, next.hash, BLOCKSTORE_HASH_LEN);
+		memcpy(j->hash, next.hash, BLOCK_HASH_LEN);
 
 		pthread_mutex_lock(&f->mu);
 		if (f->ra_tail)

@@ -20,7 +20,7 @@
  *     readers' free slots only: a read never waits behind read-ahead;
  *   - checked by its reader: a cached block is handed out as it is; whoever
  *     reads its bytes checks them against the chunk checksums of its
- *     header (blockstore_read_checked, or a peer against the checksums
+ *     header (block_read_checked, or a peer against the checksums
  *     the worker sends along) every time, and a reader that finds it
  *     corrupt calls fetch_recheck, which drops it so that the next
  *     request fetches it again;
@@ -41,12 +41,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/key.h"
+#include "block/name.h"
 #include "cache/blockstore.h"
 #include "common/error.h"
 #include "common/metrics.h"
 #include "store/store.h"
 
-#define FETCH_DATASET_NAME_MAX 63
 #define FETCH_KEY_MAX 1024          /* S3's limit on a whole key */
 #define FETCH_READAHEAD_QUEUE 1024  /* queued read-ahead blocks, then dropped */
 
@@ -91,10 +92,10 @@ struct fetch_config {
  * store (endpoint, region, credentials, timeouts, retries).
  */
 struct fetch_dataset_config {
-	const char *name;          /* see fetch_check_dataset_name */
+	const char *name;          /* block_dataset_name_check */
 	const char *source;        /* "s3://bucket/prefix/" or "file:///dir/prefix/" */
 	struct store_config store;
-	uint64_t block_size;       /* a power of two, 64 KiB .. 64 MiB */
+	uint64_t block_size;       /* block_size_check */
 	enum blockstore_policy policy;
 	bool pin;
 };
@@ -108,7 +109,7 @@ struct fetch_dataset_desc {
 	const char *credentials_file; /* "" = the worker's defaults */
 	const char *bucket;           /* bucket, or the directory for file:// */
 	const char *prefix;           /* "" or ending in '/' */
-	const char *key_endpoint;     /* endpoint in block keys: "" for file:// */
+	const char *key_endpoint;     /* block_key_endpoint */
 	uint32_t block_size;
 	enum blockstore_policy policy;
 	bool pin;
@@ -155,18 +156,6 @@ void fetch_free(struct fetcher *f);
  * store's request timeout. Irreversible.
  */
 void fetch_cancel(struct fetcher *f);
-
-/*
- * The endpoint string that block keys carry for a dataset: "" for file://,
- * else the configured endpoint, else the AWS endpoint of the region. Every
- * process that keys blocks (the worker, granary-fuse's short-circuit and
- * placement) must use this one function. malloc'd; NULL when out of memory.
- */
-char *fetch_key_endpoint(const char *scheme, const char *endpoint, const char *region);
-
-/* Dataset names: 1..63 of letters, digits, '.', '-', '_', not starting with
- * '.'. ERR_INVALID: "dataset name 'a b': may only hold ...". */
-enum error_code fetch_check_dataset_name(const char *name, struct error *err);
 
 /* Object keys relative to the prefix: non-empty, no leading '/', no empty,
  * '.' or '..' segment, no control characters, at most FETCH_KEY_MAX bytes

@@ -103,7 +103,7 @@ static void route_set(struct worker_http_route *r, enum worker_http_route_kind k
 enum error_code worker_http_route_parse(const char *method, const char *path,
 					struct worker_http_route *out, struct error *err)
 {
-	char s0[16], s1[16], s2[FETCH_DATASET_NAME_MAX + 2], s3[32];
+	char s0[16], s1[16], s2[BLOCK_DATASET_MAX + 2], s3[32];
 	const int nseg = count_segments(path);
 	enum error_code rc;
 
@@ -132,8 +132,8 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 		route_set(out, WORKER_HTTP_DATASET, method, "GET, PUT, DELETE", true);
 		if (segment(path, 2, s2, sizeof(s2)) < 0)
 			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
-					 path, FETCH_DATASET_NAME_MAX);
-		rc = fetch_check_dataset_name(s2, err);
+					 path, BLOCK_DATASET_MAX);
+		rc = block_dataset_name_check(s2, err);
 		if (rc != ERR_OK)
 			return rc;
 		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
@@ -143,8 +143,8 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 		route_set(out, WORKER_HTTP_BLOCK, method, "GET", true);
 		if (segment(path, 2, s2, sizeof(s2)) < 0)
 			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
-					 path, FETCH_DATASET_NAME_MAX);
-		rc = fetch_check_dataset_name(s2, err);
+					 path, BLOCK_DATASET_MAX);
+		rc = block_dataset_name_check(s2, err);
 		if (rc != ERR_OK)
 			return rc;
 		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
@@ -164,7 +164,7 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 		if (segment(path, 2, s2, sizeof(s2)) < 0)
 			return error_set(err, ERR_INVALID, "'%.200s': the last part is too long", path);
 		if (post) {
-			rc = fetch_check_dataset_name(s2, err);
+			rc = block_dataset_name_check(s2, err);
 			if (rc != ERR_OK)
 				return rc;
 			snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
@@ -275,9 +275,9 @@ enum error_code worker_http_parse_block_query(const char *query,
 		rc = worker_http_parse_u64("readahead", ra, &v, err);
 		if (rc != ERR_OK)
 			return rc;
-		if (v > WORKER_HTTP_READAHEAD_MAX)
+		if (v > BLOCK_URL_READAHEAD_MAX)
 			return error_set(err, ERR_INVALID, "readahead %llu is more than %d blocks",
-					 (unsigned long long)v, WORKER_HTTP_READAHEAD_MAX);
+					 (unsigned long long)v, BLOCK_URL_READAHEAD_MAX);
 		out->readahead = (unsigned)v;
 	}
 	rc = worker_http_query_get(query, "verify", ra, sizeof(ra), &found, err);
@@ -288,61 +288,6 @@ enum error_code worker_http_parse_block_query(const char *query,
 			return error_set(err, ERR_INVALID, "verify '%s' is not 0 or 1", ra);
 		out->verify = ra[0] == '1';
 	}
-	return ERR_OK;
-}
-
-/* --- block checksums ------------------------------------------------------ */
-
-void worker_http_crc_format(const struct blockstore_sums *s, uint64_t off, uint64_t len,
-			    char *out)
-{
-	uint64_t first = off / s->chunk_size, last = (off + len - 1) / s->chunk_size;
-	int n = snprintf(out, WORKER_HTTP_CRC_MAX, "%u:", s->chunk_size);
-
-	for (uint64_t i = first; i <= last; i++)
-		n += snprintf(out + n, WORKER_HTTP_CRC_MAX - (size_t)n, "%s%08x",
-			      i == first ? "" : ",", s->crc[i]);
-}
-
-enum error_code worker_http_crc_parse(const char *value, uint32_t chunk_size, uint64_t off,
-				      uint64_t len, uint64_t data_len,
-				      struct blockstore_sums *out, struct error *err)
-{
-	uint64_t first, last, cs = 0;
-	const char *p = value;
-	char *end = NULL;
-
-	if (!value)
-		return error_set(err, ERR_INVALID, "no checksum header " WORKER_HTTP_CRC_HEADER);
-	if (len == 0 || off + len > data_len || chunk_size == 0 ||
-	    data_len > (uint64_t)chunk_size * BLOCKSTORE_CHUNKS_MAX)
-		return error_set(err, ERR_INVALID, "checksum header '%.64s': bad range for it",
-				 value);
-	errno = 0;
-	cs = strtoull(p, &end, 10);
-	if (end == p || *end != ':' || errno != 0 || cs != chunk_size)
-		return error_set(err, ERR_INVALID,
-				 "checksum header '%.64s': expected chunk size %u first", value,
-				 chunk_size);
-	p = end + 1;
-	first = off / chunk_size;
-	last = (off + len - 1) / chunk_size;
-	for (uint64_t i = first; i <= last; i++) {
-		uint32_t v = 0;
-		int k;
-
-		for (k = 0; k < 8 && isxdigit((unsigned char)p[k]); k++)
-			v = v << 4 | (uint32_t)(isdigit((unsigned char)p[k]) ? p[k] - '0'
-							: (tolower((unsigned char)p[k]) - 'a' + 10));
-		if (k != 8 || (p[8] != (i == last ? '\0' : ',')))
-			return error_set(err, ERR_INVALID,
-					 "checksum header '%.64s': expected %llu checksums of 8 hex digits",
-					 value, (unsigned long long)(last - first + 1));
-		out->crc[i] = v;
-		p += 9;
-	}
-	out->data_len = data_len;
-	out->chunk_size = chunk_size;
 	return ERR_OK;
 }
 
@@ -1152,7 +1097,7 @@ static json_t *dataset_json(const struct fetch_dataset_desc *d)
  */
 static enum error_code block_with_sums(struct fetcher *f, struct fetch_dataset *ds,
 				       const struct worker_http_block_query *q, uint64_t index,
-				       struct fetch_result *res, struct blockstore_sums *sums,
+				       struct fetch_result *res, struct block_sums *sums,
 				       struct error *err)
 {
 	enum error_code rc;
@@ -1168,7 +1113,7 @@ static enum error_code block_with_sums(struct fetcher *f, struct fetch_dataset *
 		if (rc != ERR_OK)
 			return rc;
 		if (!res->ref) {
-			blockstore_sums_of(fetch_result_data(res), fetch_result_length(res),
+			block_sums_of(fetch_result_data(res), fetch_result_length(res),
 					   fetch_dataset_describe(ds)->block_size, sums);
 			return ERR_OK;
 		}
@@ -1189,10 +1134,10 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	struct worker_http_range range;
 	struct fetch_dataset *ds = NULL;
 	struct MHD_Response *resp = NULL;
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	const char *range_hdr;
 	uint64_t length, off = 0, len = 0;
-	char crange[96], crcs[WORKER_HTTP_CRC_MAX];
+	char crange[96], crcs[BLOCK_CRC_HEADER_MAX];
 	struct error err;
 	enum error_code rc;
 
@@ -1259,8 +1204,8 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
 	MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
 	if (len > 0) {
-		worker_http_crc_format(&sums, off, len, crcs);
-		MHD_add_response_header(resp, WORKER_HTTP_CRC_HEADER, crcs);
+		block_crc_header_format(&sums, off, len, crcs);
+		MHD_add_response_header(resp, BLOCK_CRC_HEADER, crcs);
 	}
 	if (range.present) {
 		snprintf(crange, sizeof(crange), "bytes %llu-%llu/%llu", (unsigned long long)off,

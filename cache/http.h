@@ -34,16 +34,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/token.h"
+#include "block/url.h"
 #include "cache/fetch.h"
 #include "cache/preload.h"
 #include "cache/readiness.h"
-#include "cache/token.h"
 #include "common/error.h"
 #include "common/metrics.h"
 #include "store/store.h"
 
 #define WORKER_HTTP_BODY_MAX (1u << 20)   /* JSON bodies */
-#define WORKER_HTTP_READAHEAD_MAX 256
+#define BLOCK_URL_READAHEAD_MAX 256
 
 /* --- parsers (pure) ----------------------------------------------------- */
 
@@ -63,7 +64,7 @@ struct worker_http_route {
 	bool method_allowed;         /* false: answer 405 with Allow: allow */
 	const char *allow;           /* "GET", "GET, PUT, DELETE" ... */
 	bool needs_token;            /* every /v1 route */
-	char dataset[FETCH_DATASET_NAME_MAX + 1];
+	char dataset[BLOCK_DATASET_MAX + 1];
 	uint64_t number;             /* block index, or preload id */
 };
 
@@ -99,39 +100,12 @@ struct worker_http_block_query {
 	bool verify;                 /* verify=1: the client found the bytes corrupt */
 };
 
-/* key and etag are required, readahead optional (0..WORKER_HTTP_READAHEAD_MAX),
+/* key and etag are required, readahead optional (0..BLOCK_URL_READAHEAD_MAX),
  * verify optional ("0" or "1"); ERR_INVALID "missing query parameter 'key'"
  * and the like. */
 enum error_code worker_http_parse_block_query(const char *query,
 					      struct worker_http_block_query *out,
 					      struct error *err);
-
-/*
- * The checksums of a block answer, so that the client checks what crossed
- * the network: the chunk size, then the CRC32C of every chunk that holds
- * some of the bytes sent, from the one holding the first, as 8 lower-case
- * hex digits each: "65536:1a2b3c4d,00ff00ff". A client that asks for whole
- * chunks (blockstore_chunk_size) can check every byte it gets.
- */
-#define WORKER_HTTP_CRC_HEADER "X-Granary-Crc32c"
-/* Longest value: the chunk size and BLOCKSTORE_CHUNKS_MAX checksums. */
-#define WORKER_HTTP_CRC_MAX (16 + 9 * BLOCKSTORE_CHUNKS_MAX)
-
-/* The header's value for bytes [off, off + len) of the block s describes
- * (len > 0, inside the data); out holds WORKER_HTTP_CRC_MAX. */
-void worker_http_crc_format(const struct blockstore_sums *s, uint64_t off, uint64_t len,
-			    char *out);
-
-/*
- * Parses the header's value of an answer carrying bytes [off, off + len)
- * of a block of data_len bytes into out (its data_len, chunk size and the
- * checksums of those chunks). ERR_INVALID "checksum header '...': ..."
- * when malformed, with another chunk size than chunk_size, or not exactly
- * one checksum per chunk of the range.
- */
-enum error_code worker_http_crc_parse(const char *value, uint32_t chunk_size, uint64_t off,
-				      uint64_t len, uint64_t data_len,
-				      struct blockstore_sums *out, struct error *err);
 
 /* One byte range: "bytes=a-b", "bytes=a-" or "bytes=-n". */
 struct worker_http_range {

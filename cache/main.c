@@ -23,7 +23,7 @@
 #include "cache/http.h"
 #include "cache/preload.h"
 #include "cache/readiness.h"
-#include "cache/token.h"
+#include "block/token.h"
 #include "cache/worker_meta.h"
 #include "cache/worker_settings.h"
 #include "common/daemon.h"

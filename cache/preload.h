@@ -33,7 +33,7 @@ const char *preload_state_name(enum preload_state s);
 
 struct preload_status {
 	uint64_t id;
-	char dataset[FETCH_DATASET_NAME_MAX + 1];
+	char dataset[BLOCK_DATASET_MAX + 1];
 	enum preload_state state;
 	uint64_t objects;
 	uint64_t blocks_done, blocks_total;   /* done: cached now (present or fetched) */

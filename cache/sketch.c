@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+#include "common/bytes.h"
+
 #define SKETCH_ROWS 4
 #define COUNTERS_PER_WORD 16 /* 4-bit counters in a uint64_t */
 
@@ -25,15 +27,10 @@ static uint64_t next_pow2(uint64_t v)
 	return p;
 }
 
-static uint32_t load_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Counter number (over all rows) of key in row. */
 static uint64_t slot(const struct sketch *sk, const uint8_t *key, int row)
 {
-	return (uint64_t)row * sk->width + (load_le32(key + 4 * row) & sk->mask);
+	return (uint64_t)row * sk->width + (bytes_get_le32(key + 4 * row) & sk->mask);
 }
 
 static unsigned counter_get(const struct sketch *sk, uint64_t c)

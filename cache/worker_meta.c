@@ -40,12 +40,10 @@ enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
 	uint64_t bs = o && o->block_size ? o->block_size : d->block_size;
 
 	memset(out, 0, sizeof(*out));
-	if (fetch_check_dataset_name(name, err) != ERR_OK)
+	if (block_dataset_name_check(name, err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
-	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "dataset '%s': field 'options.block_size': must be 0 or a power of two from 64KiB to 64MiB, got %llu",
-				 name, (unsigned long long)bs);
+	if (block_size_check("field 'options.block_size'", bs, err) != ERR_OK)
+		return error_wrap(err, "dataset '%s'", name);
 	out->policy = d->policy;
 	if (o) {
 		switch (o->cache_policy) {

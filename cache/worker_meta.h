@@ -66,8 +66,8 @@ bool worker_meta_dataset_served(const Granary__V1__Dataset *ds);
  * worker's; credentials and every other store setting the worker's;
  * block size, policy and pin from options, else the worker's defaults.
  * Strings in *out point into spec and d. ERR_INVALID, naming the dataset
- * and the field, for a name the worker API cannot carry (over 63
- * characters) or an options.block_size / cache_policy it cannot use.
+ * and the field, for a name block_dataset_name_check refuses or an
+ * options.block_size / cache_policy it cannot use.
  */
 enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
 					   const struct worker_meta_defaults *d,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/name.h"
 #include "common/cpu.h"
 #include "common/log.h"
 #include "common/netaddr.h"
@@ -148,10 +149,8 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return ERR_INVALID;
 	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
 		return ERR_INVALID;
-	if (bs < WORKER_BLOCK_SIZE_MIN || bs > WORKER_BLOCK_SIZE_MAX || (bs & (bs - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'cache.block_size': must be a power of two from 64KiB to 64MiB, got %llu bytes",
-				 (unsigned long long)bs);
+	if (block_size_check("key 'cache.block_size'", bs, err) != ERR_OK)
+		return ERR_INVALID;
 	if (s->cache_capacity < bs)
 		return error_set(err, ERR_INVALID,
 				 "key 'cache.capacity': must hold at least one block (cache.block_size %llu bytes), got %llu bytes",

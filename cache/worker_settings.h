@@ -18,10 +18,6 @@
 #include "common/error.h"
 #include "store/store_settings.h"
 
-/* Block sizes a cache may use: powers of two in this range. */
-#define WORKER_BLOCK_SIZE_MIN (64ull << 10)
-#define WORKER_BLOCK_SIZE_MAX (64ull << 20)
-
 enum worker_cache_policy {
 	WORKER_CACHE_LRU = 0,        /* plain least-recently-used */
 	WORKER_CACHE_SCAN_RESISTANT, /* keeps a stable subset when the dataset exceeds the cache */

@@ -71,36 +71,74 @@ ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off)
 	return (ssize_t)done;
 }
 
+/* Writes the whole buffer of fileio_replace. */
+struct span_arg {
+	const void *data;
+	size_t len;
+};
+
+static int write_span(int fd, void *arg)
+{
+	const struct span_arg *a = arg;
+
+	return fileio_write_all(fd, a->data, a->len);
+}
+
 enum error_code fileio_replace(const char *path, const void *data, size_t len, mode_t mode,
 			       struct error *err)
 {
-	char *tmp = NULL, *dir_copy = NULL;
-	enum error_code rc = ERR_OK;
-	int fd = -1, dfd = -1, saved;
+	struct span_arg a = { data, len };
 
-	if (asprintf(&tmp, "%s.XXXXXX", path) < 0) {
+	return fileio_replace_with(path, mode, write_span, &a, err);
+}
+
+/* errno's code, or ERR_IO when a call failed without one (a zero write). */
+static enum error_code code_of(int saved)
+{
+	enum error_code rc = error_from_errno(saved);
+
+	return rc == ERR_OK ? ERR_IO : rc;
+}
+
+enum error_code fileio_replace_with(const char *path, mode_t mode, fileio_write_fn write_fn,
+				    void *arg, struct error *err)
+{
+	char *tmp = NULL, *dir = NULL, *base_copy = NULL;
+	enum error_code rc = ERR_OK;
+	int fd = -1, saved;
+
+	/* The temporary name is hidden (".NAME.XXXXXX"), so that a reader
+	 * listing the directory never takes a leftover for a file. */
+	dir = strdup(path);
+	base_copy = strdup(path);
+	if (!dir || !base_copy ||
+	    asprintf(&tmp, "%s/.%s.XXXXXX", dirname(dir), basename(base_copy)) < 0) {
 		tmp = NULL;
-		return error_set(err, ERR_NOMEM, "write '%s': out of memory", path);
+		rc = error_set(err, ERR_NOMEM, "write '%s': out of memory", path);
+		goto out;
 	}
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "create '%s': %s", tmp, strerror(saved));
+		free(tmp);
+		tmp = NULL;
+		rc = error_set(err, error_from_errno(saved), "write '%s': create a file in '%s': %s",
+			       path, dir, strerror(saved));
 		goto out;
 	}
-	if (fchmod(fd, mode) != 0 || fileio_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+	errno = 0;
+	if (fchmod(fd, mode) != 0 || write_fn(fd, arg) != 0 || fsync(fd) != 0) {
 		saved = errno;
-		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
-			       "write '%s': %s", tmp, strerror(saved));
+		rc = error_set(err, code_of(saved), "write '%s': %s", tmp,
+			       saved ? strerror(saved) : "write failed");
 		goto out;
 	}
-	if (close(fd) != 0) {
-		fd = -1;
-		saved = errno;
-		rc = error_set(err, ERR_IO, "close '%s': %s", tmp, strerror(saved));
-		goto out;
-	}
+	saved = close(fd) != 0 ? errno : 0;
 	fd = -1;
+	if (saved) {
+		rc = error_set(err, code_of(saved), "write '%s': close: %s", tmp, strerror(saved));
+		goto out;
+	}
 	if (rename(tmp, path) != 0) {
 		saved = errno;
 		rc = error_set(err, error_from_errno(saved), "rename '%s' to '%s': %s", tmp, path,
@@ -109,20 +147,35 @@ enum error_code fileio_replace(const char *path, const void *data, size_t len, m
 	}
 	free(tmp);
 	tmp = NULL;
-	/* The rename is durable once the directory is. */
-	dir_copy = strdup(path);
-	if (dir_copy && (dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+	/* The rename is durable once the directory is: a failure here is
+	 * one too, the file may be gone after a crash. */
+	rc = fileio_sync_dir(dir, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "write '%s'", path);
 out:
 	if (fd >= 0)
 		close(fd);
 	if (tmp)
 		unlink(tmp);
 	free(tmp);
-	free(dir_copy);
+	free(dir);
+	free(base_copy);
 	return rc;
+}
+
+enum error_code fileio_sync_dir(const char *path, struct error *err)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
+
+	if (fd < 0 || fsync(fd) != 0) {
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return error_set(err, code_of(saved), "fsync directory '%s': %s", path,
+				 strerror(saved));
+	}
+	close(fd);
+	return ERR_OK;
 }
 
 enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err)
@@ -175,6 +228,7 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
 {
 	char *buf = NULL, *grown;
 	size_t have = 0, cap = 0;
+	struct stat sb;
 	int fd = open(path, O_RDONLY | O_CLOEXEC), saved;
 	ssize_t n;
 
@@ -184,6 +238,16 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
 		saved = errno;
 		return error_set(err, error_from_errno(saved), "open '%s': %s", path, strerror(saved));
 	}
+	/* A regular file's size is known: one allocation, one pass (the
+	 * extra byte is for the read that finds the end). */
+	cap = 4096;
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size <= max)
+		cap = (size_t)sb.st_size + 1;
+	buf = malloc(cap + 1);
+	if (!buf) {
+		close(fd);
+		return error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
+	}
 	for (;;) {
 		if (have == cap) {
 			if (cap > max) {
@@ -192,7 +256,7 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
 				return error_set(err, ERR_INVALID, "read '%s': larger than %zu bytes", path,
 						 max);
 			}
-			cap = cap ? cap * 2 : 4096;
+			cap *= 2;
 			grown = realloc(buf, cap + 1);
 			if (!grown) {
 				close(fd);

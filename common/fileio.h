@@ -25,13 +25,29 @@ int fileio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /*
- * Replaces path with data, atomically and durably: a uniquely named
- * temporary file in the same directory with the given mode (exactly, not
- * masked), fsync, rename over path, fsync of the directory. Errors name
- * the file (error_from_errno codes, ERR_IO for a short write).
+ * Replaces path with data, atomically and durably: a uniquely named hidden
+ * temporary file in the same directory (".NAME.XXXXXX") with the given
+ * mode (exactly, not masked), fsync, rename over path, fsync of the
+ * directory. One error rule: every step that fails fails the call (the
+ * directory's fsync too), naming the file (error_from_errno codes, ERR_IO
+ * for a short write); the temporary file is removed and no descriptor is
+ * left open.
  */
 enum error_code fileio_replace(const char *path, const void *data, size_t len, mode_t mode,
 			       struct error *err);
+
+/* Writes a file's content to fd: 0, or -1 with errno set (0 for "no
+ * cause": ERR_IO). */
+typedef int (*fileio_write_fn)(int fd, void *arg);
+
+/* fileio_replace for content written by write_fn (a stream too large to
+ * hold in memory at once), with the same steps and error rule. */
+enum error_code fileio_replace_with(const char *path, mode_t mode, fileio_write_fn write_fn,
+				    void *arg, struct error *err);
+
+/* fsync of directory path, so that the entries made or removed in it last
+ * across a crash. Errors name the directory. */
+enum error_code fileio_sync_dir(const char *path, struct error *err);
 
 /*
  * Makes directory path and its missing parents (parents 0755, path itself

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/retry.h"
+
 #define LOG_LINE_MAX 4096
 #define LOG_FIELDS_MAX 32
 
@@ -222,11 +224,8 @@ void log_write(enum log_level level, const char *msg, ...)
 
 static uint64_t monotonic_ms(void *arg)
 {
-	struct timespec ts;
-
 	(void)arg;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return retry_now_ms();
 }
 
 void log_limiter_init(struct log_limiter *l, uint64_t interval_ms, log_clock_fn clock,

@@ -45,8 +45,17 @@ bool retry_next(struct retry *r, uint64_t now_ms, uint64_t *delay_ms);
 /* Milliseconds of the deadline left at now_ms (UINT64_MAX when none). */
 uint64_t retry_remaining_ms(const struct retry *r, uint64_t now_ms);
 
+/*
+ * The project's clock, one place for it: deadlines, backoff, rate limits
+ * and latencies use the monotonic clock; only times that leave the
+ * process (records, logs' timestamps aside) use the wall clock.
+ */
 /* Monotonic clock in milliseconds. */
 uint64_t retry_now_ms(void);
+/* Monotonic clock in seconds, to the nanosecond: latencies, benchmarks. */
+double retry_now_s(void);
+/* Wall clock (CLOCK_REALTIME) in milliseconds since the epoch. */
+int64_t retry_wall_ms(void);
 
 /* Sleeps ms milliseconds, resuming after signals. */
 void retry_sleep_ms(uint64_t ms);

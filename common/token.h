@@ -3,7 +3,7 @@
  * with them.
  *
  * Two schemes sign with a struct token: the workers' HTTP requests with the
- * cluster token (cache/token.h, docs/worker-api.md) and granary-meta's gRPC
+ * cluster token (block/token.h, docs/worker-api.md) and granary-meta's gRPC
  * calls with a role key (meta/meta_auth.h, docs/meta.md). Both send
  *
  *     Granary-HMAC [role=<role>,]ts=<unix seconds>,sig=<64 lowercase hex>

@@ -15,10 +15,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "block/name.h"
 #include "common/fileio.h"
 #include "common/config.h"
 #include "common/log.h"
-#include "meta/snapshot.h"
 #include "store/store.h"
 
 struct controller {
@@ -119,6 +119,7 @@ static enum error_code parse_bool(const char *what, const char *key, const char 
 static enum error_code parse_block_size(const char *what, const char *value, uint64_t *out,
 					struct error *err)
 {
+	char field[96];
 	uint64_t v = 0;
 
 	if (!*value) {
@@ -128,10 +129,9 @@ static enum error_code parse_block_size(const char *what, const char *value, uin
 	if (config_parse_size(value, &v) != ERR_OK)
 		return error_set(err, ERR_INVALID, "%s 'blockSize': not a size, got '%s' (e.g. 4MiB)",
 				 what, value);
-	if (v < (64u << 10) || v > (64u << 20) || (v & (v - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "%s 'blockSize': must be a power of two from 64KiB to 64MiB, got '%s'",
-				 what, value);
+	snprintf(field, sizeof(field), "%s 'blockSize'", what);
+	if (block_size_check(field, v, err) != ERR_OK)
+		return ERR_INVALID;
 	*out = v;
 	return ERR_OK;
 }
@@ -444,7 +444,7 @@ bool controller_valid_id(const char *id)
 	struct error ignored;
 
 	/* meta's rule for a dataset name, the CSI spec's length. */
-	return id && strlen(id) <= CONTROLLER_ID_LEN && snapshot_check_name(id, &ignored) == ERR_OK;
+	return id && strlen(id) <= CONTROLLER_ID_LEN && block_dataset_name_check(id, &ignored) == ERR_OK;
 }
 
 enum error_code controller_check_id(const char *field, const char *id, struct error *err)

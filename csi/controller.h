@@ -43,7 +43,7 @@
 #include "meta/meta_client.h"
 
 /*
- * A volume id is a dataset name (meta's rule, snapshot_check_name: a
+ * A volume id is a dataset name (meta's rule, block_dataset_name_check: a
  * DNS-1123 subdomain) of at most 128 bytes, the CSI spec's size limit for a
  * string field; "<id>.credentials" then also fits a file name. Every call
  * that takes a volume_id checks it (controller_check_id) before it becomes

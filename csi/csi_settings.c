@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fusemount.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "csi/identity.h"
@@ -36,6 +37,12 @@ static const struct config_field csi_fields[] = {
 	  0, 0, NULL },
 	{ "fuse_config", CONFIG_STRING, offsetof(struct csi_settings, fuse_config), "",
 	  "YAML settings file given to every granary-fuse as --config (empty: none)", 0, 0, NULL },
+	{ "fuse_max_read", CONFIG_SIZE, offsetof(struct csi_settings, fuse_max_read), "1MiB",
+	  "node role: max_read of the FUSE mounts the plugin makes, given to each granary-fuse as --max_read too (a multiple of 4KiB up to 1MiB)",
+	  0, 0, NULL },
+	{ "fuse_read_ahead", CONFIG_SIZE, offsetof(struct csi_settings, fuse_read_ahead), "1MiB",
+	  "node role: kernel read-ahead of each FUSE mount (its bdi's read_ahead_kb), set by the plugin once it has mounted (a multiple of 4KiB; 0: the kernel's)",
+	  0, 0, NULL },
 	{ "mount_pod_template", CONFIG_STRING, offsetof(struct csi_settings, mount_pod_template), "",
 	  "node role: JSON pod template of the mount pods, one per staged volume, in which granary-mount runs its granary-fuse (absolute path; empty: granary-fuse runs as the plugin's child); needs node_id",
 	  0, 0, NULL },
@@ -163,6 +170,9 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 	if (config_check_abs_path("state_dir", s->state_dir, err) != ERR_OK)
 		return ERR_INVALID;
 	if (csi_settings_is_node(s) && config_check_abs_path("fuse_binary", s->fuse_binary, err) != ERR_OK)
+		return ERR_INVALID;
+	if (fusemount_check_max_read("key 'fuse_max_read'", s->fuse_max_read, err) != ERR_OK ||
+	    fusemount_check_read_ahead("key 'fuse_read_ahead'", s->fuse_read_ahead, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->fuse_config && *s->fuse_config &&
 	    config_check_abs_path("fuse_config", s->fuse_config, err) != ERR_OK)

@@ -40,6 +40,8 @@ struct csi_settings {
 			     * STATE/node: records of running FUSE daemons */
 	char *fuse_binary;  /* node role: the granary-fuse to launch */
 	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
+	uint64_t fuse_max_read;   /* node role: the mounts' max_read, and granary-fuse's */
+	uint64_t fuse_read_ahead; /* node role: the mounts' read-ahead; 0 = the kernel's */
 	char *mount_pod_template; /* node role: mount pods' template ("" = daemons
 				   * run as the plugin's children) */
 	char *allowed_roots; /* node role: comma-separated absolute directories
@@ -69,7 +71,8 @@ extern const struct config_schema csi_settings_schema;
  * Checks what the table cannot: endpoint and meta.address are valid
  * addresses, node_id a plausible node name, state_dir an absolute path,
  * fuse_binary an absolute path when the node role is on, fuse_config
- * empty or absolute, allowed_roots and allowed_file_roots lists of
+ * empty or absolute, fuse_max_read and fuse_read_ahead as
+ * common/fusemount.h says, allowed_roots and allowed_file_roots lists of
  * absolute directories, store.endpoint and store.allowed_endpoints valid
  * endpoint URLs,
  * registration_socket only with the node role, an absolute socket path

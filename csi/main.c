@@ -202,6 +202,8 @@ int main(int argc, char **argv)
 			.state_dir = s.state_dir,
 			.fuse_binary = s.fuse_binary,
 			.fuse_config = s.fuse_config,
+			.max_read = s.fuse_max_read,
+			.read_ahead = s.fuse_read_ahead,
 			.meta_address = s.meta_address,
 			.stage_timeout_ms = s.stage_timeout_ms,
 			.meta = meta,

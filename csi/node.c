@@ -27,6 +27,7 @@
 
 #include "common/config.h"
 #include "common/fileio.h"
+#include "common/fusemount.h"
 #include "common/log.h"
 #include "common/retry.h"
 #include "csi/fdchan.h"
@@ -35,7 +36,8 @@
 #include "store/store.h"
 
 #define FUSE_TYPE "fuse.granary"
-#define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read=1048576"
+#define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions"
+#define FUSE_MAX_READ_DEFAULT (1u << 20)
 #define STOP_GRACE_MS 10000
 /* Successors of a daemon that ran NODE_RESTART_STABLE_MS start at once;
  * after one that ended sooner, 100 ms later, doubling up to 10 s. */
@@ -397,16 +399,18 @@ static enum error_code unmount_all(const char *path, struct error *err)
 }
 
 /* Opens /dev/fuse and mounts the dataset at path on it. */
-static enum error_code mount_fuse(const char *dataset, const char *path, int *fd_out,
-				  struct error *err)
+static enum error_code mount_fuse(const struct node_config *cfg, const char *dataset,
+				  const char *path, int *fd_out, struct error *err)
 {
+	struct error raerr;
 	char opts[256], source[300];
 	int fd, saved;
 
 	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return error_set(err, error_from_errno(errno), "open '/dev/fuse': %s", strerror(errno));
-	snprintf(opts, sizeof(opts), "fd=%d,%s", fd, FUSE_MOUNT_OPTS);
+	snprintf(opts, sizeof(opts), "fd=%d,%s,max_read=%llu", fd, FUSE_MOUNT_OPTS,
+		 (unsigned long long)(cfg->max_read ? cfg->max_read : FUSE_MAX_READ_DEFAULT));
 	snprintf(source, sizeof(source), "granary:%s", dataset);
 	if (mount(source, path, FUSE_TYPE, MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) {
 		saved = errno;
@@ -414,6 +418,9 @@ static enum error_code mount_fuse(const char *dataset, const char *path, int *fd
 		return error_set(err, error_from_errno(saved), "mount '%s' on '%s': %s", source, path,
 				 strerror(saved));
 	}
+	/* granary-fuse on /dev/fd/N cannot: it may not see the path. */
+	if (cfg->read_ahead && fusemount_set_read_ahead(path, cfg->read_ahead, &raerr) != ERR_OK)
+		log_warn("cannot raise the mount's read-ahead", LOG_S("cause", raerr.msg));
 	*fd_out = fd;
 	return ERR_OK;
 }
@@ -458,6 +465,10 @@ void node_fuse_argv(const struct node_config *cfg, const struct node_record *r, 
 	out->argv[n++] = (char *)cfg->meta_address;
 	out->argv[n++] = "--init_state";
 	out->argv[n++] = r->init_state;
+	snprintf(out->max_read, sizeof(out->max_read), "%llu",
+		 (unsigned long long)(cfg->max_read ? cfg->max_read : FUSE_MAX_READ_DEFAULT));
+	out->argv[n++] = "--max_read";
+	out->argv[n++] = out->max_read;
 	if (r->credentials_file && *r->credentials_file) {
 		out->argv[n++] = "--store.credentials_file";
 		out->argv[n++] = r->credentials_file;
@@ -1049,7 +1060,7 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 	if (rc != ERR_OK)
 		return rc;
 	forget_init_state(v);
-	rc = mount_fuse(v->rec.dataset, v->rec.staging_path, &v->fd, err);
+	rc = mount_fuse(&n->cfg, v->rec.dataset, v->rec.staging_path, &v->fd, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (v->pods) {

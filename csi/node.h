@@ -98,6 +98,7 @@ bool node_path_allowed(const char *path, char *const *roots, size_t nroots);
 struct node_argv {
 	char *argv[NODE_ARGV_MAX]; /* NULL-terminated; points into the config, the record, fdpath */
 	char fdpath[32];           /* "/dev/fd/N" */
+	char max_read[24];         /* --max_read's value */
 };
 
 struct keeper;
@@ -108,6 +109,8 @@ struct node_config {
 	const char *fuse_binary;      /* absolute */
 	const char *fuse_config;      /* "" or NULL = none; else --config */
 	const char *meta_address;     /* the daemons' --meta.address */
+	uint64_t max_read;            /* the mounts' max_read and the daemons' --max_read; 0 = 1 MiB */
+	uint64_t read_ahead;          /* the mounts' read-ahead, set after mounting; 0 = the kernel's */
 	char *const *roots;           /* allowed roots */
 	size_t nroots;
 	char *const *file_roots;      /* allowed_file_roots: where a file:// source

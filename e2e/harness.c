@@ -22,13 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "common/retry.h"
 
 static void sleep_ms(uint64_t ms)
 {
@@ -96,14 +90,14 @@ pid_t harness_spawn(const char *const *argv, const char *log)
 
 int harness_stop(pid_t *pid, uint64_t timeout_ms, uint64_t *ms)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = retry_now_ms();
 	int status = 0;
 
 	if (*pid <= 0)
 		return 0;
 	kill(*pid, SIGTERM);
 	while (waitpid(*pid, &status, WNOHANG) != *pid) {
-		if (now_ms() - t0 > timeout_ms) {
+		if (retry_now_ms() - t0 > timeout_ms) {
 			kill(*pid, SIGKILL);
 			waitpid(*pid, &status, 0);
 			*pid = 0;
@@ -113,7 +107,7 @@ int harness_stop(pid_t *pid, uint64_t timeout_ms, uint64_t *ms)
 	}
 	*pid = 0;
 	if (ms)
-		*ms = now_ms() - t0;
+		*ms = retry_now_ms() - t0;
 	return decode_status(status);
 }
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "common/fusemount.h"
 #include "common/cpu.h"
 #include "common/log.h"
 
@@ -531,47 +532,6 @@ static const struct fuse_lowlevel_ops ops = {
 	.fallocate = op_fallocate,
 };
 
-/*
- * The kernel sizes page-cache reads of the mount by its bdi's read-ahead
- * (128 KiB by default), not by max_read: raise it so sequential reads
- * arrive as 1 MiB requests. The device number comes from mountinfo, not
- * stat(2), which would wait on our own not-yet-running loop.
- */
-static void set_read_ahead(const char *mountpoint, uint64_t bytes)
-{
-	char real[4096], line[8192], path[128];
-	unsigned major = 0, minor = 0;
-	bool found = false;
-	FILE *f;
-
-	if (!realpath(mountpoint, real))
-		return;
-	f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char mnt[4096];
-
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &major, &minor, mnt) == 3 &&
-		    strcmp(mnt, real) == 0)
-			found = true;
-	}
-	fclose(f);
-	if (!found)
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
-	f = fopen(path, "we");
-	if (!f) {
-		log_warn("cannot raise the mount's read-ahead", LOG_S("path", path),
-			 LOG_S("cause", strerror(errno)));
-		return;
-	}
-	fprintf(f, "%llu\n", (unsigned long long)(bytes / 1024));
-	if (fclose(f) != 0)
-		log_warn("cannot raise the mount's read-ahead", LOG_S("path", path),
-			 LOG_S("cause", strerror(errno)));
-}
-
 /* Not in the kernel headers of this distribution yet (linux 6.9+). */
 #define LL_NOTIFY_RESEND 7
 
@@ -694,8 +654,17 @@ enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct e
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	if (cfg->read_ahead && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0)
-		set_read_ahead(cfg->mountpoint, cfg->read_ahead);
+	/* The kernel sizes page-cache reads of the mount by its read-ahead
+	 * (128 KiB by default), not by max_read: raise it so sequential reads
+	 * arrive as max_read requests. A mount on /dev/fd/N was made by the
+	 * node plugin, which sets it there (this process may not even see the
+	 * mount point, in a mount pod). */
+	if (cfg->read_ahead && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0) {
+		struct error raerr;
+
+		if (fusemount_set_read_ahead(cfg->mountpoint, cfg->read_ahead, &raerr) != ERR_OK)
+			log_warn("cannot raise the mount's read-ahead", LOG_S("cause", raerr.msg));
+	}
 	if (cfg->takeover)
 		rc = take_over(se, cfg->init_state, err);
 	else if (cfg->init_state && *cfg->init_state)

@@ -28,7 +28,7 @@
 #include "fuse/ll.h"
 #include "fuse/mount_settings.h"
 #include "fuse/mountfs.h"
-#include "fuse/placement.h"
+#include "block/placement.h"
 #include "fuse/reader.h"
 #include "fuse/sources.h"
 #include "meta/meta_client.h"
@@ -56,6 +56,8 @@ struct mount {
 	bool stopping;              /* protected by stop_mu */
 	uint64_t refresh_ms;
 	struct reader *reader;
+	const char *source_names[READER_MAX_SOURCES]; /* the reader's, in its order */
+	unsigned nsources;
 	struct mountfs *fs;
 };
 
@@ -340,7 +342,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	/* Key blocks by the endpoint actually read (the spec's, else this
 	 * node's store.endpoint), as the workers do; the spec's alone would
 	 * give the AWS default when it is empty and miss every cached block. */
-	m->key_endpoint = fetch_key_endpoint(scheme, cfg.endpoint, cfg.region);
+	m->key_endpoint = block_key_endpoint(scheme, cfg.endpoint, cfg.region);
 	if (!m->key_endpoint) {
 		rc = error_set(err, ERR_NOMEM, "out of memory");
 		goto out;
@@ -398,15 +400,21 @@ static int format_stats(char *buf, size_t size, void *arg)
 	reader_get_stats(m->reader, &r);
 	if (m->fetcher)
 		fetch_get_stats(m->fetcher, &f);
-	return snprintf(buf, size,
-			"reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
-			"store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu "
-			"corrupt_blocks=%llu failed_reads=%llu",
-			(unsigned long long)r.reads, (unsigned long long)r.bytes,
-			(unsigned long long)f.hits, (unsigned long long)f.misses,
-			(unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
-			(unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects,
-			(unsigned long long)r.corrupt, (unsigned long long)r.failed);
+	int n = snprintf(buf, size,
+			 "reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
+			 "store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu "
+			 "corrupt_blocks=%llu failed_reads=%llu",
+			 (unsigned long long)r.reads, (unsigned long long)r.bytes,
+			 (unsigned long long)f.hits, (unsigned long long)f.misses,
+			 (unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
+			 (unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects,
+			 (unsigned long long)r.corrupt, (unsigned long long)r.failed);
+
+	/* Block reads answered by each source: blocks_local=... blocks_store=... */
+	for (unsigned i = 0; i < m->nsources && n >= 0 && (size_t)n < size; i++)
+		n += snprintf(buf + n, size - (size_t)n, " blocks_%s=%llu", m->source_names[i],
+			      (unsigned long long)r.by_source[i]);
+	return n;
 }
 
 /*
@@ -479,6 +487,9 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 	log_info("namespace loaded", LOG_S("dataset", *s->dataset ? s->dataset : STANDALONE_NAME),
 		 LOG_S("source", snapshot_uri(m->snap)), LOG_U("generation", snapshot_generation(m->snap)),
 		 LOG_U("files", t.files), LOG_U("dirs", t.dirs), LOG_U("bytes", t.bytes));
+	for (unsigned i = 0; i < rcfg.nsources; i++)
+		m->source_names[i] = rcfg.sources[i].name;
+	m->nsources = rcfg.nsources;
 	rc = reader_new(&rcfg, &m->reader, err);
 	if (rc != ERR_OK)
 		return rc;

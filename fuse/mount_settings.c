@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/name.h"
+#include "common/fusemount.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "store/store.h"
@@ -149,20 +151,14 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 	if (s->takeover && (!is_set(s->init_state) || strncmp(s->mountpoint, "/dev/fd/", 8) != 0))
 		return error_set(err, ERR_INVALID,
 				 "key 'takeover': needs mountpoint /dev/fd/N and init_state");
-	if (bs < MOUNT_SETTINGS_BLOCK_SIZE_MIN || bs > MOUNT_SETTINGS_BLOCK_SIZE_MAX ||
-	    (bs & (bs - 1)) != 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'cache.block_size': must be a power of two from 64KiB to 64MiB, got %llu bytes",
-				 (unsigned long long)bs);
+	if (block_size_check("key 'cache.block_size'", bs, err) != ERR_OK)
+		return ERR_INVALID;
 	if (s->cache_capacity < bs)
 		return error_set(err, ERR_INVALID,
 				 "key 'cache.capacity': must hold at least one block (cache.block_size %llu bytes), got %llu bytes",
 				 (unsigned long long)bs, (unsigned long long)s->cache_capacity);
-	if (s->max_read == 0 || s->max_read > MOUNT_SETTINGS_MAX_READ_MAX ||
-	    s->max_read % MOUNT_SETTINGS_PAGE != 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'max_read': must be a multiple of 4KiB from 4KiB to 1MiB, got %llu bytes",
-				 (unsigned long long)s->max_read);
+	if (fusemount_check_max_read("key 'max_read'", s->max_read, err) != ERR_OK)
+		return ERR_INVALID;
 	if (s->max_background < 1)
 		return error_set(err, ERR_INVALID,
 				 "key 'max_background': must be at least 1, got %lld",
@@ -171,10 +167,8 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 		return error_set(err, ERR_INVALID,
 				 "key 'max_idle_threads': must be 0 (auto) or more, got %lld",
 				 (long long)s->max_idle_threads);
-	if (s->read_ahead % MOUNT_SETTINGS_PAGE != 0)
-		return error_set(err, ERR_INVALID,
-				 "key 'read_ahead': must be a multiple of 4KiB, got %llu bytes",
-				 (unsigned long long)s->read_ahead);
+	if (fusemount_check_read_ahead("key 'read_ahead'", s->read_ahead, err) != ERR_OK)
+		return ERR_INVALID;
 	if (s->prefetch_blocks < 0)
 		return error_set(err, ERR_INVALID,
 				 "key 'prefetch.blocks': must be 0 or more, got %lld",

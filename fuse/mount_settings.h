@@ -22,14 +22,6 @@
 #include "common/error.h"
 #include "store/store_settings.h"
 
-/* The kernel's largest FUSE read is 1 MiB (FUSE_MAX_MAX_PAGES on 4 KiB pages). */
-#define MOUNT_SETTINGS_MAX_READ_MAX (1ull << 20)
-#define MOUNT_SETTINGS_PAGE (4ull << 10)
-
-/* Block sizes a cache may use: powers of two in this range (as the worker's). */
-#define MOUNT_SETTINGS_BLOCK_SIZE_MIN (64ull << 10)
-#define MOUNT_SETTINGS_BLOCK_SIZE_MAX (64ull << 20)
-
 struct mount_settings {
 	char *mountpoint;
 	char *dataset;             /* name registered in meta; "" when source is used */

@@ -82,6 +82,11 @@ static enum error_code read_block(struct reader *r, struct reader_block *blk,
 		}
 		*got = 0;
 		rc = src->read(src->ctx, blk, off, len, dst, got, readahead, err);
+		/* A source that answers fewer bytes than asked (a cut transfer,
+		 * a bug) has not served the block: the next source may. */
+		if (rc == ERR_OK && *got != len)
+			rc = error_set(err, ERR_IO, "source '%s' answered %zu bytes of %zu", src->name,
+				       *got, len);
 		if (blk->corrupt != corrupt) {
 			r->corrupt += blk->corrupt - corrupt;
 			log_limited_warn(&r->corrupt_log, "cached block failed its checksum, read again",
@@ -207,11 +212,6 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		}
 		if (rc != ERR_OK)
 			break;
-		if (n != piece) {
-			rc = error_set(err, ERR_IO, "read '%s' block %llu: %zu bytes, expected %zu",
-				       obj->key, (unsigned long long)blk.index, n, piece);
-			break;
-		}
 		dst += n;
 		off += n;
 		len -= n;

@@ -9,7 +9,8 @@
  *                block's owner worker (HTTP), the object store itself.
  * ERR_NOT_FOUND from a source means "not here, ask the next"; any other
  * error is logged and the next source is asked too, so a worker that dies
- * mid-read costs time, never a failed read. Only when the last source fails
+ * mid-read costs time, never a failed read. A source that answers fewer
+ * bytes than asked counts as failed the same way. Only when the last source fails
  * does the read fail, with that source's error. Those warnings are rate
  * limited, one line per source per 10 s with the count held back, so a dead
  * worker costs a few log lines, not one per block.

@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache/blockstore.h"
-#include "cache/http.h"
+#include "block/file.h"
+#include "block/url.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
@@ -34,7 +34,7 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 				uint64_t off, size_t len, char *dst, bool *corrupt,
 				struct error *err)
 {
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	enum error_code rc;
 	ssize_t n;
 
@@ -45,7 +45,7 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 			*corrupt = true; /* and dropped */
 		if (rc != ERR_OK)
 			return rc;
-		return blockstore_read_checked(blockstore_ref_fd(ref), &sums, off, len, dst,
+		return block_read_checked(blockstore_ref_fd(ref), &sums, off, len, dst,
 					       corrupt, err);
 	}
 	n = fileio_pread_all(blockstore_ref_fd(ref), dst, len, blockstore_ref_offset(ref) + off);
@@ -144,7 +144,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 				  struct error *err)
 {
 	struct source_cluster_ctx *ctx = arg;
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	struct block_key k;
 	enum error_code rc;
 	bool corrupt = false;
@@ -155,7 +155,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	if (!*blk->obj->etag)
 		return ERR_NOT_FOUND;
 	cluster_key(ctx, blk, &k);
-	rc = blockstore_file_open(ctx->cache_dir, &k, &fd, &sums, err);
+	rc = block_file_open(ctx->cache_dir, &k, &fd, &sums, err);
 	if (rc != ERR_OK)
 		return rc == ERR_NOT_FOUND ? ERR_NOT_FOUND : rc;
 	if (off + len > sums.data_len) {
@@ -165,7 +165,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	if (ctx->verify) {
 		/* The file stays: the worker drops it when the peer source
 		 * asks the owner to check it (readers never write). */
-		rc = blockstore_read_checked(fd, &sums, off, len, dst, &corrupt, err);
+		rc = block_read_checked(fd, &sums, off, len, dst, &corrupt, err);
 		close(fd);
 		if (corrupt)
 			return found_corrupt(blk, "the node's cache directory", err);
@@ -175,7 +175,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 		*got = len;
 		return ERR_OK;
 	}
-	n = fileio_pread_all(fd, dst, len, BLOCKSTORE_HEADER_SIZE + off);
+	n = fileio_pread_all(fd, dst, len, BLOCK_HEADER_SIZE + off);
 	close(fd);
 	if (n != (ssize_t)len)
 		return error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
@@ -224,7 +224,7 @@ static CURL *thread_curl(void)
 struct peer_body {
 	char *dst;
 	size_t len, got;
-	char crc[WORKER_HTTP_CRC_MAX]; /* the checksum header's value */
+	char crc[BLOCK_CRC_HEADER_MAX]; /* the checksum header's value */
 	bool crc_seen;
 	bool answered;  /* a header line came: the worker is answering */
 };
@@ -243,7 +243,7 @@ static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
 
 static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
 {
-	static const char name[] = WORKER_HTTP_CRC_HEADER ":";
+	static const char name[] = BLOCK_CRC_HEADER ":";
 	struct peer_body *b = arg;
 	size_t n = size * nmemb, k = sizeof(name) - 1;
 
@@ -412,13 +412,13 @@ static unsigned owned_run(struct source_cluster_ctx *ctx, const struct reader_bl
 
 	for (; n < readahead && blk->index + 1 + n < nblocks; n++) {
 		struct reader_block next = *blk;
-		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		uint8_t hash[BLOCK_HASH_LEN];
 		char addr[PLACEMENT_ADDRESS_MAX], id[128];
 		struct block_key k;
 
 		next.index = blk->index + 1 + n;
 		cluster_key(ctx, &next, &k);
-		blockstore_key_hash(&k, hash);
+		block_key_hash(&k, hash);
 		if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK ||
 		    strcmp(id, owner) != 0)
 			break;
@@ -432,8 +432,8 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 				unsigned readahead, bool verify, struct peer_body *body,
 				struct error *err)
 {
-	char path[256], auth[TOKEN_HEADER_MAX + 32], range[64];
-	char *url = NULL, *query = NULL, *key = NULL, *etag = NULL;
+	char path[BLOCK_URL_PATH_MAX], auth[TOKEN_HEADER_MAX + 32], range[64];
+	char *url = NULL, *query = NULL;
 	struct curl_slist *hdrs = NULL;
 	struct peer_watch watch = { .ctx = ctx, .body = body, .id = id, .addr = addr };
 	uint64_t timeout = ctx->timeout_ms;
@@ -455,14 +455,9 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	if (!c)
 		return error_set(err, ERR_NOMEM, "peer read: out of memory");
 	curl_easy_reset(c);
-	key = curl_easy_escape(c, blk->obj->key + ctx->prefix_len, 0);
-	etag = curl_easy_escape(c, blk->obj->etag, 0);
-	snprintf(path, sizeof(path), "/v1/blocks/%s/%llu", ctx->dataset,
-		 (unsigned long long)blk->index);
-	if (!key || !etag ||
-	    asprintf(&query, "key=%s&etag=%s&readahead=%u%s", key, etag, readahead,
-		     verify ? "&verify=1" : "") < 0) {
-		query = NULL;
+	block_url_path(ctx->dataset, blk->index, path, sizeof(path));
+	query = block_url_query(blk->obj->key + ctx->prefix_len, blk->obj->etag, readahead, verify);
+	if (!query) {
 		rc = error_set(err, ERR_NOMEM, "peer read: out of memory");
 		goto out;
 	}
@@ -533,15 +528,13 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	}
 out:
 	curl_slist_free_all(hdrs);
-	curl_free(key);
-	curl_free(etag);
 	free(query);
 	free(url);
 	return rc;
 }
 
 /*
- * Asks the owner for whole chunks (blockstore_chunk_size) around the bytes
+ * Asks the owner for whole chunks (block_chunk_size) around the bytes
  * wanted and checks them against the CRC32Cs the worker sends with them
  * (read from the block's header, not from the bytes it sends), so that a
  * byte that went bad on the owner's disk or on the way is never served.
@@ -555,10 +548,10 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 				 struct error *err)
 {
 	struct source_cluster_ctx *ctx = arg;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	char addr[PLACEMENT_ADDRESS_MAX], id[128], where[PLACEMENT_ADDRESS_MAX + 160];
 	struct peer_body body = { .dst = dst };
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	struct block_key k;
 	uint64_t a0 = off, a1 = off + len, skip_left;
 	enum error_code rc = ERR_INTERNAL;
@@ -566,7 +559,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
 		return ERR_NOT_FOUND;
 	cluster_key(ctx, blk, &k);
-	blockstore_key_hash(&k, hash);
+	block_key_hash(&k, hash);
 	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
 		return ERR_NOT_FOUND;
 	skip_left = peer_skipped(ctx, id);
@@ -575,7 +568,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 				 id, addr, (unsigned long long)skip_left);
 	readahead = owned_run(ctx, blk, id, readahead);
 	if (ctx->verify) {
-		uint32_t cs = blockstore_chunk_size(ctx->block_size);
+		uint32_t cs = block_chunk_size(ctx->block_size);
 
 		a0 = off / cs * cs;
 		a1 = (off + len + cs - 1) / cs * cs;
@@ -593,8 +586,8 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			      blk->corrupt > 0, &body, err);
 		if (rc != ERR_OK || !ctx->verify)
 			break;
-		rc = worker_http_crc_parse(body.crc_seen ? body.crc : NULL,
-					   blockstore_chunk_size(ctx->block_size), a0, a1 - a0,
+		rc = block_crc_header_parse(body.crc_seen ? body.crc : NULL,
+					   block_chunk_size(ctx->block_size), a0, a1 - a0,
 					   blk->length, &sums, err);
 		if (rc != ERR_OK) {
 			/* unchecked bytes are not served: the store serves them */
@@ -602,7 +595,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 				       (unsigned long long)blk->index, blk->obj->key, err->msg);
 			break;
 		}
-		if (blockstore_sums_check(&sums, a0, body.dst, (size_t)(a1 - a0)))
+		if (block_sums_check(&sums, a0, body.dst, (size_t)(a1 - a0)))
 			break;
 		error_set(err, ERR_IO, "bytes %llu-%llu failed their checksums",
 			  (unsigned long long)a0, (unsigned long long)(a1 - 1));

@@ -19,7 +19,7 @@
  *                  asked for, pinned to the snapshot's ETag. Always last.
  *
  * The cache sources check every byte they serve, on every read, against
- * the block's chunk checksums (blockstore_read_checked; for a peer, the
+ * the block's chunk checksums (block_read_checked; for a peer, the
  * checksums its answer carries): the chunks holding the bytes asked for
  * are read whole and compared. A copy that fails is counted in
  * blk->corrupt and never served; the cache source has it dropped and
@@ -31,8 +31,8 @@
 #define GRANARY_FUSE_SOURCES_H
 
 #include "cache/fetch.h"
-#include "cache/token.h"
-#include "fuse/placement.h"
+#include "block/token.h"
+#include "block/placement.h"
 #include "fuse/reader.h"
 #include "store/store.h"
 

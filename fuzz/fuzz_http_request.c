@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (worker_http_parse_block_query(f[2], &bq, &err) == ERR_OK &&
 	    (!memchr(bq.key, '\0', sizeof(bq.key)) || !memchr(bq.etag, '\0', sizeof(bq.etag)) ||
-	     bq.readahead > WORKER_HTTP_READAHEAD_MAX))
+	     bq.readahead > BLOCK_URL_READAHEAD_MAX))
 		abort();
 	if (worker_http_query_get(f[2], "key", value, sizeof(value), &found, &err) == ERR_OK &&
 	    found && !memchr(value, '\0', sizeof(value)))

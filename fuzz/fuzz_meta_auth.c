@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache/token.h"
+#include "block/token.h"
 #include "common/log.h"
 #include "fuzz/fuzz.h"
 #include "meta/meta_auth.h"

@@ -15,6 +15,7 @@
 
 #include "common/cpu.h"
 #include "common/daemon.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
@@ -35,26 +36,12 @@
 static void make_socket_dir(const char *listen)
 {
 	struct netaddr na;
-	char dir[sizeof(na.path)];
-	char *slash;
+	struct error err;
 
 	if (netaddr_parse(listen, "listen", &na, NULL) != ERR_OK || !na.is_unix)
 		return;
-	snprintf(dir, sizeof(dir), "%s", na.path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return;
-	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			mkdir(dir, 0755);
-			*p = '/';
-		}
-	}
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		log_warn("cannot create the socket directory", LOG_S("path", dir),
-			 LOG_S("cause", strerror(errno)));
+	if (fileio_mkdirs_parent(na.path, &err) != ERR_OK)
+		log_warn("cannot create the socket directory", LOG_S("cause", err.msg));
 }
 
 /* The roles that have a key, "csi,worker,mount", for the start line. */

@@ -37,14 +37,6 @@ static uint64_t default_clock(void *arg)
 	return retry_now_ms();
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 enum error_code membership_new(const struct membership_options *opt, struct membership **out,
 			       struct error *err)
 {
@@ -65,7 +57,7 @@ enum error_code membership_new(const struct membership_options *opt, struct memb
 	m->expiry_ms = opt->expiry_ms;
 	m->clock = opt->clock ? opt->clock : default_clock;
 	m->clock_arg = opt->clock_arg;
-	m->version = opt->initial_version ? opt->initial_version : (uint64_t)wall_ms();
+	m->version = opt->initial_version ? opt->initial_version : (uint64_t)retry_wall_ms();
 	pthread_mutex_init(&m->mu, NULL);
 	*out = m;
 	return ERR_OK;
@@ -206,7 +198,7 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 			 LOG_U("capacity_bytes", w.capacity_bytes), LOG_U("workers", m->n));
 	}
 	m->members[pos].last_seen_ms = now;
-	m->members[pos].w.last_seen_unix_ms = wall_ms();
+	m->members[pos].w.last_seen_unix_ms = retry_wall_ms();
 	if (version)
 		*version = m->version;
 	pthread_mutex_unlock(&m->mu);

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "meta/service.h"
+#include "meta/methods.h"
 
 #define DOMAIN "granary-meta"
 

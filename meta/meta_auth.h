@@ -21,7 +21,7 @@
  * METHOD the full method name ("/granary.v1.Meta/Heartbeat"), TS the
  * decimal seconds of ts=, BODY the lowercase hex SHA-256 of the request
  * message's bytes as sent. The first line keeps these signatures apart from
- * the workers' HTTP ones (cache/token.h) even where a key is the cluster
+ * the workers' HTTP ones (block/token.h) even where a key is the cluster
  * token; the body binds the signature to one request, so one seen on the
  * network cannot carry another worker address or dataset.
  *

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "meta/service.h"
+#include "meta/methods.h"
 #include "rpc/rpc_client.h"
 
 /* A snapshot larger than this is refused before it is received: 64 bytes

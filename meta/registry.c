@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "block/name.h"
+#include "common/bytes.h"
 #include "common/config.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -25,8 +27,6 @@
 #define RECORD_MAGIC "GRNYDS01"
 #define RECORD_HEADER (8 + 8 + 8 + 4)
 #define RECORD_MAX (1u << 20)
-#define MIN_BLOCK (64u << 10)
-#define MAX_BLOCK (64u << 20)
 
 /* One listing in progress, shared with the calls that wait for it. It
  * outlives its dataset entry when the build fails (the entry goes). */
@@ -76,14 +76,6 @@ static const char *const state_names[] = {
 	[REGISTRY_REFRESHING] = "refreshing",
 };
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
@@ -92,34 +84,6 @@ static char *dup_or_null(const char *s)
 static const char *str_or_empty(const char *s)
 {
 	return s ? s : "";
-}
-
-/* ---- little-endian fields of the record ------------------------------- */
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* ---- specs ------------------------------------------------------------- */
@@ -131,7 +95,7 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 	enum error_code rc;
 	bool prefix_ok;
 
-	if (snapshot_check_name(str_or_empty(spec->name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(spec->name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	if (store_uri_parse(str_or_empty(spec->source_uri), &scheme, &bucket, &prefix, err) !=
 	    ERR_OK)
@@ -155,12 +119,9 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 		return error_set(err, ERR_INVALID,
 				 "field 'credentials_ref' '%s': must be an absolute path to an AWS shared-credentials file, or empty",
 				 spec->credentials_ref);
-	if (o && o->block_size &&
-	    (o->block_size < MIN_BLOCK || o->block_size > MAX_BLOCK ||
-	     (o->block_size & (o->block_size - 1))))
-		return error_set(err, ERR_INVALID,
-				 "field 'options.block_size': %llu is not a power of two from 65536 (64 KiB) to 67108864 (64 MiB), or 0 for the default",
-				 (unsigned long long)o->block_size);
+	/* 0 is the workers' default. */
+	if (o && o->block_size && block_size_check("field 'options.block_size'", o->block_size, err) != ERR_OK)
+		return ERR_INVALID;
 	if (o && !protobuf_c_enum_descriptor_get_value(&granary__v1__cache_policy__descriptor,
 						       (int)o->cache_policy))
 		return error_set(err, ERR_INVALID, "field 'options.cache_policy': unknown value %d",
@@ -322,113 +283,29 @@ void registry_dataset_release(struct registry_dataset *d)
 
 /* ---- files ------------------------------------------------------------- */
 
-static enum error_code sync_dir(const char *path, struct error *err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
-
-	if (fd < 0 || fsync(fd) < 0) {
-		saved = errno;
-		if (fd >= 0)
-			close(fd);
-		return error_set(err, error_from_errno(saved), "fsync '%s': %s", path,
-				 strerror(saved));
-	}
-	close(fd);
-	return ERR_OK;
-}
-
-static enum error_code mkdir_p(const char *path, struct error *err)
-{
-	char buf[4096];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(buf))
-		return error_set(err, ERR_INVALID, "data dir '%s': path too long", path);
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-
-			*p = '\0';
-			if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-				int saved = errno;
-
-				return error_set(err, error_from_errno(saved), "mkdir '%s': %s", buf,
-						 strerror(saved));
-			}
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
-	return ERR_OK;
-}
-
-/* Writes DATA/datasets/NAME atomically and durably. */
+/* Writes DATA/datasets/NAME atomically and durably (fileio_replace). */
 static enum error_code write_record(struct registry *r, const struct entry *e, uint64_t generation,
 				    int64_t created_ms, struct error *err)
 {
 	size_t len = RECORD_HEADER + e->spec_len + 8;
-	char *path = NULL, *tmp = NULL;
+	char *path = NULL;
 	uint8_t *buf = malloc(len);
-	enum error_code rc = ERR_NOMEM;
-	int fd = -1, saved;
+	enum error_code rc;
 
-	if (!buf || asprintf(&path, "%s/%s", r->records_dir, e->name) < 0)
-		goto nomem;
-	if (asprintf(&tmp, "%s/.%s.XXXXXX", r->records_dir, e->name) < 0) {
-		tmp = NULL;
-		goto nomem;
+	if (!buf || asprintf(&path, "%s/%s", r->records_dir, e->name) < 0) {
+		free(buf);
+		return error_set(err, ERR_NOMEM, "save dataset '%s': out of memory", e->name);
 	}
 	memcpy(buf, RECORD_MAGIC, 8);
-	put_u64(buf + 8, generation);
-	put_u64(buf + 16, (uint64_t)created_ms);
-	put_u32(buf + 24, (uint32_t)e->spec_len);
+	bytes_put_le64(buf + 8, generation);
+	bytes_put_le64(buf + 16, (uint64_t)created_ms);
+	bytes_put_le32(buf + 24, (uint32_t)e->spec_len);
 	memcpy(buf + RECORD_HEADER, e->spec, e->spec_len);
-	put_u64(buf + RECORD_HEADER + e->spec_len, XXH3_64bits(buf, RECORD_HEADER + e->spec_len));
-
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		saved = errno;
-		free(tmp);
-		tmp = NULL;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': create in '%s': %s",
-			       e->name, r->records_dir, strerror(saved));
-		goto out;
-	}
-	if (fileio_write_all(fd, buf, len) != 0 || fsync(fd) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved) == ERR_OK ? ERR_IO : error_from_errno(saved),
-			       "save dataset '%s': write '%s': %s", e->name, tmp, strerror(saved));
-		goto out;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': close '%s': %s",
-			       e->name, tmp, strerror(saved));
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "save dataset '%s': rename to '%s': %s",
-			       e->name, path, strerror(saved));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	rc = sync_dir(r->records_dir, err);
-	goto out;
-nomem:
-	rc = error_set(err, ERR_NOMEM, "save dataset '%s': out of memory", e->name);
-out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
+	bytes_put_le64(buf + RECORD_HEADER + e->spec_len,
+		       XXH3_64bits(buf, RECORD_HEADER + e->spec_len));
+	rc = fileio_replace(path, buf, len, 0600, err);
+	if (rc != ERR_OK)
+		error_wrap(err, "save dataset '%s'", e->name);
 	free(path);
 	free(buf);
 	return rc;
@@ -440,43 +317,28 @@ static enum error_code read_record(const char *path, const char *name, struct en
 {
 	struct entry *e = NULL;
 	Granary__V1__DatasetSpec *spec = NULL;
+	char *text = NULL;
 	uint8_t *buf = NULL;
-	struct stat sb;
 	size_t got = 0;
 	uint32_t slen;
-	int fd, saved;
 	enum error_code rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "read '%s': %s", path, strerror(saved));
+	rc = fileio_read_small(path, RECORD_MAX, &text, &got, err);
+	if (rc == ERR_INVALID)
+		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (over %u bytes)", path,
+			       RECORD_MAX);
+	if (rc != ERR_OK)
+		goto out;
+	buf = (uint8_t *)text;
+	if (got < RECORD_HEADER + 8) {
+		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (%zu bytes)", path, got);
 		goto out;
 	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size < RECORD_HEADER + 8 || sb.st_size > RECORD_MAX) {
-		rc = error_set(err, ERR_IO, "read '%s': not a dataset record (%lld bytes)", path,
-			       (long long)sb.st_size);
-		goto out;
-	}
-	buf = malloc((size_t)sb.st_size);
-	if (!buf) {
-		rc = error_set(err, ERR_NOMEM, "read '%s': out of memory", path);
-		goto out;
-	}
-	while (got < (size_t)sb.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	slen = get_u32(buf + 24);
-	if (got != (size_t)sb.st_size || memcmp(buf, RECORD_MAGIC, 8) != 0 ||
+	slen = bytes_get_le32(buf + 24);
+	if (memcmp(buf, RECORD_MAGIC, 8) != 0 ||
 	    (size_t)slen + RECORD_HEADER + 8 != got ||
-	    get_u64(buf + got - 8) != XXH3_64bits(buf, got - 8)) {
+	    bytes_get_le64(buf + got - 8) != XXH3_64bits(buf, got - 8)) {
 		rc = error_set(err, ERR_IO, "read '%s': corrupt dataset record (bad magic, length or checksum)",
 			       path);
 		goto out;
@@ -503,8 +365,8 @@ static enum error_code read_record(const char *path, const char *name, struct en
 	memcpy(e->spec, buf + RECORD_HEADER, slen);
 	e->spec_len = slen;
 	e->state = REGISTRY_READY;
-	e->generation = get_u64(buf + 8);
-	e->created_ms = (int64_t)get_u64(buf + 16);
+	e->generation = bytes_get_le64(buf + 8);
+	e->created_ms = (int64_t)bytes_get_le64(buf + 16);
 	if (e->generation == 0) {
 		entry_free(e);
 		e = NULL;
@@ -516,8 +378,6 @@ static enum error_code read_record(const char *path, const char *name, struct en
 out:
 	if (spec)
 		granary__v1__dataset_spec__free_unpacked(spec, NULL);
-	if (fd >= 0)
-		close(fd);
 	free(buf);
 	return rc;
 }
@@ -664,7 +524,7 @@ static enum error_code load_all(struct registry *r, struct error *err)
 			continue;
 		}
 		snprintf(path, sizeof(path), "%s/%s", r->records_dir, de->d_name);
-		if (snapshot_check_name(de->d_name, &rerr) != ERR_OK ||
+		if (block_dataset_name_check(de->d_name, &rerr) != ERR_OK ||
 		    read_record(path, de->d_name, &e, &rerr) != ERR_OK ||
 		    check_record_source(r, e, &rerr) != ERR_OK) {
 			log_error("dataset record skipped", LOG_S("path", path),
@@ -762,9 +622,9 @@ enum error_code registry_open(const struct registry_options *opt, struct registr
 		r->snap_dir = NULL;
 		goto nomem;
 	}
-	rc = mkdir_p(r->records_dir, err);
+	rc = fileio_mkdirs(r->records_dir, 0755, err);
 	if (rc == ERR_OK)
-		rc = mkdir_p(r->snap_dir, err);
+		rc = fileio_mkdirs(r->snap_dir, 0755, err);
 	if (rc == ERR_OK)
 		rc = load_all(r, err);
 	if (rc != ERR_OK) {
@@ -901,7 +761,7 @@ static enum error_code build_generation(struct registry *r, const Granary__V1__D
 		goto out;
 	}
 	snapshot_totals(snap, totals);
-	*created_ms = wall_ms();
+	*created_ms = retry_wall_ms();
 	log_info("dataset generation built", LOG_S("dataset", spec->name),
 		 LOG_U("generation", generation), LOG_U("files", totals->files),
 		 LOG_U("dirs", totals->dirs), LOG_U("bytes", totals->bytes),
@@ -960,7 +820,7 @@ static enum error_code join_build(struct registry *r, struct entry *e,
 				  struct registry_dataset *out, struct error *err)
 {
 	struct build *b = e->build;
-	char name[SNAPSHOT_DATASET_MAX + 1];
+	char name[BLOCK_DATASET_MAX + 1];
 	enum error_code rc;
 
 	if (r->builders >= r->max_builds)
@@ -1112,7 +972,7 @@ enum error_code registry_get(struct registry *r, const char *name, struct regist
 		err = &local;
 
 	memset(out, 0, sizeof(*out));
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, NULL);
@@ -1169,7 +1029,7 @@ enum error_code registry_delete(struct registry *r, const char *name, struct err
 	if (!err)
 		err = &local;
 
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, &pos);
@@ -1194,7 +1054,7 @@ enum error_code registry_delete(struct registry *r, const char *name, struct err
 			       name, path, strerror(saved));
 		goto out;
 	}
-	rc = sync_dir(r->records_dir, err);
+	rc = fileio_sync_dir(r->records_dir, err);
 	if (rc != ERR_OK)
 		goto out;
 	prune_snapshots(r, name, 0, 0);
@@ -1223,7 +1083,7 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 		err = &local;
 
 	memset(out, 0, sizeof(*out));
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	pthread_mutex_lock(&r->mu);
 	e = find(r, name, NULL);
@@ -1299,7 +1159,7 @@ enum error_code registry_read_snapshot(struct registry *r, const char *name, uin
 	if (!err)
 		err = &local;
 
-	if (snapshot_check_name(str_or_empty(name), err) != ERR_OK)
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
 		return error_wrap(err, "field 'name'");
 	if (chunk == 0)
 		chunk = 1u << 20;

@@ -122,7 +122,7 @@ void registry_free(struct registry *r);
 
 /*
  * Checks a spec without touching the store. ERR_INVALID naming the field
- * ("field 'source_uri': ..."): name (snapshot_check_name), source_uri
+ * ("field 'source_uri': ..."): name (block_dataset_name_check), source_uri
  * (store_uri_parse; s3:// or file://, the prefix empty or ending in '/'),
  * endpoint (store_check_endpoint, when set), credentials_ref ("" or an
  * absolute path), options.block_size (0, or a power of two from 64 KiB to

@@ -4,24 +4,16 @@
  * its request, calls the core, and replies; the error code the core returns
  * becomes the gRPC status once, in rpc_server (error_to_grpc).
  *
- * The method names below are the wire names; meta_client uses them too.
+ * The method names are in meta/methods.h, which meta_client uses too.
  */
 #ifndef GRANARY_META_SERVICE_H
 #define GRANARY_META_SERVICE_H
 
 #include "common/error.h"
 #include "meta/membership.h"
+#include "meta/methods.h"
 #include "meta/registry.h"
 #include "rpc/rpc_server.h"
-
-#define META_METHOD_REGISTER "/granary.v1.Meta/RegisterDataset"
-#define META_METHOD_GET "/granary.v1.Meta/GetDataset"
-#define META_METHOD_LIST "/granary.v1.Meta/ListDatasets"
-#define META_METHOD_DELETE "/granary.v1.Meta/DeleteDataset"
-#define META_METHOD_REFRESH "/granary.v1.Meta/RefreshDataset"
-#define META_METHOD_SNAPSHOT "/granary.v1.Meta/GetSnapshot"
-#define META_METHOD_HEARTBEAT "/granary.v1.Meta/Heartbeat"
-#define META_METHOD_WORKERS "/granary.v1.Meta/ListWorkers"
 
 /* Bytes of snapshot data in one SnapshotChunk: a quarter of the default
  * 4 MiB message limit, so a chunk always fits with room to spare. */

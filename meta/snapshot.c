@@ -41,6 +41,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/bytes.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "store/store.h"
 
@@ -103,48 +105,6 @@ struct snapshot_builder {
 	uint64_t added;
 	uint64_t bytes;     /* sizes of the files added; never wraps (see add) */
 };
-
-/* ---- names ------------------------------------------------------------- */
-
-static int is_alnum_lower(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-enum error_code snapshot_check_name(const char *name, struct error *err)
-{
-	size_t len = name ? strlen(name) : 0;
-
-	if (len == 0)
-		return error_set(err, ERR_INVALID, "dataset name '': empty");
-	if (len > SNAPSHOT_DATASET_MAX)
-		return error_set(err, ERR_INVALID, "dataset name '%.40s...': longer than %d bytes",
-				 name, SNAPSHOT_DATASET_MAX);
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-
-		if (c == '.') {
-			if (i == 0 || name[i - 1] == '.' || name[i - 1] == '-' || i + 1 == len ||
-			    name[i + 1] == '-')
-				return error_set(err, ERR_INVALID,
-						 "dataset name '%s': each '.'-separated label must "
-						 "start and end with a lowercase letter or digit",
-						 name);
-		} else if (c == '-') {
-			if (i == 0 || i + 1 == len)
-				return error_set(err, ERR_INVALID,
-						 "dataset name '%s': must start and end with a "
-						 "lowercase letter or digit",
-						 name);
-		} else if (!is_alnum_lower(c)) {
-			return error_set(err, ERR_INVALID,
-					 "dataset name '%s': only lowercase letters, digits, '-' "
-					 "and '.' are allowed",
-					 name);
-		}
-	}
-	return ERR_OK;
-}
 
 /* Whether s[0..len) can be one path segment (no '/', checked by callers
  * that split on it). */
@@ -297,7 +257,7 @@ enum error_code snapshot_builder_new(const char *name, const char *uri, uint64_t
 	enum error_code rc;
 
 	*out = NULL;
-	rc = snapshot_check_name(name, err);
+	rc = block_dataset_name_check(name, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = store_uri_parse(uri, &scheme, &bucket, &prefix, err);
@@ -979,8 +939,7 @@ static void enc_u32(struct encoder *en, uint32_t v)
 {
 	unsigned char b[4];
 
-	for (int i = 0; i < 4; i++)
-		b[i] = (unsigned char)(v >> (8 * i));
+	bytes_put_le32(b, v);
 	enc_bytes(en, b, sizeof(b));
 }
 
@@ -988,8 +947,7 @@ static void enc_u64(struct encoder *en, uint64_t v)
 {
 	unsigned char b[8];
 
-	for (int i = 0; i < 8; i++)
-		b[i] = (unsigned char)(v >> (8 * i));
+	bytes_put_le64(b, v);
 	enc_bytes(en, b, sizeof(b));
 }
 
@@ -1058,8 +1016,7 @@ enum error_code snapshot_encode(const struct snapshot *snap, snapshot_write_fn f
 	}
 	enc_flush(en, true);
 	h = XXH3_64bits_digest(en->xxh);
-	for (int i = 0; i < 8; i++)
-		sum[i] = (unsigned char)(h >> (8 * i));
+	bytes_put_le64(sum, h);
 	memcpy(en->buf, sum, sizeof(sum));
 	en->used = sizeof(sum);
 	enc_flush(en, false);
@@ -1123,15 +1080,6 @@ struct decoder {
 static enum error_code bad(struct decoder *d, const char *what)
 {
 	return error_set(d->err, ERR_IO, "snapshot: corrupt at byte %zu: %s", d->pos, what);
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-	uint64_t v = 0;
-
-	for (int i = n - 1; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
 }
 
 static int dec_varint(struct decoder *d, uint64_t *v)
@@ -1208,12 +1156,12 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 				 HEADER_SIZE + TRAILER_SIZE);
 	if (memcmp(d.p, MAGIC, 8) != 0)
 		return error_set(err, ERR_IO, "snapshot: not a snapshot (bad magic)");
-	if (XXH3_64bits(d.p, len - TRAILER_SIZE) != get_le(d.p + len - TRAILER_SIZE, 8))
+	if (XXH3_64bits(d.p, len - TRAILER_SIZE) != bytes_get_le64(d.p + len - TRAILER_SIZE))
 		return error_set(err, ERR_IO,
 				 "snapshot: checksum mismatch: truncated or corrupted (%zu bytes)",
 				 len);
-	version = get_le(d.p + 8, 4);
-	flags = get_le(d.p + 12, 4);
+	version = bytes_get_le32(d.p + 8);
+	flags = bytes_get_le32(d.p + 12);
 	if (version != FORMAT_VERSION || flags != 0)
 		return error_set(err, ERR_UNSUPPORTED,
 				 "snapshot: format version %llu flags %#llx; this build reads "
@@ -1221,9 +1169,9 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 				 (unsigned long long)version, (unsigned long long)flags,
 				 FORMAT_VERSION);
 	d.end = len - TRAILER_SIZE;
-	n = get_le(d.p + 24, 8);
-	name_bytes = get_le(d.p + 32, 8);
-	etag_bytes = get_le(d.p + 40, 8);
+	n = bytes_get_le64(d.p + 24);
+	name_bytes = bytes_get_le64(d.p + 32);
+	etag_bytes = bytes_get_le64(d.p + 40);
 	/* Every entry takes at least 4 bytes and every pool byte but the
 	 * first stands for an input byte (a NUL for a length byte): nothing
 	 * is allocated beyond a multiple of the input's size. */
@@ -1238,8 +1186,8 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		goto fail;
-	s->generation = get_le(d.p + 16, 8);
-	s->totals.skipped = get_le(d.p + 48, 8);
+	s->generation = bytes_get_le64(d.p + 16);
+	s->totals.skipped = bytes_get_le64(d.p + 48);
 	s->n = (uint32_t)n;
 	s->ents = calloc((size_t)n, sizeof(*s->ents));
 	s->names_end = 1 + (size_t)name_bytes;
@@ -1250,8 +1198,8 @@ enum error_code snapshot_decode(const void *buf, size_t len, struct snapshot **o
 	s->pool[0] = '\0';
 	etag_at = s->names_end;
 
-	s->name = dec_string(&d, SNAPSHOT_DATASET_MAX);
-	if (!s->name || snapshot_check_name(s->name, &ignored) != ERR_OK) {
+	s->name = dec_string(&d, BLOCK_DATASET_MAX);
+	if (!s->name || block_dataset_name_check(s->name, &ignored) != ERR_OK) {
 		rc = bad(&d, "dataset name");
 		goto fail;
 	}
@@ -1395,97 +1343,54 @@ static int fd_write(const void *data, size_t len, void *arg)
 	return 0;
 }
 
-static enum error_code sync_dir(const char *path, struct error *err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int saved;
+/* fileio_replace_with's writer: the snapshot's encoding. */
+struct save_arg {
+	const struct snapshot *snap;
+	struct error *err;
+};
 
-	if (fd < 0 || fsync(fd) < 0) {
-		saved = errno;
-		if (fd >= 0)
-			close(fd);
-		return error_set(err, error_from_errno(saved), "fsync '%s': %s", path,
-				 strerror(saved));
-	}
-	close(fd);
-	return ERR_OK;
+static int save_write(int fd, void *arg)
+{
+	struct save_arg *a = arg;
+	enum error_code rc;
+
+	errno = 0;
+	rc = snapshot_encode(a->snap, fd_write, &fd, a->err);
+	if (rc == ERR_OK)
+		return 0;
+	if (rc == ERR_NOMEM)
+		errno = ENOMEM;
+	return -1;
 }
 
 enum error_code snapshot_save(const struct snapshot *snap, const char *dir, struct error *err)
 {
-	char *sub = NULL, *path = NULL, *tmp = NULL;
-	int fd = -1, saved = 0;
-	enum error_code rc = ERR_NOMEM;
+	struct save_arg arg = { snap, err };
+	char *sub = NULL, *path = NULL;
+	enum error_code rc = ERR_OK;
+	int saved;
 
 	path = snapshot_file_path(dir, snap->name, snap->generation);
 	if (!path || asprintf(&sub, "%s/%s", dir, snap->name) < 0) {
 		sub = NULL;
-		goto fail;
+		rc = error_set(err, ERR_NOMEM, "save snapshot '%s': out of memory", snap->name);
+		goto out;
 	}
-	if (asprintf(&tmp, "%s/.%llu.snap.XXXXXX", sub, (unsigned long long)snap->generation) < 0) {
-		tmp = NULL;
-		goto fail;
-	}
+	/* A new dataset directory is made durable before a file goes in it. */
 	if (mkdir(sub, 0755) == 0) {
-		rc = sync_dir(dir, err);
+		rc = fileio_sync_dir(dir, err);
 		if (rc != ERR_OK)
-			goto fail;
+			goto out;
 	} else if (errno != EEXIST) {
 		saved = errno;
 		rc = error_set(err, error_from_errno(saved), "save snapshot: mkdir '%s': %s", sub,
 			       strerror(saved));
-		goto fail;
+		goto out;
 	}
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		saved = errno;
-		free(tmp);
-		tmp = NULL; /* nothing to remove */
-		rc = error_set(err, error_from_errno(saved), "save snapshot '%s': create: %s", path,
-			       strerror(saved));
-		goto fail;
-	}
-	rc = snapshot_encode(snap, fd_write, &fd, err);
-	if (rc != ERR_OK) {
-		saved = errno;
-		if (rc == ERR_IO) {
-			enum error_code code = saved ? error_from_errno(saved) : ERR_IO;
-
-			rc = error_set(err, code, "save snapshot '%s': write '%s': %s", path, tmp,
-				       strerror(saved));
-		}
-		goto fail;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		saved = errno;
-		fd = -1;
-		rc = error_set(err, error_from_errno(saved), "save snapshot '%s': fsync '%s': %s",
-			       path, tmp, strerror(saved));
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "save snapshot '%s': rename: %s", path,
-			       strerror(saved));
-		goto fail;
-	}
-	free(tmp);
-	tmp = NULL;
-	rc = sync_dir(sub, err);
+	rc = fileio_replace_with(path, 0600, save_write, &arg, err);
 	if (rc != ERR_OK)
-		goto fail;
-	free(sub);
-	free(path);
-	return ERR_OK;
-fail:
-	if (rc == ERR_NOMEM)
-		error_set(err, rc, "save snapshot '%s': out of memory", snap->name);
-	if (fd >= 0)
-		close(fd);
-	if (tmp)
-		unlink(tmp);
-	free(tmp);
+		error_wrap(err, "save snapshot '%s'", path);
+out:
 	free(sub);
 	free(path);
 	return rc;
@@ -1493,50 +1398,16 @@ fail:
 
 enum error_code snapshot_load(const char *path, struct snapshot **out, struct error *err)
 {
-	struct stat sb;
 	char *buf = NULL;
 	size_t got = 0;
-	int fd = -1, saved;
 	enum error_code rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "load snapshot '%s': %s", path,
-			       strerror(saved));
-		goto out;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		rc = error_set(err, ERR_INVALID, "load snapshot '%s': not a regular file", path);
-		goto out;
-	}
-	buf = malloc(sb.st_size > 0 ? (size_t)sb.st_size : 1);
-	if (!buf) {
-		rc = error_set(err, ERR_NOMEM, "load snapshot '%s': out of memory", path);
-		goto out;
-	}
-	while (got < (size_t)sb.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)sb.st_size - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			saved = errno;
-			rc = error_set(err, error_from_errno(saved), "load snapshot '%s': read: %s",
-				       path, strerror(saved));
-			goto out;
-		}
-		if (r == 0)
-			break; /* shrank under us: the checksum will say so */
-		got += (size_t)r;
-	}
-	rc = snapshot_decode(buf, got, out, err);
+	rc = fileio_read_small(path, SIZE_MAX / 2, &buf, &got, err);
+	if (rc == ERR_OK)
+		rc = snapshot_decode(buf, got, out, err);
 	if (rc != ERR_OK)
 		error_wrap(err, "load snapshot '%s'", path);
-out:
-	if (fd >= 0)
-		close(fd);
 	free(buf);
 	return rc;
 }

@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/name.h"
 #include "common/error.h"
 
 struct store;
@@ -43,7 +44,6 @@ struct store;
 #define SNAPSHOT_ROOT_INO 1
 #define SNAPSHOT_NAME_MAX 255     /* bytes in one path segment */
 #define SNAPSHOT_ETAG_MAX 128     /* bytes in an ETag */
-#define SNAPSHOT_DATASET_MAX 253  /* bytes in a dataset name */
 /* Largest piece snapshot_encode hands its callback at once; well under the
  * 1 MiB chunks the meta service streams. */
 #define SNAPSHOT_ENCODE_PIECE (64 * 1024)
@@ -72,19 +72,10 @@ struct snapshot_entry_info {
 	uint64_t nchildren; /* 0 for files */
 };
 
-/*
- * Dataset names become path components on disk and labels in metrics, so
- * they follow Kubernetes' DNS-1123 subdomain rule: 1-253 bytes of lowercase
- * letters, digits, '-' and '.', made of dot-separated labels that each start
- * and end with a letter or digit. Returns ERR_OK or ERR_INVALID saying which
- * rule the name breaks.
- */
-enum error_code snapshot_check_name(const char *name, struct error *err);
-
 /* ---- building ---------------------------------------------------------- */
 
 /*
- * Starts a snapshot of dataset name (snapshot_check_name), from source uri
+ * Starts a snapshot of dataset name (block_dataset_name_check), from source uri
  * ("s3://bucket/prefix/" or "file:///dir", checked with store_uri_parse),
  * at generation. The key prefix that snapshot_object_key puts back in front
  * of each path is the URI's prefix. ERR_INVALID names a bad name or URI;

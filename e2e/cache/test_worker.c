@@ -36,7 +36,7 @@
 
 #include "cache/blockstore.h"
 #include "cache/http.h"
-#include "cache/token.h"
+#include "block/token.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
 #include "store/store.h"
@@ -271,7 +271,7 @@ struct resp {
 	char cache[16];          /* X-Granary-Cache */
 	char content_range[96];
 	char allow[64];
-	char crc[WORKER_HTTP_CRC_MAX]; /* X-Granary-Crc32c */
+	char crc[BLOCK_CRC_HEADER_MAX]; /* X-Granary-Crc32c */
 };
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
@@ -319,7 +319,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 	header_value(data, size * n, "X-Granary-Cache", r->cache, sizeof(r->cache));
 	header_value(data, size * n, "Content-Range", r->content_range, sizeof(r->content_range));
 	header_value(data, size * n, "Allow", r->allow, sizeof(r->allow));
-	header_value(data, size * n, WORKER_HTTP_CRC_HEADER, r->crc, sizeof(r->crc));
+	header_value(data, size * n, BLOCK_CRC_HEADER, r->crc, sizeof(r->crc));
 	return size * n;
 }
 
@@ -782,12 +782,12 @@ static int remember_block(const char *path, const struct stat *sb, int flag, str
 /* Whether a whole-block answer's bytes match the checksums it carries. */
 static bool body_matches_its_crcs(const struct resp *r)
 {
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	struct error err;
 
-	ck_assert_msg(worker_http_crc_parse(r->crc, blockstore_chunk_size(BS), 0, r->len, r->len,
+	ck_assert_msg(block_crc_header_parse(r->crc, block_chunk_size(BS), 0, r->len, r->len,
 					    &sums, &err) == ERR_OK, "%s", err.msg);
-	return blockstore_sums_check(&sums, 0, r->body, r->len);
+	return block_sums_check(&sums, 0, r->body, r->len);
 }
 
 /*

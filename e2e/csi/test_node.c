@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fusemount.h"
 #include "common/retry.h"
 #include "csi.pb-c.h"
 #include "e2e/harness.h"
@@ -489,6 +490,35 @@ static void expect_content(const char *dir, const char *name, const char *want)
 	ck_assert_str_eq(buf, want);
 }
 
+/* The read-ahead of the mount at path, in KiB, from its bdi; -1 when
+ * none is found. */
+static long mount_read_ahead_kb(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[4096], sys[128];
+	unsigned major = 0, minor = 0, ma, mi;
+	bool found = false;
+	long kb = -1;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (fusemount_parse_line(line, path, &ma, &mi)) {
+			major = ma;
+			minor = mi;
+			found = true;
+		}
+	fclose(f);
+	if (!found)
+		return -1;
+	snprintf(sys, sizeof(sys), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+	f = fopen(sys, "r");
+	if (f && fscanf(f, "%ld", &kb) != 1)
+		kb = -1;
+	if (f)
+		fclose(f);
+	return kb;
+}
+
 static int mounts_under_work(void)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "r");
@@ -539,6 +569,10 @@ START_TEST(test_node_stage_publish_restart_takeover_unstage)
 
 	/* Stage twice: the second call adopts the daemon of the first. */
 	stage(id, staging);
+	/* The plugin made the mount: it set the read-ahead a mount of
+	 * granary-fuse's own gets (fuse_read_ahead, 1 MiB; the kernel's is
+	 * 128 KiB), since granary-fuse on /dev/fd/N leaves it. */
+	ck_assert_int_eq(mount_read_ahead_kb(staging), 1024);
 	pid = record_pid(id);
 	ck_assert_int_gt(pid, 0);
 	ck_assert(alive(pid));

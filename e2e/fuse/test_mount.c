@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/retry.h"
 #include "e2e/harness.h"
 #include "store/store.h"
 #include "unit/check_main.h"
@@ -449,14 +450,6 @@ START_TEST(test_mount_object_changed_after_the_snapshot_reads_eio)
 }
 END_TEST
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* One read of len bytes at off of the mount's file name, O_DIRECT or
  * buffered; returns its errno (0 when it read) and its time in *ms. */
 static int timed_read(const struct mnt *m, const char *name, int oflags, off_t off, size_t len,
@@ -472,11 +465,11 @@ static int timed_read(const struct mnt *m, const char *name, int oflags, off_t o
 	ck_assert_int_eq(posix_memalign(&buf, 4096, len), 0);
 	fd = open(path, O_RDONLY | oflags);
 	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-	t0 = mono_ms();
+	t0 = retry_now_ms();
 	n = pread(fd, buf, len, off);
 	if (n < 0)
 		e = errno;
-	*ms = mono_ms() - t0;
+	*ms = retry_now_ms() - t0;
 	close(fd);
 	free(buf);
 	return e;

@@ -16,11 +16,12 @@
 #include <xxhash.h>
 
 #include "cache/blockstore.h"
+#include "common/bytes.h"
 #include "cache/sketch.h"
 #include "unit/check_main.h"
 
 #define DATA 4096                        /* data bytes of a test block */
-#define FILE_BYTES (BLOCKSTORE_HEADER_SIZE + DATA) /* on disk, already 4 KiB-aligned */
+#define FILE_BYTES (BLOCK_HEADER_SIZE + DATA) /* on disk, already 4 KiB-aligned */
 
 /* --- helpers --- */
 
@@ -43,11 +44,11 @@ static const struct block_key *tkey(struct tkey *t, int i)
 	return &t->key;
 }
 
-static void hash_of(int i, uint8_t hash[BLOCKSTORE_HASH_LEN])
+static void hash_of(int i, uint8_t hash[BLOCK_HASH_LEN])
 {
 	struct tkey t;
 
-	blockstore_key_hash(tkey(&t, i), hash);
+	block_key_hash(tkey(&t, i), hash);
 }
 
 static void pattern(int i, uint8_t *buf, size_t len)
@@ -122,7 +123,7 @@ static enum error_code put_block(struct blockstore *bs, int i, const char *datas
 /* True if block i is cached; checks its bytes when it is. */
 static bool has_block(struct blockstore *bs, int i, size_t len)
 {
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	struct blockstore_ref *ref = NULL;
 	uint8_t *want = malloc(len ? len : 1);
 	uint8_t *got = malloc(len ? len : 1);
@@ -136,7 +137,7 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 	}
 	pattern(i, want, len);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
-	ck_assert_uint_eq(blockstore_ref_offset(ref), BLOCKSTORE_HEADER_SIZE);
+	ck_assert_uint_eq(blockstore_ref_offset(ref), BLOCK_HEADER_SIZE);
 	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, (off_t)blockstore_ref_offset(ref)),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(want, got, len), 0);
@@ -149,10 +150,10 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 
 static void block_file(const char *dir, int i, char *path, size_t size)
 {
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 
 	hash_of(i, hash);
-	blockstore_block_path(dir, hash, path, size);
+	block_file_path(dir, hash, path, size);
 }
 
 static void flip_byte(const char *path, off_t off)
@@ -182,78 +183,6 @@ static int count_files(const char *dir)
 	return n;
 }
 
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* --- hashing and names --- */
-
-START_TEST(test_blockstore_key_hash_changes_with_each_field)
-{
-	struct block_key base = { .endpoint = "http://a", .bucket = "b", .object = "o",
-				  .etag = "e", .block_size = 4 << 20, .index = 7 };
-	struct block_key k;
-	uint8_t h0[BLOCKSTORE_HASH_LEN], h1[BLOCKSTORE_HASH_LEN];
-
-	blockstore_key_hash(&base, h0);
-	k = base;
-	blockstore_key_hash(&k, h1);
-	ck_assert_int_eq(memcmp(h0, h1, sizeof(h0)), 0);
-	for (int f = 0; f < 6; f++) {
-		k = base;
-		switch (f) {
-		case 0: k.endpoint = "http://c"; break;
-		case 1: k.bucket = "c"; break;
-		case 2: k.object = "p"; break;
-		case 3: k.etag = "f"; break;
-		case 4: k.block_size = 1 << 20; break;
-		default: k.index = 8; break;
-		}
-		blockstore_key_hash(&k, h1);
-		ck_assert_msg(memcmp(h0, h1, sizeof(h0)) != 0, "field %d does not change the hash", f);
-	}
-}
-END_TEST
-
-START_TEST(test_blockstore_key_hash_is_unambiguous)
-{
-	struct block_key a = { .endpoint = "", .bucket = "ab", .object = "c", .etag = "e",
-			       .block_size = 1, .index = 0 };
-	struct block_key b = { .endpoint = "", .bucket = "a", .object = "bc", .etag = "e",
-			       .block_size = 1, .index = 0 };
-	uint8_t ha[BLOCKSTORE_HASH_LEN], hb[BLOCKSTORE_HASH_LEN];
-	char hex[BLOCKSTORE_HASH_HEX];
-
-	blockstore_key_hash(&a, ha);
-	blockstore_key_hash(&b, hb);
-	ck_assert_int_ne(memcmp(ha, hb, sizeof(ha)), 0);
-	blockstore_hash_hex(ha, hex);
-	ck_assert_uint_eq(strlen(hex), 32);
-	ck_assert_uint_eq(strspn(hex, "0123456789abcdef"), 32);
-}
-END_TEST
-
-START_TEST(test_blockstore_block_path_uses_first_two_hex_digits)
-{
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
-	char hex[BLOCKSTORE_HASH_HEX];
-	char path[256], want[256];
-
-	for (int i = 0; i < BLOCKSTORE_HASH_LEN; i++)
-		hash[i] = (uint8_t)(0xa0 + i);
-	blockstore_hash_hex(hash, hex);
-	ck_assert_str_eq(hex, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
-	snprintf(want, sizeof(want), "/c/blocks/a0/%s", hex);
-	ck_assert_int_eq(blockstore_block_path("/c", hash, path, sizeof(path)), (int)strlen(want));
-	ck_assert_str_eq(path, want);
-}
-END_TEST
-
 /* --- write, read, format --- */
 
 START_TEST(test_blockstore_write_then_read_back_byte_exact)
@@ -272,7 +201,7 @@ START_TEST(test_blockstore_write_then_read_back_byte_exact)
 	ck_assert_uint_eq(st.blocks, 4);
 	/* An empty block is its header alone; 1 and 4095 bytes round up to
 	 * 8 KiB files like 4096 does. */
-	ck_assert_uint_eq(st.used, BLOCKSTORE_HEADER_SIZE + 3 * FILE_BYTES);
+	ck_assert_uint_eq(st.used, BLOCK_HEADER_SIZE + 3 * FILE_BYTES);
 	ck_assert_uint_eq(st.admitted, 4);
 	ck_assert_uint_eq(st.hits, 4);
 	ck_assert_uint_eq(st.misses, 1);
@@ -303,7 +232,7 @@ START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
 	ck_assert_int_eq(blockstore_write_commit(bs, w, &ref, &err), ERR_OK);
 	ck_assert_ptr_nonnull(ref);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
-	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCKSTORE_HEADER_SIZE),
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCK_HEADER_SIZE),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(buf, back, len), 0);
 	blockstore_ref_put(bs, ref);
@@ -319,7 +248,7 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 {
 	char *dir = make_dir();
 	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
-	uint8_t h[BLOCKSTORE_HEADER_SIZE];
+	uint8_t h[BLOCK_HEADER_SIZE];
 	uint8_t data[1000], want[1000];
 	char path[512];
 	struct stat sb;
@@ -333,25 +262,25 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 	fd = open(path, O_RDONLY);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(fstat(fd, &sb), 0);
-	ck_assert_int_eq(sb.st_size, BLOCKSTORE_HEADER_SIZE + sizeof(data));
+	ck_assert_int_eq(sb.st_size, BLOCK_HEADER_SIZE + sizeof(data));
 	ck_assert_int_eq(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
-	ck_assert_int_eq(pread(fd, data, sizeof(data), BLOCKSTORE_HEADER_SIZE), (ssize_t)sizeof(data));
+	ck_assert_int_eq(pread(fd, data, sizeof(data), BLOCK_HEADER_SIZE), (ssize_t)sizeof(data));
 	close(fd);
 	pattern(3, want, sizeof(want));
 	ck_assert_int_eq(memcmp(data, want, sizeof(data)), 0);
 
 	ck_assert_int_eq(memcmp(h, "GRNBLK2\0", 8), 0);
-	ck_assert_uint_eq(get_le64(h + 8) & 0xffffffff, BLOCKSTORE_HEADER_SIZE);
-	ck_assert_uint_eq(get_le64(h + 8) >> 32, DATA); /* block size at 12 */
-	ck_assert_uint_eq(get_le64(h + 16), sizeof(data));
+	ck_assert_uint_eq(bytes_get_le64(h + 8) & 0xffffffff, BLOCK_HEADER_SIZE);
+	ck_assert_uint_eq(bytes_get_le64(h + 8) >> 32, DATA); /* block size at 12 */
+	ck_assert_uint_eq(bytes_get_le64(h + 16), sizeof(data));
 	/* chunk size at 24 (64 KiB for these small blocks), 0 at 28 */
-	ck_assert_uint_eq(get_le64(h + 24), 65536);
+	ck_assert_uint_eq(bytes_get_le64(h + 24), 65536);
 	/* the chunk table: one CRC32C here (standard CRC32C: "123456789" gives e3069283) */
-	ck_assert_uint_eq(blockstore_crc32c("123456789", 9), 0xe3069283u);
-	ck_assert_uint_eq(get_le64(h + 3064) & 0xffffffff, blockstore_crc32c(want, sizeof(want)));
-	ck_assert_uint_eq(get_le64(h + 32), tkey(&t, 3)->index);
-	ck_assert_uint_gt(get_le64(h + 40), 1700000000); /* seconds, not ns */
-	ck_assert_uint_lt(get_le64(h + 40), 1ULL << 40);
+	ck_assert_uint_eq(block_crc32c("123456789", 9), 0xe3069283u);
+	ck_assert_uint_eq(bytes_get_le64(h + 3064) & 0xffffffff, block_crc32c(want, sizeof(want)));
+	ck_assert_uint_eq(bytes_get_le64(h + 32), tkey(&t, 3)->index);
+	ck_assert_uint_gt(bytes_get_le64(h + 40), 1700000000); /* seconds, not ns */
+	ck_assert_uint_lt(bytes_get_le64(h + 40), 1ULL << 40);
 	strs[0] = "imagenet";
 	strs[1] = t.key.endpoint;
 	strs[2] = t.key.bucket;
@@ -367,7 +296,7 @@ START_TEST(test_blockstore_file_layout_matches_docs)
 	for (; off < 4088; off++)
 		if (off < 3064 || off >= 3068)
 			ck_assert_uint_eq(h[off], 0);
-	ck_assert_uint_eq(get_le64(h + 4088), XXH3_64bits(h, 4088));
+	ck_assert_uint_eq(bytes_get_le64(h + 4088), XXH3_64bits(h, 4088));
 	blockstore_free(bs);
 	remove_dir(dir);
 }
@@ -383,8 +312,8 @@ START_TEST(test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk)
 {
 	enum { BLOCK = 1u << 20, LEN = BLOCK - 1000 }; /* a short last block */
 	char *dir = make_dir();
-	struct blockstore *bs = open_store(dir, 4 * (BLOCKSTORE_HEADER_SIZE + BLOCK));
-	struct blockstore_sums sums, mem;
+	struct blockstore *bs = open_store(dir, 4 * (BLOCK_HEADER_SIZE + BLOCK));
+	struct block_sums sums, mem;
 	struct blockstore_writer *w = NULL;
 	struct tkey t;
 	struct error err;
@@ -393,13 +322,13 @@ START_TEST(test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk)
 		{ 0, LEN }, { 0, 65536 }, { 65536, 131072 }, { 100, 10 },
 		{ 65535, 2 }, { 70000, 300000 }, { LEN - 5, 5 }, { 983040, LEN - 983040 },
 	};
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	bool corrupt = false;
 	char path[512];
 	int fd;
 
-	ck_assert_uint_eq(blockstore_chunk_size(BLOCK), 65536);
-	ck_assert_uint_eq(blockstore_chunk_size(64u << 20), 256u << 10);
+	ck_assert_uint_eq(block_chunk_size(BLOCK), 65536);
+	ck_assert_uint_eq(block_chunk_size(64u << 20), 256u << 10);
 	pattern(9, want, LEN);
 	tkey(&t, 9);
 	t.key.block_size = BLOCK;
@@ -411,32 +340,32 @@ START_TEST(test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk)
 		ck_assert_int_eq(blockstore_write_append(w, want + off, n, &err), ERR_OK);
 	}
 	ck_assert_int_eq(blockstore_write_commit(bs, w, NULL, &err), ERR_OK);
-	ck_assert_int_eq(blockstore_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
+	ck_assert_int_eq(block_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
 	ck_assert_uint_eq(sums.data_len, LEN);
-	blockstore_sums_of(want, LEN, BLOCK, &mem);
+	block_sums_of(want, LEN, BLOCK, &mem);
 	ck_assert_int_eq(memcmp(mem.crc, sums.crc, 16 * sizeof(uint32_t)), 0);
-	ck_assert(blockstore_sums_check(&sums, 65536, want + 65536, 131072));
-	ck_assert(!blockstore_sums_check(&sums, 100, want + 100, 65536)); /* not aligned */
+	ck_assert(block_sums_check(&sums, 65536, want + 65536, 131072));
+	ck_assert(!block_sums_check(&sums, 100, want + 100, 65536)); /* not aligned */
 	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
 		memset(got, 0, LEN);
-		ck_assert_int_eq(blockstore_read_checked(fd, &sums, reads[i].off, reads[i].len, got,
+		ck_assert_int_eq(block_read_checked(fd, &sums, reads[i].off, reads[i].len, got,
 							 &corrupt, &err), ERR_OK);
 		ck_assert(!corrupt);
 		ck_assert_int_eq(memcmp(got, want + reads[i].off, reads[i].len), 0);
 	}
-	ck_assert_int_eq(blockstore_read_checked(fd, &sums, LEN - 5, 6, got, &corrupt, &err),
+	ck_assert_int_eq(block_read_checked(fd, &sums, LEN - 5, 6, got, &corrupt, &err),
 			 ERR_RANGE);
 	close(fd);
 
 	/* one byte of chunk 1 flipped */
-	blockstore_key_hash(&t.key, hash);
-	blockstore_block_path(dir, hash, path, sizeof(path));
-	flip_byte(path, BLOCKSTORE_HEADER_SIZE + 65536 + 4000);
-	ck_assert_int_eq(blockstore_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
+	block_key_hash(&t.key, hash);
+	block_file_path(dir, hash, path, sizeof(path));
+	flip_byte(path, BLOCK_HEADER_SIZE + 65536 + 4000);
+	ck_assert_int_eq(block_file_open(dir, &t.key, &fd, &sums, &err), ERR_OK);
 	for (int again = 0; again < 2; again++)
 		for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
 			bool holds = reads[i].off < 131072 && reads[i].off + reads[i].len > 65536;
-			enum error_code rc = blockstore_read_checked(fd, &sums, reads[i].off,
+			enum error_code rc = block_read_checked(fd, &sums, reads[i].off,
 								     reads[i].len, got, &corrupt, &err);
 
 			ck_assert_int_eq(rc, holds ? ERR_IO : ERR_OK);
@@ -446,9 +375,9 @@ START_TEST(test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk)
 		}
 	close(fd);
 	/* and a file cut short is corrupt too, not a read error */
-	ck_assert_int_eq(truncate(path, BLOCKSTORE_HEADER_SIZE + 200000), 0);
+	ck_assert_int_eq(truncate(path, BLOCK_HEADER_SIZE + 200000), 0);
 	fd = open(path, O_RDONLY);
-	ck_assert_int_eq(blockstore_read_checked(fd, &sums, 196608, 100, got, &corrupt, &err),
+	ck_assert_int_eq(block_read_checked(fd, &sums, 196608, 100, got, &corrupt, &err),
 			 ERR_IO);
 	ck_assert(corrupt);
 	close(fd);
@@ -593,7 +522,7 @@ START_TEST(test_blockstore_rebuild_discards_damaged_files)
 	blockstore_free(bs);
 
 	block_file(dir, 0, path, sizeof(path)); /* truncated */
-	ck_assert_int_eq(truncate(path, BLOCKSTORE_HEADER_SIZE + DATA / 2), 0);
+	ck_assert_int_eq(truncate(path, BLOCK_HEADER_SIZE + DATA / 2), 0);
 	block_file(dir, 1, path, sizeof(path)); /* header string byte flipped */
 	flip_byte(path, 60);
 	block_file(dir, 2, path, sizeof(path)); /* header checksum flipped */
@@ -634,7 +563,7 @@ START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
 	struct blockstore_ref *ref = NULL;
 	struct blockstore_stats st;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	char path[512];
 	struct error err;
 
@@ -642,7 +571,7 @@ START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 	ck_assert_int_eq(put_block(bs, 8, "ds", DATA), ERR_OK);
 	blockstore_free(bs);
 	block_file(dir, 7, path, sizeof(path));
-	flip_byte(path, BLOCKSTORE_HEADER_SIZE + 1000);
+	flip_byte(path, BLOCK_HEADER_SIZE + 1000);
 
 	/* Header and size are intact: the block survives the restart... */
 	bs = open_store(dir, 16 * FILE_BYTES);
@@ -823,7 +752,7 @@ START_TEST(test_blockstore_capacity_never_exceeded_under_many_inserts)
 		}
 		put_block(bs, rand_r(&seed) % 300, i % 5 ? "ds" : "other", rand_r(&seed) % (DATA + 1));
 		if (i % 50 == 0) {
-			uint8_t hash[BLOCKSTORE_HASH_LEN];
+			uint8_t hash[BLOCK_HASH_LEN];
 			int h = (i / 50) % 4;
 
 			blockstore_ref_put(bs, held[h]);
@@ -853,7 +782,7 @@ START_TEST(test_blockstore_held_ref_never_evicted)
 	char *dir = make_dir();
 	struct blockstore *bs = open_store(dir, 4 * FILE_BYTES);
 	struct blockstore_ref *ref = NULL;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	uint8_t buf[DATA], want[DATA];
 
 	ck_assert_int_eq(put_block(bs, 0, "ds", DATA), ERR_OK);
@@ -863,7 +792,7 @@ START_TEST(test_blockstore_held_ref_never_evicted)
 		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
 	/* Still readable through the ref and still in the index. */
 	pattern(0, want, DATA);
-	ck_assert_int_eq(pread(blockstore_ref_fd(ref), buf, DATA, BLOCKSTORE_HEADER_SIZE), DATA);
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), buf, DATA, BLOCK_HEADER_SIZE), DATA);
 	ck_assert_int_eq(memcmp(buf, want, DATA), 0);
 	ck_assert(has_block(bs, 0, DATA));
 	blockstore_ref_put(bs, ref);
@@ -911,7 +840,7 @@ START_TEST(test_blockstore_drop_dataset_keeps_held_blocks)
 	char *dir = make_dir();
 	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
 	struct blockstore_ref *ref = NULL;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 
 	for (int i = 0; i < 5; i++)
 		ck_assert_int_eq(put_block(bs, i, i < 4 ? "a" : "b", DATA), ERR_OK);
@@ -949,7 +878,7 @@ static void *stress_worker(void *arg)
 	for (int op = 0; op < 1500; op++) {
 		int i = (int)(rand_r(&seed) % 120);
 		size_t len = (size_t)(i * 37) % DATA + 1; /* a block's length depends on i only */
-		uint8_t hash[BLOCKSTORE_HASH_LEN];
+		uint8_t hash[BLOCK_HASH_LEN];
 		struct blockstore_ref *ref = NULL;
 		struct blockstore_writer *w = NULL;
 		struct tkey t;
@@ -958,7 +887,7 @@ static void *stress_worker(void *arg)
 		if (blockstore_get(s->bs, hash, &ref) == ERR_OK) {
 			pattern(i, want, len);
 			if (blockstore_ref_length(ref) != len ||
-			    pread(blockstore_ref_fd(ref), buf, len, BLOCKSTORE_HEADER_SIZE) != (ssize_t)len ||
+			    pread(blockstore_ref_fd(ref), buf, len, BLOCK_HEADER_SIZE) != (ssize_t)len ||
 			    memcmp(buf, want, len) != 0 ||
 			    (op % 3 == 0 && blockstore_ref_verify(s->bs, ref, &err) != ERR_OK))
 				atomic_fetch_add(&s->failures, 1);
@@ -1058,7 +987,7 @@ END_TEST
  * to cache. Returns true on a hit. */
 static bool access_block(struct blockstore *bs, int i, const char *dataset)
 {
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	struct blockstore_ref *ref = NULL;
 	enum error_code rc;
 
@@ -1214,9 +1143,6 @@ int main(void)
 	TCase *tc = tcase_create("core");
 	TCase *pol = tcase_create("policy");
 
-	tcase_add_test(tc, test_blockstore_key_hash_changes_with_each_field);
-	tcase_add_test(tc, test_blockstore_key_hash_is_unambiguous);
-	tcase_add_test(tc, test_blockstore_block_path_uses_first_two_hex_digits);
 	tcase_add_test(tc, test_blockstore_write_then_read_back_byte_exact);
 	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);

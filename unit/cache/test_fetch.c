@@ -331,7 +331,7 @@ START_TEST(test_fetch_refused_block_is_served_from_memory)
 
 	/* Room for one block, held by a pinned dataset: the next cannot get in. */
 	close_cache();
-	open_cache(BS + 2 * BLOCKSTORE_HEADER_SIZE);
+	open_cache(BS + 2 * BLOCK_HEADER_SIZE);
 	register_ds("ds", BLOCKSTORE_LRU, true);
 	ds = get_ds("ds");
 	etag_of(ds, "big.bin", etag);
@@ -358,9 +358,9 @@ START_TEST(test_fetch_corrupt_block_is_fetched_again)
 	struct fetch_result r;
 	struct fetch_stats st;
 	struct blockstore_stats bst;
-	uint8_t hash[BLOCKSTORE_HASH_LEN];
+	uint8_t hash[BLOCK_HASH_LEN];
 	char etag[80], full[256], path[512];
-	struct blockstore_sums sums;
+	struct block_sums sums;
 	struct error err;
 	bool corrupt = false, dropped = false;
 	char *buf;
@@ -371,7 +371,7 @@ START_TEST(test_fetch_corrupt_block_is_fetched_again)
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
 	fetch_result_release(f, &r);
 	snprintf(full, sizeof(full), "%sbig.bin", fetch_dataset_describe(ds)->prefix);
-	blockstore_key_hash(&(struct block_key){ .endpoint = "",
+	block_key_hash(&(struct block_key){ .endpoint = "",
 						 .bucket = fetch_dataset_describe(ds)->bucket,
 						 .object = full,
 						 .etag = etag,
@@ -379,12 +379,12 @@ START_TEST(test_fetch_corrupt_block_is_fetched_again)
 						 .index = 1 },
 			    hash);
 	/* A data byte flipped on disk after the block was served. */
-	blockstore_block_path(cache_dir, hash, path, sizeof(path));
+	block_file_path(cache_dir, hash, path, sizeof(path));
 	fd = open(path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pread(fd, &byte, 1, BLOCKSTORE_HEADER_SIZE + 100), 1);
+	ck_assert_int_eq(pread(fd, &byte, 1, BLOCK_HEADER_SIZE + 100), 1);
 	byte ^= 0x5a;
-	ck_assert_int_eq(pwrite(fd, &byte, 1, BLOCKSTORE_HEADER_SIZE + 100), 1);
+	ck_assert_int_eq(pwrite(fd, &byte, 1, BLOCK_HEADER_SIZE + 100), 1);
 	close(fd);
 
 	/* Handed out as it is: its reader checks it (and finds it bad)... */
@@ -392,7 +392,7 @@ START_TEST(test_fetch_corrupt_block_is_fetched_again)
 	ck_assert(r.hit);
 	ck_assert_int_eq(blockstore_ref_sums(bs, r.ref, &sums, &err), ERR_OK);
 	buf = malloc(sums.data_len);
-	ck_assert_int_eq(blockstore_read_checked(blockstore_ref_fd(r.ref), &sums, 0, sums.data_len,
+	ck_assert_int_eq(block_read_checked(blockstore_ref_fd(r.ref), &sums, 0, sums.data_len,
 						 buf, &corrupt, &err), ERR_IO);
 	ck_assert(corrupt);
 	free(buf);
@@ -524,7 +524,7 @@ START_TEST(test_fetch_registry_refuses_bad_definitions)
 		{ "ds", "s3://bucket/p", BS, "the prefix must end with '/'" },
 		{ "ds", "ftp://bucket/p/", BS, "dataset 'ds': source" },
 		{ "ds", "s3://Bad_Bucket/", BS, "dataset 'ds'" },
-		{ "ds", "s3://bucket/", 3 * BS, "block_size must be a power of two" },
+		{ "ds", "s3://bucket/", 3 * BS, "block_size: must be a power of two" },
 		{ "ds", "s3://bucket/", 32u << 10, "block_size" },
 		/* file:// only under the fetcher's roots (base), resolved. */
 		{ "host", "file:///etc/", BS,

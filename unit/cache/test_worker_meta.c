@@ -95,13 +95,18 @@ END_TEST
 
 START_TEST(test_worker_meta_config_refuses_what_a_worker_cannot_use)
 {
-	char long_name[80];
+	char long_name[300];
 	struct fetch_dataset_config c;
 	struct error err;
 	struct ds x;
 
-	memset(long_name, 'a', 70);
-	long_name[70] = '\0';
+	/* Names meta takes, the worker takes: 200 bytes is fine, 254 is not. */
+	memset(long_name, 'a', 200);
+	long_name[200] = '\0';
+	ds_init(&x, long_name, "s3://b/p/", READY);
+	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_OK);
+	memset(long_name, 'a', 254);
+	long_name[254] = '\0';
 	ds_init(&x, long_name, "s3://b/p/", READY);
 	ck_assert_int_eq(worker_meta_dataset_config(&x.spec, &defaults, &c, &err), ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "field 'name'"));

@@ -2,6 +2,7 @@
  * test_fileio.c - whole reads and writes, atomic replacement, directories
  * with their parents, hex digits.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,21 @@
 
 #include "common/fileio.h"
 #include "unit/check_main.h"
+
+/* Entries in dir, hidden ones included. */
+static int count_entries(const char *dir)
+{
+	char cmd[300];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
 
 START_TEST(test_fileio_replace_writes_content_with_exact_mode)
 {
@@ -33,15 +49,7 @@ START_TEST(test_fileio_replace_writes_content_with_exact_mode)
 	ck_assert_int_eq(fileio_pread_all(fd, buf, sizeof(buf), 3), 4);
 	close(fd);
 	/* no temporary file is left behind */
-	snprintf(buf, sizeof(buf), "ls -A '%s' | wc -l", dir);
-	{
-		FILE *p = popen(buf, "r");
-		int n = 0;
-
-		ck_assert_int_eq(fscanf(p, "%d", &n), 1);
-		pclose(p);
-		ck_assert_int_eq(n, 1);
-	}
+	ck_assert_int_eq(count_entries(dir), 1);
 	unlink(path);
 	rmdir(dir);
 }
@@ -56,6 +64,95 @@ START_TEST(test_fileio_replace_names_the_path_on_error)
 	ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent-dir/granary/file"));
 }
 END_TEST
+
+/* How many descriptors this process holds. */
+static int open_fds(void)
+{
+	FILE *p = popen("ls /proc/$PPID/fd | wc -l", "r");
+	int n = -1;
+
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+static int write_then_fail(int fd, void *arg)
+{
+	(void)arg;
+	if (fileio_write_all(fd, "partial", 7) != 0)
+		return -1;
+	errno = ENOSPC;
+	return -1;
+}
+
+static int write_hello(int fd, void *arg)
+{
+	return fileio_write_all(fd, arg, strlen(arg));
+}
+
+/* One error rule: a writer that fails fails the call with its errno's
+ * code, the old content stays, no temporary file and no descriptor is
+ * left; a streamed writer's content replaces the file like a buffer's. */
+START_TEST(test_fileio_replace_with_fails_cleanly_and_streams)
+{
+	char dir[] = "/tmp/granary-fileio-XXXXXX", path[256], *text = NULL;
+	struct error err;
+	size_t len = 0;
+	int fds;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/record", dir);
+	ck_assert_int_eq(fileio_replace(path, "old", 3, 0600, &err), ERR_OK);
+	fds = open_fds();
+	ck_assert_int_eq(fileio_replace_with(path, 0600, write_then_fail, NULL, &err),
+			 ERR_NO_SPACE);
+	ck_assert_msg(strstr(err.msg, "/.record.") != NULL, "%s", err.msg);
+	ck_assert_int_eq(open_fds(), fds);
+	ck_assert_int_eq(fileio_read_small(path, 100, &text, &len, &err), ERR_OK);
+	ck_assert_str_eq(text, "old");
+	free(text);
+	ck_assert_int_eq(fileio_replace_with(path, 0600, write_hello, "hello", &err), ERR_OK);
+	ck_assert_int_eq(fileio_read_small(path, 100, &text, &len, &err), ERR_OK);
+	ck_assert_str_eq(text, "hello");
+	free(text);
+	ck_assert_int_eq(count_entries(dir), 1);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_fileio_read_small_reads_whole_files_up_to_max)
+{
+	char dir[] = "/tmp/granary-fileio-XXXXXX", path[256], *text = NULL;
+	static char big[100000];
+	struct error err;
+	size_t len = 0;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/big", dir);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	ck_assert_int_eq(fileio_replace(path, big, sizeof(big), 0600, &err), ERR_OK);
+	ck_assert_int_eq(fileio_read_small(path, sizeof(big), &text, &len, &err), ERR_OK);
+	ck_assert_uint_eq(len, sizeof(big));
+	ck_assert_int_eq(memcmp(text, big, len), 0);
+	ck_assert_int_eq(text[len], '\0');
+	free(text);
+	ck_assert_int_eq(fileio_read_small(path, sizeof(big) - 1, &text, &len, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "larger than 99999 bytes"));
+	ck_assert_ptr_null(text);
+	/* a file of unknown size (a pipe's, /proc's) is read to its end */
+	ck_assert_int_eq(fileio_read_small("/proc/self/status", 1 << 20, &text, &len, &err),
+			 ERR_OK);
+	ck_assert_ptr_nonnull(strstr(text, "Name:"));
+	free(text);
+	ck_assert_int_eq(fileio_read_small(dir, 100, &text, &len, &err), ERR_INVALID);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 
 START_TEST(test_fileio_write_and_pwrite_all_round_trip)
 {
@@ -127,6 +224,8 @@ int main(void)
 
 	tcase_add_test(tc, test_fileio_replace_writes_content_with_exact_mode);
 	tcase_add_test(tc, test_fileio_replace_names_the_path_on_error);
+	tcase_add_test(tc, test_fileio_replace_with_fails_cleanly_and_streams);
+	tcase_add_test(tc, test_fileio_read_small_reads_whole_files_up_to_max);
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
 	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);

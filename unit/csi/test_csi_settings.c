@@ -38,6 +38,8 @@ START_TEST(test_csi_settings_defaults_are_valid)
 	ck_assert_str_eq(s.meta_address, "unix:///run/granary/meta.sock");
 	ck_assert_str_eq(s.state_dir, "/var/lib/granary/csi");
 	ck_assert_str_eq(s.fuse_binary, "/usr/bin/granary-fuse");
+	ck_assert_uint_eq(s.fuse_max_read, 1u << 20);
+	ck_assert_uint_eq(s.fuse_read_ahead, 1u << 20);
 	ck_assert_str_eq(s.log_level, "info");
 	/* Registration and the health endpoint are off unless asked for. */
 	ck_assert_str_eq(s.registration_socket, "");
@@ -100,6 +102,10 @@ START_TEST(test_csi_settings_check_rejects_naming_the_key)
 		/* The controller launches no FUSE daemon: its binary is not checked. */
 		{ "fuse_binary", "granary-fuse", "mode", "controller", NULL },
 		{ "log.level", "chatty", NULL, NULL, "key 'log.level'" },
+		{ "fuse_max_read", "2MiB", NULL, NULL,
+		  "key 'fuse_max_read': must be a multiple of 4KiB from 4KiB to 1MiB" },
+		{ "fuse_max_read", "128KiB", "fuse_read_ahead", "0", NULL },
+		{ "fuse_read_ahead", "1000", NULL, NULL, "key 'fuse_read_ahead': must be a multiple of 4KiB" },
 		/* Kubelet registration: the node role only, two absolute paths. */
 		{ "registration_socket", "/registration/csi.granary.io-reg.sock", "kubelet_endpoint",
 		  "/var/lib/kubelet/plugins/csi.granary.io/csi.sock", NULL },

@@ -179,6 +179,11 @@ START_TEST(test_node_fuse_argv_names_files_never_secrets)
 	ck_assert_str_eq(a.argv[find_arg(&a, "--init_state") + 1], r.init_state);
 	ck_assert_str_eq(a.argv[find_arg(&a, "--store.credentials_file") + 1], r.credentials_file);
 	ck_assert_int_eq(find_arg(&a, "--takeover"), -1);
+	/* the mount's max_read is the daemon's: one setting, 1 MiB by default */
+	ck_assert_str_eq(a.argv[find_arg(&a, "--max_read") + 1], "1048576");
+	cfg.max_read = 256u << 10;
+	node_fuse_argv(&cfg, &r, 7, false, &a);
+	ck_assert_str_eq(a.argv[find_arg(&a, "--max_read") + 1], "262144");
 
 	cfg.fuse_config = "";
 	r.credentials_file = "";

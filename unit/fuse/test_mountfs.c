@@ -1,5 +1,6 @@
 /*
- * test_mountfs.c - open-file state of fuse/mountfs.c across a takeover:
+ * test_mountfs.c - fuse/mountfs.c without FUSE: opens, reads through a
+ * fake source, and the open-file state across a takeover:
  * a successor daemon meets handles it never opened (their first read makes
  * the state) and releases it cannot match, while reads run in other
  * threads. The state must never be freed twice or under a read.
@@ -21,9 +22,13 @@ struct gate {
 	pthread_cond_t cv;
 	bool closed;    /* protected by mu */
 	int entered;    /* reads waiting at the gate; protected by mu */
+	/* What the last read asked; protected by mu. */
+	unsigned last_readahead;
+	char last_key[64];
+	bool fail;      /* answer ERR_UNAVAILABLE; protected by mu */
 };
 
-static struct gate gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0 };
+static struct gate gate = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static char pattern(uint64_t off)
 {
@@ -37,9 +42,13 @@ static enum error_code gated_read(void *ctx, struct reader_block *blk, uint64_t 
 	struct gate *g = ctx;
 	uint64_t base = blk->index * blk->block_size + off;
 
-	(void)readahead;
-	(void)err;
 	pthread_mutex_lock(&g->mu);
+	g->last_readahead = readahead;
+	snprintf(g->last_key, sizeof(g->last_key), "%s", blk->obj->key);
+	if (g->fail) {
+		pthread_mutex_unlock(&g->mu);
+		return error_set(err, ERR_UNAVAILABLE, "worker gone");
+	}
 	g->entered++;
 	pthread_cond_broadcast(&g->cv);
 	while (g->closed)
@@ -58,7 +67,7 @@ static uint64_t ino;
 
 static void setup(void)
 {
-	struct reader_config cfg = { .block_size = 4096, .nsources = 1 };
+	struct reader_config cfg = { .block_size = 4096, .prefetch_blocks = 3, .nsources = 1 };
 	struct snapshot_builder *b = NULL;
 	struct snapshot *snap = NULL;
 	struct error err;
@@ -72,6 +81,7 @@ static void setup(void)
 	ino = snapshot_lookup(mountfs_snapshot(fs), 1, "f.bin");
 	ck_assert_uint_ne(ino, 0);
 	gate.closed = false;
+	gate.fail = false;
 }
 
 static void teardown(void)
@@ -206,6 +216,62 @@ START_TEST(test_mountfs_racing_releases_and_reads_stay_sound)
 }
 END_TEST
 
+START_TEST(test_mountfs_open_refuses_writes_directories_and_strangers)
+{
+	char buf[16];
+	struct error err;
+	size_t got = 0;
+
+	ck_assert_int_eq(mountfs_open(fs, ino, true, &err), ERR_READ_ONLY);
+	ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
+	ck_assert_int_eq(mountfs_open(fs, SNAPSHOT_ROOT_INO, false, &err), ERR_INVALID);
+	ck_assert_int_eq(mountfs_open(fs, 9999, false, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(mountfs_read(fs, 9999, 0, sizeof(buf), buf, &got, &err), ERR_NOT_FOUND);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+/* The reader gets the object's key in the bucket (the dataset prefix in
+ * front of the path) and the handle's stream, kept between reads: the
+ * third read in a row carries the read-ahead hint. */
+START_TEST(test_mountfs_reads_keep_the_stream_of_the_handle)
+{
+	char buf[1000];
+	struct error err;
+	size_t got = 0;
+
+	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
+	for (int i = 1; i <= 3; i++) {
+		ck_assert_int_eq(mountfs_read(fs, ino, (uint64_t)i * 1000, sizeof(buf), buf, &got,
+					      &err), ERR_OK);
+		ck_assert_uint_eq(got, sizeof(buf));
+		ck_assert_int_eq(buf[0], pattern((uint64_t)i * 1000));
+	}
+	ck_assert_str_eq(gate.last_key, "p/f.bin");
+	ck_assert_uint_eq(gate.last_readahead, 3);
+	ck_assert_int_eq(mountfs_read(fs, ino, FILE_SIZE, sizeof(buf), buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(got, 0);
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+START_TEST(test_mountfs_failed_read_names_the_object_and_offset)
+{
+	char buf[100];
+	struct error err;
+	size_t got = 0;
+
+	gate.fail = true;
+	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
+	ck_assert_int_eq(mountfs_read(fs, ino, 4096, sizeof(buf), buf, &got, &err), ERR_IO);
+	ck_assert_msg(strstr(err.msg, "read 'p/f.bin' at 4096") && strstr(err.msg, "worker gone"),
+		      "%s", err.msg);
+	mountfs_release(fs, ino);
+}
+END_TEST
+
+
 int main(void)
 {
 	Suite *s = suite_create("mountfs");
@@ -215,6 +281,9 @@ int main(void)
 	tcase_add_test(tc, test_mountfs_state_outlives_releases_during_a_read);
 	tcase_add_test(tc, test_mountfs_state_goes_with_the_last_release);
 	tcase_add_test(tc, test_mountfs_racing_releases_and_reads_stay_sound);
+	tcase_add_test(tc, test_mountfs_open_refuses_writes_directories_and_strangers);
+	tcase_add_test(tc, test_mountfs_reads_keep_the_stream_of_the_handle);
+	tcase_add_test(tc, test_mountfs_failed_read_names_the_object_and_offset);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -786,22 +786,22 @@ START_TEST(test_snapshot_checks_dataset_names)
 	char longname[300];
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-		ck_assert_msg(snapshot_check_name(good[i], &err) == ERR_OK, "'%s': %s", good[i],
+		ck_assert_msg(block_dataset_name_check(good[i], &err) == ERR_OK, "'%s': %s", good[i],
 			      err.msg);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char quoted[32];
 
-		ck_assert_msg(snapshot_check_name(bad[i], &err) == ERR_INVALID, "'%s' accepted",
+		ck_assert_msg(block_dataset_name_check(bad[i], &err) == ERR_INVALID, "'%s' accepted",
 			      bad[i]);
 		snprintf(quoted, sizeof(quoted), "'%s'", bad[i]);
 		ck_assert_msg(strstr(err.msg, quoted), "'%s' not named: %s", bad[i], err.msg);
 	}
-	ck_assert_int_eq(snapshot_check_name(NULL, &err), ERR_INVALID);
+	ck_assert_int_eq(block_dataset_name_check(NULL, &err), ERR_INVALID);
 	memset(longname, 'a', 253);
 	longname[253] = '\0';
-	ck_assert_int_eq(snapshot_check_name(longname, &err), ERR_OK);
+	ck_assert_int_eq(block_dataset_name_check(longname, &err), ERR_OK);
 	strcpy(longname + 253, "a");
-	ck_assert_int_eq(snapshot_check_name(longname, &err), ERR_INVALID);
+	ck_assert_int_eq(block_dataset_name_check(longname, &err), ERR_INVALID);
 }
 END_TEST
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cache/token.h"
+#include "block/token.h"
 #include "unit/check_main.h"
 
 #define NOW 1700000000

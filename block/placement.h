@@ -7,14 +7,14 @@
  * blocks it wins or held move. The membership is replaced as a whole
  * (placement_update) by a refresher thread; lookups take a read lock.
  */
-#ifndef GRANARY_FUSE_PLACEMENT_H
-#define GRANARY_FUSE_PLACEMENT_H
+#ifndef GRANARY_BLOCK_PLACEMENT_H
+#define GRANARY_BLOCK_PLACEMENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cache/blockstore.h"
+#include "block/key.h"
 #include "common/error.h"
 
 #define PLACEMENT_ADDRESS_MAX 256
@@ -35,7 +35,7 @@ enum error_code placement_update(struct placement *p, const struct placement_wor
 
 /* The owner's address copied into addr (PLACEMENT_ADDRESS_MAX bytes) and its
  * id into id (may be NULL); ERR_NOT_FOUND when no worker is known. */
-enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCK_HASH_LEN],
 				char *addr, char *id, size_t id_size);
 
 /* Whether the membership lists a worker with this id. */

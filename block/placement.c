@@ -1,7 +1,7 @@
 /*
  * placement.c - rendezvous hashing over the worker membership.
  */
-#include "fuse/placement.h"
+#include "block/placement.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -84,7 +84,7 @@ enum error_code placement_update(struct placement *p, const struct placement_wor
 	return ERR_OK;
 }
 
-enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCK_HASH_LEN],
 				char *addr, char *id, size_t id_size)
 {
 	enum error_code rc = ERR_NOT_FOUND;
@@ -93,7 +93,7 @@ enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCKSTO
 
 	pthread_rwlock_rdlock(&p->lock);
 	for (size_t i = 0; i < p->n; i++) {
-		uint64_t score = XXH3_64bits_withSeed(hash, BLOCKSTORE_HASH_LEN, p->members[i].seed);
+		uint64_t score = XXH3_64bits_withSeed(hash, BLOCK_HASH_LEN, p->members[i].seed);
 
 		/* Ties (never in practice) go to the smaller id, so every
 		 * client picks the same owner. */

@@ -1,8 +1,8 @@
 /*
  * token.c - the workers' request signatures: the cluster token's HMAC over
- * method, path, query and timestamp (cache/token.h), on common/token.h.
+ * method, path, query and timestamp (block/token.h), on common/token.h.
  */
-#include "cache/token.h"
+#include "block/token.h"
 
 #include <inttypes.h>
 #include <stdio.h>

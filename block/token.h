@@ -20,8 +20,8 @@
  * The secret file, the MAC and the final check are common/token.h's,
  * shared with granary-meta's call signatures.
  */
-#ifndef GRANARY_CACHE_TOKEN_H
-#define GRANARY_CACHE_TOKEN_H
+#ifndef GRANARY_BLOCK_TOKEN_H
+#define GRANARY_BLOCK_TOKEN_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,125 @@
+/*
+ * file.h - the block file: where it lies under a cache directory, its
+ * header, and how its data is checked. The worker writes these files and
+ * granary-fuse on the same node reads them directly (docs/cache-layout.md
+ * is the reference for the bytes); both use this module, so neither can
+ * drift from the other.
+ *
+ *   DIR/blocks/HH/HASH   HH = the first two hex digits of the key hash
+ *
+ * A block file is a BLOCK_HEADER_SIZE header (magic, sizes, the key it
+ * holds, the dataset that fetched it, a CRC32C of each chunk of the data,
+ * an XXH3-64 of the header itself) followed by the data, so data offsets
+ * stay page-aligned.
+ *
+ * Every reader checks what it reads, every time: the chunks that hold the
+ * bytes asked for are read whole and compared with their CRC32C
+ * (block_read_checked), so a byte flipped on disk is never served.
+ *
+ * Pure functions but for block_read_checked and block_file_open (reads).
+ */
+#ifndef GRANARY_BLOCK_FILE_H
+#define GRANARY_BLOCK_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "block/key.h"
+#include "common/error.h"
+
+#define BLOCK_HEADER_SIZE 4096
+/* Longest object key a block header holds, in bytes; the header's string
+ * area also bounds its sum with the dataset, endpoint, bucket and ETag. */
+#define BLOCK_OBJECT_MAX 1024
+/* Data checksums: a block's data is cut into at most this many chunks of
+ * block_chunk_size() bytes (the last one short), each with its CRC32C. */
+#define BLOCK_CHUNKS_MAX 256
+#define BLOCK_CHUNK_MIN (64u << 10)
+/* "HH/" + 32 hex digits + NUL: a block file relative to DIR/blocks. */
+#define BLOCK_REL_PATH_LEN (3 + 2 * BLOCK_HASH_LEN + 1)
+
+/* What checks a block's data: its length and the CRC32C of each chunk. */
+struct block_sums {
+	uint64_t data_len;
+	uint32_t chunk_size;
+	uint32_t crc[BLOCK_CHUNKS_MAX];
+};
+
+/* The chunk size of blocks of block_size: block_size / BLOCK_CHUNKS_MAX,
+ * at least BLOCK_CHUNK_MIN (so 64 KiB up to 16 MiB blocks). */
+uint32_t block_chunk_size(uint32_t block_size);
+/* CRC32C (Castagnoli, as iSCSI and ext4 use it) of len bytes. */
+uint32_t block_crc32c(const void *data, size_t len);
+/* The sums of len bytes of data held in memory (a block of block_size). */
+void block_sums_of(const void *data, uint64_t len, uint32_t block_size, struct block_sums *out);
+/* Whether data holds the block's bytes [off, off + len): off must start a
+ * chunk and the range end at a chunk's end or the data's; false otherwise. */
+bool block_sums_check(const struct block_sums *s, uint64_t off, const void *data, size_t len);
+
+/*
+ * Reads len data bytes at off of a block file open as fd (data at
+ * BLOCK_HEADER_SIZE) into dst, checking every chunk that holds them
+ * against s (chunks the range cuts through are read whole into a bounce
+ * buffer). On a mismatch or a file shorter than s says: ERR_IO with
+ * *corrupt set, naming the chunk; dst then holds garbage. A failed read is
+ * its errno's code with *corrupt false. ERR_RANGE past the data.
+ */
+enum error_code block_read_checked(int fd, const struct block_sums *s, uint64_t off, size_t len,
+				   void *dst, bool *corrupt, struct error *err);
+
+/* "HH/HASH", relative to DIR/blocks. */
+void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN]);
+/* DIR/blocks/HH/HASH. Returns snprintf's length. */
+int block_file_path(const char *dir, const uint8_t hash[BLOCK_HASH_LEN], char *out, size_t size);
+
+/* A string of a parsed header: not NUL-terminated, points into it. */
+struct block_header_string {
+	const char *p;
+	size_t n;
+};
+
+/* A parsed header. */
+struct block_header {
+	uint32_t block_size, chunk_size;
+	uint64_t data_len, index;
+	struct block_header_string dataset, endpoint, bucket, etag, object;
+	const uint8_t *crcs; /* the chunk table, in the header buffer */
+};
+
+/* Whether the strings of key and dataset fit in a header: ERR_INVALID
+ * naming the object when they do not. */
+enum error_code block_header_fits(const struct block_key *key, const char *dataset,
+				  struct error *err);
+
+/* A header for key fetched for dataset (block_header_fits) in h
+ * (BLOCK_HEADER_SIZE bytes), without data length, checksums or time. */
+void block_header_prepare(uint8_t *h, const struct block_key *key, const char *dataset);
+
+/* Completes a prepared header: the data length, the chunk checksums of
+ * its block_chunk_size() chunks, the creation time, the header checksum. */
+void block_header_seal(uint8_t *h, uint64_t data_len, const uint32_t *crcs, int64_t created);
+
+/* NULL if h is a valid header (filling out, which points into h), else
+ * why not ("bad magic", "header checksum mismatch" ...). */
+const char *block_header_parse(const uint8_t *h, struct block_header *out);
+
+/* The chunk table of a parsed header. */
+void block_header_sums(const struct block_header *hdr, struct block_sums *out);
+
+/* The key hash of the block a parsed header holds. */
+void block_header_key_hash(const struct block_header *hdr, uint8_t out[BLOCK_HASH_LEN]);
+
+/*
+ * For short-circuit readers in other processes (granary-fuse on the node):
+ * opens the block file of key under dir read-only and checks its header
+ * and size against key. ERR_NOT_FOUND when there is no such block or the
+ * file's header does not check out (a miss: the reader asks the worker; it
+ * never removes or writes the file). On ERR_OK *fd is open (close it after
+ * the read) and *sums holds the header's data length and chunk checksums:
+ * read the data with block_read_checked.
+ */
+enum error_code block_file_open(const char *dir, const struct block_key *key, int *fd,
+				struct block_sums *sums, struct error *err);
+
+#endif

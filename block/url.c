@@ -1,0 +1,114 @@
+/*
+ * url.c - the worker's block URL and the checksum header of its answer.
+ */
+#include "block/url.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* RFC 3986 unreserved characters pass; every other byte is %XX. */
+static size_t escape(const char *s, char *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+			if (out)
+				out[o] = (char)*p;
+			o++;
+			continue;
+		}
+		if (out) {
+			out[o] = '%';
+			out[o + 1] = hex[*p >> 4];
+			out[o + 2] = hex[*p & 0xf];
+		}
+		o += 3;
+	}
+	return o;
+}
+
+int block_url_path(const char *dataset, uint64_t index, char *out, size_t size)
+{
+	return snprintf(out, size, BLOCK_URL_PREFIX "%s/%llu", dataset, (unsigned long long)index);
+}
+
+char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify)
+{
+	size_t klen = escape(key, NULL), elen = escape(etag, NULL);
+	size_t size = klen + elen + 64;
+	char *out = malloc(size), *p;
+
+	if (!out)
+		return NULL;
+	p = out;
+	memcpy(p, "key=", 4);
+	p += 4;
+	p += escape(key, p);
+	memcpy(p, "&etag=", 6);
+	p += 6;
+	p += escape(etag, p);
+	snprintf(p, size - (size_t)(p - out), "&readahead=%u%s", readahead,
+		 verify ? "&verify=1" : "");
+	return out;
+}
+
+/* --- the checksum header --- */
+
+void block_crc_header_format(const struct block_sums *s, uint64_t off, uint64_t len,
+			    char *out)
+{
+	uint64_t first = off / s->chunk_size, last = (off + len - 1) / s->chunk_size;
+	int n = snprintf(out, BLOCK_CRC_HEADER_MAX, "%u:", s->chunk_size);
+
+	for (uint64_t i = first; i <= last; i++)
+		n += snprintf(out + n, BLOCK_CRC_HEADER_MAX - (size_t)n, "%s%08x",
+			      i == first ? "" : ",", s->crc[i]);
+}
+
+enum error_code block_crc_header_parse(const char *value, uint32_t chunk_size, uint64_t off,
+				      uint64_t len, uint64_t data_len,
+				      struct block_sums *out, struct error *err)
+{
+	uint64_t first, last, cs = 0;
+	const char *p = value;
+	char *end = NULL;
+
+	if (!value)
+		return error_set(err, ERR_INVALID, "no checksum header " BLOCK_CRC_HEADER);
+	if (len == 0 || off + len > data_len || chunk_size == 0 ||
+	    data_len > (uint64_t)chunk_size * BLOCK_CHUNKS_MAX)
+		return error_set(err, ERR_INVALID, "checksum header '%.64s': bad range for it",
+				 value);
+	errno = 0;
+	cs = strtoull(p, &end, 10);
+	if (end == p || *end != ':' || errno != 0 || cs != chunk_size)
+		return error_set(err, ERR_INVALID,
+				 "checksum header '%.64s': expected chunk size %u first", value,
+				 chunk_size);
+	p = end + 1;
+	first = off / chunk_size;
+	last = (off + len - 1) / chunk_size;
+	for (uint64_t i = first; i <= last; i++) {
+		uint32_t v = 0;
+		int k;
+
+		for (k = 0; k < 8 && isxdigit((unsigned char)p[k]); k++)
+			v = v << 4 | (uint32_t)(isdigit((unsigned char)p[k]) ? p[k] - '0'
+							: (tolower((unsigned char)p[k]) - 'a' + 10));
+		if (k != 8 || (p[8] != (i == last ? '\0' : ',')))
+			return error_set(err, ERR_INVALID,
+					 "checksum header '%.64s': expected %llu checksums of 8 hex digits",
+					 value, (unsigned long long)(last - first + 1));
+		out->crc[i] = v;
+		p += 9;
+	}
+	out->data_len = data_len;
+	out->chunk_size = chunk_size;
+	return ERR_OK;
+}
+

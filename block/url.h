@@ -1,0 +1,64 @@
+/*
+ * url.h - how a client asks a worker for a block, and how the worker's
+ * answer carries the checksums of what it sends (docs/worker-api.md):
+ *
+ *   GET /v1/blocks/{dataset}/{index}?key=K&etag=E&readahead=N[&verify=1]
+ *   X-Granary-Crc32c: CHUNK_SIZE:CRC,CRC,...      (on the answer)
+ *
+ * The mount builds requests with these functions and the worker's router
+ * (cache/http.c) parses them; unit/cache/test_http.c checks that what one
+ * writes the other reads, for the longest dataset name.
+ */
+#ifndef GRANARY_BLOCK_URL_H
+#define GRANARY_BLOCK_URL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "block/file.h"
+#include "block/name.h"
+#include "common/error.h"
+
+#define BLOCK_URL_PREFIX "/v1/blocks/"
+/* The longest path: the prefix, a dataset name, '/', 20 digits. */
+#define BLOCK_URL_PATH_MAX (sizeof(BLOCK_URL_PREFIX) + BLOCK_DATASET_MAX + 1 + 20 + 1)
+/* Most blocks one request may ask the worker to read ahead. */
+#define BLOCK_URL_READAHEAD_MAX 256
+
+/* The path of block index of dataset (block_dataset_name_check) into out;
+ * returns snprintf's length (BLOCK_URL_PATH_MAX always fits). */
+int block_url_path(const char *dataset, uint64_t index, char *out, size_t size);
+
+/* The query of a block request: key (relative to the dataset prefix) and
+ * etag percent-encoded, readahead, verify=1 when verify. malloc'd; NULL
+ * when out of memory. */
+char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify);
+
+/*
+ * The checksums of a block answer, so that the client checks what crossed
+ * the network: the chunk size, then the CRC32C of every chunk that holds
+ * some of the bytes sent, from the one holding the first, as 8 lower-case
+ * hex digits each: "65536:1a2b3c4d,00ff00ff". A client that asks for whole
+ * chunks (block_chunk_size) can check every byte it gets.
+ */
+#define BLOCK_CRC_HEADER "X-Granary-Crc32c"
+/* Longest value: the chunk size and BLOCK_CHUNKS_MAX checksums. */
+#define BLOCK_CRC_HEADER_MAX (16 + 9 * BLOCK_CHUNKS_MAX)
+
+/* The header's value for bytes [off, off + len) of the block s describes
+ * (len > 0, inside the data); out holds BLOCK_CRC_HEADER_MAX. */
+void block_crc_header_format(const struct block_sums *s, uint64_t off, uint64_t len, char *out);
+
+/*
+ * Parses the header's value of an answer carrying bytes [off, off + len)
+ * of a block of data_len bytes into out (its data_len, chunk size and the
+ * checksums of those chunks). ERR_INVALID "checksum header '...': ..."
+ * when malformed, with another chunk size than chunk_size, or not exactly
+ * one checksum per chunk of the range.
+ */
+enum error_code block_crc_header_parse(const char *value, uint32_t chunk_size, uint64_t off,
+				       uint64_t len, uint64_t data_len, struct block_sums *out,
+				       struct error *err);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * fusemount.c - max_read's rule, mountinfo, the mount's read-ahead.
+ */
+#include "common/fusemount.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum error_code fusemount_check_max_read(const char *what, uint64_t bytes, struct error *err)
+{
+	if (bytes == 0 || bytes > FUSEMOUNT_MAX_READ_MAX || bytes % FUSEMOUNT_PAGE != 0)
+		return error_set(err, ERR_INVALID,
+				 "%s: must be a multiple of 4KiB from 4KiB to 1MiB, got %llu bytes", what,
+				 (unsigned long long)bytes);
+	return ERR_OK;
+}
+
+enum error_code fusemount_check_read_ahead(const char *what, uint64_t bytes, struct error *err)
+{
+	if (bytes % FUSEMOUNT_PAGE != 0)
+		return error_set(err, ERR_INVALID, "%s: must be a multiple of 4KiB, got %llu bytes",
+				 what, (unsigned long long)bytes);
+	return ERR_OK;
+}
+
+/* Copies the space-separated field at s into out (size bytes), undoing
+ * the kernel's octal escapes; returns the position after it, or NULL. */
+static const char *field(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+
+	while (*s == ' ')
+		s++;
+	if (!*s)
+		return NULL;
+	for (; *s && *s != ' ' && *s != '\n'; s++) {
+		char c = *s;
+
+		if (c == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			c = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		}
+		if (n + 1 >= size)
+			return NULL;
+		out[n++] = c;
+	}
+	out[n] = '\0';
+	return s;
+}
+
+bool fusemount_parse_line(const char *line, const char *path, unsigned *major, unsigned *minor)
+{
+	char f[PATH_MAX];
+	unsigned ma = 0, mi = 0;
+
+	/* mount id, parent id, major:minor, root, mount point */
+	for (int i = 0; i < 5 && line; i++) {
+		line = field(line, f, sizeof(f));
+		if (line && i == 2 && sscanf(f, "%u:%u", &ma, &mi) != 2)
+			return false;
+	}
+	if (!line || strcmp(f, path) != 0)
+		return false;
+	*major = ma;
+	*minor = mi;
+	return true;
+}
+
+enum error_code fusemount_set_read_ahead(const char *path, uint64_t bytes, struct error *err)
+{
+	char real[PATH_MAX], sys[128];
+	const char *want = realpath(path, real) ? real : path;
+	unsigned major = 0, minor = 0;
+	bool found = false;
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int saved;
+
+	if (!f)
+		return error_set(err, error_from_errno(errno), "read '/proc/self/mountinfo': %s",
+				 strerror(errno));
+	/* Later lines are mounted on top of earlier ones: the last match. */
+	while (getline(&line, &cap, f) > 0) {
+		unsigned ma, mi;
+
+		if (fusemount_parse_line(line, want, &ma, &mi)) {
+			major = ma;
+			minor = mi;
+			found = true;
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!found)
+		return error_set(err, ERR_NOT_FOUND, "no mount at '%s' in /proc/self/mountinfo", want);
+	snprintf(sys, sizeof(sys), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+	f = fopen(sys, "we");
+	if (!f || fprintf(f, "%llu\n", (unsigned long long)(bytes / 1024)) < 0 || fflush(f) != 0) {
+		saved = errno;
+		if (f)
+			fclose(f);
+		return error_set(err, error_from_errno(saved), "set the read-ahead of '%s': write '%s': %s",
+				 want, sys, strerror(saved));
+	}
+	if (fclose(f) != 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "set the read-ahead of '%s': write '%s': %s",
+				 want, sys, strerror(saved));
+	}
+	return ERR_OK;
+}

@@ -1,0 +1,211 @@
+/*
+ * test_file.c - the block file as the mount reads it and the worker
+ * writes it (block/file.c): the path, the header written and parsed back,
+ * every field of it checked, and block_file_open on files written here
+ * byte by byte, without a block store.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/file.h"
+#include "block/name.h"
+#include "unit/check_main.h"
+
+#define BS (1u << 20)
+#define LEN (BS - 1000) /* a short last block: 16 chunks, the last short */
+
+static const struct block_key key = { .endpoint = "http://s3:9000",
+				      .bucket = "train",
+				      .object = "a/shard-1.rec",
+				      .etag = "\"e1\"",
+				      .block_size = BS,
+				      .index = 5 };
+
+static void fill(unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 131 + (i >> 10));
+}
+
+/* A sealed header of key with the sums of data into h. */
+static void make_header(uint8_t *h, const unsigned char *data, struct block_sums *sums)
+{
+	block_sums_of(data, LEN, BS, sums);
+	block_header_prepare(h, &key, "imagenet");
+	block_header_seal(h, LEN, sums->crc, 1700000000);
+}
+
+START_TEST(test_block_file_path_uses_first_two_hex_digits)
+{
+	uint8_t hash[BLOCK_HASH_LEN];
+	char path[256], rel[BLOCK_REL_PATH_LEN];
+
+	for (int i = 0; i < BLOCK_HASH_LEN; i++)
+		hash[i] = (uint8_t)(0xa0 + i);
+	block_file_rel_path(hash, rel);
+	ck_assert_str_eq(rel, "a0/a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+	ck_assert_int_eq(block_file_path("/c", hash, path, sizeof(path)), 45);
+	ck_assert_str_eq(path, "/c/blocks/a0/a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+}
+END_TEST
+
+START_TEST(test_block_header_round_trips)
+{
+	static unsigned char data[LEN];
+	uint8_t h[BLOCK_HEADER_SIZE], hash[BLOCK_HASH_LEN], want[BLOCK_HASH_LEN];
+	struct block_sums sums, back;
+	struct block_header hdr;
+
+	fill(data, LEN);
+	make_header(h, data, &sums);
+	ck_assert_ptr_null(block_header_parse(h, &hdr));
+	ck_assert_uint_eq(hdr.block_size, BS);
+	ck_assert_uint_eq(hdr.chunk_size, 65536);
+	ck_assert_uint_eq(hdr.data_len, LEN);
+	ck_assert_uint_eq(hdr.index, 5);
+	ck_assert_int_eq((int)hdr.dataset.n, 8);
+	ck_assert_int_eq(memcmp(hdr.dataset.p, "imagenet", 8), 0);
+	ck_assert_int_eq(memcmp(hdr.object.p, key.object, hdr.object.n), 0);
+	ck_assert_int_eq(memcmp(hdr.etag.p, key.etag, hdr.etag.n), 0);
+	block_header_sums(&hdr, &back);
+	ck_assert_uint_eq(back.data_len, LEN);
+	ck_assert_int_eq(memcmp(back.crc, sums.crc, 16 * sizeof(uint32_t)), 0);
+	block_header_key_hash(&hdr, hash);
+	block_key_hash(&key, want);
+	ck_assert_int_eq(memcmp(hash, want, sizeof(hash)), 0);
+}
+END_TEST
+
+START_TEST(test_block_header_refuses_damage)
+{
+	static unsigned char data[LEN];
+	uint8_t h[BLOCK_HEADER_SIZE], copy[BLOCK_HEADER_SIZE];
+	struct block_sums sums;
+	struct block_header hdr;
+
+	fill(data, LEN);
+	make_header(h, data, &sums);
+	/* any byte flipped fails: the magic first, the checksum then */
+	memcpy(copy, h, sizeof(h));
+	copy[0] ^= 1;
+	ck_assert_str_eq(block_header_parse(copy, &hdr), "bad magic");
+	for (size_t off = 8; off < BLOCK_HEADER_SIZE; off += 97) {
+		memcpy(copy, h, sizeof(h));
+		copy[off] ^= 0x40;
+		ck_assert_msg(block_header_parse(copy, &hdr) != NULL, "byte %zu flipped passes", off);
+	}
+}
+END_TEST
+
+START_TEST(test_block_header_fits_longest_names)
+{
+	char dataset[BLOCK_DATASET_MAX + 1], object[BLOCK_OBJECT_MAX + 2];
+	struct block_key k = key;
+	uint8_t h[BLOCK_HEADER_SIZE];
+	struct block_header hdr;
+	struct error err;
+	uint32_t crcs[BLOCK_CHUNKS_MAX] = { 0 };
+
+	memset(dataset, 'd', BLOCK_DATASET_MAX);
+	dataset[BLOCK_DATASET_MAX] = '\0';
+	memset(object, 'o', BLOCK_OBJECT_MAX);
+	object[BLOCK_OBJECT_MAX] = '\0';
+	k.object = object;
+	ck_assert_int_eq(block_header_fits(&k, dataset, &err), ERR_OK);
+	block_header_prepare(h, &k, dataset);
+	block_header_seal(h, 0, crcs, 1);
+	ck_assert_ptr_null(block_header_parse(h, &hdr));
+	ck_assert_uint_eq(hdr.dataset.n, BLOCK_DATASET_MAX);
+	ck_assert_uint_eq(hdr.object.n, BLOCK_OBJECT_MAX);
+	strcat(object, "o");
+	ck_assert_int_eq(block_header_fits(&k, dataset, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "longer than 1024 bytes"));
+}
+END_TEST
+
+/* Writes a block file of key under dir as the worker would. */
+static void write_block(const char *dir, const unsigned char *data, char *path, size_t size)
+{
+	uint8_t h[BLOCK_HEADER_SIZE], hash[BLOCK_HASH_LEN];
+	struct block_sums sums;
+	char sub[PATH_MAX];
+	int fd;
+
+	make_header(h, data, &sums);
+	block_key_hash(&key, hash);
+	block_file_path(dir, hash, path, size);
+	snprintf(sub, sizeof(sub), "%s/blocks", dir);
+	mkdir(sub, 0755);
+	snprintf(sub, sizeof(sub), "%.*s", (int)(strrchr(path, '/') - path), path);
+	mkdir(sub, 0755);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, h, sizeof(h)), (ssize_t)sizeof(h));
+	ck_assert_int_eq(write(fd, data, LEN), LEN);
+	close(fd);
+}
+
+START_TEST(test_block_file_open_checks_key_and_size)
+{
+	static unsigned char data[LEN], got[LEN];
+	char dir[] = "/tmp/granary-block-XXXXXX", path[PATH_MAX];
+	struct block_key other = key;
+	struct block_sums sums;
+	struct error err;
+	bool corrupt = true;
+	int fd = -1;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	fill(data, LEN);
+	ck_assert_int_eq(block_file_open(dir, &key, &fd, &sums, &err), ERR_NOT_FOUND);
+	write_block(dir, data, path, sizeof(path));
+	ck_assert_int_eq(block_file_open(dir, &key, &fd, &sums, &err), ERR_OK);
+	ck_assert_int_eq(block_read_checked(fd, &sums, 70000, 200000, got, &corrupt, &err), ERR_OK);
+	ck_assert(!corrupt);
+	ck_assert_int_eq(memcmp(got, data + 70000, 200000), 0);
+	close(fd);
+
+	/* a file whose name is the key's but whose header names another
+	 * block (a hash collision, a stray copy) is a miss */
+	other.etag = "\"e2\"";
+	{
+		uint8_t h2[BLOCK_HASH_LEN];
+		char path2[PATH_MAX], sub[PATH_MAX];
+
+		block_key_hash(&other, h2);
+		block_file_path(dir, h2, path2, sizeof(path2));
+		snprintf(sub, sizeof(sub), "%.*s", (int)(strrchr(path2, '/') - path2), path2);
+		mkdir(sub, 0755);
+		ck_assert_int_eq(link(path, path2), 0);
+		ck_assert_int_eq(block_file_open(dir, &other, &fd, &sums, &err), ERR_NOT_FOUND);
+		ck_assert_ptr_nonnull(strstr(err.msg, "header names another block"));
+		unlink(path2);
+	}
+
+	/* one byte short */
+	ck_assert_int_eq(truncate(path, BLOCK_HEADER_SIZE + LEN - 1), 0);
+	ck_assert_int_eq(block_file_open(dir, &key, &fd, &sums, &err), ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "wrong file size"));
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("block_file");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_block_file_path_uses_first_two_hex_digits);
+	tcase_add_test(tc, test_block_header_round_trips);
+	tcase_add_test(tc, test_block_header_refuses_damage);
+	tcase_add_test(tc, test_block_header_fits_longest_names);
+	tcase_add_test(tc, test_block_file_open_checks_key_and_size);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}

@@ -1,0 +1,271 @@
+/*
+ * test_sources.c - the mount's real block sources without FUSE or root:
+ * the object store (a file:// store), the node's cache directory read
+ * directly (block files a real block store wrote) and the in-process
+ * cache (a fetcher over a file:// dataset). Each serves the right bytes,
+ * says "not here" when it must, and never serves bytes that fail their
+ * checksums. The peer source needs a worker and is covered end to end in
+ * e2e/cluster/test_cluster.c.
+ */
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fuse/sources.h"
+#include "unit/check_main.h"
+
+#define BS (64u << 10)
+#define SIZE (3 * BS + 1000)
+#define KEY "p/obj.bin"
+
+static char base[64], data_dir[96], cache_dir[96];
+static unsigned char content[SIZE];
+static char etag[80];
+static struct store *st;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct store_object info = { 0 };
+	struct store_config cfg = { 0 };
+	char path[160], uri[128];
+	struct error err;
+	FILE *fp;
+
+	snprintf(base, sizeof(base), "/tmp/test_sources_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(data_dir, sizeof(data_dir), "%s/data", base);
+	snprintf(cache_dir, sizeof(cache_dir), "%s/cache", base);
+	ck_assert_int_eq(mkdir(data_dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/p", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	for (size_t i = 0; i < SIZE; i++)
+		content[i] = (unsigned char)(i * 131 + (i >> 9));
+	snprintf(path, sizeof(path), "%s/" KEY, data_dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite(content, 1, SIZE, fp), SIZE);
+	fclose(fp);
+	snprintf(uri, sizeof(uri), "file://%s", data_dir);
+	ck_assert_msg(store_open(uri, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(store_head(st, KEY, &info, &err), ERR_OK);
+	snprintf(etag, sizeof(etag), "%s", info.etag);
+	store_object_release(&info);
+}
+
+static void teardown(void)
+{
+	store_free(st);
+	nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct reader_object obj(void)
+{
+	return (struct reader_object){ .key = KEY, .etag = etag, .size = SIZE };
+}
+
+static struct reader_block block(const struct reader_object *o, uint64_t index)
+{
+	uint64_t left = o->size - index * BS;
+
+	return (struct reader_block){ .obj = o, .index = index, .block_size = BS,
+				      .length = left < BS ? left : BS };
+}
+
+/* Flips one byte of every file under dir at off (the data of block files). */
+static off_t flip_at;
+static int flip_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	int fd;
+	unsigned char b;
+
+	if (flag != FTW_F || strstr(path, "/blocks/") == NULL)
+		return 0;
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &b, 1, flip_at), 1);
+	b ^= 0x10;
+	ck_assert_int_eq(pwrite(fd, &b, 1, flip_at), 1);
+	close(fd);
+	return 0;
+}
+
+static void flip_blocks(const char *dir, off_t off)
+{
+	flip_at = off;
+	ck_assert_int_eq(nftw(dir, flip_entry, 16, FTW_PHYS), 0);
+}
+
+START_TEST(test_sources_store_serves_the_snapshot_version_only)
+{
+	struct reader_source src = source_store(st);
+	struct reader_object o = obj();
+	struct reader_block b = block(&o, 3);
+	char buf[BS];
+	struct error err;
+	size_t got = 0;
+
+	ck_assert_int_eq(src.read(src.ctx, &b, 10, 990, buf, &got, 0, &err), ERR_OK);
+	ck_assert_uint_eq(got, 990);
+	ck_assert_int_eq(memcmp(buf, content + 3 * BS + 10, 990), 0);
+	/* another version than the snapshot's: gone, not another object's bytes */
+	o.etag = "0000000000000000";
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 10, buf, &got, 0, &err), ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "changed"));
+}
+END_TEST
+
+/* Writes block index of KEY into a block store on dir as a worker would. */
+static void worker_writes(const char *dir, uint64_t index)
+{
+	struct blockstore_config cfg = { .dir = dir, .capacity = 16u << 20, .block_size = BS };
+	struct block_key k = { .endpoint = "", .bucket = data_dir, .object = KEY, .etag = etag,
+			       .block_size = BS, .index = index };
+	uint64_t len = SIZE - index * BS < BS ? SIZE - index * BS : BS;
+	struct blockstore_writer *w = NULL;
+	struct blockstore *bs = NULL;
+	struct error err;
+
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_begin(bs, &k, "ds", len, &w, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_append(w, content + index * BS, len, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_commit(bs, w, NULL, &err), ERR_OK);
+	blockstore_free(bs);
+}
+
+START_TEST(test_sources_local_reads_the_worker_files_and_refuses_bad_bytes)
+{
+	struct source_cluster_ctx ctx = { .cache_dir = cache_dir, .dataset = "ds",
+					  .key_endpoint = "", .bucket = data_dir,
+					  .block_size = BS, .verify = true };
+	struct reader_source src = source_local(&ctx);
+	struct reader_object o = obj();
+	struct reader_block b = block(&o, 1);
+	char buf[BS], path[200];
+	struct error err;
+	struct stat sb;
+	size_t got = 0;
+
+	worker_writes(cache_dir, 1);
+	ck_assert_int_eq(src.read(src.ctx, &b, 100, 60000, buf, &got, 0, &err), ERR_OK);
+	ck_assert_uint_eq(got, 60000);
+	ck_assert_int_eq(memcmp(buf, content + BS + 100, got), 0);
+	ck_assert_uint_eq(b.corrupt, 0);
+	/* a block the worker does not hold, or past what it holds */
+	b = block(&o, 2);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 10, buf, &got, 0, &err), ERR_NOT_FOUND);
+	b = block(&o, 1);
+	ck_assert_int_eq(src.read(src.ctx, &b, BS - 10, 11, buf, &got, 0, &err), ERR_NOT_FOUND);
+	/* without an ETag the key is unknown: never from a cache */
+	o.etag = "";
+	b = block(&o, 1);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 10, buf, &got, 0, &err), ERR_NOT_FOUND);
+	o.etag = etag;
+
+	/* one data byte flipped on disk: counted corrupt, not served, and
+	 * the file left to its worker */
+	flip_blocks(cache_dir, BLOCK_HEADER_SIZE + 5000);
+	b = block(&o, 1);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 100, buf, &got, 0, &err), ERR_IO);
+	ck_assert_uint_eq(b.corrupt, 1);
+	ck_assert_ptr_nonnull(strstr(b.corrupt_cause, "the node's cache directory"));
+	{
+		uint8_t hash[BLOCK_HASH_LEN];
+		struct block_key k = { .endpoint = "", .bucket = data_dir, .object = KEY,
+				       .etag = etag, .block_size = BS, .index = 1 };
+
+		block_key_hash(&k, hash);
+		block_file_path(cache_dir, hash, path, sizeof(path));
+		ck_assert_int_eq(stat(path, &sb), 0);
+	}
+	/* only verify=false (a switch kept to measure the checks) serves them */
+	ctx.verify = false;
+	b = block(&o, 1);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 10000, buf, &got, 0, &err), ERR_OK);
+	ck_assert_int_ne(memcmp(buf, content + BS, 10000), 0);
+}
+END_TEST
+
+START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
+{
+	const char *const roots[] = { base };
+	struct blockstore *bs = NULL;
+	struct fetcher *f = NULL;
+	struct source_cache_ctx ctx = { .prefix_len = 2, .verify = true };
+	struct reader_source src;
+	struct reader_object o = obj();
+	struct reader_block b;
+	struct fetch_stats fs;
+	char buf[BS], source[160];
+	struct error err;
+	size_t got = 0;
+
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								       .capacity = 16u << 20,
+								       .block_size = BS },
+					 &bs, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 2,
+							    .threads = 1, .readahead_max = 4,
+							    .file_roots = roots, .nfile_roots = 1 },
+				   &f, &err),
+			 ERR_OK);
+	snprintf(source, sizeof(source), "file://%s/p/", data_dir);
+	ck_assert_msg(fetch_dataset_register(f, &(struct fetch_dataset_config){
+						     .name = "ds", .source = source,
+						     .block_size = BS },
+					     NULL, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(fetch_dataset_get(f, "ds", &ctx.ds, &err), ERR_OK);
+	ctx.fetcher = f;
+	src = source_cache(&ctx);
+
+	b = block(&o, 0);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, BS, buf, &got, 0, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(buf, content, BS), 0);
+	b = block(&o, 0);
+	ck_assert_int_eq(src.read(src.ctx, &b, 300, 5000, buf, &got, 0, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(buf, content + 300, 5000), 0);
+	fetch_get_stats(f, &fs);
+	ck_assert_uint_eq(fs.fetches, 1);
+
+	/* the cached copy goes bad: dropped, fetched again, the right bytes */
+	flip_blocks(cache_dir, BLOCK_HEADER_SIZE + 1000);
+	b = block(&o, 0);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 4096, buf, &got, 0, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(buf, content, 4096), 0);
+	ck_assert_uint_eq(b.corrupt, 1);
+	fetch_get_stats(f, &fs);
+	ck_assert_uint_eq(fs.fetches, 2);
+	ck_assert_uint_eq(fs.corrupt_refetched, 1);
+
+	/* an object listed without an ETag is never cached */
+	o.etag = "";
+	b = block(&o, 0);
+	ck_assert_int_eq(src.read(src.ctx, &b, 0, 10, buf, &got, 0, &err), ERR_NOT_FOUND);
+
+	fetch_dataset_put(f, ctx.ds);
+	fetch_free(f);
+	blockstore_free(bs);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("sources");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_sources_store_serves_the_snapshot_version_only);
+	tcase_add_test(tc, test_sources_local_reads_the_worker_files_and_refuses_bad_bytes);
+	tcase_add_test(tc, test_sources_cache_fetches_once_and_replaces_a_corrupt_copy);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
