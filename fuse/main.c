@@ -25,7 +25,7 @@
 #include "fuse/ll.h"
 #include "fuse/mount_settings.h"
 #include "fuse/mountfs.h"
-#include "fuse/placement.h"
+#include "cache/placement.h"
 #include "fuse/reader.h"
 #include "fuse/sources.h"
 #include "meta/meta_client.h"

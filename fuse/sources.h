@@ -32,7 +32,7 @@
 
 #include "cache/fetch.h"
 #include "cache/token.h"
-#include "fuse/placement.h"
+#include "cache/placement.h"
 #include "fuse/reader.h"
 #include "store/store.h"
 

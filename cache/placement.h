@@ -7,8 +7,8 @@
  * blocks it wins or held move. The membership is replaced as a whole
  * (placement_update) by a refresher thread; lookups take a read lock.
  */
-#ifndef GRANARY_FUSE_PLACEMENT_H
-#define GRANARY_FUSE_PLACEMENT_H
+#ifndef GRANARY_CACHE_PLACEMENT_H
+#define GRANARY_CACHE_PLACEMENT_H
 
 #include <stdbool.h>
 #include <stddef.h>

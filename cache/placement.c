@@ -1,7 +1,7 @@
 /*
  * placement.c - rendezvous hashing over the worker membership.
  */
-#include "fuse/placement.h"
+#include "cache/placement.h"
 
 #include <pthread.h>
 #include <stdio.h>
