@@ -127,9 +127,11 @@ static enum error_code refresh_workers(struct mount *m, struct error *err)
 		for (size_t i = 0; i < reply->n_workers; i++)
 			w[i] = (struct placement_worker){ reply->workers[i]->id, reply->workers[i]->address };
 		rc = placement_update(m->placement, w, reply->n_workers, reply->version, err);
-		if (rc == ERR_OK)
+		if (rc == ERR_OK) {
 			log_info("worker membership", LOG_U("version", reply->version),
 				 LOG_U("workers", reply->n_workers));
+			source_cluster_membership_changed(&m->cluster);
+		}
 	}
 out:
 	free(w);

@@ -1173,11 +1173,14 @@ static bool one_owner_each(void *arg)
  * (placement.settle, 1 s here) each block has one owner again: the peer
  * drops its copies of the blocks placement gives back (counted and
  * logged), and a pass through a new mount asks the store for nothing.
+ * The mount that passed the dead worker over (worker.skip, 10 s) asks it
+ * again as soon as the membership lists it again: its blocks do not go
+ * to the store meanwhile.
  */
 START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 {
 	struct mnt m, m2;
-	uint64_t req[NWORKERS];
+	uint64_t req[NWORKERS], fallbacks, served;
 	long held[NWORKERS];
 	int status;
 
@@ -1185,17 +1188,22 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 	read_all_exact(&m);
 	ck_assert_int_eq(blocks_in(&workers[0]) + blocks_in(&workers[1]), (long)total_blocks);
 
-	/* worker 2 away: worker 1 owns every block and fetches worker 2's */
+	/* worker 2 away: the mount passes it over, then (meta dropped it)
+	 * worker 1 owns every block and fetches worker 2's */
 	kill(workers[1].p.pid, SIGKILL);
 	ck_assert_int_eq(waitpid(workers[1].p.pid, &status, 0), workers[1].p.pid);
 	workers[1].p.pid = 0;
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(&m, i, true), 0);
+	ck_assert_uint_gt(mount_stat(&m, "fallbacks"), 0);
+	ck_assert_msg(harness_file_contains(m.log, "worker stopped answering"),
+		      "the mount did not pass the dead worker over");
 	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)1, 10000),
 		      "meta did not drop the killed worker");
 	retry_sleep_ms(600); /* the mount follows */
 	for (size_t i = 0; i < NOBJ; i++)
 		ck_assert_int_eq(read_object(&m, i, true), 0);
 	ck_assert_int_eq(blocks_in(&workers[0]), (long)total_blocks);
-	mount_stop(&m);
 
 	/* back, with what its directory held: every block of worker 2's is
 	 * held twice until the membership settles */
@@ -1219,6 +1227,20 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 	ck_assert_uint_eq(metric(&workers[1], "granary_worker_unowned_dropped_total"), 0);
 	ck_assert_msg(harness_file_contains(workers[0].p.log, "dropped cached blocks another worker owns"),
 		      "worker 1 did not log what it dropped");
+
+	/* the first mount asks worker 2 again for its blocks, well within
+	 * worker.skip of the kill */
+	fallbacks = mount_stat(&m, "fallbacks");
+	served = metric(&workers[1], "granary_worker_served_bytes_total");
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(&m, i, true), 0);
+	ck_assert_msg(mount_stat(&m, "fallbacks") == fallbacks,
+		      "the mount still passed the restarted worker over: %llu more fallbacks",
+		      (unsigned long long)(mount_stat(&m, "fallbacks") - fallbacks));
+	ck_assert_uint_gt(metric(&workers[1], "granary_worker_served_bytes_total"), served);
+	ck_assert_msg(harness_file_contains(m.log, "worker back in the membership"),
+		      "the mount did not log the worker's return");
+	mount_stop(&m);
 
 	for (int i = 0; i < NWORKERS; i++)
 		req[i] = metric(&workers[i], "granary_worker_store_requests_total");
