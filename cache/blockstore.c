@@ -971,32 +971,74 @@ enum error_code blockstore_set_dataset(struct blockstore *bs, const char *datase
 	return ERR_OK;
 }
 
-uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
+/*
+ * Kills the entries of list l that nothing holds and for which drop(e, arg)
+ * is true, then removes their files; returns how many. Called with bs->mu
+ * held, returns with it released.
+ */
+static uint64_t drop_matching_locked(struct blockstore *bs, struct lru *l,
+				     bool (*drop)(const struct entry *e, void *arg), void *arg)
 {
 	struct entry *chain = NULL;
-	struct dataset *ds = NULL;
 	uint64_t count = 0;
+
+	for (struct entry *e = l->tail, *prev = NULL; e; e = prev) {
+		prev = e->prev;
+		if (e->refs > 0 || !drop(e, arg))
+			continue;
+		entry_kill_locked(bs, e);
+		e->next = chain;
+		chain = e;
+		count++;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	if (chain)
+		remove_dying(bs, chain);
+	return count;
+}
+
+static bool of_dataset(const struct entry *e, void *ds)
+{
+	return e->ds == ds;
+}
+
+uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
+{
+	struct dataset *ds;
 
 	if (!dataset)
 		return 0;
 	pthread_mutex_lock(&bs->mu);
 	ds = dataset_find_locked(bs, dataset, strlen(dataset));
-	if (ds) {
-		struct lru *l = dataset_list_locked(bs, ds);
-
-		for (struct entry *e = l->tail, *prev = NULL; e; e = prev) {
-			prev = e->prev;
-			if (e->ds != ds || e->refs > 0)
-				continue;
-			entry_kill_locked(bs, e);
-			e->next = chain;
-			chain = e;
-			count++;
-		}
+	if (!ds) {
+		pthread_mutex_unlock(&bs->mu);
+		return 0;
 	}
+	return drop_matching_locked(bs, dataset_list_locked(bs, ds), of_dataset, ds);
+}
+
+struct unless {
+	blockstore_keep_fn keep;
+	void *arg;
+};
+
+static bool not_kept(const struct entry *e, void *arg)
+{
+	struct unless *u = arg;
+
+	return !u->keep(e->ds->name, e->hash, u->arg);
+}
+
+uint64_t blockstore_drop_unless(struct blockstore *bs, blockstore_keep_fn keep, void *arg)
+{
+	struct unless u = { .keep = keep, .arg = arg };
+	uint64_t count;
+
+	pthread_mutex_lock(&bs->mu);
+	count = drop_matching_locked(bs, &bs->lru, not_kept, &u);
+	pthread_mutex_lock(&bs->mu);
+	bs->st.unowned += count;
 	pthread_mutex_unlock(&bs->mu);
-	if (chain)
-		remove_dying(bs, chain);
 	return count;
 }
 

@@ -59,6 +59,7 @@ struct blockstore_stats {
 	uint64_t used, capacity;      /* bytes */
 	uint64_t reserved;            /* bytes held for writers; used + reserved <= capacity */
 	uint64_t disk_full;           /* times the capacity was lowered to what the disk holds */
+	uint64_t unowned;             /* blocks dropped by blockstore_drop_unless */
 };
 
 struct blockstore;
@@ -201,6 +202,17 @@ void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);
 
 /* Removes every unheld block of dataset (pinned ones too); returns the count. */
 uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
+
+/*
+ * Drops every block of an unpinned dataset for which keep(dataset, hash,
+ * arg) is false, as eviction would, except those being read now (they
+ * stay until a later call); returns how many, also counted in
+ * stats.unowned. keep runs under the store's lock: it must be quick and
+ * must not call the store.
+ */
+typedef bool (*blockstore_keep_fn)(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN],
+				   void *arg);
+uint64_t blockstore_drop_unless(struct blockstore *bs, blockstore_keep_fn keep, void *arg);
 
 void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out);
 

@@ -616,6 +616,9 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 	metrics_render_counter(b, "granary_worker_corrupt_total",
 			       "cached blocks dropped by a failed checksum or header check",
 			       bs.corrupt);
+	metrics_render_counter(b, "granary_worker_unowned_dropped_total",
+			       "cached blocks dropped because another worker owns them (placement)",
+			       bs.unowned);
 	metrics_render_counter(b, "granary_worker_admission_rejected_total",
 			       "blocks the cache refused to admit", bs.rejected);
 	metrics_render_counter(b, "granary_worker_not_admitted_served_total",

@@ -165,6 +165,7 @@ int main(int argc, char **argv)
 			    .worker_id = worker_id,
 			    .advertise = advertise,
 			    .capacity = s.cache_capacity,
+			    .settle_ms = s.placement_settle_ms,
 			    .fetcher = f,
 			    .preloader = pl,
 			    .readiness = ready,

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "block/placement.h"
 #include "cache/worker_settings.h"
 #include "common/log.h"
 #include "common/retry.h"
@@ -184,6 +185,12 @@ struct worker_meta {
 	struct complaint *complaints;
 	size_t ncomplaints;
 	bool outage, joined;
+	/* Placement: the membership as of the last heartbeat that named a
+	 * new version, since when it holds, and whether the blocks it gives
+	 * to other workers were dropped here. */
+	struct placement *placement;
+	uint64_t members_version, members_since_ms;
+	bool swept;
 };
 
 static bool owned_has(const struct worker_meta *wm, const char *name)
@@ -390,6 +397,68 @@ out:
 	return ERR_OK;
 }
 
+/* Whether a cached block stays here: this worker owns it by the
+ * membership it holds, or its dataset is not one taken from meta (placement
+ * is for those). */
+static bool owned_here(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], void *arg)
+{
+	struct worker_meta *wm = arg;
+	char addr[PLACEMENT_ADDRESS_MAX], id[256];
+
+	return !owned_has(wm, dataset) ||
+	       placement_owner(wm->placement, hash, addr, id, sizeof(id)) != ERR_OK ||
+	       strcmp(id, wm->worker_id) == 0;
+}
+
+/*
+ * One owner per block. While a worker is away its blocks' owners are
+ * others, which fetch and keep them; when it comes back (with the blocks
+ * its cache directory still holds) or a partial membership passes (meta
+ * just restarted), both hold them. Each new membership version is read
+ * from meta; once it has held for placement.settle and lists this worker,
+ * the blocks of meta's datasets that rendezvous placement gives to another
+ * live worker are dropped here (mounts ask that owner for them).
+ */
+static void follow_membership(struct worker_meta *wm, uint64_t version)
+{
+	Granary__V1__ListWorkersReply *r = NULL;
+	struct placement_worker *w;
+	struct error err;
+	uint64_t now = retry_now_ms(), dropped;
+
+	if (!wm->cfg.settle_ms)
+		return;
+	if (version != wm->members_version) {
+		if (meta_client_list_workers(wm->meta, &r, &err) != ERR_OK)
+			return; /* asked again next round */
+		w = calloc(r->n_workers ? r->n_workers : 1, sizeof(*w));
+		for (size_t i = 0; w && i < r->n_workers; i++)
+			w[i] = (struct placement_worker){ r->workers[i]->id, r->workers[i]->address };
+		if (w && placement_update(wm->placement, w, r->n_workers, r->version, &err) == ERR_OK) {
+			wm->members_version = version;
+			wm->members_since_ms = now;
+			wm->swept = false;
+		}
+		free(w);
+		granary__v1__list_workers_reply__free_unpacked(r, NULL);
+		return;
+	}
+	if (wm->swept || now - wm->members_since_ms < wm->cfg.settle_ms)
+		return;
+	wm->swept = true;
+	if (!placement_has(wm->placement, wm->worker_id))
+		return;
+	dropped = blockstore_drop_unless(fetch_blockstore(wm->cfg.fetcher), owned_here, wm);
+	if (dropped == 0)
+		return;
+	log_info("dropped cached blocks another worker owns", LOG_U("blocks", dropped),
+		 LOG_U("workers", placement_count(wm->placement)),
+		 LOG_U("membership_version", placement_version(wm->placement)));
+	pthread_mutex_lock(&wm->mu);
+	wm->stats.unowned_dropped += dropped;
+	pthread_mutex_unlock(&wm->mu);
+}
+
 static void heartbeat(struct worker_meta *wm)
 {
 	Granary__V1__HeartbeatReply *reply = NULL;
@@ -421,6 +490,7 @@ static void heartbeat(struct worker_meta *wm)
 	if (reply->interval_ms > 0)
 		wm->stats.interval_ms = reply->interval_ms;
 	pthread_mutex_unlock(&wm->mu);
+	follow_membership(wm, reply->membership_version);
 	granary__v1__heartbeat_reply__free_unpacked(reply, NULL);
 }
 
@@ -464,6 +534,7 @@ static void *member_loop(void *arg)
 static void member_free(struct worker_meta *wm)
 {
 	meta_client_free(wm->meta);
+	placement_free(wm->placement);
 	for (size_t i = 0; i < wm->nowned; i++)
 		free(wm->owned[i]);
 	free(wm->owned);
@@ -514,6 +585,9 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 	opt.key_file = cfg->key_file;
 	opt.role = META_ROLE_WORKER;
 	rc = meta_client_new(wm->address, &opt, &wm->meta, err);
+	if (rc != ERR_OK)
+		goto fail;
+	rc = placement_new(&wm->placement, err);
 	if (rc != ERR_OK)
 		goto fail;
 	if (pthread_create(&wm->thread, NULL, member_loop, wm) != 0) {

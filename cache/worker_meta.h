@@ -109,6 +109,9 @@ struct worker_meta_config {
 	const char *worker_id;          /* see worker_settings_worker_id */
 	const char *advertise;          /* host:port peers fetch blocks from */
 	uint64_t capacity;              /* cache.capacity, reported in heartbeats */
+	uint64_t settle_ms;             /* placement.settle: a membership unchanged this
+					 * long has the blocks other workers own dropped
+					 * here; 0: never */
 	struct fetcher *fetcher;        /* borrowed; must outlive the member */
 	struct preloader *preloader;    /* borrowed; NULL: options.preload is ignored */
 	struct readiness *readiness;    /* borrowed; NULL: none. Told of every accepted
@@ -126,6 +129,7 @@ struct worker_meta_stats {
 	uint64_t heartbeats;            /* accepted by meta */
 	uint64_t failures;              /* rounds in which meta could not be reached */
 	uint64_t registered, unregistered, preloads;
+	uint64_t unowned_dropped;       /* blocks dropped because another worker owns them */
 	uint64_t interval_ms;           /* current round interval */
 	bool connected;                 /* the last round reached meta */
 };

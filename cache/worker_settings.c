@@ -30,6 +30,10 @@ static const struct config_field worker_fields[] = {
 	  "key of granary-meta's worker role: heartbeats and every other call to meta are "
 	  "signed with it (absolute; empty: unsigned calls, served only by a meta with "
 	  "auth.insecure)", 0, 0, NULL },
+	{ "placement.settle", CONFIG_DURATION, offsetof(struct worker_settings, placement_settle_ms),
+	  "30s", "once the worker membership has stayed the same this long, the worker drops the"
+	  " cached blocks another live worker owns (rendezvous placement), so that a block has"
+	  " one owner (0: never)", 0, 86400000, NULL },
 	{ "advertise_address", CONFIG_STRING,
 	  offsetof(struct worker_settings, advertise_address), "",
 	  "host:port peers fetch blocks from, announced to meta (empty: listen, with a"

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
@@ -618,6 +620,50 @@ static enum error_code take_over(struct fuse_session *se, const char *path, stru
 	return ERR_OK;
 }
 
+/* Detaches a mount at path as an unprivileged user can: libfuse's
+ * fusermount3 -u -z. Returns 0, or an errno. */
+static int fusermount_detach(const char *path)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return errno;
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", path, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EPERM;
+}
+
+/*
+ * A FUSE mount whose daemon died without unmounting (no holder of its
+ * connection is left) answers every access with ENOTCONN. Mounting over
+ * it would stack a live mount on a dead one; it is detached first
+ * (lazily: its last users may still hold it), and said so. Several
+ * stacked dead mounts are detached one by one.
+ */
+static enum error_code clear_dead_mount(const char *path, struct error *err)
+{
+	struct stat st;
+
+	for (int n = 0; n < 16 && stat(path, &st) != 0 && errno == ENOTCONN; n++) {
+		int e = umount2(path, MNT_DETACH) == 0 ? 0 : errno;
+
+		if (e == EPERM)
+			e = fusermount_detach(path);
+		if (e != 0)
+			return error_set(err, ERR_IO,
+					 "mountpoint '%s' holds a dead FUSE mount (transport endpoint is not connected) that cannot be unmounted: %s; unmount it (umount -l or fusermount3 -u -z) and start again",
+					 path, strerror(e));
+		log_warn("a dead FUSE mount was at the mountpoint (transport endpoint is not connected): unmounted it lazily",
+			 LOG_S("mountpoint", path));
+	}
+	return ERR_OK;
+}
+
 enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct error *err)
 {
 	struct ll ll = { .fs = fs, .cfg = cfg };
@@ -645,6 +691,11 @@ enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct e
 	if (fuse_set_signal_handlers(se) != 0) {
 		rc = error_set(err, ERR_INTERNAL, "mount '%s': cannot install signal handlers",
 			       cfg->mountpoint);
+		goto out;
+	}
+	if (strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0 &&
+	    (rc = clear_dead_mount(cfg->mountpoint, err)) != ERR_OK) {
+		fuse_remove_signal_handlers(se);
 		goto out;
 	}
 	if (fuse_session_mount(se, cfg->mountpoint) != 0) {

@@ -132,9 +132,11 @@ static enum error_code refresh_workers(struct mount *m, struct error *err)
 		for (size_t i = 0; i < reply->n_workers; i++)
 			w[i] = (struct placement_worker){ reply->workers[i]->id, reply->workers[i]->address };
 		rc = placement_update(m->placement, w, reply->n_workers, reply->version, err);
-		if (rc == ERR_OK)
+		if (rc == ERR_OK) {
 			log_info("worker membership", LOG_U("version", reply->version),
 				 LOG_U("workers", reply->n_workers));
+			source_cluster_membership_changed(&m->cluster);
+		}
 	}
 out:
 	free(w);
@@ -143,12 +145,15 @@ out:
 }
 
 /* Membership follows meta; while meta is away the last list is kept and
- * reads go on (to the store when a listed worker is gone). */
+ * reads go on (to the store when a listed worker is gone), with one
+ * warning per 10 s saying so, not one per refresh. */
 static void *refresher(void *arg)
 {
 	struct mount *m = arg;
+	struct log_limiter lim;
 	struct error err;
 
+	log_limiter_init(&lim, 10000, NULL, NULL);
 	pthread_mutex_lock(&m->stop_mu);
 	while (!m->stopping) {
 		struct timespec until;
@@ -165,11 +170,12 @@ static void *refresher(void *arg)
 			break;
 		pthread_mutex_unlock(&m->stop_mu);
 		if (refresh_workers(m, &err) != ERR_OK)
-			log_warn("cannot refresh the worker list; keeping the last one",
-				 LOG_S("cause", err.msg));
+			log_limited_warn(&lim, "cannot refresh the worker list; keeping the last one",
+					 LOG_S("cause", err.msg));
 		pthread_mutex_lock(&m->stop_mu);
 	}
 	pthread_mutex_unlock(&m->stop_mu);
+	log_limiter_release(&lim);
 	return NULL;
 }
 

@@ -26,6 +26,7 @@ struct reader {
 	struct log_limiter fallback_log[READER_MAX_SOURCES];
 	struct log_limiter corrupt_log;
 	struct log_limiter failed_log;
+	struct log_limiter changed_log;
 };
 
 enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
@@ -47,6 +48,7 @@ enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
 		log_limiter_init(&r->fallback_log[i], READER_FALLBACK_LOG_MS, NULL, NULL);
 	log_limiter_init(&r->corrupt_log, READER_FALLBACK_LOG_MS, NULL, NULL);
 	log_limiter_init(&r->failed_log, READER_FALLBACK_LOG_MS, NULL, NULL);
+	log_limiter_init(&r->changed_log, READER_FALLBACK_LOG_MS, NULL, NULL);
 	*out = r;
 	return ERR_OK;
 }
@@ -59,6 +61,7 @@ void reader_free(struct reader *r)
 		log_limiter_release(&r->fallback_log[i]);
 	log_limiter_release(&r->corrupt_log);
 	log_limiter_release(&r->failed_log);
+	log_limiter_release(&r->changed_log);
 	free(r);
 }
 
@@ -115,7 +118,9 @@ static enum error_code read_block(struct reader *r, struct reader_block *blk,
  * Every source said "not here" to a block of an object that the snapshot
  * lists: the store no longer has that version (rewritten or deleted after
  * the snapshot, If-Match failed). The name exists, its bytes do not: EIO,
- * not ENOENT, counted and logged once per stream (one open file).
+ * not ENOENT, counted once per stream (one open file) and logged at most
+ * once per 10 s (readers that open the file again and again would write a
+ * line each).
  */
 static enum error_code object_changed(struct reader *r, const struct reader_object *obj,
 				      struct reader_stream *stream, struct error *err)
@@ -127,8 +132,9 @@ static enum error_code object_changed(struct reader *r, const struct reader_obje
 		if (stream)
 			stream->changed_seen = true;
 		r->changed_objects++;
-		log_warn("object changed since the snapshot, its reads fail", LOG_S("key", obj->key),
-			 LOG_S("etag", obj->etag), LOG_S("cause", cause));
+		log_limited_warn(&r->changed_log, "object changed since the snapshot, its reads fail",
+				 LOG_S("key", obj->key), LOG_S("etag", obj->etag),
+				 LOG_S("cause", cause));
 	}
 	return error_set(err, ERR_IO, "'%s' changed since the snapshot (ETag '%s'): %s", obj->key,
 			 obj->etag, cause);

@@ -271,6 +271,7 @@ static struct {
 	const struct source_cluster_ctx *ctx;
 	char id[128];
 	uint64_t until_ms;
+	bool gone; /* a membership since the skip began left it out */
 } skipped[PEER_SKIP_MAX]; /* protected by skip_mu */
 
 /* Milliseconds worker id is still passed over for; 0 when it is not. */
@@ -284,6 +285,29 @@ static uint64_t peer_skipped(const struct source_cluster_ctx *ctx, const char *i
 			left = skipped[i].until_ms - now;
 	pthread_mutex_unlock(&skip_mu);
 	return left;
+}
+
+void source_cluster_membership_changed(struct source_cluster_ctx *ctx)
+{
+	char back[PEER_SKIP_MAX][128];
+	uint64_t now = retry_now_ms();
+	unsigned nback = 0;
+
+	pthread_mutex_lock(&skip_mu);
+	for (unsigned i = 0; i < PEER_SKIP_MAX; i++) {
+		if (skipped[i].ctx != ctx || skipped[i].until_ms <= now)
+			continue;
+		if (!placement_has(ctx->placement, skipped[i].id)) {
+			skipped[i].gone = true;
+		} else if (skipped[i].gone) {
+			skipped[i].until_ms = 0;
+			snprintf(back[nback++], sizeof(back[0]), "%s", skipped[i].id);
+		}
+	}
+	pthread_mutex_unlock(&skip_mu);
+	for (unsigned i = 0; i < nback; i++)
+		log_info("worker back in the membership, no longer passed over",
+			 LOG_S("worker", back[i]));
 }
 
 /* Passes worker id over for ctx->skip_ms; says so once per period. */
@@ -309,6 +333,7 @@ static void peer_skip(const struct source_cluster_ctx *ctx, const char *id, cons
 	skipped[slot].ctx = ctx;
 	snprintf(skipped[slot].id, sizeof(skipped[slot].id), "%s", id);
 	skipped[slot].until_ms = now + ctx->skip_ms;
+	skipped[slot].gone = false;
 	pthread_mutex_unlock(&skip_mu);
 	if (fresh)
 		log_warn("worker stopped answering, passed over for the next source",

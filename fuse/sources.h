@@ -66,6 +66,15 @@ struct source_cluster_ctx {
 	bool verify;               /* check bytes against the block checksums */
 };
 
+/*
+ * To be called after each change of ctx->placement. A worker passed over
+ * (skip_ms) that the membership has left out since is back once a new
+ * membership lists it again (restarted, or continued and joined again):
+ * it is asked at once rather than when its period ends, which would send
+ * its blocks to the store meanwhile.
+ */
+void source_cluster_membership_changed(struct source_cluster_ctx *ctx);
+
 struct reader_source source_local(struct source_cluster_ctx *ctx);
 struct reader_source source_peer(struct source_cluster_ctx *ctx);
 

@@ -25,6 +25,7 @@ debian_packages=(
   libjansson-dev
   clang libclang-rt-14-dev # libFuzzer: scripts/fuzz.sh
   valgrind fio python3 python3-venv
+  iproute2 nftables # e2e/faults: the S3 server in a network namespace, shaped and lossy
   s3fs rclone python3-matplotlib
 )
 

@@ -290,7 +290,8 @@ static void worker_start(struct worker *w, int i)
 			       meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
 			       "--token_file", token_path, "--store.endpoint", endpoint,
 			       "--store.credentials_file", credentials, "--http.shutdown_grace",
-			       "2s", "--log.level", "info", "--meta.key_file", keys.worker, NULL };
+			       "2s", "--log.level", "info", "--meta.key_file", keys.worker,
+			       "--placement.settle", "1s", NULL };
 	uint64_t t0 = retry_now_ms();
 
 	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
@@ -1204,6 +1205,99 @@ START_TEST(test_cluster_stopped_worker_stalls_readers_briefly)
 }
 END_TEST
 
+static bool one_owner_each(void *arg)
+{
+	return blocks_in(&workers[0]) + blocks_in(&workers[1]) == (long)total_blocks;
+}
+
+/*
+ * A worker killed and started again on its cache directory comes back with
+ * the blocks it held, while the peer that owned them in its absence
+ * fetched and kept them too. Once the membership has settled
+ * (placement.settle, 1 s here) each block has one owner again: the peer
+ * drops its copies of the blocks placement gives back (counted and
+ * logged), and a pass through a new mount asks the store for nothing.
+ * The mount that passed the dead worker over (worker.skip, 10 s) asks it
+ * again as soon as the membership lists it again: its blocks do not go
+ * to the store meanwhile.
+ */
+START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
+{
+	struct mnt m, m2;
+	uint64_t req[NWORKERS], fallbacks, served;
+	long held[NWORKERS];
+	int status;
+
+	ck_assert_int_eq(mount_start(&m, DATASET, NULL, "before-restart"), 0);
+	read_all_exact(&m);
+	ck_assert_int_eq(blocks_in(&workers[0]) + blocks_in(&workers[1]), (long)total_blocks);
+
+	/* worker 2 away: the mount passes it over, then (meta dropped it)
+	 * worker 1 owns every block and fetches worker 2's */
+	kill(workers[1].p.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(workers[1].p.pid, &status, 0), workers[1].p.pid);
+	workers[1].p.pid = 0;
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(&m, i, true), 0);
+	ck_assert_uint_gt(mount_stat(&m, "fallbacks"), 0);
+	ck_assert_msg(harness_file_contains(m.log, "worker stopped answering"),
+		      "the mount did not pass the dead worker over");
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)1, 10000),
+		      "meta did not drop the killed worker");
+	retry_sleep_ms(600); /* the mount follows */
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(&m, i, true), 0);
+	ck_assert_int_eq(blocks_in(&workers[0]), (long)total_blocks);
+
+	/* back, with what its directory held: every block of worker 2's is
+	 * held twice until the membership settles */
+	worker_start(&workers[1], 1);
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+		      "the restarted worker did not join");
+	held[0] = blocks_in(&workers[0]);
+	held[1] = blocks_in(&workers[1]);
+	ck_assert_msg(held[1] > 0, "the restarted worker holds no block");
+	ck_assert_msg(wait_for(one_owner_each, NULL, 10000),
+		      "blocks held twice 10 s after the restart: w1 %ld, w2 %ld, %llu blocks",
+		      blocks_in(&workers[0]), blocks_in(&workers[1]),
+		      (unsigned long long)total_blocks);
+	fprintf(stderr, "cluster: restart: held w1 %ld + w2 %ld of %llu blocks at the rejoin, then "
+			"w1 %ld + w2 %ld; w1 dropped %llu\n",
+		held[0], held[1], (unsigned long long)total_blocks, blocks_in(&workers[0]),
+		blocks_in(&workers[1]),
+		(unsigned long long)metric(&workers[0], "granary_worker_unowned_dropped_total"));
+	ck_assert_uint_eq(metric(&workers[0], "granary_worker_unowned_dropped_total"),
+			  (uint64_t)held[1]);
+	ck_assert_uint_eq(metric(&workers[1], "granary_worker_unowned_dropped_total"), 0);
+	ck_assert_msg(harness_file_contains(workers[0].p.log, "dropped cached blocks another worker owns"),
+		      "worker 1 did not log what it dropped");
+
+	/* the first mount asks worker 2 again for its blocks, well within
+	 * worker.skip of the kill */
+	fallbacks = mount_stat(&m, "fallbacks");
+	served = metric(&workers[1], "granary_worker_served_bytes_total");
+	for (size_t i = 0; i < NOBJ; i++)
+		ck_assert_int_eq(read_object(&m, i, true), 0);
+	ck_assert_msg(mount_stat(&m, "fallbacks") == fallbacks,
+		      "the mount still passed the restarted worker over: %llu more fallbacks",
+		      (unsigned long long)(mount_stat(&m, "fallbacks") - fallbacks));
+	ck_assert_uint_gt(metric(&workers[1], "granary_worker_served_bytes_total"), served);
+	ck_assert_msg(harness_file_contains(m.log, "worker back in the membership"),
+		      "the mount did not log the worker's return");
+	mount_stop(&m);
+
+	for (int i = 0; i < NWORKERS; i++)
+		req[i] = metric(&workers[i], "granary_worker_store_requests_total");
+	ck_assert_int_eq(mount_start(&m2, DATASET, NULL, "after-restart"), 0);
+	read_all_exact(&m2);
+	for (int i = 0; i < NWORKERS; i++)
+		ck_assert_msg(metric(&workers[i], "granary_worker_store_requests_total") == req[i],
+			      "worker %s asked the store after the handover", workers[i].id);
+	ck_assert_uint_eq(mount_stat(&m2, "fallbacks"), 0);
+	mount_stop(&m2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
@@ -1216,6 +1310,7 @@ int main(void)
 	tcase_add_test(tc, test_cluster_long_dataset_name_is_served_by_the_workers);
 	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
 	tcase_add_test(tc, test_cluster_stopped_worker_stalls_readers_briefly);
+	tcase_add_test(tc, test_cluster_restarted_worker_leaves_each_block_one_owner);
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
 	tcase_add_test(tc, test_cluster_corrupt_local_block_is_not_served);

@@ -283,6 +283,64 @@ START_TEST(test_mount_stat_and_readdir_of_ten_thousand_files)
 }
 END_TEST
 
+/* FUSE mounts of any type at dir (a dead one included). */
+static int mounts_at(const char *dir)
+{
+	char line[4096], mnt[1024], type[64];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	int n = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %1023s %63s", mnt, type) == 2 && strcmp(mnt, dir) == 0 &&
+		    strncmp(type, "fuse", 4) == 0)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * A daemon killed with nothing else holding its connection leaves a dead
+ * mount (ENOTCONN). A new granary-fuse on the same mountpoint detaches it
+ * lazily and says so, rather than mounting over it: one mount serves
+ * there, and once stopped nothing is left.
+ */
+START_TEST(test_mount_start_clears_a_dead_mount_at_its_mountpoint)
+{
+	struct mnt m;
+	struct stat st;
+	char exe[600], a[1024], b[1024], source[300];
+	const char *argv[] = { exe, "--mountpoint", m.dir, "--source", source,
+			       "--cache.block_size", "64KiB", NULL };
+	uint64_t t0;
+
+	file_mount(&m);
+	ck_assert_int_eq(kill(m.pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(m.pid, NULL, 0), m.pid);
+	ck_assert_msg(stat(m.dir, &st) != 0 && errno == ENOTCONN,
+		      "a killed daemon's mount is not dead: stat says %s", strerror(errno));
+
+	snprintf(exe, sizeof(exe), "%s/granary-fuse", bin_dir);
+	snprintf(source, sizeof(source), "file://%s", src);
+	snprintf(log_path, sizeof(log_path), "%s.dead.log", src);
+	m.pid = harness_spawn(argv, log_path);
+	t0 = time(NULL);
+	while (!harness_file_contains(log_path, "msg=mounted")) {
+		ck_assert_msg(waitpid(m.pid, NULL, WNOHANG) == 0, "granary-fuse exited at start");
+		ck_assert_msg(time(NULL) - t0 < 10, "granary-fuse did not mount in 10 s");
+		usleep(20000);
+	}
+	ck_assert_msg(harness_file_contains(log_path, "a dead FUSE mount was at the mountpoint"),
+		      "the dead mount was not reported");
+	ck_assert_int_eq(mounts_at(m.dir), 1);
+	snprintf(a, sizeof(a), "%s/%s", src, files[3].name);
+	snprintf(b, sizeof(b), "%s/%s", m.dir, files[3].name);
+	compare_file(a, b);
+	stop_mount(&m);
+	ck_assert_int_eq(mounts_at(m.dir), 0);
+}
+END_TEST
+
 START_TEST(test_mount_every_write_operation_fails_with_erofs)
 {
 	struct mnt m;
@@ -584,6 +642,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_concurrent_readers_see_the_right_bytes);
 	tcase_add_test(tc, test_mount_stat_and_readdir_of_ten_thousand_files);
 	tcase_add_test(tc, test_mount_every_write_operation_fails_with_erofs);
+	tcase_add_test(tc, test_mount_start_clears_a_dead_mount_at_its_mountpoint);
 	tcase_add_test(tc, test_mount_exposes_etag_and_key_as_xattrs);
 	tcase_add_test(tc, test_mount_object_changed_after_the_snapshot_reads_eio);
 	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);

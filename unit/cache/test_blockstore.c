@@ -858,6 +858,52 @@ START_TEST(test_blockstore_drop_dataset_keeps_held_blocks)
 }
 END_TEST
 
+/* Keeps blocks of datasets other than "a", and block 2 of "a". */
+static bool keep_not_a(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], void *arg)
+{
+	uint8_t two[BLOCK_HASH_LEN];
+
+	(*(int *)arg)++;
+	hash_of(2, two);
+	return strcmp(dataset, "a") != 0 || memcmp(hash, two, sizeof(two)) == 0;
+}
+
+/* What keep refuses goes, except a block being read and pinned datasets'
+ * blocks (which keep is not even asked about); the count is in the stats. */
+START_TEST(test_blockstore_drop_unless_drops_what_keep_refuses)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_ref *ref = NULL;
+	struct blockstore_stats st;
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct error err;
+	int asked = 0;
+
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(put_block(bs, i, i < 5 ? "a" : i < 7 ? "b" : "p", DATA), ERR_OK);
+	ck_assert_int_eq(blockstore_set_dataset(bs, "p", BLOCKSTORE_LRU, true, &err), ERR_OK);
+	hash_of(0, hash);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+	/* "a": 0 held, 2 kept, 1, 3 and 4 dropped; "b" kept; "p" pinned */
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_not_a, &asked), 3);
+	ck_assert_int_eq(asked, 6);
+	blockstore_ref_put(bs, ref);
+	for (int i = 0; i < 8; i++)
+		ck_assert_msg(has_block(bs, i, DATA) == (i != 1 && i != 3 && i != 4), "block %d", i);
+	ck_assert_int_eq(count_files(dir), 5);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.unowned, 3);
+	ck_assert_uint_eq(st.blocks, 5);
+	/* the held block goes at a later call */
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_not_a, &asked), 1);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.unowned, 4);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* --- concurrency --- */
 
 struct stress {
@@ -1160,6 +1206,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
 	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);
 	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
+	tcase_add_test(tc, test_blockstore_drop_unless_drops_what_keep_refuses);
 	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);
 	tcase_add_test(tc, test_blockstore_room_check_fails_only_where_eviction_cannot_help);
 	tcase_add_test(tc, test_blockstore_concurrent_writers_and_readers);
