@@ -46,10 +46,19 @@ die() { log "error: $*"; exit 1; }
 in_ns() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
 kctl() { in_ns "$KUBE_BIN/kubectl" --kubeconfig "$KUBECONFIG" "$@"; }
 
+# running PID: the process runs. A zombie does not: a daemon whose starter
+# exited is reparented, and a subreaper may reap it late or never, so kill -0
+# would take an ended kubelet for a live one and never start another.
+running() {
+  local s
+  s=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
+  [ -n "$s" ] && [ "$s" != Z ]
+}
+
 # start NAME CMD...: a daemon inside the namespace, detached, logged, with a pid file.
 start() {
   local name=$1; shift
-  if [ -f "$RUN/$name.pid" ] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+  if [ -f "$RUN/$name.pid" ] && running "$(cat "$RUN/$name.pid")"; then
     return
   fi
   setsid nsenter --net="/run/netns/$NETNS" -- "$@" > "$STATE/logs/$name.log" 2>&1 < /dev/null &
@@ -149,10 +158,10 @@ put() {
     printf '%s\n' "$new" > "$1.tmp" && mv "$1.tmp" "$1"
     if [ -n "${2:-}" ] && [ -f "$RUN/$2.pid" ]; then
       pid=$(cat "$RUN/$2.pid")
-      if kill -0 "$pid" 2>/dev/null; then
+      if running "$pid"; then
         log "$(basename "$1") changed: restarting $2"
         kill "$pid"
-        wait_for "$2 to stop" 30 sh -c "! kill -0 $pid"
+        wait_for "$2 to stop" 30 eval "! running $pid"
       fi
     fi
   fi

