@@ -46,6 +46,7 @@ struct s3_store {
 	uint64_t request_timeout_ms;
 	bool insecure;
 	bool uniform_errors;
+	struct log_limiter retry_log; /* "s3 request retried": one line per 10 s */
 	CURLSH *share;
 	pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_mu;
@@ -566,10 +567,10 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 				  LOG_S("bucket", s->bucket), LOG_U("attempt", r.attempt),
 				  LOG_U("delay_ms", delay));
 		else
-			log_warn("s3 request retried", LOG_S("op", call->op),
-				 LOG_S("bucket", s->bucket), LOG_S("key", call->key),
-				 LOG_U("attempt", r.attempt), LOG_U("delay_ms", delay),
-				 LOG_S("cause", err ? err->msg : ""));
+			log_limited_warn(&s->retry_log, "s3 request retried", LOG_S("op", call->op),
+					 LOG_S("bucket", s->bucket), LOG_S("key", call->key),
+					 LOG_U("attempt", r.attempt), LOG_U("delay_ms", delay),
+					 LOG_S("cause", err ? err->msg : ""));
 		retry_sleep_ms(delay);
 	}
 	if (rc != ERR_OK) {
@@ -713,6 +714,7 @@ static void release_s3(struct store *st)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&s->share_mu[i]);
 	pthread_mutex_destroy(&s->pool_mu);
+	log_limiter_release(&s->retry_log);
 	credentials_release(&s->cred);
 	free(s->bucket);
 	free(s->base_url);
@@ -840,6 +842,7 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 	}
 	s->base.ops = &s3_ops;
 	pthread_mutex_init(&s->pool_mu, NULL);
+	log_limiter_init(&s->retry_log, 10000, NULL, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&s->share_mu[i], NULL);
 	s->bucket = strdup(bucket);
