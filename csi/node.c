@@ -1873,6 +1873,12 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			/* A rotated secret reaches the next daemon. */
 			if (has_secret && *v->rec.credentials_file)
 				rc = controller_write_credentials(v->rec.credentials_file, &secret, err);
+			/* Not serving (its daemon exits, or the volume was
+			 * mounted anew after a node restart): meta may have lost
+			 * the dataset meanwhile, as at a first stage. */
+			if (rc == ERR_OK && !(v->pods ? v->pod_serving : daemon_alive(v, NULL)))
+				rc = check_dataset(n, req->volume_id, v->rec.dataset,
+						   has_reg ? &reg : NULL, timeout_ms, err);
 			if (rc == ERR_OK && !v->pods && !daemon_alive(v, NULL))
 				rc = revive(n, v, err);
 			if (rc == ERR_OK)

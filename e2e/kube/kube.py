@@ -91,11 +91,13 @@ def wait_for(what, fn, timeout=120, interval=0.2):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last})")
 
 
-def events(namespace, kind, name):
-    """Messages of the events about one object, oldest first, as 'Reason: message'."""
+def events(namespace, kind, name, uid=None):
+    """Messages of the events about one object, oldest first, as 'Reason: message'.
+    With uid, only those of that object, not of an earlier one of the same name."""
     out = get("events", namespace=namespace)
     items = [e for e in out["items"]
-             if e["involvedObject"].get("kind") == kind and e["involvedObject"].get("name") == name]
+             if e["involvedObject"].get("kind") == kind and e["involvedObject"].get("name") == name
+             and (uid is None or e["involvedObject"].get("uid") == uid)]
     items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     return [f"{e['reason']}: {e['message']}" for e in items]
 

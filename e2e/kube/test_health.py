@@ -107,7 +107,7 @@ def test_a_hung_mount_shows_on_the_pod_and_in_metrics(reading_pod):
     try:
         ev = kube.wait_for(
             "a VolumeConditionAbnormal event on the reader",
-            lambda: [e for e in kube.events("default", "Pod", READER)
+            lambda: [e for e in reader_events()
                      if e.startswith("VolumeConditionAbnormal:")],
             timeout=120, interval=1)
         assert "has not answered statfs" in ev[-1], ev
@@ -126,6 +126,12 @@ def crictl(*args):
     return subprocess.run([os.path.join(kube.ENV["GRANARY_KUBE_BIN"], "crictl"), "--runtime-endpoint",
                            "unix://" + kube.ENV["GRANARY_KUBE_CONTAINERD_SOCK"], *args],
                           capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def reader_events():
+    """The reader pod's events: of this pod, not of an earlier one of its name."""
+    uid = kube.get("pod", READER, "default")["metadata"]["uid"]
+    return kube.events("default", "Pod", READER, uid=uid)
 
 
 def container_of(pod, name):
@@ -156,7 +162,7 @@ def test_pods_that_lost_their_mount_with_every_holder_are_told(reading_pod):
                   and ready(pod_of("node")[0]), timeout=120, interval=1)
     ev = kube.wait_for(
         "a VolumeConditionAbnormal event naming the ended connection",
-        lambda: [e for e in kube.events("default", "Pod", READER)
+        lambda: [e for e in reader_events()
                  if e.startswith("VolumeConditionAbnormal:") and "mounted anew" in e],
         timeout=120, interval=1)
     assert "restart them" in ev[-1], ev
