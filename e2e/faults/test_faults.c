@@ -1143,8 +1143,8 @@ static void cluster_up(void)
 		struct worker *w = &workers[i];
 
 		snprintf(w->id, sizeof(w->id), "w%d", i + 1);
-		snprintf(w->cache, sizeof(w->cache), "%s/cache-%s", work, w->id);
-		snprintf(w->p.log, sizeof(w->p.log), "%s/%s.log", work, w->id);
+		snprintf(w->cache, sizeof(w->cache), "%s/cache-w%d", work, i + 1);
+		snprintf(w->p.log, sizeof(w->p.log), "%s/w%d.log", work, i + 1);
 		ck_assert_int_eq(mkdir(w->cache, 0755), 0);
 		ck_assert_msg(mount("tmpfs", w->cache, "tmpfs", 0, "size=64m") == 0,
 			      "tmpfs at %s: %s", w->cache, strerror(errno));
