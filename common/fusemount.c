@@ -70,33 +70,59 @@ bool fusemount_parse_line(const char *line, const char *path, unsigned *major, u
 	return true;
 }
 
+/* The filesystem type of a mountinfo line: the field after the "-" that
+ * ends the optional fields. */
+static bool line_fstype(const char *line, char *out, size_t size)
+{
+	char f[PATH_MAX];
+	bool dash = false;
+
+	for (int i = 0; (line = field(line, f, sizeof(f))); i++) {
+		if (dash) {
+			snprintf(out, size, "%s", f);
+			return true;
+		}
+		dash = i >= 6 && strcmp(f, "-") == 0;
+	}
+	return false;
+}
+
+bool fusemount_lookup(const char *path, unsigned *major, unsigned *minor, char *fstype,
+		      size_t size)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	/* Later lines are mounted on top of earlier ones: the last match. */
+	while (getline(&line, &cap, f) > 0) {
+		unsigned ma, mi;
+
+		if (!fusemount_parse_line(line, path, &ma, &mi))
+			continue;
+		*major = ma;
+		*minor = mi;
+		found = true;
+		if (fstype && !line_fstype(line, fstype, size))
+			snprintf(fstype, size, "?");
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
 enum error_code fusemount_set_read_ahead(const char *path, uint64_t bytes, struct error *err)
 {
 	char real[PATH_MAX], sys[128];
 	const char *want = realpath(path, real) ? real : path;
 	unsigned major = 0, minor = 0;
-	bool found = false;
-	char *line = NULL;
-	size_t cap = 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	FILE *f;
 	int saved;
 
-	if (!f)
-		return error_set(err, error_from_errno(errno), "read '/proc/self/mountinfo': %s",
-				 strerror(errno));
-	/* Later lines are mounted on top of earlier ones: the last match. */
-	while (getline(&line, &cap, f) > 0) {
-		unsigned ma, mi;
-
-		if (fusemount_parse_line(line, want, &ma, &mi)) {
-			major = ma;
-			minor = mi;
-			found = true;
-		}
-	}
-	free(line);
-	fclose(f);
-	if (!found)
+	if (!fusemount_lookup(want, &major, &minor, NULL, 0))
 		return error_set(err, ERR_NOT_FOUND, "no mount at '%s' in /proc/self/mountinfo", want);
 	snprintf(sys, sizeof(sys), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
 	f = fopen(sys, "we");

@@ -38,6 +38,15 @@ enum error_code fusemount_check_read_ahead(const char *what, uint64_t bytes, str
 bool fusemount_parse_line(const char *line, const char *path, unsigned *major, unsigned *minor);
 
 /*
+ * The topmost mount at path in /proc/self/mountinfo (mountinfo rather than
+ * stat: a FUSE mount whose daemon is gone answers stat with ENOTCONN):
+ * true with its device number and, when fstype is not NULL, its type.
+ * False when nothing is mounted there or mountinfo cannot be read.
+ */
+bool fusemount_lookup(const char *path, unsigned *major, unsigned *minor, char *fstype,
+		      size_t size);
+
+/*
  * Sets the read-ahead of the mount at path (its topmost mount there, the
  * path resolved when it can be) to bytes, rounded down to KiB.
  * ERR_NOT_FOUND "no mount at 'PATH' in /proc/self/mountinfo"; a write

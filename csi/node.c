@@ -319,65 +319,15 @@ static void clean_path(const char *in, char *out, size_t size)
 		out[--len] = '\0';
 }
 
-/* Undoes mountinfo's octal escapes (\040 for a space ...) in place. */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-
-	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
-		    r[3] >= '0' && r[3] <= '7') {
-			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-			r += 3;
-		} else {
-			*w++ = *r;
-		}
-	}
-	*w = '\0';
-}
-
 /*
  * True when path is a mount point in this mount namespace; fstype (may be
- * NULL) gets the type of the topmost mount there. Reads mountinfo rather
- * than stat: a FUSE mount whose daemon is gone answers stat with ENOTCONN.
+ * NULL) gets the type of the topmost mount there (fusemount_lookup).
  */
 static bool mount_lookup(const char *path, char *fstype, size_t size)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL;
-	size_t cap = 0;
-	bool found = false;
+	unsigned major, minor;
 
-	if (!f)
-		return false;
-	while (getline(&line, &cap, f) > 0) {
-		char *save = NULL, *tok, *mnt = NULL, *type = NULL;
-		int field = 0;
-		bool after_dash = false;
-
-		for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
-			field++;
-			if (field == 5)
-				mnt = tok;
-			else if (field > 6 && !after_dash && strcmp(tok, "-") == 0)
-				after_dash = true;
-			else if (after_dash) {
-				type = tok;
-				break;
-			}
-		}
-		if (!mnt || !type)
-			continue;
-		unescape_octal(mnt);
-		if (strcmp(mnt, path) == 0) {
-			found = true;
-			if (fstype)
-				snprintf(fstype, size, "%s", type);
-		}
-	}
-	free(line);
-	fclose(f);
-	return found;
+	return fusemount_lookup(path, &major, &minor, fstype, size);
 }
 
 /* Unmounts every mount stacked on path; lazily when one is busy. */
