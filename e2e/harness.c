@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -601,4 +603,57 @@ void harness_recorder_stop(struct harness_recorder *r)
 	close(r->fd);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
+}
+
+void *harness_direct_reader(void *arg)
+{
+	struct harness_reader *r = arg;
+	void *buf = NULL;
+	int fd;
+
+	if (posix_memalign(&buf, 4096, 1u << 20) != 0) {
+		r->errors++;
+		return NULL;
+	}
+	fd = open(r->path, O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		r->errors++;
+		free(buf);
+		return NULL;
+	}
+	while (!atomic_load(r->stop)) {
+		off_t off = (off_t)(rand_r(&r->seed) % (r->size / 4096)) * 4096;
+		size_t len = 4096u * (1 + rand_r(&r->seed) % 256);
+		uint64_t t0 = retry_now_ms(), took;
+		ssize_t n;
+
+		if ((size_t)off + len > r->size)
+			len = r->size - (size_t)off;
+		n = pread(fd, buf, len, off);
+		took = retry_now_ms() - t0;
+		if (took > r->longest_ms)
+			r->longest_ms = took;
+		r->reads++;
+		if (n < 0 && errno == ENOTCONN)
+			r->enotconn++;
+		if (n != (ssize_t)len || memcmp(buf, r->expect + off, len) != 0)
+			r->errors++;
+	}
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+void harness_fuse_abort(dev_t dev)
+{
+	char path[128];
+	FILE *f;
+
+	mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(dev));
+	f = fopen(path, "w");
+	if (f) {
+		fputs("1", f);
+		fclose(f);
+	}
 }

@@ -14,6 +14,7 @@
 #ifndef GRANARY_E2E_HARNESS_H
 #define GRANARY_E2E_HARNESS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -165,5 +166,27 @@ void harness_recorder_stop(struct harness_recorder *r);
 
 /* The port of an "http://host:port" URL, or -1. */
 int harness_url_port(const char *url);
+
+/*
+ * A reader thread for takeover tests (pthread_create(..., harness_direct_reader, r)):
+ * until *stop, O_DIRECT reads of random 4 KiB-aligned ranges (4 KiB to 1 MiB)
+ * of path, each compared with expect[0..size). Counts reads, reads that
+ * failed or were wrong (errors; an open that fails counts one and ends the
+ * thread), ENOTCONN on its own, and the longest read in ms.
+ */
+struct harness_reader {
+	atomic_int *stop;
+	const char *path;
+	const unsigned char *expect;
+	size_t size;
+	unsigned seed;
+	long reads, errors, enotconn;
+	uint64_t longest_ms;
+};
+void *harness_direct_reader(void *arg);
+
+/* Aborts the FUSE connection of the mount with device dev (fusectl), so
+ * that a failing test does not leave readers blocked in the kernel. */
+void harness_fuse_abort(dev_t dev);
 
 #endif

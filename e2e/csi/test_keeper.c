@@ -27,12 +27,10 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "common/retry.h"
 #include "csi/keeper.h"
 #include "e2e/harness.h"
 #include "unit/check_main.h"
@@ -43,52 +41,8 @@
 
 static char bin_dir[512], work[256], src[300], mnt[300], init_state[320], sock[320];
 static unsigned char expect[FILE_SIZE];
+static char mnt_file[400]; /* mnt/data.bin */
 static dev_t mnt_dev;
-
-struct reader {
-	atomic_int *stop;
-	unsigned seed;
-	long reads, errors, enotconn;
-	uint64_t longest_ms;
-};
-
-static void *read_loop(void *arg)
-{
-	struct reader *r = arg;
-	char path[400];
-	void *buf = NULL;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/data.bin", mnt);
-	ck_assert_int_eq(posix_memalign(&buf, 4096, 1u << 20), 0);
-	fd = open(path, O_RDONLY | O_DIRECT);
-	if (fd < 0) {
-		r->errors++;
-		free(buf);
-		return NULL;
-	}
-	while (!atomic_load(r->stop)) {
-		off_t off = (off_t)(rand_r(&r->seed) % (FILE_SIZE / 4096)) * 4096;
-		size_t len = 4096u * (1 + rand_r(&r->seed) % 256);
-		uint64_t t0 = retry_now_ms(), took;
-		ssize_t n;
-
-		if ((size_t)off + len > FILE_SIZE)
-			len = FILE_SIZE - (size_t)off;
-		n = pread(fd, buf, len, off);
-		took = retry_now_ms() - t0;
-		if (took > r->longest_ms)
-			r->longest_ms = took;
-		r->reads++;
-		if (n < 0 && errno == ENOTCONN)
-			r->enotconn++;
-		if (n != (ssize_t)len || memcmp(buf, expect + off, len) != 0)
-			r->errors++;
-	}
-	close(fd);
-	free(buf);
-	return NULL;
-}
 
 static pid_t start_mount(int n)
 {
@@ -147,20 +101,6 @@ static json_t *daemon_argv(void)
 			 "--cache.block_size", "1MiB", "--init_state", init_state);
 }
 
-static void abort_connection(void)
-{
-	char path[128];
-	FILE *f;
-
-	mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(mnt_dev));
-	f = fopen(path, "w");
-	if (f) {
-		fputs("1", f);
-		fclose(f);
-	}
-}
-
 static void kill_and_reap(pid_t pid)
 {
 	kill(pid, SIGKILL);
@@ -171,7 +111,7 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 {
 	char opts[200], path[400];
 	pthread_t t[NREADERS];
-	struct reader r[NREADERS];
+	struct harness_reader r[NREADERS];
 	struct keeper *k = NULL;
 	struct keeper_status st;
 	struct error err;
@@ -188,6 +128,7 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
 	snprintf(src, sizeof(src), "%s/src", work);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
+	snprintf(mnt_file, sizeof(mnt_file), "%s/data.bin", mnt);
 	snprintf(init_state, sizeof(init_state), "%s/init", work);
 	snprintf(sock, sizeof(sock), "%s/keeper.sock", work);
 	ck_assert_int_eq(mkdir(src, 0755), 0);
@@ -225,8 +166,9 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 		mnt_dev = sb.st_dev;
 	}
 	for (int i = 0; i < NREADERS; i++) {
-		r[i] = (struct reader){ .stop = &stop, .seed = (unsigned)i + 11 };
-		pthread_create(&t[i], NULL, read_loop, &r[i]);
+		r[i] = (struct harness_reader){ .stop = &stop, .path = mnt_file, .expect = expect,
+					       .size = FILE_SIZE, .seed = (unsigned)i + 11 };
+		pthread_create(&t[i], NULL, harness_direct_reader, &r[i]);
 	}
 	usleep(300 * 1000);
 
@@ -286,7 +228,7 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += 20;
 		if (pthread_timedjoin_np(t[i], NULL, &until) != 0) {
-			abort_connection();
+			harness_fuse_abort(mnt_dev);
 			ck_abort_msg("reader %d still blocked 20 s after the last restart", i);
 		}
 		total += r[i].reads;

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 
 static char bin_dir[512], work[256], src[300], mnt[300], init_state[320];
 static unsigned char expect[FILE_SIZE];
+static char mnt_file[400]; /* mnt/data.bin */
 static int fuse_fd = -1;
 
 static pid_t start_daemon(int takeover)
@@ -50,63 +50,9 @@ static pid_t start_daemon(int takeover)
 	return harness_spawn(argv, logp);
 }
 
-struct reader {
-	atomic_int *stop;
-	unsigned seed;
-	long reads, errors, enotconn;
-};
-
-static void *read_loop(void *arg)
-{
-	struct reader *r = arg;
-	char path[400];
-	void *buf = NULL;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/data.bin", mnt);
-	ck_assert_int_eq(posix_memalign(&buf, 4096, 1u << 20), 0);
-	fd = open(path, O_RDONLY | O_DIRECT);
-	if (fd < 0) {
-		r->errors++;
-		free(buf);
-		return NULL;
-	}
-	while (!atomic_load(r->stop)) {
-		off_t off = (off_t)(rand_r(&r->seed) % (FILE_SIZE / 4096)) * 4096;
-		size_t len = 4096u * (1 + rand_r(&r->seed) % 256);
-		ssize_t n;
-
-		if ((size_t)off + len > FILE_SIZE)
-			len = FILE_SIZE - (size_t)off;
-		n = pread(fd, buf, len, off);
-		r->reads++;
-		if (n < 0 && errno == ENOTCONN)
-			r->enotconn++;
-		if (n != (ssize_t)len || memcmp(buf, expect + off, len) != 0)
-			r->errors++;
-	}
-	close(fd);
-	free(buf);
-	return NULL;
-}
-
 /* The mount's device, noted while it still answers: a stat of a hung
  * mount would hang too. */
 static dev_t mnt_dev;
-
-static void abort_connection(void)
-{
-	char path[128];
-	FILE *f;
-
-	mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL);
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(mnt_dev));
-	f = fopen(path, "w");
-	if (f) {
-		fputs("1", f);
-		fclose(f);
-	}
-}
 
 static int wait_serving(void)
 {
@@ -126,7 +72,7 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 {
 	char opts[200], path[400];
 	pthread_t t[NREADERS];
-	struct reader r[NREADERS];
+	struct harness_reader r[NREADERS];
 	atomic_int stop = 0;
 	pid_t first, second;
 	int status = 0, flags;
@@ -137,6 +83,7 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 	harness_tmpdir(work, sizeof(work), "/tmp/granary-takeover-XXXXXX");
 	snprintf(src, sizeof(src), "%s/src", work);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
+	snprintf(mnt_file, sizeof(mnt_file), "%s/data.bin", mnt);
 	snprintf(init_state, sizeof(init_state), "%s/init", work);
 	ck_assert_int_eq(mkdir(src, 0755), 0);
 	ck_assert_int_eq(mkdir(mnt, 0755), 0);
@@ -166,8 +113,9 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 		mnt_dev = st.st_dev;
 	}
 	for (int i = 0; i < NREADERS; i++) {
-		r[i] = (struct reader){ .stop = &stop, .seed = (unsigned)i + 7 };
-		pthread_create(&t[i], NULL, read_loop, &r[i]);
+		r[i] = (struct harness_reader){ .stop = &stop, .path = mnt_file, .expect = expect,
+					       .size = FILE_SIZE, .seed = (unsigned)i + 7 };
+		pthread_create(&t[i], NULL, harness_direct_reader, &r[i]);
 	}
 	usleep(300 * 1000);
 	/* Kill without warning, mid-read, and hand the live connection over. */
@@ -185,7 +133,7 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 		if (pthread_timedjoin_np(t[i], NULL, &until) != 0) {
 			/* A reader stuck in the kernel would never return: abort
 			 * the connection so the failure does not hang the run. */
-			abort_connection();
+			harness_fuse_abort(mnt_dev);
 			ck_abort_msg("reader %d still blocked 20 s after the takeover", i);
 		}
 		total += r[i].reads;
