@@ -699,7 +699,8 @@ static void pod_refresh(struct node *n, struct vol *v, struct keeper_status *st)
 		atomic_store(&v->restarts, restarts);
 }
 
-/* Why the volume's pod does not serve, into v->down_how. */
+/* Why the volume's pod does not serve, into v->down_how; a pod that is
+ * gone (deleted by someone) is created again. */
 static void pod_explain(struct node *n, struct vol *v, const struct keeper_status *st)
 {
 	char name[MOUNTPOD_NAME_MAX], why[160] = "";
