@@ -118,6 +118,9 @@ void controller_params_release(struct controller_params *p);
 
 /* The volume_context key naming the dataset (also the volume id). */
 #define CONTROLLER_CONTEXT_DATASET "dataset"
+/* "NAMESPACE/NAME" of the Dataset object a volume was bound for (its
+ * registration is that object's, made by granary-meta's controller). */
+#define CONTROLLER_CONTEXT_OBJECT "datasetObject"
 
 /* What CreateVolume returns as volume_context: "dataset" and the seven
  * registration keys. kv points into the dataset and params given to

@@ -68,6 +68,10 @@ static const struct config_field csi_fields[] = {
 	{ "kubelet_endpoint", CONFIG_STRING, offsetof(struct csi_settings, kubelet_endpoint), "",
 	  "the CSI socket's path as the kubelet sees it on the host, given to the kubelet at registration (required with registration_socket)",
 	  0, 0, NULL },
+	{ "ready_needs_meta", CONFIG_BOOL, offsetof(struct csi_settings, ready_needs_meta), "true",
+	  "controller: Probe and /readyz answer ready only while granary-meta answers (false "
+	  "beside granary-meta replicas that wait for their Lease: the pod's readiness is "
+	  "then meta's own, and the controller must not wait for it)", 0, 0, NULL },
 	{ "health_address", CONFIG_STRING, offsetof(struct csi_settings, health_address), "",
 	  "HTTP address of /healthz, /readyz and /metrics: :PORT, host:port or unix:///path (empty: off)",
 	  0, 0, NULL },

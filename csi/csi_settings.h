@@ -59,6 +59,7 @@ struct csi_settings {
 				    * (absolute path; "" = off) */
 	char *kubelet_endpoint; /* the CSI socket's path on the host, for GetInfo */
 	char *health_address;   /* /healthz, /readyz and /metrics over HTTP ("" = off) */
+	bool ready_needs_meta;  /* controller: Probe and /readyz ask meta */
 	char *log_level;
 };
 

@@ -31,7 +31,7 @@
 #include "csi/health_http.h"
 #include "csi/identity.h"
 #include "csi/keeper.h"
-#include "csi/kubeapi.h"
+#include "kube/kubeapi.h"
 #include "csi/mountpod.h"
 #include "csi/node.h"
 #include "csi/registration.h"
@@ -191,7 +191,8 @@ int main(int argc, char **argv)
 		/* Only the controller needs meta to do anything at all; a node
 		 * plugin keeps serving its mounts while meta is away, so its
 		 * liveness must not hang on meta. */
-		if (meta_client_new(s.meta_address, &popt, &probe, &err) != ERR_OK ||
+		if ((s.ready_needs_meta &&
+		     meta_client_new(s.meta_address, &popt, &probe, &err) != ERR_OK) ||
 		    controller_new(&cc, &ctl, &err) != ERR_OK) {
 			log_error("cannot start the controller", LOG_S("cause", err.msg));
 			goto out;

@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "common/error.h"
-#include "csi/kubeapi.h"
+#include "kube/kubeapi.h"
 
 struct mountpods;
 

@@ -1675,9 +1675,18 @@ static enum error_code reregister(struct node *n, const char *volume_id, const c
  * carries its registration (reg not NULL), within timeout_ms; else
  * ERR_NOT_FOUND saying how to recover.
  */
+/* The volume_context value of key, or NULL. */
+static const char *context_value(const struct controller_kv *kv, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (kv[i].key && strcmp(kv[i].key, key) == 0)
+			return kv[i].value;
+	return NULL;
+}
+
 static enum error_code check_dataset(struct node *n, const char *volume_id, const char *dataset,
-				     const struct controller_params *reg, uint64_t timeout_ms,
-				     struct error *err)
+				     const struct controller_params *reg, const char *object,
+				     uint64_t timeout_ms, struct error *err)
 {
 	Granary__V1__Dataset *ds = NULL;
 	enum error_code rc;
@@ -1686,6 +1695,15 @@ static enum error_code check_dataset(struct node *n, const char *volume_id, cons
 	if (!n->cfg.meta)
 		return ERR_OK;
 	rc = meta_client_get(n->cfg.meta, dataset, &ds, err);
+	/* A Dataset's volume: granary-meta's controller registers it (a new
+	 * leader does so after listing the Datasets). */
+	if ((rc == ERR_NOT_FOUND || (rc == ERR_OK && ds->generation == 0)) && !reg && object) {
+		if (ds)
+			granary__v1__dataset__free_unpacked(ds, NULL);
+		return error_set(err, ERR_UNAVAILABLE,
+				 "volume '%s': dataset '%s' is not registered in granary-meta yet; the controller of Dataset %.300s registers it (kubectl describe dataset shows its phase)",
+				 volume_id, dataset, object);
+	}
 	if (rc == ERR_NOT_FOUND && !reg)
 		return error_set(err, ERR_NOT_FOUND,
 				 "volume '%s': dataset '%s' not found in granary-meta, and the volume context does not carry its registration (a volume made by an older granary-csi): restore granary-meta's data_dir, or recreate the claim so that its new volume carries it",
@@ -1716,7 +1734,9 @@ static enum error_code stage_new(struct node *n, struct vol *v,
 	uint64_t t0 = retry_now_ms(), spent;
 	enum error_code rc;
 
-	rc = check_dataset(n, req->volume_id, v->rec.dataset, reg, timeout_ms, err);
+	rc = check_dataset(n, req->volume_id, v->rec.dataset, reg,
+			   context_value(req->context, req->ncontext, CONTROLLER_CONTEXT_OBJECT),
+			   timeout_ms, err);
 	if (rc != ERR_OK)
 		return rc;
 	/* A registration took part of the time; the daemon gets the rest. */
@@ -1829,7 +1849,10 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			 * the dataset meanwhile, as at a first stage. */
 			if (rc == ERR_OK && !(v->pods ? v->pod_serving : daemon_alive(v, NULL)))
 				rc = check_dataset(n, req->volume_id, v->rec.dataset,
-						   has_reg ? &reg : NULL, timeout_ms, err);
+						   has_reg ? &reg : NULL,
+						   context_value(req->context, req->ncontext,
+								 CONTROLLER_CONTEXT_OBJECT),
+						   timeout_ms, err);
 			if (rc == ERR_OK && !v->pods && !daemon_alive(v, NULL))
 				rc = revive(n, v, err);
 			if (rc == ERR_OK)

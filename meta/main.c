@@ -6,6 +6,14 @@
  * loaded from disk; no store is listed), the membership, then the gRPC
  * server on `listen`. SIGTERM or SIGINT: stop admitting calls, let those in
  * flight finish (10 s grace), exit 0.
+ *
+ * With kube.enabled (in Kubernetes), replicas compete for a Lease: a
+ * replica listens only once it holds it (so the Service, whose readiness
+ * probe is the gRPC port, sends calls to the leader alone), runs the
+ * Dataset controller (meta/datasets.h), renews the Lease every third of
+ * its duration, and exits 1 when it could not renew for two thirds of it
+ * or another took it: the kubelet restarts it as a candidate. At SIGTERM
+ * the leader gives the Lease up, so a rollout hands over at once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +27,9 @@
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
+#include "kube/kubeapi.h"
+#include "kube/lease.h"
+#include "meta/datasets.h"
 #include "meta/membership.h"
 #include "meta/meta_auth.h"
 #include "meta/meta_settings.h"
@@ -57,6 +68,54 @@ static const char *auth_roles(const struct meta_auth *a, char *buf, size_t size)
 	return buf;
 }
 
+static bool stopping(void)
+{
+	return daemon_stopping() != 0;
+}
+
+/* Waits until this replica holds the Lease: ERR_OK, or ERR_CANCELLED at
+ * SIGTERM. */
+static enum error_code wait_for_lease(struct lease *l, struct error *err)
+{
+	char last[256] = "";
+	bool held = false;
+
+	while (!daemon_stopping()) {
+		if (lease_try(l, &held, err) != ERR_OK)
+			log_warn("cannot read the Lease", LOG_S("cause", err->msg));
+		else if (held)
+			return ERR_OK;
+		else if (strcmp(last, lease_holder(l)) != 0) {
+			snprintf(last, sizeof(last), "%s", lease_holder(l));
+			log_info("waiting for the Lease: another replica leads",
+				 LOG_S("holder", last));
+		}
+		retry_sleep_ms(1000);
+	}
+	return error_set(err, ERR_CANCELLED, "stopping");
+}
+
+/* One renewal round; false when this replica must stop leading. */
+static bool keep_lease(struct lease *l, uint64_t duration_ms)
+{
+	struct error err;
+	bool held = false;
+
+	if (lease_try(l, &held, &err) != ERR_OK)
+		log_warn("cannot renew the Lease", LOG_S("cause", err.msg));
+	else if (!held) {
+		log_error("another replica took the Lease: stopping",
+			  LOG_S("holder", lease_holder(l)));
+		return false;
+	}
+	if (!held && retry_now_ms() - lease_renewed_ms(l) > duration_ms * 2 / 3) {
+		log_error("the Lease was not renewed in time: stopping",
+			  LOG_U("last_renewal_ms_ago", retry_now_ms() - lease_renewed_ms(l)));
+		return false;
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &meta_settings_schema;
@@ -70,7 +129,11 @@ int main(int argc, char **argv)
 	struct rpc_server *srv = NULL;
 	struct meta_service svc;
 	struct meta_auth auth = { 0 };
-	char roles[64];
+	struct kubeapi *kube = NULL;
+	struct lease *lease = NULL;
+	struct datasets *ds = NULL;
+	uint64_t renew_at = 0;
+	char roles[64], *cred_dir = NULL;
 	struct error err;
 	int first = argc, rc;
 
@@ -126,6 +189,27 @@ int main(int argc, char **argv)
 		log_error("cannot start the membership", LOG_S("cause", err.msg));
 		goto out;
 	}
+	if (s.kube_enabled) {
+		struct lease_config lc = {
+			.namespace_ = s.kube_namespace,
+			.name = s.kube_lease,
+			.identity = s.kube_identity,
+			.duration_s = (unsigned)((s.kube_lease_duration_ms + 999) / 1000),
+		};
+
+		if (kubeapi_new("", "", "", &kube, &err) != ERR_OK ||
+		    lease_new(kube, &lc, &lease, &err) != ERR_OK) {
+			log_error("cannot reach the Kubernetes API", LOG_S("cause", err.msg));
+			goto out;
+		}
+		if (wait_for_lease(lease, &err) != ERR_OK) {
+			rc = 0;
+			goto out;
+		}
+		log_info("leading: this replica serves", LOG_S("lease", s.kube_lease),
+			 LOG_S("identity", s.kube_identity));
+		renew_at = retry_now_ms() + s.kube_lease_duration_ms / 3;
+	}
 	svc.registry = reg;
 	svc.membership = mem;
 	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS;
@@ -144,22 +228,59 @@ int main(int argc, char **argv)
 		 LOG_S("auth", auth.insecure ? "insecure" : "signed"),
 		 LOG_S("auth.roles", auth_roles(&auth, roles, sizeof(roles))));
 
+	if (s.kube_enabled) {
+		struct datasets_config dc = {
+			.kube = kube,
+			.registry = reg,
+			.driver = s.kube_driver,
+			.stop = stopping,
+		};
+
+		if (*s.kube_credentials_dir)
+			dc.credentials_dir = s.kube_credentials_dir;
+		else if (asprintf(&cred_dir, "%s/credentials", s.data_dir) >= 0)
+			dc.credentials_dir = cred_dir;
+		if (!dc.credentials_dir || datasets_start(&dc, &ds, &err) != ERR_OK) {
+			log_error("cannot start the Dataset controller",
+				  LOG_S("cause", dc.credentials_dir ? err.msg : "out of memory"));
+			goto out;
+		}
+	}
+
 	/* Expiry is exact at every call anyway; the tick makes "worker
 	 * expired" appear in the log when it happens. */
 	while (!daemon_stopping()) {
 		retry_sleep_ms(100);
 		membership_expire(mem);
+		if (lease && retry_now_ms() >= renew_at) {
+			if (!keep_lease(lease, s.kube_lease_duration_ms))
+				_exit(1);
+			renew_at = retry_now_ms() + s.kube_lease_duration_ms / 3;
+		}
 	}
 	log_info("granary-meta stopping");
+	if (!datasets_stop(ds, 10000)) {
+		lease_release(lease);
+		log_warn("granary-meta exiting with a Dataset registration unfinished");
+		_exit(0);
+	}
+	ds = NULL;
 	if (!rpc_server_shutdown(srv)) {
 		/* A registration is still listing a store: its thread uses the
 		 * registry, so exit without freeing. It left no record; the
 		 * caller registers again. */
+		lease_release(lease);
 		log_warn("granary-meta exiting with a registration unfinished");
 		_exit(0);
 	}
+	if (lease)
+		lease_release(lease);
 	rc = 0;
 out:
+	datasets_stop(ds, 0);
+	lease_free(lease);
+	kubeapi_free(kube);
+	free(cred_dir);
 	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);

@@ -51,6 +51,25 @@ static const struct config_field meta_fields[] = {
 	{ "auth.insecure", CONFIG_BOOL, offsetof(struct meta_settings, auth_insecure), "false",
 	  "serve unsigned calls from anyone, with no key file (local tests and demos only)", 0,
 	  0, NULL },
+	{ "kube.enabled", CONFIG_BOOL, offsetof(struct meta_settings, kube_enabled), "false",
+	  "in a Kubernetes pod: serve only while holding the Lease kube.lease, and keep the "
+	  "registry equal to the cluster's Dataset objects (docs/datasets.md)", 0, 0, NULL },
+	{ "kube.namespace", CONFIG_STRING, offsetof(struct meta_settings, kube_namespace), "",
+	  "namespace of the Lease (the release's)", 0, 0, NULL },
+	{ "kube.identity", CONFIG_STRING, offsetof(struct meta_settings, kube_identity), "",
+	  "this replica's name in the Lease (its pod name)", 0, 0, NULL },
+	{ "kube.lease", CONFIG_STRING, offsetof(struct meta_settings, kube_lease), "granary-meta",
+	  "name of the Lease the replicas compete for", 0, 0, NULL },
+	{ "kube.lease_duration", CONFIG_DURATION,
+	  offsetof(struct meta_settings, kube_lease_duration_ms), "15s",
+	  "a leader that has not renewed the Lease for this long is replaced; it stops serving "
+	  "after two thirds of it without a renewal", 3000, 600000, NULL },
+	{ "kube.driver", CONFIG_STRING, offsetof(struct meta_settings, kube_driver),
+	  "csi.granary.io", "CSI driver named by the Datasets' PersistentVolumes", 0, 0, NULL },
+	{ "kube.credentials_dir", CONFIG_STRING,
+	  offsetof(struct meta_settings, kube_credentials_dir), "",
+	  "where the Datasets' Secrets become credentials files only meta reads (empty: "
+	  "DATA_DIR/credentials)", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -96,6 +115,12 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 		     ERR_OK) ||
 	    (*s->auth_mount_key_file &&
 	     config_check_abs_path("auth.mount_key_file", s->auth_mount_key_file, err) != ERR_OK))
+		return ERR_INVALID;
+	if (s->kube_enabled && (!*s->kube_namespace || !*s->kube_identity || !*s->kube_lease))
+		return error_set(err, ERR_INVALID,
+				 "keys 'kube.namespace', 'kube.identity' and 'kube.lease': required with kube.enabled");
+	if (*s->kube_credentials_dir &&
+	    config_check_abs_path("kube.credentials_dir", s->kube_credentials_dir, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;

@@ -32,6 +32,13 @@ struct meta_settings {
 	char *auth_worker_key_file;
 	char *auth_mount_key_file;
 	bool auth_insecure;             /* no key file: serve unsigned calls */
+	bool kube_enabled;              /* Lease + Dataset controller */
+	char *kube_namespace;           /* where the Lease lives */
+	char *kube_identity;            /* this candidate (its pod name) */
+	char *kube_lease;               /* the Lease's name */
+	uint64_t kube_lease_duration_ms;
+	char *kube_driver;              /* the CSI driver of the Datasets' volumes */
+	char *kube_credentials_dir;     /* "" = DATA_DIR/credentials */
 	char *log_level;
 };
 

@@ -144,14 +144,15 @@ else
 fi
 
 # meta.address is the one value every component that dials meta uses: the
-# worker's, the node plugin's and the FUSE daemons' configs, nothing else.
+# worker's, the node plugin's, the controller's and the FUSE daemons'
+# configs, nothing else.
 render --set meta.address=meta.example.net:7400 >"$work/meta-address.yaml"
 uses=$(grep -c 'address: meta.example.net:7400' "$work/meta-address.yaml" || true)
 others=$(grep -c 'granary-meta.granary-system.svc' "$work/meta-address.yaml" || true)
-if [ "$uses" = 3 ] && [ "$others" = 0 ]; then
-  ok "meta.address reaches worker.yaml, the node's csi.yaml and fuse.yaml, and only them"
+if [ "$uses" = 4 ] && [ "$others" = 0 ]; then
+  ok "meta.address reaches worker.yaml, the node's and the controller's csi.yaml and fuse.yaml, and only them"
 else
-  fail "meta.address used $uses times (want 3), the Service name still $others times"
+  fail "meta.address used $uses times (want 4), the Service name still $others times"
 fi
 
 # fileRoots: off by default everywhere; set, it reaches the four daemons that
@@ -207,7 +208,15 @@ refuse "a short cluster token" --set clusterToken.value=short
 refuse "meta.address without a port" --set meta.address=meta.example.net
 refuse "a source without s3://" --set storageClass.source=imagenet
 refuse "a relative file root" --set 'fileRoots={datasets}'
-refuse "controller.replicas (meta is one instance)" --set controller.replicas=2
+refuse "controller.replicas above 1 with meta.persistence" --set controller.replicas=2 \
+  --set meta.persistence.enabled=true
+refuse "controller.replicas of 0" --set controller.replicas=0
+if render --set controller.replicas=3 >"$work/replicas.yaml" &&
+   grep -q '^  replicas: 3$' "$work/replicas.yaml"; then
+  ok "controller.replicas=3 renders three competing replicas"
+else
+  fail "controller.replicas=3 does not render"
+fi
 refuse "store.credentials: existingSecret and keys" \
   --set store.credentials.existingSecret=s3 --set store.credentials.accessKeyID=a \
   --set store.credentials.secretAccessKey=b
@@ -756,8 +765,17 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     # state_dir at the same path
     check(not find(docs, "StatefulSet"), "no meta StatefulSet: meta is in the controller pod")
     spec = dep.get("spec", {})
-    check(spec.get("replicas") == 1, "controller Deployment has 1 replica (meta is one instance)")
-    check(spec.get("strategy", {}).get("type") == "Recreate", "controller Deployment is replaced with Recreate")
+    check(spec.get("replicas") == 1, "controller Deployment has 1 replica by default")
+    # A new replica is Ready only once it holds the Lease the old one gives
+    # up at SIGTERM: a rollout must let an old pod go first.
+    # (With persistence: one ReadWriteOnce volume, so Recreate.)
+    strat = spec.get("strategy", {})
+    persistent = bool(find(docs, "PersistentVolumeClaim"))
+    check(strat.get("type") == "Recreate" if persistent else
+          strat.get("type") == "RollingUpdate" and
+          strat.get("rollingUpdate", {}).get("maxUnavailable") == 1,
+          "controller Deployment rolls with maxUnavailable 1, or Recreate with persistence (got %s)"
+          % strat)
     mc = container(cps, "granary-meta")
     check("--config=/etc/granary/meta.yaml" in mc.get("args", []), "meta reads meta.yaml")
     mm, mv = mount_of(cps, mc, "/etc/granary/meta.yaml")
@@ -783,8 +801,23 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(len(meta_port) == 1 and str(mcfg.get("listen", "")) == "0.0.0.0:%d" % meta_port[0]["containerPort"],
           "meta listens on all addresses at its grpc port")
     mport = meta_port[0]["containerPort"] if meta_port else 0
-    check(ccfg.get("meta", {}).get("address") == "127.0.0.1:%d" % mport,
-          "controller reaches meta over the pod's loopback (got %s)" % ccfg.get("meta", {}).get("address"))
+    check(ccfg.get("meta", {}).get("address") == "%s-meta.%s.svc:%d" % (prefix, "granary-system", mport),
+          "controller reaches the leading meta through the Service (got %s)" % ccfg.get("meta", {}).get("address"))
+    check(ccfg.get("ready_needs_meta") is False,
+          "the controller's readiness does not wait for meta (a waiting replica's meta is not Ready)")
+    kube_cfg = mcfg.get("kube", {})
+    check(kube_cfg.get("enabled") is True and kube_cfg.get("lease") == prefix + "-meta"
+          and kube_cfg.get("namespace") == "granary-system",
+          "meta competes for the Lease %s-meta and runs the Dataset controller (got %s)"
+          % (prefix, kube_cfg))
+    check("--kube.identity=$(POD_NAME)" in mc.get("args", []) and
+          any(e.get("name") == "POD_NAME" and
+              e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+              for e in mc.get("env", [])),
+          "meta's Lease identity is its pod name")
+    check("livenessProbe" not in mc and
+          mc.get("readinessProbe", {}).get("tcpSocket", {}).get("port") == "grpc",
+          "meta is Ready only while it listens (leads), and a waiting replica is not killed")
     check_store_credentials(cps, mc, mcfg, store_secret, "meta")
     check("store-credentials" not in [m["name"] for m in cc.get("volumeMounts", [])],
           "the CSI controller does not mount the cluster's store credentials")
@@ -860,7 +893,7 @@ def check_network_policies(docs, prefix, mount_pod, worker_port, meta_port):
         "mount": mount_pod.get("metadata", {}).get("labels", {}),
     }
     check(len(find(docs, "NetworkPolicy")) == 4, "four NetworkPolicies by default")
-    want = {"controller": ({"worker", "node", "mount"}, meta_port),
+    want = {"controller": ({"worker", "node", "mount", "controller"}, meta_port),
             "worker": ({"node", "mount"}, worker_port),
             "node": (set(), None), "mount": (set(), None)}
     for comp, (peers, port) in want.items():

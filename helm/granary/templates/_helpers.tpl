@@ -96,11 +96,11 @@ value (meta.address), the chart's Service by default.
 {{- end -}}
 
 {{/*
-Where the controller reaches granary-meta: meta is a container of the
-controller pod, so the pod's loopback (no DNS, no Service readiness).
+Where the controller reaches granary-meta: the Service, as every component
+does, since the meta that leads (holds the Lease) may be another replica's.
 */}}
 {{- define "granary.controllerMetaAddress" -}}
-{{- printf "127.0.0.1:%d" (int .Values.meta.port) -}}
+{{- include "granary.metaAddress" . -}}
 {{- end -}}
 
 {{/* meta's data_dir, in the controller pod. */}}
@@ -356,6 +356,11 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "csi_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi"))
     "worker_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker"))
     "mount_key_file" (include "granary.tokenFile" .))
+  "kube" (dict
+    "enabled" true
+    "namespace" .Release.Namespace
+    "lease" (printf "%s-meta" (include "granary.fullname" .))
+    "driver" (include "granary.driverName" .))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
@@ -404,6 +409,7 @@ starts, staging and target paths only under the kubelet's directory.
   "endpoint" "unix:///csi/csi.sock"
   "meta" (dict "address" (include "granary.controllerMetaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi")))
   "state_dir" (include "granary.controllerStateDir" .)
+  "ready_needs_meta" false
   "store" (dict "endpoint" .Values.store.endpoint "allowed_endpoints" (join "," .Values.store.allowedEndpoints))
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}

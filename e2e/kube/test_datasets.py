@@ -1,0 +1,211 @@
+"""Datasets as a Kubernetes API: a Dataset object applied with kubectl is
+registered by granary-meta's controller, shows its phase, files and size in
+`kubectl get datasets`, is mounted by the claim of its name in its
+namespace, refreshes on request, recovers from a failure by itself once
+the cause is gone, waits to be deleted while pods use it, and survives the
+loss of the meta leader in the middle of its registration."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import kube
+
+TEAM = "team-data"
+# A prefix of its own per run: the store outlives the cluster between runs.
+PREFIX = f"dataset-crd-{int(time.time())}"
+
+
+def dataset(name, prefix=PREFIX, secret="s3", extra=None, namespace=TEAM):
+    spec = {"source": f"s3://{kube.BUCKET}/{prefix}/",
+            "endpoint": kube.ENV["GRANARY_S3_ENDPOINT"], "region": "us-east-1"}
+    if secret:
+        spec["secretRef"] = {"name": secret}
+    spec.update(extra or {})
+    return json.dumps({"apiVersion": "granary.io/v1alpha1", "kind": "Dataset",
+                       "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+def status(name, namespace=TEAM):
+    r = kube.kubectl_result("get", "dataset", name, "-n", namespace, "-o", "json")
+    return json.loads(r.stdout).get("status", {}) if r.returncode == 0 else None
+
+
+def wait_phase(name, phase, timeout=120, namespace=TEAM):
+    return kube.wait_for(f"Dataset {name} {phase}",
+                         lambda: (status(name, namespace) or {}).get("phase") == phase
+                         and status(name, namespace), timeout=timeout)
+
+
+def meta_names():
+    pb, stub = kube.meta_stub()
+    return [d.spec.name for d in stub.ListDatasets(pb.ListDatasetsRequest(), timeout=10).datasets]
+
+
+def gone(kind, name, namespace=None):
+    args = ["get", kind, name] + (["-n", namespace] if namespace else [])
+    return kube.kubectl_result(*args).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def team():
+    records, size = kube.upload_tfrecords(PREFIX, shards=4, shard_size="4MiB")
+    kube.kubectl("create", "namespace", TEAM, check=False)
+    kube.apply(kube.credentials_secret("s3", namespace=TEAM))
+    yield {"records": records, "bytes": size}
+    for pod in ("ds-reader", "ds-user"):
+        kube.delete("pod", pod, TEAM)
+    kube.kubectl("delete", "datasets", "--all", "-n", TEAM, "--timeout=120s", check=False)
+    kube.kubectl("delete", "namespace", TEAM, "--timeout=120s", check=False)
+
+
+def test_apiserver_refuses_bad_values(team):
+    cases = [
+        ({"blockSize": "3Mi"}, "spec.blockSize"),
+        ({"cachePolicy": "fifo"}, "spec.cachePolicy"),
+        ({"source": "http://bucket/x/"}, "spec.source"),
+        ({"source": "s3://bucket/a/../b/"}, "spec.source"),
+        ({"pin": "yes"}, "spec.pin"),
+    ]
+    for extra, field in cases:
+        r = kube.kubectl_result("apply", "-f", "-", input=dataset("bad", extra=extra))
+        assert r.returncode != 0, (extra, r.stdout)
+        assert field in r.stderr, (extra, r.stderr)
+    r = kube.kubectl_result("apply", "-f", "-", input=dataset("n" * 182))
+    assert r.returncode != 0 and "at most 181" in r.stderr, r.stderr
+    assert gone("dataset", "bad", TEAM)
+
+
+def test_dataset_becomes_ready_and_pods_read_it_by_claim(team):
+    t0 = time.monotonic()
+    kube.apply(dataset("imagenet"))
+    st = wait_phase("imagenet", "Ready")
+    print(f"dataset_ready_s={time.monotonic() - t0:.2f}")
+    assert st["files"] == 4 and st["bytes"] == team["bytes"], st
+    assert st["snapshotGeneration"] == 1 and st["claim"] == "imagenet", st
+    assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["True"], st
+    table = kube.kubectl("get", "datasets", "-n", TEAM)
+    header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
+    assert header == ["NAME", "PHASE", "FILES", "SIZE", "AGE"], table
+    assert row[:4] == ["imagenet", "Ready", "4", st["size"]], table
+    assert f"{TEAM}.imagenet" in meta_names()
+    kube.wait_for("claim Bound", lambda: kube.pvc_phase("imagenet", TEAM) == "Bound")
+    pv = kube.get("pv", f"granary-{TEAM}.imagenet")
+    assert pv["spec"]["csi"]["volumeHandle"] == f"{TEAM}.imagenet", pv
+    assert pv["spec"]["csi"]["nodeStageSecretRef"] == {"name": "s3", "namespace": TEAM}, pv
+    kube.apply(kube.reader_pod("ds-reader", "imagenet", kube.tfrecord_read(threads=4),
+                               namespace=TEAM))
+    kube.wait_for("reader done",
+                  lambda: kube.pod_phase("ds-reader", TEAM) in ("Succeeded", "Failed"),
+                  timeout=300)
+    out = kube.logs("ds-reader", TEAM)
+    assert kube.pod_phase("ds-reader", TEAM) == "Succeeded", out
+    epochs = kube.parse_read(out)
+    assert epochs and epochs[0]["records"] == team["records"], out
+    events = kube.events(TEAM, "Dataset", "imagenet")
+    assert any(e.startswith("Registered:") for e in events), events
+    kube.delete("pod", "ds-reader", TEAM)
+
+
+def test_refresh_lists_the_source_into_a_new_generation(team):
+    wait_phase("imagenet", "Ready")
+    kube.store("put", f"s3://{kube.BUCKET}/{PREFIX}/added.txt", "/etc/hostname")
+    kube.kubectl("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",
+                 "-p", '{"spec": {"refresh": "one"}}')
+    st = kube.wait_for("generation 2",
+                       lambda: (status("imagenet") or {}).get("snapshotGeneration") == 2
+                       and status("imagenet")["phase"] == "Ready" and status("imagenet"))
+    assert st["files"] == 5 and st["refreshed"] == "one", st
+    assert any(e.startswith("Refreshed:") for e in kube.events(TEAM, "Dataset", "imagenet"))
+    # The source cannot change under the name.
+    r = kube.kubectl_result("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",
+                            "-p", '{"spec": {"source": "s3://datasets/other/"}}')
+    assert r.returncode != 0 and "cannot change" in r.stderr, r.stderr
+
+
+def test_failed_dataset_recovers_once_the_cause_is_gone(team):
+    kube.apply(dataset("late", secret="late-secret"))
+    st = wait_phase("late", "Failed")
+    assert st["reason"] == "NotFound" and "spec.secretRef" in st["message"], st
+    assert st["lastError"]["reason"] == "NotFound", st
+    assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["False"], st
+    assert any("spec.secretRef" in e for e in kube.events(TEAM, "Dataset", "late")), \
+        kube.events(TEAM, "Dataset", "late")
+    t0 = time.monotonic()
+    kube.apply(kube.credentials_secret("late-secret", namespace=TEAM))
+    st = wait_phase("late", "Ready", timeout=120)
+    print(f"recovered_after_cause_gone_s={time.monotonic() - t0:.2f}")
+    assert st["files"] == 5, st
+    kube.kubectl("delete", "dataset", "late", "-n", TEAM, "--timeout=60s")
+
+
+def test_deleting_a_dataset_in_use_waits_for_its_pods(team):
+    wait_phase("imagenet", "Ready")
+    kube.apply(kube.reader_pod("ds-user", "imagenet", ["sleep", "3600"], namespace=TEAM))
+    kube.wait_for("user running", lambda: kube.pod_phase("ds-user", TEAM) == "Running",
+                  timeout=120)
+    kube.kubectl("delete", "dataset", "imagenet", "-n", TEAM, "--wait=false")
+    kube.wait_for("InUse event",
+                  lambda: any(e.startswith("InUse:") and "ds-user" in e
+                              for e in kube.events(TEAM, "Dataset", "imagenet")), timeout=60)
+    time.sleep(3)
+    assert not gone("dataset", "imagenet", TEAM)
+    assert f"{TEAM}.imagenet" in meta_names()
+    kube.delete("pod", "ds-user", TEAM)
+    kube.wait_for("Dataset gone", lambda: gone("dataset", "imagenet", TEAM), timeout=60)
+    assert gone("pvc", "imagenet", TEAM)
+    assert gone("pv", f"granary-{TEAM}.imagenet")
+    assert f"{TEAM}.imagenet" not in meta_names()
+
+
+def s3_pid():
+    with open(os.path.join(kube.WORK, "s3", "pid")) as f:
+        return int(f.read().strip())
+
+
+def controller_pods():
+    pods = json.loads(kube.kubectl("get", "pods", "-n", kube.NS, "-l",
+                                   "app.kubernetes.io/component=controller", "-o", "json"))
+    return {p["metadata"]["name"]: p for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp")}
+
+
+def leader():
+    lease = kube.get("lease", "granary-meta", kube.NS)
+    return lease["spec"].get("holderIdentity")
+
+
+def test_leader_killed_mid_registration_loses_and_duplicates_nothing(team):
+    kube.kubectl("scale", "deployment", "granary-controller", "-n", kube.NS, "--replicas=2")
+    try:
+        kube.wait_for("two controller pods",
+                      lambda: len(controller_pods()) == 2 and all(
+                          p["status"].get("phase") == "Running"
+                          for p in controller_pods().values()), timeout=180)
+        first = leader()
+        assert first in controller_pods(), (first, list(controller_pods()))
+        # The store stops answering: the registration stays in Listing.
+        os.kill(s3_pid(), signal.SIGSTOP)
+        try:
+            kube.apply(dataset("failover"))
+            wait_phase("failover", "Listing", timeout=60)
+            kube.kubectl("delete", "pod", first, "-n", kube.NS, "--grace-period=0", "--force")
+            t0 = time.monotonic()
+        finally:
+            os.kill(s3_pid(), signal.SIGCONT)
+        kube.wait_for("a new leader", lambda: leader() not in (None, "", first), timeout=60)
+        print(f"new_leader_after_s={time.monotonic() - t0:.2f}")
+        st = wait_phase("failover", "Ready", timeout=180)
+        print(f"ready_after_failover_s={time.monotonic() - t0:.2f}")
+        assert st["files"] == 5 and st["snapshotGeneration"] == 1, st
+        names = meta_names()
+        assert names.count(f"{TEAM}.failover") == 1, names
+        kube.kubectl("delete", "dataset", "failover", "-n", TEAM, "--timeout=60s")
+        assert f"{TEAM}.failover" not in meta_names()
+    finally:
+        kube.kubectl("scale", "deployment", "granary-controller", "-n", kube.NS,
+                     "--replicas=1")
+        kube.wait_for("one controller pod", lambda: len(controller_pods()) == 1, timeout=120)

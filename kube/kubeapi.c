@@ -1,0 +1,347 @@
+/*
+ * kubeapi.c - Kubernetes API calls over libcurl (see kubeapi.h).
+ */
+#include "kube/kubeapi.h"
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fileio.h"
+
+#define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+#define KUBEAPI_TIMEOUT_MS 10000
+#define KUBEAPI_REPLY_MAX (4u << 20)
+#define TOKEN_MAX 16384
+
+struct kubeapi {
+	char *base, *token_file, *ca_file;
+};
+
+struct buf {
+	char *data;
+	size_t len;
+	bool over;
+};
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+	struct buf *b = arg;
+	size_t len = size * n;
+	char *grown;
+
+	if (b->len + len > KUBEAPI_REPLY_MAX) {
+		b->over = true;
+		return 0;
+	}
+	grown = realloc(b->data, b->len + len + 1);
+	if (!grown)
+		return 0;
+	memcpy(grown + b->len, p, len);
+	b->data = grown;
+	b->len += len;
+	b->data[b->len] = '\0';
+	return len;
+}
+
+enum error_code kubeapi_new(const char *base_url, const char *token_file, const char *ca_file,
+			    struct kubeapi **out, struct error *err)
+{
+	struct kubeapi *k = calloc(1, sizeof(*k));
+	const char *host = getenv("KUBERNETES_SERVICE_HOST"), *port = getenv("KUBERNETES_SERVICE_PORT");
+	int rc;
+
+	if (!k)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	if (base_url && *base_url)
+		rc = asprintf(&k->base, "%s", base_url);
+	else if (host && *host && port && *port)
+		rc = asprintf(&k->base, strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s", host, port);
+	else {
+		free(k);
+		return error_set(err, ERR_INVALID,
+				 "no Kubernetes API address: KUBERNETES_SERVICE_HOST/PORT are not set (not in a pod?)");
+	}
+	if (rc < 0 ||
+	    asprintf(&k->token_file, "%s", token_file && *token_file ? token_file : SA_DIR "/token") < 0 ||
+	    asprintf(&k->ca_file, "%s", ca_file && *ca_file ? ca_file : SA_DIR "/ca.crt") < 0) {
+		kubeapi_free(k);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	*out = k;
+	return ERR_OK;
+}
+
+void kubeapi_free(struct kubeapi *k)
+{
+	if (!k)
+		return;
+	free(k->base);
+	free(k->token_file);
+	free(k->ca_file);
+	free(k);
+}
+
+static enum error_code auth_header(const struct kubeapi *k, char **out, struct error *err)
+{
+	char *token = NULL;
+	size_t len = 0;
+	enum error_code rc = fileio_read_small(k->token_file, TOKEN_MAX, &token, &len, err);
+
+	if (rc != ERR_OK)
+		return error_set(err, rc, "the service account token: %s", err->msg);
+	while (len && (token[len - 1] == '\n' || token[len - 1] == '\r' || token[len - 1] == ' '))
+		token[--len] = '\0';
+	if (asprintf(out, "Authorization: Bearer %s", token) < 0)
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+	explicit_bzero(token, len);
+	free(token);
+	return rc;
+}
+
+/* A watch stream: bytes are cut into lines, each line one event. */
+struct stream {
+	struct buf line;
+	kubeapi_event_fn fn;
+	void *arg;
+	bool (*stop)(void *arg);
+	bool ended;             /* fn said stop, or a line was not an event */
+	bool bad;               /* that line */
+	CURL *curl;
+};
+
+static bool stream_line(struct stream *st, const char *line, size_t len)
+{
+	json_t *ev = json_loadb(line, len, 0, NULL);
+	const char *type = json_string_value(json_object_get(ev, "type"));
+	json_t *obj = json_object_get(ev, "object");
+	bool go;
+
+	if (!type || !json_is_object(obj)) {
+		json_decref(ev);
+		st->bad = true;
+		return false;
+	}
+	go = st->fn(type, obj, st->arg);
+	json_decref(ev);
+	return go;
+}
+
+static size_t stream_collect(char *p, size_t size, size_t n, void *arg)
+{
+	struct stream *st = arg;
+	size_t len = size * n, from = 0;
+	long code = 0;
+
+	/* An error answer is a Status, collected whole. */
+	curl_easy_getinfo(st->curl, CURLINFO_RESPONSE_CODE, &code);
+	if (code != 200)
+		return collect(p, 1, len, &st->line);
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] != '\n')
+			continue;
+		if (collect(p + from, 1, i - from, &st->line) != i - from)
+			return 0;
+		from = i + 1;
+		if (st->line.len && !stream_line(st, st->line.data, st->line.len)) {
+			st->ended = true;
+			return 0;
+		}
+		st->line.len = 0;
+	}
+	if (collect(p + from, 1, len - from, &st->line) != len - from)
+		return 0;
+	return len;
+}
+
+static int stream_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct stream *st = arg;
+
+	(void)dt, (void)dn, (void)ut, (void)un;
+	if (st->stop && st->stop(st->arg)) {
+		st->ended = true;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * One request. With st, the answer is a stream of events given to st->fn
+ * as they arrive (a 200 only: an error answer is collected whole into
+ * *reply as usual).
+ */
+static enum error_code request(struct kubeapi *k, const char *method, const char *path,
+			       const char *content_type, json_t *body, long timeout_ms,
+			       struct stream *st, long *status, json_t **reply, struct error *err)
+{
+	struct curl_slist *h = NULL, *hh;
+	struct buf b = { 0 };
+	char *auth = NULL, *url = NULL, *text = NULL, ct[128];
+	enum error_code rc;
+	CURLcode cc;
+	CURL *c;
+
+	*status = 0;
+	if (reply)
+		*reply = NULL;
+	rc = auth_header(k, &auth, err);
+	if (rc != ERR_OK)
+		return rc;
+	snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
+	c = curl_easy_init();
+	if (!c || asprintf(&url, "%s%s", k->base, path) < 0 ||
+	    (body && !(text = json_dumps(body, JSON_COMPACT)))) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	h = curl_slist_append(h, auth);
+	hh = h ? curl_slist_append(h, "Accept: application/json") : NULL;
+	h = hh ? curl_slist_append(hh, ct) : NULL;
+	if (!h) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_CAINFO, k->ca_file);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)KUBEAPI_TIMEOUT_MS);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	if (st) {
+		/* The status is known before the first byte of the body. */
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_progress);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, st);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	}
+	if (text)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+	if (st) {
+		long code = 0;
+
+		st->curl = c;
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_collect);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, st);
+		cc = curl_easy_perform(c);
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+		*status = code;
+		if (st->bad) {
+			rc = error_set(err, ERR_INVALID, "watch %s: a line that is not a watch event",
+				       path);
+			goto out;
+		}
+		if (code != 200 && st->line.data && reply)
+			*reply = json_loadb(st->line.data, st->line.len, 0, NULL);
+		if (cc == CURLE_OK || st->ended ||
+		    (cc == CURLE_OPERATION_TIMEDOUT && code == 200)) {
+			rc = ERR_OK;
+			goto out;
+		}
+		rc = error_set(err, ERR_UNAVAILABLE, "watch %s%s: %s", k->base, path,
+			       curl_easy_strerror(cc));
+		goto out;
+	}
+	cc = curl_easy_perform(c);
+	if (cc != CURLE_OK) {
+		rc = error_set(err, ERR_UNAVAILABLE, "%s %s%s: %s", method, k->base, path,
+			       b.over ? "answer too large" : curl_easy_strerror(cc));
+		goto out;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	if (reply && b.data)
+		*reply = json_loadb(b.data, b.len, 0, NULL);
+	rc = ERR_OK;
+out:
+	if (auth)
+		explicit_bzero(auth, strlen(auth));
+	free(auth);
+	curl_slist_free_all(h);
+	if (c)
+		curl_easy_cleanup(c);
+	free(url);
+	free(text);
+	free(b.data);
+	return rc;
+}
+
+enum error_code kubeapi_call_ct(struct kubeapi *k, const char *method, const char *path,
+				const char *content_type, json_t *body, long *status,
+				json_t **reply, struct error *err)
+{
+	return request(k, method, path, content_type, body, KUBEAPI_TIMEOUT_MS, NULL, status,
+		       reply, err);
+}
+
+enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *path,
+			     json_t *body, long *status, json_t **reply, struct error *err)
+{
+	return kubeapi_call_ct(k, method, path, "application/json", body, status, reply, err);
+}
+
+enum error_code kubeapi_watch(struct kubeapi *k, const char *path, unsigned timeout_s,
+			      kubeapi_event_fn fn, void *arg, bool (*stop)(void *arg),
+			      long *status, struct error *err)
+{
+	struct stream st = { .fn = fn, .arg = arg, .stop = stop };
+	json_t *reply = NULL;
+	enum error_code rc;
+
+	/* The apiserver ends the stream at timeoutSeconds; the transfer
+	 * gets a little more before it counts as broken. */
+	rc = request(k, "GET", path, "application/json", NULL,
+		     (long)timeout_s * 1000 + KUBEAPI_TIMEOUT_MS, &st, status, &reply, err);
+	if (rc == ERR_OK && *status != 200 && *status != 410)
+		rc = error_set(err, ERR_UNAVAILABLE, "watch %s: HTTP %ld: %s", path, *status,
+			       kubeapi_message(reply));
+	json_decref(reply);
+	free(st.line.data);
+	return rc;
+}
+
+const char *kubeapi_message(json_t *reply)
+{
+	const char *m = json_string_value(json_object_get(reply, "message"));
+
+	return m ? m : "";
+}
+
+void kubeapi_micro_time(int64_t unix_ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(unix_ms / 1000);
+	struct tm tm;
+	char day[32];
+
+	gmtime_r(&t, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, size, "%s.%06dZ", day, (int)(unix_ms % 1000) * 1000);
+}
+
+char *kubeapi_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s);
+	char *out = malloc(3 * n + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '.' || c == '_' || c == '~') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}

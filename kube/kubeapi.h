@@ -1,0 +1,73 @@
+/*
+ * kubeapi.h - Kubernetes API calls over HTTPS with libcurl and JSON with
+ * jansson, as the pod's service account: the apiserver's address from
+ * KUBERNETES_SERVICE_HOST/PORT, the CA and the token from the service
+ * account's mounted files (the token is read again for every call: the
+ * kubelet rotates it). Never logs the token. The node plugin's mount
+ * pods and granary-meta's Dataset controller and Lease use it.
+ */
+#ifndef GRANARY_KUBE_KUBEAPI_H
+#define GRANARY_KUBE_KUBEAPI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "common/error.h"
+
+struct kubeapi;
+
+/* base_url "" = in-cluster (https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT);
+ * token_file and ca_file "" = the service account's. ERR_INVALID naming
+ * what is missing. */
+enum error_code kubeapi_new(const char *base_url, const char *token_file, const char *ca_file,
+			    struct kubeapi **out, struct error *err);
+void kubeapi_free(struct kubeapi *k);
+
+/*
+ * METHOD path (e.g. "/api/v1/namespaces/ns/pods") with body (may be
+ * NULL). *status: the HTTP status (0 when no answer); *reply: the JSON
+ * answer or NULL (may be NULL to drop it). ERR_OK for any answer;
+ * ERR_UNAVAILABLE when the apiserver could not be reached in time.
+ */
+enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *path,
+			     json_t *body, long *status, json_t **reply, struct error *err);
+
+/* As kubeapi_call, with the body's Content-Type (for a PATCH:
+ * "application/merge-patch+json" or "application/json-patch+json"). */
+enum error_code kubeapi_call_ct(struct kubeapi *k, const char *method, const char *path,
+				const char *content_type, json_t *body, long *status,
+				json_t **reply, struct error *err);
+
+/*
+ * One watch event: type is ADDED, MODIFIED, DELETED, BOOKMARK or ERROR
+ * (object is then a Status). Returning false ends the watch.
+ */
+typedef bool (*kubeapi_event_fn)(const char *type, json_t *object, void *arg);
+
+/*
+ * GET path as a watch stream (path carries watch=1, resourceVersion and
+ * timeoutSeconds): fn is called for each event as it arrives, until the
+ * apiserver ends the stream (its timeoutSeconds), fn returns false, or
+ * stop(arg) returns true (asked about once a second; may be NULL). *status:
+ * the HTTP status (200, or 410 when resourceVersion is too old: list
+ * again). ERR_OK when the stream ended in one of those ways;
+ * ERR_UNAVAILABLE when the apiserver could not be reached or the stream
+ * broke. A line that is not a JSON event ends the watch with ERR_PROTOCOL.
+ */
+enum error_code kubeapi_watch(struct kubeapi *k, const char *path, unsigned timeout_s,
+			      kubeapi_event_fn fn, void *arg, bool (*stop)(void *arg),
+			      long *status, struct error *err);
+
+/* The "message" of a Status answer, or "" . */
+const char *kubeapi_message(json_t *reply);
+
+/* Wall-clock time ms since the epoch as the API's MicroTime,
+ * "2026-12-03T08:12:42.123000Z" (buf >= 32 bytes). */
+void kubeapi_micro_time(int64_t unix_ms, char *buf, size_t size);
+
+/* Percent-encodes s for a query value (label selectors, field
+ * selectors). NULL when out of memory. */
+char *kubeapi_escape(const char *s);
+
+#endif

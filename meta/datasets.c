@@ -1,0 +1,980 @@
+/*
+ * datasets.c - the Dataset controller (see datasets.h).
+ */
+#include "meta/datasets.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "common/log.h"
+#include "common/retry.h"
+#include "meta/dsobject.h"
+
+#define API "/apis/" DSOBJECT_GROUP "/" DSOBJECT_VERSION
+#define WATCH_MAX_S 300
+#define RETRY_FIRST_MS 5000
+#define RETRY_MAX_MS 300000
+#define IN_USE_RETRY_MS 10000
+#define KEYS_MAX 4096
+#define KEY_LEN (63 + 1 + 253 + 1)
+
+enum job_kind { JOB_REGISTER, JOB_REFRESH, JOB_DELETE };
+
+/* An object waiting for its next look: a failure's retry, or a job that
+ * ended and asks for the object's latest state. */
+struct pending {
+	char key[KEY_LEN];      /* "N/D" */
+	uint64_t due_ms;
+	uint64_t delay_ms;      /* the backoff reached */
+	bool busy;              /* a job runs for it */
+	bool used;
+};
+
+struct datasets {
+	struct datasets_config cfg;
+	char *cred_dir, *driver;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	unsigned jobs;
+	struct pending keys[KEYS_MAX];
+	char *rv;               /* the watch's resourceVersion; NULL: list */
+	uint64_t next_due_ms;   /* the earliest look asked for (ends a watch) */
+};
+
+struct job {
+	struct datasets *d;
+	enum job_kind kind;
+	json_t *obj;
+};
+
+/* ---- the table of objects ------------------------------------------------ */
+
+/* key's entry; with make, a new one when none (one that waits for
+ * nothing is taken over when the table is full). */
+static struct pending *slot(struct datasets *d, const char *key, bool make)
+{
+	struct pending *free_slot = NULL, *idle = NULL;
+
+	for (size_t i = 0; i < KEYS_MAX; i++) {
+		struct pending *p = &d->keys[i];
+
+		if (p->used && strcmp(p->key, key) == 0)
+			return p;
+		if (!p->used && !free_slot)
+			free_slot = p;
+		if (p->used && !p->busy && !p->due_ms && !idle)
+			idle = p;
+	}
+	if (!free_slot)
+		free_slot = idle;
+	if (!make || !free_slot)
+		return NULL;
+	memset(free_slot, 0, sizeof(*free_slot));
+	snprintf(free_slot->key, sizeof(free_slot->key), "%s", key);
+	free_slot->used = true;
+	return free_slot;
+}
+
+/* Look at key again in delay_ms (d->mu held). backoff: double the delay
+ * of the last failure; else a plain wake-up that keeps it. */
+static void again(struct datasets *d, const char *key, uint64_t delay_ms, bool backoff)
+{
+	struct pending *p = slot(d, key, true);
+
+	if (!p)
+		return;
+	if (backoff) {
+		p->delay_ms = p->delay_ms ? p->delay_ms * 2 : RETRY_FIRST_MS;
+		if (p->delay_ms > RETRY_MAX_MS)
+			p->delay_ms = RETRY_MAX_MS;
+		delay_ms = p->delay_ms;
+	}
+	p->due_ms = retry_now_ms() + delay_ms;
+	if (!d->next_due_ms || p->due_ms < d->next_due_ms)
+		d->next_due_ms = p->due_ms;
+}
+
+/* A success: no backoff left (d->mu held). */
+static void settled(struct datasets *d, const char *key)
+{
+	struct pending *p = slot(d, key, false);
+
+	if (p)
+		p->delay_ms = 0;
+}
+
+/* ---- Kubernetes calls ---------------------------------------------------- */
+
+static void object_path(const char *ns, const char *name, const char *sub, char *out,
+			size_t size)
+{
+	snprintf(out, size, API "/namespaces/%s/datasets/%s%s", ns, name, sub);
+}
+
+static void event(struct datasets *d, const struct dsobject *o, const char *type,
+		  const char *reason, const char *message)
+{
+	char path[512], name[300], now[40];
+	json_t *body, *reply = NULL;
+	struct error err;
+	long status;
+	int64_t ms = retry_wall_ms();
+
+	kubeapi_micro_time(ms, now, sizeof(now));
+	/* "2026-12-03T08:12:42.123000Z" as the API's Time: seconds. */
+	snprintf(now + 19, sizeof(now) - 19, "Z");
+	snprintf(name, sizeof(name), "%.200s.%llx", o->name, (unsigned long long)ms);
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events", o->ns);
+	body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, s:s, "
+			 "s:{s:s}, s:s, s:s, s:i}",
+			 "apiVersion", "v1", "kind", "Event", "metadata", "name", name, "namespace",
+			 o->ns, "involvedObject", "apiVersion", DSOBJECT_GROUP "/" DSOBJECT_VERSION,
+			 "kind", "Dataset", "name", o->name, "namespace", o->ns, "uid", o->uid,
+			 "type", type, "reason", reason, "message", message, "source", "component",
+			 "granary-meta", "firstTimestamp", now, "lastTimestamp", now, "count", 1);
+	if (!body)
+		return;
+	if (kubeapi_call(d->cfg.kube, "POST", path, body, &status, &reply, &err) != ERR_OK ||
+	    status != 201)
+		log_warn("cannot record an event", LOG_S("dataset", o->name), LOG_S("reason", reason),
+			 LOG_S("cause", status ? kubeapi_message(reply) : err.msg));
+	json_decref(reply);
+	json_decref(body);
+}
+
+/* Merges status into the object's status subresource (no conflicts: a
+ * merge patch carries no resourceVersion). */
+static void patch_status(struct datasets *d, const struct dsobject *o, json_t *status)
+{
+	char path[512];
+	json_t *body = json_pack("{s:o}", "status", status), *reply = NULL;
+	struct error err;
+	long code;
+
+	object_path(o->ns, o->name, "/status", path, sizeof(path));
+	if (!body)
+		return;
+	if (kubeapi_call_ct(d->cfg.kube, "PATCH", path, "application/merge-patch+json", body, &code,
+			    &reply, &err) != ERR_OK ||
+	    (code != 200 && code != 404))
+		log_warn("cannot write a Dataset's status", LOG_S("namespace", o->ns),
+			 LOG_S("dataset", o->name),
+			 LOG_S("cause", code ? kubeapi_message(reply) : err.msg));
+	json_decref(reply);
+	json_decref(body);
+}
+
+static json_t *condition(bool ready, const char *reason, const char *message, int64_t generation)
+{
+	char now[40];
+
+	kubeapi_micro_time(retry_wall_ms(), now, sizeof(now));
+	snprintf(now + 19, sizeof(now) - 19, "Z");
+	return json_pack("[{s:s, s:s, s:s, s:s, s:s, s:I}]", "type", "Ready", "status",
+			 ready ? "True" : "False", "reason", reason, "message", message,
+			 "lastTransitionTime", now, "observedGeneration", (json_int_t)generation);
+}
+
+/* phase with its reason and message, the Ready condition to match. */
+static void set_phase(struct datasets *d, const struct dsobject *o, enum dsobject_phase phase,
+		      const char *reason, const char *message, json_t *extra)
+{
+	json_t *st = extra ? extra : json_object();
+
+	json_object_set_new(st, "phase", json_string(dsobject_phase_name(phase)));
+	json_object_set_new(st, "reason", json_string(reason));
+	json_object_set_new(st, "message", json_string(message));
+	json_object_set_new(st, "observedGeneration", json_integer(o->generation));
+	json_object_set_new(st, "conditions",
+			    condition(phase == DSOBJECT_READY || phase == DSOBJECT_REFRESHING,
+				      reason, message, o->generation));
+	if (phase == DSOBJECT_FAILED) {
+		char now[40];
+
+		kubeapi_micro_time(retry_wall_ms(), now, sizeof(now));
+		snprintf(now + 19, sizeof(now) - 19, "Z");
+		json_object_set_new(st, "lastError",
+				    json_pack("{s:s, s:s, s:s}", "reason", reason, "message", message,
+					      "time", now));
+	}
+	patch_status(d, o, st);
+}
+
+/* The totals of a registered dataset, for status. */
+static json_t *totals(const struct registry_dataset *rd, const char *claim)
+{
+	char size[32];
+
+	dsobject_size(rd->totals.bytes, size, sizeof(size));
+	return json_pack("{s:I, s:I, s:I, s:s, s:s}", "snapshotGeneration",
+			 (json_int_t)rd->generation, "files", (json_int_t)rd->totals.files, "bytes",
+			 (json_int_t)rd->totals.bytes, "size", size, "claim", claim);
+}
+
+/* The finalizer added (add) or removed, by a PUT with the
+ * resourceVersion read, again from a fresh read on 409 Conflict. */
+static enum error_code set_finalizer(struct datasets *d, const char *ns, const char *name,
+				     bool add, struct error *err)
+{
+	char path[512];
+	long code = 0;
+
+	object_path(ns, name, "", path, sizeof(path));
+	for (int tries = 0; tries < 5; tries++) {
+		json_t *obj = NULL, *reply = NULL, *meta, *fin, *v, *kept;
+		bool has = false;
+		size_t i;
+
+		if (kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &obj, err) != ERR_OK)
+			return err->code;
+		if (code == 404) {
+			json_decref(obj);
+			return ERR_OK;
+		}
+		if (code != 200) {
+			error_set(err, ERR_UNAVAILABLE, "read Dataset %s/%s: HTTP %ld: %s", ns, name,
+				  code, kubeapi_message(obj));
+			json_decref(obj);
+			return ERR_UNAVAILABLE;
+		}
+		meta = json_object_get(obj, "metadata");
+		fin = json_object_get(meta, "finalizers");
+		kept = json_array();
+		json_array_foreach(fin, i, v) {
+			if (json_is_string(v) && strcmp(json_string_value(v), DSOBJECT_FINALIZER) == 0)
+				has = true;
+			else
+				json_array_append(kept, v);
+		}
+		if (has == add) {
+			json_decref(kept);
+			json_decref(obj);
+			return ERR_OK;
+		}
+		if (add)
+			json_array_append_new(kept, json_string(DSOBJECT_FINALIZER));
+		json_object_set_new(meta, "finalizers", kept);
+		if (kubeapi_call(d->cfg.kube, "PUT", path, obj, &code, &reply, err) != ERR_OK) {
+			json_decref(obj);
+			return err->code;
+		}
+		json_decref(obj);
+		json_decref(reply);
+		if (code == 200 || code == 404)
+			return ERR_OK;
+		if (code != 409)
+			return error_set(err, ERR_UNAVAILABLE, "update Dataset %s/%s: HTTP %ld", ns,
+					 name, code);
+	}
+	return error_set(err, ERR_UNAVAILABLE, "update Dataset %s/%s: conflict after 5 tries", ns,
+			 name);
+}
+
+/* ---- credentials --------------------------------------------------------- */
+
+static void cred_path(const struct datasets *d, const char *dataset, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%s.credentials", d->cred_dir, dataset);
+}
+
+/* spec.secretRef's Secret, in the Dataset's namespace, as meta's file. */
+static enum error_code write_credentials(struct datasets *d, const struct dsobject *o,
+					 const char *path, struct error *err)
+{
+	char api[512];
+	json_t *secret = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	enum error_code rc;
+	long code;
+
+	snprintf(api, sizeof(api), "/api/v1/namespaces/%s/secrets/%s", o->ns, o->secret);
+	rc = kubeapi_call(d->cfg.kube, "GET", api, NULL, &code, &secret, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (code != 200) {
+		rc = error_set(err, code == 404 ? ERR_NOT_FOUND : ERR_PERMISSION,
+			       "field 'spec.secretRef': Secret %s/%s: HTTP %ld: %s", o->ns, o->secret,
+			       code, kubeapi_message(secret));
+		json_decref(secret);
+		return rc;
+	}
+	rc = dsobject_credentials(secret, &text, &len, err);
+	json_decref(secret);
+	if (rc != ERR_OK)
+		return error_wrap(err, "field 'spec.secretRef' (Secret %s/%s)", o->ns, o->secret);
+	rc = fileio_replace(path, text, len, 0600, err);
+	explicit_bzero(text, len);
+	free(text);
+	return rc;
+}
+
+/* ---- the claim ----------------------------------------------------------- */
+
+static json_t *labels(const struct dsobject *o)
+{
+	return json_pack("{s:s, s:s, s:s}", "app.kubernetes.io/managed-by", "granary-meta",
+			 "granary.io/dataset", o->name, "granary.io/dataset-namespace", o->ns);
+}
+
+/* Creates the PersistentVolume granary-NAME and the claim D in N bound to
+ * it, when missing. A claim D that another made is refused. */
+static enum error_code ensure_claim(struct datasets *d, const struct dsobject *o,
+				   const char *dataset, uint64_t bytes, struct error *err)
+{
+	char pv[300], path[512], size[32], ref[600];
+	json_t *body, *reply = NULL, *csi, *attrs;
+	enum error_code rc;
+	long code;
+
+	snprintf(pv, sizeof(pv), "granary-%s", dataset);
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)(bytes ? bytes : 1));
+	snprintf(ref, sizeof(ref), "%s/%s", o->ns, o->name);
+	attrs = json_pack("{s:s, s:s}", "dataset", dataset, "datasetObject", ref);
+	csi = json_pack("{s:s, s:s, s:b, s:o}", "driver", d->driver, "volumeHandle", dataset,
+			"readOnly", 1, "volumeAttributes", attrs);
+	if (*o->secret)
+		json_object_set_new(csi, "nodeStageSecretRef",
+				    json_pack("{s:s, s:s}", "name", o->secret, "namespace", o->ns));
+	body = json_pack("{s:s, s:s, s:{s:s, s:o, s:{s:s}}, s:{s:{s:s}, s:[s], s:s, s:s, s:s, "
+			 "s:{s:s, s:s}, s:o}}",
+			 "apiVersion", "v1", "kind", "PersistentVolume", "metadata", "name", pv,
+			 "labels", labels(o), "annotations", "pv.kubernetes.io/provisioned-by",
+			 d->driver, "spec", "capacity", "storage", size, "accessModes",
+			 "ReadOnlyMany", "persistentVolumeReclaimPolicy", "Retain",
+			 "storageClassName", "", "volumeMode", "Filesystem", "claimRef", "namespace",
+			 o->ns, "name", o->name, "csi", csi);
+	rc = kubeapi_call(d->cfg.kube, "POST", "/api/v1/persistentvolumes", body, &code, &reply,
+			  err);
+	json_decref(body);
+	if (rc == ERR_OK && code != 201 && code != 409)
+		rc = error_set(err, ERR_UNAVAILABLE, "create PersistentVolume %s: HTTP %ld: %s", pv,
+			       code, kubeapi_message(reply));
+	json_decref(reply);
+	reply = NULL;
+	if (rc != ERR_OK)
+		return rc;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims", o->ns);
+	body = json_pack("{s:s, s:s, s:{s:s, s:s, s:o}, s:{s:[s], s:s, s:s, s:{s:{s:s}}}}",
+			 "apiVersion", "v1", "kind", "PersistentVolumeClaim", "metadata", "name",
+			 o->name, "namespace", o->ns, "labels", labels(o), "spec", "accessModes",
+			 "ReadOnlyMany", "storageClassName", "", "volumeName", pv, "resources",
+			 "requests", "storage", size);
+	rc = kubeapi_call(d->cfg.kube, "POST", path, body, &code, &reply, err);
+	json_decref(body);
+	if (rc == ERR_OK && code == 409) {
+		/* Ours from an earlier pass, or someone else's claim. */
+		json_decref(reply);
+		reply = NULL;
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s",
+			 o->ns, o->name);
+		rc = kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &reply, err);
+		if (rc == ERR_OK && code == 200 &&
+		    strcmp(json_string_value(json_object_get(
+				   json_object_get(reply, "spec"), "volumeName")) ?: "",
+			   pv) != 0)
+			rc = error_set(err, ERR_EXISTS,
+				       "a PersistentVolumeClaim %s exists in %s that is not this Dataset's: rename one of them",
+				       o->name, o->ns);
+	} else if (rc == ERR_OK && code != 201) {
+		rc = error_set(err, ERR_UNAVAILABLE, "create PersistentVolumeClaim %s/%s: HTTP %ld: %s",
+			       o->ns, o->name, code, kubeapi_message(reply));
+	}
+	json_decref(reply);
+	return rc;
+}
+
+/* Pods in N whose volumes name the claim and have not ended: their names,
+ * comma-separated, in out ("" when none). */
+static enum error_code claim_users(struct datasets *d, const struct dsobject *o, char *out,
+				   size_t size, struct error *err)
+{
+	char path[512];
+	json_t *list = NULL, *pod, *vol;
+	size_t i, j, n = 0;
+	long code;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", o->ns);
+	if (kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &list, err) != ERR_OK)
+		return err->code;
+	if (code != 200) {
+		error_set(err, ERR_UNAVAILABLE, "list pods in %s: HTTP %ld: %s", o->ns, code,
+			  kubeapi_message(list));
+		json_decref(list);
+		return ERR_UNAVAILABLE;
+	}
+	json_array_foreach(json_object_get(list, "items"), i, pod) {
+		const char *phase = json_string_value(
+			json_object_get(json_object_get(pod, "status"), "phase"));
+
+		if (phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed")))
+			continue;
+		json_array_foreach(json_object_get(json_object_get(pod, "spec"), "volumes"), j, vol) {
+			const char *claim = json_string_value(json_object_get(
+				json_object_get(vol, "persistentVolumeClaim"), "claimName"));
+
+			if (claim && strcmp(claim, o->name) == 0) {
+				n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s",
+						      n ? ", " : "",
+						      json_string_value(json_object_get(
+							      json_object_get(pod, "metadata"), "name")));
+				break;
+			}
+		}
+	}
+	json_decref(list);
+	return ERR_OK;
+}
+
+static enum error_code delete_path(struct datasets *d, const char *path, struct error *err)
+{
+	json_t *reply = NULL;
+	long code;
+
+	if (kubeapi_call(d->cfg.kube, "DELETE", path, NULL, &code, &reply, err) != ERR_OK)
+		return err->code;
+	if (code != 200 && code != 202 && code != 404)
+		error_set(err, ERR_UNAVAILABLE, "DELETE %s: HTTP %ld: %s", path, code,
+			  kubeapi_message(reply));
+	json_decref(reply);
+	return code == 200 || code == 202 || code == 404 ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+static const char *reason_of(enum error_code code)
+{
+	switch (code) {
+	case ERR_INVALID:
+		return "InvalidSpec";
+	case ERR_PERMISSION:
+	case ERR_UNAUTHENTICATED:
+		return "PermissionDenied";
+	case ERR_NOT_FOUND:
+		return "NotFound";
+	case ERR_EXISTS:
+		return "Conflict";
+	case ERR_TIMEOUT:
+	case ERR_NO_SPACE:
+		return "LimitReached";
+	default:
+		return "Unavailable";
+	}
+}
+
+/* A job failed: Failed, an event, a retry with backoff. */
+static void failed(struct datasets *d, const struct dsobject *o, const char *key,
+		   const struct error *err)
+{
+	log_warn("Dataset failed", LOG_S("namespace", o->ns), LOG_S("dataset", o->name),
+		 LOG_S("cause", err->msg));
+	set_phase(d, o, DSOBJECT_FAILED, reason_of(err->code), err->msg, NULL);
+	event(d, o, "Warning", reason_of(err->code), err->msg);
+	pthread_mutex_lock(&d->mu);
+	again(d, key, 0, true);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void job_register(struct datasets *d, const struct dsobject *o, const char *dataset,
+			 const char *key, bool refresh)
+{
+	Granary__V1__DatasetSpec spec;
+	Granary__V1__DatasetOptions opts;
+	struct registry_dataset rd = { 0 };
+	char path[4200] = "", msg[600];
+	struct error err;
+	enum error_code rc;
+
+	snprintf(msg, sizeof(msg), "%s %s", refresh ? "listing again" : "listing", o->source);
+	set_phase(d, o, refresh ? DSOBJECT_REFRESHING : DSOBJECT_LISTING,
+		  refresh ? "Refreshing" : "Listing", msg, NULL);
+	if (*o->secret) {
+		cred_path(d, dataset, path, sizeof(path));
+		rc = write_credentials(d, o, path, &err);
+		if (rc != ERR_OK) {
+			failed(d, o, key, &err);
+			return;
+		}
+	}
+	dsobject_spec(o, dataset, path, &spec, &opts);
+	if (refresh) {
+		rc = registry_refresh(d->cfg.registry, dataset, &rd, &err);
+	} else {
+		rc = registry_register(d->cfg.registry, &spec, &rd, &err);
+		if (rc == ERR_EXISTS) {
+			/* Options changed (the schema keeps the source as it
+			 * was): registered again with them. */
+			log_info("Dataset options changed: registering it again",
+				 LOG_S("dataset", dataset), LOG_S("cause", err.msg));
+			rc = registry_delete(d->cfg.registry, dataset, &err);
+			if (rc == ERR_OK)
+				rc = registry_register(d->cfg.registry, &spec, &rd, &err);
+		}
+	}
+	if (rc == ERR_OK)
+		rc = ensure_claim(d, o, dataset, rd.totals.bytes, &err);
+	if (rc != ERR_OK) {
+		registry_dataset_release(&rd);
+		failed(d, o, key, &err);
+		return;
+	}
+	{
+		json_t *st = totals(&rd, o->name);
+
+		if (refresh)
+			json_object_set_new(st, "refreshed", json_string(o->refresh));
+		snprintf(msg, sizeof(msg), "generation %llu: %llu files",
+			 (unsigned long long)rd.generation, (unsigned long long)rd.totals.files);
+		set_phase(d, o, DSOBJECT_READY, "Ready", msg, st);
+	}
+	event(d, o, "Normal", refresh ? "Refreshed" : "Registered", msg);
+	log_info(refresh ? "Dataset refreshed" : "Dataset registered", LOG_S("namespace", o->ns),
+		 LOG_S("dataset", o->name), LOG_U("generation", rd.generation),
+		 LOG_U("files", rd.totals.files), LOG_U("bytes", rd.totals.bytes));
+	registry_dataset_release(&rd);
+	pthread_mutex_lock(&d->mu);
+	settled(d, key);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void job_delete(struct datasets *d, const struct dsobject *o, const char *dataset,
+		       const char *key)
+{
+	char users[1024], path[4200], msg[1200];
+	struct error err;
+	enum error_code rc;
+
+	rc = claim_users(d, o, users, sizeof(users), &err);
+	if (rc == ERR_OK && *users) {
+		snprintf(msg, sizeof(msg),
+			 "deletion waits: pods still mount claim %s: %s", o->name, users);
+		patch_status(d, o, json_pack("{s:s, s:s}", "reason", "InUse", "message", msg));
+		event(d, o, "Warning", "InUse", msg);
+		pthread_mutex_lock(&d->mu);
+		again(d, key, IN_USE_RETRY_MS, false);
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
+	if (rc == ERR_OK) {
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s", o->ns,
+			 o->name);
+		rc = delete_path(d, path, &err);
+	}
+	if (rc == ERR_OK) {
+		snprintf(path, sizeof(path), "/api/v1/persistentvolumes/granary-%s", dataset);
+		rc = delete_path(d, path, &err);
+	}
+	if (rc == ERR_OK) {
+		rc = registry_delete(d->cfg.registry, dataset, &err);
+		if (rc == ERR_NOT_FOUND)
+			rc = ERR_OK;
+	}
+	if (rc == ERR_OK) {
+		cred_path(d, dataset, path, sizeof(path));
+		if (unlink(path) != 0 && errno != ENOENT)
+			log_warn("cannot remove a Dataset's credentials file", LOG_S("path", path),
+				 LOG_S("cause", strerror(errno)));
+		rc = set_finalizer(d, o->ns, o->name, false, &err);
+	}
+	if (rc != ERR_OK) {
+		failed(d, o, key, &err);
+		return;
+	}
+	log_info("Dataset deleted", LOG_S("namespace", o->ns), LOG_S("dataset", o->name));
+	pthread_mutex_lock(&d->mu);
+	settled(d, key);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void *job_main(void *arg)
+{
+	struct job *j = arg;
+	struct datasets *d = j->d;
+	struct dsobject o;
+	char dataset[DSOBJECT_NAME_MAX + 1], key[KEY_LEN];
+	struct error err;
+	struct pending *p;
+
+	if (dsobject_parse(j->obj, &o, &err) == ERR_OK &&
+	    dsobject_dataset_name(&o, dataset, sizeof(dataset), &err) == ERR_OK) {
+		snprintf(key, sizeof(key), "%s/%s", o.ns, o.name);
+		if (j->kind == JOB_DELETE)
+			job_delete(d, &o, dataset, key);
+		else
+			job_register(d, &o, dataset, key, j->kind == JOB_REFRESH);
+		pthread_mutex_lock(&d->mu);
+		p = slot(d, key, true);
+		if (p) {
+			p->busy = false;
+			/* The object may have changed while the job ran. */
+			if (!p->due_ms)
+				p->due_ms = retry_now_ms();
+		}
+		pthread_mutex_unlock(&d->mu);
+	}
+	json_decref(j->obj);
+	pthread_mutex_lock(&d->mu);
+	d->jobs--;
+	pthread_mutex_unlock(&d->mu);
+	free(j);
+	return NULL;
+}
+
+/* Starts kind for obj unless a job runs for it already or max_jobs do
+ * (then it is looked at again shortly). */
+static void start_job(struct datasets *d, const char *key, enum job_kind kind, json_t *obj)
+{
+	struct job *j;
+	struct pending *p;
+	pthread_attr_t attr;
+	pthread_t t;
+
+	pthread_mutex_lock(&d->mu);
+	p = slot(d, key, true);
+	if (!p || p->busy || d->jobs >= d->cfg.max_jobs) {
+		if (p && !p->busy)
+			again(d, key, 1000, false);
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
+	j->d = d;
+	j->kind = kind;
+	j->obj = json_incref(obj);
+	p->busy = true;
+	p->due_ms = 0;
+	d->jobs++;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, job_main, j) != 0) {
+		p->busy = false;
+		again(d, key, 1000, false);
+		d->jobs--;
+		json_decref(j->obj);
+		free(j);
+	}
+	pthread_attr_destroy(&attr);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* ---- reconciling one object ---------------------------------------------- */
+
+/* Status of a dataset already registered, when it does not say so yet. */
+static void report_ready(struct datasets *d, const struct dsobject *o,
+			 const struct registry_dataset *rd)
+{
+	char msg[200];
+
+	if (strcmp(o->phase, "Ready") == 0 && o->observed == o->generation &&
+	    o->snapshot == rd->generation)
+		return;
+	snprintf(msg, sizeof(msg), "generation %llu: %llu files", (unsigned long long)rd->generation,
+		 (unsigned long long)rd->totals.files);
+	set_phase(d, o, DSOBJECT_READY, "Ready", msg, totals(rd, o->name));
+}
+
+static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpec *s)
+{
+	const Granary__V1__DatasetOptions *opt = s->options;
+
+	return opt && opt->block_size == o->block_size &&
+	       (int)opt->cache_policy == o->cache_policy && opt->pin == o->pin &&
+	       opt->preload == o->preload && strcmp(s->source_uri, o->source) == 0 &&
+	       strcmp(s->endpoint ? s->endpoint : "", o->endpoint) == 0 &&
+	       strcmp(s->region ? s->region : "", o->region) == 0;
+}
+
+static void reconcile(struct datasets *d, json_t *obj)
+{
+	struct dsobject o;
+	struct registry_dataset rd = { 0 };
+	char dataset[DSOBJECT_NAME_MAX + 1], key[KEY_LEN];
+	struct error err;
+	enum error_code rc;
+
+	if (dsobject_parse(obj, &o, &err) != ERR_OK) {
+		log_warn("ignoring a Dataset", LOG_S("cause", err.msg));
+		return;
+	}
+	snprintf(key, sizeof(key), "%s/%s", o.ns, o.name);
+	if (dsobject_dataset_name(&o, dataset, sizeof(dataset), &err) != ERR_OK) {
+		if (strcmp(o.phase, "Failed") != 0)
+			set_phase(d, &o, DSOBJECT_FAILED, "InvalidSpec", err.msg, NULL);
+		return;
+	}
+	if (o.deleting) {
+		if (o.has_finalizer)
+			start_job(d, key, JOB_DELETE, obj);
+		return;
+	}
+	if (!o.has_finalizer) {
+		if (set_finalizer(d, o.ns, o.name, true, &err) != ERR_OK) {
+			log_warn("cannot add the Dataset finalizer", LOG_S("dataset", key),
+				 LOG_S("cause", err.msg));
+			pthread_mutex_lock(&d->mu);
+			again(d, key, 0, true);
+			pthread_mutex_unlock(&d->mu);
+		}
+		/* The update comes back as a watch event. */
+		return;
+	}
+	rc = registry_get(d->cfg.registry, dataset, &rd, &err);
+	if (rc != ERR_OK || !same_options(&o, rd.spec)) {
+		if (rc == ERR_OK && rd.state != REGISTRY_READY) {
+			/* Being built (by a job, or a node staging it):
+			 * looked at again when that is done. */
+			registry_dataset_release(&rd);
+			pthread_mutex_lock(&d->mu);
+			again(d, key, 2000, false);
+			pthread_mutex_unlock(&d->mu);
+			return;
+		}
+		start_job(d, key, JOB_REGISTER, obj);
+	} else if (strcmp(o.refresh, o.refreshed) != 0) {
+		start_job(d, key, JOB_REFRESH, obj);
+	} else if (rd.state == REGISTRY_READY) {
+		report_ready(d, &o, &rd);
+	}
+	registry_dataset_release(&rd);
+}
+
+/* ---- list and watch ------------------------------------------------------ */
+
+static enum error_code list_all(struct datasets *d, struct error *err)
+{
+	json_t *list = NULL, *item;
+	const char *rv;
+	size_t i;
+	long code;
+
+	if (kubeapi_call(d->cfg.kube, "GET", API "/datasets", NULL, &code, &list, err) != ERR_OK)
+		return err->code;
+	if (code != 200) {
+		error_set(err, code == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			  "list Datasets: HTTP %ld: %s", code, kubeapi_message(list));
+		json_decref(list);
+		return err->code;
+	}
+	json_array_foreach(json_object_get(list, "items"), i, item) {
+		/* Items of a list carry no apiVersion and kind. */
+		reconcile(d, item);
+	}
+	rv = json_string_value(json_object_get(json_object_get(list, "metadata"),
+					       "resourceVersion"));
+	free(d->rv);
+	d->rv = rv ? strdup(rv) : NULL;
+	log_info("Datasets listed", LOG_U("count", json_array_size(json_object_get(list, "items"))),
+		 LOG_S("resource_version", rv ? rv : ""));
+	json_decref(list);
+	return ERR_OK;
+}
+
+static bool on_event(const char *type, json_t *obj, void *arg)
+{
+	struct datasets *d = arg;
+	const char *rv = json_string_value(
+		json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
+
+	if (strcmp(type, "ERROR") == 0) {
+		/* 410 Gone: the resourceVersion is too old; list again. */
+		log_info("Dataset watch ended by the apiserver",
+			 LOG_S("cause", kubeapi_message(obj)));
+		free(d->rv);
+		d->rv = NULL;
+		return false;
+	}
+	if (rv) {
+		char *copy = strdup(rv);
+
+		if (copy) {
+			free(d->rv);
+			d->rv = copy;
+		}
+	}
+	if (strcmp(type, "ADDED") == 0 || strcmp(type, "MODIFIED") == 0)
+		reconcile(d, obj);
+	return !d->cfg.stop();
+}
+
+/* The watch ends for SIGTERM, and when a retry falls due. */
+static bool watch_stop(void *arg)
+{
+	struct datasets *d = arg;
+	bool due;
+
+	if (d->cfg.stop())
+		return true;
+	pthread_mutex_lock(&d->mu);
+	due = d->next_due_ms && retry_now_ms() >= d->next_due_ms;
+	pthread_mutex_unlock(&d->mu);
+	return due;
+}
+
+/* The objects due for another look, read afresh. Returns the ms until the
+ * next one is due (WATCH_MAX_S s when none). */
+static uint64_t run_due(struct datasets *d)
+{
+	char due[64][KEY_LEN];
+	size_t n = 0;
+	uint64_t now = retry_now_ms(), next = WATCH_MAX_S * 1000ull;
+
+	pthread_mutex_lock(&d->mu);
+	d->next_due_ms = 0;
+	for (size_t i = 0; i < KEYS_MAX; i++) {
+		struct pending *p = &d->keys[i];
+
+		if (!p->used || p->busy || !p->due_ms)
+			continue;
+		if (p->due_ms <= now && n < 64) {
+			snprintf(due[n++], KEY_LEN, "%s", p->key);
+			p->due_ms = 0;
+		} else if (p->due_ms > now && p->due_ms - now < next) {
+			next = p->due_ms - now;
+		}
+	}
+	if (next < WATCH_MAX_S * 1000ull)
+		d->next_due_ms = now + next;
+	pthread_mutex_unlock(&d->mu);
+	for (size_t i = 0; i < n; i++) {
+		char path[600], *slash = strchr(due[i], '/');
+		json_t *obj = NULL;
+		struct error err;
+		long code;
+
+		*slash = '\0';
+		object_path(due[i], slash + 1, "", path, sizeof(path));
+		if (kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &obj, &err) == ERR_OK &&
+		    code == 200) {
+			reconcile(d, obj);
+		} else if (code == 404) {
+			*slash = '/';
+			pthread_mutex_lock(&d->mu);
+			struct pending *p = slot(d, due[i], false);
+			if (p && !p->busy)
+				p->used = false;
+			pthread_mutex_unlock(&d->mu);
+		} else {
+			*slash = '/';
+			pthread_mutex_lock(&d->mu);
+			again(d, due[i], 0, true);
+			pthread_mutex_unlock(&d->mu);
+		}
+		json_decref(obj);
+	}
+	return n ? 0 : next;
+}
+
+static void *controller_main(void *arg)
+{
+	struct datasets *d = arg;
+	uint64_t backoff = 0, wait_ms = 0;
+
+	while (!d->cfg.stop()) {
+		struct error err;
+		long code = 0;
+		char path[256];
+		unsigned timeout;
+
+		if (!d->rv && list_all(d, &err) != ERR_OK) {
+			backoff = backoff ? (backoff * 2 > 30000 ? 30000 : backoff * 2) : 500;
+			log_warn("cannot list Datasets", LOG_S("cause", err.msg),
+				 LOG_U("retry_ms", backoff));
+			retry_sleep_ms(backoff);
+			continue;
+		}
+		wait_ms = run_due(d);
+		if (!d->rv)
+			continue;
+		timeout = (unsigned)(wait_ms / 1000);
+		if (timeout < 1)
+			timeout = 1;
+		snprintf(path, sizeof(path),
+			 API "/datasets?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%u",
+			 d->rv, timeout);
+		if (kubeapi_watch(d->cfg.kube, path, timeout, on_event, d, watch_stop, &code,
+				  &err) != ERR_OK) {
+			backoff = backoff ? (backoff * 2 > 30000 ? 30000 : backoff * 2) : 500;
+			log_warn("Dataset watch broke", LOG_S("cause", err.msg),
+				 LOG_U("retry_ms", backoff));
+			retry_sleep_ms(backoff);
+			continue;
+		}
+		backoff = 0;
+		if (code == 410) {
+			free(d->rv);
+			d->rv = NULL;
+		}
+	}
+	return NULL;
+}
+
+enum error_code datasets_start(const struct datasets_config *cfg, struct datasets **out,
+			       struct error *err)
+{
+	struct datasets *d = calloc(1, sizeof(*d));
+
+	if (!d || !(d->cred_dir = strdup(cfg->credentials_dir)) ||
+	    !(d->driver = strdup(cfg->driver))) {
+		if (d)
+			free(d->cred_dir);
+		free(d);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	d->cfg = *cfg;
+	d->cfg.credentials_dir = d->cred_dir;
+	d->cfg.driver = d->driver;
+	if (!d->cfg.max_jobs)
+		d->cfg.max_jobs = 4;
+	pthread_mutex_init(&d->mu, NULL);
+	if (fileio_mkdirs(d->cred_dir, 0700, err) != ERR_OK) {
+		datasets_stop(d, 0);
+		return err->code;
+	}
+	if (pthread_create(&d->thread, NULL, controller_main, d) != 0) {
+		datasets_stop(d, 0);
+		return error_set(err, ERR_NOMEM, "cannot start the Dataset controller thread");
+	}
+	d->started = true;
+	*out = d;
+	return ERR_OK;
+}
+
+bool datasets_stop(struct datasets *d, uint64_t wait_ms)
+{
+	uint64_t until = retry_now_ms() + wait_ms;
+	bool done;
+
+	if (!d)
+		return true;
+	if (d->started)
+		pthread_join(d->thread, NULL);
+	pthread_mutex_lock(&d->mu);
+	while (d->jobs && retry_now_ms() < until) {
+		pthread_mutex_unlock(&d->mu);
+		retry_sleep_ms(50);
+		pthread_mutex_lock(&d->mu);
+	}
+	done = d->jobs == 0;
+	pthread_mutex_unlock(&d->mu);
+	/* A job still listing uses d: left as it is for the exit. */
+	if (!done)
+		return false;
+	pthread_mutex_destroy(&d->mu);
+	free(d->rv);
+	free(d->cred_dir);
+	free(d->driver);
+	free(d);
+	return true;
+}

@@ -1,0 +1,60 @@
+/*
+ * datasets.h - the Dataset controller: keeps granary-meta's registry equal
+ * to the cluster's Dataset objects (granary.io/v1alpha1), which, backed by
+ * etcd, are the durable truth (docs/datasets.md).
+ *
+ * One thread lists the Datasets and then watches them from the list's
+ * resourceVersion (bookmarks keep it fresh; 410 Gone lists again; a
+ * broken stream reconnects with backoff). Each object is brought to its
+ * spec by a job on its own thread, at most max_jobs at once:
+ *   - a finalizer first, so that no Dataset goes without its cleanup;
+ *   - register (phase Listing, then Ready with files, bytes and the
+ *     snapshot's generation), with the store credentials of the Secret
+ *     spec.secretRef names, read from the Dataset's own namespace only and
+ *     written for meta alone (mode 0600 under credentials_dir);
+ *   - the PersistentVolume "granary-N.D" and the claim D in N bound to it,
+ *     so that pods and TFJobs in N mount the dataset by the claim's name;
+ *   - refresh when spec.refresh changes (phase Refreshing; mounts keep the
+ *     old generation until they stage again);
+ *   - deletion waits while pods in N use the claim (an event names them),
+ *     then removes claim, volume, registration and credentials, and the
+ *     finalizer last.
+ * A failure sets phase Failed with its reason and message, an event, and
+ * a retry with backoff (5 s doubling to 5 min), so that a Dataset recovers
+ * by itself once the cause is gone. Status goes through the status
+ * subresource; the finalizer's writes carry the resourceVersion read and
+ * are retried on 409 Conflict.
+ *
+ * Runs only in the granary-meta that holds the Lease (meta/main.c): a new
+ * leader lists every Dataset and registers what its registry lacks.
+ */
+#ifndef GRANARY_META_DATASETS_H
+#define GRANARY_META_DATASETS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "kube/kubeapi.h"
+#include "meta/registry.h"
+
+struct datasets_config {
+	struct kubeapi *kube;
+	struct registry *registry;
+	const char *credentials_dir; /* absolute; created 0700 */
+	const char *driver;          /* the CSI driver's name, for the volumes */
+	unsigned max_jobs;           /* registrations, refreshes, deletions at once */
+	bool (*stop)(void);          /* the daemon is stopping */
+};
+
+struct datasets;
+
+enum error_code datasets_start(const struct datasets_config *cfg, struct datasets **out,
+			       struct error *err);
+
+/* Ends the watch and waits up to wait_ms for the jobs to end; true when
+ * they did and d is freed, false when a job is still listing a store (d
+ * is then left to the process's exit). */
+bool datasets_stop(struct datasets *d, uint64_t wait_ms);
+
+#endif
