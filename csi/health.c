@@ -8,24 +8,6 @@
 
 #include "csi/identity.h"
 
-enum error_code health_route_parse(const char *method, const char *path,
-				   struct health_route *out, struct error *err)
-{
-	memset(out, 0, sizeof(*out));
-	if (strcmp(path, "/healthz") == 0)
-		out->kind = HEALTH_LIVE;
-	else if (strcmp(path, "/readyz") == 0)
-		out->kind = HEALTH_READY;
-	else if (strcmp(path, "/metrics") == 0)
-		out->kind = HEALTH_METRICS;
-	else
-		return error_set(err, ERR_NOT_FOUND,
-				 "no such route '%.200s' (known: /healthz, /readyz, /metrics)", path);
-	out->allow = "GET";
-	out->method_allowed = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-	return ERR_OK;
-}
-
 static enum error_code check_live(const struct health *h, struct error *err)
 {
 	struct stat sb;
@@ -36,7 +18,7 @@ static enum error_code check_live(const struct health *h, struct error *err)
 	return ERR_OK;
 }
 
-enum error_code health_check(const struct health *h, enum health_route_kind kind,
+enum error_code health_check(const struct health *h, enum health_check_kind kind,
 			     struct error *err)
 {
 	struct error why;
@@ -87,4 +69,25 @@ enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
 	if (out->failed)
 		return error_set(err, ERR_NOMEM, "metrics: out of memory");
 	return ERR_OK;
+}
+
+static enum error_code ops_live(void *arg, struct error *err)
+{
+	return health_check(arg, HEALTH_LIVE, err);
+}
+
+static enum error_code ops_ready(void *arg, struct error *err)
+{
+	return health_check(arg, HEALTH_READY, err);
+}
+
+static enum error_code ops_metrics(void *arg, struct metrics_buf *out, struct error *err)
+{
+	return health_metrics(arg, out, err);
+}
+
+void health_ops(const struct health *h, struct metrics_http_ops *out)
+{
+	*out = (struct metrics_http_ops){ .live = ops_live, .ready = ops_ready,
+					  .metrics = ops_metrics, .arg = (void *)h };
 }
