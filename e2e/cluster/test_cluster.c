@@ -206,30 +206,11 @@ static void meta_start(void)
 
 /* --- HTTP to the workers ----------------------------------------------------- */
 
-struct body {
-	char *buf;
-	size_t len;
-};
-
-static size_t body_write(char *p, size_t size, size_t n, void *arg)
-{
-	struct body *b = arg;
-	char *grown = realloc(b->buf, b->len + size * n + 1);
-
-	if (!grown)
-		return 0;
-	memcpy(grown + b->len, p, size * n);
-	b->buf = grown;
-	b->len += size * n;
-	b->buf[b->len] = '\0';
-	return size * n;
-}
-
 /* GET path (signed with the cluster token for /v1); *out is the body
  * (free it), the HTTP status is returned (0: no answer). */
 static long http_get(int port, const char *path, char **out)
 {
-	struct body b = { .buf = NULL };
+	struct harness_body b = { .buf = NULL };
 	struct curl_slist *hdrs = NULL;
 	char url[600], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
 	long status = 0;
@@ -244,7 +225,7 @@ static long http_get(int port, const char *path, char **out)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, harness_body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -931,7 +912,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	struct error err;
 	char *json = NULL, path[200], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
 	struct curl_slist *hdrs;
-	struct body resp = { .buf = NULL };
+	struct harness_body resp = { .buf = NULL };
 	long status = 0;
 	CURL *h;
 
@@ -945,7 +926,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, put_body);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, harness_body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
 	ck_assert_int_eq(curl_easy_perform(h), CURLE_OK);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
