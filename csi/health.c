@@ -3,10 +3,13 @@
  */
 #include "csi/health.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/log.h"
 #include "csi/identity.h"
+#include "fuse/mountstats.h"
 
 static enum error_code check_live(const struct health *h, struct error *err)
 {
@@ -33,6 +36,41 @@ enum error_code health_check(const struct health *h, enum health_check_kind kind
 	if (h->reg && !registration_ok(h->reg, err))
 		return ERR_UNAVAILABLE;
 	return ERR_OK;
+}
+
+/*
+ * The granary_fuse_* families of every volume whose daemons keep counters,
+ * read from their files (no daemon is asked: a dead one's last counts
+ * are there too). A file missing (a daemon that has not started yet) is
+ * skipped; one unreadable (of another layout, an upgrade in progress) is
+ * skipped with a warning.
+ */
+static void render_mounts(const struct node_volume_health *vols, size_t n,
+			  struct metrics_buf *out)
+{
+	struct mountstats_view *views = calloc(n ? n : 1, sizeof(*views));
+	size_t k = 0;
+	struct error err;
+
+	if (!views) {
+		out->failed = 1;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		enum error_code rc;
+
+		if (!vols[i].stats_file)
+			continue;
+		rc = mountstats_load(vols[i].stats_file, &views[k].v, &err);
+		if (rc == ERR_OK) {
+			views[k++].volume = vols[i].volume_id;
+		} else if (rc != ERR_NOT_FOUND) {
+			log_warn("cannot read a mount's counters",
+					 LOG_S("volume", vols[i].volume_id), LOG_S("cause", err.msg));
+		}
+	}
+	mountstats_render(out, views, k);
+	free(views);
 }
 
 enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
@@ -65,6 +103,7 @@ enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
 		metrics_render_labeled_double(out, "granary_csi_fuse_restart_backoff_seconds", "volume",
 					      vols[i].volume_id,
 					      (double)vols[i].restart_delay_ms / 1000.0);
+	render_mounts(vols, n, out);
 	node_volumes_health_free(vols, n);
 	if (out->failed)
 		return error_set(err, ERR_NOMEM, "metrics: out of memory");
