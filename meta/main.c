@@ -17,10 +17,12 @@
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
 #include "meta/membership.h"
 #include "meta/meta_auth.h"
+#include "meta/meta_metrics.h"
 #include "meta/meta_settings.h"
 #include "meta/registry.h"
 #include "meta/service.h"
@@ -42,6 +44,19 @@ static void make_socket_dir(const char *listen)
 		return;
 	if (fileio_mkdirs_parent(na.path, &err) != ERR_OK)
 		log_warn("cannot create the socket directory", LOG_S("cause", err.msg));
+}
+
+/* What /metrics renders: the registry and the membership. */
+struct observed {
+	struct registry *reg;
+	struct membership *mem;
+};
+
+static enum error_code render_metrics(void *arg, struct metrics_buf *out, struct error *err)
+{
+	struct observed *o = arg;
+
+	return meta_metrics_render(o->reg, o->mem, out, err);
 }
 
 /* The roles that have a key, "csi,worker,mount", for the start line. */
@@ -70,6 +85,9 @@ int main(int argc, char **argv)
 	struct rpc_server *srv = NULL;
 	struct meta_service svc;
 	struct meta_auth auth = { 0 };
+	struct observed observed = { 0 };
+	struct metrics_http_ops hops = { .metrics = render_metrics, .arg = &observed };
+	struct metrics_http *mh = NULL;
 	char roles[64];
 	struct error err;
 	int first = argc, rc;
@@ -138,7 +156,15 @@ int main(int argc, char **argv)
 		log_error("cannot serve", LOG_S("listen", s.listen), LOG_S("cause", err.msg));
 		goto out;
 	}
+	observed = (struct observed){ .reg = reg, .mem = mem };
+	make_socket_dir(s.metrics_address);
+	if (*s.metrics_address &&
+	    metrics_http_start(s.metrics_address, "metrics.address", &hops, &mh, &err) != ERR_OK) {
+		log_error("cannot serve /metrics", LOG_S("cause", err.msg));
+		goto out;
+	}
 	log_info("granary-meta serving", LOG_S("listen", s.listen), LOG_S("data_dir", s.data_dir),
+		 LOG_S("metrics.address", s.metrics_address),
 		 LOG_U("heartbeat.interval_ms", s.heartbeat_interval_ms),
 		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms),
 		 LOG_S("auth", auth.insecure ? "insecure" : "signed"),
@@ -151,6 +177,8 @@ int main(int argc, char **argv)
 		membership_expire(mem);
 	}
 	log_info("granary-meta stopping");
+	metrics_http_stop(mh);
+	mh = NULL;
 	if (!rpc_server_shutdown(srv)) {
 		/* A registration is still listing a store: its thread uses the
 		 * registry, so exit without freeing. It left no record; the
@@ -160,6 +188,7 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	metrics_http_stop(mh);
 	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);

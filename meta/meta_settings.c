@@ -51,6 +51,9 @@ static const struct config_field meta_fields[] = {
 	{ "auth.insecure", CONFIG_BOOL, offsetof(struct meta_settings, auth_insecure), "false",
 	  "serve unsigned calls from anyone, with no key file (local tests and demos only)", 0,
 	  0, NULL },
+	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
+	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
+	  "unix:///path (empty: off)", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -96,6 +99,9 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 		     ERR_OK) ||
 	    (*s->auth_mount_key_file &&
 	     config_check_abs_path("auth.mount_key_file", s->auth_mount_key_file, err) != ERR_OK))
+		return ERR_INVALID;
+	if (*s->metrics_address &&
+	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
