@@ -356,6 +356,7 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "csi_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi"))
     "worker_key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker"))
     "mount_key_file" (include "granary.tokenFile" .))
+  "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
@@ -539,4 +540,16 @@ spec:
 
 {{- define "granary.mountPodTemplateFile" -}}
 /etc/granary/mount-pod.json
+{{- end -}}
+
+{{/*
+Prometheus' scrape annotations of a pod (metrics.annotations), for its
+/metrics on port: (dict "ctx" . "port" N).
+*/}}
+{{- define "granary.scrapeAnnotations" -}}
+{{- if .ctx.Values.metrics.annotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
 {{- end -}}
