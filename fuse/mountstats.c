@@ -47,19 +47,24 @@ static bool header_ok(const struct mountstats *ms)
 	       ms->version == MOUNTSTATS_VERSION && ms->size == sizeof(*ms);
 }
 
-/* Maps path shared when it holds a file of this layout; -1 with errno
- * (ENOENT: none, EINVAL: another layout) otherwise. */
+/* Maps path shared when it holds a file of this layout; NULL with errno
+ * (ENOENT: none, EINVAL: another layout or not a regular file) otherwise.
+ * The file lies in a directory the mount pods write: a symbolic link is
+ * not followed and a FIFO does not block the node plugin's scrape. */
 static struct mountstats *map_existing(const char *path, int prot, int flags)
 {
 	struct mountstats *ms;
 	struct stat st;
-	int fd = open(path, flags | O_CLOEXEC), saved;
+	int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), saved;
 
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == ELOOP)
+			errno = EINVAL;
 		return NULL;
+	}
 	if (fstat(fd, &st) != 0)
 		goto fail;
-	if (st.st_size != (off_t)sizeof(*ms)) {
+	if (!S_ISREG(st.st_mode) || st.st_size != (off_t)sizeof(*ms)) {
 		errno = EINVAL;
 		goto fail;
 	}

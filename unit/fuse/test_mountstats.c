@@ -108,6 +108,13 @@ START_TEST(test_mountstats_file_of_another_layout_starts_again)
 	ck_assert_uint_eq(v.reads, 0);
 	ck_assert_uint_eq(v.daemons, 1);
 	mountstats_close(ms);
+	/* A symbolic link or a FIFO in its place is refused at once. */
+	unlink(path);
+	ck_assert_int_eq(symlink("/etc/passwd", path), 0);
+	ck_assert_int_eq(mountstats_load(path, &v, &err), ERR_INVALID);
+	unlink(path);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	ck_assert_int_eq(mountstats_load(path, &v, &err), ERR_INVALID);
 	/* Nothing there is ERR_NOT_FOUND, for the plugin to skip. */
 	unlink(path);
 	ck_assert_int_eq(mountstats_load(path, &v, &err), ERR_NOT_FOUND);
