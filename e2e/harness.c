@@ -675,7 +675,14 @@ size_t harness_body_write(char *p, size_t size, size_t n, void *arg)
 
 long harness_http_get(const char *address, const char *path, char **body)
 {
+	return harness_http_request(address, path, NULL, body);
+}
+
+long harness_http_request(const char *address, const char *path, const char *header,
+			  char **body)
+{
 	struct harness_body b = { .buf = NULL };
+	struct curl_slist *hdrs = NULL;
 	char url[600];
 	long status = 0;
 	CURL *c = curl_easy_init();
@@ -687,6 +694,10 @@ long harness_http_get(const char *address, const char *path, char **body)
 	} else {
 		snprintf(url, sizeof(url), "http://%s%s", address, path);
 	}
+	if (header) {
+		hdrs = curl_slist_append(NULL, header);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, harness_body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -694,6 +705,7 @@ long harness_http_get(const char *address, const char *path, char **body)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (curl_easy_perform(c) == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(c);
 	if (body)
 		*body = b.buf ? b.buf : strdup("");

@@ -201,6 +201,9 @@ size_t harness_body_write(char *p, size_t size, size_t n, void *arg);
  * NUL-terminated, for the caller to free.
  */
 long harness_http_get(const char *address, const char *path, char **body);
+/* The same with one more request header ("Name: value"; NULL: none). */
+long harness_http_request(const char *address, const char *path, const char *header,
+			  char **body);
 
 /*
  * The value of one sample in a Prometheus text body: sample is the name

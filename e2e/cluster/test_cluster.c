@@ -212,34 +212,16 @@ static void meta_start(void)
  * (free it), the HTTP status is returned (0: no answer). */
 static long http_get(int port, const char *path, char **out)
 {
-	struct harness_body b = { .buf = NULL };
-	struct curl_slist *hdrs = NULL;
-	char url[600], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
-	long status = 0;
-	CURL *c = curl_easy_init();
+	char address[32], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
+	const char *header = NULL;
 
-	ck_assert_ptr_nonnull(c);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
 	if (strncmp(path, "/v1/", 4) == 0) {
 		ck_assert_int_eq(token_sign(tok, "GET", path, "", (int64_t)time(NULL), auth + 15,
 					    sizeof(auth) - 15), ERR_OK);
-		hdrs = curl_slist_append(NULL, auth);
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+		header = auth;
 	}
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, harness_body_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(c);
-	if (out)
-		*out = b.buf ? b.buf : strdup("");
-	else
-		free(b.buf);
-	return status;
+	return harness_http_request(address, path, header, out);
 }
 
 /* A counter or gauge from the worker's /metrics. */
