@@ -40,6 +40,11 @@
  * sources that take hints; prefetched data lands in caches on disk, so the
  * mount's own memory stays bounded by its read buffers.
  *
+ * Counting: every read (with its latency), block piece and bytes by
+ * source, fallback and failure by cause is added, without a lock, to the
+ * counters cfg.counters names (a mount's file that outlives the daemon,
+ * fuse/mountstats.h) or to the reader's own.
+ *
  * Thread-safe: sources are shared and must be thread-safe themselves; the
  * sequential state lives in the caller's struct reader_stream.
  */
