@@ -71,13 +71,20 @@ void metrics_histogram_release(struct metrics_histogram *h)
 	pthread_mutex_destroy(&h->mu);
 }
 
-void metrics_histogram_observe(struct metrics_histogram *h, double value)
+size_t metrics_bucket_index(const double *bounds, size_t nbounds, double value)
 {
 	size_t i = 0;
 
 	/* A value on a bound belongs to that bucket: le means <=. */
-	while (i < h->nbounds && value > h->bounds[i])
+	while (i < nbounds && value > bounds[i])
 		i++;
+	return i;
+}
+
+void metrics_histogram_observe(struct metrics_histogram *h, double value)
+{
+	size_t i = metrics_bucket_index(h->bounds, h->nbounds, value);
+
 	pthread_mutex_lock(&h->mu);
 	h->counts[i]++;
 	h->count++;
@@ -113,11 +120,10 @@ void metrics_render_family(struct metrics_buf *b, const char *name, const char *
 	metrics_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* name{label="value"} with value escaped; the sample follows. */
-static void render_labels(struct metrics_buf *b, const char *name, const char *label,
-			  const char *value)
+/* label="value" with value escaped as the format asks. */
+static void render_pair(struct metrics_buf *b, const char *label, const char *value)
 {
-	metrics_buf_printf(b, "%s{%s=\"", name, label);
+	metrics_buf_printf(b, "%s=\"", label);
 	for (const char *p = value; *p; p++) {
 		if (*p == '\\' || *p == '"')
 			metrics_buf_printf(b, "\\%c", *p);
@@ -126,7 +132,81 @@ static void render_labels(struct metrics_buf *b, const char *name, const char *l
 		else
 			metrics_buf_printf(b, "%c", *p);
 	}
-	metrics_buf_printf(b, "\"}");
+	metrics_buf_printf(b, "\"");
+}
+
+/* name{label="value"}; the sample follows. */
+static void render_labels(struct metrics_buf *b, const char *name, const char *label,
+			  const char *value)
+{
+	metrics_buf_printf(b, "%s{", name);
+	render_pair(b, label, value);
+	metrics_buf_printf(b, "}");
+}
+
+void metrics_label_add(struct metrics_buf *labels, const char *name, const char *value)
+{
+	if (labels->len)
+		metrics_buf_printf(labels, ",");
+	render_pair(labels, name, value);
+}
+
+/* name{labels} or name alone; a failed label buffer fails b. */
+static void render_name(struct metrics_buf *b, const char *name, const struct metrics_buf *labels)
+{
+	if (labels && labels->failed)
+		b->failed = 1;
+	if (labels && labels->len)
+		metrics_buf_printf(b, "%s{%s}", name, labels->data);
+	else
+		metrics_buf_printf(b, "%s", name);
+}
+
+void metrics_render_sample(struct metrics_buf *b, const char *name,
+			   const struct metrics_buf *labels, uint64_t value)
+{
+	render_name(b, name, labels);
+	metrics_buf_printf(b, " %llu\n", (unsigned long long)value);
+}
+
+void metrics_render_sample_double(struct metrics_buf *b, const char *name,
+				  const struct metrics_buf *labels, double value)
+{
+	char num[40];
+
+	metrics_format_double(value, num, sizeof(num));
+	render_name(b, name, labels);
+	metrics_buf_printf(b, " %s\n", num);
+}
+
+void metrics_render_histogram_sample(struct metrics_buf *b, const char *name,
+				     const struct metrics_buf *labels, const double *bounds,
+				     size_t nbounds, const uint64_t *counts, double sum)
+{
+	const char *sep = labels && labels->len ? "," : "";
+	const char *text = labels && labels->len ? labels->data : "";
+	uint64_t cum = 0;
+	char num[40];
+
+	if (labels && labels->failed)
+		b->failed = 1;
+	for (size_t i = 0; i <= nbounds; i++) {
+		cum += counts[i];
+		if (i < nbounds)
+			metrics_format_double(bounds[i], num, sizeof(num));
+		else
+			snprintf(num, sizeof(num), "+Inf");
+		metrics_buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, text, sep, num,
+				   (unsigned long long)cum);
+	}
+	metrics_format_double(sum, num, sizeof(num));
+	metrics_buf_printf(b, "%s_sum", name);
+	if (*text)
+		metrics_buf_printf(b, "{%s}", text);
+	metrics_buf_printf(b, " %s\n%s_count", num, name);
+	if (*text)
+		metrics_buf_printf(b, "{%s}", text);
+	metrics_buf_printf(b, " %llu\n", (unsigned long long)cum);
 }
 
 void metrics_render_labeled(struct metrics_buf *b, const char *name, const char *label,

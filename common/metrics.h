@@ -85,6 +85,36 @@ void metrics_render_labeled_double(struct metrics_buf *b, const char *name, cons
 void metrics_render_histogram(struct metrics_buf *b, const char *name, const char *help,
 			      struct metrics_histogram *h);
 
+/* The bucket a value falls in: the first bound >= value (le means <=),
+ * nbounds for +Inf. The one rule for every histogram, locked or not. */
+size_t metrics_bucket_index(const double *bounds, size_t nbounds, double value);
+
+/*
+ * Samples with any number of labels, for families whose samples come from
+ * several sources (the node plugin renders every mount's counters, each
+ * with its volume). labels is a buffer of name="value" pairs that
+ * metrics_label_add builds (escaping the value as metrics_render_labeled
+ * does); an empty one renders no braces:
+ *
+ *   granary_fuse_source_bytes_total{volume="pvc-1",source="local"} 4194304
+ *   granary_fuse_reads_total 12
+ */
+void metrics_label_add(struct metrics_buf *labels, const char *name, const char *value);
+void metrics_render_sample(struct metrics_buf *b, const char *name,
+			   const struct metrics_buf *labels, uint64_t value);
+void metrics_render_sample_double(struct metrics_buf *b, const char *name,
+				  const struct metrics_buf *labels, double value);
+/*
+ * One histogram's samples from counts the caller keeps (lock-free
+ * counters, a shared file): counts[i] per bucket, not cumulative, nbounds
+ * + 1 of them (the last is +Inf); the _bucket lines carry labels and le,
+ * then _sum and _count. The family lines are metrics_render_family's
+ * (type "histogram").
+ */
+void metrics_render_histogram_sample(struct metrics_buf *b, const char *name,
+				     const struct metrics_buf *labels, const double *bounds,
+				     size_t nbounds, const uint64_t *counts, double sum);
+
 /* Shortest text of v that reads back as the same double ("0.005", "10",
  * "+Inf", "NaN"), as Prometheus expects; out has at least 32 bytes. */
 void metrics_format_double(double v, char *out, size_t size);

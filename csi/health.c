@@ -3,28 +3,13 @@
  */
 #include "csi/health.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/log.h"
 #include "csi/identity.h"
-
-enum error_code health_route_parse(const char *method, const char *path,
-				   struct health_route *out, struct error *err)
-{
-	memset(out, 0, sizeof(*out));
-	if (strcmp(path, "/healthz") == 0)
-		out->kind = HEALTH_LIVE;
-	else if (strcmp(path, "/readyz") == 0)
-		out->kind = HEALTH_READY;
-	else if (strcmp(path, "/metrics") == 0)
-		out->kind = HEALTH_METRICS;
-	else
-		return error_set(err, ERR_NOT_FOUND,
-				 "no such route '%.200s' (known: /healthz, /readyz, /metrics)", path);
-	out->allow = "GET";
-	out->method_allowed = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-	return ERR_OK;
-}
+#include "fuse/mountstats.h"
 
 static enum error_code check_live(const struct health *h, struct error *err)
 {
@@ -36,7 +21,7 @@ static enum error_code check_live(const struct health *h, struct error *err)
 	return ERR_OK;
 }
 
-enum error_code health_check(const struct health *h, enum health_route_kind kind,
+enum error_code health_check(const struct health *h, enum health_check_kind kind,
 			     struct error *err)
 {
 	struct error why;
@@ -51,6 +36,41 @@ enum error_code health_check(const struct health *h, enum health_route_kind kind
 	if (h->reg && !registration_ok(h->reg, err))
 		return ERR_UNAVAILABLE;
 	return ERR_OK;
+}
+
+/*
+ * The granary_fuse_* families of every volume whose daemons keep counters,
+ * read from their files (no daemon is asked: a dead one's last counts
+ * are there too). A file missing (a daemon that has not started yet) is
+ * skipped; one unreadable (of another layout, an upgrade in progress) is
+ * skipped with a warning.
+ */
+static void render_mounts(const struct node_volume_health *vols, size_t n,
+			  struct metrics_buf *out)
+{
+	struct mountstats_view *views = calloc(n ? n : 1, sizeof(*views));
+	size_t k = 0;
+	struct error err;
+
+	if (!views) {
+		out->failed = 1;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		enum error_code rc;
+
+		if (!vols[i].stats_file)
+			continue;
+		rc = mountstats_load(vols[i].stats_file, &views[k].v, &err);
+		if (rc == ERR_OK) {
+			views[k++].volume = vols[i].volume_id;
+		} else if (rc != ERR_NOT_FOUND) {
+			log_warn("cannot read a mount's counters",
+					 LOG_S("volume", vols[i].volume_id), LOG_S("cause", err.msg));
+		}
+	}
+	mountstats_render(out, views, k);
+	free(views);
 }
 
 enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
@@ -83,8 +103,30 @@ enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
 		metrics_render_labeled_double(out, "granary_csi_fuse_restart_backoff_seconds", "volume",
 					      vols[i].volume_id,
 					      (double)vols[i].restart_delay_ms / 1000.0);
+	render_mounts(vols, n, out);
 	node_volumes_health_free(vols, n);
 	if (out->failed)
 		return error_set(err, ERR_NOMEM, "metrics: out of memory");
 	return ERR_OK;
+}
+
+static enum error_code ops_live(void *arg, struct error *err)
+{
+	return health_check(arg, HEALTH_LIVE, err);
+}
+
+static enum error_code ops_ready(void *arg, struct error *err)
+{
+	return health_check(arg, HEALTH_READY, err);
+}
+
+static enum error_code ops_metrics(void *arg, struct metrics_buf *out, struct error *err)
+{
+	return health_metrics(arg, out, err);
+}
+
+void health_ops(const struct health *h, struct metrics_http_ops *out)
+{
+	*out = (struct metrics_http_ops){ .live = ops_live, .ready = ops_ready,
+					  .metrics = ops_metrics, .arg = (void *)h };
 }

@@ -1,8 +1,8 @@
 /*
  * health.h - what granary-csi's /healthz, /readyz and /metrics answer, in
  * place of the livenessprobe sidecar and node-driver-registrar's health
- * endpoint: the core, without HTTP (csi/health_http.c serves it with
- * libmicrohttpd).
+ * endpoint: the core, without HTTP (common/metrics_http.h serves it, with
+ * the ops health_ops gives).
  *
  * Live (/healthz): for a unix endpoint, the CSI socket file is still
  * there: without it the kubelet and the sidecars have nothing to dial, and
@@ -19,7 +19,9 @@
  *
  * Metrics (/metrics): with the node role, how many volumes are staged
  * and, per volume, whether its condition is abnormal (csi/node.h), so an
- * alert can fire on a mount that cannot serve.
+ * alert can fire on a mount that cannot serve, and every staged volume's
+ * granary-fuse counters (read from the file each daemon keeps them in,
+ * fuse/mountstats.h) with its volume as a label.
  *
  * Every check runs per request, from the HTTP server's threads; the meta
  * call may take up to the probe client's deadline (2 s), the volume
@@ -32,6 +34,7 @@
 
 #include "common/error.h"
 #include "common/metrics.h"
+#include "common/metrics_http.h"
 #include "csi/node.h"
 #include "csi/registration.h"
 #include "meta/meta_client.h"
@@ -43,26 +46,10 @@ struct health {
 	struct node *node;           /* the node plugin, for /metrics; NULL when the node role is off */
 };
 
-enum health_route_kind {
+enum health_check_kind {
 	HEALTH_LIVE = 1,  /* GET /healthz */
 	HEALTH_READY,     /* GET /readyz */
-	HEALTH_METRICS,   /* GET /metrics */
 };
-
-struct health_route {
-	enum health_route_kind kind;
-	bool method_allowed;  /* false: answer 405 with Allow: allow */
-	const char *allow;    /* "GET" (HEAD is GET without the body) */
-};
-
-/*
- * Routes a request by method and path (without the query). ERR_NOT_FOUND
- * "no such route 'PATH' (known: /healthz, /readyz, /metrics)" for any
- * other path; a known path with another method than GET or HEAD is ERR_OK
- * with method_allowed false.
- */
-enum error_code health_route_parse(const char *method, const char *path,
-				   struct health_route *out, struct error *err);
 
 /*
  * Runs the checks of a route. ERR_OK when they pass; ERR_UNAVAILABLE with
@@ -70,7 +57,7 @@ enum error_code health_route_parse(const char *method, const char *path,
  * ...", "the CSI socket '/csi/csi.sock' is gone", "not registered with the
  * kubelet yet ...").
  */
-enum error_code health_check(const struct health *h, enum health_route_kind kind,
+enum error_code health_check(const struct health *h, enum health_check_kind kind,
 			     struct error *err);
 
 /*
@@ -79,12 +66,20 @@ enum error_code health_check(const struct health *h, enum health_route_kind kind
  *   granary_csi_volumes_staged 2
  *   granary_csi_volume_abnormal{volume="pvc-1"} 0
  *   granary_csi_volume_abnormal{volume="pvc-2"} 1
+ *   granary_fuse_reads_total{volume="pvc-1"} 1234
+ *   ...
  *
  * each volume's condition found as node_volumes_health finds it (at most
- * one probe timeout for all). Without the node role the text is empty.
+ * one probe timeout for all), then the granary_fuse_* families of the
+ * volumes whose daemon keeps counters (node_volumes_stats). Without the
+ * node role the text is empty.
  * ERR_NOMEM (out->failed is set too).
  */
 enum error_code health_metrics(const struct health *h, struct metrics_buf *out,
 			       struct error *err);
+
+/* The ops common/metrics_http.h serves: /healthz, /readyz and /metrics
+ * of h, which must outlive the server. */
+void health_ops(const struct health *h, struct metrics_http_ops *out);
 
 #endif

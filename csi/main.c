@@ -28,7 +28,6 @@
 #include "csi/controller.h"
 #include "csi/csi_settings.h"
 #include "csi/health.h"
-#include "csi/health_http.h"
 #include "csi/identity.h"
 #include "csi/keeper.h"
 #include "kube/kubeapi.h"
@@ -140,7 +139,8 @@ int main(int argc, char **argv)
 	struct registration reg;
 	struct registration_server *rs = NULL;
 	struct health health = { 0 };
-	struct health_http *hh = NULL;
+	struct metrics_http *hh = NULL;
+	struct metrics_http_ops hops;
 	struct netaddr csi_addr;
 	uint64_t next_check = 0;
 	bool replaced = false;
@@ -253,7 +253,9 @@ int main(int argc, char **argv)
 	health.probe = probe;
 	health.reg = csi_settings_registers(&s) ? &reg : NULL;
 	health.node = node;
-	if (*s.health_address && health_http_start(s.health_address, &health, &hh, &err) != ERR_OK) {
+	health_ops(&health, &hops);
+	if (*s.health_address &&
+	    metrics_http_start(s.health_address, "health_address", &hops, &hh, &err) != ERR_OK) {
 		log_error("cannot serve the health endpoint", LOG_S("cause", err.msg));
 		goto out;
 	}
@@ -273,7 +275,7 @@ int main(int argc, char **argv)
 		}
 	}
 	log_info("granary-csi stopping");
-	health_http_stop(hh);
+	metrics_http_stop(hh);
 	hh = NULL;
 	registration_server_stop(rs);
 	rs = NULL;
@@ -285,7 +287,7 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
-	health_http_stop(hh);
+	metrics_http_stop(hh);
 	registration_server_stop(rs);
 	rpc_server_free(srv);
 	node_free(node);

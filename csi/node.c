@@ -33,6 +33,7 @@
 #include "csi/fdchan.h"
 #include "csi/keeper.h"
 #include "csi/mountpod.h"
+#include "fuse/mountstats.h"
 #include "store/store.h"
 
 #define FUSE_TYPE "fuse.granary"
@@ -607,11 +608,11 @@ static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover
 
 
 /* Removes the saved INIT and what granary-fuse keeps beside it for a
- * successor (the spec and snapshot it served): a new connection starts
- * afresh. */
+ * successor (the spec and snapshot it served, its counters): a new
+ * connection starts afresh. */
 static void forget_init_state(const struct vol *v)
 {
-	const char *ext[] = { "", ".spec", ".snapshot" };
+	const char *ext[] = { "", ".spec", ".snapshot", MOUNTSTATS_SUFFIX };
 	char path[PATH_MAX_LEN];
 
 	if (!v->rec.init_state || !*v->rec.init_state)
@@ -2392,6 +2393,12 @@ enum error_code node_volumes_health(struct node *n, struct node_volume_health **
 		}
 		if (!v->gone && v->rec.staging_path)
 			check_begin(v, v->rec.staging_path, &checks[i]);
+		if (!v->gone && v->rec.init_state && *v->rec.init_state) {
+			char path[PATH_MAX_LEN];
+
+			if (mountstats_path(v->rec.init_state, path, sizeof(path)))
+				list[i].stats_file = strdup(path);
+		}
 		pthread_mutex_unlock(&v->mu);
 	}
 	deadline = retry_now_ms() + probe_timeout(n);
@@ -2421,7 +2428,15 @@ enum error_code node_volumes_health(struct node *n, struct node_volume_health **
 		if (h->volume_id) {
 			h->restarts = atomic_load(&v->restarts);
 			h->restart_delay_ms = atomic_load(&v->backoff_ms);
+			/* list[i] held the stats file found under the lock. */
+			if (h != &list[i]) {
+				h->stats_file = list[i].stats_file;
+				list[i].stats_file = NULL;
+			}
 			(*count)++;
+		} else {
+			free(list[i].stats_file);
+			list[i].stats_file = NULL;
 		}
 		vol_unref(n, v);
 	}
@@ -2435,7 +2450,9 @@ enum error_code node_volumes_health(struct node *n, struct node_volume_health **
 
 void node_volumes_health_free(struct node_volume_health *list, size_t count)
 {
-	for (size_t i = 0; i < count; i++)
+	for (size_t i = 0; i < count; i++) {
 		free(list[i].volume_id);
+		free(list[i].stats_file);
+	}
 	free(list);
 }

@@ -264,6 +264,7 @@ struct node_volume_health {
 	struct node_condition cond;
 	uint64_t restarts;          /* successors the monitor started */
 	uint64_t restart_delay_ms;  /* the back-off before the next one (0: at once) */
+	char *stats_file;           /* its daemons' counters (fuse/mountstats.h); NULL: unknown */
 };
 
 /*

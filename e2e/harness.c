@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -656,4 +657,74 @@ void harness_fuse_abort(dev_t dev)
 		fputs("1", f);
 		fclose(f);
 	}
+}
+
+size_t harness_body_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct harness_body *b = arg;
+	char *grown = realloc(b->buf, b->len + size * n + 1);
+
+	if (!grown)
+		return 0;
+	memcpy(grown + b->len, p, size * n);
+	b->buf = grown;
+	b->len += size * n;
+	b->buf[b->len] = '\0';
+	return size * n;
+}
+
+long harness_http_get(const char *address, const char *path, char **body)
+{
+	return harness_http_request(address, path, NULL, body);
+}
+
+long harness_http_request(const char *address, const char *path, const char *header,
+			  char **body)
+{
+	struct harness_body b = { .buf = NULL };
+	struct curl_slist *hdrs = NULL;
+	char url[600];
+	long status = 0;
+	CURL *c = curl_easy_init();
+
+	ck_assert_ptr_nonnull(c);
+	if (strncmp(address, "unix://", 7) == 0) {
+		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, address + 7);
+		snprintf(url, sizeof(url), "http://localhost%s", path);
+	} else {
+		snprintf(url, sizeof(url), "http://%s%s", address, path);
+	}
+	if (header) {
+		hdrs = curl_slist_append(NULL, header);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, harness_body_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(c);
+	if (body)
+		*body = b.buf ? b.buf : strdup("");
+	else
+		free(b.buf);
+	return status;
+}
+
+double harness_metric(const char *text, const char *sample)
+{
+	size_t n = strlen(sample);
+	const char *line = text;
+
+	while (line && *line) {
+		if (strncmp(line, sample, n) == 0 && line[n] == ' ')
+			return strtod(line + n + 1, NULL);
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	return -1;
 }

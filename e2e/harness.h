@@ -185,6 +185,33 @@ struct harness_reader {
 };
 void *harness_direct_reader(void *arg);
 
+/* A response body that grows as libcurl writes it (CURLOPT_WRITEFUNCTION
+ * harness_body_write, CURLOPT_WRITEDATA a struct harness_body); buf is
+ * NUL-terminated, the caller frees it. */
+struct harness_body {
+	char *buf;
+	size_t len;
+};
+size_t harness_body_write(char *p, size_t size, size_t n, void *arg);
+
+/*
+ * GET path from a daemon's HTTP endpoint at address ("unix:///path",
+ * "127.0.0.1:PORT", as the daemons' settings write it). Returns the
+ * status (0: no answer); *body (may be NULL) receives the whole body,
+ * NUL-terminated, for the caller to free.
+ */
+long harness_http_get(const char *address, const char *path, char **body);
+/* The same with one more request header ("Name: value"; NULL: none). */
+long harness_http_request(const char *address, const char *path, const char *header,
+			  char **body);
+
+/*
+ * The value of one sample in a Prometheus text body: sample is the name
+ * with its labels exactly as rendered ("granary_fuse_reads_total",
+ * "granary_fuse_source_reads_total{source=\"local\"}"). -1 when absent.
+ */
+double harness_metric(const char *text, const char *sample);
+
 /* Aborts the FUSE connection of the mount with device dev (fusectl), so
  * that a failing test does not leave readers blocked in the kernel. */
 void harness_fuse_abort(dev_t dev);

@@ -25,9 +25,12 @@
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
+#include "common/retry.h"
 #include "fuse/ll.h"
 #include "fuse/mount_settings.h"
 #include "fuse/mountfs.h"
+#include "fuse/mountstats.h"
 #include "block/placement.h"
 #include "fuse/reader.h"
 #include "fuse/sources.h"
@@ -59,7 +62,15 @@ struct mount {
 	const char *source_names[READER_MAX_SOURCES]; /* the reader's, in its order */
 	unsigned nsources;
 	struct mountfs *fs;
+	/* counters (beside init_state, kept across a takeover) and their endpoint */
+	struct mountstats *stats;
+	pthread_t ticker;
+	bool ticker_running;
+	struct metrics_http *http;
 };
+
+/* How often the memory gauge in the counters is refreshed. */
+#define STATS_TICK_MS 1000
 
 /* Name given to a standalone dataset: it only labels logs and cache blocks. */
 #define STANDALONE_NAME "standalone"
@@ -466,6 +477,87 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	return ERR_OK;
 }
 
+/*
+ * The mount's counters: beside init_state when there is one, so that a
+ * successor (--takeover) continues them and the node plugin reads them
+ * (fuse/mountstats.h); in memory otherwise. A file that cannot be made is
+ * logged and the counters kept in memory: counting is no reason to refuse
+ * a mount.
+ */
+static enum error_code open_stats(const struct mount_settings *s, struct mount *m,
+				  struct error *err)
+{
+	char path[PATH_MAX] = "";
+	bool continued = false;
+	struct error ferr;
+
+	if (*s->init_state && !mountstats_path(s->init_state, path, sizeof(path)))
+		path[0] = '\0';
+	if (*path && mountstats_open(path, m->source_names, m->nsources, &m->stats, &continued,
+				     &ferr) != ERR_OK) {
+		log_warn("cannot keep the mount's counters in a file; a successor starts them at zero",
+			 LOG_S("path", path), LOG_S("cause", ferr.msg));
+		path[0] = '\0';
+	}
+	if (!m->stats && mountstats_open(NULL, m->source_names, m->nsources, &m->stats, &continued,
+					 err) != ERR_OK)
+		return err->code;
+	if (continued)
+		log_info("continuing the counters of the previous daemon", LOG_S("path", path),
+			 LOG_U("reads", atomic_load(&m->stats->c.reads)),
+			 LOG_U("daemons", atomic_load(&m->stats->c.daemons)));
+	mountstats_tick(m->stats);
+	return ERR_OK;
+}
+
+/* Refreshes the counters' memory gauge until teardown. */
+static void *ticker(void *arg)
+{
+	struct mount *m = arg;
+
+	pthread_mutex_lock(&m->stop_mu);
+	while (!m->stopping) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += STATS_TICK_MS / 1000;
+		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
+		if (!m->stopping)
+			mountstats_tick(m->stats);
+	}
+	pthread_mutex_unlock(&m->stop_mu);
+	return NULL;
+}
+
+static enum error_code serve_metrics(void *arg, struct metrics_buf *out, struct error *err)
+{
+	struct mount *m = arg;
+	struct mountstats_view view = { .volume = NULL };
+
+	(void)err;
+	mountstats_get(m->stats, &view.v);
+	mountstats_render(out, &view, 1);
+	return ERR_OK;
+}
+
+/* /healthz and /metrics on metrics.address; the ticker in any case. */
+static enum error_code start_observing(const struct mount_settings *s, struct mount *m,
+				       struct error *err)
+{
+	static const struct metrics_http_ops ops_template = { .metrics = serve_metrics };
+	struct metrics_http_ops ops = ops_template;
+
+	if (pthread_create(&m->ticker, NULL, ticker, m) == 0)
+		m->ticker_running = true;
+	if (!*s->metrics_address)
+		return ERR_OK;
+	ops.arg = m;
+	if (metrics_http_start(s->metrics_address, "metrics.address", &ops, &m->http, err) != ERR_OK)
+		return err->code;
+	log_info("serving /healthz and /metrics", LOG_S("metrics.address", s->metrics_address));
+	return ERR_OK;
+}
+
 static enum error_code setup(const struct mount_settings *s, struct mount *m, struct error *err)
 {
 	struct reader_config rcfg = {
@@ -496,6 +588,10 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 	for (unsigned i = 0; i < rcfg.nsources; i++)
 		m->source_names[i] = rcfg.sources[i].name;
 	m->nsources = rcfg.nsources;
+	rc = open_stats(s, m, err);
+	if (rc != ERR_OK)
+		return rc;
+	rcfg.counters = &m->stats->c;
 	rc = reader_new(&rcfg, &m->reader, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -504,18 +600,20 @@ static enum error_code setup(const struct mount_settings *s, struct mount *m, st
 		return rc;
 	m->snap = NULL; /* owned by the fs now */
 	mountfs_set_stats(m->fs, format_stats, m);
-	return ERR_OK;
+	return start_observing(s, m, err);
 }
 
 static void teardown(struct mount *m)
 {
-	if (m->refresher_running) {
-		pthread_mutex_lock(&m->stop_mu);
-		m->stopping = true;
-		pthread_cond_signal(&m->stop_cv);
-		pthread_mutex_unlock(&m->stop_mu);
+	metrics_http_stop(m->http);
+	pthread_mutex_lock(&m->stop_mu);
+	m->stopping = true;
+	pthread_cond_broadcast(&m->stop_cv);
+	pthread_mutex_unlock(&m->stop_mu);
+	if (m->refresher_running)
 		pthread_join(m->refresher, NULL);
-	}
+	if (m->ticker_running)
+		pthread_join(m->ticker, NULL);
 	mountfs_free(m->fs);
 	reader_free(m->reader);
 	placement_free(m->placement);
@@ -529,6 +627,7 @@ static void teardown(struct mount *m)
 	blockstore_free(m->bs);
 	snapshot_free(m->snap);
 	store_free(m->store);
+	mountstats_close(m->stats);
 }
 
 int main(int argc, char **argv)

@@ -84,6 +84,10 @@ static const struct config_field fuse_fields[] = {
 	{ "membership.refresh", CONFIG_DURATION, offsetof(struct mount_settings, membership_refresh_ms),
 	  "2s", "how often the worker list is read from meta", 100, 600000, NULL },
 	STORE_SETTINGS_FIELDS(struct mount_settings, store),
+	{ "metrics.address", CONFIG_STRING, offsetof(struct mount_settings, metrics_address), "",
+	  "where /healthz and /metrics are served: \":PORT\", host:port or unix:///path (empty: "
+	  "off; a mount of the node plugin has its counters on the plugin's /metrics)", 0, 0,
+	  NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct mount_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -177,6 +181,9 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 		return error_set(err, ERR_INVALID, "key 'worker.timeout': must be more than 0");
 	if (is_set(s->store.endpoint) && store_check_endpoint(s->store.endpoint, err) != ERR_OK)
 		return error_wrap(err, "key 'store.endpoint'");
+	if (is_set(s->metrics_address) &&
+	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
+		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;
 	return ERR_OK;

@@ -50,6 +50,7 @@ struct mount_settings {
 	uint64_t membership_refresh_ms;
 	char *init_state;          /* saved FUSE_INIT for a successor daemon */
 	bool takeover;             /* replay init_state on a live /dev/fd/N */
+	char *metrics_address;     /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	struct store_settings store;
 	char *log_level;
 };
@@ -70,7 +71,8 @@ uint64_t mount_read_deadline_ms(const struct mount_settings *s);
  * address when dataset is used), cache.dir absolute, cache.block_size a
  * power of two from 64KiB to 64MiB, cache.capacity at least one block,
  * max_read a multiple of 4KiB up to 1MiB, read_ahead a multiple of 4KiB,
- * the store endpoint a valid URL (when set) and log.level a known level.
+ * the store endpoint a valid URL (when set), metrics.address a listen
+ * address (when set) and log.level a known level.
  * Returns ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'mountpoint': required".
  */

@@ -19,10 +19,14 @@
  * per source per interval says so without a line per block. */
 #define READER_FALLBACK_LOG_MS 10000
 
+/* Counted with relaxed atomic adds: nothing orders on them. */
+#define ADD(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
+#define LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
 struct reader {
 	struct reader_config cfg;
-	_Atomic uint64_t reads, bytes, fallbacks, changed_objects, corrupt, failed;
-	_Atomic uint64_t by_source[READER_MAX_SOURCES];
+	struct mountstats_counters *c;   /* cfg.counters, else own */
+	struct mountstats_counters own;
 	struct log_limiter fallback_log[READER_MAX_SOURCES];
 	struct log_limiter corrupt_log;
 	struct log_limiter failed_log;
@@ -44,6 +48,7 @@ enum error_code reader_new(const struct reader_config *cfg, struct reader **out,
 	if (!r)
 		return error_set(err, ERR_NOMEM, "reader: out of memory");
 	r->cfg = *cfg;
+	r->c = cfg->counters ? cfg->counters : &r->own;
 	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
 		log_limiter_init(&r->fallback_log[i], READER_FALLBACK_LOG_MS, NULL, NULL);
 	log_limiter_init(&r->corrupt_log, READER_FALLBACK_LOG_MS, NULL, NULL);
@@ -91,19 +96,20 @@ static enum error_code read_block(struct reader *r, struct reader_block *blk,
 			rc = error_set(err, ERR_IO, "source '%s' answered %zu bytes of %zu", src->name,
 				       *got, len);
 		if (blk->corrupt != corrupt) {
-			r->corrupt += blk->corrupt - corrupt;
+			ADD(r->c->corrupt, blk->corrupt - corrupt);
 			log_limited_warn(&r->corrupt_log, "cached block failed its checksum, read again",
 					 LOG_S("source", src->name), LOG_S("key", blk->obj->key),
 					 LOG_U("block", blk->index),
 					 LOG_S("cause", blk->corrupt_cause));
 		}
 		if (rc == ERR_OK) {
-			r->by_source[i]++;
+			ADD(r->c->source_blocks[i], 1);
+			ADD(r->c->source_bytes[i], *got);
 			return ERR_OK;
 		}
 		/* a corrupt copy was counted and logged above */
 		if (rc != ERR_NOT_FOUND && blk->corrupt == corrupt) {
-			r->fallbacks++;
+			ADD(r->c->fallbacks[i], 1);
 			if (i + 1 < r->cfg.nsources)
 				log_limited_warn(&r->fallback_log[i], "block source failed, trying the next",
 						 LOG_S("source", src->name),
@@ -127,11 +133,12 @@ static enum error_code object_changed(struct reader *r, const struct reader_obje
 {
 	char cause[ERROR_MSG_MAX];
 
+	ADD(r->c->errors[MOUNTSTATS_CAUSE_CHANGED], 1);
 	snprintf(cause, sizeof(cause), "%s", err ? err->msg : "");
 	if (!stream || !stream->changed_seen) {
 		if (stream)
 			stream->changed_seen = true;
-		r->changed_objects++;
+		ADD(r->c->changed_objects, 1);
 		log_limited_warn(&r->changed_log, "object changed since the snapshot, its reads fail",
 				 LOG_S("key", obj->key), LOG_S("etag", obj->etag),
 				 LOG_S("cause", cause));
@@ -150,18 +157,22 @@ static enum error_code read_failed(struct reader *r, const struct reader_block *
 {
 	char cause[ERROR_MSG_MAX];
 	uint64_t now = retry_now_ms();
+	enum mountstats_cause kind = MOUNTSTATS_CAUSE_SOURCE;
 
-	if (blk->until_ms && now >= blk->until_ms)
+	if (blk->until_ms && now >= blk->until_ms) {
+		kind = MOUNTSTATS_CAUSE_DEADLINE;
 		snprintf(cause, sizeof(cause), "deadline of %llu ms passed: %s",
 			 (unsigned long long)r->cfg.deadline_ms, err ? err->msg : "");
-	else
+	} else {
 		snprintf(cause, sizeof(cause), "%s", err ? err->msg : "");
-	r->failed++;
+	}
+	ADD(r->c->errors[kind], 1);
 	log_limited_warn(&r->failed_log, "read failed", LOG_S("key", blk->obj->key),
 			 LOG_U("block", blk->index), LOG_U("ms", now - t0), LOG_S("cause", cause));
 	if (stream) {
 		stream->failed_block1 = blk->index + 1;
 		stream->failed_at_ms = now;
+		stream->failed_kind = kind;
 		snprintf(stream->failed_cause, sizeof(stream->failed_cause), "%s", cause);
 	}
 	return error_set(err, ERR_IO, "read '%s' block %llu: %s", blk->obj->key,
@@ -173,7 +184,8 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			    char *dst, size_t *got, struct error *err)
 {
 	const uint64_t bs = r->cfg.block_size;
-	const uint64_t t0 = retry_now_ms();
+	const double t0_s = retry_now_s();
+	const uint64_t t0 = (uint64_t)(t0_s * 1000.0);
 	uint64_t until = 0;
 	unsigned readahead = 0;
 	enum error_code rc = ERR_OK;
@@ -197,8 +209,8 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		 * could not fill: that read's wait was this one's. */
 		rc = error_set(err, ERR_IO, "read '%s' block %llu: %s", obj->key,
 			       (unsigned long long)(off / bs), stream->failed_cause);
-		r->reads++;
-		r->failed++;
+		ADD(r->c->errors[stream->failed_kind], 1);
+		mountstats_read_done(r->c, retry_now_s() - t0_s, 0);
 		return rc;
 	}
 	while (len > 0) {
@@ -223,20 +235,25 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		len -= n;
 		*got += n;
 	}
-	r->reads++;
-	r->bytes += *got;
+	mountstats_read_done(r->c, retry_now_s() - t0_s, *got);
 	return rc;
 }
 
 void reader_get_stats(struct reader *r, struct reader_stats *out)
 {
+	const struct mountstats_counters *c = r->c;
+
 	memset(out, 0, sizeof(*out));
-	out->reads = r->reads;
-	out->bytes = r->bytes;
-	out->fallbacks = r->fallbacks;
-	out->changed_objects = r->changed_objects;
-	out->corrupt = r->corrupt;
-	out->failed = r->failed;
-	for (unsigned i = 0; i < READER_MAX_SOURCES; i++)
-		out->by_source[i] = r->by_source[i];
+	out->reads = LOAD(c->reads);
+	out->bytes = LOAD(c->bytes);
+	for (unsigned i = 0; i < READER_MAX_SOURCES; i++) {
+		out->by_source[i] = LOAD(c->source_blocks[i]);
+		out->bytes_by_source[i] = LOAD(c->source_bytes[i]);
+		out->fallbacks += LOAD(c->fallbacks[i]);
+	}
+	out->changed_objects = LOAD(c->changed_objects);
+	out->corrupt = LOAD(c->corrupt);
+	out->failed = LOAD(c->errors[MOUNTSTATS_CAUSE_DEADLINE]) +
+		      LOAD(c->errors[MOUNTSTATS_CAUSE_SOURCE]);
+	out->failed_changed = LOAD(c->errors[MOUNTSTATS_CAUSE_CHANGED]);
 }

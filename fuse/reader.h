@@ -40,6 +40,11 @@
  * sources that take hints; prefetched data lands in caches on disk, so the
  * mount's own memory stays bounded by its read buffers.
  *
+ * Counting: every read (with its latency), block piece and bytes by
+ * source, fallback and failure by cause is added, without a lock, to the
+ * counters cfg.counters names (a mount's file that outlives the daemon,
+ * fuse/mountstats.h) or to the reader's own.
+ *
  * Thread-safe: sources are shared and must be thread-safe themselves; the
  * sequential state lives in the caller's struct reader_stream.
  */
@@ -51,6 +56,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "fuse/mountstats.h"
 
 /* One object version, as the snapshot names it. */
 struct reader_object {
@@ -91,7 +97,7 @@ struct reader_source {
 	void *ctx;
 };
 
-#define READER_MAX_SOURCES 4
+#define READER_MAX_SOURCES MOUNTSTATS_SOURCES
 
 /* A read of the block that just failed on the same file, this soon
  * after, fails at once (the kernel asking again, see above). */
@@ -105,6 +111,10 @@ struct reader_config {
 	unsigned prefetch_blocks;   /* hint size once access is sequential */
 	struct reader_source sources[READER_MAX_SOURCES];
 	unsigned nsources;
+	/* Where the reads are counted (a mount's stats file, kept across a
+	 * takeover: fuse/mountstats.h); NULL: counters of the reader's own.
+	 * Borrowed: must outlive the reader. */
+	struct mountstats_counters *counters;
 };
 
 /* Per open file: where the last read ended, to detect sequential access. */
@@ -118,15 +128,18 @@ struct reader_stream {
 	 * the one that failed instead of starting a new one. */
 	uint64_t failed_block1, failed_at_ms;
 	char failed_cause[160];
+	enum mountstats_cause failed_kind;
 };
 
 struct reader_stats {
 	uint64_t reads, bytes;
 	uint64_t by_source[READER_MAX_SOURCES];   /* blocks answered */
+	uint64_t bytes_by_source[READER_MAX_SOURCES];
 	uint64_t fallbacks;                        /* source errors passed over */
 	uint64_t changed_objects;  /* streams that met an object changed since the snapshot */
 	uint64_t corrupt;          /* cached copies of blocks that failed their checksums */
 	uint64_t failed;           /* reads failed (EIO): no source could serve a block */
+	uint64_t failed_changed;   /* reads failed (EIO): the object changed since the snapshot */
 };
 
 struct reader;

@@ -25,6 +25,7 @@
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
 #include "kube/kubeapi.h"
@@ -32,6 +33,7 @@
 #include "meta/datasets.h"
 #include "meta/membership.h"
 #include "meta/meta_auth.h"
+#include "meta/meta_metrics.h"
 #include "meta/meta_settings.h"
 #include "meta/registry.h"
 #include "meta/service.h"
@@ -53,6 +55,19 @@ static void make_socket_dir(const char *listen)
 		return;
 	if (fileio_mkdirs_parent(na.path, &err) != ERR_OK)
 		log_warn("cannot create the socket directory", LOG_S("cause", err.msg));
+}
+
+/* What /metrics renders: the registry and the membership. */
+struct observed {
+	struct registry *reg;
+	struct membership *mem;
+};
+
+static enum error_code render_metrics(void *arg, struct metrics_buf *out, struct error *err)
+{
+	struct observed *o = arg;
+
+	return meta_metrics_render(o->reg, o->mem, out, err);
 }
 
 /* The roles that have a key, "csi,worker,mount", for the start line. */
@@ -133,6 +148,9 @@ int main(int argc, char **argv)
 	struct lease *lease = NULL;
 	struct datasets *ds = NULL;
 	uint64_t renew_at = 0;
+	struct observed observed = { 0 };
+	struct metrics_http_ops hops = { .metrics = render_metrics, .arg = &observed };
+	struct metrics_http *mh = NULL;
 	char roles[64], *cred_dir = NULL;
 	struct error err;
 	int first = argc, rc;
@@ -189,6 +207,14 @@ int main(int argc, char **argv)
 		log_error("cannot start the membership", LOG_S("cause", err.msg));
 		goto out;
 	}
+	/* A replica waiting for the Lease answers /healthz and /metrics too. */
+	observed = (struct observed){ .reg = reg, .mem = mem };
+	make_socket_dir(s.metrics_address);
+	if (*s.metrics_address &&
+	    metrics_http_start(s.metrics_address, "metrics.address", &hops, &mh, &err) != ERR_OK) {
+		log_error("cannot serve /metrics", LOG_S("cause", err.msg));
+		goto out;
+	}
 	if (s.kube_enabled) {
 		struct lease_config lc = {
 			.namespace_ = s.kube_namespace,
@@ -223,6 +249,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_info("granary-meta serving", LOG_S("listen", s.listen), LOG_S("data_dir", s.data_dir),
+		 LOG_S("metrics.address", s.metrics_address),
 		 LOG_U("heartbeat.interval_ms", s.heartbeat_interval_ms),
 		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms),
 		 LOG_S("auth", auth.insecure ? "insecure" : "signed"),
@@ -259,6 +286,8 @@ int main(int argc, char **argv)
 		}
 	}
 	log_info("granary-meta stopping");
+	metrics_http_stop(mh);
+	mh = NULL;
 	if (!datasets_stop(ds, 10000)) {
 		lease_release(lease);
 		log_warn("granary-meta exiting with a Dataset registration unfinished");
@@ -281,6 +310,7 @@ out:
 	lease_free(lease);
 	kubeapi_free(kube);
 	free(cred_dir);
+	metrics_http_stop(mh);
 	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);

@@ -70,6 +70,9 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, kube_credentials_dir), "",
 	  "where the Datasets' Secrets become credentials files only meta reads (empty: "
 	  "DATA_DIR/credentials)", 0, 0, NULL },
+	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
+	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
+	  "unix:///path (empty: off)", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -121,6 +124,8 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 				 "keys 'kube.namespace', 'kube.identity' and 'kube.lease': required with kube.enabled");
 	if (*s->kube_credentials_dir &&
 	    config_check_abs_path("kube.credentials_dir", s->kube_credentials_dir, err) != ERR_OK)
+	if (*s->metrics_address &&
+	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;

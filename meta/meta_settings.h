@@ -39,6 +39,7 @@ struct meta_settings {
 	uint64_t kube_lease_duration_ms;
 	char *kube_driver;              /* the CSI driver of the Datasets' volumes */
 	char *kube_credentials_dir;     /* "" = DATA_DIR/credentials */
+	char *metrics_address;          /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	char *log_level;
 };
 
@@ -49,7 +50,7 @@ extern const struct config_schema meta_settings_schema;
  * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
  * endpoint and each of store.allowed_endpoints a valid URL (when set),
  * allowed_file_roots absolute directories, the auth.*_key_file absolute
- * paths when set, and log.level a known level (whether key files and
+ * paths when set, metrics.address a listen address when set, and log.level a known level (whether key files and
  * auth.insecure go together is meta_auth_load's check). Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'data_dir': must be an absolute path, got 'meta'".

@@ -76,6 +76,13 @@ static const char *const state_names[] = {
 	[REGISTRY_REFRESHING] = "refreshing",
 };
 
+const char *registry_state_name(enum registry_state state)
+{
+	if (state < REGISTRY_REGISTERING || state > REGISTRY_REFRESHING)
+		return "unknown";
+	return state_names[state];
+}
+
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;

@@ -58,6 +58,9 @@ enum registry_state {
 	REGISTRY_REFRESHING,      /* generation served; the next one building */
 };
 
+/* "registering", "ready", "refreshing" (logs, errors, /metrics). */
+const char *registry_state_name(enum registry_state state);
+
 struct registry;
 
 struct registry_options {

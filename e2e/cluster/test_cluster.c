@@ -15,10 +15,12 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -81,7 +83,7 @@ struct worker {
 	char cache[256];
 };
 
-static char work[128], token_path[200], meta_sock[240], meta_data[200];
+static char work[128], token_path[200], meta_sock[240], meta_data[200], meta_metrics[240];
 /* meta's csi and worker role keys; the mount role's key is the cluster
  * token, as in the chart. */
 static struct harness_meta_keys keys;
@@ -176,7 +178,7 @@ static void meta_start(void)
 			       "--store.endpoint", endpoint, "--store.credentials_file",
 			       credentials, "--log.level", "info", "--auth.csi_key_file", keys.csi,
 			       "--auth.worker_key_file", keys.worker, "--auth.mount_key_file",
-			       token_path, NULL };
+			       token_path, "--metrics.address", meta_metrics, NULL };
 	struct meta_client *c = meta_client();
 	uint64_t t0 = retry_now_ms();
 
@@ -206,57 +208,20 @@ static void meta_start(void)
 
 /* --- HTTP to the workers ----------------------------------------------------- */
 
-struct body {
-	char *buf;
-	size_t len;
-};
-
-static size_t body_write(char *p, size_t size, size_t n, void *arg)
-{
-	struct body *b = arg;
-	char *grown = realloc(b->buf, b->len + size * n + 1);
-
-	if (!grown)
-		return 0;
-	memcpy(grown + b->len, p, size * n);
-	b->buf = grown;
-	b->len += size * n;
-	b->buf[b->len] = '\0';
-	return size * n;
-}
-
 /* GET path (signed with the cluster token for /v1); *out is the body
  * (free it), the HTTP status is returned (0: no answer). */
 static long http_get(int port, const char *path, char **out)
 {
-	struct body b = { .buf = NULL };
-	struct curl_slist *hdrs = NULL;
-	char url[600], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
-	long status = 0;
-	CURL *c = curl_easy_init();
+	char address[32], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
+	const char *header = NULL;
 
-	ck_assert_ptr_nonnull(c);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
 	if (strncmp(path, "/v1/", 4) == 0) {
 		ck_assert_int_eq(token_sign(tok, "GET", path, "", (int64_t)time(NULL), auth + 15,
 					    sizeof(auth) - 15), ERR_OK);
-		hdrs = curl_slist_append(NULL, auth);
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+		header = auth;
 	}
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(c);
-	if (out)
-		*out = b.buf ? b.buf : strdup("");
-	else
-		free(b.buf);
-	return status;
+	return harness_http_request(address, path, header, out);
 }
 
 /* A counter or gauge from the worker's /metrics. */
@@ -625,6 +590,7 @@ static void setup(void)
 	snprintf(token_path, sizeof(token_path), "%s/token", work);
 	snprintf(meta_sock, sizeof(meta_sock), "unix://%s/meta.sock", work);
 	snprintf(meta_data, sizeof(meta_data), "%s/meta-data", work);
+	snprintf(meta_metrics, sizeof(meta_metrics), "unix://%s/meta-metrics.sock", work);
 	snprintf(meta.log, sizeof(meta.log), "%s/meta.log", work);
 	harness_write_file(token_path, SECRET "\n", 0600);
 	harness_meta_keys(work, &keys);
@@ -931,7 +897,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	struct error err;
 	char *json = NULL, path[200], auth[TOKEN_HEADER_MAX + 32] = "Authorization: ";
 	struct curl_slist *hdrs;
-	struct body resp = { .buf = NULL };
+	struct harness_body resp = { .buf = NULL };
 	long status = 0;
 	CURL *h;
 
@@ -945,7 +911,7 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, put_body);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, harness_body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
 	ck_assert_int_eq(curl_easy_perform(h), CURLE_OK);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -1298,6 +1264,227 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 }
 END_TEST
 
+/* --- metrics ------------------------------------------------------------------ */
+
+/* The /metrics text of a daemon at address (unix:// or host:port). */
+static char *scrape(const char *address)
+{
+	char *text = NULL;
+	long status = harness_http_get(address, "/metrics", &text);
+
+	ck_assert_msg(status == 200, "GET %s/metrics: status %ld", address, status);
+	return text;
+}
+
+/* One sample of a mount's /metrics (0 when absent: a source never asked). */
+static double mount_metric(const char *address, const char *sample)
+{
+	char *text = scrape(address);
+	double v = harness_metric(text, sample);
+
+	free(text);
+	return v < 0 ? 0 : v;
+}
+
+/* Adds the names of the families in text ("# TYPE name kind") to names,
+ * with _bucket, _sum and _count for histograms. */
+static void add_family_names(json_t *names, const char *text)
+{
+	for (const char *line = text; line && *line;) {
+		char name[200], kind[32];
+
+		if (sscanf(line, "# TYPE %199s %31s", name, kind) == 2) {
+			json_object_set_new(names, name, json_true());
+			if (strcmp(kind, "histogram") == 0) {
+				static const char *const sfx[] = { "_bucket", "_sum", "_count" };
+
+				for (int i = 0; i < 3; i++) {
+					char full[240];
+
+					snprintf(full, sizeof(full), "%s%s", name, sfx[i]);
+					json_object_set_new(names, full, json_true());
+				}
+			}
+		}
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+}
+
+/* Every granary_* name in a PromQL expression must be in names; returns
+ * how many names the expression used. */
+static int check_expr(const json_t *names, const char *where, const char *expr)
+{
+	int used = 0;
+
+	for (const char *p = strstr(expr, "granary_"); p; p = strstr(p, "granary_")) {
+		char name[200];
+		size_t n = 0;
+
+		while (n + 1 < sizeof(name) && (isalnum((unsigned char)p[n]) || p[n] == '_')) {
+			name[n] = p[n];
+			n++;
+		}
+		name[n] = '\0';
+		ck_assert_msg(json_object_get(names, name) != NULL,
+			      "%s uses '%s', which no running daemon exports (expr: %s)", where, name,
+			      expr);
+		used++;
+		p += n;
+	}
+	return used;
+}
+
+/*
+ * The chart's Grafana dashboard, loaded as Grafana would (JSON): every
+ * PromQL expression of every panel and template variable names only
+ * series that the running daemons export, and every panel has one.
+ */
+static void check_dashboard(const json_t *names)
+{
+	const char *src = getenv("GRANARY_SOURCE_DIR");
+	char path[600], where[300];
+	json_error_t jerr;
+	json_t *dash, *panels, *panel, *vars, *var;
+	size_t i, j;
+	int used = 0;
+
+	ck_assert_ptr_nonnull(src);
+	snprintf(path, sizeof(path), "%s/helm/granary/dashboards/granary.json", src);
+	dash = json_load_file(path, 0, &jerr);
+	ck_assert_msg(dash != NULL, "%s:%d: %s", path, jerr.line, jerr.text);
+	panels = json_object_get(dash, "panels");
+	ck_assert_msg(json_array_size(panels) >= 7, "the dashboard has %zu panels",
+		      json_array_size(panels));
+	json_array_foreach(panels, i, panel) {
+		const json_t *targets = json_object_get(panel, "targets");
+		const char *title = json_string_value(json_object_get(panel, "title"));
+		json_t *t;
+		int in_panel = 0;
+
+		ck_assert_msg(json_array_size(targets) > 0, "panel '%s' has no query", title);
+		json_array_foreach(targets, j, t) {
+			const char *expr = json_string_value(json_object_get(t, "expr"));
+
+			ck_assert_msg(expr != NULL, "panel '%s' target %zu has no expr", title, j);
+			snprintf(where, sizeof(where), "panel '%s'", title);
+			in_panel += check_expr(names, where, expr);
+		}
+		ck_assert_msg(in_panel > 0, "panel '%s' names no Granary series", title);
+		used += in_panel;
+	}
+	vars = json_object_get(json_object_get(dash, "templating"), "list");
+	json_array_foreach(vars, i, var) {
+		const char *def = json_string_value(json_object_get(var, "definition"));
+
+		if (def) {
+			snprintf(where, sizeof(where), "variable '%s'",
+				 json_string_value(json_object_get(var, "name")));
+			used += check_expr(names, where, def);
+		}
+	}
+	fprintf(stderr, "dashboard: %zu panels, %d series references, all exported\n",
+		json_array_size(panels), used);
+	json_decref(dash);
+}
+
+/*
+ * A mount's counters split its reads by the source that answered. The
+ * mount is on worker 1's node. Second pass through a new mount (worker
+ * caches warm): worker 1's blocks come from the node's cache files
+ * (local), worker 2's from worker 2 (peer), none from the store, and the
+ * bytes by source add up to the bytes read. A mount whose cluster token
+ * the workers refuse: local still answers, every peer request fails over
+ * (fallbacks{source="peer"}) to the store. Then meta, a worker and a
+ * mount answer /healthz, and the chart's dashboard names only series
+ * these daemons export.
+ */
+START_TEST(test_cluster_mount_counters_split_reads_by_source)
+{
+	const char *extra2[] = { "--metrics.address", NULL, NULL };
+	const char *extra3[] = { "--metrics.address", NULL, "--token_file", NULL, NULL };
+	char addr2[300], addr3[300], bad_token[240], worker_addr[64];
+	double local, peer, store, bytes, peer_bytes, local_bytes;
+	uint64_t served_before, served_after;
+	struct mnt m1, m2, m3;
+	json_t *names;
+	char *text;
+
+	snprintf(addr2, sizeof(addr2), "unix://%s/fuse-second.sock", work);
+	snprintf(addr3, sizeof(addr3), "unix://%s/fuse-refused.sock", work);
+	snprintf(bad_token, sizeof(bad_token), "%s/bad-token", work);
+	harness_write_file(bad_token, "not-the-cluster-secret-0123456789\n", 0600);
+	extra2[1] = addr2;
+	extra3[1] = addr3;
+	extra3[3] = bad_token;
+
+	ck_assert_int_eq(mount_start(&m1, DATASET, NULL, "warm"), 0);
+	read_all_exact(&m1);
+	mount_stop(&m1);
+
+	served_before = metric(&workers[1], "granary_worker_served_bytes_total");
+	ck_assert_int_eq(mount_start(&m2, DATASET, extra2, "second"), 0);
+	read_all_exact(&m2);
+	served_after = metric(&workers[1], "granary_worker_served_bytes_total");
+	local = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"local\"}");
+	peer = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"peer\"}");
+	store = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"store\"}");
+	local_bytes = mount_metric(addr2, "granary_fuse_source_bytes_total{source=\"local\"}");
+	peer_bytes = mount_metric(addr2, "granary_fuse_source_bytes_total{source=\"peer\"}");
+	bytes = mount_metric(addr2, "granary_fuse_read_bytes_total");
+	fprintf(stderr,
+		"metrics: second pass: %.0f local, %.0f peer, %.0f store block reads; %.0f + %.0f of %.0f bytes; worker 2 served %llu bytes\n",
+		local, peer, store, local_bytes, peer_bytes, bytes,
+		(unsigned long long)(served_after - served_before));
+	ck_assert_msg(local > 0 && peer > 0, "local %.0f, peer %.0f: the split is wrong", local, peer);
+	ck_assert_double_eq(store, 0);
+	ck_assert_double_eq(local_bytes + peer_bytes, bytes);
+	/* The peer bytes crossed the network from worker 2 (whole chunks, so
+	 * it may have sent more than the mount kept). */
+	ck_assert_double_le(peer_bytes, (double)(served_after - served_before));
+	ck_assert_double_eq(mount_metric(addr2, "granary_fuse_fallbacks_total{source=\"peer\"}"), 0);
+	ck_assert_double_gt(mount_metric(addr2, "granary_fuse_read_seconds_count"), 0);
+	ck_assert_double_eq(mount_metric(addr2, "granary_fuse_read_seconds_count"),
+			    mount_metric(addr2, "granary_fuse_reads_total"));
+	ck_assert_int_eq(harness_http_get(addr2, "/healthz", NULL), 200);
+
+	ck_assert_int_eq(mount_start(&m3, DATASET, extra3, "refused"), 0);
+	read_all_exact(&m3);
+	local = mount_metric(addr3, "granary_fuse_source_reads_total{source=\"local\"}");
+	peer = mount_metric(addr3, "granary_fuse_source_reads_total{source=\"peer\"}");
+	store = mount_metric(addr3, "granary_fuse_source_reads_total{source=\"store\"}");
+	fprintf(stderr, "metrics: refused token: %.0f local, %.0f peer, %.0f store, %.0f peer fallbacks\n",
+		local, peer, store,
+		mount_metric(addr3, "granary_fuse_fallbacks_total{source=\"peer\"}"));
+	ck_assert_msg(local > 0 && store > 0, "local %.0f, store %.0f", local, store);
+	ck_assert_double_eq(peer, 0);
+	ck_assert_double_ge(mount_metric(addr3, "granary_fuse_fallbacks_total{source=\"peer\"}"),
+			    store);
+	mount_stop(&m3);
+
+	/* Every daemon kind answers; the dashboard names only what they export. */
+	ck_assert_int_eq(harness_http_get(meta_metrics, "/healthz", NULL), 200);
+	snprintf(worker_addr, sizeof(worker_addr), "127.0.0.1:%d", workers[0].port);
+	ck_assert_int_eq(harness_http_get(worker_addr, "/healthz", NULL), 200);
+	names = json_object();
+	text = scrape(meta_metrics);
+	ck_assert_msg(harness_metric(text, "granary_meta_workers") == NWORKERS, "%s", text);
+	ck_assert_msg(harness_metric(text, "granary_meta_datasets{state=\"ready\"}") == 1, "%s", text);
+	add_family_names(names, text);
+	free(text);
+	text = scrape(worker_addr);
+	add_family_names(names, text);
+	free(text);
+	text = scrape(addr2);
+	add_family_names(names, text);
+	free(text);
+	check_dashboard(names);
+	json_decref(names);
+	mount_stop(&m2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
@@ -1317,6 +1504,13 @@ int main(void)
 	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_a_new_mount);
+	suite_add_tcase(s, tc);
+	/* Its own case, so that CK_RUN_CASE=metrics runs only it. */
+	tc = tcase_create("metrics");
+	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, test_cluster_mount_counters_split_reads_by_source);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

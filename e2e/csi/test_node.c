@@ -863,43 +863,33 @@ static struct stats stats_wait(const char *id, const char *path, bool abnormal,
 	}
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *arg)
+/* The plugin's /metrics text (free it). */
+static char *metrics_text(void)
 {
-	char *buf = arg;
-	size_t have = strlen(buf), add = size * n;
+	char *body = NULL;
 
-	if (have + add >= 8192)
-		add = 8191 - have;
-	memcpy(buf + have, data, add);
-	buf[have + add] = '\0';
-	return size * n;
+	ck_assert_int_eq(harness_http_get(health_addr, "/metrics", &body), 200);
+	return body;
 }
 
-/* GET of the plugin's health server; body holds 8192 bytes. */
-static long http_get(const char *path, char *body)
+/* The value of a /metrics sample, or -1 when there is none. */
+static double metric_value(const char *name, const char *id)
 {
-	CURL *c = curl_easy_init();
-	char url[128];
-	long status = 0;
+	char *body = metrics_text(), want[300];
+	double v;
 
-	body[0] = '\0';
-	snprintf(url, sizeof(url), "http://%s%s", health_addr, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
-	return status;
+	snprintf(want, sizeof(want), "%s{volume=\"%s\"}", name, id);
+	v = harness_metric(body, want);
+	free(body);
+	return v;
 }
 
 static void expect_metric(const char *line)
 {
-	char body[8192];
+	char *body = metrics_text();
 
-	ck_assert_int_eq(http_get("/metrics", body), 200);
 	ck_assert_msg(strstr(body, line), "no line '%s' in /metrics:\n%s", line, body);
+	free(body);
 }
 
 static int log_count(const char *needle)
@@ -970,6 +960,20 @@ START_TEST(test_node_volume_condition_tells_a_mount_that_cannot_serve)
 	expect_content(t1, files[1][0], files[1][1]);
 	snprintf(want, sizeof(want), "\ngranary_csi_volume_abnormal{volume=\"%s\"} 0\n", id);
 	expect_metric(want);
+	/* The mount's counters, read from the file its daemons keep, with
+	 * the volume as label: both daemons that started counted in it (the
+	 * successors that could not start never opened it), and the reads
+	 * went to the store (no worker here). */
+	ck_assert_double_eq(metric_value("granary_fuse_daemons_total", id), 2);
+	ck_assert_double_gt(metric_value("granary_fuse_reads_total", id), 0);
+	snprintf(want, sizeof(want), "granary_fuse_source_reads_total{volume=\"%s\",source=\"store\"}",
+		 id);
+	{
+		char *body = metrics_text();
+
+		ck_assert_msg(harness_metric(body, want) > 0, "no '%s' above 0 in:\n%s", want, body);
+		free(body);
+	}
 	/* Each episode logged once, however often it was asked about. */
 	ck_assert_int_eq(log_count("msg=\"volume abnormal\""), 2);
 	ck_assert_int_eq(log_count("msg=\"volume serves again\""), 2);
@@ -980,6 +984,8 @@ START_TEST(test_node_volume_condition_tells_a_mount_that_cannot_serve)
 	ck_assert_int_eq(mounts_under_work(), 0);
 	expect_metric("\ngranary_csi_volumes_staged 0\n");
 	ck_assert_msg(retry_now_ms() - t0 < 5000, "/metrics was slow with nothing staged");
+	/* Unstaged: its counters' file is gone with its init state. */
+	ck_assert_double_eq(metric_value("granary_fuse_reads_total", id), -1);
 }
 END_TEST
 
@@ -1133,7 +1139,7 @@ static long wait_new_daemon(const char *id, long prev)
 
 START_TEST(test_node_survives_200_sigkills_of_its_daemon_under_readers)
 {
-	char id[256], staging[300], t1[300], want[300], body[8192];
+	char id[256], staging[300], t1[300], want[300], *body;
 	struct reader r[READERS];
 	atomic_int stop = 0;
 	long pid = 0, total = 0, failed = 0, wrong = 0, enotconn = 0;
@@ -1198,11 +1204,18 @@ START_TEST(test_node_survives_200_sigkills_of_its_daemon_under_readers)
 	ck_assert_int_eq(killed, KILLS);
 	snprintf(want, sizeof(want), "\ngranary_csi_fuse_restarts_total{volume=\"%s\"} %d\n", id,
 		 KILLS);
-	ck_assert_int_eq(http_get("/metrics", body), 200);
+	body = metrics_text();
 	ck_assert_msg(strstr(body, want), "no line '%s' in /metrics:\n%s", want, body);
 	snprintf(want, sizeof(want), "\ngranary_csi_fuse_restart_backoff_seconds{volume=\"%s\"} 0\n",
 		 id);
 	ck_assert_msg(strstr(body, want), "no line '%s' in /metrics:\n%s", want, body);
+	/* The mount's counters went on through every daemon: each of the
+	 * KILLS + 1 counted itself in the same file. */
+	snprintf(want, sizeof(want), "granary_fuse_daemons_total{volume=\"%s\"}", id);
+	ck_assert_double_eq(harness_metric(body, want), KILLS + 1);
+	snprintf(want, sizeof(want), "granary_fuse_reads_total{volume=\"%s\"}", id);
+	ck_assert_double_gt(harness_metric(body, want), 0);
+	free(body);
 	unpublish(id, t1);
 	unstage(id, staging);
 	ck_assert_int_eq(mounts_under_work(), 0);
@@ -1233,18 +1246,6 @@ static void *slow_read_main(void *arg)
 		sr->buf[n] = '\0';
 	atomic_store(&sr->done, 1);
 	return NULL;
-}
-
-/* The value of a /metrics sample, or -1 when there is none. */
-static double metric_value(const char *name, const char *id)
-{
-	char body[8192], want[300];
-	const char *p;
-
-	ck_assert_int_eq(http_get("/metrics", body), 200);
-	snprintf(want, sizeof(want), "\n%s{volume=\"%s\"} ", name, id);
-	p = strstr(body, want);
-	return p ? strtod(p + strlen(want), NULL) : -1;
 }
 
 START_TEST(test_node_successor_that_cannot_start_backs_off_while_readers_wait)

@@ -188,6 +188,18 @@ fi
 render --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]' \
   --show-only templates/networkpolicy.yaml >"$work/netpol-metrics.yaml"
 
+# metrics: ServiceMonitors and the dashboard ConfigMap when asked for (both
+# checked in 4.), no scrape annotations when they are turned off.
+render --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true \
+  --set-json 'metrics.serviceMonitor.labels={"release":"kps"}' \
+  --set metrics.dashboard.namespace=monitoring >"$work/monitoring.yaml"
+render --set metrics.annotations=false >"$work/no-annotations.yaml"
+if grep -q 'prometheus.io/' "$work/no-annotations.yaml"; then
+  fail "metrics.annotations=false still renders prometheus.io annotations"
+else
+  ok "metrics.annotations=false renders no scrape annotation"
+fi
+
 # 3. the schema (or the chart's own checks) refuses bad values
 refuse() {
   local what=$1
@@ -227,7 +239,7 @@ refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["
 
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
-  "$work/netpol-metrics.yaml" <<'PY'
+  "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" <<'PY'
 import base64
 import json
 import re
@@ -815,9 +827,9 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
               e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
               for e in mc.get("env", [])),
           "meta's Lease identity is its pod name")
-    check("livenessProbe" not in mc and
+    check(mc.get("livenessProbe", {}).get("httpGet", {}).get("port") == "metrics" and
           mc.get("readinessProbe", {}).get("tcpSocket", {}).get("port") == "grpc",
-          "meta is Ready only while it listens (leads), and a waiting replica is not killed")
+          "meta is Ready only while it listens (leads), and alive by /healthz, which a waiting replica serves too")
     check_store_credentials(cps, mc, mcfg, store_secret, "meta")
     check("store-credentials" not in [m["name"] for m in cc.get("volumeMounts", [])],
           "the CSI controller does not mount the cluster's store credentials")
@@ -1032,10 +1044,81 @@ def mon_ports(name):
                   for p in r.get("ports", []))
 
 
-check(mon_ports("granary-controller") == [8080, 9808], "metricsFrom reaches the controller's 9808 and 8080 only")
+check(mon_ports("granary-controller") == [7401, 8080, 9808],
+      "metricsFrom reaches the controller's 9808, 8080 and meta's 7401 only")
 check(mon_ports("granary-worker") == [7480], "metricsFrom reaches the workers' port")
 check(mon_ports("granary-node") == [9808], "metricsFrom reaches the node plugins' 9808")
 check(npm.get("granary-mount", {}).get("ingress") == [], "metricsFrom does not open the mount pods")
+
+# metrics: scrape annotations by default, each on the port that serves /metrics
+def annotations(docs, kind, name):
+    return one(docs, kind, name).get("spec", {}).get("template", {}).get("metadata", {}).get(
+        "annotations", {})
+
+
+for kind, name, port in (("Deployment", "granary-controller", "7401"),
+                         ("DaemonSet", "granary-node", "9808"),
+                         ("DaemonSet", "granary-worker", "7480")):
+    a = annotations(default, kind, name)
+    check(a.get("prometheus.io/scrape") == "true" and a.get("prometheus.io/port") == port and
+          a.get("prometheus.io/path") == "/metrics",
+          "%s %s: prometheus.io annotations for port %s (got %s)" % (kind, name, port, a))
+ctl_pod = pod(one(default, "Deployment", "granary-controller"))
+meta_c = container(ctl_pod, "granary-meta")
+check({"name": "metrics", "containerPort": 7401, "protocol": "TCP"} in meta_c.get("ports", []),
+      "granary-meta's container names its metrics port 7401")
+check(config(default, "granary-meta", "meta.yaml").get("metrics", {}).get("address") == "0.0.0.0:7401",
+      "meta.yaml's metrics.address is 0.0.0.0:7401")
+check(not find(default, "ServiceMonitor") and not find(default, "ConfigMap", "granary-dashboard"),
+      "no ServiceMonitor nor dashboard by default")
+
+# ServiceMonitors: one per daemon kind, each selecting a Service of the
+# render that has the named port, with the labels asked for
+mon = load_all(sys.argv[5])
+services = find(mon, "Service")
+sms = find(mon, "ServiceMonitor")
+check(sorted(d["metadata"]["name"] for d in sms) ==
+      ["granary-meta", "granary-node", "granary-worker"], "three ServiceMonitors (meta, node, worker)")
+for sm in sms:
+    spec = sm.get("spec", {})
+    sel = spec.get("selector", {}).get("matchLabels", {})
+    ep = (spec.get("endpoints") or [{}])[0]
+    check(sm.get("apiVersion") == "monitoring.coreos.com/v1", "%s: monitoring.coreos.com/v1" % sm["metadata"]["name"])
+    check(sm["metadata"].get("labels", {}).get("release") == "kps", "%s carries the labels asked for" % sm["metadata"]["name"])
+    hit = [s for s in services
+           if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+    check(len(hit) == 1, "ServiceMonitor %s selects one Service (got %d)" % (sm["metadata"]["name"], len(hit)))
+    ports = [p.get("name") for s in hit for p in s.get("spec", {}).get("ports", [])]
+    check(ep.get("port") in ports and ep.get("path") == "/metrics" and ep.get("interval") == "30s",
+          "ServiceMonitor %s scrapes port %s (one of %s) at /metrics every 30s" % (
+              sm["metadata"]["name"], ep.get("port"), ports))
+node_svc = one(mon, "Service", "granary-node-metrics").get("spec", {})
+node_ports = [c.get("ports", []) for c in pod(one(mon, "DaemonSet", "granary-node")).get("containers", [])]
+check(node_svc.get("clusterIP") == "None" and
+      node_svc.get("ports", [{}])[0].get("targetPort") in [p.get("name") for ps in node_ports for p in ps],
+      "the node plugins' metrics Service is headless and targets a named port of the pod")
+
+# the dashboard: a ConfigMap labelled for Grafana's sidecar that holds the
+# chart's JSON unchanged; every panel has a PromQL query
+dash = one(mon, "ConfigMap", "granary-dashboard")
+check(dash.get("metadata", {}).get("labels", {}).get("grafana_dashboard") == "1",
+      "the dashboard ConfigMap is labelled grafana_dashboard=1")
+check(dash.get("metadata", {}).get("namespace") == "monitoring", "the dashboard goes to metrics.dashboard.namespace")
+try:
+    shipped = json.loads(dash.get("data", {}).get("granary.json", ""))
+except ValueError as e:
+    shipped = {}
+    check(False, "the dashboard ConfigMap's granary.json is JSON: %s" % e)
+check(shipped == json.load(open(sys.argv[6])), "the dashboard ConfigMap holds helm/granary/dashboards/granary.json")
+panels = shipped.get("panels", [])
+check(len(panels) >= 7 and all(p.get("targets") and all(t.get("expr") for t in p["targets"]) for p in panels),
+      "every dashboard panel has a PromQL query (%d panels)" % len(panels))
+titles = " ".join(p.get("title", "") for p in panels).lower()
+for want in ("throughput by source", "hit ratio", "fallbacks", "errors by cause", "p50", "memory", "cache used"):
+    check(want in titles, "a dashboard panel shows %s" % want)
+exprs = " ".join(t["expr"] for p in panels for t in p.get("targets", []))
+check("histogram_quantile(0.99" in exprs and "granary_fuse_read_seconds_bucket" in exprs,
+      "the latency panel takes p99 from the histogram")
 
 print("%d checks passed, %d failed" % (passes, len(failures)))
 sys.exit(1 if failures else 0)

@@ -186,6 +186,59 @@ START_TEST(test_metrics_histogram_counts_every_concurrent_observation)
 }
 END_TEST
 
+START_TEST(test_metrics_samples_with_several_labels_exact_text)
+{
+	struct metrics_buf b = { 0 }, l = { 0 }, none = { 0 };
+
+	metrics_label_add(&l, "volume", "pvc-\"1\"");
+	metrics_label_add(&l, "source", "local");
+	metrics_render_family(&b, "granary_fuse_source_bytes_total", "bytes", "counter");
+	metrics_render_sample(&b, "granary_fuse_source_bytes_total", &l, 4194304);
+	metrics_render_sample(&b, "granary_fuse_source_bytes_total", &none, 1);
+	metrics_render_sample_double(&b, "granary_x_seconds", NULL, 0.25);
+	ck_assert_int_eq(b.failed, 0);
+	ck_assert_str_eq(b.data,
+			 "# HELP granary_fuse_source_bytes_total bytes\n"
+			 "# TYPE granary_fuse_source_bytes_total counter\n"
+			 "granary_fuse_source_bytes_total{volume=\"pvc-\\\"1\\\"\",source=\"local\"} 4194304\n"
+			 "granary_fuse_source_bytes_total 1\n"
+			 "granary_x_seconds 0.25\n");
+	metrics_buf_release(&b);
+	metrics_buf_release(&l);
+}
+END_TEST
+
+START_TEST(test_metrics_histogram_sample_from_counts_with_labels)
+{
+	static const double bounds[] = { 0.001, 0.01, 0.1 };
+	const uint64_t counts[] = { 2, 0, 1, 3 }; /* per bucket, the last +Inf */
+	struct metrics_buf b = { 0 }, l = { 0 };
+
+	/* The bucket rule is the locked histogram's: a value on a bound is in it. */
+	ck_assert_uint_eq(metrics_bucket_index(bounds, 3, 0.001), 0);
+	ck_assert_uint_eq(metrics_bucket_index(bounds, 3, 0.0011), 1);
+	ck_assert_uint_eq(metrics_bucket_index(bounds, 3, 7), 3);
+	metrics_label_add(&l, "volume", "v");
+	metrics_render_histogram_sample(&b, "granary_fuse_read_seconds", &l, bounds, 3, counts, 12.5);
+	metrics_render_histogram_sample(&b, "granary_fuse_read_seconds", NULL, bounds, 3, counts, 1);
+	ck_assert_str_eq(b.data,
+			 "granary_fuse_read_seconds_bucket{volume=\"v\",le=\"0.001\"} 2\n"
+			 "granary_fuse_read_seconds_bucket{volume=\"v\",le=\"0.01\"} 2\n"
+			 "granary_fuse_read_seconds_bucket{volume=\"v\",le=\"0.1\"} 3\n"
+			 "granary_fuse_read_seconds_bucket{volume=\"v\",le=\"+Inf\"} 6\n"
+			 "granary_fuse_read_seconds_sum{volume=\"v\"} 12.5\n"
+			 "granary_fuse_read_seconds_count{volume=\"v\"} 6\n"
+			 "granary_fuse_read_seconds_bucket{le=\"0.001\"} 2\n"
+			 "granary_fuse_read_seconds_bucket{le=\"0.01\"} 2\n"
+			 "granary_fuse_read_seconds_bucket{le=\"0.1\"} 3\n"
+			 "granary_fuse_read_seconds_bucket{le=\"+Inf\"} 6\n"
+			 "granary_fuse_read_seconds_sum 1\n"
+			 "granary_fuse_read_seconds_count 6\n");
+	metrics_buf_release(&b);
+	metrics_buf_release(&l);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("metrics");
@@ -199,6 +252,8 @@ int main(void)
 	tcase_add_test(tc, test_metrics_format_double_is_shortest_exact);
 	tcase_add_test(tc, test_metrics_buffer_grows_past_its_first_allocation);
 	tcase_add_test(tc, test_metrics_histogram_counts_every_concurrent_observation);
+	tcase_add_test(tc, test_metrics_samples_with_several_labels_exact_text);
+	tcase_add_test(tc, test_metrics_histogram_sample_from_counts_with_labels);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,6 +1,7 @@
 /*
- * test_health.c - the routes and checks behind /healthz and /readyz, and
- * /metrics with and without the node role (no volume staged).
+ * test_health.c - the checks behind /healthz and /readyz, and /metrics
+ * with and without the node role (no volume staged). The routes are
+ * common/metrics_http.c's (unit/common/test_metrics_http.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,30 +10,6 @@
 
 #include "csi/health.h"
 #include "unit/check_main.h"
-
-START_TEST(test_health_routes_three_paths_get_only)
-{
-	struct health_route r;
-	struct error err;
-
-	ck_assert_int_eq(health_route_parse("GET", "/healthz", &r, &err), ERR_OK);
-	ck_assert_int_eq(r.kind, HEALTH_LIVE);
-	ck_assert(r.method_allowed);
-	ck_assert_int_eq(health_route_parse("HEAD", "/readyz", &r, &err), ERR_OK);
-	ck_assert_int_eq(r.kind, HEALTH_READY);
-	ck_assert(r.method_allowed);
-	ck_assert_int_eq(health_route_parse("POST", "/readyz", &r, &err), ERR_OK);
-	ck_assert(!r.method_allowed);
-	ck_assert_str_eq(r.allow, "GET");
-	ck_assert_int_eq(health_route_parse("GET", "/healthz/", &r, &err), ERR_NOT_FOUND);
-	ck_assert_int_eq(error_to_http(err.code), 404);
-	ck_assert_str_eq(err.msg, "no such route '/healthz/' (known: /healthz, /readyz, /metrics)");
-	ck_assert_int_eq(health_route_parse("GET", "/metrics", &r, &err), ERR_OK);
-	ck_assert_int_eq(r.kind, HEALTH_METRICS);
-	ck_assert(r.method_allowed);
-	ck_assert_int_eq(health_route_parse("GET", "/", &r, &err), ERR_NOT_FOUND);
-}
-END_TEST
 
 START_TEST(test_health_node_live_without_meta_ready_after_registration)
 {
@@ -134,7 +111,6 @@ int main(void)
 	Suite *s = suite_create("health");
 	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_health_routes_three_paths_get_only);
 	tcase_add_test(tc, test_health_node_live_without_meta_ready_after_registration);
 	tcase_add_test(tc, test_health_controller_live_without_meta_ready_only_with_it);
 	tcase_add_test(tc, test_health_metrics_count_staged_volumes_in_the_node_role);

@@ -332,6 +332,71 @@ START_TEST(test_reader_config_is_checked)
 }
 END_TEST
 
+START_TEST(test_reader_counts_into_the_mounts_counters_by_source_and_cause)
+{
+	static const char *const names[] = { "first", "second" };
+	struct reader_config cfg = { .block_size = BS, .deadline_ms = 50, .nsources = 2 };
+	struct mountstats *ms = NULL;
+	struct mountstats_values v;
+	struct reader_stream stream = { 0 };
+	struct reader *r = NULL;
+	char buf[2 * BS];
+	struct error err;
+	size_t got = 0;
+	bool continued;
+
+	ck_assert_int_eq(mountstats_open(NULL, names, 2, &ms, &continued, &err), ERR_OK);
+	for (unsigned i = 0; i < 2; i++) {
+		memset(&fakes[i], 0, sizeof(fakes[i]));
+		cfg.sources[i] = (struct reader_source){ .name = names[i], .read = fake_read,
+							 .ctx = &fakes[i] };
+	}
+	cfg.counters = &ms->c;
+	ck_assert_int_eq(reader_new(&cfg, &r, &err), ERR_OK);
+	/* Two blocks from the first source, then one from the second after
+	 * the first fails. */
+	fakes[0].how = SERVE;
+	ck_assert_int_eq(reader_read(r, &obj, NULL, 0, 2 * BS, buf, &got, &err), ERR_OK);
+	fakes[0].how = FAIL;
+	fakes[1].how = SERVE;
+	ck_assert_int_eq(reader_read(r, &obj, NULL, 0, 1000, buf, &got, &err), ERR_OK);
+	/* Failures by cause: the last source failing, the deadline, a
+	 * changed object (every source "not here"). */
+	fakes[1].how = FAIL;
+	ck_assert_int_eq(reader_read(r, &obj, NULL, 0, 10, buf, &got, &err), ERR_IO);
+	fakes[1].how = STALL;
+	ck_assert_int_eq(reader_read(r, &obj, NULL, 0, 10, buf, &got, &err), ERR_IO);
+	fakes[0].how = ABSENT;
+	fakes[1].how = ABSENT;
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 0, 10, buf, &got, &err), ERR_IO);
+	mountstats_get(ms, &v);
+	ck_assert_uint_eq(v.reads, 5);
+	ck_assert_uint_eq(v.bytes, 2 * BS + 1000);
+	ck_assert_uint_eq(v.source_blocks[0], 2);
+	ck_assert_uint_eq(v.source_bytes[0], 2 * BS);
+	ck_assert_uint_eq(v.source_blocks[1], 1);
+	ck_assert_uint_eq(v.source_bytes[1], 1000);
+	ck_assert_uint_eq(v.fallbacks[0], 3);
+	ck_assert_uint_eq(v.errors[MOUNTSTATS_CAUSE_SOURCE], 1);
+	ck_assert_uint_eq(v.errors[MOUNTSTATS_CAUSE_DEADLINE], 1);
+	ck_assert_uint_eq(v.errors[MOUNTSTATS_CAUSE_CHANGED], 1);
+	/* Every read in the histogram; the stalled one took the deadline. */
+	{
+		uint64_t n = 0;
+
+		for (unsigned i = 0; i <= MOUNTSTATS_LATENCY_BOUNDS; i++)
+			n += v.latency[i];
+		ck_assert_uint_eq(n, 5);
+		/* The stalled read waited out its 50 ms deadline (measured on
+		 * the reader's clock, which starts a little after the
+		 * deadline's). */
+		ck_assert_uint_ge(v.latency_sum_ns, 45000000ull);
+	}
+	reader_free(r);
+	mountstats_close(ms);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("reader");
@@ -347,6 +412,7 @@ int main(void)
 	tcase_add_test(tc, test_reader_serves_what_its_sources_serve);
 	tcase_add_test(tc, test_reader_hints_read_ahead_once_reads_are_sequential);
 	tcase_add_test(tc, test_reader_config_is_checked);
+	tcase_add_test(tc, test_reader_counts_into_the_mounts_counters_by_source_and_cause);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -361,6 +361,7 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "namespace" .Release.Namespace
     "lease" (printf "%s-meta" (include "granary.fullname" .))
     "driver" (include "granary.driverName" .))
+  "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
@@ -545,4 +546,16 @@ spec:
 
 {{- define "granary.mountPodTemplateFile" -}}
 /etc/granary/mount-pod.json
+{{- end -}}
+
+{{/*
+Prometheus' scrape annotations of a pod (metrics.annotations), for its
+/metrics on port: (dict "ctx" . "port" N).
+*/}}
+{{- define "granary.scrapeAnnotations" -}}
+{{- if .ctx.Values.metrics.annotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
 {{- end -}}
