@@ -68,6 +68,7 @@ struct dataset {
 	char *name;                    /* immutable; the key in bs->datasets */
 	enum blockstore_policy policy; /* protected by bs->mu */
 	bool pin;                      /* protected by bs->mu */
+	uint64_t bytes;                /* data of its LIVE blocks; protected by bs->mu */
 	UT_hash_handle hh;             /* protected by bs->mu */
 };
 
@@ -209,6 +210,7 @@ static void entry_kill_locked(struct blockstore *bs, struct entry *e)
 	lru_remove(entry_list_locked(bs, e), e);
 	e->state = ENTRY_DYING;
 	bs->used -= e->disk;
+	e->ds->bytes -= e->data_len;
 	bs->st.blocks--;
 }
 
@@ -696,6 +698,7 @@ static enum error_code rebuild_index(struct blockstore *bs, struct error *err)
 		}
 		lru_push_head(&bs->lru, e); /* all unpinned: nothing is declared yet */
 		bs->used += e->disk;
+		e->ds->bytes += e->data_len;
 		bs->st.blocks++;
 	}
 	/* The files found may not fit a capacity that was lowered. */
@@ -1639,6 +1642,7 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	e->disk = disk_size(w->written);
 	bs->reserved -= w->reserved;
 	bs->used += e->disk;
+	e->ds->bytes += e->data_len;
 	bs->st.blocks++;
 	lru_push_head(entry_list_locked(bs, e), e);
 	if (ref) {
@@ -1657,6 +1661,33 @@ fail:
 	blockstore_write_abort(bs, w);
 	return error_set(err, ERR_IO, "cache block '%s' in '%s': %s: %s", hex, bs->dir, what,
 			 strerror(saved));
+}
+
+size_t blockstore_dataset_bytes(struct blockstore *bs, struct blockstore_usage *out, size_t max)
+{
+	struct dataset *ds, *tmp;
+	size_t n = 0;
+
+	pthread_mutex_lock(&bs->mu);
+	HASH_ITER(hh, bs->datasets, ds, tmp) {
+		size_t at;
+
+		if (!ds->bytes)
+			continue;
+		/* Kept sorted by bytes, largest first; past max, the smallest go. */
+		for (at = n; at > 0 && out[at - 1].bytes < ds->bytes; at--)
+			;
+		if (at >= max)
+			continue;
+		if (n == max)
+			n--;
+		memmove(&out[at + 1], &out[at], (n - at) * sizeof(*out));
+		snprintf(out[at].name, sizeof(out[at].name), "%s", ds->name);
+		out[at].bytes = ds->bytes;
+		n++;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return n;
 }
 
 void blockstore_get_stats(struct blockstore *bs, struct blockstore_stats *out)

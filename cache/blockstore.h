@@ -62,6 +62,12 @@ struct blockstore_stats {
 	uint64_t unowned;             /* blocks dropped by blockstore_drop_unless */
 };
 
+/* One dataset's share of the cache (blockstore_dataset_bytes). */
+struct blockstore_usage {
+	char name[BLOCK_DATASET_MAX + 1];
+	uint64_t bytes;             /* data bytes of its cached blocks */
+};
+
 struct blockstore;
 struct blockstore_ref;
 struct blockstore_writer;
@@ -199,6 +205,11 @@ enum error_code blockstore_write_commit(struct blockstore *bs,
 
 /* Drops the temp file and the reservation; frees the writer. */
 void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);
+
+/* The datasets with cached blocks and the data bytes of each, largest
+ * first, at most max of them, into out; returns how many. A block counts
+ * for the dataset that fetched it. */
+size_t blockstore_dataset_bytes(struct blockstore *bs, struct blockstore_usage *out, size_t max);
 
 /* Removes every unheld block of dataset (pinned ones too); returns the count. */
 uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);

@@ -459,18 +459,37 @@ static void follow_membership(struct worker_meta *wm, uint64_t version)
 	pthread_mutex_unlock(&wm->mu);
 }
 
+/* Datasets a heartbeat reports the cached bytes of. */
+#define USAGE_MAX 4096
+
 static void heartbeat(struct worker_meta *wm)
 {
 	Granary__V1__HeartbeatReply *reply = NULL;
 	struct blockstore_stats bst;
+	struct blockstore_usage *usage = calloc(USAGE_MAX, sizeof(*usage));
+	Granary__V1__DatasetCache *items = calloc(USAGE_MAX, sizeof(*items));
+	Granary__V1__DatasetCache **ptrs = calloc(USAGE_MAX, sizeof(*ptrs));
 	struct error err;
 	enum error_code rc;
+	size_t n = 0;
 	uint64_t used;
 
 	blockstore_get_stats(fetch_blockstore(wm->cfg.fetcher), &bst);
 	used = bst.used < wm->cfg.capacity ? bst.used : wm->cfg.capacity;
-	rc = meta_client_heartbeat(wm->meta, wm->worker_id, wm->advertise, wm->cfg.capacity, used,
-				   &reply, &err);
+	/* Out of memory: the heartbeat goes without the per-dataset bytes. */
+	if (usage && items && ptrs)
+		n = blockstore_dataset_bytes(fetch_blockstore(wm->cfg.fetcher), usage, USAGE_MAX);
+	for (size_t i = 0; i < n; i++) {
+		granary__v1__dataset_cache__init(&items[i]);
+		items[i].name = usage[i].name;
+		items[i].bytes = usage[i].bytes;
+		ptrs[i] = &items[i];
+	}
+	rc = meta_client_heartbeat_usage(wm->meta, wm->worker_id, wm->advertise, wm->cfg.capacity,
+					 used, ptrs, n, &reply, &err);
+	free(ptrs);
+	free(items);
+	free(usage);
 	if (rc != ERR_OK) {
 		meta_failed(wm, rc, &err);
 		return;

@@ -4,6 +4,7 @@
 #include "meta/datasets.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@
 #define IN_USE_RETRY_MS 10000
 #define KEYS_MAX 4096
 #define KEY_LEN (63 + 1 + 253 + 1)
+#define REPORT_EVERY_MS 10000
+#define NODES_MAX 256
 
 enum job_kind { JOB_REGISTER, JOB_REFRESH, JOB_DELETE };
 
@@ -45,6 +48,15 @@ struct datasets {
 	struct pending keys[KEYS_MAX];
 	char *rv;               /* the watch's resourceVersion; NULL: list */
 	uint64_t next_due_ms;   /* the earliest look asked for (ends a watch) */
+	uint64_t report_due_ms; /* the next report of cached bytes */
+	struct reported *reported; /* cached bytes last written, per dataset */
+	size_t nreported;
+};
+
+struct reported {
+	char name[DSOBJECT_NAME_MAX + 1];
+	uint64_t cached;
+	bool seen;
 };
 
 struct job {
@@ -808,7 +820,7 @@ static bool on_event(const char *type, json_t *obj, void *arg)
 	return !d->cfg.stop();
 }
 
-/* The watch ends for SIGTERM, and when a retry falls due. */
+/* The watch ends for SIGTERM, and when a retry or a report falls due. */
 static bool watch_stop(void *arg)
 {
 	struct datasets *d = arg;
@@ -817,7 +829,8 @@ static bool watch_stop(void *arg)
 	if (d->cfg.stop())
 		return true;
 	pthread_mutex_lock(&d->mu);
-	due = d->next_due_ms && retry_now_ms() >= d->next_due_ms;
+	due = (d->next_due_ms && retry_now_ms() >= d->next_due_ms) ||
+	      retry_now_ms() >= d->report_due_ms;
 	pthread_mutex_unlock(&d->mu);
 	return due;
 }
@@ -876,6 +889,84 @@ static uint64_t run_due(struct datasets *d)
 	return n ? 0 : next;
 }
 
+/* The entry of name in d->reported, added when missing (NULL: no memory). */
+static struct reported *reported(struct datasets *d, const char *name)
+{
+	struct reported *grown;
+
+	for (size_t i = 0; i < d->nreported; i++)
+		if (strcmp(d->reported[i].name, name) == 0)
+			return &d->reported[i];
+	grown = realloc(d->reported, (d->nreported + 1) * sizeof(*grown));
+	if (!grown)
+		return NULL;
+	d->reported = grown;
+	memset(&grown[d->nreported], 0, sizeof(*grown));
+	snprintf(grown[d->nreported].name, sizeof(grown->name), "%s", name);
+	grown[d->nreported].cached = UINT64_MAX;
+	return &grown[d->nreported++];
+}
+
+/* Cached bytes of each registered Dataset, in all and per node, written
+ * to status when they changed since the last report. */
+static void report_cached(struct datasets *d)
+{
+	struct registry_dataset *list = NULL;
+	struct membership_cached *nodes = calloc(NODES_MAX, sizeof(*nodes));
+	struct error err;
+	size_t n = 0, kept = 0;
+
+	if (!nodes || registry_list(d->cfg.registry, &list, &n, &err) != ERR_OK) {
+		free(nodes);
+		return;
+	}
+	for (size_t i = 0; i < d->nreported; i++)
+		d->reported[i].seen = false;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = list[i].spec->name, *dot = strchr(name, '.');
+		struct dsobject o = { 0 };
+		char ns[64], size[32], pct[16];
+		struct reported *r;
+		uint64_t cached, bytes = list[i].totals.bytes;
+		size_t nn = 0;
+		json_t *st, *per;
+
+		if (!dot || dot - name >= (ptrdiff_t)sizeof(ns) || list[i].state != REGISTRY_READY)
+			continue;
+		snprintf(ns, sizeof(ns), "%.*s", (int)(dot - name), name);
+		o.ns = ns;
+		o.name = dot + 1;
+		cached = membership_cached(d->cfg.membership, name, nodes, NODES_MAX, &nn);
+		if (cached > bytes)
+			cached = bytes;
+		r = reported(d, name);
+		if (!r)
+			continue;
+		r->seen = true;
+		if (r->cached == cached)
+			continue;
+		r->cached = cached;
+		dsobject_size(cached, size, sizeof(size));
+		snprintf(pct, sizeof(pct), "%llu%%",
+			 (unsigned long long)(bytes ? cached * 100 / bytes : 100));
+		per = json_array();
+		for (size_t j = 0; j < nn; j++)
+			json_array_append_new(per, json_pack("{s:s, s:I}", "node", nodes[j].worker,
+							     "cachedBytes",
+							     (json_int_t)nodes[j].bytes));
+		st = json_pack("{s:I, s:s, s:s, s:o}", "cachedBytes", (json_int_t)cached, "cached",
+			       size, "cachedPercent", pct, "nodes", per);
+		patch_status(d, &o, st);
+	}
+	/* Forget the datasets that are gone. */
+	for (size_t i = 0; i < d->nreported; i++)
+		if (d->reported[i].seen)
+			d->reported[kept++] = d->reported[i];
+	d->nreported = kept;
+	registry_list_free(list, n);
+	free(nodes);
+}
+
 static void *controller_main(void *arg)
 {
 	struct datasets *d = arg;
@@ -895,6 +986,12 @@ static void *controller_main(void *arg)
 			continue;
 		}
 		wait_ms = run_due(d);
+		if (retry_now_ms() >= d->report_due_ms) {
+			report_cached(d);
+			d->report_due_ms = retry_now_ms() + REPORT_EVERY_MS;
+		}
+		if (wait_ms > d->report_due_ms - retry_now_ms())
+			wait_ms = d->report_due_ms - retry_now_ms();
 		if (!d->rv)
 			continue;
 		timeout = (unsigned)(wait_ms / 1000);
@@ -973,6 +1070,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 		return false;
 	pthread_mutex_destroy(&d->mu);
 	free(d->rv);
+	free(d->reported);
 	free(d->cred_dir);
 	free(d->driver);
 	free(d);

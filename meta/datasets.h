@@ -19,6 +19,9 @@
  *   - deletion waits while pods in N use the claim (an event names them),
  *     then removes claim, volume, registration and credentials, and the
  *     finalizer last.
+ * Every 10 s, the bytes of each Dataset that the workers' caches hold (as
+ * their heartbeats report, in all and per node) go to status when they
+ * changed.
  * A failure sets phase Failed with its reason and message, an event, and
  * a retry with backoff (5 s doubling to 5 min), so that a Dataset recovers
  * by itself once the cause is gone. Status goes through the status
@@ -36,11 +39,13 @@
 
 #include "common/error.h"
 #include "kube/kubeapi.h"
+#include "meta/membership.h"
 #include "meta/registry.h"
 
 struct datasets_config {
 	struct kubeapi *kube;
 	struct registry *registry;
+	struct membership *membership; /* the workers' cached bytes per dataset */
 	const char *credentials_dir; /* absolute; created 0700 */
 	const char *driver;          /* the CSI driver's name, for the volumes */
 	unsigned max_jobs;           /* registrations, refreshes, deletions at once */

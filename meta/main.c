@@ -259,6 +259,7 @@ int main(int argc, char **argv)
 		struct datasets_config dc = {
 			.kube = kube,
 			.registry = reg,
+			.membership = mem,
 			.driver = s.kube_driver,
 			.stop = stopping,
 		};

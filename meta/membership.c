@@ -15,10 +15,24 @@
 #include "common/netaddr.h"
 #include "common/retry.h"
 
+struct usage {
+	char *name;
+	uint64_t bytes;
+};
+
 struct member {
 	struct membership_worker w;
 	uint64_t last_seen_ms; /* monotonic, from the clock */
+	struct usage *usage;   /* its cache's bytes per dataset */
+	size_t nusage;
 };
+
+static void usage_free(struct usage *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(u[i].name);
+	free(u);
+}
 
 struct membership {
 	uint64_t interval_ms, expiry_ms;
@@ -68,6 +82,8 @@ void membership_free(struct membership *m)
 	if (!m)
 		return;
 	pthread_mutex_destroy(&m->mu);
+	for (size_t i = 0; i < m->n; i++)
+		usage_free(m->members[i].usage, m->members[i].nusage);
 	free(m->members);
 	free(m);
 }
@@ -106,6 +122,7 @@ static size_t expire_locked(struct membership *m, uint64_t now)
 			log_warn("worker expired", LOG_S("worker", x->w.id),
 				 LOG_S("address", x->w.address),
 				 LOG_U("silent_ms", now - x->last_seen_ms));
+			usage_free(x->usage, x->nusage);
 			gone++;
 			continue;
 		}
@@ -192,6 +209,8 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 		}
 		memmove(&m->members[pos + 1], &m->members[pos], (m->n - pos) * sizeof(*m->members));
 		m->members[pos].w = w;
+		m->members[pos].usage = NULL;
+		m->members[pos].nusage = 0;
 		m->n++;
 		m->version++;
 		log_info("worker joined", LOG_S("worker", w.id), LOG_S("address", w.address),
@@ -258,4 +277,60 @@ uint64_t membership_interval_ms(const struct membership *m)
 uint64_t membership_expiry_ms(const struct membership *m)
 {
 	return m->expiry_ms;
+}
+
+enum error_code membership_set_usage(struct membership *m, const char *worker_id,
+				     const char *const *names, const uint64_t *bytes, size_t n,
+				     struct error *err)
+{
+	struct usage *u = n ? calloc(n, sizeof(*u)) : NULL;
+	size_t pos;
+
+	if (n && !u)
+		return error_set(err, ERR_NOMEM, "usage of '%s': out of memory", worker_id);
+	for (size_t i = 0; i < n; i++) {
+		u[i].bytes = bytes[i];
+		if (!(u[i].name = strdup(names[i] ? names[i] : ""))) {
+			usage_free(u, i);
+			return error_set(err, ERR_NOMEM, "usage of '%s': out of memory", worker_id);
+		}
+	}
+	pthread_mutex_lock(&m->mu);
+	if (!find(m, worker_id, &pos)) {
+		pthread_mutex_unlock(&m->mu);
+		usage_free(u, n);
+		return error_set(err, ERR_NOT_FOUND, "worker '%s' is not a member", worker_id);
+	}
+	usage_free(m->members[pos].usage, m->members[pos].nusage);
+	m->members[pos].usage = u;
+	m->members[pos].nusage = n;
+	pthread_mutex_unlock(&m->mu);
+	return ERR_OK;
+}
+
+uint64_t membership_cached(struct membership *m, const char *dataset,
+			   struct membership_cached *out, size_t max, size_t *n)
+{
+	uint64_t total = 0;
+
+	*n = 0;
+	pthread_mutex_lock(&m->mu);
+	expire_locked(m, m->clock(m->clock_arg));
+	for (size_t i = 0; i < m->n; i++) {
+		const struct member *x = &m->members[i];
+
+		for (size_t j = 0; j < x->nusage; j++) {
+			if (strcmp(x->usage[j].name, dataset) != 0)
+				continue;
+			total += x->usage[j].bytes;
+			if (*n < max) {
+				snprintf(out[*n].worker, sizeof(out[*n].worker), "%s", x->w.id);
+				out[*n].bytes = x->usage[j].bytes;
+				(*n)++;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->mu);
+	return total;
 }

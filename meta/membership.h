@@ -83,4 +83,24 @@ uint64_t membership_version(struct membership *m);
 uint64_t membership_interval_ms(const struct membership *m);
 uint64_t membership_expiry_ms(const struct membership *m);
 
+/*
+ * What worker_id's cache holds of each dataset, as its heartbeat said
+ * (names[i] holds bytes[i]); replaces what it said before and goes with
+ * the worker when it expires. ERR_NOT_FOUND for a worker that is not a
+ * member (heartbeat first); ERR_NOMEM.
+ */
+enum error_code membership_set_usage(struct membership *m, const char *worker_id,
+				     const char *const *names, const uint64_t *bytes, size_t n,
+				     struct error *err);
+
+struct membership_cached {
+	char worker[MEMBERSHIP_ID_MAX + 1];
+	uint64_t bytes;
+};
+
+/* The bytes of dataset the live workers' caches hold, in all (returned)
+ * and per worker (at most max into out, sorted by worker id; *n). */
+uint64_t membership_cached(struct membership *m, const char *dataset,
+			   struct membership_cached *out, size_t max, size_t *n);
+
 #endif

@@ -88,6 +88,12 @@ enum error_code meta_client_heartbeat(struct meta_client *c, const char *worker_
 				      const char *address, uint64_t capacity_bytes,
 				      uint64_t used_bytes, Granary__V1__HeartbeatReply **out,
 				      struct error *err);
+/* The same, with the bytes each dataset holds in the worker's cache. */
+enum error_code meta_client_heartbeat_usage(struct meta_client *c, const char *worker_id,
+					    const char *address, uint64_t capacity_bytes,
+					    uint64_t used_bytes, Granary__V1__DatasetCache **datasets,
+					    size_t ndatasets, Granary__V1__HeartbeatReply **out,
+					    struct error *err);
 enum error_code meta_client_list_workers(struct meta_client *c,
 					 Granary__V1__ListWorkersReply **out, struct error *err);
 

@@ -152,6 +152,25 @@ static enum error_code on_heartbeat(struct rpc_server_call *call, const Protobuf
 				  err);
 	if (rc != ERR_OK)
 		return rc;
+	if (req->n_datasets) {
+		size_t n = req->n_datasets > 4096 ? 4096 : req->n_datasets;
+		const char **names = calloc(n, sizeof(*names));
+		uint64_t *bytes = calloc(n, sizeof(*bytes));
+		struct error ignored;
+
+		/* Out of memory: the previous figures stay. */
+		for (size_t i = 0; names && bytes && i < n; i++) {
+			names[i] = req->datasets[i]->name;
+			bytes[i] = req->datasets[i]->bytes;
+		}
+		if (names && bytes)
+			membership_set_usage(svc->membership, req->worker_id, names, bytes, n,
+					     &ignored);
+		free(names);
+		free(bytes);
+	} else {
+		membership_set_usage(svc->membership, req->worker_id, NULL, NULL, 0, NULL);
+	}
 	reply.expiry_ms = membership_expiry_ms(svc->membership);
 	reply.interval_ms = membership_interval_ms(svc->membership);
 	return rpc_server_reply(call, &reply.base, err);

@@ -89,8 +89,12 @@ def test_dataset_becomes_ready_and_pods_read_it_by_claim(team):
     assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["True"], st
     table = kube.kubectl("get", "datasets", "-n", TEAM)
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
-    assert header == ["NAME", "PHASE", "FILES", "SIZE", "AGE"], table
+    assert header == ["NAME", "PHASE", "FILES", "SIZE", "CACHED", "CACHED%", "AGE"], table
     assert row[:4] == ["imagenet", "Ready", "4", st["size"]], table
+    # Nothing read yet: nothing cached.
+    st = kube.wait_for("cached reported", lambda: "cachedPercent" in status("imagenet")
+                       and status("imagenet"), timeout=30)
+    assert st["cachedBytes"] == 0 and st["cachedPercent"] == "0%", st
     assert f"{TEAM}.imagenet" in meta_names()
     kube.wait_for("claim Bound", lambda: kube.pvc_phase("imagenet", TEAM) == "Bound")
     pv = kube.get("pv", f"granary-{TEAM}.imagenet")
@@ -105,6 +109,16 @@ def test_dataset_becomes_ready_and_pods_read_it_by_claim(team):
     assert kube.pod_phase("ds-reader", TEAM) == "Succeeded", out
     epochs = kube.parse_read(out)
     assert epochs and epochs[0]["records"] == team["records"], out
+    # One epoch read: the node's cache holds the whole dataset, and status
+    # says so within a heartbeat and a report.
+    t0 = time.monotonic()
+    st = kube.wait_for("100% cached", lambda: status("imagenet").get("cachedPercent") == "100%"
+                       and status("imagenet"), timeout=60)
+    print(f"cached_reported_s={time.monotonic() - t0:.2f}")
+    assert st["cachedBytes"] == team["bytes"], st
+    assert st["nodes"] == [{"node": kube.NODE, "cachedBytes": team["bytes"]}], st
+    row = kube.kubectl("get", "dataset", "imagenet", "-n", TEAM).splitlines()[1].split()
+    assert row[4:6] == [st["cached"], "100%"], row
     events = kube.events(TEAM, "Dataset", "imagenet")
     assert any(e.startswith("Registered:") for e in events), events
     kube.delete("pod", "ds-reader", TEAM)

@@ -210,6 +210,36 @@ START_TEST(test_blockstore_write_then_read_back_byte_exact)
 }
 END_TEST
 
+START_TEST(test_blockstore_counts_each_datasets_bytes_across_drops_and_reopen)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 64 * FILE_BYTES);
+	struct blockstore_usage u[4];
+
+	ck_assert_int_eq(put_block(bs, 1, "ns.small", 100), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 2, "ns.big", 3000), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 3, "ns.big", 1000), ERR_OK);
+	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 4), 2);
+	ck_assert_str_eq(u[0].name, "ns.big");
+	ck_assert_uint_eq(u[0].bytes, 4000);
+	ck_assert_str_eq(u[1].name, "ns.small");
+	ck_assert_uint_eq(u[1].bytes, 100);
+	/* At most max, the largest kept. */
+	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 1), 1);
+	ck_assert_str_eq(u[0].name, "ns.big");
+	/* The index rebuilt from the directory counts the same. */
+	blockstore_free(bs);
+	bs = open_store(dir, 64 * FILE_BYTES);
+	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 4), 2);
+	ck_assert_uint_eq(u[0].bytes, 4000);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "ns.big"), 2);
+	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 4), 1);
+	ck_assert_str_eq(u[0].name, "ns.small");
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
 {
 	char *dir = make_dir();
@@ -1190,6 +1220,7 @@ int main(void)
 	TCase *pol = tcase_create("policy");
 
 	tcase_add_test(tc, test_blockstore_write_then_read_back_byte_exact);
+	tcase_add_test(tc, test_blockstore_counts_each_datasets_bytes_across_drops_and_reopen);
 	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);

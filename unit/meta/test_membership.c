@@ -163,6 +163,41 @@ START_TEST(test_membership_checks_options_and_starts_from_the_wall_clock)
 }
 END_TEST
 
+START_TEST(test_membership_cached_bytes_sum_live_workers_and_go_with_them)
+{
+	struct membership *m = make(1000, 3000);
+	struct membership_cached per[4];
+	const char *a[] = { "ns.imagenet", "ns.other" }, *b[] = { "ns.imagenet" };
+	uint64_t ab[] = { 300, 7 }, bb[] = { 200 };
+	struct error err;
+	size_t n = 9;
+
+	ck_assert_int_eq(membership_set_usage(m, "node-a", a, ab, 2, &err), ERR_NOT_FOUND);
+	beat(m, "node-b", "10.0.0.2:7480", 0);
+	beat(m, "node-a", "10.0.0.1:7480", 0);
+	ck_assert_int_eq(membership_set_usage(m, "node-a", a, ab, 2, &err), ERR_OK);
+	ck_assert_int_eq(membership_set_usage(m, "node-b", b, bb, 1, &err), ERR_OK);
+	ck_assert_uint_eq(membership_cached(m, "ns.imagenet", per, 4, &n), 500);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(per[0].worker, "node-a");
+	ck_assert_uint_eq(per[0].bytes, 300);
+	ck_assert_str_eq(per[1].worker, "node-b");
+	ck_assert_uint_eq(per[1].bytes, 200);
+	ck_assert_uint_eq(membership_cached(m, "ns.other", per, 4, &n), 7);
+	ck_assert_uint_eq(membership_cached(m, "ns.none", per, 4, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	/* A later heartbeat's figures replace the earlier ones. */
+	ck_assert_int_eq(membership_set_usage(m, "node-a", NULL, NULL, 0, &err), ERR_OK);
+	ck_assert_uint_eq(membership_cached(m, "ns.imagenet", per, 4, &n), 200);
+	/* A worker that expires takes its bytes along. */
+	now_ms += 2000;
+	beat(m, "node-a", "10.0.0.1:7480", 0);
+	now_ms += 1500;
+	ck_assert_uint_eq(membership_cached(m, "ns.imagenet", per, 4, &n), 0);
+	membership_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("membership");
@@ -172,6 +207,7 @@ int main(void)
 	tcase_add_test(tc, test_membership_expires_silent_workers);
 	tcase_add_test(tc, test_membership_refuses_bad_heartbeats_naming_the_field);
 	tcase_add_test(tc, test_membership_checks_options_and_starts_from_the_wall_clock);
+	tcase_add_test(tc, test_membership_cached_bytes_sum_live_workers_and_go_with_them);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
