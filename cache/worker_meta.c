@@ -182,6 +182,10 @@ struct worker_meta {
 	/* The rest belongs to the thread. */
 	char **owned;                    /* names taken from meta */
 	size_t nowned, owned_cap;
+	/* The last preload job of each dataset (the member thread's alone),
+	 * reported with the heartbeats. */
+	struct preload_job *jobs;
+	size_t njobs;
 	struct complaint *complaints;
 	size_t ncomplaints;
 	bool outage, joined;
@@ -192,6 +196,40 @@ struct worker_meta {
 	uint64_t members_version, members_since_ms;
 	bool swept;
 };
+
+struct preload_job {
+	char *name;
+	uint64_t id;
+};
+
+static void job_set(struct worker_meta *wm, const char *name, uint64_t id)
+{
+	struct preload_job *grown;
+	char *copy;
+
+	for (size_t i = 0; i < wm->njobs; i++)
+		if (strcmp(wm->jobs[i].name, name) == 0) {
+			wm->jobs[i].id = id;
+			return;
+		}
+	grown = realloc(wm->jobs, (wm->njobs + 1) * sizeof(*grown));
+	if (!grown)
+		return;
+	wm->jobs = grown;
+	if (!(copy = strdup(name)))
+		return;
+	wm->jobs[wm->njobs++] = (struct preload_job){ copy, id };
+}
+
+static void job_forget(struct worker_meta *wm, const char *name)
+{
+	for (size_t i = 0; i < wm->njobs; i++)
+		if (strcmp(wm->jobs[i].name, name) == 0) {
+			free(wm->jobs[i].name);
+			wm->jobs[i] = wm->jobs[--wm->njobs];
+			return;
+		}
+}
 
 static bool owned_has(const struct worker_meta *wm, const char *name)
 {
@@ -332,6 +370,7 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 		return;
 	}
 	count(wm, &wm->stats.preloads, 1);
+	job_set(wm, cfg.name, id);
 	log_info("preload started", LOG_S("dataset", cfg.name), LOG_U("job", id));
 }
 
@@ -349,6 +388,7 @@ static void drop_dataset(struct worker_meta *wm, const char *name)
 	}
 	complaint_clear(wm, name);
 	owned_remove(wm, name);
+	job_forget(wm, name);
 	count(wm, &wm->stats.unregistered, 1);
 	log_info("dataset unregistered: granary-meta no longer has it", LOG_S("dataset", name),
 		 LOG_U("dropped_blocks", dropped));
@@ -485,6 +525,29 @@ static void heartbeat(struct worker_meta *wm)
 		items[i].bytes = usage[i].bytes;
 		ptrs[i] = &items[i];
 	}
+	/* Each preload's progress, on its dataset's line (a new one when
+	 * nothing of it is cached yet). */
+	for (size_t j = 0; usage && items && ptrs && wm->cfg.preloader && j < wm->njobs; j++) {
+		struct preload_status ps;
+		size_t i;
+
+		if (preload_get(wm->cfg.preloader, wm->jobs[j].id, &ps, &err) != ERR_OK)
+			continue;
+		for (i = 0; i < n && strcmp(items[i].name, wm->jobs[j].name) != 0; i++)
+			;
+		if (i == n) {
+			if (n == USAGE_MAX)
+				continue;
+			granary__v1__dataset_cache__init(&items[n]);
+			snprintf(usage[n].name, sizeof(usage[n].name), "%s", wm->jobs[j].name);
+			items[n].name = usage[n].name;
+			ptrs[n] = &items[n];
+			n++;
+		}
+		items[i].preload_state = (char *)preload_state_name(ps.state);
+		items[i].preload_blocks_done = ps.blocks_done;
+		items[i].preload_blocks_total = ps.blocks_total;
+	}
 	rc = meta_client_heartbeat_usage(wm->meta, wm->worker_id, wm->advertise, wm->cfg.capacity,
 					 used, ptrs, n, &reply, &err);
 	free(ptrs);
@@ -557,6 +620,9 @@ static void member_free(struct worker_meta *wm)
 	for (size_t i = 0; i < wm->nowned; i++)
 		free(wm->owned[i]);
 	free(wm->owned);
+	for (size_t i = 0; i < wm->njobs; i++)
+		free(wm->jobs[i].name);
+	free(wm->jobs);
 	for (size_t i = 0; i < wm->ncomplaints; i++)
 		free(wm->complaints[i].subject);
 	free(wm->complaints);

@@ -55,7 +55,7 @@ struct datasets {
 
 struct reported {
 	char name[DSOBJECT_NAME_MAX + 1];
-	uint64_t cached;
+	char figures[96];       /* what was written: cached and preload */
 	bool seen;
 };
 
@@ -903,7 +903,6 @@ static struct reported *reported(struct datasets *d, const char *name)
 	d->reported = grown;
 	memset(&grown[d->nreported], 0, sizeof(*grown));
 	snprintf(grown[d->nreported].name, sizeof(grown->name), "%s", name);
-	grown[d->nreported].cached = UINT64_MAX;
 	return &grown[d->nreported++];
 }
 
@@ -943,19 +942,51 @@ static void report_cached(struct datasets *d)
 		if (!r)
 			continue;
 		r->seen = true;
-		if (r->cached == cached)
-			continue;
-		r->cached = cached;
-		dsobject_size(cached, size, sizeof(size));
-		snprintf(pct, sizeof(pct), "%llu%%",
-			 (unsigned long long)(bytes ? cached * 100 / bytes : 100));
 		per = json_array();
-		for (size_t j = 0; j < nn; j++)
-			json_array_append_new(per, json_pack("{s:s, s:I}", "node", nodes[j].worker,
-							     "cachedBytes",
-							     (json_int_t)nodes[j].bytes));
-		st = json_pack("{s:I, s:s, s:s, s:o}", "cachedBytes", (json_int_t)cached, "cached",
-			       size, "cachedPercent", pct, "nodes", per);
+		{
+			/* Preload: Failed on any node, else Running on any, else
+			 * Done; blocks summed over the nodes. */
+			uint64_t done = 0, total = 0;
+			const char *state = NULL;
+			char figures[sizeof(r->figures)];
+
+			for (size_t j = 0; j < nn; j++) {
+				json_t *node = json_pack("{s:s, s:I}", "node", nodes[j].worker,
+							 "cachedBytes", (json_int_t)nodes[j].bytes);
+				const char *p = nodes[j].preload;
+
+				if (*p) {
+					json_object_set_new(node, "preload", json_string(p));
+					done += nodes[j].preload_done;
+					total += nodes[j].preload_total;
+					if (!strcmp(p, "failed"))
+						state = "Failed";
+					else if (!strcmp(p, "running") && (!state || strcmp(state, "Failed")))
+						state = "Running";
+					else if (!state)
+						state = "Done";
+				}
+				json_array_append_new(per, node);
+			}
+			snprintf(figures, sizeof(figures), "%llu %s %llu/%llu", (unsigned long long)cached,
+				 state ? state : "-", (unsigned long long)done,
+				 (unsigned long long)total);
+			if (strcmp(figures, r->figures) == 0) {
+				json_decref(per);
+				continue;
+			}
+			snprintf(r->figures, sizeof(r->figures), "%s", figures);
+			dsobject_size(cached, size, sizeof(size));
+			snprintf(pct, sizeof(pct), "%llu%%",
+				 (unsigned long long)(bytes ? cached * 100 / bytes : 100));
+			st = json_pack("{s:I, s:s, s:s, s:o}", "cachedBytes", (json_int_t)cached,
+				       "cached", size, "cachedPercent", pct, "nodes", per);
+			if (state)
+				json_object_set_new(
+					st, "preload",
+					json_pack("{s:s, s:I, s:I}", "state", state, "blocksDone",
+						  (json_int_t)done, "blocksTotal", (json_int_t)total));
+		}
 		patch_status(d, &o, st);
 	}
 	/* Forget the datasets that are gone. */

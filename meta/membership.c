@@ -18,6 +18,8 @@
 struct usage {
 	char *name;
 	uint64_t bytes;
+	char preload[16];
+	uint64_t preload_done, preload_total;
 };
 
 struct member {
@@ -280,7 +282,7 @@ uint64_t membership_expiry_ms(const struct membership *m)
 }
 
 enum error_code membership_set_usage(struct membership *m, const char *worker_id,
-				     const char *const *names, const uint64_t *bytes, size_t n,
+				     const struct membership_usage *in, size_t n,
 				     struct error *err)
 {
 	struct usage *u = n ? calloc(n, sizeof(*u)) : NULL;
@@ -289,8 +291,11 @@ enum error_code membership_set_usage(struct membership *m, const char *worker_id
 	if (n && !u)
 		return error_set(err, ERR_NOMEM, "usage of '%s': out of memory", worker_id);
 	for (size_t i = 0; i < n; i++) {
-		u[i].bytes = bytes[i];
-		if (!(u[i].name = strdup(names[i] ? names[i] : ""))) {
+		u[i].bytes = in[i].bytes;
+		u[i].preload_done = in[i].preload_done;
+		u[i].preload_total = in[i].preload_total;
+		snprintf(u[i].preload, sizeof(u[i].preload), "%s", in[i].preload ? in[i].preload : "");
+		if (!(u[i].name = strdup(in[i].name ? in[i].name : ""))) {
 			usage_free(u, i);
 			return error_set(err, ERR_NOMEM, "usage of '%s': out of memory", worker_id);
 		}
@@ -326,6 +331,9 @@ uint64_t membership_cached(struct membership *m, const char *dataset,
 			if (*n < max) {
 				snprintf(out[*n].worker, sizeof(out[*n].worker), "%s", x->w.id);
 				out[*n].bytes = x->usage[j].bytes;
+				memcpy(out[*n].preload, x->usage[j].preload, sizeof(out[*n].preload));
+				out[*n].preload_done = x->usage[j].preload_done;
+				out[*n].preload_total = x->usage[j].preload_total;
 				(*n)++;
 			}
 			break;

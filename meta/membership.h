@@ -83,19 +83,29 @@ uint64_t membership_version(struct membership *m);
 uint64_t membership_interval_ms(const struct membership *m);
 uint64_t membership_expiry_ms(const struct membership *m);
 
+/* What a worker's cache holds of one dataset, and its preload of it. */
+struct membership_usage {
+	const char *name;
+	uint64_t bytes;
+	const char *preload;        /* "", "running", "done", "failed" */
+	uint64_t preload_done, preload_total;
+};
+
 /*
- * What worker_id's cache holds of each dataset, as its heartbeat said
- * (names[i] holds bytes[i]); replaces what it said before and goes with
- * the worker when it expires. ERR_NOT_FOUND for a worker that is not a
- * member (heartbeat first); ERR_NOMEM.
+ * What worker_id's cache holds of each dataset, as its heartbeat said;
+ * replaces what it said before and goes with the worker when it expires.
+ * Strings are copied. ERR_NOT_FOUND for a worker that is not a member
+ * (heartbeat first); ERR_NOMEM.
  */
 enum error_code membership_set_usage(struct membership *m, const char *worker_id,
-				     const char *const *names, const uint64_t *bytes, size_t n,
+				     const struct membership_usage *u, size_t n,
 				     struct error *err);
 
 struct membership_cached {
 	char worker[MEMBERSHIP_ID_MAX + 1];
 	uint64_t bytes;
+	char preload[16];           /* "" when the worker ran none */
+	uint64_t preload_done, preload_total;
 };
 
 /* The bytes of dataset the live workers' caches hold, in all (returned)

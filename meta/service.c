@@ -154,22 +154,22 @@ static enum error_code on_heartbeat(struct rpc_server_call *call, const Protobuf
 		return rc;
 	if (req->n_datasets) {
 		size_t n = req->n_datasets > 4096 ? 4096 : req->n_datasets;
-		const char **names = calloc(n, sizeof(*names));
-		uint64_t *bytes = calloc(n, sizeof(*bytes));
+		struct membership_usage *u = calloc(n, sizeof(*u));
 		struct error ignored;
 
 		/* Out of memory: the previous figures stay. */
-		for (size_t i = 0; names && bytes && i < n; i++) {
-			names[i] = req->datasets[i]->name;
-			bytes[i] = req->datasets[i]->bytes;
+		for (size_t i = 0; u && i < n; i++) {
+			const Granary__V1__DatasetCache *c = req->datasets[i];
+
+			u[i] = (struct membership_usage){ c->name, c->bytes, c->preload_state,
+							  c->preload_blocks_done,
+							  c->preload_blocks_total };
 		}
-		if (names && bytes)
-			membership_set_usage(svc->membership, req->worker_id, names, bytes, n,
-					     &ignored);
-		free(names);
-		free(bytes);
+		if (u)
+			membership_set_usage(svc->membership, req->worker_id, u, n, &ignored);
+		free(u);
 	} else {
-		membership_set_usage(svc->membership, req->worker_id, NULL, NULL, 0, NULL);
+		membership_set_usage(svc->membership, req->worker_id, NULL, 0, NULL);
 	}
 	reply.expiry_ms = membership_expiry_ms(svc->membership);
 	reply.interval_ms = membership_interval_ms(svc->membership);

@@ -140,6 +140,38 @@ def test_refresh_lists_the_source_into_a_new_generation(team):
     assert r.returncode != 0 and "cannot change" in r.stderr, r.stderr
 
 
+def test_preload_fills_the_caches_and_reports_progress(team):
+    # Objects of its own: a block shared with another dataset's identical
+    # object counts for the dataset that fetched it first.
+    kube.upload_tfrecords(PREFIX + "-warm", shards=3, shard_size="4MiB")
+    t0 = time.monotonic()
+    kube.apply(dataset("warm", prefix=PREFIX + "-warm", extra={"preload": True}))
+    st = kube.wait_for("preload done",
+                       lambda: (status("warm") or {}).get("preload", {}).get("state") == "Done"
+                       and status("warm"), timeout=120)
+    print(f"preload_done_reported_s={time.monotonic() - t0:.2f}")
+    # No pod read it: the worker's preload cached every block.
+    assert st["preload"]["blocksDone"] == st["preload"]["blocksTotal"] > 0, st
+    st = kube.wait_for("warm 100% cached", lambda: status("warm").get("cachedPercent") == "100%"
+                       and status("warm"), timeout=60)
+    assert st["cachedBytes"] == st["bytes"], st
+    assert st["nodes"][0]["preload"] == "done", st
+    wide = kube.kubectl("get", "dataset", "warm", "-n", TEAM, "-o", "wide")
+    header, row = wide.splitlines()[0].split(), wide.splitlines()[1].split()
+    assert header[6:9] == ["GENERATION", "PRELOAD", "REASON"], wide
+    assert row[6:9] == ["1", "Done", "Ready"], wide
+    # Deleting a Dataset no pod uses drops its blocks on the nodes.
+    kube.kubectl("delete", "dataset", "warm", "-n", TEAM, "--timeout=60s")
+    worker = json.loads(kube.kubectl("get", "pods", "-n", kube.NS, "-l",
+                                     "app.kubernetes.io/component=worker", "-o", "json"))
+    name = worker["items"][0]["metadata"]["name"]
+    line = kube.wait_for(
+        "the worker drops the blocks",
+        lambda: [l for l in kube.logs(name, kube.NS).splitlines()
+                 if "dataset unregistered" in l and f"dataset={TEAM}.warm" in l], timeout=60)
+    assert "dropped_blocks=0" not in line[-1], line
+
+
 def test_failed_dataset_recovers_once_the_cause_is_gone(team):
     kube.apply(dataset("late", secret="late-secret"))
     st = wait_phase("late", "Failed")

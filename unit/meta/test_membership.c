@@ -167,27 +167,32 @@ START_TEST(test_membership_cached_bytes_sum_live_workers_and_go_with_them)
 {
 	struct membership *m = make(1000, 3000);
 	struct membership_cached per[4];
-	const char *a[] = { "ns.imagenet", "ns.other" }, *b[] = { "ns.imagenet" };
-	uint64_t ab[] = { 300, 7 }, bb[] = { 200 };
+	const struct membership_usage a[] = { { "ns.imagenet", 300, "running", 3, 10 },
+					       { "ns.other", 7, "", 0, 0 } },
+				      b[] = { { "ns.imagenet", 200, NULL, 0, 0 } };
 	struct error err;
 	size_t n = 9;
 
-	ck_assert_int_eq(membership_set_usage(m, "node-a", a, ab, 2, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(membership_set_usage(m, "node-a", a, 2, &err), ERR_NOT_FOUND);
 	beat(m, "node-b", "10.0.0.2:7480", 0);
 	beat(m, "node-a", "10.0.0.1:7480", 0);
-	ck_assert_int_eq(membership_set_usage(m, "node-a", a, ab, 2, &err), ERR_OK);
-	ck_assert_int_eq(membership_set_usage(m, "node-b", b, bb, 1, &err), ERR_OK);
+	ck_assert_int_eq(membership_set_usage(m, "node-a", a, 2, &err), ERR_OK);
+	ck_assert_int_eq(membership_set_usage(m, "node-b", b, 1, &err), ERR_OK);
 	ck_assert_uint_eq(membership_cached(m, "ns.imagenet", per, 4, &n), 500);
 	ck_assert_uint_eq(n, 2);
 	ck_assert_str_eq(per[0].worker, "node-a");
 	ck_assert_uint_eq(per[0].bytes, 300);
+	ck_assert_str_eq(per[0].preload, "running");
+	ck_assert_uint_eq(per[0].preload_done, 3);
+	ck_assert_uint_eq(per[0].preload_total, 10);
+	ck_assert_str_eq(per[1].preload, "");
 	ck_assert_str_eq(per[1].worker, "node-b");
 	ck_assert_uint_eq(per[1].bytes, 200);
 	ck_assert_uint_eq(membership_cached(m, "ns.other", per, 4, &n), 7);
 	ck_assert_uint_eq(membership_cached(m, "ns.none", per, 4, &n), 0);
 	ck_assert_uint_eq(n, 0);
 	/* A later heartbeat's figures replace the earlier ones. */
-	ck_assert_int_eq(membership_set_usage(m, "node-a", NULL, NULL, 0, &err), ERR_OK);
+	ck_assert_int_eq(membership_set_usage(m, "node-a", NULL, 0, &err), ERR_OK);
 	ck_assert_uint_eq(membership_cached(m, "ns.imagenet", per, 4, &n), 200);
 	/* A worker that expires takes its bytes along. */
 	now_ms += 2000;
