@@ -1,6 +1,7 @@
 """The examples under examples/, applied as docs/kubernetes.md tells a user
 to: the only changes are the documented substitutions (the keys, the source
-prefix and the endpoint of examples/imagenet-pvc.yaml)."""
+prefix and the endpoint of examples/imagenet-pvc.yaml and
+examples/dataset-imagenet.yaml, and the namespace where two would clash)."""
 import hashlib
 import os
 import tempfile
@@ -121,3 +122,33 @@ def test_tfjob_example_reads_the_dataset(imagenet, gpus):
             assert '"type":"worker","index":%d' % i in out.replace(" ", ""), out
     finally:
         kube.delete("tfjob", "imagenet-resnet50", "default")
+
+
+def test_dataset_example_is_mounted_by_the_pod_example(imagenet):
+    # examples/dataset-imagenet.yaml with its documented values filled in,
+    # in a namespace of its own (default already has the claim imagenet of
+    # the StorageClass example); then the pod example in that namespace.
+    ns = "examples-dataset"
+    kube.kubectl("create", "namespace", ns, check=False)
+    try:
+        kube.apply(example("dataset-imagenet.yaml", {
+            'accessKeyID: "REPLACE_ME"': f'accessKeyID: "{kube.ENV["GRANARY_S3_ACCESS_KEY"]}"',
+            'secretAccessKey: "REPLACE_ME"':
+                f'secretAccessKey: "{kube.ENV["GRANARY_S3_SECRET_KEY"]}"',
+            "s3://my-bucket/imagenet/train/": f"s3://{kube.BUCKET}/{PREFIX}/",
+            "https://s3.example.internal": kube.ENV["GRANARY_S3_ENDPOINT"],
+            "namespace: default": f"namespace: {ns}",
+        }))
+        kube.wait_for("Dataset imagenet Ready", lambda: kube.get("dataset", "imagenet", ns)
+                      .get("status", {}).get("phase") == "Ready", timeout=120)
+        kube.apply(example("pod-imagenet.yaml", {"namespace: default": f"namespace: {ns}"}))
+        kube.wait_for("imagenet-reader Running",
+                      lambda: kube.pod_phase("imagenet-reader", ns) == "Running", timeout=120)
+        out = kube.kubectl("exec", "imagenet-reader", "-n", ns, "--", "sh", "-c",
+                           "cd /data && sha256sum *")
+        got = {line.split()[1]: line.split()[0] for line in out.splitlines()}
+        assert got == imagenet, (got, imagenet)
+    finally:
+        kube.delete("pod", "imagenet-reader", ns)
+        kube.kubectl("delete", "dataset", "imagenet", "-n", ns, "--timeout=60s", check=False)
+        kube.kubectl("delete", "namespace", ns, "--timeout=120s", check=False)
