@@ -28,6 +28,9 @@ struct controller {
 	size_t nfile_roots;
 	char *default_endpoint;     /* store.endpoint; immutable */
 	char *allowed_endpoints;    /* store.allowed_endpoints; immutable */
+	void (*on_volume)(const char *id, const struct controller_params *p, bool created,
+			  void *arg);
+	void *on_volume_arg;
 };
 
 /* ---- access modes -------------------------------------------------------- */
@@ -593,6 +596,8 @@ enum error_code controller_new(const struct controller_config *cfg, struct contr
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
 	c->meta = cfg->meta;
+	c->on_volume = cfg->on_volume;
+	c->on_volume_arg = cfg->on_volume_arg;
 	if (cfg->nfile_roots && !(c->file_roots = calloc(cfg->nfile_roots, sizeof(char *)))) {
 		controller_free(c);
 		return error_set(err, ERR_NOMEM, "out of memory");
@@ -785,6 +790,8 @@ enum error_code controller_create_volume(struct controller *c,
 		log_info("volume created", LOG_S("volume", out->id), LOG_S("source", params.source),
 			 LOG_U("files", ds->files), LOG_U("bytes", ds->bytes),
 			 LOG_I("capacity_bytes", out->capacity_bytes));
+		if (c->on_volume)
+			c->on_volume(out->id, &params, true, c->on_volume_arg);
 		/* The registration goes back in the volume context. */
 		out->params = params;
 		memset(&params, 0, sizeof(params));
@@ -810,6 +817,8 @@ enum error_code controller_delete_volume(struct controller *c, const char *volum
 	if (rc != ERR_OK)
 		return rc;
 	remove_files(c, volume_id);
+	if (c->on_volume)
+		c->on_volume(volume_id, NULL, false, c->on_volume_arg);
 	log_info("volume deleted", LOG_S("volume", volume_id));
 	return ERR_OK;
 }

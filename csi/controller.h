@@ -228,6 +228,12 @@ struct controller_config {
 	 * NULL = "") */
 	const char *default_endpoint;
 	const char *allowed_endpoints;
+	/* Told of each volume created (created true, with its registration)
+	 * and deleted; NULL = nobody (csi/dsmirror.h shows them as Datasets).
+	 * A failure there is logged, the volume stays. */
+	void (*on_volume)(const char *id, const struct controller_params *p, bool created,
+			  void *arg);
+	void *on_volume_arg;
 };
 
 enum error_code controller_new(const struct controller_config *cfg, struct controller **out,

@@ -72,6 +72,11 @@ static const struct config_field csi_fields[] = {
 	  "controller: Probe and /readyz answer ready only while granary-meta answers (false "
 	  "beside granary-meta replicas that wait for their Lease: the pod's readiness is "
 	  "then meta's own, and the controller must not wait for it)", 0, 0, NULL },
+	{ "datasets_namespace", CONFIG_STRING,
+	  offsetof(struct csi_settings, datasets_namespace), "",
+	  "controller, in Kubernetes: each volume created is also a Dataset object of this "
+	  "namespace (the release's), so that kubectl get datasets lists it (empty: off)", 0, 0,
+	  NULL },
 	{ "health_address", CONFIG_STRING, offsetof(struct csi_settings, health_address), "",
 	  "HTTP address of /healthz, /readyz and /metrics: :PORT, host:port or unix:///path (empty: off)",
 	  0, 0, NULL },

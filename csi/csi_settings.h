@@ -60,6 +60,7 @@ struct csi_settings {
 	char *kubelet_endpoint; /* the CSI socket's path on the host, for GetInfo */
 	char *health_address;   /* /healthz, /readyz and /metrics over HTTP ("" = off) */
 	bool ready_needs_meta;  /* controller: Probe and /readyz ask meta */
+	char *datasets_namespace; /* controller: volumes shown as Datasets there ("" = off) */
 	char *log_level;
 };
 

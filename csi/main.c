@@ -26,6 +26,7 @@
 #include "common/netaddr.h"
 #include "common/retry.h"
 #include "csi/controller.h"
+#include "csi/dsmirror.h"
 #include "csi/csi_settings.h"
 #include "csi/health.h"
 #include "csi/identity.h"
@@ -107,7 +108,8 @@ static bool start_mount_pods(const struct csi_settings *s, struct kubeapi **kube
 	struct error err;
 
 	snprintf(sock, sizeof(sock), "%s/node/keeper.sock", s->state_dir);
-	if (kubeapi_new("", "", "", kube, &err) != ERR_OK ||
+	/* The controller's client, in mode all, serves the node too. */
+	if ((!*kube && kubeapi_new("", "", "", kube, &err) != ERR_OK) ||
 	    mountpods_new(&mc, *kube, pods, &err) != ERR_OK ||
 	    fileio_mkdirs_parent(sock, &err) != ERR_OK || keeper_new(sock, keeper, &err) != ERR_OK) {
 		log_error("cannot run mount pods", LOG_S("mount_pod_template", s->mount_pod_template),
@@ -117,6 +119,25 @@ static bool start_mount_pods(const struct csi_settings *s, struct kubeapi **kube
 	log_info("mount pods on", LOG_S("template", mountpods_template_hash(*pods)),
 		 LOG_S("socket", sock));
 	return true;
+}
+
+struct mirror {
+	struct kubeapi *kube;
+	const char *ns;
+};
+
+/* A volume shown as a Dataset, or no longer (csi/dsmirror.h). */
+static void mirror_volume(const char *id, const struct controller_params *p, bool created,
+			  void *arg)
+{
+	struct mirror *m = arg;
+	struct error err;
+
+	if ((created ? dsmirror_create(m->kube, m->ns, id, p, &err)
+		     : dsmirror_delete(m->kube, m->ns, id, &err)) != ERR_OK)
+		log_warn(created ? "cannot show the volume as a Dataset"
+				 : "cannot remove the volume's Dataset",
+			 LOG_S("volume", id), LOG_S("cause", err.msg));
 }
 
 int main(int argc, char **argv)
@@ -129,6 +150,7 @@ int main(int argc, char **argv)
 					     .role = META_ROLE_CSI };
 	struct meta_client *meta = NULL, *probe = NULL;
 	struct controller *ctl = NULL;
+	struct mirror mirror;
 	struct node *node = NULL;
 	struct kubeapi *kube = NULL;
 	struct mountpods *pods = NULL;
@@ -187,6 +209,15 @@ int main(int argc, char **argv)
 		cc.nfile_roots = nfile_roots;
 		cc.default_endpoint = s.store_endpoint;
 		cc.allowed_endpoints = s.store_allowed_endpoints;
+		if (*s.datasets_namespace) {
+			if (kubeapi_new("", "", "", &kube, &err) != ERR_OK) {
+				log_error("cannot reach the Kubernetes API", LOG_S("cause", err.msg));
+				goto out;
+			}
+			mirror = (struct mirror){ kube, s.datasets_namespace };
+			cc.on_volume = mirror_volume;
+			cc.on_volume_arg = &mirror;
+		}
 
 		/* Only the controller needs meta to do anything at all; a node
 		 * plugin keeps serving its mounts while meta is away, so its

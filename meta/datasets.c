@@ -40,7 +40,7 @@ struct pending {
 
 struct datasets {
 	struct datasets_config cfg;
-	char *cred_dir, *driver;
+	char *cred_dir, *driver, *mirror_ns;
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t mu;
@@ -218,15 +218,20 @@ static void set_phase(struct datasets *d, const struct dsobject *o, enum dsobjec
 	patch_status(d, o, st);
 }
 
-/* The totals of a registered dataset, for status. */
+/* The totals of a registered dataset, for status; claim NULL: none made
+ * (a claim's mirror). */
 static json_t *totals(const struct registry_dataset *rd, const char *claim)
 {
 	char size[32];
+	json_t *st;
 
 	dsobject_size(rd->totals.bytes, size, sizeof(size));
-	return json_pack("{s:I, s:I, s:I, s:s, s:s}", "snapshotGeneration",
-			 (json_int_t)rd->generation, "files", (json_int_t)rd->totals.files, "bytes",
-			 (json_int_t)rd->totals.bytes, "size", size, "claim", claim);
+	st = json_pack("{s:I, s:I, s:I, s:s}", "snapshotGeneration", (json_int_t)rd->generation,
+		       "files", (json_int_t)rd->totals.files, "bytes", (json_int_t)rd->totals.bytes,
+		       "size", size);
+	if (claim)
+		json_object_set_new(st, "claim", json_string(claim));
+	return st;
 }
 
 /* The finalizer added (add) or removed, by a PUT with the
@@ -531,7 +536,7 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 				rc = registry_register(d->cfg.registry, &spec, &rd, &err);
 		}
 	}
-	if (rc == ERR_OK)
+	if (rc == ERR_OK && !dsobject_is_mirror(o, d->mirror_ns))
 		rc = ensure_claim(d, o, dataset, rd.totals.bytes, &err);
 	if (rc != ERR_OK) {
 		registry_dataset_release(&rd);
@@ -539,7 +544,7 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 		return;
 	}
 	{
-		json_t *st = totals(&rd, o->name);
+		json_t *st = totals(&rd, dsobject_is_mirror(o, d->mirror_ns) ? NULL : o->name);
 
 		if (refresh)
 			json_object_set_new(st, "refreshed", json_string(o->refresh));
@@ -564,7 +569,11 @@ static void job_delete(struct datasets *d, const struct dsobject *o, const char 
 	struct error err;
 	enum error_code rc;
 
-	rc = claim_users(d, o, users, sizeof(users), &err);
+	/* A mirror goes when its volume does: the claim is already gone. */
+	if (dsobject_is_mirror(o, d->mirror_ns))
+		users[0] = '\0', rc = ERR_OK;
+	else
+		rc = claim_users(d, o, users, sizeof(users), &err);
 	if (rc == ERR_OK && *users) {
 		snprintf(msg, sizeof(msg),
 			 "deletion waits: pods still mount claim %s: %s", o->name, users);
@@ -575,14 +584,14 @@ static void job_delete(struct datasets *d, const struct dsobject *o, const char 
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
-	if (rc == ERR_OK) {
+	if (rc == ERR_OK && !dsobject_is_mirror(o, d->mirror_ns)) {
 		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s", o->ns,
 			 o->name);
 		rc = delete_path(d, path, &err);
-	}
-	if (rc == ERR_OK) {
-		snprintf(path, sizeof(path), "/api/v1/persistentvolumes/granary-%s", dataset);
-		rc = delete_path(d, path, &err);
+		if (rc == ERR_OK) {
+			snprintf(path, sizeof(path), "/api/v1/persistentvolumes/granary-%s", dataset);
+			rc = delete_path(d, path, &err);
+		}
 	}
 	if (rc == ERR_OK) {
 		rc = registry_delete(d->cfg.registry, dataset, &err);
@@ -616,7 +625,7 @@ static void *job_main(void *arg)
 	struct pending *p;
 
 	if (dsobject_parse(j->obj, &o, &err) == ERR_OK &&
-	    dsobject_dataset_name(&o, dataset, sizeof(dataset), &err) == ERR_OK) {
+	    dsobject_dataset_name(&o, d->mirror_ns, dataset, sizeof(dataset), &err) == ERR_OK) {
 		snprintf(key, sizeof(key), "%s/%s", o.ns, o.name);
 		if (j->kind == JOB_DELETE)
 			job_delete(d, &o, dataset, key);
@@ -694,7 +703,8 @@ static void report_ready(struct datasets *d, const struct dsobject *o,
 		return;
 	snprintf(msg, sizeof(msg), "generation %llu: %llu files", (unsigned long long)rd->generation,
 		 (unsigned long long)rd->totals.files);
-	set_phase(d, o, DSOBJECT_READY, "Ready", msg, totals(rd, o->name));
+	set_phase(d, o, DSOBJECT_READY, "Ready", msg,
+		  totals(rd, dsobject_is_mirror(o, d->mirror_ns) ? NULL : o->name));
 }
 
 static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpec *s)
@@ -721,7 +731,7 @@ static void reconcile(struct datasets *d, json_t *obj)
 		return;
 	}
 	snprintf(key, sizeof(key), "%s/%s", o.ns, o.name);
-	if (dsobject_dataset_name(&o, dataset, sizeof(dataset), &err) != ERR_OK) {
+	if (dsobject_dataset_name(&o, d->mirror_ns, dataset, sizeof(dataset), &err) != ERR_OK) {
 		if (strcmp(o.phase, "Failed") != 0)
 			set_phase(d, &o, DSOBJECT_FAILED, "InvalidSpec", err.msg, NULL);
 		return;
@@ -743,7 +753,9 @@ static void reconcile(struct datasets *d, json_t *obj)
 		return;
 	}
 	rc = registry_get(d->cfg.registry, dataset, &rd, &err);
-	if (rc != ERR_OK || !same_options(&o, rd.spec)) {
+	/* A claim's mirror never replaces what CreateVolume registered (with
+	 * the provisioner Secret); it only stands in when meta lost it. */
+	if (rc != ERR_OK || (!dsobject_is_mirror(&o, d->mirror_ns) && !same_options(&o, rd.spec))) {
 		if (rc == ERR_OK && rd.state != REGISTRY_READY) {
 			/* Being built (by a job, or a node staging it):
 			 * looked at again when that is done. */
@@ -930,11 +942,21 @@ static void report_cached(struct datasets *d)
 		size_t nn = 0;
 		json_t *st, *per;
 
-		if (!dot || dot - name >= (ptrdiff_t)sizeof(ns) || list[i].state != REGISTRY_READY)
+		if (list[i].state != REGISTRY_READY)
 			continue;
-		snprintf(ns, sizeof(ns), "%.*s", (int)(dot - name), name);
-		o.ns = ns;
-		o.name = dot + 1;
+		if (!dot) {
+			/* A claim's volume: its mirror, if any (else a 404). */
+			if (!d->mirror_ns)
+				continue;
+			o.ns = d->mirror_ns;
+			o.name = name;
+		} else {
+			if (dot - name >= (ptrdiff_t)sizeof(ns))
+				continue;
+			snprintf(ns, sizeof(ns), "%.*s", (int)(dot - name), name);
+			o.ns = ns;
+			o.name = dot + 1;
+		}
 		cached = membership_cached(d->cfg.membership, name, nodes, NODES_MAX, &nn);
 		if (cached > bytes)
 			cached = bytes;
@@ -1054,9 +1076,12 @@ enum error_code datasets_start(const struct datasets_config *cfg, struct dataset
 	struct datasets *d = calloc(1, sizeof(*d));
 
 	if (!d || !(d->cred_dir = strdup(cfg->credentials_dir)) ||
-	    !(d->driver = strdup(cfg->driver))) {
-		if (d)
+	    !(d->driver = strdup(cfg->driver)) ||
+	    (cfg->mirror_ns && !(d->mirror_ns = strdup(cfg->mirror_ns)))) {
+		if (d) {
 			free(d->cred_dir);
+			free(d->driver);
+		}
 		free(d);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
@@ -1104,6 +1129,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 	free(d->reported);
 	free(d->cred_dir);
 	free(d->driver);
+	free(d->mirror_ns);
 	free(d);
 	return true;
 }

@@ -28,6 +28,12 @@
  * subresource; the finalizer's writes carry the resourceVersion read and
  * are retried on 409 Conflict.
  *
+ * A claim of a StorageClass is mirrored by granary-csi as a Dataset of the
+ * release namespace labelled granary.io/volume (csi/dsmirror.h): its
+ * registry name is the volume id, it gets status like any other, no claim
+ * is made for it, and a new leader registers it again with the cluster's
+ * credentials.
+ *
  * Runs only in the granary-meta that holds the Lease (meta/main.c): a new
  * leader lists every Dataset and registers what its registry lacks.
  */
@@ -48,6 +54,7 @@ struct datasets_config {
 	struct membership *membership; /* the workers' cached bytes per dataset */
 	const char *credentials_dir; /* absolute; created 0700 */
 	const char *driver;          /* the CSI driver's name, for the volumes */
+	const char *mirror_ns;       /* the release namespace: claims' mirrors live there */
 	unsigned max_jobs;           /* registrations, refreshes, deletions at once */
 	bool (*stop)(void);          /* the daemon is stopping */
 };

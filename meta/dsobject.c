@@ -60,6 +60,7 @@ enum error_code dsobject_parse(json_t *obj, struct dsobject *out, struct error *
 	out->uid = str_at(meta, "uid");
 	out->resource_version = str_at(meta, "resourceVersion");
 	out->generation = json_integer_value(json_object_get(meta, "generation"));
+	out->volume = str_at(json_object_get(meta, "labels"), "granary.io/volume");
 	out->deleting = json_object_get(meta, "deletionTimestamp") != NULL;
 	fin = json_object_get(meta, "finalizers");
 	json_array_foreach(fin, i, v)
@@ -95,10 +96,17 @@ enum error_code dsobject_parse(json_t *obj, struct dsobject *out, struct error *
 	return ERR_OK;
 }
 
-enum error_code dsobject_dataset_name(const struct dsobject *d, char *out, size_t size,
-				      struct error *err)
+bool dsobject_is_mirror(const struct dsobject *d, const char *mirror_ns)
 {
-	int n = snprintf(out, size, "%s.%s", d->ns, d->name);
+	return mirror_ns && *mirror_ns && strcmp(d->ns, mirror_ns) == 0 &&
+	       strcmp(d->volume, d->name) == 0;
+}
+
+enum error_code dsobject_dataset_name(const struct dsobject *d, const char *mirror_ns, char *out,
+				      size_t size, struct error *err)
+{
+	int n = dsobject_is_mirror(d, mirror_ns) ? snprintf(out, size, "%s", d->name)
+						   : snprintf(out, size, "%s.%s", d->ns, d->name);
 
 	if (n < 0 || (size_t)n >= size || n > DSOBJECT_NAME_MAX)
 		return error_set(err, ERR_INVALID,

@@ -39,6 +39,7 @@ const char *dsobject_phase_name(enum dsobject_phase p);
  * object it was parsed from. */
 struct dsobject {
 	const char *ns, *name, *uid, *resource_version;
+	const char *volume;          /* label granary.io/volume: a claim's mirror ("" = none) */
 	int64_t generation;          /* metadata.generation */
 	bool deleting;               /* metadata.deletionTimestamp set */
 	bool has_finalizer;
@@ -59,9 +60,15 @@ struct dsobject {
  */
 enum error_code dsobject_parse(json_t *obj, struct dsobject *out, struct error *err);
 
-/* "N.D" into out (size > DSOBJECT_NAME_MAX). ERR_INVALID when too long. */
-enum error_code dsobject_dataset_name(const struct dsobject *d, char *out, size_t size,
-				      struct error *err);
+/* "N.D" into out (size > DSOBJECT_NAME_MAX), or, for the mirror of a
+ * StorageClass claim's volume (label granary.io/volume equal to its name,
+ * in the release namespace mirror_ns), the volume id itself. ERR_INVALID
+ * when too long. */
+enum error_code dsobject_dataset_name(const struct dsobject *d, const char *mirror_ns, char *out,
+				      size_t size, struct error *err);
+
+/* Whether d mirrors a claim's volume (see dsobject_dataset_name). */
+bool dsobject_is_mirror(const struct dsobject *d, const char *mirror_ns);
 
 /* The registry's spec of d: name, source, endpoint, region, options;
  * credentials_ref as given (the file the controller wrote from the

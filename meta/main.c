@@ -260,6 +260,7 @@ int main(int argc, char **argv)
 			.kube = kube,
 			.registry = reg,
 			.membership = mem,
+			.mirror_ns = s.kube_namespace,
 			.driver = s.kube_driver,
 			.stop = stopping,
 		};

@@ -50,6 +50,17 @@ def test_pv_carries_the_dataset(dataset):
     pb, stub = kube.meta_stub()
     ds = stub.GetDataset(pb.GetDatasetRequest(name=volume_name()), timeout=10)
     assert ds.files == 4 and ds.bytes == dataset["bytes"], ds
+    # kubectl get datasets lists the claim's dataset too (a Dataset of the
+    # release namespace named after the volume).
+    st = kube.wait_for("the volume's Dataset Ready",
+                       lambda: (kube.get("dataset", volume_name(), kube.NS, check=False) or {})
+                       .get("status", {}).get("phase") == "Ready"
+                       and kube.get("dataset", volume_name(), kube.NS)["status"], timeout=60)
+    assert st["files"] == 4 and st["bytes"] == dataset["bytes"], st
+    assert "claim" not in st, st
+    row = [l.split() for l in kube.kubectl("get", "datasets", "-A").splitlines()
+           if volume_name() in l]
+    assert row and row[0][:3] == [kube.NS, volume_name(), "Ready"], row
 
 
 def test_pod_reads_every_record(dataset):
@@ -102,12 +113,25 @@ def test_bound_volume_survives_meta_losing_its_registry(dataset):
     kube.delete("pod", old, kube.NS)
     kube.kubectl("-n", kube.NS, "rollout", "status", "deploy/granary-controller", "--timeout=120s",
                  timeout=150)
+    # The new leader registers it again from the claim's Dataset (the
+    # Kubernetes objects are the truth), before any node stages it.
+    def registered():
+        try:
+            pb, stub = kube.meta_stub()
+            return stub.GetDataset(pb.GetDatasetRequest(name=vol), timeout=10)
+        except (grpc.RpcError, grpc.FutureTimeoutError):
+            return None
+    ds = kube.wait_for("the new leader has the dataset", registered, timeout=60, interval=1)
+    assert ds.files == 4 and ds.bytes == dataset["bytes"], ds
+    # Without that Dataset too (deleting it unregisters the dataset), the
+    # volume's attributes are enough: NodeStageVolume registers it again.
+    kube.kubectl("delete", "dataset", vol, "-n", kube.NS, "--timeout=60s")
     pb, stub = kube.meta_stub()
     with pytest.raises(grpc.RpcError) as e:
         stub.GetDataset(pb.GetDatasetRequest(name=vol), timeout=10)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     # A new pod on the still Bound PVC: NodeStageVolume registers the
-    # dataset again from the PV's attributes and the pod reads it all.
+    # dataset from the PV's attributes and the pod reads it all.
     assert kube.pvc_phase(CLAIM) == "Bound"
     phase, out = run_reader("reader-a", kube.tfrecord_read(threads=4))
     assert phase == "Succeeded", (out, kube.events("default", "Pod", "reader-a"))

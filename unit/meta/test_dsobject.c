@@ -112,9 +112,10 @@ START_TEST(test_dsobject_name_and_spec)
 	struct error err;
 
 	ck_assert_int_eq(dsobject_parse(o, &d, &err), ERR_OK);
-	ck_assert_int_eq(dsobject_dataset_name(&d, name, sizeof(name), &err), ERR_OK);
+	ck_assert_int_eq(dsobject_dataset_name(&d, "granary-system", name, sizeof(name), &err),
+			 ERR_OK);
 	ck_assert_str_eq(name, "team-a.imagenet");
-	ck_assert_int_eq(dsobject_dataset_name(&d, small, sizeof(small), &err), ERR_INVALID);
+	ck_assert_int_eq(dsobject_dataset_name(&d, NULL, small, sizeof(small), &err), ERR_INVALID);
 	dsobject_spec(&d, name, "/creds/x", &spec, &opts);
 	ck_assert_str_eq(spec.name, "team-a.imagenet");
 	ck_assert_str_eq(spec.source_uri, "s3://bucket/train/");
@@ -122,6 +123,17 @@ START_TEST(test_dsobject_name_and_spec)
 	ck_assert_uint_eq(spec.options->block_size, 64u << 10);
 	ck_assert_int_eq(spec.options->cache_policy,
 			 GRANARY__V1__CACHE_POLICY__CACHE_POLICY_SCAN_RESISTANT);
+	/* A claim's mirror is the volume's own dataset, only in the release
+	 * namespace and only with the label naming itself. */
+	d.volume = "imagenet";
+	ck_assert(!dsobject_is_mirror(&d, "granary-system"));
+	d.ns = "granary-system";
+	ck_assert(dsobject_is_mirror(&d, "granary-system"));
+	ck_assert_int_eq(dsobject_dataset_name(&d, "granary-system", name, sizeof(name), &err),
+			 ERR_OK);
+	ck_assert_str_eq(name, "imagenet");
+	d.volume = "other";
+	ck_assert(!dsobject_is_mirror(&d, "granary-system"));
 	json_decref(o);
 }
 END_TEST

@@ -411,6 +411,7 @@ starts, staging and target paths only under the kubelet's directory.
   "meta" (dict "address" (include "granary.controllerMetaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "csi")))
   "state_dir" (include "granary.controllerStateDir" .)
   "ready_needs_meta" false
+  "datasets_namespace" .Release.Namespace
   "store" (dict "endpoint" .Values.store.endpoint "allowed_endpoints" (join "," .Values.store.allowedEndpoints))
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
