@@ -49,6 +49,9 @@
 #include "common/log.h"
 
 #define DISK_UNIT 4096
+/* A writer starts the writeback of its data every this many bytes, so
+ * that little is left to wait for at its commit (see there). */
+#define WRITEBACK_STEP (1u << 20)
 #define DEFAULT_BLOCK_SIZE (4u << 20)
 /* One warning per interval for blocks that fail their checksums. */
 #define CORRUPT_LOG_MS 10000
@@ -123,6 +126,7 @@ struct blockstore_writer {
 	int fd;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
+	uint64_t flushing; /* data bytes whose writeback has been started */
 	uint32_t chunk_size;
 	uint32_t crc;    /* CRC32C state of the chunk being written */
 	uint32_t crcs[BLOCK_CHUNKS_MAX];
@@ -1087,6 +1091,8 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	block_file_rel_path(e->hash, rel);
 	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
 	saved = errno;
+	if (fd >= 0)
+		block_file_read_advice(fd);
 
 	pthread_mutex_lock(&bs->mu);
 	if (fd < 0) {
@@ -1495,6 +1501,14 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 w->tmp_name, strerror(saved));
 	}
 	writer_crc(w, data, len);
+	if (w->written - w->flushing >= WRITEBACK_STEP) {
+		uint64_t to = w->written / WRITEBACK_STEP * WRITEBACK_STEP;
+
+		/* Starts the writes and returns; an error here shows at commit. */
+		sync_file_range(w->fd, (off_t)(BLOCK_HEADER_SIZE + w->flushing),
+				(off_t)(to - w->flushing), SYNC_FILE_RANGE_WRITE);
+		w->flushing = to;
+	}
 	return ERR_OK;
 }
 
@@ -1606,6 +1620,19 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 		what = "write header";
 		goto fail;
 	}
+	/*
+	 * Written back before it is published, though not fsync'd (nothing
+	 * asks the disk to make it durable): the reader that drops the pages
+	 * it read (block_file_drop) can drop only clean ones, and every byte
+	 * of a block is meant to leave the page cache once read. Most of the
+	 * data is on its way already (WRITEBACK_STEP).
+	 */
+	if (sync_file_range(w->fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				    SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
+		what = "write back";
+		goto fail;
+	}
 	fd = w->fd;
 	w->fd = -1;
 	if (close(fd) < 0) {
@@ -1620,6 +1647,7 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 			what = "reopen";
 			goto fail;
 		}
+		block_file_read_advice(rfd);
 	}
 	rel[2] = '\0';
 	if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {

@@ -8,7 +8,11 @@
  *   DIR/.lock               flock'd by the one process that owns DIR
  * Files are written in DIR/tmp and renamed into place: a reader never
  * sees a partial block. No fsync: a block torn by a crash fails its
- * checksum and is fetched again.
+ * checksum and is fetched again. A block is written back (sync_file_range,
+ * started as it is written, waited for at commit) before it is published,
+ * so that its pages are clean and its readers can drop them from the page
+ * cache once read (block_file_drop): the node holds a byte in memory once,
+ * in the mount's page cache.
  *
  * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
  * never exceeded: room is reserved before a block is written. Eviction
