@@ -1130,6 +1130,27 @@ int blockstore_ref_fd(const struct blockstore_ref *ref)
 	return ref->e->fd;
 }
 
+const uint8_t *blockstore_ref_hash(const struct blockstore_ref *ref)
+{
+	return ref->e->hash;
+}
+
+void blockstore_drop_pages(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN], uint64_t off,
+			   uint64_t len)
+{
+	char rel[BLOCK_REL_PATH_LEN];
+	struct stat st;
+	int fd;
+
+	block_file_rel_path(hash, rel);
+	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= BLOCK_HEADER_SIZE)
+		block_file_drop(fd, off, len, (uint64_t)st.st_size - BLOCK_HEADER_SIZE);
+	close(fd);
+}
+
 uint64_t blockstore_ref_offset(const struct blockstore_ref *ref)
 {
 	return BLOCK_HEADER_SIZE;

@@ -149,6 +149,21 @@ enum error_code blockstore_ref_verify(struct blockstore *bs,
 
 void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref);
 
+/* The key hash of ref's block (valid while the ref is held). */
+const uint8_t *blockstore_ref_hash(const struct blockstore_ref *ref);
+
+/*
+ * Drops the pages of data bytes [off, off + len) of block hash from the
+ * page cache (block_file_drop), if its file is still there: for a sender
+ * whose reader takes the bytes after the ref is put (cache/http.c). It
+ * holds no descriptor meanwhile, so an evicted block's disk space is
+ * free at once. No lock, no error: a block evicted since took its pages
+ * along; a block fetched again since loses its pages, which only costs a
+ * read.
+ */
+void blockstore_drop_pages(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN], uint64_t off,
+			   uint64_t len);
+
 /*
  * Reserves room for a block of at most max_len data bytes for dataset and
  * returns a writer. Returns ERR_NO_SPACE when the policy refuses admission

@@ -284,6 +284,41 @@ START_TEST(test_blockstore_committed_block_has_no_dirty_pages)
 }
 END_TEST
 
+/* A sender drops what it sent by the block's name, after its ref is put:
+ * the pages go, a block no longer there is nothing to do. */
+START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	uint8_t hash[BLOCK_HASH_LEN], *buf = NULL;
+	struct blockstore *bs = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = (1 << 20) + 5;
+	uint64_t r = 0;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	bs = open_store(dir, 8 << 20);
+	buf = malloc(len);
+	pattern(9, buf, len);
+	ref = put_big_in_pieces(bs, 1, buf, len);
+	memcpy(hash, blockstore_ref_hash(ref), BLOCK_HASH_LEN);
+	fd = dup(blockstore_ref_fd(ref));
+	ck_assert_int_eq(pread(fd, buf, len, BLOCK_HEADER_SIZE), (ssize_t)len);
+	blockstore_ref_put(bs, ref);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_gt(r, 0);
+	blockstore_drop_pages(bs, hash, 0, len);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, 0);
+	close(fd);
+	hash[0] ^= 1; /* not in the store */
+	blockstore_drop_pages(bs, hash, 0, len);
+	free(buf);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* What granary-fuse relies on when it reads block files itself. */
 START_TEST(test_blockstore_file_layout_matches_docs)
 {
@@ -1235,6 +1270,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
+	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
 	tcase_add_test(tc, test_blockstore_abort_releases_reservation);
