@@ -27,7 +27,9 @@
 #   dataset>cache  cache = --cache-ratio x the TFRecord set, three epochs, page
 #                  cache dropped before each, so only the system's disk cache can
 #                  hit; hit ratio = 1 - S3 bytes / bytes read
-#   small files    one shuffled epoch over the small-file set, cold, then warm
+#   small files    one shuffled epoch over the small-file set, cold, then warm,
+#                  then after drop_caches (from the disk cache), with the
+#                  page-cache figures of the cold and the last epoch
 #   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
 #
 # S3 traffic is counted the same way for every system: they all reach the
@@ -300,7 +302,8 @@ epoch_line() { try "$bin/granary-tfrecord" read "$1" --threads "$threads" --epoc
 # --- page cache ----------------------------------------------------------------
 
 cached_bytes() { awk '/^Cached:/ { printf "%.0f\n", $2 * 1024 }' /proc/meminfo; } # %d wraps in mawk
-resident_bytes() { "$bin/granary-bench" resident "$1" 2>> "$errlog" | kv resident_bytes; }
+# Empty when it cannot tell (a direct_io mount's files cannot be mapped).
+resident_bytes() { { "$bin/granary-bench" resident "$1" 2>> "$errlog" || true; } | kv resident_bytes; }
 # ratio A B: A / B with three decimals, empty when either is missing.
 ratio() { [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # The page cache of one epoch on this node: page_cache_mark before it,
@@ -396,13 +399,14 @@ run_system() {
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   fi
 
-  # 3. small files: one shuffled epoch cold, one warm
+  # 3. small files: one shuffled epoch cold, one warm, one after drop_caches
   if phase small; then
   drop_caches
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
-  s0=$(proxy_stats)
+  s0=$(proxy_stats); page_cache_mark
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   s1=$(s3_sample)
+  page_cache "$sys" small_cold "$(echo "$line" | kv bytes)" "$dir" "$c"
   record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
@@ -411,6 +415,12 @@ run_system() {
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"
   log "$sys small files warm: $line"
+  drop_caches
+  page_cache_mark
+  line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
+  record "$sys" small_disk_warm_fps "$(echo "$line" | kv files_per_s)"
+  log "$sys small files after drop_caches, from its disk cache: $line"
+  page_cache "$sys" small_disk_warm "$(echo "$line" | kv bytes)" "$dir" "$c"
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   fi
 
