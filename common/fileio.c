@@ -297,10 +297,12 @@ void fileio_drop_cached(int fd, uint64_t off, uint64_t len)
 {
 	const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	uint64_t start = off / page * page, end = len ? (off + len + page - 1) / page * page : 0;
+	int saved = errno; /* advice: a caller's errno survives it */
 
 	/* The kernel keeps the partial pages at either end of a range; the
 	 * caller read them whole, so the range grows to cover them. */
 	posix_fadvise(fd, (off_t)start, len ? (off_t)(end - start) : 0, POSIX_FADV_DONTNEED);
+	errno = saved;
 }
 
 int fileio_resident(int fd, uint64_t off, uint64_t len, uint64_t *bytes)

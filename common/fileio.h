@@ -77,8 +77,8 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
  * pages and pages under writeback stay, and so do the pages of a large
  * folio (up to 2 MiB, naturally aligned: ext4 makes them on read-ahead)
  * that reaches outside the range: only a range from 0 to the end is sure
- * to drop everything. Advice only: no error, and nothing happens on a file
- * system whose pages are its storage (tmpfs).
+ * to drop everything. Advice only: no error, errno left as it was, and
+ * nothing happens on a file system whose pages are its storage (tmpfs).
  *
  * fileio_resident counts the bytes of [off, off + len) of fd (len 0: to
  * the end) whose pages are in the page cache now (mmap + mincore, whole
