@@ -71,7 +71,7 @@ static const struct config_field bench_fields[] = {
 static const struct config_schema bench_schema = {
 	.program = "granary-bench",
 	.summary = "readers and helpers of bench/compare.sh: smallgen DIR | smallread DIR | "
-		   "accel DIR | metawalk DIR | proxy | register NAME",
+		   "accel DIR | metawalk DIR | proxy | register NAME | resident DIR",
 	.fields = bench_fields,
 	.nfields = sizeof(bench_fields) / sizeof(bench_fields[0]),
 };
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 		rc = bench_proxy(&set);
 	else if (npos != 2)
 		fprintf(stderr, "granary-bench: usage: smallgen DIR | smallread DIR | accel DIR | "
-				"metawalk DIR | proxy | register NAME (see --help)\n");
+				"metawalk DIR | proxy | register NAME | resident DIR (see --help)\n");
 	else if (strcmp(cmd, "smallgen") == 0)
 		rc = bench_smallgen(&set, arg);
 	else if (strcmp(cmd, "smallread") == 0)
@@ -109,6 +109,8 @@ int main(int argc, char **argv)
 		rc = bench_metawalk(&set, arg);
 	else if (strcmp(cmd, "register") == 0)
 		rc = bench_register(&set, arg);
+	else if (strcmp(cmd, "resident") == 0)
+		rc = bench_resident(&set, arg);
 	else
 		fprintf(stderr, "granary-bench: unknown command '%s'\n", cmd);
 	config_release(&bench_schema, &set);

@@ -8,6 +8,7 @@
  *   metawalk DIR   listing rate and stat(2) rate over every entry
  *   proxy          a TCP forwarder in front of S3 that counts requests/bytes
  *   register NAME  registers a dataset in granary-meta and waits until ready
+ *   resident DIR   bytes of the files under DIR that the page cache holds
  *
  * Each command prints one key=value line per result, for the script.
  */
@@ -55,6 +56,7 @@ int bench_accel(const struct bench_settings *s, const char *dir);
 int bench_metawalk(const struct bench_settings *s, const char *dir);
 int bench_proxy(const struct bench_settings *s);
 int bench_register(const struct bench_settings *s, const char *name);
+int bench_resident(const struct bench_settings *s, const char *dir);
 
 /* Monotonic clock in seconds. */
 double bench_now(void);

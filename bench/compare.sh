@@ -14,12 +14,22 @@
 #   cold epoch     TFRecord shards, every cache empty (the system's cache dir
 #                  removed, echo 3 > /proc/sys/vm/drop_caches), --threads readers
 #   warm epoch     the same again with everything cached (median of epochs 3-5)
+#   page cache     what the cold epoch left in the page cache, and what one
+#                  epoch after echo 3 > drop_caches left (Granary: served from
+#                  its block cache on disk; local: the disk again), each per
+#                  byte read: the growth of Cached: in /proc/meminfo (the
+#                  whole machine's, less the local S3 server's files), and
+#                  the residency (mincore) of the mount's files and of the
+#                  cache directory's files; plus that second epoch's
+#                  throughput
 #   accelerators   granary-bench accel on the warm mount: 1, 2, 4, ... emulated
 #                  accelerators (ResNet-50/A100 batch time) until utilisation < 0.9
 #   dataset>cache  cache = --cache-ratio x the TFRecord set, three epochs, page
 #                  cache dropped before each, so only the system's disk cache can
 #                  hit; hit ratio = 1 - S3 bytes / bytes read
-#   small files    one shuffled epoch over the small-file set, cold, then warm
+#   small files    one shuffled epoch over the small-file set, cold, then warm,
+#                  then after drop_caches (from the disk cache), with the
+#                  page-cache figures of the cold and the last epoch
 #   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
 #
 # S3 traffic is counted the same way for every system: they all reach the
@@ -30,6 +40,10 @@
 #       [--small-kib 110] [--meta-files 100000] [--threads 4] [--cache-ratio 0.66]
 #       [--accel-max 32] [--accel-batches 30] [--small-limit 300]
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
+#       [--phases "epochs accel big small meta"]
+#
+# --phases runs a subset: epochs (cold, warm, page cache), accel (needs
+# epochs), big (dataset > cache), small (small files), meta (metadata).
 #
 # Every system's cache lives under --cache-root (default $work/cache, on the
 # build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
@@ -51,6 +65,7 @@ cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
 shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
 cache_ratio=0.66 accel_max=32 accel_batches=30 small_limit=300 docs=0 cache_root=
 systems="local granary granary-cluster s3fs rclone"
+phases="epochs accel big small meta"
 while [ $# -gt 0 ]; do
   case "$1" in
     --shards) shards=$2; shift 2 ;;
@@ -65,12 +80,17 @@ while [ $# -gt 0 ]; do
     --small-limit) small_limit=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --cache-root) cache_root=$2; shift 2 ;;
+    --phases) phases=$2; shift 2 ;;
     --docs) docs=1; shift ;;
     *) echo "compare.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
+for p in $phases; do
+  case "$p" in epochs|accel|big|small|meta) ;; *) die "unknown phase '$p'" ;; esac
+done
+phase() { case " $phases " in *" $1 "*) return 0 ;; esac; return 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: cold epochs need echo 3 > /proc/sys/vm/drop_caches"
 for b in granary-fuse granary-meta granary-worker granary-store granary-tfrecord granary-bench s3_get_bench; do
@@ -279,6 +299,34 @@ self_s3_bytes() { # SYSTEM MOUNTPOINT
 
 epoch_line() { try "$bin/granary-tfrecord" read "$1" --threads "$threads" --epochs "${2:-1}" | tail -1; }
 
+# --- page cache ----------------------------------------------------------------
+
+cached_bytes() { awk '/^Cached:/ { printf "%.0f\n", $2 * 1024 }' /proc/meminfo; } # %d wraps in mawk
+# Empty when it cannot tell (a direct_io mount's files cannot be mapped).
+resident_bytes() { { "$bin/granary-bench" resident "$1" 2>> "$errlog" || true; } | kv resident_bytes; }
+# ratio A B: A / B with three decimals, empty when either is missing.
+ratio() { [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# The page cache of one epoch on this node: page_cache_mark before it,
+# page_cache SYSTEM PHASE READ_BYTES MOUNT CACHEDIR after it records, per
+# byte read, the growth of Cached: (less what the local S3 server's own
+# files gained: the store is not on a training node) and what the mount's
+# files and the cache directory's files hold in the page cache now.
+pc_cached0= pc_store0=
+page_cache_mark() { pc_cached0=$(cached_bytes); pc_store0=$(resident_bytes "$GRANARY_S3_ROOT"); }
+page_cache() {
+  local sys=$1 ph=$2 read_bytes=$3 m=$4 c=$5 grown store mnt= blk=
+  store=$(resident_bytes "$GRANARY_S3_ROOT")
+  store=$(( ${store:-0} - ${pc_store0:-0} ))
+  grown=$(( $(cached_bytes) - pc_cached0 - store ))
+  record "$sys" "${ph}_cache_growth" "$(ratio "$grown" "$read_bytes")"
+  if [ "$sys" != local ]; then
+    mnt=$(resident_bytes "$m"); blk=$(resident_bytes "$c")
+    record "$sys" "${ph}_mount_resident" "$(ratio "$mnt" "$read_bytes")"
+    record "$sys" "${ph}_cachedir_resident" "$(ratio "$blk" "$read_bytes")"
+  fi
+  log "$sys page cache after the $ph epoch: Cached: +$((grown >> 20)) MiB (the S3 server's files: +$((store >> 20)) MiB more) for $((${read_bytes:-0} >> 20)) MiB read${mnt:+, mount files $((mnt >> 20)) MiB, cache dir files $((${blk:-0} >> 20)) MiB resident}"
+}
+
 # --- one system ------------------------------------------------------------------
 
 run_system() {
@@ -286,20 +334,32 @@ run_system() {
   log "== $sys"
   if [ "$sys" = granary-cluster ]; then cluster_start_meta; fi
 
-  # 1. cold, warm, accelerators (cache holds the whole set)
+  # 1. cold, warm, page cache, accelerators (cache holds the whole set)
+  if phase epochs; then
   drop_caches
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
-  s0=$(proxy_stats)
+  s0=$(proxy_stats); page_cache_mark
   line=$(epoch_line "$dir"); s1=$(s3_sample)
   record "$sys" cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" cold_s3_bytes $(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
   record "$sys" cold_s3_gets $(( $(echo "$s1" | kv gets) - $(echo "$s0" | kv gets) ))
   log "$sys cold: $line"
+  page_cache "$sys" cold "$(echo "$line" | kv bytes)" "$dir" "$c"
   # Warm: one epoch to settle, then the median of three (page-cache speeds
   # are the noisiest figures on a shared machine).
   line=$(try "$bin/granary-tfrecord" read "$dir" --threads "$threads" --epochs 4 | tail -3)
   record "$sys" warm_mbps "$(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | sort -n | sed -n 2p)"
   log "$sys warm (median of 3): $(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | tr '\n' ' ')MB/s"
+  # Warm from the system's own cache on disk: the page cache dropped, so
+  # only the block files (Granary) or the disk (local) hold the bytes.
+  drop_caches
+  page_cache_mark
+  line=$(epoch_line "$dir")
+  record "$sys" disk_warm_mbps "$(echo "$line" | kv mb_per_s)"
+  log "$sys warm from its disk cache: $line"
+  page_cache "$sys" disk_warm "$(echo "$line" | kv bytes)" "$dir" "$c"
+  fi
+  if phase epochs && phase accel; then
   try "$bin/granary-bench" accel "$dir" --readers "$threads" --batches "$accel_batches" \
     --max_accelerators "$accel_max" > "$work/logs/$sys-accel.log"
   while read -r line; do
@@ -309,9 +369,11 @@ run_system() {
     esac
   done < "$work/logs/$sys-accel.log"
   log "$sys accelerators: $(tr '\n' ' ' < "$work/logs/$sys-accel.log" | sed 's/records_per_s=[0-9]* //g; s/seconds=[0-9.]* //g')"
-  [ "$sys" = local ] || umount_sys "$sys" "$m"
+  fi
+  if phase epochs; then [ "$sys" = local ] || umount_sys "$sys" "$m"; fi
 
   # 2. dataset larger than the cache: three epochs, page cache dropped before each
+  if phase big; then
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_small" "$m" "$c"; dir=$m; fi
   for e in 1 2 3; do
     local self0 self1 read_bytes fetched
@@ -335,13 +397,16 @@ run_system() {
     log "$sys dataset>cache epoch $e: $(echo "$line" | kv mb_per_s) MB/s, S3 bytes $fetched of $read_bytes read${self1:+, self-reported $((self1 - self0))}"
   done
   [ "$sys" = local ] || umount_sys "$sys" "$m"
+  fi
 
-  # 3. small files: one shuffled epoch cold, one warm
+  # 3. small files: one shuffled epoch cold, one warm, one after drop_caches
+  if phase small; then
   drop_caches
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
-  s0=$(proxy_stats)
+  s0=$(proxy_stats); page_cache_mark
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   s1=$(s3_sample)
+  page_cache "$sys" small_cold "$(echo "$line" | kv bytes)" "$dir" "$c"
   record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
@@ -350,9 +415,17 @@ run_system() {
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"
   log "$sys small files warm: $line"
+  drop_caches
+  page_cache_mark
+  line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
+  record "$sys" small_disk_warm_fps "$(echo "$line" | kv files_per_s)"
+  log "$sys small files after drop_caches, from its disk cache: $line"
+  page_cache "$sys" small_disk_warm "$(echo "$line" | kv bytes)" "$dir" "$c"
   [ "$sys" = local ] || umount_sys "$sys" "$m"
+  fi
 
   # 4. metadata: listing and stat on a fresh mount
+  if phase meta; then
   drop_caches
   mount_secs=0
   if [ "$sys" = local ]; then dir=$data/meta; else mount_sys "$sys" meta "$cache_full" "$m" "$c"; dir=$m; fi
@@ -366,6 +439,7 @@ run_system() {
   record "$sys" meta_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
   log "$sys metadata: $line (mount $mount_secs s, S3 requests after mount: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
   [ "$sys" = local ] || umount_sys "$sys" "$m"
+  fi
   rm -rf "$c"
 }
 

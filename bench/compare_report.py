@@ -28,10 +28,18 @@ NAMES = {
 }
 
 # (label, key, kind): kind "rate" = higher is better, ratio to local shown;
-# "hit" = a ratio itself; "count" = plain number; "seconds" = lower is better.
+# "hit" = a ratio itself; "ratio" = a ratio to bytes read, lower is better;
+# "count" = plain number; "seconds" = lower is better.
 ROWS = [
     ("cold epoch, TFRecord (MB/s)", "cold_mbps", "rate"),
     ("warm epoch, TFRecord (MB/s)", "warm_mbps", "rate"),
+    ("epoch after drop_caches, from the disk cache (MB/s)", "disk_warm_mbps", "rate"),
+    ("page cache growth / bytes read, cold epoch (S3 server's files left out)", "cold_cache_growth", "ratio"),
+    ("page cache growth / bytes read, epoch after drop_caches", "disk_warm_cache_growth", "ratio"),
+    ("mount's files resident / bytes read, cold epoch", "cold_mount_resident", "ratio"),
+    ("cache dir's files resident / bytes read, cold epoch", "cold_cachedir_resident", "ratio"),
+    ("mount's files resident / bytes read, epoch after drop_caches", "disk_warm_mount_resident", "ratio"),
+    ("cache dir's files resident / bytes read, epoch after drop_caches", "disk_warm_cachedir_resident", "ratio"),
     ("dataset > cache, epoch 1 (MB/s)", "big_e1_mbps", "rate"),
     ("dataset > cache, epoch 2 (MB/s)", "big_e2_mbps", "rate"),
     ("dataset > cache, epoch 3 (MB/s)", "big_e3_mbps", "rate"),
@@ -43,6 +51,11 @@ ROWS = [
     ("small files, cold epoch (files/s)", "small_cold_fps", "rate"),
     ("small files, cold epoch (MB/s)", "small_cold_mbps", "rate"),
     ("small files, warm epoch (files/s)", "small_warm_fps", "rate"),
+    ("small files, epoch after drop_caches (files/s)", "small_disk_warm_fps", "rate"),
+    ("small files, page cache growth / bytes read, cold", "small_cold_cache_growth", "ratio"),
+    ("small files, page cache growth / bytes read, after drop_caches", "small_disk_warm_cache_growth", "ratio"),
+    ("small files, cache dir's files resident / bytes read, cold", "small_cold_cachedir_resident", "ratio"),
+    ("small files, cache dir's files resident / bytes read, after drop_caches", "small_disk_warm_cachedir_resident", "ratio"),
     ("listing, fresh mount (entries/s)", "list_per_s", "rate"),
     ("stat, first after listing (/s)", "stat_first_per_s", "rate"),
     ("stat, cached (/s)", "stat_per_s", "rate"),
@@ -113,6 +126,8 @@ def table(r, systems):
                 cells.append(f"{fmt(v)} ({v / base:.2f}x)")
             elif kind == "hit":
                 cells.append(hit(v))
+            elif kind == "ratio":
+                cells.append(f"{v:.2f}")
             else:
                 cells.append(fmt(v))
         if all(c in ("-", "failed") for c in cells) and not any(key in FAILED[s] for s in systems):
@@ -158,6 +173,10 @@ def goals(r):
         w, lw = g.get("warm_mbps"), loc.get("warm_mbps")
         check("warm epoch >= 0.9 of local", None if not (w and lw) else w / lw >= 0.9,
               f"{w / lw:.2f}" if w and lw else "no local figure")
+        growth = [g.get("cold_cache_growth"), g.get("disk_warm_cache_growth")]
+        check("page cache growth <= 1.1x the bytes read, cold and after drop_caches",
+              None if None in growth else max(growth) <= 1.1,
+              "cold, after drop_caches: " + ", ".join("-" if x is None else f"{x:.2f}" for x in growth))
         hits = [g.get("big_e2_hit"), g.get("big_e3_hit")]
         check("hit ratio with dataset > cache >= 0.6 from the second epoch on",
               None if None in hits else min(hits) >= 0.6,

@@ -164,6 +164,13 @@ enum error_code block_read_checked(int fd, const struct block_sums *s, uint64_t 
 		return error_set(err, ERR_RANGE, "read %zu bytes at %llu of a block of %llu", len,
 				 (unsigned long long)off, (unsigned long long)s->data_len);
 	rc = read_checked(fd, s, off, len, dst, &bad);
+	if (len > 0) {
+		/* the whole chunks read, the bytes asked for among them */
+		uint64_t c0 = off / s->chunk_size * s->chunk_size;
+		uint64_t c1 = (off + len + s->chunk_size - 1) / s->chunk_size * s->chunk_size;
+
+		block_file_drop(fd, c0, (c1 < s->data_len ? c1 : s->data_len) - c0, s->data_len);
+	}
 	if (rc == -1)
 		return error_set(err, error_from_errno(errno), "read cached block: %s",
 				 strerror(errno));
@@ -178,6 +185,21 @@ enum error_code block_read_checked(int fd, const struct block_sums *s, uint64_t 
 				 s->chunk_size, (unsigned long long)bad);
 	}
 	return ERR_OK;
+}
+
+void block_file_drop(int fd, uint64_t off, uint64_t len, uint64_t data_len)
+{
+	if (len == 0)
+		return;
+	if (off + len >= data_len)
+		fileio_drop_cached(fd, 0, 0);
+	else
+		fileio_drop_cached(fd, BLOCK_HEADER_SIZE + off, len);
+}
+
+void block_file_read_advice(int fd)
+{
+	posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
 /* --- paths --- */
@@ -351,8 +373,10 @@ enum error_code block_file_open(const char *dir, const struct block_key *key, in
 	if (!why && (fstat(f, &st) != 0 ||
 		     (uint64_t)st.st_size != BLOCK_HEADER_SIZE + hdr.data_len))
 		why = "wrong file size";
-	if (!why)
+	if (!why) {
 		block_header_sums(&hdr, sums);
+		block_file_read_advice(f);
+	}
 	free(h);
 	if (why) {
 		close(f);

@@ -16,6 +16,12 @@
  * bytes asked for are read whole and compared with their CRC32C
  * (block_read_checked), so a byte flipped on disk is never served.
  *
+ * Every reader also drops the data pages it read from the page cache
+ * (block_file_drop; block_read_checked does it): on a node, a block's bytes
+ * are held in memory once, as the page cache of the mount's file that
+ * returned them, not a second time as the block file's pages
+ * (docs/ARCHITECTURE.md, "Memory"). The header's page stays cached.
+ *
  * Pure functions but for block_read_checked and block_file_open (reads).
  */
 #ifndef GRANARY_BLOCK_FILE_H
@@ -63,10 +69,36 @@ bool block_sums_check(const struct block_sums *s, uint64_t off, const void *data
  * against s (chunks the range cuts through are read whole into a bounce
  * buffer). On a mismatch or a file shorter than s says: ERR_IO with
  * *corrupt set, naming the chunk; dst then holds garbage. A failed read is
- * its errno's code with *corrupt false. ERR_RANGE past the data.
+ * its errno's code with *corrupt false. ERR_RANGE past the data. Whatever
+ * the outcome, the chunks read leave the page cache (block_file_drop).
  */
 enum error_code block_read_checked(int fd, const struct block_sums *s, uint64_t off, size_t len,
 				   void *dst, bool *corrupt, struct error *err);
+
+/*
+ * Drops the page cache of data bytes [off, off + len) of a block file open
+ * as fd whose data has data_len bytes (data at BLOCK_HEADER_SIZE;
+ * fileio_drop_cached), for a reader that has the bytes now: the FUSE reply
+ * that carries them fills the mount's page cache, or the peer's. A large
+ * folio that the range cuts through stays (fileio.h), so a range that
+ * reaches the end of the data drops the whole file, header included: a
+ * block read from start to end leaves nothing. Clean pages only: a block
+ * being written is made clean at its commit (cache/blockstore.h). Advice:
+ * no error, nothing on tmpfs.
+ */
+void block_file_drop(int fd, uint64_t off, uint64_t len, uint64_t data_len);
+
+/*
+ * For a descriptor that reads a block file's data (block_file_open's, the
+ * block store's): no kernel read-ahead on it (POSIX_FADV_RANDOM), so that
+ * a read brings in only the pages of the chunks it asks for, in small
+ * folios that block_file_drop then drops. With read-ahead (8 MiB on the
+ * cache disk here) a read pulled in the rest of the block in large folios
+ * that straddle the ranges later readers drop, and a part of them stayed
+ * cached. Read-ahead across blocks is done above: by the kernel on the
+ * FUSE file, by the fetcher and the peers on blocks.
+ */
+void block_file_read_advice(int fd);
 
 /* "HH/HASH", relative to DIR/blocks. */
 void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN]);

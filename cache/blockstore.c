@@ -49,6 +49,9 @@
 #include "common/log.h"
 
 #define DISK_UNIT 4096
+/* A writer starts the writeback of its data every this many bytes, so
+ * that little is left to wait for at its commit (see there). */
+#define WRITEBACK_STEP (1u << 20)
 #define DEFAULT_BLOCK_SIZE (4u << 20)
 /* One warning per interval for blocks that fail their checksums. */
 #define CORRUPT_LOG_MS 10000
@@ -124,6 +127,7 @@ struct blockstore_writer {
 	int fd;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
+	uint64_t flushing; /* data bytes whose writeback has been started */
 	uint32_t chunk_size;
 	uint32_t crc;    /* CRC32C state of the chunk being written */
 	uint32_t crcs[BLOCK_CHUNKS_MAX];
@@ -1090,6 +1094,8 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	block_file_rel_path(e->hash, rel);
 	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
 	saved = errno;
+	if (fd >= 0)
+		block_file_read_advice(fd);
 
 	pthread_mutex_lock(&bs->mu);
 	if (fd < 0) {
@@ -1125,6 +1131,27 @@ int blockstore_ref_fd(const struct blockstore_ref *ref)
 {
 	/* Set before get returned the ref and unchanged until the last put. */
 	return ref->e->fd;
+}
+
+const uint8_t *blockstore_ref_hash(const struct blockstore_ref *ref)
+{
+	return ref->e->hash;
+}
+
+void blockstore_drop_pages(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN], uint64_t off,
+			   uint64_t len)
+{
+	char rel[BLOCK_REL_PATH_LEN];
+	struct stat st;
+	int fd;
+
+	block_file_rel_path(hash, rel);
+	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= BLOCK_HEADER_SIZE)
+		block_file_drop(fd, off, len, (uint64_t)st.st_size - BLOCK_HEADER_SIZE);
+	close(fd);
 }
 
 uint64_t blockstore_ref_offset(const struct blockstore_ref *ref)
@@ -1498,6 +1525,14 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 w->tmp_name, strerror(saved));
 	}
 	writer_crc(w, data, len);
+	if (w->written - w->flushing >= WRITEBACK_STEP) {
+		uint64_t to = w->written / WRITEBACK_STEP * WRITEBACK_STEP;
+
+		/* Starts the writes and returns; an error here shows at commit. */
+		sync_file_range(w->fd, (off_t)(BLOCK_HEADER_SIZE + w->flushing),
+				(off_t)(to - w->flushing), SYNC_FILE_RANGE_WRITE);
+		w->flushing = to;
+	}
 	return ERR_OK;
 }
 
@@ -1609,6 +1644,19 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 		what = "write header";
 		goto fail;
 	}
+	/*
+	 * Written back before it is published, though not fsync'd (nothing
+	 * asks the disk to make it durable): the reader that drops the pages
+	 * it read (block_file_drop) can drop only clean ones, and every byte
+	 * of a block is meant to leave the page cache once read. Most of the
+	 * data is on its way already (WRITEBACK_STEP).
+	 */
+	if (sync_file_range(w->fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				    SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
+		what = "write back";
+		goto fail;
+	}
 	fd = w->fd;
 	w->fd = -1;
 	if (close(fd) < 0) {
@@ -1623,6 +1671,7 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 			what = "reopen";
 			goto fail;
 		}
+		block_file_read_advice(rfd);
 	}
 	rel[2] = '\0';
 	if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {

@@ -8,7 +8,11 @@
  *   DIR/.lock               flock'd by the one process that owns DIR
  * Files are written in DIR/tmp and renamed into place: a reader never
  * sees a partial block. No fsync: a block torn by a crash fails its
- * checksum and is fetched again.
+ * checksum and is fetched again. A block is written back (sync_file_range,
+ * started as it is written, waited for at commit) before it is published,
+ * so that its pages are clean and its readers can drop them from the page
+ * cache once read (block_file_drop): the node holds a byte in memory once,
+ * in the mount's page cache.
  *
  * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
  * never exceeded: room is reserved before a block is written. Eviction
@@ -150,6 +154,21 @@ enum error_code blockstore_ref_verify(struct blockstore *bs,
 				      struct error *err);
 
 void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref);
+
+/* The key hash of ref's block (valid while the ref is held). */
+const uint8_t *blockstore_ref_hash(const struct blockstore_ref *ref);
+
+/*
+ * Drops the pages of data bytes [off, off + len) of block hash from the
+ * page cache (block_file_drop), if its file is still there: for a sender
+ * whose reader takes the bytes after the ref is put (cache/http.c). It
+ * holds no descriptor meanwhile, so an evicted block's disk space is
+ * free at once. No lock, no error: a block evicted since took its pages
+ * along; a block fetched again since loses its pages, which only costs a
+ * read.
+ */
+void blockstore_drop_pages(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN], uint64_t off,
+			   uint64_t len);
 
 /*
  * Reserves room for a block of at most max_len data bytes for dataset and

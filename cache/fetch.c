@@ -1170,6 +1170,11 @@ enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const ch
 	rc = get_block(f, &r, true, &res, &did, err);
 	if (rc != ERR_OK)
 		return rc;
+	/* No reader waits for a preloaded block: its pages go now, its
+	 * reader reads it from disk (block_file_drop). */
+	if (did && res.ref)
+		block_file_drop(blockstore_ref_fd(res.ref), 0, blockstore_ref_length(res.ref),
+				blockstore_ref_length(res.ref));
 	fetch_result_release(f, &res);
 	if (fetched)
 		*fetched = did;

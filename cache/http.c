@@ -688,6 +688,25 @@ struct conn {
 #define HTTP_EVENT_LOG_MS 10000
 #define HTTP_MHD_LOG_KINDS 16
 
+/*
+ * Blocks sent, whose pages leave the page cache (block_file_drop) once the
+ * client has read them (docs/ARCHITECTURE.md, "Memory"): when a response
+ * completes, sendfile's pages are still held by the socket until the
+ * client reads them (off loopback, until it acknowledges them), and the
+ * kernel drops no page in use. So the watchdog drops them
+ * HTTP_SENT_DROP_MS later (blockstore_drop_pages: by name, holding no
+ * descriptor that would keep an evicted block's disk space); past
+ * HTTP_SENT_MAX waiting, the oldest goes at once.
+ */
+#define HTTP_SENT_MAX 256
+#define HTTP_SENT_DROP_MS 100
+
+struct sent_block {
+	uint8_t hash[BLOCK_HASH_LEN];
+	uint64_t off, len;
+	uint64_t at_ms;                   /* when its response completed */
+};
+
 struct event_log {
 	uint64_t last_ms;
 	uint64_t since;                   /* events since the last line */
@@ -707,6 +726,8 @@ struct worker_http {
 	bool watchdog_running;
 	bool stopping;                    /* protected by mu */
 	struct conn *conns;               /* protected by mu */
+	struct sent_block sent[HTTP_SENT_MAX]; /* oldest first; protected by mu */
+	unsigned nsent;                   /* protected by mu */
 	struct event_log refused_log;     /* protected by mu */
 	struct event_log cut_log;         /* protected by mu */
 	struct {
@@ -881,6 +902,11 @@ static void conn_enter(struct worker_http *h, struct MHD_Connection *mc, enum co
 	pthread_mutex_unlock(&h->mu);
 }
 
+static void sent_drop(struct worker_http *h, const struct sent_block *b)
+{
+	blockstore_drop_pages(fetch_blockstore(h->cfg.fetcher), b->hash, b->off, b->len);
+}
+
 /* Shuts down the connections past their deadline: their threads see the
  * end of the stream and close them. Until microhttpd reports a connection
  * closed its socket stays open, so c->fd is still that connection's. */
@@ -891,7 +917,25 @@ static void *watchdog(void *arg)
 	pthread_mutex_lock(&h->mu);
 	while (!h->stopping) {
 		uint64_t now = retry_now_ms(), next = now + 500, count, until_ns;
+		struct sent_block due[HTTP_SENT_MAX];
+		unsigned ndue = 0;
 		struct timespec ts;
+
+		while (ndue < h->nsent && h->sent[ndue].at_ms + HTTP_SENT_DROP_MS <= now) {
+			due[ndue] = h->sent[ndue];
+			ndue++;
+		}
+		if (ndue > 0) {
+			h->nsent -= ndue;
+			memmove(h->sent, h->sent + ndue, h->nsent * sizeof(h->sent[0]));
+			pthread_mutex_unlock(&h->mu);
+			for (unsigned i = 0; i < ndue; i++)
+				sent_drop(h, &due[i]);
+			pthread_mutex_lock(&h->mu);
+			continue;
+		}
+		if (h->nsent > 0 && h->sent[0].at_ms + HTTP_SENT_DROP_MS < next)
+			next = h->sent[0].at_ms + HTTP_SENT_DROP_MS;
 
 		for (struct conn *c = h->conns; c; c = c->next) {
 			if (!c->deadline_ms || c->cut)
@@ -934,6 +978,7 @@ struct req {
 	bool body_too_large;
 	struct fetch_result res;          /* held until the response is done */
 	uint64_t sending;                 /* block bytes in the response */
+	uint64_t sending_off;             /* where in the block they start */
 };
 
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -960,6 +1005,27 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
 	return rq;
 }
 
+/* Notes the block rq sent, for the watchdog to drop (struct sent_block);
+ * with too many waiting, the oldest goes now. */
+static void sent_add(struct worker_http *h, const struct req *rq)
+{
+	struct sent_block b = { .off = rq->sending_off, .len = rq->sending,
+				.at_ms = retry_now_ms() }, oldest;
+	bool full = false;
+
+	memcpy(b.hash, blockstore_ref_hash(rq->res.ref), BLOCK_HASH_LEN);
+	pthread_mutex_lock(&h->mu);
+	if (h->nsent == HTTP_SENT_MAX) {
+		oldest = h->sent[0];
+		full = true;
+		memmove(h->sent, h->sent + 1, --h->nsent * sizeof(h->sent[0]));
+	}
+	h->sent[h->nsent++] = b;
+	pthread_mutex_unlock(&h->mu);
+	if (full)
+		sent_drop(h, &oldest);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -971,6 +1037,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		return;
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		atomic_fetch_add(&h->served, rq->sending);
+	/* The bytes sent are the requester's now, in its page cache: on this
+	 * node they would be a second copy of what a local mount holds, or
+	 * memory spent for another node. */
+	if (rq->res.ref && rq->sending > 0)
+		sent_add(h, rq);
 	fetch_result_release(h->cfg.fetcher, &rq->res);
 	free(rq->body);
 	free(rq->raw);
@@ -1203,6 +1274,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	if (!resp)
 		return MHD_NO;
 	rq->sending = len;
+	rq->sending_off = off;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
 	MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
@@ -1612,6 +1684,8 @@ void worker_http_stop(struct worker_http *h, uint64_t grace_ms)
 	if (h->watchdog_running)
 		pthread_join(h->watchdog, NULL);
 	MHD_stop_daemon(h->mhd);
+	for (unsigned i = 0; i < h->nsent; i++)
+		sent_drop(h, &h->sent[i]);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	free(h);

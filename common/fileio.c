@@ -3,12 +3,15 @@
  */
 #include "common/fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -288,4 +291,123 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
 	*out = buf;
 	*len = have;
 	return ERR_OK;
+}
+
+void fileio_drop_cached(int fd, uint64_t off, uint64_t len)
+{
+	const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t start = off / page * page, end = len ? (off + len + page - 1) / page * page : 0;
+	int saved = errno; /* advice: a caller's errno survives it */
+
+	/* The kernel keeps the partial pages at either end of a range; the
+	 * caller read them whole, so the range grows to cover them. */
+	posix_fadvise(fd, (off_t)start, len ? (off_t)(end - start) : 0, POSIX_FADV_DONTNEED);
+	errno = saved;
+}
+
+int fileio_resident(int fd, uint64_t off, uint64_t len, uint64_t *bytes)
+{
+	const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	unsigned char *vec = NULL;
+	uint64_t start, end, n, count = 0;
+	struct stat st;
+	void *map = MAP_FAILED;
+	int saved;
+
+	*bytes = 0;
+	if (fstat(fd, &st) != 0)
+		return -1;
+	if (off >= (uint64_t)st.st_size)
+		return 0;
+	end = len == 0 || len > (uint64_t)st.st_size - off ? (uint64_t)st.st_size : off + len;
+	start = off / page * page;
+	n = (end - start + page - 1) / page;
+	map = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED, fd, (off_t)start);
+	if (map == MAP_FAILED)
+		return -1;
+	vec = malloc((size_t)n);
+	if (!vec) {
+		munmap(map, (size_t)(end - start));
+		errno = ENOMEM;
+		return -1;
+	}
+	if (mincore(map, (size_t)(end - start), vec) != 0) {
+		saved = errno;
+		free(vec);
+		munmap(map, (size_t)(end - start));
+		errno = saved;
+		return -1;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		count += vec[i] & 1;
+	free(vec);
+	munmap(map, (size_t)(end - start));
+	*bytes = count * page;
+	return 0;
+}
+
+/* Sums the regular files under the directory open as dfd (taken). */
+static enum error_code resident_walk(int dfd, const char *path, struct fileio_residency *out,
+				     struct error *err)
+{
+	DIR *d = fdopendir(dfd);
+	enum error_code rc = ERR_OK;
+	struct dirent *e;
+
+	if (!d) {
+		int saved = errno;
+
+		close(dfd);
+		return error_set(err, error_from_errno(saved), "open directory '%s': %s", path,
+				 strerror(saved));
+	}
+	while (rc == ERR_OK && (e = readdir(d))) {
+		char sub[PATH_MAX];
+		struct stat st;
+		uint64_t r = 0;
+		int fd;
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+		fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0) {
+			/* gone meanwhile (an evicted block), or a link */
+			if (errno != ENOENT && errno != ELOOP)
+				rc = error_set(err, error_from_errno(errno), "open '%s': %s", sub,
+					       strerror(errno));
+			continue;
+		}
+		if (fstat(fd, &st) != 0) {
+			rc = error_set(err, error_from_errno(errno), "stat '%s': %s", sub,
+				       strerror(errno));
+		} else if (S_ISDIR(st.st_mode)) {
+			rc = resident_walk(fd, sub, out, err);
+			continue; /* fd taken */
+		} else if (S_ISREG(st.st_mode)) {
+			if (fileio_resident(fd, 0, 0, &r) != 0) {
+				rc = error_set(err, error_from_errno(errno), "page cache of '%s': %s",
+					       sub, strerror(errno));
+			} else {
+				out->files++;
+				out->bytes += (uint64_t)st.st_size;
+				out->resident += r;
+			}
+		}
+		close(fd);
+	}
+	closedir(d);
+	return rc;
+}
+
+enum error_code fileio_resident_tree(const char *dir, struct fileio_residency *out,
+				     struct error *err)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	*out = (struct fileio_residency){ 0 };
+	if (dfd < 0)
+		return error_set(err, error_from_errno(errno), "open directory '%s': %s", dir,
+				 strerror(errno));
+	return resident_walk(dfd, dir, out, err);
 }

@@ -68,6 +68,42 @@ enum error_code fileio_mkdirs_parent(const char *path, struct error *err);
 enum error_code fileio_read_small(const char *path, size_t max, char **out, size_t *len,
 				  struct error *err);
 
+/*
+ * Page cache of a file (docs/ARCHITECTURE.md, "Memory"):
+ *
+ * fileio_drop_cached asks the kernel to drop the clean cached pages of
+ * bytes [off, off + len) of fd (len 0: to the end of the file), rounded
+ * out to whole pages, as posix_fadvise POSIX_FADV_DONTNEED does; dirty
+ * pages and pages under writeback stay, and so do the pages of a large
+ * folio (up to 2 MiB, naturally aligned: ext4 makes them on read-ahead)
+ * that reaches outside the range: only a range from 0 to the end is sure
+ * to drop everything. Advice only: no error, errno left as it was, and
+ * nothing happens on a file system whose pages are its storage (tmpfs).
+ *
+ * fileio_resident counts the bytes of [off, off + len) of fd (len 0: to
+ * the end) whose pages are in the page cache now (mmap + mincore, whole
+ * pages: the last one counts in full): 0 and *bytes, or -1 with errno
+ * set. An empty file or range is 0 bytes. The kernel tells only the
+ * file's owner, root, or a caller that may write it; anyone else sees
+ * only pages mapped in the process (none).
+ */
+void fileio_drop_cached(int fd, uint64_t off, uint64_t len);
+int fileio_resident(int fd, uint64_t off, uint64_t len, uint64_t *bytes);
+
+/* What the page cache holds of a tree: the regular files under dir. */
+struct fileio_residency {
+	uint64_t files, bytes, resident;
+};
+
+/*
+ * fileio_resident over every regular file under dir (symbolic links not
+ * followed; a file that vanishes meanwhile is left out), summed into *out.
+ * ERR_OK, or the error of the first directory or file that could not be
+ * opened or counted, naming it; *out then holds what was counted.
+ */
+enum error_code fileio_resident_tree(const char *dir, struct fileio_residency *out,
+				     struct error *err);
+
 /* Value of one hexadecimal digit (either case), or -1. */
 int fileio_hex_value(char c);
 

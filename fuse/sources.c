@@ -49,6 +49,7 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 					       corrupt, err);
 	}
 	n = fileio_pread_all(blockstore_ref_fd(ref), dst, len, blockstore_ref_offset(ref) + off);
+	block_file_drop(blockstore_ref_fd(ref), off, len, blockstore_ref_length(ref));
 	if (n != (ssize_t)len)
 		return error_set(err, ERR_IO, "%s", n < 0 ? strerror(errno) : "short file");
 	return ERR_OK;
@@ -176,6 +177,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 		return ERR_OK;
 	}
 	n = fileio_pread_all(fd, dst, len, BLOCK_HEADER_SIZE + off);
+	block_file_drop(fd, off, len, sums.data_len);
 	close(fd);
 	if (n != (ssize_t)len)
 		return error_set(err, ERR_IO, "read cached block %llu of '%s': %s",

@@ -33,12 +33,14 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "block/token.h"
+#include "common/fileio.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
 #include "meta/meta_client.h"
@@ -711,6 +713,68 @@ START_TEST(test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store)
 		      (unsigned long long)(served2[0] - served1[0]));
 	ck_assert_msg(served2[1] > served1[1], "worker 2 served nothing in the second pass");
 	mount_stop(&m2);
+}
+END_TEST
+
+/* Bytes of the block files of worker w in the page cache. */
+static uint64_t blocks_resident(const struct worker *w)
+{
+	struct fileio_residency r;
+	struct error err;
+	char dir[300];
+
+	snprintf(dir, sizeof(dir), "%s/blocks", w->cache);
+	ck_assert_msg(fileio_resident_tree(dir, &r, &err) == ERR_OK, "%s", err.msg);
+	return r.resident;
+}
+
+/*
+ * The node holds a byte in its page cache once (docs/ARCHITECTURE.md,
+ * "Memory"): the block files keep at most a tenth of the bytes read, after
+ * a cold pass (each owner fetched, wrote and sent its blocks with sendfile,
+ * worker 1 to the mount on its own node too) and after a warm one (the
+ * mount's pages dropped: worker 1's blocks read from its cache directory
+ * by the mount, worker 2's sent again), once the workers have dropped what
+ * they sent (at most 2 s). Before, they held all of it. The work directory
+ * must be on a disk's file system: tmpfs pages are the files.
+ */
+START_TEST(test_cluster_block_files_leave_the_page_cache_once_read)
+{
+	uint64_t total = 0, held[NWORKERS], t0;
+	struct statfs sf;
+	struct mnt m;
+
+	ck_assert_int_eq(statfs(work, &sf), 0);
+	ck_assert_msg(sf.f_type != 0x01021994, "%s is on tmpfs: needs a disk", work);
+	for (size_t i = 0; i < NOBJ; i++)
+		total += objects[i].size;
+	ck_assert_int_eq(mount_start(&m, DATASET, NULL, "pages"), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < NOBJ; i++) {
+			int rc = read_object(&m, i, pass > 0);
+
+			ck_assert_msg(rc == 0, "'%s': %s", objects[i].key,
+				      rc > 0 ? "bytes differ" : strerror(-rc));
+		}
+		/* a worker drops what it sent once the client has read it: within
+		 * HTTP_SENT_DROP_MS and a watchdog tick (cache/http.c) */
+		t0 = retry_now_ms();
+		do {
+			retry_sleep_ms(50);
+			for (int i = 0; i < NWORKERS; i++)
+				held[i] = blocks_resident(&workers[i]);
+		} while (held[0] + held[1] > 0 && retry_now_ms() - t0 < 2000);
+		printf("page cache %llu ms after the %s pass of %llu bytes: block files of w1 %llu, of w2 %llu\n",
+		       (unsigned long long)(retry_now_ms() - t0), pass ? "warm" : "cold",
+		       (unsigned long long)total, (unsigned long long)held[0],
+		       (unsigned long long)held[1]);
+		ck_assert_msg(held[0] + held[1] <= total / 10,
+			      "%s pass: the block files hold %llu + %llu bytes of %llu read",
+			      pass ? "warm" : "cold", (unsigned long long)held[0],
+			      (unsigned long long)held[1], (unsigned long long)total);
+	}
+	ck_assert_uint_eq(mount_stat(&m, "fallbacks"), 0);
+	mount_stop(&m);
 }
 END_TEST
 
@@ -1495,6 +1559,7 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
 	tcase_add_test(tc, test_cluster_long_dataset_name_is_served_by_the_workers);
+	tcase_add_test(tc, test_cluster_block_files_leave_the_page_cache_once_read);
 	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
 	tcase_add_test(tc, test_cluster_stopped_worker_stalls_readers_briefly);
 	tcase_add_test(tc, test_cluster_restarted_worker_leaves_each_block_one_owner);

@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
 #include "store/store.h"
@@ -605,6 +607,87 @@ START_TEST(test_mount_stalled_store_fails_reads_with_eio_within_the_deadline)
 }
 END_TEST
 
+/* Bytes of the files under dir in the page cache. */
+static uint64_t resident_under(const char *dir)
+{
+	struct fileio_residency r;
+	struct error err;
+
+	ck_assert_msg(fileio_resident_tree(dir, &r, &err) == ERR_OK, "%s", err.msg);
+	return r.resident;
+}
+
+/* Bytes of the mount's file path in the page cache. */
+static uint64_t resident_file(const char *path)
+{
+	uint64_t r = 0;
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	close(fd);
+	return r;
+}
+
+/*
+ * The node holds a byte in its page cache once (docs/ARCHITECTURE.md,
+ * "Memory"): after a cold read (fetched, written to the block cache, read
+ * back) and after a warm one (the mount's pages dropped, so the daemon
+ * reads its block files), the mount's file is cached whole and the block
+ * files hold at most a tenth of it (a block read to its end leaves
+ * nothing; before, they held all of it). The cache directory is on a
+ * disk's file system (/var/tmp): tmpfs pages are the files.
+ */
+START_TEST(test_mount_block_files_leave_the_page_cache_once_read)
+{
+	char cache[256], a[1024], b[1024];
+	const size_t size = 5u << 20; /* big.bin */
+	const char *flags[24];
+	struct statfs sf;
+	struct mnt m;
+	uint64_t blocks, file;
+	int n = 0, fd;
+
+	put_source_to_s3();
+	harness_tmpdir(cache, sizeof(cache), "/var/tmp/granary-pages-cache-XXXXXX");
+	ck_assert_int_eq(statfs(cache, &sf), 0);
+	ck_assert_msg(sf.f_type != 0x01021994, "%s is on tmpfs: needs a disk", cache);
+	s3_mount_flags(flags, &n, s3_endpoint);
+	flags[n++] = "--cache.dir";
+	flags[n++] = cache;
+	flags[n] = NULL;
+	snprintf(log_path, sizeof(log_path), "%s.pages.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
+	snprintf(a, sizeof(a), "%s/big.bin", src);
+	snprintf(b, sizeof(b), "%s/big.bin", m.dir);
+
+	compare_file(a, b);
+	blocks = resident_under(cache);
+	file = resident_file(b);
+	printf("page cache after a cold read of %zu bytes: mount's file %llu, block files %llu\n",
+	       size, (unsigned long long)file, (unsigned long long)blocks);
+	ck_assert_uint_eq(file, size);
+	ck_assert_msg(blocks <= size / 10, "cold: the block files hold %llu bytes of %zu read",
+		      (unsigned long long)blocks, size);
+
+	fd = open(b, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	fileio_drop_cached(fd, 0, 0);
+	close(fd);
+	ck_assert_uint_eq(resident_file(b), 0);
+	compare_file(a, b);
+	blocks = resident_under(cache);
+	file = resident_file(b);
+	printf("page cache after a warm read from the block cache: mount's file %llu, block files %llu\n",
+	       (unsigned long long)file, (unsigned long long)blocks);
+	ck_assert_uint_eq(file, size);
+	ck_assert_msg(blocks <= size / 10, "warm: the block files hold %llu bytes of %zu read",
+		      (unsigned long long)blocks, size);
+	stop_mount(&m);
+	ck_assert_int_eq(harness_rm_rf(cache), 0);
+}
+END_TEST
+
 START_TEST(test_mount_missing_credentials_file_fails_clearly_at_mount_time)
 {
 	const char *flags[] = { "--source", "s3://granary-e2e/fuse-src/", "--store.endpoint",
@@ -647,6 +730,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_object_changed_after_the_snapshot_reads_eio);
 	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);
 	tcase_add_test(tc, test_mount_stalled_store_fails_reads_with_eio_within_the_deadline);
+	tcase_add_test(tc, test_mount_block_files_leave_the_page_cache_once_read);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
 	suite_add_tcase(s, tc);

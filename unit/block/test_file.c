@@ -1,8 +1,9 @@
 /*
  * test_file.c - the block file as the mount reads it and the worker
  * writes it (block/file.c): the path, the header written and parsed back,
- * every field of it checked, and block_file_open on files written here
- * byte by byte, without a block store.
+ * every field of it checked, block_file_open on files written here
+ * byte by byte, without a block store, and the pages a checked read
+ * leaves in the page cache.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -10,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "block/file.h"
+#include "common/fileio.h"
 #include "block/name.h"
 #include "unit/check_main.h"
 
@@ -196,6 +199,72 @@ START_TEST(test_block_file_open_checks_key_and_size)
 }
 END_TEST
 
+/* Bytes of [off, off + len) of fd in the page cache. */
+static uint64_t resident(int fd, uint64_t off, uint64_t len)
+{
+	uint64_t r = 0;
+
+	ck_assert_int_eq(fileio_resident(fd, off, len, &r), 0);
+	return r;
+}
+
+/* A reader keeps the bytes it read (the FUSE reply puts them in the
+ * mount's page cache): the chunks it read leave the block file's page
+ * cache, the rest of the block and the header stay. On a disk's file
+ * system (/var/tmp), where pages are a copy. */
+START_TEST(test_block_read_checked_drops_the_chunks_it_read)
+{
+	static unsigned char data[LEN], got[LEN];
+	char dir[] = "/var/tmp/granary-block-XXXXXX", path[PATH_MAX];
+	const uint64_t cs = block_chunk_size(BS), end = BLOCK_HEADER_SIZE + LEN;
+	const uint64_t last_page = end / 4096 * 4096;
+	struct block_sums sums;
+	struct statfs sf;
+	struct error err;
+	bool corrupt = true;
+	int fd = -1;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(statfs(dir, &sf), 0);
+	ck_assert_msg(sf.f_type != 0x01021994, "%s is on tmpfs: needs a disk", dir);
+	fill(data, LEN);
+	write_block(dir, data, path, sizeof(path));
+	ck_assert_int_eq(block_file_open(dir, &key, &fd, &sums, &err), ERR_OK);
+	ck_assert_int_eq(fsync(fd), 0); /* clean pages, as a committed block's */
+	ck_assert_int_eq(fileio_pread_all(fd, got, LEN, BLOCK_HEADER_SIZE), LEN);
+	ck_assert_uint_eq(resident(fd, 0, 0), last_page + 4096);
+
+	/* bytes 70000..269999: chunks 1 to 4, read whole; what lies outside
+	 * them stays (inside, a large folio reaching out of them may stay) */
+	ck_assert_int_eq(block_read_checked(fd, &sums, 70000, 200000, got, &corrupt, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(got, data + 70000, 200000), 0);
+	ck_assert_uint_eq(resident(fd, 0, BLOCK_HEADER_SIZE), BLOCK_HEADER_SIZE);
+	ck_assert_uint_eq(resident(fd, BLOCK_HEADER_SIZE, cs), cs);
+	ck_assert_uint_eq(resident(fd, BLOCK_HEADER_SIZE + 5 * cs, 0),
+			  last_page + 4096 - (BLOCK_HEADER_SIZE + 5 * cs));
+
+	/* a read that reaches the end of the data: the whole file goes */
+	ck_assert_int_eq(block_read_checked(fd, &sums, LEN - 5, 5, got, &corrupt, &err), ERR_OK);
+	ck_assert_uint_eq(resident(fd, 0, 0), 0);
+
+	/* a whole block read at once, a corrupt one too: nothing stays */
+	close(fd);
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fileio_pwrite_all(fd, "X", 1, BLOCK_HEADER_SIZE + 2 * cs + 7), 0);
+	ck_assert_int_eq(fsync(fd), 0);
+	ck_assert_int_eq(fileio_pread_all(fd, got, BLOCK_HEADER_SIZE, 0), BLOCK_HEADER_SIZE);
+	ck_assert_int_eq(fileio_pread_all(fd, got, LEN, BLOCK_HEADER_SIZE), LEN);
+	ck_assert_uint_eq(resident(fd, 0, 0), last_page + 4096);
+	ck_assert_int_eq(block_read_checked(fd, &sums, 0, LEN, got, &corrupt, &err), ERR_IO);
+	ck_assert(corrupt);
+	ck_assert_uint_eq(resident(fd, 0, 0), 0);
+	close(fd);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("block_file");
@@ -206,6 +275,7 @@ int main(void)
 	tcase_add_test(tc, test_block_header_refuses_damage);
 	tcase_add_test(tc, test_block_header_fits_longest_names);
 	tcase_add_test(tc, test_block_file_open_checks_key_and_size);
+	tcase_add_test(tc, test_block_read_checked_drops_the_chunks_it_read);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

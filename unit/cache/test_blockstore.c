@@ -17,6 +17,7 @@
 
 #include "cache/blockstore.h"
 #include "common/bytes.h"
+#include "common/fileio.h"
 #include "cache/sketch.h"
 #include "unit/check_main.h"
 
@@ -240,19 +241,17 @@ START_TEST(test_blockstore_counts_each_datasets_bytes_across_drops_and_reopen)
 }
 END_TEST
 
-START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
+/* Writes len bytes of buf as block index of big.bin, 4 MiB blocks, in
+ * pieces of 100,000 bytes; returns a held ref to it. */
+static struct blockstore_ref *put_big_in_pieces(struct blockstore *bs, uint64_t index,
+						const uint8_t *buf, size_t len)
 {
-	char *dir = make_dir();
-	struct blockstore *bs = open_store(dir, 8 << 20);
 	struct block_key key = { .endpoint = "", .bucket = "/data", .object = "big.bin",
-				 .etag = "v1", .block_size = 4 << 20, .index = 2 };
+				 .etag = "v1", .block_size = 4 << 20, .index = index };
 	struct blockstore_writer *w = NULL;
 	struct blockstore_ref *ref = NULL;
-	size_t len = (3 << 20) + 123;
-	uint8_t *buf = malloc(len), *back = malloc(len);
 	struct error err;
 
-	pattern(5, buf, len);
 	ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", 4 << 20, &w, &err), ERR_OK);
 	for (size_t off = 0; off < len; off += 100000) {
 		size_t n = len - off < 100000 ? len - off : 100000;
@@ -261,6 +260,19 @@ START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
 	}
 	ck_assert_int_eq(blockstore_write_commit(bs, w, &ref, &err), ERR_OK);
 	ck_assert_ptr_nonnull(ref);
+	return ref;
+}
+
+START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 8 << 20);
+	struct blockstore_ref *ref = NULL;
+	size_t len = (3 << 20) + 123;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+
+	pattern(5, buf, len);
+	ref = put_big_in_pieces(bs, 2, buf, len);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
 	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCK_HEADER_SIZE),
 			 (ssize_t)len);
@@ -268,6 +280,70 @@ START_TEST(test_blockstore_large_block_written_in_pieces_reads_back)
 	blockstore_ref_put(bs, ref);
 	free(buf);
 	free(back);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* A committed block is written back (not dirty): a reader that drops
+ * what it read from the page cache (block_file_drop) frees every page.
+ * On a disk's file system (/var/tmp); tmpfs pages are the file. */
+START_TEST(test_blockstore_committed_block_has_no_dirty_pages)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	struct blockstore *bs = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = (3 << 20) + 123;
+	uint8_t *buf = malloc(len);
+	uint64_t r = 1;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	bs = open_store(dir, 8 << 20);
+	pattern(7, buf, len);
+	ref = put_big_in_pieces(bs, 0, buf, len);
+	ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), BLOCK_HEADER_SIZE, 0, &r), 0);
+	ck_assert_uint_gt(r, 0); /* written through the page cache */
+	block_file_drop(blockstore_ref_fd(ref), 0, len, len);
+	ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), 0, 0, &r), 0);
+	ck_assert_msg(r == 0, "%llu bytes still cached: dirty or under writeback",
+		      (unsigned long long)r);
+	blockstore_ref_put(bs, ref);
+	free(buf);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+/* A sender drops what it sent by the block's name, after its ref is put:
+ * the pages go, a block no longer there is nothing to do. */
+START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	uint8_t hash[BLOCK_HASH_LEN], *buf = NULL;
+	struct blockstore *bs = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = (1 << 20) + 5;
+	uint64_t r = 0;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	bs = open_store(dir, 8 << 20);
+	buf = malloc(len);
+	pattern(9, buf, len);
+	ref = put_big_in_pieces(bs, 1, buf, len);
+	memcpy(hash, blockstore_ref_hash(ref), BLOCK_HASH_LEN);
+	fd = dup(blockstore_ref_fd(ref));
+	ck_assert_int_eq(pread(fd, buf, len, BLOCK_HEADER_SIZE), (ssize_t)len);
+	blockstore_ref_put(bs, ref);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_gt(r, 0);
+	blockstore_drop_pages(bs, hash, 0, len);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, 0);
+	close(fd);
+	hash[0] ^= 1; /* not in the store */
+	blockstore_drop_pages(bs, hash, 0, len);
+	free(buf);
 	blockstore_free(bs);
 	remove_dir(dir);
 }
@@ -1224,6 +1300,8 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
+	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
+	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
 	tcase_add_test(tc, test_blockstore_abort_releases_reservation);

@@ -1,6 +1,6 @@
 /*
  * test_fileio.c - whole reads and writes, atomic replacement, directories
- * with their parents, hex digits.
+ * with their parents, hex digits, a file's pages in the page cache.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
@@ -170,6 +171,57 @@ START_TEST(test_fileio_write_and_pwrite_all_round_trip)
 }
 END_TEST
 
+/* The page cache is dropped and counted on a disk's file system, where
+ * pages are a copy (tmpfs pages are the file: nothing to drop). */
+#define PAGE_TEST_DIR "/var/tmp"
+#define TMPFS_MAGIC_NUMBER 0x01021994
+
+START_TEST(test_fileio_drop_cached_drops_whole_pages_of_the_range_only)
+{
+	char path[] = PAGE_TEST_DIR "/granary-fileio-pages-XXXXXX";
+	static char buf[64 * 4096];
+	uint64_t r = 1;
+	struct statfs sf;
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstatfs(fd, &sf), 0);
+	ck_assert_msg(sf.f_type != TMPFS_MAGIC_NUMBER, "%s is on tmpfs: needs a disk", path);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, 0); /* empty */
+	memset(buf, 'x', sizeof(buf));
+	ck_assert_int_eq(fileio_pwrite_all(fd, buf, sizeof(buf) - 100, 0), 0);
+	ck_assert_int_eq(fdatasync(fd), 0); /* clean pages: droppable */
+	ck_assert_int_eq(fileio_pread_all(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf) - 100);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, sizeof(buf)); /* the short last page counts whole */
+	/* a range: the pages outside it stay (those inside go unless a
+	 * large folio reaches out of it, so they are not counted here) */
+	fileio_drop_cached(fd, 16 * 4096 + 10, 8 * 4096);
+	ck_assert_int_eq(fileio_resident(fd, 0, 16 * 4096, &r), 0);
+	ck_assert_uint_eq(r, 16 * 4096);
+	ck_assert_int_eq(fileio_resident(fd, 25 * 4096, 0, &r), 0);
+	ck_assert_uint_eq(r, sizeof(buf) - 25 * 4096);
+	/* from 0 to the end, a short last page: everything goes */
+	fileio_drop_cached(fd, 0, sizeof(buf) - 100);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, 0);
+	/* len 0: to the end */
+	ck_assert_int_eq(fileio_pread_all(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf) - 100);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, sizeof(buf));
+	fileio_drop_cached(fd, 0, 0);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), 0);
+	ck_assert_uint_eq(r, 0);
+	/* past the end: nothing, no error */
+	ck_assert_int_eq(fileio_resident(fd, 1u << 30, 10, &r), 0);
+	ck_assert_uint_eq(r, 0);
+	close(fd);
+	ck_assert_int_eq(fileio_resident(fd, 0, 0, &r), -1);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_fileio_hex_value_accepts_both_cases_only)
 {
 	ck_assert_int_eq(fileio_hex_value('0'), 0);
@@ -228,6 +280,7 @@ int main(void)
 	tcase_add_test(tc, test_fileio_read_small_reads_whole_files_up_to_max);
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
+	tcase_add_test(tc, test_fileio_drop_cached_drops_whole_pages_of_the_range_only);
 	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
