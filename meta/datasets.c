@@ -500,6 +500,22 @@ static void failed(struct datasets *d, const struct dsobject *o, const char *key
 	pthread_mutex_unlock(&d->mu);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Whether b lists the same objects as a, into the same blocks. */
+static bool same_place(const Granary__V1__DatasetSpec *a, const Granary__V1__DatasetSpec *b)
+{
+	uint64_t ab = a->options ? a->options->block_size : 0;
+	uint64_t bb = b->options ? b->options->block_size : 0;
+
+	return same_str(a->source_uri, b->source_uri) && same_str(a->endpoint, b->endpoint) &&
+	       same_str(a->region, b->region) && same_str(a->credentials_ref, b->credentials_ref) &&
+	       ab == bb;
+}
+
 static void job_register(struct datasets *d, const struct dsobject *o, const char *dataset,
 			 const char *key, bool refresh)
 {
@@ -525,16 +541,27 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 	if (refresh) {
 		rc = registry_refresh(d->cfg.registry, dataset, &rd, &err);
 	} else {
-		rc = registry_register(d->cfg.registry, &spec, &rd, &err);
-		if (rc == ERR_EXISTS) {
-			/* Options changed (the schema keeps the source as it
-			 * was): registered again with them. */
-			log_info("Dataset options changed: registering it again",
-				 LOG_S("dataset", dataset), LOG_S("cause", err.msg));
-			rc = registry_delete(d->cfg.registry, dataset, &err);
-			if (rc == ERR_OK)
-				rc = registry_register(d->cfg.registry, &spec, &rd, &err);
+		struct registry_dataset cur = { 0 };
+		struct error ignored;
+
+		if (registry_get(d->cfg.registry, dataset, &cur, &ignored) == ERR_OK &&
+		    cur.state == REGISTRY_READY && same_place(&spec, cur.spec)) {
+			/* Only options that change no block nor the listing
+			 * (cachePolicy, pin, preload): changed in place, the
+			 * snapshot and the workers' cached blocks kept. */
+			rc = registry_set_options(d->cfg.registry, dataset, &opts, &rd, &err);
+		} else {
+			rc = registry_register(d->cfg.registry, &spec, &rd, &err);
+			if (rc == ERR_EXISTS) {
+				/* Region or credentials changed: listed again. */
+				log_info("Dataset registered again", LOG_S("dataset", dataset),
+					 LOG_S("cause", err.msg));
+				rc = registry_delete(d->cfg.registry, dataset, &err);
+				if (rc == ERR_OK)
+					rc = registry_register(d->cfg.registry, &spec, &rd, &err);
+			}
 		}
+		registry_dataset_release(&cur);
 	}
 	if (rc == ERR_OK && !dsobject_is_mirror(o, d->mirror_ns))
 		rc = ensure_claim(d, o, dataset, rd.totals.bytes, &err);

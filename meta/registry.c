@@ -38,7 +38,8 @@ struct build {
 
 struct entry {
 	char *name;
-	uint8_t *spec;    /* canonical packed DatasetSpec; immutable */
+	uint8_t *spec;    /* canonical packed DatasetSpec; replaced under r->mu only
+			   * by registry_set_options */
 	size_t spec_len;
 	/* the rest protected by r->mu */
 	enum registry_state state;
@@ -985,6 +986,76 @@ enum error_code registry_get(struct registry *r, const char *name, struct regist
 	e = find(r, name, NULL);
 	rc = e ? fill(e, out, err) : error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
 	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+enum error_code registry_set_options(struct registry *r, const char *name,
+				     const Granary__V1__DatasetOptions *opts,
+				     struct registry_dataset *out, struct error *err)
+{
+	Granary__V1__DatasetSpec *spec = NULL;
+	Granary__V1__DatasetOptions none = GRANARY__V1__DATASET_OPTIONS__INIT, *old;
+	uint8_t *packed = NULL, *prev;
+	size_t len = 0;
+	struct entry *e;
+	enum error_code rc;
+
+	memset(out, 0, sizeof(*out));
+	if (block_dataset_name_check(str_or_empty(name), err) != ERR_OK)
+		return error_wrap(err, "field 'name'");
+	pthread_mutex_lock(&r->mu);
+	e = find(r, name, NULL);
+	if (!e) {
+		rc = error_set(err, ERR_NOT_FOUND, "dataset '%s' not found", name);
+		goto unlock;
+	}
+	if (e->state != REGISTRY_READY) {
+		rc = error_set(err, ERR_UNAVAILABLE, "dataset '%s' is being listed; try again", name);
+		goto unlock;
+	}
+	spec = granary__v1__dataset_spec__unpack(NULL, e->spec_len, e->spec);
+	if (!spec) {
+		rc = error_set(err, ERR_IO, "dataset '%s': its record does not decode", name);
+		goto unlock;
+	}
+	old = spec->options ? spec->options : &none;
+	if (old->block_size != opts->block_size) {
+		rc = error_set(err, ERR_INVALID,
+			       "field 'options.block_size': dataset '%s' keeps %llu (its blocks' keys depend on it)",
+			       name, (unsigned long long)old->block_size);
+		goto unlock;
+	}
+	/* Only the options that change no block nor the listing. */
+	spec->options = (Granary__V1__DatasetOptions *)opts;
+	rc = registry_check_spec(spec, err);
+	if (rc == ERR_OK)
+		rc = canonical_pack(spec, &packed, &len, err);
+	spec->options = old == &none ? NULL : old;
+	if (rc != ERR_OK)
+		goto unlock;
+	prev = e->spec;
+	{
+		size_t prev_len = e->spec_len;
+
+		e->spec = packed;
+		e->spec_len = len;
+		rc = write_record(r, e, e->generation, e->created_ms, err);
+		if (rc != ERR_OK) {
+			e->spec = prev;
+			e->spec_len = prev_len;
+			free(packed);
+			goto unlock;
+		}
+	}
+	free(prev);
+	rc = fill(e, out, err);
+	log_info("dataset options changed", LOG_S("dataset", name),
+		 LOG_U("cache_policy", (uint64_t)opts->cache_policy), LOG_I("pin", opts->pin),
+		 LOG_I("preload", opts->preload));
+unlock:
+	pthread_mutex_unlock(&r->mu);
+	if (spec)
+		granary__v1__dataset_spec__free_unpacked(spec, NULL);
 	return rc;
 }
 

@@ -195,6 +195,16 @@ enum error_code registry_refresh(struct registry *r, const char *name,
 				 struct registry_dataset *out, struct error *err);
 
 /*
+ * Changes the options of a READY dataset that change no block and no
+ * listing (cache_policy, pin, preload) in place: the record is rewritten,
+ * the generation and snapshot stay. ERR_INVALID for another block_size or
+ * a bad option; ERR_NOT_FOUND; ERR_UNAVAILABLE while it is being listed.
+ */
+enum error_code registry_set_options(struct registry *r, const char *name,
+				     const Granary__V1__DatasetOptions *opts,
+				     struct registry_dataset *out, struct error *err);
+
+/*
  * Streams the encoded snapshot of generation (0 = current) of dataset name
  * to fn in pieces of at most chunk bytes, in order. fn returns ERR_OK to go
  * on; another code stops the transfer and is returned. ERR_NOT_FOUND for

@@ -393,6 +393,44 @@ START_TEST(test_registry_reloads_records_and_snapshots_without_listing)
 }
 END_TEST
 
+START_TEST(test_registry_set_options_in_place_survives_a_reopen)
+{
+	struct registry *r = open_reg(0);
+	struct registry_dataset d;
+	Granary__V1__DatasetOptions o = GRANARY__V1__DATASET_OPTIONS__INIT;
+	struct spec sp;
+	struct error err;
+
+	spec_init(&sp, "ds", src_uri);
+	register_ok(r, &sp, &d);
+	registry_dataset_release(&d);
+	write_file(src, "train/new.rec", "0123456789");
+	ck_assert_int_eq(registry_refresh(r, "ds", &d, &err), ERR_OK);
+	registry_dataset_release(&d);
+	o.pin = true;
+	o.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU;
+	ck_assert_msg(registry_set_options(r, "ds", &o, &d, &err) == ERR_OK, "%s", err.msg);
+	/* No listing: the generation and its totals stay. */
+	ck_assert_uint_eq(d.generation, 2);
+	ck_assert_uint_eq(d.totals.files, 5);
+	ck_assert(d.spec->options->pin);
+	registry_dataset_release(&d);
+	/* The block size is not an option one changes in place. */
+	o.block_size = 1 << 20;
+	ck_assert_int_eq(registry_set_options(r, "ds", &o, &d, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "options.block_size"));
+	ck_assert_int_eq(registry_set_options(r, "nope", &o, &d, &err), ERR_NOT_FOUND);
+	registry_free(r);
+	r = open_reg(0);
+	ck_assert_int_eq(registry_get(r, "ds", &d, &err), ERR_OK);
+	ck_assert(d.spec->options->pin);
+	ck_assert_int_eq(d.spec->options->cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU);
+	ck_assert_uint_eq(d.generation, 2);
+	registry_dataset_release(&d);
+	registry_free(r);
+}
+END_TEST
+
 START_TEST(test_registry_refresh_keeps_one_generation_back)
 {
 	struct registry *r = open_reg(0);
@@ -730,6 +768,7 @@ int main(void)
 	tcase_add_test(tc, test_registry_refuses_a_source_that_leaves_its_prefix);
 	tcase_add_test(tc, test_registry_reloads_records_and_snapshots_without_listing);
 	tcase_add_test(tc, test_registry_refresh_keeps_one_generation_back);
+	tcase_add_test(tc, test_registry_set_options_in_place_survives_a_reopen);
 	tcase_add_test(tc, test_registry_delete_removes_everything);
 	tcase_add_test(tc, test_registry_survives_damaged_files);
 	tcase_add_test(tc, test_registry_answers_while_a_registration_lists);
