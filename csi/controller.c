@@ -19,6 +19,7 @@
 #include "common/fileio.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "store/credentials.h"
 #include "store/store.h"
 
 struct controller {
@@ -417,20 +418,15 @@ enum error_code controller_write_credentials(const char *path, const struct cont
 					     struct error *err)
 {
 	char *text = NULL;
+	size_t len = 0;
 	enum error_code rc;
-	int len;
 
-	if (s->session_token)
-		len = asprintf(&text,
-			       "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = %s\n",
-			       s->access_key_id, s->secret_access_key, s->session_token);
-	else
-		len = asprintf(&text, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
-			       s->access_key_id, s->secret_access_key);
-	if (len < 0)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = fileio_replace(path, text, (size_t)len, 0600, err);
-	explicit_bzero(text, (size_t)len);
+	rc = credentials_format(s->access_key_id, s->secret_access_key, s->session_token, &text,
+				&len, err);
+	if (rc != ERR_OK)
+		return rc;
+	rc = fileio_replace(path, text, len, 0600, err);
+	explicit_bzero(text, len);
 	free(text);
 	return rc;
 }

@@ -322,26 +322,11 @@ void kubeapi_micro_time(int64_t unix_ms, char *buf, size_t size)
 	snprintf(buf, size, "%s.%06dZ", day, (int)(unix_ms % 1000) * 1000);
 }
 
-char *kubeapi_escape(const char *s)
+void kubeapi_time(int64_t unix_ms, char *buf, size_t size)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(s);
-	char *out = malloc(3 * n + 1), *o = out;
+	time_t t = (time_t)(unix_ms / 1000);
+	struct tm tm;
 
-	if (!out)
-		return NULL;
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '.' || c == '_' || c == '~') {
-			*o++ = (char)c;
-		} else {
-			*o++ = '%';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
-		}
-	}
-	*o = '\0';
-	return out;
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

@@ -66,8 +66,7 @@ const char *kubeapi_message(json_t *reply);
  * "2026-12-03T08:12:42.123000Z" (buf >= 32 bytes). */
 void kubeapi_micro_time(int64_t unix_ms, char *buf, size_t size);
 
-/* Percent-encodes s for a query value (label selectors, field
- * selectors). NULL when out of memory. */
-char *kubeapi_escape(const char *s);
+/* The same as the API's Time, to the second: "2026-12-03T08:12:42Z". */
+void kubeapi_time(int64_t unix_ms, char *buf, size_t size);
 
 #endif

@@ -138,9 +138,7 @@ static void event(struct datasets *d, const struct dsobject *o, const char *type
 	long status;
 	int64_t ms = retry_wall_ms();
 
-	kubeapi_micro_time(ms, now, sizeof(now));
-	/* "2026-12-03T08:12:42.123000Z" as the API's Time: seconds. */
-	snprintf(now + 19, sizeof(now) - 19, "Z");
+	kubeapi_time(ms, now, sizeof(now));
 	snprintf(name, sizeof(name), "%.200s.%llx", o->name, (unsigned long long)ms);
 	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events", o->ns);
 	body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, s:s, "
@@ -186,8 +184,7 @@ static json_t *condition(bool ready, const char *reason, const char *message, in
 {
 	char now[40];
 
-	kubeapi_micro_time(retry_wall_ms(), now, sizeof(now));
-	snprintf(now + 19, sizeof(now) - 19, "Z");
+	kubeapi_time(retry_wall_ms(), now, sizeof(now));
 	return json_pack("[{s:s, s:s, s:s, s:s, s:s, s:I}]", "type", "Ready", "status",
 			 ready ? "True" : "False", "reason", reason, "message", message,
 			 "lastTransitionTime", now, "observedGeneration", (json_int_t)generation);
@@ -209,8 +206,7 @@ static void set_phase(struct datasets *d, const struct dsobject *o, enum dsobjec
 	if (phase == DSOBJECT_FAILED) {
 		char now[40];
 
-		kubeapi_micro_time(retry_wall_ms(), now, sizeof(now));
-		snprintf(now + 19, sizeof(now) - 19, "Z");
+		kubeapi_time(retry_wall_ms(), now, sizeof(now));
 		json_object_set_new(st, "lastError",
 				    json_pack("{s:s, s:s, s:s}", "reason", reason, "message", message,
 					      "time", now));

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/credentials.h"
+
 static const char *const phases[] = {
 	[DSOBJECT_PENDING] = "Pending",   [DSOBJECT_LISTING] = "Listing",
 	[DSOBJECT_READY] = "Ready",       [DSOBJECT_REFRESHING] = "Refreshing",
@@ -188,7 +190,6 @@ enum error_code dsobject_credentials(json_t *secret, char **out, size_t *len, st
 	json_t *data = json_object_get(secret, "data");
 	char *id = NULL, *key = NULL, *token = NULL;
 	enum error_code rc;
-	int n;
 
 	*out = NULL;
 	*len = 0;
@@ -197,19 +198,8 @@ enum error_code dsobject_credentials(json_t *secret, char **out, size_t *len, st
 		rc = secret_value(data, "secretAccessKey", true, &key, err);
 	if (rc == ERR_OK)
 		rc = secret_value(data, "sessionToken", false, &token, err);
-	if (rc == ERR_OK) {
-		n = token ? asprintf(out,
-				     "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = %s\n",
-				     id, key, token)
-			  : asprintf(out, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
-				     id, key);
-		if (n < 0) {
-			*out = NULL;
-			rc = error_set(err, ERR_NOMEM, "out of memory");
-		} else {
-			*len = (size_t)n;
-		}
-	}
+	if (rc == ERR_OK)
+		rc = credentials_format(id, key, token, out, len, err);
 	wipe(id);
 	wipe(key);
 	wipe(token);

@@ -381,3 +381,23 @@ enum error_code credentials_load(const char *explicit_file, const char *profile,
 		return rc;
 	return load_shared(profile, out, found, err);
 }
+
+enum error_code credentials_format(const char *key_id, const char *secret,
+				   const char *session_token, char **out, size_t *len,
+				   struct error *err)
+{
+	int n = session_token
+			? asprintf(out,
+				   "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = %s\n",
+				   key_id, secret, session_token)
+			: asprintf(out, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+				   key_id, secret);
+
+	if (n < 0) {
+		*out = NULL;
+		*len = 0;
+		return error_set(err, ERR_NOMEM, "credentials: out of memory");
+	}
+	*len = (size_t)n;
+	return ERR_OK;
+}

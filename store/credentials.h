@@ -57,4 +57,13 @@ enum error_code credentials_parse(const char *text, const char *name,
 /* Frees and wipes (explicit_bzero) the strings. */
 void credentials_release(struct store_credentials *c);
 
+/*
+ * The INI text of a [default] profile with key id, secret and (when not
+ * NULL) session token, what credentials_parse reads back: *out malloc'd,
+ * *len its length; the caller wipes and frees it. ERR_NOMEM.
+ */
+enum error_code credentials_format(const char *key_id, const char *secret,
+				   const char *session_token, char **out, size_t *len,
+				   struct error *err);
+
 #endif
