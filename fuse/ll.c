@@ -229,7 +229,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = mountfs_read(ll->fs, fi->fh, (uint64_t)off, size, buf, &got, &err);
+	rc = mountfs_read(ll->fs, fi->fh, (uint32_t)fuse_req_ctx(req)->pid, (uint64_t)off, size,
+			  buf, &got, &err);
 	if (rc != ERR_OK) {
 		log_debug("read failed", LOG_S("cause", err.msg)); /* the reader logged it */
 		fuse_reply_err(req, error_to_errno(rc));

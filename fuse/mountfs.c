@@ -259,7 +259,7 @@ size_t mountfs_open_files(struct mountfs *fs)
 	return n;
 }
 
-enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
+enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
 			     size_t len, char *dst, size_t *got, struct error *err)
 {
 	struct mountfs_file *f = NULL;
@@ -287,6 +287,7 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
 	pthread_mutex_lock(&f->mu);
 	stream = f->stream;
 	pthread_mutex_unlock(&f->mu);
+	stream.caller = caller;
 	rc = reader_read(fs->reader, &f->obj, &stream, off, len, dst, got, err);
 	pthread_mutex_lock(&f->mu);
 	f->stream = stream;

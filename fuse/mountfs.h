@@ -101,8 +101,9 @@ void mountfs_release(struct mountfs *fs, uint64_t ino);
 /* How many inodes have open state (tests). */
 size_t mountfs_open_files(struct mountfs *fs);
 
-/* Reads up to len bytes at off of file ino; *got short only at the end. */
-enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint64_t off,
+/* Reads up to len bytes at off of file ino for caller (the asking
+ * thread's id: see struct reader_stream); *got short only at the end. */
+enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
 			     size_t len, char *dst, size_t *got, struct error *err);
 
 /*

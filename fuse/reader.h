@@ -31,9 +31,11 @@
  * serves a block by then, or the last one fails, the read fails with
  * ERR_IO (EIO, never ETIMEDOUT), counted in failed and logged with the
  * object, block and cause at most once per 10 s. The kernel asks again
- * at once for the pages its read-ahead could not fill: a read of the
- * block that failed on the same file within READER_REFAIL_MS fails at
- * once with the same cause, so a buffered read waits one deadline too.
+ * at once, from the same thread, for the pages its read-ahead could not
+ * fill: a read by the same caller of the block that failed on the same
+ * file within READER_REFAIL_MS fails at once with the same cause, so a
+ * buffered read waits one deadline too. Another caller's read of that
+ * block starts afresh.
  *
  * Sequential access (a read that starts where the previous one on the same
  * handle ended) sends a prefetch hint for the following blocks to the
@@ -99,8 +101,9 @@ struct reader_source {
 
 #define READER_MAX_SOURCES MOUNTSTATS_SOURCES
 
-/* A read of the block that just failed on the same file, this soon
- * after, fails at once (the kernel asking again, see above). */
+/* A read of the block that just failed on the same file by the same
+ * caller, this soon after, fails at once (the kernel asking again, see
+ * above). */
 #define READER_REFAIL_MS 1000
 
 struct reader_config {
@@ -122,11 +125,15 @@ struct reader_stream {
 	uint64_t next_off;
 	unsigned sequential;  /* consecutive reads that continued the last one */
 	bool changed_seen;    /* the object changed since the snapshot was logged */
+	/* Who asks for this read (the FUSE request's thread id; set by the
+	 * caller before each read). */
+	uint32_t caller;
 	/* The last read that failed: its first failing block (+1; 0 =
-	 * none), when, and why. The kernel asks again at once for pages
-	 * its read-ahead could not fill; that read keeps the deadline of
-	 * the one that failed instead of starting a new one. */
+	 * none), its caller, when, and why. The kernel asks again at once
+	 * for pages its read-ahead could not fill; that read keeps the
+	 * deadline of the one that failed instead of starting a new one. */
 	uint64_t failed_block1, failed_at_ms;
+	uint32_t failed_caller;
 	char failed_cause[160];
 	enum mountstats_cause failed_kind;
 };

@@ -412,9 +412,10 @@ down() {
     ip netns delete "$NETNS"
   fi
   ip link delete gk-host 2>/dev/null || true
-  # Cluster state goes; images (containerd's content) and certificates stay
-  # for the next up.
-  rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/logs" "$RUN"
+  # Cluster state goes, the node's host paths too (the workers' caches and
+  # the node plugin's records, which a new cluster's nodes do not have);
+  # images (containerd's content) and certificates stay for the next up.
+  rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/logs" "$STATE/granary" "$RUN"
   log "cluster down"
 }
 

@@ -225,8 +225,13 @@ START_TEST(test_reader_every_source_failing_fails_the_read_with_eio)
 	ck_assert_uint_eq(fakes[0].calls, 1);
 	reader_get_stats(r, &st);
 	ck_assert_uint_eq(st.failed, 2);
-	/* another block is read afresh */
+	/* another caller's read of that block starts afresh */
+	stream.caller = 2;
 	fakes[1].how = SERVE;
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 2 * BS + 10, 10, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(fakes[0].calls, 2);
+	check_bytes(buf, 2 * BS + 10, 10);
+	/* another block is read afresh */
 	ck_assert_int_eq(reader_read(r, &obj, &stream, 0, 10, buf, &got, &err), ERR_OK);
 	check_bytes(buf, 0, 10);
 	reader_free(r);
