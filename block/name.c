@@ -1,5 +1,5 @@
 /*
- * name.c - dataset names and block sizes.
+ * name.c - dataset names, block sizes and object keys.
  */
 #include "block/name.h"
 
@@ -52,5 +52,52 @@ enum error_code block_size_check(const char *what, uint64_t size, struct error *
 		return error_set(err, ERR_INVALID,
 				 "%s: must be a power of two from 64KiB to 64MiB, got %llu", what,
 				 (unsigned long long)size);
+	return ERR_OK;
+}
+
+enum error_code block_object_key_check(const char *prefix, const char *key, struct error *err)
+{
+	size_t len = key ? strlen(key) : 0;
+	const char *seg = key;
+
+	if (len == 0)
+		return error_set(err, ERR_INVALID, "object key is empty");
+	if (strlen(prefix) + len > BLOCK_KEY_MAX)
+		return error_set(err, ERR_INVALID, "object key '%.64s...': longer than %d bytes with the prefix",
+				 key, BLOCK_KEY_MAX);
+	for (const char *p = key; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return error_set(err, ERR_INVALID,
+					 "object key '%.200s': holds a control character", key);
+	for (;;) {
+		const char *end = strchr(seg, '/');
+		size_t n = end ? (size_t)(end - seg) : strlen(seg);
+
+		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return error_set(err, ERR_INVALID,
+					 "object key '%.200s': has an empty, '.' or '..' segment", key);
+		if (!end)
+			break;
+		seg = end + 1;
+	}
+	return ERR_OK;
+}
+
+enum error_code block_preload_prefix_check(const char *prefix, const char *sub,
+					   struct error *err)
+{
+	char key[BLOCK_KEY_MAX + 2];
+	size_t len = sub ? strlen(sub) : 0;
+	struct error why;
+
+	if (len > BLOCK_KEY_MAX)
+		return error_set(err, ERR_INVALID, "preload prefix '%.64s...': longer than %d bytes",
+				 sub, BLOCK_KEY_MAX);
+	memcpy(key, sub ? sub : "", len + 1);
+	if (len > 1 && key[len - 1] == '/')
+		key[len - 1] = '\0';
+	if (block_object_key_check(prefix, key, &why) != ERR_OK)
+		return error_set(err, ERR_INVALID, "preload prefix '%.200s': %s", sub ? sub : "",
+				 why.msg);
 	return ERR_OK;
 }

@@ -18,6 +18,8 @@
 #define BLOCK_DATASET_MAX 253            /* bytes in a dataset name */
 #define BLOCK_SIZE_MIN (64ull << 10)     /* 64 KiB */
 #define BLOCK_SIZE_MAX (64ull << 20)     /* 64 MiB */
+#define BLOCK_KEY_MAX 1024               /* S3's limit on a whole object key */
+#define BLOCK_PRELOAD_PREFIXES_MAX 64    /* prefixes one dataset's preload names */
 
 /*
  * Dataset names: 1-253 bytes of lowercase letters, digits, '-' and '.',
@@ -33,5 +35,23 @@ enum error_code block_dataset_name_check(const char *name, struct error *err);
  * what names the field ("key 'cache.block_size'").
  */
 enum error_code block_size_check(const char *what, uint64_t size, struct error *err);
+
+/*
+ * Object keys relative to a dataset's prefix: non-empty, no leading '/',
+ * no empty, '.' or '..' segment, no control characters, at most
+ * BLOCK_KEY_MAX bytes with the prefix. ERR_INVALID names the key.
+ * Segments are checked because HTTP clients fold "a/../b" in a URL path:
+ * "../" would step out of the prefix.
+ */
+enum error_code block_object_key_check(const char *prefix, const char *key,
+				       struct error *err);
+
+/*
+ * A preload prefix (the objects under it, relative to the dataset's
+ * prefix): an object key's rules, with one trailing '/' allowed
+ * ("train/" or "train/shard-0"). ERR_INVALID names the prefix.
+ */
+enum error_code block_preload_prefix_check(const char *prefix, const char *sub,
+					   struct error *err);
 
 #endif

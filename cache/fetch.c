@@ -113,36 +113,6 @@ struct fetcher {
 
 /* --- names and keys ------------------------------------------------------ */
 
-enum error_code fetch_check_object_key(const char *prefix, const char *key, struct error *err)
-{
-	size_t len = key ? strlen(key) : 0;
-	const char *seg = key;
-
-	if (len == 0)
-		return error_set(err, ERR_INVALID, "object key is empty");
-	if (strlen(prefix) + len > FETCH_KEY_MAX)
-		return error_set(err, ERR_INVALID, "object key '%.64s...': longer than %d bytes with the prefix",
-				 key, FETCH_KEY_MAX);
-	for (const char *p = key; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return error_set(err, ERR_INVALID,
-					 "object key '%.200s': holds a control character", key);
-	/* Segments are checked because an HTTP client (libcurl too) folds
-	 * "a/../b" in a URL path: "../" would step out of the prefix. */
-	for (;;) {
-		const char *end = strchr(seg, '/');
-		size_t n = end ? (size_t)(end - seg) : strlen(seg);
-
-		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
-			return error_set(err, ERR_INVALID,
-					 "object key '%.200s': has an empty, '.' or '..' segment", key);
-		if (!end)
-			break;
-		seg = end + 1;
-	}
-	return ERR_OK;
-}
-
 /* --- datasets ------------------------------------------------------------ */
 
 static void dataset_free(struct fetch_dataset *ds)
@@ -485,7 +455,7 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 {
 	enum error_code rc;
 
-	rc = fetch_check_object_key(ds->prefix, key, err);
+	rc = block_object_key_check(ds->prefix, key, err);
 	if (rc != ERR_OK)
 		return error_wrap(err, "dataset '%s'", ds->name);
 	if (!etag || !*etag)

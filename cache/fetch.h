@@ -48,7 +48,7 @@
 #include "common/metrics.h"
 #include "store/store.h"
 
-#define FETCH_KEY_MAX 1024          /* S3's limit on a whole key */
+#define FETCH_KEY_MAX BLOCK_KEY_MAX
 #define FETCH_READAHEAD_QUEUE 1024  /* queued read-ahead blocks, then dropped */
 
 struct fetcher;
@@ -157,11 +157,6 @@ void fetch_free(struct fetcher *f);
  */
 void fetch_cancel(struct fetcher *f);
 
-/* Object keys relative to the prefix: non-empty, no leading '/', no empty,
- * '.' or '..' segment, no control characters, at most FETCH_KEY_MAX bytes
- * with the prefix. ERR_INVALID names the key. */
-enum error_code fetch_check_object_key(const char *prefix, const char *key,
-				       struct error *err);
 
 /*
  * Registers (or replaces) a dataset: checks the definition, opens its store

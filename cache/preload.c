@@ -24,6 +24,7 @@ struct job {
 	pthread_t thread;
 	char **names;                      /* the objects asked for; NULL = all */
 	size_t nnames;
+	bool by_prefix;                    /* names are prefixes: the objects under them */
 
 	/* Set up by the job thread before the fetch threads start. */
 	struct preload_object *objs;
@@ -135,7 +136,7 @@ static int listed(const struct store_object *obj, void *arg)
 	if (strncmp(obj->key, prefix, strlen(prefix)) != 0 || !*rel ||
 	    (obj->size == 0 && rel[strlen(rel) - 1] == '/'))
 		return 0;
-	if (fetch_check_object_key(prefix, rel, &err) != ERR_OK) {
+	if (block_object_key_check(prefix, rel, &err) != ERR_OK) {
 		job_error(j, &err);
 		return 0;
 	}
@@ -149,29 +150,65 @@ static int listed(const struct store_object *obj, void *arg)
 	return add_object(j, rel, obj->etag, obj->size) == ERR_OK ? 0 : 1;
 }
 
-/* Fills j->objs from the listing or from a HEAD per named object. */
+/* Lists the objects under full (the dataset's prefix and more) into j. */
+static enum error_code list_under(struct job *j, const char *full, struct error *err)
+{
+	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
+	enum error_code rc;
+
+	rc = store_list_all_limited(fetch_dataset_store(j->ds), full, &j->p->limits, listed, j,
+				    err);
+	switch (rc) {
+	case ERR_OK:
+		return ERR_OK;
+	case ERR_CANCELLED:
+		return error_set(err, ERR_CANCELLED, "listing '%s' stopped", d->source);
+	case ERR_NO_SPACE:
+		return error_wrap(err, "list dataset '%s' (limits: listing.max_pages, "
+				  "listing.max_objects)", d->name);
+	case ERR_TIMEOUT:
+		return error_wrap(err, "list dataset '%s' (limits: listing.max_time, "
+				  "store.deadline)", d->name);
+	default:
+		return error_wrap(err, "list dataset '%s'", d->name);
+	}
+}
+
+/* Whether prefix i lies under another one of the job's (listed already). */
+static bool covered(const struct job *j, size_t i)
+{
+	for (size_t k = 0; k < j->nnames; k++) {
+		size_t n = strlen(j->names[k]);
+
+		if (k != i && strncmp(j->names[i], j->names[k], n) == 0 &&
+		    (n < strlen(j->names[i]) || k < i))
+			return true;
+	}
+	return false;
+}
+
+/* Fills j->objs from the listing (of the dataset, or of each prefix) or
+ * from a HEAD per named object. */
 static enum error_code resolve_objects(struct job *j, struct error *err)
 {
 	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
 	struct store *st = fetch_dataset_store(j->ds);
 	enum error_code rc;
 
-	if (!j->names) {
-		rc = store_list_all_limited(st, d->prefix, &j->p->limits, listed, j, err);
-		switch (rc) {
-		case ERR_OK:
-			return ERR_OK;
-		case ERR_CANCELLED:
-			return error_set(err, ERR_CANCELLED, "listing '%s' stopped", d->source);
-		case ERR_NO_SPACE:
-			return error_wrap(err, "list dataset '%s' (limits: listing.max_pages, "
-					  "listing.max_objects)", d->name);
-		case ERR_TIMEOUT:
-			return error_wrap(err, "list dataset '%s' (limits: listing.max_time, "
-					  "store.deadline)", d->name);
-		default:
-			return error_wrap(err, "list dataset '%s'", d->name);
+	if (!j->names)
+		return list_under(j, d->prefix, err);
+	if (j->by_prefix) {
+		for (size_t i = 0; i < j->nnames; i++) {
+			char full[BLOCK_KEY_MAX + 1];
+
+			if (covered(j, i))
+				continue;
+			snprintf(full, sizeof(full), "%s%s", d->prefix, j->names[i]);
+			rc = list_under(j, full, err);
+			if (rc != ERR_OK)
+				return rc;
 		}
+		return ERR_OK;
 	}
 	for (size_t i = 0; i < j->nnames; i++) {
 		struct store_object info;
@@ -378,26 +415,31 @@ static void prune(struct preloader *p, struct job **freed)
 	}
 }
 
-enum error_code preload_start(struct preloader *p, const char *dataset,
-			      const char *const *objects, size_t n, uint64_t *id,
-			      struct error *err)
+/* preload_start and preload_start_under: items are objects, or prefixes
+ * when by_prefix. */
+static enum error_code start(struct preloader *p, const char *dataset, const char *const *items,
+			     size_t n, bool by_prefix, uint64_t *id, struct error *err)
 {
 	struct job *j = NULL, *freed = NULL;
 	enum error_code rc;
 	int e;
 
 	*id = 0;
-	if (n > PRELOAD_MAX_OBJECTS)
+	if (!by_prefix && n > PRELOAD_MAX_OBJECTS)
 		return error_set(err, ERR_INVALID, "preload: %zu objects named, at most %d per request",
 				 n, PRELOAD_MAX_OBJECTS);
+	if (by_prefix && n > BLOCK_PRELOAD_PREFIXES_MAX)
+		return error_set(err, ERR_INVALID, "preload: %zu prefixes named, at most %d", n,
+				 BLOCK_PRELOAD_PREFIXES_MAX);
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return error_set(err, ERR_NOMEM, "preload: out of memory");
 	j->p = p;
+	j->by_prefix = by_prefix;
 	rc = fetch_dataset_get(p->f, dataset, &j->ds, err);
 	if (rc != ERR_OK)
 		goto fail;
-	if (objects) {
+	if (items && (n || !by_prefix)) {
 		const char *prefix = fetch_dataset_describe(j->ds)->prefix;
 
 		j->names = calloc(n ? n : 1, sizeof(*j->names));
@@ -406,10 +448,11 @@ enum error_code preload_start(struct preloader *p, const char *dataset,
 			goto fail;
 		}
 		for (size_t i = 0; i < n; i++) {
-			rc = fetch_check_object_key(prefix, objects[i], err);
+			rc = by_prefix ? block_preload_prefix_check(prefix, items[i], err)
+				       : block_object_key_check(prefix, items[i], err);
 			if (rc != ERR_OK)
 				goto fail;
-			j->names[i] = strdup(objects[i]);
+			j->names[i] = strdup(items[i]);
 			if (!j->names[i]) {
 				rc = error_set(err, ERR_NOMEM, "preload: out of memory");
 				goto fail;
@@ -450,6 +493,20 @@ enum error_code preload_start(struct preloader *p, const char *dataset,
 fail:
 	job_free(j);
 	return rc;
+}
+
+enum error_code preload_start(struct preloader *p, const char *dataset,
+			      const char *const *objects, size_t n, uint64_t *id,
+			      struct error *err)
+{
+	return start(p, dataset, objects, n, false, id, err);
+}
+
+enum error_code preload_start_under(struct preloader *p, const char *dataset,
+				    const char *const *prefixes, size_t n, uint64_t *id,
+				    struct error *err)
+{
+	return start(p, dataset, prefixes, n, true, id, err);
 }
 
 enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,

@@ -3,8 +3,9 @@
  * before the training job reads them.
  *
  * A job names a dataset and either a list of objects (relative keys; their
- * size and ETag come from a HEAD each) or nothing, meaning every object
- * under the dataset's prefix (one listing). It then makes sure every block
+ * size and ETag come from a HEAD each), a list of prefixes (relative; one
+ * listing each, a prefix under another one listed once) or nothing,
+ * meaning every object under the dataset's prefix (one listing). It then makes sure every block
  * is cached with fetch_warm, `parallelism` blocks at a time, so a preload
  * shares single flight and the fetch slots with the readers and never
  * holds blocks in memory the cache refuses (those are counted as skipped).
@@ -75,6 +76,12 @@ void preload_free(struct preloader *p);
 enum error_code preload_start(struct preloader *p, const char *dataset,
 			      const char *const *objects, size_t n, uint64_t *id,
 			      struct error *err);
+/* As preload_start, for the objects under n prefixes (at most
+ * BLOCK_PRELOAD_PREFIXES_MAX; 0: the whole dataset); a bad prefix is
+ * ERR_INVALID (block_preload_prefix_check). */
+enum error_code preload_start_under(struct preloader *p, const char *dataset,
+				    const char *const *prefixes, size_t n, uint64_t *id,
+				    struct error *err);
 
 /* Progress of job id; ERR_NOT_FOUND "unknown preload job 7". */
 enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,

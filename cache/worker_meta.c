@@ -93,6 +93,27 @@ bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
 	       desc->pin == cfg->pin;
 }
 
+bool worker_meta_preload_wanted(const Granary__V1__Dataset *ds, char *out, size_t size)
+{
+	const Granary__V1__DatasetOptions *o = ds->spec ? ds->spec->options : NULL;
+	size_t at;
+	int n;
+
+	if (!o || !o->preload)
+		return false;
+	n = snprintf(out, size, "generation %llu:", (unsigned long long)ds->generation);
+	if (n < 0 || (size_t)n >= size)
+		return false;
+	at = (size_t)n;
+	for (size_t i = 0; i < o->n_preload_prefixes; i++) {
+		n = snprintf(out + at, size - at, "\n%s", o->preload_prefixes[i]);
+		if (n < 0 || (size_t)n >= size - at)
+			return false;
+		at += (size_t)n;
+	}
+	return true;
+}
+
 static bool listed(const Granary__V1__ListDatasetsReply *list, const char *name)
 {
 	for (size_t i = 0; i < list->n_datasets; i++) {
@@ -197,38 +218,56 @@ struct worker_meta {
 	bool swept;
 };
 
+/* The last preload job started for a dataset, and what it was asked
+ * (worker_meta_preload_wanted). */
 struct preload_job {
 	char *name;
 	uint64_t id;
+	char *asked;
 };
 
-static void job_set(struct worker_meta *wm, const char *name, uint64_t id)
+static struct preload_job *job_find(struct worker_meta *wm, const char *name)
 {
-	struct preload_job *grown;
-	char *copy;
-
 	for (size_t i = 0; i < wm->njobs; i++)
-		if (strcmp(wm->jobs[i].name, name) == 0) {
-			wm->jobs[i].id = id;
-			return;
-		}
+		if (strcmp(wm->jobs[i].name, name) == 0)
+			return &wm->jobs[i];
+	return NULL;
+}
+
+static void job_set(struct worker_meta *wm, const char *name, uint64_t id, const char *asked)
+{
+	struct preload_job *j = job_find(wm, name), *grown;
+	char *copy = strdup(asked);
+
+	if (!copy)
+		return;
+	if (j) {
+		free(j->asked);
+		j->id = id;
+		j->asked = copy;
+		return;
+	}
 	grown = realloc(wm->jobs, (wm->njobs + 1) * sizeof(*grown));
-	if (!grown)
+	if (grown)
+		wm->jobs = grown;
+	if (!grown || !(j = &wm->jobs[wm->njobs], j->name = strdup(name))) {
+		free(copy);
 		return;
-	wm->jobs = grown;
-	if (!(copy = strdup(name)))
-		return;
-	wm->jobs[wm->njobs++] = (struct preload_job){ copy, id };
+	}
+	j->id = id;
+	j->asked = copy;
+	wm->njobs++;
 }
 
 static void job_forget(struct worker_meta *wm, const char *name)
 {
-	for (size_t i = 0; i < wm->njobs; i++)
-		if (strcmp(wm->jobs[i].name, name) == 0) {
-			free(wm->jobs[i].name);
-			wm->jobs[i] = wm->jobs[--wm->njobs];
-			return;
-		}
+	struct preload_job *j = job_find(wm, name);
+
+	if (!j)
+		return;
+	free(j->name);
+	free(j->asked);
+	*j = wm->jobs[--wm->njobs];
 }
 
 static bool owned_has(const struct worker_meta *wm, const char *name)
@@ -348,7 +387,6 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 	struct fetch_dataset_config cfg;
 	struct error err;
 	bool created = false;
-	uint64_t id = 0;
 
 	if (worker_meta_dataset_config(ds->spec, &wm->cfg.defaults, &cfg, &err) != ERR_OK ||
 	    fetch_dataset_register(wm->cfg.fetcher, &cfg, &created, &err) != ERR_OK) {
@@ -362,16 +400,35 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 	count(wm, &wm->stats.registered, 1);
 	log_info("dataset taken from granary-meta", LOG_S("dataset", cfg.name),
 		 LOG_U("generation", ds->generation), LOG_I("created", created));
-	if (!ds->spec->options || !ds->spec->options->preload || !wm->cfg.preloader)
+}
+
+/* Starts a preload of a dataset taken from meta when what it asks for
+ * changed since the last job (worker_meta_preload_wanted). */
+static void follow_preload(struct worker_meta *wm, const Granary__V1__Dataset *ds)
+{
+	const Granary__V1__DatasetOptions *o = ds->spec->options;
+	const char *name = str_or_empty(ds->spec->name);
+	const struct preload_job *last = job_find(wm, name);
+	char wanted[BLOCK_PRELOAD_PREFIXES_MAX * (BLOCK_KEY_MAX + 1) + 32];
+	struct error err;
+	uint64_t id = 0;
+
+	if (!wm->cfg.preloader || !owned_has(wm, name) ||
+	    !worker_meta_preload_wanted(ds, wanted, sizeof(wanted)) ||
+	    (last && strcmp(last->asked, wanted) == 0))
 		return;
-	if (preload_start(wm->cfg.preloader, cfg.name, NULL, 0, &id, &err) != ERR_OK) {
-		log_warn("cannot start the preload of a dataset", LOG_S("dataset", cfg.name),
-			 LOG_S("cause", err.msg));
+	if (preload_start_under(wm->cfg.preloader, name,
+				(const char *const *)o->preload_prefixes, o->n_preload_prefixes, &id,
+				&err) != ERR_OK) {
+		if (complaint_is_new(wm, name, err.msg))
+			log_warn("cannot start the preload of a dataset", LOG_S("dataset", name),
+				 LOG_S("cause", err.msg));
 		return;
 	}
 	count(wm, &wm->stats.preloads, 1);
-	job_set(wm, cfg.name, id);
-	log_info("preload started", LOG_S("dataset", cfg.name), LOG_U("job", id));
+	job_set(wm, name, id, wanted);
+	log_info("preload started", LOG_S("dataset", name), LOG_U("job", id),
+		 LOG_U("generation", ds->generation), LOG_U("prefixes", o->n_preload_prefixes));
 }
 
 static void drop_dataset(struct worker_meta *wm, const char *name)
@@ -428,6 +485,9 @@ static enum error_code sync_datasets(struct worker_meta *wm)
 		take_dataset(wm, list->datasets[plan.bad[i]]); /* logs why, once */
 	for (size_t i = 0; i < plan.ndrop; i++)
 		drop_dataset(wm, plan.drop[i]);
+	for (size_t i = 0; i < list->n_datasets; i++)
+		if (list->datasets[i]->spec && worker_meta_dataset_served(list->datasets[i]))
+			follow_preload(wm, list->datasets[i]);
 out:
 	worker_meta_plan_release(&plan);
 	free(have);
@@ -620,8 +680,10 @@ static void member_free(struct worker_meta *wm)
 	for (size_t i = 0; i < wm->nowned; i++)
 		free(wm->owned[i]);
 	free(wm->owned);
-	for (size_t i = 0; i < wm->njobs; i++)
+	for (size_t i = 0; i < wm->njobs; i++) {
 		free(wm->jobs[i].name);
+		free(wm->jobs[i].asked);
+	}
 	free(wm->jobs);
 	for (size_t i = 0; i < wm->ncomplaints; i++)
 		free(wm->complaints[i].subject);

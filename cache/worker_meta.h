@@ -77,6 +77,17 @@ enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
 bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
 				 const struct fetch_dataset_config *cfg);
 
+/*
+ * The preload meta's dataset asks of the workers, as a string that
+ * changes when the request does: its snapshot generation and its
+ * options.preload_prefixes (none: the whole dataset). False when the
+ * dataset asks for none (options.preload off) or the string does not fit
+ * in size bytes. A worker starts a job whenever this changes, so a
+ * preload switched on, new prefixes and a new generation (a refresh) each
+ * start one, and a pin or policy change none.
+ */
+bool worker_meta_preload_wanted(const Granary__V1__Dataset *ds, char *out, size_t size);
+
 /* What one round changes. Indices point into the ListDatasets reply. */
 struct worker_meta_plan {
 	size_t *add;     /* register: absent here, different here, or not yet taken from meta */

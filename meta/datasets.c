@@ -543,7 +543,7 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 		if (registry_get(d->cfg.registry, dataset, &cur, &ignored) == ERR_OK &&
 		    cur.state == REGISTRY_READY && same_place(&spec, cur.spec)) {
 			/* Only options that change no block nor the listing
-			 * (cachePolicy, pin, preload): changed in place, the
+			 * (cachePolicy, pin, preload, preloadPrefixes): changed in place, the
 			 * snapshot and the workers' cached blocks kept. */
 			rc = registry_set_options(d->cfg.registry, dataset, &opts, &rd, &err);
 		} else {
@@ -734,7 +734,12 @@ static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpe
 {
 	const Granary__V1__DatasetOptions *opt = s->options;
 
-	return opt && opt->block_size == o->block_size &&
+	if (!opt || opt->n_preload_prefixes != o->n_preload_prefixes)
+		return false;
+	for (size_t i = 0; i < o->n_preload_prefixes; i++)
+		if (strcmp(opt->preload_prefixes[i], o->preload_prefixes[i]) != 0)
+			return false;
+	return opt->block_size == o->block_size &&
 	       (int)opt->cache_policy == o->cache_policy && opt->pin == o->pin &&
 	       opt->preload == o->preload && strcmp(s->source_uri, o->source) == 0 &&
 	       strcmp(s->endpoint ? s->endpoint : "", o->endpoint) == 0 &&

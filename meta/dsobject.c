@@ -77,6 +77,13 @@ enum error_code dsobject_parse(json_t *obj, struct dsobject *out, struct error *
 	out->refresh = str_at(spec, "refresh");
 	out->pin = json_is_true(json_object_get(spec, "pin"));
 	out->preload = json_is_true(json_object_get(spec, "preload"));
+	json_array_foreach(json_object_get(spec, "preloadPrefixes"), i, v) {
+		if (!json_is_string(v) || i >= BLOCK_PRELOAD_PREFIXES_MAX)
+			return error_set(err, ERR_INVALID,
+					 "field 'spec.preloadPrefixes': at most %d strings",
+					 BLOCK_PRELOAD_PREFIXES_MAX);
+		out->preload_prefixes[out->n_preload_prefixes++] = json_string_value(v);
+	}
 	if (!*out->source)
 		return error_set(err, ERR_INVALID, "field 'spec.source': required");
 	if (parse_block_size(str_at(spec, "blockSize"), &out->block_size, err) != ERR_OK)
@@ -126,6 +133,8 @@ void dsobject_spec(const struct dsobject *d, const char *name, const char *crede
 	opts->cache_policy = (Granary__V1__CachePolicy)d->cache_policy;
 	opts->pin = d->pin;
 	opts->preload = d->preload;
+	opts->preload_prefixes = (char **)d->preload_prefixes;
+	opts->n_preload_prefixes = d->n_preload_prefixes;
 	spec->name = (char *)name;
 	spec->source_uri = (char *)d->source;
 	spec->endpoint = (char *)d->endpoint;

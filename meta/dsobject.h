@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "block/name.h"
 #include "common/error.h"
 #include "granary.pb-c.h"
 
@@ -47,6 +48,9 @@ struct dsobject {
 	uint64_t block_size;         /* 0 = the cluster's */
 	int cache_policy;            /* Granary__V1__CachePolicy */
 	bool pin, preload;
+	/* spec.preloadPrefixes (checked by the registry, block/name.h) */
+	const char *preload_prefixes[BLOCK_PRELOAD_PREFIXES_MAX];
+	size_t n_preload_prefixes;
 	const char *refresh;         /* spec.refresh: "" = none asked */
 	const char *refreshed;       /* status.refreshed: the last handled */
 	const char *phase;           /* status.phase, "" when none */

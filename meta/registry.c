@@ -96,6 +96,22 @@ static const char *str_or_empty(const char *s)
 
 /* ---- specs ------------------------------------------------------------- */
 
+static enum error_code check_preload_prefixes(const Granary__V1__DatasetOptions *o,
+					      struct error *err)
+{
+	if (o->n_preload_prefixes && !o->preload)
+		return error_set(err, ERR_INVALID,
+				 "field 'options.preload_prefixes': names what to preload, but preload is off");
+	if (o->n_preload_prefixes > BLOCK_PRELOAD_PREFIXES_MAX)
+		return error_set(err, ERR_INVALID,
+				 "field 'options.preload_prefixes': %zu prefixes, at most %d",
+				 o->n_preload_prefixes, BLOCK_PRELOAD_PREFIXES_MAX);
+	for (size_t i = 0; i < o->n_preload_prefixes; i++)
+		if (block_preload_prefix_check("", o->preload_prefixes[i], err) != ERR_OK)
+			return error_wrap(err, "field 'options.preload_prefixes'");
+	return ERR_OK;
+}
+
 enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct error *err)
 {
 	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
@@ -134,7 +150,7 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 						       (int)o->cache_policy))
 		return error_set(err, ERR_INVALID, "field 'options.cache_policy': unknown value %d",
 				 (int)o->cache_policy);
-	return ERR_OK;
+	return o ? check_preload_prefixes(o, err) : ERR_OK;
 }
 
 /*
@@ -158,6 +174,8 @@ static enum error_code canonical_pack(const Granary__V1__DatasetSpec *in, uint8_
 		o.cache_policy = in->options->cache_policy;
 		o.pin = in->options->pin;
 		o.preload = in->options->preload;
+		o.n_preload_prefixes = in->options->n_preload_prefixes;
+		o.preload_prefixes = in->options->preload_prefixes;
 	}
 	s.options = &o;
 	*len = granary__v1__dataset_spec__get_packed_size(&s);
@@ -166,6 +184,17 @@ static enum error_code canonical_pack(const Granary__V1__DatasetSpec *in, uint8_
 		return error_set(err, ERR_NOMEM, "dataset '%s': out of memory", s.name);
 	granary__v1__dataset_spec__pack(&s, *buf);
 	return ERR_OK;
+}
+
+static bool same_prefixes(const Granary__V1__DatasetOptions *a,
+			  const Granary__V1__DatasetOptions *b)
+{
+	if (a->n_preload_prefixes != b->n_preload_prefixes)
+		return false;
+	for (size_t i = 0; i < a->n_preload_prefixes; i++)
+		if (strcmp(a->preload_prefixes[i], b->preload_prefixes[i]) != 0)
+			return false;
+	return true;
 }
 
 /* Names the first field where two specs of the same name differ. */
@@ -198,6 +227,8 @@ static enum error_code spec_conflict(const struct entry *e, const Granary__V1__D
 		field = "options.pin";
 	else if (ao->preload != bo->preload)
 		field = "options.preload";
+	else if (!same_prefixes(ao, bo))
+		field = "options.preload_prefixes";
 	error_set(err, ERR_EXISTS,
 		  "dataset '%s' already exists with a different spec (field '%s' differs; registered source_uri '%s'): delete it first or use another name",
 		  e->name, field, str_or_empty(a->source_uri));
@@ -1051,7 +1082,7 @@ enum error_code registry_set_options(struct registry *r, const char *name,
 	rc = fill(e, out, err);
 	log_info("dataset options changed", LOG_S("dataset", name),
 		 LOG_U("cache_policy", (uint64_t)opts->cache_policy), LOG_I("pin", opts->pin),
-		 LOG_I("preload", opts->preload));
+		 LOG_I("preload", opts->preload), LOG_U("preload_prefixes", opts->n_preload_prefixes));
 unlock:
 	pthread_mutex_unlock(&r->mu);
 	if (spec)

@@ -174,6 +174,31 @@ def test_preload_fills_the_caches_and_reports_progress(team):
     assert "dropped_blocks=0" not in line[-1], line
 
 
+def test_preload_of_prefixes_and_a_prefix_added_in_place(team):
+    prefix = PREFIX + "-part"
+    _, part_a = kube.upload_tfrecords(prefix + "/a", shards=2, shard_size="4MiB")
+    _, part_b = kube.upload_tfrecords(prefix + "/b", shards=1, shard_size="4MiB")
+    # What to preload is checked at the apiserver.
+    for extra, says in (({"preloadPrefixes": ["a/"]}, "needs spec.preload: true"),
+                        ({"preload": True, "preloadPrefixes": ["../a/"]}, "spec.preloadPrefixes")):
+        r = kube.kubectl_result("apply", "-f", "-", input=dataset("part", prefix=prefix, extra=extra))
+        assert r.returncode != 0 and says in r.stderr, (extra, r.stderr)
+    kube.apply(dataset("part", prefix=prefix, extra={"preload": True, "preloadPrefixes": ["a/"]}))
+    st = kube.wait_for("a/ preloaded and reported",
+                       lambda: (status("part") or {}).get("preload", {}).get("state") == "Done"
+                       and status("part").get("cachedBytes") == part_a and status("part"),
+                       timeout=120)
+    assert st["bytes"] == part_a + part_b, st
+    # b/ added: the workers preload again, now both.
+    kube.kubectl("patch", "dataset", "part", "-n", TEAM, "--type=merge",
+                 "-p", '{"spec": {"preloadPrefixes": ["a/", "b/"]}}')
+    st = kube.wait_for("a/ and b/ preloaded", lambda: status("part").get("cachedPercent") == "100%"
+                       and status("part"), timeout=120)
+    assert st["cachedBytes"] == part_a + part_b and st["preload"]["state"] == "Done", st
+    assert st["snapshotGeneration"] == 1, st  # changed in place, not listed again
+    kube.kubectl("delete", "dataset", "part", "-n", TEAM, "--timeout=60s")
+
+
 def test_pin_and_policy_changes_reach_the_workers(team):
     wait_phase("imagenet", "Ready")
     kube.kubectl("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",

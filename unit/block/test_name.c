@@ -1,5 +1,5 @@
 /*
- * test_name.c - the dataset-name and block-size rules every process
+ * test_name.c - the dataset-name, block-size and object-key rules every process
  * applies (block/name.c).
  */
 #include <string.h>
@@ -77,6 +77,44 @@ START_TEST(test_block_size_takes_powers_of_two_from_64k_to_64m)
 }
 END_TEST
 
+START_TEST(test_block_object_keys_and_preload_prefixes)
+{
+	static const char *const good_keys[] = { "a", "dir/file.rec", "a b/c+d", "x..y", ".hidden",
+						 "unicod\xc3\xa9" };
+	static const char *const bad_keys[] = { "", "/abs", "a//b", "a/./b", "../x", "a/..",
+						"a/", "tab\there" };
+	static const char *const good_prefixes[] = { "train/", "train", "train/shard-0", "a/b/" };
+	static const char *const bad_prefixes[] = { "", "/", "/train/", "a//", "../x/", "a/../b/",
+						    "train//" };
+	char long_key[BLOCK_KEY_MAX + 1];
+	struct error err;
+
+	for (size_t i = 0; i < sizeof(good_keys) / sizeof(good_keys[0]); i++)
+		ck_assert_msg(block_object_key_check("train/", good_keys[i], &err) == ERR_OK, "%s: %s",
+			      good_keys[i], err.msg);
+	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++)
+		ck_assert_msg(block_object_key_check("train/", bad_keys[i], &err) == ERR_INVALID,
+			      "'%s' accepted", bad_keys[i]);
+	/* 1,018 bytes and "train/" are the limit */
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[BLOCK_KEY_MAX - 6] = '\0';
+	ck_assert_int_eq(block_object_key_check("train/", long_key, &err), ERR_OK);
+	long_key[BLOCK_KEY_MAX - 6] = 'k';
+	long_key[BLOCK_KEY_MAX - 5] = '\0';
+	ck_assert_int_eq(block_object_key_check("train/", long_key, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "longer than 1024 bytes"));
+	for (size_t i = 0; i < sizeof(good_prefixes) / sizeof(good_prefixes[0]); i++)
+		ck_assert_msg(block_preload_prefix_check("data/", good_prefixes[i], &err) == ERR_OK,
+			      "%s: %s", good_prefixes[i], err.msg);
+	for (size_t i = 0; i < sizeof(bad_prefixes) / sizeof(bad_prefixes[0]); i++) {
+		ck_assert_msg(block_preload_prefix_check("data/", bad_prefixes[i], &err) ==
+				      ERR_INVALID,
+			      "'%s' accepted", bad_prefixes[i]);
+		ck_assert_msg(strncmp(err.msg, "preload prefix '", 16) == 0, "%s", err.msg);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("block_name");
@@ -85,6 +123,7 @@ int main(void)
 	tcase_add_test(tc, test_block_name_takes_dns1123_subdomains_up_to_253_bytes);
 	tcase_add_test(tc, test_block_name_refusals_say_which_rule);
 	tcase_add_test(tc, test_block_size_takes_powers_of_two_from_64k_to_64m);
+	tcase_add_test(tc, test_block_object_keys_and_preload_prefixes);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -411,23 +411,6 @@ START_TEST(test_http_preload_body_lists_objects_or_means_all)
 }
 END_TEST
 
-START_TEST(test_http_dataset_names_and_object_keys)
-{
-	static const char *const good_keys[] = { "a", "dir/file.rec", "a b/c+d", "x..y", ".hidden",
-						 "unicod\xc3\xa9" };
-	static const char *const bad_keys[] = { "", "/abs", "a//b", "a/./b", "../x", "a/..",
-						"a/", "tab\there" };
-	struct error err;
-
-	for (size_t i = 0; i < sizeof(good_keys) / sizeof(good_keys[0]); i++)
-		ck_assert_msg(fetch_check_object_key("train/", good_keys[i], &err) == ERR_OK, "%s: %s",
-			      good_keys[i], err.msg);
-	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++)
-		ck_assert_msg(fetch_check_object_key("train/", bad_keys[i], &err) == ERR_INVALID,
-			      "'%s' accepted", bad_keys[i]);
-}
-END_TEST
-
 START_TEST(test_http_framing_refuses_two_lengths)
 {
 	static const struct {
@@ -480,7 +463,6 @@ int main(void)
 	tcase_add_test(tc, test_http_dataset_body_full_and_minimal);
 	tcase_add_test(tc, test_http_dataset_body_refuses_naming_the_field);
 	tcase_add_test(tc, test_http_preload_body_lists_objects_or_means_all);
-	tcase_add_test(tc, test_http_dataset_names_and_object_keys);
 	tcase_add_test(tc, test_http_framing_refuses_two_lengths);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);

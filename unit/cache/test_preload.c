@@ -1,6 +1,6 @@
 /*
  * test_preload.c - preload jobs against a file:// store and a real
- * blockstore: progress to done, named objects, failures reported, unknown
+ * blockstore: progress to done, named objects, prefixes, failures reported, unknown
  * datasets and jobs.
  */
 #include <ftw.h>
@@ -155,6 +155,47 @@ START_TEST(test_preload_named_objects_and_a_missing_one)
 }
 END_TEST
 
+START_TEST(test_preload_under_prefixes)
+{
+	static const char *const under[] = { "d/b", "d/", "zzz/" };
+	static const char *const a[] = { "a" };
+	static const char *const bad[] = { "d/", "../" };
+	const char *many[BLOCK_PRELOAD_PREFIXES_MAX + 1];
+	struct preload_status st;
+	struct blockstore_stats bst;
+	uint64_t id;
+	struct error err;
+
+	/* "d/b" lies under "d/" (listed once); "zzz/" holds nothing */
+	ck_assert_int_eq(preload_start_under(pl, "ds", under, 3, &id, &err), ERR_OK);
+	st = wait_finished(id);
+	ck_assert_str_eq(preload_state_name(st.state), "done");
+	ck_assert_uint_eq(st.objects, 2);
+	ck_assert_uint_eq(st.blocks_total, 2);
+	ck_assert_uint_eq(st.blocks_done, 2);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 2); /* a.bin not preloaded */
+	/* a prefix that is part of a name */
+	ck_assert_int_eq(preload_start_under(pl, "ds", a, 1, &id, &err), ERR_OK);
+	st = wait_finished(id);
+	ck_assert_uint_eq(st.objects, 1);
+	ck_assert_uint_eq(st.blocks_fetched, 4);
+	/* none: the whole dataset, nothing left to fetch */
+	ck_assert_int_eq(preload_start_under(pl, "ds", NULL, 0, &id, &err), ERR_OK);
+	st = wait_finished(id);
+	ck_assert_uint_eq(st.objects, 3);
+	ck_assert_uint_eq(st.blocks_fetched, 0);
+	ck_assert_int_eq(preload_start_under(pl, "ds", bad, 2, &id, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "preload prefix '../'"), "%s", err.msg);
+	for (size_t i = 0; i <= BLOCK_PRELOAD_PREFIXES_MAX; i++)
+		many[i] = "d/";
+	ck_assert_int_eq(preload_start_under(pl, "ds", many, BLOCK_PRELOAD_PREFIXES_MAX + 1, &id,
+					     &err),
+			 ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "at most 64"), "%s", err.msg);
+}
+END_TEST
+
 START_TEST(test_preload_refuses_unknown_dataset_bad_key_and_unknown_job)
 {
 	static const char *const bad[] = { "../x" };
@@ -181,6 +222,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_preload_whole_dataset_reaches_done);
 	tcase_add_test(tc, test_preload_named_objects_and_a_missing_one);
+	tcase_add_test(tc, test_preload_under_prefixes);
 	tcase_add_test(tc, test_preload_refuses_unknown_dataset_bad_key_and_unknown_job);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);

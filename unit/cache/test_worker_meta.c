@@ -138,6 +138,39 @@ START_TEST(test_worker_meta_served_means_ready_or_refreshing_with_a_generation)
 }
 END_TEST
 
+START_TEST(test_worker_meta_preload_wanted_changes_with_what_is_asked)
+{
+	char *prefixes[] = { "train/", "val/" };
+	char a[256], b[256], small[24];
+	struct ds x;
+
+	ds_init(&x, "ds", "s3://b/p/", READY);
+	ck_assert(!worker_meta_preload_wanted(&x.d, a, sizeof(a))); /* preload off */
+	x.opt.preload = true;
+	ck_assert(worker_meta_preload_wanted(&x.d, a, sizeof(a)));
+	/* a pin or policy change asks for nothing new */
+	x.opt.pin = true;
+	x.opt.cache_policy = GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU;
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_str_eq(a, b);
+	/* prefixes, then another generation, each ask again */
+	x.opt.preload_prefixes = prefixes;
+	x.opt.n_preload_prefixes = 1;
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_str_ne(a, b);
+	snprintf(a, sizeof(a), "%s", b);
+	x.opt.n_preload_prefixes = 2;
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_str_ne(a, b);
+	snprintf(a, sizeof(a), "%s", b);
+	x.d.generation = 2;
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_str_ne(a, b);
+	/* what does not fit is not cut short into another request */
+	ck_assert(!worker_meta_preload_wanted(&x.d, small, sizeof(small)));
+}
+END_TEST
+
 /* --- against a real registry ----------------------------------------------- */
 
 static char base[64], src_uri[128], cache_dir[96];
@@ -427,6 +460,7 @@ int main(void)
 	tcase_add_test(pure, test_worker_meta_config_takes_source_from_spec_and_access_from_worker);
 	tcase_add_test(pure, test_worker_meta_config_refuses_what_a_worker_cannot_use);
 	tcase_add_test(pure, test_worker_meta_served_means_ready_or_refreshing_with_a_generation);
+	tcase_add_test(pure, test_worker_meta_preload_wanted_changes_with_what_is_asked);
 	suite_add_tcase(s, pure);
 	tcase_add_checked_fixture(reg, setup, teardown);
 	tcase_add_test(reg, test_worker_meta_registered_dataset_matches_its_config);

@@ -32,7 +32,8 @@ START_TEST(test_dsobject_parse_reads_every_field)
 	json_t *o = object("{\"source\": \"s3://bucket/train/\", \"endpoint\": \"http://s3:9000\","
 			   " \"region\": \"eu-1\", \"secretRef\": {\"name\": \"creds\"},"
 			   " \"blockSize\": \"8Mi\", \"cachePolicy\": \"lru\", \"pin\": true,"
-			   " \"preload\": true, \"refresh\": \"r2\"}");
+			   " \"preload\": true, \"preloadPrefixes\": [\"train/\", \"val/a\"],"
+			   " \"refresh\": \"r2\"}");
 	struct dsobject d;
 	struct error err;
 
@@ -50,6 +51,9 @@ START_TEST(test_dsobject_parse_reads_every_field)
 	ck_assert_uint_eq(d.block_size, 8u << 20);
 	ck_assert_int_eq(d.cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU);
 	ck_assert(d.pin && d.preload);
+	ck_assert_uint_eq(d.n_preload_prefixes, 2);
+	ck_assert_str_eq(d.preload_prefixes[0], "train/");
+	ck_assert_str_eq(d.preload_prefixes[1], "val/a");
 	ck_assert_str_eq(d.refresh, "r2");
 	ck_assert_str_eq(d.refreshed, "r1");
 	ck_assert_str_eq(d.phase, "Ready");
@@ -87,6 +91,7 @@ START_TEST(test_dsobject_parse_refuses_what_the_schema_stops)
 		{ "{\"source\": \"s3://b/\", \"blockSize\": \"128Mi\"}", "spec.blockSize" },
 		{ "{\"source\": \"s3://b/\", \"blockSize\": \"4MiB\"}", "spec.blockSize" },
 		{ "{\"source\": \"s3://b/\", \"cachePolicy\": \"fifo\"}", "spec.cachePolicy" },
+		{ "{\"source\": \"s3://b/\", \"preloadPrefixes\": [1]}", "spec.preloadPrefixes" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

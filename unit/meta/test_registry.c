@@ -427,6 +427,33 @@ START_TEST(test_registry_set_options_in_place_survives_a_reopen)
 	ck_assert_int_eq(d.spec->options->cache_policy, GRANARY__V1__CACHE_POLICY__CACHE_POLICY_LRU);
 	ck_assert_uint_eq(d.generation, 2);
 	registry_dataset_release(&d);
+	/* Preload prefixes change in place too, checked by the one rule. */
+	{
+		char *good[] = { "train/", "train/new" }, *bad[] = { "../x/" };
+
+		o.block_size = 0;
+		o.preload_prefixes = good;
+		o.n_preload_prefixes = 2;
+		ck_assert_int_eq(registry_set_options(r, "ds", &o, &d, &err), ERR_INVALID);
+		ck_assert_msg(strstr(err.msg, "preload is off"), "%s", err.msg);
+		o.preload = true;
+		ck_assert_msg(registry_set_options(r, "ds", &o, &d, &err) == ERR_OK, "%s", err.msg);
+		ck_assert_uint_eq(d.spec->options->n_preload_prefixes, 2);
+		ck_assert_str_eq(d.spec->options->preload_prefixes[1], "train/new");
+		registry_dataset_release(&d);
+		o.preload_prefixes = bad;
+		o.n_preload_prefixes = 1;
+		ck_assert_int_eq(registry_set_options(r, "ds", &o, &d, &err), ERR_INVALID);
+		ck_assert_msg(strstr(err.msg, "options.preload_prefixes") &&
+				      strstr(err.msg, "preload prefix '../x/'"),
+			      "%s", err.msg);
+		registry_free(r);
+		r = open_reg(0);
+		ck_assert_int_eq(registry_get(r, "ds", &d, &err), ERR_OK);
+		ck_assert_uint_eq(d.spec->options->n_preload_prefixes, 2);
+		ck_assert_str_eq(d.spec->options->preload_prefixes[0], "train/");
+		registry_dataset_release(&d);
+	}
 	registry_free(r);
 }
 END_TEST
