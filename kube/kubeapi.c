@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/fileio.h"
+#include "common/retry.h"
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define KUBEAPI_TIMEOUT_MS 10000
@@ -329,4 +330,44 @@ void kubeapi_time(int64_t unix_ms, char *buf, size_t size)
 
 	gmtime_r(&t, &tm);
 	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+enum error_code kubeapi_event(struct kubeapi *k, const struct kubeapi_ref *about,
+			      const char *component, const char *type, const char *reason,
+			      const char *message, struct error *err)
+{
+	char path[512], name[300], now[40];
+	json_t *body, *reply = NULL;
+	enum error_code rc;
+	int64_t ms = retry_wall_ms();
+	long status = 0;
+
+	kubeapi_time(ms, now, sizeof(now));
+	/* Unique per object and millisecond, as the apiserver wants. */
+	snprintf(name, sizeof(name), "%.200s.%llx", about->name, (unsigned long long)ms);
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events", about->ns);
+	body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, s:s, "
+			 "s:{s:s}, s:s, s:s, s:i}",
+			 "apiVersion", "v1", "kind", "Event", "metadata", "name", name, "namespace",
+			 about->ns, "involvedObject", "apiVersion", about->api_version, "kind",
+			 about->kind, "name", about->name, "namespace", about->ns, "uid",
+			 about->uid ? about->uid : "", "type", type, "reason", reason, "message",
+			 message, "source", "component", component, "firstTimestamp", now,
+			 "lastTimestamp", now, "count", 1);
+	if (!body)
+		return error_set(err, ERR_NOMEM, "event '%s': out of memory", reason);
+	rc = kubeapi_call(k, "POST", path, body, &status, &reply, err);
+	if (rc == ERR_OK && status != 201)
+		rc = error_set(err, ERR_UNAVAILABLE, "event '%s' about %s %s/%s: HTTP %ld: %s", reason,
+			       about->kind, about->ns, about->name, status, kubeapi_message(reply));
+	json_decref(reply);
+	json_decref(body);
+	return rc;
+}
+
+uint64_t kubeapi_backoff_ms(uint64_t last_ms)
+{
+	if (!last_ms)
+		return 500;
+	return last_ms * 2 > 30000 ? 30000 : last_ms * 2;
 }

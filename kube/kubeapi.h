@@ -59,6 +59,24 @@ enum error_code kubeapi_watch(struct kubeapi *k, const char *path, unsigned time
 			      kubeapi_event_fn fn, void *arg, bool (*stop)(void *arg),
 			      long *status, struct error *err);
 
+/* The object an event is about. */
+struct kubeapi_ref {
+	const char *api_version, *kind, *ns, *name, *uid;
+};
+
+/*
+ * Records an event (type "Normal" or "Warning") about an object, as
+ * component, in the object's namespace. ERR_OK once the apiserver took
+ * it; otherwise the error names the reason and the apiserver's answer.
+ */
+enum error_code kubeapi_event(struct kubeapi *k, const struct kubeapi_ref *about,
+			      const char *component, const char *type, const char *reason,
+			      const char *message, struct error *err);
+
+/* The wait before trying the apiserver again after last_ms (0: the first
+ * failure): 500 ms, doubling to 30 s. */
+uint64_t kubeapi_backoff_ms(uint64_t last_ms);
+
 /* The "message" of a Status answer, or "" . */
 const char *kubeapi_message(json_t *reply);
 

@@ -132,30 +132,14 @@ static void object_path(const char *ns, const char *name, const char *sub, char 
 static void event(struct datasets *d, const struct dsobject *o, const char *type,
 		  const char *reason, const char *message)
 {
-	char path[512], name[300], now[40];
-	json_t *body, *reply = NULL;
+	const struct kubeapi_ref about = { DSOBJECT_GROUP "/" DSOBJECT_VERSION, "Dataset", o->ns,
+					   o->name, o->uid };
 	struct error err;
-	long status;
-	int64_t ms = retry_wall_ms();
 
-	kubeapi_time(ms, now, sizeof(now));
-	snprintf(name, sizeof(name), "%.200s.%llx", o->name, (unsigned long long)ms);
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events", o->ns);
-	body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, s:s, "
-			 "s:{s:s}, s:s, s:s, s:i}",
-			 "apiVersion", "v1", "kind", "Event", "metadata", "name", name, "namespace",
-			 o->ns, "involvedObject", "apiVersion", DSOBJECT_GROUP "/" DSOBJECT_VERSION,
-			 "kind", "Dataset", "name", o->name, "namespace", o->ns, "uid", o->uid,
-			 "type", type, "reason", reason, "message", message, "source", "component",
-			 "granary-meta", "firstTimestamp", now, "lastTimestamp", now, "count", 1);
-	if (!body)
-		return;
-	if (kubeapi_call(d->cfg.kube, "POST", path, body, &status, &reply, &err) != ERR_OK ||
-	    status != 201)
+	if (kubeapi_event(d->cfg.kube, &about, "granary-meta", type, reason, message, &err) !=
+	    ERR_OK)
 		log_warn("cannot record an event", LOG_S("dataset", o->name), LOG_S("reason", reason),
-			 LOG_S("cause", status ? kubeapi_message(reply) : err.msg));
-	json_decref(reply);
-	json_decref(body);
+			 LOG_S("cause", err.msg));
 }
 
 /* Merges status into the object's status subresource (no conflicts: a
@@ -1060,7 +1044,7 @@ static void *controller_main(void *arg)
 		unsigned timeout;
 
 		if (!d->rv && list_all(d, &err) != ERR_OK) {
-			backoff = backoff ? (backoff * 2 > 30000 ? 30000 : backoff * 2) : 500;
+			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("cannot list Datasets", LOG_S("cause", err.msg),
 				 LOG_U("retry_ms", backoff));
 			retry_sleep_ms(backoff);
@@ -1083,7 +1067,7 @@ static void *controller_main(void *arg)
 			 d->rv, timeout);
 		if (kubeapi_watch(d->cfg.kube, path, timeout, on_event, d, watch_stop, &code,
 				  &err) != ERR_OK) {
-			backoff = backoff ? (backoff * 2 > 30000 ? 30000 : backoff * 2) : 500;
+			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("Dataset watch broke", LOG_S("cause", err.msg),
 				 LOG_U("retry_ms", backoff));
 			retry_sleep_ms(backoff);

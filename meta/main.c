@@ -30,6 +30,7 @@
 #include "common/retry.h"
 #include "kube/kubeapi.h"
 #include "kube/lease.h"
+#include "meta/cachegate.h"
 #include "meta/datasets.h"
 #include "meta/membership.h"
 #include "meta/meta_auth.h"
@@ -147,6 +148,7 @@ int main(int argc, char **argv)
 	struct kubeapi *kube = NULL;
 	struct lease *lease = NULL;
 	struct datasets *ds = NULL;
+	struct cachegate *gate = NULL;
 	uint64_t renew_at = 0;
 	struct observed observed = { 0 };
 	struct metrics_http_ops hops = { .metrics = render_metrics, .arg = &observed };
@@ -274,6 +276,14 @@ int main(int argc, char **argv)
 				  LOG_S("cause", dc.credentials_dir ? err.msg : "out of memory"));
 			goto out;
 		}
+		if (s.kube_cache_gate &&
+		    cachegate_start(&(struct cachegate_config){ .kube = kube,
+								.mirror_ns = s.kube_namespace,
+								.stop = stopping },
+				    &gate, &err) != ERR_OK) {
+			log_error("cannot start the cache gate", LOG_S("cause", err.msg));
+			goto out;
+		}
 	}
 
 	/* Expiry is exact at every call anyway; the tick makes "worker
@@ -290,6 +300,8 @@ int main(int argc, char **argv)
 	log_info("granary-meta stopping");
 	metrics_http_stop(mh);
 	mh = NULL;
+	cachegate_stop(gate);
+	gate = NULL;
 	if (!datasets_stop(ds, 10000)) {
 		lease_release(lease);
 		log_warn("granary-meta exiting with a Dataset registration unfinished");
@@ -308,6 +320,7 @@ int main(int argc, char **argv)
 		lease_release(lease);
 	rc = 0;
 out:
+	cachegate_stop(gate);
 	datasets_stop(ds, 0);
 	lease_free(lease);
 	kubeapi_free(kube);

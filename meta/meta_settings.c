@@ -70,6 +70,10 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, kube_credentials_dir), "",
 	  "where the Datasets' Secrets become credentials files only meta reads (empty: "
 	  "DATA_DIR/credentials)", 0, 0, NULL },
+	{ "kube.cache_gate", CONFIG_BOOL, offsetof(struct meta_settings, kube_cache_gate), "true",
+	  "with kube.enabled: remove the scheduling gate granary.io/cache of pods labelled "
+	  "granary.io/wait-for-cache once their Datasets are cached that much (docs/datasets.md)",
+	  0, 0, NULL },
 	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
 	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
 	  "unix:///path (empty: off)", 0, 0, NULL },

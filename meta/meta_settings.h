@@ -39,6 +39,7 @@ struct meta_settings {
 	uint64_t kube_lease_duration_ms;
 	char *kube_driver;              /* the CSI driver of the Datasets' volumes */
 	char *kube_credentials_dir;     /* "" = DATA_DIR/credentials */
+	bool kube_cache_gate;           /* pods held until their Datasets are cached */
 	char *metrics_address;          /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	char *log_level;
 };

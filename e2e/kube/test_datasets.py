@@ -199,6 +199,56 @@ def test_preload_of_prefixes_and_a_prefix_added_in_place(team):
     kube.kubectl("delete", "dataset", "part", "-n", TEAM, "--timeout=60s")
 
 
+def gated_pod(name, claim, percent):
+    pod = json.loads(kube.reader_pod(name, claim, kube.tfrecord_read(threads=2), namespace=TEAM))
+    pod["metadata"]["labels"] = {"granary.io/wait-for-cache": percent}
+    pod["spec"]["schedulingGates"] = [{"name": "granary.io/cache"}]
+    return json.dumps(pod)
+
+
+def gates(name):
+    return kube.get("pod", name, TEAM)["spec"].get("schedulingGates", [])
+
+
+def test_gated_pod_starts_once_its_dataset_is_cached(team):
+    prefix = PREFIX + "-gated"
+    records, size = kube.upload_tfrecords(prefix, shards=2, shard_size="4MiB")
+    kube.apply(dataset("gated", prefix=prefix))
+    wait_phase("gated", "Ready")
+    kube.apply(gated_pod("gated-reader", "gated", "100"))
+    kube.apply(gated_pod("gated-typo", "gated", "all"))
+    # A label that is no percentage holds nobody: the gate goes, with a warning.
+    kube.wait_for("the typo's gate removed", lambda: not gates("gated-typo"), timeout=30)
+    assert any(e.startswith("BadCacheGate: label granary.io/wait-for-cache: 'all'")
+               for e in kube.events(TEAM, "Pod", "gated-typo")), kube.events(TEAM, "Pod", "gated-typo")
+    # Nothing cached and nothing preloading: the reader waits, and says why.
+    ev = kube.wait_for("a waiting event", lambda: [e for e in kube.events(TEAM, "Pod", "gated-reader")
+                                                   if e.startswith("WaitingForCache:")], timeout=30)
+    assert "Dataset gated 0% cached; 100% asked" in ev[0], ev
+    time.sleep(6)  # more than a round of the gate
+    assert gates("gated-reader") == [{"name": "granary.io/cache"}]
+    assert kube.pod_phase("gated-reader", TEAM) == "Pending"
+    # A preload fills the caches; the gate goes once status says 100%.
+    kube.kubectl("patch", "dataset", "gated", "-n", TEAM, "--type=merge",
+                 "-p", '{"spec": {"preload": true}}')
+    kube.wait_for("gated 100% cached", lambda: status("gated").get("cachedPercent") == "100%",
+                  timeout=120)
+    t0 = time.monotonic()
+    kube.wait_for("the reader's gate removed", lambda: not gates("gated-reader"), timeout=30)
+    print(f"gate_removed_after_cached_s={time.monotonic() - t0:.2f}")
+    assert any(e.startswith("DatasetCached: Dataset gated 100% cached; 100% asked")
+               for e in kube.events(TEAM, "Pod", "gated-reader"))
+    kube.wait_for("reader done",
+                  lambda: kube.pod_phase("gated-reader", TEAM) in ("Succeeded", "Failed"),
+                  timeout=300)
+    out = kube.logs("gated-reader", TEAM)
+    assert kube.pod_phase("gated-reader", TEAM) == "Succeeded", out
+    assert kube.parse_read(out)[0]["records"] == records, out
+    for pod in ("gated-reader", "gated-typo"):
+        kube.delete("pod", pod, TEAM)
+    kube.kubectl("delete", "dataset", "gated", "-n", TEAM, "--timeout=60s")
+
+
 def test_pin_and_policy_changes_reach_the_workers(team):
     wait_phase("imagenet", "Ready")
     kube.kubectl("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",

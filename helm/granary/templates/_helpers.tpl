@@ -360,7 +360,8 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "enabled" true
     "namespace" .Release.Namespace
     "lease" (printf "%s-meta" (include "granary.fullname" .))
-    "driver" (include "granary.driverName" .))
+    "driver" (include "granary.driverName" .)
+    "cache_gate" .Values.datasets.cacheGate)
   "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
