@@ -339,7 +339,17 @@ static bool string_is(struct block_header_string hs, const char *s)
 enum error_code block_file_open(const char *dir, const struct block_key *key, int *fd,
 				struct block_sums *sums, struct error *err)
 {
-	uint8_t hash[BLOCK_HASH_LEN], *h = NULL;
+	uint8_t hash[BLOCK_HASH_LEN];
+
+	block_key_hash(key, hash);
+	return block_file_open_hashed(dir, key, hash, fd, sums, err);
+}
+
+enum error_code block_file_open_hashed(const char *dir, const struct block_key *key,
+				       const uint8_t hash[BLOCK_HASH_LEN], int *fd,
+				       struct block_sums *sums, struct error *err)
+{
+	uint8_t *h = NULL;
 	struct block_header hdr;
 	char path[PATH_MAX];
 	struct stat st;
@@ -347,7 +357,6 @@ enum error_code block_file_open(const char *dir, const struct block_key *key, in
 	int f = -1;
 
 	*fd = -1;
-	block_key_hash(key, hash);
 	block_file_path(dir, hash, path, sizeof(path));
 	f = open(path, O_RDONLY | O_CLOEXEC);
 	if (f < 0) {

@@ -154,4 +154,9 @@ void block_header_key_hash(const struct block_header *hdr, uint8_t out[BLOCK_HAS
 enum error_code block_file_open(const char *dir, const struct block_key *key, int *fd,
 				struct block_sums *sums, struct error *err);
 
+/* The same for a caller that has the key's hash (block_key_hash) already. */
+enum error_code block_file_open_hashed(const char *dir, const struct block_key *key,
+				       const uint8_t hash[BLOCK_HASH_LEN], int *fd,
+				       struct block_sums *sums, struct error *err);
+
 #endif

@@ -37,23 +37,36 @@ int block_url_path(const char *dataset, uint64_t index, char *out, size_t size)
 	return snprintf(out, size, BLOCK_URL_PREFIX "%s/%llu", dataset, (unsigned long long)index);
 }
 
-char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify)
+size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
+			    unsigned readahead, bool verify)
 {
 	size_t klen = escape(key, NULL), elen = escape(etag, NULL);
-	size_t size = klen + elen + 64;
-	char *out = malloc(size), *p;
+	size_t need = klen + elen + 64;
+	char *p = out;
 
-	if (!out)
-		return NULL;
-	p = out;
+	if (size < need) {
+		if (size > 0)
+			out[0] = '\0';
+		return need;
+	}
 	memcpy(p, "key=", 4);
 	p += 4;
 	p += escape(key, p);
 	memcpy(p, "&etag=", 6);
 	p += 6;
 	p += escape(etag, p);
-	snprintf(p, size - (size_t)(p - out), "&readahead=%u%s", readahead,
-		 verify ? "&verify=1" : "");
+	p += snprintf(p, size - (size_t)(p - out), "&readahead=%u%s", readahead,
+		      verify ? "&verify=1" : "");
+	return (size_t)(p - out);
+}
+
+char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify)
+{
+	size_t size = block_url_query_into(NULL, 0, key, etag, readahead, verify);
+	char *out = malloc(size);
+
+	if (out)
+		block_url_query_into(out, size, key, etag, readahead, verify);
 	return out;
 }
 

@@ -34,6 +34,11 @@ int block_url_path(const char *dataset, uint64_t index, char *out, size_t size);
  * etag percent-encoded, readahead, verify=1 when verify. malloc'd; NULL
  * when out of memory. */
 char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify);
+/* The same into out (size bytes): returns its length when it fits, else
+ * a size that is enough, out left empty (size 0: out may be NULL), so a
+ * caller that keeps a buffer of its own allocates nothing per request. */
+size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
+			    unsigned readahead, bool verify);
 
 /*
  * The checksums of a block answer, so that the client checks what crossed

@@ -1127,6 +1127,18 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	return ERR_OK;
 }
 
+bool blockstore_has(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN])
+{
+	struct entry *e = NULL;
+	bool live;
+
+	pthread_mutex_lock(&bs->mu);
+	HASH_FIND(hh, bs->index, hash, BLOCK_HASH_LEN, e);
+	live = e && e->state == ENTRY_LIVE;
+	pthread_mutex_unlock(&bs->mu);
+	return live;
+}
+
 int blockstore_ref_fd(const struct blockstore_ref *ref)
 {
 	/* Set before get returned the ref and unchanged until the last put. */

@@ -126,6 +126,11 @@ enum error_code blockstore_lookup(struct blockstore *bs,
 				  const uint8_t hash[BLOCK_HASH_LEN], bool access,
 				  struct blockstore_ref **ref);
 
+/* Whether the block is cached (committed, not being removed) now: no
+ * access, no descriptor, one index lookup. Read-ahead asks it before it
+ * queues a block, so blocks already held cost no bookkeeping. */
+bool blockstore_has(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]);
+
 /* A read-only descriptor of the block file, valid while the ref is held;
  * the data starts at blockstore_ref_offset() and has blockstore_ref_length()
  * bytes. */

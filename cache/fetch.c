@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uthash.h>
 
 #include "common/log.h"
 #include "common/retry.h"
@@ -67,6 +68,7 @@ struct ra_job {
 	char *key, *etag;
 	uint64_t index;
 	uint8_t hash[BLOCK_HASH_LEN];
+	UT_hash_handle hh;                 /* in f->ra_set while queued */
 };
 
 struct fetcher {
@@ -88,6 +90,7 @@ struct fetcher {
 	bool stopping;                     /* protected by mu */
 	struct ra_job *ra_head, *ra_tail;  /* protected by mu */
 	size_t ra_len;                     /* protected by mu */
+	struct ra_job *ra_set;             /* the queued jobs by hash; protected by mu */
 	struct {
 		uint8_t hash[BLOCK_HASH_LEN];
 		struct fetch_buffer *buf;      /* one ref owned here */
@@ -942,14 +945,17 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 		n = f->readahead_max;
 	for (unsigned i = 1; i <= n; i++) {
 		struct block_req next;
-		struct ra_job *j;
+		struct ra_job *j, *q = NULL;
 		bool dup = false;
 
 		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
 			return;
+		/* held already: nothing to queue, allocate or lock for */
+		if (blockstore_has(f->bs, next.hash))
+			continue;
 		pthread_mutex_lock(&f->mu);
-		for (struct ra_job *q = f->ra_head; q && !dup; q = q->next)
-			dup = memcmp(q->hash, next.hash, BLOCK_HASH_LEN) == 0;
+		HASH_FIND(hh, f->ra_set, next.hash, BLOCK_HASH_LEN, q);
+		dup = q != NULL;
 		if (dup || flight_find(f, next.hash) || f->stopping) {
 			pthread_mutex_unlock(&f->mu);
 			continue;
@@ -978,6 +984,14 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 		memcpy(j->hash, next.hash, BLOCK_HASH_LEN);
 
 		pthread_mutex_lock(&f->mu);
+		HASH_FIND(hh, f->ra_set, j->hash, BLOCK_HASH_LEN, q);
+		if (q || f->stopping) {
+			/* queued by another reader meanwhile */
+			pthread_mutex_unlock(&f->mu);
+			ra_job_free(f, j);
+			continue;
+		}
+		HASH_ADD(hh, f->ra_set, hash, BLOCK_HASH_LEN, j);
 		if (f->ra_tail)
 			f->ra_tail->next = j;
 		else
@@ -1006,6 +1020,7 @@ static void readahead_drop_after(struct fetcher *f, const struct ra_job *job,
 			if (f->ra_tail == q)
 				f->ra_tail = prev;
 			f->ra_len--;
+			HASH_DEL(f->ra_set, q);
 			q->next = *dropped;
 			*dropped = q;
 			continue;
@@ -1039,6 +1054,7 @@ static void *readahead_thread(void *arg)
 		if (!f->ra_head)
 			f->ra_tail = NULL;
 		f->ra_len--;
+		HASH_DEL(f->ra_set, j);
 		pthread_mutex_unlock(&f->mu);
 
 		rc = block_req_init(&r, j->ds, j->key, j->etag, j->index, &err);
@@ -1213,6 +1229,7 @@ void fetch_free(struct fetcher *f)
 	for (unsigned i = 0; i < f->nthreads; i++)
 		pthread_join(f->threads[i], NULL);
 	free(f->threads);
+	HASH_CLEAR(hh, f->ra_set);
 	while (f->ra_head) {
 		struct ra_job *j = f->ra_head;
 

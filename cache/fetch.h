@@ -24,8 +24,9 @@
  *     the worker sends along) every time, and a reader that finds it
  *     corrupt calls fetch_recheck, which drops it so that the next
  *     request fetches it again;
- *   - read-ahead: the next N blocks of the object are queued to a
- *     background pool that fetches the absent ones, only if the cache
+ *   - read-ahead: the next N blocks of the object that the cache does not
+ *     hold are queued (a block held, queued or in flight already costs no
+ *     job) to a background pool that fetches them, only if the cache
  *     admits them (a read-ahead never fills memory);
  *   - the last block of an object may be short; a block starting at or past
  *     the end of the object is ERR_RANGE.

@@ -51,6 +51,7 @@ struct mount {
 	struct placement *placement;
 	struct token *token;
 	char *key_endpoint, *bucket;
+	struct block_fdcache *fds;  /* open block files of cache.dir */
 	struct source_cluster_ctx cluster;
 	pthread_t refresher;
 	bool refresher_running;
@@ -380,6 +381,13 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	}
 	if (rc != ERR_OK)
 		goto out;
+	rc = block_fdcache_new(&(struct block_fdcache_config){
+				       .dir = s->cache_dir,
+				       .check_ms = BLOCK_FDCACHE_CHECK_MS,
+				       .idle_ms = BLOCK_FDCACHE_IDLE_MS },
+			       &m->fds, err);
+	if (rc != ERR_OK)
+		goto out;
 	m->cluster = (struct source_cluster_ctx){
 		.cache_dir = s->cache_dir,
 		.dataset = s->dataset,
@@ -394,6 +402,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.first_byte_ms = s->worker_first_byte_ms,
 		.skip_ms = s->worker_skip_ms,
 		.verify = s->verify,
+		.fds = m->fds,
 	};
 	rcfg->block_size = (uint32_t)block_size;
 	rcfg->sources[rcfg->nsources++] = source_local(&m->cluster);
@@ -510,7 +519,8 @@ static enum error_code open_stats(const struct mount_settings *s, struct mount *
 	return ERR_OK;
 }
 
-/* Refreshes the counters' memory gauge until teardown. */
+/* Refreshes the counters' memory gauge and closes idle block files until
+ * teardown. */
 static void *ticker(void *arg)
 {
 	struct mount *m = arg;
@@ -522,8 +532,12 @@ static void *ticker(void *arg)
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += STATS_TICK_MS / 1000;
 		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
-		if (!m->stopping)
-			mountstats_tick(m->stats);
+		if (m->stopping)
+			break;
+		mountstats_tick(m->stats);
+		/* a mount that stopped reading holds no evicted block's space */
+		if (m->fds)
+			block_fdcache_sweep(m->fds);
 	}
 	pthread_mutex_unlock(&m->stop_mu);
 	return NULL;
@@ -616,6 +630,7 @@ static void teardown(struct mount *m)
 		pthread_join(m->ticker, NULL);
 	mountfs_free(m->fs);
 	reader_free(m->reader);
+	block_fdcache_free(m->fds);
 	placement_free(m->placement);
 	token_free(m->token);
 	meta_client_free(m->meta);

@@ -18,18 +18,30 @@ struct mountfs_file {
 	 * successor daemon only guesses the opens (handles of the previous
 	 * daemon show up as reads), so releases may outnumber them; a read
 	 * in progress must never lose its state to such a release.
-	 * Protected by fs->files_mu. */
+	 * Protected by the lock of the inode's stripe. */
 	int opens;
 	int reading;
-	pthread_mutex_t mu;
-	struct reader_stream stream; /* protected by mu */
+	struct reader_stream stream; /* protected by the stripe's lock */
 	UT_hash_handle hh;
 };
 
+/*
+ * The open files, cut into stripes by inode number, each with its own
+ * lock and table: a read takes its stripe's lock twice (to find the state
+ * and copy the stream, to store the stream and count down), and reads of
+ * files in other stripes never wait for it. No global lock on the read
+ * path.
+ */
+#define MOUNTFS_STRIPES 64
+
+struct mountfs_stripe {
+	pthread_mutex_t mu;
+	struct mountfs_file *files; /* by ino; protected by mu */
+} __attribute__((aligned(64)));
+
 struct mountfs {
 	struct snapshot *snap;
-	pthread_mutex_t files_mu;
-	struct mountfs_file *files; /* by ino; protected by files_mu */
+	struct mountfs_stripe stripes[MOUNTFS_STRIPES];
 	struct reader *reader;
 	uid_t uid;
 	gid_t gid;
@@ -53,7 +65,8 @@ enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
 	if (!fs)
 		return error_set(err, ERR_NOMEM, "mount: out of memory");
 	fs->snap = snap;
-	pthread_mutex_init(&fs->files_mu, NULL);
+	for (unsigned i = 0; i < MOUNTFS_STRIPES; i++)
+		pthread_mutex_init(&fs->stripes[i].mu, NULL);
 	fs->reader = reader;
 	fs->uid = uid;
 	fs->gid = gid;
@@ -61,9 +74,13 @@ enum error_code mountfs_new(struct snapshot *snap, struct reader *reader,
 	return ERR_OK;
 }
 
+static struct mountfs_stripe *stripe_of(struct mountfs *fs, uint64_t ino)
+{
+	return &fs->stripes[ino % MOUNTFS_STRIPES];
+}
+
 static void file_free(struct mountfs_file *f)
 {
-	pthread_mutex_destroy(&f->mu);
 	free(f->key);
 	free(f);
 }
@@ -74,11 +91,15 @@ void mountfs_free(struct mountfs *fs)
 
 	if (!fs)
 		return;
-	HASH_ITER(hh, fs->files, f, tmp) {
-		HASH_DEL(fs->files, f);
-		file_free(f);
+	for (unsigned i = 0; i < MOUNTFS_STRIPES; i++) {
+		struct mountfs_stripe *st = &fs->stripes[i];
+
+		HASH_ITER(hh, st->files, f, tmp) {
+			HASH_DEL(st->files, f);
+			file_free(f);
+		}
+		pthread_mutex_destroy(&st->mu);
 	}
-	pthread_mutex_destroy(&fs->files_mu);
 	snapshot_free(fs->snap);
 	free(fs);
 }
@@ -170,7 +191,6 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 	f->obj.key = f->key;
 	f->obj.etag = e.etag;
 	f->obj.size = e.size;
-	pthread_mutex_init(&f->mu, NULL);
 	*out = f;
 	return ERR_OK;
 }
@@ -180,45 +200,46 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write, int opens,
 				int reading, struct mountfs_file **out, struct error *err)
 {
+	struct mountfs_stripe *st = stripe_of(fs, ino);
 	struct mountfs_file *f = NULL, *made = NULL;
 	enum error_code rc;
 
-	pthread_mutex_lock(&fs->files_mu);
-	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	pthread_mutex_lock(&st->mu);
+	HASH_FIND(hh, st->files, &ino, sizeof(ino), f);
 	if (f && !for_write) {
 		f->opens += opens;
 		f->reading += reading;
-		pthread_mutex_unlock(&fs->files_mu);
+		pthread_mutex_unlock(&st->mu);
 		*out = f;
 		return ERR_OK;
 	}
-	pthread_mutex_unlock(&fs->files_mu);
+	pthread_mutex_unlock(&st->mu);
 	rc = file_new(fs, ino, for_write, &made, err);
 	if (rc != ERR_OK)
 		return rc;
-	pthread_mutex_lock(&fs->files_mu);
-	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	pthread_mutex_lock(&st->mu);
+	HASH_FIND(hh, st->files, &ino, sizeof(ino), f);
 	if (!f) {
 		f = made;
 		made = NULL;
-		HASH_ADD(hh, fs->files, ino, sizeof(f->ino), f);
+		HASH_ADD(hh, st->files, ino, sizeof(f->ino), f);
 	}
 	f->opens += opens;
 	f->reading += reading;
-	pthread_mutex_unlock(&fs->files_mu);
+	pthread_mutex_unlock(&st->mu);
 	if (made)
 		file_free(made);
 	*out = f;
 	return ERR_OK;
 }
 
-/* Takes f out of the table when nothing holds it (fs->files_mu held);
- * true when the caller must free it. */
-static bool file_unused(struct mountfs *fs, struct mountfs_file *f)
+/* Takes f out of its stripe's table when nothing holds it (the stripe's
+ * lock held); true when the caller must free it. */
+static bool file_unused(struct mountfs_stripe *st, struct mountfs_file *f)
 {
 	if (f->opens > 0 || f->reading > 0)
 		return false;
-	HASH_DEL(fs->files, f);
+	HASH_DEL(st->files, f);
 	return true;
 }
 
@@ -232,72 +253,76 @@ enum error_code mountfs_open(struct mountfs *fs, uint64_t ino, bool for_write,
 
 void mountfs_release(struct mountfs *fs, uint64_t ino)
 {
+	struct mountfs_stripe *st = stripe_of(fs, ino);
 	struct mountfs_file *f = NULL;
 	bool unused = false;
 
 	/* Found and counted down under one lock: two releases of an inode
 	 * must not both see the state, since the first may free it. */
-	pthread_mutex_lock(&fs->files_mu);
-	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
+	pthread_mutex_lock(&st->mu);
+	HASH_FIND(hh, st->files, &ino, sizeof(ino), f);
 	if (f) {
 		if (f->opens > 0)
 			f->opens--;
-		unused = file_unused(fs, f);
+		unused = file_unused(st, f);
 	}
-	pthread_mutex_unlock(&fs->files_mu);
+	pthread_mutex_unlock(&st->mu);
 	if (unused)
 		file_free(f);
 }
 
 size_t mountfs_open_files(struct mountfs *fs)
 {
-	size_t n;
+	size_t n = 0;
 
-	pthread_mutex_lock(&fs->files_mu);
-	n = HASH_COUNT(fs->files);
-	pthread_mutex_unlock(&fs->files_mu);
+	for (unsigned i = 0; i < MOUNTFS_STRIPES; i++) {
+		pthread_mutex_lock(&fs->stripes[i].mu);
+		n += HASH_COUNT(fs->stripes[i].files);
+		pthread_mutex_unlock(&fs->stripes[i].mu);
+	}
 	return n;
 }
 
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
 			     size_t len, char *dst, size_t *got, struct error *err)
 {
+	struct mountfs_stripe *st = stripe_of(fs, ino);
 	struct mountfs_file *f = NULL;
 	struct reader_stream stream;
 	enum error_code rc;
-	bool created, unused;
+	bool unused;
 
 	*got = 0;
-	pthread_mutex_lock(&fs->files_mu);
-	HASH_FIND(hh, fs->files, &ino, sizeof(ino), f);
-	created = f == NULL;
-	if (f)
+	/* The stream state is a hint: take a copy with the count, read
+	 * without the lock, and store where this read ended with the count
+	 * down. Concurrent reads of one file then look non-sequential,
+	 * which only costs a prefetch. */
+	pthread_mutex_lock(&st->mu);
+	HASH_FIND(hh, st->files, &ino, sizeof(ino), f);
+	if (f) {
 		f->reading++;
-	pthread_mutex_unlock(&fs->files_mu);
+		stream = f->stream;
+	}
+	pthread_mutex_unlock(&st->mu);
 	/* No open state: the handle was opened by a previous daemon. Count
 	 * that open too, so its release balances it. */
-	if (created) {
+	if (!f) {
 		rc = file_get(fs, ino, false, 1, 1, &f, err);
 		if (rc != ERR_OK)
 			return rc;
+		pthread_mutex_lock(&st->mu);
+		stream = f->stream;
+		pthread_mutex_unlock(&st->mu);
 	}
-	/* The stream state is a hint: take a copy, read without the lock,
-	 * and store where this read ended. Concurrent reads of one file
-	 * then look non-sequential, which only costs a prefetch. */
-	pthread_mutex_lock(&f->mu);
-	stream = f->stream;
-	pthread_mutex_unlock(&f->mu);
 	stream.caller = caller;
 	rc = reader_read(fs->reader, &f->obj, &stream, off, len, dst, got, err);
-	pthread_mutex_lock(&f->mu);
-	f->stream = stream;
-	pthread_mutex_unlock(&f->mu);
 	if (rc != ERR_OK)
 		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
-	pthread_mutex_lock(&fs->files_mu);
+	pthread_mutex_lock(&st->mu);
+	f->stream = stream;
 	f->reading--;
-	unused = file_unused(fs, f);
-	pthread_mutex_unlock(&fs->files_mu);
+	unused = file_unused(st, f);
+	pthread_mutex_unlock(&st->mu);
 	if (unused)
 		file_free(f);
 	return rc;

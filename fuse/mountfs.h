@@ -13,7 +13,8 @@
  *
  * Thread-safe: the snapshot is immutable and the reader is thread-safe; a
  * struct mountfs_file belongs to one open file and libfuse may call read on
- * it from several threads, so its stream state is updated under a lock.
+ * it from several threads, so its stream state is updated under its
+ * stripe's lock.
  */
 #ifndef GRANARY_FUSE_MOUNTFS_H
 #define GRANARY_FUSE_MOUNTFS_H
@@ -55,8 +56,9 @@ struct mountfs_attr {
  * kernel holds is the inode number itself, not a pointer, so that a
  * successor daemon (takeover) can serve reads on handles the previous one
  * opened. A read on an inode with no open state creates it. Lookup and
- * count change under one lock, so releases and reads racing on an inode
- * never free the state twice or under a read.
+ * count change under one lock (the lock of the inode's stripe: the table
+ * is cut into stripes by inode number, no global lock), so releases and
+ * reads racing on an inode never free the state twice or under a read.
  */
 struct mountfs_file;
 

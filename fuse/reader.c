@@ -222,9 +222,15 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		uint64_t in_block = off - blk.index * bs;
 		size_t piece, n = 0;
 
+		unsigned hint = 0;
+
 		blk.length = obj->size - blk.index * bs < bs ? obj->size - blk.index * bs : bs;
 		piece = len < blk.length - in_block ? len : (size_t)(blk.length - in_block);
-		rc = read_block(r, &blk, in_block, piece, dst, &n, readahead, err);
+		if (readahead && stream->hinted1 != blk.index + 1) {
+			hint = readahead;
+			stream->hinted1 = blk.index + 1;
+		}
+		rc = read_block(r, &blk, in_block, piece, dst, &n, hint, err);
 		if (rc == ERR_NOT_FOUND) {
 			rc = object_changed(r, obj, stream, err);
 		} else if (rc != ERR_OK) {

@@ -39,8 +39,10 @@
  *
  * Sequential access (a read that starts where the previous one on the same
  * handle ended) sends a prefetch hint for the following blocks to the
- * sources that take hints; prefetched data lands in caches on disk, so the
- * mount's own memory stays bounded by its read buffers.
+ * sources that take hints, once per block (the first sequential read of
+ * it), not with every piece: the hint names the same blocks each time;
+ * prefetched data lands in caches on disk, so the mount's own memory
+ * stays bounded by its read buffers.
  *
  * Counting: every read (with its latency), block piece and bytes by
  * source, fallback and failure by cause is added, without a lock, to the
@@ -57,6 +59,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/key.h"
 #include "common/error.h"
 #include "fuse/mountstats.h"
 
@@ -82,6 +85,10 @@ struct reader_block {
 	/* The read's deadline (retry_now_ms clock; 0 = none): a source
 	 * answers or gives up by then, its waits and retries included. */
 	uint64_t until_ms;
+	/* The block key's hash, computed once per block by the first source
+	 * that needs it (hashed false until then) and reused by the next. */
+	bool hashed;
+	uint8_t hash[BLOCK_HASH_LEN];
 };
 
 struct reader_source {
@@ -124,6 +131,7 @@ struct reader_config {
 struct reader_stream {
 	uint64_t next_off;
 	unsigned sequential;  /* consecutive reads that continued the last one */
+	uint64_t hinted1;     /* the block whose read sent the last hint, + 1 */
 	bool changed_seen;    /* the object changed since the snapshot was logged */
 	/* Who asks for this read (the FUSE request's thread id; set by the
 	 * caller before each read). */

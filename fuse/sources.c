@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/fdcache.h"
 #include "block/file.h"
 #include "block/url.h"
 #include "common/fileio.h"
@@ -140,12 +141,55 @@ static void cluster_key(const struct source_cluster_ctx *ctx, const struct reade
 	};
 }
 
+/* blk's key and hash: hashed once per block, whichever source asks first. */
+static void cluster_hash(const struct source_cluster_ctx *ctx, struct reader_block *blk,
+			 struct block_key *k)
+{
+	cluster_key(ctx, blk, k);
+	if (!blk->hashed) {
+		block_key_hash(k, blk->hash);
+		blk->hashed = true;
+	}
+}
+
+/* The block file of k, from ctx->fds when the mount keeps one. */
+static enum error_code local_take(struct source_cluster_ctx *ctx, const struct block_key *k,
+				  const uint8_t *hash, struct block_fdref **ref, int *fd,
+				  struct block_sums *own, const struct block_sums **sums,
+				  struct error *err)
+{
+	enum error_code rc;
+
+	*ref = NULL;
+	if (ctx->fds) {
+		rc = block_fdcache_take(ctx->fds, k, hash, ref, err);
+		if (rc == ERR_OK) {
+			*fd = block_fdref_fd(*ref);
+			*sums = block_fdref_sums(*ref);
+		}
+		return rc;
+	}
+	rc = block_file_open_hashed(ctx->cache_dir, k, hash, fd, own, err);
+	*sums = own;
+	return rc;
+}
+
+static void local_put(struct source_cluster_ctx *ctx, struct block_fdref *ref, int fd, bool bad)
+{
+	if (ref)
+		block_fdcache_put(ctx->fds, ref, bad);
+	else if (fd >= 0)
+		close(fd);
+}
+
 static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t off,
 				  size_t len, char *dst, size_t *got, unsigned readahead,
 				  struct error *err)
 {
 	struct source_cluster_ctx *ctx = arg;
-	struct block_sums sums;
+	const struct block_sums *sums = NULL;
+	struct block_fdref *ref = NULL;
+	struct block_sums own;
 	struct block_key k;
 	enum error_code rc;
 	bool corrupt = false;
@@ -155,19 +199,21 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	(void)readahead;
 	if (!*blk->obj->etag)
 		return ERR_NOT_FOUND;
-	cluster_key(ctx, blk, &k);
-	rc = block_file_open(ctx->cache_dir, &k, &fd, &sums, err);
+	cluster_hash(ctx, blk, &k);
+	rc = local_take(ctx, &k, blk->hash, &ref, &fd, &own, &sums, err);
 	if (rc != ERR_OK)
 		return rc == ERR_NOT_FOUND ? ERR_NOT_FOUND : rc;
-	if (off + len > sums.data_len) {
-		close(fd);
+	if (off + len > sums->data_len) {
+		local_put(ctx, ref, fd, false);
 		return ERR_NOT_FOUND;
 	}
 	if (ctx->verify) {
 		/* The file stays: the worker drops it when the peer source
-		 * asks the owner to check it (readers never write). */
-		rc = block_read_checked(fd, &sums, off, len, dst, &corrupt, err);
-		close(fd);
+		 * asks the owner to check it (readers never write). A cached
+		 * descriptor of it goes, so the next read opens what the
+		 * worker puts in its place. */
+		rc = block_read_checked(fd, sums, off, len, dst, &corrupt, err);
+		local_put(ctx, ref, fd, rc != ERR_OK);
 		if (corrupt)
 			return found_corrupt(blk, "the node's cache directory", err);
 		if (rc != ERR_OK)
@@ -177,8 +223,8 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 		return ERR_OK;
 	}
 	n = fileio_pread_all(fd, dst, len, BLOCK_HEADER_SIZE + off);
-	block_file_drop(fd, off, len, sums.data_len);
-	close(fd);
+	block_file_drop(fd, off, len, sums->data_len);
+	local_put(ctx, ref, fd, n != (ssize_t)len);
 	if (n != (ssize_t)len)
 		return error_set(err, ERR_IO, "read cached block %llu of '%s': %s",
 				 (unsigned long long)blk->index, blk->obj->key,
@@ -192,35 +238,78 @@ struct reader_source source_local(struct source_cluster_ctx *ctx)
 	return (struct reader_source){ .name = "local", .read = local_read, .ctx = ctx };
 }
 
-/* One curl handle per reading thread, kept with its connections. */
-static pthread_key_t curl_key;
-static pthread_once_t curl_key_once = PTHREAD_ONCE_INIT;
+/*
+ * What a reading thread keeps for its peer requests, so that a request
+ * allocates nothing of ours: the curl handle with its connections and its
+ * options set once, the Authorization header's list node, and buffers for
+ * the query, the URL and the chunks around a piece (grown, never shrunk;
+ * at most a block). Freed when the thread ends.
+ */
+struct peer_thread {
+	CURL *curl;
+	struct curl_slist auth_hdr; /* data = auth */
+	char auth[TOKEN_HEADER_MAX + 32];
+	char *query, *url, *bounce;
+	size_t query_size, url_size, bounce_size;
+};
 
-static void curl_handle_free(void *h)
+static pthread_key_t peer_key;
+static pthread_once_t peer_key_once = PTHREAD_ONCE_INIT;
+
+static void peer_thread_free(void *p)
 {
-	curl_easy_cleanup(h);
+	struct peer_thread *t = p;
+
+	curl_easy_cleanup(t->curl);
+	free(t->query);
+	free(t->url);
+	free(t->bounce);
+	free(t);
 }
 
-static void curl_key_init(void)
+static void peer_key_init(void)
 {
 	curl_global_init(CURL_GLOBAL_ALL);
-	pthread_key_create(&curl_key, curl_handle_free);
+	pthread_key_create(&peer_key, peer_thread_free);
 }
 
-static CURL *thread_curl(void)
+static struct peer_thread *thread_peer(void)
 {
-	CURL *c;
+	struct peer_thread *t;
 
-	pthread_once(&curl_key_once, curl_key_init);
-	c = pthread_getspecific(curl_key);
-	if (!c) {
-		c = curl_easy_init();
-		if (c && pthread_setspecific(curl_key, c) != 0) {
-			curl_easy_cleanup(c);
-			c = NULL;
-		}
+	pthread_once(&peer_key_once, peer_key_init);
+	t = pthread_getspecific(peer_key);
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->curl = curl_easy_init();
+	if (!t->curl || pthread_setspecific(peer_key, t) != 0) {
+		peer_thread_free(t);
+		return NULL;
 	}
-	return c;
+	t->auth_hdr.data = t->auth;
+	curl_easy_setopt(t->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(t->curl, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, &t->auth_hdr);
+	return t;
+}
+
+/* Makes *buf hold at least size bytes; false when out of memory. */
+static bool grow(char **buf, size_t *have, size_t size)
+{
+	char *p;
+
+	if (size <= *have)
+		return true;
+	p = realloc(*buf, size);
+	if (!p)
+		return false;
+	*buf = p;
+	*have = size;
+	return true;
 }
 
 struct peer_body {
@@ -438,36 +527,35 @@ static unsigned owned_run(struct source_cluster_ctx *ctx, const struct reader_bl
 	unsigned n = 0;
 
 	for (; n < readahead && blk->index + 1 + n < nblocks; n++) {
-		struct reader_block next = *blk;
-		uint8_t hash[BLOCK_HASH_LEN];
+		struct reader_block next = { .obj = blk->obj, .index = blk->index + 1 + n };
 		char addr[PLACEMENT_ADDRESS_MAX], id[128];
 		struct block_key k;
 
-		next.index = blk->index + 1 + n;
-		cluster_key(ctx, &next, &k);
-		block_key_hash(&k, hash);
-		if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK ||
+		cluster_hash(ctx, &next, &k);
+		if (placement_owner(ctx->placement, next.hash, addr, id, sizeof(id)) != ERR_OK ||
 		    strcmp(id, owner) != 0)
 			break;
 	}
 	return n;
 }
 
-/* One block request to a worker: len bytes at off into body. */
-static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct reader_block *blk,
-				const char *addr, const char *id, uint64_t off, size_t len,
-				unsigned readahead, bool verify, struct peer_body *body,
-				struct error *err)
+/* One block request to a worker: len bytes at off into body, with the
+ * reading thread's handle and buffers (t). */
+static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thread *t,
+				const struct reader_block *blk, const char *addr, const char *id,
+				uint64_t off, size_t len, unsigned readahead, bool verify,
+				struct peer_body *body, struct error *err)
 {
-	char path[BLOCK_URL_PATH_MAX], auth[TOKEN_HEADER_MAX + 32], range[64];
-	char *url = NULL, *query = NULL;
-	struct curl_slist *hdrs = NULL;
+	char path[BLOCK_URL_PATH_MAX], range[64];
 	struct peer_watch watch = { .ctx = ctx, .body = body, .id = id, .addr = addr };
+	const char *key = blk->obj->key + ctx->prefix_len, *host = addr;
 	uint64_t timeout = ctx->timeout_ms;
+	bool unix_socket = strncmp(addr, "unix://", 7) == 0;
 	enum error_code rc;
+	size_t need;
 	long status = 0;
 	CURLcode cc;
-	CURL *c;
+	CURL *c = t->curl;
 
 	watch.start_ms = retry_now_ms();
 	watch.version = placement_version(ctx->placement);
@@ -478,50 +566,40 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 		if (blk->until_ms - watch.start_ms < timeout)
 			timeout = blk->until_ms - watch.start_ms;
 	}
-	c = thread_curl();
-	if (!c)
-		return error_set(err, ERR_NOMEM, "peer read: out of memory");
-	curl_easy_reset(c);
 	block_url_path(ctx->dataset, blk->index, path, sizeof(path));
-	query = block_url_query(blk->obj->key + ctx->prefix_len, blk->obj->etag, readahead, verify);
-	if (!query) {
-		rc = error_set(err, ERR_NOMEM, "peer read: out of memory");
-		goto out;
+	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify);
+	if (need >= t->query_size) {
+		if (!grow(&t->query, &t->query_size, need + 1))
+			return error_set(err, ERR_NOMEM, "peer read: out of memory");
+		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify);
 	}
-	if (strncmp(addr, "unix://", 7) == 0) {
-		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, addr + 7);
-		if (asprintf(&url, "http://localhost%s?%s", path, query) < 0)
-			url = NULL;
-	} else if (asprintf(&url, "http://%s%s?%s", addr, path, query) < 0) {
-		url = NULL;
-	}
-	memcpy(auth, "Authorization: ", 15);
-	if (!url || token_sign(ctx->token, "GET", path, query, (int64_t)time(NULL), auth + 15,
-			       sizeof(auth) - 15) != ERR_OK) {
-		rc = error_set(err, ERR_NOMEM, "peer read: out of memory");
-		goto out;
-	}
-	hdrs = curl_slist_append(NULL, auth);
+	if (unix_socket)
+		host = "localhost";
+	need = strlen(host) + strlen(path) + strlen(t->query) + 16;
+	if (!grow(&t->url, &t->url_size, need))
+		return error_set(err, ERR_NOMEM, "peer read: out of memory");
+	snprintf(t->url, t->url_size, "http://%s%s?%s", host, path, t->query);
+	memcpy(t->auth, "Authorization: ", 15);
+	if (token_sign(ctx->token, "GET", path, t->query, (int64_t)time(NULL), t->auth + 15,
+		       sizeof(t->auth) - 15) != ERR_OK)
+		return error_set(err, ERR_NOMEM, "peer read: out of memory");
 	snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)off,
 		 (unsigned long long)(off + len - 1));
 	body->len = len;
 	body->got = 0;
 	body->crc_seen = false;
 	body->answered = false;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket ? addr + 7 : NULL);
+	curl_easy_setopt(c, CURLOPT_URL, t->url);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, peer_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &watch);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, peer_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, body);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (cc == CURLE_ABORTED_BY_CALLBACK && watch.abandoned) {
@@ -553,10 +631,6 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, const struct rea
 	} else {
 		rc = ERR_OK;
 	}
-out:
-	curl_slist_free_all(hdrs);
-	free(query);
-	free(url);
 	return rc;
 }
 
@@ -575,9 +649,9 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 				 struct error *err)
 {
 	struct source_cluster_ctx *ctx = arg;
-	uint8_t hash[BLOCK_HASH_LEN];
 	char addr[PLACEMENT_ADDRESS_MAX], id[128], where[PLACEMENT_ADDRESS_MAX + 160];
 	struct peer_body body = { .dst = dst };
+	struct peer_thread *t;
 	struct block_sums sums;
 	struct block_key k;
 	uint64_t a0 = off, a1 = off + len, skip_left;
@@ -585,14 +659,16 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 
 	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
 		return ERR_NOT_FOUND;
-	cluster_key(ctx, blk, &k);
-	block_key_hash(&k, hash);
-	if (placement_owner(ctx->placement, hash, addr, id, sizeof(id)) != ERR_OK)
+	cluster_hash(ctx, blk, &k);
+	if (placement_owner(ctx->placement, blk->hash, addr, id, sizeof(id)) != ERR_OK)
 		return ERR_NOT_FOUND;
 	skip_left = peer_skipped(ctx, id);
 	if (skip_left)
 		return error_set(err, ERR_UNAVAILABLE, "worker '%s' at %s passed over for %llu ms more: it stopped answering",
 				 id, addr, (unsigned long long)skip_left);
+	t = thread_peer();
+	if (!t)
+		return error_set(err, ERR_NOMEM, "peer read: out of memory");
 	readahead = owned_run(ctx, blk, id, readahead);
 	if (ctx->verify) {
 		uint32_t cs = block_chunk_size(ctx->block_size);
@@ -602,15 +678,15 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (a1 > blk->length)
 			a1 = blk->length;
 		if (a0 != off || a1 != off + len) {
-			body.dst = malloc((size_t)(a1 - a0));
-			if (!body.dst)
+			if (!grow(&t->bounce, &t->bounce_size, (size_t)(a1 - a0)))
 				return error_set(err, ERR_NOMEM, "peer read: out of memory");
+			body.dst = t->bounce;
 		}
 	}
 	snprintf(where, sizeof(where), "worker '%s' at %s", id, addr);
 	for (int round = 0; round < 2; round++) {
-		rc = peer_get(ctx, blk, addr, id, a0, (size_t)(a1 - a0), round == 0 ? readahead : 0,
-			      blk->corrupt > 0, &body, err);
+		rc = peer_get(ctx, t, blk, addr, id, a0, (size_t)(a1 - a0),
+			      round == 0 ? readahead : 0, blk->corrupt > 0, &body, err);
 		if (rc != ERR_OK || !ctx->verify)
 			break;
 		rc = block_crc_header_parse(body.crc_seen ? body.crc : NULL,
@@ -633,8 +709,6 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
 	}
-	if (body.dst != dst)
-		free(body.dst);
 	return rc;
 }
 

@@ -31,6 +31,7 @@
 #define GRANARY_FUSE_SOURCES_H
 
 #include "cache/fetch.h"
+#include "block/fdcache.h"
 #include "block/token.h"
 #include "block/placement.h"
 #include "fuse/reader.h"
@@ -64,6 +65,9 @@ struct source_cluster_ctx {
 	uint64_t first_byte_ms;
 	uint64_t skip_ms;
 	bool verify;               /* check bytes against the block checksums */
+	/* Open block files of cache_dir kept across reads (block/fdcache.h);
+	 * borrowed. NULL: each read opens and closes the file. */
+	struct block_fdcache *fds;
 };
 
 /*
