@@ -229,8 +229,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = mountfs_read(ll->fs, fi->fh, (uint32_t)fuse_req_ctx(req)->pid, (uint64_t)off, size,
-			  buf, &got, &err);
+	/* The kernel asks again for pages of a failed buffered read, never
+	 * for an O_DIRECT one (struct reader_stream's caller). */
+	rc = mountfs_read(ll->fs, fi->fh,
+			  (fi->flags & O_DIRECT) ? 0 : (uint32_t)fuse_req_ctx(req)->pid,
+			  (uint64_t)off, size, buf, &got, &err);
 	if (rc != ERR_OK) {
 		log_debug("read failed", LOG_S("cause", err.msg)); /* the reader logged it */
 		fuse_reply_err(req, error_to_errno(rc));

@@ -104,7 +104,8 @@ void mountfs_release(struct mountfs *fs, uint64_t ino);
 size_t mountfs_open_files(struct mountfs *fs);
 
 /* Reads up to len bytes at off of file ino for caller (the asking
- * thread's id: see struct reader_stream); *got short only at the end. */
+ * thread's id, 0 for O_DIRECT: see struct reader_stream); *got short
+ * only at the end. */
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
 			     size_t len, char *dst, size_t *got, struct error *err);
 

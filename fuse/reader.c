@@ -205,7 +205,7 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 	if (r->cfg.deadline_ms)
 		until = t0 + r->cfg.deadline_ms;
 	if (stream && stream->failed_block1 == off / bs + 1 &&
-	    stream->failed_caller == stream->caller &&
+	    stream->caller && stream->failed_caller == stream->caller &&
 	    t0 - stream->failed_at_ms < READER_REFAIL_MS) {
 		/* The kernel asks again for what a read that just failed
 		 * could not fill: that read's wait was this one's. */

@@ -35,7 +35,8 @@
  * fill: a read by the same caller of the block that failed on the same
  * file within READER_REFAIL_MS fails at once with the same cause, so a
  * buffered read waits one deadline too. Another caller's read of that
- * block starts afresh.
+ * block starts afresh, and so does any read of caller 0 (an O_DIRECT
+ * read, which the kernel never asks again: a retry is the application's).
  *
  * Sequential access (a read that starts where the previous one on the same
  * handle ended) sends a prefetch hint for the following blocks to the
@@ -133,8 +134,8 @@ struct reader_stream {
 	unsigned sequential;  /* consecutive reads that continued the last one */
 	uint64_t hinted1;     /* the block whose read sent the last hint, + 1 */
 	bool changed_seen;    /* the object changed since the snapshot was logged */
-	/* Who asks for this read (the FUSE request's thread id; set by the
-	 * caller before each read). */
+	/* Who asks for this read (the FUSE request's thread id; 0 for an
+	 * O_DIRECT read; set by the caller before each read). */
 	uint32_t caller;
 	/* The last read that failed: its first failing block (+1; 0 =
 	 * none), its caller, when, and why. The kernel asks again at once

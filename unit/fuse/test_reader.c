@@ -208,7 +208,7 @@ END_TEST
 START_TEST(test_reader_every_source_failing_fails_the_read_with_eio)
 {
 	struct reader *r = make_reader(2, 0, FAIL, FAIL, SERVE);
-	struct reader_stream stream = { 0 };
+	struct reader_stream stream = { .caller = 1 };
 	struct reader_stats st;
 	char buf[BS];
 	struct error err;
@@ -225,11 +225,15 @@ START_TEST(test_reader_every_source_failing_fails_the_read_with_eio)
 	ck_assert_uint_eq(fakes[0].calls, 1);
 	reader_get_stats(r, &st);
 	ck_assert_uint_eq(st.failed, 2);
-	/* another caller's read of that block starts afresh */
+	/* an O_DIRECT read (caller 0), which the kernel never re-asks, and
+	 * another caller's read of that block start afresh */
+	stream.caller = 0;
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 2 * BS + 10, 10, buf, &got, &err), ERR_IO);
+	ck_assert_uint_eq(fakes[0].calls, 2);
 	stream.caller = 2;
 	fakes[1].how = SERVE;
 	ck_assert_int_eq(reader_read(r, &obj, &stream, 2 * BS + 10, 10, buf, &got, &err), ERR_OK);
-	ck_assert_uint_eq(fakes[0].calls, 2);
+	ck_assert_uint_eq(fakes[0].calls, 3);
 	check_bytes(buf, 2 * BS + 10, 10);
 	/* another block is read afresh */
 	ck_assert_int_eq(reader_read(r, &obj, &stream, 0, 10, buf, &got, &err), ERR_OK);
