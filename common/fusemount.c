@@ -34,7 +34,7 @@ static const char *field(const char *s, char *out, size_t size)
 
 	while (*s == ' ')
 		s++;
-	if (!*s)
+	if (!*s || *s == '\n')
 		return NULL;
 	for (; *s && *s != ' ' && *s != '\n'; s++) {
 		char c = *s;
@@ -83,6 +83,36 @@ static bool line_fstype(const char *line, char *out, size_t size)
 			return true;
 		}
 		dash = i >= 6 && strcmp(f, "-") == 0;
+	}
+	return false;
+}
+
+bool fusemount_parse_entry(const char *line, struct fusemount_entry *out)
+{
+	char f[PATH_MAX];
+	bool dash = false;
+	int i;
+
+	memset(out, 0, sizeof(*out));
+	/* mount id, parent id, major:minor, root, mount point, options,
+	 * optional fields up to "-", fstype, source */
+	for (i = 0; (line = field(line, f, sizeof(f))); i++) {
+		if (i == 2 && sscanf(f, "%u:%u", &out->major, &out->minor) != 2)
+			return false;
+		if ((i == 3 && snprintf(out->root, sizeof(out->root), "%s", f) >= (int)sizeof(out->root)) ||
+		    (i == 4 && snprintf(out->point, sizeof(out->point), "%s", f) >= (int)sizeof(out->point)))
+			return false;
+		if (i >= 6 && !dash) {
+			dash = strcmp(f, "-") == 0;
+			continue;
+		}
+		if (dash && !out->fstype[0]) {
+			if (snprintf(out->fstype, sizeof(out->fstype), "%s", f) >= (int)sizeof(out->fstype))
+				return false;
+		} else if (dash) {
+			return snprintf(out->source, sizeof(out->source), "%s", f) <
+			       (int)sizeof(out->source);
+		}
 	}
 	return false;
 }

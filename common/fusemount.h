@@ -37,6 +37,19 @@ enum error_code fusemount_check_read_ahead(const char *what, uint64_t bytes, str
  */
 bool fusemount_parse_line(const char *line, const char *path, unsigned *major, unsigned *minor);
 
+/* One mountinfo line, every field it has that a caller here needs. */
+struct fusemount_entry {
+	unsigned major, minor;
+	char root[1024];    /* the path within the filesystem that is mounted */
+	char point[1024];   /* where, as the reading process sees it */
+	char fstype[64];
+	char source[512];
+};
+
+/* Reads a mountinfo line whole (octal escapes undone); false when it is
+ * malformed or a field does not fit. Pure. */
+bool fusemount_parse_entry(const char *line, struct fusemount_entry *out);
+
 /*
  * The topmost mount at path in /proc/self/mountinfo (mountinfo rather than
  * stat: a FUSE mount whose daemon is gone answers stat with ENOTCONN):

@@ -42,6 +42,7 @@ struct csi_settings {
 	char *fuse_config;  /* node role: --config for granary-fuse ("" = none) */
 	uint64_t fuse_max_read;   /* node role: the mounts' max_read, and granary-fuse's */
 	uint64_t fuse_read_ahead; /* node role: the mounts' read-ahead; 0 = the kernel's */
+	bool reattach_mounts;     /* node role: ended mounts in containers replaced (csi/reattach.h) */
 	char *mount_pod_template; /* node role: mount pods' template ("" = daemons
 				   * run as the plugin's children) */
 	char *allowed_roots; /* node role: comma-separated absolute directories

@@ -236,6 +236,7 @@ int main(int argc, char **argv)
 			.fuse_config = s.fuse_config,
 			.max_read = s.fuse_max_read,
 			.read_ahead = s.fuse_read_ahead,
+			.reattach = s.reattach_mounts,
 			.meta_address = s.meta_address,
 			.stage_timeout_ms = s.stage_timeout_ms,
 			.meta = meta,

@@ -33,6 +33,7 @@
 #include "csi/fdchan.h"
 #include "csi/keeper.h"
 #include "csi/mountpod.h"
+#include "csi/reattach.h"
 #include "fuse/mountstats.h"
 #include "store/store.h"
 
@@ -85,6 +86,7 @@ struct vol {
 	 * restart. Protected by mu. */
 	struct node_record stale;
 	time_t stale_since;        /* wall clock of the last remount; protected by mu */
+	uint64_t reattach_due_ms;  /* the next look for containers' ended mounts; under mu */
 	atomic_int condition;      /* the last one found: 0 none, 1 normal, 2 abnormal;
 				    * written under mu, read without (a busy volume) */
 	/* Mount pods only, protected by mu: */
@@ -794,8 +796,9 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 	}
 }
 
-/* mount_and_start for mount pods, defined below. */
+/* mount_and_start for mount pods, and what it ends with, defined below. */
 static enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err);
+static uint64_t reattach_stale(struct node *n, struct vol *v, uint64_t now);
 
 /* The monitor's pass over a volume whose daemon runs in a mount pod. */
 static void pod_check(struct node *n, struct vol *v)
@@ -944,6 +947,9 @@ static enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t 
 	struct keeper_status st;
 
 	for (;;) {
+		/* What the monitor would do: it passes over a volume busy with
+		 * this call (a connection nobody holds is mounted anew). */
+		pod_check(n, v);
 		pod_refresh(n, v, &st);
 		if (v->pod_serving && access(v->rec.init_state, F_OK) == 0)
 			return ERR_OK;
@@ -1025,8 +1031,10 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 	}
 	if (rc != ERR_OK)
 		return rc;
-	if (v->rec.ntargets)
+	if (v->rec.ntargets) {
 		v->stale_since = time(NULL);
+		v->reattach_due_ms = 0;
+	}
 	for (size_t i = 0; i < v->rec.ntargets; i++) {
 		struct error e;
 
@@ -1041,6 +1049,9 @@ static enum error_code mount_and_start(struct node *n, struct vol *v, struct err
 			log_info("published target repaired", LOG_S("volume", v->rec.volume_id),
 				 LOG_S("target", v->rec.targets[i]));
 	}
+	/* The containers' copies too, now: their reads wait for the daemon
+	 * from here on instead of failing. */
+	reattach_stale(n, v, retry_now_ms());
 	return ERR_OK;
 }
 
@@ -1235,7 +1246,56 @@ static bool forget_if_stale(struct node *n, struct vol *v)
 	return true;
 }
 
+/*
+ * With cfg.reattach, a volume mounted anew (stale targets) has the ended
+ * mount that containers kept replaced by the new one (csi/reattach.h);
+ * once every container sees it, no target is stale. Looked at again every
+ * REATTACH_EVERY_MS while one could not be replaced. Returns when to look
+ * again (NO_WAKE: nothing left).
+ */
+#define REATTACH_EVERY_MS 5000
+
+static uint64_t reattach_stale(struct node *n, struct vol *v, uint64_t now)
+{
+	struct reattach_result r;
+	char source[300];
+	struct error err;
+
+	if (!n->cfg.reattach || !v->stale.ntargets || !v->rec.staging_path || !v->rec.dataset)
+		return NO_WAKE;
+	if (now < v->reattach_due_ms)
+		return v->reattach_due_ms - now;
+	snprintf(source, sizeof(source), "granary:%s", v->rec.dataset);
+	if (reattach_volume("/proc", FUSE_TYPE, source, v->rec.staging_path, &r, &err) != ERR_OK) {
+		log_warn("cannot look for containers' ended mounts", LOG_S("volume", v->rec.volume_id),
+			 LOG_S("cause", err.msg));
+	} else if (r.found == r.replaced) {
+		log_info("every container of the volume sees its new mount",
+			 LOG_S("volume", v->rec.volume_id), LOG_U("replaced", r.replaced));
+		node_record_release(&v->stale);
+		return NO_WAKE;
+	} else {
+		log_warn("cannot replace a container's ended mount; it keeps failing with ENOTCONN",
+			 LOG_S("volume", v->rec.volume_id), LOG_U("found", r.found),
+			 LOG_U("replaced", r.replaced), LOG_S("cause", r.first_error));
+	}
+	v->reattach_due_ms = now + REATTACH_EVERY_MS;
+	return REATTACH_EVERY_MS;
+}
+
+static uint64_t check_daemon(struct node *n, struct vol *v);
+
 static uint64_t check_one(struct node *n, struct vol *v)
+{
+	uint64_t wake = check_daemon(n, v), again;
+
+	if (v->gone)
+		return wake;
+	again = reattach_stale(n, v, retry_now_ms());
+	return again < wake ? again : wake;
+}
+
+static uint64_t check_daemon(struct node *n, struct vol *v)
 {
 	uint64_t now = retry_now_ms(), ran, delay;
 	struct error err;

@@ -111,6 +111,9 @@ struct node_config {
 	const char *meta_address;     /* the daemons' --meta.address */
 	uint64_t max_read;            /* the mounts' max_read and the daemons' --max_read; 0 = 1 MiB */
 	uint64_t read_ahead;          /* the mounts' read-ahead, set after mounting; 0 = the kernel's */
+	/* A volume mounted anew replaces the ended mount in the containers
+	 * that kept it (csi/reattach.h; the plugin must see every process). */
+	bool reattach;
 	char *const *roots;           /* allowed roots */
 	size_t nroots;
 	char *const *file_roots;      /* allowed_file_roots: where a file:// source

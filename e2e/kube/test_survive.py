@@ -614,11 +614,6 @@ def test_upgrade_to_a_new_image_tag():
     scenario("upgrade to a new image tag", ROLLOUT_TARGET_S, disrupt, upgraded)
 
 
-@pytest.mark.xfail(strict=True, reason=
-                   "a running container keeps its copy of the ended mount: the node plugin mounts "
-                   "the volume anew and binds the host's targets again, and the pods get a "
-                   "VolumeConditionAbnormal event saying to restart them (test_health.py), but "
-                   "nothing re-attaches the new mount inside the running containers nor restarts them")
 def test_node_reboot_simulated():
     """Every Granary pod and process on the node killed, its FUSE mounts
     lazily unmounted, the kubelet restarted: the readers' volumes must come
@@ -689,6 +684,12 @@ def test_node_reboot_simulated():
                 problems.append(f"{r.name}: its volume did not come back (gap {f['gap_now_ms']} ms, "
                                 f"ENOTCONN {f['enotconn']}, last: {f['last_error']}) and Kubernetes "
                                 "did not restart it")
+            # The container's own mount table: /data answers (the ended
+            # mount is gone from it, not only from the host's).
+            try:
+                os.statvfs(f"/proc/{now.pid}/root/data")
+            except OSError as e:
+                problems.append(f"{r.name}: /data in the container: {os.strerror(e.errno)}")
         else:
             row["readers"][r.name] = {"gone": True}
             ev = kube.events("default", "Pod", r.name)

@@ -37,6 +37,35 @@ START_TEST(test_fusemount_parse_line_undoes_octal_escapes)
 }
 END_TEST
 
+START_TEST(test_fusemount_parse_entry_reads_every_field)
+{
+	struct fusemount_entry e;
+
+	/* a container's copy of a volume, a subPath of it, no optional field */
+	ck_assert(fusemount_parse_entry("812 790 0:74 /train /data ro,nosuid,nodev - fuse.granary "
+					"granary:imagenet ro,user_id=0\n",
+					&e));
+	ck_assert_uint_eq(e.major, 0);
+	ck_assert_uint_eq(e.minor, 74);
+	ck_assert_str_eq(e.root, "/train");
+	ck_assert_str_eq(e.point, "/data");
+	ck_assert_str_eq(e.fstype, "fuse.granary");
+	ck_assert_str_eq(e.source, "granary:imagenet");
+	/* two optional fields, escapes in the mount point */
+	ck_assert(fusemount_parse_entry("1 2 8:3 / /mnt/a\\040b rw shared:1 master:2 - ext4 "
+					"/dev/sda3 rw\n",
+					&e));
+	ck_assert_str_eq(e.point, "/mnt/a b");
+	ck_assert_str_eq(e.fstype, "ext4");
+	ck_assert_str_eq(e.source, "/dev/sda3");
+	/* malformed: no device, no "-", nothing after it */
+	ck_assert(!fusemount_parse_entry("1 2 x / /mnt rw - ext4 /dev/sda rw\n", &e));
+	ck_assert(!fusemount_parse_entry("1 2 8:3 / /mnt rw ext4 /dev/sda rw\n", &e));
+	ck_assert(!fusemount_parse_entry("1 2 8:3 / /mnt rw -\n", &e));
+	ck_assert(!fusemount_parse_entry("", &e));
+}
+END_TEST
+
 START_TEST(test_fusemount_max_read_and_read_ahead_rules)
 {
 	struct error err;
@@ -72,6 +101,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, test_fusemount_parse_line_undoes_octal_escapes);
+	tcase_add_test(tc, test_fusemount_parse_entry_reads_every_field);
 	tcase_add_test(tc, test_fusemount_max_read_and_read_ahead_rules);
 	tcase_add_test(tc, test_fusemount_set_read_ahead_names_a_missing_mount);
 	suite_add_tcase(s, tc);

@@ -401,6 +401,7 @@ starts, staging and target paths only under the kubelet's directory.
   "allowed_roots" (trimSuffix "/" .Values.node.kubeletDir)
   "allowed_file_roots" (join "," .Values.fileRoots)
   "mount_pod_template" (ternary (include "granary.mountPodTemplateFile" .) "" .Values.node.mountPods.enabled)
+  "reattach_mounts" .Values.node.reattachMounts
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.extraConfig)) -}}
 {{- end -}}
