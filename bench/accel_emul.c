@@ -4,21 +4,29 @@
  * --readers threads read the .tfrecord shards of DIR round and round (a
  * repeated dataset, shards interleaved as tf.data does), parse the framing
  * and check every CRC (bench/tfrecord.h), and add each complete record to a
- * shared stream. The stream holds at most two batches per accelerator
- * (tf.data's prefetch): readers wait when it is full.
+ * shared stream. The stream holds at most ACCEL_PREFETCH batches per
+ * accelerator (tf.data's prefetch): readers wait when it is full.
  *
- * Each emulated accelerator is a thread that takes one batch of --batch
- * records from the stream (waiting while there are fewer) and then sleeps
- * --batch_seconds, the compute time of one batch (ResNet-50 training on an
- * A100 runs about 2,470 images/s: 256 images take 0.1036 s). After its first
- * batch (the pipeline's warm-up, not counted) it computes --batches more;
- * its utilisation is compute time / wall time over those, on the
- * accelerator's own timeline (see accel_main).
+ * Each emulated accelerator is a thread that takes one batch of records
+ * from the stream (waiting while there are fewer) and then sleeps the
+ * compute time of one batch on that accelerator (the models below). Its
+ * first 1 + ACCEL_PREFETCH batches are the pipeline's warm-up, not counted:
+ * the records the readers buffered ahead while the first batch computed
+ * would otherwise hide a shortfall (by arithmetic, up to one batch ahead
+ * per accelerator over 10 counted batches lifts a true 0.9 to 0.99); after
+ * these the stream is in its steady state. Then it computes
+ * --batches more; its utilisation is compute time / wall time over those,
+ * on the accelerator's own timeline (see accel_main).
  *
- * The sweep runs 1, 2, 4, ... accelerators up to --max_accelerators and
- * stops after the first count whose mean utilisation is below --stop_below:
- *   accelerators=4 utilisation=0.991 min_utilisation=0.985 records_per_s=9801 mb_per_s=1103.2 seconds=3.2
- * and last: sustained_at_stop_below=N (the largest count at or above it).
+ * For each model of --accel (a100, h100, b200, or all) the sweep
+ * (bench/accel_sweep.h) measures 1, 2, 4, ... accelerators until the mean
+ * utilisation falls below --stop_below, then bisects to the largest count
+ * that holds it, up to --max_accelerators:
+ *   accel=a100 batch=400 batch_seconds=0.4350 records_per_s_per_accelerator=920
+ *   accel=a100 accelerators=4 utilisation=0.991 min_utilisation=0.985 records_per_s=3650 mb_per_s=411.2 record_bytes=112650 seconds=4.8
+ *   ...
+ *   accel=a100 sustained_at_stop_below=11 bound_reached=0 measurements=8
+ * bound_reached=1: the bar still held at --max_accelerators, a floor.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,8 +39,35 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/accel_sweep.h"
 #include "bench/bench_tool.h"
 #include "bench/tfrecord.h"
+
+/*
+ * The accelerators, from MLPerf Storage's ResNet-50 training workloads
+ * (mlcommons/storage, configs/dlio/workload/resnet50_a100.yaml and
+ * resnet50_h100.yaml): reader.batch_size 400 and train.computation_time
+ * 0.435 s per batch on an A100, 0.224 s on an H100, records of 114,660.07
+ * bytes on average (dataset.record_length_bytes), utilisation bar
+ * metric.au 0.90. It has no ResNet-50 B200 workload; for UNet3D it sets
+ * 0.162 s per batch on a B200 (unet3d_b200.yaml) against 0.323 s on an
+ * H100 (unet3d_h100.yaml), and the B200 here takes that ratio to
+ * ResNet-50's H100 time: 0.224 x 0.162 / 0.323 = 0.1123 s.
+ */
+struct accel_model {
+	const char *name;
+	int64_t batch;
+	double batch_seconds;
+};
+
+static const struct accel_model accel_models[] = {
+	{ "a100", 400, 0.435 },
+	{ "h100", 400, 0.224 },
+	{ "b200", 400, 0.1123 },
+};
+#define ACCEL_NMODELS (sizeof(accel_models) / sizeof(accel_models[0]))
+
+#define ACCEL_PREFETCH 2 /* batches buffered per accelerator */
 
 struct stream {
 	pthread_mutex_t mu;
@@ -189,10 +224,15 @@ static void *accel_main(void *arg)
 	bool waited;
 
 	a->util = 0;
-	if (!stream_take(s, s->batch, &waited))
-		return NULL;
-	end = bench_now() + s->batch_seconds; /* warm-up batch: not counted */
-	sleep_until(end);
+	end = bench_now();
+	for (int w = 0; w < 1 + ACCEL_PREFETCH; w++) { /* warm-up: not counted */
+		if (!stream_take(s, s->batch, &waited))
+			return NULL;
+		if (waited && bench_now() > end)
+			end = bench_now();
+		end += s->batch_seconds;
+		sleep_until(end);
+	}
 	t0 = end;
 	for (int64_t b = 0; b < s->batches; b++) {
 		double start;
@@ -270,7 +310,7 @@ static double run_once(struct stream *s, const struct bench_settings *set, int n
 	}
 	s->avail = 0;
 	s->stop = false;
-	s->cap = 2 * s->batch * (uint64_t)n;
+	s->cap = ACCEL_PREFETCH * s->batch * (uint64_t)n;
 	s->bytes = 0;
 	s->records = 0;
 	for (; nr < set->readers; nr++)
@@ -305,6 +345,40 @@ static double run_once(struct stream *s, const struct bench_settings *set, int n
 	return sum / n;
 }
 
+/* One model's sweep; 0, or 1 when the record stream failed. */
+static int sweep_model(struct stream *s, const struct bench_settings *set, const struct accel_model *m)
+{
+	struct accel_sweep sw;
+	int measurements = 0;
+	int64_t n;
+
+	s->batch = (uint64_t)(set->batch > 0 ? set->batch : m->batch);
+	s->batch_seconds = set->batch_seconds > 0 ? set->batch_seconds : m->batch_seconds;
+	printf("accel=%s batch=%llu batch_seconds=%.4f records_per_s_per_accelerator=%.0f\n", m->name,
+	       (unsigned long long)s->batch, s->batch_seconds, s->batch / s->batch_seconds);
+	accel_sweep_init(&sw, set->max_accelerators);
+	while ((n = accel_sweep_next(&sw)) != 0) {
+		double min_util, secs, util = run_once(s, set, (int)n, &min_util, &secs);
+
+		if (util < 0) {
+			fprintf(stderr, "granary-bench: accel: the record stream failed at %lld %s accelerators\n",
+				(long long)n, m->name);
+			return 1;
+		}
+		measurements++;
+		printf("accel=%s accelerators=%lld utilisation=%.3f min_utilisation=%.3f records_per_s=%.0f "
+		       "mb_per_s=%.1f record_bytes=%.0f seconds=%.1f\n",
+		       m->name, (long long)n, util, min_util, s->records / secs, s->bytes / 1e6 / secs,
+		       s->records ? (double)s->bytes / (double)s->records : 0.0, secs);
+		fflush(stdout);
+		accel_sweep_record(&sw, n, util >= set->stop_below);
+	}
+	printf("accel=%s sustained_at_stop_below=%lld bound_reached=%d measurements=%d\n", m->name,
+	       (long long)sw.sustained, accel_sweep_bound_reached(&sw) ? 1 : 0, measurements);
+	fflush(stdout);
+	return 0;
+}
+
 int bench_accel(const struct bench_settings *set, const char *dir)
 {
 	struct stream s = {
@@ -312,32 +386,24 @@ int bench_accel(const struct bench_settings *set, const char *dir)
 		.more = PTHREAD_COND_INITIALIZER,
 		.room = PTHREAD_COND_INITIALIZER,
 		.read_size = (size_t)set->read_size,
-		.batch = (uint64_t)set->batch,
-		.batch_seconds = set->batch_seconds,
 		.batches = set->batches,
 	};
-	int64_t sustained = 0;
+	bool all = strcmp(set->accel, "all") == 0, found = false;
 	int rc = 1;
 
+	for (size_t i = 0; i < ACCEL_NMODELS; i++)
+		found = found || all || strcmp(set->accel, accel_models[i].name) == 0;
+	if (!found) {
+		fprintf(stderr, "granary-bench: accel: unknown accelerator '%s' (a100, h100, b200 or all)\n",
+			set->accel);
+		return 2;
+	}
 	if (list_shards(dir, &s) != 0)
 		goto out;
-	for (int64_t n = 1; n <= set->max_accelerators; n *= 2) {
-		double min_util, secs, util = run_once(&s, set, (int)n, &min_util, &secs);
-
-		if (util < 0) {
-			fprintf(stderr, "granary-bench: accel: the record stream failed at %lld accelerators\n",
-				(long long)n);
+	for (size_t i = 0; i < ACCEL_NMODELS; i++)
+		if ((all || strcmp(set->accel, accel_models[i].name) == 0) &&
+		    sweep_model(&s, set, &accel_models[i]) != 0)
 			goto out;
-		}
-		printf("accelerators=%lld utilisation=%.3f min_utilisation=%.3f records_per_s=%.0f "
-		       "mb_per_s=%.1f seconds=%.1f\n",
-		       (long long)n, util, min_util, s.records / secs, s.bytes / 1e6 / secs, secs);
-		fflush(stdout);
-		if (util < set->stop_below)
-			break;
-		sustained = n;
-	}
-	printf("sustained_at_stop_below=%lld\n", (long long)sustained);
 	rc = 0;
 out:
 	for (size_t i = 0; i < s.nfiles; i++)

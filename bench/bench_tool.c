@@ -3,8 +3,9 @@
  *
  *   granary-bench smallgen DIR   [--files 20000] [--file_size 110KiB] [--dirs 100] [--list FILE]
  *   granary-bench smallread DIR  [--list FILE] [--threads 4] [--seed 1] [--limit 0]
- *   granary-bench accel DIR      [--readers 4] [--batch 256] [--batch_seconds 0.1036]
- *                                [--batches 30] [--max_accelerators 32] [--stop_below 0.9]
+ *   granary-bench accel DIR      [--accel all] [--readers 4] [--batches 20]
+ *                                [--max_accelerators 1024] [--stop_below 0.9]
+ *                                [--batch 0] [--batch_seconds 0]
  *   granary-bench metawalk DIR   [--passes 3]
  *   granary-bench proxy          --listen 127.0.0.1:P --upstream 127.0.0.1:Q --stats_listen 127.0.0.1:R
  *   granary-bench register NAME  --meta.address unix:///... --source s3://bucket/prefix/ [--block_size 0]
@@ -38,16 +39,18 @@ static const struct config_field bench_fields[] = {
 	  "smallread, accel: bytes per read(2)", 4096, 64 << 20, NULL },
 	{ "readers", CONFIG_INT, offsetof(struct bench_settings, readers), "4",
 	  "accel: shard reader threads feeding the record stream", 1, 1024, NULL },
-	{ "batch", CONFIG_INT, offsetof(struct bench_settings, batch), "256",
-	  "accel: records per batch", 1, 1e6, NULL },
-	{ "batch_seconds", CONFIG_DOUBLE, offsetof(struct bench_settings, batch_seconds), "0.1036",
-	  "accel: compute time of one batch (ResNet-50 on A100: 256 / 2470 images/s)", 0.0001, 100, NULL },
-	{ "batches", CONFIG_INT, offsetof(struct bench_settings, batches), "30",
+	{ "accel", CONFIG_STRING, offsetof(struct bench_settings, accel), "all",
+	  "accel: accelerator model, a100, h100, b200 or all (MLPerf Storage's ResNet-50)", 0, 0, NULL },
+	{ "batch", CONFIG_INT, offsetof(struct bench_settings, batch), "0",
+	  "accel: records per batch (0: the model's, 400)", 0, 1e6, NULL },
+	{ "batch_seconds", CONFIG_DOUBLE, offsetof(struct bench_settings, batch_seconds), "0",
+	  "accel: compute time of one batch (0: the model's)", 0, 100, NULL },
+	{ "batches", CONFIG_INT, offsetof(struct bench_settings, batches), "20",
 	  "accel: batches each accelerator computes per measurement", 2, 1e6, NULL },
-	{ "max_accelerators", CONFIG_INT, offsetof(struct bench_settings, max_accelerators), "32",
-	  "accel: largest count of the sweep 1, 2, 4, ...", 1, 1024, NULL },
+	{ "max_accelerators", CONFIG_INT, offsetof(struct bench_settings, max_accelerators), "1024",
+	  "accel: upper bound of the sweep (reported when reached)", 1, 4096, NULL },
 	{ "stop_below", CONFIG_DOUBLE, offsetof(struct bench_settings, stop_below), "0.9",
-	  "accel: end the sweep after the first utilisation below this", 0, 1, NULL },
+	  "accel: the utilisation bar: the largest count at or above it is the result", 0, 1, NULL },
 	{ "passes", CONFIG_INT, offsetof(struct bench_settings, passes), "3",
 	  "metawalk: timed stat passes after the first", 1, 1000, NULL },
 	{ "listen", CONFIG_STRING, offsetof(struct bench_settings, listen), "",

@@ -29,6 +29,7 @@ struct bench_settings {
 	uint64_t limit_ms;
 	uint64_t read_size;
 	/* accel */
+	char *accel;
 	int64_t readers;
 	int64_t batch;
 	double batch_seconds;

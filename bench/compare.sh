@@ -22,8 +22,17 @@
 #                  the residency (mincore) of the mount's files and of the
 #                  cache directory's files; plus that second epoch's
 #                  throughput
-#   accelerators   granary-bench accel on the warm mount: 1, 2, 4, ... emulated
-#                  accelerators (ResNet-50/A100 batch time) until utilisation < 0.9
+#   accelerators   MLPerf Storage's emulation (granary-bench accel): emulated
+#                  A100s, H100s and B200s training ResNet-50 (batch of 400,
+#                  its compute time per accelerator type) from one record
+#                  stream; for each type the largest count whose utilisation
+#                  stays >= 0.9, found by doubling the count until it falls
+#                  below, then bisecting (bound: --accel-max, reported when
+#                  reached). Every process of the system under test runs in
+#                  a memory cgroup limited to --accel-mem-mib, far below the
+#                  dataset, so that the sweep measures the system and not
+#                  the page cache (see "the memory cgroup" below); one epoch
+#                  fills the system's disk cache first
 #   dataset>cache  cache = --cache-ratio x the TFRecord set, three epochs, page
 #                  cache dropped before each, so only the system's disk cache can
 #                  hit; hit ratio = 1 - S3 bytes / bytes read
@@ -38,12 +47,13 @@
 #
 #   bench/compare.sh [--shards 32] [--shard-mib 128] [--small-files 20000]
 #       [--small-kib 110] [--meta-files 100000] [--threads 4] [--cache-ratio 0.66]
-#       [--accel-max 32] [--accel-batches 30] [--small-limit 300]
+#       [--accel all|a100|h100|b200] [--accel-max 1024] [--accel-batches 20]
+#       [--accel-mem-mib 1024] [--small-limit 300]
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
 #       [--phases "epochs accel big small meta"]
 #
-# --phases runs a subset: epochs (cold, warm, page cache), accel (needs
-# epochs), big (dataset > cache), small (small files), meta (metadata).
+# --phases runs a subset: epochs (cold, warm, page cache), accel
+# (accelerators), big (dataset > cache), small (small files), meta (metadata).
 #
 # Every system's cache lives under --cache-root (default $work/cache, on the
 # build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
@@ -63,7 +73,7 @@ tools=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
 gb=${GRANARY_BUILD:-}
 cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
 shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
-cache_ratio=0.66 accel_max=32 accel_batches=30 small_limit=300 docs=0 cache_root=
+cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root=
 systems="local granary granary-cluster s3fs rclone"
 phases="epochs accel big small meta"
 while [ $# -gt 0 ]; do
@@ -75,7 +85,9 @@ while [ $# -gt 0 ]; do
     --meta-files) meta_files=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --cache-ratio) cache_ratio=$2; shift 2 ;;
+    --accel) accel=$2; shift 2 ;;
     --accel-max) accel_max=$2; shift 2 ;;
+    --accel-mem-mib) accel_mem_mib=$2; shift 2 ;;
     --accel-batches) accel_batches=$2; shift 2 ;;
     --small-limit) small_limit=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
@@ -90,6 +102,8 @@ die() { echo "compare.sh: $*" >&2; exit 1; }
 for p in $phases; do
   case "$p" in epochs|accel|big|small|meta) ;; *) die "unknown phase '$p'" ;; esac
 done
+case "$accel" in all) accel_models="a100 h100 b200" ;; a100|h100|b200) accel_models=$accel ;;
+  *) die "unknown accelerator '$accel' (a100, h100, b200 or all)" ;; esac
 phase() { case " $phases " in *" $1 "*) return 0 ;; esac; return 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: cold epochs need echo 3 > /proc/sys/vm/drop_caches"
@@ -136,6 +150,9 @@ cleanup() {
     mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null; echo "compare.sh: detached a stale mount at $m" >&2; }
   done
   "$here/scripts/s3-server.sh" stop "$s3dir"
+  if [ -n "$cg" ]; then
+    for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -155,6 +172,53 @@ record() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-failed}" >> "$results"; }
 errlog=$work/logs/errors.log
 try() { "$@" 2>> "$errlog" || { echo "compare.sh: failed: $*" >> "$errlog"; log "FAILED: $* (see $errlog)"; }; }
 kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" | tail -1; } # key < line -> value
+
+# --- the memory cgroup of the systems under test ------------------------------
+#
+# Every process of a system under test starts in one memory cgroup: its
+# daemons (granary-fuse, granary-worker, granary-meta, s3fs, rclone) in every
+# phase, and the readers of the accel phase. Page cache is charged to the
+# cgroup of the process that faults the page in: a FUSE file's pages to the
+# reader, the block or cache files' pages to the daemon that writes and
+# reads them, the local copy's pages to the reader. The accel phase limits
+# the cgroup to --accel-mem-mib (after dropping the page cache, so that no
+# page charged elsewhere serves it); the other phases leave it unlimited.
+# The S3 server and the counting proxy stay outside: they stand for the
+# remote store.
+cg= cg_v=
+cg_run=()
+cg_setup() {
+  local own
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    grep -qw memory /sys/fs/cgroup/cgroup.subtree_control ||
+      die "cgroup v2 without the memory controller enabled at /sys/fs/cgroup"
+    cg=/sys/fs/cgroup/granary-bench-$$ cg_v=2
+  else
+    own=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup)
+    [ -d "/sys/fs/cgroup/memory$own" ] || die "no memory cgroup (v1 /sys/fs/cgroup/memory, or v2)"
+    cg=/sys/fs/cgroup/memory${own%/}/granary-bench-$$ cg_v=1
+  fi
+  mkdir "$cg" || die "cannot create the memory cgroup '$cg'"
+  # sh joins the cgroup, then execs the command: same pid, every thread in.
+  cg_run=(sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg")
+}
+cg_limit() { # BYTES, or max
+  if [ "$cg_v" = 1 ]; then
+    echo "${1/#max/-1}" > "$cg/memory.limit_in_bytes"
+    echo 0 > "$cg/memory.max_usage_in_bytes"
+    echo 0 > "$cg/memory.failcnt"
+  else
+    echo "$1" > "$cg/memory.max"
+  fi
+}
+cg_peak() { # most memory the cgroup held since cg_limit (empty if unknown)
+  if [ "$cg_v" = 1 ]; then cat "$cg/memory.max_usage_in_bytes"; else cat "$cg/memory.peak" 2>/dev/null || true; fi
+}
+cg_file_bytes() { # page cache charged to the cgroup now
+  if [ "$cg_v" = 1 ]; then awk '$1 == "total_cache" { print $2 }' "$cg/memory.stat"
+  else awk '$1 == "file" { print $2 }' "$cg/memory.stat"; fi
+}
+if phase accel; then cg_setup; fi
 
 # --- the S3 server, the data, the counting proxy -----------------------------
 
@@ -206,7 +270,7 @@ cluster_start_meta() {
   for role in csi worker; do
     (umask 077; echo "granary-bench-$role-key-$(date +%s%N)" > "$work/$role.key")
   done
-  "$bin/granary-meta" --listen "$meta_sock" --data_dir "$work/meta-data" \
+  "${cg_run[@]}" "$bin/granary-meta" --listen "$meta_sock" --data_dir "$work/meta-data" \
     --heartbeat.interval 1s --heartbeat.expiry 5s "${storeflags[@]}" \
     --auth.csi_key_file "$work/csi.key" --auth.worker_key_file "$work/worker.key" \
     --auth.mount_key_file "$work/token" > "$work/logs/meta.log" 2>&1 &
@@ -220,7 +284,7 @@ cluster_start_meta() {
 worker_ready() { curl -sf "http://127.0.0.1:$worker_port/metrics" | grep -q '^granary_worker_datasets 3$'; }
 cluster_start_worker() { # cache_dir capacity
   worker_port=$(free_port)
-  "$bin/granary-worker" --listen "127.0.0.1:$worker_port" --node_id bench-node \
+  "${cg_run[@]}" "$bin/granary-worker" --listen "127.0.0.1:$worker_port" --node_id bench-node \
     --meta.address "$meta_sock" --cache.dir "$1" --cache.capacity "$2" --token_file "$work/token" \
     --meta.key_file "$work/worker.key" \
     "${storeflags[@]}" >> "$work/logs/worker.log" 2>&1 &
@@ -249,11 +313,11 @@ mount_sys() {
   t0=$(date +%s.%N)
   case "$sys" in
     granary)
-      "$bin/granary-fuse" --mountpoint "$m" --source "s3://$bucket/$ds/" "${storeflags[@]}" \
+      "${cg_run[@]}" "$bin/granary-fuse" --mountpoint "$m" --source "s3://$bucket/$ds/" "${storeflags[@]}" \
         --cache.dir "$c" --cache.capacity "$cap" > "$log" 2>&1 &
       ;;
     granary-cluster)
-      "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
+      "${cg_run[@]}" "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
         --token_file "$work/token" --meta.key_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
       ;;
     s3fs)
@@ -261,13 +325,13 @@ mount_sys() {
       # space above (free now - capacity), which caps the cache at capacity.
       avail=$(df -B1M --output=avail "$c" | tail -1)
       avail=$(( avail - (cap >> 20) > 1 ? avail - (cap >> 20) : 1 ))
-      s3fs "$bucket:/$ds" "$m" -f -o "url=$endpoint,use_path_request_style,passwd_file=$work/s3fs.passwd" \
+      "${cg_run[@]}" s3fs "$bucket:/$ds" "$m" -f -o "url=$endpoint,use_path_request_style,passwd_file=$work/s3fs.passwd" \
         -o "use_cache=$c,ensure_diskfree=$avail,parallel_count=8,multipart_size=8" \
         -o "max_stat_cache_size=200000,stat_cache_expire=3600,kernel_cache,ro" > "$log" 2>&1 &
       ;;
     rclone)
       # Debian's rclone 1.60 cannot load AWS_CA_BUNDLE over plain HTTP: unset it.
-      env -u AWS_CA_BUNDLE rclone mount "benchs3:$bucket/$ds" "$m" --read-only \
+      "${cg_run[@]}" env -u AWS_CA_BUNDLE rclone mount "benchs3:$bucket/$ds" "$m" --read-only \
         --cache-dir "$c" --vfs-cache-mode full --vfs-cache-max-size "$((cap >> 20))M" --vfs-cache-poll-interval 5s \
         --vfs-read-chunk-size 4M --buffer-size 16M --dir-cache-time 1h --attr-timeout 1h \
         --use-server-modtime > "$log" 2>&1 &
@@ -334,7 +398,7 @@ run_system() {
   log "== $sys"
   if [ "$sys" = granary-cluster ]; then cluster_start_meta; fi
 
-  # 1. cold, warm, page cache, accelerators (cache holds the whole set)
+  # 1. cold, warm, page cache (cache holds the whole set)
   if phase epochs; then
   drop_caches
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
@@ -359,20 +423,42 @@ run_system() {
   log "$sys warm from its disk cache: $line"
   page_cache "$sys" disk_warm "$(echo "$line" | kv bytes)" "$dir" "$c"
   fi
-  if phase epochs && phase accel; then
-  try "$bin/granary-bench" accel "$dir" --readers "$threads" --batches "$accel_batches" \
-    --max_accelerators "$accel_max" > "$work/logs/$sys-accel.log"
-  while read -r line; do
-    case "$line" in
-      accelerators=*) record "$sys" "accel_util_$(echo "$line" | kv accelerators)" "$(echo "$line" | kv utilisation)" ;;
-      sustained*) record "$sys" accel_sustained "$(echo "$line" | kv sustained_at_stop_below)" ;;
-    esac
-  done < "$work/logs/$sys-accel.log"
-  log "$sys accelerators: $(tr '\n' ' ' < "$work/logs/$sys-accel.log" | sed 's/records_per_s=[0-9]* //g; s/seconds=[0-9.]* //g')"
-  fi
   if phase epochs; then [ "$sys" = local ] || umount_sys "$sys" "$m"; fi
 
-  # 2. dataset larger than the cache: three epochs, page cache dropped before each
+  # 2. accelerators, every process of the system in the limited memory cgroup
+  if phase accel; then
+  local model
+  drop_caches
+  cg_limit $(( accel_mem_mib << 20 ))
+  if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
+  # One epoch first: Granary, s3fs and rclone then hold the set in their disk
+  # caches, and the sweep measures them warm, as epochs after the first are.
+  line=$(try "${cg_run[@]}" "$bin/granary-tfrecord" read "$dir" --threads "$threads" | tail -1)
+  record "$sys" accel_fill_mbps "$(echo "$line" | kv mb_per_s)"
+  log "$sys accelerators: the filling epoch in $accel_mem_mib MiB: $line"
+  try "${cg_run[@]}" "$bin/granary-bench" accel "$dir" --accel "$accel" --readers "$threads" \
+    --batches "$accel_batches" --max_accelerators "$accel_max" > "$work/logs/$sys-accel.log"
+  for model in $accel_models; do
+    line=$(grep "^accel=$model sustained" "$work/logs/$sys-accel.log" || true)
+    record "$sys" "accel_${model}_sustained" "$(echo "$line" | kv sustained_at_stop_below)"
+    record "$sys" "accel_${model}_bound" "$(echo "$line" | kv bound_reached)"
+    line=$(grep "^accel=$model batch=" "$work/logs/$sys-accel.log" || true)
+    record "$sys" "accel_${model}_per_accel" "$(echo "$line" | kv records_per_s_per_accelerator)"
+    { grep "^accel=$model accelerators=" "$work/logs/$sys-accel.log" || true; } | while read -r line; do
+      record "$sys" "accel_${model}_util_$(echo "$line" | kv accelerators)" "$(echo "$line" | kv utilisation)"
+    done
+    log "$sys $model (accelerators:utilisation): $(awk -v m="accel=$model" '$1 == m && $2 ~ /^accelerators=/ {
+      sub(/.*=/, "", $2); sub(/.*=/, "", $3); printf "%s:%s ", $2, $3 }' "$work/logs/$sys-accel.log")-> $(
+      grep "^accel=$model sustained" "$work/logs/$sys-accel.log" | kv sustained_at_stop_below)"
+  done
+  record "$sys" accel_mem_peak_mib $(( $(cg_peak || echo 0) >> 20 ))
+  record "$sys" accel_mem_file_mib $(( $(cg_file_bytes || echo 0) >> 20 ))
+  log "$sys accelerators: the cgroup held at most $(( $(cg_peak || echo 0) >> 20 )) MiB of its $accel_mem_mib MiB, $(( $(cg_file_bytes || echo 0) >> 20 )) MiB of page cache at the end"
+  [ "$sys" = local ] || umount_sys "$sys" "$m"
+  cg_limit max
+  fi
+
+  # 3. dataset larger than the cache: three epochs, page cache dropped before each
   if phase big; then
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_small" "$m" "$c"; dir=$m; fi
   for e in 1 2 3; do
@@ -399,7 +485,7 @@ run_system() {
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   fi
 
-  # 3. small files: one shuffled epoch cold, one warm, one after drop_caches
+  # 4. small files: one shuffled epoch cold, one warm, one after drop_caches
   if phase small; then
   drop_caches
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
@@ -424,7 +510,7 @@ run_system() {
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   fi
 
-  # 4. metadata: listing and stat on a fresh mount
+  # 5. metadata: listing and stat on a fresh mount
   if phase meta; then
   drop_caches
   mount_secs=0
@@ -458,7 +544,7 @@ versions=$(
   echo "libfuse $(pkg-config --modversion fuse3 2>/dev/null)"
 )
 machine="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
-settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $(df --output=fstype "$cache_root" | tail -1)"
+settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; accelerators: every process of a system in a memory cgroup of $accel_mem_mib MiB, $accel_batches batches per measurement; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $(df --output=fstype "$cache_root" | tail -1)"
 "$py" "$here/bench/compare_report.py" --results "$results" --out-md "$work/results.md" \
   --out-png "$work/compare.png" --cache-ratio "$cache_ratio" --machine "$machine" --versions "$versions" \
   --command "$cmdline" --settings "$settings" --date "$(date -u +%Y-%m-%d)"
