@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
+
 /* Files being written by our own tools; never objects. */
 #define TMP_SUFFIX ".granary-tmp"
 
@@ -282,7 +284,6 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	struct store_file *sf = (struct store_file *)st;
 	char path[PATH_MAX];
 	char tmp[PATH_MAX];
-	size_t done = 0;
 	int fd = -1;
 	int saved = 0;
 	int w = 0;
@@ -312,15 +313,8 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	/* mkstemps makes 0600; objects are for every reader of the tree. */
 	if (fchmod(fd, 0644) < 0)
 		goto fail_errno;
-	while (done < len) {
-		ssize_t n = write(fd, (const char *)data + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail_errno;
-		done += (size_t)n;
-	}
+	if (fileio_write_all(fd, data, len) < 0)
+		goto fail_errno;
 	/* Without it a crash after the rename can leave an empty object. */
 	if (fsync(fd) < 0)
 		goto fail_errno;
