@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/array.h"
 #include "common/fileio.h"
 
 /* Not a character that can occur in a namespace URI or an element name. */
@@ -160,23 +161,6 @@ static char *text_trimmed(struct text *t)
 	return s;
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 16;
-	void *na = NULL;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	na = realloc(*arr, ncap * elem);
-	if (!na)
-		return -1;
-	*arr = na;
-	*cap = ncap;
-	return 0;
-}
-
 /* The tag of the element `up` levels above the current one, root = depth 1. */
 static enum tag parent(const struct parser *p, int up)
 {
@@ -221,7 +205,7 @@ static void XMLCALL list_start(void *ud, const XML_Char *name, const XML_Char **
 		return;
 	}
 	if (p->depth == 2 && t == TAG_CONTENTS) {
-		if (grow((void **)&pg->objects, &p->objects_cap, pg->nobjects + 1,
+		if (array_grow((void **)&pg->objects, &p->objects_cap, pg->nobjects + 1,
 			 sizeof(*pg->objects)) < 0) {
 			parser_fail(p, ERR_NOMEM, "list answer: out of memory");
 			return;
@@ -314,7 +298,7 @@ static void list_leaf(struct parser *p, enum tag t)
 		break;
 	}
 	case TAG_PREFIX:
-		if (grow((void **)&pg->prefixes, &p->prefixes_cap, pg->nprefixes + 1,
+		if (array_grow((void **)&pg->prefixes, &p->prefixes_cap, pg->nprefixes + 1,
 			 sizeof(*pg->prefixes)) < 0)
 			goto nomem;
 		pg->prefixes[pg->nprefixes] = strdup(p->text.buf);

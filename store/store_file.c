@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/array.h"
 #include "common/fileio.h"
 
 /* Files being written by our own tools; never objects. */
@@ -372,23 +373,6 @@ static void entries_free(struct entry *e, size_t n)
 	free(e);
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 16;
-	void *na = NULL;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	na = realloc(*arr, ncap * elem);
-	if (!na)
-		return -1;
-	*arr = na;
-	*cap = ncap;
-	return 0;
-}
-
 /*
  * Kind of a directory entry without a stat where d_type tells: 1 directory,
  * 0 regular file, -1 anything else (or gone). Links to files count as
@@ -472,7 +456,7 @@ static enum error_code read_entries(struct lister *l, int dfd, const char *match
 		kind = entry_kind(dirfd(d), de);
 		if (kind < 0 || (kind == 0 && has_tmp_suffix(de->d_name)))
 			continue;
-		if (grow((void **)&e, &cap, n + 1, sizeof(*e)) < 0)
+		if (array_grow((void **)&e, &cap, n + 1, sizeof(*e)) < 0)
 			goto nomem;
 		len = strlen(de->d_name);
 		e[n].name = malloc(len + 2);
@@ -541,7 +525,7 @@ static enum error_code emit(struct lister *l, const struct stat *sb)
 	if (sb) {
 		struct store_object *o = NULL;
 
-		if (grow((void **)&pg->objects, &l->objects_cap, pg->nobjects + 1,
+		if (array_grow((void **)&pg->objects, &l->objects_cap, pg->nobjects + 1,
 			 sizeof(*pg->objects)) < 0)
 			goto nomem;
 		o = &pg->objects[pg->nobjects++];
@@ -551,7 +535,7 @@ static enum error_code emit(struct lister *l, const struct stat *sb)
 		o->mtime = (int64_t)sb->st_mtim.tv_sec;
 		file_etag(sb, o->etag, sizeof(o->etag));
 	} else {
-		if (grow((void **)&pg->prefixes, &l->prefixes_cap, pg->nprefixes + 1,
+		if (array_grow((void **)&pg->prefixes, &l->prefixes_cap, pg->nprefixes + 1,
 			 sizeof(*pg->prefixes)) < 0)
 			goto nomem;
 		pg->prefixes[pg->nprefixes++] = copy;
