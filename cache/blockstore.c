@@ -47,6 +47,7 @@
 #include "common/fileio.h"
 #include "common/cpu.h"
 #include "common/log.h"
+#include "common/retry.h"
 
 #define DISK_UNIT 4096
 /* A writer starts the writeback of its data every this many bytes, so
@@ -822,14 +823,14 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 				struct error *err)
 {
 	struct blockstore *bs = NULL;
-	struct timespec t0, t1;
+	double t0;
 	uint32_t block_size = 0;
 	int dir_fd = -1;
 	int saved = 0;
 	enum error_code rc = ERR_OK;
 
 	*out = NULL;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = retry_now_s();
 	if (!cfg || !cfg->dir || !*cfg->dir)
 		return error_set(err, ERR_INVALID, "open block store: no directory given");
 	if (cfg->capacity < disk_size(0))
@@ -885,12 +886,10 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	rc = rebuild_index(bs, err);
 	if (rc != ERR_OK)
 		goto fail;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	log_info("block store opened", LOG_S("dir", bs->dir), LOG_U("blocks", bs->st.blocks),
 		 LOG_U("used", bs->used), LOG_U("capacity", bs->capacity),
 		 LOG_U("removed_bad", bs->st.corrupt), LOG_U("evicted", bs->st.evictions),
-		 LOG_F("seconds", (double)(t1.tv_sec - t0.tv_sec) +
-					  (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
+		 LOG_F("seconds", retry_now_s() - t0));
 	*out = bs;
 	return ERR_OK;
 fail:
@@ -1630,7 +1629,6 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 					struct blockstore_ref **ref, struct error *err)
 {
 	struct entry *e = w->e;
-	struct timespec now;
 	char rel[BLOCK_REL_PATH_LEN];
 	char hex[BLOCK_HASH_HEX];
 	const char *what = NULL;
@@ -1646,10 +1644,9 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 		blockstore_write_abort(bs, w);
 		return error_set(err, ERR_IO, "cache block '%s': an earlier write failed", hex);
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
 	if (w->written % w->chunk_size != 0)
 		w->crcs[w->written / w->chunk_size] = w->crc ^ CRC32C_INIT;
-	block_header_seal(w->header, w->written, w->crcs, (int64_t)now.tv_sec);
+	block_header_seal(w->header, w->written, w->crcs, retry_wall_ms() / 1000);
 	/* The header goes last: a file cut short before this has none and
 	 * would fail the checks at start even had it been renamed. */
 	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {

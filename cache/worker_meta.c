@@ -659,13 +659,7 @@ static void *member_loop(void *arg)
 		if (wm->outage)
 			wm->stats.failures++;
 		wait_ms = wm->stats.interval_ms;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += (time_t)(wait_ms / 1000);
-		until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = retry_deadline_ts(CLOCK_MONOTONIC, wait_ms);
 		while (!wm->stopping && pthread_cond_timedwait(&wm->cv, &wm->mu, &until) == 0)
 			;
 	}

@@ -170,13 +170,7 @@ static void *refresher(void *arg)
 	while (!m->stopping) {
 		struct timespec until;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)(m->refresh_ms / 1000);
-		until.tv_nsec += (long)(m->refresh_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = retry_deadline_ts(CLOCK_REALTIME, m->refresh_ms);
 		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
 		if (m->stopping)
 			break;
@@ -529,8 +523,7 @@ static void *ticker(void *arg)
 	while (!m->stopping) {
 		struct timespec until;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += STATS_TICK_MS / 1000;
+		until = retry_deadline_ts(CLOCK_REALTIME, STATS_TICK_MS);
 		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
 		if (m->stopping)
 			break;
