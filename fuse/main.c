@@ -646,24 +646,16 @@ int main(int argc, char **argv)
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(schema, &s, argc, argv, &first);
+	rc = daemon_start(schema, &s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
-	rc = 2;
-	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
-			schema->program, argv[first]);
-		goto out;
-	}
-	if (mount_settings_check(&s, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
-		goto out;
-	}
+	if (mount_settings_check(&s, &err) != ERR_OK)
+		return daemon_refuse(schema, &s, &err);
 	rc = 1;
 	if (setup(&s, &m, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		daemon_report(schema, &err);
 		goto out;
 	}
 	snprintf(fsname, sizeof(fsname), "granary:%s", *s.dataset ? s.dataset : STANDALONE_NAME);
@@ -685,7 +677,7 @@ int main(int argc, char **argv)
 		.debug = log_get_level() == LOG_LEVEL_DEBUG,
 	};
 	if (ll_run(m.fs, &ll, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		daemon_report(schema, &err);
 		goto out;
 	}
 	rc = 0;
