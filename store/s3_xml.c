@@ -436,18 +436,6 @@ static enum error_code parser_run(struct parser *p, const char *body, size_t len
 	return p->rc;
 }
 
-static void page_free(struct store_list_page *page)
-{
-	for (size_t i = 0; i < page->nobjects; i++)
-		free(page->objects[i].key);
-	free(page->objects);
-	for (size_t i = 0; i < page->nprefixes; i++)
-		free(page->prefixes[i]);
-	free(page->prefixes);
-	free(page->next_token);
-	memset(page, 0, sizeof(*page));
-}
-
 enum error_code s3_xml_parse_list(const char *body, size_t len,
 				  struct store_list_page *page, struct error *err)
 {
@@ -499,7 +487,7 @@ enum error_code s3_xml_parse_list(const char *body, size_t len,
 	return ERR_OK;
 
 fail:
-	page_free(page);
+	store_list_page_release(page);
 	free(p.text.buf);
 	XML_ParserFree(p.xp);
 	return rc;

@@ -617,18 +617,6 @@ out:
 	return rc;
 }
 
-static void page_free(struct store_list_page *page)
-{
-	for (size_t i = 0; i < page->nobjects; i++)
-		free(page->objects[i].key);
-	free(page->objects);
-	for (size_t i = 0; i < page->nprefixes; i++)
-		free(page->prefixes[i]);
-	free(page->prefixes);
-	free(page->next_token);
-	memset(page, 0, sizeof(*page));
-}
-
 static enum error_code file_list(struct store *st, const char *prefix,
 				 const char *delimiter, const char *token,
 				 unsigned max_keys, struct store_list_page *page,
@@ -704,7 +692,7 @@ done:
 	return ERR_OK;
 
 fail:
-	page_free(page);
+	store_list_page_release(page);
 	if (dfd >= 0)
 		close(dfd);
 	free(dir);
