@@ -46,6 +46,36 @@ struct rebuild_worker {
 	struct dataset *last_ds; /* headers of one dataset come in runs */
 };
 
+/*
+ * Calls each(de, arg) for the entries of directory dir_fd but "." and
+ * "..", read through a descriptor of its own, until each returns -1.
+ * Returns 0, ENOMEM when each stopped the walk, or the errno of the open
+ * or the read that failed.
+ */
+static int each_entry(int dir_fd, int (*each)(const struct dirent *de, void *arg), void *arg)
+{
+	struct dirent *de = NULL;
+	DIR *d = NULL;
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int saved = 0;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return saved;
+	}
+	for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (each(de, arg) < 0)
+			break;
+	}
+	saved = de ? ENOMEM : errno;
+	closedir(d);
+	return saved;
+}
+
 static void remove_bad(struct blockstore *bs, int dfd, const char *hh, const char *name,
 		       const char *why, uint64_t *corrupt)
 {
@@ -182,6 +212,37 @@ static int cmp_inode(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* What rebuild_dir lists of one HH directory. */
+struct dir_listing {
+	struct rebuild_worker *w;
+	const char *hh;
+	int dfd;
+	struct dir_item *items;
+	size_t nitems, cap;
+};
+
+static int list_block_file(const struct dirent *de, void *arg)
+{
+	struct dir_listing *l = arg;
+	struct blockstore *bs = l->w->rb->bs;
+
+	if (de->d_type == DT_DIR) {
+		log_warn("unexpected directory in block store left alone", LOG_S("dir", bs->dir),
+			 LOG_S("sub", l->hh), LOG_S("name", de->d_name));
+	} else if (strlen(de->d_name) != 2 * BLOCK_HASH_LEN) {
+		remove_bad(bs, l->dfd, l->hh, de->d_name, "unknown name", &l->w->corrupt);
+	} else {
+		if (array_grow((void **)&l->items, &l->cap, l->nitems + 1, sizeof(*l->items)) < 0) {
+			l->w->oom = 1;
+			return -1;
+		}
+		l->items[l->nitems].ino = de->d_ino;
+		memcpy(l->items[l->nitems].name, de->d_name, sizeof(l->items[l->nitems].name));
+		l->nitems++;
+	}
+	return 0;
+}
+
 /*
  * Lists one HH directory, then checks its files in inode order: readdir
  * gives hash order, and with a cold cache visiting inodes (and the data
@@ -190,68 +251,25 @@ static int cmp_inode(const void *a, const void *b)
  */
 static void rebuild_dir(struct rebuild_worker *w, const char *hh)
 {
-	struct blockstore *bs = w->rb->bs;
-	struct dir_item *items = NULL;
-	struct dirent *de = NULL;
-	size_t nitems = 0, cap = 0;
-	DIR *d = NULL;
-	int dfd = -1;
-	int lfd = -1;
+	struct dir_listing l = { .w = w, .hh = hh };
+	int saved = 0;
 
-	dfd = openat(bs->blocks_fd, hh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		goto fail;
-	/* closedir closes the descriptor it was given; keep our own. */
-	lfd = dup(dfd);
-	if (lfd < 0)
-		goto fail;
-	d = fdopendir(lfd);
-	if (!d)
-		goto fail;
-	lfd = -1;
-	errno = 0;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (de->d_type == DT_DIR) {
-			log_warn("unexpected directory in block store left alone",
-				 LOG_S("dir", bs->dir), LOG_S("sub", hh), LOG_S("name", de->d_name));
-		} else if (strlen(de->d_name) != 2 * BLOCK_HASH_LEN) {
-			remove_bad(bs, dfd, hh, de->d_name, "unknown name", &w->corrupt);
-		} else {
-			if (array_grow((void **)&items, &cap, nitems + 1, sizeof(*items)) < 0) {
-				w->oom = 1;
-				break;
-			}
-			items[nitems].ino = de->d_ino;
-			memcpy(items[nitems].name, de->d_name, sizeof(items[nitems].name));
-			nitems++;
+	l.dfd = openat(w->rb->bs->blocks_fd, hh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	saved = l.dfd < 0 ? errno : each_entry(l.dfd, list_block_file, &l);
+	if (saved && !w->oom) {
+		if (!w->dir_errno) {
+			w->dir_errno = saved;
+			memcpy(w->dir_failed, hh, 3);
 		}
-		errno = 0;
+	} else if (!saved) {
+		if (l.nitems > 1)
+			qsort(l.items, l.nitems, sizeof(*l.items), cmp_inode);
+		for (size_t i = 0; i < l.nitems && !w->oom; i++)
+			rebuild_file(w, l.dfd, hh, l.items[i].name);
 	}
-	if (errno)
-		goto fail;
-	closedir(d);
-	d = NULL;
-	if (nitems > 1)
-		qsort(items, nitems, sizeof(*items), cmp_inode);
-	for (size_t i = 0; i < nitems && !w->oom; i++)
-		rebuild_file(w, dfd, hh, items[i].name);
-	free(items);
-	close(dfd);
-	return;
-fail:
-	if (!w->dir_errno) {
-		w->dir_errno = errno ? errno : EIO;
-		memcpy(w->dir_failed, hh, 3);
-	}
-	free(items);
-	if (d)
-		closedir(d);
-	if (lfd >= 0)
-		close(lfd);
-	if (dfd >= 0)
-		close(dfd);
+	free(l.items);
+	if (l.dfd >= 0)
+		close(l.dfd);
 }
 
 static void *rebuild_thread(void *arg)
@@ -275,54 +293,47 @@ static bool is_hh(const char *name)
 	return strspn(name, "0123456789abcdef") == 2 && name[2] == '\0';
 }
 
+/* What list_block_dirs gathers. */
+struct top_listing {
+	struct blockstore *bs;
+	struct rebuild *rb;
+	size_t cap;
+	uint64_t removed;
+};
+
+static int list_block_dir(const struct dirent *de, void *arg)
+{
+	struct top_listing *l = arg;
+	struct rebuild *rb = l->rb;
+
+	if (is_hh(de->d_name) && (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)) {
+		if (array_grow((void **)&rb->dirs, &l->cap, rb->ndirs + 1, sizeof(*rb->dirs)) < 0)
+			return -1;
+		memcpy(rb->dirs[rb->ndirs++], de->d_name, 3);
+	} else if (de->d_type == DT_DIR) {
+		log_warn("unexpected directory in block store left alone", LOG_S("dir", l->bs->dir),
+			 LOG_S("name", de->d_name));
+	} else {
+		remove_bad(l->bs, l->bs->blocks_fd, ".", de->d_name, "unknown name", &l->removed);
+	}
+	return 0;
+}
+
 /* Lists DIR/blocks: HH directories into rb, anything else removed. */
 static enum error_code list_block_dirs(struct blockstore *bs, struct rebuild *rb,
 				       struct error *err)
 {
-	struct dirent *de = NULL;
-	DIR *d = NULL;
-	int fd = -1;
-	size_t cap = 0;
-	uint64_t removed = 0;
+	struct top_listing l = { .bs = bs, .rb = rb };
+	int saved = each_entry(bs->blocks_fd, list_block_dir, &l);
 
-	fd = openat(bs->blocks_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || !(d = fdopendir(fd)))
-		goto fail;
-	fd = -1;
-	errno = 0;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (is_hh(de->d_name) && (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)) {
-			if (array_grow((void **)&rb->dirs, &cap, rb->ndirs + 1, sizeof(*rb->dirs)) <
-			    0) {
-				closedir(d);
-				return error_set(err, ERR_NOMEM,
-						 "open block store '%s': out of memory", bs->dir);
-			}
-			memcpy(rb->dirs[rb->ndirs++], de->d_name, 3);
-		} else if (de->d_type == DT_DIR) {
-			log_warn("unexpected directory in block store left alone",
-				 LOG_S("dir", bs->dir), LOG_S("name", de->d_name));
-		} else {
-			remove_bad(bs, bs->blocks_fd, ".", de->d_name, "unknown name", &removed);
-		}
-		errno = 0;
-	}
-	if (errno)
-		goto fail;
-	closedir(d);
-	bs->st.corrupt += removed;
+	bs->st.corrupt += l.removed;
+	if (saved == ENOMEM)
+		return error_set(err, ERR_NOMEM, "open block store '%s': out of memory", bs->dir);
+	if (saved)
+		return error_set(err, error_from_errno(saved),
+				 "open block store '%s': read '%s/blocks': %s", bs->dir, bs->dir,
+				 strerror(saved));
 	return ERR_OK;
-fail:;
-	int saved = errno;
-
-	if (d)
-		closedir(d);
-	if (fd >= 0)
-		close(fd);
-	return error_set(err, error_from_errno(saved), "open block store '%s': read '%s/blocks': %s",
-			 bs->dir, bs->dir, strerror(saved));
 }
 
 static int cmp_oldest_first(const void *a, const void *b)
@@ -455,40 +466,27 @@ out:
 	return rc;
 }
 
+static int remove_leftover(const struct dirent *de, void *arg)
+{
+	struct blockstore *bs = arg;
+
+	if (unlinkat(bs->tmp_fd, de->d_name, 0) < 0) {
+		int saved = errno;
+
+		log_warn("remove leftover temp file failed", LOG_S("dir", bs->dir),
+			 LOG_S("file", de->d_name), LOG_S("cause", strerror(saved)));
+	}
+	return 0;
+}
+
 /* Removes what writers left in DIR/tmp: never published, never valid. */
 enum error_code blockstore_clear_tmp(struct blockstore *bs, struct error *err)
 {
-	struct dirent *de = NULL;
-	DIR *d = NULL;
-	int fd = -1;
+	int saved = each_entry(bs->tmp_fd, remove_leftover, bs);
 
-	fd = openat(bs->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || !(d = fdopendir(fd)))
-		goto fail;
-	fd = -1;
-	errno = 0;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (unlinkat(bs->tmp_fd, de->d_name, 0) < 0) {
-			int saved = errno;
-
-			log_warn("remove leftover temp file failed", LOG_S("dir", bs->dir),
-				 LOG_S("file", de->d_name), LOG_S("cause", strerror(saved)));
-		}
-		errno = 0;
-	}
-	if (errno)
-		goto fail;
-	closedir(d);
+	if (saved)
+		return error_set(err, error_from_errno(saved),
+				 "open block store '%s': clear '%s/tmp': %s", bs->dir, bs->dir,
+				 strerror(saved));
 	return ERR_OK;
-fail:;
-	int saved = errno;
-
-	if (d)
-		closedir(d);
-	if (fd >= 0)
-		close(fd);
-	return error_set(err, error_from_errno(saved), "open block store '%s': clear '%s/tmp': %s",
-			 bs->dir, bs->dir, strerror(saved));
 }
