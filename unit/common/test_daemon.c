@@ -29,27 +29,48 @@ static const struct config_schema schema = {
 	.nfields = sizeof(fields) / sizeof(fields[0]),
 };
 
+/* stderr, caught in a temporary file. */
+struct caught {
+	char path[32];
+	int fd, saved;
+};
+
+static void catch_stderr(struct caught *c)
+{
+	snprintf(c->path, sizeof(c->path), "/tmp/test_daemon_XXXXXX");
+	c->fd = mkstemp(c->path);
+	ck_assert_int_ge(c->fd, 0);
+	c->saved = dup(2);
+	fflush(stderr);
+	dup2(c->fd, 2);
+}
+
+/* Puts stderr back; out gets what was written to it. */
+static void release_stderr(struct caught *c, char *out, size_t size)
+{
+	ssize_t n;
+
+	fflush(stderr);
+	dup2(c->saved, 2);
+	close(c->saved);
+	n = pread(c->fd, out, size - 1, 0);
+	out[n > 0 ? n : 0] = '\0';
+	close(c->fd);
+	unlink(c->path);
+}
+
 /* Runs daemon_start on argv with stderr caught in out. */
 static int start(char **argv, int *first, char *out, size_t size)
 {
-	char path[] = "/tmp/test_daemon_XXXXXX";
-	int argc = 0, fd = mkstemp(path), saved = dup(2), rc;
 	struct settings s;
-	ssize_t n;
+	struct caught c;
+	int argc = 0, rc;
 
 	while (argv[argc])
 		argc++;
-	ck_assert_int_ge(fd, 0);
-	fflush(stderr);
-	dup2(fd, 2);
+	catch_stderr(&c);
 	rc = daemon_start(&schema, &s, argc, argv, first);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(fd, out, size - 1, 0);
-	out[n > 0 ? n : 0] = '\0';
-	close(fd);
-	unlink(path);
+	release_stderr(&c, out, size);
 	if (rc < 0)
 		config_release(&schema, &s);
 	return rc;
@@ -86,26 +107,17 @@ END_TEST
 
 START_TEST(test_daemon_refuse_reports_and_exits_2)
 {
-	char path[] = "/tmp/test_daemon_XXXXXX", out[256];
-	int fd = mkstemp(path), saved = dup(2);
 	struct settings s;
 	struct error err;
-	ssize_t n;
+	struct caught c;
+	char out[256];
 
-	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(config_apply_defaults(&schema, &s, &err), ERR_OK);
 	error_set(&err, ERR_INVALID, "key 'name': too short");
-	fflush(stderr);
-	dup2(fd, 2);
+	catch_stderr(&c);
 	ck_assert_int_eq(daemon_refuse(&schema, &s, &err), 2);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(fd, out, sizeof(out) - 1, 0);
-	out[n > 0 ? n : 0] = '\0';
+	release_stderr(&c, out, sizeof(out));
 	ck_assert_str_eq(out, "granary-test: key 'name': too short\n");
-	close(fd);
-	unlink(path);
 }
 END_TEST
 
