@@ -11,6 +11,7 @@
 
 #include "block/placement.h"
 #include "cache/worker_settings.h"
+#include "common/array.h"
 #include "common/log.h"
 #include "common/retry.h"
 #include "meta/meta_client.h"
@@ -284,15 +285,9 @@ static void owned_add(struct worker_meta *wm, const char *name)
 
 	if (owned_has(wm, name))
 		return;
-	if (wm->nowned == wm->owned_cap) {
-		size_t cap = wm->owned_cap ? 2 * wm->owned_cap : 8;
-		char **grown = realloc(wm->owned, cap * sizeof(*grown));
-
-		if (!grown)
-			return; /* not remembered: it is taken again next round */
-		wm->owned = grown;
-		wm->owned_cap = cap;
-	}
+	/* not remembered when out of memory: it is taken again next round */
+	if (array_grow((void **)&wm->owned, &wm->owned_cap, wm->nowned + 1, sizeof(*wm->owned)) < 0)
+		return;
 	copy = strdup(name);
 	if (copy)
 		wm->owned[wm->nowned++] = copy;

@@ -1312,20 +1312,7 @@ char *snapshot_file_path(const char *dir, const char *name, uint64_t generation)
 
 static int fd_write(const void *data, size_t len, void *arg)
 {
-	int fd = *(int *)arg;
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	return fileio_write_all(*(int *)arg, data, len);
 }
 
 /* fileio_replace_with's writer: the snapshot's encoding. */
