@@ -1162,10 +1162,8 @@ START_TEST(test_node_survives_200_sigkills_of_its_daemon_under_readers)
 	zombies += zombie_children(csi_pid);
 	atomic_store(&stop, 1);
 	for (int i = 0; i < READERS; i++) {
-		struct timespec until;
+		struct timespec until = retry_deadline_ts(CLOCK_REALTIME, 20000);
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 20;
 		if (pthread_timedjoin_np(r[i].t, NULL, &until) != 0) {
 			dump_log();
 			ck_abort_msg("reader %d still blocked 20 s after the last takeover", i);
