@@ -42,6 +42,7 @@
 #include "bench/accel_sweep.h"
 #include "bench/bench_tool.h"
 #include "bench/tfrecord.h"
+#include "common/array.h"
 
 /*
  * The accelerators, from MLPerf Storage's ResNet-50 training workloads
@@ -273,13 +274,8 @@ static int list_shards(const char *dir, struct stream *s)
 
 		if (n < 9 || strcmp(e->d_name + n - 9, ".tfrecord") != 0)
 			continue;
-		if (s->nfiles == cap) {
-			char **grown = realloc(s->files, (cap = cap ? 2 * cap : 64) * sizeof(*grown));
-
-			if (!grown)
-				break;
-			s->files = grown;
-		}
+		if (array_grow((void **)&s->files, &cap, s->nfiles + 1, sizeof(*s->files)) < 0)
+			break;
 		if (asprintf(&s->files[s->nfiles], "%s/%s", dir, e->d_name) < 0)
 			break;
 		s->nfiles++;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "bench/bench_tool.h"
+#include "common/array.h"
 
 struct tree {
 	char **files;
@@ -52,15 +53,8 @@ static int list_dir(struct tree *t, const char *dir)
 			rc = list_dir(t, path);
 			continue;
 		}
-		if (t->nfiles == t->cap) {
-			size_t cap = t->cap ? 2 * t->cap : 4096;
-			char **grown = realloc(t->files, cap * sizeof(*grown));
-
-			if (!grown)
-				return -1;
-			t->files = grown;
-			t->cap = cap;
-		}
+		if (array_grow((void **)&t->files, &t->cap, t->nfiles + 1, sizeof(*t->files)) < 0)
+			return -1;
 		if (!(t->files[t->nfiles] = strdup(path)))
 			rc = -1;
 		else

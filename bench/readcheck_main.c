@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "bench/readcheck.h"
+#include "common/array.h"
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/retry.h"
@@ -362,17 +363,11 @@ static int list_files(struct rc_run *run)
 			continue;
 		}
 		while ((e = readdir(d))) {
-			char **grown;
-
 			if (!is_dataset_file(e->d_name))
 				continue;
-			if (run->nfiles == cap) {
-				cap = cap ? 2 * cap : 64;
-				grown = realloc(run->files, cap * sizeof(*grown));
-				if (!grown)
-					break;
-				run->files = grown;
-			}
+			if (array_grow((void **)&run->files, &cap, run->nfiles + 1,
+				       sizeof(*run->files)) < 0)
+				break;
 			if (asprintf(&run->files[run->nfiles], "%s/%s", dir, e->d_name) < 0)
 				break;
 			run->nfiles++;

@@ -28,6 +28,7 @@
 
 #include "bench/bench_tool.h"
 #include "bench/tfrecord.h"
+#include "common/array.h"
 #include "common/fileio.h"
 
 static uint64_t xorshift(uint64_t *s)
@@ -39,23 +40,6 @@ static uint64_t xorshift(uint64_t *s)
 	x ^= x << 17;
 	*s = x;
 	return x;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 int bench_smallgen(const struct bench_settings *s, const char *dir)
@@ -108,7 +92,7 @@ int bench_smallgen(const struct bench_settings *s, const char *dir)
 			 (long long)i);
 		snprintf(path, sizeof(path), "%s/%s", dir, rel);
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0 || write_all(fd, buf, len) != 0) {
+		if (fd < 0 || fileio_write_all(fd, buf, len) != 0) {
 			fprintf(stderr, "granary-bench: write '%s': %s\n", path, strerror(errno));
 			if (fd >= 0)
 				close(fd);
@@ -138,15 +122,8 @@ struct paths {
 
 static int paths_add(struct paths *p, const char *path)
 {
-	if (p->n == p->cap) {
-		size_t cap = p->cap ? 2 * p->cap : 4096;
-		char **grown = realloc(p->v, cap * sizeof(*grown));
-
-		if (!grown)
-			return -1;
-		p->v = grown;
-		p->cap = cap;
-	}
+	if (array_grow((void **)&p->v, &p->cap, p->n + 1, sizeof(*p->v)) < 0)
+		return -1;
 	if (!(p->v[p->n] = strdup(path)))
 		return -1;
 	p->n++;

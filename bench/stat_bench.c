@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/array.h"
 #include "common/retry.h"
 
 struct paths {
@@ -40,13 +41,8 @@ static int collect(struct paths *p, const char *dir)
 				break;
 			continue;
 		}
-		if (p->n == p->cap) {
-			char **grown = realloc(p->v, (p->cap = p->cap ? 2 * p->cap : 1024) * sizeof(*grown));
-
-			if (!grown)
-				break;
-			p->v = grown;
-		}
+		if (array_grow((void **)&p->v, &p->cap, p->n + 1, sizeof(*p->v)) < 0)
+			break;
 		p->v[p->n++] = strdup(path);
 	}
 	closedir(d);

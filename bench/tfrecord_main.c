@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bench/tfrecord.h"
+#include "common/array.h"
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/retry.h"
@@ -74,23 +75,6 @@ static uint64_t next_rand(uint64_t *s)
 	return x;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int cmd_gen(const struct tf_settings *set, const char *dir)
 {
 	size_t max = (size_t)(set->record_size + set->record_size / 2);
@@ -132,7 +116,8 @@ static int cmd_gen(const struct tf_settings *set, const char *dir)
 			}
 			tfrecord_header(len, hdr);
 			tfrecord_footer(rec, len, foot);
-			if (write_all(fd, hdr, 12) || write_all(fd, rec, len) || write_all(fd, foot, 4)) {
+			if (fileio_write_all(fd, hdr, 12) || fileio_write_all(fd, rec, len) ||
+			    fileio_write_all(fd, foot, 4)) {
 				fprintf(stderr, "granary-tfrecord: write '%s': %s\n", path, strerror(errno));
 				close(fd);
 				free(rec);
@@ -233,17 +218,11 @@ static int list_shards(const char *dir, struct reader_job *job)
 	}
 	while ((e = readdir(d))) {
 		size_t n = strlen(e->d_name);
-		char **grown;
 
 		if (n < 9 || strcmp(e->d_name + n - 9, ".tfrecord") != 0)
 			continue;
-		if (job->nfiles == cap) {
-			cap = cap ? 2 * cap : 64;
-			grown = realloc(job->files, cap * sizeof(*grown));
-			if (!grown)
-				break;
-			job->files = grown;
-		}
+		if (array_grow((void **)&job->files, &cap, job->nfiles + 1, sizeof(*job->files)) < 0)
+			break;
 		if (asprintf(&job->files[job->nfiles], "%s/%s", dir, e->d_name) < 0)
 			break;
 		job->nfiles++;

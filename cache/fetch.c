@@ -512,22 +512,15 @@ static void flight_put_locked(struct flight *fl)
  */
 static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t until_ms)
 {
-	uint64_t now, left;
 	struct timespec ts;
+	uint64_t now;
 
 	if (!until_ms)
 		return pthread_cond_wait(cv, mu);
 	now = retry_now_ms();
 	if (now >= until_ms)
 		return ETIMEDOUT;
-	left = until_ms - now;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(left / 1000);
-	ts.tv_nsec += (long)(left % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	ts = retry_deadline_ts(CLOCK_REALTIME, until_ms - now);
 	pthread_cond_timedwait(cv, mu, &ts);
 	return retry_now_ms() >= until_ms ? ETIMEDOUT : 0;
 }

@@ -916,7 +916,7 @@ static void *watchdog(void *arg)
 
 	pthread_mutex_lock(&h->mu);
 	while (!h->stopping) {
-		uint64_t now = retry_now_ms(), next = now + 500, count, until_ns;
+		uint64_t now = retry_now_ms(), next = now + 500, count;
 		struct sent_block due[HTTP_SENT_MAX];
 		unsigned ndue = 0;
 		struct timespec ts;
@@ -955,11 +955,7 @@ static void *watchdog(void *arg)
 			log_cut(h, count);
 		if (event_log_pending(&h->refused_log, now, &count))
 			log_refused(h, count);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		until_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-			   (next - now) * 1000000u;
-		ts.tv_sec = (time_t)(until_ns / 1000000000u);
-		ts.tv_nsec = (long)(until_ns % 1000000000u);
+		ts = retry_deadline_ts(CLOCK_MONOTONIC, next - now);
 		pthread_cond_timedwait(&h->cv, &h->mu, &ts);
 	}
 	pthread_mutex_unlock(&h->mu);

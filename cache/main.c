@@ -48,20 +48,16 @@ int main(int argc, char **argv)
 	size_t nfile_roots = 0;
 	sigset_t stop_signals, wait_mask;
 	struct error err;
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(schema, &s, argc, argv, &first);
+	rc = daemon_start(schema, &s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
+	if (worker_settings_check(&s, &err) != ERR_OK)
+		return daemon_refuse(schema, &s, &err);
 	rc = 2;
-	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
-			schema->program, argv[first]);
-		goto out;
-	}
-	if (worker_settings_check(&s, &err) != ERR_OK ||
-	    worker_settings_file_roots(&s, file_roots, &nfile_roots, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+	if (worker_settings_file_roots(&s, file_roots, &nfile_roots, &err) != ERR_OK) {
+		daemon_report(schema, &err);
 		goto out;
 	}
 	if (!s.token_file || !*s.token_file) {
@@ -71,7 +67,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (token_load_file(s.token_file, &tok, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		daemon_report(schema, &err);
 		goto out;
 	}
 	if (*s.meta_address) {
@@ -81,7 +77,7 @@ int main(int argc, char **argv)
 			    ERR_OK ||
 		    worker_settings_advertise(&s, hostname, advertise, sizeof(advertise), &err) !=
 			    ERR_OK) {
-			fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+			daemon_report(schema, &err);
 			goto out;
 		}
 	}

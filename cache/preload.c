@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "common/log.h"
 
 struct preload_object {
@@ -99,15 +100,8 @@ static enum error_code add_object(struct job *j, const char *key, const char *et
 {
 	struct preload_object *o;
 
-	if (j->nobjs == j->cap) {
-		size_t cap = j->cap ? j->cap * 2 : 64;
-		struct preload_object *grown = realloc(j->objs, cap * sizeof(*grown));
-
-		if (!grown)
-			return ERR_NOMEM;
-		j->objs = grown;
-		j->cap = cap;
-	}
+	if (array_grow((void **)&j->objs, &j->cap, j->nobjs + 1, sizeof(*j->objs)) < 0)
+		return ERR_NOMEM;
 	o = &j->objs[j->nobjs];
 	o->key = strdup(key);
 	if (!o->key)

@@ -11,6 +11,7 @@
 
 #include "block/placement.h"
 #include "cache/worker_settings.h"
+#include "common/array.h"
 #include "common/log.h"
 #include "common/retry.h"
 #include "meta/meta_client.h"
@@ -284,15 +285,9 @@ static void owned_add(struct worker_meta *wm, const char *name)
 
 	if (owned_has(wm, name))
 		return;
-	if (wm->nowned == wm->owned_cap) {
-		size_t cap = wm->owned_cap ? 2 * wm->owned_cap : 8;
-		char **grown = realloc(wm->owned, cap * sizeof(*grown));
-
-		if (!grown)
-			return; /* not remembered: it is taken again next round */
-		wm->owned = grown;
-		wm->owned_cap = cap;
-	}
+	/* not remembered when out of memory: it is taken again next round */
+	if (array_grow((void **)&wm->owned, &wm->owned_cap, wm->nowned + 1, sizeof(*wm->owned)) < 0)
+		return;
 	copy = strdup(name);
 	if (copy)
 		wm->owned[wm->nowned++] = copy;
@@ -659,13 +654,7 @@ static void *member_loop(void *arg)
 		if (wm->outage)
 			wm->stats.failures++;
 		wait_ms = wm->stats.interval_ms;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += (time_t)(wait_ms / 1000);
-		until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = retry_deadline_ts(CLOCK_MONOTONIC, wait_ms);
 		while (!wm->stopping && pthread_cond_timedwait(&wm->cv, &wm->mu, &until) == 0)
 			;
 	}

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fileio.h"
+
 int cpu_quota_to_count(long long quota_us, long long period_us)
 {
 	if (quota_us <= 0 || period_us <= 0)
@@ -33,30 +35,17 @@ int cpu_parse_cgroup2_max(const char *text)
 	return cpu_quota_to_count(q, period);
 }
 
-static int read_small_file(const char *path, char *buf, size_t size)
-{
-	FILE *f = fopen(path, "re");
-	size_t n;
-
-	if (!f)
-		return -1;
-	n = fread(buf, 1, size - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return 0;
-}
-
 static int cgroup_quota(void)
 {
 	char buf[128];
 	long long quota, period;
 
-	if (read_small_file("/sys/fs/cgroup/cpu.max", buf, sizeof(buf)) == 0)
+	if (fileio_read_text("/sys/fs/cgroup/cpu.max", buf, sizeof(buf)) >= 0)
 		return cpu_parse_cgroup2_max(buf) > 0 ? cpu_parse_cgroup2_max(buf) : 0;
-	if (read_small_file("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", buf, sizeof(buf)) != 0 ||
+	if (fileio_read_text("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", buf, sizeof(buf)) < 0 ||
 	    sscanf(buf, "%lld", &quota) != 1)
 		return 0;
-	if (read_small_file("/sys/fs/cgroup/cpu/cpu.cfs_period_us", buf, sizeof(buf)) != 0 ||
+	if (fileio_read_text("/sys/fs/cgroup/cpu/cpu.cfs_period_us", buf, sizeof(buf)) < 0 ||
 	    sscanf(buf, "%lld", &period) != 1)
 		return 0;
 	return cpu_quota_to_count(quota, period);

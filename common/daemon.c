@@ -36,23 +36,40 @@ int daemon_stopping(void)
 	return stop_requested != 0;
 }
 
+void daemon_report(const struct config_schema *schema, const struct error *err)
+{
+	fprintf(stderr, "%s: %s\n", schema->program, err->msg);
+}
+
+int daemon_refuse(const struct config_schema *schema, void *settings, const struct error *err)
+{
+	daemon_report(schema, err);
+	config_release(schema, settings);
+	return 2;
+}
+
 int daemon_start(const struct config_schema *schema, void *settings, int argc,
 		 char **argv, int *first_positional)
 {
 	struct error err;
+	int first = argc;
 
-	switch (config_parse_args(schema, settings, argc, argv, GRANARY_VERSION,
-				  first_positional, &err)) {
+	switch (config_parse_args(schema, settings, argc, argv, GRANARY_VERSION, &first, &err)) {
 	case CONFIG_ARGS_HELP:
 	case CONFIG_ARGS_VERSION:
 		config_release(schema, settings);
 		return 0;
 	case CONFIG_ARGS_ERROR:
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
-		config_release(schema, settings);
-		return 2;
+		return daemon_refuse(schema, settings, &err);
 	case CONFIG_ARGS_RUN:
 		break;
+	}
+	if (first_positional) {
+		*first_positional = first;
+	} else if (first < argc) {
+		error_set(&err, ERR_INVALID,
+			  "unexpected argument '%s' (settings are flags, see --help)", argv[first]);
+		return daemon_refuse(schema, settings, &err);
 	}
 	for (size_t i = 0; i < schema->nfields; i++) {
 		const struct config_field *f = &schema->fields[i];
@@ -64,10 +81,9 @@ int daemon_start(const struct config_schema *schema, void *settings, int argc,
 		name = *(char **)((char *)settings + f->offset);
 		level = log_level_parse(name);
 		if (level < 0) {
-			fprintf(stderr, "%s: key 'log.level': '%s' is not debug, info, warn or error\n",
-				schema->program, name);
-			config_release(schema, settings);
-			return 2;
+			error_set(&err, ERR_INVALID,
+				  "key 'log.level': '%s' is not debug, info, warn or error", name);
+			return daemon_refuse(schema, settings, &err);
 		}
 		log_set_level((enum log_level)level);
 	}

@@ -74,6 +74,29 @@ ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off)
 	return (ssize_t)done;
 }
 
+ssize_t fileio_read_text(const char *path, char *buf, size_t size)
+{
+	int fd, saved;
+	ssize_t n;
+
+	if (size == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = fileio_pread_all(fd, buf, size - 1, 0);
+	saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
 /* Writes the whole buffer of fileio_replace. */
 struct span_arg {
 	const void *data;

@@ -69,6 +69,14 @@ enum error_code fileio_read_small(const char *path, size_t max, char **out, size
 				  struct error *err);
 
 /*
+ * Reads file path into the caller's buf as text: at most size - 1 bytes,
+ * then a NUL. Returns the count (a longer file is cut), or -1 with errno
+ * set. For the small files of /proc, /sys and cgroups, where the caller
+ * knows an upper bound and wants no allocation.
+ */
+ssize_t fileio_read_text(const char *path, char *buf, size_t size);
+
+/*
  * Page cache of a file (docs/ARCHITECTURE.md, "Memory"):
  *
  * fileio_drop_cached asks the kernel to drop the clean cached pages of

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 struct retry_policy {
 	unsigned max_attempts; /* total tries, the first included; >= 1 */
@@ -56,6 +57,14 @@ uint64_t retry_now_ms(void);
 double retry_now_s(void);
 /* Wall clock (CLOCK_REALTIME) in milliseconds since the epoch. */
 int64_t retry_wall_ms(void);
+
+/*
+ * The time ms milliseconds from now on clock, as the absolute time that
+ * pthread_cond_timedwait and pthread_timedjoin_np take: CLOCK_REALTIME for
+ * a condition variable with default attributes, CLOCK_MONOTONIC for one
+ * set to it (pthread_condattr_setclock).
+ */
+struct timespec retry_deadline_ts(clockid_t clock, uint64_t ms);
 
 /* Sleeps ms milliseconds, resuming after signals. */
 void retry_sleep_ms(uint64_t ms);

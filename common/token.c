@@ -66,6 +66,7 @@ enum error_code token_load_file(const char *path, struct token **out, struct err
 	struct stat sb;
 	enum error_code rc;
 	size_t len = 0;
+	ssize_t n;
 	int fd = -1;
 
 	*out = NULL;
@@ -95,22 +96,15 @@ enum error_code token_load_file(const char *path, struct token **out, struct err
 	}
 	/* Read one byte more than the largest secret plus "\r\n" would need,
 	 * so an oversized file is seen as such rather than cut. */
-	while (len < sizeof(buf)) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+	n = fileio_pread_all(fd, buf, sizeof(buf), 0);
+	if (n < 0) {
+		int saved = errno;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int saved = errno;
-
-			rc = error_set(err, error_from_errno(saved), "token file '%s': %s", path,
-				       strerror(saved));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
+		rc = error_set(err, error_from_errno(saved), "token file '%s': %s", path,
+			       strerror(saved));
+		goto out;
 	}
+	len = (size_t)n;
 	if (len > 0 && buf[len - 1] == '\n')
 		len--;
 	if (len > 0 && buf[len - 1] == '\r')

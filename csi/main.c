@@ -170,22 +170,14 @@ int main(int argc, char **argv)
 	size_t nroots = 0, nfile_roots = 0;
 	char hostname[256] = "";
 	struct error err;
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(schema, &s, argc, argv, &first);
+	rc = daemon_start(schema, &s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
+	if (csi_settings_check(&s, &err) != ERR_OK)
+		return daemon_refuse(schema, &s, &err);
 	registration_init(&reg, s.kubelet_endpoint);
-	rc = 2;
-	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
-			schema->program, argv[first]);
-		goto out;
-	}
-	if (csi_settings_check(&s, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
-		goto out;
-	}
 	daemon_handle_signals();
 	rc = 1;
 

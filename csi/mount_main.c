@@ -399,15 +399,13 @@ static int run(struct sup *m)
 int main(int argc, char **argv)
 {
 	struct sup m = { .sock = -1, .fd = -1 };
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(&mount_schema, &m.s, argc, argv, &first);
+	rc = daemon_start(&mount_schema, &m.s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
 	rc = 2;
-	if (first < argc)
-		fprintf(stderr, "granary-mount: unexpected argument '%s'\n", argv[first]);
-	else if (!m.s.socket || m.s.socket[0] != '/')
+	if (!m.s.socket || m.s.socket[0] != '/')
 		fprintf(stderr, "granary-mount: key 'socket': must be an absolute path, got '%s'\n",
 			m.s.socket ? m.s.socket : "");
 	else if (!m.s.volume || !*m.s.volume)

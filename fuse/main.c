@@ -170,13 +170,7 @@ static void *refresher(void *arg)
 	while (!m->stopping) {
 		struct timespec until;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)(m->refresh_ms / 1000);
-		until.tv_nsec += (long)(m->refresh_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = retry_deadline_ts(CLOCK_REALTIME, m->refresh_ms);
 		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
 		if (m->stopping)
 			break;
@@ -529,8 +523,7 @@ static void *ticker(void *arg)
 	while (!m->stopping) {
 		struct timespec until;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += STATS_TICK_MS / 1000;
+		until = retry_deadline_ts(CLOCK_REALTIME, STATS_TICK_MS);
 		pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &until);
 		if (m->stopping)
 			break;
@@ -653,24 +646,16 @@ int main(int argc, char **argv)
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(schema, &s, argc, argv, &first);
+	rc = daemon_start(schema, &s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
-	rc = 2;
-	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
-			schema->program, argv[first]);
-		goto out;
-	}
-	if (mount_settings_check(&s, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
-		goto out;
-	}
+	if (mount_settings_check(&s, &err) != ERR_OK)
+		return daemon_refuse(schema, &s, &err);
 	rc = 1;
 	if (setup(&s, &m, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		daemon_report(schema, &err);
 		goto out;
 	}
 	snprintf(fsname, sizeof(fsname), "granary:%s", *s.dataset ? s.dataset : STANDALONE_NAME);
@@ -692,7 +677,7 @@ int main(int argc, char **argv)
 		.debug = log_get_level() == LOG_LEVEL_DEBUG,
 	};
 	if (ll_run(m.fs, &ll, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+		daemon_report(schema, &err);
 		goto out;
 	}
 	rc = 0;

@@ -155,21 +155,13 @@ int main(int argc, char **argv)
 	struct metrics_http *mh = NULL;
 	char roles[64], *cred_dir = NULL;
 	struct error err;
-	int first = argc, rc;
+	int rc;
 
-	rc = daemon_start(schema, &s, argc, argv, &first);
+	rc = daemon_start(schema, &s, argc, argv, NULL);
 	if (rc >= 0)
 		return rc;
-	rc = 2;
-	if (first < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s' (settings are flags, see --help)\n",
-			schema->program, argv[first]);
-		goto out;
-	}
-	if (meta_settings_check(&s, &err) != ERR_OK) {
-		fprintf(stderr, "%s: %s\n", schema->program, err.msg);
-		goto out;
-	}
+	if (meta_settings_check(&s, &err) != ERR_OK)
+		return daemon_refuse(schema, &s, &err);
 	daemon_handle_signals();
 	rc = 1;
 
@@ -181,7 +173,7 @@ int main(int argc, char **argv)
 		};
 
 		if (meta_auth_load(&auth, files, s.auth_insecure, &err) != ERR_OK) {
-			fprintf(stderr, "%s: %s\n", schema->program, err.msg);
+			daemon_report(schema, &err);
 			rc = 2;
 			goto out;
 		}

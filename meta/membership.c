@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/array.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 #include "common/retry.h"
@@ -197,17 +198,9 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 		}
 		x->w = w;
 	} else {
-		if (m->n == m->cap) {
-			size_t cap = m->cap ? m->cap * 2 : 16;
-			struct member *grown = realloc(m->members, cap * sizeof(*grown));
-
-			if (!grown) {
-				pthread_mutex_unlock(&m->mu);
-				return error_set(err, ERR_NOMEM, "heartbeat of '%s': out of memory",
-						 w.id);
-			}
-			m->members = grown;
-			m->cap = cap;
+		if (array_grow((void **)&m->members, &m->cap, m->n + 1, sizeof(*m->members)) < 0) {
+			pthread_mutex_unlock(&m->mu);
+			return error_set(err, ERR_NOMEM, "heartbeat of '%s': out of memory", w.id);
 		}
 		memmove(&m->members[pos + 1], &m->members[pos], (m->n - pos) * sizeof(*m->members));
 		m->members[pos].w = w;

@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "block/name.h"
+#include "common/array.h"
 #include "common/bytes.h"
 #include "common/config.h"
 #include "common/fileio.h"
@@ -264,15 +265,8 @@ static struct entry *find(const struct registry *r, const char *name, size_t *po
 
 static enum error_code insert(struct registry *r, struct entry *e, size_t pos)
 {
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 16;
-		struct entry **grown = realloc(r->entries, cap * sizeof(*grown));
-
-		if (!grown)
-			return ERR_NOMEM;
-		r->entries = grown;
-		r->cap = cap;
-	}
+	if (array_grow((void **)&r->entries, &r->cap, r->n + 1, sizeof(*r->entries)) < 0)
+		return ERR_NOMEM;
 	memmove(&r->entries[pos + 1], &r->entries[pos], (r->n - pos) * sizeof(*r->entries));
 	r->entries[pos] = e;
 	r->n++;

@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/array.h"
 #include "common/bytes.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -121,27 +122,10 @@ static const char *segment_problem(const char *s, size_t len)
 
 /* ---- builder ----------------------------------------------------------- */
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 16;
-	void *np = NULL;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap += ncap / 2 + 16;
-	np = realloc(*p, ncap * elem);
-	if (!np)
-		return -1;
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
-
 /* Appends s[0..len) and a NUL; *off gets its offset. */
 static int pool_add(struct snapshot_builder *b, const char *s, size_t len, uint64_t *off)
 {
-	if (grow((void **)&b->pool, &b->pool_cap, b->pool_len + len + 1, 1) < 0)
+	if (array_grow((void **)&b->pool, &b->pool_cap, b->pool_len + len + 1, 1) < 0)
 		return -1;
 	memcpy(b->pool + b->pool_len, s, len);
 	b->pool[b->pool_len + len] = '\0';
@@ -206,7 +190,7 @@ static uint32_t ent_add(struct snapshot_builder *b, uint32_t parent, const char 
 	struct entry *e = NULL;
 	uint64_t off = 0;
 
-	if (grow((void **)&b->ents, &b->cap, b->n + 1, sizeof(*b->ents)) < 0 ||
+	if (array_grow((void **)&b->ents, &b->cap, b->n + 1, sizeof(*b->ents)) < 0 ||
 	    pool_add(b, name, len, &off) < 0)
 		return NONE;
 	e = &b->ents[b->n];
@@ -1038,7 +1022,7 @@ static int membuf_write(const void *data, size_t len, void *arg)
 {
 	struct membuf *m = arg;
 
-	if (grow((void **)&m->data, &m->cap, m->len + len, 1) < 0)
+	if (array_grow((void **)&m->data, &m->cap, m->len + len, 1) < 0)
 		return -1;
 	memcpy(m->data + m->len, data, len);
 	m->len += len;
@@ -1054,7 +1038,8 @@ enum error_code snapshot_encode_to_buffer(const struct snapshot *snap, void **bu
 
 	*buf = NULL;
 	*len = 0;
-	if (grow((void **)&m.data, &m.cap, snap->pool_len + (size_t)snap->n * 12 + 4096, 1) < 0)
+	if (array_grow((void **)&m.data, &m.cap, snap->pool_len + (size_t)snap->n * 12 + 4096,
+		       1) < 0)
 		return error_set(err, ERR_NOMEM, "encode snapshot '%s': out of memory", snap->name);
 	rc = snapshot_encode(snap, membuf_write, &m, err);
 	if (rc != ERR_OK) {
@@ -1327,20 +1312,7 @@ char *snapshot_file_path(const char *dir, const char *name, uint64_t generation)
 
 static int fd_write(const void *data, size_t len, void *arg)
 {
-	int fd = *(int *)arg;
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	return fileio_write_all(*(int *)arg, data, len);
 }
 
 /* fileio_replace_with's writer: the snapshot's encoding. */

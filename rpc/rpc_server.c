@@ -33,6 +33,7 @@
 #include "common/cpu.h"
 #include "common/log.h"
 #include "common/netaddr.h"
+#include "common/retry.h"
 
 enum tag_kind { TAG_SLOT = 1, TAG_SHUTDOWN };
 
@@ -376,15 +377,6 @@ static const struct method *find_method(struct rpc_server *srv, const char *name
 	return NULL;
 }
 
-static uint64_t elapsed_ms(const struct timespec *t0)
-{
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (uint64_t)(t1.tv_sec - t0->tv_sec) * 1000 +
-	       (uint64_t)((t1.tv_nsec - t0->tv_nsec) / 1000000);
-}
-
 static void handle_call(struct rpc_server *srv, struct slot *s)
 {
 	struct rpc_server_call c;
@@ -396,9 +388,8 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	grpc_op ops[3];
 	size_t nops = 0, mlen;
 	grpc_slice details;
-	struct timespec t0;
+	uint64_t t0 = retry_now_ms();
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	error_clear(&err);
 	memset(&c, 0, sizeof(c));
 	c.srv = srv;
@@ -484,11 +475,11 @@ status:
 
 	if (code == ERR_OK)
 		log_debug("rpc", LOG_S("method", c.method_name), LOG_S("peer", c.peer),
-			  LOG_U("ms", elapsed_ms(&t0)));
+			  LOG_U("ms", retry_now_ms() - t0));
 	else
 		log_info("rpc failed", LOG_S("method", c.method_name), LOG_S("peer", c.peer),
 			 LOG_S("code", error_code_name(code)), LOG_S("cause", err.msg),
-			 LOG_U("ms", elapsed_ms(&t0)));
+			 LOG_U("ms", retry_now_ms() - t0));
 	if (request)
 		protobuf_c_message_free_unpacked(request, NULL);
 	if (request_bb)
@@ -597,13 +588,7 @@ static bool wait_drained(struct rpc_server *srv, const struct timespec *deadline
 
 static void grace_deadline(const struct rpc_server *srv, struct timespec *deadline)
 {
-	clock_gettime(CLOCK_REALTIME, deadline);
-	deadline->tv_sec += (time_t)(srv->grace_ms / 1000);
-	deadline->tv_nsec += (long)(srv->grace_ms % 1000) * 1000000L;
-	if (deadline->tv_nsec >= 1000000000L) {
-		deadline->tv_sec++;
-		deadline->tv_nsec -= 1000000000L;
-	}
+	*deadline = retry_deadline_ts(CLOCK_REALTIME, srv->grace_ms);
 }
 
 /* Everything has drained: destroy the gRPC server and join the pool. */

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
+
 /* Far larger than any real credentials file; bounds what we read. */
 #define CREDENTIALS_FILE_MAX (1 << 20)
 
@@ -193,6 +195,7 @@ static enum error_code read_file(const char *path, char **text, int optional,
 	struct stat sb;
 	char *buf = NULL;
 	size_t len = 0;
+	ssize_t n;
 	int fd = -1;
 	int saved = 0;
 	enum error_code rc = ERR_OK;
@@ -230,27 +233,19 @@ static enum error_code read_file(const char *path, char **text, int optional,
 		goto fail;
 	}
 	/* Read to EOF rather than trusting st_size: the file may be growing. */
-	for (;;) {
-		ssize_t n = read(fd, buf + len, CREDENTIALS_FILE_MAX + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			saved = errno;
-			rc = error_set(err, error_from_errno(saved), "read credentials '%s': %s",
-				       path, strerror(saved));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > CREDENTIALS_FILE_MAX) {
-			rc = error_set(err, ERR_INVALID,
-				       "read credentials '%s': larger than %d bytes",
-				       path, CREDENTIALS_FILE_MAX);
-			goto fail;
-		}
+	n = fileio_pread_all(fd, buf, CREDENTIALS_FILE_MAX + 1, 0);
+	if (n < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "read credentials '%s': %s", path,
+			       strerror(saved));
+		goto fail;
 	}
+	if (n > CREDENTIALS_FILE_MAX) {
+		rc = error_set(err, ERR_INVALID, "read credentials '%s': larger than %d bytes",
+			       path, CREDENTIALS_FILE_MAX);
+		goto fail;
+	}
+	len = (size_t)n;
 	buf[len] = '\0';
 	close(fd);
 	*text = buf;
@@ -258,7 +253,7 @@ static enum error_code read_file(const char *path, char **text, int optional,
 
 fail:
 	if (buf) {
-		explicit_bzero(buf, len);
+		explicit_bzero(buf, CREDENTIALS_FILE_MAX + 1);
 		free(buf);
 	}
 	close(fd);

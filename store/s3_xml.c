@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/array.h"
 #include "common/fileio.h"
 
 /* Not a character that can occur in a namespace URI or an element name. */
@@ -160,23 +161,6 @@ static char *text_trimmed(struct text *t)
 	return s;
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 16;
-	void *na = NULL;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	na = realloc(*arr, ncap * elem);
-	if (!na)
-		return -1;
-	*arr = na;
-	*cap = ncap;
-	return 0;
-}
-
 /* The tag of the element `up` levels above the current one, root = depth 1. */
 static enum tag parent(const struct parser *p, int up)
 {
@@ -221,7 +205,7 @@ static void XMLCALL list_start(void *ud, const XML_Char *name, const XML_Char **
 		return;
 	}
 	if (p->depth == 2 && t == TAG_CONTENTS) {
-		if (grow((void **)&pg->objects, &p->objects_cap, pg->nobjects + 1,
+		if (array_grow((void **)&pg->objects, &p->objects_cap, pg->nobjects + 1,
 			 sizeof(*pg->objects)) < 0) {
 			parser_fail(p, ERR_NOMEM, "list answer: out of memory");
 			return;
@@ -314,7 +298,7 @@ static void list_leaf(struct parser *p, enum tag t)
 		break;
 	}
 	case TAG_PREFIX:
-		if (grow((void **)&pg->prefixes, &p->prefixes_cap, pg->nprefixes + 1,
+		if (array_grow((void **)&pg->prefixes, &p->prefixes_cap, pg->nprefixes + 1,
 			 sizeof(*pg->prefixes)) < 0)
 			goto nomem;
 		pg->prefixes[pg->nprefixes] = strdup(p->text.buf);
@@ -452,18 +436,6 @@ static enum error_code parser_run(struct parser *p, const char *body, size_t len
 	return p->rc;
 }
 
-static void page_free(struct store_list_page *page)
-{
-	for (size_t i = 0; i < page->nobjects; i++)
-		free(page->objects[i].key);
-	free(page->objects);
-	for (size_t i = 0; i < page->nprefixes; i++)
-		free(page->prefixes[i]);
-	free(page->prefixes);
-	free(page->next_token);
-	memset(page, 0, sizeof(*page));
-}
-
 enum error_code s3_xml_parse_list(const char *body, size_t len,
 				  struct store_list_page *page, struct error *err)
 {
@@ -515,7 +487,7 @@ enum error_code s3_xml_parse_list(const char *body, size_t len,
 	return ERR_OK;
 
 fail:
-	page_free(page);
+	store_list_page_release(page);
 	free(p.text.buf);
 	XML_ParserFree(p.xp);
 	return rc;

@@ -27,6 +27,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/array.h"
+#include "common/fileio.h"
+
 /* Files being written by our own tools; never objects. */
 #define TMP_SUFFIX ".granary-tmp"
 
@@ -282,7 +285,6 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	struct store_file *sf = (struct store_file *)st;
 	char path[PATH_MAX];
 	char tmp[PATH_MAX];
-	size_t done = 0;
 	int fd = -1;
 	int saved = 0;
 	int w = 0;
@@ -312,15 +314,8 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	/* mkstemps makes 0600; objects are for every reader of the tree. */
 	if (fchmod(fd, 0644) < 0)
 		goto fail_errno;
-	while (done < len) {
-		ssize_t n = write(fd, (const char *)data + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail_errno;
-		done += (size_t)n;
-	}
+	if (fileio_write_all(fd, data, len) < 0)
+		goto fail_errno;
 	/* Without it a crash after the rename can leave an empty object. */
 	if (fsync(fd) < 0)
 		goto fail_errno;
@@ -376,23 +371,6 @@ static void entries_free(struct entry *e, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(e[i].name);
 	free(e);
-}
-
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 16;
-	void *na = NULL;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	na = realloc(*arr, ncap * elem);
-	if (!na)
-		return -1;
-	*arr = na;
-	*cap = ncap;
-	return 0;
 }
 
 /*
@@ -478,7 +456,7 @@ static enum error_code read_entries(struct lister *l, int dfd, const char *match
 		kind = entry_kind(dirfd(d), de);
 		if (kind < 0 || (kind == 0 && has_tmp_suffix(de->d_name)))
 			continue;
-		if (grow((void **)&e, &cap, n + 1, sizeof(*e)) < 0)
+		if (array_grow((void **)&e, &cap, n + 1, sizeof(*e)) < 0)
 			goto nomem;
 		len = strlen(de->d_name);
 		e[n].name = malloc(len + 2);
@@ -547,7 +525,7 @@ static enum error_code emit(struct lister *l, const struct stat *sb)
 	if (sb) {
 		struct store_object *o = NULL;
 
-		if (grow((void **)&pg->objects, &l->objects_cap, pg->nobjects + 1,
+		if (array_grow((void **)&pg->objects, &l->objects_cap, pg->nobjects + 1,
 			 sizeof(*pg->objects)) < 0)
 			goto nomem;
 		o = &pg->objects[pg->nobjects++];
@@ -557,7 +535,7 @@ static enum error_code emit(struct lister *l, const struct stat *sb)
 		o->mtime = (int64_t)sb->st_mtim.tv_sec;
 		file_etag(sb, o->etag, sizeof(o->etag));
 	} else {
-		if (grow((void **)&pg->prefixes, &l->prefixes_cap, pg->nprefixes + 1,
+		if (array_grow((void **)&pg->prefixes, &l->prefixes_cap, pg->nprefixes + 1,
 			 sizeof(*pg->prefixes)) < 0)
 			goto nomem;
 		pg->prefixes[pg->nprefixes++] = copy;
@@ -639,18 +617,6 @@ out:
 	return rc;
 }
 
-static void page_free(struct store_list_page *page)
-{
-	for (size_t i = 0; i < page->nobjects; i++)
-		free(page->objects[i].key);
-	free(page->objects);
-	for (size_t i = 0; i < page->nprefixes; i++)
-		free(page->prefixes[i]);
-	free(page->prefixes);
-	free(page->next_token);
-	memset(page, 0, sizeof(*page));
-}
-
 static enum error_code file_list(struct store *st, const char *prefix,
 				 const char *delimiter, const char *token,
 				 unsigned max_keys, struct store_list_page *page,
@@ -726,7 +692,7 @@ done:
 	return ERR_OK;
 
 fail:
-	page_free(page);
+	store_list_page_release(page);
 	if (dfd >= 0)
 		close(dfd);
 	free(dir);

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/retry.h"
 #include "csi/keeper.h"
 #include "e2e/harness.h"
 #include "unit/check_main.h"
@@ -223,10 +224,8 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 
 	atomic_store(&stop, 1);
 	for (int i = 0; i < NREADERS; i++) {
-		struct timespec until;
+		struct timespec until = retry_deadline_ts(CLOCK_REALTIME, 20000);
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 20;
 		if (pthread_timedjoin_np(t[i], NULL, &until) != 0) {
 			harness_fuse_abort(mnt_dev);
 			ck_abort_msg("reader %d still blocked 20 s after the last restart", i);

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/fusemount.h"
 #include "common/retry.h"
 #include "csi.pb-c.h"
@@ -459,16 +460,12 @@ static long record_pid(const char *id)
 	char path[300], buf[4096];
 	const char *p;
 	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "%s/state/node/%s.json", work, id);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
+	n = fileio_read_text(path, buf, sizeof(buf));
+	if (n < 0)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
 	ck_assert_int_gt(n, 0);
-	buf[n] = '\0';
 	p = strstr(buf, "\"pid\":");
 	ck_assert_ptr_nonnull(p);
 	return strtol(p + 6, NULL, 10);
@@ -477,16 +474,10 @@ static long record_pid(const char *id)
 static void expect_content(const char *dir, const char *name, const char *want)
 {
 	char path[400], buf[256];
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	fd = open(path, O_RDONLY);
-	ck_assert_msg(fd >= 0, "open '%s': %s", path, strerror(errno));
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	ck_assert_int_ge(n, 0);
-	buf[n] = '\0';
+	ck_assert_msg(fileio_read_text(path, buf, sizeof(buf)) >= 0, "read '%s': %s", path,
+		      strerror(errno));
 	ck_assert_str_eq(buf, want);
 }
 
@@ -1162,10 +1153,8 @@ START_TEST(test_node_survives_200_sigkills_of_its_daemon_under_readers)
 	zombies += zombie_children(csi_pid);
 	atomic_store(&stop, 1);
 	for (int i = 0; i < READERS; i++) {
-		struct timespec until;
+		struct timespec until = retry_deadline_ts(CLOCK_REALTIME, 20000);
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 20;
 		if (pthread_timedjoin_np(r[i].t, NULL, &until) != 0) {
 			dump_log();
 			ck_abort_msg("reader %d still blocked 20 s after the last takeover", i);

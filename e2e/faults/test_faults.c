@@ -57,6 +57,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/retry.h"
 #include "csi.pb-c.h"
 #include "e2e/harness.h"
@@ -638,18 +639,10 @@ static long plugin_daemon_pid(void)
 {
 	char path[300], buf[4096];
 	const char *p;
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "%s/csi-state/node/%s.json", work, DATASET);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
+	if (fileio_read_text(path, buf, sizeof(buf)) <= 0)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	p = strstr(buf, "\"pid\":");
 	return p ? strtol(p + 6, NULL, 10) : -1;
 }

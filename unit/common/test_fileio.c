@@ -155,6 +155,32 @@ START_TEST(test_fileio_read_small_reads_whole_files_up_to_max)
 END_TEST
 
 
+START_TEST(test_fileio_read_text_fills_the_buffer_and_cuts_longer_files)
+{
+	char dir[] = "/tmp/granary-fileio-XXXXXX", path[256], buf[8];
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/f", dir);
+	ck_assert_int_eq(fileio_replace(path, "abc", 3, 0600, &err), ERR_OK);
+	ck_assert_int_eq(fileio_read_text(path, buf, sizeof(buf)), 3);
+	ck_assert_str_eq(buf, "abc");
+	ck_assert_int_eq(fileio_replace(path, "0123456789", 10, 0600, &err), ERR_OK);
+	ck_assert_int_eq(fileio_read_text(path, buf, sizeof(buf)), 7);
+	ck_assert_str_eq(buf, "0123456");
+	ck_assert_int_eq(fileio_replace(path, "", 0, 0600, &err), ERR_OK);
+	ck_assert_int_eq(fileio_read_text(path, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(buf, "");
+	/* /proc's files have no size to trust: read to the end */
+	ck_assert_int_gt(fileio_read_text("/proc/self/stat", buf, sizeof(buf)), 0);
+	unlink(path);
+	errno = 0;
+	ck_assert_int_eq(fileio_read_text(path, buf, sizeof(buf)), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_fileio_write_and_pwrite_all_round_trip)
 {
 	char path[] = "/tmp/granary-fileio-w-XXXXXX", buf[16];
@@ -278,6 +304,7 @@ int main(void)
 	tcase_add_test(tc, test_fileio_replace_names_the_path_on_error);
 	tcase_add_test(tc, test_fileio_replace_with_fails_cleanly_and_streams);
 	tcase_add_test(tc, test_fileio_read_small_reads_whole_files_up_to_max);
+	tcase_add_test(tc, test_fileio_read_text_fills_the_buffer_and_cuts_longer_files);
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
 	tcase_add_test(tc, test_fileio_drop_cached_drops_whole_pages_of_the_range_only);

@@ -98,6 +98,27 @@ START_TEST(test_retry_sleep_waits_about_the_time)
 }
 END_TEST
 
+START_TEST(test_retry_deadline_ts_is_ms_ahead_on_the_clock_asked)
+{
+	const clockid_t clocks[] = { CLOCK_REALTIME, CLOCK_MONOTONIC };
+
+	for (size_t i = 0; i < 2; i++) {
+		struct timespec before, at;
+		int64_t ahead_ns;
+
+		clock_gettime(clocks[i], &before);
+		/* 999 ms carries into the seconds for most starting points */
+		at = retry_deadline_ts(clocks[i], 2999);
+		ck_assert_int_ge(at.tv_nsec, 0);
+		ck_assert_int_lt(at.tv_nsec, 1000000000L);
+		ahead_ns = (int64_t)(at.tv_sec - before.tv_sec) * 1000000000 +
+			   (at.tv_nsec - before.tv_nsec);
+		ck_assert_int_ge(ahead_ns, 2999000000LL);
+		ck_assert_int_lt(ahead_ns, 3999000000LL);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("retry");
@@ -109,6 +130,7 @@ int main(void)
 	tcase_add_test(tc, test_retry_never_sleeps_past_the_deadline);
 	tcase_add_test(tc, test_retry_without_deadline_has_no_limit_but_attempts);
 	tcase_add_test(tc, test_retry_sleep_waits_about_the_time);
+	tcase_add_test(tc, test_retry_deadline_ts_is_ms_ahead_on_the_clock_asked);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,0 +1,449 @@
+/*
+ * blockstore_write.c - the block store's writers: room reserved at begin
+ * (evicting by the dataset's policy), data appended to DIR/tmp with its
+ * chunk checksums, the header written last and the file renamed into
+ * place at commit; and the checks of the disk's free space.
+ */
+#include "cache/blockstore_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/fileio.h"
+#include "common/retry.h"
+
+/* A writer starts the writeback of its data every this many bytes, so
+ * that little is left to wait for at its commit (see there). */
+#define WRITEBACK_STEP (1u << 20)
+
+struct blockstore_writer {
+	struct blockstore *bs;
+	struct entry *e; /* WRITING, in the index */
+	int fd;
+	bool failed;     /* an append failed: commit must not publish */
+	uint64_t max_len, written, reserved;
+	uint64_t flushing; /* data bytes whose writeback has been started */
+	uint32_t chunk_size;
+	uint32_t crc;    /* CRC32C state of the chunk being written */
+	uint32_t crcs[BLOCK_CHUNKS_MAX];
+	char tmp_name[BLOCK_HASH_HEX + 48];
+	/* Filled at write_begin but for data length, checksums and time. */
+	uint8_t header[BLOCK_HEADER_SIZE];
+};
+
+static enum error_code check_key(const struct block_key *key, const char *dataset,
+				 uint64_t max_len, struct error *err)
+{
+	const char *fields[4] = { key->bucket, key->object, key->etag, dataset };
+	const char *names[4] = { "bucket", "object", "etag", "dataset" };
+	enum error_code rc = ERR_OK;
+
+	for (int i = 0; i < 4; i++)
+		if (!fields[i] || !*fields[i])
+			return error_set(err, ERR_INVALID, "cache block: empty %s", names[i]);
+	if (!key->endpoint)
+		return error_set(err, ERR_INVALID, "cache block of '%s': no endpoint", key->object);
+	rc = check_dataset_name(dataset, "cache block", err);
+	if (rc != ERR_OK)
+		return rc;
+	if (key->block_size == 0)
+		return error_set(err, ERR_INVALID, "cache block of '%s': block size 0", key->object);
+	if (max_len > key->block_size)
+		return error_set(err, ERR_INVALID,
+				 "cache block %llu of '%s': length %llu exceeds the block size %u",
+				 (unsigned long long)key->index, key->object,
+				 (unsigned long long)max_len, key->block_size);
+	return block_header_fits(key, dataset, err);
+}
+
+enum error_code blockstore_write_begin(struct blockstore *bs, const struct block_key *key,
+				       const char *dataset, uint64_t max_len,
+				       struct blockstore_writer **out, struct error *err)
+{
+	struct blockstore_writer *w = NULL;
+	struct entry *victims = NULL;
+	struct entry *e = NULL;
+	char hex[BLOCK_HASH_HEX];
+	const char *why = NULL;
+	uint64_t need = disk_size(max_len);
+	bool indexed = false;
+	bool free_it = false;
+	int saved = 0;
+	enum error_code rc = ERR_OK;
+
+	*out = NULL;
+	rc = check_key(key, dataset, max_len, err);
+	if (rc != ERR_OK)
+		return rc;
+	w = calloc(1, sizeof(*w));
+	e = entry_new();
+	if (!w || !e)
+		goto oom;
+	w->fd = -1;
+	w->bs = bs;
+	w->e = e;
+	w->max_len = max_len;
+	w->chunk_size = block_chunk_size(key->block_size);
+	w->crc = CRC32C_INIT;
+	e->state = ENTRY_WRITING;
+	block_key_hash(key, e->hash);
+	block_hash_hex(e->hash, hex);
+	block_header_prepare(w->header, key, dataset);
+	snprintf(w->tmp_name, sizeof(w->tmp_name), "%s.%ld.%llu", hex, (long)getpid(),
+		 (unsigned long long)atomic_fetch_add(&bs->tmp_seq, 1));
+
+	pthread_mutex_lock(&bs->mu);
+	{
+		struct entry *found = NULL;
+
+		HASH_FIND(hh, bs->index, e->hash, BLOCK_HASH_LEN, found);
+		if (found) {
+			enum entry_state state = found->state;
+
+			pthread_mutex_unlock(&bs->mu);
+			rc = error_set(err, ERR_EXISTS, "cache block '%s' in '%s': %s", hex,
+				       bs->dir,
+				       state == ENTRY_WRITING ? "being written"
+				       : state == ENTRY_LIVE  ? "already cached"
+							      : "being removed");
+			goto fail;
+		}
+	}
+	e->ds = blockstore_dataset_get_locked(bs, dataset, strlen(dataset));
+	if (!e->ds || index_add_locked(bs, e) < 0) {
+		pthread_mutex_unlock(&bs->mu);
+		goto oom;
+	}
+	indexed = true;
+	if (need > bs->capacity) {
+		why = "larger than the whole cache";
+		rc = ERR_NO_SPACE;
+	} else if (bs->capacity - bs->used - bs->reserved < need) {
+		rc = blockstore_make_room_locked(bs, e, need, &victims, &why);
+	}
+	if (rc != ERR_OK) {
+		bs->st.rejected++;
+		index_remove_locked(bs, e);
+		indexed = false;
+		pthread_mutex_unlock(&bs->mu);
+		rc = error_set(err, rc, "cache block '%s' (%llu bytes) in '%s': %s", hex,
+			       (unsigned long long)need, bs->dir, why);
+		goto fail;
+	}
+	bs->reserved += need;
+	w->reserved = need;
+	bs->st.admitted++;
+	pthread_mutex_unlock(&bs->mu);
+
+	if (victims)
+		blockstore_remove_dying(bs, victims);
+	w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (w->fd < 0) {
+		saved = errno;
+		rc = error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+			       "cache block '%s': create '%s/tmp/%s': %s", hex, bs->dir,
+			       w->tmp_name, strerror(saved));
+		goto fail;
+	}
+	*out = w;
+	return ERR_OK;
+oom:
+	rc = error_set(err, ERR_NOMEM, "cache block of '%s' in '%s': out of memory", key->object,
+		       bs->dir);
+fail:
+	if (indexed) {
+		pthread_mutex_lock(&bs->mu);
+		bs->reserved -= w->reserved;
+		free_it = index_remove_locked(bs, e);
+		pthread_mutex_unlock(&bs->mu);
+	} else {
+		free_it = true;
+	}
+	if (free_it)
+		free(e);
+	free(w);
+	return rc;
+}
+
+/* Advances the writer's chunk checksums over data appended at w->written. */
+static void writer_crc(struct blockstore_writer *w, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		uint64_t in_chunk = w->written % w->chunk_size;
+		size_t n = len < w->chunk_size - in_chunk ? len : (size_t)(w->chunk_size - in_chunk);
+
+		w->crc = crc32c_update(w->crc, p, n);
+		w->written += n;
+		p += n;
+		len -= n;
+		if (w->written % w->chunk_size == 0) {
+			w->crcs[w->written / w->chunk_size - 1] = w->crc ^ CRC32C_INIT;
+			w->crc = CRC32C_INIT;
+		}
+	}
+}
+
+enum error_code blockstore_write_append(struct blockstore_writer *w, const void *data, size_t len,
+					struct error *err)
+{
+	char hex[BLOCK_HASH_HEX];
+
+	if (w->failed || len > w->max_len - w->written) {
+		block_hash_hex(w->e->hash, hex);
+		if (w->failed)
+			return error_set(err, ERR_IO, "cache block '%s': an earlier write failed", hex);
+		w->failed = true;
+		return error_set(err, ERR_INVALID,
+				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
+				 (unsigned long long)len, (unsigned long long)w->max_len);
+	}
+	if (fileio_pwrite_all(w->fd, data, len, BLOCK_HEADER_SIZE + w->written) < 0) {
+		int saved = errno;
+
+		w->failed = true;
+		block_hash_hex(w->e->hash, hex);
+		return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+				 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir,
+				 w->tmp_name, strerror(saved));
+	}
+	writer_crc(w, data, len);
+	if (w->written - w->flushing >= WRITEBACK_STEP) {
+		uint64_t to = w->written / WRITEBACK_STEP * WRITEBACK_STEP;
+
+		/* Starts the writes and returns; an error here shows at commit. */
+		sync_file_range(w->fd, (off_t)(BLOCK_HEADER_SIZE + w->flushing),
+				(off_t)(to - w->flushing), SYNC_FILE_RANGE_WRITE);
+		w->flushing = to;
+	}
+	return ERR_OK;
+}
+
+enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *buf, uint64_t *len,
+					   struct error *err)
+{
+	ssize_t n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCK_HEADER_SIZE);
+
+	*len = w->written;
+	if (n != (ssize_t)w->written)
+		return error_set(err, ERR_IO, "cache block: read back '%s/tmp/%s': %s", w->bs->dir,
+				 w->tmp_name, n < 0 ? strerror(errno) : "short file");
+	return ERR_OK;
+}
+
+bool blockstore_disk_full(struct blockstore *bs, uint64_t *capacity)
+{
+	struct entry *victims = NULL;
+	struct statvfs sv;
+	uint64_t fs_free, cap;
+	bool lowered = false;
+
+	if (fstatvfs(bs->tmp_fd, &sv) != 0)
+		return false;
+	fs_free = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	pthread_mutex_lock(&bs->mu);
+	/* What the disk holds: our blocks and what is still free. */
+	cap = bs->used + bs->reserved + fs_free;
+	if (cap < bs->block_file)
+		cap = bs->block_file;
+	if (fs_free < bs->block_file && cap < bs->capacity) {
+		bs->capacity = cap;
+		lowered = true;
+	}
+	/* Room for the next block, from the least recently used. */
+	for (struct entry *v = bs->lru.tail, *prev = NULL;
+	     v && bs->used + bs->reserved + bs->block_file > bs->capacity; v = prev) {
+		prev = v->prev;
+		if (v->refs > 0)
+			continue;
+		entry_kill_locked(bs, v);
+		v->next = victims;
+		victims = v;
+		bs->st.evictions++;
+	}
+	if (lowered)
+		bs->st.disk_full++;
+	*capacity = bs->capacity;
+	pthread_mutex_unlock(&bs->mu);
+	if (victims)
+		blockstore_remove_dying(bs, victims);
+	return lowered;
+}
+
+static void writer_free(struct blockstore_writer *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w);
+}
+
+void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w)
+{
+	struct entry *e = NULL;
+
+	if (!w)
+		return;
+	e = w->e;
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	unlinkat(bs->tmp_fd, w->tmp_name, 0);
+	pthread_mutex_lock(&bs->mu);
+	bs->reserved -= w->reserved;
+	index_remove_locked(bs, e); /* a WRITING entry is never held */
+	pthread_mutex_unlock(&bs->mu);
+	free(e);
+	writer_free(w);
+}
+
+enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore_writer *w,
+					struct blockstore_ref **ref, struct error *err)
+{
+	struct entry *e = w->e;
+	char rel[BLOCK_REL_PATH_LEN];
+	char hex[BLOCK_HASH_HEX];
+	const char *what = NULL;
+	int rfd = -1;
+	int fd = -1;
+	int saved = 0;
+
+	if (ref)
+		*ref = NULL;
+	block_hash_hex(e->hash, hex);
+	block_file_rel_path(e->hash, rel);
+	if (w->failed) {
+		blockstore_write_abort(bs, w);
+		return error_set(err, ERR_IO, "cache block '%s': an earlier write failed", hex);
+	}
+	if (w->written % w->chunk_size != 0)
+		w->crcs[w->written / w->chunk_size] = w->crc ^ CRC32C_INIT;
+	block_header_seal(w->header, w->written, w->crcs, retry_wall_ms() / 1000);
+	/* The header goes last: a file cut short before this has none and
+	 * would fail the checks at start even had it been renamed. */
+	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
+		what = "write header";
+		goto fail;
+	}
+	/*
+	 * Written back before it is published, though not fsync'd (nothing
+	 * asks the disk to make it durable): the reader that drops the pages
+	 * it read (block_file_drop) can drop only clean ones, and every byte
+	 * of a block is meant to leave the page cache once read. Most of the
+	 * data is on its way already (WRITEBACK_STEP).
+	 */
+	if (sync_file_range(w->fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				    SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
+		what = "write back";
+		goto fail;
+	}
+	fd = w->fd;
+	w->fd = -1;
+	if (close(fd) < 0) {
+		what = "close";
+		goto fail;
+	}
+	if (ref) {
+		/* Same inode as the published file; opened before the rename
+		 * so that a failure here still leaves nothing published. */
+		rfd = openat(bs->tmp_fd, w->tmp_name, O_RDONLY | O_CLOEXEC);
+		if (rfd < 0) {
+			what = "reopen";
+			goto fail;
+		}
+		block_file_read_advice(rfd);
+	}
+	rel[2] = '\0';
+	if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {
+		rel[2] = '/';
+		what = "mkdir";
+		goto fail;
+	}
+	rel[2] = '/';
+	if (renameat(bs->tmp_fd, w->tmp_name, bs->blocks_fd, rel) < 0) {
+		what = "rename";
+		goto fail;
+	}
+
+	pthread_mutex_lock(&bs->mu);
+	e->state = ENTRY_LIVE;
+	e->data_len = w->written;
+	e->disk = disk_size(w->written);
+	bs->reserved -= w->reserved;
+	bs->used += e->disk;
+	e->ds->bytes += e->data_len;
+	bs->st.blocks++;
+	lru_push_head(entry_list_locked(bs, e), e);
+	if (ref) {
+		e->refs = 1;
+		e->fd = rfd;
+		rfd = -1;
+		*ref = &e->ref;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	writer_free(w);
+	return ERR_OK;
+fail:
+	saved = errno;
+	if (rfd >= 0)
+		close(rfd);
+	blockstore_write_abort(bs, w);
+	return error_set(err, ERR_IO, "cache block '%s' in '%s': %s: %s", hex, bs->dir, what,
+			 strerror(saved));
+}
+
+enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_t capacity,
+				      uint64_t used, uint64_t reserved, uint64_t need,
+				      struct error *err)
+{
+	uint64_t held = used + reserved;
+
+	if (fs_free >= need || held > capacity || capacity - held < need)
+		return ERR_OK;
+	return error_set(err, ERR_NO_SPACE,
+			 "cache directory '%s' is full: %llu bytes free on its filesystem, a block needs %llu, and the cache evicts only at its capacity (%llu of %llu bytes used): free space there or lower cache.capacity",
+			 dir, (unsigned long long)fs_free, (unsigned long long)need,
+			 (unsigned long long)held, (unsigned long long)capacity);
+}
+
+enum error_code blockstore_check_usable(struct blockstore *bs, struct error *err)
+{
+	char name[64];
+	struct statvfs sv;
+	uint64_t used, reserved, fs_free;
+	int fd, saved;
+
+	snprintf(name, sizeof(name), ".usable.%ld.%llu", (long)getpid(),
+		 (unsigned long long)atomic_fetch_add(&bs->tmp_seq, 1));
+	fd = openat(bs->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved),
+				 "cache directory '%s' is not writable: create '%s/tmp/%s': %s",
+				 bs->dir, bs->dir, name, strerror(saved));
+	}
+	close(fd);
+	unlinkat(bs->tmp_fd, name, 0);
+	if (fstatvfs(bs->tmp_fd, &sv) != 0) {
+		saved = errno;
+		return error_set(err, error_from_errno(saved), "cache directory '%s': statvfs: %s",
+				 bs->dir, strerror(saved));
+	}
+	/* Root may use the blocks the filesystem reserves for it. */
+	fs_free = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	pthread_mutex_lock(&bs->mu);
+	used = bs->used;
+	reserved = bs->reserved;
+	pthread_mutex_unlock(&bs->mu);
+	return blockstore_room_check(bs->dir, fs_free, bs->capacity, used, reserved,
+				     bs->block_file, err);
+}
+
