@@ -16,6 +16,16 @@ static void parse(const char *text, const char *audience, struct kubeapi_token_r
 	json_decref(j);
 }
 
+static void expect(const struct kubeapi_token_review *r, bool authenticated, bool audience_ok,
+		   const char *username, const char *node_name, const char *error)
+{
+	ck_assert_int_eq(r->authenticated, authenticated);
+	ck_assert_int_eq(r->audience_ok, audience_ok);
+	ck_assert_str_eq(r->username, username);
+	ck_assert_str_eq(r->node_name, node_name);
+	ck_assert_str_eq(r->error, error);
+}
+
 START_TEST(test_kubeapi_token_review_reads_a_pods_token)
 {
 	struct kubeapi_token_review r;
@@ -27,11 +37,7 @@ START_TEST(test_kubeapi_token_review_reads_a_pods_token)
 	      "\"extra\":{\"authentication.kubernetes.io/pod-name\":[\"granary-worker-x1\"],"
 	      "\"authentication.kubernetes.io/node-name\":[\"node-a\"]}}}}",
 	      "granary-meta", &r);
-	ck_assert(r.authenticated);
-	ck_assert(r.audience_ok);
-	ck_assert_str_eq(r.username, "system:serviceaccount:gs:granary-worker");
-	ck_assert_str_eq(r.node_name, "node-a");
-	ck_assert_str_eq(r.error, "");
+	expect(&r, true, true, "system:serviceaccount:gs:granary-worker", "node-a", "");
 }
 END_TEST
 
@@ -41,11 +47,7 @@ START_TEST(test_kubeapi_token_review_refused_token)
 
 	parse("{\"status\":{\"authenticated\":false,\"error\":\"token lookup failed\"}}",
 	      "granary-meta", &r);
-	ck_assert(!r.authenticated);
-	ck_assert(!r.audience_ok);
-	ck_assert_str_eq(r.username, "");
-	ck_assert_str_eq(r.node_name, "");
-	ck_assert_str_eq(r.error, "token lookup failed");
+	expect(&r, false, false, "", "", "token lookup failed");
 }
 END_TEST
 
@@ -75,12 +77,9 @@ START_TEST(test_kubeapi_token_review_odd_types)
 	      "\"user\":{\"username\":7,\"extra\":{\"authentication.kubernetes.io/node-name\":"
 	      "\"node-a\"}}}}",
 	      "granary-meta", &r);
-	ck_assert(!r.authenticated);
-	ck_assert(!r.audience_ok);
-	ck_assert_str_eq(r.username, "");
-	ck_assert_str_eq(r.node_name, "");
+	expect(&r, false, false, "", "", "");
 	parse("[]", "granary-meta", &r);
-	ck_assert(!r.authenticated);
+	expect(&r, false, false, "", "", "");
 }
 END_TEST
 
