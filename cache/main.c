@@ -158,6 +158,7 @@ int main(int argc, char **argv)
 		    &(struct worker_meta_config){
 			    .address = s.meta_address,
 			    .key_file = s.meta_key_file,
+			    .identity_token_file = s.meta_identity_token_file,
 			    .worker_id = worker_id,
 			    .advertise = advertise,
 			    .capacity = s.cache_capacity,

@@ -117,6 +117,7 @@ void worker_meta_plan_release(struct worker_meta_plan *p);
 struct worker_meta_config {
 	const char *address;            /* granary-meta: unix:///path or host:port */
 	const char *key_file;           /* worker role key (meta.key_file); NULL/"": unsigned */
+	const char *identity_token_file; /* meta.identity_token_file; NULL/"": none */
 	const char *worker_id;          /* see worker_settings_worker_id */
 	const char *advertise;          /* host:port peers fetch blocks from */
 	uint64_t capacity;              /* cache.capacity, reported in heartbeats */

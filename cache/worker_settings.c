@@ -30,6 +30,11 @@ static const struct config_field worker_fields[] = {
 	  "key of granary-meta's worker role: heartbeats and every other call to meta are "
 	  "signed with it (absolute; empty: unsigned calls, served only by a meta with "
 	  "auth.insecure)", 0, 0, NULL },
+	{ "meta.identity_token_file", CONFIG_STRING,
+	  offsetof(struct worker_settings, meta_identity_token_file), "",
+	  "the worker pod's projected service account token, read again for every heartbeat "
+	  "and sent with it: a meta in Kubernetes accepts a worker's heartbeats only with a "
+	  "token of a worker pod on its node (absolute; empty: none)", 0, 0, NULL },
 	{ "placement.settle", CONFIG_DURATION, offsetof(struct worker_settings, placement_settle_ms),
 	  "30s", "once the worker membership has stayed the same this long, the worker drops the"
 	  " cached blocks another live worker owns (rendezvous placement), so that a block has"
@@ -148,6 +153,10 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return ERR_INVALID;
 	if (s->meta_key_file && *s->meta_key_file &&
 	    config_check_abs_path("meta.key_file", s->meta_key_file, err) != ERR_OK)
+		return ERR_INVALID;
+	if (s->meta_identity_token_file && *s->meta_identity_token_file &&
+	    config_check_abs_path("meta.identity_token_file", s->meta_identity_token_file, err) !=
+		    ERR_OK)
 		return ERR_INVALID;
 	if (check_advertise(s, err) != ERR_OK)
 		return ERR_INVALID;

@@ -30,6 +30,7 @@ struct worker_settings {
 	char *node_id;            /* "" = the hostname, resolved at run time */
 	char *meta_address;       /* "" = standalone: datasets only through the HTTP API */
 	char *meta_key_file;      /* worker role key; "" = unsigned calls */
+	char *meta_identity_token_file; /* the pod's service account token; "" = none */
 	char *advertise_address;  /* host:port peers reach; "" = derived from listen */
 	char *cache_dir;
 	uint64_t cache_capacity;  /* bytes */
@@ -60,7 +61,7 @@ extern const struct config_schema worker_settings_schema;
 /*
  * Checks what the table cannot: listen (and meta.address when set) are
  * valid addresses, advertise_address (when set) a host:port that is not a
- * wildcard, and given when meta.address is set and listen is a unix socket, cache.dir (and token_file when set) absolute paths,
+ * wildcard, and given when meta.address is set and listen is a unix socket, cache.dir (and token_file, meta.key_file and meta.identity_token_file when set) absolute paths,
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
  * at least one block, node_id a plausible node name, the store endpoint and
  * each of store.allowed_endpoints a valid URL (when set), the thread and connection counts positive,

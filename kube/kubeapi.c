@@ -266,7 +266,12 @@ out:
 	if (c)
 		curl_easy_cleanup(c);
 	free(url);
+	/* A body or an answer may hold a credential (a TokenReview's). */
+	if (text)
+		explicit_bzero(text, strlen(text));
 	free(text);
+	if (b.data)
+		explicit_bzero(b.data, b.len);
 	free(b.data);
 	return rc;
 }
@@ -370,4 +375,58 @@ uint64_t kubeapi_backoff_ms(uint64_t last_ms)
 	if (!last_ms)
 		return 500;
 	return last_ms * 2 > 30000 ? 30000 : last_ms * 2;
+}
+
+static void copy_string(char *dst, size_t size, json_t *v)
+{
+	const char *s = json_string_value(v);
+
+	snprintf(dst, size, "%s", s ? s : "");
+}
+
+void kubeapi_token_review_parse(json_t *review, const char *audience,
+				struct kubeapi_token_review *out)
+{
+	json_t *status = json_object_get(review, "status");
+	json_t *user = json_object_get(status, "user");
+	json_t *aud = json_object_get(status, "audiences"), *v;
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	out->authenticated = json_is_true(json_object_get(status, "authenticated"));
+	/* An authenticator that ignores audiences answers none: the token is
+	 * then the apiserver's own, not one issued for us. */
+	json_array_foreach(aud, i, v)
+		if (audience && json_string_value(v) && strcmp(json_string_value(v), audience) == 0)
+			out->audience_ok = true;
+	copy_string(out->username, sizeof(out->username), json_object_get(user, "username"));
+	copy_string(out->node_name, sizeof(out->node_name),
+		    json_array_get(json_object_get(json_object_get(user, "extra"),
+						   KUBEAPI_NODE_NAME_EXTRA),
+				   0));
+	copy_string(out->error, sizeof(out->error), json_object_get(status, "error"));
+}
+
+enum error_code kubeapi_token_review(struct kubeapi *k, const char *token, const char *audience,
+				     struct kubeapi_token_review *out, struct error *err)
+{
+	json_t *body, *reply = NULL;
+	enum error_code rc;
+	long status = 0;
+
+	memset(out, 0, sizeof(*out));
+	body = json_pack("{s:s, s:s, s:{s:s, s:[s]}}", "apiVersion", "authentication.k8s.io/v1",
+			 "kind", "TokenReview", "spec", "token", token, "audiences", audience);
+	if (!body)
+		return error_set(err, ERR_NOMEM, "token review: out of memory");
+	rc = kubeapi_call(k, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body, &status,
+			  &reply, err);
+	if (rc == ERR_OK && status != 201 && status != 200)
+		rc = error_set(err, ERR_UNAVAILABLE, "token review: HTTP %ld: %s", status,
+			       kubeapi_message(reply));
+	if (rc == ERR_OK)
+		kubeapi_token_review_parse(reply, audience, out);
+	json_decref(reply);
+	json_decref(body);
+	return rc;
 }

@@ -4,7 +4,8 @@
  * KUBERNETES_SERVICE_HOST/PORT, the CA and the token from the service
  * account's mounted files (the token is read again for every call: the
  * kubelet rotates it). Never logs the token. The node plugin's mount
- * pods and granary-meta's Dataset controller and Lease use it.
+ * pods and granary-meta's Dataset controller, Lease and worker identity
+ * checks (TokenReview) use it.
  */
 #ifndef GRANARY_KUBE_KUBEAPI_H
 #define GRANARY_KUBE_KUBEAPI_H
@@ -72,6 +73,38 @@ struct kubeapi_ref {
 enum error_code kubeapi_event(struct kubeapi *k, const struct kubeapi_ref *about,
 			      const char *component, const char *type, const char *reason,
 			      const char *message, struct error *err);
+
+/*
+ * What the apiserver says of a bearer token (a TokenReview): whether it
+ * authenticated it for the audience asked, as whom, and the node of the
+ * pod a projected service account token was issued to.
+ */
+#define KUBEAPI_NODE_NAME_EXTRA "authentication.kubernetes.io/node-name"
+
+struct kubeapi_token_review {
+	bool authenticated;     /* status.authenticated */
+	bool audience_ok;       /* status.audiences holds the audience asked for */
+	char username[256];     /* status.user.username, "" when none */
+	char node_name[256];    /* status.user.extra[KUBEAPI_NODE_NAME_EXTRA][0], "" when none */
+	char error[256];        /* status.error, "" when none */
+};
+
+/*
+ * Asks the apiserver to review token for audience (POST
+ * /apis/authentication.k8s.io/v1/tokenreviews; the caller's service
+ * account needs create on tokenreviews). ERR_OK with *out filled whatever
+ * the verdict; ERR_UNAVAILABLE when the apiserver could not be reached or
+ * did not answer 201 (the message names the HTTP status and the
+ * apiserver's message, never the token).
+ */
+enum error_code kubeapi_token_review(struct kubeapi *k, const char *token, const char *audience,
+				     struct kubeapi_token_review *out, struct error *err);
+
+/* The verdict of a TokenReview answer (the object) for audience: the pure
+ * half of kubeapi_token_review. A field missing or of another type reads as
+ * false or "". */
+void kubeapi_token_review_parse(json_t *review, const char *audience,
+				struct kubeapi_token_review *out);
 
 /* The wait before trying the apiserver again after last_ms (0: the first
  * failure): 500 ms, doubling to 30 s. */

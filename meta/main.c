@@ -38,6 +38,7 @@
 #include "meta/meta_settings.h"
 #include "meta/registry.h"
 #include "meta/service.h"
+#include "meta/worker_identity.h"
 #include "rpc/rpc_server.h"
 
 /* Register and Refresh list a store and may take minutes; at most this many
@@ -82,6 +83,14 @@ static const char *auth_roles(const struct meta_auth *a, char *buf, size_t size)
 			n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%s", n ? "," : "",
 					      meta_role_name((enum meta_role)r));
 	return buf;
+}
+
+/* worker_identity_review_fn: the apiserver's TokenReview (arg: the
+ * struct kubeapi). */
+static enum error_code review_token(const char *token, const char *audience,
+				    struct kubeapi_token_review *out, void *arg, struct error *err)
+{
+	return kubeapi_token_review(arg, token, audience, out, err);
 }
 
 static bool stopping(void)
@@ -149,6 +158,7 @@ int main(int argc, char **argv)
 	struct lease *lease = NULL;
 	struct datasets *ds = NULL;
 	struct cachegate *gate = NULL;
+	struct worker_identity *identity = NULL;
 	uint64_t renew_at = 0;
 	struct observed observed = { 0 };
 	struct metrics_http_ops hops = { .metrics = render_metrics, .arg = &observed };
@@ -217,9 +227,21 @@ int main(int argc, char **argv)
 			.duration_s = (unsigned)((s.kube_lease_duration_ms + 999) / 1000),
 		};
 
+		struct worker_identity_config wc = {
+			.ns = s.kube_namespace,
+			.service_account = s.kube_worker_service_account,
+			.audience = s.kube_token_audience,
+			.review = review_token,
+		};
+
 		if (kubeapi_new("", "", "", &kube, &err) != ERR_OK ||
 		    lease_new(kube, &lc, &lease, &err) != ERR_OK) {
 			log_error("cannot reach the Kubernetes API", LOG_S("cause", err.msg));
+			goto out;
+		}
+		wc.review_arg = kube;
+		if (worker_identity_new(&wc, &identity, &err) != ERR_OK) {
+			log_error("cannot check the workers' identity", LOG_S("cause", err.msg));
 			goto out;
 		}
 		if (wait_for_lease(lease, &err) != ERR_OK) {
@@ -232,6 +254,7 @@ int main(int argc, char **argv)
 	}
 	svc.registry = reg;
 	svc.membership = mem;
+	svc.identity = identity;
 	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS;
 	make_socket_dir(s.listen);
 	if (rpc_server_new(&sopt, &srv, &err) == ERR_OK)
@@ -247,7 +270,8 @@ int main(int argc, char **argv)
 		 LOG_U("heartbeat.interval_ms", s.heartbeat_interval_ms),
 		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms),
 		 LOG_S("auth", auth.insecure ? "insecure" : "signed"),
-		 LOG_S("auth.roles", auth_roles(&auth, roles, sizeof(roles))));
+		 LOG_S("auth.roles", auth_roles(&auth, roles, sizeof(roles))),
+		 LOG_S("heartbeats_from", identity ? s.kube_worker_service_account : "any worker key"));
 
 	if (s.kube_enabled) {
 		struct datasets_config dc = {
@@ -315,6 +339,7 @@ out:
 	cachegate_stop(gate);
 	datasets_stop(ds, 0);
 	lease_free(lease);
+	worker_identity_free(identity);
 	kubeapi_free(kube);
 	free(cred_dir);
 	metrics_http_stop(mh);

@@ -45,6 +45,10 @@
 #define META_AUTH_METADATA "authorization" /* the gRPC metadata key */
 #define META_AUTH_WINDOW_S 300             /* accepted clock difference, seconds */
 #define META_AUTH_HEADER_MAX 160           /* a signature's value always fits */
+/* A Heartbeat's second credential in Kubernetes: the worker pod's service
+ * account token (meta/worker_identity.h). A bearer token: never logged. */
+#define META_IDENTITY_METADATA "granary-worker-identity"
+#define META_IDENTITY_TOKEN_MAX 16384 /* the longest token sent or accepted */
 
 enum meta_role { META_ROLE_CSI, META_ROLE_WORKER, META_ROLE_MOUNT, META_ROLES };
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/fileio.h"
 #include "meta/methods.h"
 #include "rpc/rpc_client.h"
 
@@ -19,6 +20,7 @@ struct meta_client {
 	uint64_t timeout_ms, build_timeout_ms;
 	struct token *key; /* NULL: unsigned calls */
 	enum meta_role role;
+	char *identity_file; /* NULL: heartbeats carry no identity token */
 };
 
 /* rpc_client_auth_fn: every call signed with the role's key, now. */
@@ -47,9 +49,15 @@ enum error_code meta_client_new(const char *address, const struct meta_client_op
 		return error_set(err, ERR_NOMEM, "meta client: out of memory");
 	c->timeout_ms = opt && opt->timeout_ms ? opt->timeout_ms : 30000;
 	c->build_timeout_ms = opt && opt->build_timeout_ms ? opt->build_timeout_ms : 600000;
+	if (opt && opt->identity_token_file && *opt->identity_token_file &&
+	    !(c->identity_file = strdup(opt->identity_token_file))) {
+		free(c);
+		return error_set(err, ERR_NOMEM, "meta client: out of memory");
+	}
 	if (opt && opt->key_file && *opt->key_file) {
 		rc = token_load_file(opt->key_file, &c->key, err);
 		if (rc != ERR_OK) {
+			free(c->identity_file);
 			free(c);
 			if (err)
 				error_wrap(err, "meta.key_file");
@@ -63,6 +71,7 @@ enum error_code meta_client_new(const char *address, const struct meta_client_op
 	rc = rpc_client_new(address, &ropt, &c->rpc, err);
 	if (rc != ERR_OK) {
 		token_free(c->key);
+		free(c->identity_file);
 		free(c);
 		return rc;
 	}
@@ -76,6 +85,7 @@ void meta_client_free(struct meta_client *c)
 		return;
 	rpc_client_free(c->rpc);
 	token_free(c->key);
+	free(c->identity_file);
 	free(c);
 }
 
@@ -235,15 +245,42 @@ enum error_code meta_client_heartbeat_usage(struct meta_client *c, const char *w
 					    struct error *err)
 {
 	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char *token = NULL;
+	size_t len = 0;
+	enum error_code rc;
 
+	*out = NULL;
 	req.worker_id = (char *)worker_id;
 	req.address = (char *)address;
 	req.capacity_bytes = capacity_bytes;
 	req.used_bytes = used_bytes;
 	req.datasets = datasets;
 	req.n_datasets = ndatasets;
-	return call(c, META_METHOD_HEARTBEAT, &req, &granary__v1__heartbeat_reply__descriptor,
-		    c->timeout_ms, (void **)out, err);
+	if (!c->identity_file)
+		return call(c, META_METHOD_HEARTBEAT, &req,
+			    &granary__v1__heartbeat_reply__descriptor, c->timeout_ms, (void **)out,
+			    err);
+	/* Read again for every heartbeat: the kubelet rotates the token. */
+	rc = fileio_read_small(c->identity_file, META_IDENTITY_TOKEN_MAX, &token, &len, err);
+	if (rc != ERR_OK)
+		return error_wrap(err, "Heartbeat: meta.identity_token_file");
+	while (len && (token[len - 1] == '\n' || token[len - 1] == '\r' || token[len - 1] == ' '))
+		token[--len] = '\0';
+	if (!len || memchr(token, '\0', len)) {
+		rc = error_set(err, ERR_INVALID, "Heartbeat: meta.identity_token_file '%s' is empty or not text",
+			       c->identity_file);
+	} else {
+		struct rpc_client_metadata md = { META_IDENTITY_METADATA, token };
+
+		rc = rpc_client_call_with(c->rpc, META_METHOD_HEARTBEAT, &req.base,
+					  &granary__v1__heartbeat_reply__descriptor, c->timeout_ms,
+					  &md, &reply, err);
+		*out = (Granary__V1__HeartbeatReply *)reply;
+	}
+	explicit_bzero(token, len);
+	free(token);
+	return rc;
 }
 
 enum error_code meta_client_list_workers(struct meta_client *c,

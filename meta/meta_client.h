@@ -35,6 +35,12 @@ struct meta_client_options {
 	 */
 	const char *key_file;
 	enum meta_role role;
+	/*
+	 * A file holding the worker pod's service account token, read again
+	 * for every Heartbeat, which carries it as META_IDENTITY_METADATA
+	 * (meta/worker_identity.h). NULL or "": heartbeats carry none.
+	 */
+	const char *identity_token_file;
 };
 
 /* Channel to address ("unix:///run/granary/meta.sock" or host:port); no
@@ -83,7 +89,8 @@ enum error_code meta_client_fetch_snapshot(struct meta_client *c, const char *na
 					   struct error *err);
 
 /* Heartbeat: *out has the membership version and the interval and expiry
- * meta expects. */
+ * meta expects. With options.identity_token_file, the errors of reading it
+ * (naming meta.identity_token_file) fail the call before it is sent. */
 enum error_code meta_client_heartbeat(struct meta_client *c, const char *worker_id,
 				      const char *address, uint64_t capacity_bytes,
 				      uint64_t used_bytes, Granary__V1__HeartbeatReply **out,

@@ -74,6 +74,15 @@ static const struct config_field meta_fields[] = {
 	  "with kube.enabled: remove the scheduling gate granary.io/cache of pods labelled "
 	  "granary.io/wait-for-cache once their Datasets are cached that much (docs/datasets.md)",
 	  0, 0, NULL },
+	{ "kube.worker_service_account", CONFIG_STRING,
+	  offsetof(struct meta_settings, kube_worker_service_account), "",
+	  "with kube.enabled: the workers' service account in kube.namespace; a Heartbeat is "
+	  "accepted only with a token of one of its pods on the node the heartbeat names "
+	  "(reviewed by the Kubernetes API; required with kube.enabled)", 0, 0, NULL },
+	{ "kube.token_audience", CONFIG_STRING,
+	  offsetof(struct meta_settings, kube_token_audience), "granary-meta",
+	  "with kube.enabled: the audience of the workers' projected service account tokens",
+	  0, 0, NULL },
 	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
 	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
 	  "unix:///path (empty: off)", 0, 0, NULL },
@@ -126,8 +135,12 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (s->kube_enabled && (!*s->kube_namespace || !*s->kube_identity || !*s->kube_lease))
 		return error_set(err, ERR_INVALID,
 				 "keys 'kube.namespace', 'kube.identity' and 'kube.lease': required with kube.enabled");
+	if (s->kube_enabled && (!*s->kube_worker_service_account || !*s->kube_token_audience))
+		return error_set(err, ERR_INVALID,
+				 "keys 'kube.worker_service_account' and 'kube.token_audience': required with kube.enabled (heartbeats are accepted only from the workers' pods)");
 	if (*s->kube_credentials_dir &&
 	    config_check_abs_path("kube.credentials_dir", s->kube_credentials_dir, err) != ERR_OK)
+		return ERR_INVALID;
 	if (*s->metrics_address &&
 	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
 		return ERR_INVALID;

@@ -40,6 +40,8 @@ struct meta_settings {
 	char *kube_driver;              /* the CSI driver of the Datasets' volumes */
 	char *kube_credentials_dir;     /* "" = DATA_DIR/credentials */
 	bool kube_cache_gate;           /* pods held until their Datasets are cached */
+	char *kube_worker_service_account; /* heartbeats only with its pods' tokens */
+	char *kube_token_audience;      /* those tokens' audience */
 	char *metrics_address;          /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	char *log_level;
 };
@@ -51,7 +53,9 @@ extern const struct config_schema meta_settings_schema;
  * absolute path, heartbeat.expiry longer than heartbeat.interval, the store
  * endpoint and each of store.allowed_endpoints a valid URL (when set),
  * allowed_file_roots absolute directories, the auth.*_key_file absolute
- * paths when set, metrics.address a listen address when set, and log.level a known level (whether key files and
+ * paths when set, kube.namespace, kube.identity, kube.lease,
+ * kube.worker_service_account and kube.token_audience given with
+ * kube.enabled, metrics.address a listen address when set, and log.level a known level (whether key files and
  * auth.insecure go together is meta_auth_load's check). Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'data_dir': must be an absolute path, got 'meta'".

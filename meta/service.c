@@ -147,6 +147,18 @@ static enum error_code on_heartbeat(struct rpc_server_call *call, const Protobuf
 	struct meta_service *svc = arg;
 	enum error_code rc;
 
+	/* Before the membership: a refused or unreviewable claim changes
+	 * nothing, so a member stays until its normal expiry. */
+	if (svc->identity) {
+		char *token = rpc_server_metadata(call, META_IDENTITY_METADATA);
+
+		rc = worker_identity_check(svc->identity, token, req->worker_id, err);
+		if (token)
+			explicit_bzero(token, strlen(token));
+		free(token);
+		if (rc != ERR_OK)
+			return rc;
+	}
 	rc = membership_heartbeat(svc->membership, req->worker_id, req->address,
 				  req->capacity_bytes, req->used_bytes, &reply.membership_version,
 				  err);

@@ -13,6 +13,7 @@
 #include "meta/membership.h"
 #include "meta/methods.h"
 #include "meta/registry.h"
+#include "meta/worker_identity.h"
 #include "rpc/rpc_server.h"
 
 /* Bytes of snapshot data in one SnapshotChunk: a quarter of the default
@@ -22,6 +23,10 @@
 struct meta_service {
 	struct registry *registry;
 	struct membership *membership;
+	/* NULL: any caller the worker role admits may heartbeat under any
+	 * worker id. Else each Heartbeat must carry its worker pod's token
+	 * (META_IDENTITY_METADATA) for the worker id it claims. */
+	struct worker_identity *identity;
 };
 
 /*

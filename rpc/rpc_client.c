@@ -148,8 +148,8 @@ struct call {
 	grpc_completion_queue *cq;
 	grpc_call *call;
 	grpc_byte_buffer *request;
-	grpc_metadata auth;      /* sent with the call when has_auth */
-	bool has_auth;
+	grpc_metadata md[2];     /* sent with the call: the signature, the caller's extra */
+	size_t nmd;
 	grpc_metadata_array initial_md, trailing_md;
 	grpc_status_code status;
 	grpc_slice details;
@@ -158,7 +158,7 @@ struct call {
 
 static enum error_code call_start(struct call *k, struct rpc_client *c, const char *method,
 				  const ProtobufCMessage *request, uint64_t timeout_ms,
-				  struct error *err)
+				  const struct rpc_client_metadata *extra, struct error *err)
 {
 	size_t size = protobuf_c_message_get_packed_size(request);
 	gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_REALTIME);
@@ -189,9 +189,14 @@ static enum error_code call_start(struct call *k, struct rpc_client *c, const ch
 				error_wrap(err, "%s at '%s'", short_method(method), c->address);
 			return rc;
 		}
-		k->auth.key = grpc_slice_from_static_string(c->auth_key);
-		k->auth.value = grpc_slice_from_copied_string(value);
-		k->has_auth = true;
+		k->md[k->nmd].key = grpc_slice_from_static_string(c->auth_key);
+		k->md[k->nmd].value = grpc_slice_from_copied_string(value);
+		k->nmd++;
+	}
+	if (extra && extra->key && extra->value) {
+		k->md[k->nmd].key = grpc_slice_from_static_string(extra->key);
+		k->md[k->nmd].value = grpc_slice_from_copied_string(extra->value);
+		k->nmd++;
 	}
 	k->request = grpc_raw_byte_buffer_create(&payload, 1);
 	grpc_slice_unref(payload);
@@ -212,9 +217,9 @@ static enum error_code call_start(struct call *k, struct rpc_client *c, const ch
 static void add_send_ops(struct call *k, grpc_op *ops, size_t *n)
 {
 	init_op(&ops[*n], GRPC_OP_SEND_INITIAL_METADATA);
-	if (k->has_auth) {
-		ops[*n].data.send_initial_metadata.count = 1;
-		ops[*n].data.send_initial_metadata.metadata = &k->auth;
+	if (k->nmd) {
+		ops[*n].data.send_initial_metadata.count = k->nmd;
+		ops[*n].data.send_initial_metadata.metadata = k->md;
 	}
 	if (k->c->wait_for_ready)
 		ops[*n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
@@ -270,9 +275,9 @@ static void call_end(struct call *k)
 	}
 	if (k->request)
 		grpc_byte_buffer_destroy(k->request);
-	if (k->has_auth) {
-		grpc_slice_unref(k->auth.key);
-		grpc_slice_unref(k->auth.value);
+	for (size_t i = 0; i < k->nmd; i++) {
+		grpc_slice_unref(k->md[i].key);
+		grpc_slice_unref(k->md[i].value);
 	}
 	grpc_metadata_array_destroy(&k->initial_md);
 	grpc_metadata_array_destroy(&k->trailing_md);
@@ -300,6 +305,15 @@ enum error_code rpc_client_call(struct rpc_client *c, const char *method,
 				const ProtobufCMessageDescriptor *reply_desc, uint64_t timeout_ms,
 				ProtobufCMessage **reply, struct error *err)
 {
+	return rpc_client_call_with(c, method, request, reply_desc, timeout_ms, NULL, reply, err);
+}
+
+enum error_code rpc_client_call_with(struct rpc_client *c, const char *method,
+				     const ProtobufCMessage *request,
+				     const ProtobufCMessageDescriptor *reply_desc,
+				     uint64_t timeout_ms, const struct rpc_client_metadata *extra,
+				     ProtobufCMessage **reply, struct error *err)
+{
 	grpc_byte_buffer *bb = NULL;
 	struct call k;
 	grpc_op ops[6];
@@ -307,7 +321,7 @@ enum error_code rpc_client_call(struct rpc_client *c, const char *method,
 	enum error_code code;
 
 	*reply = NULL;
-	code = call_start(&k, c, method, request, timeout_ms, err);
+	code = call_start(&k, c, method, request, timeout_ms, extra, err);
 	if (code != ERR_OK)
 		goto out;
 	add_send_ops(&k, ops, &n);
@@ -351,7 +365,7 @@ enum error_code rpc_client_stream(struct rpc_client *c, const char *method,
 	bool status_started;
 
 	error_clear(&fn_err);
-	code = call_start(&k, c, method, request, timeout_ms, err);
+	code = call_start(&k, c, method, request, timeout_ms, NULL, err);
 	if (code != ERR_OK)
 		goto out;
 	/* The status op is started first and completes after the last message;

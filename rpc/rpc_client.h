@@ -89,6 +89,21 @@ enum error_code rpc_client_call(struct rpc_client *c, const char *method,
 				const ProtobufCMessageDescriptor *reply_desc, uint64_t timeout_ms,
 				ProtobufCMessage **reply, struct error *err);
 
+/* One metadata entry a single call carries besides the signature: key a
+ * lowercase literal, value a string (a bearer credential goes here, so
+ * that only the calls that need it carry it). */
+struct rpc_client_metadata {
+	const char *key;
+	const char *value;
+};
+
+/* rpc_client_call with extra (NULL: none) among the call's metadata. */
+enum error_code rpc_client_call_with(struct rpc_client *c, const char *method,
+				     const ProtobufCMessage *request,
+				     const ProtobufCMessageDescriptor *reply_desc,
+				     uint64_t timeout_ms, const struct rpc_client_metadata *extra,
+				     ProtobufCMessage **reply, struct error *err);
+
 /*
  * Receives each message of a streaming reply; msg is freed after fn
  * returns. fn returns ERR_OK to go on; anything else cancels the call and

@@ -87,6 +87,7 @@ struct rpc_server_call {
 	gpr_timespec deadline;   /* monotonic; inf_future when none */
 	char method_name[256];
 	char *peer;              /* gpr_malloc'd */
+	const grpc_metadata_array *md; /* the client's initial metadata */
 	bool sent_initial;
 	bool closed;             /* RECV_CLOSE_ON_SERVER completed */
 	int close_cancelled;     /* its result */
@@ -402,6 +403,7 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	memcpy(c.method_name, GRPC_SLICE_START_PTR(s->details.method), mlen);
 	c.method_name[mlen] = '\0';
 	c.peer = grpc_call_get_peer(c.call);
+	c.md = &s->md;
 	c.m = find_method(srv, c.method_name);
 
 	/* Learn about cancellation whenever it happens. */
@@ -798,6 +800,11 @@ bool rpc_server_cancelled(struct rpc_server_call *c)
 	pthread_mutex_unlock(&c->srv->mu);
 	return cancelling || c->send_failed || (c->closed && c->close_cancelled) ||
 	       rpc_server_remaining_ms(c) == 0;
+}
+
+char *rpc_server_metadata(const struct rpc_server_call *c, const char *key)
+{
+	return metadata_value(c->md, key);
 }
 
 const char *rpc_server_method(const struct rpc_server_call *c)

@@ -165,6 +165,14 @@ uint64_t rpc_server_remaining_ms(const struct rpc_server_call *call);
  * server is cancelling calls at shutdown: long handlers may stop early. */
 bool rpc_server_cancelled(struct rpc_server_call *call);
 
+/*
+ * A copy (malloc'd, the caller frees it) of the first value of the call's
+ * metadata key (a lowercase literal), or NULL when the call carries none
+ * or memory ran out. For a second credential a handler checks itself; the
+ * one rpc_server_set_auth names is checked before the handler runs.
+ */
+char *rpc_server_metadata(const struct rpc_server_call *call, const char *key);
+
 /* The full method name, and the peer ("ipv4:127.0.0.1:5312", "unix:...")
  * for logs. Valid during the handler. */
 const char *rpc_server_method(const struct rpc_server_call *call);

@@ -766,7 +766,8 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
             ("", "events"): {"list", "watch", "create", "update", "patch"},
             ("storage.k8s.io", "csinodes"): {"get", "list", "watch"},
             ("", "nodes"): {"get", "list", "watch"},
-            ("storage.k8s.io", "volumeattachments"): {"get", "list", "watch"}}
+            ("storage.k8s.io", "volumeattachments"): {"get", "list", "watch"},
+            ("authentication.k8s.io", "tokenreviews"): {"create"}}
     for k, verbs in need.items():
         check(verbs <= rules.get(k, set()), "controller ClusterRole: %s/%s %s" % (k[0] or "core", k[1], sorted(verbs)))
     for kind in ("ClusterRoleBinding", "ServiceAccount"):
@@ -871,6 +872,25 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
     check(meta_key_items(wps, wc, keys_secret, "worker") == ["worker"],
           "the worker holds the worker key only")
     check(wcfg.get("meta", {}).get("key_file") == key_dir + "/worker", "worker.yaml meta.key_file")
+    # A heartbeat also carries the worker pod's own token, which meta
+    # reviews against the workers' ServiceAccount and the pod's node.
+    id_dir = "/var/run/secrets/granary/identity"
+    check(wcfg.get("meta", {}).get("identity_token_file") == id_dir + "/token",
+          "worker.yaml meta.identity_token_file (got %s)" % wcfg.get("meta", {}).get("identity_token_file"))
+    id_mounts = mounts_at(wc, id_dir)
+    id_sources = volume(wps, id_mounts[0]["name"]).get("projected", {}).get("sources", []) if id_mounts else []
+    sat = id_sources[0].get("serviceAccountToken", {}) if len(id_sources) == 1 else {}
+    check(sat.get("path") == "token" and sat.get("audience") == "granary-meta" and
+          sat.get("expirationSeconds") == 600,
+          "the worker mounts its projected token for meta at %s (got %s)" % (id_dir, id_sources))
+    check(wps.get("serviceAccountName") == prefix + "-worker" and
+          wps.get("automountServiceAccountToken") is False,
+          "the worker pod runs as %s-worker with no API token mounted" % prefix)
+    kube_cfg = mcfg.get("kube", {})
+    check(kube_cfg.get("worker_service_account") == prefix + "-worker" and
+          kube_cfg.get("token_audience") == "granary-meta",
+          "meta.yaml kube: heartbeats only with %s-worker's tokens for granary-meta (got %s)" %
+          (prefix, kube_cfg))
     check(fcfg.get("meta", {}).get("key_file") == token_file,
           "fuse.yaml signs meta calls with the cluster token (got %s)" % fcfg.get("meta", {}).get("key_file"))
     mp = json.loads(one(docs, "ConfigMap", prefix + "-node").get("data", {}).get("mount-pod.json", "{}"))

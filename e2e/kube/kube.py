@@ -256,10 +256,15 @@ def fuse_daemons():
 _pb = None
 
 
-def meta_stub():
-    """A gRPC client of granary-meta (stubs compiled from api/granary.proto at
-    test time), through the meta Service's cluster IP, every call signed with
-    the csi role's key from the release's Secret granary-meta-keys."""
+def meta_key(role):
+    """The key of granary-meta's role "csi" or "worker" (bytes), from the
+    release's Secret granary-meta-keys."""
+    return base64.b64decode(get("secret", "granary-meta-keys", NS)["data"][role])
+
+
+def meta_plain_stub():
+    """(granary_pb2, an unsigned granary.v1.Meta stub) through the meta
+    Service's cluster IP: the caller signs (grpc_stubs.meta_auth)."""
     global _pb
     import grpc
     from grpc_tools import protoc
@@ -274,7 +279,14 @@ def meta_stub():
     port = svc["spec"]["ports"][0]["port"]
     channel = grpc.insecure_channel(f"{svc['spec']['clusterIP']}:{port}")
     grpc.channel_ready_future(channel).result(timeout=15)
+    return _pb[0], _pb[1].MetaStub(channel)
+
+
+def meta_stub():
+    """A gRPC client of granary-meta (stubs compiled from api/granary.proto at
+    test time), through the meta Service's cluster IP, every call signed with
+    the csi role's key from the release's Secret granary-meta-keys."""
+    pb, plain = meta_plain_stub()
     sys.path.insert(0, os.path.join(SRC, "e2e"))
     from grpc_stubs import SignedMeta
-    key = base64.b64decode(get("secret", "granary-meta-keys", NS)["data"]["csi"])
-    return _pb[0], SignedMeta(_pb[1].MetaStub(channel), "csi", key)
+    return pb, SignedMeta(plain, "csi", meta_key("csi"))

@@ -115,6 +115,8 @@ START_TEST(test_worker_settings_check_rejects_naming_the_key)
 		{ "advertise_address", "unix:///run/w.sock", "key 'advertise_address'" },
 		{ "cache.dir", "cache", "key 'cache.dir': must be an absolute path" },
 		{ "meta.key_file", "worker.key", "key 'meta.key_file': must be an absolute path" },
+		{ "meta.identity_token_file", "token",
+		  "key 'meta.identity_token_file': must be an absolute path" },
 		{ "cache.dir", "", "key 'cache.dir': must be an absolute path" },
 		{ "cache.block_size", "3MiB", "key 'cache.block_size': must be a power of two" },
 		{ "cache.block_size", "32KiB", "key 'cache.block_size'" },

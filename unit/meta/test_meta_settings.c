@@ -105,6 +105,37 @@ START_TEST(test_meta_settings_check_rejects_naming_the_key)
 }
 END_TEST
 
+/* In Kubernetes, heartbeats are checked against the workers' service
+ * account: meta does not start without it. */
+START_TEST(test_meta_settings_kube_needs_the_workers_service_account)
+{
+	struct meta_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+	ck_assert_str_eq(s.kube_token_audience, "granary-meta");
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.enabled", "true", NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.namespace", "gs", NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.identity", "meta-0", NULL,
+				    &err),
+			 ERR_OK);
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'kube.worker_service_account'"));
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.worker_service_account",
+				    "granary-worker", NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_OK);
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.credentials_dir", "creds",
+				    NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'kube.credentials_dir'"));
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
 START_TEST(test_meta_settings_check_rejects_zero_interval_set_by_hand)
 {
 	struct meta_settings s;
@@ -152,6 +183,7 @@ int main(void)
 	tcase_add_test(tc, test_meta_settings_yaml_overrides_nested_keys);
 	tcase_add_test(tc, test_meta_settings_check_rejects_naming_the_key);
 	tcase_add_test(tc, test_meta_settings_check_rejects_zero_interval_set_by_hand);
+	tcase_add_test(tc, test_meta_settings_kube_needs_the_workers_service_account);
 	tcase_add_test(tc, test_meta_settings_flag_overrides_file);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);

@@ -95,6 +95,8 @@ static void teardown(void)
 {
 	meta_client_free(cl);
 	rpc_server_free(srv);
+	worker_identity_free(svc.identity);
+	svc.identity = NULL;
 	membership_free(mem);
 	registry_free(reg);
 	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -212,6 +214,84 @@ START_TEST(test_service_membership_methods)
 }
 END_TEST
 
+/* The apiserver of the identity test: a token "node-N" is a worker pod's
+ * on node-N; "down" cannot be reviewed. */
+static enum error_code review_stub(const char *token, const char *audience,
+				   struct kubeapi_token_review *out, void *arg, struct error *err)
+{
+	(void)audience;
+	(void)arg;
+	memset(out, 0, sizeof(*out));
+	if (strcmp(token, "down") == 0)
+		return error_set(err, ERR_UNAVAILABLE, "the apiserver did not answer");
+	out->authenticated = out->audience_ok = true;
+	snprintf(out->username, sizeof(out->username), "system:serviceaccount:ns:worker");
+	snprintf(out->node_name, sizeof(out->node_name), "%s", token);
+	return ERR_OK;
+}
+
+static void put_token(const char *path, const char *token)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "%s\n", token);
+	fclose(f);
+}
+
+/* In Kubernetes: a Heartbeat carries its pod's token, read from the file
+ * for each call; one for another worker id or none at all is refused, and
+ * the membership stays as it was. */
+START_TEST(test_service_heartbeat_needs_its_pods_token)
+{
+	struct worker_identity_config wc = { .ns = "ns", .service_account = "worker",
+					     .audience = "granary-meta", .review = review_stub };
+	struct meta_client_options copt = { .timeout_ms = 5000, .wait_for_ready = true };
+	Granary__V1__HeartbeatReply *h = NULL;
+	Granary__V1__ListWorkersReply *w = NULL;
+	struct meta_client *pod = NULL;
+	char path[256];
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/identity-token", root);
+	put_token(path, "node-1");
+	copt.identity_token_file = path;
+	ck_assert_int_eq(worker_identity_new(&wc, &svc.identity, &err), ERR_OK);
+	ck_assert_int_eq(meta_client_new(address, &copt, &pod, &err), ERR_OK);
+
+	ck_assert_int_eq(meta_client_heartbeat(pod, "node-1", "10.1.0.1:7480", 100, 10, &h, &err),
+			 ERR_OK);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	h = NULL;
+	ck_assert_int_eq(meta_client_heartbeat(pod, "node-2", "10.6.6.6:7480", 100, 10, &h, &err),
+			 ERR_PERMISSION);
+	ck_assert_ptr_null(h);
+	ck_assert_ptr_nonnull(strstr(err.msg, "on node 'node-1', not on 'node-2'"));
+	ck_assert_int_eq(meta_client_heartbeat(cl, "node-1", "10.6.6.6:7480", 100, 10, &h, &err),
+			 ERR_UNAUTHENTICATED);
+	ck_assert_ptr_nonnull(strstr(err.msg, META_IDENTITY_METADATA));
+	put_token(path, "down");
+	ck_assert_int_eq(meta_client_heartbeat(pod, "node-1", "10.6.6.6:7480", 100, 10, &h, &err),
+			 ERR_UNAVAILABLE);
+	ck_assert_int_eq(meta_client_list_workers(cl, &w, &err), ERR_OK);
+	ck_assert_uint_eq(w->n_workers, 1);
+	ck_assert_str_eq(w->workers[0]->id, "node-1");
+	ck_assert_str_eq(w->workers[0]->address, "10.1.0.1:7480");
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+
+	/* The file is read for each heartbeat: a rotated token is used. */
+	put_token(path, "node-2");
+	ck_assert_int_eq(meta_client_heartbeat(pod, "node-2", "10.1.0.2:7480", 100, 10, &h, &err),
+			 ERR_OK);
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	unlink(path);
+	ck_assert_int_eq(meta_client_heartbeat(pod, "node-2", "10.1.0.2:7480", 100, 10, &h, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "meta.identity_token_file"));
+	meta_client_free(pod);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("service");
@@ -222,6 +302,7 @@ int main(void)
 	tcase_add_test(tc, test_service_dataset_methods_round_trip);
 	tcase_add_test(tc, test_service_snapshot_travels_in_chunks);
 	tcase_add_test(tc, test_service_membership_methods);
+	tcase_add_test(tc, test_service_heartbeat_needs_its_pods_token);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

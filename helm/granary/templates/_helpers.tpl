@@ -209,6 +209,42 @@ and its mount (dict "ctx" $ "name" "meta-key") at granary.metaKeyDir.
   readOnly: true
 {{- end -}}
 
+{{/* The workers' ServiceAccount (serviceaccounts.yaml). */}}
+{{- define "granary.workerServiceAccount" -}}
+{{- printf "%s-worker" (include "granary.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The worker pod's own service account token, for granary-meta only
+(audience worker.identityToken.audience): a projected volume the kubelet
+rotates; the worker reads the file for every heartbeat and meta reviews it
+(docs/security.md, "Who may call granary-meta").
+*/}}
+{{- define "granary.identityTokenDir" -}}
+/var/run/secrets/granary/identity
+{{- end -}}
+
+{{- define "granary.identityTokenFile" -}}
+{{- printf "%s/token" (include "granary.identityTokenDir" .) -}}
+{{- end -}}
+
+{{- define "granary.identityTokenVolume" -}}
+- name: identity-token
+  projected:
+    defaultMode: 0400
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: {{ .Values.worker.identityToken.audience | quote }}
+          expirationSeconds: {{ int .Values.worker.identityToken.expirationSeconds }}
+{{- end -}}
+
+{{- define "granary.identityTokenVolumeMount" -}}
+- name: identity-token
+  mountPath: {{ include "granary.identityTokenDir" . }}
+  readOnly: true
+{{- end -}}
+
 {{/*
 The cluster's store credentials (store.credentials): "true" when the worker
 and meta get a credentials file, "" when not. Fails on a half-given pair.
@@ -361,7 +397,9 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "namespace" .Release.Namespace
     "lease" (printf "%s-meta" (include "granary.fullname" .))
     "driver" (include "granary.driverName" .)
-    "cache_gate" .Values.datasets.cacheGate)
+    "cache_gate" .Values.datasets.cacheGate
+    "worker_service_account" (include "granary.workerServiceAccount" .)
+    "token_audience" .Values.worker.identityToken.audience)
   "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
@@ -374,7 +412,10 @@ are flags of the container: they differ per pod.
 {{- define "granary.workerConfig" -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.worker.port))
-  "meta" (dict "address" (include "granary.metaAddress" .) "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker")))
+  "meta" (dict
+    "address" (include "granary.metaAddress" .)
+    "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker"))
+    "identity_token_file" (include "granary.identityTokenFile" .))
   "cache" (dict
     "dir" .Values.cache.dir
     "capacity" (include "granary.size" .Values.cache.capacity)
