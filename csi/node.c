@@ -767,14 +767,29 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 	if (v->fd < 0)
 		return;
 	if (!current) {
-		if (now >= v->next_pod_check_ms) {
-			log_info("mount pod from an older template: starting its replacement",
-				 LOG_S("volume", v->rec.volume_id), LOG_S("template", cur));
-			if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
-				log_limited_warn(&n->lim, "cannot create a mount pod",
-						 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
-			v->next_pod_check_ms = now + POD_CHECK_MS;
+		char name[MOUNTPOD_NAME_MAX], why[160] = "";
+		bool exists = false;
+
+		if (now < v->next_pod_check_ms)
+			return;
+		v->next_pod_check_ms = now + POD_CHECK_MS;
+		/* The replacement exists but does not serve (a bad image, a
+		 * missing binary): the old pods keep serving; say why. */
+		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
+		if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) == ERR_OK &&
+		    exists) {
+			if (*why)
+				log_limited_warn(&n->lim,
+						 "the upgraded mount pod does not run; the old one keeps serving",
+						 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name),
+						 LOG_S("why", why));
+			return;
 		}
+		log_info("mount pod from an older template: starting its replacement",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("template", cur));
+		if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
+			log_limited_warn(&n->lim, "cannot create a mount pod",
+					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
 		return;
 	}
 	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {

@@ -5,9 +5,11 @@ CSIVolumeHealth, from NodeGetVolumeStats) and a granary_csi_volume_abnormal
 sample on the node plugin's /metrics, and both clear once it serves again; a
 container whose mount ended with every holder of its connection (a node
 restart) reads again through the mount put in its place."""
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -176,3 +178,91 @@ def test_pods_that_lost_their_mount_with_every_holder_get_it_back(reading_pod):
         == reader_restarts
     assert pod_of("node")[0]["status"]["containerStatuses"][0]["restartCount"] > restarts
     kube.wait_for("the volume normal", lambda: abnormal_samples(vol) == 0, timeout=60, interval=1)
+
+
+def mount_pods_of(vol):
+    return [p for p in pod_of("mount")
+            if p["metadata"].get("annotations", {}).get("granary.io/volume") == vol]
+
+
+def restart_node_plugin():
+    old = pod_of("node")[0]["metadata"]["uid"]
+    kube.delete("pod", pod_of("node")[0]["metadata"]["name"], kube.NS)
+    kube.wait_for("the node plugin back and Ready",
+                  lambda: [p for p in pod_of("node") if p["metadata"]["uid"] != old and ready(p)],
+                  timeout=120, interval=1)
+
+
+def plugin_log_lines(text):
+    name = pod_of("node")[0]["metadata"]["name"]
+    return [l for l in kube.logs(name, kube.NS, container="granary-csi").splitlines() if text in l]
+
+
+def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
+    # The mount pods' template names an image the node cannot pull (as a
+    # registry that is down would). The upgraded pod does not start: the
+    # old one keeps serving, and the plugin says why. Then the old pod is
+    # deleted: the plugin holds the connection, reads wait instead of
+    # failing, the volume is abnormal and says why; once the image can be
+    # had, the new pod takes over and the waiting read completes whole.
+    vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+    cm = kube.get("configmap", "granary-node", kube.NS)
+    good = cm["data"]["mount-pod.json"]
+    template = json.loads(good)
+    image = template["spec"]["containers"][0]["image"]
+    missing = image.rsplit(":", 1)[0] + ":missing"
+    template["spec"]["containers"][0]["image"] = missing
+
+    def set_template(text):
+        kube.kubectl("-n", kube.NS, "patch", "configmap", "granary-node", "--type=merge",
+                     "-p", json.dumps({"data": {"mount-pod.json": text}}))
+
+    old_pods = [p["metadata"]["name"] for p in mount_pods_of(vol)]
+    assert len(old_pods) == 1, old_pods
+    set_template(json.dumps(template))
+    try:
+        restart_node_plugin()
+        why = kube.wait_for("the plugin saying the upgraded pod does not run",
+                            lambda: plugin_log_lines("the upgraded mount pod does not run"),
+                            timeout=90, interval=1)
+        assert "ErrImagePull" in why[-1] or "ImagePullBackOff" in why[-1], why
+        out = kube.kubectl("exec", READER, "--", *kube.tfrecord_read(threads=2), timeout=180)
+        assert kube.parse_read(out)[0]["records"] == reading_pod, out
+
+        # The old pod goes: only the plugin holds the connection.
+        result = {}
+
+        def read():
+            t0 = time.monotonic()
+            r = kube.kubectl_result("exec", READER, "--", *kube.tfrecord_read(threads=2),
+                                    timeout=600)
+            result.update(rc=r.returncode, out=r.stdout + r.stderr, s=time.monotonic() - t0)
+
+        reader = threading.Thread(target=read)
+        kube.delete("pod", old_pods[0], kube.NS)
+        reader.start()
+        kube.wait_for("the volume abnormal", lambda: abnormal_samples(vol) == 1, timeout=60,
+                      interval=1)
+        why = kube.wait_for("the plugin saying why nothing serves",
+                            lambda: [l for l in plugin_log_lines("a mount pod does not run")
+                                     if "ImagePull" in l or "ErrImage" in l],
+                            timeout=60, interval=1)
+        assert "rc" not in result, result  # the read waits
+        # The image can be had again (as a registry back up).
+        subprocess.run(["ctr", "--address", kube.ENV["GRANARY_KUBE_CONTAINERD_SOCK"],
+                        "--namespace", "k8s.io", "images", "tag", "--force", image, missing],
+                       check=True, capture_output=True, timeout=60)
+        reader.join(timeout=400)
+        assert result.get("rc") == 0, result
+        assert kube.parse_read(result["out"])[0]["records"] == reading_pod, result
+        print(f"read_waited_s={result['s']:.1f}")
+        kube.wait_for("the volume normal", lambda: abnormal_samples(vol) == 0, timeout=60,
+                      interval=1)
+    finally:
+        set_template(good)
+    # Back to the chart's template: the next upgrade replaces the pod.
+    restart_node_plugin()
+    kube.wait_for("a mount pod of the chart's image serving",
+                  lambda: [p for p in mount_pods_of(vol)
+                           if p["spec"]["containers"][0]["image"] == image and ready(p)]
+                  and len(mount_pods_of(vol)) == 1, timeout=120, interval=1)
