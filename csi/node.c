@@ -778,7 +778,8 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
 		if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) == ERR_OK &&
 		    exists) {
-			if (*why)
+			/* Still being made is no fault. */
+			if (*why && !strstr(why, "ContainerCreating") && !strstr(why, "PodInitializing"))
 				log_limited_warn(&n->lim,
 						 "the upgraded mount pod does not run; the old one keeps serving",
 						 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name),

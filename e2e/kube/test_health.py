@@ -222,10 +222,10 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
     set_template(json.dumps(template))
     try:
         restart_node_plugin()
-        why = kube.wait_for("the plugin saying the upgraded pod does not run",
-                            lambda: plugin_log_lines("the upgraded mount pod does not run"),
-                            timeout=90, interval=1)
-        assert "ErrImagePull" in why[-1] or "ImagePullBackOff" in why[-1], why
+        kube.wait_for("the plugin saying why the upgraded pod does not run",
+                      lambda: [l for l in plugin_log_lines("the upgraded mount pod does not run")
+                               if "ErrImagePull" in l or "ImagePullBackOff" in l],
+                      timeout=90, interval=1)
         out = kube.kubectl("exec", READER, "--", *kube.tfrecord_read(threads=2), timeout=180)
         assert kube.parse_read(out)[0]["records"] == reading_pod, out
 
