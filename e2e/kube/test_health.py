@@ -180,6 +180,12 @@ def test_pods_that_lost_their_mount_with_every_holder_get_it_back(reading_pod):
     kube.wait_for("the volume normal", lambda: abnormal_samples(vol) == 0, timeout=60, interval=1)
 
 
+def ctr(*args, check=True):
+    return subprocess.run(["ctr", "--address", kube.ENV["GRANARY_KUBE_CONTAINERD_SOCK"],
+                           "--namespace", "k8s.io", *args], check=check, capture_output=True,
+                          timeout=60)
+
+
 def mount_pods_of(vol):
     return [p for p in pod_of("mount")
             if p["metadata"].get("annotations", {}).get("granary.io/volume") == vol]
@@ -210,7 +216,8 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
     good = cm["data"]["mount-pod.json"]
     template = json.loads(good)
     image = template["spec"]["containers"][0]["image"]
-    missing = image.rsplit(":", 1)[0] + ":missing"
+    # A tag of its own per run: containerd keeps images between clusters.
+    missing = image.rsplit(":", 1)[0] + f":missing-{int(time.time())}"
     template["spec"]["containers"][0]["image"] = missing
 
     def set_template(text):
@@ -249,9 +256,7 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
                             timeout=60, interval=1)
         assert "rc" not in result, result  # the read waits
         # The image can be had again (as a registry back up).
-        subprocess.run(["ctr", "--address", kube.ENV["GRANARY_KUBE_CONTAINERD_SOCK"],
-                        "--namespace", "k8s.io", "images", "tag", "--force", image, missing],
-                       check=True, capture_output=True, timeout=60)
+        ctr("images", "tag", "--force", image, missing)
         reader.join(timeout=400)
         assert result.get("rc") == 0, result
         assert kube.parse_read(result["out"])[0]["records"] == reading_pod, result
@@ -261,8 +266,10 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
     finally:
         set_template(good)
     # Back to the chart's template: the next upgrade replaces the pod.
+    # The stand-in tag goes once no pod uses it.
     restart_node_plugin()
     kube.wait_for("a mount pod of the chart's image serving",
                   lambda: [p for p in mount_pods_of(vol)
                            if p["spec"]["containers"][0]["image"] == image and ready(p)]
                   and len(mount_pods_of(vol)) == 1, timeout=120, interval=1)
+    ctr("images", "rm", missing, check=False)
