@@ -230,7 +230,9 @@ GRANARY_BUILD=$build "$here/bench/datasets.sh" "$data" "$bucket" --shards "$shar
   --small-files "$small_files" --small-kib "$small_kib" --meta-files "$meta_files" > "$work/logs/datasets.log"
 tfr_bytes=$(du -sb "$data/tfr" | cut -f1)
 small_bytes=$(du -sb --apparent-size "$data/small" | cut -f1)
-cache_full=$(( tfr_bytes * 5 / 4 ))            # holds every dataset of a phase
+# Holds every dataset of a phase: the larger of the TFRecord and the small-file
+# sets (a run of the small phase alone may have few shards).
+cache_full=$(( (tfr_bytes > small_bytes ? tfr_bytes : small_bytes) * 5 / 4 ))
 cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%.0f", b * r }') # %d would wrap at 2^31 in mawk
 log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >> 20)) MiB = $cache_ratio x dataset (dataset > cache)"
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -392,5 +393,72 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
 	}
 	*fd = f;
+	return ERR_OK;
+}
+
+/* --- the cache directory's id --- */
+
+bool block_dir_id_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < BLOCK_DIR_ID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s[i] == '\0';
+}
+
+/* The id in fd's first bytes (a trailing newline allowed); false if none. */
+static bool dir_id_from_fd(int fd, char out[BLOCK_DIR_ID_LEN + 1])
+{
+	char buf[BLOCK_DIR_ID_LEN + 2];
+	ssize_t n = fileio_pread_all(fd, buf, sizeof(buf), 0);
+
+	if (n < BLOCK_DIR_ID_LEN || (n == BLOCK_DIR_ID_LEN + 2) ||
+	    (n == BLOCK_DIR_ID_LEN + 1 && buf[BLOCK_DIR_ID_LEN] != '\n'))
+		return false;
+	buf[BLOCK_DIR_ID_LEN] = '\0';
+	if (!block_dir_id_valid(buf))
+		return false;
+	memcpy(out, buf, BLOCK_DIR_ID_LEN + 1);
+	return true;
+}
+
+enum error_code block_dir_id_read(const char *dir, char out[BLOCK_DIR_ID_LEN + 1],
+				  struct error *err)
+{
+	char path[PATH_MAX];
+	bool ok;
+	int fd;
+
+	out[0] = '\0';
+	if (snprintf(path, sizeof(path), "%s/%s", dir, BLOCK_DIR_LOCK_FILE) >= (int)sizeof(path))
+		return error_set(err, ERR_INVALID, "cache directory '%s': path too long", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0)
+		return error_set(err, ERR_NOT_FOUND, "read '%s': %s", path, strerror(errno));
+	ok = dir_id_from_fd(fd, out);
+	close(fd);
+	if (!ok)
+		return error_set(err, ERR_NOT_FOUND, "read '%s': no cache directory id in it", path);
+	return ERR_OK;
+}
+
+enum error_code block_dir_id_ensure(int fd, char out[BLOCK_DIR_ID_LEN + 1], struct error *err)
+{
+	uint8_t raw[BLOCK_DIR_ID_LEN / 2];
+	char line[BLOCK_DIR_ID_LEN + 1];
+
+	if (dir_id_from_fd(fd, out))
+		return ERR_OK;
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+		return error_set(err, ERR_IO, "cache directory id: getrandom: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	memcpy(line, out, BLOCK_DIR_ID_LEN);
+	line[BLOCK_DIR_ID_LEN] = '\n';
+	if (ftruncate(fd, 0) != 0 || fileio_pwrite_all(fd, line, sizeof(line), 0) < 0)
+		return error_set(err, ERR_IO, "cache directory id: write '%s': %s",
+				 BLOCK_DIR_LOCK_FILE, strerror(errno));
 	return ERR_OK;
 }

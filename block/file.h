@@ -159,4 +159,28 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 				       const uint8_t hash[BLOCK_HASH_LEN], int *fd,
 				       struct block_sums *sums, struct error *err);
 
+/*
+ * The cache directory's id: 32 lower-case hex digits in DIR/.lock (the
+ * file whose flock marks the directory's owner, docs/cache-layout.md),
+ * drawn at random by the first owner and kept by every later one. A worker
+ * compares the id a mount sends with its own to tell that the mount reads
+ * the same directory (its node's, whatever the path in either container),
+ * so that it can answer "fetched, read it from the directory" instead of
+ * sending the bytes.
+ */
+#define BLOCK_DIR_LOCK_FILE ".lock"
+#define BLOCK_DIR_ID_LEN 32
+
+/* Whether s is a cache directory id (BLOCK_DIR_ID_LEN lower-case hex). */
+bool block_dir_id_valid(const char *s);
+
+/* Reads the id of cache directory dir into out. ERR_NOT_FOUND when its
+ * lock file is missing or holds no id (no owner has run there yet). */
+enum error_code block_dir_id_read(const char *dir, char out[BLOCK_DIR_ID_LEN + 1],
+				  struct error *err);
+
+/* The owner's part: the id in its open lock file fd, or a new random one
+ * written there when it holds none. ERR_IO when it cannot be written. */
+enum error_code block_dir_id_ensure(int fd, char out[BLOCK_DIR_ID_LEN + 1], struct error *err);
+
 #endif

@@ -38,10 +38,11 @@ int block_url_path(const char *dataset, uint64_t index, char *out, size_t size)
 }
 
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
-			    unsigned readahead, bool verify)
+			    unsigned readahead, bool verify, const char *cache_id)
 {
 	size_t klen = escape(key, NULL), elen = escape(etag, NULL);
-	size_t need = klen + elen + 64;
+	size_t clen = cache_id ? escape(cache_id, NULL) : 0;
+	size_t need = klen + elen + clen + 72;
 	char *p = out;
 
 	if (size < need) {
@@ -57,16 +58,22 @@ size_t block_url_query_into(char *out, size_t size, const char *key, const char 
 	p += escape(etag, p);
 	p += snprintf(p, size - (size_t)(p - out), "&readahead=%u%s", readahead,
 		      verify ? "&verify=1" : "");
+	if (clen) {
+		memcpy(p, "&cache=", 7);
+		p += 7;
+		p += escape(cache_id, p);
+		*p = '\0';
+	}
 	return (size_t)(p - out);
 }
 
 char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify)
 {
-	size_t size = block_url_query_into(NULL, 0, key, etag, readahead, verify);
+	size_t size = block_url_query_into(NULL, 0, key, etag, readahead, verify, NULL);
 	char *out = malloc(size);
 
 	if (out)
-		block_url_query_into(out, size, key, etag, readahead, verify);
+		block_url_query_into(out, size, key, etag, readahead, verify, NULL);
 	return out;
 }
 

@@ -36,9 +36,16 @@ int block_url_path(const char *dataset, uint64_t index, char *out, size_t size);
 char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify);
 /* The same into out (size bytes): returns its length when it fits, else
  * a size that is enough, out left empty (size 0: out may be NULL), so a
- * caller that keeps a buffer of its own allocates nothing per request. */
+ * caller that keeps a buffer of its own allocates nothing per request.
+ * cache_id, when not NULL or "", adds cache=ID: the id of the cache
+ * directory the client reads (block_dir_id_read); a worker that owns that
+ * directory and holds the block there answers 204 with no body, and the
+ * client reads the block file itself (BLOCK_URL_IN_CACHE_DIR). */
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
-			    unsigned readahead, bool verify);
+			    unsigned readahead, bool verify, const char *cache_id);
+
+/* The status of a block answer that says "in your cache directory". */
+#define BLOCK_URL_IN_CACHE_DIR 204
 
 /*
  * The checksums of a block answer, so that the client checks what crossed

@@ -118,8 +118,17 @@ static enum error_code lock_dir(struct blockstore *bs, int dir_fd, struct error 
 		return error_set(err, error_from_errno(saved), "open block store '%s': '%s/%s': %s",
 				 bs->dir, bs->dir, BLOCKSTORE_LOCK_FILE, strerror(saved));
 	}
-	if (flock(bs->lock_fd, LOCK_EX | LOCK_NB) == 0)
+	if (flock(bs->lock_fd, LOCK_EX | LOCK_NB) == 0) {
+		struct error id_err;
+
+		/* Without an id the store works; mounts just get the bytes. */
+		if (block_dir_id_ensure(bs->lock_fd, bs->dir_id, &id_err) != ERR_OK) {
+			bs->dir_id[0] = '\0';
+			log_warn("cache directory has no id; the node's mounts get blocks over HTTP",
+				 LOG_S("dir", bs->dir), LOG_S("cause", id_err.msg));
+		}
 		return ERR_OK;
+	}
 	saved = errno;
 	if (saved == EWOULDBLOCK)
 		return error_set(err, ERR_UNAVAILABLE,
@@ -129,6 +138,11 @@ static enum error_code lock_dir(struct blockstore *bs, int dir_fd, struct error 
 				 bs->dir);
 	return error_set(err, error_from_errno(saved), "open block store '%s': lock '%s/%s': %s",
 			 bs->dir, bs->dir, BLOCKSTORE_LOCK_FILE, strerror(saved));
+}
+
+const char *blockstore_dir_id(const struct blockstore *bs)
+{
+	return bs->dir_id;
 }
 
 static enum error_code open_subdir(struct blockstore *bs, int dir_fd, const char *name, int *out,

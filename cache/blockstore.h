@@ -77,7 +77,7 @@ struct blockstore_ref;
 struct blockstore_writer;
 
 /* The lock file in DIR that marks its owner (see blockstore_open). */
-#define BLOCKSTORE_LOCK_FILE ".lock"
+#define BLOCKSTORE_LOCK_FILE BLOCK_DIR_LOCK_FILE
 
 /*
  * Opens the store as the owner of DIR. First takes an exclusive flock on
@@ -92,6 +92,10 @@ struct blockstore_writer;
  */
 enum error_code blockstore_open(const struct blockstore_config *cfg,
 				struct blockstore **out, struct error *err);
+/* The cache directory's id (block_dir_id_ensure, in its lock file), kept
+ * for the store's life; "" when it could not be written. */
+const char *blockstore_dir_id(const struct blockstore *bs);
+
 /* Every ref must have been put and every writer committed or aborted. */
 void blockstore_free(struct blockstore *bs);
 

@@ -70,6 +70,7 @@ struct lru {
 struct blockstore {
 	char *dir;                  /* immutable */
 	int lock_fd;                /* immutable: DIR/.lock, flock'd while open */
+	char dir_id[BLOCK_DIR_ID_LEN + 1]; /* immutable: the id in DIR/.lock, or "" */
 	int blocks_fd;              /* immutable: DIR/blocks */
 	int tmp_fd;                 /* immutable: DIR/tmp */
 	uint64_t capacity;          /* lowered by blockstore_disk_full; protected by mu */

@@ -288,6 +288,13 @@ enum error_code worker_http_parse_block_query(const char *query,
 			return error_set(err, ERR_INVALID, "verify '%s' is not 0 or 1", ra);
 		out->verify = ra[0] == '1';
 	}
+	rc = worker_http_query_get(query, "cache", out->cache_id, sizeof(out->cache_id), &found,
+				   err);
+	if (rc != ERR_OK)
+		return rc;
+	if (found && !block_dir_id_valid(out->cache_id))
+		return error_set(err, ERR_INVALID, "cache '%s' is not a cache directory id",
+				 out->cache_id);
 	return ERR_OK;
 }
 
@@ -585,7 +592,7 @@ enum error_code worker_http_check_framing(const struct worker_http_framing *f,
 /* --- metrics ------------------------------------------------------------- */
 
 void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t served_bytes,
-				struct metrics_buf *b)
+				uint64_t served_in_dir, struct metrics_buf *b)
 {
 	struct fetch_stats fs;
 	struct blockstore_stats bs;
@@ -611,6 +618,9 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 			       "block bytes received from the object stores", fs.store_bytes);
 	metrics_render_counter(b, "granary_worker_served_bytes_total",
 			       "block bytes sent to clients", served_bytes);
+	metrics_render_counter(b, "granary_worker_served_in_dir_total",
+			       "block requests of the node's mounts answered 'read it from the cache directory' (cache=ID)",
+			       served_in_dir);
 	metrics_render_counter(b, "granary_worker_evictions_total",
 			       "blocks evicted from the cache", bs.evictions);
 	metrics_render_counter(b, "granary_worker_corrupt_total",
@@ -720,6 +730,7 @@ struct worker_http {
 	char unix_path[108];              /* "" for TCP */
 	atomic_uint_fast64_t active;      /* requests between start and completion */
 	atomic_uint_fast64_t served;      /* block bytes sent */
+	atomic_uint_fast64_t served_in_dir; /* answered 204: read it from the directory */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;                /* wakes the watchdog to stop */
 	pthread_t watchdog;
@@ -1245,6 +1256,19 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 		return queue(conn, (unsigned)error_to_http(rc), r416);
 	}
 
+	if (q.cache_id[0] && rq->res.ref &&
+	    strcmp(q.cache_id, blockstore_dir_id(fetch_blockstore(h->cfg.fetcher))) == 0) {
+		/* The client reads this cache directory (the node's mount):
+		 * it reads and checks the block file itself, and drops its
+		 * pages, so nothing crosses the socket and nothing is left
+		 * for the watchdog to drop. */
+		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		if (!resp)
+			return MHD_NO;
+		MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
+		atomic_fetch_add(&h->served_in_dir, 1);
+		return queue(conn, BLOCK_URL_IN_CACHE_DIR, resp);
+	}
 	if (len == 0) {
 		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	} else if (rq->res.ref) {
@@ -1423,7 +1447,7 @@ static enum MHD_Result handle_metrics(struct req *rq, struct MHD_Connection *con
 	struct MHD_Response *resp;
 
 	worker_http_render_metrics(rq->h->cfg.fetcher, rq->h->cfg.preloader,
-				   atomic_load(&rq->h->served), &b);
+				   atomic_load(&rq->h->served), atomic_load(&rq->h->served_in_dir), &b);
 	if (b.failed || !b.data) {
 		metrics_buf_release(&b);
 		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");

@@ -98,10 +98,14 @@ struct worker_http_block_query {
 	char etag[80];
 	unsigned readahead;          /* 0 when absent */
 	bool verify;                 /* verify=1: the client found the bytes corrupt */
+	/* cache=ID: the cache directory the client reads (block_dir_id_valid),
+	 * "" when absent (block_url_query_into) */
+	char cache_id[BLOCK_DIR_ID_LEN + 1];
 };
 
 /* key and etag are required, readahead optional (0..BLOCK_URL_READAHEAD_MAX),
- * verify optional ("0" or "1"); ERR_INVALID "missing query parameter 'key'"
+ * verify optional ("0" or "1"), cache optional (a cache directory id);
+ * ERR_INVALID "missing query parameter 'key'"
  * and the like. */
 enum error_code worker_http_parse_block_query(const char *query,
 					      struct worker_http_block_query *out,
@@ -212,8 +216,9 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 void worker_http_stop(struct worker_http *h, uint64_t grace_ms);
 
 /* The /metrics text: fetch, blockstore and preload counters, served
- * bytes, the fetch latency histogram. */
+ * bytes, blocks the node's mounts were told to read from the cache
+ * directory (cache=ID), the fetch latency histogram. */
 void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t served_bytes,
-				struct metrics_buf *out);
+				uint64_t served_in_dir, struct metrics_buf *out);
 
 #endif

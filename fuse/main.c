@@ -175,6 +175,8 @@ static void *refresher(void *arg)
 		if (m->stopping)
 			break;
 		pthread_mutex_unlock(&m->stop_mu);
+		/* the node's worker may have started after this mount */
+		source_cluster_read_cache_id(&m->cluster);
 		if (refresh_workers(m, &err) != ERR_OK)
 			log_limited_warn(&lim, "cannot refresh the worker list; keeping the last one",
 					 LOG_S("cause", err.msg));
@@ -398,6 +400,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.verify = s->verify,
 		.fds = m->fds,
 	};
+	source_cluster_read_cache_id(&m->cluster);
 	rcfg->block_size = (uint32_t)block_size;
 	rcfg->sources[rcfg->nsources++] = source_local(&m->cluster);
 	rcfg->sources[rcfg->nsources++] = source_peer(&m->cluster);

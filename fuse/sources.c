@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,16 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	return ERR_OK;
 }
 
+void source_cluster_read_cache_id(struct source_cluster_ctx *ctx)
+{
+	struct error err;
+
+	if (atomic_load_explicit(&ctx->cache_id_set, memory_order_acquire))
+		return;
+	if (block_dir_id_read(ctx->cache_dir, ctx->cache_id, &err) == ERR_OK)
+		atomic_store_explicit(&ctx->cache_id_set, true, memory_order_release);
+}
+
 struct reader_source source_local(struct source_cluster_ctx *ctx)
 {
 	return (struct reader_source){ .name = "local", .read = local_read, .ctx = ctx };
@@ -318,6 +329,7 @@ struct peer_body {
 	char crc[BLOCK_CRC_HEADER_MAX]; /* the checksum header's value */
 	bool crc_seen;
 	bool answered;  /* a header line came: the worker is answering */
+	bool in_dir;    /* BLOCK_URL_IN_CACHE_DIR: no bytes, read the block file */
 };
 
 static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -544,7 +556,7 @@ static unsigned owned_run(struct source_cluster_ctx *ctx, const struct reader_bl
 static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thread *t,
 				const struct reader_block *blk, const char *addr, const char *id,
 				uint64_t off, size_t len, unsigned readahead, bool verify,
-				struct peer_body *body, struct error *err)
+				const char *cache_id, struct peer_body *body, struct error *err)
 {
 	char path[BLOCK_URL_PATH_MAX], range[64];
 	struct peer_watch watch = { .ctx = ctx, .body = body, .id = id, .addr = addr };
@@ -567,11 +579,13 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 			timeout = blk->until_ms - watch.start_ms;
 	}
 	block_url_path(ctx->dataset, blk->index, path, sizeof(path));
-	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify);
+	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify,
+				    cache_id);
 	if (need >= t->query_size) {
 		if (!grow(&t->query, &t->query_size, need + 1))
 			return error_set(err, ERR_NOMEM, "peer read: out of memory");
-		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify);
+		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead,
+				     verify, cache_id);
 	}
 	if (unix_socket)
 		host = "localhost";
@@ -589,6 +603,7 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	body->got = 0;
 	body->crc_seen = false;
 	body->answered = false;
+	body->in_dir = false;
 	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket ? addr + 7 : NULL);
 	curl_easy_setopt(c, CURLOPT_URL, t->url);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
@@ -618,6 +633,9 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 		if (cc == CURLE_COULDNT_CONNECT ||
 		    (cc == CURLE_OPERATION_TIMEDOUT && !watch.alive && timeout == ctx->timeout_ms))
 			peer_skip(ctx, id, addr, err->msg);
+	} else if (status == BLOCK_URL_IN_CACHE_DIR && cache_id && body->got == 0) {
+		body->in_dir = true;
+		rc = ERR_OK;
 	} else if (status != 206 && status != 200) {
 		rc = error_set(err, status == 404 ? ERR_NOT_FOUND : ERR_UNAVAILABLE,
 			       "worker '%s' at %s, block %llu of '%s': HTTP %ld", id, addr,
@@ -655,6 +673,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	struct block_sums sums;
 	struct block_key k;
 	uint64_t a0 = off, a1 = off + len, skip_left;
+	const char *cache_id = NULL;
 	enum error_code rc = ERR_INTERNAL;
 
 	if (!*blk->obj->etag || strlen(blk->obj->key) <= ctx->prefix_len)
@@ -683,10 +702,27 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			body.dst = t->bounce;
 		}
 	}
+	/* The node's own worker answers "in the directory" to a request
+	 * that names it (never after a corrupt copy: then the owner checks
+	 * its copy, verify=1, and sends the bytes). */
+	if (atomic_load_explicit(&ctx->cache_id_set, memory_order_acquire) && !blk->corrupt)
+		cache_id = ctx->cache_id;
 	snprintf(where, sizeof(where), "worker '%s' at %s", id, addr);
 	for (int round = 0; round < 2; round++) {
 		rc = peer_get(ctx, t, blk, addr, id, a0, (size_t)(a1 - a0),
-			      round == 0 ? readahead : 0, blk->corrupt > 0, &body, err);
+			      round == 0 ? readahead : 0, blk->corrupt > 0, cache_id, &body, err);
+		if (rc == ERR_OK && body.in_dir) {
+			/* Read and checked like any short-circuit read. A
+			 * file gone meanwhile (evicted), or corrupt (counted
+			 * by local_read), is asked for again as bytes, in
+			 * this same round: the one extra request. */
+			rc = local_read(ctx, blk, off, len, dst, got, 0, err);
+			if (rc == ERR_OK)
+				return ERR_OK;
+			cache_id = NULL;
+			round--;
+			continue;
+		}
 		if (rc != ERR_OK || !ctx->verify)
 			break;
 		rc = block_crc_header_parse(body.crc_seen ? body.crc : NULL,

@@ -68,7 +68,24 @@ struct source_cluster_ctx {
 	/* Open block files of cache_dir kept across reads (block/fdcache.h);
 	 * borrowed. NULL: each read opens and closes the file. */
 	struct block_fdcache *fds;
+	/*
+	 * cache_dir's id (source_cluster_read_cache_id), sent with block
+	 * requests: the worker that owns cache_dir (the node's) then fetches
+	 * a missing block into it and answers "read it there"
+	 * (BLOCK_URL_IN_CACHE_DIR), and the local source reads and checks
+	 * it, instead of the bytes crossing a socket. Written once, before
+	 * cache_id_set; unset: every worker sends the bytes.
+	 */
+	char cache_id[BLOCK_DIR_ID_LEN + 1];
+	_Atomic bool cache_id_set;
 };
+
+/*
+ * Reads cache_dir's id once an owner has written it; a no-op once known.
+ * Call from one thread at a time (the mount's start, then its membership
+ * refresher): readers only look at cache_id after cache_id_set.
+ */
+void source_cluster_read_cache_id(struct source_cluster_ctx *ctx);
 
 /*
  * To be called after each change of ctx->placement. A worker passed over

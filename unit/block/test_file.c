@@ -265,6 +265,47 @@ START_TEST(test_block_read_checked_drops_the_chunks_it_read)
 }
 END_TEST
 
+/* The cache directory's id: 32 lower-case hex digits in DIR/.lock; an
+ * owner keeps a valid one and replaces anything else; a reader finds
+ * none where no owner ran. */
+START_TEST(test_block_dir_id_is_drawn_once_and_read_back)
+{
+	char dir[] = "/tmp/granary-test-dirid-XXXXXX", path[64];
+	char id[BLOCK_DIR_ID_LEN + 1], again[BLOCK_DIR_ID_LEN + 1], read[BLOCK_DIR_ID_LEN + 1];
+	struct error err;
+	int fd;
+
+	ck_assert(block_dir_id_valid("0123456789abcdef0123456789abcdef"));
+	ck_assert(!block_dir_id_valid("0123456789ABCDEF0123456789abcdef"));
+	ck_assert(!block_dir_id_valid("0123456789abcdef0123456789abcde"));
+	ck_assert(!block_dir_id_valid("0123456789abcdef0123456789abcdef0"));
+	ck_assert(!block_dir_id_valid(""));
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(block_dir_id_read(dir, read, &err), ERR_NOT_FOUND);
+	snprintf(path, sizeof(path), "%s/" BLOCK_DIR_LOCK_FILE, dir);
+	fd = open(path, O_RDWR | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(block_dir_id_read(dir, read, &err), ERR_NOT_FOUND); /* empty */
+	ck_assert_int_eq(block_dir_id_ensure(fd, id, &err), ERR_OK);
+	ck_assert(block_dir_id_valid(id));
+	ck_assert_int_eq(block_dir_id_ensure(fd, again, &err), ERR_OK);
+	ck_assert_str_eq(again, id);
+	ck_assert_int_eq(block_dir_id_read(dir, read, &err), ERR_OK);
+	ck_assert_str_eq(read, id);
+	/* anything else in the file is replaced */
+	ck_assert_int_eq(ftruncate(fd, 0), 0);
+	ck_assert_int_eq(pwrite(fd, "not an id at all, not at all.....\n", 34, 0), 34);
+	ck_assert_int_eq(block_dir_id_read(dir, read, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(block_dir_id_ensure(fd, again, &err), ERR_OK);
+	ck_assert(block_dir_id_valid(again));
+	ck_assert_str_ne(again, id);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("block_file");
@@ -276,6 +317,7 @@ int main(void)
 	tcase_add_test(tc, test_block_header_fits_longest_names);
 	tcase_add_test(tc, test_block_file_open_checks_key_and_size);
 	tcase_add_test(tc, test_block_read_checked_drops_the_chunks_it_read);
+	tcase_add_test(tc, test_block_dir_id_is_drawn_once_and_read_back);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

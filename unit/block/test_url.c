@@ -29,6 +29,27 @@ START_TEST(test_block_url_path_and_query)
 }
 END_TEST
 
+/* cache=ID names the client's cache directory; "" or NULL adds nothing;
+ * a buffer too small says how much is needed and is left empty. */
+START_TEST(test_block_url_query_names_the_cache_directory)
+{
+	char out[128];
+	size_t need;
+
+	need = block_url_query_into(out, sizeof(out), "a", "e", 2, false,
+				    "0123456789abcdef0123456789abcdef");
+	ck_assert_str_eq(out, "key=a&etag=e&readahead=2&cache=0123456789abcdef0123456789abcdef");
+	ck_assert_uint_eq(need, strlen(out));
+	block_url_query_into(out, sizeof(out), "a", "e", 0, true, "");
+	ck_assert_str_eq(out, "key=a&etag=e&readahead=0&verify=1");
+	block_url_query_into(out, sizeof(out), "a", "e", 0, false, NULL);
+	ck_assert_str_eq(out, "key=a&etag=e&readahead=0");
+	need = block_url_query_into(out, 20, "a", "e", 0, false, "0123456789abcdef0123456789abcdef");
+	ck_assert_uint_gt(need, 20);
+	ck_assert_str_eq(out, "");
+}
+END_TEST
+
 START_TEST(test_block_crc_header_round_trips_and_refuses_bad_values)
 {
 	enum { BLOCK = 1u << 20, LEN = 300000 };
@@ -74,6 +95,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, test_block_url_path_and_query);
+	tcase_add_test(tc, test_block_url_query_names_the_cache_directory);
 	tcase_add_test(tc, test_block_crc_header_round_trips_and_refuses_bad_values);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);

@@ -784,6 +784,32 @@ START_TEST(test_blockstore_second_owner_of_a_directory_is_refused)
 }
 END_TEST
 
+/* The directory's id is drawn by its first owner and kept by the next
+ * ones, so that mounts that read it once keep naming it right. */
+START_TEST(test_blockstore_directory_id_is_kept_across_owners)
+{
+	char *dir = make_dir(), first[BLOCK_DIR_ID_LEN + 1], read[BLOCK_DIR_ID_LEN + 1];
+	char *other = make_dir();
+	struct blockstore *bs = open_store(dir, 1 << 20);
+	struct error err;
+
+	ck_assert(block_dir_id_valid(blockstore_dir_id(bs)));
+	snprintf(first, sizeof(first), "%s", blockstore_dir_id(bs));
+	ck_assert_int_eq(block_dir_id_read(dir, read, &err), ERR_OK);
+	ck_assert_str_eq(read, first);
+	blockstore_free(bs);
+	bs = open_store(dir, 1 << 20);
+	ck_assert_str_eq(blockstore_dir_id(bs), first);
+	blockstore_free(bs);
+	/* another directory, another id */
+	bs = open_store(other, 1 << 20);
+	ck_assert_str_ne(blockstore_dir_id(bs), first);
+	blockstore_free(bs);
+	remove_dir(dir);
+	remove_dir(other);
+}
+END_TEST
+
 START_TEST(test_blockstore_check_usable_makes_a_file_in_tmp)
 {
 	char *dir = make_dir();
@@ -1311,6 +1337,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_rebuild_evicts_oldest_over_capacity);
 	tcase_add_test(tc, test_blockstore_open_names_the_directory_on_error);
 	tcase_add_test(tc, test_blockstore_second_owner_of_a_directory_is_refused);
+	tcase_add_test(tc, test_blockstore_directory_id_is_kept_across_owners);
 	tcase_add_test(tc, test_blockstore_capacity_never_exceeded_under_many_inserts);
 	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
 	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);

@@ -236,6 +236,18 @@ START_TEST(test_http_block_query_requires_key_and_etag)
 	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&verify=yes", &q, &err),
 			 ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "verify 'yes' is not 0 or 1"));
+	/* cache: a cache directory id, or absent */
+	ck_assert_str_eq(q.cache_id, "");
+	ck_assert_int_eq(worker_http_parse_block_query(
+				 "key=a&etag=e&cache=0123456789abcdef0123456789abcdef", &q, &err),
+			 ERR_OK);
+	ck_assert_str_eq(q.cache_id, "0123456789abcdef0123456789abcdef");
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&cache=../x", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "cache '../x' is not a cache directory id"));
+	ck_assert_int_eq(worker_http_parse_block_query(
+				 "key=a&etag=e&cache=0123456789abcdef0123456789abcdef0", &q, &err),
+			 ERR_INVALID);
 }
 END_TEST
 

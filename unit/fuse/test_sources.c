@@ -4,8 +4,11 @@
  * directly (block files a real block store wrote) and the in-process
  * cache (a fetcher over a file:// dataset). Each serves the right bytes,
  * says "not here" when it must, and never serves bytes that fail their
- * checksums. The peer source needs a worker and is covered end to end in
- * e2e/cluster/test_cluster.c.
+ * checksums. The peer source runs against a real worker HTTP service
+ * (cache/http.c over a fetcher, on a unix socket) in this process: a
+ * block of the node's own worker is fetched into the cache directory and
+ * read there, another directory's mount gets the bytes; the rest of the
+ * peer source is covered end to end in e2e/cluster/test_cluster.c.
  */
 #include <fcntl.h>
 #include <ftw.h>
@@ -15,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block/file.h"
+#include "cache/http.h"
 #include "fuse/sources.h"
 #include "unit/check_main.h"
 
@@ -194,9 +199,33 @@ START_TEST(test_sources_local_reads_the_worker_files_and_refuses_bad_bytes)
 }
 END_TEST
 
-START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
+/* A block store on cache_dir and a fetcher with dataset "ds" on
+ * file://data_dir/SUB (SUB "" or ending in '/'), as a worker runs them. */
+static void cache_open(const char *sub, struct blockstore **bs, struct fetcher **f)
 {
 	const char *const roots[] = { base };
+	char source[160];
+	struct error err;
+
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								       .capacity = 16u << 20,
+								       .block_size = BS },
+					 bs, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = *bs, .max_inflight = 2,
+							    .threads = 1, .readahead_max = 4,
+							    .file_roots = roots, .nfile_roots = 1 },
+				   f, &err),
+			 ERR_OK);
+	snprintf(source, sizeof(source), "file://%s/%s", data_dir, sub);
+	ck_assert_msg(fetch_dataset_register(*f, &(struct fetch_dataset_config){
+						      .name = "ds", .source = source,
+						      .block_size = BS },
+					     NULL, &err) == ERR_OK, "%s", err.msg);
+}
+
+START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
+{
 	struct blockstore *bs = NULL;
 	struct fetcher *f = NULL;
 	struct source_cache_ctx ctx = { .prefix_len = 2, .verify = true };
@@ -204,25 +233,11 @@ START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
 	struct reader_object o = obj();
 	struct reader_block b;
 	struct fetch_stats fs;
-	char buf[BS], source[160];
+	char buf[BS];
 	struct error err;
 	size_t got = 0;
 
-	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
-								       .capacity = 16u << 20,
-								       .block_size = BS },
-					 &bs, &err),
-			 ERR_OK);
-	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 2,
-							    .threads = 1, .readahead_max = 4,
-							    .file_roots = roots, .nfile_roots = 1 },
-				   &f, &err),
-			 ERR_OK);
-	snprintf(source, sizeof(source), "file://%s/p/", data_dir);
-	ck_assert_msg(fetch_dataset_register(f, &(struct fetch_dataset_config){
-						     .name = "ds", .source = source,
-						     .block_size = BS },
-					     NULL, &err) == ERR_OK, "%s", err.msg);
+	cache_open("p/", &bs, &f);
 	ck_assert_int_eq(fetch_dataset_get(f, "ds", &ctx.ds, &err), ERR_OK);
 	ctx.fetcher = f;
 	src = source_cache(&ctx);
@@ -257,6 +272,169 @@ START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
 }
 END_TEST
 
+/* --- the peer source against a worker in this process --- */
+
+#define SECRET "test-sources-peer-token-0123456789"
+
+/* One worker, "node-a", on a unix socket under base, owning cache_dir. */
+struct worker {
+	struct blockstore *bs;
+	struct fetcher *f;
+	struct preloader *pre;
+	struct token *tok;
+	struct worker_http *h;
+	struct placement *pl;
+	struct block_fdcache *fds;
+	char addr[140];
+	char key_endpoint[256], bucket[160]; /* its block key fields */
+};
+
+static struct worker wk;
+
+static void worker_start(void)
+{
+	struct fetch_dataset *ds = NULL;
+	struct placement_worker w = { .id = "node-a", .address = wk.addr };
+	struct error err;
+
+	snprintf(wk.addr, sizeof(wk.addr), "unix://%s/w.sock", base);
+	/* a file:// source is keyed by its directory (the "bucket"), as a
+	 * mount keys it with the bucket and the whole key */
+	cache_open("", &wk.bs, &wk.f);
+	ck_assert_int_eq(fetch_dataset_get(wk.f, "ds", &ds, &err), ERR_OK);
+	snprintf(wk.key_endpoint, sizeof(wk.key_endpoint), "%s",
+		 fetch_dataset_describe(ds)->key_endpoint);
+	snprintf(wk.bucket, sizeof(wk.bucket), "%s", fetch_dataset_describe(ds)->bucket);
+	fetch_dataset_put(wk.f, ds);
+	ck_assert_int_eq(token_new(SECRET, strlen(SECRET), &wk.tok, &err), ERR_OK);
+	ck_assert_int_eq(preload_new(wk.f, 1, NULL, &wk.pre, &err), ERR_OK);
+	ck_assert_msg(worker_http_start(&(struct worker_http_config){ .listen = wk.addr,
+								      .fetcher = wk.f,
+								      .preloader = wk.pre,
+								      .token = wk.tok,
+								      .block_size = BS },
+					&wk.h, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(placement_new(&wk.pl, &err), ERR_OK);
+	ck_assert_int_eq(placement_update(wk.pl, &w, 1, 1, &err), ERR_OK);
+	ck_assert_int_eq(block_fdcache_new(&(struct block_fdcache_config){ .dir = cache_dir,
+									    .check_ms = 1000,
+									    .idle_ms = 5000 },
+					   &wk.fds, &err),
+			 ERR_OK);
+}
+
+static void worker_stop(void)
+{
+	block_fdcache_free(wk.fds);
+	placement_free(wk.pl);
+	worker_http_stop(wk.h, 1000);
+	preload_free(wk.pre);
+	token_free(wk.tok);
+	fetch_free(wk.f);
+	blockstore_free(wk.bs);
+	memset(&wk, 0, sizeof(wk));
+}
+
+/* A mount's cluster sources reading dir, with wk as the only worker. */
+static struct source_cluster_ctx cluster(const char *dir)
+{
+	return (struct source_cluster_ctx){ .cache_dir = dir, .dataset = "ds",
+					     .key_endpoint = wk.key_endpoint,
+					     .bucket = wk.bucket, .block_size = BS,
+					     .prefix_len = 0, .placement = wk.pl, .token = wk.tok,
+					     .connect_timeout_ms = 2000, .timeout_ms = 10000,
+					     .first_byte_ms = 5000, .skip_ms = 0, .verify = true,
+					     .fds = dir == cache_dir ? wk.fds : NULL };
+}
+
+START_TEST(test_sources_peer_own_worker_fetches_into_the_directory_and_it_is_read_there)
+{
+	struct source_cluster_ctx ctx;
+	struct reader_source src;
+	struct reader_object o = obj();
+	struct reader_block b = block(&o, 1);
+	struct block_fdcache_stats fs;
+	char buf[BS], id[BLOCK_DIR_ID_LEN + 1];
+	struct error err;
+	size_t got = 0;
+
+	worker_start();
+	ctx = cluster(cache_dir);
+	src = source_peer(&ctx);
+
+	/* the worker's id is in its directory; the mount reads it */
+	ck_assert_int_eq(block_dir_id_read(cache_dir, id, &err), ERR_OK);
+	ck_assert_str_eq(id, blockstore_dir_id(wk.bs));
+	source_cluster_read_cache_id(&ctx);
+	ck_assert(ctx.cache_id_set);
+	ck_assert_str_eq(ctx.cache_id, id);
+
+	ck_assert_msg(src.read(src.ctx, &b, 100, 30000, buf, &got, 0, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_uint_eq(got, 30000);
+	ck_assert_int_eq(memcmp(buf, content + BS + 100, got), 0);
+	/* read from the directory: its file was opened, once */
+	block_fdcache_get_stats(wk.fds, &fs);
+	ck_assert_uint_eq(fs.opens, 1);
+
+	/* the copy in the directory goes bad: not served; the owner checks
+	 * its copy (verify=1), fetches it again and sends the bytes */
+	ctx.fds = NULL; /* no descriptor of the good copy kept */
+	flip_blocks(cache_dir, BLOCK_HEADER_SIZE + 700);
+	b = block(&o, 1);
+	ck_assert_msg(src.read(src.ctx, &b, 0, 5000, buf, &got, 0, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_int_eq(memcmp(buf, content + BS, 5000), 0);
+	ck_assert_uint_eq(b.corrupt, 1);
+	ck_assert_ptr_nonnull(strstr(b.corrupt_cause, "the node's cache directory"));
+	worker_stop();
+}
+END_TEST
+
+START_TEST(test_sources_peer_another_directory_gets_the_bytes)
+{
+	struct source_cluster_ctx ctx;
+	struct reader_source src;
+	struct reader_object o = obj();
+	struct reader_block b = block(&o, 2);
+	char buf[BS], other_dir[128], path[200];
+	struct error err;
+	size_t got = 0;
+	FILE *fp;
+
+	worker_start();
+	snprintf(other_dir, sizeof(other_dir), "%s/other", base);
+	ck_assert_int_eq(mkdir(other_dir, 0755), 0);
+	ctx = cluster(other_dir);
+	src = source_peer(&ctx);
+
+	/* a mount on another node: a directory with an id of its own */
+	snprintf(path, sizeof(path), "%s/" BLOCK_DIR_LOCK_FILE, other_dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("0123456789abcdef0123456789abcdef\n", fp);
+	fclose(fp);
+	source_cluster_read_cache_id(&ctx);
+	ck_assert(ctx.cache_id_set);
+	ck_assert_str_ne(ctx.cache_id, blockstore_dir_id(wk.bs));
+
+	ck_assert_msg(src.read(src.ctx, &b, 0, 500, buf, &got, 0, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_uint_eq(got, 500);
+	ck_assert_int_eq(memcmp(buf, content + 2 * BS, 500), 0);
+	/* and without any id (no owner ever ran on the mount's directory) */
+	ctx = cluster(base);
+	source_cluster_read_cache_id(&ctx);
+	ck_assert(!ctx.cache_id_set);
+	src = source_peer(&ctx);
+	b = block(&o, 0);
+	ck_assert_msg(src.read(src.ctx, &b, 10, 1000, buf, &got, 0, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_int_eq(memcmp(buf, content + 10, 1000), 0);
+	worker_stop();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sources");
@@ -266,6 +444,8 @@ int main(void)
 	tcase_add_test(tc, test_sources_store_serves_the_snapshot_version_only);
 	tcase_add_test(tc, test_sources_local_reads_the_worker_files_and_refuses_bad_bytes);
 	tcase_add_test(tc, test_sources_cache_fetches_once_and_replaces_a_corrupt_copy);
+	tcase_add_test(tc, test_sources_peer_own_worker_fetches_into_the_directory_and_it_is_read_there);
+	tcase_add_test(tc, test_sources_peer_another_directory_gets_the_bytes);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
