@@ -1,10 +1,11 @@
 /*
  * fusemount.h - the kernel side of a FUSE mount that the daemon
- * (fuse/ll.c, which mounts a path itself) and the node plugin (csi/node.c,
- * which mounts a staging path and hands granary-fuse /dev/fd/N) must treat
- * alike: the max_read rule, and the mount's read-ahead, which the kernel
- * keeps per mount in its bdi (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb)
- * and which sizes page-cache reads, whatever max_read allows.
+ * (fuse/ll.c, which mounts a path itself) and the node plugin
+ * (csi/node_mount.c, which mounts a staging path and hands granary-fuse
+ * /dev/fd/N) must treat alike: the max_read rule, and the mount's
+ * read-ahead, which the kernel keeps per mount in its bdi
+ * (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb) and which sizes page-cache
+ * reads, whatever max_read allows.
  *
  * The mount's device number comes from /proc/self/mountinfo, not stat(2):
  * a FUSE mount answers stat only once its daemon serves, and the mounting

@@ -1,8 +1,11 @@
 /*
  * node.c - staging (a granary-fuse per volume on a descriptor the plugin
- * holds), publishing (read-only bind mounts), supervision and re-adoption.
+ * holds), publishing (read-only bind mounts), supervision and re-adoption:
+ * the volume table, the daemons, the monitor and the calls. The record
+ * format, mounts, mount pods and conditions are in the other csi/node_*.c
+ * (csi/node_impl.h lists them).
  */
-#include "csi/node.h"
+#include "csi/node_impl.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,10 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mount.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,20 +27,13 @@
 
 #include "common/config.h"
 #include "common/fileio.h"
-#include "common/fusemount.h"
 #include "common/log.h"
 #include "common/retry.h"
-#include "csi/fdchan.h"
 #include "csi/keeper.h"
-#include "csi/mountpod.h"
 #include "csi/reattach.h"
 #include "fuse/mountstats.h"
 #include "store/store.h"
 
-#define FUSE_TYPE "fuse.granary"
-#define FUSE_MOUNT_OPTS "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions"
-#define FUSE_MAX_READ_DEFAULT (1u << 20)
-#define STOP_GRACE_MS 10000
 /* Successors of a daemon that ran NODE_RESTART_STABLE_MS start at once;
  * after one that ended sooner, 100 ms later, doubling up to 10 s. */
 #define RESTART_DELAY_FIRST_MS 100
@@ -48,354 +41,6 @@
 /* The same cause of failing successors is logged once a minute. */
 #define RESTART_LOG_INTERVAL_MS 60000
 #define NO_WAKE UINT64_MAX
-#define PATH_MAX_LEN 4096
-#define PROBE_TIMEOUT_MS 2000
-/* Mount pods: how long a restarted plugin waits for a supervisor to give
- * a connection back before it mounts anew, how long a volume may have no
- * supervisor before its pod is looked at, and how often. */
-#define ADOPT_GRACE_MS 15000
-#define POD_GRACE_MS 3000
-#define POD_CHECK_MS 5000
-#define POD_POLL_MS 1000
-
-struct probe;
-
-/* One staged (or being staged) volume. */
-struct vol {
-	pthread_mutex_t mu;        /* serialises operations on the volume */
-	struct node_record rec;    /* protected by mu; rec.staging_path NULL until staged */
-	int fd;                    /* our /dev/fuse descriptor; -1 = none; protected by mu */
-	bool gone;                 /* unstaged or never staged; protected by mu */
-	int pidfd;                 /* the daemon's, polled by the monitor; -1 = none; protected by mu */
-	uint64_t started_ms;       /* when the daemon started; 0 = unknown (re-adopted); protected by mu */
-	uint64_t next_restart_ms;  /* protected by mu */
-	/* The delay before the next successor (node_restart_delay): written
-	 * under mu, read without it (/metrics). */
-	atomic_uint_fast64_t backoff_ms;
-	atomic_uint_fast64_t restarts; /* successors the monitor started; as backoff_ms */
-	uint64_t down_since_ms;    /* the monitor found the daemon gone; 0 = not; protected by mu */
-	char down_how[200];        /* how it ended, or why no successor runs; protected by mu */
-	/* Successors that fail at start: one line per cause per interval. */
-	struct log_limiter failing_log; /* protected by mu (and its own) */
-	char failing_cause[200];   /* the cause failing_log counts; protected by mu */
-	struct probe *probe;       /* the last statfs of the mount; protected by mu */
-	/* Targets published before the volume was mounted anew (its FUSE
-	 * connection ended with the node plugin's container): only .targets is
-	 * used. The host's bind mount was repaired, but the containers keep
-	 * their copy of the old one, which answers ENOTCONN until they
-	 * restart. Protected by mu. */
-	struct node_record stale;
-	time_t stale_since;        /* wall clock of the last remount; protected by mu */
-	uint64_t reattach_due_ms;  /* the next look for containers' ended mounts; under mu */
-	atomic_int condition;      /* the last one found: 0 none, 1 normal, 2 abnormal;
-				    * written under mu, read without (a busy volume) */
-	/* Mount pods only, protected by mu: */
-	bool pods;                 /* this volume's daemon runs in a mount pod */
-	bool pod_serving;          /* a supervisor reported a running daemon */
-	bool resend_pending;       /* an old pod was deleted: resend once it is gone */
-	uint64_t next_pod_check_ms;
-	unsigned refs;             /* protected by node->mu */
-	struct vol *next;          /* protected by node->mu */
-};
-
-struct node {
-	char *dir;                 /* STATE/node */
-	char *fuse_binary, *fuse_config, *meta_address;
-	char **roots;
-	size_t nroots;
-	char **file_roots;         /* allowed_file_roots */
-	size_t nfile_roots;
-	struct node_config cfg;    /* points at the copies above */
-	pthread_mutex_t mu;
-	struct vol *vols;          /* protected by mu */
-	pthread_t monitor;
-	bool monitor_running;
-	bool stopping;             /* protected by mu */
-	uint64_t started_ms;
-	struct log_limiter lim;    /* mount pod warnings */
-	int wake_fd;               /* eventfd: stops the monitor's wait; -1 = none */
-};
-
-/* ---- records ------------------------------------------------------------- */
-
-void node_record_release(struct node_record *r)
-{
-	free(r->volume_id);
-	free(r->dataset);
-	free(r->staging_path);
-	free(r->credentials_file);
-	free(r->init_state);
-	for (size_t i = 0; i < r->ntargets; i++)
-		free(r->targets[i]);
-	free(r->targets);
-	memset(r, 0, sizeof(*r));
-}
-
-enum error_code node_record_add_target(struct node_record *r, const char *target,
-				       struct error *err)
-{
-	char **grown;
-
-	for (size_t i = 0; i < r->ntargets; i++)
-		if (strcmp(r->targets[i], target) == 0)
-			return ERR_OK;
-	grown = realloc(r->targets, (r->ntargets + 1) * sizeof(*grown));
-	if (!grown)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	r->targets = grown;
-	r->targets[r->ntargets] = strdup(target);
-	if (!r->targets[r->ntargets])
-		return error_set(err, ERR_NOMEM, "out of memory");
-	r->ntargets++;
-	return ERR_OK;
-}
-
-void node_record_remove_target(struct node_record *r, const char *target)
-{
-	for (size_t i = 0; i < r->ntargets; i++) {
-		if (strcmp(r->targets[i], target) != 0)
-			continue;
-		free(r->targets[i]);
-		memmove(&r->targets[i], &r->targets[i + 1], (r->ntargets - i - 1) * sizeof(char *));
-		r->ntargets--;
-		return;
-	}
-}
-
-enum error_code node_record_save(const char *path, const struct node_record *r, struct error *err)
-{
-	json_t *root, *targets;
-	char *text;
-	enum error_code rc;
-
-	targets = json_array();
-	for (size_t i = 0; targets && i < r->ntargets; i++)
-		if (json_array_append_new(targets, json_string(r->targets[i])) != 0) {
-			json_decref(targets);
-			targets = NULL;
-		}
-	if (!targets)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:o}", "version", 1,
-			 "volume_id", r->volume_id ? r->volume_id : "", "dataset",
-			 r->dataset ? r->dataset : "", "staging_path",
-			 r->staging_path ? r->staging_path : "", "credentials_file",
-			 r->credentials_file ? r->credentials_file : "", "init_state",
-			 r->init_state ? r->init_state : "", "pid", (json_int_t)r->pid, "start_time",
-			 (json_int_t)r->start_time, "daemon_fd", r->daemon_fd, "targets", targets);
-	if (root && r->conn &&
-	    json_object_set_new(root, "conn", json_integer((json_int_t)r->conn)) != 0) {
-		json_decref(root);
-		root = NULL;
-	}
-	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
-	json_decref(root);
-	if (!text)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = fileio_replace(path, text, strlen(text), 0600, err);
-	free(text);
-	return rc;
-}
-
-static enum error_code dup_field(json_t *root, const char *key, char **out, const char *path,
-				 struct error *err)
-{
-	json_t *v = json_object_get(root, key);
-
-	if (!json_is_string(v))
-		return error_set(err, ERR_INVALID, "record '%s': field '%s' missing or not a string",
-				 path, key);
-	*out = strdup(json_string_value(v));
-	return *out ? ERR_OK : error_set(err, ERR_NOMEM, "out of memory");
-}
-
-static enum error_code int_field(json_t *root, const char *key, json_int_t *out, const char *path,
-				 struct error *err)
-{
-	json_t *v = json_object_get(root, key);
-
-	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return error_set(err, ERR_INVALID, "record '%s': field '%s' missing or not a count",
-				 path, key);
-	*out = json_integer_value(v);
-	return ERR_OK;
-}
-
-enum error_code node_record_load(const char *path, struct node_record *r, struct error *err)
-{
-	json_error_t jerr;
-	json_t *root, *targets;
-	json_int_t pid = 0, start = 0, fd = 0;
-	enum error_code rc = ERR_OK;
-
-	memset(r, 0, sizeof(*r));
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		if (access(path, F_OK) != 0)
-			return error_set(err, ERR_NOT_FOUND, "record '%s': %s", path, strerror(errno));
-		return error_set(err, ERR_INVALID, "record '%s': line %d: %s", path, jerr.line,
-				 jerr.text);
-	}
-	if (!json_is_object(root))
-		rc = error_set(err, ERR_INVALID, "record '%s': not a JSON object", path);
-	if (rc == ERR_OK)
-		rc = dup_field(root, "volume_id", &r->volume_id, path, err);
-	if (rc == ERR_OK)
-		rc = dup_field(root, "dataset", &r->dataset, path, err);
-	if (rc == ERR_OK)
-		rc = dup_field(root, "staging_path", &r->staging_path, path, err);
-	if (rc == ERR_OK)
-		rc = dup_field(root, "credentials_file", &r->credentials_file, path, err);
-	if (rc == ERR_OK)
-		rc = dup_field(root, "init_state", &r->init_state, path, err);
-	if (rc == ERR_OK)
-		rc = int_field(root, "pid", &pid, path, err);
-	if (rc == ERR_OK)
-		rc = int_field(root, "start_time", &start, path, err);
-	if (rc == ERR_OK)
-		rc = int_field(root, "daemon_fd", &fd, path, err);
-	if (rc == ERR_OK && fd > 1 << 20)
-		rc = error_set(err, ERR_INVALID, "record '%s': field 'daemon_fd' out of range", path);
-	targets = json_object_get(root, "targets");
-	if (rc == ERR_OK && !json_is_array(targets))
-		rc = error_set(err, ERR_INVALID, "record '%s': field 'targets' missing or not a list",
-			       path);
-	for (size_t i = 0; rc == ERR_OK && i < json_array_size(targets); i++) {
-		json_t *t = json_array_get(targets, i);
-
-		if (!json_is_string(t))
-			rc = error_set(err, ERR_INVALID, "record '%s': field 'targets[%zu]' not a string",
-				       path, i);
-		else
-			rc = node_record_add_target(r, json_string_value(t), err);
-	}
-	/* The mount pods' connection id; absent in the process mode. */
-	if (json_integer_value(json_object_get(root, "conn")) > 0)
-		r->conn = (uint64_t)json_integer_value(json_object_get(root, "conn"));
-	json_decref(root);
-	if (rc == ERR_OK && (!*r->volume_id || !*r->staging_path))
-		rc = error_set(err, ERR_INVALID, "record '%s': empty volume_id or staging_path", path);
-	r->pid = pid;
-	r->start_time = (uint64_t)start;
-	r->daemon_fd = (int)fd;
-	return rc;
-}
-
-/* ---- paths and mounts ---------------------------------------------------- */
-
-bool node_path_allowed(const char *path, char *const *roots, size_t nroots)
-{
-	size_t len = path ? strlen(path) : 0;
-
-	if (len < 2 || path[0] != '/' || len >= PATH_MAX_LEN)
-		return false;
-	/* No empty, "." or ".." component anywhere. */
-	for (const char *p = path + 1; *p;) {
-		size_t l = strcspn(p, "/");
-
-		if ((l == 0 && p[l] == '/') || (l == 1 && p[0] == '.') ||
-		    (l == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		p += l;
-		if (*p == '/')
-			p++;
-	}
-	for (size_t i = 0; i < nroots; i++) {
-		size_t rl = strlen(roots[i]);
-
-		if (rl == 1 && roots[i][0] == '/')
-			return true;
-		if (strncmp(path, roots[i], rl) == 0 && path[rl] == '/' && path[rl + 1] != '\0')
-			return true;
-	}
-	return false;
-}
-
-/* A path without its trailing '/' (kubelet does not send one; tests might). */
-static void clean_path(const char *in, char *out, size_t size)
-{
-	size_t len;
-
-	snprintf(out, size, "%s", in);
-	len = strlen(out);
-	while (len > 1 && out[len - 1] == '/')
-		out[--len] = '\0';
-}
-
-/*
- * True when path is a mount point in this mount namespace; fstype (may be
- * NULL) gets the type of the topmost mount there (fusemount_lookup).
- */
-static bool mount_lookup(const char *path, char *fstype, size_t size)
-{
-	unsigned major, minor;
-
-	return fusemount_lookup(path, &major, &minor, fstype, size);
-}
-
-/* Unmounts every mount stacked on path; lazily when one is busy. */
-static enum error_code unmount_all(const char *path, struct error *err)
-{
-	for (int i = 0; i < 16 && mount_lookup(path, NULL, 0); i++) {
-		if (umount2(path, 0) == 0)
-			continue;
-		if (errno == EBUSY && umount2(path, MNT_DETACH) == 0) {
-			log_warn("mount busy; detached it", LOG_S("path", path));
-			continue;
-		}
-		if (errno == EINVAL || errno == ENOENT)
-			return ERR_OK;
-		return error_set(err, error_from_errno(errno), "unmount '%s': %s", path,
-				 strerror(errno));
-	}
-	return ERR_OK;
-}
-
-/* Opens /dev/fuse and mounts the dataset at path on it. */
-static enum error_code mount_fuse(const struct node_config *cfg, const char *dataset,
-				  const char *path, int *fd_out, struct error *err)
-{
-	struct error raerr;
-	char opts[256], source[300];
-	int fd, saved;
-
-	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return error_set(err, error_from_errno(errno), "open '/dev/fuse': %s", strerror(errno));
-	snprintf(opts, sizeof(opts), "fd=%d,%s,max_read=%llu", fd, FUSE_MOUNT_OPTS,
-		 (unsigned long long)(cfg->max_read ? cfg->max_read : FUSE_MAX_READ_DEFAULT));
-	snprintf(source, sizeof(source), "granary:%s", dataset);
-	if (mount(source, path, FUSE_TYPE, MS_RDONLY | MS_NOSUID | MS_NODEV, opts) != 0) {
-		saved = errno;
-		close(fd);
-		return error_set(err, error_from_errno(saved), "mount '%s' on '%s': %s", source, path,
-				 strerror(saved));
-	}
-	/* granary-fuse on /dev/fd/N cannot: it may not see the path. */
-	if (cfg->read_ahead && fusemount_set_read_ahead(path, cfg->read_ahead, &raerr) != ERR_OK)
-		log_warn("cannot raise the mount's read-ahead", LOG_S("cause", raerr.msg));
-	*fd_out = fd;
-	return ERR_OK;
-}
-
-/* Read-only bind mount of staging at target. */
-static enum error_code bind_readonly(const char *staging, const char *target, struct error *err)
-{
-	int saved;
-
-	if (mount(staging, target, "none", MS_BIND, NULL) != 0)
-		return error_set(err, error_from_errno(errno), "bind '%s' at '%s': %s", staging, target,
-				 strerror(errno));
-	/* A bind mount takes its flags only on a remount. */
-	if (mount("none", target, "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
-		  NULL) != 0) {
-		saved = errno;
-		umount2(target, MNT_DETACH);
-		return error_set(err, error_from_errno(saved), "remount '%s' read-only: %s", target,
-				 strerror(saved));
-	}
-	return ERR_OK;
-}
 
 /* ---- daemons ------------------------------------------------------------- */
 
@@ -453,7 +98,7 @@ static bool proc_stat(pid_t pid, char *state, uint64_t *start_time)
 
 /* True while the record's daemon runs (a zombie does not), without
  * reaping it: the monitor reaps, and logs how it ended. */
-static bool daemon_running(const struct vol *v)
+bool daemon_running(const struct vol *v)
 {
 	uint64_t start = 0;
 	char state = 0;
@@ -600,7 +245,6 @@ static enum error_code start_daemon(struct node *n, struct vol *v, bool takeover
 	return save_vol(n, v, err);
 }
 
-
 /* Removes the saved INIT and what granary-fuse keeps beside it for a
  * successor (the spec and snapshot it served, its counters): a new
  * connection starts afresh. */
@@ -615,308 +259,6 @@ static void forget_init_state(const struct vol *v)
 		snprintf(path, sizeof(path), "%s%s", v->rec.init_state, ext[i]);
 		unlink(path);
 	}
-}
-
-/* ---- mount pods ------------------------------------------------------------ */
-
-/* granary-fuse's argv for the volume's mount pod, without --mountpoint
- * (granary-mount adds its descriptor) and --takeover (it decides). */
-static json_t *pod_argv(const struct node *n, const struct vol *v)
-{
-	struct node_argv a;
-	json_t *out = json_array();
-
-	node_fuse_argv(&n->cfg, &v->rec, 0, false, &a);
-	for (size_t i = 0; out && a.argv[i]; i++) {
-		if (strcmp(a.argv[i], "--mountpoint") == 0) {
-			i++;
-			continue;
-		}
-		if (json_array_append_new(out, json_string(a.argv[i])) != 0) {
-			json_decref(out);
-			out = NULL;
-		}
-	}
-	return out;
-}
-
-/* A new connection id: positive, fits a JSON integer, never reused in practice. */
-static uint64_t new_conn_id(void)
-{
-	uint64_t id = 0;
-
-	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
-		id = retry_now_ms() ^ ((uint64_t)getpid() << 32);
-	id &= (1ULL << 62) - 1;
-	return id ? id : 1;
-}
-
-/* Hands the volume's connection (v->fd, when held) to the keeper and makes
- * sure its mount pod exists. */
-static enum error_code pod_start(struct node *n, struct vol *v, struct error *err)
-{
-	json_t *argv = pod_argv(n, v);
-	enum error_code rc;
-
-	if (!argv)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, v->fd,
-			v->rec.conn, err);
-	json_decref(argv);
-	if (rc == ERR_OK)
-		rc = mountpods_create(n->cfg.pods, v->rec.volume_id, err);
-	if (rc == ERR_OK) {
-		char name[MOUNTPOD_NAME_MAX];
-
-		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
-		log_info("mount pod requested", LOG_S("volume", v->rec.volume_id), LOG_S("pod", name),
-			 LOG_U("conn", v->rec.conn));
-		v->next_pod_check_ms = retry_now_ms() + POD_GRACE_MS;
-	}
-	return rc;
-}
-
-/* Refreshes v->pod_serving and the restart count from the keeper. */
-static void pod_refresh(struct node *n, struct vol *v, struct keeper_status *st)
-{
-	unsigned restarts = 0;
-	bool serving = false;
-
-	keeper_status(n->cfg.keeper, v->rec.volume_id, st);
-	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
-		serving = serving || st->sup[i].daemon_pid > 0;
-		restarts += st->sup[i].restarts;
-	}
-	v->pod_serving = serving;
-	/* Reported per supervisor: keep the count from going back when one
-	 * restarts with its container. */
-	if (restarts > atomic_load(&v->restarts))
-		atomic_store(&v->restarts, restarts);
-}
-
-/* Why the volume's pod does not serve, into v->down_how; a pod that is
- * gone (deleted by someone) is created again. */
-static void pod_explain(struct node *n, struct vol *v, const struct keeper_status *st)
-{
-	char name[MOUNTPOD_NAME_MAX], why[160] = "";
-	struct error err;
-	bool exists = false;
-
-	if (st->nsup) {
-		const struct keeper_supervisor *s = &st->sup[0];
-
-		snprintf(v->down_how, sizeof(v->down_how),
-			 "%s; granary-mount in pod %s starts another in %llu ms",
-			 *s->last_exit ? s->last_exit : "is starting", s->pod,
-			 (unsigned long long)s->backoff_ms);
-		return;
-	}
-	mountpods_name(n->cfg.pods, v->rec.volume_id, name);
-	if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) != ERR_OK) {
-		snprintf(v->down_how, sizeof(v->down_how), "has no mount pod in touch: %s", err.msg);
-		return;
-	}
-	if (!exists) {
-		log_warn("the volume's mount pod is gone; creating it again",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name));
-		if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
-			log_limited_warn(&n->lim, "cannot create a mount pod",
-					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
-		snprintf(v->down_how, sizeof(v->down_how), "lost its mount pod %s (created again)", name);
-		return;
-	}
-	snprintf(v->down_how, sizeof(v->down_how), "is in mount pod %s, %s", name,
-		 *why ? why : "which has not reached the node plugin yet");
-	if (*why)
-		log_limited_warn(&n->lim, "a mount pod does not run", LOG_S("volume", v->rec.volume_id),
-				 LOG_S("pod", name), LOG_S("why", why));
-}
-
-/*
- * An upgrade: supervisors from an older template are replaced by a pod
- * from the current one, which takes over the connection beside them;
- * then they are deleted, and once they are gone the kernel is asked to
- * resend what they had read. Only while the plugin holds the connection
- * itself, so that deleting a pod never ends it.
- */
-static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_status *st,
-			uint64_t now)
-{
-	const char *cur = mountpods_template_hash(n->cfg.pods);
-	bool old = false, current = false;
-	struct error err;
-
-	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
-		if (strcmp(st->sup[i].template_hash, cur) != 0)
-			old = true;
-		else if (st->sup[i].daemon_pid > 0)
-			current = true;
-	}
-	if (!old) {
-		if (v->resend_pending && v->fd >= 0) {
-			if (fdchan_fuse_resend(v->fd) != 0)
-				log_warn("the kernel refused FUSE_NOTIFY_RESEND after an upgrade",
-					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", strerror(errno)));
-			else
-				log_info("mount pod upgraded", LOG_S("volume", v->rec.volume_id),
-					 LOG_S("template", cur));
-			v->resend_pending = false;
-		}
-		return;
-	}
-	if (v->fd < 0)
-		return;
-	if (!current) {
-		char name[MOUNTPOD_NAME_MAX], why[160] = "";
-		bool exists = false;
-
-		if (now < v->next_pod_check_ms)
-			return;
-		v->next_pod_check_ms = now + POD_CHECK_MS;
-		/* The replacement exists but does not serve (a bad image, a
-		 * missing binary): the old pods keep serving; say why. */
-		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
-		if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) == ERR_OK &&
-		    exists) {
-			/* Still being made is no fault. */
-			if (*why && !strstr(why, "ContainerCreating") && !strstr(why, "PodInitializing"))
-				log_limited_warn(&n->lim,
-						 "the upgraded mount pod does not run; the old one keeps serving",
-						 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name),
-						 LOG_S("why", why));
-			return;
-		}
-		log_info("mount pod from an older template: starting its replacement",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("template", cur));
-		if (mountpods_create(n->cfg.pods, v->rec.volume_id, &err) != ERR_OK)
-			log_limited_warn(&n->lim, "cannot create a mount pod",
-					 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
-		return;
-	}
-	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
-		if (strcmp(st->sup[i].template_hash, cur) == 0 || !*st->sup[i].pod)
-			continue;
-		if (mountpods_delete(n->cfg.pods, st->sup[i].pod, &err) != ERR_OK)
-			log_limited_warn(&n->lim, "cannot delete an old mount pod",
-					 LOG_S("pod", st->sup[i].pod), LOG_S("cause", err.msg));
-		else
-			v->resend_pending = true;
-	}
-}
-
-/* mount_and_start for mount pods, and what it ends with, defined below. */
-static enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err);
-static uint64_t reattach_stale(struct node *n, struct vol *v, uint64_t now);
-
-/* The monitor's pass over a volume whose daemon runs in a mount pod. */
-static void pod_check(struct node *n, struct vol *v)
-{
-	struct keeper_status st;
-	uint64_t now = retry_now_ms();
-	struct error err;
-
-	if (v->gone || !v->rec.staging_path)
-		return;
-	pod_refresh(n, v, &st);
-	if (v->fd < 0 && st.holds_fd && st.conn == v->rec.conn) {
-		v->fd = keeper_dup_fd(n->cfg.keeper, v->rec.volume_id, v->rec.conn);
-		if (v->fd >= 0)
-			log_info("holding the FUSE connection again (given back by its mount pod)",
-				 LOG_S("volume", v->rec.volume_id), LOG_U("conn", v->rec.conn));
-	}
-	if (v->pod_serving) {
-		v->down_since_ms = 0;
-		atomic_store(&v->backoff_ms, 0);
-		pod_upgrade(n, v, &st, now);
-		return;
-	}
-	if (!v->down_since_ms) {
-		v->down_since_ms = now;
-		snprintf(v->down_how, sizeof(v->down_how), "is not running");
-	}
-	/* Nobody holds the connection: the node restarted, or the plugin and
-	 * the mount pod ended together. Only a new mount helps. */
-	if (v->fd < 0 && now - n->started_ms >= ADOPT_GRACE_MS &&
-	    now - v->down_since_ms >= ADOPT_GRACE_MS && now >= v->next_restart_ms) {
-		uint64_t delay = node_restart_delay(atomic_load(&v->backoff_ms), 0);
-
-		atomic_store(&v->backoff_ms, delay);
-		v->next_restart_ms = now + delay;
-		log_warn("no process holds the volume's FUSE connection any more; mounting anew",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
-		if (mount_and_start(n, v, &err) != ERR_OK) {
-			log_error("cannot mount the volume anew", LOG_S("volume", v->rec.volume_id),
-				  LOG_S("cause", err.msg), LOG_U("retry_in_ms", delay));
-			snprintf(v->down_how, sizeof(v->down_how), "cannot be mounted anew: %s", err.msg);
-		}
-		return;
-	}
-	if (st.nsup || (st.alone_since_ms && now - st.alone_since_ms >= POD_GRACE_MS &&
-			now >= v->next_pod_check_ms)) {
-		pod_explain(n, v, &st);
-		if (!st.nsup)
-			v->next_pod_check_ms = now + POD_CHECK_MS;
-	}
-}
-
-/*
- * Mount pods of volumes this node does not stage (an unstage the plugin
- * missed, a record lost): deleted once the records have had time to load
- * and their supervisors to reconnect.
- */
-static void sweep_unknown_pods(struct node *n)
-{
-	char names[8][KEEPER_NAME_MAX];
-	struct error err;
-	size_t count;
-
-	if (!n->cfg.pods || retry_now_ms() - n->started_ms < POD_GRACE_MS)
-		return;
-	count = keeper_take_unknown(n->cfg.keeper, names, 8);
-	for (size_t i = 0; i < count; i++) {
-		log_warn("deleting a mount pod of a volume this node does not stage",
-			 LOG_S("pod", names[i]));
-		if (mountpods_delete(n->cfg.pods, names[i], &err) != ERR_OK)
-			log_warn("cannot delete a mount pod", LOG_S("pod", names[i]),
-				 LOG_S("cause", err.msg));
-	}
-}
-
-/* Deletes every mount pod of the volume and waits until none is in touch. */
-static void pod_stop(struct node *n, struct vol *v)
-{
-	char deleted[8][MOUNTPOD_NAME_MAX];
-	size_t ndeleted = 1;
-	struct keeper_status st;
-	uint64_t t0 = retry_now_ms();
-	struct error err;
-
-	mountpods_name(n->cfg.pods, v->rec.volume_id, deleted[0]);
-	if (mountpods_delete(n->cfg.pods, deleted[0], &err) != ERR_OK)
-		log_warn("cannot delete a mount pod", LOG_S("pod", deleted[0]), LOG_S("cause", err.msg));
-	for (;;) {
-		keeper_status(n->cfg.keeper, v->rec.volume_id, &st);
-		for (size_t i = 0; i < st.nsup && i < KEEPER_LISTED; i++) {
-			size_t k = 0;
-
-			while (k < ndeleted && strcmp(deleted[k], st.sup[i].pod) != 0)
-				k++;
-			if (k < ndeleted || !*st.sup[i].pod || ndeleted == 8)
-				continue;
-			snprintf(deleted[ndeleted++], MOUNTPOD_NAME_MAX, "%s", st.sup[i].pod);
-			if (mountpods_delete(n->cfg.pods, st.sup[i].pod, &err) != ERR_OK)
-				log_warn("cannot delete a mount pod", LOG_S("pod", st.sup[i].pod),
-					 LOG_S("cause", err.msg));
-		}
-		if (!st.nsup || retry_now_ms() - t0 > STOP_GRACE_MS + 20000)
-			break;
-		retry_sleep_ms(100);
-	}
-	if (st.nsup)
-		log_warn("mount pods of an unstaged volume are still running",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", st.sup[0].pod));
-	keeper_forget(n->cfg.keeper, v->rec.volume_id);
-	v->pod_serving = false;
 }
 
 /* SIGTERM, then SIGKILL after the grace period; a mount pod is deleted. */
@@ -944,36 +286,6 @@ static void stop_daemon(struct node *n, struct vol *v)
 		retry_sleep_ms(20);
 	}
 	v->rec.pid = 0;
-}
-
-/* wait_serving for a mount pod: its supervisor reports a running daemon
- * and the INIT was taken. */
-static enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t timeout_ms,
-					struct error *err)
-{
-	uint64_t t0 = retry_now_ms();
-	struct keeper_status st;
-
-	for (;;) {
-		/* What the monitor would do: it passes over a volume busy with
-		 * this call (a connection nobody holds is mounted anew). */
-		pod_check(n, v);
-		pod_refresh(n, v, &st);
-		if (v->pod_serving && access(v->rec.init_state, F_OK) == 0)
-			return ERR_OK;
-		for (size_t i = 0; i < st.nsup && i < KEEPER_LISTED; i++)
-			if (strcmp(st.sup[i].last_exit, "exited with status 2") == 0)
-				return error_set(err, ERR_INVALID,
-						 "granary-fuse for dataset '%s' refused its settings (its reason is in the log of mount pod %s)",
-						 v->rec.dataset, st.sup[i].pod);
-		if (retry_now_ms() - t0 >= timeout_ms) {
-			pod_explain(n, v, &st);
-			return error_set(err, ERR_TIMEOUT,
-					 "granary-fuse for dataset '%s' is not serving after %llu ms: it %s; it goes on, and a retry waits for it",
-					 v->rec.dataset, (unsigned long long)timeout_ms, v->down_how);
-		}
-		retry_sleep_ms(50);
-	}
 }
 
 /* Waits until the daemon has taken the kernel's FUSE_INIT (its init_state
@@ -1010,11 +322,14 @@ static enum error_code wait_serving(struct node *n, struct vol *v, uint64_t time
 	}
 }
 
+/* What mount_and_start ends with, defined below. */
+static uint64_t reattach_stale(struct node *n, struct vol *v, uint64_t now);
+
 /*
  * A fresh connection: mounts the staging path anew and starts a first
  * daemon, then binds every recorded target again.
  */
-static enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err)
+enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err)
 {
 	enum error_code rc;
 
@@ -1109,8 +424,6 @@ static int grab_descriptor(pid_t pid, int fd_in_daemon)
 
 /* ---- the volume table ---------------------------------------------------- */
 
-static void probe_put(struct probe *p);
-
 static void vol_free(struct vol *v)
 {
 	probe_put(v->probe);
@@ -1125,7 +438,7 @@ static void vol_free(struct vol *v)
 	free(v);
 }
 
-static void vol_unref(struct node *n, struct vol *v)
+void vol_unref(struct node *n, struct vol *v)
 {
 	bool last;
 
@@ -1137,7 +450,7 @@ static void vol_unref(struct node *n, struct vol *v)
 }
 
 /* Unlocks and drops the reference vol_get gave. */
-static void vol_put(struct node *n, struct vol *v)
+void vol_put(struct node *n, struct vol *v)
 {
 	pthread_mutex_unlock(&v->mu);
 	vol_unref(n, v);
@@ -1180,7 +493,7 @@ static struct vol *vol_alloc(const char *id)
  * entry when there is none (NULL only when out of memory). Without create,
  * NULL when unknown.
  */
-static struct vol *vol_get(struct node *n, const char *id, bool create)
+struct vol *vol_get(struct node *n, const char *id, bool create)
 {
 	for (;;) {
 		struct vol *v;
@@ -1368,7 +681,7 @@ static uint64_t check_daemon(struct node *n, struct vol *v)
 
 /* Every volume in the table, each referenced (vol_unref each, free the
  * array); NULL with *count 0 when out of memory. */
-static struct vol **vol_list(struct node *n, size_t *count)
+struct vol **vol_list(struct node *n, size_t *count)
 {
 	struct vol **list;
 	size_t total = 0;
@@ -1687,7 +1000,7 @@ static enum error_code check_path(const struct node *n, const char *field, const
 }
 
 /* The id names the volume's files in STATE/node: never a path. */
-static enum error_code check_id(const char *id, struct error *err)
+enum error_code check_id(const char *id, struct error *err)
 {
 	return controller_check_id("volume_id", id, err);
 }
@@ -2085,442 +1398,4 @@ enum error_code node_unpublish(struct node *n, const char *volume_id, const char
 	if (rc == ERR_OK && was_there)
 		log_info("volume unpublished", LOG_S("volume", volume_id), LOG_S("target", target));
 	return rc;
-}
-
-/* ---- conditions ---------------------------------------------------------- */
-
-/*
- * A statfs of a mount in a thread of its own. statfs always reaches the
- * FUSE daemon (nothing caches it), so it tells a mount that serves from
- * one whose connection is gone (ENOTCONN) or whose daemon does not answer
- * (hung, stopped, dead while the plugin holds the connection: the call
- * waits in the kernel). The caller waits at most a deadline; a probe that
- * hangs stays with its volume (vol->probe), and the next check waits on
- * it again instead of leaving one more thread stuck in the kernel.
- */
-struct probe {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	unsigned refs;          /* protected by mu */
-	bool done;              /* protected by mu */
-	int errnum;             /* statvfs' errno, 0 = answered; protected by mu */
-	struct statvfs st;      /* protected by mu */
-	uint64_t started_ms;    /* immutable */
-	char path[];            /* immutable */
-};
-
-static void probe_put(struct probe *p)
-{
-	bool last;
-
-	if (!p)
-		return;
-	pthread_mutex_lock(&p->mu);
-	last = --p->refs == 0;
-	pthread_mutex_unlock(&p->mu);
-	if (!last)
-		return;
-	pthread_cond_destroy(&p->cv);
-	pthread_mutex_destroy(&p->mu);
-	free(p);
-}
-
-static void *probe_main(void *arg)
-{
-	struct probe *p = arg;
-	struct statvfs st;
-	int errnum = statvfs(p->path, &st) == 0 ? 0 : errno;
-
-	pthread_mutex_lock(&p->mu);
-	p->st = st;
-	p->errnum = errnum;
-	p->done = true;
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
-	probe_put(p);
-	return NULL;
-}
-
-/* Starts a probe of path, with a reference for the caller; NULL when no
- * thread can be started. */
-static struct probe *probe_start(const char *path)
-{
-	size_t len = strlen(path) + 1;
-	struct probe *p = calloc(1, sizeof(*p) + len);
-	pthread_condattr_t ca;
-	pthread_attr_t attr;
-	pthread_t t;
-	int rc;
-
-	if (!p)
-		return NULL;
-	memcpy(p->path, path, len);
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	p->refs = 2; /* the caller's and the thread's */
-	p->started_ms = retry_now_ms();
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 << 10);
-	rc = pthread_create(&t, &attr, probe_main, p);
-	pthread_attr_destroy(&attr);
-	if (rc != 0) {
-		p->refs = 1;
-		probe_put(p);
-		return NULL;
-	}
-	return p;
-}
-
-/* Waits until the probe is done or deadline_ms (monotonic) passes. */
-static bool probe_wait(struct probe *p, uint64_t deadline_ms, int *errnum, struct statvfs *st)
-{
-	struct timespec until = { .tv_sec = (time_t)(deadline_ms / 1000),
-				  .tv_nsec = (long)(deadline_ms % 1000) * 1000000L };
-	bool done;
-
-	pthread_mutex_lock(&p->mu);
-	while (!p->done && pthread_cond_timedwait(&p->cv, &p->mu, &until) == 0)
-		;
-	done = p->done;
-	if (done) {
-		*errnum = p->errnum;
-		*st = p->st;
-	}
-	pthread_mutex_unlock(&p->mu);
-	return done;
-}
-
-static bool probe_pending(struct probe *p)
-{
-	bool pending;
-
-	pthread_mutex_lock(&p->mu);
-	pending = !p->done;
-	pthread_mutex_unlock(&p->mu);
-	return pending;
-}
-
-void node_mount_condition(const char *path, int errnum, uint64_t pending_ms,
-			  struct node_condition *out)
-{
-	out->abnormal = true;
-	if (pending_ms)
-		snprintf(out->message, sizeof(out->message),
-			 "the mount at '%s' has not answered statfs for %llu ms: granary-fuse hangs or is stopped, and reads there wait",
-			 path, (unsigned long long)pending_ms);
-	else if (errnum == ENOTCONN)
-		snprintf(out->message, sizeof(out->message),
-			 "the mount at '%s' answers 'Transport endpoint is not connected': its FUSE connection is gone; containers that use it must restart",
-			 path);
-	else if (errnum)
-		snprintf(out->message, sizeof(out->message), "statfs of the mount at '%s': %s",
-			 path, strerror(errnum));
-	else {
-		out->abnormal = false;
-		snprintf(out->message, sizeof(out->message), "the mount at '%s' serves", path);
-	}
-}
-
-/* What a condition check takes from its volume, under v->mu. */
-struct check {
-	char path[PATH_MAX_LEN];
-	struct node_condition cond;  /* final when probe is NULL */
-	struct probe *probe;         /* a reference; NULL: nothing to wait for */
-};
-
-/* Whether path of v (v->mu held) is a target published before the volume
- * was mounted anew, or, for the staging path, whether any such target is
- * left; if so, cond says so. */
-static bool stale_condition(const struct vol *v, const char *path, struct node_condition *cond)
-{
-	struct tm tm;
-	char when[32] = "?";
-	bool is_stale = false;
-
-	if (!v->stale.ntargets)
-		return false;
-	for (size_t i = 0; !is_stale && i < v->stale.ntargets; i++)
-		is_stale = strcmp(v->stale.targets[i], path) == 0;
-	if (!is_stale && strcmp(path, v->rec.staging_path) != 0)
-		return false;
-	if (gmtime_r(&v->stale_since, &tm))
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	cond->abnormal = true;
-	if (is_stale)
-		snprintf(cond->message, sizeof(cond->message),
-			 "volume '%s' was mounted anew at %s after its FUSE connection ended (the node plugin's container stopped): the containers that mounted it before keep the ended connection and get 'Transport endpoint is not connected'; restart them",
-			 v->rec.volume_id, when);
-	else
-		snprintf(cond->message, sizeof(cond->message),
-			 "volume '%s' was mounted anew at %s after its FUSE connection ended: %zu pod mount(s) from before keep the ended connection until their pods restart",
-			 v->rec.volume_id, when, v->stale.ntargets);
-	return true;
-}
-
-/* Starts checking path of v (v->mu held): the daemon first, then a probe
- * of the mount (or the one still pending). */
-static void check_begin(struct vol *v, const char *path, struct check *c)
-{
-	uint64_t now = retry_now_ms();
-
-	memset(c, 0, sizeof(*c));
-	snprintf(c->path, sizeof(c->path), "%s", path);
-	if (v->pods && !v->pod_serving) {
-		c->cond.abnormal = true;
-		snprintf(c->cond.message, sizeof(c->cond.message),
-			 "granary-fuse of volume '%s' is not running%s%s; reads wait, the connection is held",
-			 v->rec.volume_id, v->down_since_ms ? ": it " : "",
-			 v->down_since_ms ? v->down_how : "");
-		return;
-	}
-	if (!v->pods && !daemon_running(v)) {
-		/* The monitor restarts it; until then reads wait (the plugin
-		 * holds the connection) or fail. Probing would only wait too. */
-		c->cond.abnormal = true;
-		if (v->down_since_ms && v->next_restart_ms > now)
-			snprintf(c->cond.message, sizeof(c->cond.message),
-				 "granary-fuse of volume '%s' is not running for %llu s: it %s; the node plugin starts another in %llu s",
-				 v->rec.volume_id,
-				 (unsigned long long)((now - v->down_since_ms) / 1000), v->down_how,
-				 (unsigned long long)((v->next_restart_ms - now + 999) / 1000));
-		else if (v->down_since_ms)
-			snprintf(c->cond.message, sizeof(c->cond.message),
-				 "granary-fuse of volume '%s' is not running for %llu s: it %s; the node plugin starts another",
-				 v->rec.volume_id,
-				 (unsigned long long)((now - v->down_since_ms) / 1000), v->down_how);
-		else
-			snprintf(c->cond.message, sizeof(c->cond.message),
-				 "granary-fuse of volume '%s' is not running; the node plugin starts another within a second",
-				 v->rec.volume_id);
-		return;
-	}
-	if (!mount_lookup(path, NULL, 0)) {
-		c->cond.abnormal = true;
-		snprintf(c->cond.message, sizeof(c->cond.message),
-			 "nothing is mounted at '%s', where volume '%s' should be", path,
-			 v->rec.volume_id);
-		return;
-	}
-	if (stale_condition(v, path, &c->cond))
-		return;
-	if (!v->probe || !probe_pending(v->probe)) {
-		probe_put(v->probe);
-		v->probe = probe_start(path);
-		if (!v->probe) {
-			c->cond.abnormal = true;
-			snprintf(c->cond.message, sizeof(c->cond.message),
-				 "cannot check the mount at '%s': no thread for the probe", path);
-			return;
-		}
-	} else {
-		/* Pending: the same FUSE connection hangs for every path of it. */
-		snprintf(c->path, sizeof(c->path), "%s", v->probe->path);
-	}
-	pthread_mutex_lock(&v->probe->mu);
-	v->probe->refs++;
-	pthread_mutex_unlock(&v->probe->mu);
-	c->probe = v->probe;
-}
-
-/* Waits for the probe (without the volume's lock) until deadline_ms. */
-static void check_end(struct check *c, uint64_t deadline_ms, struct node_stats *stats)
-{
-	struct statvfs st;
-	int errnum = 0;
-
-	if (stats)
-		memset(stats, 0, sizeof(*stats));
-	if (!c->probe)
-		return;
-	if (!probe_wait(c->probe, deadline_ms, &errnum, &st)) {
-		uint64_t now = retry_now_ms();
-
-		node_mount_condition(c->path, 0,
-				     now > c->probe->started_ms ? now - c->probe->started_ms : 1,
-				     &c->cond);
-	} else {
-		node_mount_condition(c->path, errnum, 0, &c->cond);
-		if (!errnum && stats) {
-			stats->bytes_total = (int64_t)(st.f_blocks * st.f_frsize);
-			stats->bytes_available = (int64_t)(st.f_bavail * st.f_frsize);
-			stats->bytes_used = (int64_t)((st.f_blocks - st.f_bfree) * st.f_frsize);
-			stats->inodes_total = (int64_t)st.f_files;
-			stats->inodes_available = (int64_t)st.f_favail;
-			stats->inodes_used = (int64_t)(st.f_files - st.f_ffree);
-		}
-	}
-	probe_put(c->probe);
-	c->probe = NULL;
-}
-
-/* Logs a change of a volume's condition, once (v->mu held). */
-static void note_condition(struct vol *v, const struct node_condition *cond)
-{
-	int now = cond->abnormal ? 2 : 1, was = atomic_exchange(&v->condition, now);
-
-	if (was == now || (was == 0 && now == 1))
-		return;
-	if (cond->abnormal)
-		log_warn("volume abnormal", LOG_S("volume", v->rec.volume_id),
-			 LOG_S("cause", cond->message));
-	else
-		log_info("volume serves again", LOG_S("volume", v->rec.volume_id));
-}
-
-static uint64_t probe_timeout(const struct node *n)
-{
-	return n->cfg.probe_timeout_ms ? n->cfg.probe_timeout_ms : PROBE_TIMEOUT_MS;
-}
-
-enum error_code node_volume_stats(struct node *n, const char *volume_id, const char *path,
-				  struct node_stats *out, struct node_condition *cond,
-				  struct error *err)
-{
-	char clean[PATH_MAX_LEN];
-	bool known = false;
-	struct check c;
-	struct vol *v;
-
-	memset(out, 0, sizeof(*out));
-	memset(cond, 0, sizeof(*cond));
-	if (check_id(volume_id, err) != ERR_OK)
-		return err->code;
-	if (!path || !*path)
-		return error_set(err, ERR_INVALID, "field 'volume_path': required");
-	clean_path(path, clean, sizeof(clean));
-	v = vol_get(n, volume_id, false);
-	if (!v || !v->rec.staging_path) {
-		if (v)
-			vol_put(n, v);
-		return error_set(err, ERR_NOT_FOUND, "volume '%s' is not staged on this node",
-				 volume_id);
-	}
-	known = strcmp(v->rec.staging_path, clean) == 0;
-	for (size_t i = 0; !known && i < v->rec.ntargets; i++)
-		known = strcmp(v->rec.targets[i], clean) == 0;
-	if (!known) {
-		vol_put(n, v);
-		return error_set(err, ERR_NOT_FOUND, "volume '%s' is not mounted at '%s'", volume_id,
-				 clean);
-	}
-	check_begin(v, clean, &c);
-	pthread_mutex_unlock(&v->mu);
-	check_end(&c, retry_now_ms() + probe_timeout(n), out);
-	pthread_mutex_lock(&v->mu);
-	note_condition(v, &c.cond);
-	vol_put(n, v);
-	*cond = c.cond;
-	return ERR_OK;
-}
-
-static int by_volume_id(const void *a, const void *b)
-{
-	return strcmp(((const struct node_volume_health *)a)->volume_id,
-		      ((const struct node_volume_health *)b)->volume_id);
-}
-
-enum error_code node_volumes_health(struct node *n, struct node_volume_health **out,
-				    size_t *count, struct error *err)
-{
-	struct node_volume_health *list = NULL;
-	struct vol **vols = NULL;
-	struct check *checks = NULL;
-	bool *busy = NULL;
-	size_t k = 0;
-	uint64_t deadline;
-
-	*out = NULL;
-	*count = 0;
-	vols = vol_list(n, &k);
-	checks = calloc(k ? k : 1, sizeof(*checks));
-	busy = calloc(k ? k : 1, sizeof(*busy));
-	list = calloc(k ? k : 1, sizeof(*list));
-	if (!vols || !checks || !busy || !list) {
-		for (size_t i = 0; i < k; i++)
-			vol_unref(n, vols[i]);
-		free(vols);
-		free(checks);
-		free(busy);
-		free(list);
-		return error_set(err, ERR_NOMEM, "out of memory");
-	}
-	/* Every probe first, then one deadline for all: a scrape takes one
-	 * timeout however many mounts hang. A volume busy with a call (a
-	 * stage may wait minutes) is not waited for: its last condition is
-	 * reported. */
-	for (size_t i = 0; i < k; i++) {
-		struct vol *v = vols[i];
-
-		if (pthread_mutex_trylock(&v->mu) != 0) {
-			busy[i] = true;
-			continue;
-		}
-		if (!v->gone && v->rec.staging_path)
-			check_begin(v, v->rec.staging_path, &checks[i]);
-		if (!v->gone && v->rec.init_state && *v->rec.init_state) {
-			char path[PATH_MAX_LEN];
-
-			if (mountstats_path(v->rec.init_state, path, sizeof(path)))
-				list[i].stats_file = strdup(path);
-		}
-		pthread_mutex_unlock(&v->mu);
-	}
-	deadline = retry_now_ms() + probe_timeout(n);
-	for (size_t i = 0; i < k; i++) {
-		struct vol *v = vols[i];
-		struct node_volume_health *h = &list[*count];
-
-		if (busy[i]) {
-			int last = atomic_load(&v->condition);
-
-			if (last != 0) {
-				h->cond.abnormal = last == 2;
-				snprintf(h->cond.message, sizeof(h->cond.message),
-					 "busy with a call; the last check found it %s",
-					 last == 2 ? "abnormal" : "serving");
-				h->volume_id = strdup(v->rec.volume_id);
-			}
-		} else if (checks[i].path[0]) {
-			check_end(&checks[i], deadline, NULL);
-			h->cond = checks[i].cond;
-			h->volume_id = strdup(v->rec.volume_id);
-			if (pthread_mutex_trylock(&v->mu) == 0) {
-				note_condition(v, &h->cond);
-				pthread_mutex_unlock(&v->mu);
-			}
-		}
-		if (h->volume_id) {
-			h->restarts = atomic_load(&v->restarts);
-			h->restart_delay_ms = atomic_load(&v->backoff_ms);
-			/* list[i] held the stats file found under the lock. */
-			if (h != &list[i]) {
-				h->stats_file = list[i].stats_file;
-				list[i].stats_file = NULL;
-			}
-			(*count)++;
-		} else {
-			free(list[i].stats_file);
-			list[i].stats_file = NULL;
-		}
-		vol_unref(n, v);
-	}
-	free(vols);
-	free(checks);
-	free(busy);
-	qsort(list, *count, sizeof(*list), by_volume_id);
-	*out = list;
-	return ERR_OK;
-}
-
-void node_volumes_health_free(struct node_volume_health *list, size_t count)
-{
-	for (size_t i = 0; i < count; i++) {
-		free(list[i].volume_id);
-		free(list[i].stats_file);
-	}
-	free(list);
 }
