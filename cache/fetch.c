@@ -444,7 +444,7 @@ void fetch_result_release(struct fetcher *f, struct fetch_result *r)
 struct block_req {
 	struct fetch_dataset *ds;
 	const char *key;                 /* relative */
-	char full[FETCH_KEY_MAX + 1];    /* prefix + key */
+	char full[BLOCK_KEY_MAX + 1];    /* prefix + key */
 	const char *etag;
 	uint64_t index;
 	uint64_t until_ms;               /* the reader's deadline; 0 = none */

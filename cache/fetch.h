@@ -49,7 +49,6 @@
 #include "common/metrics.h"
 #include "store/store.h"
 
-#define FETCH_KEY_MAX BLOCK_KEY_MAX
 #define FETCH_READAHEAD_QUEUE 1024  /* queued read-ahead blocks, then dropped */
 
 struct fetcher;

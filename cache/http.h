@@ -94,7 +94,7 @@ enum error_code worker_http_query_get(const char *query, const char *name, char 
 
 /* The query of a block request. */
 struct worker_http_block_query {
-	char key[FETCH_KEY_MAX + 1];
+	char key[BLOCK_KEY_MAX + 1];
 	char etag[80];
 	unsigned readahead;          /* 0 when absent */
 	bool verify;                 /* verify=1: the client found the bytes corrupt */
@@ -133,7 +133,7 @@ enum error_code worker_http_range_resolve(const struct worker_http_range *r, con
 
 /* The body of PUT /v1/datasets/{name}, fields present or not. */
 struct worker_http_dataset_body {
-	char source[FETCH_KEY_MAX + 512];
+	char source[BLOCK_KEY_MAX + 512];
 	char endpoint[512];
 	char region[64];
 	char credentials_file[4096];

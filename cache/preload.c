@@ -206,7 +206,7 @@ static enum error_code resolve_objects(struct job *j, struct error *err)
 	}
 	for (size_t i = 0; i < j->nnames; i++) {
 		struct store_object info;
-		char full[FETCH_KEY_MAX + 1];
+		char full[BLOCK_KEY_MAX + 1];
 
 		snprintf(full, sizeof(full), "%s%s", d->prefix, j->names[i]);
 		rc = store_head(st, full, &info, err);
