@@ -17,6 +17,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 debian_packages=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
+  ccache # scripts/compiler-cache.sh
   libcurl4-openssl-dev libssl-dev libexpat1-dev libyaml-dev
   libfuse3-dev fuse3 libmicrohttpd-dev check libsubunit-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libisal-dev

@@ -11,13 +11,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/setup.sh"
 
+. "$here/scripts/compiler-cache.sh"
+
 build=$here/build
-flags=()
+flags=("${cache_flags[@]}")
 if [ "${GRANARY_SANITIZE:-0}" = 1 ]; then
   build=$here/build-asan
-  flags=(-DGRANARY_ASAN=ON -DGRANARY_UBSAN=ON -DCMAKE_BUILD_TYPE=Debug)
+  flags+=(-DGRANARY_ASAN=ON -DGRANARY_UBSAN=ON -DCMAKE_BUILD_TYPE=Debug)
 fi
 cmake -S "$here" -B "$build" -G Ninja "${flags[@]}" >/dev/null
 ninja -C "$build"
 cd "$build"
-ctest --output-on-failure --timeout 900 "$@"
+# Unit tests and fuzz corpora run side by side; e2e tests are RUN_SERIAL.
+ctest --output-on-failure --timeout 900 -j "$(nproc)" "$@"

@@ -40,7 +40,7 @@ STATE_DIR = "/var/lib/granary-kube/granary/csi"   # node.stateDir of e2e/kube/cl
 KUBE_RUN = "/run/granary-kube"                     # scripts/kube.sh's pid files
 DAEMON_KILL_TARGET_S = 2.0
 ROLLOUT_TARGET_S = 10.0
-READ_ON_S = 5
+READ_ON_S = 3
 
 # name -> granary-readcheck arguments after --dir /data
 READERS = {
