@@ -194,6 +194,9 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
+	if (tls_material_server(&tls) && strncmp(s.listen, "unix://", 7) == 0)
+		log_warn("tls.cert_file is set but listen is a unix socket, which is served in plaintext: TLS applies to a TCP listen",
+			 LOG_S("listen", s.listen));
 	if (auth.insecure)
 		log_warn("granary-meta serves unsigned calls (auth.insecure): anyone who reaches it may register, delete and refresh datasets and join the membership");
 
