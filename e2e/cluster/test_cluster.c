@@ -1769,14 +1769,23 @@ START_TEST(test_cluster_tls_bad_files_are_named_at_start)
 }
 END_TEST
 
+/* A case of s: its own cluster per test (setup_fn), the objects put once. */
+static TCase *cluster_case(Suite *s, const char *name, void (*setup_fn)(void))
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
+	tcase_add_checked_fixture(tc, setup_fn, teardown);
+	tcase_set_timeout(tc, 180);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
-	TCase *tc = tcase_create("cluster");
+	TCase *tc = cluster_case(s, "cluster", setup);
 
-	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
 	tcase_add_test(tc, test_cluster_long_dataset_name_is_served_by_the_workers);
 	tcase_add_test(tc, test_cluster_block_files_leave_the_page_cache_once_read);
@@ -1789,23 +1798,14 @@ int main(void)
 	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_a_new_mount);
-	suite_add_tcase(s, tc);
 	/* Its own case, so that CK_RUN_CASE=metrics runs only it. */
-	tc = tcase_create("metrics");
-	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 180);
+	tc = cluster_case(s, "metrics", setup);
 	tcase_add_test(tc, test_cluster_mount_counters_split_reads_by_source);
-	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=tls: the same cluster with TLS on both planes. */
-	tc = tcase_create("tls");
-	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
-	tcase_add_checked_fixture(tc, setup_tls, teardown);
-	tcase_set_timeout(tc, 180);
+	tc = cluster_case(s, "tls", setup_tls);
 	tcase_add_test(tc, test_cluster_tls_mount_reads_through_tls_workers);
 	tcase_add_test(tc, test_cluster_tls_worker_refuses_plaintext_and_wrong_ca);
 	tcase_add_test(tc, test_cluster_tls_meta_refuses_plaintext_and_clients_without_certificate);
 	tcase_add_test(tc, test_cluster_tls_bad_files_are_named_at_start);
-	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
