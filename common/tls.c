@@ -159,8 +159,6 @@ static enum error_code load_pair(const char *prefix, const char *cert_file,
 		rc = err ? err->code : ERR_INVALID;
 		goto out;
 	}
-	m->cert_file = cert_file;
-	m->key_file = key_file;
 	if (X509_check_private_key(cert, key) != 1) {
 		ERR_clear_error();
 		rc = error_set(err, ERR_INVALID,
@@ -188,7 +186,6 @@ enum error_code tls_server_load(const char *prefix, const struct tls_server_sett
 		if (pem_load(prefix, "client_ca_file", client_ca_file, PEM_CERTS, &out->ca, NULL,
 			     NULL, err) != ERR_OK)
 			return err ? err->code : ERR_INVALID;
-		out->ca_file = client_ca_file;
 	}
 	return ERR_OK;
 }
@@ -203,7 +200,6 @@ enum error_code tls_client_load(const char *prefix, const struct tls_client_sett
 		return ERR_INVALID;
 	if (pem_load(prefix, "ca_file", s->ca_file, PEM_CERTS, &out->ca, NULL, NULL, err) != ERR_OK)
 		return err ? err->code : ERR_INVALID;
-	out->ca_file = s->ca_file;
 	out->server_name = is_set(s->server_name) ? s->server_name : NULL;
 	if (is_set(s->cert_file) &&
 	    load_pair(prefix, s->cert_file, s->key_file, out, err) != ERR_OK)

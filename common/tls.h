@@ -101,15 +101,14 @@ enum error_code tls_client_check(const char *prefix, const struct tls_client_set
 				 struct error *err);
 
 /*
- * PEM material as read from the files, NUL-terminated (what gRPC and
- * libmicrohttpd take), and the paths it came from (curl takes those).
- * NULL where the setting is empty. Owned; wiped and freed by
- * tls_material_release.
+ * PEM material as read from the files, NUL-terminated (what gRPC,
+ * libmicrohttpd and curl's CAINFO_BLOB take), so that every process uses
+ * what it checked at start. NULL where the setting is empty. Owned; wiped
+ * and freed by tls_material_release.
  */
 struct tls_material {
 	char *cert, *key, *ca;
-	const char *cert_file, *key_file, *ca_file; /* borrowed from the settings */
-	const char *server_name;                    /* borrowed; NULL when empty */
+	const char *server_name; /* borrowed from the settings; NULL when empty */
 };
 
 /*
