@@ -63,6 +63,7 @@ static const struct config_field bench_fields[] = {
 	  "unix:///run/granary/meta.sock", "register: granary-meta address", 0, 0, NULL },
 	{ "meta.key_file", CONFIG_STRING, offsetof(struct bench_settings, meta_key_file), "",
 	  "register: key of granary-meta's csi role (empty: unsigned calls)", 0, 0, NULL },
+	TLS_CLIENT_FIELDS(struct bench_settings, meta_tls, "meta.tls.", "granary-meta (register)"),
 	{ "source", CONFIG_STRING, offsetof(struct bench_settings, source), "",
 	  "register: source URI, s3://bucket/prefix/", 0, 0, NULL },
 	{ "block_size", CONFIG_SIZE, offsetof(struct bench_settings, block_size), "0",

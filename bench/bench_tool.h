@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/tls.h"
+
 struct bench_settings {
 	/* smallgen / smallread */
 	int64_t files;
@@ -45,6 +47,7 @@ struct bench_settings {
 	/* register */
 	char *meta_address;
 	char *meta_key_file;
+	struct tls_client_settings meta_tls;
 	char *source;
 	uint64_t block_size;
 	char *log_level;

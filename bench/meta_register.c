@@ -22,6 +22,7 @@ int bench_register(const struct bench_settings *s, const char *name)
 	Granary__V1__DatasetOptions o;
 	Granary__V1__Dataset *d = NULL;
 	struct meta_client *c = NULL;
+	struct tls_material tls = { 0 };
 	struct error err;
 	double t0 = bench_now();
 	enum error_code rc;
@@ -36,7 +37,11 @@ int bench_register(const struct bench_settings *s, const char *name)
 	spec.source_uri = s->source;
 	spec.options = &o;
 	o.block_size = s->block_size;
-	rc = meta_client_new(s->meta_address, &opt, &c, &err);
+	rc = tls_client_load("meta.tls.", &s->meta_tls, &tls, &err);
+	opt.tls = &tls;
+	if (rc == ERR_OK)
+		rc = meta_client_new(s->meta_address, &opt, &c, &err);
+	tls_material_release(&tls);
 	for (int attempt = 0; rc == ERR_OK; attempt++) {
 		rc = meta_client_register(c, &spec, &d, &err);
 		if (rc != ERR_UNAVAILABLE || attempt >= 100)

@@ -32,6 +32,43 @@ static size_t escape(const char *s, char *out)
 	return o;
 }
 
+enum error_code block_url_origin(const char *addr, bool tls, const char *server_name,
+				 char *origin, size_t origin_size, char *connect_to,
+				 size_t connect_size, struct error *err)
+{
+	const char *scheme = tls ? "https" : "http";
+	const char *colon;
+	int n;
+
+	connect_to[0] = '\0';
+	if (server_name && !*server_name)
+		server_name = NULL;
+	if (strncmp(addr, "unix://", 7) == 0) {
+		n = snprintf(origin, origin_size, "%s://%s", scheme,
+			     tls && server_name ? server_name : "localhost");
+		if (n < 0 || (size_t)n >= origin_size)
+			return error_set(err, ERR_INVALID, "worker address '%.200s': too long", addr);
+		return ERR_OK;
+	}
+	colon = strrchr(addr, ':');
+	if (!colon || colon == addr || !colon[1] || strlen(colon + 1) > 5)
+		return error_set(err, ERR_INVALID, "worker address '%.200s': not host:port", addr);
+	if (!tls || !server_name) {
+		n = snprintf(origin, origin_size, "%s://%s", scheme, addr);
+	} else {
+		n = snprintf(origin, origin_size, "https://%s%s", server_name, colon);
+		if (n >= 0 && (size_t)n < origin_size) {
+			/* NAME:PORT:HOST:PORT; an IPv6 host keeps its brackets. */
+			n = snprintf(connect_to, connect_size, "%s%s:%s", server_name, colon, addr);
+			if (n >= 0 && (size_t)n >= connect_size)
+				n = (int)origin_size; /* too long, reported below */
+		}
+	}
+	if (n < 0 || (size_t)n >= origin_size)
+		return error_set(err, ERR_INVALID, "worker address '%.200s': too long", addr);
+	return ERR_OK;
+}
+
 int block_url_path(const char *dataset, uint64_t index, char *out, size_t size)
 {
 	return snprintf(out, size, BLOCK_URL_PREFIX "%s/%llu", dataset, (unsigned long long)index);

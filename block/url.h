@@ -44,6 +44,25 @@ char *block_url_query(const char *key, const char *etag, unsigned readahead, boo
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
 			    unsigned readahead, bool verify, const char *cache_id);
 
+/*
+ * Where a client sends a worker's requests, for the worker address addr
+ * as the membership lists it ("10.0.0.7:7480", "[fd00::7]:7480" or
+ * "unix:///path"). Plain HTTP: origin "http://10.0.0.7:7480". HTTPS
+ * (tls true) with server_name: origin "https://NAME:7480" and connect_to
+ * "NAME:7480:10.0.0.7:7480" (curl's CURLOPT_CONNECT_TO), so the TCP
+ * connection goes to the worker's IP while the certificate is checked for
+ * the one name every worker's certificate carries (workers come and go
+ * with their pod IPs; a certificate per IP would be issued per pod).
+ * Without server_name the address itself is verified. A unix socket's
+ * origin names NAME or "localhost" (the caller sets the socket path).
+ * connect_to is "" when not needed. ERR_INVALID for a malformed addr or
+ * outputs too small (BLOCK_URL_ORIGIN_MAX each always fits).
+ */
+#define BLOCK_URL_ORIGIN_MAX 600
+enum error_code block_url_origin(const char *addr, bool tls, const char *server_name,
+				 char *origin, size_t origin_size, char *connect_to,
+				 size_t connect_size, struct error *err);
+
 /* The status of a block answer that says "in your cache directory". */
 #define BLOCK_URL_IN_CACHE_DIR 204
 

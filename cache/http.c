@@ -1618,10 +1618,21 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 	struct worker_http *h;
 	pthread_condattr_t ca;
 	unsigned idle_s;
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	struct MHD_OptionItem tls_opts[3] = {
+		{ MHD_OPTION_END, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 
 	*out = NULL;
 	if (!cfg->fetcher || !cfg->preloader || !cfg->token)
 		return error_set(err, ERR_INVALID, "http: a fetcher, a preloader and a token are required");
+	if (tls_material_server(cfg->tls) && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+		return error_set(err, ERR_UNSUPPORTED,
+				 "listen '%s': TLS is configured (tls.cert_file) but this libmicrohttpd was built without TLS support",
+				 cfg->listen);
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return error_set(err, ERR_NOMEM, "http: out of memory");
@@ -1639,15 +1650,23 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 	pthread_cond_init(&h->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	idle_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000);
+	if (tls_material_server(cfg->tls)) {
+		/* The key and certificate are handed over as memory, read once at
+		 * start (common/tls.h), so that nothing is read from the mounted
+		 * Secret while serving. */
+		tls_opts[0] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, cfg->tls->key };
+		tls_opts[1] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
+						       cfg->tls->cert };
+		flags |= MHD_USE_TLS;
+	}
 	h->mhd = MHD_start_daemon(
-		MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-			MHD_USE_ERROR_LOG,
+		flags,
 		0, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 		MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_URI_LOG_CALLBACK,
 		on_request_line, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 		MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections ? cfg->max_connections : 1024u,
-		MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
+		MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
 	if (!h->mhd) {
 		error_set(err, ERR_UNAVAILABLE, "listen '%s': the HTTP server did not start",
 			  cfg->listen);

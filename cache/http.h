@@ -41,6 +41,7 @@
 #include "cache/readiness.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "common/tls.h"
 #include "store/store.h"
 
 #define WORKER_HTTP_BODY_MAX (1u << 20)   /* JSON bodies */
@@ -199,12 +200,16 @@ struct worker_http_config {
 	uint64_t idle_timeout_ms;
 	uint64_t request_timeout_ms;        /* a whole request must arrive within */
 	struct readiness *readiness;        /* borrowed; /readyz's verdict; NULL: always ready */
+	/* NULL or without a certificate: plain HTTP. Else HTTPS with its
+	 * certificate and key (borrowed for the server's life). */
+	const struct tls_material *tls;
 };
 
 struct worker_http;
 
 /* Binds listen and starts serving. ERR_INVALID for a bad address,
- * ERR_UNAVAILABLE "listen '...': address in use" and the like. */
+ * ERR_UNAVAILABLE "listen '...': address in use" and the like;
+ * ERR_UNSUPPORTED when TLS is asked of a libmicrohttpd built without it. */
 enum error_code worker_http_start(const struct worker_http_config *cfg, struct worker_http **out,
 				  struct error *err);
 

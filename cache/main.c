@@ -43,6 +43,7 @@ int main(int argc, char **argv)
 	struct worker_meta *member = NULL;
 	struct readiness *ready = NULL;
 	struct store_config store_defaults;
+	struct tls_material tls = { 0 }, meta_tls = { 0 };
 	char hostname[256] = "", worker_id[256] = "", advertise[300] = "";
 	char *file_roots[STORE_FILE_ROOTS_MAX];
 	size_t nfile_roots = 0;
@@ -67,6 +68,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (token_load_file(s.token_file, &tok, &err) != ERR_OK) {
+		daemon_report(schema, &err);
+		goto out;
+	}
+	if (tls_server_load("tls.", &s.tls, NULL, &tls, &err) != ERR_OK ||
+	    tls_client_load("meta.tls.", &s.meta_tls, &meta_tls, &err) != ERR_OK) {
 		daemon_report(schema, &err);
 		goto out;
 	}
@@ -141,6 +147,7 @@ int main(int argc, char **argv)
 			    .idle_timeout_ms = s.http_idle_timeout_ms,
 			    .request_timeout_ms = s.http_request_timeout_ms,
 			    .readiness = ready,
+			    .tls = &tls,
 		    },
 		    &http, &err) != ERR_OK) {
 		log_error("cannot serve", LOG_S("cause", err.msg));
@@ -152,13 +159,15 @@ int main(int argc, char **argv)
 		 LOG_S("cache.policy", worker_cache_policy_names[s.cache_policy]),
 		 LOG_I("threads", worker_settings_threads(&s)),
 		 LOG_I("fetch.max_inflight", s.fetch_max_inflight),
-		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region));
+		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region),
+		 LOG_S("tls", tls_material_server(&tls) ? "on" : "off"));
 	if (*s.meta_address &&
 	    worker_meta_start(
 		    &(struct worker_meta_config){
 			    .address = s.meta_address,
 			    .key_file = s.meta_key_file,
 			    .identity_token_file = s.meta_identity_token_file,
+			    .tls = &meta_tls,
 			    .worker_id = worker_id,
 			    .advertise = advertise,
 			    .capacity = s.cache_capacity,
@@ -190,6 +199,8 @@ out:
 	if (bs)
 		blockstore_free(bs);
 	token_free(tok);
+	tls_material_release(&tls);
+	tls_material_release(&meta_tls);
 	config_dirs_free(file_roots, nfile_roots);
 	if (rc == 0)
 		log_info("stopped");

@@ -720,6 +720,7 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 	opt.timeout_ms = wm->cfg.call_timeout_ms;
 	opt.key_file = cfg->key_file;
 	opt.identity_token_file = cfg->identity_token_file;
+	opt.tls = cfg->tls;
 	opt.role = META_ROLE_WORKER;
 	rc = meta_client_new(wm->address, &opt, &wm->meta, err);
 	if (rc != ERR_OK)

@@ -45,6 +45,7 @@
 #include "cache/preload.h"
 #include "cache/readiness.h"
 #include "common/error.h"
+#include "common/tls.h"
 #include "granary.pb-c.h"
 #include "store/store.h"
 
@@ -118,6 +119,7 @@ struct worker_meta_config {
 	const char *address;            /* granary-meta: unix:///path or host:port */
 	const char *key_file;           /* worker role key (meta.key_file); NULL/"": unsigned */
 	const char *identity_token_file; /* meta.identity_token_file; NULL/"": none */
+	const struct tls_material *tls; /* TLS to meta (meta.tls.*); borrowed; NULL: plaintext */
 	const char *worker_id;          /* see worker_settings_worker_id */
 	const char *advertise;          /* host:port peers fetch blocks from */
 	uint64_t capacity;              /* cache.capacity, reported in heartbeats */

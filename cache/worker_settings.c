@@ -98,6 +98,8 @@ static const struct config_field worker_fields[] = {
 	  offsetof(struct worker_settings, allowed_file_roots), "",
 	  "comma-separated directories of this host a file:// dataset may lie in, resolved "
 	  "(empty: file:// datasets are refused)", 0, 0, NULL },
+	TLS_SERVER_FIELDS(struct worker_settings, tls, "tls.", "the block service"),
+	TLS_CLIENT_FIELDS(struct worker_settings, meta_tls, "meta.tls.", "granary-meta"),
 	{ "log.level", CONFIG_STRING, offsetof(struct worker_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -159,6 +161,9 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		    ERR_OK)
 		return ERR_INVALID;
 	if (check_advertise(s, err) != ERR_OK)
+		return ERR_INVALID;
+	if (tls_server_check("tls.", &s->tls, NULL, err) != ERR_OK ||
+	    tls_client_check("meta.tls.", &s->meta_tls, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_abs_path("cache.dir", s->cache_dir, err) != ERR_OK)
 		return ERR_INVALID;

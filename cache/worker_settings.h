@@ -16,6 +16,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "common/tls.h"
 #include "store/store_settings.h"
 
 enum worker_cache_policy {
@@ -53,6 +54,8 @@ struct worker_settings {
 	int64_t listing_max_pages;     /* ListObjectsV2 pages in one preload listing */
 	uint64_t listing_max_time_ms;  /* one preload listing, all pages */
 	char *allowed_file_roots; /* comma-separated; "" = no file:// datasets */
+	struct tls_server_settings tls;      /* HTTPS for the block service */
+	struct tls_client_settings meta_tls; /* TLS to granary-meta */
 	char *log_level;
 };
 
@@ -65,7 +68,8 @@ extern const struct config_schema worker_settings_schema;
  * cache.block_size a power of two between 64KiB and 64MiB, cache.capacity
  * at least one block, node_id a plausible node name, the store endpoint and
  * each of store.allowed_endpoints a valid URL (when set), the thread and connection counts positive,
- * allowed_file_roots absolute directories and log.level a known level. token_file may be empty here; granary-worker
+ * allowed_file_roots absolute directories, the tls.* and meta.tls.*
+ * settings (tls_server_check, tls_client_check) and log.level a known level. token_file may be empty here; granary-worker
  * itself refuses to serve without one. Returns ERR_OK, or
  * ERR_INVALID with a message naming the key:
  * "key 'cache.dir': must be an absolute path, got 'cache'".

@@ -83,6 +83,7 @@ static const struct config_field csi_fields[] = {
 	{ "health_address", CONFIG_STRING, offsetof(struct csi_settings, health_address), "",
 	  "HTTP address of /healthz, /readyz and /metrics: :PORT, host:port or unix:///path (empty: off)",
 	  0, 0, NULL },
+	TLS_CLIENT_FIELDS(struct csi_settings, meta_tls, "meta.tls.", "granary-meta"),
 	{ "log.level", CONFIG_STRING, offsetof(struct csi_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -213,6 +214,8 @@ enum error_code csi_settings_check(const struct csi_settings *s, struct error *e
 		return ERR_INVALID;
 	if (s->health_address && *s->health_address &&
 	    netaddr_check_listen_setting("health_address", s->health_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (tls_client_check("meta.tls.", &s->meta_tls, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/tls.h"
 #include "common/error.h"
 
 enum csi_mode {
@@ -62,6 +63,7 @@ struct csi_settings {
 	char *health_address;   /* /healthz, /readyz and /metrics over HTTP ("" = off) */
 	bool ready_needs_meta;  /* controller: Probe and /readyz ask meta */
 	char *datasets_namespace; /* controller: volumes shown as Datasets there ("" = off) */
+	struct tls_client_settings meta_tls; /* TLS to granary-meta */
 	char *log_level;
 };
 

@@ -169,6 +169,7 @@ int main(int argc, char **argv)
 	char *roots[CSI_SETTINGS_MAX_ROOTS], *file_roots[CSI_SETTINGS_MAX_ROOTS];
 	size_t nroots = 0, nfile_roots = 0;
 	char hostname[256] = "";
+	struct tls_material meta_tls = { 0 };
 	struct error err;
 	int rc;
 
@@ -182,6 +183,12 @@ int main(int argc, char **argv)
 	rc = 1;
 
 	mopt.key_file = popt.key_file = s.meta_key_file;
+	if (tls_client_load("meta.tls.", &s.meta_tls, &meta_tls, &err) != ERR_OK) {
+		daemon_report(schema, &err);
+		rc = 2;
+		goto out;
+	}
+	mopt.tls = popt.tls = &meta_tls;
 	if (meta_client_new(s.meta_address, &mopt, &meta, &err) != ERR_OK) {
 		log_error("cannot reach granary-meta", LOG_S("meta.address", s.meta_address),
 			  LOG_S("cause", err.msg));
@@ -324,6 +331,7 @@ out:
 	csi_settings_roots_free(roots, nroots);
 	csi_settings_roots_free(file_roots, nfile_roots);
 	registration_release(&reg);
+	tls_material_release(&meta_tls);
 	config_release(schema, &s);
 	return rc;
 }

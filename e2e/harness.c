@@ -681,19 +681,34 @@ long harness_http_get(const char *address, const char *path, char **body)
 long harness_http_request(const char *address, const char *path, const char *header,
 			  char **body)
 {
+	return harness_https_request(address, path, header, NULL, NULL, body, NULL);
+}
+
+long harness_https_request(const char *address, const char *path, const char *header,
+			   const char *ca_file, const char *name, char **body, int *cc)
+{
 	struct harness_body b = { .buf = NULL };
-	struct curl_slist *hdrs = NULL;
-	char url[600];
+	struct curl_slist *hdrs = NULL, *connect_to = NULL;
+	const char *scheme = ca_file ? "https" : "http", *port;
+	char url[600], connect[400];
 	long status = 0;
 	CURL *c = curl_easy_init();
+	CURLcode rc;
 
 	ck_assert_ptr_nonnull(c);
 	if (strncmp(address, "unix://", 7) == 0) {
 		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, address + 7);
-		snprintf(url, sizeof(url), "http://localhost%s", path);
+		snprintf(url, sizeof(url), "%s://%s%s", scheme, name ? name : "localhost", path);
+	} else if (name && (port = strrchr(address, ':'))) {
+		snprintf(url, sizeof(url), "https://%s%s%s", name, port, path);
+		snprintf(connect, sizeof(connect), "%s%s:%s", name, port, address);
+		connect_to = curl_slist_append(NULL, connect);
+		curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_to);
 	} else {
-		snprintf(url, sizeof(url), "http://%s%s", address, path);
+		snprintf(url, sizeof(url), "%s://%s%s", scheme, address, path);
 	}
+	if (ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
 	if (header) {
 		hdrs = curl_slist_append(NULL, header);
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -703,15 +718,54 @@ long harness_http_request(const char *address, const char *path, const char *hea
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK)
+	rc = curl_easy_perform(c);
+	if (rc == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (cc)
+		*cc = (int)rc;
 	curl_slist_free_all(hdrs);
+	curl_slist_free_all(connect_to);
 	curl_easy_cleanup(c);
 	if (body)
 		*body = b.buf ? b.buf : strdup("");
 	else
 		free(b.buf);
 	return status;
+}
+
+/* A key and a certificate NAME.key, NAME.crt under dir: self-signed (a
+ * CA) when san is NULL, else for san signed by the CA ca.crt/ca.key. */
+static void make_cert(const char *dir, const char *name, const char *san)
+{
+	char cmd[2048];
+	int rc;
+
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+		 " -subj '/CN=%s' -days 2 %s%s%s -keyout %s.key -out %s.crt 2>/dev/null",
+		 dir, name, san ? "-addext 'subjectAltName=" : "", san ? san : "",
+		 san ? "' -addext 'basicConstraints=critical,CA:FALSE' -CA ca.crt -CAkey ca.key"
+		     : "",
+		 name, name);
+	rc = system(cmd);
+	ck_assert_msg(rc == 0, "openssl: making '%s' under %s failed (status %d)", name, dir, rc);
+}
+
+void harness_certs_make(const char *dir, struct harness_certs *c)
+{
+	snprintf(c->ca, sizeof(c->ca), "%s/ca.crt", dir);
+	snprintf(c->other_ca, sizeof(c->other_ca), "%s/other-ca.crt", dir);
+	snprintf(c->meta_cert, sizeof(c->meta_cert), "%s/meta.crt", dir);
+	snprintf(c->meta_key, sizeof(c->meta_key), "%s/meta.key", dir);
+	snprintf(c->worker_cert, sizeof(c->worker_cert), "%s/worker.crt", dir);
+	snprintf(c->worker_key, sizeof(c->worker_key), "%s/worker.key", dir);
+	snprintf(c->client_cert, sizeof(c->client_cert), "%s/client.crt", dir);
+	snprintf(c->client_key, sizeof(c->client_key), "%s/client.key", dir);
+	make_cert(dir, "ca", NULL);
+	make_cert(dir, "other-ca", NULL);
+	make_cert(dir, "meta", "DNS:" HARNESS_TLS_META_NAME);
+	make_cert(dir, "worker", "DNS:" HARNESS_TLS_WORKER_NAME);
+	make_cert(dir, "client", "DNS:granary-client.test");
 }
 
 double harness_metric(const char *text, const char *sample)

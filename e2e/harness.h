@@ -206,6 +206,34 @@ long harness_http_request(const char *address, const char *path, const char *hea
 			  char **body);
 
 /*
+ * Test certificates, made with the openssl command under a directory (P-256
+ * keys, unencrypted, valid two days): a CA, a second CA that signed
+ * nothing else, granary-meta's certificate for HARNESS_TLS_META_NAME, one
+ * certificate every worker serves with for HARNESS_TLS_WORKER_NAME (the
+ * chart's scheme: clients dial a worker's IP and check that one name), and
+ * a client certificate for mutual TLS. Paths only; fails the test when
+ * openssl fails.
+ */
+#define HARNESS_TLS_META_NAME "granary-meta.test"
+#define HARNESS_TLS_WORKER_NAME "granary-worker.test"
+struct harness_certs {
+	char ca[300], other_ca[300];
+	char meta_cert[300], meta_key[300];
+	char worker_cert[300], worker_key[300];
+	char client_cert[300], client_key[300];
+};
+void harness_certs_make(const char *dir, struct harness_certs *c);
+
+/*
+ * harness_http_request over HTTPS when ca_file is not NULL: the server's
+ * certificate must chain to ca_file and carry name (NULL: the address),
+ * the connection going to address. *cc (may be NULL) gets curl's result:
+ * a refused handshake is status 0 with *cc saying why.
+ */
+long harness_https_request(const char *address, const char *path, const char *header,
+			   const char *ca_file, const char *name, char **body, int *cc);
+
+/*
  * The value of one sample in a Prometheus text body: sample is the name
  * with its labels exactly as rendered ("granary_fuse_reads_total",
  * "granary_fuse_source_reads_total{source=\"local\"}"). -1 when absent.

@@ -50,6 +50,7 @@ struct mount {
 	struct meta_client *meta;
 	struct placement *placement;
 	struct token *token;
+	struct tls_material meta_tls, worker_tls; /* read once at start */
 	char *key_endpoint, *bucket;
 	struct block_fdcache *fds;  /* open block files of cache.dir */
 	struct source_cluster_ctx cluster;
@@ -317,6 +318,12 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	enum error_code rc;
 	bool inherited = false;
 
+	rc = tls_client_load("meta.tls.", &s->meta_tls, &m->meta_tls, err);
+	if (rc == ERR_OK)
+		rc = tls_client_load("worker.tls.", &s->worker_tls, &m->worker_tls, err);
+	if (rc != ERR_OK)
+		return rc;
+	opt.tls = &m->meta_tls;
 	rc = meta_client_new(s->meta_address, &opt, &m->meta, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -399,6 +406,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 		.skip_ms = s->worker_skip_ms,
 		.verify = s->verify,
 		.fds = m->fds,
+		.tls = &m->worker_tls,
 	};
 	source_cluster_read_cache_id(&m->cluster);
 	rcfg->block_size = (uint32_t)block_size;
@@ -629,6 +637,8 @@ static void teardown(struct mount *m)
 	block_fdcache_free(m->fds);
 	placement_free(m->placement);
 	token_free(m->token);
+	tls_material_release(&m->meta_tls);
+	tls_material_release(&m->worker_tls);
 	meta_client_free(m->meta);
 	free(m->key_endpoint);
 	free(m->bucket);

@@ -88,6 +88,8 @@ static const struct config_field fuse_fields[] = {
 	  "where /healthz and /metrics are served: \":PORT\", host:port or unix:///path (empty: "
 	  "off; a mount of the node plugin has its counters on the plugin's /metrics)", 0, 0,
 	  NULL },
+	TLS_CLIENT_FIELDS(struct mount_settings, meta_tls, "meta.tls.", "granary-meta"),
+	TLS_CLIENT_FIELDS(struct mount_settings, worker_tls, "worker.tls.", "each worker"),
 	{ "log.level", CONFIG_STRING, offsetof(struct mount_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -183,6 +185,9 @@ enum error_code mount_settings_check(const struct mount_settings *s, struct erro
 		return error_wrap(err, "key 'store.endpoint'");
 	if (is_set(s->metrics_address) &&
 	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (tls_client_check("meta.tls.", &s->meta_tls, err) != ERR_OK ||
+	    tls_client_check("worker.tls.", &s->worker_tls, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/tls.h"
 #include "common/error.h"
 #include "store/store_settings.h"
 
@@ -52,6 +53,8 @@ struct mount_settings {
 	bool takeover;             /* replay init_state on a live /dev/fd/N */
 	char *metrics_address;     /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	struct store_settings store;
+	struct tls_client_settings meta_tls;   /* TLS to granary-meta */
+	struct tls_client_settings worker_tls; /* HTTPS to the workers */
 	char *log_level;
 };
 

@@ -260,6 +260,9 @@ struct peer_thread {
 	CURL *curl;
 	struct curl_slist auth_hdr; /* data = auth */
 	char auth[TOKEN_HEADER_MAX + 32];
+	struct curl_slist connect_to; /* data = connect */
+	char connect[BLOCK_URL_ORIGIN_MAX];
+	char origin[BLOCK_URL_ORIGIN_MAX];
 	char *query, *url, *bounce;
 	size_t query_size, url_size, bounce_size;
 };
@@ -301,9 +304,10 @@ static struct peer_thread *thread_peer(void)
 		return NULL;
 	}
 	t->auth_hdr.data = t->auth;
+	t->connect_to.data = t->connect;
 	curl_easy_setopt(t->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(t->curl, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(t->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, &t->auth_hdr);
 	return t;
 }
@@ -451,35 +455,63 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
 	return size * nmemb;
 }
 
+/*
+ * Points c at the worker at addr: origin (size bytes) gets the URL's
+ * scheme, host and port (block_url_origin), and with TLS c verifies the
+ * worker's certificate against ctx->tls's CA and server name, reaching
+ * the address through connect_to (its data, BLOCK_URL_ORIGIN_MAX bytes,
+ * is written). err may be NULL.
+ */
+static enum error_code peer_tls_setup(const struct source_cluster_ctx *ctx, CURL *c,
+				      const char *addr, char *origin, size_t size,
+				      struct curl_slist *connect_to, struct error *err)
+{
+	bool tls = tls_material_client(ctx->tls);
+	struct curl_blob ca;
+
+	if (block_url_origin(addr, tls, tls ? ctx->tls->server_name : NULL, origin, size,
+			     connect_to->data, BLOCK_URL_ORIGIN_MAX, err) != ERR_OK)
+		return ERR_INVALID;
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH,
+			 strncmp(addr, "unix://", 7) == 0 ? addr + 7 : NULL);
+	curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_to->data[0] ? connect_to : NULL);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, tls ? "https" : "http");
+	if (tls) {
+		/* The CA as read at start; the mount's settings outlive every
+		 * request, so curl need not copy it. */
+		ca.data = ctx->tls->ca;
+		ca.len = strlen(ctx->tls->ca);
+		ca.flags = CURL_BLOB_NOCOPY;
+		curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	}
+	return ERR_OK;
+}
+
 /* Whether the worker at addr answers its /healthz within connect_timeout_ms. */
 static bool peer_alive(const struct source_cluster_ctx *ctx, const char *addr)
 {
 	CURL *c = curl_easy_init();
-	char *url = NULL;
+	char url[BLOCK_URL_ORIGIN_MAX + 16], connect[BLOCK_URL_ORIGIN_MAX];
+	struct curl_slist connect_to = { .data = connect };
 	long status = 0;
 	bool alive;
 
 	if (!c)
 		return true; /* cannot tell: keep waiting */
-	if (strncmp(addr, "unix://", 7) == 0) {
-		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, addr + 7);
-		url = strdup("http://localhost/healthz");
-	} else if (asprintf(&url, "http://%s/healthz", addr) < 0) {
-		url = NULL;
-	}
-	if (!url) {
+	if (peer_tls_setup(ctx, c, addr, url, sizeof(url) - 16, &connect_to, NULL) != ERR_OK) {
 		curl_easy_cleanup(c);
 		return true;
 	}
+	strcat(url, "/healthz");
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ctx->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
 	alive = curl_easy_perform(c) == CURLE_OK &&
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200;
 	curl_easy_cleanup(c);
-	free(url);
 	return alive;
 }
 
@@ -560,9 +592,8 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 {
 	char path[BLOCK_URL_PATH_MAX], range[64];
 	struct peer_watch watch = { .ctx = ctx, .body = body, .id = id, .addr = addr };
-	const char *key = blk->obj->key + ctx->prefix_len, *host = addr;
+	const char *key = blk->obj->key + ctx->prefix_len;
 	uint64_t timeout = ctx->timeout_ms;
-	bool unix_socket = strncmp(addr, "unix://", 7) == 0;
 	enum error_code rc;
 	size_t need;
 	long status = 0;
@@ -587,12 +618,13 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead,
 				     verify, cache_id);
 	}
-	if (unix_socket)
-		host = "localhost";
-	need = strlen(host) + strlen(path) + strlen(t->query) + 16;
+	if (peer_tls_setup(ctx, c, addr, t->origin, sizeof(t->origin), &t->connect_to, err) !=
+	    ERR_OK)
+		return ERR_INVALID;
+	need = strlen(t->origin) + strlen(path) + strlen(t->query) + 16;
 	if (!grow(&t->url, &t->url_size, need))
 		return error_set(err, ERR_NOMEM, "peer read: out of memory");
-	snprintf(t->url, t->url_size, "http://%s%s?%s", host, path, t->query);
+	snprintf(t->url, t->url_size, "%s%s?%s", t->origin, path, t->query);
 	memcpy(t->auth, "Authorization: ", 15);
 	if (token_sign(ctx->token, "GET", path, t->query, (int64_t)time(NULL), t->auth + 15,
 		       sizeof(t->auth) - 15) != ERR_OK)
@@ -604,7 +636,6 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	body->crc_seen = false;
 	body->answered = false;
 	body->in_dir = false;
-	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket ? addr + 7 : NULL);
 	curl_easy_setopt(c, CURLOPT_URL, t->url);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
@@ -630,7 +661,8 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 		/* A worker that cannot be reached, or timed out while its
 		 * /healthz never answered, is passed over for a while; one
 		 * that timed out while alive (a slow store) is not. */
-		if (cc == CURLE_COULDNT_CONNECT ||
+		if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_SSL_CONNECT_ERROR ||
+		    cc == CURLE_PEER_FAILED_VERIFICATION ||
 		    (cc == CURLE_OPERATION_TIMEDOUT && !watch.alive && timeout == ctx->timeout_ms))
 			peer_skip(ctx, id, addr, err->msg);
 	} else if (status == BLOCK_URL_IN_CACHE_DIR && cache_id && body->got == 0) {

@@ -34,6 +34,7 @@
 #include "block/fdcache.h"
 #include "block/token.h"
 #include "block/placement.h"
+#include "common/tls.h"
 #include "fuse/reader.h"
 #include "store/store.h"
 
@@ -65,6 +66,10 @@ struct source_cluster_ctx {
 	uint64_t first_byte_ms;
 	uint64_t skip_ms;
 	bool verify;               /* check bytes against the block checksums */
+	/* Workers serve HTTPS: their certificates must chain to tls->ca and
+	 * carry tls->server_name (block_url_origin); borrowed. NULL or
+	 * without a CA: plain HTTP. */
+	const struct tls_material *tls;
 	/* Open block files of cache_dir kept across reads (block/fdcache.h);
 	 * borrowed. NULL: each read opens and closes the file. */
 	struct block_fdcache *fds;

@@ -154,6 +154,7 @@ int main(int argc, char **argv)
 	struct rpc_server *srv = NULL;
 	struct meta_service svc;
 	struct meta_auth auth = { 0 };
+	struct tls_material tls = { 0 };
 	struct kubeapi *kube = NULL;
 	struct lease *lease = NULL;
 	struct datasets *ds = NULL;
@@ -188,6 +189,14 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (tls_server_load("tls.", &s.tls, s.tls_client_ca_file, &tls, &err) != ERR_OK) {
+		daemon_report(schema, &err);
+		rc = 2;
+		goto out;
+	}
+	if (tls_material_server(&tls) && strncmp(s.listen, "unix://", 7) == 0)
+		log_warn("tls.cert_file is set but listen is a unix socket, which is served in plaintext: TLS applies to a TCP listen",
+			 LOG_S("listen", s.listen));
 	if (auth.insecure)
 		log_warn("granary-meta serves unsigned calls (auth.insecure): anyone who reaches it may register, delete and refresh datasets and join the membership");
 
@@ -256,6 +265,7 @@ int main(int argc, char **argv)
 	svc.membership = mem;
 	svc.identity = identity;
 	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS;
+	sopt.tls = &tls;
 	make_socket_dir(s.listen);
 	if (rpc_server_new(&sopt, &srv, &err) == ERR_OK)
 		rpc_server_set_auth(srv, META_AUTH_METADATA, meta_auth_check, &auth);
@@ -266,6 +276,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_info("granary-meta serving", LOG_S("listen", s.listen), LOG_S("data_dir", s.data_dir),
+		 LOG_S("tls", !tls_material_server(&tls) ? "off"
+			      : tls.ca			 ? "mutual"
+							 : "on"),
 		 LOG_S("metrics.address", s.metrics_address),
 		 LOG_U("heartbeat.interval_ms", s.heartbeat_interval_ms),
 		 LOG_U("heartbeat.expiry_ms", s.heartbeat_expiry_ms),
@@ -347,6 +360,7 @@ out:
 	membership_free(mem);
 	registry_free(reg);
 	meta_auth_release(&auth);
+	tls_material_release(&tls);
 	config_release(schema, &s);
 	return rc;
 }

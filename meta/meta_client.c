@@ -39,7 +39,8 @@ static enum error_code sign_call(const char *method, const void *body, size_t le
 enum error_code meta_client_new(const char *address, const struct meta_client_options *opt,
 				struct meta_client **out, struct error *err)
 {
-	struct rpc_client_options ropt = { .wait_for_ready = opt && opt->wait_for_ready };
+	struct rpc_client_options ropt = { .wait_for_ready = opt && opt->wait_for_ready,
+					   .tls = opt ? opt->tls : NULL };
 	struct meta_client *c;
 	enum error_code rc;
 

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/tls.h"
 #include "granary.pb-c.h"
 #include "meta/meta_auth.h"
 #include "meta/snapshot.h"
@@ -41,6 +42,8 @@ struct meta_client_options {
 	 * (meta/worker_identity.h). NULL or "": heartbeats carry none.
 	 */
 	const char *identity_token_file;
+	/* TLS to meta (rpc_client_options.tls); NULL: plaintext. */
+	const struct tls_material *tls;
 };
 
 /* Channel to address ("unix:///run/granary/meta.sock" or host:port); no

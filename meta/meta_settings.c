@@ -86,6 +86,8 @@ static const struct config_field meta_fields[] = {
 	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
 	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
 	  "unix:///path (empty: off)", 0, 0, NULL },
+	TLS_SERVER_FIELDS(struct meta_settings, tls, "tls.", "the gRPC listener"),
+	TLS_CLIENT_CA_FIELD(struct meta_settings, tls_client_ca_file, "tls."),
 	{ "log.level", CONFIG_STRING, offsetof(struct meta_settings, log_level), "info",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -143,6 +145,8 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 		return ERR_INVALID;
 	if (*s->metrics_address &&
 	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
+		return ERR_INVALID;
+	if (tls_server_check("tls.", &s->tls, s->tls_client_ca_file, err) != ERR_OK)
 		return ERR_INVALID;
 	if (config_check_log_level("log.level", s->log_level, err) != ERR_OK)
 		return ERR_INVALID;

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/tls.h"
 #include "common/error.h"
 #include "store/store_settings.h"
 
@@ -43,6 +44,8 @@ struct meta_settings {
 	char *kube_worker_service_account; /* heartbeats only with its pods' tokens */
 	char *kube_token_audience;      /* those tokens' audience */
 	char *metrics_address;          /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
+	struct tls_server_settings tls; /* gRPC over TLS on a TCP listen */
+	char *tls_client_ca_file;       /* set: client certificates required (mutual TLS) */
 	char *log_level;
 };
 
@@ -55,7 +58,8 @@ extern const struct config_schema meta_settings_schema;
  * allowed_file_roots absolute directories, the auth.*_key_file absolute
  * paths when set, kube.namespace, kube.identity, kube.lease,
  * kube.worker_service_account and kube.token_audience given with
- * kube.enabled, metrics.address a listen address when set, and log.level a known level (whether key files and
+ * kube.enabled, metrics.address a listen address when set, the tls.*
+ * settings (tls_server_check), and log.level a known level (whether key files and
  * auth.insecure go together is meta_auth_load's check). Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:
  * "key 'data_dir': must be an absolute path, got 'meta'".

@@ -31,6 +31,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "common/error.h"
+#include "common/tls.h"
 
 struct rpc_client;
 
@@ -64,6 +65,15 @@ struct rpc_client_options {
 	const char *auth_key;
 	rpc_client_auth_fn auth;
 	void *auth_arg;
+	/*
+	 * NULL or without a CA (the default): plaintext. Else a TCP address
+	 * is reached over TLS: the server's certificate must chain to tls->ca
+	 * and carry tls->server_name (the address's host when NULL); with
+	 * tls->cert the client presents it (mutual TLS). A unix socket stays
+	 * plaintext: it never leaves the host. Read when the channel is
+	 * made; may be released after rpc_client_new.
+	 */
+	const struct tls_material *tls;
 };
 
 /*

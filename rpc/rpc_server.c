@@ -66,6 +66,7 @@ struct rpc_server {
 	pthread_t *threads;
 	size_t max_message;
 	uint64_t grace_ms;
+	const struct tls_material *tls; /* the caller's, until the last listen */
 	enum tag_kind shutdown_tag;
 	bool started, stopped; /* set by the owner thread only */
 	bool abandoned;        /* shutdown gave up waiting for handlers */
@@ -200,6 +201,7 @@ enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_
 	if (srv->max_message > INT_MAX)
 		srv->max_message = INT_MAX;
 	srv->grace_ms = opt && opt->shutdown_grace_ms ? opt->shutdown_grace_ms : 10000;
+	srv->tls = opt && tls_material_server(opt->tls) ? opt->tls : NULL;
 	srv->shutdown_tag = TAG_SHUTDOWN;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->cond, NULL);
@@ -312,7 +314,20 @@ enum error_code rpc_server_listen(struct rpc_server *srv, const char *address, i
 		snprintf(target, sizeof(target), "[%s]:%d", na.host, na.port);
 	else
 		snprintf(target, sizeof(target), "%s:%d", na.host, na.port);
-	creds = grpc_insecure_server_credentials_create();
+	if (srv->tls && !na.is_unix) {
+		grpc_ssl_pem_key_cert_pair pair = { srv->tls->key, srv->tls->cert };
+
+		creds = grpc_ssl_server_credentials_create_ex(
+			srv->tls->ca, &pair, 1,
+			srv->tls->ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+				     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+			NULL);
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
+	if (!creds)
+		return error_set(err, ERR_INTERNAL, "listen '%s': grpc refused the TLS credentials",
+				 address);
 	port = grpc_server_add_http2_port(srv->server, target, creds);
 	grpc_server_credentials_release(creds);
 	if (port <= 0)

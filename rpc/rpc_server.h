@@ -40,6 +40,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "common/error.h"
+#include "common/tls.h"
 
 #define RPC_DEFAULT_MAX_MESSAGE (4u << 20)
 
@@ -50,6 +51,15 @@ struct rpc_server_options {
 	unsigned threads;           /* worker threads; 0 = cpu_available() */
 	size_t max_message_bytes;   /* both directions; 0 = RPC_DEFAULT_MAX_MESSAGE */
 	uint64_t shutdown_grace_ms; /* in-flight calls' time to finish; 0 = 10 s */
+	/*
+	 * NULL or without a certificate (the default): plaintext. Else every
+	 * TCP listener serves TLS with tls->cert and tls->key, and with
+	 * tls->ca asks each client for a certificate signed by it and refuses
+	 * the handshake without one (mutual TLS). Unix sockets stay
+	 * plaintext. Read by rpc_server_listen; may be released after the
+	 * last listener is added.
+	 */
+	const struct tls_material *tls;
 };
 
 /*

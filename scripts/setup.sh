@@ -28,6 +28,7 @@ debian_packages=(
   valgrind fio python3 python3-venv
   iproute2 nftables # e2e/faults: the S3 server in a network namespace, shaped and lossy
   s3fs rclone python3-matplotlib
+  openssl # e2e/test_cluster's case "tls" and unit/test_tls make their certificates with it
 )
 
 install_debian() {

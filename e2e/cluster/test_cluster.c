@@ -12,6 +12,11 @@
  *
  * The objects are put once per run under a unique prefix (an unchecked
  * fixture in the parent); each test starts its own cluster.
+ *
+ * The "tls" case runs the same cluster with TLS on both planes: meta on a
+ * loopback TCP port requiring client certificates (mutual TLS), the
+ * workers serving HTTPS with one certificate for one name, every client
+ * verifying (certificates made per test, harness_certs_make).
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -42,6 +47,7 @@
 #include "block/token.h"
 #include "common/fileio.h"
 #include "common/retry.h"
+#include "common/tls.h"
 #include "e2e/harness.h"
 #include "meta/meta_client.h"
 #include "store/store.h"
@@ -92,6 +98,9 @@ static struct harness_meta_keys keys;
 static struct proc meta;
 static struct worker workers[NWORKERS];
 static struct token *tok;
+/* The "tls" case: TLS on meta's port and the workers', with these files. */
+static bool tls_on;
+static struct harness_certs certs;
 
 /* --- environment and data -------------------------------------------------- */
 
@@ -158,15 +167,68 @@ static bool proc_exited(struct proc *p, int *status)
 	return false;
 }
 
+/*
+ * A csi-role client of meta; in the tls case with the TLS files given
+ * (ca_file NULL: plaintext). ERR_OK or the error of meta_client_new.
+ */
+static enum error_code meta_client_with(const char *ca_file, const char *cert,
+					const char *key, struct meta_client **c,
+					struct error *err)
+{
+	struct tls_client_settings ts = { .ca_file = (char *)ca_file,
+					  .server_name = ca_file ? HARNESS_TLS_META_NAME : NULL,
+					  .cert_file = (char *)cert,
+					  .key_file = (char *)key };
+	struct tls_material tm = { 0 };
+	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000,
+					   .key_file = keys.csi, .role = META_ROLE_CSI, .tls = &tm };
+	enum error_code rc;
+
+	*c = NULL;
+	ck_assert_msg(tls_client_load("meta.tls.", &ts, &tm, err) == ERR_OK, "%s", err->msg);
+	rc = meta_client_new(meta_sock, &opt, c, err);
+	tls_material_release(&tm);
+	return rc;
+}
+
 static struct meta_client *meta_client(void)
 {
-	struct meta_client_options opt = { .timeout_ms = 10000, .build_timeout_ms = 120000,
-					   .key_file = keys.csi, .role = META_ROLE_CSI };
 	struct meta_client *c = NULL;
 	struct error err;
 
-	ck_assert_msg(meta_client_new(meta_sock, &opt, &c, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(meta_client_with(tls_on ? certs.ca : NULL, certs.client_cert,
+				       certs.client_key, &c, &err) == ERR_OK,
+		      "%s", err.msg);
 	return c;
+}
+
+/* Appends argv[*n..] the flags of the tls case for meta.tls.* (a client
+ * of meta) and, with worker_client, worker.tls.*; a no-op otherwise. */
+static void tls_client_flags(const char **argv, int *n, bool worker_client)
+{
+	const char *flags[][2] = {
+		{ "--meta.tls.ca_file", certs.ca },
+		{ "--meta.tls.server_name", HARNESS_TLS_META_NAME },
+		{ "--meta.tls.cert_file", certs.client_cert },
+		{ "--meta.tls.key_file", certs.client_key },
+		{ "--worker.tls.ca_file", certs.ca },
+		{ "--worker.tls.server_name", HARNESS_TLS_WORKER_NAME },
+	};
+
+	for (size_t i = 0; tls_on && i < (worker_client ? 6u : 4u); i++) {
+		argv[(*n)++] = flags[i][0];
+		argv[(*n)++] = flags[i][1];
+	}
+}
+
+/* How many entries of argv (NULL-terminated) precede the NULL. */
+static int argv_len(const char *const *argv)
+{
+	int n = 0;
+
+	while (argv[n])
+		n++;
+	return n;
 }
 
 /* meta with a short heartbeat (interval 200 ms, expiry 1 s) and the
@@ -175,14 +237,24 @@ static struct meta_client *meta_client(void)
 static void meta_start(void)
 {
 	char exe[600];
-	const char *argv[] = { exe, "--listen", meta_sock, "--data_dir", meta_data,
-			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
-			       "--store.endpoint", endpoint, "--store.credentials_file",
-			       credentials, "--log.level", "info", "--auth.csi_key_file", keys.csi,
-			       "--auth.worker_key_file", keys.worker, "--auth.mount_key_file",
-			       token_path, "--metrics.address", meta_metrics, NULL };
+	const char *argv[40] = { exe, "--listen", meta_sock, "--data_dir", meta_data,
+				 "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
+				 "--store.endpoint", endpoint, "--store.credentials_file",
+				 credentials, "--log.level", "info", "--auth.csi_key_file", keys.csi,
+				 "--auth.worker_key_file", keys.worker, "--auth.mount_key_file",
+				 token_path, "--metrics.address", meta_metrics, NULL };
 	struct meta_client *c = meta_client();
 	uint64_t t0 = retry_now_ms();
+	int n = argv_len(argv);
+
+	if (tls_on) {
+		argv[n++] = "--tls.cert_file";
+		argv[n++] = certs.meta_cert;
+		argv[n++] = "--tls.key_file";
+		argv[n++] = certs.meta_key;
+		argv[n++] = "--tls.client_ca_file";
+		argv[n++] = certs.ca;
+	}
 
 	snprintf(exe, sizeof(exe), "%s/granary-meta", bin_dir);
 	meta.pid = harness_spawn(argv, meta.log);
@@ -223,6 +295,9 @@ static long http_get(int port, const char *path, char **out)
 					    sizeof(auth) - 15), ERR_OK);
 		header = auth;
 	}
+	if (tls_on)
+		return harness_https_request(address, path, header, certs.ca,
+					     HARNESS_TLS_WORKER_NAME, out, NULL);
 	return harness_http_request(address, path, header, out);
 }
 
@@ -253,13 +328,22 @@ static bool worker_has(const struct worker *w, const char *dataset, char **json)
 static void worker_start(struct worker *w, int i)
 {
 	char exe[600], listen[64];
-	const char *argv[] = { exe, "--listen", listen, "--node_id", w->id, "--meta.address",
-			       meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
-			       "--token_file", token_path, "--store.endpoint", endpoint,
-			       "--store.credentials_file", credentials, "--http.shutdown_grace",
-			       "2s", "--log.level", "info", "--meta.key_file", keys.worker,
-			       "--placement.settle", "1s", NULL };
+	const char *argv[48] = { exe, "--listen", listen, "--node_id", w->id, "--meta.address",
+				 meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
+				 "--token_file", token_path, "--store.endpoint", endpoint,
+				 "--store.credentials_file", credentials, "--http.shutdown_grace",
+				 "2s", "--log.level", "info", "--meta.key_file", keys.worker,
+				 "--placement.settle", "1s", NULL };
 	uint64_t t0 = retry_now_ms();
+	int n = argv_len(argv);
+
+	tls_client_flags(argv, &n, false);
+	if (tls_on) {
+		argv[n++] = "--tls.cert_file";
+		argv[n++] = certs.worker_cert;
+		argv[n++] = "--tls.key_file";
+		argv[n++] = certs.worker_key;
+	}
 
 	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
 	snprintf(w->id, sizeof(w->id), "w%d", i + 1);
@@ -411,6 +495,7 @@ static int mount_start(struct mnt *m, const char *dataset, const char *const *ex
 	argv[n++] = "200ms";
 	argv[n++] = "--log.level";
 	argv[n++] = "info";
+	tls_client_flags(argv, &n, true);
 	for (; extra && *extra && n < 62; extra++)
 		argv[n++] = *extra;
 	argv[n] = NULL;
@@ -591,6 +676,15 @@ static void setup(void)
 	harness_tmpdir(work, sizeof(work), "/tmp/granary-cluster-XXXXXX");
 	snprintf(token_path, sizeof(token_path), "%s/token", work);
 	snprintf(meta_sock, sizeof(meta_sock), "unix://%s/meta.sock", work);
+	if (tls_on) {
+		char tls_dir[200];
+
+		/* TLS is for TCP: a unix socket stays plaintext */
+		snprintf(tls_dir, sizeof(tls_dir), "%s/tls", work);
+		ck_assert_int_eq(mkdir(tls_dir, 0700), 0);
+		harness_certs_make(tls_dir, &certs);
+		snprintf(meta_sock, sizeof(meta_sock), "127.0.0.1:%d", harness_free_port());
+	}
 	snprintf(meta_data, sizeof(meta_data), "%s/meta-data", work);
 	snprintf(meta_metrics, sizeof(meta_metrics), "unix://%s/meta-metrics.sock", work);
 	snprintf(meta.log, sizeof(meta.log), "%s/meta.log", work);
@@ -1555,14 +1649,143 @@ START_TEST(test_cluster_mount_counters_split_reads_by_source)
 }
 END_TEST
 
+/* --- TLS ------------------------------------------------------------------------ */
+
+static void setup_tls(void)
+{
+	tls_on = true;
+	setup();
+}
+
+/*
+ * Through TLS on both planes: the mount reads every byte right, nothing
+ * falls back to the store, and the peer worker sent its blocks over HTTPS.
+ */
+START_TEST(test_cluster_tls_mount_reads_through_tls_workers)
+{
+	struct mnt m;
+	uint64_t served;
+
+	ck_assert_int_eq(mount_start(&m, DATASET, NULL, "tls"), 0);
+	read_all_exact(&m);
+	ck_assert_uint_eq(mount_stat(&m, "fallbacks"), 0);
+	served = metric(&workers[1], "granary_worker_served_bytes_total");
+	ck_assert_msg(served > 0, "the peer worker sent no block bytes");
+	fprintf(stderr, "cluster tls: the peer worker sent %llu bytes over HTTPS\n",
+		(unsigned long long)served);
+	mount_stop(&m);
+}
+END_TEST
+
+/* A TLS worker answers only a client that speaks TLS, trusts its CA and
+ * asks for the one name its certificate carries. */
+START_TEST(test_cluster_tls_worker_refuses_plaintext_and_wrong_ca)
+{
+	char address[32];
+	int cc = 0;
+
+	snprintf(address, sizeof(address), "127.0.0.1:%d", workers[0].port);
+	ck_assert_int_eq(harness_https_request(address, "/healthz", NULL, certs.ca,
+					       HARNESS_TLS_WORKER_NAME, NULL, &cc), 200);
+	/* plaintext to the HTTPS port: the handshake fails, no answer */
+	ck_assert_int_eq(harness_https_request(address, "/healthz", NULL, NULL, NULL, NULL, &cc),
+			 0);
+	ck_assert_int_ne(cc, CURLE_OK);
+	ck_assert_int_eq(harness_https_request(address, "/healthz", NULL, certs.other_ca,
+					       HARNESS_TLS_WORKER_NAME, NULL, &cc), 0);
+	ck_assert_msg(cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT,
+		      "another CA: %s", curl_easy_strerror((CURLcode)cc));
+	/* the right CA, but the certificate names the workers, not the IP */
+	ck_assert_int_eq(harness_https_request(address, "/healthz", NULL, certs.ca, NULL, NULL,
+					       &cc), 0);
+	ck_assert_msg(cc == CURLE_PEER_FAILED_VERIFICATION, "by IP: %s",
+		      curl_easy_strerror((CURLcode)cc));
+}
+END_TEST
+
+/* A call to meta on a client of the given TLS files: ERR_OK or why not. */
+static enum error_code meta_list_with(const char *ca_file, const char *cert, const char *key)
+{
+	Granary__V1__ListDatasetsReply *l = NULL;
+	struct meta_client *c = NULL;
+	struct error err;
+	enum error_code rc;
+
+	ck_assert_msg(meta_client_with(ca_file, cert, key, &c, &err) == ERR_OK, "%s", err.msg);
+	rc = meta_client_list(c, &l, &err);
+	if (l)
+		granary__v1__list_datasets_reply__free_unpacked(l, NULL);
+	meta_client_free(c);
+	return rc;
+}
+
+/* Meta with mutual TLS serves a configured client; a plaintext one, one
+ * without a client certificate and one trusting another CA are
+ * UNAVAILABLE: the handshake fails before any call. */
+START_TEST(test_cluster_tls_meta_refuses_plaintext_and_clients_without_certificate)
+{
+	ck_assert_int_eq(meta_list_with(certs.ca, certs.client_cert, certs.client_key), ERR_OK);
+	ck_assert_int_eq(meta_list_with(NULL, NULL, NULL), ERR_UNAVAILABLE);
+	ck_assert_int_eq(meta_list_with(certs.ca, NULL, NULL), ERR_UNAVAILABLE);
+	ck_assert_int_eq(meta_list_with(certs.other_ca, certs.client_cert, certs.client_key),
+			 ERR_UNAVAILABLE);
+}
+END_TEST
+
+/* Bad TLS files stop a worker at start (status 2) with the setting and
+ * the file named, and nothing of a key in its output. */
+START_TEST(test_cluster_tls_bad_files_are_named_at_start)
+{
+	const char *cases[][2] = {
+		{ token_path, certs.worker_key },       /* not a certificate */
+		{ certs.worker_cert, certs.client_key }, /* another certificate's key */
+		{ certs.worker_cert, "/nonexistent/tls.key" },
+	};
+	const char *expect[] = { "key 'tls.cert_file'", "is not the private key",
+				 "key 'tls.key_file'" };
+	char exe[600], listen[64], log[300], cache[300];
+
+	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", harness_free_port());
+	snprintf(cache, sizeof(cache), "%s/cache-bad", work);
+	for (int i = 0; i < 3; i++) {
+		const char *argv[] = { exe, "--listen", listen, "--cache.dir", cache,
+				       "--token_file", token_path, "--tls.cert_file", cases[i][0],
+				       "--tls.key_file", cases[i][1], NULL };
+		pid_t pid;
+		int status = 0;
+
+		snprintf(log, sizeof(log), "%s/bad-%d.log", work, i);
+		pid = harness_spawn(argv, log);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		if (!harness_file_contains(log, expect[i]))
+			harness_dump_log(log);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %d: status %d",
+			      i, status);
+		ck_assert_msg(harness_file_contains(log, expect[i]), "case %d: no \"%s\"", i,
+			      expect[i]);
+		ck_assert(!harness_file_contains(log, "PRIVATE KEY"));
+	}
+}
+END_TEST
+
+/* A case of s: its own cluster per test (setup_fn), the objects put once. */
+static TCase *cluster_case(Suite *s, const char *name, void (*setup_fn)(void))
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
+	tcase_add_checked_fixture(tc, setup_fn, teardown);
+	tcase_set_timeout(tc, 180);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
 int main(void)
 {
 	Suite *s = suite_create("cluster");
-	TCase *tc = tcase_create("cluster");
+	TCase *tc = cluster_case(s, "cluster", setup);
 
-	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
 	tcase_add_test(tc, test_cluster_long_dataset_name_is_served_by_the_workers);
 	tcase_add_test(tc, test_cluster_block_files_leave_the_page_cache_once_read);
@@ -1575,13 +1798,14 @@ int main(void)
 	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_a_new_mount);
-	suite_add_tcase(s, tc);
 	/* Its own case, so that CK_RUN_CASE=metrics runs only it. */
-	tc = tcase_create("metrics");
-	tcase_add_unchecked_fixture(tc, put_objects, free_objects);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 180);
+	tc = cluster_case(s, "metrics", setup);
 	tcase_add_test(tc, test_cluster_mount_counters_split_reads_by_source);
-	suite_add_tcase(s, tc);
+	/* CK_RUN_CASE=tls: the same cluster with TLS on both planes. */
+	tc = cluster_case(s, "tls", setup_tls);
+	tcase_add_test(tc, test_cluster_tls_mount_reads_through_tls_workers);
+	tcase_add_test(tc, test_cluster_tls_worker_refuses_plaintext_and_wrong_ca);
+	tcase_add_test(tc, test_cluster_tls_meta_refuses_plaintext_and_clients_without_certificate);
+	tcase_add_test(tc, test_cluster_tls_bad_files_are_named_at_start);
 	return check_main_run(s);
 }

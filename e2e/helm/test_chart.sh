@@ -193,6 +193,12 @@ render --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels
 render --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true \
   --set-json 'metrics.serviceMonitor.labels={"release":"kps"}' \
   --set metrics.dashboard.namespace=monitoring >"$work/monitoring.yaml"
+# TLS on (mutual by default) and the egress policies on: checked below.
+render --set tls.enabled=true --set networkPolicy.egress.enabled=true \
+  --set 'networkPolicy.egress.storeCIDRs={10.20.0.0/16,192.0.2.7/32}' \
+  --set 'networkPolicy.egress.apiServerCIDRs={10.96.0.1/32}' >"$work/tls.yaml"
+render --set tls.enabled=true --set tls.mutual=false --set tls.existingSecret=my-tls \
+  >"$work/tls-own.yaml"
 render --set metrics.annotations=false >"$work/no-annotations.yaml"
 if grep -q 'prometheus.io/' "$work/no-annotations.yaml"; then
   fail "metrics.annotations=false still renders prometheus.io annotations"
@@ -235,11 +241,15 @@ refuse "store.credentials: existingSecret and keys" \
 refuse "store.credentials: accessKeyID alone" --set store.credentials.accessKeyID=a
 refuse "an allowed endpoint that is not http(s)" --set 'store.allowedEndpoints={ftp://x}'
 refuse "networkPolicy.enabled=maybe" --set networkPolicy.enabled=maybe
+refuse "tls.enabled=maybe" --set tls.enabled=maybe
+refuse "an unknown tls value" --set tls.certFile=/x
+refuse "a store CIDR that is not one" --set 'networkPolicy.egress.storeCIDRs={s3.example.com}'
 refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["http://a,http://b"]'
 
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
-  "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" <<'PY'
+  "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" \
+  "$work/tls.yaml" "$work/tls-own.yaml" <<'PY'
 import base64
 import json
 import re
@@ -1139,6 +1149,115 @@ for want in ("throughput by source", "hit ratio", "fallbacks", "errors by cause"
 exprs = " ".join(t["expr"] for p in panels for t in p.get("targets", []))
 check("histogram_quantile(0.99" in exprs and "granary_fuse_read_seconds_bucket" in exprs,
       "the latency panel takes p99 from the histogram")
+
+# TLS: off by default (no Secret, no tls keys, plain probes); on, one
+# Secret with the CA and three certificates, each pod mounting only its
+# role's items read-only under /etc/granary/tls, and every daemon's config
+# naming them; meta asks for client certificates unless tls.mutual=false.
+TLS_DIR = "/etc/granary/tls"
+check(not find(default, "Secret", "granary-tls"), "no TLS Secret by default")
+check("tls" not in mcfg and "tls" not in wcfg and "tls" not in wcfg.get("meta", {}) and
+      "worker" not in fcfg and "tls" not in fcfg.get("meta", {}),
+      "no tls settings in the configs by default")
+
+
+def tls_items(docs, podspec, c, secret, what):
+    m, v = mount_of(podspec, c, TLS_DIR)
+    sec = v.get("secret", {})
+    check(m.get("readOnly") is True and sec.get("secretName") == secret and
+          sec.get("defaultMode") == 0o400,
+          "%s mounts Secret %s read-only, mode 0400, at %s (got %s)" % (what, secret, TLS_DIR, sec))
+    return sorted(i.get("key") for i in sec.get("items") or [])
+
+
+def check_tls(docs, prefix, secret, mutual):
+    ns = "granary-system"
+    meta_name = "%s-meta.%s.svc" % (prefix, ns)
+    worker_name = "%s-worker.%s.svc" % (prefix, ns)
+    client = ["client.crt", "client.key"] if mutual else []
+    ctl = one(docs, "Deployment", prefix + "-controller")
+    cps = pod(ctl)
+    wps = pod(one(docs, "DaemonSet", prefix + "-worker"))
+    nps = pod(one(docs, "DaemonSet", prefix + "-node"))
+    mp = json.loads(one(docs, "ConfigMap", prefix + "-node").get("data", {}).get("mount-pod.json", "{}"))
+    mps = mp.get("spec", {})
+    check(tls_items(docs, cps, container(cps, "granary-meta"), secret, "granary-meta") ==
+          ["ca.crt", "meta.crt", "meta.key"], "granary-meta mounts the CA and its own certificate only")
+    check(tls_items(docs, cps, container(cps, "granary-csi"), secret, "the controller's granary-csi") ==
+          sorted(["ca.crt"] + client), "the controller's granary-csi mounts the CA (and the client pair)")
+    wc = container(wps, "granary-worker")
+    check(tls_items(docs, wps, wc, secret, "the worker") ==
+          sorted(["ca.crt", "worker.crt", "worker.key"] + client),
+          "the worker mounts the CA, the workers' certificate (and the client pair)")
+    check(tls_items(docs, nps, container(nps, "granary-csi"), secret, "the node plugin") ==
+          sorted(["ca.crt"] + client), "the node plugin mounts the CA (and the client pair)")
+    check(tls_items(docs, mps, (mps.get("containers") or [{}])[0], secret, "the mount pod") ==
+          sorted(["ca.crt"] + client), "the mount pod mounts the CA (and the client pair)")
+    meta_client = {"ca_file": TLS_DIR + "/ca.crt", "server_name": meta_name}
+    if mutual:
+        meta_client.update(cert_file=TLS_DIR + "/client.crt", key_file=TLS_DIR + "/client.key")
+    m = config(docs, prefix + "-meta", "meta.yaml").get("tls", {})
+    want = {"cert_file": TLS_DIR + "/meta.crt", "key_file": TLS_DIR + "/meta.key"}
+    if mutual:
+        want["client_ca_file"] = TLS_DIR + "/ca.crt"
+    check(m == want, "meta.yaml tls: %s (got %s)" % (want, m))
+    w = config(docs, prefix + "-worker", "worker.yaml")
+    check(w.get("tls") == {"cert_file": TLS_DIR + "/worker.crt", "key_file": TLS_DIR + "/worker.key"},
+          "worker.yaml serves HTTPS with the workers' certificate (got %s)" % w.get("tls"))
+    check(w.get("meta", {}).get("tls") == meta_client, "worker.yaml meta.tls (got %s)" % w.get("meta", {}).get("tls"))
+    for cm in ("-node", "-controller"):
+        c = config(docs, prefix + cm, "csi.yaml")
+        check(c.get("meta", {}).get("tls") == meta_client, "%s csi.yaml meta.tls (got %s)" % (cm, c.get("meta")))
+    f = config(docs, prefix + "-node", "fuse.yaml")
+    check(f.get("meta", {}).get("tls") == meta_client, "fuse.yaml meta.tls (got %s)" % f.get("meta"))
+    check(f.get("worker", {}).get("tls") == {"ca_file": TLS_DIR + "/ca.crt", "server_name": worker_name},
+          "fuse.yaml checks every worker for %s (got %s)" % (worker_name, f.get("worker")))
+    check(probe_command(wc) == ["/usr/bin/granary-probe", "--cacert", TLS_DIR + "/ca.crt",
+                                "--server-name", worker_name, "https://127.0.0.1:7480/readyz"],
+          "the worker's readiness probe speaks HTTPS and checks the name (got %s)" % probe_command(wc))
+    check(wc.get("livenessProbe", {}).get("httpGet", {}).get("scheme") == "HTTPS",
+          "the worker's liveness probe speaks HTTPS")
+
+
+tls_docs = load_all(sys.argv[7])
+check_tls(tls_docs, "granary", "granary-tls", True)
+ts = one(tls_docs, "Secret", "granary-tls").get("data", {})
+check(sorted(ts) == sorted(["ca.crt", "meta.crt", "meta.key", "worker.crt", "worker.key",
+                            "client.crt", "client.key"]),
+      "the TLS Secret holds the CA's certificate (not its key) and three pairs (got %s)" % sorted(ts))
+pem = {k: base64.b64decode(v).decode("ascii", "replace") for k, v in ts.items()}
+check(all("BEGIN CERTIFICATE" in pem[k] for k in ts if k.endswith(".crt")) and
+      all("PRIVATE KEY" in pem[k] for k in ts if k.endswith(".key")),
+      "the TLS Secret's items are PEM certificates and keys")
+own = load_all(sys.argv[8])
+check(not find(own, "Secret", "granary-tls"), "tls.existingSecret: the chart makes no TLS Secret")
+check_tls(own, "granary", "my-tls", False)
+
+# Egress: one policy per component, for egress only, to DNS, Granary's own
+# pods on meta's and the workers' ports, the API server's and the store's
+# CIDRs, and nothing else; none by default.
+check(not [n for n in find(default, "NetworkPolicy") if n["metadata"]["name"].endswith("-egress")],
+      "no egress NetworkPolicy by default")
+for comp in ("controller", "worker", "node", "mount"):
+    np = one(tls_docs, "NetworkPolicy", "granary-%s-egress" % comp).get("spec", {})
+    check(np.get("policyTypes") == ["Egress"] and not np.get("ingress"),
+          "egress policy %s is for egress only" % comp)
+    check(np.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == comp,
+          "egress policy %s selects the %s pods" % (comp, comp))
+    rules = np.get("egress", [])
+    tos = [(t, r.get("ports")) for r in rules for t in r.get("to", [])]
+    dns = [p for t, p in tos if t.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+           and t.get("namespaceSelector") == {}]
+    check(dns == [[{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]],
+          "egress policy %s: DNS on port 53 to the cluster DNS pods" % comp)
+    own_pods = [p for t, p in tos if t.get("podSelector", {}).get("matchLabels") ==
+                {"app.kubernetes.io/name": "granary", "app.kubernetes.io/instance": "granary"}]
+    check(own_pods == [[{"protocol": "TCP", "port": 7400}, {"protocol": "TCP", "port": 7480}]],
+          "egress policy %s: Granary's own pods on meta's and the workers' ports" % comp)
+    cidrs = sorted(t["ipBlock"]["cidr"] for t, p in tos if "ipBlock" in t)
+    check(cidrs == ["10.20.0.0/16", "10.96.0.1/32", "192.0.2.7/32"],
+          "egress policy %s: the API server's and the store's CIDRs only (got %s)" % (comp, cidrs))
+    check(len(tos) == 5, "egress policy %s: nothing else (got %d peers)" % (comp, len(tos)))
 
 print("%d checks passed, %d failed" % (passes, len(failures)))
 sys.exit(1 if failures else 0)

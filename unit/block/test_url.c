@@ -89,6 +89,34 @@ START_TEST(test_block_crc_header_round_trips_and_refuses_bad_values)
 }
 END_TEST
 
+START_TEST(test_block_url_origin_names_the_workers_and_dials_the_address)
+{
+	char origin[BLOCK_URL_ORIGIN_MAX], connect[BLOCK_URL_ORIGIN_MAX];
+	struct error err;
+
+	ck_assert_int_eq(block_url_origin("10.0.0.7:7480", false, "w.ns.svc", origin,
+					  sizeof(origin), connect, sizeof(connect), &err), ERR_OK);
+	ck_assert_str_eq(origin, "http://10.0.0.7:7480");
+	ck_assert_str_eq(connect, "");
+	ck_assert_int_eq(block_url_origin("10.0.0.7:7480", true, "w.ns.svc", origin,
+					  sizeof(origin), connect, sizeof(connect), &err), ERR_OK);
+	ck_assert_str_eq(origin, "https://w.ns.svc:7480");
+	ck_assert_str_eq(connect, "w.ns.svc:7480:10.0.0.7:7480");
+	ck_assert_int_eq(block_url_origin("[fd00::7]:7480", true, "w.ns.svc", origin,
+					  sizeof(origin), connect, sizeof(connect), &err), ERR_OK);
+	ck_assert_str_eq(connect, "w.ns.svc:7480:[fd00::7]:7480");
+	ck_assert_int_eq(block_url_origin("10.0.0.7:7480", true, NULL, origin, sizeof(origin),
+					  connect, sizeof(connect), &err), ERR_OK);
+	ck_assert_str_eq(origin, "https://10.0.0.7:7480");
+	ck_assert_str_eq(connect, "");
+	ck_assert_int_eq(block_url_origin("unix:///run/w.sock", true, "w.ns.svc", origin,
+					  sizeof(origin), connect, sizeof(connect), &err), ERR_OK);
+	ck_assert_str_eq(origin, "https://w.ns.svc");
+	ck_assert_int_eq(block_url_origin("no-port", true, "w.ns.svc", origin, sizeof(origin),
+					  connect, sizeof(connect), &err), ERR_INVALID);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("block_url");
@@ -97,6 +125,7 @@ int main(void)
 	tcase_add_test(tc, test_block_url_path_and_query);
 	tcase_add_test(tc, test_block_url_query_names_the_cache_directory);
 	tcase_add_test(tc, test_block_crc_header_round_trips_and_refuses_bad_values);
+	tcase_add_test(tc, test_block_url_origin_names_the_workers_and_dials_the_address);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

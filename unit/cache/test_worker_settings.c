@@ -125,6 +125,10 @@ START_TEST(test_worker_settings_check_rejects_naming_the_key)
 		{ "token_file", "token", "key 'token_file': must be an absolute path" },
 		{ "store.endpoint", "ftp://s3.local", "key 'store.endpoint'" },
 		{ "log.level", "loud", "key 'log.level'" },
+		{ "tls.cert_file", "/etc/tls/w.crt", "key 'tls.key_file': required with 'tls.cert_file'" },
+		{ "tls.cert_file", "w.crt", "key 'tls.cert_file': must be an absolute path" },
+		{ "meta.tls.server_name", "meta.ns.svc", "key 'meta.tls.server_name': needs 'meta.tls.ca_file'" },
+		{ "meta.tls.ca_file", "ca.crt", "key 'meta.tls.ca_file': must be an absolute path" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

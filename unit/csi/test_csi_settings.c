@@ -102,6 +102,10 @@ START_TEST(test_csi_settings_check_rejects_naming_the_key)
 		/* The controller launches no FUSE daemon: its binary is not checked. */
 		{ "fuse_binary", "granary-fuse", "mode", "controller", NULL },
 		{ "log.level", "chatty", NULL, NULL, "key 'log.level'" },
+		{ "meta.tls.cert_file", "/etc/tls/c.crt", "meta.tls.key_file", "/etc/tls/c.key",
+		  "key 'meta.tls.cert_file': needs 'meta.tls.ca_file'" },
+		{ "meta.tls.ca_file", "/etc/tls/ca.crt", "meta.tls.server_name", "granary-meta.ns.svc",
+		  NULL },
 		{ "fuse_max_read", "2MiB", NULL, NULL,
 		  "key 'fuse_max_read': must be a multiple of 4KiB from 4KiB to 1MiB" },
 		{ "fuse_max_read", "128KiB", "fuse_read_ahead", "0", NULL },

@@ -151,6 +151,13 @@ START_TEST(test_mount_settings_check_rejects_naming_the_key)
 		  "key 'read_ahead': must be a multiple of 4KiB" },
 		{ "store.endpoint", "s3.local", NULL, NULL, "key 'store.endpoint'" },
 		{ "log.level", "trace", NULL, NULL, "key 'log.level'" },
+		{ "worker.tls.server_name", "w.ns.svc", NULL, NULL,
+		  "key 'worker.tls.server_name': needs 'worker.tls.ca_file'" },
+		{ "worker.tls.ca_file", "/etc/tls/ca.crt", "worker.tls.server_name", "bad name",
+		  "key 'worker.tls.server_name'" },
+		{ "meta.tls.ca_file", "/etc/tls/ca.crt", "meta.tls.cert_file", "/etc/tls/c.crt",
+		  "key 'meta.tls.key_file': required with 'meta.tls.cert_file'" },
+		{ "worker.tls.ca_file", "/etc/tls/ca.crt", "worker.tls.server_name", "w.ns.svc", NULL },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -87,6 +87,9 @@ START_TEST(test_meta_settings_check_rejects_naming_the_key)
 		{ "auth.csi_key_file", "keys/csi", "key 'auth.csi_key_file': must be an absolute path" },
 		{ "auth.worker_key_file", "worker", "key 'auth.worker_key_file': must be an absolute path" },
 		{ "auth.mount_key_file", "token", "key 'auth.mount_key_file': must be an absolute path" },
+		{ "tls.key_file", "/etc/tls/meta.key", "key 'tls.cert_file': required with 'tls.key_file'" },
+		{ "tls.client_ca_file", "/etc/tls/ca.crt", "key 'tls.client_ca_file': needs 'tls.cert_file'" },
+		{ "tls.client_ca_file", "ca.crt", "key 'tls.client_ca_file': must be an absolute path" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -402,6 +402,13 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "token_audience" .Values.worker.identityToken.audience)
   "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "granary.tlsDir" . -}}
+{{- $_ := set $c "tls" (dict "cert_file" (printf "%s/meta.crt" $dir) "key_file" (printf "%s/meta.key" $dir)) -}}
+{{- if .Values.tls.mutual -}}
+{{- $_ := set $c.tls "client_ca_file" (printf "%s/ca.crt" $dir) -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.meta.extraConfig)) -}}
 {{- end -}}
 
@@ -425,6 +432,11 @@ are flags of the container: they differ per pod.
   "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "granary.tlsDir" . -}}
+{{- $_ := set $c "tls" (dict "cert_file" (printf "%s/worker.crt" $dir) "key_file" (printf "%s/worker.key" $dir)) -}}
+{{- $_ := set $c.meta "tls" (include "granary.metaTLSClient" . | fromYaml) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.worker.extraConfig)) -}}
 {{- end -}}
 
@@ -444,6 +456,9 @@ starts, staging and target paths only under the kubelet's directory.
   "mount_pod_template" (ternary (include "granary.mountPodTemplateFile" .) "" .Values.node.mountPods.enabled)
   "reattach_mounts" .Values.node.reattachMounts
   "log" (dict "level" .Values.logLevel) -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $c.meta "tls" (include "granary.metaTLSClient" . | fromYaml) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.extraConfig)) -}}
 {{- end -}}
 
@@ -458,6 +473,9 @@ starts, staging and target paths only under the kubelet's directory.
   "store" (dict "endpoint" .Values.store.endpoint "allowed_endpoints" (join "," .Values.store.allowedEndpoints))
   "allowed_file_roots" (join "," .Values.fileRoots)
   "log" (dict "level" .Values.logLevel) -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $c.meta "tls" (include "granary.metaTLSClient" . | fromYaml) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.controller.extraConfig)) -}}
 {{- end -}}
 
@@ -479,6 +497,10 @@ mount role.
   "token_file" (include "granary.tokenFile" .)
   "store" (include "granary.storeConfig" (dict "ctx" .) | fromYaml)
   "log" (dict "level" .Values.logLevel) -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $c.meta "tls" (include "granary.metaTLSClient" . | fromYaml) -}}
+{{- $_ := set $c "worker" (dict "tls" (dict "ca_file" (printf "%s/ca.crt" (include "granary.tlsDir" .)) "server_name" (include "granary.workerTLSName" .))) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.node.fuseConfig)) -}}
 {{- end -}}
 
@@ -572,6 +594,9 @@ spec:
           subPath: fuse.yaml
           readOnly: true
         {{- include "granary.tokenVolumeMount" . | nindent 8 }}
+        {{- if $.Values.tls.enabled }}
+        {{- include "granary.tlsVolumeMount" (dict "ctx" . "name" "tls") | nindent 8 }}
+        {{- end }}
   volumes:
     {{- include "granary.fileRootVolumes" . | nindent 4 }}
     - name: cache-dir
@@ -586,6 +611,9 @@ spec:
       configMap:
         name: {{ $fullname }}-node
     {{- include "granary.tokenVolume" . | nindent 4 }}
+    {{- if $.Values.tls.enabled }}
+    {{- include "granary.tlsVolume" (dict "ctx" . "name" "tls" "role" "client") | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
 {{- define "granary.mountPodTemplateFile" -}}
@@ -601,5 +629,86 @@ Prometheus' scrape annotations of a pod (metrics.annotations), for its
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
+{{- end -}}
+{{- end -}}
+
+{{/*
+TLS (tls.enabled; docs/security.md, "TLS"): one Secret with the CA, meta's
+certificate (its Service's names), the workers' certificate (one name for
+every worker, which clients check while they dial a pod IP) and the client
+certificate for meta's mutual TLS. Each pod mounts only the items of its
+role under /etc/granary/tls.
+*/}}
+{{- define "granary.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret -}}
+{{- .Values.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-tls" (include "granary.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "granary.tlsDir" -}}
+/etc/granary/tls
+{{- end -}}
+
+{{- define "granary.metaTLSName" -}}
+{{- printf "%s.%s.svc" (include "granary.metaServiceName" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "granary.workerTLSName" -}}
+{{- printf "%s-worker.%s.svc" (include "granary.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The items a role mounts: (dict "ctx" . "role" "meta"|"worker"|"client"). */}}
+{{- define "granary.tlsItems" -}}
+{{- $items := list "ca.crt" -}}
+{{- if eq .role "meta" -}}
+{{- $items = concat $items (list "meta.crt" "meta.key") -}}
+{{- else if eq .role "worker" -}}
+{{- $items = concat $items (list "worker.crt" "worker.key") -}}
+{{- end -}}
+{{- if and .ctx.Values.tls.mutual (ne .role "meta") -}}
+{{- $items = concat $items (list "client.crt" "client.key") -}}
+{{- end -}}
+{{- toJson $items -}}
+{{- end -}}
+
+{{/* A pod's TLS volume, (dict "ctx" . "name" NAME "role" ROLE), and its
+     mount; callers include them only with tls.enabled. */}}
+{{- define "granary.tlsVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ include "granary.tlsSecretName" .ctx }}
+    defaultMode: 0400
+    items:
+      {{- range (include "granary.tlsItems" . | fromJsonArray) }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end -}}
+
+{{- define "granary.tlsVolumeMount" -}}
+- name: {{ .name }}
+  mountPath: {{ include "granary.tlsDir" .ctx }}
+  readOnly: true
+{{- end -}}
+
+{{/* A client's settings for meta (its meta.tls), as YAML. */}}
+{{- define "granary.metaTLSClient" -}}
+{{- $dir := include "granary.tlsDir" . -}}
+{{- $c := dict "ca_file" (printf "%s/ca.crt" $dir) "server_name" (include "granary.metaTLSName" .) -}}
+{{- if .Values.tls.mutual -}}
+{{- $_ := set $c "cert_file" (printf "%s/client.crt" $dir) -}}
+{{- $_ := set $c "key_file" (printf "%s/client.key" $dir) -}}
+{{- end -}}
+{{- toYaml $c -}}
+{{- end -}}
+
+{{/* The worker's probe of its own /readyz, over HTTPS with TLS on. */}}
+{{- define "granary.workerProbeCommand" -}}
+{{- if .Values.tls.enabled -}}
+{{- list "/usr/bin/granary-probe" "--cacert" (printf "%s/ca.crt" (include "granary.tlsDir" .)) "--server-name" (include "granary.workerTLSName" .) (printf "https://127.0.0.1:%d/readyz" (int .Values.worker.port)) | toJson -}}
+{{- else -}}
+{{- list "/usr/bin/granary-probe" (printf "http://127.0.0.1:%d/readyz" (int .Values.worker.port)) | toJson -}}
 {{- end -}}
 {{- end -}}
