@@ -22,7 +22,11 @@
 #                  /proc/PID/stat, reaped children included; not the readers,
 #                  the S3 server or the proxy) over the cold epoch, the warm
 #                  epochs and the epoch after drop_caches, per GB read; and
-#                  s3_get_bench's own over the raw GETs
+#                  s3_get_bench's own over the raw GETs. Beside them, for the
+#                  cold epoch and the raw GETs, what the store (the S3 server
+#                  and the proxy, which share this machine) and the readers
+#                  used per GB: on a machine this small they compete with
+#                  the system for the same CPUs
 #   warm epoch     the same again with everything cached (median of epochs 3-5)
 #   page cache     what the cold epoch left in the page cache, and what one
 #                  epoch after echo 3 > drop_caches left (Granary: served from
@@ -272,6 +276,7 @@ proxy_port=$(free_port) stats_port=$(free_port)
 "$bin/granary-bench" proxy --listen "127.0.0.1:$proxy_port" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
   --stats_listen "127.0.0.1:$stats_port" > "$work/logs/proxy.log" 2>&1 &
 pids+=($!)
+store_pids="$(cat "$s3dir/pid") $!" # the S3 server and the proxy, for cpu_ticks
 endpoint=http://127.0.0.1:$proxy_port
 proxy_stats() { exec 9<>"/dev/tcp/127.0.0.1/$stats_port"; cat <&9; exec 9<&-; }
 proxy_up() { proxy_stats >/dev/null && (exec 8<>"/dev/tcp/127.0.0.1/$proxy_port"); }
@@ -294,12 +299,14 @@ storeflags=(--store.endpoint "$endpoint" --store.credentials_file "$GRANARY_S3_C
 # reaped children's time grows by s3_get_bench's alone.
 raw_get() {
   local line t0 t1
+  local s0 s1
   drop_caches
-  t0=$(cpu_ticks $$)
+  t0=$(cpu_ticks $$) s0=$(cpu_ticks $store_pids)
   line=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads")
-  t1=$(cpu_ticks $$)
+  t1=$(cpu_ticks $$) s1=$(cpu_ticks $store_pids)
   record "$1" raw_get_mbps "$(echo "$line" | kv mb_per_s)"
   record "$1" raw_get_cpu_per_gb "$(cpu_per_gb $(( t1 - t0 )) "$(echo "$line" | kv bytes)")"
+  record "$1" raw_get_store_cpu_per_gb "$(cpu_per_gb $(( s1 - s0 )) "$(echo "$line" | kv bytes)")"
   log "$1 raw S3 GETs through the proxy, $threads streams, after drop_caches: $line"
 }
 raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)
@@ -453,7 +460,7 @@ page_cache() {
 # --- one system ------------------------------------------------------------------
 
 run_system() {
-  local sys=$1 m=$work/mnt/$1 c=$cache_root/$1 dir line s0 s1 e c0 c1 bytes
+  local sys=$1 m=$work/mnt/$1 c=$cache_root/$1 dir line s0 s1 e c0 c1 bytes r0 r1 t0 t1
   log "== $sys"
   if [ "$sys" = granary-cluster ]; then cluster_start_meta; fi
 
@@ -463,11 +470,14 @@ run_system() {
   drop_caches
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark
-  c0=$(cpu_ticks $(sys_pids "$sys"))
+  c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
   line=$(epoch_line "$dir"); s1=$(s3_sample)
-  c1=$(cpu_ticks $(sys_pids "$sys"))
+  c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   record "$sys" cold_mbps "$(echo "$line" | kv mb_per_s)"
   [ "$sys" = local ] || record "$sys" cold_cpu_per_gb "$(cpu_per_gb $(( c1 - c0 )) "$(echo "$line" | kv bytes)")"
+  # The readers (the shell's reaped children) and the store, for scale.
+  record "$sys" cold_reader_cpu_per_gb "$(cpu_per_gb $(( r1 - r0 )) "$(echo "$line" | kv bytes)")"
+  record "$sys" cold_store_cpu_per_gb "$(cpu_per_gb $(( t1 - t0 )) "$(echo "$line" | kv bytes)")"
   record "$sys" cold_s3_bytes $(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
   record "$sys" cold_s3_gets $(( $(echo "$s1" | kv gets) - $(echo "$s0" | kv gets) ))
   log "$sys cold: $line (CPU $(( c1 - c0 )) ticks of 1/$clk_tck s)"
