@@ -12,7 +12,21 @@
 #
 # Measured for each (bench/datasets.sh makes the data):
 #   cold epoch     TFRecord shards, every cache empty (the system's cache dir
-#                  removed, echo 3 > /proc/sys/vm/drop_caches), --threads readers
+#                  removed, echo 3 > /proc/sys/vm/drop_caches), --threads readers;
+#                  beside it, raw parallel GETs of the same objects through the
+#                  same proxy (s3_get_bench, --threads streams), measured just
+#                  before it with the page cache dropped the same way, so that
+#                  the store reads its disk in both
+#   CPU per GB     user + system CPU seconds of every process of the system
+#                  (granary-fuse; granary-meta and granary-worker; s3fs; rclone:
+#                  /proc/PID/stat, reaped children included; not the readers,
+#                  the S3 server or the proxy) over the cold epoch, the warm
+#                  epochs and the epoch after drop_caches, per GB read; and
+#                  s3_get_bench's own over the raw GETs. Beside them, for the
+#                  cold epoch and the raw GETs, what the store (the S3 server
+#                  and the proxy, which share this machine) and the readers
+#                  used per GB: on a machine this small they compete with
+#                  the system for the same CPUs
 #   warm epoch     the same again with everything cached (median of epochs 3-5)
 #   page cache     what the cold epoch left in the page cache, and what one
 #                  epoch after echo 3 > drop_caches left (Granary: served from
@@ -173,6 +187,28 @@ errlog=$work/logs/errors.log
 try() { "$@" 2>> "$errlog" || { echo "compare.sh: failed: $*" >> "$errlog"; log "FAILED: $* (see $errlog)"; }; }
 kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" | tail -1; } # key < line -> value
 
+# --- CPU time of the systems under test -----------------------------------------
+#
+# cpu_ticks PID...: user + system time of the processes, their reaped
+# children included (utime, stime, cutime, cstime: fields 14-17 of
+# /proc/PID/stat, counted after the command name's closing parenthesis,
+# which may hold spaces), in clock ticks. A process gone counts 0.
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() {
+  local p t=0 n
+  for p in "$@"; do
+    n=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || n=0
+    t=$(( t + ${n:-0} ))
+  done
+  echo "$t"
+}
+# cpu_per_gb TICKS BYTES: CPU seconds per GB (1e9 bytes) read, empty when
+# either is missing.
+cpu_per_gb() {
+  [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] &&
+    awk -v t="$1" -v h="$clk_tck" -v b="$2" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }'
+}
+
 # --- the memory cgroup of the systems under test ------------------------------
 #
 # Every process of a system under test starts in one memory cgroup: its
@@ -240,6 +276,7 @@ proxy_port=$(free_port) stats_port=$(free_port)
 "$bin/granary-bench" proxy --listen "127.0.0.1:$proxy_port" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
   --stats_listen "127.0.0.1:$stats_port" > "$work/logs/proxy.log" 2>&1 &
 pids+=($!)
+store_pids="$(cat "$s3dir/pid") $!" # the S3 server and the proxy, for cpu_ticks
 endpoint=http://127.0.0.1:$proxy_port
 proxy_stats() { exec 9<>"/dev/tcp/127.0.0.1/$stats_port"; cat <&9; exec 9<&-; }
 proxy_up() { proxy_stats >/dev/null && (exec 8<>"/dev/tcp/127.0.0.1/$proxy_port"); }
@@ -256,6 +293,22 @@ export RCLONE_CONFIG_BENCHS3_ACCESS_KEY_ID=$access_key RCLONE_CONFIG_BENCHS3_SEC
 export RCLONE_CONFIG_BENCHS3_FORCE_PATH_STYLE=true
 storeflags=(--store.endpoint "$endpoint" --store.credentials_file "$GRANARY_S3_CREDENTIALS")
 
+# raw_get SYSTEM: parallel GETs of the TFRecord objects through the proxy
+# with the page cache dropped first (the store reads its disk, as in a cold
+# epoch), recorded for SYSTEM with s3_get_bench's CPU per GB; the shell's
+# reaped children's time grows by s3_get_bench's alone.
+raw_get() {
+  local line t0 t1
+  local s0 s1
+  drop_caches
+  t0=$(cpu_ticks $$) s0=$(cpu_ticks $store_pids)
+  line=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads")
+  t1=$(cpu_ticks $$) s1=$(cpu_ticks $store_pids)
+  record "$1" raw_get_mbps "$(echo "$line" | kv mb_per_s)"
+  record "$1" raw_get_cpu_per_gb "$(cpu_per_gb $(( t1 - t0 )) "$(echo "$line" | kv bytes)")"
+  record "$1" raw_get_store_cpu_per_gb "$(cpu_per_gb $(( s1 - s0 )) "$(echo "$line" | kv bytes)")"
+  log "$1 raw S3 GETs through the proxy, $threads streams, after drop_caches: $line"
+}
 raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)
 log "raw S3 GET through the proxy, $threads streams: $raw MB/s"
 record s3 raw_get_mbps "$raw"
@@ -265,6 +318,7 @@ record s3 raw_get_mbps "$raw"
 meta_sock=unix://$work/meta.sock
 worker_port=
 worker_pid=
+meta_pid=
 cluster_start_meta() {
   rm -rf "$work/meta-data" "$work/meta.sock"
   (umask 077; echo "granary-bench-cluster-token-$(date +%s%N)" > "$work/token")
@@ -276,7 +330,8 @@ cluster_start_meta() {
     --heartbeat.interval 1s --heartbeat.expiry 5s "${storeflags[@]}" \
     --auth.csi_key_file "$work/csi.key" --auth.worker_key_file "$work/worker.key" \
     --auth.mount_key_file "$work/token" > "$work/logs/meta.log" 2>&1 &
-  pids+=($!)
+  meta_pid=$!
+  pids+=($meta_pid)
   for ds in tfr small meta; do
     "$bin/granary-bench" register "$ds" --meta.address "$meta_sock" \
       --meta.key_file "$work/csi.key" --source "s3://$bucket/$ds/" >&2 ||
@@ -344,6 +399,15 @@ mount_sys() {
   if ! wait_for 300 mountpoint -q "$m"; then cat "$log" >&2; die "$sys did not mount $ds"; fi
   mount_secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 }
+# The processes of the system mounted now, for cpu_ticks (cg_run and env
+# exec, so each started pid is the daemon's).
+sys_pids() { # SYSTEM
+  case "$1" in
+    granary-cluster) echo "$mnt_pid $worker_pid $meta_pid" ;;
+    local) ;;
+    *) echo "$mnt_pid" ;;
+  esac
+}
 umount_sys() { # SYSTEM MOUNTPOINT
   case "$1" in
     granary|granary-cluster) kill -TERM "$mnt_pid" ;;
@@ -396,32 +460,47 @@ page_cache() {
 # --- one system ------------------------------------------------------------------
 
 run_system() {
-  local sys=$1 m=$work/mnt/$1 c=$cache_root/$1 dir line s0 s1 e
+  local sys=$1 m=$work/mnt/$1 c=$cache_root/$1 dir line s0 s1 e c0 c1 bytes r0 r1 t0 t1
   log "== $sys"
   if [ "$sys" = granary-cluster ]; then cluster_start_meta; fi
 
   # 1. cold, warm, page cache (cache holds the whole set)
   if phase epochs; then
+  [ "$sys" = local ] || raw_get "$sys"
   drop_caches
   if [ "$sys" = local ]; then dir=$data/tfr; else mount_sys "$sys" tfr "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark
+  c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
   line=$(epoch_line "$dir"); s1=$(s3_sample)
+  c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   record "$sys" cold_mbps "$(echo "$line" | kv mb_per_s)"
+  [ "$sys" = local ] || record "$sys" cold_cpu_per_gb "$(cpu_per_gb $(( c1 - c0 )) "$(echo "$line" | kv bytes)")"
+  # The readers (the shell's reaped children) and the store, for scale.
+  record "$sys" cold_reader_cpu_per_gb "$(cpu_per_gb $(( r1 - r0 )) "$(echo "$line" | kv bytes)")"
+  record "$sys" cold_store_cpu_per_gb "$(cpu_per_gb $(( t1 - t0 )) "$(echo "$line" | kv bytes)")"
   record "$sys" cold_s3_bytes $(( $(echo "$s1" | kv bytes_down) - $(echo "$s0" | kv bytes_down) ))
   record "$sys" cold_s3_gets $(( $(echo "$s1" | kv gets) - $(echo "$s0" | kv gets) ))
-  log "$sys cold: $line"
+  log "$sys cold: $line (CPU $(( c1 - c0 )) ticks of 1/$clk_tck s)"
   page_cache "$sys" cold "$(echo "$line" | kv bytes)" "$dir" "$c"
   # Warm: one epoch to settle, then the median of three (page-cache speeds
   # are the noisiest figures on a shared machine).
-  line=$(try "$bin/granary-tfrecord" read "$dir" --threads "$threads" --epochs 4 | tail -3)
+  c0=$(cpu_ticks $(sys_pids "$sys"))
+  line=$(try "$bin/granary-tfrecord" read "$dir" --threads "$threads" --epochs 4 | tail -4)
+  c1=$(cpu_ticks $(sys_pids "$sys"))
+  bytes=$(echo "$line" | sed -n 's/.*\bbytes=\([0-9]*\).*/\1/p' | awk '{ t += $1 } END { if (NR) print t }')
+  [ "$sys" = local ] || record "$sys" warm_cpu_per_gb "$(cpu_per_gb $(( c1 - c0 )) "$bytes")"
+  line=$(echo "$line" | tail -3)
   record "$sys" warm_mbps "$(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | sort -n | sed -n 2p)"
   log "$sys warm (median of 3): $(echo "$line" | sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' | tr '\n' ' ')MB/s"
   # Warm from the system's own cache on disk: the page cache dropped, so
   # only the block files (Granary) or the disk (local) hold the bytes.
   drop_caches
   page_cache_mark
+  c0=$(cpu_ticks $(sys_pids "$sys"))
   line=$(epoch_line "$dir")
+  c1=$(cpu_ticks $(sys_pids "$sys"))
   record "$sys" disk_warm_mbps "$(echo "$line" | kv mb_per_s)"
+  [ "$sys" = local ] || record "$sys" disk_warm_cpu_per_gb "$(cpu_per_gb $(( c1 - c0 )) "$(echo "$line" | kv bytes)")"
   log "$sys warm from its disk cache: $line"
   page_cache "$sys" disk_warm "$(echo "$line" | kv bytes)" "$dir" "$c"
   fi

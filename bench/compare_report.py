@@ -29,11 +29,22 @@ NAMES = {
 
 # (label, key, kind): kind "rate" = higher is better, ratio to local shown;
 # "hit" = a ratio itself; "ratio" = a ratio to bytes read, lower is better;
-# "count" = plain number; "seconds" = lower is better.
+# "count" = plain number; "seconds" = lower is better; "frac" = a ratio of
+# two figures of the same system; "cpu" = CPU seconds per GB, lower is
+# better, with the ratio to s3fs's in the same run.
 ROWS = [
     ("cold epoch, TFRecord (MB/s)", "cold_mbps", "rate"),
+    ("raw parallel GETs through the proxy, just before the cold epoch (MB/s)", "raw_get_mbps", "count"),
+    ("cold epoch / raw GETs", "cold_raw_ratio", "frac"),
+    ("CPU s/GB, cold epoch (the system's processes, user + system)", "cold_cpu_per_gb", "cpu"),
+    ("CPU s/GB of the raw GETs (s3_get_bench)", "raw_get_cpu_per_gb", "cpu"),
+    ("CPU s/GB of the store (S3 server + proxy), raw GETs", "raw_get_store_cpu_per_gb", "frac"),
+    ("CPU s/GB of the store (S3 server + proxy), cold epoch", "cold_store_cpu_per_gb", "frac"),
+    ("CPU s/GB of the readers, cold epoch", "cold_reader_cpu_per_gb", "frac"),
     ("warm epoch, TFRecord (MB/s)", "warm_mbps", "rate"),
+    ("CPU s/GB, warm epochs", "warm_cpu_per_gb", "cpu"),
     ("epoch after drop_caches, from the disk cache (MB/s)", "disk_warm_mbps", "rate"),
+    ("CPU s/GB, epoch after drop_caches", "disk_warm_cpu_per_gb", "cpu"),
     ("page cache growth / bytes read, cold epoch (S3 server's files left out)", "cold_cache_growth", "ratio"),
     ("page cache growth / bytes read, epoch after drop_caches", "disk_warm_cache_growth", "ratio"),
     ("mount's files resident / bytes read, cold epoch", "cold_mount_resident", "ratio"),
@@ -82,6 +93,8 @@ def load(path):
                 FAILED[parts[0]].add(parts[1])
                 r[parts[0]]  # the system ran
     for v in r.values():
+        if v.get("cold_mbps") and v.get("raw_get_mbps"):
+            v["cold_raw_ratio"] = v["cold_mbps"] / v["raw_get_mbps"]
         if "big_e3_s3_bytes" in v:
             v["big_e3_s3_mb"] = v["big_e3_s3_bytes"] / 1e6
     return r
@@ -161,8 +174,11 @@ def table(r, systems):
                 cells.append(f"{fmt(v)} ({v / base:.2f}x)")
             elif kind == "hit":
                 cells.append(hit(v))
-            elif kind == "ratio":
+            elif kind in ("ratio", "frac"):
                 cells.append(f"{v:.2f}")
+            elif kind == "cpu":
+                ref = get(r, "s3fs", key)
+                cells.append(f"{v:.3f}" + (f" ({v / ref:.2f}x s3fs)" if ref and s != "s3fs" else ""))
             else:
                 cells.append(fmt(v))
         if all(c in ("-", "failed") for c in cells) and not any(key in FAILED[s] for s in systems):
@@ -172,7 +188,8 @@ def table(r, systems):
         out = []  # no row measured (--phases without epochs, big, small, meta)
     if "s3" in r and "raw_get_mbps" in r["s3"]:
         out.append("")
-        out.append(f"Raw S3 GET throughput through the counting proxy, same concurrency: "
+        out.append(f"Raw S3 GET throughput through the counting proxy, same concurrency, at the "
+                   f"start of the run (the store's files still in the page cache): "
                    f"{fmt(r['s3']['raw_get_mbps'])} MB/s.")
     self_rows = []
     for s in ("granary", "granary-cluster"):
@@ -215,6 +232,14 @@ def goals(r):
         ok = None if not (c and cs and cr) else (c / cs >= 2 and c / cr >= 1.5)
         check("cold epoch >= 2x s3fs and >= 1.5x rclone", ok,
               f"{c / cs:.2f}x s3fs, {c / cr:.2f}x rclone" if c and cs and cr else "a peer is missing")
+        cp, cps = g.get("cold_cpu_per_gb"), r.get("s3fs", {}).get("cold_cpu_per_gb")
+        check("cold-epoch CPU per GB <= 0.5x s3fs's", None if not (cp and cps) else cp / cps <= 0.5,
+              f"{cp:.3f} against {cps:.3f} s/GB, {cp / cps:.2f}x" if cp and cps else "s3fs missing")
+        rg = g.get("cold_raw_ratio")
+        check("cold epoch >= 0.6 of raw parallel GETs through the same proxy",
+              None if rg is None else rg >= 0.6,
+              f"{rg:.2f}: {fmt(c)} against {fmt(g.get('raw_get_mbps'))} MB/s" if rg is not None
+              else "no raw GET figure")
         f, fs = g.get("small_cold_fps"), r.get("s3fs", {}).get("small_cold_fps")
         check("small files >= 3x s3fs", None if not (f and fs) else f / fs >= 3,
               f"{f / fs:.2f}x" if f and fs else "s3fs missing")

@@ -2,7 +2,10 @@
  * s3_get_bench - GET throughput of Granary's S3 backend: THREADS threads
  * each fetch whole objects (one streamed GET each) from the objects under a
  * prefix, round-robin, ROUNDS times, writing the bytes to /dev/null as the
- * curl baseline does with -o /dev/null. Prints one line:
+ * curl baseline does with -o /dev/null; with --range N, each object in
+ * ranged GETs of N bytes one after the other (as a block cache fetches
+ * blocks), with --if_match each GET naming the object's ETag. Prints one
+ * line:
  *   granary_get bytes=N seconds=S mb_per_s=R requests=Q
  * bench/s3-get.sh runs it beside curl processes on the same objects.
  */
@@ -24,6 +27,8 @@ struct bench_settings {
 	char *uri;
 	int64_t threads;
 	int64_t rounds;
+	uint64_t range;
+	bool if_match;
 	char *log_level;
 };
 
@@ -35,6 +40,10 @@ static const struct config_field bench_fields[] = {
 	  "concurrent GETs", 1, 256, NULL },
 	{ "rounds", CONFIG_INT, offsetof(struct bench_settings, rounds), "1",
 	  "times each object is read", 1, 1000, NULL },
+	{ "range", CONFIG_SIZE, offsetof(struct bench_settings, range), "0",
+	  "bytes per ranged GET (0: one GET per object)", 0, 0, NULL },
+	{ "if_match", CONFIG_BOOL, offsetof(struct bench_settings, if_match), "false",
+	  "send each GET with If-Match: the object's ETag", 0, 0, NULL },
 	{ "log.level", CONFIG_STRING, offsetof(struct bench_settings, log_level), "warn",
 	  "debug, info, warn or error", 0, 0, NULL },
 };
@@ -51,6 +60,8 @@ struct bench {
 	struct store_object *objs;
 	size_t nobjs;
 	int threads, rounds;
+	uint64_t range;
+	bool if_match;
 	_Atomic uint64_t bytes;
 	_Atomic int failed;
 };
@@ -93,17 +104,26 @@ static void *run(void *arg)
 		return NULL;
 	}
 	for (int r = 0; r < b->rounds && !b->failed; r++) {
-		for (size_t i = (size_t)w->index; i < b->nobjs; i += (size_t)b->threads) {
-			uint64_t got = 0;
+		for (size_t i = (size_t)w->index; i < b->nobjs && !b->failed; i += (size_t)b->threads) {
+			const struct store_object *o = &b->objs[i];
+			uint64_t step = b->range ? b->range : o->size;
 
-			if (store_get_stream(b->st, b->objs[i].key, 0, b->objs[i].size,
-					     to_devnull, &fd, NULL, &got, &err) != ERR_OK ||
-			    got != b->objs[i].size) {
-				fprintf(stderr, "s3_get_bench: %s\n", err.msg);
-				b->failed = 1;
-				break;
+			for (uint64_t off = 0; off < o->size || (off == 0 && o->size == 0); off += step) {
+				uint64_t len = o->size - off < step ? o->size - off : step;
+				uint64_t got = 0;
+
+				if (store_get_stream(b->st, o->key, off, len, to_devnull, &fd,
+						     b->if_match ? o->etag : NULL, &got,
+						     &err) != ERR_OK ||
+				    got != len) {
+					fprintf(stderr, "s3_get_bench: %s\n", err.msg);
+					b->failed = 1;
+					break;
+				}
+				b->bytes += got;
+				if (o->size == 0)
+					break;
 			}
-			b->bytes += got;
 		}
 	}
 	close(fd);
@@ -145,6 +165,8 @@ int main(int argc, char **argv)
 	}
 	b.threads = (int)set.threads;
 	b.rounds = (int)set.rounds;
+	b.range = (uint64_t)set.range;
+	b.if_match = set.if_match;
 	tids = calloc((size_t)b.threads, sizeof(*tids));
 	ws = calloc((size_t)b.threads, sizeof(*ws));
 	if (!tids || !ws)

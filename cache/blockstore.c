@@ -188,6 +188,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	bs->blocks_fd = -1;
 	bs->tmp_fd = -1;
 	bs->capacity = cfg->capacity;
+	atomic_init(&bs->direct_write, cfg->direct_write);
 	bs->st.capacity = cfg->capacity;
 	atomic_init(&bs->tmp_seq, 0);
 	pthread_mutex_init(&bs->mu, NULL);
@@ -261,6 +262,8 @@ void blockstore_free(struct blockstore *bs)
 		free(ds);
 	}
 	sketch_free(bs->sketch);
+	for (unsigned i = 0; i < bs->nspare; i++)
+		free(bs->spare[i]);
 	if (bs->blocks_fd >= 0)
 		close(bs->blocks_fd);
 	if (bs->tmp_fd >= 0)
@@ -467,6 +470,24 @@ bool blockstore_has(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN])
 	pthread_mutex_lock(&bs->mu);
 	HASH_FIND(hh, bs->index, hash, BLOCK_HASH_LEN, e);
 	live = e && e->state == ENTRY_LIVE;
+	pthread_mutex_unlock(&bs->mu);
+	return live;
+}
+
+bool blockstore_touch(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN])
+{
+	struct entry *e = NULL;
+	bool live;
+
+	pthread_mutex_lock(&bs->mu);
+	sketch_increment(bs->sketch, hash);
+	HASH_FIND(hh, bs->index, hash, BLOCK_HASH_LEN, e);
+	live = e && e->state == ENTRY_LIVE;
+	if (live) {
+		lru_remove(entry_list_locked(bs, e), e);
+		lru_push_head(entry_list_locked(bs, e), e);
+		bs->st.hits++;
+	}
 	pthread_mutex_unlock(&bs->mu);
 	return live;
 }

@@ -12,7 +12,12 @@
  * started as it is written, waited for at commit) before it is published,
  * so that its pages are clean and its readers can drop them from the page
  * cache once read (block_file_drop): the node holds a byte in memory once,
- * in the mount's page cache.
+ * in the mount's page cache. A store opened with direct_write (a
+ * standalone mount, whose reader is served the fetched bytes themselves)
+ * keeps each block's bytes in its writer and writes them with O_DIRECT
+ * instead: no page of the file enters the page cache, nothing is written
+ * back or dropped, and the bytes go to the caller at commit
+ * (blockstore_write_commit_bytes).
  *
  * Capacity counts whole files (header + data, rounded up to 4 KiB) and is
  * never exceeded: room is reserved before a block is written. Eviction
@@ -52,6 +57,13 @@ struct blockstore_config {
 	/* Usual block data size, only to size the frequency sketch from the
 	 * number of blocks the capacity holds; 0 means 4 MiB. */
 	uint32_t block_size;
+	/*
+	 * Write blocks with O_DIRECT from a buffer each writer keeps (a
+	 * block's data rounded up to 4 KiB, and its header). A filesystem
+	 * that refuses O_DIRECT (EINVAL at open) turns it off for the store,
+	 * with one log line.
+	 */
+	bool direct_write;
 };
 
 struct blockstore_stats {
@@ -134,6 +146,12 @@ enum error_code blockstore_lookup(struct blockstore *bs,
  * access, no descriptor, one index lookup. Read-ahead asks it before it
  * queues a block, so blocks already held cost no bookkeeping. */
 bool blockstore_has(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]);
+
+/* A read of a cached block served from elsewhere (the bytes its fetch
+ * kept in memory): counts as an access, as blockstore_get's hit does
+ * (frequency, LRU, hits), without opening the file. Returns whether the
+ * block is cached. */
+bool blockstore_touch(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]);
 
 /* A read-only descriptor of the block file, valid while the ref is held;
  * the data starts at blockstore_ref_offset() and has blockstore_ref_length()
@@ -230,6 +248,26 @@ enum error_code blockstore_write_commit(struct blockstore *bs,
 					struct blockstore_writer *w,
 					struct blockstore_ref **ref,
 					struct error *err);
+
+/*
+ * blockstore_write_commit that also hands over the block's bytes when the
+ * writer kept them (direct_write): *bytes (never NULL itself) gets a
+ * buffer with the data at BLOCK_HEADER_SIZE, the caller's, in every case
+ * where the commit succeeded, and then *ref is
+ * NULL (the caller serves the bytes; no descriptor is opened); NULL when
+ * the writer kept none (a store without direct_write, or one the
+ * filesystem refused it), with *ref as blockstore_write_commit's.
+ * Give the buffer back with blockstore_bytes_put.
+ */
+enum error_code blockstore_write_commit_bytes(struct blockstore *bs,
+					      struct blockstore_writer *w,
+					      struct blockstore_ref **ref, void **bytes,
+					      struct error *err);
+
+/* Gives back bytes that blockstore_write_commit_bytes handed over for a
+ * writer of max_len (its write_begin's): kept for the next writer (at
+ * most BYTES_SPARE), else freed. NULL is ignored. */
+void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t max_len);
 
 /* Drops the temp file and the reservation; frees the writer. */
 void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);

@@ -29,6 +29,7 @@
 #include "common/log.h"
 
 #define DISK_UNIT 4096
+#define BYTES_SPARE 8  /* direct_write buffers kept for reuse */
 
 enum entry_state { ENTRY_WRITING, ENTRY_LIVE, ENTRY_DYING };
 
@@ -84,6 +85,12 @@ struct blockstore {
 	uint64_t used, reserved;    /* bytes; protected by mu */
 	struct blockstore_stats st; /* counters only; protected by mu */
 	atomic_uint_fast64_t tmp_seq; /* makes temp names unique */
+	atomic_bool direct_write;   /* blockstore_config.direct_write, until refused */
+	/* direct_write buffers of a usual block (block_file bytes), free for
+	 * the next writer: a fresh one costs a page fault per page and the
+	 * zeroing of it. */
+	void *spare[BYTES_SPARE];   /* protected by mu */
+	unsigned nspare;            /* protected by mu */
 	struct log_limiter corrupt_log;
 };
 

@@ -3,6 +3,13 @@
  * (evicting by the dataset's policy), data appended to DIR/tmp with its
  * chunk checksums, the header written last and the file renamed into
  * place at commit; and the checks of the disk's free space.
+ *
+ * Two ways to write (blockstore.h): buffered, written back as it goes and
+ * waited for at commit; or direct_write, where the writer keeps the block
+ * in a buffer of its own (header first, then the data, 4 KiB aligned) and
+ * writes it from there with O_DIRECT, WRITEBACK_STEP at a time as it
+ * fills, the tail padded to 4 KiB and the file cut back to size at
+ * commit.
  */
 #include "cache/blockstore_impl.h"
 
@@ -26,6 +33,9 @@ struct blockstore_writer {
 	struct blockstore *bs;
 	struct entry *e; /* WRITING, in the index */
 	int fd;
+	/* direct_write: header + data (max_len rounded up to DISK_UNIT),
+	 * DISK_UNIT aligned; NULL for a buffered writer. */
+	unsigned char *buf;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
 	uint64_t flushing; /* data bytes whose writeback has been started */
@@ -36,6 +46,40 @@ struct blockstore_writer {
 	/* Filled at write_begin but for data length, checksums and time. */
 	uint8_t header[BLOCK_HEADER_SIZE];
 };
+
+/* direct_write buffers: a usual block's are kept for reuse (BYTES_SPARE). */
+static void *bytes_get(struct blockstore *bs, uint64_t max_len)
+{
+	uint64_t size = disk_size(max_len);
+	void *p = NULL;
+
+	if (size == bs->block_file) {
+		pthread_mutex_lock(&bs->mu);
+		if (bs->nspare > 0)
+			p = bs->spare[--bs->nspare];
+		pthread_mutex_unlock(&bs->mu);
+		if (p)
+			return p;
+	}
+	if (posix_memalign(&p, DISK_UNIT, (size_t)size) != 0)
+		return NULL;
+	return p;
+}
+
+void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t max_len)
+{
+	if (!bytes)
+		return;
+	if (disk_size(max_len) == bs->block_file) {
+		pthread_mutex_lock(&bs->mu);
+		if (bs->nspare < BYTES_SPARE) {
+			bs->spare[bs->nspare++] = bytes;
+			bytes = NULL;
+		}
+		pthread_mutex_unlock(&bs->mu);
+	}
+	free(bytes);
+}
 
 static enum error_code check_key(const struct block_key *key, const char *dataset,
 				 uint64_t max_len, struct error *err)
@@ -143,7 +187,19 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 
 	if (victims)
 		blockstore_remove_dying(bs, victims);
-	w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (atomic_load(&bs->direct_write))
+		w->buf = bytes_get(bs, max_len); /* NULL: no memory, this block goes buffered */
+	w->fd = openat(bs->tmp_fd, w->tmp_name,
+		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->buf ? O_DIRECT : 0), 0644);
+	if (w->fd < 0 && w->buf && errno == EINVAL) {
+		/* The filesystem has no O_DIRECT (the file may exist by now). */
+		if (atomic_exchange(&bs->direct_write, false))
+			log_warn("the cache directory's filesystem refuses O_DIRECT: blocks are written through the page cache",
+				 LOG_S("dir", bs->dir));
+		blockstore_bytes_put(bs, w->buf, max_len);
+		w->buf = NULL;
+		w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	}
 	if (w->fd < 0) {
 		saved = errno;
 		rc = error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
@@ -167,6 +223,8 @@ fail:
 	}
 	if (free_it)
 		free(e);
+	if (w)
+		blockstore_bytes_put(bs, w->buf, max_len);
 	free(w);
 	return rc;
 }
@@ -191,6 +249,54 @@ static void writer_crc(struct blockstore_writer *w, const void *data, size_t len
 	}
 }
 
+/* A failed write of the block's data: ERR_NO_SPACE for a full disk. */
+static enum error_code write_failed(struct blockstore_writer *w, int saved, struct error *err)
+{
+	char hex[BLOCK_HASH_HEX];
+
+	w->failed = true;
+	block_hash_hex(w->e->hash, hex);
+	return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+			 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir, w->tmp_name,
+			 strerror(saved));
+}
+
+/* direct_write: the bytes go to the writer's buffer, and every whole
+ * WRITEBACK_STEP of it to the file (aligned in memory and on disk). */
+static enum error_code direct_append(struct blockstore_writer *w, const void *data, size_t len,
+				     struct error *err)
+{
+	memcpy(w->buf + BLOCK_HEADER_SIZE + w->written, data, len);
+	writer_crc(w, data, len);
+	while (w->written - w->flushing >= WRITEBACK_STEP) {
+		if (fileio_pwrite_all(w->fd, w->buf + BLOCK_HEADER_SIZE + w->flushing,
+				      WRITEBACK_STEP, (off_t)(BLOCK_HEADER_SIZE + w->flushing)) < 0)
+			return write_failed(w, errno, err);
+		w->flushing += WRITEBACK_STEP;
+	}
+	return ERR_OK;
+}
+
+/* direct_write, at commit: the tail of the data padded to DISK_UNIT, the
+ * sealed header, and the file cut back to its size. */
+static int direct_finish(struct blockstore_writer *w)
+{
+	uint64_t tail = w->written - w->flushing;
+	uint64_t padded = (tail + DISK_UNIT - 1) / DISK_UNIT * DISK_UNIT;
+	unsigned char *at = w->buf + BLOCK_HEADER_SIZE + w->flushing;
+
+	memset(at + tail, 0, (size_t)(padded - tail));
+	if (padded && fileio_pwrite_all(w->fd, at, (size_t)padded,
+					(off_t)(BLOCK_HEADER_SIZE + w->flushing)) < 0)
+		return -1;
+	memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
+	if (fileio_pwrite_all(w->fd, w->buf, BLOCK_HEADER_SIZE, 0) < 0)
+		return -1;
+	if (padded != tail && ftruncate(w->fd, (off_t)(BLOCK_HEADER_SIZE + w->written)) < 0)
+		return -1;
+	return 0;
+}
+
 enum error_code blockstore_write_append(struct blockstore_writer *w, const void *data, size_t len,
 					struct error *err)
 {
@@ -205,15 +311,10 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
 				 (unsigned long long)len, (unsigned long long)w->max_len);
 	}
-	if (fileio_pwrite_all(w->fd, data, len, BLOCK_HEADER_SIZE + w->written) < 0) {
-		int saved = errno;
-
-		w->failed = true;
-		block_hash_hex(w->e->hash, hex);
-		return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
-				 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir,
-				 w->tmp_name, strerror(saved));
-	}
+	if (w->buf)
+		return direct_append(w, data, len, err);
+	if (fileio_pwrite_all(w->fd, data, len, BLOCK_HEADER_SIZE + w->written) < 0)
+		return write_failed(w, errno, err);
 	writer_crc(w, data, len);
 	if (w->written - w->flushing >= WRITEBACK_STEP) {
 		uint64_t to = w->written / WRITEBACK_STEP * WRITEBACK_STEP;
@@ -229,9 +330,14 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *buf, uint64_t *len,
 					   struct error *err)
 {
-	ssize_t n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCK_HEADER_SIZE);
+	ssize_t n;
 
 	*len = w->written;
+	if (w->buf) {
+		memcpy(buf, w->buf + BLOCK_HEADER_SIZE, (size_t)w->written);
+		return ERR_OK;
+	}
+	n = fileio_pread_all(w->fd, buf, (size_t)w->written, BLOCK_HEADER_SIZE);
 	if (n != (ssize_t)w->written)
 		return error_set(err, ERR_IO, "cache block: read back '%s/tmp/%s': %s", w->bs->dir,
 				 w->tmp_name, n < 0 ? strerror(errno) : "short file");
@@ -281,6 +387,7 @@ static void writer_free(struct blockstore_writer *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
+	blockstore_bytes_put(w->bs, w->buf, w->max_len);
 	free(w);
 }
 
@@ -307,6 +414,13 @@ void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w)
 enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore_writer *w,
 					struct blockstore_ref **ref, struct error *err)
 {
+	return blockstore_write_commit_bytes(bs, w, ref, NULL, err);
+}
+
+enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct blockstore_writer *w,
+					      struct blockstore_ref **ref, void **bytes,
+					      struct error *err)
+{
 	struct entry *e = w->e;
 	char rel[BLOCK_REL_PATH_LEN];
 	char hex[BLOCK_HASH_HEX];
@@ -317,6 +431,11 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 
 	if (ref)
 		*ref = NULL;
+	if (bytes)
+		*bytes = NULL;
+	/* Bytes handed over are what the caller serves: no descriptor. */
+	if (bytes && w->buf)
+		ref = NULL;
 	block_hash_hex(e->hash, hex);
 	block_file_rel_path(e->hash, rel);
 	if (w->failed) {
@@ -328,6 +447,14 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 	block_header_seal(w->header, w->written, w->crcs, retry_wall_ms() / 1000);
 	/* The header goes last: a file cut short before this has none and
 	 * would fail the checks at start even had it been renamed. */
+	if (w->buf) {
+		/* Written with O_DIRECT: nothing to write back. */
+		if (direct_finish(w) < 0) {
+			what = "write";
+			goto fail;
+		}
+		goto written;
+	}
 	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
 		what = "write header";
 		goto fail;
@@ -345,6 +472,7 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 		what = "write back";
 		goto fail;
 	}
+written:
 	fd = w->fd;
 	w->fd = -1;
 	if (close(fd) < 0) {
@@ -389,6 +517,10 @@ enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore
 		*ref = &e->ref;
 	}
 	pthread_mutex_unlock(&bs->mu);
+	if (bytes) {
+		*bytes = w->buf;
+		w->buf = NULL;
+	}
 	writer_free(w);
 	return ERR_OK;
 fail:

@@ -24,18 +24,28 @@ const size_t fetch_latency_nbounds = sizeof(fetch_latency_bounds) / sizeof(fetch
 #define MAX_ROUNDS 8
 
 /*
- * Blocks the cache refused, kept in memory for the next requests: clients
- * read a block in several ranges (the kernel asks FUSE for 1 MiB at a
- * time), and without this each range of a refused block would fetch the
- * whole block from the store again. A small ring, so memory stays bounded
- * (16 blocks: 64 MiB with 4 MiB blocks).
+ * Blocks just fetched, kept in memory for the next requests: clients read
+ * a block in several ranges (the kernel asks FUSE for 1 MiB at a time).
+ * A block the cache refused would otherwise be fetched whole again for
+ * each range; a block written with O_DIRECT (a blockstore opened with
+ * direct_write) would be read back from the disk, since none of its file
+ * is in the page cache, read-ahead's blocks included. So the ring holds
+ * the blocks of every sequential reader's read-ahead window (4 readers x
+ * 4 blocks, and the blocks they read now), and memory stays bounded (32
+ * blocks: 128 MiB with 4 MiB blocks).
  */
-#define RECENT_BLOCKS 16
+#define RECENT_BLOCKS 32
 
 struct fetch_buffer {
 	atomic_uint refs;
 	size_t len;
-	unsigned char data[];
+	unsigned char *data;   /* len bytes, in mem or right after this struct */
+	/* blockstore_write_commit_bytes's, given back with the buffer
+	 * (blockstore_bytes_put of bs, for a writer of max_len); NULL when
+	 * data follows this struct. */
+	void *mem;
+	struct blockstore *bs;
+	uint64_t max_len;
 };
 
 struct fetch_dataset {
@@ -412,10 +422,38 @@ struct store *fetch_dataset_store(const struct fetch_dataset *ds)
 
 /* --- results ------------------------------------------------------------- */
 
+/* A buffer for size bytes (len 0), one reference; NULL without memory. */
+static struct fetch_buffer *buffer_new(size_t size)
+{
+	struct fetch_buffer *b = malloc(sizeof(*b) + size);
+
+	if (!b)
+		return NULL;
+	atomic_init(&b->refs, 1);
+	b->len = 0;
+	b->data = (unsigned char *)(b + 1);
+	b->mem = NULL;
+	return b;
+}
+
+/* A buffer for bytes a blockstore writer hands over (set mem, data, len,
+ * bs and max_len), one reference; NULL without memory. */
+static struct fetch_buffer *buffer_for_bytes(void)
+{
+	struct fetch_buffer *b = calloc(1, sizeof(*b));
+
+	if (b)
+		atomic_init(&b->refs, 1);
+	return b;
+}
+
 static void buffer_put(struct fetch_buffer *b)
 {
-	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+		if (b->mem)
+			blockstore_bytes_put(b->bs, b->mem, b->max_len);
 		free(b);
+	}
 }
 
 uint64_t fetch_result_length(const struct fetch_result *r)
@@ -587,12 +625,11 @@ static int sink_to_memory(struct sink_ctx *s)
 {
 	uint64_t have = 0;
 
-	s->mem = malloc(sizeof(*s->mem) + s->block_size);
+	s->mem = buffer_new(s->block_size);
 	if (!s->mem) {
 		error_set(&s->err, ERR_NOMEM, "out of memory");
 		return -1;
 	}
-	atomic_init(&s->mem->refs, 1);
 	if (blockstore_write_read_back(s->w, s->mem->data, &have, &s->err) != ERR_OK)
 		return -1;
 	s->mem->len = (size_t)have;
@@ -650,7 +687,7 @@ static void fetch_failed(struct fetcher *f, const struct block_req *r, struct er
 		   (unsigned long long)r->index);
 }
 
-/* Keeps a refused block's bytes for the next requests (see RECENT_BLOCKS). */
+/* Keeps a fetched block's bytes for the next requests (see RECENT_BLOCKS). */
 static void recent_add(struct fetcher *f, const uint8_t *hash, struct fetch_buffer *buf)
 {
 	struct fetch_buffer *old;
@@ -737,13 +774,12 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 		size_t got = 0;
 
 		error_clear(err);
-		buf = malloc(sizeof(*buf) + bs);
+		buf = buffer_new(bs);
 		if (!buf) {
 			slot_release(f, cache_only);
 			return error_set(err, ERR_NOMEM, "dataset '%s' object '%s' block %llu: out of memory",
 					 r->ds->name, r->key, (unsigned long long)r->index);
 		}
-		atomic_init(&buf->refs, 1);
 		rc = store_get_until(r->ds->store, r->full, r->index * bs, (size_t)bs, buf->data,
 				     &got, r->etag, r->until_ms, err);
 		buf->len = got;
@@ -760,10 +796,27 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 			*err = sink.err;
 			rc = sink.err.code;
 		}
-		if (rc != ERR_OK || sink.mem)
+		if (rc != ERR_OK || sink.mem) {
 			blockstore_write_abort(f->bs, w);
-		else
-			rc = blockstore_write_commit(f->bs, w, &ref, err);
+		} else {
+			/* A writer that kept the block's bytes (direct_write)
+			 * hands them over: the readers are served from them,
+			 * as none of the file is in the page cache. */
+			struct fetch_buffer *kept = buffer_for_bytes();
+			void *bytes = NULL;
+
+			rc = blockstore_write_commit_bytes(f->bs, w, &ref, kept ? &bytes : NULL, err);
+			if (bytes) {
+				kept->mem = bytes;
+				kept->bs = f->bs;
+				kept->max_len = bs;
+				kept->data = (unsigned char *)bytes + BLOCK_HEADER_SIZE;
+				kept->len = (size_t)delivered;
+				buf = kept;
+				kept = NULL;
+			}
+			buffer_put(kept);
+		}
 		if (rc == ERR_NO_SPACE && !sink.mem) {
 			/* the commit found the disk full: its bytes are
 			 * gone with the writer, the store was asked once */
@@ -815,10 +868,27 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 	for (int round = 0; round < MAX_ROUNDS; round++) {
 		struct blockstore_ref *ref = NULL;
 		struct flight *fl;
+		enum error_code grc;
+
+		/* Just fetched: the bytes are in memory (RECENT_BLOCKS). The
+		 * read counts for the cache as a lookup would. */
+		if (!cache_only) {
+			struct fetch_buffer *buf;
+
+			pthread_mutex_lock(&f->mu);
+			buf = recent_find_locked(f, r->hash);
+			pthread_mutex_unlock(&f->mu);
+			if (buf) {
+				blockstore_touch(f->bs, r->hash);
+				out->buf = buf;
+				out->hit = !waited;
+				return ERR_OK;
+			}
+		}
 		/* Read-ahead and preload are not reads: they must not raise a
 		 * block's frequency, or they would win admission over blocks
 		 * that real readers want (fetch.h). */
-		enum error_code grc = blockstore_lookup(f->bs, r->hash, !cache_only, &ref);
+		grc = blockstore_lookup(f->bs, r->hash, !cache_only, &ref);
 
 		/* Cached but its file cannot be opened (out of descriptors?):
 		 * the reader still gets the bytes, from the store. */
@@ -835,16 +905,6 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 		}
 
 		pthread_mutex_lock(&f->mu);
-		if (!cache_only) {
-			struct fetch_buffer *buf = recent_find_locked(f, r->hash);
-
-			if (buf) {
-				pthread_mutex_unlock(&f->mu);
-				out->buf = buf;
-				out->hit = true;
-				return ERR_OK;
-			}
-		}
 		fl = flight_find(f, r->hash);
 		if (fl) {
 			struct fetch_buffer *buf = NULL;

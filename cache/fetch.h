@@ -12,7 +12,11 @@
  * blockstore ref, served zero-copy) or, when the cache refuses to admit it,
  * a reference-counted heap copy of its bytes. A miss streams one ranged GET
  * (offset index * block_size, If-Match the ETag) straight into the cache
- * file. Guarantees:
+ * file. With a blockstore opened with direct_write (granary-fuse
+ * standalone), the writer keeps the block's bytes and the fetch hands
+ * them to its readers as a heap copy too, and keeps them for the next
+ * requests in a small ring (RECENT_BLOCKS in fetch.c), read-ahead's
+ * included: none of the file is in the page cache to read back. Guarantees:
  *   - single flight: concurrent requests for one block (same hash) wait for
  *     the one fetch in progress and then share its result;
  *   - bounded: at most max_inflight store fetches for readers run at once,

@@ -455,7 +455,13 @@ static int format_stats(char *buf, size_t size, void *arg)
 static enum error_code open_cache(const struct mount_settings *s, struct mount *m,
 				  struct error *err)
 {
-	struct blockstore_config bcfg = { .dir = s->cache_dir, .capacity = s->cache_capacity };
+	/* direct_write: the reader is served the fetched bytes, so the block
+	 * file need not pass through the page cache (cache/blockstore.h). */
+	struct blockstore_config bcfg = {
+		.dir = s->cache_dir,
+		.capacity = s->cache_capacity,
+		.direct_write = true,
+	};
 	int cpus = cpu_available();
 	struct fetch_config fcfg = {
 		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus),

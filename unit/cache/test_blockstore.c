@@ -314,6 +314,67 @@ START_TEST(test_blockstore_committed_block_has_no_dirty_pages)
 }
 END_TEST
 
+/* direct_write: the bytes appended (across WRITEBACK_STEP, with a tail
+ * short of 4 KiB) come back at commit, the file holds them with a valid
+ * header (checked whole, and again by the rebuild of a restart), and none
+ * of it entered the page cache. On a disk's file system (/var/tmp). */
+START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	struct blockstore_config cfg = { .capacity = 8 << 20, .block_size = 4 << 20,
+					 .direct_write = true };
+	struct block_key key = { .endpoint = "", .bucket = "/data", .object = "big.bin",
+				 .etag = "v1", .block_size = 4 << 20, .index = 1 };
+	struct blockstore *bs = NULL;
+	struct blockstore_writer *w = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = (3 << 20) + 123;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+	uint8_t hash[BLOCK_HASH_LEN];
+	void *bytes = NULL;
+	struct error err;
+	uint64_t r = 1;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	cfg.dir = dir;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	pattern(9, buf, len);
+	block_key_hash(&key, hash);
+	ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", 4 << 20, &w, &err), ERR_OK);
+	for (size_t off = 0; off < len; off += 100000) {
+		size_t n = len - off < 100000 ? len - off : 100000;
+
+		ck_assert_int_eq(blockstore_write_append(w, buf + off, n, &err), ERR_OK);
+	}
+	ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK, "%s",
+		      err.msg);
+	ck_assert_ptr_nonnull(bytes);
+	ck_assert_ptr_null(ref); /* the bytes are served, not the file */
+	ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, len), 0);
+	blockstore_bytes_put(bs, bytes, 4 << 20);
+
+	ck_assert_int_eq(blockstore_lookup(bs, hash, true, &ref), ERR_OK);
+	ck_assert_uint_eq(blockstore_ref_length(ref), len);
+	ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), 0, 0, &r), 0);
+	ck_assert_msg(r == 0, "%llu bytes of a direct_write block in the page cache",
+		      (unsigned long long)r);
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCK_HEADER_SIZE),
+			 (ssize_t)len);
+	ck_assert_int_eq(memcmp(buf, back, len), 0);
+	ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+	blockstore_ref_put(bs, ref);
+	blockstore_free(bs);
+
+	bs = NULL;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	ck_assert(blockstore_has(bs, hash));
+	blockstore_free(bs);
+	free(buf);
+	free(back);
+	remove_dir(dir);
+}
+END_TEST
+
 /* A sender drops what it sent by the block's name, after its ref is put:
  * the pages go, a block no longer there is nothing to do. */
 START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
@@ -1327,6 +1388,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
+	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);

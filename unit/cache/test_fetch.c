@@ -59,13 +59,14 @@ static void write_object(const char *key, size_t size, unsigned seed)
 	free(buf);
 }
 
-static void open_cache(uint64_t capacity)
+static void open_cache_with(uint64_t capacity, bool direct_write)
 {
 	struct error err;
 
 	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
 								       .capacity = capacity,
-								       .block_size = BS },
+								       .block_size = BS,
+								       .direct_write = direct_write },
 					 &bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
@@ -73,6 +74,11 @@ static void open_cache(uint64_t capacity)
 							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err),
 			 ERR_OK);
+}
+
+static void open_cache(uint64_t capacity)
+{
+	open_cache_with(capacity, false);
 }
 
 static void close_cache(void)
@@ -186,6 +192,21 @@ static uint64_t store_requests(void)
 
 	fetch_get_stats(f, &st);
 	return st.store_requests;
+}
+
+/* Waits (10 s at most) until read-ahead has fetched n blocks; *st: the
+ * stats then. */
+static void wait_readahead_fetched(uint64_t n, struct fetch_stats *st)
+{
+	uint64_t deadline = retry_now_ms() + 10000;
+
+	do {
+		fetch_get_stats(f, st);
+		if (st->readahead_fetched == n)
+			break;
+		retry_sleep_ms(5);
+	} while (retry_now_ms() < deadline);
+	ck_assert_uint_eq(st->readahead_fetched, n);
 }
 
 START_TEST(test_fetch_miss_then_hit_with_exact_bytes_and_short_last_block)
@@ -429,20 +450,13 @@ START_TEST(test_fetch_readahead_fetches_the_next_blocks)
 	struct fetch_stats st;
 	char etag[80];
 	struct error err;
-	uint64_t deadline = retry_now_ms() + 10000;
 
 	etag_of(ds, "big.bin", etag);
 	/* Asks for 8 more; the object has 3, and the first past its end stops
 	 * the rest. */
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 8, &r, &err), ERR_OK);
 	fetch_result_release(f, &r);
-	do {
-		fetch_get_stats(f, &st);
-		if (st.readahead_fetched == 3)
-			break;
-		retry_sleep_ms(5);
-	} while (retry_now_ms() < deadline);
-	ck_assert_uint_eq(st.readahead_fetched, 3);
+	wait_readahead_fetched(3, &st);
 	ck_assert_uint_eq(st.readahead_queued, 8);
 	for (uint64_t i = 1; i < 4; i++) {
 		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, i, 0, &r, &err), ERR_OK);
@@ -455,6 +469,48 @@ START_TEST(test_fetch_readahead_fetches_the_next_blocks)
 	fetch_result_release(f, &r);
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.readahead_queued, 8);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+/* A blockstore with direct_write (granary-fuse standalone): a miss and
+ * the blocks read ahead are served from the bytes fetched, kept in
+ * memory, and still count as cache hits; the store is asked once per
+ * block. */
+START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory)
+{
+	struct fetch_dataset *ds = NULL;
+	struct fetch_result r;
+	struct fetch_stats st;
+	struct blockstore_stats bst;
+	uint64_t requests;
+	char etag[80];
+	struct error err;
+
+	close_cache();
+	open_cache_with(64u << 20, true);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 8, &r, &err), ERR_OK);
+	ck_assert(!r.hit);
+	ck_assert_ptr_null(r.ref);
+	ck_assert_ptr_nonnull(r.buf);
+	expect_block(&r, BIG_SIZE, 1, 0);
+	fetch_result_release(f, &r);
+	wait_readahead_fetched(3, &st);
+	requests = store_requests();
+	for (uint64_t i = 0; i < 4; i++) {
+		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, i, 0, &r, &err), ERR_OK);
+		ck_assert_msg(r.hit && r.buf, "block %llu is not served from memory",
+			      (unsigned long long)i);
+		expect_block(&r, BIG_SIZE, 1, i);
+		fetch_result_release(f, &r);
+	}
+	ck_assert_uint_eq(store_requests(), requests);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 4);
+	ck_assert_uint_eq(bst.hits, 4);
 	fetch_dataset_put(f, ds);
 }
 END_TEST
@@ -590,6 +646,7 @@ int main(void)
 	tcase_add_test(tc, test_fetch_refused_block_is_served_from_memory);
 	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
+	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
 	tcase_add_test(tc, test_fetch_registry_register_replace_list_remove);
 	tcase_add_test(tc, test_fetch_registry_refuses_bad_definitions);
 	tcase_add_test(tc, test_fetch_cancel_refuses_misses_but_serves_hits);
