@@ -159,6 +159,20 @@ START_TEST(test_controller_secret_keys_and_errors)
 		ck_assert_msg(!strstr(err.msg, "hidden"), "case %zu leaks a value: %s", i, err.msg);
 		ck_assert_ptr_null(s.access_key_id);
 	}
+
+	/* A key of 300 bytes is named as the unknown key it is, not blamed
+	 * on another field. */
+	{
+		char key[301];
+		struct controller_kv kv[] = { KV("accessKeyID", "AK"), KV(key, "x") };
+
+		memset(key, 'k', sizeof(key) - 1);
+		key[sizeof(key) - 1] = '\0';
+		ck_assert_int_eq(controller_parse_secret("secret", kv, 2, &s, &present, &err),
+				 ERR_INVALID);
+		ck_assert_msg(strncmp(err.msg, "secret key 'kkkkkkkk", 20) == 0, "%s", err.msg);
+		ck_assert_msg(!strstr(err.msg, "source"), "%s", err.msg);
+	}
 }
 END_TEST
 
