@@ -241,8 +241,15 @@ def goals(r):
               f"{rg:.2f}: {fmt(c)} against {fmt(g.get('raw_get_mbps'))} MB/s" if rg is not None
               else "no raw GET figure")
         f, fs = g.get("small_cold_fps"), r.get("s3fs", {}).get("small_cold_fps")
-        check("small files >= 3x s3fs", None if not (f and fs) else f / fs >= 3,
+        check("small files cold >= 4x s3fs", None if not (f and fs) else f / fs >= 4,
               f"{f / fs:.2f}x" if f and fs else "s3fs missing")
+        if s == "granary-cluster":
+            fa = r.get("granary", {}).get("small_cold_fps")
+            check("small files cold >= standalone", None if not (f and fa) else f >= fa,
+                  f"{f / fa:.2f}x" if f and fa else "standalone missing")
+        fw, lfw = g.get("small_warm_fps"), loc.get("small_warm_fps")
+        check("small files warm >= 0.6 of local", None if not (fw and lfw) else fw / lfw >= 0.6,
+              f"{fw / lfw:.2f}" if fw and lfw else "no local figure")
         st, ls = g.get("stat_per_s"), loc.get("stat_per_s")
         check("stat >= 0.5 of local", None if not (st and ls) else st / ls >= 0.5,
               f"{st / ls:.2f}" if st and ls else "no local figure")
