@@ -254,7 +254,10 @@ enum error_code blockstore_write_commit(struct blockstore *bs,
  * writer kept them (direct_write): *bytes (never NULL itself) gets a
  * buffer with the data at BLOCK_HEADER_SIZE, the caller's, in every case
  * where the commit succeeded, and then *ref is
- * NULL (the caller serves the bytes; no descriptor is opened); NULL when
+ * NULL (the caller serves the bytes; no descriptor is opened). A commit
+ * whose write failed (ERR_NO_SPACE for a full disk, else ERR_IO) caches
+ * nothing but hands the bytes over too, so that the caller can still
+ * serve them. *bytes is NULL when
  * the writer kept none (a store without direct_write, or one the
  * filesystem refused it), with *ref as blockstore_write_commit's.
  * Give the buffer back with blockstore_bytes_put.

@@ -527,9 +527,16 @@ fail:
 	saved = errno;
 	if (rfd >= 0)
 		close(rfd);
+	if (bytes) {
+		/* The block is not cached, but its bytes are all here: the
+		 * caller can still serve them (a full disk must not fail
+		 * reads). */
+		*bytes = w->buf;
+		w->buf = NULL;
+	}
 	blockstore_write_abort(bs, w);
-	return error_set(err, ERR_IO, "cache block '%s' in '%s': %s: %s", hex, bs->dir, what,
-			 strerror(saved));
+	return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
+			 "cache block '%s' in '%s': %s: %s", hex, bs->dir, what, strerror(saved));
 }
 
 enum error_code blockstore_room_check(const char *dir, uint64_t fs_free, uint64_t capacity,

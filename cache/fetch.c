@@ -814,6 +814,22 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 				kept->len = (size_t)delivered;
 				buf = kept;
 				kept = NULL;
+				if (rc != ERR_OK) {
+					/* Not cached, but every byte is here:
+					 * serve them from memory. */
+					atomic_fetch_add(&f->not_admitted, 1);
+					if (rc == ERR_NO_SPACE)
+						disk_full(f, r, err->msg);
+					else
+						log_limited_warn(&f->nocache_log,
+								 "cannot cache block, serving it from memory",
+								 LOG_S("dataset", r->ds->name),
+								 LOG_S("object", r->key),
+								 LOG_U("block", r->index),
+								 LOG_S("cause", err->msg));
+					error_clear(err);
+					rc = ERR_OK;
+				}
 			}
 			buffer_put(kept);
 		}

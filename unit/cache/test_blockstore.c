@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -372,6 +373,60 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	free(buf);
 	free(back);
 	remove_dir(dir);
+}
+END_TEST
+
+/* direct_write on a disk that fills between a writer's start and its
+ * commit (the room check passed, the O_DIRECT write at commit meets
+ * ENOSPC): ERR_NO_SPACE, nothing cached, and the bytes handed over all
+ * the same, so that the fetcher serves them (a full disk must not fail
+ * reads). The cache is a 512 KiB tmpfs (O_DIRECT on tmpfs: Linux 6.6 and
+ * later); needs root to mount it. */
+START_TEST(test_blockstore_direct_write_full_at_commit_hands_the_bytes_over)
+{
+	char dir[] = "/tmp/granary-test-full-XXXXXX", fill[64];
+	struct blockstore_config cfg = { .capacity = 8 << 20, .block_size = 256 << 10,
+					 .direct_write = true };
+	struct block_key key = { .endpoint = "", .bucket = "/data", .object = "a.bin",
+				 .etag = "v1", .block_size = 256 << 10, .index = 0 };
+	struct blockstore *bs = NULL;
+	struct blockstore_writer *w = NULL;
+	struct blockstore_ref *ref = NULL;
+	size_t len = 200 << 10;
+	uint8_t *buf = malloc(len), hash[BLOCK_HASH_LEN], page[4096] = { 0 };
+	void *bytes = NULL;
+	struct error err;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_msg(mount("tmpfs", dir, "tmpfs", 0, "size=512k") == 0, "mount tmpfs at %s: %s",
+		      dir, strerror(errno));
+	cfg.dir = dir;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	pattern(5, buf, len);
+	block_key_hash(&key, hash);
+	ck_assert_msg(blockstore_write_begin(bs, &key, "ds", 256 << 10, &w, &err) == ERR_OK, "%s",
+		      err.msg);
+	/* Someone else fills the disk. */
+	snprintf(fill, sizeof(fill), "%s/filler", dir);
+	fd = open(fill, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	while (write(fd, page, sizeof(page)) == (ssize_t)sizeof(page))
+		;
+	ck_assert_int_eq(errno, ENOSPC);
+	close(fd);
+	ck_assert_int_eq(blockstore_write_append(w, buf, len, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err), ERR_NO_SPACE);
+	ck_assert_msg(strstr(err.msg, strerror(ENOSPC)), "%s", err.msg);
+	ck_assert_ptr_null(ref);
+	ck_assert_msg(bytes, "the bytes of a commit that met a full disk are lost (%s)", err.msg);
+	ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, len), 0);
+	blockstore_bytes_put(bs, bytes, 256 << 10);
+	ck_assert(!blockstore_has(bs, hash));
+	blockstore_free(bs);
+	free(buf);
+	ck_assert_int_eq(umount2(dir, MNT_DETACH), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
 
@@ -1389,6 +1444,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
+	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
