@@ -309,6 +309,17 @@ raw_get() {
   record "$1" raw_get_store_cpu_per_gb "$(cpu_per_gb $(( s1 - s0 )) "$(echo "$line" | kv bytes)")"
   log "$1 raw S3 GETs through the proxy, $threads streams, after drop_caches: $line"
 }
+# raw_small_get SYSTEM: the small files' objects with --threads parallel
+# whole-object GETs through the proxy, after drop_caches: the store's own
+# pace for small objects (objects/s), beside SYSTEM's cold small-file epoch.
+raw_small_get() {
+  local line
+  drop_caches
+  line=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/small/" --threads "$threads")
+  record "$1" small_raw_get_fps "$(echo "$line" | awk '{ for (i = 1; i <= NF; i++) {
+    split($i, kv, "="); v[kv[1]] = kv[2] } } END { if (v["seconds"] > 0) printf "%.1f", v["requests"] / v["seconds"] }')"
+  log "$1 raw S3 GETs of the small files through the proxy, $threads streams: $line"
+}
 raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)
 log "raw S3 GET through the proxy, $threads streams: $raw MB/s"
 record s3 raw_get_mbps "$raw"
@@ -568,6 +579,7 @@ run_system() {
 
   # 4. small files: one shuffled epoch cold, one warm, one after drop_caches
   if phase small; then
+  [ "$sys" = local ] || raw_small_get "$sys"
   drop_caches
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark

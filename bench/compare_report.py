@@ -61,6 +61,7 @@ ROWS = [
     ("S3 bytes fetched, epoch 3 (MB)", "big_e3_s3_mb", "count"),
     ("small files, cold epoch (files/s)", "small_cold_fps", "rate"),
     ("small files, cold epoch (MB/s)", "small_cold_mbps", "rate"),
+    ("small files, raw GETs of the same objects before it (objects/s)", "small_raw_get_fps", "rate"),
     ("small files, warm epoch (files/s)", "small_warm_fps", "rate"),
     ("small files, epoch after drop_caches (files/s)", "small_disk_warm_fps", "rate"),
     ("small files, page cache growth / bytes read, cold", "small_cold_cache_growth", "ratio"),
@@ -243,6 +244,10 @@ def goals(r):
         f, fs = g.get("small_cold_fps"), r.get("s3fs", {}).get("small_cold_fps")
         check("small files cold >= 4x s3fs", None if not (f and fs) else f / fs >= 4,
               f"{f / fs:.2f}x" if f and fs else "s3fs missing")
+        fr = g.get("small_raw_get_fps")
+        if f and fr:
+            lines.append(f"- (small files cold against raw GETs of the same objects, before it: "
+                         f"{f / fr:.2f})")
         if s == "granary-cluster":
             fa = r.get("granary", {}).get("small_cold_fps")
             check("small files cold >= standalone", None if not (f and fa) else f >= fa,
