@@ -49,7 +49,7 @@ class Barrier:
     """Worker 0 listens at its TF_CONFIG address; the others connect. wait()
     returns once every worker has called it."""
 
-    def __init__(self, index, workers, addr0, timeout=600, connect_timeout=300):
+    def __init__(self, index, workers, addr0, timeout=600, connect_timeout=120):
         self.index, self.workers, self.peers, self.conn = index, workers, [], None
         if workers == 1:
             return
