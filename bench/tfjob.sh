@@ -46,7 +46,11 @@ else
   "$kube" status || { echo "tfjob: no cluster up (e2e/kube/cluster.sh up)" >&2; exit 1; }
 fi
 t=$SECONDS
-"$kube" import "$TOOLS/images/granary-tf.tar"
+eval "$("$kube" env)"
+if ! ctr --address "$GRANARY_KUBE_CONTAINERD_SOCK" --namespace k8s.io images ls -q |
+    grep -qx "granary.local/granary-tf:$tag"; then
+  "$kube" import "$TOOLS/images/granary-tf.tar"
+fi
 echo "tf_image=granary.local/granary-tf:$tag tf_image_mib=$(du -m "$TOOLS/images/granary-tf.tar" | cut -f1) import_s=$((SECONDS - t))"
 echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -37,6 +37,30 @@ def drop_caches():
         f.write("3\n")
 
 
+def cpu_seconds():
+    """CPU seconds used so far by the cluster's granary-fuse and
+    granary-worker processes (the ones running now) (those in its cgroups, /granary-kube: other
+    Granary processes on the machine are not counted), by name."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if "/granary-kube/" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        if name in ("granary-fuse", "granary-worker"):
+            fields = st[st.rindex(")") + 2:].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def gen_dataset(image, shards, records):
     """The shards, written by train.py gen in a pod onto the node's disk;
     skipped when the same set is there."""
@@ -102,6 +126,7 @@ def run_job(name, image, workers, volume, args):
     """Runs the TFJob to the end; returns ({epoch: images/s summed over the
     workers}, seconds from creation to the last worker's exit)."""
     pods = [f"{name}-worker-{i}" for i in range(workers)]
+    cpu0 = cpu_seconds()
     t0 = time.monotonic()
     kube.apply(tfjob(name, image, workers, volume, args))
 
@@ -116,6 +141,11 @@ def run_job(name, image, workers, volume, args):
         return all(ph == "Succeeded" for ph in phases)
     kube.wait_for(f"TFJob {name} done", done, timeout=900, interval=1)
     wall = time.monotonic() - t0
+    # The volume's granary-fuse has exited by now (the pods ended, the
+    # volume is unstaged): only the node's worker is counted.
+    cpu = cpu_seconds()
+    print("# cpu_s during the job: " + " ".join(
+        f"{k}={v - cpu0.get(k, 0.0):.1f}" for k, v in sorted(cpu.items())), flush=True)
     total = {}
     for p in pods:
         per = parse(kube.logs(p))
@@ -180,6 +210,9 @@ def main():
             for e, v in sorted(per_epoch.items()):
                 print(f"{mode}_workers{n}_epoch{e}_images_per_s={v:.1f}", flush=True)
             print(f"{mode}_workers{n}_job_s={wall:.1f}", flush=True)
+            # The machine's load: other work on the same CPUs moves every figure.
+            with open("/proc/loadavg") as f:
+                print(f"# load after {name}: {' '.join(f.read().split()[:3])}", flush=True)
             if claim:
                 kube.delete("pvc", claim, "default", timeout="300s")
 
