@@ -17,13 +17,8 @@
 # Needs root and a build (GRANARY_BUILD, default build/). Leaves the cluster down.
 set -euo pipefail
 
-src=$(cd "$(dirname "$0")/.." && pwd)
-build=${GRANARY_BUILD:-$src/build}
-TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
-export GRANARY_BIN_DIR=$build/bin
-export GRANARY_KUBE_WORK=${GRANARY_KUBE_WORK:-$build/bench-kube}
-kube=$src/scripts/kube.sh
-cluster=$src/e2e/kube/cluster.sh
+# shellcheck source=bench/kube-env.sh
+. "$(dirname "$0")/kube-env.sh"
 
 fresh=0
 if [ "${1:-}" = --fresh ]; then

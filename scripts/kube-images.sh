@@ -9,7 +9,10 @@
 #   scripts/kube-images.sh sidecars  csi-provisioner, and the Kubeflow training-operator (TFJobs)
 #   scripts/kube-images.sh granary   the project's Dockerfile, as granary.local/granary:dev-<image id>
 #                                    (a new tag per content, so that helm upgrade rolls the pods)
-#   scripts/kube-images.sh all
+#   scripts/kube-images.sh tf        the TFJob benchmark's image, granary.local/granary-tf:tf-<content hash>:
+#                                    Debian's python3 with tensorflow-cpu (bench/tf/requirements.txt,
+#                                    wheels from PyPI kept in $GRANARY_TOOLS/wheels/tf) and bench/tf/train.py
+#   scripts/kube-images.sh all       all but tf
 #
 # The Dockerfile's bases (debian:bookworm, debian:bookworm-slim) are made
 # once with debootstrap from Debian's mirror and stored in buildah's storage.
@@ -105,6 +108,50 @@ granary_image() {
     > "$IMAGES/granary.stats"
 }
 
+# The TFJob benchmark's image (bench/tfjob.sh): two steps, so that a change
+# of train.py does not reinstall TensorFlow. The base (python3, a venv with
+# the pinned wheels) is tagged with a hash of requirements.txt and of this
+# recipe; the image adds train.py and is tagged with a hash of both.
+tf_image() {
+  debian_base
+  local req=$here/bench/tf/requirements.txt wheels=$TOOLS/wheels/tf c
+  local recipe='python3 python3-venv; venv /opt/tf; pip install --no-index -r requirements.txt; no tensorflow/include'
+  local base tag
+  base=$( { cat "$req"; echo "$recipe"; } | sha256sum | cut -c1-12)
+  tag=tf-$( { echo "$base"; cat "$here/bench/tf/train.py"; } | sha256sum | cut -c1-12)
+  if [ -f "$IMAGES/granary-tf.tar" ] && grep -qx "image_tag=$tag" "$IMAGES/granary-tf.stats" 2>/dev/null; then
+    return
+  fi
+  mkdir -p "$wheels"
+  if ! buildah inspect --type image "granary.local/granary-tf-base:$base" >/dev/null 2>&1; then
+    log "image granary.local/granary-tf-base:$base: python3 and tensorflow-cpu"
+    c=$(buildah from --pull-never docker.io/library/debian:bookworm-slim)
+    buildah run --network host "$c" -- sh -c 'apt-get update -q >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends python3 python3-venv >/dev/null &&
+      rm -rf /var/lib/apt/lists/*'
+    # The wheels stay in the tools cache: a second build installs from there
+    # without asking PyPI.
+    buildah run --network host -v "$wheels:/wheels" -v "$req:/requirements.txt:ro" "$c" -- sh -c '
+      python3 -m venv /opt/tf &&
+      pip="/opt/tf/bin/pip --disable-pip-version-check -q" &&
+      { $pip install --no-index --find-links /wheels -r /requirements.txt 2>/dev/null ||
+        { $pip download --only-binary=:all: -d /wheels -r /requirements.txt &&
+          $pip install --no-index --find-links /wheels -r /requirements.txt; }; } &&
+      rm -rf /root/.cache /opt/tf/lib/python3*/site-packages/tensorflow/include'
+    buildah config --env PATH=/opt/tf/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --env TF_CPP_MIN_LOG_LEVEL=2 --cmd '' "$c"
+    buildah commit -q --rm "$c" "granary.local/granary-tf-base:$base" >/dev/null
+  fi
+  log "image granary.local/granary-tf:$tag"
+  c=$(buildah from --pull-never "granary.local/granary-tf-base:$base")
+  buildah copy -q "$c" "$here/bench/tf/train.py" /opt/tfbench/train.py >/dev/null
+  buildah config --workingdir /opt/tfbench "$c"
+  buildah commit -q --rm "$c" "granary.local/granary-tf:$tag" >/dev/null
+  export_image "granary.local/granary-tf:$tag" granary-tf
+  printf 'image_tag=%s\nimage_archive_mib=%s\n' "$tag" "$(du -m "$IMAGES/granary-tf.tar" | cut -f1)" \
+    > "$IMAGES/granary-tf.stats"
+}
+
 case ${1:-all} in
 base) pause_image; scratch_image coredns 1 "$KUBE_BIN/coredns" ;;
 sidecars)
@@ -113,6 +160,7 @@ sidecars)
   ;;
 debian) debian_base ;;
 granary) granary_image; debian_slim_image ;;
+tf) tf_image ;;
 all)
   pause_image
   scratch_image coredns 1 "$KUBE_BIN/coredns"
