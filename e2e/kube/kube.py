@@ -277,7 +277,18 @@ def meta_plain_stub():
         _pb = (importlib.import_module("granary_pb2"), importlib.import_module("granary_pb2_grpc"))
     svc = get("service", "granary-meta", NS)
     port = svc["spec"]["ports"][0]["port"]
-    channel = grpc.insecure_channel(f"{svc['spec']['clusterIP']}:{port}")
+    target = f"{svc['spec']['clusterIP']}:{port}"
+    tls = get("secret", "granary-tls", NS, check=False)
+    if tls:
+        # The release serves meta over mutual TLS (tls.enabled): the
+        # clients' certificate from its Secret, meta's name checked.
+        data = {k: base64.b64decode(v) for k, v in tls["data"].items()}
+        creds = grpc.ssl_channel_credentials(data["ca.crt"], data["client.key"],
+                                             data["client.crt"])
+        channel = grpc.secure_channel(target, creds, options=[
+            ("grpc.ssl_target_name_override", f"granary-meta.{NS}.svc")])
+    else:
+        channel = grpc.insecure_channel(target)
     grpc.channel_ready_future(channel).result(timeout=15)
     return _pb[0], _pb[1].MetaStub(channel)
 

@@ -1,8 +1,11 @@
 """The Helm install as a user gets it: every pod Ready, the node plugin
 registered with the kubelet by itself (no node-driver-registrar), workers
-joined to granary-meta, and cluster DNS serving the chart's Service names."""
+joined to granary-meta, cluster DNS serving the chart's Service names, and
+meta and the workers serving TLS only (the cluster runs with tls.enabled)."""
 import os
 import subprocess
+
+import pytest
 
 import kube
 
@@ -79,3 +82,49 @@ def test_notes_say_when_meta_needs_a_default_storage_class():
     assert "names no StorageClass" not in notes(
         "--set", "meta.persistence.enabled=true", "--set", "meta.persistence.storageClassName=fast")
     assert "names no StorageClass" not in notes()
+
+
+def test_meta_and_workers_speak_only_tls_with_the_charts_certificates():
+    # The cluster runs with tls.enabled (e2e/kube/cluster.sh): a plaintext
+    # caller reaches neither meta's gRPC nor a worker's HTTP, and a TLS
+    # caller with the release's CA and client certificate is served.
+    import base64
+    import http.client
+    import ssl
+    import tempfile
+    import urllib.request
+
+    import grpc
+    secret = kube.get("secret", "granary-tls", kube.NS)
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    svc = kube.get("service", "granary-meta", kube.NS)
+    target = f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+    with pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=5)
+    # TLS without a client certificate: meta asks for one (mutual TLS).
+    bare = grpc.secure_channel(target, grpc.ssl_channel_credentials(data["ca.crt"]), options=[
+        ("grpc.ssl_target_name_override", f"granary-meta.{kube.NS}.svc")])
+    with pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(bare).result(timeout=5)
+    pb, stub = kube.meta_stub()   # the release's client certificate
+    assert stub.ListWorkers(pb.ListWorkersRequest(), timeout=10).workers
+
+    pods = kube.get("pods", namespace=kube.NS)["items"]
+    ip = [p["status"]["podIP"] for p in pods
+          if p["metadata"]["name"].startswith("granary-worker-")][0]
+    port = kube.get("daemonset", "granary-worker", kube.NS)["spec"]["template"]["spec"][
+        "containers"][0]["ports"][0]["containerPort"]
+    with pytest.raises((OSError, http.client.HTTPException)):   # no HTTP on the TLS port
+        urllib.request.urlopen(f"http://{ip}:{port}/healthz", timeout=5).read()
+    with tempfile.NamedTemporaryFile(suffix=".crt") as ca:
+        ca.write(data["ca.crt"])
+        ca.flush()
+        ctx = ssl.create_default_context(cafile=ca.name)
+        # The worker's certificate names the release's worker Service name,
+        # not the pod IP: clients connect by IP and check that name.
+        ctx.check_hostname = False
+        with urllib.request.urlopen(f"https://{ip}:{port}/healthz", context=ctx,
+                                    timeout=10) as r:
+            assert r.status == 200
+        cert = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((ip, port)))
+        assert f"granary-worker.{kube.NS}.svc".encode() in cert
