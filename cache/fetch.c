@@ -1068,7 +1068,8 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 {
 	uint64_t want[256];
 	uint8_t hashes[256][BLOCK_HASH_LEN];
-	unsigned nwant = 0;
+	struct ra_job *jobs[256];
+	unsigned nwant = 0, queued = 0, dropped = 0;
 	bool next_missing = false;
 	const bool batch = run_max(f, r->ds) > 1;
 
@@ -1090,35 +1091,40 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 	}
 	if (nwant == 0 || (batch && !next_missing && 2 * nwant < n))
 		return;
+	/* The jobs first, then the batch into the queue at once: a busy
+	 * read-ahead thread taking its first job before the others are in
+	 * would fetch it alone. */
 	for (unsigned i = 0; i < nwant; i++) {
-		struct ra_job *j, *q = NULL;
+		struct ra_job *j = calloc(1, sizeof(*j));
 
-		j = calloc(1, sizeof(*j));
-		if (!j)
-			return;
-		j->key = strdup(r->key);
-		j->etag = strdup(r->etag);
-		if (!j->key || !j->etag) {
-			free(j->key);
-			free(j->etag);
+		if (j) {
+			j->key = strdup(r->key);
+			j->etag = strdup(r->etag);
+		}
+		if (!j || !j->key || !j->etag) {
+			if (j) {
+				free(j->key);
+				free(j->etag);
+			}
 			free(j);
-			return;
+			nwant = i;
+			break;
 		}
 		atomic_fetch_add(&r->ds->refs, 1);
 		j->ds = r->ds;
 		j->index = want[i];
 		memcpy(j->hash, hashes[i], BLOCK_HASH_LEN);
+		jobs[i] = j;
+	}
+	pthread_mutex_lock(&f->mu);
+	for (unsigned i = 0; i < nwant; i++) {
+		struct ra_job *j = jobs[i], *q = NULL;
 
-		pthread_mutex_lock(&f->mu);
 		HASH_FIND(hh, f->ra_set, j->hash, BLOCK_HASH_LEN, q);
 		if (q || f->stopping || f->ra_len >= FETCH_READAHEAD_QUEUE) {
 			/* queued by another reader meanwhile, or full */
-			bool full = !q && !f->stopping;
-
-			pthread_mutex_unlock(&f->mu);
-			if (full)
-				atomic_fetch_add(&f->ra_dropped, 1);
-			ra_job_free(f, j);
+			if (!q && !f->stopping)
+				dropped++;
 			continue;
 		}
 		HASH_ADD(hh, f->ra_set, hash, BLOCK_HASH_LEN, j);
@@ -1128,14 +1134,18 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 			f->ra_head = j;
 		f->ra_tail = j;
 		f->ra_len++;
-		pthread_mutex_unlock(&f->mu);
-		atomic_fetch_add(&f->ra_queued, 1);
+		jobs[i] = NULL;
+		queued++;
 	}
-	/* One wake-up for the batch: a thread woken at its first job would
-	 * not find the others to join its GET. */
-	pthread_mutex_lock(&f->mu);
-	pthread_cond_signal(&f->ra_cv);
+	/* One wake-up for the batch: it is one GET. */
+	if (queued)
+		pthread_cond_signal(&f->ra_cv);
 	pthread_mutex_unlock(&f->mu);
+	for (unsigned i = 0; i < nwant; i++)
+		if (jobs[i])
+			ra_job_free(f, jobs[i]);
+	atomic_fetch_add(&f->ra_queued, queued);
+	atomic_fetch_add(&f->ra_dropped, dropped);
 }
 
 /* Takes j out of the queue. Called with mu. */
