@@ -84,6 +84,9 @@ struct ra_job {
 struct fetcher {
 	struct blockstore *bs;
 	unsigned max_inflight, readahead_max;
+	uint64_t coalesce_bytes;           /* most bytes of one read-ahead GET */
+	void (*run_block_done)(uint64_t index, void *arg);
+	void *run_block_done_arg;
 	const char *const *file_roots;     /* borrowed; immutable */
 	size_t nfile_roots;
 	bool any_file_source;
@@ -121,7 +124,7 @@ struct fetcher {
 	atomic_uint_fast64_t hits, misses, fetches, fetch_errors, store_bytes;
 	atomic_uint_fast64_t not_admitted, corrupt_refetched, disk_full_served;
 	struct log_limiter disk_full_log, nocache_log;
-	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped;
+	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped, coalesced_gets;
 };
 
 /* --- names and keys ------------------------------------------------------ */
@@ -544,6 +547,40 @@ static void flight_put_locked(struct flight *fl)
 	free(fl);
 }
 
+/* A new flight for hash, held by its leader and listed; NULL without
+ * memory. Called with f->mu held. */
+static struct flight *flight_new_locked(struct fetcher *f, const uint8_t *hash)
+{
+	struct flight *fl = calloc(1, sizeof(*fl));
+
+	if (!fl)
+		return NULL;
+	memcpy(fl->hash, hash, BLOCK_HASH_LEN);
+	fl->refs = 1;
+	error_clear(&fl->err);
+	pthread_cond_init(&fl->cv, NULL);
+	fl->next = f->flights;
+	f->flights = fl;
+	return fl;
+}
+
+/* The leader is done (its outcome written in fl): unlists the flight,
+ * wakes its waiters and drops the leader's reference. */
+static void flight_end(struct fetcher *f, struct flight *fl)
+{
+	pthread_mutex_lock(&f->mu);
+	for (struct flight **p = &f->flights; *p; p = &(*p)->next) {
+		if (*p == fl) {
+			*p = fl->next;
+			break;
+		}
+	}
+	fl->done = true;
+	pthread_cond_broadcast(&fl->cv);
+	flight_put_locked(fl);
+	pthread_mutex_unlock(&f->mu);
+}
+
 /*
  * Waits on cv until signalled or until_ms (retry_now_ms clock; 0 = no
  * limit). Returns ETIMEDOUT once until_ms has passed, else 0.
@@ -717,6 +754,75 @@ static struct fetch_buffer *recent_find_locked(struct fetcher *f, const uint8_t 
 }
 
 /*
+ * Ends a block's writer once the transfer into it is over (rc its
+ * outcome, len the bytes it got): commits it (*ref, or *buf with the
+ * bytes a direct_write writer kept, also when its commit met a full
+ * disk: then nothing is cached but the bytes are served), or hands over
+ * the bytes the sink moved to memory when the disk filled up (*buf), or
+ * aborts it. Returns rc, or the commit's error. The writer is gone in
+ * every case.
+ */
+static enum error_code block_finish(struct fetcher *f, const struct block_req *r,
+				    struct sink_ctx *sink, uint64_t len, enum error_code rc,
+				    struct fetch_buffer **buf, struct blockstore_ref **ref,
+				    struct error *err)
+{
+	*buf = NULL;
+	*ref = NULL;
+	if (rc != ERR_OK || sink->mem) {
+		blockstore_write_abort(f->bs, sink->w);
+	} else {
+		/* A writer that kept the block's bytes (direct_write) hands
+		 * them over: the readers are served from them, as none of the
+		 * file is in the page cache. */
+		struct fetch_buffer *kept = buffer_for_bytes();
+		void *bytes = NULL;
+
+		rc = blockstore_write_commit_bytes(f->bs, sink->w, ref, kept ? &bytes : NULL, err);
+		if (bytes) {
+			kept->mem = bytes;
+			kept->bs = f->bs;
+			kept->max_len = sink->block_size;
+			kept->data = (unsigned char *)bytes + BLOCK_HEADER_SIZE;
+			kept->len = (size_t)len;
+			*buf = kept;
+			kept = NULL;
+			if (rc != ERR_OK) {
+				/* Not cached, but every byte is here: serve
+				 * them from memory. */
+				atomic_fetch_add(&f->not_admitted, 1);
+				if (rc == ERR_NO_SPACE)
+					disk_full(f, r, err->msg);
+				else
+					log_limited_warn(&f->nocache_log,
+							 "cannot cache block, serving it from memory",
+							 LOG_S("dataset", r->ds->name),
+							 LOG_S("object", r->key), LOG_U("block", r->index),
+							 LOG_S("cause", err->msg));
+				error_clear(err);
+				rc = ERR_OK;
+			}
+		}
+		buffer_put(kept);
+	}
+	sink->w = NULL;
+	if (rc == ERR_NO_SPACE && !sink->mem) {
+		/* the commit found the disk full: its bytes are gone with
+		 * the writer, the store was asked once */
+		disk_full(f, r, err->msg);
+	}
+	if (sink->mem) {
+		*buf = sink->mem;
+		sink->mem = NULL;
+		if (rc == ERR_OK) {
+			atomic_fetch_add(&f->not_admitted, 1);
+			disk_full(f, r, sink->err.msg);
+		}
+	}
+	return rc;
+}
+
+/*
  * The leader's part: one store fetch into the cache (or into memory when
  * the cache refuses the block), its outcome recorded in fl for the
  * waiters. Returns the leader's own result in *out.
@@ -796,55 +902,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 			*err = sink.err;
 			rc = sink.err.code;
 		}
-		if (rc != ERR_OK || sink.mem) {
-			blockstore_write_abort(f->bs, w);
-		} else {
-			/* A writer that kept the block's bytes (direct_write)
-			 * hands them over: the readers are served from them,
-			 * as none of the file is in the page cache. */
-			struct fetch_buffer *kept = buffer_for_bytes();
-			void *bytes = NULL;
-
-			rc = blockstore_write_commit_bytes(f->bs, w, &ref, kept ? &bytes : NULL, err);
-			if (bytes) {
-				kept->mem = bytes;
-				kept->bs = f->bs;
-				kept->max_len = bs;
-				kept->data = (unsigned char *)bytes + BLOCK_HEADER_SIZE;
-				kept->len = (size_t)delivered;
-				buf = kept;
-				kept = NULL;
-				if (rc != ERR_OK) {
-					/* Not cached, but every byte is here:
-					 * serve them from memory. */
-					atomic_fetch_add(&f->not_admitted, 1);
-					if (rc == ERR_NO_SPACE)
-						disk_full(f, r, err->msg);
-					else
-						log_limited_warn(&f->nocache_log,
-								 "cannot cache block, serving it from memory",
-								 LOG_S("dataset", r->ds->name),
-								 LOG_S("object", r->key),
-								 LOG_U("block", r->index),
-								 LOG_S("cause", err->msg));
-					error_clear(err);
-					rc = ERR_OK;
-				}
-			}
-			buffer_put(kept);
-		}
-		if (rc == ERR_NO_SPACE && !sink.mem) {
-			/* the commit found the disk full: its bytes are
-			 * gone with the writer, the store was asked once */
-			disk_full(f, r, err->msg);
-		}
-		if (sink.mem) {
-			buf = sink.mem;
-			if (rc == ERR_OK) {
-				atomic_fetch_add(&f->not_admitted, 1);
-				disk_full(f, r, sink.err.msg);
-			}
-		}
+		rc = block_finish(f, r, &sink, delivered, rc, &buf, &ref, err);
 		w = NULL;
 	}
 	metrics_histogram_observe(&f->latency, retry_now_s() - t0);
@@ -955,34 +1013,17 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 				continue;
 			return rc;
 		}
-		fl = calloc(1, sizeof(*fl));
-		if (!fl) {
-			pthread_mutex_unlock(&f->mu);
-			return error_set(err, ERR_NOMEM, "fetch: out of memory");
-		}
-		memcpy(fl->hash, r->hash, BLOCK_HASH_LEN);
-		fl->refs = 1;
-		pthread_cond_init(&fl->cv, NULL);
-		fl->next = f->flights;
-		f->flights = fl;
+		fl = flight_new_locked(f, r->hash);
 		pthread_mutex_unlock(&f->mu);
+		if (!fl)
+			return error_set(err, ERR_NOMEM, "fetch: out of memory");
 
 		error_clear(&fl->err);
 		rc = lead(f, r, cache_only, grc == ERR_IO, fl, out, &fl->err);
 		fl->err.code = rc;
 		*err = fl->err;
 
-		pthread_mutex_lock(&f->mu);
-		for (struct flight **p = &f->flights; *p; p = &(*p)->next) {
-			if (*p == fl) {
-				*p = fl->next;
-				break;
-			}
-		}
-		fl->done = true;
-		pthread_cond_broadcast(&fl->cv);
-		flight_put_locked(fl);
-		pthread_mutex_unlock(&f->mu);
+		flight_end(f, fl);
 
 		if (rc == ERR_EXISTS) {
 			error_clear(err);
@@ -1007,57 +1048,100 @@ static void ra_job_free(struct fetcher *f, struct ra_job *j)
 	free(j);
 }
 
-/* Queues blocks after r->index unless queued or in flight already. */
+/* The most blocks one read-ahead GET fetches for a dataset. */
+static size_t run_max(const struct fetcher *f, const struct fetch_dataset *ds)
+{
+	uint64_t n = f->coalesce_bytes / ds->desc.block_size;
+
+	if (n < 1)
+		return 1;
+	return n > FETCH_COALESCE_BLOCKS ? FETCH_COALESCE_BLOCKS : (size_t)n;
+}
+
+/* Whether read-ahead has block r to fetch: not held, queued or in flight. */
+static bool readahead_wanted(struct fetcher *f, const struct block_req *r)
+{
+	struct ra_job *q = NULL;
+	bool wanted;
+
+	/* held already: nothing to queue, allocate or lock for */
+	if (blockstore_has(f->bs, r->hash))
+		return false;
+	pthread_mutex_lock(&f->mu);
+	HASH_FIND(hh, f->ra_set, r->hash, BLOCK_HASH_LEN, q);
+	wanted = !q && !flight_find(f, r->hash) && !f->stopping;
+	pthread_mutex_unlock(&f->mu);
+	return wanted;
+}
+
+/*
+ * Queues the blocks of the n after r->index that nobody holds, queues or
+ * fetches. With coalescing, a reader's window is topped up in batches of
+ * at least half of it (or at once when the very next block is missing),
+ * so that the blocks queued together lie together and go in one GET; one
+ * block at a time would make one GET each.
+ */
 static void readahead_queue(struct fetcher *f, const struct block_req *r, unsigned n)
 {
+	uint64_t want[256];
+	uint8_t hashes[256][BLOCK_HASH_LEN];
+	struct ra_job *jobs[256];
+	unsigned nwant = 0, queued = 0, dropped = 0;
+	bool next_missing = false;
+	const bool batch = run_max(f, r->ds) > 1;
+
 	if (n > f->readahead_max)
 		n = f->readahead_max;
+	if (n > sizeof(want) / sizeof(want[0]))
+		n = sizeof(want) / sizeof(want[0]);
 	for (unsigned i = 1; i <= n; i++) {
 		struct block_req next;
-		struct ra_job *j, *q = NULL;
-		bool dup = false;
 
 		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
-			return;
-		/* held already: nothing to queue, allocate or lock for */
-		if (blockstore_has(f->bs, next.hash))
+			break;
+		if (!readahead_wanted(f, &next))
 			continue;
-		pthread_mutex_lock(&f->mu);
-		HASH_FIND(hh, f->ra_set, next.hash, BLOCK_HASH_LEN, q);
-		dup = q != NULL;
-		if (dup || flight_find(f, next.hash) || f->stopping) {
-			pthread_mutex_unlock(&f->mu);
-			continue;
-		}
-		if (f->ra_len >= FETCH_READAHEAD_QUEUE) {
-			pthread_mutex_unlock(&f->mu);
-			atomic_fetch_add(&f->ra_dropped, 1);
-			continue;
-		}
-		pthread_mutex_unlock(&f->mu);
+		if (i == 1)
+			next_missing = true;
+		memcpy(hashes[nwant], next.hash, BLOCK_HASH_LEN);
+		want[nwant++] = r->index + i;
+	}
+	if (nwant == 0 || (batch && !next_missing && 2 * nwant < n))
+		return;
+	/* The jobs first, then the batch into the queue at once: a busy
+	 * read-ahead thread taking its first job before the others are in
+	 * would fetch it alone. */
+	for (unsigned i = 0; i < nwant; i++) {
+		struct ra_job *j = calloc(1, sizeof(*j));
 
-		j = calloc(1, sizeof(*j));
-		if (!j)
-			return;
-		j->key = strdup(r->key);
-		j->etag = strdup(r->etag);
-		if (!j->key || !j->etag) {
-			free(j->key);
-			free(j->etag);
+		if (j) {
+			j->key = strdup(r->key);
+			j->etag = strdup(r->etag);
+		}
+		if (!j || !j->key || !j->etag) {
+			if (j) {
+				free(j->key);
+				free(j->etag);
+			}
 			free(j);
-			return;
+			nwant = i;
+			break;
 		}
 		atomic_fetch_add(&r->ds->refs, 1);
 		j->ds = r->ds;
-		j->index = r->index + i;
-		memcpy(j->hash, next.hash, BLOCK_HASH_LEN);
+		j->index = want[i];
+		memcpy(j->hash, hashes[i], BLOCK_HASH_LEN);
+		jobs[i] = j;
+	}
+	pthread_mutex_lock(&f->mu);
+	for (unsigned i = 0; i < nwant; i++) {
+		struct ra_job *j = jobs[i], *q = NULL;
 
-		pthread_mutex_lock(&f->mu);
 		HASH_FIND(hh, f->ra_set, j->hash, BLOCK_HASH_LEN, q);
-		if (q || f->stopping) {
-			/* queued by another reader meanwhile */
-			pthread_mutex_unlock(&f->mu);
-			ra_job_free(f, j);
+		if (q || f->stopping || f->ra_len >= FETCH_READAHEAD_QUEUE) {
+			/* queued by another reader meanwhile, or full */
+			if (!q && !f->stopping)
+				dropped++;
 			continue;
 		}
 		HASH_ADD(hh, f->ra_set, hash, BLOCK_HASH_LEN, j);
@@ -1067,10 +1151,37 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 			f->ra_head = j;
 		f->ra_tail = j;
 		f->ra_len++;
-		pthread_cond_signal(&f->ra_cv);
-		pthread_mutex_unlock(&f->mu);
-		atomic_fetch_add(&f->ra_queued, 1);
+		jobs[i] = NULL;
+		queued++;
 	}
+	/* One wake-up for the batch: it is one GET. */
+	if (queued)
+		pthread_cond_signal(&f->ra_cv);
+	pthread_mutex_unlock(&f->mu);
+	for (unsigned i = 0; i < nwant; i++)
+		if (jobs[i])
+			ra_job_free(f, jobs[i]);
+	atomic_fetch_add(&f->ra_queued, queued);
+	atomic_fetch_add(&f->ra_dropped, dropped);
+}
+
+/* Takes j out of the queue. Called with mu. */
+static void readahead_unlink_locked(struct fetcher *f, struct ra_job *j)
+{
+	struct ra_job **p = &f->ra_head, *prev = NULL;
+
+	while (*p && *p != j) {
+		prev = *p;
+		p = &(*p)->next;
+	}
+	if (!*p)
+		return;
+	*p = j->next;
+	if (f->ra_tail == j)
+		f->ra_tail = prev;
+	j->next = NULL;
+	f->ra_len--;
+	HASH_DEL(f->ra_set, j);
 }
 
 /* After ERR_RANGE the object ends before job's block: later blocks of the
@@ -1099,46 +1210,336 @@ static void readahead_drop_after(struct fetcher *f, const struct ra_job *job,
 	}
 }
 
+/* --- coalesced read-ahead ------------------------------------------------ */
+
+/* One block of a coalesced GET. */
+struct run_block {
+	struct block_req *r;
+	struct flight *fl;          /* claimed: led by the run */
+	struct sink_ctx sink;       /* its writer, from its first byte */
+	uint64_t got;               /* bytes of it received */
+	bool begun;                 /* a writer is open, or skip */
+	bool skip;                  /* cached meanwhile: its bytes are dropped */
+};
+
+/* The transfer of one coalesced GET, block after block. */
+struct run_ctx {
+	struct fetcher *f;
+	struct run_block *b;
+	size_t n, cur;              /* blocks; the one receiving bytes */
+	uint64_t block_size;
+	bool refused;               /* the cache refused block cur */
+	struct error err;           /* why the sink stopped the transfer */
+};
+
+/*
+ * Claims the flights of the longest run of reqs, from the first, that the
+ * cache does not hold and nobody fetches; returns its length (0: the
+ * first is held or in flight).
+ */
+static size_t run_claim(struct fetcher *f, struct block_req *reqs, size_t n, struct run_block *b)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++) {
+		struct flight *fl = NULL;
+
+		if (blockstore_has(f->bs, reqs[k].hash))
+			break;
+		pthread_mutex_lock(&f->mu);
+		if (!f->stopping && !flight_find(f, reqs[k].hash))
+			fl = flight_new_locked(f, reqs[k].hash);
+		pthread_mutex_unlock(&f->mu);
+		if (!fl)
+			break;
+		b[k] = (struct run_block){ .r = &reqs[k], .fl = fl };
+	}
+	return k;
+}
+
+/* Opens block b's writer. A refusal stops the run there (read-ahead
+ * only fills the cache); a block cached meanwhile is skipped. */
+static int run_begin(struct run_ctx *c, struct run_block *b)
+{
+	struct blockstore_writer *w = NULL;
+	struct error e;
+	enum error_code rc;
+
+	rc = blockstore_write_begin(c->f->bs, &b->r->bkey, b->r->ds->name, c->block_size, &w, &e);
+	if (rc == ERR_EXISTS) {
+		b->begun = b->skip = true;
+		return 0;
+	}
+	if (rc != ERR_OK) {
+		c->refused = true;
+		c->err = e;
+		return -1;
+	}
+	b->sink = (struct sink_ctx){ .f = c->f, .w = w, .block_size = c->block_size };
+	error_clear(&b->sink.err);
+	b->begun = true;
+	atomic_fetch_add(&c->f->fetches, 1);
+	return 0;
+}
+
+/*
+ * Ends block b's flight with rc: commits its bytes (ERR_OK), or fails it
+ * with cause. not_fetched: the run never got to it; its waiters fetch it
+ * themselves.
+ */
+static void run_end_block(struct run_ctx *c, struct run_block *b, enum error_code rc,
+			  const struct error *cause, bool not_fetched)
+{
+	struct fetcher *f = c->f;
+	struct flight *fl = b->fl;
+	struct fetch_buffer *buf = NULL;
+	struct blockstore_ref *ref = NULL;
+	struct error err;
+
+	if (cause)
+		err = *cause;
+	else
+		error_clear(&err);
+	if (b->begun && !b->skip)
+		rc = block_finish(f, b->r, &b->sink, b->got, rc, &buf, &ref, &err);
+	if (rc == ERR_OK) {
+		if (buf) {
+			fl->buf = buf; /* the flight's reference */
+			recent_add(f, b->r->hash, buf);
+		} else {
+			if (ref)
+				blockstore_ref_put(f->bs, ref);
+			fl->cached = true;
+		}
+		if (!b->skip)
+			atomic_fetch_add(&f->ra_fetched, 1);
+		error_clear(&fl->err);
+	} else if (not_fetched) {
+		fl->not_fetched = true;
+		fl->err = err;
+	} else {
+		buffer_put(buf);
+		if (rc != ERR_RANGE)
+			fetch_failed(f, b->r, &err);
+		fl->err = err;
+	}
+	fl->err.code = rc;
+	flight_end(f, fl);
+	if (rc == ERR_OK && !b->skip && f->run_block_done)
+		f->run_block_done(b->r->index, f->run_block_done_arg);
+}
+
+/* store_sink_fn of a coalesced GET: cuts the bytes into blocks, and
+ * commits each as soon as it is whole, so that its readers need not wait
+ * for the rest of the run. */
+static int sink_to_run(const void *data, size_t len, void *arg)
+{
+	struct run_ctx *c = arg;
+	const unsigned char *p = data;
+
+	while (len > 0) {
+		struct run_block *b;
+		size_t take;
+
+		if (c->cur >= c->n) {
+			error_set(&c->err, ERR_IO, "the store sent more than was asked for");
+			return -1;
+		}
+		b = &c->b[c->cur];
+		if (!b->begun && run_begin(c, b) != 0)
+			return -1;
+		take = len < c->block_size - b->got ? len : (size_t)(c->block_size - b->got);
+		if (!b->skip && sink_to_cache(p, take, &b->sink) != 0) {
+			c->err = b->sink.err;
+			return -1;
+		}
+		b->got += take;
+		p += take;
+		len -= take;
+		if (b->got == c->block_size) {
+			run_end_block(c, b, ERR_OK, NULL, false);
+			c->cur++;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Read-ahead's leader for n consecutive blocks of one object, their
+ * flights claimed (run_claim): one ranged GET for all of them, holding
+ * one fetch slot, each block committed and its flight ended as soon as
+ * its bytes are in. When the GET fails, the block it failed in ends with
+ * the error and the blocks after it end unfetched: their waiters fetch
+ * them. Returns the position of the first block past the end of the
+ * object, or n.
+ */
+static size_t lead_run(struct fetcher *f, struct run_block *b, size_t n)
+{
+	const struct block_req *r0 = b[0].r;
+	struct run_ctx c = { .f = f, .b = b, .n = n, .block_size = r0->ds->desc.block_size };
+	uint64_t delivered = 0;
+	size_t past_end = n;
+	struct error err;
+	enum error_code rc;
+	double t0;
+
+	error_clear(&c.err);
+	error_clear(&err);
+	/* The first writer before the GET: a cache that refuses the run
+	 * costs no request. */
+	if (run_begin(&c, &b[0]) != 0) {
+		rc = c.err.code;
+		err = c.err;
+	} else {
+		rc = slot_acquire(f, r0, true, &err);
+	}
+	if (rc == ERR_OK) {
+		t0 = retry_now_s();
+		if (n > 1)
+			atomic_fetch_add(&f->coalesced_gets, 1);
+		rc = store_get_stream_until(r0->ds->store, r0->full, r0->index * c.block_size,
+					    n * c.block_size, sink_to_run, &c, r0->etag, 0,
+					    &delivered, &err);
+		if (rc == ERR_IO && c.err.code != ERR_OK) {
+			/* The sink stopped it (a refusal, a cache write
+			 * failed, or stopping), not the store. */
+			err = c.err;
+			rc = c.err.code;
+		}
+		metrics_histogram_observe(&f->latency, retry_now_s() - t0);
+		atomic_fetch_add(&f->store_bytes, delivered);
+		slot_release(f, true);
+	}
+	for (size_t k = c.cur; k < n; k++) {
+		struct run_block *bk = &b[k];
+
+		if (rc == ERR_OK && bk->begun) {
+			run_end_block(&c, bk, ERR_OK, NULL, false); /* the short last block */
+		} else if (rc == ERR_OK || rc == ERR_RANGE) {
+			struct error range;
+
+			error_set(&range, ERR_RANGE, "dataset '%s' object '%s': block %llu is past the end",
+				  bk->r->ds->name, bk->r->key, (unsigned long long)bk->r->index);
+			if (past_end == n)
+				past_end = k;
+			run_end_block(&c, bk, ERR_RANGE, &range, false);
+		} else if (k == c.cur && !c.refused) {
+			run_end_block(&c, bk, rc, &err, false);
+		} else {
+			run_end_block(&c, bk, rc, &err, true);
+		}
+	}
+	return past_end;
+}
+
+/* One job that no run could take (held, or in flight for another
+ * leader): as a single read-ahead fetch. Returns its result. */
+static enum error_code readahead_one(struct fetcher *f, struct block_req *r)
+{
+	struct fetch_result res;
+	struct error err;
+	bool fetched = false;
+	enum error_code rc;
+
+	rc = get_block(f, r, true, &res, &fetched, &err);
+	if (rc == ERR_OK) {
+		if (fetched)
+			atomic_fetch_add(&f->ra_fetched, 1);
+		fetch_result_release(f, &res);
+	} else if (rc != ERR_RANGE && rc != ERR_NO_SPACE && rc != ERR_CANCELLED) {
+		log_debug("read-ahead failed", LOG_S("cause", err.msg));
+	}
+	return rc;
+}
+
+/*
+ * Takes from the queue the jobs for the blocks right after j's (same
+ * object and version) into jobs[1..]; jobs[0] is j. reqs[k] gets the
+ * lookup of jobs[k]. Returns how many jobs there are, 0 when j's block
+ * cannot be looked up.
+ */
+static size_t readahead_take_run(struct fetcher *f, struct ra_job *j, struct ra_job **jobs,
+				 struct block_req *reqs, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max && block_req_init(&reqs[n], j->ds, j->key, j->etag, j->index + n, NULL) ==
+				  ERR_OK)
+		n++;
+	if (n == 0)
+		return 0;
+	jobs[0] = j;
+	pthread_mutex_lock(&f->mu);
+	for (size_t k = 1; k < n; k++) {
+		struct ra_job *q = NULL;
+
+		HASH_FIND(hh, f->ra_set, reqs[k].hash, BLOCK_HASH_LEN, q);
+		if (!q) {
+			n = k;
+			break;
+		}
+		readahead_unlink_locked(f, q);
+		jobs[k] = q;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
 static void *readahead_thread(void *arg)
 {
 	struct fetcher *f = arg;
+	struct ra_job *jobs[FETCH_COALESCE_BLOCKS];
+	struct block_req *reqs = calloc(FETCH_COALESCE_BLOCKS, sizeof(*reqs));
+	struct run_block *blocks = calloc(FETCH_COALESCE_BLOCKS, sizeof(*blocks));
 
 	for (;;) {
 		struct ra_job *j, *dropped = NULL;
-		struct fetch_result res;
-		struct block_req r;
-		struct error err;
-		bool fetched = false;
-		enum error_code rc;
+		size_t n, s = 0;
 
 		pthread_mutex_lock(&f->mu);
 		while (!f->stopping && !f->ra_head)
 			pthread_cond_wait(&f->ra_cv, &f->mu);
 		if (f->stopping) {
 			pthread_mutex_unlock(&f->mu);
-			return NULL;
+			break;
 		}
 		j = f->ra_head;
-		f->ra_head = j->next;
-		if (!f->ra_head)
-			f->ra_tail = NULL;
-		f->ra_len--;
-		HASH_DEL(f->ra_set, j);
+		readahead_unlink_locked(f, j);
 		pthread_mutex_unlock(&f->mu);
 
-		rc = block_req_init(&r, j->ds, j->key, j->etag, j->index, &err);
-		if (rc == ERR_OK)
-			rc = get_block(f, &r, true, &res, &fetched, &err);
-		if (rc == ERR_OK) {
-			if (fetched)
-				atomic_fetch_add(&f->ra_fetched, 1);
-			fetch_result_release(f, &res);
-		} else if (rc == ERR_RANGE) {
-			pthread_mutex_lock(&f->mu);
-			readahead_drop_after(f, j, &dropped);
-			pthread_mutex_unlock(&f->mu);
-		} else if (rc != ERR_NO_SPACE && rc != ERR_CANCELLED) {
-			log_debug("read-ahead failed", LOG_S("cause", err.msg));
+		/* Without memory for a run, one block at a time. */
+		n = reqs && blocks ? readahead_take_run(f, j, jobs, reqs, run_max(f, j->ds)) : 0;
+		if (n == 0) {
+			struct block_req r;
+
+			if (block_req_init(&r, j->ds, j->key, j->etag, j->index, NULL) == ERR_OK &&
+			    readahead_one(f, &r) == ERR_RANGE) {
+				pthread_mutex_lock(&f->mu);
+				readahead_drop_after(f, j, &dropped);
+				pthread_mutex_unlock(&f->mu);
+			}
+			jobs[0] = j;
+			n = 1;
+			s = n;
+		}
+		while (s < n) {
+			size_t k = run_claim(f, reqs + s, n - s, blocks);
+			size_t past_end;
+
+			if (k == 0) {
+				past_end = readahead_one(f, &reqs[s]) == ERR_RANGE ? 0 : 1;
+				k = 1;
+			} else {
+				past_end = lead_run(f, blocks, k);
+			}
+			if (past_end < k) {
+				/* The object ends before: so do the jobs after. */
+				pthread_mutex_lock(&f->mu);
+				readahead_drop_after(f, jobs[s + past_end], &dropped);
+				pthread_mutex_unlock(&f->mu);
+				break;
+			}
+			s += k;
 		}
 		while (dropped) {
 			struct ra_job *next = dropped->next;
@@ -1146,8 +1547,12 @@ static void *readahead_thread(void *arg)
 			ra_job_free(f, dropped);
 			dropped = next;
 		}
-		ra_job_free(f, j);
+		for (size_t k = 0; k < n; k++)
+			ra_job_free(f, jobs[k]);
 	}
+	free(reqs);
+	free(blocks);
+	return NULL;
 }
 
 /* --- public -------------------------------------------------------------- */
@@ -1250,6 +1655,9 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->bs = cfg->bs;
 	f->max_inflight = cfg->max_inflight;
 	f->readahead_max = cfg->readahead_max;
+	f->coalesce_bytes = cfg->coalesce_bytes;
+	f->run_block_done = cfg->run_block_done;
+	f->run_block_done_arg = cfg->run_block_done_arg;
 	f->file_roots = cfg->file_roots;
 	f->nfile_roots = cfg->nfile_roots;
 	f->any_file_source = cfg->any_file_source;
@@ -1362,6 +1770,7 @@ void fetch_get_stats(struct fetcher *f, struct fetch_stats *out)
 	out->readahead_queued = atomic_load(&f->ra_queued);
 	out->readahead_fetched = atomic_load(&f->ra_fetched);
 	out->readahead_dropped = atomic_load(&f->ra_dropped);
+	out->coalesced_gets = atomic_load(&f->coalesced_gets);
 }
 
 struct metrics_histogram *fetch_latency(struct fetcher *f)

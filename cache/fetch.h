@@ -31,7 +31,14 @@
  *   - read-ahead: the next N blocks of the object that the cache does not
  *     hold are queued (a block held, queued or in flight already costs no
  *     job) to a background pool that fetches them, only if the cache
- *     admits them (a read-ahead never fills memory);
+ *     admits them (a read-ahead never fills memory). With coalesce_bytes
+ *     of two blocks or more, consecutive queued blocks of one object go
+ *     in one ranged GET holding one slot, each block committed and its
+ *     waiters served as soon as its bytes are in; a GET that fails fails
+ *     the block it was in, and leaves the later ones unfetched (their
+ *     waiters fetch them). Blocks are then queued in batches of at least
+ *     half the window (or at once when the next block is missing), so
+ *     that they can be coalesced;
  *   - the last block of an object may be short; a block starting at or past
  *     the end of the object is ERR_RANGE.
  *
@@ -54,6 +61,7 @@
 #include "store/store.h"
 
 #define FETCH_READAHEAD_QUEUE 1024  /* queued read-ahead blocks, then dropped */
+#define FETCH_COALESCE_BLOCKS 64    /* most blocks of one read-ahead GET */
 
 struct fetcher;
 struct fetch_dataset;
@@ -63,6 +71,16 @@ struct fetch_config {
 	unsigned max_inflight;     /* store fetches at once; >= 1 */
 	unsigned threads;          /* read-ahead pool; >= 1 */
 	unsigned readahead_max;    /* most blocks one request may queue */
+	/*
+	 * Most bytes one read-ahead GET fetches: consecutive blocks of one
+	 * object queued for read-ahead go in one ranged GET (at most
+	 * FETCH_COALESCE_BLOCKS). Below two blocks: one GET per block.
+	 */
+	uint64_t coalesce_bytes;
+	/* Tests only: called by a read-ahead thread after each block of a
+	 * coalesced GET is committed and its waiters woken, mid-transfer. */
+	void (*run_block_done)(uint64_t index, void *arg);
+	void *run_block_done_arg;
 	/*
 	 * Where file:// datasets may lie (store_file_root_check): a file://
 	 * source is a directory of this host that anyone who can register a
@@ -142,6 +160,7 @@ struct fetch_stats {
 	uint64_t not_admitted;  /* fetches served from memory: the cache refused the block */
 	uint64_t corrupt_refetched; /* cached blocks that fetch_recheck found corrupt and dropped */
 	uint64_t readahead_queued, readahead_fetched, readahead_dropped;
+	uint64_t coalesced_gets; /* read-ahead GETs of more than one block */
 	uint64_t inflight;      /* store fetches running now */
 	uint64_t datasets;      /* registered now */
 };

@@ -638,6 +638,8 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 			       "blocks queued for read-ahead", fs.readahead_queued);
 	metrics_render_counter(b, "granary_worker_readahead_fetched_total",
 			       "blocks fetched by read-ahead", fs.readahead_fetched);
+	metrics_render_counter(b, "granary_worker_coalesced_gets_total",
+			       "read-ahead GETs that fetched more than one block", fs.coalesced_gets);
 	metrics_render_counter(b, "granary_worker_readahead_dropped_total",
 			       "read-ahead blocks dropped because the queue was full",
 			       fs.readahead_dropped);

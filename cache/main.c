@@ -110,6 +110,7 @@ int main(int argc, char **argv)
 					       .max_inflight = (unsigned)s.fetch_max_inflight,
 					       .threads = (unsigned)worker_settings_threads(&s),
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
+					       .coalesce_bytes = s.fetch_coalesce_max,
 					       .file_roots = (const char *const *)file_roots,
 					       .nfile_roots = nfile_roots,
 					       .default_endpoint = s.store.endpoint,

@@ -41,6 +41,7 @@ struct worker_settings {
 	int64_t threads;          /* 0 = cpu_available() */
 	int64_t fetch_max_inflight; /* concurrent object-store fetches */
 	int64_t fetch_readahead_max; /* most blocks one request may read ahead */
+	uint64_t fetch_coalesce_max; /* most bytes of one read-ahead GET */
 	int64_t preload_parallelism; /* blocks one preload job fetches at once */
 	int64_t http_max_connections;
 	int64_t http_max_connections_per_address; /* per client address; 0 = no limit */

@@ -433,11 +433,12 @@ static int format_stats(char *buf, size_t size, void *arg)
 		fetch_get_stats(m->fetcher, &f);
 	int n = snprintf(buf, size,
 			 "reads=%llu read_bytes=%llu cache_hits=%llu cache_misses=%llu "
-			 "store_fetches=%llu store_bytes=%llu fallbacks=%llu changed_objects=%llu "
-			 "corrupt_blocks=%llu failed_reads=%llu",
+			 "store_fetches=%llu store_bytes=%llu store_requests=%llu coalesced_gets=%llu "
+			 "fallbacks=%llu changed_objects=%llu corrupt_blocks=%llu failed_reads=%llu",
 			 (unsigned long long)r.reads, (unsigned long long)r.bytes,
 			 (unsigned long long)f.hits, (unsigned long long)f.misses,
 			 (unsigned long long)f.fetches, (unsigned long long)f.store_bytes,
+			 (unsigned long long)f.store_requests, (unsigned long long)f.coalesced_gets,
 			 (unsigned long long)r.fallbacks, (unsigned long long)r.changed_objects,
 			 (unsigned long long)r.corrupt, (unsigned long long)r.failed);
 
@@ -467,6 +468,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus),
 		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
 		.readahead_max = (unsigned)s->prefetch_blocks,
+		.coalesce_bytes = s->prefetch_coalesce_max,
 		.any_file_source = true, /* run by hand on this machine */
 		.any_endpoint = true,
 	};

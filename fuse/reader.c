@@ -227,7 +227,11 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 		blk.length = obj->size - blk.index * bs < bs ? obj->size - blk.index * bs : bs;
 		piece = len < blk.length - in_block ? len : (size_t)(blk.length - in_block);
 		if (readahead && stream->hinted1 != blk.index + 1) {
-			hint = readahead;
+			/* Not past the object's end: each block there would
+			 * cost the store a request to learn that it is not. */
+			uint64_t after = (obj->size - 1) / bs - blk.index;
+
+			hint = after < readahead ? (unsigned)after : readahead;
 			stream->hinted1 = blk.index + 1;
 		}
 		rc = read_block(r, &blk, in_block, piece, dst, &n, hint, err);

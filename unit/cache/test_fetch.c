@@ -59,7 +59,11 @@ static void write_object(const char *key, size_t size, unsigned seed)
 	free(buf);
 }
 
-static void open_cache_with(uint64_t capacity, bool direct_write)
+/* run_block_done, the hook of the tests of coalesced read-ahead. */
+typedef void run_hook_fn(uint64_t index, void *arg);
+
+static void open_cache_full(uint64_t capacity, bool direct_write, uint64_t coalesce,
+			    run_hook_fn *hook)
 {
 	struct error err;
 
@@ -70,10 +74,18 @@ static void open_cache_with(uint64_t capacity, bool direct_write)
 					 &bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
-							    .threads = 2, .readahead_max = 8,
+							    .threads = 2,
+							    .readahead_max = coalesce ? 32 : 8,
+							    .coalesce_bytes = coalesce,
+							    .run_block_done = hook,
 							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err),
 			 ERR_OK);
+}
+
+static void open_cache_with(uint64_t capacity, bool direct_write)
+{
+	open_cache_full(capacity, direct_write, 0, NULL);
 }
 
 static void open_cache(uint64_t capacity)
@@ -515,6 +527,206 @@ START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memo
 }
 END_TEST
 
+/* A fetcher that coalesces read-ahead: blocks of at most `coalesce`
+ * bytes in one GET, up to 32 blocks read ahead; run_block_done hooked. */
+static void open_coalescing(uint64_t coalesce, run_hook_fn *hook)
+{
+	close_cache();
+	open_cache_full(64u << 20, false, coalesce, hook);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+}
+
+/* Reads block 0 of run.bin (8 blocks) with 7 read ahead; returns the store
+ * requests that took, read-ahead included, and checks every block. */
+static uint64_t read_ahead_run_requests(uint64_t *coalesced)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	struct fetch_stats st;
+	uint64_t before = store_requests();
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "run.bin", etag);
+	before = store_requests(); /* etag_of's HEAD is not the fetcher's */
+	ck_assert_int_eq(fetch_block(f, ds, "run.bin", etag, 0, 7, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	wait_readahead_fetched(7, &st);
+	*coalesced = st.coalesced_gets;
+	for (uint64_t i = 1; i < 8; i++) {
+		ck_assert_int_eq(fetch_block(f, ds, "run.bin", etag, i, 0, &r, &err), ERR_OK);
+		ck_assert_msg(r.hit, "block %llu was not read ahead", (unsigned long long)i);
+		expect_block(&r, 8 * BS, 4, i);
+		fetch_result_release(f, &r);
+	}
+	fetch_dataset_put(f, ds);
+	return store_requests() - before;
+}
+
+/* Read-ahead of 7 consecutive blocks is one ranged GET with coalescing,
+ * 7 without (the file store makes one request per GET of up to 1 MiB). */
+START_TEST(test_fetch_readahead_coalesces_consecutive_blocks_into_one_get)
+{
+	uint64_t coalesced = 0;
+
+	write_object("run.bin", 8 * BS, 4);
+	open_coalescing(0, NULL);
+	ck_assert_uint_eq(read_ahead_run_requests(&coalesced), 1 + 7);
+	ck_assert_uint_eq(coalesced, 0);
+	nftw(cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	open_coalescing(16 * BS, NULL);
+	ck_assert_uint_eq(read_ahead_run_requests(&coalesced), 1 + 1);
+	ck_assert_uint_eq(coalesced, 1);
+	/* A run is cut at the coalescing bound: 7 blocks in GETs of 3. */
+	nftw(cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	open_coalescing(3 * BS, NULL);
+	ck_assert_uint_eq(read_ahead_run_requests(&coalesced), 1 + 3);
+	ck_assert_uint_eq(coalesced, 2);
+}
+END_TEST
+
+/* The hook of the run tests: at block `stop_at` the run waits until the
+ * test says go; the test may read, move files, then let it on. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t stop_at;
+	bool reached, go;
+} pause_at = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, false };
+
+static void pause_hook(uint64_t index, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&pause_at.mu);
+	if (index == pause_at.stop_at) {
+		pause_at.reached = true;
+		pthread_cond_broadcast(&pause_at.cv);
+		while (!pause_at.go)
+			pthread_cond_wait(&pause_at.cv, &pause_at.mu);
+	}
+	pthread_mutex_unlock(&pause_at.mu);
+}
+
+static void pause_arm(uint64_t index)
+{
+	pthread_mutex_lock(&pause_at.mu);
+	pause_at.stop_at = index;
+	pause_at.reached = pause_at.go = false;
+	pthread_mutex_unlock(&pause_at.mu);
+}
+
+static void pause_wait_reached(void)
+{
+	uint64_t deadline = retry_now_ms() + 10000;
+
+	pthread_mutex_lock(&pause_at.mu);
+	while (!pause_at.reached && retry_now_ms() < deadline) {
+		pthread_mutex_unlock(&pause_at.mu);
+		retry_sleep_ms(2);
+		pthread_mutex_lock(&pause_at.mu);
+	}
+	ck_assert(pause_at.reached);
+	pthread_mutex_unlock(&pause_at.mu);
+}
+
+static void pause_release(void)
+{
+	pthread_mutex_lock(&pause_at.mu);
+	pause_at.go = true;
+	pthread_cond_broadcast(&pause_at.cv);
+	pthread_mutex_unlock(&pause_at.mu);
+}
+
+/* Writes key (blocks of seed) and reads its block 0 with readahead
+ * blocks read ahead in GETs of up to coalesce bytes; returns once the
+ * run has committed block 1 and waits there (pause_release). */
+static struct fetch_dataset *start_paused_run(const char *key, uint64_t blocks, unsigned seed,
+					      unsigned readahead, uint64_t coalesce, char *etag)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	struct error err;
+
+	write_object(key, blocks * BS, seed);
+	pause_arm(1);
+	open_coalescing(coalesce, pause_hook);
+	ds = get_ds("ds");
+	etag_of(ds, key, etag);
+	ck_assert_int_eq(fetch_block(f, ds, key, etag, 0, readahead, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	pause_wait_reached(); /* block 1 committed; the later ones not yet */
+	return ds;
+}
+
+/* A reader of the run's first block is served as soon as that block is
+ * in, while the GET still has the other blocks to bring. */
+START_TEST(test_fetch_coalesced_run_serves_each_block_as_it_arrives)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+
+	ds = start_paused_run("run.bin", 8, 4, 7, 16 * BS, etag);
+	ck_assert_int_eq(fetch_block(f, ds, "run.bin", etag, 1, 0, &r, &err), ERR_OK);
+	ck_assert(r.hit);
+	expect_block(&r, 8 * BS, 4, 1);
+	fetch_result_release(f, &r);
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.readahead_fetched, 1);
+	ck_assert_uint_eq(st.coalesced_gets, 1);
+	pause_release();
+	wait_readahead_fetched(7, &st);
+	ck_assert_uint_eq(st.coalesced_gets, 1);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+/* The object goes away in the middle of a run of 32 blocks (the file
+ * store reads 1 MiB, 16 blocks, per request): the blocks in fail, the
+ * rest are left unfetched, and all of them can be fetched when the
+ * object is back. */
+START_TEST(test_fetch_coalesced_run_failing_midway_leaves_the_rest_fetchable)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80], path[256], away[256];
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/ds/long.bin", data_dir);
+	snprintf(away, sizeof(away), "%s/outside/long.bin", data_dir);
+	ds = start_paused_run("long.bin", 33, 5, 32, 32 * BS, etag);
+	ck_assert_int_eq(rename(path, away), 0);
+	pause_release();
+	wait_readahead_fetched(16, &st); /* the first MiB */
+	{
+		uint64_t deadline = retry_now_ms() + 10000;
+
+		do {
+			fetch_get_stats(f, &st);
+			if (st.fetch_errors == 1 && st.inflight == 0)
+				break;
+			retry_sleep_ms(5);
+		} while (retry_now_ms() < deadline);
+	}
+	ck_assert_uint_eq(st.fetch_errors, 1);
+	ck_assert_uint_eq(st.readahead_fetched, 16);
+	ck_assert_int_eq(fetch_block(f, ds, "long.bin", etag, 20, 0, &r, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(rename(away, path), 0); /* the same file: the same ETag */
+	for (uint64_t i = 1; i < 33; i++) {
+		ck_assert_msg(fetch_block(f, ds, "long.bin", etag, i, 0, &r, &err) == ERR_OK,
+			      "block %llu: %s", (unsigned long long)i, err.msg);
+		ck_assert_msg(r.hit == (i <= 16), "block %llu: hit %d", (unsigned long long)i,
+			      r.hit);
+		expect_block(&r, 33 * BS, 5, i);
+		fetch_result_release(f, &r);
+	}
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
 START_TEST(test_fetch_registry_register_replace_list_remove)
 {
 	struct fetch_dataset **list = NULL, *held, *ds;
@@ -647,6 +859,9 @@ int main(void)
 	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
+	tcase_add_test(tc, test_fetch_readahead_coalesces_consecutive_blocks_into_one_get);
+	tcase_add_test(tc, test_fetch_coalesced_run_serves_each_block_as_it_arrives);
+	tcase_add_test(tc, test_fetch_coalesced_run_failing_midway_leaves_the_rest_fetchable);
 	tcase_add_test(tc, test_fetch_registry_register_replace_list_remove);
 	tcase_add_test(tc, test_fetch_registry_refuses_bad_definitions);
 	tcase_add_test(tc, test_fetch_cancel_refuses_misses_but_serves_hits);
