@@ -29,7 +29,7 @@ export PYTHONPATH="$src/e2e${PYTHONPATH:+:$PYTHONPATH}"
 export GRANARY_BIN_DIR
 
 rc=0
-(cd "$work" && "$py" -m pytest -q -p no:cacheprovider "$here/test_registration.py") || rc=$?
+(cd "$work" && "$py" -m pytest -q -p no:cacheprovider --rootdir "$here" "$here/test_registration.py") || rc=$?
 if [ "$rc" -ne 0 ]; then
   for log in "$work"/granary-csi-reg-*/csi.log; do
     [ -f "$log" ] || continue

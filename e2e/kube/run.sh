@@ -6,4 +6,4 @@ here=$(cd "$(dirname "$0")" && pwd)
 TOOLS=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
 cd "$here"
 exec "$here/../../scripts/kube.sh" exec "$TOOLS/venv/bin/python" -m pytest -q -s \
-  -p no:cacheprovider "$here/$1"
+  -p no:cacheprovider --rootdir "$here" "$here/$1"

@@ -63,7 +63,7 @@ export GRANARY_TEST_PREFIX="$prefix"
 export GRANARY_S3_ENDPOINT GRANARY_S3_CREDENTIALS
 
 rc=0
-(cd "$work" && "$py" -m pytest -q -p no:cacheprovider "$here/test_meta_python.py") || rc=$?
+(cd "$work" && "$py" -m pytest -q -p no:cacheprovider --rootdir "$here" "$here/test_meta_python.py") || rc=$?
 
 kill -TERM "$meta_pid"
 meta_rc=0
