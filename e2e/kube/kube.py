@@ -278,6 +278,12 @@ def meta_plain_stub():
     svc = get("service", "granary-meta", NS)
     port = svc["spec"]["ports"][0]["port"]
     target = f"{svc['spec']['clusterIP']}:{port}"
+    # Short connection attempts: right after meta's pod changes, the
+    # Service may still lead to the old pod's address for a moment, and
+    # gRPC's default first attempt there (20 s) outlasts the wait below.
+    options = [("grpc.min_reconnect_backoff_ms", 1000),
+               ("grpc.initial_reconnect_backoff_ms", 200),
+               ("grpc.max_reconnect_backoff_ms", 2000)]
     tls = get("secret", "granary-tls", NS, check=False)
     if tls:
         # The release serves meta over mutual TLS (tls.enabled): the
@@ -285,10 +291,10 @@ def meta_plain_stub():
         data = {k: base64.b64decode(v) for k, v in tls["data"].items()}
         creds = grpc.ssl_channel_credentials(data["ca.crt"], data["client.key"],
                                              data["client.crt"])
-        channel = grpc.secure_channel(target, creds, options=[
+        channel = grpc.secure_channel(target, creds, options=options + [
             ("grpc.ssl_target_name_override", f"granary-meta.{NS}.svc")])
     else:
-        channel = grpc.insecure_channel(target)
+        channel = grpc.insecure_channel(target, options=options)
     grpc.channel_ready_future(channel).result(timeout=15)
     return _pb[0], _pb[1].MetaStub(channel)
 

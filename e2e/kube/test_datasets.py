@@ -45,6 +45,14 @@ def meta_names():
     return [d.spec.name for d in stub.ListDatasets(pb.ListDatasetsRequest(), timeout=10).datasets]
 
 
+def meta_names_or_none():
+    import grpc
+    try:
+        return meta_names()
+    except (grpc.RpcError, grpc.FutureTimeoutError):
+        return None
+
+
 def gone(kind, name, namespace=None):
     args = ["get", kind, name] + (["-n", namespace] if namespace else [])
     return kube.kubectl_result(*args).returncode != 0
@@ -345,7 +353,10 @@ def test_leader_killed_mid_registration_loses_and_duplicates_nothing(team):
         st = wait_phase("failover", "Ready", timeout=180)
         print(f"ready_after_failover_s={time.monotonic() - t0:.2f}")
         assert st["files"] == 5 and st["snapshotGeneration"] == 1, st
-        names = meta_names()
+        # The meta Service follows the new leader once its endpoints are
+        # updated; until then a call may find nobody there.
+        names = kube.wait_for("meta answering through its Service", meta_names_or_none,
+                              timeout=60, interval=1)
         assert names.count(f"{TEAM}.failover") == 1, names
         kube.kubectl("delete", "dataset", "failover", "-n", TEAM, "--timeout=60s")
         assert f"{TEAM}.failover" not in meta_names()
