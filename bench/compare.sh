@@ -316,8 +316,8 @@ raw_small_get() {
   local line
   drop_caches
   line=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/small/" --threads "$threads")
-  record "$1" small_raw_get_fps "$(echo "$line" | awk '{ for (i = 1; i <= NF; i++) {
-    split($i, kv, "="); v[kv[1]] = kv[2] } } END { if (v["seconds"] > 0) printf "%.1f", v["requests"] / v["seconds"] }')"
+  record "$1" small_raw_get_fps "$(awk -v r="$(echo "$line" | kv requests)" \
+    -v s="$(echo "$line" | kv seconds)" 'BEGIN { if (s > 0) printf "%.1f", r / s }')"
   log "$1 raw S3 GETs of the small files through the proxy, $threads streams: $line"
 }
 raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)

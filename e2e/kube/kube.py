@@ -262,6 +262,16 @@ def meta_key(role):
     return base64.b64decode(get("secret", "granary-meta-keys", NS)["data"][role])
 
 
+# The name meta's certificate carries (the chart's granary.metaTLSName).
+META_TLS_NAME = f"granary-meta.{NS}.svc"
+
+
+def tls_files():
+    """The release's TLS Secret (tls.enabled) as {key: bytes}, or None."""
+    tls = get("secret", "granary-tls", NS, check=False)
+    return {k: base64.b64decode(v) for k, v in tls["data"].items()} if tls else None
+
+
 def meta_plain_stub():
     """(granary_pb2, an unsigned granary.v1.Meta stub) through the meta
     Service's cluster IP: the caller signs (grpc_stubs.meta_auth)."""
@@ -284,15 +294,14 @@ def meta_plain_stub():
     options = [("grpc.min_reconnect_backoff_ms", 1000),
                ("grpc.initial_reconnect_backoff_ms", 200),
                ("grpc.max_reconnect_backoff_ms", 2000)]
-    tls = get("secret", "granary-tls", NS, check=False)
-    if tls:
+    data = tls_files()
+    if data:
         # The release serves meta over mutual TLS (tls.enabled): the
         # clients' certificate from its Secret, meta's name checked.
-        data = {k: base64.b64decode(v) for k, v in tls["data"].items()}
         creds = grpc.ssl_channel_credentials(data["ca.crt"], data["client.key"],
                                              data["client.crt"])
         channel = grpc.secure_channel(target, creds, options=options + [
-            ("grpc.ssl_target_name_override", f"granary-meta.{NS}.svc")])
+            ("grpc.ssl_target_name_override", META_TLS_NAME)])
     else:
         channel = grpc.insecure_channel(target, options=options)
     grpc.channel_ready_future(channel).result(timeout=15)

@@ -88,22 +88,21 @@ def test_meta_and_workers_speak_only_tls_with_the_charts_certificates():
     # The cluster runs with tls.enabled (e2e/kube/cluster.sh): a plaintext
     # caller reaches neither meta's gRPC nor a worker's HTTP, and a TLS
     # caller with the release's CA and client certificate is served.
-    import base64
     import http.client
     import ssl
     import tempfile
     import urllib.request
 
     import grpc
-    secret = kube.get("secret", "granary-tls", kube.NS)
-    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    data = kube.tls_files()
+    assert data, "no Secret granary-tls: the cluster runs without tls.enabled"
     svc = kube.get("service", "granary-meta", kube.NS)
     target = f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     with pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=5)
     # TLS without a client certificate: meta asks for one (mutual TLS).
     bare = grpc.secure_channel(target, grpc.ssl_channel_credentials(data["ca.crt"]), options=[
-        ("grpc.ssl_target_name_override", f"granary-meta.{kube.NS}.svc")])
+        ("grpc.ssl_target_name_override", kube.META_TLS_NAME)])
     with pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(bare).result(timeout=5)
     pb, stub = kube.meta_stub()   # the release's client certificate
