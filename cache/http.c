@@ -1232,6 +1232,9 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
 	rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
+	if (rc == ERR_NOT_FOUND && h->cfg.dataset_unknown &&
+	    h->cfg.dataset_unknown(h->cfg.dataset_unknown_arg))
+		rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
 	rc = block_with_sums(h->cfg.fetcher, ds, &q, rq->route.number, &rq->res, &sums, &err);

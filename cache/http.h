@@ -203,6 +203,14 @@ struct worker_http_config {
 	/* NULL or without a certificate: plain HTTP. Else HTTPS with its
 	 * certificate and key (borrowed for the server's life). */
 	const struct tls_material *tls;
+	/*
+	 * A block request names a dataset not registered here: called once
+	 * (granary-worker: a round with meta, which may have registered it
+	 * since the last one), and the dataset looked up again if it returns
+	 * true. NULL: such requests get 404 at once.
+	 */
+	bool (*dataset_unknown)(void *arg);
+	void *dataset_unknown_arg;
 };
 
 struct worker_http;

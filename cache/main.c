@@ -9,12 +9,14 @@
  * informs), the HTTP server and, when meta.address is set, the membership
  * thread (cache/worker_meta.h: heartbeats, datasets from meta). Then the
  * main thread sleeps in sigsuspend until SIGTERM/SIGINT and tears the
- * same things down in reverse: the membership thread stops, no new
- * connections, requests in progress finish within http.shutdown_grace,
- * every thread joined, exit 0.
+ * same things down: no new connections, requests in progress finish
+ * within http.shutdown_grace (they may still ask the membership thread
+ * for a round, below), the membership thread stops, every thread joined,
+ * exit 0.
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -30,6 +32,22 @@
 #include "common/log.h"
 #include "common/retry.h"
 #include "store/store_settings.h"
+
+/* How long a block request naming a dataset not registered here waits for
+ * a round with meta (which may have registered it since the last round):
+ * below the mounts' worker.first_byte_timeout (1 s by default). */
+#define UNKNOWN_DATASET_WAIT_MS 500
+
+/* The membership thread, once started, for worker_http's dataset_unknown. */
+static _Atomic(struct worker_meta *) member_for_http;
+
+static bool dataset_unknown(void *arg)
+{
+	struct worker_meta *wm = atomic_load(&member_for_http);
+
+	(void)arg;
+	return wm && worker_meta_sync_soon(wm, UNKNOWN_DATASET_WAIT_MS);
+}
 
 int main(int argc, char **argv)
 {
@@ -149,6 +167,7 @@ int main(int argc, char **argv)
 			    .request_timeout_ms = s.http_request_timeout_ms,
 			    .readiness = ready,
 			    .tls = &tls,
+			    .dataset_unknown = dataset_unknown,
 		    },
 		    &http, &err) != ERR_OK) {
 		log_error("cannot serve", LOG_S("cause", err.msg));
@@ -186,14 +205,16 @@ int main(int argc, char **argv)
 		log_error("cannot join granary-meta", LOG_S("cause", err.msg));
 		goto out;
 	}
+	atomic_store(&member_for_http, member);
 
 	while (!daemon_stopping())
 		sigsuspend(&wait_mask);
 	log_info("stopping", LOG_U("grace_ms", s.http_shutdown_grace_ms));
 	rc = 0;
 out:
-	worker_meta_stop(member);
 	worker_http_stop(http, s.http_shutdown_grace_ms);
+	atomic_store(&member_for_http, NULL);
+	worker_meta_stop(member);
 	readiness_free(ready);
 	preload_free(pl);
 	fetch_free(f);

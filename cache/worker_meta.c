@@ -198,8 +198,11 @@ struct worker_meta {
 	pthread_t thread;
 	bool running;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pthread_cond_t cv;               /* stopping, or a round asked */
+	pthread_cond_t round_cv;         /* a round ended */
 	bool stopping;                   /* protected by mu */
+	bool in_round;                   /* protected by mu */
+	bool asked;                      /* worker_meta_sync_soon; protected by mu */
 	struct worker_meta_stats stats;  /* protected by mu */
 	/* The rest belongs to the thread. */
 	char **owned;                    /* names taken from meta */
@@ -641,25 +644,63 @@ static void *member_loop(void *arg)
 
 	pthread_mutex_lock(&wm->mu);
 	while (!wm->stopping) {
-		struct timespec until;
-		uint64_t wait_ms;
+		uint64_t ended, due;
 
+		wm->asked = false;
+		wm->in_round = true;
 		pthread_mutex_unlock(&wm->mu);
 		rc = sync_datasets(wm);
 		if (!is_outage(rc))
 			heartbeat(wm);
 		pthread_mutex_lock(&wm->mu);
+		wm->in_round = false;
 		wm->stats.rounds++;
 		wm->stats.connected = !wm->outage;
 		if (wm->outage)
 			wm->stats.failures++;
-		wait_ms = wm->stats.interval_ms;
-		until = retry_deadline_ts(CLOCK_MONOTONIC, wait_ms);
-		while (!wm->stopping && pthread_cond_timedwait(&wm->cv, &wm->mu, &until) == 0)
-			;
+		pthread_cond_broadcast(&wm->round_cv);
+		ended = retry_now_ms();
+		due = ended + wm->stats.interval_ms;
+		/* The next round at the interval, or sooner when asked for
+		 * (but not before the gap). */
+		while (!wm->stopping) {
+			uint64_t now = retry_now_ms(), until = due;
+			struct timespec ts;
+
+			if (wm->asked && ended + WORKER_META_ASKED_GAP_MS < until)
+				until = ended + WORKER_META_ASKED_GAP_MS;
+			if (now >= until)
+				break;
+			ts = retry_deadline_ts(CLOCK_MONOTONIC, until - now);
+			pthread_cond_timedwait(&wm->cv, &wm->mu, &ts);
+		}
 	}
 	pthread_mutex_unlock(&wm->mu);
 	return NULL;
+}
+
+bool worker_meta_sync_soon(struct worker_meta *wm, uint64_t wait_ms)
+{
+	uint64_t until = retry_now_ms() + wait_ms, target;
+	bool done;
+
+	pthread_mutex_lock(&wm->mu);
+	/* A round under way may have listed before the dataset existed. */
+	target = wm->stats.rounds + (wm->in_round ? 2 : 1);
+	wm->asked = true;
+	pthread_cond_signal(&wm->cv);
+	while (!wm->stopping && wm->stats.rounds < target) {
+		uint64_t now = retry_now_ms();
+		struct timespec ts;
+
+		if (now >= until)
+			break;
+		ts = retry_deadline_ts(CLOCK_MONOTONIC, until - now);
+		pthread_cond_timedwait(&wm->round_cv, &wm->mu, &ts);
+	}
+	done = wm->stats.rounds >= target;
+	pthread_mutex_unlock(&wm->mu);
+	return done;
 }
 
 static void member_free(struct worker_meta *wm)
@@ -681,6 +722,7 @@ static void member_free(struct worker_meta *wm)
 	free(wm->worker_id);
 	free(wm->advertise);
 	pthread_cond_destroy(&wm->cv);
+	pthread_cond_destroy(&wm->round_cv);
 	pthread_mutex_destroy(&wm->mu);
 	free(wm);
 }
@@ -705,6 +747,7 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&wm->cv, &ca);
+	pthread_cond_init(&wm->round_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	wm->cfg = *cfg;
 	if (!wm->cfg.call_timeout_ms)
@@ -748,6 +791,7 @@ void worker_meta_stop(struct worker_meta *wm)
 		pthread_mutex_lock(&wm->mu);
 		wm->stopping = true;
 		pthread_cond_signal(&wm->cv);
+		pthread_cond_broadcast(&wm->round_cv);
 		pthread_mutex_unlock(&wm->mu);
 		pthread_join(wm->thread, NULL);
 	}

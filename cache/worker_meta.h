@@ -30,8 +30,8 @@
  *
  * The planning half below is pure (no I/O, no globals): it maps specs to
  * fetch configurations and diffs them against the registry, for unit tests.
- * Thread-safety: worker_meta_start/stop from one thread; everything else
- * belongs to the background thread.
+ * Thread-safety: worker_meta_start/stop from one thread; worker_meta_sync_soon
+ * and the stats from any; everything else belongs to the background thread.
  */
 #ifndef GRANARY_CACHE_WORKER_META_H
 #define GRANARY_CACHE_WORKER_META_H
@@ -160,6 +160,18 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 /* Stops the thread (a call in progress finishes within call_timeout_ms),
  * joins it and frees everything. Datasets stay registered. NULL is a no-op. */
 void worker_meta_stop(struct worker_meta *wm);
+
+/*
+ * A request named a dataset this worker does not have (meta may have
+ * registered it since the last round): asks the thread for a round that
+ * starts after this call, and waits for its end, at most wait_ms. Asked
+ * rounds start at least WORKER_META_ASKED_GAP_MS after the last round
+ * ended, so that requests naming unknown datasets cannot make the worker
+ * call meta more often than that. Returns whether such a round ended in
+ * time. Thread-safe; call before worker_meta_stop.
+ */
+#define WORKER_META_ASKED_GAP_MS 200
+bool worker_meta_sync_soon(struct worker_meta *wm, uint64_t wait_ms);
 
 void worker_meta_get_stats(struct worker_meta *wm, struct worker_meta_stats *out);
 

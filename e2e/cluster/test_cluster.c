@@ -234,11 +234,13 @@ static int argv_len(const char *const *argv)
 /* meta with a short heartbeat (interval 200 ms, expiry 1 s) and the
  * cluster's store settings, so that a spec may leave endpoint and
  * credentials_ref empty. Returns once it answers. */
+static const char *meta_interval = "200ms", *meta_expiry = "1s";
+
 static void meta_start(void)
 {
 	char exe[600];
 	const char *argv[40] = { exe, "--listen", meta_sock, "--data_dir", meta_data,
-				 "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
+				 "--heartbeat.interval", meta_interval, "--heartbeat.expiry", meta_expiry,
 				 "--store.endpoint", endpoint, "--store.credentials_file",
 				 credentials, "--log.level", "info", "--auth.csi_key_file", keys.csi,
 				 "--auth.worker_key_file", keys.worker, "--auth.mount_key_file",
@@ -315,6 +317,33 @@ static uint64_t metric(const struct worker *w, const char *name)
 	ck_assert_int_eq(sscanf(at + strlen(needle), "%llu", &v), 1);
 	free(text);
 	return v;
+}
+
+/* GET of a block from a worker, the query signed with the path; returns
+ * the status and the time it took in *ms. */
+static long block_get(int port, const char *dataset, const char *key, const char *etag,
+		      uint64_t *ms)
+{
+	char address[32], path[300], query[600], url[1000], auth[TOKEN_HEADER_MAX + 32] =
+		"Authorization: ";
+	char *body = NULL, *k = curl_easy_escape(NULL, key, 0), *e = curl_easy_escape(NULL, etag, 0);
+	uint64_t t0 = retry_now_ms();
+	long status;
+
+	snprintf(address, sizeof(address), "127.0.0.1:%d", port);
+	snprintf(path, sizeof(path), "/v1/blocks/%s/0", dataset);
+	snprintf(query, sizeof(query), "key=%s&etag=%s", k, e);
+	snprintf(url, sizeof(url), "%s?%s", path, query);
+	curl_free(k);
+	curl_free(e);
+	ck_assert_int_eq(token_sign(tok, "GET", path, query, (int64_t)time(NULL), auth + 15,
+				    sizeof(auth) - 15), ERR_OK);
+	status = tls_on ? harness_https_request(address, url, auth, certs.ca,
+						HARNESS_TLS_WORKER_NAME, &body, NULL)
+			: harness_http_request(address, url, auth, &body);
+	*ms = retry_now_ms() - t0;
+	free(body);
+	return status;
 }
 
 static bool worker_has(const struct worker *w, const char *dataset, char **json)
@@ -1125,6 +1154,53 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 }
 END_TEST
 
+/*
+ * A mount can ask a worker for a dataset meta registered after the
+ * worker's last round (every heartbeat interval: 5 s here): the worker
+ * asks meta then and there rather than answering 404, which would send
+ * the mount to the store for every block read until the next round. A
+ * name meta does not have is still 404, without waiting past the round.
+ */
+START_TEST(test_cluster_worker_serves_a_dataset_registered_since_its_last_round)
+{
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials,
+				    .request_timeout_ms = 10000 };
+	struct store *st = NULL;
+	struct store_object info;
+	struct spec sp;
+	struct error err;
+	char key[300], etag[128];
+	uint64_t ms = 0;
+	long status;
+
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	snprintf(key, sizeof(key), "%s%s", prefix, objects[0].key);
+	ck_assert_msg(store_head(st, key, &info, &err) == ERR_OK, "%s", err.msg);
+	snprintf(etag, sizeof(etag), "%s", info.etag);
+	store_object_release(&info);
+	store_free(st);
+
+	/* meta again, with rounds 5 s apart; the workers join it */
+	ck_assert_int_eq(proc_stop(&meta), 0);
+	meta_interval = "5s";
+	meta_expiry = "20s";
+	meta_start();
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+		      "the workers did not join the restarted meta");
+	/* right after a round of worker 1's */
+	retry_sleep_ms(300);
+	spec_init(&sp, "late");
+	register_ok(&sp);
+	status = block_get(workers[0].port, "late", objects[0].key, etag, &ms);
+	ck_assert_msg(status == 200, "block of 'late': status %ld after %llu ms", status,
+		      (unsigned long long)ms);
+	ck_assert_msg(ms < 3000, "block of 'late' took %llu ms", (unsigned long long)ms);
+	status = block_get(workers[0].port, "never", objects[0].key, etag, &ms);
+	ck_assert_int_eq(status, 404);
+	ck_assert_msg(ms < 2000, "404 for 'never' took %llu ms", (unsigned long long)ms);
+}
+END_TEST
+
 enum corrupt_read { READ_BUFFERED, READ_DIRECT, READ_NEW_MOUNT };
 
 /*
@@ -1794,6 +1870,7 @@ int main(void)
 	tcase_add_test(tc, test_cluster_restarted_worker_leaves_each_block_one_owner);
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
+	tcase_add_test(tc, test_cluster_worker_serves_a_dataset_registered_since_its_last_round);
 	tcase_add_test(tc, test_cluster_corrupt_local_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);

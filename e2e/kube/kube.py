@@ -308,6 +308,22 @@ def meta_plain_stub():
     return _pb[0], _pb[1].MetaStub(channel)
 
 
+def wait_worker_joined(timeout=60):
+    """Waits until granary-meta lists this node's worker: after meta restarts
+    (test_pvc deletes its pod) the worker joins again at its next heartbeat,
+    and a mount staged before that reads from the store, not through it."""
+    import grpc
+
+    def joined():
+        try:
+            pb, stub = meta_stub()
+            return NODE in [w.id for w in stub.ListWorkers(pb.ListWorkersRequest(),
+                                                           timeout=10).workers]
+        except (grpc.RpcError, grpc.FutureTimeoutError):
+            return False
+    wait_for("this node's worker in meta's membership", joined, timeout=timeout)
+
+
 def meta_stub():
     """A gRPC client of granary-meta (stubs compiled from api/granary.proto at
     test time), through the meta Service's cluster IP, every call signed with

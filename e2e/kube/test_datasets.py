@@ -63,6 +63,8 @@ def team():
     records, size = kube.upload_tfrecords(PREFIX, shards=4, shard_size="4MiB")
     kube.kubectl("create", "namespace", TEAM, check=False)
     kube.apply(kube.credentials_secret("s3", namespace=TEAM))
+    # The reads below must go through the node's worker to show as cached.
+    kube.wait_worker_joined()
     yield {"records": records, "bytes": size}
     for pod in ("ds-reader", "ds-user"):
         kube.delete("pod", pod, TEAM)
@@ -296,6 +298,9 @@ def test_failed_dataset_recovers_once_the_cause_is_gone(team):
 
 def test_deleting_a_dataset_in_use_waits_for_its_pods(team):
     wait_phase("imagenet", "Ready")
+    # Only ds-user holds the claim (a pod of an earlier test that failed
+    # midway would keep the claim after the Dataset).
+    kube.delete("pod", "ds-reader", TEAM)
     kube.apply(kube.reader_pod("ds-user", "imagenet", ["sleep", "3600"], namespace=TEAM))
     kube.wait_for("user running", lambda: kube.pod_phase("ds-user", TEAM) == "Running",
                   timeout=120)
