@@ -374,6 +374,9 @@ mnt_pid= mount_secs=0
 # mount_sys SYSTEM DATASET CAPACITY MOUNTPOINT CACHEDIR; mount_secs: from
 # starting the daemon to the mount's appearance (for granary-cluster: the
 # mount, not the worker's start).
+# GRANARY_FUSE_ARGS: more settings for granary-fuse (both Granary systems),
+# e.g. "--cache.write_behind 0" to measure a setting against its default.
+fuse_args=${GRANARY_FUSE_ARGS:-}
 mount_sys() {
   local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log t0
   rm -rf "$c"; mkdir -p "$c" "$m"
@@ -382,11 +385,11 @@ mount_sys() {
   case "$sys" in
     granary)
       "${cg_run[@]}" "$bin/granary-fuse" --mountpoint "$m" --source "s3://$bucket/$ds/" "${storeflags[@]}" \
-        --cache.dir "$c" --cache.capacity "$cap" > "$log" 2>&1 &
+        --cache.dir "$c" --cache.capacity "$cap" $fuse_args > "$log" 2>&1 &
       ;;
     granary-cluster)
       "${cg_run[@]}" "$bin/granary-fuse" --mountpoint "$m" --dataset "$ds" --meta.address "$meta_sock" \
-        --token_file "$work/token" --meta.key_file "$work/token" --cache.dir "$c" "${storeflags[@]}" > "$log" 2>&1 &
+        --token_file "$work/token" --meta.key_file "$work/token" --cache.dir "$c" "${storeflags[@]}" $fuse_args > "$log" 2>&1 &
       ;;
     s3fs)
       # s3fs has no cache size: ensure_diskfree keeps the cache disk's free

@@ -223,6 +223,17 @@ enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *bu
 					   struct error *err);
 
 /*
+ * The data a direct_write writer keeps in its buffer (*len bytes: all
+ * appended so far), or NULL for a writer without one. Valid until the
+ * writer's commit or abort; after a commit_bytes that handed the buffer
+ * over, the same bytes lie at BLOCK_HEADER_SIZE of it. The commit writes
+ * only the header and past the data, so readers may use the bytes while
+ * another thread commits (the fetcher serves them before the block is on
+ * disk).
+ */
+const void *blockstore_write_kept(const struct blockstore_writer *w, uint64_t *len);
+
+/*
  * The cache directory's filesystem is full (a write got ENOSPC): when it
  * has less than a block free, lowers the capacity to what the disk holds
  * (the blocks held and reserved plus what is free), counted in

@@ -344,6 +344,12 @@ enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *bu
 	return ERR_OK;
 }
 
+const void *blockstore_write_kept(const struct blockstore_writer *w, uint64_t *len)
+{
+	*len = w->written;
+	return w->buf ? w->buf + BLOCK_HEADER_SIZE : NULL;
+}
+
 bool blockstore_disk_full(struct blockstore *bs, uint64_t *capacity)
 {
 	struct entry *victims = NULL;

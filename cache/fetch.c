@@ -81,10 +81,27 @@ struct ra_job {
 	UT_hash_handle hh;                 /* in f->ra_set while queued */
 };
 
+/* Threads that commit blocks served before their commit (write_behind). */
+#define COMMITTERS 2
+
+/* A block served from its writer's bytes, waiting for its commit. */
+struct commit_job {
+	struct commit_job *next;
+	struct blockstore_writer *w;
+	struct flight *fl;                 /* the leader's reference, listed until the commit */
+	struct fetch_buffer *kept;         /* a reference; the writer's bytes */
+	struct fetch_dataset *ds;          /* held, for the log */
+	char *key;
+	uint64_t index;
+};
+
 struct fetcher {
 	struct blockstore *bs;
 	unsigned max_inflight, readahead_max;
 	uint64_t coalesce_bytes;           /* most bytes of one read-ahead GET */
+	unsigned write_behind;             /* most commits waiting; 0 = none */
+	void (*before_commit)(void *arg);
+	void *before_commit_arg;
 	void (*run_block_done)(uint64_t index, void *arg);
 	void *run_block_done_arg;
 	const char *const *file_roots;     /* borrowed; immutable */
@@ -109,6 +126,11 @@ struct fetcher {
 		struct fetch_buffer *buf;      /* one ref owned here */
 	} recent[RECENT_BLOCKS];           /* protected by mu */
 	unsigned recent_next;              /* protected by mu */
+	pthread_cond_t commit_cv;          /* a commit queued, or stopping */
+	struct commit_job *commit_head, *commit_tail; /* protected by mu */
+	unsigned commit_len;               /* queued or being committed; protected by mu */
+	pthread_t committers[COMMITTERS];
+	unsigned ncommitters;
 
 	pthread_mutex_t reg_mu;
 	struct fetch_dataset *datasets;    /* registered; protected by reg_mu */
@@ -125,6 +147,7 @@ struct fetcher {
 	atomic_uint_fast64_t not_admitted, corrupt_refetched, disk_full_served;
 	struct log_limiter disk_full_log, nocache_log;
 	atomic_uint_fast64_t ra_queued, ra_fetched, ra_dropped, coalesced_gets;
+	atomic_uint_fast64_t written_behind;
 };
 
 /* --- names and keys ------------------------------------------------------ */
@@ -717,6 +740,20 @@ static void disk_full(struct fetcher *f, const struct block_req *r, const char *
 				 LOG_S("cause", cause));
 }
 
+/* A commit that failed after its bytes were kept: nothing is cached, the
+ * readers are served from memory; rc and cause are the commit's. */
+static void kept_not_cached(struct fetcher *f, const struct block_req *r, const char *key,
+			    uint64_t index, enum error_code rc, const char *cause)
+{
+	atomic_fetch_add(&f->not_admitted, 1);
+	if (rc == ERR_NO_SPACE)
+		disk_full(f, r, cause);
+	else
+		log_limited_warn(&f->nocache_log, "cannot cache block, serving it from memory",
+				 LOG_S("dataset", r->ds->name), LOG_S("object", key),
+				 LOG_U("block", index), LOG_S("cause", cause));
+}
+
 static void fetch_failed(struct fetcher *f, const struct block_req *r, struct error *err)
 {
 	atomic_fetch_add(&f->fetch_errors, 1);
@@ -790,15 +827,7 @@ static enum error_code block_finish(struct fetcher *f, const struct block_req *r
 			if (rc != ERR_OK) {
 				/* Not cached, but every byte is here: serve
 				 * them from memory. */
-				atomic_fetch_add(&f->not_admitted, 1);
-				if (rc == ERR_NO_SPACE)
-					disk_full(f, r, err->msg);
-				else
-					log_limited_warn(&f->nocache_log,
-							 "cannot cache block, serving it from memory",
-							 LOG_S("dataset", r->ds->name),
-							 LOG_S("object", r->key), LOG_U("block", r->index),
-							 LOG_S("cause", err->msg));
+				kept_not_cached(f, r, r->key, r->index, rc, err->msg);
 				error_clear(err);
 				rc = ERR_OK;
 			}
@@ -822,6 +851,131 @@ static enum error_code block_finish(struct fetcher *f, const struct block_req *r
 	return rc;
 }
 
+/* --- write-behind ------------------------------------------------------- */
+
+/*
+ * Serves a block whose transfer ended from the bytes its writer kept, and
+ * queues the writer for a committer (fetch_config.write_behind). The
+ * flight is done for its waiters (they get the bytes) but stays listed
+ * until the commit, so that a reader who misses the block meanwhile finds
+ * the bytes rather than a block being written. Returns false, with
+ * nothing changed, when the writer kept no bytes or the queue is full:
+ * the caller commits. On true the flight and the writer are the
+ * committer's.
+ */
+static bool write_behind(struct fetcher *f, const struct block_req *r, struct flight *fl,
+			 struct blockstore_writer *w, struct fetch_result *out)
+{
+	struct commit_job *j = NULL;
+	struct fetch_buffer *kept = NULL;
+	uint64_t len = 0;
+	const void *data = blockstore_write_kept(w, &len);
+	bool room;
+
+	if (!data || !f->write_behind)
+		return false;
+	pthread_mutex_lock(&f->mu);
+	room = !f->stopping && f->commit_len < f->write_behind;
+	if (room)
+		f->commit_len++;
+	pthread_mutex_unlock(&f->mu);
+	if (!room)
+		return false;
+	j = calloc(1, sizeof(*j));
+	kept = buffer_for_bytes();
+	if (j)
+		j->key = strdup(r->key);
+	if (!j || !kept || !j->key) {
+		if (j)
+			free(j->key);
+		free(j);
+		free(kept);
+		pthread_mutex_lock(&f->mu);
+		f->commit_len--;
+		pthread_mutex_unlock(&f->mu);
+		return false;
+	}
+	/* The writer's own buffer: its owner becomes this fetch_buffer at
+	 * the commit (mem set there), while the job holds a reference. */
+	kept->data = (unsigned char *)data;
+	kept->len = (size_t)len;
+	j->w = w;
+	j->fl = fl;
+	j->kept = kept;
+	j->ds = r->ds;
+	atomic_fetch_add(&r->ds->refs, 1);
+	j->index = r->index;
+	atomic_fetch_add(&kept->refs, 2); /* the flight's and the reader's */
+	recent_add(f, r->hash, kept);
+	pthread_mutex_lock(&f->mu);
+	fl->buf = kept;
+	fl->done = true;
+	pthread_cond_broadcast(&fl->cv);
+	if (f->commit_tail)
+		f->commit_tail->next = j;
+	else
+		f->commit_head = j;
+	f->commit_tail = j;
+	pthread_cond_signal(&f->commit_cv);
+	pthread_mutex_unlock(&f->mu);
+	out->buf = kept;
+	atomic_fetch_add(&f->written_behind, 1);
+	return true;
+}
+
+static void commit_one(struct fetcher *f, struct commit_job *j)
+{
+	struct block_req r = { .ds = j->ds, .key = j->key, .index = j->index };
+	struct error err;
+	void *bytes = NULL;
+	enum error_code rc;
+
+	error_clear(&err);
+	if (f->before_commit)
+		f->before_commit(f->before_commit_arg);
+	rc = blockstore_write_commit_bytes(f->bs, j->w, NULL, &bytes, &err);
+	/* The buffer the readers hold, handed over whether or not the commit
+	 * succeeded (blockstore_write_commit_bytes): freed with its last
+	 * reference from now on. */
+	j->kept->mem = bytes;
+	j->kept->bs = f->bs;
+	j->kept->max_len = j->ds->desc.block_size;
+	if (rc != ERR_OK)
+		kept_not_cached(f, &r, j->key, j->index, rc, err.msg);
+	flight_end(f, j->fl);
+	pthread_mutex_lock(&f->mu);
+	f->commit_len--;
+	pthread_mutex_unlock(&f->mu);
+	buffer_put(j->kept);
+	fetch_dataset_put(f, j->ds);
+	free(j->key);
+	free(j);
+}
+
+/* A committer: commits queued writers until stopping and none is left. */
+static void *committer_thread(void *arg)
+{
+	struct fetcher *f = arg;
+
+	for (;;) {
+		struct commit_job *j;
+
+		pthread_mutex_lock(&f->mu);
+		while (!f->commit_head && !f->stopping)
+			pthread_cond_wait(&f->commit_cv, &f->mu);
+		j = f->commit_head;
+		if (j) {
+			f->commit_head = j->next;
+			if (!f->commit_head)
+				f->commit_tail = NULL;
+		}
+		pthread_mutex_unlock(&f->mu);
+		if (!j)
+			return NULL;
+		commit_one(f, j);
+	}
+}
+
 /*
  * The leader's part: one store fetch into the cache (or into memory when
  * the cache refuses the block), its outcome recorded in fl for the
@@ -829,7 +983,7 @@ static enum error_code block_finish(struct fetcher *f, const struct block_req *r
  */
 static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_only,
 			    bool memory_only, struct flight *fl, struct fetch_result *out,
-			    struct error *err)
+			    bool *behind, struct error *err)
 {
 	struct blockstore_writer *w = NULL;
 	struct blockstore_ref *ref = NULL;
@@ -839,6 +993,7 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	enum error_code rc;
 	double t0;
 
+	*behind = false;
 	rc = slot_acquire(f, r, cache_only, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -902,12 +1057,16 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 			*err = sink.err;
 			rc = sink.err.code;
 		}
-		rc = block_finish(f, r, &sink, delivered, rc, &buf, &ref, err);
+		*behind = rc == ERR_OK && !sink.mem && write_behind(f, r, fl, w, out);
+		if (!*behind)
+			rc = block_finish(f, r, &sink, delivered, rc, &buf, &ref, err);
 		w = NULL;
 	}
 	metrics_histogram_observe(&f->latency, retry_now_s() - t0);
 	atomic_fetch_add(&f->store_bytes, delivered);
 	slot_release(f, cache_only);
+	if (*behind)
+		return ERR_OK; /* fl and err are the committer's now */
 
 	if (rc != ERR_OK) {
 		buffer_put(buf);
@@ -943,6 +1102,7 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 		struct blockstore_ref *ref = NULL;
 		struct flight *fl;
 		enum error_code grc;
+		bool behind = false;
 
 		/* Just fetched: the bytes are in memory (RECENT_BLOCKS). The
 		 * read counts for the cache as a lookup would. */
@@ -1019,7 +1179,11 @@ static enum error_code get_block(struct fetcher *f, struct block_req *r, bool ca
 			return error_set(err, ERR_NOMEM, "fetch: out of memory");
 
 		error_clear(&fl->err);
-		rc = lead(f, r, cache_only, grc == ERR_IO, fl, out, &fl->err);
+		rc = lead(f, r, cache_only, grc == ERR_IO, fl, out, &behind, &fl->err);
+		if (behind) {
+			*fetched = true;
+			return ERR_OK;
+		}
 		fl->err.code = rc;
 		*err = fl->err;
 
@@ -1656,6 +1820,9 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->max_inflight = cfg->max_inflight;
 	f->readahead_max = cfg->readahead_max;
 	f->coalesce_bytes = cfg->coalesce_bytes;
+	f->write_behind = cfg->write_behind;
+	f->before_commit = cfg->before_commit;
+	f->before_commit_arg = cfg->before_commit_arg;
 	f->run_block_done = cfg->run_block_done;
 	f->run_block_done_arg = cfg->run_block_done_arg;
 	f->file_roots = cfg->file_roots;
@@ -1668,6 +1835,7 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	pthread_mutex_init(&f->reg_mu, NULL);
 	pthread_cond_init(&f->slot_cv, NULL);
 	pthread_cond_init(&f->ra_cv, NULL);
+	pthread_cond_init(&f->commit_cv, NULL);
 	log_limiter_init(&f->disk_full_log, 10000, NULL, NULL);
 	log_limiter_init(&f->nocache_log, 10000, NULL, NULL);
 	if (metrics_histogram_init(&f->latency, fetch_latency_bounds, fetch_latency_nbounds) !=
@@ -1690,6 +1858,16 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 		}
 		f->nthreads++;
 	}
+	for (unsigned i = 0; f->write_behind && i < COMMITTERS; i++) {
+		int e = pthread_create(&f->committers[i], NULL, committer_thread, f);
+
+		if (e != 0) {
+			fetch_free(f);
+			return error_set(err, ERR_NOMEM, "fetch: cannot start a committer thread: %s",
+					 strerror(e));
+		}
+		f->ncommitters++;
+	}
 	*out = f;
 	return ERR_OK;
 }
@@ -1702,10 +1880,15 @@ void fetch_free(struct fetcher *f)
 	f->stopping = true;
 	pthread_cond_broadcast(&f->ra_cv);
 	pthread_cond_broadcast(&f->slot_cv);
+	pthread_cond_broadcast(&f->commit_cv);
 	pthread_mutex_unlock(&f->mu);
 	for (unsigned i = 0; i < f->nthreads; i++)
 		pthread_join(f->threads[i], NULL);
 	free(f->threads);
+	/* Committers end once the queue is empty: nothing is queued after
+	 * stopping, so every writer is committed. */
+	for (unsigned i = 0; i < f->ncommitters; i++)
+		pthread_join(f->committers[i], NULL);
 	HASH_CLEAR(hh, f->ra_set);
 	while (f->ra_head) {
 		struct ra_job *j = f->ra_head;
@@ -1723,6 +1906,7 @@ void fetch_free(struct fetcher *f)
 		buffer_put(f->recent[i].buf);
 	metrics_histogram_release(&f->latency);
 	pthread_cond_destroy(&f->ra_cv);
+	pthread_cond_destroy(&f->commit_cv);
 	log_limiter_release(&f->disk_full_log);
 	log_limiter_release(&f->nocache_log);
 	pthread_cond_destroy(&f->slot_cv);
@@ -1771,6 +1955,7 @@ void fetch_get_stats(struct fetcher *f, struct fetch_stats *out)
 	out->readahead_fetched = atomic_load(&f->ra_fetched);
 	out->readahead_dropped = atomic_load(&f->ra_dropped);
 	out->coalesced_gets = atomic_load(&f->coalesced_gets);
+	out->written_behind = atomic_load(&f->written_behind);
 }
 
 struct metrics_histogram *fetch_latency(struct fetcher *f)

@@ -77,6 +77,19 @@ struct fetch_config {
 	 * FETCH_COALESCE_BLOCKS). Below two blocks: one GET per block.
 	 */
 	uint64_t coalesce_bytes;
+	/*
+	 * Write-behind, for a blockstore opened with direct_write: a block
+	 * fetched on a reader's miss is served from the bytes its writer
+	 * kept as soon as the transfer ends, and written to the cache by a
+	 * committer thread meanwhile (up to this many blocks waiting; past
+	 * that, and with 0, the reader's thread commits before it is served).
+	 * Until its commit the block is found through its fetch, so every
+	 * reader gets the same bytes and none fetches it again.
+	 */
+	unsigned write_behind;
+	/* Tests only: called by a committer before each write-behind commit. */
+	void (*before_commit)(void *arg);
+	void *before_commit_arg;
 	/* Tests only: called by a read-ahead thread after each block of a
 	 * coalesced GET is committed and its waiters woken, mid-transfer. */
 	void (*run_block_done)(uint64_t index, void *arg);
@@ -161,6 +174,7 @@ struct fetch_stats {
 	uint64_t corrupt_refetched; /* cached blocks that fetch_recheck found corrupt and dropped */
 	uint64_t readahead_queued, readahead_fetched, readahead_dropped;
 	uint64_t coalesced_gets; /* read-ahead GETs of more than one block */
+	uint64_t written_behind; /* blocks served before their commit (write_behind) */
 	uint64_t inflight;      /* store fetches running now */
 	uint64_t datasets;      /* registered now */
 };

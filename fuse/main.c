@@ -453,6 +453,7 @@ static int format_stats(char *buf, size_t size, void *arg)
  * Standalone: the worker's block cache, in process, on cache.dir. Misses
  * are fetched whole and once; sequential readers get read-ahead.
  */
+
 static enum error_code open_cache(const struct mount_settings *s, struct mount *m,
 				  struct error *err)
 {
@@ -469,6 +470,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
 		.readahead_max = (unsigned)s->prefetch_blocks,
 		.coalesce_bytes = s->prefetch_coalesce_max,
+		.write_behind = (unsigned)s->cache_write_behind,
 		.any_file_source = true, /* run by hand on this machine */
 		.any_endpoint = true,
 	};

@@ -527,6 +527,178 @@ START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memo
 }
 END_TEST
 
+/* The committers of the write-behind tests wait at this gate. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static unsigned gate_waiting;
+
+static void gate_wait(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&gate_mu);
+	gate_waiting++;
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+static void gate_set(bool open)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_open = open;
+	gate_waiting = 0;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* A direct_write fetcher with write_behind of n, its committers at the
+ * gate (closed); no read-ahead. */
+static void open_write_behind(unsigned n)
+{
+	struct error err;
+
+	close_cache();
+	gate_set(false);
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								       .capacity = 64u << 20,
+								       .block_size = BS,
+								       .direct_write = true },
+					 &bs, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
+							    .threads = 1, .write_behind = n,
+							    .before_commit = gate_wait,
+							    .file_roots = file_roots, .nfile_roots = 1 },
+				   &f, &err),
+			 ERR_OK);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+}
+
+/* Cached blocks of the blockstore, waited for (10 s at most) to be n. */
+static void wait_cached_blocks(uint64_t n)
+{
+	struct blockstore_stats bst;
+	uint64_t deadline = retry_now_ms() + 10000;
+
+	do {
+		blockstore_get_stats(bs, &bst);
+		if (bst.blocks == n)
+			break;
+		retry_sleep_ms(5);
+	} while (retry_now_ms() < deadline);
+	ck_assert_uint_eq(bst.blocks, n);
+}
+
+/* Reopens the cache without write-behind and checks that blocks 0 to n-1
+ * of big.bin are cached: served from the disk, no store request. */
+static void expect_cached_on_disk(uint64_t n)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	uint64_t requests;
+	char etag[80];
+	struct error err;
+
+	close_cache();
+	open_cache(64u << 20);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	requests = store_requests();
+	for (uint64_t i = 0; i < n; i++) {
+		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, i, 0, &r, &err), ERR_OK);
+		ck_assert_msg(r.hit && r.ref, "block %llu is not cached", (unsigned long long)i);
+		expect_block(&r, BIG_SIZE, 1, i);
+		fetch_result_release(f, &r);
+	}
+	ck_assert_uint_eq(store_requests(), requests);
+	fetch_dataset_put(f, ds);
+}
+
+/* Write-behind: a miss is served from the fetched bytes while its block
+ * is not on disk yet; readers meanwhile get the same bytes without a
+ * second GET, concurrent ones included; the block is cached once the
+ * committer runs, and read from the disk after that. */
+START_TEST(test_fetch_write_behind_serves_before_the_commit)
+{
+	enum { N = 8 };
+	struct fetch_dataset *ds = NULL;
+	struct reader rd[N];
+	pthread_t t[N];
+	struct fetch_result r;
+	struct fetch_stats st;
+	struct blockstore_stats bst;
+	uint64_t requests;
+	char etag[80];
+	struct error err;
+
+	open_write_behind(4);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	requests = store_requests();
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert(!r.hit && r.buf && !r.ref);
+	expect_block(&r, BIG_SIZE, 1, 0);
+	fetch_result_release(f, &r);
+	/* Not committed: the committer waits at the gate. */
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 0);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (struct reader){ .ds = ds, .etag = etag };
+		pthread_create(&t[i], NULL, read_block0, &rd[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(rd[i].ok, "reader %d got wrong bytes", i);
+	}
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.fetches, 1);
+	ck_assert_uint_eq(st.written_behind, 1);
+	ck_assert_uint_eq(store_requests() - requests, 1);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 0);
+
+	gate_set(true);
+	wait_cached_blocks(1);
+	fetch_dataset_put(f, ds);
+	/* What was committed is a whole, valid block: a new fetcher (an
+	 * empty ring) finds it on disk. */
+	expect_cached_on_disk(1);
+}
+END_TEST
+
+/* Past write_behind waiting commits the reader's thread commits (the
+ * block is cached when it is served); and the fetcher's end commits what
+ * still waits. */
+START_TEST(test_fetch_write_behind_full_queue_commits_inline_and_free_drains)
+{
+	struct fetch_dataset *ds = NULL;
+	struct fetch_result r;
+	struct fetch_stats st;
+	struct blockstore_stats bst;
+	char etag[80];
+	struct error err;
+
+	open_write_behind(1);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	fetch_result_release(f, &r);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+	expect_block(&r, BIG_SIZE, 1, 1);
+	fetch_result_release(f, &r);
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.written_behind, 1);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 1); /* block 1; block 0 waits */
+	fetch_dataset_put(f, ds);
+	gate_set(true);
+	/* fetch_free (in expect_cached_on_disk) waits for block 0's commit. */
+	expect_cached_on_disk(2);
+}
+END_TEST
+
 /* A fetcher that coalesces read-ahead: blocks of at most `coalesce`
  * bytes in one GET, up to 32 blocks read ahead; run_block_done hooked. */
 static void open_coalescing(uint64_t coalesce, run_hook_fn *hook)
@@ -859,6 +1031,8 @@ int main(void)
 	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
+	tcase_add_test(tc, test_fetch_write_behind_serves_before_the_commit);
+	tcase_add_test(tc, test_fetch_write_behind_full_queue_commits_inline_and_free_drains);
 	tcase_add_test(tc, test_fetch_readahead_coalesces_consecutive_blocks_into_one_get);
 	tcase_add_test(tc, test_fetch_coalesced_run_serves_each_block_as_it_arrives);
 	tcase_add_test(tc, test_fetch_coalesced_run_failing_midway_leaves_the_rest_fetchable);
