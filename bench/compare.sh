@@ -354,7 +354,7 @@ cluster_start_worker() { # cache_dir capacity
   worker_port=$(free_port)
   "${cg_run[@]}" "$bin/granary-worker" --listen "127.0.0.1:$worker_port" --node_id bench-node \
     --meta.address "$meta_sock" --cache.dir "$1" --cache.capacity "$2" --token_file "$work/token" \
-    --meta.key_file "$work/worker.key" \
+    --meta.key_file "$work/worker.key" $worker_args \
     "${storeflags[@]}" >> "$work/logs/worker.log" 2>&1 &
   worker_pid=$!
   pids+=($worker_pid)
@@ -374,9 +374,11 @@ mnt_pid= mount_secs=0
 # mount_sys SYSTEM DATASET CAPACITY MOUNTPOINT CACHEDIR; mount_secs: from
 # starting the daemon to the mount's appearance (for granary-cluster: the
 # mount, not the worker's start).
-# GRANARY_FUSE_ARGS: more settings for granary-fuse (both Granary systems),
-# e.g. "--cache.write_behind 0" to measure a setting against its default.
+# GRANARY_FUSE_ARGS, GRANARY_WORKER_ARGS: more settings for granary-fuse
+# (both Granary systems) and granary-worker, e.g. "--cache.write_behind 0"
+# to measure a setting against its default.
 fuse_args=${GRANARY_FUSE_ARGS:-}
+worker_args=${GRANARY_WORKER_ARGS:-}
 mount_sys() {
   local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log t0
   rm -rf "$c"; mkdir -p "$c" "$m"
