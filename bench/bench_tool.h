@@ -44,6 +44,7 @@ struct bench_settings {
 	char *listen;
 	char *upstream;
 	char *stats_listen;
+	uint64_t delay_ms;
 	/* register */
 	char *meta_address;
 	char *meta_key_file;

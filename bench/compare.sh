@@ -64,10 +64,15 @@
 #       [--accel all|a100|h100|b200] [--accel-max 1024] [--accel-batches 20]
 #       [--accel-mem-mib 1024] [--small-limit 300]
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
+#       [--store-delay-ms 0]
 #       [--phases "epochs accel big small meta"]
 #
 # --phases runs a subset: epochs (cold, warm, page cache), accel
 # (accelerators), big (dataset > cache), small (small files), meta (metadata).
+#
+# --store-delay-ms holds every request to the store (raw GETs included) for
+# that long in the proxy, as a store across a network answers later: the
+# local S3 server answers in about a millisecond, a far one in tens.
 #
 # Every system's cache lives under --cache-root (default $work/cache, on the
 # build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
@@ -88,6 +93,7 @@ gb=${GRANARY_BUILD:-}
 cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
 shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
 cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root=
+store_delay=0
 systems="local granary granary-cluster s3fs rclone"
 phases="epochs accel big small meta"
 while [ $# -gt 0 ]; do
@@ -106,6 +112,7 @@ while [ $# -gt 0 ]; do
     --small-limit) small_limit=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --cache-root) cache_root=$2; shift 2 ;;
+    --store-delay-ms) store_delay=$2; shift 2 ;;
     --phases) phases=$2; shift 2 ;;
     --docs) docs=1; shift ;;
     *) echo "compare.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -274,7 +281,7 @@ log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >>
 
 proxy_port=$(free_port) stats_port=$(free_port)
 "$bin/granary-bench" proxy --listen "127.0.0.1:$proxy_port" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
-  --stats_listen "127.0.0.1:$stats_port" > "$work/logs/proxy.log" 2>&1 &
+  --stats_listen "127.0.0.1:$stats_port" --delay "${store_delay}ms" > "$work/logs/proxy.log" 2>&1 &
 pids+=($!)
 store_pids="$(cat "$s3dir/pid") $!" # the S3 server and the proxy, for cpu_ticks
 endpoint=http://127.0.0.1:$proxy_port
@@ -643,6 +650,7 @@ versions=$(
 )
 machine="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
 settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; accelerators: every process of a system in a memory cgroup of $accel_mem_mib MiB, $accel_batches batches per measurement; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $(df --output=fstype "$cache_root" | tail -1)"
+[ "$store_delay" = 0 ] || settings="$settings; every store request held $store_delay ms in the proxy"
 "$py" "$here/bench/compare_report.py" --results "$results" --out-md "$work/results.md" \
   --out-png "$work/compare.png" --cache-ratio "$cache_ratio" --machine "$machine" --versions "$versions" \
   --command "$cmdline" --settings "$settings" --date "$(date -u +%Y-%m-%d)"

@@ -9,6 +9,9 @@
  * client -> server bytes are read, scanned for HTTP request heads (method,
  * target, Content-Length, so request bodies are skipped) and written on.
  *
+ * --delay holds each request for that long before it goes on to the server,
+ * as a store across a network would answer later (no CPU is spent on it).
+ *
  * A connection to --stats_listen gets one line and is closed:
  *   connections=C requests=R gets=G heads=H lists=L other=O bytes_down=B bytes_up=U
  * bytes_down is every byte the server sent (HTTP heads included).
@@ -32,6 +35,7 @@
 
 static atomic_uint_fast64_t n_conns, n_requests, n_gets, n_heads, n_lists, n_other, n_down, n_up;
 static struct addrinfo *upstream_ai;
+static uint64_t delay_ms;
 
 struct conn {
 	int cfd, ufd;
@@ -165,9 +169,12 @@ static uint64_t content_length(const char *head)
 	return 0;
 }
 
-/* Feeds client bytes through the request-head scanner. */
-static void scan_bytes(struct scan *s, const char *b, size_t n)
+/* Feeds client bytes through the request-head scanner; returns how many
+ * request heads they completed. */
+static unsigned scan_bytes(struct scan *s, const char *b, size_t n)
 {
+	unsigned heads = 0;
+
 	while (n > 0) {
 		if (s->body_left > 0) {
 			size_t k = n < s->body_left ? n : (size_t)s->body_left;
@@ -191,8 +198,10 @@ static void scan_bytes(struct scan *s, const char *b, size_t n)
 			}
 			s->have = 0;
 			s->overflow = false;
+			heads++;
 		}
 	}
+	return heads;
 }
 
 static void *up_main(void *arg)
@@ -208,7 +217,8 @@ static void *up_main(void *arg)
 			continue;
 		if (n <= 0)
 			break;
-		scan_bytes(s, buf, (size_t)n);
+		if (scan_bytes(s, buf, (size_t)n) > 0 && delay_ms > 0)
+			usleep((useconds_t)(delay_ms * 1000));
 		n_up += (uint64_t)n;
 		while (off < n) {
 			ssize_t w = send(c->ufd, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
@@ -269,6 +279,7 @@ int bench_proxy(const struct bench_settings *set)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	delay_ms = set->delay_ms;
 	if (resolve(set->upstream, &upstream_ai) != 0)
 		return 1;
 	lfd = listen_on(set->listen);

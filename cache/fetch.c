@@ -1239,39 +1239,18 @@ static bool readahead_wanted(struct fetcher *f, const struct block_req *r)
 }
 
 /*
- * Queues the blocks of the n after r->index that nobody holds, queues or
- * fetches. With coalescing, a reader's window is topped up in batches of
- * at least half of it (or at once when the very next block is missing),
- * so that the blocks queued together lie together and go in one GET; one
- * block at a time would make one GET each.
+ * Queues read-ahead jobs for blocks want[0..nwant) of r's object (their
+ * hashes in hashes), skipping those queued already; counts what it queued
+ * and what a full queue dropped.
  */
-static void readahead_queue(struct fetcher *f, const struct block_req *r, unsigned n)
+static void ra_enqueue(struct fetcher *f, const struct block_req *r, const uint64_t *want,
+		       uint8_t (*hashes)[BLOCK_HASH_LEN], unsigned nwant)
 {
-	uint64_t want[256];
-	uint8_t hashes[256][BLOCK_HASH_LEN];
 	struct ra_job *jobs[256];
-	unsigned nwant = 0, queued = 0, dropped = 0;
-	bool next_missing = false;
-	const bool batch = run_max(f, r->ds) > 1;
+	unsigned queued = 0, dropped = 0;
 
-	if (n > f->readahead_max)
-		n = f->readahead_max;
-	if (n > sizeof(want) / sizeof(want[0]))
-		n = sizeof(want) / sizeof(want[0]);
-	for (unsigned i = 1; i <= n; i++) {
-		struct block_req next;
-
-		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
-			break;
-		if (!readahead_wanted(f, &next))
-			continue;
-		if (i == 1)
-			next_missing = true;
-		memcpy(hashes[nwant], next.hash, BLOCK_HASH_LEN);
-		want[nwant++] = r->index + i;
-	}
-	if (nwant == 0 || (batch && !next_missing && 2 * nwant < n))
-		return;
+	if (nwant > sizeof(jobs) / sizeof(jobs[0]))
+		nwant = sizeof(jobs) / sizeof(jobs[0]);
 	/* The jobs first, then the batch into the queue at once: a busy
 	 * read-ahead thread taking its first job before the others are in
 	 * would fetch it alone. */
@@ -1327,6 +1306,42 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 			ra_job_free(f, jobs[i]);
 	atomic_fetch_add(&f->ra_queued, queued);
 	atomic_fetch_add(&f->ra_dropped, dropped);
+}
+
+/*
+ * Queues the blocks of the n after r->index that nobody holds, queues or
+ * fetches. With coalescing, a reader's window is topped up in batches of
+ * at least half of it (or at once when the very next block is missing),
+ * so that the blocks queued together lie together and go in one GET; one
+ * block at a time would make one GET each.
+ */
+static void readahead_queue(struct fetcher *f, const struct block_req *r, unsigned n)
+{
+	uint64_t want[256];
+	uint8_t hashes[256][BLOCK_HASH_LEN];
+	unsigned nwant = 0;
+	bool next_missing = false;
+	const bool batch = run_max(f, r->ds) > 1;
+
+	if (n > f->readahead_max)
+		n = f->readahead_max;
+	if (n > sizeof(want) / sizeof(want[0]))
+		n = sizeof(want) / sizeof(want[0]);
+	for (unsigned i = 1; i <= n; i++) {
+		struct block_req next;
+
+		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
+			break;
+		if (!readahead_wanted(f, &next))
+			continue;
+		if (i == 1)
+			next_missing = true;
+		memcpy(hashes[nwant], next.hash, BLOCK_HASH_LEN);
+		want[nwant++] = r->index + i;
+	}
+	if (nwant == 0 || (batch && !next_missing && 2 * nwant < n))
+		return;
+	ra_enqueue(f, r, want, hashes, nwant);
 }
 
 /* Takes j out of the queue. Called with mu. */
@@ -1803,6 +1818,19 @@ enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const ch
 	if (fetched)
 		*fetched = did;
 	return ERR_OK;
+}
+
+void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+		    const char *etag, uint64_t index)
+{
+	uint8_t hash[1][BLOCK_HASH_LEN];
+	struct block_req r;
+
+	if (f->readahead_max == 0 || block_req_init(&r, ds, key, etag, index, NULL) != ERR_OK ||
+	    !readahead_wanted(f, &r))
+		return;
+	memcpy(hash[0], r.hash, BLOCK_HASH_LEN);
+	ra_enqueue(f, &r, &index, hash, 1);
 }
 
 enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, struct error *err)

@@ -269,6 +269,15 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
 			     const char *etag, uint64_t index, bool *dropped, struct error *err);
 
 /*
+ * Queues one block of any object for read-ahead (the mount's prefetch of
+ * the small files next to one it missed): nothing when it is cached,
+ * queued or being fetched already, when the queue is full or read-ahead
+ * is off (readahead_max 0). Errors in key or etag are ignored: a hint.
+ */
+void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+		    const char *etag, uint64_t index);
+
+/*
  * Makes sure a block is cached (preload): ERR_OK if it was or now is,
  * with *fetched telling whether a store fetch was made; ERR_NO_SPACE when
  * the cache refuses it (then nothing is fetched); other errors as

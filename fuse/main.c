@@ -39,6 +39,24 @@
 #include "store/store.h"
 
 /* What a running mount holds, released in reverse order. */
+/*
+ * Small-file prefetch (standalone, prefetch.files). A small file is one
+ * block, so reading it gives the fetcher nothing to read ahead, and a
+ * shuffled epoch over a directory of them waits for one GET per file at
+ * the readers' concurrency. So a miss of one makes the next files of its
+ * directory (listing order: consecutive inodes) read ahead, once
+ * PREFETCH_DIR_MISSES of that directory missed: one miss may be a lookup,
+ * two are most likely a pass over the directory. Counted for the last
+ * directories seen (PREFETCH_DIRS slots, by inode).
+ */
+#define PREFETCH_DIR_MISSES 2
+#define PREFETCH_DIRS 64
+
+struct dir_misses {
+	uint64_t dir;
+	uint64_t misses;
+};
+
 struct mount {
 	struct store *store;
 	struct snapshot *snap;
@@ -46,6 +64,11 @@ struct mount {
 	struct blockstore *bs;
 	struct fetcher *fetcher;
 	struct source_cache_ctx cache;
+	const struct snapshot *files; /* the snapshot, owned by fs from its start */
+	struct dir_misses dirs[PREFETCH_DIRS]; /* protected by dirs_mu */
+	pthread_mutex_t dirs_mu;
+	unsigned prefetch_files;
+	uint32_t block_size;
 	/* with meta */
 	struct meta_client *meta;
 	struct placement *placement;
@@ -449,9 +472,38 @@ static int format_stats(char *buf, size_t size, void *arg)
 	return n;
 }
 
+/* source_cache_ctx's missed_small: the prefetch of the files after obj. */
+static void prefetch_next_files(void *arg, const struct reader_object *obj)
+{
+	struct mount *m = arg;
+	struct snapshot_entry_info self, e;
+	struct dir_misses *slot;
+	char key[BLOCK_KEY_MAX + 1];
+	bool due;
+
+	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
+		return;
+	pthread_mutex_lock(&m->dirs_mu);
+	slot = &m->dirs[self.parent % PREFETCH_DIRS];
+	if (slot->dir != self.parent)
+		*slot = (struct dir_misses){ .dir = self.parent };
+	due = ++slot->misses >= PREFETCH_DIR_MISSES;
+	pthread_mutex_unlock(&m->dirs_mu);
+	for (uint64_t i = 1; due && i <= m->prefetch_files; i++) {
+		if (snapshot_stat(m->files, obj->ino + i, &e) != ERR_OK || e.parent != self.parent)
+			break;
+		if (e.is_dir || e.size == 0 || e.size > m->block_size || !*e.etag ||
+		    snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
+		    strlen(key) <= m->cache.prefix_len)
+			continue;
+		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, 0);
+	}
+}
+
 /*
  * Standalone: the worker's block cache, in process, on cache.dir. Misses
- * are fetched whole and once; sequential readers get read-ahead.
+ * are fetched whole and once; sequential readers get read-ahead, and a
+ * miss of a small file the files after it (prefetch_next_files).
  */
 
 static enum error_code open_cache(const struct mount_settings *s, struct mount *m,
@@ -498,6 +550,13 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	m->cache.fetcher = m->fetcher;
 	m->cache.prefix_len = strlen(snapshot_prefix(m->snap));
 	m->cache.verify = s->verify;
+	m->files = m->snap;
+	m->prefetch_files = (unsigned)s->prefetch_files;
+	m->block_size = (uint32_t)s->cache_block_size;
+	if (m->prefetch_files > 0) {
+		m->cache.missed_small = prefetch_next_files;
+		m->cache.missed_small_arg = m;
+	}
 	return ERR_OK;
 }
 
@@ -665,7 +724,8 @@ int main(int argc, char **argv)
 {
 	const struct config_schema *schema = &mount_settings_schema;
 	struct mount_settings s;
-	struct mount m = { .stop_mu = PTHREAD_MUTEX_INITIALIZER, .stop_cv = PTHREAD_COND_INITIALIZER };
+	struct mount m = { .stop_mu = PTHREAD_MUTEX_INITIALIZER, .stop_cv = PTHREAD_COND_INITIALIZER,
+			   .dirs_mu = PTHREAD_MUTEX_INITIALIZER };
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];

@@ -44,6 +44,7 @@ struct mount_settings {
 	uint64_t read_ahead;       /* bytes; written to the mount's bdi read_ahead_kb */
 	int64_t prefetch_blocks;   /* blocks read ahead of a sequential reader */
 	uint64_t prefetch_coalesce_max; /* most bytes of one read-ahead GET */
+	int64_t prefetch_files;    /* files read ahead after a small file's miss */
 	bool verify;               /* check cached bytes against block checksums */
 	uint64_t worker_timeout_ms; /* connect to a worker, before falling back to the store */
 	uint64_t worker_request_timeout_ms; /* one block request to a worker */

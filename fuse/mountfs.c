@@ -191,6 +191,7 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 	f->obj.key = f->key;
 	f->obj.etag = e.etag;
 	f->obj.size = e.size;
+	f->obj.ino = ino;
 	*out = f;
 	return ERR_OK;
 }

@@ -69,6 +69,7 @@ struct reader_object {
 	const char *key;   /* full object key in the bucket */
 	const char *etag;  /* "" when unknown */
 	uint64_t size;
+	uint64_t ino;      /* the file's inode in the mount, for sources' hooks */
 };
 
 /* One block of an object. */

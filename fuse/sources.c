@@ -89,6 +89,11 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 			/* fetched into memory just now: the bytes of the store */
 			memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
 		}
+		/* Not a hit: the reader waited for the store, and one-block
+		 * objects (small files) give no read-ahead of their own. */
+		if (rc == ERR_OK && !res.hit && ctx->missed_small && blk->index == 0 &&
+		    blk->obj->size <= blk->block_size)
+			ctx->missed_small(ctx->missed_small_arg, blk->obj);
 		fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
 			*got = len;

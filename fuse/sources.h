@@ -43,6 +43,11 @@ struct source_cache_ctx {
 	struct fetch_dataset *ds;    /* held by the caller */
 	size_t prefix_len;           /* the dataset prefix, cut from object keys */
 	bool verify;                 /* check bytes against the block checksums */
+	/* Called after a read of a one-block object that missed the cache
+	 * (granary-fuse standalone: the prefetch of its neighbours); NULL:
+	 * none. */
+	void (*missed_small)(void *arg, const struct reader_object *obj);
+	void *missed_small_arg;
 };
 
 /* A source reading through the in-process cache; ctx must outlive it. */

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -469,6 +470,75 @@ START_TEST(test_mount_reads_an_s3_source_byte_exact)
 }
 END_TEST
 
+/* --- prefetch of the small files of a directory --- */
+
+static long blocks_counted;
+
+static int count_block(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)ftw;
+	if (flag == FTW_F && strstr(path, "/blocks/"))
+		blocks_counted++;
+	return 0;
+}
+
+/* Block files under cache directory dir. */
+static long cached_blocks(const char *dir)
+{
+	blocks_counted = 0;
+	nftw(dir, count_block, 16, FTW_PHYS);
+	return blocks_counted;
+}
+
+/* Mounts src with prefetch.files set to prefetch, on a cache directory of
+ * its own; reads flat/f10 then flat/f20 (two misses in one directory) and
+ * returns how many blocks the cache holds once it has settled. */
+static long blocks_after_two_misses(const char *prefetch)
+{
+	char source[300], cache[300], a[1024], b[1024];
+	const char *flags[] = { "--source", source, "--cache.block_size", "64KiB", "--cache.dir", cache,
+				"--prefetch.files", prefetch, NULL };
+	struct mnt m;
+	long n = -1, last = -2;
+
+	snprintf(source, sizeof(source), "file://%s", src);
+	harness_tmpdir(cache, sizeof(cache), "/tmp/granary-cache-XXXXXX");
+	snprintf(log_path, sizeof(log_path), "%s.prefetch.log", src);
+	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
+	for (int f = 10; f <= 20; f += 10) {
+		snprintf(a, sizeof(a), "%s/flat/f%02d.bin", src, f);
+		snprintf(b, sizeof(b), "%s/flat/f%02d.bin", m.dir, f);
+		compare_file(a, b);
+	}
+	/* Read-ahead runs in the background: settled once two looks 300 ms
+	 * apart agree. */
+	for (int i = 0; i < 50 && n != last; i++) {
+		last = n;
+		retry_sleep_ms(300);
+		n = cached_blocks(cache);
+	}
+	stop_mount(&m);
+	ck_assert_int_eq(harness_rm_rf(cache), 0);
+	return n;
+}
+
+/* A second small file missed in a directory makes the next prefetch.files
+ * files of it (listing order) read ahead, and no more; the first miss
+ * alone, or prefetch.files 0, fetches nothing beyond what was read. */
+START_TEST(test_mount_small_file_misses_prefetch_the_next_files_of_their_directory)
+{
+	for (int i = 0; i < 40; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "flat/f%02d.bin", i);
+		write_file(name, 1000 + (size_t)i, 100 + (unsigned)i);
+	}
+	ck_assert_int_eq(blocks_after_two_misses("0"), 2);
+	/* f10 (no prefetch yet), f20, and f21 to f36 */
+	ck_assert_int_eq(blocks_after_two_misses("16"), 2 + 16);
+}
+END_TEST
+
 static int log_contains(const char *needle)
 {
 	return harness_file_contains(log_path, needle);
@@ -731,6 +801,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_reads_an_s3_source_byte_exact);
 	tcase_add_test(tc, test_mount_stalled_store_fails_reads_with_eio_within_the_deadline);
 	tcase_add_test(tc, test_mount_block_files_leave_the_page_cache_once_read);
+	tcase_add_test(tc, test_mount_small_file_misses_prefetch_the_next_files_of_their_directory);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
 	suite_add_tcase(s, tc);

@@ -527,6 +527,32 @@ START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memo
 }
 END_TEST
 
+/* fetch_prefetch: one block of another object read ahead, then a hit; a
+ * block cached already is not queued again. */
+START_TEST(test_fetch_prefetch_reads_ahead_one_block_of_any_object)
+{
+	struct fetch_dataset *ds = get_ds("ds");
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+
+	etag_of(ds, "sub/exact.bin", etag);
+	fetch_prefetch(f, ds, "sub/exact.bin", etag, 1);
+	wait_readahead_fetched(1, &st);
+	ck_assert_uint_eq(st.readahead_queued, 1);
+	ck_assert_int_eq(fetch_block(f, ds, "sub/exact.bin", etag, 1, 0, &r, &err), ERR_OK);
+	ck_assert(r.hit);
+	expect_block(&r, 2 * BS, 2, 1);
+	fetch_result_release(f, &r);
+	fetch_prefetch(f, ds, "sub/exact.bin", etag, 1);
+	fetch_prefetch(f, ds, "../outside", etag, 0); /* a bad key is ignored */
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.readahead_queued, 1);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
 /* The committers of the write-behind tests wait at this gate. */
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
@@ -1031,6 +1057,7 @@ int main(void)
 	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
+	tcase_add_test(tc, test_fetch_prefetch_reads_ahead_one_block_of_any_object);
 	tcase_add_test(tc, test_fetch_write_behind_serves_before_the_commit);
 	tcase_add_test(tc, test_fetch_write_behind_full_queue_commits_inline_and_free_drains);
 	tcase_add_test(tc, test_fetch_readahead_coalesces_consecutive_blocks_into_one_get);
