@@ -51,6 +51,10 @@
  */
 #define PREFETCH_DIR_MISSES 2
 #define PREFETCH_DIRS 64
+/* With meta: threads that ask the workers for the files prefetched (each
+ * waits for its worker's fetch), and the queue of inodes they take from. */
+#define WARM_THREADS 4
+#define WARM_QUEUE 256
 
 struct dir_misses {
 	uint64_t dir;
@@ -69,6 +73,15 @@ struct mount {
 	pthread_mutex_t dirs_mu;
 	unsigned prefetch_files;
 	uint32_t block_size;
+	/* with meta: the prefetch queue (inodes; protected by dirs_mu) */
+	uint64_t warm_q[WARM_QUEUE];
+	unsigned warm_head, warm_len;
+	uint64_t warm_recent[WARM_QUEUE]; /* inodes queued lately, by inode */
+	pthread_cond_t warm_cv;
+	pthread_t warm_threads[WARM_THREADS];
+	unsigned nwarm;
+	uint64_t warm_timeout_ms;
+	bool warm_stop;                   /* protected by dirs_mu */
 	/* with meta */
 	struct meta_client *meta;
 	struct placement *placement;
@@ -323,6 +336,86 @@ out:
 	return rc;
 }
 
+/* With meta: queues ino for a warm thread, unless it was queued lately or
+ * the queue is full (a hint may be dropped). */
+static void warm_push(struct mount *m, uint64_t ino)
+{
+	uint64_t *seen = &m->warm_recent[ino % WARM_QUEUE];
+
+	pthread_mutex_lock(&m->dirs_mu);
+	if (*seen != ino && m->warm_len < WARM_QUEUE) {
+		*seen = ino;
+		m->warm_q[(m->warm_head + m->warm_len++) % WARM_QUEUE] = ino;
+		pthread_cond_signal(&m->warm_cv);
+	}
+	pthread_mutex_unlock(&m->dirs_mu);
+}
+
+/* A warm thread: asks the node's worker (or the owner) for each queued
+ * file until the mount stops (source_cluster_warm). */
+static void *warm_thread(void *arg)
+{
+	struct mount *m = arg;
+	char key[BLOCK_KEY_MAX + 1];
+
+	for (;;) {
+		struct snapshot_entry_info e;
+		struct reader_object obj;
+		uint64_t ino = 0;
+
+		pthread_mutex_lock(&m->dirs_mu);
+		while (!m->warm_len && !m->warm_stop)
+			pthread_cond_wait(&m->warm_cv, &m->dirs_mu);
+		if (m->warm_stop) {
+			pthread_mutex_unlock(&m->dirs_mu);
+			return NULL;
+		}
+		ino = m->warm_q[m->warm_head];
+		m->warm_head = (m->warm_head + 1) % WARM_QUEUE;
+		m->warm_len--;
+		pthread_mutex_unlock(&m->dirs_mu);
+		if (snapshot_stat(m->files, ino, &e) != ERR_OK ||
+		    snapshot_object_key(m->files, ino, key, sizeof(key)) != ERR_OK)
+			continue;
+		obj = (struct reader_object){ .key = key, .etag = e.etag, .size = e.size, .ino = ino };
+		source_cluster_warm(&m->cluster, &obj, retry_now_ms() + m->warm_timeout_ms);
+	}
+}
+
+/* The sources' missed_small: the prefetch of the files after obj (the
+ * fetcher's read-ahead standalone, the warm threads with meta). */
+static void prefetch_next_files(void *arg, const struct reader_object *obj)
+{
+	struct mount *m = arg;
+	struct snapshot_entry_info self, e;
+	struct dir_misses *slot;
+	char key[BLOCK_KEY_MAX + 1];
+	bool due;
+
+	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
+		return;
+	pthread_mutex_lock(&m->dirs_mu);
+	slot = &m->dirs[self.parent % PREFETCH_DIRS];
+	if (slot->dir != self.parent)
+		*slot = (struct dir_misses){ .dir = self.parent };
+	due = ++slot->misses >= PREFETCH_DIR_MISSES;
+	pthread_mutex_unlock(&m->dirs_mu);
+	for (uint64_t i = 1; due && i <= m->prefetch_files; i++) {
+		if (snapshot_stat(m->files, obj->ino + i, &e) != ERR_OK || e.parent != self.parent)
+			break;
+		if (e.is_dir || e.size == 0 || e.size > m->block_size || !*e.etag)
+			continue;
+		if (!m->fetcher) {
+			warm_push(m, e.ino);
+			continue;
+		}
+		if (snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
+		    strlen(key) <= m->cache.prefix_len)
+			continue;
+		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, 0);
+	}
+}
+
 /*
  * With meta: the dataset's definition and snapshot from meta, once (a
  * successor: what its predecessor served, see save_served); blocks from
@@ -438,6 +531,17 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	m->refresh_ms = s->membership_refresh_ms;
 	if (pthread_create(&m->refresher, NULL, refresher, m) == 0)
 		m->refresher_running = true;
+	m->files = m->snap;
+	m->prefetch_files = (unsigned)s->prefetch_files;
+	m->block_size = (uint32_t)block_size;
+	m->warm_timeout_ms = s->worker_request_timeout_ms;
+	for (unsigned i = 0; m->prefetch_files > 0 && i < WARM_THREADS; i++)
+		if (pthread_create(&m->warm_threads[i], NULL, warm_thread, m) == 0)
+			m->nwarm++;
+	if (m->nwarm > 0) {
+		m->cluster.missed_small = prefetch_next_files;
+		m->cluster.missed_small_arg = m;
+	}
 out:
 	free(prefix);
 	free(scheme);
@@ -470,34 +574,6 @@ static int format_stats(char *buf, size_t size, void *arg)
 		n += snprintf(buf + n, size - (size_t)n, " blocks_%s=%llu", m->source_names[i],
 			      (unsigned long long)r.by_source[i]);
 	return n;
-}
-
-/* source_cache_ctx's missed_small: the prefetch of the files after obj. */
-static void prefetch_next_files(void *arg, const struct reader_object *obj)
-{
-	struct mount *m = arg;
-	struct snapshot_entry_info self, e;
-	struct dir_misses *slot;
-	char key[BLOCK_KEY_MAX + 1];
-	bool due;
-
-	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
-		return;
-	pthread_mutex_lock(&m->dirs_mu);
-	slot = &m->dirs[self.parent % PREFETCH_DIRS];
-	if (slot->dir != self.parent)
-		*slot = (struct dir_misses){ .dir = self.parent };
-	due = ++slot->misses >= PREFETCH_DIR_MISSES;
-	pthread_mutex_unlock(&m->dirs_mu);
-	for (uint64_t i = 1; due && i <= m->prefetch_files; i++) {
-		if (snapshot_stat(m->files, obj->ino + i, &e) != ERR_OK || e.parent != self.parent)
-			break;
-		if (e.is_dir || e.size == 0 || e.size > m->block_size || !*e.etag ||
-		    snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
-		    strlen(key) <= m->cache.prefix_len)
-			continue;
-		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, 0);
-	}
 }
 
 /*
@@ -699,6 +775,12 @@ static void teardown(struct mount *m)
 	pthread_mutex_unlock(&m->stop_mu);
 	if (m->refresher_running)
 		pthread_join(m->refresher, NULL);
+	pthread_mutex_lock(&m->dirs_mu);
+	m->warm_stop = true;
+	pthread_cond_broadcast(&m->warm_cv);
+	pthread_mutex_unlock(&m->dirs_mu);
+	for (unsigned i = 0; i < m->nwarm; i++)
+		pthread_join(m->warm_threads[i], NULL);
 	if (m->ticker_running)
 		pthread_join(m->ticker, NULL);
 	mountfs_free(m->fs);
@@ -725,7 +807,7 @@ int main(int argc, char **argv)
 	const struct config_schema *schema = &mount_settings_schema;
 	struct mount_settings s;
 	struct mount m = { .stop_mu = PTHREAD_MUTEX_INITIALIZER, .stop_cv = PTHREAD_COND_INITIALIZER,
-			   .dirs_mu = PTHREAD_MUTEX_INITIALIZER };
+			   .dirs_mu = PTHREAD_MUTEX_INITIALIZER, .warm_cv = PTHREAD_COND_INITIALIZER };
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];

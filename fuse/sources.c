@@ -689,6 +689,15 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	return rc;
 }
 
+/* A worker served blk, which the node's cache directory did not hold: the
+ * hook for a one-block object (a small file). */
+static void peer_served(struct source_cluster_ctx *ctx, const struct reader_block *blk)
+{
+	if (ctx->missed_small && !blk->hint && blk->index == 0 &&
+	    blk->obj->size <= blk->block_size)
+		ctx->missed_small(ctx->missed_small_arg, blk->obj);
+}
+
 /*
  * Asks the owner for whole chunks (block_chunk_size) around the bytes
  * wanted and checks them against the CRC32Cs the worker sends with them
@@ -754,8 +763,10 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			 * by local_read), is asked for again as bytes, in
 			 * this same round: the one extra request. */
 			rc = local_read(ctx, blk, off, len, dst, got, 0, err);
-			if (rc == ERR_OK)
+			if (rc == ERR_OK) {
+				peer_served(ctx, blk);
 				return ERR_OK;
+			}
 			cache_id = NULL;
 			round--;
 			continue;
@@ -781,8 +792,25 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (body.dst != dst)
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
+		peer_served(ctx, blk);
 	}
 	return rc;
+}
+
+void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_object *obj,
+			 uint64_t until_ms)
+{
+	struct reader_block blk = { .obj = obj, .block_size = ctx->block_size,
+				    .length = obj->size, .until_ms = until_ms, .hint = true };
+	struct error err;
+	size_t got = 0;
+	char byte;
+
+	if (obj->size == 0 || obj->size > ctx->block_size)
+		return;
+	if (local_read(ctx, &blk, 0, 1, &byte, &got, 0, &err) == ERR_OK)
+		return;
+	peer_read(ctx, &blk, 0, 1, &byte, &got, 0, &err);
 }
 
 struct reader_source source_peer(struct source_cluster_ctx *ctx)

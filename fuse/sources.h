@@ -88,6 +88,11 @@ struct source_cluster_ctx {
 	 */
 	char cache_id[BLOCK_DIR_ID_LEN + 1];
 	_Atomic bool cache_id_set;
+	/* Called after a worker served a one-block object that the node's
+	 * cache directory did not hold (the mount's prefetch of its
+	 * neighbours); NULL: none. */
+	void (*missed_small)(void *arg, const struct reader_object *obj);
+	void *missed_small_arg;
 };
 
 /*
@@ -108,6 +113,16 @@ void source_cluster_membership_changed(struct source_cluster_ctx *ctx);
 
 struct reader_source source_local(struct source_cluster_ctx *ctx);
 struct reader_source source_peer(struct source_cluster_ctx *ctx);
+
+/*
+ * Prefetch of a one-block object (a small file): nothing when the node's
+ * cache directory holds it, else its owner worker is asked for one byte
+ * of it, which makes the worker fetch and cache the block (the node's
+ * worker into the cache directory). A hint: errors are dropped; gives up
+ * at until_ms (retry_now_ms clock).
+ */
+void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_object *obj,
+			 uint64_t until_ms);
 
 /* A source reading straight from st (not owned). */
 struct reader_source source_store(struct store *st);

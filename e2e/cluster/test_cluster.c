@@ -1201,6 +1201,93 @@ START_TEST(test_cluster_worker_serves_a_dataset_registered_since_its_last_round)
 }
 END_TEST
 
+/* Blocks cached by all the workers, once two counts 300 ms apart agree. */
+static long settled_blocks(void)
+{
+	long n = -1, last = -2;
+
+	for (int i = 0; i < 50 && n != last; i++) {
+		last = n;
+		retry_sleep_ms(300);
+		n = 0;
+		for (int w = 0; w < NWORKERS; w++)
+			n += blocks_in(&workers[w]);
+	}
+	return n;
+}
+
+/*
+ * With meta, a second small file read from a worker in one directory
+ * makes the mount ask the workers for the next prefetch.files files of it
+ * (each owner caches its own), and no more; with prefetch.files 0 only
+ * what was read is cached. Forty files of 1,000-1,039 bytes under
+ * small/ in a dataset of their own (a prefix beside the main one).
+ */
+START_TEST(test_cluster_small_file_misses_prefetch_the_next_files_through_the_workers)
+{
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials,
+				    .request_timeout_ms = 10000 };
+	const char *none[] = { "--prefetch.files", "0", NULL };
+	const char *some[] = { "--prefetch.files", "16", NULL };
+	const char *const *extras[] = { none, some };
+	/* read: f10 and f15, then f20 and f21; the second read of round 1
+	 * prefetches f22-f37 */
+	const int first[] = { 10, 20 }, second[] = { 15, 21 };
+	const long want[] = { 2, 2 + 16 };
+	char key[300], uri[300], path[600];
+	struct store *st = NULL;
+	struct spec sp;
+	struct error err;
+	unsigned char buf[1100];
+
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	for (int i = 0; i < 40; i++) {
+		harness_fill(buf, sizeof(buf), 500 + (uint64_t)i);
+		/* beside the main dataset's prefix, not under it */
+		snprintf(key, sizeof(key), "%.*s-smalls/small/f%02d.bin", (int)strlen(prefix) - 1,
+			 prefix, i);
+		ck_assert_msg(store_put(st, key, buf, 1000 + (size_t)i, &err) == ERR_OK, "%s",
+			      err.msg);
+	}
+	store_free(st);
+	snprintf(uri, sizeof(uri), "%.*s-smalls/", (int)strlen(source_uri) - 1, source_uri);
+	spec_init(&sp, "smalls");
+	sp.s.source_uri = uri;
+	{
+		struct meta_client *c = meta_client();
+		Granary__V1__Dataset *d = NULL;
+
+		ck_assert_msg(meta_client_register(c, &sp.s, &d, &err) == ERR_OK, "%s", err.msg);
+		granary__v1__dataset__free_unpacked(d, NULL);
+		meta_client_free(c);
+	}
+	ck_assert_msg(wait_for(all_have, "smalls", 10000), "the workers did not take 'smalls'");
+	for (int round = 0; round < 2; round++) {
+		struct mnt m;
+		long before = settled_blocks(), after;
+
+		ck_assert_int_eq(mount_start(&m, "smalls", extras[round], round ? "pf16" : "pf0"), 0);
+		for (int k = 0; k < 2; k++) {
+			int f = k ? second[round] : first[round];
+			unsigned char got[1100];
+			int fd;
+
+			harness_fill(buf, sizeof(buf), 500 + (uint64_t)f);
+			snprintf(path, sizeof(path), "%s/small/f%02d.bin", m.dir, f);
+			fd = open(path, O_RDONLY);
+			ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+			ck_assert_int_eq(read(fd, got, sizeof(got)), 1000 + f);
+			ck_assert(memcmp(got, buf, (size_t)(1000 + f)) == 0);
+			close(fd);
+		}
+		after = settled_blocks();
+		mount_stop(&m);
+		ck_assert_msg(after - before == want[round], "round %d: %ld blocks cached, %ld before",
+			      round, after, before);
+	}
+}
+END_TEST
+
 enum corrupt_read { READ_BUFFERED, READ_DIRECT, READ_NEW_MOUNT };
 
 /*
@@ -1871,6 +1958,7 @@ int main(void)
 	tcase_add_test(tc, test_cluster_mount_errors_name_the_cause);
 	tcase_add_test(tc, test_cluster_workers_follow_meta_and_survive_its_outage);
 	tcase_add_test(tc, test_cluster_worker_serves_a_dataset_registered_since_its_last_round);
+	tcase_add_test(tc, test_cluster_small_file_misses_prefetch_the_next_files_through_the_workers);
 	tcase_add_test(tc, test_cluster_corrupt_local_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_peer_block_is_not_served);
 	tcase_add_test(tc, test_cluster_corrupt_block_is_not_served_to_o_direct);
