@@ -326,26 +326,34 @@ static void *read_block0(void *arg)
 	return NULL;
 }
 
+/* n readers of block 0 of big.bin at once; each must get its bytes. */
+static void read_block0_at_once(struct fetch_dataset *ds, const char *etag, int n)
+{
+	struct reader rd[32];
+	pthread_t t[32];
+
+	ck_assert_int_le(n, 32);
+	for (int i = 0; i < n; i++) {
+		rd[i] = (struct reader){ .ds = ds, .etag = etag };
+		pthread_create(&t[i], NULL, read_block0, &rd[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(rd[i].ok, "reader %d got wrong bytes", i);
+	}
+}
+
 START_TEST(test_fetch_concurrent_readers_of_a_cold_block_make_one_fetch)
 {
 	enum { N = 32 };
 	struct fetch_dataset *ds = get_ds("ds");
-	struct reader rd[N];
-	pthread_t t[N];
 	struct fetch_stats st;
 	char etag[80];
 	uint64_t before;
 
 	etag_of(ds, "big.bin", etag);
 	before = store_requests();
-	for (int i = 0; i < N; i++) {
-		rd[i] = (struct reader){ .ds = ds, .etag = etag };
-		pthread_create(&t[i], NULL, read_block0, &rd[i]);
-	}
-	for (int i = 0; i < N; i++) {
-		pthread_join(t[i], NULL);
-		ck_assert_msg(rd[i].ok, "reader %d got wrong bytes", i);
-	}
+	read_block0_at_once(ds, etag, N);
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.fetches, 1);
 	ck_assert_uint_eq(st.store_requests - before, 1);
@@ -650,8 +658,6 @@ START_TEST(test_fetch_write_behind_serves_before_the_commit)
 {
 	enum { N = 8 };
 	struct fetch_dataset *ds = NULL;
-	struct reader rd[N];
-	pthread_t t[N];
 	struct fetch_result r;
 	struct fetch_stats st;
 	struct blockstore_stats bst;
@@ -670,14 +676,7 @@ START_TEST(test_fetch_write_behind_serves_before_the_commit)
 	/* Not committed: the committer waits at the gate. */
 	blockstore_get_stats(bs, &bst);
 	ck_assert_uint_eq(bst.blocks, 0);
-	for (int i = 0; i < N; i++) {
-		rd[i] = (struct reader){ .ds = ds, .etag = etag };
-		pthread_create(&t[i], NULL, read_block0, &rd[i]);
-	}
-	for (int i = 0; i < N; i++) {
-		pthread_join(t[i], NULL);
-		ck_assert_msg(rd[i].ok, "reader %d got wrong bytes", i);
-	}
+	read_block0_at_once(ds, etag, N);
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.fetches, 1);
 	ck_assert_uint_eq(st.written_behind, 1);
