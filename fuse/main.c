@@ -55,6 +55,7 @@
  * waits for its worker's fetch), and the queue of inodes they take from. */
 #define WARM_THREADS 4
 #define WARM_QUEUE 256
+#define WARM_TIMEOUT_MS 5000 /* one warm request at most */
 
 struct dir_misses {
 	uint64_t dir;
@@ -534,7 +535,10 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	m->files = m->snap;
 	m->prefetch_files = (unsigned)s->prefetch_files;
 	m->block_size = (uint32_t)block_size;
-	m->warm_timeout_ms = s->worker_request_timeout_ms;
+	/* A hint is not worth holding up the mount's stop for long. */
+	m->warm_timeout_ms = s->worker_request_timeout_ms < WARM_TIMEOUT_MS
+				     ? s->worker_request_timeout_ms
+				     : WARM_TIMEOUT_MS;
 	for (unsigned i = 0; m->prefetch_files > 0 && i < WARM_THREADS; i++)
 		if (pthread_create(&m->warm_threads[i], NULL, warm_thread, m) == 0)
 			m->nwarm++;
