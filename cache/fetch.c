@@ -1833,6 +1833,22 @@ void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key
 	ra_enqueue(f, &r, &index, hash, 1);
 }
 
+/* Starts n threads of fn on f into t, counting them in *started. */
+static enum error_code start_threads(struct fetcher *f, pthread_t *t, unsigned n,
+				     void *(*fn)(void *), unsigned *started, const char *what,
+				     struct error *err)
+{
+	for (unsigned i = 0; i < n; i++) {
+		int e = pthread_create(&t[i], NULL, fn, f);
+
+		if (e != 0)
+			return error_set(err, ERR_NOMEM, "fetch: cannot start a %s thread: %s", what,
+					 strerror(e));
+		(*started)++;
+	}
+	return ERR_OK;
+}
+
 enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, struct error *err)
 {
 	struct fetcher *f;
@@ -1876,25 +1892,12 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 		fetch_free(f);
 		return error_set(err, ERR_NOMEM, "fetch: out of memory");
 	}
-	for (unsigned i = 0; i < cfg->threads; i++) {
-		int e = pthread_create(&f->threads[i], NULL, readahead_thread, f);
-
-		if (e != 0) {
-			fetch_free(f);
-			return error_set(err, ERR_NOMEM, "fetch: cannot start a read-ahead thread: %s",
-					 strerror(e));
-		}
-		f->nthreads++;
-	}
-	for (unsigned i = 0; f->write_behind && i < COMMITTERS; i++) {
-		int e = pthread_create(&f->committers[i], NULL, committer_thread, f);
-
-		if (e != 0) {
-			fetch_free(f);
-			return error_set(err, ERR_NOMEM, "fetch: cannot start a committer thread: %s",
-					 strerror(e));
-		}
-		f->ncommitters++;
+	if (start_threads(f, f->threads, cfg->threads, readahead_thread, &f->nthreads,
+			  "read-ahead", err) != ERR_OK ||
+	    start_threads(f, f->committers, f->write_behind ? COMMITTERS : 0, committer_thread,
+			  &f->ncommitters, "committer", err) != ERR_OK) {
+		fetch_free(f);
+		return ERR_NOMEM;
 	}
 	*out = f;
 	return ERR_OK;

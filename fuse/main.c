@@ -70,11 +70,11 @@ struct mount {
 	struct fetcher *fetcher;
 	struct source_cache_ctx cache;
 	const struct snapshot *files; /* the snapshot, owned by fs from its start */
-	struct dir_misses dirs[PREFETCH_DIRS]; /* protected by dirs_mu */
-	pthread_mutex_t dirs_mu;
+	struct dir_misses dirs[PREFETCH_DIRS]; /* protected by prefetch_mu */
+	pthread_mutex_t prefetch_mu;
 	unsigned prefetch_files;
 	uint32_t block_size;
-	/* with meta: the prefetch queue (inodes; protected by dirs_mu) */
+	/* with meta: the prefetch queue (inodes; protected by prefetch_mu) */
 	uint64_t warm_q[WARM_QUEUE];
 	unsigned warm_head, warm_len;
 	uint64_t warm_recent[WARM_QUEUE]; /* inodes queued lately, by inode */
@@ -82,7 +82,7 @@ struct mount {
 	pthread_t warm_threads[WARM_THREADS];
 	unsigned nwarm;
 	uint64_t warm_timeout_ms;
-	bool warm_stop;                   /* protected by dirs_mu */
+	bool warm_stop;                   /* protected by prefetch_mu */
 	/* with meta */
 	struct meta_client *meta;
 	struct placement *placement;
@@ -343,13 +343,13 @@ static void warm_push(struct mount *m, uint64_t ino)
 {
 	uint64_t *seen = &m->warm_recent[ino % WARM_QUEUE];
 
-	pthread_mutex_lock(&m->dirs_mu);
+	pthread_mutex_lock(&m->prefetch_mu);
 	if (*seen != ino && m->warm_len < WARM_QUEUE) {
 		*seen = ino;
 		m->warm_q[(m->warm_head + m->warm_len++) % WARM_QUEUE] = ino;
 		pthread_cond_signal(&m->warm_cv);
 	}
-	pthread_mutex_unlock(&m->dirs_mu);
+	pthread_mutex_unlock(&m->prefetch_mu);
 }
 
 /* A warm thread: asks the node's worker (or the owner) for each queued
@@ -364,17 +364,17 @@ static void *warm_thread(void *arg)
 		struct reader_object obj;
 		uint64_t ino = 0;
 
-		pthread_mutex_lock(&m->dirs_mu);
+		pthread_mutex_lock(&m->prefetch_mu);
 		while (!m->warm_len && !m->warm_stop)
-			pthread_cond_wait(&m->warm_cv, &m->dirs_mu);
+			pthread_cond_wait(&m->warm_cv, &m->prefetch_mu);
 		if (m->warm_stop) {
-			pthread_mutex_unlock(&m->dirs_mu);
+			pthread_mutex_unlock(&m->prefetch_mu);
 			return NULL;
 		}
 		ino = m->warm_q[m->warm_head];
 		m->warm_head = (m->warm_head + 1) % WARM_QUEUE;
 		m->warm_len--;
-		pthread_mutex_unlock(&m->dirs_mu);
+		pthread_mutex_unlock(&m->prefetch_mu);
 		if (snapshot_stat(m->files, ino, &e) != ERR_OK ||
 		    snapshot_object_key(m->files, ino, key, sizeof(key)) != ERR_OK)
 			continue;
@@ -395,12 +395,12 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj)
 
 	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
 		return;
-	pthread_mutex_lock(&m->dirs_mu);
+	pthread_mutex_lock(&m->prefetch_mu);
 	slot = &m->dirs[self.parent % PREFETCH_DIRS];
 	if (slot->dir != self.parent)
 		*slot = (struct dir_misses){ .dir = self.parent };
 	due = ++slot->misses >= PREFETCH_DIR_MISSES;
-	pthread_mutex_unlock(&m->dirs_mu);
+	pthread_mutex_unlock(&m->prefetch_mu);
 	for (uint64_t i = 1; due && i <= m->prefetch_files; i++) {
 		if (snapshot_stat(m->files, obj->ino + i, &e) != ERR_OK || e.parent != self.parent)
 			break;
@@ -779,10 +779,10 @@ static void teardown(struct mount *m)
 	pthread_mutex_unlock(&m->stop_mu);
 	if (m->refresher_running)
 		pthread_join(m->refresher, NULL);
-	pthread_mutex_lock(&m->dirs_mu);
+	pthread_mutex_lock(&m->prefetch_mu);
 	m->warm_stop = true;
 	pthread_cond_broadcast(&m->warm_cv);
-	pthread_mutex_unlock(&m->dirs_mu);
+	pthread_mutex_unlock(&m->prefetch_mu);
 	for (unsigned i = 0; i < m->nwarm; i++)
 		pthread_join(m->warm_threads[i], NULL);
 	if (m->ticker_running)
@@ -811,7 +811,7 @@ int main(int argc, char **argv)
 	const struct config_schema *schema = &mount_settings_schema;
 	struct mount_settings s;
 	struct mount m = { .stop_mu = PTHREAD_MUTEX_INITIALIZER, .stop_cv = PTHREAD_COND_INITIALIZER,
-			   .dirs_mu = PTHREAD_MUTEX_INITIALIZER, .warm_cv = PTHREAD_COND_INITIALIZER };
+			   .prefetch_mu = PTHREAD_MUTEX_INITIALIZER, .warm_cv = PTHREAD_COND_INITIALIZER };
 	struct ll_config ll;
 	struct error err;
 	char fsname[300];

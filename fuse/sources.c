@@ -57,6 +57,15 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 	return ERR_OK;
 }
 
+/* Calls a source's missed_small hook (NULL: none) for blk when it is the
+ * whole of a one-block object (a small file) and not read for a hint. */
+static void small_missed(void (*hook)(void *, const struct reader_object *), void *arg,
+			 const struct reader_block *blk)
+{
+	if (hook && !blk->hint && blk->index == 0 && blk->obj->size <= blk->block_size)
+		hook(arg, blk->obj);
+}
+
 static enum error_code cache_read(void *arg, struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
 				  unsigned readahead, struct error *err)
@@ -91,9 +100,8 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		}
 		/* Not a hit: the reader waited for the store, and one-block
 		 * objects (small files) give no read-ahead of their own. */
-		if (rc == ERR_OK && !res.hit && ctx->missed_small && blk->index == 0 &&
-		    blk->obj->size <= blk->block_size)
-			ctx->missed_small(ctx->missed_small_arg, blk->obj);
+		if (rc == ERR_OK && !res.hit)
+			small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
 		fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
 			*got = len;
@@ -689,15 +697,6 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	return rc;
 }
 
-/* A worker served blk, which the node's cache directory did not hold: the
- * hook for a one-block object (a small file). */
-static void peer_served(struct source_cluster_ctx *ctx, const struct reader_block *blk)
-{
-	if (ctx->missed_small && !blk->hint && blk->index == 0 &&
-	    blk->obj->size <= blk->block_size)
-		ctx->missed_small(ctx->missed_small_arg, blk->obj);
-}
-
 /*
  * Asks the owner for whole chunks (block_chunk_size) around the bytes
  * wanted and checks them against the CRC32Cs the worker sends with them
@@ -764,7 +763,8 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			 * this same round: the one extra request. */
 			rc = local_read(ctx, blk, off, len, dst, got, 0, err);
 			if (rc == ERR_OK) {
-				peer_served(ctx, blk);
+				/* a worker served it: the directory did not hold it */
+				small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
 				return ERR_OK;
 			}
 			cache_id = NULL;
@@ -792,7 +792,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (body.dst != dst)
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
-		peer_served(ctx, blk);
+		small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
 	}
 	return rc;
 }
