@@ -51,9 +51,11 @@
  */
 #define PREFETCH_DIR_MISSES 2
 #define PREFETCH_DIRS 64
-/* With meta: threads that ask the workers for the files prefetched (each
- * waits for its worker's fetch), and the queue of inodes they take from. */
-#define WARM_THREADS 4
+/* With meta: threads that ask the workers for the files prefetched, one
+ * per file of prefetch.files up to this many (each only waits while its
+ * worker fetches, so they cost the mount no CPU to speak of), and the
+ * queue of inodes they take from. */
+#define WARM_THREADS 16
 #define WARM_QUEUE 256
 #define WARM_TIMEOUT_MS 5000 /* one warm request at most */
 
@@ -539,7 +541,7 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	m->warm_timeout_ms = s->worker_request_timeout_ms < WARM_TIMEOUT_MS
 				     ? s->worker_request_timeout_ms
 				     : WARM_TIMEOUT_MS;
-	for (unsigned i = 0; m->prefetch_files > 0 && i < WARM_THREADS; i++)
+	for (unsigned i = 0; i < m->prefetch_files && i < WARM_THREADS; i++)
 		if (pthread_create(&m->warm_threads[i], NULL, warm_thread, m) == 0)
 			m->nwarm++;
 	if (m->nwarm > 0) {

@@ -247,6 +247,27 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	return ERR_OK;
 }
 
+/*
+ * Whether blk's file is in the node's directory, opened (header read and
+ * checked) and kept in ctx->fds for the read to come. Nothing of its data
+ * is read: a warm costs no disk read and leaves no pages.
+ */
+static bool warm_open(struct source_cluster_ctx *ctx, struct reader_block *blk)
+{
+	const struct block_sums *sums = NULL;
+	struct block_fdref *ref = NULL;
+	struct block_sums own;
+	struct block_key k;
+	struct error err;
+	int fd = -1;
+
+	cluster_hash(ctx, blk, &k);
+	if (local_take(ctx, &k, blk->hash, &ref, &fd, &own, &sums, &err) != ERR_OK)
+		return false;
+	local_put(ctx, ref, fd, false);
+	return true;
+}
+
 void source_cluster_read_cache_id(struct source_cluster_ctx *ctx)
 {
 	struct error err;
@@ -756,6 +777,13 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	for (int round = 0; round < 2; round++) {
 		rc = peer_get(ctx, t, blk, addr, id, a0, (size_t)(a1 - a0),
 			      round == 0 ? readahead : 0, blk->corrupt > 0, cache_id, &body, err);
+		if (rc == ERR_OK && body.in_dir && blk->hint) {
+			/* A warm wants the block in the directory, not its
+			 * bytes: opening it now (kept in ctx->fds) spares the
+			 * reader that comes for it the open. */
+			warm_open(ctx, blk);
+			return ERR_OK;
+		}
 		if (rc == ERR_OK && body.in_dir) {
 			/* Read and checked like any short-circuit read. A
 			 * file gone meanwhile (evicted), or corrupt (counted
@@ -806,10 +834,12 @@ void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_obj
 	size_t got = 0;
 	char byte;
 
-	if (obj->size == 0 || obj->size > ctx->block_size)
+	if (obj->size == 0 || obj->size > ctx->block_size || !*obj->etag)
 		return;
-	if (local_read(ctx, &blk, 0, 1, &byte, &got, 0, &err) == ERR_OK)
+	if (warm_open(ctx, &blk))
 		return;
+	/* The node's own worker fetches it into the directory and answers
+	 * with no bytes; another node's worker sends the one byte asked. */
 	peer_read(ctx, &blk, 0, 1, &byte, &got, 0, &err);
 }
 

@@ -115,11 +115,13 @@ struct reader_source source_local(struct source_cluster_ctx *ctx);
 struct reader_source source_peer(struct source_cluster_ctx *ctx);
 
 /*
- * Prefetch of a one-block object (a small file): nothing when the node's
- * cache directory holds it, else its owner worker is asked for one byte
- * of it, which makes the worker fetch and cache the block (the node's
- * worker into the cache directory). A hint: errors are dropped; gives up
- * at until_ms (retry_now_ms clock).
+ * Prefetch of a one-block object (a small file): when the node's cache
+ * directory holds it, its file is opened for the read to come (kept in
+ * the descriptor cache, none of its data read); else its owner worker is
+ * asked for it: the node's own worker fetches it into the directory and
+ * answers with no bytes (then the file is opened the same way), another
+ * node's worker caches it and sends one byte. A hint: errors are dropped;
+ * gives up at until_ms (retry_now_ms clock).
  */
 void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_object *obj,
 			 uint64_t until_ms);

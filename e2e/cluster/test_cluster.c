@@ -1216,6 +1216,22 @@ static long settled_blocks(void)
 	return n;
 }
 
+/* Reads small/fNN.bin of the 'smalls' dataset through m and checks it. */
+static void small_read_check(const struct mnt *m, int f)
+{
+	unsigned char want[1100], got[1100];
+	char path[600];
+	int fd;
+
+	harness_fill(want, sizeof(want), 500 + (uint64_t)f);
+	snprintf(path, sizeof(path), "%s/small/f%02d.bin", m->dir, f);
+	fd = open(path, O_RDONLY);
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(read(fd, got, sizeof(got)), 1000 + f);
+	ck_assert_msg(memcmp(got, want, (size_t)(1000 + f)) == 0, "f%02d read wrong bytes", f);
+	close(fd);
+}
+
 /*
  * With meta, a second small file read from a worker in one directory
  * makes the mount ask the workers for the next prefetch.files files of it
@@ -1234,7 +1250,7 @@ START_TEST(test_cluster_small_file_misses_prefetch_the_next_files_through_the_wo
 	 * prefetches f22-f37 */
 	const int first[] = { 10, 20 }, second[] = { 15, 21 };
 	const long want[] = { 2, 2 + 16 };
-	char key[300], uri[300], path[600];
+	char key[300], uri[300];
 	struct store *st = NULL;
 	struct spec sp;
 	struct error err;
@@ -1267,23 +1283,28 @@ START_TEST(test_cluster_small_file_misses_prefetch_the_next_files_through_the_wo
 		long before = settled_blocks(), after;
 
 		ck_assert_int_eq(mount_start(&m, "smalls", extras[round], round ? "pf16" : "pf0"), 0);
-		for (int k = 0; k < 2; k++) {
-			int f = k ? second[round] : first[round];
-			unsigned char got[1100];
-			int fd;
-
-			harness_fill(buf, sizeof(buf), 500 + (uint64_t)f);
-			snprintf(path, sizeof(path), "%s/small/f%02d.bin", m.dir, f);
-			fd = open(path, O_RDONLY);
-			ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
-			ck_assert_int_eq(read(fd, got, sizeof(got)), 1000 + f);
-			ck_assert(memcmp(got, buf, (size_t)(1000 + f)) == 0);
-			close(fd);
-		}
+		for (int k = 0; k < 2; k++)
+			small_read_check(&m, k ? second[round] : first[round]);
 		after = settled_blocks();
-		mount_stop(&m);
 		ck_assert_msg(after - before == want[round], "round %d: %ld blocks cached, %ld before",
 			      round, after, before);
+		if (round == 1) {
+			/* The prefetched files read exact, from the node's
+			 * directory or their owner, with no fetch of their
+			 * own. Those another worker served count as misses,
+			 * so the prefetch goes on to the directory's last
+			 * two files, f38 and f39: each file fetched once. */
+			uint64_t served = mount_stat(&m, "blocks_local") + mount_stat(&m, "blocks_peer");
+
+			for (int f = 22; f < 38; f++)
+				small_read_check(&m, f);
+			ck_assert_uint_eq(mount_stat(&m, "blocks_local") +
+						  mount_stat(&m, "blocks_peer") - served, 16);
+			ck_assert_uint_eq(mount_stat(&m, "blocks_store"), 0);
+			ck_assert_uint_eq(mount_stat(&m, "fallbacks"), 0);
+			ck_assert_int_eq(settled_blocks(), after + 2);
+		}
+		mount_stop(&m);
 	}
 }
 END_TEST
