@@ -1,13 +1,18 @@
 /*
- * fusemount.c - max_read's rule, mountinfo, the mount's read-ahead.
+ * fusemount.c - max_read's rule, mountinfo, the mount's read-ahead, its
+ * first open and close.
  */
 #include "common/fusemount.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum error_code fusemount_check_max_read(const char *what, uint64_t bytes, struct error *err)
 {
@@ -169,4 +174,68 @@ enum error_code fusemount_set_read_ahead(const char *path, uint64_t bytes, struc
 				 want, sys, strerror(saved));
 	}
 	return ERR_OK;
+}
+
+/* Depth first under dfd (owned) for a regular file to open and close. */
+static bool prime_at(int dfd, unsigned depth, unsigned *budget)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+	bool done = false;
+
+	if (!d) {
+		close(dfd);
+		return false;
+	}
+	while (!done && *budget > 0 && (e = readdir(d)) != NULL) {
+		int fd;
+
+		(*budget)--;
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (e->d_type == DT_REG) {
+			fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+			if (fd >= 0) {
+				close(fd);
+				done = true;
+			}
+		} else if (e->d_type == DT_DIR && depth < 16) {
+			fd = openat(dirfd(d), e->d_name,
+				    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			if (fd >= 0)
+				done = prime_at(fd, depth + 1, budget);
+		}
+	}
+	closedir(d);
+	return done;
+}
+
+bool fusemount_prime(const char *dir)
+{
+	unsigned budget = 4096;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	return fd >= 0 && prime_at(fd, 0, &budget);
+}
+
+static void *prime_main(void *arg)
+{
+	fusemount_prime(arg);
+	free(arg);
+	return NULL;
+}
+
+void fusemount_prime_async(const char *dir)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	char *copy = strdup(dir);
+
+	if (!copy)
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, prime_main, copy) != 0)
+		free(copy);
+	pthread_attr_destroy(&attr);
 }

@@ -69,4 +69,23 @@ bool fusemount_lookup(const char *path, unsigned *major, unsigned *minor, char *
  */
 enum error_code fusemount_set_read_ahead(const char *path, uint64_t bytes, struct error *err);
 
+/*
+ * Opens and closes one regular file of the mount at dir (the first found,
+ * depth first, at most 4096 entries looked at), to settle at once, while
+ * its daemon serves, what the kernel learns from a connection's first
+ * open and first close. A granary-fuse with no_open answers that open
+ * ENOSYS, after which files open without a request; and the close sends a
+ * FLUSH, which answered ENOSYS stops FLUSHes for good. Left to a reader,
+ * that first close could come while the daemon is down and wait for its
+ * successor, and a process that closes the file on its way to starting
+ * the successor (an inherited descriptor) would wait forever. Blocks
+ * until the daemon answers: call it from a thread of its own
+ * (fusemount_prime_async) where that matters. True when a file was
+ * opened and closed.
+ */
+bool fusemount_prime(const char *dir);
+
+/* fusemount_prime(dir) on a detached thread (dir copied). */
+void fusemount_prime_async(const char *dir);
+
 #endif

@@ -27,6 +27,7 @@
 
 #include "common/config.h"
 #include "common/fileio.h"
+#include "common/fusemount.h"
 #include "common/log.h"
 #include "common/retry.h"
 #include "csi/keeper.h"
@@ -354,6 +355,9 @@ enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err
 	}
 	if (rc != ERR_OK)
 		return rc;
+	/* The connection's first open and close, as soon as the daemon
+	 * serves, rather than by a reader perhaps while it is down. */
+	fusemount_prime_async(v->rec.staging_path);
 	if (v->rec.ntargets) {
 		v->stale_since = time(NULL);
 		v->reattach_due_ms = 0;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 struct ll {
 	struct mountfs *fs;
 	const struct ll_config *cfg;
+	bool no_open; /* the kernel opens files without asking (op_init) */
 };
 
 static struct ll *ll_of(fuse_req_t req)
@@ -86,6 +88,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * attribute refresh, no write-back machinery. */
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* Files open without a round trip (and close without a release) once
+	 * an open is answered ENOSYS; the kernel then keeps every file's
+	 * pages across opens, which is what keep_cache asks anyway. */
+	if (ll->cfg->no_open && ll->cfg->keep_cache && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
+		ll->no_open = true;
+		mountfs_set_no_open(ll->fs);
+	}
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -152,6 +161,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (rc != ERR_OK) {
 		fuse_reply_err(req, rc == ERR_INVALID ? EISDIR : error_to_errno(rc));
+		return;
+	}
+	if (ll->no_open) {
+		/* No open state: reads make their own (mountfs_set_no_open).
+		 * The kernel takes ENOSYS as "open them all yourself". */
+		mountfs_release(ll->fs, ino);
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
 	/* The handle is the inode, valid in a successor daemon too. */
@@ -223,7 +239,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	enum error_code rc;
 	char *buf;
 
-	(void)ino;
+	/* By ino, not fi->fh: the handle is the inode when op_open gave it,
+	 * 0 when the kernel opens files itself (no_open). */
 	buf = thread_read_buf(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -231,7 +248,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	/* The kernel asks again for pages of a failed buffered read, never
 	 * for an O_DIRECT one (struct reader_stream's caller). */
-	rc = mountfs_read(ll->fs, fi->fh,
+	rc = mountfs_read(ll->fs, ino,
 			  (fi->flags & O_DIRECT) ? 0 : (uint32_t)fuse_req_ctx(req)->pid,
 			  (uint64_t)off, size, buf, &got, &err);
 	if (rc != ERR_OK) {
@@ -644,16 +661,18 @@ static int fusermount_detach(const char *path)
 
 /*
  * A FUSE mount whose daemon died without unmounting (no holder of its
- * connection is left) answers every access with ENOTCONN. Mounting over
+ * connection is left) answers every request with ENOTCONN. Mounting over
  * it would stack a live mount on a dead one; it is detached first
  * (lazily: its last users may still hold it), and said so. Several
- * stacked dead mounts are detached one by one.
+ * stacked dead mounts are detached one by one. Asked with statfs, which
+ * always makes a request: a stat may be answered from the attributes the
+ * kernel keeps (attr_timeout).
  */
 static enum error_code clear_dead_mount(const char *path, struct error *err)
 {
-	struct stat st;
+	struct statfs st;
 
-	for (int n = 0; n < 16 && stat(path, &st) != 0 && errno == ENOTCONN; n++) {
+	for (int n = 0; n < 16 && statfs(path, &st) != 0 && errno == ENOTCONN; n++) {
 		int e = umount2(path, MNT_DETACH) == 0 ? 0 : errno;
 
 		if (e == EPERM)
@@ -742,6 +761,10 @@ enum error_code ll_run(struct mountfs *fs, const struct ll_config *cfg, struct e
 	fuse_loop_cfg_set_clone_fd(loop, cfg->clone_fd && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0);
 	fuse_loop_cfg_set_idle_threads(loop, idle);
 	fuse_loop_cfg_set_max_threads(loop, idle * 2);
+	/* A mount on /dev/fd/N is primed by whoever mounted it (the node
+	 * plugin), which sees its path. */
+	if (cfg->no_open && strncmp(cfg->mountpoint, "/dev/fd/", 8) != 0)
+		fusemount_prime_async(cfg->mountpoint);
 	log_info("mounted", LOG_S("mountpoint", cfg->mountpoint), LOG_S("fsname", cfg->fsname),
 		 LOG_U("max_read", cfg->max_read), LOG_U("idle_threads", idle),
 		 LOG_U("read_ahead", cfg->read_ahead));

@@ -24,6 +24,7 @@ struct ll_config {
 	double entry_timeout;        /* seconds */
 	double attr_timeout;         /* seconds */
 	bool keep_cache;
+	bool no_open;                /* FUSE no_open, with keep_cache: no open or release requests */
 	uint32_t max_read;           /* bytes, <= 1 MiB */
 	unsigned max_background;
 	unsigned max_idle_threads;   /* 0 = sized from the CPU quota */

@@ -836,6 +836,7 @@ int main(int argc, char **argv)
 		.entry_timeout = (double)s.entry_timeout_ms / 1000.0,
 		.attr_timeout = (double)s.attr_timeout_ms / 1000.0,
 		.keep_cache = s.keep_cache,
+		.no_open = s.no_open,
 		.max_read = (uint32_t)s.max_read,
 		.max_background = (unsigned)s.max_background,
 		.max_idle_threads = (unsigned)s.max_idle_threads,

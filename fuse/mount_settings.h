@@ -36,6 +36,7 @@ struct mount_settings {
 	uint64_t entry_timeout_ms;
 	uint64_t attr_timeout_ms;
 	bool keep_cache;
+	bool no_open;
 	uint64_t max_read;         /* bytes per FUSE read request */
 	int64_t max_background;
 	int64_t max_idle_threads;  /* 0 = sized automatically */

@@ -39,15 +39,26 @@ struct mountfs_stripe {
 	struct mountfs_file *files; /* by ino; protected by mu */
 } __attribute__((aligned(64)));
 
+/* Without opens (mountfs_set_no_open), the states that reads made and
+ * that no read holds are kept up to this many per stripe, the oldest
+ * dropped first. */
+#define MOUNTFS_IDLE_MAX 64
+
 struct mountfs {
 	struct snapshot *snap;
 	struct mountfs_stripe stripes[MOUNTFS_STRIPES];
+	bool no_open;
 	struct reader *reader;
 	uid_t uid;
 	gid_t gid;
 	mountfs_stats_fn stats_fn;
 	void *stats_arg;
 };
+
+void mountfs_set_no_open(struct mountfs *fs)
+{
+	fs->no_open = true;
+}
 
 void mountfs_set_stats(struct mountfs *fs, mountfs_stats_fn fn, void *arg)
 {
@@ -165,6 +176,7 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 {
 	struct snapshot_entry_info e;
 	struct mountfs_file *f = NULL;
+	char key[KEY_MAX];
 	enum error_code rc;
 
 	rc = snapshot_stat(fs->snap, ino, &e);
@@ -176,16 +188,13 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 				 e.name);
 	if (e.is_dir)
 		return error_set(err, ERR_INVALID, "open '%s': is a directory", e.name);
+	rc = snapshot_object_key(fs->snap, ino, key, sizeof(key));
+	if (rc != ERR_OK)
+		return error_set(err, rc, "open '%s': object key too long", e.name);
 	f = calloc(1, sizeof(*f));
-	if (!f || !(f->key = malloc(KEY_MAX))) {
+	if (!f || !(f->key = strdup(key))) {
 		free(f);
 		return error_set(err, ERR_NOMEM, "open '%s': out of memory", e.name);
-	}
-	rc = snapshot_object_key(fs->snap, ino, f->key, KEY_MAX);
-	if (rc != ERR_OK) {
-		free(f->key);
-		free(f);
-		return error_set(err, rc, "open '%s': object key too long", e.name);
 	}
 	f->ino = ino;
 	f->obj.key = f->key;
@@ -194,6 +203,29 @@ static enum error_code file_new(struct mountfs *fs, uint64_t ino, bool for_write
 	f->obj.ino = ino;
 	*out = f;
 	return ERR_OK;
+}
+
+/*
+ * Without opens nothing releases a state that a read made and left before
+ * the file's end: at MOUNTFS_IDLE_MAX, the oldest that no read holds are
+ * taken out of st (its lock held) and chained on *gone (through hh.next)
+ * for the caller to free outside the lock.
+ */
+static void idle_trim(struct mountfs_stripe *st, struct mountfs_file **gone)
+{
+	struct mountfs_file *f, *tmp;
+	unsigned n = HASH_COUNT(st->files);
+
+	HASH_ITER(hh, st->files, f, tmp) {
+		if (n < MOUNTFS_IDLE_MAX)
+			break;
+		if (f->reading > 0)
+			continue;
+		HASH_DEL(st->files, f);
+		f->hh.next = *gone;
+		*gone = f;
+		n--;
+	}
 }
 
 /* Finds ino's open state, creating it when missing; adds opens and
@@ -223,13 +255,19 @@ static enum error_code file_get(struct mountfs *fs, uint64_t ino, bool for_write
 	if (!f) {
 		f = made;
 		made = NULL;
+		if (fs->no_open)
+			idle_trim(st, &made);
 		HASH_ADD(hh, st->files, ino, sizeof(f->ino), f);
 	}
 	f->opens += opens;
 	f->reading += reading;
 	pthread_mutex_unlock(&st->mu);
-	if (made)
+	while (made) {
+		struct mountfs_file *next = made->hh.next;
+
 		file_free(made);
+		made = next;
+	}
 	*out = f;
 	return ERR_OK;
 }
@@ -322,6 +360,10 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, 
 	pthread_mutex_lock(&st->mu);
 	f->stream = stream;
 	f->reading--;
+	/* Without opens, a read to the file's end is as good as its release:
+	 * no state stays for a file read whole. */
+	if (fs->no_open && rc == ERR_OK && off + *got >= f->obj.size)
+		f->opens = 0;
 	unused = file_unused(st, f);
 	pthread_mutex_unlock(&st->mu);
 	if (unused)

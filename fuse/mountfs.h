@@ -125,4 +125,14 @@ void mountfs_statfs(struct mountfs *fs, struct mountfs_statfs *out);
 /* Sets what MOUNTFS_XATTR_STATS shows; call before serving. */
 void mountfs_set_stats(struct mountfs *fs, mountfs_stats_fn fn, void *arg);
 
+/*
+ * The kernel opens files without asking (FUSE no_open): no open or
+ * release arrives, so the state a read makes goes when a read reaches the
+ * file's end, and the states that reads left before the end are kept up
+ * to a bound (the oldest dropped; a dropped state only costs a reader its
+ * read-ahead until its next reads look sequential again). Called before
+ * any read.
+ */
+void mountfs_set_no_open(struct mountfs *fs);
+
 #endif

@@ -208,7 +208,11 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 	    stream->caller && stream->failed_caller == stream->caller &&
 	    t0 - stream->failed_at_ms < READER_REFAIL_MS) {
 		/* The kernel asks again for what a read that just failed
-		 * could not fill: that read's wait was this one's. */
+		 * could not fill: that read's wait was this one's. Once: the
+		 * kernel asks once, and a file opened again afterwards (the
+		 * same state when files open without the daemon) is a new
+		 * try of the application's. */
+		stream->failed_block1 = 0;
 		rc = error_set(err, ERR_IO, "read '%s' block %llu: %s", obj->key,
 			       (unsigned long long)(off / bs), stream->failed_cause);
 		ADD(r->c->errors[stream->failed_kind], 1);

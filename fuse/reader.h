@@ -32,9 +32,10 @@
  * ERR_IO (EIO, never ETIMEDOUT), counted in failed and logged with the
  * object, block and cause at most once per 10 s. The kernel asks again
  * at once, from the same thread, for the pages its read-ahead could not
- * fill: a read by the same caller of the block that failed on the same
- * file within READER_REFAIL_MS fails at once with the same cause, so a
- * buffered read waits one deadline too. Another caller's read of that
+ * fill: the next read by the same caller of the block that failed on the
+ * same file, within READER_REFAIL_MS, fails at once with the same cause
+ * (once: a later read tries again), so a buffered read waits one
+ * deadline too. Another caller's read of that
  * block starts afresh, and so does any read of caller 0 (an O_DIRECT
  * read, which the kernel never asks again: a retry is the application's).
  *

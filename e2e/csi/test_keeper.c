@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fusemount.h"
 #include "common/retry.h"
 #include "csi/keeper.h"
 #include "e2e/harness.h"
@@ -160,6 +161,8 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 	for (int i = 0; i < 200 && access(init_state, F_OK) != 0; i++)
 		usleep(25 * 1000);
 	ck_assert_int_eq(access(init_state, F_OK), 0);
+	/* The node plugin's first open and close of the connection. */
+	ck_assert(fusemount_prime(mnt));
 	{
 		struct stat sb;
 

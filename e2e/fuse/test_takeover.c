@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/fusemount.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
 #include "fuse/mountstats.h"
@@ -142,6 +143,8 @@ START_TEST(test_takeover_sigkill_mid_read_loses_no_read)
 
 	first = start_daemon(0);
 	ck_assert_int_eq(wait_serving(), 0);
+	/* ...and its first open and close, as the node plugin does. */
+	ck_assert(fusemount_prime(mnt));
 	{
 		struct stat st;
 

@@ -271,6 +271,69 @@ START_TEST(test_mountfs_failed_read_names_the_object_and_offset)
 }
 END_TEST
 
+/* Without opens (FUSE no_open): reads make the state and keep the stream
+ * between them, and a read to the file's end ends it. */
+START_TEST(test_mountfs_without_opens_a_read_to_the_end_ends_the_state)
+{
+	char buf[1000];
+	struct error err;
+	size_t got = 0;
+
+	mountfs_set_no_open(fs);
+	for (int i = 1; i <= 3; i++) {
+		ck_assert_int_eq(mountfs_read(fs, ino, 1, (uint64_t)i * 1000, sizeof(buf), buf, &got,
+					      &err), ERR_OK);
+		ck_assert_int_eq(buf[0], pattern((uint64_t)i * 1000));
+		ck_assert_uint_eq(mountfs_open_files(fs), 1);
+	}
+	ck_assert_uint_eq(gate.last_readahead, 1); /* the stream stayed between reads */
+	ck_assert_int_eq(mountfs_read(fs, ino, 1, FILE_SIZE - 100, sizeof(buf), buf, &got, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(got, 100);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+	/* a release that never had an open changes nothing */
+	mountfs_release(fs, ino);
+	ck_assert_uint_eq(mountfs_open_files(fs), 0);
+}
+END_TEST
+
+/* Files read only in part leave their states: they are bounded (64 in
+ * each of the 64 stripes), the oldest dropped, and every read still
+ * serves the right bytes. */
+START_TEST(test_mountfs_without_opens_the_states_left_are_bounded)
+{
+	enum { FILES = 64 * 64 + 200 };
+	struct snapshot_builder *b = NULL;
+	struct snapshot *snap = NULL;
+	struct mountfs *many = NULL;
+	struct error err;
+	char name[32], buf[100];
+	size_t got = 0;
+
+	ck_assert_int_eq(snapshot_builder_new("ds", "s3://bucket/p/", 1, &b, &err), ERR_OK);
+	for (int i = 0; i < FILES; i++) {
+		snprintf(name, sizeof(name), "f%05d.bin", i);
+		ck_assert_int_eq(snapshot_builder_add(b, name, FILE_SIZE, "etag", 1, &err), ERR_OK);
+	}
+	ck_assert_int_eq(snapshot_builder_finish(b, &snap, &err), ERR_OK);
+	ck_assert_int_eq(mountfs_new(snap, rd, 0, 0, &many, &err), ERR_OK);
+	mountfs_set_no_open(many);
+	for (int i = 0; i < FILES; i++) {
+		uint64_t f;
+
+		snprintf(name, sizeof(name), "f%05d.bin", i);
+		f = snapshot_lookup(mountfs_snapshot(many), 1, name);
+		ck_assert_uint_ne(f, 0);
+		ck_assert_int_eq(mountfs_read(many, f, 1, 10, sizeof(buf), buf, &got, &err), ERR_OK);
+		ck_assert_uint_eq(got, sizeof(buf));
+		ck_assert_int_eq(buf[0], pattern(10));
+		if (i == 100)
+			ck_assert_uint_eq(mountfs_open_files(many), 101);
+	}
+	ck_assert_uint_eq(mountfs_open_files(many), 64 * 64);
+	mountfs_free(many);
+}
+END_TEST
 
 int main(void)
 {
@@ -284,6 +347,8 @@ int main(void)
 	tcase_add_test(tc, test_mountfs_open_refuses_writes_directories_and_strangers);
 	tcase_add_test(tc, test_mountfs_reads_keep_the_stream_of_the_handle);
 	tcase_add_test(tc, test_mountfs_failed_read_names_the_object_and_offset);
+	tcase_add_test(tc, test_mountfs_without_opens_a_read_to_the_end_ends_the_state);
+	tcase_add_test(tc, test_mountfs_without_opens_the_states_left_are_bounded);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
