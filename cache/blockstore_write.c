@@ -61,9 +61,7 @@ static void *bytes_get(struct blockstore *bs, uint64_t max_len)
 		if (p)
 			return p;
 	}
-	if (posix_memalign(&p, DISK_UNIT, (size_t)size) != 0)
-		return NULL;
-	return p;
+	return fileio_buf_alloc((size_t)size);
 }
 
 void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t max_len)

@@ -434,3 +434,17 @@ enum error_code fileio_resident_tree(const char *dir, struct fileio_residency *o
 				 strerror(errno));
 	return resident_walk(dfd, dir, out, err);
 }
+
+#define HUGE_SPAN ((size_t)2 << 20)
+
+void *fileio_buf_alloc(size_t size)
+{
+	size_t align = size >= HUGE_SPAN ? HUGE_SPAN : 4096;
+	void *p = NULL;
+
+	if (posix_memalign(&p, align, size) != 0)
+		return NULL;
+	if (align == HUGE_SPAN)
+		(void)madvise(p, size / HUGE_SPAN * HUGE_SPAN, MADV_HUGEPAGE);
+	return p;
+}

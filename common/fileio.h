@@ -115,4 +115,14 @@ enum error_code fileio_resident_tree(const char *dir, struct fileio_residency *o
 /* Value of one hexadecimal digit (either case), or -1. */
 int fileio_hex_value(char c);
 
+/*
+ * An I/O buffer of size bytes, page-aligned, freed with free(). One of
+ * 2 MiB or more is aligned to 2 MiB and asks for transparent huge pages
+ * on its whole 2 MiB spans: an O_DIRECT write or a FUSE reply pins every
+ * page of the buffer it is given, and a huge page is pinned, mapped and
+ * faulted in once for 512 small ones. Where the kernel gives none, the
+ * buffer works the same with small pages.
+ */
+void *fileio_buf_alloc(size_t size);
+
 #endif

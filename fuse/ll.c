@@ -180,9 +180,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /*
  * One read buffer per loop thread, grown to max_read once: a 1 MiB malloc
  * per request would be an mmap/munmap pair each time. Page-aligned, since
- * misaligned reply buffers measurably cost (MEASURED.md). libfuse ends idle
- * threads, so the buffer is freed by the key's destructor, not leaked.
+ * misaligned reply buffers measurably cost (MEASURED.md), and at least one
+ * huge page (fileio_buf_alloc): the kernel pins the reply buffer's pages
+ * to copy a reply. libfuse ends idle threads, so the buffer is freed by
+ * the key's destructor, not leaked.
  */
+#define READ_BUF_MIN ((size_t)2 << 20)
+
 struct read_buf {
 	char *data;
 	size_t size;
@@ -218,8 +222,8 @@ static char *thread_read_buf(size_t size)
 		}
 	}
 	if (size > b->size) {
-		size_t want = (size + 4095) & ~(size_t)4095;
-		char *p = aligned_alloc(4096, want);
+		size_t want = size < READ_BUF_MIN ? READ_BUF_MIN : (size + 4095) & ~(size_t)4095;
+		char *p = fileio_buf_alloc(want);
 
 		if (!p)
 			return NULL;

@@ -1,9 +1,12 @@
 /*
  * test_fileio.c - whole reads and writes, atomic replacement, directories
- * with their parents, hex digits, a file's pages in the page cache.
+ * with their parents, hex digits, a file's pages in the page cache, I/O
+ * buffers on huge pages.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,6 +267,62 @@ START_TEST(test_fileio_drop_cached_drops_whole_pages_of_the_range_only)
 }
 END_TEST
 
+/* Whether the mapping that holds p may have transparent huge pages
+ * (/proc/self/smaps, THPeligible); -1 when the kernel does not say. */
+static int thp_eligible(const void *p)
+{
+	unsigned long a = (unsigned long)p, lo = 0, hi = 0;
+	bool in = false;
+	char line[512];
+	int v = -1;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = a >= lo && a < hi;
+		else if (in && sscanf(line, "THPeligible: %d", &v) == 1)
+			break;
+	}
+	fclose(f);
+	return v;
+}
+
+/* Whether this kernel gives huge pages to a range that asks (THP set to
+ * "always" or "madvise"). */
+static bool thp_on_request(void)
+{
+	char mode[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!f)
+		return false;
+	if (!fgets(mode, sizeof(mode), f))
+		mode[0] = 0;
+	fclose(f);
+	return strstr(mode, "[always]") || strstr(mode, "[madvise]");
+}
+
+START_TEST(test_fileio_buf_alloc_aligns_and_asks_for_huge_pages)
+{
+	size_t big = ((size_t)4 << 20) + 4096;
+	char *small = fileio_buf_alloc(64 * 1024);
+	char *p = fileio_buf_alloc(big);
+
+	ck_assert_ptr_nonnull(small);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq((uintptr_t)small % 4096, 0);
+	ck_assert_uint_eq((uintptr_t)p % ((uintptr_t)2 << 20), 0);
+	memset(small, 0x5a, 64 * 1024);
+	memset(p, 0xa5, big); /* every byte of it is usable */
+	ck_assert_int_eq(p[big - 1], (char)0xa5);
+	if (thp_on_request())
+		ck_assert_int_eq(thp_eligible(p), 1);
+	free(small);
+	free(p);
+}
+END_TEST
+
 START_TEST(test_fileio_hex_value_accepts_both_cases_only)
 {
 	ck_assert_int_eq(fileio_hex_value('0'), 0);
@@ -323,6 +382,7 @@ int main(void)
 	tcase_add_test(tc, test_fileio_read_text_fills_the_buffer_and_cuts_longer_files);
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
+	tcase_add_test(tc, test_fileio_buf_alloc_aligns_and_asks_for_huge_pages);
 	tcase_add_test(tc, test_fileio_drop_cached_drops_whole_pages_of_the_range_only);
 	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);
 	suite_add_tcase(s, tc);
