@@ -238,9 +238,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct ll *ll = ll_of(req);
+	struct reader_loan loan = { 0 };
 	struct error err;
 	size_t got = 0;
 	enum error_code rc;
+	const char *out;
 	char *buf;
 
 	/* By ino, not fi->fh: the handle is the inode when op_open gave it,
@@ -254,22 +256,26 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * for an O_DIRECT one (struct reader_stream's caller). */
 	rc = mountfs_read(ll->fs, ino,
 			  (fi->flags & O_DIRECT) ? 0 : (uint32_t)fuse_req_ctx(req)->pid,
-			  (uint64_t)off, size, buf, &got, &err);
+			  (uint64_t)off, size, buf, &loan, &got, &err);
 	if (rc != ERR_OK) {
 		log_debug("read failed", LOG_S("cause", err.msg)); /* the reader logged it */
 		fuse_reply_err(req, error_to_errno(rc));
 		return;
 	}
+	/* A block fetched into memory just now is replied from where it is,
+	 * not copied into buf first. */
+	out = loan.data ? loan.data : buf;
 	if (ll->cfg->splice) {
 		/* libfuse vmsplices the buffer into a pipe and on to the
 		 * device when the pipe can hold the reply (fuse-tuning.md). */
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(got);
 
-		bv.buf[0].mem = buf;
+		bv.buf[0].mem = (void *)out;
 		fuse_reply_data(req, &bv, 0);
-		return;
+	} else {
+		fuse_reply_buf(req, out, got);
 	}
-	fuse_reply_buf(req, buf, got);
+	reader_loan_end(&loan);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -323,7 +323,8 @@ size_t mountfs_open_files(struct mountfs *fs)
 }
 
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
-			     size_t len, char *dst, size_t *got, struct error *err)
+			     size_t len, char *dst, struct reader_loan *loan, size_t *got,
+			     struct error *err)
 {
 	struct mountfs_stripe *st = stripe_of(fs, ino);
 	struct mountfs_file *f = NULL;
@@ -354,7 +355,7 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, 
 		pthread_mutex_unlock(&st->mu);
 	}
 	stream.caller = caller;
-	rc = reader_read(fs->reader, &f->obj, &stream, off, len, dst, got, err);
+	rc = reader_read_lend(fs->reader, &f->obj, &stream, off, len, dst, loan, got, err);
 	if (rc != ERR_OK)
 		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
 	pthread_mutex_lock(&st->mu);

@@ -105,9 +105,11 @@ size_t mountfs_open_files(struct mountfs *fs);
 
 /* Reads up to len bytes at off of file ino for caller (the asking
  * thread's id, 0 for O_DIRECT: see struct reader_stream); *got short
- * only at the end. */
+ * only at the end. With loan (may be NULL), the bytes may be lent instead
+ * of copied into dst (reader_read_lend); the caller ends the loan. */
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
-			     size_t len, char *dst, size_t *got, struct error *err);
+			     size_t len, char *dst, struct reader_loan *loan, size_t *got,
+			     struct error *err);
 
 /*
  * Value of an extended attribute into buf (size 0: only *len is set).

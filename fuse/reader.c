@@ -95,6 +95,8 @@ static enum error_code read_block(struct reader *r, struct reader_block *blk,
 		if (rc == ERR_OK && *got != len)
 			rc = error_set(err, ERR_IO, "source '%s' answered %zu bytes of %zu", src->name,
 				       *got, len);
+		if (rc != ERR_OK)
+			reader_loan_end(blk->loan); /* nothing stays lent by a failure */
 		if (blk->corrupt != corrupt) {
 			ADD(r->c->corrupt, blk->corrupt - corrupt);
 			log_limited_warn(&r->corrupt_log, "cached block failed its checksum, read again",
@@ -180,9 +182,25 @@ static enum error_code read_failed(struct reader *r, const struct reader_block *
 			 (unsigned long long)blk->index, cause);
 }
 
+void reader_loan_end(struct reader_loan *loan)
+{
+	if (loan && loan->data && loan->end)
+		loan->end(loan->arg);
+	if (loan)
+		*loan = (struct reader_loan){ 0 };
+}
+
 enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			    struct reader_stream *stream, uint64_t off, size_t len,
 			    char *dst, size_t *got, struct error *err)
+{
+	return reader_read_lend(r, obj, stream, off, len, dst, NULL, got, err);
+}
+
+enum error_code reader_read_lend(struct reader *r, const struct reader_object *obj,
+				 struct reader_stream *stream, uint64_t off, size_t len,
+				 char *dst, struct reader_loan *loan, size_t *got,
+				 struct error *err)
 {
 	const uint64_t bs = r->cfg.block_size;
 	const double t0_s = retry_now_s();
@@ -192,6 +210,8 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 	enum error_code rc = ERR_OK;
 
 	*got = 0;
+	if (loan)
+		*loan = (struct reader_loan){ 0 };
 	if (off >= obj->size || len == 0)
 		return ERR_OK;
 	if (len > obj->size - off)
@@ -238,6 +258,8 @@ enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			hint = after < readahead ? (unsigned)after : readahead;
 			stream->hinted1 = blk.index + 1;
 		}
+		if (loan && *got == 0 && piece == len)
+			blk.loan = loan; /* the read's only piece */
 		rc = read_block(r, &blk, in_block, piece, dst, &n, hint, err);
 		if (rc == ERR_NOT_FOUND) {
 			rc = object_changed(r, obj, stream, err);

@@ -74,6 +74,21 @@ struct reader_object {
 };
 
 /* One block of an object. */
+/*
+ * Bytes a source lends to a read instead of copying them into its buffer:
+ * a block the source holds in memory (one fetched from the store just
+ * now). data stays valid until reader_loan_end; the FUSE reply is then
+ * made from it, which saves a copy of every byte of a cold read.
+ */
+struct reader_loan {
+	const char *data; /* NULL: nothing lent, the bytes are in dst */
+	void (*end)(void *arg);
+	void *arg;
+};
+
+/* Gives back what a source lent (nothing when none was), and clears it. */
+void reader_loan_end(struct reader_loan *loan);
+
 struct reader_block {
 	const struct reader_object *obj;
 	uint64_t index;
@@ -95,6 +110,9 @@ struct reader_block {
 	/* Read for a prefetch (source_cluster_warm): no hook is called, and
 	 * a block the node's worker put in the directory is not read. */
 	bool hint;
+	/* Where a source may lend the bytes instead of copying them into
+	 * dst (NULL: copy). Set only for a read within this one block. */
+	struct reader_loan *loan;
 };
 
 struct reader_source {
@@ -104,7 +122,8 @@ struct reader_source {
 	 * success. ERR_NOT_FOUND: not held here. readahead asks the source
 	 * to warm that many following blocks, if it can. Bytes from a cache
 	 * (a file, a peer) are served only once checked against the block's
-	 * checksums; a mismatch counts in blk->corrupt.
+	 * checksums; a mismatch counts in blk->corrupt. A source may fill
+	 * blk->loan, when set, instead of dst.
 	 */
 	enum error_code (*read)(void *ctx, struct reader_block *blk,
 				uint64_t off, size_t len, char *dst, size_t *got,
@@ -179,6 +198,14 @@ void reader_free(struct reader *r);
 enum error_code reader_read(struct reader *r, const struct reader_object *obj,
 			    struct reader_stream *stream, uint64_t off, size_t len,
 			    char *dst, size_t *got, struct error *err);
+
+/* reader_read, where a source may lend the bytes of a read within one
+ * block (loan->data set; dst is then untouched) instead of copying them.
+ * The caller ends the loan with reader_loan_end once it has used them. */
+enum error_code reader_read_lend(struct reader *r, const struct reader_object *obj,
+				 struct reader_stream *stream, uint64_t off, size_t len,
+				 char *dst, struct reader_loan *loan, size_t *got,
+				 struct error *err);
 
 void reader_get_stats(struct reader *r, struct reader_stats *out);
 

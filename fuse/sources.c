@@ -66,6 +66,37 @@ static void small_missed(void (*hook)(void *, const struct reader_object *), voi
 		hook(arg, blk->obj);
 }
 
+/* A block in memory lent to a read (struct reader_loan): held until the
+ * reply is made from it. */
+struct cache_loan {
+	struct source_cache_ctx *ctx;
+	struct fetch_result res;
+};
+
+static void cache_loan_end(void *arg)
+{
+	struct cache_loan *cl = arg;
+
+	fetch_result_release(cl->ctx->fetcher, &cl->res);
+	free(cl);
+}
+
+/* Lends the bytes at off of res, a block in memory, instead of copying
+ * them: the loan then holds res. False (nothing lent) without memory. */
+static bool lend(struct source_cache_ctx *ctx, const struct fetch_result *res, uint64_t off,
+		 struct reader_loan *loan)
+{
+	struct cache_loan *cl = malloc(sizeof(*cl));
+
+	if (!cl)
+		return false;
+	cl->ctx = ctx;
+	cl->res = *res;
+	*loan = (struct reader_loan){ .data = (const char *)fetch_result_data(res) + off,
+				      .end = cache_loan_end, .arg = cl };
+	return true;
+}
+
 static enum error_code cache_read(void *arg, struct reader_block *blk,
 				  uint64_t off, size_t len, char *dst, size_t *got,
 				  unsigned readahead, struct error *err)
@@ -94,7 +125,7 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 				       (unsigned long long)(off + len));
 		} else if (res.ref) {
 			rc = ref_read(ctx, res.ref, off, len, dst, &corrupt, err);
-		} else {
+		} else if (!(blk->loan && lend(ctx, &res, off, blk->loan))) {
 			/* fetched into memory just now: the bytes of the store */
 			memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
 		}
@@ -102,7 +133,8 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		 * objects (small files) give no read-ahead of their own. */
 		if (rc == ERR_OK && !res.hit)
 			small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
-		fetch_result_release(ctx->fetcher, &res);
+		if (!(blk->loan && blk->loan->data))
+			fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
 			*got = len;
 			return ERR_OK;

@@ -104,7 +104,7 @@ static void *read_main(void *arg)
 	struct read_call *c = arg;
 	struct error err;
 
-	c->rc = mountfs_read(fs, ino, 1, 0, FILE_SIZE, c->buf, &c->got, &err);
+	c->rc = mountfs_read(fs, ino, 1, 0, FILE_SIZE, c->buf, NULL, &c->got, &err);
 	return NULL;
 }
 
@@ -188,7 +188,7 @@ static void *hammer(void *arg)
 			break;
 		case 1:
 			if (mountfs_read(fs, ino, 1, (uint64_t)(rand_r(&seed) % 4096), sizeof(buf), buf,
-					 &got, &err) != ERR_OK ||
+					 NULL, &got, &err) != ERR_OK ||
 			    got != sizeof(buf))
 				atomic_fetch_add(&hammer_errors, 1);
 			break;
@@ -226,7 +226,7 @@ START_TEST(test_mountfs_open_refuses_writes_directories_and_strangers)
 	ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
 	ck_assert_int_eq(mountfs_open(fs, SNAPSHOT_ROOT_INO, false, &err), ERR_INVALID);
 	ck_assert_int_eq(mountfs_open(fs, 9999, false, &err), ERR_NOT_FOUND);
-	ck_assert_int_eq(mountfs_read(fs, 9999, 1, 0, sizeof(buf), buf, &got, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(mountfs_read(fs, 9999, 1, 0, sizeof(buf), buf, NULL, &got, &err), ERR_NOT_FOUND);
 	ck_assert_uint_eq(mountfs_open_files(fs), 0);
 }
 END_TEST
@@ -242,14 +242,14 @@ START_TEST(test_mountfs_reads_keep_the_stream_of_the_handle)
 
 	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
 	for (int i = 1; i <= 3; i++) {
-		ck_assert_int_eq(mountfs_read(fs, ino, 1, (uint64_t)i * 1000, sizeof(buf), buf, &got,
+		ck_assert_int_eq(mountfs_read(fs, ino, 1, (uint64_t)i * 1000, sizeof(buf), buf, NULL, &got,
 					      &err), ERR_OK);
 		ck_assert_uint_eq(got, sizeof(buf));
 		ck_assert_int_eq(buf[0], pattern((uint64_t)i * 1000));
 	}
 	ck_assert_str_eq(gate.last_key, "p/f.bin");
 	ck_assert_uint_eq(gate.last_readahead, 1); /* 3, cut at the file's end: one block after this one */
-	ck_assert_int_eq(mountfs_read(fs, ino, 1, FILE_SIZE, sizeof(buf), buf, &got, &err), ERR_OK);
+	ck_assert_int_eq(mountfs_read(fs, ino, 1, FILE_SIZE, sizeof(buf), buf, NULL, &got, &err), ERR_OK);
 	ck_assert_uint_eq(got, 0);
 	mountfs_release(fs, ino);
 	ck_assert_uint_eq(mountfs_open_files(fs), 0);
@@ -264,7 +264,7 @@ START_TEST(test_mountfs_failed_read_names_the_object_and_offset)
 
 	gate.fail = true;
 	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
-	ck_assert_int_eq(mountfs_read(fs, ino, 1, 4096, sizeof(buf), buf, &got, &err), ERR_IO);
+	ck_assert_int_eq(mountfs_read(fs, ino, 1, 4096, sizeof(buf), buf, NULL, &got, &err), ERR_IO);
 	ck_assert_msg(strstr(err.msg, "read 'p/f.bin' at 4096") && strstr(err.msg, "worker gone"),
 		      "%s", err.msg);
 	mountfs_release(fs, ino);
@@ -281,13 +281,13 @@ START_TEST(test_mountfs_without_opens_a_read_to_the_end_ends_the_state)
 
 	mountfs_set_no_open(fs);
 	for (int i = 1; i <= 3; i++) {
-		ck_assert_int_eq(mountfs_read(fs, ino, 1, (uint64_t)i * 1000, sizeof(buf), buf, &got,
+		ck_assert_int_eq(mountfs_read(fs, ino, 1, (uint64_t)i * 1000, sizeof(buf), buf, NULL, &got,
 					      &err), ERR_OK);
 		ck_assert_int_eq(buf[0], pattern((uint64_t)i * 1000));
 		ck_assert_uint_eq(mountfs_open_files(fs), 1);
 	}
 	ck_assert_uint_eq(gate.last_readahead, 1); /* the stream stayed between reads */
-	ck_assert_int_eq(mountfs_read(fs, ino, 1, FILE_SIZE - 100, sizeof(buf), buf, &got, &err),
+	ck_assert_int_eq(mountfs_read(fs, ino, 1, FILE_SIZE - 100, sizeof(buf), buf, NULL, &got, &err),
 			 ERR_OK);
 	ck_assert_uint_eq(got, 100);
 	ck_assert_uint_eq(mountfs_open_files(fs), 0);
@@ -324,7 +324,7 @@ START_TEST(test_mountfs_without_opens_the_states_left_are_bounded)
 		snprintf(name, sizeof(name), "f%05d.bin", i);
 		f = snapshot_lookup(mountfs_snapshot(many), 1, name);
 		ck_assert_uint_ne(f, 0);
-		ck_assert_int_eq(mountfs_read(many, f, 1, 10, sizeof(buf), buf, &got, &err), ERR_OK);
+		ck_assert_int_eq(mountfs_read(many, f, 1, 10, sizeof(buf), buf, NULL, &got, &err), ERR_OK);
 		ck_assert_uint_eq(got, sizeof(buf));
 		ck_assert_int_eq(buf[0], pattern(10));
 		if (i == 100)

@@ -24,6 +24,8 @@ enum behaviour {
 	SHORT,    /* ERR_OK with one byte less */
 	CORRUPT,  /* finds its copy bad: blk->corrupt + 1, ERR_IO */
 	GARBAGE,  /* ERR_OK with wrong bytes: only a checking source can tell */
+	LEND,     /* lends the object's bytes where the read allows, else SERVE */
+	LEND_SHORT, /* lends one byte less than asked */
 };
 
 struct fake {
@@ -38,6 +40,16 @@ struct fake {
 static char byte_at(uint64_t off)
 {
 	return (char)('a' + (off * 7 + off / 251) % 26);
+}
+
+/* The object's bytes, for LEND, filled by the tests that lend. */
+static char whole[3 * BS + 100];
+static atomic_uint loans_ended;
+
+static void fake_loan_end(void *arg)
+{
+	(void)arg;
+	loans_ended++;
 }
 
 static enum error_code fake_read(void *ctx, struct reader_block *blk, uint64_t off, size_t len,
@@ -69,8 +81,18 @@ static enum error_code fake_read(void *ctx, struct reader_block *blk, uint64_t o
 		memset(dst, '#', len);
 		*got = len;
 		return ERR_OK;
+	case LEND:
+	case LEND_SHORT:
+		if (blk->loan) {
+			*blk->loan = (struct reader_loan){ .data = whole + base,
+							   .end = fake_loan_end, .arg = f };
+			*got = f->how == LEND_SHORT ? len - 1 : len;
+			return ERR_OK;
+		}
+		/* fall through */
 	case SHORT:
-		len--;
+		if (f->how == SHORT)
+			len--;
 		/* fall through */
 	case SERVE:
 		for (size_t i = 0; i < len; i++)
@@ -415,6 +437,57 @@ START_TEST(test_reader_counts_into_the_mounts_counters_by_source_and_cause)
 }
 END_TEST
 
+
+START_TEST(test_reader_lends_a_read_within_one_block_and_copies_one_across_two)
+{
+	struct reader *r = make_reader(2, 0, LEND, SERVE, SERVE);
+	struct reader_loan loan = { 0 };
+	struct error err;
+	char buf[2 * BS];
+	size_t got = 0;
+
+	for (uint64_t i = 0; i < sizeof(whole); i++)
+		whole[i] = byte_at(i);
+	loans_ended = 0;
+	/* within block 1: lent, buf untouched */
+	memset(buf, '#', sizeof(buf));
+	ck_assert_int_eq(reader_read_lend(r, &obj, NULL, BS + 100, 1000, buf, &loan, &got, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(got, 1000);
+	ck_assert_ptr_eq(loan.data, whole + BS + 100);
+	ck_assert_int_eq(buf[0], '#');
+	ck_assert_uint_eq(loans_ended, 0);
+	reader_loan_end(&loan);
+	ck_assert_uint_eq(loans_ended, 1);
+	ck_assert_ptr_null(loan.data);
+	reader_loan_end(&loan); /* nothing left to end */
+	ck_assert_uint_eq(loans_ended, 1);
+	/* across blocks 0 and 1: copied, nothing lent */
+	ck_assert_int_eq(reader_read_lend(r, &obj, NULL, BS - 10, 20, buf, &loan, &got, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(got, 20);
+	ck_assert_ptr_null(loan.data);
+	check_bytes(buf, BS - 10, 20);
+	/* without a loan the same source copies */
+	ck_assert_int_eq(reader_read(r, &obj, NULL, 2 * BS, 50, buf, &got, &err), ERR_OK);
+	check_bytes(buf, 2 * BS, 50);
+	ck_assert_uint_eq(loans_ended, 1);
+	reader_free(r);
+
+	/* A source that lends short has not served: its loan is ended and
+	 * the next source copies. */
+	r = make_reader(2, 0, LEND_SHORT, SERVE, SERVE);
+	memset(buf, '#', sizeof(buf));
+	ck_assert_int_eq(reader_read_lend(r, &obj, NULL, 10, 100, buf, &loan, &got, &err), ERR_OK);
+	ck_assert_uint_eq(got, 100);
+	ck_assert_ptr_null(loan.data);
+	ck_assert_uint_eq(loans_ended, 2);
+	check_bytes(buf, 10, 100);
+	ck_assert_uint_eq(fakes[1].calls, 1);
+	reader_free(r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("reader");
@@ -431,6 +504,7 @@ int main(void)
 	tcase_add_test(tc, test_reader_hints_read_ahead_once_reads_are_sequential);
 	tcase_add_test(tc, test_reader_config_is_checked);
 	tcase_add_test(tc, test_reader_counts_into_the_mounts_counters_by_source_and_cause);
+	tcase_add_test(tc, test_reader_lends_a_read_within_one_block_and_copies_one_across_two);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

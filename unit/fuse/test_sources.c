@@ -201,7 +201,8 @@ END_TEST
 
 /* A block store on cache_dir and a fetcher with dataset "ds" on
  * file://data_dir/SUB (SUB "" or ending in '/'), as a worker runs them. */
-static void cache_open(const char *sub, struct blockstore **bs, struct fetcher **f)
+static void cache_open_with(const char *sub, bool direct_write, struct blockstore **bs,
+			    struct fetcher **f)
 {
 	const char *const roots[] = { base };
 	char source[160];
@@ -209,7 +210,8 @@ static void cache_open(const char *sub, struct blockstore **bs, struct fetcher *
 
 	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
 								       .capacity = 16u << 20,
-								       .block_size = BS },
+								       .block_size = BS,
+								       .direct_write = direct_write },
 					 bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = *bs, .max_inflight = 2,
@@ -222,6 +224,11 @@ static void cache_open(const char *sub, struct blockstore **bs, struct fetcher *
 						      .name = "ds", .source = source,
 						      .block_size = BS },
 					     NULL, &err) == ERR_OK, "%s", err.msg);
+}
+
+static void cache_open(const char *sub, struct blockstore **bs, struct fetcher **f)
+{
+	cache_open_with(sub, false, bs, f);
 }
 
 START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
@@ -269,6 +276,51 @@ START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
 	fetch_dataset_put(f, ctx.ds);
 	fetch_free(f);
 	blockstore_free(bs);
+}
+END_TEST
+
+/* A standalone mount's store (direct_write) keeps the blocks it fetched
+ * in memory: a read within one of them is lent, not copied, and holds
+ * the block until the loan ends. A block read from its file is copied. */
+START_TEST(test_sources_cache_lends_a_block_in_memory_and_copies_one_from_its_file)
+{
+	struct blockstore *bs = NULL;
+	struct fetcher *f = NULL;
+	struct source_cache_ctx ctx = { .prefix_len = 2, .verify = true };
+	struct reader_source src;
+	struct reader_object o = obj();
+	struct reader_loan loan = { 0 };
+	struct reader_block b;
+	char buf[BS];
+	struct error err;
+	size_t got = 0;
+
+	for (int direct = 1; direct >= 0; direct--) {
+		cache_open_with("p/", direct, &bs, &f);
+		ck_assert_int_eq(fetch_dataset_get(f, "ds", &ctx.ds, &err), ERR_OK);
+		ctx.fetcher = f;
+		src = source_cache(&ctx);
+		b = block(&o, 0);
+		b.loan = &loan;
+		memset(buf, '#', sizeof(buf));
+		ck_assert_int_eq(src.read(src.ctx, &b, 100, 1000, buf, &got, 0, &err), ERR_OK);
+		ck_assert_uint_eq(got, 1000);
+		if (direct) {
+			/* fetched just now (the first pass): lent */
+			ck_assert_ptr_nonnull(loan.data);
+			ck_assert_int_eq(memcmp(loan.data, content + 100, 1000), 0);
+			ck_assert_int_eq(buf[0], '#');
+		} else {
+			/* the block file the first pass wrote: copied */
+			ck_assert_ptr_null(loan.data);
+			ck_assert_int_eq(memcmp(buf, content + 100, 1000), 0);
+		}
+		reader_loan_end(&loan);
+		ck_assert_ptr_null(loan.data);
+		fetch_dataset_put(f, ctx.ds);
+		fetch_free(f);
+		blockstore_free(bs);
+	}
 }
 END_TEST
 
@@ -444,6 +496,7 @@ int main(void)
 	tcase_add_test(tc, test_sources_store_serves_the_snapshot_version_only);
 	tcase_add_test(tc, test_sources_local_reads_the_worker_files_and_refuses_bad_bytes);
 	tcase_add_test(tc, test_sources_cache_fetches_once_and_replaces_a_corrupt_copy);
+	tcase_add_test(tc, test_sources_cache_lends_a_block_in_memory_and_copies_one_from_its_file);
 	tcase_add_test(tc, test_sources_peer_own_worker_fetches_into_the_directory_and_it_is_read_there);
 	tcase_add_test(tc, test_sources_peer_another_directory_gets_the_bytes);
 	suite_add_tcase(s, tc);
