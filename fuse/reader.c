@@ -14,6 +14,9 @@
 /* Reads that continue the previous one before prefetch hints start: one
  * continuation could be chance, two is a scan. */
 #define READER_SEQUENTIAL_AFTER 2
+/* How many reads' lengths out of order a read may arrive and still
+ * continue a sequential stream. */
+#define READER_REORDER 4
 
 /* While a worker is down every block read falls back past it: one warning
  * per source per interval says so without a line per block. */
@@ -217,8 +220,19 @@ enum error_code reader_read_lend(struct reader *r, const struct reader_object *o
 	if (len > obj->size - off)
 		len = (size_t)(obj->size - off);
 	if (stream) {
-		stream->sequential = off == stream->next_off ? stream->sequential + 1 : 0;
-		stream->next_off = off + len;
+		/* The kernel's read-ahead sends a file's next requests
+		 * together and the loop's threads serve them in any order:
+		 * once a stream has begun, a read a few lengths before or
+		 * after where the last one ended continues it too, and a
+		 * late one does not move its end back. */
+		uint64_t slack = (uint64_t)len * READER_REORDER;
+		bool near = off == stream->next_off ||
+			    (stream->sequential > 0 && off + slack >= stream->next_off &&
+			     off <= stream->next_off + slack);
+
+		stream->sequential = near ? stream->sequential + 1 : 0;
+		if (!near || off + len > stream->next_off)
+			stream->next_off = off + len;
 		if (stream->sequential >= READER_SEQUENTIAL_AFTER)
 			readahead = r->cfg.prefetch_blocks;
 	}

@@ -352,6 +352,25 @@ START_TEST(test_reader_hints_read_ahead_once_reads_are_sequential)
 	/* without a stream there are no hints */
 	ck_assert_int_eq(reader_read(r, &obj, NULL, 0, 10, buf, &got, &err), ERR_OK);
 	ck_assert_uint_eq(fakes[0].last_readahead, 0);
+	/* requests of the kernel's read-ahead served out of order are still
+	 * a sequential stream, and a late one does not move its end back */
+	stream = (struct reader_stream){ 0 };
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 1000, 100, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(stream.sequential, 0);
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 1100, 100, buf, &got, &err), ERR_OK);
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 1300, 100, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(stream.sequential, 2);
+	ck_assert_uint_eq(fakes[0].last_readahead, 3);
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 1200, 100, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(stream.sequential, 3);
+	ck_assert_uint_eq(stream.next_off, 1400);
+	/* six lengths on is a jump */
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 2000, 100, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(stream.sequential, 0);
+	ck_assert_uint_eq(stream.next_off, 2100);
+	/* and a fresh stream starts only where the last read ended */
+	ck_assert_int_eq(reader_read(r, &obj, &stream, 2200, 100, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(stream.sequential, 0);
 	reader_free(r);
 }
 END_TEST
