@@ -28,6 +28,7 @@ struct block_fdcache {
 	char *dir;
 	unsigned capacity;
 	uint64_t check_ms, idle_ms;
+	bool direct;
 	pthread_mutex_t mu;
 	struct block_fdref *table;         /* by hash; protected by mu */
 	struct block_fdref *lru;           /* most recent first; protected by mu */
@@ -48,6 +49,7 @@ enum error_code block_fdcache_new(const struct block_fdcache_config *cfg,
 	c->capacity = cfg->capacity ? cfg->capacity : BLOCK_FDCACHE_CAPACITY;
 	c->check_ms = cfg->check_ms;
 	c->idle_ms = cfg->idle_ms;
+	c->direct = cfg->direct;
 	pthread_mutex_init(&c->mu, NULL);
 	*out = c;
 	return ERR_OK;
@@ -177,6 +179,8 @@ enum error_code block_fdcache_take(struct block_fdcache *c, const struct block_k
 		free(made);
 		return rc;
 	}
+	if (c->direct && made->sums.data_len >= BLOCK_DIRECT_MIN)
+		block_file_read_direct(made->fd);
 	memcpy(made->hash, hash, BLOCK_HASH_LEN);
 	made->refs = 1;
 	made->used_ms = made->checked_ms = now;

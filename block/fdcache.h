@@ -49,6 +49,9 @@ struct block_fdcache_config {
 	/* 0: every take checks that the file is still linked. */
 	uint64_t check_ms;
 	uint64_t idle_ms;     /* 0: idle entries stay until evicted */
+	/* Read the data of files of BLOCK_DIRECT_MIN bytes or more with
+	 * O_DIRECT (block_file_read_direct). */
+	bool direct;
 };
 
 struct block_fdcache;

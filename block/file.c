@@ -203,6 +203,16 @@ void block_file_read_advice(int fd)
 	posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
+bool block_file_read_direct(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_DIRECT) != 0)
+		return false;
+	fileio_drop_cached(fd, 0, BLOCK_HEADER_SIZE);
+	return true;
+}
+
 /* --- paths --- */
 
 void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN])

@@ -100,6 +100,27 @@ void block_file_drop(int fd, uint64_t off, uint64_t len, uint64_t data_len);
  */
 void block_file_read_advice(int fd);
 
+/*
+ * The data of an opened block file read from the disk from now on, not
+ * through the page cache (O_DIRECT), and the header's page read at open
+ * dropped: the node's mount reads a block its worker wrote with O_DIRECT
+ * once and keeps its bytes in the FUSE file's pages, so a copy in the
+ * block file's pages would only be made, copied and dropped. False (the
+ * descriptor reads through the page cache as before) where the
+ * filesystem has no O_DIRECT.
+ */
+bool block_file_read_direct(int fd);
+
+/*
+ * Blocks of at least this many data bytes are written by the worker and
+ * read by the node's mount with O_DIRECT; shorter ones (small files, the
+ * short last block of a file) go through the page cache, where the
+ * mount's read right after the worker's write finds them: a disk read on
+ * the path of every small file cost more than the copies it saves
+ * (docs/benchmarks.md, "O_DIRECT between the worker and its mount").
+ */
+#define BLOCK_DIRECT_MIN (1u << 20)
+
 /* "HH/HASH", relative to DIR/blocks. */
 void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN]);
 /* DIR/blocks/HH/HASH. Returns snprintf's length. */

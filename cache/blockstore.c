@@ -189,6 +189,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	bs->tmp_fd = -1;
 	bs->capacity = cfg->capacity;
 	atomic_init(&bs->direct_write, cfg->direct_write);
+	bs->direct_write_min = cfg->direct_write_min;
 	bs->st.capacity = cfg->capacity;
 	atomic_init(&bs->tmp_seq, 0);
 	pthread_mutex_init(&bs->mu, NULL);

@@ -64,6 +64,10 @@ struct blockstore_config {
 	 * with one log line.
 	 */
 	bool direct_write;
+	/* With direct_write: blocks shorter than this are still written
+	 * through the page cache (0: every block with O_DIRECT). A worker
+	 * passes BLOCK_DIRECT_MIN (block/file.h). */
+	uint64_t direct_write_min;
 };
 
 struct blockstore_stats {

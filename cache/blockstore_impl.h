@@ -86,6 +86,7 @@ struct blockstore {
 	struct blockstore_stats st; /* counters only; protected by mu */
 	atomic_uint_fast64_t tmp_seq; /* makes temp names unique */
 	atomic_bool direct_write;   /* blockstore_config.direct_write, until refused */
+	uint64_t direct_write_min;  /* blockstore_config.direct_write_min */
 	/* direct_write buffers of a usual block (block_file bytes), free for
 	 * the next writer: a fresh one costs a page fault per page and the
 	 * zeroing of it. */

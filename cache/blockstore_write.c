@@ -185,7 +185,7 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 
 	if (victims)
 		blockstore_remove_dying(bs, victims);
-	if (atomic_load(&bs->direct_write))
+	if (atomic_load(&bs->direct_write) && max_len >= bs->direct_write_min)
 		w->buf = bytes_get(bs, max_len); /* NULL: no memory, this block goes buffered */
 	w->fd = openat(bs->tmp_fd, w->tmp_name,
 		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->buf ? O_DIRECT : 0), 0644);
@@ -276,20 +276,46 @@ static enum error_code direct_append(struct blockstore_writer *w, const void *da
 }
 
 /* direct_write, at commit: the tail of the data padded to DISK_UNIT, the
- * sealed header, and the file cut back to its size. */
+ * sealed header, and the file cut back to its size; a block shorter than
+ * direct_write_min written whole through the page cache instead. */
 static int direct_finish(struct blockstore_writer *w)
 {
 	uint64_t tail = w->written - w->flushing;
 	uint64_t padded = (tail + DISK_UNIT - 1) / DISK_UNIT * DISK_UNIT;
 	unsigned char *at = w->buf + BLOCK_HEADER_SIZE + w->flushing;
 
+	if (w->flushing == 0 && w->written < w->bs->direct_write_min) {
+		/* Shorter than direct_write_min after all (a small file's
+		 * block, begun with a whole block's room): through the page
+		 * cache, written back before it is published, as a writer
+		 * without a buffer does. */
+		int flags = fcntl(w->fd, F_GETFL);
+
+		memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
+		if (flags < 0 || fcntl(w->fd, F_SETFL, flags & ~O_DIRECT) < 0 ||
+		    fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + w->written), 0) < 0)
+			return -1;
+		return sync_file_range(w->fd, 0, 0,
+				       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					       SYNC_FILE_RANGE_WAIT_AFTER);
+	}
+
 	memset(at + tail, 0, (size_t)(padded - tail));
-	if (padded && fileio_pwrite_all(w->fd, at, (size_t)padded,
-					(off_t)(BLOCK_HEADER_SIZE + w->flushing)) < 0)
-		return -1;
 	memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
-	if (fileio_pwrite_all(w->fd, w->buf, BLOCK_HEADER_SIZE, 0) < 0)
-		return -1;
+	if (w->flushing == 0) {
+		/* Nothing written yet (a block under WRITEBACK_STEP, a small
+		 * file's): header and data in one write, one wait for the
+		 * disk instead of two. The file is renamed into place only
+		 * once the write is done, so its order does not matter. */
+		if (fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + padded), 0) < 0)
+			return -1;
+	} else {
+		if (padded && fileio_pwrite_all(w->fd, at, (size_t)padded,
+						(off_t)(BLOCK_HEADER_SIZE + w->flushing)) < 0)
+			return -1;
+		if (fileio_pwrite_all(w->fd, w->buf, BLOCK_HEADER_SIZE, 0) < 0)
+			return -1;
+	}
 	if (padded != tail && ftruncate(w->fd, (off_t)(BLOCK_HEADER_SIZE + w->written)) < 0)
 		return -1;
 	return 0;

@@ -100,6 +100,7 @@ struct fetcher {
 	unsigned max_inflight, readahead_max;
 	uint64_t coalesce_bytes;           /* most bytes of one read-ahead GET */
 	unsigned write_behind;             /* most commits waiting; 0 = none */
+	bool no_recent;                    /* fetch_config.no_recent */
 	void (*before_commit)(void *arg);
 	void *before_commit_arg;
 	void (*run_block_done)(uint64_t index, void *arg);
@@ -766,6 +767,8 @@ static void recent_add(struct fetcher *f, const uint8_t *hash, struct fetch_buff
 {
 	struct fetch_buffer *old;
 
+	if (f->no_recent)
+		return;
 	atomic_fetch_add(&buf->refs, 1);
 	pthread_mutex_lock(&f->mu);
 	old = f->recent[f->recent_next].buf;
@@ -1766,6 +1769,16 @@ enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, c
 	return ERR_OK;
 }
 
+bool fetch_block_cached(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			const char *etag, uint64_t index)
+{
+	struct block_req r;
+	struct error err;
+
+	return block_req_init(&r, ds, key, etag, index, &err) == ERR_OK &&
+	       blockstore_has(f->bs, r.hash);
+}
+
 enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 			     const char *etag, uint64_t index, bool *dropped, struct error *err)
 {
@@ -1865,6 +1878,7 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->readahead_max = cfg->readahead_max;
 	f->coalesce_bytes = cfg->coalesce_bytes;
 	f->write_behind = cfg->write_behind;
+	f->no_recent = cfg->no_recent;
 	f->before_commit = cfg->before_commit;
 	f->before_commit_arg = cfg->before_commit_arg;
 	f->run_block_done = cfg->run_block_done;

@@ -87,6 +87,13 @@ struct fetch_config {
 	 * reader gets the same bytes and none fetches it again.
 	 */
 	unsigned write_behind;
+	/*
+	 * With direct_write, keep no block in memory past the requests its
+	 * fetch served (RECENT_BLOCKS is not used): later requests get the
+	 * block's file. A worker, whose node's mount reads the files
+	 * itself, spends no memory on blocks that mount does not ask for.
+	 */
+	bool no_recent;
 	/* Tests only: called by a committer before each write-behind commit. */
 	void (*before_commit)(void *arg);
 	void *before_commit_arg;
@@ -255,6 +262,11 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 				  const char *etag, uint64_t index, unsigned readahead,
 				  uint64_t until_ms, struct fetch_result *out, struct error *err);
+
+/* Whether the block's file is in the cache (committed) now; false for a
+ * block held only in memory (not admitted) and for a bad key. */
+bool fetch_block_cached(struct fetcher *f, struct fetch_dataset *ds, const char *key,
+			const char *etag, uint64_t index);
 
 /*
  * A reader found the cached copy of a block corrupt: reads it whole now

@@ -1223,6 +1223,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	char crange[96], crcs[BLOCK_CRC_HEADER_MAX];
 	struct error err;
 	enum error_code rc;
+	bool in_dir;
 
 	rc = worker_http_parse_block_query(rq->query, &q, &err);
 	if (rc != ERR_OK)
@@ -1238,6 +1239,16 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
 	rc = block_with_sums(h->cfg.fetcher, ds, &q, rq->route.number, &rq->res, &sums, &err);
+	/* The client reads this cache directory (the node's mount): it
+	 * reads and checks the block file itself, so nothing crosses the
+	 * socket and nothing is left for the watchdog to drop. With
+	 * direct_write the fetch hands out the block's bytes in memory; its
+	 * file is committed by then (no write-behind here) unless the cache
+	 * did not admit it, and then the bytes are sent. */
+	in_dir = rc == ERR_OK && q.cache_id[0] &&
+		 strcmp(q.cache_id, blockstore_dir_id(fetch_blockstore(h->cfg.fetcher))) == 0 &&
+		 (rq->res.ref ||
+		  fetch_block_cached(h->cfg.fetcher, ds, q.key, q.etag, rq->route.number));
 	fetch_dataset_put(h->cfg.fetcher, ds);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
@@ -1261,12 +1272,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 		return queue(conn, (unsigned)error_to_http(rc), r416);
 	}
 
-	if (q.cache_id[0] && rq->res.ref &&
-	    strcmp(q.cache_id, blockstore_dir_id(fetch_blockstore(h->cfg.fetcher))) == 0) {
-		/* The client reads this cache directory (the node's mount):
-		 * it reads and checks the block file itself, and drops its
-		 * pages, so nothing crosses the socket and nothing is left
-		 * for the watchdog to drop. */
+	if (in_dir) {
 		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 		if (!resp)
 			return MHD_NO;

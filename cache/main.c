@@ -25,6 +25,7 @@
 #include "cache/http.h"
 #include "cache/preload.h"
 #include "cache/readiness.h"
+#include "block/file.h"
 #include "block/token.h"
 #include "cache/worker_meta.h"
 #include "cache/worker_settings.h"
@@ -119,7 +120,9 @@ int main(int argc, char **argv)
 	rc = 1;
 	if (blockstore_open(&(struct blockstore_config){ .dir = s.cache_dir,
 							  .capacity = s.cache_capacity,
-							  .block_size = (uint32_t)s.cache_block_size },
+							  .block_size = (uint32_t)s.cache_block_size,
+							  .direct_write = s.cache_direct_write,
+							  .direct_write_min = BLOCK_DIRECT_MIN },
 			    &bs, &err) != ERR_OK) {
 		log_error("cannot open the cache", LOG_S("cause", err.msg));
 		goto out;
@@ -129,6 +132,7 @@ int main(int argc, char **argv)
 					       .threads = (unsigned)worker_settings_threads(&s),
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
 					       .coalesce_bytes = s.fetch_coalesce_max,
+					       .no_recent = true,
 					       .file_roots = (const char *const *)file_roots,
 					       .nfile_roots = nfile_roots,
 					       .default_endpoint = s.store.endpoint,

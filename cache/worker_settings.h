@@ -12,6 +12,7 @@
 #define GRANARY_CACHE_WORKER_SETTINGS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -37,6 +38,7 @@ struct worker_settings {
 	uint64_t cache_capacity;  /* bytes */
 	uint64_t cache_block_size; /* bytes; a power of two */
 	int cache_policy;         /* enum worker_cache_policy */
+	bool cache_direct_write;  /* blocks written with O_DIRECT */
 	char *token_file;         /* cluster token for block requests; "" = none */
 	int64_t threads;          /* 0 = cpu_available() */
 	int64_t fetch_max_inflight; /* concurrent object-store fetches */

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,82 @@ int fileio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+#define DIRECT_UNIT ((uint64_t)4096)
+
+/* The buffers the calling thread keeps (fileio_thread_buf). */
+struct thread_bufs {
+	char *data[FILEIO_BUF_USES];
+	size_t size[FILEIO_BUF_USES];
+};
+
+static pthread_key_t thread_bufs_key;
+static pthread_once_t thread_bufs_once = PTHREAD_ONCE_INIT;
+
+static void thread_bufs_free(void *p)
+{
+	struct thread_bufs *b = p;
+
+	for (int i = 0; i < FILEIO_BUF_USES; i++)
+		free(b->data[i]);
+	free(b);
+}
+
+static void thread_bufs_key_init(void)
+{
+	pthread_key_create(&thread_bufs_key, thread_bufs_free);
+}
+
+char *fileio_thread_buf(enum fileio_thread_use use, size_t size)
+{
+	struct thread_bufs *b;
+
+	pthread_once(&thread_bufs_once, thread_bufs_key_init);
+	b = pthread_getspecific(thread_bufs_key);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b || pthread_setspecific(thread_bufs_key, b) != 0) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (size > b->size[use]) {
+		size_t want = (size + 4095) & ~(size_t)4095;
+		char *p = fileio_buf_alloc(want);
+
+		if (!p)
+			return NULL;
+		free(b->data[use]);
+		b->data[use] = p;
+		b->size[use] = want;
+	}
+	return b->data[use];
+}
+
+/* fileio_pread_all on an O_DIRECT descriptor of a range the kernel
+ * refuses as it is: the aligned range around it, then the bytes asked. */
+static ssize_t pread_bounced(int fd, char *buf, size_t len, uint64_t off)
+{
+	uint64_t a0 = off / DIRECT_UNIT * DIRECT_UNIT;
+	uint64_t a1 = (off + len + DIRECT_UNIT - 1) / DIRECT_UNIT * DIRECT_UNIT;
+	char *b = fileio_thread_buf(FILEIO_BUF_BOUNCE, (size_t)(a1 - a0));
+	ssize_t got;
+
+	if (!b) {
+		errno = ENOMEM;
+		return -1;
+	}
+	got = fileio_pread_all(fd, b, (size_t)(a1 - a0), a0);
+	if (got < 0)
+		return -1;
+	if ((uint64_t)got <= off - a0)
+		return 0;
+	got -= (ssize_t)(off - a0);
+	if ((size_t)got > len)
+		got = (ssize_t)len;
+	memcpy(buf, b + (off - a0), (size_t)got);
+	return got;
+}
+
 ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;
@@ -65,6 +143,14 @@ ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EINVAL &&
+		    (((uintptr_t)buf + done) | (off + done) | (len - done)) % DIRECT_UNIT != 0 &&
+		    fcntl(fd, F_GETFL) & O_DIRECT) {
+			n = pread_bounced(fd, (char *)buf + done, len - done, off + done);
+			if (n < 0)
+				return -1;
+			return (ssize_t)(done + (size_t)n);
+		}
 		if (n < 0)
 			return -1;
 		if (n == 0)

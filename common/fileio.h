@@ -21,7 +21,9 @@ int fileio_write_all(int fd, const void *buf, size_t len);
 int fileio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* Reads len bytes at off; returns the count (short only at end of file),
- * or -1 with errno set. */
+ * or -1 with errno set. On a descriptor opened with O_DIRECT, a read whose
+ * buffer, offset or length is not aligned to 4 KiB (which the kernel
+ * refuses) goes through an aligned buffer of the calling thread's. */
 ssize_t fileio_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /*
@@ -124,5 +126,20 @@ int fileio_hex_value(char c);
  * buffer works the same with small pages.
  */
 void *fileio_buf_alloc(size_t size);
+
+/* What the calling thread keeps a buffer for (fileio_thread_buf). */
+enum fileio_thread_use {
+	FILEIO_BUF_REPLY,  /* granary-fuse's FUSE read replies */
+	FILEIO_BUF_BOUNCE, /* O_DIRECT reads of unaligned ranges (fileio_pread_all) */
+	FILEIO_BUF_USES
+};
+
+/*
+ * A buffer of at least size bytes from fileio_buf_alloc that the calling
+ * thread keeps for use: grown (to whole pages), never shrunk, freed when
+ * the thread ends, so that a hot path allocates nothing (a large malloc
+ * per call would be an mmap and munmap each time). NULL without memory.
+ */
+char *fileio_thread_buf(enum fileio_thread_use use, size_t size);
 
 #endif

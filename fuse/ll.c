@@ -178,61 +178,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /*
- * One read buffer per loop thread, grown to max_read once: a 1 MiB malloc
- * per request would be an mmap/munmap pair each time. Page-aligned, since
- * misaligned reply buffers measurably cost (MEASURED.md), and at least one
- * huge page (fileio_buf_alloc): the kernel pins the reply buffer's pages
- * to copy a reply. libfuse ends idle threads, so the buffer is freed by
- * the key's destructor, not leaked.
+ * Each loop thread's reply buffer (fileio_thread_buf): page-aligned, since
+ * misaligned reply buffers measurably cost (MEASURED.md), and at least
+ * one huge page, since the kernel pins the reply buffer's pages to copy a
+ * reply. libfuse ends idle threads; the buffer goes with its thread.
  */
 #define READ_BUF_MIN ((size_t)2 << 20)
-
-struct read_buf {
-	char *data;
-	size_t size;
-};
-
-static pthread_key_t read_buf_key;
-static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
-
-static void read_buf_free(void *p)
-{
-	struct read_buf *b = p;
-
-	free(b->data);
-	free(b);
-}
-
-static void read_buf_key_init(void)
-{
-	pthread_key_create(&read_buf_key, read_buf_free);
-}
-
-static char *thread_read_buf(size_t size)
-{
-	struct read_buf *b;
-
-	pthread_once(&read_buf_once, read_buf_key_init);
-	b = pthread_getspecific(read_buf_key);
-	if (!b) {
-		b = calloc(1, sizeof(*b));
-		if (!b || pthread_setspecific(read_buf_key, b) != 0) {
-			free(b);
-			return NULL;
-		}
-	}
-	if (size > b->size) {
-		size_t want = size < READ_BUF_MIN ? READ_BUF_MIN : (size + 4095) & ~(size_t)4095;
-		char *p = fileio_buf_alloc(want);
-
-		if (!p)
-			return NULL;
-		free(b->data);
-		b->data = p;
-		b->size = want;
-	}
-	return b->data;
-}
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
@@ -247,7 +198,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	/* By ino, not fi->fh: the handle is the inode when op_open gave it,
 	 * 0 when the kernel opens files itself (no_open). */
-	buf = thread_read_buf(size);
+	buf = fileio_thread_buf(FILEIO_BUF_REPLY, size < READ_BUF_MIN ? READ_BUF_MIN : size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;

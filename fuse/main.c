@@ -506,7 +506,8 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	rc = block_fdcache_new(&(struct block_fdcache_config){
 				       .dir = s->cache_dir,
 				       .check_ms = BLOCK_FDCACHE_CHECK_MS,
-				       .idle_ms = BLOCK_FDCACHE_IDLE_MS },
+				       .idle_ms = BLOCK_FDCACHE_IDLE_MS,
+				       .direct = s->cache_direct_read },
 			       &m->fds, err);
 	if (rc != ERR_OK)
 		goto out;

@@ -3,7 +3,8 @@
  * a hit opens nothing, the bound holds (idle entries evicted, a full cache
  * of entries in use opens one for the read alone), idle entries close, and
  * a file the worker evicted or replaced is not served from the old
- * descriptor once checked, nor a bad one after a put that says so.
+ * descriptor once checked, nor a bad one after a put that says so; a
+ * cache that reads with O_DIRECT leaves no page of the file cached.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 
 #include "block/fdcache.h"
 #include "block/file.h"
+#include "common/fileio.h"
 #include "unit/check_main.h"
 
 #define BS (256u << 10)
@@ -28,20 +30,21 @@ static struct block_key key_of(uint64_t index, const char *etag)
 				   .block_size = BS, .index = index };
 }
 
-/* Writes block k with every data byte = fill as a worker would: a new
- * file renamed over the path. */
-static void put_block(const struct block_key *k, unsigned char fill)
+/* Writes block k, len bytes all = fill, as a worker would: a new file
+ * renamed over the path. */
+static void put_block_of(const struct block_key *k, unsigned char fill, size_t len)
 {
-	static unsigned char data[LEN];
+	unsigned char *data = malloc(len);
 	uint8_t h[BLOCK_HEADER_SIZE], hash[BLOCK_HASH_LEN];
 	char path[PATH_MAX], tmp[PATH_MAX + 8], sub[PATH_MAX];
 	struct block_sums sums;
 	int fd;
 
-	memset(data, fill, sizeof(data));
-	block_sums_of(data, LEN, BS, &sums);
+	ck_assert_ptr_nonnull(data);
+	memset(data, fill, len);
+	block_sums_of(data, len, k->block_size, &sums);
 	block_header_prepare(h, k, "ds");
-	block_header_seal(h, LEN, sums.crc, 1700000000);
+	block_header_seal(h, len, sums.crc, 1700000000);
 	block_key_hash(k, hash);
 	block_file_path(dir, hash, path, sizeof(path));
 	snprintf(sub, sizeof(sub), "%s/blocks", dir);
@@ -52,9 +55,15 @@ static void put_block(const struct block_key *k, unsigned char fill)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, h, sizeof(h)), (ssize_t)sizeof(h));
-	ck_assert_int_eq(write(fd, data, LEN), LEN);
+	ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
 	close(fd);
 	ck_assert_int_eq(rename(tmp, path), 0);
+	free(data);
+}
+
+static void put_block(const struct block_key *k, unsigned char fill)
+{
+	put_block_of(k, fill, LEN);
 }
 
 static void unlink_block(const struct block_key *k)
@@ -250,6 +259,66 @@ START_TEST(test_fdcache_bad_put_drops_the_descriptor)
 }
 END_TEST
 
+/* A cache that reads with O_DIRECT: the descriptors of blocks of
+ * BLOCK_DIRECT_MIN bytes or more bypass the page cache (the header's page
+ * read at open is dropped too), and a checked read of any offset and
+ * length, none of them aligned, gets the bytes; a smaller block is read
+ * through the page cache. */
+START_TEST(test_fdcache_direct_reads_bypass_the_page_cache)
+{
+	const size_t len = BLOCK_DIRECT_MIN + 5000;
+	struct block_fdcache *c = NULL;
+	struct block_key k = { .endpoint = "", .bucket = "b", .object = "big", .etag = "e",
+			       .block_size = 2 * BLOCK_DIRECT_MIN, .index = 0 };
+	struct block_key small = key_of(3, "e");
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct block_fdref *ref = NULL;
+	static unsigned char b[70001];
+	uint64_t resident = 1;
+	struct error err;
+	bool corrupt = true;
+	char path[PATH_MAX];
+	int fd, probe;
+
+	put_block_of(&k, 0x3c, len);
+	put_block(&small, 0x11);
+	block_key_hash(&k, hash);
+	block_file_path(dir, hash, path, sizeof(path));
+	probe = open(path, O_RDONLY | O_DIRECT);
+	if (probe < 0) /* a filesystem without O_DIRECT: nothing to test here */
+		return;
+	fsync(probe);
+	fileio_drop_cached(probe, 0, 0);
+	ck_assert_int_eq(block_fdcache_new(&(struct block_fdcache_config){
+						   .dir = dir, .check_ms = 60000, .direct = true },
+					   &c, &err),
+			 ERR_OK);
+	ck_assert_int_eq(block_fdcache_take(c, &k, hash, &ref, &err), ERR_OK);
+	fd = block_fdref_fd(ref);
+	ck_assert(fcntl(fd, F_GETFL) & O_DIRECT);
+	ck_assert_int_eq(block_read_checked(fd, block_fdref_sums(ref), 100, sizeof(b), b, &corrupt,
+					    &err),
+			 ERR_OK);
+	ck_assert(!corrupt);
+	for (size_t i = 0; i < sizeof(b); i++)
+		ck_assert_uint_eq(b[i], 0x3c);
+	/* the last bytes of the block, to its unaligned end */
+	ck_assert_int_eq(block_read_checked(fd, block_fdref_sums(ref), len - 5001, 5001, b,
+					    &corrupt, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(b[5000], 0x3c);
+	ck_assert_int_eq(fileio_resident(probe, 0, 0, &resident), 0);
+	ck_assert_uint_eq(resident, 0);
+	block_fdcache_put(c, ref, false);
+	block_key_hash(&small, hash);
+	ck_assert_int_eq(block_fdcache_take(c, &small, hash, &ref, &err), ERR_OK);
+	ck_assert(!(fcntl(block_fdref_fd(ref), F_GETFL) & O_DIRECT));
+	block_fdcache_put(c, ref, false);
+	block_fdcache_free(c);
+	close(probe);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("block_fdcache");
@@ -261,6 +330,7 @@ int main(void)
 	tcase_add_test(tc, test_fdcache_closes_idle_entries);
 	tcase_add_test(tc, test_fdcache_replaced_block_file_not_served_stale);
 	tcase_add_test(tc, test_fdcache_bad_put_drops_the_descriptor);
+	tcase_add_test(tc, test_fdcache_direct_reads_bypass_the_page_cache);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

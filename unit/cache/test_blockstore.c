@@ -376,6 +376,69 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 }
 END_TEST
 
+/* direct_write with direct_write_min: a block known to be shorter than it
+ * goes through the page cache (its commit hands out the file, no bytes);
+ * one begun with a whole block's room that turns out shorter is written
+ * through the page cache at commit (its pages stay until a reader drops
+ * them) and its bytes handed out; one as long or longer is written with
+ * O_DIRECT (no page) from the bytes handed out. */
+START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
+					 .direct_write = true, .direct_write_min = 1 << 20 };
+	const uint64_t lens[3] = { 200 << 10, 2 << 20, 200 << 10 };
+	const uint64_t room[3] = { 200 << 10, 4 << 20, 4 << 20 };
+	struct blockstore *bs = NULL;
+	uint8_t *buf = malloc(2 << 20);
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	cfg.dir = dir;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	pattern(3, buf, 2 << 20);
+	for (int i = 0; i < 3; i++) {
+		struct block_key key = { .endpoint = "", .bucket = "/data", .object = "f.bin",
+					 .etag = "v1", .block_size = 4 << 20, .index = (uint64_t)i };
+		struct blockstore_writer *w = NULL;
+		struct blockstore_ref *ref = NULL;
+		void *bytes = NULL;
+
+		uint8_t hash[BLOCK_HASH_LEN];
+		uint64_t resident = 0;
+
+		ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", room[i], &w, &err), ERR_OK);
+		ck_assert_int_eq(blockstore_write_append(w, buf, (size_t)lens[i], &err), ERR_OK);
+		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK,
+			      "%s", err.msg);
+		if (i == 0) {
+			ck_assert_ptr_null(bytes);
+			ck_assert_ptr_nonnull(ref);
+			ck_assert_uint_eq(blockstore_ref_length(ref), lens[0]);
+			blockstore_ref_put(bs, ref);
+			continue;
+		}
+		ck_assert_ptr_nonnull(bytes);
+		ck_assert_ptr_null(ref);
+		ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, lens[i]), 0);
+		blockstore_bytes_put(bs, bytes, room[i]);
+		block_key_hash(&key, hash);
+		ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
+		ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
+		ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), 0, 0, &resident), 0);
+		if (i == 1)
+			ck_assert_uint_eq(resident, 0);
+		else
+			ck_assert_uint_gt(resident, 0);
+		ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+		blockstore_ref_put(bs, ref);
+	}
+	blockstore_free(bs);
+	remove_dir(dir);
+	free(buf);
+}
+END_TEST
+
 /* direct_write on a disk that fills between a writer's start and its
  * commit (the room check passed, the O_DIRECT write at commit meets
  * ENOSPC): ERR_NO_SPACE, nothing cached, and the bytes handed over all
@@ -1445,6 +1508,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
 	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
+	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);

@@ -323,6 +323,27 @@ START_TEST(test_fileio_buf_alloc_aligns_and_asks_for_huge_pages)
 }
 END_TEST
 
+START_TEST(test_fileio_thread_buf_is_kept_per_thread_and_use)
+{
+	char *a = fileio_thread_buf(FILEIO_BUF_REPLY, 100);
+	char *b = fileio_thread_buf(FILEIO_BUF_BOUNCE, 100);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_ne(a, b);
+	ck_assert_uint_eq((uintptr_t)a % 4096, 0);
+	memset(a, 1, 4096); /* grown to whole pages */
+	/* as large or smaller again: the same buffer */
+	ck_assert_ptr_eq(fileio_thread_buf(FILEIO_BUF_REPLY, 4096), a);
+	/* larger: a new one, aligned, of that size */
+	a = fileio_thread_buf(FILEIO_BUF_REPLY, (size_t)3 << 20);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_uint_eq((uintptr_t)a % ((uintptr_t)2 << 20), 0);
+	memset(a, 2, (size_t)3 << 20);
+	ck_assert_ptr_eq(fileio_thread_buf(FILEIO_BUF_BOUNCE, 50), b);
+}
+END_TEST
+
 START_TEST(test_fileio_hex_value_accepts_both_cases_only)
 {
 	ck_assert_int_eq(fileio_hex_value('0'), 0);
@@ -383,6 +404,7 @@ int main(void)
 	tcase_add_test(tc, test_fileio_write_and_pwrite_all_round_trip);
 	tcase_add_test(tc, test_fileio_hex_value_accepts_both_cases_only);
 	tcase_add_test(tc, test_fileio_buf_alloc_aligns_and_asks_for_huge_pages);
+	tcase_add_test(tc, test_fileio_thread_buf_is_kept_per_thread_and_use);
 	tcase_add_test(tc, test_fileio_drop_cached_drops_whole_pages_of_the_range_only);
 	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);
 	suite_add_tcase(s, tc);

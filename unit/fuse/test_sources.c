@@ -201,8 +201,8 @@ END_TEST
 
 /* A block store on cache_dir and a fetcher with dataset "ds" on
  * file://data_dir/SUB (SUB "" or ending in '/'), as a worker runs them. */
-static void cache_open_with(const char *sub, bool direct_write, struct blockstore **bs,
-			    struct fetcher **f)
+static void cache_open_with(const char *sub, bool direct_write, bool no_recent,
+			    struct blockstore **bs, struct fetcher **f)
 {
 	const char *const roots[] = { base };
 	char source[160];
@@ -216,6 +216,7 @@ static void cache_open_with(const char *sub, bool direct_write, struct blockstor
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = *bs, .max_inflight = 2,
 							    .threads = 1, .readahead_max = 4,
+							    .no_recent = no_recent,
 							    .file_roots = roots, .nfile_roots = 1 },
 				   f, &err),
 			 ERR_OK);
@@ -228,7 +229,7 @@ static void cache_open_with(const char *sub, bool direct_write, struct blockstor
 
 static void cache_open(const char *sub, struct blockstore **bs, struct fetcher **f)
 {
-	cache_open_with(sub, false, bs, f);
+	cache_open_with(sub, false, false, bs, f);
 }
 
 START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
@@ -296,7 +297,7 @@ START_TEST(test_sources_cache_lends_a_block_in_memory_and_copies_one_from_its_fi
 	size_t got = 0;
 
 	for (int direct = 1; direct >= 0; direct--) {
-		cache_open_with("p/", direct, &bs, &f);
+		cache_open_with("p/", direct, false, &bs, &f);
 		ck_assert_int_eq(fetch_dataset_get(f, "ds", &ctx.ds, &err), ERR_OK);
 		ctx.fetcher = f;
 		src = source_cache(&ctx);
@@ -351,8 +352,10 @@ static void worker_start(void)
 
 	snprintf(wk.addr, sizeof(wk.addr), "unix://%s/w.sock", base);
 	/* a file:// source is keyed by its directory (the "bucket"), as a
-	 * mount keys it with the bucket and the whole key */
-	cache_open("", &wk.bs, &wk.f);
+	 * mount keys it with the bucket and the whole key; blocks written
+	 * with O_DIRECT and kept in memory no longer than their fetch, as
+	 * granary-worker runs its store */
+	cache_open_with("", true, true, &wk.bs, &wk.f);
 	ck_assert_int_eq(fetch_dataset_get(wk.f, "ds", &ds, &err), ERR_OK);
 	snprintf(wk.key_endpoint, sizeof(wk.key_endpoint), "%s",
 		 fetch_dataset_describe(ds)->key_endpoint);
@@ -370,7 +373,8 @@ static void worker_start(void)
 	ck_assert_int_eq(placement_update(wk.pl, &w, 1, 1, &err), ERR_OK);
 	ck_assert_int_eq(block_fdcache_new(&(struct block_fdcache_config){ .dir = cache_dir,
 									    .check_ms = 1000,
-									    .idle_ms = 5000 },
+									    .idle_ms = 5000,
+									    .direct = true },
 					   &wk.fds, &err),
 			 ERR_OK);
 }
