@@ -767,7 +767,10 @@ static void recent_add(struct fetcher *f, const uint8_t *hash, struct fetch_buff
 {
 	struct fetch_buffer *old;
 
-	if (f->no_recent)
+	/* no_recent: a block the cache holds is read from its file; one
+	 * it refused stays here, or each range asked of it would fetch it
+	 * again. */
+	if (f->no_recent && blockstore_has(f->bs, hash))
 		return;
 	atomic_fetch_add(&buf->refs, 1);
 	pthread_mutex_lock(&f->mu);

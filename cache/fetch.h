@@ -88,10 +88,12 @@ struct fetch_config {
 	 */
 	unsigned write_behind;
 	/*
-	 * With direct_write, keep no block in memory past the requests its
-	 * fetch served (RECENT_BLOCKS is not used): later requests get the
-	 * block's file. A worker, whose node's mount reads the files
-	 * itself, spends no memory on blocks that mount does not ask for.
+	 * With direct_write, keep no block the cache holds in memory past
+	 * the requests its fetch served: later requests get the block's
+	 * file. A worker, whose node's mount reads the files itself, spends
+	 * no memory on blocks that mount does not ask for. A block the cache
+	 * refused is kept as always (RECENT_BLOCKS), or each range asked of
+	 * it would fetch it again.
 	 */
 	bool no_recent;
 	/* Tests only: called by a committer before each write-behind commit. */

@@ -62,6 +62,10 @@ static void write_object(const char *key, size_t size, unsigned seed)
 /* run_block_done, the hook of the tests of coalesced read-ahead. */
 typedef void run_hook_fn(uint64_t index, void *arg);
 
+/* The next open_cache_full opens the fetcher as granary-worker does
+ * (fetch_config.no_recent). */
+static bool as_worker;
+
 static void open_cache_full(uint64_t capacity, bool direct_write, uint64_t coalesce,
 			    run_hook_fn *hook)
 {
@@ -78,6 +82,7 @@ static void open_cache_full(uint64_t capacity, bool direct_write, uint64_t coale
 							    .readahead_max = coalesce ? 32 : 8,
 							    .coalesce_bytes = coalesce,
 							    .run_block_done = hook,
+							    .no_recent = as_worker,
 							    .file_roots = file_roots, .nfile_roots = 1 },
 				   &f, &err),
 			 ERR_OK);
@@ -386,6 +391,47 @@ START_TEST(test_fetch_refused_block_is_served_from_memory)
 	fetch_result_release(f, &r);
 	/* A warm-up does not fetch what the cache will not keep. */
 	ck_assert_int_eq(fetch_warm(f, ds, "big.bin", etag, 2, NULL, &err), ERR_NO_SPACE);
+	fetch_get_stats(f, &st);
+	ck_assert_uint_eq(st.not_admitted, 1);
+	ck_assert_uint_eq(st.fetches, 2);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+/* As a worker runs it (direct_write, no_recent): a block the cache holds
+ * is served from memory to the fetch's own requests only, then from its
+ * file; one the cache refused stays in memory, so that the next range
+ * asked of it is not fetched again. */
+START_TEST(test_fetch_no_recent_keeps_refused_blocks_only)
+{
+	struct fetch_dataset *ds;
+	struct fetch_result r;
+	struct fetch_stats st;
+	char etag[80];
+	struct error err;
+
+	close_cache();
+	as_worker = true;
+	open_cache_with(BS + 2 * BLOCK_HEADER_SIZE, true);
+	as_worker = false;
+	register_ds("ds", BLOCKSTORE_LRU, true);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert_ptr_nonnull(r.buf);
+	fetch_result_release(f, &r);
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
+	ck_assert_ptr_nonnull(r.ref); /* cached: from its file */
+	ck_assert(r.hit);
+	expect_block(&r, BIG_SIZE, 1, 0);
+	fetch_result_release(f, &r);
+	for (int i = 0; i < 2; i++) { /* refused: twice from memory */
+		ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
+		ck_assert_ptr_null(r.ref);
+		ck_assert_ptr_nonnull(r.buf);
+		expect_block(&r, BIG_SIZE, 1, 1);
+		fetch_result_release(f, &r);
+	}
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.not_admitted, 1);
 	ck_assert_uint_eq(st.fetches, 2);
@@ -1053,6 +1099,7 @@ int main(void)
 	tcase_add_test(tc, test_fetch_refuses_bad_keys_missing_etag_and_changed_objects);
 	tcase_add_test(tc, test_fetch_concurrent_readers_of_a_cold_block_make_one_fetch);
 	tcase_add_test(tc, test_fetch_refused_block_is_served_from_memory);
+	tcase_add_test(tc, test_fetch_no_recent_keeps_refused_blocks_only);
 	tcase_add_test(tc, test_fetch_corrupt_block_is_fetched_again);
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
