@@ -367,20 +367,31 @@ START_TEST(test_fetch_concurrent_readers_of_a_cold_block_make_one_fetch)
 }
 END_TEST
 
-START_TEST(test_fetch_refused_block_is_served_from_memory)
+/* A cache with room for one block, held by a pinned dataset "ds": the
+ * next cannot get in (as granary-worker runs it with worker); the
+ * dataset, and big.bin's etag in etag. */
+static struct fetch_dataset *open_one_block_cache(bool worker, char etag[80])
 {
 	struct fetch_dataset *ds;
+
+	close_cache();
+	as_worker = worker;
+	open_cache_with(BS + 2 * BLOCK_HEADER_SIZE, worker);
+	as_worker = false;
+	register_ds("ds", BLOCKSTORE_LRU, true);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	return ds;
+}
+
+START_TEST(test_fetch_refused_block_is_served_from_memory)
+{
 	struct fetch_result r;
 	struct fetch_stats st;
 	char etag[80];
 	struct error err;
+	struct fetch_dataset *ds = open_one_block_cache(false, etag);
 
-	/* Room for one block, held by a pinned dataset: the next cannot get in. */
-	close_cache();
-	open_cache(BS + 2 * BLOCK_HEADER_SIZE);
-	register_ds("ds", BLOCKSTORE_LRU, true);
-	ds = get_ds("ds");
-	etag_of(ds, "big.bin", etag);
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
 	ck_assert_ptr_nonnull(r.ref);
 	fetch_result_release(f, &r);
@@ -404,19 +415,12 @@ END_TEST
  * asked of it is not fetched again. */
 START_TEST(test_fetch_no_recent_keeps_refused_blocks_only)
 {
-	struct fetch_dataset *ds;
 	struct fetch_result r;
 	struct fetch_stats st;
 	char etag[80];
 	struct error err;
+	struct fetch_dataset *ds = open_one_block_cache(true, etag);
 
-	close_cache();
-	as_worker = true;
-	open_cache_with(BS + 2 * BLOCK_HEADER_SIZE, true);
-	as_worker = false;
-	register_ds("ds", BLOCKSTORE_LRU, true);
-	ds = get_ds("ds");
-	etag_of(ds, "big.bin", etag);
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 0, &r, &err), ERR_OK);
 	ck_assert_ptr_nonnull(r.buf);
 	fetch_result_release(f, &r);
