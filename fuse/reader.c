@@ -188,7 +188,7 @@ static enum error_code read_failed(struct reader *r, const struct reader_block *
 void reader_loan_end(struct reader_loan *loan)
 {
 	if (loan && loan->data && loan->end)
-		loan->end(loan->arg);
+		loan->end(loan->arg, loan->held);
 	if (loan)
 		*loan = (struct reader_loan){ 0 };
 }

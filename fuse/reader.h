@@ -73,7 +73,6 @@ struct reader_object {
 	uint64_t ino;      /* the file's inode in the mount, for sources' hooks */
 };
 
-/* One block of an object. */
 /*
  * Bytes a source lends to a read instead of copying them into its buffer:
  * a block the source holds in memory (one fetched from the store just
@@ -82,13 +81,15 @@ struct reader_object {
  */
 struct reader_loan {
 	const char *data; /* NULL: nothing lent, the bytes are in dst */
-	void (*end)(void *arg);
+	void (*end)(void *arg, void *held); /* gives held back */
 	void *arg;
+	void *held;       /* what keeps data valid (the source's) */
 };
 
 /* Gives back what a source lent (nothing when none was), and clears it. */
 void reader_loan_end(struct reader_loan *loan);
 
+/* One block of an object. */
 struct reader_block {
 	const struct reader_object *obj;
 	uint64_t index;

@@ -66,35 +66,14 @@ static void small_missed(void (*hook)(void *, const struct reader_object *), voi
 		hook(arg, blk->obj);
 }
 
-/* A block in memory lent to a read (struct reader_loan): held until the
- * reply is made from it. */
-struct cache_loan {
-	struct source_cache_ctx *ctx;
-	struct fetch_result res;
-};
-
-static void cache_loan_end(void *arg)
+/* A block in memory lent to a read (struct reader_loan): its buffer is
+ * held until the reply is made from it. */
+static void cache_loan_end(void *arg, void *held)
 {
-	struct cache_loan *cl = arg;
+	struct source_cache_ctx *ctx = arg;
+	struct fetch_result res = { .buf = held };
 
-	fetch_result_release(cl->ctx->fetcher, &cl->res);
-	free(cl);
-}
-
-/* Lends the bytes at off of res, a block in memory, instead of copying
- * them: the loan then holds res. False (nothing lent) without memory. */
-static bool lend(struct source_cache_ctx *ctx, const struct fetch_result *res, uint64_t off,
-		 struct reader_loan *loan)
-{
-	struct cache_loan *cl = malloc(sizeof(*cl));
-
-	if (!cl)
-		return false;
-	cl->ctx = ctx;
-	cl->res = *res;
-	*loan = (struct reader_loan){ .data = (const char *)fetch_result_data(res) + off,
-				      .end = cache_loan_end, .arg = cl };
-	return true;
+	fetch_result_release(ctx->fetcher, &res);
 }
 
 static enum error_code cache_read(void *arg, struct reader_block *blk,
@@ -112,7 +91,7 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 	/* A corrupt copy is dropped and fetched again, once. */
 	for (int round = 0; round < 2; round++) {
 		struct fetch_result res = { 0 };
-		bool corrupt = false, dropped = false;
+		bool corrupt = false, dropped = false, lent = false;
 
 		rc = fetch_block_until(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
 				       round == 0 ? readahead : 0, blk->until_ms, &res, err);
@@ -125,15 +104,21 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 				       (unsigned long long)(off + len));
 		} else if (res.ref) {
 			rc = ref_read(ctx, res.ref, off, len, dst, &corrupt, err);
-		} else if (!(blk->loan && lend(ctx, &res, off, blk->loan))) {
-			/* fetched into memory just now: the bytes of the store */
+		} else if (blk->loan) {
+			/* fetched into memory just now, the bytes of the store:
+			 * lent, the loan holding the buffer */
+			*blk->loan = (struct reader_loan){
+				.data = (const char *)fetch_result_data(&res) + off,
+				.end = cache_loan_end, .arg = ctx, .held = res.buf };
+			lent = true;
+		} else {
 			memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
 		}
 		/* Not a hit: the reader waited for the store, and one-block
 		 * objects (small files) give no read-ahead of their own. */
 		if (rc == ERR_OK && !res.hit)
 			small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
-		if (!(blk->loan && blk->loan->data))
+		if (!lent)
 			fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
 			*got = len;

@@ -46,9 +46,10 @@ static char byte_at(uint64_t off)
 static char whole[3 * BS + 100];
 static atomic_uint loans_ended;
 
-static void fake_loan_end(void *arg)
+static void fake_loan_end(void *arg, void *held)
 {
 	(void)arg;
+	(void)held;
 	loans_ended++;
 }
 
