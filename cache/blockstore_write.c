@@ -276,37 +276,31 @@ static enum error_code direct_append(struct blockstore_writer *w, const void *da
 }
 
 /* direct_write, at commit: the tail of the data padded to DISK_UNIT, the
- * sealed header, and the file cut back to its size; a block shorter than
- * direct_write_min written whole through the page cache instead. */
+ * sealed header, and the file cut back to its size. A block shorter than
+ * direct_write_min after all (a small file's, begun with a whole block's
+ * room) is written whole through the page cache instead, and 1 returned:
+ * the caller writes it back as it does a writer's without a buffer. */
 static int direct_finish(struct blockstore_writer *w)
 {
 	uint64_t tail = w->written - w->flushing;
 	uint64_t padded = (tail + DISK_UNIT - 1) / DISK_UNIT * DISK_UNIT;
 	unsigned char *at = w->buf + BLOCK_HEADER_SIZE + w->flushing;
 
+	memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
 	if (w->flushing == 0 && w->written < w->bs->direct_write_min) {
-		/* Shorter than direct_write_min after all (a small file's
-		 * block, begun with a whole block's room): through the page
-		 * cache, written back before it is published, as a writer
-		 * without a buffer does. */
 		int flags = fcntl(w->fd, F_GETFL);
 
-		memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
 		if (flags < 0 || fcntl(w->fd, F_SETFL, flags & ~O_DIRECT) < 0 ||
 		    fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + w->written), 0) < 0)
 			return -1;
-		return sync_file_range(w->fd, 0, 0,
-				       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-					       SYNC_FILE_RANGE_WAIT_AFTER);
+		return 1;
 	}
-
 	memset(at + tail, 0, (size_t)(padded - tail));
-	memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
 	if (w->flushing == 0) {
-		/* Nothing written yet (a block under WRITEBACK_STEP, a small
-		 * file's): header and data in one write, one wait for the
-		 * disk instead of two. The file is renamed into place only
-		 * once the write is done, so its order does not matter. */
+		/* Nothing written yet (a block under WRITEBACK_STEP): header
+		 * and data in one write, one wait for the disk instead of
+		 * two. The file is renamed into place only once the write is
+		 * done, so its order does not matter. */
 		if (fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + padded), 0) < 0)
 			return -1;
 	} else {
@@ -478,14 +472,15 @@ enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct bloc
 	/* The header goes last: a file cut short before this has none and
 	 * would fail the checks at start even had it been renamed. */
 	if (w->buf) {
-		/* Written with O_DIRECT: nothing to write back. */
-		if (direct_finish(w) < 0) {
+		int done = direct_finish(w);
+
+		if (done < 0) {
 			what = "write";
 			goto fail;
 		}
-		goto written;
-	}
-	if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
+		if (done == 0)
+			goto written; /* with O_DIRECT: nothing to write back */
+	} else if (fileio_pwrite_all(w->fd, w->header, sizeof(w->header), 0) < 0) {
 		what = "write header";
 		goto fail;
 	}

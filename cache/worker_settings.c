@@ -53,7 +53,7 @@ static const struct config_field worker_fields[] = {
 	  "scan-resistant", "eviction policy", 0, 0, worker_cache_policy_names },
 	{ "cache.direct_write", CONFIG_BOOL, offsetof(struct worker_settings, cache_direct_write),
 	  "true",
-	  "write blocks with O_DIRECT from a buffer the worker keeps (the last blocks stay in memory for the next requests), not through the page cache; the node's mounts read them with O_DIRECT (their cache.direct_read)",
+	  "write blocks of 1MiB or more with O_DIRECT from a buffer the worker keeps, not through the page cache; the node's mounts read them with O_DIRECT (their cache.direct_read); smaller blocks (small files) go through the page cache",
 	  0, 0, NULL },
 	{ "token_file", CONFIG_STRING, offsetof(struct worker_settings, token_file), "",
 	  "file holding the cluster token for block requests (empty: none)", 0, 0, NULL },
