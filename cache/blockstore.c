@@ -190,6 +190,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 	bs->capacity = cfg->capacity;
 	atomic_init(&bs->direct_write, cfg->direct_write);
 	bs->direct_write_min = cfg->direct_write_min;
+	bs->direct_read = cfg->direct_read;
 	bs->st.capacity = cfg->capacity;
 	atomic_init(&bs->tmp_seq, 0);
 	pthread_mutex_init(&bs->mu, NULL);
@@ -430,7 +431,8 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	block_file_rel_path(e->hash, rel);
 	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
 	saved = errno;
-	if (fd >= 0)
+	if (fd >= 0 && !(bs->direct_read && e->data_len >= BLOCK_DIRECT_MIN &&
+			 block_file_read_direct(fd)))
 		block_file_read_advice(fd);
 
 	pthread_mutex_lock(&bs->mu);

@@ -68,6 +68,12 @@ struct blockstore_config {
 	 * through the page cache (0: every block with O_DIRECT). A worker
 	 * passes BLOCK_DIRECT_MIN (block/file.h). */
 	uint64_t direct_write_min;
+	/* Open blocks of BLOCK_DIRECT_MIN bytes or more for reading with
+	 * O_DIRECT (block_file_read_direct): a store written with O_DIRECT
+	 * and read by its own process (the standalone mount) then never
+	 * brings a block into the page cache only to drop it. Not for a
+	 * store whose descriptors are sent to sockets (the worker's). */
+	bool direct_read;
 };
 
 struct blockstore_stats {

@@ -87,6 +87,7 @@ struct blockstore {
 	atomic_uint_fast64_t tmp_seq; /* makes temp names unique */
 	atomic_bool direct_write;   /* blockstore_config.direct_write, until refused */
 	uint64_t direct_write_min;  /* blockstore_config.direct_write_min */
+	bool direct_read;           /* blockstore_config.direct_read */
 	/* direct_write buffers of a usual block (block_file bytes), free for
 	 * the next writer: a fresh one costs a page fault per page and the
 	 * zeroing of it. */

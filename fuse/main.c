@@ -598,6 +598,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.dir = s->cache_dir,
 		.capacity = s->cache_capacity,
 		.direct_write = true,
+		.direct_read = s->cache_direct_read,
 	};
 	int cpus = cpu_available();
 	struct fetch_config fcfg = {

@@ -43,7 +43,7 @@ static const struct config_field fuse_fields[] = {
 	  0, 1024, NULL },
 	{ "cache.direct_read", CONFIG_BOOL, offsetof(struct mount_settings, cache_direct_read),
 	  "true",
-	  "with meta: read the node worker's block files of 1MiB or more with O_DIRECT, not through the page cache (the worker writes them with O_DIRECT; the bytes are kept in the FUSE file's pages)",
+	  "read cached block files of 1MiB or more with O_DIRECT, not through the page cache (standalone the mount's own, with meta the node worker's; both are written with O_DIRECT, and the bytes are kept in the FUSE file's pages)",
 	  0, 0, NULL },
 	{ "entry_timeout", CONFIG_DURATION, offsetof(struct mount_settings, entry_timeout_ms),
 	  "3600s", "how long the kernel caches names", 0, 0, NULL },

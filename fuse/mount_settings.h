@@ -32,7 +32,7 @@ struct mount_settings {
 	char *cache_dir;           /* the node worker's cache, read directly */
 	uint64_t cache_capacity;   /* bytes */
 	int64_t cache_write_behind; /* blocks served before their commit, at most */
-	bool cache_direct_read;    /* with meta: block files read with O_DIRECT */
+	bool cache_direct_read;    /* block files read with O_DIRECT */
 	uint64_t cache_block_size; /* bytes; must match the worker's */
 	uint64_t entry_timeout_ms;
 	uint64_t attr_timeout_ms;

@@ -439,6 +439,72 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 }
 END_TEST
 
+/* direct_read: a block of BLOCK_DIRECT_MIN bytes or more is opened with
+ * O_DIRECT, and a checked read of an unaligned range into an unaligned
+ * buffer (the header's read included) gets its bytes and leaves no page
+ * of the file; a shorter block is opened for the page cache. On a disk's
+ * file system (/var/tmp). */
+START_TEST(test_blockstore_direct_read_opens_large_blocks_with_o_direct)
+{
+	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
+					 .direct_write = true, .direct_read = true };
+	const size_t lens[2] = { BLOCK_DIRECT_MIN + 123, BLOCK_DIRECT_MIN - 4096 };
+	struct blockstore *bs = NULL;
+	uint8_t *buf = malloc(lens[0]), *back = malloc(lens[0] + 1);
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	cfg.dir = dir;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	pattern(5, buf, lens[0]);
+	for (int i = 0; i < 2; i++) {
+		struct block_key key = { .endpoint = "", .bucket = "/data", .object = "d.bin",
+					 .etag = "v1", .block_size = 4 << 20, .index = (uint64_t)i };
+		struct blockstore_writer *w = NULL;
+		struct blockstore_ref *ref = NULL;
+		struct block_sums sums;
+		uint8_t hash[BLOCK_HASH_LEN];
+		uint64_t resident = 1;
+		void *bytes = NULL;
+		bool corrupt = true;
+		int fd;
+
+		ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", lens[i], &w, &err), ERR_OK);
+		ck_assert_int_eq(blockstore_write_append(w, buf, lens[i], &err), ERR_OK);
+		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK,
+			      "%s", err.msg);
+		if (bytes)
+			blockstore_bytes_put(bs, bytes, lens[i]);
+		blockstore_ref_put(bs, ref);
+		block_key_hash(&key, hash);
+		ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+		fd = blockstore_ref_fd(ref);
+		if (i == 0 && !(fcntl(fd, F_GETFL) & O_DIRECT)) {
+			/* a file system without O_DIRECT: nothing to test here */
+			blockstore_ref_put(bs, ref);
+			break;
+		}
+		ck_assert_int_eq(!!(fcntl(fd, F_GETFL) & O_DIRECT), i == 0);
+		ck_assert_msg(blockstore_ref_sums(bs, ref, &sums, &err) == ERR_OK, "%s", err.msg);
+		ck_assert_msg(block_read_checked(fd, &sums, 777, lens[i] - 1000, back + 1, &corrupt,
+						 &err) == ERR_OK,
+			      "%s", err.msg);
+		ck_assert(!corrupt);
+		ck_assert_int_eq(memcmp(back + 1, buf + 777, lens[i] - 1000), 0);
+		if (i == 0) {
+			ck_assert_int_eq(fileio_resident(fd, 0, 0, &resident), 0);
+			ck_assert_uint_eq(resident, 0);
+		}
+		blockstore_ref_put(bs, ref);
+	}
+	blockstore_free(bs);
+	remove_dir(dir);
+	free(buf);
+	free(back);
+}
+END_TEST
+
 /* direct_write on a disk that fills between a writer's start and its
  * commit (the room check passed, the O_DIRECT write at commit meets
  * ENOSPC): ERR_NO_SPACE, nothing cached, and the bytes handed over all
@@ -1509,6 +1575,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
 	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
 	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
+	tcase_add_test(tc, test_blockstore_direct_read_opens_large_blocks_with_o_direct);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
 	tcase_add_test(tc, test_blockstore_rejects_bad_keys);
 	tcase_add_test(tc, test_blockstore_duplicate_write_is_err_exists);
