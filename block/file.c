@@ -52,16 +52,24 @@ uint32_t block_crc32c(const void *data, size_t len)
 	return crc32c(data, len);
 }
 
+void block_sums_of_range(const void *data, uint64_t len, uint32_t block_size, uint64_t off,
+			 uint64_t n, struct block_sums *out)
+{
+	const uint64_t end = off + n < len ? off + n : len;
+
+	out->data_len = len;
+	out->chunk_size = block_chunk_size(block_size);
+	for (uint64_t c = off / out->chunk_size * out->chunk_size; c < end; c += out->chunk_size) {
+		uint64_t m = len - c < out->chunk_size ? len - c : out->chunk_size;
+
+		out->crc[c / out->chunk_size] = block_crc32c((const char *)data + c, (size_t)m);
+	}
+}
+
 void block_sums_of(const void *data, uint64_t len, uint32_t block_size,
 			struct block_sums *out)
 {
-	out->data_len = len;
-	out->chunk_size = block_chunk_size(block_size);
-	for (uint64_t i = 0, off = 0; off < len; i++, off += out->chunk_size) {
-		uint64_t n = len - off < out->chunk_size ? len - off : out->chunk_size;
-
-		out->crc[i] = block_crc32c((const char *)data + off, (size_t)n);
-	}
+	block_sums_of_range(data, len, block_size, 0, len, out);
 }
 
 bool block_sums_check(const struct block_sums *s, uint64_t off, const void *data,

@@ -59,6 +59,11 @@ uint32_t block_chunk_size(uint32_t block_size);
 uint32_t block_crc32c(const void *data, size_t len);
 /* The sums of len bytes of data held in memory (a block of block_size). */
 void block_sums_of(const void *data, uint64_t len, uint32_t block_size, struct block_sums *out);
+/* The same, but only the sums of the chunks that hold bytes [off, off +
+ * n) are computed (the others are left as they were): what a range sent
+ * with its checksums needs. */
+void block_sums_of_range(const void *data, uint64_t len, uint32_t block_size, uint64_t off,
+			 uint64_t n, struct block_sums *out);
 /* Whether data holds the block's bytes [off, off + len): off must start a
  * chunk and the range end at a chunk's end or the data's; false otherwise. */
 bool block_sums_check(const struct block_sums *s, uint64_t off, const void *data, size_t len);

@@ -1172,20 +1172,28 @@ static json_t *dataset_json(const struct fetch_dataset_desc *d)
 }
 
 /*
- * The block of a request and the checksums to send with it. A client that
- * found the bytes corrupt (verify=1) has the cached copy checked first,
- * which drops it when it is bad, so that it is fetched again. The sums of
- * a cached block come from its header, read now; a header that fails its
- * checks drops the block, which is then fetched again, once.
+ * The block of a request, and the checksums of a cached block's file to
+ * send with it. A client that found the bytes corrupt (verify=1) has the
+ * cached copy checked first, which drops it when it is bad, so that it is
+ * fetched again. *in_dir: the client reads this cache directory (the
+ * node's mount) and the block is in it; the client then reads and checks
+ * the file itself, so nothing more is read here. Otherwise the sums of a
+ * cached block come from its header, read now; a header that fails its
+ * checks drops the block, which is then fetched again, once. The sums of a
+ * block in memory are left to the caller, for the range it sends.
  */
-static enum error_code block_with_sums(struct fetcher *f, struct fetch_dataset *ds,
-				       const struct worker_http_block_query *q, uint64_t index,
-				       struct fetch_result *res, struct block_sums *sums,
-				       struct error *err)
+static enum error_code block_fetched(struct worker_http *h, struct fetch_dataset *ds,
+				     const struct worker_http_block_query *q, uint64_t index,
+				     struct fetch_result *res, struct block_sums *sums,
+				     bool *in_dir, struct error *err)
 {
+	struct fetcher *f = h->cfg.fetcher;
+	const bool this_dir = q->cache_id[0] &&
+			      strcmp(q->cache_id, blockstore_dir_id(fetch_blockstore(f))) == 0;
 	enum error_code rc;
 	bool dropped = false;
 
+	*in_dir = false;
 	if (q->verify) {
 		rc = fetch_recheck(f, ds, q->key, q->etag, index, &dropped, err);
 		if (rc != ERR_OK)
@@ -1195,11 +1203,14 @@ static enum error_code block_with_sums(struct fetcher *f, struct fetch_dataset *
 		rc = fetch_block(f, ds, q->key, q->etag, index, q->readahead, res, err);
 		if (rc != ERR_OK)
 			return rc;
-		if (!res->ref) {
-			block_sums_of(fetch_result_data(res), fetch_result_length(res),
-					   fetch_dataset_describe(ds)->block_size, sums);
+		/* With direct_write the fetch hands out the block's bytes in
+		 * memory; its file is committed by then (no write-behind
+		 * here) unless the cache did not admit it, and then the
+		 * bytes are sent. */
+		*in_dir = this_dir &&
+			  (res->ref || fetch_block_cached(f, ds, q->key, q->etag, index));
+		if (*in_dir || !res->ref)
 			return ERR_OK;
-		}
 		rc = blockstore_ref_sums(fetch_blockstore(f), res->ref, sums, err);
 		if (rc == ERR_OK)
 			return ERR_OK;
@@ -1223,6 +1234,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	char crange[96], crcs[BLOCK_CRC_HEADER_MAX];
 	struct error err;
 	enum error_code rc;
+	uint32_t block_size = 0;
 	bool in_dir;
 
 	rc = worker_http_parse_block_query(rq->query, &q, &err);
@@ -1238,17 +1250,11 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 		rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
-	rc = block_with_sums(h->cfg.fetcher, ds, &q, rq->route.number, &rq->res, &sums, &err);
-	/* The client reads this cache directory (the node's mount): it
-	 * reads and checks the block file itself, so nothing crosses the
-	 * socket and nothing is left for the watchdog to drop. With
-	 * direct_write the fetch hands out the block's bytes in memory; its
-	 * file is committed by then (no write-behind here) unless the cache
-	 * did not admit it, and then the bytes are sent. */
-	in_dir = rc == ERR_OK && q.cache_id[0] &&
-		 strcmp(q.cache_id, blockstore_dir_id(fetch_blockstore(h->cfg.fetcher))) == 0 &&
-		 (rq->res.ref ||
-		  fetch_block_cached(h->cfg.fetcher, ds, q.key, q.etag, rq->route.number));
+	/* in_dir: nothing crosses the socket and nothing is left for the
+	 * watchdog to drop. */
+	rc = block_fetched(h, ds, &q, rq->route.number, &rq->res, &sums, &in_dir, &err);
+	if (rc == ERR_OK && !rq->res.ref)
+		block_size = fetch_dataset_describe(ds)->block_size;
 	fetch_dataset_put(h->cfg.fetcher, ds);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
@@ -1299,6 +1305,8 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	} else {
 		/* The buffer is the request's (rq->res), released at completion,
 		 * after the last byte went out. */
+		block_sums_of_range(fetch_result_data(&rq->res), length, block_size, off, len,
+				    &sums);
 		resp = MHD_create_response_from_buffer(
 			(size_t)len, (char *)fetch_result_data(&rq->res) + off, MHD_RESPMEM_PERSISTENT);
 	}

@@ -57,6 +57,29 @@ START_TEST(test_block_file_path_uses_first_two_hex_digits)
 }
 END_TEST
 
+/* The sums of a range are those of the whole for the chunks that hold it
+ * (the last one short), and leave every other chunk's as it was. */
+START_TEST(test_block_sums_of_range_computes_the_range_chunks_only)
+{
+	static unsigned char data[LEN];
+	struct block_sums whole, part;
+	const uint32_t cs = block_chunk_size(BS);
+	const uint64_t off = cs + 100, n = LEN - off - 1;
+
+	fill(data, LEN);
+	block_sums_of(data, LEN, BS, &whole);
+	memset(&part, 0xab, sizeof(part));
+	block_sums_of_range(data, LEN, BS, off, n, &part);
+	ck_assert_uint_eq(part.data_len, LEN);
+	ck_assert_uint_eq(part.chunk_size, cs);
+	ck_assert_uint_eq(part.crc[0], 0xababababu);
+	for (uint64_t c = 1; c * cs < LEN; c++)
+		ck_assert_uint_eq(part.crc[c], whole.crc[c]);
+	ck_assert_uint_eq(part.crc[(LEN + cs - 1) / cs], 0xababababu);
+	ck_assert(block_sums_check(&part, cs, data + cs, LEN - cs));
+}
+END_TEST
+
 START_TEST(test_block_header_round_trips)
 {
 	static unsigned char data[LEN];
@@ -313,6 +336,7 @@ int main(void)
 
 	tcase_add_test(tc, test_block_file_path_uses_first_two_hex_digits);
 	tcase_add_test(tc, test_block_header_round_trips);
+	tcase_add_test(tc, test_block_sums_of_range_computes_the_range_chunks_only);
 	tcase_add_test(tc, test_block_header_refuses_damage);
 	tcase_add_test(tc, test_block_header_fits_longest_names);
 	tcase_add_test(tc, test_block_file_open_checks_key_and_size);
