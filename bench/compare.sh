@@ -64,6 +64,7 @@
 #       [--accel all|a100|h100|b200] [--accel-max 1024] [--accel-batches 20]
 #       [--accel-mem-mib 1024] [--small-limit 300]
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
+#       [--store-root DIR]
 #       [--store-delay-ms 0]
 #       [--phases "epochs accel big small meta"]
 #
@@ -76,7 +77,11 @@
 #
 # Every system's cache lives under --cache-root (default $work/cache, on the
 # build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
-# write speed out of the cold figures.
+# write speed out of the cold figures. The S3 server keeps its objects under
+# --store-root (in DIR/granary-compare-s3, removed after; default $work/s3,
+# the same disk as the caches): a tmpfs there stands for a
+# store whose disk is not the node's, so that a cold epoch's cache writes
+# and the store's reads no longer share one disk.
 #
 # Prints a markdown table (absolute figures and ratios to local disk) and the
 # issue's goals; writes $work/results.md, $work/results.tsv and
@@ -92,7 +97,7 @@ tools=${GRANARY_TOOLS:-$HOME/.cache/granary-tools}
 gb=${GRANARY_BUILD:-}
 cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
 shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
-cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root=
+cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root= store_root=
 store_delay=0
 systems="local granary granary-cluster s3fs rclone"
 phases="epochs accel big small meta"
@@ -112,6 +117,7 @@ while [ $# -gt 0 ]; do
     --small-limit) small_limit=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --cache-root) cache_root=$2; shift 2 ;;
+    --store-root) store_root=$2; shift 2 ;;
     --store-delay-ms) store_delay=$2; shift 2 ;;
     --phases) phases=$2; shift 2 ;;
     --docs) docs=1; shift ;;
@@ -142,7 +148,8 @@ done
 [ -n "$py" ] || die "matplotlib missing: scripts/setup.sh installs python3-matplotlib"
 
 work=$build/bench-compare
-s3dir=$work/s3
+s3dir=${store_root:+$store_root/granary-compare-s3}
+s3dir=${s3dir:-$work/s3}
 data=$work/data
 bucket=bench
 cache_root=${cache_root:-$work/cache}
@@ -171,6 +178,8 @@ cleanup() {
     mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null; echo "compare.sh: detached a stale mount at $m" >&2; }
   done
   "$here/scripts/s3-server.sh" stop "$s3dir"
+  # The objects under a store root of the caller's (a tmpfs: memory) go.
+  [ -z "$store_root" ] || rm -rf "$s3dir"
   if [ -n "$cg" ]; then
     for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
   fi

@@ -16,11 +16,20 @@ for two epochs in the same pod: epoch 1 cold (page cache dropped, Granary's
 cache empty), epoch 2 warm. A job's figure is the sum of its workers'
 images/s. Prints `name=value` lines, then a table with the ratio of each
 figure to synthetic at the same worker count and epoch.
+
+While a job that reads files runs, the host samples every second the bytes
+the volume's granary-fuse replied (wchar of /proc/PID/io) and the page
+cache of each worker pod's memory cgroup (where a FUSE file's pages are
+charged: to the reader that faulted them in), and prints for each epoch
+how many bytes the daemon served and the pods' largest page cache against
+their limit: a warm epoch served by the daemon rather than by the page
+cache shows there.
 """
 import argparse
 import json
 import os
 import subprocess
+import threading
 import time
 
 import kube
@@ -59,6 +68,104 @@ def cpu_seconds():
             fields = st[st.rindex(")") + 2:].split()
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def granary_proc_pids(names):
+    """PIDs of the cluster's processes (its cgroups, /granary-kube) whose
+    command name is in names."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if "/granary-kube/" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() in names:
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def fuse_replied():
+    """Bytes the cluster's granary-fuse processes have written so far (their
+    replies to the kernel: what the daemon served)."""
+    total = 0
+    for pid in granary_proc_pids(("granary-fuse",)):
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                total += int(next(l for l in f if l.startswith("wchar:")).split()[1])
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def pod_memory():
+    """{cgroup path: (page cache bytes, limit bytes, limit hits)} of the
+    memory cgroups of the processes running train.py (the workers), for
+    cgroup v1 and v2 alike."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"train.py" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        v1 = [l.split(":", 2)[2] for l in lines if l.split(":", 2)[1] == "memory"]
+        if v1:
+            d = "/sys/fs/cgroup/memory" + v1[0]
+            files = ("memory.stat", "memory.limit_in_bytes", "memory.failcnt")
+            cache_key = "cache"
+        else:
+            d = "/sys/fs/cgroup" + lines[0].split(":", 2)[2]
+            files = ("memory.stat", "memory.max", "memory.events")
+            cache_key = "file"
+        try:
+            with open(os.path.join(d, files[0])) as f:
+                stat = dict(l.split() for l in f if len(l.split()) == 2)
+            with open(os.path.join(d, files[1])) as f:
+                limit = f.read().strip()
+            with open(os.path.join(d, files[2])) as f:
+                hits = f.read()
+        except OSError:
+            continue
+        if not v1:
+            hits = dict(l.split() for l in hits.splitlines()).get("max", "0")
+        out[d] = (int(stat.get(cache_key, 0)), 0 if limit == "max" else int(limit), int(hits))
+    return out
+
+
+class Sampler(threading.Thread):
+    """Samples fuse_replied() and pod_memory() every second until stopped."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.replied = []  # (time, bytes)
+        self.pods = {}     # cgroup -> [max page cache, limit, limit hits]
+
+    def run(self):
+        while not self.stop.is_set():
+            self.replied.append((time.time(), fuse_replied()))
+            for d, (cache, limit, hits) in pod_memory().items():
+                m = self.pods.setdefault(d, [0, limit, 0])
+                m[0], m[2] = max(m[0], cache), max(m[2], hits)
+            self.stop.wait(1.0)
+
+    def replied_between(self, t0, t1):
+        """Bytes replied from the last sample at or before t0 to the first
+        at or after t1 (granary-fuse exits with the job: counters of a
+        process gone are not subtracted)."""
+        before = [b for t, b in self.replied if t <= t0] or [0]
+        after = [b for t, b in self.replied if t >= t1] or [self.replied[-1][1]]
+        return max(0, after[0] - before[-1])
 
 
 def gen_dataset(image, shards, records):
@@ -112,13 +219,19 @@ def tfjob(name, image, workers, volume, args):
                                                "template": {"spec": spec}}}}})
 
 
-def parse(text):
-    """train.py's epoch lines -> {epoch: images_per_s}."""
+def parse(text, spans=None):
+    """train.py's epoch lines -> {epoch: images_per_s}; spans (a dict), when
+    given, gets each epoch's (start, end) wall-clock times, widened over
+    calls."""
     out = {}
     for line in text.splitlines():
         if line.startswith("tfbench ") and " epoch=" in line:
             kv = dict(w.split("=", 1) for w in line.split()[1:])
-            out[int(kv["epoch"])] = float(kv["images_per_s"])
+            e = int(kv["epoch"])
+            out[e] = float(kv["images_per_s"])
+            if spans is not None and "start" in kv:
+                s0, s1 = spans.get(e, (float(kv["start"]), float(kv["end"])))
+                spans[e] = (min(s0, float(kv["start"])), max(s1, float(kv["end"])))
     return out
 
 
@@ -128,6 +241,8 @@ def run_job(name, image, workers, volume, args):
     pods = [f"{name}-worker-{i}" for i in range(workers)]
     cpu0 = cpu_seconds()
     t0 = time.monotonic()
+    sampler = Sampler()
+    sampler.start()
     kube.apply(tfjob(name, image, workers, volume, args))
 
     def done():
@@ -139,19 +254,32 @@ def run_job(name, image, workers, volume, args):
             raise AssertionError(f"{name}: a worker failed: {phases}\n" +
                                  "\n".join(kube.logs(p) for p in pods))
         return all(ph == "Succeeded" for ph in phases)
-    kube.wait_for(f"TFJob {name} done", done, timeout=900, interval=1)
+    try:
+        kube.wait_for(f"TFJob {name} done", done, timeout=900, interval=1)
+    finally:
+        sampler.stop.set()
+        sampler.join()
     wall = time.monotonic() - t0
     # The volume's granary-fuse has exited by now (the pods ended, the
     # volume is unstaged): only the node's worker is counted.
     cpu = cpu_seconds()
     print("# cpu_s during the job: " + " ".join(
         f"{k}={v - cpu0.get(k, 0.0):.1f}" for k, v in sorted(cpu.items())), flush=True)
-    total = {}
+    total, spans = {}, {}
     for p in pods:
-        per = parse(kube.logs(p))
+        per = parse(kube.logs(p), spans)
         for e, v in per.items():
             total[e] = total.get(e, 0.0) + v
         print(f"# {p}: " + " ".join(f"epoch{e}={v:.1f}" for e, v in sorted(per.items())), flush=True)
+    if volume:
+        # Who served each epoch: granary-fuse's replies (0 for a hostPath)
+        # and the page cache the workers' cgroups held.
+        for e, (s0, s1) in sorted(spans.items()):
+            print(f"# {name} epoch{e}: granary-fuse replied "
+                  f"{sampler.replied_between(s0, s1) / 1e9:.2f} GB in {s1 - s0:.0f} s", flush=True)
+        for d, (cache, limit, hits) in sorted(sampler.pods.items()):
+            print(f"# {name} pod cgroup ...{d[-40:]}: page cache at most {cache / 2**20:.0f} MiB, "
+                  f"limit {limit / 2**20:.0f} MiB, limit reached {hits} times", flush=True)
     kube.delete("tfjob", name, "default")
     for p in pods:
         kube.delete("pod", p, "default")

@@ -130,8 +130,14 @@ tf_image() {
       DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends python3 python3-venv >/dev/null &&
       rm -rf /var/lib/apt/lists/*'
     # The wheels stay in the tools cache: a second build installs from there
-    # without asking PyPI.
-    buildah run --network host -v "$wheels:/wheels" -v "$req:/requirements.txt:ro" "$c" -- sh -c '
+    # without asking PyPI. A host that reaches PyPI through a CA of its own
+    # (pip's cert setting) lends the build its CA bundle.
+    local ca=() f
+    for f in "${PIP_CERT:-}" "${REQUESTS_CA_BUNDLE:-}" "${SSL_CERT_FILE:-}"; do
+      if [ -n "$f" ] && [ -f "$f" ]; then ca=(-v "$f:/etc/host-ca.crt:ro"); break; fi
+    done
+    buildah run --network host -v "$wheels:/wheels" -v "$req:/requirements.txt:ro" "${ca[@]}" "$c" -- sh -c '
+      if [ -f /etc/host-ca.crt ]; then export PIP_CERT=/etc/host-ca.crt; fi &&
       python3 -m venv /opt/tf &&
       pip="/opt/tf/bin/pip --disable-pip-version-check -q" &&
       { $pip install --no-index --find-links /wheels -r /requirements.txt 2>/dev/null ||

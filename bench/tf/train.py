@@ -169,6 +169,7 @@ def run(args):
     compute = args.compute_ms / 1000.0
     for epoch in range(1, args.epochs + 1):
         barrier.wait()
+        start = time.time()
         n, t0, nbytes = 0, None, 0
         for i, (x, _) in enumerate(ds):
             if i == args.warmup:
@@ -183,8 +184,8 @@ def run(args):
         nbytes = n * IMAGE_BYTES
         secs = t1 - t0
         print(f"tfbench worker={index} workers={workers} epoch={epoch} images={n} "
-              f"seconds={secs:.2f} images_per_s={n / secs:.1f} mb_per_s={nbytes / 1e6 / secs:.1f}",
-              flush=True)
+              f"seconds={secs:.2f} images_per_s={n / secs:.1f} mb_per_s={nbytes / 1e6 / secs:.1f} "
+              f"start={start:.2f} end={time.time():.2f}", flush=True)
     barrier.wait()
 
 
