@@ -52,7 +52,9 @@
 #                  hit; hit ratio = 1 - S3 bytes / bytes read
 #   small files    one shuffled epoch over the small-file set, cold, then warm,
 #                  then after drop_caches (from the disk cache), with the
-#                  page-cache figures of the cold and the last epoch
+#                  page-cache figures of the cold and the last epoch, and the
+#                  CPU milliseconds per file of the cold epoch (the system's
+#                  processes, the store, the readers, as for CPU per GB)
 #   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
 #
 # S3 traffic is counted the same way for every system: they all reach the
@@ -223,6 +225,13 @@ cpu_ticks() {
 cpu_per_gb() {
   [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] &&
     awk -v t="$1" -v h="$clk_tck" -v b="$2" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }'
+}
+
+# cpu_ms_per_file TICKS FILES: CPU milliseconds per file, empty when either
+# is missing.
+cpu_ms_per_file() {
+  [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] &&
+    awk -v t="$1" -v h="$clk_tck" -v n="$2" 'BEGIN { printf "%.3f", t / h * 1000 / n }'
 }
 
 # --- the memory cgroup of the systems under test ------------------------------
@@ -604,8 +613,14 @@ run_system() {
   drop_caches
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark
+  c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
+  c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   s1=$(s3_sample)
+  nfiles=$(echo "$line" | kv files)
+  [ "$sys" = local ] || record "$sys" small_cold_cpu_ms_per_file "$(cpu_ms_per_file $(( c1 - c0 )) "$nfiles")"
+  record "$sys" small_cold_store_cpu_ms_per_file "$(cpu_ms_per_file $(( t1 - t0 )) "$nfiles")"
+  record "$sys" small_cold_reader_cpu_ms_per_file "$(cpu_ms_per_file $(( r1 - r0 )) "$nfiles")"
   page_cache "$sys" small_cold "$(echo "$line" | kv bytes)" "$dir" "$c"
   record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
