@@ -514,16 +514,25 @@ written:
 		}
 		block_file_read_advice(rfd);
 	}
-	rel[2] = '\0';
-	if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {
-		rel[2] = '/';
-		what = "mkdir";
-		goto fail;
-	}
-	rel[2] = '/';
+	/* The block's subdirectory (blocks/XX) exists for every block but
+	 * the first of its 256: it is made when the rename finds it missing,
+	 * not tried before every rename. */
 	if (renameat(bs->tmp_fd, w->tmp_name, bs->blocks_fd, rel) < 0) {
-		what = "rename";
-		goto fail;
+		if (errno != ENOENT) {
+			what = "rename";
+			goto fail;
+		}
+		rel[2] = '\0';
+		if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {
+			rel[2] = '/';
+			what = "mkdir";
+			goto fail;
+		}
+		rel[2] = '/';
+		if (renameat(bs->tmp_fd, w->tmp_name, bs->blocks_fd, rel) < 0) {
+			what = "rename";
+			goto fail;
+		}
 	}
 
 	pthread_mutex_lock(&bs->mu);
