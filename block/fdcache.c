@@ -179,8 +179,8 @@ enum error_code block_fdcache_take(struct block_fdcache *c, const struct block_k
 		free(made);
 		return rc;
 	}
-	if (c->direct && made->sums.data_len >= BLOCK_DIRECT_MIN)
-		block_file_read_direct(made->fd);
+	if (c->direct)
+		block_file_read_direct(made->fd, made->sums.data_len);
 	memcpy(made->hash, hash, BLOCK_HASH_LEN);
 	made->refs = 1;
 	made->used_ms = made->checked_ms = now;

@@ -211,10 +211,13 @@ void block_file_read_advice(int fd)
 	posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
-bool block_file_read_direct(int fd)
+bool block_file_read_direct(int fd, uint64_t data_len)
 {
-	int flags = fcntl(fd, F_GETFL);
+	int flags;
 
+	if (data_len < BLOCK_DIRECT_MIN)
+		return false;
+	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_DIRECT) != 0)
 		return false;
 	fileio_drop_cached(fd, 0, BLOCK_HEADER_SIZE);

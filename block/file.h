@@ -106,15 +106,16 @@ void block_file_drop(int fd, uint64_t off, uint64_t len, uint64_t data_len);
 void block_file_read_advice(int fd);
 
 /*
- * The data of an opened block file read from the disk from now on, not
- * through the page cache (O_DIRECT), and the header's page read at open
- * dropped: the node's mount reads a block its worker wrote with O_DIRECT
- * once and keeps its bytes in the FUSE file's pages, so a copy in the
- * block file's pages would only be made, copied and dropped. False (the
- * descriptor reads through the page cache as before) where the
+ * The data of an opened block file of data_len data bytes read from the
+ * disk from now on, not through the page cache (O_DIRECT), and the
+ * header's page read at open dropped, when data_len is BLOCK_DIRECT_MIN or
+ * more: the mount reads a block written with O_DIRECT once and keeps its
+ * bytes in the FUSE file's pages, so a copy in the block file's pages
+ * would only be made, copied and dropped. False (the descriptor reads
+ * through the page cache as before) for a shorter block, or where the
  * filesystem has no O_DIRECT.
  */
-bool block_file_read_direct(int fd);
+bool block_file_read_direct(int fd, uint64_t data_len);
 
 /*
  * Blocks of at least this many data bytes are written by the worker and

@@ -431,8 +431,7 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	block_file_rel_path(e->hash, rel);
 	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
 	saved = errno;
-	if (fd >= 0 && !(bs->direct_read && e->data_len >= BLOCK_DIRECT_MIN &&
-			 block_file_read_direct(fd)))
+	if (fd >= 0 && !(bs->direct_read && block_file_read_direct(fd, e->data_len)))
 		block_file_read_advice(fd);
 
 	pthread_mutex_lock(&bs->mu);

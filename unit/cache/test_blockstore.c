@@ -59,13 +59,24 @@ static void pattern(int i, uint8_t *buf, size_t len)
 		buf[j] = (uint8_t)(i * 131 + j * 7 + (j >> 8));
 }
 
-static char *make_dir(void)
+static char *make_dir_in(const char *parent)
 {
-	char *dir = strdup("/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = NULL;
 
-	ck_assert_ptr_nonnull(dir);
+	ck_assert_int_gt(asprintf(&dir, "%s/granary-test-blockstore-XXXXXX", parent), 0);
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	return dir;
+}
+
+static char *make_dir(void)
+{
+	return make_dir_in("/tmp");
+}
+
+/* A directory on a disk's file system (O_DIRECT, writeback): /var/tmp. */
+static char *make_disk_dir(void)
+{
+	return make_dir_in("/var/tmp");
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -291,14 +302,13 @@ END_TEST
  * On a disk's file system (/var/tmp); tmpfs pages are the file. */
 START_TEST(test_blockstore_committed_block_has_no_dirty_pages)
 {
-	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = make_disk_dir();
 	struct blockstore *bs = NULL;
 	struct blockstore_ref *ref = NULL;
 	size_t len = (3 << 20) + 123;
 	uint8_t *buf = malloc(len);
 	uint64_t r = 1;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	bs = open_store(dir, 8 << 20);
 	pattern(7, buf, len);
 	ref = put_big_in_pieces(bs, 0, buf, len);
@@ -321,7 +331,7 @@ END_TEST
  * of it entered the page cache. On a disk's file system (/var/tmp). */
 START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 {
-	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = make_disk_dir();
 	struct blockstore_config cfg = { .capacity = 8 << 20, .block_size = 4 << 20,
 					 .direct_write = true };
 	struct block_key key = { .endpoint = "", .bucket = "/data", .object = "big.bin",
@@ -336,7 +346,6 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	struct error err;
 	uint64_t r = 1;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	cfg.dir = dir;
 	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 	pattern(9, buf, len);
@@ -384,7 +393,7 @@ END_TEST
  * O_DIRECT (no page) from the bytes handed out. */
 START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache)
 {
-	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = make_disk_dir();
 	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
 					 .direct_write = true, .direct_write_min = 1 << 20 };
 	const uint64_t lens[3] = { 200 << 10, 2 << 20, 200 << 10 };
@@ -393,7 +402,6 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 	uint8_t *buf = malloc(2 << 20);
 	struct error err;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	cfg.dir = dir;
 	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 	pattern(3, buf, 2 << 20);
@@ -446,7 +454,7 @@ END_TEST
  * file system (/var/tmp). */
 START_TEST(test_blockstore_direct_read_opens_large_blocks_with_o_direct)
 {
-	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = make_disk_dir();
 	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
 					 .direct_write = true, .direct_read = true };
 	const size_t lens[2] = { BLOCK_DIRECT_MIN + 123, BLOCK_DIRECT_MIN - 4096 };
@@ -454,7 +462,6 @@ START_TEST(test_blockstore_direct_read_opens_large_blocks_with_o_direct)
 	uint8_t *buf = malloc(lens[0]), *back = malloc(lens[0] + 1);
 	struct error err;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	cfg.dir = dir;
 	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 	pattern(5, buf, lens[0]);
@@ -563,7 +570,7 @@ END_TEST
  * the pages go, a block no longer there is nothing to do. */
 START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
 {
-	char *dir = strdup("/var/tmp/granary-test-blockstore-XXXXXX");
+	char *dir = make_disk_dir();
 	uint8_t hash[BLOCK_HASH_LEN], *buf = NULL;
 	struct blockstore *bs = NULL;
 	struct blockstore_ref *ref = NULL;
@@ -571,7 +578,6 @@ START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
 	uint64_t r = 0;
 	int fd;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	bs = open_store(dir, 8 << 20);
 	buf = malloc(len);
 	pattern(9, buf, len);
