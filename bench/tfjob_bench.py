@@ -46,30 +46,6 @@ def drop_caches():
         f.write("3\n")
 
 
-def cpu_seconds():
-    """CPU seconds used so far by the cluster's granary-fuse and
-    granary-worker processes (the ones running now) (those in its cgroups, /granary-kube: other
-    Granary processes on the machine are not counted), by name."""
-    out = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if "/granary-kube/" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        name = st[st.index("(") + 1:st.rindex(")")]
-        if name in ("granary-fuse", "granary-worker"):
-            fields = st[st.rindex(")") + 2:].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def granary_proc_pids(names):
     """PIDs of the cluster's processes (its cgroups, /granary-kube) whose
     command name is in names."""
@@ -86,6 +62,24 @@ def granary_proc_pids(names):
                     out.append(pid)
         except OSError:
             continue
+    return out
+
+
+def cpu_seconds():
+    """CPU seconds used so far by the cluster's granary-fuse and
+    granary-worker processes (the ones running now; other Granary processes
+    on the machine are not counted), by name."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in granary_proc_pids(("granary-fuse", "granary-worker")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        fields = st[st.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
