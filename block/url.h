@@ -2,7 +2,7 @@
  * url.h - how a client asks a worker for a block, and how the worker's
  * answer carries the checksums of what it sends (docs/worker-api.md):
  *
- *   GET /v1/blocks/{dataset}/{index}?key=K&etag=E&readahead=N[&verify=1]
+ *   GET /v1/blocks/{dataset}/{index}?key=K&etag=E[&size=S]&readahead=N[&verify=1]
  *   X-Granary-Crc32c: CHUNK_SIZE:CRC,CRC,...      (on the answer)
  *
  * The mount builds requests with these functions and the worker's router
@@ -37,12 +37,16 @@ char *block_url_query(const char *key, const char *etag, unsigned readahead, boo
 /* The same into out (size bytes): returns its length when it fits, else
  * a size that is enough, out left empty (size 0: out may be NULL), so a
  * caller that keeps a buffer of its own allocates nothing per request.
+ * object_size, when not 0, adds size=S: the object's size from the
+ * listing, which spares the worker a buffer of a whole block for a small
+ * file's (a hint: it still takes a whole block's bytes from the store).
  * cache_id, when not NULL or "", adds cache=ID: the id of the cache
  * directory the client reads (block_dir_id_read); a worker that owns that
  * directory and holds the block there answers 204 with no body, and the
  * client reads the block file itself (BLOCK_URL_IN_CACHE_DIR). */
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
-			    unsigned readahead, bool verify, const char *cache_id);
+			    uint64_t object_size, unsigned readahead, bool verify,
+			    const char *cache_id);
 
 /*
  * Where a client sends a worker's requests, for the worker address addr

@@ -226,6 +226,22 @@ enum error_code blockstore_write_begin(struct blockstore *bs,
 				       struct error *err);
 
 /*
+ * blockstore_write_begin for a writer that expects expect_len bytes (the
+ * block's length from its object's size) but takes up to max_len, as
+ * much room being reserved: the expected length picks how the bytes are
+ * written (with direct_write, a buffer of the block's size only for a
+ * block of direct_write_min bytes or more). A small file's block, begun
+ * with a whole block's room because its object's size is not trusted,
+ * then allocates and faults in no buffer of a whole block.
+ */
+enum error_code blockstore_write_begin_expect(struct blockstore *bs,
+					      const struct block_key *key,
+					      const char *dataset, uint64_t max_len,
+					      uint64_t expect_len,
+					      struct blockstore_writer **w,
+					      struct error *err);
+
+/*
  * The bytes appended so far (*len of them, at most max_len) into buf: a
  * writer whose disk filled up hands what it had to memory.
  */
@@ -281,17 +297,18 @@ enum error_code blockstore_write_commit(struct blockstore *bs,
  * serve them. *bytes is NULL when
  * the writer kept none (a store without direct_write, or one the
  * filesystem refused it), with *ref as blockstore_write_commit's.
- * Give the buffer back with blockstore_bytes_put.
+ * *room (may be NULL) gets the data bytes the buffer holds, for
+ * blockstore_bytes_put: give the buffer back with it.
  */
 enum error_code blockstore_write_commit_bytes(struct blockstore *bs,
 					      struct blockstore_writer *w,
 					      struct blockstore_ref **ref, void **bytes,
-					      struct error *err);
+					      uint64_t *room, struct error *err);
 
-/* Gives back bytes that blockstore_write_commit_bytes handed over for a
- * writer of max_len (its write_begin's): kept for the next writer (at
- * most BYTES_SPARE), else freed. NULL is ignored. */
-void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t max_len);
+/* Gives back bytes that blockstore_write_commit_bytes handed over, with
+ * the room it said they have: a usual block's are kept for the next
+ * writer (at most BYTES_SPARE), others freed. NULL is ignored. */
+void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t room);
 
 /* Drops the temp file and the reservation; frees the writer. */
 void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);

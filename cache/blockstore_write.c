@@ -33,9 +33,11 @@ struct blockstore_writer {
 	struct blockstore *bs;
 	struct entry *e; /* WRITING, in the index */
 	int fd;
-	/* direct_write: header + data (max_len rounded up to DISK_UNIT),
+	/* direct_write: header + data (room rounded up to DISK_UNIT),
 	 * DISK_UNIT aligned; NULL for a buffered writer. */
 	unsigned char *buf;
+	uint64_t room;   /* data bytes buf holds: the expected length, grown
+			  * to max_len should more come (direct_grow) */
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
 	uint64_t flushing; /* data bytes whose writeback has been started */
@@ -47,10 +49,11 @@ struct blockstore_writer {
 	uint8_t header[BLOCK_HEADER_SIZE];
 };
 
-/* direct_write buffers: a usual block's are kept for reuse (BYTES_SPARE). */
-static void *bytes_get(struct blockstore *bs, uint64_t max_len)
+/* direct_write buffers for room data bytes: a usual block's are kept for
+ * reuse (BYTES_SPARE). */
+static void *bytes_get(struct blockstore *bs, uint64_t room)
 {
-	uint64_t size = disk_size(max_len);
+	uint64_t size = disk_size(room);
 	void *p = NULL;
 
 	if (size == bs->block_file) {
@@ -64,11 +67,11 @@ static void *bytes_get(struct blockstore *bs, uint64_t max_len)
 	return fileio_buf_alloc((size_t)size);
 }
 
-void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t max_len)
+void blockstore_bytes_put(struct blockstore *bs, void *bytes, uint64_t room)
 {
 	if (!bytes)
 		return;
-	if (disk_size(max_len) == bs->block_file) {
+	if (disk_size(room) == bs->block_file) {
 		pthread_mutex_lock(&bs->mu);
 		if (bs->nspare < BYTES_SPARE) {
 			bs->spare[bs->nspare++] = bytes;
@@ -107,6 +110,14 @@ static enum error_code check_key(const struct block_key *key, const char *datase
 enum error_code blockstore_write_begin(struct blockstore *bs, const struct block_key *key,
 				       const char *dataset, uint64_t max_len,
 				       struct blockstore_writer **out, struct error *err)
+{
+	return blockstore_write_begin_expect(bs, key, dataset, max_len, max_len, out, err);
+}
+
+enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struct block_key *key,
+					      const char *dataset, uint64_t max_len,
+					      uint64_t expect_len,
+					      struct blockstore_writer **out, struct error *err)
 {
 	struct blockstore_writer *w = NULL;
 	struct entry *victims = NULL;
@@ -185,8 +196,11 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 
 	if (victims)
 		blockstore_remove_dying(bs, victims);
-	if (atomic_load(&bs->direct_write) && max_len >= bs->direct_write_min)
-		w->buf = bytes_get(bs, max_len); /* NULL: no memory, this block goes buffered */
+	if (atomic_load(&bs->direct_write) && max_len >= bs->direct_write_min &&
+	    expect_len >= bs->direct_write_min) {
+		w->room = expect_len < max_len ? expect_len : max_len;
+		w->buf = bytes_get(bs, w->room); /* NULL: no memory, this block goes buffered */
+	}
 	w->fd = openat(bs->tmp_fd, w->tmp_name,
 		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->buf ? O_DIRECT : 0), 0644);
 	if (w->fd < 0 && w->buf && errno == EINVAL) {
@@ -194,7 +208,7 @@ enum error_code blockstore_write_begin(struct blockstore *bs, const struct block
 		if (atomic_exchange(&bs->direct_write, false))
 			log_warn("the cache directory's filesystem refuses O_DIRECT: blocks are written through the page cache",
 				 LOG_S("dir", bs->dir));
-		blockstore_bytes_put(bs, w->buf, max_len);
+		blockstore_bytes_put(bs, w->buf, w->room);
 		w->buf = NULL;
 		w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	}
@@ -222,7 +236,7 @@ fail:
 	if (free_it)
 		free(e);
 	if (w)
-		blockstore_bytes_put(bs, w->buf, max_len);
+		blockstore_bytes_put(bs, w->buf, w->room);
 	free(w);
 	return rc;
 }
@@ -261,9 +275,31 @@ static enum error_code write_failed(struct blockstore_writer *w, int saved, stru
 
 /* direct_write: the bytes go to the writer's buffer, and every whole
  * WRITEBACK_STEP of it to the file (aligned in memory and on disk). */
+/* More bytes came than the writer expected: its buffer becomes one of
+ * max_len, what it holds copied over. */
+static enum error_code direct_grow(struct blockstore_writer *w, struct error *err)
+{
+	unsigned char *big = bytes_get(w->bs, w->max_len);
+	char hex[BLOCK_HASH_HEX];
+
+	if (!big) {
+		w->failed = true;
+		block_hash_hex(w->e->hash, hex);
+		return error_set(err, ERR_NOMEM, "cache block '%s': out of memory for its %llu bytes",
+				 hex, (unsigned long long)w->max_len);
+	}
+	memcpy(big, w->buf, (size_t)(BLOCK_HEADER_SIZE + w->written));
+	blockstore_bytes_put(w->bs, w->buf, w->room);
+	w->buf = big;
+	w->room = w->max_len;
+	return ERR_OK;
+}
+
 static enum error_code direct_append(struct blockstore_writer *w, const void *data, size_t len,
 				     struct error *err)
 {
+	if (len > w->room - w->written && direct_grow(w, err) != ERR_OK)
+		return err->code;
 	memcpy(w->buf + BLOCK_HEADER_SIZE + w->written, data, len);
 	writer_crc(w, data, len);
 	while (w->written - w->flushing >= WRITEBACK_STEP) {
@@ -411,7 +447,7 @@ static void writer_free(struct blockstore_writer *w)
 {
 	if (w->fd >= 0)
 		close(w->fd);
-	blockstore_bytes_put(w->bs, w->buf, w->max_len);
+	blockstore_bytes_put(w->bs, w->buf, w->room);
 	free(w);
 }
 
@@ -438,12 +474,12 @@ void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w)
 enum error_code blockstore_write_commit(struct blockstore *bs, struct blockstore_writer *w,
 					struct blockstore_ref **ref, struct error *err)
 {
-	return blockstore_write_commit_bytes(bs, w, ref, NULL, err);
+	return blockstore_write_commit_bytes(bs, w, ref, NULL, NULL, err);
 }
 
 enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct blockstore_writer *w,
 					      struct blockstore_ref **ref, void **bytes,
-					      struct error *err)
+					      uint64_t *room, struct error *err)
 {
 	struct entry *e = w->e;
 	char rel[BLOCK_REL_PATH_LEN];
@@ -457,6 +493,8 @@ enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct bloc
 		*ref = NULL;
 	if (bytes)
 		*bytes = NULL;
+	if (room)
+		*room = w->room;
 	/* Bytes handed over are what the caller serves: no descriptor. */
 	if (bytes && w->buf)
 		ref = NULL;

@@ -41,11 +41,11 @@ struct fetch_buffer {
 	size_t len;
 	unsigned char *data;   /* len bytes, in mem or right after this struct */
 	/* blockstore_write_commit_bytes's, given back with the buffer
-	 * (blockstore_bytes_put of bs, for a writer of max_len); NULL when
+	 * (blockstore_bytes_put of bs, with the room it said); NULL when
 	 * data follows this struct. */
 	void *mem;
 	struct blockstore *bs;
-	uint64_t max_len;
+	uint64_t room;
 };
 
 struct fetch_dataset {
@@ -76,6 +76,7 @@ struct ra_job {
 	struct ra_job *next;
 	struct fetch_dataset *ds;          /* held */
 	char *key, *etag;
+	uint64_t size;                     /* the object's; 0: not known */
 	uint64_t index;
 	uint8_t hash[BLOCK_HASH_LEN];
 	UT_hash_handle hh;                 /* in f->ra_set while queued */
@@ -464,7 +465,7 @@ static struct fetch_buffer *buffer_new(size_t size)
 }
 
 /* A buffer for bytes a blockstore writer hands over (set mem, data, len,
- * bs and max_len), one reference; NULL without memory. */
+ * bs and room), one reference; NULL without memory. */
 static struct fetch_buffer *buffer_for_bytes(void)
 {
 	struct fetch_buffer *b = calloc(1, sizeof(*b));
@@ -478,7 +479,7 @@ static void buffer_put(struct fetch_buffer *b)
 {
 	if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
 		if (b->mem)
-			blockstore_bytes_put(b->bs, b->mem, b->max_len);
+			blockstore_bytes_put(b->bs, b->mem, b->room);
 		free(b);
 	}
 }
@@ -511,15 +512,18 @@ struct block_req {
 	const char *key;                 /* relative */
 	char full[BLOCK_KEY_MAX + 1];    /* prefix + key */
 	const char *etag;
+	uint64_t size;                   /* the object's, as the caller knows it; 0: not known */
 	uint64_t index;
 	uint64_t until_ms;               /* the reader's deadline; 0 = none */
 	struct block_key bkey;
 	uint8_t hash[BLOCK_HASH_LEN];
 };
 
+/* size: the object's as the caller knows it (0: not known); a block past
+ * it is ERR_RANGE without a request to the store. */
 static enum error_code block_req_init(struct block_req *r, struct fetch_dataset *ds,
-				      const char *key, const char *etag, uint64_t index,
-				      struct error *err)
+				      const char *key, const char *etag, uint64_t size,
+				      uint64_t index, struct error *err)
 {
 	enum error_code rc;
 
@@ -535,7 +539,12 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 	if (index > UINT64_MAX / ds->desc.block_size)
 		return error_set(err, ERR_RANGE, "dataset '%s' object '%s': block %llu is past the end",
 				 ds->name, key, (unsigned long long)index);
+	if (size && index >= (size - 1) / ds->desc.block_size + 1)
+		return error_set(err, ERR_RANGE,
+				 "dataset '%s' object '%s': block %llu is past the end of its %llu bytes",
+				 ds->name, key, (unsigned long long)index, (unsigned long long)size);
 	r->ds = ds;
+	r->size = size;
 	r->key = key;
 	r->until_ms = 0;
 	snprintf(r->full, sizeof(r->full), "%s%s", ds->prefix, key);
@@ -551,6 +560,23 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 	};
 	block_key_hash(&r->bkey, r->hash);
 	return ERR_OK;
+}
+
+/*
+ * The bytes block r is expected to hold: the rest of the object when its
+ * size is known, else a whole block. Only a hint for how the block is
+ * written (blockstore_write_begin_expect): the room reserved and the
+ * bytes asked of the store stay a whole block, so a size given wrong
+ * costs a copy, never a short or refused block.
+ */
+static uint64_t block_expect(const struct block_req *r)
+{
+	const uint64_t bs = r->ds->desc.block_size;
+	const uint64_t off = r->index * bs;
+
+	if (r->size == 0 || r->size <= off || r->size - off >= bs)
+		return bs;
+	return r->size - off;
 }
 
 static struct flight *flight_find(struct fetcher *f, const uint8_t *hash)
@@ -820,12 +846,14 @@ static enum error_code block_finish(struct fetcher *f, const struct block_req *r
 		 * file is in the page cache. */
 		struct fetch_buffer *kept = buffer_for_bytes();
 		void *bytes = NULL;
+		uint64_t room = 0;
 
-		rc = blockstore_write_commit_bytes(f->bs, sink->w, ref, kept ? &bytes : NULL, err);
+		rc = blockstore_write_commit_bytes(f->bs, sink->w, ref, kept ? &bytes : NULL, &room,
+						   err);
 		if (bytes) {
 			kept->mem = bytes;
 			kept->bs = f->bs;
-			kept->max_len = sink->block_size;
+			kept->room = room;
 			kept->data = (unsigned char *)bytes + BLOCK_HEADER_SIZE;
 			kept->len = (size_t)len;
 			*buf = kept;
@@ -939,13 +967,12 @@ static void commit_one(struct fetcher *f, struct commit_job *j)
 	error_clear(&err);
 	if (f->before_commit)
 		f->before_commit(f->before_commit_arg);
-	rc = blockstore_write_commit_bytes(f->bs, j->w, NULL, &bytes, &err);
+	rc = blockstore_write_commit_bytes(f->bs, j->w, NULL, &bytes, &j->kept->room, &err);
 	/* The buffer the readers hold, handed over whether or not the commit
 	 * succeeded (blockstore_write_commit_bytes): freed with its last
 	 * reference from now on. */
 	j->kept->mem = bytes;
 	j->kept->bs = f->bs;
-	j->kept->max_len = j->ds->desc.block_size;
 	if (rc != ERR_OK)
 		kept_not_cached(f, &r, j->key, j->index, rc, err.msg);
 	flight_end(f, j->fl);
@@ -1006,7 +1033,8 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	if (memory_only)
 		rc = error_set(err, ERR_IO, "the cached copy cannot be opened");
 	else
-		rc = blockstore_write_begin(f->bs, &r->bkey, r->ds->name, bs, &w, err);
+		rc = blockstore_write_begin_expect(f->bs, &r->bkey, r->ds->name, bs, block_expect(r),
+						   &w, err);
 	if (rc == ERR_EXISTS) {
 		/* Committed by a flight that ended between our lookup and ours. */
 		slot_release(f, cache_only);
@@ -1278,6 +1306,7 @@ static void ra_enqueue(struct fetcher *f, const struct block_req *r, const uint6
 		}
 		atomic_fetch_add(&r->ds->refs, 1);
 		j->ds = r->ds;
+		j->size = r->size;
 		j->index = want[i];
 		memcpy(j->hash, hashes[i], BLOCK_HASH_LEN);
 		jobs[i] = j;
@@ -1336,7 +1365,7 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 	for (unsigned i = 1; i <= n; i++) {
 		struct block_req next;
 
-		if (block_req_init(&next, r->ds, r->key, r->etag, r->index + i, NULL) != ERR_OK)
+		if (block_req_init(&next, r->ds, r->key, r->etag, r->size, r->index + i, NULL) != ERR_OK)
 			break;
 		if (!readahead_wanted(f, &next))
 			continue;
@@ -1450,7 +1479,8 @@ static int run_begin(struct run_ctx *c, struct run_block *b)
 	struct error e;
 	enum error_code rc;
 
-	rc = blockstore_write_begin(c->f->bs, &b->r->bkey, b->r->ds->name, c->block_size, &w, &e);
+	rc = blockstore_write_begin_expect(c->f->bs, &b->r->bkey, b->r->ds->name, c->block_size,
+					   block_expect(b->r), &w, &e);
 	if (rc == ERR_EXISTS) {
 		b->begun = b->skip = true;
 		return 0;
@@ -1648,8 +1678,8 @@ static size_t readahead_take_run(struct fetcher *f, struct ra_job *j, struct ra_
 {
 	size_t n = 0;
 
-	while (n < max && block_req_init(&reqs[n], j->ds, j->key, j->etag, j->index + n, NULL) ==
-				  ERR_OK)
+	while (n < max && block_req_init(&reqs[n], j->ds, j->key, j->etag, j->size, j->index + n,
+					 NULL) == ERR_OK)
 		n++;
 	if (n == 0)
 		return 0;
@@ -1697,7 +1727,7 @@ static void *readahead_thread(void *arg)
 		if (n == 0) {
 			struct block_req r;
 
-			if (block_req_init(&r, j->ds, j->key, j->etag, j->index, NULL) == ERR_OK &&
+			if (block_req_init(&r, j->ds, j->key, j->etag, j->size, j->index, NULL) == ERR_OK &&
 			    readahead_one(f, &r) == ERR_RANGE) {
 				pthread_mutex_lock(&f->mu);
 				readahead_drop_after(f, j, &dropped);
@@ -1746,19 +1776,20 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
 			    const char *etag, uint64_t index, unsigned readahead,
 			    struct fetch_result *out, struct error *err)
 {
-	return fetch_block_until(f, ds, key, etag, index, readahead, 0, out, err);
+	return fetch_block_until(f, ds, key, etag, 0, index, readahead, 0, out, err);
 }
 
 enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-				  const char *etag, uint64_t index, unsigned readahead,
-				  uint64_t until_ms, struct fetch_result *out, struct error *err)
+				  const char *etag, uint64_t size, uint64_t index,
+				  unsigned readahead, uint64_t until_ms, struct fetch_result *out,
+				  struct error *err)
 {
 	struct block_req r;
 	enum error_code rc;
 	bool fetched;
 
 	memset(out, 0, sizeof(*out));
-	rc = block_req_init(&r, ds, key, etag, index, err);
+	rc = block_req_init(&r, ds, key, etag, size, index, err);
 	if (rc != ERR_OK)
 		return rc;
 	r.until_ms = until_ms;
@@ -1778,7 +1809,7 @@ bool fetch_block_cached(struct fetcher *f, struct fetch_dataset *ds, const char 
 	struct block_req r;
 	struct error err;
 
-	return block_req_init(&r, ds, key, etag, index, &err) == ERR_OK &&
+	return block_req_init(&r, ds, key, etag, 0, index, &err) == ERR_OK &&
 	       blockstore_has(f->bs, r.hash);
 }
 
@@ -1790,7 +1821,7 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
 	enum error_code rc;
 
 	*dropped = false;
-	rc = block_req_init(&r, ds, key, etag, index, err);
+	rc = block_req_init(&r, ds, key, etag, 0, index, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (blockstore_lookup(f->bs, r.hash, false, &ref) != ERR_OK)
@@ -1810,7 +1841,8 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
 }
 
 enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-			   const char *etag, uint64_t index, bool *fetched, struct error *err)
+			   const char *etag, uint64_t size, uint64_t index, bool *fetched,
+			   struct error *err)
 {
 	struct fetch_result res;
 	struct block_req r;
@@ -1819,7 +1851,7 @@ enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const ch
 
 	if (fetched)
 		*fetched = false;
-	rc = block_req_init(&r, ds, key, etag, index, err);
+	rc = block_req_init(&r, ds, key, etag, size, index, err);
 	if (rc != ERR_OK)
 		return rc;
 	rc = get_block(f, &r, true, &res, &did, err);
@@ -1837,12 +1869,13 @@ enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const ch
 }
 
 void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-		    const char *etag, uint64_t index)
+		    const char *etag, uint64_t size, uint64_t index)
 {
 	uint8_t hash[1][BLOCK_HASH_LEN];
 	struct block_req r;
 
-	if (f->readahead_max == 0 || block_req_init(&r, ds, key, etag, index, NULL) != ERR_OK ||
+	if (f->readahead_max == 0 ||
+	    block_req_init(&r, ds, key, etag, size, index, NULL) != ERR_OK ||
 	    !readahead_wanted(f, &r))
 		return;
 	memcpy(hash[0], r.hash, BLOCK_HASH_LEN);

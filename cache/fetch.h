@@ -260,10 +260,16 @@ enum error_code fetch_block(struct fetcher *f, struct fetch_dataset *ds, const c
  * of the same block and the store fetch itself all end by then, with
  * ERR_TIMEOUT naming the block. A fetch others wait for goes on without
  * the reader that gave up.
+ *
+ * size: the object's size as the caller knows it from the listing (0:
+ * not known). A block past it is ERR_RANGE at once; a short last block
+ * is written without a buffer of a whole block (the size is a hint: the
+ * room reserved and the bytes asked of the store stay a whole block).
  */
 enum error_code fetch_block_until(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-				  const char *etag, uint64_t index, unsigned readahead,
-				  uint64_t until_ms, struct fetch_result *out, struct error *err);
+				  const char *etag, uint64_t size, uint64_t index,
+				  unsigned readahead, uint64_t until_ms, struct fetch_result *out,
+				  struct error *err);
 
 /* Whether the block's file is in the cache (committed) now; false for a
  * block held only in memory (not admitted) and for a bad key. */
@@ -287,18 +293,21 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
  * the small files next to one it missed): nothing when it is cached,
  * queued or being fetched already, when the queue is full or read-ahead
  * is off (readahead_max 0). Errors in key or etag are ignored: a hint.
+ * size as fetch_block_until's.
  */
 void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-		    const char *etag, uint64_t index);
+		    const char *etag, uint64_t size, uint64_t index);
 
 /*
  * Makes sure a block is cached (preload): ERR_OK if it was or now is,
  * with *fetched telling whether a store fetch was made; ERR_NO_SPACE when
  * the cache refuses it (then nothing is fetched); other errors as
- * fetch_block. Does not count as a hit or miss.
+ * fetch_block. Does not count as a hit or miss. size as
+ * fetch_block_until's.
  */
 enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const char *key,
-			   const char *etag, uint64_t index, bool *fetched, struct error *err);
+			   const char *etag, uint64_t size, uint64_t index, bool *fetched,
+			   struct error *err);
 
 /* Accessors of a result. */
 uint64_t fetch_result_length(const struct fetch_result *r);

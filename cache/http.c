@@ -250,7 +250,7 @@ enum error_code worker_http_parse_block_query(const char *query,
 					      struct worker_http_block_query *out,
 					      struct error *err)
 {
-	char ra[16];
+	char ra[24];
 	uint64_t v = 0;
 	bool found;
 	enum error_code rc;
@@ -268,6 +268,17 @@ enum error_code worker_http_parse_block_query(const char *query,
 	if (!found || !out->etag[0])
 		return error_set(err, ERR_INVALID,
 				 "missing query parameter 'etag' (the object's version from the listing)");
+	rc = worker_http_query_get(query, "size", ra, sizeof(ra), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (found) {
+		rc = worker_http_parse_u64("size", ra, &out->size, err);
+		if (rc != ERR_OK)
+			return rc;
+		if (out->size == 0)
+			return error_set(err, ERR_INVALID,
+					 "size 0: an empty object has no blocks (leave size out when it is not known)");
+	}
 	rc = worker_http_query_get(query, "readahead", ra, sizeof(ra), &found, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -1200,7 +1211,8 @@ static enum error_code block_fetched(struct worker_http *h, struct fetch_dataset
 			return rc;
 	}
 	for (int round = 0;; round++) {
-		rc = fetch_block(f, ds, q->key, q->etag, index, q->readahead, res, err);
+		rc = fetch_block_until(f, ds, q->key, q->etag, q->size, index, q->readahead, 0, res,
+				       err);
 		if (rc != ERR_OK)
 			return rc;
 		/* With direct_write the fetch hands out the block's bytes in

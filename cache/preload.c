@@ -262,7 +262,7 @@ static void *fetch_thread(void *arg)
 		bool fetched = false;
 		enum error_code rc;
 
-		rc = fetch_warm(p->f, j->ds, o->key, o->etag, bi, &fetched, &err);
+		rc = fetch_warm(p->f, j->ds, o->key, o->etag, o->size, bi, &fetched, &err);
 		if (rc != ERR_OK && rc != ERR_NO_SPACE) {
 			job_error(j, &err);
 			continue;

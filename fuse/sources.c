@@ -93,8 +93,9 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		struct fetch_result res = { 0 };
 		bool corrupt = false, dropped = false, lent = false;
 
-		rc = fetch_block_until(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->index,
-				       round == 0 ? readahead : 0, blk->until_ms, &res, err);
+		rc = fetch_block_until(ctx->fetcher, ctx->ds, key, blk->obj->etag, blk->obj->size,
+				       blk->index, round == 0 ? readahead : 0, blk->until_ms, &res,
+				       err);
 		if (rc != ERR_OK)
 			return rc;
 		if (off + len > fetch_result_length(&res)) {
@@ -661,13 +662,13 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 			timeout = blk->until_ms - watch.start_ms;
 	}
 	block_url_path(ctx->dataset, blk->index, path, sizeof(path));
-	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead, verify,
-				    cache_id);
+	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, blk->obj->size,
+				    readahead, verify, cache_id);
 	if (need >= t->query_size) {
 		if (!grow(&t->query, &t->query_size, need + 1))
 			return error_set(err, ERR_NOMEM, "peer read: out of memory");
-		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, readahead,
-				     verify, cache_id);
+		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, blk->obj->size,
+				     readahead, verify, cache_id);
 	}
 	if (peer_tls_setup(ctx, c, addr, t->origin, sizeof(t->origin), &t->connect_to, err) !=
 	    ERR_OK)

@@ -343,6 +343,7 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	uint8_t *buf = malloc(len), *back = malloc(len);
 	uint8_t hash[BLOCK_HASH_LEN];
 	void *bytes = NULL;
+	uint64_t room = 0;
 	struct error err;
 	uint64_t r = 1;
 
@@ -356,12 +357,13 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 
 		ck_assert_int_eq(blockstore_write_append(w, buf + off, n, &err), ERR_OK);
 	}
-	ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK, "%s",
-		      err.msg);
+	ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room, &err) == ERR_OK,
+		      "%s", err.msg);
 	ck_assert_ptr_nonnull(bytes);
 	ck_assert_ptr_null(ref); /* the bytes are served, not the file */
+	ck_assert_uint_eq(room, 4 << 20);
 	ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, len), 0);
-	blockstore_bytes_put(bs, bytes, 4 << 20);
+	blockstore_bytes_put(bs, bytes, room);
 
 	ck_assert_int_eq(blockstore_lookup(bs, hash, true, &ref), ERR_OK);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
@@ -381,6 +383,60 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	blockstore_free(bs);
 	free(buf);
 	free(back);
+	remove_dir(dir);
+}
+END_TEST
+
+/* blockstore_write_begin_expect: a writer that expects a small file's
+ * block keeps a buffer of that length, not of a whole block, and the
+ * bytes come back whole; one that gets more than it expected (a size
+ * given wrong) grows its buffer to the whole block and loses nothing. */
+START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length)
+{
+	char *dir = make_disk_dir();
+	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
+					 .direct_write = true };
+	const size_t lens[2] = { 100 << 10, (2 << 20) + 5 };
+	struct blockstore *bs = NULL;
+	uint8_t *buf = malloc(lens[1]);
+	struct error err;
+
+	cfg.dir = dir;
+	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+	pattern(7, buf, lens[1]);
+	for (int i = 0; i < 2; i++) {
+		struct block_key key = { .endpoint = "", .bucket = "/data", .object = "s.bin",
+					 .etag = "v1", .block_size = 4 << 20, .index = (uint64_t)i };
+		struct blockstore_writer *w = NULL;
+		struct blockstore_ref *ref = NULL;
+		uint8_t hash[BLOCK_HASH_LEN];
+		void *bytes = NULL;
+		uint64_t room = 0;
+
+		ck_assert_int_eq(blockstore_write_begin_expect(bs, &key, "ds", 4 << 20, 100 << 10, &w,
+							       &err),
+				 ERR_OK);
+		for (size_t off = 0; off < lens[i]; off += 64 << 10) {
+			size_t n = lens[i] - off < (64 << 10) ? lens[i] - off : (64 << 10);
+
+			ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) == ERR_OK, "%s",
+				      err.msg);
+		}
+		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room, &err) ==
+				      ERR_OK,
+			      "%s", err.msg);
+		ck_assert_ptr_nonnull(bytes);
+		ck_assert_uint_eq(room, i == 0 ? 100 << 10 : 4 << 20);
+		ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, lens[i]), 0);
+		blockstore_bytes_put(bs, bytes, room);
+		block_key_hash(&key, hash);
+		ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
+		ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
+		ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+		blockstore_ref_put(bs, ref);
+	}
+	free(buf);
+	blockstore_free(bs);
 	remove_dir(dir);
 }
 END_TEST
@@ -411,13 +467,14 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 		struct blockstore_writer *w = NULL;
 		struct blockstore_ref *ref = NULL;
 		void *bytes = NULL;
-
+		uint64_t kept = 0;
 		uint8_t hash[BLOCK_HASH_LEN];
 		uint64_t resident = 0;
 
 		ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", room[i], &w, &err), ERR_OK);
 		ck_assert_int_eq(blockstore_write_append(w, buf, (size_t)lens[i], &err), ERR_OK);
-		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK,
+		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &kept, &err) ==
+				      ERR_OK,
 			      "%s", err.msg);
 		if (i == 0) {
 			ck_assert_ptr_null(bytes);
@@ -429,7 +486,8 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 		ck_assert_ptr_nonnull(bytes);
 		ck_assert_ptr_null(ref);
 		ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, lens[i]), 0);
-		blockstore_bytes_put(bs, bytes, room[i]);
+		ck_assert_uint_eq(kept, room[i]);
+		blockstore_bytes_put(bs, bytes, kept);
 		block_key_hash(&key, hash);
 		ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
 		ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
@@ -472,17 +530,18 @@ START_TEST(test_blockstore_direct_read_opens_large_blocks_with_o_direct)
 		struct blockstore_ref *ref = NULL;
 		struct block_sums sums;
 		uint8_t hash[BLOCK_HASH_LEN];
-		uint64_t resident = 1;
+		uint64_t resident = 1, kept = 0;
 		void *bytes = NULL;
 		bool corrupt = true;
 		int fd;
 
 		ck_assert_int_eq(blockstore_write_begin(bs, &key, "ds", lens[i], &w, &err), ERR_OK);
 		ck_assert_int_eq(blockstore_write_append(w, buf, lens[i], &err), ERR_OK);
-		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err) == ERR_OK,
+		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &kept, &err) ==
+				      ERR_OK,
 			      "%s", err.msg);
 		if (bytes)
-			blockstore_bytes_put(bs, bytes, lens[i]);
+			blockstore_bytes_put(bs, bytes, kept);
 		blockstore_ref_put(bs, ref);
 		block_key_hash(&key, hash);
 		ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
@@ -531,6 +590,7 @@ START_TEST(test_blockstore_direct_write_full_at_commit_hands_the_bytes_over)
 	size_t len = 200 << 10;
 	uint8_t *buf = malloc(len), hash[BLOCK_HASH_LEN], page[4096] = { 0 };
 	void *bytes = NULL;
+	uint64_t room = 0;
 	struct error err;
 	int fd;
 
@@ -552,12 +612,13 @@ START_TEST(test_blockstore_direct_write_full_at_commit_hands_the_bytes_over)
 	ck_assert_int_eq(errno, ENOSPC);
 	close(fd);
 	ck_assert_int_eq(blockstore_write_append(w, buf, len, &err), ERR_OK);
-	ck_assert_int_eq(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &err), ERR_NO_SPACE);
+	ck_assert_int_eq(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room, &err),
+			 ERR_NO_SPACE);
 	ck_assert_msg(strstr(err.msg, strerror(ENOSPC)), "%s", err.msg);
 	ck_assert_ptr_null(ref);
 	ck_assert_msg(bytes, "the bytes of a commit that met a full disk are lost (%s)", err.msg);
 	ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, len), 0);
-	blockstore_bytes_put(bs, bytes, 256 << 10);
+	blockstore_bytes_put(bs, bytes, room);
 	ck_assert(!blockstore_has(bs, hash));
 	blockstore_free(bs);
 	free(buf);
@@ -1580,6 +1641,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
 	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
+	tcase_add_test(tc, test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length);
 	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
 	tcase_add_test(tc, test_blockstore_direct_read_opens_large_blocks_with_o_direct);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);

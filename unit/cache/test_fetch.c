@@ -401,7 +401,7 @@ START_TEST(test_fetch_refused_block_is_served_from_memory)
 	expect_block(&r, BIG_SIZE, 1, 1);
 	fetch_result_release(f, &r);
 	/* A warm-up does not fetch what the cache will not keep. */
-	ck_assert_int_eq(fetch_warm(f, ds, "big.bin", etag, 2, NULL, &err), ERR_NO_SPACE);
+	ck_assert_int_eq(fetch_warm(f, ds, "big.bin", etag, BIG_SIZE, 2, NULL, &err), ERR_NO_SPACE);
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.not_admitted, 1);
 	ck_assert_uint_eq(st.fetches, 2);
@@ -543,6 +543,20 @@ START_TEST(test_fetch_readahead_fetches_the_next_blocks)
 }
 END_TEST
 
+/* The cache reopened with direct_write and dataset "ds" registered in it
+ * (LRU); big.bin's etag into etag. */
+static struct fetch_dataset *direct_write_ds(char *etag)
+{
+	struct fetch_dataset *ds;
+
+	close_cache();
+	open_cache_with(64u << 20, true);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+	ds = get_ds("ds");
+	etag_of(ds, "big.bin", etag);
+	return ds;
+}
+
 /* A blockstore with direct_write (granary-fuse standalone): a miss and
  * the blocks read ahead are served from the bytes fetched, kept in
  * memory, and still count as cache hits; the store is asked once per
@@ -557,11 +571,7 @@ START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memo
 	char etag[80];
 	struct error err;
 
-	close_cache();
-	open_cache_with(64u << 20, true);
-	register_ds("ds", BLOCKSTORE_LRU, false);
-	ds = get_ds("ds");
-	etag_of(ds, "big.bin", etag);
+	ds = direct_write_ds(etag);
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 8, &r, &err), ERR_OK);
 	ck_assert(!r.hit);
 	ck_assert_ptr_null(r.ref);
@@ -596,17 +606,56 @@ START_TEST(test_fetch_prefetch_reads_ahead_one_block_of_any_object)
 	struct error err;
 
 	etag_of(ds, "sub/exact.bin", etag);
-	fetch_prefetch(f, ds, "sub/exact.bin", etag, 1);
+	fetch_prefetch(f, ds, "sub/exact.bin", etag, 0, 1);
 	wait_readahead_fetched(1, &st);
 	ck_assert_uint_eq(st.readahead_queued, 1);
 	ck_assert_int_eq(fetch_block(f, ds, "sub/exact.bin", etag, 1, 0, &r, &err), ERR_OK);
 	ck_assert(r.hit);
 	expect_block(&r, 2 * BS, 2, 1);
 	fetch_result_release(f, &r);
-	fetch_prefetch(f, ds, "sub/exact.bin", etag, 1);
-	fetch_prefetch(f, ds, "../outside", etag, 0); /* a bad key is ignored */
+	fetch_prefetch(f, ds, "sub/exact.bin", etag, 0, 1);
+	fetch_prefetch(f, ds, "../outside", etag, 0, 0); /* a bad key is ignored */
 	fetch_get_stats(f, &st);
 	ck_assert_uint_eq(st.readahead_queued, 1);
+	fetch_dataset_put(f, ds);
+}
+END_TEST
+
+/* fetch_block_until with the object's size: a block past it is ERR_RANGE
+ * without a store request, read-ahead stops at the object's end, and a
+ * size given too small is only a hint: the block still comes whole. */
+START_TEST(test_fetch_with_the_object_size_stops_at_its_end)
+{
+	struct fetch_dataset *ds = NULL;
+	struct fetch_result r;
+	struct fetch_stats st;
+	uint64_t requests;
+	char etag[80];
+	struct error err;
+
+	ds = direct_write_ds(etag);
+	requests = store_requests();
+	ck_assert_int_eq(fetch_block_until(f, ds, "big.bin", etag, BIG_SIZE, 4, 0, 0, &r, &err),
+			 ERR_RANGE);
+	ck_assert_msg(strstr(err.msg, "block 4 is past the end of its 197608 bytes"), "%s",
+		      err.msg);
+	ck_assert_uint_eq(store_requests(), requests);
+
+	ck_assert_int_eq(fetch_block_until(f, ds, "big.bin", etag, 100, 0, 0, 0, &r, &err),
+			 ERR_OK);
+	expect_block(&r, BIG_SIZE, 1, 0);
+	fetch_result_release(f, &r);
+
+	ck_assert_int_eq(fetch_block_until(f, ds, "big.bin", etag, BIG_SIZE, 1, 8, 0, &r, &err),
+			 ERR_OK);
+	fetch_result_release(f, &r);
+	wait_readahead_fetched(2, &st);
+	ck_assert_uint_eq(st.readahead_queued, 2);
+	ck_assert_int_eq(fetch_block_until(f, ds, "big.bin", etag, BIG_SIZE, 3, 0, 0, &r, &err),
+			 ERR_OK);
+	ck_assert(r.hit);
+	expect_block(&r, BIG_SIZE, 1, 3);
+	fetch_result_release(f, &r);
 	fetch_dataset_put(f, ds);
 }
 END_TEST
@@ -1108,6 +1157,7 @@ int main(void)
 	tcase_add_test(tc, test_fetch_readahead_fetches_the_next_blocks);
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
 	tcase_add_test(tc, test_fetch_prefetch_reads_ahead_one_block_of_any_object);
+	tcase_add_test(tc, test_fetch_with_the_object_size_stops_at_its_end);
 	tcase_add_test(tc, test_fetch_write_behind_serves_before_the_commit);
 	tcase_add_test(tc, test_fetch_write_behind_full_queue_commits_inline_and_free_drains);
 	tcase_add_test(tc, test_fetch_readahead_coalesces_consecutive_blocks_into_one_get);

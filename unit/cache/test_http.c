@@ -248,6 +248,17 @@ START_TEST(test_http_block_query_requires_key_and_etag)
 	ck_assert_int_eq(worker_http_parse_block_query(
 				 "key=a&etag=e&cache=0123456789abcdef0123456789abcdef0", &q, &err),
 			 ERR_INVALID);
+	/* size: the object's, optional, 1 or more */
+	ck_assert_uint_eq(q.size, 0);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&size=18446744073709551615",
+						       &q, &err), ERR_OK);
+	ck_assert_uint_eq(q.size, UINT64_MAX);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&size=0", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "size 0"));
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&size=-1", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "size '-1' is not a number"));
 }
 END_TEST
 
