@@ -65,8 +65,8 @@ struct blockstore_config {
 	 */
 	bool direct_write;
 	/* With direct_write: blocks shorter than this are still written
-	 * through the page cache (0: every block with O_DIRECT). A worker
-	 * passes BLOCK_DIRECT_MIN (block/file.h). */
+	 * through the page cache (0: every block with O_DIRECT). The worker
+	 * and the standalone mount pass BLOCK_DIRECT_MIN (block/file.h). */
 	uint64_t direct_write_min;
 	/* Open blocks of BLOCK_DIRECT_MIN bytes or more for reading with
 	 * O_DIRECT (block_file_read_direct): a store written with O_DIRECT

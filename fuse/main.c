@@ -31,6 +31,7 @@
 #include "fuse/mount_settings.h"
 #include "fuse/mountfs.h"
 #include "fuse/mountstats.h"
+#include "block/file.h"
 #include "block/placement.h"
 #include "fuse/reader.h"
 #include "fuse/sources.h"
@@ -593,11 +594,16 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 				  struct error *err)
 {
 	/* direct_write: the reader is served the fetched bytes, so the block
-	 * file need not pass through the page cache (cache/blockstore.h). */
+	 * file need not pass through the page cache (cache/blockstore.h).
+	 * A small file's block, as the worker's, goes through the page cache:
+	 * its prefetched file is read right after from there, where an
+	 * O_DIRECT write would cost a disk read and the cut of the file's
+	 * padded tail (docs/benchmarks.md). */
 	struct blockstore_config bcfg = {
 		.dir = s->cache_dir,
 		.capacity = s->cache_capacity,
 		.direct_write = true,
+		.direct_write_min = BLOCK_DIRECT_MIN,
 		.direct_read = s->cache_direct_read,
 	};
 	int cpus = cpu_available();
