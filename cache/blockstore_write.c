@@ -34,10 +34,14 @@ struct blockstore_writer {
 	struct entry *e; /* WRITING, in the index */
 	int fd;
 	/* direct_write: header + data (room rounded up to DISK_UNIT),
-	 * DISK_UNIT aligned; NULL for a buffered writer. */
+	 * DISK_UNIT aligned, written from there; NULL for a buffered writer. */
 	unsigned char *buf;
 	uint64_t room;   /* data bytes buf holds: the expected length, grown
 			  * to max_len should more come (direct_grow) */
+	/* fd has O_DIRECT; false for a block expected under direct_write_min,
+	 * collected in buf all the same and written in one piece through the
+	 * page cache at commit */
+	bool direct;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
 	uint64_t flushing; /* data bytes whose writeback has been started */
@@ -196,20 +200,24 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 
 	if (victims)
 		blockstore_remove_dying(bs, victims);
-	if (atomic_load(&bs->direct_write) && max_len >= bs->direct_write_min &&
-	    expect_len >= bs->direct_write_min) {
+	if (atomic_load(&bs->direct_write)) {
+		/* NULL: no memory, this block goes buffered. A store sends a
+		 * small file in pieces (16 KiB over chunked encoding): kept
+		 * here, they make one write at commit instead of one each. */
 		w->room = expect_len < max_len ? expect_len : max_len;
-		w->buf = bytes_get(bs, w->room); /* NULL: no memory, this block goes buffered */
+		w->buf = bytes_get(bs, w->room);
+		w->direct = w->buf && max_len >= bs->direct_write_min &&
+			    expect_len >= bs->direct_write_min;
 	}
 	w->fd = openat(bs->tmp_fd, w->tmp_name,
-		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->buf ? O_DIRECT : 0), 0644);
-	if (w->fd < 0 && w->buf && errno == EINVAL) {
-		/* The filesystem has no O_DIRECT (the file may exist by now). */
+		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->direct ? O_DIRECT : 0), 0644);
+	if (w->fd < 0 && w->direct && errno == EINVAL) {
+		/* The filesystem has no O_DIRECT (the file may exist by now):
+		 * the block is written from the buffer through the page cache. */
 		if (atomic_exchange(&bs->direct_write, false))
 			log_warn("the cache directory's filesystem refuses O_DIRECT: blocks are written through the page cache",
 				 LOG_S("dir", bs->dir));
-		blockstore_bytes_put(bs, w->buf, w->room);
-		w->buf = NULL;
+		w->direct = false;
 		w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	}
 	if (w->fd < 0) {
@@ -312,10 +320,12 @@ static enum error_code direct_append(struct blockstore_writer *w, const void *da
 }
 
 /* direct_write, at commit: the tail of the data padded to DISK_UNIT, the
- * sealed header, and the file cut back to its size. A block shorter than
- * direct_write_min after all (a small file's, begun with a whole block's
- * room) is written whole through the page cache instead, and 1 returned:
- * the caller writes it back as it does a writer's without a buffer. */
+ * sealed header, and the file cut back to its size. A block written
+ * through the page cache (a writer without O_DIRECT, or one whose block
+ * turned out shorter than direct_write_min: a small file's, begun with a
+ * whole block's room) gets what is left of it and its header as they
+ * are, and 1 is returned: the caller writes it back as it does a writer's
+ * without a buffer. */
 static int direct_finish(struct blockstore_writer *w)
 {
 	uint64_t tail = w->written - w->flushing;
@@ -323,11 +333,20 @@ static int direct_finish(struct blockstore_writer *w)
 	unsigned char *at = w->buf + BLOCK_HEADER_SIZE + w->flushing;
 
 	memcpy(w->buf, w->header, BLOCK_HEADER_SIZE);
-	if (w->flushing == 0 && w->written < w->bs->direct_write_min) {
+	if (w->direct && w->flushing == 0 && w->written < w->bs->direct_write_min) {
 		int flags = fcntl(w->fd, F_GETFL);
 
-		if (flags < 0 || fcntl(w->fd, F_SETFL, flags & ~O_DIRECT) < 0 ||
-		    fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + w->written), 0) < 0)
+		if (flags < 0 || fcntl(w->fd, F_SETFL, flags & ~O_DIRECT) < 0)
+			return -1;
+		w->direct = false;
+	}
+	if (!w->direct) {
+		if (w->flushing == 0)
+			return fileio_pwrite_all(w->fd, w->buf, (size_t)(BLOCK_HEADER_SIZE + tail),
+						 0) < 0 ? -1 : 1;
+		if (fileio_pwrite_all(w->fd, at, (size_t)tail,
+				      (off_t)(BLOCK_HEADER_SIZE + w->flushing)) < 0 ||
+		    fileio_pwrite_all(w->fd, w->buf, BLOCK_HEADER_SIZE, 0) < 0)
 			return -1;
 		return 1;
 	}
@@ -482,6 +501,10 @@ enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct bloc
 					      uint64_t *room, struct error *err)
 {
 	struct entry *e = w->e;
+	/* Bytes handed over are what the caller serves: no descriptor. A
+	 * block written through the page cache from its start is served from
+	 * its file, whose pages its reader drops (block_file_drop). */
+	const bool give = bytes && w->buf && w->direct;
 	char rel[BLOCK_REL_PATH_LEN];
 	char hex[BLOCK_HASH_HEX];
 	const char *what = NULL;
@@ -495,8 +518,7 @@ enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct bloc
 		*bytes = NULL;
 	if (room)
 		*room = w->room;
-	/* Bytes handed over are what the caller serves: no descriptor. */
-	if (bytes && w->buf)
+	if (give)
 		ref = NULL;
 	block_hash_hex(e->hash, hex);
 	block_file_rel_path(e->hash, rel);
@@ -589,7 +611,7 @@ written:
 		*ref = &e->ref;
 	}
 	pthread_mutex_unlock(&bs->mu);
-	if (bytes) {
+	if (give) {
 		*bytes = w->buf;
 		w->buf = NULL;
 	}

@@ -390,54 +390,73 @@ END_TEST
 /* blockstore_write_begin_expect: a writer that expects a small file's
  * block keeps a buffer of that length, not of a whole block, and the
  * bytes come back whole; one that gets more than it expected (a size
- * given wrong) grows its buffer to the whole block and loses nothing. */
+ * given wrong) grows its buffer to the whole block and loses nothing.
+ * With direct_write_min above the expected length, the block is written
+ * from that buffer through the page cache, and its commit hands out the
+ * file, its pages there, not the bytes. */
 START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length)
 {
-	char *dir = make_disk_dir();
-	struct blockstore_config cfg = { .capacity = 16 << 20, .block_size = 4 << 20,
-					 .direct_write = true };
 	const size_t lens[2] = { 100 << 10, (2 << 20) + 5 };
-	struct blockstore *bs = NULL;
 	uint8_t *buf = malloc(lens[1]);
-	struct error err;
 
-	cfg.dir = dir;
-	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 	pattern(7, buf, lens[1]);
-	for (int i = 0; i < 2; i++) {
-		struct block_key key = { .endpoint = "", .bucket = "/data", .object = "s.bin",
-					 .etag = "v1", .block_size = 4 << 20, .index = (uint64_t)i };
-		struct blockstore_writer *w = NULL;
-		struct blockstore_ref *ref = NULL;
-		uint8_t hash[BLOCK_HASH_LEN];
-		void *bytes = NULL;
-		uint64_t room = 0;
+	for (int through_cache = 0; through_cache < 2; through_cache++) {
+		char *dir = make_disk_dir();
+		struct blockstore_config cfg = { .dir = dir, .capacity = 16 << 20,
+						 .block_size = 4 << 20, .direct_write = true,
+						 .direct_write_min = through_cache ? 1 << 20 : 0 };
+		struct blockstore *bs = NULL;
+		struct error err;
 
-		ck_assert_int_eq(blockstore_write_begin_expect(bs, &key, "ds", 4 << 20, 100 << 10, &w,
-							       &err),
-				 ERR_OK);
-		for (size_t off = 0; off < lens[i]; off += 64 << 10) {
-			size_t n = lens[i] - off < (64 << 10) ? lens[i] - off : (64 << 10);
+		ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
+		for (int i = 0; i < 2; i++) {
+			struct block_key key = { .endpoint = "", .bucket = "/data", .object = "s.bin",
+						 .etag = "v1", .block_size = 4 << 20,
+						 .index = (uint64_t)i };
+			struct blockstore_writer *w = NULL;
+			struct blockstore_ref *ref = NULL;
+			uint8_t hash[BLOCK_HASH_LEN];
+			uint64_t room = 0, resident = 0;
+			void *bytes = NULL;
 
-			ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) == ERR_OK, "%s",
-				      err.msg);
+			ck_assert_int_eq(blockstore_write_begin_expect(bs, &key, "ds", 4 << 20,
+								       100 << 10, &w, &err),
+					 ERR_OK);
+			for (size_t off = 0; off < lens[i]; off += 16 << 10) {
+				size_t n = lens[i] - off < (16 << 10) ? lens[i] - off : (16 << 10);
+
+				ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) == ERR_OK,
+					      "%s", err.msg);
+			}
+			ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room,
+								    &err) == ERR_OK,
+				      "%s", err.msg);
+			if (through_cache) {
+				ck_assert_ptr_null(bytes);
+				ck_assert_ptr_nonnull(ref);
+				ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), 0, 0,
+								 &resident), 0);
+				ck_assert_uint_gt(resident, 0);
+				blockstore_ref_put(bs, ref);
+			} else {
+				ck_assert_ptr_nonnull(bytes);
+				ck_assert_ptr_null(ref);
+				ck_assert_uint_eq(room, i == 0 ? 100 << 10 : 4 << 20);
+				ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf,
+							lens[i]),
+						 0);
+				blockstore_bytes_put(bs, bytes, room);
+			}
+			block_key_hash(&key, hash);
+			ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
+			ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
+			ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+			blockstore_ref_put(bs, ref);
 		}
-		ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room, &err) ==
-				      ERR_OK,
-			      "%s", err.msg);
-		ck_assert_ptr_nonnull(bytes);
-		ck_assert_uint_eq(room, i == 0 ? 100 << 10 : 4 << 20);
-		ck_assert_int_eq(memcmp((uint8_t *)bytes + BLOCK_HEADER_SIZE, buf, lens[i]), 0);
-		blockstore_bytes_put(bs, bytes, room);
-		block_key_hash(&key, hash);
-		ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
-		ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
-		ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
-		blockstore_ref_put(bs, ref);
+		blockstore_free(bs);
+		remove_dir(dir);
 	}
 	free(buf);
-	blockstore_free(bs);
-	remove_dir(dir);
 }
 END_TEST
 
