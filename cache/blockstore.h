@@ -250,7 +250,9 @@ enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *bu
 
 /*
  * The data a direct_write writer keeps in its buffer (*len bytes: all
- * appended so far), or NULL for a writer without one. Valid until the
+ * appended so far), or NULL for a writer without one or one whose block
+ * goes through the page cache (expected under direct_write_min: its
+ * commit hands out the file, not the bytes). Valid until the
  * writer's commit or abort; after a commit_bytes that handed the buffer
  * over, the same bytes lie at BLOCK_HEADER_SIZE of it. The commit writes
  * only the header and past the data, so readers may use the bytes while

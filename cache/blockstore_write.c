@@ -420,7 +420,7 @@ enum error_code blockstore_write_read_back(struct blockstore_writer *w, void *bu
 const void *blockstore_write_kept(const struct blockstore_writer *w, uint64_t *len)
 {
 	*len = w->written;
-	return w->buf ? w->buf + BLOCK_HEADER_SIZE : NULL;
+	return w->buf && w->direct ? w->buf + BLOCK_HEADER_SIZE : NULL;
 }
 
 bool blockstore_disk_full(struct blockstore *bs, uint64_t *capacity)

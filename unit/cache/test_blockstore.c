@@ -392,8 +392,9 @@ END_TEST
  * bytes come back whole; one that gets more than it expected (a size
  * given wrong) grows its buffer to the whole block and loses nothing.
  * With direct_write_min above the expected length, the block is written
- * from that buffer through the page cache, and its commit hands out the
- * file, its pages there, not the bytes. */
+ * from that buffer through the page cache, and neither the writer before
+ * its commit nor the commit hands out the bytes: the file, its pages
+ * there, is what readers get. */
 START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length)
 {
 	const size_t lens[2] = { 100 << 10, (2 << 20) + 5 };
@@ -428,6 +429,12 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 				ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) == ERR_OK,
 					      "%s", err.msg);
 			}
+			/* Only bytes the commit hands out may be lent before it
+			 * (the fetcher's write-behind). */
+			if (through_cache)
+				ck_assert_ptr_null(blockstore_write_kept(w, &room));
+			else
+				ck_assert_ptr_nonnull(blockstore_write_kept(w, &room));
 			ck_assert_msg(blockstore_write_commit_bytes(bs, w, &ref, &bytes, &room,
 								    &err) == ERR_OK,
 				      "%s", err.msg);
