@@ -298,8 +298,9 @@ enum error_code blockstore_write_commit(struct blockstore *bs,
  * nothing but hands the bytes over too, so that the caller can still
  * serve them. *bytes is NULL when
  * the writer kept none (a store without direct_write, or one the
- * filesystem refused it), with *ref as blockstore_write_commit's.
- * *room (may be NULL) gets the data bytes the buffer holds, for
+ * filesystem refused it) or wrote its block through the page cache from
+ * its start (expected under direct_write_min), with *ref as
+ * blockstore_write_commit's. *room (may be NULL) gets the data bytes the buffer holds, for
  * blockstore_bytes_put: give the buffer back with it.
  */
 enum error_code blockstore_write_commit_bytes(struct blockstore *bs,

@@ -281,8 +281,6 @@ static enum error_code write_failed(struct blockstore_writer *w, int saved, stru
 			 strerror(saved));
 }
 
-/* direct_write: the bytes go to the writer's buffer, and every whole
- * WRITEBACK_STEP of it to the file (aligned in memory and on disk). */
 /* More bytes came than the writer expected: its buffer becomes one of
  * max_len, what it holds copied over. */
 static enum error_code direct_grow(struct blockstore_writer *w, struct error *err)
@@ -303,6 +301,8 @@ static enum error_code direct_grow(struct blockstore_writer *w, struct error *er
 	return ERR_OK;
 }
 
+/* direct_write: the bytes go to the writer's buffer, and every whole
+ * WRITEBACK_STEP of it to the file (aligned in memory and on disk). */
 static enum error_code direct_append(struct blockstore_writer *w, const void *data, size_t len,
 				     struct error *err)
 {
