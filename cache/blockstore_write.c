@@ -291,8 +291,9 @@ static enum error_code direct_grow(struct blockstore_writer *w, struct error *er
 	if (!big) {
 		w->failed = true;
 		block_hash_hex(w->e->hash, hex);
-		return error_set(err, ERR_NOMEM, "cache block '%s': out of memory for its %llu bytes",
-				 hex, (unsigned long long)w->max_len);
+		return error_set(err, ERR_NOMEM,
+				 "cache block '%s': out of memory for its %llu bytes", hex,
+				 (unsigned long long)w->max_len);
 	}
 	memcpy(big, w->buf, (size_t)(BLOCK_HEADER_SIZE + w->written));
 	blockstore_bytes_put(w->bs, w->buf, w->room);

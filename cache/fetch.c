@@ -542,7 +542,8 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 	if (size && index >= (size - 1) / ds->desc.block_size + 1)
 		return error_set(err, ERR_RANGE,
 				 "dataset '%s' object '%s': block %llu is past the end of its %llu bytes",
-				 ds->name, key, (unsigned long long)index, (unsigned long long)size);
+				 ds->name, key, (unsigned long long)index,
+				 (unsigned long long)size);
 	r->ds = ds;
 	r->size = size;
 	r->key = key;
@@ -1033,8 +1034,8 @@ static enum error_code lead(struct fetcher *f, struct block_req *r, bool cache_o
 	if (memory_only)
 		rc = error_set(err, ERR_IO, "the cached copy cannot be opened");
 	else
-		rc = blockstore_write_begin_expect(f->bs, &r->bkey, r->ds->name, bs, block_expect(r),
-						   &w, err);
+		rc = blockstore_write_begin_expect(f->bs, &r->bkey, r->ds->name, bs,
+						   block_expect(r), &w, err);
 	if (rc == ERR_EXISTS) {
 		/* Committed by a flight that ended between our lookup and ours. */
 		slot_release(f, cache_only);
@@ -1365,7 +1366,8 @@ static void readahead_queue(struct fetcher *f, const struct block_req *r, unsign
 	for (unsigned i = 1; i <= n; i++) {
 		struct block_req next;
 
-		if (block_req_init(&next, r->ds, r->key, r->etag, r->size, r->index + i, NULL) != ERR_OK)
+		if (block_req_init(&next, r->ds, r->key, r->etag, r->size, r->index + i, NULL) !=
+		    ERR_OK)
 			break;
 		if (!readahead_wanted(f, &next))
 			continue;
@@ -1727,7 +1729,8 @@ static void *readahead_thread(void *arg)
 		if (n == 0) {
 			struct block_req r;
 
-			if (block_req_init(&r, j->ds, j->key, j->etag, j->size, j->index, NULL) == ERR_OK &&
+			if (block_req_init(&r, j->ds, j->key, j->etag, j->size, j->index, NULL) ==
+				    ERR_OK &&
 			    readahead_one(f, &r) == ERR_RANGE) {
 				pthread_mutex_lock(&f->mu);
 				readahead_drop_after(f, j, &dropped);

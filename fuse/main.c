@@ -416,7 +416,8 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj)
 		if (snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
 		    strlen(key) <= m->cache.prefix_len)
 			continue;
-		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, e.size, 0);
+		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, e.size,
+			       0);
 	}
 }
 

@@ -411,9 +411,9 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 
 		ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 		for (int i = 0; i < 2; i++) {
-			struct block_key key = { .endpoint = "", .bucket = "/data", .object = "s.bin",
-						 .etag = "v1", .block_size = 4 << 20,
-						 .index = (uint64_t)i };
+			struct block_key key = { .endpoint = "", .bucket = "/data",
+						 .object = "s.bin", .etag = "v1",
+						 .block_size = 4 << 20, .index = (uint64_t)i };
 			struct blockstore_writer *w = NULL;
 			struct blockstore_ref *ref = NULL;
 			uint8_t hash[BLOCK_HASH_LEN];
@@ -426,7 +426,8 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 			for (size_t off = 0; off < lens[i]; off += 16 << 10) {
 				size_t n = lens[i] - off < (16 << 10) ? lens[i] - off : (16 << 10);
 
-				ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) == ERR_OK,
+				ck_assert_msg(blockstore_write_append(w, buf + off, n, &err) ==
+						      ERR_OK,
 					      "%s", err.msg);
 			}
 			/* Only bytes the commit hands out may be lent before it
@@ -457,7 +458,8 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 			block_key_hash(&key, hash);
 			ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
 			ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
-			ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+			ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s",
+				      err.msg);
 			blockstore_ref_put(bs, ref);
 		}
 		blockstore_free(bs);
@@ -1667,7 +1669,8 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
 	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
-	tcase_add_test(tc, test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length);
+	tcase_add_test(tc,
+		       test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length);
 	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
 	tcase_add_test(tc, test_blockstore_direct_read_opens_large_blocks_with_o_direct);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
