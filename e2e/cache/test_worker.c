@@ -619,6 +619,21 @@ START_TEST(test_worker_serves_exact_blocks_and_ranges)
 	r = get_block("ds", 1, 2, NULL);
 	ck_assert_int_eq(r.status, 416);
 	resp_free(&r);
+	/* With the object's size in the request (size=, as the mount sends
+	 * it), a block past it is 416 without a store request. */
+	{
+		uint64_t before = metric("granary_worker_store_requests_total");
+		char query[1100], sized[1200];
+
+		block_query(0, query, sizeof(query), 0);
+		snprintf(sized, sizeof(sized), "%s&size=%zu", query, objects[0].size);
+		r = request("GET", "/v1/blocks/ds/4", sized, NULL, NULL, AUTH_OK);
+		ck_assert_int_eq(r.status, 416);
+		ck_assert_msg(strstr((char *)r.body, "block 4 is past the end of its 197608 bytes"),
+			      "%s", (char *)r.body);
+		resp_free(&r);
+		ck_assert_uint_eq(metric("granary_worker_store_requests_total"), before);
+	}
 	free(a);
 
 	ck_assert_uint_eq(metric("granary_worker_misses_total"), 9);
