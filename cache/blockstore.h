@@ -228,11 +228,12 @@ enum error_code blockstore_write_begin(struct blockstore *bs,
 /*
  * blockstore_write_begin for a writer that expects expect_len bytes (the
  * block's length from its object's size) but takes up to max_len, as
- * much room being reserved: the expected length picks how the bytes are
- * written (with direct_write, a buffer of the block's size only for a
- * block of direct_write_min bytes or more). A small file's block, begun
- * with a whole block's room because its object's size is not trusted,
- * then allocates and faults in no buffer of a whole block.
+ * much room being reserved: with direct_write the writer's buffer is of
+ * the expected length (grown should more come), and a block expected
+ * under direct_write_min is written through the page cache in one piece
+ * at commit. A small file's block, begun with a whole block's room
+ * because its object's size is not trusted, then allocates and faults in
+ * no buffer of a whole block.
  */
 enum error_code blockstore_write_begin_expect(struct blockstore *bs,
 					      const struct block_key *key,

@@ -573,9 +573,9 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 static uint64_t block_expect(const struct block_req *r)
 {
 	const uint64_t bs = r->ds->desc.block_size;
-	const uint64_t off = r->index * bs;
+	const uint64_t off = r->index * bs; /* < size: block_req_init */
 
-	if (r->size == 0 || r->size <= off || r->size - off >= bs)
+	if (r->size == 0 || r->size - off >= bs)
 		return bs;
 	return r->size - off;
 }
