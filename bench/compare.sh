@@ -77,9 +77,20 @@
 # that long in the proxy, as a store across a network answers later: the
 # local S3 server answers in about a millisecond, a far one in tens.
 #
-# Every system's cache lives under --cache-root (default $work/cache, on the
-# build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
-# write speed out of the cold figures. The S3 server keeps its objects under
+# Every system's cache lives under --cache-root DIR, used as it is (a tmpfs
+# there takes the disk's write speed out of the cold figures). Without it,
+# the caches live on a fresh ext4 with a journal, as a node's cache disk
+# would be formatted: made in a sparse file under $work (the build tree's
+# disk: the node's "NVMe"), attached to a loop device with direct I/O (the
+# file's own pages never enter the page cache, so the page-cache figures
+# are the caches' alone) and removed at exit. Not the build tree's own
+# filesystem: an ext4 without a journal, as this machine's root is, checks
+# every free inode it is about to hand out against the time it was freed
+# (60 s, 300 s while its inode table is dirty), so after one system's cache
+# is removed the next one's every file creation walks the thousands of
+# inodes just freed; a small-file epoch measured that walk as 31% of
+# granary-fuse's CPU (docs/benchmarks.md, "The cache's filesystem").
+# Without loop devices the caches fall back to $work/cache, as logged. The S3 server keeps its objects under
 # --store-root (in DIR/granary-compare-s3, removed after; default $work/s3,
 # the same disk as the caches): a tmpfs there stands for a
 # store whose disk is not the node's, so that a cold epoch's cache writes
@@ -154,7 +165,15 @@ s3dir=${store_root:+$store_root/granary-compare-s3}
 s3dir=${s3dir:-$work/s3}
 data=$work/data
 bucket=bench
-cache_root=${cache_root:-$work/cache}
+cache_fs=          # the loop device of the caches' own ext4, when made here
+cache_fs_note=
+if [ -z "$cache_root" ]; then
+  cache_root=$work/cache
+  if mountpoint -q "$cache_root"; then umount "$cache_root"; fi # left by a killed run
+  rm -rf "$cache_root" "$work/cache.img"
+else
+  cache_fs_note="$(df --output=fstype "$cache_root" | tail -1), as given (--cache-root)"
+fi
 mkdir -p "$work/mnt" "$cache_root" "$work/logs"
 results=$work/results.tsv
 : > "$results"
@@ -182,6 +201,11 @@ cleanup() {
   "$here/scripts/s3-server.sh" stop "$s3dir"
   # The objects under a store root of the caller's (a tmpfs: memory) go.
   [ -z "$store_root" ] || rm -rf "$s3dir"
+  if [ -n "$cache_fs" ]; then
+    umount "$cache_root" 2>/dev/null || umount -l "$cache_root"
+    losetup -d "$cache_fs"
+    rm -f "$work/cache.img"
+  fi
   if [ -n "$cg" ]; then
     for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
   fi
@@ -295,6 +319,23 @@ small_bytes=$(du -sb --apparent-size "$data/small" | cut -f1)
 # sets (a run of the small phase alone may have few shards).
 cache_full=$(( (tfr_bytes > small_bytes ? tfr_bytes : small_bytes) * 5 / 4 ))
 cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%.0f", b * r }') # %d would wrap at 2^31 in mawk
+# The caches' own ext4 (see the top): room for one system's caches at a
+# time (each is removed before the next system), inode tables written now
+# rather than by the kernel's lazy init during the epochs.
+if [ -z "$cache_fs_note" ]; then
+  truncate -s $(( cache_full * 2 + (1 << 30) )) "$work/cache.img"
+  if cache_fs=$(losetup --direct-io=on --show -f "$work/cache.img" 2>/dev/null) &&
+     mkfs.ext4 -q -F -O has_journal -E lazy_itable_init=0,lazy_journal_init=0 "$cache_fs" &&
+     mount "$cache_fs" "$cache_root"; then
+    cache_fs_note="ext4 with a journal, on a loop device (direct I/O) over a file on the build tree's disk"
+  else
+    [ -z "$cache_fs" ] || losetup -d "$cache_fs"
+    cache_fs=
+    rm -f "$work/cache.img"
+    cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) (no loop device for an ext4 of their own)"
+    log "no loop device: the caches go to $cache_root as it is"
+  fi
+fi
 log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >> 20)) MiB = $cache_ratio x dataset (dataset > cache)"
 
 proxy_port=$(free_port) stats_port=$(free_port)
@@ -673,7 +714,7 @@ versions=$(
   echo "libfuse $(pkg-config --modversion fuse3 2>/dev/null)"
 )
 machine="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
-settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; accelerators: every process of a system in a memory cgroup of $accel_mem_mib MiB, $accel_batches batches per measurement; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $(df --output=fstype "$cache_root" | tail -1)"
+settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; accelerators: every process of a system in a memory cgroup of $accel_mem_mib MiB, $accel_batches batches per measurement; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $cache_fs_note"
 [ "$store_delay" = 0 ] || settings="$settings; every store request held $store_delay ms in the proxy"
 "$py" "$here/bench/compare_report.py" --results "$results" --out-md "$work/results.md" \
   --out-png "$work/compare.png" --cache-ratio "$cache_ratio" --machine "$machine" --versions "$versions" \
