@@ -561,19 +561,32 @@ enum error_code blockstore_write_commit_bytes(struct blockstore *bs, struct bloc
 written:
 	fd = w->fd;
 	w->fd = -1;
-	if (close(fd) < 0) {
-		what = "close";
-		goto fail;
-	}
-	if (ref) {
-		/* Same inode as the published file; opened before the rename
-		 * so that a failure here still leaves nothing published. */
-		rfd = openat(bs->tmp_fd, w->tmp_name, O_RDONLY | O_CLOEXEC);
-		if (rfd < 0) {
-			what = "reopen";
+	if (ref && w->buf && !w->direct &&
+	    !(bs->direct_read && w->written >= BLOCK_DIRECT_MIN)) {
+		/*
+		 * Written through the page cache in one piece (a small
+		 * block): its writer's descriptor, without O_DIRECT, is the
+		 * readers' as it is (the file's pages are what they read,
+		 * and drop), and a block this small needs no read advice.
+		 * Saves a close, an open and an fadvise per small file.
+		 */
+		rfd = fd;
+	} else {
+		if (close(fd) < 0) {
+			what = "close";
 			goto fail;
 		}
-		block_file_read_advice(rfd);
+		if (ref) {
+			/* Same inode as the published file; opened before the
+			 * rename so that a failure here still leaves nothing
+			 * published. */
+			rfd = openat(bs->tmp_fd, w->tmp_name, O_RDONLY | O_CLOEXEC);
+			if (rfd < 0) {
+				what = "reopen";
+				goto fail;
+			}
+			block_file_read_advice(rfd);
+		}
 	}
 	/* The block's subdirectory (blocks/XX) exists for every block but
 	 * the first of its 256: it is made when the rename finds it missing,

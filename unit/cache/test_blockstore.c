@@ -151,7 +151,7 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 	pattern(i, want, len);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
 	ck_assert_uint_eq(blockstore_ref_offset(ref), BLOCK_HEADER_SIZE);
-	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, (off_t)blockstore_ref_offset(ref)),
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, blockstore_ref_offset(ref)),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(want, got, len), 0);
 	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_OK);
@@ -394,7 +394,7 @@ END_TEST
  * With direct_write_min above the expected length, the block is written
  * from that buffer through the page cache, and neither the writer before
  * its commit nor the commit hands out the bytes: the file, its pages
- * there, is what readers get. */
+ * there, is what readers get, through the ref the commit returns. */
 START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length)
 {
 	const size_t lens[2] = { 100 << 10, (2 << 20) + 5 };
@@ -440,11 +440,22 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 								    &err) == ERR_OK,
 				      "%s", err.msg);
 			if (through_cache) {
+				uint8_t *got = malloc(lens[i]);
+
 				ck_assert_ptr_null(bytes);
 				ck_assert_ptr_nonnull(ref);
 				ck_assert_int_eq(fileio_resident(blockstore_ref_fd(ref), 0, 0,
 								 &resident), 0);
 				ck_assert_uint_gt(resident, 0);
+				/* The commit's ref (its writer's descriptor, kept)
+				 * reads the published block. */
+				ck_assert_int_eq(fileio_pread_all(blockstore_ref_fd(ref), got, lens[i],
+								  blockstore_ref_offset(ref)),
+						 (ssize_t)lens[i]);
+				ck_assert_int_eq(memcmp(got, buf, lens[i]), 0);
+				ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s",
+					      err.msg);
+				free(got);
 				blockstore_ref_put(bs, ref);
 			} else {
 				ck_assert_ptr_nonnull(bytes);
