@@ -66,6 +66,7 @@
 #       [--accel all|a100|h100|b200] [--accel-max 1024] [--accel-batches 20]
 #       [--accel-mem-mib 1024] [--small-limit 300]
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
+#       [--cache-journal]
 #       [--store-root DIR]
 #       [--store-delay-ms 0]
 #       [--phases "epochs accel big small meta"]
@@ -77,20 +78,22 @@
 # that long in the proxy, as a store across a network answers later: the
 # local S3 server answers in about a millisecond, a far one in tens.
 #
-# Every system's cache lives under --cache-root DIR, used as it is (a tmpfs
-# there takes the disk's write speed out of the cold figures). Without it,
-# the caches live on a fresh ext4 with a journal, as a node's cache disk
-# would be formatted: made in a sparse file under $work (the build tree's
-# disk: the node's "NVMe"), attached to a loop device with direct I/O (the
-# file's own pages never enter the page cache, so the page-cache figures
-# are the caches' alone) and removed at exit. Not the build tree's own
-# filesystem: an ext4 without a journal, as this machine's root is, checks
-# every free inode it is about to hand out against the time it was freed
-# (60 s, 300 s while its inode table is dirty), so after one system's cache
-# is removed the next one's every file creation walks the thousands of
-# inodes just freed; a small-file epoch measured that walk as 31% of
-# granary-fuse's CPU (docs/benchmarks.md, "The cache's filesystem").
-# Without loop devices the caches fall back to $work/cache, as logged. The S3 server keeps its objects under
+# Every system's cache lives under --cache-root (default $work/cache, on the
+# build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
+# write speed out of the cold figures. A cache is not removed between
+# phases and systems but moved aside, and all of them are removed at exit:
+# an ext4 without a journal, as this machine's root is, will not hand out
+# an inode freed a short while ago (minutes), and looks at each such free
+# inode of the group, one after the other, before every file it creates.
+# After one system's cache was removed, the next one's every file creation
+# walked the thousands of inodes just freed, a third of granary-fuse's CPU
+# in a small-file epoch (docs/benchmarks.md, "The cache's filesystem").
+# A run that starts minutes after another one's exit still meets the
+# inodes that one freed: --cache-journal puts the caches on a fresh ext4
+# with a journal instead (no such check), made in a sparse file under
+# $work, attached to a loop device with direct I/O (its own pages never
+# enter the page cache) and removed at exit; the loop device costs CPU of
+# its own on every cache I/O. The S3 server keeps its objects under
 # --store-root (in DIR/granary-compare-s3, removed after; default $work/s3,
 # the same disk as the caches): a tmpfs there stands for a
 # store whose disk is not the node's, so that a cold epoch's cache writes
@@ -111,6 +114,7 @@ gb=${GRANARY_BUILD:-}
 cmdline="${gb:+GRANARY_BUILD=${gb#"$here"/} }bench/compare.sh${*:+ $*}"
 shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 threads=4
 cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root= store_root=
+cache_journal=0
 store_delay=0
 systems="local granary granary-cluster s3fs rclone"
 phases="epochs accel big small meta"
@@ -130,6 +134,7 @@ while [ $# -gt 0 ]; do
     --small-limit) small_limit=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --cache-root) cache_root=$2; shift 2 ;;
+    --cache-journal) cache_journal=1; shift ;;
     --store-root) store_root=$2; shift 2 ;;
     --store-delay-ms) store_delay=$2; shift 2 ;;
     --phases) phases=$2; shift 2 ;;
@@ -165,15 +170,16 @@ s3dir=${store_root:+$store_root/granary-compare-s3}
 s3dir=${s3dir:-$work/s3}
 data=$work/data
 bucket=bench
-cache_fs=          # the loop device of the caches' own ext4, when made here
-cache_fs_note=
+cache_fs=          # the loop device of --cache-journal's ext4
+cache_root_given=$cache_root
 if [ -z "$cache_root" ]; then
   cache_root=$work/cache
   if mountpoint -q "$cache_root"; then umount "$cache_root"; fi # left by a killed run
   rm -rf "$cache_root" "$work/cache.img"
-else
-  cache_fs_note="$(df --output=fstype "$cache_root" | tail -1), as given (--cache-root)"
 fi
+[ "$cache_journal" = 0 ] || [ -z "$(ls -A "$cache_root" 2>/dev/null)" ] ||
+  die "--cache-journal mounts its filesystem on the cache root: $cache_root must be empty"
+retired=$cache_root/.retired # caches moved aside, removed at exit (see the top)
 mkdir -p "$work/mnt" "$cache_root" "$work/logs"
 results=$work/results.tsv
 : > "$results"
@@ -201,6 +207,7 @@ cleanup() {
   "$here/scripts/s3-server.sh" stop "$s3dir"
   # The objects under a store root of the caller's (a tmpfs: memory) go.
   [ -z "$store_root" ] || rm -rf "$s3dir"
+  rm -rf "$retired"
   if [ -n "$cache_fs" ]; then
     umount "$cache_root" 2>/dev/null || umount -l "$cache_root"
     losetup -d "$cache_fs"
@@ -215,6 +222,12 @@ trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# retire DIR: moves a cache aside rather than removing it (see the top).
+retire() {
+  [ -e "$1" ] || return 0
+  mkdir -p "$retired"
+  mv "$1" "$retired/${1##*/}.$(date +%s%N)"
+}
 # wait_for SECONDS CMD...: polls CMD every 0.1 s.
 wait_for() {
   local n=$(( $1 * 10 )); shift
@@ -319,22 +332,18 @@ small_bytes=$(du -sb --apparent-size "$data/small" | cut -f1)
 # sets (a run of the small phase alone may have few shards).
 cache_full=$(( (tfr_bytes > small_bytes ? tfr_bytes : small_bytes) * 5 / 4 ))
 cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%.0f", b * r }') # %d would wrap at 2^31 in mawk
-# The caches' own ext4 (see the top): room for one system's caches at a
-# time (each is removed before the next system), inode tables written now
-# rather than by the kernel's lazy init during the epochs.
-if [ -z "$cache_fs_note" ]; then
-  truncate -s $(( cache_full * 2 + (1 << 30) )) "$work/cache.img"
-  if cache_fs=$(losetup --direct-io=on --show -f "$work/cache.img" 2>/dev/null) &&
-     mkfs.ext4 -q -F -O has_journal -E lazy_itable_init=0,lazy_journal_init=0 "$cache_fs" &&
-     mount "$cache_fs" "$cache_root"; then
-    cache_fs_note="ext4 with a journal, on a loop device (direct I/O) over a file on the build tree's disk"
-  else
-    [ -z "$cache_fs" ] || losetup -d "$cache_fs"
-    cache_fs=
-    rm -f "$work/cache.img"
-    cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) (no loop device for an ext4 of their own)"
-    log "no loop device: the caches go to $cache_root as it is"
-  fi
+# --cache-journal's ext4 (see the top): room for every cache of the run
+# (moved aside, not removed), inode tables written now rather than by the
+# kernel's lazy init during the epochs.
+cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) on the build tree's disk"
+[ -z "$cache_root_given" ] || cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) (--cache-root)"
+if [ "$cache_journal" = 1 ]; then
+  truncate -s $(( cache_full * 12 + (1 << 30) )) "$work/cache.img"
+  cache_fs=$(losetup --direct-io=on --show -f "$work/cache.img") ||
+    die "--cache-journal: no loop device for the caches' filesystem"
+  mkfs.ext4 -q -F -O has_journal -E lazy_itable_init=0,lazy_journal_init=0 "$cache_fs" &&
+    mount "$cache_fs" "$cache_root" || die "--cache-journal: cannot make or mount the ext4 on $cache_fs"
+  cache_fs_note="ext4 with a journal, on a loop device (direct I/O) over a file on the build tree's disk (--cache-journal)"
 fi
 log "cache: $((cache_full >> 20)) MiB (cold/warm/small files), $((cache_small >> 20)) MiB = $cache_ratio x dataset (dataset > cache)"
 
@@ -447,7 +456,7 @@ fuse_args=${GRANARY_FUSE_ARGS:-}
 worker_args=${GRANARY_WORKER_ARGS:-}
 mount_sys() {
   local sys=$1 ds=$2 cap=$3 m=$4 c=$5 avail log=$work/logs/$1-$2.log t0
-  rm -rf "$c"; mkdir -p "$c" "$m"
+  retire "$c"; mkdir -p "$c" "$m"
   if [ "$sys" = granary-cluster ]; then cluster_start_worker "$c" "$cap"; fi
   t0=$(date +%s.%N)
   case "$sys" in
@@ -696,7 +705,7 @@ run_system() {
   log "$sys metadata: $line (mount $mount_secs s, S3 requests after mount: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
   [ "$sys" = local ] || umount_sys "$sys" "$m"
   fi
-  rm -rf "$c"
+  retire "$c"
 }
 
 for sys in $systems; do
