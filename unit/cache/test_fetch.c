@@ -572,7 +572,10 @@ START_TEST(test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memo
 	struct error err;
 
 	ds = direct_write_ds(etag);
-	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 8, &r, &err), ERR_OK);
+	/* Read-ahead of exactly the object's other three blocks: a job past
+	 * its end would ask the store after the third block is counted, and
+	 * race with the count of requests taken below. */
+	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 0, 3, &r, &err), ERR_OK);
 	ck_assert(!r.hit);
 	ck_assert_ptr_null(r.ref);
 	ck_assert_ptr_nonnull(r.buf);
