@@ -564,11 +564,12 @@ written:
 	if (ref && w->buf && !w->direct &&
 	    !(bs->direct_read && w->written >= BLOCK_DIRECT_MIN)) {
 		/*
-		 * Written through the page cache in one piece (a small
-		 * block): its writer's descriptor, without O_DIRECT, is the
-		 * readers' as it is (the file's pages are what they read,
-		 * and drop), and a block this small needs no read advice.
-		 * Saves a close, an open and an fadvise per small file.
+		 * Written through the page cache in one piece (expected
+		 * under direct_write_min: a small file's block): its
+		 * writer's descriptor, without O_DIRECT, is the readers' as
+		 * it is. They read the pages just written, and drop them;
+		 * read advice would change nothing for them. Saves a close,
+		 * an open and an fadvise per small file.
 		 */
 		rfd = fd;
 	} else {
