@@ -12,7 +12,7 @@
 #
 # Measured for each (bench/datasets.sh makes the data):
 #   cold epoch     TFRecord shards, every cache empty (the system's cache dir
-#                  removed, echo 3 > /proc/sys/vm/drop_caches), --threads readers;
+#                  moved aside, echo 3 > /proc/sys/vm/drop_caches), --threads readers;
 #                  beside it, raw parallel GETs of the same objects through the
 #                  same proxy (s3_get_bench, --threads streams), measured just
 #                  before it with the page cache dropped the same way, so that
@@ -335,8 +335,8 @@ cache_small=$(awk -v b="$tfr_bytes" -v r="$cache_ratio" 'BEGIN { printf "%.0f", 
 # --cache-journal's ext4 (see the top): room for every cache of the run
 # (moved aside, not removed), inode tables written now rather than by the
 # kernel's lazy init during the epochs.
-cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) on the build tree's disk"
-[ -z "$cache_root_given" ] || cache_fs_note="$(df --output=fstype "$cache_root" | tail -1) (--cache-root)"
+cache_fs_note="$(df --output=fstype "$cache_root" | tail -1)"
+if [ -n "$cache_root_given" ]; then cache_fs_note+=" (--cache-root)"; else cache_fs_note+=" on the build tree's disk"; fi
 if [ "$cache_journal" = 1 ]; then
   truncate -s $(( cache_full * 12 + (1 << 30) )) "$work/cache.img"
   cache_fs=$(losetup --direct-io=on --show -f "$work/cache.img") ||

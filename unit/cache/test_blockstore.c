@@ -151,7 +151,7 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 	pattern(i, want, len);
 	ck_assert_uint_eq(blockstore_ref_length(ref), len);
 	ck_assert_uint_eq(blockstore_ref_offset(ref), BLOCK_HEADER_SIZE);
-	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, blockstore_ref_offset(ref)),
+	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, (off_t)blockstore_ref_offset(ref)),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(want, got, len), 0);
 	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_OK);
