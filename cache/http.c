@@ -174,6 +174,17 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 			return ERR_OK;
 		return worker_http_parse_u64("preload id", s2, &out->number, err);
 	}
+	if (strcmp(s1, "prefetch") == 0 && nseg == 3) {
+		route_set(out, WORKER_HTTP_PREFETCH, method, "POST", true);
+		if (segment(path, 2, s2, sizeof(s2)) < 0)
+			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
+					 path, BLOCK_DATASET_MAX);
+		rc = block_dataset_name_check(s2, err);
+		if (rc != ERR_OK)
+			return rc;
+		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
+		return ERR_OK;
+	}
 unknown:
 	return error_set(err, ERR_NOT_FOUND, "no such route '%.200s'", path);
 }
@@ -502,35 +513,43 @@ void worker_http_free_objects(char **objects, size_t n)
 	free(objects);
 }
 
+/* Loads a body of the form {"objects": ...} into *root (decref it) and
+ * points *arr at the field's value, NULL when absent. */
+static enum error_code objects_body(const char *body, size_t len, json_t **root, json_t **arr,
+				    struct error *err)
+{
+	json_error_t je;
+	const char *key;
+	json_t *v;
+
+	*arr = NULL;
+	*root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+	if (!*root)
+		return json_error(&je, err);
+	if (!json_is_object(*root))
+		return error_set(err, ERR_INVALID, "the body must be a JSON object");
+	json_object_foreach(*root, key, v) {
+		if (strcmp(key, "objects") != 0)
+			return error_set(err, ERR_INVALID, "unknown field '%.64s' (objects)", key);
+		*arr = v;
+	}
+	return ERR_OK;
+}
+
 enum error_code worker_http_parse_preload_body(const char *body, size_t len, char ***objects,
 					       size_t *n, struct error *err)
 {
-	json_error_t je;
-	json_t *root, *arr = NULL, *v;
-	const char *key;
+	json_t *root, *arr, *v;
 	char **list = NULL;
 	size_t i, count = 0;
-	enum error_code rc = ERR_OK;
+	enum error_code rc;
 
 	*objects = NULL;
 	*n = 0;
 	if (!body || len == 0)
 		return ERR_OK;
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-	if (!root)
-		return json_error(&je, err);
-	if (!json_is_object(root)) {
-		rc = error_set(err, ERR_INVALID, "the body must be a JSON object");
-		goto out;
-	}
-	json_object_foreach(root, key, v) {
-		if (strcmp(key, "objects") != 0) {
-			rc = error_set(err, ERR_INVALID, "unknown field '%.64s' (objects)", key);
-			goto out;
-		}
-		arr = v;
-	}
-	if (!arr)
+	rc = objects_body(body, len, &root, &arr, err);
+	if (rc != ERR_OK || !arr)
 		goto out;
 	if (!json_is_array(arr)) {
 		rc = error_set(err, ERR_INVALID, "field 'objects' must be an array of object keys");
@@ -563,6 +582,95 @@ enum error_code worker_http_parse_preload_body(const char *body, size_t len, cha
 		goto out;
 	}
 	*objects = list;
+	*n = count;
+out:
+	json_decref(root);
+	return rc;
+}
+
+/* One item of a prefetch body into h; ERR_INVALID naming item i. */
+static enum error_code prefetch_item(json_t *v, size_t i, struct worker_http_hint *h,
+				     struct error *err)
+{
+	const char *name;
+	json_t *field;
+	char what[32];
+	bool has_key = false, has_etag = false, has_size = false;
+	enum error_code rc;
+
+	if (!json_is_object(v))
+		return error_set(err, ERR_INVALID,
+				 "field 'objects' item %zu must be an object with key, etag and size", i);
+	json_object_foreach(v, name, field) {
+		snprintf(what, sizeof(what), "objects[%zu].%s", i, name);
+		if (strcmp(name, "key") == 0) {
+			rc = json_string_field(field, what, h->key, sizeof(h->key), err);
+			has_key = rc == ERR_OK && h->key[0];
+		} else if (strcmp(name, "etag") == 0) {
+			rc = json_string_field(field, what, h->etag, sizeof(h->etag), err);
+			has_etag = rc == ERR_OK && h->etag[0];
+		} else if (strcmp(name, "size") == 0) {
+			if (!json_is_integer(field) || json_integer_value(field) < 1)
+				return error_set(err, ERR_INVALID,
+						 "field '%s' must be a whole number of bytes, 1 or more",
+						 what);
+			h->size = (uint64_t)json_integer_value(field);
+			has_size = true;
+			rc = ERR_OK;
+		} else {
+			return error_set(err, ERR_INVALID, "unknown field '%.64s' (key, etag, size)",
+					 what);
+		}
+		if (rc != ERR_OK)
+			return rc;
+	}
+	if (!has_key || !has_etag || !has_size)
+		return error_set(err, ERR_INVALID, "field 'objects' item %zu has no %s", i,
+				 !has_key ? "key" : !has_etag ? "etag" : "size");
+	return ERR_OK;
+}
+
+enum error_code worker_http_parse_prefetch_body(const char *body, size_t len,
+						struct worker_http_hint **out, size_t *n,
+						struct error *err)
+{
+	struct worker_http_hint *list = NULL;
+	json_t *root, *arr, *v;
+	size_t i, count;
+	enum error_code rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = objects_body(body, len, &root, &arr, err);
+	if (rc != ERR_OK)
+		goto out;
+	if (!arr || !json_is_array(arr) || json_array_size(arr) == 0) {
+		rc = error_set(err, ERR_INVALID,
+			       "field 'objects' must be an array of 1 to %d objects to prefetch",
+			       WORKER_HTTP_PREFETCH_MAX);
+		goto out;
+	}
+	count = json_array_size(arr);
+	if (count > WORKER_HTTP_PREFETCH_MAX) {
+		rc = error_set(err, ERR_INVALID, "field 'objects' names %zu objects, at most %d",
+			       count, WORKER_HTTP_PREFETCH_MAX);
+		goto out;
+	}
+	list = calloc(count, sizeof(*list));
+	if (!list) {
+		rc = error_set(err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	json_array_foreach(arr, i, v) {
+		rc = prefetch_item(v, i, &list[i], err);
+		if (rc != ERR_OK)
+			break;
+	}
+	if (rc != ERR_OK) {
+		free(list);
+		goto out;
+	}
+	*out = list;
 	*n = count;
 out:
 	json_decref(root);
@@ -1452,6 +1560,44 @@ static enum MHD_Result handle_preload_start(struct req *rq, struct MHD_Connectio
 	return reply_json(conn, MHD_HTTP_ACCEPTED, json_pack("{s:I}", "id", (json_int_t)id));
 }
 
+/*
+ * Queues the first block of each named object for read-ahead, as the
+ * objects' first reads would have, and answers 204 at once: a hint, so
+ * that the node's mount asks once for the next files of a directory
+ * instead of once per file. A block held, queued or in flight costs
+ * nothing; one the cache would not admit is not fetched.
+ */
+static enum MHD_Result handle_prefetch(struct req *rq, struct MHD_Connection *conn)
+{
+	struct worker_http *h = rq->h;
+	struct worker_http_hint *hints = NULL;
+	struct fetch_dataset *ds = NULL;
+	struct MHD_Response *resp;
+	struct error err;
+	enum error_code rc;
+	size_t n = 0;
+
+	rc = worker_http_parse_prefetch_body(rq->body, rq->body_len, &hints, &n, &err);
+	if (rc == ERR_OK) {
+		rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
+		if (rc == ERR_NOT_FOUND && h->cfg.dataset_unknown &&
+		    h->cfg.dataset_unknown(h->cfg.dataset_unknown_arg))
+			rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
+	}
+	if (rc != ERR_OK) {
+		free(hints);
+		return reply_error(rq, conn, &err);
+	}
+	for (size_t i = 0; i < n; i++)
+		fetch_prefetch(h->cfg.fetcher, ds, hints[i].key, hints[i].etag, hints[i].size, 0);
+	fetch_dataset_put(h->cfg.fetcher, ds);
+	free(hints);
+	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	return queue(conn, MHD_HTTP_NO_CONTENT, resp);
+}
+
 static enum MHD_Result handle_preload_status(struct req *rq, struct MHD_Connection *conn)
 {
 	struct preload_status st;
@@ -1525,6 +1671,8 @@ static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, con
 		return handle_preload_start(rq, conn);
 	case WORKER_HTTP_PRELOAD_STATUS:
 		return handle_preload_status(rq, conn);
+	case WORKER_HTTP_PREFETCH:
+		return handle_prefetch(rq, conn);
 	case WORKER_HTTP_METRICS:
 		return handle_metrics(rq, conn);
 	case WORKER_HTTP_HEALTHZ:

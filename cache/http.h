@@ -55,6 +55,7 @@ enum worker_http_route_kind {
 	WORKER_HTTP_DATASET,         /* GET, PUT, DELETE /v1/datasets/{name} */
 	WORKER_HTTP_PRELOAD_START,   /* POST /v1/preload/{dataset} */
 	WORKER_HTTP_PRELOAD_STATUS,  /* GET /v1/preload/{id} */
+	WORKER_HTTP_PREFETCH,        /* POST /v1/prefetch/{dataset} */
 	WORKER_HTTP_METRICS,         /* GET /metrics */
 	WORKER_HTTP_HEALTHZ,         /* GET /healthz */
 	WORKER_HTTP_READYZ,          /* GET /readyz */
@@ -166,6 +167,24 @@ enum error_code worker_http_parse_dataset_body(const char *body, size_t len,
 enum error_code worker_http_parse_preload_body(const char *body, size_t len, char ***objects,
 					       size_t *n, struct error *err);
 void worker_http_free_objects(char **objects, size_t n);
+
+#define WORKER_HTTP_PREFETCH_MAX 64 /* objects one prefetch request may name */
+
+/* One object of a prefetch request: its first block is wanted. */
+struct worker_http_hint {
+	char key[BLOCK_KEY_MAX + 1]; /* relative to the dataset's prefix */
+	char etag[80];
+	uint64_t size;               /* 1 or more */
+};
+
+/*
+ * Parses {"objects":[{"key":"a/1.jpg","etag":"...","size":123}, ...]}
+ * (1..WORKER_HTTP_PREFETCH_MAX objects, every field required) into a
+ * malloc'd array (free it). ERR_INVALID naming the item and the field.
+ */
+enum error_code worker_http_parse_prefetch_body(const char *body, size_t len,
+						struct worker_http_hint **out, size_t *n,
+						struct error *err);
 
 /* The headers that frame a request's body (RFC 9112 section 6). */
 struct worker_http_framing {

@@ -85,7 +85,13 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
 					   char *roots[STORE_FILE_ROOTS_MAX], size_t *n,
 					   struct error *err);
 
-/* The size of the worker thread pool: threads, or cpu_available() when 0. */
+/* Read-ahead threads per CPU when threads is 0: they mostly wait on the
+ * store, and the node's mount keeps them busy with its small files'
+ * prefetch (docs/benchmarks.md, "One prefetch request per owner"). */
+#define WORKER_THREADS_PER_CPU 4
+
+/* The size of the worker's read-ahead pool: threads, or
+ * WORKER_THREADS_PER_CPU * cpu_available() when 0. */
 int worker_settings_threads(const struct worker_settings *s);
 
 /*

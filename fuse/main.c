@@ -41,28 +41,30 @@
 
 /* What a running mount holds, released in reverse order. */
 /*
- * Small-file prefetch (standalone, prefetch.files). A small file is one
- * block, so reading it gives the fetcher nothing to read ahead, and a
- * shuffled epoch over a directory of them waits for one GET per file at
- * the readers' concurrency. So a miss of one makes the next files of its
+ * Small-file prefetch (prefetch.files). A small file is one block, so
+ * reading it gives the fetcher nothing to read ahead, and a shuffled
+ * epoch over a directory of them waits for one GET per file at the
+ * readers' concurrency. So a miss of one makes the next files of its
  * directory (listing order: consecutive inodes) read ahead, once
  * PREFETCH_DIR_MISSES of that directory missed: one miss may be a lookup,
- * two are most likely a pass over the directory. Counted for the last
- * directories seen (PREFETCH_DIRS slots, by inode).
+ * two are most likely a pass over the directory; and a read in the second
+ * half of the files asked for so far asks for the next ones, so that a
+ * pass over the directory keeps ahead without missing again. Counted for
+ * the last directories seen (PREFETCH_DIRS slots, by inode).
  */
 #define PREFETCH_DIR_MISSES 2
 #define PREFETCH_DIRS 64
-/* With meta: threads that ask the workers for the files prefetched, one
- * per file of prefetch.files up to this many (each only waits while its
- * worker fetches, so they cost the mount no CPU to speak of), and the
- * queue of inodes they take from. */
-#define WARM_THREADS 16
+/* With meta: threads that send the queued files to their owner workers,
+ * SOURCE_PREFETCH_MAX in one request per owner, and the queue of inodes
+ * they take from. A request returns once queued, so two are enough. */
+#define WARM_THREADS 2
 #define WARM_QUEUE 256
-#define WARM_TIMEOUT_MS 5000 /* one warm request at most */
+#define WARM_TIMEOUT_MS 5000 /* one prefetch request at most */
 
 struct dir_misses {
 	uint64_t dir;
 	uint64_t misses;
+	uint64_t asked_to; /* the last inode asked for */
 };
 
 struct mount {
@@ -340,77 +342,106 @@ out:
 	return rc;
 }
 
-/* With meta: queues ino for a warm thread, unless it was queued lately or
- * the queue is full (a hint may be dropped). */
-static void warm_push(struct mount *m, uint64_t ino)
+/* With meta: queues the n inodes for a warm thread, but those queued
+ * lately, while the queue has room (a hint may be dropped). */
+static void warm_push(struct mount *m, const uint64_t *inos, size_t n)
 {
-	uint64_t *seen = &m->warm_recent[ino % WARM_QUEUE];
-
 	pthread_mutex_lock(&m->prefetch_mu);
-	if (*seen != ino && m->warm_len < WARM_QUEUE) {
-		*seen = ino;
-		m->warm_q[(m->warm_head + m->warm_len++) % WARM_QUEUE] = ino;
-		pthread_cond_signal(&m->warm_cv);
+	for (size_t i = 0; i < n && m->warm_len < WARM_QUEUE; i++) {
+		uint64_t *seen = &m->warm_recent[inos[i] % WARM_QUEUE];
+
+		if (*seen == inos[i])
+			continue;
+		*seen = inos[i];
+		m->warm_q[(m->warm_head + m->warm_len++) % WARM_QUEUE] = inos[i];
 	}
+	if (m->warm_len)
+		pthread_cond_signal(&m->warm_cv);
 	pthread_mutex_unlock(&m->prefetch_mu);
 }
 
-/* A warm thread: asks the node's worker (or the owner) for each queued
- * file until the mount stops (source_cluster_warm). */
+/* A warm thread: sends what is queued to the owners, up to
+ * SOURCE_PREFETCH_MAX files at a time, until the mount stops
+ * (source_cluster_prefetch). */
 static void *warm_thread(void *arg)
 {
 	struct mount *m = arg;
-	char key[BLOCK_KEY_MAX + 1];
+	struct reader_object objs[SOURCE_PREFETCH_MAX];
+	uint64_t inos[SOURCE_PREFETCH_MAX];
+	char (*keys)[BLOCK_KEY_MAX + 1] = malloc(SOURCE_PREFETCH_MAX * sizeof(*keys));
+	struct snapshot_entry_info e[SOURCE_PREFETCH_MAX];
 
+	if (!keys)
+		return NULL;
 	for (;;) {
-		struct snapshot_entry_info e;
-		struct reader_object obj;
-		uint64_t ino = 0;
+		size_t n = 0, k = 0;
 
 		pthread_mutex_lock(&m->prefetch_mu);
 		while (!m->warm_len && !m->warm_stop)
 			pthread_cond_wait(&m->warm_cv, &m->prefetch_mu);
 		if (m->warm_stop) {
 			pthread_mutex_unlock(&m->prefetch_mu);
+			free(keys);
 			return NULL;
 		}
-		ino = m->warm_q[m->warm_head];
-		m->warm_head = (m->warm_head + 1) % WARM_QUEUE;
-		m->warm_len--;
+		for (; m->warm_len && n < SOURCE_PREFETCH_MAX; n++) {
+			inos[n] = m->warm_q[m->warm_head];
+			m->warm_head = (m->warm_head + 1) % WARM_QUEUE;
+			m->warm_len--;
+		}
 		pthread_mutex_unlock(&m->prefetch_mu);
-		if (snapshot_stat(m->files, ino, &e) != ERR_OK ||
-		    snapshot_object_key(m->files, ino, key, sizeof(key)) != ERR_OK)
-			continue;
-		obj = (struct reader_object){ .key = key, .etag = e.etag, .size = e.size, .ino = ino };
-		source_cluster_warm(&m->cluster, &obj, retry_now_ms() + m->warm_timeout_ms);
+		for (size_t i = 0; i < n; i++) {
+			if (snapshot_stat(m->files, inos[i], &e[k]) != ERR_OK ||
+			    snapshot_object_key(m->files, inos[i], keys[k], sizeof(keys[k])) != ERR_OK)
+				continue;
+			objs[k] = (struct reader_object){ .key = keys[k], .etag = e[k].etag,
+							  .size = e[k].size, .ino = inos[i] };
+			k++;
+		}
+		if (k)
+			source_cluster_prefetch(&m->cluster, objs, k,
+						retry_now_ms() + m->warm_timeout_ms);
 	}
 }
 
-/* The sources' missed_small: the prefetch of the files after obj (the
+/* The sources' small_read: the prefetch of the files after obj (the
  * fetcher's read-ahead standalone, the warm threads with meta). */
-static void prefetch_next_files(void *arg, const struct reader_object *obj)
+static void prefetch_next_files(void *arg, const struct reader_object *obj, bool missed)
 {
 	struct mount *m = arg;
 	struct snapshot_entry_info self, e;
 	struct dir_misses *slot;
+	uint64_t from = 0, to = obj->ino + m->prefetch_files, inos[PREFETCH_FILES_MAX];
 	char key[BLOCK_KEY_MAX + 1];
-	bool due;
+	size_t n = 0;
 
 	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
 		return;
 	pthread_mutex_lock(&m->prefetch_mu);
 	slot = &m->dirs[self.parent % PREFETCH_DIRS];
-	if (slot->dir != self.parent)
+	if (slot->dir != self.parent && missed)
 		*slot = (struct dir_misses){ .dir = self.parent };
-	due = ++slot->misses >= PREFETCH_DIR_MISSES;
+	if (slot->dir == self.parent) {
+		if (missed)
+			slot->misses++;
+		if (slot->misses < PREFETCH_DIR_MISSES)
+			from = 0;
+		else if (missed)
+			from = obj->ino + 1; /* asked again: queued or held costs nothing */
+		else if (slot->asked_to > obj->ino &&
+			 slot->asked_to - obj->ino <= m->prefetch_files / 2)
+			from = slot->asked_to + 1;
+		if (from && to > slot->asked_to)
+			slot->asked_to = to;
+	}
 	pthread_mutex_unlock(&m->prefetch_mu);
-	for (uint64_t i = 1; due && i <= m->prefetch_files; i++) {
-		if (snapshot_stat(m->files, obj->ino + i, &e) != ERR_OK || e.parent != self.parent)
+	for (uint64_t ino = from; from && ino <= to; ino++) {
+		if (snapshot_stat(m->files, ino, &e) != ERR_OK || e.parent != self.parent)
 			break;
 		if (e.is_dir || e.size == 0 || e.size > m->block_size || !*e.etag)
 			continue;
 		if (!m->fetcher) {
-			warm_push(m, e.ino);
+			inos[n++] = e.ino;
 			continue;
 		}
 		if (snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
@@ -419,6 +450,8 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj)
 		fetch_prefetch(m->fetcher, m->cache.ds, key + m->cache.prefix_len, e.etag, e.size,
 			       0);
 	}
+	if (n)
+		warm_push(m, inos, n);
 }
 
 /*
@@ -544,12 +577,12 @@ static enum error_code open_dataset(const struct mount_settings *s, struct mount
 	m->warm_timeout_ms = s->worker_request_timeout_ms < WARM_TIMEOUT_MS
 				     ? s->worker_request_timeout_ms
 				     : WARM_TIMEOUT_MS;
-	for (unsigned i = 0; i < m->prefetch_files && i < WARM_THREADS; i++)
+	for (unsigned i = 0; m->prefetch_files && i < WARM_THREADS; i++)
 		if (pthread_create(&m->warm_threads[i], NULL, warm_thread, m) == 0)
 			m->nwarm++;
 	if (m->nwarm > 0) {
-		m->cluster.missed_small = prefetch_next_files;
-		m->cluster.missed_small_arg = m;
+		m->cluster.small_read = prefetch_next_files;
+		m->cluster.small_read_arg = m;
 	}
 out:
 	free(prefix);
@@ -645,8 +678,8 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	m->prefetch_files = (unsigned)s->prefetch_files;
 	m->block_size = (uint32_t)s->cache_block_size;
 	if (m->prefetch_files > 0) {
-		m->cache.missed_small = prefetch_next_files;
-		m->cache.missed_small_arg = m;
+		m->cache.small_read = prefetch_next_files;
+		m->cache.small_read_arg = m;
 	}
 	return ERR_OK;
 }

@@ -23,6 +23,8 @@
 #include "common/error.h"
 #include "store/store_settings.h"
 
+#define PREFETCH_FILES_MAX 1024 /* the most prefetch.files */
+
 struct mount_settings {
 	char *mountpoint;
 	char *dataset;             /* name registered in meta; "" when source is used */

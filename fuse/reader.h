@@ -108,9 +108,6 @@ struct reader_block {
 	 * that needs it (hashed false until then) and reused by the next. */
 	bool hashed;
 	uint8_t hash[BLOCK_HASH_LEN];
-	/* Read for a prefetch (source_cluster_warm): no hook is called, and
-	 * a block the node's worker put in the directory is not read. */
-	bool hint;
 	/* Where a source may lend the bytes instead of copying them into
 	 * dst (NULL: copy). Set only for a read within this one block. */
 	struct reader_loan *loan;

@@ -4,6 +4,7 @@
 #include "fuse/sources.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -57,13 +58,13 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 	return ERR_OK;
 }
 
-/* Calls a source's missed_small hook (NULL: none) for blk when it is the
- * whole of a one-block object (a small file) and not read for a hint. */
-static void small_missed(void (*hook)(void *, const struct reader_object *), void *arg,
-			 const struct reader_block *blk)
+/* Calls a source's small_read hook (NULL: none) for blk when it is the
+ * whole of a one-block object (a small file). */
+static void small_read(void (*hook)(void *, const struct reader_object *, bool), void *arg,
+		       const struct reader_block *blk, bool missed)
 {
-	if (hook && !blk->hint && blk->index == 0 && blk->obj->size <= blk->block_size)
-		hook(arg, blk->obj);
+	if (hook && blk->index == 0 && blk->obj->size <= blk->block_size)
+		hook(arg, blk->obj, missed);
 }
 
 /* A block in memory lent to a read (struct reader_loan): its buffer is
@@ -115,10 +116,10 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		} else {
 			memcpy(dst, (const char *)fetch_result_data(&res) + off, len);
 		}
-		/* Not a hit: the reader waited for the store, and one-block
-		 * objects (small files) give no read-ahead of their own. */
-		if (rc == ERR_OK && !res.hit)
-			small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
+		/* One-block objects (small files) give no read-ahead of their
+		 * own. */
+		if (rc == ERR_OK)
+			small_read(ctx->small_read, ctx->small_read_arg, blk, !res.hit);
 		if (!lent)
 			fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
@@ -214,11 +215,11 @@ static void local_put(struct source_cluster_ctx *ctx, struct block_fdref *ref, i
 		close(fd);
 }
 
-static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t off,
-				  size_t len, char *dst, size_t *got, unsigned readahead,
-				  struct error *err)
+/* Reads blk's bytes from the node's cache directory. */
+static enum error_code local_read_block(struct source_cluster_ctx *ctx, struct reader_block *blk,
+					uint64_t off, size_t len, char *dst, size_t *got,
+					struct error *err)
 {
-	struct source_cluster_ctx *ctx = arg;
 	const struct block_sums *sums = NULL;
 	struct block_fdref *ref = NULL;
 	struct block_sums own;
@@ -228,7 +229,6 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	ssize_t n;
 	int fd = -1;
 
-	(void)readahead;
 	if (!*blk->obj->etag)
 		return ERR_NOT_FOUND;
 	cluster_hash(ctx, blk, &k);
@@ -265,25 +265,18 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	return ERR_OK;
 }
 
-/*
- * Whether blk's file is in the node's directory, opened (header read and
- * checked) and kept in ctx->fds for the read to come. Nothing of its data
- * is read: a warm costs no disk read and leaves no pages.
- */
-static bool warm_open(struct source_cluster_ctx *ctx, struct reader_block *blk)
+static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t off,
+				  size_t len, char *dst, size_t *got, unsigned readahead,
+				  struct error *err)
 {
-	const struct block_sums *sums = NULL;
-	struct block_fdref *ref = NULL;
-	struct block_sums own;
-	struct block_key k;
-	struct error err;
-	int fd = -1;
+	struct source_cluster_ctx *ctx = arg;
+	enum error_code rc;
 
-	cluster_hash(ctx, blk, &k);
-	if (local_take(ctx, &k, blk->hash, &ref, &fd, &own, &sums, &err) != ERR_OK)
-		return false;
-	local_put(ctx, ref, fd, false);
-	return true;
+	(void)readahead;
+	rc = local_read_block(ctx, blk, off, len, dst, got, err);
+	if (rc == ERR_OK)
+		small_read(ctx->small_read, ctx->small_read_arg, blk, false);
+	return rc;
 }
 
 void source_cluster_read_cache_id(struct source_cluster_ctx *ctx)
@@ -795,22 +788,15 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	for (int round = 0; round < 2; round++) {
 		rc = peer_get(ctx, t, blk, addr, id, a0, (size_t)(a1 - a0),
 			      round == 0 ? readahead : 0, blk->corrupt > 0, cache_id, &body, err);
-		if (rc == ERR_OK && body.in_dir && blk->hint) {
-			/* A warm wants the block in the directory, not its
-			 * bytes: opening it now (kept in ctx->fds) spares the
-			 * reader that comes for it the open. */
-			warm_open(ctx, blk);
-			return ERR_OK;
-		}
 		if (rc == ERR_OK && body.in_dir) {
 			/* Read and checked like any short-circuit read. A
 			 * file gone meanwhile (evicted), or corrupt (counted
 			 * by local_read), is asked for again as bytes, in
 			 * this same round: the one extra request. */
-			rc = local_read(ctx, blk, off, len, dst, got, 0, err);
+			rc = local_read_block(ctx, blk, off, len, dst, got, err);
 			if (rc == ERR_OK) {
 				/* a worker served it: the directory did not hold it */
-				small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
+				small_read(ctx->small_read, ctx->small_read_arg, blk, true);
 				return ERR_OK;
 			}
 			cache_id = NULL;
@@ -838,27 +824,102 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (body.dst != dst)
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
-		small_missed(ctx->missed_small, ctx->missed_small_arg, blk);
+		small_read(ctx->small_read, ctx->small_read_arg, blk, true);
 	}
 	return rc;
 }
 
-void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_object *obj,
-			 uint64_t until_ms)
+/* One POST /v1/prefetch/{dataset} of the n objects in body to the worker
+ * at addr; a hint: the answer's status is all that is looked at. */
+static void prefetch_post(struct source_cluster_ctx *ctx, struct peer_thread *t,
+			  const char *addr, const char *id, const char *body, uint64_t until_ms)
 {
-	struct reader_block blk = { .obj = obj, .block_size = ctx->block_size,
-				    .length = obj->size, .until_ms = until_ms, .hint = true };
-	struct error err;
-	size_t got = 0;
-	char byte;
+	char path[sizeof("/v1/prefetch/") + BLOCK_DATASET_MAX + 1];
+	uint64_t now = retry_now_ms(), timeout = ctx->timeout_ms;
+	long status = 0;
+	CURLcode cc;
+	CURL *c = t->curl;
 
-	if (obj->size == 0 || obj->size > ctx->block_size || !*obj->etag)
+	if (until_ms <= now)
 		return;
-	if (warm_open(ctx, &blk))
+	if (until_ms - now < timeout)
+		timeout = until_ms - now;
+	snprintf(path, sizeof(path), "/v1/prefetch/%s", ctx->dataset);
+	if (peer_tls_setup(ctx, c, addr, t->origin, sizeof(t->origin), &t->connect_to, NULL) !=
+	    ERR_OK)
 		return;
-	/* The node's own worker fetches it into the directory and answers
-	 * with no bytes; another node's worker sends the one byte asked. */
-	peer_read(ctx, &blk, 0, 1, &byte, &got, 0, &err);
+	if (!grow(&t->url, &t->url_size, strlen(t->origin) + strlen(path) + 1))
+		return;
+	snprintf(t->url, t->url_size, "%s%s", t->origin, path);
+	memcpy(t->auth, "Authorization: ", 15);
+	if (token_sign(ctx->token, "POST", path, "", (int64_t)time(NULL), t->auth + 15,
+		       sizeof(t->auth) - 15) != ERR_OK)
+		return;
+	curl_easy_setopt(c, CURLOPT_URL, t->url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	/* The handle's next request is a GET again. */
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	if (cc != CURLE_OK || status != 204)
+		log_debug("prefetch hint not taken", LOG_S("worker", id), LOG_S("address", addr),
+			  LOG_I("status", status), LOG_S("error", cc != CURLE_OK ? curl_easy_strerror(cc) : ""));
+}
+
+void source_cluster_prefetch(struct source_cluster_ctx *ctx, const struct reader_object *objs,
+			     size_t n, uint64_t until_ms)
+{
+	char owner[SOURCE_PREFETCH_MAX][128], addr[SOURCE_PREFETCH_MAX][PLACEMENT_ADDRESS_MAX];
+	bool sent[SOURCE_PREFETCH_MAX] = { false };
+	struct peer_thread *t = thread_peer();
+
+	if (!t)
+		return;
+	if (n > SOURCE_PREFETCH_MAX)
+		n = SOURCE_PREFETCH_MAX;
+	for (size_t i = 0; i < n; i++) {
+		struct reader_block blk = { .obj = &objs[i], .block_size = ctx->block_size };
+		struct block_key k;
+
+		sent[i] = true; /* unless it has an owner to ask */
+		if (objs[i].size == 0 || objs[i].size > ctx->block_size || !*objs[i].etag ||
+		    strlen(objs[i].key) <= ctx->prefix_len)
+			continue;
+		cluster_hash(ctx, &blk, &k);
+		if (placement_owner(ctx->placement, blk.hash, addr[i], owner[i],
+				    sizeof(owner[i])) != ERR_OK ||
+		    peer_skipped(ctx, owner[i]))
+			continue;
+		sent[i] = false;
+	}
+	/* One request per owner, naming its objects in listing order. */
+	for (size_t i = 0; i < n; i++) {
+		json_t *list, *root;
+		char *body;
+
+		if (sent[i])
+			continue;
+		list = json_array();
+		for (size_t j = i; list && j < n; j++) {
+			if (sent[j] || strcmp(owner[j], owner[i]) != 0)
+				continue;
+			json_array_append_new(list, json_pack("{s:s,s:s,s:I}", "key",
+							       objs[j].key + ctx->prefix_len, "etag",
+							       objs[j].etag, "size",
+							       (json_int_t)objs[j].size));
+			sent[j] = true;
+		}
+		root = list ? json_pack("{s:o}", "objects", list) : NULL;
+		body = root ? json_dumps(root, JSON_COMPACT) : NULL;
+		if (body)
+			prefetch_post(ctx, t, addr[i], owner[i], body, until_ms);
+		free(body);
+		json_decref(root);
+	}
 }
 
 struct reader_source source_peer(struct source_cluster_ctx *ctx)

@@ -43,11 +43,11 @@ struct source_cache_ctx {
 	struct fetch_dataset *ds;    /* held by the caller */
 	size_t prefix_len;           /* the dataset prefix, cut from object keys */
 	bool verify;                 /* check bytes against the block checksums */
-	/* Called after a read of a one-block object that missed the cache
-	 * (granary-fuse standalone: the prefetch of its neighbours); NULL:
-	 * none. */
-	void (*missed_small)(void *arg, const struct reader_object *obj);
-	void *missed_small_arg;
+	/* Called after a read of a one-block object (a small file), missed
+	 * true when it waited for the store (granary-fuse standalone: the
+	 * prefetch of its neighbours); NULL: none. */
+	void (*small_read)(void *arg, const struct reader_object *obj, bool missed);
+	void *small_read_arg;
 };
 
 /* A source reading through the in-process cache; ctx must outlive it. */
@@ -88,11 +88,11 @@ struct source_cluster_ctx {
 	 */
 	char cache_id[BLOCK_DIR_ID_LEN + 1];
 	_Atomic bool cache_id_set;
-	/* Called after a worker served a one-block object that the node's
-	 * cache directory did not hold (the mount's prefetch of its
-	 * neighbours); NULL: none. */
-	void (*missed_small)(void *arg, const struct reader_object *obj);
-	void *missed_small_arg;
+	/* Called after a read of a one-block object (a small file), missed
+	 * true when a worker served it because the node's cache directory did
+	 * not hold it (the mount's prefetch of its neighbours); NULL: none. */
+	void (*small_read)(void *arg, const struct reader_object *obj, bool missed);
+	void *small_read_arg;
 };
 
 /*
@@ -114,17 +114,20 @@ void source_cluster_membership_changed(struct source_cluster_ctx *ctx);
 struct reader_source source_local(struct source_cluster_ctx *ctx);
 struct reader_source source_peer(struct source_cluster_ctx *ctx);
 
+#define SOURCE_PREFETCH_MAX 32 /* objects one source_cluster_prefetch takes */
+
 /*
- * Prefetch of a one-block object (a small file): when the node's cache
- * directory holds it, its file is opened for the read to come (kept in
- * the descriptor cache, none of its data read); else its owner worker is
- * asked for it: the node's own worker fetches it into the directory and
- * answers with no bytes (then the file is opened the same way), another
- * node's worker caches it and sends one byte. A hint: errors are dropped;
- * gives up at until_ms (retry_now_ms clock).
+ * Prefetch of one-block objects (small files): each owner worker of the
+ * objs' blocks gets one request naming its objects (POST
+ * /v1/prefetch/{dataset}, docs/worker-api.md) and queues their fetches
+ * into its cache; the node's own worker fetches into the directory the
+ * local source reads. Returns when the owners have the requests, not
+ * the blocks. A hint: objects past SOURCE_PREFETCH_MAX, those that are
+ * not one block, workers passed over and errors are dropped; gives up
+ * at until_ms (retry_now_ms clock).
  */
-void source_cluster_warm(struct source_cluster_ctx *ctx, const struct reader_object *obj,
-			 uint64_t until_ms);
+void source_cluster_prefetch(struct source_cluster_ctx *ctx, const struct reader_object *objs,
+			     size_t n, uint64_t until_ms);
 
 /* A source reading straight from st (not owned). */
 struct reader_source source_store(struct store *st);

@@ -1097,6 +1097,64 @@ START_TEST(test_worker_readahead_warms_the_next_blocks)
 }
 END_TEST
 
+/* POST /v1/prefetch/{ds} of the first block of each object named; later
+ * reads of those blocks are hits, and bad requests say what is wrong. */
+START_TEST(test_worker_prefetch_caches_the_first_block_of_each_object)
+{
+	static const size_t named[] = { 2, 0, 3 }; /* c.bin, a.bin, dir/with space+plus.bin */
+	uint64_t deadline = retry_now_ms() + 20000, fetches0;
+	char body[4096];
+	size_t len = 0;
+	struct resp r;
+
+	register_dataset("ds", BS, "lru");
+	fetches0 = metric("granary_worker_store_fetches_total");
+	len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"objects\":[");
+	for (size_t i = 0; i < 3; i++)
+		len += (size_t)snprintf(body + len, sizeof(body) - len,
+					"%s{\"key\":\"%s\",\"etag\":\"%s\",\"size\":%zu}", i ? "," : "",
+					objects[named[i]].key, etags[named[i]], objects[named[i]].size);
+	snprintf(body + len, sizeof(body) - len, "]}");
+	/* the same objects twice: a block queued or held costs no second GET */
+	for (int round = 0; round < 2; round++) {
+		r = request("POST", "/v1/prefetch/ds", NULL, body, NULL, AUTH_OK);
+		ck_assert_msg(r.status == 204, "HTTP %ld: %s", r.status, r.body ? (char *)r.body : "");
+		ck_assert_uint_eq(r.len, 0);
+		resp_free(&r);
+	}
+	while (metric("granary_worker_readahead_fetched_total") < 3 && retry_now_ms() < deadline)
+		retry_sleep_ms(20);
+	ck_assert_uint_eq(metric("granary_worker_readahead_fetched_total"), 3);
+	ck_assert_uint_eq(metric("granary_worker_store_fetches_total") - fetches0, 3);
+	for (size_t i = 0; i < 3; i++) {
+		r = get_block("ds", named[i], 0, NULL);
+		expect_block(&r, named[i], 0, BS);
+		ck_assert_str_eq(r.cache, "hit");
+		resp_free(&r);
+	}
+	/* only the first block of each: a.bin's second is not held */
+	r = get_block("ds", 0, 1, NULL);
+	expect_block(&r, 0, 1, BS);
+	ck_assert_str_eq(r.cache, "miss");
+	resp_free(&r);
+
+	r = request("POST", "/v1/prefetch/ds", NULL, "{\"objects\":[{\"key\":\"c.bin\",\"size\":100}]}",
+		    NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "item 0 has no etag"));
+	resp_free(&r);
+	r = request("POST", "/v1/prefetch/nosuch", NULL, body, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	r = request("POST", "/v1/prefetch/ds", NULL, body, NULL, AUTH_NONE);
+	ck_assert_int_eq(r.status, 401);
+	resp_free(&r);
+	r = request("GET", "/v1/prefetch/ds", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 405);
+	resp_free(&r);
+}
+END_TEST
+
 struct hot_reader {
 	uint64_t deadline;
 	uint64_t bytes;
@@ -1805,6 +1863,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_dataset_api_registers_lists_and_removes);
 	tcase_add_test(tc, test_worker_preload_reports_progress_then_reads_hit);
 	tcase_add_test(tc, test_worker_readahead_warms_the_next_blocks);
+	tcase_add_test(tc, test_worker_prefetch_caches_the_first_block_of_each_object);
 	tcase_add_test(tc, test_worker_warm_block_throughput_is_reported);
 	tcase_add_test(tc, test_worker_readyz_fails_when_the_cache_directory_is_gone);
 	tcase_add_test(tc, test_worker_refuses_a_request_with_two_lengths_and_closes);

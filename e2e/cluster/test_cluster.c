@@ -1291,9 +1291,9 @@ START_TEST(test_cluster_small_file_misses_prefetch_the_next_files_through_the_wo
 		if (round == 1) {
 			/* The prefetched files read exact, from the node's
 			 * directory or their owner, with no fetch of their
-			 * own. Those another worker served count as misses,
-			 * so the prefetch goes on to the directory's last
-			 * two files, f38 and f39: each file fetched once. */
+			 * own. Reads within half of prefetch.files of f37
+			 * ask for the next files, the directory's last two,
+			 * f38 and f39: each file fetched once. */
 			uint64_t served = mount_stat(&m, "blocks_local") + mount_stat(&m, "blocks_peer");
 
 			for (int f = 22; f < 38; f++)

@@ -491,41 +491,62 @@ static long cached_blocks(const char *dir)
 	return blocks_counted;
 }
 
-/* Mounts src with prefetch.files set to prefetch, on a cache directory of
- * its own; reads flat/f10 then flat/f20 (two misses in one directory) and
- * returns how many blocks the cache holds once it has settled. */
-static long blocks_after_two_misses(const char *prefetch)
+/* Block files under dir once read-ahead has settled: two looks 300 ms
+ * apart agree. */
+static long settled_blocks(const char *dir)
 {
-	char source[300], cache[300], a[1024], b[1024];
+	long n = -1, last = -2;
+
+	for (int i = 0; i < 50 && n != last; i++) {
+		last = n;
+		retry_sleep_ms(300);
+		n = cached_blocks(dir);
+	}
+	return n;
+}
+
+static void read_flat(const struct mnt *m, int f)
+{
+	char a[1024], b[1024];
+
+	snprintf(a, sizeof(a), "%s/flat/f%02d.bin", src, f);
+	snprintf(b, sizeof(b), "%s/flat/f%02d.bin", m->dir, f);
+	compare_file(a, b);
+}
+
+/* Mounts src with prefetch.files set to prefetch, on a cache directory of
+ * its own; reads flat/f10 then flat/f20 (two misses in one directory),
+ * lets the cache settle, then reads f21 to f<upto> (none below 21) and
+ * returns how many blocks the cache holds once it has settled again. */
+static long blocks_after_reads(const char *prefetch, int upto)
+{
+	char source[300], cache[300];
 	const char *flags[] = { "--source", source, "--cache.block_size", "64KiB", "--cache.dir", cache,
 				"--prefetch.files", prefetch, NULL };
 	struct mnt m;
-	long n = -1, last = -2;
+	long n;
 
 	snprintf(source, sizeof(source), "file://%s", src);
 	harness_tmpdir(cache, sizeof(cache), "/tmp/granary-cache-XXXXXX");
 	snprintf(log_path, sizeof(log_path), "%s.prefetch.log", src);
 	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
-	for (int f = 10; f <= 20; f += 10) {
-		snprintf(a, sizeof(a), "%s/flat/f%02d.bin", src, f);
-		snprintf(b, sizeof(b), "%s/flat/f%02d.bin", m.dir, f);
-		compare_file(a, b);
-	}
-	/* Read-ahead runs in the background: settled once two looks 300 ms
-	 * apart agree. */
-	for (int i = 0; i < 50 && n != last; i++) {
-		last = n;
-		retry_sleep_ms(300);
-		n = cached_blocks(cache);
-	}
+	read_flat(&m, 10);
+	read_flat(&m, 20);
+	n = settled_blocks(cache);
+	for (int f = 21; f <= upto; f++)
+		read_flat(&m, f);
+	if (upto >= 21)
+		n = settled_blocks(cache);
 	stop_mount(&m);
 	ck_assert_int_eq(harness_rm_rf(cache), 0);
 	return n;
 }
 
 /* A second small file missed in a directory makes the next prefetch.files
- * files of it (listing order) read ahead, and no more; the first miss
- * alone, or prefetch.files 0, fetches nothing beyond what was read. */
+ * files of it (listing order) read ahead; the first miss alone, or
+ * prefetch.files 0, fetches nothing beyond what was read. Reads of the
+ * files read ahead ask for more only once they come within half of
+ * prefetch.files of the last one asked for. */
 START_TEST(test_mount_small_file_misses_prefetch_the_next_files_of_their_directory)
 {
 	for (int i = 0; i < 40; i++) {
@@ -534,9 +555,13 @@ START_TEST(test_mount_small_file_misses_prefetch_the_next_files_of_their_directo
 		snprintf(name, sizeof(name), "flat/f%02d.bin", i);
 		write_file(name, 1000 + (size_t)i, 100 + (unsigned)i);
 	}
-	ck_assert_int_eq(blocks_after_two_misses("0"), 2);
+	ck_assert_int_eq(blocks_after_reads("0", 0), 2);
 	/* f10 (no prefetch yet), f20, and f21 to f36 */
-	ck_assert_int_eq(blocks_after_two_misses("16"), 2 + 16);
+	ck_assert_int_eq(blocks_after_reads("16", 0), 2 + 16);
+	/* f27 is 9 before f36: nothing more */
+	ck_assert_int_eq(blocks_after_reads("16", 27), 2 + 16);
+	/* f28 is 8 before it: f37 to f44 asked, f37-f39 there */
+	ck_assert_int_eq(blocks_after_reads("16", 28), 2 + 16 + 3);
 }
 END_TEST
 

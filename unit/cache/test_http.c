@@ -48,6 +48,13 @@ START_TEST(test_http_routes_known_paths)
 	r = route("GET", "/v1/preload/17", ERR_OK);
 	ck_assert_int_eq(r.kind, WORKER_HTTP_PRELOAD_STATUS);
 	ck_assert_uint_eq(r.number, 17);
+	r = route("POST", "/v1/prefetch/coco", ERR_OK);
+	ck_assert_int_eq(r.kind, WORKER_HTTP_PREFETCH);
+	ck_assert_str_eq(r.dataset, "coco");
+	ck_assert(r.method_allowed && r.needs_token);
+	r = route("GET", "/v1/prefetch/coco", ERR_OK);
+	ck_assert(!r.method_allowed);
+	ck_assert_str_eq(r.allow, "POST");
 
 	r = route("GET", "/metrics", ERR_OK);
 	ck_assert_int_eq(r.kind, WORKER_HTTP_METRICS);
@@ -159,6 +166,7 @@ START_TEST(test_http_malformed_parts_say_what_is_wrong)
 		{ "PUT", "/v1/datasets/a..b?", "dataset name 'a..b?'" },
 		{ "GET", "/v1/preload/x1", "preload id 'x1' is not a number" },
 		{ "POST", "/v1/preload/bad name", "dataset name 'bad name'" },
+		{ "POST", "/v1/prefetch/Bad", "only lowercase letters" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -434,6 +442,81 @@ START_TEST(test_http_preload_body_lists_objects_or_means_all)
 }
 END_TEST
 
+START_TEST(test_http_prefetch_body_names_objects_with_etag_and_size)
+{
+	static const struct {
+		const char *body, *expect;
+	} bad[] = {
+		{ "", "malformed JSON" },
+		{ "[]", "must be a JSON object" },
+		{ "{}", "array of 1 to 64 objects" },
+		{ "{\"objects\":[]}", "array of 1 to 64 objects" },
+		{ "{\"objects\":[\"a\"]}", "item 0 must be an object" },
+		{ "{\"objects\":[{\"key\":\"a\",\"etag\":\"e\"}]}", "item 0 has no size" },
+		{ "{\"objects\":[{\"key\":\"a\",\"size\":1},{\"key\":\"b\",\"etag\":\"\",\"size\":1}]}",
+		  "item 0 has no etag" },
+		{ "{\"objects\":[{\"etag\":\"e\",\"size\":1}]}", "item 0 has no key" },
+		{ "{\"objects\":[{\"key\":\"a\",\"etag\":\"e\",\"size\":0}]}",
+		  "'objects[0].size' must be a whole number of bytes, 1 or more" },
+		{ "{\"objects\":[{\"key\":\"a\",\"etag\":\"e\",\"size\":\"9\"}]}",
+		  "'objects[0].size' must be a whole number" },
+		{ "{\"objects\":[{\"key\":7,\"etag\":\"e\",\"size\":1}]}",
+		  "'objects[0].key' must be a string" },
+		{ "{\"objects\":[{\"key\":\"a\",\"etag\":\"e\",\"size\":1,\"index\":2}]}",
+		  "unknown field 'objects[0].index'" },
+		{ "{\"objects\":[],\"all\":true}", "unknown field 'all'" },
+	};
+	const char *two = "{\"objects\":[{\"key\":\"train/a \\\"1\\\".jpg\",\"etag\":\"\\\"x\\\"\","
+			  "\"size\":110592},{\"size\":1,\"etag\":\"y\",\"key\":\"b\"}]}";
+	struct worker_http_hint *hints = NULL;
+	size_t n = 99;
+	struct error err;
+	char many[64 * 48 + 64];
+	size_t len;
+
+	ck_assert_int_eq(worker_http_parse_prefetch_body(two, strlen(two), &hints, &n, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(hints[0].key, "train/a \"1\".jpg");
+	ck_assert_str_eq(hints[0].etag, "\"x\"");
+	ck_assert_uint_eq(hints[0].size, 110592);
+	ck_assert_str_eq(hints[1].key, "b");
+	ck_assert_uint_eq(hints[1].size, 1);
+	free(hints);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		hints = NULL;
+		ck_assert_msg(worker_http_parse_prefetch_body(bad[i].body, strlen(bad[i].body), &hints,
+							      &n, &err) == ERR_INVALID,
+			      "'%s' accepted", bad[i].body);
+		ck_assert_ptr_null(hints);
+		ck_assert_msg(strstr(err.msg, bad[i].expect), "'%s': '%s' lacks '%s'", bad[i].body,
+			      err.msg, bad[i].expect);
+	}
+
+	/* 64 objects are taken, 65 refused */
+	for (int want = 64; want <= 65; want++) {
+		len = (size_t)snprintf(many, sizeof(many), "{\"objects\":[");
+		for (int i = 0; i < want; i++)
+			len += (size_t)snprintf(many + len, sizeof(many) - len,
+						"%s{\"key\":\"f%d\",\"etag\":\"e\",\"size\":9}",
+						i ? "," : "", i);
+		len += (size_t)snprintf(many + len, sizeof(many) - len, "]}");
+		ck_assert_uint_lt(len, sizeof(many));
+		hints = NULL;
+		ck_assert_int_eq(worker_http_parse_prefetch_body(many, len, &hints, &n, &err),
+				 want == 64 ? ERR_OK : ERR_INVALID);
+		if (want == 64) {
+			ck_assert_uint_eq(n, 64);
+			ck_assert_str_eq(hints[63].key, "f63");
+		} else {
+			ck_assert_ptr_nonnull(strstr(err.msg, "names 65 objects, at most 64"));
+		}
+		free(hints);
+	}
+}
+END_TEST
+
 START_TEST(test_http_framing_refuses_two_lengths)
 {
 	static const struct {
@@ -486,6 +569,7 @@ int main(void)
 	tcase_add_test(tc, test_http_dataset_body_full_and_minimal);
 	tcase_add_test(tc, test_http_dataset_body_refuses_naming_the_field);
 	tcase_add_test(tc, test_http_preload_body_lists_objects_or_means_all);
+	tcase_add_test(tc, test_http_prefetch_body_names_objects_with_etag_and_size);
 	tcase_add_test(tc, test_http_framing_refuses_two_lengths);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
