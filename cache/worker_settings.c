@@ -58,7 +58,7 @@ static const struct config_field worker_fields[] = {
 	{ "token_file", CONFIG_STRING, offsetof(struct worker_settings, token_file), "",
 	  "file holding the cluster token for block requests (empty: none)", 0, 0, NULL },
 	{ "threads", CONFIG_INT, offsetof(struct worker_settings, threads), "0",
-	  "read-ahead threads, which mostly wait on the store (0: four per CPU of the cgroup quota)",
+	  "read-ahead threads, which mostly wait on the store (0: 16, or four per CPU of the cgroup quota where that is more)",
 	  0, 4096, NULL },
 	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
 	  "64", "object-store block fetches in flight at once", 1, 4096, NULL },
@@ -229,7 +229,11 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
 
 int worker_settings_threads(const struct worker_settings *s)
 {
-	return s->threads > 0 ? (int)s->threads : WORKER_THREADS_PER_CPU * cpu_available();
+	int per_cpu = WORKER_THREADS_PER_CPU * cpu_available();
+
+	if (s->threads > 0)
+		return (int)s->threads;
+	return per_cpu > WORKER_THREADS_MIN ? per_cpu : WORKER_THREADS_MIN;
 }
 
 enum error_code worker_settings_worker_id(const struct worker_settings *s, const char *hostname,

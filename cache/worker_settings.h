@@ -85,13 +85,17 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
 					   char *roots[STORE_FILE_ROOTS_MAX], size_t *n,
 					   struct error *err);
 
-/* Read-ahead threads per CPU when threads is 0: they mostly wait on the
- * store, and the node's mount keeps them busy with its small files'
- * prefetch (docs/benchmarks.md, "One prefetch request per owner"). */
+/* The read-ahead pool when threads is 0: its threads mostly wait on the
+ * store, and they carry the node's mounts' small-file prefetch, up to
+ * prefetch.files (16) files in flight for each reader's directory
+ * (docs/benchmarks.md, "One prefetch request per owner"): at least
+ * WORKER_THREADS_MIN, and WORKER_THREADS_PER_CPU per CPU where that is
+ * more. */
+#define WORKER_THREADS_MIN 16
 #define WORKER_THREADS_PER_CPU 4
 
-/* The size of the worker's read-ahead pool: threads, or
- * WORKER_THREADS_PER_CPU * cpu_available() when 0. */
+/* The size of the worker's read-ahead pool: threads, or the default
+ * above when 0. */
 int worker_settings_threads(const struct worker_settings *s);
 
 /*
