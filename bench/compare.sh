@@ -509,6 +509,11 @@ umount_sys() { # SYSTEM MOUNTPOINT
   if [ "$1" = granary-cluster ]; then cluster_stop_worker; fi
   mnt_pid=
 }
+# A Granary mount's counters (its user.granary.stats), for the logs: how
+# many reads waited for the store or a worker and how many found the block.
+mount_counters() { # MOUNTPOINT
+  python3 -c "import os,sys; print(os.getxattr(sys.argv[1],'user.granary.stats').decode())" "$1"
+}
 # What the system itself says it fetched from S3 (Granary only; cross-check).
 self_s3_bytes() { # SYSTEM MOUNTPOINT
   case "$1" in
@@ -677,6 +682,7 @@ run_system() {
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
   record "$sys" small_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
   log "$sys small files cold: $line (S3 requests: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )))"
+  case "$sys" in granary*) log "$sys mount counters after the small-file cold epoch: $(mount_counters "$dir")" ;; esac
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"
   log "$sys small files warm: $line"

@@ -50,10 +50,12 @@
  * two are most likely a pass over the directory; and a read in the second
  * half of the files asked for so far asks for the next ones, so that a
  * pass over the directory keeps ahead without missing again. Counted for
- * the last directories seen (PREFETCH_DIRS slots, by inode).
+ * the last directories seen (PREFETCH_DIRS slots, by inode): enough that
+ * a shuffled epoch over a thousand class directories (ImageNet's) does
+ * not keep resetting one directory's count with another's.
  */
 #define PREFETCH_DIR_MISSES 2
-#define PREFETCH_DIRS 64
+#define PREFETCH_DIRS 4096
 /* With meta: threads that send the queued files to their owner workers,
  * SOURCE_PREFETCH_MAX in one request per owner, and the queue of inodes
  * they take from. A request returns once queued, so two are enough. */
