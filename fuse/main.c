@@ -642,10 +642,14 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.direct_write_min = BLOCK_DIRECT_MIN,
 		.direct_read = s->cache_direct_read,
 	};
-	int cpus = cpu_available();
+	int64_t cpus = cpu_available(), threads = s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus;
+	/* Enough read-ahead threads to keep a directory's prefetch.files in
+	 * flight: they wait on the store (docs/benchmarks.md). */
+	if (s->prefetch_files > threads)
+		threads = s->prefetch_files;
 	struct fetch_config fcfg = {
-		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus),
-		.threads = (unsigned)(s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus),
+		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus + s->prefetch_files),
+		.threads = (unsigned)threads,
 		.readahead_max = (unsigned)s->prefetch_blocks,
 		.coalesce_bytes = s->prefetch_coalesce_max,
 		.write_behind = (unsigned)s->cache_write_behind,
