@@ -829,8 +829,11 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 	return rc;
 }
 
-/* One POST /v1/prefetch/{dataset} of the n objects in body to the worker
- * at addr; a hint: the answer's status is all that is looked at. */
+static char json_content_type_line[] = "Content-Type: application/json";
+static struct curl_slist json_content_type = { .data = json_content_type_line };
+
+/* One POST /v1/prefetch/{dataset} of the objects in body to the worker at
+ * addr; a hint: the answer's status is all that is looked at. */
 static void prefetch_post(struct source_cluster_ctx *ctx, struct peer_thread *t,
 			  const char *addr, const char *id, const char *body, uint64_t until_ms)
 {
@@ -855,16 +858,24 @@ static void prefetch_post(struct source_cluster_ctx *ctx, struct peer_thread *t,
 	if (token_sign(ctx->token, "POST", path, "", (int64_t)time(NULL), t->auth + 15,
 		       sizeof(t->auth) - 15) != ERR_OK)
 		return;
+	/* The handle may have served block requests: none of their range,
+	 * callbacks or data (a finished request's) is this one's. */
+	t->auth_hdr.next = &json_content_type;
 	curl_easy_setopt(c, CURLOPT_URL, t->url);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_RANGE, NULL);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 1L);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, NULL);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	/* The handle's next request is a GET again. */
+	/* The handle's next request is a block request (a GET) again. */
+	t->auth_hdr.next = NULL;
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
 	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	if (cc != CURLE_OK || status != 204)
 		log_debug("prefetch hint not taken", LOG_S("worker", id), LOG_S("address", addr),
 			  LOG_I("status", status), LOG_S("error", cc != CURLE_OK ? curl_easy_strerror(cc) : ""));
