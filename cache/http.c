@@ -100,6 +100,23 @@ static void route_set(struct worker_http_route *r, enum worker_http_route_kind k
 			r->method_allowed = true;
 }
 
+/* The dataset name that is path's third segment, checked, into out. */
+static enum error_code route_dataset(const char *path, struct worker_http_route *out,
+				     struct error *err)
+{
+	char name[BLOCK_DATASET_MAX + 2];
+	enum error_code rc;
+
+	if (segment(path, 2, name, sizeof(name)) < 0)
+		return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
+				 path, BLOCK_DATASET_MAX);
+	rc = block_dataset_name_check(name, err);
+	if (rc != ERR_OK)
+		return rc;
+	snprintf(out->dataset, sizeof(out->dataset), "%s", name);
+	return ERR_OK;
+}
+
 enum error_code worker_http_route_parse(const char *method, const char *path,
 					struct worker_http_route *out, struct error *err)
 {
@@ -130,24 +147,13 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 	}
 	if (strcmp(s1, "datasets") == 0 && nseg == 3) {
 		route_set(out, WORKER_HTTP_DATASET, method, "GET, PUT, DELETE", true);
-		if (segment(path, 2, s2, sizeof(s2)) < 0)
-			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
-					 path, BLOCK_DATASET_MAX);
-		rc = block_dataset_name_check(s2, err);
-		if (rc != ERR_OK)
-			return rc;
-		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
-		return ERR_OK;
+		return route_dataset(path, out, err);
 	}
 	if (strcmp(s1, "blocks") == 0 && (nseg == 3 || nseg == 4)) {
 		route_set(out, WORKER_HTTP_BLOCK, method, "GET", true);
-		if (segment(path, 2, s2, sizeof(s2)) < 0)
-			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
-					 path, BLOCK_DATASET_MAX);
-		rc = block_dataset_name_check(s2, err);
+		rc = route_dataset(path, out, err);
 		if (rc != ERR_OK)
 			return rc;
-		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
 		if (nseg == 3)
 			return error_set(err, ERR_INVALID,
 					 "missing block index: expected /v1/blocks/{dataset}/{index}");
@@ -176,14 +182,7 @@ enum error_code worker_http_route_parse(const char *method, const char *path,
 	}
 	if (strcmp(s1, "prefetch") == 0 && nseg == 3) {
 		route_set(out, WORKER_HTTP_PREFETCH, method, "POST", true);
-		if (segment(path, 2, s2, sizeof(s2)) < 0)
-			return error_set(err, ERR_INVALID, "dataset name in '%.200s' is longer than %d characters",
-					 path, BLOCK_DATASET_MAX);
-		rc = block_dataset_name_check(s2, err);
-		if (rc != ERR_OK)
-			return rc;
-		snprintf(out->dataset, sizeof(out->dataset), "%s", s2);
-		return ERR_OK;
+		return route_dataset(path, out, err);
 	}
 unknown:
 	return error_set(err, ERR_NOT_FOUND, "no such route '%.200s'", path);
