@@ -58,12 +58,14 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 	return ERR_OK;
 }
 
-/* Calls a source's small_read hook (NULL: none) for blk when it is the
- * whole of a one-block object (a small file). */
+/* Calls a source's small_read hook (NULL: none) for a read at off of blk
+ * when it is the whole of a one-block object (a small file): for every
+ * miss, and for a hit only at the file's start, so that a file read in
+ * several pieces calls it once. */
 static void small_read(void (*hook)(void *, const struct reader_object *, bool), void *arg,
-		       const struct reader_block *blk, bool missed)
+		       const struct reader_block *blk, uint64_t off, bool missed)
 {
-	if (hook && blk->index == 0 && blk->obj->size <= blk->block_size)
+	if (hook && blk->index == 0 && blk->obj->size <= blk->block_size && (missed || off == 0))
 		hook(arg, blk->obj, missed);
 }
 
@@ -119,7 +121,7 @@ static enum error_code cache_read(void *arg, struct reader_block *blk,
 		/* One-block objects (small files) give no read-ahead of their
 		 * own. */
 		if (rc == ERR_OK)
-			small_read(ctx->small_read, ctx->small_read_arg, blk, !res.hit);
+			small_read(ctx->small_read, ctx->small_read_arg, blk, off, !res.hit);
 		if (!lent)
 			fetch_result_release(ctx->fetcher, &res);
 		if (rc == ERR_OK) {
@@ -275,7 +277,7 @@ static enum error_code local_read(void *arg, struct reader_block *blk, uint64_t 
 	(void)readahead;
 	rc = local_read_block(ctx, blk, off, len, dst, got, err);
 	if (rc == ERR_OK)
-		small_read(ctx->small_read, ctx->small_read_arg, blk, false);
+		small_read(ctx->small_read, ctx->small_read_arg, blk, off, false);
 	return rc;
 }
 
@@ -796,7 +798,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			rc = local_read_block(ctx, blk, off, len, dst, got, err);
 			if (rc == ERR_OK) {
 				/* a worker served it: the directory did not hold it */
-				small_read(ctx->small_read, ctx->small_read_arg, blk, true);
+				small_read(ctx->small_read, ctx->small_read_arg, blk, off, true);
 				return ERR_OK;
 			}
 			cache_id = NULL;
@@ -824,7 +826,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (body.dst != dst)
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
-		small_read(ctx->small_read, ctx->small_read_arg, blk, true);
+		small_read(ctx->small_read, ctx->small_read_arg, blk, off, true);
 	}
 	return rc;
 }

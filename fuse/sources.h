@@ -45,7 +45,8 @@ struct source_cache_ctx {
 	bool verify;                 /* check bytes against the block checksums */
 	/* Called after a read of a one-block object (a small file), missed
 	 * true when it waited for the store (granary-fuse standalone: the
-	 * prefetch of its neighbours); NULL: none. */
+	 * prefetch of its neighbours); for a hit, only for the read at the
+	 * file's start. NULL: none. */
 	void (*small_read)(void *arg, const struct reader_object *obj, bool missed);
 	void *small_read_arg;
 };
@@ -90,7 +91,8 @@ struct source_cluster_ctx {
 	_Atomic bool cache_id_set;
 	/* Called after a read of a one-block object (a small file), missed
 	 * true when a worker served it because the node's cache directory did
-	 * not hold it (the mount's prefetch of its neighbours); NULL: none. */
+	 * not hold it (the mount's prefetch of its neighbours); for a hit,
+	 * only for the read at the file's start. NULL: none. */
 	void (*small_read)(void *arg, const struct reader_object *obj, bool missed);
 	void *small_read_arg;
 };
