@@ -21,6 +21,7 @@
 #define RETRY_FIRST_MS 5000
 #define RETRY_MAX_MS 300000
 #define IN_USE_RETRY_MS 10000
+#define TERMINATING_RETRY_MS 1000
 #define KEYS_MAX 4096
 #define KEY_LEN (63 + 1 + 253 + 1)
 #define REPORT_EVERY_MS 10000
@@ -445,6 +446,25 @@ static enum error_code delete_path(struct datasets *d, const char *path, struct 
 	return code == 200 || code == 202 || code == 404 ? ERR_OK : ERR_UNAVAILABLE;
 }
 
+/* *there: the object at path still exists (a deleted one waits there for
+ * its finalizers: a claim for the pods that mount it, a volume for its
+ * claim). */
+static enum error_code exists_path(struct datasets *d, const char *path, bool *there,
+				   struct error *err)
+{
+	json_t *reply = NULL;
+	long code;
+
+	if (kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &reply, err) != ERR_OK)
+		return err->code;
+	if (code != 200 && code != 404)
+		error_set(err, ERR_UNAVAILABLE, "GET %s: HTTP %ld: %s", path, code,
+			  kubeapi_message(reply));
+	json_decref(reply);
+	*there = code == 200;
+	return code == 200 || code == 404 ? ERR_OK : ERR_UNAVAILABLE;
+}
+
 /* ---- jobs ---------------------------------------------------------------- */
 
 static const char *reason_of(enum error_code code)
@@ -572,9 +592,10 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 static void job_delete(struct datasets *d, const struct dsobject *o, const char *dataset,
 		       const char *key)
 {
-	char users[1024], path[4200], msg[1200];
+	char users[1024], path[4200], pv_path[400], pv[300], msg[1200];
 	struct error err;
 	enum error_code rc;
+	bool claim_there = false, pv_there = false;
 
 	/* A mirror goes when its volume does: the claim is already gone. */
 	if (dsobject_is_mirror(o, d->mirror_ns))
@@ -594,11 +615,28 @@ static void job_delete(struct datasets *d, const struct dsobject *o, const char 
 	if (rc == ERR_OK && !dsobject_is_mirror(o, d->mirror_ns)) {
 		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s", o->ns,
 			 o->name);
+		snprintf(pv, sizeof(pv), "granary-%s", dataset);
+		snprintf(pv_path, sizeof(pv_path), "/api/v1/persistentvolumes/%s", pv);
 		rc = delete_path(d, path, &err);
-		if (rc == ERR_OK) {
-			snprintf(path, sizeof(path), "/api/v1/persistentvolumes/granary-%s", dataset);
-			rc = delete_path(d, path, &err);
-		}
+		if (rc == ERR_OK)
+			rc = delete_path(d, pv_path, &err);
+		if (rc == ERR_OK)
+			rc = exists_path(d, path, &claim_there, &err);
+		if (rc == ERR_OK)
+			rc = exists_path(d, pv_path, &pv_there, &err);
+	}
+	if (rc == ERR_OK && (claim_there || pv_there)) {
+		/* The registration outlives the claim: a pod that took the claim
+		 * after the look at its users keeps a working mount, and the
+		 * Dataset goes only once its claim and volume have. */
+		snprintf(msg, sizeof(msg), "deletion waits: %s %s is terminating",
+			 claim_there ? "PersistentVolumeClaim" : "PersistentVolume",
+			 claim_there ? o->name : pv);
+		patch_status(d, o, json_pack("{s:s, s:s}", "reason", "Terminating", "message", msg));
+		pthread_mutex_lock(&d->mu);
+		again(d, key, TERMINATING_RETRY_MS, false);
+		pthread_mutex_unlock(&d->mu);
+		return;
 	}
 	if (rc == ERR_OK) {
 		rc = registry_delete(d->cfg.registry, dataset, &err);
