@@ -70,6 +70,10 @@ enum error_code block_url_origin(const char *addr, bool tls, const char *server_
 /* The status of a block answer that says "in your cache directory". */
 #define BLOCK_URL_IN_CACHE_DIR 204
 
+/* Whether the worker held the block it answered with ("hit") or fetched it
+ * for the request ("miss"). */
+#define BLOCK_CACHE_HEADER "X-Granary-Cache"
+
 /*
  * The checksums of a block answer, so that the client checks what crossed
  * the network: the chunk size, then the CRC32C of every chunk that holds

@@ -1401,7 +1401,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 		if (!resp)
 			return MHD_NO;
-		MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
+		MHD_add_response_header(resp, BLOCK_CACHE_HEADER, rq->res.hit ? "hit" : "miss");
 		atomic_fetch_add(&h->served_in_dir, 1);
 		return queue(conn, BLOCK_URL_IN_CACHE_DIR, resp);
 	}
@@ -1435,7 +1435,7 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 	rq->sending_off = off;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-	MHD_add_response_header(resp, "X-Granary-Cache", rq->res.hit ? "hit" : "miss");
+	MHD_add_response_header(resp, BLOCK_CACHE_HEADER, rq->res.hit ? "hit" : "miss");
 	if (len > 0) {
 		block_crc_header_format(&sums, off, len, crcs);
 		MHD_add_response_header(resp, BLOCK_CRC_HEADER, crcs);

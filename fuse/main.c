@@ -44,15 +44,24 @@
  * Small-file prefetch (prefetch.files). A small file is one block, so
  * reading it gives the fetcher nothing to read ahead, and a shuffled
  * epoch over a directory of them waits for one GET per file at the
- * readers' concurrency. So a miss of one makes the next files of its
- * directory (listing order: consecutive inodes) read ahead, once
- * PREFETCH_DIR_MISSES of that directory missed: one miss may be a lookup,
- * two are most likely a pass over the directory; and a read in the second
- * half of the files asked for so far asks for the next ones, so that a
- * pass over the directory keeps ahead without missing again. Counted for
- * the last directories seen (PREFETCH_DIRS slots, by inode): enough that
- * a shuffled epoch over a thousand class directories (ImageNet's) does
- * not keep resetting one directory's count with another's.
+ * readers' concurrency. So once PREFETCH_DIR_MISSES files of a directory
+ * missed (one miss may be a lookup, two are most likely a pass over the
+ * directory), each miss asks for the next prefetch.files files of it in
+ * listing order (consecutive inodes) that no miss asked for yet: the
+ * first from the file after the miss, the later ones from where the last
+ * stopped, going round to the directory's first file and ending the lap
+ * where the first began. A shuffled pass thus pays one miss for
+ * prefetch.files files it has not read yet, however far into the
+ * directory the miss lies, rather than for the files right after the
+ * miss, many of them asked or read already; a scan in order asks what it
+ * would have asked anyway. A read in the second half of the files asked
+ * for so far (before the lap went round) asks for the next ones too, so
+ * that a scan keeps ahead without missing again. A miss after the lap
+ * (a file evicted since, a later epoch) starts a new one from itself.
+ * Counted for the last directories seen (PREFETCH_DIRS slots, by inode):
+ * enough that a shuffled epoch over a thousand class directories
+ * (ImageNet's) does not keep resetting one directory's count with
+ * another's.
  */
 #define PREFETCH_DIR_MISSES 2
 #define PREFETCH_DIRS 4096
@@ -66,7 +75,9 @@
 struct dir_misses {
 	uint64_t dir;
 	uint64_t misses;
-	uint64_t asked_to; /* the last inode asked for */
+	uint64_t asked_to; /* the last inode asked for in this lap; 0: no lap */
+	uint64_t lap_from; /* the first inode the lap asked for */
+	bool wrapped;      /* the lap went round to the directory's first file */
 };
 
 struct mount {
@@ -406,44 +417,78 @@ static void *warm_thread(void *arg)
 	}
 }
 
-/* The sources' small_read: the prefetch of the files after obj (the
- * fetcher's read-ahead standalone, the warm threads with meta). */
+/*
+ * The next inodes of slot's lap (prefetch_next_files) into inos, at most
+ * n, in the directory first..last; ends the lap where it began. Called
+ * with prefetch_mu.
+ */
+static size_t lap_next(struct dir_misses *slot, uint64_t first, uint64_t last, uint64_t *inos,
+		       size_t n)
+{
+	uint64_t ino = slot->asked_to + 1;
+	size_t k = 0;
+
+	while (k < n) {
+		if (ino > last) {
+			if (slot->wrapped)
+				break;
+			slot->wrapped = true;
+			ino = first;
+		}
+		if (slot->wrapped && ino >= slot->lap_from)
+			break;
+		inos[k++] = ino;
+		slot->asked_to = ino++;
+	}
+	if (k < n)
+		slot->asked_to = 0; /* round: the next miss starts a lap */
+	return k;
+}
+
+/* The sources' small_read: the prefetch of obj's directory (the fetcher's
+ * read-ahead standalone, the warm threads with meta). */
 static void prefetch_next_files(void *arg, const struct reader_object *obj, bool missed)
 {
 	struct mount *m = arg;
 	struct snapshot_entry_info self, e;
 	struct dir_misses *slot;
-	uint64_t from = 0, to = obj->ino + m->prefetch_files, inos[PREFETCH_FILES_MAX];
+	uint64_t first, count, last, asked[PREFETCH_FILES_MAX];
 	char key[BLOCK_KEY_MAX + 1];
-	size_t n = 0;
+	size_t nasked = 0, n = 0;
 
-	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
+	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK ||
+	    snapshot_children(m->files, self.parent, &first, &count) != ERR_OK || count == 0)
 		return;
+	last = first + count - 1;
 	pthread_mutex_lock(&m->prefetch_mu);
 	slot = &m->dirs[self.parent % PREFETCH_DIRS];
 	if (slot->dir != self.parent && missed)
 		*slot = (struct dir_misses){ .dir = self.parent };
-	if (slot->dir == self.parent) {
-		if (missed)
-			slot->misses++;
-		if (slot->misses < PREFETCH_DIR_MISSES)
-			from = 0;
-		else if (missed)
-			from = obj->ino + 1; /* asked again: queued or held costs nothing */
-		else if (slot->asked_to > obj->ino &&
-			 slot->asked_to - obj->ino <= m->prefetch_files / 2)
-			from = slot->asked_to + 1;
-		if (from && to > slot->asked_to)
-			slot->asked_to = to;
+	if (slot->dir == self.parent && missed && ++slot->misses >= PREFETCH_DIR_MISSES) {
+		/* A lap that ended with the last miss's files: a new one. */
+		for (int i = 0; i < 2 && nasked == 0; i++) {
+			if (!slot->asked_to) {
+				slot->lap_from = obj->ino < last ? obj->ino + 1 : first;
+				slot->asked_to = slot->lap_from - 1;
+				slot->wrapped = false;
+			}
+			nasked = lap_next(slot, first, last, asked, m->prefetch_files);
+		}
+	} else if (slot->dir == self.parent && !missed && slot->asked_to && !slot->wrapped &&
+		   slot->asked_to > obj->ino && slot->asked_to - obj->ino <= m->prefetch_files / 2) {
+		uint64_t to = obj->ino + m->prefetch_files;
+
+		while (slot->asked_to < to && slot->asked_to < last)
+			asked[nasked++] = ++slot->asked_to;
 	}
 	pthread_mutex_unlock(&m->prefetch_mu);
-	for (uint64_t ino = from; from && ino <= to; ino++) {
-		if (snapshot_stat(m->files, ino, &e) != ERR_OK || e.parent != self.parent)
-			break;
+	for (size_t i = 0; i < nasked; i++) {
+		if (snapshot_stat(m->files, asked[i], &e) != ERR_OK)
+			continue;
 		if (e.is_dir || e.size == 0 || e.size > m->block_size || !*e.etag)
 			continue;
 		if (!m->fetcher) {
-			inos[n++] = e.ino;
+			asked[n++] = e.ino; /* n <= i: the warm threads' list, in place */
 			continue;
 		}
 		if (snapshot_object_key(m->files, e.ino, key, sizeof(key)) != ERR_OK ||
@@ -453,7 +498,7 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj, bool
 			       0);
 	}
 	if (n)
-		warm_push(m, inos, n);
+		warm_push(m, asked, n);
 }
 
 /*

@@ -381,6 +381,7 @@ struct peer_body {
 	bool crc_seen;
 	bool answered;  /* a header line came: the worker is answering */
 	bool in_dir;    /* BLOCK_URL_IN_CACHE_DIR: no bytes, read the block file */
+	bool hit;       /* BLOCK_CACHE_HEADER: hit, the worker held the block */
 };
 
 static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -397,11 +398,18 @@ static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
 
 static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
 {
-	static const char name[] = BLOCK_CRC_HEADER ":";
+	static const char name[] = BLOCK_CRC_HEADER ":", cache[] = BLOCK_CACHE_HEADER ":";
 	struct peer_body *b = arg;
 	size_t n = size * nmemb, k = sizeof(name) - 1;
 
 	b->answered = true;
+	if (n > sizeof(cache) - 1 && strncasecmp(line, cache, sizeof(cache) - 1) == 0) {
+		k = sizeof(cache) - 1;
+		while (k < n && (line[k] == ' ' || line[k] == '\t'))
+			k++;
+		b->hit = n - k >= 3 && strncasecmp(line + k, "hit", 3) == 0;
+		return size * nmemb;
+	}
 	if (n > k && strncasecmp(line, name, k) == 0) {
 		while (k < n && (line[k] == ' ' || line[k] == '\t'))
 			k++;
@@ -683,6 +691,7 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	body->crc_seen = false;
 	body->answered = false;
 	body->in_dir = false;
+	body->hit = false;
 	curl_easy_setopt(c, CURLOPT_URL, t->url);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ctx->connect_timeout_ms);
@@ -797,8 +806,9 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 			 * this same round: the one extra request. */
 			rc = local_read_block(ctx, blk, off, len, dst, got, err);
 			if (rc == ERR_OK) {
-				/* a worker served it: the directory did not hold it */
-				small_read(ctx->small_read, ctx->small_read_arg, blk, off, true);
+				/* missed unless the worker held it (prefetched) */
+				small_read(ctx->small_read, ctx->small_read_arg, blk, off,
+					   !body.hit);
 				return ERR_OK;
 			}
 			cache_id = NULL;
@@ -826,7 +836,7 @@ static enum error_code peer_read(void *arg, struct reader_block *blk, uint64_t o
 		if (body.dst != dst)
 			memcpy(dst, body.dst + (off - a0), len);
 		*got = len;
-		small_read(ctx->small_read, ctx->small_read_arg, blk, off, true);
+		small_read(ctx->small_read, ctx->small_read_arg, blk, off, !body.hit);
 	}
 	return rc;
 }

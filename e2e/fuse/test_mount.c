@@ -514,22 +514,42 @@ static void read_flat(const struct mnt *m, int f)
 	compare_file(a, b);
 }
 
-/* Mounts src with prefetch.files set to prefetch, on a cache directory of
- * its own; reads flat/f10 then flat/f20 (two misses in one directory),
- * lets the cache settle, then reads f21 to f<upto> (none below 21) and
- * returns how many blocks the cache holds once it has settled again. */
-static long blocks_after_reads(const char *prefetch, int upto)
+/* Forty small files, flat/f00 to flat/f39, in src. */
+static void write_flat(void)
 {
-	char source[300], cache[300];
+	for (int i = 0; i < 40; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "flat/f%02d.bin", i);
+		write_file(name, 1000 + (size_t)i, 100 + (unsigned)i);
+	}
+}
+
+/* Mounts src with prefetch.files set to prefetch, on a cache directory of
+ * its own, made in cache (300 bytes). */
+static void prefetch_mount(struct mnt *m, const char *prefetch, char *cache)
+{
+	char source[300];
 	const char *flags[] = { "--source", source, "--cache.block_size", "64KiB", "--cache.dir", cache,
 				"--prefetch.files", prefetch, NULL };
+
+	snprintf(source, sizeof(source), "file://%s", src);
+	harness_tmpdir(cache, 300, "/tmp/granary-cache-XXXXXX");
+	snprintf(log_path, sizeof(log_path), "%s.prefetch.log", src);
+	ck_assert_int_eq(start_mount(m, flags, log_path), 0);
+}
+
+/* Mounts as prefetch_mount; reads flat/f10 then flat/f20 (two misses in
+ * one directory), lets the cache settle, then reads f21 to f<upto> (none
+ * below 21) and returns how many blocks the cache holds once it has
+ * settled again. */
+static long blocks_after_reads(const char *prefetch, int upto)
+{
+	char cache[300];
 	struct mnt m;
 	long n;
 
-	snprintf(source, sizeof(source), "file://%s", src);
-	harness_tmpdir(cache, sizeof(cache), "/tmp/granary-cache-XXXXXX");
-	snprintf(log_path, sizeof(log_path), "%s.prefetch.log", src);
-	ck_assert_int_eq(start_mount(&m, flags, log_path), 0);
+	prefetch_mount(&m, prefetch, cache);
 	read_flat(&m, 10);
 	read_flat(&m, 20);
 	n = settled_blocks(cache);
@@ -549,12 +569,7 @@ static long blocks_after_reads(const char *prefetch, int upto)
  * prefetch.files of the last one asked for. */
 START_TEST(test_mount_small_file_misses_prefetch_the_next_files_of_their_directory)
 {
-	for (int i = 0; i < 40; i++) {
-		char name[32];
-
-		snprintf(name, sizeof(name), "flat/f%02d.bin", i);
-		write_file(name, 1000 + (size_t)i, 100 + (unsigned)i);
-	}
+	write_flat();
 	ck_assert_int_eq(blocks_after_reads("0", 0), 2);
 	/* f10 (no prefetch yet), f20, and f21 to f36 */
 	ck_assert_int_eq(blocks_after_reads("16", 0), 2 + 16);
@@ -562,6 +577,33 @@ START_TEST(test_mount_small_file_misses_prefetch_the_next_files_of_their_directo
 	ck_assert_int_eq(blocks_after_reads("16", 27), 2 + 16);
 	/* f28 is 8 before it: f37 to f44 asked, f37-f39 there */
 	ck_assert_int_eq(blocks_after_reads("16", 28), 2 + 16 + 3);
+}
+END_TEST
+
+/* Later misses of the directory ask for the files no miss asked for yet:
+ * from where the last ask stopped, round to the directory's first file,
+ * and no further than where the first ask began. */
+START_TEST(test_mount_small_file_misses_go_round_their_directory_once)
+{
+	char cache[300];
+	struct mnt m;
+
+	write_flat();
+	prefetch_mount(&m, "16", cache);
+	read_flat(&m, 10);
+	read_flat(&m, 20);
+	/* f10, f20, and f21 to f36 */
+	ck_assert_int_eq(settled_blocks(cache), 2 + 16);
+	/* f05 asks f37-f39 and, round, f00-f12: 14 not held */
+	read_flat(&m, 5);
+	ck_assert_int_eq(settled_blocks(cache), 2 + 16 + 1 + 14);
+	/* f15 asks f13-f20, where the lap began: every file held */
+	read_flat(&m, 15);
+	ck_assert_int_eq(settled_blocks(cache), 40);
+	for (int f = 0; f < 40; f++)
+		read_flat(&m, f);
+	stop_mount(&m);
+	ck_assert_int_eq(harness_rm_rf(cache), 0);
 }
 END_TEST
 
@@ -828,6 +870,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_stalled_store_fails_reads_with_eio_within_the_deadline);
 	tcase_add_test(tc, test_mount_block_files_leave_the_page_cache_once_read);
 	tcase_add_test(tc, test_mount_small_file_misses_prefetch_the_next_files_of_their_directory);
+	tcase_add_test(tc, test_mount_small_file_misses_go_round_their_directory_once);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
 	suite_add_tcase(s, tc);
