@@ -74,6 +74,7 @@
 
 struct dir_misses {
 	uint64_t dir;
+	uint64_t first, last; /* the directory's files (consecutive inodes) */
 	uint64_t misses;
 	uint64_t asked_to; /* the last inode asked for in this lap; 0: no lap */
 	uint64_t lap_from; /* the first inode the lap asked for */
@@ -419,21 +420,19 @@ static void *warm_thread(void *arg)
 
 /*
  * The next inodes of slot's lap (prefetch_next_files) into inos, at most
- * n, in the directory first..last; ends the lap where it began. Called
- * with prefetch_mu.
+ * n; ends the lap where it began. Called with prefetch_mu.
  */
-static size_t lap_next(struct dir_misses *slot, uint64_t first, uint64_t last, uint64_t *inos,
-		       size_t n)
+static size_t lap_next(struct dir_misses *slot, uint64_t *inos, size_t n)
 {
 	uint64_t ino = slot->asked_to + 1;
 	size_t k = 0;
 
 	while (k < n) {
-		if (ino > last) {
+		if (ino > slot->last) {
 			if (slot->wrapped)
 				break;
 			slot->wrapped = true;
-			ino = first;
+			ino = slot->first;
 		}
 		if (slot->wrapped && ino >= slot->lap_from)
 			break;
@@ -452,33 +451,35 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj, bool
 	struct mount *m = arg;
 	struct snapshot_entry_info self, e;
 	struct dir_misses *slot;
-	uint64_t first, count, last, asked[PREFETCH_FILES_MAX];
+	uint64_t first, count, asked[PREFETCH_FILES_MAX];
 	char key[BLOCK_KEY_MAX + 1];
 	size_t nasked = 0, n = 0;
 
-	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK ||
-	    snapshot_children(m->files, self.parent, &first, &count) != ERR_OK || count == 0)
+	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
 		return;
-	last = first + count - 1;
 	pthread_mutex_lock(&m->prefetch_mu);
 	slot = &m->dirs[self.parent % PREFETCH_DIRS];
-	if (slot->dir != self.parent && missed)
-		*slot = (struct dir_misses){ .dir = self.parent };
+	/* A miss takes the slot: the directory's files are looked up once
+	 * per slot, not on every hit. */
+	if (slot->dir != self.parent && missed &&
+	    snapshot_children(m->files, self.parent, &first, &count) == ERR_OK && count > 0)
+		*slot = (struct dir_misses){ .dir = self.parent, .first = first,
+					     .last = first + count - 1 };
 	if (slot->dir == self.parent && missed && ++slot->misses >= PREFETCH_DIR_MISSES) {
 		/* A lap that ended with the last miss's files: a new one. */
 		for (int i = 0; i < 2 && nasked == 0; i++) {
 			if (!slot->asked_to) {
-				slot->lap_from = obj->ino < last ? obj->ino + 1 : first;
+				slot->lap_from = obj->ino < slot->last ? obj->ino + 1 : slot->first;
 				slot->asked_to = slot->lap_from - 1;
 				slot->wrapped = false;
 			}
-			nasked = lap_next(slot, first, last, asked, m->prefetch_files);
+			nasked = lap_next(slot, asked, m->prefetch_files);
 		}
 	} else if (slot->dir == self.parent && !missed && slot->asked_to && !slot->wrapped &&
 		   slot->asked_to > obj->ino && slot->asked_to - obj->ino <= m->prefetch_files / 2) {
 		uint64_t to = obj->ino + m->prefetch_files;
 
-		while (slot->asked_to < to && slot->asked_to < last)
+		while (slot->asked_to < to && slot->asked_to < slot->last)
 			asked[nasked++] = ++slot->asked_to;
 	}
 	pthread_mutex_unlock(&m->prefetch_mu);

@@ -396,30 +396,36 @@ static size_t peer_write(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* The value of header line (n bytes) when it is name's ("Name:"), its
+ * surrounding blanks and line end cut; NULL for another header. */
+static const char *header_value(const char *line, size_t n, const char *name, size_t *len)
+{
+	size_t k = strlen(name);
+
+	if (n <= k || strncasecmp(line, name, k) != 0)
+		return NULL;
+	while (k < n && (line[k] == ' ' || line[k] == '\t'))
+		k++;
+	while (n > k && (line[n - 1] == '\r' || line[n - 1] == '\n' || line[n - 1] == ' '))
+		n--;
+	*len = n - k;
+	return line + k;
+}
+
 static size_t peer_header(char *line, size_t size, size_t nmemb, void *arg)
 {
-	static const char name[] = BLOCK_CRC_HEADER ":", cache[] = BLOCK_CACHE_HEADER ":";
 	struct peer_body *b = arg;
-	size_t n = size * nmemb, k = sizeof(name) - 1;
+	const char *v;
+	size_t len;
 
 	b->answered = true;
-	if (n > sizeof(cache) - 1 && strncasecmp(line, cache, sizeof(cache) - 1) == 0) {
-		k = sizeof(cache) - 1;
-		while (k < n && (line[k] == ' ' || line[k] == '\t'))
-			k++;
-		b->hit = n - k >= 3 && strncasecmp(line + k, "hit", 3) == 0;
-		return size * nmemb;
-	}
-	if (n > k && strncasecmp(line, name, k) == 0) {
-		while (k < n && (line[k] == ' ' || line[k] == '\t'))
-			k++;
-		while (n > k && (line[n - 1] == '\r' || line[n - 1] == '\n' || line[n - 1] == ' '))
-			n--;
-		if (n - k < sizeof(b->crc)) {
-			memcpy(b->crc, line + k, n - k);
-			b->crc[n - k] = '\0';
-			b->crc_seen = true;
-		}
+	if ((v = header_value(line, size * nmemb, BLOCK_CACHE_HEADER ":", &len)) != NULL) {
+		b->hit = len >= 3 && strncasecmp(v, "hit", 3) == 0;
+	} else if ((v = header_value(line, size * nmemb, BLOCK_CRC_HEADER ":", &len)) != NULL &&
+		   len < sizeof(b->crc)) {
+		memcpy(b->crc, v, len);
+		b->crc[len] = '\0';
+		b->crc_seen = true;
 	}
 	return size * nmemb;
 }

@@ -90,9 +90,9 @@ struct source_cluster_ctx {
 	char cache_id[BLOCK_DIR_ID_LEN + 1];
 	_Atomic bool cache_id_set;
 	/* Called after a read of a one-block object (a small file), missed
-	 * true when a worker served it because the node's cache directory did
-	 * not hold it (the mount's prefetch of its neighbours); for a hit,
-	 * only for the read at the file's start. NULL: none. */
+	 * true when a worker served it and had not held it either (its
+	 * X-Granary-Cache: miss; the mount's prefetch of its neighbours); for
+	 * a hit, only for the read at the file's start. NULL: none. */
 	void (*small_read)(void *arg, const struct reader_object *obj, bool missed);
 	void *small_read_arg;
 };
