@@ -227,13 +227,15 @@ enum error_code blockstore_write_begin(struct blockstore *bs,
 
 /*
  * blockstore_write_begin for a writer that expects expect_len bytes (the
- * block's length from its object's size) but takes up to max_len, as
- * much room being reserved: with direct_write the writer's buffer is of
- * the expected length (grown should more come), and a block expected
- * under direct_write_min is written through the page cache in one piece
- * at commit. A small file's block, begun with a whole block's room
- * because its object's size is not trusted, then allocates and faults in
- * no buffer of a whole block.
+ * block's length from its object's size) but takes up to max_len. Room is
+ * reserved for the expected length, and for max_len only once more bytes
+ * come (admitted as a new block would be; refused, the append fails with
+ * ERR_NO_SPACE and the bytes so far can be read back): a small file's
+ * block in flight holds its own size of the capacity, not a whole
+ * block's, and makes no eviction for room it will not use. With
+ * direct_write the writer's buffer is of the expected length too (grown
+ * likewise), and a block expected under direct_write_min is written
+ * through the page cache in one piece at commit.
  */
 enum error_code blockstore_write_begin_expect(struct blockstore *bs,
 					      const struct block_key *key,

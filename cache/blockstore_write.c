@@ -44,6 +44,9 @@ struct blockstore_writer {
 	bool direct;
 	bool failed;     /* an append failed: commit must not publish */
 	uint64_t max_len, written, reserved;
+	/* data bytes the reservation covers: the expected length, or
+	 * max_len once more came (reserve_rest) */
+	uint64_t reserved_len;
 	uint64_t flushing; /* data bytes whose writeback has been started */
 	uint32_t chunk_size;
 	uint32_t crc;    /* CRC32C state of the chunk being written */
@@ -128,7 +131,8 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 	struct entry *e = NULL;
 	char hex[BLOCK_HASH_HEX];
 	const char *why = NULL;
-	uint64_t need = disk_size(max_len);
+	const uint64_t reserve_len = expect_len < max_len ? expect_len : max_len;
+	uint64_t need = disk_size(reserve_len);
 	bool indexed = false;
 	bool free_it = false;
 	int saved = 0;
@@ -195,6 +199,7 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 	}
 	bs->reserved += need;
 	w->reserved = need;
+	w->reserved_len = reserve_len;
 	bs->st.admitted++;
 	pthread_mutex_unlock(&bs->mu);
 
@@ -204,7 +209,7 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 		/* NULL: no memory, this block goes buffered. A store sends a
 		 * small file in pieces (16 KiB over chunked encoding): kept
 		 * here, they make one write at commit instead of one each. */
-		w->room = expect_len < max_len ? expect_len : max_len;
+		w->room = reserve_len;
 		w->buf = bytes_get(bs, w->room);
 		w->direct = w->buf && max_len >= bs->direct_write_min &&
 			    expect_len >= bs->direct_write_min;
@@ -279,6 +284,48 @@ static enum error_code write_failed(struct blockstore_writer *w, int saved, stru
 	return error_set(err, saved == ENOSPC || saved == EDQUOT ? ERR_NO_SPACE : ERR_IO,
 			 "cache block '%s': write '%s/tmp/%s': %s", hex, w->bs->dir, w->tmp_name,
 			 strerror(saved));
+}
+
+/*
+ * More bytes came than the writer expected (its object's size was not
+ * what the caller was told): its reservation grows to max_len's room,
+ * making room as a new block's would. Refused, the writer fails with
+ * ERR_NO_SPACE and its bytes so far can still be read back (the fetcher
+ * serves them from memory).
+ */
+static enum error_code reserve_rest(struct blockstore_writer *w, struct error *err)
+{
+	struct blockstore *bs = w->bs;
+	const uint64_t more = disk_size(w->max_len) - w->reserved;
+	struct entry *victims = NULL;
+	const char *why = "larger than the whole cache";
+	char hex[BLOCK_HASH_HEX];
+	enum error_code rc = ERR_NO_SPACE;
+
+	pthread_mutex_lock(&bs->mu);
+	if (disk_size(w->max_len) <= bs->capacity) {
+		rc = ERR_OK;
+		if (bs->capacity - bs->used - bs->reserved < more)
+			rc = blockstore_make_room_locked(bs, w->e, more, &victims, &why);
+	}
+	if (rc == ERR_OK) {
+		bs->reserved += more;
+		w->reserved += more;
+		w->reserved_len = w->max_len;
+	} else {
+		bs->st.rejected++;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	if (victims)
+		blockstore_remove_dying(bs, victims);
+	if (rc == ERR_OK)
+		return ERR_OK;
+	w->failed = true;
+	block_hash_hex(w->e->hash, hex);
+	return error_set(err, rc,
+			 "cache block '%s' in '%s': more than its expected %llu bytes came, and no room for up to %llu: %s",
+			 hex, bs->dir, (unsigned long long)w->reserved_len,
+			 (unsigned long long)w->max_len, why);
 }
 
 /* More bytes came than the writer expected: its buffer becomes one of
@@ -385,6 +432,8 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
 				 (unsigned long long)len, (unsigned long long)w->max_len);
 	}
+	if (len > w->reserved_len - w->written && reserve_rest(w, err) != ERR_OK)
+		return err->code;
 	if (w->buf)
 		return direct_append(w, data, len, err);
 	if (fileio_pwrite_all(w->fd, data, len, BLOCK_HEADER_SIZE + w->written) < 0)

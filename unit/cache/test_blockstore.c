@@ -480,6 +480,85 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 }
 END_TEST
 
+/* blockstore_write_begin_expect reserves the expected length's room, not
+ * max_len's: writers of small files in flight evict nothing a full
+ * block's room would. More bytes than expected grow the reservation to
+ * max_len, evicting as a new block would; with nothing left to evict the
+ * append fails with ERR_NO_SPACE, the bytes before it can be read back,
+ * and the capacity is never passed. */
+START_TEST(test_blockstore_expected_length_reserves_only_its_own_room)
+{
+	const uint32_t block = 8 * DATA;
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 8 * FILE_BYTES);
+	struct blockstore_writer *w[4] = { NULL };
+	struct blockstore_ref *ref = NULL;
+	struct blockstore_stats st;
+	struct block_key keys[4];
+	char objects[4][16];
+	uint8_t data[DATA + 1], got[DATA + 1], hash[BLOCK_HASH_LEN];
+	uint64_t len = 0;
+	struct error err;
+
+	pattern(9, data, sizeof(data));
+	for (int i = 1; i <= 4; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+	for (int i = 0; i < 4; i++) {
+		snprintf(objects[i], sizeof(objects[i]), "small-%d.jpg", i);
+		keys[i] = (struct block_key){ .endpoint = "", .bucket = "/data",
+					      .object = objects[i], .etag = "v1",
+					      .block_size = block, .index = 0 };
+		ck_assert_msg(blockstore_write_begin_expect(bs, &keys[i], "ds", block, DATA, &w[i],
+							    &err) == ERR_OK,
+			      "%s", err.msg);
+		assert_within_capacity(bs);
+	}
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.reserved, 4 * FILE_BYTES);
+	ck_assert_uint_eq(st.evictions, 0);
+	for (int i = 1; i <= 4; i++)
+		ck_assert(has_block(bs, i, DATA));
+
+	/* One byte more than expected: room for the whole block, from the
+	 * least recently used blocks. */
+	ck_assert_int_eq(blockstore_write_append(w[0], data, DATA, &err), ERR_OK);
+	ck_assert_msg(blockstore_write_append(w[0], data + DATA, 1, &err) == ERR_OK, "%s", err.msg);
+	assert_within_capacity(bs);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.evictions, 4);
+	ck_assert_uint_eq(st.reserved, BLOCK_HEADER_SIZE + block + 3 * FILE_BYTES);
+
+	/* Nothing left to evict (writers are not victims): refused. */
+	ck_assert_int_eq(blockstore_write_append(w[1], data, DATA, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_write_append(w[1], data + DATA, 1, &err), ERR_NO_SPACE);
+	ck_assert_ptr_nonnull(strstr(err.msg, dir));
+	ck_assert_ptr_nonnull(strstr(err.msg, "4096"));
+	ck_assert_int_eq(blockstore_write_read_back(w[1], got, &len, &err), ERR_OK);
+	ck_assert_uint_eq(len, DATA);
+	ck_assert_int_eq(memcmp(got, data, DATA), 0);
+	assert_within_capacity(bs);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.rejected, 1);
+
+	ck_assert_msg(blockstore_write_commit(bs, w[0], NULL, &err) == ERR_OK, "%s", err.msg);
+	for (int i = 1; i < 4; i++)
+		blockstore_write_abort(bs, w[i]);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.reserved, 0);
+	ck_assert_uint_eq(st.used, BLOCK_HEADER_SIZE + 2 * DATA); /* DATA + 1, rounded up */
+	block_key_hash(&keys[0], hash);
+	ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
+	ck_assert_uint_eq(blockstore_ref_length(ref), DATA + 1);
+	ck_assert_int_eq(fileio_pread_all(blockstore_ref_fd(ref), got, DATA + 1,
+					  blockstore_ref_offset(ref)),
+			 DATA + 1);
+	ck_assert_int_eq(memcmp(got, data, DATA + 1), 0);
+	blockstore_ref_put(bs, ref);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* direct_write with direct_write_min: a block known to be shorter than it
  * goes through the page cache (its commit hands out the file, no bytes);
  * one begun with a whole block's room that turns out shorter is written
@@ -1682,6 +1761,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_direct_write_full_at_commit_hands_the_bytes_over);
 	tcase_add_test(tc,
 		       test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length);
+	tcase_add_test(tc, test_blockstore_expected_length_reserves_only_its_own_room);
 	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
 	tcase_add_test(tc, test_blockstore_direct_read_opens_large_blocks_with_o_direct);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
