@@ -58,7 +58,7 @@ static const struct config_field worker_fields[] = {
 	{ "token_file", CONFIG_STRING, offsetof(struct worker_settings, token_file), "",
 	  "file holding the cluster token for block requests (empty: none)", 0, 0, NULL },
 	{ "threads", CONFIG_INT, offsetof(struct worker_settings, threads), "0",
-	  "read-ahead threads, which mostly wait on the store (0: 16, or four per CPU of the cgroup quota where that is more)",
+	  "read-ahead threads, which mostly wait on the store (0: 64, or four per CPU of the cgroup quota where that is more)",
 	  0, 4096, NULL },
 	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
 	  "64", "object-store block fetches in flight at once", 1, 4096, NULL },

@@ -87,11 +87,11 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
 
 /* The read-ahead pool when threads is 0: its threads mostly wait on the
  * store, and they carry the node's mounts' small-file prefetch, up to
- * prefetch.files (16) files in flight for each reader's directory
- * (docs/benchmarks.md, "One prefetch request per owner"): at least
+ * prefetch.files (64) files in flight for each reader's directory
+ * (docs/benchmarks.md, "Room for what is expected"): at least
  * WORKER_THREADS_MIN, and WORKER_THREADS_PER_CPU per CPU where that is
  * more. */
-#define WORKER_THREADS_MIN 16
+#define WORKER_THREADS_MIN 64
 #define WORKER_THREADS_PER_CPU 4
 
 /* The size of the worker's read-ahead pool: threads, or the default
