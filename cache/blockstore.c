@@ -674,16 +674,23 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
  * one access and the cache would churn like plain LRU. So the candidate is
  * compared without the current access.
  */
-enum error_code blockstore_make_room_locked(struct blockstore *bs, const struct entry *cand,
-					    uint64_t need, struct entry **victims, const char **why)
+/*
+ * The policies' verdict on need more bytes for a block of hash in ds,
+ * evicting nothing: ERR_OK with *last the LRU victim up to which the
+ * unheld blocks from the tail must go (NULL: there is room already), or
+ * ERR_NO_SPACE with *why.
+ */
+static enum error_code room_plan_locked(struct blockstore *bs, const uint8_t *hash,
+					const struct dataset *ds, uint64_t need,
+					struct entry **last, const char **why)
 {
 	uint64_t room = bs->capacity - bs->used - bs->reserved;
-	struct entry *last = NULL;
 	unsigned freq = 0;
-	bool tinylfu = cand->ds->policy == BLOCKSTORE_SCAN_RESISTANT;
+	bool tinylfu = ds->policy == BLOCKSTORE_SCAN_RESISTANT;
 
+	*last = NULL;
 	if (tinylfu) {
-		freq = sketch_estimate(bs->sketch, cand->hash);
+		freq = sketch_estimate(bs->sketch, hash);
 		freq = freq ? freq - 1 : 0;
 	}
 	for (struct entry *v = bs->lru.tail; v && room < need; v = v->prev) {
@@ -694,12 +701,44 @@ enum error_code blockstore_make_room_locked(struct blockstore *bs, const struct 
 			return ERR_NO_SPACE;
 		}
 		room += v->disk;
-		last = v;
+		*last = v;
 	}
 	if (room < need) {
 		*why = "the rest is pinned, held by readers or reserved";
 		return ERR_NO_SPACE;
 	}
+	return ERR_OK;
+}
+
+bool blockstore_admits(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN],
+		       const char *dataset, uint64_t data_len, unsigned count)
+{
+	const uint64_t need = disk_size(data_len) * count;
+	struct dataset *ds = NULL;
+	struct entry *last = NULL;
+	const char *why = NULL;
+	bool yes = false;
+
+	pthread_mutex_lock(&bs->mu);
+	ds = dataset_find_locked(bs, dataset, strlen(dataset));
+	if (need <= bs->capacity) {
+		/* A dataset not seen yet has the defaults (LRU). */
+		const struct dataset lru = { .policy = BLOCKSTORE_LRU };
+
+		yes = room_plan_locked(bs, hash, ds ? ds : &lru, need, &last, &why) == ERR_OK;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return yes;
+}
+
+enum error_code blockstore_make_room_locked(struct blockstore *bs, const struct entry *cand,
+					    uint64_t need, struct entry **victims, const char **why)
+{
+	struct entry *last = NULL;
+	enum error_code rc = room_plan_locked(bs, cand->hash, cand->ds, need, &last, why);
+
+	if (rc != ERR_OK)
+		return rc;
 	for (struct entry *v = bs->lru.tail, *prev = NULL; last; v = prev) {
 		prev = v->prev;
 		if (v->refs > 0)

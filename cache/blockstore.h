@@ -157,6 +157,18 @@ enum error_code blockstore_lookup(struct blockstore *bs,
  * queues a block, so blocks already held cost no bookkeeping. */
 bool blockstore_has(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]);
 
+/*
+ * Whether count new blocks of data_len bytes each would be admitted now
+ * for dataset, hash the one whose frequency the scan-resistant policy
+ * weighs against the blocks they would evict: the check
+ * blockstore_write_begin makes, reserving and evicting nothing. A
+ * read-ahead run asks it before its GET, so that a block the cache would
+ * refuse does not cut the GET short after the store sent it. A later
+ * begin may still refuse (other writers come between).
+ */
+bool blockstore_admits(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN],
+		       const char *dataset, uint64_t data_len, unsigned count);
+
 /* A read of a cached block served from elsewhere (the bytes its fetch
  * kept in memory): counts as an access, as blockstore_get's hit does
  * (frequency, LRU, hits), without opening the file. Returns whether the

@@ -1450,8 +1450,10 @@ struct run_ctx {
 
 /*
  * Claims the flights of the longest run of reqs, from the first, that the
- * cache does not hold and nobody fetches; returns its length (0: the
- * first is held or in flight).
+ * cache does not hold, nobody fetches and the cache would admit as a
+ * whole (blockstore_admits: a block refused after the GET began would
+ * cut it short, the bytes the store sent for the rest wasted); returns
+ * its length (0: the first is held, in flight or not admitted).
  */
 static size_t run_claim(struct fetcher *f, struct block_req *reqs, size_t n, struct run_block *b)
 {
@@ -1460,7 +1462,9 @@ static size_t run_claim(struct fetcher *f, struct block_req *reqs, size_t n, str
 	for (k = 0; k < n; k++) {
 		struct flight *fl = NULL;
 
-		if (blockstore_has(f->bs, reqs[k].hash))
+		if (blockstore_has(f->bs, reqs[k].hash) ||
+		    !blockstore_admits(f->bs, reqs[k].hash, reqs[k].ds->name,
+				       reqs[k].ds->desc.block_size, (unsigned)k + 1))
 			break;
 		pthread_mutex_lock(&f->mu);
 		if (!f->stopping && !flight_find(f, reqs[k].hash))

@@ -559,6 +559,58 @@ START_TEST(test_blockstore_expected_length_reserves_only_its_own_room)
 }
 END_TEST
 
+/* blockstore_admits answers as blockstore_write_begin would, by the
+ * dataset's policy, and changes nothing: with LRU a full cache admits as
+ * many blocks as its unheld ones make room for; scan-resistant, a block
+ * never asked for is not admitted over blocks read more often, and is
+ * once asked for more often than they were. */
+START_TEST(test_blockstore_admits_checks_without_evicting)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 4 * FILE_BYTES);
+	struct blockstore_ref *held[3] = { NULL };
+	struct blockstore_ref *ref = NULL;
+	struct blockstore_stats st;
+	uint8_t hash[BLOCK_HASH_LEN], cand[BLOCK_HASH_LEN];
+	struct error err;
+
+	for (int i = 1; i <= 4; i++)
+		ck_assert_int_eq(put_block(bs, i, "ds", DATA), ERR_OK);
+	hash_of(5, cand);
+	ck_assert(blockstore_admits(bs, cand, "ds", DATA, 1));
+	ck_assert(blockstore_admits(bs, cand, "ds", DATA, 4));
+	ck_assert(!blockstore_admits(bs, cand, "ds", DATA, 5)); /* more than the cache */
+	ck_assert(blockstore_admits(bs, cand, "other", DATA, 1)); /* unknown: LRU */
+	for (int i = 0; i < 3; i++) {
+		hash_of(i + 1, hash);
+		ck_assert_int_eq(blockstore_get(bs, hash, &held[i]), ERR_OK);
+	}
+	ck_assert(blockstore_admits(bs, cand, "ds", DATA, 1));
+	ck_assert(!blockstore_admits(bs, cand, "ds", DATA, 2));
+	for (int i = 0; i < 3; i++)
+		blockstore_ref_put(bs, held[i]);
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "ds", BLOCKSTORE_SCAN_RESISTANT, false, &err),
+			 ERR_OK);
+	for (int round = 0; round < 3; round++)
+		for (int i = 1; i <= 4; i++)
+			ck_assert(has_block(bs, i, DATA));
+	ck_assert(!blockstore_admits(bs, cand, "ds", DATA, 1));
+	for (int round = 0; round < 8; round++)
+		ck_assert_int_eq(blockstore_lookup(bs, cand, true, &ref), ERR_NOT_FOUND);
+	ck_assert(blockstore_admits(bs, cand, "ds", DATA, 1));
+
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.evictions, 0);
+	ck_assert_uint_eq(st.reserved, 0);
+	ck_assert_uint_eq(st.used, 4 * FILE_BYTES);
+	for (int i = 1; i <= 4; i++)
+		ck_assert(has_block(bs, i, DATA));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* direct_write with direct_write_min: a block known to be shorter than it
  * goes through the page cache (its commit hands out the file, no bytes);
  * one begun with a whole block's room that turns out shorter is written
@@ -1762,6 +1814,7 @@ int main(void)
 	tcase_add_test(tc,
 		       test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_length);
 	tcase_add_test(tc, test_blockstore_expected_length_reserves_only_its_own_room);
+	tcase_add_test(tc, test_blockstore_admits_checks_without_evicting);
 	tcase_add_test(tc, test_blockstore_direct_write_min_sends_short_blocks_through_the_page_cache);
 	tcase_add_test(tc, test_blockstore_direct_read_opens_large_blocks_with_o_direct);
 	tcase_add_test(tc, test_blockstore_drop_pages_by_hash_after_the_ref_is_put);
