@@ -663,9 +663,11 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
 /* --- policies --- */
 
 /*
- * Finds LRU-tail victims that free need bytes, marks them DYING and chains
- * them into *victims. For a scan-resistant candidate every victim must be
- * less frequent than the candidate, or nothing is evicted.
+ * The policies' verdict on need more bytes for a block of hash in ds,
+ * evicting nothing: ERR_OK with *last the LRU-tail victim up to which the
+ * unheld blocks must go to free them (NULL: there is room already), or
+ * ERR_NO_SPACE with *why. For a scan-resistant candidate every victim
+ * must be less frequent than the candidate.
  *
  * The candidate's estimate includes the miss that led to this write
  * (blockstore_get counts it), while an incumbent not yet reached in the
@@ -673,12 +675,6 @@ enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_r
  * a cyclic scan every candidate would beat such incumbents by exactly that
  * one access and the cache would churn like plain LRU. So the candidate is
  * compared without the current access.
- */
-/*
- * The policies' verdict on need more bytes for a block of hash in ds,
- * evicting nothing: ERR_OK with *last the LRU victim up to which the
- * unheld blocks from the tail must go (NULL: there is room already), or
- * ERR_NO_SPACE with *why.
  */
 static enum error_code room_plan_locked(struct blockstore *bs, const uint8_t *hash,
 					const struct dataset *ds, uint64_t need,
@@ -731,6 +727,8 @@ bool blockstore_admits(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]
 	return yes;
 }
 
+/* Evicts what room_plan_locked finds: marks the victims DYING and chains
+ * them into *victims; nothing when the candidate may not come in. */
 enum error_code blockstore_make_room_locked(struct blockstore *bs, const struct entry *cand,
 					    uint64_t need, struct entry **victims, const char **why)
 {
