@@ -715,14 +715,13 @@ bool blockstore_admits(struct blockstore *bs, const uint8_t hash[BLOCK_HASH_LEN]
 	const char *why = NULL;
 	bool yes = false;
 
+	/* A dataset not seen yet has the defaults (LRU). More than the
+	 * whole cache finds too few victims: no. */
+	const struct dataset lru = { .policy = BLOCKSTORE_LRU };
+
 	pthread_mutex_lock(&bs->mu);
 	ds = dataset_find_locked(bs, dataset, strlen(dataset));
-	if (need <= bs->capacity) {
-		/* A dataset not seen yet has the defaults (LRU). */
-		const struct dataset lru = { .policy = BLOCKSTORE_LRU };
-
-		yes = room_plan_locked(bs, hash, ds ? ds : &lru, need, &last, &why) == ERR_OK;
-	}
+	yes = room_plan_locked(bs, hash, ds ? ds : &lru, need, &last, &why) == ERR_OK;
 	pthread_mutex_unlock(&bs->mu);
 	return yes;
 }

@@ -43,10 +43,9 @@ struct blockstore_writer {
 	 * page cache at commit */
 	bool direct;
 	bool failed;     /* an append failed: commit must not publish */
+	/* reserved: the capacity held, the expected length's file until
+	 * more came (reserve_rest) */
 	uint64_t max_len, written, reserved;
-	/* data bytes the reservation covers: the expected length, or
-	 * max_len once more came (reserve_rest) */
-	uint64_t reserved_len;
 	uint64_t flushing; /* data bytes whose writeback has been started */
 	uint32_t chunk_size;
 	uint32_t crc;    /* CRC32C state of the chunk being written */
@@ -199,7 +198,6 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 	}
 	bs->reserved += need;
 	w->reserved = need;
-	w->reserved_len = reserve_len;
 	bs->st.admitted++;
 	pthread_mutex_unlock(&bs->mu);
 
@@ -311,7 +309,6 @@ static enum error_code reserve_rest(struct blockstore_writer *w, struct error *e
 	if (rc == ERR_OK) {
 		bs->reserved += more;
 		w->reserved += more;
-		w->reserved_len = w->max_len;
 	} else {
 		bs->st.rejected++;
 	}
@@ -323,8 +320,8 @@ static enum error_code reserve_rest(struct blockstore_writer *w, struct error *e
 	w->failed = true;
 	block_hash_hex(w->e->hash, hex);
 	return error_set(err, rc,
-			 "cache block '%s' in '%s': more than its expected %llu bytes came, and no room for up to %llu: %s",
-			 hex, bs->dir, (unsigned long long)w->reserved_len,
+			 "cache block '%s' in '%s': more bytes came after %llu than expected, and no room for up to %llu: %s",
+			 hex, bs->dir, (unsigned long long)w->written,
 			 (unsigned long long)w->max_len, why);
 }
 
@@ -432,7 +429,7 @@ enum error_code blockstore_write_append(struct blockstore_writer *w, const void 
 				 "cache block '%s': %llu more bytes pass the reserved %llu", hex,
 				 (unsigned long long)len, (unsigned long long)w->max_len);
 	}
-	if (len > w->reserved_len - w->written && reserve_rest(w, err) != ERR_OK)
+	if (disk_size(w->written + len) > w->reserved && reserve_rest(w, err) != ERR_OK)
 		return err->code;
 	if (w->buf)
 		return direct_append(w, data, len, err);
