@@ -99,18 +99,64 @@ static void append(char *buf, size_t size, size_t *len, const char *s)
 	*len += n;
 }
 
+enum error_code s3_signing_key_derive(const struct store_credentials *cred, const char *date,
+				      const char *region, struct s3_signing_key *out,
+				      struct error *err)
+{
+	char secret_key[256];
+	int n;
+
+	if (strnlen(date, 8) != 8)
+		return error_set(err, ERR_INVALID, "sign: date '%s' is not YYYYMMDD", date);
+	if (strlen(region) >= sizeof(out->region))
+		return error_set(err, ERR_INVALID, "sign: region '%s' is too long", region);
+	n = snprintf(secret_key, sizeof(secret_key), "AWS4%s", cred->secret_access_key);
+	if (n < 0 || (size_t)n >= sizeof(secret_key)) {
+		OPENSSL_cleanse(secret_key, sizeof(secret_key));
+		return error_set(err, ERR_INVALID, "sign: secret access key too long");
+	}
+	memcpy(out->date, date, 8);
+	out->date[8] = '\0';
+	snprintf(out->region, sizeof(out->region), "%s", region);
+	hmac(secret_key, (size_t)n, out->date, out->key);
+	OPENSSL_cleanse(secret_key, sizeof(secret_key));
+	hmac(out->key, sizeof(out->key), region, out->key);
+	hmac(out->key, sizeof(out->key), "s3", out->key);
+	hmac(out->key, sizeof(out->key), "aws4_request", out->key);
+	return ERR_OK;
+}
+
 enum error_code s3_sign_v4(const struct store_credentials *cred,
 			   const struct s3_sign_request *req, char *out,
 			   size_t out_size, struct error *err)
 {
+	struct s3_signing_key key;
+	enum error_code rc;
+
+	rc = s3_signing_key_derive(cred, req->amz_date, req->region, &key, err);
+	if (rc == ERR_OK)
+		rc = s3_sign_v4_key(cred, &key, req, out, out_size, err);
+	OPENSSL_cleanse(&key, sizeof(key));
+	return rc;
+}
+
+enum error_code s3_sign_v4_key(const struct store_credentials *cred,
+			       const struct s3_signing_key *key,
+			       const struct s3_sign_request *req, char *out, size_t out_size,
+			       struct error *err)
+{
 	struct s3_header sorted[SIGN_MAX_HEADERS];
-	unsigned char digest[SHA256_DIGEST_LENGTH], key[SHA256_DIGEST_LENGTH];
+	unsigned char digest[SHA256_DIGEST_LENGTH];
 	char canonical[8192], signed_headers[512], to_sign[512];
 	char hash_hex[2 * SHA256_DIGEST_LENGTH + 1], sig_hex[2 * SHA256_DIGEST_LENGTH + 1];
-	char date[9], scope[128], secret_key[256];
+	char scope[128];
 	size_t clen = 0, slen = 0;
 	int n;
 
+	if (strncmp(req->amz_date, key->date, 8) != 0 || strcmp(req->region, key->region) != 0)
+		return error_set(err, ERR_INVALID,
+				 "sign: a request of %.8s in '%s' with the key of %s in '%s'",
+				 req->amz_date, req->region, key->date, key->region);
 	if (req->nheaders > SIGN_MAX_HEADERS)
 		return error_set(err, ERR_INVALID, "sign: %zu headers, at most %d",
 				 req->nheaders, SIGN_MAX_HEADERS);
@@ -148,22 +194,10 @@ enum error_code s3_sign_v4(const struct store_credentials *cred,
 
 	SHA256((const unsigned char *)canonical, clen, digest);
 	to_hex(digest, sizeof(digest), hash_hex);
-	memcpy(date, req->amz_date, 8);
-	date[8] = '\0';
-	snprintf(scope, sizeof(scope), "%s/%s/s3/aws4_request", date, req->region);
+	snprintf(scope, sizeof(scope), "%s/%s/s3/aws4_request", key->date, key->region);
 	snprintf(to_sign, sizeof(to_sign), "AWS4-HMAC-SHA256\n%s\n%s\n%s",
 		 req->amz_date, scope, hash_hex);
-
-	n = snprintf(secret_key, sizeof(secret_key), "AWS4%s", cred->secret_access_key);
-	if (n < 0 || (size_t)n >= sizeof(secret_key))
-		return error_set(err, ERR_INVALID, "sign: secret access key too long");
-	hmac(secret_key, (size_t)n, date, key);
-	OPENSSL_cleanse(secret_key, sizeof(secret_key));
-	hmac(key, sizeof(key), req->region, key);
-	hmac(key, sizeof(key), "s3", key);
-	hmac(key, sizeof(key), "aws4_request", key);
-	hmac(key, sizeof(key), to_sign, digest);
-	OPENSSL_cleanse(key, sizeof(key));
+	hmac(key->key, sizeof(key->key), to_sign, digest);
 	to_hex(digest, sizeof(digest), sig_hex);
 
 	n = snprintf(out, out_size,

@@ -41,12 +41,39 @@ struct s3_sign_request {
 /*
  * Writes the Authorization header value ("AWS4-HMAC-SHA256 Credential=...,
  * SignedHeaders=..., Signature=...") into out. Returns ERR_OK, or
- * ERR_INVALID when out is too small, a header name is not lowercase or
- * there are more than 16 headers.
+ * ERR_INVALID when out is too small, a header name is not lowercase,
+ * there are more than 16 headers, or the secret or the region is too long.
  */
 enum error_code s3_sign_v4(const struct store_credentials *cred,
 			   const struct s3_sign_request *req, char *out,
 			   size_t out_size, struct error *err);
+
+/*
+ * The key that signs one day's requests in one region (SigV4's signing
+ * key: four HMACs chained from the secret over the date, the region, "s3"
+ * and "aws4_request"). Derived once a day instead of for every request,
+ * it saves four of a signature's five HMACs. As secret as the secret
+ * access key it comes from: never logged; explicit_bzero it when done.
+ */
+struct s3_signing_key {
+	char date[9];          /* "YYYYMMDD" */
+	char region[64];
+	unsigned char key[32];
+};
+
+/* Derives cred's signing key for date (its first 8 characters: an
+ * x-amz-date value will do) and region. ERR_INVALID for a secret or a
+ * region too long, or a date of fewer than 8 characters. */
+enum error_code s3_signing_key_derive(const struct store_credentials *cred, const char *date,
+				      const char *region, struct s3_signing_key *out,
+				      struct error *err);
+
+/* s3_sign_v4 with a key derived for req's date and region; ERR_INVALID,
+ * naming both days or regions, for a key of another. */
+enum error_code s3_sign_v4_key(const struct store_credentials *cred,
+			       const struct s3_signing_key *key,
+			       const struct s3_sign_request *req, char *out, size_t out_size,
+			       struct error *err);
 
 /* Hex SHA-256 of a request body, for x-amz-content-sha256. */
 void s3_payload_sha256(const void *data, size_t len, char out[65]);

@@ -49,6 +49,10 @@ struct s3_store {
 	struct log_limiter retry_log; /* "s3 request retried": one line per 10 s */
 	CURLSH *share;
 	pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+	/* Today's signing key: derived at the first request of each day
+	 * (UTC), not at every request; date "" until then. */
+	pthread_mutex_t sign_mu;
+	struct s3_signing_key sign_key; /* protected by sign_mu */
 	pthread_mutex_t pool_mu;
 	CURL **idle;       /* protected by pool_mu */
 	size_t nidle;      /* protected by pool_mu */
@@ -431,8 +435,17 @@ static enum error_code prepare(struct s3_store *s, struct s3_call *call,
 			.payload_hash = call->payload_hash, .amz_date = date,
 			.region = s->region,
 		};
-		enum error_code rc = s3_sign_v4(&s->cred, &req, auth, sizeof(auth), err);
+		struct s3_signing_key key;
+		enum error_code rc = ERR_OK;
 
+		pthread_mutex_lock(&s->sign_mu);
+		if (strncmp(s->sign_key.date, date, 8) != 0)
+			rc = s3_signing_key_derive(&s->cred, date, s->region, &s->sign_key, err);
+		key = s->sign_key;
+		pthread_mutex_unlock(&s->sign_mu);
+		if (rc == ERR_OK)
+			rc = s3_sign_v4_key(&s->cred, &key, &req, auth, sizeof(auth), err);
+		explicit_bzero(&key, sizeof(key));
 		if (rc != ERR_OK)
 			return rc;
 		snprintf(line, sizeof(line), "authorization: %s", auth);
@@ -714,6 +727,8 @@ static void release_s3(struct store *st)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&s->share_mu[i]);
 	pthread_mutex_destroy(&s->pool_mu);
+	pthread_mutex_destroy(&s->sign_mu);
+	explicit_bzero(&s->sign_key, sizeof(s->sign_key));
 	log_limiter_release(&s->retry_log);
 	credentials_release(&s->cred);
 	free(s->bucket);
@@ -842,6 +857,7 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 	}
 	s->base.ops = &s3_ops;
 	pthread_mutex_init(&s->pool_mu, NULL);
+	pthread_mutex_init(&s->sign_mu, NULL);
 	log_limiter_init(&s->retry_log, 10000, NULL, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&s->share_mu[i], NULL);

@@ -82,6 +82,67 @@ START_TEST(test_s3_sign_changes_with_secret_and_rejects_uppercase_header)
 }
 END_TEST
 
+/* The signing key derived once serves every request of its day and region
+ * (the store derives it once a day), and refuses a request of another. */
+START_TEST(test_s3_sign_with_a_derived_key_matches_the_published_example)
+{
+	struct s3_header h[] = {
+		{ "x-amz-date", "20130524T000000Z" },
+		{ "range", "bytes=0-9" },
+		{ "host", "examplebucket.s3.amazonaws.com" },
+		{ "x-amz-content-sha256", S3_EMPTY_PAYLOAD_SHA256 },
+	};
+	struct s3_sign_request req = {
+		.method = "GET", .canonical_uri = "/test.txt", .canonical_query = "",
+		.headers = h, .nheaders = 4, .payload_hash = S3_EMPTY_PAYLOAD_SHA256,
+		.amz_date = "20130524T000000Z", .region = "us-east-1",
+	};
+	struct s3_signing_key key, next_day;
+	char auth[512], again[512], long_region[80];
+	struct error err;
+
+	ck_assert_int_eq(s3_signing_key_derive(&example_cred, "20130524T000000Z", "us-east-1", &key,
+					       &err), ERR_OK);
+	ck_assert_str_eq(key.date, "20130524");
+	ck_assert_int_eq(s3_sign_v4_key(&example_cred, &key, &req, auth, sizeof(auth), &err),
+			 ERR_OK);
+	ck_assert_ptr_nonnull(strstr(auth,
+		"Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"));
+	/* later in the same day: the same key, the signature of that time */
+	h[0].value = req.amz_date = "20130524T235959Z";
+	ck_assert_int_eq(s3_sign_v4_key(&example_cred, &key, &req, auth, sizeof(auth), &err),
+			 ERR_OK);
+	ck_assert_int_eq(s3_sign_v4(&example_cred, &req, again, sizeof(again), &err), ERR_OK);
+	ck_assert_str_eq(auth, again);
+
+	/* the next day needs the next day's key */
+	h[0].value = req.amz_date = "20130525T000000Z";
+	ck_assert_int_eq(s3_sign_v4_key(&example_cred, &key, &req, auth, sizeof(auth), &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "20130525"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "20130524"));
+	ck_assert_int_eq(s3_signing_key_derive(&example_cred, req.amz_date, "us-east-1", &next_day,
+					       &err), ERR_OK);
+	ck_assert_int_ne(memcmp(key.key, next_day.key, sizeof(key.key)), 0);
+	ck_assert_int_eq(s3_sign_v4_key(&example_cred, &next_day, &req, auth, sizeof(auth), &err),
+			 ERR_OK);
+	ck_assert_int_eq(s3_sign_v4(&example_cred, &req, again, sizeof(again), &err), ERR_OK);
+	ck_assert_str_eq(auth, again);
+
+	/* another region's key, and names it cannot hold */
+	req.region = "eu-west-1";
+	ck_assert_int_eq(s3_sign_v4_key(&example_cred, &next_day, &req, auth, sizeof(auth), &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "eu-west-1"));
+	memset(long_region, 'r', sizeof(long_region) - 1);
+	long_region[sizeof(long_region) - 1] = '\0';
+	ck_assert_int_eq(s3_signing_key_derive(&example_cred, req.amz_date, long_region, &key,
+					       &err), ERR_INVALID);
+	ck_assert_int_eq(s3_signing_key_derive(&example_cred, "2013", "us-east-1", &key, &err),
+			 ERR_INVALID);
+}
+END_TEST
+
 START_TEST(test_s3_uri_encode_follows_s3_rules)
 {
 	char out[128];
@@ -118,6 +179,7 @@ int main(void)
 	tcase_add_test(tc, test_s3_sign_matches_published_get_object_example);
 	tcase_add_test(tc, test_s3_sign_matches_published_list_objects_example);
 	tcase_add_test(tc, test_s3_sign_changes_with_secret_and_rejects_uppercase_header);
+	tcase_add_test(tc, test_s3_sign_with_a_derived_key_matches_the_published_example);
 	tcase_add_test(tc, test_s3_uri_encode_follows_s3_rules);
 	tcase_add_test(tc, test_s3_amz_date_formats_utc);
 	suite_add_tcase(s, tc);
