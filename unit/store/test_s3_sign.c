@@ -14,19 +14,25 @@ static struct store_credentials example_cred = {
 	.secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 };
 
-START_TEST(test_s3_sign_matches_published_get_object_example)
+/* The published GET Object example's request, its headers in h[4]
+ * (h[0] is x-amz-date). */
+static struct s3_sign_request get_object_example(struct s3_header *h)
 {
-	struct s3_header h[] = {
-		{ "x-amz-date", "20130524T000000Z" },
-		{ "range", "bytes=0-9" },
-		{ "host", "examplebucket.s3.amazonaws.com" },
-		{ "x-amz-content-sha256", S3_EMPTY_PAYLOAD_SHA256 },
-	};
-	struct s3_sign_request req = {
+	h[0] = (struct s3_header){ "x-amz-date", "20130524T000000Z" };
+	h[1] = (struct s3_header){ "range", "bytes=0-9" };
+	h[2] = (struct s3_header){ "host", "examplebucket.s3.amazonaws.com" };
+	h[3] = (struct s3_header){ "x-amz-content-sha256", S3_EMPTY_PAYLOAD_SHA256 };
+	return (struct s3_sign_request){
 		.method = "GET", .canonical_uri = "/test.txt", .canonical_query = "",
 		.headers = h, .nheaders = 4, .payload_hash = S3_EMPTY_PAYLOAD_SHA256,
 		.amz_date = "20130524T000000Z", .region = "us-east-1",
 	};
+}
+
+START_TEST(test_s3_sign_matches_published_get_object_example)
+{
+	struct s3_header h[4];
+	struct s3_sign_request req = get_object_example(h);
 	char auth[512];
 	struct error err;
 
@@ -86,17 +92,8 @@ END_TEST
  * (the store derives it once a day), and refuses a request of another. */
 START_TEST(test_s3_sign_with_a_derived_key_matches_the_published_example)
 {
-	struct s3_header h[] = {
-		{ "x-amz-date", "20130524T000000Z" },
-		{ "range", "bytes=0-9" },
-		{ "host", "examplebucket.s3.amazonaws.com" },
-		{ "x-amz-content-sha256", S3_EMPTY_PAYLOAD_SHA256 },
-	};
-	struct s3_sign_request req = {
-		.method = "GET", .canonical_uri = "/test.txt", .canonical_query = "",
-		.headers = h, .nheaders = 4, .payload_hash = S3_EMPTY_PAYLOAD_SHA256,
-		.amz_date = "20130524T000000Z", .region = "us-east-1",
-	};
+	struct s3_header h[4];
+	struct s3_sign_request req = get_object_example(h);
 	struct s3_signing_key key, next_day;
 	char auth[512], again[512], long_region[80];
 	struct error err;
