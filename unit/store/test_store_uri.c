@@ -105,6 +105,28 @@ START_TEST(test_store_open_refuses_prefix_and_unknown_scheme)
 }
 END_TEST
 
+/* A region that a signing key cannot hold is refused when the store is
+ * opened, not at every request. */
+START_TEST(test_store_open_refuses_a_region_too_long)
+{
+	char region[65];
+	struct store_config cfg = { .region = region, .endpoint = "http://127.0.0.1:9",
+				    .anonymous = true };
+	struct store *st = NULL;
+	struct error err;
+
+	memset(region, 'r', sizeof(region) - 1);
+	region[sizeof(region) - 1] = '\0';
+	ck_assert_int_eq(store_open("s3://bucket", &cfg, &st, &err), ERR_INVALID);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_nonnull(strstr(err.msg, "region"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "at most 63"));
+	region[63] = '\0';
+	ck_assert_int_eq(store_open("s3://bucket", &cfg, &st, &err), ERR_OK);
+	store_free(st);
+}
+END_TEST
+
 START_TEST(test_store_file_sources_only_strictly_under_a_root)
 {
 	char top[] = "/tmp/test_file_roots_XXXXXX", root[128], link[128], uri[256];
@@ -201,6 +223,7 @@ int main(void)
 	tcase_add_test(tc, test_store_bucket_names_follow_s3_rules);
 	tcase_add_test(tc, test_store_endpoints_must_be_plain_http_urls);
 	tcase_add_test(tc, test_store_open_refuses_prefix_and_unknown_scheme);
+	tcase_add_test(tc, test_store_open_refuses_a_region_too_long);
 	tcase_add_test(tc, test_store_file_sources_only_strictly_under_a_root);
 	tcase_add_test(tc, test_store_endpoints_only_those_allowed);
 	suite_add_tcase(s, tc);
