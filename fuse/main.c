@@ -58,6 +58,11 @@
  * for so far (before the lap went round) asks for the next ones too, so
  * that a scan keeps ahead without missing again. A miss after the lap
  * (a file evicted since, a later epoch) starts a new one from itself.
+ * Once PREFETCH_DIR_MISSES sibling directories (of one parent) started
+ * laps, a pass over that parent is under way, and the next sibling's
+ * first miss starts its lap: with a store tens of milliseconds away, the
+ * second miss of each of many small directories was most of an epoch's
+ * waits (docs/benchmarks.md).
  * Counted for the last directories seen (PREFETCH_DIRS slots, by inode):
  * enough that a shuffled epoch over a thousand class directories
  * (ImageNet's) does not keep resetting one directory's count with
@@ -90,6 +95,10 @@ struct mount {
 	struct source_cache_ctx cache;
 	const struct snapshot *files; /* the snapshot, owned by fs from its start */
 	struct dir_misses dirs[PREFETCH_DIRS]; /* protected by prefetch_mu */
+	/* The parent whose subdirectories started laps last, and how many
+	 * did in a row (prefetch_next_files); protected by prefetch_mu. */
+	uint64_t scan_parent;
+	unsigned scan_laps;
 	pthread_mutex_t prefetch_mu;
 	unsigned prefetch_files;
 	uint32_t block_size;
@@ -449,15 +458,20 @@ static size_t lap_next(struct dir_misses *slot, uint64_t *inos, size_t n)
 static void prefetch_next_files(void *arg, const struct reader_object *obj, bool missed)
 {
 	struct mount *m = arg;
-	struct snapshot_entry_info self, e;
+	struct snapshot_entry_info self, dir, e;
 	struct dir_misses *slot;
 	uint64_t first, count, asked[PREFETCH_FILES_MAX];
 	char key[BLOCK_KEY_MAX + 1];
 	size_t nasked = 0, n = 0;
+	unsigned need = PREFETCH_DIR_MISSES;
 
 	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
 		return;
+	if (!missed || snapshot_stat(m->files, self.parent, &dir) != ERR_OK)
+		dir.parent = 0; /* inodes start at 1 */
 	pthread_mutex_lock(&m->prefetch_mu);
+	if (dir.parent && dir.parent == m->scan_parent && m->scan_laps >= PREFETCH_DIR_MISSES)
+		need = 1;
 	slot = &m->dirs[self.parent % PREFETCH_DIRS];
 	/* A miss takes the slot: the directory's files are looked up once
 	 * per slot, not on every hit. */
@@ -465,7 +479,13 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj, bool
 	    snapshot_children(m->files, self.parent, &first, &count) == ERR_OK && count > 0)
 		*slot = (struct dir_misses){ .dir = self.parent, .first = first,
 					     .last = first + count - 1 };
-	if (slot->dir == self.parent && missed && ++slot->misses >= PREFETCH_DIR_MISSES) {
+	if (slot->dir == self.parent && missed && ++slot->misses >= need) {
+		if (slot->misses == need && dir.parent) {
+			/* the directory's first lap */
+			if (dir.parent != m->scan_parent)
+				m->scan_parent = dir.parent, m->scan_laps = 0;
+			m->scan_laps++;
+		}
 		/* A lap that ended with the last miss's files: a new one. */
 		for (int i = 0; i < 2 && nasked == 0; i++) {
 			if (!slot->asked_to) {

@@ -70,7 +70,7 @@ static const struct config_field fuse_fields[] = {
 	{ "prefetch.blocks", CONFIG_INT, offsetof(struct mount_settings, prefetch_blocks), "4",
 	  "blocks fetched ahead of a sequential reader", 0, 1024, NULL },
 	{ "prefetch.files", CONFIG_INT, offsetof(struct mount_settings, prefetch_files), "64",
-	  "files read ahead after a small file (one block) that missed the cache, the next ones of its directory in listing order, once two of that directory missed, and further as reads come within half of this of the last one asked for (standalone by the read-ahead threads, with meta by one request per owner worker naming its files; 0: none)",
+	  "files read ahead after a small file (one block) that missed the cache, the next ones of its directory in listing order, once two of that directory missed (one, once two of its sibling directories did), and further as reads come within half of this of the last one asked for (standalone by the read-ahead threads, with meta by one request per owner worker naming its files; 0: none)",
 	  0, PREFETCH_FILES_MAX, NULL },
 	{ "prefetch.coalesce_max", CONFIG_SIZE,
 	  offsetof(struct mount_settings, prefetch_coalesce_max), "16MiB",

@@ -607,6 +607,41 @@ START_TEST(test_mount_small_file_misses_go_round_their_directory_once)
 }
 END_TEST
 
+/* Once two sibling directories started their laps (two misses each), a
+ * third sibling's first miss starts its own; a directory under another
+ * parent still waits for its second. */
+START_TEST(test_mount_small_file_pass_over_sibling_directories_prefetches_at_first_miss)
+{
+	const char *dirs[] = { "tree/da", "tree/db", "tree/dc", "other/dd" };
+	char cache[300], a[1024], b[1024];
+	struct mnt m;
+
+	for (int d = 0; d < 4; d++)
+		for (int i = 0; i < 10; i++) {
+			snprintf(a, sizeof(a), "%s/f%02d.bin", dirs[d], i);
+			write_file(a, 2000 + (size_t)i, 200 + (unsigned)(10 * d + i));
+		}
+	prefetch_mount(&m, "16", cache);
+	for (int d = 0; d < 4; d++) {
+		snprintf(a, sizeof(a), "%s/%s/f01.bin", src, dirs[d]);
+		snprintf(b, sizeof(b), "%s/%s/f01.bin", m.dir, dirs[d]);
+		compare_file(a, b);
+		if (d < 2) {
+			/* the second miss: the lap asks the other eight */
+			ck_assert_int_eq(settled_blocks(cache), 10 * d + 1);
+			snprintf(a, sizeof(a), "%s/%s/f02.bin", src, dirs[d]);
+			snprintf(b, sizeof(b), "%s/%s/f02.bin", m.dir, dirs[d]);
+			compare_file(a, b);
+			ck_assert_int_eq(settled_blocks(cache), 10 * (d + 1));
+		}
+	}
+	/* tree/dc: all ten at its first miss; other/dd: the one read */
+	ck_assert_int_eq(settled_blocks(cache), 10 * 3 + 1);
+	stop_mount(&m);
+	ck_assert_int_eq(harness_rm_rf(cache), 0);
+}
+END_TEST
+
 static int log_contains(const char *needle)
 {
 	return harness_file_contains(log_path, needle);
@@ -870,6 +905,7 @@ int main(void)
 	tcase_add_test(tc, test_mount_stalled_store_fails_reads_with_eio_within_the_deadline);
 	tcase_add_test(tc, test_mount_block_files_leave_the_page_cache_once_read);
 	tcase_add_test(tc, test_mount_small_file_misses_prefetch_the_next_files_of_their_directory);
+	tcase_add_test(tc, test_mount_small_file_pass_over_sibling_directories_prefetches_at_first_miss);
 	tcase_add_test(tc, test_mount_small_file_misses_go_round_their_directory_once);
 	tcase_add_test(tc, test_mount_missing_credentials_file_fails_clearly_at_mount_time);
 	tcase_add_test(tc, test_mount_unreachable_store_fails_clearly_at_mount_time);
