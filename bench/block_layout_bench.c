@@ -44,6 +44,7 @@
 
 #include "block/file.h"
 #include "cache/blockstore.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
 
@@ -79,7 +80,12 @@ static int fail(const char *what, const char *path)
 
 static int mkdir_p(const char *path)
 {
-	return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : fail("mkdir", path);
+	struct error err;
+
+	if (fileio_mkdirs(path, 0755, &err) == ERR_OK)
+		return 0;
+	fprintf(stderr, "block_layout_bench: %s\n", err.msg);
+	return -1;
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -256,8 +262,10 @@ int main(int argc, char **argv)
 	r.blocks = blocks;
 	r.len = (size_t)kib << 10;
 	r.dir = dir;
-	if (posix_memalign((void **)&r.data, ALIGN, BLOCK_HEADER_SIZE + r.len + ALIGN) != 0 ||
-	    posix_memalign((void **)&r.back, ALIGN, BLOCK_HEADER_SIZE + r.len + ALIGN) != 0) {
+	/* page-aligned, as O_DIRECT wants */
+	r.data = fileio_buf_alloc(BLOCK_HEADER_SIZE + r.len + ALIGN);
+	r.back = fileio_buf_alloc(BLOCK_HEADER_SIZE + r.len + ALIGN);
+	if (!r.data || !r.back) {
 		fprintf(stderr, "block_layout_bench: out of memory\n");
 		return 1;
 	}
