@@ -55,9 +55,13 @@ enum error_code s3_sign_v4(const struct store_credentials *cred,
  * it saves four of a signature's five HMACs. As secret as the secret
  * access key it comes from: never logged; explicit_bzero it when done.
  */
+/* The longest region a signing key holds; a store refuses a longer one
+ * when it opens. */
+#define S3_REGION_MAX 63
+
 struct s3_signing_key {
 	char date[9];          /* "YYYYMMDD" */
-	char region[64];
+	char region[S3_REGION_MAX + 1];
 	unsigned char key[32];
 };
 
