@@ -86,12 +86,12 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
 					   struct error *err);
 
 /* The read-ahead pool when threads is 0: its threads mostly wait on the
- * store, and they carry the node's mounts' small-file prefetch, up to
- * prefetch.files (64) files in flight for each reader's directory
- * (docs/benchmarks.md, "Room for what is expected"): at least
+ * store, and they carry the node's mounts' small-file prefetch, one file
+ * in flight each, which with a far store sets the pace
+ * (docs/benchmarks.md, "128 files in flight"): at least
  * WORKER_THREADS_MIN, and WORKER_THREADS_PER_CPU per CPU where that is
  * more. */
-#define WORKER_THREADS_MIN 64
+#define WORKER_THREADS_MIN 128
 #define WORKER_THREADS_PER_CPU 4
 
 /* The size of the worker's read-ahead pool: threads, or the default

@@ -34,7 +34,7 @@ START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
 	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_SCAN_RESISTANT);
 	ck_assert_str_eq(s.token_file, "");
 	ck_assert_int_eq(s.threads, 0);
-	ck_assert_int_eq(s.fetch_max_inflight, 64);
+	ck_assert_int_eq(s.fetch_max_inflight, 128);
 	ck_assert_int_eq(s.fetch_readahead_max, 16);
 	ck_assert_int_eq(s.preload_parallelism, 16);
 	ck_assert_int_eq(s.http_max_connections, 1024);
@@ -207,14 +207,14 @@ START_TEST(test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass
 }
 END_TEST
 
-START_TEST(test_worker_settings_threads_default_to_sixty_four_or_four_per_cpu)
+START_TEST(test_worker_settings_threads_default_to_128_or_four_per_cpu)
 {
 	struct worker_settings s;
 	struct error err;
 
 	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
 	ck_assert_int_eq(worker_settings_threads(&s),
-			 4 * cpu_available() > 64 ? 4 * cpu_available() : 64);
+			 4 * cpu_available() > 128 ? 4 * cpu_available() : 128);
 	s.threads = 3;
 	ck_assert_int_eq(worker_settings_threads(&s), 3);
 	config_release(&worker_settings_schema, &s);
@@ -342,7 +342,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_settings_check_rejects_naming_the_key);
 	tcase_add_test(tc, test_worker_settings_check_rejects_out_of_range_numbers);
 	tcase_add_test(tc, test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass);
-	tcase_add_test(tc, test_worker_settings_threads_default_to_sixty_four_or_four_per_cpu);
+	tcase_add_test(tc, test_worker_settings_threads_default_to_128_or_four_per_cpu);
 	tcase_add_test(tc, test_worker_settings_flag_overrides_file);
 	tcase_add_test(tc, test_worker_settings_unix_listen_with_meta_needs_advertise_address);
 	tcase_add_test(tc, test_worker_settings_advertise_is_derived_from_listen);
