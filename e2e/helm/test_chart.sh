@@ -75,7 +75,7 @@ worker:
   port: 7481
   extraConfig:
     fetch:
-      max_inflight: 128
+      max_inflight: 256
 node:
   kubeletDir: /var/lib/k0s/kubelet
   fuseConfig:
@@ -1014,7 +1014,7 @@ check(mcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", 
 check(mcfg.get("store", {}).get("region") == "eu-west-1" and wcfg.get("store", {}).get("region") == "eu-west-1",
       "store region reaches meta and the worker")
 check(wcfg.get("cache", {}).get("policy") == "lru", "custom policy lru")
-check(wcfg.get("fetch", {}).get("max_inflight") == 128, "worker extraConfig merged")
+check(wcfg.get("fetch", {}).get("max_inflight") == 256, "worker extraConfig merged")
 check(wcfg.get("listen") == "0.0.0.0:7481", "worker port 7481")
 check(wcfg.get("store", {}).get("endpoint") == "http://minio.storage.svc:9000", "store endpoint")
 allowed = "https://s3.eu-west-1.amazonaws.com,http://10.0.0.5:7070"

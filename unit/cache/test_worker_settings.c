@@ -61,7 +61,7 @@ START_TEST(test_worker_settings_yaml_overrides_nested_keys)
 		"  block_size: 8MiB\n"
 		"  policy: lru\n"
 		"fetch:\n"
-		"  max_inflight: 128\n"
+		"  max_inflight: 256\n"
 		"  readahead_max: 4\n"
 		"preload:\n"
 		"  parallelism: 32\n"
@@ -87,7 +87,7 @@ START_TEST(test_worker_settings_yaml_overrides_nested_keys)
 	ck_assert_uint_eq(s.cache_capacity, 500ull << 30);
 	ck_assert_uint_eq(s.cache_block_size, 8ull << 20);
 	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_LRU);
-	ck_assert_int_eq(s.fetch_max_inflight, 128);
+	ck_assert_int_eq(s.fetch_max_inflight, 256);
 	ck_assert_int_eq(s.fetch_readahead_max, 4);
 	ck_assert_int_eq(s.preload_parallelism, 32);
 	ck_assert_int_eq(s.http_max_connections, 256);
