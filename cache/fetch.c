@@ -2,6 +2,7 @@
  * fetch.c - dataset registry, single-flight block fetches, read-ahead.
  */
 #include "cache/fetch.h"
+#include "cache/inflight.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -141,6 +142,14 @@ struct fetcher {
 
 	pthread_t *threads;
 	unsigned nthreads;
+	/* Read-ahead jobs run at once: under ra_ctl.limit (mirrored in
+	 * ra_limit for fetch_readahead_limit), which the windows of
+	 * completed jobs adjust (cache/inflight.h). */
+	struct inflight_ctl ra_ctl;        /* protected by mu */
+	atomic_uint ra_limit;
+	unsigned ra_active;                /* protected by mu */
+	uint64_t win_start_ms, win_jobs;   /* protected by mu */
+	bool win_queued;                   /* protected by mu */
 
 	atomic_bool cancelled;             /* fetch_cancel: transfers stop */
 
@@ -1706,26 +1715,70 @@ static size_t readahead_take_run(struct fetcher *f, struct ra_job *j, struct ra_
 	return n;
 }
 
+/*
+ * Counts jobs done (a read-ahead thread's last round) and, once a window
+ * of INFLIGHT_WINDOW_MS is over, has the limit adjusted by it: a window
+ * that spans a pause (no job done for several windows) tells nothing of
+ * the limit and is passed over. Called with f->mu held.
+ */
+static void ra_window_locked(struct fetcher *f, size_t jobs)
+{
+	const unsigned before = f->ra_ctl.limit;
+	uint64_t now, span;
+
+	if (f->ra_ctl.cap == f->ra_ctl.floor)
+		return;
+	now = retry_now_ms();
+	f->win_jobs += jobs;
+	span = now - f->win_start_ms;
+	if (span < INFLIGHT_WINDOW_MS)
+		return;
+	if (span < 4 * INFLIGHT_WINDOW_MS) {
+		const double rate = (double)f->win_jobs * 1000 / (double)span;
+
+		atomic_store(&f->ra_limit, inflight_window(&f->ra_ctl, rate, f->win_queued));
+		if (f->ra_ctl.limit != before)
+			log_debug("read-ahead limit changed", LOG_U("from", before),
+				  LOG_U("to", f->ra_ctl.limit), LOG_U("blocks_per_s", (uint64_t)rate),
+				  LOG_U("queued", f->win_queued));
+	}
+	f->win_start_ms = now;
+	f->win_jobs = 0;
+	f->win_queued = false;
+	if (f->ra_ctl.limit > before)
+		pthread_cond_broadcast(&f->ra_cv);
+}
+
 static void *readahead_thread(void *arg)
 {
 	struct fetcher *f = arg;
 	struct ra_job *jobs[FETCH_COALESCE_BLOCKS];
 	struct block_req *reqs = calloc(FETCH_COALESCE_BLOCKS, sizeof(*reqs));
 	struct run_block *blocks = calloc(FETCH_COALESCE_BLOCKS, sizeof(*blocks));
+	size_t done = 0; /* jobs of the last round, not yet counted */
 
 	for (;;) {
 		struct ra_job *j, *dropped = NULL;
 		size_t n, s = 0;
 
 		pthread_mutex_lock(&f->mu);
-		while (!f->stopping && !f->ra_head)
+		if (done) {
+			f->ra_active--;
+			ra_window_locked(f, done);
+			done = 0;
+		}
+		while (!f->stopping && (!f->ra_head || f->ra_active >= f->ra_ctl.limit)) {
+			if (f->ra_head)
+				f->win_queued = true;
 			pthread_cond_wait(&f->ra_cv, &f->mu);
+		}
 		if (f->stopping) {
 			pthread_mutex_unlock(&f->mu);
 			break;
 		}
 		j = f->ra_head;
 		readahead_unlink_locked(f, j);
+		f->ra_active++;
 		pthread_mutex_unlock(&f->mu);
 
 		/* Without memory for a run, one block at a time. */
@@ -1771,6 +1824,7 @@ static void *readahead_thread(void *arg)
 		}
 		for (size_t k = 0; k < n; k++)
 			ra_job_free(f, jobs[k]);
+		done = n;
 	}
 	free(reqs);
 	free(blocks);
@@ -1875,6 +1929,11 @@ enum error_code fetch_warm(struct fetcher *f, struct fetch_dataset *ds, const ch
 	return ERR_OK;
 }
 
+unsigned fetch_readahead_limit(struct fetcher *f)
+{
+	return atomic_load(&f->ra_limit);
+}
+
 void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 		    const char *etag, uint64_t size, uint64_t index)
 {
@@ -1887,6 +1946,11 @@ void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key
 		return;
 	memcpy(hash[0], r.hash, BLOCK_HASH_LEN);
 	ra_enqueue(f, &r, &index, hash, 1);
+}
+
+static unsigned min_u(unsigned a, unsigned b)
+{
+	return a < b ? a : b;
 }
 
 /* Starts n threads of fn on f into t, counting them in *started. */
@@ -1919,6 +1983,13 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->bs = cfg->bs;
 	f->max_inflight = cfg->max_inflight;
 	f->readahead_max = cfg->readahead_max;
+	/* Fixed at the pool's size unless told where to start and stop. */
+	if (cfg->readahead_inflight && cfg->readahead_inflight_max)
+		inflight_init(&f->ra_ctl, min_u(cfg->readahead_inflight, cfg->threads),
+			      min_u(cfg->readahead_inflight_max, cfg->threads));
+	else
+		inflight_init(&f->ra_ctl, cfg->threads, cfg->threads);
+	atomic_init(&f->ra_limit, f->ra_ctl.limit);
 	f->coalesce_bytes = cfg->coalesce_bytes;
 	f->write_behind = cfg->write_behind;
 	f->no_recent = cfg->no_recent;

@@ -72,6 +72,14 @@ struct fetch_config {
 	unsigned threads;          /* read-ahead pool; >= 1 */
 	unsigned readahead_max;    /* most blocks one request may queue */
 	/*
+	 * Read-ahead jobs run at once (each a GET in flight, most of its
+	 * time): from readahead_inflight, tried up to readahead_inflight_max
+	 * while jobs wait in the queue for them, and kept where more bring
+	 * more blocks per second (cache/inflight.h); both at most threads.
+	 * 0 (either): as many as there are threads, fixed.
+	 */
+	unsigned readahead_inflight, readahead_inflight_max;
+	/*
 	 * Most bytes one read-ahead GET fetches: consecutive blocks of one
 	 * object queued for read-ahead go in one ranged GET (at most
 	 * FETCH_COALESCE_BLOCKS). Below two blocks: one GET per block.
@@ -297,6 +305,10 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
  */
 void fetch_prefetch(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 		    const char *etag, uint64_t size, uint64_t index);
+
+/* Read-ahead jobs allowed at once now (fetch_config.readahead_inflight);
+ * lock-free. */
+unsigned fetch_readahead_limit(struct fetcher *f);
 
 /*
  * Makes sure a block is cached (preload): ERR_OK if it was or now is,

@@ -101,6 +101,7 @@ struct mount {
 	unsigned scan_laps;
 	pthread_mutex_t prefetch_mu;
 	unsigned prefetch_files;
+	unsigned prefetch_floor;   /* standalone: the read-ahead's least limit */
 	uint32_t block_size;
 	/* with meta: the prefetch queue (inodes; protected by prefetch_mu) */
 	uint64_t warm_q[WARM_QUEUE];
@@ -464,6 +465,18 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj, bool
 	char key[BLOCK_KEY_MAX + 1];
 	size_t nasked = 0, n = 0;
 	unsigned need = PREFETCH_DIR_MISSES;
+	/* Standalone, as many more as the read-ahead's limit rose over its
+	 * floor: the files asked for keep its fetches busy. */
+	unsigned ahead = m->prefetch_files;
+
+	if (m->fetcher) {
+		unsigned limit = fetch_readahead_limit(m->fetcher);
+
+		if (limit > m->prefetch_floor)
+			ahead += limit - m->prefetch_floor;
+		if (ahead > PREFETCH_FILES_MAX)
+			ahead = PREFETCH_FILES_MAX;
+	}
 
 	if (snapshot_stat(m->files, obj->ino, &self) != ERR_OK)
 		return;
@@ -493,11 +506,11 @@ static void prefetch_next_files(void *arg, const struct reader_object *obj, bool
 				slot->asked_to = slot->lap_from - 1;
 				slot->wrapped = false;
 			}
-			nasked = lap_next(slot, asked, m->prefetch_files);
+			nasked = lap_next(slot, asked, ahead);
 		}
 	} else if (slot->dir == self.parent && !missed && slot->asked_to && !slot->wrapped &&
-		   slot->asked_to > obj->ino && slot->asked_to - obj->ino <= m->prefetch_files / 2) {
-		uint64_t to = obj->ino + m->prefetch_files;
+		   slot->asked_to > obj->ino && slot->asked_to - obj->ino <= ahead / 2) {
+		uint64_t to = obj->ino + ahead;
 
 		while (slot->asked_to < to && slot->asked_to < slot->last)
 			asked[nasked++] = ++slot->asked_to;
@@ -708,14 +721,19 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.direct_write_min = BLOCK_DIRECT_MIN,
 		.direct_read = s->cache_direct_read,
 	};
-	int64_t cpus = cpu_available(), threads = s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus;
+	int64_t cpus = cpu_available(), floor = s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus;
 	/* Enough read-ahead threads to keep a directory's prefetch.files in
-	 * flight: they wait on the store (docs/benchmarks.md). */
-	if (s->prefetch_files > threads)
-		threads = s->prefetch_files;
+	 * flight, since they wait on the store, and more up to
+	 * prefetch.files_max, run while they pay (cache/inflight.h;
+	 * docs/benchmarks.md). */
+	if (s->prefetch_files > floor)
+		floor = s->prefetch_files;
+	const int64_t threads = s->prefetch_files_max > floor ? s->prefetch_files_max : floor;
 	struct fetch_config fcfg = {
-		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus + s->prefetch_files),
+		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus + threads),
 		.threads = (unsigned)threads,
+		.readahead_inflight = (unsigned)floor,
+		.readahead_inflight_max = (unsigned)threads,
 		.readahead_max = (unsigned)s->prefetch_blocks,
 		.coalesce_bytes = s->prefetch_coalesce_max,
 		.write_behind = (unsigned)s->cache_write_behind,
@@ -748,6 +766,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	m->cache.verify = s->verify;
 	m->files = m->snap;
 	m->prefetch_files = (unsigned)s->prefetch_files;
+	m->prefetch_floor = (unsigned)floor;
 	m->block_size = (uint32_t)s->cache_block_size;
 	if (m->prefetch_files > 0) {
 		m->cache.small_read = prefetch_next_files;

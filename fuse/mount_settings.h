@@ -49,6 +49,7 @@ struct mount_settings {
 	int64_t prefetch_blocks;   /* blocks read ahead of a sequential reader */
 	uint64_t prefetch_coalesce_max; /* most bytes of one read-ahead GET */
 	int64_t prefetch_files;    /* files read ahead after a small file's miss */
+	int64_t prefetch_files_max; /* standalone: the most, tried while they pay */
 	bool verify;               /* check cached bytes against block checksums */
 	uint64_t worker_timeout_ms; /* connect to a worker, before falling back to the store */
 	uint64_t worker_request_timeout_ms; /* one block request to a worker */

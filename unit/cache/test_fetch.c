@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -624,6 +625,74 @@ START_TEST(test_fetch_prefetch_reads_ahead_one_block_of_any_object)
 }
 END_TEST
 
+/* Read-ahead jobs at once, seen from the hook each block's job calls
+ * while it still runs (held there 20 ms). */
+static atomic_uint hook_active, hook_most;
+
+static void hold_job(uint64_t index, void *arg)
+{
+	unsigned now = atomic_fetch_add(&hook_active, 1) + 1;
+	unsigned most = atomic_load(&hook_most);
+
+	while (now > most && !atomic_compare_exchange_weak(&hook_most, &most, now))
+		;
+	retry_sleep_ms(20);
+	atomic_fetch_sub(&hook_active, 1);
+}
+
+/* The most read-ahead jobs seen at once while 16 small files are
+ * prefetched by a pool of 8 threads, with readahead_inflight (floor and
+ * cap) as given. */
+static unsigned most_jobs_at_once(unsigned floor, unsigned cap)
+{
+	struct fetch_dataset *ds = NULL;
+	struct fetch_stats st;
+	char key[32], etag[80];
+	struct error err;
+
+	close_cache();
+	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
+								       .capacity = 64u << 20,
+								       .block_size = BS },
+					 &bs, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 16,
+							    .threads = 8, .readahead_max = 8,
+							    .readahead_inflight = floor,
+							    .readahead_inflight_max = cap,
+							    .run_block_done = hold_job,
+							    .file_roots = file_roots, .nfile_roots = 1 },
+				   &f, &err),
+			 ERR_OK);
+	register_ds("ds", BLOCKSTORE_LRU, false);
+	ds = get_ds("ds");
+	atomic_store(&hook_most, 0);
+	for (unsigned i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "sub/small-%02u", i);
+		write_object(key, BS / 2, 100 + i);
+		etag_of(ds, key, etag);
+		fetch_prefetch(f, ds, key, etag, BS / 2, 0);
+	}
+	wait_readahead_fetched(16, &st);
+	fetch_dataset_put(f, ds);
+	return atomic_load(&hook_most);
+}
+
+/* readahead_inflight: the read-ahead runs at most that many jobs at once
+ * whatever its threads, which all run without it. */
+START_TEST(test_fetch_readahead_inflight_limits_the_jobs_at_once)
+{
+	unsigned limited = most_jobs_at_once(2, 2);
+	unsigned unlimited;
+
+	ck_assert_uint_eq(fetch_readahead_limit(f), 2);
+	ck_assert_uint_eq(limited, 2);
+	unlimited = most_jobs_at_once(0, 0);
+	ck_assert_uint_eq(fetch_readahead_limit(f), 8);
+	ck_assert_uint_gt(unlimited, 2);
+}
+END_TEST
+
 /* fetch_block_until with the object's size: a block past it is ERR_RANGE
  * without a store request, read-ahead stops at the object's end, and a
  * size given too small is only a hint: the block still comes whole. */
@@ -1161,6 +1230,7 @@ int main(void)
 	tcase_add_test(tc, test_fetch_direct_write_serves_fetched_and_read_ahead_bytes_from_memory);
 	tcase_add_test(tc, test_fetch_prefetch_reads_ahead_one_block_of_any_object);
 	tcase_add_test(tc, test_fetch_with_the_object_size_stops_at_its_end);
+	tcase_add_test(tc, test_fetch_readahead_inflight_limits_the_jobs_at_once);
 	tcase_add_test(tc, test_fetch_write_behind_serves_before_the_commit);
 	tcase_add_test(tc, test_fetch_write_behind_full_queue_commits_inline_and_free_drains);
 	tcase_add_test(tc, test_fetch_readahead_coalesces_consecutive_blocks_into_one_get);
