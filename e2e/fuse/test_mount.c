@@ -526,12 +526,13 @@ static void write_flat(void)
 }
 
 /* Mounts src with prefetch.files set to prefetch, on a cache directory of
- * its own, made in cache (300 bytes). */
+ * its own, made in cache (300 bytes). prefetch.files_max the same: the
+ * files asked for do not follow a read-ahead limit found by trying. */
 static void prefetch_mount(struct mnt *m, const char *prefetch, char *cache)
 {
 	char source[300];
 	const char *flags[] = { "--source", source, "--cache.block_size", "64KiB", "--cache.dir", cache,
-				"--prefetch.files", prefetch, NULL };
+				"--prefetch.files", prefetch, "--prefetch.files_max", prefetch, NULL };
 
 	snprintf(source, sizeof(source), "file://%s", src);
 	harness_tmpdir(cache, 300, "/tmp/granary-cache-XXXXXX");
