@@ -74,7 +74,7 @@ static const struct config_field fuse_fields[] = {
 	  0, PREFETCH_FILES_MAX, NULL },
 	{ "prefetch.files_max", CONFIG_INT, offsetof(struct mount_settings, prefetch_files_max),
 	  "256",
-	  "standalone: the most read-ahead fetches at once (small files and blocks): from prefetch.files (or the read-ahead threads' floor), more are tried while fetches wait for them and kept while they bring at least 10% more blocks per second, and fewer tried and kept while they cost under 3% (a store far away gains from more, one on the node's own CPUs loses); at or below that floor: fixed",
+	  "standalone: the most read-ahead fetches at once (small files and blocks): from prefetch.files (or the read-ahead threads' floor), more are tried while fetches wait for them and kept while they bring at least 15% more blocks per second, and fewer tried and kept while they cost under 3% (a store far away gains from more, one on the node's own CPUs loses); at or below that floor: fixed",
 	  0, PREFETCH_FILES_MAX, NULL },
 	{ "prefetch.coalesce_max", CONFIG_SIZE,
 	  offsetof(struct mount_settings, prefetch_coalesce_max), "16MiB",

@@ -60,6 +60,8 @@ START_TEST(test_mount_settings_defaults_are_tuned_and_valid)
 	ck_assert(!s.splice);
 	ck_assert_uint_eq(s.read_ahead, 1u << 20);
 	ck_assert_int_eq(s.prefetch_blocks, 4);
+	ck_assert_int_eq(s.prefetch_files, 64);
+	ck_assert_int_eq(s.prefetch_files_max, 256);
 	ck_assert_uint_eq(s.worker_timeout_ms, 500);
 	ck_assert_str_eq(s.store.region, "us-east-1");
 	ck_assert_str_eq(s.log_level, "info");
@@ -91,6 +93,7 @@ START_TEST(test_mount_settings_yaml_overrides_nested_keys)
 		"read_ahead: 8MiB\n"
 		"prefetch:\n"
 		"  blocks: 16\n"
+		"  files_max: 32\n"
 		"worker:\n"
 		"  timeout: 250ms\n"
 		"store:\n"
@@ -116,6 +119,7 @@ START_TEST(test_mount_settings_yaml_overrides_nested_keys)
 	ck_assert(s.clone_fd);
 	ck_assert_uint_eq(s.read_ahead, 8u << 20);
 	ck_assert_int_eq(s.prefetch_blocks, 16);
+	ck_assert_int_eq(s.prefetch_files_max, 32);
 	ck_assert_uint_eq(s.worker_timeout_ms, 250);
 	ck_assert_str_eq(s.store.endpoint, "http://127.0.0.1:7070");
 	ck_assert_str_eq(s.store.region, "eu-west-1");
