@@ -1342,9 +1342,12 @@ static void ra_enqueue(struct fetcher *f, const struct block_req *r, const uint6
 		jobs[i] = NULL;
 		queued++;
 	}
-	/* One wake-up for the batch: it is one GET. */
-	if (queued)
+	/* One wake-up for the batch: it is one GET. None at the limit: the
+	 * next thread to finish a job takes it. */
+	if (queued && f->ra_active < f->ra_ctl.limit)
 		pthread_cond_signal(&f->ra_cv);
+	else if (queued)
+		f->win_queued = true;
 	pthread_mutex_unlock(&f->mu);
 	for (unsigned i = 0; i < nwant; i++)
 		if (jobs[i])
