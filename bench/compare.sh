@@ -680,8 +680,9 @@ run_system() {
   record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
-  record "$sys" small_s3_requests $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
-  log "$sys small files cold: $line (S3 requests: $(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) )), connections: $(( $(echo "$s1" | kv connections) - $(echo "$s0" | kv connections) )))"
+  small_requests=$(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
+  record "$sys" small_s3_requests "$small_requests"
+  log "$sys small files cold: $line (S3 requests: $small_requests, connections: $(( $(echo "$s1" | kv connections) - $(echo "$s0" | kv connections) )))"
   case "$sys" in granary*) log "$sys mount counters after the small-file cold epoch: $(mount_counters "$dir")" ;; esac
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"
