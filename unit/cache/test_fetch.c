@@ -66,6 +66,9 @@ typedef void run_hook_fn(uint64_t index, void *arg);
 /* The next open_cache_full opens the fetcher as granary-worker does
  * (fetch_config.no_recent). */
 static bool as_worker;
+/* The next open_cache_full's read-ahead: its threads (0: 2) and the jobs
+ * they run at once (fetch_config.readahead_inflight, _max). */
+static unsigned ra_threads, ra_floor, ra_cap;
 
 static void open_cache_full(uint64_t capacity, bool direct_write, uint64_t coalesce,
 			    run_hook_fn *hook)
@@ -79,7 +82,9 @@ static void open_cache_full(uint64_t capacity, bool direct_write, uint64_t coale
 					 &bs, &err),
 			 ERR_OK);
 	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 4,
-							    .threads = 2,
+							    .threads = ra_threads ? ra_threads : 2,
+							    .readahead_inflight = ra_floor,
+							    .readahead_inflight_max = ra_cap,
 							    .readahead_max = coalesce ? 32 : 8,
 							    .coalesce_bytes = coalesce,
 							    .run_block_done = hook,
@@ -641,29 +646,20 @@ static void hold_job(uint64_t index, void *arg)
 }
 
 /* The most read-ahead jobs seen at once while 16 small files are
- * prefetched by a pool of 8 threads, with readahead_inflight (floor and
- * cap) as given. */
+ * prefetched by a pool of 8 threads (4 store fetches at once), with
+ * readahead_inflight (floor and cap) as given. */
 static unsigned most_jobs_at_once(unsigned floor, unsigned cap)
 {
 	struct fetch_dataset *ds = NULL;
 	struct fetch_stats st;
 	char key[32], etag[80];
-	struct error err;
 
 	close_cache();
-	ck_assert_int_eq(blockstore_open(&(struct blockstore_config){ .dir = cache_dir,
-								       .capacity = 64u << 20,
-								       .block_size = BS },
-					 &bs, &err),
-			 ERR_OK);
-	ck_assert_int_eq(fetch_new(&(struct fetch_config){ .bs = bs, .max_inflight = 16,
-							    .threads = 8, .readahead_max = 8,
-							    .readahead_inflight = floor,
-							    .readahead_inflight_max = cap,
-							    .run_block_done = hold_job,
-							    .file_roots = file_roots, .nfile_roots = 1 },
-				   &f, &err),
-			 ERR_OK);
+	ra_threads = 8;
+	ra_floor = floor;
+	ra_cap = cap;
+	open_cache_full(64u << 20, false, 0, hold_job);
+	ra_threads = ra_floor = ra_cap = 0;
 	register_ds("ds", BLOCKSTORE_LRU, false);
 	ds = get_ds("ds");
 	atomic_store(&hook_most, 0);
