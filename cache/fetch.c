@@ -669,10 +669,11 @@ static enum error_code deadline_passed(const struct block_req *r, const char *wh
 
 /*
  * A store fetch slot. Read-ahead and preload (cache_only) take one of the
- * max_inflight slots; a read that needs the bytes waits only for other
- * such reads, never behind read-ahead, so read-ahead cannot delay a
- * demand read (at most max_inflight of each run at once). A demand read
- * gives up at its deadline.
+ * max_inflight slots; a read that needs the bytes waits for a slot only
+ * behind other such reads, never behind read-ahead (at most max_inflight
+ * of each run at once). A store that is itself saturated still answers
+ * the GETs in flight in turn, the read-ahead's with the reader's. A
+ * demand read gives up at its deadline.
  */
 static enum error_code slot_acquire(struct fetcher *f, const struct block_req *r,
 				    bool cache_only, struct error *err)

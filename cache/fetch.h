@@ -21,7 +21,8 @@
  *     the one fetch in progress and then share its result;
  *   - bounded: at most max_inflight store fetches for readers run at once,
  *     and at most max_inflight for read-ahead and preload, which take the
- *     readers' free slots only: a read never waits behind read-ahead;
+ *     readers' free slots only: a read never waits behind read-ahead for a
+ *     slot (a saturated store still serves the GETs in flight in turn);
  *   - checked by its reader: a cached block is handed out as it is; whoever
  *     reads its bytes checks them against the chunk checksums of its
  *     header (block_read_checked, or a peer against the checksums
