@@ -154,6 +154,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	store_settings_to_config(&s.store, &store_defaults);
+	store_defaults.max_connections = worker_settings_store_connections(&s);
 	if (worker_http_start(
 		    &(struct worker_http_config){
 			    .listen = s.listen,

@@ -236,6 +236,13 @@ int worker_settings_threads(const struct worker_settings *s)
 	return per_cpu > WORKER_THREADS_MIN ? per_cpu : WORKER_THREADS_MIN;
 }
 
+unsigned worker_settings_store_connections(const struct worker_settings *s)
+{
+	if (s->store.max_connections > 0)
+		return (unsigned)s->store.max_connections;
+	return (unsigned)(s->fetch_max_inflight + worker_settings_threads(s));
+}
+
 enum error_code worker_settings_worker_id(const struct worker_settings *s, const char *hostname,
 					  char *out, size_t size, struct error *err)
 {

@@ -98,6 +98,13 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
  * above when 0. */
 int worker_settings_threads(const struct worker_settings *s);
 
+/* The connections each dataset's store keeps for the next request:
+ * store.max_connections, or when 0 one per store fetch the worker runs
+ * at once (fetch.max_inflight for readers, and the read-ahead pool), so
+ * that connections opened for a busy moment are not closed only to be
+ * opened again (each a TLS handshake with an HTTPS store). */
+unsigned worker_settings_store_connections(const struct worker_settings *s);
+
 /*
  * The id this worker gives granary-meta: node_id, or hostname when node_id
  * is empty. Copied into out (size bytes). ERR_INVALID when the result is

@@ -21,7 +21,6 @@
 
 #include "cache/blockstore.h"
 #include "cache/fetch.h"
-#include "common/cpu.h"
 #include "common/daemon.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -721,19 +720,14 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 		.direct_write_min = BLOCK_DIRECT_MIN,
 		.direct_read = s->cache_direct_read,
 	};
-	int64_t cpus = cpu_available(), floor = s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus;
-	/* Enough read-ahead threads to keep a directory's prefetch.files in
-	 * flight, since they wait on the store, and more up to
-	 * prefetch.files_max, run while they pay (cache/inflight.h;
-	 * docs/benchmarks.md). */
-	if (s->prefetch_files > floor)
-		floor = s->prefetch_files;
-	const int64_t threads = s->prefetch_files_max > floor ? s->prefetch_files_max : floor;
+	/* Read-ahead threads to keep a directory's prefetch.files in flight,
+	 * and more up to prefetch.files_max while they pay (docs/benchmarks.md). */
+	const struct mount_fetch_sizes sz = mount_settings_fetch_sizes(s);
 	struct fetch_config fcfg = {
-		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus + threads),
-		.threads = (unsigned)threads,
-		.readahead_inflight = (unsigned)floor,
-		.readahead_inflight_max = (unsigned)threads,
+		.max_inflight = sz.max_inflight,
+		.threads = sz.threads,
+		.readahead_inflight = sz.floor,
+		.readahead_inflight_max = sz.threads,
 		.readahead_max = (unsigned)s->prefetch_blocks,
 		.coalesce_bytes = s->prefetch_coalesce_max,
 		.write_behind = (unsigned)s->cache_write_behind,
@@ -756,6 +750,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	if (rc != ERR_OK)
 		return rc;
 	store_settings_to_config(&s->store, &dcfg.store);
+	dcfg.store.max_connections = mount_settings_store_connections(s);
 	rc = fetch_dataset_register(m->fetcher, &dcfg, NULL, err);
 	if (rc == ERR_OK)
 		rc = fetch_dataset_get(m->fetcher, STANDALONE_NAME, &m->cache.ds, err);
@@ -766,7 +761,7 @@ static enum error_code open_cache(const struct mount_settings *s, struct mount *
 	m->cache.verify = s->verify;
 	m->files = m->snap;
 	m->prefetch_files = (unsigned)s->prefetch_files;
-	m->prefetch_floor = (unsigned)floor;
+	m->prefetch_floor = sz.floor;
 	m->block_size = (uint32_t)s->cache_block_size;
 	if (m->prefetch_files > 0) {
 		m->cache.small_read = prefetch_next_files;

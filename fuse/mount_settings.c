@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "block/name.h"
+#include "common/cpu.h"
 #include "common/fusemount.h"
 #include "common/log.h"
 #include "common/netaddr.h"
@@ -122,6 +123,29 @@ uint64_t mount_read_deadline_ms(const struct mount_settings *s)
 	if (s->dataset && *s->dataset)
 		d += s->worker_first_byte_ms + s->worker_timeout_ms;
 	return d;
+}
+
+struct mount_fetch_sizes mount_settings_fetch_sizes(const struct mount_settings *s)
+{
+	const int64_t cpus = cpu_available();
+	int64_t floor = s->prefetch_blocks > cpus ? s->prefetch_blocks : cpus;
+
+	if (s->prefetch_files > floor)
+		floor = s->prefetch_files;
+	const int64_t threads = s->prefetch_files_max > floor ? s->prefetch_files_max : floor;
+
+	return (struct mount_fetch_sizes){
+		.floor = (unsigned)floor,
+		.threads = (unsigned)threads,
+		.max_inflight = (unsigned)(2 * s->prefetch_blocks + 2 * cpus + threads),
+	};
+}
+
+unsigned mount_settings_store_connections(const struct mount_settings *s)
+{
+	if (s->store.max_connections > 0)
+		return (unsigned)s->store.max_connections;
+	return mount_settings_fetch_sizes(s).max_inflight;
 }
 
 const struct config_schema mount_settings_schema = {

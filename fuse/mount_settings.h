@@ -77,6 +77,29 @@ extern const struct config_schema mount_settings_schema;
 uint64_t mount_read_deadline_ms(const struct mount_settings *s);
 
 /*
+ * A standalone mount's fetcher, sized from the prefetch settings and the
+ * CPUs (cpu_available): the read-ahead's floor (prefetch.blocks or one
+ * per CPU, prefetch.files where more), its threads (prefetch.files_max
+ * where more than the floor: they mostly wait on the store, and run
+ * while they pay, cache/inflight.h), and the store fetches that readers
+ * may run at once.
+ */
+struct mount_fetch_sizes {
+	unsigned floor, threads, max_inflight;
+};
+struct mount_fetch_sizes mount_settings_fetch_sizes(const struct mount_settings *s);
+
+/*
+ * The connections a standalone mount's store keeps for the next request:
+ * store.max_connections, or when 0 one per store fetch the mount may run
+ * at once (max_inflight above, which counts the read-ahead's threads),
+ * so that connections opened for a busy moment, or for a try of a higher
+ * read-ahead limit, are not closed only to be opened again (each a TLS
+ * handshake with an HTTPS store).
+ */
+unsigned mount_settings_store_connections(const struct mount_settings *s);
+
+/*
  * Checks what the table cannot: mountpoint given and absolute, exactly one
  * of dataset and source (source a valid store URI; meta.address a valid
  * address when dataset is used), cache.dir absolute, cache.block_size a

@@ -55,8 +55,9 @@ extern const char *const store_addressing_names[]; /* "auto", "path", "virtual" 
 	  "first backoff step (doubles each retry, with jitter)", 1, 60000, NULL },         \
 	{ "store.retry_max", CONFIG_DURATION, offsetof(type, m.retry_max_ms), "2s",          \
 	  "largest backoff step", 1, 600000, NULL },                                        \
-	{ "store.max_connections", CONFIG_INT, offsetof(type, m.max_connections), "64",      \
-	  "keep-alive connections kept in the pool", 1, 4096, NULL }
+	{ "store.max_connections", CONFIG_INT, offsetof(type, m.max_connections), "0",       \
+	  "keep-alive connections kept in the pool (0: one per store fetch the daemon "     \
+	  "runs at once; 64 where it runs none of its own)", 0, 4096, NULL }
 
 /* Fills cfg from settings; cfg points into settings (no copies). */
 void store_settings_to_config(const struct store_settings *settings,

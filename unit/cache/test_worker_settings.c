@@ -41,7 +41,7 @@ START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
 	ck_assert_uint_eq(s.http_idle_timeout_ms, 120000);
 	ck_assert_uint_eq(s.http_shutdown_grace_ms, 10000);
 	ck_assert_str_eq(s.store.region, "us-east-1");
-	ck_assert_int_eq(s.store.max_connections, 64);
+	ck_assert_int_eq(s.store.max_connections, 0); /* the worker's fetches at once */
 	ck_assert_str_eq(s.log_level, "info");
 	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_OK);
 	config_release(&worker_settings_schema, &s);
@@ -221,6 +221,21 @@ START_TEST(test_worker_settings_threads_default_to_128_or_four_per_cpu)
 }
 END_TEST
 
+START_TEST(test_worker_settings_store_keeps_a_connection_per_fetch_at_once)
+{
+	struct worker_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&worker_settings_schema, &s, &err), ERR_OK);
+	s.threads = 100;
+	s.fetch_max_inflight = 20;
+	ck_assert_uint_eq(worker_settings_store_connections(&s), 120);
+	s.store.max_connections = 8; /* set: kept as it is */
+	ck_assert_uint_eq(worker_settings_store_connections(&s), 8);
+	config_release(&worker_settings_schema, &s);
+}
+END_TEST
+
 START_TEST(test_worker_settings_flag_overrides_file)
 {
 	static const char yaml[] =
@@ -343,6 +358,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_settings_check_rejects_out_of_range_numbers);
 	tcase_add_test(tc, test_worker_settings_block_size_bounds_and_capacity_of_one_block_pass);
 	tcase_add_test(tc, test_worker_settings_threads_default_to_128_or_four_per_cpu);
+	tcase_add_test(tc, test_worker_settings_store_keeps_a_connection_per_fetch_at_once);
 	tcase_add_test(tc, test_worker_settings_flag_overrides_file);
 	tcase_add_test(tc, test_worker_settings_unix_listen_with_meta_needs_advertise_address);
 	tcase_add_test(tc, test_worker_settings_advertise_is_derived_from_listen);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cpu.h"
 #include "fuse/mount_settings.h"
 #include "unit/check_main.h"
 
@@ -64,6 +65,7 @@ START_TEST(test_mount_settings_defaults_are_tuned_and_valid)
 	ck_assert_int_eq(s.prefetch_files_max, 256);
 	ck_assert_uint_eq(s.worker_timeout_ms, 500);
 	ck_assert_str_eq(s.store.region, "us-east-1");
+	ck_assert_int_eq(s.store.max_connections, 0); /* the mount's fetches at once */
 	ck_assert_str_eq(s.log_level, "info");
 	/* The mountpoint has no sensible default: the bare defaults ask for it. */
 	ck_assert_int_eq(mount_settings_check(&s, &err), ERR_INVALID);
@@ -124,6 +126,36 @@ START_TEST(test_mount_settings_yaml_overrides_nested_keys)
 	ck_assert_str_eq(s.store.endpoint, "http://127.0.0.1:7070");
 	ck_assert_str_eq(s.store.region, "eu-west-1");
 	ck_assert_int_eq(mount_settings_check(&s, &err), ERR_OK);
+	config_release(&mount_settings_schema, &s);
+}
+END_TEST
+
+START_TEST(test_mount_settings_fetcher_and_its_connections_follow_prefetch)
+{
+	struct mount_settings s;
+	struct mount_fetch_sizes sz;
+	struct error err;
+	const unsigned cpus = (unsigned)cpu_available();
+
+	ck_assert_int_eq(config_apply_defaults(&mount_settings_schema, &s, &err), ERR_OK);
+	s.prefetch_blocks = 4;
+	s.prefetch_files = 64;
+	s.prefetch_files_max = 256;
+	sz = mount_settings_fetch_sizes(&s);
+	ck_assert_uint_eq(sz.floor, 64);
+	ck_assert_uint_eq(sz.threads, 256);
+	ck_assert_uint_eq(sz.max_inflight, 2 * 4 + 2 * cpus + 256);
+	/* The pool keeps a connection for every fetch the mount may run. */
+	ck_assert_uint_eq(mount_settings_store_connections(&s), sz.max_inflight);
+	/* A files_max under the floor leaves threads at the floor. */
+	s.prefetch_files = 0;
+	s.prefetch_files_max = 0;
+	sz = mount_settings_fetch_sizes(&s);
+	ck_assert_uint_eq(sz.floor, cpus > 4 ? cpus : 4);
+	ck_assert_uint_eq(sz.threads, sz.floor);
+	/* Set by hand, the pool's size is kept. */
+	s.store.max_connections = 16;
+	ck_assert_uint_eq(mount_settings_store_connections(&s), 16);
 	config_release(&mount_settings_schema, &s);
 }
 END_TEST
@@ -260,6 +292,7 @@ int main(void)
 
 	tcase_add_test(tc, test_mount_settings_defaults_are_tuned_and_valid);
 	tcase_add_test(tc, test_mount_settings_yaml_overrides_nested_keys);
+	tcase_add_test(tc, test_mount_settings_fetcher_and_its_connections_follow_prefetch);
 	tcase_add_test(tc, test_mount_settings_check_rejects_naming_the_key);
 	tcase_add_test(tc, test_mount_settings_standalone_needs_no_meta);
 	tcase_add_test(tc, test_mount_settings_check_rejects_numbers_set_by_hand);
