@@ -98,7 +98,8 @@ enum error_code worker_settings_file_roots(const struct worker_settings *s,
  * above when 0. */
 int worker_settings_threads(const struct worker_settings *s);
 
-/* The connections each dataset's store keeps for the next request:
+/* The connections each dataset's store keeps for the next request (a
+ * pool per dataset):
  * store.max_connections, or when 0 one per store fetch the worker runs
  * at once (fetch.max_inflight for readers, and the read-ahead pool), so
  * that connections opened for a busy moment are not closed only to be
