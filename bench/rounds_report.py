@@ -7,8 +7,9 @@ rounds (each round one results.tsv), as markdown.
 For every figure of compare_report.ROWS that a round measured: per system
 the median over the rounds and each round's value. For the throughput
 figures (kind "rate"), the ratio of each pair of systems within each round
-(SUBJECT's order says which is over which), and the median of those ratios: the two were measured in the same
-invocation, on the machine as it was then.
+(SUBJECT's order says which is over which), and the median of those
+ratios: the two were measured in the same invocation, on the machine as it
+was then.
 """
 import argparse
 import os
