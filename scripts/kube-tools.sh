@@ -44,9 +44,23 @@ install_debian() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# module_dir MODULE@VERSION: downloads a module and prints its (read-only) folder.
+# module_dir MODULE@VERSION: downloads a module and prints its (read-only)
+# folder. A download the proxy fails (it has answered nothing at all once
+# in a while) is tried twice more; then the proxy's error is logged and
+# the caller stops.
 module_dir() {
-  go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
+  local out dir try
+  for try in 1 2 3; do
+    out=$(go mod download -json "$1" 2>&1) || true
+    dir=$(printf '%s\n' "$out" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    if [ -n "$dir" ] && [ -d "$dir" ]; then
+      printf '%s\n' "$dir"
+      return 0
+    fi
+    [ "$try" = 3 ] || sleep $((try * 5))
+  done
+  log "go mod download $1 failed three times: $(printf '%s\n' "$out" | sed -n 's/^\t"Error": //p' | head -1)"
+  return 1
 }
 
 # The module zip of k8s.io/kubernetes leaves out staging/src/k8s.io/* (nested
@@ -61,7 +75,7 @@ build_kubernetes() {
   src=$(module_dir "k8s.io/kubernetes@$KUBE_VERSION")
   tmp=$(mktemp -d)
   cp -r "$src" "$tmp/k8s" && chmod -R u+w "$tmp/k8s"
-  local name
+  local name staged
   for name in $(sed -n 's|^\tk8s.io/\([a-z-]*\) => ./staging/src/k8s.io/.*|\1|p' "$tmp/k8s/go.mod"); do
     local dst="$tmp/k8s/staging/src/k8s.io/$name"
     mkdir -p "$(dirname "$dst")"
@@ -69,7 +83,8 @@ build_kubernetes() {
       sample-cli-plugin|sample-controller) # not served, not needed by any binary built here
         mkdir -p "$dst"; printf 'module k8s.io/%s\n\ngo 1.24\n' "$name" > "$dst/go.mod" ;;
       *)
-        cp -r "$(module_dir "k8s.io/$name@$KUBE_STAGING_VERSION")" "$dst" && chmod -R u+w "$dst" ;;
+        staged=$(module_dir "k8s.io/$name@$KUBE_STAGING_VERSION")
+        cp -r "$staged" "$dst" && chmod -R u+w "$dst" ;;
     esac
   done
   mkdir -p "$KUBE_BIN"
@@ -111,9 +126,10 @@ build_module_cmd() { # NAME MODULE VERSION PACKAGE_DIR
   local name=$1 module=$2 version=$3 pkg=$4
   [ -x "$KUBE_BIN/$name" ] && { log "$name $version present"; return; }
   log "building $name $version"
-  local tmp
+  local src tmp
+  src=$(module_dir "$module@$version")
   tmp=$(mktemp -d)
-  cp -r "$(module_dir "$module@$version")" "$tmp/m" && chmod -R u+w "$tmp/m"
+  cp -r "$src" "$tmp/m" && chmod -R u+w "$tmp/m"
   (cd "$tmp/m" && GOWORK=off go build -trimpath -ldflags="-s -w" -o "$KUBE_BIN/$name" "$pkg")
   rm -rf "$tmp"
 }
@@ -147,7 +163,8 @@ build_cni
 build_module_cmd training-operator github.com/kubeflow/training-operator "$TRAINING_OPERATOR_VERSION" ./cmd/training-operator.v1
 # The TFJob CRD as the operator's release publishes it, from the same module.
 if [ ! -f "$KUBE_BIN/../tfjobs-crd.yaml" ]; then
-  cp "$(module_dir "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION")/manifests/base/crds/kubeflow.org_tfjobs.yaml" \
+  operator_src=$(module_dir "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION")
+  cp "$operator_src/manifests/base/crds/kubeflow.org_tfjobs.yaml" \
     "$KUBE_BIN/../tfjobs-crd.yaml"
   chmod u+w "$KUBE_BIN/../tfjobs-crd.yaml"
 fi
