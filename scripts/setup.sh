@@ -62,7 +62,9 @@ go_tool() {
     mv "$tmp/$(basename "$module")" "$target"
     rm -rf "$tmp"
   fi
-  ln -sf "$target" "$TOOLS/bin/$name"
+  # Linked only when it is not already: a warm set-up writes nothing, so
+  # that two can run at once (.ci/run).
+  [ "$(readlink "$TOOLS/bin/$name")" = "$target" ] || ln -sf "$target" "$TOOLS/bin/$name"
 }
 
 # A virtual environment with grpcio, grpcio-tools and pytest: the test that
