@@ -25,21 +25,17 @@ from compare_report import NAMES, ORDER, ROWS, fmt, load  # noqa: E402
 SUBJECT = ["granary-cluster", "granary", "rclone", "s3fs", "local"]
 
 
-def cell(values):
+def ratio(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cell(values, show=fmt):
     """Median, then every round's value in round order ('-': not measured)."""
     have = [v for v in values if v is not None]
     if not have:
         return "-"
-    rounds = ", ".join(fmt(v) for v in values)
-    return f"**{fmt(statistics.median(have))}** ({rounds})"
-
-
-def ratio_cell(values):
-    have = [v for v in values if v is not None]
-    if not have:
-        return "-"
-    rounds = ", ".join("-" if v is None else f"{v:.2f}" for v in values)
-    return f"**{statistics.median(have):.2f}** ({rounds})"
+    rounds = ", ".join(show(v) for v in values)
+    return f"**{show(statistics.median(have))}** ({rounds})"
 
 
 def main():
@@ -83,7 +79,7 @@ def main():
                 ratios.append(vx / vy if vx is not None and vy else None)
             if all(v is None for v in ratios):
                 continue
-            lines.append(f"| {label} | {NAMES[x]} / {NAMES[y]} | {ratio_cell(ratios)} |")
+            lines.append(f"| {label} | {NAMES[x]} / {NAMES[y]} | {cell(ratios, ratio)} |")
     if lines:
         out += ["", "Ratios within each round (median in bold, then each round's):", "",
                 "| figure | systems | ratio |", "|---|---|---|"] + lines
