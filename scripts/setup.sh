@@ -62,8 +62,7 @@ go_tool() {
     mv "$tmp/$(basename "$module")" "$target"
     rm -rf "$tmp"
   fi
-  # Linked only when it is not already: a warm set-up writes nothing, so
-  # that two can run at once (.ci/run).
+  # Linked only when it is not already: a warm set-up writes nothing.
   [ "$(readlink "$TOOLS/bin/$name")" = "$target" ] || ln -sf "$target" "$TOOLS/bin/$name"
 }
 
