@@ -3,12 +3,14 @@
  */
 #include "store/s3_sign.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 #define SIGN_MAX_HEADERS 16
@@ -61,25 +63,97 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-void s3_payload_sha256(const void *data, size_t len, char out[65])
+/*
+ * OpenSSL's one-shot SHA256() and HMAC() look their algorithm up by name
+ * at every call (a locked lookup in OpenSSL 3), which cost a request's
+ * signature more than its hashing: the digest and the MAC are fetched
+ * once, and each thread keeps one HMAC context, given a new key at each
+ * use. A thread's context holds the pads of the last key it was given
+ * until the thread ends; EVP_MAC_CTX_free cleanses them.
+ */
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_mac;
+static pthread_key_t hmac_ctx_key;
+static bool crypto_ok;
+
+static void hmac_ctx_free(void *ctx)
+{
+	EVP_MAC_CTX_free(ctx);
+}
+
+static void crypto_init(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	crypto_ok = sha256_md && hmac_mac && pthread_key_create(&hmac_ctx_key, hmac_ctx_free) == 0;
+}
+
+static bool sha256(const void *data, size_t len, unsigned char out[SHA256_DIGEST_LENGTH])
+{
+	pthread_once(&crypto_once, crypto_init);
+	return crypto_ok && EVP_Digest(data, len, out, NULL, sha256_md, NULL) == 1;
+}
+
+static EVP_MAC_CTX *thread_hmac(void)
+{
+	EVP_MAC_CTX *ctx;
+	char digest[] = "SHA256";
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+		OSSL_PARAM_construct_end(),
+	};
+
+	pthread_once(&crypto_once, crypto_init);
+	if (!crypto_ok)
+		return NULL;
+	ctx = pthread_getspecific(hmac_ctx_key);
+	if (ctx)
+		return ctx;
+	ctx = EVP_MAC_CTX_new(hmac_mac);
+	if (!ctx)
+		return NULL;
+	if (EVP_MAC_CTX_set_params(ctx, params) != 1 ||
+	    pthread_setspecific(hmac_ctx_key, ctx) != 0) {
+		EVP_MAC_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* OpenSSL fails only where it cannot allocate or load its default provider. */
+static enum error_code crypto_failed(const char *what, struct error *err)
+{
+	return error_set(err, ERR_NOMEM, "sign: %s failed in OpenSSL (out of memory?)", what);
+}
+
+enum error_code s3_payload_sha256(const void *data, size_t len, char out[65], struct error *err)
 {
 	unsigned char digest[SHA256_DIGEST_LENGTH];
 
-	SHA256(data, len, digest);
+	if (!sha256(data, len, digest))
+		return crypto_failed("SHA-256", err);
 	to_hex(digest, sizeof(digest), out);
+	return ERR_OK;
 }
 
-static void hmac(const void *key, size_t keylen, const char *msg,
+/* HMAC-SHA256 of msg under key; false when OpenSSL failed (out of memory). */
+static bool hmac(const void *key, size_t keylen, const char *msg,
 		 unsigned char out[SHA256_DIGEST_LENGTH])
 {
+	EVP_MAC_CTX *ctx = thread_hmac();
 	unsigned char md[SHA256_DIGEST_LENGTH];
-	unsigned int len = SHA256_DIGEST_LENGTH;
+	size_t len = 0;
+	bool ok;
 
 	/* Through md: callers chain the key into the output buffer. */
-	HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg,
-	     strlen(msg), md, &len);
-	memcpy(out, md, sizeof(md));
+	ok = ctx && EVP_MAC_init(ctx, key, keylen, NULL) == 1 &&
+	     EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) == 1 &&
+	     EVP_MAC_final(ctx, md, &len, sizeof(md)) == 1 && len == sizeof(md);
+	if (ok)
+		memcpy(out, md, sizeof(md));
 	OPENSSL_cleanse(md, sizeof(md));
+	return ok;
 }
 
 static int cmp_header(const void *a, const void *b)
@@ -104,6 +178,7 @@ enum error_code s3_signing_key_derive(const struct store_credentials *cred, cons
 				      struct error *err)
 {
 	char secret_key[256];
+	bool ok;
 	int n;
 
 	if (strnlen(date, 8) != 8)
@@ -118,11 +193,15 @@ enum error_code s3_signing_key_derive(const struct store_credentials *cred, cons
 	memcpy(out->date, date, 8);
 	out->date[8] = '\0';
 	snprintf(out->region, sizeof(out->region), "%s", region);
-	hmac(secret_key, (size_t)n, out->date, out->key);
+	ok = hmac(secret_key, (size_t)n, out->date, out->key);
 	OPENSSL_cleanse(secret_key, sizeof(secret_key));
-	hmac(out->key, sizeof(out->key), region, out->key);
-	hmac(out->key, sizeof(out->key), "s3", out->key);
-	hmac(out->key, sizeof(out->key), "aws4_request", out->key);
+	ok = ok && hmac(out->key, sizeof(out->key), region, out->key) &&
+	     hmac(out->key, sizeof(out->key), "s3", out->key) &&
+	     hmac(out->key, sizeof(out->key), "aws4_request", out->key);
+	if (!ok) {
+		OPENSSL_cleanse(out->key, sizeof(out->key));
+		return crypto_failed("HMAC-SHA256", err);
+	}
 	return ERR_OK;
 }
 
@@ -192,12 +271,14 @@ enum error_code s3_sign_v4_key(const struct store_credentials *cred,
 	if (clen >= sizeof(canonical) || slen >= sizeof(signed_headers))
 		return error_set(err, ERR_INVALID, "sign: request too long to sign");
 
-	SHA256((const unsigned char *)canonical, clen, digest);
+	if (!sha256(canonical, clen, digest))
+		return crypto_failed("SHA-256", err);
 	to_hex(digest, sizeof(digest), hash_hex);
 	snprintf(scope, sizeof(scope), "%s/%s/s3/aws4_request", key->date, key->region);
 	snprintf(to_sign, sizeof(to_sign), "AWS4-HMAC-SHA256\n%s\n%s\n%s",
 		 req->amz_date, scope, hash_hex);
-	hmac(key->key, sizeof(key->key), to_sign, digest);
+	if (!hmac(key->key, sizeof(key->key), to_sign, digest))
+		return crypto_failed("HMAC-SHA256", err);
 	to_hex(digest, sizeof(digest), sig_hex);
 
 	n = snprintf(out, out_size,

@@ -6,7 +6,9 @@
  * CURLOPT_AWS_SIGV4, so that the canonical request is ours to see and test
  * against the published examples, the session token and payload hash are
  * signed like every other header, and one code path serves all libcurl
- * versions. Pure functions: thread-safe, no I/O.
+ * versions. Thread-safe, no I/O; each thread that signs keeps one HMAC
+ * context of its own (s3_sign.c). ERR_NOMEM below is OpenSSL failing to
+ * allocate or to load its default provider.
  */
 #ifndef GRANARY_STORE_S3_SIGN_H
 #define GRANARY_STORE_S3_SIGN_H
@@ -42,7 +44,8 @@ struct s3_sign_request {
  * Writes the Authorization header value ("AWS4-HMAC-SHA256 Credential=...,
  * SignedHeaders=..., Signature=...") into out. Returns ERR_OK, or
  * ERR_INVALID when out is too small, a header name is not lowercase,
- * there are more than 16 headers, or the secret or the region is too long.
+ * there are more than 16 headers, or the secret or the region is too long;
+ * ERR_NOMEM.
  */
 enum error_code s3_sign_v4(const struct store_credentials *cred,
 			   const struct s3_sign_request *req, char *out,
@@ -67,20 +70,20 @@ struct s3_signing_key {
 
 /* Derives cred's signing key for date (its first 8 characters: an
  * x-amz-date value will do) and region. ERR_INVALID for a secret or a
- * region too long, or a date of fewer than 8 characters. */
+ * region too long, or a date of fewer than 8 characters; ERR_NOMEM. */
 enum error_code s3_signing_key_derive(const struct store_credentials *cred, const char *date,
 				      const char *region, struct s3_signing_key *out,
 				      struct error *err);
 
 /* s3_sign_v4 with a key derived for req's date and region; ERR_INVALID,
- * naming both days or regions, for a key of another. */
+ * naming both days or regions, for a key of another; ERR_NOMEM. */
 enum error_code s3_sign_v4_key(const struct store_credentials *cred,
 			       const struct s3_signing_key *key,
 			       const struct s3_sign_request *req, char *out, size_t out_size,
 			       struct error *err);
 
-/* Hex SHA-256 of a request body, for x-amz-content-sha256. */
-void s3_payload_sha256(const void *data, size_t len, char out[65]);
+/* Hex SHA-256 of a request body, for x-amz-content-sha256; ERR_NOMEM. */
+enum error_code s3_payload_sha256(const void *data, size_t len, char out[65], struct error *err);
 
 /* Formats t as the x-amz-date value "YYYYMMDDTHHMMSSZ" (16 chars + NUL). */
 void s3_amz_date(time_t t, char out[17]);

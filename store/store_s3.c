@@ -751,7 +751,9 @@ static enum error_code s3_put(struct store *st, const char *key, const void *dat
 	char hash[2 * 32 + 1];
 	enum error_code rc;
 
-	s3_payload_sha256(data, len, hash);
+	rc = s3_payload_sha256(data, len, hash, err);
+	if (rc != ERR_OK)
+		return rc;
 	call.payload_hash = hash;
 	rc = perform(s, &call, err);
 	free(call.dyn);
