@@ -91,6 +91,7 @@ struct s3_call {
 	char etag[80];
 	int64_t content_length; /* -1 when absent */
 	int64_t mtime;          /* -1 when absent */
+	bool want_mtime;        /* parse Last-Modified (HEAD) */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -116,31 +117,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
 
 	(void)h;
 	pthread_mutex_unlock(&s->share_mu[data]);
-}
-
-static CURL *handle_borrow(struct s3_store *s)
-{
-	CURL *c = NULL;
-
-	pthread_mutex_lock(&s->pool_mu);
-	if (s->nidle > 0)
-		c = s->idle[--s->nidle];
-	pthread_mutex_unlock(&s->pool_mu);
-	if (!c)
-		c = curl_easy_init();
-	return c;
-}
-
-static void handle_return(struct s3_store *s, CURL *c)
-{
-	pthread_mutex_lock(&s->pool_mu);
-	if (s->nidle < s->max_idle) {
-		s->idle[s->nidle++] = c;
-		c = NULL;
-	}
-	pthread_mutex_unlock(&s->pool_mu);
-	if (c)
-		curl_easy_cleanup(c);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -212,7 +188,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		call->etag[out] = '\0';
 	} else if (n > 15 && strncasecmp(data, "content-length:", 15) == 0) {
 		call->content_length = strtoll(data + 15, NULL, 10);
-	} else if (n > 14 && strncasecmp(data, "last-modified:", 14) == 0) {
+	} else if (call->want_mtime && n > 14 && strncasecmp(data, "last-modified:", 14) == 0) {
 		char v[128];
 		size_t len = n - 14 < sizeof(v) - 1 ? n - 14 : sizeof(v) - 1;
 
@@ -233,6 +209,56 @@ static size_t on_upload(char *data, size_t size, size_t nmemb, void *arg)
 	memcpy(data, call->upload + call->upload_pos, n);
 	call->upload_pos += n;
 	return n;
+}
+
+/*
+ * A new handle, with the options every request of this store sets the
+ * same way: prepare() sets only what changes from one request to the
+ * next, instead of resetting the handle and setting them all again.
+ */
+static CURL *handle_new(struct s3_store *s)
+{
+	CURL *c = curl_easy_init();
+
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_SHARE, s->share);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (s->insecure) {
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	return c;
+}
+
+static CURL *handle_borrow(struct s3_store *s)
+{
+	CURL *c = NULL;
+
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->nidle > 0)
+		c = s->idle[--s->nidle];
+	pthread_mutex_unlock(&s->pool_mu);
+	return c ? c : handle_new(s);
+}
+
+static void handle_return(struct s3_store *s, CURL *c)
+{
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->nidle < s->max_idle) {
+		s->idle[s->nidle++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&s->pool_mu);
+	if (c)
+		curl_easy_cleanup(c);
 }
 
 static bool retryable_curl(CURLcode rc)
@@ -383,32 +409,21 @@ static enum error_code prepare(struct s3_store *s, struct s3_call *call,
 	size_t nh = 0;
 	CURL *c = call->curl;
 
-	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_SHARE, s->share);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, call);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, call);
-	curl_easy_setopt(c, CURLOPT_FILETIME, 1L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	if (s->insecure) {
-		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	if (strcmp(call->method, "HEAD") == 0)
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	/* A GET, unless said otherwise below: undoes the HEAD or the PUT
+	 * of the handle's last request (CURLOPT_NOBODY and CURLOPT_UPLOAD
+	 * back to 0). */
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 	if (call->upload) {
 		call->upload_pos = 0;
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
 		curl_easy_setopt(c, CURLOPT_READDATA, call);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)call->upload_len);
+	} else if (strcmp(call->method, "HEAD") == 0) {
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	}
 
 	s3_amz_date(time(NULL), date);
@@ -590,6 +605,10 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 		/* A connection that failed mid-transfer is not worth keeping. */
 		curl_easy_cleanup(call->curl);
 	} else {
+		/* Nothing of this call's (its headers, its error buffer) stays
+		 * with a handle kept for the next. */
+		curl_easy_setopt(call->curl, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(call->curl, CURLOPT_ERRORBUFFER, NULL);
 		handle_return(s, call->curl);
 	}
 	call->curl = NULL;
@@ -640,7 +659,7 @@ static enum error_code s3_head(struct store *st, const char *key,
 {
 	struct s3_store *s = (struct s3_store *)st;
 	struct s3_call call = { .op = "HEAD", .method = "HEAD", .key = key, .query = "",
-				.dyn_max = S3_ERROR_BODY_MAX };
+				.want_mtime = true, .dyn_max = S3_ERROR_BODY_MAX };
 	enum error_code rc;
 
 	rc = perform(s, &call, err);
