@@ -232,6 +232,19 @@ def host_mounts():
     return found
 
 
+def mount_read_ahead_kb(part):
+    """The kernel read-ahead (KiB, its bdi's read_ahead_kb) of the FUSE
+    mount on the node whose mount point contains part; None when none."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            if parts[sep + 1].startswith("fuse") and part in parts[4]:
+                with open(f"/sys/class/bdi/{parts[2]}/read_ahead_kb") as ra:
+                    return int(ra.read())
+    return None
+
+
 def fuse_pids():
     """(pid, argv) of each granary-fuse process running on the node."""
     found = []

@@ -105,6 +105,9 @@ def test_two_pods_share_one_fuse_daemon(dataset):
     # One granary-fuse serves both pods: the dataset is staged once on the node.
     daemons = [d for d in kube.fuse_daemons() if any(volume_name() in arg for arg in d)]
     assert len(daemons) == 1, daemons
+    # With the read-ahead the node plugin set (csi.yaml fuse_read_ahead,
+    # 1 MiB), not the kernel's 128 KiB.
+    assert kube.mount_read_ahead_kb(volume_name()) == 1024
 
 
 def test_bound_volume_survives_meta_losing_its_registry(dataset):
