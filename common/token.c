@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "common/hmac.h"
 
 struct token {
-	EVP_MAC *mac;        /* fetched once; shared read-only by all threads */
 	size_t len;
 	unsigned char secret[];
 };
@@ -37,14 +37,11 @@ enum error_code token_new(const void *secret, size_t len, struct token **out,
 		return error_set(err, ERR_INVALID,
 				 "token secret is %zu bytes: it may have at most %d", len,
 				 TOKEN_SECRET_MAX);
+	if (!hmac_sha256_ready())
+		return error_set(err, ERR_INTERNAL, "token: OpenSSL has no HMAC");
 	tok = malloc(sizeof(*tok) + len);
 	if (!tok)
 		return error_set(err, ERR_NOMEM, "token: out of memory");
-	tok->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (!tok->mac) {
-		free(tok);
-		return error_set(err, ERR_INTERNAL, "token: OpenSSL has no HMAC");
-	}
 	tok->len = len;
 	memcpy(tok->secret, secret, len);
 	*out = tok;
@@ -56,7 +53,6 @@ void token_free(struct token *tok)
 	if (!tok)
 		return;
 	OPENSSL_cleanse(tok->secret, tok->len);
-	EVP_MAC_free(tok->mac);
 	free(tok);
 }
 
@@ -121,30 +117,17 @@ out:
 enum error_code token_mac(const struct token *tok, const char *const *lines, size_t n,
 			  unsigned char sig[TOKEN_SIG_LEN])
 {
-	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM params[2];
-	size_t outlen = 0;
-	enum error_code rc = ERR_INTERNAL;
+	EVP_MAC_CTX *ctx = hmac_sha256_begin(tok->secret, tok->len);
 
-	ctx = EVP_MAC_CTX_new(tok->mac);
 	if (!ctx)
-		goto out;
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (!EVP_MAC_init(ctx, tok->secret, tok->len, params))
-		goto out;
+		return ERR_INTERNAL;
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0 && !EVP_MAC_update(ctx, (const unsigned char *)"\n", 1))
-			goto out;
+			return ERR_INTERNAL;
 		if (!EVP_MAC_update(ctx, (const unsigned char *)lines[i], strlen(lines[i])))
-			goto out;
+			return ERR_INTERNAL;
 	}
-	if (!EVP_MAC_final(ctx, sig, &outlen, TOKEN_SIG_LEN) || outlen != TOKEN_SIG_LEN)
-		goto out;
-	rc = ERR_OK;
-out:
-	EVP_MAC_CTX_free(ctx);
-	return rc;
+	return hmac_sha256_end(ctx, sig) ? ERR_OK : ERR_INTERNAL;
 }
 
 void token_hex(const unsigned char *bytes, size_t len, char *out)

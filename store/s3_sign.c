@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+
+#include "common/hmac.h"
 
 #define SIGN_MAX_HEADERS 16
 
@@ -64,61 +65,22 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
 }
 
 /*
- * OpenSSL's one-shot SHA256() and HMAC() look their algorithm up by name
- * at every call (a locked lookup in OpenSSL 3), which cost a request's
- * signature more than its hashing: the digest and the MAC are fetched
- * once, and each thread keeps one HMAC context, given a new key at each
- * use. A thread's context holds the pads of the last key it was given
- * until the thread ends; EVP_MAC_CTX_free cleanses them.
+ * OpenSSL 3's one-shot SHA256() looks its algorithm up by name at every
+ * call (a locked lookup): the digest is fetched once. The HMACs go
+ * through common/hmac.h for the same reason.
  */
-static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 static EVP_MD *sha256_md;
-static EVP_MAC *hmac_mac;
-static pthread_key_t hmac_ctx_key;
-static bool crypto_ok;
 
-static void hmac_ctx_free(void *ctx)
-{
-	EVP_MAC_CTX_free(ctx);
-}
-
-static void crypto_init(void)
+static void sha256_fetch(void)
 {
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-	hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	crypto_ok = sha256_md && hmac_mac && pthread_key_create(&hmac_ctx_key, hmac_ctx_free) == 0;
 }
 
 static bool sha256(const void *data, size_t len, unsigned char out[SHA256_DIGEST_LENGTH])
 {
-	pthread_once(&crypto_once, crypto_init);
-	return crypto_ok && EVP_Digest(data, len, out, NULL, sha256_md, NULL) == 1;
-}
-
-static EVP_MAC_CTX *thread_hmac(void)
-{
-	EVP_MAC_CTX *ctx;
-	char digest[] = "SHA256";
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-		OSSL_PARAM_construct_end(),
-	};
-
-	pthread_once(&crypto_once, crypto_init);
-	if (!crypto_ok)
-		return NULL;
-	ctx = pthread_getspecific(hmac_ctx_key);
-	if (ctx)
-		return ctx;
-	ctx = EVP_MAC_CTX_new(hmac_mac);
-	if (!ctx)
-		return NULL;
-	if (EVP_MAC_CTX_set_params(ctx, params) != 1 ||
-	    pthread_setspecific(hmac_ctx_key, ctx) != 0) {
-		EVP_MAC_CTX_free(ctx);
-		return NULL;
-	}
-	return ctx;
+	pthread_once(&sha256_once, sha256_fetch);
+	return sha256_md && EVP_Digest(data, len, out, NULL, sha256_md, NULL) == 1;
 }
 
 /* OpenSSL fails only where it cannot allocate or load its default provider. */
@@ -141,15 +103,13 @@ enum error_code s3_payload_sha256(const void *data, size_t len, char out[65], st
 static bool hmac(const void *key, size_t keylen, const char *msg,
 		 unsigned char out[SHA256_DIGEST_LENGTH])
 {
-	EVP_MAC_CTX *ctx = thread_hmac();
-	unsigned char md[SHA256_DIGEST_LENGTH];
-	size_t len = 0;
+	EVP_MAC_CTX *ctx = hmac_sha256_begin(key, keylen);
+	unsigned char md[HMAC_SHA256_LEN];
 	bool ok;
 
 	/* Through md: callers chain the key into the output buffer. */
-	ok = ctx && EVP_MAC_init(ctx, key, keylen, NULL) == 1 &&
-	     EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) == 1 &&
-	     EVP_MAC_final(ctx, md, &len, sizeof(md)) == 1 && len == sizeof(md);
+	ok = ctx && EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) == 1 &&
+	     hmac_sha256_end(ctx, md);
 	if (ok)
 		memcpy(out, md, sizeof(md));
 	OPENSSL_cleanse(md, sizeof(md));

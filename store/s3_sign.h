@@ -7,7 +7,7 @@
  * against the published examples, the session token and payload hash are
  * signed like every other header, and one code path serves all libcurl
  * versions. Thread-safe, no I/O; each thread that signs keeps one HMAC
- * context of its own (s3_sign.c). ERR_NOMEM below is OpenSSL failing to
+ * context of its own (common/hmac.h). ERR_NOMEM below is OpenSSL failing to
  * allocate or to load its default provider.
  */
 #ifndef GRANARY_STORE_S3_SIGN_H
