@@ -218,30 +218,29 @@ def parse_read(text):
     return out
 
 
-def host_mounts():
-    """Mount points on the node (the host's mount table) of Granary's FUSE
-    mounts and of the pods' bind mounts of them."""
-    found = []
+def _fuse_mounts():
+    """(mount point, major:minor, mountinfo line) of each FUSE mount in the
+    node's (the host's) mount table."""
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
-            sep = parts.index("-")
-            fstype = parts[sep + 1]
-            if fstype.startswith("fuse") and "granary" in line:
-                found.append(parts[4])
-    return found
+            if parts[parts.index("-") + 1].startswith("fuse"):
+                yield parts[4], parts[2], line
+
+
+def host_mounts():
+    """Mount points on the node (the host's mount table) of Granary's FUSE
+    mounts and of the pods' bind mounts of them."""
+    return [point for point, _, line in _fuse_mounts() if "granary" in line]
 
 
 def mount_read_ahead_kb(part):
     """The kernel read-ahead (KiB, its bdi's read_ahead_kb) of the FUSE
     mount on the node whose mount point contains part; None when none."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            if parts[sep + 1].startswith("fuse") and part in parts[4]:
-                with open(f"/sys/class/bdi/{parts[2]}/read_ahead_kb") as ra:
-                    return int(ra.read())
+    for point, dev, _ in _fuse_mounts():
+        if part in point:
+            with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as ra:
+                return int(ra.read())
     return None
 
 
