@@ -451,11 +451,14 @@ enum error_code worker_http_parse_dataset_body(const char *body, size_t len,
 			rc = json_string_field(v, key, out->source, sizeof(out->source), err);
 			has_source = true;
 		} else if (strcmp(key, "endpoint") == 0) {
+			/* "" is left out, as in meta's specs: the worker's own. */
 			rc = json_string_field(v, key, out->endpoint, sizeof(out->endpoint), err);
-			out->has_endpoint = true;
+			out->has_endpoint = *out->endpoint != '\0';
 		} else if (strcmp(key, "region") == 0) {
 			rc = json_string_field(v, key, out->region, sizeof(out->region), err);
-			out->has_region = true;
+			if (rc == ERR_OK && store_check_region(out->region, err) != ERR_OK)
+				rc = error_wrap(err, "field 'region'");
+			out->has_region = *out->region != '\0';
 		} else if (strcmp(key, "credentials_file") == 0) {
 			rc = json_string_field(v, key, out->credentials_file,
 					       sizeof(out->credentials_file), err);

@@ -135,7 +135,8 @@ enum error_code worker_http_range_resolve(const struct worker_http_range *r, con
 					  uint64_t length, uint64_t *off, uint64_t *len,
 					  struct error *err);
 
-/* The body of PUT /v1/datasets/{name}, fields present or not. */
+/* The body of PUT /v1/datasets/{name}, fields present or not (an empty
+ * endpoint or region is not present: the worker's store settings apply). */
 struct worker_http_dataset_body {
 	char source[BLOCK_KEY_MAX + 512];
 	char endpoint[512];

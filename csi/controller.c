@@ -157,15 +157,6 @@ static enum error_code parse_policy(const char *what, const char *value, int *ou
 			 what, value);
 }
 
-/* Region names are short words of letters, digits and '-'. */
-static bool valid_region(const char *r)
-{
-	size_t len = strlen(r);
-
-	return len > 0 && len <= 64 &&
-	       strspn(r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == len;
-}
-
 static enum error_code check_source(const char *what, const char *uri, struct error *err)
 {
 	char *scheme = NULL, *bucket = NULL, *prefix = NULL;
@@ -210,9 +201,8 @@ static enum error_code parse_one(const char *what, const char *k, const char *v,
 			rc = error_wrap(err, "%s 'endpoint'", what);
 	} else if (strcmp(k, "region") == 0) {
 		rc = set_string(&out->region, v, err);
-		if (rc == ERR_OK && *v && !valid_region(v))
-			rc = error_set(err, ERR_INVALID,
-				       "%s 'region': letters, digits and '-' only, got '%s'", what, v);
+		if (rc == ERR_OK && store_check_region(v, err) != ERR_OK)
+			rc = error_wrap(err, "%s 'region'", what);
 	} else if (strcmp(k, "blockSize") == 0) {
 		rc = parse_block_size(what, v, &out->block_size, err);
 	} else if (strcmp(k, "cachePolicy") == 0) {

@@ -138,8 +138,8 @@ enum error_code registry_check_spec(const Granary__V1__DatasetSpec *spec, struct
 		if (rc != ERR_OK)
 			return error_wrap(err, "field 'endpoint'");
 	}
-	if (spec->region && strlen(spec->region) > 64)
-		return error_set(err, ERR_INVALID, "field 'region': longer than 64 characters");
+	if (spec->region && store_check_region(spec->region, err) != ERR_OK)
+		return error_wrap(err, "field 'region'");
 	if (spec->credentials_ref && *spec->credentials_ref && spec->credentials_ref[0] != '/')
 		return error_set(err, ERR_INVALID,
 				 "field 'credentials_ref' '%s': must be an absolute path to an AWS shared-credentials file, or empty",

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/retry.h"
+#include "store/s3_sign.h"
 
 enum error_code store_check_bucket_name(const char *name, struct error *err)
 {
@@ -46,6 +47,31 @@ enum error_code store_check_bucket_name(const char *name, struct error *err)
 				 "bucket '%s': must not look like an IP address", name);
 	if (strncmp(name, "xn--", 4) == 0)
 		return error_set(err, ERR_INVALID, "bucket '%s': must not start with 'xn--'", name);
+	return ERR_OK;
+}
+
+enum error_code store_check_region(const char *region, struct error *err)
+{
+	size_t len = region ? strlen(region) : 0;
+	size_t ok = len ? strspn(region, "abcdefghijklmnopqrstuvwxyz"
+					 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+			: 0;
+
+	if (ok < len) {
+		/* A region goes into every request's signature and headers:
+		 * the byte that is not allowed is named, never echoed when it
+		 * could break a log line. */
+		if (isprint((unsigned char)region[ok]))
+			return error_set(err, ERR_INVALID,
+					 "region '%.64s': only letters, digits, '-' and '_' are allowed",
+					 region);
+		return error_set(err, ERR_INVALID,
+				 "region: byte %zu (0x%02x) is not a letter, digit, '-' or '_'",
+				 ok + 1, (unsigned char)region[ok]);
+	}
+	if (len > S3_REGION_MAX)
+		return error_set(err, ERR_INVALID, "region '%.64s...': at most %d characters",
+				 region, S3_REGION_MAX);
 	return ERR_OK;
 }
 

@@ -300,6 +300,11 @@ enum error_code store_check_endpoint_list(const char *key, const char *list,
  * Returns ERR_OK or ERR_INVALID saying which rule the name breaks. */
 enum error_code store_check_bucket_name(const char *name, struct error *err);
 
+/* Region names: letters, digits, '-' and '_', at most S3_REGION_MAX
+ * characters; "" (the default region) passes. Returns ERR_OK or
+ * ERR_INVALID naming what is wrong without echoing a control byte. */
+enum error_code store_check_region(const char *region, struct error *err);
+
 /* Endpoint URL rules: http or https, a host, optional port, no user info,
  * query or fragment. Returns ERR_OK or ERR_INVALID saying what is wrong. */
 enum error_code store_check_endpoint(const char *url, struct error *err);

@@ -862,9 +862,9 @@ enum error_code store_s3_open(const char *bucket, const struct store_config *cfg
 	rc = store_check_bucket_name(bucket, err);
 	if (rc != ERR_OK)
 		return rc;
-	if (strlen(region) > S3_REGION_MAX)
-		return error_set(err, ERR_INVALID, "s3: region '%s' is too long (at most %d characters)",
-				 region, S3_REGION_MAX);
+	rc = store_check_region(region, err);
+	if (rc != ERR_OK)
+		return error_wrap(err, "s3");
 	if (!endpoint || !*endpoint) {
 		if (asprintf(&aws_endpoint, "https://s3.%s.amazonaws.com", region) < 0)
 			return error_set(err, ERR_NOMEM, "s3: out of memory");

@@ -376,6 +376,13 @@ START_TEST(test_http_dataset_body_full_and_minimal)
 	ck_assert_uint_eq(b.block_size, 4u << 20);
 	ck_assert_int_eq(b.policy, BLOCKSTORE_SCAN_RESISTANT);
 	ck_assert(!b.has_endpoint && !b.has_pin);
+
+	/* Empty is left out, as in meta's specs: the worker's own endpoint
+	 * and region, never an empty endpoint's AWS default. */
+	static const char empty[] = "{\"source\":\"s3://b/\",\"endpoint\":\"\",\"region\":\"\"}";
+
+	ck_assert_int_eq(worker_http_parse_dataset_body(empty, strlen(empty), &b, &err), ERR_OK);
+	ck_assert(!b.has_endpoint && !b.has_region);
 }
 END_TEST
 
@@ -397,6 +404,10 @@ START_TEST(test_http_dataset_body_refuses_naming_the_field)
 		{ "{\"source\":\"s3://b/\",\"colour\":1}", "unknown field 'colour'" },
 		{ "{\"source\":\"s3://a/\",\"source\":\"s3://b/\"}", "malformed JSON" },
 		{ "{\"source\":\"s3://a/\\u0000x\"}", "NUL" },
+		/* A region goes into every store request's headers. */
+		{ "{\"source\":\"s3://b/\",\"region\":\"eu\\r\\nX-Evil: 1\"}",
+		  "field 'region': region: byte 3 (0x0d)" },
+		{ "{\"source\":\"s3://b/\",\"region\":\"eu west\"}", "field 'region': region 'eu west'" },
 	};
 	struct worker_http_dataset_body b;
 	struct error err;

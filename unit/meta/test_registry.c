@@ -280,6 +280,11 @@ START_TEST(test_registry_checks_every_field_by_name)
 		ck_assert_msg(strstr(err.msg, bad[i].field), "case %zu: '%s' does not name %s", i,
 			      err.msg, bad[i].field);
 	}
+	/* A region goes into the workers' store requests: no header of its own. */
+	spec_init(&sp, "ok", "s3://bkt/p/");
+	sp.s.region = "eu\r\nx-amz-evil: 1";
+	ck_assert_int_eq(registry_register(r, &sp.s, &d, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'region': region: byte 3 (0x0d)"), "%s", err.msg);
 	/* Good edge values pass the checks. */
 	spec_init(&sp, "ok", "s3://bkt/");
 	sp.o.block_size = 64u << 10;

@@ -105,9 +105,10 @@ START_TEST(test_store_open_refuses_prefix_and_unknown_scheme)
 }
 END_TEST
 
-/* A region that a signing key cannot hold is refused when the store is
- * opened, not at every request. */
-START_TEST(test_store_open_refuses_a_region_too_long)
+/* A region that a signing key cannot hold, or that would add a line to
+ * every request's headers, is refused when the store is opened, not at
+ * every request. */
+START_TEST(test_store_open_refuses_a_region_it_cannot_sign)
 {
 	char region[65];
 	struct store_config cfg = { .region = region, .endpoint = "http://127.0.0.1:9",
@@ -124,6 +125,17 @@ START_TEST(test_store_open_refuses_a_region_too_long)
 	region[63] = '\0';
 	ck_assert_int_eq(store_open("s3://bucket", &cfg, &st, &err), ERR_OK);
 	store_free(st);
+	st = NULL;
+	cfg.region = "us-east-1\r\nhost: elsewhere";
+	ck_assert_int_eq(store_open("s3://bucket", &cfg, &st, &err), ERR_INVALID);
+	ck_assert_ptr_null(st);
+	ck_assert_msg(strstr(err.msg, "region: byte 10 (0x0d) is not a letter"), "%s", err.msg);
+	ck_assert_ptr_null(strstr(err.msg, "elsewhere"));
+	cfg.region = "us east";
+	ck_assert_int_eq(store_check_region(cfg.region, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "region 'us east': only letters"));
+	ck_assert_int_eq(store_check_region("", &err), ERR_OK);
+	ck_assert_int_eq(store_check_region("ap-south_1", &err), ERR_OK);
 }
 END_TEST
 
@@ -223,7 +235,7 @@ int main(void)
 	tcase_add_test(tc, test_store_bucket_names_follow_s3_rules);
 	tcase_add_test(tc, test_store_endpoints_must_be_plain_http_urls);
 	tcase_add_test(tc, test_store_open_refuses_prefix_and_unknown_scheme);
-	tcase_add_test(tc, test_store_open_refuses_a_region_too_long);
+	tcase_add_test(tc, test_store_open_refuses_a_region_it_cannot_sign);
 	tcase_add_test(tc, test_store_file_sources_only_strictly_under_a_root);
 	tcase_add_test(tc, test_store_endpoints_only_those_allowed);
 	suite_add_tcase(s, tc);
