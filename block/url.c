@@ -75,13 +75,13 @@ int block_url_path(const char *dataset, uint64_t index, char *out, size_t size)
 }
 
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
-			    uint64_t object_size, unsigned readahead, bool verify,
-			    const char *cache_id)
+			    uint64_t object_size, uint64_t block_size, unsigned readahead,
+			    bool verify, const char *cache_id)
 {
 	size_t klen = escape(key, NULL), elen = escape(etag, NULL);
 	size_t clen = cache_id ? escape(cache_id, NULL) : 0;
-	/* the names, '=' and '&' of the other parameters, three numbers, NUL */
-	size_t need = klen + elen + clen + 100;
+	/* the names, '=' and '&' of the other parameters, four numbers, NUL */
+	size_t need = klen + elen + clen + 130;
 	char *p = out;
 
 	if (size < need) {
@@ -98,6 +98,9 @@ size_t block_url_query_into(char *out, size_t size, const char *key, const char 
 	if (object_size)
 		p += snprintf(p, size - (size_t)(p - out), "&size=%llu",
 			      (unsigned long long)object_size);
+	if (block_size)
+		p += snprintf(p, size - (size_t)(p - out), "&bs=%llu",
+			      (unsigned long long)block_size);
 	p += snprintf(p, size - (size_t)(p - out), "&readahead=%u%s", readahead,
 		      verify ? "&verify=1" : "");
 	if (clen) {
@@ -111,11 +114,11 @@ size_t block_url_query_into(char *out, size_t size, const char *key, const char 
 
 char *block_url_query(const char *key, const char *etag, unsigned readahead, bool verify)
 {
-	size_t size = block_url_query_into(NULL, 0, key, etag, 0, readahead, verify, NULL);
+	size_t size = block_url_query_into(NULL, 0, key, etag, 0, 0, readahead, verify, NULL);
 	char *out = malloc(size);
 
 	if (out)
-		block_url_query_into(out, size, key, etag, 0, readahead, verify, NULL);
+		block_url_query_into(out, size, key, etag, 0, 0, readahead, verify, NULL);
 	return out;
 }
 

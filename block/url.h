@@ -2,7 +2,7 @@
  * url.h - how a client asks a worker for a block, and how the worker's
  * answer carries the checksums of what it sends (docs/worker-api.md):
  *
- *   GET /v1/blocks/{dataset}/{index}?key=K&etag=E[&size=S]&readahead=N[&verify=1]
+ *   GET /v1/blocks/{dataset}/{index}?key=K&etag=E[&size=S][&bs=B]&readahead=N[&verify=1]
  *   X-Granary-Crc32c: CHUNK_SIZE:CRC,CRC,...      (on the answer)
  *
  * The mount builds requests with these functions and the worker's router
@@ -40,13 +40,18 @@ char *block_url_query(const char *key, const char *etag, unsigned readahead, boo
  * object_size, when not 0, adds size=S: the object's size from the
  * listing, which spares the worker a buffer of a whole block for a small
  * file's (a hint: it still takes a whole block's bytes from the store).
+ * block_size, when not 0, adds bs=B: the block size the client numbers
+ * blocks by. A worker whose dataset has other blocks answers 409 instead
+ * of another range of the object under the same index (a dataset
+ * registered without a block size takes each process's default, which a
+ * rolling upgrade can leave different on either side).
  * cache_id, when not NULL or "", adds cache=ID: the id of the cache
  * directory the client reads (block_dir_id_read); a worker that owns that
  * directory and holds the block there answers 204 with no body, and the
  * client reads the block file itself (BLOCK_URL_IN_CACHE_DIR). */
 size_t block_url_query_into(char *out, size_t size, const char *key, const char *etag,
-			    uint64_t object_size, unsigned readahead, bool verify,
-			    const char *cache_id);
+			    uint64_t object_size, uint64_t block_size, unsigned readahead,
+			    bool verify, const char *cache_id);
 
 /*
  * Where a client sends a worker's requests, for the worker address addr

@@ -289,6 +289,17 @@ enum error_code worker_http_parse_block_query(const char *query,
 			return error_set(err, ERR_INVALID,
 					 "size 0: an empty object has no blocks (leave size out when it is not known)");
 	}
+	rc = worker_http_query_get(query, "bs", ra, sizeof(ra), &found, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (found) {
+		rc = worker_http_parse_u64("bs", ra, &out->block_size, err);
+		if (rc != ERR_OK)
+			return rc;
+		if (out->block_size == 0)
+			return error_set(err, ERR_INVALID,
+					 "bs 0: a block size is 1 or more bytes (leave bs out when it is not known)");
+	}
 	rc = worker_http_query_get(query, "readahead", ra, sizeof(ra), &found, err);
 	if (rc != ERR_OK)
 		return rc;
@@ -1372,6 +1383,18 @@ static enum MHD_Result handle_block(struct req *rq, struct MHD_Connection *conn)
 		rc = fetch_dataset_get(h->cfg.fetcher, rq->route.dataset, &ds, &err);
 	if (rc != ERR_OK)
 		return reply_error(rq, conn, &err);
+	/* Block N of another block size is another range of the object, whose
+	 * checksums the client would find right: 409, and the client reads
+	 * the store. */
+	if (q.block_size && q.block_size != fetch_dataset_describe(ds)->block_size) {
+		error_set(&err, ERR_EXISTS,
+			  "dataset '%s' has blocks of %llu bytes on this worker, the request numbers blocks of %llu (bs)",
+			  rq->route.dataset,
+			  (unsigned long long)fetch_dataset_describe(ds)->block_size,
+			  (unsigned long long)q.block_size);
+		fetch_dataset_put(h->cfg.fetcher, ds);
+		return reply_error(rq, conn, &err);
+	}
 	/* in_dir: nothing crosses the socket and nothing is left for the
 	 * watchdog to drop. */
 	rc = block_fetched(h, ds, &q, rq->route.number, &rq->res, &sums, &in_dir, &err);

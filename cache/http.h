@@ -99,6 +99,7 @@ struct worker_http_block_query {
 	char key[BLOCK_KEY_MAX + 1];
 	char etag[80];
 	uint64_t size;               /* the object's size; 0 when absent */
+	uint64_t block_size;         /* bs: the client's block size; 0 when absent */
 	unsigned readahead;          /* 0 when absent */
 	bool verify;                 /* verify=1: the client found the bytes corrupt */
 	/* cache=ID: the cache directory the client reads (block_dir_id_valid),
@@ -106,7 +107,7 @@ struct worker_http_block_query {
 	char cache_id[BLOCK_DIR_ID_LEN + 1];
 };
 
-/* key and etag are required, size optional (1 or more), readahead optional
+/* key and etag are required, size and bs optional (1 or more), readahead optional
  * (0..BLOCK_URL_READAHEAD_MAX), verify optional ("0" or "1"), cache
  * optional (a cache directory id);
  * ERR_INVALID "missing query parameter 'key'"

@@ -672,12 +672,12 @@ static enum error_code peer_get(struct source_cluster_ctx *ctx, struct peer_thre
 	}
 	block_url_path(ctx->dataset, blk->index, path, sizeof(path));
 	need = block_url_query_into(t->query, t->query_size, key, blk->obj->etag, blk->obj->size,
-				    readahead, verify, cache_id);
+				    ctx->block_size, readahead, verify, cache_id);
 	if (need >= t->query_size) {
 		if (!grow(&t->query, &t->query_size, need + 1))
 			return error_set(err, ERR_NOMEM, "peer read: out of memory");
 		block_url_query_into(t->query, t->query_size, key, blk->obj->etag, blk->obj->size,
-				     readahead, verify, cache_id);
+				     ctx->block_size, readahead, verify, cache_id);
 	}
 	if (peer_tls_setup(ctx, c, addr, t->origin, sizeof(t->origin), &t->connect_to, err) !=
 	    ERR_OK)

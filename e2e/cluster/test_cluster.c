@@ -362,7 +362,9 @@ static void worker_start(struct worker *w, int i)
 				 "--token_file", token_path, "--store.endpoint", endpoint,
 				 "--store.credentials_file", credentials, "--http.shutdown_grace",
 				 "2s", "--log.level", "info", "--meta.key_file", keys.worker,
-				 "--placement.settle", "1s", NULL };
+				 "--placement.settle", "1s",
+				 /* for datasets registered without a block size */
+				 "--cache.block_size", "64KiB", NULL };
 	uint64_t t0 = retry_now_ms();
 	int n = argv_len(argv);
 
@@ -947,6 +949,54 @@ START_TEST(test_cluster_long_dataset_name_is_served_by_the_workers)
 		ck_assert_msg(served1[i] > served0[i], "worker %s served nothing of the dataset",
 			      workers[i].id);
 	}
+	mount_stop(&m);
+}
+END_TEST
+
+/*
+ * A dataset registered without a block size takes each process's default,
+ * which a rolling upgrade can leave different: here the workers number its
+ * blocks by 64 KiB (their --cache.block_size), the mount by 128 KiB. Block
+ * N of one is another range of the object than block N of the other: the
+ * workers refuse the mount's requests (409, bs) and the mount reads the
+ * store. A small O_DIRECT read at the start of each of the mount's blocks
+ * asks for one 64 KiB chunk, which a worker answered with its own block N,
+ * the checksums of those bytes with it.
+ */
+START_TEST(test_cluster_mount_and_workers_of_other_block_sizes_read_the_right_bytes)
+{
+	const char *const extra[] = { "--cache.block_size", "128KiB", NULL };
+	const size_t mount_bs = 128u << 10;
+	struct spec sp;
+	struct mnt m;
+	void *buf = NULL;
+
+	spec_init(&sp, "bs-default");
+	sp.o.block_size = 0;
+	register_ok(&sp);
+	ck_assert_msg(wait_for(all_have, "bs-default", 10000),
+		      "the workers did not take the dataset from meta");
+	ck_assert_int_eq(mount_start(&m, "bs-default", extra, "bs-default"), 0);
+	ck_assert_int_eq(posix_memalign(&buf, 4096, 4096), 0);
+	for (size_t i = 0; i < NOBJ; i++) {
+		char path[600];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", m.dir, objects[i].key);
+		fd = open(path, O_RDONLY | O_DIRECT);
+		ck_assert_msg(fd >= 0, "open '%s': %s", path, strerror(errno));
+		for (size_t off = 0; off < objects[i].size; off += mount_bs) {
+			size_t want = objects[i].size - off < 4096 ? objects[i].size - off : 4096;
+			ssize_t n = pread(fd, buf, 4096, (off_t)off);
+
+			ck_assert_msg(n == (ssize_t)want && memcmp(buf, data[i] + off, want) == 0,
+				      "'%s' at %zu: %zd bytes, %s", objects[i].key, off, n,
+				      n < 0 ? strerror(errno) : "not the object's");
+		}
+		close(fd);
+	}
+	free(buf);
+	ck_assert_uint_gt(mount_stat(&m, "blocks_store"), 0);
 	mount_stop(&m);
 }
 END_TEST
@@ -1972,6 +2022,7 @@ int main(void)
 
 	tcase_add_test(tc, test_cluster_mount_spreads_blocks_and_second_pass_needs_no_store);
 	tcase_add_test(tc, test_cluster_long_dataset_name_is_served_by_the_workers);
+	tcase_add_test(tc, test_cluster_mount_and_workers_of_other_block_sizes_read_the_right_bytes);
 	tcase_add_test(tc, test_cluster_block_files_leave_the_page_cache_once_read);
 	tcase_add_test(tc, test_cluster_worker_killed_mid_read_fails_no_read);
 	tcase_add_test(tc, test_cluster_stopped_worker_stalls_readers_briefly);

@@ -36,38 +36,41 @@ START_TEST(test_block_url_query_names_the_cache_directory)
 	char out[192];
 	size_t need;
 
-	need = block_url_query_into(out, sizeof(out), "a", "e", 0, 2, false,
+	need = block_url_query_into(out, sizeof(out), "a", "e", 0, 0, 2, false,
 				    "0123456789abcdef0123456789abcdef");
 	ck_assert_str_eq(out, "key=a&etag=e&readahead=2&cache=0123456789abcdef0123456789abcdef");
 	ck_assert_uint_eq(need, strlen(out));
-	block_url_query_into(out, sizeof(out), "a", "e", 0, 0, true, "");
+	block_url_query_into(out, sizeof(out), "a", "e", 0, 0, 0, true, "");
 	ck_assert_str_eq(out, "key=a&etag=e&readahead=0&verify=1");
-	block_url_query_into(out, sizeof(out), "a", "e", 0, 0, false, NULL);
+	block_url_query_into(out, sizeof(out), "a", "e", 0, 0, 0, false, NULL);
 	ck_assert_str_eq(out, "key=a&etag=e&readahead=0");
-	need = block_url_query_into(out, 20, "a", "e", 0, 0, false,
+	need = block_url_query_into(out, 20, "a", "e", 0, 0, 0, false,
 				    "0123456789abcdef0123456789abcdef");
 	ck_assert_uint_gt(need, 20);
 	ck_assert_str_eq(out, "");
 }
 END_TEST
 
-/* size=S follows the etag when the object's size is known, and the
- * longest query still fits the length asked for first. */
-START_TEST(test_block_url_query_carries_the_object_size)
+/* size=S and bs=B follow the etag when the object's size and the
+ * client's block size are known, and the longest query still fits the
+ * length asked for first. */
+START_TEST(test_block_url_query_carries_the_object_and_block_sizes)
 {
 	char out[256];
 	size_t need;
 
-	need = block_url_query_into(out, sizeof(out), "a", "e", 112640, 3, false, NULL);
+	need = block_url_query_into(out, sizeof(out), "a", "e", 112640, 0, 3, false, NULL);
 	ck_assert_str_eq(out, "key=a&etag=e&size=112640&readahead=3");
 	ck_assert_uint_eq(need, strlen(out));
-	need = block_url_query_into(NULL, 0, "a", "e", UINT64_MAX, UINT32_MAX, true,
+	need = block_url_query_into(out, sizeof(out), "a", "e", 0, 4194304, 3, false, NULL);
+	ck_assert_str_eq(out, "key=a&etag=e&bs=4194304&readahead=3");
+	need = block_url_query_into(NULL, 0, "a", "e", UINT64_MAX, UINT64_MAX, UINT32_MAX, true,
 				    "0123456789abcdef0123456789abcdef");
-	ck_assert_uint_le(block_url_query_into(out, need, "a", "e", UINT64_MAX, UINT32_MAX, true,
-					       "0123456789abcdef0123456789abcdef"),
+	ck_assert_uint_le(block_url_query_into(out, need, "a", "e", UINT64_MAX, UINT64_MAX,
+					       UINT32_MAX, true, "0123456789abcdef0123456789abcdef"),
 			  need - 1);
-	ck_assert_str_eq(out, "key=a&etag=e&size=18446744073709551615&readahead=4294967295"
-			      "&verify=1&cache=0123456789abcdef0123456789abcdef");
+	ck_assert_str_eq(out, "key=a&etag=e&size=18446744073709551615&bs=18446744073709551615"
+			      "&readahead=4294967295&verify=1&cache=0123456789abcdef0123456789abcdef");
 }
 END_TEST
 
@@ -145,7 +148,7 @@ int main(void)
 
 	tcase_add_test(tc, test_block_url_path_and_query);
 	tcase_add_test(tc, test_block_url_query_names_the_cache_directory);
-	tcase_add_test(tc, test_block_url_query_carries_the_object_size);
+	tcase_add_test(tc, test_block_url_query_carries_the_object_and_block_sizes);
 	tcase_add_test(tc, test_block_crc_header_round_trips_and_refuses_bad_values);
 	tcase_add_test(tc, test_block_url_origin_names_the_workers_and_dials_the_address);
 	suite_add_tcase(s, tc);

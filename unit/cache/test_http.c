@@ -267,6 +267,14 @@ START_TEST(test_http_block_query_requires_key_and_etag)
 	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&size=-1", &q, &err),
 			 ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "size '-1' is not a number"));
+	/* bs: the client's block size, optional, 1 or more */
+	ck_assert_uint_eq(q.block_size, 0);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&bs=4194304", &q, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(q.block_size, 4194304);
+	ck_assert_int_eq(worker_http_parse_block_query("key=a&etag=e&bs=0", &q, &err),
+			 ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "bs 0"));
 }
 END_TEST
 
