@@ -322,21 +322,58 @@ size_t mountfs_open_files(struct mountfs *fs)
 	return n;
 }
 
+static bool failed_differs(const struct reader_stream *a, const struct reader_stream *b)
+{
+	return a->failed_block1 != b->failed_block1 || a->failed_at_ms != b->failed_at_ms ||
+	       a->failed_caller != b->failed_caller;
+}
+
+/*
+ * Stores into f's stream (its stripe's lock held) what a read that began
+ * from the copy start left in done: where it ended, as before, but the
+ * failed read's state (reader.h) only when this read changed it. A read
+ * that ends after a concurrent one failed must not undo that failure with
+ * its stale copy, or the kernel's re-read of the failed block waits a
+ * second deadline. When both failed, the lower block stays: requests that
+ * the kernel's read-ahead sent together fail as one read would, at its
+ * first block, the one the kernel asks again first. A re-read that used
+ * up the state leaves alone a failure stored since.
+ */
+static void stream_store(struct reader_stream *into, const struct reader_stream *start,
+			 const struct reader_stream *done)
+{
+	into->next_off = done->next_off;
+	into->sequential = done->sequential;
+	into->hinted1 = done->hinted1;
+	into->changed_seen |= done->changed_seen; /* logged once per stream */
+	if (!failed_differs(done, start))
+		return;
+	if (failed_differs(into, start) &&
+	    (!done->failed_block1 ||
+	     (into->failed_block1 && into->failed_block1 < done->failed_block1)))
+		return;
+	into->failed_block1 = done->failed_block1;
+	into->failed_at_ms = done->failed_at_ms;
+	into->failed_caller = done->failed_caller;
+	into->failed_kind = done->failed_kind;
+	memcpy(into->failed_cause, done->failed_cause, sizeof(into->failed_cause));
+}
+
 enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, uint64_t off,
 			     size_t len, char *dst, struct reader_loan *loan, size_t *got,
 			     struct error *err)
 {
 	struct mountfs_stripe *st = stripe_of(fs, ino);
 	struct mountfs_file *f = NULL;
-	struct reader_stream stream;
+	struct reader_stream start, stream;
 	enum error_code rc;
 	bool unused;
 
 	*got = 0;
 	/* The stream state is a hint: take a copy with the count, read
-	 * without the lock, and store where this read ended with the count
-	 * down. Concurrent reads of one file then look non-sequential,
-	 * which only costs a prefetch. */
+	 * without the lock, and store what this read changed with the count
+	 * down (stream_store). Concurrent reads of one file then look
+	 * non-sequential, which only costs a prefetch. */
 	pthread_mutex_lock(&st->mu);
 	HASH_FIND(hh, st->files, &ino, sizeof(ino), f);
 	if (f) {
@@ -354,12 +391,13 @@ enum error_code mountfs_read(struct mountfs *fs, uint64_t ino, uint32_t caller, 
 		stream = f->stream;
 		pthread_mutex_unlock(&st->mu);
 	}
+	start = stream;
 	stream.caller = caller;
 	rc = reader_read_lend(fs->reader, &f->obj, &stream, off, len, dst, loan, got, err);
 	if (rc != ERR_OK)
 		error_wrap(err, "read '%s' at %llu", f->obj.key, (unsigned long long)off);
 	pthread_mutex_lock(&st->mu);
-	f->stream = stream;
+	stream_store(&f->stream, &start, &stream);
 	f->reading--;
 	/* Without opens, a read to the file's end is as good as its release:
 	 * no state stays for a file read whole. */

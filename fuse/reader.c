@@ -238,9 +238,11 @@ enum error_code reader_read_lend(struct reader *r, const struct reader_object *o
 	}
 	if (r->cfg.deadline_ms)
 		until = t0 + r->cfg.deadline_ms;
+	/* failed_at_ms (retry_now_ms) can be a millisecond past t0, which
+	 * is rounded from seconds: that failure is as recent as can be. */
 	if (stream && stream->failed_block1 == off / bs + 1 &&
 	    stream->caller && stream->failed_caller == stream->caller &&
-	    t0 - stream->failed_at_ms < READER_REFAIL_MS) {
+	    (t0 <= stream->failed_at_ms || t0 - stream->failed_at_ms < READER_REFAIL_MS)) {
 		/* The kernel asks again for what a read that just failed
 		 * could not fill: that read's wait was this one's. Once: the
 		 * kernel asks once, and a file opened again afterwards (the

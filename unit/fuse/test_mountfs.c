@@ -26,6 +26,10 @@ struct gate {
 	unsigned last_readahead;
 	char last_key[64];
 	bool fail;      /* answer ERR_UNAVAILABLE; protected by mu */
+	/* A block that passes the closed gate (index + 1; 0 = none) and
+	 * the reads asked of the source; protected by mu. */
+	uint64_t open_block1;
+	unsigned calls;
 };
 
 static struct gate gate = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
@@ -43,17 +47,21 @@ static enum error_code gated_read(void *ctx, struct reader_block *blk, uint64_t 
 	uint64_t base = blk->index * blk->block_size + off;
 
 	pthread_mutex_lock(&g->mu);
+	g->calls++;
 	g->last_readahead = readahead;
 	snprintf(g->last_key, sizeof(g->last_key), "%s", blk->obj->key);
+	if (!g->fail) {
+		g->entered++;
+		pthread_cond_broadcast(&g->cv);
+		while (g->closed && g->open_block1 != blk->index + 1)
+			pthread_cond_wait(&g->cv, &g->mu);
+		g->entered--;
+	}
+	/* fail, set before the read or while it waited at the gate */
 	if (g->fail) {
 		pthread_mutex_unlock(&g->mu);
 		return error_set(err, ERR_UNAVAILABLE, "worker gone");
 	}
-	g->entered++;
-	pthread_cond_broadcast(&g->cv);
-	while (g->closed)
-		pthread_cond_wait(&g->cv, &g->mu);
-	g->entered--;
 	pthread_mutex_unlock(&g->mu);
 	for (size_t i = 0; i < len; i++)
 		dst[i] = pattern(base + i);
@@ -82,6 +90,8 @@ static void setup(void)
 	ck_assert_uint_ne(ino, 0);
 	gate.closed = false;
 	gate.fail = false;
+	gate.open_block1 = 0;
+	gate.calls = 0;
 }
 
 static void teardown(void)
@@ -271,6 +281,85 @@ START_TEST(test_mountfs_failed_read_names_the_object_and_offset)
 }
 END_TEST
 
+struct block_call {
+	pthread_t t;
+	uint64_t index;
+	enum error_code rc;
+	char buf[4096];
+};
+
+static void *read_block_main(void *arg)
+{
+	struct block_call *c = arg;
+	struct error err;
+	size_t got;
+
+	c->rc = mountfs_read(fs, ino, 1, c->index * 4096, sizeof(c->buf), c->buf, NULL, &got, &err);
+	return NULL;
+}
+
+/*
+ * The kernel's read-ahead has blocks 0 and 1 of a file in flight as two
+ * requests of one caller, both begun before either ended. Block 0's read
+ * fails first; block 1's ends after it, failed too when second_fails,
+ * else served. The kernel then asks again for block 0: that read fails
+ * at once, without asking the source (which would cost it a second
+ * deadline), however block 1's read ended.
+ */
+static void reread_after_overlapping_reads(bool second_fails)
+{
+	struct block_call c0 = { .index = 0 }, c1 = { .index = 1 };
+	char buf[100];
+	struct error err;
+	size_t got = 0;
+	unsigned calls;
+
+	ck_assert_int_eq(mountfs_open(fs, ino, false, &err), ERR_OK);
+	pthread_mutex_lock(&gate.mu);
+	gate.closed = true;
+	pthread_mutex_unlock(&gate.mu);
+	pthread_create(&c0.t, NULL, read_block_main, &c0);
+	pthread_create(&c1.t, NULL, read_block_main, &c1);
+	pthread_mutex_lock(&gate.mu);
+	while (gate.entered < 2)
+		pthread_cond_wait(&gate.cv, &gate.mu);
+	gate.fail = true;
+	gate.open_block1 = 1;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	pthread_join(c0.t, NULL);
+	ck_assert_int_eq(c0.rc, ERR_IO);
+
+	pthread_mutex_lock(&gate.mu);
+	gate.fail = second_fails;
+	gate.closed = false;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	pthread_join(c1.t, NULL);
+	ck_assert_int_eq(c1.rc, second_fails ? ERR_IO : ERR_OK);
+
+	pthread_mutex_lock(&gate.mu);
+	gate.fail = true;
+	calls = gate.calls;
+	pthread_mutex_unlock(&gate.mu);
+	ck_assert_int_eq(mountfs_read(fs, ino, 1, 0, sizeof(buf), buf, NULL, &got, &err), ERR_IO);
+	ck_assert_msg(strstr(err.msg, "block 0") && strstr(err.msg, "worker gone"), "%s", err.msg);
+	ck_assert_uint_eq(gate.calls, calls);
+	mountfs_release(fs, ino);
+}
+
+START_TEST(test_mountfs_reread_fails_at_once_after_a_later_read_served)
+{
+	reread_after_overlapping_reads(false);
+}
+END_TEST
+
+START_TEST(test_mountfs_reread_fails_at_once_after_a_later_read_failed)
+{
+	reread_after_overlapping_reads(true);
+}
+END_TEST
+
 /* Without opens (FUSE no_open): reads make the state and keep the stream
  * between them, and a read to the file's end ends it. */
 START_TEST(test_mountfs_without_opens_a_read_to_the_end_ends_the_state)
@@ -347,6 +436,8 @@ int main(void)
 	tcase_add_test(tc, test_mountfs_open_refuses_writes_directories_and_strangers);
 	tcase_add_test(tc, test_mountfs_reads_keep_the_stream_of_the_handle);
 	tcase_add_test(tc, test_mountfs_failed_read_names_the_object_and_offset);
+	tcase_add_test(tc, test_mountfs_reread_fails_at_once_after_a_later_read_served);
+	tcase_add_test(tc, test_mountfs_reread_fails_at_once_after_a_later_read_failed);
 	tcase_add_test(tc, test_mountfs_without_opens_a_read_to_the_end_ends_the_state);
 	tcase_add_test(tc, test_mountfs_without_opens_the_states_left_are_bounded);
 	suite_add_tcase(s, tc);
