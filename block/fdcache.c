@@ -134,12 +134,17 @@ enum error_code block_fdcache_take(struct block_fdcache *c, const struct block_k
 				   struct error *err)
 {
 	struct block_fdref *e = NULL, *made = NULL, *closing = NULL;
-	uint64_t now = retry_now_ms();
+	uint64_t now;
 	enum error_code rc;
 	bool check, drop;
 
 	*ref = NULL;
 	pthread_mutex_lock(&c->mu);
+	/* Read under the lock, as every used_ms and checked_ms stamp is:
+	 * none is then later than now and the unsigned differences below
+	 * never wrap (a clock read before the lock could precede another
+	 * thread's put, and close the entry it had just used). */
+	now = retry_now_ms();
 	sweep_locked(c, now, &closing);
 	HASH_FIND(hh, c->table, hash, BLOCK_HASH_LEN, e);
 	if (e) {
