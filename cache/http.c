@@ -1709,20 +1709,24 @@ static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, con
 }
 
 /* Authenticates, routes and answers a request whose body has arrived. */
+/* A /v1 request's token (common/token.h): checked before anything else
+ * of the request is looked at, its body included, so that without the
+ * token even its errors say nothing and no byte of a body is held. */
+static enum error_code authenticate(struct req *rq, struct MHD_Connection *conn,
+				    const char *method, struct error *err)
+{
+	const char *auth;
+
+	if (strncmp(rq->path, "/v1/", 4) != 0 && strcmp(rq->path, "/v1") != 0)
+		return ERR_OK;
+	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	return token_verify(rq->h->cfg.token, method, rq->path, rq->query, auth, err);
+}
+
 static enum MHD_Result answer(struct req *rq, struct MHD_Connection *conn, const char *method)
 {
-	struct worker_http *h = rq->h;
 	struct error err;
 
-	/* Authenticate before anything else of a /v1 request is looked at,
-	 * so that without the token even its errors say nothing. */
-	if (strncmp(rq->path, "/v1/", 4) == 0 || strcmp(rq->path, "/v1") == 0) {
-		const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-							       MHD_HTTP_HEADER_AUTHORIZATION);
-
-		if (token_verify(h->cfg.token, method, rq->path, rq->query, auth, &err) != ERR_OK)
-			return reply_error(rq, conn, &err);
-	}
 	if (worker_http_route_parse(method, rq->path, &rq->route, &err) != ERR_OK)
 		return reply_error(rq, conn, &err);
 	if (!rq->route.method_allowed) {
@@ -1790,7 +1794,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		rq->started = true;
 		/* Before any of the body is read: an answer queued now makes
 		 * microhttpd discard the rest and close the connection. */
-		if (check_framing(conn, &err) != ERR_OK)
+		if (check_framing(conn, &err) != ERR_OK ||
+		    authenticate(rq, conn, method, &err) != ERR_OK)
 			return reply_error(rq, conn, &err);
 		return MHD_YES;
 	}

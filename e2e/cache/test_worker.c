@@ -896,6 +896,23 @@ START_TEST(test_worker_requests_without_the_token_get_no_data)
 	r = request("GET", "/v1/datasets/evil", NULL, NULL, NULL, AUTH_OK);
 	ck_assert_int_eq(r.status, 404);
 	resp_free(&r);
+	/* No byte of a body is taken in without the token: the answer comes
+	 * before microhttpd would ask for it (100 Continue) or buffer it. */
+	{
+		static const char head[] = "POST /v1/preload/ds HTTP/1.1\r\nHost: w\r\n"
+					   "Content-Length: 1048576\r\nExpect: 100-continue\r\n\r\n";
+		char out[4096];
+		int fd = raw_connect(NULL);
+		bool closed;
+
+		ck_assert_int_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+		raw_read(fd, out, sizeof(out), 3000, &closed);
+		close(fd);
+		ck_assert_msg(strncmp(out, "HTTP/1.1 401 ", 13) == 0 &&
+				      strstr(out, "missing Authorization header"),
+			      "answered:\n%.600s", out);
+		ck_assert_msg(closed, "the connection stayed open after:\n%.600s", out);
+	}
 	/* Nothing was fetched for anyone. */
 	ck_assert_uint_eq(metric("granary_worker_store_requests_total"), 0);
 	/* /metrics, /healthz and /readyz need no token. A standalone worker
