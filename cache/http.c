@@ -1113,6 +1113,7 @@ struct req {
 	char *raw;                        /* the request target: path '\0' query */
 	const char *path, *query;
 	bool started;
+	bool authenticated;               /* its token checked (authenticate) */
 	struct worker_http_route route;
 	char *body;
 	size_t body_len;
@@ -1247,11 +1248,17 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
 	return queue(conn, status, resp);
 }
 
-/* The one place a core error becomes an HTTP answer. */
+/* The one place a core error becomes an HTTP answer. 401 and 403 are the
+ * client's token's (authenticate): once it passed, a refusal is the
+ * store's (the worker's credentials, a bucket policy, a file it may not
+ * read), 502 with the store's reason, so that it never reads as a token
+ * rotation gone wrong. */
 static enum MHD_Result reply_error(struct req *rq, struct MHD_Connection *conn,
 				   const struct error *err)
 {
-	unsigned status = (unsigned)error_to_http(err->code);
+	const bool refused = err->code == ERR_UNAUTHENTICATED || err->code == ERR_PERMISSION;
+	unsigned status = rq->authenticated && refused ? MHD_HTTP_BAD_GATEWAY
+						       : (unsigned)error_to_http(err->code);
 	struct MHD_Response *resp;
 	char buf[ERROR_MSG_MAX + 2];
 	int n;
@@ -1269,7 +1276,7 @@ static enum MHD_Result reply_error(struct req *rq, struct MHD_Connection *conn,
 	if (!resp)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-	if (err->code == ERR_UNAUTHENTICATED)
+	if (status == MHD_HTTP_UNAUTHORIZED)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, TOKEN_SCHEME);
 	return queue(conn, status, resp);
 }
@@ -1720,7 +1727,10 @@ static enum error_code authenticate(struct req *rq, struct MHD_Connection *conn,
 	if (strncmp(rq->path, "/v1/", 4) != 0 && strcmp(rq->path, "/v1") != 0)
 		return ERR_OK;
 	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	return token_verify(rq->h->cfg.token, method, rq->path, rq->query, auth, err);
+	if (token_verify(rq->h->cfg.token, method, rq->path, rq->query, auth, err) != ERR_OK)
+		return err->code;
+	rq->authenticated = true;
+	return ERR_OK;
 }
 
 static enum MHD_Result answer(struct req *rq, struct MHD_Connection *conn, const char *method)

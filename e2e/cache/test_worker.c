@@ -1589,6 +1589,39 @@ START_TEST(test_worker_file_datasets_only_under_allowed_file_roots)
 END_TEST
 
 static struct resp put_endpoint_dataset(const char *name, const char *source, const char *ep,
+					const char *creds);
+
+/* The store refusing the worker's credentials is 502 with the store's
+ * reason: 401 and 403 stay the client's token's, and no secret is in the
+ * answer. */
+START_TEST(test_worker_store_refusals_are_502_not_the_token_statuses)
+{
+	char creds[600], source[300], query[1024];
+	FILE *f;
+	struct resp r;
+
+	snprintf(creds, sizeof(creds), "%s/bad-credentials", w.dir);
+	f = fopen(creds, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[default]\naws_access_key_id = granary-test\n"
+		   "aws_secret_access_key = wrong-secret-value-42\n");
+	fclose(f);
+	ck_assert_int_eq(chmod(creds, 0600), 0);
+	snprintf(source, sizeof(source), "s3://%s/%s", bucket, prefix);
+	r = put_endpoint_dataset("denied", source, endpoint, creds);
+	ck_assert_msg(r.status == 201, "PUT: HTTP %ld: %s", r.status, r.body ? (char *)r.body : "");
+	resp_free(&r);
+	block_query(0, query, sizeof(query), 0);
+	r = request("GET", "/v1/blocks/denied/0", query, NULL, NULL, AUTH_OK);
+	ck_assert_msg(r.status == 502, "HTTP %ld: %s", r.status, r.body ? (char *)r.body : "");
+	ck_assert_msg(r.body && strstr((char *)r.body, bucket) &&
+			      !strstr((char *)r.body, "wrong-secret-value-42"),
+		      "%s", r.body ? (char *)r.body : "");
+	resp_free(&r);
+}
+END_TEST
+
+static struct resp put_endpoint_dataset(const char *name, const char *source, const char *ep,
 					const char *creds)
 {
 	char path[128], body[1024];
@@ -1876,6 +1909,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_sigterm_exits_zero_promptly);
 	tcase_add_test(tc, test_worker_corrupt_block_is_detected_and_fetched_again);
 	tcase_add_test(tc, test_worker_requests_without_the_token_get_no_data);
+	tcase_add_test(tc, test_worker_store_refusals_are_502_not_the_token_statuses);
 	tcase_add_test(tc, test_worker_bad_requests_say_what_is_wrong);
 	tcase_add_test(tc, test_worker_dataset_api_registers_lists_and_removes);
 	tcase_add_test(tc, test_worker_preload_reports_progress_then_reads_hit);
