@@ -732,11 +732,20 @@ enum error_code controller_create_volume(struct controller *c,
 			       out->id, (long long)old.required, (long long)old.limit);
 		goto out;
 	}
+	/*
+	 * meta lists a new dataset with the file, so it is written first. An
+	 * existing volume's file is what meta refreshes that dataset with: it
+	 * is replaced only once meta took the request, so that one it refuses
+	 * (other parameters, meta away) leaves the volume's credentials as
+	 * they were.
+	 */
 	if (has_secret) {
 		file_path(c, out->id, "credentials", cred_path, sizeof(cred_path));
-		rc = controller_write_credentials(cred_path, &secret, err);
-		if (rc != ERR_OK)
-			goto out;
+		if (!existed) {
+			rc = controller_write_credentials(cred_path, &secret, err);
+			if (rc != ERR_OK)
+				goto out;
+		}
 	}
 
 	rc = controller_register(c->meta, out->id, &params, cred_path, 0, &ds, err);
@@ -744,6 +753,11 @@ enum error_code controller_create_volume(struct controller *c,
 		if (!existed && cred_path[0])
 			unlink(cred_path);
 		goto out;
+	}
+	if (existed && has_secret) {
+		rc = controller_write_credentials(cred_path, &secret, err);
+		if (rc != ERR_OK)
+			goto out;
 	}
 	bytes = ds->bytes > INT64_MAX ? INT64_MAX : (int64_t)ds->bytes;
 	out->files = ds->files;

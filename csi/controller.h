@@ -268,7 +268,9 @@ void controller_volume_release(struct controller_volume *v);
  * parameter), writes the secret's credentials file, registers the dataset
  * in meta (which lists the source; this can take minutes) and records the
  * capacity range. The same name with the same parameters and capacity
- * range returns the same volume; another spec or capacity range is
+ * range returns the same volume, its credentials file replaced by the
+ * secret only once meta took the request (a refused call leaves an
+ * existing volume's file as it was); another spec or capacity range is
  * ERR_EXISTS; a limit_bytes below the dataset's size ERR_RANGE (then a
  * dataset this call registered is removed again). Meta's errors pass
  * through (ERR_UNAVAILABLE, ERR_PERMISSION for refused credentials ...).

@@ -100,6 +100,34 @@ void mountpods_name(const struct mountpods *mp, const char *volume, char out[MOU
 		 volume_hash(mp, volume) & 0xffffffffffffULL, mp->hash);
 }
 
+static bool hex_run(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* Whether name has the form of a mount pod's, PREFIX-H-T, as
+ * mountpods_name writes it: 12 hex digits of H, 6 of T. */
+static bool pod_name_form(const struct mountpods *mp, const char *name)
+{
+	size_t p = strlen(mp->prefix);
+
+	return strlen(name) == p + 1 + 12 + 1 + 6 && strncmp(name, mp->prefix, p) == 0 &&
+	       name[p] == '-' && hex_run(name + p + 1, 12) && name[p + 13] == '-' &&
+	       hex_run(name + p + 14, 6);
+}
+
+bool mountpods_owns(const struct mountpods *mp, const char *volume, const char *name)
+{
+	char want[MOUNTPOD_NAME_MAX];
+
+	mountpods_name(mp, volume, want);
+	/* All but T, the template's hash. */
+	return pod_name_form(mp, name) && strncmp(name, want, strlen(want) - 6) == 0;
+}
+
 static int add_arg(json_t *args, const char *key, const char *value)
 {
 	char *a;
@@ -169,19 +197,58 @@ enum error_code mountpods_create(struct mountpods *mp, const char *volume, struc
 	return rc;
 }
 
-enum error_code mountpods_delete(struct mountpods *mp, const char *name, struct error *err)
+enum error_code mountpods_delete(struct mountpods *mp, const char *volume, const char *name,
+				 struct error *err)
 {
 	char path[256];
 	json_t *reply = NULL;
 	enum error_code rc;
 	long status;
 
+	/* With the plugin's right to delete any pod of the namespace, a
+	 * forged name would delete granary-meta or another node's mount pod. */
+	if (!mountpods_owns(mp, volume, name))
+		return error_set(err, ERR_PERMISSION,
+				 "delete mount pod %s/%s: refused, it is not the mount pod of volume '%s' on node '%s'",
+				 mp->ns, name, volume, mp->node);
 	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
 	rc = kubeapi_call(mp->api, "DELETE", path, NULL, &status, &reply, err);
 	if (rc == ERR_OK && status != 200 && status != 202 && status != 404)
 		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
 			       "delete mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
 			       kubeapi_message(reply));
+	json_decref(reply);
+	return rc;
+}
+
+enum error_code mountpods_volume_of(struct mountpods *mp, const char *name, char *volume,
+				    size_t size, struct error *err)
+{
+	char path[256];
+	json_t *reply = NULL;
+	const char *v;
+	enum error_code rc;
+	long status;
+
+	volume[0] = '\0';
+	/* The name goes into the request's path: only a mount pod's. */
+	if (!pod_name_form(mp, name))
+		return error_set(err, ERR_PERMISSION, "read mount pod %s/%s: refused, not a mount pod's name",
+				 mp->ns, name);
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
+	rc = kubeapi_call(mp->api, "GET", path, NULL, &status, &reply, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (status == 404)
+		rc = error_set(err, ERR_NOT_FOUND, "read mount pod %s/%s: not found", mp->ns, name);
+	else if (status != 200)
+		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			       "read mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
+			       kubeapi_message(reply));
+	else if ((v = json_string_value(json_object_get(
+			  json_object_get(json_object_get(reply, "metadata"), "annotations"),
+			  "granary.io/volume"))))
+		snprintf(volume, size, "%s", v);
 	json_decref(reply);
 	return rc;
 }

@@ -44,8 +44,30 @@ void mountpods_name(const struct mountpods *mp, const char *volume, char out[MOU
 /* Creates the volume's pod; one that exists is fine. */
 enum error_code mountpods_create(struct mountpods *mp, const char *volume, struct error *err);
 
-/* Deletes a pod by name; one that is gone is fine. */
-enum error_code mountpods_delete(struct mountpods *mp, const char *name, struct error *err);
+/*
+ * Whether name is a pod this plugin makes for volume on this node:
+ * PREFIX-H-T with H of this node and volume and T of any template (an
+ * upgrade deletes the pods of the template before).
+ */
+bool mountpods_owns(const struct mountpods *mp, const char *volume, const char *name);
+
+/*
+ * Deletes the volume's pod name; one that is gone is fine. Pod names reach
+ * the plugin from granary-mount's hello, which a mount pod could forge:
+ * a name that is not the volume's pod on this node (mountpods_owns) is
+ * ERR_PERMISSION naming pod and volume, and nothing is asked of the API.
+ */
+enum error_code mountpods_delete(struct mountpods *mp, const char *volume, const char *name,
+				 struct error *err);
+
+/*
+ * The volume whose pod name is, from its granary.io/volume annotation
+ * (which the plugin set when it made the pod), into volume ("" when it has
+ * none). ERR_NOT_FOUND for a pod that is gone; a name that is no mount
+ * pod's (PREFIX-H-T) is ERR_PERMISSION without asking the API.
+ */
+enum error_code mountpods_volume_of(struct mountpods *mp, const char *name, char *volume,
+				    size_t size, struct error *err);
 
 /* Whether the pod exists, and if so why it does not run when it does not
  * (its phase, a container's waiting or terminated reason and message)

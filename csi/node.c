@@ -190,7 +190,7 @@ static void describe_status(int status, char *buf, size_t size)
 static void vol_path(const struct node *n, const char *id, const char *ext, char *out,
 		     size_t size)
 {
-	snprintf(out, size, "%s/%s.%s", n->dir, id, ext);
+	record_path(n->dir, id, ext, out, size);
 }
 
 static enum error_code save_vol(const struct node *n, const struct vol *v, struct error *err)
@@ -788,7 +788,8 @@ static void adopt(struct node *n, const char *path)
 	struct error err;
 	struct vol *v;
 
-	if (node_record_load(path, &rec, &err) != ERR_OK) {
+	if (node_record_load(path, &rec, &err) != ERR_OK ||
+	    record_check(path, &rec, n->dir, n->roots, n->nroots, &err) != ERR_OK) {
 		log_error("ignoring a damaged volume record", LOG_S("path", path),
 			  LOG_S("cause", err.msg));
 		node_record_release(&rec);

@@ -101,6 +101,11 @@ bool daemon_running(const struct vol *v);
 enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err);
 enum error_code check_id(const char *id, struct error *err);
 
+/* node_record.c: the record's files and what a loaded one may name */
+void record_path(const char *dir, const char *id, const char *ext, char *out, size_t size);
+enum error_code record_check(const char *path, const struct node_record *r, const char *dir,
+			     char *const *roots, size_t nroots, struct error *err);
+
 /* node_mount.c: paths and mounts */
 void clean_path(const char *in, char *out, size_t size);
 bool mount_lookup(const char *path, char *fstype, size_t size);

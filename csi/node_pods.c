@@ -196,7 +196,7 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 	for (size_t i = 0; i < st->nsup && i < KEEPER_LISTED; i++) {
 		if (strcmp(st->sup[i].template_hash, cur) == 0 || !*st->sup[i].pod)
 			continue;
-		if (mountpods_delete(n->cfg.pods, st->sup[i].pod, &err) != ERR_OK)
+		if (mountpods_delete(n->cfg.pods, v->rec.volume_id, st->sup[i].pod, &err) != ERR_OK)
 			log_limited_warn(&n->lim, "cannot delete an old mount pod",
 					 LOG_S("pod", st->sup[i].pod), LOG_S("cause", err.msg));
 		else
@@ -258,11 +258,15 @@ void pod_check(struct node *n, struct vol *v)
 /*
  * Mount pods of volumes this node does not stage (an unstage the plugin
  * missed, a record lost): deleted once the records have had time to load
- * and their supervisors to reconnect.
+ * and their supervisors to reconnect. The names come from hellos, which
+ * a mount pod could forge: the volume is the pod's own annotation, which
+ * the plugin wrote, and only that volume's pod on this node is deleted,
+ * and only when the volume is not staged here.
  */
 void sweep_unknown_pods(struct node *n)
 {
-	char names[8][KEEPER_NAME_MAX];
+	char names[8][KEEPER_NAME_MAX], volume[KEEPER_NAME_MAX];
+	struct keeper_status st;
 	struct error err;
 	size_t count;
 
@@ -270,9 +274,22 @@ void sweep_unknown_pods(struct node *n)
 		return;
 	count = keeper_take_unknown(n->cfg.keeper, names, 8);
 	for (size_t i = 0; i < count; i++) {
+		if (mountpods_volume_of(n->cfg.pods, names[i], volume, sizeof(volume), &err) !=
+		    ERR_OK) {
+			if (err.code != ERR_NOT_FOUND)
+				log_warn("cannot delete a mount pod", LOG_S("pod", names[i]),
+					 LOG_S("cause", err.msg));
+			continue;
+		}
+		keeper_status(n->cfg.keeper, volume, &st);
+		if (st.known) {
+			log_warn("not deleting the mount pod of a staged volume named by a granary-mount of another volume",
+				 LOG_S("pod", names[i]), LOG_S("volume", volume));
+			continue;
+		}
 		log_warn("deleting a mount pod of a volume this node does not stage",
-			 LOG_S("pod", names[i]));
-		if (mountpods_delete(n->cfg.pods, names[i], &err) != ERR_OK)
+			 LOG_S("pod", names[i]), LOG_S("volume", volume));
+		if (mountpods_delete(n->cfg.pods, volume, names[i], &err) != ERR_OK)
 			log_warn("cannot delete a mount pod", LOG_S("pod", names[i]),
 				 LOG_S("cause", err.msg));
 	}
@@ -288,7 +305,7 @@ void pod_stop(struct node *n, struct vol *v)
 	struct error err;
 
 	mountpods_name(n->cfg.pods, v->rec.volume_id, deleted[0]);
-	if (mountpods_delete(n->cfg.pods, deleted[0], &err) != ERR_OK)
+	if (mountpods_delete(n->cfg.pods, v->rec.volume_id, deleted[0], &err) != ERR_OK)
 		log_warn("cannot delete a mount pod", LOG_S("pod", deleted[0]), LOG_S("cause", err.msg));
 	for (;;) {
 		keeper_status(n->cfg.keeper, v->rec.volume_id, &st);
@@ -300,7 +317,8 @@ void pod_stop(struct node *n, struct vol *v)
 			if (k < ndeleted || !*st.sup[i].pod || ndeleted == 8)
 				continue;
 			snprintf(deleted[ndeleted++], MOUNTPOD_NAME_MAX, "%s", st.sup[i].pod);
-			if (mountpods_delete(n->cfg.pods, st.sup[i].pod, &err) != ERR_OK)
+			if (mountpods_delete(n->cfg.pods, v->rec.volume_id, st.sup[i].pod, &err) !=
+			    ERR_OK)
 				log_warn("cannot delete a mount pod", LOG_S("pod", st.sup[i].pod),
 					 LOG_S("cause", err.msg));
 		}

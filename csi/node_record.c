@@ -2,10 +2,11 @@
  * node_record.c - the node plugin's record of a staged volume
  * (STATE/node/ID.json): its format, load, save and targets.
  */
-#include "csi/node.h"
+#include "csi/node_impl.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -175,4 +176,52 @@ enum error_code node_record_load(const char *path, struct node_record *r, struct
 	r->start_time = (uint64_t)start;
 	r->daemon_fd = (int)fd;
 	return rc;
+}
+
+/* The volume's file STATE/node/ID.EXT into out (dir is STATE/node). */
+void record_path(const char *dir, const char *id, const char *ext, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%s.%s", dir, id, ext);
+}
+
+/*
+ * The state directory is mounted into the mount pods, so a record may be
+ * one's forgery: its fields drive unmounts, bind mounts and unlinks with
+ * the plugin's privileges. Only what the plugin itself writes passes: an
+ * id (check_id), staging path and targets under roots (node_path_allowed),
+ * the volume's own init-state and credentials files in dir (STATE/node).
+ * ERR_INVALID naming the record and the field.
+ */
+enum error_code record_check(const char *path, const struct node_record *r, const char *dir,
+			     char *const *roots, size_t nroots, struct error *err)
+{
+	char want[PATH_MAX_LEN];
+	const char *field = NULL, *value = NULL;
+
+	if (check_id(r->volume_id, err) != ERR_OK)
+		return error_wrap(err, "record '%s'", path);
+	if (!node_path_allowed(r->staging_path, roots, nroots)) {
+		field = "staging_path";
+		value = r->staging_path;
+	}
+	for (size_t i = 0; !field && i < r->ntargets; i++)
+		if (!node_path_allowed(r->targets[i], roots, nroots)) {
+			field = "targets";
+			value = r->targets[i];
+		}
+	if (field)
+		return error_set(err, ERR_INVALID,
+				 "record '%s': field '%s': '%s' is not a clean absolute path under the allowed roots",
+				 path, field, value);
+	record_path(dir, r->volume_id, "init", want, sizeof(want));
+	if (strcmp(r->init_state, want) != 0)
+		return error_set(err, ERR_INVALID,
+				 "record '%s': field 'init_state': '%s' is not the volume's '%s'", path,
+				 r->init_state, want);
+	record_path(dir, r->volume_id, "credentials", want, sizeof(want));
+	if (*r->credentials_file && strcmp(r->credentials_file, want) != 0)
+		return error_set(err, ERR_INVALID,
+				 "record '%s': field 'credentials_file': '%s' is not the volume's '%s'",
+				 path, r->credentials_file, want);
+	return ERR_OK;
 }

@@ -4,7 +4,8 @@
  * the value), the credentials file (mode 0600, exact content), volume id
  * derivation, the access-mode rule, and the volume context (what
  * CreateVolume returns reads back to the same registration, by the same
- * rules).
+ * rules), and a refused CreateVolume leaving an existing volume's
+ * credentials file alone.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -664,6 +665,54 @@ START_TEST(test_controller_endpoints_only_those_allowed)
 }
 END_TEST
 
+/*
+ * A CreateVolume that fails for a volume that exists (here meta is away;
+ * other parameters are refused by meta the same way, after this point)
+ * leaves the volume's credentials file, which meta refreshes its dataset
+ * with, as it was: the refused request's keys never replace it.
+ */
+START_TEST(test_controller_refused_create_keeps_the_volume_credentials)
+{
+	static const char old_keys[] =
+		"[default]\naws_access_key_id = OLDKEY\naws_secret_access_key = OLDSECRET\n";
+	static const struct controller_kv params[] = { { "source", "s3://other/prefix/" } };
+	static const struct controller_kv secrets[] = { { "accessKeyID", "NEWKEY" },
+							{ "secretAccessKey", "NEWSECRET" } };
+	struct controller_capability cap = { CONTROLLER_ACCESS_MOUNT,
+					     CONTROLLER_MODE_MULTI_NODE_READER_ONLY };
+	struct controller_create_request req = { .name = "pvc-kept", .params = params,
+						 .nparams = 1, .secrets = secrets, .nsecrets = 2,
+						 .caps = &cap, .ncaps = 1 };
+	char dir[] = "/tmp/test_controller_XXXXXX", path[128];
+	struct meta_client *meta = NULL;
+	struct controller *c = controller_in(dir, &meta, NULL, 0);
+	struct controller_volume v;
+	struct error err;
+	struct stat st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/controller/pvc-kept.json", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("{\"version\": 1, \"name\": \"pvc-kept\", \"has_capacity\": false, "
+	      "\"required_bytes\": 0, \"limit_bytes\": 0}",
+	      f);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/controller/pvc-kept.credentials", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(old_keys, f);
+	fclose(f);
+	ck_assert_int_eq(chmod(path, 0600), 0);
+
+	ck_assert_int_eq(controller_create_volume(c, &req, &v, &err), ERR_UNAVAILABLE);
+	ck_assert_str_eq(read_all(path), old_keys);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	controller_gone(c, meta, dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_controller");
@@ -685,6 +734,7 @@ int main(void)
 	tcase_add_test(tc, test_controller_refuses_names_over_the_limit);
 	tcase_add_test(tc, test_controller_file_sources_only_under_allowed_file_roots);
 	tcase_add_test(tc, test_controller_endpoints_only_those_allowed);
+	tcase_add_test(tc, test_controller_refused_create_keeps_the_volume_credentials);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

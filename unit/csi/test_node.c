@@ -2,8 +2,9 @@
  * test_node.c - the node plugin's pure parts: the volume record's JSON
  * round trip (what a restarted plugin re-adopts from), its errors, target
  * lists, the allowed-roots rule, granary-fuse's command line (the
- * credentials file's path, never a secret), and the volume conditions'
- * messages.
+ * credentials file's path, never a secret), the volume conditions'
+ * messages, which mount pods the plugin may delete, and what a loaded
+ * record may name (node_impl.h's record_check).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "csi/mountpod.h"
 #include "csi/node.h"
+#include "csi/node_impl.h"
 #include "unit/check_main.h"
 
 static char dir[] = "/tmp/test_node_XXXXXX";
@@ -421,6 +424,120 @@ START_TEST(test_node_refuses_paths_through_symlinks)
 }
 END_TEST
 
+/*
+ * STATE/node is mounted into the mount pods, so a record may be forged: a
+ * loaded record names only what the plugin writes itself, else it is
+ * refused naming the field (and adopt leaves it alone).
+ */
+START_TEST(test_node_record_check_refuses_what_the_plugin_never_writes)
+{
+	char *roots[] = { "/var/lib/kubelet" };
+	char state[] = "/var/lib/granary/csi/node";
+	char init[] = "/var/lib/granary/csi/node/pvc-1.init";
+	char cred[] = "/var/lib/granary/csi/node/pvc-1.credentials";
+	char staging[] = "/var/lib/kubelet/plugins/x/globalmount";
+	char target[] = "/var/lib/kubelet/pods/a/volumes/x/mount";
+	char *targets[] = { target };
+	struct node_record r = { .volume_id = "pvc-1", .dataset = "pvc-1",
+				 .staging_path = staging, .credentials_file = cred,
+				 .init_state = init, .targets = targets, .ntargets = 1 };
+	struct error err;
+
+	ck_assert_msg(record_check("r.json", &r, state, roots, 1, &err) == ERR_OK, "%s", err.msg);
+	r.credentials_file = "";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_OK);
+
+	r.volume_id = "../../etc";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "record 'r.json': field 'volume_id': '../../etc'"), "%s",
+		      err.msg);
+	r.volume_id = "pvc-1";
+	r.staging_path = "/etc";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
+	ck_assert_str_eq(err.msg,
+			 "record 'r.json': field 'staging_path': '/etc' is not a clean absolute path under the allowed roots");
+	r.staging_path = staging;
+	targets[0] = "/var/lib/kubelet/../../etc";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'targets'"), "%s", err.msg);
+	targets[0] = target;
+	/* Unlinked at unstage: another volume's file or the keeper's socket. */
+	r.init_state = "/var/lib/granary/csi/node/keeper.sock";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'init_state'"), "%s", err.msg);
+	r.init_state = init;
+	r.credentials_file = "/var/lib/granary/csi/node/pvc-2.credentials";
+	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "field 'credentials_file'"), "%s", err.msg);
+}
+END_TEST
+
+/* Mount pods of test_node's template on node (no Kubernetes API: a
+ * call to it would crash the test). */
+static struct mountpods *pods_on(const char *node, const char *image)
+{
+	struct mountpods_config cfg = { .node = node, .socket = "/state/node/keeper.sock" };
+	struct mountpods *mp = NULL;
+	char path[128], text[256];
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/template-%s.json", dir, image);
+	snprintf(text, sizeof(text),
+		 "{\"metadata\": {\"name\": \"granary-mount\", \"namespace\": \"granary\"},"
+		 " \"spec\": {\"containers\": [{\"image\": \"%s\"}]}}",
+		 image);
+	write_text(path, text);
+	cfg.template_file = path;
+	ck_assert_msg(mountpods_new(&cfg, NULL, &mp, &err) == ERR_OK, "%s", err.msg);
+	return mp;
+}
+
+/*
+ * The names of the pods to delete come from granary-mount's hello, which a
+ * mount pod could forge: only the volume's own pod on this node, from any
+ * template, is ever deleted; any other name is refused before the API.
+ */
+START_TEST(test_node_mount_pods_delete_only_the_volume_own_pod)
+{
+	struct mountpods *mp = pods_on("node-a", "v1"), *upgraded = pods_on("node-a", "v2");
+	struct mountpods *other_node = pods_on("node-b", "v1");
+	char name[MOUNTPOD_NAME_MAX], old[MOUNTPOD_NAME_MAX], theirs[MOUNTPOD_NAME_MAX];
+	char volume[64], forged[MOUNTPOD_NAME_MAX + 8];
+	struct error err;
+
+	mountpods_name(mp, "pvc-1", name);
+	mountpods_name(upgraded, "pvc-1", old);
+	ck_assert_str_ne(name, old);
+	ck_assert(mountpods_owns(mp, "pvc-1", name));
+	/* An upgrade deletes the pod of the template before. */
+	ck_assert(mountpods_owns(mp, "pvc-1", old));
+	ck_assert(!mountpods_owns(mp, "pvc-2", name));
+	mountpods_name(other_node, "pvc-1", theirs);
+	ck_assert(!mountpods_owns(mp, "pvc-1", theirs));
+	snprintf(forged, sizeof(forged), "%s0", name);
+	ck_assert(!mountpods_owns(mp, "pvc-1", forged));
+	snprintf(forged, sizeof(forged), "%.*sABCDEF", (int)strlen(name) - 6, name);
+	ck_assert(!mountpods_owns(mp, "pvc-1", forged));
+
+	ck_assert_int_eq(mountpods_delete(mp, "pvc-1", "granary-meta-0", &err), ERR_PERMISSION);
+	ck_assert_str_eq(err.msg,
+			 "delete mount pod granary/granary-meta-0: refused, it is not the mount pod of volume 'pvc-1' on node 'node-a'");
+	ck_assert_int_eq(mountpods_delete(mp, "pvc-1", theirs, &err), ERR_PERMISSION);
+	ck_assert_int_eq(mountpods_delete(mp, "pvc-2", name, &err), ERR_PERMISSION);
+	ck_assert_int_eq(mountpods_delete(mp, "pvc-1", "../../secrets/x", &err), ERR_PERMISSION);
+	/* The sweep's look-up of a pod's volume goes nowhere else either. */
+	ck_assert_int_eq(mountpods_volume_of(mp, "granary-meta-0", volume, sizeof(volume), &err),
+			 ERR_PERMISSION);
+	ck_assert_str_eq(volume, "");
+	ck_assert_int_eq(mountpods_volume_of(mp, "granary-mount-x/../../../secrets/y", volume,
+					     sizeof(volume), &err),
+			 ERR_PERMISSION);
+	mountpods_free(mp);
+	mountpods_free(upgraded);
+	mountpods_free(other_node);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_node");
@@ -437,6 +554,8 @@ int main(void)
 	tcase_add_test(tc, test_node_refuses_volume_ids_that_are_not_ids);
 	tcase_add_test(tc, test_node_stage_refuses_a_context_naming_another_dataset);
 	tcase_add_test(tc, test_node_refuses_paths_through_symlinks);
+	tcase_add_test(tc, test_node_mount_pods_delete_only_the_volume_own_pod);
+	tcase_add_test(tc, test_node_record_check_refuses_what_the_plugin_never_writes);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
