@@ -15,13 +15,38 @@ void error_clear(struct error *err)
 	err->msg[0] = '\0';
 }
 
+/*
+ * A message cut at its buffer's end can end inside a character (an object
+ * key in UTF-8): the partial character goes, so that the message stays
+ * UTF-8, which a JSON answer (jansson refuses anything else) and a gRPC
+ * status's text must be.
+ */
+static void cut_whole_characters(char *s, int formatted, size_t size)
+{
+	size_t len, lead, want;
+
+	if (formatted < 0 || (size_t)formatted < size)
+		return;
+	len = strlen(s);
+	lead = len;
+	while (lead > 0 && ((unsigned char)s[lead - 1] & 0xc0) == 0x80)
+		lead--;
+	if (lead == 0 || (unsigned char)s[lead - 1] < 0xc0)
+		return;
+	lead--;
+	want = (unsigned char)s[lead] >= 0xf0 ? 4 : (unsigned char)s[lead] >= 0xe0 ? 3 : 2;
+	if (len - lead < want)
+		s[lead] = '\0';
+}
+
 enum error_code error_setv(struct error *err, enum error_code code,
 			   const char *fmt, va_list ap)
 {
 	if (!err)
 		return code;
 	err->code = code;
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	cut_whole_characters(err->msg, vsnprintf(err->msg, sizeof(err->msg), fmt, ap),
+			     sizeof(err->msg));
 	return code;
 }
 
@@ -41,13 +66,16 @@ enum error_code error_wrap(struct error *err, const char *fmt, ...)
 	char prefix[ERROR_MSG_MAX];
 	char joined[ERROR_MSG_MAX];
 	va_list ap;
+	int n;
 
 	if (!err)
 		return ERR_INTERNAL;
 	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	n = vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
-	snprintf(joined, sizeof(joined), "%s: %s", prefix, err->msg);
+	cut_whole_characters(prefix, n, sizeof(prefix));
+	cut_whole_characters(joined, snprintf(joined, sizeof(joined), "%s: %s", prefix, err->msg),
+			     sizeof(joined));
 	memcpy(err->msg, joined, sizeof(err->msg));
 	return err->code;
 }

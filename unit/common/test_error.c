@@ -2,6 +2,7 @@
  * test_error.c - the error type and its mappings to errno, gRPC and HTTP.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -42,6 +43,54 @@ START_TEST(test_error_long_messages_are_truncated_not_overflowed)
 	ck_assert_uint_eq(strlen(err.msg), ERROR_MSG_MAX - 1);
 	error_wrap(&err, "%s", big);
 	ck_assert_uint_eq(strlen(err.msg), ERROR_MSG_MAX - 1);
+}
+END_TEST
+
+/* Whether s is whole UTF-8 sequences (lead bytes and their continuations). */
+static bool whole_utf8(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t w = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
+
+		if (w == 0)
+			return false;
+		for (size_t i = 1; i < w; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+		p += w;
+	}
+	return true;
+}
+
+/* A cut never leaves part of a UTF-8 character (an object key's) at the
+ * end: JSON answers and gRPC statuses carry the message. */
+START_TEST(test_error_cut_messages_end_with_whole_characters)
+{
+	static const char *const chars[] = { "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80" };
+	struct error err;
+	char big[2 * ERROR_MSG_MAX];
+
+	for (size_t c = 0; c < 3; c++) {
+		size_t w = strlen(chars[c]);
+
+		/* every offset of the characters against the buffer's end */
+		for (size_t pad = 0; pad < w; pad++) {
+			size_t at = pad;
+
+			memset(big, 'x', pad);
+			while (at + w < sizeof(big))
+				at += (size_t)sprintf(big + at, "%s", chars[c]);
+			big[at] = '\0';
+			error_set(&err, ERR_NOT_FOUND, "%s", big);
+			ck_assert_msg(whole_utf8(err.msg) && strlen(err.msg) > ERROR_MSG_MAX - 1 - w,
+				      "char %zu pad %zu: %zu bytes", c, pad, strlen(err.msg));
+			error_wrap(&err, "%s", big);
+			ck_assert_msg(whole_utf8(err.msg), "wrap: char %zu pad %zu", c, pad);
+			error_set(&err, ERR_NOT_FOUND, "%s", "key");
+			error_wrap(&err, "object '%s'", big);
+			ck_assert_msg(whole_utf8(err.msg), "wrap's prefix: char %zu pad %zu", c, pad);
+		}
+	}
 }
 END_TEST
 
@@ -98,6 +147,7 @@ int main(void)
 	tcase_add_test(tc, test_error_set_formats_and_returns_code);
 	tcase_add_test(tc, test_error_wrap_prepends_context_and_keeps_code);
 	tcase_add_test(tc, test_error_long_messages_are_truncated_not_overflowed);
+	tcase_add_test(tc, test_error_cut_messages_end_with_whole_characters);
 	tcase_add_test(tc, test_error_maps_each_code_at_every_edge);
 	tcase_add_test(tc, test_error_from_errno_round_trips_common_cases);
 	suite_add_tcase(s, tc);
