@@ -58,7 +58,7 @@ void token_free(struct token *tok)
 
 enum error_code token_load_file(const char *path, struct token **out, struct error *err)
 {
-	unsigned char buf[TOKEN_SECRET_MAX + 2];
+	unsigned char buf[TOKEN_SECRET_MAX + 3];
 	struct stat sb;
 	enum error_code rc;
 	size_t len = 0;
@@ -101,6 +101,12 @@ enum error_code token_load_file(const char *path, struct token **out, struct err
 		goto out;
 	}
 	len = (size_t)n;
+	if (len == sizeof(buf)) {
+		rc = error_set(err, ERR_INVALID,
+			       "token file '%s': longer than a secret of at most %d bytes and a line end",
+			       path, TOKEN_SECRET_MAX);
+		goto out;
+	}
 	if (len > 0 && buf[len - 1] == '\n')
 		len--;
 	if (len > 0 && buf[len - 1] == '\r')

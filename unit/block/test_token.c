@@ -193,6 +193,31 @@ START_TEST(test_token_file_strips_one_trailing_newline)
 }
 END_TEST
 
+/* A file longer than the largest secret and its line end is refused, even
+ * where a cut would end in "\r\n" and look like a secret of the most
+ * bytes. */
+START_TEST(test_token_file_too_long_is_refused_not_cut)
+{
+	static char text[TOKEN_SECRET_MAX + 100];
+	struct token *t = NULL;
+	char path[64];
+	struct error err;
+
+	memset(text, 'k', sizeof(text));
+	memcpy(text + TOKEN_SECRET_MAX, "\r\n", 2);
+	write_file(path, sizeof(path), text, sizeof(text), 0600);
+	ck_assert_int_eq(token_load_file(path, &t, &err), ERR_INVALID);
+	ck_assert_ptr_null(t);
+	ck_assert_msg(strstr(err.msg, "longer than a secret of at most 4096 bytes"), "%s", err.msg);
+	unlink(path);
+	/* The largest secret and its line end are one. */
+	write_file(path, sizeof(path), text, TOKEN_SECRET_MAX + 2, 0600);
+	ck_assert_int_eq(token_load_file(path, &t, &err), ERR_OK);
+	token_free(t);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_token_file_readable_by_others_is_refused)
 {
 	static const mode_t modes[] = { 0644, 0640, 0604, 0620, 0602 };
@@ -262,6 +287,7 @@ int main(void)
 	tcase_add_test(tc, test_token_other_secret_is_refused);
 	tcase_add_test(tc, test_token_missing_or_malformed_header_is_unauthenticated);
 	tcase_add_test(tc, test_token_file_strips_one_trailing_newline);
+	tcase_add_test(tc, test_token_file_too_long_is_refused_not_cut);
 	tcase_add_test(tc, test_token_file_readable_by_others_is_refused);
 	tcase_add_test(tc, test_token_file_short_empty_or_missing_is_refused);
 	tcase_add_test(tc, test_token_file_too_large_is_refused);
