@@ -390,6 +390,15 @@ void preload_free(struct preloader *p)
 	free(p);
 }
 
+static size_t running_locked(const struct preloader *p)
+{
+	size_t n = 0;
+
+	for (const struct job *j = p->jobs; j; j = j->next)
+		n += j->st.state == PRELOAD_RUNNING;
+	return n;
+}
+
 /* Joins and frees finished jobs beyond the newest PRELOAD_KEEP_FINISHED.
  * Called with p->mu held; a finished job's thread has left its last lock. */
 static void prune(struct preloader *p, struct job **freed)
@@ -461,6 +470,13 @@ static enum error_code start(struct preloader *p, const char *dataset, const cha
 	if (p->stopping) {
 		pthread_mutex_unlock(&p->mu);
 		rc = error_set(err, ERR_CANCELLED, "preload: the worker is stopping");
+		goto fail;
+	}
+	if (running_locked(p) >= PRELOAD_RUNNING_MAX) {
+		pthread_mutex_unlock(&p->mu);
+		rc = error_set(err, ERR_UNAVAILABLE,
+			       "preload: %d jobs are running, at most %d at once: ask again when one has ended",
+			       PRELOAD_RUNNING_MAX, PRELOAD_RUNNING_MAX);
 		goto fail;
 	}
 	j->st.id = p->next_id++;

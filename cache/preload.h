@@ -26,6 +26,9 @@
 
 #define PRELOAD_KEEP_FINISHED 64
 #define PRELOAD_MAX_OBJECTS 100000  /* objects one request may name */
+/* Jobs running at once: each holds a thread, its fetch threads and its
+ * listing, and a token holder may ask for any number. */
+#define PRELOAD_RUNNING_MAX 8
 
 enum preload_state { PRELOAD_RUNNING = 0, PRELOAD_DONE, PRELOAD_FAILED };
 
@@ -71,7 +74,9 @@ void preload_free(struct preloader *p);
 /*
  * Starts a job. objects NULL (n 0) means the whole dataset. The dataset is
  * resolved now: ERR_NOT_FOUND "unknown dataset 'x'"; a bad object key is
- * ERR_INVALID before anything starts. *id identifies the job (from 1).
+ * ERR_INVALID before anything starts; with PRELOAD_RUNNING_MAX jobs
+ * running, ERR_UNAVAILABLE (ask again when one has ended). *id identifies
+ * the job (from 1).
  */
 enum error_code preload_start(struct preloader *p, const char *dataset,
 			      const char *const *objects, size_t n, uint64_t *id,

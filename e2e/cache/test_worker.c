@@ -36,6 +36,7 @@
 
 #include "cache/blockstore.h"
 #include "cache/http.h"
+#include "cache/preload.h"
 #include "block/token.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
@@ -1764,6 +1765,55 @@ START_TEST(test_worker_preload_listing_is_bounded)
 END_TEST
 
 /*
+ * A token holder may ask for any number of preloads, each a thread, its
+ * fetch threads and its listing: at most PRELOAD_RUNNING_MAX run at once,
+ * the next is 503 until one has ended. Jobs listing an endpoint whose
+ * listing never ends stay running until listing.max_time.
+ */
+START_TEST(test_worker_preload_jobs_running_at_once_are_bounded)
+{
+	struct harness_recorder *rec = harness_recorder_start();
+	const char *ep = harness_recorder_url(rec);
+	long long last = 0;
+	char *status;
+	struct resp r;
+
+	ck_assert_int_eq(worker_stop(NULL), 0);
+	w.extra[0] = "--store.allowed_endpoints";
+	w.extra[1] = ep;
+	w.extra[2] = "--listing.max_time";
+	w.extra[3] = "4s";
+	w.extra[4] = NULL;
+	worker_start();
+	r = put_endpoint_dataset("endless", "s3://granary-e2e/pages/", ep, NULL);
+	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, (char *)r.body);
+	resp_free(&r);
+	for (int i = 0; i < PRELOAD_RUNNING_MAX; i++) {
+		r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
+		ck_assert_msg(r.status == 202, "job %d: HTTP %ld: %s", i, r.status, (char *)r.body);
+		last = json_num((char *)r.body, "id");
+		resp_free(&r);
+	}
+	ck_assert_uint_eq(metric("granary_worker_preload_jobs_running"), PRELOAD_RUNNING_MAX);
+	r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
+	ck_assert_msg(r.status == 503 && strstr((char *)r.body, "at most 8 at once"), "HTTP %ld: %s",
+		      r.status, (char *)r.body);
+	resp_free(&r);
+	/* Once they have ended (listing.max_time), one more may start. */
+	status = preload_wait(last, 15000);
+	ck_assert_msg(strstr(status, "listing.max_time"), "%s", status);
+	free(status);
+	while (metric("granary_worker_preload_jobs_running") > 0)
+		retry_sleep_ms(50);
+	r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
+	ck_assert_msg(r.status == 202, "HTTP %ld: %s", r.status, (char *)r.body);
+	resp_free(&r);
+	w.extra[0] = NULL;
+	harness_recorder_stop(rec);
+}
+END_TEST
+
+/*
  * A standalone granary-fuse given the worker's cache.dir (the default is
  * the same path) would empty the worker's tmp/ at start and count the same
  * disk twice: it must exit at once, naming the directory, and leave the
@@ -1947,6 +1997,7 @@ int main(void)
 	tcase_set_timeout(endpoints, 120);
 	tcase_add_test(endpoints, test_worker_sends_nothing_to_endpoints_not_allowed);
 	tcase_add_test(endpoints, test_worker_preload_listing_is_bounded);
+	tcase_add_test(endpoints, test_worker_preload_jobs_running_at_once_are_bounded);
 	suite_add_tcase(s, endpoints);
 
 	rc = check_main_run(s);
