@@ -59,15 +59,16 @@ enum error_code store_check_region(const char *region, struct error *err)
 
 	if (ok < len) {
 		/* A region goes into every request's signature and headers:
-		 * the byte that is not allowed is named, never echoed when it
-		 * could break a log line. */
-		if (isprint((unsigned char)region[ok]))
-			return error_set(err, ERR_INVALID,
-					 "region '%.64s': only letters, digits, '-' and '_' are allowed",
-					 region);
+		 * one with a byte that could break a log line is not echoed,
+		 * its first such byte is named. */
+		for (size_t i = ok; i < len; i++)
+			if (!isprint((unsigned char)region[i]))
+				return error_set(err, ERR_INVALID,
+						 "region: byte %zu (0x%02x) is not a letter, digit, '-' or '_'",
+						 i + 1, (unsigned char)region[i]);
 		return error_set(err, ERR_INVALID,
-				 "region: byte %zu (0x%02x) is not a letter, digit, '-' or '_'",
-				 ok + 1, (unsigned char)region[ok]);
+				 "region '%.64s': only letters, digits, '-' and '_' are allowed",
+				 region);
 	}
 	if (len > S3_REGION_MAX)
 		return error_set(err, ERR_INVALID, "region '%.64s...': at most %d characters",

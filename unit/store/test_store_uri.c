@@ -134,6 +134,8 @@ START_TEST(test_store_open_refuses_a_region_it_cannot_sign)
 	cfg.region = "us east";
 	ck_assert_int_eq(store_check_region(cfg.region, &err), ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "region 'us east': only letters"));
+	ck_assert_int_eq(store_check_region("us east\nx", &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "byte 8 (0x0a)") && !strchr(err.msg, '\n'), "%s", err.msg);
 	ck_assert_int_eq(store_check_region("", &err), ERR_OK);
 	ck_assert_int_eq(store_check_region("ap-south_1", &err), ERR_OK);
 }
