@@ -1715,7 +1715,6 @@ static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, con
 	return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "unrouted request");
 }
 
-/* Authenticates, routes and answers a request whose body has arrived. */
 /* A /v1 request's token (common/token.h): checked before anything else
  * of the request is looked at, its body included, so that without the
  * token even its errors say nothing and no byte of a body is held. */
@@ -1733,6 +1732,8 @@ static enum error_code authenticate(struct req *rq, struct MHD_Connection *conn,
 	return ERR_OK;
 }
 
+/* Routes and answers a request whose body has arrived (its token checked
+ * when its headers came in). */
 static enum MHD_Result answer(struct req *rq, struct MHD_Connection *conn, const char *method)
 {
 	struct error err;
