@@ -1732,23 +1732,32 @@ END_TEST
  * bounded like meta's (listing.max_pages, listing.max_objects,
  * listing.max_time), and the job fails naming the limit.
  */
-START_TEST(test_worker_preload_listing_is_bounded)
+/* The worker started again with the recorder's endpoint allowed and one
+ * setting more (flag, value), and dataset "endless" at the recorder's
+ * listing that never ends. */
+static void endless_dataset(const char *ep, const char *flag, const char *value)
 {
-	struct harness_recorder *rec = harness_recorder_start();
-	const char *ep = harness_recorder_url(rec);
-	char *status;
 	struct resp r;
 
 	ck_assert_int_eq(worker_stop(NULL), 0);
 	w.extra[0] = "--store.allowed_endpoints";
 	w.extra[1] = ep;
-	w.extra[2] = "--listing.max_pages";
-	w.extra[3] = "5";
+	w.extra[2] = flag;
+	w.extra[3] = value;
 	w.extra[4] = NULL;
 	worker_start();
 	r = put_endpoint_dataset("endless", "s3://granary-e2e/pages/", ep, NULL);
 	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, (char *)r.body);
 	resp_free(&r);
+}
+
+START_TEST(test_worker_preload_listing_is_bounded)
+{
+	struct harness_recorder *rec = harness_recorder_start();
+	char *status;
+	struct resp r;
+
+	endless_dataset(harness_recorder_url(rec), "--listing.max_pages", "5");
 	r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
 	ck_assert_int_eq(r.status, 202);
 	status = preload_wait(json_num((char *)r.body, "id"), 10000);
@@ -1773,21 +1782,11 @@ END_TEST
 START_TEST(test_worker_preload_jobs_running_at_once_are_bounded)
 {
 	struct harness_recorder *rec = harness_recorder_start();
-	const char *ep = harness_recorder_url(rec);
 	long long last = 0;
 	char *status;
 	struct resp r;
 
-	ck_assert_int_eq(worker_stop(NULL), 0);
-	w.extra[0] = "--store.allowed_endpoints";
-	w.extra[1] = ep;
-	w.extra[2] = "--listing.max_time";
-	w.extra[3] = "4s";
-	w.extra[4] = NULL;
-	worker_start();
-	r = put_endpoint_dataset("endless", "s3://granary-e2e/pages/", ep, NULL);
-	ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, (char *)r.body);
-	resp_free(&r);
+	endless_dataset(harness_recorder_url(rec), "--listing.max_time", "4s");
 	for (int i = 0; i < PRELOAD_RUNNING_MAX; i++) {
 		r = request("POST", "/v1/preload/endless", NULL, "{}", NULL, AUTH_OK);
 		ck_assert_msg(r.status == 202, "job %d: HTTP %ld: %s", i, r.status, (char *)r.body);
