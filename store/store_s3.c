@@ -810,7 +810,9 @@ static enum error_code setup_addressing(struct s3_store *s, const char *endpoint
 	curl_url_set(u, CURLUPART_URL, endpoint, 0);
 	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
 	curl_url_get(u, CURLUPART_HOST, &host, 0);
-	curl_url_get(u, CURLUPART_PORT, &port, 0);
+	/* A scheme's own port (:443, :80) is left out, as curl leaves it out
+	 * of the Host header it sends: the host signed must be that one. */
+	curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT);
 	if (!scheme || !host) {
 		rc = error_set(err, ERR_INVALID, "endpoint '%s': not a valid URL", endpoint);
 		goto out;

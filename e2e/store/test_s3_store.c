@@ -9,8 +9,10 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -366,6 +368,102 @@ START_TEST(test_s3_virtual_host_addressing_reaches_the_same_objects)
 	ck_assert_uint_eq(got, 7);
 	ck_assert_int_eq(memcmp(buf, "virtual", 7), 0);
 	store_free(v);
+}
+END_TEST
+
+/* Copies one connection's bytes both ways until either side closes. */
+static void *forward_conn(void *arg)
+{
+	int *fds = arg, a = fds[0], b = fds[1];
+	char buf[65536];
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+		ssize_t n;
+		int from, to;
+
+		if (poll(p, 2, 10000) <= 0)
+			break;
+		from = p[0].revents ? a : b;
+		to = from == a ? b : a;
+		n = recv(from, buf, sizeof(buf), 0);
+		if (n <= 0 || send(to, buf, (size_t)n, MSG_NOSIGNAL) != n)
+			break;
+	}
+	close(a);
+	close(b);
+	free(fds);
+	return NULL;
+}
+
+struct forwarder {
+	int listener, to_port;
+	pthread_t t;
+};
+
+static void *forward_accept(void *arg)
+{
+	struct forwarder *f = arg;
+	int c;
+
+	while ((c = accept(f->listener, NULL, NULL)) >= 0) {
+		struct sockaddr_in a = { .sin_family = AF_INET,
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+					 .sin_port = htons((uint16_t)f->to_port) };
+		int *fds = malloc(2 * sizeof(int));
+		pthread_t t;
+
+		fds[0] = c;
+		fds[1] = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fds[1], (struct sockaddr *)&a, sizeof(a)) != 0) {
+			close(fds[0]);
+			close(fds[1]);
+			free(fds);
+			continue;
+		}
+		pthread_create(&t, NULL, forward_conn, fds);
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+/*
+ * An endpoint that names its scheme's own port (http://...:80, as
+ * https://...:443) reaches the server: curl leaves that port out of the
+ * Host header it sends, so the host signed must leave it out too (every
+ * request was refused, SignatureDoesNotMatch). The S3 server is reached
+ * through a forwarder on 127.0.0.1:80 (the tests run as root).
+ */
+START_TEST(test_s3_endpoint_with_its_scheme_port_signs_the_host_sent)
+{
+	struct forwarder f = { .to_port = atoi(strrchr(endpoint, ':') + 1) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				 .sin_port = htons(80) };
+	struct store_config cfg = base_config();
+	char buf[64];
+	struct store *p80;
+	struct error err;
+	size_t got;
+	int one = 1;
+
+	f.listener = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(f.listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_msg(bind(f.listener, (struct sockaddr *)&a, sizeof(a)) == 0,
+		      "bind 127.0.0.1:80: %s", strerror(errno));
+	ck_assert_int_eq(listen(f.listener, 16), 0);
+	pthread_create(&f.t, NULL, forward_accept, &f);
+	put_ok("port80/k.txt", "port 80", 7);
+	cfg.endpoint = "http://127.0.0.1:80";
+	p80 = open_store(&cfg);
+	ck_assert_msg(store_get(p80, "port80/k.txt", 0, sizeof(buf), buf, &got, NULL, &err) ==
+			      ERR_OK,
+		      "%s", err.msg);
+	ck_assert_uint_eq(got, 7);
+	ck_assert_int_eq(memcmp(buf, "port 80", 7), 0);
+	store_free(p80);
+	shutdown(f.listener, SHUT_RDWR);
+	pthread_join(f.t, NULL);
+	close(f.listener);
 }
 END_TEST
 
@@ -735,6 +833,7 @@ int main(void)
 	tcase_add_test(tc, test_s3_head_gives_size_and_md5_etag);
 	tcase_add_test(tc, test_s3_zero_byte_objects_read_as_empty);
 	tcase_add_test(tc, test_s3_get_with_stale_etag_says_object_changed);
+	tcase_add_test(tc, test_s3_endpoint_with_its_scheme_port_signs_the_host_sent);
 	tcase_add_test(tc, test_s3_virtual_host_addressing_reaches_the_same_objects);
 	tcase_add_test(tc, test_s3_missing_key_is_not_found_naming_it);
 	tcase_add_test(tc, test_s3_wrong_credentials_are_refused_once_naming_endpoint_and_bucket);
