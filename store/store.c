@@ -76,54 +76,72 @@ enum error_code store_check_region(const char *region, struct error *err)
 	return ERR_OK;
 }
 
+/* An endpoint as messages quote it: user info in its authority (an access
+ * key and a secret given there by mistake) never, whatever else is wrong
+ * with the URL. */
+static void endpoint_shown(const char *url, char *out, size_t size)
+{
+	const char *sep = strstr(url, "://");
+	const char *auth = sep ? sep + 3 : url;
+	const char *at = memrchr(auth, '@', strcspn(auth, "/?#"));
+
+	if (!at)
+		snprintf(out, size, "%s", url);
+	else
+		snprintf(out, size, "%.*s<user info>@%s", (int)(auth - url), url, at + 1);
+}
+
 enum error_code store_check_endpoint(const char *url, struct error *err)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL, *path = NULL, *part = NULL;
 	enum error_code rc = ERR_OK;
+	char shown[512];
 
 	if (!u)
 		return error_set(err, ERR_NOMEM, "endpoint: out of memory");
+	if (url)
+		endpoint_shown(url, shown, sizeof(shown));
 	if (!url || !*url) {
 		rc = error_set(err, ERR_INVALID, "endpoint '': empty URL");
 		goto out;
 	}
 	if (!strstr(url, "://")) {
 		rc = error_set(err, ERR_INVALID,
-			       "endpoint '%s': must start with http:// or https://", url);
+			       "endpoint '%s': must start with http:// or https://", shown);
 		goto out;
 	}
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-		rc = error_set(err, ERR_INVALID, "endpoint '%s': not a valid URL", url);
+		rc = error_set(err, ERR_INVALID, "endpoint '%s': not a valid URL", shown);
 		goto out;
 	}
 	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
 	if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
 		rc = error_set(err, ERR_INVALID,
-			       "endpoint '%s': scheme must be http or https", url);
+			       "endpoint '%s': scheme must be http or https", shown);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-		rc = error_set(err, ERR_INVALID, "endpoint '%s': no host", url);
+		rc = error_set(err, ERR_INVALID, "endpoint '%s': no host", shown);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK) {
 		rc = error_set(err, ERR_INVALID,
 			       "endpoint '%s': user info is not allowed (give credentials in a credentials file)",
-			       "<redacted>");
+			       shown);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK) {
 		rc = error_set(err, ERR_INVALID,
-			       "endpoint '%s': must not have a query or fragment", url);
+			       "endpoint '%s': must not have a query or fragment", shown);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && path &&
 	    strcmp(path, "/") != 0 && *path) {
 		rc = error_set(err, ERR_INVALID,
 			       "endpoint '%s': must not have a path ('%s'); the bucket is given in the URI",
-			       url, path);
+			       shown, path);
 		goto out;
 	}
 out:
@@ -293,6 +311,7 @@ enum error_code store_endpoint_check(const char *uri, const char *endpoint,
 				     struct error *err)
 {
 	const char *want, *item;
+	char shown[512];
 	size_t wlen, dlen, ilen;
 
 	if (uri && strncmp(uri, "file://", 7) == 0)
@@ -314,10 +333,11 @@ enum error_code store_endpoint_check(const char *uri, const char *endpoint,
 		if (*p == ',')
 			p++;
 	}
+	endpoint_shown(endpoint, shown, sizeof(shown));
 	return error_set(err, ERR_INVALID,
 			 "endpoint '%s' is not allowed: the endpoints a dataset may name are "
 			 "store.endpoint and store.allowed_endpoints",
-			 endpoint);
+			 shown);
 }
 
 enum error_code store_check_endpoint_list(const char *key, const char *list,

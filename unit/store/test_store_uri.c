@@ -90,6 +90,24 @@ START_TEST(test_store_endpoints_must_be_plain_http_urls)
 		ck_assert_msg(store_check_endpoint(bad[i], &err) == ERR_INVALID, "'%s' accepted", bad[i]);
 		ck_assert_ptr_null(strstr(err.msg, "u:p"));
 	}
+	/* A key and secret in the authority are never quoted, whatever else
+	 * is wrong with the URL (the scheme, a space, a path, a list entry). */
+	{
+		static const char *const secret[] = { "s3://AKIAKEY:SECRET@h", "ftp://k:SECRET@h",
+						      "http://k:SE CRET@h", "http://k:SECRET@h/p",
+						      "http://k:SECRET@h:9000" };
+
+		for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++) {
+			ck_assert_int_eq(store_check_endpoint(secret[i], &err), ERR_INVALID);
+			ck_assert_msg(!strstr(err.msg, "SECRET") && !strstr(err.msg, "SE CRET") &&
+					      strstr(err.msg, "<user info>@h"),
+				      "'%s': %s", secret[i], err.msg);
+		}
+		ck_assert_int_eq(store_endpoint_check("s3://b/", "http://k:SECRET@h:9000",
+						      "http://h:9000", "", &err),
+				 ERR_INVALID);
+		ck_assert_msg(!strstr(err.msg, "SECRET"), "%s", err.msg);
+	}
 }
 END_TEST
 
