@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -588,10 +589,12 @@ START_TEST(test_s3_hung_server_times_out_within_deadline)
 END_TEST
 
 /* A one-thread HTTP responder that answers the first `failures` requests
- * with `status` and then 206 with a fixed body: 503 and 429 are faults a
- * real server gives under load, not on request. */
+ * with `status` (and a body of fail_body bytes, as a proxy's error page)
+ * and then 206 with a fixed body: 503 and 429 are faults a real server
+ * gives under load, not on request. */
 struct flaky {
 	int fd, failures, status, served;
+	size_t fail_body;
 };
 
 static void *flaky_serve(void *arg)
@@ -610,23 +613,36 @@ static void *flaky_serve(void *arg)
 
 			if (n <= 0)
 				break;
-			if (f->served++ < f->failures)
+			bool failing = f->served++ < f->failures;
+
+			if (failing)
 				snprintf(resp, sizeof(resp),
-					 "HTTP/1.1 %d Busy\r\nContent-Length: 0\r\n\r\n", f->status);
+					 "HTTP/1.1 %d Busy\r\nContent-Length: %zu\r\n\r\n", f->status,
+					 f->fail_body);
 			else
 				snprintf(resp, sizeof(resp),
 					 "HTTP/1.1 206 Partial Content\r\nContent-Length: 4\r\n\r\nabcd");
 			if (send(c, resp, strlen(resp), MSG_NOSIGNAL) < 0)
 				break;
+			for (size_t sent = 0; failing && sent < f->fail_body;) {
+				static const char page[4096] = { [0 ... 4095] = 'x' };
+				size_t k = f->fail_body - sent < sizeof(page) ? f->fail_body - sent
+									       : sizeof(page);
+				ssize_t w = send(c, page, k, MSG_NOSIGNAL);
+
+				if (w <= 0)
+					break;
+				sent += (size_t)w;
+			}
 		}
 		close(c);
 	}
 }
 
-static void check_retried_status(int status, int failures, enum error_code want)
+static void check_retried(int status, int failures, size_t fail_body, enum error_code want)
 {
 	struct store_config cfg = base_config();
-	struct flaky f = { .failures = failures, .status = status };
+	struct flaky f = { .failures = failures, .status = status, .fail_body = fail_body };
 	struct store_stats stats;
 	struct store *s;
 	struct error err;
@@ -659,11 +675,14 @@ static void check_retried_status(int status, int failures, enum error_code want)
 
 START_TEST(test_s3_retries_5xx_and_429_but_not_other_4xx)
 {
-	check_retried_status(503, 2, ERR_OK);
-	check_retried_status(429, 3, ERR_OK);
-	check_retried_status(500, 10, ERR_UNAVAILABLE);
-	check_retried_status(400, 10, ERR_INVALID);
-	check_retried_status(403, 10, ERR_PERMISSION);
+	check_retried(503, 2, 0, ERR_OK);
+	check_retried(429, 3, 0, ERR_OK);
+	check_retried(500, 10, 0, ERR_UNAVAILABLE);
+	check_retried(400, 10, 0, ERR_INVALID);
+	check_retried(403, 10, 0, ERR_PERMISSION);
+	/* An error page longer than the error body kept is still a 503 to
+	 * retry, not a failed write. */
+	check_retried(503, 1, 70u << 10, ERR_OK);
 }
 END_TEST
 
