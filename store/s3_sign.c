@@ -159,7 +159,11 @@ enum error_code s3_signing_key_derive(const struct store_credentials *cred, cons
 	     hmac(out->key, sizeof(out->key), "s3", out->key) &&
 	     hmac(out->key, sizeof(out->key), "aws4_request", out->key);
 	if (!ok) {
+		/* No date either: a caller that keeps the key for the day
+		 * (store_s3.c) derives it again at the next request instead
+		 * of signing with zeros until midnight. */
 		OPENSSL_cleanse(out->key, sizeof(out->key));
+		out->date[0] = '\0';
 		return crypto_failed("HMAC-SHA256", err);
 	}
 	return ERR_OK;

@@ -70,7 +70,8 @@ struct s3_signing_key {
 
 /* Derives cred's signing key for date (its first 8 characters: an
  * x-amz-date value will do) and region. ERR_INVALID for a secret or a
- * region too long, or a date of fewer than 8 characters; ERR_NOMEM. */
+ * region too long, or a date of fewer than 8 characters; ERR_NOMEM when
+ * OpenSSL fails, and then out holds no key and no date. */
 enum error_code s3_signing_key_derive(const struct store_credentials *cred, const char *date,
 				      const char *region, struct s3_signing_key *out,
 				      struct error *err);
