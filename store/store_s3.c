@@ -410,7 +410,9 @@ static enum error_code prepare(struct s3_store *s, struct s3_call *call,
 			       const char *url, const char *path, long timeout_ms,
 			       struct curl_slist **hdrs, struct error *err)
 {
-	char date[17], auth[1024], line[1200];
+	/* A line holds any header the signer can sign (its canonical request
+	 * is 8 KiB): a session token from STS has no fixed size. */
+	char date[17], auth[1024], line[8192 + 64];
 	struct s3_header h[6];
 	size_t nh = 0;
 	CURL *c = call->curl;
@@ -446,7 +448,13 @@ static enum error_code prepare(struct s3_store *s, struct s3_call *call,
 	*hdrs = NULL;
 	/* host is set by curl from the URL; the rest we send as signed. */
 	for (size_t i = 1; i < nh; i++) {
-		snprintf(line, sizeof(line), "%s: %s", h[i].name, h[i].value);
+		int n = snprintf(line, sizeof(line), "%s: %s", h[i].name, h[i].value);
+
+		if (n < 0 || (size_t)n >= sizeof(line)) {
+			explicit_bzero(line, sizeof(line));
+			return error_set(err, ERR_INVALID, "s3: header '%s' is too long to send (%zu bytes)",
+					 h[i].name, strlen(h[i].value));
+		}
 		*hdrs = curl_slist_append(*hdrs, line);
 	}
 	if (!s->anonymous) {

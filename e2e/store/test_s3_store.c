@@ -673,6 +673,74 @@ static void check_retried(int status, int failures, size_t fail_body, enum error
 	pthread_join(t, NULL);
 }
 
+/* A responder that keeps the head of the one request it answers (206,
+ * "abcd"). */
+struct recorder {
+	int fd;
+	char head[16384];
+};
+
+static void *record_serve(void *arg)
+{
+	static const char resp[] = "HTTP/1.1 206 Partial Content\r\nContent-Length: 4\r\n\r\nabcd";
+	struct recorder *r = arg;
+	size_t got = 0;
+	int c = accept(r->fd, NULL, NULL);
+
+	if (c < 0)
+		return NULL;
+	while (got + 1 < sizeof(r->head) && !strstr(r->head, "\r\n\r\n")) {
+		ssize_t n = recv(c, r->head + got, sizeof(r->head) - 1 - got, 0);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		r->head[got] = '\0';
+	}
+	(void)send(c, resp, strlen(resp), MSG_NOSIGNAL);
+	close(c);
+	return NULL;
+}
+
+/* A session token from STS has no fixed size: one of 3,000 bytes is sent
+ * whole (a header line of 1,200 bytes cut it, while the signature covered
+ * all of it). */
+START_TEST(test_s3_long_session_token_is_sent_whole)
+{
+	struct store_config cfg = base_config();
+	struct recorder r = { 0 };
+	static char token[3001];
+	char path[] = "/tmp/test_s3_token_XXXXXX", ep[64], buf[4], *at;
+	struct store *s;
+	struct error err;
+	pthread_t t;
+	size_t got;
+	int port, fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+
+	memset(token, 'T', sizeof(token) - 1);
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[default]\naws_access_key_id = granary-test\n"
+		   "aws_secret_access_key = some-secret-value\naws_session_token = %s\n", token);
+	fclose(f);
+	r.fd = listen_loopback(&port);
+	pthread_create(&t, NULL, record_serve, &r);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
+	cfg.endpoint = ep;
+	cfg.credentials_file = path;
+	s = open_store(&cfg);
+	ck_assert_msg(store_get(s, "k", 0, 4, buf, &got, NULL, &err) == ERR_OK, "%s", err.msg);
+	pthread_join(t, NULL);
+	at = strstr(r.head, "x-amz-security-token: ");
+	ck_assert_ptr_nonnull(at);
+	at += strlen("x-amz-security-token: ");
+	ck_assert_uint_eq(strcspn(at, "\r"), sizeof(token) - 1);
+	store_free(s);
+	close(r.fd);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_s3_retries_5xx_and_429_but_not_other_4xx)
 {
 	check_retried(503, 2, 0, ERR_OK);
@@ -858,6 +926,7 @@ int main(void)
 	tcase_add_test(tc, test_s3_wrong_credentials_are_refused_once_naming_endpoint_and_bucket);
 	tcase_add_test(tc, test_s3_stopped_server_gives_bounded_retries_then_clear_error);
 	tcase_add_test(tc, test_s3_hung_server_times_out_within_deadline);
+	tcase_add_test(tc, test_s3_long_session_token_is_sent_whole);
 	tcase_add_test(tc, test_s3_retries_5xx_and_429_but_not_other_4xx);
 	tcase_add_test(tc, test_s3_stream_resumes_after_a_cut_without_repeating_bytes);
 	tcase_add_test(tc, test_s3_malformed_endpoint_or_bucket_is_rejected_before_any_request);
