@@ -713,7 +713,11 @@ static enum error_code s3_list(struct store *st, const char *prefix,
 	struct s3_store *s = (struct s3_store *)st;
 	struct s3_call call = { .op = "LIST", .method = "GET", .key = "",
 				.dyn_max = S3_LIST_BODY_MAX };
-	char query[4096] = "", num[16];
+	/* Room for the longest parameters below encoded (three bytes for one
+	 * of UTF-8: 2 x 3 x 1024 + 3 x 16 + the names and numbers), so that
+	 * no page asks for a prefix cut short; the signer refuses what its
+	 * canonical request cannot hold. */
+	char query[8192] = "", num[16];
 	enum error_code rc;
 
 	if (strlen(prefix) > 1024 || (token && strlen(token) > 1024) ||
