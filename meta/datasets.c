@@ -573,7 +573,9 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 	{
 		json_t *st = totals(&rd, dsobject_is_mirror(o, d->mirror_ns) ? NULL : o->name);
 
-		if (refresh)
+		/* A registration lists the source as a refresh would: a refresh
+		 * asked for at creation is done, not a second listing. */
+		if (refresh || *o->refresh)
 			json_object_set_new(st, "refreshed", json_string(o->refresh));
 		snprintf(msg, sizeof(msg), "generation %llu: %llu files",
 			 (unsigned long long)rd.generation, (unsigned long long)rd.totals.files);
@@ -768,6 +770,19 @@ static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpe
 	       strcmp(s->region ? s->region : "", o->region) == 0;
 }
 
+/* Whether key waits for its retry after a failure (failed, again). */
+static bool backing_off(struct datasets *d, const char *key)
+{
+	struct pending *p;
+	bool waiting;
+
+	pthread_mutex_lock(&d->mu);
+	p = slot(d, key, false);
+	waiting = p && p->delay_ms && p->due_ms > retry_now_ms();
+	pthread_mutex_unlock(&d->mu);
+	return waiting;
+}
+
 static void reconcile(struct datasets *d, json_t *obj)
 {
 	struct dsobject o;
@@ -802,6 +817,11 @@ static void reconcile(struct datasets *d, json_t *obj)
 		/* The update comes back as a watch event. */
 		return;
 	}
+	/* A spec that failed waits for its retry: an event that changes no
+	 * spec (the Failed status itself, a report, a label) starts nothing,
+	 * or the backoff would not hold. */
+	if (strcmp(o.phase, "Failed") == 0 && o.observed == o.generation && backing_off(d, key))
+		return;
 	rc = registry_get(d->cfg.registry, dataset, &rd, &err);
 	/* A claim's mirror never replaces what CreateVolume registered (with
 	 * the provisioner Secret); it only stands in when meta lost it. */
@@ -815,6 +835,14 @@ static void reconcile(struct datasets *d, json_t *obj)
 			pthread_mutex_unlock(&d->mu);
 			return;
 		}
+		start_job(d, key, JOB_REGISTER, obj);
+	} else if (rd.state == REGISTRY_READY && !dsobject_is_mirror(&o, d->mirror_ns) &&
+		   strcmp(o.phase, "Ready") != 0 && o.snapshot == 0) {
+		/* Registered but never Ready: the claim comes after the
+		 * registration (ensure_claim), and one that failed (a claim of
+		 * the name that is someone else's) left the dataset registered.
+		 * The job lists nothing again (the options are the same) and
+		 * makes the claim. */
 		start_job(d, key, JOB_REGISTER, obj);
 	} else if (strcmp(o.refresh, o.refreshed) != 0) {
 		start_job(d, key, JOB_REFRESH, obj);

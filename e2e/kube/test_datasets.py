@@ -296,6 +296,44 @@ def test_failed_dataset_recovers_once_the_cause_is_gone(team):
     kube.kubectl("delete", "dataset", "late", "-n", TEAM, "--timeout=60s")
 
 
+def test_a_dataset_whose_claim_name_is_taken_stays_failed_until_it_is_free(team):
+    # A claim of the Dataset's name that is someone else's (it names
+    # another volume): the Dataset is Failed (Conflict) and stays so at its
+    # retries, instead of reading Ready with no claim of its own (the
+    # registration had succeeded); once the name is free, the next retry
+    # makes the claim.
+    kube.apply(json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "taken", "namespace": TEAM},
+        "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                 "volumeName": "granary-e2e-someone-elses",
+                 "resources": {"requests": {"storage": "1Mi"}}}}))
+    kube.apply(dataset("taken"))
+    st = wait_phase("taken", "Failed")
+    assert st["reason"] == "Conflict" and "PersistentVolumeClaim taken" in st["message"], st
+    time.sleep(8)  # past the first retry (5 s)
+    st = status("taken")
+    assert st["phase"] == "Failed" and st["reason"] == "Conflict", st
+    kube.kubectl("delete", "pvc", "taken", "-n", TEAM, "--timeout=60s")
+    st = wait_phase("taken", "Ready", timeout=120)
+    assert st["claim"] == "taken" and st["snapshotGeneration"] == 1, st
+    claim = kube.get("pvc", "taken", TEAM)
+    assert claim["spec"]["volumeName"] and claim["spec"]["storageClassName"] == "", claim
+    kube.kubectl("delete", "dataset", "taken", "-n", TEAM, "--timeout=60s")
+
+
+def test_a_refresh_asked_for_at_creation_lists_once(team):
+    # The registration lists the source: the refresh the new Dataset asks
+    # for is done by it, not by a second listing (generation 2).
+    kube.apply(dataset("fresh", extra={"refresh": "at-creation"}))
+    st = wait_phase("fresh", "Ready")
+    time.sleep(3)  # a second listing would follow at once
+    st = status("fresh")
+    assert st["phase"] == "Ready" and st["refreshed"] == "at-creation", st
+    assert st["snapshotGeneration"] == 1, st
+    kube.kubectl("delete", "dataset", "fresh", "-n", TEAM, "--timeout=60s")
+
+
 def test_deleting_a_dataset_in_use_waits_for_its_pods(team):
     wait_phase("imagenet", "Ready")
     # Only ds-user holds the claim (a pod of an earlier test that failed
