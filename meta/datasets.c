@@ -144,25 +144,30 @@ static void event(struct datasets *d, const struct dsobject *o, const char *type
 }
 
 /* Merges status into the object's status subresource (no conflicts: a
- * merge patch carries no resourceVersion). */
-static void patch_status(struct datasets *d, const struct dsobject *o, json_t *status)
+ * merge patch carries no resourceVersion). Whether it is done: written,
+ * or the object is gone (404: nothing to write to). */
+static bool patch_status(struct datasets *d, const struct dsobject *o, json_t *status)
 {
 	char path[512];
 	json_t *body = json_pack("{s:o}", "status", status), *reply = NULL;
 	struct error err;
-	long code;
+	bool written = false;
+	long code = 0;
 
 	object_path(o->ns, o->name, "/status", path, sizeof(path));
 	if (!body)
-		return;
+		return false;
 	if (kubeapi_call_ct(d->cfg.kube, "PATCH", path, "application/merge-patch+json", body, &code,
 			    &reply, &err) != ERR_OK ||
 	    (code != 200 && code != 404))
 		log_warn("cannot write a Dataset's status", LOG_S("namespace", o->ns),
 			 LOG_S("dataset", o->name),
 			 LOG_S("cause", code ? kubeapi_message(reply) : err.msg));
+	else
+		written = true;
 	json_decref(reply);
 	json_decref(body);
+	return written;
 }
 
 static json_t *condition(bool ready, const char *reason, const char *message, int64_t generation)
@@ -1087,7 +1092,10 @@ static void report_cached(struct datasets *d)
 					json_pack("{s:s, s:I, s:I}", "state", state, "blocksDone",
 						  (json_int_t)done, "blocksTotal", (json_int_t)total));
 		}
-		patch_status(d, &o, st);
+		/* Not written (the apiserver away, a 429): the next report
+		 * writes the figures again, even when they did not change. */
+		if (!patch_status(d, &o, st))
+			r->figures[0] = '\0';
 	}
 	/* Forget the datasets that are gone. */
 	for (size_t i = 0; i < d->nreported; i++)
