@@ -89,6 +89,7 @@ struct s3_call {
 	CURL *curl;
 	/* from the response headers */
 	char etag[80];
+	char pinned[96];       /* if_match of a resumed GET: the version begun */
 	int64_t content_length; /* -1 when absent */
 	int64_t mtime;          /* -1 when absent */
 	bool want_mtime;        /* parse Last-Modified (HEAD) */
@@ -563,6 +564,14 @@ static enum error_code perform(struct s3_store *s, struct s3_call *call,
 		cc = curl_easy_perform(call->curl);
 		curl_easy_getinfo(call->curl, CURLINFO_RESPONSE_CODE, &call->status);
 		curl_slist_free_all(hdrs);
+		/* A GET that delivered bytes of a version it did not name goes
+		 * on with that version only: a later attempt asks If-Match its
+		 * ETag, so an object replaced meanwhile is "changed" (412),
+		 * never its old bytes followed by the new ones. */
+		if (call->sink && !call->if_match && call->delivered > 0 && *call->etag) {
+			snprintf(call->pinned, sizeof(call->pinned), "\"%s\"", call->etag);
+			call->if_match = call->pinned;
+		}
 
 		if (cc == CURLE_WRITE_ERROR && call->sink && call->sink_failed) {
 			rc = error_set(err, ERR_IO, "s3 %s '%s': the reader stopped the transfer",

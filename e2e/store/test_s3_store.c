@@ -760,6 +760,10 @@ END_TEST
 struct cutter {
 	int fd, requests;
 	char second_range[64];
+	/* replaced: the first answer is version "v1", and the object is
+	 * replaced by "WXYZ" (version "v2") before the second request, which
+	 * gets 412 when it asks If-Match "v1" */
+	bool replaced;
 };
 
 static void *cutter_serve(void *arg)
@@ -784,7 +788,15 @@ static void *cutter_serve(void *arg)
 				sscanf(r + 13, "%u-%u", &a, &b);
 			if (c->requests++ == 0) {
 				snprintf(resp, sizeof(resp),
-					 "HTTP/1.1 206 Partial Content\r\nContent-Length: 4\r\n\r\nab");
+					 "HTTP/1.1 206 Partial Content\r\n%sContent-Length: 4\r\n\r\nab",
+					 c->replaced ? "ETag: \"v1\"\r\n" : "");
+			} else if (c->replaced && strcasestr(req, "if-match: \"v1\"")) {
+				snprintf(resp, sizeof(resp),
+					 "HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n");
+			} else if (c->replaced) {
+				snprintf(resp, sizeof(resp),
+					 "HTTP/1.1 206 Partial Content\r\nETag: \"v2\"\r\nContent-Length: %u\r\n\r\n%.*s",
+					 b - a + 1, (int)(b - a + 1), "WXYZ" + a);
 			} else {
 				snprintf(c->second_range, sizeof(c->second_range), "%u-%u", a, b);
 				snprintf(resp, sizeof(resp),
@@ -828,6 +840,38 @@ START_TEST(test_s3_stream_resumes_after_a_cut_without_repeating_bytes)
 	ck_assert_str_eq(c.second_range, "2-3");
 	store_get_stats(s, &stats);
 	ck_assert_uint_eq(stats.retries, 1);
+	store_free(s);
+	shutdown(c.fd, SHUT_RDWR);
+	close(c.fd);
+	pthread_join(t, NULL);
+}
+END_TEST
+
+/* A GET asked for no version (no ETag given) and cut after two bytes of
+ * "v1" resumes on "v1" only: the object replaced meanwhile is "changed",
+ * not "ab" from one version and "YZ" from the next. */
+START_TEST(test_s3_resumed_stream_stays_on_the_version_it_began)
+{
+	struct store_config cfg = base_config();
+	struct cutter c = { .replaced = true };
+	struct store *s;
+	struct error err;
+	pthread_t t;
+	char ep[64], out[16] = "";
+	uint64_t delivered = 0;
+	int port;
+
+	c.fd = listen_loopback(&port);
+	pthread_create(&t, NULL, cutter_serve, &c);
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
+	cfg.endpoint = ep;
+	cfg.retry_base_ms = 10;
+	s = open_store(&cfg);
+	ck_assert_int_eq(store_get_stream(s, "k", 0, 4, collect_bytes, out, NULL, &delivered, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "object changed"), "%s", err.msg);
+	ck_assert_str_eq(out, "ab");
+	ck_assert_uint_eq(delivered, 2);
 	store_free(s);
 	shutdown(c.fd, SHUT_RDWR);
 	close(c.fd);
@@ -928,6 +972,7 @@ int main(void)
 	tcase_add_test(tc, test_s3_hung_server_times_out_within_deadline);
 	tcase_add_test(tc, test_s3_long_session_token_is_sent_whole);
 	tcase_add_test(tc, test_s3_retries_5xx_and_429_but_not_other_4xx);
+	tcase_add_test(tc, test_s3_resumed_stream_stays_on_the_version_it_began);
 	tcase_add_test(tc, test_s3_stream_resumes_after_a_cut_without_repeating_bytes);
 	tcase_add_test(tc, test_s3_malformed_endpoint_or_bucket_is_rejected_before_any_request);
 	tcase_add_test(tc, test_s3_concurrent_readers_share_the_pool);
