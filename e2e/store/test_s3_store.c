@@ -815,24 +815,40 @@ static int collect_bytes(const void *data, size_t len, void *arg)
 	return 0;
 }
 
-START_TEST(test_s3_stream_resumes_after_a_cut_without_repeating_bytes)
+/* A store at cutter c, which serves on its own thread *t until
+ * cutter_stop. */
+static struct store *cutter_start(struct cutter *c, pthread_t *t)
 {
 	struct store_config cfg = base_config();
-	struct cutter c = { 0 };
-	struct store_stats stats;
-	struct store *s;
-	struct error err;
-	pthread_t t;
-	char ep[64], out[16] = "";
-	uint64_t delivered = 0;
+	char ep[64];
 	int port;
 
-	c.fd = listen_loopback(&port);
-	pthread_create(&t, NULL, cutter_serve, &c);
+	c->fd = listen_loopback(&port);
+	pthread_create(t, NULL, cutter_serve, c);
 	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
 	cfg.endpoint = ep;
 	cfg.retry_base_ms = 10;
-	s = open_store(&cfg);
+	return open_store(&cfg);
+}
+
+static void cutter_stop(struct cutter *c, pthread_t t, struct store *s)
+{
+	store_free(s);
+	shutdown(c->fd, SHUT_RDWR);
+	close(c->fd);
+	pthread_join(t, NULL);
+}
+
+START_TEST(test_s3_stream_resumes_after_a_cut_without_repeating_bytes)
+{
+	struct cutter c = { 0 };
+	struct store_stats stats;
+	struct error err;
+	pthread_t t;
+	struct store *s = cutter_start(&c, &t);
+	char out[16] = "";
+	uint64_t delivered = 0;
+
 	ck_assert_msg(store_get_stream(s, "k", 0, 4, collect_bytes, out, NULL, &delivered, &err) == ERR_OK,
 		      "%s", err.msg);
 	ck_assert_str_eq(out, "abcd");
@@ -840,10 +856,7 @@ START_TEST(test_s3_stream_resumes_after_a_cut_without_repeating_bytes)
 	ck_assert_str_eq(c.second_range, "2-3");
 	store_get_stats(s, &stats);
 	ck_assert_uint_eq(stats.retries, 1);
-	store_free(s);
-	shutdown(c.fd, SHUT_RDWR);
-	close(c.fd);
-	pthread_join(t, NULL);
+	cutter_stop(&c, t, s);
 }
 END_TEST
 
@@ -852,30 +865,19 @@ END_TEST
  * not "ab" from one version and "YZ" from the next. */
 START_TEST(test_s3_resumed_stream_stays_on_the_version_it_began)
 {
-	struct store_config cfg = base_config();
 	struct cutter c = { .replaced = true };
-	struct store *s;
 	struct error err;
 	pthread_t t;
-	char ep[64], out[16] = "";
+	struct store *s = cutter_start(&c, &t);
+	char out[16] = "";
 	uint64_t delivered = 0;
-	int port;
 
-	c.fd = listen_loopback(&port);
-	pthread_create(&t, NULL, cutter_serve, &c);
-	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
-	cfg.endpoint = ep;
-	cfg.retry_base_ms = 10;
-	s = open_store(&cfg);
 	ck_assert_int_eq(store_get_stream(s, "k", 0, 4, collect_bytes, out, NULL, &delivered, &err),
 			 ERR_NOT_FOUND);
 	ck_assert_msg(strstr(err.msg, "object changed"), "%s", err.msg);
 	ck_assert_str_eq(out, "ab");
 	ck_assert_uint_eq(delivered, 2);
-	store_free(s);
-	shutdown(c.fd, SHUT_RDWR);
-	close(c.fd);
-	pthread_join(t, NULL);
+	cutter_stop(&c, t, s);
 }
 END_TEST
 
