@@ -94,10 +94,16 @@ static unsigned long long volume_hash(const struct mountpods *mp, const char *vo
 	return h;
 }
 
+/* A pod's name is PREFIX-H-T: H the hex digits of the node's and the
+ * volume's hash, T those of the template's. */
+#define NAME_VOLUME_HEX 12
+#define NAME_TEMPLATE_HEX 6
+
 void mountpods_name(const struct mountpods *mp, const char *volume, char out[MOUNTPOD_NAME_MAX])
 {
-	snprintf(out, MOUNTPOD_NAME_MAX, "%s-%012llx-%.6s", mp->prefix,
-		 volume_hash(mp, volume) & 0xffffffffffffULL, mp->hash);
+	snprintf(out, MOUNTPOD_NAME_MAX, "%s-%0*llx-%.*s", mp->prefix, NAME_VOLUME_HEX,
+		 volume_hash(mp, volume) & ((1ULL << (4 * NAME_VOLUME_HEX)) - 1), NAME_TEMPLATE_HEX,
+		 mp->hash);
 }
 
 static bool hex_run(const char *s, size_t len)
@@ -108,15 +114,15 @@ static bool hex_run(const char *s, size_t len)
 	return true;
 }
 
-/* Whether name has the form of a mount pod's, PREFIX-H-T, as
- * mountpods_name writes it: 12 hex digits of H, 6 of T. */
+/* Whether name has the form of a mount pod's, as mountpods_name writes
+ * it. */
 static bool pod_name_form(const struct mountpods *mp, const char *name)
 {
-	size_t p = strlen(mp->prefix);
+	const size_t p = strlen(mp->prefix), t = p + 1 + NAME_VOLUME_HEX + 1;
 
-	return strlen(name) == p + 1 + 12 + 1 + 6 && strncmp(name, mp->prefix, p) == 0 &&
-	       name[p] == '-' && hex_run(name + p + 1, 12) && name[p + 13] == '-' &&
-	       hex_run(name + p + 14, 6);
+	return strlen(name) == t + NAME_TEMPLATE_HEX && strncmp(name, mp->prefix, p) == 0 &&
+	       name[p] == '-' && hex_run(name + p + 1, NAME_VOLUME_HEX) && name[t - 1] == '-' &&
+	       hex_run(name + t, NAME_TEMPLATE_HEX);
 }
 
 bool mountpods_owns(const struct mountpods *mp, const char *volume, const char *name)
@@ -125,7 +131,33 @@ bool mountpods_owns(const struct mountpods *mp, const char *volume, const char *
 
 	mountpods_name(mp, volume, want);
 	/* All but T, the template's hash. */
-	return pod_name_form(mp, name) && strncmp(name, want, strlen(want) - 6) == 0;
+	return pod_name_form(mp, name) && strncmp(name, want, strlen(want) - NAME_TEMPLATE_HEX) == 0;
+}
+
+/* The pod name, read from the API into *pod (NULL when there is none, a
+ * 404). */
+static enum error_code get_pod(struct mountpods *mp, const char *name, json_t **pod,
+			       struct error *err)
+{
+	char path[256];
+	json_t *reply = NULL;
+	enum error_code rc;
+	long status;
+
+	*pod = NULL;
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
+	rc = kubeapi_call(mp->api, "GET", path, NULL, &status, &reply, err);
+	if (rc != ERR_OK)
+		return rc;
+	if (status == 200)
+		*pod = reply;
+	else if (status != 404)
+		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
+			       "read mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
+			       kubeapi_message(reply));
+	if (!*pod)
+		json_decref(reply);
+	return rc;
 }
 
 static int add_arg(json_t *args, const char *key, const char *value)
@@ -224,33 +256,26 @@ enum error_code mountpods_delete(struct mountpods *mp, const char *volume, const
 enum error_code mountpods_volume_of(struct mountpods *mp, const char *name, char *volume,
 				    size_t size, struct error *err)
 {
-	char path[256];
-	json_t *reply = NULL;
+	json_t *pod;
 	const char *v;
 	enum error_code rc;
-	long status;
 
 	volume[0] = '\0';
 	/* The name goes into the request's path: only a mount pod's. */
 	if (!pod_name_form(mp, name))
 		return error_set(err, ERR_PERMISSION, "read mount pod %s/%s: refused, not a mount pod's name",
 				 mp->ns, name);
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
-	rc = kubeapi_call(mp->api, "GET", path, NULL, &status, &reply, err);
+	rc = get_pod(mp, name, &pod, err);
 	if (rc != ERR_OK)
 		return rc;
-	if (status == 404)
-		rc = error_set(err, ERR_NOT_FOUND, "read mount pod %s/%s: not found", mp->ns, name);
-	else if (status != 200)
-		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
-			       "read mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
-			       kubeapi_message(reply));
-	else if ((v = json_string_value(json_object_get(
-			  json_object_get(json_object_get(reply, "metadata"), "annotations"),
-			  "granary.io/volume"))))
+	if (!pod)
+		return error_set(err, ERR_NOT_FOUND, "read mount pod %s/%s: not found", mp->ns, name);
+	v = json_string_value(json_object_get(
+		json_object_get(json_object_get(pod, "metadata"), "annotations"), "granary.io/volume"));
+	if (v)
 		snprintf(volume, size, "%s", v);
-	json_decref(reply);
-	return rc;
+	json_decref(pod);
+	return ERR_OK;
 }
 
 /* A container's state that is not running, as "reason: message". */
@@ -277,29 +302,15 @@ static bool not_running(json_t *cs, char *why, size_t size)
 enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool *exists,
 				   char *why, size_t size, struct error *err)
 {
-	char path[256];
-	json_t *reply = NULL, *st, *cs;
+	json_t *reply, *st, *cs;
 	const char *phase;
 	enum error_code rc;
-	long status;
 
 	*exists = false;
 	why[0] = '\0';
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", mp->ns, name);
-	rc = kubeapi_call(mp->api, "GET", path, NULL, &status, &reply, err);
-	if (rc != ERR_OK)
+	rc = get_pod(mp, name, &reply, err);
+	if (rc != ERR_OK || !reply)
 		return rc;
-	if (status == 404) {
-		json_decref(reply);
-		return ERR_OK;
-	}
-	if (status != 200) {
-		rc = error_set(err, status == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
-			       "read mount pod %s/%s: HTTP %ld: %s", mp->ns, name, status,
-			       kubeapi_message(reply));
-		json_decref(reply);
-		return rc;
-	}
 	*exists = true;
 	st = json_object_get(reply, "status");
 	phase = json_string_value(json_object_get(st, "phase"));
