@@ -149,13 +149,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		/* Past the window of a 200 answer: stop the transfer early. */
 		return (call->delivered == call->len && n < total && status == 200) ? 0 : total;
 	}
-	/* Error bodies and listings collect into a bounded growing buffer. An
-	 * error body's first dyn_max bytes are enough to tell the error (a
-	 * proxy's long HTML page for a 503): the rest is dropped, and the
-	 * status still decides whether to retry. A listing past it fails. */
+	/* Error bodies and listings collect into a bounded growing buffer. A
+	 * listing past it fails; an error body keeps its first dyn_max bytes,
+	 * enough to tell the error (a proxy's long HTML page for a 503), and
+	 * its status still decides whether to retry. */
 	if (call->dyn_len + n > call->dyn_max) {
-		if (status < 300 || call->dyn_len >= call->dyn_max)
-			return status < 300 ? 0 : total;
+		if (status < 300)
+			return 0;
 		n = call->dyn_max - call->dyn_len;
 	}
 	if (call->dyn_len + n + 1 > call->dyn_cap) {
