@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -333,6 +334,39 @@ int fileio_hex_value(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+/* nftw's callback: the first entry that cannot be removed, per thread. */
+static __thread char remove_failed[512];
+static __thread int remove_errno;
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((type == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT)
+		return 0;
+	remove_errno = errno;
+	snprintf(remove_failed, sizeof(remove_failed), "%s", path);
+	return 1;
+}
+
+enum error_code fileio_remove_tree(const char *path, struct error *err)
+{
+	struct stat st;
+	int rc;
+
+	if (lstat(path, &st) != 0 && errno == ENOENT)
+		return ERR_OK;
+	remove_errno = 0;
+	rc = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	if (rc == 0)
+		return ERR_OK;
+	if (rc < 0)
+		return error_set(err, error_from_errno(errno), "remove '%s': %s", path,
+				 strerror(errno));
+	return error_set(err, error_from_errno(remove_errno), "remove '%s': %s", remove_failed,
+			 strerror(remove_errno));
 }
 
 enum error_code fileio_read_small(const char *path, size_t max, char **out, size_t *len,

@@ -62,6 +62,11 @@ enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err);
  * e.g. a socket's before binding it; nothing for "/file" or "file". */
 enum error_code fileio_mkdirs_parent(const char *path, struct error *err);
 
+/* Removes path and everything under it, following no link and entering
+ * no other file system; a path that is not there is fine. Errors name the
+ * first entry that could not be removed. */
+enum error_code fileio_remove_tree(const char *path, struct error *err);
+
 /*
  * Reads the whole file path into a NUL-terminated heap buffer (*out, the
  * caller frees it; *len without the NUL). ERR_INVALID "larger than max

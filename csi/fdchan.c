@@ -18,14 +18,42 @@
 /* Not in the kernel headers of this distribution yet (linux 6.9+). */
 #define FDCHAN_NOTIFY_RESEND 7
 
-static enum error_code fill_addr(const char *path, struct sockaddr_un *a, struct error *err)
+/*
+ * The address of path. A path longer than sun_path (a state directory
+ * with a 128-byte volume id in it) is reached through its directory:
+ * *dirfd is that directory opened O_PATH and the address names the socket
+ * as /proc/self/fd/N/NAME, which bind and connect resolve like any path.
+ * The caller closes *dirfd (-1 when unused) once bound or connected.
+ */
+static enum error_code fill_addr(const char *path, struct sockaddr_un *a, int *dirfd,
+				 struct error *err)
 {
+	const char *slash = strrchr(path, '/');
+	char dir[4096];
+	int n;
+
 	memset(a, 0, sizeof(*a));
 	a->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(a->sun_path))
-		return error_set(err, ERR_INVALID, "socket path '%s' is longer than %zu bytes", path,
-				 sizeof(a->sun_path) - 1);
-	strcpy(a->sun_path, path);
+	*dirfd = -1;
+	if (strlen(path) < sizeof(a->sun_path)) {
+		strcpy(a->sun_path, path);
+		return ERR_OK;
+	}
+	if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir) ||
+	    strlen(slash) > sizeof(a->sun_path) - 32)
+		return error_set(err, ERR_INVALID, "socket path '%s': its name is too long", path);
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	*dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*dirfd < 0)
+		return error_set(err, error_from_errno(errno), "socket path '%s': open '%s': %s", path,
+				 dir, strerror(errno));
+	n = snprintf(a->sun_path, sizeof(a->sun_path), "/proc/self/fd/%d%s", *dirfd, slash);
+	if (n < 0 || (size_t)n >= sizeof(a->sun_path)) {
+		close(*dirfd);
+		*dirfd = -1;
+		return error_set(err, ERR_INVALID, "socket path '%s': its name is too long", path);
+	}
 	return ERR_OK;
 }
 
@@ -33,13 +61,15 @@ int fdchan_listen(const char *path, struct error *err)
 {
 	struct sockaddr_un a;
 	mode_t old;
-	int s, rc;
+	int s, rc, dirfd;
 
-	if (fill_addr(path, &a, err) != ERR_OK)
+	if (fill_addr(path, &a, &dirfd, err) != ERR_OK)
 		return -1;
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s < 0) {
 		error_set(err, ERR_IO, "socket for '%s': %s", path, strerror(errno));
+		if (dirfd >= 0)
+			close(dirfd);
 		return -1;
 	}
 	unlink(path);
@@ -49,28 +79,30 @@ int fdchan_listen(const char *path, struct error *err)
 	if (rc != 0 || listen(s, 64) != 0) {
 		error_set(err, error_from_errno(errno), "listen on '%s': %s", path, strerror(errno));
 		close(s);
-		return -1;
+		s = -1;
 	}
+	if (dirfd >= 0)
+		close(dirfd);
 	return s;
 }
 
 int fdchan_connect(const char *path, struct error *err)
 {
 	struct sockaddr_un a;
-	int s;
+	int s, dirfd;
 
-	if (fill_addr(path, &a, err) != ERR_OK)
+	if (fill_addr(path, &a, &dirfd, err) != ERR_OK)
 		return -1;
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0) {
 		error_set(err, ERR_IO, "socket for '%s': %s", path, strerror(errno));
-		return -1;
-	}
-	if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
+	} else if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
 		error_set(err, ERR_UNAVAILABLE, "connect to '%s': %s", path, strerror(errno));
 		close(s);
-		return -1;
+		s = -1;
 	}
+	if (dirfd >= 0)
+		close(dirfd);
 	return s;
 }
 

@@ -16,7 +16,9 @@
 #define FDCHAN_MAX 65536
 
 /* A listening socket at path (an old socket file there is replaced),
- * mode 0600, close-on-exec, non-blocking accepts. -1 and err set. */
+ * mode 0600, close-on-exec, non-blocking accepts. -1 and err set. Here and
+ * in fdchan_connect a path longer than a socket address holds is reached
+ * through its directory (/proc/self/fd). */
 int fdchan_listen(const char *path, struct error *err);
 
 /* A connected socket to path, close-on-exec; -1 and err set (ERR_UNAVAILABLE

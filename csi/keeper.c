@@ -23,6 +23,7 @@
 
 struct conn {
 	int sock;
+	char *bound;                /* the volume of the socket it came through */
 	char *volume;               /* NULL until its hello */
 	uint64_t conn;              /* the connection its descriptor belongs to; 0 = none */
 	struct keeper_supervisor sup;
@@ -39,10 +40,19 @@ struct entry {
 	struct entry *next;
 };
 
+/* A volume's socket. */
+struct listener {
+	int sock;
+	char *volume, *path;
+	struct listener *next;
+};
+
 struct keeper {
 	pthread_mutex_t mu;
-	int listener;
-	int wake[2];                /* a pipe that stops the thread */
+	struct listener *listeners; /* protected by mu */
+	struct listener *retired;   /* forgotten; closed by the thread (mu) */
+	int wake[2];                /* a pipe that wakes the thread */
+	bool stopping;              /* protected by mu */
 	pthread_t thread;
 	bool running;
 	struct conn *conns;         /* the thread's; read under mu */
@@ -139,6 +149,14 @@ static bool on_hello(struct keeper *k, struct conn *c, json_t *m)
 
 	if (!volume || c->volume)
 		return false;
+	/* A pod sees its own volume's socket only: a hello for another volume
+	 * would be a mount pod asking for a connection not its own. */
+	if (strcmp(volume, c->bound) != 0) {
+		log_warn("granary-mount asked for another volume than its socket's; refused",
+			 LOG_S("volume", c->bound), LOG_S("asked_for", volume),
+			 LOG_S("pod", pod ? pod : ""));
+		return false;
+	}
 	c->volume = strdup(volume);
 	if (!c->volume)
 		return false;
@@ -206,6 +224,7 @@ static void conn_close(struct keeper *k, struct conn **link)
 	close(c->sock);
 	if (e && supervisors_of(k, e->volume) == 0)
 		e->alone_since_ms = retry_now_ms();
+	free(c->bound);
 	free(c->volume);
 	free(c);
 }
@@ -243,58 +262,118 @@ static void on_readable(struct keeper *k, struct conn **link)
 	json_decref(m);
 }
 
-static void on_accept(struct keeper *k)
+static void on_accept(struct keeper *k, struct listener *l)
 {
-	struct conn *c;
 	int s;
 
-	while ((s = accept4(k->listener, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-		if (k->nconns >= KEEPER_MAX_CONNS || !(c = calloc(1, sizeof(*c)))) {
+	while ((s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		struct conn *c = k->nconns < KEEPER_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+
+		if (!c || !(c->bound = strdup(l->volume))) {
+			free(c);
 			close(s);
 			continue;
 		}
 		c->sock = s;
-		pthread_mutex_lock(&k->mu);
 		c->next = k->conns;
 		k->conns = c;
 		k->nconns++;
-		pthread_mutex_unlock(&k->mu);
 	}
+}
+
+static void listener_free(struct listener *l)
+{
+	if (l->sock >= 0)
+		close(l->sock);
+	free(l->volume);
+	free(l->path);
+	free(l);
+}
+
+/* One round: polls the wake pipe, the listeners and the connections.
+ * false once the keeper stops. */
+static bool keeper_round(struct keeper *k, struct pollfd **p, size_t *cap)
+{
+	struct conn ***links;
+	size_t n = 0, nl = 0, want;
+	char drain[64];
+
+	pthread_mutex_lock(&k->mu);
+	while (k->retired) {
+		struct listener *l = k->retired;
+
+		k->retired = l->next;
+		listener_free(l);
+	}
+	if (k->stopping) {
+		pthread_mutex_unlock(&k->mu);
+		return false;
+	}
+	want = 1 + k->nconns;
+	for (struct listener *l = k->listeners; l; l = l->next)
+		want++;
+	if (want > *cap) {
+		struct pollfd *grown = realloc(*p, want * (sizeof(**p) + sizeof(*links)));
+
+		if (!grown) {
+			pthread_mutex_unlock(&k->mu);
+			retry_sleep_ms(KEEPER_POLL_MS);
+			return true;
+		}
+		*p = grown;
+		*cap = want;
+	}
+	/* The links to each connection follow the pollfd array. */
+	links = (struct conn ***)(*p + *cap);
+	(*p)[n++] = (struct pollfd){ .fd = k->wake[0], .events = POLLIN };
+	for (struct listener *l = k->listeners; l; l = l->next, nl++)
+		(*p)[n++] = (struct pollfd){ .fd = l->sock, .events = POLLIN };
+	for (struct conn **l = &k->conns; *l; l = &(*l)->next) {
+		links[n] = l;
+		(*p)[n++] = (struct pollfd){ .fd = (*l)->sock, .events = POLLIN };
+	}
+	pthread_mutex_unlock(&k->mu);
+	if (poll(*p, n, KEEPER_POLL_MS) < 0 && errno != EINTR)
+		return false;
+	if ((*p)[0].revents && read(k->wake[0], drain, sizeof(drain)) < 0)
+		return false;
+	/* From the last: closing one unlinks it, not those before. */
+	for (size_t i = n; i-- > 1 + nl;)
+		if ((*p)[i].revents)
+			on_readable(k, links[i]);
+	/* Listeners come and go under mu; only those still listed are
+	 * accepted on (a retired one stays open until the next round). */
+	pthread_mutex_lock(&k->mu);
+	for (size_t i = 1; i <= nl; i++) {
+		if (!(*p)[i].revents)
+			continue;
+		for (struct listener *l = k->listeners; l; l = l->next)
+			if (l->sock == (*p)[i].fd)
+				on_accept(k, l);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return true;
 }
 
 static void *keeper_main(void *arg)
 {
 	struct keeper *k = arg;
-	struct pollfd *p = calloc(KEEPER_MAX_CONNS + 2, sizeof(*p));
+	struct pollfd *p = NULL;
+	size_t cap = 0;
 
-	if (!p)
-		return NULL;
-	for (;;) {
-		struct conn **links[KEEPER_MAX_CONNS];
-		size_t n = 0;
-
-		p[n++] = (struct pollfd){ .fd = k->wake[0], .events = POLLIN };
-		p[n++] = (struct pollfd){ .fd = k->listener, .events = POLLIN };
-		for (struct conn **l = &k->conns; *l; l = &(*l)->next) {
-			links[n - 2] = l;
-			p[n++] = (struct pollfd){ .fd = (*l)->sock, .events = POLLIN };
-		}
-		if (poll(p, n, KEEPER_POLL_MS) < 0 && errno != EINTR)
-			break;
-		if (p[0].revents)
-			break;
-		/* From the last: closing one unlinks it, not those before. */
-		for (size_t i = n; i-- > 2;)
-			if (p[i].revents)
-				on_readable(k, links[i - 2]);
-		if (p[1].revents)
-			on_accept(k);
-	}
+	while (keeper_round(k, &p, &cap))
+		;
 	free(p);
 	return NULL;
 }
 
-enum error_code keeper_new(const char *socket_path, struct keeper **out, struct error *err)
+static void wake(struct keeper *k)
+{
+	if (write(k->wake[1], "x", 1) < 0 && errno != EAGAIN)
+		log_warn("cannot wake the keeper thread", LOG_S("cause", strerror(errno)));
+}
+
+enum error_code keeper_new(struct keeper **out, struct error *err)
 {
 	struct keeper *k = calloc(1, sizeof(*k));
 
@@ -302,10 +381,8 @@ enum error_code keeper_new(const char *socket_path, struct keeper **out, struct 
 		return error_set(err, ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&k->mu, NULL);
 	k->wake[0] = k->wake[1] = -1;
-	k->listener = fdchan_listen(socket_path, err);
-	if (k->listener < 0 || pipe2(k->wake, O_CLOEXEC) != 0) {
-		if (k->listener >= 0)
-			error_set(err, ERR_IO, "pipe: %s", strerror(errno));
+	if (pipe2(k->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+		error_set(err, ERR_IO, "pipe: %s", strerror(errno));
 		keeper_free(k);
 		return err->code;
 	}
@@ -323,8 +400,10 @@ void keeper_free(struct keeper *k)
 	if (!k)
 		return;
 	if (k->running) {
-		if (write(k->wake[1], "x", 1) < 0)
-			log_warn("cannot wake the keeper thread", LOG_S("cause", strerror(errno)));
+		pthread_mutex_lock(&k->mu);
+		k->stopping = true;
+		pthread_mutex_unlock(&k->mu);
+		wake(k);
 		pthread_join(k->thread, NULL);
 	}
 	while (k->conns)
@@ -337,14 +416,56 @@ void keeper_free(struct keeper *k)
 	}
 	for (size_t i = 0; i < k->nunknown; i++)
 		free(k->unknown[i].volume);
-	if (k->listener >= 0)
-		close(k->listener);
+	/* The sockets stay: a plugin that restarts listens there again. */
+	while (k->listeners) {
+		struct listener *l = k->listeners;
+
+		k->listeners = l->next;
+		listener_free(l);
+	}
+	while (k->retired) {
+		struct listener *l = k->retired;
+
+		k->retired = l->next;
+		listener_free(l);
+	}
 	if (k->wake[0] >= 0)
 		close(k->wake[0]);
 	if (k->wake[1] >= 0)
 		close(k->wake[1]);
 	pthread_mutex_destroy(&k->mu);
 	free(k);
+}
+
+enum error_code keeper_listen(struct keeper *k, const char *volume, const char *socket_path,
+			      struct error *err)
+{
+	struct listener *l;
+
+	pthread_mutex_lock(&k->mu);
+	for (l = k->listeners; l; l = l->next)
+		if (strcmp(l->volume, volume) == 0)
+			break;
+	pthread_mutex_unlock(&k->mu);
+	if (l)
+		return ERR_OK;
+	l = calloc(1, sizeof(*l));
+	if (!l || !(l->volume = strdup(volume)) || !(l->path = strdup(socket_path))) {
+		if (l)
+			listener_free(l);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	l->sock = fdchan_listen(socket_path, err);
+	if (l->sock < 0) {
+		listener_free(l);
+		return error_wrap(err, "the keeper socket of volume '%s'", volume);
+	}
+	pthread_mutex_lock(&k->mu);
+	l->next = k->listeners;
+	k->listeners = l;
+	pthread_mutex_unlock(&k->mu);
+	wake(k);
+	return ERR_OK;
 }
 
 enum error_code keeper_put(struct keeper *k, const char *volume, json_t *argv,
@@ -420,7 +541,19 @@ void keeper_forget(struct keeper *k, const char *volume)
 		entry_free(e);
 		break;
 	}
+	for (struct listener **ll = &k->listeners; *ll; ll = &(*ll)->next) {
+		struct listener *gone = *ll;
+
+		if (strcmp(gone->volume, volume) != 0)
+			continue;
+		*ll = gone->next;
+		unlink(gone->path);
+		gone->next = k->retired;
+		k->retired = gone;
+		break;
+	}
 	pthread_mutex_unlock(&k->mu);
+	wake(k);
 }
 
 void keeper_status(struct keeper *k, const char *volume, struct keeper_status *st)
@@ -435,15 +568,15 @@ void keeper_status(struct keeper *k, const char *volume, struct keeper_status *s
 		st->holds_fd = e->fd >= 0;
 		st->conn = e->fd >= 0 ? e->conn : 0;
 		st->alone_since_ms = e->alone_since_ms;
-		for (struct conn *c = k->conns; c; c = c->next) {
-			if (!c->volume || strcmp(c->volume, volume) != 0)
-				continue;
-			if (st->nsup < KEEPER_LISTED)
-				st->sup[st->nsup++] = c->sup;
-		}
-		if (st->nsup)
-			st->alone_since_ms = 0;
 	}
+	for (struct conn *c = k->conns; c; c = c->next) {
+		if (!c->volume || strcmp(c->volume, volume) != 0)
+			continue;
+		if (st->nsup < KEEPER_LISTED)
+			st->sup[st->nsup++] = c->sup;
+	}
+	if (st->nsup)
+		st->alone_since_ms = 0;
 	pthread_mutex_unlock(&k->mu);
 }
 

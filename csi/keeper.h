@@ -5,10 +5,12 @@
  * Every staged volume's FUSE connection is held by at least one process
  * outside the mount pod that serves it, so that no single restart ends
  * it: the node plugin keeps a copy of each /dev/fuse descriptor here, and
- * each mount pod's granary-mount keeps one too. The plugin listens on a
- * unix socket in its state directory (a hostPath both pods see); a
+ * each mount pod's granary-mount keeps one too. The plugin listens on one
+ * unix socket per volume, in the volume's directory of its state directory
+ * (STATE/node/VOLUME/keeper.sock), the only part of it a mount pod sees; a
  * supervisor connects, says hello (volume, pod, template, whether it holds
- * a descriptor and of which connection), and then:
+ * a descriptor and of which connection; a hello for another volume than
+ * the socket's is refused), and then:
  *   - it holds none (a new pod, or its container restarted): the keeper
  *     sends its copy with the daemon's argv ("fd");
  *   - the keeper holds none (the plugin restarted): the keeper asks for
@@ -60,12 +62,21 @@ struct keeper_status {
 	uint64_t alone_since_ms;    /* no supervisor connected since; 0 = one is */
 };
 
-/* Listens on socket_path and starts the keeper's thread. */
-enum error_code keeper_new(const char *socket_path, struct keeper **out, struct error *err);
+/* The socket's name in a volume's directory. */
+#define KEEPER_SOCKET "keeper.sock"
+
+/* Starts the keeper's thread; it listens on nothing yet. */
+enum error_code keeper_new(struct keeper **out, struct error *err);
 
 /* Stops the thread and closes every descriptor (the supervisors keep
- * theirs). NULL is fine. */
+ * theirs; the socket files stay for the next plugin). NULL is fine. */
 void keeper_free(struct keeper *k);
+
+/* Listens for the volume's supervisors on socket_path (an old socket
+ * there is replaced); nothing when it listens for the volume already. A
+ * supervisor that comes through it may speak for that volume only. */
+enum error_code keeper_listen(struct keeper *k, const char *volume, const char *socket_path,
+			      struct error *err);
 
 /*
  * Records the volume's daemon argv (a JSON array of strings, not stolen)
@@ -81,7 +92,8 @@ enum error_code keeper_put(struct keeper *k, const char *volume, json_t *argv,
  * supervisor gave back), or -1. */
 int keeper_dup_fd(struct keeper *k, const char *volume, uint64_t conn);
 
-/* Forgets the volume and closes its copy. */
+/* Forgets the volume, closes its copy, stops listening on its socket and
+ * removes the socket file. */
 void keeper_forget(struct keeper *k, const char *volume);
 
 /* Takes the pods whose granary-mount said hello for a volume the keeper
@@ -89,7 +101,8 @@ void keeper_forget(struct keeper *k, const char *volume);
  * into out, each reported once. */
 size_t keeper_take_unknown(struct keeper *k, char (*out)[KEEPER_NAME_MAX], size_t max);
 
-/* The volume's state; st->known false for an unknown volume. */
+/* The volume's state; st->known false for a volume never put (its
+ * connected supervisors are listed all the same). */
 void keeper_status(struct keeper *k, const char *volume, struct keeper_status *st);
 
 #endif

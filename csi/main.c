@@ -97,27 +97,26 @@ static void check_registration(const struct csi_settings *s, struct registration
 	start_registration(s, reg, rs);
 }
 
-/* Mount pods: the Kubernetes API client, the template, and the keeper on
- * STATE/node/keeper.sock, which the mount pods see at the same path. */
+/* Mount pods: the Kubernetes API client, the template, and the keeper,
+ * which listens in each volume's directory of STATE/node (csi/keeper.h). */
 static bool start_mount_pods(const struct csi_settings *s, struct kubeapi **kube,
 			     struct mountpods **pods, struct keeper **keeper)
 {
-	char sock[512];
+	char dir[512];
 	struct mountpods_config mc = { .template_file = s->mount_pod_template, .node = s->node_id,
-				       .socket = sock };
+				       .volumes_dir = dir };
 	struct error err;
 
-	snprintf(sock, sizeof(sock), "%s/node/keeper.sock", s->state_dir);
+	snprintf(dir, sizeof(dir), "%s/node", s->state_dir);
 	/* The controller's client, in mode all, serves the node too. */
 	if ((!*kube && kubeapi_new("", "", "", kube, &err) != ERR_OK) ||
-	    mountpods_new(&mc, *kube, pods, &err) != ERR_OK ||
-	    fileio_mkdirs_parent(sock, &err) != ERR_OK || keeper_new(sock, keeper, &err) != ERR_OK) {
+	    mountpods_new(&mc, *kube, pods, &err) != ERR_OK || keeper_new(keeper, &err) != ERR_OK) {
 		log_error("cannot run mount pods", LOG_S("mount_pod_template", s->mount_pod_template),
 			  LOG_S("cause", err.msg));
 		return false;
 	}
 	log_info("mount pods on", LOG_S("template", mountpods_template_hash(*pods)),
-		 LOG_S("socket", sock));
+		 LOG_S("volumes_dir", dir));
 	return true;
 }
 

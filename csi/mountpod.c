@@ -8,14 +8,69 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "csi/keeper.h"
+
 #define PREFIX_MAX 40
 
 struct mountpods {
 	struct kubeapi *api;
 	json_t *tmpl;
-	char *node, *socket, *ns, *prefix;
+	char *node, *volumes_dir, *ns, *prefix;
+	size_t state_volume, state_mount; /* indexes in spec.volumes and the volumeMounts */
 	char hash[17];
 };
+
+/* Whether dir is path or a directory above it. */
+static bool dir_covers(const char *dir, const char *path)
+{
+	size_t n = strlen(dir);
+
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(dir, path, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
+}
+
+/*
+ * Finds the template's hostPath volume of mp->volumes_dir and its mount at
+ * the same path in the first container; refuses a hostPath above it.
+ */
+static enum error_code find_state_volume(struct mountpods *mp, const char *file,
+					 struct error *err)
+{
+	json_t *spec = json_object_get(mp->tmpl, "spec"), *vols = json_object_get(spec, "volumes");
+	json_t *mounts = json_object_get(json_array_get(json_object_get(spec, "containers"), 0),
+					 "volumeMounts");
+	const char *name = NULL;
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(vols, i, v) {
+		const char *path = json_string_value(
+			json_object_get(json_object_get(v, "hostPath"), "path"));
+
+		if (!path || !dir_covers(path, mp->volumes_dir))
+			continue;
+		if (strcmp(path, mp->volumes_dir) != 0 || name)
+			return error_set(err, ERR_INVALID,
+					 "mount pod template '%s': hostPath '%s' would show every volume's directory to each mount pod; mount '%s' once (each pod gets its volume's directory in it)",
+					 file, path, mp->volumes_dir);
+		name = json_string_value(json_object_get(v, "name"));
+		mp->state_volume = i;
+	}
+	json_array_foreach(mounts, i, v) {
+		const char *vn = json_string_value(json_object_get(v, "name"));
+		const char *at = json_string_value(json_object_get(v, "mountPath"));
+
+		if (name && vn && strcmp(vn, name) == 0 && at && strcmp(at, mp->volumes_dir) == 0 &&
+		    !json_object_get(v, "subPath")) {
+			mp->state_mount = i;
+			return ERR_OK;
+		}
+	}
+	return error_set(err, ERR_INVALID,
+			 "mount pod template '%s': needs a hostPath volume of '%s' mounted at the same path in its first container",
+			 file, mp->volumes_dir);
+}
 
 enum error_code mountpods_new(const struct mountpods_config *cfg, struct kubeapi *api,
 			      struct mountpods **out, struct error *err)
@@ -47,13 +102,18 @@ enum error_code mountpods_new(const struct mountpods_config *cfg, struct kubeapi
 	}
 	canon = json_dumps(mp->tmpl, JSON_COMPACT | JSON_SORT_KEYS);
 	mp->node = strdup(cfg->node);
-	mp->socket = strdup(cfg->socket);
+	mp->volumes_dir = strdup(cfg->volumes_dir);
 	mp->ns = strdup(ns);
 	mp->prefix = strdup(prefix);
-	if (!canon || !mp->node || !mp->socket || !mp->ns || !mp->prefix) {
+	if (!canon || !mp->node || !mp->volumes_dir || !mp->ns || !mp->prefix) {
 		free(canon);
 		mountpods_free(mp);
 		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	if (find_state_volume(mp, cfg->template_file, err) != ERR_OK) {
+		free(canon);
+		mountpods_free(mp);
+		return err->code;
 	}
 	snprintf(mp->hash, sizeof(mp->hash), "%016llx",
 		 (unsigned long long)XXH64(canon, strlen(canon), 0));
@@ -68,7 +128,7 @@ void mountpods_free(struct mountpods *mp)
 		return;
 	json_decref(mp->tmpl);
 	free(mp->node);
-	free(mp->socket);
+	free(mp->volumes_dir);
 	free(mp->ns);
 	free(mp->prefix);
 	free(mp);
@@ -176,14 +236,26 @@ static int add_arg(json_t *args, const char *key, const char *value)
 static json_t *pod_for(const struct mountpods *mp, const char *volume, const char *name)
 {
 	json_t *pod = json_deep_copy(mp->tmpl), *meta, *labels, *notes, *spec, *c, *args;
-	char vh[16];
+	char vh[16], dir[4096], sock[4200];
 
 	if (!pod)
 		return NULL;
 	snprintf(vh, sizeof(vh), "%012llx", volume_hash(mp, volume) & 0xffffffffffffULL);
+	snprintf(dir, sizeof(dir), "%s/%s", mp->volumes_dir, volume);
+	snprintf(sock, sizeof(sock), "%s/%s", dir, KEEPER_SOCKET);
 	meta = json_object_get(pod, "metadata");
 	spec = json_object_get(pod, "spec");
 	c = json_array_get(json_object_get(spec, "containers"), 0);
+	/* The volume's directory in place of STATE/node, at its own path. */
+	if (json_object_set_new(json_object_get(json_array_get(json_object_get(spec, "volumes"),
+								mp->state_volume),
+						"hostPath"),
+				"path", json_string(dir)) != 0 ||
+	    json_object_set_new(json_array_get(json_object_get(c, "volumeMounts"), mp->state_mount),
+				"mountPath", json_string(dir)) != 0) {
+		json_decref(pod);
+		return NULL;
+	}
 	labels = json_object_get(meta, "labels");
 	if (!json_is_object(labels))
 		json_object_set_new(meta, "labels", labels = json_object());
@@ -199,7 +271,7 @@ static json_t *pod_for(const struct mountpods *mp, const char *volume, const cha
 	    json_object_set_new(notes, "granary.io/volume", json_string(volume)) != 0 ||
 	    json_object_set_new(notes, "granary.io/node", json_string(mp->node)) != 0 ||
 	    json_object_set_new(spec, "nodeName", json_string(mp->node)) != 0 ||
-	    add_arg(args, "socket", mp->socket) != 0 || add_arg(args, "volume", volume) != 0 ||
+	    add_arg(args, "socket", sock) != 0 || add_arg(args, "volume", volume) != 0 ||
 	    add_arg(args, "pod", name) != 0 || add_arg(args, "template", mp->hash) != 0) {
 		json_decref(pod);
 		return NULL;

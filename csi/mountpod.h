@@ -7,8 +7,11 @@
  * The plugin fills in what is per volume: the name (PREFIX-H-T, H a hash
  * of node and volume, T of the template, so that a changed template, e.g.
  * a new image, gives a new name and the two pods can overlap during an
- * upgrade), the node, labels and an annotation with the volume id, and
- * granary-mount's flags (--socket, --volume, --pod, --template).
+ * upgrade), the node, labels and an annotation with the volume id,
+ * granary-mount's flags (--socket, --volume, --pod, --template), and the
+ * volume's own directory: the template mounts the plugin's STATE/node as a
+ * hostPath at the same path, and each pod gets STATE/node/VOLUME in its
+ * place (the volume's files and keeper socket), no other volume's.
  */
 #ifndef GRANARY_CSI_MOUNTPOD_H
 #define GRANARY_CSI_MOUNTPOD_H
@@ -26,11 +29,14 @@ struct mountpods;
 struct mountpods_config {
 	const char *template_file; /* the pod template, JSON */
 	const char *node;          /* spec.nodeName */
-	const char *socket;        /* the keeper socket, as the pod sees it */
+	const char *volumes_dir;   /* STATE/node, where the volumes' directories are */
 };
 
 /* Loads the template (ERR_INVALID naming what it lacks: metadata.name as
- * the prefix, metadata.namespace, one container). api is borrowed. */
+ * the prefix, metadata.namespace, one container, a hostPath volume of
+ * volumes_dir mounted at the same path in it; or what it has that would
+ * show every volume: a hostPath of a directory above volumes_dir). api is
+ * borrowed. */
 enum error_code mountpods_new(const struct mountpods_config *cfg, struct kubeapi *api,
 			      struct mountpods **out, struct error *err);
 void mountpods_free(struct mountpods *mp);

@@ -187,17 +187,11 @@ static void describe_status(int status, char *buf, size_t size)
 		snprintf(buf, size, "stopped");
 }
 
-static void vol_path(const struct node *n, const char *id, const char *ext, char *out,
-		     size_t size)
-{
-	record_path(n->dir, id, ext, out, size);
-}
-
 static enum error_code save_vol(const struct node *n, const struct vol *v, struct error *err)
 {
 	char path[PATH_MAX_LEN];
 
-	vol_path(n, v->rec.volume_id, "json", path, sizeof(path));
+	record_path(n->dir, v->rec.volume_id, path, sizeof(path));
 	return node_record_save(path, &v->rec, err);
 }
 
@@ -461,7 +455,7 @@ void vol_put(struct node *n, struct vol *v)
 }
 
 /* Takes v out of the table (v->mu held); freed at the last put. */
-static void vol_remove(struct node *n, struct vol *v)
+void vol_remove(struct node *n, struct vol *v)
 {
 	v->gone = true;
 	pthread_mutex_lock(&n->mu);
@@ -766,6 +760,7 @@ static void *monitor_main(void *arg)
 		pthread_mutex_unlock(&n->mu);
 		wake = check_daemons(n, fds + 1, MONITOR_POLL_MAX, &k);
 		sweep_unknown_pods(n);
+		sweep_orphan_dirs(n);
 		if (wake > every)
 			wake = every;
 		fds[0] = (struct pollfd){ .fd = n->wake_fd, .events = POLLIN };
@@ -803,13 +798,10 @@ static void adopt(struct node *n, const char *path)
 	node_record_release(&v->rec);
 	v->rec = rec;
 	if (v->pods) {
-		json_t *argv = pod_argv(n, v);
-
 		/* The connection comes back from the mount pod (pod_check). */
-		if (!argv || keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, -1,
-					0, &err) != ERR_OK)
-			log_error("cannot track a mount pod", LOG_S("volume", v->rec.volume_id));
-		json_decref(argv);
+		if (pod_keep(n, v, -1, &err) != ERR_OK)
+			log_error("cannot track a mount pod", LOG_S("volume", v->rec.volume_id),
+				  LOG_S("cause", err.msg));
 		log_info("waiting for the volume's mount pod to give its connection back",
 			 LOG_S("volume", v->rec.volume_id), LOG_U("conn", v->rec.conn));
 	} else if (daemon_alive(v, NULL)) {
@@ -831,11 +823,57 @@ static void adopt(struct node *n, const char *path)
 	vol_put(n, v);
 }
 
+void volume_dir_remove(const struct node *n, const char *id, bool orphan)
+{
+	char path[PATH_MAX_LEN];
+	struct error err;
+
+	volume_path(n->dir, id, NULL, path, sizeof(path));
+	if (orphan)
+		log_warn("removing the directory of a volume this node does not stage",
+			 LOG_S("volume", id), LOG_S("path", path));
+	/* What a mount pod may have left in it goes too. */
+	if (fileio_remove_tree(path, &err) != ERR_OK)
+		log_warn("cannot remove a volume's directory", LOG_S("volume", id),
+			 LOG_S("cause", err.msg));
+}
+
+/*
+ * A volume directory that no loaded record names: an unstage the plugin
+ * missed, or a record it refused. Without mount pods it goes at once. With
+ * them its socket is listened on, so that a mount pod still running for
+ * it says hello and is deleted (sweep_unknown_pods), and the monitor
+ * removes the directory once nothing is connected (sweep_orphan_dirs).
+ */
+static void orphan(struct node *n, const char *id)
+{
+	char path[PATH_MAX_LEN];
+	struct error err;
+	char **grown;
+
+	volume_path(n->dir, id, NULL, path, sizeof(path));
+	if (n->cfg.pods) {
+		grown = realloc(n->orphans, (n->norphans + 1) * sizeof(*grown));
+		if (grown) {
+			n->orphans = grown;
+			volume_path(n->dir, id, KEEPER_SOCKET, path, sizeof(path));
+			if ((grown[n->norphans] = strdup(id)) &&
+			    keeper_listen(n->cfg.keeper, id, path, &err) == ERR_OK) {
+				n->norphans++;
+				return;
+			}
+			free(grown[n->norphans]);
+		}
+	}
+	volume_dir_remove(n, id, true);
+}
+
 static void load_records(struct node *n)
 {
 	DIR *d = opendir(n->dir);
 	struct dirent *e;
 	char path[PATH_MAX_LEN];
+	struct error ignored;
 
 	if (!d)
 		return;
@@ -846,6 +884,23 @@ static void load_records(struct node *n)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", n->dir, e->d_name);
 		adopt(n, path);
+	}
+	rewinddir(d);
+	while ((e = readdir(d))) {
+		struct vol *v;
+
+		struct stat st;
+
+		if (check_id(e->d_name, &ignored) != ERR_OK ||
+		    (e->d_type != DT_DIR &&
+		     (e->d_type != DT_UNKNOWN || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		      !S_ISDIR(st.st_mode))))
+			continue;
+		v = vol_get(n, e->d_name, false);
+		if (v)
+			vol_put(n, v);
+		else
+			orphan(n, e->d_name);
 	}
 	closedir(d);
 }
@@ -933,6 +988,8 @@ void node_free(struct node *n)
 		n->vols = v->next;
 		vol_free(v);
 	}
+	config_dirs_free(n->orphans, n->norphans);
+	free(n->orphans);
 	config_dirs_free(n->roots, n->nroots);
 	free(n->roots);
 	config_dirs_free(n->file_roots, n->nfile_roots);
@@ -1131,10 +1188,14 @@ static enum error_code stage_new(struct node *n, struct vol *v,
 	timeout_ms = spent < timeout_ms ? timeout_ms - spent : 1;
 	if (!(v->rec.staging_path = strdup(staging)))
 		return error_set(err, ERR_NOMEM, "out of memory");
-	vol_path(n, req->volume_id, "init", path, sizeof(path));
+	volume_path(n->dir, req->volume_id, NULL, path, sizeof(path));
+	rc = fileio_mkdirs(path, 0700, err);
+	if (rc != ERR_OK)
+		return rc;
+	volume_path(n->dir, req->volume_id, NODE_INIT_STATE, path, sizeof(path));
 	if (!(v->rec.init_state = strdup(path)))
 		return error_set(err, ERR_NOMEM, "out of memory");
-	vol_path(n, req->volume_id, "credentials", path, sizeof(path));
+	volume_path(n->dir, req->volume_id, NODE_CREDENTIALS, path, sizeof(path));
 	if (!(v->rec.credentials_file = strdup(has_secret ? path : "")))
 		return error_set(err, ERR_NOMEM, "out of memory");
 	if (has_secret) {
@@ -1172,10 +1233,8 @@ static void stage_undo(struct node *n, struct vol *v)
 		close(v->fd);
 		v->fd = -1;
 	}
-	forget_init_state(v);
-	if (v->rec.credentials_file && *v->rec.credentials_file)
-		unlink(v->rec.credentials_file);
-	vol_path(n, v->rec.volume_id, "json", path, sizeof(path));
+	volume_dir_remove(n, v->rec.volume_id, false);
+	record_path(n->dir, v->rec.volume_id, path, sizeof(path));
 	unlink(path);
 }
 

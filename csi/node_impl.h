@@ -88,6 +88,8 @@ struct node {
 	bool monitor_running;
 	bool stopping;             /* protected by mu */
 	uint64_t started_ms;
+	char **orphans;            /* volume directories no record names (the monitor's) */
+	size_t norphans;
 	struct log_limiter lim;    /* mount pod warnings */
 	int wake_fd;               /* eventfd: stops the monitor's wait; -1 = none */
 };
@@ -96,13 +98,24 @@ struct node {
 struct vol *vol_get(struct node *n, const char *id, bool create);
 void vol_put(struct node *n, struct vol *v);
 void vol_unref(struct node *n, struct vol *v);
+void vol_remove(struct node *n, struct vol *v);
+/* Removes STATE/node/ID and all in it (orphan: logs that the volume is
+ * not staged here). */
+void volume_dir_remove(const struct node *n, const char *id, bool orphan);
 struct vol **vol_list(struct node *n, size_t *count);
 bool daemon_running(const struct vol *v);
 enum error_code mount_and_start(struct node *n, struct vol *v, struct error *err);
 enum error_code check_id(const char *id, struct error *err);
 
-/* node_record.c: the record's files and what a loaded one may name */
-void record_path(const char *dir, const char *id, const char *ext, char *out, size_t size);
+/* node_record.c: the record's files and what a loaded one may name. A
+ * volume's record is STATE/node/ID.json; its other files are in its own
+ * directory STATE/node/ID, the only part of STATE a mount pod sees: the
+ * saved INIT (and granary-fuse's files beside it), the node-stage
+ * credentials and the keeper's socket. */
+#define NODE_INIT_STATE "init"
+#define NODE_CREDENTIALS "credentials"
+void record_path(const char *dir, const char *id, char *out, size_t size);
+void volume_path(const char *dir, const char *id, const char *name, char *out, size_t size);
 enum error_code record_check(const char *path, const struct node_record *r, const char *dir,
 			     char *const *roots, size_t nroots, struct error *err);
 
@@ -115,11 +128,14 @@ enum error_code mount_fuse(const struct node_config *cfg, const char *dataset,
 enum error_code bind_readonly(const char *staging, const char *target, struct error *err);
 
 /* node_pods.c: mount pods */
-json_t *pod_argv(const struct node *n, const struct vol *v);
 uint64_t new_conn_id(void);
+/* Listens on the volume's keeper socket and gives the keeper its argv and
+ * fd (a copy; -1 for none yet). */
+enum error_code pod_keep(struct node *n, struct vol *v, int fd, struct error *err);
 enum error_code pod_start(struct node *n, struct vol *v, struct error *err);
 void pod_check(struct node *n, struct vol *v);
 void sweep_unknown_pods(struct node *n);
+void sweep_orphan_dirs(struct node *n);
 void pod_stop(struct node *n, struct vol *v);
 enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t timeout_ms,
 				 struct error *err);

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
 #include "csi/fdchan.h"
@@ -21,7 +22,7 @@
 
 /* granary-fuse's argv for the volume's mount pod, without --mountpoint
  * (granary-mount adds its descriptor) and --takeover (it decides). */
-json_t *pod_argv(const struct node *n, const struct vol *v)
+static json_t *pod_argv(const struct node *n, const struct vol *v)
 {
 	struct node_argv a;
 	json_t *out = json_array();
@@ -51,18 +52,37 @@ uint64_t new_conn_id(void)
 	return id ? id : 1;
 }
 
+enum error_code pod_keep(struct node *n, struct vol *v, int fd, struct error *err)
+{
+	char sock[PATH_MAX_LEN];
+	json_t *argv;
+	enum error_code rc;
+
+	/* A record whose directory was lost gets a new one: the pod's
+	 * hostPath must be there. */
+	volume_path(n->dir, v->rec.volume_id, NULL, sock, sizeof(sock));
+	rc = fileio_mkdirs(sock, 0700, err);
+	if (rc != ERR_OK)
+		return rc;
+	volume_path(n->dir, v->rec.volume_id, KEEPER_SOCKET, sock, sizeof(sock));
+	rc = keeper_listen(n->cfg.keeper, v->rec.volume_id, sock, err);
+	if (rc != ERR_OK)
+		return rc;
+	argv = pod_argv(n, v);
+	if (!argv)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	rc = keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, fd, v->rec.conn,
+			err);
+	json_decref(argv);
+	return rc;
+}
+
 /* Hands the volume's connection (v->fd, when held) to the keeper and makes
  * sure its mount pod exists. */
 enum error_code pod_start(struct node *n, struct vol *v, struct error *err)
 {
-	json_t *argv = pod_argv(n, v);
-	enum error_code rc;
+	enum error_code rc = pod_keep(n, v, v->fd, err);
 
-	if (!argv)
-		return error_set(err, ERR_NOMEM, "out of memory");
-	rc = keeper_put(n->cfg.keeper, v->rec.volume_id, argv, v->rec.init_state, v->fd,
-			v->rec.conn, err);
-	json_decref(argv);
 	if (rc == ERR_OK)
 		rc = mountpods_create(n->cfg.pods, v->rec.volume_id, err);
 	if (rc == ERR_OK) {
@@ -292,6 +312,49 @@ void sweep_unknown_pods(struct node *n)
 		if (mountpods_delete(n->cfg.pods, volume, names[i], &err) != ERR_OK)
 			log_warn("cannot delete a mount pod", LOG_S("pod", names[i]),
 				 LOG_S("cause", err.msg));
+	}
+}
+
+/*
+ * The directories of volumes this node does not stage (node.c, orphan):
+ * once nothing is connected through its socket (a mount pod still there
+ * said hello and was deleted above), the socket closes and the directory
+ * goes. A stage of the volume meanwhile makes the directory its own.
+ */
+void sweep_orphan_dirs(struct node *n)
+{
+	char name[MOUNTPOD_NAME_MAX];
+	struct keeper_status st;
+	struct error err;
+
+	if (!n->norphans || retry_now_ms() - n->started_ms < POD_GRACE_MS)
+		return;
+	for (size_t i = n->norphans; i-- > 0;) {
+		const char *id = n->orphans[i];
+		/* Held, a stage of the volume waits until this is done. */
+		struct vol *v = vol_get(n, id, true);
+
+		if (!v)
+			continue;
+		keeper_status(n->cfg.keeper, id, &st);
+		if (!v->rec.staging_path && st.nsup) {
+			vol_remove(n, v);
+			vol_put(n, v);
+			continue;
+		}
+		if (!v->rec.staging_path) {
+			/* A pod that never came (crash-looping) is gone too. */
+			mountpods_name(n->cfg.pods, id, name);
+			if (mountpods_delete(n->cfg.pods, id, name, &err) != ERR_OK)
+				log_warn("cannot delete a mount pod", LOG_S("pod", name),
+					 LOG_S("cause", err.msg));
+			keeper_forget(n->cfg.keeper, id);
+			volume_dir_remove(n, id, true);
+			vol_remove(n, v);
+		}
+		vol_put(n, v);
+		free(n->orphans[i]);
+		n->orphans[i] = n->orphans[--n->norphans];
 	}
 }
 

@@ -178,19 +178,26 @@ enum error_code node_record_load(const char *path, struct node_record *r, struct
 	return rc;
 }
 
-/* The volume's file STATE/node/ID.EXT into out (dir is STATE/node). */
-void record_path(const char *dir, const char *id, const char *ext, char *out, size_t size)
+/* The volume's record STATE/node/ID.json into out (dir is STATE/node). */
+void record_path(const char *dir, const char *id, char *out, size_t size)
 {
-	snprintf(out, size, "%s/%s.%s", dir, id, ext);
+	snprintf(out, size, "%s/%s.json", dir, id);
+}
+
+/* The volume's directory STATE/node/ID, or the file name in it. */
+void volume_path(const char *dir, const char *id, const char *name, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%s%s%s", dir, id, name ? "/" : "", name ? name : "");
 }
 
 /*
- * The state directory is mounted into the mount pods, so a record may be
- * one's forgery: its fields drive unmounts, bind mounts and unlinks with
- * the plugin's privileges. Only what the plugin itself writes passes: an
- * id (check_id), staging path and targets under roots (node_path_allowed),
- * the volume's own init-state and credentials files in dir (STATE/node).
- * ERR_INVALID naming the record and the field.
+ * A record's fields drive unmounts, bind mounts and unlinks with the
+ * plugin's privileges, and a record is read back from the disk, where
+ * anything with the node's root may have changed it. Only what the plugin
+ * itself writes passes: an id (check_id), staging path and targets under
+ * roots (node_path_allowed), the volume's own init-state and credentials
+ * files in its directory of dir (STATE/node). ERR_INVALID naming the
+ * record and the field.
  */
 enum error_code record_check(const char *path, const struct node_record *r, const char *dir,
 			     char *const *roots, size_t nroots, struct error *err)
@@ -213,12 +220,12 @@ enum error_code record_check(const char *path, const struct node_record *r, cons
 		return error_set(err, ERR_INVALID,
 				 "record '%s': field '%s': '%s' is not a clean absolute path under the allowed roots",
 				 path, field, value);
-	record_path(dir, r->volume_id, "init", want, sizeof(want));
+	volume_path(dir, r->volume_id, NODE_INIT_STATE, want, sizeof(want));
 	if (strcmp(r->init_state, want) != 0)
 		return error_set(err, ERR_INVALID,
 				 "record '%s': field 'init_state': '%s' is not the volume's '%s'", path,
 				 r->init_state, want);
-	record_path(dir, r->volume_id, "credentials", want, sizeof(want));
+	volume_path(dir, r->volume_id, NODE_CREDENTIALS, want, sizeof(want));
 	if (*r->credentials_file && strcmp(r->credentials_file, want) != 0)
 		return error_set(err, ERR_INVALID,
 				 "record '%s': field 'credentials_file': '%s' is not the volume's '%s'",

@@ -33,6 +33,7 @@
 
 #include "common/fusemount.h"
 #include "common/retry.h"
+#include "csi/fdchan.h"
 #include "csi/keeper.h"
 #include "e2e/harness.h"
 #include "unit/check_main.h"
@@ -41,14 +42,14 @@
 #define NREADERS 3
 #define VOLUME "pvc-keeper"
 
-static char bin_dir[512], work[256], src[300], mnt[300], init_state[320], sock[320];
+static char bin_dir[512], work[256], src[300], mnt[300], init_state[320], vdir[512], sock[600];
 static unsigned char expect[FILE_SIZE];
 static char mnt_file[400]; /* mnt/data.bin */
 static dev_t mnt_dev;
 
 static pid_t start_mount(int n)
 {
-	char exe[600], logp[320], sockarg[400];
+	char exe[600], logp[320], sockarg[700];
 	const char *argv[] = { exe, sockarg, "--volume=" VOLUME, "--pod=pod-test", "--template=t1",
 			       NULL };
 
@@ -132,7 +133,12 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 	snprintf(mnt, sizeof(mnt), "%s/mnt", work);
 	snprintf(mnt_file, sizeof(mnt_file), "%s/data.bin", mnt);
 	snprintf(init_state, sizeof(init_state), "%s/init", work);
-	snprintf(sock, sizeof(sock), "%s/keeper.sock", work);
+	/* A volume's directory named by the longest volume id: its socket's
+	 * path is longer than a socket address holds. */
+	snprintf(vdir, sizeof(vdir), "%s/%0128d", work, 7);
+	snprintf(sock, sizeof(sock), "%s/" KEEPER_SOCKET, vdir);
+	ck_assert_int_gt(strlen(sock), 108);
+	ck_assert_int_eq(mkdir(vdir, 0700), 0);
 	ck_assert_int_eq(mkdir(src, 0755), 0);
 	ck_assert_int_eq(mkdir(mnt, 0755), 0);
 	harness_fill(expect, sizeof(expect), 0x2545f4914f6cdd1dull);
@@ -149,7 +155,8 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 		 fd);
 	ck_assert_msg(mount("granary:keeper", mnt, "fuse.granary", MS_RDONLY | MS_NOSUID | MS_NODEV,
 			    opts) == 0, "mount: %s", strerror(errno));
-	ck_assert_int_eq(keeper_new(sock, &k, &err), ERR_OK);
+	ck_assert_int_eq(keeper_new(&k, &err), ERR_OK);
+	ck_assert_msg(keeper_listen(k, VOLUME, sock, &err) == ERR_OK, "%s", err.msg);
 	argv = daemon_argv();
 	ck_assert_int_eq(keeper_put(k, VOLUME, argv, init_state, fd, 42, &err), ERR_OK);
 	close(fd);
@@ -206,7 +213,8 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 	 * granary-mount gives the connection back. */
 	keeper_free(k);
 	k = NULL;
-	ck_assert_int_eq(keeper_new(sock, &k, &err), ERR_OK);
+	ck_assert_int_eq(keeper_new(&k, &err), ERR_OK);
+	ck_assert_int_eq(keeper_listen(k, VOLUME, sock, &err), ERR_OK);
 	ck_assert_int_eq(keeper_put(k, VOLUME, argv, init_state, -1, 0, &err), ERR_OK);
 	copy = -1;
 	for (int i = 0; i < 200 && copy < 0; i++) {
@@ -252,6 +260,81 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 }
 END_TEST
 
+/* One hello on sock for volume: what comes back (NULL when the keeper
+ * closed the connection), and the descriptor with it into *fd. */
+static json_t *hello(const char *path, const char *volume, int *fd)
+{
+	struct error err;
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
+			      "pod-forged", "template", "t1", "conn", (json_int_t)0);
+	json_t *reply = NULL;
+	int s = fdchan_connect(path, &err);
+
+	*fd = -1;
+	ck_assert_msg(s >= 0, "%s", err.msg);
+	ck_assert_int_eq(fdchan_send(s, m, -1, &err), ERR_OK);
+	if (fdchan_recv(s, &reply, fd, 5000, &err) != ERR_OK)
+		ck_assert_msg(err.code == ERR_UNAVAILABLE, "no answer and no close: %s", err.msg);
+	json_decref(m);
+	close(s);
+	return reply;
+}
+
+/*
+ * Each volume's socket is in its own directory, the only one its mount pod
+ * sees: a granary-mount there may ask only for that volume's connection.
+ * A hello for another volume, staged on the node and held by the keeper,
+ * is refused (the connection closed, no descriptor). A forgotten volume's
+ * socket is gone.
+ */
+START_TEST(test_a_volume_socket_hands_out_that_volume_only)
+{
+	char dir_a[300], dir_b[300], sock_a[320], sock_b[320];
+	struct keeper *k = NULL;
+	struct error err;
+	json_t *argv = json_pack("[s]", "granary-fuse"), *reply;
+	int pipe_a[2], pipe_b[2], fd;
+
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	snprintf(dir_a, sizeof(dir_a), "%s/pvc-a", work);
+	snprintf(dir_b, sizeof(dir_b), "%s/pvc-b", work);
+	snprintf(sock_a, sizeof(sock_a), "%s/" KEEPER_SOCKET, dir_a);
+	snprintf(sock_b, sizeof(sock_b), "%s/" KEEPER_SOCKET, dir_b);
+	ck_assert_int_eq(mkdir(dir_a, 0700), 0);
+	ck_assert_int_eq(mkdir(dir_b, 0700), 0);
+	/* Any descriptor does for the exchange; pipes stand for /dev/fuse. */
+	ck_assert_int_eq(pipe(pipe_a), 0);
+	ck_assert_int_eq(pipe(pipe_b), 0);
+	ck_assert_int_eq(keeper_new(&k, &err), ERR_OK);
+	ck_assert_int_eq(keeper_listen(k, "pvc-a", sock_a, &err), ERR_OK);
+	ck_assert_int_eq(keeper_listen(k, "pvc-b", sock_b, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, "pvc-a", argv, "/a/init", pipe_a[0], 1, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, "pvc-b", argv, "/b/init", pipe_b[0], 2, &err), ERR_OK);
+
+	reply = hello(sock_a, "pvc-b", &fd);
+	ck_assert_msg(!reply && fd < 0, "volume a's socket answered for volume b: %s",
+		      reply ? json_dumps(reply, 0) : "(a descriptor)");
+	/* Its own volume's connection it gets. */
+	reply = hello(sock_a, "pvc-a", &fd);
+	ck_assert_msg(reply && fd >= 0, "no connection for the socket's own volume");
+	ck_assert_str_eq(json_string_value(json_object_get(reply, "op")), "fd");
+	ck_assert_int_eq(json_integer_value(json_object_get(reply, "conn")), 1);
+	close(fd);
+	json_decref(reply);
+
+	keeper_forget(k, "pvc-b");
+	ck_assert_int_eq(access(sock_b, F_OK), -1);
+	ck_assert_int_eq(fdchan_connect(sock_b, &err), -1);
+	keeper_free(k);
+	json_decref(argv);
+	for (int i = 0; i < 2; i++) {
+		close(pipe_a[i]);
+		close(pipe_b[i]);
+	}
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_keeper");
@@ -259,6 +342,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_the_connection_outlives_every_single_restart);
+	tcase_add_test(tc, test_a_volume_socket_hands_out_that_volume_only);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

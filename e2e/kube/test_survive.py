@@ -576,13 +576,52 @@ def test_node_plugin_container_killed_through_crictl():
 
 
 def test_node_plugin_pod_deleted():
+    # A volume directory that no record names (an unstage the plugin
+    # missed): the new plugin removes it, and keeps the staged volume's.
+    orphan = os.path.join(STATE_DIR, "node", "pvc-orphan-e2e")
+    own = os.path.join(STATE_DIR, "node", volume_name())
+
     def disrupt():
         old = pods_of("node")[0]["metadata"]["name"]
+        os.makedirs(orphan, exist_ok=True)
+        with open(os.path.join(orphan, "init"), "w") as f:
+            f.write("left over")
         kube.delete("pod", old, kube.NS, wait=False)
         kube.wait_for("a new node plugin pod", lambda: [p for p in pods_of("node")
                                                         if p["metadata"]["name"] != old],
                       timeout=120, interval=0.5)
     scenario("node plugin pod deleted", ROLLOUT_TARGET_S, disrupt, all_granary_ready)
+    kube.wait_for("the orphan volume directory removed", lambda: not os.path.exists(orphan),
+                  timeout=30, interval=0.5)
+    assert os.path.exists(os.path.join(own, "keeper.sock")), os.listdir(own)
+
+
+def test_a_mount_pod_sees_only_its_own_volume():
+    """Each mount pod mounts its volume's directory of the plugin's state
+    (its init state, node-stage credentials and keeper socket), not the
+    directories of the other volumes staged on the node."""
+    kube.wait_for("Granary pods Ready", all_granary_ready, timeout=180, interval=1)
+    vol = volume_name()
+    kube.apply(kube.pvc("survive-other", SC))
+    kube.wait_for("PVC Bound", lambda: kube.pvc_phase("survive-other") == "Bound", timeout=120)
+    other = kube.get("pvc", "survive-other", "default")["spec"]["volumeName"]
+    kube.apply(kube.reader_pod("survive-other-reader", "survive-other", ["sleep", "600"]))
+    try:
+        kube.wait_for("the other volume staged",
+                      lambda: os.path.exists(os.path.join(STATE_DIR, "node", other, "credentials")),
+                      timeout=120, interval=0.5)
+        mount_pod = [p["metadata"]["name"] for p in pods_of("mount")
+                     if p["metadata"]["annotations"].get("granary.io/volume") == vol]
+        assert len(mount_pod) == 1, mount_pod
+        seen = kube.kubectl("-n", kube.NS, "exec", mount_pod[0], "--", "sh", "-c",
+                            f"ls -A {STATE_DIR}; echo --; ls -A {STATE_DIR}/node; echo --; "
+                            f"ls -A {STATE_DIR}/node/{vol}").split("--\n")
+        assert seen[0].split() == ["node"], seen
+        assert seen[1].split() == [vol], f"the mount pod of {vol} sees {seen[1].split()}"
+        assert {"credentials", "init", "keeper.sock"} <= set(seen[2].split()), seen[2]
+    finally:
+        kube.delete("pod", "survive-other-reader", "default")
+        kube.delete("pvc", "survive-other", "default")
 
 
 def test_node_plugin_rollout_restart():
@@ -729,6 +768,6 @@ def test_unpublish_and_unstage_leave_nothing():
     assert not cluster_mounts(), f"Granary FUSE mounts left on the node: {cluster_mounts()}"
     assert not cluster_fuse_pids(), f"granary-fuse left: {cluster_fuse_pids()}"
     records = []
-    for root, _, files in os.walk(STATE_DIR):
-        records += [os.path.join(root, f) for f in files if vol in f]
+    for root, dirs, files in os.walk(STATE_DIR):
+        records += [os.path.join(root, f) for f in files + dirs if vol in f]
     assert not records, f"state records left: {records}"

@@ -425,16 +425,16 @@ START_TEST(test_node_refuses_paths_through_symlinks)
 END_TEST
 
 /*
- * STATE/node is mounted into the mount pods, so a record may be forged: a
- * loaded record names only what the plugin writes itself, else it is
- * refused naming the field (and adopt leaves it alone).
+ * A record read back from the disk may have been changed there: a loaded
+ * record names only what the plugin writes itself, else it is refused
+ * naming the field (and adopt leaves it alone).
  */
 START_TEST(test_node_record_check_refuses_what_the_plugin_never_writes)
 {
 	char *roots[] = { "/var/lib/kubelet" };
 	char state[] = "/var/lib/granary/csi/node";
-	char init[] = "/var/lib/granary/csi/node/pvc-1.init";
-	char cred[] = "/var/lib/granary/csi/node/pvc-1.credentials";
+	char init[] = "/var/lib/granary/csi/node/pvc-1/init";
+	char cred[] = "/var/lib/granary/csi/node/pvc-1/credentials";
 	char staging[] = "/var/lib/kubelet/plugins/x/globalmount";
 	char target[] = "/var/lib/kubelet/pods/a/volumes/x/mount";
 	char *targets[] = { target };
@@ -462,11 +462,11 @@ START_TEST(test_node_record_check_refuses_what_the_plugin_never_writes)
 	ck_assert_msg(strstr(err.msg, "field 'targets'"), "%s", err.msg);
 	targets[0] = target;
 	/* Unlinked at unstage: another volume's file or the keeper's socket. */
-	r.init_state = "/var/lib/granary/csi/node/keeper.sock";
+	r.init_state = "/var/lib/granary/csi/node/pvc-1/keeper.sock";
 	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
 	ck_assert_msg(strstr(err.msg, "field 'init_state'"), "%s", err.msg);
 	r.init_state = init;
-	r.credentials_file = "/var/lib/granary/csi/node/pvc-2.credentials";
+	r.credentials_file = "/var/lib/granary/csi/node/pvc-2/credentials";
 	ck_assert_int_eq(record_check("r.json", &r, state, roots, 1, &err), ERR_INVALID);
 	ck_assert_msg(strstr(err.msg, "field 'credentials_file'"), "%s", err.msg);
 }
@@ -474,23 +474,73 @@ END_TEST
 
 /* Mount pods of test_node's template on node (no Kubernetes API: a
  * call to it would crash the test). */
-static struct mountpods *pods_on(const char *node, const char *image)
+/* A template of image whose first container mounts the hostPaths paths
+ * (name i: "v<i>") at the same paths. */
+static const char *write_template(const char *image, const char *const *paths, size_t n)
 {
-	struct mountpods_config cfg = { .node = node, .socket = "/state/node/keeper.sock" };
-	struct mountpods *mp = NULL;
-	char path[128], text[256];
-	struct error err;
+	static char path[128];
+	char text[2048], *p = text, *end = text + sizeof(text);
 
 	snprintf(path, sizeof(path), "%s/template-%s.json", dir, image);
-	snprintf(text, sizeof(text),
-		 "{\"metadata\": {\"name\": \"granary-mount\", \"namespace\": \"granary\"},"
-		 " \"spec\": {\"containers\": [{\"image\": \"%s\"}]}}",
-		 image);
+	p += snprintf(p, end - p,
+		      "{\"metadata\": {\"name\": \"granary-mount\", \"namespace\": \"granary\"},"
+		      " \"spec\": {\"containers\": [{\"image\": \"%s\", \"volumeMounts\": [",
+		      image);
+	for (size_t i = 0; i < n; i++)
+		p += snprintf(p, end - p, "%s{\"name\": \"v%zu\", \"mountPath\": \"%s\"}",
+			      i ? ", " : "", i, paths[i]);
+	p += snprintf(p, end - p, "]}], \"volumes\": [");
+	for (size_t i = 0; i < n; i++)
+		p += snprintf(p, end - p, "%s{\"name\": \"v%zu\", \"hostPath\": {\"path\": \"%s\"}}",
+			      i ? ", " : "", i, paths[i]);
+	snprintf(p, end - p, "]}}");
 	write_text(path, text);
-	cfg.template_file = path;
+	return path;
+}
+
+static struct mountpods *pods_on(const char *node, const char *image)
+{
+	const char *paths[] = { "/state/node", "/cache" };
+	struct mountpods_config cfg = { .node = node, .volumes_dir = "/state/node" };
+	struct mountpods *mp = NULL;
+	struct error err;
+
+	cfg.template_file = write_template(image, paths, 2);
 	ck_assert_msg(mountpods_new(&cfg, NULL, &mp, &err) == ERR_OK, "%s", err.msg);
 	return mp;
 }
+
+/*
+ * Each mount pod gets its volume's directory in place of STATE/node, so a
+ * template must mount STATE/node (at the same path), and no directory above
+ * it: that would show every volume's credentials and keeper socket to
+ * every mount pod.
+ */
+START_TEST(test_node_mount_pod_template_shows_no_other_volume)
+{
+	const char *state[] = { "/state" }, *above[] = { "/state/node", "/state/" };
+	const char *elsewhere[] = { "/state/nodes" }, *root[] = { "/state/node", "/" };
+	struct mountpods_config cfg = { .node = "node-a", .volumes_dir = "/state/node" };
+	struct mountpods *mp = NULL;
+	struct error err;
+
+	cfg.template_file = write_template("a", state, 1);
+	ck_assert_int_eq(mountpods_new(&cfg, NULL, &mp, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "hostPath '/state' would show every volume's directory"), "%s",
+		      err.msg);
+	cfg.template_file = write_template("b", above, 2);
+	ck_assert_int_eq(mountpods_new(&cfg, NULL, &mp, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "hostPath '/state/'"), "%s", err.msg);
+	cfg.template_file = write_template("c", root, 2);
+	ck_assert_int_eq(mountpods_new(&cfg, NULL, &mp, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "hostPath '/'"), "%s", err.msg);
+	cfg.template_file = write_template("d", elsewhere, 1);
+	ck_assert_int_eq(mountpods_new(&cfg, NULL, &mp, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "needs a hostPath volume of '/state/node' mounted at the same path"),
+		      "%s", err.msg);
+	ck_assert_ptr_null(mp);
+}
+END_TEST
 
 /*
  * The names of the pods to delete come from granary-mount's hello, which a
@@ -555,6 +605,7 @@ int main(void)
 	tcase_add_test(tc, test_node_stage_refuses_a_context_naming_another_dataset);
 	tcase_add_test(tc, test_node_refuses_paths_through_symlinks);
 	tcase_add_test(tc, test_node_mount_pods_delete_only_the_volume_own_pod);
+	tcase_add_test(tc, test_node_mount_pod_template_shows_no_other_volume);
 	tcase_add_test(tc, test_node_record_check_refuses_what_the_plugin_never_writes);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);

@@ -587,8 +587,10 @@ spec:
         - name: cache-dir
           mountPath: {{ .Values.cache.dir }}
           readOnly: true
+        # The node plugin gives each pod its volume's directory of
+        # STATE/node here, at that directory's own path, and no other.
         - name: state-dir
-          mountPath: {{ .Values.node.stateDir }}
+          mountPath: {{ .Values.node.stateDir }}/node
         - name: config
           mountPath: {{ include "granary.fuseConfigFile" . }}
           subPath: fuse.yaml
@@ -605,7 +607,7 @@ spec:
         type: {{ .Values.cache.hostPathType }}
     - name: state-dir
       hostPath:
-        path: {{ .Values.node.stateDir }}
+        path: {{ .Values.node.stateDir }}/node
         type: Directory
     - name: config
       configMap:
