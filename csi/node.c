@@ -256,18 +256,17 @@ static void forget_init_state(const struct vol *v)
 	}
 }
 
-/* SIGTERM, then SIGKILL after the grace period; a mount pod is deleted. */
-static void stop_daemon(struct node *n, struct vol *v)
+/* SIGTERM, then SIGKILL after the grace period; a mount pod is deleted
+ * (pod_stop: that may fail, and then nothing is stopped). */
+static enum error_code stop_daemon(struct node *n, struct vol *v, struct error *err)
 {
 	uint64_t t0 = retry_now_ms();
 	bool killed = false;
 
-	if (v->pods) {
-		pod_stop(n, v);
-		return;
-	}
+	if (v->pods)
+		return pod_stop(n, v, err);
 	if (!daemon_alive(v, NULL))
-		return;
+		return ERR_OK;
 	kill((pid_t)v->rec.pid, SIGTERM);
 	while (daemon_alive(v, NULL)) {
 		if (!killed && retry_now_ms() - t0 > STOP_GRACE_MS) {
@@ -281,6 +280,7 @@ static void stop_daemon(struct node *n, struct vol *v)
 		retry_sleep_ms(20);
 	}
 	v->rec.pid = 0;
+	return ERR_OK;
 }
 
 /* Waits until the daemon has taken the kernel's FUSE_INIT (its init_state
@@ -553,13 +553,18 @@ static void stage_undo(struct node *n, struct vol *v);
 static bool forget_if_stale(struct node *n, struct vol *v)
 {
 	struct stat st;
+	struct error err;
 
 	if (v->gone || !v->rec.staging_path || lstat(v->rec.staging_path, &st) == 0 ||
 	    errno != ENOENT || mount_lookup(v->rec.staging_path, NULL, 0))
 		return false;
-	log_warn("the volume's staging path is gone (the kubelet no longer stages it here); forgetting the volume",
+	if (stop_daemon(n, v, &err) != ERR_OK) {
+		log_limited_warn(&n->lim, "cannot forget a volume no longer staged yet",
+				 LOG_S("volume", v->rec.volume_id), LOG_S("cause", err.msg));
+		return false;
+	}
+	log_warn("the volume's staging path is gone (the kubelet no longer stages it here); forgot the volume",
 		 LOG_S("volume", v->rec.volume_id), LOG_S("staging_path", v->rec.staging_path));
-	stop_daemon(n, v);
 	stage_undo(n, v);
 	vol_remove(n, v);
 	return true;
@@ -1225,7 +1230,9 @@ static void stage_undo(struct node *n, struct vol *v)
 	char path[PATH_MAX_LEN];
 	struct error ignored;
 
-	stop_daemon(n, v);
+	if (stop_daemon(n, v, &ignored) != ERR_OK)
+		log_warn("the volume's mount pod is left running", LOG_S("volume", v->rec.volume_id),
+			 LOG_S("cause", ignored.msg));
 	/* Only a mount this plugin made: never one that was there before. */
 	if (v->rec.staging_path && v->fd >= 0)
 		unmount_all(v->rec.staging_path, &ignored);
@@ -1315,7 +1322,10 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 			    : error_set(err, ERR_NOMEM, "out of memory");
 	controller_secret_release(&secret);
 	controller_params_release(&reg);
-	if (rc == ERR_OK || (rc == ERR_TIMEOUT && (v->rec.pid > 0 || v->pods))) {
+	/* A daemon (or mount pod) still starting on a mount made here is
+	 * kept for the retry; a stage that timed out before it mounted
+	 * leaves nothing. */
+	if (rc == ERR_OK || (rc == ERR_TIMEOUT && (v->rec.pid > 0 || (v->pods && v->fd >= 0)))) {
 		if (rc == ERR_OK)
 			log_info("volume staged", LOG_S("volume", req->volume_id),
 				 LOG_S("dataset", v->rec.dataset), LOG_S("staging_path", staging),
@@ -1329,9 +1339,42 @@ enum error_code node_stage(struct node *n, const struct node_stage_request *req,
 	return rc;
 }
 
+/*
+ * Whether a staged volume other than id has its staging path at staging
+ * (ERR_OK and *found), or might (ERR_UNAVAILABLE: one is busy with a call
+ * and cannot be looked at now).
+ */
+static enum error_code staged_at(struct node *n, const char *id, const char *staging,
+				 bool *found, struct error *err)
+{
+	size_t count = 0;
+	struct vol **list = vol_list(n, &count);
+	enum error_code rc = list ? ERR_OK : error_set(err, ERR_NOMEM, "out of memory");
+
+	*found = false;
+	for (size_t k = 0; k < count; k++) {
+		struct vol *v = list[k];
+
+		if (rc == ERR_OK && !*found && strcmp(v->rec.volume_id, id) != 0) {
+			if (pthread_mutex_trylock(&v->mu) != 0) {
+				rc = error_set(err, ERR_UNAVAILABLE,
+					       "volume '%s' is busy with another call; try again",
+					       v->rec.volume_id);
+			} else {
+				*found = v->rec.staging_path && strcmp(v->rec.staging_path, staging) == 0;
+				pthread_mutex_unlock(&v->mu);
+			}
+		}
+		vol_unref(n, v);
+	}
+	free(list);
+	return rc;
+}
+
 enum error_code node_unstage(struct node *n, const char *volume_id, const char *staging_path,
 			     struct error *err)
 {
+	bool theirs;
 	char staging[PATH_MAX_LEN], fstype[64] = "";
 	enum error_code rc;
 	struct vol *v;
@@ -1345,18 +1388,25 @@ enum error_code node_unstage(struct node *n, const char *volume_id, const char *
 	v = vol_get(n, volume_id, false);
 	if (!v) {
 		/* Unknown here: only a mount of ours that no record names is
-		 * cleaned up. */
-		if (mount_lookup(staging, fstype, sizeof(fstype)) && strcmp(fstype, FUSE_TYPE) == 0)
-			return unmount_all(staging, err);
-		return ERR_OK;
+		 * cleaned up, never another volume's. */
+		if (!mount_lookup(staging, fstype, sizeof(fstype)) || strcmp(fstype, FUSE_TYPE) != 0)
+			return ERR_OK;
+		rc = staged_at(n, volume_id, staging, &theirs, err);
+		if (rc != ERR_OK || theirs)
+			return rc;
+		return unmount_all(staging, err);
 	}
 	if (!v->rec.staging_path || strcmp(v->rec.staging_path, staging) != 0) {
 		/* Staged elsewhere (or not at all): nothing of it is at this path. */
 		vol_put(n, v);
 		return ERR_OK;
 	}
-	stop_daemon(n, v);
-	rc = unmount_all(staging, err);
+	rc = stop_daemon(n, v, err);
+	if (rc != ERR_OK)
+		log_warn("cannot unstage the volume yet: its mount pod is not stopped",
+			 LOG_S("volume", volume_id), LOG_S("cause", err->msg));
+	else
+		rc = unmount_all(staging, err);
 	if (rc != ERR_OK) {
 		vol_put(n, v);
 		return rc;

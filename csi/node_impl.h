@@ -136,7 +136,7 @@ enum error_code pod_start(struct node *n, struct vol *v, struct error *err);
 void pod_check(struct node *n, struct vol *v);
 void sweep_unknown_pods(struct node *n);
 void sweep_orphan_dirs(struct node *n);
-void pod_stop(struct node *n, struct vol *v);
+enum error_code pod_stop(struct node *n, struct vol *v, struct error *err);
 enum error_code pod_wait_serving(struct node *n, struct vol *v, uint64_t timeout_ms,
 				 struct error *err);
 

@@ -358,18 +358,25 @@ void sweep_orphan_dirs(struct node *n)
 	}
 }
 
-/* Deletes every mount pod of the volume and waits until none is in touch. */
-void pod_stop(struct node *n, struct vol *v)
+/*
+ * Deletes every mount pod of the volume and waits until none is in touch.
+ * A pod that cannot be deleted (the API away or refusing) or that is still
+ * connected after the wait leaves everything as it was: its granary-fuse
+ * still serves the mount, and the caller fails (the kubelet retries).
+ */
+enum error_code pod_stop(struct node *n, struct vol *v, struct error *err)
 {
 	char deleted[8][MOUNTPOD_NAME_MAX];
 	size_t ndeleted = 1;
 	struct keeper_status st;
 	uint64_t t0 = retry_now_ms();
-	struct error err;
+	struct error derr;
 
 	mountpods_name(n->cfg.pods, v->rec.volume_id, deleted[0]);
-	if (mountpods_delete(n->cfg.pods, v->rec.volume_id, deleted[0], &err) != ERR_OK)
-		log_warn("cannot delete a mount pod", LOG_S("pod", deleted[0]), LOG_S("cause", err.msg));
+	if (mountpods_delete(n->cfg.pods, v->rec.volume_id, deleted[0], err) != ERR_OK) {
+		err->code = ERR_UNAVAILABLE;
+		return error_wrap(err, "volume '%s' stays staged", v->rec.volume_id);
+	}
 	for (;;) {
 		keeper_status(n->cfg.keeper, v->rec.volume_id, &st);
 		for (size_t i = 0; i < st.nsup && i < KEEPER_LISTED; i++) {
@@ -380,20 +387,23 @@ void pod_stop(struct node *n, struct vol *v)
 			if (k < ndeleted || !*st.sup[i].pod || ndeleted == 8)
 				continue;
 			snprintf(deleted[ndeleted++], MOUNTPOD_NAME_MAX, "%s", st.sup[i].pod);
-			if (mountpods_delete(n->cfg.pods, v->rec.volume_id, st.sup[i].pod, &err) !=
+			if (mountpods_delete(n->cfg.pods, v->rec.volume_id, st.sup[i].pod, &derr) !=
 			    ERR_OK)
 				log_warn("cannot delete a mount pod", LOG_S("pod", st.sup[i].pod),
-					 LOG_S("cause", err.msg));
+					 LOG_S("cause", derr.msg));
 		}
 		if (!st.nsup || retry_now_ms() - t0 > STOP_GRACE_MS + 20000)
 			break;
 		retry_sleep_ms(100);
 	}
 	if (st.nsup)
-		log_warn("mount pods of an unstaged volume are still running",
-			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", st.sup[0].pod));
+		return error_set(err, ERR_UNAVAILABLE,
+				 "volume '%s' stays staged: its mount pod %s is still running %llu s after it was deleted",
+				 v->rec.volume_id, st.sup[0].pod,
+				 (unsigned long long)(retry_now_ms() - t0) / 1000);
 	keeper_forget(n->cfg.keeper, v->rec.volume_id);
 	v->pod_serving = false;
+	return ERR_OK;
 }
 
 /* wait_serving for a mount pod: its supervisor reports a running daemon

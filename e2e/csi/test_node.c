@@ -547,7 +547,7 @@ START_TEST(test_node_stage_publish_restart_takeover_unstage)
 	Csi__V1__DeleteVolumeRequest del = CSI__V1__DELETE_VOLUME_REQUEST__INIT;
 	long pid, pid2;
 	uint64_t t0;
-	int fd;
+	int fd, mounts;
 
 	struct context ctx;
 
@@ -580,6 +580,13 @@ START_TEST(test_node_stage_publish_restart_takeover_unstage)
 	fd = open(path, O_WRONLY | O_CREAT, 0644);
 	ck_assert_int_lt(fd, 0);
 	ck_assert_int_eq(errno, EROFS);
+
+	/* An unstage of a volume not staged here, at this one's staging path
+	 * (no kubelet sends one; another CO might): this volume's mount stays. */
+	mounts = mounts_under_work();
+	unstage("pvc-not-staged-here", staging);
+	ck_assert_int_eq(mounts_under_work(), mounts);
+	ck_assert_int_eq(mount_read_ahead_kb(staging), 1024);
 
 	/* The plugin dies hard and comes back: it re-adopts the daemon. */
 	kill(csi_pid, SIGKILL);

@@ -5,6 +5,7 @@ CSIVolumeHealth, from NodeGetVolumeStats) and a granary_csi_volume_abnormal
 sample on the node plugin's /metrics, and both clear once it serves again; a
 container whose mount ended with every holder of its connection (a node
 restart) reads again through the mount put in its place."""
+import hashlib
 import json
 import os
 import signal
@@ -273,3 +274,40 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
                            if p["spec"]["containers"][0]["image"] == image and ready(p)]
                   and len(mount_pods_of(vol)) == 1, timeout=120, interval=1)
     ctr("images", "rm", missing, check=False)
+
+
+def test_an_unstage_whose_mount_pod_cannot_be_deleted_waits_for_it(reading_pod):
+    # The API refuses the node plugin the deletion of mount pods (its Role
+    # without "delete", as an API that is away would): NodeUnstageVolume
+    # fails and the kubelet retries it, the volume stays staged and its
+    # mount pod keeps serving; once the pod can be deleted, the retry
+    # unstages it and nothing is left.
+    vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+    assert len(mount_pods_of(vol)) == 1
+    role = kube.get("role", "granary-node", kube.NS)
+    rules = json.loads(json.dumps(role["rules"]))
+    rules[0]["verbs"] = [v for v in rules[0]["verbs"] if v != "delete"]
+
+    def set_rules(r):
+        kube.kubectl("-n", kube.NS, "patch", "role", "granary-node", "--type=merge",
+                     "-p", json.dumps({"rules": r}))
+
+    # The kubelet's staging path is named by the volume handle's SHA-256.
+    handle = kube.get("pv", vol)["spec"]["csi"]["volumeHandle"]
+    digest = hashlib.sha256(handle.encode()).hexdigest()
+
+    def staged():
+        return [m for m in kube.host_mounts() if m.endswith(f"/{digest}/globalmount")]
+
+    set_rules(rules)
+    try:
+        kube.delete("pod", READER, "default")
+        kube.wait_for("the plugin refusing the unstage",
+                      lambda: [l for l in plugin_log_lines("cannot unstage the volume yet")
+                               if vol in l and "403" in l], timeout=60, interval=1)
+        assert staged(), "the volume was unmounted while its mount pod could not be deleted"
+        assert len(mount_pods_of(vol)) == 1
+    finally:
+        set_rules(role["rules"])
+    kube.wait_for("the volume unstaged once its mount pod can go",
+                  lambda: not staged() and not mount_pods_of(vol), timeout=120, interval=1)
