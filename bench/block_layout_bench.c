@@ -129,7 +129,7 @@ static int run_blockstore(const struct run *r)
 		}
 		if (blockstore_write_commit(bs, w, &ref, &err) != ERR_OK)
 			goto fail;
-		if (blockstore_ref_sums(bs, ref, &sums, &err) != ERR_OK ||
+		if (blockstore_ref_sums(bs, ref, &sums, &corrupt, &err) != ERR_OK ||
 		    block_read_checked(blockstore_ref_fd(ref), &sums, 0, r->len, r->back, &corrupt,
 				       &err) != ERR_OK) {
 			blockstore_ref_put(bs, ref);

@@ -603,13 +603,14 @@ static void drop_corrupt(struct blockstore *bs, struct entry *e, const char *why
 }
 
 enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
-				    struct block_sums *out, struct error *err)
+				    struct block_sums *out, bool *corrupt, struct error *err)
 {
 	uint8_t *h = malloc(BLOCK_HEADER_SIZE);
 	char hex[BLOCK_HASH_HEX];
 	const char *why;
 	int read_errno = 0;
 
+	*corrupt = false;
 	if (!h)
 		return error_set(err, ERR_NOMEM, "read block header: out of memory");
 	block_hash_hex(ref->e->hash, hex);
@@ -617,43 +618,48 @@ enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref
 	free(h);
 	if (!why)
 		return ERR_OK;
+	/* The disk failed, not the bytes: nothing says the block is bad. */
 	if (read_errno)
-		return error_set(err, error_from_errno(read_errno), "block '%s' in '%s': %s", hex,
-				 bs->dir, why);
+		return error_set(err, error_from_errno(read_errno),
+				 "read the header of block '%s' in '%s': %s", hex, bs->dir, why);
+	*corrupt = true;
 	drop_corrupt(bs, ref->e, why);
 	return error_set(err, ERR_IO, "block '%s' in '%s': header %s, removed", hex, bs->dir, why);
 }
 
 enum error_code blockstore_ref_verify(struct blockstore *bs, struct blockstore_ref *ref,
-				      struct error *err)
+				      bool *corrupt, struct error *err)
 {
 	struct entry *e = ref->e;
 	struct block_sums sums;
 	char hex[BLOCK_HASH_HEX], why[ERROR_MSG_MAX];
 	enum error_code rc;
-	bool live, corrupt = false;
+	bool live;
 	char *buf = NULL;
 
+	*corrupt = false;
 	pthread_mutex_lock(&bs->mu);
 	live = e->state == ENTRY_LIVE;
 	pthread_mutex_unlock(&bs->mu);
 	block_hash_hex(e->hash, hex);
-	if (!live)
+	if (!live) {
+		*corrupt = true;
 		return error_set(err, ERR_IO, "verify block '%s' in '%s': removed as corrupt", hex,
 				 bs->dir);
-	rc = blockstore_ref_sums(bs, ref, &sums, err);
+	}
+	rc = blockstore_ref_sums(bs, ref, &sums, corrupt, err);
 	if (rc != ERR_OK)
 		return rc;
 	buf = malloc(e->data_len ? (size_t)e->data_len : 1);
 	if (!buf)
 		return error_set(err, ERR_NOMEM, "verify block '%s' in '%s': out of memory", hex,
 				 bs->dir);
-	rc = block_read_checked(e->fd, &sums, 0, (size_t)e->data_len, buf, &corrupt, err);
+	rc = block_read_checked(e->fd, &sums, 0, (size_t)e->data_len, buf, corrupt, err);
 	free(buf);
 	if (rc == ERR_OK)
 		return ERR_OK;
 	/* A failed read says nothing about the bytes: keep the block. */
-	if (!corrupt)
+	if (!*corrupt)
 		return error_wrap(err, "verify block '%s' in '%s'", hex, bs->dir);
 	snprintf(why, sizeof(why), "%s", err->msg);
 	drop_corrupt(bs, e, why);

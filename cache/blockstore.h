@@ -185,21 +185,25 @@ uint64_t blockstore_ref_length(const struct blockstore_ref *ref);
 /*
  * Reads the header of ref's file now and returns its sums (to check the
  * data with block_read_checked, or to send them with the data). A
- * header that fails its checks drops the block as
- * blockstore_ref_verify does: ERR_IO.
+ * header that fails its checks (or a short one) drops the block as
+ * blockstore_ref_verify does: ERR_IO with *corrupt set. A header that
+ * cannot be read (EIO from the disk) says nothing about the block, which
+ * stays: its errno's code (ERR_IO for EIO) with *corrupt false, the
+ * message naming the read that failed; not counted in stats.corrupt.
  */
 enum error_code blockstore_ref_sums(struct blockstore *bs, struct blockstore_ref *ref,
-				    struct block_sums *out, struct error *err);
+				    struct block_sums *out, bool *corrupt, struct error *err);
 
 /*
  * Reads the whole block now and checks it against its header. On a
  * mismatch (or a bad header, or a short file) the block is removed from
- * the store (stats.corrupt, one warning per 10 s) and ERR_IO is returned;
- * the ref stays valid for blockstore_ref_put only. A read error keeps
- * the block. Nothing is remembered: every call reads.
+ * the store (stats.corrupt, one warning per 10 s) and ERR_IO is returned
+ * with *corrupt set; the ref stays valid for blockstore_ref_put only. A
+ * read error (of the header or the data) keeps the block: its errno's
+ * code with *corrupt false. Nothing is remembered: every call reads.
  */
 enum error_code blockstore_ref_verify(struct blockstore *bs,
-				      struct blockstore_ref *ref,
+				      struct blockstore_ref *ref, bool *corrupt,
 				      struct error *err);
 
 void blockstore_ref_put(struct blockstore *bs, struct blockstore_ref *ref);

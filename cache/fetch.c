@@ -1891,10 +1891,9 @@ enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const
 		return rc;
 	if (blockstore_lookup(f->bs, r.hash, false, &ref) != ERR_OK)
 		return ERR_OK; /* not cached (any more): the next read fetches it */
-	rc = blockstore_ref_verify(f->bs, ref, err);
+	rc = blockstore_ref_verify(f->bs, ref, dropped, err);
 	blockstore_ref_put(f->bs, ref);
-	if (rc == ERR_IO) {
-		*dropped = true;
+	if (*dropped) {
 		atomic_fetch_add(&f->corrupt_refetched, 1);
 		error_clear(err);
 		return ERR_OK;

@@ -292,7 +292,8 @@ bool fetch_block_cached(struct fetcher *f, struct fetch_dataset *ds, const char 
  * corrupt_refetched, one warning per 10 s) so that the next fetch_block
  * fetches it again; a copy that checks out stays (the bytes went bad
  * after they left the file). ERR_OK too when the block is not cached.
- * Errors: those of block_req (ERR_INVALID), a read error of the file.
+ * Errors: those of block_req (ERR_INVALID), a read error of the file (EIO:
+ * ERR_IO, the copy kept, not *dropped).
  */
 enum error_code fetch_recheck(struct fetcher *f, struct fetch_dataset *ds, const char *key,
 			     const char *etag, uint64_t index, bool *dropped, struct error *err);

@@ -1330,7 +1330,7 @@ static enum error_code block_fetched(struct worker_http *h, struct fetch_dataset
 	const bool this_dir = q->cache_id[0] &&
 			      strcmp(q->cache_id, blockstore_dir_id(fetch_blockstore(f))) == 0;
 	enum error_code rc;
-	bool dropped = false;
+	bool dropped = false, corrupt = false;
 
 	*in_dir = false;
 	if (q->verify) {
@@ -1351,11 +1351,13 @@ static enum error_code block_fetched(struct worker_http *h, struct fetch_dataset
 			  (res->ref || fetch_block_cached(f, ds, q->key, q->etag, index));
 		if (*in_dir || !res->ref)
 			return ERR_OK;
-		rc = blockstore_ref_sums(fetch_blockstore(f), res->ref, sums, err);
+		rc = blockstore_ref_sums(fetch_blockstore(f), res->ref, sums, &corrupt, err);
 		if (rc == ERR_OK)
 			return ERR_OK;
 		fetch_result_release(f, res);
-		if (rc != ERR_IO || round > 0)
+		/* An unreadable header leaves the block in place: fetching
+		 * again would find the same file. */
+		if (!corrupt || round > 0)
 			return rc;
 		error_clear(err);
 	}

@@ -32,7 +32,8 @@ static enum error_code found_corrupt(struct reader_block *blk, const char *where
 }
 
 /* Len bytes at off of a held cache block into dst, checked unless told not
- * to; *corrupt when they fail their checksums (the header's included). */
+ * to; *corrupt when they fail their checksums (the header's included), not
+ * when the disk fails to read them (EIO: an I/O error, the block kept). */
 static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_ref *ref,
 				uint64_t off, size_t len, char *dst, bool *corrupt,
 				struct error *err)
@@ -43,11 +44,9 @@ static enum error_code ref_read(struct source_cache_ctx *ctx, struct blockstore_
 
 	*corrupt = false;
 	if (ctx->verify) {
-		rc = blockstore_ref_sums(fetch_blockstore(ctx->fetcher), ref, &sums, err);
-		if (rc == ERR_IO)
-			*corrupt = true; /* and dropped */
+		rc = blockstore_ref_sums(fetch_blockstore(ctx->fetcher), ref, &sums, corrupt, err);
 		if (rc != ERR_OK)
-			return rc;
+			return rc; /* a corrupt header dropped the block */
 		return block_read_checked(blockstore_ref_fd(ref), &sums, off, len, dst,
 					       corrupt, err);
 	}

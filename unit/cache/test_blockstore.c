@@ -141,6 +141,7 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 	uint8_t *want = malloc(len ? len : 1);
 	uint8_t *got = malloc(len ? len : 1);
 	struct error err;
+	bool corrupt;
 
 	hash_of(i, hash);
 	if (blockstore_get(bs, hash, &ref) != ERR_OK) {
@@ -154,7 +155,7 @@ static bool has_block(struct blockstore *bs, int i, size_t len)
 	ck_assert_int_eq(pread(blockstore_ref_fd(ref), got, len, (off_t)blockstore_ref_offset(ref)),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(want, got, len), 0);
-	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &corrupt, &err), ERR_OK);
 	blockstore_ref_put(bs, ref);
 	free(want);
 	free(got);
@@ -345,6 +346,7 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	void *bytes = NULL;
 	uint64_t room = 0;
 	struct error err;
+	bool corrupt;
 	uint64_t r = 1;
 
 	cfg.dir = dir;
@@ -373,7 +375,7 @@ START_TEST(test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page)
 	ck_assert_int_eq(pread(blockstore_ref_fd(ref), back, len, BLOCK_HEADER_SIZE),
 			 (ssize_t)len);
 	ck_assert_int_eq(memcmp(buf, back, len), 0);
-	ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(blockstore_ref_verify(bs, ref, &corrupt, &err) == ERR_OK, "%s", err.msg);
 	blockstore_ref_put(bs, ref);
 	blockstore_free(bs);
 
@@ -408,6 +410,7 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 						 .direct_write_min = through_cache ? 1 << 20 : 0 };
 		struct blockstore *bs = NULL;
 		struct error err;
+		bool corrupt;
 
 		ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
 		for (int i = 0; i < 2; i++) {
@@ -453,8 +456,9 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 								  blockstore_ref_offset(ref)),
 						 (ssize_t)lens[i]);
 				ck_assert_int_eq(memcmp(got, buf, lens[i]), 0);
-				ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s",
-					      err.msg);
+				ck_assert_msg(blockstore_ref_verify(bs, ref, &corrupt, &err) ==
+						      ERR_OK,
+					      "%s", err.msg);
 				free(got);
 				blockstore_ref_put(bs, ref);
 			} else {
@@ -469,7 +473,7 @@ START_TEST(test_blockstore_write_begin_expect_sizes_the_buffer_by_the_expected_l
 			block_key_hash(&key, hash);
 			ck_assert_int_eq(blockstore_lookup(bs, hash, false, &ref), ERR_OK);
 			ck_assert_uint_eq(blockstore_ref_length(ref), lens[i]);
-			ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s",
+			ck_assert_msg(blockstore_ref_verify(bs, ref, &corrupt, &err) == ERR_OK, "%s",
 				      err.msg);
 			blockstore_ref_put(bs, ref);
 		}
@@ -627,6 +631,7 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 	struct blockstore *bs = NULL;
 	uint8_t *buf = malloc(2 << 20);
 	struct error err;
+	bool corrupt;
 
 	cfg.dir = dir;
 	ck_assert_int_eq(blockstore_open(&cfg, &bs, &err), ERR_OK);
@@ -666,7 +671,8 @@ START_TEST(test_blockstore_direct_write_min_sends_short_blocks_through_the_page_
 			ck_assert_uint_eq(resident, 0);
 		else
 			ck_assert_uint_gt(resident, 0);
-		ck_assert_msg(blockstore_ref_verify(bs, ref, &err) == ERR_OK, "%s", err.msg);
+		ck_assert_msg(blockstore_ref_verify(bs, ref, &corrupt, &err) == ERR_OK, "%s",
+			      err.msg);
 		blockstore_ref_put(bs, ref);
 	}
 	blockstore_free(bs);
@@ -722,7 +728,8 @@ START_TEST(test_blockstore_direct_read_opens_large_blocks_with_o_direct)
 			break;
 		}
 		ck_assert_int_eq(!!(fcntl(fd, F_GETFL) & O_DIRECT), i == 0);
-		ck_assert_msg(blockstore_ref_sums(bs, ref, &sums, &err) == ERR_OK, "%s", err.msg);
+		ck_assert_msg(blockstore_ref_sums(bs, ref, &sums, &corrupt, &err) == ERR_OK, "%s",
+			      err.msg);
 		ck_assert_msg(block_read_checked(fd, &sums, 777, lens[i] - 1000, back + 1, &corrupt,
 						 &err) == ERR_OK,
 			      "%s", err.msg);
@@ -1145,6 +1152,49 @@ START_TEST(test_blockstore_rebuild_discards_damaged_files)
 }
 END_TEST
 
+/*
+ * A disk that cannot read a block's header (EIO) says nothing about the
+ * block: an I/O error, not corruption, and the block stays. No test can
+ * make a real disk fail on demand, so the block's descriptor is replaced
+ * with one of /proc/self/mem, whose pread at offset 0 (never mapped)
+ * fails with the kernel's EIO.
+ */
+START_TEST(test_blockstore_unreadable_header_keeps_the_block)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct blockstore_ref *ref = NULL;
+	struct blockstore_stats st;
+	struct block_sums sums;
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct error err;
+	bool corrupt = true;
+	int mem;
+
+	ck_assert_int_eq(put_block(bs, 7, "ds", DATA), ERR_OK);
+	hash_of(7, hash);
+	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
+	mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(mem, 0);
+	ck_assert_int_eq(dup2(mem, blockstore_ref_fd(ref)), blockstore_ref_fd(ref));
+	close(mem);
+	ck_assert_int_eq(blockstore_ref_sums(bs, ref, &sums, &corrupt, &err), ERR_IO);
+	ck_assert(!corrupt);
+	ck_assert_msg(strstr(err.msg, "read the header of block") && strstr(err.msg, strerror(EIO)),
+		      "%s", err.msg);
+	corrupt = true;
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &corrupt, &err), ERR_IO);
+	ck_assert(!corrupt);
+	blockstore_ref_put(bs, ref);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.corrupt, 0);
+	/* opened again from its file, whole */
+	ck_assert(has_block(bs, 7, DATA));
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 {
 	char *dir = make_dir();
@@ -1154,6 +1204,7 @@ START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 	uint8_t hash[BLOCK_HASH_LEN];
 	char path[512];
 	struct error err;
+	bool corrupt;
 
 	ck_assert_int_eq(put_block(bs, 7, "ds", DATA), ERR_OK);
 	ck_assert_int_eq(put_block(bs, 8, "ds", DATA), ERR_OK);
@@ -1166,10 +1217,11 @@ START_TEST(test_blockstore_verify_detects_flipped_data_byte)
 	hash_of(7, hash);
 	ck_assert_int_eq(blockstore_get(bs, hash, &ref), ERR_OK);
 	/* ...and fails when its data is checked. */
-	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_IO);
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &corrupt, &err), ERR_IO);
+	ck_assert(corrupt);
 	ck_assert_ptr_nonnull(strstr(err.msg, "checksum"));
 	ck_assert_int_eq(access(path, F_OK), -1);
-	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &err), ERR_IO);
+	ck_assert_int_eq(blockstore_ref_verify(bs, ref, &corrupt, &err), ERR_IO);
 	ck_assert_ptr_nonnull(strstr(err.msg, "removed"));
 	blockstore_ref_put(bs, ref);
 	blockstore_get_stats(bs, &st);
@@ -1534,6 +1586,7 @@ static void *stress_worker(void *arg)
 	unsigned seed = (unsigned)s->id * 7919u + 1;
 	uint8_t buf[DATA], want[DATA];
 	struct error err;
+	bool corrupt;
 
 	for (int op = 0; op < 1500; op++) {
 		int i = (int)(rand_r(&seed) % 120);
@@ -1549,7 +1602,8 @@ static void *stress_worker(void *arg)
 			if (blockstore_ref_length(ref) != len ||
 			    pread(blockstore_ref_fd(ref), buf, len, BLOCK_HEADER_SIZE) != (ssize_t)len ||
 			    memcmp(buf, want, len) != 0 ||
-			    (op % 3 == 0 && blockstore_ref_verify(s->bs, ref, &err) != ERR_OK))
+			    (op % 3 == 0 &&
+			     blockstore_ref_verify(s->bs, ref, &corrupt, &err) != ERR_OK))
 				atomic_fetch_add(&s->failures, 1);
 			blockstore_ref_put(s->bs, ref);
 			continue;
@@ -1824,6 +1878,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_restart_rebuilds_index);
 	tcase_add_test(tc, test_blockstore_rebuild_discards_damaged_files);
 	tcase_add_test(tc, test_blockstore_verify_detects_flipped_data_byte);
+	tcase_add_test(tc, test_blockstore_unreadable_header_keeps_the_block);
 	tcase_add_test(tc, test_blockstore_rebuild_evicts_oldest_over_capacity);
 	tcase_add_test(tc, test_blockstore_open_names_the_directory_on_error);
 	tcase_add_test(tc, test_blockstore_second_owner_of_a_directory_is_refused);

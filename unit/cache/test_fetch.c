@@ -487,7 +487,7 @@ START_TEST(test_fetch_corrupt_block_is_fetched_again)
 	/* Handed out as it is: its reader checks it (and finds it bad)... */
 	ck_assert_int_eq(fetch_block(f, ds, "big.bin", etag, 1, 0, &r, &err), ERR_OK);
 	ck_assert(r.hit);
-	ck_assert_int_eq(blockstore_ref_sums(bs, r.ref, &sums, &err), ERR_OK);
+	ck_assert_int_eq(blockstore_ref_sums(bs, r.ref, &sums, &corrupt, &err), ERR_OK);
 	buf = malloc(sums.data_len);
 	ck_assert_int_eq(block_read_checked(blockstore_ref_fd(r.ref), &sums, 0, sums.data_len,
 						 buf, &corrupt, &err), ERR_IO);

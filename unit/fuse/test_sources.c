@@ -10,6 +10,7 @@
  * read there, another directory's mount gets the bytes; the rest of the
  * peer source is covered end to end in e2e/cluster/test_cluster.c.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -280,6 +281,83 @@ START_TEST(test_sources_cache_fetches_once_and_replaces_a_corrupt_copy)
 }
 END_TEST
 
+/*
+ * A cached block whose header the disk cannot read (EIO) is not shown to
+ * be bad: the read is an I/O error of the cache source, passed over to the
+ * store, and nothing counts the block as corrupt, drops it or fetches it
+ * again. A real disk cannot be made to fail on demand here (the tests have
+ * no device-mapper error target or failing FUSE file system, both need
+ * root), so the block's descriptor is replaced with one of /proc/self/mem,
+ * whose pread at offset 0 (an address never mapped) fails with EIO from the
+ * kernel, as a bad sector's would.
+ */
+START_TEST(test_sources_cache_unreadable_header_is_an_io_error_not_corruption)
+{
+	struct blockstore *bs = NULL;
+	struct fetcher *f = NULL;
+	struct source_cache_ctx ctx = { .prefix_len = 2, .verify = true };
+	struct reader_config rc = { .block_size = BS, .nsources = 2 };
+	struct reader *r = NULL;
+	struct reader_object o = obj();
+	struct fetch_result res = { 0 };
+	struct blockstore_stats bst;
+	struct reader_stats rs;
+	struct fetch_stats fs;
+	struct reader_block b;
+	char buf[BS];
+	struct error err;
+	size_t got = 0;
+	int mem;
+
+	cache_open("p/", &bs, &f);
+	ck_assert_int_eq(fetch_dataset_get(f, "ds", &ctx.ds, &err), ERR_OK);
+	ctx.fetcher = f;
+	rc.sources[0] = source_cache(&ctx);
+	rc.sources[1] = source_store(st);
+	ck_assert_int_eq(reader_new(&rc, &r, &err), ERR_OK);
+	b = block(&o, 0);
+	ck_assert_int_eq(rc.sources[0].read(&ctx, &b, 0, BS, buf, &got, 0, &err), ERR_OK);
+
+	/* The block store keeps a block's descriptor open while a ref to it
+	 * is held (closed at the last put): held here, it is the one the
+	 * reads below use. */
+	ck_assert_int_eq(fetch_block(f, ctx.ds, KEY + 2, etag, 0, 0, &res, &err), ERR_OK);
+	ck_assert_ptr_nonnull(res.ref);
+	mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(mem, 0);
+	ck_assert_int_eq(dup2(mem, blockstore_ref_fd(res.ref)), blockstore_ref_fd(res.ref));
+	close(mem);
+
+	b = block(&o, 0);
+	ck_assert_int_eq(rc.sources[0].read(&ctx, &b, 0, 4096, buf, &got, 0, &err), ERR_IO);
+	ck_assert_msg(b.corrupt == 0, "counted %u corrupt copies: %s", b.corrupt, err.msg);
+	ck_assert_msg(strstr(err.msg, "read the header of block") &&
+			      strstr(err.msg, strerror(EIO)),
+		      "%s", err.msg);
+	/* the reader: the store serves, a fallback, no corrupt copy */
+	ck_assert_int_eq(reader_read(r, &o, NULL, 100, 4096, buf, &got, &err), ERR_OK);
+	ck_assert_uint_eq(got, 4096);
+	ck_assert_int_eq(memcmp(buf, content + 100, 4096), 0);
+	reader_get_stats(r, &rs);
+	ck_assert_uint_eq(rs.corrupt, 0);
+	ck_assert_uint_eq(rs.fallbacks, 1);
+	ck_assert_uint_eq(rs.by_source[1], 1);
+	/* kept, neither dropped nor fetched again */
+	fetch_get_stats(f, &fs);
+	ck_assert_uint_eq(fs.corrupt_refetched, 0);
+	ck_assert_uint_eq(fs.fetches, 1);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.corrupt, 0);
+	ck_assert(fetch_block_cached(f, ctx.ds, KEY + 2, etag, 0));
+
+	fetch_result_release(f, &res);
+	reader_free(r);
+	fetch_dataset_put(f, ctx.ds);
+	fetch_free(f);
+	blockstore_free(bs);
+}
+END_TEST
+
 /* A standalone mount's store (direct_write) keeps the blocks it fetched
  * in memory: a read within one of them is lent, not copied, and holds
  * the block until the loan ends. A block read from its file is copied. */
@@ -500,6 +578,7 @@ int main(void)
 	tcase_add_test(tc, test_sources_store_serves_the_snapshot_version_only);
 	tcase_add_test(tc, test_sources_local_reads_the_worker_files_and_refuses_bad_bytes);
 	tcase_add_test(tc, test_sources_cache_fetches_once_and_replaces_a_corrupt_copy);
+	tcase_add_test(tc, test_sources_cache_unreadable_header_is_an_io_error_not_corruption);
 	tcase_add_test(tc, test_sources_cache_lends_a_block_in_memory_and_copies_one_from_its_file);
 	tcase_add_test(tc, test_sources_peer_own_worker_fetches_into_the_directory_and_it_is_read_there);
 	tcase_add_test(tc, test_sources_peer_another_directory_gets_the_bytes);
