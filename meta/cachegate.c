@@ -164,6 +164,7 @@ struct cachegate {
 	json_t *told;    /* "ns/name" -> true once its waiting event is out */
 	char *rv;        /* resourceVersion to watch from; NULL: list again */
 	atomic_bool stopping; /* set by cachegate_stop */
+	atomic_uint_least64_t judged; /* verdicts so far (cachegate_judged) */
 };
 
 static bool stop_now(const struct cachegate *g)
@@ -228,7 +229,7 @@ static enum error_code list_pods(struct cachegate *g, struct error *err)
 
 /* The Dataset behind a claim, or NULL (not a Dataset's, or not readable
  * now: *unsure then). */
-static json_t *dataset_of(struct cachegate *g, const char *ns, const char *claim, bool *unsure)
+static json_t *read_dataset(struct cachegate *g, const char *ns, const char *claim, bool *unsure)
 {
 	char path[800];
 	json_t *obj = NULL, *pvc = NULL;
@@ -268,6 +269,31 @@ static json_t *dataset_of(struct cachegate *g, const char *ns, const char *claim
 	}
 	json_decref(pvc);
 	return obj;
+}
+
+/* read_dataset, once per claim for all the pods judged together (seen:
+ * "ns/claim" -> the Dataset, null when none, false when unsure). The
+ * caller releases what it returns. */
+static json_t *dataset_of(struct cachegate *g, json_t *seen, const char *ns, const char *claim,
+			  bool *unsure)
+{
+	char key[600];
+	json_t *ds;
+	bool not_now = false;
+
+	snprintf(key, sizeof(key), "%s/%s", ns, claim);
+	ds = json_object_get(seen, key);
+	if (ds) {
+		not_now = json_is_false(ds);
+		ds = json_is_object(ds) ? json_incref(ds) : NULL;
+	} else {
+		ds = read_dataset(g, ns, claim, &not_now);
+		json_object_set_new(seen, key,
+				    ds ? json_incref(ds) : not_now ? json_false() : json_null());
+	}
+	if (not_now)
+		*unsure = true;
+	return ds;
 }
 
 static void pod_event(struct cachegate *g, json_t *pod, const char *type, const char *reason,
@@ -328,7 +354,9 @@ static uint64_t waited_s(json_t *pod)
 	return now > made ? (uint64_t)(now - made) : 0;
 }
 
-static void judge_pod(struct cachegate *g, const char *key, json_t *pod)
+/* The verdict on one gated pod, acted on; its Datasets read through
+ * seen (dataset_of). */
+static void judge_pod(struct cachegate *g, json_t *seen, const char *key, json_t *pod)
 {
 	const char *claims[CACHEGATE_CLAIMS_MAX], *reason = "";
 	json_t *datasets[CACHEGATE_CLAIMS_MAX] = { 0 };
@@ -340,6 +368,7 @@ static void judge_pod(struct cachegate *g, const char *key, json_t *pod)
 	char msg[1024];
 	size_t n;
 
+	g->judged++;
 	if (cachegate_ask(pod, &ask, &err) != ERR_OK) {
 		/* A pod cannot be left gated by a typo: say why and let it go. */
 		snprintf(msg, sizeof(msg), "%s; scheduling gate removed", err.msg);
@@ -348,7 +377,7 @@ static void judge_pod(struct cachegate *g, const char *key, json_t *pod)
 	} else {
 		n = cachegate_claims(pod, claims, CACHEGATE_CLAIMS_MAX);
 		for (size_t i = 0; i < n; i++)
-			datasets[i] = dataset_of(g, ns, claims[i], &unsure);
+			datasets[i] = dataset_of(g, seen, ns, claims[i], &unsure);
 		v = cachegate_judge(&ask, claims, datasets, n, waited_s(pod), &reason, msg,
 				    sizeof(msg));
 		for (size_t i = 0; i < n; i++)
@@ -372,22 +401,26 @@ static void judge_pod(struct cachegate *g, const char *key, json_t *pod)
 	json_object_del(g->told, key);
 }
 
+/* A round: every gated pod judged, each Dataset read once. */
 static void judge_all(struct cachegate *g)
 {
-	json_t *pods = json_deep_copy(g->pods), *pod;
+	json_t *pods = json_deep_copy(g->pods), *seen = json_object(), *pod;
 	const char *key;
 
 	json_object_foreach(pods, key, pod) {
 		if (stop_now(g))
 			break;
-		judge_pod(g, key, pod);
+		judge_pod(g, seen, key, pod);
 	}
+	json_decref(seen);
 	json_decref(pods);
 }
 
 static bool on_event(const char *type, json_t *obj, void *arg)
 {
 	struct cachegate *g = arg;
+	char key[600];
+	json_t *seen;
 
 	if (strcmp(type, "ERROR") == 0) {
 		free(g->rv);
@@ -398,8 +431,15 @@ static bool on_event(const char *type, json_t *obj, void *arg)
 	if (strcmp(type, "BOOKMARK") == 0)
 		return true;
 	track(g, obj, strcmp(type, "DELETED") == 0);
-	/* A new gated pod is judged at once. */
-	return strcmp(type, "ADDED") != 0 || cachegate_index(obj) < 0;
+	/* A pod gated anew or changed is judged at once, alone: the others'
+	 * verdicts have not changed with it (they wait for the round). */
+	pod_key(obj, key, sizeof(key));
+	if (strcmp(type, "DELETED") != 0 && json_object_get(g->pods, key)) {
+		seen = json_object();
+		judge_pod(g, seen, key, obj);
+		json_decref(seen);
+	}
+	return true;
 }
 
 static bool watch_stop(void *arg)
@@ -472,6 +512,11 @@ enum error_code cachegate_start(const struct cachegate_config *cfg, struct cache
 		 LOG_S("gate", CACHEGATE_GATE));
 	*out = g;
 	return ERR_OK;
+}
+
+uint64_t cachegate_judged(struct cachegate *g)
+{
+	return g->judged;
 }
 
 void cachegate_stop(struct cachegate *g)

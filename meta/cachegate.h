@@ -14,9 +14,12 @@
  * Dataset it waits for is Failed, when the pod mounts no Dataset, or when
  * the pod has waited granary.io/wait-for-cache-seconds (annotation;
  * CACHEGATE_TIMEOUT_S by default). The pods are followed with a list and a
- * watch of that label; their Datasets are looked at again every
- * CACHEGATE_EVERY_MS (the cached figures change with the workers'
- * heartbeats, not with an API event of the pod).
+ * watch of that label. A pod's ADDED or MODIFIED event judges that pod
+ * alone, so that a job of N gated pods costs N verdicts as it starts, not
+ * N^2. Every CACHEGATE_EVERY_MS a round judges every gated pod again,
+ * reading each Dataset they name once: the cached figures change with the
+ * workers' heartbeats, not with an API event of the pod, and a round is
+ * how a Dataset's new status reaches the pods gated on it.
  */
 #ifndef GRANARY_META_CACHEGATE_H
 #define GRANARY_META_CACHEGATE_H
@@ -81,6 +84,10 @@ struct cachegate;
 
 enum error_code cachegate_start(const struct cachegate_config *cfg, struct cachegate **out,
 				struct error *err);
+/* Verdicts so far, one per pod judged (an event's or a round's): the
+ * tests' measure of the work done. */
+uint64_t cachegate_judged(struct cachegate *g);
+
 /* Ends the watch (within a second) and frees g; NULL is a no-op. */
 void cachegate_stop(struct cachegate *g);
 

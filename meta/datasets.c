@@ -3,6 +3,7 @@
  */
 #include "meta/datasets.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -15,29 +16,16 @@
 #include "common/log.h"
 #include "common/retry.h"
 #include "meta/dsobject.h"
+#include "meta/dsqueue.h"
 
 #define API "/apis/" DSOBJECT_GROUP "/" DSOBJECT_VERSION
 #define WATCH_MAX_S 300
-#define RETRY_FIRST_MS 5000
-#define RETRY_MAX_MS 300000
 #define IN_USE_RETRY_MS 10000
 #define TERMINATING_RETRY_MS 1000
-#define KEYS_MAX 4096
-#define KEY_LEN (63 + 1 + 253 + 1)
 #define REPORT_EVERY_MS 10000
 #define NODES_MAX 256
 
 enum job_kind { JOB_REGISTER, JOB_REFRESH, JOB_DELETE };
-
-/* An object waiting for its next look: a failure's retry, or a job that
- * ended and asks for the object's latest state. */
-struct pending {
-	char key[KEY_LEN];      /* "N/D" */
-	uint64_t due_ms;
-	uint64_t delay_ms;      /* the backoff reached */
-	bool busy;              /* a job runs for it */
-	bool used;
-};
 
 struct datasets {
 	struct datasets_config cfg;
@@ -46,7 +34,7 @@ struct datasets {
 	bool started;
 	pthread_mutex_t mu;
 	unsigned jobs;
-	struct pending keys[KEYS_MAX];
+	struct dsqueue *queue;  /* the objects waiting for a look; protected by mu */
 	char *rv;               /* the watch's resourceVersion; NULL: list */
 	uint64_t next_due_ms;   /* the earliest look asked for (ends a watch) */
 	uint64_t report_due_ms; /* the next report of cached bytes */
@@ -66,60 +54,21 @@ struct job {
 	json_t *obj;
 };
 
-/* ---- the table of objects ------------------------------------------------ */
-
-/* key's entry; with make, a new one when none (one that waits for
- * nothing is taken over when the table is full). */
-static struct pending *slot(struct datasets *d, const char *key, bool make)
-{
-	struct pending *free_slot = NULL, *idle = NULL;
-
-	for (size_t i = 0; i < KEYS_MAX; i++) {
-		struct pending *p = &d->keys[i];
-
-		if (p->used && strcmp(p->key, key) == 0)
-			return p;
-		if (!p->used && !free_slot)
-			free_slot = p;
-		if (p->used && !p->busy && !p->due_ms && !idle)
-			idle = p;
-	}
-	if (!free_slot)
-		free_slot = idle;
-	if (!make || !free_slot)
-		return NULL;
-	memset(free_slot, 0, sizeof(*free_slot));
-	snprintf(free_slot->key, sizeof(free_slot->key), "%s", key);
-	free_slot->used = true;
-	return free_slot;
-}
+/* ---- the objects waiting ------------------------------------------------ */
 
 /* Look at key again in delay_ms (d->mu held). backoff: double the delay
  * of the last failure; else a plain wake-up that keeps it. */
 static void again(struct datasets *d, const char *key, uint64_t delay_ms, bool backoff)
 {
-	struct pending *p = slot(d, key, true);
+	uint64_t due = dsqueue_again(d->queue, key, retry_now_ms(), delay_ms, backoff);
 
-	if (!p)
+	if (!due) {
+		log_warn("cannot keep a Dataset for another look: out of memory",
+			 LOG_S("dataset", key));
 		return;
-	if (backoff) {
-		p->delay_ms = p->delay_ms ? p->delay_ms * 2 : RETRY_FIRST_MS;
-		if (p->delay_ms > RETRY_MAX_MS)
-			p->delay_ms = RETRY_MAX_MS;
-		delay_ms = p->delay_ms;
 	}
-	p->due_ms = retry_now_ms() + delay_ms;
-	if (!d->next_due_ms || p->due_ms < d->next_due_ms)
-		d->next_due_ms = p->due_ms;
-}
-
-/* A success: no backoff left (d->mu held). */
-static void settled(struct datasets *d, const char *key)
-{
-	struct pending *p = slot(d, key, false);
-
-	if (p)
-		p->delay_ms = 0;
+	if (!d->next_due_ms || due < d->next_due_ms)
+		d->next_due_ms = due;
 }
 
 /* ---- Kubernetes calls ---------------------------------------------------- */
@@ -281,22 +230,67 @@ static enum error_code set_finalizer(struct datasets *d, const char *ns, const c
 
 /* ---- credentials --------------------------------------------------------- */
 
-static void cred_path(const struct datasets *d, const char *dataset, char *out, size_t size)
+/* The credentials_ref a registration of o carries: "" (the cluster's
+ * credentials), or DIR/DATASET/SECRET, the file its Secret is written to.
+ * Named after the Secret, so that a secretRef added, changed or removed
+ * is another credentials_ref, which reconcile sees against the registry. */
+static void cred_ref(const struct datasets *d, const struct dsobject *o, const char *dataset,
+		     char *out, size_t size)
 {
-	snprintf(out, size, "%s/%s.credentials", d->cred_dir, dataset);
+	if (*o->secret)
+		snprintf(out, size, "%s/%s/%s", d->cred_dir, dataset, o->secret);
+	else
+		out[0] = '\0';
 }
 
-/* spec.secretRef's Secret, in the Dataset's namespace, as meta's file. */
-static enum error_code write_credentials(struct datasets *d, const struct dsobject *o,
-					 const char *path, struct error *err)
+/* Removes DATASET's credentials files but keep (NULL: all of them, and
+ * their directory). A file that stays is logged, not an error: it holds
+ * no registration up. */
+static void prune_credentials(struct datasets *d, const char *dataset, const char *keep)
 {
-	char api[512];
+	char dir[4200];
+	struct dirent *de;
+	DIR *dh;
+
+	snprintf(dir, sizeof(dir), "%s/%s", d->cred_dir, dataset);
+	dh = opendir(dir);
+	if (!dh) {
+		if (errno != ENOENT)
+			log_warn("cannot read a Dataset's credentials directory",
+				 LOG_S("path", dir), LOG_S("cause", strerror(errno)));
+		return;
+	}
+	while ((de = readdir(dh))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    (keep && !strcmp(de->d_name, keep)))
+			continue;
+		if (unlinkat(dirfd(dh), de->d_name, 0) != 0 && errno != ENOENT)
+			log_warn("cannot remove a Dataset's credentials file", LOG_S("path", dir),
+				 LOG_S("file", de->d_name), LOG_S("cause", strerror(errno)));
+	}
+	closedir(dh);
+	if (!keep && rmdir(dir) != 0 && errno != ENOENT)
+		log_warn("cannot remove a Dataset's credentials directory", LOG_S("path", dir),
+			 LOG_S("cause", strerror(errno)));
+}
+
+/* spec.secretRef's Secret, in the Dataset's namespace, as meta's file
+ * path (cred_ref) in the directory DIR/DATASET. */
+static enum error_code write_credentials(struct datasets *d, const struct dsobject *o,
+					 const char *dataset, const char *path, struct error *err)
+{
+	char api[512], dir[4200];
 	json_t *secret = NULL;
 	char *text = NULL;
 	size_t len = 0;
 	enum error_code rc;
 	long code;
 
+	/* The name becomes a file name: the CRD's pattern allows no other. */
+	if (strchr(o->secret, '/') || !strcmp(o->secret, ".") || !strcmp(o->secret, ".."))
+		return error_set(err, ERR_INVALID,
+				 "field 'spec.secretRef.name': '%.64s' is not the name of a Secret",
+				 o->secret);
 	snprintf(api, sizeof(api), "/api/v1/namespaces/%s/secrets/%s", o->ns, o->secret);
 	rc = kubeapi_call(d->cfg.kube, "GET", api, NULL, &code, &secret, err);
 	if (rc != ERR_OK)
@@ -312,7 +306,10 @@ static enum error_code write_credentials(struct datasets *d, const struct dsobje
 	json_decref(secret);
 	if (rc != ERR_OK)
 		return error_wrap(err, "field 'spec.secretRef' (Secret %s/%s)", o->ns, o->secret);
-	rc = fileio_replace(path, text, len, 0600, err);
+	snprintf(dir, sizeof(dir), "%s/%s", d->cred_dir, dataset);
+	rc = fileio_mkdirs(dir, 0700, err);
+	if (rc == ERR_OK)
+		rc = fileio_replace(path, text, len, 0600, err);
 	explicit_bzero(text, len);
 	free(text);
 	return rc;
@@ -534,9 +531,9 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 	snprintf(msg, sizeof(msg), "%s %s", refresh ? "listing again" : "listing", o->source);
 	set_phase(d, o, refresh ? DSOBJECT_REFRESHING : DSOBJECT_LISTING,
 		  refresh ? "Refreshing" : "Listing", msg, NULL);
-	if (*o->secret) {
-		cred_path(d, dataset, path, sizeof(path));
-		rc = write_credentials(d, o, path, &err);
+	cred_ref(d, o, dataset, path, sizeof(path));
+	if (*path) {
+		rc = write_credentials(d, o, dataset, path, &err);
 		if (rc != ERR_OK) {
 			failed(d, o, key, &err);
 			return;
@@ -558,7 +555,9 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 		} else {
 			rc = registry_register(d->cfg.registry, &spec, &rd, &err);
 			if (rc == ERR_EXISTS) {
-				/* Region or credentials changed: listed again. */
+				/* Region or secretRef changed: listed again. The
+				 * registry changes options only in place, and
+				 * new credentials are best tried at once. */
 				log_info("Dataset registered again", LOG_S("dataset", dataset),
 					 LOG_S("cause", err.msg));
 				rc = registry_delete(d->cfg.registry, dataset, &err);
@@ -586,13 +585,17 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 			 (unsigned long long)rd.generation, (unsigned long long)rd.totals.files);
 		set_phase(d, o, DSOBJECT_READY, "Ready", msg, st);
 	}
+	/* The registration names path now: the files of other Secrets go (a
+	 * refresh lists with the credentials_ref registered, kept). */
+	if (!refresh)
+		prune_credentials(d, dataset, *o->secret ? o->secret : NULL);
 	event(d, o, "Normal", refresh ? "Refreshed" : "Registered", msg);
 	log_info(refresh ? "Dataset refreshed" : "Dataset registered", LOG_S("namespace", o->ns),
 		 LOG_S("dataset", o->name), LOG_U("generation", rd.generation),
 		 LOG_U("files", rd.totals.files), LOG_U("bytes", rd.totals.bytes));
 	registry_dataset_release(&rd);
 	pthread_mutex_lock(&d->mu);
-	settled(d, key);
+	dsqueue_settled(d->queue, key);
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -651,10 +654,7 @@ static void job_delete(struct datasets *d, const struct dsobject *o, const char 
 			rc = ERR_OK;
 	}
 	if (rc == ERR_OK) {
-		cred_path(d, dataset, path, sizeof(path));
-		if (unlink(path) != 0 && errno != ENOENT)
-			log_warn("cannot remove a Dataset's credentials file", LOG_S("path", path),
-				 LOG_S("cause", strerror(errno)));
+		prune_credentials(d, dataset, NULL);
 		rc = set_finalizer(d, o->ns, o->name, false, &err);
 	}
 	if (rc != ERR_OK) {
@@ -663,7 +663,7 @@ static void job_delete(struct datasets *d, const struct dsobject *o, const char 
 	}
 	log_info("Dataset deleted", LOG_S("namespace", o->ns), LOG_S("dataset", o->name));
 	pthread_mutex_lock(&d->mu);
-	settled(d, key);
+	dsqueue_settled(d->queue, key);
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -672,9 +672,8 @@ static void *job_main(void *arg)
 	struct job *j = arg;
 	struct datasets *d = j->d;
 	struct dsobject o;
-	char dataset[DSOBJECT_NAME_MAX + 1], key[KEY_LEN];
+	char dataset[DSOBJECT_NAME_MAX + 1], key[DSQUEUE_KEY_LEN];
 	struct error err;
-	struct pending *p;
 
 	if (dsobject_parse(j->obj, &o, &err) == ERR_OK &&
 	    dsobject_dataset_name(&o, d->mirror_ns, dataset, sizeof(dataset), &err) == ERR_OK) {
@@ -684,13 +683,7 @@ static void *job_main(void *arg)
 		else
 			job_register(d, &o, dataset, key, j->kind == JOB_REFRESH);
 		pthread_mutex_lock(&d->mu);
-		p = slot(d, key, true);
-		if (p) {
-			p->busy = false;
-			/* The object may have changed while the job ran. */
-			if (!p->due_ms)
-				p->due_ms = retry_now_ms();
-		}
+		dsqueue_finished(d->queue, key, retry_now_ms());
 		pthread_mutex_unlock(&d->mu);
 	}
 	json_decref(j->obj);
@@ -701,38 +694,34 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
-/* Starts kind for obj unless a job runs for it already or max_jobs do
- * (then it is looked at again shortly). */
+/* Starts kind for obj unless a job runs for it already (its end looks at
+ * the object again) or max_jobs do (then it is looked at again shortly). */
 static void start_job(struct datasets *d, const char *key, enum job_kind kind, json_t *obj)
 {
-	struct job *j;
-	struct pending *p;
+	struct job *j = NULL;
 	pthread_attr_t attr;
 	pthread_t t;
 
 	pthread_mutex_lock(&d->mu);
-	p = slot(d, key, true);
-	if (!p || p->busy || d->jobs >= d->cfg.max_jobs) {
-		if (p && !p->busy)
-			again(d, key, 1000, false);
+	if (dsqueue_running(d->queue, key)) {
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
-	j = calloc(1, sizeof(*j));
-	if (!j) {
+	if (d->jobs >= d->cfg.max_jobs || !(j = calloc(1, sizeof(*j))) ||
+	    !dsqueue_start(d->queue, key)) {
+		free(j);
+		again(d, key, 1000, false);
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
 	j->d = d;
 	j->kind = kind;
 	j->obj = json_incref(obj);
-	p->busy = true;
-	p->due_ms = 0;
 	d->jobs++;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, job_main, j) != 0) {
-		p->busy = false;
+		dsqueue_finished(d->queue, key, retry_now_ms());
 		again(d, key, 1000, false);
 		d->jobs--;
 		json_decref(j->obj);
@@ -759,7 +748,9 @@ static void report_ready(struct datasets *d, const struct dsobject *o,
 		  totals(rd, dsobject_is_mirror(o, d->mirror_ns) ? NULL : o->name));
 }
 
-static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpec *s)
+/* Whether s is what o asks for, credentials_ref cred (cred_ref) included. */
+static bool same_spec(const struct dsobject *o, const char *cred,
+		      const Granary__V1__DatasetSpec *s)
 {
 	const Granary__V1__DatasetOptions *opt = s->options;
 
@@ -772,18 +763,17 @@ static bool same_options(const struct dsobject *o, const Granary__V1__DatasetSpe
 	       (int)opt->cache_policy == o->cache_policy && opt->pin == o->pin &&
 	       opt->preload == o->preload && strcmp(s->source_uri, o->source) == 0 &&
 	       strcmp(s->endpoint ? s->endpoint : "", o->endpoint) == 0 &&
-	       strcmp(s->region ? s->region : "", o->region) == 0;
+	       strcmp(s->region ? s->region : "", o->region) == 0 &&
+	       strcmp(s->credentials_ref ? s->credentials_ref : "", cred) == 0;
 }
 
 /* Whether key waits for its retry after a failure (failed, again). */
 static bool backing_off(struct datasets *d, const char *key)
 {
-	struct pending *p;
 	bool waiting;
 
 	pthread_mutex_lock(&d->mu);
-	p = slot(d, key, false);
-	waiting = p && p->delay_ms && p->due_ms > retry_now_ms();
+	waiting = dsqueue_backing_off(d->queue, key, retry_now_ms());
 	pthread_mutex_unlock(&d->mu);
 	return waiting;
 }
@@ -792,7 +782,7 @@ static void reconcile(struct datasets *d, json_t *obj)
 {
 	struct dsobject o;
 	struct registry_dataset rd = { 0 };
-	char dataset[DSOBJECT_NAME_MAX + 1], key[KEY_LEN];
+	char dataset[DSOBJECT_NAME_MAX + 1], key[DSQUEUE_KEY_LEN], cred[4200];
 	struct error err;
 	enum error_code rc;
 
@@ -828,9 +818,11 @@ static void reconcile(struct datasets *d, json_t *obj)
 	if (strcmp(o.phase, "Failed") == 0 && o.observed == o.generation && backing_off(d, key))
 		return;
 	rc = registry_get(d->cfg.registry, dataset, &rd, &err);
+	cred_ref(d, &o, dataset, cred, sizeof(cred));
 	/* A claim's mirror never replaces what CreateVolume registered (with
 	 * the provisioner Secret); it only stands in when meta lost it. */
-	if (rc != ERR_OK || (!dsobject_is_mirror(&o, d->mirror_ns) && !same_options(&o, rd.spec))) {
+	if (rc != ERR_OK ||
+	    (!dsobject_is_mirror(&o, d->mirror_ns) && !same_spec(&o, cred, rd.spec))) {
 		if (rc == ERR_OK && rd.state != REGISTRY_READY) {
 			/* Being built (by a job, or a node staging it):
 			 * looked at again when that is done. */
@@ -934,26 +926,13 @@ static bool watch_stop(void *arg)
  * next one is due (WATCH_MAX_S s when none). */
 static uint64_t run_due(struct datasets *d)
 {
-	char due[64][KEY_LEN];
-	size_t n = 0;
-	uint64_t now = retry_now_ms(), next = WATCH_MAX_S * 1000ull;
+	char due[64][DSQUEUE_KEY_LEN];
+	size_t n;
+	uint64_t now = retry_now_ms(), next;
 
 	pthread_mutex_lock(&d->mu);
-	d->next_due_ms = 0;
-	for (size_t i = 0; i < KEYS_MAX; i++) {
-		struct pending *p = &d->keys[i];
-
-		if (!p->used || p->busy || !p->due_ms)
-			continue;
-		if (p->due_ms <= now && n < 64) {
-			snprintf(due[n++], KEY_LEN, "%s", p->key);
-			p->due_ms = 0;
-		} else if (p->due_ms > now && p->due_ms - now < next) {
-			next = p->due_ms - now;
-		}
-	}
-	if (next < WATCH_MAX_S * 1000ull)
-		d->next_due_ms = now + next;
+	n = dsqueue_take_due(d->queue, now, due, 64, &next);
+	d->next_due_ms = next;
 	pthread_mutex_unlock(&d->mu);
 	for (size_t i = 0; i < n; i++) {
 		char path[600], *slash = strchr(due[i], '/');
@@ -969,9 +948,7 @@ static uint64_t run_due(struct datasets *d)
 		} else if (code == 404) {
 			*slash = '/';
 			pthread_mutex_lock(&d->mu);
-			struct pending *p = slot(d, due[i], false);
-			if (p && !p->busy)
-				p->used = false;
+			dsqueue_forget(d->queue, due[i]);
 			pthread_mutex_unlock(&d->mu);
 		} else {
 			*slash = '/';
@@ -981,7 +958,9 @@ static uint64_t run_due(struct datasets *d)
 		}
 		json_decref(obj);
 	}
-	return n ? 0 : next;
+	if (n)
+		return 0;
+	return next && next - now < WATCH_MAX_S * 1000ull ? next - now : WATCH_MAX_S * 1000ull;
 }
 
 /* The entry of name in d->reported, added when missing (NULL: no memory). */
@@ -1177,6 +1156,10 @@ enum error_code datasets_start(const struct datasets_config *cfg, struct dataset
 	if (!d->cfg.max_jobs)
 		d->cfg.max_jobs = 4;
 	pthread_mutex_init(&d->mu, NULL);
+	if (!(d->queue = dsqueue_new())) {
+		datasets_stop(d, 0);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
 	if (fileio_mkdirs(d->cred_dir, 0700, err) != ERR_OK) {
 		datasets_stop(d, 0);
 		return err->code;
@@ -1213,6 +1196,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 	pthread_mutex_destroy(&d->mu);
 	free(d->rv);
 	free(d->reported);
+	dsqueue_free(d->queue);
 	free(d->cred_dir);
 	free(d->driver);
 	free(d->mirror_ns);

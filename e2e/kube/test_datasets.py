@@ -296,6 +296,62 @@ def test_failed_dataset_recovers_once_the_cause_is_gone(team):
     kube.kubectl("delete", "dataset", "late", "-n", TEAM, "--timeout=60s")
 
 
+def credentials_ref(name):
+    pb, stub = kube.meta_stub()
+    return stub.GetDataset(pb.GetDatasetRequest(name=f"{TEAM}.{name}"), timeout=10).spec.credentials_ref
+
+
+def wait_ready_for_spec(name):
+    """Ready for the object's latest generation (a spec change acted on)."""
+    return kube.wait_for(
+        f"Dataset {name} Ready for its spec",
+        lambda: (status(name) or {}).get("phase") == "Ready"
+        and status(name).get("observedGeneration") ==
+        kube.get("dataset", name, TEAM)["metadata"]["generation"] and status(name))
+
+
+def set_secret_ref(name, secret):
+    ref = {"name": secret} if secret else None
+    kube.kubectl("patch", "dataset", name, "-n", TEAM, "--type=merge",
+                 "-p", json.dumps({"spec": {"secretRef": ref}}))
+
+
+def test_secret_ref_changed_on_a_ready_dataset_applies_at_once(team):
+    # A Dataset Ready with Secret s3; secretRef then changed to a Secret the
+    # store refuses, to another good one, removed, and added back. Each
+    # change is acted on at once (no refresh asked): the registration is
+    # made again with the new Secret's file as credentials_ref (the
+    # source listed with it), or with none (the cluster's credentials).
+    prefix = PREFIX + "-rotated"
+    kube.upload_tfrecords(prefix, shards=1, shard_size="1MiB")
+    kube.apply(kube.credentials_secret("s3-other", namespace=TEAM))
+    kube.apply(kube.credentials_secret("s3-refused", namespace=TEAM,
+                                       secret="not-the-secret-key-0123456789"))
+    kube.apply(dataset("rotated", prefix=prefix))
+    wait_phase("rotated", "Ready")
+    assert credentials_ref("rotated").endswith(f"/{TEAM}.rotated/s3"), credentials_ref("rotated")
+    t0 = time.monotonic()
+    set_secret_ref("rotated", "s3-refused")
+    st = kube.wait_for("Failed with the refused Secret",
+                       lambda: (status("rotated") or {}).get("reason") == "PermissionDenied"
+                       and status("rotated"), timeout=60)
+    print(f"secret_ref_change_acted_on_s={time.monotonic() - t0:.2f}")
+    assert st["phase"] == "Failed", st
+    set_secret_ref("rotated", "s3-other")
+    st = wait_ready_for_spec("rotated")
+    assert st["files"] == 1, st
+    assert credentials_ref("rotated").endswith(f"/{TEAM}.rotated/s3-other"), credentials_ref("rotated")
+    set_secret_ref("rotated", None)
+    wait_ready_for_spec("rotated")
+    assert credentials_ref("rotated") == ""
+    set_secret_ref("rotated", "s3")
+    wait_ready_for_spec("rotated")
+    assert credentials_ref("rotated").endswith(f"/{TEAM}.rotated/s3"), credentials_ref("rotated")
+    assert any(e.startswith("Registered:") for e in kube.events(TEAM, "Dataset", "rotated"))
+    kube.kubectl("delete", "dataset", "rotated", "-n", TEAM, "--timeout=60s")
+    assert f"{TEAM}.rotated" not in meta_names()
+
+
 def test_a_dataset_whose_claim_name_is_taken_stays_failed_until_it_is_free(team):
     # A claim of the Dataset's name that is someone else's (it names
     # another volume): the Dataset is Failed (Conflict) and stays so at its

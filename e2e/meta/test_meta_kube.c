@@ -1,0 +1,473 @@
+/*
+ * test_meta_kube.c - granary-meta's Kubernetes controllers, the Dataset
+ * controller (meta/datasets.c) and the cache gate (meta/cachegate.c), run
+ * in this process against a real kube-apiserver and etcd with the chart's
+ * Dataset CRD (the fixture e2e/meta/kube-apiserver.sh, $GRANARY_KUBE_API_DIR)
+ * and a real registry listing the S3 server of the ctest fixture
+ * ($GRANARY_S3_DIR, bucket granary-e2e).
+ *
+ * The fixture runs no kubelet, scheduler or controller-manager: the test
+ * writes what those would (a Dataset's cached bytes, as granary-meta's
+ * own report would from the workers' heartbeats), and pods stay gated
+ * objects that never run. No part is a stand-in.
+ */
+#include <check.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/retry.h"
+#include "e2e/harness.h"
+#include "kube/kubeapi.h"
+#include "meta/cachegate.h"
+#include "meta/datasets.h"
+#include "meta/membership.h"
+#include "meta/registry.h"
+#include "store/store.h"
+#include "unit/check_main.h"
+
+#define BUCKET "granary-e2e"
+#define DATASETS "/apis/granary.io/v1alpha1/namespaces/%s/datasets/%s"
+
+static char endpoint[256], credentials[512], work[128];
+static struct kubeapi *kube;
+static atomic_bool stopping;
+
+static bool stop_now(void)
+{
+	return stopping;
+}
+
+/* ---- the fixtures ------------------------------------------------------ */
+
+static void setup(void)
+{
+	const char *dir = getenv("GRANARY_KUBE_API_DIR");
+	char path[600], line[1024], url[256] = "", token[600] = "", ca[600] = "";
+	struct error err;
+	FILE *f;
+
+	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
+	ck_assert_msg(dir != NULL, "GRANARY_KUBE_API_DIR is not set (run through ctest)");
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the kube-apiserver fixture running?", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "GRANARY_KUBE_API=", 17) == 0)
+			snprintf(url, sizeof(url), "%s", line + 17);
+		else if (strncmp(line, "GRANARY_KUBE_API_TOKEN=", 23) == 0)
+			snprintf(token, sizeof(token), "%s", line + 23);
+		else if (strncmp(line, "GRANARY_KUBE_API_CA=", 20) == 0)
+			snprintf(ca, sizeof(ca), "%s", line + 20);
+	}
+	fclose(f);
+	ck_assert_msg(*url && *token && *ca, "%s lacks a setting", path);
+	ck_assert_msg(kubeapi_new(url, token, ca, &kube, &err) == ERR_OK, "%s", err.msg);
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-meta-kube-XXXXXX");
+	stopping = false;
+}
+
+static void teardown(void)
+{
+	kubeapi_free(kube);
+	harness_rm_rf(work);
+}
+
+/* ---- the apiserver ----------------------------------------------------- */
+
+/* METHOD path with body (taken; NULL: none): the answer, its status in
+ * *code. Fails the test when the apiserver does not answer. */
+static json_t *api(const char *method, const char *path, const char *content_type, json_t *body,
+		   long *code)
+{
+	json_t *reply = NULL;
+	struct error err;
+
+	ck_assert_msg(kubeapi_call_ct(kube, method, path, content_type, body, code, &reply,
+				      &err) == ERR_OK,
+		      "%s %s: %s", method, path, err.msg);
+	json_decref(body);
+	return reply;
+}
+
+/* POST of obj to path, which must make it (201). */
+static void create(const char *path, json_t *obj)
+{
+	long code = 0;
+	json_t *reply = api("POST", path, "application/json", obj, &code);
+
+	ck_assert_msg(code == 201, "POST %s: HTTP %ld: %s", path, code, kubeapi_message(reply));
+	json_decref(reply);
+}
+
+/* A merge patch of the object at path (or its status, path ending in
+ * /status), which must take it. */
+static void merge(const char *path, json_t *patch)
+{
+	long code = 0;
+	json_t *reply = api("PATCH", path, "application/merge-patch+json", patch, &code);
+
+	ck_assert_msg(code == 200, "PATCH %s: HTTP %ld: %s", path, code, kubeapi_message(reply));
+	json_decref(reply);
+}
+
+static json_t *get(const char *path)
+{
+	long code = 0;
+	json_t *reply = api("GET", path, "application/json", NULL, &code);
+
+	ck_assert_msg(code == 200, "GET %s: HTTP %ld: %s", path, code, kubeapi_message(reply));
+	return reply;
+}
+
+/* A namespace of its own for each test (no controller deletes one), with
+ * the service account "default" pods need (admission looks it up). */
+static void make_namespace(char *ns, size_t size, const char *stem)
+{
+	char path[300];
+
+	snprintf(ns, size, "%s-%d-%llu", stem, (int)getpid(),
+		 (unsigned long long)(retry_wall_ms() % 100000));
+	create("/api/v1/namespaces", json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind",
+					       "Namespace", "metadata", "name", ns));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/serviceaccounts", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind",
+			       "ServiceAccount", "metadata", "name", "default"));
+}
+
+/* Events in ns of reason (about any object). */
+static size_t events(const char *ns, const char *reason)
+{
+	char path[400];
+	json_t *list;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events?fieldSelector=reason%%3D%s", ns,
+		 reason);
+	list = get(path);
+	n = json_array_size(json_object_get(list, "items"));
+	json_decref(list);
+	return n;
+}
+
+/* ---- the Dataset controller -------------------------------------------- */
+
+struct controller {
+	struct registry *registry;
+	struct membership *membership;
+	struct datasets *datasets;
+	char cred_dir[300];
+};
+
+/* The registry over the S3 fixture (its credentials are the cluster's,
+ * the "" credentials_ref) and the controller writing into it. */
+static void controller_start(struct controller *c)
+{
+	struct store_config store = { .endpoint = endpoint, .credentials_file = credentials,
+				      .request_timeout_ms = 10000, .deadline_ms = 30000,
+				      .max_attempts = 1 };
+	char data_dir[300];
+	struct registry_options ro = { .data_dir = data_dir, .store = &store };
+	struct membership_options mo = { .interval_ms = 5000, .expiry_ms = 15000 };
+	struct datasets_config dc = { .credentials_dir = c->cred_dir, .driver = "csi.granary.io",
+				      .mirror_ns = "granary-system", .max_jobs = 4,
+				      .stop = stop_now };
+	struct error err;
+
+	snprintf(data_dir, sizeof(data_dir), "%s/meta", work);
+	snprintf(c->cred_dir, sizeof(c->cred_dir), "%s/credentials", work);
+	ck_assert_msg(registry_open(&ro, &c->registry, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(membership_new(&mo, &c->membership, &err) == ERR_OK, "%s", err.msg);
+	dc.kube = kube;
+	dc.registry = c->registry;
+	dc.membership = c->membership;
+	ck_assert_msg(datasets_start(&dc, &c->datasets, &err) == ERR_OK, "%s", err.msg);
+}
+
+static void controller_stop(struct controller *c)
+{
+	stopping = true;
+	ck_assert(datasets_stop(c->datasets, 30000));
+	membership_free(c->membership);
+	registry_free(c->registry);
+}
+
+/* The S3 fixture's keys (its credentials file), id[256] and key[256]. */
+static void fixture_keys(char *id, char *key)
+{
+	char line[512];
+	FILE *f = fopen(credentials, "r");
+
+	ck_assert_msg(f != NULL, "cannot read %s", credentials);
+	*id = *key = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "aws_access_key_id = %255s", id);
+		sscanf(line, "aws_secret_access_key = %255s", key);
+	}
+	fclose(f);
+	ck_assert_msg(*id && *key, "no aws_access_key_id or aws_secret_access_key in %s",
+		      credentials);
+}
+
+static void make_secret(const char *ns, const char *name, const char *id, const char *key)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:s}}", "apiVersion", "v1", "kind",
+			       "Secret", "metadata", "name", name, "stringData", "accessKeyID", id,
+			       "secretAccessKey", key));
+}
+
+/* Waits up to 60 s for the Dataset's status to describe its current
+ * generation with phase (and reason, when not NULL). */
+static void wait_phase(const char *ns, const char *name, const char *phase, const char *reason)
+{
+	char path[400], seen[600] = "";
+	uint64_t until = retry_now_ms() + 60000;
+
+	snprintf(path, sizeof(path), DATASETS, ns, name);
+	while (retry_now_ms() < until) {
+		json_t *o = get(path), *st = json_object_get(o, "status");
+		const char *p = json_string_value(json_object_get(st, "phase"));
+		const char *r = json_string_value(json_object_get(st, "reason"));
+		bool done = p && !strcmp(p, phase) && (!reason || (r && !strcmp(r, reason))) &&
+			    json_integer_value(json_object_get(st, "observedGeneration")) ==
+				    json_integer_value(json_object_get(
+					    json_object_get(o, "metadata"), "generation"));
+
+		snprintf(seen, sizeof(seen), "%s/%s: %s", p ? p : "-", r ? r : "-",
+			 json_string_value(json_object_get(st, "message")) ?: "");
+		json_decref(o);
+		if (done)
+			return;
+		retry_sleep_ms(200);
+	}
+	ck_abort_msg("Dataset %s/%s: no %s%s%s within 60 s; last seen %s", ns, name, phase,
+		     reason ? "/" : "", reason ? reason : "", seen);
+}
+
+/* The credentials_ref dataset is registered with is want. */
+static void expect_ref(struct controller *c, const char *dataset, const char *want)
+{
+	struct registry_dataset rd = { 0 };
+	struct error err;
+
+	ck_assert_msg(registry_get(c->registry, dataset, &rd, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(rd.state == REGISTRY_READY, "dataset %s is %s", dataset,
+		      registry_state_name(rd.state));
+	ck_assert_str_eq(rd.spec->credentials_ref, want);
+	registry_dataset_release(&rd);
+}
+
+static void set_secret_ref(const char *ns, const char *name, const char *secret)
+{
+	char path[400];
+
+	snprintf(path, sizeof(path), DATASETS, ns, name);
+	merge(path, json_pack("{s:{s:o}}", "spec", "secretRef",
+			      secret ? json_pack("{s:s}", "name", secret) : json_null()));
+}
+
+/*
+ * A secretRef changed on a Dataset that is Ready takes effect at once: its
+ * registration lists the source again with the new Secret's credentials
+ * (one refused shows as PermissionDenied), and carries the new Secret's
+ * file as credentials_ref, or none once secretRef is removed; the files of
+ * other Secrets go.
+ */
+START_TEST(test_datasets_apply_a_changed_secret_ref)
+{
+	struct controller c = { 0 };
+	char ns[64], path[400], prefix[128], dataset[128], ref[700], id[256], key[256];
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials };
+	struct store *st = NULL;
+	struct error err;
+	struct stat sb;
+	uint64_t t0;
+
+	/* A source of two objects. */
+	snprintf(prefix, sizeof(prefix), "meta-kube-%d-%llu/", (int)getpid(),
+		 (unsigned long long)retry_now_ms());
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%sf%d", prefix, i);
+		ck_assert_msg(store_put(st, path, "data", 4, &err) == ERR_OK, "%s", err.msg);
+	}
+	store_free(st);
+
+	make_namespace(ns, sizeof(ns), "creds");
+	snprintf(dataset, sizeof(dataset), "%s.ds", ns);
+	fixture_keys(id, key);
+	make_secret(ns, "good", id, key);
+	make_secret(ns, "good2", id, key);
+	make_secret(ns, "bad", id, "not-the-secret-key-0123456789");
+	controller_start(&c);
+	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s+, s:{s:s}}}", "apiVersion",
+			       "granary.io/v1alpha1", "kind", "Dataset", "metadata", "name", "ds",
+			       "spec", "source", "s3://" BUCKET "/", prefix, "secretRef", "name",
+			       "good"));
+	wait_phase(ns, "ds", "Ready", NULL);
+
+	/* Credentials the store refuses: the listing with them fails. */
+	set_secret_ref(ns, "ds", "bad");
+	t0 = retry_now_ms();
+	wait_phase(ns, "ds", "Failed", "PermissionDenied");
+	fprintf(stderr, "secretRef changed on a Ready Dataset: Failed after %llu ms\n",
+		(unsigned long long)(retry_now_ms() - t0));
+
+	/* Another Secret: registered with its file, the others' gone. */
+	set_secret_ref(ns, "ds", "good2");
+	wait_phase(ns, "ds", "Ready", NULL);
+	snprintf(ref, sizeof(ref), "%s/%s/good2", c.cred_dir, dataset);
+	expect_ref(&c, dataset, ref);
+	ck_assert_int_eq(stat(ref, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0600);
+	snprintf(ref, sizeof(ref), "%s/%s/bad", c.cred_dir, dataset);
+	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+	snprintf(ref, sizeof(ref), "%s/%s/good", c.cred_dir, dataset);
+	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+
+	/* None: the cluster's credentials, no file left. */
+	set_secret_ref(ns, "ds", NULL);
+	wait_phase(ns, "ds", "Ready", NULL);
+	expect_ref(&c, dataset, "");
+	snprintf(ref, sizeof(ref), "%s/%s", c.cred_dir, dataset);
+	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+
+	/* Added again. */
+	set_secret_ref(ns, "ds", "good");
+	wait_phase(ns, "ds", "Ready", NULL);
+	snprintf(ref, sizeof(ref), "%s/%s/good", c.cred_dir, dataset);
+	expect_ref(&c, dataset, ref);
+	controller_stop(&c);
+}
+END_TEST
+
+/* ---- the cache gate ---------------------------------------------------- */
+
+/* Gated pods of ns. */
+static size_t count_gated(const char *ns)
+{
+	char path[300];
+	json_t *list, *pod;
+	size_t i, n = 0;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", ns);
+	list = get(path);
+	json_array_foreach(json_object_get(list, "items"), i, pod)
+		n += cachegate_index(pod) >= 0;
+	json_decref(list);
+	return n;
+}
+
+static void make_pod(const char *ns, const char *name, const char *claim)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s, s:{s:s}}, s:{s:[{s:s}], s:[{s:s, s:s}], "
+			       "s:[{s:s, s:{s:s, s:b}}]}}",
+			       "apiVersion", "v1", "kind", "Pod", "metadata", "name", name,
+			       "labels", CACHEGATE_LABEL, "90", "spec", "schedulingGates", "name",
+			       CACHEGATE_GATE, "containers", "name", "train", "image", "busybox",
+			       "volumes", "name", "data", "persistentVolumeClaim", "claimName",
+			       claim, "readOnly", 1));
+}
+
+/* Waits up to timeout_ms for check(ns) to be want; returns what it was. */
+static size_t wait_count(size_t (*check)(const char *ns), const char *ns, size_t want,
+			 uint64_t timeout_ms)
+{
+	uint64_t until = retry_now_ms() + timeout_ms;
+	size_t n;
+
+	while ((n = check(ns)) != want && retry_now_ms() < until)
+		retry_sleep_ms(100);
+	return n;
+}
+
+static size_t waiting_events(const char *ns)
+{
+	return events(ns, "WaitingForCache");
+}
+
+/*
+ * A job of N gated pods appears at once: each pod's ADDED event judges
+ * that pod alone (N verdicts, and rounds of at most N each, where the
+ * gate once judged every gated pod at each one: N(N+1)/2). Then the
+ * Dataset's cached bytes reach what they ask and a round opens them all;
+ * a pod whose label turns bad is let go.
+ */
+START_TEST(test_cachegate_judges_each_new_pod_once)
+{
+	enum { N = 40 };
+	struct cachegate_config cfg = { .mirror_ns = "granary-system", .stop = stop_now };
+	struct cachegate *g = NULL;
+	char ns[64], path[400], name[32];
+	struct error err;
+	uint64_t t0, judged, rounds;
+	size_t n;
+
+	make_namespace(ns, sizeof(ns), "gate");
+	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s}}", "apiVersion", "granary.io/v1alpha1",
+			       "kind", "Dataset", "metadata", "name", "ds", "spec", "source",
+			       "s3://" BUCKET "/gate/"));
+	snprintf(path, sizeof(path), DATASETS "/status", ns, "ds");
+	merge(path, json_pack("{s:{s:s, s:I, s:I}}", "status", "phase", "Ready", "bytes",
+			      (json_int_t)1000, "cachedBytes", (json_int_t)0));
+	cfg.kube = kube;
+	ck_assert_msg(cachegate_start(&cfg, &g, &err) == ERR_OK, "%s", err.msg);
+
+	t0 = retry_now_ms();
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "train-%d", i);
+		make_pod(ns, name, "ds");
+	}
+	/* One WaitingForCache event per pod: each was judged. */
+	n = wait_count(waiting_events, ns, N, 60000);
+	ck_assert_msg(n == N, "%zu WaitingForCache events for %d pods", n, N);
+	judged = cachegate_judged(g);
+	rounds = (retry_now_ms() - t0) / CACHEGATE_EVERY_MS + 1;
+	fprintf(stderr, "cache gate: %llu verdicts for %d new pods in %llu ms\n",
+		(unsigned long long)judged, N, (unsigned long long)(retry_now_ms() - t0));
+	ck_assert_msg(judged <= N + rounds * N,
+		      "%llu verdicts for %d new pods (%llu rounds of at most %d)",
+		      (unsigned long long)judged, N, (unsigned long long)rounds, N);
+
+	/* A pod whose ask turns bad is let go, with a Warning. */
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/train-0", ns);
+	merge(path, json_pack("{s:{s:{s:s}}}", "metadata", "labels", CACHEGATE_LABEL, "soon"));
+	n = wait_count(count_gated, ns, N - 1, 60000);
+	ck_assert_msg(n == N - 1, "%zu pods gated, %d expected", n, N - 1);
+	ck_assert_uint_eq(events(ns, "BadCacheGate"), 1);
+
+	/* Cached: the next round opens every gate. */
+	snprintf(path, sizeof(path), DATASETS "/status", ns, "ds");
+	merge(path, json_pack("{s:{s:I}}", "status", "cachedBytes", (json_int_t)1000));
+	n = wait_count(count_gated, ns, 0, 60000);
+	ck_assert_msg(n == 0, "%zu pods still gated", n);
+	ck_assert_uint_eq(events(ns, "DatasetCached"), N - 1);
+	stopping = true;
+	cachegate_stop(g);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("meta_kube");
+	TCase *tc = tcase_create("controllers");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_datasets_apply_a_changed_secret_ref);
+	tcase_add_test(tc, test_cachegate_judges_each_new_pod_once);
+	suite_add_tcase(s, tc);
+	return check_main_run(s);
+}
