@@ -376,6 +376,7 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 	char path[PATH_MAX];
 	struct stat st;
 	const char *why = NULL;
+	ssize_t n;
 	int f = -1;
 
 	*fd = -1;
@@ -392,7 +393,17 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 		close(f);
 		return error_set(err, ERR_NOMEM, "read cached block '%s': out of memory", path);
 	}
-	if (fileio_pread_all(f, h, BLOCK_HEADER_SIZE, 0) != BLOCK_HEADER_SIZE)
+	n = fileio_pread_all(f, h, BLOCK_HEADER_SIZE, 0);
+	if (n < 0) {
+		/* The disk failed, not the file: an I/O error, no mismatch. */
+		int saved = errno;
+
+		free(h);
+		close(f);
+		return error_set(err, error_from_errno(saved), "read the header of cached block '%s': %s",
+				 path, strerror(saved));
+	}
+	if (n != BLOCK_HEADER_SIZE)
 		why = "short header";
 	else
 		why = block_header_parse(h, &hdr);

@@ -174,7 +174,8 @@ void block_header_key_hash(const struct block_header *hdr, uint8_t out[BLOCK_HAS
  * opens the block file of key under dir read-only and checks its header
  * and size against key. ERR_NOT_FOUND when there is no such block or the
  * file's header does not check out (a miss: the reader asks the worker; it
- * never removes or writes the file). On ERR_OK *fd is open (close it after
+ * never removes or writes the file); a header the disk cannot read is that
+ * read's error (ERR_IO for EIO). On ERR_OK *fd is open (close it after
  * the read) and *sums holds the header's data length and chunk checksums:
  * read the data with block_read_checked.
  */
