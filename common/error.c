@@ -96,6 +96,7 @@ static const struct {
 	[ERR_UNAUTHENTICATED] = { "unauthenticated", EACCES, 16, 401 },
 	[ERR_RANGE] = { "out of range", EINVAL, 11, 416 },
 	[ERR_UNAVAILABLE] = { "unavailable", EIO, 14, 503 },
+	[ERR_BUSY] = { "busy", EAGAIN, 14, 503 },
 	[ERR_TIMEOUT] = { "timed out", ETIMEDOUT, 4, 504 },
 	[ERR_IO] = { "i/o error", EIO, 13, 500 },
 	[ERR_NO_SPACE] = { "no space", ENOSPC, 8, 507 },

@@ -24,6 +24,7 @@ enum error_code {
 	ERR_UNAUTHENTICATED, /* no or malformed credentials or token */
 	ERR_RANGE,          /* offset or range outside the object */
 	ERR_UNAVAILABLE,    /* peer or store unreachable; retrying may help */
+	ERR_BUSY,           /* the server refused for load (a cap on concurrent calls); retry later */
 	ERR_TIMEOUT,        /* deadline passed */
 	ERR_IO,             /* local I/O failed or data is corrupt */
 	ERR_NO_SPACE,       /* capacity exhausted */
@@ -87,7 +88,9 @@ int error_to_grpc(enum error_code code);
  * DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED for an oversized message) back to
  * our code. error_from_grpc(error_to_grpc(c)) == c for every code that has
  * a gRPC status of its own; where two codes share one status the more
- * general wins (13 -> ERR_INTERNAL, 8 -> ERR_NO_SPACE). Statuses we never
+ * general wins (13 -> ERR_INTERNAL, 8 -> ERR_NO_SPACE, 14 -> ERR_UNAVAILABLE;
+ * the gRPC layer tells ERR_BUSY apart by a metadata key of its own).
+ * Statuses we never
  * send map to their nearest meaning: 2 UNKNOWN -> ERR_INTERNAL, 10 ABORTED
  * -> ERR_UNAVAILABLE, 15 DATA_LOSS -> ERR_IO; anything else ERR_INTERNAL.
  */

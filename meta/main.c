@@ -264,7 +264,14 @@ int main(int argc, char **argv)
 	svc.registry = reg;
 	svc.membership = mem;
 	svc.identity = identity;
-	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS;
+	/* GetSnapshot streams hold a thread while their client reads: at most
+	 * rpc.max_streams run at once (one more is refused as busy), on
+	 * threads of their own on top of those, so that clients that open
+	 * streams and never read cannot take the threads of heartbeats and the
+	 * other calls. */
+	sopt.max_streams = (unsigned)s.rpc_max_streams;
+	sopt.threads = (unsigned)cpu_available() + MAX_BUILDS + sopt.max_streams;
+	sopt.stall_timeout_ms = s.rpc_stall_timeout_ms;
 	sopt.tls = &tls;
 	make_socket_dir(s.listen);
 	if (rpc_server_new(&sopt, &srv, &err) == ERR_OK)

@@ -3,17 +3,26 @@
  */
 #include "meta/meta_client.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/fileio.h"
+#include "common/log.h"
+#include "common/retry.h"
 #include "meta/methods.h"
 #include "rpc/rpc_client.h"
 
 /* A snapshot larger than this is refused before it is received: 64 bytes
  * an object for 100 million objects. */
 #define FETCH_MAX ((uint64_t)8 << 30)
+/* A GetSnapshot that meta refuses as busy (ERR_BUSY: it serves
+ * rpc.max_streams streams already, e.g. to a burst of mounts starting at
+ * once) is sent again after a backoff from this to that, with jitter so
+ * that the burst spreads out, within the build timeout. */
+#define FETCH_BUSY_FIRST_MS 100
+#define FETCH_BUSY_MAX_MS 2000
 
 struct meta_client {
 	struct rpc_client *rpc;
@@ -197,21 +206,20 @@ static enum error_code take_chunk(const ProtobufCMessage *msg, void *arg, struct
 	return ERR_OK;
 }
 
-enum error_code meta_client_fetch_snapshot(struct meta_client *c, const char *name,
-					   uint64_t generation, struct snapshot **out,
-					   struct meta_client_fetch_stats *stats,
-					   struct error *err)
+/* One GetSnapshot call within timeout_ms, with an assembly of its own. */
+static enum error_code fetch_once(struct meta_client *c, const char *name, uint64_t generation,
+				  uint64_t timeout_ms, struct snapshot **out,
+				  struct meta_client_fetch_stats *stats, struct error *err)
 {
 	Granary__V1__GetSnapshotRequest req = GRANARY__V1__GET_SNAPSHOT_REQUEST__INIT;
 	struct assembly a = { .name = name };
 	enum error_code rc;
 
-	*out = NULL;
 	req.name = (char *)name;
 	req.generation = generation;
 	rc = rpc_client_stream(c->rpc, META_METHOD_SNAPSHOT, &req.base,
-			       &granary__v1__snapshot_chunk__descriptor, c->build_timeout_ms,
-			       take_chunk, &a, err);
+			       &granary__v1__snapshot_chunk__descriptor, timeout_ms, take_chunk, &a,
+			       err);
 	if (rc == ERR_OK && (a.chunks == 0 || a.have != a.total))
 		rc = error_set(err, ERR_IO, "snapshot of '%s': received %llu of %llu bytes", name,
 			       (unsigned long long)a.have, (unsigned long long)a.total);
@@ -228,6 +236,41 @@ enum error_code meta_client_fetch_snapshot(struct meta_client *c, const char *na
 	}
 	free(a.buf);
 	return rc;
+}
+
+enum error_code meta_client_fetch_snapshot(struct meta_client *c, const char *name,
+					   uint64_t generation, struct snapshot **out,
+					   struct meta_client_fetch_stats *stats,
+					   struct error *err)
+{
+	const struct retry_policy busy = { .max_attempts = UINT_MAX,
+					   .base_ms = FETCH_BUSY_FIRST_MS,
+					   .max_ms = FETCH_BUSY_MAX_MS,
+					   .deadline_ms = c->build_timeout_ms };
+	struct error local;
+	struct retry r;
+	uint64_t delay_ms, left;
+	enum error_code rc;
+
+	*out = NULL;
+	if (!err)
+		err = &local;
+	retry_init(&r, &busy);
+	for (;;) {
+		left = retry_remaining_ms(&r, retry_now_ms());
+		rc = fetch_once(c, name, generation, left ? left : 1, out, stats, err);
+		if (rc != ERR_BUSY)
+			return rc;
+		if (!retry_next(&r, retry_now_ms(), &delay_ms))
+			return error_wrap(err, "snapshot of '%s': granary-meta still busy after %llu ms (the build timeout is %llu ms)",
+					  name, (unsigned long long)(retry_now_ms() - r.start_ms),
+					  (unsigned long long)c->build_timeout_ms);
+		if (r.attempt == 2) /* the first retry: say once why this waits */
+			log_warn("granary-meta is busy serving other snapshots; retrying until it has room",
+				 LOG_S("dataset", name), LOG_S("meta", rpc_client_address(c->rpc)),
+				 LOG_U("timeout_ms", c->build_timeout_ms), LOG_S("cause", err->msg));
+		retry_sleep_ms(delay_ms);
+	}
 }
 
 enum error_code meta_client_heartbeat(struct meta_client *c, const char *worker_id,

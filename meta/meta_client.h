@@ -8,7 +8,8 @@
  * (e.g. granary__v1__dataset__free_unpacked). Errors are ours, mapped back
  * from the gRPC status (error_from_grpc): ERR_NOT_FOUND, ERR_EXISTS,
  * ERR_INVALID naming the field, ERR_PERMISSION, ERR_UNAVAILABLE (meta or the
- * store unreachable; retrying may help), ERR_TIMEOUT; the message is meta's
+ * store unreachable; retrying may help), ERR_BUSY (meta refused the call for
+ * load: meta_client_fetch_snapshot), ERR_TIMEOUT; the message is meta's
  * with the method and address in front. See docs/meta.md.
  */
 #ifndef GRANARY_META_META_CLIENT_H
@@ -83,8 +84,13 @@ struct meta_client_fetch_stats {
  * GetSnapshot: receives the chunks of generation (0 = current), checks that
  * they are in order, of one generation and add up to total_size, and
  * decodes them (snapshot_decode, checksum included) into *out (free with
- * snapshot_free). stats may be NULL. ERR_IO for a broken transfer or
- * encoding; the call's errors otherwise.
+ * snapshot_free). stats may be NULL (else it describes the last try).
+ * While meta refuses the call as busy (ERR_BUSY: it serves its
+ * rpc.max_streams streams already) the call is sent again, after a
+ * jittered backoff from 100 ms to 2 s, within the build timeout for all
+ * tries; the first refusal is logged as a warning. ERR_BUSY when meta is
+ * still busy then; ERR_IO for a broken transfer or encoding; the call's
+ * other errors at once.
  */
 enum error_code meta_client_fetch_snapshot(struct meta_client *c, const char *name,
 					   uint64_t generation, struct snapshot **out,

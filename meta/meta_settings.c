@@ -31,6 +31,12 @@ static const struct config_field meta_fields[] = {
 	  "1000000", "ListObjectsV2 pages one listing may take", 1, 1e9, NULL },
 	{ "listing.max_time", CONFIG_DURATION, offsetof(struct meta_settings, listing_max_time_ms),
 	  "30m", "time one listing may take, all pages", 1000, 7 * 86400000.0, NULL },
+	{ "rpc.stall_timeout", CONFIG_DURATION, offsetof(struct meta_settings, rpc_stall_timeout_ms),
+	  "30s", "a call whose client sends and reads nothing for this long (a GetSnapshot stream "
+	  "not read) is ended with DEADLINE_EXCEEDED, freeing its thread", 100, 3600000, NULL },
+	{ "rpc.max_streams", CONFIG_INT, offsetof(struct meta_settings, rpc_max_streams), "8",
+	  "GetSnapshot streams served at once, each on a thread of its own; one more is refused "
+	  "with UNAVAILABLE (busy), which granary-fuse retries", 1, 1024, NULL },
 	{ "store.allowed_endpoints", CONFIG_STRING,
 	  offsetof(struct meta_settings, store_allowed_endpoints), "",
 	  "S3 endpoints a dataset may name besides store.endpoint, comma-separated; they get "

@@ -27,6 +27,8 @@ struct meta_settings {
 	int64_t listing_max_objects;    /* objects in one dataset listing */
 	int64_t listing_max_pages;      /* ListObjectsV2 pages in one listing */
 	uint64_t listing_max_time_ms;   /* one listing, all pages */
+	uint64_t rpc_stall_timeout_ms;  /* a call's longest wait for its client */
+	int64_t rpc_max_streams;        /* GetSnapshot streams at once */
 	char *store_allowed_endpoints;  /* comma-separated, besides store.endpoint */
 	char *allowed_file_roots;       /* comma-separated; "" = no file:// sources */
 	char *auth_csi_key_file;        /* the roles' keys (meta/meta_auth.h); "" = none */

@@ -18,7 +18,7 @@
 #include <grpc/support/time.h>
 
 #include "common/netaddr.h"
-#include "rpc/rpc_server.h" /* RPC_DEFAULT_MAX_MESSAGE */
+#include "rpc/rpc_server.h" /* RPC_DEFAULT_MAX_MESSAGE, RPC_BUSY_METADATA */
 
 struct rpc_client {
 	grpc_channel *channel;
@@ -275,12 +275,23 @@ static bool run(struct call *k, grpc_op *ops, size_t n, void *tag)
 	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
+/* Whether the server marked its UNAVAILABLE as a refusal for load. */
+static bool refused_busy(const struct call *k)
+{
+	for (size_t i = 0; i < k->trailing_md.count; i++)
+		if (grpc_slice_str_cmp(k->trailing_md.metadata[i].key, RPC_BUSY_METADATA) == 0)
+			return true;
+	return false;
+}
+
 static enum error_code status_error(struct call *k, struct error *err)
 {
 	enum error_code code = error_from_grpc((int)k->status);
 
 	if (code == ERR_OK)
 		return ERR_OK;
+	if (code == ERR_UNAVAILABLE && refused_busy(k))
+		code = ERR_BUSY;
 	return error_set(err, code, "%s at '%s': %.*s", short_method(k->method), k->c->address,
 			 (int)GRPC_SLICE_LENGTH(k->details),
 			 (const char *)GRPC_SLICE_START_PTR(k->details));

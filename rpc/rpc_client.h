@@ -17,7 +17,10 @@
  *   "GetDataset at 'unix:///run/granary/meta.sock': dataset 'x' not found".
  * A server that cannot be reached is ERR_UNAVAILABLE, a passed deadline
  * ERR_TIMEOUT, a message over max_message_bytes (either way) ERR_NO_SPACE
- * (RESOURCE_EXHAUSTED), a reply that does not unpack ERR_IO.
+ * (RESOURCE_EXHAUSTED), a reply that does not unpack ERR_IO. An UNAVAILABLE
+ * with rpc_server's RPC_BUSY_METADATA is ERR_BUSY: the server refused the
+ * call for load (a streaming call past its max_streams) and will take it
+ * later; the caller decides whether and when to send it again.
  *
  * This header includes no gRPC header.
  */

@@ -12,6 +12,14 @@
  * The pool keeps `threads` requests for new calls outstanding: a worker that
  * receives a call asks gRPC for the next one before it runs the handler, so
  * calls that arrive while every worker is busy wait in gRPC's queue.
+ *
+ * So that no client holds a worker for good: every batch waits at most
+ * stall_ms for the client (a request not sent, a reply or stream message
+ * not read: HTTP/2 flow control holds a send until the client reads), then
+ * the call is cancelled; and at most max_streams workers run streaming
+ * handlers, which wait on their client the longest, so that the others
+ * are left for unary calls (heartbeats). A stream past them is refused with
+ * ERR_BUSY (UNAVAILABLE and RPC_BUSY_METADATA), which a client retries.
  */
 #include "rpc/rpc_server.h"
 
@@ -66,6 +74,8 @@ struct rpc_server {
 	pthread_t *threads;
 	size_t max_message;
 	uint64_t grace_ms;
+	uint64_t stall_ms;     /* one batch's wait for the client */
+	unsigned max_streams;  /* streaming handlers at once */
 	const struct tls_material *tls; /* the caller's, until the last listen */
 	enum tag_kind shutdown_tag;
 	bool started, stopped; /* set by the owner thread only */
@@ -74,6 +84,7 @@ struct rpc_server {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
 	unsigned in_flight;    /* protected by mu: calls whose handler runs */
+	unsigned streams;      /* protected by mu: streaming handlers running */
 	unsigned pending;      /* protected by mu: requests not yet answered */
 	bool stopping;         /* protected by mu: no new requests */
 	bool shutdown_done;    /* protected by mu: gRPC's shutdown tag arrived */
@@ -93,6 +104,7 @@ struct rpc_server_call {
 	bool closed;             /* RECV_CLOSE_ON_SERVER completed */
 	int close_cancelled;     /* its result */
 	bool send_failed;
+	bool stalled;            /* a batch outwaited stall_ms: cancelled */
 	grpc_byte_buffer *reply; /* unary reply, packed */
 	/* distinct addresses used as pluck tags */
 	char tag_recv, tag_close, tag_send, tag_status;
@@ -143,11 +155,23 @@ static char *metadata_value(const grpc_metadata_array *md, const char *key)
 	return NULL;
 }
 
-/* Runs a batch on the call's own queue and waits for it. Returns the
- * batch's success flag. */
+/* What a call that outwaited stall_ms is told, and fails with. */
+static enum error_code stalled_error(const struct rpc_server_call *c, struct error *err)
+{
+	return error_set(err, ERR_TIMEOUT,
+			 "%s: the client sent and read nothing for %llu ms (the server's stall timeout): call ended",
+			 c->method_name, (unsigned long long)c->srv->stall_ms);
+}
+
+/* Runs a batch on the call's own queue and waits for it, at most stall_ms:
+ * then the call is cancelled with DEADLINE_EXCEEDED (c->stalled), which
+ * completes the batch at once, failed. Returns the batch's success flag. */
 static bool run_batch(struct rpc_server_call *c, grpc_op *ops, size_t n, void *tag)
 {
 	grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					  gpr_time_from_millis((int64_t)c->srv->stall_ms,
+							       GPR_TIMESPAN));
 	grpc_event ev;
 
 	if (rc != GRPC_CALL_OK) {
@@ -155,7 +179,19 @@ static bool run_batch(struct rpc_server_call *c, grpc_op *ops, size_t n, void *t
 			  LOG_S("cause", grpc_call_error_to_string(rc)));
 		return false;
 	}
-	ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	ev = grpc_completion_queue_pluck(c->cq, tag, until, NULL);
+	if (ev.type == GRPC_QUEUE_TIMEOUT) {
+		struct error err;
+
+		c->stalled = true;
+		stalled_error(c, &err);
+		log_warn("rpc client stalled, call cancelled", LOG_S("method", c->method_name),
+			 LOG_S("peer", c->peer), LOG_U("stall_timeout_ms", c->srv->stall_ms));
+		grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, err.msg,
+					     NULL);
+		ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+						 NULL);
+	}
 	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
@@ -201,6 +237,10 @@ enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_
 	if (srv->max_message > INT_MAX)
 		srv->max_message = INT_MAX;
 	srv->grace_ms = opt && opt->shutdown_grace_ms ? opt->shutdown_grace_ms : 10000;
+	srv->stall_ms = opt && opt->stall_timeout_ms ? opt->stall_timeout_ms
+						     : RPC_DEFAULT_STALL_TIMEOUT_MS;
+	srv->max_streams = opt && opt->max_streams ? opt->max_streams
+						   : (srv->nthreads / 2 ? srv->nthreads / 2 : 1);
 	srv->tls = opt && tls_material_server(opt->tls) ? opt->tls : NULL;
 	srv->shutdown_tag = TAG_SHUTDOWN;
 	pthread_mutex_init(&srv->mu, NULL);
@@ -393,6 +433,27 @@ static const struct method *find_method(struct rpc_server *srv, const char *name
 	return NULL;
 }
 
+/* Takes one of the max_streams places for a streaming handler; false when
+ * none is left. */
+static bool stream_admit(struct rpc_server *srv)
+{
+	bool ok;
+
+	pthread_mutex_lock(&srv->mu);
+	ok = srv->streams < srv->max_streams;
+	if (ok)
+		srv->streams++;
+	pthread_mutex_unlock(&srv->mu);
+	return ok;
+}
+
+static void stream_done(struct rpc_server *srv)
+{
+	pthread_mutex_lock(&srv->mu);
+	srv->streams--;
+	pthread_mutex_unlock(&srv->mu);
+}
+
 static void handle_call(struct rpc_server *srv, struct slot *s)
 {
 	struct rpc_server_call c;
@@ -404,6 +465,7 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	grpc_op ops[3];
 	size_t nops = 0, mlen;
 	grpc_slice details;
+	grpc_metadata busy_md;
 	uint64_t t0 = retry_now_ms();
 
 	error_clear(&err);
@@ -435,7 +497,9 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	init_op(&ops[0], GRPC_OP_RECV_MESSAGE);
 	ops[0].data.recv_message.recv_message = &request_bb;
 	if (!run_batch(&c, ops, 1, &c.tag_recv)) {
-		code = error_set(&err, ERR_CANCELLED, "%s: request not received", c.method_name);
+		code = c.stalled ? stalled_error(&c, &err)
+				 : error_set(&err, ERR_CANCELLED, "%s: request not received",
+					     c.method_name);
 		goto status;
 	}
 	if (!request_bb) {
@@ -462,7 +526,15 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 				 c.m->request->name);
 		goto status;
 	}
+	if (c.m->streaming && !stream_admit(srv)) {
+		code = error_set(&err, ERR_BUSY,
+				 "%s: %u streaming calls are in progress, the most this server runs at once (its other threads are kept for unary calls); retry later",
+				 c.method_name, srv->max_streams);
+		goto status;
+	}
 	code = c.m->fn(&c, request, c.m->arg, &err);
+	if (c.m->streaming)
+		stream_done(srv);
 	if (code == ERR_OK && !c.m->streaming && !c.reply)
 		code = error_set(&err, ERR_INTERNAL, "%s: the handler sent no reply", c.method_name);
 	if (code != ERR_OK && !err.msg[0])
@@ -483,6 +555,14 @@ status:
 	init_op(&ops[nops], GRPC_OP_SEND_STATUS_FROM_SERVER);
 	ops[nops].data.send_status_from_server.status = (grpc_status_code)error_to_grpc(code);
 	ops[nops].data.send_status_from_server.status_details = &details;
+	if (code == ERR_BUSY) {
+		/* UNAVAILABLE alone is also "not there" or "not built yet":
+		 * this tells a client that only load refused the call. */
+		busy_md.key = grpc_slice_from_static_string(RPC_BUSY_METADATA);
+		busy_md.value = grpc_slice_from_static_string("1");
+		ops[nops].data.send_status_from_server.trailing_metadata_count = 1;
+		ops[nops].data.send_status_from_server.trailing_metadata = &busy_md;
+	}
 	nops++;
 	run_batch(&c, ops, nops, &c.tag_status);
 	grpc_slice_unref(details);
@@ -580,7 +660,8 @@ enum error_code rpc_server_start(struct rpc_server *srv, struct error *err)
 		}
 	}
 	log_info("rpc server started", LOG_U("threads", srv->nthreads),
-		 LOG_U("methods", srv->nmethods), LOG_U("max_message", srv->max_message));
+		 LOG_U("methods", srv->nmethods), LOG_U("max_message", srv->max_message),
+		 LOG_U("max_streams", srv->max_streams), LOG_U("stall_timeout_ms", srv->stall_ms));
 	return ERR_OK;
 }
 
@@ -778,6 +859,8 @@ enum error_code rpc_server_send(struct rpc_server_call *c, const ProtobufCMessag
 		return ERR_OK;
 	c->send_failed = true;
 failed:
+	if (c->stalled)
+		return stalled_error(c, err);
 	if (rpc_server_remaining_ms(c) == 0)
 		return error_set(err, ERR_TIMEOUT, "%s: deadline passed while sending",
 				 c->method_name);

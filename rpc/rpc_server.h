@@ -21,6 +21,14 @@
  * Limits: requests and replies over max_message_bytes (default 4 MiB) are
  * refused on both sides (RESOURCE_EXHAUSTED from gRPC for a request; a
  * reply is checked before it is sent and the call fails with ERR_INTERNAL).
+ * A call holds its thread while it waits for its client, so neither wait is
+ * open-ended: a client that does not send its request, or does not take a
+ * streamed message or the reply (flow control holds the send), within
+ * stall_timeout_ms has its call cancelled with DEADLINE_EXCEEDED; and at
+ * most max_streams streaming calls run at once, a call beyond them being
+ * refused with ERR_BUSY (RPC_BUSY_METADATA) before its handler runs, so
+ * that clients that open streams and never read cannot take the threads of
+ * the unary calls.
  *
  * Shutdown (rpc_server_shutdown) is graceful: no new calls are admitted,
  * calls in flight get shutdown_grace_ms to finish, then they are cancelled
@@ -43,6 +51,15 @@
 #include "common/tls.h"
 
 #define RPC_DEFAULT_MAX_MESSAGE (4u << 20)
+#define RPC_DEFAULT_STALL_TIMEOUT_MS 30000
+/*
+ * The trailing metadata key (value "1") of every call that ends with
+ * ERR_BUSY (past max_streams, or a handler's). Its gRPC status is
+ * UNAVAILABLE, gRPC's "transient: retry with a backoff"; the key tells
+ * rpc_client the refusal apart from the other UNAVAILABLEs (a server not
+ * reached, a resource not ready yet), so that it gives ERR_BUSY back.
+ */
+#define RPC_BUSY_METADATA "granary-busy"
 
 struct rpc_server;
 struct rpc_server_call;
@@ -51,6 +68,16 @@ struct rpc_server_options {
 	unsigned threads;           /* worker threads; 0 = cpu_available() */
 	size_t max_message_bytes;   /* both directions; 0 = RPC_DEFAULT_MAX_MESSAGE */
 	uint64_t shutdown_grace_ms; /* in-flight calls' time to finish; 0 = 10 s */
+	/* The longest one step of a call waits for its client: the request
+	 * to arrive, a streamed message or the reply and status to be taken.
+	 * Past it the call is cancelled (DEADLINE_EXCEEDED) and its thread is
+	 * free. 0 = RPC_DEFAULT_STALL_TIMEOUT_MS. */
+	uint64_t stall_timeout_ms;
+	/* Streaming calls that run at once (each holds a thread while its
+	 * client reads); the next is refused with ERR_BUSY. 0 = half
+	 * the threads, at least one. Keep it below threads: the rest serve
+	 * unary calls. */
+	unsigned max_streams;
 	/*
 	 * NULL or without a certificate (the default): plaintext. Else every
 	 * TCP listener serves TLS with tls->cert and tls->key, and with
@@ -159,10 +186,12 @@ enum error_code rpc_server_reply(struct rpc_server_call *call, const ProtobufCMe
 
 /*
  * Streaming only: sends one message and waits until gRPC has taken it (flow
- * control: a slow reader slows the handler, memory stays bounded).
- * ERR_CANCELLED when the client went away or cancelled, ERR_TIMEOUT when
- * the call's deadline passed; the handler should then return that error.
- * ERR_INTERNAL for a wrong type or an oversized message.
+ * control: a slow reader slows the handler, memory stays bounded), at most
+ * stall_timeout_ms. ERR_CANCELLED when the client went away or cancelled,
+ * ERR_TIMEOUT when the call's deadline passed or the client took nothing
+ * for stall_timeout_ms (the call is then cancelled); the handler should
+ * then return that error. ERR_INTERNAL for a wrong type or an oversized
+ * message.
  */
 enum error_code rpc_server_send(struct rpc_server_call *call, const ProtobufCMessage *msg,
 				struct error *err);

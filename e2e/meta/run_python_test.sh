@@ -42,7 +42,9 @@ printf 'cc' > "$work/tree/val/c.rec"
   sync "$work/tree" "s3://granary-e2e/$prefix" >/dev/null
 
 # The three role keys (mode 0600); the tests sign with them, and without.
-mkdir -p "$work/keys"
+# file:// datasets the tests make lie in $work/files; meta ends a call whose
+# client reads nothing after 3 s (test_unread_snapshot_streams_...).
+mkdir -p "$work/keys" "$work/files"
 for role in csi worker mount; do
   (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/keys/$role")
 done
@@ -50,6 +52,7 @@ done
   --data_dir "$work/data" --store.endpoint "$GRANARY_S3_ENDPOINT" \
   --auth.csi_key_file "$work/keys/csi" \
   --auth.worker_key_file "$work/keys/worker" --auth.mount_key_file "$work/keys/mount" \
+  --allowed_file_roots "$work/files" --rpc.stall_timeout 3s \
   > "$work/meta.log" 2>&1 &
 meta_pid=$!
 
@@ -57,6 +60,8 @@ meta_pid=$!
 export TMPDIR="$work"
 export GRANARY_META_ADDRESS="unix:$work/meta.sock"
 export GRANARY_META_KEY_DIR="$work/keys"
+export GRANARY_META_LOG="$work/meta.log"
+export GRANARY_FILE_ROOT="$work/files"
 export GRANARY_PROTO_DIR="$src/api"
 export PYTHONPATH="$src/e2e${PYTHONPATH:+:$PYTHONPATH}"
 export GRANARY_TEST_PREFIX="$prefix"

@@ -10,11 +10,16 @@ signatures (e2e/grpc_stubs.py signs them independently of meta_auth.c).
 Environment (set by run_python_test.sh):
   GRANARY_META_ADDRESS   gRPC target of the running meta ("unix:/path")
   GRANARY_META_KEY_DIR   the role keys meta was started with: csi, worker, mount
+  GRANARY_META_LOG       meta's log (its start line says how many threads it has)
+  GRANARY_BIN_DIR        the built binaries (a meta of a test's own, e2e_fetch_snapshot)
+  GRANARY_FILE_ROOT      meta's allowed_file_roots: file:// datasets go there
   GRANARY_PROTO_DIR      the api/ directory of the source tree
   GRANARY_S3_ENDPOINT, GRANARY_S3_CREDENTIALS   the S3 fixture
   GRANARY_TEST_PREFIX    prefix of the uploaded tree in bucket granary-e2e
 """
 import os
+import subprocess
+import tempfile
 import time
 
 import grpc
@@ -236,3 +241,178 @@ def test_forged_and_replayed_signatures_are_denied(pb, plain):
     refused(denied, plain.Heartbeat, beat, timeout=10, metadata=captured)
     # The key never appears in what meta answers.
     assert key("worker").decode() not in d
+
+
+STALL_S = 3  # meta's --rpc.stall_timeout in run_python_test.sh
+
+
+def meta_threads():
+    """The threads of meta's gRPC server, from its start line."""
+    with open(os.environ["GRANARY_META_LOG"]) as f:
+        for line in f:
+            if 'msg="rpc server started"' in line:
+                fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                return int(fields["threads"])
+    raise AssertionError("no 'rpc server started' line in meta's log")
+
+
+def register_big(pb, stub, name):
+    """Registers dataset name, a file:// tree of about 1.2 MB of snapshot:
+    its first 1 MiB chunk alone is more than the 64 KiB window of a client
+    that reads nothing (unread_channel), so meta's stream waits on it.
+    Returns the GetSnapshotRequest of it."""
+    granary_pb2 = pb[0]
+    tree = os.path.join(os.environ["GRANARY_FILE_ROOT"], name)
+    os.makedirs(tree)
+    for i in range(6000):
+        open(os.path.join(tree, f"f{i:05d}-" + "x" * 180), "w").close()
+    stub.RegisterDataset(granary_pb2.DatasetSpec(name=name, source_uri=f"file://{tree}/"),
+                         timeout=60)
+    return granary_pb2.GetSnapshotRequest(name=name)
+
+
+def unread_channel(address):
+    """A connection of its own (a local subchannel pool) for streams not
+    read, without BDP probes, which would widen its window."""
+    return grpc.insecure_channel(address, options=[
+        ("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)])
+
+
+def test_unread_snapshot_streams_keep_no_thread(pb, stub, worker):
+    """Clients that open more GetSnapshot streams than meta has threads and
+    never read them (HTTP/2 flow control then holds meta's sends) take no
+    thread from the unary calls: a ListWorkers and a Heartbeat answer at
+    once, the streams past meta's limit are refused as busy (UNAVAILABLE),
+    and the stalled ones end with DEADLINE_EXCEEDED after
+    rpc.stall_timeout, which gives their threads back."""
+    granary_pb2, granary_pb2_grpc = pb
+    request = register_big(pb, stub, "py-stall")
+    channel = unread_channel(os.environ["GRANARY_META_ADDRESS"])
+    unread = SignedMeta(granary_pb2_grpc.MetaStub(channel), "mount", key("mount"))
+    opened = time.monotonic()
+    streams = [unread.GetSnapshot(request, timeout=30) for _ in range(meta_threads() + 4)]
+    try:
+        time.sleep(1)  # every stream reached meta
+        worker.ListWorkers(granary_pb2.ListWorkersRequest(), timeout=5)
+        worker.Heartbeat(granary_pb2.HeartbeatRequest(
+            worker_id="py-node-stall", address="10.9.0.9:7480", capacity_bytes=1),
+            timeout=5)
+        # Read only once the stall timeout has passed: each stream has
+        # ended by then, and reading it gives its status at once.
+        time.sleep(max(0, opened + STALL_S + 1 - time.monotonic()))
+        reading = time.monotonic()
+        codes = []
+        for s in streams:
+            with pytest.raises(grpc.RpcError) as e:
+                list(s)
+            codes.append(e.value.code())
+            if e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                assert "stall timeout" in e.value.details(), e.value.details()
+            else:
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+                assert "streaming calls are in progress" in e.value.details()
+                assert ("granary-busy", "1") in e.value.trailing_metadata()
+        read_s = time.monotonic() - reading
+    finally:
+        for s in streams:
+            s.cancel()
+        channel.close()
+    stalled = codes.count(grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert 0 < stalled < meta_threads(), codes
+    assert read_s < 2, read_s
+    # Their threads are back: the snapshot streams whole.
+    chunks = list(stub.GetSnapshot(request, timeout=30))
+    assert sum(len(c.data) for c in chunks) == chunks[0].total_size > 1 << 20
+
+
+@pytest.fixture
+def one_stream_meta():
+    """A granary-meta of its own that serves one GetSnapshot stream at a
+    time (--rpc.max_streams 1), with the suite's keys and file root; yields
+    its address as netaddr writes it ("unix:///path"), and checks that it
+    stops cleanly."""
+    work = tempfile.mkdtemp(prefix="one-stream-meta-")
+    keys = os.environ["GRANARY_META_KEY_DIR"]
+    log_path = os.path.join(work, "meta.log")
+    with open(log_path, "w") as log:
+        meta = subprocess.Popen([
+            os.path.join(os.environ["GRANARY_BIN_DIR"], "granary-meta"),
+            "--listen", f"unix://{work}/meta.sock", "--data_dir", f"{work}/data",
+            "--auth.csi_key_file", f"{keys}/csi", "--auth.worker_key_file", f"{keys}/worker",
+            "--auth.mount_key_file", f"{keys}/mount",
+            "--allowed_file_roots", os.environ["GRANARY_FILE_ROOT"],
+            "--rpc.max_streams", "1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"unix://{work}/meta.sock"
+    finally:
+        meta.terminate()
+        try:
+            rc = meta.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            meta.kill()
+            rc = meta.wait()
+        with open(log_path) as log:
+            assert rc == 0, f"granary-meta exited with {rc}:\n{log.read()[-4000:]}"
+
+
+def test_fetch_waits_while_meta_is_busy(pb, one_stream_meta):
+    """A burst of mounts starting at once: meta serves rpc.max_streams
+    GetSnapshot streams and refuses one more with UNAVAILABLE and the
+    granary-busy trailing metadata. granary-fuse's client
+    (meta_client_fetch_snapshot, in e2e_fetch_snapshot) then waits, with a
+    backoff, and gets the snapshot once the stream ahead of it ends, rather
+    than failing the mount's start; it says so once in its log. It gives up
+    with ERR_BUSY once its build timeout would pass."""
+    granary_pb2, granary_pb2_grpc = pb
+    address = one_stream_meta
+    target = address.replace("unix://", "unix:", 1)  # as grpcio writes it
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=15)
+    mount = SignedMeta(granary_pb2_grpc.MetaStub(channel), "mount", key("mount"))
+    request = register_big(pb, SignedMeta(granary_pb2_grpc.MetaStub(channel), "csi",
+                                          key("csi")), "py-busy")
+    hold_channel = unread_channel(target)
+    holder = SignedMeta(granary_pb2_grpc.MetaStub(hold_channel), "mount",
+                        key("mount")).GetSnapshot(request, timeout=30)
+    fetch = None
+    try:
+        # Meta sends the headers with the first chunk: from then on the
+        # holder has meta's one stream, which waits for it to read.
+        holder.initial_metadata()
+        with pytest.raises(grpc.RpcError) as e:
+            list(mount.GetSnapshot(request, timeout=10))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+        assert "GetSnapshot: 1 streaming calls are in progress" in e.value.details()
+        assert ("granary-busy", "1") in e.value.trailing_metadata()
+
+        fetch_args = [
+            os.path.join(os.environ["GRANARY_BIN_DIR"], "e2e_fetch_snapshot"), address,
+            os.path.join(os.environ["GRANARY_META_KEY_DIR"], "mount"), "py-busy"]
+        fetch = subprocess.Popen(fetch_args + ["15000"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        assert fetch.poll() is None, f"the fetch did not wait: {fetch.communicate()}"
+        # Meanwhile another, with 1 s for all its tries, gives up saying why.
+        short = subprocess.run(fetch_args + ["1000"], capture_output=True, text=True,
+                               timeout=10)
+        assert short.returncode == 1, short
+        assert "granary-meta still busy after" in short.stderr, short.stderr
+        assert short.stderr.rstrip().endswith("(busy)"), short.stderr
+        assert fetch.poll() is None, f"the fetch did not wait: {fetch.communicate()}"
+        # The holder reads at last; meta's stream is free once all is sent.
+        chunks = list(holder)
+        total = chunks[0].total_size
+        assert sum(len(c.data) for c in chunks) == total > 1 << 20
+        out, errout = fetch.communicate(timeout=15)
+    finally:
+        holder.cancel()
+        hold_channel.close()
+        channel.close()
+        if fetch and fetch.poll() is None:
+            fetch.kill()
+            fetch.wait()
+    assert fetch.returncode == 0, errout
+    assert out.startswith(f"generation 1 bytes {total} "), out
+    waits = [line for line in errout.splitlines() if "granary-meta is busy" in line]
+    assert len(waits) == 1 and "level=warn" in waits[0], errout
+    assert "dataset=py-busy" in waits[0], waits[0]

@@ -100,6 +100,7 @@ START_TEST(test_error_maps_each_code_at_every_edge)
 	ck_assert_int_eq(error_to_errno(ERR_READ_ONLY), EROFS);
 	ck_assert_int_eq(error_to_errno(ERR_PERMISSION), EACCES);
 	ck_assert_int_eq(error_to_errno(ERR_UNAVAILABLE), EIO);
+	ck_assert_int_eq(error_to_errno(ERR_BUSY), EAGAIN);
 	ck_assert_int_eq(error_to_errno(ERR_TIMEOUT), ETIMEDOUT);
 	ck_assert_int_eq(error_to_grpc(ERR_OK), 0);
 	ck_assert_int_eq(error_to_grpc(ERR_INVALID), 3);
@@ -108,6 +109,7 @@ START_TEST(test_error_maps_each_code_at_every_edge)
 	ck_assert_int_eq(error_to_grpc(ERR_PERMISSION), 7);
 	ck_assert_int_eq(error_to_grpc(ERR_RANGE), 11);
 	ck_assert_int_eq(error_to_grpc(ERR_UNAVAILABLE), 14);
+	ck_assert_int_eq(error_to_grpc(ERR_BUSY), 14);
 	ck_assert_int_eq(error_to_grpc(ERR_UNAUTHENTICATED), 16);
 	ck_assert_int_eq(error_to_http(ERR_INVALID), 400);
 	ck_assert_int_eq(error_to_http(ERR_UNAUTHENTICATED), 401);
@@ -115,6 +117,7 @@ START_TEST(test_error_maps_each_code_at_every_edge)
 	ck_assert_int_eq(error_to_http(ERR_NOT_FOUND), 404);
 	ck_assert_int_eq(error_to_http(ERR_RANGE), 416);
 	ck_assert_int_eq(error_to_http(ERR_UNAVAILABLE), 503);
+	ck_assert_int_eq(error_to_http(ERR_BUSY), 503);
 	/* Every code has a name and a non-OK mapping. */
 	for (int c = ERR_INVALID; c < ERR_CODE_COUNT; c++) {
 		ck_assert_ptr_nonnull(error_code_name((enum error_code)c));

@@ -34,6 +34,18 @@ static struct {
 	uint64_t seen_remaining; /* last rpc_server_remaining_ms */
 } hs = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0 };
 
+/* Waits until the test releases the "block" handlers. */
+static void block_until_released(void)
+{
+	pthread_mutex_lock(&hs.mu);
+	hs.blocked++;
+	pthread_cond_broadcast(&hs.cond);
+	while (!hs.release)
+		pthread_cond_wait(&hs.cond, &hs.mu);
+	hs.blocked--;
+	pthread_mutex_unlock(&hs.mu);
+}
+
 static enum error_code get_dataset(struct rpc_server_call *call, const ProtobufCMessage *request,
 				   void *arg, struct error *err)
 {
@@ -48,15 +60,8 @@ static enum error_code get_dataset(struct rpc_server_call *call, const ProtobufC
 		retry_sleep_ms(400);
 		return error_set(err, ERR_INTERNAL, "should have timed out");
 	}
-	if (strcmp(req->name, "block") == 0) {
-		pthread_mutex_lock(&hs.mu);
-		hs.blocked++;
-		pthread_cond_broadcast(&hs.cond);
-		while (!hs.release)
-			pthread_cond_wait(&hs.cond, &hs.mu);
-		hs.blocked--;
-		pthread_mutex_unlock(&hs.mu);
-	}
+	if (strcmp(req->name, "block") == 0)
+		block_until_released();
 	if (strcmp(req->name, "cancellable") == 0) {
 		pthread_mutex_lock(&hs.mu);
 		hs.blocked++;
@@ -87,6 +92,8 @@ static enum error_code get_snapshot(struct rpc_server_call *call, const Protobuf
 	const Granary__V1__GetSnapshotRequest *req = (const void *)request;
 	uint8_t data[1000];
 
+	if (strcmp(req->name, "block") == 0)
+		block_until_released();
 	for (uint64_t i = 0; i < req->generation; i++) {
 		Granary__V1__SnapshotChunk chunk = GRANARY__V1__SNAPSHOT_CHUNK__INIT;
 
@@ -252,7 +259,9 @@ static enum error_code snap(struct rpc_client *c, const char *name, uint64_t cou
 
 START_TEST(test_rpc_stream_delivers_in_order_then_status)
 {
-	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	/* 4 threads, 2 of them for streams: the handler of a stream the
+	 * receiver stopped may still be running when the next one comes. */
+	struct rpc_server *srv = start_server(4, 0, address, NULL, NULL);
 	struct rpc_client *c = client(address, 0);
 	struct collected col = { 0 };
 	struct error err;
@@ -382,6 +391,51 @@ START_TEST(test_rpc_blocked_handler_does_not_stall_others)
 		pthread_join(b[i].t, NULL);
 		ck_assert_int_eq(b[i].code, ERR_OK);
 	}
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
+struct bg_stream {
+	struct rpc_client *c;
+	enum error_code code;
+	pthread_t t;
+};
+
+static void *bg_snap(void *arg)
+{
+	struct bg_stream *b = arg;
+	struct collected col = { 0 };
+
+	b->code = snap(b->c, "block", 3, &col, NULL);
+	return NULL;
+}
+
+/* Streaming calls wait on their clients the longest: past max_streams
+ * (half the threads by default) one is refused at once as busy, naming the
+ * limit, and the other threads serve unary calls. */
+START_TEST(test_rpc_streams_past_the_limit_are_refused_as_busy)
+{
+	struct rpc_server *srv = start_server(3, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	struct bg_stream b = { .c = c };
+	struct collected col = { 0 };
+	struct error err;
+
+	pthread_create(&b.t, NULL, bg_snap, &b);
+	wait_blocked(1);
+	ck_assert_int_eq(snap(c, "x", 3, &col, &err), ERR_BUSY);
+	ck_assert_int_eq(col.n, 0);
+	ck_assert_msg(strstr(err.msg, "GetSnapshot: 1 streaming calls are in progress, "
+				      "the most this server runs at once"),
+		      "%s", err.msg);
+	ck_assert_int_eq(get(c, "quick", 2000, NULL, &err), ERR_OK);
+	release_blocked();
+	pthread_join(b.t, NULL);
+	ck_assert_int_eq(b.code, ERR_OK);
+	/* The place is given back. */
+	ck_assert_msg(snap(c, "x", 3, &col, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(col.n, 3);
 	rpc_client_free(c);
 	rpc_server_free(srv);
 }
@@ -584,6 +638,8 @@ START_TEST(test_error_from_grpc_inverts_error_to_grpc)
 			ck_assert_int_eq(back, ERR_INTERNAL);
 		else if (code == ERR_NOMEM)
 			ck_assert_int_eq(back, ERR_NO_SPACE);
+		else if (code == ERR_BUSY) /* rpc_client tells it by its metadata */
+			ck_assert_int_eq(back, ERR_UNAVAILABLE);
 		else
 			ck_assert_int_eq(back, code);
 	}
@@ -700,6 +756,7 @@ int main(void)
 	tcase_add_test(tc, test_rpc_deadline_passes_as_timeout);
 	tcase_add_test(tc, test_rpc_message_limits_both_ways);
 	tcase_add_test(tc, test_rpc_blocked_handler_does_not_stall_others);
+	tcase_add_test(tc, test_rpc_streams_past_the_limit_are_refused_as_busy);
 	tcase_add_test(tc, test_rpc_shutdown_finishes_in_flight_calls);
 	tcase_add_test(tc, test_rpc_shutdown_cancels_after_grace);
 	tcase_add_test(tc, test_rpc_shutdown_gives_up_on_a_stuck_handler);
