@@ -102,6 +102,7 @@ static const struct {
 	[ERR_NO_SPACE] = { "no space", ENOSPC, 8, 507 },
 	[ERR_NOMEM] = { "out of memory", ENOMEM, 8, 503 },
 	[ERR_READ_ONLY] = { "read-only", EROFS, 9, 405 },
+	[ERR_PRECONDITION] = { "failed precondition", EINVAL, 9, 412 },
 	[ERR_UNSUPPORTED] = { "unsupported", ENOTSUP, 12, 501 },
 	[ERR_CANCELLED] = { "cancelled", ECANCELED, 1, 503 },
 	[ERR_INTERNAL] = { "internal error", EIO, 13, 500 },
@@ -147,7 +148,7 @@ enum error_code error_from_grpc(int status)
 	case 8: /* RESOURCE_EXHAUSTED */
 		return ERR_NO_SPACE;
 	case 9: /* FAILED_PRECONDITION */
-		return ERR_READ_ONLY;
+		return ERR_PRECONDITION;
 	case 10: /* ABORTED: a conflict; trying again may succeed */
 		return ERR_UNAVAILABLE;
 	case 11: /* OUT_OF_RANGE */

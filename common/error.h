@@ -30,6 +30,7 @@ enum error_code {
 	ERR_NO_SPACE,       /* capacity exhausted */
 	ERR_NOMEM,          /* allocation failed */
 	ERR_READ_ONLY,      /* write attempted on read-only data */
+	ERR_PRECONDITION,   /* a call made before the one it needs (CSI: publish before stage) */
 	ERR_UNSUPPORTED,    /* valid request we do not implement */
 	ERR_CANCELLED,      /* stopped by shutdown or the caller */
 	ERR_INTERNAL,       /* a bug: an invariant did not hold */

@@ -1432,6 +1432,10 @@ enum error_code node_publish(struct node *n, const struct node_publish_request *
 		rc = error_set(err, ERR_INVALID, "field 'volume_capability': required");
 	if (rc == ERR_OK)
 		rc = controller_check_capability(req->cap, "volume_capability", err);
+	/* The spec's code for a publish whose stage was not done. */
+	if (rc == ERR_OK && (!req->staging_path || !*req->staging_path))
+		rc = error_set(err, ERR_PRECONDITION,
+			       "field 'staging_target_path': required: this plugin stages a volume first (STAGE_UNSTAGE_VOLUME)");
 	if (rc == ERR_OK)
 		rc = check_path(n, "staging_target_path", req->staging_path, err);
 	if (rc != ERR_OK)

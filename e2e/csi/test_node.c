@@ -673,6 +673,12 @@ START_TEST(test_node_refuses_bad_requests_with_their_codes)
 	ck_assert_int_eq(call("/csi.v1.Node/NodePublishVolume", &pub,
 			      &csi__v1__node_publish_volume_response__descriptor, &err),
 			 ERR_NOT_FOUND);
+	/* No staging path: the stage was not done (FAILED_PRECONDITION). */
+	pub.staging_target_path = NULL;
+	ck_assert_int_eq(call("/csi.v1.Node/NodePublishVolume", &pub,
+			      &csi__v1__node_publish_volume_response__descriptor, &err),
+			 ERR_PRECONDITION);
+	ck_assert_msg(strstr(err.msg, "field 'staging_target_path': required"), "%s", err.msg);
 }
 END_TEST
 

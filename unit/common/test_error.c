@@ -111,6 +111,8 @@ START_TEST(test_error_maps_each_code_at_every_edge)
 	ck_assert_int_eq(error_to_grpc(ERR_UNAVAILABLE), 14);
 	ck_assert_int_eq(error_to_grpc(ERR_BUSY), 14);
 	ck_assert_int_eq(error_to_grpc(ERR_UNAUTHENTICATED), 16);
+	ck_assert_int_eq(error_to_grpc(ERR_PRECONDITION), 9);
+	ck_assert_int_eq(error_from_grpc(9), ERR_PRECONDITION);
 	ck_assert_int_eq(error_to_http(ERR_INVALID), 400);
 	ck_assert_int_eq(error_to_http(ERR_UNAUTHENTICATED), 401);
 	ck_assert_int_eq(error_to_http(ERR_PERMISSION), 403);

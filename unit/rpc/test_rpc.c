@@ -640,6 +640,8 @@ START_TEST(test_error_from_grpc_inverts_error_to_grpc)
 			ck_assert_int_eq(back, ERR_NO_SPACE);
 		else if (code == ERR_BUSY) /* rpc_client tells it by its metadata */
 			ck_assert_int_eq(back, ERR_UNAVAILABLE);
+		else if (code == ERR_READ_ONLY)
+			ck_assert_int_eq(back, ERR_PRECONDITION);
 		else
 			ck_assert_int_eq(back, code);
 	}
