@@ -244,14 +244,19 @@ static void cred_ref(const struct datasets *d, const struct dsobject *o, const c
 }
 
 /* Removes DATASET's credentials files but keep (NULL: all of them, and
- * their directory). A file that stays is logged, not an error: it holds
- * no registration up. */
+ * their directory), and the file an earlier meta kept for it in DIR itself
+ * (DIR/DATASET.credentials), which its registration no longer names. A
+ * file that stays is logged, not an error: it holds no registration up. */
 static void prune_credentials(struct datasets *d, const char *dataset, const char *keep)
 {
 	char dir[4200];
 	struct dirent *de;
 	DIR *dh;
 
+	snprintf(dir, sizeof(dir), "%s/%s.credentials", d->cred_dir, dataset);
+	if (unlink(dir) != 0 && errno != ENOENT)
+		log_warn("cannot remove a Dataset's credentials file", LOG_S("path", dir),
+			 LOG_S("cause", strerror(errno)));
 	snprintf(dir, sizeof(dir), "%s/%s", d->cred_dir, dataset);
 	dh = opendir(dir);
 	if (!dh) {

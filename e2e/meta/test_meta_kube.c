@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/retry.h"
 #include "e2e/harness.h"
 #include "kube/kubeapi.h"
@@ -284,6 +285,7 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 {
 	struct controller c = { 0 };
 	char ns[64], path[400], prefix[128], dataset[128], ref[700], id[256], key[256];
+	char legacy[700];
 	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials };
 	struct store *st = NULL;
 	struct error err;
@@ -306,6 +308,12 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 	make_secret(ns, "good", id, key);
 	make_secret(ns, "good2", id, key);
 	make_secret(ns, "bad", id, "not-the-secret-key-0123456789");
+	/* What a meta of the layout before kept for it (DIR/DATASET.credentials,
+	 * with a persistent data directory): no registration names it now. */
+	snprintf(c.cred_dir, sizeof(c.cred_dir), "%s/credentials", work);
+	ck_assert_int_eq(fileio_mkdirs(c.cred_dir, 0700, &err), ERR_OK);
+	snprintf(legacy, sizeof(legacy), "%s/%s.credentials", c.cred_dir, dataset);
+	ck_assert_int_eq(fileio_replace(legacy, "x", 1, 0600, &err), ERR_OK);
 	controller_start(&c);
 	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
 	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s+, s:{s:s}}}", "apiVersion",
@@ -313,6 +321,7 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 			       "spec", "source", "s3://" BUCKET "/", prefix, "secretRef", "name",
 			       "good"));
 	wait_phase(ns, "ds", "Ready", NULL);
+	ck_assert_msg(stat(legacy, &sb) != 0, "%s is left", legacy);
 
 	/* Credentials the store refuses: the listing with them fails. */
 	set_secret_ref(ns, "ds", "bad");
