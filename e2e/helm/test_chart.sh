@@ -195,10 +195,35 @@ render --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled
   --set metrics.dashboard.namespace=monitoring >"$work/monitoring.yaml"
 # TLS on (mutual by default) and the egress policies on: checked below.
 render --set tls.enabled=true --set networkPolicy.egress.enabled=true \
+  --set metrics.serviceMonitor.enabled=true \
   --set 'networkPolicy.egress.storeCIDRs={10.20.0.0/16,192.0.2.7/32}' \
   --set 'networkPolicy.egress.apiServerCIDRs={10.96.0.1/32}' >"$work/tls.yaml"
 render --set tls.enabled=true --set tls.mutual=false --set tls.existingSecret=my-tls \
-  >"$work/tls-own.yaml"
+  --set metrics.serviceMonitor.enabled=true >"$work/tls-own.yaml"
+
+# A cache directory or file root that holds STATE/node would show every
+# volume's directory to each mount pod (granary-csi refuses such a
+# template at start): refused at render, naming the value.
+for bad in "cache.dir=/var/lib/granary" "fileRoots={/srv,/}"; do
+  if render --set "$bad" >/dev/null 2>"$work/overlap.err"; then
+    fail "--set $bad renders, though it holds node.stateDir/node"
+  elif grep -q "holds node.stateDir's node/ directory" "$work/overlap.err"; then
+    ok "--set $bad refused: $(grep -o "[a-zA-Z.]*: '[^']*' holds" "$work/overlap.err")"
+  else
+    fail "--set $bad refused without naming the overlap: $(cat "$work/overlap.err")"
+  fi
+done
+
+# A long release name: the mount pods' name prefix stays within the 40
+# characters granary-csi takes (it refuses to start with a longer one).
+"$helm" template datasets-platform-production-eu1 "$chart" --namespace granary-system \
+  --show-only templates/configmaps.yaml >"$work/long-name.yaml"
+prefix=$(grep -o '"name":"[^"]*-mount"' "$work/long-name.yaml" | head -1 | cut -d'"' -f4)
+if [ -n "$prefix" ] && [ "${#prefix}" -le 40 ]; then
+  ok "a 31-character release name gives mount pods a name prefix of ${#prefix} characters ($prefix)"
+else
+  fail "mount pod name prefix '$prefix' (${#prefix} characters; granary-csi takes at most 40)"
+fi
 render --set metrics.annotations=false >"$work/no-annotations.yaml"
 if grep -q 'prometheus.io/' "$work/no-annotations.yaml"; then
   fail "metrics.annotations=false still renders prometheus.io annotations"
@@ -912,6 +937,18 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
           "the mount pod mounts the cluster token, its key for meta")
     check(not [v for v in mps.get("volumes", []) if v.get("secret", {}).get("secretName") == keys_secret],
           "the mount pod holds no role key of meta's")
+    check(mps.get("securityContext", {}).get("seccompProfile", {}).get("type") == "RuntimeDefault",
+          "the mount pod runs with the runtime's default seccomp profile")
+    # Every container but the node plugin's (privileged: it mounts) drops
+    # every capability: they run as root, with the runtime's defaults else.
+    unprivileged = [("the mount pod", mps)] + [
+        (kind + " " + name, pod(one(docs, kind, prefix + name)))
+        for kind, name in (("Deployment", "-controller"), ("DaemonSet", "-worker"))]
+    for what, ps in unprivileged:
+        for c in ps.get("initContainers", []) + ps.get("containers", []):
+            check(c.get("securityContext", {}).get("capabilities", {}).get("drop") == ["ALL"],
+                  "%s: container %s drops every capability (got %s)" %
+                  (what, c.get("name"), c.get("securityContext", {}).get("capabilities")))
     check_labels(docs)
     check_network_policies(docs, prefix, mp, worker_port, mport)
     return dep, wcfg, fcfg, mcfg
@@ -1217,6 +1254,10 @@ def check_tls(docs, prefix, secret, mutual):
           "the worker's readiness probe speaks HTTPS and checks the name (got %s)" % probe_command(wc))
     check(wc.get("livenessProbe", {}).get("httpGet", {}).get("scheme") == "HTTPS",
           "the worker's liveness probe speaks HTTPS")
+    wsm = one(docs, "ServiceMonitor", prefix + "-worker")["spec"]["endpoints"][0]
+    check(wsm.get("scheme") == "https" and wsm.get("tlsConfig", {}).get("serverName") == worker_name and
+          wsm.get("tlsConfig", {}).get("ca", {}).get("secret", {}).get("name") == secret,
+          "the workers' ServiceMonitor scrapes over HTTPS with the CA and name (got %s)" % wsm)
 
 
 tls_docs = load_all(sys.argv[7])

@@ -84,8 +84,9 @@ def test_apiserver_refuses_bad_values(team):
         r = kube.kubectl_result("apply", "-f", "-", input=dataset("bad", extra=extra))
         assert r.returncode != 0, (extra, r.stdout)
         assert field in r.stderr, (extra, r.stderr)
-    r = kube.kubectl_result("apply", "-f", "-", input=dataset("n" * 182))
-    assert r.returncode != 0 and "at most 181" in r.stderr, r.stderr
+    # The name is a label value of the PV: 63 at most.
+    r = kube.kubectl_result("apply", "-f", "-", input=dataset("n" * 64))
+    assert r.returncode != 0 and "at most 63" in r.stderr, r.stderr
     assert gone("dataset", "bad", TEAM)
 
 
@@ -150,6 +151,12 @@ def test_refresh_lists_the_source_into_a_new_generation(team):
     r = kube.kubectl_result("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",
                             "-p", '{"spec": {"source": "s3://datasets/other/"}}')
     assert r.returncode != 0 and "cannot change" in r.stderr, r.stderr
+    # Nor the block size or endpoint by adding or removing one (its own
+    # rule sees only a changed value).
+    for field, value in (("blockSize", "64Ki"), ("endpoint", None)):
+        r = kube.kubectl_result("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",
+                                "-p", json.dumps({"spec": {field: value}}))
+        assert r.returncode != 0 and "cannot be added or removed" in r.stderr, (field, r.stderr)
 
 
 def test_preload_fills_the_caches_and_reports_progress(team):

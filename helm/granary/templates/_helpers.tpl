@@ -323,6 +323,8 @@ environment.
     privileged: false
     allowPrivilegeEscalation: false
     readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
   volumeMounts:
     - name: store-secret
       mountPath: /etc/granary/store-secret
@@ -536,18 +538,35 @@ mount role.
 The mount pod template (node.mountPods): the node plugin fills in the name,
 the node, the volume and granary-mount's flags (csi/mountpod.h). No
 privilege: the node plugin mounts and hands the descriptor over the keeper
-socket in its state directory. The daemon reads the worker's cache
-directory, its node-stage credentials and init state (the state directory)
-and the fuse settings at the node plugin's paths; the cluster token is its
-key for the workers and for meta's mount role (reads only), never the csi
-or worker role's key.
+socket in its volume's directory of the state directory. The daemon reads
+the worker's cache directory, its node-stage credentials and init state
+(its volume's directory, which the plugin puts in place of STATE/node) and
+the fuse settings at the node plugin's paths; the cluster token is its key
+for the workers and for meta's mount role (reads only), never the csi or
+worker role's key. No other hostPath may hold STATE/node: it would show
+every volume's directory to each pod, and the plugin refuses such a
+template at start.
 */}}
 {{- define "granary.mountPodTemplate" -}}
 {{- $fullname := include "granary.fullname" . -}}
+{{- $volumes := printf "%s/node" .Values.node.stateDir -}}
+{{- if eq .Values.node.stateDir "/" -}}
+{{- fail "node.stateDir: '/' is not a directory of its own; use one such as /var/lib/granary/csi" -}}
+{{- end -}}
+{{- range $key, $dir := dict "cache.dir" .Values.cache.dir "fileRoots" (join "," .Values.fileRoots) -}}
+{{- if not $.Values.node.mountPods.enabled -}}{{- break -}}{{- end -}}
+{{- range $raw := splitList "," $dir -}}
+{{- $d := trimSuffix "/" $raw -}}
+{{- if or (eq $raw "/") (and $d (or (eq $d $volumes) (hasPrefix (printf "%s/" $d) $volumes))) -}}
+{{- fail (printf "%s: '%s' holds node.stateDir's node/ directory '%s', which mount pods must not see whole: choose directories apart" $key $raw $volumes) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 apiVersion: v1
 kind: Pod
 metadata:
-  name: {{ $fullname }}-mount
+  # The pods' name prefix: granary-csi takes at most 40 characters.
+  name: {{ $fullname | trunc 34 | trimSuffix "-" }}-mount
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "granary.labels" (dict "ctx" . "component" "mount") | nindent 4 }}
@@ -555,6 +574,9 @@ spec:
   restartPolicy: Always
   automountServiceAccountToken: false
   enableServiceLinks: false
+  securityContext:
+    seccompProfile:
+      type: RuntimeDefault
   dnsPolicy: ClusterFirst
   terminationGracePeriodSeconds: {{ .Values.node.mountPods.terminationGracePeriodSeconds }}
   {{- with .Values.node.mountPods.priorityClassName }}
@@ -624,13 +646,17 @@ spec:
 
 {{/*
 Prometheus' scrape annotations of a pod (metrics.annotations), for its
-/metrics on port: (dict "ctx" . "port" N).
+/metrics on port: (dict "ctx" . "port" N), with "https" true for a port
+that speaks TLS (the workers' with tls.enabled).
 */}}
 {{- define "granary.scrapeAnnotations" -}}
 {{- if .ctx.Values.metrics.annotations -}}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
+{{- if .https }}
+prometheus.io/scheme: https
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
