@@ -278,6 +278,26 @@ void blockstore_free(struct blockstore *bs)
 	free(bs);
 }
 
+/* Moves the dataset's LIVE blocks between bs->lru and bs->pinned. */
+static void dataset_pin_locked(struct blockstore *bs, struct dataset *ds, bool pin)
+{
+	struct lru *from = pin ? &bs->lru : &bs->pinned;
+	struct lru *to = pin ? &bs->pinned : &bs->lru;
+
+	if (ds->pin == pin)
+		return;
+	/* Tail to head, pushing at the head: the moved blocks keep their
+	 * order among themselves and count as recently used. */
+	for (struct entry *e = from->tail, *prev = NULL; e; e = prev) {
+		prev = e->prev;
+		if (e->ds != ds)
+			continue;
+		lru_remove(from, e);
+		lru_push_head(to, e);
+	}
+	ds->pin = pin;
+}
+
 enum error_code blockstore_set_dataset(struct blockstore *bs, const char *dataset,
 				       enum blockstore_policy policy, bool pin, struct error *err)
 {
@@ -296,21 +316,7 @@ enum error_code blockstore_set_dataset(struct blockstore *bs, const char *datase
 		return error_set(err, ERR_NOMEM, "set dataset '%s': out of memory", dataset);
 	}
 	ds->policy = policy;
-	if (ds->pin != pin) {
-		struct lru *from = pin ? &bs->lru : &bs->pinned;
-		struct lru *to = pin ? &bs->pinned : &bs->lru;
-
-		/* Tail to head, pushing at the head: the moved blocks keep their
-		 * order among themselves and count as recently used. */
-		for (struct entry *e = from->tail, *prev = NULL; e; e = prev) {
-			prev = e->prev;
-			if (e->ds != ds)
-				continue;
-			lru_remove(from, e);
-			lru_push_head(to, e);
-		}
-		ds->pin = pin;
-	}
+	dataset_pin_locked(bs, ds, pin);
 	pthread_mutex_unlock(&bs->mu);
 	return ERR_OK;
 }
@@ -358,6 +364,10 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
 		pthread_mutex_unlock(&bs->mu);
 		return 0;
 	}
+	/* The dataset is gone: the blocks a request still holds, and any
+	 * written after this, must stay evictable, or nothing could ever
+	 * remove them. A new definition pins again (blockstore_set_dataset). */
+	dataset_pin_locked(bs, ds, false);
 	return drop_matching_locked(bs, dataset_list_locked(bs, ds), of_dataset, ds);
 }
 

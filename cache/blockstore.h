@@ -340,7 +340,10 @@ void blockstore_write_abort(struct blockstore *bs, struct blockstore_writer *w);
  * for the dataset that fetched it. */
 size_t blockstore_dataset_bytes(struct blockstore *bs, struct blockstore_usage *out, size_t max);
 
-/* Removes every unheld block of dataset (pinned ones too); returns the count. */
+/* Removes every unheld block of dataset (pinned ones too); returns the
+ * count. The dataset is unpinned: blocks a request still holds, and blocks
+ * written for it later, are evictable until blockstore_set_dataset pins it
+ * again. */
 uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
 
 /*

@@ -1545,6 +1545,12 @@ static enum MHD_Result handle_dataset(struct req *rq, struct MHD_Connection *con
 	if (strcmp(method, "PUT") == 0)
 		return handle_dataset_put(rq, conn);
 	if (strcmp(method, "DELETE") == 0) {
+		char why[ERROR_MSG_MAX];
+
+		/* Its jobs first: blocks they wrote after the drop would stay. */
+		snprintf(why, sizeof(why), "cancelled: dataset '%s' was removed (DELETE)",
+			 rq->route.dataset);
+		preload_cancel(h->cfg.preloader, rq->route.dataset, 0, why);
 		if (fetch_dataset_unregister(h->cfg.fetcher, rq->route.dataset, &dropped, &err) !=
 		    ERR_OK)
 			return reply_error(rq, conn, &err);

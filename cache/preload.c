@@ -35,6 +35,9 @@ struct job {
 	uint64_t cur_block;
 
 	struct preload_status st;          /* protected by p->mu */
+	/* preload_cancel asked it to stop, and why; protected by p->mu. */
+	bool cancelled;
+	char cancel_why[ERROR_MSG_MAX];
 };
 
 struct preloader {
@@ -42,6 +45,7 @@ struct preloader {
 	unsigned parallelism;
 	struct store_list_limits limits;
 	pthread_mutex_t mu;
+	pthread_cond_t ended;              /* a job left PRELOAD_RUNNING */
 	struct job *jobs;                  /* newest first; protected by mu */
 	uint64_t next_id;                  /* protected by mu */
 	bool stopping;                     /* protected by mu */
@@ -96,6 +100,23 @@ static void job_error(struct job *j, const struct error *err)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* Whether the job should stop: the worker is stopping or the job was
+ * cancelled. */
+static bool job_stopped_locked(const struct job *j)
+{
+	return j->p->stopping || j->cancelled;
+}
+
+static bool job_stopped(struct job *j)
+{
+	bool stop;
+
+	pthread_mutex_lock(&j->p->mu);
+	stop = job_stopped_locked(j);
+	pthread_mutex_unlock(&j->p->mu);
+	return stop;
+}
+
 static enum error_code add_object(struct job *j, const char *key, const char *etag, uint64_t size)
 {
 	struct preload_object *o;
@@ -118,12 +139,8 @@ static int listed(const struct store_object *obj, void *arg)
 	const char *prefix = fetch_dataset_describe(j->ds)->prefix;
 	const char *rel = obj->key + strlen(prefix);
 	struct error err;
-	bool stop;
 
-	pthread_mutex_lock(&j->p->mu);
-	stop = j->p->stopping;
-	pthread_mutex_unlock(&j->p->mu);
-	if (stop)
+	if (job_stopped(j))
 		return 1;
 	/* "dir/" markers hold no data; a key no client could ask for is
 	 * reported, not fetched. */
@@ -208,6 +225,9 @@ static enum error_code resolve_objects(struct job *j, struct error *err)
 		struct store_object info;
 		char full[BLOCK_KEY_MAX + 1];
 
+		if (job_stopped(j))
+			return error_set(err, ERR_CANCELLED, "preload of dataset '%s' stopped",
+					 d->name);
 		snprintf(full, sizeof(full), "%s%s", d->prefix, j->names[i]);
 		rc = store_head(st, full, &info, err);
 		if (rc != ERR_OK) {
@@ -231,7 +251,7 @@ static bool next_block(struct job *j, size_t *obj, uint64_t *block)
 	bool ok = false;
 
 	pthread_mutex_lock(&p->mu);
-	while (!p->stopping && j->cur_obj < j->nobjs) {
+	while (!job_stopped_locked(j) && j->cur_obj < j->nobjs) {
 		const struct preload_object *o = &j->objs[j->cur_obj];
 
 		if (j->cur_block * bs < o->size) {
@@ -290,6 +310,7 @@ static void *job_thread(void *arg)
 	unsigned nthreads = 0, want;
 	struct error err;
 	enum error_code rc;
+	bool cut;
 
 	error_clear(&err);
 	rc = resolve_objects(j, &err);
@@ -331,13 +352,16 @@ static void *job_thread(void *arg)
 	free(threads);
 out:
 	pthread_mutex_lock(&p->mu);
-	if (rc != ERR_OK && !j->st.error[0])
+	cut = j->st.blocks_done + j->st.blocks_skipped + j->st.errors < j->st.blocks_total;
+	if (j->cancelled && (rc != ERR_OK || cut))
+		snprintf(j->st.error, sizeof(j->st.error), "%s", j->cancel_why);
+	else if (rc != ERR_OK && !j->st.error[0])
 		snprintf(j->st.error, sizeof(j->st.error), "%s", err.msg);
-	if (rc == ERR_OK && p->stopping && j->st.blocks_done + j->st.blocks_skipped +
-	    j->st.errors < j->st.blocks_total)
+	else if (rc == ERR_OK && p->stopping && cut)
 		snprintf(j->st.error, sizeof(j->st.error), "stopped: the worker is shutting down");
 	j->st.state = rc == ERR_OK && j->st.errors == 0 && !j->st.error[0] ? PRELOAD_DONE
 									    : PRELOAD_FAILED;
+	pthread_cond_broadcast(&p->ended);
 	pthread_mutex_unlock(&p->mu);
 	log_info("preload finished", LOG_U("id", j->st.id), LOG_S("dataset", j->st.dataset),
 		 LOG_S("state", preload_state_name(j->st.state)),
@@ -365,6 +389,7 @@ enum error_code preload_new(struct fetcher *f, unsigned parallelism,
 		p->limits = *lim;
 	p->next_id = 1;
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->ended, NULL);
 	*out = p;
 	return ERR_OK;
 }
@@ -386,6 +411,7 @@ void preload_free(struct preloader *p)
 		p->jobs = j->next;
 		job_free(j);
 	}
+	pthread_cond_destroy(&p->ended);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
@@ -517,6 +543,36 @@ enum error_code preload_start_under(struct preloader *p, const char *dataset,
 				    struct error *err)
 {
 	return start(p, dataset, prefixes, n, true, id, err);
+}
+
+size_t preload_cancel(struct preloader *p, const char *dataset, uint64_t id, const char *why)
+{
+	size_t cancelled = 0, running;
+
+	pthread_mutex_lock(&p->mu);
+	do {
+		running = 0;
+		for (struct job *j = p->jobs; j; j = j->next) {
+			if (j->st.state != PRELOAD_RUNNING || strcmp(j->st.dataset, dataset) != 0 ||
+			    (id && j->st.id != id))
+				continue;
+			if (!j->cancelled) {
+				j->cancelled = true;
+				snprintf(j->cancel_why, sizeof(j->cancel_why), "%s", why);
+				cancelled++;
+			}
+			running++;
+		}
+		/* Wait for the blocks in progress, so that none is written
+		 * after the caller drops the dataset's blocks. */
+		if (running)
+			pthread_cond_wait(&p->ended, &p->mu);
+	} while (running);
+	pthread_mutex_unlock(&p->mu);
+	if (cancelled)
+		log_info("preload cancelled", LOG_S("dataset", dataset), LOG_U("jobs", cancelled),
+			 LOG_S("cause", why));
+	return cancelled;
 }
 
 enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,

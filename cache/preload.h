@@ -88,6 +88,18 @@ enum error_code preload_start_under(struct preloader *p, const char *dataset,
 				    const char *const *prefixes, size_t n, uint64_t *id,
 				    struct error *err);
 
+/*
+ * Cancels the running jobs of dataset (only job id when id is not 0) and
+ * waits until they have ended: their blocks in progress (at most
+ * parallelism each, one store fetch or listing page) are finished first, so
+ * that once this returns no block of those jobs is written any more. Call
+ * it before the dataset is unregistered or replaced. A cancelled job
+ * that had blocks left ends PRELOAD_FAILED with why as its error (say
+ * what happened: "cancelled: dataset 'x' was removed"). Returns how many
+ * jobs it cancelled. Not from a job's own thread.
+ */
+size_t preload_cancel(struct preloader *p, const char *dataset, uint64_t id, const char *why);
+
 /* Progress of job id; ERR_NOT_FOUND "unknown preload job 7". */
 enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,
 			    struct error *err);

@@ -16,7 +16,9 @@
 #include "common/retry.h"
 #include "meta/meta_client.h"
 
-#define DEFAULT_CALL_TIMEOUT_MS 5000
+/* Below meta's default interval (5 s), so that a round whose two calls both
+ * time out still ends before the next one is due. */
+#define DEFAULT_CALL_TIMEOUT_MS 2000
 #define DEFAULT_RETRY_MS 1000
 
 /* --- planning ------------------------------------------------------------- */
@@ -384,10 +386,22 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 {
 	struct fetch_dataset_config cfg;
 	struct error err;
+	char why[ERROR_MSG_MAX];
 	bool created = false;
+	enum error_code rc;
 
-	if (worker_meta_dataset_config(ds->spec, &wm->cfg.defaults, &cfg, &err) != ERR_OK ||
-	    fetch_dataset_register(wm->cfg.fetcher, &cfg, &created, &err) != ERR_OK) {
+	rc = worker_meta_dataset_config(ds->spec, &wm->cfg.defaults, &cfg, &err);
+	if (rc == ERR_OK) {
+		/* A job of the old definition would go on filling the cache
+		 * with it; the new one gets its own job (follow_preload). */
+		snprintf(why, sizeof(why),
+			 "cancelled: dataset '%s' was replaced by a new definition from granary-meta",
+			 cfg.name);
+		if (wm->cfg.preloader && preload_cancel(wm->cfg.preloader, cfg.name, 0, why))
+			job_forget(wm, cfg.name);
+		rc = fetch_dataset_register(wm->cfg.fetcher, &cfg, &created, &err);
+	}
+	if (rc != ERR_OK) {
 		if (complaint_is_new(wm, str_or_empty(ds->spec->name), err.msg))
 			log_warn("cannot take a dataset from granary-meta; reads of it go to the store",
 				 LOG_S("dataset", str_or_empty(ds->spec->name)), LOG_S("cause", err.msg));
@@ -415,6 +429,14 @@ static void follow_preload(struct worker_meta *wm, const Granary__V1__Dataset *d
 	    !worker_meta_preload_wanted(ds, wanted, sizeof(wanted)) ||
 	    (last && strcmp(last->asked, wanted) == 0))
 		return;
+	if (last) {
+		char why[ERROR_MSG_MAX];
+
+		snprintf(why, sizeof(why),
+			 "cancelled: granary-meta asked for another preload of dataset '%s' "
+			 "(generation %llu)", name, (unsigned long long)ds->generation);
+		preload_cancel(wm->cfg.preloader, name, last->id, why);
+	}
 	if (preload_start_under(wm->cfg.preloader, name,
 				(const char *const *)o->preload_prefixes, o->n_preload_prefixes, &id,
 				&err) != ERR_OK) {
@@ -434,7 +456,12 @@ static void drop_dataset(struct worker_meta *wm, const char *name)
 	struct error err;
 	uint64_t dropped = 0;
 	enum error_code rc;
+	char why[ERROR_MSG_MAX];
 
+	snprintf(why, sizeof(why), "cancelled: dataset '%s' was removed: granary-meta no longer has it",
+		 name);
+	if (wm->cfg.preloader)
+		preload_cancel(wm->cfg.preloader, name, 0, why);
 	rc = fetch_dataset_unregister(wm->cfg.fetcher, name, &dropped, &err);
 	if (rc != ERR_OK && rc != ERR_NOT_FOUND) {
 		log_warn("cannot unregister a dataset meta no longer has", LOG_S("dataset", name),
@@ -449,8 +476,8 @@ static void drop_dataset(struct worker_meta *wm, const char *name)
 		 LOG_U("dropped_blocks", dropped));
 }
 
-/* ListDatasets and apply the difference. Returns the call's code. */
-static enum error_code sync_datasets(struct worker_meta *wm)
+/* ListDatasets and apply the difference. */
+static void sync_datasets(struct worker_meta *wm)
 {
 	Granary__V1__ListDatasetsReply *list = NULL;
 	struct fetch_dataset **regs = NULL;
@@ -463,7 +490,7 @@ static enum error_code sync_datasets(struct worker_meta *wm)
 	rc = meta_client_list(wm->meta, &list, &err);
 	if (rc != ERR_OK) {
 		meta_failed(wm, rc, &err);
-		return rc;
+		return;
 	}
 	meta_answered(wm);
 	if (fetch_dataset_list(wm->cfg.fetcher, &regs, &nregs, &err) != ERR_OK)
@@ -492,7 +519,6 @@ out:
 	if (regs)
 		fetch_dataset_list_free(wm->cfg.fetcher, regs, nregs);
 	granary__v1__list_datasets_reply__free_unpacked(list, NULL);
-	return ERR_OK;
 }
 
 /* Whether a cached block stays here: this worker owns it by the
@@ -635,23 +661,24 @@ static void heartbeat(struct worker_meta *wm)
 }
 
 /* Datasets first, so that a worker is registered for a dataset before
- * mounts can pick it as an owner; then the heartbeat. When meta cannot be
- * reached for the list, the heartbeat is not tried either. */
+ * mounts can pick it as an owner; then the heartbeat, whatever the list
+ * did: one slow ListDatasets must not cost a heartbeat, or a healthy
+ * worker expires. Rounds start at a fixed rate, interval_ms after the
+ * previous one started, not after it ended: the calls' time does not add
+ * to the gap between heartbeats. */
 static void *member_loop(void *arg)
 {
 	struct worker_meta *wm = arg;
-	enum error_code rc;
 
 	pthread_mutex_lock(&wm->mu);
 	while (!wm->stopping) {
-		uint64_t ended, due;
+		uint64_t started = retry_now_ms(), ended, due;
 
 		wm->asked = false;
 		wm->in_round = true;
 		pthread_mutex_unlock(&wm->mu);
-		rc = sync_datasets(wm);
-		if (!is_outage(rc))
-			heartbeat(wm);
+		sync_datasets(wm);
+		heartbeat(wm);
 		pthread_mutex_lock(&wm->mu);
 		wm->in_round = false;
 		wm->stats.rounds++;
@@ -660,7 +687,7 @@ static void *member_loop(void *arg)
 			wm->stats.failures++;
 		pthread_cond_broadcast(&wm->round_cv);
 		ended = retry_now_ms();
-		due = ended + wm->stats.interval_ms;
+		due = started + wm->stats.interval_ms;
 		/* The next round at the interval, or sooner when asked for
 		 * (but not before the gap). */
 		while (!wm->stopping) {

@@ -24,7 +24,10 @@
  *
  * meta unreachable (UNAVAILABLE or TIMEOUT): one warning per outage, then
  * the datasets stay as last listed and the worker keeps serving; the
- * rounds go on at the last interval and recovery is logged. Other errors
+ * rounds go on at the last interval and recovery is logged. Rounds start
+ * interval_ms after the previous one started; the heartbeat is sent every
+ * round, whatever ListDatasets did. A dataset unregistered or replaced has
+ * its preload jobs cancelled first (preload_cancel). Other errors
  * (a refused heartbeat, a dataset this worker cannot use) are logged once
  * per distinct message.
  *
@@ -131,7 +134,7 @@ struct worker_meta_config {
 	struct readiness *readiness;    /* borrowed; NULL: none. Told of every accepted
 					 * heartbeat and every failed call */
 	struct worker_meta_defaults defaults;
-	uint64_t call_timeout_ms;       /* one call to meta; 0 = 5 s */
+	uint64_t call_timeout_ms;       /* one call to meta; 0 = 2 s (below meta's interval) */
 	uint64_t retry_ms;              /* round interval until meta names one; 0 = 1 s */
 };
 

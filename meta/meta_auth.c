@@ -4,6 +4,7 @@
 #include "meta/meta_auth.h"
 
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,19 @@ enum error_code meta_auth_sign(const struct token *key, enum meta_role role,
 	return n >= 0 && (size_t)n < size ? ERR_OK : ERR_INVALID;
 }
 
+/* Whether a and b sign alike. HMAC pads a short key with zeros and hashes
+ * a long one, so keys that differ only so are the same key: comparing
+ * their MACs of one message catches them too, in constant time. */
+static bool same_key(const struct token *a, const struct token *b)
+{
+	static const char *const probe[] = { DOMAIN, "key comparison" };
+	unsigned char x[TOKEN_SIG_LEN], y[TOKEN_SIG_LEN];
+
+	if (token_mac(a, probe, 2, x) != ERR_OK || token_mac(b, probe, 2, y) != ERR_OK)
+		return false;
+	return CRYPTO_memcmp(x, y, sizeof(x)) == 0;
+}
+
 enum error_code meta_auth_load(struct meta_auth *a, const char *const files[META_ROLES],
 			       bool insecure, struct error *err)
 {
@@ -129,6 +143,18 @@ enum error_code meta_auth_load(struct meta_auth *a, const char *const files[META
 		if (token_load_file(files[r], &a->keys[r], err) != ERR_OK) {
 			meta_auth_release(a);
 			return error_wrap(err, "key '%s'", keys[r]);
+		}
+	}
+	/* One role's holders could sign as the other: a mount pod, holding
+	 * the cluster token (the mount role's key), as csi. */
+	for (int r = 0; r < META_ROLES; r++) {
+		for (int o = r + 1; o < META_ROLES; o++) {
+			if (!a->keys[r] || !a->keys[o] || !same_key(a->keys[r], a->keys[o]))
+				continue;
+			meta_auth_release(a);
+			return error_set(err, ERR_INVALID,
+					 "keys '%s' and '%s' hold the same secret: each role needs a key of its own (the mount role's is the cluster token), or the holders of one could sign as the other",
+					 keys[r], keys[o]);
 		}
 	}
 	return ERR_OK;

@@ -78,8 +78,10 @@ struct meta_auth {
  * Loads the key file of each role (files[role]; NULL or "" = no key for the
  * role) into a. With no file at all, insecure must be true (a meta for
  * local tests and demos that serves unsigned calls); with any file it must
- * be false. ERR_INVALID naming what is missing or contradictory, or
- * token_load_file's error naming the file. Release with meta_auth_release.
+ * be false. Two roles' keys must differ (the mount role's key is the cluster
+ * token): the same secret for two is ERR_INVALID naming both settings.
+ * ERR_INVALID naming what is missing or contradictory, or token_load_file's
+ * error naming the file. Release with meta_auth_release.
  */
 enum error_code meta_auth_load(struct meta_auth *a, const char *const files[META_ROLES],
 			       bool insecure, struct error *err);

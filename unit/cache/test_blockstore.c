@@ -1501,6 +1501,28 @@ START_TEST(test_blockstore_pinned_dataset_never_evicted)
 }
 END_TEST
 
+/* A dropped dataset is unpinned: blocks written for it afterwards (a fetch
+ * that was in flight) stay evictable, or nothing could ever remove them. */
+START_TEST(test_blockstore_drop_dataset_unpins_it)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 6 * FILE_BYTES);
+	struct error err;
+
+	ck_assert_int_eq(blockstore_set_dataset(bs, "pinned", BLOCKSTORE_LRU, true, &err), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 0, "pinned", DATA), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "pinned"), 1);
+	for (int i = 1; i < 7; i++)
+		ck_assert_int_eq(put_block(bs, i, "pinned", DATA), ERR_OK);
+	ck_assert_int_eq(put_block(bs, 99, "scratch", DATA), ERR_OK);
+	ck_assert(!has_block(bs, 1, DATA)); /* the oldest went */
+	/* A new definition pins again. */
+	ck_assert_int_eq(blockstore_set_dataset(bs, "pinned", BLOCKSTORE_LRU, true, &err), ERR_OK);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_blockstore_drop_dataset_keeps_held_blocks)
 {
 	char *dir = make_dir();
@@ -1886,6 +1908,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_capacity_never_exceeded_under_many_inserts);
 	tcase_add_test(tc, test_blockstore_held_ref_never_evicted);
 	tcase_add_test(tc, test_blockstore_pinned_dataset_never_evicted);
+	tcase_add_test(tc, test_blockstore_drop_dataset_unpins_it);
 	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
 	tcase_add_test(tc, test_blockstore_drop_unless_drops_what_keep_refuses);
 	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);

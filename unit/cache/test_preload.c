@@ -1,7 +1,7 @@
 /*
  * test_preload.c - preload jobs against a file:// store and a real
  * blockstore: progress to done, named objects, prefixes, failures reported, unknown
- * datasets and jobs.
+ * datasets and jobs, jobs cancelled when their dataset is removed.
  */
 #include <ftw.h>
 #include <stdio.h>
@@ -196,6 +196,53 @@ START_TEST(test_preload_under_prefixes)
 }
 END_TEST
 
+/* A pinned dataset of many blocks, removed while its preload runs, as the
+ * worker removes one (DELETE, or granary-meta no longer has it): the job
+ * ends at once and nothing of the dataset stays cached. */
+START_TEST(test_preload_cancelled_when_its_dataset_is_removed)
+{
+	static const char *const why = "cancelled: dataset 'big' was removed";
+	char path[160], source[160];
+	struct blockstore_usage u[4];
+	struct blockstore_stats bst;
+	struct preload_status st;
+	uint64_t id, dropped;
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/ds/big", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	for (int i = 0; i < 50; i++) { /* 400 blocks */
+		snprintf(path, sizeof(path), "big/o%02d", i);
+		write_object(path, 8 * BS);
+	}
+	snprintf(source, sizeof(source), "file://%s/ds/big/", data_dir);
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "big",
+										   .source = source,
+										   .block_size = BS,
+										   .pin = true },
+						NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(preload_start(pl, "big", NULL, 0, &id, &err), ERR_OK);
+	do {
+		retry_sleep_ms(1);
+		ck_assert_int_eq(preload_get(pl, id, &st, &err), ERR_OK);
+	} while (st.blocks_done < 4 && st.state == PRELOAD_RUNNING);
+
+	ck_assert_uint_eq(preload_cancel(pl, "big", 0, why), 1);
+	ck_assert_int_eq(fetch_dataset_unregister(f, "big", &dropped, &err), ERR_OK);
+	/* ended when preload_cancel returned: no block of it is written later */
+	ck_assert_int_eq(preload_get(pl, id, &st, &err), ERR_OK);
+	ck_assert_str_eq(preload_state_name(st.state), "failed");
+	ck_assert_str_eq(st.error, why);
+	ck_assert_uint_lt(st.blocks_done, st.blocks_total);
+	retry_sleep_ms(50);
+	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 4), 0);
+	blockstore_get_stats(bs, &bst);
+	ck_assert_uint_eq(bst.blocks, 0);
+	ck_assert_uint_eq(preload_cancel(pl, "big", 0, why), 0); /* nothing left to cancel */
+}
+END_TEST
+
 START_TEST(test_preload_refuses_unknown_dataset_bad_key_and_unknown_job)
 {
 	static const char *const bad[] = { "../x" };
@@ -224,6 +271,7 @@ int main(void)
 	tcase_add_test(tc, test_preload_named_objects_and_a_missing_one);
 	tcase_add_test(tc, test_preload_under_prefixes);
 	tcase_add_test(tc, test_preload_refuses_unknown_dataset_bad_key_and_unknown_job);
+	tcase_add_test(tc, test_preload_cancelled_when_its_dataset_is_removed);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

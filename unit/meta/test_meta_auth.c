@@ -246,6 +246,43 @@ START_TEST(test_meta_auth_load_needs_keys_or_insecure)
 }
 END_TEST
 
+/* csi's key equal to the cluster token (mount's key) would let every mount
+ * pod sign as csi: refused, naming both settings, never the key. */
+START_TEST(test_meta_auth_load_refuses_a_key_shared_by_two_roles)
+{
+	char csi_file[64], worker_file[64], mount_file[64];
+	const char *files[META_ROLES] = { NULL };
+	struct meta_auth a;
+	struct error err;
+
+	key_file(csi_file, sizeof(csi_file), CSI_KEY "\n");
+	key_file(worker_file, sizeof(worker_file), WORKER_KEY "\n");
+	key_file(mount_file, sizeof(mount_file), CSI_KEY "\n");
+	files[META_ROLE_CSI] = csi_file;
+	files[META_ROLE_WORKER] = worker_file;
+	files[META_ROLE_MOUNT] = mount_file;
+	ck_assert_int_eq(meta_auth_load(&a, files, false, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "keys 'auth.csi_key_file' and 'auth.mount_key_file' hold "
+				      "the same secret"), "%s", err.msg);
+	ck_assert_ptr_null(strstr(err.msg, CSI_KEY));
+	ck_assert_ptr_null(a.keys[META_ROLE_CSI]);
+	/* the same file for two roles */
+	files[META_ROLE_MOUNT] = worker_file;
+	ck_assert_int_eq(meta_auth_load(&a, files, false, &err), ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "'auth.worker_key_file' and 'auth.mount_key_file'"), "%s",
+		      err.msg);
+	/* distinct keys load */
+	unlink(mount_file);
+	key_file(mount_file, sizeof(mount_file), MOUNT_KEY "\n");
+	files[META_ROLE_MOUNT] = mount_file;
+	ck_assert_int_eq(meta_auth_load(&a, files, false, &err), ERR_OK);
+	meta_auth_release(&a);
+	unlink(csi_file);
+	unlink(worker_file);
+	unlink(mount_file);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta_auth");
@@ -260,6 +297,7 @@ int main(void)
 	tcase_add_test(tc, test_meta_auth_roles_are_limited_to_their_methods);
 	tcase_add_test(tc, test_meta_auth_role_without_a_key_is_refused);
 	tcase_add_test(tc, test_meta_auth_load_needs_keys_or_insecure);
+	tcase_add_test(tc, test_meta_auth_load_refuses_a_key_shared_by_two_roles);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
