@@ -16,6 +16,11 @@
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define KUBEAPI_TIMEOUT_MS 10000
 #define KUBEAPI_REPLY_MAX (4u << 20)
+/* Items asked for in one page of a list (most objects are a few KiB: a
+ * page stays under KUBEAPI_REPLY_MAX), and how often a list whose
+ * continue token expired starts again. */
+#define KUBEAPI_LIST_LIMIT 250
+#define KUBEAPI_LIST_RESTARTS 3
 #define TOKEN_MAX 16384
 
 struct kubeapi {
@@ -93,7 +98,7 @@ static enum error_code auth_header(const struct kubeapi *k, char **out, struct e
 	enum error_code rc = fileio_read_small(k->token_file, TOKEN_MAX, &token, &len, err);
 
 	if (rc != ERR_OK)
-		return error_set(err, rc, "the service account token: %s", err->msg);
+		return error_wrap(err, "the service account token");
 	while (len && (token[len - 1] == '\n' || token[len - 1] == '\r' || token[len - 1] == ' '))
 		token[--len] = '\0';
 	if (asprintf(out, "Authorization: Bearer %s", token) < 0)
@@ -250,8 +255,12 @@ static enum error_code request(struct kubeapi *k, const char *method, const char
 	}
 	cc = curl_easy_perform(c);
 	if (cc != CURLE_OK) {
-		rc = error_set(err, ERR_UNAVAILABLE, "%s %s%s: %s", method, k->base, path,
-			       b.over ? "answer too large" : curl_easy_strerror(cc));
+		if (b.over)
+			rc = error_set(err, ERR_NO_SPACE, "%s %s%s: answer larger than %u MiB",
+				       method, k->base, path, KUBEAPI_REPLY_MAX >> 20);
+		else
+			rc = error_set(err, ERR_UNAVAILABLE, "%s %s%s: %s", method, k->base, path,
+				       curl_easy_strerror(cc));
 		goto out;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
@@ -288,6 +297,95 @@ enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *
 			     json_t *body, long *status, json_t **reply, struct error *err)
 {
 	return kubeapi_call_ct(k, method, path, "application/json", body, status, reply, err);
+}
+
+/* GET of one page: path with limit and, when next is not NULL, its
+ * continue token. */
+static enum error_code list_page(struct kubeapi *k, const char *path, unsigned limit,
+				 const char *next, long *status, json_t **page, struct error *err)
+{
+	char *token = next ? curl_easy_escape(NULL, next, 0) : NULL, *url = NULL;
+	enum error_code rc;
+
+	if ((next && !token) || asprintf(&url, "%s%climit=%u%s%s", path,
+					 strchr(path, '?') ? '&' : '?', limit,
+					 token ? "&continue=" : "", token ? token : "") < 0) {
+		curl_free(token);
+		return error_set(err, ERR_NOMEM, "list %s: out of memory", path);
+	}
+	curl_free(token);
+	rc = kubeapi_call(k, "GET", url, NULL, status, page, err);
+	free(url);
+	return rc;
+}
+
+enum error_code kubeapi_list(struct kubeapi *k, const char *path, long *status, json_t **list,
+			     struct error *err)
+{
+	json_t *first = NULL, *page = NULL, *meta;
+	char *next = NULL;
+	const char *token;
+	unsigned limit = KUBEAPI_LIST_LIMIT, restarts = 0;
+	enum error_code rc;
+
+	*list = NULL;
+	for (;;) {
+		rc = list_page(k, path, limit, next, status, &page, err);
+		if (rc == ERR_NO_SPACE && limit > 1) {
+			/* Larger objects than most: fewer of them a page. */
+			limit /= 2;
+			continue;
+		}
+		if (rc != ERR_OK)
+			break;
+		if (*status == 410 && next && restarts++ < KUBEAPI_LIST_RESTARTS) {
+			/* The continue token expired (its snapshot compacted
+			 * away): the pages so far are of a past state. */
+			json_decref(page);
+			json_decref(first);
+			page = first = NULL;
+			free(next);
+			next = NULL;
+			continue;
+		}
+		if (*status != 200) {
+			*list = page;
+			page = NULL;
+			break;
+		}
+		meta = json_object_get(page, "metadata");
+		token = json_string_value(json_object_get(meta, "continue"));
+		free(next);
+		next = token && *token ? strdup(token) : NULL;
+		if (token && *token && !next) {
+			rc = error_set(err, ERR_NOMEM, "list %s: out of memory", path);
+			break;
+		}
+		if (!first) {
+			/* Its metadata is the list's: every page is of the
+			 * first one's snapshot (its resourceVersion). */
+			first = page;
+			if (!json_is_array(json_object_get(first, "items")))
+				json_object_set_new(first, "items", json_array());
+		} else {
+			json_array_extend(json_object_get(first, "items"),
+					  json_object_get(page, "items"));
+			json_decref(page);
+		}
+		page = NULL;
+		if (!next) {
+			meta = json_object_get(first, "metadata");
+			json_object_del(meta, "continue");
+			json_object_del(meta, "remainingItemCount");
+			*list = first;
+			first = NULL;
+			break;
+		}
+	}
+	free(next);
+	json_decref(page);
+	json_decref(first);
+	return rc;
 }
 
 enum error_code kubeapi_watch(struct kubeapi *k, const char *path, unsigned timeout_s,

@@ -29,7 +29,8 @@ void kubeapi_free(struct kubeapi *k);
  * METHOD path (e.g. "/api/v1/namespaces/ns/pods") with body (may be
  * NULL). *status: the HTTP status (0 when no answer); *reply: the JSON
  * answer or NULL (may be NULL to drop it). ERR_OK for any answer;
- * ERR_UNAVAILABLE when the apiserver could not be reached in time.
+ * ERR_UNAVAILABLE when the apiserver could not be reached in time;
+ * ERR_NO_SPACE when the answer is larger than 4 MiB (a list: kubeapi_list).
  */
 enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *path,
 			     json_t *body, long *status, json_t **reply, struct error *err);
@@ -39,6 +40,20 @@ enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *
 enum error_code kubeapi_call_ct(struct kubeapi *k, const char *method, const char *path,
 				const char *content_type, json_t *body, long *status,
 				json_t **reply, struct error *err);
+
+/*
+ * GET of a list (path: a collection, with its query, e.g.
+ * "/api/v1/pods?labelSelector=x"), page by page as the API asks of large
+ * ones (limit, continue), each answer within the 4 MiB of one answer: a
+ * page over it is asked again with half the items. *status: the HTTP
+ * status. On 200, *list is the first page with the items of every page
+ * (its metadata.resourceVersion is the one snapshot all the pages show,
+ * where a watch starts); else the apiserver's answer (a Status) or NULL.
+ * A continue token that expired (410) lists again from the first page, up
+ * to 3 times. The caller releases *list. Errors as kubeapi_call's.
+ */
+enum error_code kubeapi_list(struct kubeapi *k, const char *path, long *status, json_t **list,
+			     struct error *err);
 
 /*
  * One watch event: type is ADDED, MODIFIED, DELETED, BOOKMARK or ERROR

@@ -18,6 +18,11 @@
 #include "meta/dsobject.h"
 
 #define DATASETS_API "/apis/" DSOBJECT_GROUP "/" DSOBJECT_VERSION "/namespaces/%s/datasets/%s"
+/* The pods labelled that are not scheduled yet, as a gated one never is:
+ * a pod the gate let go leaves them when it is scheduled (a DELETED event
+ * of the watch), where the label would keep every pod ever gated. */
+#define GATED_PODS \
+	"/api/v1/pods?labelSelector=" CACHEGATE_LABEL "&fieldSelector=spec.nodeName%3D"
 
 /* --- judging one pod ------------------------------------------------------- */
 
@@ -205,12 +210,12 @@ static void set_rv(struct cachegate *g, json_t *obj)
 
 static enum error_code list_pods(struct cachegate *g, struct error *err)
 {
-	json_t *list = NULL, *item;
+	json_t *list = NULL, *item, *tmp;
+	const char *key;
 	size_t i;
 	long code = 0;
 
-	if (kubeapi_call(g->cfg.kube, "GET", "/api/v1/pods?labelSelector=" CACHEGATE_LABEL, NULL,
-			 &code, &list, err) != ERR_OK)
+	if (kubeapi_list(g->cfg.kube, GATED_PODS, &code, &list, err) != ERR_OK)
 		return err->code;
 	if (code != 200) {
 		error_set(err, code == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
@@ -222,6 +227,10 @@ static enum error_code list_pods(struct cachegate *g, struct error *err)
 	json_object_clear(g->pods);
 	json_array_foreach(json_object_get(list, "items"), i, item)
 		track(g, item, false);
+	/* Pods deleted while no watch ran: their events forgotten too. */
+	json_object_foreach_safe(g->told, tmp, key, item)
+		if (!json_object_get(g->pods, key))
+			json_object_del(g->told, key);
 	set_rv(g, list);
 	json_decref(list);
 	return ERR_OK;
@@ -468,9 +477,8 @@ static void *gate_main(void *arg)
 		if (!g->rv)
 			continue;
 		snprintf(path, sizeof(path),
-			 "/api/v1/pods?labelSelector=" CACHEGATE_LABEL
-			 "&watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%u",
-			 g->rv, CACHEGATE_EVERY_MS / 1000);
+			 "%s&watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%u",
+			 GATED_PODS, g->rv, CACHEGATE_EVERY_MS / 1000);
 		if (kubeapi_watch(g->cfg.kube, path, CACHEGATE_EVERY_MS / 1000, on_event, g,
 				  watch_stop, &code, &err) != ERR_OK) {
 			backoff = kubeapi_backoff_ms(backoff);

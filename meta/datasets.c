@@ -35,6 +35,7 @@ struct datasets {
 	pthread_mutex_t mu;
 	unsigned jobs;
 	struct dsqueue *queue;  /* the objects waiting for a look; protected by mu */
+	json_t *unwritten;      /* "N/D" -> status not taken yet (patch_status); protected by mu */
 	char *rv;               /* the watch's resourceVersion; NULL: list */
 	uint64_t next_due_ms;   /* the earliest look asked for (ends a watch) */
 	uint64_t report_due_ms; /* the next report of cached bytes */
@@ -92,31 +93,93 @@ static void event(struct datasets *d, const struct dsobject *o, const char *type
 			 LOG_S("cause", err.msg));
 }
 
-/* Merges status into the object's status subresource (no conflicts: a
- * merge patch carries no resourceVersion). Whether it is done: written,
- * or the object is gone (404: nothing to write to). */
-static bool patch_status(struct datasets *d, const struct dsobject *o, json_t *status)
+/*
+ * Merges status (taken) into the object's status subresource (no
+ * conflicts: a merge patch carries no resourceVersion). One the apiserver
+ * did not take (away, a 429, refused) is kept, merged with what was kept
+ * before, and the object looked at again with backoff: its next look
+ * writes it first (write_unwritten). Written, or the object gone (404:
+ * nothing to write to), the fields it holds are no longer kept.
+ */
+static void patch_status(struct datasets *d, const struct dsobject *o, json_t *status)
 {
-	char path[512];
-	json_t *body = json_pack("{s:o}", "status", status), *reply = NULL;
+	char path[512], key[DSQUEUE_KEY_LEN];
+	json_t *body = json_pack("{s:O}", "status", status), *reply = NULL, *kept, *v;
+	const char *field;
 	struct error err;
-	bool written = false;
 	long code = 0;
 
+	if (!body) {
+		log_warn("cannot write a Dataset's status: out of memory",
+			 LOG_S("namespace", o->ns), LOG_S("dataset", o->name));
+		json_decref(status);
+		return;
+	}
 	object_path(o->ns, o->name, "/status", path, sizeof(path));
-	if (!body)
-		return false;
+	snprintf(key, sizeof(key), "%s/%s", o->ns, o->name);
 	if (kubeapi_call_ct(d->cfg.kube, "PATCH", path, "application/merge-patch+json", body, &code,
-			    &reply, &err) != ERR_OK ||
-	    (code != 200 && code != 404))
+			    &reply, &err) == ERR_OK &&
+	    (code == 200 || code == 404)) {
+		pthread_mutex_lock(&d->mu);
+		kept = json_object_get(d->unwritten, key);
+		json_object_foreach(status, field, v)
+			json_object_del(kept, field);
+		if (kept && !json_object_size(kept))
+			json_object_del(d->unwritten, key);
+		pthread_mutex_unlock(&d->mu);
+	} else {
 		log_warn("cannot write a Dataset's status", LOG_S("namespace", o->ns),
 			 LOG_S("dataset", o->name),
 			 LOG_S("cause", code ? kubeapi_message(reply) : err.msg));
-	else
-		written = true;
+		pthread_mutex_lock(&d->mu);
+		kept = json_object_get(d->unwritten, key);
+		if (kept ? json_object_update_recursive(kept, status) != 0
+			 : json_object_set(d->unwritten, key, status) != 0)
+			log_warn("cannot keep a Dataset's status to write: out of memory",
+				 LOG_S("dataset", key));
+		again(d, key, 0, true);
+		pthread_mutex_unlock(&d->mu);
+	}
 	json_decref(reply);
 	json_decref(body);
-	return written;
+	json_decref(status);
+}
+
+/*
+ * The status patch_status kept for obj written again and merged into obj,
+ * so that what reconcile decides on obj, it decides on the status meant:
+ * on the one read, a refresh whose Ready was not taken would list the
+ * source again. Not while a job runs for obj: its own writes are newer
+ * (and its end asks for a look).
+ */
+static void write_unwritten(struct datasets *d, json_t *obj)
+{
+	json_t *meta = json_object_get(obj, "metadata"), *kept, *st, *copy;
+	struct dsobject o = { 0 };
+	char key[DSQUEUE_KEY_LEN];
+
+	o.ns = json_string_value(json_object_get(meta, "namespace"));
+	o.name = json_string_value(json_object_get(meta, "name"));
+	if (!o.ns || !o.name)
+		return;
+	snprintf(key, sizeof(key), "%s/%s", o.ns, o.name);
+	pthread_mutex_lock(&d->mu);
+	kept = dsqueue_running(d->queue, key) ? NULL : json_object_get(d->unwritten, key);
+	if (kept) {
+		json_incref(kept);
+		json_object_del(d->unwritten, key);
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (!kept)
+		return;
+	/* A copy: obj goes to a job, kept may be merged into again. */
+	copy = json_deep_copy(kept);
+	st = json_object_get(obj, "status");
+	if (!json_is_object(st))
+		json_object_set_new(obj, "status", st = json_object());
+	json_object_update_recursive(st, copy);
+	json_decref(copy);
+	patch_status(d, &o, kept);
 }
 
 static json_t *condition(bool ready, const char *reason, const char *message, int64_t generation)
@@ -407,8 +470,12 @@ static enum error_code claim_users(struct datasets *d, const struct dsobject *o,
 	long code;
 
 	out[0] = '\0';
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", o->ns);
-	if (kubeapi_call(d->cfg.kube, "GET", path, NULL, &code, &list, err) != ERR_OK)
+	/* Ended pods (a Job's, kept) hold no mount: not listed. */
+	snprintf(path, sizeof(path),
+		 "/api/v1/namespaces/%s/pods?fieldSelector="
+		 "status.phase%%21%%3DSucceeded%%2Cstatus.phase%%21%%3DFailed",
+		 o->ns);
+	if (kubeapi_list(d->cfg.kube, path, &code, &list, err) != ERR_OK)
 		return err->code;
 	if (code != 200) {
 		error_set(err, ERR_UNAVAILABLE, "list pods in %s: HTTP %ld: %s", o->ns, code,
@@ -417,20 +484,17 @@ static enum error_code claim_users(struct datasets *d, const struct dsobject *o,
 		return ERR_UNAVAILABLE;
 	}
 	json_array_foreach(json_object_get(list, "items"), i, pod) {
-		const char *phase = json_string_value(
-			json_object_get(json_object_get(pod, "status"), "phase"));
-
-		if (phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed")))
-			continue;
 		json_array_foreach(json_object_get(json_object_get(pod, "spec"), "volumes"), j, vol) {
 			const char *claim = json_string_value(json_object_get(
 				json_object_get(vol, "persistentVolumeClaim"), "claimName"));
 
 			if (claim && strcmp(claim, o->name) == 0) {
-				n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s",
-						      n ? ", " : "",
-						      json_string_value(json_object_get(
-							      json_object_get(pod, "metadata"), "name")));
+				/* The names that fit (a message says them). */
+				if (n < size)
+					n += (size_t)snprintf(
+						out + n, size - n, "%s%s", n ? ", " : "",
+						json_string_value(json_object_get(
+							json_object_get(pod, "metadata"), "name")));
 				break;
 			}
 		}
@@ -791,6 +855,7 @@ static void reconcile(struct datasets *d, json_t *obj)
 	struct error err;
 	enum error_code rc;
 
+	write_unwritten(d, obj);
 	if (dsobject_parse(obj, &o, &err) != ERR_OK) {
 		log_warn("ignoring a Dataset", LOG_S("cause", err.msg));
 		return;
@@ -863,7 +928,7 @@ static enum error_code list_all(struct datasets *d, struct error *err)
 	size_t i;
 	long code;
 
-	if (kubeapi_call(d->cfg.kube, "GET", API "/datasets", NULL, &code, &list, err) != ERR_OK)
+	if (kubeapi_list(d->cfg.kube, API "/datasets", &code, &list, err) != ERR_OK)
 		return err->code;
 	if (code != 200) {
 		error_set(err, code == 403 ? ERR_PERMISSION : ERR_UNAVAILABLE,
@@ -954,6 +1019,7 @@ static uint64_t run_due(struct datasets *d)
 			*slash = '/';
 			pthread_mutex_lock(&d->mu);
 			dsqueue_forget(d->queue, due[i]);
+			json_object_del(d->unwritten, due[i]);
 			pthread_mutex_unlock(&d->mu);
 		} else {
 			*slash = '/';
@@ -1076,10 +1142,9 @@ static void report_cached(struct datasets *d)
 					json_pack("{s:s, s:I, s:I}", "state", state, "blocksDone",
 						  (json_int_t)done, "blocksTotal", (json_int_t)total));
 		}
-		/* Not written (the apiserver away, a 429): the next report
-		 * writes the figures again, even when they did not change. */
-		if (!patch_status(d, &o, st))
-			r->figures[0] = '\0';
+		/* Not written (the apiserver away, a 429): kept, and written
+		 * at the Dataset's next look (patch_status). */
+		patch_status(d, &o, st);
 	}
 	/* Forget the datasets that are gone. */
 	for (size_t i = 0; i < d->nreported; i++)
@@ -1161,7 +1226,7 @@ enum error_code datasets_start(const struct datasets_config *cfg, struct dataset
 	if (!d->cfg.max_jobs)
 		d->cfg.max_jobs = 4;
 	pthread_mutex_init(&d->mu, NULL);
-	if (!(d->queue = dsqueue_new())) {
+	if (!(d->queue = dsqueue_new()) || !(d->unwritten = json_object())) {
 		datasets_stop(d, 0);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
@@ -1202,6 +1267,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 	free(d->rv);
 	free(d->reported);
 	dsqueue_free(d->queue);
+	json_decref(d->unwritten);
 	free(d->cred_dir);
 	free(d->driver);
 	free(d->mirror_ns);

@@ -11,9 +11,12 @@
  * replica listens only once it holds it (so the Service, whose readiness
  * probe is the gRPC port, sends calls to the leader alone), runs the
  * Dataset controller (meta/datasets.h), renews the Lease every third of
- * its duration, and exits 1 when it could not renew for two thirds of it
- * or another took it: the kubelet restarts it as a candidate. At SIGTERM
- * the leader gives the Lease up, so a rollout hands over at once.
+ * its duration on a thread of its own, and exits 1 at once when it has
+ * not renewed for two thirds of it or another took it, whatever the other
+ * threads are doing (kube/lease.h): the kubelet restarts it as a
+ * candidate. At SIGTERM the leader goes on renewing, under the same
+ * deadline, while it winds down, then gives the Lease up, so a rollout
+ * hands over at once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -120,25 +123,14 @@ static enum error_code wait_for_lease(struct lease *l, struct error *err)
 	return error_set(err, ERR_CANCELLED, "stopping");
 }
 
-/* One renewal round; false when this replica must stop leading. */
-static bool keep_lease(struct lease *l, uint64_t duration_ms)
+/* lease_lost_fn: the Lease may be another replica's from now on, and
+ * whatever this process does might clash with the new leader's work, so it
+ * stops at once, even mid-shutdown (the keeper logged why); the kubelet
+ * restarts it as a candidate. */
+static void stop_leading(void *arg)
 {
-	struct error err;
-	bool held = false;
-
-	if (lease_try(l, &held, &err) != ERR_OK)
-		log_warn("cannot renew the Lease", LOG_S("cause", err.msg));
-	else if (!held) {
-		log_error("another replica took the Lease: stopping",
-			  LOG_S("holder", lease_holder(l)));
-		return false;
-	}
-	if (!held && retry_now_ms() - lease_renewed_ms(l) > duration_ms * 2 / 3) {
-		log_error("the Lease was not renewed in time: stopping",
-			  LOG_U("last_renewal_ms_ago", retry_now_ms() - lease_renewed_ms(l)));
-		return false;
-	}
-	return true;
+	(void)arg;
+	_exit(1);
 }
 
 int main(int argc, char **argv)
@@ -160,7 +152,6 @@ int main(int argc, char **argv)
 	struct datasets *ds = NULL;
 	struct cachegate *gate = NULL;
 	struct worker_identity *identity = NULL;
-	uint64_t renew_at = 0;
 	struct observed observed = { 0 };
 	struct metrics_http_ops hops = { .metrics = render_metrics, .arg = &observed };
 	struct metrics_http *mh = NULL;
@@ -257,9 +248,12 @@ int main(int argc, char **argv)
 			rc = 0;
 			goto out;
 		}
+		if (lease_keep(lease, stop_leading, NULL, &err) != ERR_OK) {
+			log_error("cannot keep the Lease", LOG_S("cause", err.msg));
+			goto out;
+		}
 		log_info("leading: this replica serves", LOG_S("lease", s.kube_lease),
 			 LOG_S("identity", s.kube_identity));
-		renew_at = retry_now_ms() + s.kube_lease_duration_ms / 3;
 	}
 	svc.registry = reg;
 	svc.membership = mem;
@@ -327,20 +321,21 @@ int main(int argc, char **argv)
 	while (!daemon_stopping()) {
 		retry_sleep_ms(100);
 		membership_expire(mem);
-		if (lease && retry_now_ms() >= renew_at) {
-			if (!keep_lease(lease, s.kube_lease_duration_ms))
-				_exit(1);
-			renew_at = retry_now_ms() + s.kube_lease_duration_ms / 3;
-		}
 	}
+	/* The leader goes on renewing while it winds down, and its watchdog
+	 * still ends the process at the renew deadline (however long a join
+	 * below takes); the Lease is given up only once nothing acts any
+	 * more. */
 	log_info("granary-meta stopping");
 	metrics_http_stop(mh);
 	mh = NULL;
 	cachegate_stop(gate);
 	gate = NULL;
 	if (!datasets_stop(ds, 10000)) {
-		lease_release(lease);
-		log_warn("granary-meta exiting with a Dataset registration unfinished");
+		/* Its thread acts until the exit: the Lease is left to expire
+		 * rather than handed to a new leader while it does. */
+		log_warn("granary-meta exiting with a Dataset registration unfinished",
+			 LOG_S("lease", lease ? "left to expire" : "none"));
 		_exit(0);
 	}
 	ds = NULL;
@@ -348,8 +343,8 @@ int main(int argc, char **argv)
 		/* A registration is still listing a store: its thread uses the
 		 * registry, so exit without freeing. It left no record; the
 		 * caller registers again. */
-		lease_release(lease);
-		log_warn("granary-meta exiting with a registration unfinished");
+		log_warn("granary-meta exiting with a registration unfinished",
+			 LOG_S("lease", lease ? "left to expire" : "none"));
 		_exit(0);
 	}
 	if (lease)

@@ -8,8 +8,9 @@
  *
  * The fixture runs no kubelet, scheduler or controller-manager: the test
  * writes what those would (a Dataset's cached bytes, as granary-meta's
- * own report would from the workers' heartbeats), and pods stay gated
- * objects that never run. No part is a stand-in.
+ * own report would from the workers' heartbeats; a pod's phase; a claim's
+ * and a volume's protection finalizers lifted), and pods stay objects
+ * that never run. No part is a stand-in.
  */
 #include <check.h>
 #include <stdatomic.h>
@@ -155,6 +156,61 @@ static size_t events(const char *ns, const char *reason)
 	return n;
 }
 
+/* A merge patch of metadata.finalizers to none on the object at path, as
+ * the controller-manager's protection controllers do once no pod uses a
+ * claim; gone already (404) is fine. */
+static void drop_finalizers(const char *path)
+{
+	long code = 0;
+	json_t *reply = api("PATCH", path, "application/merge-patch+json",
+			    json_pack("{s:{s:n}}", "metadata", "finalizers"), &code);
+
+	ck_assert_msg(code == 200 || code == 404, "PATCH %s: HTTP %ld: %s", path, code,
+		      kubeapi_message(reply));
+	json_decref(reply);
+}
+
+/*
+ * n pods in ns of an annotation of 240 KB each (labelled: with the cache
+ * gate's label, ungated): past the 4 MiB of one answer together, as ~500
+ * pods of 8 KiB (managedFields, status; a Job's ended pods count) are.
+ */
+static void make_heavy_pods(const char *ns, int n, bool labelled)
+{
+	char path[300], name[32], *pad = malloc(240001);
+
+	ck_assert_ptr_nonnull(pad);
+	memset(pad, 'p', 240000);
+	pad[240000] = '\0';
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", ns);
+	for (int i = 0; i < n; i++) {
+		json_t *pod;
+
+		snprintf(name, sizeof(name), "heavy-%d", i);
+		pod = json_pack("{s:s, s:s, s:{s:s, s:{s:s}}, s:{s:[{s:s, s:s}]}}", "apiVersion",
+				"v1", "kind", "Pod", "metadata", "name", name, "annotations",
+				"e2e.granary.io/pad", pad, "spec", "containers", "name", "c",
+				"image", "busybox");
+		if (labelled)
+			json_object_set_new(json_object_get(pod, "metadata"), "labels",
+					    json_pack("{s:s}", CACHEGATE_LABEL, "90"));
+		create(path, pod);
+	}
+	free(pad);
+}
+
+/* Waits up to timeout_ms for check(ns) to be want; returns what it was. */
+static size_t wait_count(size_t (*check)(const char *ns), const char *ns, size_t want,
+			 uint64_t timeout_ms)
+{
+	uint64_t until = retry_now_ms() + timeout_ms;
+	size_t n;
+
+	while ((n = check(ns)) != want && retry_now_ms() < until)
+		retry_sleep_ms(100);
+	return n;
+}
+
 /* ---- the Dataset controller -------------------------------------------- */
 
 struct controller {
@@ -195,6 +251,35 @@ static void controller_stop(struct controller *c)
 	ck_assert(datasets_stop(c->datasets, 30000));
 	membership_free(c->membership);
 	registry_free(c->registry);
+}
+
+/* A source of two objects in the S3 fixture: its prefix in prefix. */
+static void make_source(char *prefix, size_t size)
+{
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials };
+	struct store *st = NULL;
+	struct error err;
+	char key[256];
+
+	snprintf(prefix, size, "meta-kube-%d-%llu/", (int)getpid(),
+		 (unsigned long long)retry_now_ms());
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	for (int i = 0; i < 2; i++) {
+		snprintf(key, sizeof(key), "%sf%d", prefix, i);
+		ck_assert_msg(store_put(st, key, "data", 4, &err) == ERR_OK, "%s", err.msg);
+	}
+	store_free(st);
+}
+
+/* A Dataset named name in ns of the source s3://BUCKET/prefix. */
+static void make_dataset(const char *ns, const char *name, const char *prefix)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s+}}", "apiVersion", "granary.io/v1alpha1",
+			       "kind", "Dataset", "metadata", "name", name, "spec", "source",
+			       "s3://" BUCKET "/", prefix));
 }
 
 /* The S3 fixture's keys (its credentials file), id[256] and key[256]. */
@@ -286,22 +371,11 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 	struct controller c = { 0 };
 	char ns[64], path[400], prefix[128], dataset[128], ref[700], id[256], key[256];
 	char legacy[700];
-	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials };
-	struct store *st = NULL;
 	struct error err;
 	struct stat sb;
 	uint64_t t0;
 
-	/* A source of two objects. */
-	snprintf(prefix, sizeof(prefix), "meta-kube-%d-%llu/", (int)getpid(),
-		 (unsigned long long)retry_now_ms());
-	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
-	for (int i = 0; i < 2; i++) {
-		snprintf(path, sizeof(path), "%sf%d", prefix, i);
-		ck_assert_msg(store_put(st, path, "data", 4, &err) == ERR_OK, "%s", err.msg);
-	}
-	store_free(st);
-
+	make_source(prefix, sizeof(prefix));
 	make_namespace(ns, sizeof(ns), "creds");
 	snprintf(dataset, sizeof(dataset), "%s.ds", ns);
 	fixture_keys(id, key);
@@ -358,6 +432,194 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 }
 END_TEST
 
+/* Waits up to 30 s for the object at path to be deleted (a
+ * deletionTimestamp, or gone); false if it was not. */
+static bool wait_deleting(const char *path)
+{
+	uint64_t until = retry_now_ms() + 30000;
+
+	while (retry_now_ms() < until) {
+		long code = 0;
+		json_t *o = api("GET", path, "application/json", NULL, &code);
+		bool deleting = code == 404 ||
+				json_object_get(json_object_get(o, "metadata"), "deletionTimestamp");
+
+		json_decref(o);
+		if (deleting)
+			return true;
+		retry_sleep_ms(200);
+	}
+	return false;
+}
+
+/* The Dataset's status.message, for a failure's message (msg[size]). */
+static void status_message(const char *ns, const char *name, char *msg, size_t size)
+{
+	char path[400];
+	json_t *o;
+
+	snprintf(path, sizeof(path), DATASETS, ns, name);
+	o = get(path);
+	snprintf(msg, size, "%s",
+		 json_string_value(json_object_get(json_object_get(o, "status"), "message")) ?: "");
+	json_decref(o);
+}
+
+/*
+ * A Dataset whose namespace holds pods past the 4 MiB of one answer is
+ * deleted: the look at its claim's users reads them page by page. A pod
+ * that mounts the claim but has ended holds nothing up.
+ */
+START_TEST(test_datasets_delete_past_a_page_of_pods)
+{
+	struct controller c = { 0 };
+	char ns[64], path[400], claim[400], pv[400], prefix[128], msg[600];
+	uint64_t t0, until;
+	long code = 0;
+	json_t *reply;
+
+	make_source(prefix, sizeof(prefix));
+	make_namespace(ns, sizeof(ns), "delete");
+	controller_start(&c);
+	make_dataset(ns, "ds", prefix);
+	wait_phase(ns, "ds", "Ready", NULL);
+	make_heavy_pods(ns, 24, false);
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:[{s:s, s:s}], s:[{s:s, s:{s:s}}]}}",
+			       "apiVersion", "v1", "kind", "Pod", "metadata", "name", "ended",
+			       "spec", "containers", "name", "c", "image", "busybox", "volumes",
+			       "name", "data", "persistentVolumeClaim", "claimName", "ds"));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/ended/status", ns);
+	merge(path, json_pack("{s:{s:s}}", "status", "phase", "Succeeded"));
+
+	t0 = retry_now_ms();
+	snprintf(path, sizeof(path), DATASETS, ns, "ds");
+	reply = api("DELETE", path, "application/json", NULL, &code);
+	ck_assert_msg(code == 200 || code == 202, "DELETE %s: HTTP %ld", path, code);
+	json_decref(reply);
+	snprintf(claim, sizeof(claim), "/api/v1/namespaces/%s/persistentvolumeclaims/ds", ns);
+	snprintf(pv, sizeof(pv), "/api/v1/persistentvolumes/granary-%s.ds", ns);
+	if (!wait_deleting(claim)) {
+		status_message(ns, "ds", msg, sizeof(msg));
+		ck_abort_msg("claim %s/ds not deleted within 30 s; Dataset: %s", ns, msg);
+	}
+	/* No controller-manager here to lift their protection. */
+	drop_finalizers(claim);
+	ck_assert_msg(wait_deleting(pv), "volume %s not deleted within 30 s", pv);
+	drop_finalizers(pv);
+	for (until = retry_now_ms() + 30000; retry_now_ms() < until; retry_sleep_ms(200)) {
+		json_decref(api("GET", path, "application/json", NULL, &code));
+		if (code == 404)
+			break;
+	}
+	ck_assert_msg(code == 404, "Dataset %s/ds still there 30 s after its deletion", ns);
+	fprintf(stderr, "Dataset with 24 heavy pods beside it: deleted in %llu ms\n",
+		(unsigned long long)(retry_now_ms() - t0));
+	controller_stop(&c);
+}
+END_TEST
+
+#define REFUSE_READY "e2e.granary.io/refuse-ready"
+
+static size_t refreshed_events(const char *ns)
+{
+	return events(ns, "Refreshed");
+}
+
+/* A ValidatingAdmissionPolicy (and its binding) that refuses a status of
+ * phase Ready to a Dataset annotated REFUSE_READY, as an apiserver refuses
+ * a write it cannot take. Lifting the annotation lets them through. */
+static void refuse_ready_statuses(const char *ns)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "refuse-ready-%s", ns);
+	create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+	       json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:{s:[{s:[s], s:[s], s:[s], s:[s]}]}, "
+			 "s:[{s:s, s:s}]}}",
+			 "apiVersion", "admissionregistration.k8s.io/v1", "kind",
+			 "ValidatingAdmissionPolicy", "metadata", "name", name, "spec",
+			 "failurePolicy", "Fail", "matchConstraints", "resourceRules", "apiGroups",
+			 "granary.io", "apiVersions", "*", "operations", "UPDATE", "resources",
+			 "datasets/status", "validations", "expression",
+			 "!(has(object.metadata.annotations) && '" REFUSE_READY "' in "
+			 "object.metadata.annotations && has(object.status) && "
+			 "has(object.status.phase) && object.status.phase == 'Ready')",
+			 "message", "refused by the test: a status of phase Ready"));
+	create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+	       json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:[s]}}", "apiVersion",
+			 "admissionregistration.k8s.io/v1", "kind",
+			 "ValidatingAdmissionPolicyBinding", "metadata", "name", name, "spec",
+			 "policyName", name, "validationActions", "Deny"));
+}
+
+/*
+ * A refresh whose final status (Ready, refreshed) the apiserver refuses
+ * lists the source once: the status is kept and written again at the
+ * Dataset's next looks, not decided on as a refresh still asked for
+ * (which listed the source again and again while the write failed).
+ */
+START_TEST(test_datasets_refused_status_is_written_again)
+{
+	struct controller c = { 0 };
+	char ns[64], path[400], prefix[128], dataset[128];
+	struct registry_dataset rd = { 0 };
+	struct error err;
+	uint64_t generation, until;
+	long code = 0;
+	json_t *o;
+
+	make_source(prefix, sizeof(prefix));
+	make_namespace(ns, sizeof(ns), "refused");
+	refuse_ready_statuses(ns);
+	snprintf(dataset, sizeof(dataset), "%s.ds", ns);
+	controller_start(&c);
+	make_dataset(ns, "ds", prefix);
+	wait_phase(ns, "ds", "Ready", NULL);
+	ck_assert_int_eq(registry_get(c.registry, dataset, &rd, &err), ERR_OK);
+	generation = rd.generation;
+	registry_dataset_release(&rd);
+
+	/* Refused from now on (once the apiserver has loaded the policy). */
+	snprintf(path, sizeof(path), DATASETS, ns, "ds");
+	merge(path, json_pack("{s:{s:{s:s}}}", "metadata", "annotations", REFUSE_READY, "1"));
+	snprintf(path, sizeof(path), DATASETS "/status", ns, "ds");
+	for (until = retry_now_ms() + 20000; retry_now_ms() < until; retry_sleep_ms(200)) {
+		json_decref(api("PATCH", path, "application/merge-patch+json",
+				json_pack("{s:{s:s}}", "status", "phase", "Ready"), &code));
+		if (code != 200)
+			break;
+	}
+	ck_assert_msg(code == 422 || code == 403, "status of phase Ready: HTTP %ld", code);
+
+	snprintf(path, sizeof(path), DATASETS, ns, "ds");
+	merge(path, json_pack("{s:{s:s}}", "spec", "refresh", "r1"));
+	ck_assert_uint_eq(wait_count(refreshed_events, ns, 1, 30000), 1);
+	/* The looks that follow (the job's end, the first retry 5 s after
+	 * the refusal) write the status again, refused, and list nothing. */
+	retry_sleep_ms(6000);
+	ck_assert_int_eq(registry_get(c.registry, dataset, &rd, &err), ERR_OK);
+	ck_assert_msg(rd.generation == generation + 1,
+		      "generation %llu after one refresh of generation %llu",
+		      (unsigned long long)rd.generation, (unsigned long long)generation);
+	registry_dataset_release(&rd);
+
+	/* Taken at the next look. */
+	merge(path, json_pack("{s:{s:{s:n}}}", "metadata", "annotations", REFUSE_READY));
+	wait_phase(ns, "ds", "Ready", NULL);
+	o = get(path);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"),
+							   "refreshed")) ?: "",
+			 "r1");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(o, "status"),
+							    "snapshotGeneration")),
+			 (json_int_t)generation + 1);
+	json_decref(o);
+	ck_assert_uint_eq(refreshed_events(ns), 1);
+	controller_stop(&c);
+}
+END_TEST
+
 /* ---- the cache gate ---------------------------------------------------- */
 
 /* Gated pods of ns. */
@@ -389,18 +651,6 @@ static void make_pod(const char *ns, const char *name, const char *claim)
 			       claim, "readOnly", 1));
 }
 
-/* Waits up to timeout_ms for check(ns) to be want; returns what it was. */
-static size_t wait_count(size_t (*check)(const char *ns), const char *ns, size_t want,
-			 uint64_t timeout_ms)
-{
-	uint64_t until = retry_now_ms() + timeout_ms;
-	size_t n;
-
-	while ((n = check(ns)) != want && retry_now_ms() < until)
-		retry_sleep_ms(100);
-	return n;
-}
-
 static size_t waiting_events(const char *ns)
 {
 	return events(ns, "WaitingForCache");
@@ -424,10 +674,7 @@ START_TEST(test_cachegate_judges_each_new_pod_once)
 	size_t n;
 
 	make_namespace(ns, sizeof(ns), "gate");
-	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
-	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s}}", "apiVersion", "granary.io/v1alpha1",
-			       "kind", "Dataset", "metadata", "name", "ds", "spec", "source",
-			       "s3://" BUCKET "/gate/"));
+	make_dataset(ns, "ds", "gate/");
 	snprintf(path, sizeof(path), DATASETS "/status", ns, "ds");
 	merge(path, json_pack("{s:{s:s, s:I, s:I}}", "status", "phase", "Ready", "bytes",
 			      (json_int_t)1000, "cachedBytes", (json_int_t)0));
@@ -468,6 +715,53 @@ START_TEST(test_cachegate_judges_each_new_pod_once)
 }
 END_TEST
 
+/* Whether the pod ns/name still carries the gate. */
+static bool gated(const char *ns, const char *name)
+{
+	char path[300];
+	json_t *pod;
+	bool is;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", ns, name);
+	pod = get(path);
+	is = cachegate_index(pod) >= 0;
+	json_decref(pod);
+	return is;
+}
+
+/*
+ * Labelled pods past the 4 MiB of one answer (ungated: a label outlives
+ * its gate) are read page by page: a gated pod of a cached Dataset is let
+ * go.
+ */
+START_TEST(test_cachegate_lists_past_a_page_of_pods)
+{
+	struct cachegate_config cfg = { .mirror_ns = "granary-system", .stop = stop_now };
+	struct cachegate *g = NULL;
+	char ns[64], path[400];
+	struct error err;
+	uint64_t t0, until;
+
+	make_namespace(ns, sizeof(ns), "gatepages");
+	make_dataset(ns, "ds", "gate/");
+	snprintf(path, sizeof(path), DATASETS "/status", ns, "ds");
+	merge(path, json_pack("{s:{s:s, s:I, s:I}}", "status", "phase", "Ready", "bytes",
+			      (json_int_t)1000, "cachedBytes", (json_int_t)1000));
+	make_heavy_pods(ns, 24, true);
+	make_pod(ns, "train", "ds");
+	cfg.kube = kube;
+	t0 = retry_now_ms();
+	ck_assert_msg(cachegate_start(&cfg, &g, &err) == ERR_OK, "%s", err.msg);
+	for (until = t0 + 30000; gated(ns, "train") && retry_now_ms() < until;)
+		retry_sleep_ms(100);
+	ck_assert_msg(!gated(ns, "train"), "pod %s/train still gated after 30 s", ns);
+	fprintf(stderr, "cache gate beside 24 heavy labelled pods: gate removed in %llu ms\n",
+		(unsigned long long)(retry_now_ms() - t0));
+	stopping = true;
+	cachegate_stop(g);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta_kube");
@@ -476,7 +770,10 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_datasets_apply_a_changed_secret_ref);
+	tcase_add_test(tc, test_datasets_delete_past_a_page_of_pods);
+	tcase_add_test(tc, test_datasets_refused_status_is_written_again);
 	tcase_add_test(tc, test_cachegate_judges_each_new_pod_once);
+	tcase_add_test(tc, test_cachegate_lists_past_a_page_of_pods);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

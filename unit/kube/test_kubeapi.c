@@ -1,8 +1,15 @@
 /*
- * test_kubeapi.c - the pure parts of the Kubernetes API client: a
- * TokenReview answer read into its verdict.
+ * test_kubeapi.c - the Kubernetes API client: a TokenReview answer read
+ * into its verdict; lists page by page against a fake apiserver in this
+ * process (a fake, because a real one cannot be made to let a continue
+ * token expire or to send a page over the cap on one answer when asked);
+ * a token that cannot be read.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "kube/kubeapi.h"
 #include "unit/check_main.h"
@@ -83,15 +90,340 @@ START_TEST(test_kubeapi_token_review_odd_types)
 }
 END_TEST
 
+/* ---- lists, against a fake apiserver ------------------------------------- */
+
+#define FAKE_REQUESTS 16
+
+/* Answers request n (from 0) for target (path and query): its status,
+ * *body its text (heap, the fake frees it). */
+typedef int (*fake_answer_fn)(unsigned n, const char *target, char **body);
+
+struct fake {
+	int fd;
+	char url[64];
+	pthread_t thread;
+	fake_answer_fn answer;
+	char targets[FAKE_REQUESTS][256]; /* the requests, in order */
+	unsigned n;
+};
+
+/* One connection at a time, one request each (Connection: close). */
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	int c;
+
+	while ((c = accept(f->fd, NULL, NULL)) >= 0) {
+		char req[4096], head[256], target[256] = "", *body = NULL;
+		size_t len = 0;
+		ssize_t got;
+		int status, n;
+
+		while (len < sizeof(req) - 1 &&
+		       (got = recv(c, req + len, sizeof(req) - 1 - len, 0)) > 0) {
+			len += (size_t)got;
+			req[len] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		req[len] = '\0';
+		sscanf(req, "GET %255s ", target);
+		if (f->n < FAKE_REQUESTS)
+			snprintf(f->targets[f->n], sizeof(f->targets[0]), "%s", target);
+		status = f->answer(f->n++, target, &body);
+		n = snprintf(head, sizeof(head),
+			     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+			     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+			     status, strlen(body));
+		/* The client may hang up on an answer over its cap. */
+		send(c, head, (size_t)n, MSG_NOSIGNAL);
+		send(c, body, strlen(body), MSG_NOSIGNAL);
+		free(body);
+		close(c);
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake *f, fake_answer_fn answer)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	memset(f, 0, sizeof(*f));
+	f->answer = answer;
+	f->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(f->fd, 0);
+	ck_assert_int_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(f->fd, 8), 0);
+	ck_assert_int_eq(getsockname(f->fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%u", ntohs(sa.sin_port));
+	ck_assert_int_eq(pthread_create(&f->thread, NULL, fake_main, f), 0);
+}
+
+static void fake_stop(struct fake *f)
+{
+	shutdown(f->fd, SHUT_RDWR);
+	pthread_join(f->thread, NULL);
+	close(f->fd);
+}
+
+/* kubeapi_list of path from the fake: its status, *list the answer. */
+static enum error_code list(fake_answer_fn answer, struct fake *f, const char *path, long *status,
+			    json_t **out, struct error *err)
+{
+	char token[64];
+	struct kubeapi *k = NULL;
+	enum error_code rc;
+
+	check_write_temp(token, sizeof(token), "not-a-real-token\n");
+	fake_start(f, answer);
+	ck_assert_int_eq(kubeapi_new(f->url, token, "", &k, err), ERR_OK);
+	rc = kubeapi_list(k, path, status, out, err);
+	kubeapi_free(k);
+	fake_stop(f);
+	unlink(token);
+	return rc;
+}
+
+static char *text(const char *s)
+{
+	char *t = strdup(s);
+
+	ck_assert_ptr_nonnull(t);
+	return t;
+}
+
+/* A request the test did not ask for: 400. */
+static int unexpected(char **body)
+{
+	*body = text("{\"kind\":\"Status\",\"message\":\"unexpected request\"}");
+	return 400;
+}
+
+/* list holds the items numbered want ("1,2,3") under resourceVersion rv
+ * and no continue token; released. */
+static void expect_items(json_t *list, const char *want, const char *rv)
+{
+	json_t *meta = json_object_get(list, "metadata"), *item;
+	char got[64] = "";
+	size_t i, at = 0;
+
+	json_array_foreach(json_object_get(list, "items"), i, item)
+		at += (size_t)snprintf(got + at, sizeof(got) - at, "%s%lld", i ? "," : "",
+				       (long long)json_integer_value(json_object_get(item, "n")));
+	ck_assert_str_eq(got, want);
+	ck_assert_str_eq(json_string_value(json_object_get(meta, "resourceVersion")) ?: "", rv);
+	ck_assert_ptr_null(json_object_get(meta, "continue"));
+	ck_assert_ptr_null(json_object_get(meta, "remainingItemCount"));
+	json_decref(list);
+}
+
+static int two_pages(unsigned n, const char *target, char **body)
+{
+	(void)n;
+	if (strcmp(target, "/l?x=1&limit=250") == 0) {
+		*body = text("{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"7\","
+			     "\"continue\":\"a+b/=\",\"remainingItemCount\":1},"
+			     "\"items\":[{\"n\":1},{\"n\":2}]}");
+		return 200;
+	}
+	if (strcmp(target, "/l?x=1&limit=250&continue=a%2Bb%2F%3D") == 0) {
+		*body = text("{\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[{\"n\":3}]}");
+		return 200;
+	}
+	return unexpected(body);
+}
+
+/* The pages are asked with limit and the last page's continue token
+ * (escaped), and merged under the first page's metadata. */
+START_TEST(test_kubeapi_list_merges_the_pages)
+{
+	struct fake f;
+	struct error err;
+	json_t *l = NULL;
+	long status = 0;
+
+	ck_assert_int_eq(list(two_pages, &f, "/l?x=1", &status, &l, &err), ERR_OK);
+	ck_assert_int_eq(status, 200);
+	ck_assert_uint_eq(f.n, 2);
+	expect_items(l, "1,2,3", "7");
+}
+END_TEST
+
+/* Snapshot 7 expires after its first page; snapshot 9 is listed whole. */
+static int expiring(unsigned n, const char *target, char **body)
+{
+	(void)target;
+	switch (n) {
+	case 0:
+		*body = text("{\"metadata\":{\"resourceVersion\":\"7\",\"continue\":\"c7\"},"
+			     "\"items\":[{\"n\":1}]}");
+		return 200;
+	case 1:
+		*body = text("{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
+			     "\"message\":\"the provided continue parameter is too old\"}");
+		return 410;
+	case 2:
+		*body = text("{\"metadata\":{\"resourceVersion\":\"9\",\"continue\":\"c9\"},"
+			     "\"items\":[{\"n\":10}]}");
+		return 200;
+	default:
+		*body = text("{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":[{\"n\":11}]}");
+		return 200;
+	}
+}
+
+START_TEST(test_kubeapi_list_expired_continue_lists_again)
+{
+	struct fake f;
+	struct error err;
+	json_t *l = NULL;
+	long status = 0;
+
+	ck_assert_int_eq(list(expiring, &f, "/l", &status, &l, &err), ERR_OK);
+	ck_assert_int_eq(status, 200);
+	ck_assert_uint_eq(f.n, 4);
+	ck_assert_str_eq(f.targets[0], "/l?limit=250");
+	ck_assert_str_eq(f.targets[1], "/l?limit=250&continue=c7");
+	ck_assert_str_eq(f.targets[2], "/l?limit=250");
+	ck_assert_str_eq(f.targets[3], "/l?limit=250&continue=c9");
+	expect_items(l, "10,11", "9");
+}
+END_TEST
+
+static int always_expiring(unsigned n, const char *target, char **body)
+{
+	(void)target;
+	return expiring(n % 2, target, body);
+}
+
+/* A token that keeps expiring: the 410 answer, after 3 lists again. */
+START_TEST(test_kubeapi_list_gives_up_after_three_restarts)
+{
+	struct fake f;
+	struct error err;
+	json_t *l = NULL;
+	long status = 0;
+
+	ck_assert_int_eq(list(always_expiring, &f, "/l", &status, &l, &err), ERR_OK);
+	ck_assert_int_eq(status, 410);
+	ck_assert_uint_eq(f.n, 8);
+	ck_assert_str_eq(kubeapi_message(l), "the provided continue parameter is too old");
+	json_decref(l);
+}
+END_TEST
+
+/* A page of limit items, each of item_bytes. */
+static char *page_of(unsigned limit, size_t item_bytes)
+{
+	json_t *items = json_array(), *page;
+	char *pad = malloc(item_bytes + 1), *out;
+
+	ck_assert_ptr_nonnull(pad);
+	memset(pad, 'x', item_bytes);
+	pad[item_bytes] = '\0';
+	for (unsigned i = 0; i < limit; i++)
+		json_array_append_new(items, json_pack("{s:i, s:s}", "n", (int)i + 1, "pad", pad));
+	page = json_pack("{s:{s:s}, s:o}", "metadata", "resourceVersion", "5", "items", items);
+	out = json_dumps(page, JSON_COMPACT);
+	json_decref(page);
+	free(pad);
+	ck_assert_ptr_nonnull(out);
+	return out;
+}
+
+/* Items of 20 KiB: a page of 250 is over 4 MiB, one of 125 is not. */
+static int large_items(unsigned n, const char *target, char **body)
+{
+	unsigned limit = 0;
+
+	(void)n;
+	if (sscanf(target, "/l?limit=%u", &limit) != 1)
+		return unexpected(body);
+	*body = page_of(limit, 20 << 10);
+	return 200;
+}
+
+START_TEST(test_kubeapi_list_halves_a_page_too_large)
+{
+	struct fake f;
+	struct error err;
+	json_t *l = NULL;
+	long status = 0;
+
+	ck_assert_int_eq(list(large_items, &f, "/l", &status, &l, &err), ERR_OK);
+	ck_assert_int_eq(status, 200);
+	ck_assert_uint_eq(f.n, 2);
+	ck_assert_str_eq(f.targets[1], "/l?limit=125");
+	ck_assert_uint_eq(json_array_size(json_object_get(l, "items")), 125);
+	json_decref(l);
+}
+END_TEST
+
+static int huge_item(unsigned n, const char *target, char **body)
+{
+	(void)n, (void)target;
+	*body = page_of(1, 5 << 20);
+	return 200;
+}
+
+/* One object over 4 MiB: asked down to a page of one, then refused. */
+START_TEST(test_kubeapi_list_object_over_the_cap)
+{
+	struct fake f;
+	struct error err;
+	json_t *l = NULL;
+	long status = 0;
+
+	ck_assert_int_eq(list(huge_item, &f, "/l", &status, &l, &err), ERR_NO_SPACE);
+	ck_assert_uint_eq(f.n, 8);
+	ck_assert_str_eq(f.targets[7], "/l?limit=1");
+	ck_assert_msg(strstr(err.msg, "/l?limit=1: answer larger than 4 MiB"), "%s", err.msg);
+	ck_assert_ptr_null(l);
+}
+END_TEST
+
+/* ---- the token --------------------------------------------------------------- */
+
+/* A token file that cannot be read: the error names it, once. */
+START_TEST(test_kubeapi_missing_token_names_its_file)
+{
+	struct kubeapi *k = NULL;
+	struct error err;
+	long status = 0;
+	const char *at;
+
+	ck_assert_int_eq(kubeapi_new("http://127.0.0.1:1", "/nonexistent/granary/token", "", &k,
+				     &err),
+			 ERR_OK);
+	ck_assert_int_eq(kubeapi_call(k, "GET", "/api", NULL, &status, NULL, &err), ERR_NOT_FOUND);
+	ck_assert_int_eq(status, 0);
+	ck_assert_msg(strstr(err.msg, "'/nonexistent/granary/token'"), "%s", err.msg);
+	at = strstr(err.msg, "the service account token: ");
+	ck_assert_msg(at == err.msg && !strstr(at + 1, "the service account token"), "%s", err.msg);
+	kubeapi_free(k);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kubeapi");
 	TCase *tc = tcase_create("token_review");
+	TCase *token = tcase_create("token");
+	TCase *lists = tcase_create("list");
 
 	tcase_add_test(tc, test_kubeapi_token_review_reads_a_pods_token);
 	tcase_add_test(tc, test_kubeapi_token_review_refused_token);
 	tcase_add_test(tc, test_kubeapi_token_review_audience_must_be_named);
 	tcase_add_test(tc, test_kubeapi_token_review_odd_types);
 	suite_add_tcase(s, tc);
+	tcase_add_test(token, test_kubeapi_missing_token_names_its_file);
+	suite_add_tcase(s, token);
+	tcase_add_test(lists, test_kubeapi_list_merges_the_pages);
+	tcase_add_test(lists, test_kubeapi_list_expired_continue_lists_again);
+	tcase_add_test(lists, test_kubeapi_list_gives_up_after_three_restarts);
+	tcase_add_test(lists, test_kubeapi_list_halves_a_page_too_large);
+	tcase_add_test(lists, test_kubeapi_list_object_over_the_cap);
+	suite_add_tcase(s, lists);
 	return check_main_run(s);
 }
