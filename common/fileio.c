@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -336,37 +335,91 @@ int fileio_hex_value(char c)
 	return -1;
 }
 
-/* nftw's callback: the first entry that cannot be removed, per thread. */
-static __thread char remove_failed[512];
-static __thread int remove_errno;
+/* Deepest directory fileio_remove_tree goes into. */
+#define REMOVE_DEPTH_MAX 64
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/*
+ * Removes name in the directory dirfd and everything under it. Every step
+ * is relative to a directory already open, and no link is followed: a
+ * directory renamed and replaced by a symbolic link meanwhile (a tree
+ * someone else can write) removes the link, never what it points at.
+ * shown: the path for messages.
+ */
+static enum error_code remove_at(int at, const char *name, dev_t dev, int depth,
+				 const char *shown, struct error *err)
 {
-	(void)st;
-	(void)ftw;
-	if ((type == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT)
-		return 0;
-	remove_errno = errno;
-	snprintf(remove_failed, sizeof(remove_failed), "%s", path);
-	return 1;
+	enum error_code rc = ERR_OK;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int fd;
+
+	fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return ERR_OK;
+		if (errno != ENOTDIR && errno != ELOOP)
+			return error_set(err, error_from_errno(errno), "remove '%s/%s': %s", shown,
+					 name, strerror(errno));
+		/* Not a directory (a link to one included): the name goes. */
+		if (unlinkat(at, name, 0) != 0 && errno != ENOENT)
+			return error_set(err, error_from_errno(errno), "remove '%s/%s': %s", shown,
+					 name, strerror(errno));
+		return ERR_OK;
+	}
+	if (fstat(fd, &st) != 0 || st.st_dev != dev || depth >= REMOVE_DEPTH_MAX) {
+		close(fd);
+		return error_set(err, ERR_INVALID, "remove '%s/%s': %s", shown, name,
+				 depth >= REMOVE_DEPTH_MAX ? "nested too deep"
+							   : "on another file system");
+	}
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return error_set(err, ERR_NOMEM, "remove '%s/%s': out of memory", shown, name);
+	}
+	while (rc == ERR_OK && (e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		rc = remove_at(dirfd(d), e->d_name, dev, depth + 1, shown, err);
+	}
+	closedir(d);
+	if (rc == ERR_OK && unlinkat(at, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+		rc = error_set(err, error_from_errno(errno), "remove '%s/%s': %s", shown, name,
+			       strerror(errno));
+	return rc;
 }
 
 enum error_code fileio_remove_tree(const char *path, struct error *err)
 {
+	char parent[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+	enum error_code rc;
 	struct stat st;
-	int rc;
+	int pfd;
 
-	if (lstat(path, &st) != 0 && errno == ENOENT)
-		return ERR_OK;
-	remove_errno = 0;
-	rc = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-	if (rc == 0)
-		return ERR_OK;
-	if (rc < 0)
+	if (slash == path)
+		snprintf(parent, sizeof(parent), "/");
+	else if (slash)
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
+	else
+		snprintf(parent, sizeof(parent), ".");
+	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return error_set(err, ERR_INVALID, "remove '%s': not a name to remove", path);
+	pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pfd < 0)
+		return errno == ENOENT ? ERR_OK
+				       : error_set(err, error_from_errno(errno), "remove '%s': %s",
+						   path, strerror(errno));
+	if (fstat(pfd, &st) != 0) {
+		close(pfd);
 		return error_set(err, error_from_errno(errno), "remove '%s': %s", path,
 				 strerror(errno));
-	return error_set(err, error_from_errno(remove_errno), "remove '%s': %s", remove_failed,
-			 strerror(remove_errno));
+	}
+	rc = remove_at(pfd, name, st.st_dev, 0, parent, err);
+	close(pfd);
+	return rc;
 }
 
 enum error_code fileio_read_small(const char *path, size_t max, char **out, size_t *len,

@@ -62,9 +62,11 @@ enum error_code fileio_mkdirs(const char *path, mode_t mode, struct error *err);
  * e.g. a socket's before binding it; nothing for "/file" or "file". */
 enum error_code fileio_mkdirs_parent(const char *path, struct error *err);
 
-/* Removes path and everything under it, following no link and entering
- * no other file system; a path that is not there is fine. Errors name the
- * first entry that could not be removed. */
+/* Removes path and everything under it, following no link (each step is
+ * taken from a directory already open: a tree that someone else can write
+ * meanwhile never leads it elsewhere) and entering no other file system;
+ * a path that is not there is fine. Errors name the first entry that
+ * could not be removed. */
 enum error_code fileio_remove_tree(const char *path, struct error *err);
 
 /*

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,6 +392,102 @@ START_TEST(test_fileio_mkdirs_makes_parents_and_names_the_failure)
 }
 END_TEST
 
+/* Makes n empty files NAME0..NAME(n-1) in dir. */
+static void make_files(const char *dir, int n)
+{
+	char path[400];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/f%d", dir, i);
+		close(open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	}
+}
+
+START_TEST(test_fileio_remove_tree_removes_links_not_what_they_name)
+{
+	char base[] = "/tmp/granary-rmtree-XXXXXX", tree[200], sub[300], out[200], link[300];
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(tree, sizeof(tree), "%s/tree", base);
+	snprintf(sub, sizeof(sub), "%s/a/b", tree);
+	snprintf(out, sizeof(out), "%s/outside", base);
+	ck_assert_int_eq(fileio_mkdirs(sub, 0700, &err), ERR_OK);
+	ck_assert_int_eq(fileio_mkdirs(out, 0700, &err), ERR_OK);
+	make_files(sub, 3);
+	make_files(out, 3);
+	snprintf(link, sizeof(link), "%s/a/to-outside", tree);
+	ck_assert_int_eq(symlink(out, link), 0);
+	ck_assert_msg(fileio_remove_tree(tree, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_ne(access(tree, F_OK), 0);
+	ck_assert_int_eq(count_entries(out), 3);
+	/* Not there: fine. */
+	ck_assert_int_eq(fileio_remove_tree(tree, &err), ERR_OK);
+	ck_assert_int_eq(fileio_remove_tree(out, &err), ERR_OK);
+	ck_assert_int_eq(rmdir(base), 0);
+}
+END_TEST
+
+/* Renames sub away and puts a link to outside in its place, over and over,
+ * as whoever else can write the tree could while it is removed. */
+struct swapper {
+	char sub[300], moved[310], outside[200];
+	volatile bool stop;
+};
+
+static void *swap_loop(void *arg)
+{
+	struct swapper *w = arg;
+
+	while (!w->stop) {
+		if (rename(w->sub, w->moved) != 0)
+			continue;
+		if (symlink(w->outside, w->sub) == 0) {
+			usleep(50);
+			unlink(w->sub);
+		}
+		rename(w->moved, w->sub);
+	}
+	return NULL;
+}
+
+/*
+ * A directory of the tree swapped for a link while the tree is removed
+ * (a mount pod can write its volume's directory): nothing outside the tree
+ * goes. The path-based walk this replaced removed thousands of files
+ * outside it here.
+ */
+START_TEST(test_fileio_remove_tree_never_follows_a_directory_swapped_for_a_link)
+{
+	char base[] = "/tmp/granary-rmtree-XXXXXX", tree[200];
+	struct swapper w;
+	struct error err;
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(w.outside, sizeof(w.outside), "%s/outside", base);
+	ck_assert_int_eq(mkdir(w.outside, 0700), 0);
+	make_files(w.outside, 500);
+	for (int round = 0; round < 10; round++) {
+		snprintf(tree, sizeof(tree), "%s/tree", base);
+		snprintf(w.sub, sizeof(w.sub), "%s/a", tree);
+		snprintf(w.moved, sizeof(w.moved), "%s/a2", tree);
+		ck_assert_int_eq(fileio_mkdirs(w.sub, 0700, &err), ERR_OK);
+		make_files(w.sub, 500);
+		w.stop = false;
+		ck_assert_int_eq(pthread_create(&t, NULL, swap_loop, &w), 0);
+		fileio_remove_tree(tree, &err);
+		w.stop = true;
+		pthread_join(t, NULL);
+		ck_assert_msg(count_entries(w.outside) == 500,
+			      "round %d: %d of 500 files left outside the tree", round,
+			      count_entries(w.outside));
+		ck_assert_int_eq(fileio_remove_tree(tree, &err), ERR_OK);
+	}
+	ck_assert_int_eq(fileio_remove_tree(base, &err), ERR_OK);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fileio");
@@ -407,6 +504,8 @@ int main(void)
 	tcase_add_test(tc, test_fileio_thread_buf_is_kept_per_thread_and_use);
 	tcase_add_test(tc, test_fileio_drop_cached_drops_whole_pages_of_the_range_only);
 	tcase_add_test(tc, test_fileio_mkdirs_makes_parents_and_names_the_failure);
+	tcase_add_test(tc, test_fileio_remove_tree_removes_links_not_what_they_name);
+	tcase_add_test(tc, test_fileio_remove_tree_never_follows_a_directory_swapped_for_a_link);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
