@@ -372,13 +372,16 @@ static bool not_running(json_t *cs, char *why, size_t size)
 }
 
 enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool *exists,
-				   char *why, size_t size, struct error *err)
+				   bool *ended, char *why, size_t size, struct error *err)
 {
 	json_t *reply, *st, *cs;
 	const char *phase;
 	enum error_code rc;
+	bool final;
 
 	*exists = false;
+	if (ended)
+		*ended = false;
 	why[0] = '\0';
 	rc = get_pod(mp, name, &reply, err);
 	if (rc != ERR_OK || !reply)
@@ -387,7 +390,11 @@ enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool 
 	st = json_object_get(reply, "status");
 	phase = json_string_value(json_object_get(st, "phase"));
 	cs = json_array_get(json_object_get(st, "containerStatuses"), 0);
-	if (!cs || !not_running(cs, why, size)) {
+	final = phase && (strcmp(phase, "Failed") == 0 || strcmp(phase, "Succeeded") == 0);
+	if (ended)
+		*ended = final && !json_object_get(json_object_get(reply, "metadata"),
+						   "deletionTimestamp");
+	if (final || !cs || !not_running(cs, why, size)) {
 		if (phase && strcmp(phase, "Running") != 0)
 			snprintf(why, size, "pod %s%s%s", phase,
 				 json_object_get(st, "message") ? ": " : "",

@@ -77,8 +77,10 @@ enum error_code mountpods_volume_of(struct mountpods *mp, const char *name, char
 
 /* Whether the pod exists, and if so why it does not run when it does not
  * (its phase, a container's waiting or terminated reason and message)
- * into why ("" when it runs). */
+ * into why ("" when it runs); *ended (when not NULL) whether it is in a
+ * phase it never leaves, Succeeded or Failed (a graceful node shutdown
+ * leaves a pod Failed, and its name taken), and not being deleted. */
 enum error_code mountpods_describe(struct mountpods *mp, const char *name, bool *exists,
-				   char *why, size_t size, struct error *err);
+				   bool *ended, char *why, size_t size, struct error *err);
 
 #endif

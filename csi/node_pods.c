@@ -120,7 +120,7 @@ static void pod_explain(struct node *n, struct vol *v, const struct keeper_statu
 {
 	char name[MOUNTPOD_NAME_MAX], why[160] = "";
 	struct error err;
-	bool exists = false;
+	bool exists = false, ended = false;
 
 	if (st->nsup) {
 		const struct keeper_supervisor *s = &st->sup[0];
@@ -132,8 +132,21 @@ static void pod_explain(struct node *n, struct vol *v, const struct keeper_statu
 		return;
 	}
 	mountpods_name(n->cfg.pods, v->rec.volume_id, name);
-	if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) != ERR_OK) {
+	if (mountpods_describe(n->cfg.pods, name, &exists, &ended, why, sizeof(why), &err) !=
+	    ERR_OK) {
 		snprintf(v->down_how, sizeof(v->down_how), "has no mount pod in touch: %s", err.msg);
+		return;
+	}
+	/* A pod that ended for good (Failed after a node's graceful shutdown)
+	 * keeps its name: it goes, and the next look creates it again. */
+	if (exists && ended) {
+		log_warn("the volume's mount pod ended for good; deleting it to create it again",
+			 LOG_S("volume", v->rec.volume_id), LOG_S("pod", name), LOG_S("why", why));
+		if (mountpods_delete(n->cfg.pods, v->rec.volume_id, name, &err) != ERR_OK)
+			log_limited_warn(&n->lim, "cannot delete a mount pod",
+					 LOG_S("pod", name), LOG_S("cause", err.msg));
+		snprintf(v->down_how, sizeof(v->down_how), "is in mount pod %s, which ended (%s)",
+			 name, why);
 		return;
 	}
 	if (!exists) {
@@ -196,7 +209,8 @@ static void pod_upgrade(struct node *n, struct vol *v, const struct keeper_statu
 		/* The replacement exists but does not serve (a bad image, a
 		 * missing binary): the old pods keep serving; say why. */
 		mountpods_name(n->cfg.pods, v->rec.volume_id, name);
-		if (mountpods_describe(n->cfg.pods, name, &exists, why, sizeof(why), &err) == ERR_OK &&
+		if (mountpods_describe(n->cfg.pods, name, &exists, NULL, why, sizeof(why), &err) ==
+			    ERR_OK &&
 		    exists) {
 			/* Still being made is no fault. */
 			if (*why && !strstr(why, "ContainerCreating") && !strstr(why, "PodInitializing"))

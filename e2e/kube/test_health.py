@@ -276,6 +276,30 @@ def test_a_mount_pod_that_cannot_start_leaves_readers_waiting(reading_pod):
     ctr("images", "rm", missing, check=False)
 
 
+def test_a_mount_pod_that_ended_for_good_is_made_again(reading_pod):
+    # A graceful node shutdown leaves a bare pod Failed, its name taken:
+    # creating the volume's mount pod again got 409 for ever. The plugin
+    # deletes such a pod and makes it anew; reads go on.
+    vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
+    old = mount_pods_of(vol)
+    assert len(old) == 1, [p["metadata"]["name"] for p in old]
+    kube.kubectl("-n", kube.NS, "patch", "pod", old[0]["metadata"]["name"], "--subresource=status",
+                 "--type=merge", "-p", json.dumps({"status": {
+                     "phase": "Failed", "reason": "Terminated",
+                     "message": "Pod was terminated in response to imminent node shutdown."}}))
+    # Its container stopped, as the shutdown did: the kubelet starts no
+    # container of a Failed pod again.
+    for cid in crictl("ps", "-q", "--label",
+                      f"io.kubernetes.pod.uid={old[0]['metadata']['uid']}").split():
+        crictl("stop", "--timeout", "0", cid)
+    kube.wait_for("a new mount pod of the volume serving",
+                  lambda: [p for p in mount_pods_of(vol)
+                           if p["metadata"]["uid"] != old[0]["metadata"]["uid"] and ready(p)],
+                  timeout=120, interval=1)
+    out = kube.kubectl("exec", READER, "--", *kube.tfrecord_read(threads=2), timeout=180)
+    assert kube.parse_read(out)[0]["records"] == reading_pod, out
+
+
 def test_an_unstage_whose_mount_pod_cannot_be_deleted_waits_for_it(reading_pod):
     # The API refuses the node plugin the deletion of mount pods (its Role
     # without "delete", as an API that is away would): NodeUnstageVolume
