@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,14 @@
 
 /* Not in the kernel headers of this distribution yet (linux 6.9+). */
 #define FDCHAN_NOTIFY_RESEND 7
+
+/* The most descriptors one message can carry (the kernel's SCM_MAX_FD):
+ * room for all, so that the kernel never drops one itself, which would
+ * close it on the receiving thread. */
+#define FDCHAN_MAX_FDS 253
+
+/* A closer's stack: it only calls close(). */
+#define FDCHAN_CLOSER_STACK (64 * 1024)
 
 /*
  * The address of path. A path longer than sun_path (a state directory
@@ -147,11 +156,35 @@ enum error_code fdchan_send(int sock, json_t *msg, int fd, struct error *err)
 	return ERR_OK;
 }
 
+static void *closer_main(void *arg)
+{
+	close((int)(intptr_t)arg);
+	return NULL;
+}
+
+void fdchan_close_async(int fd)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	if (fd < 0)
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, FDCHAN_CLOSER_STACK);
+	rc = pthread_create(&t, &attr, closer_main, (void *)(intptr_t)fd);
+	pthread_attr_destroy(&attr);
+	/* No thread to spare: the caller waits, rather than keep the descriptor. */
+	if (rc != 0)
+		close(fd);
+}
+
 enum error_code fdchan_recv(int sock, json_t **msg, int *fd, int timeout_ms, struct error *err)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		char buf[CMSG_SPACE(sizeof(int) * FDCHAN_MAX_FDS)];
 	} ctl;
 	struct msghdr mh = { 0 };
 	struct pollfd p = { .fd = sock, .events = POLLIN };
@@ -198,7 +231,7 @@ enum error_code fdchan_recv(int sock, json_t **msg, int *fd, int timeout_ms, str
 			if (*fd < 0)
 				*fd = got;
 			else
-				close(got); /* one descriptor a message */
+				fdchan_close_async(got); /* one descriptor a message */
 		}
 	}
 	buf[n] = '\0';
@@ -207,8 +240,7 @@ enum error_code fdchan_recv(int sock, json_t **msg, int *fd, int timeout_ms, str
 	if ((mh.msg_flags & MSG_TRUNC) || !*msg || !json_is_object(*msg)) {
 		json_decref(*msg);
 		*msg = NULL;
-		if (*fd >= 0)
-			close(*fd);
+		fdchan_close_async(*fd);
 		*fd = -1;
 		return error_set(err, ERR_INVALID, "a message that is not a JSON object of at most %d bytes",
 				 FDCHAN_MAX);

@@ -33,8 +33,16 @@ enum error_code fdchan_send(int sock, json_t *msg, int fd, struct error *err);
  * descriptor it carries into *fd (-1 when none; close-on-exec). Waits at
  * most timeout_ms (-1: no limit). ERR_UNAVAILABLE when the peer closed,
  * ERR_TIMEOUT, ERR_INVALID for a message that is not a JSON object (a
- * descriptor that came with it is closed). */
+ * descriptor that came with it is closed). Descriptors past the first,
+ * and those of an invalid message, go to fdchan_close_async. */
 enum error_code fdchan_recv(int sock, json_t **msg, int *fd, int timeout_ms, struct error *err);
+
+/* Closes fd on a detached thread of its own: closing a descriptor the
+ * peer sent (a TCP socket with SO_LINGER and unsent data), or a socket
+ * with such descriptors still queued on it, can block for as long as the
+ * peer likes. Only when no thread can start is it closed at once. -1 is
+ * fine. */
+void fdchan_close_async(int fd);
 
 /* Writes FUSE_NOTIFY_RESEND on a /dev/fuse descriptor: the kernel queues
  * again every request a daemon read and did not answer (Linux 6.9+). Any

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -18,6 +20,14 @@
 #include "csi/fdchan.h"
 
 #define KEEPER_MAX_CONNS 1024
+/* One volume's pod may hold this many: it cannot use up KEEPER_MAX_CONNS. */
+#define KEEPER_CONNS_PER_VOLUME 8
+/* A connection that has not said hello by then is closed. */
+#define KEEPER_HELLO_MS 5000
+#define KEEPER_FULL_LOG_MS 10000
+/* /dev/fuse: the misc device's major and the FUSE minor. */
+#define KEEPER_FUSE_MAJOR 10
+#define KEEPER_FUSE_MINOR 229
 #define KEEPER_POLL_MS 200
 #define KEEPER_UNKNOWN_MAX 16
 
@@ -26,6 +36,8 @@ struct conn {
 	char *bound;                /* the volume of the socket it came through */
 	char *volume;               /* NULL until its hello */
 	uint64_t conn;              /* the connection its descriptor belongs to; 0 = none */
+	bool asked;                 /* sent "send": one descriptor is awaited */
+	uint64_t accepted_ms;       /* for the hello deadline */
 	struct keeper_supervisor sup;
 	struct conn *next;
 };
@@ -44,6 +56,7 @@ struct entry {
 struct listener {
 	int sock;
 	char *volume, *path;
+	struct log_limiter full_log; /* connections refused past KEEPER_CONNS_PER_VOLUME */
 	struct listener *next;
 };
 
@@ -185,22 +198,50 @@ static bool on_hello(struct keeper *k, struct conn *c, json_t *m)
 		 LOG_I("daemon_pid", c->sup.daemon_pid));
 	if (e->fd >= 0 && c->conn != e->conn)
 		send_fd(c, e, c->conn != 0);
-	else if (e->fd < 0 && c->conn != 0)
+	else if (e->fd < 0 && c->conn != 0) {
 		send_op(c, "send");
+		c->asked = true;
+	}
 	return true;
 }
 
-/* A descriptor a supervisor gave back after "send". Under mu. */
-static void on_fd(struct keeper *k, struct conn *c, json_t *m, int fd)
+/* Whether fd is /dev/fuse. The pod chose it: AT_STATX_DONT_SYNC keeps a
+ * file on a filesystem it serves (FUSE) from making us wait for it. */
+static bool is_fuse_dev(int fd)
+{
+	struct statx stx;
+
+	return statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) == 0 &&
+	       S_ISCHR(stx.stx_mode) && stx.stx_rdev_major == KEEPER_FUSE_MAJOR &&
+	       stx.stx_rdev_minor == KEEPER_FUSE_MINOR;
+}
+
+/*
+ * A descriptor a supervisor gave back: taken only after "send" on this
+ * connection, for the connection its hello named, and when it is
+ * /dev/fuse (fuse: is_fuse_dev, checked outside mu), for the plugin
+ * writes FUSE_NOTIFY_RESEND to it and hands it to the next mount pod.
+ * Under mu; true when fd was taken (else the caller closes it).
+ */
+static bool on_fd(struct keeper *k, struct conn *c, json_t *m, int fd, bool fuse)
 {
 	json_int_t conn = json_integer_value(json_object_get(m, "conn"));
 	struct entry *e = c->volume ? find(k, c->volume) : NULL;
+	bool asked = c->asked;
 
-	if (!e || fd < 0 || e->fd >= 0 || conn <= 0) {
-		if (fd >= 0)
-			close(fd);
-		return;
+	c->asked = false;
+	if (fd < 0)
+		return false;
+	if (!asked || !fuse || conn <= 0 || (uint64_t)conn != c->conn) {
+		log_warn("granary-mount sent a descriptor the keeper did not ask for, or not /dev/fuse; closed",
+			 LOG_S("volume", c->bound), LOG_S("pod", c->sup.pod), LOG_I("conn", conn),
+			 LOG_S("asked", asked ? "true" : "false"),
+			 LOG_S("fuse", fuse ? "true" : "false"));
+		return false;
 	}
+	/* Unknown by now, or another supervisor gave it back first. */
+	if (!e || e->fd >= 0)
+		return false;
 	e->fd = fd;
 	e->conn = (uint64_t)conn;
 	log_info("FUSE connection recovered from granary-mount", LOG_S("volume", e->volume),
@@ -209,6 +250,7 @@ static void on_fd(struct keeper *k, struct conn *c, json_t *m, int fd)
 	for (struct conn *o = k->conns; o; o = o->next)
 		if (o != c && o->volume && strcmp(o->volume, e->volume) == 0 && o->conn != e->conn)
 			send_fd(o, e, o->conn != 0);
+	return true;
 }
 
 static void conn_close(struct keeper *k, struct conn **link)
@@ -221,7 +263,8 @@ static void conn_close(struct keeper *k, struct conn **link)
 	if (c->volume)
 		log_info("granary-mount disconnected", LOG_S("volume", c->volume),
 			 LOG_S("pod", c->sup.pod));
-	close(c->sock);
+	/* Descriptors the pod sent and we did not read are closed with it. */
+	fdchan_close_async(c->sock);
 	if (e && supervisors_of(k, e->volume) == 0)
 		e->alone_since_ms = retry_now_ms();
 	free(c->bound);
@@ -234,6 +277,7 @@ static void on_readable(struct keeper *k, struct conn **link)
 	struct conn *c = *link;
 	const char *op;
 	struct error err;
+	bool fuse;
 	json_t *m;
 	int fd;
 
@@ -246,38 +290,65 @@ static void on_readable(struct keeper *k, struct conn **link)
 		return;
 	}
 	op = json_string_value(json_object_get(m, "op"));
+	fuse = fd >= 0 && is_fuse_dev(fd);
 	pthread_mutex_lock(&k->mu);
 	if (op && strcmp(op, "hello") == 0) {
 		if (!on_hello(k, c, m))
 			conn_close(k, link);
 	} else if (op && strcmp(op, "status") == 0 && c->volume) {
 		read_status(c, m);
-	} else if (op && strcmp(op, "fd") == 0) {
-		on_fd(k, c, m, fd);
+	} else if (op && strcmp(op, "fd") == 0 && on_fd(k, c, m, fd, fuse)) {
 		fd = -1;
 	}
 	pthread_mutex_unlock(&k->mu);
-	if (fd >= 0)
-		close(fd);
+	/* A pod's descriptor can block in close (a lingering TCP socket). */
+	fdchan_close_async(fd);
 	json_decref(m);
 }
 
+/* Under mu. */
 static void on_accept(struct keeper *k, struct listener *l)
 {
 	int s;
 
 	while ((s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-		struct conn *c = k->nconns < KEEPER_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		unsigned on_socket = 0;
+		struct conn *c = NULL;
 
+		for (struct conn *o = k->conns; o; o = o->next)
+			on_socket += strcmp(o->bound, l->volume) == 0;
+		if (on_socket >= KEEPER_CONNS_PER_VOLUME)
+			log_limited_warn(&l->full_log,
+					 "too many granary-mount connections on a volume's socket; refused",
+					 LOG_S("volume", l->volume), LOG_U("limit", KEEPER_CONNS_PER_VOLUME));
+		else if (k->nconns < KEEPER_MAX_CONNS)
+			c = calloc(1, sizeof(*c));
 		if (!c || !(c->bound = strdup(l->volume))) {
 			free(c);
-			close(s);
+			fdchan_close_async(s);
 			continue;
 		}
 		c->sock = s;
+		c->accepted_ms = retry_now_ms();
 		c->next = k->conns;
 		k->conns = c;
 		k->nconns++;
+	}
+}
+
+/* Closes the connections that said no hello within KEEPER_HELLO_MS. Under mu. */
+static void close_silent(struct keeper *k)
+{
+	uint64_t now = retry_now_ms();
+
+	for (struct conn **l = &k->conns; *l;) {
+		if ((*l)->volume || now - (*l)->accepted_ms < KEEPER_HELLO_MS) {
+			l = &(*l)->next;
+			continue;
+		}
+		log_warn("granary-mount said no hello in time; disconnected", LOG_S("volume", (*l)->bound),
+			 LOG_U("after_ms", KEEPER_HELLO_MS));
+		conn_close(k, l);
 	}
 }
 
@@ -285,6 +356,7 @@ static void listener_free(struct listener *l)
 {
 	if (l->sock >= 0)
 		close(l->sock);
+	log_limiter_release(&l->full_log);
 	free(l->volume);
 	free(l->path);
 	free(l);
@@ -344,6 +416,7 @@ static bool keeper_round(struct keeper *k, struct pollfd **p, size_t *cap)
 	/* Listeners come and go under mu; only those still listed are
 	 * accepted on (a retired one stays open until the next round). */
 	pthread_mutex_lock(&k->mu);
+	close_silent(k);
 	for (size_t i = 1; i <= nl; i++) {
 		if (!(*p)[i].revents)
 			continue;
@@ -450,9 +523,12 @@ enum error_code keeper_listen(struct keeper *k, const char *volume, const char *
 	if (l)
 		return ERR_OK;
 	l = calloc(1, sizeof(*l));
-	if (!l || !(l->volume = strdup(volume)) || !(l->path = strdup(socket_path))) {
-		if (l)
-			listener_free(l);
+	if (!l)
+		return error_set(err, ERR_NOMEM, "out of memory");
+	l->sock = -1;
+	log_limiter_init(&l->full_log, KEEPER_FULL_LOG_MS, NULL, NULL);
+	if (!(l->volume = strdup(volume)) || !(l->path = strdup(socket_path))) {
+		listener_free(l);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
 	l->sock = fdchan_listen(socket_path, err);

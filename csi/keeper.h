@@ -14,7 +14,9 @@
  *   - it holds none (a new pod, or its container restarted): the keeper
  *     sends its copy with the daemon's argv ("fd");
  *   - the keeper holds none (the plugin restarted): the keeper asks for
- *     the supervisor's ("send"), and keeps the copy it gets back;
+ *     the supervisor's ("send"), and keeps the copy it gets back when it
+ *     is /dev/fuse of the connection the hello named (any other, or one
+ *     it did not ask for, is closed and logged);
  *   - they hold different connections (the plugin mounted anew while the
  *     supervisor was away): the keeper sends its own with fresh=true and
  *     the supervisor starts a new daemon on it.
@@ -23,7 +25,10 @@
  * The connection stays open: the supervisor reports each daemon start and
  * exit ("status"), and the keeper pushes a new connection when it mounts
  * anew. All I/O runs on the keeper's thread; the functions below take the
- * keeper's lock only briefly.
+ * keeper's lock only briefly. A mount pod is not trusted: each socket
+ * holds at most 8 connections, one without a hello in 5 s is closed, and
+ * what a pod sent (its descriptors, its connections) is closed off the
+ * thread (fdchan_close_async), as such a close may block.
  */
 #ifndef GRANARY_CSI_KEEPER_H
 #define GRANARY_CSI_KEEPER_H

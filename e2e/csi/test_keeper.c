@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,7 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,22 +264,46 @@ START_TEST(test_the_connection_outlives_every_single_restart)
 }
 END_TEST
 
+/* Sends msg (stolen) on s, with fd attached when >= 0. */
+static void send_msg(int s, json_t *msg, int fd)
+{
+	struct error err;
+
+	ck_assert_msg(fdchan_send(s, msg, fd, &err) == ERR_OK, "%s", err.msg);
+	json_decref(msg);
+}
+
+/* A connection to path that said hello for volume, holding conn. */
+static int say_hello(const char *path, const char *volume, json_int_t conn)
+{
+	struct error err;
+	int s = fdchan_connect(path, &err);
+
+	ck_assert_msg(s >= 0, "%s", err.msg);
+	send_msg(s, json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
+			      "pod-forged", "template", "t1", "conn", conn), -1);
+	return s;
+}
+
+/* What comes back on s within timeout_ms (NULL when the keeper closed the
+ * connection), and the descriptor with it into *fd. */
+static json_t *answer(int s, int timeout_ms, int *fd)
+{
+	struct error err;
+	json_t *reply = NULL;
+
+	if (fdchan_recv(s, &reply, fd, timeout_ms, &err) != ERR_OK)
+		ck_assert_msg(err.code == ERR_UNAVAILABLE, "no answer and no close: %s", err.msg);
+	return reply;
+}
+
 /* One hello on sock for volume: what comes back (NULL when the keeper
  * closed the connection), and the descriptor with it into *fd. */
 static json_t *hello(const char *path, const char *volume, int *fd)
 {
-	struct error err;
-	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
-			      "pod-forged", "template", "t1", "conn", (json_int_t)0);
-	json_t *reply = NULL;
-	int s = fdchan_connect(path, &err);
+	int s = say_hello(path, volume, 0);
+	json_t *reply = answer(s, 5000, fd);
 
-	*fd = -1;
-	ck_assert_msg(s >= 0, "%s", err.msg);
-	ck_assert_int_eq(fdchan_send(s, m, -1, &err), ERR_OK);
-	if (fdchan_recv(s, &reply, fd, 5000, &err) != ERR_OK)
-		ck_assert_msg(err.code == ERR_UNAVAILABLE, "no answer and no close: %s", err.msg);
-	json_decref(m);
 	close(s);
 	return reply;
 }
@@ -335,14 +363,314 @@ START_TEST(test_a_volume_socket_hands_out_that_volume_only)
 }
 END_TEST
 
+/* Two volumes' sockets in work, pvc-a and pvc-b, listened on by a new keeper. */
+static struct keeper *two_volumes(char *sock_a, char *sock_b, size_t size)
+{
+	struct keeper *k = NULL;
+	struct error err;
+	char dir[300];
+
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	ck_assert_int_eq(keeper_new(&k, &err), ERR_OK);
+	snprintf(dir, sizeof(dir), "%s/pvc-a", work);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	snprintf(sock_a, size, "%s/" KEEPER_SOCKET, dir);
+	ck_assert_int_eq(keeper_listen(k, "pvc-a", sock_a, &err), ERR_OK);
+	snprintf(dir, sizeof(dir), "%s/pvc-b", work);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	snprintf(sock_b, size, "%s/" KEEPER_SOCKET, dir);
+	ck_assert_int_eq(keeper_listen(k, "pvc-b", sock_b, &err), ERR_OK);
+	return k;
+}
+
+/* keeper_dup_fd of pvc-a's connection conn within wait_ms, or -1. */
+static int dup_within(struct keeper *k, uint64_t conn, int wait_ms)
+{
+	int fd = keeper_dup_fd(k, "pvc-a", conn);
+
+	for (int i = 0; i < wait_ms / 20 && fd < 0; i++) {
+		usleep(20 * 1000);
+		fd = keeper_dup_fd(k, "pvc-a", conn);
+	}
+	return fd;
+}
+
+/*
+ * A restarted plugin takes back only /dev/fuse, only after it asked for it
+ * ("send") on that connection, and only of the connection the hello named:
+ * it writes FUSE_NOTIFY_RESEND to what it took (a full pipe would block it)
+ * and hands it to the next mount pod.
+ */
+START_TEST(test_only_an_asked_for_dev_fuse_is_taken_back)
+{
+	char sock_a[320], sock_b[320];
+	struct keeper *k = two_volumes(sock_a, sock_b, sizeof(sock_a));
+	json_t *argv = json_pack("[s]", "granary-fuse"), *reply;
+	struct error err;
+	struct stat sb;
+	int p[2], fuse, s, fd;
+
+	ck_assert_int_eq(keeper_put(k, "pvc-a", argv, "", -1, 0, &err), ERR_OK);
+	ck_assert_int_eq(pipe(p), 0);
+	fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	ck_assert_msg(fuse >= 0, "open /dev/fuse: %s", strerror(errno));
+
+	/* Unasked: a hello that holds nothing, then /dev/fuse all the same. */
+	s = say_hello(sock_a, "pvc-a", 0);
+	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)99), fuse);
+	ck_assert_int_eq(dup_within(k, 99, 500), -1);
+	close(s);
+
+	/* Asked, but a pipe. */
+	s = say_hello(sock_a, "pvc-a", 99);
+	reply = answer(s, 2000, &fd);
+	ck_assert_msg(reply && fd < 0, "no \"send\" for a hello that holds a connection");
+	ck_assert_str_eq(json_string_value(json_object_get(reply, "op")), "send");
+	json_decref(reply);
+	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)99), p[1]);
+	fd = dup_within(k, 99, 500);
+	ck_assert_msg(fd < 0, "the keeper took back a pipe as the FUSE connection");
+	close(s);
+
+	/* Asked, /dev/fuse, but of another connection than the hello's. */
+	s = say_hello(sock_a, "pvc-a", 99);
+	json_decref(answer(s, 2000, &fd));
+	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)98), fuse);
+	ck_assert_int_eq(dup_within(k, 98, 500), -1);
+	close(s);
+
+	/* Asked and /dev/fuse: taken. */
+	s = say_hello(sock_a, "pvc-a", 99);
+	json_decref(answer(s, 2000, &fd));
+	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)99), fuse);
+	fd = dup_within(k, 99, 2000);
+	ck_assert_msg(fd >= 0, "the keeper did not take back /dev/fuse it asked for");
+	ck_assert_int_eq(fstat(fd, &sb), 0);
+	ck_assert(S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(10, 229));
+	close(fd);
+	close(s);
+
+	keeper_free(k);
+	json_decref(argv);
+	close(fuse);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+/* A TCP socket whose close() blocks for an hour: SO_LINGER, unsent data,
+ * a peer (*peer, *listener) that never reads. The caller closes them
+ * first: the last close of the socket then returns at once. */
+static int lingering_socket(int *peer, int *listener)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct linger lg = { .l_onoff = 1, .l_linger = 3600 };
+	static const char junk[65536];
+	socklen_t len = sizeof(sa);
+	int small = 4096, c;
+
+	*listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(*listener, 0);
+	ck_assert_int_eq(setsockopt(*listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	ck_assert_int_eq(bind(*listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(*listener, 1), 0);
+	ck_assert_int_eq(getsockname(*listener, (struct sockaddr *)&sa, &len), 0);
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ck_assert_int_ge(c, 0);
+	if (connect(c, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		ck_assert_int_eq(errno, EINPROGRESS);
+	*peer = accept(*listener, NULL, NULL);
+	ck_assert_int_ge(*peer, 0);
+	usleep(50 * 1000);
+	while (send(c, junk, sizeof(junk), MSG_NOSIGNAL) > 0)
+		;
+	ck_assert_int_eq(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	return c;
+}
+
+struct status_call {
+	struct keeper *k;
+	atomic_int done;
+};
+
+static void *call_status(void *arg)
+{
+	struct status_call *a = arg;
+	struct keeper_status st;
+
+	keeper_status(a->k, "pvc-b", &st);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/* A mount pod's attacker (a process of its own: a close of its that turns
+ * out the last one may block it): on pvc-a's socket, it gives ling[0]
+ * back while the keeper holds a connection, sends ling[1] with a status,
+ * ling[2] and ling[3] with one message, and queues ling[4] behind a hello
+ * for pvc-b that the keeper refuses, closing that connection. It closes
+ * its copies right after, as the keeper reads them. */
+static pid_t hostile_pod(const char *sock_a, int gate, const int ling[5])
+{
+	pid_t pid = fork();
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+	} ctl = { 0 };
+	char text[] = "{\"op\":\"status\"}", go;
+	struct iovec iov = { .iov_base = text, .iov_len = strlen(text) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	int s, r;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid > 0)
+		return pid;
+	if (read(gate, &go, 1) != 1)
+		_exit(1);
+	s = say_hello(sock_a, "pvc-a", 7);
+	usleep(200 * 1000);
+	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)7), ling[0]);
+	send_msg(s, json_pack("{s:s}", "op", "status"), ling[1]);
+	ctl.h.cmsg_level = SOL_SOCKET;
+	ctl.h.cmsg_type = SCM_RIGHTS;
+	ctl.h.cmsg_len = CMSG_LEN(2 * sizeof(int));
+	memcpy(CMSG_DATA(&ctl.h), &ling[2], 2 * sizeof(int));
+	if (sendmsg(s, &mh, MSG_NOSIGNAL) != (ssize_t)iov.iov_len)
+		_exit(1);
+	r = say_hello(sock_a, "pvc-b", 0);
+	send_msg(r, json_pack("{s:s}", "op", "status"), ling[4]);
+	for (int i = 0; i < 5; i++)
+		close(ling[i]);
+	_exit(0);
+}
+
+/*
+ * Descriptors a mount pod sends may block in close() for as long as it
+ * likes (a TCP socket with SO_LINGER and unsent data): given back
+ * unasked, with a message that carries none, as a second descriptor, or
+ * queued on a connection the keeper closes. None of them holds up another
+ * volume: its keeper_status returns and its hello is answered within 1 s.
+ */
+START_TEST(test_a_descriptor_that_blocks_in_close_holds_up_no_other_volume)
+{
+	char sock_a[320], sock_b[320];
+	struct keeper *k = two_volumes(sock_a, sock_b, sizeof(sock_a));
+	json_t *argv = json_pack("[s]", "granary-fuse"), *reply;
+	struct status_call call = { .k = k };
+	int peer[5], listener[5], ling[5], gate[2], p[2], b, fd;
+	struct error err;
+	uint64_t t0;
+	pthread_t t;
+	pid_t pod;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(pipe(gate), 0);
+	ck_assert_int_eq(keeper_put(k, "pvc-a", argv, "", p[0], 7, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, "pvc-b", argv, "", p[0], 8, &err), ERR_OK);
+	for (int i = 0; i < 5; i++)
+		ling[i] = lingering_socket(&peer[i], &listener[i]);
+	pod = hostile_pod(sock_a, gate[0], ling);
+	/* The pod's copies only, so that the keeper's close can be the last. */
+	for (int i = 0; i < 5; i++)
+		close(ling[i]);
+	ck_assert_int_eq(write(gate[1], "x", 1), 1);
+	usleep(800 * 1000);
+
+	pthread_create(&t, NULL, call_status, &call);
+	t0 = retry_now_ms();
+	while (!atomic_load(&call.done) && retry_now_ms() - t0 < 1000)
+		usleep(10 * 1000);
+	ck_assert_msg(atomic_load(&call.done), "keeper_status of another volume blocked");
+	pthread_join(t, NULL);
+	b = say_hello(sock_b, "pvc-b", 0);
+	reply = answer(b, 1000, &fd);
+	close(b);
+	ck_assert_msg(reply && fd >= 0, "another volume's hello was not answered within 1 s");
+	json_decref(reply);
+	close(fd);
+
+	/* Their peers gone, the lingering closes return. */
+	for (int i = 0; i < 5; i++) {
+		close(peer[i]);
+		close(listener[i]);
+	}
+	ck_assert_int_eq(waitpid(pod, NULL, 0), pod);
+	keeper_free(k);
+	json_decref(argv);
+	close(gate[0]);
+	close(gate[1]);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+/*
+ * One pod opening connection after connection on its volume's socket,
+ * never saying hello, locks no other volume out; those it holds are closed
+ * 5 s on, and its volume's own supervisor is served again.
+ */
+START_TEST(test_one_volume_pod_cannot_use_up_the_connections)
+{
+	char sock_a[320], sock_b[320];
+	struct keeper *k = two_volumes(sock_a, sock_b, sizeof(sock_a));
+	json_t *argv = json_pack("[s]", "granary-fuse"), *reply;
+	struct rlimit rl;
+	struct error err;
+	int flood[1100], p[2], fd;
+	size_t n = 0;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < 4096 && rl.rlim_max >= 4096) {
+		rl.rlim_cur = 4096;
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(keeper_put(k, "pvc-a", argv, "", p[0], 1, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, "pvc-b", argv, "", p[0], 2, &err), ERR_OK);
+	while (n < sizeof(flood) / sizeof(flood[0]) && (flood[n] = fdchan_connect(sock_a, &err)) >= 0)
+		n++;
+	usleep(500 * 1000);
+
+	reply = hello(sock_b, "pvc-b", &fd);
+	ck_assert_msg(reply && fd >= 0, "volume b's hello refused after %zu connections on a's socket",
+		      n);
+	json_decref(reply);
+	close(fd);
+
+	/* Past the hello deadline the flood is gone: a's own pod gets in. */
+	usleep(5600 * 1000);
+	reply = hello(sock_a, "pvc-a", &fd);
+	ck_assert_msg(reply && fd >= 0, "volume a's own hello refused after the deadline");
+	json_decref(reply);
+	close(fd);
+
+	keeper_free(k);
+	json_decref(argv);
+	for (size_t i = 0; i < n; i++)
+		close(flood[i]);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_keeper");
 	TCase *tc = tcase_create("keeper");
+	TCase *hostile = tcase_create("hostile");
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_the_connection_outlives_every_single_restart);
 	tcase_add_test(tc, test_a_volume_socket_hands_out_that_volume_only);
 	suite_add_tcase(s, tc);
+	/* What a mount pod's attacker sends over its volume's socket. */
+	tcase_set_timeout(hostile, 60);
+	tcase_add_test(hostile, test_only_an_asked_for_dev_fuse_is_taken_back);
+	tcase_add_test(hostile, test_a_descriptor_that_blocks_in_close_holds_up_no_other_volume);
+	tcase_add_test(hostile, test_one_volume_pod_cannot_use_up_the_connections);
+	suite_add_tcase(s, hostile);
 	return check_main_run(s);
 }
