@@ -663,22 +663,27 @@ static void heartbeat(struct worker_meta *wm)
 /* Datasets first, so that a worker is registered for a dataset before
  * mounts can pick it as an owner; then the heartbeat, whatever the list
  * did: one slow ListDatasets must not cost a heartbeat, or a healthy
- * worker expires. Rounds start at a fixed rate, interval_ms after the
- * previous one started, not after it ended: the calls' time does not add
- * to the gap between heartbeats. */
+ * worker expires. Heartbeats go at a fixed rate, interval_ms after the
+ * previous one's round started, not after it ended: the calls' time does
+ * not add to the gap between them. A round asked for sooner (a request
+ * for a dataset not registered here) lists the datasets only: requests
+ * for a dataset meta does not have must not become heartbeats. */
 static void *member_loop(void *arg)
 {
 	struct worker_meta *wm = arg;
+	uint64_t beat_due = 0;
 
 	pthread_mutex_lock(&wm->mu);
 	while (!wm->stopping) {
 		uint64_t started = retry_now_ms(), ended, due;
+		bool beat = started >= beat_due;
 
 		wm->asked = false;
 		wm->in_round = true;
 		pthread_mutex_unlock(&wm->mu);
 		sync_datasets(wm);
-		heartbeat(wm);
+		if (beat)
+			heartbeat(wm);
 		pthread_mutex_lock(&wm->mu);
 		wm->in_round = false;
 		wm->stats.rounds++;
@@ -687,7 +692,9 @@ static void *member_loop(void *arg)
 			wm->stats.failures++;
 		pthread_cond_broadcast(&wm->round_cv);
 		ended = retry_now_ms();
-		due = started + wm->stats.interval_ms;
+		if (beat)
+			beat_due = started + wm->stats.interval_ms;
+		due = beat_due;
 		/* The next round at the interval, or sooner when asked for
 		 * (but not before the gap). */
 		while (!wm->stopping) {

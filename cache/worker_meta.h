@@ -170,7 +170,8 @@ void worker_meta_stop(struct worker_meta *wm);
  * starts after this call, and waits for its end, at most wait_ms. Asked
  * rounds start at least WORKER_META_ASKED_GAP_MS after the last round
  * ended, so that requests naming unknown datasets cannot make the worker
- * call meta more often than that. Returns whether such a round ended in
+ * call meta more often than that, and they list the datasets only: the
+ * heartbeat keeps its interval. Returns whether such a round ended in
  * time. Thread-safe; call before worker_meta_stop.
  */
 #define WORKER_META_ASKED_GAP_MS 200

@@ -1250,21 +1250,30 @@ static void teardown_meta(void)
 	teardown();
 }
 
-/* granary-meta on meta_port with a short heartbeat (interval 200 ms,
- * expiry 1 s), its data under the worker's temp dir. */
-static void meta_start(void)
+static char meta_log[128];
+
+/* granary-meta on meta_port with the heartbeat interval and expiry given,
+ * its data under the worker's temp dir, each call in its log (debug). */
+static void meta_start_with(const char *interval, const char *expiry)
 {
-	char exe[600], listen[64], data[128], log[128];
+	char exe[600], listen[64], data[128];
 	const char *argv[] = { exe, "--listen", listen, "--data_dir", data,
-			       "--heartbeat.interval", "200ms", "--heartbeat.expiry", "1s",
+			       "--heartbeat.interval", interval, "--heartbeat.expiry", expiry,
+			       "--log.level", "debug",
 			       w.meta_keys.args[0], w.meta_keys.args[1], w.meta_keys.args[2],
 			       w.meta_keys.args[3], w.meta_keys.args[4], w.meta_keys.args[5], NULL };
 
 	snprintf(exe, sizeof(exe), "%.*s/granary-meta", (int)(strrchr(bin, '/') - bin), bin);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", meta_port);
 	snprintf(data, sizeof(data), "%s/meta", w.dir);
-	snprintf(log, sizeof(log), "%s/meta.log", w.dir);
-	meta_pid = harness_spawn(argv, log);
+	snprintf(meta_log, sizeof(meta_log), "%s/meta.log", w.dir);
+	meta_pid = harness_spawn(argv, meta_log);
+}
+
+/* A short heartbeat: interval 200 ms, expiry 1 s. */
+static void meta_start(void)
+{
+	meta_start_with("200ms", "1s");
 }
 
 /* Polls /readyz until its status is want and its body holds needle;
@@ -1324,6 +1333,39 @@ START_TEST(test_worker_readyz_follows_granary_meta)
 	free(body);
 	ck_assert_int_eq(harness_file_count(w.log_path, NOT_READY_META), 2);
 	ck_assert_int_eq(harness_file_count(w.log_path, "msg=ready"), 1);
+}
+END_TEST
+
+/*
+ * Requests for a dataset the worker does not have ask meta for its
+ * datasets again (meta may have registered it since the last round), at
+ * most every WORKER_META_ASKED_GAP_MS: those rounds list the datasets and
+ * send no heartbeat. Requests for a dataset meta lost made each a
+ * heartbeat as well: a storm on meta from every worker.
+ */
+START_TEST(test_worker_requests_for_unknown_datasets_send_no_heartbeats)
+{
+	int beats, lists;
+	uint64_t t0;
+
+	meta_start_with("3s", "10s");
+	free(readyz_wait(200, "ok", 20000));
+	beats = harness_file_count(meta_log, "method=/granary.v1.Meta/Heartbeat");
+	lists = harness_file_count(meta_log, "method=/granary.v1.Meta/ListDatasets");
+	t0 = retry_now_ms();
+	while (retry_now_ms() - t0 < 2000) {
+		struct resp r = request("GET", "/v1/blocks/nope/0", "key=a.bin&etag=x", NULL, NULL,
+					AUTH_OK);
+
+		ck_assert_int_eq(r.status, 404);
+		resp_free(&r);
+	}
+	beats = harness_file_count(meta_log, "method=/granary.v1.Meta/Heartbeat") - beats;
+	lists = harness_file_count(meta_log, "method=/granary.v1.Meta/ListDatasets") - lists;
+	fprintf(stderr, "2 s of requests for an unknown dataset: %d ListDatasets, %d heartbeats\n",
+		lists, beats);
+	ck_assert_msg(lists >= 4, "only %d rounds asked for in 2 s", lists);
+	ck_assert_msg(beats <= 1, "%d heartbeats in 2 s at an interval of 3 s", beats);
 }
 END_TEST
 
@@ -1976,6 +2018,7 @@ int main(void)
 	tcase_add_checked_fixture(member, setup_meta, teardown_meta);
 	tcase_set_timeout(member, 120);
 	tcase_add_test(member, test_worker_readyz_follows_granary_meta);
+	tcase_add_test(member, test_worker_requests_for_unknown_datasets_send_no_heartbeats);
 	suite_add_tcase(s, member);
 
 	tcase_add_unchecked_fixture(small, put_objects, free_tokens);
