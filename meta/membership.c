@@ -188,6 +188,22 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 	pthread_mutex_lock(&m->mu);
 	now = m->clock(m->clock_arg);
 	expire_locked(m, now);
+	/* One address, one worker: a second id at a live worker's address
+	 * would take blocks placed on it and send them to the other (a worker
+	 * restarted at a dead one's address joins once that one expires). */
+	for (size_t i = 0; i < m->n; i++) {
+		if (strcmp(m->members[i].w.address, w.address) != 0 ||
+		    strcmp(m->members[i].w.id, w.id) == 0)
+			continue;
+		log_warn("heartbeat refused: the address is another live worker's",
+				 LOG_S("worker", w.id), LOG_S("address", w.address),
+				 LOG_S("holder", m->members[i].w.id));
+		error_set(err, ERR_EXISTS,
+			  "heartbeat of '%s': address '%s' is live worker '%s''s; one address, one worker (it is free once that one expires)",
+			  w.id, w.address, m->members[i].w.id);
+		pthread_mutex_unlock(&m->mu);
+		return ERR_EXISTS;
+	}
 	if (find(m, w.id, &pos)) {
 		struct member *x = &m->members[pos];
 

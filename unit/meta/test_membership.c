@@ -116,6 +116,35 @@ START_TEST(test_membership_expires_silent_workers)
 }
 END_TEST
 
+/* One address, one worker: a second id at a live worker's address would
+ * draw the blocks placed on it; refused until that worker expires. */
+START_TEST(test_membership_refuses_a_live_worker_address_to_another_id)
+{
+	struct membership *m = make(1000, 3000);
+	struct membership_worker *w;
+	struct error err;
+	uint64_t v = 0;
+
+	beat(m, "node-a", "10.0.0.1:7480", 0);
+	ck_assert_int_eq(membership_heartbeat(m, "node-b", "10.0.0.1:7480", 1000, 0, &v, &err),
+			 ERR_EXISTS);
+	ck_assert_str_eq(err.msg,
+			 "heartbeat of 'node-b': address '10.0.0.1:7480' is live worker 'node-a''s; one address, one worker (it is free once that one expires)");
+	ck_assert_uint_eq(list(m, &w, &v), 1);
+	ck_assert_uint_eq(v, 101);
+	free(w);
+	/* node-b moving onto it is refused the same way. */
+	beat(m, "node-b", "10.0.0.2:7480", 0);
+	ck_assert_int_eq(membership_heartbeat(m, "node-b", "10.0.0.1:7480", 1000, 0, &v, &err),
+			 ERR_EXISTS);
+	/* Once node-a expires, the address is free. */
+	now_ms += 3000;
+	beat(m, "node-b", "10.0.0.2:7480", 0);
+	beat(m, "node-c", "10.0.0.1:7480", 0);
+	membership_free(m);
+}
+END_TEST
+
 START_TEST(test_membership_refuses_bad_heartbeats_naming_the_field)
 {
 	struct membership *m = make(1000, 3000);
@@ -211,6 +240,7 @@ int main(void)
 	tcase_add_test(tc, test_membership_joins_bump_the_version_and_list_sorted);
 	tcase_add_test(tc, test_membership_expires_silent_workers);
 	tcase_add_test(tc, test_membership_refuses_bad_heartbeats_naming_the_field);
+	tcase_add_test(tc, test_membership_refuses_a_live_worker_address_to_another_id);
 	tcase_add_test(tc, test_membership_checks_options_and_starts_from_the_wall_clock);
 	tcase_add_test(tc, test_membership_cached_bytes_sum_live_workers_and_go_with_them);
 	suite_add_tcase(s, tc);
