@@ -40,25 +40,33 @@ static int decode_status(int status)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+void harness_fixture_env(const char *dir_var, const char *fixture, const char *key, char *out,
+			 size_t size)
+{
+	const char *dir = getenv(dir_var);
+	char path[600], line[1024];
+	size_t klen = strlen(key);
+	FILE *f;
+
+	ck_assert_msg(dir != NULL, "%s is not set (run through ctest)", dir_var);
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s: is the %s fixture running?", path, fixture);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, key, klen) == 0 && line[klen] == '=')
+			snprintf(out, size, "%s", line + klen + 1);
+	}
+	fclose(f);
+}
+
 void harness_s3_env(char *endpoint, size_t endpoint_size, char *credentials,
 		    size_t credentials_size)
 {
-	const char *dir = getenv("GRANARY_S3_DIR");
-	char path[600], line[1024];
-	FILE *f;
-
-	ck_assert_msg(dir != NULL, "GRANARY_S3_DIR is not set (run through ctest)");
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the S3 server fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_S3_ENDPOINT=", 20) == 0)
-			snprintf(endpoint, endpoint_size, "%s", line + 20);
-		else if (strncmp(line, "GRANARY_S3_CREDENTIALS=", 23) == 0)
-			snprintf(credentials, credentials_size, "%s", line + 23);
-	}
-	fclose(f);
+	harness_fixture_env("GRANARY_S3_DIR", "S3 server", "GRANARY_S3_ENDPOINT", endpoint,
+			    endpoint_size);
+	harness_fixture_env("GRANARY_S3_DIR", "S3 server", "GRANARY_S3_CREDENTIALS", credentials,
+			    credentials_size);
 }
 
 void harness_bin_dir(char *out, size_t size)

@@ -26,6 +26,13 @@
  * variable is not set or the file cannot be read; a value missing from the
  * file leaves its buffer as it was.
  */
+/* The value of key in $dir_var/env, the file a ctest fixture (named for
+ * messages) writes, into out; a key missing from the file leaves out as it
+ * was. Fails the test when the variable is not set or the file cannot be
+ * read. */
+void harness_fixture_env(const char *dir_var, const char *fixture, const char *key, char *out,
+			 size_t size);
+
 void harness_s3_env(char *endpoint, size_t endpoint_size, char *credentials,
 		    size_t credentials_size);
 

@@ -9,6 +9,8 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -50,6 +52,23 @@ static inline void check_make_socket(const char *path)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
 	close(fd);
+}
+
+/* A TCP socket listening on a free port of 127.0.0.1 (backlog given), and
+ * "http://127.0.0.1:PORT" into url: the fake servers of the tests. */
+static inline int check_loopback_listener(int backlog, char *url, size_t size)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(fd, backlog), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(url, size, "http://127.0.0.1:%u", ntohs(sin.sin_port));
+	return fd;
 }
 
 #endif

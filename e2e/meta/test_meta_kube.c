@@ -47,27 +47,18 @@ static bool stop_now(void)
 
 static void setup(void)
 {
-	const char *dir = getenv("GRANARY_KUBE_API_DIR");
-	char path[600], line[1024], url[256] = "", token[600] = "", ca[600] = "";
+	const char *keys[] = { "GRANARY_KUBE_API", "GRANARY_KUBE_API_TOKEN", "GRANARY_KUBE_API_CA" };
+	char url[256] = "", token[600] = "", ca[600] = "";
+	char *values[] = { url, token, ca };
+	size_t sizes[] = { sizeof(url), sizeof(token), sizeof(ca) };
 	struct error err;
-	FILE *f;
 
 	harness_s3_env(endpoint, sizeof(endpoint), credentials, sizeof(credentials));
-	ck_assert_msg(dir != NULL, "GRANARY_KUBE_API_DIR is not set (run through ctest)");
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "cannot read %s: is the kube-apiserver fixture running?", path);
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "GRANARY_KUBE_API=", 17) == 0)
-			snprintf(url, sizeof(url), "%s", line + 17);
-		else if (strncmp(line, "GRANARY_KUBE_API_TOKEN=", 23) == 0)
-			snprintf(token, sizeof(token), "%s", line + 23);
-		else if (strncmp(line, "GRANARY_KUBE_API_CA=", 20) == 0)
-			snprintf(ca, sizeof(ca), "%s", line + 20);
+	for (size_t i = 0; i < 3; i++) {
+		harness_fixture_env("GRANARY_KUBE_API_DIR", "kube-apiserver", keys[i], values[i],
+				    sizes[i]);
+		ck_assert_msg(*values[i], "the kube-apiserver fixture's env lacks %s", keys[i]);
 	}
-	fclose(f);
-	ck_assert_msg(*url && *token && *ca, "%s lacks a setting", path);
 	ck_assert_msg(kubeapi_new(url, token, ca, &kube, &err) == ERR_OK, "%s", err.msg);
 	harness_tmpdir(work, sizeof(work), "/tmp/granary-meta-kube-XXXXXX");
 	stopping = false;

@@ -146,17 +146,9 @@ static void *fake_main(void *arg)
 
 static void fake_start(struct fake *f, fake_answer_fn answer)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-
 	memset(f, 0, sizeof(*f));
 	f->answer = answer;
-	f->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(f->fd, 0);
-	ck_assert_int_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(f->fd, 8), 0);
-	ck_assert_int_eq(getsockname(f->fd, (struct sockaddr *)&sa, &sl), 0);
-	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%u", ntohs(sa.sin_port));
+	f->fd = check_loopback_listener(8, f->url, sizeof(f->url));
 	ck_assert_int_eq(pthread_create(&f->thread, NULL, fake_main, f), 0);
 }
 

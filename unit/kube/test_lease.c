@@ -227,9 +227,6 @@ static void *accept_main(void *arg)
 
 static void fake_start(struct fake *f)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET,
-				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sin);
 	pthread_condattr_t ca;
 
 	memset(f, 0, sizeof(*f));
@@ -238,12 +235,7 @@ static void fake_start(struct fake *f)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&f->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	f->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(f->fd, 0);
-	ck_assert_int_eq(bind(f->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(listen(f->fd, 64), 0);
-	ck_assert_int_eq(getsockname(f->fd, (struct sockaddr *)&sin, &sl), 0);
-	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%u", ntohs(sin.sin_port));
+	f->fd = check_loopback_listener(64, f->url, sizeof(f->url));
 	ck_assert_int_eq(pthread_create(&f->acceptor, NULL, accept_main, f), 0);
 }
 
