@@ -862,6 +862,8 @@ struct worker_http {
 	struct MHD_Daemon *mhd;
 	int listen_fd;
 	char unix_path[108];              /* "" for TCP */
+	struct MHD_Daemon *probe;         /* cfg.probe_listen's; NULL: none */
+	char probe_unix_path[108];        /* "" for TCP */
 	atomic_uint_fast64_t active;      /* requests between start and completion */
 	atomic_uint_fast64_t served;      /* block bytes sent */
 	atomic_uint_fast64_t served_in_dir; /* answered 204: read it from the directory */
@@ -1681,12 +1683,11 @@ static enum MHD_Result handle_metrics(struct req *rq, struct MHD_Connection *con
 
 /* 503 with the reason, not error_to_http(): a probe only tells ready from
  * not ready. */
-static enum MHD_Result handle_readyz(struct req *rq, struct MHD_Connection *conn)
+static enum MHD_Result reply_readyz(struct worker_http *h, struct MHD_Connection *conn)
 {
 	struct error err;
 
-	if (rq->h->cfg.readiness &&
-	    readiness_check(rq->h->cfg.readiness, retry_now_ms(), &err) != ERR_OK)
+	if (h->cfg.readiness && readiness_check(h->cfg.readiness, retry_now_ms(), &err) != ERR_OK)
 		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, err.msg);
 	return reply_text(conn, MHD_HTTP_OK, "ok");
 }
@@ -1718,7 +1719,7 @@ static enum MHD_Result dispatch(struct req *rq, struct MHD_Connection *conn, con
 	case WORKER_HTTP_HEALTHZ:
 		return reply_text(conn, MHD_HTTP_OK, "ok");
 	case WORKER_HTTP_READYZ:
-		return handle_readyz(rq, conn);
+		return reply_readyz(rq->h, conn);
 	}
 	return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "unrouted request");
 }
@@ -1840,6 +1841,79 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return answer(rq, conn, method);
 }
 
+/* --- the probes' listener ------------------------------------------------ */
+
+/* A request on probe_listen: answered as soon as its headers are in (a
+ * body, which no probe sends, is discarded with the connection). */
+static enum MHD_Result on_probe_request(void *cls, struct MHD_Connection *conn, const char *url,
+					const char *method, const char *version,
+					const char *upload_data, size_t *upload_data_size,
+					void **req_cls)
+{
+	struct worker_http *h = cls;
+	struct MHD_Response *resp;
+	char msg[300];
+	int n;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)req_cls;
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		n = snprintf(msg, sizeof(msg),
+			     "method '%.16s' is not allowed on the probe listener (allowed: GET, HEAD)\n",
+			     method);
+		resp = MHD_create_response_from_buffer((size_t)n, msg, MHD_RESPMEM_MUST_COPY);
+		if (!resp)
+			return MHD_NO;
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+		return queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+	}
+	if (strcmp(url, "/healthz") == 0)
+		return reply_text(conn, MHD_HTTP_OK, "ok");
+	if (strcmp(url, "/readyz") == 0)
+		return reply_readyz(h, conn);
+	snprintf(msg, sizeof(msg),
+		 "no such route '%.200s' on the probe listener: it serves /healthz and /readyz", url);
+	return reply_text(conn, MHD_HTTP_NOT_FOUND, msg);
+}
+
+/* probe_listen's server: one event thread, since a probe's answer never
+ * waits, and few connections. */
+static void probe_stop(struct worker_http *h)
+{
+	if (!h->probe)
+		return;
+	MHD_stop_daemon(h->probe);
+	h->probe = NULL;
+	if (h->probe_unix_path[0])
+		unlink(h->probe_unix_path);
+}
+
+static enum error_code probe_start(struct worker_http *h, unsigned tls_flag,
+				   struct MHD_OptionItem *tls_opts, struct error *err)
+{
+	int fd = netaddr_listen(h->cfg.probe_listen, "probe_listen", h->probe_unix_path,
+				sizeof(h->probe_unix_path), err);
+
+	if (fd < 0)
+		return err->code;
+	h->probe = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | tls_flag, 0, NULL, NULL,
+		on_probe_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)WORKER_HTTP_PROBE_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned)WORKER_HTTP_PROBE_PER_ADDRESS, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)WORKER_HTTP_PROBE_TIMEOUT_S, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+	if (h->probe)
+		return ERR_OK;
+	close(fd);
+	if (h->probe_unix_path[0])
+		unlink(h->probe_unix_path);
+	return error_set(err, ERR_UNAVAILABLE, "probe_listen '%s': the HTTP server did not start",
+			 h->cfg.probe_listen);
+}
+
 enum error_code worker_http_start(const struct worker_http_config *cfg, struct worker_http **out,
 				  struct error *err)
 {
@@ -1900,6 +1974,9 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 			  cfg->listen);
 		goto fail;
 	}
+	if (cfg->probe_listen && *cfg->probe_listen &&
+	    probe_start(h, flags & MHD_USE_TLS, tls_opts, err) != ERR_OK)
+		goto fail;
 	if (pthread_create(&h->watchdog, NULL, watchdog, h) != 0) {
 		error_set(err, ERR_NOMEM, "listen '%s': cannot start the request watchdog",
 			  cfg->listen);
@@ -1910,6 +1987,7 @@ enum error_code worker_http_start(const struct worker_http_config *cfg, struct w
 	return ERR_OK;
 
 fail:
+	probe_stop(h);
 	if (h->mhd)
 		MHD_stop_daemon(h->mhd); /* closes the listening socket */
 	else
@@ -1951,6 +2029,8 @@ void worker_http_stop(struct worker_http *h, uint64_t grace_ms)
 	if (h->watchdog_running)
 		pthread_join(h->watchdog, NULL);
 	MHD_stop_daemon(h->mhd);
+	/* Last: the probes are answered while requests drain. */
+	probe_stop(h);
 	for (unsigned i = 0; i < h->nsent; i++)
 		sent_drop(h, &h->sent[i]);
 	pthread_cond_destroy(&h->cv);

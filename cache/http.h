@@ -26,6 +26,13 @@
  * watchdog thread shuts the connection down. A request whose body length
  * is ambiguous (worker_http_check_framing) is answered and the connection
  * closed.
+ *
+ * Those limits must not make a busy worker look dead: with probe_listen
+ * set, GET /healthz and /readyz are also served on a listener of their own
+ * (one event thread, WORKER_HTTP_PROBE_CONNECTIONS connections, a few per
+ * address, closed after WORKER_HTTP_PROBE_TIMEOUT_S idle), which serves
+ * nothing else, so that a data port full of clients does not fail the
+ * kubelet's probes and restart the worker under its heaviest load.
  */
 #ifndef GRANARY_CACHE_HTTP_H
 #define GRANARY_CACHE_HTTP_H
@@ -45,6 +52,9 @@
 #include "store/store.h"
 
 #define WORKER_HTTP_BODY_MAX (1u << 20)   /* JSON bodies */
+#define WORKER_HTTP_PROBE_CONNECTIONS 16
+#define WORKER_HTTP_PROBE_PER_ADDRESS 4
+#define WORKER_HTTP_PROBE_TIMEOUT_S 5
 #define BLOCK_URL_READAHEAD_MAX 256
 
 /* --- parsers (pure) ----------------------------------------------------- */
@@ -211,6 +221,9 @@ enum error_code worker_http_check_framing(const struct worker_http_framing *f,
 
 struct worker_http_config {
 	const char *listen;                 /* "host:port" or "unix:///path" */
+	/* "" or NULL: none. Else a listener of its own for the kubelet's
+	 * probes (worker_http_start). */
+	const char *probe_listen;
 	struct fetcher *fetcher;            /* borrowed */
 	struct preloader *preloader;        /* borrowed */
 	const struct token *token;          /* borrowed; required */

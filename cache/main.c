@@ -158,6 +158,7 @@ int main(int argc, char **argv)
 	if (worker_http_start(
 		    &(struct worker_http_config){
 			    .listen = s.listen,
+			    .probe_listen = s.probe_listen,
 			    .fetcher = f,
 			    .preloader = pl,
 			    .token = tok,
@@ -178,7 +179,7 @@ int main(int argc, char **argv)
 		log_error("cannot serve", LOG_S("cause", err.msg));
 		goto out;
 	}
-	log_info("serving", LOG_S("listen", s.listen), LOG_S("cache.dir", s.cache_dir),
+	log_info("serving", LOG_S("listen", s.listen), LOG_S("probe_listen", s.probe_listen), LOG_S("cache.dir", s.cache_dir),
 		 LOG_U("cache.capacity", s.cache_capacity),
 		 LOG_U("cache.block_size", s.cache_block_size),
 		 LOG_S("cache.policy", worker_cache_policy_names[s.cache_policy]),

@@ -21,6 +21,10 @@ const char *const worker_cache_policy_names[] = { "lru", "scan-resistant", NULL 
 static const struct config_field worker_fields[] = {
 	{ "listen", CONFIG_STRING, offsetof(struct worker_settings, listen), "0.0.0.0:7480",
 	  "HTTP address peers fetch blocks from: host:port or unix:///path", 0, 0, NULL },
+	{ "probe_listen", CONFIG_STRING, offsetof(struct worker_settings, probe_listen), "",
+	  "address of a listener that serves only GET /healthz and /readyz, for the kubelet's"
+	  " probes: host:port or unix:///path (empty: none; they are on listen too), so that"
+	  " listen's connection limits do not fail them", 0, 0, NULL },
 	{ "node_id", CONFIG_STRING, offsetof(struct worker_settings, node_id), "",
 	  "this node's name in the membership (empty: the hostname)", 0, 0, NULL },
 	{ "meta.address", CONFIG_STRING, offsetof(struct worker_settings, meta_address), "",
@@ -157,6 +161,14 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 
 	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
 		return ERR_INVALID;
+	if (s->probe_listen && *s->probe_listen) {
+		if (netaddr_check_listen_setting("probe_listen", s->probe_listen, err) != ERR_OK)
+			return ERR_INVALID;
+		if (s->listen && strcmp(s->probe_listen, s->listen) == 0)
+			return error_set(err, ERR_INVALID,
+					 "key 'probe_listen': '%s' is listen's address; the probes need one of their own",
+					 s->probe_listen);
+	}
 	if (s->node_id && config_check_node_name("node_id", s->node_id, err) != ERR_OK)
 		return ERR_INVALID;
 	if (s->meta_address && *s->meta_address &&

@@ -29,6 +29,7 @@ extern const char *const worker_cache_policy_names[]; /* "lru", "scan-resistant"
 
 struct worker_settings {
 	char *listen;             /* HTTP block service: host:port or unix:///path */
+	char *probe_listen;       /* /healthz and /readyz alone; "" = none */
 	char *node_id;            /* "" = the hostname, resolved at run time */
 	char *meta_address;       /* "" = standalone: datasets only through the HTTP API */
 	char *meta_key_file;      /* worker role key; "" = unsigned calls */

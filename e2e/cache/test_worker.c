@@ -1554,6 +1554,97 @@ START_TEST(test_worker_slow_clients_from_one_address_leave_room_for_others)
 }
 END_TEST
 
+/* method path on 127.0.0.1:port without a token: status and body. */
+static struct resp plain_request(int port, const char *method, const char *path)
+{
+	struct resp r = { 0 };
+	CURL *c = curl_easy_init();
+	char url[256];
+	CURLcode rc;
+
+	ck_assert_ptr_nonnull(c);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+	rc = curl_easy_perform(c);
+	ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+	curl_easy_cleanup(c);
+	return r;
+}
+
+/*
+ * The kubelet's probes on probe_listen. Every connection the block port
+ * lets one address hold is taken from 127.0.0.1 (as a node plugin's mounts
+ * on the node's address, the kubelet's too, would): the block port refuses
+ * that address, and the probe listener still answers /healthz and /readyz,
+ * through granary-probe (the chart's exec probe) too. It serves nothing
+ * else.
+ */
+START_TEST(test_worker_probes_are_answered_with_the_block_port_full)
+{
+	enum { HELD = 4 };
+	static char probe_listen[64];
+	static const char *const extra[] = { "--http.max_connections_per_address", "4",
+					     "--probe_listen", probe_listen, NULL };
+	char bindir[4096], cmd[4400], out[512], buf[256];
+	int fds[HELD], over, probe_port, st;
+	struct resp r;
+	bool closed;
+	size_t n;
+	FILE *p;
+
+	worker_stop(NULL);
+	probe_port = harness_free_port();
+	snprintf(probe_listen, sizeof(probe_listen), "127.0.0.1:%d", probe_port);
+	memcpy(w.extra, extra, sizeof(extra));
+	worker_start();
+
+	for (int i = 0; i < HELD; i++)
+		fds[i] = raw_connect(NULL);
+	over = raw_connect(NULL);
+	(void)send(over, "GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n", 35, MSG_NOSIGNAL);
+	ck_assert_uint_eq(raw_read(over, buf, sizeof(buf), 2000, &closed), 0);
+	ck_assert_msg(closed, "the block port answered a fifth connection from one address");
+	close(over);
+
+	r = plain_request(probe_port, "GET", "/healthz");
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_uint_eq(r.len, 3);
+	ck_assert_int_eq(memcmp(r.body, "ok\n", 3), 0);
+	resp_free(&r);
+	r = plain_request(probe_port, "GET", "/readyz");
+	ck_assert_int_eq(r.status, 200);
+	resp_free(&r);
+	harness_bin_dir(bindir, sizeof(bindir));
+	snprintf(cmd, sizeof(cmd), "'%s/granary-probe' http://127.0.0.1:%d/readyz 2>&1", bindir,
+		 probe_port);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	st = pclose(p);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "granary-probe: %d: %s", st, out);
+
+	r = plain_request(probe_port, "GET", "/metrics");
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_msg(r.body && strstr((char *)r.body, "it serves /healthz and /readyz"),
+		      "%.*s", (int)r.len, r.body);
+	resp_free(&r);
+	r = plain_request(probe_port, "POST", "/healthz");
+	ck_assert_int_eq(r.status, 405);
+	ck_assert_str_eq(r.allow, "GET, HEAD");
+	resp_free(&r);
+	for (int i = 0; i < HELD; i++)
+		close(fds[i]);
+}
+END_TEST
+
 /* PUT /v1/datasets/NAME of a file:// source: the HTTP status and body. */
 static struct resp put_file_dataset(const char *name, const char *uri)
 {
@@ -2010,6 +2101,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_readyz_fails_when_the_cache_directory_is_gone);
 	tcase_add_test(tc, test_worker_refuses_a_request_with_two_lengths_and_closes);
 	tcase_add_test(tc, test_worker_slow_clients_from_one_address_leave_room_for_others);
+	tcase_add_test(tc, test_worker_probes_are_answered_with_the_block_port_full);
 	tcase_add_test(tc, test_worker_file_datasets_only_under_allowed_file_roots);
 	tcase_add_test(tc, test_worker_cache_dir_refuses_a_standalone_mount);
 	suite_add_tcase(s, tc);

@@ -73,6 +73,7 @@ meta:
       expiry: 30s
 worker:
   port: 7481
+  probePort: 7490
   extraConfig:
     fetch:
       max_inflight: 256
@@ -187,6 +188,8 @@ else
 fi
 render --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]' \
   --show-only templates/networkpolicy.yaml >"$work/netpol-metrics.yaml"
+render --set-json 'networkPolicy.probeFrom=[{"ipBlock":{"cidr":"10.0.0.0/16"}}]' \
+  --show-only templates/networkpolicy.yaml >"$work/netpol-probe.yaml"
 
 # metrics: ServiceMonitors and the dashboard ConfigMap when asked for (both
 # checked in 4.), no scrape annotations when they are turned off.
@@ -254,6 +257,7 @@ refuse "a relative file root" --set 'fileRoots={datasets}'
 refuse "controller.replicas above 1 with meta.persistence" --set controller.replicas=2 \
   --set meta.persistence.enabled=true
 refuse "controller.replicas of 0" --set controller.replicas=0
+refuse "worker.probePort equal to worker.port" --set worker.probePort=7480
 if render --set controller.replicas=3 >"$work/replicas.yaml" &&
    grep -q '^  replicas: 3$' "$work/replicas.yaml"; then
   ok "controller.replicas=3 renders three competing replicas"
@@ -274,7 +278,7 @@ refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
   "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" \
-  "$work/tls.yaml" "$work/tls-own.yaml" <<'PY'
+  "$work/tls.yaml" "$work/tls-own.yaml" "$work/netpol-probe.yaml" <<'PY'
 import base64
 import json
 import re
@@ -651,7 +655,8 @@ def check_labels(docs):
 
 
 def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_secret,
-                  token_key, tolerations_exist, store_secret, worker_port, keys_secret):
+                  token_key, tolerations_exist, store_secret, worker_port, keys_secret,
+                  probe_port):
     # CSIDriver
     drv = one(docs, "CSIDriver", "csi.granary.io").get("spec", {})
     check(drv.get("attachRequired") is False, "CSIDriver attachRequired false")
@@ -741,13 +746,20 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
           "worker node_id is its node's name")
     # Ready only while it can serve (meta accepts its heartbeats, the cache
     # directory is usable); live while the process answers at all.
+    # Both on a listener of their own, outside the block port's
+    # connection limits (probe_listen).
     check(probe_command(wc) == ["/usr/bin/granary-probe",
-                                "http://127.0.0.1:%d/readyz" % worker_port],
+                                "http://127.0.0.1:%d/readyz" % probe_port],
           "worker readiness is granary-probe on /readyz: %s" % probe_command(wc))
-    check(wc.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
-          "worker liveness is /healthz")
+    check(wc.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz" and
+          wc.get("livenessProbe", {}).get("httpGet", {}).get("port") == "probe",
+          "worker liveness is /healthz on its probe port")
     check(wcfg.get("listen") == "0.0.0.0:%d" % worker_port, "worker listens on %d" % worker_port)
-    check(wc.get("ports", [{}])[0].get("containerPort") == worker_port, "worker containerPort %d" % worker_port)
+    check(wcfg.get("probe_listen") == "0.0.0.0:%d" % probe_port,
+          "worker's probes listen on %d (got %s)" % (probe_port, wcfg.get("probe_listen")))
+    check([(p.get("name"), p.get("containerPort")) for p in wc.get("ports", [])] ==
+          [("http", worker_port), ("probe", probe_port)],
+          "worker containerPorts http %d and probe %d (got %s)" % (worker_port, probe_port, wc.get("ports")))
     check("advertise_address" not in wcfg, "worker.yaml leaves advertise_address to the flag")
     check_store_credentials(wps, wc, wcfg, store_secret, "worker")
     check(wcfg.get("cache", {}).get("dir") == cache_dir, "worker.yaml cache.dir %s" % cache_dir)
@@ -1004,7 +1016,7 @@ keys = load_all(sys.argv[3])
 # defaults
 ctl, wcfg, fcfg, mcfg = check_release(default, "granary", "/var/cache/granary", "100GiB", "4MiB",
                                      "/var/lib/kubelet", "granary-cluster-token", "token", True,
-                                     None, 7480, "granary-meta-keys")
+                                     None, 7480, "granary-meta-keys", 7481)
 # Bound volumes register their datasets again from their PVs: meta's
 # persistence is off by default.
 check(not find(default, "PersistentVolumeClaim"), "persistence off by default: no PVC")
@@ -1039,7 +1051,7 @@ check("allowed_endpoints" not in fcfg.get("store", {}), "fuse.yaml has no allowe
 # custom values
 ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
                                      "/var/lib/k0s/kubelet", "team-granary-token", "hmac", False,
-                                     "cluster-s3", 7481, "team-meta-keys")
+                                     "cluster-s3", 7481, "team-meta-keys", 7490)
 check(not find(custom, "Secret"), "existingSecrets: the chart makes no Secret")
 pvc = one(custom, "PersistentVolumeClaim", "gran-meta")
 check(volume(pod(ctl), "data").get("persistentVolumeClaim", {}).get("claimName") == "gran-meta",
@@ -1088,7 +1100,7 @@ check(all(isinstance(v, str) for v in p.values()), "StorageClass parameters are 
 # store keys in values: the chart's Secret
 ctl, wcfg, fcfg, mcfg = check_release(keys, "granary", "/var/cache/granary", "100GiB", "4MiB",
                                      "/var/lib/kubelet", "granary-cluster-token", "token", True,
-                                     "granary-store-credentials", 7480, "granary-meta-keys")
+                                     "granary-store-credentials", 7480, "granary-meta-keys", 7481)
 ssec = one(keys, "Secret", "granary-store-credentials").get("data", {})
 check(sorted(ssec) == ["accessKeyID", "secretAccessKey"], "store Secret keys: %s" % sorted(ssec))
 check(base64.b64decode(ssec.get("accessKeyID", "")) == b"AKIDEXAMPLE" and
@@ -1116,6 +1128,13 @@ check(mon_ports("granary-controller") == [7401, 8080, 9808],
 check(mon_ports("granary-worker") == [7480], "metricsFrom reaches the workers' port")
 check(mon_ports("granary-node") == [9808], "metricsFrom reaches the node plugins' 9808")
 check(npm.get("granary-mount", {}).get("ingress") == [], "metricsFrom does not open the mount pods")
+# networkPolicy.probeFrom: the workers' probe port besides what metricsFrom opens
+nodes = [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+npp = {d["metadata"]["name"]: d.get("spec", {}) for d in load_all(sys.argv[9])}
+probe_ports = sorted(p["port"] for r in npp.get("granary-worker", {}).get("ingress", [])
+                     if r.get("from") == nodes for p in r.get("ports", []))
+check(probe_ports == [7480, 7481], "probeFrom reaches the workers' port and their probe port (got %s)"
+      % probe_ports)
 
 # metrics: scrape annotations by default, each on the port that serves /metrics
 def annotations(docs, kind, name):
@@ -1250,7 +1269,7 @@ def check_tls(docs, prefix, secret, mutual):
     check(f.get("worker", {}).get("tls") == {"ca_file": TLS_DIR + "/ca.crt", "server_name": worker_name},
           "fuse.yaml checks every worker for %s (got %s)" % (worker_name, f.get("worker")))
     check(probe_command(wc) == ["/usr/bin/granary-probe", "--cacert", TLS_DIR + "/ca.crt",
-                                "--server-name", worker_name, "https://127.0.0.1:7480/readyz"],
+                                "--server-name", worker_name, "https://127.0.0.1:7481/readyz"],
           "the worker's readiness probe speaks HTTPS and checks the name (got %s)" % probe_command(wc))
     check(wc.get("livenessProbe", {}).get("httpGet", {}).get("scheme") == "HTTPS",
           "the worker's liveness probe speaks HTTPS")

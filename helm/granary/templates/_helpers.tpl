@@ -421,6 +421,7 @@ are flags of the container: they differ per pod.
 {{- define "granary.workerConfig" -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.worker.port))
+  "probe_listen" (printf "0.0.0.0:%d" (int .Values.worker.probePort))
   "meta" (dict
     "address" (include "granary.metaAddress" .)
     "key_file" (include "granary.metaKeyFile" (dict "ctx" . "role" "worker"))
@@ -735,8 +736,8 @@ role under /etc/granary/tls.
 {{/* The worker's probe of its own /readyz, over HTTPS with TLS on. */}}
 {{- define "granary.workerProbeCommand" -}}
 {{- if .Values.tls.enabled -}}
-{{- list "/usr/bin/granary-probe" "--cacert" (printf "%s/ca.crt" (include "granary.tlsDir" .)) "--server-name" (include "granary.workerTLSName" .) (printf "https://127.0.0.1:%d/readyz" (int .Values.worker.port)) | toJson -}}
+{{- list "/usr/bin/granary-probe" "--cacert" (printf "%s/ca.crt" (include "granary.tlsDir" .)) "--server-name" (include "granary.workerTLSName" .) (printf "https://127.0.0.1:%d/readyz" (int .Values.worker.probePort)) | toJson -}}
 {{- else -}}
-{{- list "/usr/bin/granary-probe" (printf "http://127.0.0.1:%d/readyz" (int .Values.worker.port)) | toJson -}}
+{{- list "/usr/bin/granary-probe" (printf "http://127.0.0.1:%d/readyz" (int .Values.worker.probePort)) | toJson -}}
 {{- end -}}
 {{- end -}}
