@@ -200,7 +200,8 @@ render --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled
 render --set tls.enabled=true --set networkPolicy.egress.enabled=true \
   --set metrics.serviceMonitor.enabled=true \
   --set 'networkPolicy.egress.storeCIDRs={10.20.0.0/16,192.0.2.7/32}' \
-  --set 'networkPolicy.egress.apiServerCIDRs={10.96.0.1/32}' >"$work/tls.yaml"
+  --set 'networkPolicy.egress.apiServerCIDRs={10.96.0.1/32}' \
+  --set 'networkPolicy.egress.dnsCIDRs={169.254.20.10/32}' >"$work/tls.yaml"
 render --set tls.enabled=true --set tls.mutual=false --set tls.existingSecret=my-tls \
   --set metrics.serviceMonitor.enabled=true >"$work/tls-own.yaml"
 
@@ -258,6 +259,9 @@ refuse "controller.replicas above 1 with meta.persistence" --set controller.repl
   --set meta.persistence.enabled=true
 refuse "controller.replicas of 0" --set controller.replicas=0
 refuse "worker.probePort equal to worker.port" --set worker.probePort=7480
+refuse "meta.port on granary-csi's health port" --set meta.port=9808
+refuse "metrics.metaPort on the csi-provisioner's port" --set metrics.metaPort=8080
+refuse "metrics.metaPort equal to meta.port" --set metrics.metaPort=7400
 if render --set controller.replicas=3 >"$work/replicas.yaml" &&
    grep -q '^  replicas: 3$' "$work/replicas.yaml"; then
   ok "controller.replicas=3 renders three competing replicas"
@@ -273,6 +277,7 @@ refuse "networkPolicy.enabled=maybe" --set networkPolicy.enabled=maybe
 refuse "tls.enabled=maybe" --set tls.enabled=maybe
 refuse "an unknown tls value" --set tls.certFile=/x
 refuse "a store CIDR that is not one" --set 'networkPolicy.egress.storeCIDRs={s3.example.com}'
+refuse "a DNS CIDR that is not one" --set 'networkPolicy.egress.dnsCIDRs={node-local-dns}'
 refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["http://a,http://b"]'
 
 # 4. the rendered objects
@@ -1314,10 +1319,15 @@ for comp in ("controller", "worker", "node", "mount"):
                 {"app.kubernetes.io/name": "granary", "app.kubernetes.io/instance": "granary"}]
     check(own_pods == [[{"protocol": "TCP", "port": 7400}, {"protocol": "TCP", "port": 7480}]],
           "egress policy %s: Granary's own pods on meta's and the workers' ports" % comp)
-    cidrs = sorted(t["ipBlock"]["cidr"] for t, p in tos if "ipBlock" in t)
-    check(cidrs == ["10.20.0.0/16", "10.96.0.1/32", "192.0.2.7/32"],
-          "egress policy %s: the API server's and the store's CIDRs only (got %s)" % (comp, cidrs))
-    check(len(tos) == 5, "egress policy %s: nothing else (got %d peers)" % (comp, len(tos)))
+    cidrs = sorted((t["ipBlock"]["cidr"], str(p)) for t, p in tos if "ipBlock" in t)
+    store = [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}]
+    api = [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    check(cidrs == sorted([("10.20.0.0/16", str(store)), ("10.96.0.1/32", str(api)),
+                           ("192.0.2.7/32", str(store)), ("169.254.20.10/32", str(dns_ports))]),
+          "egress policy %s: the API server's, the store's and a node-local DNS cache's CIDRs only, "
+          "each on its ports (got %s)" % (comp, cidrs))
+    check(len(tos) == 6, "egress policy %s: nothing else (got %d peers)" % (comp, len(tos)))
 
 print("%d checks passed, %d failed" % (passes, len(failures)))
 sys.exit(1 if failures else 0)
