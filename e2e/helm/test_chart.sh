@@ -257,6 +257,13 @@ refuse "a source without s3://" --set storageClass.source=imagenet
 refuse "a relative file root" --set 'fileRoots={datasets}'
 refuse "controller.replicas above 1 with meta.persistence" --set controller.replicas=2 \
   --set meta.persistence.enabled=true
+render --set criticalPodsQuota.enabled=true --set criticalPodsQuota.pods=500 \
+  --show-only templates/resourcequota.yaml >"$work/quota.yaml"
+if render | grep -q '^kind: ResourceQuota'; then
+  fail "a ResourceQuota without criticalPodsQuota.enabled"
+else
+  ok "no ResourceQuota by default"
+fi
 refuse "controller.replicas of 0" --set controller.replicas=0
 refuse "worker.probePort equal to worker.port" --set worker.probePort=7480
 refuse "meta.port on granary-csi's health port" --set meta.port=9808
@@ -283,7 +290,7 @@ refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
   "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" \
-  "$work/tls.yaml" "$work/tls-own.yaml" "$work/netpol-probe.yaml" <<'PY'
+  "$work/tls.yaml" "$work/tls-own.yaml" "$work/netpol-probe.yaml" "$work/quota.yaml" <<'PY'
 import base64
 import json
 import re
@@ -1133,6 +1140,15 @@ check(mon_ports("granary-controller") == [7401, 8080, 9808],
 check(mon_ports("granary-worker") == [7480], "metricsFrom reaches the workers' port")
 check(mon_ports("granary-node") == [9808], "metricsFrom reaches the node plugins' 9808")
 check(npm.get("granary-mount", {}).get("ingress") == [], "metricsFrom does not open the mount pods")
+# criticalPodsQuota: room for pods of the critical priority classes in the release's namespace
+quota = one(load_all(sys.argv[10]), "ResourceQuota", "granary-critical-pods")
+check(quota.get("metadata", {}).get("namespace") == "granary-system" and
+      quota.get("spec", {}).get("hard") == {"pods": "500"} and
+      quota.get("spec", {}).get("scopeSelector", {}).get("matchExpressions") ==
+      [{"scopeName": "PriorityClass", "operator": "In",
+        "values": ["system-node-critical", "system-cluster-critical"]}],
+      "criticalPodsQuota: a ResourceQuota of 500 pods scoped to the critical priority classes (got %s)"
+      % quota.get("spec"))
 # networkPolicy.probeFrom: the workers' probe port besides what metricsFrom opens
 nodes = [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
 npp = {d["metadata"]["name"]: d.get("spec", {}) for d in load_all(sys.argv[9])}
