@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -97,6 +98,10 @@ int fdchan_listen(const char *path, struct error *err)
 
 int fdchan_connect(const char *path, struct error *err)
 {
+	/* A unix socket's connect waits for room in the listener's queue as
+	 * its sends wait for room in the peer's: SO_SNDTIMEO bounds both. */
+	struct timeval tv = { .tv_sec = FDCHAN_SEND_TIMEOUT_MS / 1000,
+			      .tv_usec = (FDCHAN_SEND_TIMEOUT_MS % 1000) * 1000 };
 	struct sockaddr_un a;
 	int s, dirfd;
 
@@ -105,8 +110,19 @@ int fdchan_connect(const char *path, struct error *err)
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0) {
 		error_set(err, ERR_IO, "socket for '%s': %s", path, strerror(errno));
+	} else if (setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0) {
+		error_set(err, ERR_IO, "socket for '%s': send timeout: %s", path, strerror(errno));
+		close(s);
+		s = -1;
 	} else if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		error_set(err, ERR_UNAVAILABLE, "connect to '%s': %s", path, strerror(errno));
+		if (errno == EAGAIN)
+			error_set(err, ERR_TIMEOUT,
+				  "connect to '%s': its queue of connections stayed full for %d ms "
+				  "(nobody accepts them)",
+				  path, FDCHAN_SEND_TIMEOUT_MS);
+		else
+			error_set(err, ERR_UNAVAILABLE, "connect to '%s': %s", path,
+				  strerror(errno));
 		close(s);
 		s = -1;
 	}
@@ -126,6 +142,7 @@ enum error_code fdchan_send(int sock, json_t *msg, int fd, struct error *err)
 	char *text = json_dumps(msg, JSON_COMPACT);
 	size_t len;
 	ssize_t n;
+	int saved;
 
 	if (!text)
 		return error_set(err, ERR_NOMEM, "out of memory");
@@ -150,9 +167,14 @@ enum error_code fdchan_send(int sock, json_t *msg, int fd, struct error *err)
 	do
 		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
+	saved = errno;
 	free(text);
+	if (n < 0 && saved == EAGAIN)
+		return error_set(err, ERR_TIMEOUT,
+				 "send: the peer's queue is full (it has stopped reading)");
 	if (n != (ssize_t)len)
-		return error_set(err, ERR_UNAVAILABLE, "send: %s", n < 0 ? strerror(errno) : "short");
+		return error_set(err, ERR_UNAVAILABLE, "send: %s",
+				 n < 0 ? strerror(saved) : "short");
 	return ERR_OK;
 }
 

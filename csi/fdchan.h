@@ -21,12 +21,22 @@
  * through its directory (/proc/self/fd). */
 int fdchan_listen(const char *path, struct error *err);
 
-/* A connected socket to path, close-on-exec; -1 and err set (ERR_UNAVAILABLE
- * while nobody listens there). */
+/* How long a connect, and each send on the socket it made, waits for room
+ * at the peer (SO_SNDTIMEO): a peer that stops accepting or reading costs
+ * the sender this much at a time, never more. */
+#define FDCHAN_SEND_TIMEOUT_MS 1000
+
+/* A connected socket to path, close-on-exec, its sends bounded by
+ * FDCHAN_SEND_TIMEOUT_MS; -1 and err set: ERR_UNAVAILABLE while nobody
+ * listens there, ERR_TIMEOUT when the listener's queue stays full that
+ * long (nobody accepts). */
 int fdchan_connect(const char *path, struct error *err);
 
-/* Sends msg, with fd attached when fd >= 0 (the caller keeps its copy).
- * Never blocks longer than a full socket buffer takes; no SIGPIPE. */
+/* Sends msg, with fd attached when fd >= 0 (the caller keeps its copy); no
+ * SIGPIPE. While the peer's queue is full (it stopped reading) it waits
+ * as the socket allows: FDCHAN_SEND_TIMEOUT_MS on one from fdchan_connect,
+ * not at all on a non-blocking one, then ERR_TIMEOUT. ERR_UNAVAILABLE when
+ * the peer is gone. */
 enum error_code fdchan_send(int sock, json_t *msg, int fd, struct error *err);
 
 /* Receives one message into *msg (the caller json_decref's it) and the

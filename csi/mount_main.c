@@ -13,7 +13,10 @@
  * restarted plugin holds none). So at every moment either the plugin or
  * this process holds each connection, and a restart of either one ends
  * no mount. Each daemon start and exit is reported to the plugin, which
- * shows them in its metrics and volume conditions.
+ * shows them in its metrics and volume conditions. A connect or message
+ * to the plugin waits at most FDCHAN_SEND_TIMEOUT_MS: a plugin that stops
+ * accepting or reading is dropped and connected to again later, and the
+ * daemon is supervised meanwhile.
  *
  * SIGTERM (the pod deleted): SIGTERM to the daemon, SIGKILL after the
  * grace period, exit 0. The connection lives on in the plugin.
@@ -129,13 +132,18 @@ static void report(struct sup *m)
 
 static void try_connect(struct sup *m)
 {
+	enum error_code rc = ERR_NOMEM;
 	struct error err;
 	json_t *hello;
 	int s = fdchan_connect(m->s.socket, &err);
 
 	if (s < 0) {
-		log_limited_warn(&m->lim, "the node plugin's keeper socket is not there yet",
-				 LOG_S("volume", m->s.volume), LOG_S("cause", err.msg));
+		const char *what = err.code == ERR_TIMEOUT
+					   ? "the node plugin's keeper accepts no connection; retrying"
+					   : "the node plugin's keeper socket is not there yet";
+
+		log_limited_warn(&m->lim, what, LOG_S("volume", m->s.volume),
+				 LOG_S("cause", err.msg));
 		m->connect_backoff_ms = m->connect_backoff_ms ? m->connect_backoff_ms * 2
 							      : CONNECT_BACKOFF_MIN_MS;
 		if (m->connect_backoff_ms > CONNECT_BACKOFF_MAX_MS)
@@ -148,13 +156,15 @@ static void try_connect(struct sup *m)
 	if (!hello || json_object_set_new(hello, "volume", json_string(m->s.volume)) != 0 ||
 	    json_object_set_new(hello, "pod", json_string(m->s.pod)) != 0 ||
 	    json_object_set_new(hello, "template", json_string(m->s.template_hash)) != 0 ||
-	    json_object_set_new(hello, "conn", json_integer(m->fd >= 0 ? (json_int_t)m->conn : 0)) != 0 ||
-	    fdchan_send(s, hello, -1, &err) != ERR_OK) {
-		json_decref(hello);
-		disconnect(m, "cannot say hello");
+	    json_object_set_new(hello, "conn", json_integer(m->fd >= 0 ? (json_int_t)m->conn : 0)) != 0)
+		error_set(&err, rc, "hello: out of memory");
+	else
+		rc = fdchan_send(s, hello, -1, &err);
+	json_decref(hello);
+	if (rc != ERR_OK) {
+		disconnect(m, err.msg);
 		return;
 	}
-	json_decref(hello);
 	log_info("connected to the node plugin", LOG_S("volume", m->s.volume),
 		 LOG_S("socket", m->s.socket), LOG_S("holds_connection", m->fd >= 0 ? "true" : "false"));
 }
@@ -281,20 +291,26 @@ static void take_fd(struct sup *m, json_t *msg, int fd)
 	m->conn = (uint64_t)conn;
 	m->backoff_ms = 0;
 	log_info("holding the FUSE connection", LOG_S("volume", m->s.volume), LOG_U("conn", m->conn));
+	/* Else the old daemon's SIGCHLD wakes the loop, and reap() schedules
+	 * the successor at once (backoff 0): nothing is due until then. */
 	if (m->daemon == 0)
 		start_daemon(m);
-	else
-		m->next_start_ms = 1; /* when the old one is reaped */
 }
 
+/* A send that fails drops the plugin: it asks again after the next hello. */
 static void give_fd(struct sup *m)
 {
 	json_t *msg = json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)m->conn);
 	struct error err;
 
-	if (m->fd < 0 || !msg || fdchan_send(m->sock, msg, m->fd, &err) != ERR_OK)
-		log_warn("cannot give the FUSE connection back to the node plugin",
+	if (m->fd < 0)
+		log_warn("the node plugin asked for the FUSE connection, but none is held",
 			 LOG_S("volume", m->s.volume));
+	else if (!msg)
+		log_warn("cannot give the FUSE connection back to the node plugin",
+			 LOG_S("volume", m->s.volume), LOG_S("cause", "out of memory"));
+	else if (fdchan_send(m->sock, msg, m->fd, &err) != ERR_OK)
+		disconnect(m, err.msg);
 	else
 		log_info("gave the FUSE connection back to the node plugin", LOG_S("volume", m->s.volume),
 			 LOG_U("conn", m->conn));

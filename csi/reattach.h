@@ -12,12 +12,22 @@
  * reattach_volume finds them: in every other mount namespace of the node
  * (the node plugin runs with hostPID), a mount of the volume's source
  * ("granary:DATASET", type fuse.granary) whose device is no live Granary
- * mount's is an ended copy. In a child process it clones the new mount
- * (open_tree of the staging path, or of the copy's subdirectory for a
- * subPath), makes the clone read-only, enters that mount namespace
- * (setns), detaches the ended mount and moves the clone to its place
- * (move_mount). Files the container had open on the ended mount stay
- * ended (ENOTCONN); what it opens from then on is served.
+ * mount's is an ended copy. Its mount point, as mountinfo gives it
+ * (relative to that process's root), is opened from the process's root
+ * (/proc/PID/root) with openat2 RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+ * RESOLVE_NO_MAGICLINKS, and what is there must be the ended mount itself
+ * (its mount id, statx STATX_MNT_ID): a container that chrooted, or
+ * swapped a component of the path for a symbolic link since mountinfo was
+ * read, is refused, with nothing detached. Then, in a child process, it
+ * clones the new mount (open_tree of the staging path, or of the copy's
+ * subdirectory for a subPath), makes the clone read-only, enters that
+ * mount namespace (setns), detaches the ended mount through its
+ * descriptor (/proc/self/fd/N), opens the mount point again from its
+ * parent directory the same way, checks it is now on the mount beneath
+ * (mountinfo's parent id) and moves the clone onto that descriptor
+ * (move_mount MOVE_MOUNT_T_EMPTY_PATH). Files the container had open on
+ * the ended mount stay ended (ENOTCONN); what it opens from then on is
+ * served.
  */
 #ifndef GRANARY_CSI_REATTACH_H
 #define GRANARY_CSI_REATTACH_H
@@ -50,8 +60,11 @@ struct reattach_result {
 /*
  * Replaces every ended copy of source (fstype, "granary:DATASET") on the
  * node with a read-only clone of the mount at staging. proc is "/proc"
- * (tests may point elsewhere for the scan). ERR_OK when the scan ran,
- * whatever it found: *out counts, and names the first failure.
+ * (tests may point elsewhere for the scan: each PID entry needs mountinfo,
+ * ns/mnt and root). ERR_OK when the scan ran, whatever it found: *out
+ * counts, and names the first failure ("process 412, mount point
+ * '/data/x': open it from the process's root without following links
+ * (openat2): a component is a symbolic link; not followed").
  */
 enum error_code reattach_volume(const char *proc, const char *fstype, const char *source,
 				const char *staging, struct reattach_result *out,

@@ -13,6 +13,14 @@
  * connection back from granary-mount), after which a new granary-mount
  * is served by the new keeper. No read may fail or see ENOTCONN; the
  * longest read is printed.
+ *
+ * Then granary-mount's own loop with stand-in daemons (shell commands):
+ * a new connection while the old daemon is not reaped yet (no spinning,
+ * the successor as soon as it is reaped), and a fake keeper that stops
+ * reading or accepting (granary-mount carries on). And csi/reattach.h in
+ * mount namespaces of the test's own, with tmpfs mounts standing for the
+ * ended and new FUSE mounts: a container that chrooted, and one whose
+ * mount point was swapped for a symbolic link.
  */
 #include <check.h>
 #include <dirent.h>
@@ -20,25 +28,32 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/fusemount.h"
 #include "common/retry.h"
 #include "csi/fdchan.h"
 #include "csi/keeper.h"
+#include "csi/reattach.h"
 #include "e2e/harness.h"
 #include "unit/check_main.h"
 
@@ -51,16 +66,26 @@ static unsigned char expect[FILE_SIZE];
 static char mnt_file[400]; /* mnt/data.bin */
 static dev_t mnt_dev;
 
-static pid_t start_mount(int n)
+/* granary-mount on sock, logging to work/mount-N.log; extra (NULL: none)
+ * are more of its flags. */
+static pid_t start_mount_with(int n, const char *const *extra)
 {
 	char exe[600], logp[320], sockarg[700];
-	const char *argv[] = { exe, sockarg, "--volume=" VOLUME, "--pod=pod-test", "--template=t1",
-			       NULL };
+	const char *argv[16] = { exe, sockarg, "--volume=" VOLUME,
+				 "--pod=pod-test", "--template=t1" };
+	size_t k = 5;
 
+	for (; extra && *extra && k < 15; extra++)
+		argv[k++] = *extra;
 	snprintf(exe, sizeof(exe), "%s/granary-mount", bin_dir);
 	snprintf(sockarg, sizeof(sockarg), "--socket=%s", sock);
 	snprintf(logp, sizeof(logp), "%s/mount-%d.log", work, n);
 	return harness_spawn(argv, logp);
+}
+
+static pid_t start_mount(int n)
+{
+	return start_mount_with(n, NULL);
 }
 
 /* The daemon granary-mount runs: its only child. 0 when none. */
@@ -656,11 +681,531 @@ START_TEST(test_one_volume_pod_cannot_use_up_the_connections)
 }
 END_TEST
 
+/* ---- granary-mount's own supervision ------------------------------------ */
+
+/* A volume's socket in work/vol, listened on by a new keeper that holds
+ * connection conn (a pipe stands for /dev/fuse: the stand-in daemons
+ * below never read it) with argv: the stand-in daemon. */
+static struct keeper *one_volume(json_t *argv, int conn_fd, uint64_t conn)
+{
+	struct keeper *k = NULL;
+	struct error err;
+
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	snprintf(vdir, sizeof(vdir), "%s/vol", work);
+	snprintf(sock, sizeof(sock), "%s/" KEEPER_SOCKET, vdir);
+	ck_assert_int_eq(mkdir(vdir, 0700), 0);
+	ck_assert_int_eq(keeper_new(&k, &err), ERR_OK);
+	ck_assert_msg(keeper_listen(k, VOLUME, sock, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(keeper_put(k, VOLUME, argv, "", conn_fd, conn, &err), ERR_OK);
+	return k;
+}
+
+/* User plus system CPU time process pid has used, in ms (/proc/PID/stat). */
+static long cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "open '%s': %s", path, strerror(errno));
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	/* After the name in parentheses: state, then utime and stime are
+	 * the 12th and 13th fields. */
+	p = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+				&st), 2);
+	return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+/* The state letter of process pid ('Z': a zombie), 0 when it is gone. */
+static char state_of(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/*
+ * A new connection while the old daemon is not reaped yet: granary-mount
+ * kills the old one and waits for its end without spinning (under 100 ms
+ * of CPU in a second), runs no second daemon meanwhile, and starts one on
+ * the new connection as soon as the old is reaped (under 500 ms). The
+ * test traces the old daemon (ptrace): killed, it stays a zombie that
+ * only its tracer can reap, and its parent hears of its end only then.
+ */
+START_TEST(test_a_new_connection_waits_for_the_old_daemon_without_spinning)
+{
+	json_t *argv = json_pack("[s,s,s]", "/bin/sh", "-c", "exec sleep 60");
+	int p1[2], p2[2], status;
+	struct keeper_status st;
+	struct keeper *k;
+	struct error err;
+	long cpu0, used;
+	uint64_t t0, took;
+	pid_t sup, d1, d2;
+
+	ck_assert_int_eq(pipe(p1), 0);
+	ck_assert_int_eq(pipe(p2), 0);
+	k = one_volume(argv, p1[0], 1);
+	sup = start_mount(1);
+	d1 = wait_daemon(k, 0, NULL);
+	ck_assert_msg(d1 > 0, "granary-mount never reported a daemon");
+	ck_assert_msg(ptrace(PTRACE_SEIZE, d1, NULL, NULL) == 0, "ptrace %d: %s", (int)d1,
+		      strerror(errno));
+
+	/* The node plugin mounted anew: granary-mount gets the new connection. */
+	ck_assert_int_eq(keeper_put(k, VOLUME, argv, "", p2[0], 2, &err), ERR_OK);
+	t0 = retry_now_ms();
+	while (state_of(d1) != 'Z' && retry_now_ms() - t0 < 10000)
+		usleep(10 * 1000);
+	ck_assert_msg(state_of(d1) == 'Z', "granary-mount did not kill the old daemon");
+	cpu0 = cpu_ms(sup);
+	usleep(1000 * 1000);
+	used = cpu_ms(sup) - cpu0;
+	keeper_status(k, VOLUME, &st);
+	printf("granary-mount: %ld ms of CPU in 1 s waiting for its old daemon to be reaped\n",
+	       used);
+	ck_assert_msg(used < 100, "granary-mount spun: %ld ms of CPU in 1 s while its old daemon "
+		      "was not reaped", used);
+	ck_assert_msg(st.nsup == 1 && st.sup[0].daemon_pid == d1,
+		      "a daemon started while the old one was not reaped");
+
+	t0 = retry_now_ms();
+	ck_assert_int_eq(waitpid(d1, &status, __WALL), d1);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	d2 = wait_daemon(k, d1, NULL);
+	took = retry_now_ms() - t0;
+	ck_assert_msg(d2 > 0, "no daemon on the new connection after the old one was reaped");
+	printf("granary-mount: the new daemon %llu ms after the old one was reaped\n",
+	       (unsigned long long)took);
+	ck_assert_msg(took < 500, "the new daemon came %llu ms after the old one was reaped",
+		      (unsigned long long)took);
+
+	ck_assert_int_eq(harness_stop(&sup, 10000, NULL), 0);
+	keeper_free(k);
+	json_decref(argv);
+	for (int i = 0; i < 2; i++) {
+		close(p1[i]);
+		close(p2[i]);
+	}
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+/* A connection accepted on the listening socket l within timeout_ms, or -1. */
+static int accept_within(int l, int timeout_ms)
+{
+	struct pollfd p = { .fd = l, .events = POLLIN };
+
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -1;
+	return accept4(l, NULL, NULL, SOCK_CLOEXEC);
+}
+
+/* Bytes in file path; 0 when it is not there. */
+static long file_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+/*
+ * A keeper that stops reading (a fake: the test listens on the socket,
+ * hands over a connection, then reads nothing) holds granary-mount up for
+ * FDCHAN_SEND_TIMEOUT_MS at a time, never for good: once the socket's
+ * queue is full of status messages (a daemon that ends every millisecond
+ * fills it within a second), the send fails, granary-mount logs why,
+ * connects again and keeps starting daemons, and SIGTERM stops it.
+ */
+START_TEST(test_granary_mount_carries_on_past_a_keeper_that_stops_reading)
+{
+	const char *fast[] = { "--restart_backoff_min=1ms", "--restart_backoff_max=1ms", NULL };
+	char script[400], starts[320], logp[320];
+	json_t *argv;
+	struct error err;
+	int l, s1, s2, p[2];
+	long before;
+	uint64_t t0, ms;
+	pid_t sup;
+
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	snprintf(sock, sizeof(sock), "%s/" KEEPER_SOCKET, work);
+	snprintf(starts, sizeof(starts), "%s/starts", work);
+	snprintf(logp, sizeof(logp), "%s/mount-1.log", work);
+	/* The stand-in daemon notes its start and ends. */
+	snprintf(script, sizeof(script), "echo x >> '%s'", starts);
+	argv = json_pack("[s,s,s]", "/bin/sh", "-c", script);
+	l = fdchan_listen(sock, &err);
+	ck_assert_msg(l >= 0, "%s", err.msg);
+	ck_assert_int_eq(pipe(p), 0);
+	sup = start_mount_with(1, fast);
+	s1 = accept_within(l, 10000);
+	ck_assert_msg(s1 >= 0, "granary-mount did not connect");
+	send_msg(s1, json_pack("{s:s, s:O, s:s, s:I, s:b}", "op", "fd", "argv", argv, "init_state",
+			       "", "conn", (json_int_t)1, "fresh", 0), p[0]);
+
+	s2 = accept_within(l, 15000);
+	ck_assert_msg(s2 >= 0, "granary-mount never connected again: it hangs sending to a keeper "
+		      "that reads nothing (%ld daemon starts)", file_size(starts) / 2);
+	ck_assert_msg(harness_file_contains(logp, "send: the peer's queue is full"),
+		      "granary-mount did not log why it dropped the keeper");
+	before = file_size(starts) / 2;
+	t0 = retry_now_ms();
+	while (file_size(starts) / 2 < before + 50 && retry_now_ms() - t0 < 10000)
+		usleep(20 * 1000);
+	ck_assert_msg(file_size(starts) / 2 >= before + 50,
+		      "granary-mount stopped starting daemons after %ld", before);
+	ck_assert_msg(harness_stop(&sup, 5000, &ms) == 0, "granary-mount did not stop on SIGTERM");
+	printf("stalled keeper: granary-mount connected again after %ld daemon starts, "
+	       "then started %ld more; SIGTERM took %llu ms\n", before,
+	       file_size(starts) / 2 - before, (unsigned long long)ms);
+
+	close(s1);
+	close(s2);
+	close(l);
+	close(p[0]);
+	close(p[1]);
+	json_decref(argv);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+/*
+ * A keeper that stops accepting (a fake: the test listens and fills the
+ * queue of connections itself): granary-mount's connect gives up after
+ * FDCHAN_SEND_TIMEOUT_MS with a clear log line and tries again later,
+ * and SIGTERM stops it meanwhile.
+ */
+START_TEST(test_granary_mount_carries_on_past_a_keeper_that_stops_accepting)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int l, queued[1100];
+	char logp[320];
+	struct error err;
+	size_t n = 0;
+	uint64_t t0, ms;
+	pid_t sup;
+
+	harness_bin_dir(bin_dir, sizeof(bin_dir));
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	snprintf(sock, sizeof(sock), "%s/" KEEPER_SOCKET, work);
+	snprintf(logp, sizeof(logp), "%s/mount-1.log", work);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
+	l = fdchan_listen(sock, &err);
+	ck_assert_msg(l >= 0, "%s", err.msg);
+	for (; n < sizeof(queued) / sizeof(queued[0]); n++) {
+		queued[n] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		ck_assert_int_ge(queued[n], 0);
+		if (connect(queued[n], (struct sockaddr *)&a, sizeof(a)) != 0) {
+			ck_assert_int_eq(errno, EAGAIN);
+			close(queued[n]);
+			break;
+		}
+	}
+	ck_assert_msg(n < sizeof(queued) / sizeof(queued[0]),
+		      "the queue of connections never filled");
+
+	sup = start_mount(1);
+	t0 = retry_now_ms();
+	while (!harness_file_contains(logp, "its queue of connections stayed full") &&
+	       retry_now_ms() - t0 < 10000)
+		usleep(50 * 1000);
+	ck_assert_msg(harness_file_contains(logp, "its queue of connections stayed full"),
+		      "granary-mount's connect to a keeper that accepts nothing never gave up");
+	ck_assert_msg(harness_stop(&sup, 5000, &ms) == 0, "granary-mount did not stop on SIGTERM");
+	printf("keeper that accepts nothing: connect gave up after %llu ms or less; SIGTERM took "
+	       "%llu ms\n", (unsigned long long)(retry_now_ms() - t0), (unsigned long long)ms);
+
+	for (size_t i = 0; i < n; i++)
+		close(queued[i]);
+	close(l);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
+/* ---- reattach: a volume mounted anew put into containers ---------------- */
+
+#define REATTACH_SOURCE "granary:reattach-test"
+
+/* A tmpfs of source source at path (made with its parents) holding an empty
+ * file named marker. 0, or -1 with errno: no assertion, as the containers'
+ * processes call it too. */
+static int mount_marked(const char *source, const char *path, const char *marker)
+{
+	char file[1200];
+	struct error err;
+	int fd;
+
+	if (fileio_mkdirs(path, 0755, &err) != ERR_OK ||
+	    mount(source, path, "tmpfs", 0, "size=1m,mode=0755") != 0)
+		return -1;
+	snprintf(file, sizeof(file), "%s/%s", path, marker);
+	fd = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+/*
+ * A container: a process in a mount namespace of its own (a copy of the
+ * test's) with an ended copy of the volume at root/point: a tmpfs of
+ * source REATTACH_SOURCE holding a file "old", whose device the test's
+ * namespace does not have. With root other than "/" a child of it
+ * chroots there (a root container that chroots, or a container whose
+ * root is not its namespace's); *chrooted gets its pid, else 0. Both
+ * pause until killed.
+ */
+static pid_t start_container(const char *root, const char *point, pid_t *chrooted)
+{
+	char path[1200];
+	int ready[2];
+	pid_t pid, child = 0;
+
+	snprintf(path, sizeof(path), "%s%s", strcmp(root, "/") == 0 ? "" : root, point);
+	ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* Gone with the test, failed or not (the chrooted one with its
+		 * parent). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || unshare(CLONE_NEWNS) != 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+		    mount_marked(REATTACH_SOURCE, path, "old") != 0)
+			_exit(1);
+		/* One of the two says it is ready: the chrooted one, if any. */
+		if (strcmp(root, "/") != 0) {
+			child = fork();
+			if (child < 0)
+				_exit(1);
+			if (child > 0) {
+				close(ready[1]);
+				for (;;)
+					pause();
+			}
+			if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || chroot(root) != 0 ||
+			    chdir("/") != 0)
+				_exit(1);
+			child = getpid();
+		}
+		if (write(ready[1], &child, sizeof(child)) != (ssize_t)sizeof(child))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	ck_assert_msg(read(ready[0], &child, sizeof(child)) == (ssize_t)sizeof(child),
+		      "the container did not start");
+	close(ready[0]);
+	*chrooted = child;
+	return pid;
+}
+
+/* Whether file leaf of directory dir is there as process pid sees it
+ * (/proc/PID/root/DIR/LEAF, no link at its end followed). */
+static bool sees(pid_t pid, const char *dir, const char *leaf)
+{
+	char path[1400];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "/proc/%d/root%s/%s", (int)pid, dir, leaf);
+	return lstat(path, &sb) == 0;
+}
+
+/*
+ * A layout for the reattach tests, in a mount namespace of the test's own:
+ * the new mount at work/staging (a tmpfs holding "new"), and a "mask"
+ * (a tmpfs holding "mask", another source) at work/data/vol, outside the
+ * containers' root work/root where the volume is at work/data/vol too: a
+ * copy acted on from the namespace's root rather than the container's
+ * would hit the mask.
+ */
+static void reattach_layout(char *staging, char *root, char *mask, size_t size)
+{
+	harness_tmpdir(work, sizeof(work), "/tmp/granary-keeper-XXXXXX");
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0, "unshare: %s", strerror(errno));
+	ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	snprintf(staging, size, "%s/staging", work);
+	snprintf(root, size, "%s/root", work);
+	snprintf(mask, size, "%s/data/vol", work);
+	ck_assert_msg(mount_marked(REATTACH_SOURCE, staging, "new") == 0, "mount '%s': %s", staging,
+		      strerror(errno));
+	ck_assert_msg(mount_marked("mask", mask, "mask") == 0, "mount '%s': %s", mask,
+		      strerror(errno));
+	ck_assert_int_eq(mkdir(root, 0755), 0);
+}
+
+static void reattach_cleanup(pid_t *pids, size_t n, const char *staging, const char *mask)
+{
+	for (size_t i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		if (pids[i] > 0)
+			waitpid(pids[i], NULL, 0);
+	ck_assert_int_eq(umount2(staging, MNT_DETACH), 0);
+	ck_assert_int_eq(umount2(mask, MNT_DETACH), 0);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+
+/*
+ * A container whose process chrooted has the new mount put in place of its
+ * ended copy inside its own root, and the mount outside that root at the
+ * same path (the mask) is left alone; an ordinary container's copy is
+ * replaced too, read-only. The scan sees these two processes only (a proc
+ * directory of links to theirs).
+ */
+START_TEST(test_reattach_replaces_a_copy_within_the_containers_root)
+{
+	char staging[300], root[300], mask[300], point[400], plain[400], proc[300], path[1400];
+	struct reattach_result r;
+	struct error err;
+	pid_t pids[3], chrooted, none;
+
+	reattach_layout(staging, root, mask, sizeof(staging));
+	snprintf(point, sizeof(point), "%s/data/vol", work);
+	snprintf(plain, sizeof(plain), "%s/plain/vol", work);
+	pids[0] = start_container(root, point, &chrooted);
+	pids[1] = chrooted;
+	pids[2] = start_container("/", plain, &none);
+	snprintf(proc, sizeof(proc), "%s/proc", work);
+	ck_assert_int_eq(mkdir(proc, 0755), 0);
+	for (int i = 1; i < 3; i++) {
+		char link[400], target[64];
+
+		snprintf(link, sizeof(link), "%s/%d", proc, (int)pids[i]);
+		snprintf(target, sizeof(target), "/proc/%d", (int)pids[i]);
+		ck_assert_int_eq(symlink(target, link), 0);
+	}
+
+	ck_assert_int_eq(reattach_volume(proc, "tmpfs", REATTACH_SOURCE, staging, &r, &err),
+			 ERR_OK);
+	printf("reattach: found %u, replaced %u%s%s\n", r.found, r.replaced,
+	       r.first_error[0] ? ": " : "", r.first_error);
+	ck_assert_msg(r.found == 2 && r.replaced == 2, "found %u, replaced %u: %s", r.found,
+		      r.replaced, r.first_error);
+	ck_assert_msg(sees(chrooted, point, "new") && !sees(chrooted, point, "old"),
+		      "the chrooted process does not see the new mount at '%s'", point);
+	ck_assert_msg(sees(pids[0], mask, "mask"),
+		      "the mount outside the container's root at '%s' was replaced", mask);
+	ck_assert_msg(sees(pids[2], plain, "new") && !sees(pids[2], plain, "old"),
+		      "the ordinary container does not see the new mount at '%s'", plain);
+	snprintf(path, sizeof(path), "/proc/%d/root%s/x", (int)pids[2], plain);
+	ck_assert_int_eq(open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644), -1);
+	ck_assert_int_eq(errno, EROFS);
+
+	reattach_cleanup(pids, 3, staging, mask);
+}
+END_TEST
+
+/*
+ * A container that swaps a component of its copy's mount point for a
+ * symbolic link (here to the same path outside its root, where the mask
+ * is) after mountinfo was read: the reattach refuses, naming the link, and
+ * neither the mask nor the ended copy moves. Swapped for a plain directory
+ * instead, it refuses as that is not the mount mountinfo listed. The scan
+ * reads mountinfo as it was before the swap (a copy in a proc directory
+ * whose ns and root lead to the container's process).
+ */
+START_TEST(test_reattach_refuses_a_mount_point_swapped_for_a_link)
+{
+	char staging[300], root[300], mask[300], point[400], proc[300], path[1400], data[1400];
+	char moved[400], text[16384];
+	struct reattach_result r;
+	struct error err;
+	pid_t pids[2], chrooted;
+	size_t len;
+	FILE *f;
+
+	reattach_layout(staging, root, mask, sizeof(staging));
+	snprintf(point, sizeof(point), "%s/data/vol", work);
+	pids[0] = start_container(root, point, &chrooted);
+	pids[1] = chrooted;
+	snprintf(proc, sizeof(proc), "%s/proc/%d", work, (int)chrooted);
+	ck_assert_int_eq(fileio_mkdirs(proc, 0755, &err), ERR_OK);
+	snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)chrooted);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	len = fread(text, 1, sizeof(text), f);
+	fclose(f);
+	ck_assert(len > 0 && len < sizeof(text));
+	snprintf(path, sizeof(path), "%s/mountinfo", proc);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+	fclose(f);
+	for (int i = 0; i < 2; i++) {
+		const char *name = i ? "root" : "ns";
+		char target[64];
+
+		snprintf(path, sizeof(path), "%s/%s", proc, name);
+		snprintf(target, sizeof(target), "/proc/%d/%s", (int)chrooted, name);
+		ck_assert_int_eq(symlink(target, path), 0);
+	}
+	snprintf(proc, sizeof(proc), "%s/proc", work);
+
+	/* The swap: work/data in the container's root moved aside (the ended
+	 * copy with it), a link in its place to work/data outside. */
+	snprintf(data, sizeof(data), "%s%s/data", root, work);
+	snprintf(moved, sizeof(moved), "%s/data.old/vol", work);
+	snprintf(path, sizeof(path), "%s%s/data.old", root, work);
+	ck_assert_int_eq(rename(data, path), 0);
+	snprintf(path, sizeof(path), "%s/data", work);
+	ck_assert_int_eq(symlink(path, data), 0);
+
+	ck_assert_int_eq(reattach_volume(proc, "tmpfs", REATTACH_SOURCE, staging, &r, &err),
+			 ERR_OK);
+	printf("reattach through a link: found %u, replaced %u: %s\n", r.found, r.replaced,
+	       r.first_error);
+	ck_assert_msg(r.found == 1 && r.replaced == 0, "found %u, replaced %u", r.found,
+		      r.replaced);
+	ck_assert_msg(strstr(r.first_error, point) && strstr(r.first_error, "symbolic link"),
+		      "the refusal does not name the link: %s", r.first_error);
+	ck_assert_msg(sees(pids[0], mask, "mask") && !sees(pids[0], mask, "new"),
+		      "the mount outside the container's root at '%s' was replaced", mask);
+	ck_assert_msg(sees(chrooted, moved, "old"), "the ended copy at '%s' was detached", moved);
+
+	/* A plain directory in its place: not the mount mountinfo listed. */
+	ck_assert_int_eq(unlink(data), 0);
+	snprintf(path, sizeof(path), "%s/vol", data);
+	ck_assert_int_eq(fileio_mkdirs(path, 0755, &err), ERR_OK);
+	ck_assert_int_eq(reattach_volume(proc, "tmpfs", REATTACH_SOURCE, staging, &r, &err),
+			 ERR_OK);
+	printf("reattach onto another directory: found %u, replaced %u: %s\n", r.found, r.replaced,
+	       r.first_error);
+	ck_assert_msg(r.found == 1 && r.replaced == 0, "found %u, replaced %u", r.found,
+		      r.replaced);
+	ck_assert_msg(strstr(r.first_error, "check it is the ended mount: mount id"),
+		      "the refusal does not say what is there: %s", r.first_error);
+	ck_assert_msg(!sees(chrooted, point, "new") && sees(chrooted, moved, "old"),
+		      "the reattach acted on another directory than the ended copy");
+
+	reattach_cleanup(pids, 2, staging, mask);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_keeper");
 	TCase *tc = tcase_create("keeper");
 	TCase *hostile = tcase_create("hostile");
+	TCase *supervisor = tcase_create("supervisor");
+	TCase *reattach = tcase_create("reattach");
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_the_connection_outlives_every_single_restart);
@@ -672,5 +1217,17 @@ int main(void)
 	tcase_add_test(hostile, test_a_descriptor_that_blocks_in_close_holds_up_no_other_volume);
 	tcase_add_test(hostile, test_one_volume_pod_cannot_use_up_the_connections);
 	suite_add_tcase(s, hostile);
+	/* granary-mount's own loop: a daemon not yet reaped, a stalled keeper. */
+	tcase_set_timeout(supervisor, 60);
+	tcase_add_test(supervisor, test_a_new_connection_waits_for_the_old_daemon_without_spinning);
+	tcase_add_test(supervisor, test_granary_mount_carries_on_past_a_keeper_that_stops_reading);
+	tcase_add_test(supervisor,
+		       test_granary_mount_carries_on_past_a_keeper_that_stops_accepting);
+	suite_add_tcase(s, supervisor);
+	/* A volume mounted anew put into containers (csi/reattach.h). */
+	tcase_set_timeout(reattach, 60);
+	tcase_add_test(reattach, test_reattach_replaces_a_copy_within_the_containers_root);
+	tcase_add_test(reattach, test_reattach_refuses_a_mount_point_swapped_for_a_link);
+	suite_add_tcase(s, reattach);
 	return check_main_run(s);
 }
