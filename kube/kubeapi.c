@@ -14,7 +14,6 @@
 #include "common/retry.h"
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
-#define KUBEAPI_TIMEOUT_MS 10000
 #define KUBEAPI_REPLY_MAX (4u << 20)
 /* Items asked for in one page of a list (most objects are a few KiB: a
  * page stays under KUBEAPI_REPLY_MAX), and how often a list whose
@@ -25,6 +24,7 @@
 
 struct kubeapi {
 	char *base, *token_file, *ca_file;
+	uint64_t timeout_ms;    /* a call's, and a watch's connect (kubeapi_set_timeout) */
 };
 
 struct buf {
@@ -77,8 +77,14 @@ enum error_code kubeapi_new(const char *base_url, const char *token_file, const 
 		kubeapi_free(k);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
+	k->timeout_ms = KUBEAPI_TIMEOUT_MS;
 	*out = k;
 	return ERR_OK;
+}
+
+void kubeapi_set_timeout(struct kubeapi *k, uint64_t timeout_ms)
+{
+	k->timeout_ms = timeout_ms ? timeout_ms : KUBEAPI_TIMEOUT_MS;
 }
 
 void kubeapi_free(struct kubeapi *k)
@@ -216,7 +222,7 @@ static enum error_code request(struct kubeapi *k, const char *method, const char
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_CAINFO, k->ca_file);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)KUBEAPI_TIMEOUT_MS);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)k->timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -258,6 +264,10 @@ static enum error_code request(struct kubeapi *k, const char *method, const char
 		if (b.over)
 			rc = error_set(err, ERR_NO_SPACE, "%s %s%s: answer larger than %u MiB",
 				       method, k->base, path, KUBEAPI_REPLY_MAX >> 20);
+		else if (cc == CURLE_OPERATION_TIMEDOUT)
+			rc = error_set(err, ERR_UNAVAILABLE,
+				       "%s %s%s: no answer within %ld ms (the Kubernetes API call timeout)",
+				       method, k->base, path, timeout_ms);
 		else
 			rc = error_set(err, ERR_UNAVAILABLE, "%s %s%s: %s", method, k->base, path,
 				       curl_easy_strerror(cc));
@@ -289,7 +299,7 @@ enum error_code kubeapi_call_ct(struct kubeapi *k, const char *method, const cha
 				const char *content_type, json_t *body, long *status,
 				json_t **reply, struct error *err)
 {
-	return request(k, method, path, content_type, body, KUBEAPI_TIMEOUT_MS, NULL, status,
+	return request(k, method, path, content_type, body, (long)k->timeout_ms, NULL, status,
 		       reply, err);
 }
 
@@ -399,7 +409,7 @@ enum error_code kubeapi_watch(struct kubeapi *k, const char *path, unsigned time
 	/* The apiserver ends the stream at timeoutSeconds; the transfer
 	 * gets a little more before it counts as broken. */
 	rc = request(k, "GET", path, "application/json", NULL,
-		     (long)timeout_s * 1000 + KUBEAPI_TIMEOUT_MS, &st, status, &reply, err);
+		     (long)timeout_s * 1000 + (long)k->timeout_ms, &st, status, &reply, err);
 	if (rc == ERR_OK && *status != 200 && *status != 410)
 		rc = error_set(err, ERR_UNAVAILABLE, "watch %s: HTTP %ld: %s", path, *status,
 			       kubeapi_message(reply));

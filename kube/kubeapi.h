@@ -25,11 +25,26 @@ enum error_code kubeapi_new(const char *base_url, const char *token_file, const 
 			    struct kubeapi **out, struct error *err);
 void kubeapi_free(struct kubeapi *k);
 
+/* The default of kubeapi_set_timeout. */
+#define KUBEAPI_TIMEOUT_MS 10000
+
+/*
+ * How long one call may take, from the connection to the last byte of the
+ * answer, before it fails with ERR_UNAVAILABLE naming the call and the
+ * timeout ("GET https://10.96.0.1:443/api/v1/...: no answer within 10000
+ * ms ..."), so that an apiserver that hangs holds no thread for longer;
+ * 0 = KUBEAPI_TIMEOUT_MS. Every call but a watch (kubeapi_list: each page);
+ * a watch gets this long to connect and its timeout_s plus this long in
+ * all. Set it before k is shared between threads.
+ */
+void kubeapi_set_timeout(struct kubeapi *k, uint64_t timeout_ms);
+
 /*
  * METHOD path (e.g. "/api/v1/namespaces/ns/pods") with body (may be
  * NULL). *status: the HTTP status (0 when no answer); *reply: the JSON
  * answer or NULL (may be NULL to drop it). ERR_OK for any answer;
- * ERR_UNAVAILABLE when the apiserver could not be reached in time;
+ * ERR_UNAVAILABLE when the apiserver could not be reached, or did not
+ * answer within the timeout (kubeapi_set_timeout);
  * ERR_NO_SPACE when the answer is larger than 4 MiB (a list: kubeapi_list).
  */
 enum error_code kubeapi_call(struct kubeapi *k, const char *method, const char *path,

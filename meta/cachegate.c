@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/retry.h"
 #include "meta/dsobject.h"
+#include "meta/stopper.h"
 
 #define DATASETS_API "/apis/" DSOBJECT_GROUP "/" DSOBJECT_VERSION "/namespaces/%s/datasets/%s"
 /* The pods labelled that are not scheduled yet, as a gated one never is:
@@ -168,13 +169,13 @@ struct cachegate {
 	json_t *pods;    /* "ns/name" -> the pod, while it carries the gate */
 	json_t *told;    /* "ns/name" -> true once its waiting event is out */
 	char *rv;        /* resourceVersion to watch from; NULL: list again */
-	atomic_bool stopping; /* set by cachegate_stop */
+	struct stopper stop;     /* cachegate_stop: ends the backoffs at once */
 	atomic_uint_least64_t judged; /* verdicts so far (cachegate_judged) */
 };
 
-static bool stop_now(const struct cachegate *g)
+static bool stop_now(struct cachegate *g)
 {
-	return g->stopping || g->cfg.stop();
+	return stopper_stopped(&g->stop) || g->cfg.stop();
 }
 
 static void pod_key(json_t *pod, char *out, size_t size)
@@ -470,7 +471,7 @@ static void *gate_main(void *arg)
 			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("cannot list the pods waiting for a cache", LOG_S("cause", err.msg),
 				 LOG_U("retry_ms", backoff));
-			retry_sleep_ms(backoff);
+			stopper_wait(&g->stop, backoff);
 			continue;
 		}
 		judge_all(g);
@@ -484,7 +485,7 @@ static void *gate_main(void *arg)
 			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("the watch of pods waiting for a cache broke",
 				 LOG_S("cause", err.msg), LOG_U("retry_ms", backoff));
-			retry_sleep_ms(backoff);
+			stopper_wait(&g->stop, backoff);
 			continue;
 		}
 		backoff = 0;
@@ -508,8 +509,10 @@ enum error_code cachegate_start(const struct cachegate_config *cfg, struct cache
 	g->cfg = *cfg;
 	g->pods = json_object();
 	g->told = json_object();
+	stopper_init(&g->stop);
 	e = g->pods && g->told ? pthread_create(&g->thread, NULL, gate_main, g) : ENOMEM;
 	if (e != 0) {
+		stopper_release(&g->stop);
 		json_decref(g->pods);
 		json_decref(g->told);
 		free(g);
@@ -531,8 +534,9 @@ void cachegate_stop(struct cachegate *g)
 {
 	if (!g)
 		return;
-	g->stopping = true;
+	stopper_stop(&g->stop);
 	pthread_join(g->thread, NULL);
+	stopper_release(&g->stop);
 	json_decref(g->pods);
 	json_decref(g->told);
 	free(g->rv);

@@ -88,7 +88,9 @@ enum error_code cachegate_start(const struct cachegate_config *cfg, struct cache
  * tests' measure of the work done. */
 uint64_t cachegate_judged(struct cachegate *g);
 
-/* Ends the watch (within a second) and frees g; NULL is a no-op. */
+/* Ends the watch (within a second) or a backoff (at once), waits for a call
+ * in flight (at most the Kubernetes API's timeout) and frees g; NULL is a
+ * no-op. */
 void cachegate_stop(struct cachegate *g);
 
 #endif

@@ -17,6 +17,7 @@
 #include "common/retry.h"
 #include "meta/dsobject.h"
 #include "meta/dsqueue.h"
+#include "meta/stopper.h"
 
 #define API "/apis/" DSOBJECT_GROUP "/" DSOBJECT_VERSION
 #define WATCH_MAX_S 300
@@ -32,6 +33,7 @@ struct datasets {
 	char *cred_dir, *driver, *mirror_ns;
 	pthread_t thread;
 	bool started;
+	struct stopper stop;    /* datasets_stop: ends the backoffs at once */
 	pthread_mutex_t mu;
 	unsigned jobs;
 	struct dsqueue *queue;  /* the objects waiting for a look; protected by mu */
@@ -70,6 +72,12 @@ static void again(struct datasets *d, const char *key, uint64_t delay_ms, bool b
 	}
 	if (!d->next_due_ms || due < d->next_due_ms)
 		d->next_due_ms = due;
+}
+
+/* SIGTERM (cfg.stop), or datasets_stop. */
+static bool stop_now(struct datasets *d)
+{
+	return stopper_stopped(&d->stop) || d->cfg.stop();
 }
 
 /* ---- Kubernetes calls ---------------------------------------------------- */
@@ -974,7 +982,7 @@ static bool on_event(const char *type, json_t *obj, void *arg)
 	}
 	if (strcmp(type, "ADDED") == 0 || strcmp(type, "MODIFIED") == 0)
 		reconcile(d, obj);
-	return !d->cfg.stop();
+	return !stop_now(d);
 }
 
 /* The watch ends for SIGTERM, and when a retry or a report falls due. */
@@ -983,7 +991,7 @@ static bool watch_stop(void *arg)
 	struct datasets *d = arg;
 	bool due;
 
-	if (d->cfg.stop())
+	if (stop_now(d))
 		return true;
 	pthread_mutex_lock(&d->mu);
 	due = (d->next_due_ms && retry_now_ms() >= d->next_due_ms) ||
@@ -1160,7 +1168,7 @@ static void *controller_main(void *arg)
 	struct datasets *d = arg;
 	uint64_t backoff = 0, wait_ms = 0;
 
-	while (!d->cfg.stop()) {
+	while (!stop_now(d)) {
 		struct error err;
 		long code = 0;
 		char path[256];
@@ -1170,7 +1178,7 @@ static void *controller_main(void *arg)
 			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("cannot list Datasets", LOG_S("cause", err.msg),
 				 LOG_U("retry_ms", backoff));
-			retry_sleep_ms(backoff);
+			stopper_wait(&d->stop, backoff);
 			continue;
 		}
 		wait_ms = run_due(d);
@@ -1193,7 +1201,7 @@ static void *controller_main(void *arg)
 			backoff = kubeapi_backoff_ms(backoff);
 			log_warn("Dataset watch broke", LOG_S("cause", err.msg),
 				 LOG_U("retry_ms", backoff));
-			retry_sleep_ms(backoff);
+			stopper_wait(&d->stop, backoff);
 			continue;
 		}
 		backoff = 0;
@@ -1226,6 +1234,7 @@ enum error_code datasets_start(const struct datasets_config *cfg, struct dataset
 	if (!d->cfg.max_jobs)
 		d->cfg.max_jobs = 4;
 	pthread_mutex_init(&d->mu, NULL);
+	stopper_init(&d->stop);
 	if (!(d->queue = dsqueue_new()) || !(d->unwritten = json_object())) {
 		datasets_stop(d, 0);
 		return error_set(err, ERR_NOMEM, "out of memory");
@@ -1250,6 +1259,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 
 	if (!d)
 		return true;
+	stopper_stop(&d->stop);
 	if (d->started)
 		pthread_join(d->thread, NULL);
 	pthread_mutex_lock(&d->mu);
@@ -1264,6 +1274,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 	if (!done)
 		return false;
 	pthread_mutex_destroy(&d->mu);
+	stopper_release(&d->stop);
 	free(d->rv);
 	free(d->reported);
 	dsqueue_free(d->queue);

@@ -64,9 +64,10 @@ struct datasets;
 enum error_code datasets_start(const struct datasets_config *cfg, struct datasets **out,
 			       struct error *err);
 
-/* Ends the watch and waits up to wait_ms for the jobs to end; true when
- * they did and d is freed, false when a job is still listing a store (d
- * is then left to the process's exit). */
+/* Ends the watch (within a second) or a backoff (at once), waits for a
+ * call in flight (at most the Kubernetes API's timeout), then up to wait_ms
+ * for the jobs to end; true when they did and d is freed, false when a job
+ * is still listing a store (d is then left to the process's exit). */
 bool datasets_stop(struct datasets *d, uint64_t wait_ms);
 
 #endif

@@ -227,16 +227,25 @@ int main(int argc, char **argv)
 			.duration_s = (unsigned)((s.kube_lease_duration_ms + 999) / 1000),
 		};
 
+		/* Reviews wait on heartbeats' threads: at most half of the
+		 * pool's one per CPU (the others are for registrations and
+		 * streams), so that an apiserver that hangs leaves the rest to
+		 * GetDataset and ListDatasets. */
 		struct worker_identity_config wc = {
 			.ns = s.kube_namespace,
 			.service_account = s.kube_worker_service_account,
 			.audience = s.kube_token_audience,
 			.review = review_token,
+			.reviews_max = (unsigned)(cpu_available() + 1) / 2,
 		};
 
-		if (kubeapi_new("", "", "", &kube, &err) != ERR_OK ||
-		    lease_new(kube, &lc, &lease, &err) != ERR_OK) {
+		if (kubeapi_new("", "", "", &kube, &err) != ERR_OK) {
 			log_error("cannot reach the Kubernetes API", LOG_S("cause", err.msg));
+			goto out;
+		}
+		kubeapi_set_timeout(kube, s.kube_timeout_ms);
+		if (lease_new(kube, &lc, &lease, &err) != ERR_OK) {
+			log_error("cannot compete for the Lease", LOG_S("cause", err.msg));
 			goto out;
 		}
 		wc.review_arg = kube;

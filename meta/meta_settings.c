@@ -70,6 +70,10 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, kube_lease_duration_ms), "15s",
 	  "a leader that has not renewed the Lease for this long is replaced; it stops serving "
 	  "after two thirds of it without a renewal", 3000, 600000, NULL },
+	{ "kube.timeout", CONFIG_DURATION, offsetof(struct meta_settings, kube_timeout_ms), "10s",
+	  "with kube.enabled: a Kubernetes API call (not a watch) with no answer within this "
+	  "long fails, and its thread is free again; the Lease, the controllers and the "
+	  "workers' token reviews try again (docs/meta.md)", 100, 300000, NULL },
 	{ "kube.driver", CONFIG_STRING, offsetof(struct meta_settings, kube_driver),
 	  "csi.granary.io", "CSI driver named by the Datasets' PersistentVolumes", 0, 0, NULL },
 	{ "kube.credentials_dir", CONFIG_STRING,

@@ -40,6 +40,7 @@ struct meta_settings {
 	char *kube_identity;            /* this candidate (its pod name) */
 	char *kube_lease;               /* the Lease's name */
 	uint64_t kube_lease_duration_ms;
+	uint64_t kube_timeout_ms;       /* one Kubernetes API call (kubeapi_set_timeout) */
 	char *kube_driver;              /* the CSI driver of the Datasets' volumes */
 	char *kube_credentials_dir;     /* "" = DATA_DIR/credentials */
 	bool kube_cache_gate;           /* pods held until their Datasets are cached */

@@ -18,20 +18,23 @@
 struct entry {
 	unsigned char hash[32];        /* SHA-256 of the token */
 	struct kubeapi_token_review r; /* authenticated */
-	uint64_t until_ms;             /* wall clock */
+	uint64_t fresh_ms;             /* wall clock: trusted until then */
+	uint64_t until_ms;             /* wall clock: kept until then, for an outage */
 };
 
 struct worker_identity {
 	char *user, *audience;
 	worker_identity_review_fn review;
 	void *review_arg;
-	uint64_t cache_ms;
+	uint64_t cache_ms, stale_ms;
 	size_t cache_max;
+	unsigned reviews_max;
 
 	pthread_mutex_t mu;
 	struct entry *cache;           /* protected by mu */
 	size_t n;                      /* protected by mu */
-	uint64_t reviews, hits;        /* protected by mu */
+	unsigned in_flight;            /* protected by mu: reviews asked, not answered */
+	uint64_t reviews, hits, stale; /* protected by mu */
 };
 
 enum error_code worker_identity_new(const struct worker_identity_config *cfg,
@@ -51,7 +54,17 @@ enum error_code worker_identity_new(const struct worker_identity_config *cfg,
 	wi->review = cfg->review;
 	wi->review_arg = cfg->review_arg;
 	wi->cache_ms = cfg->cache_ms ? cfg->cache_ms : WORKER_IDENTITY_CACHE_MS;
+	wi->stale_ms = cfg->stale_ms ? cfg->stale_ms : WORKER_IDENTITY_STALE_MS;
 	wi->cache_max = cfg->cache_max ? cfg->cache_max : WORKER_IDENTITY_CACHE_MAX;
+	wi->reviews_max = cfg->reviews_max ? cfg->reviews_max : 1;
+	if (wi->stale_ms < wi->cache_ms) {
+		uint64_t stale = wi->stale_ms, cache = wi->cache_ms;
+
+		worker_identity_free(wi);
+		return error_set(err, ERR_INVALID,
+				 "worker identity: stale_ms (%llu) is shorter than cache_ms (%llu)",
+				 (unsigned long long)stale, (unsigned long long)cache);
+	}
 	wi->cache = calloc(wi->cache_max, sizeof(*wi->cache));
 	if (!wi->cache || asprintf(&wi->user, "system:serviceaccount:%s:%s", cfg->ns,
 				   cfg->service_account) < 0 ||
@@ -144,26 +157,27 @@ static void hash_token(const char *token, unsigned char out[32])
 		memset(out, 0, 32);
 }
 
-/* The cached review of hash valid at now_ms, into *r. Under mu. */
-static bool cache_find(struct worker_identity *wi, const unsigned char hash[32], uint64_t now_ms,
-		       struct kubeapi_token_review *r)
+/* The review of hash kept at now_ms (fresh or not), or NULL; one kept no
+ * longer is dropped. Under mu. */
+static struct entry *cache_find(struct worker_identity *wi, const unsigned char hash[32],
+				uint64_t now_ms)
 {
 	for (size_t i = 0; i < wi->n; i++) {
 		if (memcmp(wi->cache[i].hash, hash, 32) != 0)
 			continue;
 		if (wi->cache[i].until_ms <= now_ms) {
 			wi->cache[i] = wi->cache[--wi->n];
-			return false;
+			return NULL;
 		}
-		*r = wi->cache[i].r;
-		return true;
+		return &wi->cache[i];
 	}
-	return false;
+	return NULL;
 }
 
-/* Keeps r until until_ms. Under mu. */
+/* Keeps r, trusted until fresh_ms, until until_ms. Under mu. */
 static void cache_put(struct worker_identity *wi, const unsigned char hash[32],
-		      const struct kubeapi_token_review *r, uint64_t until_ms, uint64_t now_ms)
+		      const struct kubeapi_token_review *r, uint64_t fresh_ms, uint64_t until_ms,
+		      uint64_t now_ms)
 {
 	size_t slot = wi->n;
 
@@ -187,9 +201,93 @@ static void cache_put(struct worker_identity *wi, const unsigned char hash[32],
 	}
 	memcpy(wi->cache[slot].hash, hash, 32);
 	wi->cache[slot].r = *r;
+	wi->cache[slot].fresh_ms = fresh_ms;
 	wi->cache[slot].until_ms = until_ms;
 	if (slot == wi->n)
 		wi->n++;
+}
+
+/* Forgets the review of hash (the apiserver refused the token since). Under mu. */
+static void cache_drop(struct worker_identity *wi, const unsigned char hash[32])
+{
+	for (size_t i = 0; i < wi->n; i++)
+		if (memcmp(wi->cache[i].hash, hash, 32) == 0) {
+			wi->cache[i] = wi->cache[--wi->n];
+			return;
+		}
+}
+
+/* The earlier of now_ms + ms and the token's expiry (exp_s, 0: none). */
+static uint64_t bounded(uint64_t now_ms, uint64_t ms, int64_t exp_s)
+{
+	uint64_t until = now_ms + ms;
+
+	return exp_s > 0 && (uint64_t)exp_s * 1000 < until ? (uint64_t)exp_s * 1000 : until;
+}
+
+/* The review of hash for the heartbeat: the kept one while fresh, else the
+ * apiserver's; when the apiserver gives none (it did not answer, or
+ * reviews_max are in flight), the kept one until it is dropped. */
+static enum error_code review_of(struct worker_identity *wi, const char *token,
+				 const unsigned char hash[32], uint64_t now_ms,
+				 struct kubeapi_token_review *r, struct error *err)
+{
+	struct entry *e;
+	bool kept = false;
+	enum error_code rc;
+
+	pthread_mutex_lock(&wi->mu);
+	e = cache_find(wi, hash, now_ms);
+	if (e) {
+		*r = e->r;
+		kept = true;
+	}
+	if (e && now_ms < e->fresh_ms) {
+		wi->hits++;
+		pthread_mutex_unlock(&wi->mu);
+		return ERR_OK;
+	}
+	if (wi->in_flight >= wi->reviews_max) {
+		/* The apiserver is slow or hangs: no more of meta's threads
+		 * wait on it. */
+		if (kept)
+			wi->stale++;
+		pthread_mutex_unlock(&wi->mu);
+		return kept ? ERR_OK
+			    : error_set(err, ERR_UNAVAILABLE,
+					"as many reviews as granary-meta asks of the Kubernetes API at once (%u) are waiting for an answer",
+					wi->reviews_max);
+	}
+	wi->in_flight++;
+	pthread_mutex_unlock(&wi->mu);
+
+	rc = wi->review(token, wi->audience, r, wi->review_arg, err);
+
+	pthread_mutex_lock(&wi->mu);
+	wi->in_flight--;
+	if (rc != ERR_OK) {
+		/* Looked up again: another heartbeat's review may have changed it. */
+		e = cache_find(wi, hash, now_ms);
+		if (e) {
+			*r = e->r;
+			wi->stale++;
+			rc = ERR_OK;
+		}
+	} else {
+		wi->reviews++;
+		if (r->authenticated) {
+			int64_t exp = worker_identity_token_expiry(token);
+			uint64_t until = bounded(now_ms, wi->stale_ms, exp);
+
+			if (until > now_ms)
+				cache_put(wi, hash, r, bounded(now_ms, wi->cache_ms, exp), until,
+					  now_ms);
+		} else {
+			cache_drop(wi, hash);
+		}
+	}
+	pthread_mutex_unlock(&wi->mu);
+	return rc;
 }
 
 enum error_code worker_identity_check_at(struct worker_identity *wi, const char *token,
@@ -198,8 +296,6 @@ enum error_code worker_identity_check_at(struct worker_identity *wi, const char 
 {
 	struct kubeapi_token_review r;
 	unsigned char hash[32];
-	enum error_code rc;
-	bool hit;
 
 	if (!token || !*token)
 		return error_set(err, ERR_UNAUTHENTICATED,
@@ -210,29 +306,9 @@ enum error_code worker_identity_check_at(struct worker_identity *wi, const char 
 				 "heartbeat of worker '%s': identity token over %d bytes", worker_id,
 				 WORKER_IDENTITY_TOKEN_MAX);
 	hash_token(token, hash);
-	pthread_mutex_lock(&wi->mu);
-	hit = cache_find(wi, hash, now_ms, &r);
-	if (hit)
-		wi->hits++;
-	pthread_mutex_unlock(&wi->mu);
-	if (!hit) {
-		rc = wi->review(token, wi->audience, &r, wi->review_arg, err);
-		if (rc != ERR_OK)
-			return error_wrap(err, "heartbeat of worker '%s': cannot review its identity token",
-					  worker_id);
-		pthread_mutex_lock(&wi->mu);
-		wi->reviews++;
-		if (r.authenticated) {
-			uint64_t until = now_ms + wi->cache_ms;
-			int64_t exp = worker_identity_token_expiry(token);
-
-			if (exp > 0 && (uint64_t)exp * 1000 < until)
-				until = (uint64_t)exp * 1000;
-			if (until > now_ms)
-				cache_put(wi, hash, &r, until, now_ms);
-		}
-		pthread_mutex_unlock(&wi->mu);
-	}
+	if (review_of(wi, token, hash, now_ms, &r, err) != ERR_OK)
+		return error_wrap(err, "heartbeat of worker '%s': cannot review its identity token",
+				  worker_id);
 	return worker_identity_judge(&r, wi->user, wi->audience, worker_id, err);
 }
 
@@ -244,10 +320,12 @@ enum error_code worker_identity_check(struct worker_identity *wi, const char *to
 	return worker_identity_check_at(wi, token, worker_id, now > 0 ? (uint64_t)now : 0, err);
 }
 
-void worker_identity_counts(struct worker_identity *wi, uint64_t *reviews, uint64_t *hits)
+void worker_identity_counts(struct worker_identity *wi, uint64_t *reviews, uint64_t *hits,
+			    uint64_t *stale)
 {
 	pthread_mutex_lock(&wi->mu);
 	*reviews = wi->reviews;
 	*hits = wi->hits;
+	*stale = wi->stale;
 	pthread_mutex_unlock(&wi->mu);
 }

@@ -19,16 +19,31 @@
  *     heartbeat names as its worker id (the user's
  *     extra authentication.kubernetes.io/node-name)
  *
- * A heartbeat without a token is ERR_UNAUTHENTICATED; an apiserver that
- * cannot be reached is ERR_UNAVAILABLE (the worker retries; the membership
- * is not touched, so a member stays until its normal expiry).
+ * A heartbeat without a token is ERR_UNAUTHENTICATED; one that cannot be
+ * reviewed is ERR_UNAVAILABLE (the worker retries; the membership is not
+ * touched, so a member stays until its normal expiry).
  *
  * Cache: heartbeats come every few seconds, so an authenticated review is
- * kept, under the SHA-256 of the token (never the token), until the
- * earlier of cache_ms after the review and the token's own expiry (the
- * `exp` of its JWT payload, trusted once the apiserver accepted the
- * token). At most cache_max reviews are kept; a full cache drops the
- * expired ones, then the one that expires first. Reviews that did not
+ * kept, under the SHA-256 of the token (never the token), and trusted
+ * until the earlier of cache_ms after the review and the token's own
+ * expiry (the `exp` of its JWT payload, trusted once the apiserver
+ * accepted the token); then the token is reviewed again.
+ *
+ * Outages: a review the apiserver does not give (it cannot be reached,
+ * does not answer within the API client's timeout, answers an error) is
+ * answered from the review kept for the token, up to stale_ms after that
+ * review and never past the token's expiry, so that an apiserver that is
+ * away for a few minutes expires no worker whose token it had reviewed
+ * (a token it refuses meanwhile is dropped at once). The price: a token
+ * revoked during the outage (its pod deleted) is accepted until then. And
+ * at most reviews_max reviews wait for the apiserver at once, each on the
+ * heartbeat's thread: one more is answered from the review kept, or
+ * refused with ERR_UNAVAILABLE without asking, so that an apiserver that
+ * hangs holds at most reviews_max of meta's threads, each for at most the
+ * client's timeout, whatever the number of workers.
+ *
+ * At most cache_max reviews are kept; a full cache drops those past
+ * stale_ms, then the one to be dropped first. Reviews that did not
  * authenticate are not kept. The verdict is judged again at every
  * heartbeat, so a cached token claiming another worker id is still
  * refused.
@@ -47,8 +62,9 @@
 #include "kube/kubeapi.h"
 #include "meta/meta_auth.h"
 
-#define WORKER_IDENTITY_CACHE_MS 60000 /* default cache_ms */
-#define WORKER_IDENTITY_CACHE_MAX 4096 /* default cache_max */
+#define WORKER_IDENTITY_CACHE_MS 60000  /* default cache_ms */
+#define WORKER_IDENTITY_STALE_MS 300000 /* default stale_ms */
+#define WORKER_IDENTITY_CACHE_MAX 4096  /* default cache_max */
 #define WORKER_IDENTITY_TOKEN_MAX META_IDENTITY_TOKEN_MAX
 
 /* Reviews token for audience: kubeapi_token_review, or a test's stand-in.
@@ -64,13 +80,16 @@ struct worker_identity_config {
 	worker_identity_review_fn review;
 	void *review_arg;
 	uint64_t cache_ms;           /* 0 = WORKER_IDENTITY_CACHE_MS */
+	uint64_t stale_ms;           /* 0 = WORKER_IDENTITY_STALE_MS; >= cache_ms */
 	size_t cache_max;            /* 0 = WORKER_IDENTITY_CACHE_MAX */
+	unsigned reviews_max;        /* reviews waiting at once; 0 = 1 */
 };
 
 struct worker_identity;
 
 /* Copies cfg's strings. ERR_INVALID when ns, service_account, audience or
- * review is missing; ERR_NOMEM. Free with worker_identity_free. */
+ * review is missing, or stale_ms is shorter than cache_ms; ERR_NOMEM. Free
+ * with worker_identity_free. */
 enum error_code worker_identity_new(const struct worker_identity_config *cfg,
 				    struct worker_identity **out, struct error *err);
 void worker_identity_free(struct worker_identity *wi);
@@ -93,8 +112,8 @@ enum error_code worker_identity_judge(const struct kubeapi_token_review *r, cons
 int64_t worker_identity_token_expiry(const char *token);
 
 /* Checks a heartbeat that claims worker_id with token (NULL: it carried
- * none) at wall-clock time now_ms: the cache, else a review; then the
- * verdict. */
+ * none) at wall-clock time now_ms: the cache, else a review (else the
+ * cache, past cache_ms: see Outages); then the verdict. */
 enum error_code worker_identity_check_at(struct worker_identity *wi, const char *token,
 					 const char *worker_id, uint64_t now_ms,
 					 struct error *err);
@@ -103,7 +122,9 @@ enum error_code worker_identity_check_at(struct worker_identity *wi, const char 
 enum error_code worker_identity_check(struct worker_identity *wi, const char *token,
 				      const char *worker_id, struct error *err);
 
-/* Reviews done and answered from the cache so far (tests, metrics). */
-void worker_identity_counts(struct worker_identity *wi, uint64_t *reviews, uint64_t *hits);
+/* Reviews done, answered from the cache while trusted, and answered from
+ * it past cache_ms for want of a review, so far (tests, metrics). */
+void worker_identity_counts(struct worker_identity *wi, uint64_t *reviews, uint64_t *hits,
+			    uint64_t *stale);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * test_meta_kube.c - granary-meta's Kubernetes controllers, the Dataset
- * controller (meta/datasets.c) and the cache gate (meta/cachegate.c), run
+ * controller (meta/datasets.c) and the cache gate (meta/cachegate.c), and
+ * its review of workers' tokens (meta/worker_identity.c), run
  * in this process against a real kube-apiserver and etcd with the chart's
  * Dataset CRD (the fixture e2e/meta/kube-apiserver.sh, $GRANARY_KUBE_API_DIR)
  * and a real registry listing the S3 server of the ctest fixture
@@ -10,7 +11,8 @@
  * writes what those would (a Dataset's cached bytes, as granary-meta's
  * own report would from the workers' heartbeats; a pod's phase; a claim's
  * and a volume's protection finalizers lifted), and pods stay objects
- * that never run. No part is a stand-in.
+ * that never run. No part is a stand-in, but for an apiserver that hangs
+ * (unit/kube/fake_apiserver.h), which a real one cannot be made to do.
  */
 #include <check.h>
 #include <stdatomic.h>
@@ -28,8 +30,10 @@
 #include "meta/datasets.h"
 #include "meta/membership.h"
 #include "meta/registry.h"
+#include "meta/worker_identity.h"
 #include "store/store.h"
 #include "unit/check_main.h"
+#include "unit/kube/fake_apiserver.h"
 
 #define BUCKET "granary-e2e"
 #define DATASETS "/apis/granary.io/v1alpha1/namespaces/%s/datasets/%s"
@@ -753,6 +757,128 @@ START_TEST(test_cachegate_lists_past_a_page_of_pods)
 }
 END_TEST
 
+/* ---- worker identity --------------------------------------------------- */
+
+/* worker_identity_review_fn: kubeapi_token_review by the client *arg
+ * points to at the time (the test points it elsewhere). */
+static enum error_code review_by(const char *token, const char *audience,
+				 struct kubeapi_token_review *out, void *arg, struct error *err)
+{
+	struct kubeapi *const *k = arg;
+
+	return kubeapi_token_review(*k, token, audience, out, err);
+}
+
+/* What the kubelet's projected volume asks for a worker pod: a token of
+ * service account sa bound to the pod ns/pod (uid), for audience. */
+static void request_token(const char *ns, const char *sa, const char *pod, const char *uid,
+			  const char *audience, char *token, size_t size)
+{
+	char path[400];
+	long code = 0;
+	json_t *reply;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/serviceaccounts/%s/token", ns, sa);
+	reply = api("POST", path, "application/json",
+		    json_pack("{s:s, s:s, s:{s:[s], s:i, s:{s:s, s:s, s:s, s:s}}}", "apiVersion",
+			      "authentication.k8s.io/v1", "kind", "TokenRequest", "spec",
+			      "audiences", audience, "expirationSeconds", 600, "boundObjectRef",
+			      "apiVersion", "v1", "kind", "Pod", "name", pod, "uid", uid),
+		    &code);
+	ck_assert_msg(code == 201, "POST %s: HTTP %ld: %s", path, code, kubeapi_message(reply));
+	snprintf(token, size, "%s",
+		 json_string_value(json_object_get(json_object_get(reply, "status"), "token"))
+			 ?: "");
+	ck_assert_msg(*token, "POST %s: no status.token", path);
+	json_decref(reply);
+}
+
+/* An apiserver that takes every request and never answers. */
+static int hang(unsigned n, const char *target, char **body)
+{
+	(void)n, (void)target, (void)body;
+	return FAKE_HANG;
+}
+
+/*
+ * A worker pod's token, as the kubelet gets it (a service account, a node,
+ * a pod on it, a bound token for granary-meta), is reviewed by the
+ * apiserver: accepted for its node, refused for another. Then the
+ * apiserver hangs (a fake in its place, at the address the review asks:
+ * the real one cannot be made to hang on demand): past the minute a
+ * review is trusted, the heartbeat is answered from the review kept once
+ * the hung review times out (kube.timeout, 300 ms here), up to 5 minutes
+ * after that review.
+ */
+START_TEST(test_worker_identity_by_the_apiserver_and_while_it_hangs)
+{
+	struct worker_identity_config wc = { .service_account = "granary-worker",
+					     .audience = "granary-meta", .review = review_by };
+	char ns[64], node[96], path[400], token[4096], fake_token[64], uid[64];
+	struct kubeapi *reviewer = kube, *hung;
+	struct worker_identity *wi = NULL;
+	struct error err;
+	struct fake f;
+	json_t *pod;
+	int64_t now = retry_wall_ms(), exp;
+	uint64_t t0, took;
+
+	make_namespace(ns, sizeof(ns), "identity");
+	snprintf(node, sizeof(node), "node-%s", ns);
+	create("/api/v1/nodes", json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind",
+					  "Node", "metadata", "name", node));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/serviceaccounts", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind",
+			       "ServiceAccount", "metadata", "name", "granary-worker"));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:s, s:[{s:s, s:s}]}}", "apiVersion",
+			       "v1", "kind", "Pod", "metadata", "name", "worker", "spec",
+			       "serviceAccountName", "granary-worker", "nodeName", node,
+			       "containers", "name", "worker", "image", "busybox"));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/worker", ns);
+	pod = get(path);
+	snprintf(uid, sizeof(uid), "%s",
+		 json_string_value(json_object_get(json_object_get(pod, "metadata"), "uid")) ?: "");
+	json_decref(pod);
+	request_token(ns, "granary-worker", "worker", uid, "granary-meta", token, sizeof(token));
+	exp = worker_identity_token_expiry(token);
+	ck_assert_msg(exp > now / 1000 + 500 && exp < now / 1000 + 700,
+		      "the token's exp %lld, %lld s from now", (long long)exp,
+		      (long long)(exp - now / 1000));
+
+	wc.ns = ns;
+	wc.review_arg = &reviewer;
+	ck_assert_msg(worker_identity_new(&wc, &wi, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(worker_identity_check_at(wi, token, node, (uint64_t)now, &err) == ERR_OK,
+		      "%s", err.msg);
+	ck_assert_int_eq(worker_identity_check_at(wi, token, "node-other", (uint64_t)now, &err),
+			 ERR_PERMISSION);
+	ck_assert_msg(strstr(err.msg, node), "%s", err.msg);
+
+	fake_start(&f, hang);
+	hung = fake_client_new(&f, fake_token, sizeof(fake_token));
+	kubeapi_set_timeout(hung, 300);
+	reviewer = hung;
+	t0 = retry_now_ms();
+	ck_assert_msg(worker_identity_check_at(wi, token, node, (uint64_t)now + 61000, &err) ==
+			      ERR_OK,
+		      "%s", err.msg);
+	took = retry_now_ms() - t0;
+	ck_assert_msg(took >= 300 && took < 2000, "the review took %llu ms, its timeout 300 ms",
+		      (unsigned long long)took);
+	ck_assert_uint_eq(f.n, 1);
+	/* Kept 5 minutes at most: then the hung review is the answer. */
+	ck_assert_int_eq(worker_identity_check_at(wi, token, node, (uint64_t)now + 300000, &err),
+			 ERR_UNAVAILABLE);
+	ck_assert_msg(strstr(err.msg, "no answer within 300 ms") && !strstr(err.msg, token),
+		      "%s", err.msg);
+	worker_identity_free(wi);
+	kubeapi_free(hung);
+	fake_stop(&f);
+	unlink(fake_token);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta_kube");
@@ -765,6 +891,7 @@ int main(void)
 	tcase_add_test(tc, test_datasets_refused_status_is_written_again);
 	tcase_add_test(tc, test_cachegate_judges_each_new_pod_once);
 	tcase_add_test(tc, test_cachegate_lists_past_a_page_of_pods);
+	tcase_add_test(tc, test_worker_identity_by_the_apiserver_and_while_it_hangs);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

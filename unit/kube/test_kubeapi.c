@@ -1,18 +1,17 @@
 /*
  * test_kubeapi.c - the Kubernetes API client: a TokenReview answer read
- * into its verdict; lists page by page against a fake apiserver in this
- * process (a fake, because a real one cannot be made to let a continue
- * token expire or to send a page over the cap on one answer when asked);
- * a token that cannot be read.
+ * into its verdict; lists page by page and calls to an apiserver that
+ * hangs, against a fake apiserver in this process (unit/kube/fake_apiserver.h:
+ * a real one cannot be made to let a continue token expire, to send a page
+ * over the cap on one answer, or to hang, when asked); a token that cannot
+ * be read.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/socket.h>
 
+#include "common/retry.h"
 #include "kube/kubeapi.h"
 #include "unit/check_main.h"
+#include "unit/kube/fake_apiserver.h"
 
 static void parse(const char *text, const char *audience, struct kubeapi_token_review *out)
 {
@@ -92,84 +91,16 @@ END_TEST
 
 /* ---- lists, against a fake apiserver ------------------------------------- */
 
-#define FAKE_REQUESTS 16
-
-/* Answers request n (from 0) for target (path and query): its status,
- * *body its text (heap, the fake frees it). */
-typedef int (*fake_answer_fn)(unsigned n, const char *target, char **body);
-
-struct fake {
-	int fd;
-	char url[64];
-	pthread_t thread;
-	fake_answer_fn answer;
-	char targets[FAKE_REQUESTS][256]; /* the requests, in order */
-	unsigned n;
-};
-
-/* One connection at a time, one request each (Connection: close). */
-static void *fake_main(void *arg)
-{
-	struct fake *f = arg;
-	int c;
-
-	while ((c = accept(f->fd, NULL, NULL)) >= 0) {
-		char req[4096], head[256], target[256] = "", *body = NULL;
-		size_t len = 0;
-		ssize_t got;
-		int status, n;
-
-		while (len < sizeof(req) - 1 &&
-		       (got = recv(c, req + len, sizeof(req) - 1 - len, 0)) > 0) {
-			len += (size_t)got;
-			req[len] = '\0';
-			if (strstr(req, "\r\n\r\n"))
-				break;
-		}
-		req[len] = '\0';
-		sscanf(req, "GET %255s ", target);
-		if (f->n < FAKE_REQUESTS)
-			snprintf(f->targets[f->n], sizeof(f->targets[0]), "%s", target);
-		status = f->answer(f->n++, target, &body);
-		n = snprintf(head, sizeof(head),
-			     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
-			     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-			     status, strlen(body));
-		/* The client may hang up on an answer over its cap. */
-		send(c, head, (size_t)n, MSG_NOSIGNAL);
-		send(c, body, strlen(body), MSG_NOSIGNAL);
-		free(body);
-		close(c);
-	}
-	return NULL;
-}
-
-static void fake_start(struct fake *f, fake_answer_fn answer)
-{
-	memset(f, 0, sizeof(*f));
-	f->answer = answer;
-	f->fd = check_loopback_listener(8, f->url, sizeof(f->url));
-	ck_assert_int_eq(pthread_create(&f->thread, NULL, fake_main, f), 0);
-}
-
-static void fake_stop(struct fake *f)
-{
-	shutdown(f->fd, SHUT_RDWR);
-	pthread_join(f->thread, NULL);
-	close(f->fd);
-}
-
 /* kubeapi_list of path from the fake: its status, *list the answer. */
 static enum error_code list(fake_answer_fn answer, struct fake *f, const char *path, long *status,
 			    json_t **out, struct error *err)
 {
 	char token[64];
-	struct kubeapi *k = NULL;
+	struct kubeapi *k;
 	enum error_code rc;
 
-	check_write_temp(token, sizeof(token), "not-a-real-token\n");
 	fake_start(f, answer);
-	ck_assert_int_eq(kubeapi_new(f->url, token, "", &k, err), ERR_OK);
+	k = fake_client_new(f, token, sizeof(token));
 	rc = kubeapi_list(k, path, status, out, err);
 	kubeapi_free(k);
 	fake_stop(f);
@@ -177,18 +108,10 @@ static enum error_code list(fake_answer_fn answer, struct fake *f, const char *p
 	return rc;
 }
 
-static char *text(const char *s)
-{
-	char *t = strdup(s);
-
-	ck_assert_ptr_nonnull(t);
-	return t;
-}
-
 /* A request the test did not ask for: 400. */
 static int unexpected(char **body)
 {
-	*body = text("{\"kind\":\"Status\",\"message\":\"unexpected request\"}");
+	*body = fake_text("{\"kind\":\"Status\",\"message\":\"unexpected request\"}");
 	return 400;
 }
 
@@ -214,13 +137,14 @@ static int two_pages(unsigned n, const char *target, char **body)
 {
 	(void)n;
 	if (strcmp(target, "/l?x=1&limit=250") == 0) {
-		*body = text("{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"7\","
-			     "\"continue\":\"a+b/=\",\"remainingItemCount\":1},"
-			     "\"items\":[{\"n\":1},{\"n\":2}]}");
+		*body = fake_text("{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"7\","
+			          "\"continue\":\"a+b/=\",\"remainingItemCount\":1},"
+			          "\"items\":[{\"n\":1},{\"n\":2}]}");
 		return 200;
 	}
 	if (strcmp(target, "/l?x=1&limit=250&continue=a%2Bb%2F%3D") == 0) {
-		*body = text("{\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[{\"n\":3}]}");
+		*body = fake_text(
+			"{\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[{\"n\":3}]}");
 		return 200;
 	}
 	return unexpected(body);
@@ -248,19 +172,20 @@ static int expiring(unsigned n, const char *target, char **body)
 	(void)target;
 	switch (n) {
 	case 0:
-		*body = text("{\"metadata\":{\"resourceVersion\":\"7\",\"continue\":\"c7\"},"
-			     "\"items\":[{\"n\":1}]}");
+		*body = fake_text("{\"metadata\":{\"resourceVersion\":\"7\",\"continue\":\"c7\"},"
+			          "\"items\":[{\"n\":1}]}");
 		return 200;
 	case 1:
-		*body = text("{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
-			     "\"message\":\"the provided continue parameter is too old\"}");
+		*body = fake_text("{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
+			          "\"message\":\"the provided continue parameter is too old\"}");
 		return 410;
 	case 2:
-		*body = text("{\"metadata\":{\"resourceVersion\":\"9\",\"continue\":\"c9\"},"
-			     "\"items\":[{\"n\":10}]}");
+		*body = fake_text("{\"metadata\":{\"resourceVersion\":\"9\",\"continue\":\"c9\"},"
+			          "\"items\":[{\"n\":10}]}");
 		return 200;
 	default:
-		*body = text("{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":[{\"n\":11}]}");
+		*body = fake_text(
+			"{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":[{\"n\":11}]}");
 		return 200;
 	}
 }
@@ -397,12 +322,106 @@ START_TEST(test_kubeapi_missing_token_names_its_file)
 }
 END_TEST
 
+/* ---- the timeout ------------------------------------------------------- */
+
+/* An apiserver that takes every request and never answers. */
+static int hang(unsigned n, const char *target, char **body)
+{
+	(void)n, (void)target, (void)body;
+	return FAKE_HANG;
+}
+
+/* A client of a fake that hangs, with a timeout of timeout_ms. */
+struct hung {
+	struct fake f;
+	char token[64];
+	struct kubeapi *k;
+};
+
+static void hung_start(struct hung *h, uint64_t timeout_ms)
+{
+	fake_start(&h->f, hang);
+	h->k = fake_client_new(&h->f, h->token, sizeof(h->token));
+	kubeapi_set_timeout(h->k, timeout_ms);
+}
+
+static void hung_stop(struct hung *h)
+{
+	kubeapi_free(h->k);
+	fake_stop(&h->f);
+	unlink(h->token);
+}
+
+/* A call's time since t0_ms: its timeout (300 ms), not much more. */
+static void expect_took_300_ms(uint64_t t0_ms)
+{
+	uint64_t took = retry_now_ms() - t0_ms;
+
+	ck_assert_msg(took >= 300 && took < 2000, "the call took %llu ms with a timeout of 300 ms",
+		      (unsigned long long)took);
+}
+
+/*
+ * The apiserver takes the request and never answers (a fake: a real one
+ * cannot be made to hang on demand): the call fails once its timeout is
+ * up, the error naming the call and the timeout, and the thread is free.
+ */
+START_TEST(test_kubeapi_call_to_a_hung_apiserver_times_out)
+{
+	struct hung h;
+	struct error err;
+	char want[256];
+	long status = -1;
+	uint64_t t0;
+
+	hung_start(&h, 300);
+	t0 = retry_now_ms();
+	ck_assert_int_eq(kubeapi_call(h.k, "GET", "/api/v1/namespaces/ns/pods/p", NULL, &status,
+				      NULL, &err),
+			 ERR_UNAVAILABLE);
+	expect_took_300_ms(t0);
+	ck_assert_int_eq(status, 0);
+	snprintf(want, sizeof(want), "GET %s/api/v1/namespaces/ns/pods/p: no answer within 300 ms",
+		 h.f.url);
+	ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+	ck_assert_uint_eq(h.f.n, 1);
+	hung_stop(&h);
+}
+END_TEST
+
+/* A TokenReview the apiserver does not answer: the same, and the error
+ * holds no part of the token. */
+START_TEST(test_kubeapi_token_review_to_a_hung_apiserver_times_out)
+{
+	static const char token[] = "eyJhbGciOiJSUzI1NiJ9.cGF5bG9hZC1zZWNyZXQ.c2lnbmF0dXJl";
+	struct kubeapi_token_review r;
+	struct hung h;
+	struct error err;
+	uint64_t t0;
+
+	hung_start(&h, 300);
+	t0 = retry_now_ms();
+	ck_assert_int_eq(kubeapi_token_review(h.k, token, "granary-meta", &r, &err),
+			 ERR_UNAVAILABLE);
+	expect_took_300_ms(t0);
+	ck_assert_msg(strstr(err.msg, "POST ") &&
+			      strstr(err.msg, "/apis/authentication.k8s.io/v1/tokenreviews: "
+					      "no answer within 300 ms"),
+		      "%s", err.msg);
+	ck_assert_msg(!strstr(err.msg, "cGF5bG9hZC1zZWNyZXQ") && !strstr(err.msg, "eyJhbGci"),
+		      "%s", err.msg);
+	ck_assert(!r.authenticated);
+	hung_stop(&h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kubeapi");
 	TCase *tc = tcase_create("token_review");
 	TCase *token = tcase_create("token");
 	TCase *lists = tcase_create("list");
+	TCase *timeout = tcase_create("timeout");
 
 	tcase_add_test(tc, test_kubeapi_token_review_reads_a_pods_token);
 	tcase_add_test(tc, test_kubeapi_token_review_refused_token);
@@ -417,5 +436,8 @@ int main(void)
 	tcase_add_test(lists, test_kubeapi_list_halves_a_page_too_large);
 	tcase_add_test(lists, test_kubeapi_list_object_over_the_cap);
 	suite_add_tcase(s, lists);
+	tcase_add_test(timeout, test_kubeapi_call_to_a_hung_apiserver_times_out);
+	tcase_add_test(timeout, test_kubeapi_token_review_to_a_hung_apiserver_times_out);
+	suite_add_tcase(s, timeout);
 	return check_main_run(s);
 }

@@ -1,13 +1,19 @@
 /*
  * test_cachegate.c - what a gated pod asks, and the verdict on it given
- * its Datasets (meta/cachegate.c, the pure part; the controller runs in
- * e2e/kube/test_datasets).
+ * its Datasets (meta/cachegate.c, the pure part); the controller's thread
+ * stopped while it backs off, against a fake apiserver that refuses every
+ * call (unit/kube/fake_apiserver.h: a real one cannot be made to fail
+ * every call on demand). The controller's work runs in
+ * e2e/meta/test_meta_kube and e2e/kube/test_datasets.
  */
 #include <jansson.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "common/retry.h"
 #include "meta/cachegate.h"
 #include "unit/check_main.h"
+#include "unit/kube/fake_apiserver.h"
 
 static json_t *pod(const char *labels, const char *annotations, const char *gates)
 {
@@ -142,13 +148,57 @@ START_TEST(test_cachegate_judges_every_dataset_of_the_pod)
 }
 END_TEST
 
+static atomic_bool sigterm;
+
+static bool stop_fn(void)
+{
+	return sigterm;
+}
+
+/*
+ * The lists of gated pods are refused at 0, 0.5, 1.5 and 3.5 s, and the
+ * gate then waits 4 s before the next. SIGTERM as meta/main.c handles it
+ * (the flag, then cachegate_stop): the gate ends at once, not when the
+ * 4 s are up, and asks nothing more.
+ */
+START_TEST(test_cachegate_stop_ends_a_backoff_at_once)
+{
+	struct cachegate_config cfg = { .mirror_ns = "granary-system", .stop = stop_fn };
+	struct cachegate *g = NULL;
+	struct error err;
+	struct fake f;
+	char token[64];
+	uint64_t t0, took;
+
+	fake_start(&f, fake_refuse_all);
+	cfg.kube = fake_client_new(&f, token, sizeof(token));
+	sigterm = false;
+	ck_assert_msg(cachegate_start(&cfg, &g, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_msg(fake_wait_requests(&f, 4, 20000), "%u lists in 20 s", (unsigned)f.n);
+
+	t0 = retry_now_ms();
+	sigterm = true;
+	cachegate_stop(g);
+	took = retry_now_ms() - t0;
+	ck_assert_msg(took < 1000, "the gate took %llu ms to stop in a backoff of 4000 ms",
+		      (unsigned long long)took);
+	ck_assert_uint_eq(f.n, 4);
+	kubeapi_free(cfg.kube);
+	fake_stop(&f);
+	unlink(token);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cachegate");
 	TCase *tc = tcase_create("core");
+	TCase *controller = tcase_create("controller");
 
 	tcase_add_test(tc, test_cachegate_reads_the_ask_the_gate_and_the_claims);
 	tcase_add_test(tc, test_cachegate_judges_every_dataset_of_the_pod);
 	suite_add_tcase(s, tc);
+	tcase_add_test(controller, test_cachegate_stop_ends_a_backoff_at_once);
+	suite_add_tcase(s, controller);
 	return check_main_run(s);
 }

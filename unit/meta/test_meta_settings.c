@@ -117,6 +117,10 @@ START_TEST(test_meta_settings_kube_needs_the_workers_service_account)
 
 	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
 	ck_assert_str_eq(s.kube_token_audience, "granary-meta");
+	ck_assert_uint_eq(s.kube_timeout_ms, 10000);
+	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.timeout", "0s", NULL, &err),
+			 ERR_INVALID);
+	ck_assert_msg(strstr(err.msg, "kube.timeout"), "%s", err.msg);
 	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.enabled", "true", NULL, &err),
 			 ERR_OK);
 	ck_assert_int_eq(config_set(&meta_settings_schema, &s, "kube.namespace", "gs", NULL, &err),

@@ -1,12 +1,16 @@
 /*
  * test_worker_identity.c - a Heartbeat's worker id against its pod's
- * token: each verdict and its status, the JWT expiry, and the cache (one
+ * token: each verdict and its status, the JWT expiry, the cache (one
  * review per token and minute, never past the token's expiry, bounded,
- * re-judged for every claim).
+ * re-judged for every claim), and an apiserver away (the kept review
+ * answers, for a while) or hung (it holds at most reviews_max threads).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/retry.h"
 #include "meta/worker_identity.h"
 #include "unit/check_main.h"
 
@@ -16,22 +20,45 @@
 
 /* The fake apiserver: tokens "node-a", "node-b" ... are worker pods' on
  * that node; "other-sa" another account's; "bad" not authenticated;
- * "down" unreachable. */
+ * "down" unreachable. A stand-in for kubeapi_token_review, whose own
+ * timeout unit/kube/test_kubeapi tests: an apiserver that hangs is
+ * one that answers nothing until the test lets it. */
 struct fake {
-	unsigned calls;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;    /* hanging or hang changed */
+	unsigned calls;         /* protected by mu, and the rest */
+	bool down;              /* every review: unreachable */
+	bool refuse;            /* every review: not authenticated */
+	bool hang;              /* a review waits while this holds, then is down */
+	unsigned hanging;       /* reviews waiting so */
 };
 
 static enum error_code fake_review(const char *token, const char *audience,
 				   struct kubeapi_token_review *out, void *arg, struct error *err)
 {
 	struct fake *f = arg;
+	bool down, refuse;
 
+	pthread_mutex_lock(&f->mu);
 	f->calls++;
+	if (f->hang) {
+		f->hanging++;
+		pthread_cond_broadcast(&f->cond);
+		while (f->hang)
+			pthread_cond_wait(&f->cond, &f->mu);
+		f->hanging--;
+		pthread_mutex_unlock(&f->mu);
+		return error_set(err, ERR_UNAVAILABLE,
+				 "POST https://10.0.0.1/apis: no answer within 10000 ms");
+	}
+	down = f->down;
+	refuse = f->refuse;
+	pthread_mutex_unlock(&f->mu);
 	memset(out, 0, sizeof(*out));
 	ck_assert_str_eq(audience, AUD);
-	if (strcmp(token, "down") == 0)
+	if (down || strcmp(token, "down") == 0)
 		return error_set(err, ERR_UNAVAILABLE, "POST https://10.0.0.1/apis: timed out");
-	if (strcmp(token, "bad") == 0) {
+	if (refuse || strcmp(token, "bad") == 0) {
 		snprintf(out->error, sizeof(out->error), "token lookup failed");
 		return ERR_OK;
 	}
@@ -52,7 +79,7 @@ static enum error_code fake_review(const char *token, const char *audience,
 static struct fake fake;
 static struct worker_identity *wi;
 
-static void start(size_t cache_max)
+static void start(size_t cache_max, unsigned reviews_max)
 {
 	struct worker_identity_config cfg = {
 		.ns = "granary-system",
@@ -61,22 +88,35 @@ static void start(size_t cache_max)
 		.review = fake_review,
 		.review_arg = &fake,
 		.cache_max = cache_max,
+		.reviews_max = reviews_max,
 	};
 	struct error err;
 
 	memset(&fake, 0, sizeof(fake));
+	pthread_mutex_init(&fake.mu, NULL);
+	pthread_cond_init(&fake.cond, NULL);
 	ck_assert_int_eq(worker_identity_new(&cfg, &wi, &err), ERR_OK);
 }
 
 static void setup(void)
 {
-	start(0);
+	start(0, 0);
 }
 
 static void teardown(void)
 {
 	worker_identity_free(wi);
 	wi = NULL;
+	pthread_cond_destroy(&fake.cond);
+	pthread_mutex_destroy(&fake.mu);
+}
+
+static void fake_set(bool *what, bool on)
+{
+	pthread_mutex_lock(&fake.mu);
+	*what = on;
+	pthread_cond_broadcast(&fake.cond);
+	pthread_mutex_unlock(&fake.mu);
 }
 
 static struct kubeapi_token_review review_of(const char *user, const char *node)
@@ -202,7 +242,7 @@ END_TEST
 
 START_TEST(test_worker_identity_reviews_once_a_minute)
 {
-	uint64_t reviews, hits;
+	uint64_t reviews, hits, stale;
 	struct error err;
 
 	for (uint64_t t = 0; t < WORKER_IDENTITY_CACHE_MS; t += 5000)
@@ -210,9 +250,10 @@ START_TEST(test_worker_identity_reviews_once_a_minute)
 							  &err),
 				 ERR_OK);
 	ck_assert_uint_eq(fake.calls, 1);
-	worker_identity_counts(wi, &reviews, &hits);
+	worker_identity_counts(wi, &reviews, &hits, &stale);
 	ck_assert_uint_eq(reviews, 1);
 	ck_assert_uint_eq(hits, WORKER_IDENTITY_CACHE_MS / 5000 - 1);
+	ck_assert_uint_eq(stale, 0);
 	/* Past the minute: reviewed again. */
 	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a",
 						  NOW_MS + WORKER_IDENTITY_CACHE_MS, &err),
@@ -276,6 +317,192 @@ START_TEST(test_worker_identity_failures_are_not_cached)
 }
 END_TEST
 
+/* ---- an apiserver away or hung ------------------------------------------ */
+
+/*
+ * The apiserver is away (each review fails) past the minute a review is
+ * trusted: a heartbeat of a token it reviewed is answered from that
+ * review, judged as ever, up to WORKER_IDENTITY_STALE_MS after it; a token
+ * it never reviewed is UNAVAILABLE. Back, it reviews again.
+ */
+START_TEST(test_worker_identity_outage_answers_from_the_kept_review)
+{
+	const uint64_t past = NOW_MS + WORKER_IDENTITY_CACHE_MS;
+	uint64_t reviews, hits, stale;
+	struct error err;
+
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a", NOW_MS, &err),
+			 ERR_OK);
+	fake_set(&fake.down, true);
+	ck_assert_msg(worker_identity_check_at(wi, "node-a.x.y", "node-a", past + 1000, &err) ==
+			      ERR_OK,
+		      "%s", err.msg);
+	ck_assert_uint_eq(fake.calls, 2);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-b", past + 2000, &err),
+			 ERR_PERMISSION);
+	ck_assert_msg(worker_identity_check_at(wi, "node-a.x.y", "node-a",
+					       NOW_MS + WORKER_IDENTITY_STALE_MS - 1,
+					       &err) == ERR_OK,
+		      "%s", err.msg);
+	worker_identity_counts(wi, &reviews, &hits, &stale);
+	ck_assert_uint_eq(reviews, 1);
+	ck_assert_uint_eq(stale, 3);
+	/* Kept no longer. */
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a",
+						  NOW_MS + WORKER_IDENTITY_STALE_MS, &err),
+			 ERR_UNAVAILABLE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "worker 'node-a': cannot review its identity token"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "timed out"));
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-b.x.y", "node-b", past + 1000, &err),
+			 ERR_UNAVAILABLE);
+	fake_set(&fake.down, false);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a",
+						  NOW_MS + WORKER_IDENTITY_STALE_MS + 1000, &err),
+			 ERR_OK);
+	worker_identity_counts(wi, &reviews, &hits, &stale);
+	ck_assert_uint_eq(reviews, 2);
+}
+END_TEST
+
+/* Nor past the token's own expiry. */
+START_TEST(test_worker_identity_outage_ends_at_the_tokens_expiry)
+{
+	char token[512], payload[64];
+	struct error err;
+
+	snprintf(payload, sizeof(payload), "{\"exp\":%llu}",
+		 (unsigned long long)(NOW_MS / 1000 + 90));
+	jwt(token, sizeof(token), "node-a", payload);
+	ck_assert_int_eq(worker_identity_check_at(wi, token, "node-a", NOW_MS, &err), ERR_OK);
+	fake_set(&fake.down, true);
+	ck_assert_int_eq(worker_identity_check_at(wi, token, "node-a", NOW_MS + 89000, &err),
+			 ERR_OK);
+	ck_assert_int_eq(worker_identity_check_at(wi, token, "node-a", NOW_MS + 90000, &err),
+			 ERR_UNAVAILABLE);
+}
+END_TEST
+
+/* A token the apiserver refuses once reviewed (its pod deleted) is not
+ * answered from its old review when the apiserver is away next. */
+START_TEST(test_worker_identity_refused_token_is_forgotten)
+{
+	struct error err;
+
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a", NOW_MS, &err),
+			 ERR_OK);
+	fake_set(&fake.refuse, true);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a",
+						  NOW_MS + WORKER_IDENTITY_CACHE_MS, &err),
+			 ERR_UNAUTHENTICATED);
+	fake_set(&fake.refuse, false);
+	fake_set(&fake.down, true);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.x.y", "node-a",
+						  NOW_MS + WORKER_IDENTITY_CACHE_MS + 1000, &err),
+			 ERR_UNAVAILABLE);
+}
+END_TEST
+
+/* A heartbeat checked on a thread of its own, as meta's gRPC threads do. */
+struct heartbeat {
+	const char *token, *worker;
+	uint64_t now_ms;
+	pthread_t thread;
+	enum error_code rc;
+	struct error err;
+	atomic_bool done;
+};
+
+static void *heartbeat_main(void *arg)
+{
+	struct heartbeat *h = arg;
+
+	h->rc = worker_identity_check_at(wi, h->token, h->worker, h->now_ms, &h->err);
+	h->done = true;
+	return NULL;
+}
+
+static void heartbeat_start(struct heartbeat *h, const char *token, const char *worker,
+			    uint64_t now_ms)
+{
+	memset(h, 0, sizeof(*h));
+	h->token = token;
+	h->worker = worker;
+	h->now_ms = now_ms;
+	ck_assert_int_eq(pthread_create(&h->thread, NULL, heartbeat_main, h), 0);
+}
+
+/* Polls until h is answered (true) or timeout_ms passed. */
+static bool heartbeat_answered(struct heartbeat *h, uint64_t timeout_ms)
+{
+	uint64_t until = retry_now_ms() + timeout_ms;
+
+	while (!h->done && retry_now_ms() < until)
+		retry_sleep_ms(10);
+	return h->done;
+}
+
+/* *what of the fake, read under its lock (heartbeats run meanwhile). */
+static unsigned fake_get(const unsigned *what)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&fake.mu);
+	n = *what;
+	pthread_mutex_unlock(&fake.mu);
+	return n;
+}
+
+/*
+ * The apiserver hangs (the fake: a real one cannot be made to hang on
+ * demand). With reviews_max 2, two heartbeats wait for their reviews; a
+ * third worker's is refused at once, and one whose token was reviewed
+ * before is answered from that review at once, neither asking the
+ * apiserver: however many workers there are, the apiserver holds two of
+ * meta's threads. The hung reviews end as the API client's timeout ends
+ * them; then the next review is asked again.
+ */
+START_TEST(test_worker_identity_hung_apiserver_holds_reviews_max_threads)
+{
+	const uint64_t past = NOW_MS + WORKER_IDENTITY_CACHE_MS + 1000;
+	struct heartbeat hb[4];
+	struct error err;
+	uint64_t until;
+
+	teardown();
+	start(0, 2);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-d.1", "node-d", NOW_MS, &err), ERR_OK);
+	fake_set(&fake.hang, true);
+	heartbeat_start(&hb[0], "node-a.1", "node-a", past);
+	heartbeat_start(&hb[1], "node-b.1", "node-b", past);
+	for (until = retry_now_ms() + 5000; fake_get(&fake.hanging) < 2 && retry_now_ms() < until;)
+		retry_sleep_ms(10);
+	ck_assert_uint_eq(fake_get(&fake.hanging), 2);
+
+	heartbeat_start(&hb[2], "node-c.1", "node-c", past);
+	heartbeat_start(&hb[3], "node-d.1", "node-d", past);
+	ck_assert_msg(heartbeat_answered(&hb[2], 2000) && heartbeat_answered(&hb[3], 2000),
+		      "with 2 reviews hung, heartbeats of node-c and node-d still wait after 2 s "
+		      "(%u reviews waiting)",
+		      fake_get(&fake.hanging));
+	ck_assert_int_eq(hb[2].rc, ERR_UNAVAILABLE);
+	ck_assert_msg(strstr(hb[2].err.msg, "worker 'node-c': cannot review its identity token") &&
+			      strstr(hb[2].err.msg, "at once (2)"),
+		      "%s", hb[2].err.msg);
+	ck_assert_int_eq(hb[3].rc, ERR_OK);
+	ck_assert_uint_eq(fake_get(&fake.calls), 3);
+	ck_assert(!hb[0].done && !hb[1].done);
+
+	fake_set(&fake.hang, false);
+	for (int i = 0; i < 4; i++)
+		pthread_join(hb[i].thread, NULL);
+	ck_assert_int_eq(hb[0].rc, ERR_UNAVAILABLE);
+	ck_assert_int_eq(hb[1].rc, ERR_UNAVAILABLE);
+	ck_assert_int_eq(worker_identity_check_at(wi, "node-c.1", "node-c", past + 1000, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(fake.calls, 4);
+}
+END_TEST
+
 /* At most cache_max reviews: a full cache drops the expired ones, then the
  * one that expires first. */
 START_TEST(test_worker_identity_cache_is_bounded)
@@ -283,7 +510,7 @@ START_TEST(test_worker_identity_cache_is_bounded)
 	struct error err;
 
 	teardown();
-	start(2);
+	start(2, 0);
 	ck_assert_int_eq(worker_identity_check_at(wi, "node-a.1", "node-a", NOW_MS, &err), ERR_OK);
 	ck_assert_int_eq(worker_identity_check_at(wi, "node-b.1", "node-b", NOW_MS + 10, &err),
 			 ERR_OK);
@@ -336,6 +563,10 @@ int main(void)
 	tcase_add_test(tc, test_worker_identity_cache_ends_at_the_tokens_expiry);
 	tcase_add_test(tc, test_worker_identity_cached_token_claiming_another_node);
 	tcase_add_test(tc, test_worker_identity_failures_are_not_cached);
+	tcase_add_test(tc, test_worker_identity_outage_answers_from_the_kept_review);
+	tcase_add_test(tc, test_worker_identity_outage_ends_at_the_tokens_expiry);
+	tcase_add_test(tc, test_worker_identity_refused_token_is_forgotten);
+	tcase_add_test(tc, test_worker_identity_hung_apiserver_holds_reviews_max_threads);
 	tcase_add_test(tc, test_worker_identity_cache_is_bounded);
 	tcase_add_test(tc, test_worker_identity_new_needs_its_settings);
 	suite_add_tcase(s, tc);
