@@ -29,8 +29,8 @@ struct controller {
 	size_t nfile_roots;
 	char *default_endpoint;     /* store.endpoint; immutable */
 	char *allowed_endpoints;    /* store.allowed_endpoints; immutable */
-	void (*on_volume)(const char *id, const struct controller_params *p, bool created,
-			  void *arg);
+	enum error_code (*on_volume)(const char *id, const struct controller_params *p,
+				     bool created, void *arg, struct error *err);
 	void *on_volume_arg;
 };
 
@@ -787,11 +787,15 @@ enum error_code controller_create_volume(struct controller *c,
 	rec.limit = req->has_capacity ? req->limit_bytes : 0;
 	rc = record_save(c, out->id, &rec, err);
 	if (rc == ERR_OK) {
+		struct error why;
+
 		log_info("volume created", LOG_S("volume", out->id), LOG_S("source", params.source),
 			 LOG_U("files", ds->files), LOG_U("bytes", ds->bytes),
 			 LOG_I("capacity_bytes", out->capacity_bytes));
-		if (c->on_volume)
-			c->on_volume(out->id, &params, true, c->on_volume_arg);
+		if (c->on_volume &&
+		    c->on_volume(out->id, &params, true, c->on_volume_arg, &why) != ERR_OK)
+			log_warn("cannot show the volume as a Dataset", LOG_S("volume", out->id),
+				 LOG_S("cause", why.msg));
 		/* The registration goes back in the volume context. */
 		out->params = params;
 		memset(&params, 0, sizeof(params));
@@ -811,14 +815,14 @@ enum error_code controller_delete_volume(struct controller *c, const char *volum
 
 	if (controller_check_id("volume_id", volume_id, err) != ERR_OK)
 		return err->code;
+	if (c->on_volume && c->on_volume(volume_id, NULL, false, c->on_volume_arg, err) != ERR_OK)
+		return error_wrap(err, "delete volume '%s'", volume_id);
 	rc = meta_client_delete(c->meta, volume_id, err);
 	if (rc == ERR_NOT_FOUND)
 		rc = ERR_OK;
 	if (rc != ERR_OK)
 		return rc;
 	remove_files(c, volume_id);
-	if (c->on_volume)
-		c->on_volume(volume_id, NULL, false, c->on_volume_arg);
 	log_info("volume deleted", LOG_S("volume", volume_id));
 	return ERR_OK;
 }

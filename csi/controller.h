@@ -230,9 +230,10 @@ struct controller_config {
 	const char *allowed_endpoints;
 	/* Told of each volume created (created true, with its registration)
 	 * and deleted; NULL = nobody (csi/dsmirror.h shows them as Datasets).
-	 * A failure there is logged, the volume stays. */
-	void (*on_volume)(const char *id, const struct controller_params *p, bool created,
-			  void *arg);
+	 * A failure when created is logged, the volume stays; one when
+	 * deleted fails DeleteVolume, before anything is deleted. */
+	enum error_code (*on_volume)(const char *id, const struct controller_params *p,
+				     bool created, void *arg, struct error *err);
 	void *on_volume_arg;
 };
 
@@ -281,9 +282,13 @@ enum error_code controller_create_volume(struct controller *c,
 					 struct controller_volume *out, struct error *err);
 
 /*
- * DeleteVolume: deletes the dataset in meta and the volume's files. An id
+ * DeleteVolume: tells on_volume first (the volume's Dataset is deleted:
+ * while it is there, meta's Dataset controller registers the dataset
+ * again), then deletes the dataset in meta and the volume's files. An id
  * meta does not know is success. ERR_INVALID for an id that is not a volume
- * id (controller_check_id); ERR_UNAVAILABLE while meta is building it.
+ * id (controller_check_id); ERR_UNAVAILABLE while meta is building it;
+ * on_volume's error, naming the volume, with nothing deleted, so that the
+ * caller's retry does it all again.
  */
 enum error_code controller_delete_volume(struct controller *c, const char *volume_id,
 					 struct error *err);

@@ -67,8 +67,9 @@ enum error_code dsmirror_delete(struct kubeapi *k, const char *ns, const char *i
 	snprintf(path, sizeof(path), API "%s/datasets/%s", ns, id);
 	rc = kubeapi_call(k, "DELETE", path, NULL, &code, &reply, err);
 	if (rc == ERR_OK && code != 200 && code != 202 && code != 404)
-		rc = error_set(err, ERR_UNAVAILABLE, "delete Dataset %s/%s: HTTP %ld: %s", ns, id,
-			       code, kubeapi_message(reply));
+		rc = error_set(err, code == 429 || code >= 500 ? ERR_UNAVAILABLE : ERR_INTERNAL,
+			       "delete Dataset %s/%s: HTTP %ld: %s", ns, id, code,
+			       kubeapi_message(reply));
 	json_decref(reply);
 	return rc;
 }

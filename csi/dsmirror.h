@@ -19,7 +19,11 @@
 enum error_code dsmirror_create(struct kubeapi *k, const char *ns, const char *id,
 				const struct controller_params *p, struct error *err);
 
-/* Deletes it (none: ERR_OK). */
+/* Deletes it: ERR_OK when the apiserver took the deletion or there is none
+ * (404); ERR_UNAVAILABLE when it could not be reached, did not answer in
+ * time or answered 429 or 5xx (a retry may do); ERR_INTERNAL for another
+ * answer (granary-csi's RBAC refused, say). The message names the Dataset,
+ * the HTTP status and the apiserver's message. */
 enum error_code dsmirror_delete(struct kubeapi *k, const char *ns, const char *id,
 				struct error *err);
 

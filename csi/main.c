@@ -126,17 +126,13 @@ struct mirror {
 };
 
 /* A volume shown as a Dataset, or no longer (csi/dsmirror.h). */
-static void mirror_volume(const char *id, const struct controller_params *p, bool created,
-			  void *arg)
+static enum error_code mirror_volume(const char *id, const struct controller_params *p,
+				     bool created, void *arg, struct error *err)
 {
 	struct mirror *m = arg;
-	struct error err;
 
-	if ((created ? dsmirror_create(m->kube, m->ns, id, p, &err)
-		     : dsmirror_delete(m->kube, m->ns, id, &err)) != ERR_OK)
-		log_warn(created ? "cannot show the volume as a Dataset"
-				 : "cannot remove the volume's Dataset",
-			 LOG_S("volume", id), LOG_S("cause", err.msg));
+	return created ? dsmirror_create(m->kube, m->ns, id, p, err)
+		       : dsmirror_delete(m->kube, m->ns, id, err);
 }
 
 int main(int argc, char **argv)

@@ -4,8 +4,9 @@
  * the value), the credentials file (mode 0600, exact content), volume id
  * derivation, the access-mode rule, and the volume context (what
  * CreateVolume returns reads back to the same registration, by the same
- * rules), and a refused CreateVolume leaving an existing volume's
- * credentials file alone.
+ * rules), a refused CreateVolume leaving an existing volume's
+ * credentials file alone, and a DeleteVolume whose Dataset stays failing
+ * (against a meta in this process).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,7 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "csi/controller.h"
+#include "meta/service.h"
 #include "unit/check_main.h"
 
 #define KV(k, v) { (k), (v) }
@@ -713,6 +716,122 @@ START_TEST(test_controller_refused_create_keeps_the_volume_credentials)
 }
 END_TEST
 
+/* ---- DeleteVolume and the volume's Dataset -------------------------------- */
+
+/* A meta in this process, on a unix socket under dir, with no dataset. */
+struct meta_here {
+	struct registry *reg;
+	struct membership *mem;
+	struct rpc_server *srv;
+	struct meta_service svc;
+	struct meta_client *cl;
+};
+
+static void meta_here_start(struct meta_here *m, const char *dir)
+{
+	struct membership_options mopt = { .interval_ms = 1000, .expiry_ms = 3000 };
+	struct meta_client_options copt = { .timeout_ms = 5000, .wait_for_ready = true };
+	struct rpc_server_options sopt = { .threads = 2 };
+	struct registry_options ropt = { 0 };
+	char data[128], address[128];
+	struct error err;
+
+	log_set_level(LOG_LEVEL_ERROR);
+	snprintf(data, sizeof(data), "%s/meta", dir);
+	snprintf(address, sizeof(address), "unix://%s/meta.sock", dir);
+	ropt.data_dir = data;
+	memset(m, 0, sizeof(*m));
+	ck_assert_msg(registry_open(&ropt, &m->reg, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(membership_new(&mopt, &m->mem, &err), ERR_OK);
+	m->svc.registry = m->reg;
+	m->svc.membership = m->mem;
+	ck_assert_int_eq(rpc_server_new(&sopt, &m->srv, &err), ERR_OK);
+	ck_assert_int_eq(meta_service_add(m->srv, &m->svc, &err), ERR_OK);
+	ck_assert_msg(rpc_server_listen(m->srv, address, NULL, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_eq(rpc_server_start(m->srv, &err), ERR_OK);
+	ck_assert_int_eq(meta_client_new(address, &copt, &m->cl, &err), ERR_OK);
+}
+
+static void meta_here_stop(struct meta_here *m)
+{
+	meta_client_free(m->cl);
+	rpc_server_free(m->srv);
+	membership_free(m->mem);
+	registry_free(m->reg);
+}
+
+/* on_volume, as csi/dsmirror.c: the deletion of the volume's Dataset fails
+ * while *fail holds; the calls are counted. */
+struct mirror_stub {
+	bool fail;
+	unsigned deletes;
+};
+
+static enum error_code mirror_stub(const char *id, const struct controller_params *p,
+				   bool created, void *arg, struct error *err)
+{
+	struct mirror_stub *m = arg;
+
+	(void)p;
+	if (created)
+		return ERR_OK;
+	m->deletes++;
+	if (m->fail)
+		return error_set(err, ERR_UNAVAILABLE,
+				 "delete Dataset granary-system/%s: HTTP 500: etcdserver: request timed out",
+				 id);
+	return ERR_OK;
+}
+
+/*
+ * The volume's Dataset cannot be deleted (the apiserver answers 500):
+ * DeleteVolume fails with that error, naming the volume, and deletes
+ * nothing, so that the provisioner retries (were it to succeed, meta's
+ * Dataset controller would register the volume again from the Dataset
+ * left). The retry, once the apiserver takes it, succeeds, and so does
+ * the one after (idempotent).
+ */
+START_TEST(test_controller_delete_fails_when_the_dataset_stays)
+{
+	char dir[] = "/tmp/test_controller_XXXXXX", record[128], cmd[96];
+	struct mirror_stub stub = { .fail = true };
+	struct controller_config cfg = { .state_dir = dir, .on_volume = mirror_stub,
+					 .on_volume_arg = &stub };
+	struct controller *c = NULL;
+	struct meta_here m;
+	struct error err;
+	struct stat st;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	meta_here_start(&m, dir);
+	cfg.meta = m.cl;
+	ck_assert_msg(controller_new(&cfg, &c, &err) == ERR_OK, "%s", err.msg);
+	snprintf(record, sizeof(record), "%s/controller/pvc-gone.json", dir);
+	f = fopen(record, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("{\"version\": 1, \"name\": \"pvc-gone\", \"has_capacity\": false, "
+	      "\"required_bytes\": 0, \"limit_bytes\": 0}",
+	      f);
+	fclose(f);
+
+	ck_assert_int_eq(controller_delete_volume(c, "pvc-gone", &err), ERR_UNAVAILABLE);
+	ck_assert_str_eq(err.msg, "delete volume 'pvc-gone': delete Dataset "
+				  "granary-system/pvc-gone: HTTP 500: etcdserver: request timed out");
+	ck_assert_int_eq(stat(record, &st), 0);
+	stub.fail = false;
+	ck_assert_msg(controller_delete_volume(c, "pvc-gone", &err) == ERR_OK, "%s", err.msg);
+	ck_assert_int_ne(stat(record, &st), 0);
+	ck_assert_msg(controller_delete_volume(c, "pvc-gone", &err) == ERR_OK, "%s", err.msg);
+	ck_assert_uint_eq(stub.deletes, 3);
+
+	controller_free(c);
+	meta_here_stop(&m);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi_controller");
@@ -735,6 +854,7 @@ int main(void)
 	tcase_add_test(tc, test_controller_file_sources_only_under_allowed_file_roots);
 	tcase_add_test(tc, test_controller_endpoints_only_those_allowed);
 	tcase_add_test(tc, test_controller_refused_create_keeps_the_volume_credentials);
+	tcase_add_test(tc, test_controller_delete_fails_when_the_dataset_stays);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
