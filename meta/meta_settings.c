@@ -32,8 +32,8 @@ static const struct config_field meta_fields[] = {
 	{ "listing.max_time", CONFIG_DURATION, offsetof(struct meta_settings, listing_max_time_ms),
 	  "30m", "time one listing may take, all pages", 1000, 7 * 86400000.0, NULL },
 	{ "rpc.stall_timeout", CONFIG_DURATION, offsetof(struct meta_settings, rpc_stall_timeout_ms),
-	  "30s", "a call whose client sends and reads nothing for this long (a GetSnapshot stream "
-	  "not read) is ended with DEADLINE_EXCEEDED, freeing its thread", 100, 3600000, NULL },
+	  "30s", "a call whose client reads nothing for this long (a GetSnapshot stream not "
+	  "read) is ended with DEADLINE_EXCEEDED, freeing its thread", 100, 3600000, NULL },
 	{ "rpc.max_streams", CONFIG_INT, offsetof(struct meta_settings, rpc_max_streams), "8",
 	  "GetSnapshot streams served at once, each on a thread of its own; one more is refused "
 	  "with UNAVAILABLE (busy), which granary-fuse retries", 1, 1024, NULL },

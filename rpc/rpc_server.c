@@ -2,24 +2,33 @@
  * rpc_server.c - gRPC core server: a pool of workers, one completion queue
  * for new calls, one pluck queue per call.
  *
- * Why a queue per call: a worker runs its call start to end with blocking
- * batches (recv request, handler, send replies, send status). Were those
- * batches completed on the shared queue, a worker waiting for its own send
- * could only be woken by another worker, and N handlers waiting at once
- * would deadlock the pool. With a pluck queue bound to each call, a worker
- * waits on its own call only.
+ * A call comes to the pool with its request: every method is registered
+ * with gRPC to read the first message before the call is announced (its
+ * one request, unary or server streaming alike), so a client that opens
+ * calls and sends no request holds no worker, however many it opens; its
+ * calls wait in gRPC until the request, the client's deadline or its
+ * disconnection. A method not registered has generic requests of its own,
+ * answered UNIMPLEMENTED at once, without reading anything.
  *
- * The pool keeps `threads` requests for new calls outstanding: a worker that
- * receives a call asks gRPC for the next one before it runs the handler, so
- * calls that arrive while every worker is busy wait in gRPC's queue.
+ * Why a queue per call: a worker runs its call start to end with blocking
+ * batches (handler, send replies, send status). Were those batches
+ * completed on the shared queue, a worker waiting for its own send could
+ * only be woken by another worker, and N handlers waiting at once would
+ * deadlock the pool. With a pluck queue bound to each call, a worker waits
+ * on its own call only.
+ *
+ * Each method, and the methods not registered, keep `threads` requests for
+ * new calls outstanding: a worker that receives a call asks gRPC for the
+ * next one of the same method before it runs the handler, so calls that
+ * arrive while every worker is busy wait in gRPC's queues.
  *
  * So that no client holds a worker for good: every batch waits at most
- * stall_ms for the client (a request not sent, a reply or stream message
- * not read: HTTP/2 flow control holds a send until the client reads), then
- * the call is cancelled; and at most max_streams workers run streaming
- * handlers, which wait on their client the longest, so that the others
- * are left for unary calls (heartbeats). A stream past them is refused with
- * ERR_BUSY (UNAVAILABLE and RPC_BUSY_METADATA), which a client retries.
+ * stall_ms for the client (a reply or stream message not read: HTTP/2 flow
+ * control holds a send until the client reads), then the call is
+ * cancelled; and at most max_streams workers run streaming handlers, which
+ * wait on their client the longest, so that the others are left for unary
+ * calls (heartbeats). A stream past them is refused with ERR_BUSY
+ * (UNAVAILABLE and RPC_BUSY_METADATA), which a client retries.
  */
 #include "rpc/rpc_server.h"
 
@@ -51,13 +60,18 @@ struct method {
 	const ProtobufCMessageDescriptor *request, *reply;
 	rpc_server_handler_fn fn;
 	void *arg;
+	void *registered; /* gRPC's handle of the method */
 };
 
-/* One outstanding grpc_server_request_call: the call lands here. */
+/* One outstanding request for a new call of method m (NULL: of a method
+ * not registered): the call lands here. */
 struct slot {
 	enum tag_kind kind; /* first: tags on srv->cq start with their kind */
+	const struct method *m;
 	grpc_call *call;
-	grpc_call_details details;
+	grpc_call_details details; /* m == NULL: the method and deadline */
+	gpr_timespec deadline;     /* m != NULL */
+	grpc_byte_buffer *request; /* m != NULL: the request; NULL when none came */
 	grpc_metadata_array md;
 	grpc_completion_queue *cq; /* pluck queue bound to the call */
 };
@@ -107,7 +121,7 @@ struct rpc_server_call {
 	bool stalled;            /* a batch outwaited stall_ms: cancelled */
 	grpc_byte_buffer *reply; /* unary reply, packed */
 	/* distinct addresses used as pluck tags */
-	char tag_recv, tag_close, tag_send, tag_status;
+	char tag_close, tag_send, tag_status;
 };
 
 static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg, size_t max, size_t *size)
@@ -159,7 +173,7 @@ static char *metadata_value(const grpc_metadata_array *md, const char *key)
 static enum error_code stalled_error(const struct rpc_server_call *c, struct error *err)
 {
 	return error_set(err, ERR_TIMEOUT,
-			 "%s: the client sent and read nothing for %llu ms (the server's stall timeout): call ended",
+			 "%s: the client read nothing for %llu ms (the server's stall timeout): call ended",
 			 c->method_name, (unsigned long long)c->srv->stall_ms);
 }
 
@@ -313,6 +327,15 @@ static enum error_code add_method(struct rpc_server *srv, const char *name, bool
 						.fn = fn, .arg = arg };
 	if (!grown[srv->nmethods].name)
 		return error_set(err, ERR_NOMEM, "rpc method '%s': out of memory", name);
+	/* gRPC announces a call only once it has read the request (or the
+	 * client half-closed without one), so that no worker waits for it. */
+	grown[srv->nmethods].registered = grpc_server_register_method(
+		srv->server, name, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+	if (!grown[srv->nmethods].registered) {
+		free(grown[srv->nmethods].name);
+		return error_set(err, ERR_INTERNAL, "rpc method '%s': grpc refused to register it",
+				 name);
+	}
 	srv->nmethods++;
 	return ERR_OK;
 }
@@ -381,7 +404,9 @@ enum error_code rpc_server_listen(struct rpc_server *srv, const char *address, i
 
 /* ---- calls ------------------------------------------------------------- */
 
-static void request_slot(struct rpc_server *srv)
+/* Asks gRPC for the next call of method m (NULL: of any method not
+ * registered). */
+static void request_slot(struct rpc_server *srv, const struct method *m)
 {
 	struct slot *s = calloc(1, sizeof(*s));
 	grpc_call_error rc;
@@ -391,16 +416,23 @@ static void request_slot(struct rpc_server *srv)
 		return;
 	}
 	s->kind = TAG_SLOT;
+	s->m = m;
 	grpc_call_details_init(&s->details);
 	grpc_metadata_array_init(&s->md);
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
 	pthread_mutex_lock(&srv->mu);
 	srv->pending++;
 	pthread_mutex_unlock(&srv->mu);
-	rc = grpc_server_request_call(srv->server, &s->call, &s->details, &s->md, s->cq, srv->cq,
-				      s);
+	if (m)
+		rc = grpc_server_request_registered_call(srv->server, m->registered, &s->call,
+							 &s->deadline, &s->md, &s->request, s->cq,
+							 srv->cq, s);
+	else
+		rc = grpc_server_request_call(srv->server, &s->call, &s->details, &s->md, s->cq,
+					      srv->cq, s);
 	if (rc != GRPC_CALL_OK) {
 		log_error("rpc server: request for a call refused",
+			  LOG_S("method", m ? m->name : "(not registered)"),
 			  LOG_S("cause", grpc_call_error_to_string(rc)));
 		pthread_mutex_lock(&srv->mu);
 		srv->pending--;
@@ -417,20 +449,14 @@ static void slot_free(struct slot *s)
 {
 	if (s->call)
 		grpc_call_unref(s->call);
+	if (s->request)
+		grpc_byte_buffer_destroy(s->request);
 	grpc_call_details_destroy(&s->details);
 	grpc_metadata_array_destroy(&s->md);
 	/* Every batch of the call was plucked: the queue is empty. */
 	grpc_completion_queue_shutdown(s->cq);
 	grpc_completion_queue_destroy(s->cq);
 	free(s);
-}
-
-static const struct method *find_method(struct rpc_server *srv, const char *name)
-{
-	for (size_t i = 0; i < srv->nmethods; i++)
-		if (strcmp(srv->methods[i].name, name) == 0)
-			return &srv->methods[i];
-	return NULL;
 }
 
 /* Takes one of the max_streams places for a streaming handler; false when
@@ -457,7 +483,6 @@ static void stream_done(struct rpc_server *srv)
 static void handle_call(struct rpc_server *srv, struct slot *s)
 {
 	struct rpc_server_call c;
-	grpc_byte_buffer *request_bb = NULL;
 	ProtobufCMessage *request = NULL;
 	grpc_slice body = grpc_empty_slice();
 	enum error_code code = ERR_OK;
@@ -471,17 +496,22 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 	error_clear(&err);
 	memset(&c, 0, sizeof(c));
 	c.srv = srv;
+	c.m = s->m;
 	c.call = s->call;
 	c.cq = s->cq;
-	c.deadline = gpr_convert_clock_type(s->details.deadline, GPR_CLOCK_MONOTONIC);
-	mlen = GRPC_SLICE_LENGTH(s->details.method);
-	if (mlen >= sizeof(c.method_name))
-		mlen = sizeof(c.method_name) - 1;
-	memcpy(c.method_name, GRPC_SLICE_START_PTR(s->details.method), mlen);
-	c.method_name[mlen] = '\0';
+	if (c.m) {
+		c.deadline = gpr_convert_clock_type(s->deadline, GPR_CLOCK_MONOTONIC);
+		snprintf(c.method_name, sizeof(c.method_name), "%s", c.m->name);
+	} else {
+		c.deadline = gpr_convert_clock_type(s->details.deadline, GPR_CLOCK_MONOTONIC);
+		mlen = GRPC_SLICE_LENGTH(s->details.method);
+		if (mlen >= sizeof(c.method_name))
+			mlen = sizeof(c.method_name) - 1;
+		memcpy(c.method_name, GRPC_SLICE_START_PTR(s->details.method), mlen);
+		c.method_name[mlen] = '\0';
+	}
 	c.peer = grpc_call_get_peer(c.call);
 	c.md = &s->md;
-	c.m = find_method(srv, c.method_name);
 
 	/* Learn about cancellation whenever it happens. */
 	init_op(&ops[0], GRPC_OP_RECV_CLOSE_ON_SERVER);
@@ -494,19 +524,11 @@ static void handle_call(struct rpc_server *srv, struct slot *s)
 				 c.method_name);
 		goto status;
 	}
-	init_op(&ops[0], GRPC_OP_RECV_MESSAGE);
-	ops[0].data.recv_message.recv_message = &request_bb;
-	if (!run_batch(&c, ops, 1, &c.tag_recv)) {
-		code = c.stalled ? stalled_error(&c, &err)
-				 : error_set(&err, ERR_CANCELLED, "%s: request not received",
-					     c.method_name);
-		goto status;
-	}
-	if (!request_bb) {
+	if (!s->request) { /* the client half-closed without sending one */
 		code = error_set(&err, ERR_INVALID, "%s: no request message", c.method_name);
 		goto status;
 	}
-	if (!read_message(request_bb, &body)) {
+	if (!read_message(s->request, &body)) {
 		code = error_set(&err, ERR_INVALID, "%s: unreadable request", c.method_name);
 		goto status;
 	}
@@ -579,8 +601,6 @@ status:
 			 LOG_U("ms", retry_now_ms() - t0));
 	if (request)
 		protobuf_c_message_free_unpacked(request, NULL);
-	if (request_bb)
-		grpc_byte_buffer_destroy(request_bb);
 	grpc_slice_unref(body);
 	if (c.reply)
 		grpc_byte_buffer_destroy(c.reply);
@@ -621,7 +641,7 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		if (!stopping)
-			request_slot(srv);
+			request_slot(srv, s->m);
 		handle_call(srv, s);
 		slot_free(s);
 		pthread_mutex_lock(&srv->mu);
@@ -641,8 +661,11 @@ enum error_code rpc_server_start(struct rpc_server *srv, struct error *err)
 		return error_set(err, ERR_NOMEM, "rpc server: out of memory");
 	grpc_server_start(srv->server);
 	srv->started = true;
-	for (unsigned i = 0; i < srv->nthreads; i++)
-		request_slot(srv);
+	for (unsigned i = 0; i < srv->nthreads; i++) {
+		request_slot(srv, NULL);
+		for (size_t j = 0; j < srv->nmethods; j++)
+			request_slot(srv, &srv->methods[j]);
+	}
 	for (unsigned i = 0; i < srv->nthreads; i++) {
 		int rc = pthread_create(&srv->threads[i], NULL, worker_main, srv);
 

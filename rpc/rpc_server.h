@@ -16,19 +16,21 @@
  * to its end on the worker that took it; every call has a completion queue
  * of its own, so a handler blocked on a slow client never stalls another
  * call. A handler runs on one worker thread; handlers of different calls run
- * at the same time, so whatever they share needs its own locking.
+ * at the same time, so whatever they share needs its own locking. A call
+ * comes to a worker only once its request message is in (gRPC reads it
+ * first), so calls whose client never sends the request hold no thread,
+ * however many are open.
  *
  * Limits: requests and replies over max_message_bytes (default 4 MiB) are
  * refused on both sides (RESOURCE_EXHAUSTED from gRPC for a request; a
  * reply is checked before it is sent and the call fails with ERR_INTERNAL).
- * A call holds its thread while it waits for its client, so neither wait is
- * open-ended: a client that does not send its request, or does not take a
- * streamed message or the reply (flow control holds the send), within
- * stall_timeout_ms has its call cancelled with DEADLINE_EXCEEDED; and at
- * most max_streams streaming calls run at once, a call beyond them being
- * refused with ERR_BUSY (RPC_BUSY_METADATA) before its handler runs, so
- * that clients that open streams and never read cannot take the threads of
- * the unary calls.
+ * A call holds its thread while it waits for its client to read, so no
+ * wait is open-ended: a client that does not take a streamed message or
+ * the reply (flow control holds the send) within stall_timeout_ms has its
+ * call cancelled with DEADLINE_EXCEEDED; and at most max_streams streaming
+ * calls run at once, a call beyond them being refused with ERR_BUSY
+ * (RPC_BUSY_METADATA) before its handler runs, so that clients that open
+ * streams and never read cannot take the threads of the unary calls.
  *
  * Shutdown (rpc_server_shutdown) is graceful: no new calls are admitted,
  * calls in flight get shutdown_grace_ms to finish, then they are cancelled
@@ -68,10 +70,11 @@ struct rpc_server_options {
 	unsigned threads;           /* worker threads; 0 = cpu_available() */
 	size_t max_message_bytes;   /* both directions; 0 = RPC_DEFAULT_MAX_MESSAGE */
 	uint64_t shutdown_grace_ms; /* in-flight calls' time to finish; 0 = 10 s */
-	/* The longest one step of a call waits for its client: the request
-	 * to arrive, a streamed message or the reply and status to be taken.
-	 * Past it the call is cancelled (DEADLINE_EXCEEDED) and its thread is
-	 * free. 0 = RPC_DEFAULT_STALL_TIMEOUT_MS. */
+	/* The longest one step of a call waits for its client: a streamed
+	 * message or the reply and status to be taken. Past it the call is
+	 * cancelled (DEADLINE_EXCEEDED) and its thread is free. (A request
+	 * that does not arrive holds no thread: the call waits in gRPC.)
+	 * 0 = RPC_DEFAULT_STALL_TIMEOUT_MS. */
 	uint64_t stall_timeout_ms;
 	/* Streaming calls that run at once (each holds a thread while its
 	 * client reads); the next is refused with ERR_BUSY. 0 = half
@@ -111,8 +114,9 @@ enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_
 /*
  * Registers a unary (reply once) or server-streaming handler for the full
  * method name. Only before rpc_server_start. ERR_EXISTS for a name given
- * twice, ERR_INVALID for a name not of the form "/package.Service/Method".
- * A call to a method that is not registered is answered UNIMPLEMENTED.
+ * twice, ERR_INVALID for a name not of the form "/package.Service/Method",
+ * ERR_INTERNAL when gRPC refuses to register it. A call to a method that
+ * is not registered is answered UNIMPLEMENTED.
  */
 enum error_code rpc_server_add_unary(struct rpc_server *srv, const char *method,
 				     const ProtobufCMessageDescriptor *request,

@@ -17,9 +17,11 @@ Environment (set by run_python_test.sh):
   GRANARY_S3_ENDPOINT, GRANARY_S3_CREDENTIALS   the S3 fixture
   GRANARY_TEST_PREFIX    prefix of the uploaded tree in bucket granary-e2e
 """
+import contextlib
 import os
 import subprocess
 import tempfile
+import threading
 import time
 
 import grpc
@@ -246,9 +248,10 @@ def test_forged_and_replayed_signatures_are_denied(pb, plain):
 STALL_S = 3  # meta's --rpc.stall_timeout in run_python_test.sh
 
 
-def meta_threads():
-    """The threads of meta's gRPC server, from its start line."""
-    with open(os.environ["GRANARY_META_LOG"]) as f:
+def meta_threads(log_path=None):
+    """The threads of meta's gRPC server, from its start line in its log
+    (the suite's meta's by default)."""
+    with open(log_path or os.environ["GRANARY_META_LOG"]) as f:
         for line in f:
             if 'msg="rpc server started"' in line:
                 fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -325,13 +328,13 @@ def test_unread_snapshot_streams_keep_no_thread(pb, stub, worker):
     assert sum(len(c.data) for c in chunks) == chunks[0].total_size > 1 << 20
 
 
-@pytest.fixture
-def one_stream_meta():
-    """A granary-meta of its own that serves one GetSnapshot stream at a
-    time (--rpc.max_streams 1), with the suite's keys and file root; yields
-    its address as netaddr writes it ("unix:///path"), and checks that it
-    stops cleanly."""
-    work = tempfile.mkdtemp(prefix="one-stream-meta-")
+@contextlib.contextmanager
+def own_meta(*settings):
+    """A granary-meta of the test's own, with the suite's keys and file root
+    and the given settings; yields, once it serves, its address as netaddr
+    writes it ("unix:///path") and its log's path, and checks that it stops
+    cleanly."""
+    work = tempfile.mkdtemp(prefix="own-meta-")
     keys = os.environ["GRANARY_META_KEY_DIR"]
     log_path = os.path.join(work, "meta.log")
     with open(log_path, "w") as log:
@@ -340,10 +343,17 @@ def one_stream_meta():
             "--listen", f"unix://{work}/meta.sock", "--data_dir", f"{work}/data",
             "--auth.csi_key_file", f"{keys}/csi", "--auth.worker_key_file", f"{keys}/worker",
             "--auth.mount_key_file", f"{keys}/mount",
-            "--allowed_file_roots", os.environ["GRANARY_FILE_ROOT"],
-            "--rpc.max_streams", "1"], stdout=log, stderr=subprocess.STDOUT)
+            "--allowed_file_roots", os.environ["GRANARY_FILE_ROOT"], *settings],
+            stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield f"unix://{work}/meta.sock"
+        deadline, seen = time.monotonic() + 15, ""
+        with open(log_path) as log:
+            while 'msg="granary-meta serving"' not in seen:
+                assert meta.poll() is None and time.monotonic() < deadline, \
+                    f"granary-meta did not start serving:\n{seen[-4000:]}"
+                time.sleep(0.05)
+                seen += log.read()
+        yield f"unix://{work}/meta.sock", log_path
     finally:
         meta.terminate()
         try:
@@ -353,6 +363,14 @@ def one_stream_meta():
             rc = meta.wait()
         with open(log_path) as log:
             assert rc == 0, f"granary-meta exited with {rc}:\n{log.read()[-4000:]}"
+
+
+@pytest.fixture
+def one_stream_meta():
+    """A meta of its own that serves one GetSnapshot stream at a time
+    (--rpc.max_streams 1); yields its address."""
+    with own_meta("--rpc.max_streams", "1") as (address, _):
+        yield address
 
 
 def test_fetch_waits_while_meta_is_busy(pb, one_stream_meta):
@@ -416,3 +434,46 @@ def test_fetch_waits_while_meta_is_busy(pb, one_stream_meta):
     waits = [line for line in errout.splitlines() if "granary-meta is busy" in line]
     assert len(waits) == 1 and "level=warn" in waits[0], errout
     assert "dataset=py-busy" in waits[0], waits[0]
+
+
+def test_calls_without_a_request_keep_no_thread(pb):
+    """Any pod that reaches meta's port (no key needed: a call is
+    authenticated once its request is in) opens more calls than meta has
+    threads, unary and streaming, and sends their headers but never their
+    request. They take no thread: a Heartbeat and a ListWorkers answer at
+    once, where threads waiting for those requests would be freed only by
+    rpc.stall_timeout (10 s here)."""
+    granary_pb2, granary_pb2_grpc = pb
+    hang = threading.Event()
+
+    def no_request():
+        hang.wait()
+        yield from ()
+
+    with own_meta("--rpc.max_streams", "1", "--rpc.stall_timeout", "10s") as (address, log):
+        channel = grpc.insecure_channel(address.replace("unix://", "unix:", 1))
+        grpc.channel_ready_future(channel).result(timeout=15)
+        worker = SignedMeta(granary_pb2_grpc.MetaStub(channel), "worker", key("worker"))
+        opened = []
+        try:
+            for i in range(meta_threads(log) + 2):
+                method = "/granary.v1.Meta/" + ("Heartbeat", "ListWorkers", "GetSnapshot")[i % 3]
+                if method.endswith("GetSnapshot"):
+                    opened.append(channel.stream_stream(method)(no_request(), timeout=30))
+                else:
+                    opened.append(channel.stream_unary(method).future(no_request(), timeout=30))
+            time.sleep(0.5)  # every call's headers reached meta
+            asked = time.monotonic()
+            worker.Heartbeat(granary_pb2.HeartbeatRequest(
+                worker_id="py-node-quiet", address="10.9.0.8:7480", capacity_bytes=1),
+                timeout=2)
+            listed = worker.ListWorkers(granary_pb2.ListWorkersRequest(), timeout=2)
+            answered_s = time.monotonic() - asked
+            assert not [call for call in opened if call.done()]  # still waiting
+        finally:
+            for call in opened:
+                call.cancel()
+            hang.set()
+            channel.close()
+    assert "py-node-quiet" in [w.id for w in listed.workers]
+    assert answered_s < 2, answered_s

@@ -2,7 +2,9 @@
  * test_rpc.c - rpc_server and rpc_client against each other over a unix
  * socket and TCP loopback, with the granary.v1 messages: unary and
  * streaming calls, status mapping, deadlines, message limits, a busy pool
- * and graceful shutdown. Also error_from_grpc, the client's mapping back.
+ * and graceful shutdown. Also error_from_grpc, the client's mapping back,
+ * and calls that rpc_client never makes (headers without a request), from
+ * a bare gRPC core client.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,6 +14,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
 
 #include "common/error.h"
 #include "common/retry.h"
@@ -653,6 +659,144 @@ START_TEST(test_error_from_grpc_inverts_error_to_grpc)
 }
 END_TEST
 
+/* ---- calls whose request does not come -------------------------------- */
+
+/* A call as a bare gRPC core client opens it: its headers are sent, its
+ * request message is not (nor its half-close) until the test says. */
+struct bare_call {
+	grpc_call *call;
+	grpc_completion_queue *cq;
+	grpc_status_code status;
+	grpc_slice details;
+	grpc_metadata_array initial, trailing;
+	bool ended; /* its status came */
+	char tag_sent, tag_status;
+};
+
+static void bare_op(grpc_op *op, grpc_op_type type)
+{
+	memset(op, 0, sizeof(*op));
+	op->op = type;
+}
+
+/* Plucks the completion of tag within ms; true when it came. */
+static bool bare_wait(struct bare_call *b, void *tag, int64_t ms)
+{
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					  gpr_time_from_millis(ms, GPR_TIMESPAN));
+
+	return grpc_completion_queue_pluck(b->cq, tag, until, NULL).type == GRPC_OP_COMPLETE;
+}
+
+static void bare_open(struct bare_call *b, grpc_channel *ch, const char *method)
+{
+	grpc_slice name = grpc_slice_from_static_string(method);
+	grpc_op ops[2];
+
+	memset(b, 0, sizeof(*b));
+	grpc_metadata_array_init(&b->initial);
+	grpc_metadata_array_init(&b->trailing);
+	b->cq = grpc_completion_queue_create_for_pluck(NULL);
+	b->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, b->cq, name, NULL,
+					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	ck_assert_ptr_nonnull(b->call);
+	bare_op(&ops[0], GRPC_OP_SEND_INITIAL_METADATA);
+	ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+		       GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+	ck_assert_int_eq(grpc_call_start_batch(b->call, ops, 1, &b->tag_sent, NULL), GRPC_CALL_OK);
+	ck_assert(bare_wait(b, &b->tag_sent, 5000));
+	bare_op(&ops[0], GRPC_OP_RECV_INITIAL_METADATA);
+	ops[0].data.recv_initial_metadata.recv_initial_metadata = &b->initial;
+	bare_op(&ops[1], GRPC_OP_RECV_STATUS_ON_CLIENT);
+	ops[1].data.recv_status_on_client.trailing_metadata = &b->trailing;
+	ops[1].data.recv_status_on_client.status = &b->status;
+	ops[1].data.recv_status_on_client.status_details = &b->details;
+	ck_assert_int_eq(grpc_call_start_batch(b->call, ops, 2, &b->tag_status, NULL),
+			 GRPC_CALL_OK);
+}
+
+/* Waits at most ms for the call's status; true when it came. */
+static bool bare_ended(struct bare_call *b, int64_t ms)
+{
+	if (!b->ended)
+		b->ended = bare_wait(b, &b->tag_status, ms);
+	return b->ended;
+}
+
+/* Half-closes the call without having sent a request. */
+static void bare_close(struct bare_call *b)
+{
+	grpc_op ops[1];
+
+	bare_op(&ops[0], GRPC_OP_SEND_CLOSE_FROM_CLIENT);
+	ck_assert_int_eq(grpc_call_start_batch(b->call, ops, 1, &b->tag_sent, NULL), GRPC_CALL_OK);
+	ck_assert(bare_wait(b, &b->tag_sent, 5000));
+}
+
+/* Cancels the call unless it has ended, and frees it. */
+static void bare_free(struct bare_call *b)
+{
+	if (!bare_ended(b, 0)) {
+		grpc_call_cancel(b->call, NULL);
+		ck_assert(bare_ended(b, 5000));
+	}
+	grpc_call_unref(b->call);
+	grpc_slice_unref(b->details);
+	grpc_metadata_array_destroy(&b->initial);
+	grpc_metadata_array_destroy(&b->trailing);
+	grpc_completion_queue_shutdown(b->cq);
+	grpc_completion_queue_destroy(b->cq);
+}
+
+/* Calls whose request has not come hold no worker (gRPC hands a call of a
+ * registered method to the pool only with its request), however many,
+ * unary and streaming: with more of them open than the server has threads
+ * a unary call is answered at once. A call to a method not registered is
+ * answered UNIMPLEMENTED without its request; one half-closed without a
+ * request, INVALID_ARGUMENT. */
+START_TEST(test_rpc_calls_without_a_request_hold_no_thread)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	struct rpc_client *c = client(address, 0);
+	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	struct bare_call open[6], unknown;
+	grpc_channel *ch;
+	char target[128];
+	struct error err;
+	uint64_t t0;
+
+	snprintf(target, sizeof(target), "unix:%s/s.sock", sock_dir);
+	ch = grpc_channel_create(target, creds, NULL);
+	grpc_channel_credentials_release(creds);
+
+	for (int i = 0; i < 6; i++)
+		bare_open(&open[i], ch, i % 2 ? M_SNAP : M_GET);
+	retry_sleep_ms(200); /* every call's headers reached the server */
+	t0 = retry_now_ms();
+	for (int i = 0; i < 5; i++)
+		ck_assert_msg(get(c, "quick", 2000, NULL, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_uint_lt(retry_now_ms() - t0, 1000);
+	for (int i = 0; i < 6; i++) /* still open, waiting for their requests */
+		ck_assert(!bare_ended(&open[i], 0));
+
+	bare_open(&unknown, ch, "/granary.v1.Meta/Nope");
+	ck_assert(bare_ended(&unknown, 2000));
+	ck_assert_int_eq(unknown.status, GRPC_STATUS_UNIMPLEMENTED);
+	bare_free(&unknown);
+
+	bare_close(&open[0]);
+	ck_assert(bare_ended(&open[0], 2000));
+	ck_assert_int_eq(open[0].status, GRPC_STATUS_INVALID_ARGUMENT);
+	ck_assert_int_eq(grpc_slice_str_cmp(open[0].details, M_GET ": no request message"), 0);
+
+	for (int i = 0; i < 6; i++)
+		bare_free(&open[i]);
+	grpc_channel_destroy(ch);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+}
+END_TEST
+
 /* ---- authentication hooks -------------------------------------------- */
 
 /* What the server's hook saw, and what the client's hook signed. */
@@ -759,6 +903,7 @@ int main(void)
 	tcase_add_test(tc, test_rpc_message_limits_both_ways);
 	tcase_add_test(tc, test_rpc_blocked_handler_does_not_stall_others);
 	tcase_add_test(tc, test_rpc_streams_past_the_limit_are_refused_as_busy);
+	tcase_add_test(tc, test_rpc_calls_without_a_request_hold_no_thread);
 	tcase_add_test(tc, test_rpc_shutdown_finishes_in_flight_calls);
 	tcase_add_test(tc, test_rpc_shutdown_cancels_after_grace);
 	tcase_add_test(tc, test_rpc_shutdown_gives_up_on_a_stuck_handler);
