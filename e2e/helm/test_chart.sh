@@ -257,6 +257,13 @@ refuse "a source without s3://" --set storageClass.source=imagenet
 refuse "a relative file root" --set 'fileRoots={datasets}'
 refuse "controller.replicas above 1 with meta.persistence" --set controller.replicas=2 \
   --set meta.persistence.enabled=true
+render --set node.mountPods.admissionPolicy=false >"$work/no-vap.yaml"
+render --set node.mountPods.enabled=false >"$work/no-mount-pods.yaml"
+if grep -q '^kind: ValidatingAdmissionPolicy' "$work/no-vap.yaml" "$work/no-mount-pods.yaml"; then
+  fail "an admission policy for mount pods without node.mountPods.admissionPolicy or enabled"
+else
+  ok "no admission policy for mount pods when turned off or without mount pods"
+fi
 render --set criticalPodsQuota.enabled=true --set criticalPodsQuota.pods=500 \
   --show-only templates/resourcequota.yaml >"$work/quota.yaml"
 if render | grep -q '^kind: ResourceQuota'; then
@@ -1140,6 +1147,28 @@ check(mon_ports("granary-controller") == [7401, 8080, 9808],
 check(mon_ports("granary-worker") == [7480], "metricsFrom reaches the workers' port")
 check(mon_ports("granary-node") == [9808], "metricsFrom reaches the node plugins' 9808")
 check(npm.get("granary-mount", {}).get("ingress") == [], "metricsFrom does not open the mount pods")
+# The node plugins' admission policy: their service account's pod requests
+# in the release's namespace, every check named; the binding denies.
+vap = one(default, "ValidatingAdmissionPolicy", "granary-granary-system-mount-pods").get("spec", {})
+check(vap.get("failurePolicy") == "Fail" and
+      vap.get("matchConstraints", {}).get("namespaceSelector") ==
+      {"matchLabels": {"kubernetes.io/metadata.name": "granary-system"}} and
+      vap.get("matchConstraints", {}).get("resourceRules") ==
+      [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"],
+        "resources": ["pods"]}],
+      "the admission policy takes pod creates and deletes in the release's namespace (got %s)"
+      % vap.get("matchConstraints"))
+check([c.get("expression") for c in vap.get("matchConditions", [])] ==
+      ['request.userInfo.username == "system:serviceaccount:granary-system:granary-node"'],
+      "the admission policy holds the node plugins' service account alone")
+cel = "\n".join(v.get("expression", "") for v in vap.get("validations", []))
+for needle in ('"/var/cache/granary"', 'startsWith("/var/lib/granary/csi/node/")',
+               'v.secret.secretName == "granary-cluster-token"', 'v.configMap.name == "granary-node"',
+               "variables.node", "privileged", "hostPID", "automountServiceAccountToken"):
+    check(needle in cel, "the admission policy checks %s" % needle)
+check(one(default, "ValidatingAdmissionPolicyBinding", "granary-granary-system-mount-pods")
+      .get("spec") == {"policyName": "granary-granary-system-mount-pods", "validationActions": ["Deny"]},
+      "the admission policy's binding denies")
 # criticalPodsQuota: room for pods of the critical priority classes in the release's namespace
 quota = one(load_all(sys.argv[10]), "ResourceQuota", "granary-critical-pods")
 check(quota.get("metadata", {}).get("namespace") == "granary-system" and

@@ -1,0 +1,133 @@
+"""The node plugins' Role lets them create and delete any pod of the release's
+namespace; the chart's ValidatingAdmissionPolicy holds them to the mount
+pods granary-csi makes. Each request below is sent with a token of the node
+plugin's service account (as a root user of its node would hold it) and
+--dry-run=server, which runs admission and stores nothing."""
+import base64
+import copy
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+import kube
+
+
+def node_plugin_pod():
+    pods = kube.get("pods", namespace=kube.NS)["items"]
+    return [p for p in pods
+            if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "node"][0]
+
+
+@pytest.fixture(scope="module")
+def as_plugin():
+    """kubectl with a token of the node plugin's service account: bound to
+    its pod (so it names the pod's node, as the token the kubelet gives the
+    pod does), or not bound to any (bound=False)."""
+    cfg = json.loads(kube.kubectl("config", "view", "--raw", "-o", "json"))
+    cluster = cfg["clusters"][0]["cluster"]
+    pod = node_plugin_pod()
+    sa = pod["spec"]["serviceAccountName"]
+    work = tempfile.mkdtemp(prefix="granary-admission-")
+    ca = os.path.join(work, "ca.crt")
+    if "certificate-authority-data" in cluster:
+        with open(ca, "wb") as f:
+            f.write(base64.b64decode(cluster["certificate-authority-data"]))
+    else:
+        ca = cluster["certificate-authority"]
+    tokens = {
+        True: kube.kubectl("-n", kube.NS, "create", "token", sa, "--bound-object-kind", "Pod",
+                           "--bound-object-name", pod["metadata"]["name"],
+                           "--bound-object-uid", pod["metadata"]["uid"]).strip(),
+        False: kube.kubectl("-n", kube.NS, "create", "token", sa).strip(),
+    }
+
+    def run(*args, input=None, bound=True):
+        return subprocess.run([kube.KUBECTL, "--kubeconfig", os.devnull, "--server", cluster["server"],
+                               "--certificate-authority", ca, "--token", tokens[bound], *args],
+                              input=input, capture_output=True, text=True, timeout=60)
+    return run
+
+
+def mount_pod():
+    """A mount pod as the plugin makes one from the chart's template."""
+    cm = kube.get("configmap", "granary-node", kube.NS)
+    pod = json.loads(cm["data"]["mount-pod.json"])
+    pod["metadata"]["name"] = "granary-mount-admission-test"
+    pod["spec"]["nodeName"] = kube.NODE
+    for v in pod["spec"]["volumes"]:
+        if v["name"] == "state-dir":
+            v["hostPath"]["path"] += "/admission-test"
+    return pod
+
+
+def create(as_plugin, pod, bound=True):
+    return as_plugin("-n", kube.NS, "create", "--dry-run=server", "-f", "-",
+                     input=json.dumps(pod), bound=bound)
+
+
+def test_the_plugin_may_create_a_mount_pod_of_its_node(as_plugin):
+    r = create(as_plugin, mount_pod())
+    assert r.returncode == 0, r.stderr
+
+
+def refused(as_plugin, pod, why, bound=True):
+    r = create(as_plugin, pod, bound=bound)
+    assert r.returncode != 0, f"created: {r.stdout}"
+    assert "denied request" in r.stderr and why in r.stderr, r.stderr
+
+
+def test_pods_beyond_a_mount_pod_of_its_node_are_refused(as_plugin):
+    pod = mount_pod()
+    other = copy.deepcopy(pod)
+    other["spec"]["nodeName"] = "another-node"
+    refused(as_plugin, other, "mount pods of its own node only, not of 'another-node'")
+
+    worker = copy.deepcopy(pod)
+    worker["metadata"]["labels"]["app.kubernetes.io/component"] = "worker"
+    refused(as_plugin, worker, "only mount pods of release granary")
+
+    priv = copy.deepcopy(pod)
+    priv["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    del priv["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+    refused(as_plugin, priv, "containers are unprivileged")
+
+    caps = copy.deepcopy(pod)
+    caps["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] = ["SYS_ADMIN"]
+    refused(as_plugin, caps, "containers are unprivileged")
+
+    host = copy.deepcopy(pod)
+    host["spec"]["hostPID"] = True
+    refused(as_plugin, host, "shares none of the host's namespaces")
+
+    sa = copy.deepcopy(pod)
+    sa["spec"]["serviceAccountName"] = "granary-controller"
+    sa["spec"]["automountServiceAccountToken"] = True
+    refused(as_plugin, sa, "default service account, without its token")
+
+    root = copy.deepcopy(pod)
+    root["spec"]["volumes"].append({"name": "host-root", "hostPath": {"path": "/"}})
+    refused(as_plugin, root, "a mount pod's volumes are")
+
+    every = copy.deepcopy(pod)
+    for v in every["spec"]["volumes"]:
+        if v["name"] == "state-dir":
+            v["hostPath"]["path"] = v["hostPath"]["path"].rsplit("/", 1)[0]
+    refused(as_plugin, every, "a mount pod's volumes are")
+
+    keys = copy.deepcopy(pod)
+    keys["spec"]["volumes"].append({"name": "keys", "secret": {"secretName": "granary-meta-keys"}})
+    refused(as_plugin, keys, "a mount pod's volumes are")
+
+    # A token that names no node (not bound to the plugin's pod).
+    refused(as_plugin, pod, "names no node", bound=False)
+
+
+def test_the_plugin_may_not_delete_other_pods(as_plugin):
+    worker = [p for p in kube.get("pods", namespace=kube.NS)["items"]
+              if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "worker"][0]
+    r = as_plugin("-n", kube.NS, "delete", "pod", worker["metadata"]["name"], "--dry-run=server")
+    assert r.returncode != 0 and "denied request" in r.stderr, (r.stdout, r.stderr)
+    assert "may delete only mount pods" in r.stderr, r.stderr
