@@ -41,6 +41,10 @@ enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCK_HA
 /* Whether the membership lists a worker with this id. */
 bool placement_has(struct placement *p, const char *id);
 
+/* Whether the membership is these n workers by their ids (ids unique, in
+ * any order), which alone decide every block's owner. */
+bool placement_same_ids(struct placement *p, const struct placement_worker *workers, size_t n);
+
 uint64_t placement_version(struct placement *p);
 size_t placement_count(struct placement *p);
 

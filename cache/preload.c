@@ -1,5 +1,11 @@
 /*
  * preload.c - warm-up jobs over fetch_warm with bounded parallelism.
+ *
+ * Blocks are handed out in listing order (object by object, block by
+ * block), each with its number in that order, seq: a placed job keeps one
+ * bit per seq, set for the blocks placed here, so that a block whose owner
+ * changed since the split moves between blocks_total and blocks_elsewhere
+ * once, when it is handed out.
  */
 #include "cache/preload.h"
 
@@ -26,13 +32,18 @@ struct job {
 	char **names;                      /* the objects asked for; NULL = all */
 	size_t nnames;
 	bool by_prefix;                    /* names are prefixes: the objects under them */
+	/* With a placement: whose blocks this worker fetches, and one bit
+	 * per block (seq) placed here at the split; read-only after it. */
+	struct placement *members;         /* borrowed; NULL: every block */
+	char *self;
+	uint8_t *here;
 
 	/* Set up by the job thread before the fetch threads start. */
 	struct preload_object *objs;
 	size_t nobjs, cap;
-	/* Next block to hand out; protected by p->mu. */
+	/* Next block to hand out and its seq; protected by p->mu. */
 	size_t cur_obj;
-	uint64_t cur_block;
+	uint64_t cur_block, cur_seq;
 
 	struct preload_status st;          /* protected by p->mu */
 	/* preload_cancel asked it to stop, and why; protected by p->mu. */
@@ -77,6 +88,10 @@ static void job_release_work(struct job *j)
 	free(j->objs);
 	j->objs = NULL;
 	j->nobjs = j->cap = 0;
+	free(j->self);
+	j->self = NULL;
+	free(j->here);
+	j->here = NULL;
 	if (j->ds)
 		fetch_dataset_put(j->p->f, j->ds);
 	j->ds = NULL;
@@ -243,8 +258,85 @@ static enum error_code resolve_objects(struct job *j, struct error *err)
 	return ERR_OK;
 }
 
-/* Hands out the next (object, block); false when none is left. */
-static bool next_block(struct job *j, size_t *obj, uint64_t *block)
+/* Bytes of block bi of o. */
+static uint64_t block_len(const struct preload_object *o, uint64_t bi, uint64_t bs)
+{
+	return o->size - bi * bs < bs ? o->size - bi * bs : bs;
+}
+
+/* Whether the membership gives block bi of o to this worker now. The key
+ * hashed is the one every client hashes (block/key.h), from the fields
+ * fetch.c keys the dataset's blocks with. */
+static bool placed_here(const struct job *j, const struct preload_object *o, uint64_t bi)
+{
+	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
+	char full[BLOCK_KEY_MAX + 1], addr[PLACEMENT_ADDRESS_MAX], id[256];
+	uint8_t hash[BLOCK_HASH_LEN];
+
+	snprintf(full, sizeof(full), "%s%s", d->prefix, o->key);
+	block_key_hash(&(struct block_key){ .endpoint = d->key_endpoint,
+					    .bucket = d->bucket,
+					    .object = full,
+					    .etag = o->etag,
+					    .block_size = d->block_size,
+					    .index = bi },
+		       hash);
+	return placement_owner(j->members, hash, addr, id, sizeof(id)) == ERR_OK &&
+	       strcmp(id, j->self) == 0;
+}
+
+/* Marks the blocks placed here by the membership now; *blocks and *bytes
+ * get their totals. */
+static enum error_code split(struct job *j, uint64_t nblocks, uint64_t *blocks, uint64_t *bytes,
+			     struct error *err)
+{
+	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
+	uint64_t seq = 0;
+
+	*blocks = *bytes = 0;
+	j->here = calloc(nblocks / 8 + 1, 1);
+	if (!j->here)
+		return error_set(err, ERR_NOMEM, "preload: out of memory");
+	for (size_t i = 0; i < j->nobjs; i++) {
+		const struct preload_object *o = &j->objs[i];
+
+		for (uint64_t bi = 0; bi * bs < o->size; bi++, seq++) {
+			if (!placed_here(j, o, bi))
+				continue;
+			j->here[seq / 8] |= (uint8_t)(1u << (seq % 8));
+			(*blocks)++;
+			*bytes += block_len(o, bi, bs);
+		}
+	}
+	return ERR_OK;
+}
+
+/* Whether block seq (bi of o) is placed here now; one whose owner changed
+ * since the split moves between blocks_total and blocks_elsewhere. */
+static bool still_here(struct job *j, const struct preload_object *o, uint64_t bi, uint64_t seq)
+{
+	const uint64_t len = block_len(o, bi, fetch_dataset_describe(j->ds)->block_size);
+	bool now = placed_here(j, o, bi), was = j->here[seq / 8] & (1u << (seq % 8));
+
+	if (now == was)
+		return now;
+	pthread_mutex_lock(&j->p->mu);
+	if (now) {
+		j->st.blocks_total++;
+		j->st.bytes_total += len;
+		j->st.blocks_elsewhere--;
+	} else {
+		j->st.blocks_total--;
+		j->st.bytes_total -= len;
+		j->st.blocks_elsewhere++;
+	}
+	pthread_mutex_unlock(&j->p->mu);
+	return now;
+}
+
+/* Hands out the next (object, block) and its seq; false when none is
+ * left. */
+static bool next_block(struct job *j, size_t *obj, uint64_t *block, uint64_t *seq)
 {
 	struct preloader *p = j->p;
 	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
@@ -257,6 +349,7 @@ static bool next_block(struct job *j, size_t *obj, uint64_t *block)
 		if (j->cur_block * bs < o->size) {
 			*obj = j->cur_obj;
 			*block = j->cur_block++;
+			*seq = j->cur_seq++;
 			ok = true;
 			break;
 		}
@@ -273,15 +366,17 @@ static void *fetch_thread(void *arg)
 	struct preloader *p = j->p;
 	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
 	size_t oi;
-	uint64_t bi;
+	uint64_t bi, seq;
 
-	while (next_block(j, &oi, &bi)) {
+	while (next_block(j, &oi, &bi, &seq)) {
 		const struct preload_object *o = &j->objs[oi];
-		uint64_t len = o->size - bi * bs < bs ? o->size - bi * bs : bs;
+		uint64_t len = block_len(o, bi, bs);
 		struct error err;
 		bool fetched = false;
 		enum error_code rc;
 
+		if (j->members && !still_here(j, o, bi, seq))
+			continue;
 		rc = fetch_warm(p->f, j->ds, o->key, o->etag, o->size, bi, &fetched, &err);
 		if (rc != ERR_OK && rc != ERR_NO_SPACE) {
 			job_error(j, &err);
@@ -305,7 +400,7 @@ static void *job_thread(void *arg)
 	struct job *j = arg;
 	struct preloader *p = j->p;
 	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
-	uint64_t blocks = 0, bytes = 0;
+	uint64_t blocks = 0, bytes = 0, here_blocks, here_bytes;
 	pthread_t *threads = NULL;
 	unsigned nthreads = 0, want;
 	struct error err;
@@ -326,13 +421,22 @@ static void *job_thread(void *arg)
 		blocks += (j->objs[i].size + bs - 1) / bs;
 		bytes += j->objs[i].size;
 	}
+	here_blocks = blocks;
+	here_bytes = bytes;
+	if (j->members) {
+		rc = split(j, blocks, &here_blocks, &here_bytes, &err);
+		if (rc != ERR_OK)
+			goto out;
+	}
 	pthread_mutex_lock(&p->mu);
 	j->st.objects = j->nobjs;
-	j->st.blocks_total = blocks;
-	j->st.bytes_total = bytes;
+	j->st.blocks_total = here_blocks;
+	j->st.bytes_total = here_bytes;
+	j->st.blocks_elsewhere = blocks - here_blocks;
 	pthread_mutex_unlock(&p->mu);
 	log_info("preload started", LOG_U("id", j->st.id), LOG_S("dataset", j->st.dataset),
-		 LOG_U("objects", j->nobjs), LOG_U("blocks", blocks), LOG_U("bytes", bytes));
+		 LOG_U("objects", j->nobjs), LOG_U("blocks", here_blocks),
+		 LOG_U("bytes", here_bytes), LOG_U("blocks_elsewhere", blocks - here_blocks));
 
 	want = blocks < p->parallelism ? (unsigned)blocks : p->parallelism;
 	threads = calloc(want ? want : 1, sizeof(*threads));
@@ -366,7 +470,8 @@ out:
 	log_info("preload finished", LOG_U("id", j->st.id), LOG_S("dataset", j->st.dataset),
 		 LOG_S("state", preload_state_name(j->st.state)),
 		 LOG_U("blocks_done", j->st.blocks_done), LOG_U("blocks_fetched", j->st.blocks_fetched),
-		 LOG_U("blocks_skipped", j->st.blocks_skipped), LOG_U("errors", j->st.errors));
+		 LOG_U("blocks_skipped", j->st.blocks_skipped),
+		 LOG_U("blocks_elsewhere", j->st.blocks_elsewhere), LOG_U("errors", j->st.errors));
 	job_release_work(j);
 	return NULL;
 }
@@ -445,9 +550,10 @@ static void prune(struct preloader *p, struct job **freed)
 }
 
 /* preload_start and preload_start_under: items are objects, or prefixes
- * when by_prefix. */
+ * when by_prefix; placed as preload_start_under's. */
 static enum error_code start(struct preloader *p, const char *dataset, const char *const *items,
-			     size_t n, bool by_prefix, uint64_t *id, struct error *err)
+			     size_t n, bool by_prefix, const struct preload_placement *placed,
+			     uint64_t *id, struct error *err)
 {
 	struct job *j = NULL, *freed = NULL;
 	enum error_code rc;
@@ -460,11 +566,22 @@ static enum error_code start(struct preloader *p, const char *dataset, const cha
 	if (by_prefix && n > BLOCK_PRELOAD_PREFIXES_MAX)
 		return error_set(err, ERR_INVALID, "preload: %zu prefixes named, at most %d", n,
 				 BLOCK_PRELOAD_PREFIXES_MAX);
+	if (placed && (!placed->members || !placed->self || !*placed->self))
+		return error_set(err, ERR_INVALID,
+				 "preload: a placement needs the membership and this worker's id");
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return error_set(err, ERR_NOMEM, "preload: out of memory");
 	j->p = p;
 	j->by_prefix = by_prefix;
+	if (placed) {
+		j->members = placed->members;
+		j->self = strdup(placed->self);
+		if (!j->self) {
+			rc = error_set(err, ERR_NOMEM, "preload: out of memory");
+			goto fail;
+		}
+	}
 	rc = fetch_dataset_get(p->f, dataset, &j->ds, err);
 	if (rc != ERR_OK)
 		goto fail;
@@ -535,14 +652,15 @@ enum error_code preload_start(struct preloader *p, const char *dataset,
 			      const char *const *objects, size_t n, uint64_t *id,
 			      struct error *err)
 {
-	return start(p, dataset, objects, n, false, id, err);
+	return start(p, dataset, objects, n, false, NULL, id, err);
 }
 
 enum error_code preload_start_under(struct preloader *p, const char *dataset,
-				    const char *const *prefixes, size_t n, uint64_t *id,
+				    const char *const *prefixes, size_t n,
+				    const struct preload_placement *placed, uint64_t *id,
 				    struct error *err)
 {
-	return start(p, dataset, prefixes, n, true, id, err);
+	return start(p, dataset, prefixes, n, true, placed, id, err);
 }
 
 size_t preload_cancel(struct preloader *p, const char *dataset, uint64_t id, const char *why)

@@ -10,6 +10,18 @@
  * shares single flight and the fetch slots with the readers and never
  * holds blocks in memory the cache refuses (those are counted as skipped).
  *
+ * A job given a placement (granary-meta's preloads: every worker runs one)
+ * fetches only the blocks that rendezvous placement gives this worker, so
+ * that the cluster reads each block from the store once and every block
+ * lands on the worker the mounts ask for it. Once the listing is in, it
+ * splits the blocks by the membership it is given (blocks_total: those
+ * placed here; blocks_elsewhere: the others, never fetched here), and it
+ * asks again as it hands each block out: a membership that changes while
+ * the job runs moves the blocks not handed out yet (a block placed here
+ * since is fetched, one placed elsewhere since is left to its new owner).
+ * Blocks handed out before the change are the next job's (worker_meta.h
+ * runs one after every new membership).
+ *
  * Each job runs on its own thread plus its fetch threads; progress is read
  * with preload_get at any time. Finished jobs are kept for inspection (the
  * newest PRELOAD_KEEP_FINISHED). Thread-safe; one mutex guards the job list
@@ -21,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/placement.h"
 #include "cache/fetch.h"
 #include "common/error.h"
 
@@ -40,10 +53,13 @@ struct preload_status {
 	char dataset[BLOCK_DATASET_MAX + 1];
 	enum preload_state state;
 	uint64_t objects;
-	uint64_t blocks_done, blocks_total;   /* done: cached now (present or fetched) */
+	/* total: the blocks to cache here (with a placement, those it gives
+	 * this worker); done: cached now (present or fetched) */
+	uint64_t blocks_done, blocks_total;
 	uint64_t bytes_done, bytes_total;
 	uint64_t blocks_fetched;              /* of blocks_done, those fetched by this job */
 	uint64_t blocks_skipped;              /* the cache refused them */
+	uint64_t blocks_elsewhere;            /* placed on another worker: not fetched here */
 	uint64_t errors;                      /* blocks or objects that failed */
 	char error[ERROR_MSG_MAX];            /* the first error, "" if none */
 };
@@ -55,6 +71,13 @@ struct preload_totals {
 };
 
 struct preloader;
+
+/* Which blocks a job fetches: those rendezvous placement gives to worker
+ * self over members (the membership's ids, as block/placement.h). */
+struct preload_placement {
+	struct placement *members;  /* borrowed: must outlive the job */
+	const char *self;           /* copied */
+};
 
 /*
  * parallelism >= 1: blocks fetched at once per job. lim bounds every job's
@@ -83,9 +106,12 @@ enum error_code preload_start(struct preloader *p, const char *dataset,
 			      struct error *err);
 /* As preload_start, for the objects under n prefixes (at most
  * BLOCK_PRELOAD_PREFIXES_MAX; 0: the whole dataset); a bad prefix is
- * ERR_INVALID (block_preload_prefix_check). */
+ * ERR_INVALID (block_preload_prefix_check). placed: fetch only the blocks
+ * it gives this worker (see the top); NULL: every block. A placement
+ * without members or self is ERR_INVALID. */
 enum error_code preload_start_under(struct preloader *p, const char *dataset,
-				    const char *const *prefixes, size_t n, uint64_t *id,
+				    const char *const *prefixes, size_t n,
+				    const struct preload_placement *placed, uint64_t *id,
 				    struct error *err);
 
 /*

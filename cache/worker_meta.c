@@ -3,6 +3,7 @@
  */
 #include "cache/worker_meta.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,16 @@
  * time out still ends before the next one is due. */
 #define DEFAULT_CALL_TIMEOUT_MS 2000
 #define DEFAULT_RETRY_MS 1000
+
+/* A preload that failed starts again after 1-2 s, then after twice as long
+ * each time, up to 30-60 s (equal jitter: the workers that failed together
+ * do not ask the store together again), until one ends done or its
+ * dataset is removed or replaced. */
+static const struct retry_policy preload_retry = {
+	.max_attempts = UINT_MAX,
+	.base_ms = 2000,
+	.max_ms = 60000,
+};
 
 /* --- planning ------------------------------------------------------------- */
 
@@ -104,7 +115,8 @@ bool worker_meta_preload_wanted(const Granary__V1__Dataset *ds, char *out, size_
 
 	if (!o || !o->preload)
 		return false;
-	n = snprintf(out, size, "generation %llu:", (unsigned long long)ds->generation);
+	n = snprintf(out, size, "generation %llu built %lld:", (unsigned long long)ds->generation,
+		     (long long)ds->created_unix_ms);
 	if (n < 0 || (size_t)n >= size)
 		return false;
 	at = (size_t)n;
@@ -216,20 +228,30 @@ struct worker_meta {
 	struct complaint *complaints;
 	size_t ncomplaints;
 	bool outage, joined;
-	/* Placement: the membership as of the last heartbeat that named a
-	 * new version, since when it holds, and whether the blocks it gives
-	 * to other workers were dropped here. */
+	/* Placement: the membership this worker acts on, the last one that
+	 * stayed the same for placement.settle (the sweep and the preload
+	 * jobs, which borrow it); and the newest one read from meta, held
+	 * back (NULL once applied), with the heartbeat's version of it and
+	 * since when that holds. */
 	struct placement *placement;
+	Granary__V1__ListWorkersReply *members;
 	uint64_t members_version, members_since_ms;
-	bool swept;
+	/* Counts the memberships applied that moved a block: another set of
+	 * workers by id than the one before (a new version of the same
+	 * workers, meta restarted, moves none). */
+	uint64_t owners_epoch;
 };
 
-/* The last preload job started for a dataset, and what it was asked
- * (worker_meta_preload_wanted). */
+/* The last preload job started for a dataset: what it was asked
+ * (worker_meta_preload_wanted), the owners epoch it split the blocks by
+ * (worker_meta.owners_epoch), and the backoff of its failures. */
 struct preload_job {
 	char *name;
 	uint64_t id;
 	char *asked;
+	uint64_t members;
+	struct retry backoff;            /* since the last job that ended done */
+	uint64_t retry_at;               /* job id failed (logged): start again then; 0: not */
 };
 
 static struct preload_job *job_find(struct worker_meta *wm, const char *name)
@@ -240,29 +262,83 @@ static struct preload_job *job_find(struct worker_meta *wm, const char *name)
 	return NULL;
 }
 
-static void job_set(struct worker_meta *wm, const char *name, uint64_t id, const char *asked)
+/* Remembers job id as the dataset's last; asked the same as the one
+ * before, it goes on with its backoff. */
+static void job_set(struct worker_meta *wm, const char *name, uint64_t id, const char *asked,
+		    uint64_t members)
 {
 	struct preload_job *j = job_find(wm, name), *grown;
-	char *copy = strdup(asked);
+	char *copy;
 
-	if (!copy)
-		return;
-	if (j) {
-		free(j->asked);
-		j->id = id;
+	if (!j || strcmp(j->asked, asked) != 0) {
+		copy = strdup(asked);
+		if (!copy)
+			return;
+		if (!j) {
+			grown = realloc(wm->jobs, (wm->njobs + 1) * sizeof(*grown));
+			if (grown)
+				wm->jobs = grown;
+			if (!grown || !(j = &wm->jobs[wm->njobs], j->name = strdup(name))) {
+				free(copy);
+				return;
+			}
+			wm->njobs++;
+		} else {
+			free(j->asked);
+		}
 		j->asked = copy;
-		return;
-	}
-	grown = realloc(wm->jobs, (wm->njobs + 1) * sizeof(*grown));
-	if (grown)
-		wm->jobs = grown;
-	if (!grown || !(j = &wm->jobs[wm->njobs], j->name = strdup(name))) {
-		free(copy);
-		return;
+		retry_init(&j->backoff, &preload_retry);
 	}
 	j->id = id;
-	j->asked = copy;
-	wm->njobs++;
+	j->members = members;
+	j->retry_at = 0;
+}
+
+/* Whether the last job of a dataset ended failed. */
+static bool job_failed(struct worker_meta *wm, const char *name)
+{
+	const struct preload_job *j = job_find(wm, name);
+	struct preload_status st;
+	struct error err;
+
+	return j && preload_get(wm->cfg.preloader, j->id, &st, &err) == ERR_OK &&
+	       st.state == PRELOAD_FAILED;
+}
+
+/*
+ * Why the dataset's last job j, asked the same as now, runs again, or NULL
+ * when it does not: it failed and its backoff is over (the failure is
+ * logged once, when first seen), or it ended done by another set of
+ * workers than the one this worker holds now (members, an owners epoch):
+ * blocks it passed may be placed here since. A job that ended done ends the backoff.
+ */
+static const char *job_again(struct worker_meta *wm, struct preload_job *j, uint64_t members)
+{
+	struct preload_status st;
+	struct error err;
+	uint64_t now = retry_now_ms(), delay;
+
+	if (preload_get(wm->cfg.preloader, j->id, &st, &err) != ERR_OK)
+		st.state = PRELOAD_DONE; /* long over: no longer kept */
+	switch (st.state) {
+	case PRELOAD_RUNNING:
+		return NULL;
+	case PRELOAD_DONE:
+		if (j->backoff.attempt > 1)
+			retry_init(&j->backoff, &preload_retry);
+		return j->members != members ? "a new membership" : NULL;
+	case PRELOAD_FAILED:
+		if (!j->retry_at) {
+			if (!retry_next(&j->backoff, now, &delay))
+				delay = preload_retry.max_ms;
+			j->retry_at = now + delay;
+			log_warn("preload failed; it starts again", LOG_S("dataset", j->name),
+				 LOG_U("job", j->id), LOG_U("retry_in_ms", delay),
+				 LOG_S("cause", st.error));
+		}
+		return now >= j->retry_at ? "retry after a failure" : NULL;
+	}
+	return NULL;
 }
 
 static void job_forget(struct worker_meta *wm, const char *name)
@@ -393,11 +469,13 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 	rc = worker_meta_dataset_config(ds->spec, &wm->cfg.defaults, &cfg, &err);
 	if (rc == ERR_OK) {
 		/* A job of the old definition would go on filling the cache
-		 * with it; the new one gets its own job (follow_preload). */
+		 * with it, and one that failed would be tried again: the new
+		 * one gets its own job (follow_preload). */
 		snprintf(why, sizeof(why),
 			 "cancelled: dataset '%s' was replaced by a new definition from granary-meta",
 			 cfg.name);
-		if (wm->cfg.preloader && preload_cancel(wm->cfg.preloader, cfg.name, 0, why))
+		if (wm->cfg.preloader && (preload_cancel(wm->cfg.preloader, cfg.name, 0, why) ||
+					  job_failed(wm, cfg.name)))
 			job_forget(wm, cfg.name);
 		rc = fetch_dataset_register(wm->cfg.fetcher, &cfg, &created, &err);
 	}
@@ -414,22 +492,35 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 		 LOG_U("generation", ds->generation), LOG_I("created", created));
 }
 
-/* Starts a preload of a dataset taken from meta when what it asks for
- * changed since the last job (worker_meta_preload_wanted). */
+/*
+ * Starts a preload of a dataset taken from meta when what it asks for
+ * changed since the last job (worker_meta_preload_wanted), when the last
+ * one failed and its backoff is over, or when the membership changed
+ * since it started (job_again). The job fetches only the blocks placed
+ * here by the membership this worker holds (follow_membership): none
+ * starts before one that lists this worker has settled.
+ */
 static void follow_preload(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 {
 	const Granary__V1__DatasetOptions *o = ds->spec->options;
 	const char *name = str_or_empty(ds->spec->name);
-	const struct preload_job *last = job_find(wm, name);
-	char wanted[BLOCK_PRELOAD_PREFIXES_MAX * (BLOCK_KEY_MAX + 1) + 32];
+	struct preload_job *last = job_find(wm, name);
+	const struct preload_placement placed = { wm->placement, wm->worker_id };
+	char wanted[BLOCK_PRELOAD_PREFIXES_MAX * (BLOCK_KEY_MAX + 1) + 64];
+	const char *reason = "what the dataset asks changed";
 	struct error err;
-	uint64_t id = 0;
+	uint64_t id = 0, members;
 
 	if (!wm->cfg.preloader || !owned_has(wm, name) ||
 	    !worker_meta_preload_wanted(ds, wanted, sizeof(wanted)) ||
-	    (last && strcmp(last->asked, wanted) == 0))
+	    !placement_has(wm->placement, wm->worker_id))
 		return;
-	if (last) {
+	members = wm->owners_epoch;
+	if (last && strcmp(last->asked, wanted) == 0) {
+		reason = job_again(wm, last, members);
+		if (!reason)
+			return;
+	} else if (last) {
 		char why[ERROR_MSG_MAX];
 
 		snprintf(why, sizeof(why),
@@ -438,17 +529,19 @@ static void follow_preload(struct worker_meta *wm, const Granary__V1__Dataset *d
 		preload_cancel(wm->cfg.preloader, name, last->id, why);
 	}
 	if (preload_start_under(wm->cfg.preloader, name,
-				(const char *const *)o->preload_prefixes, o->n_preload_prefixes, &id,
-				&err) != ERR_OK) {
+				(const char *const *)o->preload_prefixes, o->n_preload_prefixes,
+				&placed, &id, &err) != ERR_OK) {
 		if (complaint_is_new(wm, name, err.msg))
 			log_warn("cannot start the preload of a dataset", LOG_S("dataset", name),
 				 LOG_S("cause", err.msg));
 		return;
 	}
 	count(wm, &wm->stats.preloads, 1);
-	job_set(wm, name, id, wanted);
+	job_set(wm, name, id, wanted, members);
 	log_info("preload started", LOG_S("dataset", name), LOG_U("job", id),
-		 LOG_U("generation", ds->generation), LOG_U("prefixes", o->n_preload_prefixes));
+		 LOG_S("why", reason), LOG_U("generation", ds->generation),
+		 LOG_U("prefixes", o->n_preload_prefixes),
+		 LOG_U("membership_version", placement_version(wm->placement)));
 }
 
 static void drop_dataset(struct worker_meta *wm, const char *name)
@@ -535,13 +628,17 @@ static bool owned_here(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], 
 }
 
 /*
- * One owner per block. While a worker is away its blocks' owners are
- * others, which fetch and keep them; when it comes back (with the blocks
- * its cache directory still holds) or a partial membership passes (meta
- * just restarted), both hold them. Each new membership version is read
- * from meta; once it has held for placement.settle and lists this worker,
- * the blocks of meta's datasets that rendezvous placement gives to another
- * live worker are dropped here (mounts ask that owner for them).
+ * One owner per block, by a settled membership. While a worker is away
+ * its blocks' owners are others, which fetch and keep them; when it comes
+ * back (with the blocks its cache directory still holds) or a partial
+ * membership passes (meta just restarted), both hold them. Each new
+ * membership version is read from meta and held back until it has stayed
+ * the same for placement.settle (0: at once), so that one that does not
+ * last moves no block. Then this worker acts on it: the preloads place
+ * their blocks by it (follow_preload), and, with placement.settle set and
+ * this worker listed, the cached blocks of meta's datasets that
+ * rendezvous placement gives to another live worker are dropped here
+ * (mounts ask that owner for them).
  */
 static void follow_membership(struct worker_meta *wm, uint64_t version)
 {
@@ -549,28 +646,39 @@ static void follow_membership(struct worker_meta *wm, uint64_t version)
 	struct placement_worker *w;
 	struct error err;
 	uint64_t now = retry_now_ms(), dropped;
+	enum error_code rc = ERR_NOMEM;
+	bool moved = false;
 
-	if (!wm->cfg.settle_ms)
-		return;
 	if (version != wm->members_version) {
 		if (meta_client_list_workers(wm->meta, &r, &err) != ERR_OK)
 			return; /* asked again next round */
-		w = calloc(r->n_workers ? r->n_workers : 1, sizeof(*w));
-		for (size_t i = 0; w && i < r->n_workers; i++)
-			w[i] = (struct placement_worker){ r->workers[i]->id, r->workers[i]->address };
-		if (w && placement_update(wm->placement, w, r->n_workers, r->version, &err) == ERR_OK) {
-			wm->members_version = version;
-			wm->members_since_ms = now;
-			wm->swept = false;
-		}
-		free(w);
-		granary__v1__list_workers_reply__free_unpacked(r, NULL);
-		return;
+		if (wm->members)
+			granary__v1__list_workers_reply__free_unpacked(wm->members, NULL);
+		wm->members = r;
+		wm->members_version = version;
+		wm->members_since_ms = now;
 	}
-	if (wm->swept || now - wm->members_since_ms < wm->cfg.settle_ms)
+	if (!wm->members || now - wm->members_since_ms < wm->cfg.settle_ms)
 		return;
-	wm->swept = true;
-	if (!placement_has(wm->placement, wm->worker_id))
+	r = wm->members;
+	w = calloc(r->n_workers ? r->n_workers : 1, sizeof(*w));
+	for (size_t i = 0; w && i < r->n_workers; i++)
+		w[i] = (struct placement_worker){ r->workers[i]->id, r->workers[i]->address };
+	if (w) {
+		moved = !placement_same_ids(wm->placement, w, r->n_workers);
+		rc = placement_update(wm->placement, w, r->n_workers, r->version, &err);
+	}
+	free(w);
+	if (rc != ERR_OK)
+		return; /* applied next round */
+	if (moved)
+		wm->owners_epoch++;
+	log_info("placement follows a settled membership", LOG_U("workers", r->n_workers),
+		 LOG_U("membership_version", r->version),
+		 LOG_I("listed", placement_has(wm->placement, wm->worker_id)));
+	granary__v1__list_workers_reply__free_unpacked(r, NULL);
+	wm->members = NULL;
+	if (!wm->cfg.settle_ms || !placement_has(wm->placement, wm->worker_id))
 		return;
 	dropped = blockstore_drop_unless(fetch_blockstore(wm->cfg.fetcher), owned_here, wm);
 	if (dropped == 0)
@@ -741,6 +849,8 @@ static void member_free(struct worker_meta *wm)
 {
 	meta_client_free(wm->meta);
 	placement_free(wm->placement);
+	if (wm->members)
+		granary__v1__list_workers_reply__free_unpacked(wm->members, NULL);
 	for (size_t i = 0; i < wm->nowned; i++)
 		free(wm->owned[i]);
 	free(wm->owned);
@@ -829,6 +939,10 @@ void worker_meta_stop(struct worker_meta *wm)
 		pthread_mutex_unlock(&wm->mu);
 		pthread_join(wm->thread, NULL);
 	}
+	/* Its jobs borrow the placement freed here. */
+	for (size_t i = 0; wm->cfg.preloader && i < wm->njobs; i++)
+		preload_cancel(wm->cfg.preloader, wm->jobs[i].name, wm->jobs[i].id,
+			       "stopped: the worker is shutting down");
 	member_free(wm);
 }
 

@@ -19,8 +19,18 @@
  * credentials_ref names a file in meta's pod and is not used here: the
  * workers read with the cluster's store credentials.
  *
- * options.preload starts one preload job each time a dataset is taken from
- * meta (new to this process, or its definition changed).
+ * options.preload: every worker preloads the dataset, fetching only the
+ * blocks rendezvous placement gives it (preload.h), so that the cluster
+ * reads each block from the store once. Placement is by the last
+ * membership that stayed the same for settle_ms (the one the sweep of
+ * other workers' blocks uses too); none starts before one that lists this
+ * worker has. A job starts when what the dataset asks changes
+ * (worker_meta_preload_wanted), when a new membership has settled since
+ * the last job started (it fetches the blocks that moved here; running
+ * jobs follow the new membership for the blocks they have not handed out),
+ * and after a failure, with a backoff (1-2 s doubling to 30-60 s, each
+ * failure logged once with its cause) until a job ends done or the
+ * dataset is removed or replaced.
  *
  * meta unreachable (UNAVAILABLE or TIMEOUT): one warning per outage, then
  * the datasets stay as last listed and the worker keeps serving; the
@@ -83,11 +93,13 @@ bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
 
 /*
  * The preload meta's dataset asks of the workers, as a string that
- * changes when the request does: its snapshot generation and its
- * options.preload_prefixes (none: the whole dataset). False when the
- * dataset asks for none (options.preload off) or the string does not fit
- * in size bytes. A worker starts a job whenever this changes, so a
- * preload switched on, new prefixes and a new generation (a refresh) each
+ * changes when the request does: its snapshot generation, when that was
+ * built (created_unix_ms: a dataset deleted and registered again starts
+ * at generation 1 again, built anew) and its options.preload_prefixes
+ * (none: the whole dataset). False when the dataset asks for none
+ * (options.preload off) or the string does not fit in size bytes. A
+ * worker starts a job whenever this changes, so a preload switched on,
+ * new prefixes, a new generation (a refresh) and a new registration each
  * start one, and a pin or policy change none.
  */
 bool worker_meta_preload_wanted(const Granary__V1__Dataset *ds, char *out, size_t size);
@@ -127,10 +139,13 @@ struct worker_meta_config {
 	const char *advertise;          /* host:port peers fetch blocks from */
 	uint64_t capacity;              /* cache.capacity, reported in heartbeats */
 	uint64_t settle_ms;             /* placement.settle: a membership unchanged this
-					 * long has the blocks other workers own dropped
-					 * here; 0: never */
+					 * long is acted on: the blocks other workers own
+					 * are dropped here, preloads place blocks by it;
+					 * 0: at once, nothing dropped */
 	struct fetcher *fetcher;        /* borrowed; must outlive the member */
-	struct preloader *preloader;    /* borrowed; NULL: options.preload is ignored */
+	struct preloader *preloader;    /* borrowed; must outlive the member, which
+					 * cancels its jobs when it stops; NULL:
+					 * options.preload is ignored */
 	struct readiness *readiness;    /* borrowed; NULL: none. Told of every accepted
 					 * heartbeat and every failed call */
 	struct worker_meta_defaults defaults;
@@ -161,7 +176,9 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 				  struct error *err);
 
 /* Stops the thread (a call in progress finishes within call_timeout_ms),
- * joins it and frees everything. Datasets stay registered. NULL is a no-op. */
+ * joins it, cancels the preload jobs it started (they place blocks by its
+ * membership) and frees everything. Datasets stay registered. NULL is a
+ * no-op. */
 void worker_meta_stop(struct worker_meta *wm);
 
 /*

@@ -17,6 +17,10 @@
  * loopback TCP port requiring client certificates (mutual TLS), the
  * workers serving HTTPS with one certificate for one name, every client
  * verifying (certificates made per test, harness_certs_make).
+ *
+ * The "preload" case runs three workers that reach the store through a
+ * proxy the test can stall, and checks where each preloaded block lands
+ * (the block files, against placement computed here as a mount does).
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -44,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/key.h"
+#include "block/placement.h"
 #include "block/token.h"
 #include "common/fileio.h"
 #include "common/retry.h"
@@ -58,12 +64,15 @@
 #define SECRET "e2e-cluster-secret-0123456789abcdef"
 #define DATASET "cluster-ds"
 #define NWORKERS 2
+#define WORKERS_MAX 3      /* the "preload" case's */
 
-/* Multi-block objects (short last blocks, exact multiples, a deep key). */
-static const struct {
+struct object {
 	const char *key;
 	size_t size;
-} objects[] = {
+};
+
+/* Multi-block objects (short last blocks, exact multiples, a deep key). */
+static const struct object objects[] = {
 	{ "train/shard-0.rec", 40 * BS + 1234 },
 	{ "train/shard-1.rec", 32 * BS },
 	{ "train/shard-2.rec", 27 * BS + 7 },
@@ -96,7 +105,8 @@ static char work[128], token_path[200], meta_sock[240], meta_data[200], meta_met
  * token, as in the chart. */
 static struct harness_meta_keys keys;
 static struct proc meta;
-static struct worker workers[NWORKERS];
+static struct worker workers[WORKERS_MAX];
+static int nworkers = NWORKERS; /* started by setup */
 static struct token *tok;
 /* The "tls" case: TLS on meta's port and the workers', with these files. */
 static bool tls_on;
@@ -127,6 +137,7 @@ static void put_objects(void)
 	snprintf(prefix, sizeof(prefix), "cluster-e2e-%d-%llu/", (int)getpid(),
 		 (unsigned long long)retry_now_ms());
 	snprintf(source_uri, sizeof(source_uri), "s3://" BUCKET "/%s", prefix);
+	total_blocks = 0; /* once per case */
 	for (size_t i = 0; i < NOBJ; i++) {
 		data[i] = malloc(objects[i].size);
 		harness_fill(data[i], objects[i].size, ((unsigned)i + 1) * 0x9e3779b97f4a7c15ull + 11);
@@ -354,12 +365,18 @@ static bool worker_has(const struct worker *w, const char *dataset, char **json)
 	return http_get(w->port, path, json) == 200;
 }
 
+/* The "preload" case: the workers reach the store through a proxy the
+ * test can stall (at proxy_endpoint), with short store timeouts. */
+static struct harness_proxy *store_proxy;
+static char proxy_endpoint[64];
+
 static void worker_start(struct worker *w, int i)
 {
 	char exe[600], listen[64];
 	const char *argv[48] = { exe, "--listen", listen, "--node_id", w->id, "--meta.address",
 				 meta_sock, "--cache.dir", w->cache, "--cache.capacity", "256MiB",
-				 "--token_file", token_path, "--store.endpoint", endpoint,
+				 "--token_file", token_path, "--store.endpoint",
+				 store_proxy ? proxy_endpoint : endpoint,
 				 "--store.credentials_file", credentials, "--http.shutdown_grace",
 				 "2s", "--log.level", "info", "--meta.key_file", keys.worker,
 				 "--placement.settle", "1s",
@@ -369,6 +386,12 @@ static void worker_start(struct worker *w, int i)
 	int n = argv_len(argv);
 
 	tls_client_flags(argv, &n, false);
+	if (store_proxy) {
+		argv[n++] = "--store.request_timeout";
+		argv[n++] = "1s";
+		argv[n++] = "--store.max_attempts";
+		argv[n++] = "2";
+	}
 	if (tls_on) {
 		argv[n++] = "--tls.cert_file";
 		argv[n++] = certs.worker_cert;
@@ -417,7 +440,8 @@ static void spec_init(struct spec *sp, const char *name)
 	sp->o.block_size = BS;
 }
 
-static void register_ok(struct spec *sp)
+/* Registers sp, whose source holds files objects. */
+static void register_files(struct spec *sp, uint64_t files)
 {
 	struct meta_client *c = meta_client();
 	Granary__V1__Dataset *d = NULL;
@@ -425,9 +449,14 @@ static void register_ok(struct spec *sp)
 
 	ck_assert_msg(meta_client_register(c, &sp->s, &d, &err) == ERR_OK, "register '%s': %s",
 		      sp->s.name, err.msg);
-	ck_assert_uint_eq(d->files, NOBJ);
+	ck_assert_uint_eq(d->files, files);
 	granary__v1__dataset__free_unpacked(d, NULL);
 	meta_client_free(c);
+}
+
+static void register_ok(struct spec *sp)
+{
+	register_files(sp, NOBJ);
 }
 
 static size_t live_workers(void)
@@ -464,7 +493,7 @@ static bool all_joined(void *arg)
 
 static bool all_have(void *arg)
 {
-	for (int i = 0; i < NWORKERS; i++)
+	for (int i = 0; i < nworkers; i++)
 		if (workers[i].p.pid > 0 && !worker_has(&workers[i], arg, NULL))
 			return false;
 	return true;
@@ -472,7 +501,7 @@ static bool all_have(void *arg)
 
 static bool none_has(void *arg)
 {
-	for (int i = 0; i < NWORKERS; i++)
+	for (int i = 0; i < nworkers; i++)
 		if (workers[i].p.pid > 0 && worker_has(&workers[i], arg, NULL))
 			return false;
 	return true;
@@ -689,6 +718,11 @@ static long blocks_in(const struct worker *w)
 	return walk_blocks(w, count_entry);
 }
 
+static bool one_owner_each(void *arg)
+{
+	return blocks_in(&workers[0]) + blocks_in(&workers[1]) == (long)total_blocks;
+}
+
 /* Corrupts every block file of a worker's cache directory (a failing disk
  * or a stray writer); returns how many. */
 static long corrupt_blocks(const struct worker *w)
@@ -698,8 +732,8 @@ static long corrupt_blocks(const struct worker *w)
 
 /* --- the cluster fixture ------------------------------------------------------ */
 
-/* meta, the dataset registered in it, two workers that joined and took the
- * dataset from meta. */
+/* meta, the dataset registered in it, nworkers workers that joined and
+ * took the dataset from meta. */
 static void setup(void)
 {
 	struct spec sp;
@@ -724,9 +758,9 @@ static void setup(void)
 	meta_start();
 	spec_init(&sp, DATASET);
 	register_ok(&sp);
-	for (int i = 0; i < NWORKERS; i++)
+	for (int i = 0; i < nworkers; i++)
 		worker_start(&workers[i], i);
-	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)nworkers, 10000),
 		      "the workers did not join meta");
 	ck_assert_msg(wait_for(all_have, DATASET, 10000), "the workers did not take '%s' from meta",
 		      DATASET);
@@ -756,7 +790,7 @@ static void teardown(void)
 
 	detach_mounts();
 
-	for (int i = 0; i < NWORKERS; i++) {
+	for (int i = 0; i < nworkers; i++) {
 		int status = proc_stop(&workers[i].p);
 
 		if (status != 0) {
@@ -766,6 +800,9 @@ static void teardown(void)
 	}
 	if (proc_stop(&meta) != 0)
 		harness_dump_log(meta.log);
+	if (store_proxy)
+		harness_proxy_stop(store_proxy);
+	store_proxy = NULL;
 	harness_rm_rf(work);
 	ck_assert_msg(bad == 0, "a granary-worker exited with status %d at SIGTERM", bad);
 }
@@ -1163,7 +1200,8 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	ck_assert_msg(status == 201, "PUT local-only: %ld %s", status, resp.buf ? resp.buf : "");
 	free(resp.buf);
 
-	/* a second meta dataset, preloaded by every worker */
+	/* a second meta dataset, preloaded by the workers: each block by its
+	 * owner */
 	spec_init(&sp, "warm");
 	sp.o.preload = true;
 	sp.o.pin = true;
@@ -1175,7 +1213,10 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	for (int i = 0; i < NWORKERS; i++)
 		ck_assert_msg(wait_for(preload_done, &workers[i], 20000),
 			      "worker %s did not preload 'warm'", workers[i].id);
-	ck_assert_uint_ge(blocks_in(&workers[0]), (long)total_blocks);
+	ck_assert_msg(wait_for(one_owner_each, NULL, 10000),
+		      "'warm' preloaded: w1 holds %ld blocks, w2 %ld, of %llu",
+		      blocks_in(&workers[0]), blocks_in(&workers[1]),
+		      (unsigned long long)total_blocks);
 
 	/* deleted in meta: dropped by the workers; the HTTP one stays */
 	c = meta_client();
@@ -1569,11 +1610,6 @@ START_TEST(test_cluster_stopped_worker_stalls_readers_briefly)
 }
 END_TEST
 
-static bool one_owner_each(void *arg)
-{
-	return blocks_in(&workers[0]) + blocks_in(&workers[1]) == (long)total_blocks;
-}
-
 /*
  * A worker killed and started again on its cache directory comes back with
  * the blocks it held, while the peer that owned them in its absence
@@ -1661,6 +1697,481 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 	mount_stop(&m2);
 }
 END_TEST
+
+/* --- preload ----------------------------------------------------------------- */
+
+/* The blocks of some objects as the workers of the "preload" case key
+ * them (their store endpoint is the proxy's): where each is cached. */
+struct layout {
+	size_t n;
+	uint8_t (*hash)[BLOCK_HASH_LEN];
+};
+
+/* The layout of objs (keys under pfx), their ETags asked of the store. */
+static void layout_make(struct layout *l, const char *pfx, const struct object *objs, size_t nobj)
+{
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials,
+				    .request_timeout_ms = 10000 };
+	char *key_endpoint = block_key_endpoint("s3", proxy_endpoint, NULL);
+	struct store *st = NULL;
+	struct error err;
+	size_t at = 0;
+
+	ck_assert_ptr_nonnull(key_endpoint);
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	l->n = 0;
+	for (size_t i = 0; i < nobj; i++)
+		l->n += (objs[i].size + BS - 1) / BS;
+	l->hash = calloc(l->n, sizeof(*l->hash));
+	ck_assert_ptr_nonnull(l->hash);
+	for (size_t i = 0; i < nobj; i++) {
+		struct store_object info;
+		char key[300];
+
+		snprintf(key, sizeof(key), "%s%s", pfx, objs[i].key);
+		ck_assert_msg(store_head(st, key, &info, &err) == ERR_OK, "%s", err.msg);
+		for (uint64_t b = 0; b * BS < objs[i].size; b++)
+			block_key_hash(&(struct block_key){ .endpoint = key_endpoint,
+							    .bucket = BUCKET,
+							    .object = key,
+							    .etag = info.etag,
+							    .block_size = BS,
+							    .index = b },
+				       l->hash[at++]);
+		store_object_release(&info);
+	}
+	store_free(st);
+	free(key_endpoint);
+}
+
+/* owner[b]: the index in workers of block b's owner by the membership
+ * meta lists now, as a mount computes it. */
+static void layout_owners(const struct layout *l, int *owner)
+{
+	struct meta_client *c = meta_client();
+	Granary__V1__ListWorkersReply *r = NULL;
+	struct placement_worker w[WORKERS_MAX];
+	struct placement *p = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_list_workers(c, &r, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_uint_le(r->n_workers, WORKERS_MAX);
+	for (size_t i = 0; i < r->n_workers; i++)
+		w[i] = (struct placement_worker){ r->workers[i]->id, r->workers[i]->address };
+	ck_assert_int_eq(placement_new(&p, &err), ERR_OK);
+	ck_assert_int_eq(placement_update(p, w, r->n_workers, r->version, &err), ERR_OK);
+	for (size_t b = 0; b < l->n; b++) {
+		char addr[PLACEMENT_ADDRESS_MAX], id[64];
+
+		ck_assert_int_eq(placement_owner(p, l->hash[b], addr, id, sizeof(id)), ERR_OK);
+		owner[b] = -1;
+		for (int i = 0; i < nworkers; i++)
+			if (strcmp(workers[i].id, id) == 0)
+				owner[b] = i;
+	}
+	placement_free(p);
+	granary__v1__list_workers_reply__free_unpacked(r, NULL);
+	meta_client_free(c);
+}
+
+static bool block_held(const struct worker *w, const uint8_t hash[BLOCK_HASH_LEN])
+{
+	char hex[BLOCK_HASH_HEX], path[400];
+
+	block_hash_hex(hash, hex);
+	snprintf(path, sizeof(path), "%s/blocks/%.2s/%s", w->cache, hex, hex);
+	return access(path, F_OK) == 0;
+}
+
+/* Blocks of l that are not cached on exactly one live worker, their
+ * owner. */
+static size_t misplaced(const struct layout *l)
+{
+	int *owner = calloc(l->n, sizeof(*owner));
+	size_t bad = 0;
+
+	ck_assert_ptr_nonnull(owner);
+	layout_owners(l, owner);
+	for (size_t b = 0; b < l->n; b++) {
+		for (int i = 0; i < nworkers; i++) {
+			if (workers[i].p.pid > 0 &&
+			    block_held(&workers[i], l->hash[b]) != (owner[b] == i)) {
+				bad++;
+				break;
+			}
+		}
+	}
+	free(owner);
+	return bad;
+}
+
+static bool placed_once(void *arg)
+{
+	return misplaced(arg) == 0;
+}
+
+/* Blocks of l that worker i owns now. */
+static size_t owned_by(const struct layout *l, int i)
+{
+	int *owner = calloc(l->n, sizeof(*owner));
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(owner);
+	layout_owners(l, owner);
+	for (size_t b = 0; b < l->n; b++)
+		n += owner[b] == i;
+	free(owner);
+	return n;
+}
+
+/* The preload jobs of one dataset on a worker (GET /v1/preload/N for
+ * N = 1, 2, ... until one is unknown). */
+struct preloads {
+	int n, failed;
+	int last;                       /* the newest one's id; 0: none */
+	char state[16];                 /* the newest one's */
+	uint64_t blocks_total;          /* the newest one's */
+};
+
+static struct preloads preloads_of(const struct worker *w, const char *dataset)
+{
+	struct preloads ps = { 0 };
+
+	for (int id = 1;; id++) {
+		char path[64], *body = NULL;
+		json_t *job;
+		long status;
+
+		snprintf(path, sizeof(path), "/v1/preload/%d", id);
+		status = http_get(w->port, path, &body);
+		job = status == 200 ? json_loads(body, 0, NULL) : NULL;
+		free(body);
+		if (status == 404)
+			break;
+		ck_assert_msg(job, "GET %s of worker %s: status %ld", path, w->id, status);
+		if (strcmp(json_string_value(json_object_get(job, "dataset")), dataset) == 0) {
+			ps.n++;
+			ps.last = id;
+			snprintf(ps.state, sizeof(ps.state), "%s",
+				 json_string_value(json_object_get(job, "state")));
+			ps.failed += strcmp(ps.state, "failed") == 0;
+			ps.blocks_total =
+				(uint64_t)json_integer_value(json_object_get(job, "blocks_total"));
+		}
+		json_decref(job);
+	}
+	return ps;
+}
+
+/* Every live worker's newest preload of dataset is done and newer than
+ * after[i]. */
+struct preload_wait {
+	const char *dataset;
+	int after[WORKERS_MAX];
+};
+
+static bool preloaded(void *arg)
+{
+	const struct preload_wait *pw = arg;
+
+	for (int i = 0; i < nworkers; i++) {
+		struct preloads ps;
+
+		if (workers[i].p.pid <= 0)
+			continue;
+		ps = preloads_of(&workers[i], pw->dataset);
+		if (ps.last <= pw->after[i] || strcmp(ps.state, "done") != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Every worker acts on a settled membership of all nworkers (its log says
+ * so): no preload places blocks by a membership that is still forming. */
+static bool all_settled(void *arg)
+{
+	char needle[96];
+
+	snprintf(needle, sizeof(needle),
+		 "msg=\"placement follows a settled membership\" workers=%d", nworkers);
+	for (int i = 0; i < nworkers; i++)
+		if (!harness_file_contains(workers[i].p.log, needle))
+			return false;
+	return true;
+}
+
+/* Store fetches of block data the live workers made, all together. */
+static uint64_t fetches_all(void)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < nworkers; i++)
+		if (workers[i].p.pid > 0)
+			n += metric(&workers[i], "granary_worker_store_fetches_total");
+	return n;
+}
+
+/* The main objects as the dataset 'warm' (options.preload) once every
+ * worker has preloaded it: each block read from the store once. */
+static void preload_warm(struct layout *l)
+{
+	struct preload_wait pw = { "warm", { 0 } };
+	uint64_t bytes = 0, want_bytes = 0, fetched, totals = 0;
+	struct spec sp;
+
+	ck_assert_msg(wait_for(all_settled, NULL, 10000), "the workers' membership did not settle");
+	layout_make(l, prefix, objects, NOBJ);
+	spec_init(&sp, "warm");
+	sp.o.preload = true;
+	register_ok(&sp);
+	ck_assert_msg(wait_for(preloaded, &pw, 30000), "the workers did not preload 'warm'");
+	fetched = fetches_all();
+	for (int i = 0; i < nworkers; i++) {
+		struct preloads ps = preloads_of(&workers[i], "warm");
+
+		bytes += metric(&workers[i], "granary_worker_store_bytes_total");
+		totals += ps.blocks_total;
+		fprintf(stderr, "cluster: preload: %s fetched %llu blocks, holds %ld, "
+				"its job %d of %llu blocks\n",
+			workers[i].id,
+			(unsigned long long)metric(&workers[i],
+						   "granary_worker_store_fetches_total"),
+			blocks_in(&workers[i]), ps.last, (unsigned long long)ps.blocks_total);
+	}
+	for (size_t i = 0; i < NOBJ; i++)
+		want_bytes += objects[i].size;
+	fprintf(stderr, "cluster: preload of %llu blocks (%llu bytes) by %d workers: "
+			"%llu store fetches (%.2fx), %llu bytes, "
+			"%zu blocks not on exactly their owner\n",
+		(unsigned long long)total_blocks, (unsigned long long)want_bytes, nworkers,
+		(unsigned long long)fetched, (double)fetched / (double)total_blocks,
+		(unsigned long long)bytes, misplaced(l));
+	ck_assert_msg(fetched == total_blocks, "%llu store fetches for %llu blocks",
+		      (unsigned long long)fetched, (unsigned long long)total_blocks);
+	ck_assert_uint_eq(bytes, want_bytes);
+	/* the progress meta sums over the nodes adds up to the dataset */
+	ck_assert_uint_eq(totals, total_blocks);
+	ck_assert_uint_eq(misplaced(l), 0);
+}
+
+/*
+ * Three workers preload a dataset (options.preload): each fetches only the
+ * blocks placement gives it, so the store is read once per block (1.0x,
+ * not 3x), and every block is cached on the worker the mounts ask for it.
+ */
+START_TEST(test_cluster_preload_reads_each_block_once_onto_its_owner)
+{
+	struct layout l;
+
+	preload_warm(&l);
+	free(l.hash);
+}
+END_TEST
+
+/*
+ * The membership changes after a preload. Worker 3 dies: once the
+ * membership without it has settled, workers 1 and 2 preload again and
+ * fetch exactly the blocks that were worker 3's, nothing else. Worker 3
+ * comes back on its cache directory: it fetches nothing (it holds its
+ * blocks), the others drop their copies of them and fetch nothing either.
+ */
+START_TEST(test_cluster_preload_follows_a_worker_leaving_and_coming_back)
+{
+	struct preload_wait pw = { "warm", { 0 } };
+	uint64_t before, after_leave;
+	size_t owned3;
+	struct layout l;
+	int status;
+
+	preload_warm(&l);
+	owned3 = owned_by(&l, 2);
+	ck_assert_uint_gt(owned3, 0);
+	for (int i = 0; i < nworkers; i++)
+		pw.after[i] = preloads_of(&workers[i], "warm").last;
+
+	kill(workers[2].p.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(workers[2].p.pid, &status, 0), workers[2].p.pid);
+	workers[2].p.pid = 0;
+	before = fetches_all(); /* workers 1 and 2 */
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)2, 10000),
+		      "meta did not drop the killed worker");
+	ck_assert_msg(wait_for(placed_once, &l, 20000),
+		      "worker 3's blocks were not preloaded by their new owners: %zu misplaced",
+		      misplaced(&l));
+	ck_assert_msg(wait_for(preloaded, &pw, 20000), "workers 1 and 2 did not preload again");
+	after_leave = fetches_all();
+	fprintf(stderr, "cluster: preload: worker 3 left: %zu of its blocks, %llu fetched again\n",
+		owned3, (unsigned long long)(after_leave - before));
+	ck_assert_uint_eq(after_leave - before, owned3);
+
+	for (int i = 0; i < nworkers; i++)
+		pw.after[i] = i == 2 ? 0 : preloads_of(&workers[i], "warm").last;
+	worker_start(&workers[2], 2);
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)3, 10000),
+		      "the restarted worker did not join");
+	ck_assert_msg(wait_for(preloaded, &pw, 20000), "the workers did not preload again");
+	ck_assert_msg(wait_for(placed_once, &l, 10000),
+		      "blocks not on exactly their owner after worker 3 came back: %zu",
+		      misplaced(&l));
+	fprintf(stderr, "cluster: preload: worker 3 back: it fetched %llu, the others %llu\n",
+		(unsigned long long)metric(&workers[2], "granary_worker_store_fetches_total"),
+		(unsigned long long)(fetches_all() -
+				     metric(&workers[2], "granary_worker_store_fetches_total") -
+				     after_leave));
+	ck_assert_uint_eq(metric(&workers[2], "granary_worker_store_fetches_total"), 0);
+	ck_assert_uint_eq(fetches_all(), after_leave);
+	free(l.hash);
+}
+END_TEST
+
+/*
+ * A dataset deleted and registered again in meta between two of the
+ * workers' rounds (here: with the workers stopped meanwhile) starts at
+ * generation 1 again, with another listing: the new registration is
+ * preloaded, not taken for the old one's. Its new object's blocks reach
+ * their owners.
+ */
+START_TEST(test_cluster_preload_of_a_dataset_registered_again_runs_again)
+{
+	static const struct object again[] = {
+		{ "a.bin", 5 * BS + 3 },
+		{ "b.bin", 2 * BS },
+		{ "c.bin", 7 * BS + 11 }, /* put before the second registration */
+	};
+	struct store_config cfg = { .endpoint = endpoint, .credentials_file = credentials,
+				    .request_timeout_ms = 10000 };
+	struct preload_wait pw = { "again", { 0 } };
+	char pfx[200], uri[300], key[300];
+	unsigned char *buf = calloc(1, 8 * BS);
+	struct store *st = NULL;
+	struct meta_client *c;
+	struct layout l;
+	struct spec sp;
+	struct error err;
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_msg(store_open("s3://" BUCKET, &cfg, &st, &err) == ERR_OK, "%s", err.msg);
+	snprintf(pfx, sizeof(pfx), "%.*s-again/", (int)strlen(prefix) - 1, prefix);
+	snprintf(uri, sizeof(uri), "s3://" BUCKET "/%s", pfx);
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(key, sizeof(key), "%s%s", pfx, again[i].key);
+		harness_fill(buf, again[i].size, 77 + i);
+		ck_assert_msg(store_put(st, key, buf, again[i].size, &err) == ERR_OK, "%s",
+			      err.msg);
+	}
+	ck_assert_msg(wait_for(all_settled, NULL, 10000), "the workers' membership did not settle");
+	spec_init(&sp, "again");
+	sp.s.source_uri = uri;
+	sp.o.preload = true;
+	register_files(&sp, 2);
+	ck_assert_msg(wait_for(preloaded, &pw, 30000), "the workers did not preload 'again'");
+
+	snprintf(key, sizeof(key), "%s%s", pfx, again[2].key);
+	harness_fill(buf, again[2].size, 79);
+	ck_assert_msg(store_put(st, key, buf, again[2].size, &err) == ERR_OK, "%s", err.msg);
+	store_free(st);
+	free(buf);
+	for (int i = 0; i < nworkers; i++) {
+		pw.after[i] = preloads_of(&workers[i], "again").last;
+		ck_assert_int_eq(kill(workers[i].p.pid, SIGSTOP), 0);
+	}
+	c = meta_client();
+	ck_assert_msg(meta_client_delete(c, "again", &err) == ERR_OK, "%s", err.msg);
+	meta_client_free(c);
+	register_files(&sp, 3);
+	for (int i = 0; i < nworkers; i++)
+		ck_assert_int_eq(kill(workers[i].p.pid, SIGCONT), 0);
+	ck_assert_msg(wait_for(preloaded, &pw, 20000),
+		      "the dataset registered again was not preloaded: newest jobs %d, %d, %d",
+		      preloads_of(&workers[0], "again").last,
+		      preloads_of(&workers[1], "again").last,
+		      preloads_of(&workers[2], "again").last);
+	layout_make(&l, pfx, again, 3);
+	ck_assert_msg(wait_for(placed_once, &l, 10000), "%zu blocks of 'again' misplaced",
+		      misplaced(&l));
+	fprintf(stderr, "cluster: preload: 'again' registered again: jobs %d, %d, %d "
+			"after %d, %d, %d\n",
+		preloads_of(&workers[0], "again").last, preloads_of(&workers[1], "again").last,
+		preloads_of(&workers[2], "again").last, pw.after[0], pw.after[1], pw.after[2]);
+	free(l.hash);
+}
+END_TEST
+
+/* Every worker has two failed preloads of dataset arg at least. */
+static bool failed_twice(void *arg)
+{
+	for (int i = 0; i < nworkers; i++)
+		if (preloads_of(&workers[i], arg).failed < 2)
+			return false;
+	return true;
+}
+
+/*
+ * A preload that fails (the store does not answer: the workers' proxy to
+ * it is stalled) starts again by itself, after 1-2 s, then 2-4 s, ...
+ * (each failure logged once, with its cause), and once the store answers
+ * again it ends done, each block read from the store once.
+ */
+START_TEST(test_cluster_failed_preload_starts_again_with_a_backoff)
+{
+	static const char failed[] = "msg=\"preload failed; it starts again\" dataset=flaky";
+	struct preload_wait pw = { "flaky", { 0 } };
+	struct spec sp;
+
+	ck_assert_msg(wait_for(all_settled, NULL, 10000), "the workers' membership did not settle");
+	harness_proxy_stall(store_proxy, 1);
+	spec_init(&sp, "flaky");
+	sp.o.preload = true;
+	register_ok(&sp);
+	ck_assert_msg(wait_for(failed_twice, "flaky", 30000),
+		      "the failed preloads were not started again: %d, %d, %d jobs",
+		      preloads_of(&workers[0], "flaky").n, preloads_of(&workers[1], "flaky").n,
+		      preloads_of(&workers[2], "flaky").n);
+	harness_proxy_stall(store_proxy, 0);
+	ck_assert_msg(wait_for(preloaded, &pw, 30000), "the preload of 'flaky' did not end done");
+	for (int i = 0; i < nworkers; i++) {
+		struct preloads ps = preloads_of(&workers[i], "flaky");
+		unsigned long long delay[2] = { 0, 0 };
+		char line[4096];
+		FILE *f = fopen(workers[i].p.log, "r");
+		int k = 0;
+
+		ck_assert_ptr_nonnull(f);
+		while (k < 2 && fgets(line, sizeof(line), f)) {
+			const char *at = strstr(line, failed) ? strstr(line, "retry_in_ms=") : NULL;
+
+			if (at && sscanf(at, "retry_in_ms=%llu", &delay[k]) == 1) {
+				ck_assert_msg(strstr(line, "cause=\"list dataset 'flaky'"), "%s",
+					      line);
+				k++;
+			}
+		}
+		fclose(f);
+		fprintf(stderr, "cluster: preload: %s: %d jobs of 'flaky', %d failed (%d logged), "
+				"first retries after %llu and %llu ms\n",
+			workers[i].id, ps.n, ps.failed,
+			harness_file_count(workers[i].p.log, failed), delay[0], delay[1]);
+		/* each failure logged once, the last job done */
+		ck_assert_int_ge(ps.failed, 2);
+		ck_assert_int_eq(ps.n, ps.failed + 1);
+		ck_assert_int_eq(harness_file_count(workers[i].p.log, failed), ps.failed);
+		ck_assert_int_eq(k, 2);
+		ck_assert(delay[0] >= 1000 && delay[0] <= 2000);
+		ck_assert(delay[1] >= 2000 && delay[1] <= 4000);
+	}
+	ck_assert_uint_eq(fetches_all(), total_blocks);
+}
+END_TEST
+
+/* nworkers workers, reaching the store through a proxy the test stalls. */
+static void setup_preload(void)
+{
+	store_proxy = harness_proxy_start(harness_url_port(endpoint));
+	snprintf(proxy_endpoint, sizeof(proxy_endpoint), "http://127.0.0.1:%d",
+		 harness_proxy_port(store_proxy));
+	nworkers = WORKERS_MAX;
+	setup();
+}
 
 /* --- metrics ------------------------------------------------------------------ */
 
@@ -2044,5 +2555,12 @@ int main(void)
 	tcase_add_test(tc, test_cluster_tls_worker_refuses_plaintext_and_wrong_ca);
 	tcase_add_test(tc, test_cluster_tls_meta_refuses_plaintext_and_clients_without_certificate);
 	tcase_add_test(tc, test_cluster_tls_bad_files_are_named_at_start);
+	/* CK_RUN_CASE=preload: three workers preloading, their store behind
+	 * a proxy. Last: it leaves nworkers at 3. */
+	tc = cluster_case(s, "preload", setup_preload);
+	tcase_add_test(tc, test_cluster_preload_reads_each_block_once_onto_its_owner);
+	tcase_add_test(tc, test_cluster_preload_follows_a_worker_leaving_and_coming_back);
+	tcase_add_test(tc, test_cluster_preload_of_a_dataset_registered_again_runs_again);
+	tcase_add_test(tc, test_cluster_failed_preload_starts_again_with_a_backoff);
 	return check_main_run(s);
 }

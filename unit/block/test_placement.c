@@ -2,7 +2,8 @@
  * test_placement.c - rendezvous placement (block/placement.c): every
  * client picks the same owner from the same membership, whatever its
  * order; a worker that leaves moves only its own blocks, one that joins
- * takes only blocks it wins; blocks spread over the workers.
+ * takes only blocks it wins; blocks spread over the workers; the same
+ * workers by id are the same membership.
  */
 #include <stdio.h>
 #include <string.h>
@@ -124,6 +125,30 @@ START_TEST(test_placement_membership_and_refusals)
 }
 END_TEST
 
+/* The same workers by id, in any order and at any address, are the same
+ * membership; one more, one fewer or another id is not. */
+START_TEST(test_placement_same_ids)
+{
+	static const struct placement_worker moved[] = {
+		{ "wb", "host-b2:1" }, { "wc", "host-c:1" }, { "wa", "host-a9:1" },
+	};
+	static const struct placement_worker other[] = {
+		{ "wa", "host-a:1" }, { "wb", "host-b:1" }, { "wd", "host-d:1" },
+	};
+	struct placement *p = with(three, 3);
+
+	ck_assert(placement_same_ids(p, three_reversed, 3));
+	ck_assert(placement_same_ids(p, moved, 3));
+	ck_assert(!placement_same_ids(p, two, 2));
+	ck_assert(!placement_same_ids(p, other, 3));
+	ck_assert(!placement_same_ids(p, NULL, 0));
+	placement_free(p);
+	p = with(two, 2);
+	ck_assert(!placement_same_ids(p, three, 3));
+	placement_free(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("placement");
@@ -132,6 +157,7 @@ int main(void)
 	tcase_add_test(tc, test_placement_same_owner_whatever_the_order);
 	tcase_add_test(tc, test_placement_a_leaving_worker_moves_only_its_blocks);
 	tcase_add_test(tc, test_placement_membership_and_refusals);
+	tcase_add_test(tc, test_placement_same_ids);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -1,7 +1,9 @@
 /*
  * test_preload.c - preload jobs against a file:// store and a real
  * blockstore: progress to done, named objects, prefixes, failures reported, unknown
- * datasets and jobs, jobs cancelled when their dataset is removed.
+ * datasets and jobs, jobs cancelled when their dataset is removed, jobs
+ * that fetch only the blocks placement gives their worker, while the
+ * membership changes too.
  */
 #include <ftw.h>
 #include <stdio.h>
@@ -167,7 +169,7 @@ START_TEST(test_preload_under_prefixes)
 	struct error err;
 
 	/* "d/b" lies under "d/" (listed once); "zzz/" holds nothing */
-	ck_assert_int_eq(preload_start_under(pl, "ds", under, 3, &id, &err), ERR_OK);
+	ck_assert_int_eq(preload_start_under(pl, "ds", under, 3, NULL, &id, &err), ERR_OK);
 	st = wait_finished(id);
 	ck_assert_str_eq(preload_state_name(st.state), "done");
 	ck_assert_uint_eq(st.objects, 2);
@@ -176,21 +178,21 @@ START_TEST(test_preload_under_prefixes)
 	blockstore_get_stats(bs, &bst);
 	ck_assert_uint_eq(bst.blocks, 2); /* a.bin not preloaded */
 	/* a prefix that is part of a name */
-	ck_assert_int_eq(preload_start_under(pl, "ds", a, 1, &id, &err), ERR_OK);
+	ck_assert_int_eq(preload_start_under(pl, "ds", a, 1, NULL, &id, &err), ERR_OK);
 	st = wait_finished(id);
 	ck_assert_uint_eq(st.objects, 1);
 	ck_assert_uint_eq(st.blocks_fetched, 4);
 	/* none: the whole dataset, nothing left to fetch */
-	ck_assert_int_eq(preload_start_under(pl, "ds", NULL, 0, &id, &err), ERR_OK);
+	ck_assert_int_eq(preload_start_under(pl, "ds", NULL, 0, NULL, &id, &err), ERR_OK);
 	st = wait_finished(id);
 	ck_assert_uint_eq(st.objects, 3);
 	ck_assert_uint_eq(st.blocks_fetched, 0);
-	ck_assert_int_eq(preload_start_under(pl, "ds", bad, 2, &id, &err), ERR_INVALID);
+	ck_assert_int_eq(preload_start_under(pl, "ds", bad, 2, NULL, &id, &err), ERR_INVALID);
 	ck_assert_msg(strstr(err.msg, "preload prefix '../'"), "%s", err.msg);
 	for (size_t i = 0; i <= BLOCK_PRELOAD_PREFIXES_MAX; i++)
 		many[i] = "d/";
-	ck_assert_int_eq(preload_start_under(pl, "ds", many, BLOCK_PRELOAD_PREFIXES_MAX + 1, &id,
-					     &err),
+	ck_assert_int_eq(preload_start_under(pl, "ds", many, BLOCK_PRELOAD_PREFIXES_MAX + 1, NULL,
+					     &id, &err),
 			 ERR_INVALID);
 	ck_assert_msg(strstr(err.msg, "at most 64"), "%s", err.msg);
 }
@@ -243,6 +245,217 @@ START_TEST(test_preload_cancelled_when_its_dataset_is_removed)
 }
 END_TEST
 
+/* --- placed jobs ----------------------------------------------------------- */
+
+#define MANY_OBJECTS 50 /* of 8 blocks each */
+#define MANY_BLOCKS (MANY_OBJECTS * 8)
+
+/* The dataset 'many' (MANY_BLOCKS blocks) and the ETags of its objects. */
+static char many_etag[MANY_OBJECTS][80];
+
+static void many_register(void)
+{
+	char path[160], source[160];
+	struct fetch_dataset *ds = NULL;
+	struct error err;
+
+	snprintf(path, sizeof(path), "%s/ds/many", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	for (int i = 0; i < MANY_OBJECTS; i++) {
+		snprintf(path, sizeof(path), "many/o%02d", i);
+		write_object(path, 8 * BS);
+	}
+	snprintf(source, sizeof(source), "file://%s/ds/many/", data_dir);
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "many",
+										   .source = source,
+										   .block_size = BS },
+						NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(fetch_dataset_get(f, "many", &ds, &err), ERR_OK);
+	for (int i = 0; i < MANY_OBJECTS; i++) {
+		const struct fetch_dataset_desc *d = fetch_dataset_describe(ds);
+		struct store_object info;
+
+		snprintf(path, sizeof(path), "%so%02d", d->prefix, i);
+		ck_assert_int_eq(store_head(fetch_dataset_store(ds), path, &info, &err), ERR_OK);
+		snprintf(many_etag[i], sizeof(many_etag[i]), "%s", info.etag);
+		store_object_release(&info);
+	}
+	fetch_dataset_put(f, ds);
+}
+
+/* The membership: the workers ids[0..n), as meta would list them. */
+static void set_members(struct placement *m, const char *const *ids, size_t n, uint64_t version)
+{
+	struct placement_worker w[4];
+	struct error err;
+
+	for (size_t i = 0; i < n; i++)
+		w[i] = (struct placement_worker){ ids[i], "127.0.0.1:7480" };
+	ck_assert_int_eq(placement_update(m, w, n, version, &err), ERR_OK);
+}
+
+/* Checks every block of 'many': cached exactly when m gives it to self
+ * (self NULL: every block cached); returns how many are. The owner is
+ * computed as a mount computes it (fuse/sources.c): the block's key hash,
+ * then placement_owner. */
+static int many_check_cached(struct placement *m, const char *self)
+{
+	struct fetch_dataset *ds = NULL;
+	const struct fetch_dataset_desc *d;
+	struct error err;
+	int cached = 0;
+
+	ck_assert_int_eq(fetch_dataset_get(f, "many", &ds, &err), ERR_OK);
+	d = fetch_dataset_describe(ds);
+	for (int i = 0; i < MANY_OBJECTS; i++) {
+		char key[16], full[200], addr[PLACEMENT_ADDRESS_MAX], id[64];
+
+		snprintf(key, sizeof(key), "o%02d", i);
+		snprintf(full, sizeof(full), "%s%s", d->prefix, key);
+		for (uint64_t b = 0; b < 8; b++) {
+			uint8_t hash[BLOCK_HASH_LEN];
+			bool want, have;
+
+			block_key_hash(&(struct block_key){ .endpoint = d->key_endpoint,
+							    .bucket = d->bucket,
+							    .object = full,
+							    .etag = many_etag[i],
+							    .block_size = d->block_size,
+							    .index = b },
+				       hash);
+			ck_assert_int_eq(placement_owner(m, hash, addr, id, sizeof(id)), ERR_OK);
+			want = !self || strcmp(id, self) == 0;
+			have = fetch_block_cached(f, ds, key, many_etag[i], b);
+			ck_assert_msg(have == want, "%s block %llu: owner %s, %s here", key,
+				      (unsigned long long)b, id, have ? "cached" : "not cached");
+			cached += have;
+		}
+	}
+	fetch_dataset_put(f, ds);
+	return cached;
+}
+
+/* A preload of 'many' by worker self over m, to its end. */
+static struct preload_status many_preload(struct placement *m, const char *self)
+{
+	const struct preload_placement placed = { m, self };
+	struct error err;
+	uint64_t id = 0;
+
+	ck_assert_int_eq(preload_start_under(pl, "many", NULL, 0, &placed, &id, &err), ERR_OK);
+	return wait_finished(id);
+}
+
+/*
+ * Two workers preloading one dataset each fetch only the blocks placement
+ * gives them: together every block once (here one cache stands for both),
+ * each block where the mounts look for it. A worker the membership does
+ * not list fetches nothing. A placement without its parts is refused.
+ */
+START_TEST(test_preload_placed_fetches_only_the_blocks_placed_here)
+{
+	static const char *const ids[] = { "w1", "w2" };
+	struct placement *m = NULL;
+	struct preload_status st1, st2, st3;
+	struct error err;
+	uint64_t id = 0;
+
+	many_register();
+	ck_assert_int_eq(placement_new(&m, &err), ERR_OK);
+	set_members(m, ids, 2, 1);
+
+	st1 = many_preload(m, "w1");
+	ck_assert_str_eq(preload_state_name(st1.state), "done");
+	ck_assert_uint_eq(st1.objects, MANY_OBJECTS);
+	ck_assert_uint_eq(st1.blocks_total + st1.blocks_elsewhere, MANY_BLOCKS);
+	ck_assert_uint_gt(st1.blocks_total, 0);
+	ck_assert_uint_gt(st1.blocks_elsewhere, 0);
+	ck_assert_uint_eq(st1.blocks_done, st1.blocks_total);
+	ck_assert_uint_eq(st1.blocks_fetched, st1.blocks_total);
+	ck_assert_uint_eq(st1.bytes_total, st1.blocks_total * BS);
+	ck_assert_int_eq(many_check_cached(m, "w1"), (int)st1.blocks_total);
+
+	/* the other worker: the rest, and nothing twice */
+	st2 = many_preload(m, "w2");
+	ck_assert_int_eq(st2.state, PRELOAD_DONE);
+	ck_assert_uint_eq(st2.blocks_total, st1.blocks_elsewhere);
+	ck_assert_uint_eq(st2.blocks_elsewhere, st1.blocks_total);
+	ck_assert_uint_eq(st2.blocks_fetched, st1.blocks_elsewhere);
+	ck_assert_int_eq(many_check_cached(m, NULL), MANY_BLOCKS);
+
+	/* not a member: every block is another's */
+	st3 = many_preload(m, "w3");
+	ck_assert_int_eq(st3.state, PRELOAD_DONE);
+	ck_assert_uint_eq(st3.blocks_total, 0);
+	ck_assert_uint_eq(st3.blocks_elsewhere, MANY_BLOCKS);
+	ck_assert_uint_eq(st3.blocks_fetched, 0);
+
+	ck_assert_int_eq(preload_start_under(pl, "many", NULL, 0,
+					     &(struct preload_placement){ NULL, "w1" }, &id, &err),
+			 ERR_INVALID);
+	ck_assert_str_eq(err.msg, "preload: a placement needs the membership and this worker's id");
+	ck_assert_int_eq(preload_start_under(pl, "many", NULL, 0,
+					     &(struct preload_placement){ m, "" }, &id, &err),
+			 ERR_INVALID);
+	placement_free(m);
+}
+END_TEST
+
+/*
+ * The membership changes while a job runs (w2 leaves): the blocks it had
+ * not handed out yet follow the new membership, those it passed are the
+ * next job's, which fetches exactly them; then w2 joins again and a job
+ * of w1 fetches nothing.
+ */
+START_TEST(test_preload_placed_follows_a_membership_change)
+{
+	static const char *const both[] = { "w1", "w2" }, *const w1[] = { "w1" };
+	struct placement *m = NULL;
+	struct preload_status split, mid, st, next;
+	struct error err;
+	uint64_t id = 0;
+
+	many_register();
+	ck_assert_int_eq(placement_new(&m, &err), ERR_OK);
+	set_members(m, both, 2, 1);
+	ck_assert_int_eq(preload_start_under(pl, "many", NULL, 0,
+					     &(struct preload_placement){ m, "w1" }, &id, &err),
+			 ERR_OK);
+	do {
+		retry_sleep_ms(1);
+		ck_assert_int_eq(preload_get(pl, id, &split, &err), ERR_OK);
+	} while (split.blocks_done < 4 && split.state == PRELOAD_RUNNING);
+	set_members(m, w1, 1, 2);
+	ck_assert_int_eq(preload_get(pl, id, &mid, &err), ERR_OK);
+	/* the change came early: most of w1's blocks were still to fetch */
+	ck_assert_uint_lt(mid.blocks_done, split.blocks_total / 2);
+	st = wait_finished(id);
+	ck_assert_int_eq(st.state, PRELOAD_DONE);
+	ck_assert_uint_eq(st.blocks_total + st.blocks_elsewhere, MANY_BLOCKS);
+	ck_assert_uint_gt(st.blocks_total, split.blocks_total);
+	ck_assert_uint_eq(st.blocks_done, st.blocks_total);
+	ck_assert_uint_eq(st.blocks_fetched, st.blocks_total);
+	ck_assert_uint_eq(st.bytes_total, st.blocks_total * BS);
+
+	/* the next job: what the first passed before the change, nothing twice */
+	next = many_preload(m, "w1");
+	ck_assert_int_eq(next.state, PRELOAD_DONE);
+	ck_assert_uint_eq(next.blocks_total, MANY_BLOCKS);
+	ck_assert_uint_eq(next.blocks_elsewhere, 0);
+	ck_assert_uint_eq(next.blocks_fetched, st.blocks_elsewhere);
+	ck_assert_int_eq(many_check_cached(m, "w1"), MANY_BLOCKS);
+
+	/* w2 back: w1 holds its own already */
+	set_members(m, both, 2, 3);
+	next = many_preload(m, "w1");
+	ck_assert_uint_eq(next.blocks_fetched, 0);
+	ck_assert_uint_eq(next.blocks_total + next.blocks_elsewhere, MANY_BLOCKS);
+	ck_assert_uint_gt(next.blocks_elsewhere, 0);
+	placement_free(m);
+}
+END_TEST
+
 START_TEST(test_preload_refuses_unknown_dataset_bad_key_and_unknown_job)
 {
 	static const char *const bad[] = { "../x" };
@@ -272,6 +485,8 @@ int main(void)
 	tcase_add_test(tc, test_preload_under_prefixes);
 	tcase_add_test(tc, test_preload_refuses_unknown_dataset_bad_key_and_unknown_job);
 	tcase_add_test(tc, test_preload_cancelled_when_its_dataset_is_removed);
+	tcase_add_test(tc, test_preload_placed_fetches_only_the_blocks_placed_here);
+	tcase_add_test(tc, test_preload_placed_follows_a_membership_change);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

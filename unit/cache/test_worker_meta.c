@@ -171,6 +171,27 @@ START_TEST(test_worker_meta_preload_wanted_changes_with_what_is_asked)
 }
 END_TEST
 
+/* A dataset removed and registered again starts at generation 1 again:
+ * only when it was built tells the new registration from the old one,
+ * whose preload must not stand for the new one's. */
+START_TEST(test_worker_meta_preload_wanted_tells_registrations_apart)
+{
+	char a[256], b[256];
+	struct ds x;
+
+	ds_init(&x, "ds", "s3://b/p/", READY);
+	x.opt.preload = true;
+	x.d.created_unix_ms = 1700000000000;
+	ck_assert(worker_meta_preload_wanted(&x.d, a, sizeof(a)));
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_str_eq(a, b); /* the same registration asks the same */
+	x.d.created_unix_ms = 1700000042000; /* deleted, registered again */
+	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
+	ck_assert_uint_eq(x.d.generation, 1);
+	ck_assert_str_ne(a, b);
+}
+END_TEST
+
 /* --- against a real registry ----------------------------------------------- */
 
 static char base[64], src_uri[128], cache_dir[96];
@@ -461,6 +482,7 @@ int main(void)
 	tcase_add_test(pure, test_worker_meta_config_refuses_what_a_worker_cannot_use);
 	tcase_add_test(pure, test_worker_meta_served_means_ready_or_refreshing_with_a_generation);
 	tcase_add_test(pure, test_worker_meta_preload_wanted_changes_with_what_is_asked);
+	tcase_add_test(pure, test_worker_meta_preload_wanted_tells_registrations_apart);
 	suite_add_tcase(s, pure);
 	tcase_add_checked_fixture(reg, setup, teardown);
 	tcase_add_test(reg, test_worker_meta_registered_dataset_matches_its_config);
