@@ -102,7 +102,9 @@ bool fusemount_parse_entry(const char *line, struct fusemount_entry *out)
 	/* mount id, parent id, major:minor, root, mount point, options,
 	 * optional fields up to "-", fstype, source */
 	for (i = 0; (line = field(line, f, sizeof(f))); i++) {
-		if (i == 2 && sscanf(f, "%u:%u", &out->major, &out->minor) != 2)
+		if ((i == 0 && sscanf(f, "%d", &out->mount_id) != 1) ||
+		    (i == 1 && sscanf(f, "%d", &out->parent_id) != 1) ||
+		    (i == 2 && sscanf(f, "%u:%u", &out->major, &out->minor) != 2))
 			return false;
 		if ((i == 3 && snprintf(out->root, sizeof(out->root), "%s", f) >= (int)sizeof(out->root)) ||
 		    (i == 4 && snprintf(out->point, sizeof(out->point), "%s", f) >= (int)sizeof(out->point)))

@@ -40,6 +40,7 @@ bool fusemount_parse_line(const char *line, const char *path, unsigned *major, u
 
 /* One mountinfo line, every field it has that a caller here needs. */
 struct fusemount_entry {
+	int mount_id, parent_id; /* as statx's STATX_MNT_ID reports the first */
 	unsigned major, minor;
 	char root[1024];    /* the path within the filesystem that is mounted */
 	char point[1024];   /* where, as the reading process sees it */

@@ -204,7 +204,7 @@ static void replace(const char *src, int nsfd, int dir, const char *name, int ta
  * is detached.
  */
 static void replace_copy(const char *src, int nsfd, int rootfd, const struct fusemount_entry *e,
-			 int mount_id, int parent_id, struct outcome *out)
+			 struct outcome *out)
 {
 	const char *slash = strrchr(e->point, '/');
 	char dir[sizeof(e->point)];
@@ -219,10 +219,10 @@ static void replace_copy(const char *src, int nsfd, int rootfd, const struct fus
 	if ((dirfd = open_nofollow(rootfd, dir[0] ? dir : "/", true)) < 0 ||
 	    (target = open_nofollow(dirfd, slash + 1, false)) < 0)
 		*out = (struct outcome){ STEP_RESOLVE, errno, 0 };
-	else if ((out->found = mount_id_of(target)) != mount_id)
+	else if ((out->found = mount_id_of(target)) != e->mount_id)
 		out->step = STEP_NOT_THE_MOUNT;
 	else
-		replace(src, nsfd, dirfd, slash + 1, target, parent_id, out);
+		replace(src, nsfd, dirfd, slash + 1, target, e->parent_id, out);
 	if (target >= 0)
 		close(target);
 	if (dirfd >= 0)
@@ -284,19 +284,14 @@ static void reattach_in(const char *proc, const char *pid, const char *fstype,
 	saved = errno; /* of the one that failed, if one did */
 	while (getline(&line, &cap, f) > 0) {
 		struct outcome o = { STEP_PROCESS, saved, 0 };
-		int mount_id, parent_id;
 		char why[ERROR_MSG_MAX];
 
-		/* The mount and parent ids begin the line (proc(5)); statx
-		 * reports the same. */
-		if (!fusemount_parse_entry(line, &e) ||
-		    sscanf(line, "%d %d", &mount_id, &parent_id) != 2 ||
-		    !reattach_is_ended(&e, fstype, source, live))
+		if (!fusemount_parse_entry(line, &e) || !reattach_is_ended(&e, fstype, source, live))
 			continue;
 		out->found++;
 		snprintf(src, sizeof(src), "%s%s", staging, strcmp(e.root, "/") == 0 ? "" : e.root);
 		if (rootfd >= 0)
-			replace_copy(src, nsfd, rootfd, &e, mount_id, parent_id, &o);
+			replace_copy(src, nsfd, rootfd, &e, &o);
 		if (o.step == 0) {
 			out->replaced++;
 			log_info("a container's ended mount replaced by the new one",
@@ -306,7 +301,7 @@ static void reattach_in(const char *proc, const char *pid, const char *fstype,
 		}
 		if (out->first_error[0])
 			continue;
-		describe(&o, mount_id, parent_id, why, sizeof(why));
+		describe(&o, e.mount_id, e.parent_id, why, sizeof(why));
 		snprintf(out->first_error, sizeof(out->first_error),
 			 "process %s, mount point '%s': %s", pid, e.point, why);
 	}

@@ -45,6 +45,8 @@ START_TEST(test_fusemount_parse_entry_reads_every_field)
 	ck_assert(fusemount_parse_entry("812 790 0:74 /train /data ro,nosuid,nodev - fuse.granary "
 					"granary:imagenet ro,user_id=0\n",
 					&e));
+	ck_assert_int_eq(e.mount_id, 812);
+	ck_assert_int_eq(e.parent_id, 790);
 	ck_assert_uint_eq(e.major, 0);
 	ck_assert_uint_eq(e.minor, 74);
 	ck_assert_str_eq(e.root, "/train");
@@ -58,8 +60,9 @@ START_TEST(test_fusemount_parse_entry_reads_every_field)
 	ck_assert_str_eq(e.point, "/mnt/a b");
 	ck_assert_str_eq(e.fstype, "ext4");
 	ck_assert_str_eq(e.source, "/dev/sda3");
-	/* malformed: no device, no "-", nothing after it */
+	/* malformed: no device, no "-", nothing after it, no mount id */
 	ck_assert(!fusemount_parse_entry("1 2 x / /mnt rw - ext4 /dev/sda rw\n", &e));
+	ck_assert(!fusemount_parse_entry("a 2 8:3 / /mnt rw - ext4 /dev/sda rw\n", &e));
 	ck_assert(!fusemount_parse_entry("1 2 8:3 / /mnt rw ext4 /dev/sda rw\n", &e));
 	ck_assert(!fusemount_parse_entry("1 2 8:3 / /mnt rw -\n", &e));
 	ck_assert(!fusemount_parse_entry("", &e));
