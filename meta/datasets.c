@@ -15,6 +15,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/retry.h"
+#include "meta/credpolicy.h"
 #include "meta/dsobject.h"
 #include "meta/dsqueue.h"
 #include "meta/stopper.h"
@@ -25,12 +26,15 @@
 #define TERMINATING_RETRY_MS 1000
 #define REPORT_EVERY_MS 10000
 #define NODES_MAX 256
+/* The reason of a Dataset refused the cluster's credentials. */
+#define NOT_ALLOWED "NotAllowed"
 
 enum job_kind { JOB_REGISTER, JOB_REFRESH, JOB_DELETE };
 
 struct datasets {
 	struct datasets_config cfg;
 	char *cred_dir, *driver, *mirror_ns;
+	struct credpolicy *policy; /* cfg.cluster_credentials */
 	pthread_t thread;
 	bool started;
 	struct stopper stop;    /* datasets_stop: ends the backoffs at once */
@@ -579,6 +583,43 @@ static void failed(struct datasets *d, const struct dsobject *o, const char *key
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* Whether o may be registered with the credentials it gets: its own
+ * Secret's always; the cluster's (no secretRef) where a rule allows its
+ * namespace the source (else ERR_PERMISSION saying so). A claim's mirror
+ * is its StorageClass's, which the administrator wrote. */
+static enum error_code credentials_allowed(const struct datasets *d, const struct dsobject *o,
+					   struct error *err)
+{
+	if (*o->secret || dsobject_is_mirror(o, d->mirror_ns))
+		return ERR_OK;
+	return credpolicy_check(d->policy, o->ns, o->source, err);
+}
+
+/* o may not use the cluster's credentials (why): a registration made
+ * before the rule went is deleted, and o is Failed with no retry, since
+ * only its spec (a secretRef) or the rules (at meta's next start) change
+ * the verdict, and either makes the controller look at it again. */
+static void refuse(struct datasets *d, const struct dsobject *o, const char *dataset,
+		   const char *key, const struct error *why)
+{
+	struct error err;
+	enum error_code rc = registry_delete(d->cfg.registry, dataset, &err);
+
+	if (rc != ERR_OK && rc != ERR_NOT_FOUND) {
+		failed(d, o, key, &err);
+		return;
+	}
+	prune_credentials(d, dataset, NULL);
+	log_warn("Dataset not registered: the cluster's credentials are not allowed",
+		 LOG_S("namespace", o->ns), LOG_S("dataset", o->name), LOG_S("source", o->source),
+		 LOG_S("unregistered", rc == ERR_OK ? "yes" : "no"));
+	set_phase(d, o, DSOBJECT_FAILED, NOT_ALLOWED, why->msg, NULL);
+	event(d, o, "Warning", NOT_ALLOWED, why->msg);
+	pthread_mutex_lock(&d->mu);
+	dsqueue_settled(d->queue, key);
+	pthread_mutex_unlock(&d->mu);
+}
+
 static bool same_str(const char *a, const char *b)
 {
 	return strcmp(a ? a : "", b ? b : "") == 0;
@@ -605,6 +646,10 @@ static void job_register(struct datasets *d, const struct dsobject *o, const cha
 	struct error err;
 	enum error_code rc;
 
+	if (credentials_allowed(d, o, &err) != ERR_OK) {
+		refuse(d, o, dataset, key, &err);
+		return;
+	}
 	snprintf(msg, sizeof(msg), "%s %s", refresh ? "listing again" : "listing", o->source);
 	set_phase(d, o, refresh ? DSOBJECT_REFRESHING : DSOBJECT_LISTING,
 		  refresh ? "Refreshing" : "Listing", msg, NULL);
@@ -844,6 +889,17 @@ static bool same_spec(const struct dsobject *o, const char *cred,
 	       strcmp(s->credentials_ref ? s->credentials_ref : "", cred) == 0;
 }
 
+/* Whether obj's status says already that o's spec was refused the
+ * cluster's credentials (refuse). */
+static bool refusal_shown(json_t *obj, const struct dsobject *o)
+{
+	const char *reason =
+		json_string_value(json_object_get(json_object_get(obj, "status"), "reason"));
+
+	return strcmp(o->phase, "Failed") == 0 && o->observed == o->generation && reason &&
+	       strcmp(reason, NOT_ALLOWED) == 0;
+}
+
 /* Whether key waits for its retry after a failure (failed, again). */
 static bool backing_off(struct datasets *d, const char *key)
 {
@@ -897,10 +953,16 @@ static void reconcile(struct datasets *d, json_t *obj)
 		return;
 	rc = registry_get(d->cfg.registry, dataset, &rd, &err);
 	cred_ref(d, &o, dataset, cred, sizeof(cred));
-	/* A claim's mirror never replaces what CreateVolume registered (with
-	 * the provisioner Secret); it only stands in when meta lost it. */
-	if (rc != ERR_OK ||
-	    (!dsobject_is_mirror(&o, d->mirror_ns) && !same_spec(&o, cred, rd.spec))) {
+	if (credentials_allowed(d, &o, &err) != ERR_OK) {
+		/* Refused: the job deletes a registration made before the
+		 * rule went and says why, once. */
+		if (rc == ERR_OK || !refusal_shown(obj, &o))
+			start_job(d, key, JOB_REGISTER, obj);
+	} else if (rc != ERR_OK ||
+		   /* A claim's mirror never replaces what CreateVolume
+		    * registered (with the provisioner Secret); it only
+		    * stands in when meta lost it. */
+		   (!dsobject_is_mirror(&o, d->mirror_ns) && !same_spec(&o, cred, rd.spec))) {
 		if (rc == ERR_OK && rd.state != REGISTRY_READY) {
 			/* Being built (by a job, or a node staging it):
 			 * looked at again when that is done. */
@@ -1239,6 +1301,10 @@ enum error_code datasets_start(const struct datasets_config *cfg, struct dataset
 		datasets_stop(d, 0);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
+	if (credpolicy_parse(cfg->cluster_credentials, &d->policy, err) != ERR_OK) {
+		datasets_stop(d, 0);
+		return err->code;
+	}
 	if (fileio_mkdirs(d->cred_dir, 0700, err) != ERR_OK) {
 		datasets_stop(d, 0);
 		return err->code;
@@ -1279,6 +1345,7 @@ bool datasets_stop(struct datasets *d, uint64_t wait_ms)
 	free(d->reported);
 	dsqueue_free(d->queue);
 	json_decref(d->unwritten);
+	credpolicy_free(d->policy);
 	free(d->cred_dir);
 	free(d->driver);
 	free(d->mirror_ns);

@@ -11,7 +11,13 @@
  *   - register (phase Listing, then Ready with files, bytes and the
  *     snapshot's generation), with the store credentials of the Secret
  *     spec.secretRef names, read from the Dataset's own namespace only and
- *     written for meta alone (mode 0600 under credentials_dir);
+ *     written for meta alone (mode 0600 under credentials_dir); without
+ *     one, with the cluster's credentials only where a rule of
+ *     cluster_credentials (meta/credpolicy.h) allows the namespace the
+ *     source: else nothing is registered (a registration made before the
+ *     rule went is deleted) and the Dataset is Failed, reason NotAllowed,
+ *     without retries, since only its spec (a secretRef) or the rules (at
+ *     meta's next start) change the verdict;
  *   - the PersistentVolume "granary-N.D" and the claim D in N bound to it,
  *     so that pods and TFJobs in N mount the dataset by the claim's name;
  *   - refresh when spec.refresh changes (phase Refreshing; mounts keep the
@@ -32,7 +38,8 @@
  * release namespace labelled granary.io/volume (csi/dsmirror.h): its
  * registry name is the volume id, it gets status like any other, no claim
  * is made for it, and a new leader registers it again with the cluster's
- * credentials.
+ * credentials, whatever cluster_credentials says (the StorageClass is the
+ * administrator's).
  *
  * Runs only in the granary-meta that holds the Lease (meta/main.c): a new
  * leader lists every Dataset and registers what its registry lacks.
@@ -55,12 +62,18 @@ struct datasets_config {
 	const char *credentials_dir; /* absolute; created 0700 */
 	const char *driver;          /* the CSI driver's name, for the volumes */
 	const char *mirror_ns;       /* the release namespace: claims' mirrors live there */
+	/* datasets.cluster_credentials: who may use the cluster's
+	 * credentials (credpolicy_parse's text; NULL or "": no namespace) */
+	const char *cluster_credentials;
 	unsigned max_jobs;           /* registrations, refreshes, deletions at once */
 	bool (*stop)(void);          /* the daemon is stopping */
 };
 
 struct datasets;
 
+/* Starts the controller's thread. ERR_INVALID as credpolicy_parse for bad
+ * cluster_credentials; ERR_NOMEM; fileio_mkdirs's error for
+ * credentials_dir. */
 enum error_code datasets_start(const struct datasets_config *cfg, struct datasets **out,
 			       struct error *err);
 

@@ -302,6 +302,7 @@ int main(int argc, char **argv)
 			.registry = reg,
 			.membership = mem,
 			.mirror_ns = s.kube_namespace,
+			.cluster_credentials = s.datasets_cluster_credentials,
 			.driver = s.kube_driver,
 			.stop = stopping,
 		};

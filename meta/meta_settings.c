@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/netaddr.h"
+#include "meta/credpolicy.h"
 #include "store/store.h"
 
 /* Expiry is three missed heartbeats: one lost packet or a slow GC pause on
@@ -93,6 +94,13 @@ static const struct config_field meta_fields[] = {
 	  offsetof(struct meta_settings, kube_token_audience), "granary-meta",
 	  "with kube.enabled: the audience of the workers' projected service account tokens",
 	  0, 0, NULL },
+	{ CREDPOLICY_KEY, CONFIG_STRING,
+	  offsetof(struct meta_settings, datasets_cluster_credentials), "",
+	  "with kube.enabled: which namespaces' Datasets without spec.secretRef may read which "
+	  "sources with the cluster's store credentials: rules separated by newlines or ';', each "
+	  "a namespace (or *) and the source prefixes it may name (s3://BUCKET/PREFIX/, "
+	  "file:///DIR/, or * for every source), blank-separated; empty: no namespace "
+	  "(docs/datasets.md)", 0, 0, NULL },
 	{ "metrics.address", CONFIG_STRING, offsetof(struct meta_settings, metrics_address), "",
 	  "where /healthz and /metrics are served over HTTP: \":PORT\", host:port or "
 	  "unix:///path (empty: off)", 0, 0, NULL },
@@ -113,6 +121,7 @@ const struct config_schema meta_settings_schema = {
 enum error_code meta_settings_check(const struct meta_settings *s, struct error *err)
 {
 	char *roots[STORE_FILE_ROOTS_MAX];
+	struct credpolicy *policy = NULL;
 	size_t n = 0;
 
 	if (netaddr_check_setting("listen", s->listen, err) != ERR_OK)
@@ -153,6 +162,9 @@ enum error_code meta_settings_check(const struct meta_settings *s, struct error 
 	if (*s->kube_credentials_dir &&
 	    config_check_abs_path("kube.credentials_dir", s->kube_credentials_dir, err) != ERR_OK)
 		return ERR_INVALID;
+	if (credpolicy_parse(s->datasets_cluster_credentials, &policy, err) != ERR_OK)
+		return err->code;
+	credpolicy_free(policy);
 	if (*s->metrics_address &&
 	    netaddr_check_listen_setting("metrics.address", s->metrics_address, err) != ERR_OK)
 		return ERR_INVALID;

@@ -46,6 +46,7 @@ struct meta_settings {
 	bool kube_cache_gate;           /* pods held until their Datasets are cached */
 	char *kube_worker_service_account; /* heartbeats only with its pods' tokens */
 	char *kube_token_audience;      /* those tokens' audience */
+	char *datasets_cluster_credentials; /* rules: meta/credpolicy.h; "" = no namespace */
 	char *metrics_address;          /* /healthz and /metrics: ":PORT", host:port, unix:///path; "" = off */
 	struct tls_server_settings tls; /* gRPC over TLS on a TCP listen */
 	char *tls_client_ca_file;       /* set: client certificates required (mutual TLS) */
@@ -61,7 +62,8 @@ extern const struct config_schema meta_settings_schema;
  * allowed_file_roots absolute directories, the auth.*_key_file absolute
  * paths when set, kube.namespace, kube.identity, kube.lease,
  * kube.worker_service_account and kube.token_audience given with
- * kube.enabled, metrics.address a listen address when set, the tls.*
+ * kube.enabled, the rules of datasets.cluster_credentials
+ * (credpolicy_parse's errors), metrics.address a listen address when set, the tls.*
  * settings (tls_server_check), and log.level a known level (whether key files and
  * auth.insecure go together is meta_auth_load's check). Returns
  * ERR_OK, or ERR_INVALID with a message naming the key:

@@ -101,6 +101,13 @@ storageClass:
   preload: true
   secretName: coco-s3
   secretNamespace: ml-team
+datasets:
+  clusterCredentials:
+    - sources: ["*"]
+    - namespace: ml-team
+      sources: [s3://datasets/coco/, s3://datasets/imagenet/train/]
+    - namespace: "*"
+      sources: [s3://public-datasets/]
 EOF
 # tolerations for the worker too, through --set-json (another values path).
 worker_tolerations='[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]'
@@ -293,6 +300,14 @@ refuse "an unknown tls value" --set tls.certFile=/x
 refuse "a store CIDR that is not one" --set 'networkPolicy.egress.storeCIDRs={s3.example.com}'
 refuse "a DNS CIDR that is not one" --set 'networkPolicy.egress.dnsCIDRs={node-local-dns}'
 refuse "two allowed endpoints in one item" --set-json 'store.allowedEndpoints=["http://a,http://b"]'
+refuse "a datasets.clusterCredentials rule without a source" \
+  --set-json 'datasets.clusterCredentials=[{"namespace":"team-a","sources":[]}]'
+refuse "a datasets.clusterCredentials source not ending in /" \
+  --set-json 'datasets.clusterCredentials=[{"namespace":"team-a","sources":["s3://shared/x"]}]'
+refuse "a datasets.clusterCredentials source with a .. segment" \
+  --set-json 'datasets.clusterCredentials=[{"namespace":"team-a","sources":["s3://shared/../x/"]}]'
+refuse "a datasets.clusterCredentials namespace that is none" \
+  --set-json 'datasets.clusterCredentials=[{"namespace":"Team_A","sources":["*"]}]'
 
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
@@ -1066,6 +1081,11 @@ check(mcfg.get("store", {}).get("allowed_endpoints") == "" and
       dcc.get("store", {}).get("allowed_endpoints") == "" and dcc.get("store", {}).get("endpoint") == "",
       "store.allowedEndpoints empty by default in meta.yaml, worker.yaml and the controller's csi.yaml")
 check("allowed_endpoints" not in fcfg.get("store", {}), "fuse.yaml has no allowed_endpoints")
+# datasets.clusterCredentials: by default the release's namespace alone may
+# read (every source) with the cluster's credentials.
+check(mcfg.get("datasets", {}).get("cluster_credentials") == "granary-system *",
+      "meta.yaml datasets.cluster_credentials: the release's namespace, every source (got %r)" %
+      mcfg.get("datasets", {}).get("cluster_credentials"))
 
 # custom values
 ctl, wcfg, fcfg, mcfg = check_release(custom, "gran", "/mnt/nvme0/granary-cache", "750GiB", "8MiB",
@@ -1095,6 +1115,10 @@ check(ccc.get("store", {}).get("endpoint") == mcfg.get("store", {}).get("endpoin
       "the controller checks StorageClass endpoints against meta's store.endpoint")
 check(mcfg.get("heartbeat", {}).get("expiry") == "30s" and mcfg.get("heartbeat", {}).get("interval") == "5s",
       "meta extraConfig merged over the defaults")
+check(mcfg.get("datasets", {}).get("cluster_credentials") ==
+      "granary-system *\nml-team s3://datasets/coco/ s3://datasets/imagenet/train/\n* s3://public-datasets/",
+      "datasets.clusterCredentials: one rule a line, a namespace left out the release's (got %r)" %
+      mcfg.get("datasets", {}).get("cluster_credentials"))
 check(fcfg.get("prefetch", {}).get("blocks") == 8, "fuse extraConfig merged")
 check(fcfg.get("log", {}).get("level") == "debug", "log level debug reaches fuse.yaml")
 node_ps = pod(one(custom, "DaemonSet", "gran-node"))

@@ -70,9 +70,11 @@ up() {
     --dry-run=client -o yaml | kctl apply -f - >/dev/null
 
   # Only images and host paths differ from the chart's defaults (and the
-  # store the cluster's datasets live in), and TLS is on: every test then
-  # also runs meta's gRPC and the workers' HTTP over the chart's certificates
-  # (the plaintext default is what the e2e tests outside the cluster run).
+  # store the cluster's datasets live in, which the tenant namespace
+  # team-data of e2e/kube/test_datasets may read with the cluster's
+  # credentials), and TLS is on: every test then also runs meta's gRPC and
+  # the workers' HTTP over the chart's certificates (the plaintext default
+  # is what the e2e tests outside the cluster run).
   local ti=$SECONDS
   helm_ upgrade --install "$RELEASE" "$src/helm/granary" --namespace "$NS" \
     --set image.repository=granary.local/granary --set-string image.tag="$tag" \
@@ -83,6 +85,7 @@ up() {
     --set cache.dir=/var/lib/granary-kube/granary/cache --set cache.capacity=4Gi \
     --set store.endpoint="$GRANARY_S3_ENDPOINT" \
     --set store.credentials.existingSecret=granary-store-credentials \
+    --set-json 'datasets.clusterCredentials=[{"namespace":"","sources":["*"]},{"namespace":"team-data","sources":["s3://datasets/"]}]' \
     --set tls.enabled=true \
     --wait --timeout 5m >/dev/null || { dump; exit 1; }
   # helm's --wait lets a DaemonSet be short of its maxUnavailable (1): a

@@ -37,6 +37,9 @@
 
 #define BUCKET "granary-e2e"
 #define DATASETS "/apis/granary.io/v1alpha1/namespaces/%s/datasets/%s"
+/* datasets.cluster_credentials of the tests that are not about it: every
+ * namespace, the fixture's bucket. */
+#define ANY_NAMESPACE "* s3://" BUCKET "/"
 
 static char endpoint[256], credentials[512], work[128];
 static struct kubeapi *kube;
@@ -216,8 +219,9 @@ struct controller {
 };
 
 /* The registry over the S3 fixture (its credentials are the cluster's,
- * the "" credentials_ref) and the controller writing into it. */
-static void controller_start(struct controller *c)
+ * the "" credentials_ref) and the controller writing into it, the
+ * cluster's credentials allowed by rules (datasets.cluster_credentials). */
+static void controller_start(struct controller *c, const char *rules)
 {
 	struct store_config store = { .endpoint = endpoint, .credentials_file = credentials,
 				      .request_timeout_ms = 10000, .deadline_ms = 30000,
@@ -226,8 +230,8 @@ static void controller_start(struct controller *c)
 	struct registry_options ro = { .data_dir = data_dir, .store = &store };
 	struct membership_options mo = { .interval_ms = 5000, .expiry_ms = 15000 };
 	struct datasets_config dc = { .credentials_dir = c->cred_dir, .driver = "csi.granary.io",
-				      .mirror_ns = "granary-system", .max_jobs = 4,
-				      .stop = stop_now };
+				      .mirror_ns = "granary-system", .cluster_credentials = rules,
+				      .max_jobs = 4, .stop = stop_now };
 	struct error err;
 
 	snprintf(data_dir, sizeof(data_dir), "%s/meta", work);
@@ -237,6 +241,7 @@ static void controller_start(struct controller *c)
 	dc.kube = kube;
 	dc.registry = c->registry;
 	dc.membership = c->membership;
+	stopping = false;
 	ck_assert_msg(datasets_start(&dc, &c->datasets, &err) == ERR_OK, "%s", err.msg);
 }
 
@@ -383,7 +388,7 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 	ck_assert_int_eq(fileio_mkdirs(c.cred_dir, 0700, &err), ERR_OK);
 	snprintf(legacy, sizeof(legacy), "%s/%s.credentials", c.cred_dir, dataset);
 	ck_assert_int_eq(fileio_replace(legacy, "x", 1, 0600, &err), ERR_OK);
-	controller_start(&c);
+	controller_start(&c, ANY_NAMESPACE);
 	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
 	create(path, json_pack("{s:s, s:s, s:{s:s}, s:{s:s+, s:{s:s}}}", "apiVersion",
 			       "granary.io/v1alpha1", "kind", "Dataset", "metadata", "name", "ds",
@@ -460,6 +465,87 @@ static void status_message(const char *ns, const char *name, char *msg, size_t s
 	json_decref(o);
 }
 
+/* Whether dataset is registered, in any state. */
+static bool registered(struct controller *c, const char *dataset)
+{
+	struct registry_dataset rd = { 0 };
+	struct error err;
+	enum error_code rc = registry_get(c->registry, dataset, &rd, &err);
+
+	ck_assert_msg(rc == ERR_OK || rc == ERR_NOT_FOUND, "%s", err.msg);
+	registry_dataset_release(&rd);
+	return rc == ERR_OK;
+}
+
+static size_t not_allowed_events(const char *ns)
+{
+	return events(ns, "NotAllowed");
+}
+
+/*
+ * The cluster's credentials go where a rule allows them only: a Dataset
+ * without secretRef in a namespace no rule names is Failed (NotAllowed;
+ * the namespace, the source and what to do in its message) and nothing
+ * is registered, while one in the namespace a rule allows every source
+ * (the release's, as the chart's default) is Ready. A secretRef makes it
+ * Ready with its own credentials; removed, its registration goes. Meta
+ * started again with a rule for its source registers it.
+ */
+START_TEST(test_datasets_cluster_credentials_only_where_a_rule_allows)
+{
+	struct controller c = { 0 };
+	char ns[64], release[64], prefix[128], dataset[128], rules[400], msg[600], want[300];
+	char id[256], key[256], files[400];
+	struct stat sb;
+	uint64_t t0;
+
+	make_source(prefix, sizeof(prefix));
+	make_namespace(ns, sizeof(ns), "tenant");
+	make_namespace(release, sizeof(release), "release");
+	snprintf(dataset, sizeof(dataset), "%s.ds", ns);
+	snprintf(rules, sizeof(rules), "%s *", release);
+	controller_start(&c, rules);
+	t0 = retry_now_ms();
+	make_dataset(ns, "ds", prefix);
+	make_dataset(release, "ds", prefix);
+	wait_phase(ns, "ds", "Failed", "NotAllowed");
+	fprintf(stderr, "Dataset of a namespace no rule allows: Failed after %llu ms\n",
+		(unsigned long long)(retry_now_ms() - t0));
+	status_message(ns, "ds", msg, sizeof(msg));
+	snprintf(want, sizeof(want),
+		 "namespace '%s' may not read 's3://%s/%s' with the cluster's store credentials", ns,
+		 BUCKET, prefix);
+	ck_assert_msg(strstr(msg, want) && strstr(msg, "spec.secretRef") &&
+			      strstr(msg, "datasets.clusterCredentials"),
+		      "%s", msg);
+	ck_assert_msg(!registered(&c, dataset), "%s registered", dataset);
+	ck_assert_uint_eq(wait_count(not_allowed_events, ns, 1, 10000), 1);
+	wait_phase(release, "ds", "Ready", NULL);
+	/* Said once: no retry. */
+	ck_assert_uint_eq(not_allowed_events(ns), 1);
+
+	/* Its own credentials: unaffected. Removed: refused again, the
+	 * registration made with them gone. */
+	fixture_keys(id, key);
+	make_secret(ns, "own", id, key);
+	set_secret_ref(ns, "ds", "own");
+	wait_phase(ns, "ds", "Ready", NULL);
+	set_secret_ref(ns, "ds", NULL);
+	wait_phase(ns, "ds", "Failed", "NotAllowed");
+	ck_assert_msg(!registered(&c, dataset), "%s still registered", dataset);
+	snprintf(files, sizeof(files), "%s/%s", c.cred_dir, dataset);
+	ck_assert_msg(stat(files, &sb) != 0, "%s is left", files);
+	controller_stop(&c);
+
+	/* A rule for its source, at meta's next start. */
+	snprintf(rules, sizeof(rules), "%s *\n%s s3://%s/%s", release, ns, BUCKET, prefix);
+	controller_start(&c, rules);
+	wait_phase(ns, "ds", "Ready", NULL);
+	expect_ref(&c, dataset, "");
+	controller_stop(&c);
+}
+END_TEST
+
 /*
  * A Dataset whose namespace holds pods past the 4 MiB of one answer is
  * deleted: the look at its claim's users reads them page by page. A pod
@@ -475,7 +561,7 @@ START_TEST(test_datasets_delete_past_a_page_of_pods)
 
 	make_source(prefix, sizeof(prefix));
 	make_namespace(ns, sizeof(ns), "delete");
-	controller_start(&c);
+	controller_start(&c, ANY_NAMESPACE);
 	make_dataset(ns, "ds", prefix);
 	wait_phase(ns, "ds", "Ready", NULL);
 	make_heavy_pods(ns, 24, false);
@@ -568,7 +654,7 @@ START_TEST(test_datasets_refused_status_is_written_again)
 	make_namespace(ns, sizeof(ns), "refused");
 	refuse_ready_statuses(ns);
 	snprintf(dataset, sizeof(dataset), "%s.ds", ns);
-	controller_start(&c);
+	controller_start(&c, ANY_NAMESPACE);
 	make_dataset(ns, "ds", prefix);
 	wait_phase(ns, "ds", "Ready", NULL);
 	ck_assert_int_eq(registry_get(c.registry, dataset, &rd, &err), ERR_OK);
@@ -887,6 +973,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_datasets_apply_a_changed_secret_ref);
+	tcase_add_test(tc, test_datasets_cluster_credentials_only_where_a_rule_allows);
 	tcase_add_test(tc, test_datasets_delete_past_a_page_of_pods);
 	tcase_add_test(tc, test_datasets_refused_status_is_written_again);
 	tcase_add_test(tc, test_cachegate_judges_each_new_pod_once);

@@ -31,6 +31,8 @@ START_TEST(test_meta_settings_defaults_are_tuned_and_valid)
 	ck_assert_str_eq(s.store.region, "us-east-1");
 	ck_assert_int_eq(s.store.max_attempts, 5);
 	ck_assert_str_eq(s.log_level, "info");
+	/* No namespace may use the cluster's credentials. */
+	ck_assert_str_eq(s.datasets_cluster_credentials, "");
 	ck_assert_int_eq(meta_settings_check(&s, &err), ERR_OK);
 	config_release(&meta_settings_schema, &s);
 }
@@ -90,6 +92,14 @@ START_TEST(test_meta_settings_check_rejects_naming_the_key)
 		{ "tls.key_file", "/etc/tls/meta.key", "key 'tls.cert_file': required with 'tls.key_file'" },
 		{ "tls.client_ca_file", "/etc/tls/ca.crt", "key 'tls.client_ca_file': needs 'tls.cert_file'" },
 		{ "tls.client_ca_file", "ca.crt", "key 'tls.client_ca_file': must be an absolute path" },
+		{ "datasets.cluster_credentials", "team-a",
+		  "key 'datasets.cluster_credentials': rule 1 ('team-a'): names no source" },
+		{ "datasets.cluster_credentials", "granary-system *; team-a s3://shared/x",
+		  "key 'datasets.cluster_credentials': rule 2 ('team-a s3://shared/x'): source "
+		  "'s3://shared/x' does not end in '/'" },
+		{ "datasets.cluster_credentials", "Team-A *",
+		  "key 'datasets.cluster_credentials': rule 1 ('Team-A *'): 'Team-A' is neither '*' "
+		  "nor a namespace" },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -143,6 +153,30 @@ START_TEST(test_meta_settings_kube_needs_the_workers_service_account)
 }
 END_TEST
 
+/* The rules as a YAML block, one a line (the chart's rendering). */
+START_TEST(test_meta_settings_cluster_credentials_from_a_yaml_block)
+{
+	static const char yaml[] =
+		"datasets:\n"
+		"  cluster_credentials: |\n"
+		"    granary-system *\n"
+		"    team-a s3://shared-datasets/imagenet/ s3://shared-datasets/coco/\n"
+		"    * s3://public-datasets/\n";
+	struct meta_settings s;
+	struct error err;
+
+	ck_assert_int_eq(config_apply_defaults(&meta_settings_schema, &s, &err), ERR_OK);
+	ck_assert_int_eq(config_load_string(&meta_settings_schema, &s, "meta.yaml", yaml, &err),
+			 ERR_OK);
+	ck_assert_str_eq(s.datasets_cluster_credentials,
+			 "granary-system *\n"
+			 "team-a s3://shared-datasets/imagenet/ s3://shared-datasets/coco/\n"
+			 "* s3://public-datasets/\n");
+	ck_assert_msg(meta_settings_check(&s, &err) == ERR_OK, "%s", err.msg);
+	config_release(&meta_settings_schema, &s);
+}
+END_TEST
+
 START_TEST(test_meta_settings_check_rejects_zero_interval_set_by_hand)
 {
 	struct meta_settings s;
@@ -189,6 +223,7 @@ int main(void)
 	tcase_add_test(tc, test_meta_settings_defaults_are_tuned_and_valid);
 	tcase_add_test(tc, test_meta_settings_yaml_overrides_nested_keys);
 	tcase_add_test(tc, test_meta_settings_check_rejects_naming_the_key);
+	tcase_add_test(tc, test_meta_settings_cluster_credentials_from_a_yaml_block);
 	tcase_add_test(tc, test_meta_settings_check_rejects_zero_interval_set_by_hand);
 	tcase_add_test(tc, test_meta_settings_kube_needs_the_workers_service_account);
 	tcase_add_test(tc, test_meta_settings_flag_overrides_file);

@@ -384,6 +384,11 @@ The daemons' YAML files, built from values: keys are those of each daemon's
 --help (nested form), extraConfig merged over them.
 */}}
 {{- define "granary.metaConfig" -}}
+{{- /* datasets.clusterCredentials, one rule a line: "NAMESPACE SOURCE ...". */ -}}
+{{- $rules := list -}}
+{{- range .Values.datasets.clusterCredentials -}}
+{{- $rules = append $rules (printf "%s %s" (default $.Release.Namespace .namespace) (join " " .sources)) -}}
+{{- end -}}
 {{- $c := dict
   "listen" (printf "0.0.0.0:%d" (int .Values.meta.port))
   "data_dir" (include "granary.metaDataDir" .)
@@ -402,6 +407,7 @@ The daemons' YAML files, built from values: keys are those of each daemon's
     "cache_gate" .Values.datasets.cacheGate
     "worker_service_account" (include "granary.workerServiceAccount" .)
     "token_audience" .Values.worker.identityToken.audience)
+  "datasets" (dict "cluster_credentials" (join "\n" $rules))
   "metrics" (dict "address" (printf "0.0.0.0:%d" (int .Values.metrics.metaPort)))
   "log" (dict "level" .Values.logLevel) -}}
 {{- if .Values.tls.enabled -}}
