@@ -19,6 +19,7 @@
  * hands over at once.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -62,17 +63,19 @@ static void make_socket_dir(const char *listen)
 		log_warn("cannot create the socket directory", LOG_S("cause", err.msg));
 }
 
-/* What /metrics renders: the registry and the membership. */
+/* What /metrics renders: the registry, the membership and, once made (the
+ * metrics server starts before it), the workers' identity checks. */
 struct observed {
 	struct registry *reg;
 	struct membership *mem;
+	_Atomic(struct worker_identity *) identity;
 };
 
 static enum error_code render_metrics(void *arg, struct metrics_buf *out, struct error *err)
 {
 	struct observed *o = arg;
 
-	return meta_metrics_render(o->reg, o->mem, out, err);
+	return meta_metrics_render(o->reg, o->mem, atomic_load(&o->identity), out, err);
 }
 
 /* The roles that have a key, "csi,worker,mount", for the start line. */
@@ -253,6 +256,7 @@ int main(int argc, char **argv)
 			log_error("cannot check the workers' identity", LOG_S("cause", err.msg));
 			goto out;
 		}
+		atomic_store(&observed.identity, identity);
 		if (wait_for_lease(lease, &err) != ERR_OK) {
 			rc = 0;
 			goto out;
@@ -361,13 +365,13 @@ int main(int argc, char **argv)
 		lease_release(lease);
 	rc = 0;
 out:
+	metrics_http_stop(mh); /* first: it reads the identity checks */
 	cachegate_stop(gate);
 	datasets_stop(ds, 0);
 	lease_free(lease);
 	worker_identity_free(identity);
 	kubeapi_free(kube);
 	free(cred_dir);
-	metrics_http_stop(mh);
 	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);

@@ -20,7 +20,8 @@ static void per_dataset(struct metrics_buf *out, const char *name, const char *h
 }
 
 enum error_code meta_metrics_render(struct registry *reg, struct membership *mem,
-				    struct metrics_buf *out, struct error *err)
+				    struct worker_identity *identity, struct metrics_buf *out,
+				    struct error *err)
 {
 	static const enum registry_state states[] = { REGISTRY_REGISTERING, REGISTRY_READY,
 						      REGISTRY_REFRESHING };
@@ -70,6 +71,20 @@ enum error_code meta_metrics_render(struct registry *reg, struct membership *mem
 	for (size_t i = 0; i < nw; i++)
 		metrics_render_labeled(out, "granary_meta_worker_used_bytes", "worker", w[i].id,
 				       w[i].used_bytes);
+	if (identity) {
+		uint64_t review, kept, stale;
+
+		worker_identity_counts(identity, &review, &kept, &stale);
+		metrics_render_family(out, "granary_meta_worker_token_checks_total",
+				      "workers' identity tokens judged, by what: a review of the Kubernetes API, one kept while trusted, or one kept past that for want of an answer",
+				      "counter");
+		metrics_render_labeled(out, "granary_meta_worker_token_checks_total", "by", "review",
+				       review);
+		metrics_render_labeled(out, "granary_meta_worker_token_checks_total", "by", "kept",
+				       kept);
+		metrics_render_labeled(out, "granary_meta_worker_token_checks_total", "by",
+				       "kept_stale", stale);
+	}
 	free(w);
 	registry_list_free(ds, nds);
 	if (out->failed)

@@ -49,7 +49,7 @@ START_TEST(test_meta_metrics_datasets_by_state_and_workers_caches)
 					      &err),
 			 ERR_OK);
 
-	ck_assert_int_eq(meta_metrics_render(reg, mem, &b, &err), ERR_OK);
+	ck_assert_int_eq(meta_metrics_render(reg, mem, NULL, &b, &err), ERR_OK);
 	ck_assert_ptr_nonnull(strstr(b.data, "# TYPE granary_meta_datasets gauge\n"
 					     "granary_meta_datasets{state=\"registering\"} 0\n"
 					     "granary_meta_datasets{state=\"ready\"} 1\n"
@@ -63,7 +63,57 @@ START_TEST(test_meta_metrics_datasets_by_state_and_workers_caches)
 		strstr(b.data, "\ngranary_meta_worker_capacity_bytes{worker=\"node-a\"} 1000\n"));
 	ck_assert_ptr_nonnull(strstr(b.data, "\ngranary_meta_worker_used_bytes{worker=\"node-a\"} 250\n"));
 	ck_assert_ptr_nonnull(strstr(b.data, "\ngranary_meta_datasets_damaged 0\n"));
+	/* Outside Kubernetes no token is judged. */
+	ck_assert_ptr_null(strstr(b.data, "granary_meta_worker_token_checks_total"));
 	metrics_buf_release(&b);
+	membership_free(mem);
+	registry_free(reg);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Every review answers: not authenticated. */
+static enum error_code refusing_review(const char *token, const char *audience,
+				       struct kubeapi_token_review *out, void *arg,
+				       struct error *err)
+{
+	(void)token;
+	(void)audience;
+	(void)arg;
+	(void)err;
+	memset(out, 0, sizeof(*out));
+	return ERR_OK;
+}
+
+/* In Kubernetes: the workers' tokens judged, by what judged them. */
+START_TEST(test_meta_metrics_worker_token_checks)
+{
+	struct worker_identity_config cfg = { .ns = "granary-system",
+					      .service_account = "granary-worker",
+					      .audience = "granary-meta",
+					      .review = refusing_review };
+	struct membership_options mopt = { .interval_ms = 1000, .expiry_ms = 3000 };
+	char root[] = "/tmp/granary-meta-metrics-XXXXXX", cmd[200];
+	struct registry_options opt = { .data_dir = root };
+	struct metrics_buf b = { 0 };
+	struct worker_identity *wi = NULL;
+	struct membership *mem = NULL;
+	struct registry *reg = NULL;
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(root));
+	ck_assert_int_eq(registry_open(&opt, &reg, &err), ERR_OK);
+	ck_assert_int_eq(membership_new(&mopt, &mem, &err), ERR_OK);
+	ck_assert_int_eq(worker_identity_new(&cfg, &wi, &err), ERR_OK);
+	ck_assert_int_eq(worker_identity_check(wi, "a-token", "node-a", &err), ERR_UNAUTHENTICATED);
+	ck_assert_int_eq(meta_metrics_render(reg, mem, wi, &b, &err), ERR_OK);
+	ck_assert_ptr_nonnull(strstr(b.data, "# TYPE granary_meta_worker_token_checks_total counter\n"
+					     "granary_meta_worker_token_checks_total{by=\"review\"} 1\n"
+					     "granary_meta_worker_token_checks_total{by=\"kept\"} 0\n"
+					     "granary_meta_worker_token_checks_total{by=\"kept_stale\"} 0\n"));
+	metrics_buf_release(&b);
+	worker_identity_free(wi);
 	membership_free(mem);
 	registry_free(reg);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
@@ -77,6 +127,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, test_meta_metrics_datasets_by_state_and_workers_caches);
+	tcase_add_test(tc, test_meta_metrics_worker_token_checks);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
