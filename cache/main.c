@@ -9,10 +9,11 @@
  * informs), the HTTP server and, when meta.address is set, the membership
  * thread (cache/worker_meta.h: heartbeats, datasets from meta). Then the
  * main thread sleeps in sigsuspend until SIGTERM/SIGINT and tears the
- * same things down: no new connections, requests in progress finish
- * within http.shutdown_grace (they may still ask the membership thread
- * for a round, below), the membership thread stops, every thread joined,
- * exit 0.
+ * same things down: the membership thread stops heartbeating and tells
+ * meta this worker leaves (mounts stop picking it before it stops
+ * answering), no new connections, requests in progress finish within
+ * http.shutdown_grace, the membership thread is freed (after the HTTP
+ * server: requests may call it until then), every thread joined, exit 0.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -216,6 +217,7 @@ int main(int argc, char **argv)
 	while (!daemon_stopping())
 		sigsuspend(&wait_mask);
 	log_info("stopping", LOG_U("grace_ms", s.http_shutdown_grace_ms));
+	worker_meta_leave(member);
 	rc = 0;
 out:
 	worker_http_stop(http, s.http_shutdown_grace_ms);

@@ -3,11 +3,13 @@
  */
 #include "cache/worker_meta.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "block/placement.h"
@@ -208,6 +210,7 @@ struct complaint {
 struct worker_meta {
 	struct worker_meta_config cfg;   /* strings point at the copies below */
 	char *address, *worker_id, *advertise;
+	uint64_t instance;               /* this process, in every heartbeat; never 0 */
 	struct meta_client *meta;
 	pthread_t thread;
 	bool running;
@@ -694,8 +697,20 @@ static void follow_membership(struct worker_meta *wm, uint64_t version)
 /* Datasets a heartbeat reports the cached bytes of. */
 #define USAGE_MAX 4096
 
+/* A HeartbeatRequest of this process, without its figures. */
+static Granary__V1__HeartbeatRequest heartbeat_request(const struct worker_meta *wm)
+{
+	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
+
+	req.worker_id = wm->worker_id;
+	req.address = wm->advertise;
+	req.instance = wm->instance;
+	return req;
+}
+
 static void heartbeat(struct worker_meta *wm)
 {
+	Granary__V1__HeartbeatRequest req = heartbeat_request(wm);
 	Granary__V1__HeartbeatReply *reply = NULL;
 	struct blockstore_stats bst;
 	struct blockstore_usage *usage = calloc(USAGE_MAX, sizeof(*usage));
@@ -740,8 +755,11 @@ static void heartbeat(struct worker_meta *wm)
 		items[i].preload_blocks_done = ps.blocks_done;
 		items[i].preload_blocks_total = ps.blocks_total;
 	}
-	rc = meta_client_heartbeat_usage(wm->meta, wm->worker_id, wm->advertise, wm->cfg.capacity,
-					 used, ptrs, n, &reply, &err);
+	req.capacity_bytes = wm->cfg.capacity;
+	req.used_bytes = used;
+	req.datasets = ptrs;
+	req.n_datasets = n;
+	rc = meta_client_heartbeat_send(wm->meta, &req, &reply, &err);
 	free(ptrs);
 	free(items);
 	free(usage);
@@ -753,11 +771,16 @@ static void heartbeat(struct worker_meta *wm)
 	complaint_clear(wm, "");
 	if (wm->cfg.readiness)
 		readiness_heartbeat_ok(wm->cfg.readiness, retry_now_ms(), reply->expiry_ms);
-	if (!wm->joined)
+	if (!wm->joined) {
+		char instance[17];
+
+		snprintf(instance, sizeof(instance), "%016llx", (unsigned long long)wm->instance);
 		log_info("joined granary-meta", LOG_S("meta.address", wm->address),
 			 LOG_S("worker_id", wm->worker_id), LOG_S("address", wm->advertise),
+			 LOG_S("instance", instance),
 			 LOG_U("membership_version", reply->membership_version),
 			 LOG_U("interval_ms", reply->interval_ms));
+	}
 	wm->joined = true;
 	pthread_mutex_lock(&wm->mu);
 	wm->stats.heartbeats++;
@@ -904,6 +927,16 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 		rc = error_set(err, ERR_NOMEM, "meta membership: out of memory");
 		goto fail;
 	}
+	/* 0 is what a worker that sends no instance sends. */
+	while (!wm->instance) {
+		ssize_t got = getrandom(&wm->instance, sizeof(wm->instance), 0);
+
+		if (got != (ssize_t)sizeof(wm->instance)) {
+			rc = error_set(err, ERR_IO, "meta membership: instance: getrandom: %s",
+				       strerror(errno));
+			goto fail;
+		}
+	}
 	opt.timeout_ms = wm->cfg.call_timeout_ms;
 	opt.key_file = cfg->key_file;
 	opt.identity_token_file = cfg->identity_token_file;
@@ -927,18 +960,50 @@ fail:
 	return rc;
 }
 
+/* Ends the rounds: a call in progress finishes within call_timeout_ms. */
+static void stop_thread(struct worker_meta *wm)
+{
+	if (!wm->running)
+		return;
+	pthread_mutex_lock(&wm->mu);
+	wm->stopping = true;
+	pthread_cond_signal(&wm->cv);
+	pthread_cond_broadcast(&wm->round_cv);
+	pthread_mutex_unlock(&wm->mu);
+	pthread_join(wm->thread, NULL);
+	wm->running = false;
+}
+
+void worker_meta_leave(struct worker_meta *wm)
+{
+	Granary__V1__HeartbeatRequest req;
+	Granary__V1__HeartbeatReply *reply = NULL;
+	struct error err;
+
+	if (!wm)
+		return;
+	/* No heartbeat after the leaving one: it would join again. */
+	stop_thread(wm);
+	if (!wm->joined)
+		return;
+	req = heartbeat_request(wm);
+	req.leaving = true;
+	if (meta_client_heartbeat_send(wm->meta, &req, &reply, &err) != ERR_OK) {
+		log_warn("cannot tell granary-meta that this worker leaves; it drops it at its expiry",
+			 LOG_S("meta.address", wm->address), LOG_S("cause", err.msg));
+		return;
+	}
+	log_info("left granary-meta", LOG_S("meta.address", wm->address),
+		 LOG_S("worker_id", wm->worker_id),
+		 LOG_U("membership_version", reply->membership_version));
+	granary__v1__heartbeat_reply__free_unpacked(reply, NULL);
+}
+
 void worker_meta_stop(struct worker_meta *wm)
 {
 	if (!wm)
 		return;
-	if (wm->running) {
-		pthread_mutex_lock(&wm->mu);
-		wm->stopping = true;
-		pthread_cond_signal(&wm->cv);
-		pthread_cond_broadcast(&wm->round_cv);
-		pthread_mutex_unlock(&wm->mu);
-		pthread_join(wm->thread, NULL);
-	}
+	stop_thread(wm);
 	/* Its jobs borrow the placement freed here. */
 	for (size_t i = 0; wm->cfg.preloader && i < wm->njobs; i++)
 		preload_cancel(wm->cfg.preloader, wm->jobs[i].name, wm->jobs[i].id,

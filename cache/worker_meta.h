@@ -11,7 +11,11 @@
  *      dropped). Datasets registered through the HTTP API under names meta
  *      does not list are never touched; a name meta lists is meta's, and
  *      meta's definition replaces one put there over HTTP.
- *   2. Heartbeat(worker id, advertised host:port, capacity, used bytes).
+ *   2. Heartbeat(worker id, advertised host:port, instance, capacity, used
+ *      bytes). The instance is drawn at random when the member starts: meta
+ *      refuses a second process under a live worker id at another address
+ *      (ALREADY_EXISTS, naming the live one), and this one keeps trying at
+ *      its interval, not ready, until that one leaves or expires.
  *
  * Store access rule: a worker reads every meta dataset with its own store
  * settings (store.credentials_file, timeouts, ...), taking only the
@@ -43,8 +47,9 @@
  *
  * The planning half below is pure (no I/O, no globals): it maps specs to
  * fetch configurations and diffs them against the registry, for unit tests.
- * Thread-safety: worker_meta_start/stop from one thread; worker_meta_sync_soon
- * and the stats from any; everything else belongs to the background thread.
+ * Thread-safety: worker_meta_start/leave/stop from one thread;
+ * worker_meta_sync_soon and the stats from any; everything else belongs to
+ * the background thread.
  */
 #ifndef GRANARY_CACHE_WORKER_META_H
 #define GRANARY_CACHE_WORKER_META_H
@@ -175,10 +180,21 @@ struct worker_meta_stats {
 enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct worker_meta **out,
 				  struct error *err);
 
-/* Stops the thread (a call in progress finishes within call_timeout_ms),
- * joins it, cancels the preload jobs it started (they place blocks by its
- * membership) and frees everything. Datasets stay registered. NULL is a
- * no-op. */
+/*
+ * The worker is stopping: ends the rounds (a call in progress finishes
+ * within call_timeout_ms), then, when meta accepted a heartbeat of this
+ * process, sends one last Heartbeat marked leaving (within
+ * call_timeout_ms), so that meta drops this worker now, not at its expiry:
+ * mounts stop sending it requests, and the next process with its id may
+ * join. A failure is logged, not returned. From then on
+ * worker_meta_sync_soon answers false at once. NULL is a no-op.
+ */
+void worker_meta_leave(struct worker_meta *wm);
+
+/* Stops the thread unless worker_meta_leave did (a call in progress
+ * finishes within call_timeout_ms), cancels the preload jobs it started
+ * (they place blocks by its membership) and frees everything. Datasets
+ * stay registered. NULL is a no-op. */
 void worker_meta_stop(struct worker_meta *wm);
 
 /*

@@ -25,6 +25,7 @@ struct usage {
 
 struct member {
 	struct membership_worker w;
+	uint64_t instance;     /* its process; 0: the worker sends none */
 	uint64_t last_seen_ms; /* monotonic, from the clock */
 	struct usage *usage;   /* its cache's bytes per dataset */
 	size_t nusage;
@@ -46,7 +47,12 @@ struct membership {
 	struct member *members; /* protected by mu: sorted by id */
 	size_t n, cap;          /* protected by mu */
 	uint64_t version;       /* protected by mu */
+	/* A second process under a live id heartbeats every interval while
+	 * it is refused: one line per TWIN_LOG_MS. */
+	struct log_limiter twins;
 };
+
+#define TWIN_LOG_MS 10000
 
 static uint64_t default_clock(void *arg)
 {
@@ -76,6 +82,7 @@ enum error_code membership_new(const struct membership_options *opt, struct memb
 	m->clock_arg = opt->clock_arg;
 	m->version = opt->initial_version ? opt->initial_version : (uint64_t)retry_wall_ms();
 	pthread_mutex_init(&m->mu, NULL);
+	log_limiter_init(&m->twins, TWIN_LOG_MS, NULL, NULL);
 	*out = m;
 	return ERR_OK;
 }
@@ -85,6 +92,7 @@ void membership_free(struct membership *m)
 	if (!m)
 		return;
 	pthread_mutex_destroy(&m->mu);
+	log_limiter_release(&m->twins);
 	for (size_t i = 0; i < m->n; i++)
 		usage_free(m->members[i].usage, m->members[i].nusage);
 	free(m->members);
@@ -170,9 +178,34 @@ static enum error_code check_worker(const char *id, const char *address, uint64_
 	return ERR_OK;
 }
 
+/* An instance as its messages and logs write it. */
+static void instance_text(uint64_t instance, char out[17])
+{
+	snprintf(out, 17, "%016llx", (unsigned long long)instance);
+}
+
+/* A second process under x's id, at another address: refused while x
+ * lives. Called with m->mu held. */
+static enum error_code refuse_twin(struct membership *m, const struct member *x,
+				   const char *address, uint64_t instance, struct error *err)
+{
+	char live[17], other[17];
+
+	instance_text(x->instance, live);
+	instance_text(instance, other);
+	log_limited_warn(&m->twins, "heartbeat refused: the worker id is another live process's",
+			 LOG_S("worker", x->w.id), LOG_S("address", address),
+			 LOG_S("instance", other), LOG_S("holder_address", x->w.address),
+			 LOG_S("holder_instance", live));
+	return error_set(err, ERR_EXISTS,
+			 "worker id '%s' is held by another live process at %s (instance %s); this one joins once that one leaves or stops heartbeating, within %g s",
+			 x->w.id, x->w.address, live, (double)m->expiry_ms / 1000);
+}
+
 enum error_code membership_heartbeat(struct membership *m, const char *worker_id,
-				     const char *address, uint64_t capacity_bytes,
-				     uint64_t used_bytes, uint64_t *version, struct error *err)
+				     const char *address, uint64_t instance,
+				     uint64_t capacity_bytes, uint64_t used_bytes,
+				     uint64_t *version, struct error *err)
 {
 	struct membership_worker w;
 	uint64_t now;
@@ -206,13 +239,27 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 	}
 	if (find(m, w.id, &pos)) {
 		struct member *x = &m->members[pos];
+		bool moved = strcmp(x->w.address, w.address) != 0;
 
-		if (strcmp(x->w.address, w.address) != 0) {
+		/* Another process under this id: at the member's address it
+		 * is the member restarted; elsewhere a second one, which
+		 * would flip the membership between the two addresses. */
+		if (instance && instance != x->instance) {
+			if (moved) {
+				enum error_code rc = refuse_twin(m, x, w.address, instance, err);
+
+				pthread_mutex_unlock(&m->mu);
+				return rc;
+			}
+			log_info("worker restarted", LOG_S("worker", w.id),
+				 LOG_S("address", w.address));
+		} else if (moved) {
 			log_info("worker moved", LOG_S("worker", w.id), LOG_S("from", x->w.address),
 				 LOG_S("to", w.address));
 			m->version++;
 		}
 		x->w = w;
+		x->instance = instance;
 	} else {
 		if (array_grow((void **)&m->members, &m->cap, m->n + 1, sizeof(*m->members)) < 0) {
 			pthread_mutex_unlock(&m->mu);
@@ -220,6 +267,7 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 		}
 		memmove(&m->members[pos + 1], &m->members[pos], (m->n - pos) * sizeof(*m->members));
 		m->members[pos].w = w;
+		m->members[pos].instance = instance;
 		m->members[pos].usage = NULL;
 		m->members[pos].nusage = 0;
 		m->n++;
@@ -229,6 +277,37 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 	}
 	m->members[pos].last_seen_ms = now;
 	m->members[pos].w.last_seen_unix_ms = retry_wall_ms();
+	if (version)
+		*version = m->version;
+	pthread_mutex_unlock(&m->mu);
+	return ERR_OK;
+}
+
+enum error_code membership_leave(struct membership *m, const char *worker_id, uint64_t instance,
+				 uint64_t *version, struct error *err)
+{
+	size_t pos;
+
+	if (!instance)
+		return error_set(err, ERR_INVALID,
+				 "field 'instance': a leaving heartbeat of '%s' must name its process (0 names none)",
+				 worker_id);
+	pthread_mutex_lock(&m->mu);
+	expire_locked(m, m->clock(m->clock_arg));
+	if (find(m, worker_id, &pos) && m->members[pos].instance == instance) {
+		struct member *x = &m->members[pos];
+
+		log_info("worker left", LOG_S("worker", x->w.id), LOG_S("address", x->w.address),
+			 LOG_U("workers", m->n - 1));
+		usage_free(x->usage, x->nusage);
+		memmove(x, x + 1, (m->n - pos - 1) * sizeof(*x));
+		m->n--;
+		m->version++;
+	} else {
+		/* A process refused under a live id, or replaced since. */
+		log_info("a process that is not the worker's member left; nothing changes",
+			 LOG_S("worker", worker_id));
+	}
 	if (version)
 		*version = m->version;
 	pthread_mutex_unlock(&m->mu);

@@ -5,9 +5,21 @@
  * interval. The first heartbeat of an id is a join; a worker silent for
  * expiry_ms expires (leaves). Clients compute block placement by rendezvous
  * hashing over the live set, so they need to know when it changes: the
- * membership version increases on every join, every expiry and every
- * change of a worker's address (placement depends on it), and never
- * otherwise (capacity and usage updates do not move blocks).
+ * membership version increases on every join, every leave and expiry,
+ * and every change of a worker's address (placement depends on it), and
+ * never otherwise (capacity and usage updates do not move blocks).
+ *
+ * One worker id, one process. Each worker process draws a random instance
+ * at start and sends it with every heartbeat. A heartbeat for a live id
+ * with another instance is the same place restarted when it comes from the
+ * member's address (two processes cannot hold one address: the old one is
+ * gone), and replaces it; from another address it is a second process
+ * under that id (two pods of one node during a rolling update, a copy
+ * started by hand) and is refused until the member leaves or expires, so
+ * that the membership does not flip between the two addresses. A process
+ * that stops says so (membership_leave) and is dropped at once. Instance 0
+ * is a worker that sends none: its heartbeats are taken as they come (the
+ * last address wins), as before instances existed.
  *
  * The version starts at the wall-clock time in milliseconds at
  * membership_new (unless the options give one), so a restarted meta never
@@ -56,15 +68,30 @@ enum error_code membership_new(const struct membership_options *opt, struct memb
 void membership_free(struct membership *m);
 
 /*
- * Records a heartbeat (joins, or refreshes the worker's last-seen time and
- * figures). *version gets the membership version after it. ERR_INVALID
- * naming the field: worker_id (1-253 of letters, digits, '.', '-', '_'),
- * address (host:port, as common/netaddr.h; not a unix socket: peers on
- * other nodes use it), used_bytes above capacity_bytes.
+ * Records a heartbeat of the worker process instance (joins, or refreshes
+ * the worker's last-seen time and figures). *version gets the membership
+ * version after it. ERR_INVALID naming the field: worker_id (1-253 of
+ * letters, digits, '.', '-', '_'), address (host:port, as
+ * common/netaddr.h; not a unix socket: peers on other nodes use it),
+ * used_bytes above capacity_bytes. ERR_EXISTS, changing nothing: the
+ * address is another live worker's, or the id is another live instance's
+ * at another address (the message names the live process and when this
+ * one may join).
  */
 enum error_code membership_heartbeat(struct membership *m, const char *worker_id,
-				     const char *address, uint64_t capacity_bytes,
-				     uint64_t used_bytes, uint64_t *version, struct error *err);
+				     const char *address, uint64_t instance,
+				     uint64_t capacity_bytes, uint64_t used_bytes,
+				     uint64_t *version, struct error *err);
+
+/*
+ * The process instance of worker_id is stopping: it leaves now (the version
+ * steps) when it is the member's instance; otherwise (no such member, or
+ * another process holds the id now) nothing changes. *version gets the
+ * version after it. ERR_INVALID for instance 0: only a process that names
+ * itself may leave.
+ */
+enum error_code membership_leave(struct membership *m, const char *worker_id, uint64_t instance,
+				 uint64_t *version, struct error *err);
 
 /*
  * The live workers sorted by id (bytewise), in a malloc'd array *out of *n

@@ -278,31 +278,27 @@ enum error_code meta_client_heartbeat(struct meta_client *c, const char *worker_
 				      uint64_t used_bytes, Granary__V1__HeartbeatReply **out,
 				      struct error *err)
 {
-	return meta_client_heartbeat_usage(c, worker_id, address, capacity_bytes, used_bytes, NULL,
-					   0, out, err);
+	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
+
+	req.worker_id = (char *)worker_id;
+	req.address = (char *)address;
+	req.capacity_bytes = capacity_bytes;
+	req.used_bytes = used_bytes;
+	return meta_client_heartbeat_send(c, &req, out, err);
 }
 
-enum error_code meta_client_heartbeat_usage(struct meta_client *c, const char *worker_id,
-					    const char *address, uint64_t capacity_bytes,
-					    uint64_t used_bytes, Granary__V1__DatasetCache **datasets,
-					    size_t ndatasets, Granary__V1__HeartbeatReply **out,
-					    struct error *err)
+enum error_code meta_client_heartbeat_send(struct meta_client *c,
+					   const Granary__V1__HeartbeatRequest *req,
+					   Granary__V1__HeartbeatReply **out, struct error *err)
 {
-	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
 	ProtobufCMessage *reply = NULL;
 	char *token = NULL;
 	size_t len = 0;
 	enum error_code rc;
 
 	*out = NULL;
-	req.worker_id = (char *)worker_id;
-	req.address = (char *)address;
-	req.capacity_bytes = capacity_bytes;
-	req.used_bytes = used_bytes;
-	req.datasets = datasets;
-	req.n_datasets = ndatasets;
 	if (!c->identity_file)
-		return call(c, META_METHOD_HEARTBEAT, &req,
+		return call(c, META_METHOD_HEARTBEAT, req,
 			    &granary__v1__heartbeat_reply__descriptor, c->timeout_ms, (void **)out,
 			    err);
 	/* Read again for every heartbeat: the kubelet rotates the token. */
@@ -317,7 +313,7 @@ enum error_code meta_client_heartbeat_usage(struct meta_client *c, const char *w
 	} else {
 		struct rpc_client_metadata md = { META_IDENTITY_METADATA, token };
 
-		rc = rpc_client_call_with(c->rpc, META_METHOD_HEARTBEAT, &req.base,
+		rc = rpc_client_call_with(c->rpc, META_METHOD_HEARTBEAT, &req->base,
 					  &granary__v1__heartbeat_reply__descriptor, c->timeout_ms,
 					  &md, &reply, err);
 		*out = (Granary__V1__HeartbeatReply *)reply;

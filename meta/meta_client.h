@@ -104,12 +104,11 @@ enum error_code meta_client_heartbeat(struct meta_client *c, const char *worker_
 				      const char *address, uint64_t capacity_bytes,
 				      uint64_t used_bytes, Granary__V1__HeartbeatReply **out,
 				      struct error *err);
-/* The same, with the bytes each dataset holds in the worker's cache. */
-enum error_code meta_client_heartbeat_usage(struct meta_client *c, const char *worker_id,
-					    const char *address, uint64_t capacity_bytes,
-					    uint64_t used_bytes, Granary__V1__DatasetCache **datasets,
-					    size_t ndatasets, Granary__V1__HeartbeatReply **out,
-					    struct error *err);
+/* The same with a request the caller filled in (granary-worker: its
+ * instance, the bytes each dataset holds in its cache, leaving). */
+enum error_code meta_client_heartbeat_send(struct meta_client *c,
+					   const Granary__V1__HeartbeatRequest *req,
+					   Granary__V1__HeartbeatReply **out, struct error *err);
 enum error_code meta_client_list_workers(struct meta_client *c,
 					 Granary__V1__ListWorkersReply **out, struct error *err);
 

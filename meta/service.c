@@ -139,6 +139,30 @@ static enum error_code on_snapshot(struct rpc_server_call *call, const ProtobufC
 				      META_SNAPSHOT_CHUNK, send_chunk, call, err);
 }
 
+/* What the worker's cache holds of each dataset, as its heartbeat says. */
+static void heartbeat_usage(struct meta_service *svc, const Granary__V1__HeartbeatRequest *req)
+{
+	size_t n = req->n_datasets > 4096 ? 4096 : req->n_datasets;
+	struct membership_usage *u;
+	struct error ignored;
+
+	if (!n) {
+		membership_set_usage(svc->membership, req->worker_id, NULL, 0, NULL);
+		return;
+	}
+	/* Out of memory: the previous figures stay. */
+	u = calloc(n, sizeof(*u));
+	for (size_t i = 0; u && i < n; i++) {
+		const Granary__V1__DatasetCache *c = req->datasets[i];
+
+		u[i] = (struct membership_usage){ c->name, c->bytes, c->preload_state,
+						  c->preload_blocks_done, c->preload_blocks_total };
+	}
+	if (u)
+		membership_set_usage(svc->membership, req->worker_id, u, n, &ignored);
+	free(u);
+}
+
 static enum error_code on_heartbeat(struct rpc_server_call *call, const ProtobufCMessage *request,
 				    void *arg, struct error *err)
 {
@@ -159,30 +183,18 @@ static enum error_code on_heartbeat(struct rpc_server_call *call, const Protobuf
 		if (rc != ERR_OK)
 			return rc;
 	}
-	rc = membership_heartbeat(svc->membership, req->worker_id, req->address,
-				  req->capacity_bytes, req->used_bytes, &reply.membership_version,
-				  err);
+	if (req->leaving) {
+		rc = membership_leave(svc->membership, req->worker_id, req->instance,
+				      &reply.membership_version, err);
+	} else {
+		rc = membership_heartbeat(svc->membership, req->worker_id, req->address,
+					  req->instance, req->capacity_bytes, req->used_bytes,
+					  &reply.membership_version, err);
+		if (rc == ERR_OK)
+			heartbeat_usage(svc, req);
+	}
 	if (rc != ERR_OK)
 		return rc;
-	if (req->n_datasets) {
-		size_t n = req->n_datasets > 4096 ? 4096 : req->n_datasets;
-		struct membership_usage *u = calloc(n, sizeof(*u));
-		struct error ignored;
-
-		/* Out of memory: the previous figures stay. */
-		for (size_t i = 0; u && i < n; i++) {
-			const Granary__V1__DatasetCache *c = req->datasets[i];
-
-			u[i] = (struct membership_usage){ c->name, c->bytes, c->preload_state,
-							  c->preload_blocks_done,
-							  c->preload_blocks_total };
-		}
-		if (u)
-			membership_set_usage(svc->membership, req->worker_id, u, n, &ignored);
-		free(u);
-	} else {
-		membership_set_usage(svc->membership, req->worker_id, NULL, 0, NULL);
-	}
 	reply.expiry_ms = membership_expiry_ms(svc->membership);
 	reply.interval_ms = membership_interval_ms(svc->membership);
 	return rpc_server_reply(call, &reply.base, err);

@@ -21,6 +21,9 @@
  * The "preload" case runs three workers that reach the store through a
  * proxy the test can stall, and checks where each preloaded block lands
  * (the block files, against placement computed here as a mount does).
+ *
+ * The "membership" case runs one worker, with an expiry (10 s) far longer
+ * than a leave takes, and a second process of its worker id.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -370,7 +373,9 @@ static bool worker_has(const struct worker *w, const char *dataset, char **json)
 static struct harness_proxy *store_proxy;
 static char proxy_endpoint[64];
 
-static void worker_start(struct worker *w, int i)
+/* granary-worker --node_id id, its cache directory and log named name
+ * (its id, or another name for a second process of one id). */
+static void worker_start_as(struct worker *w, const char *id, const char *name)
 {
 	char exe[600], listen[64];
 	const char *argv[48] = { exe, "--listen", listen, "--node_id", w->id, "--meta.address",
@@ -400,9 +405,9 @@ static void worker_start(struct worker *w, int i)
 	}
 
 	snprintf(exe, sizeof(exe), "%s/granary-worker", bin_dir);
-	snprintf(w->id, sizeof(w->id), "w%d", i + 1);
-	snprintf(w->cache, sizeof(w->cache), "%s/cache-%s", work, w->id);
-	snprintf(w->p.log, sizeof(w->p.log), "%s/%s.log", work, w->id);
+	snprintf(w->id, sizeof(w->id), "%s", id);
+	snprintf(w->cache, sizeof(w->cache), "%s/cache-%s", work, name);
+	snprintf(w->p.log, sizeof(w->p.log), "%s/%s.log", work, name);
 	w->port = harness_free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", w->port);
 	w->p.pid = harness_spawn(argv, w->p.log);
@@ -419,6 +424,14 @@ static void worker_start(struct worker *w, int i)
 		}
 		retry_sleep_ms(20);
 	}
+}
+
+static void worker_start(struct worker *w, int i)
+{
+	char id[16];
+
+	snprintf(id, sizeof(id), "w%d", i + 1);
+	worker_start_as(w, id, id);
 }
 
 /* --- meta -------------------------------------------------------------------- */
@@ -471,6 +484,22 @@ static size_t live_workers(void)
 	granary__v1__list_workers_reply__free_unpacked(r, NULL);
 	meta_client_free(c);
 	return n;
+}
+
+/* The address meta lists for worker id, "" when it lists none. */
+static void listed_address(const char *id, char *out, size_t size)
+{
+	struct meta_client *c = meta_client();
+	Granary__V1__ListWorkersReply *r = NULL;
+	struct error err;
+
+	ck_assert_msg(meta_client_list_workers(c, &r, &err) == ERR_OK, "%s", err.msg);
+	out[0] = '\0';
+	for (size_t i = 0; i < r->n_workers; i++)
+		if (strcmp(r->workers[i]->id, id) == 0)
+			snprintf(out, size, "%s", r->workers[i]->address);
+	granary__v1__list_workers_reply__free_unpacked(r, NULL);
+	meta_client_free(c);
 }
 
 /* Polls cond(arg) every 20 ms for up to ms; false when it never held. */
@@ -2173,6 +2202,111 @@ static void setup_preload(void)
 	setup();
 }
 
+/* --- membership --------------------------------------------------------------- */
+
+/* One worker, and an expiry (10 s) far longer than a leave takes. */
+static void setup_membership(void)
+{
+	nworkers = 1;
+	meta_expiry = "10s";
+	setup();
+}
+
+/* Whether meta lists w1 at the address of the worker arg points to. */
+static bool w1_at(void *arg)
+{
+	const struct worker *w = arg;
+	char at[64], want[64];
+
+	snprintf(want, sizeof(want), "127.0.0.1:%d", w->port);
+	listed_address("w1", at, sizeof(at));
+	return strcmp(at, want) == 0;
+}
+
+/* A poll of w's /readyz for needle, keeping its last answer. */
+struct readyz_wait {
+	const struct worker *w;
+	const char *needle;
+	char body[1024]; /* "HTTP <status> <body>" */
+};
+
+/* Whether the /readyz answer of the readyz_wait arg points to holds its needle. */
+static bool readyz_says(void *arg)
+{
+	struct readyz_wait *r = arg;
+	char *body = NULL;
+	long status = http_get(r->w->port, "/readyz", &body);
+
+	snprintf(r->body, sizeof(r->body), "HTTP %ld %s", status, body ? body : "");
+	free(body);
+	return strstr(r->body, r->needle) != NULL;
+}
+
+/*
+ * One worker id, one process: a second granary-worker with w1's id at
+ * another address (two pods of one node in a rolling update) is refused
+ * while w1 runs, naming it, and is not ready; the membership keeps w1's
+ * address (it flipped between the two at every heartbeat). It joins
+ * about a second after w1's SIGTERM, w1 having left, not at meta's
+ * expiry (10 s).
+ */
+START_TEST(test_cluster_second_process_of_a_worker_id_joins_when_the_first_leaves)
+{
+	struct worker *first = &workers[0], *twin = &workers[1];
+	char held[160];
+	struct readyz_wait rw = { .w = twin, .needle = held };
+	uint64_t t0, ms;
+
+	worker_start_as(twin, "w1", "w1-twin");
+	nworkers = 2; /* teardown stops it */
+	/* Its heartbeats (every second while refused) move nothing. */
+	t0 = retry_now_ms();
+	while (retry_now_ms() - t0 < 2500) {
+		ck_assert_msg(w1_at(first), "meta lists w1 away from the first process");
+		retry_sleep_ms(50);
+	}
+	snprintf(held, sizeof(held),
+		 "worker id 'w1' is held by another live process at 127.0.0.1:%d (instance ",
+		 first->port);
+	ck_assert_msg(wait_for(readyz_says, &rw, 2000), "the twin's /readyz: %s", rw.body);
+	ck_assert_msg(strncmp(rw.body, "HTTP 503 ", 9) == 0, "%s", rw.body);
+	ck_assert_msg(strstr(rw.body, "refuses the heartbeat"), "%s", rw.body);
+	ck_assert_msg(harness_file_contains(twin->p.log, held), "the twin's log names no holder");
+
+	t0 = retry_now_ms();
+	kill(first->p.pid, SIGTERM);
+	ck_assert_msg(wait_for(w1_at, twin, 5000), "the twin did not join within 5 s");
+	ms = retry_now_ms() - t0;
+	fprintf(stderr, "membership: the twin joined %llu ms after the first's SIGTERM\n",
+		(unsigned long long)ms);
+	ck_assert_int_eq(proc_stop(&first->p), 0);
+	ck_assert_msg(ms < 2000, "the twin joined %llu ms after the first's SIGTERM",
+		      (unsigned long long)ms);
+	rw.needle = "ok";
+	ck_assert_msg(wait_for(readyz_says, &rw, 2000), "the twin's /readyz: %s", rw.body);
+}
+END_TEST
+
+/* A worker stopped (SIGTERM) leaves the membership at once, so mounts stop
+ * asking it before it stops answering (it stayed there until meta's
+ * expiry, 10 s here). */
+START_TEST(test_cluster_stopped_worker_leaves_the_membership_at_once)
+{
+	uint64_t t0 = retry_now_ms(), ms;
+
+	kill(workers[0].p.pid, SIGTERM);
+	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)0, 15000),
+		      "meta still lists the stopped worker");
+	ms = retry_now_ms() - t0;
+	fprintf(stderr, "membership: the stopped worker left meta's list %llu ms after SIGTERM\n",
+		(unsigned long long)ms);
+	ck_assert_int_eq(proc_stop(&workers[0].p), 0);
+	ck_assert_msg(ms < 1000, "the stopped worker was listed %llu ms after SIGTERM",
+		      (unsigned long long)ms);
+	ck_assert(harness_file_contains(workers[0].p.log, "msg=\"left granary-meta\""));
+}
+END_TEST
+
 /* --- metrics ------------------------------------------------------------------ */
 
 /* The /metrics text of a daemon at address (unix:// or host:port). */
@@ -2555,6 +2689,10 @@ int main(void)
 	tcase_add_test(tc, test_cluster_tls_worker_refuses_plaintext_and_wrong_ca);
 	tcase_add_test(tc, test_cluster_tls_meta_refuses_plaintext_and_clients_without_certificate);
 	tcase_add_test(tc, test_cluster_tls_bad_files_are_named_at_start);
+	/* CK_RUN_CASE=membership: one process per worker id, leaving at SIGTERM. */
+	tc = cluster_case(s, "membership", setup_membership);
+	tcase_add_test(tc, test_cluster_second_process_of_a_worker_id_joins_when_the_first_leaves);
+	tcase_add_test(tc, test_cluster_stopped_worker_leaves_the_membership_at_once);
 	/* CK_RUN_CASE=preload: three workers preloading, their store behind
 	 * a proxy. Last: it leaves nworkers at 3. */
 	tc = cluster_case(s, "preload", setup_preload);

@@ -4,9 +4,12 @@
  * ListDatasets reply is diffed against the registry (what to register,
  * what to drop, what to leave alone). The descriptors compared against
  * come from a real fetcher over a file:// store, so the comparison is
- * checked against fetch.c's own normalisation.
+ * checked against fetch.c's own normalisation. The member itself runs
+ * against a meta that is not there, and against a fake one (an rpc_server
+ * in this process) that records the heartbeats.
  */
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,9 @@
 
 #include "cache/worker_meta.h"
 #include "common/log.h"
+#include "common/retry.h"
+#include "meta/methods.h"
+#include "rpc/rpc_server.h"
 #include "unit/check_main.h"
 
 static const struct worker_meta_defaults defaults = {
@@ -471,6 +477,204 @@ START_TEST(test_worker_meta_survives_an_unreachable_meta_and_stops)
 }
 END_TEST
 
+/* A granary-meta that lists nothing and records the heartbeats. */
+static struct fake_meta {
+	struct rpc_server *srv;
+	char address[128];
+	const char *refuse;       /* set: every heartbeat is refused with it (ALREADY_EXISTS) */
+	uint64_t leave_ms;        /* a leaving heartbeat is answered after this */
+	pthread_mutex_t mu;
+	uint64_t beats, leaves;   /* protected by mu */
+	uint64_t instance;        /* of the first heartbeat; protected by mu */
+	bool other_instance;      /* a heartbeat named another; protected by mu */
+	bool after_leave;         /* a heartbeat came after a leaving one; protected by mu */
+} fake;
+
+static enum error_code fake_list(struct rpc_server_call *call, const ProtobufCMessage *request,
+				 void *arg, struct error *err)
+{
+	Granary__V1__ListDatasetsReply reply = GRANARY__V1__LIST_DATASETS_REPLY__INIT;
+
+	return rpc_server_reply(call, &reply.base, err);
+}
+
+static enum error_code fake_workers(struct rpc_server_call *call,
+				    const ProtobufCMessage *request, void *arg, struct error *err)
+{
+	Granary__V1__ListWorkersReply reply = GRANARY__V1__LIST_WORKERS_REPLY__INIT;
+
+	reply.version = 1;
+	return rpc_server_reply(call, &reply.base, err);
+}
+
+static enum error_code fake_heartbeat(struct rpc_server_call *call,
+				      const ProtobufCMessage *request, void *arg,
+				      struct error *err)
+{
+	const Granary__V1__HeartbeatRequest *req = (const void *)request;
+	Granary__V1__HeartbeatReply reply = GRANARY__V1__HEARTBEAT_REPLY__INIT;
+
+	pthread_mutex_lock(&fake.mu);
+	if (!fake.beats && !fake.leaves)
+		fake.instance = req->instance;
+	fake.other_instance |= req->instance != fake.instance;
+	fake.after_leave |= fake.leaves > 0;
+	if (req->leaving)
+		fake.leaves++;
+	else
+		fake.beats++;
+	pthread_mutex_unlock(&fake.mu);
+	if (req->leaving && fake.leave_ms)
+		retry_sleep_ms(fake.leave_ms);
+	if (fake.refuse)
+		return error_set(err, ERR_EXISTS, "%s", fake.refuse);
+	reply.membership_version = 1;
+	reply.interval_ms = 50;
+	reply.expiry_ms = 1000;
+	return rpc_server_reply(call, &reply.base, err);
+}
+
+/* The fake, refusing every heartbeat with refuse (NULL: none), answering
+ * a leaving one after leave_ms. */
+static void fake_start(const char *refuse, uint64_t leave_ms)
+{
+	struct rpc_server_options opt = { .threads = 2, .shutdown_grace_ms = 100 };
+	struct error err;
+
+	memset(&fake, 0, sizeof(fake));
+	fake.refuse = refuse;
+	fake.leave_ms = leave_ms;
+	pthread_mutex_init(&fake.mu, NULL);
+	snprintf(fake.address, sizeof(fake.address), "unix://%s/meta.sock", base);
+	ck_assert_int_eq(rpc_server_new(&opt, &fake.srv, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_add_unary(fake.srv, META_METHOD_LIST,
+					      &granary__v1__list_datasets_request__descriptor,
+					      &granary__v1__list_datasets_reply__descriptor,
+					      fake_list, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_add_unary(fake.srv, META_METHOD_HEARTBEAT,
+					      &granary__v1__heartbeat_request__descriptor,
+					      &granary__v1__heartbeat_reply__descriptor,
+					      fake_heartbeat, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_add_unary(fake.srv, META_METHOD_WORKERS,
+					      &granary__v1__list_workers_request__descriptor,
+					      &granary__v1__list_workers_reply__descriptor,
+					      fake_workers, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_listen(fake.srv, fake.address, NULL, &err), ERR_OK);
+	ck_assert_int_eq(rpc_server_start(fake.srv, &err), ERR_OK);
+}
+
+static struct fake_meta fake_counts(void)
+{
+	struct fake_meta now;
+
+	pthread_mutex_lock(&fake.mu);
+	now = fake;
+	pthread_mutex_unlock(&fake.mu);
+	return now;
+}
+
+static void fake_wait_beats(uint64_t n)
+{
+	for (int i = 0; i < 250 && fake_counts().beats < n; i++)
+		retry_sleep_ms(20);
+	ck_assert_uint_ge(fake_counts().beats, n);
+}
+
+static struct worker_meta *member_start(struct readiness *r, uint64_t call_timeout_ms)
+{
+	struct worker_meta *wm = NULL;
+	struct error err;
+
+	ck_assert_int_eq(worker_meta_start(&(struct worker_meta_config){
+						   .address = fake.address,
+						   .worker_id = "w1",
+						   .advertise = "127.0.0.1:7480",
+						   .capacity = 64u << 20,
+						   .fetcher = f,
+						   .readiness = r,
+						   .defaults = file_defaults,
+						   .call_timeout_ms = call_timeout_ms,
+						   .retry_ms = 50,
+					   },
+					   &wm, &err), ERR_OK);
+	return wm;
+}
+
+/* Every heartbeat of one process names one instance, never 0 (what a
+ * worker that sends none sends); leaving, the member stops heartbeating
+ * first and then says so, so that no heartbeat joins it again after. */
+START_TEST(test_worker_meta_heartbeats_name_one_instance_and_leave_last)
+{
+	struct worker_meta *wm;
+	struct fake_meta c;
+
+	fake_start(NULL, 0);
+	wm = member_start(NULL, 500);
+	fake_wait_beats(3);
+	worker_meta_leave(wm);
+	c = fake_counts();
+	ck_assert_uint_ne(c.instance, 0);
+	ck_assert(!c.other_instance);
+	ck_assert_uint_eq(c.leaves, 1);
+	/* Four intervals later: nothing more. */
+	retry_sleep_ms(200);
+	ck_assert_uint_eq(fake_counts().beats, c.beats);
+	ck_assert(!fake_counts().after_leave);
+	ck_assert(!worker_meta_sync_soon(wm, 100));
+	worker_meta_stop(wm);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/* A meta that does not answer the leaving heartbeat holds the exit for
+ * one call timeout, not more. */
+START_TEST(test_worker_meta_leave_waits_one_call_timeout_at_most)
+{
+	struct worker_meta *wm;
+	uint64_t t0, ms;
+
+	fake_start(NULL, 2000);
+	wm = member_start(NULL, 300);
+	fake_wait_beats(1);
+	t0 = retry_now_ms();
+	worker_meta_leave(wm);
+	ms = retry_now_ms() - t0;
+	ck_assert_uint_eq(fake_counts().leaves, 1);
+	ck_assert_msg(ms < 1000, "leaving took %llu ms with a call timeout of 300 ms",
+		      (unsigned long long)ms);
+	worker_meta_stop(wm);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/* A second process of a live worker id is refused by meta: it keeps
+ * trying at its interval, is not ready, and /readyz gives meta's reason;
+ * never accepted, it has nothing to leave. */
+START_TEST(test_worker_meta_refused_heartbeats_keep_it_trying_and_not_ready)
+{
+	struct worker_meta_stats st;
+	struct readiness *r = NULL;
+	struct worker_meta *wm;
+	struct error err;
+
+	fake_start("worker id 'w1' is held by another live process at 10.0.0.5:7480", 0);
+	ck_assert_int_eq(readiness_new(NULL, fake.address, retry_now_ms(), &r, &err), ERR_OK);
+	wm = member_start(r, 500);
+	fake_wait_beats(3);
+	ck_assert_int_eq(readiness_check(r, retry_now_ms(), &err), ERR_UNAVAILABLE);
+	ck_assert_msg(strstr(err.msg, "refuses the heartbeat") &&
+			      strstr(err.msg, "worker id 'w1' is held by another live process at 10.0.0.5:7480"),
+		      "%s", err.msg);
+	worker_meta_get_stats(wm, &st);
+	ck_assert_uint_eq(st.heartbeats, 0);
+	worker_meta_leave(wm);
+	ck_assert_uint_eq(fake_counts().leaves, 0);
+	worker_meta_stop(wm);
+	readiness_free(r);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker_meta");
@@ -489,6 +693,9 @@ int main(void)
 	tcase_add_test(reg, test_worker_meta_plan_registers_changes_and_drops_only_its_own);
 	tcase_add_test(reg, test_worker_meta_plan_is_empty_in_steady_state);
 	tcase_add_test(reg, test_worker_meta_survives_an_unreachable_meta_and_stops);
+	tcase_add_test(reg, test_worker_meta_heartbeats_name_one_instance_and_leave_last);
+	tcase_add_test(reg, test_worker_meta_leave_waits_one_call_timeout_at_most);
+	tcase_add_test(reg, test_worker_meta_refused_heartbeats_keep_it_trying_and_not_ready);
 	suite_add_tcase(s, reg);
 	return check_main_run(s);
 }

@@ -45,8 +45,8 @@ START_TEST(test_meta_metrics_datasets_by_state_and_workers_caches)
 	spec.options = &dopt;
 	ck_assert_msg(registry_register(reg, &spec, &d, &err) == ERR_OK, "%s", err.msg);
 	registry_dataset_release(&d);
-	ck_assert_int_eq(membership_heartbeat(mem, "node-a", "10.0.0.1:7480", 1000, 250, &version,
-					      &err),
+	ck_assert_int_eq(membership_heartbeat(mem, "node-a", "10.0.0.1:7480", 1, 1000, 250,
+					      &version, &err),
 			 ERR_OK);
 
 	ck_assert_int_eq(meta_metrics_render(reg, mem, NULL, &b, &err), ERR_OK);

@@ -214,6 +214,65 @@ START_TEST(test_service_membership_methods)
 }
 END_TEST
 
+/* A heartbeat of process instance of node-1 at addr, leaving or not. */
+static enum error_code beat_as(const char *addr, uint64_t instance, bool leaving,
+			       uint64_t *version, struct error *err)
+{
+	Granary__V1__HeartbeatRequest req = GRANARY__V1__HEARTBEAT_REQUEST__INIT;
+	Granary__V1__HeartbeatReply *h = NULL;
+	enum error_code rc;
+
+	req.worker_id = "node-1";
+	req.address = (char *)addr;
+	req.instance = instance;
+	req.leaving = leaving;
+	req.capacity_bytes = 100;
+	rc = meta_client_heartbeat_send(cl, &req, &h, err);
+	if (h)
+		*version = h->membership_version;
+	granary__v1__heartbeat_reply__free_unpacked(h, NULL);
+	return rc;
+}
+
+static size_t workers_listed(void)
+{
+	Granary__V1__ListWorkersReply *w = NULL;
+	struct error err;
+	size_t n;
+
+	ck_assert_msg(meta_client_list_workers(cl, &w, &err) == ERR_OK, "%s", err.msg);
+	n = w->n_workers;
+	granary__v1__list_workers_reply__free_unpacked(w, NULL);
+	return n;
+}
+
+/* The instance and leaving fields reach the membership: a second process
+ * of a live id is ALREADY_EXISTS with meta's message, a leaving one is
+ * dropped at once (and only when it is the member). */
+START_TEST(test_service_heartbeat_carries_the_instance_and_leaving)
+{
+	struct error err;
+	uint64_t v = 0;
+
+	ck_assert_msg(beat_as("10.1.0.1:7480", 0xaaa, false, &v, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_uint_eq(v, 8);
+	ck_assert_int_eq(beat_as("10.1.0.9:7480", 0xbbb, false, &v, &err), ERR_EXISTS);
+	ck_assert_msg(strstr(err.msg, "worker id 'node-1' is held by another live process at 10.1.0.1:7480 (instance 0000000000000aaa)"),
+		      "%s", err.msg);
+	/* The refused one leaving takes nothing with it. */
+	ck_assert_int_eq(beat_as("10.1.0.9:7480", 0xbbb, true, &v, &err), ERR_OK);
+	ck_assert_uint_eq(v, 8);
+	ck_assert_uint_eq(workers_listed(), 1);
+	ck_assert_int_eq(beat_as("10.1.0.1:7480", 0, true, &v, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "'instance'"));
+	ck_assert_int_eq(beat_as("10.1.0.1:7480", 0xaaa, true, &v, &err), ERR_OK);
+	ck_assert_uint_eq(v, 9);
+	ck_assert_uint_eq(workers_listed(), 0);
+	ck_assert_msg(beat_as("10.1.0.9:7480", 0xbbb, false, &v, &err) == ERR_OK, "%s", err.msg);
+	ck_assert_uint_eq(v, 10);
+}
+END_TEST
+
 /* The apiserver of the identity test: a token "node-N" is a worker pod's
  * on node-N; "down" cannot be reviewed. */
 static enum error_code review_stub(const char *token, const char *audience,
@@ -302,6 +361,7 @@ int main(void)
 	tcase_add_test(tc, test_service_dataset_methods_round_trip);
 	tcase_add_test(tc, test_service_snapshot_travels_in_chunks);
 	tcase_add_test(tc, test_service_membership_methods);
+	tcase_add_test(tc, test_service_heartbeat_carries_the_instance_and_leaving);
 	tcase_add_test(tc, test_service_heartbeat_needs_its_pods_token);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
