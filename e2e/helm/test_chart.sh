@@ -266,10 +266,17 @@ refuse "controller.replicas above 1 with meta.persistence" --set controller.repl
   --set meta.persistence.enabled=true
 render --set node.mountPods.admissionPolicy=false >"$work/no-vap.yaml"
 render --set node.mountPods.enabled=false >"$work/no-mount-pods.yaml"
-if grep -q '^kind: ValidatingAdmissionPolicy' "$work/no-vap.yaml" "$work/no-mount-pods.yaml"; then
+if grep -q 'name: granary-granary-system-mount-pods' "$work/no-vap.yaml" "$work/no-mount-pods.yaml"; then
   fail "an admission policy for mount pods without node.mountPods.admissionPolicy or enabled"
 else
   ok "no admission policy for mount pods when turned off or without mount pods"
+fi
+render --set datasets.cacheGatePolicy=false >"$work/no-gate-vap.yaml"
+render --set datasets.cacheGate=false >"$work/no-gate.yaml"
+if grep -q 'name: granary-granary-system-cache-gate' "$work/no-gate-vap.yaml" "$work/no-gate.yaml"; then
+  fail "an admission policy for the cache gate without datasets.cacheGatePolicy or cacheGate"
+else
+  ok "no admission policy for the cache gate when turned off or without the gate"
 fi
 render --set criticalPodsQuota.enabled=true --set criticalPodsQuota.pods=500 \
   --show-only templates/resourcequota.yaml >"$work/quota.yaml"
@@ -1193,6 +1200,18 @@ for needle in ('"/var/cache/granary"', 'startsWith("/var/lib/granary/csi/node/")
 check(one(default, "ValidatingAdmissionPolicyBinding", "granary-granary-system-mount-pods")
       .get("spec") == {"policyName": "granary-granary-system-mount-pods", "validationActions": ["Deny"]},
       "the admission policy's binding denies")
+# The cache gate's: the controller's pod updates in every namespace.
+gate = one(default, "ValidatingAdmissionPolicy", "granary-granary-system-cache-gate").get("spec", {})
+check("namespaceSelector" not in gate.get("matchConstraints", {}) and
+      gate.get("matchConstraints", {}).get("resourceRules") ==
+      [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods"]}] and
+      [c.get("expression") for c in gate.get("matchConditions", [])] ==
+      ['request.userInfo.username == "system:serviceaccount:granary-system:granary-controller"'],
+      "the cache gate's policy takes the controller's pod updates in every namespace (got %s)"
+      % gate.get("matchConstraints"))
+check(one(default, "ValidatingAdmissionPolicyBinding", "granary-granary-system-cache-gate")
+      .get("spec") == {"policyName": "granary-granary-system-cache-gate", "validationActions": ["Deny"]},
+      "the cache gate's policy binding denies")
 # criticalPodsQuota: room for pods of the critical priority classes in the release's namespace
 quota = one(load_all(sys.argv[10]), "ResourceQuota", "granary-critical-pods")
 check(quota.get("metadata", {}).get("namespace") == "granary-system" and

@@ -1,14 +1,19 @@
-"""The node plugins' Role lets them create and delete any pod of the release's
-namespace; the chart's ValidatingAdmissionPolicy holds them to the mount
-pods granary-csi makes. Each request below is sent with a token of the node
-plugin's service account (as a root user of its node would hold it) and
---dry-run=server, which runs admission and stores nothing."""
+"""The chart's ValidatingAdmissionPolicies. The node plugins' Role lets them
+create and delete any pod of the release's namespace: one policy holds them
+to the mount pods granary-csi makes. The controller's ClusterRole lets it
+patch any pod (the cache gate): another lets it only remove the gate
+granary.io/cache. Each request below is sent with a token of the service
+account (as whoever took it would hold it) and --dry-run=server, which runs
+admission and stores nothing."""
 import base64
 import copy
 import json
 import os
+import ssl
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -21,34 +26,44 @@ def node_plugin_pod():
             if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "node"][0]
 
 
-@pytest.fixture(scope="module")
-def as_plugin():
-    """kubectl with a token of the node plugin's service account: bound to
-    its pod (so it names the pod's node, as the token the kubelet gives the
-    pod does), or not bound to any (bound=False)."""
+def apiserver():
+    """The apiserver's URL and the path of its CA's certificate."""
     cfg = json.loads(kube.kubectl("config", "view", "--raw", "-o", "json"))
     cluster = cfg["clusters"][0]["cluster"]
-    pod = node_plugin_pod()
-    sa = pod["spec"]["serviceAccountName"]
-    work = tempfile.mkdtemp(prefix="granary-admission-")
-    ca = os.path.join(work, "ca.crt")
+    ca = os.path.join(tempfile.mkdtemp(prefix="granary-admission-"), "ca.crt")
     if "certificate-authority-data" in cluster:
         with open(ca, "wb") as f:
             f.write(base64.b64decode(cluster["certificate-authority-data"]))
     else:
         ca = cluster["certificate-authority"]
-    tokens = {
+    return cluster["server"], ca
+
+
+def kubectl_with(tokens):
+    """kubectl as whoever holds tokens[key] (run(..., key=...))."""
+    server, ca = apiserver()
+
+    def run(*args, input=None, key=True):
+        return subprocess.run([kube.KUBECTL, "--kubeconfig", os.devnull, "--server", server,
+                               "--certificate-authority", ca, "--token", tokens[key], *args],
+                              input=input, capture_output=True, text=True, timeout=60)
+    return run
+
+
+@pytest.fixture(scope="module")
+def as_plugin():
+    """kubectl with a token of the node plugin's service account: bound to
+    its pod (so it names the pod's node, as the token the kubelet gives the
+    pod does), or not bound to any (bound=False)."""
+    pod = node_plugin_pod()
+    sa = pod["spec"]["serviceAccountName"]
+    run = kubectl_with({
         True: kube.kubectl("-n", kube.NS, "create", "token", sa, "--bound-object-kind", "Pod",
                            "--bound-object-name", pod["metadata"]["name"],
                            "--bound-object-uid", pod["metadata"]["uid"]).strip(),
         False: kube.kubectl("-n", kube.NS, "create", "token", sa).strip(),
-    }
-
-    def run(*args, input=None, bound=True):
-        return subprocess.run([kube.KUBECTL, "--kubeconfig", os.devnull, "--server", cluster["server"],
-                               "--certificate-authority", ca, "--token", tokens[bound], *args],
-                              input=input, capture_output=True, text=True, timeout=60)
-    return run
+    })
+    return lambda *args, input=None, bound=True: run(*args, input=input, key=bound)
 
 
 def mount_pod():
@@ -131,3 +146,54 @@ def test_the_plugin_may_not_delete_other_pods(as_plugin):
     r = as_plugin("-n", kube.NS, "delete", "pod", worker["metadata"]["name"], "--dry-run=server")
     assert r.returncode != 0 and "denied request" in r.stderr, (r.stdout, r.stderr)
     assert "may delete only mount pods" in r.stderr, r.stderr
+
+
+GATED = "admission-gated"
+
+
+@pytest.fixture
+def gated_pod():
+    """A pod of the default namespace that waits on the cache gate and on
+    a gate of someone else's."""
+    kube.apply(json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": GATED, "namespace": "default", "labels": {"app": "reader"}},
+        "spec": {"schedulingGates": [{"name": "granary.io/cache"}, {"name": "example.com/other"}],
+                 "containers": [{"name": "c", "image": kube.IMAGE, "command": ["true"]}]}}))
+    yield
+    kube.delete("pod", GATED, "default")
+
+
+def test_the_controller_may_only_remove_the_cache_gate(gated_pod):
+    """JSON patches as granary-meta sends them (the controller may patch
+    pods, not get them, so not through kubectl patch)."""
+    server, ca = apiserver()
+    token = kube.kubectl("-n", kube.NS, "create", "token", "granary-controller").strip()
+    tls = ssl.create_default_context(cafile=ca)
+
+    def patch(ops):
+        req = urllib.request.Request(
+            f"{server}/api/v1/namespaces/default/pods/{GATED}?dryRun=All", method="PATCH",
+            data=json.dumps(ops).encode(),
+            headers={"Authorization": f"Bearer {token}",
+                     "Content-Type": "application/json-patch+json"})
+        try:
+            with urllib.request.urlopen(req, context=tls, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+    status, body = patch([{"op": "test", "path": "/spec/schedulingGates/0/name",
+                           "value": "granary.io/cache"},
+                          {"op": "remove", "path": "/spec/schedulingGates/0"}])
+    assert status == 200, body
+    for ops, why in (
+            ([{"op": "remove", "path": "/spec/schedulingGates/1"}],
+             "may only remove a pod's scheduling gate granary.io/cache"),
+            ([{"op": "remove", "path": "/spec/schedulingGates/0"},
+              {"op": "add", "path": "/metadata/labels/app", "value": "other"}],
+             "may change nothing of a pod but remove"),
+            ([{"op": "remove", "path": "/spec/schedulingGates/0"},
+              {"op": "replace", "path": "/spec/containers/0/image", "value": "evil:1"}],
+             "may change nothing of a pod but remove")):
+        status, body = patch(ops)
+        assert status == 403 and "denied request" in body and why in body, (ops, status, body)
