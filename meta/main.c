@@ -365,14 +365,17 @@ int main(int argc, char **argv)
 		lease_release(lease);
 	rc = 0;
 out:
-	metrics_http_stop(mh); /* first: it reads the identity checks */
+	/* First what reads the rest: /metrics the identity checks, the
+	 * handlers (a start that failed after the server started) the
+	 * registry, the membership, the identity checks and the client. */
+	metrics_http_stop(mh);
+	rpc_server_free(srv);
 	cachegate_stop(gate);
 	datasets_stop(ds, 0);
 	lease_free(lease);
 	worker_identity_free(identity);
 	kubeapi_free(kube);
 	free(cred_dir);
-	rpc_server_free(srv);
 	membership_free(mem);
 	registry_free(reg);
 	meta_auth_release(&auth);

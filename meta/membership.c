@@ -38,6 +38,9 @@ static void usage_free(struct usage *u, size_t n)
 	free(u);
 }
 
+/* Processes that left, remembered at once (struct membership.left). */
+#define LEFT_MAX 256
+
 struct membership {
 	uint64_t interval_ms, expiry_ms;
 	uint64_t (*clock)(void *arg);
@@ -50,6 +53,13 @@ struct membership {
 	/* A second process under a live id heartbeats every interval while
 	 * it is refused: one line per TWIN_LOG_MS. */
 	struct log_limiter twins;
+	/* The processes that left last (membership_leave), each until
+	 * expiry_ms after: a heartbeat of theirs still on its way (sent
+	 * before the leave, answered after it) must not bring them back. */
+	struct {
+		uint64_t instance, until_ms;
+	} left[LEFT_MAX];           /* protected by mu */
+	unsigned left_next;         /* protected by mu */
 };
 
 #define TWIN_LOG_MS 10000
@@ -237,6 +247,14 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 		pthread_mutex_unlock(&m->mu);
 		return ERR_EXISTS;
 	}
+	for (size_t i = 0; instance && i < LEFT_MAX; i++) {
+		if (m->left[i].instance != instance || now >= m->left[i].until_ms)
+			continue;
+		pthread_mutex_unlock(&m->mu);
+		return error_set(err, ERR_PRECONDITION,
+				 "heartbeat of '%s': its process (instance %016llx) has left; one sent before it left is not taken",
+				 w.id, (unsigned long long)instance);
+	}
 	if (find(m, w.id, &pos)) {
 		struct member *x = &m->members[pos];
 		bool moved = strcmp(x->w.address, w.address) != 0;
@@ -286,6 +304,7 @@ enum error_code membership_heartbeat(struct membership *m, const char *worker_id
 enum error_code membership_leave(struct membership *m, const char *worker_id, uint64_t instance,
 				 uint64_t *version, struct error *err)
 {
+	uint64_t now;
 	size_t pos;
 
 	if (!instance)
@@ -293,9 +312,14 @@ enum error_code membership_leave(struct membership *m, const char *worker_id, ui
 				 "field 'instance': a leaving heartbeat of '%s' must name its process (0 names none)",
 				 worker_id);
 	pthread_mutex_lock(&m->mu);
-	expire_locked(m, m->clock(m->clock_arg));
+	now = m->clock(m->clock_arg);
+	expire_locked(m, now);
 	if (find(m, worker_id, &pos) && m->members[pos].instance == instance) {
 		struct member *x = &m->members[pos];
+
+		m->left[m->left_next].instance = instance;
+		m->left[m->left_next].until_ms = now + m->expiry_ms;
+		m->left_next = (m->left_next + 1) % LEFT_MAX;
 
 		log_info("worker left", LOG_S("worker", x->w.id), LOG_S("address", x->w.address),
 			 LOG_U("workers", m->n - 1));

@@ -17,7 +17,9 @@
  * under that id (two pods of one node during a rolling update, a copy
  * started by hand) and is refused until the member leaves or expires, so
  * that the membership does not flip between the two addresses. A process
- * that stops says so (membership_leave) and is dropped at once. Instance 0
+ * that stops says so (membership_leave) and is dropped at once; a heartbeat
+ * of it answered after that (sent before, held up) is refused
+ * (ERR_PRECONDITION) until the expiry, not taken as a join. Instance 0
  * is a worker that sends none: its heartbeats are taken as they come (the
  * last address wins), as before instances existed.
  *

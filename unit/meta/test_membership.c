@@ -253,6 +253,13 @@ START_TEST(test_membership_leave_drops_only_its_own_instance)
 	ck_assert_uint_eq(v, 102);
 	free(w);
 	ck_assert_uint_eq(membership_cached(m, "ds", per, 1, &n), 0);
+	/* A heartbeat of the process that left, answered after its leave
+	 * (sent before it, held up), does not bring it back. */
+	ck_assert_int_eq(membership_heartbeat(m, "n1", LIVE, 0xaaa, 1000, 0, &v, &err),
+			 ERR_PRECONDITION);
+	ck_assert_ptr_nonnull(strstr(err.msg, "has left"));
+	ck_assert_uint_eq(list(m, &w, &v), 0);
+	free(w);
 	/* The next process of the id joins at once, at another address. */
 	ck_assert_uint_eq(beat_as(m, "n1", "10.0.0.6:7480", 0xbbb, 0), 103);
 	/* Leaving again changes nothing. */
