@@ -238,7 +238,7 @@ enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_
 			       struct error *err)
 {
 	struct rpc_server *srv = NULL;
-	grpc_arg args[2];
+	grpc_arg args[3];
 	grpc_channel_args cargs;
 
 	*out = NULL;
@@ -268,7 +268,10 @@ enum error_code rpc_server_new(const struct rpc_server_options *opt, struct rpc_
 	args[1].type = GRPC_ARG_INTEGER;
 	args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
 	args[1].value.integer = (int)srv->max_message;
-	cargs.num_args = 2;
+	args[2].type = GRPC_ARG_INTEGER;
+	args[2].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+	args[2].value.integer = RPC_STREAMS_PER_CONNECTION;
+	cargs.num_args = 3;
 	cargs.args = args;
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	srv->server = grpc_server_create(&cargs, NULL);

@@ -54,6 +54,12 @@
 
 #define RPC_DEFAULT_MAX_MESSAGE (4u << 20)
 #define RPC_DEFAULT_STALL_TIMEOUT_MS 30000
+/* Calls one client connection may have open at once (HTTP/2's
+ * SETTINGS_MAX_CONCURRENT_STREAMS); more wait in the client. A call is
+ * handed to a worker only once its request is in, so calls that never send
+ * one hold no thread, but each holds gRPC's memory for the call: this
+ * bounds what one connection can hold. */
+#define RPC_STREAMS_PER_CONNECTION 100
 /*
  * The trailing metadata key (value "1") of every call that ends with
  * ERR_BUSY (past max_streams, or a handler's). Its gRPC status is

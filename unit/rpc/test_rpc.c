@@ -797,6 +797,61 @@ START_TEST(test_rpc_calls_without_a_request_hold_no_thread)
 }
 END_TEST
 
+/* One connection holds at most RPC_STREAMS_PER_CONNECTION calls open: with
+ * that many open without a request, one more waits in the client (its
+ * half-close does not reach the server) until another ends. */
+START_TEST(test_rpc_one_connection_holds_a_bounded_number_of_calls)
+{
+	struct rpc_server *srv = start_server(2, 0, address, NULL, NULL);
+	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	struct bare_call *open = calloc(RPC_STREAMS_PER_CONNECTION, sizeof(*open));
+	struct bare_call over = { 0 };
+	grpc_slice name = grpc_slice_from_static_string(M_GET);
+	grpc_channel *ch;
+	grpc_op ops[2];
+	char target[128];
+
+	ck_assert_ptr_nonnull(open);
+	snprintf(target, sizeof(target), "unix:%s/s.sock", sock_dir);
+	ch = grpc_channel_create(target, creds, NULL);
+	grpc_channel_credentials_release(creds);
+	for (int i = 0; i < RPC_STREAMS_PER_CONNECTION; i++)
+		bare_open(&open[i], ch, M_GET);
+	retry_sleep_ms(200); /* the server's settings reached the client */
+
+	grpc_metadata_array_init(&over.initial);
+	grpc_metadata_array_init(&over.trailing);
+	over.cq = grpc_completion_queue_create_for_pluck(NULL);
+	over.call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, over.cq, name, NULL,
+					     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	bare_op(&ops[0], GRPC_OP_SEND_INITIAL_METADATA);
+	bare_op(&ops[1], GRPC_OP_SEND_CLOSE_FROM_CLIENT);
+	ck_assert_int_eq(grpc_call_start_batch(over.call, ops, 2, &over.tag_sent, NULL),
+			 GRPC_CALL_OK);
+	bare_op(&ops[0], GRPC_OP_RECV_INITIAL_METADATA);
+	ops[0].data.recv_initial_metadata.recv_initial_metadata = &over.initial;
+	bare_op(&ops[1], GRPC_OP_RECV_STATUS_ON_CLIENT);
+	ops[1].data.recv_status_on_client.trailing_metadata = &over.trailing;
+	ops[1].data.recv_status_on_client.status = &over.status;
+	ops[1].data.recv_status_on_client.status_details = &over.details;
+	ck_assert_int_eq(grpc_call_start_batch(over.call, ops, 2, &over.tag_status, NULL),
+			 GRPC_CALL_OK);
+	ck_assert_msg(!bare_ended(&over, 1000), "call %d was served: status %d",
+		      RPC_STREAMS_PER_CONNECTION + 1, over.status);
+
+	bare_free(&open[0]); /* a place frees: the waiting call goes on */
+	ck_assert(bare_wait(&over, &over.tag_sent, 5000));
+	ck_assert(bare_ended(&over, 5000));
+	ck_assert_int_eq(over.status, GRPC_STATUS_INVALID_ARGUMENT);
+	bare_free(&over);
+	for (int i = 1; i < RPC_STREAMS_PER_CONNECTION; i++)
+		bare_free(&open[i]);
+	free(open);
+	grpc_channel_destroy(ch);
+	rpc_server_free(srv);
+}
+END_TEST
+
 /* ---- authentication hooks -------------------------------------------- */
 
 /* What the server's hook saw, and what the client's hook signed. */
@@ -904,6 +959,7 @@ int main(void)
 	tcase_add_test(tc, test_rpc_blocked_handler_does_not_stall_others);
 	tcase_add_test(tc, test_rpc_streams_past_the_limit_are_refused_as_busy);
 	tcase_add_test(tc, test_rpc_calls_without_a_request_hold_no_thread);
+	tcase_add_test(tc, test_rpc_one_connection_holds_a_bounded_number_of_calls);
 	tcase_add_test(tc, test_rpc_shutdown_finishes_in_flight_calls);
 	tcase_add_test(tc, test_rpc_shutdown_cancels_after_grace);
 	tcase_add_test(tc, test_rpc_shutdown_gives_up_on_a_stuck_handler);
