@@ -136,6 +136,19 @@ def test_pods_beyond_a_mount_pod_of_its_node_are_refused(as_plugin):
     keys["spec"]["volumes"].append({"name": "keys", "secret": {"secretName": "granary-meta-keys"}})
     refused(as_plugin, keys, "a mount pod's volumes are")
 
+    # A Secret by the environment or as a pull Secret (the node's kubelet
+    # may read whatever its pods name).
+    env = copy.deepcopy(pod)
+    env["spec"]["containers"][0]["env"] = [{"name": "K", "valueFrom": {"secretKeyRef": {
+        "name": "granary-meta-keys", "key": "csi"}}}]
+    refused(as_plugin, env, "takes no Secret by its environment")
+    env_from = copy.deepcopy(pod)
+    env_from["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "granary-meta-keys"}}]
+    refused(as_plugin, env_from, "takes no Secret by its environment")
+    pull = copy.deepcopy(pod)
+    pull["spec"]["imagePullSecrets"] = [{"name": "granary-meta-keys"}]
+    refused(as_plugin, pull, "only the chart's image pull Secrets")
+
     # A token that names no node (not bound to the plugin's pod).
     refused(as_plugin, pod, "names no node", bound=False)
 
@@ -194,6 +207,18 @@ def test_the_controller_may_only_remove_the_cache_gate(gated_pod):
              "may change nothing of a pod but remove"),
             ([{"op": "remove", "path": "/spec/schedulingGates/0"},
               {"op": "replace", "path": "/spec/containers/0/image", "value": "evil:1"}],
+             "may change nothing of a pod but remove"),
+            ([{"op": "remove", "path": "/spec/schedulingGates/0"},
+              {"op": "add", "path": "/spec/nodeSelector",
+               "value": {"kubernetes.io/hostname": "taken-node"}}],
+             "may change nothing of a pod but remove"),
+            ([{"op": "remove", "path": "/spec/schedulingGates/0"},
+              {"op": "add", "path": "/metadata/ownerReferences", "value": [{
+                  "apiVersion": "v1", "kind": "ConfigMap", "name": "gone",
+                  "uid": "00000000-0000-0000-0000-000000000000"}]}],
+             "may change nothing of a pod but remove"),
+            ([{"op": "remove", "path": "/spec/schedulingGates/0"},
+              {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/stuck"]}],
              "may change nothing of a pod but remove")):
         status, body = patch(ops)
         assert status == 403 and "denied request" in body and why in body, (ops, status, body)
