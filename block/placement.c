@@ -124,19 +124,18 @@ bool placement_has(struct placement *p, const char *id)
 	return found;
 }
 
-bool placement_same_ids(struct placement *p, const struct placement_worker *workers, size_t n)
+bool placement_all_among(struct placement *p, const struct placement_worker *workers, size_t n)
 {
-	bool same;
+	bool among = true;
 
 	pthread_rwlock_rdlock(&p->lock);
-	same = n == p->n;
-	for (size_t i = 0; same && i < n; i++) {
-		same = false;
-		for (size_t j = 0; j < p->n && !same; j++)
-			same = strcmp(p->members[j].id, workers[i].id) == 0;
+	for (size_t j = 0; among && j < p->n; j++) {
+		among = false;
+		for (size_t i = 0; i < n && !among; i++)
+			among = strcmp(p->members[j].id, workers[i].id) == 0;
 	}
 	pthread_rwlock_unlock(&p->lock);
-	return same;
+	return among;
 }
 
 uint64_t placement_version(struct placement *p)

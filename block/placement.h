@@ -41,9 +41,14 @@ enum error_code placement_owner(struct placement *p, const uint8_t hash[BLOCK_HA
 /* Whether the membership lists a worker with this id. */
 bool placement_has(struct placement *p, const char *id);
 
-/* Whether the membership is these n workers by their ids (ids unique, in
- * any order), which alone decide every block's owner. */
-bool placement_same_ids(struct placement *p, const struct placement_worker *workers, size_t n);
+/*
+ * Whether every member is among these n workers, by id (in any order, at
+ * any address, others listed too). Ids alone decide every block's owner,
+ * and a block moves only to a worker that joins or away from one that
+ * leaves: when this holds, replacing the membership by workers gives no
+ * member a block it does not own now.
+ */
+bool placement_all_among(struct placement *p, const struct placement_worker *workers, size_t n);
 
 uint64_t placement_version(struct placement *p);
 size_t placement_count(struct placement *p);

@@ -103,6 +103,30 @@ static void job_free(struct job *j)
 	free(j);
 }
 
+bool preload_error_lasts(enum error_code code)
+{
+	switch (code) {
+	case ERR_INVALID:
+	case ERR_PERMISSION:
+	case ERR_UNAUTHENTICATED:
+	case ERR_NO_SPACE:
+	case ERR_UNSUPPORTED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Takes the code of one more failure into j->st.code (see preload.h):
+ * a job fails for good only when none of its failures may pass. Called
+ * with p->mu held. */
+static void job_code_locked(struct job *j, enum error_code code)
+{
+	if (j->st.code == ERR_OK ||
+	    (preload_error_lasts(j->st.code) && !preload_error_lasts(code)))
+		j->st.code = code;
+}
+
 /* Records one failure; keeps the first message. */
 static void job_error(struct job *j, const struct error *err)
 {
@@ -112,6 +136,7 @@ static void job_error(struct job *j, const struct error *err)
 	j->st.errors++;
 	if (!j->st.error[0])
 		snprintf(j->st.error, sizeof(j->st.error), "%s", err->msg);
+	job_code_locked(j, err->code);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -285,12 +310,17 @@ static bool placed_here(const struct job *j, const struct preload_object *o, uin
 	       strcmp(id, j->self) == 0;
 }
 
+/* Blocks split between two looks at job_stopped: a dataset of millions
+ * of blocks takes seconds to split, and preload_cancel waits for it. */
+#define SPLIT_STOP_EVERY 4096
+
 /* Marks the blocks placed here by the membership now; *blocks and *bytes
- * get their totals. */
+ * get their totals. ERR_CANCELLED when the job is stopped meanwhile. */
 static enum error_code split(struct job *j, uint64_t nblocks, uint64_t *blocks, uint64_t *bytes,
 			     struct error *err)
 {
-	const uint64_t bs = fetch_dataset_describe(j->ds)->block_size;
+	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
+	const uint64_t bs = d->block_size;
 	uint64_t seq = 0;
 
 	*blocks = *bytes = 0;
@@ -301,6 +331,9 @@ static enum error_code split(struct job *j, uint64_t nblocks, uint64_t *blocks, 
 		const struct preload_object *o = &j->objs[i];
 
 		for (uint64_t bi = 0; bi * bs < o->size; bi++, seq++) {
+			if (seq % SPLIT_STOP_EVERY == 0 && job_stopped(j))
+				return error_set(err, ERR_CANCELLED,
+						 "preload of dataset '%s' stopped", d->name);
 			if (!placed_here(j, o, bi))
 				continue;
 			j->here[seq / 8] |= (uint8_t)(1u << (seq % 8));
@@ -457,12 +490,17 @@ static void *job_thread(void *arg)
 out:
 	pthread_mutex_lock(&p->mu);
 	cut = j->st.blocks_done + j->st.blocks_skipped + j->st.errors < j->st.blocks_total;
-	if (j->cancelled && (rc != ERR_OK || cut))
+	if (j->cancelled && (rc != ERR_OK || cut)) {
 		snprintf(j->st.error, sizeof(j->st.error), "%s", j->cancel_why);
-	else if (rc != ERR_OK && !j->st.error[0])
-		snprintf(j->st.error, sizeof(j->st.error), "%s", err.msg);
-	else if (rc == ERR_OK && p->stopping && cut)
+		j->st.code = ERR_CANCELLED;
+	} else if (rc != ERR_OK) {
+		if (!j->st.error[0])
+			snprintf(j->st.error, sizeof(j->st.error), "%s", err.msg);
+		job_code_locked(j, rc);
+	} else if (p->stopping && cut) {
 		snprintf(j->st.error, sizeof(j->st.error), "stopped: the worker is shutting down");
+		j->st.code = ERR_CANCELLED;
+	}
 	j->st.state = rc == ERR_OK && j->st.errors == 0 && !j->st.error[0] ? PRELOAD_DONE
 									    : PRELOAD_FAILED;
 	pthread_cond_broadcast(&p->ended);

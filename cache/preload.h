@@ -20,7 +20,7 @@
  * the job runs moves the blocks not handed out yet (a block placed here
  * since is fetched, one placed elsewhere since is left to its new owner).
  * Blocks handed out before the change are the next job's (worker_meta.h
- * runs one after every new membership).
+ * runs one after a membership that may place blocks here).
  *
  * Each job runs on its own thread plus its fetch threads; progress is read
  * with preload_get at any time. Finished jobs are kept for inspection (the
@@ -30,6 +30,7 @@
 #ifndef GRANARY_CACHE_PRELOAD_H
 #define GRANARY_CACHE_PRELOAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,12 @@ struct preload_status {
 	uint64_t blocks_elsewhere;            /* placed on another worker: not fetched here */
 	uint64_t errors;                      /* blocks or objects that failed */
 	char error[ERROR_MSG_MAX];            /* the first error, "" if none */
+	/* The code of its failure, ERR_OK while none: the first error's,
+	 * replaced by a later one's that may pass when the first would come
+	 * again (preload_error_lasts), so that a job fails for good only when
+	 * each of its errors would. ERR_CANCELLED for a job cancelled or
+	 * stopped. */
+	enum error_code code;
 };
 
 /* Sums over the running jobs, for the /metrics gauges. */
@@ -117,7 +124,8 @@ enum error_code preload_start_under(struct preloader *p, const char *dataset,
 /*
  * Cancels the running jobs of dataset (only job id when id is not 0) and
  * waits until they have ended: their blocks in progress (at most
- * parallelism each, one store fetch or listing page) are finished first, so
+ * parallelism each, one store fetch or listing page, or a few thousand
+ * blocks of the split by placement) are finished first, so
  * that once this returns no block of those jobs is written any more. Call
  * it before the dataset is unregistered or replaced. A cancelled job
  * that had blocks left ends PRELOAD_FAILED with why as its error (say
@@ -125,6 +133,20 @@ enum error_code preload_start_under(struct preloader *p, const char *dataset,
  * jobs it cancelled. Not from a job's own thread.
  */
 size_t preload_cancel(struct preloader *p, const char *dataset, uint64_t id, const char *why);
+
+/*
+ * Whether a job that failed with code (preload_status.code) would fail the
+ * same way if it ran again over the same source: ERR_INVALID (an object no
+ * client can ask for, one over 5 TiB, sizes past 2^64, a request the store
+ * calls bad), ERR_PERMISSION and ERR_UNAUTHENTICATED (the store refuses
+ * the worker's credentials), ERR_NO_SPACE (a listing past
+ * listing.max_pages or listing.max_objects) and ERR_UNSUPPORTED. Every
+ * other failure may pass: the store unreachable, busy or slow
+ * (ERR_UNAVAILABLE, ERR_BUSY, ERR_TIMEOUT, listing.max_time included), an
+ * object changed or removed since the listing (ERR_NOT_FOUND), a local
+ * I/O error, a cancelled job.
+ */
+bool preload_error_lasts(enum error_code code);
 
 /* Progress of job id; ERR_NOT_FOUND "unknown preload job 7". */
 enum error_code preload_get(struct preloader *p, uint64_t id, struct preload_status *out,

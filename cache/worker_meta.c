@@ -24,15 +24,15 @@
 #define DEFAULT_CALL_TIMEOUT_MS 2000
 #define DEFAULT_RETRY_MS 1000
 
-/* A preload that failed starts again after 1-2 s, then after twice as long
- * each time, up to 30-60 s (equal jitter: the workers that failed together
- * do not ask the store together again), until one ends done or its
- * dataset is removed or replaced. */
-static const struct retry_policy preload_retry = {
-	.max_attempts = UINT_MAX,
-	.base_ms = 2000,
-	.max_ms = 60000,
-};
+/* A preload whose failure may pass starts again after 1-2 s, then after
+ * twice as long each time, up to 30-60 s (equal jitter: the workers that
+ * failed together do not ask the store together again), until one ends
+ * done or its dataset is removed or replaced. */
+#define DEFAULT_PRELOAD_RETRY_MS 2000
+#define PRELOAD_RETRY_MAX_STEPS 30     /* the longest step, in first steps */
+
+/* A failed preload's retry_at when another run would fail the same way. */
+#define JOB_NEVER UINT64_MAX
 
 /* --- planning ------------------------------------------------------------- */
 
@@ -107,6 +107,16 @@ bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
 	       strcmp(desc->credentials_file, str_or_empty(cfg->store.credentials_file)) == 0 &&
 	       desc->block_size == cfg->block_size && desc->policy == cfg->policy &&
 	       desc->pin == cfg->pin;
+}
+
+bool worker_meta_gains_blocks(struct placement *held, const struct placement_worker *workers,
+			      size_t n, const char *self)
+{
+	bool listed = false;
+
+	for (size_t i = 0; i < n && !listed; i++)
+		listed = strcmp(workers[i].id, self) == 0;
+	return listed && (!placement_has(held, self) || !placement_all_among(held, workers, n));
 }
 
 bool worker_meta_preload_wanted(const Granary__V1__Dataset *ds, char *out, size_t size)
@@ -217,7 +227,8 @@ struct worker_meta {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;               /* stopping, or a round asked */
 	pthread_cond_t round_cv;         /* a round ended */
-	bool stopping;                   /* protected by mu */
+	bool stopping;                   /* the round in progress ends at its next step;
+					  * protected by mu */
 	bool in_round;                   /* protected by mu */
 	bool asked;                      /* worker_meta_sync_soon; protected by mu */
 	struct worker_meta_stats stats;  /* protected by mu */
@@ -239,22 +250,31 @@ struct worker_meta {
 	struct placement *placement;
 	Granary__V1__ListWorkersReply *members;
 	uint64_t members_version, members_since_ms;
-	/* Counts the memberships applied that moved a block: another set of
-	 * workers by id than the one before (a new version of the same
-	 * workers, meta restarted, moves none). */
+	/* Counts the memberships applied that may have placed here blocks
+	 * the one before did not (worker_meta_gains_blocks): a member left,
+	 * or this worker is newly listed. A worker joining elsewhere only
+	 * takes blocks away; a new version of the same workers (meta
+	 * restarted) moves none. */
 	uint64_t owners_epoch;
+	struct retry_policy preload_retry;
 };
 
 /* The last preload job started for a dataset: what it was asked
  * (worker_meta_preload_wanted), the owners epoch it split the blocks by
- * (worker_meta.owners_epoch), and the backoff of its failures. */
+ * (worker_meta.owners_epoch), how it ended, and the backoff of its
+ * failures. */
 struct preload_job {
 	char *name;
 	uint64_t id;
 	char *asked;
 	uint64_t members;
+	/* PRELOAD_RUNNING until a round sees the job end (job_update): the
+	 * preloader keeps only its newest PRELOAD_KEEP_FINISHED finished
+	 * jobs, so the end is kept here. */
+	enum preload_state state;
 	struct retry backoff;            /* since the last job that ended done */
-	uint64_t retry_at;               /* job id failed (logged): start again then; 0: not */
+	uint64_t retry_at;               /* failed: start again then; JOB_NEVER: not */
+	const char *again;               /* failed: why it starts again then */
 };
 
 static struct preload_job *job_find(struct worker_meta *wm, const char *name)
@@ -290,56 +310,84 @@ static void job_set(struct worker_meta *wm, const char *name, uint64_t id, const
 			free(j->asked);
 		}
 		j->asked = copy;
-		retry_init(&j->backoff, &preload_retry);
+		retry_init(&j->backoff, &wm->preload_retry);
 	}
 	j->id = id;
 	j->members = members;
-	j->retry_at = 0;
-}
-
-/* Whether the last job of a dataset ended failed. */
-static bool job_failed(struct worker_meta *wm, const char *name)
-{
-	const struct preload_job *j = job_find(wm, name);
-	struct preload_status st;
-	struct error err;
-
-	return j && preload_get(wm->cfg.preloader, j->id, &st, &err) == ERR_OK &&
-	       st.state == PRELOAD_FAILED;
+	j->state = PRELOAD_RUNNING;
 }
 
 /*
- * Why the dataset's last job j, asked the same as now, runs again, or NULL
- * when it does not: it failed and its backoff is over (the failure is
- * logged once, when first seen), or it ended done by another set of
- * workers than the one this worker holds now (members, an owners epoch):
- * blocks it passed may be placed here since. A job that ended done ends the backoff.
+ * Brings j->state up to date while the job runs, and acts once on its end:
+ * done ends the backoff; a failure is logged with its cause and given the
+ * time it starts again: after the backoff, or never when another run would
+ * fail the same way (preload_error_lasts; what the dataset asks changing,
+ * or a new definition, starts a new job). A job that ended unseen and was
+ * pushed out of the preloader's finished jobs starts again at once.
  */
-static const char *job_again(struct worker_meta *wm, struct preload_job *j, uint64_t members)
+static void job_update(struct worker_meta *wm, struct preload_job *j)
 {
 	struct preload_status st;
 	struct error err;
 	uint64_t now = retry_now_ms(), delay;
 
-	if (preload_get(wm->cfg.preloader, j->id, &st, &err) != ERR_OK)
-		st.state = PRELOAD_DONE; /* long over: no longer kept */
-	switch (st.state) {
+	if (j->state != PRELOAD_RUNNING)
+		return;
+	if (preload_get(wm->cfg.preloader, j->id, &st, &err) != ERR_OK) {
+		j->state = PRELOAD_FAILED;
+		j->retry_at = now;
+		j->again = "the last job ended unseen";
+		return;
+	}
+	j->state = st.state;
+	if (st.state == PRELOAD_DONE)
+		retry_init(&j->backoff, &wm->preload_retry);
+	if (st.state != PRELOAD_FAILED)
+		return;
+	if (preload_error_lasts(st.code)) {
+		j->retry_at = JOB_NEVER;
+		log_warn("preload failed; it is not retried: it would fail the same way",
+			 LOG_S("dataset", j->name), LOG_U("job", j->id),
+			 LOG_S("error", error_code_name(st.code)), LOG_S("cause", st.error),
+			 LOG_S("until", "a refresh, other prefixes or a new definition"));
+		return;
+	}
+	if (!retry_next(&j->backoff, now, &delay))
+		delay = wm->preload_retry.max_ms;
+	j->retry_at = now + delay;
+	j->again = "retry after a failure";
+	log_warn("preload failed; it starts again", LOG_S("dataset", j->name), LOG_U("job", j->id),
+		 LOG_U("retry_in_ms", delay), LOG_S("cause", st.error));
+}
+
+/* Whether the last job of a dataset ended failed, or unseen. */
+static bool job_failed(struct worker_meta *wm, const char *name)
+{
+	struct preload_job *j = job_find(wm, name);
+
+	if (!j)
+		return false;
+	job_update(wm, j);
+	return j->state == PRELOAD_FAILED;
+}
+
+/*
+ * Why the dataset's last job j, asked the same as now, runs again, or NULL
+ * when it does not: it failed and its time to start again has come
+ * (job_update), or it ended done and a membership applied since it
+ * started may have placed here blocks it passed (members, an owners
+ * epoch, is not this worker's now).
+ */
+static const char *job_again(struct worker_meta *wm, struct preload_job *j, uint64_t members)
+{
+	job_update(wm, j);
+	switch (j->state) {
 	case PRELOAD_RUNNING:
 		return NULL;
 	case PRELOAD_DONE:
-		if (j->backoff.attempt > 1)
-			retry_init(&j->backoff, &preload_retry);
-		return j->members != members ? "a new membership" : NULL;
+		return j->members != members ? "blocks may have moved here" : NULL;
 	case PRELOAD_FAILED:
-		if (!j->retry_at) {
-			if (!retry_next(&j->backoff, now, &delay))
-				delay = preload_retry.max_ms;
-			j->retry_at = now + delay;
-			log_warn("preload failed; it starts again", LOG_S("dataset", j->name),
-				 LOG_U("job", j->id), LOG_U("retry_in_ms", delay),
-				 LOG_S("cause", st.error));
-		}
-		return now >= j->retry_at ? "retry after a failure" : NULL;
+		return retry_now_ms() >= j->retry_at ? j->again : NULL;
 	}
 	return NULL;
 }
@@ -424,6 +472,18 @@ static void complaint_clear(struct worker_meta *wm, const char *subject)
 	}
 }
 
+/* Whether the thread is asked to end: the round in progress skips its
+ * remaining steps (worker_meta_leave waits for it). */
+static bool stop_asked(struct worker_meta *wm)
+{
+	bool stop;
+
+	pthread_mutex_lock(&wm->mu);
+	stop = wm->stopping;
+	pthread_mutex_unlock(&wm->mu);
+	return stop;
+}
+
 static void count(struct worker_meta *wm, uint64_t *field, uint64_t n)
 {
 	pthread_mutex_lock(&wm->mu);
@@ -498,8 +558,9 @@ static void take_dataset(struct worker_meta *wm, const Granary__V1__Dataset *ds)
 /*
  * Starts a preload of a dataset taken from meta when what it asks for
  * changed since the last job (worker_meta_preload_wanted), when the last
- * one failed and its backoff is over, or when the membership changed
- * since it started (job_again). The job fetches only the blocks placed
+ * one failed in a way that may pass and its backoff is over, or when a
+ * membership applied since it started may have placed blocks here
+ * (job_again). The job fetches only the blocks placed
  * here by the membership this worker holds (follow_membership): none
  * starts before one that lists this worker has settled.
  */
@@ -600,13 +661,15 @@ static void sync_datasets(struct worker_meta *wm)
 				  (const char *const *)wm->owned, wm->nowned, &plan,
 				  &err) != ERR_OK)
 		goto out;
-	for (size_t i = 0; i < plan.nadd; i++)
+	/* Each step may wait for a preload's blocks in progress
+	 * (preload_cancel): none is taken once the worker leaves. */
+	for (size_t i = 0; i < plan.nadd && !stop_asked(wm); i++)
 		take_dataset(wm, list->datasets[plan.add[i]]);
-	for (size_t i = 0; i < plan.nbad; i++)
+	for (size_t i = 0; i < plan.nbad && !stop_asked(wm); i++)
 		take_dataset(wm, list->datasets[plan.bad[i]]); /* logs why, once */
-	for (size_t i = 0; i < plan.ndrop; i++)
+	for (size_t i = 0; i < plan.ndrop && !stop_asked(wm); i++)
 		drop_dataset(wm, plan.drop[i]);
-	for (size_t i = 0; i < list->n_datasets; i++)
+	for (size_t i = 0; i < list->n_datasets && !stop_asked(wm); i++)
 		if (list->datasets[i]->spec && worker_meta_dataset_served(list->datasets[i]))
 			follow_preload(wm, list->datasets[i]);
 out:
@@ -641,7 +704,8 @@ static bool owned_here(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], 
  * their blocks by it (follow_preload), and, with placement.settle set and
  * this worker listed, the cached blocks of meta's datasets that
  * rendezvous placement gives to another live worker are dropped here
- * (mounts ask that owner for them).
+ * (mounts ask that owner for them). A worker that leaves skips the call
+ * and the sweep.
  */
 static void follow_membership(struct worker_meta *wm, uint64_t version)
 {
@@ -650,10 +714,10 @@ static void follow_membership(struct worker_meta *wm, uint64_t version)
 	struct error err;
 	uint64_t now = retry_now_ms(), dropped;
 	enum error_code rc = ERR_NOMEM;
-	bool moved = false;
+	bool gains = false;
 
 	if (version != wm->members_version) {
-		if (meta_client_list_workers(wm->meta, &r, &err) != ERR_OK)
+		if (stop_asked(wm) || meta_client_list_workers(wm->meta, &r, &err) != ERR_OK)
 			return; /* asked again next round */
 		if (wm->members)
 			granary__v1__list_workers_reply__free_unpacked(wm->members, NULL);
@@ -668,20 +732,20 @@ static void follow_membership(struct worker_meta *wm, uint64_t version)
 	for (size_t i = 0; w && i < r->n_workers; i++)
 		w[i] = (struct placement_worker){ r->workers[i]->id, r->workers[i]->address };
 	if (w) {
-		moved = !placement_same_ids(wm->placement, w, r->n_workers);
+		gains = worker_meta_gains_blocks(wm->placement, w, r->n_workers, wm->worker_id);
 		rc = placement_update(wm->placement, w, r->n_workers, r->version, &err);
 	}
 	free(w);
 	if (rc != ERR_OK)
 		return; /* applied next round */
-	if (moved)
+	if (gains)
 		wm->owners_epoch++;
 	log_info("placement follows a settled membership", LOG_U("workers", r->n_workers),
 		 LOG_U("membership_version", r->version),
 		 LOG_I("listed", placement_has(wm->placement, wm->worker_id)));
 	granary__v1__list_workers_reply__free_unpacked(r, NULL);
 	wm->members = NULL;
-	if (!wm->cfg.settle_ms || !placement_has(wm->placement, wm->worker_id))
+	if (!wm->cfg.settle_ms || !placement_has(wm->placement, wm->worker_id) || stop_asked(wm))
 		return;
 	dropped = blockstore_drop_unless(fetch_blockstore(wm->cfg.fetcher), owned_here, wm);
 	if (dropped == 0)
@@ -813,7 +877,7 @@ static void *member_loop(void *arg)
 		wm->in_round = true;
 		pthread_mutex_unlock(&wm->mu);
 		sync_datasets(wm);
-		if (beat)
+		if (beat && !stop_asked(wm))
 			heartbeat(wm);
 		pthread_mutex_lock(&wm->mu);
 		wm->in_round = false;
@@ -920,6 +984,11 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 	if (!wm->cfg.call_timeout_ms)
 		wm->cfg.call_timeout_ms = DEFAULT_CALL_TIMEOUT_MS;
 	wm->stats.interval_ms = cfg->retry_ms ? cfg->retry_ms : DEFAULT_RETRY_MS;
+	wm->preload_retry = (struct retry_policy){
+		.max_attempts = UINT_MAX,
+		.base_ms = cfg->preload_retry_ms ? cfg->preload_retry_ms : DEFAULT_PRELOAD_RETRY_MS,
+	};
+	wm->preload_retry.max_ms = PRELOAD_RETRY_MAX_STEPS * wm->preload_retry.base_ms;
 	wm->address = strdup(cfg->address);
 	wm->worker_id = strdup(cfg->worker_id);
 	wm->advertise = strdup(cfg->advertise);

@@ -29,12 +29,21 @@
  * membership that stayed the same for settle_ms (the one the sweep of
  * other workers' blocks uses too); none starts before one that lists this
  * worker has. A job starts when what the dataset asks changes
- * (worker_meta_preload_wanted), when a new membership has settled since
- * the last job started (it fetches the blocks that moved here; running
- * jobs follow the new membership for the blocks they have not handed out),
- * and after a failure, with a backoff (1-2 s doubling to 30-60 s, each
- * failure logged once with its cause) until a job ends done or the
- * dataset is removed or replaced.
+ * (worker_meta_preload_wanted), when a membership that settled since the
+ * last job started may place blocks here that the one before did not
+ * (worker_meta_gains_blocks: it fetches the blocks that moved here;
+ * running jobs follow each new membership for the blocks they have not
+ * handed out), and after a failure that may pass (preload_error_lasts),
+ * with a backoff (1-2 s doubling to 30-60 s, each failure logged once with
+ * its cause) until a job ends done or the dataset is removed or replaced.
+ * A failure that would come again (credentials refused, a listing past
+ * its bounds, an object no client can read) is logged once and not
+ * retried: a refresh, other prefixes or a new definition start a new job.
+ * A job the preloader no longer knows, whose end no round saw, starts
+ * again once.
+ *
+ * Leaving (worker_meta_leave): the round in progress ends at its next
+ * step, skipping its further calls and the sweep of other workers' blocks.
  *
  * meta unreachable (UNAVAILABLE or TIMEOUT): one warning per outage, then
  * the datasets stay as last listed and the worker keeps serving; the
@@ -58,6 +67,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/placement.h"
 #include "cache/blockstore.h"
 #include "cache/fetch.h"
 #include "cache/preload.h"
@@ -91,6 +101,17 @@ bool worker_meta_dataset_served(const Granary__V1__Dataset *ds);
 enum error_code worker_meta_dataset_config(const Granary__V1__DatasetSpec *spec,
 					   const struct worker_meta_defaults *d,
 					   struct fetch_dataset_config *out, struct error *err);
+
+/*
+ * Whether replacing the membership held by these n workers may place on
+ * worker self a block that held does not, so that its preloads must run
+ * again: with rendezvous placement, only when self is among them and
+ * either held did not list it or a member of held is not among them
+ * (placement_all_among). A worker joining elsewhere only takes blocks
+ * away from self; the same workers at other addresses move none.
+ */
+bool worker_meta_gains_blocks(struct placement *held, const struct placement_worker *workers,
+			      size_t n, const char *self);
 
 /* True when a registered dataset (desc) is what cfg would register. */
 bool worker_meta_dataset_matches(const struct fetch_dataset_desc *desc,
@@ -156,6 +177,9 @@ struct worker_meta_config {
 	struct worker_meta_defaults defaults;
 	uint64_t call_timeout_ms;       /* one call to meta; 0 = 2 s (below meta's interval) */
 	uint64_t retry_ms;              /* round interval until meta names one; 0 = 1 s */
+	uint64_t preload_retry_ms;      /* a failed preload starts again after 1/2 to 1
+					 * times this, twice as long each time up to
+					 * 15-30 times this; 0 = 2 s */
 };
 
 struct worker_meta;
@@ -181,12 +205,15 @@ enum error_code worker_meta_start(const struct worker_meta_config *cfg, struct w
 				  struct error *err);
 
 /*
- * The worker is stopping: ends the rounds (a call in progress finishes
- * within call_timeout_ms), then, when meta accepted a heartbeat of this
- * process, sends one last Heartbeat marked leaving (within
- * call_timeout_ms), so that meta drops this worker now, not at its expiry:
- * mounts stop sending it requests, and the next process with its id may
- * join. A failure is logged, not returned. From then on
+ * The worker is stopping: ends the rounds, then, when meta accepted a
+ * heartbeat of this process, sends one last Heartbeat marked leaving, so
+ * that meta drops this worker now, not at its expiry: mounts stop sending
+ * it requests, and the next process with its id may join. The round in
+ * progress ends at its next step, skipping the rest (further calls, the
+ * sweep): this waits for the step in flight, a call to meta (within
+ * call_timeout_ms) or a preload being cancelled (its blocks in progress,
+ * one store fetch each), then for the leaving heartbeat (within
+ * call_timeout_ms). A failure is logged, not returned. From then on
  * worker_meta_sync_soon answers false at once. NULL is a no-op.
  */
 void worker_meta_leave(struct worker_meta *wm);

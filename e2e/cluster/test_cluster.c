@@ -2002,7 +2002,8 @@ END_TEST
  * membership without it has settled, workers 1 and 2 preload again and
  * fetch exactly the blocks that were worker 3's, nothing else. Worker 3
  * comes back on its cache directory: it fetches nothing (it holds its
- * blocks), the others drop their copies of them and fetch nothing either.
+ * blocks), the others drop their copies of them, fetch nothing either and
+ * start no preload (a worker joining only takes blocks from them).
  */
 START_TEST(test_cluster_preload_follows_a_worker_leaving_and_coming_back)
 {
@@ -2033,15 +2034,23 @@ START_TEST(test_cluster_preload_follows_a_worker_leaving_and_coming_back)
 		owned3, (unsigned long long)(after_leave - before));
 	ck_assert_uint_eq(after_leave - before, owned3);
 
+	/* workers 1 and 2: their newest job stands */
 	for (int i = 0; i < nworkers; i++)
-		pw.after[i] = i == 2 ? 0 : preloads_of(&workers[i], "warm").last;
+		pw.after[i] = i == 2 ? 0 : preloads_of(&workers[i], "warm").last - 1;
 	worker_start(&workers[2], 2);
 	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)3, 10000),
 		      "the restarted worker did not join");
-	ck_assert_msg(wait_for(preloaded, &pw, 20000), "the workers did not preload again");
+	ck_assert_msg(wait_for(preloaded, &pw, 20000), "worker 3 did not preload");
 	ck_assert_msg(wait_for(placed_once, &l, 10000),
 		      "blocks not on exactly their owner after worker 3 came back: %zu",
 		      misplaced(&l));
+	/* Workers 1 and 2 have swept by the membership with worker 3: three
+	 * rounds (200 ms each) later they have started no job. */
+	retry_sleep_ms(600);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(preloads_of(&workers[i], "warm").last == pw.after[i] + 1,
+			      "worker %s preloaded again when worker 3 came back: job %d",
+			      workers[i].id, preloads_of(&workers[i], "warm").last);
 	fprintf(stderr, "cluster: preload: worker 3 back: it fetched %llu, the others %llu\n",
 		(unsigned long long)metric(&workers[2], "granary_worker_store_fetches_total"),
 		(unsigned long long)(fetches_all() -

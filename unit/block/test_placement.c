@@ -2,8 +2,8 @@
  * test_placement.c - rendezvous placement (block/placement.c): every
  * client picks the same owner from the same membership, whatever its
  * order; a worker that leaves moves only its own blocks, one that joins
- * takes only blocks it wins; blocks spread over the workers; the same
- * workers by id are the same membership.
+ * takes only blocks it wins; blocks spread over the workers; whether a
+ * new membership keeps every member.
  */
 #include <stdio.h>
 #include <string.h>
@@ -125,9 +125,13 @@ START_TEST(test_placement_membership_and_refusals)
 }
 END_TEST
 
-/* The same workers by id, in any order and at any address, are the same
- * membership; one more, one fewer or another id is not. */
-START_TEST(test_placement_same_ids)
+/*
+ * Every member is among the new workers when the same workers come back
+ * in any order, at any address, or with others joining; not when one of
+ * them is missing. Then no member gains a block: each block stays with
+ * its owner or goes to a newcomer.
+ */
+START_TEST(test_placement_all_among)
 {
 	static const struct placement_worker moved[] = {
 		{ "wb", "host-b2:1" }, { "wc", "host-c:1" }, { "wa", "host-a9:1" },
@@ -135,17 +139,34 @@ START_TEST(test_placement_same_ids)
 	static const struct placement_worker other[] = {
 		{ "wa", "host-a:1" }, { "wb", "host-b:1" }, { "wd", "host-d:1" },
 	};
-	struct placement *p = with(three, 3);
+	static const struct placement_worker four[] = {
+		{ "wd", "host-d:1" }, { "wc", "host-c:1" },
+		{ "wa", "host-a:1" }, { "wb", "host-b:1" },
+	};
+	struct placement *p = with(three, 3), *q = with(four, 4), *none = with(NULL, 0);
+	char a[64], b[64];
+	int joined = 0;
 
-	ck_assert(placement_same_ids(p, three_reversed, 3));
-	ck_assert(placement_same_ids(p, moved, 3));
-	ck_assert(!placement_same_ids(p, two, 2));
-	ck_assert(!placement_same_ids(p, other, 3));
-	ck_assert(!placement_same_ids(p, NULL, 0));
+	ck_assert(placement_all_among(p, three_reversed, 3));
+	ck_assert(placement_all_among(p, moved, 3));
+	ck_assert(placement_all_among(p, four, 4));
+	ck_assert(!placement_all_among(p, two, 2));
+	ck_assert(!placement_all_among(p, other, 3));
+	ck_assert(!placement_all_among(p, NULL, 0));
+	ck_assert(placement_all_among(none, two, 2));
+	ck_assert(placement_all_among(none, NULL, 0));
+	for (int i = 0; i < NBLOCKS; i++) {
+		owner_id(p, i, a);
+		owner_id(q, i, b);
+		if (strcmp(a, b) != 0) {
+			ck_assert_str_eq(b, "wd");
+			joined++;
+		}
+	}
+	ck_assert_int_gt(joined, 0);
 	placement_free(p);
-	p = with(two, 2);
-	ck_assert(!placement_same_ids(p, three, 3));
-	placement_free(p);
+	placement_free(q);
+	placement_free(none);
 }
 END_TEST
 
@@ -157,7 +178,7 @@ int main(void)
 	tcase_add_test(tc, test_placement_same_owner_whatever_the_order);
 	tcase_add_test(tc, test_placement_a_leaving_worker_moves_only_its_blocks);
 	tcase_add_test(tc, test_placement_membership_and_refusals);
-	tcase_add_test(tc, test_placement_same_ids);
+	tcase_add_test(tc, test_placement_all_among);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -3,8 +3,10 @@
  * blockstore: progress to done, named objects, prefixes, failures reported, unknown
  * datasets and jobs, jobs cancelled when their dataset is removed, jobs
  * that fetch only the blocks placement gives their worker, while the
- * membership changes too.
+ * membership changes too, and cancelled while they split a large dataset;
+ * the code of a failure, and whether another run would fail the same way.
  */
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +126,7 @@ START_TEST(test_preload_whole_dataset_reaches_done)
 	ck_assert_uint_eq(st.bytes_done, 5 * BS + 5);
 	ck_assert_uint_eq(st.errors, 0);
 	ck_assert_str_eq(st.error, "");
+	ck_assert_int_eq(st.code, ERR_OK);
 	blockstore_get_stats(bs, &bst);
 	ck_assert_uint_eq(bst.blocks, 6);
 	preload_get_totals(pl, &tot);
@@ -154,6 +157,45 @@ START_TEST(test_preload_named_objects_and_a_missing_one)
 	ck_assert_uint_eq(st.blocks_done, 2);
 	ck_assert_uint_eq(st.errors, 1);
 	ck_assert_msg(strstr(st.error, "missing.bin"), "%s", st.error);
+	/* removed since it was named: another run may find it */
+	ck_assert_int_eq(st.code, ERR_NOT_FOUND);
+	ck_assert(!preload_error_lasts(st.code));
+}
+END_TEST
+
+/* A listing past listing.max_objects fails with ERR_NO_SPACE, naming the
+ * setting: another run over the same source fails the same way, as one
+ * refused by the store's credentials or one of an object no client can
+ * read would; one the store did not answer, or a cancelled one, may not. */
+START_TEST(test_preload_failure_code_tells_whether_it_lasts)
+{
+	struct preloader *small = NULL;
+	struct preload_status st;
+	uint64_t id;
+	struct error err;
+
+	ck_assert_int_eq(preload_new(f, 1, &(struct store_list_limits){ .max_objects = 2 }, &small,
+				     &err),
+			 ERR_OK);
+	ck_assert_int_eq(preload_start(small, "ds", NULL, 0, &id, &err), ERR_OK);
+	do {
+		retry_sleep_ms(1);
+		ck_assert_int_eq(preload_get(small, id, &st, &err), ERR_OK);
+	} while (st.state == PRELOAD_RUNNING);
+	preload_free(small);
+	ck_assert_int_eq(st.state, PRELOAD_FAILED);
+	ck_assert_int_eq(st.code, ERR_NO_SPACE);
+	ck_assert_msg(strstr(st.error, "listing.max_objects"), "%s", st.error);
+	ck_assert(preload_error_lasts(st.code));
+	ck_assert(preload_error_lasts(ERR_INVALID));
+	ck_assert(preload_error_lasts(ERR_PERMISSION));
+	ck_assert(preload_error_lasts(ERR_UNAUTHENTICATED));
+	ck_assert(preload_error_lasts(ERR_UNSUPPORTED));
+	ck_assert(!preload_error_lasts(ERR_UNAVAILABLE));
+	ck_assert(!preload_error_lasts(ERR_TIMEOUT));
+	ck_assert(!preload_error_lasts(ERR_BUSY));
+	ck_assert(!preload_error_lasts(ERR_IO));
+	ck_assert(!preload_error_lasts(ERR_CANCELLED));
 }
 END_TEST
 
@@ -236,6 +278,7 @@ START_TEST(test_preload_cancelled_when_its_dataset_is_removed)
 	ck_assert_int_eq(preload_get(pl, id, &st, &err), ERR_OK);
 	ck_assert_str_eq(preload_state_name(st.state), "failed");
 	ck_assert_str_eq(st.error, why);
+	ck_assert_int_eq(st.code, ERR_CANCELLED);
 	ck_assert_uint_lt(st.blocks_done, st.blocks_total);
 	retry_sleep_ms(50);
 	ck_assert_uint_eq(blockstore_dataset_bytes(bs, u, 4), 0);
@@ -456,6 +499,53 @@ START_TEST(test_preload_placed_follows_a_membership_change)
 }
 END_TEST
 
+/*
+ * A placed job of a dataset of 4 Mi blocks (one sparse 256 GiB object)
+ * takes seconds to split them between the workers: cancelled meanwhile,
+ * it ends within milliseconds, not after the split, so that the member
+ * thread that cancels it keeps heartbeating.
+ */
+START_TEST(test_preload_placed_split_stops_when_cancelled)
+{
+	static const char *const ids[] = { "w1", "w2" }, *const why = "cancelled: by the test";
+	struct placement *m = NULL;
+	struct preload_status st;
+	char path[160], source[160];
+	uint64_t id = 0, t0, ms;
+	struct error err;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/ds/huge", data_dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/ds/huge/o", data_dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)1 << 38), 0);
+	close(fd);
+	snprintf(source, sizeof(source), "file://%s/ds/huge/", data_dir);
+	ck_assert_int_eq(fetch_dataset_register(f, &(struct fetch_dataset_config){ .name = "huge",
+										   .source = source,
+										   .block_size = BS },
+						NULL, &err),
+			 ERR_OK);
+	ck_assert_int_eq(placement_new(&m, &err), ERR_OK);
+	set_members(m, ids, 2, 1);
+	ck_assert_int_eq(preload_start_under(pl, "huge", NULL, 0,
+					     &(struct preload_placement){ m, "w1" }, &id, &err),
+			 ERR_OK);
+	retry_sleep_ms(100); /* listed: splitting */
+	t0 = retry_now_ms();
+	ck_assert_uint_eq(preload_cancel(pl, "huge", id, why), 1);
+	ms = retry_now_ms() - t0;
+	ck_assert_int_eq(preload_get(pl, id, &st, &err), ERR_OK);
+	ck_assert_int_eq(st.state, PRELOAD_FAILED);
+	ck_assert_str_eq(st.error, why);
+	ck_assert_int_eq(st.code, ERR_CANCELLED);
+	ck_assert_msg(ms < 200, "cancelling the split took %llu ms", (unsigned long long)ms);
+	placement_free(m);
+}
+END_TEST
+
 START_TEST(test_preload_refuses_unknown_dataset_bad_key_and_unknown_job)
 {
 	static const char *const bad[] = { "../x" };
@@ -482,11 +572,13 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_preload_whole_dataset_reaches_done);
 	tcase_add_test(tc, test_preload_named_objects_and_a_missing_one);
+	tcase_add_test(tc, test_preload_failure_code_tells_whether_it_lasts);
 	tcase_add_test(tc, test_preload_under_prefixes);
 	tcase_add_test(tc, test_preload_refuses_unknown_dataset_bad_key_and_unknown_job);
 	tcase_add_test(tc, test_preload_cancelled_when_its_dataset_is_removed);
 	tcase_add_test(tc, test_preload_placed_fetches_only_the_blocks_placed_here);
 	tcase_add_test(tc, test_preload_placed_follows_a_membership_change);
+	tcase_add_test(tc, test_preload_placed_split_stops_when_cancelled);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }

@@ -6,8 +6,12 @@
  * come from a real fetcher over a file:// store, so the comparison is
  * checked against fetch.c's own normalisation. The member itself runs
  * against a meta that is not there, and against a fake one (an rpc_server
- * in this process) that records the heartbeats.
+ * in this process) that records the heartbeats, lists the datasets and
+ * workers a test gives it, and answers slowly when asked: when its
+ * preloads run again (a membership, a failure) and how long it takes to
+ * leave.
  */
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -195,6 +199,45 @@ START_TEST(test_worker_meta_preload_wanted_tells_registrations_apart)
 	ck_assert(worker_meta_preload_wanted(&x.d, b, sizeof(b)));
 	ck_assert_uint_eq(x.d.generation, 1);
 	ck_assert_str_ne(a, b);
+}
+END_TEST
+
+/* With rendezvous placement a worker gains blocks only when a member it
+ * held leaves, or when it is newly listed itself: a worker joining
+ * elsewhere only takes blocks away, the same workers at other addresses
+ * move none, and a membership without it places nothing on it. */
+START_TEST(test_worker_meta_gains_blocks_when_a_member_leaves_or_it_is_new)
+{
+	static const struct placement_worker held[] = {
+		{ "w1", "a:1" }, { "w2", "b:1" }, { "w3", "c:1" },
+	};
+	static const struct placement_worker joined[] = {
+		{ "w4", "d:1" }, { "w3", "c:1" }, { "w2", "b:1" }, { "w1", "a:1" },
+	};
+	static const struct placement_worker moved[] = {
+		{ "w1", "a:2" }, { "w2", "b:2" }, { "w3", "c:2" },
+	};
+	static const struct placement_worker left[] = { { "w1", "a:1" }, { "w3", "c:1" } };
+	static const struct placement_worker replaced[] = {
+		{ "w1", "a:1" }, { "w2", "b:1" }, { "w4", "d:1" },
+	};
+	static const struct placement_worker without[] = { { "w2", "b:1" }, { "w3", "c:1" } };
+	struct placement *p = NULL;
+	struct error err;
+
+	ck_assert_int_eq(placement_new(&p, &err), ERR_OK);
+	ck_assert(worker_meta_gains_blocks(p, held, 3, "w1")); /* the first one */
+	ck_assert_int_eq(placement_update(p, held, 3, 1, &err), ERR_OK);
+	ck_assert(!worker_meta_gains_blocks(p, held, 3, "w1"));
+	ck_assert(!worker_meta_gains_blocks(p, joined, 4, "w1"));
+	ck_assert(!worker_meta_gains_blocks(p, moved, 3, "w1"));
+	ck_assert(worker_meta_gains_blocks(p, left, 2, "w1"));
+	ck_assert(worker_meta_gains_blocks(p, replaced, 3, "w1"));
+	ck_assert(!worker_meta_gains_blocks(p, without, 2, "w1"));
+	ck_assert(worker_meta_gains_blocks(p, joined, 4, "w4")); /* new itself */
+	ck_assert_int_eq(placement_update(p, without, 2, 2, &err), ERR_OK);
+	ck_assert(worker_meta_gains_blocks(p, held, 3, "w1")); /* listed again */
+	placement_free(p);
 }
 END_TEST
 
@@ -477,34 +520,88 @@ START_TEST(test_worker_meta_survives_an_unreachable_meta_and_stops)
 }
 END_TEST
 
-/* A granary-meta that lists nothing and records the heartbeats. */
+/* A granary-meta that lists the datasets and workers a test gives it
+ * (none by default) and records the heartbeats. */
+#define FAKE_WORKERS_MAX 4
 static struct fake_meta {
 	struct rpc_server *srv;
 	char address[128];
 	const char *refuse;       /* set: every heartbeat is refused with it (ALREADY_EXISTS) */
 	uint64_t leave_ms;        /* a leaving heartbeat is answered after this */
+	Granary__V1__Dataset **datasets; /* ListDatasets answers these; set before the member */
+	size_t ndatasets;
 	pthread_mutex_t mu;
 	uint64_t beats, leaves;   /* protected by mu */
 	uint64_t instance;        /* of the first heartbeat; protected by mu */
 	bool other_instance;      /* a heartbeat named another; protected by mu */
 	bool after_leave;         /* a heartbeat came after a leaving one; protected by mu */
+	const char *workers[FAKE_WORKERS_MAX]; /* ListWorkers answers these; protected by mu */
+	size_t nworkers;          /* protected by mu */
+	uint64_t version;         /* of that membership, in every reply; protected by mu */
+	uint64_t slow_ms;         /* calls but leaving heartbeats wait this; protected by mu */
+	uint64_t calls, lists;    /* calls but leaving heartbeats, ListDatasets; protected by mu */
 } fake;
+
+/* Counts a call (but a leaving heartbeat) and waits slow_ms. */
+static void fake_call(bool list)
+{
+	uint64_t slow;
+
+	pthread_mutex_lock(&fake.mu);
+	fake.calls++;
+	fake.lists += list;
+	slow = fake.slow_ms;
+	pthread_mutex_unlock(&fake.mu);
+	if (slow)
+		retry_sleep_ms(slow);
+}
 
 static enum error_code fake_list(struct rpc_server_call *call, const ProtobufCMessage *request,
 				 void *arg, struct error *err)
 {
 	Granary__V1__ListDatasetsReply reply = GRANARY__V1__LIST_DATASETS_REPLY__INIT;
 
-	return rpc_server_reply(call, &reply.base, err);
+	enum error_code rc;
+
+	fake_call(true);
+	reply.datasets = fake.datasets;
+	reply.n_datasets = fake.ndatasets;
+	pthread_mutex_lock(&fake.mu); /* a test may change a dataset meanwhile */
+	rc = rpc_server_reply(call, &reply.base, err);
+	pthread_mutex_unlock(&fake.mu);
+	return rc;
 }
 
 static enum error_code fake_workers(struct rpc_server_call *call,
 				    const ProtobufCMessage *request, void *arg, struct error *err)
 {
 	Granary__V1__ListWorkersReply reply = GRANARY__V1__LIST_WORKERS_REPLY__INIT;
+	Granary__V1__Worker w[FAKE_WORKERS_MAX], *ptrs[FAKE_WORKERS_MAX];
 
-	reply.version = 1;
+	fake_call(false);
+	pthread_mutex_lock(&fake.mu);
+	for (size_t i = 0; i < fake.nworkers; i++) {
+		granary__v1__worker__init(&w[i]);
+		w[i].id = (char *)fake.workers[i];
+		w[i].address = "127.0.0.1:7480";
+		ptrs[i] = &w[i];
+	}
+	reply.workers = ptrs;
+	reply.n_workers = fake.nworkers;
+	reply.version = fake.version;
+	pthread_mutex_unlock(&fake.mu);
 	return rpc_server_reply(call, &reply.base, err);
+}
+
+/* A new membership of these workers, ids static. */
+static void fake_set_workers(const char *const *ids, size_t n)
+{
+	pthread_mutex_lock(&fake.mu);
+	for (size_t i = 0; i < n; i++)
+		fake.workers[i] = ids[i];
+	fake.nworkers = n;
+	fake.version++;
+	pthread_mutex_unlock(&fake.mu);
 }
 
 static enum error_code fake_heartbeat(struct rpc_server_call *call,
@@ -514,6 +611,8 @@ static enum error_code fake_heartbeat(struct rpc_server_call *call,
 	const Granary__V1__HeartbeatRequest *req = (const void *)request;
 	Granary__V1__HeartbeatReply reply = GRANARY__V1__HEARTBEAT_REPLY__INIT;
 
+	if (!req->leaving)
+		fake_call(false);
 	pthread_mutex_lock(&fake.mu);
 	if (!fake.beats && !fake.leaves)
 		fake.instance = req->instance;
@@ -523,12 +622,12 @@ static enum error_code fake_heartbeat(struct rpc_server_call *call,
 		fake.leaves++;
 	else
 		fake.beats++;
+	reply.membership_version = fake.version;
 	pthread_mutex_unlock(&fake.mu);
 	if (req->leaving && fake.leave_ms)
 		retry_sleep_ms(fake.leave_ms);
 	if (fake.refuse)
 		return error_set(err, ERR_EXISTS, "%s", fake.refuse);
-	reply.membership_version = 1;
 	reply.interval_ms = 50;
 	reply.expiry_ms = 1000;
 	return rpc_server_reply(call, &reply.base, err);
@@ -538,12 +637,13 @@ static enum error_code fake_heartbeat(struct rpc_server_call *call,
  * a leaving one after leave_ms. */
 static void fake_start(const char *refuse, uint64_t leave_ms)
 {
-	struct rpc_server_options opt = { .threads = 2, .shutdown_grace_ms = 100 };
+	struct rpc_server_options opt = { .threads = 4, .shutdown_grace_ms = 100 };
 	struct error err;
 
 	memset(&fake, 0, sizeof(fake));
 	fake.refuse = refuse;
 	fake.leave_ms = leave_ms;
+	fake.version = 1;
 	pthread_mutex_init(&fake.mu, NULL);
 	snprintf(fake.address, sizeof(fake.address), "unix://%s/meta.sock", base);
 	ck_assert_int_eq(rpc_server_new(&opt, &fake.srv, &err), ERR_OK);
@@ -580,7 +680,9 @@ static void fake_wait_beats(uint64_t n)
 	ck_assert_uint_ge(fake_counts().beats, n);
 }
 
-static struct worker_meta *member_start(struct readiness *r, uint64_t call_timeout_ms)
+/* Worker w1 as a member of the fake; pl NULL: no preloads. */
+static struct worker_meta *member_start(struct readiness *r, uint64_t call_timeout_ms,
+					struct preloader *pl, uint64_t preload_retry_ms)
 {
 	struct worker_meta *wm = NULL;
 	struct error err;
@@ -591,10 +693,12 @@ static struct worker_meta *member_start(struct readiness *r, uint64_t call_timeo
 						   .advertise = "127.0.0.1:7480",
 						   .capacity = 64u << 20,
 						   .fetcher = f,
+						   .preloader = pl,
 						   .readiness = r,
 						   .defaults = file_defaults,
 						   .call_timeout_ms = call_timeout_ms,
 						   .retry_ms = 50,
+						   .preload_retry_ms = preload_retry_ms,
 					   },
 					   &wm, &err), ERR_OK);
 	return wm;
@@ -609,7 +713,7 @@ START_TEST(test_worker_meta_heartbeats_name_one_instance_and_leave_last)
 	struct fake_meta c;
 
 	fake_start(NULL, 0);
-	wm = member_start(NULL, 500);
+	wm = member_start(NULL, 500, NULL, 0);
 	fake_wait_beats(3);
 	worker_meta_leave(wm);
 	c = fake_counts();
@@ -634,7 +738,7 @@ START_TEST(test_worker_meta_leave_waits_one_call_timeout_at_most)
 	uint64_t t0, ms;
 
 	fake_start(NULL, 2000);
-	wm = member_start(NULL, 300);
+	wm = member_start(NULL, 300, NULL, 0);
 	fake_wait_beats(1);
 	t0 = retry_now_ms();
 	worker_meta_leave(wm);
@@ -659,7 +763,7 @@ START_TEST(test_worker_meta_refused_heartbeats_keep_it_trying_and_not_ready)
 
 	fake_start("worker id 'w1' is held by another live process at 10.0.0.5:7480", 0);
 	ck_assert_int_eq(readiness_new(NULL, fake.address, retry_now_ms(), &r, &err), ERR_OK);
-	wm = member_start(r, 500);
+	wm = member_start(r, 500, NULL, 0);
 	fake_wait_beats(3);
 	ck_assert_int_eq(readiness_check(r, retry_now_ms(), &err), ERR_UNAVAILABLE);
 	ck_assert_msg(strstr(err.msg, "refuses the heartbeat") &&
@@ -671,6 +775,239 @@ START_TEST(test_worker_meta_refused_heartbeats_keep_it_trying_and_not_ready)
 	ck_assert_uint_eq(fake_counts().leaves, 0);
 	worker_meta_stop(wm);
 	readiness_free(r);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/* Leaving in the middle of a round waits for the call in flight only:
+ * the round makes no further call (here its heartbeat), so that the leave
+ * takes one call timeout and the leaving heartbeat, not a round of them. */
+START_TEST(test_worker_meta_leave_cuts_the_round_short)
+{
+	struct worker_meta *wm;
+	uint64_t lists, calls, t0, ms;
+
+	fake_start(NULL, 0);
+	wm = member_start(NULL, 300, NULL, 0);
+	fake_wait_beats(1);
+	pthread_mutex_lock(&fake.mu);
+	fake.slow_ms = 350; /* past the call timeout */
+	lists = fake.lists;
+	pthread_mutex_unlock(&fake.mu);
+	for (int i = 0; i < 2000 && fake_counts().lists == lists; i++)
+		retry_sleep_ms(1);
+	calls = fake_counts().calls; /* a ListDatasets in flight */
+	t0 = retry_now_ms();
+	worker_meta_leave(wm);
+	ms = retry_now_ms() - t0;
+	ck_assert_uint_eq(fake_counts().leaves, 1);
+	ck_assert_msg(fake_counts().calls == calls, "%llu calls after the leave began",
+		      (unsigned long long)(fake_counts().calls - calls));
+	ck_assert_msg(ms < 550, "leaving took %llu ms with a call timeout of 300 ms",
+		      (unsigned long long)ms);
+	worker_meta_stop(wm);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/* --- preloads of meta's datasets -------------------------------------------- */
+
+#define BLOCK (64u << 10) /* file_defaults.block_size */
+
+/* A file of size bytes (sparse) at key under base/data: "name", or
+ * "dir/name" in a new directory. */
+static void data_file(const char *key, uint64_t size)
+{
+	const char *slash = strchr(key, '/');
+	char path[256];
+	int fd;
+
+	if (slash) {
+		snprintf(path, sizeof(path), "%s/data/%.*s", base, (int)(slash - key), key);
+		ck_assert_int_eq(mkdir(path, 0755), 0);
+	}
+	snprintf(path, sizeof(path), "%s/data/%s", base, key);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+	close(fd);
+}
+
+static uint64_t preloads_of(struct worker_meta *wm)
+{
+	struct worker_meta_stats st;
+
+	worker_meta_get_stats(wm, &st);
+	return st.preloads;
+}
+
+/* The member has started n preload jobs, within 5 s. */
+static void wait_preloads(struct worker_meta *wm, uint64_t n)
+{
+	for (int i = 0; i < 250 && preloads_of(wm) < n; i++)
+		retry_sleep_ms(20);
+	ck_assert_uint_eq(preloads_of(wm), n);
+}
+
+static struct preload_status wait_ended(struct preloader *pl, uint64_t id)
+{
+	struct preload_status st;
+	struct error err;
+
+	for (int i = 0; i < 5000; i++) {
+		ck_assert_int_eq(preload_get(pl, id, &st, &err), ERR_OK);
+		if (st.state != PRELOAD_RUNNING)
+			break;
+		retry_sleep_ms(1);
+	}
+	ck_assert_int_ne(st.state, PRELOAD_RUNNING);
+	return st;
+}
+
+/* Rounds enough for the member to apply what the fake says now, and to
+ * act on it in the next one. */
+static void member_rounds(void)
+{
+	fake_wait_beats(fake_counts().beats + 3);
+}
+
+/*
+ * The member preloads a dataset again only when a membership may place
+ * blocks on it that its last job's did not: a worker joining elsewhere
+ * starts no job (it takes blocks away), one leaving does, and so does
+ * this worker listed again after a membership without it.
+ */
+START_TEST(test_worker_meta_preload_runs_again_only_when_blocks_may_move_here)
+{
+	static const char *const two[] = { "w1", "w2" }, *const three[] = { "w1", "w2", "w3" },
+			 *const left[] = { "w1", "w3" }, *const without[] = { "w2", "w3" };
+	Granary__V1__Dataset *listing[1];
+	struct preloader *pl = NULL;
+	struct worker_meta *wm;
+	struct error err;
+	struct ds x;
+
+	data_file("a", 8 * BLOCK);
+	ds_init(&x, "warm", src_uri, READY);
+	x.opt.preload = true;
+	listing[0] = &x.d;
+	fake_start(NULL, 0);
+	fake.datasets = listing;
+	fake.ndatasets = 1;
+	fake_set_workers(two, 2);
+	ck_assert_int_eq(preload_new(f, 2, NULL, &pl, &err), ERR_OK);
+	wm = member_start(NULL, 500, pl, 0);
+	wait_preloads(wm, 1);
+	ck_assert_int_eq(wait_ended(pl, 1).state, PRELOAD_DONE);
+	fake_set_workers(three, 3); /* w3 joins */
+	member_rounds();
+	ck_assert_msg(preloads_of(wm) == 1, "a worker joining elsewhere started %llu preloads",
+		      (unsigned long long)preloads_of(wm) - 1);
+	fake_set_workers(left, 2); /* w2 leaves */
+	wait_preloads(wm, 2);
+	ck_assert_int_eq(wait_ended(pl, 2).state, PRELOAD_DONE);
+	fake_set_workers(without, 2);
+	member_rounds();
+	ck_assert_uint_eq(preloads_of(wm), 2);
+	fake_set_workers(three, 3); /* w1 listed again */
+	wait_preloads(wm, 3);
+	worker_meta_stop(wm);
+	preload_free(pl);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/*
+ * A preload that fails in a way another run would meet again (here a
+ * listing past listing.max_objects) is not started again, however long it
+ * waits; what the dataset asks changing (a refresh) starts a new job.
+ */
+START_TEST(test_worker_meta_preload_failing_for_good_is_not_retried)
+{
+	static const char *const self[] = { "w1" };
+	Granary__V1__Dataset *listing[1];
+	struct preloader *pl = NULL;
+	struct preload_status st;
+	struct worker_meta *wm;
+	struct error err;
+	struct ds x;
+
+	data_file("a", BLOCK);
+	data_file("b", BLOCK);
+	data_file("c", BLOCK);
+	ds_init(&x, "lasting", src_uri, READY);
+	x.opt.preload = true;
+	listing[0] = &x.d;
+	fake_start(NULL, 0);
+	fake.datasets = listing;
+	fake.ndatasets = 1;
+	fake_set_workers(self, 1);
+	ck_assert_int_eq(preload_new(f, 1, &(struct store_list_limits){ .max_objects = 2 }, &pl,
+				     &err),
+			 ERR_OK);
+	/* a retry would start after 10-20 ms, then 20-40, 40-80, ... */
+	wm = member_start(NULL, 500, pl, 20);
+	wait_preloads(wm, 1);
+	st = wait_ended(pl, 1);
+	ck_assert_int_eq(st.code, ERR_NO_SPACE);
+	retry_sleep_ms(200);
+	ck_assert_msg(preloads_of(wm) == 1, "a preload that fails for good started %llu times",
+		      (unsigned long long)preloads_of(wm));
+	pthread_mutex_lock(&fake.mu);
+	x.d.generation = 2; /* refreshed */
+	pthread_mutex_unlock(&fake.mu);
+	wait_preloads(wm, 2);
+	worker_meta_stop(wm);
+	preload_free(pl);
+	rpc_server_free(fake.srv);
+}
+END_TEST
+
+/*
+ * A failed preload (here cancelled under the member) whose job the
+ * preloader no longer keeps, PRELOAD_KEEP_FINISHED newer ones having
+ * ended since, still starts again after its backoff: it is not taken for
+ * done. Its dataset is 4 Mi blocks (a sparse 256 GiB object): the job is
+ * still splitting them when the test cancels it.
+ */
+START_TEST(test_worker_meta_preload_pushed_out_after_failing_starts_again)
+{
+	static const char *const self[] = { "w1" };
+	Granary__V1__Dataset *listing[1];
+	struct preloader *pl = NULL;
+	struct preload_status st;
+	struct worker_meta *wm;
+	char flaky_uri[160], other_uri[160];
+	struct error err;
+	struct ds x, other;
+	uint64_t id;
+
+	data_file("flaky/o", (uint64_t)1 << 38);
+	data_file("other/o", BLOCK);
+	snprintf(flaky_uri, sizeof(flaky_uri), "%sflaky/", src_uri);
+	snprintf(other_uri, sizeof(other_uri), "%sother/", src_uri);
+	ds_init(&other, "other", other_uri, READY);
+	register_as(&other);
+	ds_init(&x, "flaky", flaky_uri, READY);
+	x.opt.preload = true;
+	listing[0] = &x.d;
+	fake_start(NULL, 0);
+	fake.datasets = listing;
+	fake.ndatasets = 1;
+	fake_set_workers(self, 1);
+	ck_assert_int_eq(preload_new(f, 1, NULL, &pl, &err), ERR_OK);
+	/* it starts again 200-400 ms after the failure */
+	wm = member_start(NULL, 500, pl, 400);
+	wait_preloads(wm, 1);
+	ck_assert_uint_eq(preload_cancel(pl, "flaky", 1, "cancelled: by the test"), 1);
+	for (int i = 0; i <= PRELOAD_KEEP_FINISHED; i++) {
+		ck_assert_int_eq(preload_start(pl, "other", NULL, 0, &id, &err), ERR_OK);
+		wait_ended(pl, id);
+	}
+	ck_assert_int_eq(preload_get(pl, 1, &st, &err), ERR_NOT_FOUND);
+	wait_preloads(wm, 2);
+	worker_meta_stop(wm); /* cancels the new job's split */
+	preload_free(pl);
 	rpc_server_free(fake.srv);
 }
 END_TEST
@@ -687,6 +1024,7 @@ int main(void)
 	tcase_add_test(pure, test_worker_meta_served_means_ready_or_refreshing_with_a_generation);
 	tcase_add_test(pure, test_worker_meta_preload_wanted_changes_with_what_is_asked);
 	tcase_add_test(pure, test_worker_meta_preload_wanted_tells_registrations_apart);
+	tcase_add_test(pure, test_worker_meta_gains_blocks_when_a_member_leaves_or_it_is_new);
 	suite_add_tcase(s, pure);
 	tcase_add_checked_fixture(reg, setup, teardown);
 	tcase_add_test(reg, test_worker_meta_registered_dataset_matches_its_config);
@@ -696,6 +1034,10 @@ int main(void)
 	tcase_add_test(reg, test_worker_meta_heartbeats_name_one_instance_and_leave_last);
 	tcase_add_test(reg, test_worker_meta_leave_waits_one_call_timeout_at_most);
 	tcase_add_test(reg, test_worker_meta_refused_heartbeats_keep_it_trying_and_not_ready);
+	tcase_add_test(reg, test_worker_meta_leave_cuts_the_round_short);
+	tcase_add_test(reg, test_worker_meta_preload_runs_again_only_when_blocks_may_move_here);
+	tcase_add_test(reg, test_worker_meta_preload_failing_for_good_is_not_retried);
+	tcase_add_test(reg, test_worker_meta_preload_pushed_out_after_failing_starts_again);
 	suite_add_tcase(s, reg);
 	return check_main_run(s);
 }
