@@ -18,6 +18,7 @@ enum verdict {
 	META_REFUSES,
 	META_SILENT,
 	META_NOT_JOINED,
+	LEFT,
 };
 
 struct readiness {
@@ -32,6 +33,7 @@ struct readiness {
 	bool unreachable;              /* the last failure's kind; protected by mu */
 	char cause[ERROR_MSG_MAX];     /* the last failure's message; protected by mu */
 	enum verdict logged;           /* the last verdict logged; protected by mu */
+	bool left;                     /* readiness_left; protected by mu */
 };
 
 enum error_code readiness_new(struct blockstore *bs, const char *meta_address,
@@ -104,6 +106,12 @@ static enum verdict meta_verdict(struct readiness *r, uint64_t now_ms, struct er
 
 	if (!addr)
 		return READY;
+	if (r->left) {
+		error_set(err, ERR_UNAVAILABLE,
+			  "stopping: this worker left granary-meta at %s and serves only the requests in progress",
+			  addr);
+		return LEFT;
+	}
 	if (r->joined && (now_ms <= r->last_ok_ms || now_ms - r->last_ok_ms <= r->expiry_ms))
 		return READY;
 	if (r->failing && r->unreachable) {
@@ -123,6 +131,13 @@ static enum verdict meta_verdict(struct readiness *r, uint64_t now_ms, struct er
 	}
 	error_set(err, ERR_UNAVAILABLE, "not joined granary-meta at %s yet", addr);
 	return META_NOT_JOINED;
+}
+
+void readiness_left(struct readiness *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->left = true;
+	pthread_mutex_unlock(&r->mu);
 }
 
 enum error_code readiness_check(struct readiness *r, uint64_t now_ms, struct error *err)

@@ -21,6 +21,8 @@
  *   granary-meta at ADDRESS refuses the heartbeat since 12s: <cause>
  *   no heartbeat accepted by granary-meta at ADDRESS for 20s
  *   not joined granary-meta at ADDRESS yet
+ *   stopping: this worker left granary-meta at ADDRESS and serves only the
+ *     requests in progress
  *   cache directory '/c' is not writable: ...   (blockstore.h)
  *
  * "since" counts from the first failed call after the last accepted
@@ -58,6 +60,10 @@ void readiness_free(struct readiness *r);
 /* granary-meta accepted a heartbeat at now_ms and named expiry_ms (0: keep
  * the last one). */
 void readiness_heartbeat_ok(struct readiness *r, uint64_t now_ms, uint64_t expiry_ms);
+
+/* The worker told meta it leaves (SIGTERM): not ready from now on, with
+ * meta set (a standalone worker joined nothing to leave). */
+void readiness_left(struct readiness *r);
 
 /* A call to meta failed at now_ms: unreachable (UNAVAILABLE, TIMEOUT) or
  * refused; cause is the call's message. */

@@ -1053,6 +1053,8 @@ void worker_meta_leave(struct worker_meta *wm)
 		return;
 	/* No heartbeat after the leaving one: it would join again. */
 	stop_thread(wm);
+	if (wm->cfg.readiness)
+		readiness_left(wm->cfg.readiness);
 	if (!wm->joined)
 		return;
 	req = heartbeat_request(wm);

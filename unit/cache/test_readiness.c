@@ -1,7 +1,8 @@
 /*
  * test_readiness.c - granary-worker's /readyz verdict: standalone, joined
  * within and past the heartbeat expiry, meta unreachable or refusing with
- * the time since and the cause, and the cache directory's check first.
+ * the time since and the cause, a worker that left, and the cache
+ * directory's check first.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,28 @@ START_TEST(test_readiness_member_is_ready_within_the_expiry_only)
 	expect_reason(r, 6200, "no heartbeat accepted by granary-meta at " ADDR " for 5s");
 	readiness_heartbeat_ok(r, 6300, 0);
 	ck_assert_int_eq(readiness_check(r, 9300, &err), ERR_OK);
+	readiness_free(r);
+}
+END_TEST
+
+/* Once the worker told meta it leaves, it is not ready, whatever its last
+ * heartbeat; a standalone worker, which joined nothing, stays ready. */
+START_TEST(test_readiness_a_worker_that_left_is_not_ready)
+{
+	struct readiness *r = make(NULL, ADDR, 1000);
+	struct error err;
+
+	readiness_heartbeat_ok(r, 1100, 3000);
+	ck_assert_int_eq(readiness_check(r, 1200, &err), ERR_OK);
+	readiness_left(r);
+	expect_reason(r, 1300, "stopping: this worker left granary-meta at " ADDR
+			       " and serves only the requests in progress");
+	readiness_heartbeat_ok(r, 1400, 3000);
+	ck_assert_int_eq(readiness_check(r, 1500, &err), ERR_UNAVAILABLE);
+	readiness_free(r);
+	r = make(NULL, "", 0);
+	readiness_left(r);
+	ck_assert_int_eq(readiness_check(r, 10, &err), ERR_OK);
 	readiness_free(r);
 }
 END_TEST
@@ -131,6 +154,7 @@ int main(void)
 	tcase_add_test(tc, test_readiness_member_is_ready_within_the_expiry_only);
 	tcase_add_test(tc, test_readiness_unreachable_meta_names_the_address_time_and_cause);
 	tcase_add_test(tc, test_readiness_refused_heartbeat_is_told_apart);
+	tcase_add_test(tc, test_readiness_a_worker_that_left_is_not_ready);
 	tcase_add_test(tc, test_readiness_cache_directory_comes_first);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
