@@ -871,6 +871,21 @@ static void member_rounds(void)
 	fake_wait_beats(fake_counts().beats + 3);
 }
 
+/* A fake meta that lists one dataset, x (named name, of source), asking
+ * for a preload, and nworkers workers; listing holds it. */
+static void meta_serves_preloaded(struct ds *x, const char *name, const char *source,
+				  Granary__V1__Dataset **listing, const char *const *workers,
+				  size_t nworkers)
+{
+	ds_init(x, name, source, READY);
+	x->opt.preload = true;
+	listing[0] = &x->d;
+	fake_start(NULL, 0);
+	fake.datasets = listing;
+	fake.ndatasets = 1;
+	fake_set_workers(workers, nworkers);
+}
+
 /*
  * The member preloads a dataset again only when a membership may place
  * blocks on it that its last job's did not: a worker joining elsewhere
@@ -888,13 +903,7 @@ START_TEST(test_worker_meta_preload_runs_again_only_when_blocks_may_move_here)
 	struct ds x;
 
 	data_file("a", 8 * BLOCK);
-	ds_init(&x, "warm", src_uri, READY);
-	x.opt.preload = true;
-	listing[0] = &x.d;
-	fake_start(NULL, 0);
-	fake.datasets = listing;
-	fake.ndatasets = 1;
-	fake_set_workers(two, 2);
+	meta_serves_preloaded(&x, "warm", src_uri, listing, two, 2);
 	ck_assert_int_eq(preload_new(f, 2, NULL, &pl, &err), ERR_OK);
 	wm = member_start(NULL, 500, pl, 0);
 	wait_preloads(wm, 1);
@@ -935,13 +944,7 @@ START_TEST(test_worker_meta_preload_failing_for_good_is_not_retried)
 	data_file("a", BLOCK);
 	data_file("b", BLOCK);
 	data_file("c", BLOCK);
-	ds_init(&x, "lasting", src_uri, READY);
-	x.opt.preload = true;
-	listing[0] = &x.d;
-	fake_start(NULL, 0);
-	fake.datasets = listing;
-	fake.ndatasets = 1;
-	fake_set_workers(self, 1);
+	meta_serves_preloaded(&x, "lasting", src_uri, listing, self, 1);
 	ck_assert_int_eq(preload_new(f, 1, &(struct store_list_limits){ .max_objects = 2 }, &pl,
 				     &err),
 			 ERR_OK);
@@ -988,13 +991,7 @@ START_TEST(test_worker_meta_preload_pushed_out_after_failing_starts_again)
 	snprintf(other_uri, sizeof(other_uri), "%sother/", src_uri);
 	ds_init(&other, "other", other_uri, READY);
 	register_as(&other);
-	ds_init(&x, "flaky", flaky_uri, READY);
-	x.opt.preload = true;
-	listing[0] = &x.d;
-	fake_start(NULL, 0);
-	fake.datasets = listing;
-	fake.ndatasets = 1;
-	fake_set_workers(self, 1);
+	meta_serves_preloaded(&x, "flaky", flaky_uri, listing, self, 1);
 	ck_assert_int_eq(preload_new(f, 1, NULL, &pl, &err), ERR_OK);
 	/* it starts again 200-400 ms after the failure */
 	wm = member_start(NULL, 500, pl, 400);
