@@ -528,6 +528,21 @@ struct block_req {
 	uint8_t hash[BLOCK_HASH_LEN];
 };
 
+/* The key of block index of object full (the dataset's prefix and the
+ * object's key), as every client hashes it (block/key.h). */
+static struct block_key block_key_of(const struct fetch_dataset *ds, const char *full,
+				     const char *etag, uint64_t index)
+{
+	return (struct block_key){
+		.endpoint = ds->key_endpoint,
+		.bucket = ds->bucket,
+		.object = full,
+		.etag = etag,
+		.block_size = ds->desc.block_size,
+		.index = index,
+	};
+}
+
 /* size: the object's as the caller knows it (0: not known); a block past
  * it is ERR_RANGE without a request to the store. */
 static enum error_code block_req_init(struct block_req *r, struct fetch_dataset *ds,
@@ -560,16 +575,20 @@ static enum error_code block_req_init(struct block_req *r, struct fetch_dataset 
 	snprintf(r->full, sizeof(r->full), "%s%s", ds->prefix, key);
 	r->etag = etag;
 	r->index = index;
-	r->bkey = (struct block_key){
-		.endpoint = ds->key_endpoint,
-		.bucket = ds->bucket,
-		.object = r->full,
-		.etag = etag,
-		.block_size = ds->desc.block_size,
-		.index = index,
-	};
+	r->bkey = block_key_of(ds, r->full, etag, index);
 	block_key_hash(&r->bkey, r->hash);
 	return ERR_OK;
+}
+
+void fetch_block_hash(const struct fetch_dataset *ds, const char *key, const char *etag,
+		      uint64_t index, uint8_t hash[BLOCK_HASH_LEN])
+{
+	char full[BLOCK_KEY_MAX + 1];
+	struct block_key k;
+
+	snprintf(full, sizeof(full), "%s%s", ds->prefix, key);
+	k = block_key_of(ds, full, etag, index);
+	block_key_hash(&k, hash);
 }
 
 /*

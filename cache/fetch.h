@@ -246,6 +246,12 @@ enum error_code fetch_dataset_list(struct fetcher *f, struct fetch_dataset ***ou
 void fetch_dataset_list_free(struct fetcher *f, struct fetch_dataset **list, size_t n);
 
 const struct fetch_dataset_desc *fetch_dataset_describe(const struct fetch_dataset *ds);
+
+/* The hash of block index of object key (relative to the dataset prefix)
+ * at version etag: the block's name in every cache and what placement
+ * hashes. */
+void fetch_block_hash(const struct fetch_dataset *ds, const char *key, const char *etag,
+		      uint64_t index, uint8_t hash[BLOCK_HASH_LEN]);
 struct store *fetch_dataset_store(const struct fetch_dataset *ds);
 
 /*

@@ -289,23 +289,13 @@ static uint64_t block_len(const struct preload_object *o, uint64_t bi, uint64_t 
 	return o->size - bi * bs < bs ? o->size - bi * bs : bs;
 }
 
-/* Whether the membership gives block bi of o to this worker now. The key
- * hashed is the one every client hashes (block/key.h), from the fields
- * fetch.c keys the dataset's blocks with. */
+/* Whether the membership gives block bi of o to this worker now. */
 static bool placed_here(const struct job *j, const struct preload_object *o, uint64_t bi)
 {
-	const struct fetch_dataset_desc *d = fetch_dataset_describe(j->ds);
-	char full[BLOCK_KEY_MAX + 1], addr[PLACEMENT_ADDRESS_MAX], id[256];
+	char addr[PLACEMENT_ADDRESS_MAX], id[256];
 	uint8_t hash[BLOCK_HASH_LEN];
 
-	snprintf(full, sizeof(full), "%s%s", d->prefix, o->key);
-	block_key_hash(&(struct block_key){ .endpoint = d->key_endpoint,
-					    .bucket = d->bucket,
-					    .object = full,
-					    .etag = o->etag,
-					    .block_size = d->block_size,
-					    .index = bi },
-		       hash);
+	fetch_block_hash(j->ds, o->key, o->etag, bi, hash);
 	return placement_owner(j->members, hash, addr, id, sizeof(id)) == ERR_OK &&
 	       strcmp(id, j->self) == 0;
 }
