@@ -211,6 +211,9 @@ render --set tls.enabled=true --set networkPolicy.egress.enabled=true \
   --set 'networkPolicy.egress.dnsCIDRs={169.254.20.10/32}' >"$work/tls.yaml"
 render --set tls.enabled=true --set tls.mutual=false --set tls.existingSecret=my-tls \
   --set metrics.serviceMonitor.enabled=true >"$work/tls-own.yaml"
+render --set tls.enabled=true --set tls.existingSecrets.meta=own-meta \
+  --set tls.existingSecrets.worker=own-worker --set tls.existingSecrets.client=own-client \
+  --set metrics.serviceMonitor.enabled=true >"$work/tls-roles.yaml"
 
 # A cache directory or file root that holds STATE/node would show every
 # volume's directory to each mount pod (granary-csi refuses such a
@@ -315,11 +318,14 @@ refuse "a datasets.clusterCredentials source with a .. segment" \
   --set-json 'datasets.clusterCredentials=[{"namespace":"team-a","sources":["s3://shared/../x/"]}]'
 refuse "a datasets.clusterCredentials namespace that is none" \
   --set-json 'datasets.clusterCredentials=[{"namespace":"Team_A","sources":["*"]}]'
+refuse "tls.existingSecrets for some roles only" --set tls.enabled=true \
+  --set tls.existingSecrets.meta=own-meta --set tls.existingSecrets.worker=own-worker
 
 # 4. the rendered objects
 if python3 - "$work/default.yaml" "$work/custom.out.yaml" "$work/keys.yaml" \
   "$work/netpol-metrics.yaml" "$work/monitoring.yaml" "$root/$chart/dashboards/granary.json" \
-  "$work/tls.yaml" "$work/tls-own.yaml" "$work/netpol-probe.yaml" "$work/quota.yaml" <<'PY'
+  "$work/tls.yaml" "$work/tls-own.yaml" "$work/netpol-probe.yaml" "$work/quota.yaml" \
+  "$work/tls-roles.yaml" <<'PY'
 import base64
 import json
 import re
@@ -1300,11 +1306,13 @@ check("histogram_quantile(0.99" in exprs and "granary_fuse_read_seconds_bucket" 
       "the latency panel takes p99 from the histogram")
 
 # TLS: off by default (no Secret, no tls keys, plain probes); on, one
-# Secret with the CA and three certificates, each pod mounting only its
-# role's items read-only under /etc/granary/tls, and every daemon's config
-# naming them; meta asks for client certificates unless tls.mutual=false.
+# Secret per role (meta, worker, client) with the CA and that role's
+# certificates, each pod mounting only its role's items read-only under
+# /etc/granary/tls, and every daemon's config naming them; meta asks for
+# client certificates unless tls.mutual=false.
 TLS_DIR = "/etc/granary/tls"
-check(not find(default, "Secret", "granary-tls"), "no TLS Secret by default")
+check(not [s for s in find(default, "Secret") if "-tls" in s["metadata"]["name"]],
+      "no TLS Secret by default")
 check("tls" not in mcfg and "tls" not in wcfg and "tls" not in wcfg.get("meta", {}) and
       "worker" not in fcfg and "tls" not in fcfg.get("meta", {}),
       "no tls settings in the configs by default")
@@ -1319,7 +1327,8 @@ def tls_items(docs, podspec, c, secret, what):
     return sorted(i.get("key") for i in sec.get("items") or [])
 
 
-def check_tls(docs, prefix, secret, mutual):
+def check_tls(docs, prefix, secrets, mutual):
+    """secrets: the Secret each role's pods name, {"meta", "worker", "client"}."""
     ns = "granary-system"
     meta_name = "%s-meta.%s.svc" % (prefix, ns)
     worker_name = "%s-worker.%s.svc" % (prefix, ns)
@@ -1330,17 +1339,18 @@ def check_tls(docs, prefix, secret, mutual):
     nps = pod(one(docs, "DaemonSet", prefix + "-node"))
     mp = json.loads(one(docs, "ConfigMap", prefix + "-node").get("data", {}).get("mount-pod.json", "{}"))
     mps = mp.get("spec", {})
-    check(tls_items(docs, cps, container(cps, "granary-meta"), secret, "granary-meta") ==
+    check(tls_items(docs, cps, container(cps, "granary-meta"), secrets["meta"], "granary-meta") ==
           ["ca.crt", "meta.crt", "meta.key"], "granary-meta mounts the CA and its own certificate only")
-    check(tls_items(docs, cps, container(cps, "granary-csi"), secret, "the controller's granary-csi") ==
+    check(tls_items(docs, cps, container(cps, "granary-csi"), secrets["client"],
+                    "the controller's granary-csi") ==
           sorted(["ca.crt"] + client), "the controller's granary-csi mounts the CA (and the client pair)")
     wc = container(wps, "granary-worker")
-    check(tls_items(docs, wps, wc, secret, "the worker") ==
+    check(tls_items(docs, wps, wc, secrets["worker"], "the worker") ==
           sorted(["ca.crt", "worker.crt", "worker.key"] + client),
           "the worker mounts the CA, the workers' certificate (and the client pair)")
-    check(tls_items(docs, nps, container(nps, "granary-csi"), secret, "the node plugin") ==
+    check(tls_items(docs, nps, container(nps, "granary-csi"), secrets["client"], "the node plugin") ==
           sorted(["ca.crt"] + client), "the node plugin mounts the CA (and the client pair)")
-    check(tls_items(docs, mps, (mps.get("containers") or [{}])[0], secret, "the mount pod") ==
+    check(tls_items(docs, mps, (mps.get("containers") or [{}])[0], secrets["client"], "the mount pod") ==
           sorted(["ca.crt"] + client), "the mount pod mounts the CA (and the client pair)")
     meta_client = {"ca_file": TLS_DIR + "/ca.crt", "server_name": meta_name}
     if mutual:
@@ -1368,23 +1378,43 @@ def check_tls(docs, prefix, secret, mutual):
           "the worker's liveness probe speaks HTTPS")
     wsm = one(docs, "ServiceMonitor", prefix + "-worker")["spec"]["endpoints"][0]
     check(wsm.get("scheme") == "https" and wsm.get("tlsConfig", {}).get("serverName") == worker_name and
-          wsm.get("tlsConfig", {}).get("ca", {}).get("secret", {}).get("name") == secret,
+          wsm.get("tlsConfig", {}).get("ca", {}).get("secret", {}).get("name") == secrets["client"],
           "the workers' ServiceMonitor scrapes over HTTPS with the CA and name (got %s)" % wsm)
 
 
 tls_docs = load_all(sys.argv[7])
-check_tls(tls_docs, "granary", "granary-tls", True)
-ts = one(tls_docs, "Secret", "granary-tls").get("data", {})
-check(sorted(ts) == sorted(["ca.crt", "meta.crt", "meta.key", "worker.crt", "worker.key",
-                            "client.crt", "client.key"]),
-      "the TLS Secret holds the CA's certificate (not its key) and three pairs (got %s)" % sorted(ts))
-pem = {k: base64.b64decode(v).decode("ascii", "replace") for k, v in ts.items()}
-check(all("BEGIN CERTIFICATE" in pem[k] for k in ts if k.endswith(".crt")) and
-      all("PRIVATE KEY" in pem[k] for k in ts if k.endswith(".key")),
-      "the TLS Secret's items are PEM certificates and keys")
+ROLES = ("meta", "worker", "client")
+check_tls(tls_docs, "granary", {r: "granary-tls-" + r for r in ROLES}, True)
+ts = {r: one(tls_docs, "Secret", "granary-tls-" + r).get("data", {}) for r in ROLES}
+for r, want in (("meta", ["ca.crt", "meta.crt", "meta.key"]),
+                ("worker", ["ca.crt", "worker.crt", "worker.key", "client.crt", "client.key"]),
+                ("client", ["ca.crt", "client.crt", "client.key"])):
+    check(sorted(ts[r]) == sorted(want),
+          "the %s role's TLS Secret holds %s only (got %s)" % (r, want, sorted(ts[r])))
+check(len({ts[r]["ca.crt"] for r in ROLES}) == 1 and ts["worker"]["client.key"] == ts["client"]["client.key"],
+      "the three TLS Secrets carry one CA and one client pair")
+pem = {k: base64.b64decode(v).decode("ascii", "replace") for r in ROLES for k, v in ts[r].items()}
+check(len(pem) == 7 and all("BEGIN CERTIFICATE" in pem[k] for k in pem if k.endswith(".crt")) and
+      all("PRIVATE KEY" in pem[k] for k in pem if k.endswith(".key")),
+      "the TLS Secrets' items are PEM certificates and keys")
+# A node's kubelet may read every Secret a pod of that node names, whole:
+# no pod on every node (the DaemonSets' and the mount pods') names the
+# Secret with meta's key.
+holds_meta_key = {s["metadata"]["name"] for s in find(tls_docs, "Secret") if "meta.key" in s.get("data", {})}
+mount_pod = json.loads(one(tls_docs, "ConfigMap", "granary-node")["data"]["mount-pod.json"])["spec"]
+everywhere = [pod(d) for d in find(tls_docs, "DaemonSet")] + [mount_pod]
+named = {v["secret"]["secretName"] for ps in everywhere for v in ps.get("volumes", []) if "secret" in v}
+check(holds_meta_key == {"granary-tls-meta"} and not named & holds_meta_key,
+      "no DaemonSet or mount pod names the Secret with meta's key (%s; they name %s)"
+      % (sorted(holds_meta_key), sorted(named)))
 own = load_all(sys.argv[8])
-check(not find(own, "Secret", "granary-tls"), "tls.existingSecret: the chart makes no TLS Secret")
-check_tls(own, "granary", "my-tls", False)
+check(not [s for s in find(own, "Secret") if "tls" in s["metadata"]["name"]],
+      "tls.existingSecret: the chart makes no TLS Secret")
+check_tls(own, "granary", {r: "my-tls" for r in ROLES}, False)
+roles = load_all(sys.argv[11])
+check(not [s for s in find(roles, "Secret") if "tls" in s["metadata"]["name"]],
+      "tls.existingSecrets: the chart makes no TLS Secret")
+check_tls(roles, "granary", {r: "own-" + r for r in ROLES}, True)
 
 # Egress: one policy per component, for egress only, to DNS, Granary's own
 # pods on meta's and the workers' ports, the API server's and the store's

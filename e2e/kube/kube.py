@@ -278,10 +278,26 @@ def meta_key(role):
 META_TLS_NAME = f"granary-meta.{NS}.svc"
 
 
+TLS_ROLES = ("meta", "worker", "client")
+
+
+def tls_secrets():
+    """The release's TLS Secrets (tls.enabled), one per role, as
+    {role: {key: bytes}}; a role without its Secret is left out."""
+    out = {}
+    for role in TLS_ROLES:
+        s = get("secret", f"granary-tls-{role}", NS, check=False)
+        if s:
+            out[role] = {k: base64.b64decode(v) for k, v in s.get("data", {}).items()}
+    return out
+
+
 def tls_files():
-    """The release's TLS Secret (tls.enabled) as {key: bytes}, or None."""
-    tls = get("secret", "granary-tls", NS, check=False)
-    return {k: base64.b64decode(v) for k, v in tls["data"].items()} if tls else None
+    """Every item of the release's TLS Secrets as {key: bytes}, or None."""
+    merged = {}
+    for items in tls_secrets().values():
+        merged.update(items)
+    return merged or None
 
 
 def meta_plain_stub():

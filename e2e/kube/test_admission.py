@@ -135,6 +135,15 @@ def test_pods_beyond_a_mount_pod_of_its_node_are_refused(as_plugin):
     keys = copy.deepcopy(pod)
     keys["spec"]["volumes"].append({"name": "keys", "secret": {"secretName": "granary-meta-keys"}})
     refused(as_plugin, keys, "a mount pod's volumes are")
+    # Meta's TLS key, even as the items a mount pod mounts: the node's
+    # kubelet could then read the whole Secret.
+    meta_tls = copy.deepcopy(pod)
+    for v in meta_tls["spec"]["volumes"]:
+        if v.get("secret", {}).get("secretName") == "granary-tls-client":
+            v["secret"]["secretName"] = "granary-tls-meta"
+            v["secret"]["items"] = [{"key": "ca.crt", "path": "ca.crt"}]
+    assert meta_tls != pod, "the mount pod names no granary-tls-client"
+    refused(as_plugin, meta_tls, "a mount pod's volumes are")
 
     # A Secret by the environment or as a pull Secret (the node's kubelet
     # may read whatever its pods name).

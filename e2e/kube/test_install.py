@@ -1,7 +1,10 @@
 """The Helm install as a user gets it: every pod Ready, the node plugin
 registered with the kubelet by itself (no node-driver-registrar), workers
 joined to granary-meta, cluster DNS serving the chart's Service names, and
-meta and the workers serving TLS only (the cluster runs with tls.enabled)."""
+meta and the workers serving TLS only (the cluster runs with tls.enabled),
+their certificates in one Secret per role, kept by upgrades."""
+import base64
+import json
 import os
 import subprocess
 
@@ -63,6 +66,18 @@ def test_cluster_dns_resolves_the_meta_service():
     assert out.split()[0] == svc["spec"]["clusterIP"], out
 
 
+def upgrade(*args):
+    """helm upgrade of the installed release with its values; its output."""
+    helm = os.path.join(os.environ.get("GRANARY_TOOLS", os.path.expanduser("~/.cache/granary-tools")),
+                        "bin", "helm")
+    p = subprocess.run([helm, "--kubeconfig", kube.ENV["KUBECONFIG"], "upgrade",
+                        kube.ENV["GRANARY_KUBE_RELEASE"], os.path.join(kube.SRC, "helm", "granary"),
+                        "-n", kube.NS, "--reuse-values", *args],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
 def test_notes_say_when_meta_needs_a_default_storage_class():
     # This cluster has no StorageClass marked default: with persistence on
     # and no class named, the install's notes must say why the controller
@@ -70,17 +85,10 @@ def test_notes_say_when_meta_needs_a_default_storage_class():
     classes = kube.get("storageclass")["items"]
     assert not [c for c in classes if c["metadata"].get("annotations", {}).get(
         "storageclass.kubernetes.io/is-default-class") == "true"], classes
-    helm = os.path.join(os.environ.get("GRANARY_TOOLS", os.path.expanduser("~/.cache/granary-tools")),
-                        "bin", "helm")
 
     def notes(*values):
         # A dry run of an upgrade of the installed release: nothing changes.
-        p = subprocess.run([helm, "--kubeconfig", kube.ENV["KUBECONFIG"], "upgrade",
-                            kube.ENV["GRANARY_KUBE_RELEASE"], os.path.join(kube.SRC, "helm", "granary"),
-                            "-n", kube.NS, "--reuse-values", "--dry-run=client", *values],
-                           capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        return p.stdout.split("NOTES:", 1)[1]
+        return upgrade("--dry-run=client", *values).split("NOTES:", 1)[1]
 
     assert "names no StorageClass" in notes("--set", "meta.persistence.enabled=true")
     assert "names no StorageClass" not in notes(
@@ -131,3 +139,38 @@ def test_meta_and_workers_speak_only_tls_with_the_charts_certificates():
             assert r.status == 200
         cert = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((ip, port)))
         assert f"granary-worker.{kube.NS}.svc".encode() in cert
+
+
+def test_tls_secrets_are_one_per_role_and_kept_from_the_single_secret_before():
+    # A node's kubelet may read every Secret a pod of that node names,
+    # whole: meta's key is in the Secret only the controller pod names.
+    # An upgrade keeps the certificates, and one from a chart that kept them
+    # all in <fullname>-tls makes the roles' Secrets from that one, so
+    # running pods and new ones still trust each other.
+    before = kube.tls_secrets()
+    assert sorted(before) == sorted(kube.TLS_ROLES), before.keys()
+    assert sorted(before["meta"]) == ["ca.crt", "meta.crt", "meta.key"]
+    assert sorted(before["worker"]) == ["ca.crt", "client.crt", "client.key", "worker.crt", "worker.key"]
+    assert sorted(before["client"]) == ["ca.crt", "client.crt", "client.key"]
+    naming = [p["metadata"]["name"] for p in kube.get("pods", namespace=kube.NS)["items"]
+              for v in p["spec"].get("volumes", [])
+              if v.get("secret", {}).get("secretName") == "granary-tls-meta"]
+    assert naming and all(n.startswith("granary-controller-") for n in naming), naming
+
+    merged = kube.tls_files()
+    for role in kube.TLS_ROLES:
+        kube.kubectl("-n", kube.NS, "delete", "secret", f"granary-tls-{role}")
+    old = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "granary-tls", "namespace": kube.NS},
+           "data": {k: base64.b64encode(v).decode() for k, v in merged.items()}}
+    try:
+        kube.kubectl("apply", "-f", "-", input=json.dumps(old))
+        upgrade()
+        assert kube.tls_secrets() == before, "the roles' Secrets differ from the single one's items"
+    finally:
+        kube.kubectl("-n", kube.NS, "delete", "secret", "granary-tls", "--ignore-not-found")
+        if sorted(kube.tls_secrets()) != sorted(kube.TLS_ROLES):
+            upgrade()   # the cluster's other suites need them
+    # Kept by an upgrade with the roles' Secrets in place.
+    upgrade()
+    assert kube.tls_secrets() == before

@@ -668,18 +668,39 @@ prometheus.io/scheme: https
 {{- end -}}
 
 {{/*
-TLS (tls.enabled; docs/security.md, "TLS"): one Secret with the CA, meta's
+TLS (tls.enabled; docs/security.md, "TLS"): the CA's certificate, meta's
 certificate (its Service's names), the workers' certificate (one name for
 every worker, which clients check while they dial a pod IP) and the client
-certificate for meta's mutual TLS. Each pod mounts only the items of its
-role under /etc/granary/tls.
+certificate for meta's mutual TLS, in one Secret per role (meta, worker,
+client; granary.tlsItems): a node's kubelet may read every Secret a pod of
+that node names, whole, so meta's key is in no Secret the DaemonSets or
+mount pods name. Each pod mounts its role's items under /etc/granary/tls.
+(dict "ctx" . "role" ROLE): tls.existingSecrets.ROLE, else
+tls.existingSecret (one Secret for every role), else the chart's.
 */}}
 {{- define "granary.tlsSecretName" -}}
-{{- if .Values.tls.existingSecret -}}
-{{- .Values.tls.existingSecret -}}
+{{- $own := .ctx.Values.tls.existingSecrets | default dict -}}
+{{- if index $own .role -}}
+{{- index $own .role -}}
+{{- else if .ctx.Values.tls.existingSecret -}}
+{{- .ctx.Values.tls.existingSecret -}}
 {{- else -}}
-{{- printf "%s-tls" (include "granary.fullname" .) -}}
+{{- printf "%s-tls-%s" (include "granary.fullname" .ctx) .role -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether the chart makes the TLS Secrets: "true" or "". Refuses
+     existingSecrets that name some roles but not all. */}}
+{{- define "granary.tlsSecretsMade" -}}
+{{- $own := .Values.tls.existingSecrets | default dict -}}
+{{- $named := 0 -}}
+{{- range $role := list "meta" "worker" "client" -}}
+{{- if index $own $role -}}{{- $named = add1 $named -}}{{- end -}}
+{{- end -}}
+{{- if and (gt $named 0) (lt $named 3) -}}
+{{- fail "tls.existingSecrets: name a Secret for each of meta, worker and client, or none" -}}
+{{- end -}}
+{{- if and (eq $named 0) (not .Values.tls.existingSecret) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "granary.tlsDir" -}}
@@ -713,7 +734,7 @@ role under /etc/granary/tls.
 {{- define "granary.tlsVolume" -}}
 - name: {{ .name }}
   secret:
-    secretName: {{ include "granary.tlsSecretName" .ctx }}
+    secretName: {{ include "granary.tlsSecretName" (dict "ctx" .ctx "role" .role) }}
     defaultMode: 0400
     items:
       {{- range (include "granary.tlsItems" . | fromJsonArray) }}
