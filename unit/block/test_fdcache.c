@@ -186,7 +186,9 @@ END_TEST
 
 START_TEST(test_fdcache_closes_idle_entries)
 {
-	struct block_fdcache *c = cache_new(4, 60000, 50);
+	/* Idle after 300 ms: a sweep right after the read keeps the file even
+	 * when the test is descheduled a while in between. */
+	struct block_fdcache *c = cache_new(4, 60000, 300);
 	struct block_key k = key_of(0, "e");
 	struct block_fdcache_stats st;
 	enum error_code rc;
@@ -196,7 +198,7 @@ START_TEST(test_fdcache_closes_idle_entries)
 	block_fdcache_sweep(c);
 	block_fdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.open_fds, 1);
-	usleep(80 * 1000);
+	usleep(400 * 1000);
 	block_fdcache_sweep(c);
 	block_fdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.open_fds, 0);

@@ -541,7 +541,8 @@ START_TEST(test_preload_placed_split_stops_when_cancelled)
 	ck_assert_int_eq(st.state, PRELOAD_FAILED);
 	ck_assert_str_eq(st.error, why);
 	ck_assert_int_eq(st.code, ERR_CANCELLED);
-	ck_assert_msg(ms < 200, "cancelling the split took %llu ms", (unsigned long long)ms);
+	/* It took 1.4 s when the split did not look at the cancel. */
+	ck_assert_msg(ms < 700, "cancelling the split took %llu ms", (unsigned long long)ms);
 	placement_free(m);
 }
 END_TEST
