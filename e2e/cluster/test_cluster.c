@@ -515,6 +515,40 @@ static bool wait_for(bool (*cond)(void *), void *arg, uint64_t ms)
 	return true;
 }
 
+/* Polls the log at path for needle every 20 ms for up to ms (a daemon may
+ * log what it did after the effect a test waited for); false, with the
+ * log's tail on stderr, when it never held. */
+static bool wait_log(const char *path, const char *needle, uint64_t ms)
+{
+	uint64_t t0 = retry_now_ms();
+
+	while (!harness_file_contains(path, needle)) {
+		if (retry_now_ms() - t0 > ms) {
+			harness_dump_log(path);
+			return false;
+		}
+		retry_sleep_ms(20);
+	}
+	return true;
+}
+
+/* A poll of a worker's counter for a value, keeping the last one seen. */
+struct metric_wait {
+	const struct worker *w;
+	const char *name;
+	uint64_t want;
+	uint64_t seen;
+};
+
+/* Whether the counter of the metric_wait arg points to is its want. */
+static bool metric_is(void *arg)
+{
+	struct metric_wait *mw = arg;
+
+	mw->seen = metric(mw->w, mw->name);
+	return mw->seen == mw->want;
+}
+
 static bool all_joined(void *arg)
 {
 	return live_workers() == (size_t)(uintptr_t)arg;
@@ -1267,10 +1301,13 @@ START_TEST(test_cluster_workers_follow_meta_and_survive_its_outage)
 	meta_start();
 	ck_assert_msg(wait_for(all_joined, (void *)(uintptr_t)NWORKERS, 10000),
 		      "the workers did not join the restarted meta");
+	/* A worker may log it after the heartbeat that listed it (a round
+	 * whose ListDatasets failed): polled. */
 	for (int i = 0; i < NWORKERS; i++)
 		ck_assert_msg(wait_for(all_have, DATASET, 5000) &&
-				      harness_file_contains(workers[i].p.log, "granary-meta reachable again"),
-			      "worker %s did not log meta's return", workers[i].id);
+				      wait_log(workers[i].p.log, "granary-meta reachable again",
+					       5000),
+			      "worker %s did not log meta's return within 5 s", workers[i].id);
 }
 END_TEST
 
@@ -1654,6 +1691,8 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 {
 	struct mnt m, m2;
 	uint64_t req[NWORKERS], fallbacks, served;
+	struct metric_wait dropped = { .w = &workers[0],
+				       .name = "granary_worker_unowned_dropped_total" };
 	long held[NWORKERS];
 	int status;
 
@@ -1690,16 +1729,20 @@ START_TEST(test_cluster_restarted_worker_leaves_each_block_one_owner)
 		      "blocks held twice 10 s after the restart: w1 %ld, w2 %ld, %llu blocks",
 		      blocks_in(&workers[0]), blocks_in(&workers[1]),
 		      (unsigned long long)total_blocks);
+	/* worker 1 counts and logs the drop after its last unlink
+	 * (blockstore_drop_unless, cache/worker_meta.c): polled */
+	dropped.want = (uint64_t)held[1];
+	ck_assert_msg(wait_for(metric_is, &dropped, 5000),
+		      "worker 1 counted %llu blocks dropped 5 s after each block had one owner, "
+		      "not the %llu worker 2 held",
+		      (unsigned long long)dropped.seen, (unsigned long long)dropped.want);
 	fprintf(stderr, "cluster: restart: held w1 %ld + w2 %ld of %llu blocks at the rejoin, then "
 			"w1 %ld + w2 %ld; w1 dropped %llu\n",
 		held[0], held[1], (unsigned long long)total_blocks, blocks_in(&workers[0]),
-		blocks_in(&workers[1]),
-		(unsigned long long)metric(&workers[0], "granary_worker_unowned_dropped_total"));
-	ck_assert_uint_eq(metric(&workers[0], "granary_worker_unowned_dropped_total"),
-			  (uint64_t)held[1]);
+		blocks_in(&workers[1]), (unsigned long long)dropped.seen);
 	ck_assert_uint_eq(metric(&workers[1], "granary_worker_unowned_dropped_total"), 0);
-	ck_assert_msg(harness_file_contains(workers[0].p.log, "dropped cached blocks another worker owns"),
-		      "worker 1 did not log what it dropped");
+	ck_assert_msg(wait_log(workers[0].p.log, "dropped cached blocks another worker owns", 5000),
+		      "worker 1 did not log what it dropped within 5 s");
 
 	/* the first mount asks worker 2 again for its blocks, well within
 	 * worker.skip of the kill */
@@ -2458,7 +2501,7 @@ START_TEST(test_cluster_mount_counters_split_reads_by_source)
 	const char *extra3[] = { "--metrics.address", NULL, "--token_file", NULL, NULL };
 	char addr2[300], addr3[300], bad_token[240], worker_addr[64];
 	double local, peer, store, bytes, peer_bytes, local_bytes;
-	uint64_t served_before, served_after;
+	uint64_t served_before, served_after, t0;
 	struct mnt m1, m2, m3;
 	json_t *names;
 	char *text;
@@ -2478,13 +2521,23 @@ START_TEST(test_cluster_mount_counters_split_reads_by_source)
 	served_before = metric(&workers[1], "granary_worker_served_bytes_total");
 	ck_assert_int_eq(mount_start(&m2, DATASET, extra2, "second"), 0);
 	read_all_exact(&m2);
-	served_after = metric(&workers[1], "granary_worker_served_bytes_total");
 	local = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"local\"}");
 	peer = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"peer\"}");
 	store = mount_metric(addr2, "granary_fuse_source_reads_total{source=\"store\"}");
 	local_bytes = mount_metric(addr2, "granary_fuse_source_bytes_total{source=\"local\"}");
 	peer_bytes = mount_metric(addr2, "granary_fuse_source_bytes_total{source=\"peer\"}");
 	bytes = mount_metric(addr2, "granary_fuse_read_bytes_total");
+	/* Worker 2 counts a response once it is sent (on_completed,
+	 * cache/http.c), which may be after the mount has read it: its
+	 * counter is polled until it covers the peer bytes, or 5 s. */
+	t0 = retry_now_ms();
+	for (;;) {
+		served_after = metric(&workers[1], "granary_worker_served_bytes_total");
+		if ((double)(served_after - served_before) >= peer_bytes ||
+		    retry_now_ms() - t0 > 5000)
+			break;
+		retry_sleep_ms(20);
+	}
 	fprintf(stderr,
 		"metrics: second pass: %.0f local, %.0f peer, %.0f store block reads; %.0f + %.0f of %.0f bytes; worker 2 served %llu bytes\n",
 		local, peer, store, local_bytes, peer_bytes, bytes,
@@ -2494,7 +2547,10 @@ START_TEST(test_cluster_mount_counters_split_reads_by_source)
 	ck_assert_double_eq(local_bytes + peer_bytes, bytes);
 	/* The peer bytes crossed the network from worker 2 (whole chunks, so
 	 * it may have sent more than the mount kept). */
-	ck_assert_double_le(peer_bytes, (double)(served_after - served_before));
+	ck_assert_msg(peer_bytes <= (double)(served_after - served_before),
+		      "the mount read %.0f bytes from worker 2, which counted %llu bytes sent "
+		      "(polled for 5 s)",
+		      peer_bytes, (unsigned long long)(served_after - served_before));
 	ck_assert_double_eq(mount_metric(addr2, "granary_fuse_fallbacks_total{source=\"peer\"}"), 0);
 	ck_assert_double_gt(mount_metric(addr2, "granary_fuse_read_seconds_count"), 0);
 	ck_assert_double_eq(mount_metric(addr2, "granary_fuse_read_seconds_count"),

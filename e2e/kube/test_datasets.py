@@ -40,6 +40,23 @@ def wait_phase(name, phase, timeout=120, namespace=TEAM):
                          and status(name, namespace), timeout=timeout)
 
 
+def wait_event(kind, name, what, match, timeout=30):
+    """The events about one object of TEAM once one of them (what) satisfies match.
+    An event is posted after the change it is about (a status, a gate
+    removed), so a test that saw the change polls for it; a failure names
+    the events seen last."""
+    seen = []
+
+    def found():
+        seen[:] = kube.events(TEAM, kind, name)
+        return any(match(e) for e in seen) and seen
+
+    try:
+        return kube.wait_for(f"{what} about {kind} {name}", found, timeout=timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; its events: {seen}") from None
+
+
 def meta_names():
     pb, stub = kube.meta_stub()
     return [d.spec.name for d in stub.ListDatasets(pb.ListDatasetsRequest(), timeout=10).datasets]
@@ -146,7 +163,7 @@ def test_refresh_lists_the_source_into_a_new_generation(team):
                        lambda: (status("imagenet") or {}).get("snapshotGeneration") == 2
                        and status("imagenet")["phase"] == "Ready" and status("imagenet"))
     assert st["files"] == 5 and st["refreshed"] == "one", st
-    assert any(e.startswith("Refreshed:") for e in kube.events(TEAM, "Dataset", "imagenet"))
+    wait_event("Dataset", "imagenet", "a Refreshed event", lambda e: e.startswith("Refreshed:"))
     # The source cannot change under the name.
     r = kube.kubectl_result("patch", "dataset", "imagenet", "-n", TEAM, "--type=merge",
                             "-p", '{"spec": {"source": "s3://datasets/other/"}}')
@@ -236,8 +253,8 @@ def test_gated_pod_starts_once_its_dataset_is_cached(team):
     kube.apply(gated_pod("gated-typo", "gated", "all"))
     # A label that is no percentage holds nobody: the gate goes, with a warning.
     kube.wait_for("the typo's gate removed", lambda: not gates("gated-typo"), timeout=30)
-    assert any(e.startswith("BadCacheGate: label granary.io/wait-for-cache: 'all'")
-               for e in kube.events(TEAM, "Pod", "gated-typo")), kube.events(TEAM, "Pod", "gated-typo")
+    wait_event("Pod", "gated-typo", "a BadCacheGate event",
+               lambda e: e.startswith("BadCacheGate: label granary.io/wait-for-cache: 'all'"))
     # Nothing cached and nothing preloading: the reader waits, and says why.
     ev = kube.wait_for("a waiting event", lambda: [e for e in kube.events(TEAM, "Pod", "gated-reader")
                                                    if e.startswith("WaitingForCache:")], timeout=30)
@@ -253,8 +270,8 @@ def test_gated_pod_starts_once_its_dataset_is_cached(team):
     t0 = time.monotonic()
     kube.wait_for("the reader's gate removed", lambda: not gates("gated-reader"), timeout=30)
     print(f"gate_removed_after_cached_s={time.monotonic() - t0:.2f}")
-    assert any(e.startswith("DatasetCached: Dataset gated 100% cached; 100% asked")
-               for e in kube.events(TEAM, "Pod", "gated-reader"))
+    wait_event("Pod", "gated-reader", "a DatasetCached event",
+               lambda e: e.startswith("DatasetCached: Dataset gated 100% cached; 100% asked"))
     kube.wait_for("reader done",
                   lambda: kube.pod_phase("gated-reader", TEAM) in ("Succeeded", "Failed"),
                   timeout=300)
@@ -293,8 +310,7 @@ def test_failed_dataset_recovers_once_the_cause_is_gone(team):
     assert st["reason"] == "NotFound" and "spec.secretRef" in st["message"], st
     assert st["lastError"]["reason"] == "NotFound", st
     assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["False"], st
-    assert any("spec.secretRef" in e for e in kube.events(TEAM, "Dataset", "late")), \
-        kube.events(TEAM, "Dataset", "late")
+    wait_event("Dataset", "late", "an event naming spec.secretRef", lambda e: "spec.secretRef" in e)
     t0 = time.monotonic()
     kube.apply(kube.credentials_secret("late-secret", namespace=TEAM))
     st = wait_phase("late", "Ready", timeout=120)

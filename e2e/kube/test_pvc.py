@@ -164,7 +164,17 @@ def test_deleting_pods_and_pvc_leaves_nothing(dataset):
     pb, stub = kube.meta_stub()
     names = [d.spec.name for d in stub.ListDatasets(pb.ListDatasetsRequest(), timeout=10).datasets]
     assert vol not in names, names
-    # Unstage: the FUSE daemon and its mount are gone from the node.
+    # Unstage: the FUSE daemon and its mount are gone from the node. The
+    # node plugin unmounts once the daemon is gone (csi/node.c): polled.
     kube.wait_for("FUSE daemon gone",
                   lambda: not [d for d in kube.fuse_daemons() if any(vol in a for a in d)], timeout=60)
-    assert not [m for m in kube.host_mounts() if vol in m], kube.host_mounts()
+    seen = []
+
+    def unmounted():
+        seen[:] = kube.host_mounts()
+        return not [m for m in seen if vol in m]
+
+    try:
+        kube.wait_for("the volume's mounts gone", unmounted, timeout=60)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; mounts on the node: {seen}") from None

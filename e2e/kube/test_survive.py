@@ -763,11 +763,22 @@ def test_unpublish_and_unstage_leave_nothing():
     kube.wait_for("PV deleted", lambda: not kube.get("pv", vol, check=False), timeout=120)
     kube.wait_for("no granary-fuse of the volume", lambda: not daemons_of(vol), timeout=90,
                   interval=0.5)
-    left = [m for m in cluster_mounts() if vol in m]
-    assert not left, f"mounts left: {left}"
-    assert not cluster_mounts(), f"Granary FUSE mounts left on the node: {cluster_mounts()}"
+    # The node plugin unmounts and removes the volume's state record once
+    # its daemon is gone (csi/node.c): polled.
+    seen = {"mounts": [], "records": []}
+
+    def nothing_left():
+        records = []
+        for root, dirs, files in os.walk(STATE_DIR):
+            records += [os.path.join(root, f) for f in files + dirs if vol in f]
+        seen["mounts"], seen["records"] = cluster_mounts(), records
+        return not seen["mounts"] and not records
+
+    try:
+        kube.wait_for("no Granary FUSE mount nor state record of the volume", nothing_left,
+                      timeout=60, interval=0.5)
+    except AssertionError as e:
+        left = [m for m in seen["mounts"] if vol in m]
+        raise AssertionError(f"{e}; mounts left: {left}; Granary FUSE mounts left on the node: "
+                             f"{seen['mounts']}; state records left: {seen['records']}") from None
     assert not cluster_fuse_pids(), f"granary-fuse left: {cluster_fuse_pids()}"
-    records = []
-    for root, dirs, files in os.walk(STATE_DIR):
-        records += [os.path.join(root, f) for f in files + dirs if vol in f]
-    assert not records, f"state records left: {records}"

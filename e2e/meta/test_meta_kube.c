@@ -350,6 +350,22 @@ static void expect_ref(struct controller *c, const char *dataset, const char *wa
 	registry_dataset_release(&rd);
 }
 
+/* Waits up to timeout_ms for path to be gone (stat() fails); whether it
+ * is. A Dataset's other credentials files are pruned after its status
+ * says Ready (meta/datasets.c): a test that saw Ready polls for them. */
+static bool wait_gone(const char *path, uint64_t timeout_ms)
+{
+	uint64_t until = retry_now_ms() + timeout_ms;
+	struct stat sb;
+
+	while (stat(path, &sb) == 0) {
+		if (retry_now_ms() >= until)
+			return false;
+		retry_sleep_ms(50);
+	}
+	return true;
+}
+
 static void set_secret_ref(const char *ns, const char *name, const char *secret)
 {
 	char path[400];
@@ -395,7 +411,7 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 			       "spec", "source", "s3://" BUCKET "/", prefix, "secretRef", "name",
 			       "good"));
 	wait_phase(ns, "ds", "Ready", NULL);
-	ck_assert_msg(stat(legacy, &sb) != 0, "%s is left", legacy);
+	ck_assert_msg(wait_gone(legacy, 10000), "%s is still there 10 s after Ready", legacy);
 
 	/* Credentials the store refuses: the listing with them fails. */
 	set_secret_ref(ns, "ds", "bad");
@@ -412,16 +428,16 @@ START_TEST(test_datasets_apply_a_changed_secret_ref)
 	ck_assert_int_eq(stat(ref, &sb), 0);
 	ck_assert_uint_eq(sb.st_mode & 0777, 0600);
 	snprintf(ref, sizeof(ref), "%s/%s/bad", c.cred_dir, dataset);
-	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+	ck_assert_msg(wait_gone(ref, 10000), "%s is still there 10 s after Ready", ref);
 	snprintf(ref, sizeof(ref), "%s/%s/good", c.cred_dir, dataset);
-	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+	ck_assert_msg(wait_gone(ref, 10000), "%s is still there 10 s after Ready", ref);
 
 	/* None: the cluster's credentials, no file left. */
 	set_secret_ref(ns, "ds", NULL);
 	wait_phase(ns, "ds", "Ready", NULL);
 	expect_ref(&c, dataset, "");
 	snprintf(ref, sizeof(ref), "%s/%s", c.cred_dir, dataset);
-	ck_assert_msg(stat(ref, &sb) != 0, "%s is left", ref);
+	ck_assert_msg(wait_gone(ref, 10000), "%s is still there 10 s after Ready", ref);
 
 	/* Added again. */
 	set_secret_ref(ns, "ds", "good");
