@@ -37,6 +37,7 @@ struct conn {
 	char *volume;               /* NULL until its hello */
 	uint64_t conn;              /* the connection its descriptor belongs to; 0 = none */
 	bool asked;                 /* sent "send": one descriptor is awaited */
+	bool stalled;               /* a send found its queue full: closed next round */
 	uint64_t accepted_ms;       /* for the hello deadline */
 	struct keeper_supervisor sup;
 	struct conn *next;
@@ -106,20 +107,24 @@ static unsigned supervisors_of(struct keeper *k, const char *volume)
 	return n;
 }
 
-/* Sends the entry's descriptor and argv to c. Called under mu. */
+/* Sends the entry's descriptor and argv to c, unless c stalled (it is
+ * closed at the next round). Called under mu. */
 static void send_fd(struct conn *c, const struct entry *e, bool fresh)
 {
-	json_t *m = json_pack("{s:s, s:O, s:s, s:I, s:b}", "op", "fd", "argv", e->argv,
-			      "init_state", e->init_state ? e->init_state : "", "conn",
-			      (json_int_t)e->conn, "fresh", fresh);
+	json_t *m;
 	struct error err;
 
+	if (c->stalled)
+		return;
+	m = json_pack("{s:s, s:O, s:s, s:I, s:b}", "op", "fd", "argv", e->argv, "init_state",
+		      e->init_state ? e->init_state : "", "conn", (json_int_t)e->conn, "fresh", fresh);
 	if (!m)
 		return;
-	if (fdchan_send(c->sock, m, e->fd, &err) != ERR_OK)
+	if (fdchan_send(c->sock, m, e->fd, &err) != ERR_OK) {
 		log_warn("cannot hand a FUSE connection to granary-mount", LOG_S("volume", e->volume),
 			 LOG_S("pod", c->sup.pod), LOG_S("cause", err.msg));
-	else
+		c->stalled = c->stalled || err.code == ERR_TIMEOUT;
+	} else
 		log_info("FUSE connection handed to granary-mount", LOG_S("volume", e->volume),
 			 LOG_S("pod", c->sup.pod), LOG_U("conn", e->conn),
 			 LOG_S("fresh", fresh ? "true" : "false"));
@@ -129,11 +134,11 @@ static void send_fd(struct conn *c, const struct entry *e, bool fresh)
 
 static void send_op(struct conn *c, const char *op)
 {
-	json_t *m = json_pack("{s:s}", "op", op);
+	json_t *m = c->stalled ? NULL : json_pack("{s:s}", "op", op);
 	struct error err;
 
-	if (m)
-		fdchan_send(c->sock, m, -1, &err);
+	if (m && fdchan_send(c->sock, m, -1, &err) != ERR_OK)
+		c->stalled = c->stalled || err.code == ERR_TIMEOUT;
 	json_decref(m);
 }
 
@@ -311,7 +316,10 @@ static void on_accept(struct keeper *k, struct listener *l)
 {
 	int s;
 
-	while ((s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+	/* Non-blocking: the keeper sends under mu, and a granary-mount that
+	 * stopped reading must not hold every volume up (a full queue fails
+	 * the send, and the connection is closed: see close_stale). */
+	while ((s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
 		unsigned on_socket = 0;
 		struct conn *c = NULL;
 
@@ -336,19 +344,26 @@ static void on_accept(struct keeper *k, struct listener *l)
 	}
 }
 
-/* Closes the connections that said no hello within KEEPER_HELLO_MS. Under mu. */
-static void close_silent(struct keeper *k)
+/* Closes the connections that said no hello within KEEPER_HELLO_MS, and
+ * those whose queue was full at a send (their granary-mount stopped
+ * reading; it connects again once it reads, and is sent what it holds
+ * then). Under mu. */
+static void close_stale(struct keeper *k)
 {
 	uint64_t now = retry_now_ms();
 
 	for (struct conn **l = &k->conns; *l;) {
-		if ((*l)->volume || now - (*l)->accepted_ms < KEEPER_HELLO_MS) {
+		if ((*l)->stalled) {
+			log_warn("granary-mount stopped reading; disconnected",
+				 LOG_S("volume", (*l)->bound), LOG_S("pod", (*l)->sup.pod));
+			conn_close(k, l);
+		} else if (!(*l)->volume && now - (*l)->accepted_ms >= KEEPER_HELLO_MS) {
+			log_warn("granary-mount said no hello in time; disconnected",
+				 LOG_S("volume", (*l)->bound), LOG_U("after_ms", KEEPER_HELLO_MS));
+			conn_close(k, l);
+		} else {
 			l = &(*l)->next;
-			continue;
 		}
-		log_warn("granary-mount said no hello in time; disconnected", LOG_S("volume", (*l)->bound),
-			 LOG_U("after_ms", KEEPER_HELLO_MS));
-		conn_close(k, l);
 	}
 }
 
@@ -416,7 +431,7 @@ static bool keeper_round(struct keeper *k, struct pollfd **p, size_t *cap)
 	/* Listeners come and go under mu; only those still listed are
 	 * accepted on (a retired one stays open until the next round). */
 	pthread_mutex_lock(&k->mu);
-	close_silent(k);
+	close_stale(k);
 	for (size_t i = 1; i <= nl; i++) {
 		if (!(*p)[i].revents)
 			continue;

@@ -681,6 +681,105 @@ START_TEST(test_one_volume_pod_cannot_use_up_the_connections)
 }
 END_TEST
 
+/* More than the socket's send buffer holds of the keeper's messages. */
+#define PUTS 2000
+
+struct put_calls {
+	struct keeper *k;
+	json_t *argv;
+	int fd;
+	atomic_int done;
+};
+
+/* Stages pvc-a again and again (PUTS times), a new connection each time:
+ * each is sent to pvc-a's granary-mount. */
+static void *put_again_and_again(void *arg)
+{
+	struct put_calls *a = arg;
+	struct error err;
+
+	for (uint64_t conn = 2; conn <= PUTS; conn++)
+		ck_assert_int_eq(keeper_put(a->k, "pvc-a", a->argv, "", a->fd, conn, &err), ERR_OK);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/*
+ * A granary-mount that stops reading (stopped, or stuck) while its volume
+ * is staged again and again: the keeper sends under its lock, and a send
+ * that waited for room would hold every volume up. A full queue fails the
+ * send and closes that connection; the other volume is served meanwhile,
+ * and the volume's granary-mount, connecting again, gets the newest
+ * connection.
+ */
+START_TEST(test_a_granary_mount_that_stops_reading_holds_up_no_volume)
+{
+	char sock_a[320], sock_b[320];
+	struct keeper *k = two_volumes(sock_a, sock_b, sizeof(sock_a));
+	struct put_calls calls = { .k = k, .argv = json_pack("[s]", "granary-fuse") };
+	struct keeper_status st;
+	struct error err;
+	json_t *reply, *m;
+	int p[2], s, fd, got = 0;
+	uint64_t t0;
+	pthread_t t;
+
+	ck_assert_int_eq(pipe(p), 0);
+	calls.fd = p[0];
+	ck_assert_int_eq(keeper_put(k, "pvc-a", calls.argv, "", p[0], 1, &err), ERR_OK);
+	ck_assert_int_eq(keeper_put(k, "pvc-b", calls.argv, "", p[0], 1, &err), ERR_OK);
+	s = say_hello(sock_a, "pvc-a", 0);
+	t0 = retry_now_ms();
+	do {
+		usleep(20 * 1000);
+		keeper_status(k, "pvc-a", &st);
+	} while (st.nsup != 1 && retry_now_ms() - t0 < 5000);
+	ck_assert_msg(st.nsup == 1, "the hello on pvc-a's socket was not taken");
+
+	pthread_create(&t, NULL, put_again_and_again, &calls);
+	t0 = retry_now_ms();
+	while (!atomic_load(&calls.done) && retry_now_ms() - t0 < 10000)
+		usleep(20 * 1000);
+	ck_assert_msg(atomic_load(&calls.done),
+		      "%d stages of a volume whose granary-mount stopped reading did not end "
+		      "within 10 s",
+		      PUTS - 1);
+	pthread_join(t, NULL);
+	printf("keeper: %d stages past a granary-mount that stopped reading in %llu ms\n", PUTS - 1,
+	       (unsigned long long)(retry_now_ms() - t0));
+	reply = hello(sock_b, "pvc-b", &fd);
+	ck_assert_msg(reply && fd >= 0, "volume b's hello was not answered");
+	json_decref(reply);
+	close(fd);
+
+	/* What it had queued, then the close. */
+	for (;;) {
+		fd = -1;
+		if (fdchan_recv(s, &m, &fd, 2000, &err) != ERR_OK)
+			break;
+		got++;
+		json_decref(m);
+		if (fd >= 0)
+			close(fd);
+	}
+	ck_assert_msg(err.code == ERR_UNAVAILABLE, "the stalled connection was not closed: %s",
+		      err.msg);
+	ck_assert_msg(got > 0 && got < PUTS, "%d messages queued on the stalled connection", got);
+	close(s);
+	reply = hello(sock_a, "pvc-a", &fd);
+	ck_assert_msg(reply && fd >= 0, "volume a's granary-mount, connecting again, got nothing");
+	ck_assert_int_eq(json_integer_value(json_object_get(reply, "conn")), PUTS);
+	json_decref(reply);
+	close(fd);
+
+	keeper_free(k);
+	json_decref(calls.argv);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(harness_rm_rf(work), 0);
+}
+END_TEST
+
 /* ---- granary-mount's own supervision ------------------------------------ */
 
 /* A volume's socket in work/vol, listened on by a new keeper that holds
@@ -1216,6 +1315,7 @@ int main(void)
 	tcase_add_test(hostile, test_only_an_asked_for_dev_fuse_is_taken_back);
 	tcase_add_test(hostile, test_a_descriptor_that_blocks_in_close_holds_up_no_other_volume);
 	tcase_add_test(hostile, test_one_volume_pod_cannot_use_up_the_connections);
+	tcase_add_test(hostile, test_a_granary_mount_that_stops_reading_holds_up_no_volume);
 	suite_add_tcase(s, hostile);
 	/* granary-mount's own loop: a daemon not yet reaped, a stalled keeper. */
 	tcase_set_timeout(supervisor, 60);
