@@ -174,3 +174,19 @@ def test_tls_secrets_are_one_per_role_and_kept_from_the_single_secret_before():
     # Kept by an upgrade with the roles' Secrets in place.
     upgrade()
     assert kube.tls_secrets() == before
+
+
+def test_the_controller_reads_secrets_by_name_only():
+    # The controller's ClusterRole gets the Secrets that StorageClasses
+    # and Datasets name (csi-provisioner, granary-meta); it may not list
+    # them, which would hand over every Secret of the cluster.
+    sa = f"system:serviceaccount:{kube.NS}:granary-controller"
+
+    def can(*args):
+        r = kube.kubectl_result("auth", "can-i", *args, "--as", sa)
+        assert r.stdout.strip() in ("yes", "no"), r.stdout + r.stderr
+        return r.stdout.strip() == "yes"
+    assert can("get", "secrets", "-n", "default")
+    assert not can("list", "secrets", "-n", "default")
+    assert not can("list", "secrets", "--all-namespaces")
+    assert not can("watch", "secrets", "-n", "default")
