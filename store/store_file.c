@@ -3,10 +3,13 @@
  * are the objects, their paths relative to it are the keys.
  *
  * Keys are checked so that no key can name a path outside the directory
- * (no absolute keys, no "." or ".." segments, no empty segments). Symbolic
- * links inside the tree are the administrator's choice and are followed
- * when a key names them, but listing does not descend into linked
- * directories, so that a link loop cannot make it run forever.
+ * (no absolute keys, no "." or ".." segments, no empty segments), and a
+ * key is opened from the directory with openat2's RESOLVE_BENEATH: a
+ * symbolic link in the tree is followed while it stays inside the
+ * directory, and one that leads out (to /etc/shadow, or to another
+ * dataset's directory) is no object: listings leave it out, and get and
+ * head refuse it. Listing does not descend into linked directories, so
+ * that a link loop cannot make it run forever.
  *
  * put writes a temporary file ending in ".granary-tmp" and renames it over
  * the key; such files are never objects. There is no get_stream: store.c
@@ -24,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/array.h"
@@ -38,7 +43,37 @@
 struct store_file {
 	struct store base; /* first: a struct store * is a struct store_file * */
 	char *root;        /* absolute, no trailing '/' (except "/" itself) */
+	int root_fd;       /* root, O_PATH: keys resolve beneath it */
 };
+
+/*
+ * Opens rel (a key, or a directory's key prefix; "" is the root itself)
+ * from the store's directory, every step of the resolution inside it:
+ * a symbolic link that leads out fails with EXDEV. Returns the
+ * descriptor, or -1 with errno.
+ */
+static int open_beneath(const struct store_file *sf, const char *rel, uint64_t flags)
+{
+	struct open_how how = { .flags = flags | O_CLOEXEC,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+
+	return (int)syscall(SYS_openat2, sf->root_fd, *rel ? rel : ".", &how, sizeof(how));
+}
+
+/* stat of rel resolved as open_beneath does; 0, or -1 with errno. */
+static int stat_beneath(const struct store_file *sf, const char *rel, struct stat *sb)
+{
+	int fd = open_beneath(sf, rel, O_PATH);
+	int rc, saved;
+
+	if (fd < 0)
+		return -1;
+	rc = fstat(fd, sb);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
 
 static void count_request(struct store *st)
 {
@@ -126,6 +161,10 @@ static enum error_code stat_error(const struct store_file *sf, const char *op,
 	if (errnum == ENOENT || errnum == ENOTDIR)
 		return error_set(err, ERR_NOT_FOUND, "%s '%s' in '%s': no such object",
 				 op, key, sf->root);
+	if (errnum == EXDEV)
+		return error_set(err, ERR_PERMISSION,
+				 "%s '%s' in '%s': a symbolic link leads out of the directory",
+				 op, key, sf->root);
 	if (errnum == ENAMETOOLONG)
 		return error_set(err, ERR_INVALID, "%s '%s' in '%s': name too long",
 				 op, key, sf->root);
@@ -163,7 +202,7 @@ static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 		return not_object(sf, "get", key, err);
 	/* O_NONBLOCK: opening a FIFO must not wait for a writer before fstat
 	 * can tell it is not an object; regular files ignore the flag. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	fd = open_beneath(sf, key, O_RDONLY | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return stat_error(sf, "get", key, errno, err);
 	if (fstat(fd, &sb) < 0) {
@@ -230,7 +269,7 @@ static enum error_code file_head(struct store *st, const char *key,
 		return rc;
 	if (has_tmp_suffix(key))
 		return not_object(sf, "head", key, err);
-	if (stat(path, &sb) < 0)
+	if (stat_beneath(sf, key, &sb) < 0)
 		return stat_error(sf, "head", key, errno, err);
 	if (!S_ISREG(sb.st_mode))
 		return not_object(sf, "head", key, err);
@@ -343,6 +382,7 @@ fail_errno:
 struct entry {
 	char *name;
 	int is_dir;
+	int is_link; /* a symbolic link to a file: resolved beneath the root */
 };
 
 /* State of one list call. */
@@ -466,6 +506,7 @@ static enum error_code read_entries(struct lister *l, int dfd, const char *match
 		e[n].name[len] = kind ? '/' : '\0';
 		e[n].name[len + 1] = '\0';
 		e[n].is_dir = kind;
+		e[n].is_link = de->d_type == DT_LNK || de->d_type == DT_UNKNOWN;
 		n++;
 	}
 	closedir(d);
@@ -493,9 +534,11 @@ static enum error_code has_object(struct lister *l, int dfd, const char *name, i
 	enum error_code rc = ERR_OK;
 
 	*yes = 0;
-	sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sub < 0)
-		return errno == ENOENT ? ERR_OK : dir_error(l, name, errno);
+		return errno == ENOENT || errno == ELOOP || errno == ENOTDIR
+			       ? ERR_OK
+			       : dir_error(l, name, errno);
 	rc = read_entries(l, sub, "", &e, &n);
 	/* Any file at this level answers without opening subdirectories. */
 	for (size_t i = 0; i < n && rc == ERR_OK && !*yes; i++)
@@ -577,8 +620,13 @@ static enum error_code walk(struct lister *l, int dfd, size_t klen, const char *
 
 			if (!after)
 				continue;
-			if (fstatat(dfd, e[i].name, &sb, 0) < 0 || !S_ISREG(sb.st_mode))
-				continue; /* removed since readdir */
+			/* A link that leads out of the root is no object; any
+			 * other entry is taken as it is, not followed (a link
+			 * swapped in since readdir is then no regular file). */
+			if ((e[i].is_link ? stat_beneath(l->sf, l->key, &sb)
+					  : fstatat(dfd, e[i].name, &sb, AT_SYMLINK_NOFOLLOW)) < 0 ||
+			    !S_ISREG(sb.st_mode))
+				continue; /* removed since readdir, or leads out */
 			rc = emit(l, &sb);
 		} else if (l->fold) {
 			int yes = 0;
@@ -598,9 +646,11 @@ static enum error_code walk(struct lister *l, int dfd, size_t klen, const char *
 			if (!after && strncmp(l->token, l->key, klen + len) != 0)
 				continue;
 			e[i].name[len - 1] = '\0';
-			sub = openat(dfd, e[i].name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			sub = openat(dfd, e[i].name,
+				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub < 0) {
-				if (errno == ENOENT)
+				/* Removed, or swapped for a link, since readdir. */
+				if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
 					continue;
 				rc = dir_error(l, l->key, errno);
 				goto out;
@@ -625,7 +675,6 @@ static enum error_code file_list(struct store *st, const char *prefix,
 	struct store_file *sf = (struct store_file *)st;
 	struct lister *l = NULL;
 	const char *slash = NULL;
-	char *dir = NULL;
 	size_t dlen = 0;
 	int dfd = -1;
 	enum error_code rc = ERR_OK;
@@ -659,17 +708,13 @@ static enum error_code file_list(struct store *st, const char *prefix,
 	memcpy(l->key, prefix, dlen);
 	l->key[dlen] = '\0';
 
-	if (asprintf(&dir, "%s/%s", sf->root, l->key) < 0) {
-		dir = NULL;
-		rc = error_set(err, ERR_NOMEM, "list '%s' in '%s': out of memory", prefix, sf->root);
-		goto fail;
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = open_beneath(sf, l->key, O_RDONLY | O_DIRECTORY);
 	if (dfd < 0) {
 		int saved = errno;
 
-		if (saved == ENOENT || saved == ENOTDIR)
-			goto done; /* nothing under that prefix */
+		/* Nothing under that prefix, or a link out of the root. */
+		if (saved == ENOENT || saved == ENOTDIR || saved == EXDEV)
+			goto done;
 		rc = dir_error(l, l->key, saved);
 		goto fail;
 	}
@@ -687,7 +732,6 @@ static enum error_code file_list(struct store *st, const char *prefix,
 done:
 	if (dfd >= 0)
 		close(dfd);
-	free(dir);
 	free(l);
 	return ERR_OK;
 
@@ -695,7 +739,6 @@ fail:
 	store_list_page_release(page);
 	if (dfd >= 0)
 		close(dfd);
-	free(dir);
 	free(l);
 	return rc;
 }
@@ -706,6 +749,8 @@ static void file_free(struct store *st)
 
 	if (!sf)
 		return;
+	if (sf->root_fd >= 0)
+		close(sf->root_fd);
 	free(sf->root);
 	free(sf->base.desc);
 	free(sf);
@@ -746,9 +791,18 @@ enum error_code store_file_open(const char *dir, const struct store_config *cfg,
 	if (!sf)
 		goto nomem;
 	sf->base.ops = &file_ops;
+	sf->root_fd = -1;
 	sf->root = strdup(dir);
 	if (!sf->root)
 		goto nomem;
+	sf->root_fd = open(sf->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sf->root_fd < 0) {
+		saved = errno;
+		rc = error_set(err, error_from_errno(saved), "file store '%s': %s", dir,
+			       strerror(saved));
+		file_free(&sf->base);
+		return rc;
+	}
 	n = strlen(sf->root);
 	while (n > 1 && sf->root[n - 1] == '/')
 		sf->root[--n] = '\0';

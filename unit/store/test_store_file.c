@@ -349,6 +349,71 @@ START_TEST(test_store_file_rejects_keys_escaping_the_root)
 }
 END_TEST
 
+/* A symbolic link at root/key pointing to target. */
+static void link_at(const char *key, const char *target)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", root, key);
+	make_parents(path);
+	ck_assert_int_eq(symlink(target, path), 0);
+}
+
+/*
+ * Symbolic links are followed while they stay inside the directory (a
+ * dataset's shards linked into a split) and are no objects when they lead
+ * out, absolutely or through "..": not listed, refused by get and head
+ * naming the link, also as a directory on the way to a key or as the
+ * listing's prefix.
+ */
+START_TEST(test_store_file_links_leading_out_of_the_root_are_no_objects)
+{
+	char target[200], up[200], buf[32];
+	struct store_list_page page;
+	struct store_object info;
+	struct error err;
+	size_t got = 0;
+
+	link_at("lnk/in", "../a.txt");
+	link_at("lnk/in-deep", "../train/shard-0/part-0000.rec");
+	snprintf(target, sizeof(target), "%s/secret", outside);
+	link_at("lnk/out-abs", target);
+	snprintf(up, sizeof(up), "../../%s/secret", strrchr(outside, '/') + 1);
+	link_at("lnk/out-rel", up);
+	link_at("lnk/dir-out", outside);
+	link_at("lnk/train", "../train");
+
+	ck_assert_int_eq(store_list(st, "lnk/", NULL, NULL, 0, &page, &err), ERR_OK);
+	ck_assert_uint_eq(page.nobjects, 2);
+	ck_assert_str_eq(page.objects[0].key, "lnk/in");
+	ck_assert_uint_eq(page.objects[0].size, strlen("hello world"));
+	ck_assert_str_eq(page.objects[1].key, "lnk/in-deep");
+	store_list_page_release(&page);
+	ck_assert_int_eq(store_get(st, "lnk/in", 0, sizeof(buf), buf, &got, NULL, &err), ERR_OK);
+	ck_assert_uint_eq(got, strlen("hello world"));
+	ck_assert_int_eq(memcmp(buf, "hello world", got), 0);
+	/* Through a linked directory that stays inside: read, not listed. */
+	ck_assert_int_eq(store_head(st, "lnk/train/index.json", &info, &err), ERR_OK);
+	store_object_release(&info);
+
+	for (size_t i = 0; i < 3; i++) {
+		const char *key = (const char *[]){ "lnk/out-abs", "lnk/out-rel",
+						    "lnk/dir-out/secret" }[i];
+
+		got = 0;
+		ck_assert_int_eq(store_get(st, key, 0, sizeof(buf), buf, &got, NULL, &err),
+				 ERR_PERMISSION);
+		ck_assert_uint_eq(got, 0);
+		ck_assert_msg(strstr(err.msg, key) && strstr(err.msg, "leads out"), "%s", err.msg);
+		ck_assert_int_eq(store_head(st, key, &info, &err), ERR_PERMISSION);
+		ck_assert_ptr_null(info.key);
+	}
+	ck_assert_int_eq(store_list(st, "lnk/dir-out/", NULL, NULL, 0, &page, &err), ERR_OK);
+	ck_assert_uint_eq(page.nobjects, 0);
+	store_list_page_release(&page);
+}
+END_TEST
+
 START_TEST(test_store_file_directories_and_special_files_are_not_objects)
 {
 	static const char *not_objects[] = {
@@ -858,6 +923,7 @@ static Suite *store_file_suite(void)
 	tcase_add_test(tc, test_store_file_open_rejects_relative_missing_and_non_directory);
 	tcase_add_test(tc, test_store_file_open_describes_store_without_trailing_slash);
 	tcase_add_test(tc, test_store_file_get_reads_exact_ranges);
+	tcase_add_test(tc, test_store_file_links_leading_out_of_the_root_are_no_objects);
 	tcase_add_test(tc, test_store_file_get_is_short_only_at_end_of_object);
 	tcase_add_test(tc, test_store_file_get_past_end_is_range_error);
 	tcase_add_test(tc, test_store_file_get_zero_byte_object_reads_nothing);
