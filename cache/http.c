@@ -1649,15 +1649,16 @@ static enum MHD_Result handle_preload_status(struct req *rq, struct MHD_Connecti
 		return reply_error(rq, conn, &err);
 	return reply_json(
 		conn, MHD_HTTP_OK,
-		json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "id",
-			  (json_int_t)st.id, "dataset", st.dataset, "state",
+		json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:b}",
+			  "id", (json_int_t)st.id, "dataset", st.dataset, "state",
 			  preload_state_name(st.state), "objects", (json_int_t)st.objects,
 			  "blocks_done", (json_int_t)st.blocks_done, "blocks_total",
 			  (json_int_t)st.blocks_total, "bytes_done", (json_int_t)st.bytes_done,
 			  "bytes_total", (json_int_t)st.bytes_total, "blocks_fetched",
 			  (json_int_t)st.blocks_fetched, "blocks_skipped",
 			  (json_int_t)st.blocks_skipped, "errors", (json_int_t)st.errors, "error",
-			  st.error));
+			  st.error, "code", error_code_name(st.code), "lasting",
+			  st.code != ERR_OK && preload_error_lasts(st.code)));
 }
 
 static enum MHD_Result handle_metrics(struct req *rq, struct MHD_Connection *conn)

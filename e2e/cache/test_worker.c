@@ -1070,7 +1070,9 @@ START_TEST(test_worker_preload_reports_progress_then_reads_hit)
 		retry_sleep_ms(20);
 	}
 	fprintf(stderr, "preload: %s\n", status);
-	ck_assert_msg(strstr(status, "\"state\":\"done\""), "%s", status);
+	ck_assert_msg(strstr(status, "\"state\":\"done\"") && strstr(status, "\"code\":\"ok\"") &&
+			      strstr(status, "\"lasting\":false"),
+		      "%s", status);
 	ck_assert_int_eq(json_num(status, "blocks_total"), (long long)total);
 	ck_assert_int_eq(json_num(status, "blocks_done"), (long long)total);
 	ck_assert_int_eq(json_num(status, "errors"), 0);
@@ -1895,9 +1897,12 @@ START_TEST(test_worker_preload_listing_is_bounded)
 	ck_assert_int_eq(r.status, 202);
 	status = preload_wait(json_num((char *)r.body, "id"), 10000);
 	resp_free(&r);
+	/* Another run would list as many pages: lasting. */
 	ck_assert_msg(strstr(status, "\"state\":\"failed\"") &&
 			      strstr(status, "more than 5 pages") &&
-			      strstr(status, "listing.max_pages"),
+			      strstr(status, "listing.max_pages") &&
+			      strstr(status, "\"code\":\"no space\"") &&
+			      strstr(status, "\"lasting\":true"),
 		      "%s", status);
 	free(status);
 	ck_assert_uint_eq(harness_recorder_requests(rec), 6);
