@@ -175,6 +175,11 @@ enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, con
 		    (strcmp(g->source, ANY) == 0 || under(source, g->source)))
 			return ERR_OK;
 	}
+	/* A directory of the hosts: no Secret opens it. */
+	if (strncmp(source, "file://", 7) == 0)
+		return error_set(err, ERR_PERMISSION,
+				 "namespace '%s' may not read '%.200s' (no rule of " CREDPOLICY_KEY " allows it, and a Secret opens no file:// source): ask the administrator to allow it (the chart's value datasets.clusterCredentials)",
+				 ns, source);
 	return error_set(err, ERR_PERMISSION,
 			 "namespace '%s' may not read '%.200s' with the cluster's store credentials (no rule of " CREDPOLICY_KEY " allows it): name a Secret of %s that can read it in spec.secretRef, or ask the administrator to allow it (the chart's value datasets.clusterCredentials)",
 			 ns, source, ns);

@@ -63,7 +63,8 @@ void credpolicy_free(struct credpolicy *p);
  *    it): name a Secret of team-a that can read it in spec.secretRef, or
  *    ask the administrator to allow it (the chart's value
  *    datasets.clusterCredentials)"
- * The source's own syntax is not judged (the Dataset CRD's schema and
+ * (for a file:// source, which no Secret opens, only the administrator's
+ * rule is named). The source's own syntax is not judged (the Dataset CRD's schema and
  * the registry do that).
  */
 enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, const char *source,

@@ -583,16 +583,43 @@ static void failed(struct datasets *d, const struct dsobject *o, const char *key
 	pthread_mutex_unlock(&d->mu);
 }
 
-/* Whether o may be registered with the credentials it gets: its own
- * Secret's always; the cluster's (no secretRef) where a rule allows its
- * namespace the source (else ERR_PERMISSION saying so). A claim's mirror
- * is its StorageClass's, which the administrator wrote. */
+/*
+ * Whether o may be registered with the credentials it gets: its own
+ * Secret's always for an object store; the cluster's (no secretRef) where a
+ * rule allows its namespace the source (else ERR_PERMISSION saying so). A
+ * file:// source is a directory of meta's and the workers' hosts, which no
+ * Secret opens: a rule must allow it, secretRef or not, both as written and
+ * resolved (a link under an allowed directory may lead to another's). A
+ * claim's mirror is its StorageClass's, which the administrator wrote.
+ */
 static enum error_code credentials_allowed(const struct datasets *d, const struct dsobject *o,
 					   struct error *err)
 {
-	if (*o->secret || dsobject_is_mirror(o, d->mirror_ns))
+	bool file = strncmp(o->source, "file://", 7) == 0;
+	char *resolved, *as_source = NULL;
+	enum error_code rc;
+	struct error why;
+
+	if (dsobject_is_mirror(o, d->mirror_ns) || (*o->secret && !file))
 		return ERR_OK;
-	return credpolicy_check(d->policy, o->ns, o->source, err);
+	rc = credpolicy_check(d->policy, o->ns, o->source, err);
+	if (rc != ERR_OK || !file)
+		return rc;
+	/* Not there: the registration says so when it lists. */
+	resolved = realpath(o->source + 7, NULL);
+	if (!resolved)
+		return ERR_OK;
+	if (asprintf(&as_source, "file://%s%s", resolved, strcmp(resolved, "/") ? "/" : "") < 0) {
+		free(resolved);
+		return error_set(err, ERR_NOMEM, "out of memory");
+	}
+	rc = credpolicy_check(d->policy, o->ns, as_source, &why);
+	if (rc != ERR_OK)
+		error_set(err, rc, "source '%.200s' resolves to '%.200s': %s", o->source, as_source,
+			  why.msg);
+	free(resolved);
+	free(as_source);
+	return rc;
 }
 
 /* o may not use the cluster's credentials (why): a registration made

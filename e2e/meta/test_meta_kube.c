@@ -216,6 +216,7 @@ struct controller {
 	struct membership *membership;
 	struct datasets *datasets;
 	char cred_dir[300];
+	const char *file_roots; /* allowed_file_roots; NULL: none */
 };
 
 /* The registry over the S3 fixture (its credentials are the cluster's,
@@ -227,7 +228,8 @@ static void controller_start(struct controller *c, const char *rules)
 				      .request_timeout_ms = 10000, .deadline_ms = 30000,
 				      .max_attempts = 1 };
 	char data_dir[300];
-	struct registry_options ro = { .data_dir = data_dir, .store = &store };
+	struct registry_options ro = { .data_dir = data_dir, .store = &store,
+				       .file_roots = c->file_roots };
 	struct membership_options mo = { .interval_ms = 5000, .expiry_ms = 15000 };
 	struct datasets_config dc = { .credentials_dir = c->cred_dir, .driver = "csi.granary.io",
 				      .mirror_ns = "granary-system", .cluster_credentials = rules,
@@ -558,6 +560,69 @@ START_TEST(test_datasets_cluster_credentials_only_where_a_rule_allows)
 	controller_start(&c, rules);
 	wait_phase(ns, "ds", "Ready", NULL);
 	expect_ref(&c, dataset, "");
+	controller_stop(&c);
+}
+END_TEST
+
+/* A Dataset ns/name of source (no secretRef), or with secretRef secret. */
+static void make_dataset_of(const char *ns, const char *name, const char *source,
+			    const char *secret)
+{
+	char path[300];
+	json_t *spec = json_pack("{s:s}", "source", source);
+
+	if (secret)
+		json_object_set_new(spec, "secretRef", json_pack("{s:s}", "name", secret));
+	snprintf(path, sizeof(path), "/apis/granary.io/v1alpha1/namespaces/%s/datasets", ns);
+	create(path, json_pack("{s:s, s:s, s:{s:s}, s:o}", "apiVersion", "granary.io/v1alpha1",
+			       "kind", "Dataset", "metadata", "name", name, "spec", spec));
+}
+
+/*
+ * A file:// source is a directory of the hosts, which no Secret opens: a
+ * rule must allow the namespace that directory, secretRef or not, and
+ * the directory as it resolves (a link under team a's directory to team
+ * b's would read team b's files with team a's rule).
+ */
+START_TEST(test_datasets_file_sources_need_a_rule_for_their_resolved_directory)
+{
+	struct controller c = { 0 };
+	char ns[64], files[300], a[340], b[340], link[360], rules[500], msg[900];
+	char src_a[400], src_b[400], src_link[400], id[256], key[256];
+	struct error err;
+
+	make_namespace(ns, sizeof(ns), "files");
+	snprintf(files, sizeof(files), "%s/files", work);
+	snprintf(a, sizeof(a), "%s/team-a", files);
+	snprintf(b, sizeof(b), "%s/team-b", files);
+	ck_assert_int_eq(fileio_mkdirs(a, 0755, &err), ERR_OK);
+	ck_assert_int_eq(fileio_mkdirs(b, 0755, &err), ERR_OK);
+	snprintf(link, sizeof(link), "%s/x.bin", a);
+	ck_assert_int_eq(fileio_replace(link, "a", 1, 0644, &err), ERR_OK);
+	snprintf(link, sizeof(link), "%s/y.bin", b);
+	ck_assert_int_eq(fileio_replace(link, "b", 1, 0644, &err), ERR_OK);
+	snprintf(link, sizeof(link), "%s/b", a);
+	ck_assert_int_eq(symlink("../team-b", link), 0);
+	snprintf(src_a, sizeof(src_a), "file://%s/", a);
+	snprintf(src_b, sizeof(src_b), "file://%s/", b);
+	snprintf(src_link, sizeof(src_link), "file://%s/", link);
+	snprintf(rules, sizeof(rules), "%s %s", ns, src_a);
+	fixture_keys(id, key);
+	make_secret(ns, "any", id, key);
+	c.file_roots = files;
+	controller_start(&c, rules);
+	make_dataset_of(ns, "own", src_a, NULL);
+	make_dataset_of(ns, "through-link", src_link, NULL);
+	make_dataset_of(ns, "with-secret", src_b, "any");
+	wait_phase(ns, "own", "Ready", NULL);
+	wait_phase(ns, "through-link", "Failed", "NotAllowed");
+	status_message(ns, "through-link", msg, sizeof(msg));
+	ck_assert_msg(strstr(msg, src_link) && strstr(msg, "resolves to") && strstr(msg, src_b),
+		      "%s", msg);
+	wait_phase(ns, "with-secret", "Failed", "NotAllowed");
+	status_message(ns, "with-secret", msg, sizeof(msg));
+	ck_assert_msg(strstr(msg, src_b) && strstr(msg, "a Secret opens no file:// source"), "%s",
+		      msg);
 	controller_stop(&c);
 }
 END_TEST
@@ -1001,6 +1066,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_datasets_apply_a_changed_secret_ref);
 	tcase_add_test(tc, test_datasets_cluster_credentials_only_where_a_rule_allows);
+	tcase_add_test(tc, test_datasets_file_sources_need_a_rule_for_their_resolved_directory);
 	tcase_add_test(tc, test_datasets_delete_past_a_page_of_pods);
 	tcase_add_test(tc, test_datasets_refused_status_is_written_again);
 	tcase_add_test(tc, test_cachegate_judges_each_new_pod_once);

@@ -130,6 +130,12 @@ START_TEST(test_credpolicy_refusal_names_namespace_source_and_remedy)
 				  "team-a that can read it in spec.secretRef, or ask the "
 				  "administrator to allow it (the chart's value "
 				  "datasets.clusterCredentials)");
+	/* A directory: no Secret would open it, so none is suggested. */
+	ck_assert_int_eq(credpolicy_check(p, "team-a", "file:///srv/x/", &err), ERR_PERMISSION);
+	ck_assert_str_eq(err.msg, "namespace 'team-a' may not read 'file:///srv/x/' (no rule of "
+				  "datasets.cluster_credentials allows it, and a Secret opens no "
+				  "file:// source): ask the administrator to allow it (the "
+				  "chart's value datasets.clusterCredentials)");
 	credpolicy_free(p);
 }
 END_TEST
