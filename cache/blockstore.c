@@ -112,7 +112,7 @@ static enum error_code lock_dir(struct blockstore *bs, int dir_fd, struct error 
 	int saved;
 
 	bs->lock_fd = openat(dir_fd, BLOCKSTORE_LOCK_FILE,
-			     O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+			     O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, BLOCKSTORE_FILE_MODE);
 	if (bs->lock_fd < 0) {
 		saved = errno;
 		return error_set(err, error_from_errno(saved), "open block store '%s': '%s/%s': %s",
@@ -145,12 +145,37 @@ const char *blockstore_dir_id(const struct blockstore *bs)
 	return bs->dir_id;
 }
 
+/*
+ * The cached blocks are datasets' bytes, for the owner alone (the worker
+ * and the node's mounts run as one user): a directory made before (a
+ * hostPath the kubelet created 0755, a cache of an older release with
+ * 0644 files) is closed to others at its top, which keeps them from every
+ * file below. Only the owner's own directory is changed; another's is
+ * left as its owner set it, with a warning.
+ */
+static void make_private(struct blockstore *bs, int dir_fd)
+{
+	struct stat sb;
+	char was[8];
+
+	if (fstat(dir_fd, &sb) != 0 || (sb.st_mode & 077) == 0)
+		return;
+	snprintf(was, sizeof(was), "%04o", (unsigned)(sb.st_mode & 07777));
+	if (sb.st_uid != geteuid() || fchmod(dir_fd, sb.st_mode & 07700) != 0) {
+		log_warn("the cache directory is open to other users; its blocks are readable by them",
+			 LOG_S("dir", bs->dir), LOG_S("mode", was));
+		return;
+	}
+	log_info("cache directory closed to other users", LOG_S("dir", bs->dir),
+		 LOG_S("mode_was", was));
+}
+
 static enum error_code open_subdir(struct blockstore *bs, int dir_fd, const char *name, int *out,
 				   struct error *err)
 {
 	int saved = 0;
 
-	if (mkdirat(dir_fd, name, 0755) < 0 && errno != EEXIST)
+	if (mkdirat(dir_fd, name, BLOCKSTORE_DIR_MODE) < 0 && errno != EEXIST)
 		goto fail;
 	*out = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (*out < 0)
@@ -203,7 +228,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 		rc = error_set(err, ERR_NOMEM, "open block store '%s': out of memory", cfg->dir);
 		goto fail;
 	}
-	rc = fileio_mkdirs(bs->dir, 0755, err);
+	rc = fileio_mkdirs(bs->dir, BLOCKSTORE_DIR_MODE, err);
 	if (rc != ERR_OK) {
 		error_wrap(err, "open block store '%s'", bs->dir);
 		goto fail;
@@ -215,6 +240,7 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 			       strerror(saved));
 		goto fail;
 	}
+	make_private(bs, dir_fd);
 	rc = lock_dir(bs, dir_fd, err);
 	if (rc != ERR_OK)
 		goto fail;

@@ -100,6 +100,10 @@ struct blockstore_writer;
 
 /* The lock file in DIR that marks its owner (see blockstore_open). */
 #define BLOCKSTORE_LOCK_FILE BLOCK_DIR_LOCK_FILE
+/* The modes the store creates its files and directories with: its owner's
+ * alone (see blockstore_open). */
+#define BLOCKSTORE_FILE_MODE 0600
+#define BLOCKSTORE_DIR_MODE 0700
 
 /*
  * Opens the store as the owner of DIR. First takes an exclusive flock on

@@ -213,7 +213,8 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 			    expect_len >= bs->direct_write_min;
 	}
 	w->fd = openat(bs->tmp_fd, w->tmp_name,
-		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->direct ? O_DIRECT : 0), 0644);
+		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (w->direct ? O_DIRECT : 0),
+		       BLOCKSTORE_FILE_MODE);
 	if (w->fd < 0 && w->direct && errno == EINVAL) {
 		/* The filesystem has no O_DIRECT (the file may exist by now):
 		 * the block is written from the buffer through the page cache. */
@@ -221,7 +222,8 @@ enum error_code blockstore_write_begin_expect(struct blockstore *bs, const struc
 			log_warn("the cache directory's filesystem refuses O_DIRECT: blocks are written through the page cache",
 				 LOG_S("dir", bs->dir));
 		w->direct = false;
-		w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		w->fd = openat(bs->tmp_fd, w->tmp_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+			       BLOCKSTORE_FILE_MODE);
 	}
 	if (w->fd < 0) {
 		saved = errno;
@@ -644,7 +646,7 @@ written:
 			goto fail;
 		}
 		rel[2] = '\0';
-		if (mkdirat(bs->blocks_fd, rel, 0755) < 0 && errno != EEXIST) {
+		if (mkdirat(bs->blocks_fd, rel, BLOCKSTORE_DIR_MODE) < 0 && errno != EEXIST) {
 			rel[2] = '/';
 			what = "mkdir";
 			goto fail;

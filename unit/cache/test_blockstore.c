@@ -839,6 +839,46 @@ START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
 END_TEST
 
 /* What granary-fuse relies on when it reads block files itself. */
+/*
+ * The blocks are for the store's owner alone: a cache directory made open
+ * (a hostPath the kubelet created 0755) is closed at open, and every file
+ * and directory the store makes is its owner's only.
+ */
+START_TEST(test_blockstore_keeps_its_files_to_its_owner)
+{
+	char *dir = make_dir();
+	struct blockstore *bs;
+	char path[512], *slash;
+	struct stat sb;
+
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	bs = open_store(dir, 16 * FILE_BYTES);
+	ck_assert_int_eq(stat(dir, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	ck_assert_int_eq(put_block(bs, 5, "imagenet", 1000), ERR_OK);
+	block_file(dir, 5, path, sizeof(path));
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+	/* Every directory between the block and the store's. */
+	while ((slash = strrchr(path, '/')) && strlen(path) > strlen(dir)) {
+		*slash = '\0';
+		if (strlen(path) <= strlen(dir))
+			break;
+		ck_assert_int_eq(stat(path, &sb), 0);
+		ck_assert_msg((sb.st_mode & 07777) == 0700, "%s has mode %o", path,
+			      (unsigned)(sb.st_mode & 07777));
+	}
+	snprintf(path, sizeof(path), "%s/tmp", dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	snprintf(path, sizeof(path), "%s/" BLOCKSTORE_LOCK_FILE, dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_blockstore_file_layout_matches_docs)
 {
 	char *dir = make_dir();
@@ -1883,6 +1923,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_counts_each_datasets_bytes_across_drops_and_reopen);
 	tcase_add_test(tc, test_blockstore_large_block_written_in_pieces_reads_back);
 	tcase_add_test(tc, test_blockstore_file_layout_matches_docs);
+	tcase_add_test(tc, test_blockstore_keeps_its_files_to_its_owner);
 	tcase_add_test(tc, test_blockstore_read_checked_fails_every_read_of_a_flipped_chunk);
 	tcase_add_test(tc, test_blockstore_committed_block_has_no_dirty_pages);
 	tcase_add_test(tc, test_blockstore_direct_write_hands_the_bytes_over_and_caches_no_page);
