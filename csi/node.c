@@ -1159,6 +1159,20 @@ static enum error_code check_dataset(struct node *n, const char *volume_id, cons
 				 volume_id, dataset);
 	if (rc != ERR_OK && rc != ERR_NOT_FOUND)
 		return rc;
+	/* A dataset meta knows under the volume's id must be the one the
+	 * volume context describes: the mount reads what meta lists, with
+	 * this volume's node-stage Secret, at meta's endpoint. */
+	if (rc == ERR_OK && reg && ds->spec &&
+	    (strcmp(ds->spec->source_uri ? ds->spec->source_uri : "", reg->source) != 0 ||
+	     strcmp(ds->spec->endpoint ? ds->spec->endpoint : "", reg->endpoint) != 0)) {
+		rc = error_set(err, ERR_PRECONDITION,
+			       "volume '%s': dataset '%s' in granary-meta reads '%.300s' at endpoint '%.200s', not the volume's '%.300s' at '%.200s': delete the dataset from granary-meta (or the claim and its volume) so that they agree",
+			       volume_id, dataset, ds->spec->source_uri ? ds->spec->source_uri : "",
+			       ds->spec->endpoint ? ds->spec->endpoint : "", reg->source,
+			       reg->endpoint);
+		granary__v1__dataset__free_unpacked(ds, NULL);
+		return rc;
+	}
 	generation = rc == ERR_OK ? ds->generation : 0;
 	if (ds)
 		granary__v1__dataset__free_unpacked(ds, NULL);

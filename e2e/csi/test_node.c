@@ -789,6 +789,19 @@ START_TEST(test_node_registers_again_from_the_volume_context)
 
 	unstage(id, staging);
 	ck_assert_int_eq(mounts_under_work(), 0);
+
+	/* A context that describes another source than the dataset meta
+	 * holds under the volume's id: not mounted, the two named. */
+	bad = ctx;
+	for (size_t i = 0; i < bad.n; i++)
+		if (strcmp(bad.key[i], "source") == 0)
+			snprintf(bad.value[i], sizeof(bad.value[i]), "s3://granary-e2e/elsewhere/");
+	ck_assert_int_eq(stage_with(id, staging, &bad, &err), ERR_PRECONDITION);
+	ck_assert_msg(strstr(err.msg, "reads '") && strstr(err.msg, context_get(&ctx, "source")) &&
+			      strstr(err.msg, "not the volume's 's3://granary-e2e/elsewhere/'"),
+		      "%s", err.msg);
+	ck_assert_int_eq(mounts_under_work(), 0);
+
 	del.volume_id = id;
 	call_ok("/csi.v1.Controller/DeleteVolume", &del, &csi__v1__delete_volume_response__descriptor);
 }
