@@ -1544,6 +1544,18 @@ static enum MHD_Result handle_dataset(struct req *rq, struct MHD_Connection *con
 	struct error err;
 	uint64_t dropped = 0;
 
+	/* 403 itself: reply_error turns a permission error of an
+	 * authenticated request into the store's refusal (502). */
+	if ((strcmp(method, "PUT") == 0 || strcmp(method, "DELETE") == 0) &&
+	    !h->cfg.dataset_writes) {
+		char msg[ERROR_MSG_MAX];
+
+		snprintf(msg, sizeof(msg),
+			 "%s of dataset '%s' refused: this worker takes its datasets from granary-meta "
+			 "alone (http.dataset_writes is off)",
+			 method, rq->route.dataset);
+		return reply_text(conn, MHD_HTTP_FORBIDDEN, msg);
+	}
 	if (strcmp(method, "PUT") == 0)
 		return handle_dataset_put(rq, conn);
 	if (strcmp(method, "DELETE") == 0) {

@@ -247,6 +247,8 @@ struct worker_http_config {
 	 */
 	bool (*dataset_unknown)(void *arg);
 	void *dataset_unknown_arg;
+	/* PUT and DELETE /v1/datasets/{name} answer 403 unless set. */
+	bool dataset_writes;
 };
 
 struct worker_http;

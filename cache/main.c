@@ -175,6 +175,7 @@ int main(int argc, char **argv)
 			    .readiness = ready,
 			    .tls = &tls,
 			    .dataset_unknown = dataset_unknown,
+			    .dataset_writes = s.http_dataset_writes,
 		    },
 		    &http, &err) != ERR_OK) {
 		log_error("cannot serve", LOG_S("cause", err.msg));

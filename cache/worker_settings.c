@@ -93,6 +93,12 @@ static const struct config_field worker_fields[] = {
 	{ "http.shutdown_grace", CONFIG_DURATION,
 	  offsetof(struct worker_settings, http_shutdown_grace_ms), "10s",
 	  "at SIGTERM, requests in progress may finish within this", 0, 600000, NULL },
+	{ "http.dataset_writes", CONFIG_BOOL,
+	  offsetof(struct worker_settings, http_dataset_writes), "true",
+	  "serve PUT and DELETE /v1/datasets/{name} to token holders; off: 403, the worker's "
+	  "datasets come from granary-meta alone (a holder of the cluster token cannot register "
+	  "one with a credentials file of the worker's, nor drop one)",
+	  0, 0, NULL },
 	STORE_SETTINGS_FIELDS(struct worker_settings, store),
 	{ "store.allowed_endpoints", CONFIG_STRING,
 	  offsetof(struct worker_settings, store_allowed_endpoints), "",

@@ -51,6 +51,7 @@ struct worker_settings {
 	uint64_t http_idle_timeout_ms;   /* an idle keep-alive connection is closed after */
 	uint64_t http_request_timeout_ms; /* a whole request must arrive within */
 	uint64_t http_shutdown_grace_ms; /* requests in progress may finish within, at SIGTERM */
+	bool http_dataset_writes;        /* PUT and DELETE /v1/datasets/{name} served */
 	uint64_t placement_settle_ms;    /* steady membership before unowned blocks go; 0: never */
 	struct store_settings store;
 	char *store_allowed_endpoints; /* comma-separated, besides store.endpoint */

@@ -1022,6 +1022,42 @@ START_TEST(test_worker_dataset_api_registers_lists_and_removes)
 }
 END_TEST
 
+/*
+ * With http.dataset_writes off (the chart's setting: the worker's datasets
+ * come from granary-meta), a token holder can neither register a dataset
+ * (which could name a credentials file of the worker's) nor drop one:
+ * 403 naming the setting, before the dataset is looked at, and nothing is
+ * registered. (On, the same requests register and remove: see
+ * test_worker_dataset_api_registers_lists_and_removes.)
+ */
+START_TEST(test_worker_dataset_writes_off_refuse_put_and_delete)
+{
+	char body[2048];
+	struct resp r;
+
+	ck_assert_int_eq(worker_stop(NULL), 0);
+	w.extra[0] = "--http.dataset_writes=false";
+	w.extra[1] = NULL;
+	worker_start();
+	snprintf(body, sizeof(body), "{\"source\":\"s3://%s/%s\",\"credentials_file\":\"%s\"}",
+		 bucket, prefix, credentials);
+	r = request("PUT", "/v1/datasets/other", NULL, body, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 403);
+	ck_assert_str_eq((char *)r.body, "PUT of dataset 'other' refused: this worker takes its "
+					 "datasets from granary-meta alone (http.dataset_writes is off)\n");
+	resp_free(&r);
+	r = request("DELETE", "/v1/datasets/ds", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 403);
+	ck_assert_ptr_nonnull(strstr((char *)r.body, "DELETE of dataset 'ds' refused"));
+	resp_free(&r);
+	r = request("GET", "/v1/datasets/other", NULL, NULL, NULL, AUTH_OK);
+	ck_assert_int_eq(r.status, 404);
+	resp_free(&r);
+	ck_assert_uint_eq(metric("granary_worker_datasets"), 0);
+	w.extra[0] = NULL;
+}
+END_TEST
+
 /* The number after "name": in a JSON text (flat objects only). */
 static long long json_num(const char *json, const char *name)
 {
@@ -2099,6 +2135,7 @@ int main(void)
 	tcase_add_test(tc, test_worker_store_refusals_are_502_not_the_token_statuses);
 	tcase_add_test(tc, test_worker_bad_requests_say_what_is_wrong);
 	tcase_add_test(tc, test_worker_dataset_api_registers_lists_and_removes);
+	tcase_add_test(tc, test_worker_dataset_writes_off_refuse_put_and_delete);
 	tcase_add_test(tc, test_worker_preload_reports_progress_then_reads_hit);
 	tcase_add_test(tc, test_worker_readahead_warms_the_next_blocks);
 	tcase_add_test(tc, test_worker_prefetch_caches_the_first_block_of_each_object);

@@ -814,6 +814,9 @@ def check_release(docs, prefix, cache_dir, capacity, block_size, kubelet, token_
           "worker.yaml cache.capacity %s (got %s)" % (capacity, wcfg.get("cache", {}).get("capacity")))
     check(wcfg.get("cache", {}).get("block_size") == block_size, "worker.yaml cache.block_size %s" % block_size)
     check(wcfg.get("token_file") == "/etc/granary/token/token", "worker.yaml token_file")
+    check(wcfg.get("http", {}).get("dataset_writes") is False,
+          "worker.yaml takes datasets from meta alone: http.dataset_writes false (got %s)"
+          % wcfg.get("http"))
     check(mounts_at(wc, "/etc/granary/token"), "worker mounts the token dir")
     check(fcfg.get("cache", {}).get("dir") == cache_dir, "fuse.yaml cache.dir is the worker's")
     check(fcfg.get("cache", {}).get("block_size") == block_size, "fuse.yaml block size is the worker's")

@@ -440,7 +440,11 @@ are flags of the container: they differ per pod.
   "token_file" (include "granary.tokenFile" .)
   "store" (include "granary.storeConfig" (dict "ctx" . "credentials" true) | fromYaml)
   "allowed_file_roots" (join "," .Values.fileRoots)
+  "http" (dict "dataset_writes" false)
   "log" (dict "level" .Values.logLevel) -}}
+{{- /* Datasets come from granary-meta alone: a holder of the cluster token
+       (every node's pods) can neither register one over HTTP, naming a
+       credentials file of the worker's, nor drop one. */}}
 {{- if .Values.tls.enabled -}}
 {{- $dir := include "granary.tlsDir" . -}}
 {{- $_ := set $c "tls" (dict "cert_file" (printf "%s/worker.crt" $dir) "key_file" (printf "%s/worker.key" $dir)) -}}
