@@ -283,14 +283,19 @@ def test_a_mount_pod_that_ended_for_good_is_made_again(reading_pod):
     vol = kube.get("pvc", CLAIM, "default")["spec"]["volumeName"]
     old = mount_pods_of(vol)
     assert len(old) == 1, [p["metadata"]["name"] for p in old]
+    label = f"io.kubernetes.pod.uid={old[0]['metadata']['uid']}"
+    # Its container running (not between two runs), so that there is one
+    # to stop below.
+    running = kube.wait_for("the mount pod's container running",
+                            lambda: crictl("ps", "-q", "--label", label).split(),
+                            timeout=60, interval=0.5)
     kube.kubectl("-n", kube.NS, "patch", "pod", old[0]["metadata"]["name"], "--subresource=status",
                  "--type=merge", "-p", json.dumps({"status": {
                      "phase": "Failed", "reason": "Terminated",
                      "message": "Pod was terminated in response to imminent node shutdown."}}))
     # Its container stopped, as the shutdown did: the kubelet starts no
     # container of a Failed pod again.
-    for cid in crictl("ps", "-q", "--label",
-                      f"io.kubernetes.pod.uid={old[0]['metadata']['uid']}").split():
+    for cid in set(running) | set(crictl("ps", "-q", "--label", label).split()):
         crictl("stop", "--timeout", "0", cid)
     kube.wait_for("a new mount pod of the volume serving",
                   lambda: [p for p in mount_pods_of(vol)
