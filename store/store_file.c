@@ -4,16 +4,19 @@
  *
  * Keys are checked so that no key can name a path outside the directory
  * (no absolute keys, no "." or ".." segments, no empty segments), and a
- * key is opened from the directory with openat2's RESOLVE_BENEATH: a
- * symbolic link in the tree is followed while it stays inside the
- * directory, and one that leads out (to /etc/shadow, or to another
- * dataset's directory) is no object: listings leave it out, and get and
- * head refuse it. Listing does not descend into linked directories, so
- * that a link loop cannot make it run forever.
+ * key is opened from the directory so that a symbolic link in the tree is
+ * followed while it stays inside the directory, and one that leads out
+ * (to /etc/shadow, or to another dataset's directory) is no object:
+ * listings leave it out, and get and head refuse it (open_beneath).
+ * Listing does not descend into linked directories, so that a link loop
+ * cannot make it run forever. The directory itself is opened by its path
+ * at each call, as the administrator may replace it (a link flipped to a
+ * new version of a dataset).
  *
- * put writes a temporary file ending in ".granary-tmp" and renames it over
- * the key; such files are never objects. There is no get_stream: store.c
- * builds it from get, which is a pread loop.
+ * put, for the administrator's tools (it writes the tree as written,
+ * following its links), writes a temporary file ending in ".granary-tmp"
+ * and renames it over the key; such files are never objects. There is no
+ * get_stream: store.c builds it from get, which is a pread loop.
  *
  * The store keeps no mutable state besides the atomic counters, so every
  * call is thread-safe.
@@ -43,21 +46,75 @@
 struct store_file {
 	struct store base; /* first: a struct store * is a struct store_file * */
 	char *root;        /* absolute, no trailing '/' (except "/" itself) */
-	int root_fd;       /* root, O_PATH: keys resolve beneath it */
 };
+
+/* Whether the descriptor fd lies in the directory root_fd is: its path, as
+ * the kernel resolved it, is the directory's or below it. */
+static bool fd_inside(int fd, int root_fd)
+{
+	char self[64], at[PATH_MAX], root[PATH_MAX];
+	ssize_t n, r;
+
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	n = readlink(self, at, sizeof(at) - 1);
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", root_fd);
+	r = readlink(self, root, sizeof(root) - 1);
+	if (n <= 0 || r <= 0)
+		return false;
+	at[n] = root[r] = '\0';
+	if (strcmp(root, "/") == 0)
+		return true;
+	return strncmp(at, root, (size_t)r) == 0 && (at[r] == '\0' || at[r] == '/');
+}
 
 /*
  * Opens rel (a key, or a directory's key prefix; "" is the root itself)
- * from the store's directory, every step of the resolution inside it:
- * a symbolic link that leads out fails with EXDEV. Returns the
- * descriptor, or -1 with errno.
+ * from the store's directory, where the resolution must end: a symbolic
+ * link that leads out fails with EXDEV. openat2 (RESOLVE_BENEATH) resolves
+ * every step inside the directory, retried while a rename elsewhere makes
+ * it answer EAGAIN; where it refuses an absolute link (which may land
+ * inside), and where the kernel or a seccomp profile has no openat2, the
+ * key is opened following its links and kept only when the kernel says
+ * it landed inside. Returns the descriptor, or -1 with errno.
  */
 static int open_beneath(const struct store_file *sf, const char *rel, uint64_t flags)
 {
 	struct open_how how = { .flags = flags | O_CLOEXEC,
 				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	const char *name = *rel ? rel : ".";
+	int root_fd = open(sf->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = -1, saved, tries = 0;
 
-	return (int)syscall(SYS_openat2, sf->root_fd, *rel ? rel : ".", &how, sizeof(how));
+	if (root_fd < 0)
+		return -1;
+	do
+		fd = (int)syscall(SYS_openat2, root_fd, name, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN && ++tries < 16);
+	if (fd < 0 && (errno == EXDEV || errno == ENOSYS || errno == EPERM)) {
+		int path = openat(root_fd, name, O_PATH | O_CLOEXEC);
+
+		fd = -1;
+		if (path >= 0 && !fd_inside(path, root_fd)) {
+			errno = EXDEV;
+		} else if (path >= 0 && (flags & O_PATH)) {
+			fd = path;
+			path = -1;
+		} else if (path >= 0) {
+			char self[64];
+
+			/* The file it found, not the path again. */
+			snprintf(self, sizeof(self), "/proc/self/fd/%d", path);
+			fd = open(self, (int)flags | O_CLOEXEC);
+		}
+		saved = errno;
+		if (path >= 0)
+			close(path);
+		errno = saved;
+	}
+	saved = errno;
+	close(root_fd);
+	errno = saved;
+	return fd;
 }
 
 /* stat of rel resolved as open_beneath does; 0, or -1 with errno. */
@@ -624,9 +681,18 @@ static enum error_code walk(struct lister *l, int dfd, size_t klen, const char *
 			 * other entry is taken as it is, not followed (a link
 			 * swapped in since readdir is then no regular file). */
 			if ((e[i].is_link ? stat_beneath(l->sf, l->key, &sb)
-					  : fstatat(dfd, e[i].name, &sb, AT_SYMLINK_NOFOLLOW)) < 0 ||
-			    !S_ISREG(sb.st_mode))
-				continue; /* removed since readdir, or leads out */
+					  : fstatat(dfd, e[i].name, &sb, AT_SYMLINK_NOFOLLOW)) < 0) {
+				/* Removed since readdir, a dangling link, or one
+				 * that leads out: no object. Anything else fails
+				 * the listing rather than leave an object out. */
+				if (errno == ENOENT || errno == ENOTDIR || errno == EXDEV ||
+				    errno == ELOOP)
+					continue;
+				rc = dir_error(l, l->key, errno);
+				goto out;
+			}
+			if (!S_ISREG(sb.st_mode))
+				continue;
 			rc = emit(l, &sb);
 		} else if (l->fold) {
 			int yes = 0;
@@ -749,8 +815,6 @@ static void file_free(struct store *st)
 
 	if (!sf)
 		return;
-	if (sf->root_fd >= 0)
-		close(sf->root_fd);
 	free(sf->root);
 	free(sf->base.desc);
 	free(sf);
@@ -791,18 +855,9 @@ enum error_code store_file_open(const char *dir, const struct store_config *cfg,
 	if (!sf)
 		goto nomem;
 	sf->base.ops = &file_ops;
-	sf->root_fd = -1;
 	sf->root = strdup(dir);
 	if (!sf->root)
 		goto nomem;
-	sf->root_fd = open(sf->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (sf->root_fd < 0) {
-		saved = errno;
-		rc = error_set(err, error_from_errno(saved), "file store '%s': %s", dir,
-			       strerror(saved));
-		file_free(&sf->base);
-		return rc;
-	}
 	n = strlen(sf->root);
 	while (n > 1 && sf->root[n - 1] == '/')
 		sf->root[--n] = '\0';

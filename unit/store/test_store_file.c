@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "store/store_impl.h"
 
 #define BIG_SIZE 10000
@@ -361,14 +362,14 @@ static void link_at(const char *key, const char *target)
 
 /*
  * Symbolic links are followed while they stay inside the directory (a
- * dataset's shards linked into a split) and are no objects when they lead
- * out, absolutely or through "..": not listed, refused by get and head
- * naming the link, also as a directory on the way to a key or as the
- * listing's prefix.
+ * dataset's shards linked into a split, relative or absolute) and are no
+ * objects when they lead out, absolutely or through "..": not listed,
+ * refused by get and head naming the link, also as a directory on the way
+ * to a key or as the listing's prefix.
  */
 START_TEST(test_store_file_links_leading_out_of_the_root_are_no_objects)
 {
-	char target[200], up[200], buf[32];
+	char target[200], up[200], inside[200], buf[32];
 	struct store_list_page page;
 	struct store_object info;
 	struct error err;
@@ -382,13 +383,19 @@ START_TEST(test_store_file_links_leading_out_of_the_root_are_no_objects)
 	link_at("lnk/out-rel", up);
 	link_at("lnk/dir-out", outside);
 	link_at("lnk/train", "../train");
+	snprintf(inside, sizeof(inside), "%s/a.txt", root);
+	link_at("lnk/abs-in", inside);
 
 	ck_assert_int_eq(store_list(st, "lnk/", NULL, NULL, 0, &page, &err), ERR_OK);
-	ck_assert_uint_eq(page.nobjects, 2);
-	ck_assert_str_eq(page.objects[0].key, "lnk/in");
-	ck_assert_uint_eq(page.objects[0].size, strlen("hello world"));
-	ck_assert_str_eq(page.objects[1].key, "lnk/in-deep");
+	ck_assert_uint_eq(page.nobjects, 3);
+	ck_assert_str_eq(page.objects[0].key, "lnk/abs-in");
+	ck_assert_str_eq(page.objects[1].key, "lnk/in");
+	ck_assert_uint_eq(page.objects[1].size, strlen("hello world"));
+	ck_assert_str_eq(page.objects[2].key, "lnk/in-deep");
 	store_list_page_release(&page);
+	ck_assert_int_eq(store_get(st, "lnk/abs-in", 0, sizeof(buf), buf, &got, NULL, &err),
+			 ERR_OK);
+	ck_assert_uint_eq(got, strlen("hello world"));
 	ck_assert_int_eq(store_get(st, "lnk/in", 0, sizeof(buf), buf, &got, NULL, &err), ERR_OK);
 	ck_assert_uint_eq(got, strlen("hello world"));
 	ck_assert_int_eq(memcmp(buf, "hello world", got), 0);
@@ -411,6 +418,42 @@ START_TEST(test_store_file_links_leading_out_of_the_root_are_no_objects)
 	ck_assert_int_eq(store_list(st, "lnk/dir-out/", NULL, NULL, 0, &page, &err), ERR_OK);
 	ck_assert_uint_eq(page.nobjects, 0);
 	store_list_page_release(&page);
+}
+END_TEST
+
+/*
+ * The directory is looked up by its path at each call: replaced (a link
+ * flipped to a new version of the dataset), the store reads the new one,
+ * as the listings of the next refresh do.
+ */
+START_TEST(test_store_file_follows_its_directory_when_replaced)
+{
+	char v1[200], v2[200], current[200], path[240], buf[32];
+	struct store *flipped = NULL;
+	struct error err;
+	size_t got = 0;
+
+	snprintf(v1, sizeof(v1), "%s/v1", base);
+	snprintf(v2, sizeof(v2), "%s/v2", base);
+	snprintf(current, sizeof(current), "%s/current", base);
+	ck_assert_int_eq(mkdir(v1, 0755), 0);
+	ck_assert_int_eq(mkdir(v2, 0755), 0);
+	snprintf(path, sizeof(path), "%s/x", v1);
+	ck_assert_int_eq(fileio_replace(path, "one", 3, 0644, &err), ERR_OK);
+	snprintf(path, sizeof(path), "%s/x", v2);
+	ck_assert_int_eq(fileio_replace(path, "two", 3, 0644, &err), ERR_OK);
+	ck_assert_int_eq(symlink("v1", current), 0);
+	ck_assert_int_eq(store_file_open(current, NULL, &flipped, &err), ERR_OK);
+	ck_assert_int_eq(store_get(flipped, "x", 0, sizeof(buf), buf, &got, NULL, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(buf, "one", 3), 0);
+	ck_assert_int_eq(unlink(current), 0);
+	ck_assert_int_eq(symlink("v2", current), 0);
+	ck_assert_int_eq(store_get(flipped, "x", 0, sizeof(buf), buf, &got, NULL, &err), ERR_OK);
+	ck_assert_int_eq(memcmp(buf, "two", 3), 0);
+	store_free(flipped);
+	unlink(current);
+	rm_tree(v1);
+	rm_tree(v2);
 }
 END_TEST
 
@@ -924,6 +967,7 @@ static Suite *store_file_suite(void)
 	tcase_add_test(tc, test_store_file_open_describes_store_without_trailing_slash);
 	tcase_add_test(tc, test_store_file_get_reads_exact_ranges);
 	tcase_add_test(tc, test_store_file_links_leading_out_of_the_root_are_no_objects);
+	tcase_add_test(tc, test_store_file_follows_its_directory_when_replaced);
 	tcase_add_test(tc, test_store_file_get_is_short_only_at_end_of_object);
 	tcase_add_test(tc, test_store_file_get_past_end_is_range_error);
 	tcase_add_test(tc, test_store_file_get_zero_byte_object_reads_nothing);
