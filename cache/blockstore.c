@@ -147,27 +147,28 @@ const char *blockstore_dir_id(const struct blockstore *bs)
 
 /*
  * The cached blocks are datasets' bytes, for the owner alone (the worker
- * and the node's mounts run as one user): a directory made before (a
- * hostPath the kubelet created 0755, a cache of an older release with
- * 0644 files) is closed to others at its top, which keeps them from every
- * file below. Only the owner's own directory is changed; another's is
- * left as its owner set it, with a warning.
+ * and the node's mounts run as one user): the store's own subdirectory
+ * name (blocks/, tmp/) made open before (by an older release, whose files
+ * were 0644) is closed to others, which keeps them from every file below.
+ * cache.dir itself is left as it is: it may be a directory others use
+ * (a tmpfs, a disk's mount point). Only the owner's own subdirectory is
+ * changed; another's is left as its owner set it, with a warning.
  */
-static void make_private(struct blockstore *bs, int dir_fd)
+static void make_private(struct blockstore *bs, int fd, const char *name)
 {
 	struct stat sb;
 	char was[8];
 
-	if (fstat(dir_fd, &sb) != 0 || (sb.st_mode & 077) == 0)
+	if (fstat(fd, &sb) != 0 || (sb.st_mode & 077) == 0)
 		return;
 	snprintf(was, sizeof(was), "%04o", (unsigned)(sb.st_mode & 07777));
-	if (sb.st_uid != geteuid() || fchmod(dir_fd, sb.st_mode & 07700) != 0) {
-		log_warn("the cache directory is open to other users; its blocks are readable by them",
-			 LOG_S("dir", bs->dir), LOG_S("mode", was));
+	if (sb.st_uid != geteuid() || fchmod(fd, sb.st_mode & 07700) != 0) {
+		log_warn("a cache directory is open to other users; its blocks are readable by them",
+			 LOG_S("dir", bs->dir), LOG_S("subdir", name), LOG_S("mode", was));
 		return;
 	}
 	log_info("cache directory closed to other users", LOG_S("dir", bs->dir),
-		 LOG_S("mode_was", was));
+		 LOG_S("subdir", name), LOG_S("mode_was", was));
 }
 
 static enum error_code open_subdir(struct blockstore *bs, int dir_fd, const char *name, int *out,
@@ -180,6 +181,7 @@ static enum error_code open_subdir(struct blockstore *bs, int dir_fd, const char
 	*out = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (*out < 0)
 		goto fail;
+	make_private(bs, *out, name);
 	return ERR_OK;
 fail:
 	saved = errno;
@@ -240,7 +242,6 @@ enum error_code blockstore_open(const struct blockstore_config *cfg, struct bloc
 			       strerror(saved));
 		goto fail;
 	}
-	make_private(bs, dir_fd);
 	rc = lock_dir(bs, dir_fd, err);
 	if (rc != ERR_OK)
 		goto fail;

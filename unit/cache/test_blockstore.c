@@ -838,11 +838,11 @@ START_TEST(test_blockstore_drop_pages_by_hash_after_the_ref_is_put)
 }
 END_TEST
 
-/* What granary-fuse relies on when it reads block files itself. */
 /*
- * The blocks are for the store's owner alone: a cache directory made open
- * (a hostPath the kubelet created 0755) is closed at open, and every file
- * and directory the store makes is its owner's only.
+ * The blocks are for the store's owner alone: its blocks/ made open (by an
+ * older release) is closed at open, every file and directory the store
+ * makes is its owner's only, and cache.dir itself (which others may use,
+ * a tmpfs) is left as it was.
  */
 START_TEST(test_blockstore_keeps_its_files_to_its_owner)
 {
@@ -851,9 +851,14 @@ START_TEST(test_blockstore_keeps_its_files_to_its_owner)
 	char path[512], *slash;
 	struct stat sb;
 
-	ck_assert_int_eq(chmod(dir, 0755), 0);
+	ck_assert_int_eq(chmod(dir, 01777), 0);
+	snprintf(path, sizeof(path), "%s/blocks", dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
 	bs = open_store(dir, 16 * FILE_BYTES);
 	ck_assert_int_eq(stat(dir, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 01777);
+	ck_assert_int_eq(stat(path, &sb), 0);
 	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
 	ck_assert_int_eq(put_block(bs, 5, "imagenet", 1000), ERR_OK);
 	block_file(dir, 5, path, sizeof(path));
@@ -879,6 +884,7 @@ START_TEST(test_blockstore_keeps_its_files_to_its_owner)
 }
 END_TEST
 
+/* What granary-fuse relies on when it reads block files itself. */
 START_TEST(test_blockstore_file_layout_matches_docs)
 {
 	char *dir = make_dir();
