@@ -1396,6 +1396,10 @@ for r, want in (("meta", ["ca.crt", "meta.crt", "meta.key"]),
           "the %s role's TLS Secret holds %s only (got %s)" % (r, want, sorted(ts[r])))
 check(len({ts[r]["ca.crt"] for r in ROLES}) == 1 and ts["worker"]["client.key"] == ts["client"]["client.key"],
       "the three TLS Secrets carry one CA and one client pair")
+# The one Secret of the charts before, for the rollout from them: the
+# worker role's items (what the old pods on every node named), not meta's.
+legacy = one(tls_docs, "Secret", "granary-tls").get("data", {})
+check(legacy == ts["worker"], "granary-tls holds the worker role's items only (got %s)" % sorted(legacy))
 pem = {k: base64.b64decode(v).decode("ascii", "replace") for r in ROLES for k, v in ts[r].items()}
 check(len(pem) == 7 and all("BEGIN CERTIFICATE" in pem[k] for k in pem if k.endswith(".crt")) and
       all("PRIVATE KEY" in pem[k] for k in pem if k.endswith(".key")),

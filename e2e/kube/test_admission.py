@@ -86,6 +86,16 @@ def create(as_plugin, pod, bound=True):
 def test_the_plugin_may_create_a_mount_pod_of_its_node(as_plugin):
     r = create(as_plugin, mount_pod())
     assert r.returncode == 0, r.stderr
+    # As a node plugin of a chart before 0.2.3 makes one while the rollout
+    # has not replaced it yet: the TLS client items of the one Secret of
+    # then, which the chart keeps without meta's items.
+    old = mount_pod()
+    for v in old["spec"]["volumes"]:
+        if v.get("secret", {}).get("secretName") == "granary-tls-client":
+            v["secret"]["secretName"] = "granary-tls"
+    assert old != mount_pod(), "the mount pod names no granary-tls-client"
+    r = create(as_plugin, old)
+    assert r.returncode == 0, r.stderr
 
 
 def refused(as_plugin, pod, why, bound=True):

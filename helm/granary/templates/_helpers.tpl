@@ -693,6 +693,13 @@ tls.existingSecret (one Secret for every role), else the chart's.
 {{- end -}}
 {{- end -}}
 
+{{/* The one TLS Secret of the charts before 0.2.3, which every role's pods
+     named: kept, without meta's items, while node plugins of then may
+     still start mount pods that name it (tls-secret.yaml). */}}
+{{- define "granary.tlsLegacySecretName" -}}
+{{- printf "%s-tls" (include "granary.fullname" .) -}}
+{{- end -}}
+
 {{/* Whether the chart makes the TLS Secrets: "true" or "". Refuses
      existingSecrets that name some roles but not all. */}}
 {{- define "granary.tlsSecretsMade" -}}
