@@ -165,6 +165,33 @@ static bool under(const char *source, const char *prefix)
 	       (strlen(source) == len - 1 && strncmp(source, prefix, len - 1) == 0);
 }
 
+static enum error_code refusal(const char *ns, const char *source, struct error *err);
+
+enum error_code credpolicy_check_resolved(const struct credpolicy *p, const char *ns,
+					  const char *resolved, struct error *err)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		const struct grant *g = &p->grants[i];
+		char *real, *prefix = NULL;
+		bool ok;
+
+		if (strcmp(g->ns, ANY) != 0 && strcmp(g->ns, ns) != 0)
+			continue;
+		if (strcmp(g->source, ANY) == 0)
+			return ERR_OK;
+		if (strncmp(g->source, "file://", 7) != 0 || !(real = realpath(g->source + 7, NULL)))
+			continue;
+		if (asprintf(&prefix, "file://%s%s", real, strcmp(real, "/") ? "/" : "") < 0)
+			prefix = NULL;
+		ok = prefix && under(resolved, prefix);
+		free(prefix);
+		free(real);
+		if (ok)
+			return ERR_OK;
+	}
+	return refusal(ns, resolved, err);
+}
+
 enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, const char *source,
 				 struct error *err)
 {
@@ -175,6 +202,12 @@ enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, con
 		    (strcmp(g->source, ANY) == 0 || under(source, g->source)))
 			return ERR_OK;
 	}
+	return refusal(ns, source, err);
+}
+
+/* Namespace ns may not name source: what to do. */
+static enum error_code refusal(const char *ns, const char *source, struct error *err)
+{
 	/* A directory of the hosts: no Secret opens it. */
 	if (strncmp(source, "file://", 7) == 0)
 		return error_set(err, ERR_PERMISSION,

@@ -25,8 +25,8 @@
  * Rules add up; empty text allows no namespace. A source with a blank or
  * ';' in it cannot be named: name the prefix above it.
  *
- * Pure: no I/O and no lock; a parsed policy is read-only and may be shared
- * by threads.
+ * No lock; a parsed policy is read-only and may be shared by threads. No
+ * I/O but credpolicy_check_resolved's realpath calls.
  */
 #ifndef GRANARY_META_CREDPOLICY_H
 #define GRANARY_META_CREDPOLICY_H
@@ -69,5 +69,15 @@ void credpolicy_free(struct credpolicy *p);
  */
 enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, const char *source,
 				 struct error *err);
+
+/*
+ * As credpolicy_check for a file:// source as it resolves (resolved:
+ * "file://" and a realpath, ending in '/'), against the file:// prefixes
+ * of the rules as they resolve too (realpath at each call: a rule written
+ * through a link to the directories holds; one that does not resolve
+ * allows nothing here). The same refusal as credpolicy_check's.
+ */
+enum error_code credpolicy_check_resolved(const struct credpolicy *p, const char *ns,
+					  const char *resolved, struct error *err);
 
 #endif

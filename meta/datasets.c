@@ -613,7 +613,7 @@ static enum error_code credentials_allowed(const struct datasets *d, const struc
 		free(resolved);
 		return error_set(err, ERR_NOMEM, "out of memory");
 	}
-	rc = credpolicy_check(d->policy, o->ns, as_source, &why);
+	rc = credpolicy_check_resolved(d->policy, o->ns, as_source, &why);
 	if (rc != ERR_OK)
 		error_set(err, rc, "source '%.200s' resolves to '%.200s': %s", o->source, as_source,
 			  why.msg);

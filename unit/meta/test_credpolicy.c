@@ -4,8 +4,12 @@
  * or the reason; and the rules refused, each naming the bad rule.
  */
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/fileio.h"
 #include "meta/credpolicy.h"
 #include "unit/check_main.h"
 
@@ -81,6 +85,42 @@ START_TEST(test_credpolicy_file_sources_by_whole_directories)
 
 	expect(p, v, sizeof(v) / sizeof(v[0]));
 	credpolicy_free(p);
+}
+END_TEST
+
+/*
+ * A file:// source as it resolves is judged against the rules' directories
+ * as they resolve: a rule written through a link to the directories holds
+ * for the directory it names, and nothing beside it.
+ */
+START_TEST(test_credpolicy_resolved_file_sources_against_resolved_rules)
+{
+	char base[] = "/tmp/granary-credpolicy-XXXXXX", dir[200], link[200], rule[300], src[300];
+	struct credpolicy *p;
+	struct error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(base));
+	snprintf(dir, sizeof(dir), "%s/real/team-a/sub", base);
+	ck_assert_int_eq(fileio_mkdirs(dir, 0755, &err), ERR_OK);
+	snprintf(dir, sizeof(dir), "%s/real/team-b", base);
+	ck_assert_int_eq(fileio_mkdirs(dir, 0755, &err), ERR_OK);
+	snprintf(link, sizeof(link), "%s/link", base);
+	ck_assert_int_eq(symlink("real", link), 0);
+	snprintf(rule, sizeof(rule), "team-a file://%s/team-a/\n* file://%s/missing/", link, base);
+	p = parse_ok(rule);
+	snprintf(src, sizeof(src), "file://%s/real/team-a/sub/", base);
+	ck_assert_int_eq(credpolicy_check_resolved(p, "team-a", src, &err), ERR_OK);
+	/* As written, the rule names the link, not the resolved directory. */
+	ck_assert_int_eq(credpolicy_check(p, "team-a", src, &err), ERR_PERMISSION);
+	snprintf(src, sizeof(src), "file://%s/real/team-b/", base);
+	ck_assert_int_eq(credpolicy_check_resolved(p, "team-a", src, &err), ERR_PERMISSION);
+	ck_assert_msg(strstr(err.msg, src) && strstr(err.msg, "a Secret opens no file:// source"),
+		      "%s", err.msg);
+	snprintf(src, sizeof(src), "file://%s/real/team-a/", base);
+	ck_assert_int_eq(credpolicy_check_resolved(p, "team-b", src, &err), ERR_PERMISSION);
+	credpolicy_free(p);
+	snprintf(rule, sizeof(rule), "rm -rf '%s'", base);
+	ck_assert_int_eq(system(rule), 0);
 }
 END_TEST
 
@@ -191,6 +231,7 @@ int main(void)
 	tcase_add_test(tc, test_credpolicy_empty_allows_no_namespace);
 	tcase_add_test(tc, test_credpolicy_rules_on_one_line_and_blanks);
 	tcase_add_test(tc, test_credpolicy_refusal_names_namespace_source_and_remedy);
+	tcase_add_test(tc, test_credpolicy_resolved_file_sources_against_resolved_rules);
 	tcase_add_test(tc, test_credpolicy_parse_names_the_bad_rule);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
