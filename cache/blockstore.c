@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/array.h"
 #include "common/fileio.h"
 #include "common/retry.h"
 
@@ -398,28 +399,59 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
 	return drop_matching_locked(bs, dataset_list_locked(bs, ds), of_dataset, ds);
 }
 
-struct unless {
-	blockstore_keep_fn keep;
-	void *arg;
+/* A block the sweep of blockstore_drop_unless looks at: its dataset lives
+ * as long as the store, so its name may be read without the lock. */
+struct sweep_block {
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct dataset *ds;
+	bool drop;
 };
 
-static bool not_kept(const struct entry *e, void *arg)
-{
-	struct unless *u = arg;
-
-	return !u->keep(e->ds->name, e->hash, u->arg);
-}
-
+/*
+ * In three steps, so that the store's lock is not held while keep runs
+ * (placing a block costs a hash per member, and a cache holds millions of
+ * blocks): the unpinned blocks nothing holds are listed under the lock,
+ * keep judges them without it, and those to drop are killed under the
+ * lock again if they are still there, live, unpinned and not held.
+ */
 uint64_t blockstore_drop_unless(struct blockstore *bs, blockstore_keep_fn keep, void *arg)
 {
-	struct unless u = { .keep = keep, .arg = arg };
-	uint64_t count;
+	struct sweep_block *b = NULL;
+	struct entry *chain = NULL, *e;
+	size_t n = 0, cap = 0;
+	uint64_t count = 0;
 
 	pthread_mutex_lock(&bs->mu);
-	count = drop_matching_locked(bs, &bs->lru, not_kept, &u);
+	for (e = bs->lru.tail; e; e = e->prev) {
+		if (e->refs > 0)
+			continue;
+		if (array_grow((void **)&b, &cap, n + 1, sizeof(*b)) < 0)
+			break; /* out of memory: these for now, the rest next time */
+		memcpy(b[n].hash, e->hash, BLOCK_HASH_LEN);
+		b[n].ds = e->ds;
+		b[n++].drop = false;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	for (size_t i = 0; i < n; i++)
+		b[i].drop = !keep(b[i].ds->name, b[i].hash, arg);
 	pthread_mutex_lock(&bs->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (!b[i].drop)
+			continue;
+		HASH_FIND(hh, bs->index, b[i].hash, BLOCK_HASH_LEN, e);
+		if (!e || e->ds != b[i].ds || e->state != ENTRY_LIVE || e->refs > 0 ||
+		    entry_list_locked(bs, e) != &bs->lru)
+			continue;
+		entry_kill_locked(bs, e);
+		e->next = chain;
+		chain = e;
+		count++;
+	}
 	bs->st.unowned += count;
 	pthread_mutex_unlock(&bs->mu);
+	free(b);
+	if (chain)
+		blockstore_remove_dying(bs, chain);
 	return count;
 }
 

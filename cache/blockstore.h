@@ -352,10 +352,11 @@ uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
 
 /*
  * Drops every block of an unpinned dataset for which keep(dataset, hash,
- * arg) is false, as eviction would, except those being read now (they
- * stay until a later call); returns how many, also counted in
- * stats.unowned. keep runs under the store's lock: it must be quick and
- * must not call the store.
+ * arg) is false, as eviction would, except those being read now or when
+ * the call began (they stay until a later call); returns how many, also
+ * counted in stats.unowned. keep runs without the store's lock, so reads
+ * and writes go on meanwhile (and keep may call the store); a block read,
+ * pinned or replaced since it was judged stays.
  */
 typedef bool (*blockstore_keep_fn)(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN],
 				   void *arg);

@@ -1638,6 +1638,48 @@ START_TEST(test_blockstore_drop_unless_drops_what_keep_refuses)
 }
 END_TEST
 
+struct reading_keep {
+	struct blockstore *bs;
+	struct blockstore_ref *ref; /* block 1, read while it is judged */
+	int asked;
+};
+
+/* Keeps nothing, and reads block 1 from the store while judging it, as a
+ * mount would meanwhile: the store's lock is free while keep runs. */
+static bool keep_none_reading(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], void *arg)
+{
+	struct reading_keep *k = arg;
+	uint8_t one[BLOCK_HASH_LEN];
+
+	k->asked++;
+	hash_of(1, one);
+	if (memcmp(hash, one, sizeof(one)) == 0)
+		ck_assert_int_eq(blockstore_get(k->bs, hash, &k->ref), ERR_OK);
+	return false;
+}
+
+/* A sweep does not hold the store while it judges: keep may read the
+ * store (it deadlocked before), and a block read since it was judged
+ * stays. */
+START_TEST(test_blockstore_drop_unless_judges_without_the_lock)
+{
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, 16 * FILE_BYTES);
+	struct reading_keep k = { .bs = bs };
+
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(put_block(bs, i, "a", DATA), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_none_reading, &k), 3);
+	ck_assert_int_eq(k.asked, 4);
+	ck_assert_ptr_nonnull(k.ref);
+	blockstore_ref_put(bs, k.ref);
+	for (int i = 0; i < 4; i++)
+		ck_assert_msg(has_block(bs, i, DATA) == (i == 1), "block %d", i);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* --- concurrency --- */
 
 struct stress {
@@ -1958,6 +2000,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_drop_dataset_unpins_it);
 	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
 	tcase_add_test(tc, test_blockstore_drop_unless_drops_what_keep_refuses);
+	tcase_add_test(tc, test_blockstore_drop_unless_judges_without_the_lock);
 	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);
 	tcase_add_test(tc, test_blockstore_room_check_fails_only_where_eviction_cannot_help);
 	tcase_add_test(tc, test_blockstore_concurrent_writers_and_readers);
