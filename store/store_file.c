@@ -581,9 +581,31 @@ fail:
 	return rc;
 }
 
-/* Whether the subdirectory name of dfd holds an object at any depth: S3
- * has no empty "directories", so an empty one is no common prefix. */
-static enum error_code has_object(struct lister *l, int dfd, const char *name, int *yes)
+/* Whether entry e of the directory whose key prefix is l->key (klen
+ * bytes, ending in '/') is an object: a file, or a link to one that stays
+ * inside the root. l->key is as it was on return. */
+static bool is_object(struct lister *l, size_t klen, const struct entry *e)
+{
+	size_t len = strlen(e->name);
+	struct stat sb;
+	bool yes;
+
+	if (!e->is_link)
+		return true;
+	if (klen + len >= sizeof(l->key))
+		return false;
+	memcpy(l->key + klen, e->name, len + 1);
+	yes = stat_beneath(l->sf, l->key, &sb) == 0 && S_ISREG(sb.st_mode);
+	l->key[klen] = '\0';
+	return yes;
+}
+
+/* Whether the subdirectory name of dfd, whose key prefix is l->key (klen
+ * bytes, ending in '/'), holds an object at any depth: S3 has no empty
+ * "directories", so an empty one, or one of links that lead out, is no
+ * common prefix. l->key is as it was on return. */
+static enum error_code has_object(struct lister *l, int dfd, const char *name, size_t klen,
+				  int *yes)
 {
 	struct entry *e = NULL;
 	size_t n = 0;
@@ -599,10 +621,16 @@ static enum error_code has_object(struct lister *l, int dfd, const char *name, i
 	rc = read_entries(l, sub, "", &e, &n);
 	/* Any file at this level answers without opening subdirectories. */
 	for (size_t i = 0; i < n && rc == ERR_OK && !*yes; i++)
-		*yes = !e[i].is_dir;
+		*yes = !e[i].is_dir && is_object(l, klen, &e[i]);
 	for (size_t i = 0; i < n && rc == ERR_OK && !*yes; i++) {
-		e[i].name[strlen(e[i].name) - 1] = '\0';
-		rc = has_object(l, sub, e[i].name, yes);
+		size_t len = strlen(e[i].name);
+
+		if (!e[i].is_dir || klen + len >= sizeof(l->key))
+			continue;
+		memcpy(l->key + klen, e[i].name, len + 1); /* ends in '/' */
+		e[i].name[len - 1] = '\0';
+		rc = has_object(l, sub, e[i].name, klen + len, yes);
+		l->key[klen] = '\0';
 	}
 	entries_free(e, n);
 	close(sub);
@@ -700,7 +728,7 @@ static enum error_code walk(struct lister *l, int dfd, size_t klen, const char *
 			if (!after)
 				continue;
 			e[i].name[len - 1] = '\0';
-			rc = has_object(l, dfd, e[i].name, &yes);
+			rc = has_object(l, dfd, e[i].name, klen + len, &yes);
 			if (rc == ERR_OK && yes)
 				rc = emit(l, NULL);
 		} else {

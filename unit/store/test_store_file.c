@@ -418,6 +418,16 @@ START_TEST(test_store_file_links_leading_out_of_the_root_are_no_objects)
 	ck_assert_int_eq(store_list(st, "lnk/dir-out/", NULL, NULL, 0, &page, &err), ERR_OK);
 	ck_assert_uint_eq(page.nobjects, 0);
 	store_list_page_release(&page);
+
+	/* Folded: a directory holding only links out is no common prefix. */
+	link_at("fold/out/x", target);
+	link_at("fold/deep/out/y", target);
+	link_at("fold/in/x", "../../a.txt");
+	ck_assert_int_eq(store_list(st, "fold/", "/", NULL, 0, &page, &err), ERR_OK);
+	ck_assert_uint_eq(page.nobjects, 0);
+	ck_assert_uint_eq(page.nprefixes, 1);
+	ck_assert_str_eq(page.prefixes[0], "fold/in/");
+	store_list_page_release(&page);
 }
 END_TEST
 
