@@ -166,7 +166,8 @@ static int check_segments(const char *s, size_t len)
 	}
 }
 
-/* Checks key and writes root/key into path (PATH_MAX bytes). */
+/* Checks key (root/key within PATH_MAX) and, unless path is NULL, writes
+ * root/key into path (PATH_MAX bytes). */
 static enum error_code key_path(const struct store_file *sf, const char *key,
 				char *path, struct error *err)
 {
@@ -180,7 +181,8 @@ static enum error_code key_path(const struct store_file *sf, const char *key,
 		return error_set(err, ERR_INVALID,
 				 "file store '%s': key '%s' is absolute or has an empty, '.' or '..' segment",
 				 sf->root, key);
-	w = snprintf(path, PATH_MAX, "%s/%s", strcmp(sf->root, "/") == 0 ? "" : sf->root, key);
+	w = snprintf(path, path ? PATH_MAX : 0, "%s/%s", strcmp(sf->root, "/") == 0 ? "" : sf->root,
+		     key);
 	if (w < 0 || w >= PATH_MAX)
 		return error_set(err, ERR_INVALID, "file store '%s': key '%s' is too long",
 				 sf->root, key);
@@ -241,7 +243,6 @@ static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 				const char *etag, uint64_t until_ms, struct error *err)
 {
 	struct store_file *sf = (struct store_file *)st;
-	char path[PATH_MAX];
 	char cur[32];
 	struct stat sb;
 	size_t want = 0;
@@ -252,7 +253,7 @@ static enum error_code file_get(struct store *st, const char *key, uint64_t off,
 	(void)until_ms; /* a local file does not stall: no deadline to keep */
 	*got = 0;
 	count_request(st);
-	rc = key_path(sf, key, path, err);
+	rc = key_path(sf, key, NULL, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (has_tmp_suffix(key))
@@ -315,13 +316,12 @@ static enum error_code file_head(struct store *st, const char *key,
 				 struct store_object *info, struct error *err)
 {
 	struct store_file *sf = (struct store_file *)st;
-	char path[PATH_MAX];
 	struct stat sb;
 	enum error_code rc = ERR_OK;
 
 	memset(info, 0, sizeof(*info));
 	count_request(st);
-	rc = key_path(sf, key, path, err);
+	rc = key_path(sf, key, NULL, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (has_tmp_suffix(key))
