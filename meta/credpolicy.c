@@ -3,6 +3,7 @@
  */
 #include "meta/credpolicy.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,29 +168,50 @@ static bool under(const char *source, const char *prefix)
 
 static enum error_code refusal(const char *ns, const char *source, struct error *err);
 
-enum error_code credpolicy_check_resolved(const struct credpolicy *p, const char *ns,
-					  const char *resolved, struct error *err)
+/* "file://" and the realpath of a file:// source's directory, ending in
+ * '/' (malloc'd), or NULL with errno (ENOMEM: out of memory). */
+static char *resolve(const char *source)
 {
-	for (size_t i = 0; i < p->n; i++) {
+	char *real = realpath(source + 7, NULL), *out = NULL;
+
+	if (real && asprintf(&out, "file://%s%s", real, strcmp(real, "/") ? "/" : "") < 0) {
+		out = NULL;
+		errno = ENOMEM;
+	}
+	free(real);
+	return out;
+}
+
+enum error_code credpolicy_check_resolved(const struct credpolicy *p, const char *ns,
+					  const char *source, struct error *err)
+{
+	char *resolved = resolve(source);
+	struct error why;
+	enum error_code rc = ERR_PERMISSION;
+
+	if (!resolved)
+		return errno == ENOMEM ? error_set(err, ERR_NOMEM, "out of memory") : ERR_OK;
+	for (size_t i = 0; i < p->n && rc != ERR_OK; i++) {
 		const struct grant *g = &p->grants[i];
-		char *real, *prefix = NULL;
-		bool ok;
+		char *prefix;
 
 		if (strcmp(g->ns, ANY) != 0 && strcmp(g->ns, ns) != 0)
 			continue;
-		if (strcmp(g->source, ANY) == 0)
-			return ERR_OK;
-		if (strncmp(g->source, "file://", 7) != 0 || !(real = realpath(g->source + 7, NULL)))
-			continue;
-		if (asprintf(&prefix, "file://%s%s", real, strcmp(real, "/") ? "/" : "") < 0)
-			prefix = NULL;
-		ok = prefix && under(resolved, prefix);
-		free(prefix);
-		free(real);
-		if (ok)
-			return ERR_OK;
+		if (strcmp(g->source, ANY) == 0) {
+			rc = ERR_OK;
+		} else if (strncmp(g->source, "file://", 7) == 0 && (prefix = resolve(g->source))) {
+			if (under(resolved, prefix))
+				rc = ERR_OK;
+			free(prefix);
+		}
 	}
-	return refusal(ns, resolved, err);
+	if (rc != ERR_OK) {
+		refusal(ns, resolved, &why);
+		error_set(err, rc, "source '%.200s' resolves to '%.200s': %s", source, resolved,
+			  why.msg);
+	}
+	free(resolved);
+	return rc;
 }
 
 enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, const char *source,

@@ -71,13 +71,15 @@ enum error_code credpolicy_check(const struct credpolicy *p, const char *ns, con
 				 struct error *err);
 
 /*
- * As credpolicy_check for a file:// source as it resolves (resolved:
- * "file://" and a realpath, ending in '/'), against the file:// prefixes
- * of the rules as they resolve too (realpath at each call: a rule written
- * through a link to the directories holds; one that does not resolve
- * allows nothing here). The same refusal as credpolicy_check's.
+ * As credpolicy_check for a file:// source as its directory resolves
+ * (realpath), against the file:// prefixes of the rules as they resolve
+ * too (realpath at each call: a rule written through a link to the
+ * directories holds; one that does not resolve allows nothing here). A
+ * source that does not resolve is ERR_OK (its listing says why). The
+ * refusal is credpolicy_check's for the resolved source, after "source
+ * 'S' resolves to 'R': ".
  */
 enum error_code credpolicy_check_resolved(const struct credpolicy *p, const char *ns,
-					  const char *resolved, struct error *err);
+					  const char *source, struct error *err);
 
 #endif

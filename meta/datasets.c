@@ -596,30 +596,14 @@ static enum error_code credentials_allowed(const struct datasets *d, const struc
 					   struct error *err)
 {
 	bool file = strncmp(o->source, "file://", 7) == 0;
-	char *resolved, *as_source = NULL;
 	enum error_code rc;
-	struct error why;
 
 	if (dsobject_is_mirror(o, d->mirror_ns) || (*o->secret && !file))
 		return ERR_OK;
 	rc = credpolicy_check(d->policy, o->ns, o->source, err);
 	if (rc != ERR_OK || !file)
 		return rc;
-	/* Not there: the registration says so when it lists. */
-	resolved = realpath(o->source + 7, NULL);
-	if (!resolved)
-		return ERR_OK;
-	if (asprintf(&as_source, "file://%s%s", resolved, strcmp(resolved, "/") ? "/" : "") < 0) {
-		free(resolved);
-		return error_set(err, ERR_NOMEM, "out of memory");
-	}
-	rc = credpolicy_check_resolved(d->policy, o->ns, as_source, &why);
-	if (rc != ERR_OK)
-		error_set(err, rc, "source '%.200s' resolves to '%.200s': %s", o->source, as_source,
-			  why.msg);
-	free(resolved);
-	free(as_source);
-	return rc;
+	return credpolicy_check_resolved(d->policy, o->ns, o->source, err);
 }
 
 /* o may not use the cluster's credentials (why): a registration made
