@@ -529,13 +529,38 @@ static void *call_status(void *arg)
 	return NULL;
 }
 
+/* What send_msg and say_hello do, in a forked pod: without Check's
+ * assertions, which a forked process would report as the test's. A send
+ * may fail there: the keeper may have closed the connection already (the
+ * refused hello below). */
+static void pod_send(int s, json_t *msg, int fd)
+{
+	struct error err;
+
+	(void)fdchan_send(s, msg, fd, &err);
+	json_decref(msg);
+}
+
+static int pod_hello(const char *path, const char *volume, json_int_t conn)
+{
+	struct error err;
+	int s = fdchan_connect(path, &err);
+
+	if (s < 0)
+		_exit(1);
+	pod_send(s, json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
+			      "pod-forged", "template", "t1", "conn", conn), -1);
+	return s;
+}
+
 /* A mount pod's attacker (a process of its own: a close of its that turns
  * out the last one may block it): on pvc-a's socket, it gives ling[0]
  * back while the keeper holds a connection, sends ling[1] with a status,
  * ling[2] and ling[3] with one message, and queues ling[4] behind a hello
  * for pvc-b that the keeper refuses, closing that connection. It closes
  * its copies right after, as the keeper reads them. */
-static pid_t hostile_pod(const char *sock_a, int gate, const int ling[5])
+static pid_t hostile_pod(const char *sock_a, int gate, const int ling[5], const int peer[5],
+			 const int listener[5])
 {
 	pid_t pid = fork();
 	union {
@@ -551,20 +576,26 @@ static pid_t hostile_pod(const char *sock_a, int gate, const int ling[5])
 	ck_assert_int_ge(pid, 0);
 	if (pid > 0)
 		return pid;
+	/* The peers are the test's to close: a copy kept here would hold off
+	 * the reset that lets a last, lingering close of ours return. */
+	for (int i = 0; i < 5; i++) {
+		close(peer[i]);
+		close(listener[i]);
+	}
 	if (read(gate, &go, 1) != 1)
 		_exit(1);
-	s = say_hello(sock_a, "pvc-a", 7);
+	s = pod_hello(sock_a, "pvc-a", 7);
 	usleep(200 * 1000);
-	send_msg(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)7), ling[0]);
-	send_msg(s, json_pack("{s:s}", "op", "status"), ling[1]);
+	pod_send(s, json_pack("{s:s, s:I}", "op", "fd", "conn", (json_int_t)7), ling[0]);
+	pod_send(s, json_pack("{s:s}", "op", "status"), ling[1]);
 	ctl.h.cmsg_level = SOL_SOCKET;
 	ctl.h.cmsg_type = SCM_RIGHTS;
 	ctl.h.cmsg_len = CMSG_LEN(2 * sizeof(int));
 	memcpy(CMSG_DATA(&ctl.h), &ling[2], 2 * sizeof(int));
 	if (sendmsg(s, &mh, MSG_NOSIGNAL) != (ssize_t)iov.iov_len)
 		_exit(1);
-	r = say_hello(sock_a, "pvc-b", 0);
-	send_msg(r, json_pack("{s:s}", "op", "status"), ling[4]);
+	r = pod_hello(sock_a, "pvc-b", 0);
+	pod_send(r, json_pack("{s:s}", "op", "status"), ling[4]);
 	for (int i = 0; i < 5; i++)
 		close(ling[i]);
 	_exit(0);
@@ -595,7 +626,7 @@ START_TEST(test_a_descriptor_that_blocks_in_close_holds_up_no_other_volume)
 	ck_assert_int_eq(keeper_put(k, "pvc-b", argv, "", p[0], 8, &err), ERR_OK);
 	for (int i = 0; i < 5; i++)
 		ling[i] = lingering_socket(&peer[i], &listener[i]);
-	pod = hostile_pod(sock_a, gate[0], ling);
+	pod = hostile_pod(sock_a, gate[0], ling, peer, listener);
 	/* The pod's copies only, so that the keeper's close can be the last. */
 	for (int i = 0; i < 5; i++)
 		close(ling[i]);
