@@ -68,7 +68,7 @@
 #       [--systems "local granary granary-cluster s3fs rclone"] [--cache-root DIR] [--docs]
 #       [--cache-journal]
 #       [--store-root DIR]
-#       [--store-delay-ms 0]
+#       [--store-delay-ms 0] [--store-direct]
 #       [--phases "epochs accel big small meta"]
 #
 # --phases runs a subset: epochs (cold, warm, page cache), accel
@@ -77,6 +77,13 @@
 # --store-delay-ms holds every request to the store (raw GETs included) for
 # that long in the proxy, as a store across a network answers later: the
 # local S3 server answers in about a millisecond, a far one in tens.
+#
+# --store-direct has every system (and the raw GETs) reach the S3 server
+# without the proxy, for the small-file phase alone: the proxy's
+# forwarding (two more loopback TCP legs per request) runs on the CPUs the
+# systems use, 0.12-0.14 CPU ms per small GET in a bare GET loop
+# (bench/proxy-cost.sh), which no real store puts on the node. Nothing
+# counts the S3 requests then: the small-file S3 requests are left out.
 #
 # Every system's cache lives under --cache-root (default $work/cache, on the
 # build tree's disk: the node's "NVMe"); a tmpfs there takes the disk's
@@ -116,6 +123,7 @@ shards=32 shard_mib=128 small_files=20000 small_kib=110 meta_files=100000 thread
 cache_ratio=0.66 accel=all accel_max=1024 accel_batches=20 accel_mem_mib=1024 small_limit=300 docs=0 cache_root= store_root=
 cache_journal=0
 store_delay=0
+store_direct=0
 systems="local granary granary-cluster s3fs rclone"
 phases="epochs accel big small meta"
 while [ $# -gt 0 ]; do
@@ -137,6 +145,7 @@ while [ $# -gt 0 ]; do
     --cache-journal) cache_journal=1; shift ;;
     --store-root) store_root=$2; shift 2 ;;
     --store-delay-ms) store_delay=$2; shift 2 ;;
+    --store-direct) store_direct=1; shift ;;
     --phases) phases=$2; shift 2 ;;
     --docs) docs=1; shift ;;
     *) echo "compare.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -149,6 +158,10 @@ for p in $phases; do
 done
 case "$accel" in all) accel_models="a100 h100 b200" ;; a100|h100|b200) accel_models=$accel ;;
   *) die "unknown accelerator '$accel' (a100, h100, b200 or all)" ;; esac
+if [ "$store_direct" = 1 ]; then
+  [ "$phases" = small ] || die "--store-direct: only with --phases small (the other phases count S3 traffic through the proxy)"
+  [ "$store_delay" = 0 ] || die "--store-direct: --store-delay-ms needs the proxy"
+fi
 phase() { case " $phases " in *" $1 "*) return 0 ;; esac; return 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: cold epochs need echo 3 > /proc/sys/vm/drop_caches"
@@ -353,6 +366,8 @@ proxy_port=$(free_port) stats_port=$(free_port)
 pids+=($!)
 store_pids="$(cat "$s3dir/pid") $!" # the S3 server and the proxy, for cpu_ticks
 endpoint=http://127.0.0.1:$proxy_port
+via="through the proxy"
+[ "$store_direct" = 0 ] || { endpoint=$GRANARY_S3_ENDPOINT; via="directly (--store-direct)"; }
 proxy_stats() { exec 9<>"/dev/tcp/127.0.0.1/$stats_port"; cat <&9; exec 9<&-; }
 proxy_up() { proxy_stats >/dev/null && (exec 8<>"/dev/tcp/127.0.0.1/$proxy_port"); }
 wait_for 5 proxy_up 2>/dev/null || die "the counting proxy did not start (log: $work/logs/proxy.log)"
@@ -382,7 +397,7 @@ raw_get() {
   record "$1" raw_get_mbps "$(echo "$line" | kv mb_per_s)"
   record "$1" raw_get_cpu_per_gb "$(cpu_per_gb $(( t1 - t0 )) "$(echo "$line" | kv bytes)")"
   record "$1" raw_get_store_cpu_per_gb "$(cpu_per_gb $(( s1 - s0 )) "$(echo "$line" | kv bytes)")"
-  log "$1 raw S3 GETs through the proxy, $threads streams, after drop_caches: $line"
+  log "$1 raw S3 GETs $via, $threads streams, after drop_caches: $line"
 }
 # raw_small_get SYSTEM: the small files' objects with --threads parallel
 # whole-object GETs through the proxy, after drop_caches: the store's own
@@ -393,10 +408,10 @@ raw_small_get() {
   line=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/small/" --threads "$threads")
   record "$1" small_raw_get_fps "$(awk -v r="$(echo "$line" | kv requests)" \
     -v s="$(echo "$line" | kv seconds)" 'BEGIN { if (s > 0) printf "%.1f", r / s }')"
-  log "$1 raw S3 GETs of the small files through the proxy, $threads streams: $line"
+  log "$1 raw S3 GETs of the small files $via, $threads streams: $line"
 }
 raw=$("$bin/s3_get_bench" "${storeflags[@]}" --uri "s3://$bucket/tfr/" --threads "$threads" | kv mb_per_s)
-log "raw S3 GET through the proxy, $threads streams: $raw MB/s"
+log "raw S3 GET $via, $threads streams: $raw MB/s"
 record s3 raw_get_mbps "$raw"
 
 # --- granary-cluster's control plane -------------------------------------------
@@ -681,7 +696,8 @@ run_system() {
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
   small_requests=$(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
-  record "$sys" small_s3_requests "$small_requests"
+  if [ "$store_direct" = 1 ]; then small_requests="not counted (--store-direct)"
+  else record "$sys" small_s3_requests "$small_requests"; fi
   log "$sys small files cold: $line (S3 requests: $small_requests, connections: $(( $(echo "$s1" | kv connections) - $(echo "$s0" | kv connections) )))"
   case "$sys" in granary*) log "$sys mount counters after the small-file cold epoch: $(mount_counters "$dir")" ;; esac
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
@@ -732,6 +748,7 @@ versions=$(
 machine="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
 settings="$shards TFRecord shards x $shard_mib MiB ($((tfr_bytes >> 20)) MiB), $small_files small files of ~$small_kib KiB ($((small_bytes >> 20)) MiB), $meta_files metadata entries; $threads readers; accelerators: every process of a system in a memory cgroup of $accel_mem_mib MiB, $accel_batches batches per measurement; cache $((cache_full >> 20)) MiB, dataset>cache runs $((cache_small >> 20)) MiB ($cache_ratio x), caches on $cache_fs_note"
 [ "$store_delay" = 0 ] || settings="$settings; every store request held $store_delay ms in the proxy"
+[ "$store_direct" = 0 ] || settings="$settings; every system and the raw GETs reach the S3 server directly, without the counting proxy (--store-direct)"
 "$py" "$here/bench/compare_report.py" --results "$results" --out-md "$work/results.md" \
   --out-png "$work/compare.png" --cache-ratio "$cache_ratio" --machine "$machine" --versions "$versions" \
   --command "$cmdline" --settings "$settings" --date "$(date -u +%Y-%m-%d)"
