@@ -233,19 +233,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+. "$here/bench/lib.sh" # free_port, wait_for, drop_caches
 # retire DIR: moves a cache aside rather than removing it (see the top).
 retire() {
   [ -e "$1" ] || return 0
   mkdir -p "$retired"
   mv "$1" "$retired/${1##*/}.$(date +%s%N)"
-}
-# wait_for SECONDS CMD...: polls CMD every 0.1 s.
-wait_for() {
-  local n=$(( $1 * 10 )); shift
-  for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.1; done
-  return 1
 }
 # record SYSTEM KEY VALUE: an empty value (the reader failed) is recorded as "failed".
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-failed}" >> "$results"; }
@@ -695,10 +688,13 @@ run_system() {
   record "$sys" small_cold_fps "$(echo "$line" | kv files_per_s)"
   record "$sys" small_cold_mbps "$(echo "$line" | kv mb_per_s)"
   record "$sys" small_cold_partial "$(echo "$line" | kv partial)"
-  small_requests=$(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
-  if [ "$store_direct" = 1 ]; then small_requests="not counted (--store-direct)"
-  else record "$sys" small_s3_requests "$small_requests"; fi
-  log "$sys small files cold: $line (S3 requests: $small_requests, connections: $(( $(echo "$s1" | kv connections) - $(echo "$s0" | kv connections) )))"
+  if [ "$store_direct" = 1 ]; then small_s3="S3 requests not counted: --store-direct"
+  else
+    small_requests=$(( $(echo "$s1" | kv requests) - $(echo "$s0" | kv requests) ))
+    record "$sys" small_s3_requests "$small_requests"
+    small_s3="S3 requests: $small_requests, connections: $(( $(echo "$s1" | kv connections) - $(echo "$s0" | kv connections) ))"
+  fi
+  log "$sys small files cold: $line ($small_s3)"
   case "$sys" in granary*) log "$sys mount counters after the small-file cold epoch: $(mount_counters "$dir")" ;; esac
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   record "$sys" small_warm_fps "$(echo "$line" | kv files_per_s)"

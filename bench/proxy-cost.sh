@@ -47,12 +47,13 @@ export GRANARY_S3_ENDPOINT GRANARY_S3_CREDENTIALS GRANARY_S3_ROOT
 GRANARY_BUILD=$build "$here/bench/datasets.sh" "$work/data" bench --shards 1 --shard-mib 1 \
   --small-files "$objects" --small-kib "$kib" --meta-files 1 > "$work/datasets.log"
 
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-listen=127.0.0.1:$(port) stats=127.0.0.1:$(port)
+. "$here/bench/lib.sh" # free_port, wait_for
+listen=127.0.0.1:$(free_port) stats=127.0.0.1:$(free_port)
 "$bin/granary-bench" proxy --listen "$listen" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
   --stats_listen "$stats" > "$work/proxy.log" 2>&1 &
 proxy=$!
-for _ in $(seq 50); do (exec 8<>"/dev/tcp/${listen%:*}/${listen#*:}") 2>/dev/null && break; sleep 0.1; done
+proxy_up() { (exec 8<>"/dev/tcp/${listen%:*}/${listen#*:}") 2>/dev/null; }
+wait_for 5 proxy_up || { cat "$work/proxy.log" >&2; echo "proxy-cost.sh: the proxy did not start" >&2; exit 1; }
 server=$(cat "$s3dir/pid")
 
 ticks() { awk '{ s += $14 + $15 } END { print s }' "/proc/$1/stat"; }

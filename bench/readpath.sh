@@ -63,9 +63,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { local n=$(( $1 * 10 )); shift; for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.1; done; return 1; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+. "$here/bench/lib.sh" # free_port, wait_for, drop_caches
 cpu_s() { # PID... -> their user + system CPU seconds, summed
   local p t=0
   for p in "$@"; do t=$(awk -v t="$t" -v hz="$(getconf CLK_TCK)" '{ print t + ($14 + $15) / hz }' "/proc/$p/stat"); done
