@@ -298,6 +298,13 @@ static void send_msg(int s, json_t *msg, int fd)
 	json_decref(msg);
 }
 
+/* A forged mount pod's hello for volume, holding conn. */
+static json_t *hello_msg(const char *volume, json_int_t conn)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
+			 "pod-forged", "template", "t1", "conn", conn);
+}
+
 /* A connection to path that said hello for volume, holding conn. */
 static int say_hello(const char *path, const char *volume, json_int_t conn)
 {
@@ -305,8 +312,7 @@ static int say_hello(const char *path, const char *volume, json_int_t conn)
 	int s = fdchan_connect(path, &err);
 
 	ck_assert_msg(s >= 0, "%s", err.msg);
-	send_msg(s, json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
-			      "pod-forged", "template", "t1", "conn", conn), -1);
+	send_msg(s, hello_msg(volume, conn), -1);
 	return s;
 }
 
@@ -548,8 +554,7 @@ static int pod_hello(const char *path, const char *volume, json_int_t conn)
 
 	if (s < 0)
 		_exit(1);
-	pod_send(s, json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "hello", "volume", volume, "pod",
-			      "pod-forged", "template", "t1", "conn", conn), -1);
+	pod_send(s, hello_msg(volume, conn), -1);
 	return s;
 }
 
