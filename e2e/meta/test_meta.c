@@ -1216,14 +1216,21 @@ START_TEST(test_meta_says_the_same_of_every_endpoint_that_is_not_s3)
 	meta_start(&mp, listen, data, flags);
 	c = client_for(listen, true);
 	for (int i = 0; i < 3; i++) {
+		char rest[sizeof(err.msg)], *at;
+
 		hostile_spec(&sp, "probe", "x/", ep[i]);
 		ck_assert_int_eq(meta_client_register(c, &sp.s, &d, &err), ERR_UNAVAILABLE);
 		snprintf(want, sizeof(want),
 			 "cannot list 's3://hostile/x/' at %s: the endpoint did not answer as an S3 "
 			 "server",
 			 ep[i]);
-		ck_assert_msg(strstr(err.msg, want) && !strstr(err.msg, "attempts") &&
-				      !strstr(err.msg, "404") && !strstr(err.msg, "refused"),
+		/* What it must not say, looked for with the endpoint left
+		 * out (its port may hold "404"). */
+		snprintf(rest, sizeof(rest), "%s", err.msg);
+		while ((at = strstr(rest, ep[i])))
+			memset(at, '*', strlen(ep[i]));
+		ck_assert_msg(strstr(err.msg, want) && !strstr(rest, "attempts") &&
+				      !strstr(rest, "404") && !strstr(rest, "refused"),
 			      "endpoint %d: '%s'", i, err.msg);
 	}
 	meta_client_free(c);
