@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -358,6 +359,20 @@ static bool string_is(struct block_header_string hs, const char *s)
 	return hs.n == n && memcmp(hs.p, s, n) == 0;
 }
 
+/* NULL if h is a valid header of key's block (filling hdr), else why not. */
+static const char *header_check(const uint8_t *h, const struct block_key *key,
+				struct block_header *hdr)
+{
+	const char *why = block_header_parse(h, hdr);
+
+	if (!why && !(string_is(hdr->endpoint, key->endpoint ? key->endpoint : "") &&
+		      string_is(hdr->bucket, key->bucket) && string_is(hdr->etag, key->etag) &&
+		      string_is(hdr->object, key->object) && hdr->block_size == key->block_size &&
+		      hdr->index == key->index))
+		why = "header names another block";
+	return why;
+}
+
 enum error_code block_file_open(const char *dir, const struct block_key *key, int *fd,
 				struct block_sums *sums, struct error *err)
 {
@@ -403,15 +418,7 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 		return error_set(err, error_from_errno(saved), "read the header of cached block '%s': %s",
 				 path, strerror(saved));
 	}
-	if (n != BLOCK_HEADER_SIZE)
-		why = "short header";
-	else
-		why = block_header_parse(h, &hdr);
-	if (!why && !(string_is(hdr.endpoint, key->endpoint ? key->endpoint : "") &&
-		      string_is(hdr.bucket, key->bucket) && string_is(hdr.etag, key->etag) &&
-		      string_is(hdr.object, key->object) && hdr.block_size == key->block_size &&
-		      hdr.index == key->index))
-		why = "header names another block";
+	why = n == BLOCK_HEADER_SIZE ? header_check(h, key, &hdr) : "short header";
 	if (!why && (fstat(f, &st) != 0 ||
 		     (uint64_t)st.st_size != BLOCK_HEADER_SIZE + hdr.data_len))
 		why = "wrong file size";
@@ -425,6 +432,73 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
 	}
 	*fd = f;
+	return ERR_OK;
+}
+
+enum error_code block_file_read_whole(const char *dir, const struct block_key *key,
+				      const uint8_t hash[BLOCK_HASH_LEN], void *dst, size_t len,
+				      bool verify, bool *corrupt, struct error *err)
+{
+	static _Thread_local uint8_t h[BLOCK_HEADER_SIZE];
+	struct block_header hdr;
+	struct block_sums sums;
+	char path[PATH_MAX], past;
+	/* One byte past the data: read only if the file is longer than
+	 * its header says. */
+	struct iovec iov[3] = { { h, sizeof(h) }, { dst, len }, { &past, 1 } };
+	const uint64_t want = BLOCK_HEADER_SIZE + (uint64_t)len;
+	const char *why = NULL;
+	uint64_t got = 0;
+	ssize_t n = 0;
+	int f, saved;
+
+	*corrupt = false;
+	block_file_path(dir, hash, path, sizeof(path));
+	f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0) {
+		if (errno == ENOENT)
+			return ERR_NOT_FOUND;
+		return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
+				 strerror(errno));
+	}
+	/* A read that stops at the header's and len's end found the file's
+	 * end there (no byte past it); one that stops short of it may have
+	 * been cut, and reads on until 0. */
+	for (int i = 0; i < 3 && got != want;) {
+		n = preadv(f, iov + i, 3 - i, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (uint64_t)n;
+		for (; i < 3 && (size_t)n >= iov[i].iov_len; i++)
+			n -= (ssize_t)iov[i].iov_len;
+		if (i < 3) {
+			iov[i].iov_base = (char *)iov[i].iov_base + n;
+			iov[i].iov_len -= (size_t)n;
+		}
+	}
+	saved = errno;
+	fileio_drop_cached(f, 0, 0);
+	close(f);
+	if (n < 0)
+		return error_set(err, error_from_errno(saved), "read cached block '%s': %s", path,
+				 strerror(saved));
+	if (got < BLOCK_HEADER_SIZE)
+		why = "short header";
+	else
+		why = header_check(h, key, &hdr);
+	if (!why && (hdr.data_len != len || got != want))
+		why = "wrong file size";
+	if (why)
+		return error_set(err, ERR_NOT_FOUND, "cached block '%s': %s", path, why);
+	if (verify) {
+		block_header_sums(&hdr, &sums);
+		if (!block_sums_check(&sums, 0, dst, len)) {
+			*corrupt = true;
+			return error_set(err, ERR_IO, "cached block '%s' failed its checksums", path);
+		}
+	}
 	return ERR_OK;
 }
 

@@ -188,6 +188,22 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 				       struct block_sums *sums, struct error *err);
 
 /*
+ * A block of len data bytes read whole into dst (the reader's dst), with
+ * its header in the same read: for a block shorter than BLOCK_DIRECT_MIN
+ * read once (a small file), where block_file_open's own header read, the
+ * size check, the advice and a second read cost more than the copy. The
+ * same checks as block_file_open and the same ERR_NOT_FOUND for a missing
+ * file or one whose header names another block or another length, or
+ * whose size is not its header's and len's; when verify, the data is
+ * checked against the header's CRC32Cs: ERR_IO with *corrupt on a
+ * mismatch (dst then holds garbage). The file's pages are dropped
+ * (block_file_drop) whatever the outcome.
+ */
+enum error_code block_file_read_whole(const char *dir, const struct block_key *key,
+				      const uint8_t hash[BLOCK_HASH_LEN], void *dst, size_t len,
+				      bool verify, bool *corrupt, struct error *err);
+
+/*
  * The cache directory's id: 32 lower-case hex digits in DIR/.lock (the
  * file whose flock marks the directory's owner, docs/cache-layout.md),
  * drawn at random by the first owner and kept by every later one. A worker

@@ -233,6 +233,17 @@ static enum error_code local_read_block(struct source_cluster_ctx *ctx, struct r
 	if (!*blk->obj->etag)
 		return ERR_NOT_FOUND;
 	cluster_hash(ctx, blk, &k);
+	if (off == 0 && len == blk->length && len < BLOCK_DIRECT_MIN) {
+		/* A small file or a file's short last block, read whole: no
+		 * descriptor kept for a block read once. */
+		rc = block_file_read_whole(ctx->cache_dir, &k, blk->hash, dst, len, ctx->verify,
+					   &corrupt, err);
+		if (corrupt)
+			return found_corrupt(blk, "the node's cache directory", err);
+		if (rc == ERR_OK)
+			*got = len;
+		return rc;
+	}
 	rc = local_take(ctx, &k, blk->hash, &ref, &fd, &own, &sums, err);
 	if (rc != ERR_OK)
 		return rc == ERR_NOT_FOUND ? ERR_NOT_FOUND : rc;

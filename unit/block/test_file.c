@@ -2,8 +2,8 @@
  * test_file.c - the block file as the mount reads it and the worker
  * writes it (block/file.c): the path, the header written and parsed back,
  * every field of it checked, block_file_open on files written here
- * byte by byte, without a block store, and the pages a checked read
- * leaves in the page cache.
+ * byte by byte, without a block store, a block read whole with its
+ * header, and the pages a checked read leaves in the page cache.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -288,6 +288,79 @@ START_TEST(test_block_read_checked_drops_the_chunks_it_read)
 }
 END_TEST
 
+/* A block read whole with its header in one read: the same misses as
+ * block_file_open (none, another block's header, a size that is not the
+ * header's or the caller's, longer or shorter), the data checked when
+ * asked, and no page of the file left in the page cache. On a disk's file
+ * system (/var/tmp), where pages are a copy. */
+START_TEST(test_block_file_read_whole_checks_and_drops)
+{
+	static unsigned char data[LEN], got[LEN];
+	char dir[] = "/var/tmp/granary-block-XXXXXX", path[PATH_MAX];
+	struct block_key other = key;
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct error err;
+	bool corrupt = true;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	fill(data, LEN);
+	block_key_hash(&key, hash);
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, true, &corrupt, &err),
+			 ERR_NOT_FOUND);
+	ck_assert(!corrupt);
+	write_block(dir, data, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fsync(fd), 0); /* clean pages, as a committed block's */
+	ck_assert_uint_gt(resident(fd, 0, 0), 0);
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, true, &corrupt, &err),
+			 ERR_OK);
+	ck_assert(!corrupt);
+	ck_assert_int_eq(memcmp(got, data, LEN), 0);
+	ck_assert_uint_eq(resident(fd, 0, 0), 0);
+	close(fd);
+
+	/* the key's name, another block's header */
+	other.etag = "\"e2\"";
+	ck_assert_int_eq(block_file_read_whole(dir, &other, hash, got, LEN, true, &corrupt, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "header names another block"));
+
+	/* the caller expects another length */
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN - 1, true, &corrupt, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "wrong file size"));
+
+	/* one byte more than the header says, then one byte less */
+	ck_assert_int_eq(truncate(path, BLOCK_HEADER_SIZE + LEN + 1), 0);
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, true, &corrupt, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "wrong file size"));
+	ck_assert_int_eq(truncate(path, BLOCK_HEADER_SIZE + LEN - 1), 0);
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, true, &corrupt, &err),
+			 ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "wrong file size"));
+
+	/* a flipped byte: corrupt when checked, served when told not to */
+	write_block(dir, data, path, sizeof(path));
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fileio_pwrite_all(fd, "X", 1, BLOCK_HEADER_SIZE + LEN - 3), 0);
+	close(fd);
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, true, &corrupt, &err),
+			 ERR_IO);
+	ck_assert(corrupt);
+	ck_assert_ptr_nonnull(strstr(err.msg, "failed its checksums"));
+	ck_assert_int_eq(block_file_read_whole(dir, &key, hash, got, LEN, false, &corrupt, &err),
+			 ERR_OK);
+	ck_assert(!corrupt);
+	ck_assert_int_eq(got[LEN - 3], 'X');
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 /* The cache directory's id: 32 lower-case hex digits in DIR/.lock; an
  * owner keeps a valid one and replaces anything else; a reader finds
  * none where no owner ran. */
@@ -341,6 +414,7 @@ int main(void)
 	tcase_add_test(tc, test_block_header_fits_longest_names);
 	tcase_add_test(tc, test_block_file_open_checks_key_and_size);
 	tcase_add_test(tc, test_block_read_checked_drops_the_chunks_it_read);
+	tcase_add_test(tc, test_block_file_read_whole_checks_and_drops);
 	tcase_add_test(tc, test_block_dir_id_is_drawn_once_and_read_back);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
