@@ -131,6 +131,9 @@ int main(int argc, char **argv)
 	if (fetch_new(&(struct fetch_config){ .bs = bs,
 					       .max_inflight = (unsigned)s.fetch_max_inflight,
 					       .threads = (unsigned)worker_settings_threads(&s),
+					       .readahead_inflight = (unsigned)s.threads_min,
+					       .readahead_inflight_max =
+						       (unsigned)worker_settings_threads(&s),
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
 					       .coalesce_bytes = s.fetch_coalesce_max,
 					       .no_recent = true,
@@ -186,6 +189,7 @@ int main(int argc, char **argv)
 		 LOG_U("cache.block_size", s.cache_block_size),
 		 LOG_S("cache.policy", worker_cache_policy_names[s.cache_policy]),
 		 LOG_I("threads", worker_settings_threads(&s)),
+		 LOG_I("threads_min", s.threads_min),
 		 LOG_I("fetch.max_inflight", s.fetch_max_inflight),
 		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region),
 		 LOG_S("tls", tls_material_server(&tls) ? "on" : "off"));

@@ -64,6 +64,9 @@ static const struct config_field worker_fields[] = {
 	{ "threads", CONFIG_INT, offsetof(struct worker_settings, threads), "0",
 	  "read-ahead threads, which mostly wait on the store (0: 128, or four per CPU of the cgroup quota where that is more)",
 	  0, 4096, NULL },
+	{ "threads_min", CONFIG_INT, offsetof(struct worker_settings, threads_min), "64",
+	  "read-ahead jobs allowed at once to begin with; more, up to threads, while more bring more blocks per second, and back while fewer lose nothing (cache/inflight.h)",
+	  1, 4096, NULL },
 	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
 	  "128", "object-store block fetches in flight at once", 1, 4096, NULL },
 	{ "fetch.readahead_max", CONFIG_INT,
@@ -207,6 +210,10 @@ enum error_code worker_settings_check(const struct worker_settings *s, struct er
 		return error_set(err, ERR_INVALID,
 				 "key 'threads': must be 0 (auto) or more, got %lld",
 				 (long long)s->threads);
+	if (s->threads_min < 1)
+		return error_set(err, ERR_INVALID,
+				 "key 'threads_min': must be at least 1, got %lld",
+				 (long long)s->threads_min);
 	if (s->fetch_max_inflight < 1)
 		return error_set(err, ERR_INVALID,
 				 "key 'fetch.max_inflight': must be at least 1, got %lld",

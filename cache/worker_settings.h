@@ -42,6 +42,7 @@ struct worker_settings {
 	bool cache_direct_write;  /* blocks written with O_DIRECT */
 	char *token_file;         /* cluster token for block requests; "" = none */
 	int64_t threads;          /* 0 = cpu_available() */
+	int64_t threads_min;      /* read-ahead jobs at once to start from */
 	int64_t fetch_max_inflight; /* concurrent object-store fetches */
 	int64_t fetch_readahead_max; /* most blocks one request may read ahead */
 	uint64_t fetch_coalesce_max; /* most bytes of one read-ahead GET */

@@ -34,6 +34,7 @@ START_TEST(test_worker_settings_defaults_are_tuned_and_valid)
 	ck_assert_int_eq(s.cache_policy, WORKER_CACHE_SCAN_RESISTANT);
 	ck_assert_str_eq(s.token_file, "");
 	ck_assert_int_eq(s.threads, 0);
+	ck_assert_int_eq(s.threads_min, 64);
 	ck_assert_int_eq(s.fetch_max_inflight, 128);
 	ck_assert_int_eq(s.fetch_readahead_max, 16);
 	ck_assert_int_eq(s.preload_parallelism, 16);
@@ -159,6 +160,10 @@ START_TEST(test_worker_settings_check_rejects_out_of_range_numbers)
 	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "key 'threads'"));
 	s.threads = 0;
+	s.threads_min = 0;
+	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
+	ck_assert_ptr_nonnull(strstr(err.msg, "key 'threads_min'"));
+	s.threads_min = 64;
 	s.fetch_max_inflight = 0;
 	ck_assert_int_eq(worker_settings_check(&s, &err), ERR_INVALID);
 	ck_assert_ptr_nonnull(strstr(err.msg, "key 'fetch.max_inflight'"));
