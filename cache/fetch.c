@@ -2006,10 +2006,11 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 	f->max_inflight = cfg->max_inflight;
 	f->readahead_max = cfg->readahead_max;
 	/* Fixed at the pool's size unless told where to start and stop. */
-	if (cfg->readahead_inflight && cfg->readahead_inflight_max)
+	if (cfg->readahead_inflight && cfg->readahead_inflight_max) {
 		inflight_init(&f->ra_ctl, min_u(cfg->readahead_inflight, cfg->threads),
 			      min_u(cfg->readahead_inflight_max, cfg->threads));
-	else
+		inflight_start_at(&f->ra_ctl, cfg->readahead_inflight_start);
+	} else
 		inflight_init(&f->ra_ctl, cfg->threads, cfg->threads);
 	atomic_init(&f->ra_limit, f->ra_ctl.limit);
 	f->coalesce_bytes = cfg->coalesce_bytes;

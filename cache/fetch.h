@@ -77,9 +77,11 @@ struct fetch_config {
 	 * time): from readahead_inflight, tried up to readahead_inflight_max
 	 * while jobs wait in the queue for them, and kept where more bring
 	 * more blocks per second (cache/inflight.h); both at most threads.
-	 * 0 (either): as many as there are threads, fixed.
+	 * 0 (either): as many as there are threads, fixed. Begun at
+	 * readahead_inflight_start where that is more (0: at the floor), it
+	 * first tries fewer (inflight_start_at).
 	 */
-	unsigned readahead_inflight, readahead_inflight_max;
+	unsigned readahead_inflight, readahead_inflight_max, readahead_inflight_start;
 	/*
 	 * Most bytes one read-ahead GET fetches: consecutive blocks of one
 	 * object queued for read-ahead go in one ranged GET (at most

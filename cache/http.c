@@ -786,7 +786,7 @@ void worker_http_render_metrics(struct fetcher *f, struct preloader *p, uint64_t
 	metrics_render_gauge(b, "granary_worker_fetches_inflight",
 			     "object-store block fetches running now", fs.inflight);
 	metrics_render_gauge(b, "granary_worker_readahead_limit",
-			     "read-ahead jobs allowed at once now, found by trying (threads_min to threads)",
+			     "read-ahead jobs allowed at once now, found by trying (from threads down to threads_min)",
 			     fetch_readahead_limit(f));
 	metrics_render_gauge(b, "granary_worker_datasets", "datasets registered", fs.datasets);
 	metrics_render_gauge(b, "granary_worker_preload_jobs_running", "preload jobs running",

@@ -13,6 +13,12 @@ void inflight_init(struct inflight_ctl *c, unsigned floor, unsigned cap)
 	*c = (struct inflight_ctl){ .floor = floor, .cap = cap, .limit = floor, .backoff = 2 };
 }
 
+void inflight_start_at(struct inflight_ctl *c, unsigned start)
+{
+	c->limit = start < c->floor ? c->floor : start > c->cap ? c->cap : start;
+	c->next_down = c->limit > c->floor;
+}
+
 static void set_limit(struct inflight_ctl *c, unsigned limit)
 {
 	c->limit = limit;

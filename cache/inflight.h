@@ -60,6 +60,12 @@ struct inflight_ctl {
  * fixed limit). */
 void inflight_init(struct inflight_ctl *c, unsigned floor, unsigned cap);
 
+/* Moves the limit to start (within floor and cap), before the first
+ * window: above the floor, the first try is a fall, so a limit begun
+ * high stays there where fewer lose blocks per second (a far store) and
+ * comes down where they lose nothing (a store on the node's CPUs). */
+void inflight_start_at(struct inflight_ctl *c, unsigned start);
+
 /*
  * One window's outcome: blocks fetched per second, and whether fetches
  * waited in the queue for the limit. Returns the limit from now on.

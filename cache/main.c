@@ -134,6 +134,8 @@ int main(int argc, char **argv)
 					       .readahead_inflight = (unsigned)s.threads_min,
 					       .readahead_inflight_max =
 						       (unsigned)worker_settings_threads(&s),
+					       .readahead_inflight_start =
+						       (unsigned)worker_settings_threads(&s),
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
 					       .coalesce_bytes = s.fetch_coalesce_max,
 					       .no_recent = true,

@@ -65,7 +65,7 @@ static const struct config_field worker_fields[] = {
 	  "read-ahead threads, which mostly wait on the store (0: 128, or four per CPU of the cgroup quota where that is more)",
 	  0, 4096, NULL },
 	{ "threads_min", CONFIG_INT, offsetof(struct worker_settings, threads_min), "64",
-	  "read-ahead jobs allowed at once to begin with; more, up to threads, while more bring more blocks per second, and back while fewer lose nothing (cache/inflight.h)",
+	  "fewest read-ahead jobs allowed at once: the pool begins with all its threads and tries fewer, down to this, while fewer lose no blocks per second (cache/inflight.h)",
 	  1, 4096, NULL },
 	{ "fetch.max_inflight", CONFIG_INT, offsetof(struct worker_settings, fetch_max_inflight),
 	  "128", "object-store block fetches in flight at once", 1, 4096, NULL },

@@ -1163,9 +1163,9 @@ START_TEST(test_worker_prefetch_caches_the_first_block_of_each_object)
 	size_t len = 0;
 	struct resp r;
 
-	/* the read-ahead starts at threads_min (64), below the pool's 128
-	 * threads, and rises only while more bring more blocks per second */
-	ck_assert_uint_eq(metric("granary_worker_readahead_limit"), 64);
+	/* the read-ahead begins at the pool's 128 threads, and tries fewer
+	 * (down to threads_min) only once the rate is steady */
+	ck_assert_uint_eq(metric("granary_worker_readahead_limit"), 128);
 	register_dataset("ds", BS, "lru");
 	fetches0 = metric("granary_worker_store_fetches_total");
 	len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"objects\":[");

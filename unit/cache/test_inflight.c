@@ -166,6 +166,41 @@ START_TEST(test_inflight_a_try_the_rate_moved_under_decides_nothing)
 }
 END_TEST
 
+/* Begun at the cap (the worker's read-ahead): the first try is a fall,
+ * kept where it loses nothing (down to the floor in two tries), undone
+ * where it loses (a far store), and then nothing is tried above the cap. */
+START_TEST(test_inflight_begun_at_the_cap_first_tries_fewer)
+{
+	struct inflight_ctl c;
+
+	inflight_init(&c, 64, 128);
+	inflight_start_at(&c, 128);
+	ck_assert_uint_eq(c.limit, 128);
+	ck_assert_uint_eq(windows_until_a_try(&c, 2000, 10), 2);
+	ck_assert_uint_eq(c.limit, 86);
+	ck_assert_uint_eq(finish_try(&c, 1990, 2000), 86);
+	win(&c, 1, true);
+	ck_assert_uint_eq(windows_until_a_try(&c, 1990, 10), 2);
+	ck_assert_uint_eq(c.limit, 64);
+	ck_assert_uint_eq(finish_try(&c, 1980, 1990), 64);
+
+	inflight_init(&c, 64, 128);
+	inflight_start_at(&c, 128);
+	ck_assert_uint_eq(windows_until_a_try(&c, 1500, 10), 2);
+	ck_assert_uint_eq(finish_try(&c, 1100, 1500), 128);
+	for (int i = 0; i < 200; i++)
+		ck_assert_uint_eq(win(&c, 1500, true), 128);
+
+	/* a start out of bounds is taken to the nearest; at the floor the
+	 * first try is a rise, as from inflight_init */
+	inflight_start_at(&c, 1000);
+	ck_assert_uint_eq(c.limit, 128);
+	inflight_start_at(&c, 0);
+	ck_assert_uint_eq(c.limit, 64);
+	ck_assert(!c.next_down);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("inflight");
@@ -177,6 +212,7 @@ int main(void)
 	tcase_add_test(tc, test_inflight_undoes_a_rise_that_does_not_pay_and_waits_longer_each_time);
 	tcase_add_test(tc, test_inflight_lowers_where_fewer_cost_nothing_and_not_where_they_do);
 	tcase_add_test(tc, test_inflight_a_try_the_rate_moved_under_decides_nothing);
+	tcase_add_test(tc, test_inflight_begun_at_the_cap_first_tries_fewer);
 	suite_add_tcase(s, tc);
 	return check_main_run(s);
 }
