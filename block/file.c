@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,24 @@ bool block_file_read_direct(int fd, uint64_t data_len)
 	return true;
 }
 
+/* Set once the kernel refused O_NOATIME (files of another owner, no
+ * CAP_FOWNER): later opens do not ask again. */
+static atomic_bool noatime_refused;
+
+int block_file_open_read(int dir_fd, const char *path, int flags)
+{
+	int fd;
+
+	flags |= O_RDONLY | O_CLOEXEC;
+	if (!atomic_load_explicit(&noatime_refused, memory_order_relaxed)) {
+		fd = openat(dir_fd, path, flags | O_NOATIME);
+		if (fd >= 0 || errno != EPERM)
+			return fd;
+		atomic_store_explicit(&noatime_refused, true, memory_order_relaxed);
+	}
+	return openat(dir_fd, path, flags);
+}
+
 /* --- paths --- */
 
 void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN])
@@ -396,7 +415,7 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 
 	*fd = -1;
 	block_file_path(dir, hash, path, sizeof(path));
-	f = open(path, O_RDONLY | O_CLOEXEC);
+	f = block_file_open_read(AT_FDCWD, path, 0);
 	if (f < 0) {
 		if (errno == ENOENT)
 			return ERR_NOT_FOUND;
@@ -454,7 +473,7 @@ enum error_code block_file_read_whole(const char *dir, const struct block_key *k
 
 	*corrupt = false;
 	block_file_path(dir, hash, path, sizeof(path));
-	f = open(path, O_RDONLY | O_CLOEXEC);
+	f = block_file_open_read(AT_FDCWD, path, 0);
 	if (f < 0) {
 		if (errno == ENOENT)
 			return ERR_NOT_FOUND;

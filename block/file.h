@@ -127,6 +127,18 @@ bool block_file_read_direct(int fd, uint64_t data_len);
  */
 #define BLOCK_DIRECT_MIN (1u << 20)
 
+/*
+ * Opens a block file (path relative to dir_fd, or AT_FDCWD) to read it,
+ * with flags added to O_RDONLY | O_CLOEXEC, and without updating its
+ * access time (O_NOATIME) where the kernel allows it: a block is read
+ * right after it is written, and on a filesystem mounted relatime that
+ * first read would dirty the inode and cost a journal entry and a
+ * write of it, for a time no one reads. Where O_NOATIME is refused (a
+ * file of another owner, no CAP_FOWNER) the open goes on without it,
+ * and later opens of the process do not ask again. -1 with errno.
+ */
+int block_file_open_read(int dir_fd, const char *path, int flags);
+
 /* "HH/HASH", relative to DIR/blocks. */
 void block_file_rel_path(const uint8_t hash[BLOCK_HASH_LEN], char out[BLOCK_REL_PATH_LEN]);
 /* DIR/blocks/HH/HASH. Returns snprintf's length. */

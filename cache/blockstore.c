@@ -498,7 +498,7 @@ enum error_code blockstore_lookup(struct blockstore *bs, const uint8_t hash[BLOC
 	pthread_mutex_unlock(&bs->mu);
 
 	block_file_rel_path(e->hash, rel);
-	fd = openat(bs->blocks_fd, rel, O_RDONLY | O_CLOEXEC);
+	fd = block_file_open_read(bs->blocks_fd, rel, 0);
 	saved = errno;
 	if (fd >= 0 && !(bs->direct_read && block_file_read_direct(fd, e->data_len)))
 		block_file_read_advice(fd);

@@ -629,7 +629,7 @@ written:
 			/* Same inode as the published file; opened before the
 			 * rename so that a failure here still leaves nothing
 			 * published. */
-			rfd = openat(bs->tmp_fd, w->tmp_name, O_RDONLY | O_CLOEXEC);
+			rfd = block_file_open_read(bs->tmp_fd, w->tmp_name, 0);
 			if (rfd < 0) {
 				what = "reopen";
 				goto fail;
