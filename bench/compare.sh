@@ -54,7 +54,8 @@
 #                  then after drop_caches (from the disk cache), with the
 #                  page-cache figures of the cold and the last epoch, and the
 #                  CPU milliseconds per file of the cold epoch (the system's
-#                  processes, the store, the readers, as for CPU per GB)
+#                  processes, the store, the readers, as for CPU per GB;
+#                  in the log, meta+worker's for each of its processes)
 #   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
 #
 # S3 traffic is counted the same way for every system: they all reach the
@@ -677,10 +678,20 @@ run_system() {
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark
   c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
+  split0=$(for p in $(sys_pids "$sys"); do cpu_ticks "$p"; done)
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   s1=$(s3_sample)
   nfiles=$(echo "$line" | kv files)
+  if [ "$sys" = granary-cluster ]; then
+    split=() i=0
+    read -r -a before <<< "$(echo $split0)"
+    for p in $(sys_pids "$sys"); do
+      split+=("$(cat "/proc/$p/comm" 2>/dev/null || echo "$p") $(cpu_ms_per_file $(( $(cpu_ticks "$p") - ${before[$i]} )) "$nfiles")")
+      i=$((i + 1))
+    done
+    log "$sys CPU ms per file of each process, small files cold: $(IFS=,; echo "${split[*]}" | sed 's/,/, /g')"
+  fi
   [ "$sys" = local ] || record "$sys" small_cold_cpu_ms_per_file "$(cpu_ms_per_file $(( c1 - c0 )) "$nfiles")"
   record "$sys" small_cold_store_cpu_ms_per_file "$(cpu_ms_per_file $(( t1 - t0 )) "$nfiles")"
   record "$sys" small_cold_reader_cpu_ms_per_file "$(cpu_ms_per_file $(( r1 - r0 )) "$nfiles")"
