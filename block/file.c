@@ -392,6 +392,21 @@ static const char *header_check(const uint8_t *h, const struct block_key *key,
 	return why;
 }
 
+/* Opens the block file of hash under dir to read it (its path in path,
+ * PATH_MAX bytes): ERR_NOT_FOUND when there is none. */
+static enum error_code open_block(const char *dir, const uint8_t hash[BLOCK_HASH_LEN],
+				  char *path, int *f, struct error *err)
+{
+	block_file_path(dir, hash, path, PATH_MAX);
+	*f = block_file_open_read(AT_FDCWD, path, 0);
+	if (*f >= 0)
+		return ERR_OK;
+	if (errno == ENOENT)
+		return ERR_NOT_FOUND;
+	return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
+			 strerror(errno));
+}
+
 enum error_code block_file_open(const char *dir, const struct block_key *key, int *fd,
 				struct block_sums *sums, struct error *err)
 {
@@ -410,18 +425,14 @@ enum error_code block_file_open_hashed(const char *dir, const struct block_key *
 	char path[PATH_MAX];
 	struct stat st;
 	const char *why = NULL;
+	enum error_code rc;
 	ssize_t n;
 	int f = -1;
 
 	*fd = -1;
-	block_file_path(dir, hash, path, sizeof(path));
-	f = block_file_open_read(AT_FDCWD, path, 0);
-	if (f < 0) {
-		if (errno == ENOENT)
-			return ERR_NOT_FOUND;
-		return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
-				 strerror(errno));
-	}
+	rc = open_block(dir, hash, path, &f, err);
+	if (rc != ERR_OK)
+		return rc;
 	h = malloc(BLOCK_HEADER_SIZE);
 	if (!h) {
 		close(f);
@@ -468,18 +479,14 @@ enum error_code block_file_read_whole(const char *dir, const struct block_key *k
 	const uint64_t want = BLOCK_HEADER_SIZE + (uint64_t)len;
 	const char *why = NULL;
 	uint64_t got = 0;
+	enum error_code rc;
 	ssize_t n = 0;
 	int f, saved;
 
 	*corrupt = false;
-	block_file_path(dir, hash, path, sizeof(path));
-	f = block_file_open_read(AT_FDCWD, path, 0);
-	if (f < 0) {
-		if (errno == ENOENT)
-			return ERR_NOT_FOUND;
-		return error_set(err, error_from_errno(errno), "open cached block '%s': %s", path,
-				 strerror(errno));
-	}
+	rc = open_block(dir, hash, path, &f, err);
+	if (rc != ERR_OK)
+		return rc;
 	/* A read that stops at the header's and len's end found the file's
 	 * end there (no byte past it); one that stops short of it may have
 	 * been cut, and reads on until 0. */
