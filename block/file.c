@@ -469,7 +469,7 @@ enum error_code block_file_read_whole(const char *dir, const struct block_key *k
 				      const uint8_t hash[BLOCK_HASH_LEN], void *dst, size_t len,
 				      bool verify, bool *corrupt, struct error *err)
 {
-	static _Thread_local uint8_t h[BLOCK_HEADER_SIZE];
+	uint8_t h[BLOCK_HEADER_SIZE];
 	struct block_header hdr;
 	struct block_sums sums;
 	char path[PATH_MAX], past;
