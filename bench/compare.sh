@@ -234,7 +234,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$here/bench/lib.sh" # free_port, wait_for, drop_caches
+. "$here/bench/lib.sh" # free_port, wait_for, drop_caches, cpu_ticks
 # retire DIR: moves a cache aside rather than removing it (see the top).
 retire() {
   [ -e "$1" ] || return 0
@@ -251,19 +251,9 @@ kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" | tail -1; } # key < line -> value
 
 # --- CPU time of the systems under test -----------------------------------------
 #
-# cpu_ticks PID...: user + system time of the processes, their reaped
-# children included (utime, stime, cutime, cstime: fields 14-17 of
-# /proc/PID/stat, counted after the command name's closing parenthesis,
-# which may hold spaces), in clock ticks. A process gone counts 0.
+# cpu_ticks (bench/lib.sh) counts clock ticks; these turn them into seconds
+# per GB and milliseconds per file.
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() {
-  local p t=0 n
-  for p in "$@"; do
-    n=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || n=0
-    t=$(( t + ${n:-0} ))
-  done
-  echo "$t"
-}
 # cpu_per_gb TICKS BYTES: CPU seconds per GB (1e9 bytes) read, empty when
 # either is missing.
 cpu_per_gb() {
@@ -678,19 +668,18 @@ run_system() {
   if [ "$sys" = local ]; then dir=$data/small; else mount_sys "$sys" small "$cache_full" "$m" "$c"; dir=$m; fi
   s0=$(proxy_stats); page_cache_mark
   c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
-  split0=$(for p in $(sys_pids "$sys"); do cpu_ticks "$p"; done)
+  declare -A split0=()
+  for p in $(sys_pids "$sys"); do split0[$p]=$(cpu_ticks "$p"); done
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   s1=$(s3_sample)
   nfiles=$(echo "$line" | kv files)
   if [ "$sys" = granary-cluster ]; then
-    split=() i=0
-    read -r -a before <<< "$(echo $split0)"
+    split=
     for p in $(sys_pids "$sys"); do
-      split+=("$(cat "/proc/$p/comm" 2>/dev/null || echo "$p") $(cpu_ms_per_file $(( $(cpu_ticks "$p") - ${before[$i]} )) "$nfiles")")
-      i=$((i + 1))
+      split+="${split:+, }$(cat "/proc/$p/comm") $(cpu_ms_per_file $(( $(cpu_ticks "$p") - split0[$p] )) "$nfiles")"
     done
-    log "$sys CPU ms per file of each process, small files cold: $(IFS=,; echo "${split[*]}" | sed 's/,/, /g')"
+    log "$sys CPU ms per file of each process, small files cold: $split"
   fi
   [ "$sys" = local ] || record "$sys" small_cold_cpu_ms_per_file "$(cpu_ms_per_file $(( c1 - c0 )) "$nfiles")"
   record "$sys" small_cold_store_cpu_ms_per_file "$(cpu_ms_per_file $(( t1 - t0 )) "$nfiles")"

@@ -10,3 +10,15 @@ wait_for() {
 }
 # drop_caches: clean pages written back, then every clean page dropped.
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# cpu_ticks PID...: user + system time of the processes, their reaped
+# children included (utime, stime, cutime, cstime: fields 14-17 of
+# /proc/PID/stat, counted after the command name's closing parenthesis,
+# which may hold spaces), in clock ticks. A process gone counts 0.
+cpu_ticks() {
+  local p t=0 n
+  for p in "$@"; do
+    n=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || n=0
+    t=$(( t + ${n:-0} ))
+  done
+  echo "$t"
+}

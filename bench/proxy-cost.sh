@@ -47,7 +47,7 @@ export GRANARY_S3_ENDPOINT GRANARY_S3_CREDENTIALS GRANARY_S3_ROOT
 GRANARY_BUILD=$build "$here/bench/datasets.sh" "$work/data" bench --shards 1 --shard-mib 1 \
   --small-files "$objects" --small-kib "$kib" --meta-files 1 > "$work/datasets.log"
 
-. "$here/bench/lib.sh" # free_port, wait_for
+. "$here/bench/lib.sh" # free_port, wait_for, cpu_ticks
 listen=127.0.0.1:$(free_port) stats=127.0.0.1:$(free_port)
 "$bin/granary-bench" proxy --listen "$listen" --upstream "${GRANARY_S3_ENDPOINT#http://}" \
   --stats_listen "$stats" > "$work/proxy.log" 2>&1 &
@@ -56,17 +56,16 @@ proxy_up() { (exec 8<>"/dev/tcp/${listen%:*}/${listen#*:}") 2>/dev/null; }
 wait_for 5 proxy_up || { cat "$work/proxy.log" >&2; echo "proxy-cost.sh: the proxy did not start" >&2; exit 1; }
 server=$(cat "$s3dir/pid")
 
-ticks() { awk '{ s += $14 + $15 } END { print s }' "/proc/$1/stat"; }
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 hz=$(getconf CLK_TCK)
 
 # one MODE ENDPOINT: one s3_get_bench run; prints its line and sets $machine_ms.
 one() {
   local s0 p0 b0 c0 s1 p1 b1 c1 line me=$BASHPID # this shell reaps s3_get_bench
-  s0=$(ticks "$server") p0=$(ticks "$proxy") b0=$(busy) c0=$(awk '{ print $16 + $17 }' /proc/$me/stat)
+  s0=$(cpu_ticks "$server") p0=$(cpu_ticks "$proxy") b0=$(busy) c0=$(awk '{ print $16 + $17 }' /proc/$me/stat)
   line=$("$bin/s3_get_bench" --store.endpoint "$2" --store.credentials_file "$GRANARY_S3_CREDENTIALS" \
     --uri s3://bench/small/ --threads "$threads" --rounds 2)
-  s1=$(ticks "$server") p1=$(ticks "$proxy") b1=$(busy) c1=$(awk '{ print $16 + $17 }' /proc/$me/stat)
+  s1=$(cpu_ticks "$server") p1=$(cpu_ticks "$proxy") b1=$(busy) c1=$(awk '{ print $16 + $17 }' /proc/$me/stat)
   awk -v m="$1" -v line="$line" -v s=$((s1 - s0)) -v p=$((p1 - p0)) -v b=$((b1 - b0)) \
       -v c=$((c1 - c0)) -v hz="$hz" 'BEGIN {
     n = split(line, f, " "); for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
