@@ -69,6 +69,7 @@ int main(int argc, char **argv)
 	size_t nfile_roots = 0;
 	sigset_t stop_signals, wait_mask;
 	struct error err;
+	unsigned threads;
 	int rc;
 
 	rc = daemon_start(schema, &s, argc, argv, NULL);
@@ -76,6 +77,7 @@ int main(int argc, char **argv)
 		return rc;
 	if (worker_settings_check(&s, &err) != ERR_OK)
 		return daemon_refuse(schema, &s, &err);
+	threads = (unsigned)worker_settings_threads(&s);
 	rc = 2;
 	if (worker_settings_file_roots(&s, file_roots, &nfile_roots, &err) != ERR_OK) {
 		daemon_report(schema, &err);
@@ -130,12 +132,10 @@ int main(int argc, char **argv)
 	}
 	if (fetch_new(&(struct fetch_config){ .bs = bs,
 					       .max_inflight = (unsigned)s.fetch_max_inflight,
-					       .threads = (unsigned)worker_settings_threads(&s),
+					       .threads = threads,
 					       .readahead_inflight = (unsigned)s.threads_min,
-					       .readahead_inflight_max =
-						       (unsigned)worker_settings_threads(&s),
-					       .readahead_inflight_start =
-						       (unsigned)worker_settings_threads(&s),
+					       .readahead_inflight_max = threads,
+					       .readahead_inflight_start = threads,
 					       .readahead_max = (unsigned)s.fetch_readahead_max,
 					       .coalesce_bytes = s.fetch_coalesce_max,
 					       .no_recent = true,
@@ -190,7 +190,7 @@ int main(int argc, char **argv)
 		 LOG_U("cache.capacity", s.cache_capacity),
 		 LOG_U("cache.block_size", s.cache_block_size),
 		 LOG_S("cache.policy", worker_cache_policy_names[s.cache_policy]),
-		 LOG_I("threads", worker_settings_threads(&s)),
+		 LOG_I("threads", threads),
 		 LOG_I("threads_min", s.threads_min),
 		 LOG_I("fetch.max_inflight", s.fetch_max_inflight),
 		 LOG_S("store.endpoint", s.store.endpoint), LOG_S("store.region", s.store.region),
