@@ -3,7 +3,7 @@
  * index of a cache directory holding N blocks (target: 100,000 blocks in
  * under 2 seconds).
  *
- *   blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--dir PARENT] [--data-kib K]
+ *   blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep] [--dir PARENT] [--data-kib K]
  *
  * Fills a fresh temporary directory under PARENT (default $TMPDIR or /tmp)
  * with N blocks through the block store itself, then times R opens of it
@@ -14,10 +14,19 @@
  * with a cold cache larger files spread the headers further apart on disk.
  * Prints one line per run:
  *   mode=warm blocks=N rebuild_seconds=S blocks_per_s=R target_seconds=2 ratio_to_target=S/2
+ * With --sweep, then the sweep a worker makes when another joins
+ * (blockstore_drop_unless dropping the half of the blocks it no longer
+ * owns), with a thread asking the store for one block all the while: how
+ * long the sweep took and the longest any one of those lookups waited for
+ * the store's lock (what a read waits for during a sweep):
+ *   mode=sweep blocks=N dropped=D sweep_seconds=S lookups=L lookups_over_1ms=O lookups_over_10ms=T
+ *     longest_lookup_ms=M
  * and removes the directory.
  */
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,9 +130,93 @@ static int time_open(const char *dir, const char *mode, long blocks, uint64_t ca
 	return 0;
 }
 
+/* The probe of --sweep: asks for one block until told to stop. */
+struct probe {
+	struct blockstore *bs;
+	uint8_t hash[BLOCK_HASH_LEN];
+	atomic_bool stop;
+	unsigned long lookups;
+	unsigned long over_ms, over_10ms; /* lookups that waited over 1 and 10 ms */
+	double longest_s;
+};
+
+static void *probe_run(void *arg)
+{
+	struct probe *p = arg;
+
+	while (!atomic_load(&p->stop)) {
+		double t0 = retry_now_s(), s;
+
+		(void)blockstore_has(p->bs, p->hash);
+		s = retry_now_s() - t0;
+		if (s > p->longest_s)
+			p->longest_s = s;
+		if (s > 0.001)
+			p->over_ms++;
+		if (s > 0.010)
+			p->over_10ms++;
+		p->lookups++;
+	}
+	return NULL;
+}
+
+/* A second worker joined: about half of the blocks are its own now. */
+static bool keep_half(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], void *arg)
+{
+	(void)dataset;
+	(void)arg;
+	return (hash[0] & 1) == 0;
+}
+
+static int time_sweep(const char *dir, long blocks, uint64_t capacity)
+{
+	struct blockstore_config cfg = { .dir = dir, .capacity = capacity,
+					 .block_size = (uint32_t)data_len };
+	/* A block the sweep keeps: the probe's lookups find it throughout. */
+	struct block_key key = { .endpoint = "http://s3.bench:9000", .bucket = "bench",
+				 .object = "train/shard-000000.tfrecord",
+				 .etag = "\"0123456789abcdef\"", .block_size = (uint32_t)data_len };
+	struct probe p = { 0 };
+	struct error err;
+	pthread_t t;
+	uint64_t dropped;
+	double t0, s;
+
+	if (blockstore_open(&cfg, &p.bs, &err) != ERR_OK) {
+		fprintf(stderr, "blockstore_rebuild_bench: %s\n", err.msg);
+		return -1;
+	}
+	for (key.index = 0; key.index < 64; key.index++) {
+		block_key_hash(&key, p.hash);
+		if (keep_half(NULL, p.hash, NULL))
+			break;
+	}
+	if (pthread_create(&t, NULL, probe_run, &p) != 0) {
+		blockstore_free(p.bs);
+		return -1;
+	}
+	t0 = retry_now_s();
+	dropped = blockstore_drop_unless(p.bs, keep_half, NULL);
+	s = retry_now_s() - t0;
+	atomic_store(&p.stop, true);
+	pthread_join(t, NULL);
+	blockstore_free(p.bs);
+	if (dropped == 0 || dropped >= (uint64_t)blocks) {
+		fprintf(stderr, "blockstore_rebuild_bench: the sweep dropped %llu of %ld blocks\n",
+			(unsigned long long)dropped, blocks);
+		return -1;
+	}
+	printf("mode=sweep blocks=%ld dropped=%llu sweep_seconds=%.3f lookups=%lu "
+	       "lookups_over_1ms=%lu lookups_over_10ms=%lu longest_lookup_ms=%.3f\n",
+	       blocks, (unsigned long long)dropped, s, p.lookups, p.over_ms, p.over_10ms,
+	       p.longest_s * 1000);
+	fflush(stdout);
+	return 0;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--dir PARENT] [--data-kib K]\n");
+	fprintf(stderr, "usage: blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep] [--dir PARENT] [--data-kib K]\n");
 }
 
 int main(int argc, char **argv)
@@ -132,7 +225,7 @@ int main(int argc, char **argv)
 	char dir[4096];
 	long blocks = TARGET_BLOCKS;
 	long runs = 3;
-	bool cold = false;
+	bool cold = false, sweep = false;
 	uint64_t capacity = 0;
 	int rc = 1;
 
@@ -153,6 +246,8 @@ int main(int argc, char **argv)
 			data_len = (size_t)kib * 1024;
 		} else if (strcmp(argv[i], "--cold") == 0) {
 			cold = true;
+		} else if (strcmp(argv[i], "--sweep") == 0) {
+			sweep = true;
 		} else {
 			usage();
 			return 2;
@@ -190,6 +285,8 @@ int main(int argc, char **argv)
 				goto out;
 		}
 	}
+	if (sweep && time_sweep(dir, blocks, capacity) < 0)
+		goto out;
 	rc = 0;
 out:
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);

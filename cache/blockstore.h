@@ -350,13 +350,20 @@ size_t blockstore_dataset_bytes(struct blockstore *bs, struct blockstore_usage *
  * again. */
 uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset);
 
+/* Blocks a pass over many (blockstore_drop_unless, a dataset's removal)
+ * handles per hold of the store's lock: reads wait behind one slice. */
+#define BLOCKSTORE_LOCK_SLICE 256
+
 /*
  * Drops every block of an unpinned dataset for which keep(dataset, hash,
  * arg) is false, as eviction would, except those being read now or when
  * the call began (they stay until a later call); returns how many, also
- * counted in stats.unowned. keep runs without the store's lock, so reads
- * and writes go on meanwhile (and keep may call the store); a block read,
- * pinned or replaced since it was judged stays.
+ * counted in stats.unowned. Least recently used first, a slice
+ * (BLOCKSTORE_LOCK_SLICE blocks) at a time: keep runs without the store's
+ * lock, so reads and writes go on meanwhile (and keep may call the
+ * store); a block read, pinned or replaced since it was judged stays. A
+ * pass stops early where the block it would go on from was read, dropped
+ * or pinned meanwhile; the blocks after it wait for the next call.
  */
 typedef bool (*blockstore_keep_fn)(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN],
 				   void *arg);

@@ -1680,6 +1680,93 @@ START_TEST(test_blockstore_drop_unless_judges_without_the_lock)
 }
 END_TEST
 
+/* Keeps the blocks whose hash starts with an even byte. */
+static bool keep_even(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], void *arg)
+{
+	(void)dataset;
+	(*(int *)arg)++;
+	return (hash[0] & 1) == 0;
+}
+
+/* A sweep over more blocks than one slice of it judges every block, and
+ * drops the same as in one go. */
+START_TEST(test_blockstore_drop_unless_goes_slice_by_slice)
+{
+	const int n = 2 * BLOCKSTORE_LOCK_SLICE + 500;
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, (uint64_t)n * FILE_BYTES);
+	uint8_t hash[BLOCK_HASH_LEN];
+	int asked = 0, kept = 0;
+
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(put_block(bs, i, "a", 1), ERR_OK);
+	for (int i = 0; i < n; i++) {
+		hash_of(i, hash);
+		kept += (hash[0] & 1) == 0;
+	}
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_even, &asked), (uint64_t)(n - kept));
+	ck_assert_int_eq(asked, n);
+	for (int i = 0; i < n; i++) {
+		hash_of(i, hash);
+		ck_assert_msg(has_block(bs, i, 1) == ((hash[0] & 1) == 0), "block %d", i);
+	}
+	ck_assert_int_eq(count_files(dir), kept);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
+struct dropping_keep {
+	struct blockstore *bs;
+	int asked;
+};
+
+/* Keeps nothing; at its first call pins dataset "c" (the block the sweep
+ * goes on from after its first slice), as a new definition of it would
+ * meanwhile. */
+static bool keep_none_pinning_c(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN],
+				void *arg)
+{
+	struct dropping_keep *k = arg;
+	struct error err;
+
+	(void)dataset;
+	(void)hash;
+	if (k->asked++ == 0)
+		ck_assert_int_eq(blockstore_set_dataset(k->bs, "c", BLOCKSTORE_LRU, true, &err),
+				 ERR_OK);
+	return false;
+}
+
+/* The block a sweep would go on from, pinned while the sweep holds it:
+ * the sweep stops there, the rest waits for the next one, and the block
+ * is given back (ASan sees a leak or a use after free). */
+START_TEST(test_blockstore_drop_unless_stops_where_its_next_block_went)
+{
+	const int n = BLOCKSTORE_LOCK_SLICE + 100;
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, (uint64_t)n * FILE_BYTES);
+	struct dropping_keep k = { .bs = bs };
+
+	/* oldest first: the sweep lists blocks 0 .. SLICE-1, then goes on from
+	 * block SLICE */
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(put_block(bs, i, i == BLOCKSTORE_LOCK_SLICE ? "c" : "a", 1), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_none_pinning_c, &k),
+			  BLOCKSTORE_LOCK_SLICE);
+	ck_assert_int_eq(k.asked, BLOCKSTORE_LOCK_SLICE);
+	for (int i = 0; i < n; i++)
+		ck_assert_msg(has_block(bs, i, 1) == (i >= BLOCKSTORE_LOCK_SLICE), "block %d", i);
+	/* the next sweep takes the rest, the pinned block staying */
+	ck_assert_uint_eq(blockstore_drop_unless(bs, keep_none_pinning_c, &k), n - 1 -
+			  BLOCKSTORE_LOCK_SLICE);
+	for (int i = 0; i < n; i++)
+		ck_assert_msg(has_block(bs, i, 1) == (i == BLOCKSTORE_LOCK_SLICE), "block %d", i);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 /* --- concurrency --- */
 
 struct stress {
@@ -2001,6 +2088,8 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_drop_dataset_keeps_held_blocks);
 	tcase_add_test(tc, test_blockstore_drop_unless_drops_what_keep_refuses);
 	tcase_add_test(tc, test_blockstore_drop_unless_judges_without_the_lock);
+	tcase_add_test(tc, test_blockstore_drop_unless_goes_slice_by_slice);
+	tcase_add_test(tc, test_blockstore_drop_unless_stops_where_its_next_block_went);
 	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);
 	tcase_add_test(tc, test_blockstore_room_check_fails_only_where_eviction_cannot_help);
 	tcase_add_test(tc, test_blockstore_concurrent_writers_and_readers);
