@@ -669,17 +669,17 @@ run_system() {
   s0=$(proxy_stats); page_cache_mark
   c0=$(cpu_ticks $(sys_pids "$sys")) r0=$(cpu_ticks $$) t0=$(cpu_ticks $store_pids)
   declare -A split0=()
-  for p in $(sys_pids "$sys"); do split0[$p]=$(cpu_ticks "$p"); done
+  for p in $(sys_pids "$sys") $store_pids; do split0[$p]=$(cpu_ticks "$p"); done
   line=$(try "$bin/granary-bench" smallread "$dir" --list "$data/small.list" --threads "$threads" --limit "${small_limit}s")
   c1=$(cpu_ticks $(sys_pids "$sys")) r1=$(cpu_ticks $$) t1=$(cpu_ticks $store_pids)
   s1=$(s3_sample)
   nfiles=$(echo "$line" | kv files)
-  if [ "$sys" = granary-cluster ]; then
+  if [ "$sys" != local ]; then
     split=
-    for p in $(sys_pids "$sys"); do
+    for p in $(sys_pids "$sys") $store_pids; do
       split+="${split:+, }$(cat "/proc/$p/comm") $(cpu_ms_per_file $(( $(cpu_ticks "$p") - split0[$p] )) "$nfiles")"
     done
-    log "$sys CPU ms per file of each process, small files cold: $split"
+    log "$sys CPU ms per file of each process (the system's, then the store's), small files cold: $split"
   fi
   [ "$sys" = local ] || record "$sys" small_cold_cpu_ms_per_file "$(cpu_ms_per_file $(( c1 - c0 )) "$nfiles")"
   record "$sys" small_cold_store_cpu_ms_per_file "$(cpu_ms_per_file $(( t1 - t0 )) "$nfiles")"
