@@ -13,9 +13,10 @@
  * at each call, as the administrator may replace it (a link flipped to a
  * new version of a dataset).
  *
- * put, for the administrator's tools (it writes the tree as written,
- * following its links), writes a temporary file ending in ".granary-tmp"
- * and renames it over the key; such files are never objects. There is no
+ * put, for the administrator's tools, resolves the key's directory as
+ * reads do (a link that leads out is refused), writes a temporary file
+ * ending in ".granary-tmp" there and renames it over the key; such files
+ * are never objects. There is no
  * get_stream: store.c builds it from get, which is a pread loop.
  *
  * The store keeps no mutable state besides the atomic counters, so every
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/openat2.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -340,51 +342,75 @@ static enum error_code file_head(struct store *st, const char *key,
 }
 
 /* A key that collides with the tree's shape is the caller's mistake. */
-static enum error_code put_code(int errnum)
+static enum error_code put_error(const struct store_file *sf, const char *key, int errnum,
+				 struct error *err)
 {
-	return errnum == EISDIR || errnum == ENOTDIR ? ERR_INVALID : error_from_errno(errnum);
+	if (errnum == EXDEV)
+		return error_set(err, ERR_PERMISSION,
+				 "put '%s' in '%s': a symbolic link leads out of the directory",
+				 key, sf->root);
+	return error_set(err,
+			 errnum == EISDIR || errnum == ENOTDIR ? ERR_INVALID : error_from_errno(errnum),
+			 "put '%s' in '%s': %s", key, sf->root, strerror(errnum));
 }
 
-/* Creates the directories above path that are below the root. */
-static enum error_code make_parents(const struct store_file *sf, const char *key,
-				    char *path, struct error *err)
+/*
+ * The directory key's object goes in, opened (O_PATH) as reads open keys
+ * (open_beneath: a symbolic link that stays inside is followed, one that
+ * leads out fails with EXDEV), the directories above it that are missing
+ * made one at a time in the one resolved before. -1 with errno, or the
+ * descriptor.
+ */
+static int open_put_dir(const struct store_file *sf, const char *key)
 {
-	size_t skip = strcmp(sf->root, "/") == 0 ? 1 : strlen(sf->root) + 1;
+	const char *slash = strrchr(key, '/');
+	const size_t n = slash ? (size_t)(slash - key) : 0;
+	char rel[PATH_MAX];
+	int fd = open_beneath(sf, "", O_PATH | O_DIRECTORY);
 
-	for (char *p = path + skip; *p; p++) {
-		int saved = 0;
+	memcpy(rel, key, n); /* key_path checked that it fits */
+	rel[n] = '\0';
+	for (size_t at = 0; fd >= 0 && at < n;) {
+		char *end = strchr(rel + at, '/');
+		int next, saved;
 
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-			saved = errno;
-			*p = '/';
-			return error_set(err, put_code(saved),
-					 "put '%s' in '%s': create directory: %s", key, sf->root,
-					 strerror(saved));
+		if (end)
+			*end = '\0';
+		if (mkdirat(fd, rel + at, 0755) < 0 && errno != EEXIST) {
+			next = -1;
+		} else {
+			/* rel is the prefix up to this segment now */
+			next = open_beneath(sf, rel, O_PATH | O_DIRECTORY);
 		}
-		*p = '/';
+		saved = errno;
+		close(fd);
+		errno = saved;
+		fd = next;
+		at = end ? (size_t)(end - rel) + 1 : n;
+		if (end)
+			*end = '/';
 	}
-	return ERR_OK;
+	return fd;
 }
 
 /*
  * Writes to a unique temporary name in the target directory, then renames
  * it over the key: readers see the old object or the new one, never part
  * of one. The temporary name ends in TMP_SUFFIX so that listings skip it
- * and a crash leaves only a file that is recognisably litter.
+ * and a crash leaves only a file that is recognisably litter. Every step
+ * is taken from the key's directory as open_put_dir resolved it, so that
+ * no symbolic link in the tree makes a put write outside it.
  */
 static enum error_code file_put(struct store *st, const char *key, const void *data,
 				size_t len, struct error *err)
 {
 	struct store_file *sf = (struct store_file *)st;
+	const char *slash = strrchr(key, '/');
+	const char *name = slash ? slash + 1 : key;
 	char path[PATH_MAX];
-	char tmp[PATH_MAX];
-	int fd = -1;
-	int saved = 0;
-	int w = 0;
+	char tmp[NAME_MAX + 1];
 	enum error_code rc = ERR_OK;
+	int dfd = -1, fd = -1, saved = 0, w = 0;
 
 	count_request(st);
 	rc = key_path(sf, key, path, err);
@@ -394,20 +420,30 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 		return error_set(err, ERR_INVALID,
 				 "put '%s' in '%s': key ends in '/' or '%s'", key, sf->root,
 				 TMP_SUFFIX);
-	w = snprintf(tmp, sizeof(tmp), "%s.XXXXXX%s", path, TMP_SUFFIX);
-	if (w < 0 || w >= (int)sizeof(tmp))
-		return error_set(err, ERR_INVALID, "put '%s' in '%s': key is too long",
-				 key, sf->root);
-	rc = make_parents(sf, key, path, err);
-	if (rc != ERR_OK)
-		return rc;
-	fd = mkstemps(tmp, (int)strlen(TMP_SUFFIX));
+	dfd = open_put_dir(sf, key);
+	if (dfd < 0)
+		return put_error(sf, key, errno, err);
+	for (int tries = 0; fd < 0 && tries < 16; tries++) {
+		unsigned r = 0;
+
+		if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+			r = (unsigned)getpid() * 2654435761u + (unsigned)tries;
+		w = snprintf(tmp, sizeof(tmp), "%s.%08x%s", name, r, TMP_SUFFIX);
+		if (w < 0 || w >= (int)sizeof(tmp)) {
+			close(dfd);
+			return error_set(err, ERR_INVALID, "put '%s' in '%s': key is too long",
+					 key, sf->root);
+		}
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
 	if (fd < 0) {
 		saved = errno;
-		return error_set(err, put_code(saved), "put '%s' in '%s': %s", key,
-				 sf->root, strerror(saved));
+		close(dfd);
+		return put_error(sf, key, saved, err);
 	}
-	/* mkstemps makes 0600; objects are for every reader of the tree. */
+	/* Objects are for every reader of the tree, whatever the umask. */
 	if (fchmod(fd, 0644) < 0)
 		goto fail_errno;
 	if (fileio_write_all(fd, data, len) < 0)
@@ -420,17 +456,18 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 		goto fail_errno;
 	}
 	fd = -1;
-	if (rename(tmp, path) < 0)
+	if (renameat(dfd, tmp, dfd, name) < 0)
 		goto fail_errno;
+	close(dfd);
 	return ERR_OK;
 
 fail_errno:
 	saved = errno;
-	rc = error_set(err, put_code(saved), "put '%s' in '%s': %s", key, sf->root,
-		       strerror(saved));
+	rc = put_error(sf, key, saved, err);
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	unlinkat(dfd, tmp, 0);
+	close(dfd);
 	return rc;
 }
 

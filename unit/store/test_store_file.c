@@ -966,6 +966,46 @@ START_TEST(test_store_file_put_rejects_bad_and_conflicting_keys)
 }
 END_TEST
 
+/* A put goes through the tree's links as a read does: one that stays
+ * inside is followed, one that leads out is refused and writes nothing
+ * there, whether it is the key's directory or one above it. */
+START_TEST(test_store_file_put_refuses_links_leading_out)
+{
+	char away[512], link[512], target[512], path[512];
+	struct error err;
+	struct stat sb;
+
+	snprintf(away, sizeof(away), "%s/away.XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(away));
+	snprintf(link, sizeof(link), "%s/out", root);
+	ck_assert_int_eq(symlink(away, link), 0);
+	snprintf(link, sizeof(link), "%s/up", root);
+	ck_assert_int_eq(symlink("..", link), 0);
+	snprintf(link, sizeof(link), "%s/in", root);
+	ck_assert_int_eq(symlink("train", link), 0);
+
+	static const char *refused[] = { "out/x", "out/new/x", "up/x" };
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		error_clear(&err);
+		ck_assert_msg(store_put(st, refused[i], "x", 1, &err) == ERR_PERMISSION,
+			      "put '%s': %s", refused[i], err.msg);
+		ck_assert_ptr_nonnull(strstr(err.msg, "leads out"));
+	}
+	/* nothing written outside, nor next to the root */
+	ck_assert_int_eq(rmdir(away), 0);
+	snprintf(path, sizeof(path), "%s/x", base);
+	ck_assert_int_ne(stat(path, &sb), 0);
+
+	ck_assert_int_eq(store_put(st, "in/y", "yes", 3, &err), ERR_OK);
+	snprintf(target, sizeof(target), "%s/train/y", root);
+	ck_assert_int_eq(stat(target, &sb), 0);
+	ck_assert_int_eq(sb.st_size, 3);
+	ck_assert_int_eq(store_put(st, "in/sub/z", "z", 1, &err), ERR_OK);
+	snprintf(target, sizeof(target), "%s/train/sub/z", root);
+	ck_assert_int_eq(stat(target, &sb), 0);
+}
+END_TEST
+
 static Suite *store_file_suite(void)
 {
 	Suite *s = suite_create("store_file");
@@ -1001,6 +1041,7 @@ static Suite *store_file_suite(void)
 	tcase_add_test(tc, test_store_file_put_creates_object_and_parent_directories);
 	tcase_add_test(tc, test_store_file_put_replaces_object_and_changes_etag);
 	tcase_add_test(tc, test_store_file_put_rejects_bad_and_conflicting_keys);
+	tcase_add_test(tc, test_store_file_put_refuses_links_leading_out);
 	suite_add_tcase(s, tc);
 	return s;
 }
