@@ -3,7 +3,8 @@
  * index of a cache directory holding N blocks (target: 100,000 blocks in
  * under 2 seconds).
  *
- *   blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep] [--dir PARENT] [--data-kib K]
+ *   blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep | --drop-dataset]
+ *                            [--dir PARENT] [--data-kib K]
  *
  * Fills a fresh temporary directory under PARENT (default $TMPDIR or /tmp)
  * with N blocks through the block store itself, then times R opens of it
@@ -19,9 +20,11 @@
  * owns), with a thread asking the store for one block all the while: how
  * long the sweep took and the longest any one of those lookups waited for
  * the store's lock (what a read waits for during a sweep):
- *   mode=sweep blocks=N dropped=D sweep_seconds=S lookups=L lookups_over_1ms=O lookups_over_10ms=T
+ *   mode=sweep blocks=N dropped=D seconds=S lookups=L lookups_over_1ms=O lookups_over_10ms=T
  *     longest_lookup_ms=M
- * and removes the directory.
+ * --drop-dataset does the same for the removal of a dataset holding half
+ * of the blocks (blockstore_drop_dataset), printing mode=drop_dataset.
+ * The directory is removed at the end.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -168,11 +171,17 @@ static bool keep_half(const char *dataset, const uint8_t hash[BLOCK_HASH_LEN], v
 	return (hash[0] & 1) == 0;
 }
 
-static int time_sweep(const char *dir, long blocks, uint64_t capacity)
+/*
+ * One timed drop with the probe running: the sweep of a second worker's
+ * join, or (drop_dataset) the removal of the dataset "coco", the half of
+ * the blocks fill put in it.
+ */
+static int time_drop(const char *dir, long blocks, uint64_t capacity, bool drop_dataset)
 {
 	struct blockstore_config cfg = { .dir = dir, .capacity = capacity,
 					 .block_size = (uint32_t)data_len };
-	/* A block the sweep keeps: the probe's lookups find it throughout. */
+	/* A block neither drop takes ("imagenet", kept by the sweep): the
+	 * probe's lookups find it throughout. */
 	struct block_key key = { .endpoint = "http://s3.bench:9000", .bucket = "bench",
 				 .object = "train/shard-000000.tfrecord",
 				 .etag = "\"0123456789abcdef\"", .block_size = (uint32_t)data_len };
@@ -186,7 +195,7 @@ static int time_sweep(const char *dir, long blocks, uint64_t capacity)
 		fprintf(stderr, "blockstore_rebuild_bench: %s\n", err.msg);
 		return -1;
 	}
-	for (key.index = 0; key.index < 64; key.index++) {
+	for (key.index = 1; key.index < 64; key.index += 2) {
 		block_key_hash(&key, p.hash);
 		if (keep_half(NULL, p.hash, NULL))
 			break;
@@ -196,27 +205,28 @@ static int time_sweep(const char *dir, long blocks, uint64_t capacity)
 		return -1;
 	}
 	t0 = retry_now_s();
-	dropped = blockstore_drop_unless(p.bs, keep_half, NULL);
+	dropped = drop_dataset ? blockstore_drop_dataset(p.bs, "coco")
+			       : blockstore_drop_unless(p.bs, keep_half, NULL);
 	s = retry_now_s() - t0;
 	atomic_store(&p.stop, true);
 	pthread_join(t, NULL);
 	blockstore_free(p.bs);
 	if (dropped == 0 || dropped >= (uint64_t)blocks) {
-		fprintf(stderr, "blockstore_rebuild_bench: the sweep dropped %llu of %ld blocks\n",
+		fprintf(stderr, "blockstore_rebuild_bench: the drop took %llu of %ld blocks\n",
 			(unsigned long long)dropped, blocks);
 		return -1;
 	}
-	printf("mode=sweep blocks=%ld dropped=%llu sweep_seconds=%.3f lookups=%lu "
+	printf("mode=%s blocks=%ld dropped=%llu seconds=%.3f lookups=%lu "
 	       "lookups_over_1ms=%lu lookups_over_10ms=%lu longest_lookup_ms=%.3f\n",
-	       blocks, (unsigned long long)dropped, s, p.lookups, p.over_ms, p.over_10ms,
-	       p.longest_s * 1000);
+	       drop_dataset ? "drop_dataset" : "sweep", blocks, (unsigned long long)dropped, s,
+	       p.lookups, p.over_ms, p.over_10ms, p.longest_s * 1000);
 	fflush(stdout);
 	return 0;
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep] [--dir PARENT] [--data-kib K]\n");
+	fprintf(stderr, "usage: blockstore_rebuild_bench [--blocks N] [--runs R] [--cold] [--sweep | --drop-dataset] [--dir PARENT] [--data-kib K]\n");
 }
 
 int main(int argc, char **argv)
@@ -225,7 +235,7 @@ int main(int argc, char **argv)
 	char dir[4096];
 	long blocks = TARGET_BLOCKS;
 	long runs = 3;
-	bool cold = false, sweep = false;
+	bool cold = false, sweep = false, drop_dataset = false;
 	uint64_t capacity = 0;
 	int rc = 1;
 
@@ -248,6 +258,8 @@ int main(int argc, char **argv)
 			cold = true;
 		} else if (strcmp(argv[i], "--sweep") == 0) {
 			sweep = true;
+		} else if (strcmp(argv[i], "--drop-dataset") == 0) {
+			drop_dataset = true;
 		} else {
 			usage();
 			return 2;
@@ -285,7 +297,7 @@ int main(int argc, char **argv)
 				goto out;
 		}
 	}
-	if (sweep && time_sweep(dir, blocks, capacity) < 0)
+	if ((sweep || drop_dataset) && time_drop(dir, blocks, capacity, drop_dataset) < 0)
 		goto out;
 	rc = 0;
 out:

@@ -358,70 +358,14 @@ enum error_code blockstore_set_dataset(struct blockstore *bs, const char *datase
 }
 
 /*
- * Kills the entries of list l that nothing holds and for which drop(e, arg)
- * is true, then removes their files; returns how many. Called with bs->mu
- * held, returns with it released.
- */
-static uint64_t drop_matching_locked(struct blockstore *bs, struct lru *l,
-				     bool (*drop)(const struct entry *e, void *arg), void *arg)
-{
-	struct entry *chain = NULL;
-	uint64_t count = 0;
-
-	for (struct entry *e = l->tail, *prev = NULL; e; e = prev) {
-		prev = e->prev;
-		if (e->refs > 0 || !drop(e, arg))
-			continue;
-		entry_kill_locked(bs, e);
-		e->next = chain;
-		chain = e;
-		count++;
-	}
-	pthread_mutex_unlock(&bs->mu);
-	if (chain)
-		blockstore_remove_dying(bs, chain);
-	return count;
-}
-
-static bool of_dataset(const struct entry *e, void *ds)
-{
-	return e->ds == ds;
-}
-
-uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
-{
-	struct dataset *ds;
-
-	if (!dataset)
-		return 0;
-	pthread_mutex_lock(&bs->mu);
-	ds = dataset_find_locked(bs, dataset, strlen(dataset));
-	if (!ds) {
-		pthread_mutex_unlock(&bs->mu);
-		return 0;
-	}
-	/* The dataset is gone: the blocks a request still holds, and any
-	 * written after this, must stay evictable, or nothing could ever
-	 * remove them. A new definition pins again (blockstore_set_dataset). */
-	dataset_pin_locked(bs, ds, false);
-	return drop_matching_locked(bs, dataset_list_locked(bs, ds), of_dataset, ds);
-}
-
-/* A block the sweep of blockstore_drop_unless looks at: its dataset lives
- * as long as the store, so its name may be read without the lock. */
-struct sweep_block {
-	uint8_t hash[BLOCK_HASH_LEN];
-	struct dataset *ds;
-	bool drop;
-};
-
-/*
- * Where the sweep goes on after a slice: cursor, the entry it stopped at,
- * held across the release of the lock (cursor->refs taken by the caller,
- * given back here), while it is still a live entry of the LRU; NULL when
- * it left it (evicted, dropped, its dataset pinned) and the sweep stops
- * there. A read meanwhile moves it to the LRU's head and the sweep ends
- * early too: the blocks not judged stay until evicted or the next sweep.
+ * Where a walk of the LRU in slices goes on after one: cursor, the entry
+ * it stopped at, held across the release of the lock (cursor->refs taken
+ * by the caller, given back here), while it is still a live entry of the
+ * LRU; NULL when it left it (evicted, dropped, its dataset pinned) and the
+ * walk stops there. A read meanwhile moves it to the LRU's head, and the
+ * walk ends early too: blockstore_drop_unless leaves the blocks it did
+ * not judge until evicted or the next sweep, a dataset's removal walks
+ * again.
  * The last reference given back frees it as blockstore_ref_put would,
  * here under the lock (a descriptor a reader opened meanwhile is closed:
  * a read-only regular file's close does not wait).
@@ -441,6 +385,88 @@ static struct entry *sweep_resume_locked(struct blockstore *bs, struct entry *cu
 		return cursor;
 	return NULL;
 }
+
+/*
+ * Kills the blocks of ds that nothing holds, then removes their files, a
+ * slice of the LRU (BLOCKSTORE_LOCK_SLICE entries) at a time: the walk
+ * goes on from the entry it stopped at, held across the release of the
+ * lock. Where that entry may have moved meanwhile (its neighbour towards
+ * the tail is another: read, so now at the head, or the neighbour went)
+ * and the walk dropped something, another walk follows, so that a read
+ * of another dataset's block does not leave blocks of ds behind. Called
+ * with bs->mu held and ds unpinned, returns with it released; how many.
+ */
+static uint64_t drop_dataset_locked(struct blockstore *bs, struct dataset *ds)
+{
+	uint64_t count = 0, pass;
+	bool moved;
+
+	do {
+		struct entry *e = bs->lru.tail;
+
+		pass = 0;
+		moved = false;
+		while (e) {
+			struct entry *chain = NULL, *cursor, *behind;
+
+			for (unsigned k = 0; e && k < BLOCKSTORE_LOCK_SLICE; k++) {
+				struct entry *prev = e->prev;
+
+				if (e->ds == ds && e->refs == 0) {
+					entry_kill_locked(bs, e);
+					e->next = chain;
+					chain = e;
+					pass++;
+				}
+				e = prev;
+			}
+			cursor = e;
+			behind = cursor ? cursor->next : NULL;
+			if (cursor)
+				cursor->refs++;
+			pthread_mutex_unlock(&bs->mu);
+			if (chain)
+				blockstore_remove_dying(bs, chain);
+			pthread_mutex_lock(&bs->mu);
+			if (cursor && cursor->next != behind)
+				moved = true;
+			e = cursor ? sweep_resume_locked(bs, cursor) : NULL;
+			if (cursor && !e)
+				moved = true;
+		}
+		count += pass;
+	} while (moved && pass > 0);
+	pthread_mutex_unlock(&bs->mu);
+	return count;
+}
+
+uint64_t blockstore_drop_dataset(struct blockstore *bs, const char *dataset)
+{
+	struct dataset *ds;
+
+	if (!dataset)
+		return 0;
+	pthread_mutex_lock(&bs->mu);
+	ds = dataset_find_locked(bs, dataset, strlen(dataset));
+	if (!ds) {
+		pthread_mutex_unlock(&bs->mu);
+		return 0;
+	}
+	/* The dataset is gone: the blocks a request still holds, and any
+	 * written after this, must stay evictable, or nothing could ever
+	 * remove them. A new definition pins again (blockstore_set_dataset). */
+	dataset_pin_locked(bs, ds, false);
+	return drop_dataset_locked(bs, ds);
+}
+
+/* A block the sweep of blockstore_drop_unless looks at: its dataset lives
+ * as long as the store, so its name may be read without the lock. */
+struct sweep_block {
+	uint8_t hash[BLOCK_HASH_LEN];
+	struct dataset *ds;
+	bool drop;
+};
+
 
 /*
  * A slice at a time, LRU end first, so that the store's lock is held for

@@ -1638,6 +1638,29 @@ START_TEST(test_blockstore_drop_unless_drops_what_keep_refuses)
 }
 END_TEST
 
+/* A dataset's removal over more blocks than one slice of the LRU, its
+ * blocks between another's, drops all of them and none of the other's. */
+START_TEST(test_blockstore_drop_dataset_goes_slice_by_slice)
+{
+	const int n = 3 * BLOCKSTORE_LOCK_SLICE;
+	char *dir = make_dir();
+	struct blockstore *bs = open_store(dir, (uint64_t)n * FILE_BYTES);
+	struct blockstore_stats st;
+
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(put_block(bs, i, i % 3 ? "a" : "b", 1), ERR_OK);
+	ck_assert_uint_eq(blockstore_drop_dataset(bs, "a"), (uint64_t)(2 * n / 3));
+	for (int i = 0; i < n; i++)
+		ck_assert_msg(has_block(bs, i, 1) == (i % 3 == 0), "block %d", i);
+	ck_assert_int_eq(count_files(dir), n / 3);
+	blockstore_get_stats(bs, &st);
+	ck_assert_uint_eq(st.blocks, (uint64_t)(n / 3));
+	ck_assert_uint_eq(st.unowned, 0);
+	blockstore_free(bs);
+	remove_dir(dir);
+}
+END_TEST
+
 struct reading_keep {
 	struct blockstore *bs;
 	struct blockstore_ref *ref; /* block 1, read while it is judged */
@@ -2089,6 +2112,7 @@ int main(void)
 	tcase_add_test(tc, test_blockstore_drop_unless_drops_what_keep_refuses);
 	tcase_add_test(tc, test_blockstore_drop_unless_judges_without_the_lock);
 	tcase_add_test(tc, test_blockstore_drop_unless_goes_slice_by_slice);
+	tcase_add_test(tc, test_blockstore_drop_dataset_goes_slice_by_slice);
 	tcase_add_test(tc, test_blockstore_drop_unless_stops_where_its_next_block_went);
 	tcase_add_test(tc, test_blockstore_check_usable_makes_a_file_in_tmp);
 	tcase_add_test(tc, test_blockstore_room_check_fails_only_where_eviction_cannot_help);
