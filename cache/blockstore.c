@@ -365,10 +365,9 @@ enum error_code blockstore_set_dataset(struct blockstore *bs, const char *datase
  * walk stops there. A read meanwhile moves it to the LRU's head, and the
  * walk ends early too: blockstore_drop_unless leaves the blocks it did
  * not judge until evicted or the next sweep, a dataset's removal walks
- * again.
- * The last reference given back frees it as blockstore_ref_put would,
- * here under the lock (a descriptor a reader opened meanwhile is closed:
- * a read-only regular file's close does not wait).
+ * again. The last reference given back frees it as blockstore_ref_put
+ * would, here under the lock (a descriptor a reader opened meanwhile is
+ * closed: a read-only regular file's close does not wait).
  */
 static struct entry *sweep_resume_locked(struct blockstore *bs, struct entry *cursor)
 {
@@ -466,7 +465,6 @@ struct sweep_block {
 	struct dataset *ds;
 	bool drop;
 };
-
 
 /*
  * A slice at a time, LRU end first, so that the store's lock is held for
