@@ -133,7 +133,8 @@ static int time_open(const char *dir, const char *mode, long blocks, uint64_t ca
 	return 0;
 }
 
-/* The probe of --sweep: asks for one block until told to stop. */
+/* The probe of --sweep and --drop-dataset: asks for one block until told
+ * to stop. */
 struct probe {
 	struct blockstore *bs;
 	uint8_t hash[BLOCK_HASH_LEN];

@@ -55,7 +55,8 @@
 #                  page-cache figures of the cold and the last epoch, and the
 #                  CPU milliseconds per file of the cold epoch (the system's
 #                  processes, the store, the readers, as for CPU per GB;
-#                  in the log, meta+worker's for each of its processes)
+#                  in the log, each process of a Granary system and of the
+#                  store on its own)
 #   metadata       listing and stat(2) of the --meta-files entries (fresh mount)
 #
 # S3 traffic is counted the same way for every system: they all reach the

@@ -477,7 +477,7 @@ struct sweep_block {
 uint64_t blockstore_drop_unless(struct blockstore *bs, blockstore_keep_fn keep, void *arg)
 {
 	struct sweep_block *b = malloc(BLOCKSTORE_LOCK_SLICE * sizeof(*b));
-	struct entry *e, *cursor = NULL;
+	struct entry *e;
 	uint64_t count = 0;
 
 	if (!b)
@@ -485,7 +485,7 @@ uint64_t blockstore_drop_unless(struct blockstore *bs, blockstore_keep_fn keep, 
 	pthread_mutex_lock(&bs->mu);
 	e = bs->lru.tail;
 	while (e) {
-		struct entry *chain = NULL;
+		struct entry *chain = NULL, *cursor;
 		size_t n = 0;
 
 		for (; e && n < BLOCKSTORE_LOCK_SLICE; e = e->prev) {

@@ -2010,8 +2010,9 @@ enum error_code fetch_new(const struct fetch_config *cfg, struct fetcher **out, 
 		inflight_init(&f->ra_ctl, min_u(cfg->readahead_inflight, cfg->threads),
 			      min_u(cfg->readahead_inflight_max, cfg->threads));
 		inflight_start_at(&f->ra_ctl, cfg->readahead_inflight_start);
-	} else
+	} else {
 		inflight_init(&f->ra_ctl, cfg->threads, cfg->threads);
+	}
 	atomic_init(&f->ra_limit, f->ra_ctl.limit);
 	f->coalesce_bytes = cfg->coalesce_bytes;
 	f->write_behind = cfg->write_behind;

@@ -16,8 +16,8 @@
  * put, for the administrator's tools, resolves the key's directory as
  * reads do (a link that leads out is refused), writes a temporary file
  * ending in ".granary-tmp" there and renames it over the key; such files
- * are never objects. There is no
- * get_stream: store.c builds it from get, which is a pread loop.
+ * are never objects. There is no get_stream: store.c builds it from get,
+ * which is a pread loop.
  *
  * The store keeps no mutable state besides the atomic counters, so every
  * call is thread-safe.
@@ -346,9 +346,7 @@ static enum error_code put_error(const struct store_file *sf, const char *key, i
 				 struct error *err)
 {
 	if (errnum == EXDEV)
-		return error_set(err, ERR_PERMISSION,
-				 "put '%s' in '%s': a symbolic link leads out of the directory",
-				 key, sf->root);
+		return stat_error(sf, "put", key, errnum, err);
 	return error_set(err,
 			 errnum == EISDIR || errnum == ENOTDIR ? ERR_INVALID : error_from_errno(errnum),
 			 "put '%s' in '%s': %s", key, sf->root, strerror(errnum));
@@ -407,13 +405,12 @@ static enum error_code file_put(struct store *st, const char *key, const void *d
 	struct store_file *sf = (struct store_file *)st;
 	const char *slash = strrchr(key, '/');
 	const char *name = slash ? slash + 1 : key;
-	char path[PATH_MAX];
 	char tmp[NAME_MAX + 1];
 	enum error_code rc = ERR_OK;
 	int dfd = -1, fd = -1, saved = 0, w = 0;
 
 	count_request(st);
-	rc = key_path(sf, key, path, err);
+	rc = key_path(sf, key, NULL, err);
 	if (rc != ERR_OK)
 		return rc;
 	if (key[strlen(key) - 1] == '/' || has_tmp_suffix(key))
